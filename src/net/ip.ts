@@ -1,0 +1,227 @@
+/**
+ * Strict IPv4/IPv6 address and prefix parsing, with addresses as bigints so
+ * both families share one range arithmetic. Strict means: no leading zeros in
+ * IPv4 octets (0177.0.0.1 is octal to some parsers and decimal to others),
+ * no zone ids, no IPv4-mapped IPv6 in policies (those never match on the wire
+ * in an inet table; the packet is IPv4), no host bits set in a prefix.
+ */
+
+export type Family = 4 | 6;
+
+/** An inclusive address range of one family. A host is start === end. */
+export interface AddrRange {
+  family: Family;
+  start: bigint;
+  end: bigint;
+}
+
+export const MAX4 = (1n << 32n) - 1n;
+export const MAX6 = (1n << 128n) - 1n;
+
+/** Maximum address value of a family. */
+export function maxOf(family: Family): bigint {
+  return family === 4 ? MAX4 : MAX6;
+}
+
+/** Parses dotted-quad IPv4. Returns null for anything else. */
+export function parseIPv4(text: string): bigint | null {
+  const parts = text.split('.');
+  if (parts.length !== 4) return null;
+  let value = 0n;
+  for (const part of parts) {
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(part)) return null;
+    const n = Number(part);
+    if (n > 255) return null;
+    value = (value << 8n) | BigInt(n);
+  }
+  return value;
+}
+
+/** Parses IPv6 text (RFC 4291 section 2.2, including a trailing dotted quad). Returns null otherwise. */
+export function parseIPv6(text: string): bigint | null {
+  if (text.length < 2 || text.length > 45 || !/^[0-9a-fA-F:.]+$/.test(text)) return null;
+  let head = text;
+  let tailWords: number[] = [];
+  const lastColon = head.lastIndexOf(':');
+  const tail = head.slice(lastColon + 1);
+  if (tail.includes('.')) {
+    const v4 = parseIPv4(tail);
+    if (v4 === null) return null;
+    tailWords = [Number(v4 >> 16n), Number(v4 & 0xffffn)];
+    head = head.slice(0, lastColon + 1);
+    if (head.endsWith(':') && !head.endsWith('::')) head = head.slice(0, -1);
+  }
+  const doubleAt = head.indexOf('::');
+  if (doubleAt !== head.lastIndexOf('::')) return null;
+  const parseGroups = (s: string): number[] | null => {
+    if (s === '') return [];
+    const out: number[] = [];
+    for (const g of s.split(':')) {
+      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return null;
+      out.push(parseInt(g, 16));
+    }
+    return out;
+  };
+  let words: number[];
+  if (doubleAt >= 0) {
+    const left = parseGroups(head.slice(0, doubleAt));
+    const right = parseGroups(head.slice(doubleAt + 2));
+    if (!left || !right) return null;
+    const missing = 8 - left.length - right.length - tailWords.length;
+    if (missing < 1) return null;
+    words = [...left, ...new Array<number>(missing).fill(0), ...right, ...tailWords];
+  } else {
+    const all = parseGroups(head);
+    if (!all) return null;
+    words = [...all, ...tailWords];
+  }
+  if (words.length !== 8) return null;
+  let value = 0n;
+  for (const w of words) value = (value << 16n) | BigInt(w);
+  return value;
+}
+
+/** Formats an address in its canonical text form (RFC 5952 for IPv6). */
+export function formatAddr(family: Family, value: bigint): string {
+  if (family === 4) {
+    return [24n, 16n, 8n, 0n].map((s) => String((value >> s) & 0xffn)).join('.');
+  }
+  const words: number[] = [];
+  for (let i = 7; i >= 0; i--) words.push(Number((value >> BigInt(i * 16)) & 0xffffn));
+  // RFC 5952 section 4.2.3: compress the longest run of two or more zero words, the first if tied.
+  let bestStart = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (words[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && words[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = (ws: number[]) => ws.map((w) => w.toString(16)).join(':');
+  if (bestStart < 0) return hex(words);
+  return `${hex(words.slice(0, bestStart))}::${hex(words.slice(bestStart + bestLen))}`;
+}
+
+/** Parses an address in either family. */
+export function parseAddr(text: string): { family: Family; value: bigint } | null {
+  const v4 = parseIPv4(text);
+  if (v4 !== null) return { family: 4, value: v4 };
+  const v6 = parseIPv6(text);
+  if (v6 !== null) return { family: 6, value: v6 };
+  return null;
+}
+
+export type PrefixParse =
+  | { ok: true; range: AddrRange; prefixLen: number }
+  | { ok: false; reason: string };
+
+/**
+ * Parses `ADDR`, `ADDR/LEN` or `ADDR-ADDR` into an inclusive range.
+ * Host bits set in a prefix are an error that names the intended network.
+ */
+export function parsePrefix(text: string): PrefixParse {
+  const dash = text.indexOf('-');
+  if (dash > 0) {
+    const a = parseAddr(text.slice(0, dash));
+    const b = parseAddr(text.slice(dash + 1));
+    if (!a || !b) return { ok: false, reason: 'not an address range' };
+    if (a.family !== b.family) return { ok: false, reason: 'range mixes IPv4 and IPv6' };
+    if (a.value > b.value) return { ok: false, reason: 'range start is after its end' };
+    const mapped = checkMapped(a.family, a.value);
+    if (mapped) return { ok: false, reason: mapped };
+    return { ok: true, range: { family: a.family, start: a.value, end: b.value }, prefixLen: -1 };
+  }
+  const slash = text.indexOf('/');
+  const addrText = slash >= 0 ? text.slice(0, slash) : text;
+  const addr = parseAddr(addrText);
+  if (!addr) return { ok: false, reason: 'not an IP address' };
+  const bits = addr.family === 4 ? 32 : 128;
+  let len = bits;
+  if (slash >= 0) {
+    const lenText = text.slice(slash + 1);
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(lenText) || Number(lenText) > bits) {
+      return { ok: false, reason: `prefix length must be 0 to ${bits}` };
+    }
+    len = Number(lenText);
+  }
+  const mapped = checkMapped(addr.family, addr.value);
+  if (mapped) return { ok: false, reason: mapped };
+  const hostMask = (1n << BigInt(bits - len)) - 1n;
+  if ((addr.value & hostMask) !== 0n) {
+    const net = addr.value & ~hostMask & maxOf(addr.family);
+    return {
+      ok: false,
+      reason: `host bits are set (the network is ${formatAddr(addr.family, net)}/${len})`,
+    };
+  }
+  return {
+    ok: true,
+    range: { family: addr.family, start: addr.value, end: addr.value | hostMask },
+    prefixLen: len,
+  };
+}
+
+function checkMapped(family: Family, value: bigint): string | null {
+  if (family === 6 && value >> 32n === 0xffffn) {
+    return 'IPv4-mapped IPv6 addresses never appear on the wire; write the IPv4 address';
+  }
+  return null;
+}
+
+/** Formats a range as a host, a prefix when it is one, or `a-b`. */
+export function formatRange(r: AddrRange): string {
+  if (r.start === r.end) return formatAddr(r.family, r.start);
+  const bits = r.family === 4 ? 32 : 128;
+  const size = r.end - r.start + 1n;
+  if ((size & (size - 1n)) === 0n && (r.start & (size - 1n)) === 0n) {
+    const len = bits - (size.toString(2).length - 1);
+    return `${formatAddr(r.family, r.start)}/${len}`;
+  }
+  return `${formatAddr(r.family, r.start)}-${formatAddr(r.family, r.end)}`;
+}
+
+/** Sorts and merges overlapping or adjacent ranges (one family). The kernel rejects overlaps. */
+export function mergeRanges(ranges: AddrRange[]): AddrRange[] {
+  const sorted = [...ranges].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  const out: AddrRange[] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last && r.start <= last.end + 1n) {
+      if (r.end > last.end) last.end = r.end;
+    } else {
+      out.push({ ...r });
+    }
+  }
+  return out;
+}
+
+/** True when the range contains the address. */
+export function rangeContains(r: AddrRange, family: Family, value: bigint): boolean {
+  return r.family === family && r.start <= value && value <= r.end;
+}
+
+/** Big-endian bytes of an address (4 or 16 bytes). */
+export function addrBytes(family: Family, value: bigint): Buffer {
+  const len = family === 4 ? 4 : 16;
+  const out = Buffer.alloc(len);
+  let v = value;
+  for (let i = len - 1; i >= 0; i--) {
+    out[i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  return out;
+}
+
+/** Reads a big-endian address from bytes. */
+export function bytesAddr(buf: Uint8Array): bigint {
+  let v = 0n;
+  for (const b of buf) v = (v << 8n) | BigInt(b);
+  return v;
+}

@@ -1,0 +1,494 @@
+import { createHash } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import type { z } from 'zod';
+import { PolicyError, SluiceError, type PolicyIssue } from '../errors.js';
+import { mergeRanges, type AddrRange } from '../net/ip.js';
+import {
+  ANY_RANGES,
+  parseDestination,
+  parseInterface,
+  parsePortEntry,
+  parseRuleName,
+  parseService,
+  parseUser,
+  showValue,
+} from './parse-values.js';
+import type { DomainPattern, InterfaceRef, Policy, PortRange, Rule, ServiceRef, UserRef } from './policy.js';
+import { lenientRule, lenientTop, ruleSchema, topSchema, type RawRule } from './schema.js';
+
+/** What the loader needs from the host. Injected so loading is testable without real users. */
+export interface PolicyHost {
+  /** Looks up user names; returns a map of the names found to their uids. */
+  lookupUsers(names: string[]): Map<string, number>;
+}
+
+/** Files larger than this are refused before parsing (a policy of a million addresses is ~20 MiB). */
+export const MAX_POLICY_BYTES = 64 * 1024 * 1024;
+
+export const DEFAULT_LOG_GROUP = 7331;
+
+/** Reads and validates a policy file. Throws PolicyError with every issue found. */
+export function loadPolicyFile(file: string, host: PolicyHost): Policy {
+  let size: number;
+  try {
+    const st = statSync(file);
+    if (!st.isFile()) throw new SluiceError('EPOLICYREAD', `Cannot read policy: not a regular file: ${file}`);
+    size = st.size;
+  } catch (err) {
+    if (err instanceof SluiceError) throw err;
+    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new SluiceError('EPOLICYREAD', `Cannot read policy: ${code}: ${file}`, { cause: err });
+  }
+  if (size > MAX_POLICY_BYTES) {
+    throw new PolicyError([
+      issueAt(file, 1, 1, [], `policy file is ${size} bytes; the limit is ${MAX_POLICY_BYTES}`),
+    ]);
+  }
+  return parsePolicy(readFileSync(file), file, host);
+}
+
+function issueAt(file: string, line: number, column: number, path: (string | number)[], message: string): PolicyIssue {
+  return { file, line, column, path, message, severity: 'error' };
+}
+
+/** Validates policy bytes. Pure apart from `host`; the unit tests drive it directly. */
+export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): Policy {
+  if (bytes.length > MAX_POLICY_BYTES) {
+    throw new PolicyError([issueAt(file, 1, 1, [], `policy is ${bytes.length} bytes; the limit is ${MAX_POLICY_BYTES}`)]);
+  }
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    const at = firstInvalidUtf8(bytes);
+    const pos = lineColAtByte(bytes, at);
+    throw new PolicyError([issueAt(file, pos.line, pos.column, [], `not valid UTF-8 text (byte ${at}); is this a binary file?`)]);
+  }
+  const control = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/.exec(text);
+  if (control) {
+    const pos = lineColAtOffset(text, control.index);
+    const hex = control[0].charCodeAt(0).toString(16).padStart(2, '0');
+    throw new PolicyError([issueAt(file, pos.line, pos.column, [], `control character 0x${hex} in policy text; is this a binary file?`)]);
+  }
+
+  const lines = new LineCounter();
+  let doc: Document.Parsed;
+  try {
+    doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, strict: true });
+  } catch (err) {
+    if (err instanceof RangeError) {
+      throw new PolicyError([issueAt(file, 1, 1, [], 'policy nests too deeply to parse')]);
+    }
+    throw err;
+  }
+  const issues: PolicyIssue[] = [];
+  for (const e of doc.errors) {
+    const pos = lines.linePos(e.pos[0]);
+    issues.push(issueAt(file, pos.line, pos.col, [], `YAML: ${firstLine(e.message)}`));
+  }
+  if (issues.length > 0) throw new PolicyError(issues);
+
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    const message = err instanceof RangeError ? 'policy nests too deeply to parse' : `YAML: ${firstLine(String((err as Error).message))}`;
+    throw new PolicyError([issueAt(file, 1, 1, [], message)]);
+  }
+  if (raw === null || raw === undefined) raw = {};
+
+  const locate = (path: (string | number)[], key = false) => {
+    const offset = offsetOf(doc, path, key);
+    const pos = lines.linePos(offset);
+    return { line: pos.line, column: pos.col };
+  };
+  const error = (path: (string | number)[], message: string, key = false) => {
+    issues.push({ file, ...locate(path, key), path, message, severity: 'error' });
+  };
+  const warning = (path: (string | number)[], message: string) => {
+    issues.push({ file, ...locate(path), path, message, severity: 'warning' });
+  };
+
+  // Structure first, but per key and per rule, so one run reports every
+  // problem: a rule with a misspelt key still has its values checked.
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    error([], `a policy is a map of settings (mode, rules, ...), not ${describeValue(raw)}`);
+    throw new PolicyError(issues);
+  }
+  const top = topSchema.safeParse(raw);
+  if (!top.success) for (const zi of top.error.issues) reportZodIssue(zi, raw, error);
+  const p = lenientTop(raw as Record<string, unknown>);
+
+  const rawRules = Array.isArray((raw as Record<string, unknown>).rules) ? ((raw as Record<string, unknown>).rules as unknown[]) : [];
+  const structural = new Set<number>();
+  const typedRules: (RawRule | null)[] = rawRules.map((r, index) => {
+    const parsed = ruleSchema.safeParse(r);
+    if (parsed.success) return parsed.data;
+    structural.add(index);
+    for (const zi of parsed.error.issues) reportZodIssue({ ...zi, path: ['rules', index, ...zi.path] }, raw, error);
+    return lenientRule(r);
+  });
+  const names = new Map<string, number>();
+  const userNames = new Set<string>();
+  for (const r of typedRules) {
+    for (const u of r?.users ?? []) {
+      const pu = parseUser(u);
+      if (pu.ok && pu.value.name !== undefined) userNames.add(pu.value.name);
+    }
+  }
+  const uids = userNames.size > 0 ? host.lookupUsers([...userNames]) : new Map<string, number>();
+
+  const rules: Rule[] = [];
+  typedRules.forEach((r, index) => {
+    if (!r) return;
+    const base: (string | number)[] = ['rules', index];
+    const rule = buildRule(r, index, base, uids, error, warning, structural.has(index));
+    if (typeof r.name === 'string') {
+      const nameCheck = parseRuleName(r.name);
+      if (!nameCheck.ok) error([...base, 'name'], `${nameCheck.reason}: ${showValue(r.name)}`);
+      else if (names.has(r.name)) {
+        error([...base, 'name'], `duplicate rule name ${showValue(r.name)} (first used by rule ${(names.get(r.name) ?? 0) + 1})`);
+      } else names.set(r.name, index);
+    }
+    rule.line = locate(base).line;
+    rules.push(rule);
+  });
+
+  if (p.mode === undefined) warning([], 'no mode given: starting in audit mode (nothing is blocked); set mode: enforce when ready');
+
+  issues.sort((a, b) => a.line - b.line || a.column - b.column);
+  const errors = issues.filter((i) => i.severity === 'error');
+  if (errors.length > 0) throw new PolicyError(issues);
+
+  return {
+    file,
+    sha256,
+    mode: p.mode ?? 'audit',
+    defaultAction: p.default ?? 'deny',
+    blockWith: p.block_with ?? 'reject',
+    essentials: p.essentials ?? true,
+    log: {
+      group: p.log?.group ?? DEFAULT_LOG_GROUP,
+      rate: p.log?.rate ?? 1000,
+      burst: p.log?.burst ?? 5000,
+      allowed: p.log?.allowed ?? false,
+    },
+    rules,
+    warnings: issues.filter((i) => i.severity === 'warning'),
+  };
+}
+
+type Report = (path: (string | number)[], message: string, key?: boolean) => void;
+
+function buildRule(
+  r: RawRule,
+  index: number,
+  base: (string | number)[],
+  uids: Map<string, number>,
+  error: Report,
+  warning: Report,
+  hadStructuralErrors = false,
+): Rule {
+  const addrs: AddrRange[] = [];
+  const domains: DomainPattern[] = [];
+  (r.to ?? []).forEach((v, i) => {
+    const d = parseDestination(v);
+    if (!d.ok) return error([...base, 'to', i], `${d.reason}: ${showValue(v)}`);
+    if (d.value.kind === 'any') addrs.push(...ANY_RANGES.map((x) => ({ ...x })));
+    else if (d.value.kind === 'addr') addrs.push(d.value.range);
+    else if (!domains.some((x) => x.text === (d.value as { pattern: DomainPattern }).pattern.text)) domains.push(d.value.pattern);
+  });
+  const ports: PortRange[] = [];
+  let icmp = false;
+  let icmpv6 = false;
+  (r.ports ?? []).forEach((v, i) => {
+    const pe = parsePortEntry(v);
+    if (!pe.ok) return error([...base, 'ports', i], `${pe.reason}: ${showValue(v)}`);
+    if (pe.value.kind === 'icmp') icmp = true;
+    else if (pe.value.kind === 'icmpv6') icmpv6 = true;
+    else ports.push(...pe.value.ranges);
+  });
+  const users: UserRef[] = [];
+  (r.users ?? []).forEach((v, i) => {
+    const pu = parseUser(v);
+    if (!pu.ok) return error([...base, 'users', i], `${pu.reason}: ${showValue(v)}`);
+    if (pu.value.uid !== undefined) users.push({ uid: pu.value.uid });
+    else if (pu.value.name !== undefined) {
+      const uid = uids.get(pu.value.name);
+      if (uid === undefined) return error([...base, 'users', i], `no such user: ${showValue(pu.value.name)}`);
+      users.push({ uid, name: pu.value.name });
+    }
+  });
+  const services: ServiceRef[] = [];
+  (r.services ?? []).forEach((v, i) => {
+    const ps = parseService(v);
+    if (!ps.ok) return error([...base, 'services', i], `${ps.reason}: ${showValue(v)}`);
+    services.push(ps.value);
+  });
+  const interfaces: InterfaceRef[] = [];
+  (r.interfaces ?? []).forEach((v, i) => {
+    const pi = parseInterface(v);
+    if (!pi.ok) return error([...base, 'interfaces', i], `${pi.reason}: ${showValue(v)}`);
+    interfaces.push(pi.value);
+  });
+
+  for (const key of ['to', 'ports', 'users', 'services', 'interfaces'] as const) {
+    const list = r[key];
+    if (list !== undefined && list.length === 0) {
+      error([...base, key], `empty ${key} list: leave the key out to mean any, or list at least one entry`);
+    }
+  }
+  const constrains = ['to', 'ports', 'users', 'services', 'interfaces'].some((k) => r[k as keyof RawRule] !== undefined);
+  if (!constrains && !hadStructuralErrors) {
+    error(base, `rule ${showValue(r.name)} matches all traffic; give it to, ports, users, services or interfaces (to: [any] means any destination)`);
+  }
+  const hasV4 = addrs.some((a) => a.family === 4) || domains.length > 0;
+  const hasV6 = addrs.some((a) => a.family === 6) || domains.length > 0;
+  const hasAddrs = addrs.length > 0 || domains.length > 0;
+  if (icmp && hasAddrs && !hasV4) warning([...base, 'ports'], 'icmp is IPv4 only and this rule has only IPv6 destinations: it never matches');
+  if (icmpv6 && hasAddrs && !hasV6) warning([...base, 'ports'], 'icmpv6 is IPv6 only and this rule has only IPv4 destinations: it never matches');
+
+  return {
+    name: r.name,
+    action: r.action ?? 'allow',
+    index,
+    addrs: normalizeAddrs(addrs),
+    domains,
+    ports: mergePorts(ports),
+    icmp,
+    icmpv6,
+    users: dedupeBy(users, (u) => String(u.uid)),
+    services: dedupeBy(services, (s) => (s.kind === 'unit' ? `u:${s.unit}` : `c:${s.path}`)),
+    interfaces: normalizeInterfaces(interfaces),
+    log: r.log ?? false,
+    ...(r.comment !== undefined ? { comment: r.comment } : {}),
+    line: 0,
+  };
+}
+
+/**
+ * Per family: prefixes and ranges merged (interval sets reject overlaps), then
+ * single hosts that no prefix covers, deduplicated. Hosts stay hosts so they
+ * land in hash sets, which load and match faster than interval sets.
+ */
+export function normalizeAddrs(addrs: AddrRange[]): AddrRange[] {
+  const out: AddrRange[] = [];
+  for (const family of [4, 6] as const) {
+    const nets = mergeRanges(addrs.filter((a) => a.family === family && a.start !== a.end));
+    const hosts = [...new Set(addrs.filter((a) => a.family === family && a.start === a.end).map((a) => a.start))].sort((a, b) =>
+      a < b ? -1 : a > b ? 1 : 0,
+    );
+    // Both lists are sorted: one pass finds the hosts no prefix covers.
+    let k = 0;
+    const loose: AddrRange[] = [];
+    for (const h of hosts) {
+      while (k < nets.length && (nets[k] as AddrRange).end < h) k++;
+      const n = nets[k];
+      if (!n || n.start > h) loose.push({ family, start: h, end: h });
+    }
+    out.push(...nets, ...loose);
+  }
+  return out;
+}
+
+/** Drops interface names a wildcard in the same list already covers (`eth*` covers `eth0` and `eth1*`). */
+export function normalizeInterfaces(list: InterfaceRef[]): InterfaceRef[] {
+  const unique = dedupeBy(list, (i) => `${i.name}${i.wildcard ? '*' : ''}`);
+  return unique.filter((i) => !unique.some((w) => w !== i && w.wildcard && i.name.startsWith(w.name) && (w.name !== i.name || !i.wildcard)));
+}
+
+function dedupeBy<T>(items: T[], key: (t: T) => string): T[] {
+  const seen = new Set<string>();
+  return items.filter((t) => {
+    const k = key(t);
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+/** Sorts and merges port ranges per protocol (interval sets reject overlaps). */
+export function mergePorts(ports: PortRange[]): PortRange[] {
+  const out: PortRange[] = [];
+  for (const proto of ['tcp', 'udp'] as const) {
+    const list = ports.filter((p) => p.proto === proto).sort((a, b) => a.from - b.from);
+    for (const p of list) {
+      const last = out[out.length - 1];
+      if (last && last.proto === proto && p.from <= last.to + 1) last.to = Math.max(last.to, p.to);
+      else out.push({ ...p });
+    }
+  }
+  return out;
+}
+
+function reportZodIssue(zi: z.core.$ZodIssue, raw: unknown, error: Report): void {
+  const path = zi.path.filter((p): p is string | number => typeof p !== 'symbol');
+  const value = valueAt(raw, path);
+  const where = path.length > 0 ? String(path[path.length - 1]) : 'policy';
+  switch (zi.code) {
+    case 'unrecognized_keys':
+      for (const k of zi.keys) {
+        const hint = suggestKey(k, path);
+        error([...path, k], `unknown key ${showValue(k)}${hint ? ` (did you mean ${hint}?)` : ''}`, true);
+      }
+      return;
+    case 'invalid_type':
+      if (value === undefined) {
+        error(path.slice(0, -1), `missing required key ${showValue(where)}`);
+      } else {
+        error(path, `${where} must be ${describeExpected(zi.expected)}, not ${describeValue(value)}: ${showValue(value)}`);
+      }
+      return;
+    case 'invalid_value':
+      error(path, `${where} must be one of ${zi.values.map((v) => JSON.stringify(v)).join(', ')}: ${showValue(value)}`);
+      return;
+    case 'invalid_union':
+      error(path, `${where} must be a string or a number: ${showValue(value)}`);
+      return;
+    case 'too_big':
+      error(path, `${where} is too large (the limit is ${String(zi.maximum)}): ${showValue(value)}`);
+      return;
+    case 'too_small':
+      error(path, `${where} is too small (the minimum is ${String(zi.minimum)}): ${showValue(value)}`);
+      return;
+    default:
+      error(path, `${where}: ${zi.message}: ${showValue(value)}`);
+  }
+}
+
+const KNOWN_KEYS: Record<string, string[]> = {
+  top: ['version', 'mode', 'default', 'block_with', 'essentials', 'log', 'rules'],
+  rule: ['name', 'action', 'to', 'ports', 'users', 'services', 'interfaces', 'log', 'comment'],
+  log: ['group', 'rate', 'burst', 'allowed'],
+};
+
+function suggestKey(key: string, path: (string | number)[]): string | null {
+  const list = path.length === 0 ? KNOWN_KEYS.top : path[0] === 'rules' ? KNOWN_KEYS.rule : path[0] === 'log' ? KNOWN_KEYS.log : [];
+  let best: string | null = null;
+  let bestD = 3;
+  for (const k of list ?? []) {
+    const d = editDistance(key.toLowerCase(), k);
+    if (d < bestD) {
+      best = k;
+      bestD = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  if (Math.abs(a.length - b.length) > 3) return 99;
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0] ?? 0;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = row[j] ?? 0;
+      row[j] = Math.min((row[j] ?? 0) + 1, (row[j - 1] ?? 0) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return row[b.length] ?? 99;
+}
+
+function describeExpected(expected: string): string {
+  switch (expected) {
+    case 'array':
+      return 'a list';
+    case 'object':
+      return 'a map';
+    case 'string':
+      return 'a string';
+    case 'number':
+      return 'a number';
+    case 'boolean':
+      return 'true or false';
+    default:
+      return expected;
+  }
+}
+
+function describeValue(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a map';
+  return `a ${typeof v}`;
+}
+
+function valueAt(root: unknown, path: (string | number)[]): unknown {
+  let cur: unknown = root;
+  for (const p of path) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<string | number, unknown>)[p];
+  }
+  return cur;
+}
+
+/** Source offset of the node at `path` (or of its key), falling back to the nearest ancestor. */
+function offsetOf(doc: Document.Parsed, path: (string | number)[], key: boolean): number {
+  let node: Node | null = doc.contents;
+  let best = node?.range?.[0] ?? 0;
+  for (let i = 0; i < path.length && node; i++) {
+    const seg = path[i];
+    const last = i === path.length - 1;
+    if (isMap(node)) {
+      const pair = node.items.find((it) => isPair(it) && isScalar(it.key) && String(it.key.value) === String(seg));
+      if (!pair) break;
+      if (last && key && isScalar(pair.key) && pair.key.range) return pair.key.range[0];
+      node = (pair.value as Node | null) ?? null;
+      const start = node?.range?.[0] ?? (isScalar(pair.key) ? pair.key.range?.[0] : undefined);
+      if (start !== undefined) best = start;
+    } else if (isSeq(node) && typeof seg === 'number') {
+      node = (node.items[seg] as Node | undefined) ?? null;
+      if (node?.range) best = node.range[0];
+    } else break;
+  }
+  return best;
+}
+
+function firstLine(s: string): string {
+  return s.split('\n')[0] ?? s;
+}
+
+function firstInvalidUtf8(bytes: Uint8Array): number {
+  // Streaming decode of a prefix tolerates a character cut at its end, so the
+  // first prefix that fails ends exactly at the first invalid byte.
+  let lo = 0;
+  let hi = bytes.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    try {
+      new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(0, mid + 1), { stream: true });
+      lo = mid + 1;
+    } catch {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+function lineColAtByte(bytes: Uint8Array, at: number): { line: number; column: number } {
+  let line = 1;
+  let col = 1;
+  for (let i = 0; i < at && i < bytes.length; i++) {
+    if (bytes[i] === 0x0a) {
+      line++;
+      col = 1;
+    } else col++;
+  }
+  return { line, column: col };
+}
+
+function lineColAtOffset(text: string, at: number): { line: number; column: number } {
+  let line = 1;
+  let col = 1;
+  for (let i = 0; i < at; i++) {
+    if (text.charCodeAt(i) === 10) {
+      line++;
+      col = 1;
+    } else col++;
+  }
+  return { line, column: col };
+}

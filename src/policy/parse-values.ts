@@ -1,0 +1,197 @@
+import { domainToASCII } from 'node:url';
+import { MAX4, MAX6, parsePrefix, type AddrRange } from '../net/ip.js';
+import type { DomainPattern, InterfaceRef, PortRange, ServiceRef } from './policy.js';
+
+/**
+ * Parsers for the values a policy holds. Each returns a value or a reason; the
+ * loader turns reasons into positioned errors. These are the only gate
+ * between a policy file and the kernel, so they accept a strict subset and
+ * never pass a string through unvalidated (nft would, for example, resolve an
+ * unknown word as a host name).
+ */
+
+export type Parsed<T> = { ok: true; value: T } | { ok: false; reason: string };
+
+const ok = <T>(value: T): Parsed<T> => ({ ok: true, value });
+const bad = <T>(reason: string): Parsed<T> => ({ ok: false, reason });
+
+/** Printable form of a hostile value for error messages: quoted, escaped, truncated. */
+export function showValue(value: unknown): string {
+  let text: string;
+  if (typeof value === 'string') text = value;
+  else if (value === null || value === undefined) return String(value);
+  else if (typeof value === 'object') text = Array.isArray(value) ? '[list]' : '{map}';
+  else text = String(value);
+  const clipped = text.length > 60 ? `${text.slice(0, 57)}...` : text;
+  return JSON.stringify(clipped);
+}
+
+export type Destination =
+  | { kind: 'addr'; range: AddrRange }
+  | { kind: 'any' }
+  | { kind: 'domain'; pattern: DomainPattern };
+
+const MAX_NAME = 253;
+const LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/;
+
+/**
+ * Parses a domain name or a `*.suffix` wildcard into lower-case IDNA form.
+ * A wildcard must be the whole first label (RFC 4592 section 2.1.1 puts the
+ * asterisk label only there); it matches any name below the suffix, at any
+ * depth, and never the suffix itself.
+ */
+export function parseDomain(text: string): Parsed<DomainPattern> {
+  let rest = text.trim();
+  if (rest !== text || rest.length === 0) return bad('domain names cannot be empty or padded with spaces');
+  let wildcard = false;
+  if (rest.startsWith('*.')) {
+    wildcard = true;
+    rest = rest.slice(2);
+  }
+  if (rest.includes('*')) {
+    return bad('a wildcard must be the whole first label, as in *.example.com');
+  }
+  if (rest.endsWith('.')) rest = rest.slice(0, -1);
+  if (rest.length === 0) return bad('a wildcard needs a suffix, as in *.example.com');
+  // domainToASCII applies UTS 46 mapping (lower-casing, IDNA to punycode); it
+  // returns '' for names it rejects. ASCII input with underscores is passed
+  // through unchanged, which DNS allows (RFC 2181 section 11).
+  const hasNonAscii = /[^\x20-\x7e]/.test(rest);
+  const ascii = hasNonAscii ? domainToASCII(rest) : rest.toLowerCase();
+  if (ascii === '') return bad('not a valid international domain name');
+  if (ascii.length > MAX_NAME) return bad(`a domain name is at most ${MAX_NAME} characters`);
+  const labels = ascii.split('.');
+  for (const label of labels) {
+    if (label.length === 0) return bad('empty label (two dots in a row)');
+    if (label.length > 63) return bad('a label is at most 63 characters');
+    if (!LABEL.test(label)) return bad(`bad label ${JSON.stringify(label)}: use letters, digits, hyphens and underscores`);
+  }
+  const last = labels[labels.length - 1] ?? '';
+  if (/^[0-9]+$/.test(last)) return bad('not an IP address, and not a domain name (the last label is numeric)');
+  if (labels.length < 2 && !wildcard) {
+    return bad('a single-label name is ambiguous (search domains); write the full name');
+  }
+  return ok({ text: wildcard ? `*.${ascii}` : ascii, name: ascii, wildcard });
+}
+
+/** Parses one `to` entry: an address, prefix, range, `any`, a domain name or a wildcard. */
+export function parseDestination(value: unknown): Parsed<Destination> {
+  if (typeof value !== 'string') return bad('expected an address, a prefix or a domain name as a string');
+  if (value === 'any') return ok({ kind: 'any' });
+  const looksLikeAddr = /^[0-9a-fA-F:.]+(\/[0-9]+)?$/.test(value) && (value.includes(':') || /^[0-9.\/]+$/.test(value));
+  const looksLikeRange = /^[0-9a-fA-F:.]+-[0-9a-fA-F:.]+$/.test(value);
+  if (looksLikeAddr || looksLikeRange || value.includes('/')) {
+    const p = parsePrefix(value);
+    if (!p.ok) return bad(p.reason);
+    return ok({ kind: 'addr', range: p.range });
+  }
+  const d = parseDomain(value);
+  if (!d.ok) return d;
+  return ok({ kind: 'domain', pattern: d.value });
+}
+
+/** Both families' full ranges: what `any` means. */
+export const ANY_RANGES: AddrRange[] = [
+  { family: 4, start: 0n, end: MAX4 },
+  { family: 6, start: 0n, end: MAX6 },
+];
+
+export type PortEntry =
+  | { kind: 'ports'; ranges: PortRange[] }
+  | { kind: 'icmp' }
+  | { kind: 'icmpv6' };
+
+const PROTOS = ['tcp', 'udp', 'icmp', 'icmpv6'];
+
+/**
+ * Parses one `ports` entry: `443` (TCP and UDP, as ufw does), `443/tcp`,
+ * `60000-61000/udp`, or a bare protocol: `tcp`, `udp`, `icmp`, `icmpv6`.
+ */
+export function parsePortEntry(value: unknown): Parsed<PortEntry> {
+  let text: string;
+  if (typeof value === 'number') text = String(value);
+  else if (typeof value === 'string') text = value;
+  else return bad('expected a port, a port range or a protocol');
+  const lower = text.toLowerCase();
+  if (lower === 'icmp') return ok({ kind: 'icmp' });
+  if (lower === 'icmpv6' || lower === 'ipv6-icmp') return ok({ kind: 'icmpv6' });
+  if (lower === 'tcp' || lower === 'udp') {
+    return ok({ kind: 'ports', ranges: [{ proto: lower, from: 0, to: 65535 }] });
+  }
+  const m = /^([0-9]+)(?:-([0-9]+))?(?:\/([a-z0-9-]+))?$/.exec(lower);
+  if (!m) {
+    return bad('expected PORT, PORT/PROTO, FROM-TO/PROTO or one of tcp, udp, icmp, icmpv6 (service names are not resolved)');
+  }
+  const from = Number(m[1]);
+  const to = m[2] === undefined ? from : Number(m[2]);
+  const proto = m[3];
+  if (!Number.isInteger(from) || from < 1 || from > 65535 || !/^[0-9]{1,5}$/.test(m[1] ?? '')) {
+    return bad('a port is a number from 1 to 65535');
+  }
+  if (!Number.isInteger(to) || to < 1 || to > 65535 || (m[2] !== undefined && !/^[0-9]{1,5}$/.test(m[2]))) {
+    return bad('a port is a number from 1 to 65535');
+  }
+  if (to < from) return bad('a port range must go from low to high');
+  if (proto !== undefined && proto !== 'tcp' && proto !== 'udp') {
+    return bad(
+      PROTOS.includes(proto)
+        ? `${proto} has no ports; write it alone`
+        : `unknown protocol ${JSON.stringify(proto)}: use tcp or udp`,
+    );
+  }
+  const protos: ('tcp' | 'udp')[] = proto === undefined ? ['tcp', 'udp'] : [proto];
+  return ok({ kind: 'ports', ranges: protos.map((p) => ({ proto: p, from, to })) });
+}
+
+/** Linux interface names: at most 15 bytes (IFNAMSIZ - 1), no slash or space; a trailing `*` matches a prefix. */
+export function parseInterface(value: unknown): Parsed<InterfaceRef> {
+  if (typeof value !== 'string') return bad('expected an interface name');
+  const wildcard = value.endsWith('*');
+  const name = wildcard ? value.slice(0, -1) : value;
+  if (name.length === 0) return bad('an interface wildcard needs a prefix, as in wg*');
+  if (name.includes('*')) return bad('a wildcard is only allowed at the end, as in wg*');
+  if (name.length > 15) return bad('an interface name is at most 15 characters');
+  if (!/^[A-Za-z0-9_.:@-]+$/.test(name)) return bad('interface names use letters, digits and . _ - : @');
+  if (!wildcard && (name === '.' || name === '..')) return bad('not an interface name');
+  return ok({ name, wildcard });
+}
+
+const UNIT = /^[A-Za-z0-9:_.@\\-]{1,240}\.(service|scope|slice)$/;
+const CGROUP_SEGMENT = /^[A-Za-z0-9:_.@\\-]{1,255}$/;
+
+/** A systemd unit name, or an absolute cgroup v2 path relative to the cgroup root. */
+export function parseService(value: unknown): Parsed<ServiceRef> {
+  if (typeof value !== 'string') return bad('expected a systemd unit name or a cgroup path');
+  if (value.startsWith('/')) {
+    const segments = value.slice(1).split('/');
+    if (value.length > 4000 || segments.some((s) => !CGROUP_SEGMENT.test(s) || s === '.' || s === '..')) {
+      return bad('a cgroup path is /segment/segment/... with letters, digits and : _ . @ - in each');
+    }
+    return ok({ kind: 'cgroup', path: value });
+  }
+  if (!UNIT.test(value)) {
+    return bad('expected a unit name ending in .service, .scope or .slice (or a cgroup path starting with /)');
+  }
+  return ok({ kind: 'unit', unit: value });
+}
+
+/** A user name as useradd accepts it, or a numeric uid. Resolution happens in the loader. */
+export function parseUser(value: unknown): Parsed<{ uid?: number; name?: string }> {
+  if (typeof value === 'number') {
+    if (!Number.isInteger(value) || value < 0 || value > 0xfffffffe) return bad('a uid is an integer from 0 to 4294967294');
+    return ok({ uid: value });
+  }
+  if (typeof value !== 'string') return bad('expected a user name or uid');
+  if (/^[0-9]+$/.test(value)) return parseUser(Number(value));
+  if (!/^[a-z_][a-z0-9_.-]{0,31}\$?$/i.test(value)) return bad('not a valid user name');
+  return ok({ name: value });
+}
+
+/** Rule names end up in kernel object comments and log prefixes: keep them short and plain. */
+export function parseRuleName(value: unknown): Parsed<string> {
+  if (typeof value !== 'string') return bad('a rule name is a string');
+  if (!/^[a-z0-9][a-z0-9_.-]{0,47}$/.test(value)) {
+    return bad('a rule name is 1 to 48 lower-case letters, digits, and . _ - (starting with a letter or digit)');
+  }
+  return ok(value);
+}

@@ -1,0 +1,96 @@
+import type { AddrRange } from '../net/ip.js';
+import type { PolicyIssue } from '../errors.js';
+
+/** A validated, normalized policy. Everything here is already checked; the compiler never fails on it. */
+export interface Policy {
+  /** Path the policy came from (for messages). */
+  file: string;
+  /** sha256 of the file bytes, hex. */
+  sha256: string;
+  mode: 'audit' | 'enforce';
+  /** What happens to traffic no rule allows. `deny` is the point of Sluice; `allow` makes deny rules a blocklist. */
+  defaultAction: 'deny' | 'allow';
+  /** How blocked packets are refused: reject answers at once (TCP reset, ICMP admin-prohibited), drop is silent. */
+  blockWith: 'reject' | 'drop';
+  /** Allow what a host needs to stay on the network: IPv6 neighbour discovery and DHCP. */
+  essentials: boolean;
+  log: LogSettings;
+  rules: Rule[];
+  /** Warnings found while loading (the policy is still valid). */
+  warnings: PolicyIssue[];
+}
+
+export interface LogSettings {
+  /** NFLOG group the kernel sends event records to. */
+  group: number;
+  /** Kernel-side budget for event records, shared by all rules (records per second). */
+  rate: number;
+  burst: number;
+  /** Record new allowed flows for every rule, not only those with `log: true`. */
+  allowed: boolean;
+}
+
+export type Proto = 'tcp' | 'udp';
+
+/** A destination port range for one transport protocol. */
+export interface PortRange {
+  proto: Proto;
+  from: number;
+  to: number;
+}
+
+/** A domain-name pattern in lower-case ASCII (IDNA) form. */
+export interface DomainPattern {
+  /** As written after normalization: `api.example.com` or `*.example.com`. */
+  text: string;
+  /** For a wildcard, the suffix after `*.`; otherwise the name itself. */
+  name: string;
+  wildcard: boolean;
+}
+
+export interface UserRef {
+  uid: number;
+  /** The name the policy used, when it used one. */
+  name?: string;
+}
+
+/** A systemd unit (`nginx.service`) or an explicit cgroup v2 path (`/machine.slice/x.scope`). */
+export type ServiceRef = { kind: 'unit'; unit: string } | { kind: 'cgroup'; path: string };
+
+export interface InterfaceRef {
+  /** The name, or for a wildcard the prefix before `*`. */
+  name: string;
+  wildcard: boolean;
+}
+
+export interface Rule {
+  name: string;
+  action: 'allow' | 'deny';
+  /** Position in the policy (0-based), for stable naming of kernel objects. */
+  index: number;
+  /** Addresses and prefixes. Empty with no domains means any destination. */
+  addrs: AddrRange[];
+  domains: DomainPattern[];
+  /** Transport ports. Empty with no other protocols means any protocol and port. */
+  ports: PortRange[];
+  icmp: boolean;
+  icmpv6: boolean;
+  users: UserRef[];
+  services: ServiceRef[];
+  interfaces: InterfaceRef[];
+  /** Record new flows this rule allows (deny and default-deny records are always made). */
+  log: boolean;
+  comment?: string;
+  /** Line of the rule in the policy file, for explain. */
+  line: number;
+}
+
+/** True when the rule constrains protocols or ports at all. */
+export function hasProtoConstraint(rule: Rule): boolean {
+  return rule.ports.length > 0 || rule.icmp || rule.icmpv6;
+}
+
+/** True when the rule constrains destinations at all. */
+export function hasDestConstraint(rule: Rule): boolean {
+  return rule.addrs.length > 0 || rule.domains.length > 0;
+}

@@ -1,0 +1,74 @@
+import { z } from 'zod';
+
+/**
+ * The shape of a policy file, before values are parsed. Strict objects: an
+ * unknown key is an error (a misspelt `port:` must never silently widen a
+ * rule). Scalars stay loose here (`unknown`) where parse-values.ts gives a
+ * more precise message than a type error would.
+ */
+
+const scalarList = z.array(z.union([z.string(), z.number()])).max(1_000_000);
+
+export const ruleSchema = z.strictObject({
+  name: z.string(),
+  action: z.enum(['allow', 'deny']).optional(),
+  to: scalarList.optional(),
+  ports: scalarList.optional(),
+  users: scalarList.optional(),
+  services: z.array(z.string()).max(10_000).optional(),
+  interfaces: z.array(z.string()).max(10_000).optional(),
+  log: z.boolean().optional(),
+  comment: z.string().max(200).optional(),
+});
+
+const topShape = {
+  version: z.literal(1).optional(),
+  mode: z.enum(['audit', 'enforce']).optional(),
+  default: z.enum(['deny', 'allow']).optional(),
+  block_with: z.enum(['reject', 'drop']).optional(),
+  essentials: z.boolean().optional(),
+  log: z
+    .strictObject({
+      group: z.number().int().min(1).max(65535).optional(),
+      rate: z.number().int().min(1).max(1_000_000).optional(),
+      burst: z.number().int().min(1).max(10_000_000).optional(),
+      allowed: z.boolean().optional(),
+    })
+    .optional(),
+};
+
+/** Top-level keys; each rule is checked on its own with ruleSchema. */
+export const topSchema = z.strictObject({ ...topShape, rules: z.array(z.unknown()).max(10_000).optional() });
+
+export const policySchema = z.strictObject({ ...topShape, rules: z.array(ruleSchema).max(10_000).optional() });
+
+export type RawPolicy = z.infer<typeof policySchema>;
+
+/**
+ * Keeps the keys of `value` that are individually well-typed, so a map with
+ * one bad key still gets its other values validated (and reported) in the
+ * same run. Errors for the dropped keys were already reported.
+ */
+function lenient<S extends z.ZodRawShape>(shape: S, value: unknown): Partial<z.infer<z.ZodObject<S>>> {
+  const out: Record<string, unknown> = {};
+  if (!value || typeof value !== 'object' || Array.isArray(value)) return out as Partial<z.infer<z.ZodObject<S>>>;
+  for (const [k, schema] of Object.entries(shape)) {
+    const v = (value as Record<string, unknown>)[k];
+    if (v === undefined) continue;
+    const r = (schema as z.ZodType).safeParse(v);
+    if (r.success) out[k] = r.data;
+  }
+  return out as Partial<z.infer<z.ZodObject<S>>>;
+}
+
+/** The well-typed top-level settings of a raw policy. */
+export function lenientTop(value: Record<string, unknown>): Omit<RawPolicy, 'rules'> {
+  return lenient(topShape, value);
+}
+
+/** The well-typed keys of a rule that failed strict validation; null when it has no usable name. */
+export function lenientRule(value: unknown): RawRule | null {
+  const r = lenient(ruleSchema.shape, value);
+  return typeof r.name === 'string' ? (r as RawRule) : null;
+}
+export type RawRule = z.infer<typeof ruleSchema>;
