@@ -1,0 +1,113 @@
+/**
+ * The compiled ruleset: a closed, small vocabulary of nftables objects and
+ * statements. The compiler produces it; the netlink encoder writes it to the
+ * kernel; the netlink decoder reads the kernel back into it (so drift is an
+ * IR comparison); the renderer prints it in nft syntax for people.
+ *
+ * Only constructs listed here can be written. The decoder maps anything else
+ * it finds in Sluice's table to `unknown`, which never equals a compiled
+ * statement, so tampering always shows as drift.
+ */
+
+export const TABLE_NAME = 'sluice';
+
+export type KeyType =
+  | 'ipv4_addr'
+  | 'ipv6_addr'
+  | 'inet_proto . inet_service'
+  | 'ifname'
+  | 'uid'
+  | 'cgroupv2'
+  | 'icmpv6_type'
+  | 'mark';
+
+/** Set elements, by key type. Addresses are inclusive ranges; a host has start === end. */
+export type SetElem =
+  | { t: 'addr'; family: 4 | 6; start: bigint; end: bigint; timeoutMs?: number; expiresMs?: number }
+  | { t: 'protoport'; proto: number; from: number; to: number }
+  | { t: 'ifname'; name: string; wildcard: boolean }
+  | { t: 'num'; value: bigint; timeoutMs?: number; expiresMs?: number };
+
+export interface SetDef {
+  name: string;
+  key: KeyType;
+  /** Interval set (prefixes, ranges, wildcards). */
+  interval: boolean;
+  /** Elements expire (filled at run time by the DNS guard). */
+  timeout: boolean;
+  /** Dynamic sets are filled at run time; their elements are not part of the compiled state. */
+  dynamic: boolean;
+  /** For cgroupv2 sets: the ancestry level the rule matches at. Display only. */
+  level?: number;
+  elements: SetElem[];
+  comment?: string;
+}
+
+export interface CounterDef {
+  name: string;
+  comment?: string;
+}
+
+export interface LimitDef {
+  name: string;
+  /** Packets per second. */
+  rate: number;
+  burst: number;
+}
+
+/** What a match reads from the packet or its socket. */
+export type Selector =
+  | 'ip daddr'
+  | 'ip6 daddr'
+  | 'meta l4proto'
+  | 'meta nfproto'
+  | 'meta oif'
+  | 'meta oifname'
+  | 'meta skuid'
+  | 'meta mark'
+  | 'th dport'
+  | 'icmpv6 type'
+  | 'meta l4proto . th dport'
+  | 'socket cgroupv2';
+
+export type CtState = 'invalid' | 'established' | 'related' | 'new' | 'untracked';
+
+export type Stmt =
+  /** Compare a selector to a constant. `value` is a number for integer selectors. */
+  | { k: 'cmp'; sel: Exclude<Selector, 'meta l4proto . th dport' | 'socket cgroupv2'>; op: 'eq' | 'neq'; value: number }
+  /** Look the selector up in a named set. `level` applies to socket cgroupv2 only. */
+  | { k: 'lookup'; sel: Selector; set: string; neg?: boolean; level?: number }
+  /** ct state is any of the listed states. */
+  | { k: 'ct'; states: CtState[] }
+  | { k: 'counter'; name: string }
+  | { k: 'limit'; name: string }
+  | { k: 'log'; group: number; prefix: string }
+  | { k: 'reject'; how: 'tcp-reset' | 'icmpx-admin' }
+  | { k: 'redirect'; port: number }
+  | { k: 'verdict'; v: 'accept' | 'drop' | 'return' | 'continue' }
+  | { k: 'goto' | 'jump'; chain: string }
+  /** Only produced by the decoder: an expression Sluice never writes. */
+  | { k: 'unknown'; text: string };
+
+export interface RuleDef {
+  stmts: Stmt[];
+  comment?: string;
+}
+
+export interface ChainDef {
+  name: string;
+  /** Base chains attach to a hook; regular chains are jump/goto targets. */
+  base?: { type: 'filter' | 'nat'; hook: 'output' | 'postrouting' | 'prerouting' | 'input'; priority: number; policy: 'accept' | 'drop' };
+  rules: RuleDef[];
+  comment?: string;
+}
+
+export interface Ruleset {
+  table: string;
+  /** Stored in the table's comment so `status` can tell what is live without the state directory. */
+  comment: string;
+  sets: SetDef[];
+  counters: CounterDef[];
+  limits: LimitDef[];
+  chains: ChainDef[];
+}
