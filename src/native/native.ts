@@ -1,0 +1,32 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { SystemError } from '../errors.js';
+
+/** The syscall bridge in native/sluice_native.c. */
+export interface NativeBinding {
+  nlOpen(protocol: number): number;
+  nlPortId(fd: number): number;
+  setIntOpt(fd: number, level: number, name: number, value: number): void;
+  nlSend(fd: number, buf: Buffer): number;
+  nlRecv(fd: number, size: number, block: boolean): Buffer | null;
+  closeFd(fd: number): void;
+  watch(fd: number, cb: (err: (Error & { code?: string }) | null, data: Buffer | null) => void): unknown;
+  unwatch(handle: unknown): void;
+  markedSocket(family: number, type: number, mark: number): number;
+}
+
+let cached: NativeBinding | undefined;
+
+/** Loads the addon built by `npm install` (node-gyp) into build/Release. */
+export function native(): NativeBinding {
+  if (cached) return cached;
+  // dist/src/native/native.js -> repository root is three levels up.
+  const path = fileURLToPath(new URL('../../../build/Release/sluice_native.node', import.meta.url));
+  if (!existsSync(path)) {
+    throw new SystemError('ENATIVE', `Native addon missing: ${path}: run make (or npm install) in the Sluice checkout`);
+  }
+  const require = createRequire(import.meta.url);
+  cached = require(path) as NativeBinding;
+  return cached;
+}

@@ -1,0 +1,88 @@
+import { sortElements } from '../compile/compile-ruleset.js';
+import { renderRuleset } from '../compile/render-nft.js';
+import type { Ruleset, SetElem } from '../compile/ruleset.js';
+import type { LiveTable } from './nft-decode.js';
+
+/**
+ * The comparable essence of a ruleset: objects sorted by name, elements
+ * sorted, run-time state (dynamic set contents, element timers, display-only
+ * fields) left out. Two rulesets are the same when these are equal.
+ */
+export function canonical(rs: Ruleset): unknown {
+  const byName = <T extends { name: string }>(xs: T[]) => [...xs].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const stripTimers = (e: SetElem): SetElem => {
+    if (e.t === 'addr') return { t: 'addr', family: e.family, start: e.start, end: e.end };
+    if (e.t === 'num') return { t: 'num', value: e.value };
+    return e;
+  };
+  return {
+    table: rs.table,
+    comment: rs.comment,
+    counters: byName(rs.counters).map((c) => ({ name: c.name, comment: c.comment ?? null })),
+    limits: byName(rs.limits).map((l) => ({ name: l.name, rate: l.rate, burst: l.burst })),
+    sets: byName(rs.sets).map((s) => ({
+      name: s.name,
+      key: s.key,
+      interval: s.interval,
+      timeout: s.timeout,
+      comment: s.comment ?? null,
+      elements: s.dynamic ? [] : sortElements(s.elements).map(stripTimers),
+    })),
+    chains: byName(rs.chains).map((c) => ({
+      name: c.name,
+      base: c.base ?? null,
+      comment: c.comment ?? null,
+      rules: c.rules.map((r) => ({ stmts: r.stmts, comment: r.comment ?? null })),
+    })),
+  };
+}
+
+const json = (v: unknown) => JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? `${x}n` : x));
+
+/** True when the live table is exactly what `desired` describes. */
+export function sameRuleset(desired: Ruleset, live: LiveTable): boolean {
+  return live.anomalies.length === 0 && json(canonical(desired)) === json(canonical(live.ruleset));
+}
+
+/** A unified-style line diff of two rulesets rendered as nft text. */
+export function diffRulesets(before: Ruleset | null, after: Ruleset | null, opts: { maxElements?: number } = {}): string[] {
+  const strip = (rs: Ruleset | null) => (rs ? renderRuleset({ ...rs, sets: rs.sets.map((s) => (s.dynamic ? { ...s, elements: [] } : s)) }, opts).split('\n') : []);
+  return lineDiff(strip(before), strip(after));
+}
+
+/** Longest-common-subsequence line diff; `-` removed, `+` added, two-space context lines omitted. */
+export function lineDiff(a: string[], b: string[]): string[] {
+  // Trim the common head and tail first: rulesets usually differ in a few lines,
+  // and this keeps the quadratic part small even for large sets.
+  let head = 0;
+  while (head < a.length && head < b.length && a[head] === b[head]) head++;
+  let tail = 0;
+  while (tail < a.length - head && tail < b.length - head && a[a.length - 1 - tail] === b[b.length - 1 - tail]) tail++;
+  const x = a.slice(head, a.length - tail);
+  const y = b.slice(head, b.length - tail);
+  if (x.length * y.length > 25_000_000) {
+    return [...x.map((l) => `-${l}`), ...y.map((l) => `+${l}`)];
+  }
+  const dp: Uint32Array[] = Array.from({ length: x.length + 1 }, () => new Uint32Array(y.length + 1));
+  for (let i = x.length - 1; i >= 0; i--) {
+    const row = dp[i] as Uint32Array;
+    const next = dp[i + 1] as Uint32Array;
+    for (let j = y.length - 1; j >= 0; j--) {
+      row[j] = x[i] === y[j] ? (next[j + 1] ?? 0) + 1 : Math.max(next[j] ?? 0, row[j + 1] ?? 0);
+    }
+  }
+  const out: string[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < x.length || j < y.length) {
+    if (i < x.length && j < y.length && x[i] === y[j]) {
+      i++;
+      j++;
+    } else if (j < y.length && (i >= x.length || (dp[i]?.[j + 1] ?? 0) >= (dp[i + 1]?.[j] ?? 0))) {
+      out.push(`+${y[j++]}`);
+    } else {
+      out.push(`-${x[i++]}`);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,201 @@
+import type { ChainDef, Ruleset, SetDef, SetElem } from '../compile/ruleset.js';
+import { NetlinkError } from '../errors.js';
+import { NlWriter, attrMap, attrU32, type NlMsg } from './nl-attr.js';
+import {
+  CHAIN,
+  GEN_ID,
+  MSG,
+  NETLINK_NETFILTER,
+  NFNL_SUBSYS_NFTABLES,
+  NFPROTO_INET,
+  NFPROTO_UNSPEC,
+  NLM_F_ACK,
+  NLM_F_DUMP,
+  NLM_F_REQUEST,
+  OBJ,
+  OBJECT_COUNTER,
+  RULE,
+  SET,
+  SET_ELEM_LIST,
+  TABLE,
+} from './nl-constants.js';
+import { NetlinkSocket, DumpInterrupted } from './netlink-socket.js';
+import { decodeChain, decodeElemMessages, decodeObj, decodeRule, decodeSet, decodeTable, elementsToIR, type CounterValue, type LiveTable } from './nft-decode.js';
+import { BatchBuilder, encodeDelete, encodeReplace } from './nft-encode.js';
+import type { Netfilter, ReadOptions } from './netfilter.js';
+
+const T = (m: number) => (NFNL_SUBSYS_NFTABLES << 8) | m;
+const ENOENT = 2;
+
+/** Netfilter over nf_tables netlink, in the network namespace of the calling process. */
+export class KernelNetfilter implements Netfilter {
+  private sock: NetlinkSocket;
+  private seq = 1;
+
+  constructor() {
+    this.sock = NetlinkSocket.open(NETLINK_NETFILTER);
+  }
+
+  close(): void {
+    this.sock.close();
+  }
+
+  private req(type: number, flags: number, family: number, attrs?: (w: NlWriter) => void): Buffer {
+    const w = new NlWriter(256);
+    w.beginMsg(T(type), NLM_F_REQUEST | flags, this.seq++, family);
+    attrs?.(w);
+    w.endMsg();
+    return w.finish();
+  }
+
+  private dump(type: number, attrs?: (w: NlWriter) => void): NlMsg[] {
+    return this.sock.dump(this.req(type, NLM_F_DUMP | NLM_F_ACK, NFPROTO_INET, attrs));
+  }
+
+  /** The ruleset generation: changes on every committed transaction. */
+  generation(): number {
+    const replies = this.sock.request(this.req(MSG.GETGEN, NLM_F_ACK, NFPROTO_UNSPEC));
+    for (const r of replies) {
+      const id = attrU32(attrMap(r.payload, 4).get(GEN_ID));
+      if (id !== undefined) return id;
+    }
+    throw new Error('no generation id in GETGEN reply');
+  }
+
+  replace(ruleset: Ruleset, opts: { carryDynamic?: boolean } = {}): void {
+    // Carry DNS-learned addresses (dynamic sets) across a replacement, so a
+    // reload never breaks connections a program is about to make.
+    const carried: { set: SetDef; elems: SetElem[] }[] = [];
+    if (opts.carryDynamic !== false) {
+      const live = this.read(ruleset.table, { elements: 'dynamic' });
+      if (live) {
+        const wanted = new Map(ruleset.sets.filter((s) => s.dynamic).map((s) => [s.name, s]));
+        for (const s of live.ruleset.sets) {
+          const target = wanted.get(s.name);
+          if (!target || target.key !== s.key || s.elements.length === 0) continue;
+          carried.push({ set: target, elems: s.elements.map(remainingLifetime) });
+        }
+      }
+    }
+    const batch = encodeReplace(ruleset, (b) => {
+      for (const c of carried) b.elements('add', ruleset.table, c.set, c.elems);
+    });
+    this.commit(batch);
+  }
+
+  private commit(b: BatchBuilder): void {
+    const buf = b.finish();
+    this.sock.transact(buf, b.expected(), (seq) => b.descriptions.get(seq) ?? `message ${seq}`);
+  }
+
+  remove(table: string): boolean {
+    const existed = this.tableExists(table);
+    if (!existed) return false;
+    this.commit(encodeDelete(table));
+    return true;
+  }
+
+  tableExists(table: string): boolean {
+    try {
+      this.sock.request(this.req(MSG.GETTABLE, NLM_F_ACK, NFPROTO_INET, (w) => w.str(TABLE.NAME, table)));
+      return true;
+    } catch (err) {
+      if (err instanceof NetlinkError && err.errno === ENOENT) return false;
+      throw err;
+    }
+  }
+
+  addElements(table: string, set: Pick<SetDef, 'name' | 'key' | 'interval'>, elems: SetElem[]): void {
+    if (elems.length === 0) return;
+    const b = new BatchBuilder(this.seq);
+    b.elements('add', table, set, elems);
+    this.seq += b.expected().size + 2;
+    this.commit(b);
+  }
+
+  read(table: string, opts: ReadOptions = {}): LiveTable | null {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        const before = this.generation();
+        const result = this.readOnce(table, opts.elements ?? 'static');
+        if (this.generation() === before) return result;
+      } catch (err) {
+        if (!(err instanceof DumpInterrupted)) throw err;
+      }
+    }
+    throw new Error('the ruleset kept changing while being read; try again');
+  }
+
+  private readOnce(table: string, elements: NonNullable<ReadOptions['elements']>): LiveTable | null {
+    let tableMsg: NlMsg | undefined;
+    try {
+      tableMsg = this.sock.request(this.req(MSG.GETTABLE, NLM_F_ACK, NFPROTO_INET, (w) => w.str(TABLE.NAME, table)))[0];
+    } catch (err) {
+      if (err instanceof NetlinkError && err.errno === ENOENT) return null;
+      throw err;
+    }
+    if (!tableMsg) return null;
+    const anomalies: string[] = [];
+    const t = decodeTable(tableMsg);
+    const rs: Ruleset = { table: t.name, comment: t.comment, sets: [], counters: [], limits: [], chains: [] };
+
+    for (const m of this.dump(MSG.GETOBJ, (w) => w.str(OBJ.TABLE, table))) {
+      const o = decodeObj(m);
+      if (o.table !== table) continue;
+      if (o.counter) rs.counters.push(o.comment !== undefined ? { name: o.name, comment: o.comment } : { name: o.name });
+      else if (o.limit) {
+        rs.limits.push({ name: o.name, rate: o.limit.rate, burst: o.limit.burst });
+        if (!o.limit.ok) anomalies.push(`limit ${o.name} has a unit, type or flags Sluice does not write`);
+      } else anomalies.push(`object ${o.name} of type ${o.type} is not one Sluice writes`);
+    }
+    for (const m of this.dump(MSG.GETSET, (w) => w.str(SET.TABLE, table))) {
+      const d = decodeSet(m);
+      if (d.table !== table) continue;
+      if (d.anomaly) anomalies.push(d.anomaly);
+      const wanted = elements === 'all' || (elements === 'static' && !d.set.dynamic) || (elements === 'dynamic' && d.set.dynamic);
+      if (wanted) {
+        const elemMsgs = this.dump(MSG.GETSETELEM, (w) => w.str(SET_ELEM_LIST.TABLE, table).str(SET_ELEM_LIST.SET, d.set.name));
+        d.set.elements = elementsToIR(d.set, decodeElemMessages(elemMsgs), anomalies);
+      }
+      rs.sets.push(d.set);
+    }
+    const chains = new Map<string, ChainDef>();
+    for (const m of this.dump(MSG.GETCHAIN, (w) => w.str(CHAIN.TABLE, table))) {
+      const d = decodeChain(m);
+      if (d.table !== table) continue;
+      if (d.anomaly) anomalies.push(d.anomaly);
+      chains.set(d.chain.name, d.chain);
+      rs.chains.push(d.chain);
+    }
+    for (const m of this.dump(MSG.GETRULE, (w) => w.str(RULE.TABLE, table))) {
+      const d = decodeRule(m);
+      if (d.table !== table) continue;
+      const chain = chains.get(d.chain);
+      if (chain) chain.rules.push(d.rule);
+      else anomalies.push(`rule in unknown chain ${d.chain}`);
+    }
+    return { ruleset: rs, anomalies };
+  }
+
+  counters(table: string): Map<string, CounterValue> {
+    const out = new Map<string, CounterValue>();
+    try {
+      for (const m of this.dump(MSG.GETOBJ, (w) => w.str(OBJ.TABLE, table).u32be(OBJ.TYPE, OBJECT_COUNTER))) {
+        const o = decodeObj(m);
+        if (o.table === table && o.counter) out.set(o.name, o.counter);
+      }
+    } catch (err) {
+      if (err instanceof NetlinkError && err.errno === ENOENT) return out;
+      throw err;
+    }
+    return out;
+  }
+}
+
+/** A learned element re-added with what is left of its lifetime (at least a second), so a reload never extends it. */
+function remainingLifetime(e: SetElem): SetElem {
+  if (e.t !== 'addr' && e.t !== 'num') return e;
+  const { expiresMs, timeoutMs, ...rest } = e;
+  const left = expiresMs ?? timeoutMs;
+  return left === undefined ? rest : { ...rest, timeoutMs: Math.max(left, 1000) };
+}

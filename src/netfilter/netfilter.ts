@@ -1,0 +1,28 @@
+import type { Ruleset, SetDef, SetElem } from '../compile/ruleset.js';
+import type { CounterValue, LiveTable } from './nft-decode.js';
+
+/**
+ * What Sluice needs from the kernel's packet filter. Two implementations share
+ * one contract test suite: the kernel one (netlink) and an in-memory fake used
+ * by unit tests of everything above this layer.
+ */
+export interface Netfilter {
+  /** Atomically replaces the table with `ruleset`. On failure the previous table stays. */
+  replace(ruleset: Ruleset, opts?: { carryDynamic?: boolean }): void;
+  /** Removes the table. Returns false when there was none. Never touches other tables. */
+  remove(table: string): boolean;
+  /** Reads the table back, or null if absent. */
+  read(table: string, opts?: ReadOptions): LiveTable | null;
+  /** Named counter values of the table (empty when absent). */
+  counters(table: string): Map<string, CounterValue>;
+  /** Adds elements to a set in one transaction (timeouts per element). */
+  addElements(table: string, set: Pick<SetDef, 'name' | 'key' | 'interval'>, elems: SetElem[]): void;
+  close(): void;
+}
+
+export interface ReadOptions {
+  /** Which sets' elements to read: static ones (the default, for drift checks), dynamic (DNS-learned), all, or none. */
+  elements?: 'static' | 'dynamic' | 'all' | 'none';
+}
+
+export type { CounterValue, LiveTable };

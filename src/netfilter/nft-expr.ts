@@ -1,0 +1,399 @@
+import type { CtState, Selector, Stmt } from '../compile/ruleset.js';
+import { attrI32, attrMap, attrStr, attrU16, attrU32, parseAttrs, type NlWriter } from './nl-attr.js';
+import {
+  A,
+  CMP_EQ,
+  CMP_NEQ,
+  CT_STATE,
+  CT_STATE_BITS,
+  DATA,
+  EXPR,
+  ICMPX_ADMIN_PROHIBITED,
+  LIST_ELEM,
+  LOOKUP_F_INV,
+  META,
+  NF_ACCEPT,
+  NF_DROP,
+  NFT_CONTINUE,
+  NFT_GOTO,
+  NFT_JUMP,
+  NFT_RETURN,
+  OBJECT_COUNTER,
+  OBJECT_LIMIT,
+  PAYLOAD_BASE,
+  REG32_01,
+  REG_1,
+  REG_VERDICT,
+  REJECT_ICMPX_UNREACH,
+  REJECT_TCP_RST,
+  SOCKET_CGROUPV2,
+  VERDICT,
+} from './nl-constants.js';
+
+/** Low-level nf_tables expressions: what the kernel stores, one to one. */
+export type LExpr =
+  | { e: 'meta'; key: number; dreg: number }
+  | { e: 'payload'; base: number; offset: number; len: number; dreg: number }
+  | { e: 'cmp'; sreg: number; op: number; data: Buffer }
+  | { e: 'lookup'; sreg: number; set: string; setId?: number; flags: number }
+  | { e: 'ct'; key: number; dreg: number }
+  | { e: 'bitwise'; sreg: number; dreg: number; len: number; mask: Buffer; xor: Buffer }
+  | { e: 'socket'; key: number; dreg: number; level: number }
+  | { e: 'objref'; type: number; name: string }
+  | { e: 'log'; group: number; prefix: string }
+  | { e: 'reject'; type: number; code: number }
+  | { e: 'immediate'; dreg: number; code?: number; chain?: string; data?: Buffer }
+  | { e: 'redir'; regMin: number; flags: number }
+  | { e: 'raw'; name: string; hex: string };
+
+/** How each selector is loaded into a register, and how wide its value is. */
+interface Load {
+  exprs: (dreg: number) => LExpr[];
+  /** Byte width of the value; integers are host order unless `be`. */
+  width: number;
+  be: boolean;
+}
+
+const LOADS: Record<Exclude<Selector, 'meta l4proto . th dport' | 'socket cgroupv2'>, Load> = {
+  'ip daddr': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.NETWORK, offset: 16, len: 4, dreg: r }], width: 4, be: true },
+  'ip6 daddr': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.NETWORK, offset: 24, len: 16, dreg: r }], width: 16, be: true },
+  'th dport': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.TRANSPORT, offset: 2, len: 2, dreg: r }], width: 2, be: true },
+  'icmpv6 type': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.TRANSPORT, offset: 0, len: 1, dreg: r }], width: 1, be: true },
+  'meta l4proto': { exprs: (r) => [{ e: 'meta', key: META.L4PROTO, dreg: r }], width: 1, be: false },
+  'meta nfproto': { exprs: (r) => [{ e: 'meta', key: META.NFPROTO, dreg: r }], width: 1, be: false },
+  'meta oif': { exprs: (r) => [{ e: 'meta', key: META.OIF, dreg: r }], width: 4, be: false },
+  'meta oifname': { exprs: (r) => [{ e: 'meta', key: META.OIFNAME, dreg: r }], width: 16, be: false },
+  'meta skuid': { exprs: (r) => [{ e: 'meta', key: META.SKUID, dreg: r }], width: 4, be: false },
+  'meta mark': { exprs: (r) => [{ e: 'meta', key: META.MARK, dreg: r }], width: 4, be: false },
+};
+
+/** Encodes an integer of `width` bytes (host order = little-endian, or big-endian). */
+export function intBytes(value: number | bigint, width: number, be: boolean): Buffer {
+  const b = Buffer.alloc(width);
+  let v = BigInt(value);
+  for (let i = 0; i < width; i++) {
+    b[be ? width - 1 - i : i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  return b;
+}
+
+export function bytesInt(b: Buffer, be: boolean): bigint {
+  let v = 0n;
+  for (let i = 0; i < b.length; i++) v = (v << 8n) | BigInt(b[be ? i : b.length - 1 - i] ?? 0);
+  return v;
+}
+
+const CT_ORDER: CtState[] = ['invalid', 'established', 'related', 'new', 'untracked'];
+
+/** Lowers one statement to kernel expressions. */
+export function stmtToLExprs(s: Stmt): LExpr[] {
+  switch (s.k) {
+    case 'cmp': {
+      const load = LOADS[s.sel];
+      return [...load.exprs(REG_1), { e: 'cmp', sreg: REG_1, op: s.op === 'eq' ? CMP_EQ : CMP_NEQ, data: intBytes(s.value, load.width, load.be) }];
+    }
+    case 'lookup': {
+      const flags = s.neg ? LOOKUP_F_INV : 0;
+      if (s.sel === 'meta l4proto . th dport') {
+        return [
+          { e: 'meta', key: META.L4PROTO, dreg: REG_1 },
+          { e: 'payload', base: PAYLOAD_BASE.TRANSPORT, offset: 2, len: 2, dreg: REG32_01 },
+          { e: 'lookup', sreg: REG_1, set: s.set, flags },
+        ];
+      }
+      if (s.sel === 'socket cgroupv2') {
+        return [
+          { e: 'socket', key: SOCKET_CGROUPV2, dreg: REG_1, level: s.level ?? 0 },
+          { e: 'lookup', sreg: REG_1, set: s.set, flags },
+        ];
+      }
+      return [...LOADS[s.sel].exprs(REG_1), { e: 'lookup', sreg: REG_1, set: s.set, flags }];
+    }
+    case 'ct': {
+      let mask = 0;
+      for (const st of s.states) mask |= CT_STATE_BITS[st];
+      return [
+        { e: 'ct', key: CT_STATE, dreg: REG_1 },
+        { e: 'bitwise', sreg: REG_1, dreg: REG_1, len: 4, mask: intBytes(mask, 4, false), xor: Buffer.alloc(4) },
+        { e: 'cmp', sreg: REG_1, op: CMP_NEQ, data: Buffer.alloc(4) },
+      ];
+    }
+    case 'counter':
+      return [{ e: 'objref', type: OBJECT_COUNTER, name: s.name }];
+    case 'limit':
+      return [{ e: 'objref', type: OBJECT_LIMIT, name: s.name }];
+    case 'log':
+      return [{ e: 'log', group: s.group, prefix: s.prefix }];
+    case 'reject':
+      return [s.how === 'tcp-reset' ? { e: 'reject', type: REJECT_TCP_RST, code: 0 } : { e: 'reject', type: REJECT_ICMPX_UNREACH, code: ICMPX_ADMIN_PROHIBITED }];
+    case 'redirect':
+      return [
+        { e: 'immediate', dreg: REG_1, data: intBytes(s.port, 2, true) },
+        // NF_NAT_RANGE_PROTO_SPECIFIED: the port in the register is the target.
+        { e: 'redir', regMin: REG_1, flags: 2 },
+      ];
+    case 'verdict': {
+      const code = { accept: NF_ACCEPT, drop: NF_DROP, return: NFT_RETURN, continue: NFT_CONTINUE }[s.v];
+      return [{ e: 'immediate', dreg: REG_VERDICT, code }];
+    }
+    case 'goto':
+    case 'jump':
+      return [{ e: 'immediate', dreg: REG_VERDICT, code: s.k === 'goto' ? NFT_GOTO : NFT_JUMP, chain: s.chain }];
+    case 'unknown':
+      throw new Error('cannot encode an unknown statement');
+  }
+}
+
+function sameLoad(a: LExpr[], b: LExpr[]): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/**
+ * Raises kernel expressions back to statements: the inverse of stmtToLExprs.
+ * Greedy pattern matching; whatever does not match exactly becomes `unknown`,
+ * so a rule that was edited by hand never compares equal to a compiled one.
+ */
+export function lexprsToStmts(list: LExpr[]): Stmt[] {
+  const out: Stmt[] = [];
+  let i = 0;
+  const at = (k: number) => list[i + k];
+  outer: while (i < list.length) {
+    const x = at(0);
+    if (!x) break;
+    // ct state
+    const b = at(1);
+    const c = at(2);
+    if (x.e === 'ct' && x.key === CT_STATE && x.dreg === REG_1 && b?.e === 'bitwise' && c?.e === 'cmp') {
+      if (b.sreg === REG_1 && b.dreg === REG_1 && b.len === 4 && b.xor.equals(Buffer.alloc(4)) && c.op === CMP_NEQ && c.sreg === REG_1 && c.data.equals(Buffer.alloc(4))) {
+        const mask = Number(bytesInt(b.mask, false));
+        const states = CT_ORDER.filter((st) => mask & CT_STATE_BITS[st]);
+        let rebuilt = 0;
+        for (const st of states) rebuilt |= CT_STATE_BITS[st];
+        if (rebuilt === mask && states.length > 0) {
+          out.push({ k: 'ct', states });
+          i += 3;
+          continue;
+        }
+      }
+    }
+    // concatenated proto . port lookup
+    if (x.e === 'meta' && x.key === META.L4PROTO && x.dreg === REG_1 && b?.e === 'payload' && c?.e === 'lookup') {
+      if (b.base === PAYLOAD_BASE.TRANSPORT && b.offset === 2 && b.len === 2 && b.dreg === REG32_01 && c.sreg === REG_1) {
+        out.push(withNeg({ k: 'lookup', sel: 'meta l4proto . th dport', set: c.set }, c.flags));
+        i += 3;
+        continue;
+      }
+    }
+    if (x.e === 'socket' && x.key === SOCKET_CGROUPV2 && x.dreg === REG_1 && b?.e === 'lookup' && b.sreg === REG_1) {
+      out.push(withNeg({ k: 'lookup', sel: 'socket cgroupv2', set: b.set, level: x.level }, b.flags));
+      i += 2;
+      continue;
+    }
+    if ((x.e === 'meta' || x.e === 'payload') && b && (b.e === 'cmp' || b.e === 'lookup') && b.sreg === REG_1) {
+      for (const [sel, load] of Object.entries(LOADS) as [keyof typeof LOADS, Load][]) {
+        if (!sameLoad([x], load.exprs(REG_1))) continue;
+        if (b.e === 'lookup') {
+          out.push(withNeg({ k: 'lookup', sel, set: b.set }, b.flags));
+          i += 2;
+          continue outer;
+        }
+        if (b.data.length === load.width && (b.op === CMP_EQ || b.op === CMP_NEQ) && load.width <= 4) {
+          out.push({ k: 'cmp', sel, op: b.op === CMP_EQ ? 'eq' : 'neq', value: Number(bytesInt(b.data, load.be)) });
+          i += 2;
+          continue outer;
+        }
+      }
+    }
+    if (x.e === 'objref' && (x.type === OBJECT_COUNTER || x.type === OBJECT_LIMIT)) {
+      out.push(x.type === OBJECT_COUNTER ? { k: 'counter', name: x.name } : { k: 'limit', name: x.name });
+      i += 1;
+      continue;
+    }
+    if (x.e === 'log') {
+      out.push({ k: 'log', group: x.group, prefix: x.prefix });
+      i += 1;
+      continue;
+    }
+    if (x.e === 'reject') {
+      if (x.type === REJECT_TCP_RST && x.code === 0) {
+        out.push({ k: 'reject', how: 'tcp-reset' });
+        i += 1;
+        continue;
+      }
+      if (x.type === REJECT_ICMPX_UNREACH && x.code === ICMPX_ADMIN_PROHIBITED) {
+        out.push({ k: 'reject', how: 'icmpx-admin' });
+        i += 1;
+        continue;
+      }
+    }
+    if (x.e === 'immediate' && x.dreg === REG_1 && x.data?.length === 2 && b?.e === 'redir' && b.regMin === REG_1 && b.flags === 2) {
+      out.push({ k: 'redirect', port: x.data.readUInt16BE(0) });
+      i += 2;
+      continue;
+    }
+    if (x.e === 'immediate' && x.dreg === REG_VERDICT && x.code !== undefined) {
+      const simple: Record<number, 'accept' | 'drop' | 'return' | 'continue'> = {
+        [NF_ACCEPT]: 'accept',
+        [NF_DROP]: 'drop',
+        [NFT_RETURN]: 'return',
+        [NFT_CONTINUE]: 'continue',
+      };
+      const v = simple[x.code];
+      if (v && x.chain === undefined) {
+        out.push({ k: 'verdict', v });
+        i += 1;
+        continue;
+      }
+      if ((x.code === NFT_GOTO || x.code === NFT_JUMP) && x.chain !== undefined) {
+        out.push({ k: x.code === NFT_GOTO ? 'goto' : 'jump', chain: x.chain });
+        i += 1;
+        continue;
+      }
+    }
+    out.push({ k: 'unknown', text: describeLExpr(x) });
+    i += 1;
+  }
+  return out;
+}
+
+function withNeg(s: Extract<Stmt, { k: 'lookup' }>, flags: number): Stmt {
+  return flags & LOOKUP_F_INV ? { ...s, neg: true } : s;
+}
+
+/** A short human description of a kernel expression, for `unknown` statements. */
+export function describeLExpr(x: LExpr): string {
+  const { e, ...rest } = x;
+  const fields = Object.entries(rest)
+    .map(([k, v]) => `${k}=${Buffer.isBuffer(v) ? v.toString('hex') : String(v)}`)
+    .join(' ');
+  return `[${e}${fields ? ` ${fields}` : ''}]`;
+}
+
+/** Writes one expression as an NFTA_LIST_ELEM. */
+export function writeLExpr(w: NlWriter, x: LExpr): void {
+  w.nest(LIST_ELEM, () => {
+    const name = x.e === 'raw' ? x.name : x.e;
+    w.str(EXPR.NAME, name);
+    w.nest(EXPR.DATA, () => {
+      switch (x.e) {
+        case 'meta':
+          w.u32be(A.meta.DREG, x.dreg).u32be(A.meta.KEY, x.key);
+          break;
+        case 'payload':
+          w.u32be(A.payload.DREG, x.dreg).u32be(A.payload.BASE, x.base).u32be(A.payload.OFFSET, x.offset).u32be(A.payload.LEN, x.len);
+          break;
+        case 'cmp':
+          w.u32be(A.cmp.SREG, x.sreg).u32be(A.cmp.OP, x.op).nest(A.cmp.DATA, () => w.bytes(DATA.VALUE, x.data));
+          break;
+        case 'lookup':
+          w.str(A.lookup.SET, x.set).u32be(A.lookup.SREG, x.sreg);
+          if (x.setId !== undefined) w.u32be(A.lookup.SET_ID, x.setId);
+          if (x.flags) w.u32be(A.lookup.FLAGS, x.flags);
+          break;
+        case 'ct':
+          w.u32be(A.ct.DREG, x.dreg).u32be(A.ct.KEY, x.key);
+          break;
+        case 'bitwise':
+          w.u32be(A.bitwise.SREG, x.sreg).u32be(A.bitwise.DREG, x.dreg).u32be(A.bitwise.LEN, x.len);
+          w.nest(A.bitwise.MASK, () => w.bytes(DATA.VALUE, x.mask));
+          w.nest(A.bitwise.XOR, () => w.bytes(DATA.VALUE, x.xor));
+          break;
+        case 'socket':
+          w.u32be(A.socket.KEY, x.key).u32be(A.socket.DREG, x.dreg).u32be(A.socket.LEVEL, x.level);
+          break;
+        case 'objref':
+          w.u32be(A.objref.IMM_TYPE, x.type).str(A.objref.IMM_NAME, x.name);
+          break;
+        case 'log':
+          w.u16be(A.log.GROUP, x.group).str(A.log.PREFIX, x.prefix);
+          break;
+        case 'reject':
+          w.u32be(A.reject.TYPE, x.type).u8(A.reject.ICMP_CODE, x.code);
+          break;
+        case 'immediate':
+          w.u32be(A.immediate.DREG, x.dreg);
+          w.nest(A.immediate.DATA, () => {
+            if (x.dreg === REG_VERDICT) {
+              w.nest(DATA.VERDICT, () => {
+                w.u32be(VERDICT.CODE, x.code ?? NF_ACCEPT);
+                if (x.chain !== undefined) w.str(VERDICT.CHAIN, x.chain);
+              });
+            } else {
+              w.bytes(DATA.VALUE, x.data ?? Buffer.alloc(0));
+            }
+          });
+          break;
+        case 'redir':
+          w.u32be(A.redir.REG_PROTO_MIN, x.regMin).u32be(A.redir.FLAGS, x.flags);
+          break;
+        case 'raw':
+          throw new Error('cannot encode a raw expression');
+      }
+    });
+  });
+}
+
+function dataValue(b: Buffer | undefined): Buffer {
+  if (!b) return Buffer.alloc(0);
+  return attrMap(b).get(DATA.VALUE) ?? Buffer.alloc(0);
+}
+
+/** Reads one NFTA_LIST_ELEM expression from a dump. Unknown expressions become `raw`. */
+export function readLExpr(elem: Buffer): LExpr {
+  const top = attrMap(elem);
+  const name = attrStr(top.get(EXPR.NAME)) ?? '?';
+  const data = top.get(EXPR.DATA) ?? Buffer.alloc(0);
+  const m = attrMap(data);
+  const u = (t: number) => attrU32(m.get(t)) ?? -1;
+  switch (name) {
+    case 'meta':
+      if (m.has(A.meta.SREG)) break;
+      return { e: 'meta', key: u(A.meta.KEY), dreg: u(A.meta.DREG) };
+    case 'payload':
+      if (!m.has(A.payload.DREG)) break;
+      return { e: 'payload', base: u(A.payload.BASE), offset: u(A.payload.OFFSET), len: u(A.payload.LEN), dreg: u(A.payload.DREG) };
+    case 'cmp':
+      return { e: 'cmp', sreg: u(A.cmp.SREG), op: u(A.cmp.OP), data: dataValue(m.get(A.cmp.DATA)) };
+    case 'lookup':
+      if (m.has(A.lookup.DREG)) break;
+      return { e: 'lookup', sreg: u(A.lookup.SREG), set: attrStr(m.get(A.lookup.SET)) ?? '', flags: attrU32(m.get(A.lookup.FLAGS)) ?? 0 };
+    case 'ct':
+      if (!m.has(A.ct.DREG) || m.has(A.ct.DIRECTION)) break;
+      return { e: 'ct', key: u(A.ct.KEY), dreg: u(A.ct.DREG) };
+    case 'bitwise':
+      if (m.has(6) && u(6) !== 0) break; // NFTA_BITWISE_OP other than mask-and-xor
+      return { e: 'bitwise', sreg: u(A.bitwise.SREG), dreg: u(A.bitwise.DREG), len: u(A.bitwise.LEN), mask: dataValue(m.get(A.bitwise.MASK)), xor: dataValue(m.get(A.bitwise.XOR)) };
+    case 'socket':
+      return { e: 'socket', key: u(A.socket.KEY), dreg: u(A.socket.DREG), level: attrU32(m.get(A.socket.LEVEL)) ?? 0 };
+    case 'objref':
+      if (!m.has(A.objref.IMM_NAME)) break;
+      return { e: 'objref', type: u(A.objref.IMM_TYPE), name: attrStr(m.get(A.objref.IMM_NAME)) ?? '' };
+    case 'log':
+      if (m.has(A.log.LEVEL) || m.has(A.log.FLAGS) || !m.has(A.log.GROUP)) break;
+      return { e: 'log', group: attrU16(m.get(A.log.GROUP)) ?? -1, prefix: attrStr(m.get(A.log.PREFIX)) ?? '' };
+    case 'reject':
+      return { e: 'reject', type: u(A.reject.TYPE), code: m.get(A.reject.ICMP_CODE)?.[0] ?? 0 };
+    case 'immediate': {
+      const dreg = u(A.immediate.DREG);
+      const d = attrMap(m.get(A.immediate.DATA) ?? Buffer.alloc(0));
+      const verdict = d.get(DATA.VERDICT);
+      if (verdict) {
+        const v = attrMap(verdict);
+        const chain = attrStr(v.get(VERDICT.CHAIN));
+        const code = attrI32(v.get(VERDICT.CODE)) ?? 0;
+        return chain === undefined ? { e: 'immediate', dreg, code } : { e: 'immediate', dreg, code, chain };
+      }
+      return { e: 'immediate', dreg, data: d.get(DATA.VALUE) ?? Buffer.alloc(0) };
+    }
+    case 'redir':
+      if (m.has(A.redir.REG_PROTO_MAX)) break;
+      return { e: 'redir', regMin: u(A.redir.REG_PROTO_MIN), flags: u(A.redir.FLAGS) };
+  }
+  return { e: 'raw', name, hex: data.toString('hex') };
+}
+
+/** Reads an NFTA_RULE_EXPRESSIONS list. */
+export function readLExprs(list: Buffer): LExpr[] {
+  return parseAttrs(list).map((a) => readLExpr(a.data));
+}
