@@ -1,0 +1,102 @@
+import { TABLE_NAME } from '../../compile/ruleset.js';
+import { UsageError } from '../../errors.js';
+import { objectNames } from '../../compile/compile-ruleset.js';
+import { parsePrefix, type AddrRange } from '../../net/ip.js';
+import { explain as explainPolicy, type Dest, type Query } from '../../policy/explain.js';
+import { parseDomain, parseInterface, parseService } from '../../policy/parse-values.js';
+import { lookupUsers } from '../../system/users.js';
+import { EXIT, type Context } from '../context.js';
+
+export interface ExplainArgs {
+  positionals: string[];
+  user?: string;
+  service?: string;
+  iface?: string;
+  policy?: string;
+}
+
+const PORT_ARG = /^(?:([0-9]{1,5})(?:\/(tcp|udp))?|tcp|udp|icmp|icmpv6)$/;
+
+/** Parses DEST: an address, a prefix or a name. */
+export function parseDest(text: string): Dest {
+  const p = parsePrefix(text);
+  if (p.ok) return { kind: 'range', range: p.range };
+  if (/^[0-9a-fA-F:.\/]+$/.test(text) && (text.includes(':') || /^[0-9.\/]+$/.test(text))) {
+    throw new UsageError(`Bad destination: ${p.reason}: ${JSON.stringify(text)}`);
+  }
+  const d = parseDomain(text);
+  if (!d.ok || d.value.wildcard) throw new UsageError(`Bad destination: not an address, a prefix or a domain name: ${JSON.stringify(text)}`);
+  return { kind: 'name', name: d.value.name };
+}
+
+/** `sluice explain DEST [PORT[/PROTO]] [--user U] [--service UNIT] [--iface IF] [POLICY]` */
+export function explain(ctx: Context, args: ExplainArgs): number {
+  const [destText, ...rest] = args.positionals;
+  if (!destText) throw new UsageError('explain needs a destination: sluice explain DEST [PORT[/PROTO]]');
+  let policyPath = args.policy;
+  const query: Query = { dest: parseDest(destText) };
+  for (const r of rest) {
+    const m = PORT_ARG.exec(r.toLowerCase());
+    if (m && query.proto === undefined && query.port === undefined) {
+      if (m[1] !== undefined) {
+        const port = Number(m[1]);
+        if (port < 1 || port > 65535) throw new UsageError(`Bad port: a port is 1 to 65535: ${JSON.stringify(r)}`);
+        query.port = port;
+        query.proto = (m[2] as 'tcp' | 'udp' | undefined) ?? 'tcp';
+      } else query.proto = r.toLowerCase() as Query['proto'];
+    } else if (policyPath === undefined) policyPath = r;
+    else throw new UsageError(`Unexpected argument: ${JSON.stringify(r)}`);
+  }
+  if (args.user !== undefined) {
+    if (/^[0-9]+$/.test(args.user)) query.uid = Number(args.user);
+    else {
+      const uid = lookupUsers([args.user]).get(args.user);
+      if (uid === undefined) throw new UsageError(`No such user: ${JSON.stringify(args.user)}`);
+      query.uid = uid;
+    }
+  }
+  if (args.service !== undefined) {
+    const s = parseService(args.service);
+    if (!s.ok) throw new UsageError(`Bad service: ${s.reason}: ${JSON.stringify(args.service)}`);
+    query.service = s.value.kind === 'unit' ? s.value.unit : s.value.path;
+  }
+  if (args.iface !== undefined) {
+    const i = parseInterface(args.iface);
+    if (!i.ok || i.value.wildcard) throw new UsageError(`Bad interface: ${JSON.stringify(args.iface)}`);
+    query.iface = i.value.name;
+  }
+  const policy = ctx.loadPolicy(policyPath);
+
+  // Addresses the DNS guard learned for domain rules, when the live table can be read.
+  if (query.dest.kind === 'range' && policy.rules.some((r) => r.domains.length > 0)) {
+    try {
+      const live = ctx.netfilter().read(TABLE_NAME, { elements: 'dynamic' });
+      if (live) {
+        const learned = new Map<string, AddrRange[]>();
+        for (const rule of policy.rules) {
+          const names = new Set([objectNames.dnsSet(rule.name, 4), objectNames.dnsSet(rule.name, 6)]);
+          const addrs = live.ruleset.sets
+            .filter((s) => names.has(s.name))
+            .flatMap((s) => s.elements)
+            .flatMap((e) => (e.t === 'addr' ? [{ family: e.family, start: e.start, end: e.end }] : []));
+          if (addrs.length > 0) learned.set(rule.name, addrs);
+        }
+        query.learned = learned;
+      }
+    } catch {
+      // Not root, or no kernel access: explain from the policy alone.
+    }
+  }
+
+  const ex = explainPolicy(policy, query);
+  const what = `${destText}${query.port !== undefined ? ` ${query.port}/${query.proto}` : query.proto ? ` ${query.proto}` : ''}`;
+  const verdict = ex.verdict === 'allow' ? 'ALLOW' : ex.enforced ? 'BLOCK' : 'WOULD BLOCK (audit mode: allowed and logged)';
+  ctx.say(`${what}: ${verdict}`);
+  ctx.say(`  ${ex.summary}`);
+  const others = ex.matches.filter((m) => m.result !== 'no' && !(ex.decidedBy.kind === 'rule' && ex.decidedBy.rule === m.rule));
+  for (const m of others) {
+    ctx.say(`  also ${m.result === 'yes' ? 'matches' : 'might match'}: ${m.action} rule ${m.rule} (line ${m.line}): ${m.dimensions.filter((d) => d.result !== 'yes').map((d) => d.detail).join('; ') || 'all conditions hold'}`);
+  }
+  ctx.result({ query: { ...query, learned: undefined }, policy: policy.file, mode: policy.mode, ...ex });
+  return EXIT.ok;
+}

@@ -1,0 +1,74 @@
+import { TABLE_NAME } from '../../compile/ruleset.js';
+import { diffRulesets, sameRuleset } from '../../netfilter/compare-ruleset.js';
+import { processAlive } from '../../state/state-store.js';
+import { EXIT, type Context } from '../context.js';
+
+/** `sluice status [--json]`: mode, policy hash, live or drifted, counters per rule. */
+export function status(ctx: Context): number {
+  const nf = ctx.netfilter();
+  const applied = ctx.state.applied();
+  const pending = ctx.state.pending();
+  const live = nf.read(TABLE_NAME);
+  const counters = nf.counters(TABLE_NAME);
+
+  let state: 'off' | 'live' | 'drifted' | 'missing' | 'unmanaged';
+  if (!live) state = applied ? 'missing' : 'off';
+  else if (!applied) state = 'unmanaged';
+  else state = sameRuleset(applied.ruleset, live) ? 'live' : 'drifted';
+
+  // The table's own comment says what is loaded even if the state directory was lost.
+  const comment = live?.ruleset.comment ?? '';
+  const liveMode = /mode=(audit|enforce)/.exec(comment)?.[1] ?? null;
+  const liveSha = /policy=sha256:([0-9a-f]{64})/.exec(comment)?.[1] ?? null;
+
+  const rules = (applied?.ruleset.counters ?? live?.ruleset.counters ?? []).map((c) => {
+    const v = counters.get(c.name);
+    return { counter: c.name, description: c.comment ?? c.name, packets: v?.packets ?? null, bytes: v?.bytes ?? null };
+  });
+  const overdue = pending ? Date.parse(pending.deadline) < Date.now() : false;
+  const timerAlive = pending?.timerPid ? processAlive(pending.timerPid) : false;
+  const drift = state === 'drifted' && live && applied ? diffRulesets(applied.ruleset, live.ruleset, { maxElements: 20 }) : [];
+
+  const describe: Record<typeof state, string> = {
+    off: 'off (no Sluice table; outbound is not filtered by Sluice)',
+    live: 'live (the kernel holds exactly the applied policy)',
+    drifted: 'DRIFTED (the kernel table differs from the applied policy)',
+    missing: 'MISSING (a policy was applied but its table is gone)',
+    unmanaged: 'loaded, but this state directory did not apply it',
+  };
+  ctx.say(`Sluice: ${describe[state]}`);
+  if (live) ctx.say(`Mode: ${liveMode ?? 'unknown'}${liveMode === 'audit' ? ' (nothing blocked; would-block traffic is logged)' : ''}`);
+  if (applied) ctx.say(`Policy: ${applied.policyFile} sha256 ${applied.sha256.slice(0, 16)} applied ${applied.appliedAt}`);
+  else if (liveSha) ctx.say(`Policy: sha256 ${liveSha.slice(0, 16)} (from the table comment)`);
+  if (pending) {
+    ctx.say(
+      overdue
+        ? `Pending confirmation: deadline ${pending.deadline} passed${timerAlive ? '; rollback running' : ' and the rollback timer is not running: run `sluice confirm` to keep, or apply the previous policy'}`
+        : `Pending confirmation: run \`sluice confirm\` before ${pending.deadline} or it rolls back`,
+    );
+  }
+  if (drift.length > 0) {
+    ctx.say('Drift (- applied, + live):');
+    for (const l of drift.slice(0, 60)) ctx.say(`  ${l}`);
+    if (drift.length > 60) ctx.say(`  ... ${drift.length - 60} more lines`);
+  }
+  for (const a of live?.anomalies ?? []) ctx.say(`Foreign object in the table: ${a}`);
+  if (live && rules.length > 0) {
+    ctx.say('');
+    ctx.say('Counter                 Packets        Bytes  Meaning');
+    for (const r of rules) {
+      ctx.say(`${r.counter.padEnd(22)} ${String(r.packets ?? '-').padStart(8)} ${String(r.bytes ?? '-').padStart(12)}  ${r.description}`);
+    }
+    ctx.say('(Rule counters count packets of new flows, before their first reply.)');
+  }
+  ctx.result({
+    state,
+    mode: liveMode,
+    policy: applied ? { file: applied.policyFile, sha256: applied.sha256, appliedAt: applied.appliedAt } : liveSha ? { sha256: liveSha } : null,
+    pending: pending ? { deadline: pending.deadline, overdue, timerAlive } : null,
+    counters: rules,
+    drift,
+    anomalies: live?.anomalies ?? [],
+  });
+  return state === 'live' || state === 'off' ? EXIT.ok : EXIT.notLive;
+}

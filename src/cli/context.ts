@@ -1,0 +1,70 @@
+import { compileRuleset, type CompileResult } from '../compile/compile-ruleset.js';
+import { SystemError } from '../errors.js';
+import { KernelNetfilter } from '../netfilter/kernel-netfilter.js';
+import type { Netfilter } from '../netfilter/netfilter.js';
+import { loadPolicyFile } from '../policy/load-policy.js';
+import type { Policy } from '../policy/policy.js';
+import { defaultPolicyPath, StateStore } from '../state/state-store.js';
+import { resolveCgroups } from '../system/cgroups.js';
+import { lookupUsers } from '../system/users.js';
+
+/** What every command gets: parsed flags, output helpers, and lazily opened resources. */
+export class Context {
+  readonly json: boolean;
+  readonly state: StateStore;
+  private nf: Netfilter | undefined;
+  private readonly lines: string[] = [];
+
+  constructor(opts: { json: boolean }) {
+    this.json = opts.json;
+    this.state = new StateStore();
+  }
+
+  /** The kernel interface, opened on first use (needs CAP_NET_ADMIN to write). */
+  netfilter(): Netfilter {
+    if (!this.nf) {
+      try {
+        this.nf = new KernelNetfilter();
+      } catch (err) {
+        throw new SystemError('ENETFILTER', `Cannot talk to nftables: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    return this.nf;
+  }
+
+  close(): void {
+    this.nf?.close();
+  }
+
+  /** Loads and validates a policy (the given path or the default). */
+  loadPolicy(path?: string): Policy {
+    return loadPolicyFile(path ?? defaultPolicyPath(), { lookupUsers });
+  }
+
+  /** Resolves services to cgroups on this host and compiles. */
+  compile(policy: Policy): CompileResult {
+    return compileRuleset(policy, { cgroups: resolveCgroups(policy) });
+  }
+
+  /** Text for people (suppressed with --json). */
+  say(text = ''): void {
+    if (!this.json) this.lines.push(text);
+  }
+
+  /** Structured output for --json (ignored otherwise). */
+  result(data: unknown): void {
+    if (this.json) process.stdout.write(`${JSON.stringify(data, bigintJson, 2)}\n`);
+  }
+
+  flush(): void {
+    if (this.lines.length > 0) process.stdout.write(`${this.lines.join('\n')}\n`);
+    this.lines.length = 0;
+  }
+}
+
+export function bigintJson(_k: string, v: unknown): unknown {
+  return typeof v === 'bigint' ? v.toString() : v;
+}
+
+/** Exit statuses: 0 fine, 1 failed, 2 bad usage, 3 not in the expected state (drift, nothing live). */
+export const EXIT = { ok: 0, failed: 1, usage: 2, notLive: 3 } as const;

@@ -1,0 +1,177 @@
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { Ruleset } from '../compile/ruleset.js';
+import { SluiceError } from '../errors.js';
+
+/** Where Sluice keeps state. `SLUICE_STATE_DIR` overrides, so tests and several instances never share it. */
+export function stateDir(): string {
+  return process.env.SLUICE_STATE_DIR || '/var/lib/sluice';
+}
+
+/** The policy used when none is given. `SLUICE_POLICY` overrides. */
+export function defaultPolicyPath(): string {
+  return process.env.SLUICE_POLICY || '/etc/sluice/policy.yaml';
+}
+
+/** What `apply` last wrote to the kernel. */
+export interface AppliedState {
+  appliedAt: string;
+  policyFile: string;
+  sha256: string;
+  mode: 'audit' | 'enforce';
+  ruleset: Ruleset;
+  warnings: string[];
+}
+
+/** An apply waiting for `sluice confirm`; the rollback target is `previous` (null: no table before). */
+export interface PendingConfirm {
+  token: string;
+  deadline: string;
+  previous: Ruleset | null;
+  previousState: AppliedState | null;
+  timerPid?: number;
+}
+
+const BIG = '__bigint';
+
+/** JSON that keeps bigints (cgroup ids, IPv6 addresses). */
+export function toJson(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? { [BIG]: v.toString() } : v), 1);
+}
+
+export function fromJson<T>(text: string): T {
+  return JSON.parse(text, (_k, v: unknown) => {
+    if (v && typeof v === 'object' && !Array.isArray(v)) {
+      const keys = Object.keys(v);
+      const big = (v as Record<string, unknown>)[BIG];
+      if (keys.length === 1 && typeof big === 'string' && /^-?[0-9]+$/.test(big)) return BigInt(big);
+    }
+    return v;
+  }) as T;
+}
+
+/** Writes a file so readers see the old or the new content, never a torn one, and it survives a crash. */
+export function writeFileAtomic(file: string, data: string, mode = 0o600): void {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w', mode);
+  try {
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, file);
+  const dfd = openSync(dirname(file), 'r');
+  try {
+    fsyncSync(dfd);
+  } finally {
+    closeSync(dfd);
+  }
+}
+
+function readOptional(file: string): string | null {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+/** Typed access to the files in the state directory. */
+export class StateStore {
+  readonly dir: string;
+
+  constructor(dir = stateDir()) {
+    this.dir = dir;
+  }
+
+  private file(name: string): string {
+    return join(this.dir, name);
+  }
+
+  private read<T>(name: string): T | null {
+    const text = readOptional(this.file(name));
+    if (text === null) return null;
+    try {
+      return fromJson<T>(text);
+    } catch (err) {
+      throw new SluiceError('ESTATE', `Corrupt state file: ${this.file(name)}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  applied(): AppliedState | null {
+    return this.read<AppliedState>('applied.json');
+  }
+
+  setApplied(s: AppliedState | null): void {
+    if (s === null) rmSync(this.file('applied.json'), { force: true });
+    else writeFileAtomic(this.file('applied.json'), toJson(s));
+  }
+
+  pending(): PendingConfirm | null {
+    return this.read<PendingConfirm>('pending-confirm.json');
+  }
+
+  setPending(p: PendingConfirm | null): void {
+    if (p === null) rmSync(this.file('pending-confirm.json'), { force: true });
+    else writeFileAtomic(this.file('pending-confirm.json'), toJson(p));
+  }
+
+  /** Appends one line to the state directory's journal (rollbacks, applies): an audit trail. */
+  journal(event: Record<string, unknown>): void {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const fd = openSync(this.file('journal.log'), 'a', 0o600);
+    try {
+      writeSync(fd, `${JSON.stringify({ at: new Date().toISOString(), ...event })}\n`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /**
+   * Runs `fn` holding the state lock, so two applies (or an apply and a
+   * rollback) never interleave. A lock left by a dead process is taken over.
+   */
+  withLock<T>(fn: () => T, waitMs = 10_000): T {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const lock = this.file('lock');
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      try {
+        const fd = openSync(lock, 'wx', 0o600);
+        writeSync(fd, String(process.pid));
+        closeSync(fd);
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        const holder = Number(readOptional(lock) ?? '');
+        if (!Number.isInteger(holder) || holder <= 0 || !processAlive(holder)) {
+          rmSync(lock, { force: true });
+          continue;
+        }
+        if (Date.now() > deadline) {
+          throw new SluiceError('ELOCKED', `Another sluice command holds the lock: pid ${holder} (${lock})`);
+        }
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+      }
+    }
+    try {
+      return fn();
+    } finally {
+      rmSync(lock, { force: true });
+    }
+  }
+}
+
+/** True when a process with this pid exists. */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
