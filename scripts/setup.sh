@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything Sluice needs on a fresh Debian machine, idempotently:
+# apt packages that are missing, npm dependencies (which builds the native
+# addon through node-gyp), the TypeScript build, and `sluice` on PATH.
+# Nothing here relies on what an earlier run installed by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make g++)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "setup: installing apt packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json || ! -f build/Release/sluice_native.node ]]; then
+  echo "setup: installing npm dependencies and building the native addon"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+echo "setup: compiling TypeScript"
+npx --no-install tsc -p tsconfig.json
+
+if [[ -w /usr/local/bin ]]; then
+  ln -sfn "$PWD/bin/sluice" /usr/local/bin/sluice
+fi
+echo "setup: done ($(node --version), $(nft --version))"

@@ -1,0 +1,206 @@
+/**
+ * Integration: each kind of match, enforced by the real kernel. For every
+ * kind, a connection the policy allows succeeds and one it does not is refused.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { findCgroup2Root } from '../../src/system/cgroups.js';
+import { HOSTS, World } from '../world/world.js';
+
+const t = (h: string, port: number) => `tcp:${h.includes(':') ? `[${h}]` : h}:${port}`;
+const u = (h: string, port: number) => `udp:${h.includes(':') ? `[${h}]` : h}:${port}`;
+
+describe('integration: enforcement per kind of match', () => {
+  let w: World;
+  before(async () => {
+    w = await World.create();
+  });
+  after(async () => {
+    await w?.destroy();
+  });
+
+  it('the world works with no firewall: every host and port answers', async () => {
+    const targets = [t(HOSTS.api4, 443), t(HOSTS.api4, 80), t(HOSTS.other4, 443), u(HOSTS.dns4, 53), t(HOSTS.api6, 443), t(HOSTS.tun4, 443)];
+    const r = await w.reach(targets);
+    for (const target of targets) assert.equal(r[target], true, `${target} should answer without a firewall`);
+  });
+
+  it('the ufw recipe: DNS allowed, one API address on 443 only; port 80 and other hosts blocked', async () => {
+    const policy = w.policy(`
+mode: enforce
+rules:
+  - name: dns
+    to: [${HOSTS.dns4}]
+    ports: [53]
+  - name: api
+    to: [${HOSTS.api4}]
+    ports: [443/tcp]
+`);
+    const applied = await w.sluice(['apply', policy]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const r = await w.probe([u(HOSTS.dns4, 53), t(HOSTS.dns4, 53), t(HOSTS.api4, 443), t(HOSTS.api4, 80), t(HOSTS.other4, 443), u(HOSTS.api4, 53)]);
+    const byTarget = Object.fromEntries(r.map((x) => [x.target, x]));
+    assert.equal(byTarget[u(HOSTS.dns4, 53)]?.ok, true, 'DNS over UDP is allowed');
+    assert.equal(byTarget[t(HOSTS.dns4, 53)]?.ok, true, 'DNS over TCP is allowed');
+    assert.equal(byTarget[t(HOSTS.api4, 443)]?.ok, true, 'the API on 443 is allowed');
+    assert.equal(byTarget[t(HOSTS.api4, 80)]?.ok, false, 'port 80 on the same host is blocked');
+    assert.equal(byTarget[t(HOSTS.api4, 80)]?.error, 'ECONNREFUSED', 'blocked TCP is refused at once (reject with tcp reset)');
+    assert.equal(byTarget[t(HOSTS.other4, 443)]?.ok, false, 'another host is blocked');
+    assert.equal(byTarget[u(HOSTS.api4, 53)]?.ok, false, 'DNS to a host not listed is blocked');
+  });
+
+  it('addresses, CIDRs and a deny rule inside an allowed range', async () => {
+    const policy = w.policy(`
+mode: enforce
+rules:
+  - name: net
+    to: [198.18.1.0/24, ${HOSTS.net3}]
+  - name: metadata
+    action: deny
+    to: [${HOSTS.meta4}]
+`);
+    assert.equal((await w.sluice(['apply', policy])).code, 0);
+    const r = await w.reach([t(HOSTS.api4, 80), t(HOSTS.api4b, 8080), t(HOSTS.net3, 22), t(HOSTS.meta4, 80), t(HOSTS.other4, 80)]);
+    assert.deepEqual(r, {
+      [t(HOSTS.api4, 80)]: true,
+      [t(HOSTS.api4b, 8080)]: true,
+      [t(HOSTS.net3, 22)]: true,
+      [t(HOSTS.meta4, 80)]: false,
+      [t(HOSTS.other4, 80)]: false,
+    });
+  });
+
+  it('ports, port ranges and protocols', async () => {
+    const policy = w.policy(`
+mode: enforce
+rules:
+  - name: web
+    to: [${HOSTS.api4}]
+    ports: [8000-8100/tcp, 60000-61000/udp]
+  - name: ntp
+    to: [${HOSTS.other4}]
+    ports: [123/udp]
+`);
+    assert.equal((await w.sluice(['apply', policy])).code, 0);
+    const r = await w.reach([t(HOSTS.api4, 8080), t(HOSTS.api4, 8443), u(HOSTS.api4, 60500), u(HOSTS.api4, 5000), u(HOSTS.other4, 123), t(HOSTS.other4, 22)]);
+    assert.deepEqual(r, {
+      [t(HOSTS.api4, 8080)]: true,
+      [t(HOSTS.api4, 8443)]: false,
+      [u(HOSTS.api4, 60500)]: true,
+      [u(HOSTS.api4, 5000)]: false,
+      [u(HOSTS.other4, 123)]: true,
+      [t(HOSTS.other4, 22)]: false,
+    });
+  });
+
+  it('icmp: ping allowed to one host, refused to another', async () => {
+    const policy = w.policy(`
+mode: enforce
+rules:
+  - name: ping
+    to: [${HOSTS.api4}]
+    ports: [icmp]
+`);
+    assert.equal((await w.sluice(['apply', policy])).code, 0);
+    const ok = await w.exec(['ping', '-n', '-c', '1', '-W', '2', HOSTS.api4]);
+    const blocked = await w.exec(['ping', '-n', '-c', '1', '-W', '1', HOSTS.other4]);
+    assert.equal(ok.code, 0, `ping to the allowed host: ${ok.stdout}${ok.stderr}`);
+    assert.notEqual(blocked.code, 0, 'ping to another host is blocked');
+    const tcpToAllowed = await w.reach([t(HOSTS.api4, 443)]);
+    assert.equal(tcpToAllowed[t(HOSTS.api4, 443)], false, 'icmp does not open TCP');
+  });
+
+  it('outgoing interface: allowed out of tun0, not out of eth0', async () => {
+    const policy = w.policy(`
+mode: enforce
+rules:
+  - name: vpn
+    interfaces: [tun0]
+    ports: [443/tcp]
+`);
+    assert.equal((await w.sluice(['apply', policy])).code, 0);
+    const r = await w.reach([t(HOSTS.tun4, 443), t(HOSTS.api4, 443), t(HOSTS.tun4, 80)]);
+    assert.deepEqual(r, { [t(HOSTS.tun4, 443)]: true, [t(HOSTS.api4, 443)]: false, [t(HOSTS.tun4, 80)]: false });
+  });
+
+  it('local user: root allowed, uid 65534 refused (and the reverse with a second policy)', async () => {
+    const policy = w.policy(`
+mode: enforce
+rules:
+  - name: root-only
+    to: [${HOSTS.api4}]
+    ports: [443/tcp]
+    users: [root]
+`);
+    assert.equal((await w.sluice(['apply', policy])).code, 0);
+    const asRoot = await w.reach([t(HOSTS.api4, 443)]);
+    const asNobody = await w.reach([t(HOSTS.api4, 443)], { uid: 65534 });
+    assert.equal(asRoot[t(HOSTS.api4, 443)], true);
+    assert.equal(asNobody[t(HOSTS.api4, 443)], false);
+
+    const second = w.policy(`
+mode: enforce
+rules:
+  - name: nobody-only
+    to: [${HOSTS.api4}]
+    ports: [443/tcp]
+    users: [65534]
+`);
+    assert.equal((await w.sluice(['apply', second])).code, 0);
+    assert.equal((await w.reach([t(HOSTS.api4, 443)]))[t(HOSTS.api4, 443)], false);
+    assert.equal((await w.reach([t(HOSTS.api4, 443)], { uid: 65534 }))[t(HOSTS.api4, 443)], true);
+  });
+
+  it('systemd service, matched by its cgroup (cgroup v2, whichever layout the host has)', async () => {
+    const root = findCgroup2Root();
+    assert.ok(root, 'a cgroup2 mount is required for service matching');
+    const unit = `sluice-test-${process.pid}.service`;
+    const slice = `${w.id}.slice`;
+    const svcDir = w.makeCgroup(root, `${slice}/${unit}`);
+    const otherDir = w.makeCgroup(root, `${slice}/other-${process.pid}.service`);
+    const policy = w.policy(`
+mode: enforce
+rules:
+  - name: svc
+    to: [${HOSTS.api4}]
+    ports: [443/tcp]
+    services: [${unit}]
+`);
+    const applied = await w.sluice(['apply', policy]);
+    assert.equal(applied.code, 0, applied.stderr + applied.stdout);
+    assert.doesNotMatch(applied.stdout, /no cgroup/);
+    assert.equal((await w.reach([t(HOSTS.api4, 443)], { cgroup: svcDir }))[t(HOSTS.api4, 443)], true, 'a socket of the service connects');
+    assert.equal((await w.reach([t(HOSTS.api4, 443)], { cgroup: otherDir }))[t(HOSTS.api4, 443)], false, 'another service is refused');
+    assert.equal((await w.reach([t(HOSTS.api4, 443)]))[t(HOSTS.api4, 443)], false, 'a process outside any service is refused');
+  });
+
+  it('IPv6: address allowed on 443, another IPv6 host and port refused', async () => {
+    const policy = w.policy(`
+mode: enforce
+rules:
+  - name: v6
+    to: [${HOSTS.api6}, 2001:db8:3::/48]
+    ports: [443/tcp, 53/udp]
+`);
+    assert.equal((await w.sluice(['apply', policy])).code, 0);
+    const r = await w.reach([t(HOSTS.api6, 443), t(HOSTS.api6, 80), t(HOSTS.other6, 443), t(HOSTS.api4, 443)]);
+    assert.deepEqual(r, { [t(HOSTS.api6, 443)]: true, [t(HOSTS.api6, 80)]: false, [t(HOSTS.other6, 443)]: false, [t(HOSTS.api4, 443)]: false });
+  });
+
+  it('audit mode blocks nothing and counts what would be blocked', async () => {
+    const policy = w.policy(`
+mode: audit
+rules:
+  - name: api
+    to: [${HOSTS.api4}]
+    ports: [443/tcp]
+`);
+    assert.equal((await w.sluice(['apply', policy])).code, 0);
+    const r = await w.reach([t(HOSTS.api4, 443), t(HOSTS.api4, 80), t(HOSTS.other4, 22)]);
+    assert.deepEqual(r, { [t(HOSTS.api4, 443)]: true, [t(HOSTS.api4, 80)]: true, [t(HOSTS.other4, 22)]: true });
+    const st = await w.sluiceJson<{ counters: { counter: string; packets: string | null }[] }>(['status']);
+    const byName = Object.fromEntries(st.json.counters.map((c) => [c.counter, Number(c.packets)]));
+    assert.ok((byName.default ?? 0) >= 2, `two would-block flows counted, got ${JSON.stringify(byName)}`);
+    assert.ok((byName.r_api ?? 0) >= 1, 'the allowed flow is counted on its rule');
+  });
+});
