@@ -1,0 +1,152 @@
+/**
+ * An interpreter for the compiled IR: evaluates a packet the way the kernel
+ * evaluates the ruleset (first matching rule, goto/jump semantics, base-chain
+ * policy). Tests use it to check that `explain` and the compiled ruleset
+ * agree, without a kernel.
+ */
+import type { ChainDef, Ruleset, SetDef, Stmt } from '../../src/compile/ruleset.js';
+
+export interface Packet {
+  family: 4 | 6;
+  daddr: bigint;
+  l4proto: number;
+  dport?: number;
+  icmpType?: number;
+  uid: number;
+  oif: number;
+  oifname: string;
+  /** cgroup id of the socket's ancestor at each level (index = level). */
+  cgroupAncestors: bigint[];
+  ct: 'new' | 'established';
+  mark?: number;
+}
+
+export interface Outcome {
+  verdict: 'accept' | 'drop' | 'reject';
+  counters: string[];
+  logs: string[];
+}
+
+type Flow = { kind: 'verdict'; v: Outcome['verdict'] } | { kind: 'return' };
+
+function inSet(set: SetDef, p: Packet, sel: Extract<Stmt, { k: 'lookup' }>): boolean {
+  for (const e of set.elements) {
+    switch (sel.sel) {
+      case 'ip daddr':
+      case 'ip6 daddr':
+        if (e.t === 'addr' && e.family === p.family && e.start <= p.daddr && p.daddr <= e.end) return true;
+        break;
+      case 'meta l4proto . th dport':
+        if (e.t === 'protoport' && p.dport !== undefined && e.proto === p.l4proto && e.from <= p.dport && p.dport <= e.to) return true;
+        break;
+      case 'meta oifname':
+        if (e.t === 'ifname' && (e.wildcard ? p.oifname.startsWith(e.name) : p.oifname === e.name)) return true;
+        break;
+      case 'meta skuid':
+        if (e.t === 'num' && e.value === BigInt(p.uid)) return true;
+        break;
+      case 'socket cgroupv2': {
+        const id = p.cgroupAncestors[sel.level ?? 0];
+        if (e.t === 'num' && id !== undefined && e.value === id) return true;
+        break;
+      }
+      case 'icmpv6 type':
+        if (e.t === 'num' && p.icmpType !== undefined && e.value === BigInt(p.icmpType)) return true;
+        break;
+      default:
+        break;
+    }
+  }
+  return false;
+}
+
+function cmpValue(sel: Extract<Stmt, { k: 'cmp' }>['sel'], p: Packet): number | undefined {
+  switch (sel) {
+    case 'meta nfproto':
+      return p.family === 4 ? 2 : 10;
+    case 'meta l4proto':
+      return p.l4proto;
+    case 'meta oif':
+      return p.oif;
+    case 'th dport':
+      return p.dport;
+    case 'icmpv6 type':
+      return p.icmpType;
+    case 'meta skuid':
+      return p.uid;
+    case 'meta mark':
+      return p.mark ?? 0;
+    default:
+      return undefined;
+  }
+}
+
+/** Evaluates the base chain `output` for the packet. */
+export function interpret(rs: Ruleset, p: Packet): Outcome {
+  const chains = new Map(rs.chains.map((c) => [c.name, c]));
+  const sets = new Map(rs.sets.map((s) => [s.name, s]));
+  const counters: string[] = [];
+  const logs: string[] = [];
+
+  const runChain = (chain: ChainDef, depth: number): Flow => {
+    if (depth > 16) throw new Error('chain loop');
+    for (const rule of chain.rules) {
+      let matched = true;
+      for (const s of rule.stmts) {
+        if (!matched) break;
+        switch (s.k) {
+          case 'cmp': {
+            const v = cmpValue(s.sel, p);
+            const eq = v !== undefined && v === s.value;
+            matched = s.op === 'eq' ? eq : v !== undefined && !eq;
+            break;
+          }
+          case 'lookup': {
+            const set = sets.get(s.set);
+            if (!set) throw new Error(`lookup of missing set ${s.set}`);
+            const hit = inSet(set, p, s);
+            matched = s.neg ? !hit : hit;
+            break;
+          }
+          case 'ct':
+            matched = s.states.includes(p.ct);
+            break;
+          case 'counter':
+            counters.push(s.name);
+            break;
+          case 'limit':
+            break; // under the limit
+          case 'log':
+            logs.push(s.prefix);
+            break;
+          case 'reject':
+            return { kind: 'verdict', v: 'reject' };
+          case 'verdict':
+            if (s.v === 'accept' || s.v === 'drop') return { kind: 'verdict', v: s.v };
+            if (s.v === 'return') return { kind: 'return' };
+            matched = false; // continue: next rule
+            break;
+          case 'goto':
+          case 'jump': {
+            const target = chains.get(s.chain);
+            if (!target) throw new Error(`missing chain ${s.chain}`);
+            const r = runChain(target, depth + 1);
+            if (s.k === 'goto' || r.kind === 'verdict') return r;
+            matched = false;
+            break;
+          }
+          case 'redirect':
+          case 'unknown':
+            throw new Error(`cannot interpret ${s.k}`);
+        }
+      }
+    }
+    return { kind: 'return' };
+  };
+
+  const output = chains.get('output');
+  if (!output?.base) throw new Error('no output base chain');
+  const r = runChain(output, 0);
+  const verdict = r.kind === 'verdict' ? r.v : output.base.policy;
+  return { verdict, counters, logs };
+}
