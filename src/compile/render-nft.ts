@@ -64,6 +64,8 @@ function renderValue(sel: Extract<Stmt, { k: 'cmp' }>['sel'], v: number): string
       return `0x${v.toString(16).padStart(8, '0')}`;
     case 'icmpv6 type':
       return ICMPV6_NAMES[v] ?? String(v);
+    case 'ip daddr':
+      return formatAddr(4, BigInt(v));
     default:
       return String(v);
   }

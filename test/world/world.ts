@@ -84,6 +84,8 @@ function run(argv: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; ti
       clearTimeout(timer);
       resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr });
     });
+    // A command may exit before reading its input; that is not an error here.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
   });
 }

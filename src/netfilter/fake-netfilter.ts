@@ -1,0 +1,112 @@
+import type { Ruleset, SetDef, SetElem, Stmt } from '../compile/ruleset.js';
+import { NetlinkError } from '../errors.js';
+import type { CounterValue, LiveTable, Netfilter, ReadOptions } from './netfilter.js';
+
+const clone = <T>(v: T): T => structuredClone(v);
+
+/**
+ * An in-memory Netfilter for unit tests of the layers above the kernel. It
+ * checks what the kernel would refuse (references to missing sets, chains or
+ * objects; elements of the wrong kind) and keeps the previous table when a
+ * replace fails, like the real transaction.
+ */
+export class FakeNetfilter implements Netfilter {
+  private tables = new Map<string, Ruleset>();
+  private counterValues = new Map<string, Map<string, CounterValue>>();
+  /** How many times each operation ran (tests assert that bad input never reached here). */
+  readonly calls = { replace: 0, remove: 0, addElements: 0 };
+
+  replace(ruleset: Ruleset, opts: { carryDynamic?: boolean } = {}): void {
+    this.calls.replace++;
+    validate(ruleset);
+    const next = clone(ruleset);
+    const prev = this.tables.get(ruleset.table);
+    if (prev && opts.carryDynamic !== false) {
+      for (const s of next.sets) {
+        const old = prev.sets.find((p) => p.name === s.name && p.dynamic && p.key === s.key);
+        if (s.dynamic && old) s.elements = clone(old.elements);
+      }
+    }
+    this.tables.set(ruleset.table, next);
+    this.counterValues.set(ruleset.table, new Map(next.counters.map((c) => [c.name, { packets: 0n, bytes: 0n }])));
+  }
+
+  remove(table: string): boolean {
+    this.calls.remove++;
+    this.counterValues.delete(table);
+    return this.tables.delete(table);
+  }
+
+  read(table: string, opts: ReadOptions = {}): LiveTable | null {
+    const t = this.tables.get(table);
+    if (!t) return null;
+    const which = opts.elements ?? 'static';
+    const rs = clone(t);
+    for (const s of rs.sets) {
+      const keep = which === 'all' || (which === 'static' && !s.dynamic) || (which === 'dynamic' && s.dynamic);
+      if (!keep) s.elements = [];
+    }
+    return { ruleset: rs, anomalies: [] };
+  }
+
+  counters(table: string): Map<string, CounterValue> {
+    return new Map(this.counterValues.get(table) ?? []);
+  }
+
+  addElements(table: string, set: Pick<SetDef, 'name' | 'key' | 'interval'>, elems: SetElem[]): void {
+    this.calls.addElements++;
+    const t = this.tables.get(table);
+    const target = t?.sets.find((s) => s.name === set.name);
+    if (!target) throw new NetlinkError(2, `Kernel refused adding elements of set ${set.name}: ENOENT (no such object)`);
+    for (const e of elems) checkElem(target, e);
+    for (const e of elems) {
+      const same = (x: SetElem) => JSON.stringify(x, big) === JSON.stringify({ ...e, timeoutMs: undefined, expiresMs: undefined }, big);
+      target.elements = target.elements.filter((x) => !same({ ...x, timeoutMs: undefined, expiresMs: undefined } as SetElem));
+      target.elements.push(clone(e));
+    }
+  }
+
+  /** Test hook: bump a counter as if packets matched. */
+  count(table: string, name: string, packets: number, bytes: number): void {
+    const m = this.counterValues.get(table);
+    const c = m?.get(name);
+    if (m && c) m.set(name, { packets: c.packets + BigInt(packets), bytes: c.bytes + BigInt(bytes) });
+  }
+
+  close(): void {}
+}
+
+const big = (_k: string, v: unknown) => (typeof v === 'bigint' ? v.toString() : v);
+
+function checkElem(set: SetDef, e: SetElem): void {
+  const ok =
+    (e.t === 'addr' && ((set.key === 'ipv4_addr' && e.family === 4) || (set.key === 'ipv6_addr' && e.family === 6)) && (set.interval || e.start === e.end)) ||
+    (e.t === 'protoport' && set.key === 'inet_proto . inet_service') ||
+    (e.t === 'ifname' && set.key === 'ifname') ||
+    (e.t === 'num' && ['uid', 'cgroupv2', 'icmpv6_type', 'mark'].includes(set.key));
+  if (!ok) throw new NetlinkError(22, `Kernel refused adding elements of set ${set.name}: EINVAL (invalid argument)`);
+}
+
+function validate(rs: Ruleset): void {
+  const sets = new Set(rs.sets.map((s) => s.name));
+  const chains = new Set(rs.chains.map((c) => c.name));
+  const counters = new Set(rs.counters.map((c) => c.name));
+  const limits = new Set(rs.limits.map((l) => l.name));
+  for (const s of rs.sets) for (const e of s.elements) checkElem(s, e);
+  const refs = (st: Stmt): string | null => {
+    if (st.k === 'lookup' && !sets.has(st.set)) return `set ${st.set}`;
+    if ((st.k === 'goto' || st.k === 'jump') && !chains.has(st.chain)) return `chain ${st.chain}`;
+    if (st.k === 'counter' && !counters.has(st.name)) return `counter ${st.name}`;
+    if (st.k === 'limit' && !limits.has(st.name)) return `limit ${st.name}`;
+    if (st.k === 'unknown') return 'an unknown statement';
+    return null;
+  };
+  for (const c of rs.chains) {
+    for (const r of c.rules) {
+      for (const st of r.stmts) {
+        const missing = refs(st);
+        if (missing) throw new NetlinkError(2, `Kernel refused adding a rule to chain ${c.name}: ENOENT (no such object): ${missing}`);
+      }
+    }
+  }
+}

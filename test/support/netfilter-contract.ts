@@ -1,0 +1,105 @@
+/**
+ * The contract every Netfilter implementation keeps. Run against the fake in
+ * the unit tier and against the kernel (inside a test namespace) in the
+ * integration tier, so the fake never drifts from what the kernel does.
+ */
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { objectNames } from '../../src/compile/compile-ruleset.js';
+import { TABLE_NAME, type Ruleset } from '../../src/compile/ruleset.js';
+import { NetlinkError } from '../../src/errors.js';
+import { sameRuleset } from '../../src/netfilter/compare-ruleset.js';
+import type { Netfilter } from '../../src/netfilter/netfilter.js';
+import { compileFrom, readGolden } from './fixtures.js';
+
+const POLICY_A = readGolden('03-ports.yaml');
+const POLICY_B = readGolden('07-domains.yaml');
+
+function broken(rs: Ruleset): Ruleset {
+  const copy = structuredClone(rs);
+  const chain = copy.chains.find((c) => c.name === 'output');
+  chain?.rules.push({ stmts: [{ k: 'lookup', sel: 'ip daddr', set: 'no_such_set' }, { k: 'verdict', v: 'accept' }] });
+  return copy;
+}
+
+export function netfilterContract(label: string, make: () => Netfilter): void {
+  describe(`contract: Netfilter (${label})`, () => {
+    let nf: Netfilter;
+    beforeEach(() => {
+      nf = make();
+      nf.remove(TABLE_NAME);
+    });
+    afterEach(() => {
+      nf.remove(TABLE_NAME);
+      nf.close();
+    });
+
+    it('reads nothing and removes nothing when there is no table', () => {
+      assert.equal(nf.read(TABLE_NAME), null);
+      assert.equal(nf.remove(TABLE_NAME), false);
+      assert.equal(nf.counters(TABLE_NAME).size, 0);
+    });
+
+    it('reads back exactly what it wrote, with every named counter at zero', () => {
+      const { ruleset } = compileFrom(POLICY_A);
+      nf.replace(ruleset);
+      const live = nf.read(TABLE_NAME);
+      assert.ok(live);
+      assert.deepEqual(live.anomalies, []);
+      assert.ok(sameRuleset(ruleset, live));
+      const counters = nf.counters(TABLE_NAME);
+      for (const c of ruleset.counters) assert.equal(counters.get(c.name)?.packets, 0n, c.name);
+    });
+
+    it('a second replace swaps the whole table', () => {
+      const a = compileFrom(POLICY_A).ruleset;
+      const b = compileFrom(POLICY_B).ruleset;
+      nf.replace(a);
+      nf.replace(b);
+      const live = nf.read(TABLE_NAME);
+      assert.ok(live && sameRuleset(b, live));
+      assert.ok(!sameRuleset(a, live));
+    });
+
+    it('a replace that the kernel refuses leaves the previous table in force', () => {
+      const a = compileFrom(POLICY_A).ruleset;
+      nf.replace(a);
+      assert.throws(() => nf.replace(broken(compileFrom(POLICY_B).ruleset)), NetlinkError);
+      const live = nf.read(TABLE_NAME);
+      assert.ok(live && sameRuleset(a, live), 'previous table unchanged');
+    });
+
+    it('remove deletes the table once', () => {
+      nf.replace(compileFrom(POLICY_A).ruleset);
+      assert.equal(nf.remove(TABLE_NAME), true);
+      assert.equal(nf.read(TABLE_NAME), null);
+      assert.equal(nf.remove(TABLE_NAME), false);
+    });
+
+    it('elements added to a dynamic set are read back with their timeout, and survive a replace', () => {
+      const { ruleset } = compileFrom(POLICY_B);
+      nf.replace(ruleset);
+      const set = ruleset.sets.find((s) => s.name === objectNames.dnsSet('api', 4));
+      assert.ok(set);
+      nf.addElements(TABLE_NAME, set, [
+        { t: 'addr', family: 4, start: 0xc6120a01n, end: 0xc6120a01n, timeoutMs: 300_000 },
+        { t: 'addr', family: 4, start: 0xc6120a02n, end: 0xc6120a02n, timeoutMs: 300_000 },
+      ]);
+      const read = () => nf.read(TABLE_NAME, { elements: 'dynamic' })?.ruleset.sets.find((s) => s.name === set.name)?.elements ?? [];
+      const before = read();
+      assert.equal(before.length, 2);
+      for (const e of before) assert.ok(e.t === 'addr' && (e.timeoutMs ?? 0) > 0, 'elements carry a timeout');
+      nf.replace(ruleset);
+      assert.equal(read().length, 2, 'learned addresses are carried across a replace');
+      assert.ok(sameRuleset(ruleset, nf.read(TABLE_NAME) as NonNullable<ReturnType<Netfilter['read']>>), 'dynamic contents never count as drift');
+    });
+
+    it('adding an element of the wrong family is refused', () => {
+      const { ruleset } = compileFrom(POLICY_B);
+      nf.replace(ruleset);
+      const set = ruleset.sets.find((s) => s.name === objectNames.dnsSet('api', 4));
+      assert.ok(set);
+      assert.throws(() => nf.addElements(TABLE_NAME, set, [{ t: 'addr', family: 6, start: 1n, end: 1n }]));
+    });
+  });
+}
