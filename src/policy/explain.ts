@@ -166,7 +166,8 @@ export function explain(policy: Policy, q: Query): Explanation {
   const deny = matches.filter((m) => m.action === 'deny');
   const allow = matches.filter((m) => m.action === 'allow');
   const conditional = matches.filter((m) => m.result === 'maybe');
-  const why = (m: RuleMatch) => m.dimensions.filter((d) => d.result !== 'yes' || d.detail.includes(' in ') || d.detail.includes('matches')).map((d) => d.detail);
+  // The dimensions worth saying: everything but the unconstrained ones ("any user").
+  const why = (m: RuleMatch) => m.dimensions.filter((d) => !d.detail.startsWith('any ')).map((d) => d.detail);
 
   if (isLoopback(q.dest)) {
     return { verdict: 'allow', enforced, decidedBy: { kind: 'loopback' }, conditional: [], matches, summary: 'allowed: loopback traffic is always allowed' };

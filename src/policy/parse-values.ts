@@ -17,13 +17,11 @@ const bad = <T>(reason: string): Parsed<T> => ({ ok: false, reason });
 
 /** Printable form of a hostile value for error messages: quoted, escaped, truncated. */
 export function showValue(value: unknown): string {
-  let text: string;
-  if (typeof value === 'string') text = value;
-  else if (value === null || value === undefined) return String(value);
-  else if (typeof value === 'object') text = Array.isArray(value) ? '[list]' : '{map}';
-  else text = String(value);
-  const clipped = text.length > 60 ? `${text.slice(0, 57)}...` : text;
-  return JSON.stringify(clipped);
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  if (value === null || value === undefined || typeof value === 'number' || typeof value === 'boolean') return String(value);
+  if (Array.isArray(value)) return '[...]';
+  if (typeof value === 'object') return '{...}';
+  return JSON.stringify(String(value));
 }
 
 export type Destination =

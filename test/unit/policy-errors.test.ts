@@ -1,0 +1,71 @@
+/** Policy errors carry file, line, column, YAML path and the bad value; all of them are reported at once. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { PolicyError, formatIssue } from '../../src/errors.js';
+import { policyFrom } from '../support/fixtures.js';
+
+function issues(yaml: string): string[] {
+  try {
+    policyFrom(yaml, 'p.yaml');
+  } catch (err) {
+    assert.ok(err instanceof PolicyError, `expected PolicyError, got ${String(err)}`);
+    return err.issues.filter((i) => i.severity === 'error').map(formatIssue);
+  }
+  assert.fail('policy was accepted');
+}
+
+describe('unit: policy errors', () => {
+  it('an unknown key is reported at the key, with a suggestion', () => {
+    assert.deepEqual(issues('mode: enforce\nrules:\n  - name: a\n    to: [198.18.0.1]\n    port: [443]\n'), ['p.yaml:5:5: unknown key "port" (did you mean ports?)']);
+  });
+
+  it('each bad entry of a flow list is reported at its own column', () => {
+    assert.deepEqual(issues('rules:\n  - name: a\n    to: [198.18.0.1, 198.18.0.0/33, "*bad.com"]\n'), [
+      'p.yaml:3:22: prefix length must be 0 to 32: "198.18.0.0/33"',
+      'p.yaml:3:37: a wildcard must be the whole first label, as in *.example.com: "*bad.com"',
+    ]);
+  });
+
+  it('host bits in a prefix name the intended network', () => {
+    assert.match(issues('rules:\n  - name: a\n    to: [198.18.1.1/24]\n')[0] ?? '', /host bits are set \(the network is 198\.18\.1\.0\/24\)/);
+  });
+
+  it('a user that does not exist is an error, with the name shown', () => {
+    assert.deepEqual(issues('rules:\n  - name: a\n    users: [ghost]\n'), ['p.yaml:3:13: no such user: "ghost"']);
+  });
+
+  it('wrong types say what was expected and what was found', () => {
+    assert.deepEqual(issues('mode: 3\nrules: {}\n'), ['p.yaml:1:7: mode must be one of "audit", "enforce": 3', 'p.yaml:2:8: rules must be a list, not a map: {...}']);
+  });
+
+  it('duplicate keys and duplicate rule names are errors', () => {
+    assert.match(issues('mode: audit\nmode: enforce\n')[0] ?? '', /p\.yaml:2:1: YAML: Map keys must be unique/);
+    assert.deepEqual(issues('rules:\n  - name: a\n    to: [any]\n  - name: a\n    to: [any]\n'), ['p.yaml:4:11: duplicate rule name "a" (first used by rule 1)']);
+  });
+
+  it('a rule that constrains nothing is refused rather than silently allowing everything', () => {
+    assert.match(issues('rules:\n  - name: everything\n')[0] ?? '', /matches all traffic/);
+  });
+
+  it('an empty list is an error (it would read as "any")', () => {
+    assert.match(issues('rules:\n  - name: a\n    to: []\n')[0] ?? '', /empty to list/);
+  });
+
+  it('reports every problem of every rule in one run, in file order', () => {
+    const all = issues('rules:\n  - name: a\n    to: [1.2.3]\n    ports: [99999]\n  - name: B\n    interfaces: ["x/y"]\n');
+    assert.equal(all.length, 4);
+    assert.deepEqual(all.map((l) => l.split(':')[1]), ['3', '4', '5', '6']);
+  });
+
+  it('binary input and control characters are refused before YAML parsing', () => {
+    assert.match(issues('mode: audit\u0000\n')[0] ?? '', /control character 0x00/);
+    const bytes = Buffer.from([0x6d, 0x6f, 0xff, 0xfe]);
+    assert.throws(() => policyFrom(bytes.toString('latin1')), PolicyError);
+  });
+
+  it('a policy with no mode starts in audit mode and says so', () => {
+    const p = policyFrom('rules:\n  - name: a\n    to: [any]\n');
+    assert.equal(p.mode, 'audit');
+    assert.match(p.warnings[0]?.message ?? '', /audit mode/);
+  });
+});

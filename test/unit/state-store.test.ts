@@ -1,0 +1,52 @@
+/** The state directory: lossless JSON (bigints), atomic files, and a lock that survives crashed holders. */
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fromJson, StateStore, toJson } from '../../src/state/state-store.js';
+import { compileFrom, readGolden } from '../support/fixtures.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'sluice-state-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('unit: state store', () => {
+  it('a compiled ruleset survives a JSON round trip, bigints included', () => {
+    const { ruleset } = compileFrom(readGolden('06-services.yaml'));
+    const back = fromJson(toJson(ruleset));
+    assert.deepEqual(back, ruleset);
+  });
+
+  it('strings that look like the bigint tag are not turned into bigints', () => {
+    const value = { a: { __bigint: 'not a number' }, b: '123n', c: { __bigint: '5', extra: 1 } };
+    assert.deepEqual(fromJson(toJson(value)), value);
+  });
+
+  it('applied and pending state are written atomically and read back', () => {
+    const s = new StateStore(join(dir, 'a'));
+    const { ruleset, policy } = compileFrom(readGolden('01-ufw-recipe.yaml'));
+    s.setApplied({ appliedAt: 'now', policyFile: 'p', sha256: policy.sha256, mode: policy.mode, ruleset, warnings: [] });
+    assert.deepEqual(s.applied()?.ruleset, ruleset);
+    assert.deepEqual(readdirSync(join(dir, 'a')).filter((f) => f.includes('.tmp')), [], 'no temporary files left');
+    s.setApplied(null);
+    assert.equal(s.applied(), null);
+  });
+
+  it('a corrupt state file is an error naming the file, not a crash', () => {
+    const s = new StateStore(join(dir, 'b'));
+    mkdirSync(join(dir, 'b'), { recursive: true });
+    writeFileSync(join(dir, 'b', 'pending-confirm.json'), '{ not json');
+    assert.throws(() => s.pending(), /Corrupt state file: .*pending-confirm\.json/);
+  });
+
+  it('the lock is exclusive, and a lock left by a dead process is taken over', () => {
+    const s = new StateStore(join(dir, 'c'));
+    const inner = s.withLock(() => {
+      assert.throws(() => s.withLock(() => 1, 100), /holds the lock: pid/);
+      return 2;
+    });
+    assert.equal(inner, 2);
+    writeFileSync(join(dir, 'c', 'lock'), '999999999');
+    assert.equal(s.withLock(() => 3), 3, 'stale lock from a dead pid is replaced');
+  });
+});
