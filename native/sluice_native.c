@@ -242,7 +242,7 @@ static void deliver(watcher_t *w, int err, size_t len) {
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value cb, recv, args[2], result;
   napi_get_reference_value(env, w->callback, &cb);
-  napi_get_undefined(env, &recv);
+  napi_get_global(env, &recv); /* make_callback needs an object as `this` */
   if (err) {
     napi_value code, msg;
     const char *c = err == ENOBUFS ? "ENOBUFS" : "ESYSCALL";
@@ -254,7 +254,12 @@ static void deliver(watcher_t *w, int err, size_t len) {
     napi_get_null(env, &args[0]);
     napi_create_buffer_copy(env, len, w->buf, NULL, &args[1]);
   }
-  napi_make_callback(env, w->async, recv, cb, 2, args, &result);
+  napi_status st = napi_make_callback(env, w->async, recv, cb, 2, args, &result);
+  if (st == napi_pending_exception) {
+    /* An exception in the JS callback: hand it to process 'uncaughtException'. */
+    napi_value exc;
+    if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
+  }
   napi_close_handle_scope(env, scope);
 }
 
@@ -309,12 +314,14 @@ static napi_value watch(napi_env env, napi_callback_info info) {
   }
   w->env = env;
   w->fd = fd;
-  napi_value name;
+  napi_value name, resource;
   uv_loop_t *loop;
+  /* Some Node versions reject a NULL async resource: give it an object. */
   if (napi_get_uv_event_loop(env, &loop) != napi_ok ||
       napi_create_reference(env, argv[1], 1, &w->callback) != napi_ok ||
       napi_create_string_utf8(env, "sluice.netlink", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_async_init(env, NULL, name, &w->async) != napi_ok) {
+      napi_create_object(env, &resource) != napi_ok ||
+      napi_async_init(env, resource, name, &w->async) != napi_ok) {
     free(w->buf);
     free(w);
     napi_throw_error(env, "ESLUICENAPI", "watch: Node-API setup failed");

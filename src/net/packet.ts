@@ -1,0 +1,76 @@
+/**
+ * Parses the network and transport headers of a logged packet (what NFLOG
+ * hands over, starting at the IP header). Hostile input: the packet may be
+ * truncated by the snapshot length, malformed, or forged; the parser never
+ * reads past the buffer and returns what it could establish.
+ */
+
+export interface PacketInfo {
+  family: 4 | 6;
+  /** IP protocol number of the transport (after IPv6 extension headers). */
+  proto: number;
+  src: bigint;
+  dst: bigint;
+  sport?: number;
+  dport?: number;
+  icmpType?: number;
+  /** Offset of the transport payload (for UDP: the DNS message), when the headers were complete. */
+  payloadOffset?: number;
+  /** Total length the IP header claims (the record may hold less). */
+  length: number;
+}
+
+const IPV6_EXT = new Set([0, 43, 60]); // hop-by-hop, routing, destination options
+
+function readAddr(b: Uint8Array, at: number, len: number): bigint {
+  let v = 0n;
+  for (let i = 0; i < len; i++) v = (v << 8n) | BigInt(b[at + i] ?? 0);
+  return v;
+}
+
+/** Returns null when not even the IP header is complete. */
+export function parsePacket(b: Uint8Array): PacketInfo | null {
+  if (b.length < 1) return null;
+  const version = (b[0] ?? 0) >> 4;
+  let proto: number;
+  let l4: number;
+  let info: PacketInfo;
+  if (version === 4) {
+    const ihl = ((b[0] ?? 0) & 0xf) * 4;
+    if (ihl < 20 || b.length < ihl) return null;
+    proto = b[9] ?? 0;
+    info = { family: 4, proto, src: readAddr(b, 12, 4), dst: readAddr(b, 16, 4), length: ((b[2] ?? 0) << 8) | (b[3] ?? 0) };
+    // Non-first fragments carry no transport header.
+    const fragOffset = (((b[6] ?? 0) & 0x1f) << 8) | (b[7] ?? 0);
+    if (fragOffset !== 0) return info;
+    l4 = ihl;
+  } else if (version === 6) {
+    if (b.length < 40) return null;
+    proto = b[6] ?? 0;
+    info = { family: 6, proto, src: readAddr(b, 8, 16), dst: readAddr(b, 24, 16), length: 40 + (((b[4] ?? 0) << 8) | (b[5] ?? 0)) };
+    l4 = 40;
+    // Skip the common extension headers, a bounded number of times.
+    for (let hops = 0; IPV6_EXT.has(proto) && hops < 8; hops++) {
+      if (b.length < l4 + 8) return { ...info, proto };
+      const next = b[l4] ?? 0;
+      l4 += ((b[l4 + 1] ?? 0) + 1) * 8;
+      proto = next;
+    }
+    if (proto === 44) return { ...info, proto }; // fragment header: transport may be elsewhere
+    info.proto = proto;
+  } else {
+    return null;
+  }
+  if ((proto === 6 || proto === 17 || proto === 132 || proto === 136) && b.length >= l4 + 4) {
+    info.sport = ((b[l4] ?? 0) << 8) | (b[l4 + 1] ?? 0);
+    info.dport = ((b[l4 + 2] ?? 0) << 8) | (b[l4 + 3] ?? 0);
+    if (proto === 17 && b.length >= l4 + 8) info.payloadOffset = l4 + 8;
+    if (proto === 6 && b.length >= l4 + 13) {
+      const dataOffset = ((b[l4 + 12] ?? 0) >> 4) * 4;
+      if (dataOffset >= 20 && b.length >= l4 + dataOffset) info.payloadOffset = l4 + dataOffset;
+    }
+  } else if ((proto === 1 || proto === 58) && b.length >= l4 + 1) {
+    info.icmpType = b[l4] ?? 0;
+  }
+  return info;
+}
