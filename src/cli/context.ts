@@ -2,7 +2,8 @@ import { compileRuleset, type CompileResult } from '../compile/compile-ruleset.j
 import { SystemError } from '../errors.js';
 import { KernelNetfilter } from '../netfilter/kernel-netfilter.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
-import { loadPolicyFile } from '../policy/load-policy.js';
+import { loadPolicyFile, loadPolicyWithBytes } from '../policy/load-policy.js';
+import { controlCall } from '../daemon/control-server.js';
 import type { Policy } from '../policy/policy.js';
 import { defaultPolicyPath, StateStore } from '../state/state-store.js';
 import { resolveCgroups } from '../system/cgroups.js';
@@ -39,6 +40,20 @@ export class Context {
   /** Loads and validates a policy (the given path or the default). */
   loadPolicy(path?: string): Policy {
     return loadPolicyFile(path ?? defaultPolicyPath(), { lookupUsers });
+  }
+
+  /** Loads a policy and keeps its bytes, for applying (the state directory snapshots them). */
+  loadPolicyForApply(path?: string): { policy: Policy; bytes: Buffer } {
+    return loadPolicyWithBytes(path ?? defaultPolicyPath(), { lookupUsers });
+  }
+
+  /** Tells a running daemon to adopt what is applied now. Silent when no daemon runs. */
+  async notifyDaemon(): Promise<void> {
+    try {
+      await controlCall(this.state.controlSocket, 'sync', {}, 5_000);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ENODAEMON') this.say(`warning: the daemon did not take the change: ${(err as Error).message}`);
+    }
   }
 
   /** Resolves services to cgroups on this host and compiles. */

@@ -4,6 +4,7 @@ import { NetlinkError, PolicyError, SluiceError, UsageError, formatIssue } from 
 import { apply } from './commands/apply.js';
 import { check } from './commands/check.js';
 import { confirm, rollbackTimer } from './commands/confirm.js';
+import { daemon } from './commands/daemon.js';
 import { explain } from './commands/explain.js';
 import { off } from './commands/off.js';
 import { plan } from './commands/plan.js';
@@ -21,6 +22,12 @@ Policy and ruleset:
                                       the verdict for a destination, the rule that decides, and why
   status                              mode, policy hash, live or drifted, counters per rule
   off                                 remove Sluice's table: outbound is open again
+
+Daemon:
+  daemon  [POLICY] [--metrics HOST:PORT|off]
+                                      apply the policy and run the DNS guard, event collector and
+                                      metrics (GET /metrics on 127.0.0.1:9329) until SIGTERM;
+                                      SIGHUP re-reads the policy file
 
 Options:
   --json        machine-readable output (every command)
@@ -58,6 +65,7 @@ export async function main(argv: string[]): Promise<number> {
         service: { type: 'string' },
         iface: { type: 'string' },
         policy: { type: 'string' },
+        metrics: { type: 'string' },
       },
     });
   } catch (err) {
@@ -93,7 +101,7 @@ export async function main(argv: string[]): Promise<number> {
         code = plan(ctx, { ...onePolicy(), full: values.full ?? false });
         break;
       case 'apply':
-        code = apply(ctx, { ...onePolicy(), ...(values.confirm !== undefined ? { confirm: values.confirm } : {}) });
+        code = await apply(ctx, { ...onePolicy(), ...(values.confirm !== undefined ? { confirm: values.confirm } : {}) });
         break;
       case 'confirm':
         noArgs();
@@ -114,7 +122,10 @@ export async function main(argv: string[]): Promise<number> {
         break;
       case 'off':
         noArgs();
-        code = off(ctx);
+        code = await off(ctx);
+        break;
+      case 'daemon':
+        code = await daemon(ctx, { ...onePolicy(), ...(values.metrics !== undefined ? { metrics: values.metrics } : {}) });
         break;
       case '_rollback':
         code = await rollbackTimer(ctx, args[0] ?? '');

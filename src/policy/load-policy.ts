@@ -30,6 +30,11 @@ export const DEFAULT_LOG_GROUP = 7331;
 
 /** Reads and validates a policy file. Throws PolicyError with every issue found. */
 export function loadPolicyFile(file: string, host: PolicyHost): Policy {
+  return loadPolicyWithBytes(file, host).policy;
+}
+
+/** Like loadPolicyFile, and also returns the exact bytes that were validated (for snapshots). */
+export function loadPolicyWithBytes(file: string, host: PolicyHost): { policy: Policy; bytes: Buffer } {
   let size: number;
   try {
     const st = statSync(file);
@@ -45,7 +50,8 @@ export function loadPolicyFile(file: string, host: PolicyHost): Policy {
       issueAt(file, 1, 1, [], `policy file is ${size} bytes; the limit is ${MAX_POLICY_BYTES}`),
     ]);
   }
-  return parsePolicy(readFileSync(file), file, host);
+  const bytes = readFileSync(file);
+  return { policy: parsePolicy(bytes, file, host), bytes };
 }
 
 function issueAt(file: string, line: number, column: number, path: (string | number)[], message: string): PolicyIssue {

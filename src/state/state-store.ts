@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Ruleset } from '../compile/ruleset.js';
 import { SluiceError } from '../errors.js';
@@ -52,6 +52,11 @@ export function fromJson<T>(text: string): T {
 
 /** Writes a file so readers see the old or the new content, never a torn one, and it survives a crash. */
 export function writeFileAtomic(file: string, data: string, mode = 0o600): void {
+  writeBytesAtomic(file, Buffer.from(data, 'utf8'), mode);
+}
+
+/** Byte version of writeFileAtomic. */
+export function writeBytesAtomic(file: string, data: Uint8Array, mode = 0o600): void {
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   const tmp = `${file}.tmp-${process.pid}`;
   const fd = openSync(tmp, 'w', mode);
@@ -117,6 +122,34 @@ export class StateStore {
   setPending(p: PendingConfirm | null): void {
     if (p === null) rmSync(this.file('pending-confirm.json'), { force: true });
     else writeFileAtomic(this.file('pending-confirm.json'), toJson(p));
+  }
+
+  /** Keeps the exact bytes of an applied policy, by content, so the daemon can load what was applied. */
+  savePolicySnapshot(sha256: string, bytes: Uint8Array): void {
+    if (!/^[0-9a-f]{64}$/.test(sha256)) throw new SluiceError('ESTATE', `Bad policy hash: ${sha256}`);
+    const dir = join(this.dir, 'policies');
+    writeBytesAtomic(join(dir, `${sha256}.yaml`), bytes, 0o600);
+    // Keep the 20 most recent snapshots.
+    const files = readdirSync(dir)
+      .filter((f) => /^[0-9a-f]{64}\.yaml$/.test(f))
+      .map((f) => ({ f, t: statSync(join(dir, f)).mtimeMs }))
+      .sort((a, b) => b.t - a.t);
+    for (const { f } of files.slice(20)) rmSync(join(dir, f), { force: true });
+  }
+
+  /** The bytes of an applied policy, or null. */
+  policySnapshot(sha256: string): Buffer | null {
+    if (!/^[0-9a-f]{64}$/.test(sha256)) return null;
+    try {
+      return readFileSync(join(this.dir, 'policies', `${sha256}.yaml`));
+    } catch {
+      return null;
+    }
+  }
+
+  /** The control socket of a daemon using this state directory. */
+  get controlSocket(): string {
+    return join(this.dir, 'control.sock');
   }
 
   /** Appends one line to the state directory's journal (rollbacks, applies): an audit trail. */

@@ -29,7 +29,7 @@ function rollbackTarget(nf: Netfilter, state: StateStore): { ruleset: Ruleset | 
 }
 
 /** `sluice apply [POLICY] [--confirm SECONDS]`: atomic; with --confirm, rolls back unless confirmed in time. */
-export function apply(ctx: Context, args: { policy?: string; confirm?: string }): number {
+export async function apply(ctx: Context, args: { policy?: string; confirm?: string }): Promise<number> {
   let confirmSeconds: number | undefined;
   if (args.confirm !== undefined) {
     if (!/^[0-9]+$/.test(args.confirm) || Number(args.confirm) < 1 || Number(args.confirm) > MAX_CONFIRM_SECONDS) {
@@ -38,11 +38,11 @@ export function apply(ctx: Context, args: { policy?: string; confirm?: string })
     confirmSeconds = Number(args.confirm);
   }
   // Validate and compile before touching anything: a bad policy never reaches the kernel.
-  const p = ctx.loadPolicy(args.policy);
+  const { policy: p, bytes } = ctx.loadPolicyForApply(args.policy);
   const { ruleset, warnings } = ctx.compile(p);
   const nf = ctx.netfilter();
 
-  return ctx.state.withLock(() => {
+  const code = ctx.state.withLock(() => {
     const pendingBefore = ctx.state.pending();
     // A new apply during a confirmation window keeps the original rollback target.
     const target = pendingBefore
@@ -62,6 +62,7 @@ export function apply(ctx: Context, args: { policy?: string; confirm?: string })
       ruleset,
       warnings,
     };
+    ctx.state.savePolicySnapshot(p.sha256, bytes);
     ctx.state.setApplied(applied);
     if (pendingBefore?.timerPid) stopTimer(pendingBefore.timerPid);
 
@@ -102,6 +103,8 @@ export function apply(ctx: Context, args: { policy?: string; confirm?: string })
     });
     return verified ? EXIT.ok : EXIT.failed;
   });
+  await ctx.notifyDaemon();
+  return code;
 }
 
 /** Starts the detached process that rolls back at the deadline unless `confirm` removes the pending file first. */

@@ -28,7 +28,7 @@ export async function rollbackTimer(ctx: Context, token: string): Promise<number
   if (!first || first.token !== token) return EXIT.ok;
   const wait = Math.max(0, Date.parse(first.deadline) - Date.now());
   await new Promise((r) => setTimeout(r, wait));
-  return ctx.state.withLock(() => {
+  const code = ctx.state.withLock(() => {
     const pending = ctx.state.pending();
     // Confirmed, or superseded by a newer apply: nothing to do.
     if (!pending || pending.token !== token) return EXIT.ok;
@@ -46,4 +46,6 @@ export async function rollbackTimer(ctx: Context, token: string): Promise<number
     process.stdout.write(`${new Date().toISOString()} rolled back: not confirmed by ${pending.deadline}\n`);
     return EXIT.ok;
   });
+  await ctx.notifyDaemon();
+  return code;
 }

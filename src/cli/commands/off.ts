@@ -3,9 +3,9 @@ import { EXIT, type Context } from '../context.js';
 import { stopTimer } from './apply.js';
 
 /** `sluice off`: remove Sluice's table; outbound is open again. Other tables are untouched. */
-export function off(ctx: Context): number {
+export async function off(ctx: Context): Promise<number> {
   const nf = ctx.netfilter();
-  return ctx.state.withLock(() => {
+  const code = ctx.state.withLock(() => {
     const removed = nf.remove(TABLE_NAME);
     const pending = ctx.state.pending();
     if (pending?.timerPid) stopTimer(pending.timerPid);
@@ -16,4 +16,6 @@ export function off(ctx: Context): number {
     ctx.result({ removed });
     return EXIT.ok;
   });
+  await ctx.notifyDaemon();
+  return code;
 }

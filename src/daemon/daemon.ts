@@ -1,0 +1,186 @@
+import { createServer, type Server } from 'node:http';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { CompileResult } from '../compile/compile-ruleset.js';
+import { TABLE_NAME } from '../compile/ruleset.js';
+import { SluiceError } from '../errors.js';
+import { sameRuleset } from '../netfilter/compare-ruleset.js';
+import type { Netfilter } from '../netfilter/netfilter.js';
+import type { Policy } from '../policy/policy.js';
+import type { StateStore } from '../state/state-store.js';
+import { ControlServer } from './control-server.js';
+import { publishAlert } from './events.js';
+import { Registry } from './metrics.js';
+
+/** What a daemon component gets: the current policy and the shared services. */
+export interface Runtime {
+  policy: Policy;
+  compiled: CompileResult;
+  netfilter: Netfilter;
+  state: StateStore;
+  control: ControlServer;
+  metrics: Registry;
+  log(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void;
+}
+
+/** A part of the daemon (DNS guard, event collector, watchdog...). */
+export interface Component {
+  readonly name: string;
+  start(rt: Runtime): Promise<void>;
+  stop(): Promise<void>;
+  /** The policy changed; rt holds the new one. Components that keep derived state rebuild it. */
+  reload?(rt: Runtime): Promise<void>;
+  /** A short status object for `sluice status` and the control socket. */
+  status?(): Record<string, unknown>;
+}
+
+export interface DaemonOptions {
+  /** Loads, compiles and applies the current policy; returns what was applied. */
+  loadAndApply: (reason: 'start' | 'reload') => { policy: Policy; compiled: CompileResult };
+  netfilter: Netfilter;
+  state: StateStore;
+  components: Component[];
+  /** host:port for GET /metrics (loopback only), or null for none. */
+  metricsListen: string | null;
+}
+
+/** Writes one structured log line to stderr (journald keeps it). */
+export function logLine(level: string, message: string, fields: Record<string, unknown> = {}): void {
+  process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, message, ...fields })}\n`);
+}
+
+/**
+ * The one long-running process. It applies the policy, runs its components,
+ * and serves the control socket and metrics. Stopping it never removes the
+ * ruleset: enforcement is the kernel's, and it stays (fail closed).
+ */
+export class Daemon {
+  readonly metrics = new Registry();
+  readonly control: ControlServer;
+  private rt: Runtime | undefined;
+  private http: Server | undefined;
+  private started: Component[] = [];
+  private reloading: Promise<void> | undefined;
+  private startedAt = Date.now();
+
+  constructor(private opts: DaemonOptions) {
+    this.control = new ControlServer(join(opts.state.dir, 'control.sock'));
+  }
+
+  get runtime(): Runtime {
+    if (!this.rt) throw new SluiceError('ENOTSTARTED', 'The daemon has not started');
+    return this.rt;
+  }
+
+  async start(): Promise<void> {
+    const { policy, compiled } = this.opts.loadAndApply('start');
+    this.rt = {
+      policy,
+      compiled,
+      netfilter: this.opts.netfilter,
+      state: this.opts.state,
+      control: this.control,
+      metrics: this.metrics,
+      log: (level, message, fields) => logLine(level, message, fields),
+    };
+    const reloads = this.metrics.counter('sluice_daemon_reloads_total', 'Policy reloads, by result');
+    this.metrics.collect(() => [
+      { name: 'sluice_daemon_start_time_seconds', help: 'When the daemon started (Unix time)', type: 'gauge', samples: [{ labels: {}, value: this.startedAt / 1000 }] },
+      { name: 'sluice_policy_info', help: 'The policy in force (value is always 1)', type: 'gauge', samples: [{ labels: { sha256: this.runtime.policy.sha256, mode: this.runtime.policy.mode }, value: 1 }] },
+    ]);
+    this.control.handle('status', { call: () => this.status() });
+    this.control.handle('reload', {
+      call: async () => {
+        await this.reload();
+        reloads.inc({ result: 'ok' });
+        return { reloaded: true, sha256: this.runtime.policy.sha256 };
+      },
+    });
+    await this.control.start();
+    writeFileSync(join(this.opts.state.dir, 'daemon.pid'), `${process.pid}\n`, { mode: 0o600 });
+    for (const c of this.opts.components) {
+      await c.start(this.runtime);
+      this.started.push(c);
+      logLine('info', `started ${c.name}`);
+    }
+    if (this.opts.metricsListen) await this.startMetrics(this.opts.metricsListen);
+    logLine('info', 'daemon ready', { sha256: policy.sha256, mode: policy.mode, pid: process.pid });
+  }
+
+  private async startMetrics(listen: string): Promise<void> {
+    const m = /^(\[[0-9a-fA-F:]+\]|[0-9.]+|localhost):([0-9]{1,5})$/.exec(listen);
+    if (!m) throw new SluiceError('EMETRICS', `Bad metrics address: ${JSON.stringify(listen)} (want HOST:PORT on loopback)`);
+    const host = (m[1] ?? '').replace(/^\[|\]$/g, '');
+    if (!['127.0.0.1', '::1', 'localhost'].includes(host)) throw new SluiceError('EMETRICS', `Metrics listen only on loopback, not ${host}`);
+    this.http = createServer((req, res) => {
+      if (req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?'))) {
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+        res.end(this.metrics.render());
+      } else {
+        res.writeHead(404, { 'content-type': 'text/plain' });
+        res.end('not found\n');
+      }
+    });
+    this.http.headersTimeout = 5_000;
+    this.http.requestTimeout = 10_000;
+    await new Promise<void>((resolve, reject) => {
+      this.http?.once('error', reject);
+      this.http?.listen(Number(m[2]), host, () => resolve());
+    });
+  }
+
+  /** Re-reads and re-applies the policy, then lets components rebuild. One reload at a time. */
+  async reload(): Promise<void> {
+    if (this.reloading) return this.reloading;
+    this.reloading = (async () => {
+      try {
+        const { policy, compiled } = this.opts.loadAndApply('reload');
+        this.runtime.policy = policy;
+        this.runtime.compiled = compiled;
+        for (const c of this.started) await c.reload?.(this.runtime);
+        logLine('info', 'reloaded', { sha256: policy.sha256, mode: policy.mode });
+      } catch (err) {
+        publishAlert({ time: Date.now(), kind: 'reload-failed', severity: 'warning', message: `Reload failed: ${(err as Error).message}` });
+        throw err;
+      } finally {
+        this.reloading = undefined;
+      }
+    })();
+    return this.reloading;
+  }
+
+  /** Adopts a policy someone else applied (the CLI): no kernel write, components rebuild. */
+  async adopt(policy: Policy, compiled: CompileResult): Promise<void> {
+    this.runtime.policy = policy;
+    this.runtime.compiled = compiled;
+    for (const c of this.started) await c.reload?.(this.runtime);
+    logLine('info', 'adopted the applied policy', { sha256: policy.sha256, mode: policy.mode });
+  }
+
+  status(): Record<string, unknown> {
+    const live = this.opts.netfilter.read(TABLE_NAME);
+    return {
+      pid: process.pid,
+      startedAt: new Date(this.startedAt).toISOString(),
+      policy: { sha256: this.runtime.policy.sha256, mode: this.runtime.policy.mode, file: this.runtime.policy.file },
+      table: live === null ? 'missing' : sameRuleset(this.runtime.compiled.ruleset, live) ? 'live' : 'drifted',
+      components: Object.fromEntries(this.started.map((c) => [c.name, c.status?.() ?? {}])),
+    };
+  }
+
+  /** Stops components in reverse order. The ruleset stays in the kernel. */
+  async stop(): Promise<void> {
+    for (const c of [...this.started].reverse()) {
+      try {
+        await c.stop();
+      } catch (err) {
+        logLine('error', `stopping ${c.name} failed`, { error: (err as Error).message });
+      }
+    }
+    this.started = [];
+    await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    await this.control.stop();
+    rmSync(join(this.opts.state.dir, 'daemon.pid'), { force: true });
+    logLine('info', 'daemon stopped; the ruleset stays in force');
+  }
+}
