@@ -1,4 +1,6 @@
-import { compileRuleset, type CompileResult } from '../compile/compile-ruleset.js';
+import { compileRuleset, type CompileEnv, type CompileResult } from '../compile/compile-ruleset.js';
+import { loadEncryptedDnsList } from '../dns/encrypted-dns-list.js';
+import { resolvConfUpstreams } from '../system/resolv-conf.js';
 import { SystemError } from '../errors.js';
 import { KernelNetfilter } from '../netfilter/kernel-netfilter.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
@@ -56,9 +58,9 @@ export class Context {
     }
   }
 
-  /** Resolves services to cgroups on this host and compiles. */
+  /** Gathers what the compiler needs from this host (cgroups, DNS upstreams, the encrypted-DNS list) and compiles. */
   compile(policy: Policy): CompileResult {
-    return compileRuleset(policy, { cgroups: resolveCgroups(policy) });
+    return compileRuleset(policy, compileEnvFor(policy));
   }
 
   /** Text for people (suppressed with --json). */
@@ -75,6 +77,18 @@ export class Context {
     if (this.lines.length > 0) process.stdout.write(`${this.lines.join('\n')}\n`);
     this.lines.length = 0;
   }
+}
+
+/** The host facts for compiling a policy. */
+export function compileEnvFor(policy: Policy): CompileEnv {
+  const env: CompileEnv = { cgroups: resolveCgroups(policy) };
+  if (policy.dns.guard) {
+    env.dns = {
+      upstreams: policy.dns.upstreams ?? resolvConfUpstreams(),
+      encrypted: policy.dns.encryptedDns === 'block' ? loadEncryptedDnsList(policy.dns.encryptedDnsList) : { addrs: [], names: [] },
+    };
+  }
+  return env;
 }
 
 export function bigintJson(_k: string, v: unknown): unknown {

@@ -14,6 +14,8 @@ export interface ResolvedCgroup {
 export interface CompileEnv {
   /** Cgroups found per service (key from serviceKey). Empty when the service is not running. */
   cgroups: Map<string, ResolvedCgroup[]>;
+  /** For the DNS guard: the resolvers it forwards to, and the encrypted-DNS endpoints to block. */
+  dns?: { upstreams: AddrRange[]; encrypted: { addrs: AddrRange[]; names: string[] } };
 }
 
 export interface CompileResult {
@@ -133,8 +135,26 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     );
   }
 
+  const guard = policy.dns.guard;
+  const dnsEnv = env.dns ?? { upstreams: [], encrypted: { addrs: [], names: [] } };
+  if (guard && !audit) {
+    if (dnsEnv.upstreams.length === 0) warnings.push('the DNS guard has no upstream resolver: allowed names will get SERVFAIL (set dns.upstreams)');
+    output.push(...guardUpstreamRules(policy, dnsEnv.upstreams, sets));
+  }
+  const encrypted = guard && policy.dns.encryptedDns === 'block' ? encryptedDnsRules(policy, dnsEnv.encrypted.addrs, sets) : [];
+  if (encrypted.length > 0) {
+    extraChains.push(logChain('block_encrypted-dns', ENCRYPTED_DNS_RULE, blockLetter, blockVerdict, 'log_block', 'suppressed_block'));
+  }
+
   const ordered = [...policy.rules.filter((r) => r.action === 'deny'), ...policy.rules.filter((r) => r.action === 'allow')];
+  let encryptedPlaced = false;
   for (const rule of ordered) {
+    // Encrypted DNS is blocked after the deny rules and before the allow rules: an explicit
+    // allow of its address or port is honoured (encryptedDnsRules left those out), a broad one is not.
+    if (rule.action === 'allow' && !encryptedPlaced) {
+      output.push(...encrypted);
+      encryptedPlaced = true;
+    }
     let verdict: Stmt;
     if (rule.action === 'deny') {
       const chain = objectNames.blockChain(rule.name);
@@ -155,6 +175,8 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       });
     }
   }
+
+  if (!encryptedPlaced) output.push(...encrypted);
 
   if (policy.defaultAction === 'deny') {
     extraChains.push(logChain('block_default', DEFAULT_RULE, blockLetter, blockVerdict, 'log_block', 'suppressed_block'));
@@ -190,7 +212,30 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     });
   }
 
+  if (guard && !audit) chains.push(dnsRedirectChain(policy));
+  if (guard && audit) {
+    // Audit mode: nothing on the packet path may depend on the daemon, so DNS is
+    // not redirected; replies are copied to NFLOG and the daemon learns from them.
+    chains.push({
+      name: 'dns_observe',
+      base: { type: 'filter', hook: 'input', priority: -150, policy: 'accept' },
+      rules: [
+        {
+          stmts: [
+            { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
+            { k: 'cmp', sel: 'th sport', op: 'eq', value: 53 },
+            { k: 'limit', name: 'log_dns' },
+            { k: 'log', group: dnsLogGroup(policy), prefix: `${LOG_PREFIX}D:dns ` },
+          ],
+          comment: 'audit: DNS replies for the daemon to learn from',
+        },
+      ],
+    });
+  }
+
   const counters = [
+    ...(guard && !audit ? [{ name: 'dns_upstream', comment: "the DNS guard's own queries" }] : []),
+    ...(encrypted.length > 0 ? [{ name: 'encrypted_dns', comment: 'DNS over TLS and known DNS-over-HTTPS endpoints' }] : []),
     ...policy.rules.map((r) => ({ name: objectNames.counter(r.name), comment: `${r.action} ${r.name}` })),
     { name: 'default', comment: `default ${policy.defaultAction}` },
     ...(policy.essentials ? [{ name: 'essentials', comment: 'neighbour discovery and DHCP' }] : []),
@@ -200,6 +245,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   const limits = [
     { name: 'log_block', rate: policy.log.rate, burst: policy.log.burst },
     { name: 'log_allow', rate: policy.log.rate, burst: policy.log.burst },
+    ...(guard && audit ? [{ name: 'log_dns', rate: 5000, burst: 10_000 }] : []),
   ];
 
   return {
@@ -212,6 +258,118 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       chains,
     },
     warnings,
+  };
+}
+
+/** Log name of the built-in encrypted-DNS block. */
+export const ENCRYPTED_DNS_RULE = '#encrypted-dns';
+
+/** NFLOG group for DNS replies observed in audit mode: the event group plus one. */
+export function dnsLogGroup(policy: Policy): number {
+  return policy.log.group === 65535 ? 65534 : policy.log.group + 1;
+}
+
+const dnsPortsSet = (name: string, port: number): SetDef => ({
+  name,
+  key: 'inet_proto . inet_service',
+  interval: true,
+  timeout: false,
+  dynamic: false,
+  elements: [IPPROTO_TCP, IPPROTO_UDP].map((proto) => ({ t: 'protoport', proto, from: port, to: port })),
+});
+
+/** Only the guard's own marked packets may reach the upstream resolvers on port 53. */
+function guardUpstreamRules(policy: Policy, upstreams: AddrRange[], sets: SetDef[]): RuleDef[] {
+  sets.push({ ...dnsPortsSet('dns_ports', 53), comment: 'DNS' });
+  const out: RuleDef[] = [];
+  for (const family of [4, 6] as const) {
+    const hosts = upstreams.filter((u) => u.family === family);
+    if (hosts.length === 0) continue;
+    const name = `dns_upstream${family}`;
+    sets.push({
+      name,
+      key: family === 4 ? 'ipv4_addr' : 'ipv6_addr',
+      interval: false,
+      timeout: false,
+      dynamic: false,
+      elements: hosts.map((h) => ({ t: 'addr', family, start: h.start, end: h.end })),
+      comment: 'DNS guard upstreams',
+    });
+    out.push({
+      stmts: [
+        { k: 'cmp', sel: 'meta mark', op: 'eq', value: policy.dns.mark },
+        { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 },
+        { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set: name },
+        { k: 'lookup', sel: 'meta l4proto . th dport', set: 'dns_ports' },
+        { k: 'counter', name: 'dns_upstream' },
+        { k: 'verdict', v: 'accept' },
+      ],
+      comment: 'DNS guard to its upstreams',
+    });
+  }
+  return out;
+}
+
+/**
+ * DNS over TLS everywhere, and DNS over HTTPS (and HTTP/3) to well-known
+ * endpoints. Addresses an allow rule lists explicitly are left out, and so is
+ * port 853 when an allow rule lists it: an explicit allow wins, a broad one
+ * (`to: [any]`, a prefix) does not.
+ */
+function encryptedDnsRules(policy: Policy, addrs: AddrRange[], sets: SetDef[]): RuleDef[] {
+  const allows = policy.rules.filter((r) => r.action === 'allow');
+  const explicitHosts = allows.flatMap((r) => r.addrs.filter((a) => a.start === a.end));
+  const dotAllowed = allows.some((r) => r.ports.some((p) => p.from === 853 && p.to === 853));
+  const end = (stmts: Stmt[]): RuleDef => ({
+    stmts: [...stmts, { k: 'counter', name: 'encrypted_dns' }, { k: 'goto', chain: 'block_encrypted-dns' }],
+    comment: 'encrypted DNS bypasses the guard',
+  });
+  const out: RuleDef[] = [];
+  if (!dotAllowed) {
+    sets.push({ ...dnsPortsSet('dot_ports', 853), comment: 'DNS over TLS' });
+    out.push(end([{ k: 'lookup', sel: 'meta l4proto . th dport', set: 'dot_ports' }]));
+  }
+  sets.push({ ...dnsPortsSet('doh_ports', 443), comment: 'HTTPS and HTTP/3' });
+  for (const family of [4, 6] as const) {
+    const list = addrs.filter((a) => a.family === family && !explicitHosts.some((h) => h.family === family && h.start === a.start));
+    if (list.length === 0) continue;
+    const name = `encrypted_dns${family}`;
+    sets.push({
+      name,
+      key: family === 4 ? 'ipv4_addr' : 'ipv6_addr',
+      interval: false,
+      timeout: false,
+      dynamic: false,
+      elements: list.map((a) => ({ t: 'addr', family, start: a.start, end: a.end })),
+      comment: 'well-known DNS-over-HTTPS endpoints',
+    });
+    out.push(
+      end([
+        { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 },
+        { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set: name },
+        { k: 'lookup', sel: 'meta l4proto . th dport', set: 'doh_ports' },
+      ]),
+    );
+  }
+  return out;
+}
+
+/** Enforce mode: every DNS query to port 53, wherever it is addressed, goes to the guard. */
+function dnsRedirectChain(policy: Policy): ChainDef {
+  return {
+    name: 'dns_redirect',
+    base: { type: 'nat', hook: 'output', priority: -100, policy: 'accept' },
+    rules: [
+      { stmts: [{ k: 'cmp', sel: 'meta mark', op: 'eq', value: policy.dns.mark }, { k: 'verdict', v: 'return' }], comment: "the guard's own queries" },
+      ...[IPPROTO_UDP, IPPROTO_TCP].map((proto) => ({
+        stmts: [
+          { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto },
+          { k: 'cmp', sel: 'th dport', op: 'eq', value: 53 },
+          { k: 'redirect', port: policy.dns.port },
+        ] satisfies Stmt[],
+        comment: 'DNS goes to the guard',
+      })),
+    ],
   };
 }
 

@@ -66,6 +66,7 @@ export type Selector =
   | 'meta skuid'
   | 'meta mark'
   | 'th dport'
+  | 'th sport'
   | 'icmpv6 type'
   | 'meta l4proto . th dport'
   | 'socket cgroupv2';

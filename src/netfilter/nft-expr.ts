@@ -58,6 +58,7 @@ const LOADS: Record<Exclude<Selector, 'meta l4proto . th dport' | 'socket cgroup
   'ip daddr': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.NETWORK, offset: 16, len: 4, dreg: r }], width: 4, be: true },
   'ip6 daddr': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.NETWORK, offset: 24, len: 16, dreg: r }], width: 16, be: true },
   'th dport': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.TRANSPORT, offset: 2, len: 2, dreg: r }], width: 2, be: true },
+  'th sport': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.TRANSPORT, offset: 0, len: 2, dreg: r }], width: 2, be: true },
   'icmpv6 type': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.TRANSPORT, offset: 0, len: 1, dreg: r }], width: 1, be: true },
   'meta l4proto': { exprs: (r) => [{ e: 'meta', key: META.L4PROTO, dreg: r }], width: 1, be: false },
   'meta nfproto': { exprs: (r) => [{ e: 'meta', key: META.NFPROTO, dreg: r }], width: 1, be: false },
@@ -387,7 +388,8 @@ export function readLExpr(elem: Buffer): LExpr {
       return { e: 'immediate', dreg, data: d.get(DATA.VALUE) ?? Buffer.alloc(0) };
     }
     case 'redir':
-      if (m.has(A.redir.REG_PROTO_MAX)) break;
+      // The kernel reports the max register equal to the min one when only min was given.
+      if (m.has(A.redir.REG_PROTO_MAX) && u(A.redir.REG_PROTO_MAX) !== u(A.redir.REG_PROTO_MIN)) break;
       return { e: 'redir', regMin: u(A.redir.REG_PROTO_MIN), flags: u(A.redir.FLAGS) };
   }
   return { e: 'raw', name, hex: data.toString('hex') };

@@ -3,7 +3,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { PolicyError, SluiceError, type PolicyIssue } from '../errors.js';
-import { mergeRanges, type AddrRange } from '../net/ip.js';
+import { mergeRanges, parsePrefix, type AddrRange } from '../net/ip.js';
 import {
   ANY_RANGES,
   parseDestination,
@@ -14,8 +14,8 @@ import {
   parseUser,
   showValue,
 } from './parse-values.js';
-import type { DomainPattern, InterfaceRef, Policy, PortRange, Rule, ServiceRef, UserRef } from './policy.js';
-import { lenientRule, lenientTop, ruleSchema, topSchema, type RawRule } from './schema.js';
+import { DNS_DEFAULTS, type DnsSettings, type DomainPattern, type InterfaceRef, type Policy, type PortRange, type Rule, type ServiceRef, type UserRef } from './policy.js';
+import { lenientRule, lenientTop, ruleSchema, topSchema, type RawPolicy, type RawRule } from './schema.js';
 
 /** What the loader needs from the host. Injected so loading is testable without real users. */
 export interface PolicyHost {
@@ -164,13 +164,14 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
 
   if (p.mode === undefined) warning([], 'no mode given: starting in audit mode (nothing is blocked); set mode: enforce when ready');
 
+  const dns = buildDns(p.dns, rules, error);
   issues.sort((a, b) => a.line - b.line || a.column - b.column);
-  const errors = issues.filter((i) => i.severity === 'error');
-  if (errors.length > 0) throw new PolicyError(issues);
+  if (issues.some((i) => i.severity === 'error')) throw new PolicyError(issues);
 
   return {
     file,
     sha256,
+    dns,
     mode: p.mode ?? 'audit',
     defaultAction: p.default ?? 'deny',
     blockWith: p.block_with ?? 'reject',
@@ -187,6 +188,37 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
 }
 
 type Report = (path: (string | number)[], message: string, key?: boolean) => void;
+
+/** The dns: section, with defaults. Upstreams must be plain addresses (not loopback: the guard's own traffic would loop). */
+function buildDns(raw: RawPolicy['dns'], rules: Rule[], error: Report): DnsSettings {
+  const upstreams: AddrRange[] = [];
+  (raw?.upstreams ?? []).forEach((u, i) => {
+    const pr = parsePrefix(u);
+    if (!pr.ok || pr.range.start !== pr.range.end) return error(['dns', 'upstreams', i], `an upstream is one IP address: ${showValue(u)}`);
+    const r = pr.range;
+    if ((r.family === 4 && r.start >> 24n === 127n) || (r.family === 6 && r.start === 1n)) {
+      return error(['dns', 'upstreams', i], `a loopback upstream would send the guard's queries back to itself: ${showValue(u)}`);
+    }
+    upstreams.push(r);
+  });
+  const floor = raw?.ttl_floor ?? DNS_DEFAULTS.ttlFloor;
+  const max = raw?.ttl_max ?? DNS_DEFAULTS.ttlMax;
+  if (floor > max) error(['dns', 'ttl_floor'], `ttl_floor (${floor}) is above ttl_max (${max})`);
+  const port = raw?.port ?? DNS_DEFAULTS.port;
+  if (port === 53) error(['dns', 'port'], 'the guard cannot listen on 53: DNS to port 53 is what gets redirected to it');
+  return {
+    guard: raw?.guard ?? rules.some((r) => r.domains.length > 0),
+    upstreams: raw?.upstreams ? upstreams : null,
+    port,
+    ttlFloor: floor,
+    ttlGrace: raw?.ttl_grace ?? DNS_DEFAULTS.ttlGrace,
+    ttlMax: max,
+    blockedAnswer: raw?.blocked_answer ?? 'nxdomain',
+    encryptedDns: raw?.encrypted_dns ?? 'block',
+    encryptedDnsList: raw?.encrypted_dns_list ?? null,
+    mark: raw?.mark ?? DNS_DEFAULTS.mark,
+  };
+}
 
 function buildRule(
   r: RawRule,
@@ -365,13 +397,14 @@ function reportZodIssue(zi: z.core.$ZodIssue, raw: unknown, error: Report): void
 }
 
 const KNOWN_KEYS: Record<string, string[]> = {
-  top: ['version', 'mode', 'default', 'block_with', 'essentials', 'log', 'rules'],
+  top: ['version', 'mode', 'default', 'block_with', 'essentials', 'log', 'rules', 'dns'],
+  dns: ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark'],
   rule: ['name', 'action', 'to', 'ports', 'users', 'services', 'interfaces', 'log', 'comment'],
   log: ['group', 'rate', 'burst', 'allowed'],
 };
 
 function suggestKey(key: string, path: (string | number)[]): string | null {
-  const list = path.length === 0 ? KNOWN_KEYS.top : path[0] === 'rules' ? KNOWN_KEYS.rule : path[0] === 'log' ? KNOWN_KEYS.log : [];
+  const list = path.length === 0 ? KNOWN_KEYS.top : path[0] === 'rules' ? KNOWN_KEYS.rule : path[0] === 'log' ? KNOWN_KEYS.log : path[0] === 'dns' ? KNOWN_KEYS.dns : [];
   let best: string | null = null;
   let bestD = 3;
   for (const k of list ?? []) {

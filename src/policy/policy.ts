@@ -16,6 +16,7 @@ export interface Policy {
   essentials: boolean;
   log: LogSettings;
   rules: Rule[];
+  dns: DnsSettings;
   /** Warnings found while loading (the policy is still valid). */
   warnings: PolicyIssue[];
 }
@@ -29,6 +30,35 @@ export interface LogSettings {
   /** Record new allowed flows for every rule, not only those with `log: true`. */
   allowed: boolean;
 }
+
+/** The DNS guard (see README "DNS guard"). */
+export interface DnsSettings {
+  /** Run the guard: DNS is redirected to it (enforce) or observed (audit). Default: on when a rule names domains. */
+  guard: boolean;
+  /** Resolvers the guard forwards to; null means the non-loopback nameservers of /etc/resolv.conf at apply time. */
+  upstreams: AddrRange[] | null;
+  /** Where the guard listens on 127.0.0.1 and ::1. */
+  port: number;
+  /** Learned addresses live max(TTL, floor) + grace seconds, at most max. */
+  ttlFloor: number;
+  ttlGrace: number;
+  ttlMax: number;
+  blockedAnswer: 'nxdomain' | 'refused';
+  /** Block DNS over TLS (853) and well-known DNS-over-HTTPS endpoints unless a rule explicitly allows them. */
+  encryptedDns: 'block' | 'allow';
+  /** The list of encrypted-DNS endpoints; null means the list shipped with Sluice. */
+  encryptedDnsList: string | null;
+  /** Packet mark of the guard's own upstream queries (only marked packets may reach upstream port 53). */
+  mark: number;
+}
+
+export const DNS_DEFAULTS = {
+  port: 5399,
+  ttlFloor: 30,
+  ttlGrace: 30,
+  ttlMax: 86_400,
+  mark: 0x5c1ce,
+} as const;
 
 export type Proto = 'tcp' | 'udp';
 

@@ -21,6 +21,19 @@ export const ruleSchema = z.strictObject({
   comment: z.string().max(200).optional(),
 });
 
+const dnsShape = z.strictObject({
+  guard: z.boolean().optional(),
+  upstreams: z.array(z.string()).min(1).max(16).optional(),
+  port: z.number().int().min(1).max(65535).optional(),
+  ttl_floor: z.number().int().min(0).max(86_400).optional(),
+  ttl_grace: z.number().int().min(0).max(86_400).optional(),
+  ttl_max: z.number().int().min(1).max(7 * 86_400).optional(),
+  blocked_answer: z.enum(['nxdomain', 'refused']).optional(),
+  encrypted_dns: z.enum(['block', 'allow']).optional(),
+  encrypted_dns_list: z.string().max(4096).optional(),
+  mark: z.number().int().min(1).max(0xffffffff).optional(),
+});
+
 const topShape = {
   version: z.literal(1).optional(),
   mode: z.enum(['audit', 'enforce']).optional(),
@@ -35,6 +48,7 @@ const topShape = {
       allowed: z.boolean().optional(),
     })
     .optional(),
+  dns: dnsShape.optional(),
 };
 
 /** Top-level keys; each rule is checked on its own with ruleSchema. */

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compileRuleset, serviceKey, type CompileEnv, type CompileResult } from '../../src/compile/compile-ruleset.js';
 import { parsePolicy, type PolicyHost } from '../../src/policy/load-policy.js';
+import { loadEncryptedDnsList } from '../../src/dns/encrypted-dns-list.js';
 import type { Policy } from '../../src/policy/policy.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -44,7 +45,14 @@ export function fakeEnv(policy: Policy): CompileEnv {
       cgroups.set(serviceKey(s), [{ id: fakeCgroupId(path), level: path.split('/').length - 1, path }]);
     }
   }
-  return { cgroups };
+  const env: CompileEnv = { cgroups };
+  if (policy.dns.guard) {
+    env.dns = {
+      upstreams: policy.dns.upstreams ?? [{ family: 4, start: 0xc6120035n, end: 0xc6120035n }],
+      encrypted: policy.dns.encryptedDns === 'block' ? loadEncryptedDnsList(policy.dns.encryptedDnsList) : { addrs: [], names: [] },
+    };
+  }
+  return env;
 }
 
 /** Parses a policy from text with the fake host. */

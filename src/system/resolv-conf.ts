@@ -1,0 +1,28 @@
+import { readFileSync } from 'node:fs';
+import { parseAddr, type AddrRange } from '../net/ip.js';
+
+/**
+ * The nameservers of resolv.conf(5) that the DNS guard can forward to:
+ * loopback ones are skipped (a local stub such as systemd-resolved would send
+ * its own upstream queries back through the guard). Zone ids are refused.
+ */
+export function resolvConfUpstreams(text = readOptional('/etc/resolv.conf')): AddrRange[] {
+  const out: AddrRange[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^\s*nameserver\s+(\S+)\s*$/.exec(line);
+    if (!m) continue;
+    const a = parseAddr(m[1] ?? '');
+    if (!a) continue;
+    if ((a.family === 4 && a.value >> 24n === 127n) || (a.family === 6 && a.value === 1n)) continue;
+    if (!out.some((x) => x.family === a.family && x.start === a.value)) out.push({ family: a.family, start: a.value, end: a.value });
+  }
+  return out;
+}
+
+function readOptional(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
