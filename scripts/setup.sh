@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make g++)
+APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -4,11 +4,15 @@ import { NetlinkError, PolicyError, SluiceError, UsageError, formatIssue } from 
 import { apply } from './commands/apply.js';
 import { check } from './commands/check.js';
 import { confirm, rollbackTimer } from './commands/confirm.js';
+import { connections } from './commands/connections.js';
 import { daemon } from './commands/daemon.js';
 import { explain } from './commands/explain.js';
+import { log } from './commands/log.js';
 import { off } from './commands/off.js';
 import { plan } from './commands/plan.js';
+import { stats } from './commands/stats.js';
 import { status } from './commands/status.js';
+import { top } from './commands/top.js';
 import { Context, EXIT } from './context.js';
 
 const USAGE = `Usage: sluice COMMAND [options]
@@ -28,6 +32,13 @@ Daemon:
                                       apply the policy and run the DNS guard, event collector and
                                       metrics (GET /metrics on 127.0.0.1:9329) until SIGTERM;
                                       SIGHUP re-reads the policy file
+
+Monitoring:
+  log [--follow] [--since 1h] [--verdict blocked|would-block|allowed] [--process NAME] [--rule R] [--limit N]
+                                      blocked, would-block and allowed events with their process
+  connections                         live outbound connections: process, pid, user, service, addresses, rule
+  top [--interval S]                  live outbound activity by process and destination (one snapshot when piped)
+  stats [--since 24h] [--limit N]     counts by verdict, rule, destination and process; kernel counters; losses
 
 Options:
   --json        machine-readable output (every command)
@@ -66,6 +77,13 @@ export async function main(argv: string[]): Promise<number> {
         iface: { type: 'string' },
         policy: { type: 'string' },
         metrics: { type: 'string' },
+        follow: { type: 'boolean', short: 'f' },
+        limit: { type: 'string' },
+        since: { type: 'string' },
+        verdict: { type: 'string' },
+        process: { type: 'string' },
+        rule: { type: 'string' },
+        interval: { type: 'string' },
       },
     });
   } catch (err) {
@@ -126,6 +144,29 @@ export async function main(argv: string[]): Promise<number> {
         break;
       case 'daemon':
         code = await daemon(ctx, { ...onePolicy(), ...(values.metrics !== undefined ? { metrics: values.metrics } : {}) });
+        break;
+      case 'log':
+        noArgs();
+        code = await log(ctx, {
+          follow: values.follow ?? false,
+          ...(values.since !== undefined ? { since: values.since } : {}),
+          ...(values.verdict !== undefined ? { verdict: values.verdict } : {}),
+          ...(values.process !== undefined ? { process: values.process } : {}),
+          ...(values.rule !== undefined ? { rule: values.rule } : {}),
+          ...(values.limit !== undefined ? { limit: values.limit } : {}),
+        });
+        break;
+      case 'connections':
+        noArgs();
+        code = connections(ctx);
+        break;
+      case 'top':
+        noArgs();
+        code = await top(ctx, values.interval !== undefined ? { interval: values.interval } : {});
+        break;
+      case 'stats':
+        noArgs();
+        code = stats(ctx, { ...(values.since !== undefined ? { since: values.since } : {}), ...(values.limit !== undefined ? { limit: values.limit } : {}) });
         break;
       case '_rollback':
         code = await rollbackTimer(ctx, args[0] ?? '');

@@ -3,3 +3,4 @@
  * components here, so the daemon never imports them directly. One import per
  * line; keep this file trivial.
  */
+import '../monitor/register.js';

@@ -1,0 +1,103 @@
+/*
+ * blast: blocked-traffic generator for bench/events.ts and the burst test.
+ *
+ *   blast udp ADDR PORT COUNT RATE [LOCALPORT]   COUNT datagrams from one socket
+ *   blast tcp ADDR PORT COUNT RATE               COUNT connect() attempts, a new socket each
+ *
+ * RATE is attempts per second (0: as fast as possible), paced in 1 ms steps.
+ * Errors (EPERM from a rejected send, ECONNREFUSED from a TCP reset) are the
+ * point and are only counted. Prints one JSON object:
+ *   {"sent":N,"errors":E,"seconds":S}
+ * A datagram counts as sent when sendto() was called: a firewall drop inside
+ * the kernel still passed the output hook once, which is what is measured.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 6) {
+    fprintf(stderr, "usage: blast udp|tcp ADDR PORT COUNT RATE [LOCALPORT]\n");
+    return 2;
+  }
+  int tcp = strcmp(argv[1], "tcp") == 0;
+  long count = atol(argv[4]);
+  double rate = atof(argv[5]);
+  int lport = argc > 6 ? atoi(argv[6]) : 0;
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t sslen;
+  int family;
+  struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+  if (inet_pton(AF_INET, argv[2], &s4->sin_addr) == 1) {
+    family = AF_INET;
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)atoi(argv[3]));
+    sslen = sizeof *s4;
+  } else if (inet_pton(AF_INET6, argv[2], &s6->sin6_addr) == 1) {
+    family = AF_INET6;
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons((uint16_t)atoi(argv[3]));
+    sslen = sizeof *s6;
+  } else {
+    fprintf(stderr, "blast: not an address: %s\n", argv[2]);
+    return 2;
+  }
+  int ufd = -1;
+  if (!tcp) {
+    ufd = socket(family, SOCK_DGRAM, 0);
+    if (ufd < 0) { perror("socket"); return 1; }
+    if (lport > 0) {
+      struct sockaddr_storage b;
+      memset(&b, 0, sizeof b);
+      if (family == AF_INET) {
+        ((struct sockaddr_in *)&b)->sin_family = AF_INET;
+        ((struct sockaddr_in *)&b)->sin_port = htons((uint16_t)lport);
+      } else {
+        ((struct sockaddr_in6 *)&b)->sin6_family = AF_INET6;
+        ((struct sockaddr_in6 *)&b)->sin6_port = htons((uint16_t)lport);
+      }
+      if (bind(ufd, (struct sockaddr *)&b, family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)) < 0) { perror("bind"); return 1; }
+    }
+  }
+  long sent = 0, errors = 0;
+  double start = now_s();
+  while (sent < count) {
+    if (rate > 0) {
+      double due = start + (double)sent / rate;
+      double t = now_s();
+      if (t < due) {
+        struct timespec d = {0, (long)((due - t) * 1e9)};
+        if (d.tv_nsec > 1000000) d.tv_nsec = 1000000;
+        nanosleep(&d, NULL);
+        continue;
+      }
+    }
+    if (tcp) {
+      int fd = socket(family, SOCK_STREAM, 0);
+      if (fd < 0) { errors++; sent++; continue; }
+      if (connect(fd, (struct sockaddr *)&ss, sslen) < 0) errors++;
+      close(fd);
+    } else {
+      if (sendto(ufd, "blast", 5, 0, (struct sockaddr *)&ss, sslen) < 0) errors++;
+    }
+    sent++;
+  }
+  printf("{\"sent\":%ld,\"errors\":%ld,\"seconds\":%.6f}\n", sent, errors, now_s() - start);
+  return 0;
+}

@@ -1,0 +1,69 @@
+import { TABLE_NAME } from '../../compile/ruleset.js';
+import type { EventStats, PipelineCounters } from '../../events/event-store.js';
+import { eventStorePath } from '../../events/store-component.js';
+import { parseCount, parseSince } from '../../events/time-window.js';
+import { EXIT, type Context } from '../context.js';
+import { openStoreForReading } from './log.js';
+
+/** Kernel counters of the live table, or null when there is none (or it cannot be read). */
+function kernelCounters(ctx: Context): Record<string, { packets: number; bytes: number }> | null {
+  try {
+    const m = ctx.netfilter().counters(TABLE_NAME);
+    if (m.size === 0) return null;
+    return Object.fromEntries([...m].map(([k, v]) => [k, { packets: Number(v.packets), bytes: Number(v.bytes) }]));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * `sluice stats [--since 24h] [--limit N] [--json]`: events by verdict, rule,
+ * destination and process from the store; the kernel's exact counters; and
+ * the pipeline's health (records lost in the kernel or dropped in Sluice),
+ * so what the log does not show is still accounted for.
+ */
+export function stats(ctx: Context, args: { since?: string; limit?: string }): number {
+  const since = parseSince(args.since ?? '24h');
+  const top = args.limit !== undefined ? parseCount('--limit', args.limit, 1000) : 10;
+  const store = openStoreForReading(ctx.state.dir);
+  let st: EventStats | null = null;
+  let counters: PipelineCounters | null = null;
+  try {
+    st = store ? store.stats({ since }, top) : null;
+    counters = store ? store.counters() : null;
+  } finally {
+    store?.close();
+  }
+  const kernel = kernelCounters(ctx);
+  ctx.result({ since: new Date(since).toISOString(), store: eventStorePath(ctx.state.dir), events: st, pipeline: counters, kernel });
+  if (ctx.json) return EXIT.ok;
+
+  ctx.say(`Events since ${new Date(since).toISOString()}${store ? '' : ' (no event store yet)'}`);
+  if (st) {
+    ctx.say(`  total ${st.total}: blocked ${st.byVerdict.blocked}, would-block ${st.byVerdict['would-block']}, allowed ${st.byVerdict.allowed}; with a process ${st.attributed}`);
+    if (st.byRule.length > 0) {
+      ctx.say('');
+      ctx.say('By rule:');
+      for (const r of st.byRule.slice(0, top)) ctx.say(`  ${String(r.count).padStart(8)}  ${r.verdict.padEnd(11)} ${r.rule}`);
+      ctx.say('By destination:');
+      for (const r of st.byDestination) ctx.say(`  ${String(r.count).padStart(8)}  ${r.key}`);
+      ctx.say('By process:');
+      for (const r of st.byProcess) ctx.say(`  ${String(r.count).padStart(8)}  ${r.key}`);
+    }
+  }
+  if (kernel) {
+    ctx.say('');
+    ctx.say('Kernel counters (exact, since the table was applied):');
+    for (const [name, v] of Object.entries(kernel)) ctx.say(`  ${String(v.packets).padStart(8)}  ${name}`);
+  }
+  if (counters) {
+    const lost = counters.seqGaps + counters.collectorDrops + counters.storeDrops + counters.malformed;
+    ctx.say('');
+    ctx.say('Pipeline (cumulative):');
+    ctx.say(`  records ${counters.records}, malformed ${counters.malformed}, foreign ${counters.foreign}`);
+    ctx.say(`  lost in the kernel ${counters.seqGaps} (socket overflows: ${counters.overflows}), dropped by the collector ${counters.collectorDrops}, by the store ${counters.storeDrops}`);
+    if (kernel) ctx.say(`  not recorded by the kernel's rate limit: ${kernel.suppressed_block?.packets ?? 0} blocked, ${kernel.suppressed_allow?.packets ?? 0} allowed`);
+    ctx.say(lost === 0 ? '  nothing lost after the kernel rate limit' : `  ${lost} records lost or dropped after the kernel rate limit`);
+  }
+  return EXIT.ok;
+}

@@ -1,0 +1,23 @@
+import type { StoredEvent } from './event-store.js';
+
+/** The protocol's name for display. */
+export function protoName(proto: number): string {
+  return proto === 6 ? 'tcp' : proto === 17 ? 'udp' : proto === 1 ? 'icmp' : proto === 58 ? 'icmpv6' : `proto-${proto}`;
+}
+
+/** `addr:port`, with IPv6 in brackets. */
+export function endpoint(family: 4 | 6, addr: string, port?: number): string {
+  const a = family === 6 ? `[${addr}]` : addr;
+  return port === undefined ? a : `${a}:${port}`;
+}
+
+/** One line of `sluice log` for people. Everything from the store is printed as stored (it was cleaned on the way in). */
+export function formatEventLine(e: StoredEvent): string {
+  const time = new Date(e.time).toISOString().replace('T', ' ').replace('Z', '');
+  const verdict = e.verdict.toUpperCase().padEnd(11);
+  const dst = `${endpoint(e.family, e.dst, e.dport)}${e.icmpType !== undefined ? ` type ${e.icmpType}` : ''}`;
+  const who = e.process ? `${e.process.comm ?? e.process.exe ?? '?'}[${e.process.pid}]` : '-';
+  const user = e.user ?? (e.uid !== undefined ? String(e.uid) : '-');
+  const extras = [e.hostname ? `host=${e.hostname}` : '', e.process?.unit ? `unit=${e.process.unit}` : '', e.iface ? `via ${e.iface}` : ''].filter(Boolean).join(' ');
+  return `${time}  ${verdict} ${e.rule.padEnd(14)} ${protoName(e.proto).padEnd(6)} ${endpoint(e.family, e.src, e.sport)} -> ${dst}  user=${user} ${who}${extras ? `  ${extras}` : ''}`;
+}

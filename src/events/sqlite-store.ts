@@ -1,0 +1,262 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { SluiceError } from '../errors.js';
+import type { CountRow, EventQuery, EventStats, EventStore, PipelineCounters, RecordedEvent, RetentionLimits, StoredEvent, Verdict } from './event-store.js';
+import { ZERO_COUNTERS } from './event-store.js';
+
+/**
+ * The embedded event store: one SQLite file in the state directory, in WAL
+ * mode, written in batches (one transaction per batch, prepared statements).
+ *
+ * Durability: `synchronous=FULL` by default. In WAL mode, NORMAL already
+ * survives a crash of the daemon (a commit has been written to the WAL file
+ * when it returns; only an OS crash or power loss can lose the last
+ * commits), while FULL also fsyncs the WAL at every commit, so an event
+ * `append` acknowledged is on disk even across a power loss. Because the
+ * daemon writes batches (hundreds to thousands of events per commit), FULL
+ * costs one fsync per batch, not per event; bench:events measures both.
+ */
+
+const SCHEMA_VERSION = 1;
+
+const COLUMNS = [
+  'time', 'verdict', 'rule', 'family', 'proto', 'src', 'dst', 'sport', 'dport', 'icmp_type', 'iface', 'uid', 'user',
+  'pid', 'exe', 'exe_base', 'cmdline', 'comm', 'unit', 'cgroup', 'hostname', 'attribution',
+] as const;
+
+type Row = Record<(typeof COLUMNS)[number], string | number | null> & { id: number };
+
+export interface SqliteStoreOptions {
+  /** Open an existing store only (the CLI never creates one). */
+  mustExist?: boolean;
+  synchronous?: 'full' | 'normal';
+}
+
+function toRow(e: RecordedEvent): unknown[] {
+  const p = e.process;
+  const exeBase = p?.exe ? p.exe.slice(p.exe.lastIndexOf('/') + 1) : null;
+  return [
+    Math.round(e.time), e.verdict, e.rule, e.family, e.proto, e.src, e.dst, e.sport ?? null, e.dport ?? null, e.icmpType ?? null,
+    e.iface ?? null, e.uid ?? null, e.user ?? null, p?.pid ?? null, p?.exe ?? null, exeBase, p?.cmdline ?? null, p?.comm ?? null,
+    p?.unit ?? null, p?.cgroup ?? null, e.hostname ?? null, e.attribution ?? null,
+  ];
+}
+
+function fromRow(r: Row): StoredEvent {
+  const e: StoredEvent = {
+    id: r.id,
+    time: Number(r.time),
+    verdict: r.verdict as Verdict,
+    rule: String(r.rule),
+    family: Number(r.family) === 6 ? 6 : 4,
+    proto: Number(r.proto),
+    src: String(r.src),
+    dst: String(r.dst),
+  };
+  if (r.sport !== null) e.sport = Number(r.sport);
+  if (r.dport !== null) e.dport = Number(r.dport);
+  if (r.icmp_type !== null) e.icmpType = Number(r.icmp_type);
+  if (r.iface !== null) e.iface = String(r.iface);
+  if (r.uid !== null) e.uid = Number(r.uid);
+  if (r.user !== null) e.user = String(r.user);
+  if (r.pid !== null) {
+    const p: NonNullable<StoredEvent['process']> = { pid: Number(r.pid) };
+    if (r.exe !== null) p.exe = String(r.exe);
+    if (r.cmdline !== null) p.cmdline = String(r.cmdline);
+    if (r.comm !== null) p.comm = String(r.comm);
+    if (r.unit !== null) p.unit = String(r.unit);
+    if (r.cgroup !== null) p.cgroup = String(r.cgroup);
+    e.process = p;
+  }
+  if (r.hostname !== null) e.hostname = String(r.hostname);
+  if (r.attribution !== null) e.attribution = r.attribution as StoredEvent['attribution'];
+  return e;
+}
+
+function protoName(proto: number): string {
+  return proto === 6 ? 'tcp' : proto === 17 ? 'udp' : proto === 1 ? 'icmp' : proto === 58 ? 'icmpv6' : `proto-${proto}`;
+}
+
+/** The SQLite implementation of EventStore. */
+export class SqliteStore implements EventStore {
+  private db: Database.Database;
+  private insert: Database.Statement;
+  private saveCounter: Database.Statement;
+  private appendTx: (events: RecordedEvent[], counters?: PipelineCounters) => void;
+  private cache = new Map<string, Database.Statement>();
+
+  /** Opens (and creates, unless mustExist) the store at `path`. */
+  constructor(readonly path: string, opts: SqliteStoreOptions = {}) {
+    try {
+      if (!opts.mustExist) mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      this.db = new Database(path, { fileMustExist: opts.mustExist ?? false });
+    } catch (err) {
+      throw openError(path, err);
+    }
+    try {
+      // Incremental auto-vacuum must be chosen before the first table exists; it lets retention give space back.
+      this.db.pragma('auto_vacuum = INCREMENTAL');
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma(`synchronous = ${opts.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
+      // The CLI reads while the daemon writes; WAL lets readers run, this covers checkpoints and schema set-up.
+      this.db.pragma('busy_timeout = 5000');
+      this.migrate();
+    } catch (err) {
+      this.db.close();
+      throw openError(path, err);
+    }
+    this.insert = this.db.prepare(`INSERT INTO events (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map(() => '?').join(', ')})`);
+    this.saveCounter = this.db.prepare('INSERT INTO pipeline (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value');
+    this.appendTx = this.db.transaction((events: RecordedEvent[], counters?: PipelineCounters) => {
+      for (const e of events) this.insert.run(toRow(e));
+      if (counters) for (const [k, v] of Object.entries(counters)) this.saveCounter.run(k, v);
+    });
+  }
+
+  private migrate(): void {
+    const version = Number(this.db.pragma('user_version', { simple: true }));
+    if (version > SCHEMA_VERSION) {
+      throw new SluiceError('EEVENTSTORE', `Event store schema ${version} is newer than this Sluice understands (${SCHEMA_VERSION}): ${this.path}`);
+    }
+    if (version === SCHEMA_VERSION) return;
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time INTEGER NOT NULL, verdict TEXT NOT NULL, rule TEXT NOT NULL,
+        family INTEGER NOT NULL, proto INTEGER NOT NULL, src TEXT NOT NULL, dst TEXT NOT NULL,
+        sport INTEGER, dport INTEGER, icmp_type INTEGER, iface TEXT, uid INTEGER, user TEXT,
+        pid INTEGER, exe TEXT, exe_base TEXT, cmdline TEXT, comm TEXT, unit TEXT, cgroup TEXT,
+        hostname TEXT, attribution TEXT
+      );
+      CREATE INDEX IF NOT EXISTS events_time ON events (time);
+      CREATE TABLE IF NOT EXISTS pipeline (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+      PRAGMA user_version = ${SCHEMA_VERSION};
+    `);
+  }
+
+  private stmt(sql: string): Database.Statement {
+    let s = this.cache.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.cache.set(sql, s);
+    }
+    return s;
+  }
+
+  append(events: RecordedEvent[], counters?: PipelineCounters): void {
+    if (events.length === 0 && !counters) return;
+    this.appendTx(events, counters);
+  }
+
+  private where(q: EventQuery): { sql: string; params: unknown[] } {
+    const parts: string[] = [];
+    const params: unknown[] = [];
+    if (q.since !== undefined) parts.push('time >= ?') && params.push(q.since);
+    if (q.until !== undefined) parts.push('time < ?') && params.push(q.until);
+    if (q.verdict !== undefined) parts.push('verdict = ?') && params.push(q.verdict);
+    if (q.rule !== undefined) parts.push('rule = ?') && params.push(q.rule);
+    if (q.afterId !== undefined) parts.push('id > ?') && params.push(q.afterId);
+    if (q.process !== undefined) {
+      parts.push('pid IS NOT NULL AND (comm = ? OR exe = ? OR exe_base = ?)');
+      params.push(q.process, q.process, q.process);
+    }
+    return { sql: parts.length > 0 ? `WHERE ${parts.join(' AND ')}` : '', params };
+  }
+
+  query(q: EventQuery): StoredEvent[] {
+    const { sql, params } = this.where(q);
+    const newest = q.limit !== undefined && q.afterId === undefined;
+    const order = newest ? 'DESC' : 'ASC';
+    const limit = q.limit !== undefined ? ' LIMIT ?' : '';
+    const rows = this.stmt(`SELECT id, ${COLUMNS.join(', ')} FROM events ${sql} ORDER BY id ${order}${limit}`).all(
+      ...params,
+      ...(q.limit !== undefined ? [Math.max(0, Math.floor(q.limit))] : []),
+    ) as Row[];
+    const out = rows.map(fromRow);
+    return newest ? out.reverse() : out;
+  }
+
+  stats(q: Pick<EventQuery, 'since' | 'until'>, n = 10): EventStats {
+    const { sql, params } = this.where(q);
+    const head = this.stmt(`SELECT count(*) AS total, count(pid) AS attributed, min(time) AS first, max(time) AS last FROM events ${sql}`).get(...params) as {
+      total: number;
+      attributed: number;
+      first: number | null;
+      last: number | null;
+    };
+    const byVerdict: Record<Verdict, number> = { blocked: 0, 'would-block': 0, allowed: 0 };
+    const byRule = (this.stmt(`SELECT rule, verdict, count(*) AS count FROM events ${sql} GROUP BY rule, verdict ORDER BY count DESC, rule, verdict`).all(...params) as {
+      rule: string;
+      verdict: Verdict;
+      count: number;
+    }[]).map((r) => ({ rule: r.rule, verdict: r.verdict, count: r.count }));
+    for (const r of byRule) if (r.verdict in byVerdict) byVerdict[r.verdict] += r.count;
+    const dests = this.stmt(
+      `SELECT family, dst, proto, dport, icmp_type, count(*) AS count FROM events ${sql} GROUP BY family, dst, proto, dport, icmp_type ORDER BY count DESC, dst, proto, dport LIMIT ?`,
+    ).all(...params, n) as { family: number; dst: string; proto: number; dport: number | null; icmp_type: number | null; count: number }[];
+    const byDestination: CountRow[] = dests.map((d) => {
+      const host = d.family === 6 ? `[${d.dst}]` : d.dst;
+      const proto = protoName(d.proto);
+      const key = d.dport !== null ? `${host} ${proto}/${d.dport}` : d.icmp_type !== null ? `${host} ${proto}/type-${d.icmp_type}` : `${host} ${proto}`;
+      return { key, count: d.count };
+    });
+    const byProcess = (this.stmt(
+      `SELECT coalesce(exe, comm, '(unknown)') AS key, count(*) AS count FROM events ${sql} GROUP BY key ORDER BY count DESC, key LIMIT ?`,
+    ).all(...params, n) as CountRow[]).map((r) => ({ key: r.key, count: r.count }));
+    return { total: head.total, byVerdict, byRule, byDestination, byProcess, attributed: head.attributed, first: head.first, last: head.last };
+  }
+
+  counters(): PipelineCounters {
+    const out: PipelineCounters = { ...ZERO_COUNTERS };
+    for (const r of this.stmt('SELECT name, value FROM pipeline').all() as { name: string; value: number }[]) {
+      if (r.name in out) out[r.name as keyof PipelineCounters] = Number(r.value);
+    }
+    return out;
+  }
+
+  sizeBytes(): number {
+    const pageSize = Number(this.db.pragma('page_size', { simple: true }));
+    const pages = Number(this.db.pragma('page_count', { simple: true }));
+    const free = Number(this.db.pragma('freelist_count', { simple: true }));
+    return (pages - free) * pageSize;
+  }
+
+  retain(limits: RetentionLimits, now = Date.now()): number {
+    let deleted = 0;
+    if (limits.maxAgeMs !== undefined) {
+      deleted += this.stmt('DELETE FROM events WHERE time < ?').run(now - limits.maxAgeMs).changes;
+    }
+    if (limits.maxBytes !== undefined) {
+      // Delete the oldest in chunks until the pages in use fit. A bounded number of rounds: each removes
+      // at least a tenth of what is left, so a size too small for even one event ends with an empty store.
+      for (let round = 0; round < 64 && this.sizeBytes() > limits.maxBytes; round++) {
+        const count = Number((this.stmt('SELECT count(*) AS n FROM events').get() as { n: number }).n);
+        if (count === 0) break;
+        const excess = this.sizeBytes() - limits.maxBytes;
+        const perRow = this.sizeBytes() / count;
+        const chunk = Math.min(count, Math.max(Math.ceil(count / 10), Math.ceil(excess / Math.max(perRow, 1))));
+        deleted += this.stmt('DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)').run(chunk).changes;
+      }
+    }
+    if (deleted > 0) this.db.pragma('incremental_vacuum');
+    return deleted;
+  }
+
+  lastId(): number {
+    // AUTOINCREMENT never reuses an id, even after retention emptied the table, so followers never miss one.
+    const r = this.stmt("SELECT seq FROM sqlite_sequence WHERE name = 'events'").get() as { seq: number } | undefined;
+    return r ? Number(r.seq) : 0;
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}
+
+function openError(path: string, err: unknown): SluiceError {
+  if (err instanceof SluiceError) return err;
+  const e = err as { code?: string; message?: string };
+  const code = e.code && /^E[A-Z]+$/.test(e.code) ? e.code : (e.code ?? 'ERROR');
+  return new SluiceError('EEVENTSTORE', `Cannot open event store: ${code}: ${path}${e.message && !e.message.includes(path) ? ` (${e.message})` : ''}`, { cause: err });
+}

@@ -1,0 +1,161 @@
+import { join } from 'node:path';
+import type { Component, Runtime } from '../daemon/daemon.js';
+import { channels } from '../daemon/events.js';
+import type { EventStore, PipelineCounters, RecordedEvent, RetentionLimits } from './event-store.js';
+import { ZERO_COUNTERS } from './event-store.js';
+import { SqliteStore } from './sqlite-store.js';
+
+/** The store file in a state directory. */
+export function eventStorePath(stateDir: string): string {
+  return join(stateDir, 'events.db');
+}
+
+/** Retention from the environment: SLUICE_EVENTS_MAX_AGE_DAYS (default 30) and SLUICE_EVENTS_MAX_MB (default 1024). */
+export function retentionFromEnv(env: NodeJS.ProcessEnv = process.env): RetentionLimits {
+  const num = (v: string | undefined, def: number) => {
+    const n = Number(v);
+    return v !== undefined && v !== '' && Number.isFinite(n) && n > 0 ? n : def;
+  };
+  return { maxAgeMs: num(env.SLUICE_EVENTS_MAX_AGE_DAYS, 30) * 86_400_000, maxBytes: Math.round(num(env.SLUICE_EVENTS_MAX_MB, 1024) * 1024 * 1024) };
+}
+
+export interface StoreComponentOptions {
+  open: () => EventStore;
+  /** The collector's counters for this run; persisted with each batch. */
+  counters: () => Omit<PipelineCounters, 'storeDrops'>;
+  /** Events waiting to be written; beyond it they are dropped and counted (default 65,536). */
+  queueMax?: number;
+  /** Events per transaction (default 5,000). */
+  batchMax?: number;
+  /** Longest an event waits before its batch is written (ms, default 100). */
+  flushMs?: number;
+  retention?: RetentionLimits;
+  retentionEveryMs?: number;
+}
+
+/**
+ * Writes flow events to the store. It subscribes to the flow channel (the
+ * collector never imports it), queues at most `queueMax` events, and writes
+ * them in batches, one transaction each: every `flushMs`, or at once when a
+ * batch is full. An event counts as written when its transaction committed;
+ * what is still queued when the daemon is killed was never acknowledged.
+ */
+export class EventStoreComponent implements Component {
+  readonly name = 'event-store';
+  private store: EventStore | undefined;
+  private queue: RecordedEvent[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private retentionTimer: NodeJS.Timeout | undefined;
+  private immediate = false;
+  private base: PipelineCounters = { ...ZERO_COUNTERS };
+  private drops = 0;
+  private writeErrors = 0;
+  private stored = { blocked: 0, 'would-block': 0, allowed: 0 };
+  private lastSaved = '';
+  private rt: Runtime | undefined;
+  private readonly onFlow = (msg: unknown) => this.accept(msg as RecordedEvent);
+
+  constructor(private readonly opts: StoreComponentOptions) {}
+
+  async start(rt: Runtime): Promise<void> {
+    this.rt = rt;
+    this.store = this.opts.open();
+    // Counters are cumulative across daemon runs: this run's are added to what the store kept.
+    this.base = this.store.counters();
+    channels.flow.subscribe(this.onFlow);
+    this.timer = setInterval(() => this.flush(), this.opts.flushMs ?? 100);
+    const retention = this.opts.retention;
+    if (retention) {
+      this.retain(retention);
+      this.retentionTimer = setInterval(() => this.retain(retention), this.opts.retentionEveryMs ?? 60_000);
+    }
+    rt.metrics.collect(() => [
+      { name: 'sluice_events_stored_total', help: 'Events written to the store, by verdict', type: 'counter', samples: Object.entries(this.stored).map(([verdict, value]) => ({ labels: { verdict }, value })) },
+      { name: 'sluice_events_dropped_total', help: 'Events dropped in Sluice because a queue was full or a write failed', type: 'counter', samples: [{ labels: { stage: 'store' }, value: this.drops }] },
+      { name: 'sluice_event_queue_length', help: 'Events waiting to be written', type: 'gauge', samples: [{ labels: { stage: 'store' }, value: this.queue.length }] },
+      { name: 'sluice_event_store_bytes', help: 'Size of the event store', type: 'gauge', samples: [{ labels: {}, value: this.safeSize() }] },
+    ]);
+    rt.control.handle('events.pipeline', { call: () => ({ counters: this.counters(), stored: this.stored, queued: this.queue.length }) });
+  }
+
+  private safeSize(): number {
+    try {
+      return this.store?.sizeBytes() ?? 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  private accept(e: RecordedEvent): void {
+    if (this.queue.length >= (this.opts.queueMax ?? 65_536)) {
+      this.drops++;
+      return;
+    }
+    this.queue.push(e);
+    if (this.queue.length >= (this.opts.batchMax ?? 5_000) && !this.immediate) {
+      this.immediate = true;
+      setImmediate(() => {
+        this.immediate = false;
+        this.flush();
+      });
+    }
+  }
+
+  /** Everything the pipeline counted, cumulative. */
+  counters(): PipelineCounters {
+    const c = this.opts.counters();
+    const out = { ...ZERO_COUNTERS };
+    for (const k of Object.keys(out) as (keyof PipelineCounters)[]) out[k] = this.base[k] + (k === 'storeDrops' ? this.drops : (c as PipelineCounters)[k]);
+    return out;
+  }
+
+  /** Writes what is queued, a batch per transaction. */
+  flush(): void {
+    const store = this.store;
+    if (!store) return;
+    const batchMax = this.opts.batchMax ?? 5_000;
+    do {
+      const batch = this.queue.length <= batchMax ? this.queue : this.queue.slice(0, batchMax);
+      this.queue = this.queue.length <= batchMax ? [] : this.queue.slice(batchMax);
+      const counters = this.counters();
+      const key = JSON.stringify(counters);
+      if (batch.length === 0 && key === this.lastSaved) return;
+      try {
+        store.append(batch, counters);
+        this.lastSaved = key;
+        for (const e of batch) this.stored[e.verdict]++;
+      } catch (err) {
+        // A full disk or a locked file: these events are lost, and counted as such.
+        this.drops += batch.length;
+        if (++this.writeErrors <= 10) this.rt?.log('error', 'event store write failed', { error: (err as Error).message, events: batch.length });
+      }
+    } while (this.queue.length > 0);
+  }
+
+  private retain(limits: RetentionLimits): void {
+    try {
+      const n = this.store?.retain(limits) ?? 0;
+      if (n > 0) this.rt?.log('info', 'event retention', { deleted: n });
+    } catch (err) {
+      this.rt?.log('warn', 'event retention failed', { error: (err as Error).message });
+    }
+  }
+
+  status(): Record<string, unknown> {
+    return { queued: this.queue.length, stored: this.stored, dropped: this.drops, bytes: this.safeSize() };
+  }
+
+  async stop(): Promise<void> {
+    channels.flow.unsubscribe(this.onFlow);
+    clearInterval(this.timer);
+    clearInterval(this.retentionTimer);
+    this.flush();
+    this.store?.close();
+    this.store = undefined;
+  }
+}
+
+/** The default store: SQLite in the state directory. */
+export function openDefaultStore(stateDir: string): EventStore {
+  return new SqliteStore(eventStorePath(stateDir));
+}

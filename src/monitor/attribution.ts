@@ -1,0 +1,264 @@
+import type { AttributionMethod, RecordedEvent } from '../events/event-store.js';
+import { hostnameFor } from '../daemon/hostnames.js';
+import { formatAddr, type Family } from '../net/ip.js';
+import { NetlinkError } from '../errors.js';
+import { NetlinkSocket } from '../netfilter/netlink-socket.js';
+import { NlWriter } from '../netfilter/nl-attr.js';
+import { NETLINK_SOCK_DIAG, NLM_F_ACK, NLM_F_REQUEST } from '../netfilter/nl-constants.js';
+import { addrBytes } from '../net/ip.js';
+import type { CgroupIndex } from './cgroup-index.js';
+import { ProcessTable, type ProcInfo, type ProcessRef } from './process-table.js';
+import { findSocket, parseSockDiagMessage, SockDiag, type SockEntry } from './sock-diag.js';
+
+/** What the collector knows about a logged packet before attribution. */
+export interface FlowFacts {
+  time: number;
+  verdict: RecordedEvent['verdict'];
+  rule: string;
+  family: Family;
+  proto: number;
+  src: bigint;
+  dst: bigint;
+  sport?: number;
+  dport?: number;
+  icmpType?: number;
+  uid?: number;
+  outIfindex?: number;
+}
+
+export interface AttributionStats {
+  socket: number;
+  cgroup: number;
+  user: number;
+  /** Several processes could have sent it and nothing told them apart. */
+  ambiguous: number;
+  /** No process of that user (or no uid in the record: a packet without a local socket). */
+  none: number;
+  socketLookups: number;
+  socketHits: number;
+}
+
+/** Where the attributor gets its facts; the defaults read the live system. Tests substitute them. */
+export interface AttributorDeps {
+  procs: ProcessTable;
+  cgroups?: CgroupIndex;
+  userName?: (uid: number) => string | undefined;
+  ifName?: (index: number) => string | undefined;
+  /** Whether a socket can still exist for this record (false: a TCP connect already refused with a reset). */
+  socketMayExist?: (f: FlowFacts) => boolean;
+}
+
+const INODE_CACHE_MAX = 50_000;
+
+/**
+ * Finds the process behind a logged packet. In order:
+ *  1. socket: the sending socket still exists (UDP, allowed and audited TCP,
+ *     TCP refused by drop): sock_diag gives its inode and cgroup; the process
+ *     holding that inode among the user's processes is the sender. Exact.
+ *  2. cgroup: the socket is known but no fd was found (passed or closed):
+ *     the only process of that user in the socket's cgroup.
+ *  3. user: the only process of that uid in this network namespace (alive,
+ *     or exited within a grace period). Exact when a service runs as its own
+ *     user, which is the common server set-up; otherwise ambiguous, and then
+ *     nothing is guessed.
+ * A TCP connect refused with a reset has no socket left to look up by the
+ * time the record is read (the reset closes it at once), so it relies on 3.
+ */
+export class Attributor {
+  readonly stats: AttributionStats = { socket: 0, cgroup: 0, user: 0, ambiguous: 0, none: 0, socketLookups: 0, socketHits: 0 };
+  private udpDump = new Map<Family, SockEntry[]>();
+  private candidatesMemo = new Map<string, ProcInfo[]>();
+  private inodeOwner = new Map<number, number>();
+  private refMemo = new Map<number, ProcessRef>();
+  private lastIdReread = 0;
+  private diag: SockDiag | null | undefined;
+  private exact: NetlinkSocket | null | undefined;
+
+  constructor(private readonly deps: AttributorDeps) {}
+
+  /** Call once per batch of records: refreshes the process table (throttled) and forgets per-batch memos. */
+  beginBatch(now = Date.now()): void {
+    this.deps.procs.maybeRefresh(20, now);
+    this.udpDump.clear();
+    this.candidatesMemo.clear();
+    this.refMemo.clear();
+  }
+
+  private candidates(uid: number, time: number): ProcInfo[] {
+    // Records of one batch share their receive time, so the memo per uid holds within a batch.
+    const key = `${uid}:${time}`;
+    let c = this.candidatesMemo.get(key);
+    if (c) return c;
+    c = this.deps.procs.candidates({ uid, time });
+    if (c.length === 0) {
+      // A process newer than the last refresh, or one that changed its uid since it was read.
+      this.deps.procs.refresh();
+      c = this.deps.procs.candidates({ uid, time });
+      const now = Date.now();
+      if (c.length === 0 && now - this.lastIdReread > 100) {
+        this.lastIdReread = now;
+        this.deps.procs.rereadIds();
+        c = this.deps.procs.candidates({ uid, time });
+      }
+    }
+    this.candidatesMemo.set(key, c);
+    return c;
+  }
+
+  private sockDiag(): SockDiag | null {
+    if (this.diag === undefined) {
+      try {
+        this.diag = new SockDiag();
+      } catch {
+        this.diag = null;
+      }
+    }
+    return this.diag;
+  }
+
+  /** One exact TCP lookup by 4-tuple: the kernel's hash lookup, O(1) whatever the number of sockets. */
+  private lookupTcp(f: FlowFacts): SockEntry | undefined {
+    if (this.exact === undefined) {
+      try {
+        this.exact = NetlinkSocket.open(NETLINK_SOCK_DIAG, { bufBytes: 1 << 20 });
+      } catch {
+        this.exact = null;
+      }
+    }
+    if (!this.exact || f.sport === undefined || f.dport === undefined) return undefined;
+    const hdr = Buffer.alloc(56);
+    hdr.writeUInt8(f.family === 4 ? 2 : 10, 0);
+    hdr.writeUInt8(6, 1);
+    hdr.writeUInt32LE(0xffffffff, 4);
+    hdr.writeUInt16BE(f.sport, 8);
+    hdr.writeUInt16BE(f.dport, 10);
+    addrBytes(f.family, f.src).copy(hdr, 12);
+    addrBytes(f.family, f.dst).copy(hdr, 28);
+    hdr.writeUInt32LE(0xffffffff, 48); // INET_DIAG_NOCOOKIE: look up by addresses alone
+    hdr.writeUInt32LE(0xffffffff, 52);
+    const w = new NlWriter(96);
+    w.beginRaw(20, NLM_F_REQUEST | NLM_F_ACK, 1, hdr);
+    w.endMsg();
+    try {
+      for (const m of this.exact.request(w.finish())) {
+        try {
+          return parseSockDiagMessage(m, 6);
+        } catch {
+          return undefined;
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof NetlinkError)) throw err;
+    }
+    return undefined;
+  }
+
+  private findSock(f: FlowFacts): SockEntry | undefined {
+    if (f.sport === undefined || f.dport === undefined) return undefined;
+    this.stats.socketLookups++;
+    let s: SockEntry | undefined;
+    if (f.proto === 6) s = this.lookupTcp(f);
+    else if (f.proto === 17) {
+      let socks = this.udpDump.get(f.family);
+      if (!socks) {
+        try {
+          socks = this.sockDiag()?.dump(f.family, 17) ?? [];
+        } catch {
+          socks = [];
+        }
+        this.udpDump.set(f.family, socks);
+      }
+      s = findSocket(socks, { family: f.family, src: f.src, sport: f.sport, dst: f.dst, dport: f.dport });
+    }
+    if (s) this.stats.socketHits++;
+    return s;
+  }
+
+  /** The pid holding a socket inode, among the candidates; scanned fds go into a bounded cache. */
+  private ownerOf(inode: number, cands: ProcInfo[]): ProcInfo | undefined {
+    const cached = this.inodeOwner.get(inode);
+    if (cached !== undefined) {
+      const p = cands.find((c) => c.pid === cached);
+      if (p) return p;
+    }
+    for (const c of cands) {
+      if (c.exitedAt !== undefined) continue;
+      const inodes = this.deps.procs.socketInodes(c.pid);
+      if (this.inodeOwner.size + inodes.size > INODE_CACHE_MAX) this.inodeOwner.clear();
+      for (const i of inodes) this.inodeOwner.set(i, c.pid);
+      if (inodes.has(inode)) return c;
+    }
+    return undefined;
+  }
+
+  /** The event fields of a process, re-read once per batch (its executable or cgroup may have changed since it was listed). */
+  private ref(p: ProcInfo): ProcessRef {
+    let r = this.refMemo.get(p.pid);
+    if (!r) {
+      r = ProcessTable.ref(this.deps.procs.current(p.pid) ?? p);
+      this.refMemo.set(p.pid, r);
+    }
+    return r;
+  }
+
+  /** Turns packet facts into an event: names, process, hostname and how the process was found. */
+  attribute(f: FlowFacts): RecordedEvent {
+    const e: RecordedEvent = {
+      time: f.time,
+      verdict: f.verdict,
+      rule: f.rule,
+      family: f.family,
+      proto: f.proto,
+      src: formatAddr(f.family, f.src),
+      dst: formatAddr(f.family, f.dst),
+    };
+    if (f.sport !== undefined) e.sport = f.sport;
+    if (f.dport !== undefined) e.dport = f.dport;
+    if (f.icmpType !== undefined) e.icmpType = f.icmpType;
+    if (f.outIfindex !== undefined) {
+      const name = this.deps.ifName?.(f.outIfindex);
+      if (name) e.iface = name;
+    }
+    const host = hostnameFor(f.family, f.dst);
+    if (host) e.hostname = host;
+    if (f.uid === undefined) {
+      this.stats.none++;
+      return e;
+    }
+    e.uid = f.uid;
+    const user = this.deps.userName?.(f.uid);
+    if (user) e.user = user;
+
+    let proc: ProcessRef | undefined;
+    let method: AttributionMethod | undefined;
+    let cands = this.candidates(f.uid, f.time);
+    const sock = (this.deps.socketMayExist?.(f) ?? true) && cands.length !== 1 ? this.findSock(f) : undefined;
+    let sockCgroup: string | undefined;
+    if (sock) {
+      const owner = this.ownerOf(sock.inode, cands);
+      if (owner) {
+        proc = this.ref(owner);
+        method = 'socket';
+      } else if (sock.cgroupId !== undefined && this.deps.cgroups) {
+        sockCgroup = this.deps.cgroups.path(sock.cgroupId);
+        if (sockCgroup !== undefined) cands = cands.filter((c) => c.cgroup === sockCgroup);
+        if (cands.length === 1) method = 'cgroup';
+      }
+    } else if (cands.length === 1) method = 'user';
+    if (!proc && method && cands[0]) proc = this.ref(cands[0]);
+    if (proc && method) {
+      e.process = proc;
+      e.attribution = method;
+      this.stats[method]++;
+    } else if (cands.length > 1) this.stats.ambiguous++;
+    else this.stats.none++;
+    return e;
+  }
+
+  close(): void {
+    this.diag?.close();
+    this.exact?.close();
+    this.diag = null;
+    this.exact = null;
+  }
+}

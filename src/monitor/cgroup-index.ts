@@ -1,0 +1,57 @@
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { findCgroup2Root } from '../system/cgroups.js';
+
+const MAX_DIRS = 50_000;
+const MAX_DEPTH = 12;
+
+/**
+ * cgroup v2 ids (the directory's inode, what sock_diag and `socket cgroupv2`
+ * report) to paths, by walking the cgroup2 mount. Rebuilt on a miss, at most
+ * every few seconds, and bounded, so a host with a huge tree costs a bounded
+ * walk rather than an unbounded one.
+ */
+export class CgroupIndex {
+  private byId = new Map<bigint, string>();
+  private lastWalk = 0;
+
+  constructor(private readonly root: string | null = findCgroup2Root()) {}
+
+  /** The path (relative to the cgroup2 root, starting with `/`) of a cgroup id, or undefined. */
+  path(id: bigint, now = Date.now()): string | undefined {
+    const p = this.byId.get(id);
+    if (p !== undefined || !this.root) return p;
+    if (now - this.lastWalk < 3000) return undefined;
+    this.lastWalk = now;
+    this.walk(this.root);
+    return this.byId.get(id);
+  }
+
+  private walk(root: string): void {
+    const next = new Map<bigint, string>();
+    let frontier = ['/'];
+    let seen = 0;
+    for (let depth = 0; depth < MAX_DEPTH && frontier.length > 0; depth++) {
+      const deeper: string[] = [];
+      for (const rel of frontier) {
+        try {
+          next.set(statSync(join(root, rel), { bigint: true }).ino, rel);
+        } catch {
+          continue;
+        }
+        let entries: import('node:fs').Dirent[];
+        try {
+          entries = readdirSync(join(root, rel), { withFileTypes: true });
+        } catch {
+          continue;
+        }
+        for (const e of entries) {
+          if (!e.isDirectory() || ++seen > MAX_DIRS) continue;
+          deeper.push(rel === '/' ? `/${e.name}` : `${rel}/${e.name}`);
+        }
+      }
+      frontier = deeper;
+    }
+    this.byId = next;
+  }
+}

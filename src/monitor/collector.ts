@@ -1,0 +1,266 @@
+import { DEFAULT_RULE, LOG_PREFIX } from '../compile/compile-ruleset.js';
+import { TABLE_NAME } from '../compile/ruleset.js';
+import type { Component, Runtime } from '../daemon/daemon.js';
+import { publishFlow } from '../daemon/events.js';
+import type { PipelineCounters, RecordedEvent } from '../events/event-store.js';
+import { formatAddr } from '../net/ip.js';
+import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
+import type { Policy } from '../policy/policy.js';
+import { userName } from '../system/users.js';
+import { Attributor, type FlowFacts } from './attribution.js';
+import { CgroupIndex } from './cgroup-index.js';
+import { LinkNames } from './links.js';
+import { ProcessTable } from './process-table.js';
+
+const VERDICTS: Record<string, RecordedEvent['verdict']> = { B: 'blocked', W: 'would-block', A: 'allowed' };
+const RULE_NAME = /^(?:[a-z0-9._-]{1,48}|#default)$/;
+
+/** The verdict and rule of a record's prefix (`sluice:B:rule `), or null when the prefix is not Sluice's. */
+export function parsePrefix(prefix: string): { verdict: RecordedEvent['verdict']; rule: string } | null {
+  if (!prefix.startsWith(LOG_PREFIX) || !prefix.endsWith(' ')) return null;
+  const verdict = VERDICTS[prefix.charAt(LOG_PREFIX.length)];
+  if (!verdict || prefix.charAt(LOG_PREFIX.length + 1) !== ':') return null;
+  const rule = prefix.slice(LOG_PREFIX.length + 2, -1);
+  return RULE_NAME.test(rule) ? { verdict, rule } : null;
+}
+
+/** The facts of one record, or a reason to skip it. Pure, so it is unit- and fuzz-tested. */
+export function recordFacts(r: NflogRecord): FlowFacts | 'foreign' | 'malformed' {
+  const p = parsePrefix(r.prefix);
+  if (!p) return 'foreign';
+  const pkt = r.packet;
+  if (!pkt) return 'malformed';
+  const f: FlowFacts = { time: r.timeMs, verdict: p.verdict, rule: p.rule, family: pkt.family, proto: pkt.proto, src: pkt.src, dst: pkt.dst };
+  if (pkt.sport !== undefined) f.sport = pkt.sport;
+  if (pkt.dport !== undefined) f.dport = pkt.dport;
+  if (pkt.icmpType !== undefined) f.icmpType = pkt.icmpType;
+  if (r.uid !== undefined) f.uid = r.uid;
+  if (r.outIfindex !== undefined) f.outIfindex = r.outIfindex;
+  return f;
+}
+
+export interface CollectorOptions {
+  /** Records waiting for attribution; beyond it records are dropped and counted (default 65,536). */
+  queueMax?: number;
+  /** Records attributed per turn of the event loop (default 2,048). */
+  chunk?: number;
+}
+
+/**
+ * The event collector: reads the policy's NFLOG group, attributes each
+ * record to a process, and publishes a flow event (the store subscribes).
+ * Memory is bounded: records are reduced to small facts at once (the
+ * kernel's buffer is not kept), and at most `queueMax` wait; a flood beyond
+ * that is dropped and counted, never queued without bound. The kernel's own
+ * rate limit (policy `log.rate`) comes first, and its exact counters say
+ * what was suppressed there.
+ */
+export class Collector implements Component {
+  readonly name = 'collector';
+  private listener: NflogListener | undefined;
+  private attributor: Attributor | undefined;
+  private procs: ProcessTable | undefined;
+  private queue: FlowFacts[] = [];
+  private head = 0;
+  private scheduled = false;
+  private rt: Runtime | undefined;
+  private refreshTimer: NodeJS.Timeout | undefined;
+  private policy: Policy | undefined;
+  private readonly queueMax: number;
+  private readonly chunk: number;
+  private readonly own = { foreign: 0, malformed: 0, collectorDrops: 0, published: 0, attributionErrors: 0 };
+  /** Listener totals of listeners already closed (reloads rebind), so counters stay cumulative. */
+  private closed = { records: 0, malformed: 0, overflows: 0, seqGaps: 0 };
+
+  constructor(opts: CollectorOptions = {}) {
+    this.queueMax = opts.queueMax ?? 65_536;
+    this.chunk = opts.chunk ?? 2_048;
+  }
+
+  async start(rt: Runtime): Promise<void> {
+    this.rt = rt;
+    this.policy = rt.policy;
+    this.procs = new ProcessTable({ exclude: [process.pid] });
+    this.procs.refresh();
+    // Kept fresh while idle too (a /proc listing, new pids only: well under a millisecond), so an exit is
+    // noticed within 100 ms and the process stops being a candidate for later records.
+    this.refreshTimer = setInterval(() => this.procs?.refresh(), 100);
+    this.refreshTimer.unref();
+    const links = new LinkNames();
+    this.attributor = new Attributor({
+      procs: this.procs,
+      cgroups: new CgroupIndex(),
+      userName,
+      ifName: (i) => links.name(i),
+      // A TCP connect refused with a reset has no socket left when its record is read.
+      socketMayExist: (f) => !(f.proto === 6 && f.verdict === 'blocked' && this.policy?.blockWith === 'reject'),
+    });
+    this.bind(rt.policy.log.group);
+    this.registerMetrics(rt);
+    rt.control.handle('collector.status', { call: () => this.status() });
+  }
+
+  private bind(group: number): void {
+    if (this.listener) {
+      const s = this.listener.stats;
+      this.closed.records += s.records;
+      this.closed.malformed += s.malformed;
+      this.closed.overflows += s.overflows;
+      this.closed.seqGaps += s.seqGaps;
+      this.listener.close();
+    }
+    this.listener = new NflogListener(group, (records) => this.enqueue(records));
+  }
+
+  private enqueue(records: NflogRecord[]): void {
+    for (const r of records) {
+      let f: ReturnType<typeof recordFacts>;
+      try {
+        f = recordFacts(r);
+      } catch {
+        f = 'malformed';
+      }
+      if (f === 'foreign') this.own.foreign++;
+      else if (f === 'malformed') this.own.malformed++;
+      else if (this.queue.length - this.head >= this.queueMax) this.own.collectorDrops++;
+      else this.queue.push(f);
+    }
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.queue.length === this.head) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.drain();
+    });
+  }
+
+  /** Attributes and publishes one chunk, then yields to the event loop (the NFLOG socket must keep being read). */
+  private drain(): void {
+    const a = this.attributor;
+    if (!a) return;
+    a.beginBatch();
+    const end = Math.min(this.queue.length, this.head + this.chunk);
+    for (; this.head < end; this.head++) {
+      const f = this.queue[this.head] as FlowFacts;
+      let e: RecordedEvent;
+      try {
+        e = a.attribute(f);
+      } catch (err) {
+        // Attribution reads /proc and netlink; whatever goes wrong, the event itself is still kept.
+        this.own.attributionErrors++;
+        if (this.own.attributionErrors <= 10) this.rt?.log('warn', 'attribution failed', { error: (err as Error).message });
+        e = { time: f.time, verdict: f.verdict, rule: f.rule, family: f.family, proto: f.proto, src: formatAddr(f.family, f.src), dst: formatAddr(f.family, f.dst) };
+        if (f.sport !== undefined) e.sport = f.sport;
+        if (f.dport !== undefined) e.dport = f.dport;
+        if (f.uid !== undefined) e.uid = f.uid;
+      }
+      publishFlow(e);
+      this.own.published++;
+    }
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 65_536) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    this.schedule();
+  }
+
+  /** Cumulative pipeline counters of this run (the store adds what earlier runs persisted). */
+  counters(): Omit<PipelineCounters, 'storeDrops'> {
+    const s = this.listener?.stats ?? { records: 0, malformed: 0, overflows: 0, seqGaps: 0 };
+    return {
+      records: this.closed.records + s.records,
+      malformed: this.closed.malformed + s.malformed + this.own.malformed,
+      foreign: this.own.foreign,
+      overflows: this.closed.overflows + s.overflows,
+      seqGaps: this.closed.seqGaps + s.seqGaps,
+      collectorDrops: this.own.collectorDrops,
+    };
+  }
+
+  private registerMetrics(rt: Runtime): void {
+    rt.metrics.collect(() => {
+      const c = this.counters();
+      const at = this.attributor?.stats;
+      const policy = this.rt?.policy;
+      const kernel = (() => {
+        try {
+          return this.rt?.netfilter.counters(TABLE_NAME) ?? new Map();
+        } catch {
+          return new Map<string, { packets: bigint; bytes: bigint }>();
+        }
+      })();
+      const actions = new Map<string, string>((policy?.rules ?? []).map((r) => [`r_${r.name}`, r.action]));
+      const ruleSamples: { labels: Record<string, string>; value: number }[] = [];
+      const byteSamples: { labels: Record<string, string>; value: number }[] = [];
+      for (const [name, v] of kernel) {
+        let labels: Record<string, string> | undefined;
+        if (name === 'default') labels = { rule: DEFAULT_RULE, action: policy?.defaultAction ?? 'deny' };
+        else if (name === 'essentials') labels = { rule: 'essentials', action: 'allow' };
+        else if (actions.has(name)) labels = { rule: name.slice(2), action: actions.get(name) as string };
+        if (!labels) continue;
+        labels.mode = policy?.mode ?? 'unknown';
+        ruleSamples.push({ labels, value: Number(v.packets) });
+        byteSamples.push({ labels, value: Number(v.bytes) });
+      }
+      const suppressed = ['block', 'allow'].map((kind) => ({ labels: { kind }, value: Number(kernel.get(`suppressed_${kind}`)?.packets ?? 0n) }));
+      const mem = process.memoryUsage();
+      const cpu = process.cpuUsage();
+      return [
+        { name: 'sluice_rule_packets_total', help: 'Packets of new flows per rule (exact kernel counters; action and mode say what happened to them)', type: 'counter', samples: ruleSamples },
+        { name: 'sluice_rule_bytes_total', help: 'Bytes of those packets per rule (kernel counters)', type: 'counter', samples: byteSamples },
+        { name: 'sluice_log_suppressed_total', help: 'Packets not recorded because the kernel log rate limit was exceeded (kernel counters)', type: 'counter', samples: suppressed },
+        { name: 'sluice_nflog_records_total', help: 'NFLOG records received', type: 'counter', samples: [{ labels: {}, value: c.records }] },
+        { name: 'sluice_nflog_malformed_total', help: 'NFLOG records that could not be parsed', type: 'counter', samples: [{ labels: {}, value: c.malformed }] },
+        { name: 'sluice_nflog_foreign_total', help: 'NFLOG records whose prefix is not Sluice\'s', type: 'counter', samples: [{ labels: {}, value: c.foreign }] },
+        { name: 'sluice_nflog_overflows_total', help: 'Times the NFLOG socket buffer overflowed (ENOBUFS)', type: 'counter', samples: [{ labels: {}, value: c.overflows }] },
+        { name: 'sluice_nflog_lost_records_total', help: 'Records lost in the kernel, from gaps in NFLOG sequence numbers', type: 'counter', samples: [{ labels: {}, value: c.seqGaps }] },
+        { name: 'sluice_events_dropped_total', help: 'Events dropped in Sluice because a queue was full', type: 'counter', samples: [{ labels: { stage: 'collector' }, value: c.collectorDrops }] },
+        { name: 'sluice_event_queue_length', help: 'Records waiting for attribution', type: 'gauge', samples: [{ labels: { stage: 'collector' }, value: this.queue.length - this.head }] },
+        {
+          name: 'sluice_events_attributed_total',
+          help: 'Events by how their process was found (socket, cgroup, user) or why not (ambiguous, none)',
+          type: 'counter',
+          samples: at ? (['socket', 'cgroup', 'user', 'ambiguous', 'none'] as const).map((m) => ({ labels: { method: m }, value: at[m] })) : [],
+        },
+        { name: 'process_resident_memory_bytes', help: 'Resident memory of the daemon', type: 'gauge', samples: [{ labels: {}, value: mem.rss }] },
+        { name: 'process_heap_bytes', help: 'V8 heap in use by the daemon', type: 'gauge', samples: [{ labels: {}, value: mem.heapUsed }] },
+        { name: 'process_cpu_seconds_total', help: 'CPU time of the daemon (user + system)', type: 'counter', samples: [{ labels: {}, value: (cpu.user + cpu.system) / 1e6 }] },
+      ];
+    });
+  }
+
+  async reload(rt: Runtime): Promise<void> {
+    this.rt = rt;
+    const group = rt.policy.log.group;
+    const old = this.policy?.log.group;
+    this.policy = rt.policy;
+    if (group !== old) this.bind(group);
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      group: this.policy?.log.group,
+      queued: this.queue.length - this.head,
+      published: this.own.published,
+      counters: this.counters(),
+      attribution: this.attributor?.stats,
+      processes: this.procs?.stats,
+    };
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.refreshTimer);
+    this.listener?.close();
+    this.listener = undefined;
+    // Whatever is still queued is published now, so the store (stopped after us) writes it.
+    while (this.head < this.queue.length) this.drain();
+    this.attributor?.close();
+    this.attributor = undefined;
+  }
+}

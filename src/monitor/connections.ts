@@ -1,0 +1,134 @@
+import { formatAddr, type Family } from '../net/ip.js';
+import { hostnameFor } from '../daemon/hostnames.js';
+import { explain } from '../policy/explain.js';
+import type { Policy } from '../policy/policy.js';
+import { userName } from '../system/users.js';
+import { readConntrack, type CtEntry } from './conntrack.js';
+import { ProcessTable, type ProcessRef } from './process-table.js';
+import { SockDiag, TCP_LISTEN, TCP_STATES, type SockEntry } from './sock-diag.js';
+
+/** One live outbound connection, as `sluice connections` and `top` show it. */
+export interface Connection {
+  proto: 'tcp' | 'udp';
+  state: string;
+  family: Family;
+  local: string;
+  localPort: number;
+  remote: string;
+  remotePort: number;
+  uid: number;
+  user?: string;
+  process?: ProcessRef;
+  hostname?: string;
+  /** The policy rule that allows (or would block) this destination, from `explain` on the applied policy. */
+  rule?: string;
+  /** Seconds since conntrack saw the flow start (needs net.netfilter.nf_conntrack_timestamp=1). */
+  ageSeconds?: number;
+  /** TCP: bytes the peer acknowledged and bytes received, from tcp_info. */
+  bytesOut?: number;
+  bytesIn?: number;
+  inode: number;
+}
+
+export interface ConnectionsSnapshot {
+  connections: Connection[];
+  conntrack: { entries: number; unavailable?: string; timestamps: boolean };
+  malformed: number;
+}
+
+const TCP_TIME_WAIT = 6;
+const TCP_CLOSE = 7;
+
+function isLoopback(family: Family, a: bigint): boolean {
+  return family === 4 ? a >> 24n === 127n : a === 1n;
+}
+
+/** Sockets that are outbound connections: connected, not to loopback, not accepted on a local listening port. */
+export function outboundSockets(socks: SockEntry[]): SockEntry[] {
+  const listening = new Set<string>();
+  for (const s of socks) if (s.proto === 6 && s.state === TCP_LISTEN) listening.add(`${s.family}:${s.sport}`);
+  return socks.filter((s) => {
+    if (s.dport === 0 || s.dst === 0n || isLoopback(s.family, s.dst)) return false;
+    if (s.proto === 6) {
+      if (s.state === TCP_LISTEN || s.state === TCP_TIME_WAIT || s.state === TCP_CLOSE) return false;
+      if (listening.has(`${s.family}:${s.sport}`)) return false;
+    }
+    return true;
+  });
+}
+
+function ctKey(family: Family, proto: number, src: bigint, sport: number | undefined, dst: bigint, dport: number | undefined): string {
+  return `${family}|${proto}|${src}|${sport}|${dst}|${dport}`;
+}
+
+/**
+ * Reads the live outbound connections of this network namespace from the
+ * kernel: sock_diag for sockets (with owner uid and inode), /proc for the
+ * process holding each inode, conntrack for the age, and the applied policy
+ * for the rule. No daemon and no event store needed.
+ */
+export function listConnections(opts: { policy?: Policy | null; procs?: ProcessTable; now?: number } = {}): ConnectionsSnapshot {
+  const now = opts.now ?? Date.now();
+  const diag = new SockDiag();
+  let socks: SockEntry[];
+  try {
+    socks = outboundSockets(diag.dumpAll());
+  } finally {
+    diag.close();
+  }
+  const procs = opts.procs ?? new ProcessTable({ exclude: [process.pid] });
+  procs.refresh(now);
+  const owner = new Map<number, ProcessRef>();
+  const wanted = new Set(socks.map((s) => s.inode));
+  for (const p of procs.live()) {
+    if (owner.size === wanted.size) break;
+    for (const inode of procs.socketInodes(p.pid)) if (wanted.has(inode) && !owner.has(inode)) owner.set(inode, ProcessTable.ref(p));
+  }
+  const ct = readConntrack();
+  const flows = new Map<string, CtEntry>();
+  for (const e of ct.entries) flows.set(ctKey(e.family, e.proto, e.src, e.sport, e.dst, e.dport), e);
+  const timestamps = ct.entries.some((e) => e.startMs !== undefined);
+
+  const connections = socks.map((s) => {
+    const c: Connection = {
+      proto: s.proto === 6 ? 'tcp' : 'udp',
+      state: s.proto === 6 ? (TCP_STATES[s.state] ?? String(s.state)) : 'CONNECTED',
+      family: s.family,
+      local: formatAddr(s.family, s.src),
+      localPort: s.sport,
+      remote: formatAddr(s.family, s.dst),
+      remotePort: s.dport,
+      uid: s.uid,
+      inode: s.inode,
+    };
+    const user = userName(s.uid);
+    if (user) c.user = user;
+    const p = owner.get(s.inode);
+    if (p) c.process = p;
+    const host = hostnameFor(s.family, s.dst);
+    if (host) c.hostname = host;
+    const flow = flows.get(ctKey(s.family, s.proto, s.src, s.sport, s.dst, s.dport));
+    if (flow?.startMs !== undefined) c.ageSeconds = Math.max(0, Math.round((now - flow.startMs) / 1000));
+    if (s.bytesAcked !== undefined) c.bytesOut = Number(s.bytesAcked);
+    if (s.bytesReceived !== undefined) c.bytesIn = Number(s.bytesReceived);
+    if (opts.policy) {
+      try {
+        const x = explain(opts.policy, {
+          dest: { kind: 'range', range: { family: s.family, start: s.dst, end: s.dst } },
+          proto: c.proto,
+          port: s.dport,
+          uid: s.uid,
+          ...(p?.unit ? { service: p.unit } : {}),
+        });
+        c.rule = x.decidedBy.kind === 'rule' ? x.decidedBy.rule : x.decidedBy.kind === 'default' ? '#default' : 'loopback';
+      } catch {
+        /* no rule shown */
+      }
+    }
+    return c;
+  });
+  connections.sort((a, b) => (a.process?.pid ?? 1e9) - (b.process?.pid ?? 1e9) || a.remote.localeCompare(b.remote) || a.remotePort - b.remotePort);
+  const conntrack: ConnectionsSnapshot['conntrack'] = { entries: ct.entries.length, timestamps };
+  if (ct.unavailable) conntrack.unavailable = ct.unavailable;
+  return { connections, conntrack, malformed: diag.stats.malformed + ct.malformed };
+}

@@ -1,0 +1,186 @@
+/** /proc files, sock_diag and ctnetlink replies, and NFLOG prefixes are hostile input: exact parses, and fuzzing never throws unexpectedly. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { parseCtMessage } from '../../src/monitor/conntrack.js';
+import { parsePrefix, recordFacts } from '../../src/monitor/collector.js';
+import { cleanText, parseCgroupFile, parseCmdline, parseNsLink, parseSocketLink, parseStat, parseStatus, unitOfCgroup } from '../../src/monitor/proc-parse.js';
+import { findSocket, parseSockDiagMessage, type SockEntry } from '../../src/monitor/sock-diag.js';
+import { MalformedNetlink, NlWriter, parseMessages } from '../../src/netfilter/nl-attr.js';
+import type { NflogRecord } from '../../src/netfilter/nflog.js';
+
+const STATUS = 'Name:\tcurl\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1000\t1000\t1000\t1001\nGid:\t100\t100\t100\t100\n';
+
+function sockDiagMsg(opts: { family?: number; sport?: number; dport?: number; src?: number[]; dst?: number[]; uid?: number; inode?: number; cgroup?: bigint; state?: number } = {}): Buffer {
+  const p = Buffer.alloc(72);
+  p.writeUInt8(opts.family ?? 2, 0);
+  p.writeUInt8(opts.state ?? 2, 1);
+  p.writeUInt16BE(opts.sport ?? 40000, 4);
+  p.writeUInt16BE(opts.dport ?? 443, 6);
+  Buffer.from(opts.src ?? [198, 18, 0, 2]).copy(p, 8);
+  Buffer.from(opts.dst ?? [198, 18, 1, 10]).copy(p, 24);
+  p.writeUInt32LE(opts.uid ?? 65534, 64);
+  p.writeUInt32LE(opts.inode ?? 777, 68);
+  const w = new NlWriter();
+  w.beginRaw(20, 2, 1, p);
+  if (opts.cgroup !== undefined) {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(opts.cgroup);
+    w.bytes(21, b);
+  }
+  w.endMsg();
+  return w.finish();
+}
+
+function ctMsg(): Buffer {
+  const w = new NlWriter();
+  w.beginMsg((1 << 8) | 0, 2, 1, 2);
+  w.nest(1, () => {
+    w.nest(1, () => {
+      w.bytes(1, Buffer.from([198, 18, 0, 2]));
+      w.bytes(2, Buffer.from([198, 18, 1, 10]));
+    });
+    w.nest(2, () => {
+      w.u8(1, 6);
+      w.u16be(2, 40000);
+      w.u16be(3, 443);
+    });
+  });
+  w.nest(4, () => w.nest(1, () => w.u8(1, 3)));
+  w.u32be(8, 7);
+  w.nest(20, () => w.u64be(1, 1_700_000_000_000_000_000n));
+  w.endMsg();
+  return w.finish();
+}
+
+describe('unit: /proc parsers', () => {
+  it('status: real, effective and filesystem uid, and gid', () => {
+    assert.deepEqual(parseStatus(STATUS), { uid: 1000, euid: 1000, fsuid: 1001, gid: 100 });
+    assert.equal(parseStatus('Uid:\t1\n'), null);
+    assert.equal(parseStatus(''), null);
+  });
+
+  it('stat: a comm with spaces and parentheses is cut at the last parenthesis', () => {
+    const rest = 'S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20';
+    assert.deepEqual(parseStat(`42 (a) b (c)) ${rest}`), { comm: 'a) b (c)', ppid: 1, startTicks: 987654 });
+    assert.equal(parseStat('42 no parens'), null);
+    assert.equal(parseStat('42 (x) S'), null);
+    assert.equal(parseStat('42 (evil\x1b[2J) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 5')?.comm, 'evil?[2J', 'terminal escapes are neutralised');
+  });
+
+  it('cgroup, cmdline, fd and namespace links, units', () => {
+    assert.equal(parseCgroupFile('12:pids:/x\n0::/system.slice/nginx.service\n'), '/system.slice/nginx.service');
+    assert.equal(parseCgroupFile('1:cpu:/\n'), null);
+    assert.equal(parseCmdline(Buffer.from('curl\0-s\0https://x\0')), 'curl -s https://x');
+    assert.equal(parseCmdline(Buffer.from('a\nb\0')), 'a?b');
+    assert.equal(parseCmdline(Buffer.alloc(0)), '');
+    assert.equal(parseCmdline(Buffer.alloc(100_000, 0x41)).length, 4096);
+    assert.equal(parseSocketLink('socket:[12345]'), 12345);
+    assert.equal(parseSocketLink('pipe:[12345]'), null);
+    assert.equal(parseSocketLink('/dev/null'), null);
+    assert.equal(parseNsLink('net:[4026531840]'), 4026531840);
+    assert.equal(unitOfCgroup('/system.slice/nginx.service'), 'nginx.service');
+    assert.equal(unitOfCgroup('/system.slice/app.service/worker'), 'app.service', 'a sub-cgroup of a service');
+    assert.equal(unitOfCgroup('/user.slice/user-1000.slice/session-3.scope'), 'session-3.scope');
+    assert.equal(unitOfCgroup('/system.slice/docker-0123abcd.scope'), 'docker-0123abcd.scope');
+    assert.equal(unitOfCgroup('/'), undefined);
+    assert.equal(unitOfCgroup('/system.slice'), undefined);
+    assert.equal(cleanText('ok\u0007\u009b', 10), 'ok??');
+  });
+
+  it('property: no /proc parser throws on arbitrary text or bytes', () => {
+    fc.assert(
+      fc.property(fc.string({ maxLength: 300 }), fc.uint8Array({ maxLength: 300 }), (s, b) => {
+        parseStatus(s);
+        parseStat(s);
+        parseCgroupFile(s);
+        parseSocketLink(s);
+        parseNsLink(s);
+        unitOfCgroup(s);
+        const c = parseCmdline(b);
+        assert.ok(c.length <= 4096);
+        assert.ok(!/[\u0000-\u001f]/.test(c));
+        const st = parseStat(`1 (${s}) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 5`);
+        if (st) assert.ok(!/[\u0000-\u001f]/.test(st.comm));
+      }),
+      { numRuns: 3000 },
+    );
+  });
+});
+
+describe('unit: sock_diag and conntrack replies', () => {
+  it('parses a socket: addresses, ports, uid, inode, cgroup', () => {
+    const [m] = parseMessages(sockDiagMsg({ cgroup: 4242n }));
+    const e = parseSockDiagMessage(m as never, 6);
+    assert.equal(e.family, 4);
+    assert.equal(e.src, 0xc6120002n);
+    assert.equal(e.dst, 0xc612010an);
+    assert.deepEqual([e.sport, e.dport, e.uid, e.inode, e.cgroupId, e.state], [40000, 443, 65534, 777, 4242n, 2]);
+  });
+
+  it('a dual-stack socket carrying IPv4 is reported as IPv4', () => {
+    const mapped = (a: number[]) => [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...a];
+    const [m] = parseMessages(sockDiagMsg({ family: 10, src: mapped([198, 18, 0, 2]), dst: mapped([198, 18, 1, 10]) }));
+    const e = parseSockDiagMessage(m as never, 6);
+    assert.deepEqual([e.family, e.sockFamily, e.src, e.dst], [4, 6, 0xc6120002n, 0xc612010an]);
+  });
+
+  it('findSocket: the exact 4-tuple first, an unconnected UDP socket on the same port second', () => {
+    const base: SockEntry = { family: 4, sockFamily: 4, proto: 17, state: 7, src: 0n, sport: 5353, dst: 0n, dport: 0, ifindex: 0, uid: 0, inode: 1 };
+    const exact: SockEntry = { ...base, src: 0xc6120002n, dst: 0xc612010an, dport: 53, inode: 2, state: 1 };
+    const pkt = { family: 4 as const, src: 0xc6120002n, sport: 5353, dst: 0xc612010an, dport: 53 };
+    assert.equal(findSocket([base, exact], pkt)?.inode, 2);
+    assert.equal(findSocket([base], pkt)?.inode, 1);
+    assert.equal(findSocket([base], { ...pkt, sport: 1 }), undefined);
+  });
+
+  it('parses a conntrack entry: tuple, TCP state, mark, start time', () => {
+    const [m] = parseMessages(ctMsg());
+    const e = parseCtMessage(m as never);
+    assert.deepEqual([e.family, e.proto, e.src, e.dst, e.sport, e.dport, e.tcpState, e.mark, e.startMs], [4, 6, 0xc6120002n, 0xc612010an, 40000, 443, 'ESTABLISHED', 7, 1_700_000_000_000]);
+  });
+
+  it('property: mutated sock_diag and conntrack replies parse or fail with MalformedNetlink only', () => {
+    for (const [base, parse] of [
+      [sockDiagMsg({ cgroup: 1n }), (b: Buffer) => parseMessages(b).map((m) => parseSockDiagMessage(m, 6))],
+      [ctMsg(), (b: Buffer) => parseMessages(b).map((m) => parseCtMessage(m))],
+    ] as const) {
+      fc.assert(
+        fc.property(fc.array(fc.tuple(fc.nat(base.length - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 6 }), fc.nat(base.length), (edits, cut) => {
+          const b = Buffer.from(base);
+          for (const [at, v] of edits) b[at] = v;
+          try {
+            parse(b.subarray(0, Math.max(cut, 16)));
+          } catch (err) {
+            if (!(err instanceof MalformedNetlink)) throw err;
+          }
+        }),
+        { numRuns: 3000 },
+      );
+    }
+  });
+});
+
+describe('unit: NFLOG prefixes and record facts', () => {
+  it('only Sluice prefixes with a valid rule name are accepted', () => {
+    assert.deepEqual(parsePrefix('sluice:B:api '), { verdict: 'blocked', rule: 'api' });
+    assert.deepEqual(parsePrefix('sluice:W:#default '), { verdict: 'would-block', rule: '#default' });
+    assert.deepEqual(parsePrefix('sluice:A:web.v2_x-1 '), { verdict: 'allowed', rule: 'web.v2_x-1' });
+    for (const bad of ['sluice:B:api', 'sluice:X:api ', 'other:B:api ', 'sluice:B: ', 'sluice:B:Api ', 'sluice:B:a b ', `sluice:B:${'a'.repeat(49)} `, '']) assert.equal(parsePrefix(bad), null, bad);
+  });
+
+  it('recordFacts: foreign and packet-less records are told apart from good ones', () => {
+    const rec = (prefix: string, packet: NflogRecord['packet']): NflogRecord => ({ group: 1, prefix, timeMs: 5, packet, payload: Buffer.alloc(0), uid: 7, outIfindex: 2 });
+    const pkt = { family: 4 as const, proto: 6, src: 1n, dst: 2n, sport: 3, dport: 4, length: 40 };
+    assert.equal(recordFacts(rec('x', pkt)), 'foreign');
+    assert.equal(recordFacts(rec('sluice:B:a ', null)), 'malformed');
+    assert.deepEqual(recordFacts(rec('sluice:B:a ', pkt)), { time: 5, verdict: 'blocked', rule: 'a', family: 4, proto: 6, src: 1n, dst: 2n, sport: 3, dport: 4, uid: 7, outIfindex: 2 });
+    fc.assert(
+      fc.property(fc.string({ maxLength: 80 }), (prefix) => {
+        const f = recordFacts(rec(prefix, pkt));
+        if (typeof f !== 'string') assert.ok(prefix.startsWith('sluice:'));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
