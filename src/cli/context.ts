@@ -1,6 +1,5 @@
-import { compileRuleset, type CompileEnv, type CompileResult } from '../compile/compile-ruleset.js';
-import { loadEncryptedDnsList } from '../dns/encrypted-dns-list.js';
-import { resolvConfUpstreams } from '../system/resolv-conf.js';
+import { compileRuleset, type CompileResult } from '../compile/compile-ruleset.js';
+import { compileEnvFor } from '../system/compile-env.js';
 import { SystemError } from '../errors.js';
 import { KernelNetfilter } from '../netfilter/kernel-netfilter.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
@@ -8,7 +7,6 @@ import { loadPolicyFile, loadPolicyWithBytes } from '../policy/load-policy.js';
 import { controlCall } from '../daemon/control-server.js';
 import type { Policy } from '../policy/policy.js';
 import { defaultPolicyPath, StateStore } from '../state/state-store.js';
-import { resolveCgroups } from '../system/cgroups.js';
 import { lookupUsers } from '../system/users.js';
 
 /** What every command gets: parsed flags, output helpers, and lazily opened resources. */
@@ -77,18 +75,6 @@ export class Context {
     if (this.lines.length > 0) process.stdout.write(`${this.lines.join('\n')}\n`);
     this.lines.length = 0;
   }
-}
-
-/** The host facts for compiling a policy. */
-export function compileEnvFor(policy: Policy): CompileEnv {
-  const env: CompileEnv = { cgroups: resolveCgroups(policy) };
-  if (policy.dns.guard) {
-    env.dns = {
-      upstreams: policy.dns.upstreams ?? resolvConfUpstreams(),
-      encrypted: policy.dns.encryptedDns === 'block' ? loadEncryptedDnsList(policy.dns.encryptedDnsList) : { addrs: [], names: [] },
-    };
-  }
-  return env;
 }
 
 export function bigintJson(_k: string, v: unknown): unknown {

@@ -6,6 +6,7 @@ import { check } from './commands/check.js';
 import { confirm, rollbackTimer } from './commands/confirm.js';
 import { connections } from './commands/connections.js';
 import { daemon } from './commands/daemon.js';
+import { dns } from './commands/dns.js';
 import { explain } from './commands/explain.js';
 import { log } from './commands/log.js';
 import { off } from './commands/off.js';
@@ -32,6 +33,7 @@ Daemon:
                                       apply the policy and run the DNS guard, event collector and
                                       metrics (GET /metrics on 127.0.0.1:9329) until SIGTERM;
                                       SIGHUP re-reads the policy file
+  dns     [--follow] [--limit N]      recent DNS queries: name, type, answer, verdict, rule, who asked
 
 Monitoring:
   log [--follow] [--since 1h] [--verdict blocked|would-block|allowed] [--process NAME] [--rule R] [--limit N]
@@ -144,6 +146,10 @@ export async function main(argv: string[]): Promise<number> {
         break;
       case 'daemon':
         code = await daemon(ctx, { ...onePolicy(), ...(values.metrics !== undefined ? { metrics: values.metrics } : {}) });
+        break;
+      case 'dns':
+        noArgs();
+        code = await dns(ctx, { follow: values.follow ?? false, ...(values.limit !== undefined ? { limit: values.limit } : {}) });
         break;
       case 'log':
         noArgs();

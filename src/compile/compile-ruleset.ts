@@ -92,7 +92,30 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   const output: RuleDef[] = [
     { stmts: [{ k: 'ct', states: ['established', 'related'] }, { k: 'verdict', v: 'accept' }], comment: 'replies to allowed flows' },
     { stmts: [{ k: 'cmp', sel: 'meta oif', op: 'eq', value: 1 }, { k: 'verdict', v: 'accept' }], comment: 'loopback' },
+    // Loopback by destination too: a packet NAT-redirected to 127.0.0.1 or ::1 in the
+    // output hook (DNS sent to the guard) still shows its original oif to later chains
+    // of the same hook, because the hook state's device is fixed before the re-route.
+    {
+      stmts: [
+        { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: NFPROTO_IPV4 },
+        { k: 'lookup', sel: 'ip daddr', set: 'loopback4' },
+        { k: 'verdict', v: 'accept' },
+      ],
+      comment: 'loopback destinations',
+    },
+    {
+      stmts: [
+        { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: NFPROTO_IPV6 },
+        { k: 'lookup', sel: 'ip6 daddr', set: 'loopback6' },
+        { k: 'verdict', v: 'accept' },
+      ],
+      comment: 'loopback destinations',
+    },
   ];
+  sets.push(
+    { name: 'loopback4', key: 'ipv4_addr', interval: true, timeout: false, dynamic: false, elements: [{ t: 'addr', family: 4, start: 0x7f000000n, end: 0x7fffffffn }], comment: 'loopback' },
+    { name: 'loopback6', key: 'ipv6_addr', interval: false, timeout: false, dynamic: false, elements: [{ t: 'addr', family: 6, start: 1n, end: 1n }], comment: 'loopback' },
+  );
 
   if (policy.essentials) {
     sets.push({

@@ -3,4 +3,5 @@
  * components here, so the daemon never imports them directly. One import per
  * line; keep this file trivial.
  */
+import '../dns/register.js';
 import '../monitor/register.js';

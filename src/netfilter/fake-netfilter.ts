@@ -1,6 +1,6 @@
 import type { Ruleset, SetDef, SetElem, Stmt } from '../compile/ruleset.js';
 import { NetlinkError } from '../errors.js';
-import type { CounterValue, LiveTable, Netfilter, ReadOptions } from './netfilter.js';
+import type { CounterValue, ElementChange, LiveTable, Netfilter, ReadOptions } from './netfilter.js';
 
 const clone = <T>(v: T): T => structuredClone(v);
 
@@ -53,12 +53,20 @@ export class FakeNetfilter implements Netfilter {
     return new Map(this.counterValues.get(table) ?? []);
   }
 
-  addElements(table: string, set: Pick<SetDef, 'name' | 'key' | 'interval'>, elems: SetElem[]): void {
+  addElements(table: string, changes: ElementChange[]): void {
     this.calls.addElements++;
     const t = this.tables.get(table);
-    const target = t?.sets.find((s) => s.name === set.name);
-    if (!target) throw new NetlinkError(2, `Kernel refused adding elements of set ${set.name}: ENOENT (no such object)`);
-    for (const e of elems) checkElem(target, e);
+    // Check everything first: a transaction is all or nothing.
+    const targets = changes.map((c) => {
+      const target = t?.sets.find((s) => s.name === c.set.name);
+      if (!target) throw new NetlinkError(2, `Kernel refused adding elements of set ${c.set.name}: ENOENT (no such object)`);
+      for (const e of c.elems) checkElem(target, e);
+      return target;
+    });
+    changes.forEach((c, i) => this.addChecked(targets[i] as SetDef, c.elems));
+  }
+
+  private addChecked(target: SetDef, elems: SetElem[]): void {
     for (const e of elems) {
       const same = (x: SetElem) => JSON.stringify(x, big) === JSON.stringify({ ...e, timeoutMs: undefined, expiresMs: undefined }, big);
       target.elements = target.elements.filter((x) => !same({ ...x, timeoutMs: undefined, expiresMs: undefined } as SetElem));

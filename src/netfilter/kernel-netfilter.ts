@@ -22,7 +22,7 @@ import {
 import { NetlinkSocket, DumpInterrupted } from './netlink-socket.js';
 import { decodeChain, decodeElemMessages, decodeObj, decodeRule, decodeSet, decodeTable, elementsToIR, type CounterValue, type LiveTable } from './nft-decode.js';
 import { BatchBuilder, encodeDelete, encodeReplace } from './nft-encode.js';
-import type { Netfilter, ReadOptions } from './netfilter.js';
+import type { ElementChange, Netfilter, ReadOptions } from './netfilter.js';
 
 const T = (m: number) => (NFNL_SUBSYS_NFTABLES << 8) | m;
 const ENOENT = 2;
@@ -105,10 +105,11 @@ export class KernelNetfilter implements Netfilter {
     }
   }
 
-  addElements(table: string, set: Pick<SetDef, 'name' | 'key' | 'interval'>, elems: SetElem[]): void {
-    if (elems.length === 0) return;
+  addElements(table: string, changes: ElementChange[]): void {
+    const work = changes.filter((c) => c.elems.length > 0);
+    if (work.length === 0) return;
     const b = new BatchBuilder(this.seq);
-    b.elements('add', table, set, elems);
+    for (const c of work) b.elements('add', table, c.set, c.elems);
     this.seq += b.expected().size + 2;
     this.commit(b);
   }

@@ -15,9 +15,15 @@ export interface Netfilter {
   read(table: string, opts?: ReadOptions): LiveTable | null;
   /** Named counter values of the table (empty when absent). */
   counters(table: string): Map<string, CounterValue>;
-  /** Adds elements to a set in one transaction (timeouts per element). */
-  addElements(table: string, set: Pick<SetDef, 'name' | 'key' | 'interval'>, elems: SetElem[]): void;
+  /** Adds elements to one or more sets in one transaction (timeouts per element): all or nothing. */
+  addElements(table: string, changes: ElementChange[]): void;
   close(): void;
+}
+
+/** Elements to add to one set. */
+export interface ElementChange {
+  set: Pick<SetDef, 'name' | 'key' | 'interval'>;
+  elems: SetElem[];
 }
 
 export interface ReadOptions {

@@ -81,9 +81,14 @@ export function netfilterContract(label: string, make: () => Netfilter): void {
       nf.replace(ruleset);
       const set = ruleset.sets.find((s) => s.name === objectNames.dnsSet('api', 4));
       assert.ok(set);
-      nf.addElements(TABLE_NAME, set, [
-        { t: 'addr', family: 4, start: 0xc6120a01n, end: 0xc6120a01n, timeoutMs: 300_000 },
-        { t: 'addr', family: 4, start: 0xc6120a02n, end: 0xc6120a02n, timeoutMs: 300_000 },
+      nf.addElements(TABLE_NAME, [
+        {
+          set,
+          elems: [
+            { t: 'addr', family: 4, start: 0xc6120a01n, end: 0xc6120a01n, timeoutMs: 300_000 },
+            { t: 'addr', family: 4, start: 0xc6120a02n, end: 0xc6120a02n, timeoutMs: 300_000 },
+          ],
+        },
       ]);
       const read = () => nf.read(TABLE_NAME, { elements: 'dynamic' })?.ruleset.sets.find((s) => s.name === set.name)?.elements ?? [];
       const before = read();
@@ -99,7 +104,29 @@ export function netfilterContract(label: string, make: () => Netfilter): void {
       nf.replace(ruleset);
       const set = ruleset.sets.find((s) => s.name === objectNames.dnsSet('api', 4));
       assert.ok(set);
-      assert.throws(() => nf.addElements(TABLE_NAME, set, [{ t: 'addr', family: 6, start: 1n, end: 1n }]));
+      assert.throws(() => nf.addElements(TABLE_NAME, [{ set, elems: [{ t: 'addr', family: 6, start: 1n, end: 1n }] }]));
+    });
+
+    it('elements for several sets go in one transaction: one bad change and none is added', () => {
+      const { ruleset } = compileFrom(POLICY_B);
+      nf.replace(ruleset);
+      const v4 = ruleset.sets.find((s) => s.name === objectNames.dnsSet('api', 4));
+      const v6 = ruleset.sets.find((s) => s.name === objectNames.dnsSet('api', 6));
+      assert.ok(v4 && v6);
+      assert.throws(() =>
+        nf.addElements(TABLE_NAME, [
+          { set: v4, elems: [{ t: 'addr', family: 4, start: 0xc6120a05n, end: 0xc6120a05n, timeoutMs: 60_000 }] },
+          { set: { name: 'no_such_set', key: 'ipv6_addr', interval: false }, elems: [{ t: 'addr', family: 6, start: 5n, end: 5n, timeoutMs: 60_000 }] },
+        ]),
+      );
+      const dyn = nf.read(TABLE_NAME, { elements: 'dynamic' })?.ruleset.sets.find((s) => s.name === v4.name)?.elements ?? [];
+      assert.equal(dyn.length, 0, 'nothing from the failed transaction was added');
+      nf.addElements(TABLE_NAME, [
+        { set: v4, elems: [{ t: 'addr', family: 4, start: 0xc6120a05n, end: 0xc6120a05n, timeoutMs: 60_000 }] },
+        { set: v6, elems: [{ t: 'addr', family: 6, start: 5n, end: 5n, timeoutMs: 60_000 }] },
+      ]);
+      const all = nf.read(TABLE_NAME, { elements: 'dynamic' })?.ruleset.sets.flatMap((s) => s.elements) ?? [];
+      assert.equal(all.length, 2);
     });
   });
 }

@@ -28,6 +28,13 @@ for (const port of ports('--tcp')) {
   });
   pending.push(new Promise((resolve, reject) => server.listen({ port, host: '::', ipv6Only: false, backlog: 4096 }, resolve).on('error', reject)));
 }
+for (const port of ports('--echo')) {
+  const server = createServer((sock) => {
+    sock.on('error', () => undefined);
+    sock.on('data', (d) => sock.write(d));
+  });
+  pending.push(new Promise((resolve, reject) => server.listen({ port, host: '::', ipv6Only: false }, resolve).on('error', reject)));
+}
 for (const port of ports('--udp')) {
   for (const addr of list('--addrs')) {
     const sock = createSocket(addr.includes(':') ? 'udp6' : 'udp4');

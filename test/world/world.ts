@@ -43,6 +43,8 @@ export const SERVER_ADDRS: string[] = Object.entries(HOSTS)
 
 export const TCP_PORTS = [22, 53, 80, 443, 853, 8080, 8443];
 export const UDP_PORTS = [53, 123, 5000, 60500];
+/** A TCP port whose server echoes and keeps the connection open (for tests of long-lived flows). */
+export const ECHO_PORT = 9000;
 
 export interface RunResult {
   code: number;
@@ -115,13 +117,17 @@ export class World {
     this.stateDir = join(this.tmp, 'state');
   }
 
-  /** Builds the namespaces and starts the servers. */
-  static async create(opts: { servers?: boolean } = {}): Promise<World> {
+  /** Builds the namespaces and starts the servers; with `dns`, a real DNS server (NSD) answers on 198.18.0.53 and 2001:db8::53. */
+  static async create(opts: { servers?: boolean; dns?: boolean } = {}): Promise<World> {
     const w = new World();
     live.add(w);
     try {
       await w.build();
-      if (opts.servers !== false) await w.startServers();
+      if (opts.servers !== false) await w.startServers(opts.dns ?? false);
+      if (opts.dns) {
+        const { startDnsServer } = await import('./dns-server.js');
+        await startDnsServer(w);
+      }
     } catch (err) {
       await w.destroy();
       throw err;
@@ -161,8 +167,11 @@ export class World {
     mkdirSync(this.stateDir, { recursive: true });
   }
 
-  private async startServers(): Promise<void> {
-    await this.spawnReady(this.world, [process.execPath, join(DIST_WORLD, 'servers.js'), '--tcp', TCP_PORTS.join(','), '--udp', UDP_PORTS.join(','), '--addrs', SERVER_ADDRS.join(',')]);
+  private async startServers(dns: boolean): Promise<void> {
+    // With a DNS server, port 53 belongs to it.
+    const tcp = dns ? TCP_PORTS.filter((p) => p !== 53) : TCP_PORTS;
+    const addrs = dns ? SERVER_ADDRS.filter((a) => a !== HOSTS.dns4 && a !== HOSTS.dns6) : SERVER_ADDRS;
+    await this.spawnReady(this.world, [process.execPath, join(DIST_WORLD, 'servers.js'), '--tcp', tcp.join(','), '--udp', UDP_PORTS.join(','), '--addrs', addrs.join(','), '--echo', String(ECHO_PORT)]);
   }
 
   /** Starts a long-running process in a namespace and waits for "ready" on its stdout. */
@@ -199,6 +208,11 @@ export class World {
     this.procs.add(child);
     child.on('exit', () => this.procs.delete(child));
     return child;
+  }
+
+  /** Makes a whole prefix local to the world namespace (AnyIP): TCP servers on :: answer every address in it. */
+  async addLocalRange(cidr: string): Promise<void> {
+    await must(['ip', '-n', this.world, 'route', 'add', 'local', cidr, 'dev', 'lo']);
   }
 
   /** Runs a command in a namespace (default: the client). */

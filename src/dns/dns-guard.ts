@@ -1,0 +1,209 @@
+import { objectNames } from '../compile/compile-ruleset.js';
+import type { DnsQueryEvent } from '../daemon/events.js';
+import { formatAddr } from '../net/ip.js';
+import type { Policy, Rule } from '../policy/policy.js';
+import { filterAnswer } from './answer-filter.js';
+import { canonicalName, decodeMessage, encodeMessage, OPT_EDE, RCODE, type EdnsOption, type Message, type Question, type RR } from './dns-message.js';
+import type { DomainMatcher } from './domain-matcher.js';
+import type { LearnedState } from './learned-state.js';
+import type { RebindingFilter } from './rebinding.js';
+import type { SetWrite } from './set-writer.js';
+
+/** RFC 8914 Extended DNS Error codes the guard uses. */
+export const EDE = { BLOCKED: 15, FILTERED: 17, PROHIBITED: 18, NETWORK_ERROR: 23, NO_REACHABLE_AUTHORITY: 22 } as const;
+
+export interface GuardDeps {
+  policy: Policy;
+  matcher: DomainMatcher;
+  rebinding: RebindingFilter;
+  /** Encrypted-DNS endpoint names: refused unless a rule names them exactly. */
+  encryptedNames: Set<string>;
+  upstream: { query(q: Question, flags: { dnssecOk: boolean; cd: boolean }): Promise<Message> };
+  writer: { write(w: SetWrite[]): Promise<void> };
+  learned: LearnedState;
+  onEvent: (e: DnsQueryEvent) => void;
+}
+
+export interface GuardStats {
+  queries: number;
+  allowed: number;
+  blocked: number;
+  malformed: number;
+  upstreamFailures: number;
+  kernelFailures: number;
+  droppedAddresses: number;
+}
+
+export interface Client {
+  address: string;
+  port: number;
+  transport: 'udp' | 'tcp';
+}
+
+const AXFR = 252;
+const IXFR = 251;
+
+/**
+ * The DNS guard's decision path, transport-free (the servers call it; tests
+ * drive it directly). Every allowed answer's addresses are in the kernel sets
+ * before the answer leaves: a connect issued the instant the program reads
+ * the answer passes.
+ */
+export class DnsGuard {
+  readonly stats: GuardStats = { queries: 0, allowed: 0, blocked: 0, malformed: 0, upstreamFailures: 0, kernelFailures: 0, droppedAddresses: 0 };
+
+  constructor(public deps: GuardDeps) {}
+
+  /** Answers one query packet. Null means: send nothing (not a query, or too broken to answer). */
+  async handle(packet: Buffer, client: Client): Promise<Buffer | null> {
+    const started = performance.now();
+    this.stats.queries++;
+    let q: Message;
+    try {
+      q = decodeMessage(packet);
+    } catch {
+      this.stats.malformed++;
+      return formErrFromHeader(packet);
+    }
+    // A response sent to the guard: never answer it (no reflection loops).
+    if (q.flags.qr) {
+      this.stats.malformed++;
+      return null;
+    }
+    const fail = (rcode: number, detail: string, ede?: EdnsOption): Buffer => {
+      this.emit(q, client, { verdict: 'error', rcode, detail, started });
+      return this.encodeReply(q, { rcode, answers: [], authorities: [], ede: ede ? [ede] : [] }, client);
+    };
+    if (q.flags.opcode !== 0) return fail(RCODE.NOTIMP, `opcode ${q.flags.opcode} is not supported`);
+    const question = q.questions[0];
+    if (q.questions.length !== 1 || !question) return fail(RCODE.FORMERR, `${q.questions.length} questions (one is required)`);
+    if (question.class !== 1) return fail(RCODE.REFUSED, `class ${question.class} is not served`);
+    if (question.type === AXFR || question.type === IXFR) return fail(RCODE.REFUSED, 'zone transfers are not served', ede(EDE.PROHIBITED, 'sluice: zone transfers are refused'));
+
+    const name = canonicalName(question.name);
+    const rules = this.deps.matcher.match(question.name);
+    const encrypted = this.deps.encryptedNames.has(name) && !rules.some((r) => r.domains.some((d) => !d.wildcard && d.name === name));
+    if (rules.length === 0 || encrypted) {
+      this.stats.blocked++;
+      const why = encrypted ? `${name} is an encrypted DNS endpoint; a rule must name it exactly` : `${name} is not allowed by the policy`;
+      const rcode = this.deps.policy.dns.blockedAnswer === 'refused' ? RCODE.REFUSED : RCODE.NXDOMAIN;
+      this.emit(q, client, { verdict: 'blocked', rcode, detail: why, started });
+      return this.encodeReply(q, { rcode, answers: [], authorities: [], ede: [ede(EDE.BLOCKED, `sluice: ${why}`)] }, client);
+    }
+
+    let upstream: Message;
+    try {
+      upstream = await this.deps.upstream.query({ name: question.name, type: question.type, class: 1 }, { dnssecOk: q.edns?.dnssecOk ?? false, cd: q.flags.cd });
+    } catch (err) {
+      this.stats.upstreamFailures++;
+      return fail(RCODE.SERVFAIL, `upstream: ${(err as Error).message}`, ede(EDE.NO_REACHABLE_AUTHORITY, 'sluice: no upstream answered'));
+    }
+
+    const s = this.deps.policy.dns;
+    const f = filterAnswer(question.name, question.type, upstream, this.deps.rebinding, s.ttlMax);
+    this.stats.droppedAddresses += f.dropped.length;
+    const now = Date.now();
+    const writes: SetWrite[] = [];
+    const commits: { set: string; family: 4 | 6; addr: bigint; expiresAt: number }[] = [];
+    for (const a of f.addresses) {
+      // The address stays open max(TTL, floor) + grace: longer than any client may cache the answer.
+      const lifeMs = (Math.max(a.ttl, s.ttlFloor) + s.ttlGrace) * 1000;
+      const expiresAt = now + lifeMs;
+      this.deps.learned.nameAddress(a.family, a.addr, name, expiresAt);
+      for (const rule of rules) {
+        const set = objectNames.dnsSet(rule.name, a.family);
+        if (!this.deps.learned.needsWrite(set, a.family, a.addr, expiresAt)) continue;
+        writes.push({ set: { name: set, key: a.family === 4 ? 'ipv4_addr' : 'ipv6_addr', interval: false }, elem: { t: 'addr', family: a.family, start: a.addr, end: a.addr, timeoutMs: lifeMs } });
+        commits.push({ set, family: a.family, addr: a.addr, expiresAt });
+      }
+    }
+    try {
+      await this.deps.writer.write(writes);
+    } catch (err) {
+      // Fail closed: without the kernel update a connect would be refused anyway.
+      this.stats.kernelFailures++;
+      return fail(RCODE.SERVFAIL, `kernel set update failed: ${(err as Error).message}`, ede(EDE.NETWORK_ERROR, 'sluice: could not open the answer in the firewall'));
+    }
+    for (const c of commits) this.deps.learned.committed(c.set, c.family, c.addr, c.expiresAt);
+
+    this.stats.allowed++;
+    const edes = f.dropped.length > 0 ? [ede(EDE.FILTERED, `sluice: dropped ${f.dropped.length} address(es) in private or special ranges`)] : [];
+    this.emit(q, client, {
+      verdict: 'allowed',
+      rcode: f.rcode,
+      rules,
+      answers: f.addresses.map((a) => formatAddr(a.family, a.addr)),
+      dropped: f.dropped,
+      started,
+      ad: upstream.flags.ad,
+    });
+    return this.encodeReply(q, { rcode: f.rcode, answers: f.answers, authorities: f.authorities, ede: edes, ad: upstream.flags.ad }, client);
+  }
+
+  /** The reply to `q`, sized for the client: over UDP it is truncated (TC) when it does not fit (RFC 1035 4.2.1, RFC 6891 7). */
+  private encodeReply(q: Message, r: { rcode: number; answers: RR[]; authorities: RR[]; ede: EdnsOption[]; ad?: boolean }, client: Client): Buffer {
+    const msg: Message = {
+      id: q.id,
+      flags: { qr: true, opcode: q.flags.opcode, aa: false, tc: false, rd: q.flags.rd, ra: true, ad: !!r.ad && (q.flags.ad || !!q.edns?.dnssecOk), cd: q.flags.cd, rcode: r.rcode & 0xf },
+      questions: q.questions.slice(0, 1),
+      answers: r.answers,
+      authorities: r.authorities,
+      additionals: [],
+    };
+    if (q.edns) msg.edns = { udpSize: 1232, extendedRcode: 0, version: 0, dnssecOk: q.edns.dnssecOk, options: r.ede };
+    const limit = client.transport === 'tcp' ? 65535 : q.edns ? Math.min(Math.max(q.edns.udpSize, 512), 1232) : 512;
+    let out = encodeMessage(msg);
+    if (out.length > limit) {
+      msg.flags.tc = true;
+      msg.answers = [];
+      msg.authorities = [];
+      out = encodeMessage(msg);
+    }
+    return out;
+  }
+
+  private emit(
+    q: Message,
+    client: Client,
+    e: { verdict: DnsQueryEvent['verdict']; rcode: number; detail?: string; rules?: Rule[]; answers?: string[]; dropped?: { address: string; why: string }[]; started: number; ad?: boolean },
+  ): void {
+    const question = q.questions[0];
+    const event: DnsQueryEvent = {
+      time: Date.now(),
+      transport: client.transport,
+      client: { address: client.address, port: client.port },
+      name: question ? canonicalName(question.name) : '',
+      type: question?.type ?? 0,
+      verdict: e.verdict,
+      rules: (e.rules ?? []).map((r) => r.name),
+      rcode: e.rcode,
+      answers: e.answers ?? [],
+      dropped: e.dropped ?? [],
+      latencyMs: Math.round((performance.now() - e.started) * 1000) / 1000,
+    };
+    if (e.detail !== undefined) event.detail = e.detail;
+    this.deps.onEvent(event);
+  }
+}
+
+function ede(code: number, text: string): EdnsOption {
+  const t = Buffer.from(text, 'utf8');
+  const data = Buffer.alloc(2 + t.length);
+  data.writeUInt16BE(code, 0);
+  t.copy(data, 2);
+  return { code: OPT_EDE, data };
+}
+
+/**
+ * FORMERR for a packet that does not parse, when its header at least says it
+ * is a query: the client learns why instead of timing out. Nothing of the
+ * broken body is echoed.
+ */
+function formErrFromHeader(packet: Buffer): Buffer | null {
+  if (packet.length < 12 || (packet[2] ?? 0) & 0x80) return null;
+  const out = Buffer.alloc(12);
+  packet.copy(out, 0, 0, 2);
+  out[2] = 0x80 | ((packet[2] ?? 0) & 0x79);
+  out[3] = RCODE.FORMERR;
+  return out;
+}

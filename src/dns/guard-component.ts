@@ -1,0 +1,307 @@
+import { join } from 'node:path';
+import { compileEnvFor } from '../system/compile-env.js';
+import { dnsLogGroup, objectNames } from '../compile/compile-ruleset.js';
+import { TABLE_NAME } from '../compile/ruleset.js';
+import type { Component, Runtime } from '../daemon/daemon.js';
+import { publishDnsQuery, type DnsQueryEvent } from '../daemon/events.js';
+import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
+import { formatAddr, type Family } from '../net/ip.js';
+import type { Policy } from '../policy/policy.js';
+import { filterAnswer } from './answer-filter.js';
+import { canonicalName, decodeMessage } from './dns-message.js';
+import { DnsGuard } from './dns-guard.js';
+import { DomainMatcher } from './domain-matcher.js';
+import { GuardServers } from './guard-servers.js';
+import { LearnedState, type LearnedEntry } from './learned-state.js';
+import { RebindingFilter } from './rebinding.js';
+import { SetWriter, type SetWrite } from './set-writer.js';
+import { UpstreamClient } from './upstream.js';
+
+const RECENT_MAX = 10_000;
+
+/**
+ * The DNS guard as a daemon component. Enforce mode: listens where the kernel
+ * redirects port 53 and decides every query. Audit mode: nothing is
+ * redirected; it reads the DNS replies the kernel copies to NFLOG and learns
+ * allowed names' addresses from them (UDP only), recording would-block
+ * lookups. Either way the learned state is restored from the kernel and the
+ * state directory before anything is answered, and saved on the way out.
+ */
+export class GuardComponent implements Component {
+  readonly name = 'dns-guard';
+  private rt: Runtime | undefined;
+  private guard: DnsGuard | undefined;
+  private servers: GuardServers | undefined;
+  private listener: NflogListener | undefined;
+  private upstream: UpstreamClient | undefined;
+  private writer: SetWriter | undefined;
+  private learned = new LearnedState();
+  private recent: DnsQueryEvent[] = [];
+  private followers = new Set<(e: DnsQueryEvent) => void>();
+  private saveTimer: NodeJS.Timeout | undefined;
+  private running: { mode: string; port: number; upstreams: string } | null = null;
+  private passiveStats = { replies: 0, malformed: 0 };
+
+  private get learnedFile(): string {
+    return join(this.rt?.state.dir ?? '.', 'learned.json');
+  }
+
+  async start(rt: Runtime): Promise<void> {
+    this.rt = rt;
+    this.registerControl(rt);
+    this.registerMetrics(rt);
+    await this.configure(rt.policy);
+    this.saveTimer = setInterval(() => this.save(), 5_000);
+    this.saveTimer.unref();
+  }
+
+  async reload(rt: Runtime): Promise<void> {
+    this.rt = rt;
+    await this.configure(rt.policy);
+  }
+
+  /** Brings the running parts in line with the policy; restarts listeners only when their settings change. */
+  private async configure(policy: Policy): Promise<void> {
+    const rt = this.rt as Runtime;
+    const env = compileEnvFor(policy);
+    const upstreams = env.dns?.upstreams ?? [];
+    const want = policy.dns.guard ? { mode: policy.mode, port: policy.dns.port, upstreams: upstreams.map((u) => formatAddr(u.family, u.start)).join(',') } : null;
+    const same = JSON.stringify(want) === JSON.stringify(this.running);
+    if (!same) await this.stopParts();
+
+    const dynamicSets = new Set(policy.rules.flatMap((r) => (r.domains.length > 0 ? [objectNames.dnsSet(r.name, 4), objectNames.dnsSet(r.name, 6)] : [])));
+    this.restoreLearned(dynamicSets);
+    if (!want) {
+      this.running = null;
+      return;
+    }
+    this.writer ??= new SetWriter(rt.netfilter, TABLE_NAME);
+    if (!same || !this.upstream) {
+      this.upstream?.close();
+      this.upstream = new UpstreamClient(upstreams, { mark: policy.dns.mark });
+    }
+    const deps = {
+      policy,
+      matcher: new DomainMatcher(policy),
+      rebinding: new RebindingFilter(policy),
+      encryptedNames: new Set(env.dns?.encrypted.names ?? []),
+      upstream: this.upstream,
+      writer: this.writer,
+      learned: this.learned,
+      onEvent: (e: DnsQueryEvent) => this.record(e),
+    };
+    if (this.guard) this.guard.deps = deps;
+    else this.guard = new DnsGuard(deps);
+    if (same) return;
+
+    if (policy.mode === 'enforce') {
+      const guard = this.guard;
+      this.servers = new GuardServers(policy.dns.port, (p, c) => guard.handle(p, c));
+      await this.servers.start();
+      rt.log('info', `DNS guard listening on 127.0.0.1 and ::1 port ${policy.dns.port}`, { upstreams: want.upstreams });
+    } else {
+      this.listener = new NflogListener(dnsLogGroup(policy), (records) => this.observe(records), { copyBytes: 4096 });
+      rt.log('info', 'DNS guard observing replies (audit mode, nothing redirected)', { group: dnsLogGroup(policy) });
+    }
+    this.running = want;
+  }
+
+  /**
+   * Rebuilds the mirror of learned addresses from the kernel's dynamic sets
+   * (the truth), naming them from the saved state; saved entries the kernel
+   * lost (a reboot, a re-created table) are written back before any answer.
+   */
+  private restoreLearned(dynamicSets: Set<string>): void {
+    const rt = this.rt as Runtime;
+    const now = Date.now();
+    const saved = LearnedState.load(this.learnedFile, now);
+    const live = rt.netfilter.read(TABLE_NAME, { elements: 'dynamic' });
+    const inKernel: LearnedEntry[] = [];
+    for (const s of live?.ruleset.sets ?? []) {
+      if (!dynamicSets.has(s.name)) continue;
+      for (const e of s.elements) {
+        if (e.t !== 'addr' || e.expiresMs === undefined) continue;
+        inKernel.push({ set: s.name, family: e.family, addr: e.start, expiresAt: now + e.expiresMs });
+      }
+    }
+    const have = new Set(inKernel.map((e) => `${e.set}|${e.family}|${e.addr}`));
+    const missing = saved.list(now).filter((e) => dynamicSets.has(e.set) && !have.has(`${e.set}|${e.family}|${e.addr}`));
+    if (missing.length > 0 && live) {
+      try {
+        const bySet = new Map<string, LearnedEntry[]>();
+        for (const e of missing) bySet.set(e.set, [...(bySet.get(e.set) ?? []), e]);
+        rt.netfilter.addElements(
+          TABLE_NAME,
+          [...bySet.entries()].map(([set, list]) => ({
+            set: { name: set, key: list[0]?.family === 6 ? 'ipv6_addr' : 'ipv4_addr', interval: false },
+            elems: list.map((e) => ({ t: 'addr' as const, family: e.family, start: e.addr, end: e.addr, timeoutMs: Math.max(1000, e.expiresAt - now) })),
+          })),
+        );
+        inKernel.push(...missing);
+        rt.log('info', `restored ${missing.length} learned addresses into the kernel`);
+      } catch (err) {
+        rt.log('warn', 'could not restore learned addresses', { error: (err as Error).message });
+      }
+    }
+    // Keep names learned before the restart.
+    for (const e of saved.list(now)) for (const n of saved.namesFor(e.family, e.addr, now)) this.learned.nameAddress(e.family, e.addr, n, e.expiresAt);
+    this.learned.adoptKernel(inKernel);
+  }
+
+  /** Audit mode: learn from DNS replies the kernel copied, and record would-block lookups. */
+  private observe(records: NflogRecord[]): void {
+    const guard = this.guard;
+    if (!guard) return;
+    const { policy, matcher, rebinding, learned, writer } = guard.deps;
+    for (const r of records) {
+      const p = r.packet;
+      if (!p || p.payloadOffset === undefined || p.sport !== 53) continue;
+      this.passiveStats.replies++;
+      let msg;
+      try {
+        msg = decodeMessage(r.payload.subarray(p.payloadOffset));
+      } catch {
+        this.passiveStats.malformed++;
+        continue;
+      }
+      const q = msg.questions[0];
+      if (!msg.flags.qr || msg.questions.length !== 1 || !q) continue;
+      const name = canonicalName(q.name);
+      const rules = matcher.match(q.name);
+      const base: DnsQueryEvent = {
+        time: r.timeMs,
+        transport: 'passive',
+        client: { address: formatAddr(p.family, p.dst), port: p.dport ?? 0 },
+        name,
+        type: q.type,
+        verdict: 'would-block',
+        rules: [],
+        rcode: msg.flags.rcode,
+        answers: [],
+        dropped: [],
+        latencyMs: 0,
+      };
+      if (rules.length === 0) {
+        this.record({ ...base, detail: `${name} is not allowed by the policy` });
+        continue;
+      }
+      const f = filterAnswer(q.name, q.type, msg, rebinding, policy.dns.ttlMax);
+      const now = Date.now();
+      const writes: SetWrite[] = [];
+      const commits: LearnedEntry[] = [];
+      for (const a of f.addresses) {
+        const lifeMs = (Math.max(a.ttl, policy.dns.ttlFloor) + policy.dns.ttlGrace) * 1000;
+        learned.nameAddress(a.family, a.addr, name, now + lifeMs);
+        for (const rule of rules) {
+          const set = objectNames.dnsSet(rule.name, a.family);
+          if (!learned.needsWrite(set, a.family, a.addr, now + lifeMs)) continue;
+          writes.push({ set: { name: set, key: a.family === 4 ? 'ipv4_addr' : 'ipv6_addr', interval: false }, elem: { t: 'addr', family: a.family, start: a.addr, end: a.addr, timeoutMs: lifeMs } });
+          commits.push({ set, family: a.family, addr: a.addr, expiresAt: now + lifeMs });
+        }
+      }
+      // Audit mode learns after the fact: a connect racing this write is only logged as would-block.
+      writer.write(writes).then(
+        () => {
+          for (const c of commits) learned.committed(c.set, c.family, c.addr, c.expiresAt);
+        },
+        (err: unknown) => this.rt?.log('warn', 'audit: set update failed', { error: String(err) }),
+      );
+      this.record({ ...base, verdict: 'allowed', rules: rules.map((x) => x.name), answers: f.addresses.map((a) => formatAddr(a.family, a.addr)), dropped: f.dropped });
+    }
+  }
+
+  private record(e: DnsQueryEvent): void {
+    this.recent.push(e);
+    if (this.recent.length > RECENT_MAX) this.recent.splice(0, this.recent.length - RECENT_MAX);
+    for (const f of this.followers) f(e);
+    publishDnsQuery(e);
+  }
+
+  /** Names that resolved to an address, for event attribution. */
+  namesFor(family: Family, addr: bigint): string[] {
+    return this.learned.namesFor(family, addr);
+  }
+
+  private registerControl(rt: Runtime): void {
+    rt.control.handle('dns.recent', {
+      call: (args) => {
+        const limit = typeof args.limit === 'number' && args.limit > 0 ? Math.min(args.limit, RECENT_MAX) : 100;
+        return this.recent.slice(-limit);
+      },
+    });
+    rt.control.handle('dns.follow', {
+      stream: (_args, send) => {
+        const f = (e: DnsQueryEvent) => send(e);
+        this.followers.add(f);
+        return () => this.followers.delete(f);
+      },
+    });
+    rt.control.handle('dns.learned', {
+      call: () =>
+        this.learned.list().map((e) => ({ set: e.set, address: formatAddr(e.family, e.addr), expiresAt: new Date(e.expiresAt).toISOString(), names: this.learned.namesFor(e.family, e.addr) })),
+    });
+  }
+
+  private registerMetrics(rt: Runtime): void {
+    rt.metrics.collect(() => {
+      const g = this.guard?.stats;
+      const u = this.upstream?.stats;
+      const w = this.writer?.stats;
+      const counter = (name: string, help: string, samples: { labels: Record<string, string>; value: number }[]) => ({ name, help, type: 'counter' as const, samples });
+      return [
+        counter('sluice_dns_queries_total', 'DNS queries the guard answered, by verdict', [
+          { labels: { verdict: 'allowed' }, value: g?.allowed ?? 0 },
+          { labels: { verdict: 'blocked' }, value: g?.blocked ?? 0 },
+          { labels: { verdict: 'malformed' }, value: g?.malformed ?? 0 },
+        ]),
+        counter('sluice_dns_upstream_failures_total', 'Queries no upstream answered (answered SERVFAIL)', [{ labels: {}, value: g?.upstreamFailures ?? 0 }]),
+        counter('sluice_dns_upstream_timeouts_total', 'Upstream attempts that timed out', [{ labels: {}, value: u?.timeouts ?? 0 }]),
+        counter('sluice_dns_upstream_bad_replies_total', 'Upstream packets refused (wrong id, source or question; malformed)', [{ labels: {}, value: u?.badReplies ?? 0 }]),
+        counter('sluice_dns_kernel_updates_total', 'Set update transactions, by result', [
+          { labels: { result: 'ok' }, value: w?.transactions ?? 0 },
+          { labels: { result: 'failed' }, value: w?.failures ?? 0 },
+        ]),
+        counter('sluice_dns_rebinding_dropped_total', 'Answer addresses dropped as private or special', [{ labels: {}, value: g?.droppedAddresses ?? 0 }]),
+        counter('sluice_dns_passive_replies_total', 'Audit mode: DNS replies observed', [{ labels: {}, value: this.passiveStats.replies }]),
+        { name: 'sluice_dns_learned_addresses', help: 'Addresses open through DNS answers now', type: 'gauge' as const, samples: [{ labels: {}, value: this.learned.list().length }] },
+      ];
+    });
+  }
+
+  private save(): void {
+    if (!this.learned.dirty) return;
+    try {
+      this.learned.save(this.learnedFile);
+    } catch (err) {
+      this.rt?.log('warn', 'could not save learned DNS state', { error: (err as Error).message });
+    }
+  }
+
+  private async stopParts(): Promise<void> {
+    await this.servers?.stop();
+    this.servers = undefined;
+    this.listener?.close();
+    this.listener = undefined;
+  }
+
+  async stop(): Promise<void> {
+    if (this.saveTimer) clearInterval(this.saveTimer);
+    await this.stopParts();
+    this.upstream?.close();
+    this.upstream = undefined;
+    this.learned.dirty = true;
+    this.save();
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      running: this.running,
+      guard: this.guard?.stats ?? null,
+      upstream: this.upstream?.stats ?? null,
+      kernel: this.writer?.stats ?? null,
+      servers: this.servers?.stats ?? null,
+      passive: this.listener ? { ...this.passiveStats, nflog: this.listener.stats } : null,
+      learned: this.learned.list().length,
+    };
+  }
+}

@@ -1,0 +1,111 @@
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Client } from './dns-guard.js';
+
+export type Handle = (packet: Buffer, client: Client) => Promise<Buffer | null>;
+
+export interface ServerStats {
+  udpDropped: number;
+  tcpConnections: number;
+  tcpRejected: number;
+}
+
+const MAX_INFLIGHT = 4096;
+const MAX_TCP_CONNECTIONS = 256;
+const TCP_IDLE_MS = 10_000;
+const TCP_PIPELINE = 32;
+
+/**
+ * The guard's listeners on 127.0.0.1 and ::1 (where the kernel redirects
+ * port 53). UDP and TCP (RFC 7766: two-byte length prefix, pipelining,
+ * idle timeout). Work is bounded: in-flight queries, TCP connections and
+ * per-connection pipelining all have ceilings; beyond them queries are
+ * dropped and counted, never queued without bound.
+ */
+export class GuardServers {
+  readonly stats: ServerStats = { udpDropped: 0, tcpConnections: 0, tcpRejected: 0 };
+  private udp: UdpSocket[] = [];
+  private tcp: Server[] = [];
+  private inflight = 0;
+
+  constructor(
+    private port: number,
+    private handle: Handle,
+  ) {}
+
+  async start(): Promise<void> {
+    for (const host of ['127.0.0.1', '::1']) {
+      const sock = createSocket({ type: host.includes(':') ? 'udp6' : 'udp4', recvBufferSize: 4 << 20 });
+      sock.on('error', () => undefined);
+      sock.on('message', (msg, rinfo) => {
+        if (this.inflight >= MAX_INFLIGHT) {
+          this.stats.udpDropped++;
+          return;
+        }
+        this.inflight++;
+        this.handle(msg, { address: rinfo.address, port: rinfo.port, transport: 'udp' })
+          .then((out) => {
+            if (out) sock.send(out, rinfo.port, rinfo.address);
+          })
+          .catch(() => undefined)
+          .finally(() => this.inflight--);
+      });
+      await new Promise<void>((resolve, reject) => {
+        sock.once('error', reject);
+        sock.bind(this.port, host, () => resolve());
+      });
+      this.udp.push(sock);
+
+      const server = createServer((conn) => this.serveTcp(conn));
+      server.maxConnections = MAX_TCP_CONNECTIONS;
+      server.on('drop', () => this.stats.tcpRejected++);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(this.port, host, () => resolve());
+      });
+      this.tcp.push(server);
+    }
+  }
+
+  private serveTcp(conn: Socket): void {
+    this.stats.tcpConnections++;
+    conn.setTimeout(TCP_IDLE_MS, () => conn.destroy());
+    conn.on('error', () => undefined);
+    let buf: Buffer = Buffer.alloc(0);
+    let pipelined = 0;
+    conn.on('data', (chunk: Buffer) => {
+      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+      while (buf.length >= 2) {
+        const len = buf.readUInt16BE(0);
+        if (buf.length < 2 + len) break;
+        const msg = Buffer.from(buf.subarray(2, 2 + len));
+        buf = buf.subarray(2 + len);
+        if (pipelined >= TCP_PIPELINE || this.inflight >= MAX_INFLIGHT) {
+          conn.destroy();
+          return;
+        }
+        pipelined++;
+        this.inflight++;
+        this.handle(msg, { address: conn.remoteAddress ?? '', port: conn.remotePort ?? 0, transport: 'tcp' })
+          .then((out) => {
+            if (!out || conn.destroyed) return;
+            const len2 = Buffer.alloc(2);
+            len2.writeUInt16BE(out.length);
+            conn.write(Buffer.concat([len2, out]));
+          })
+          .catch(() => undefined)
+          .finally(() => {
+            pipelined--;
+            this.inflight--;
+          });
+      }
+    });
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.udp) s.close();
+    await Promise.all(this.tcp.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    this.udp = [];
+    this.tcp = [];
+  }
+}

@@ -1,0 +1,134 @@
+import { readFileSync } from 'node:fs';
+import { formatAddr, parseAddr, type Family } from '../net/ip.js';
+import { writeFileAtomic } from '../state/state-store.js';
+
+/** One address the guard opened in one rule's set. */
+export interface LearnedEntry {
+  set: string;
+  family: Family;
+  addr: bigint;
+  /** When the kernel element expires (ms since the epoch). */
+  expiresAt: number;
+}
+
+const MAX_NAMES_PER_ADDR = 8;
+
+const addrKey = (family: Family, addr: bigint) => `${family}:${addr.toString(16)}`;
+
+/**
+ * What the guard has opened, and which names led there. The kernel holds the
+ * truth about elements; this mirror exists so that (1) a kernel timeout is
+ * only ever extended, never shortened (re-adding an element replaces its
+ * timeout, so a short-TTL name sharing an address with a long-TTL one would
+ * cut the long one short), (2) addresses can be named in events, and (3) a
+ * restart restores the state before the guard answers again.
+ */
+export class LearnedState {
+  private entries = new Map<string, LearnedEntry>();
+  private names = new Map<string, { names: string[]; until: number }>();
+  dirty = false;
+
+  private key(set: string, family: Family, addr: bigint): string {
+    return `${set}|${addrKey(family, addr)}`;
+  }
+
+  /** True when the kernel needs a write so the element lives until `expiresAt` (a second of slack avoids churn). */
+  needsWrite(set: string, family: Family, addr: bigint, expiresAt: number): boolean {
+    const cur = this.entries.get(this.key(set, family, addr));
+    return !cur || cur.expiresAt + 1000 < expiresAt;
+  }
+
+  /** Records a kernel write that succeeded. */
+  committed(set: string, family: Family, addr: bigint, expiresAt: number): void {
+    const k = this.key(set, family, addr);
+    const cur = this.entries.get(k);
+    if (!cur || cur.expiresAt < expiresAt) this.entries.set(k, { set, family, addr, expiresAt });
+    this.dirty = true;
+  }
+
+  /** Remembers that `name` resolved to the address, for as long as the address is open. */
+  nameAddress(family: Family, addr: bigint, name: string, until: number): void {
+    const k = addrKey(family, addr);
+    const cur = this.names.get(k) ?? { names: [], until: 0 };
+    cur.names = [name, ...cur.names.filter((n) => n !== name)].slice(0, MAX_NAMES_PER_ADDR);
+    cur.until = Math.max(cur.until, until);
+    this.names.set(k, cur);
+    this.dirty = true;
+  }
+
+  /** Names that resolved to an address (most recent first). */
+  namesFor(family: Family, addr: bigint, now = Date.now()): string[] {
+    const n = this.names.get(addrKey(family, addr));
+    return n && n.until > now ? n.names : [];
+  }
+
+  /** Live entries, optionally of one set. */
+  list(now = Date.now(), set?: string): LearnedEntry[] {
+    return [...this.entries.values()].filter((e) => e.expiresAt > now && (set === undefined || e.set === set));
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Drops expired entries and names, and entries of sets that no longer exist. */
+  prune(now = Date.now(), keepSets?: Set<string>): void {
+    for (const [k, e] of this.entries) {
+      if (e.expiresAt <= now || (keepSets && !keepSets.has(e.set))) {
+        this.entries.delete(k);
+        this.dirty = true;
+      }
+    }
+    for (const [k, n] of this.names) if (n.until <= now) this.names.delete(k);
+  }
+
+  /** Replaces the mirror of what the kernel holds (at start, and after a reload). */
+  adoptKernel(entries: LearnedEntry[]): void {
+    this.entries.clear();
+    for (const e of entries) this.entries.set(this.key(e.set, e.family, e.addr), e);
+    this.dirty = true;
+  }
+
+  /** Writes the state atomically. */
+  save(file: string, now = Date.now()): void {
+    this.prune(now);
+    const data = {
+      version: 1,
+      savedAt: now,
+      entries: [...this.entries.values()].map((e) => ({ set: e.set, family: e.family, addr: formatAddr(e.family, e.addr), expiresAt: e.expiresAt })),
+      names: [...this.names.entries()].map(([k, v]) => ({ key: k, names: v.names, until: v.until })),
+    };
+    writeFileAtomic(file, JSON.stringify(data));
+    this.dirty = false;
+  }
+
+  /**
+   * Reads a saved state; unexpired entries only. A missing or corrupt file
+   * gives an empty state (the kernel's own sets are read at start anyway).
+   */
+  static load(file: string, now = Date.now()): LearnedState {
+    const s = new LearnedState();
+    let raw: unknown;
+    try {
+      raw = JSON.parse(readFileSync(file, 'utf8'));
+    } catch {
+      return s;
+    }
+    const obj = raw as { entries?: unknown; names?: unknown };
+    for (const e of Array.isArray(obj.entries) ? obj.entries : []) {
+      const x = e as { set?: unknown; family?: unknown; addr?: unknown; expiresAt?: unknown };
+      if (typeof x.set !== 'string' || (x.family !== 4 && x.family !== 6) || typeof x.addr !== 'string' || typeof x.expiresAt !== 'number') continue;
+      if (x.expiresAt <= now || !/^[a-z0-9_.-]{1,80}$/.test(x.set)) continue;
+      const parsed = parseAddr(x.addr);
+      if (!parsed || parsed.family !== x.family) continue;
+      s.entries.set(s.key(x.set, x.family, parsed.value), { set: x.set, family: x.family, addr: parsed.value, expiresAt: x.expiresAt });
+    }
+    for (const n of Array.isArray(obj.names) ? obj.names : []) {
+      const x = n as { key?: unknown; names?: unknown; until?: unknown };
+      if (typeof x.key !== 'string' || !/^[46]:[0-9a-f]{1,32}$/.test(x.key) || typeof x.until !== 'number' || x.until <= now || !Array.isArray(x.names)) continue;
+      const names = x.names.filter((v): v is string => typeof v === 'string' && v.length <= 255).slice(0, MAX_NAMES_PER_ADDR);
+      s.names.set(x.key, { names, until: x.until });
+    }
+    return s;
+  }
+}

@@ -1,0 +1,73 @@
+import type { SetDef, SetElem } from '../compile/ruleset.js';
+import type { ElementChange, Netfilter } from '../netfilter/netfilter.js';
+
+export interface SetWrite {
+  set: Pick<SetDef, 'name' | 'key' | 'interval'>;
+  elem: SetElem;
+}
+
+export interface SetWriterStats {
+  transactions: number;
+  elements: number;
+  failures: number;
+  lastError?: string;
+}
+
+/**
+ * Batches set-element writes into kernel transactions. Writes requested in
+ * the same event-loop turn share one transaction, flushed on setImmediate, so
+ * the wait is bounded by one turn of the loop plus one netlink round trip
+ * (the kernel commits inside the send call). A promise resolves only after
+ * the kernel committed its element, which is what lets the guard release an
+ * answer knowing a connect to its addresses will pass. A failed transaction
+ * rejects every waiter in it: the guard then answers SERVFAIL (fail closed),
+ * logs and counts it.
+ */
+export class SetWriter {
+  readonly stats: SetWriterStats = { transactions: 0, elements: 0, failures: 0 };
+  private pending: { writes: SetWrite[]; resolve: () => void; reject: (e: Error) => void }[] = [];
+  private scheduled = false;
+
+  constructor(
+    private nf: Netfilter,
+    private table: string,
+  ) {}
+
+  /** Adds elements; resolves once they are in the kernel. */
+  write(writes: SetWrite[]): Promise<void> {
+    if (writes.length === 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.pending.push({ writes, resolve, reject });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const batch = this.pending;
+    this.pending = [];
+    if (batch.length === 0) return;
+    const bySet = new Map<string, ElementChange>();
+    for (const b of batch) {
+      for (const w of b.writes) {
+        const c = bySet.get(w.set.name) ?? { set: w.set, elems: [] };
+        c.elems.push(w.elem);
+        bySet.set(w.set.name, c);
+      }
+    }
+    const changes = [...bySet.values()];
+    try {
+      this.nf.addElements(this.table, changes);
+      this.stats.transactions++;
+      this.stats.elements += changes.reduce((n, c) => n + c.elems.length, 0);
+      for (const b of batch) b.resolve();
+    } catch (err) {
+      this.stats.failures++;
+      this.stats.lastError = (err as Error).message;
+      for (const b of batch) b.reject(err as Error);
+    }
+  }
+}

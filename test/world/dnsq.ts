@@ -1,0 +1,126 @@
+/**
+ * A DNS client for tests, run in the client namespace. Sends one query (UDP or
+ * TCP, with or without EDNS), prints the decoded answer as JSON, and can
+ * connect to the first answered address right away (the first-connect race).
+ *
+ *   node dnsq.js --server 198.18.0.53 --name api.sluice.test [--type AAAA] [--tcp] [--edns 1232]
+ *                [--connect 443] [--repeat-names r{i}.race.sluice.test --count 200]
+ */
+import { createSocket } from 'node:dgram';
+import { connect, Socket } from 'node:net';
+import { decodeMessage, encodeMessage, type Message } from '../../src/dns/dns-message.js';
+import { formatAddr } from '../../src/net/ip.js';
+
+const args = process.argv.slice(2);
+const opt = (k: string) => {
+  const i = args.indexOf(k);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const server = opt('--server') ?? '198.18.0.53';
+const TYPES: Record<string, number> = { A: 1, AAAA: 28, TXT: 16, CNAME: 5, MX: 15, ANY: 255, AXFR: 252 };
+const type = TYPES[(opt('--type') ?? 'A').toUpperCase()] ?? Number(opt('--type'));
+const tcp = args.includes('--tcp');
+const edns = opt('--edns');
+const timeout = Number(opt('--timeout') ?? 3000);
+
+function query(name: string): Buffer {
+  const m: Message = {
+    id: Math.floor(Math.random() * 65536),
+    flags: { qr: false, opcode: 0, aa: false, tc: false, rd: true, ra: false, ad: false, cd: false, rcode: 0 },
+    questions: [{ name, type, class: 1 }],
+    answers: [],
+    authorities: [],
+    additionals: [],
+  };
+  if (edns) m.edns = { udpSize: Number(edns), extendedRcode: 0, version: 0, dnssecOk: false, options: [] };
+  return encodeMessage(m);
+}
+
+function ask(name: string): Promise<Buffer> {
+  const q = query(name);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('timeout')), timeout);
+    if (tcp) {
+      const s = connect(53, server);
+      let buf = Buffer.alloc(0);
+      s.on('connect', () => {
+        const len = Buffer.alloc(2);
+        len.writeUInt16BE(q.length);
+        s.write(Buffer.concat([len, q]));
+      });
+      s.on('data', (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+          clearTimeout(timer);
+          s.destroy();
+          resolve(buf.subarray(2, 2 + buf.readUInt16BE(0)));
+        }
+      });
+      s.on('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+    } else {
+      const s = createSocket(server.includes(':') ? 'udp6' : 'udp4');
+      s.on('message', (m) => {
+        clearTimeout(timer);
+        s.close();
+        resolve(m);
+      });
+      s.on('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      s.send(q, 53, server);
+    }
+  });
+}
+
+function summary(buf: Buffer): Record<string, unknown> {
+  const m = decodeMessage(buf);
+  const ede = m.edns?.options.filter((o) => o.code === 15).map((o) => ({ code: o.data.readUInt16BE(0), text: o.data.subarray(2).toString() }));
+  return {
+    id: m.id,
+    qr: m.flags.qr,
+    rcode: m.flags.rcode,
+    tc: m.flags.tc,
+    answers: m.answers.map((a) => (a.data.kind === 'a' ? formatAddr(4, a.data.addr) : a.data.kind === 'aaaa' ? formatAddr(6, a.data.addr) : a.data.kind === 'name' ? `CNAME ${a.data.name}` : `type${a.type}`)),
+    ttls: m.answers.map((a) => a.ttl),
+    ede: ede ?? [],
+  };
+}
+
+function tryConnect(host: string, port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s: Socket = connect({ host, port });
+    const t = setTimeout(() => {
+      s.destroy();
+      resolve('timeout');
+    }, 2000);
+    s.on('connect', () => {
+      clearTimeout(t);
+      s.destroy();
+      resolve('ok');
+    });
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(t);
+      resolve(e.code ?? 'error');
+    });
+  });
+}
+
+const connectPort = opt('--connect');
+const pattern = opt('--repeat-names');
+const count = Number(opt('--count') ?? 1);
+const names = pattern ? Array.from({ length: count }, (_, i) => pattern.replace('{i}', String(i + 1))) : [opt('--name') ?? ''];
+for (const name of names) {
+  let out: Record<string, unknown>;
+  try {
+    out = { name, ...summary(await ask(name)) };
+    const first = (out.answers as string[]).find((a) => !a.startsWith('CNAME'));
+    if (connectPort && first) out.connect = await tryConnect(first, Number(connectPort));
+  } catch (err) {
+    out = { name, error: (err as Error).message };
+  }
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+}
