@@ -134,7 +134,7 @@ export function parsePrefix(text: string): PrefixParse {
     if (!a || !b) return { ok: false, reason: 'not an address range' };
     if (a.family !== b.family) return { ok: false, reason: 'range mixes IPv4 and IPv6' };
     if (a.value > b.value) return { ok: false, reason: 'range start is after its end' };
-    const mapped = checkMapped(a.family, a.value);
+    const mapped = checkMapped(a.family, a.value) ?? checkMapped(b.family, b.value);
     if (mapped) return { ok: false, reason: mapped };
     return { ok: true, range: { family: a.family, start: a.value, end: b.value }, prefixLen: -1 };
   }

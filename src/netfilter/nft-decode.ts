@@ -207,8 +207,11 @@ export function elementsToIR(set: SetDef, raw: RawDumpElem[], anomalies: string[
     }
     return out;
   }
-  // rbtree: pair each start with the next end in key order.
-  const sorted = [...raw].sort((x, y) => Buffer.compare(x.key, y.key) || (x.end ? -1 : 1));
+  // rbtree: pair each start with the next end in key order. Keys of any other
+  // width are not something Sluice wrote: reported, never decoded.
+  const wrongWidth = raw.filter((r) => r.key.length !== width);
+  if (wrongWidth.length > 0) anomalies.push(`set ${set.name}: ${wrongWidth.length} element(s) with a key of the wrong length`);
+  const sorted = raw.filter((r) => r.key.length === width).sort((x, y) => Buffer.compare(x.key, y.key) || (x.end ? -1 : 1));
   for (let i = 0; i < sorted.length; i++) {
     const s = sorted[i];
     if (!s || s.end) continue;
@@ -225,7 +228,7 @@ export function elementsToIR(set: SetDef, raw: RawDumpElem[], anomalies: string[
       }
       // A wildcard covers every name with the prefix: [prefix\0..., prefix+1\0...).
       const prefixEnd = next?.key;
-      if (name !== null && name.length > 0 && prefixEnd) {
+      if (name !== null && name.length > 0 && name.length < width && prefixEnd) {
         const inc = Buffer.from(s.key.subarray(0, name.length));
         inc[inc.length - 1] = (inc[inc.length - 1] ?? 0) + 1;
         if (Buffer.concat([inc, Buffer.alloc(width - name.length)]).equals(prefixEnd)) {

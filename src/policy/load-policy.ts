@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import { isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { PolicyError, SluiceError, type PolicyIssue } from '../errors.js';
 import { mergeRanges, parsePrefix, type AddrRange } from '../net/ip.js';
 import {
   ANY_RANGES,
+  escapeControls,
   parseDestination,
   parseInterface,
   parsePortEntry,
@@ -79,10 +80,10 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
     throw new PolicyError([issueAt(file, pos.line, pos.column, [], `control character 0x${hex} in policy text; is this a binary file?`)]);
   }
 
-  const lines = new LineCounter();
+  const lines = new LineIndex(text);
   let doc: Document.Parsed;
   try {
-    doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, strict: true });
+    doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, strict: true });
   } catch (err) {
     if (err instanceof RangeError) {
       throw new PolicyError([issueAt(file, 1, 1, [], 'policy nests too deeply to parse')]);
@@ -91,8 +92,10 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
   }
   const issues: PolicyIssue[] = [];
   for (const e of doc.errors) {
-    const pos = lines.linePos(e.pos[0]);
-    issues.push(issueAt(file, pos.line, pos.col, [], `YAML: ${firstLine(e.message)}`));
+    const pos = lines.pos(e.pos[0]);
+    // yaml reports its own stack overflow as an error message; say what it means.
+    const message = /Maximum call stack size exceeded/.test(e.message) ? 'policy nests too deeply to parse' : `YAML: ${escapeControls(firstLine(e.message))}`;
+    issues.push(issueAt(file, pos.line, pos.column, [], message));
   }
   if (issues.length > 0) throw new PolicyError(issues);
 
@@ -100,15 +103,13 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
   try {
     raw = doc.toJS({ maxAliasCount: 100 });
   } catch (err) {
-    const message = err instanceof RangeError ? 'policy nests too deeply to parse' : `YAML: ${firstLine(String((err as Error).message))}`;
+    const message = err instanceof RangeError ? 'policy nests too deeply to parse' : `YAML: ${escapeControls(firstLine(String((err as Error).message)))}`;
     throw new PolicyError([issueAt(file, 1, 1, [], message)]);
   }
   if (raw === null || raw === undefined) raw = {};
 
   const locate = (path: (string | number)[], key = false) => {
-    const offset = offsetOf(doc, path, key);
-    const pos = lines.linePos(offset);
-    return { line: pos.line, column: pos.col };
+    return lines.pos(offsetOf(doc, path, key));
   };
   const error = (path: (string | number)[], message: string, key = false) => {
     issues.push({ file, ...locate(path, key), path, message, severity: 'error' });
@@ -417,19 +418,20 @@ function suggestKey(key: string, path: (string | number)[]): string | null {
   return best;
 }
 
+/** Edit distance counting an adjacent transposition as one edit (optimal string alignment), so "lgo" is near "log". */
 function editDistance(a: string, b: string): number {
   if (Math.abs(a.length - b.length) > 3) return 99;
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
   for (let i = 1; i <= a.length; i++) {
-    let prev = row[0] ?? 0;
-    row[0] = i;
     for (let j = 1; j <= b.length; j++) {
-      const tmp = row[j] ?? 0;
-      row[j] = Math.min((row[j] ?? 0) + 1, (row[j - 1] ?? 0) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = tmp;
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      const row = d[i] as number[];
+      const prev = d[i - 1] as number[];
+      row[j] = Math.min((prev[j] ?? 0) + 1, (row[j - 1] ?? 0) + 1, (prev[j - 1] ?? 0) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) row[j] = Math.min(row[j] ?? 0, ((d[i - 2] as number[])[j - 2] ?? 0) + 1);
     }
   }
-  return row[b.length] ?? 99;
+  return (d[a.length] as number[])[b.length] ?? 99;
 }
 
 function describeExpected(expected: string): string {
@@ -485,6 +487,31 @@ function offsetOf(doc: Document.Parsed, path: (string | number)[], key: boolean)
     } else break;
   }
   return best;
+}
+
+/**
+ * Line and column (1-based, in UTF-16 units like the rest of the loader) of a
+ * source offset. Computed from the text itself: the yaml package's
+ * LineCounter misses newlines inside scalars it recovers from after an error.
+ */
+class LineIndex {
+  private starts: number[] = [0];
+
+  constructor(private text: string) {
+    for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) === 10) this.starts.push(i + 1);
+  }
+
+  pos(offset: number): { line: number; column: number } {
+    const at = Math.max(0, Math.min(offset, this.text.length));
+    let lo = 0;
+    let hi = this.starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if ((this.starts[mid] ?? 0) <= at) lo = mid;
+      else hi = mid - 1;
+    }
+    return { line: lo + 1, column: at - (this.starts[lo] ?? 0) + 1 };
+  }
 }
 
 function firstLine(s: string): string {

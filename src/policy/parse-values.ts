@@ -1,5 +1,5 @@
 import { domainToASCII } from 'node:url';
-import { MAX4, MAX6, parsePrefix, type AddrRange } from '../net/ip.js';
+import { MAX4, MAX6, parseAddr, parsePrefix, type AddrRange } from '../net/ip.js';
 import type { DomainPattern, InterfaceRef, PortRange, ServiceRef } from './policy.js';
 
 /**
@@ -17,11 +17,21 @@ const bad = <T>(reason: string): Parsed<T> => ({ ok: false, reason });
 
 /** Printable form of a hostile value for error messages: quoted, escaped, truncated. */
 export function showValue(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  if (typeof value === 'string') {
+    // Cut on code points (never half a surrogate pair), then escape what JSON leaves raw (DEL, C1 controls).
+    const cps = [...value];
+    const clipped = cps.length > 60 ? `${cps.slice(0, 57).join('')}...` : value;
+    return escapeControls(JSON.stringify(clipped));
+  }
   if (value === null || value === undefined || typeof value === 'number' || typeof value === 'boolean') return String(value);
   if (Array.isArray(value)) return '[...]';
   if (typeof value === 'object') return '{...}';
   return JSON.stringify(String(value));
+}
+
+/** Escapes DEL and C1 control characters, which terminals interpret (JSON.stringify leaves them raw). */
+export function escapeControls(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 export type Destination =
@@ -51,12 +61,31 @@ export function parseDomain(text: string): Parsed<DomainPattern> {
   }
   if (rest.endsWith('.')) rest = rest.slice(0, -1);
   if (rest.length === 0) return bad('a wildcard needs a suffix, as in *.example.com');
-  // domainToASCII applies UTS 46 mapping (lower-casing, IDNA to punycode); it
-  // returns '' for names it rejects. ASCII input with underscores is passed
-  // through unchanged, which DNS allows (RFC 2181 section 11).
-  const hasNonAscii = /[^\x20-\x7e]/.test(rest);
-  const ascii = hasNonAscii ? domainToASCII(rest) : rest.toLowerCase();
-  if (ascii === '') return bad('not a valid international domain name');
+  // Check characters before any IDNA processing: the WHATWG host parser behind
+  // domainToASCII stops at ?, # and \, drops tab and newlines and decodes %
+  // escapes, so "evil.com?.bücher.example" would come out as "evil.com".
+  // ASCII is limited to letters, digits, hyphen, underscore and dot; other
+  // characters must be letters, marks or digits (IDNA), and invisible format
+  // characters (zero-width space, soft hyphen, BOM) are refused rather than
+  // silently dropped.
+  const badAscii = /[^A-Za-z0-9._-]/.exec(rest.replace(/[^\x00-\x7f]/g, ''));
+  if (badAscii) return bad(`character ${JSON.stringify(badAscii[0])} is not allowed in a domain name`);
+  if (/\p{Cf}|\p{Cc}|\p{Z}/u.test(rest)) return bad('invisible or space characters are not allowed in a domain name');
+  if (/[^\x00-\x7f]/.test(rest) && !/^[\p{L}\p{M}\p{N}._-]+$/u.test(rest)) return bad('only letters, digits, hyphens and underscores are allowed in a domain name');
+  // IDNA label by label, so no mapping can move a dot (U+3002 and friends map to ".").
+  const parts = rest.split('.');
+  const asciiLabels: string[] = [];
+  for (const part of parts) {
+    if (part.length === 0) return bad('empty label (two dots in a row)');
+    if (!/[^\x00-\x7f]/.test(part)) {
+      asciiLabels.push(part.toLowerCase());
+      continue;
+    }
+    const converted = domainToASCII(part);
+    if (converted === '' || converted.includes('.')) return bad('not a valid international domain name');
+    asciiLabels.push(converted);
+  }
+  const ascii = asciiLabels.join('.');
   if (ascii.length > MAX_NAME) return bad(`a domain name is at most ${MAX_NAME} characters`);
   const labels = ascii.split('.');
   for (const label of labels) {
@@ -77,7 +106,9 @@ export function parseDestination(value: unknown): Parsed<Destination> {
   if (typeof value !== 'string') return bad('expected an address, a prefix or a domain name as a string');
   if (value === 'any') return ok({ kind: 'any' });
   const looksLikeAddr = /^[0-9a-fA-F:.]+(\/[0-9]+)?$/.test(value) && (value.includes(':') || /^[0-9.\/]+$/.test(value));
-  const looksLikeRange = /^[0-9a-fA-F:.]+-[0-9a-fA-F:.]+$/.test(value);
+  // A range only when its start is an address: "cafe-babe.de" is a name.
+  const dash = value.indexOf('-');
+  const looksLikeRange = dash > 0 && parseAddr(value.slice(0, dash)) !== null;
   if (looksLikeAddr || looksLikeRange || value.includes('/')) {
     const p = parsePrefix(value);
     if (!p.ok) return bad(p.reason);

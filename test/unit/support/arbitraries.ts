@@ -1,0 +1,213 @@
+/**
+ * Shared fast-check generators and fixtures for the parser property and
+ * fuzz tests. Everything here treats input as hostile: the generators aim
+ * at the edges of each grammar (almost-valid text, boundary values, zero
+ * runs, look-alike characters) rather than at uniformly random noise, which
+ * a strict parser rejects on the first character.
+ */
+import fc from 'fast-check';
+import type { CtState, Stmt } from '../../../src/compile/ruleset.js';
+import { MAX4, MAX6 } from '../../../src/net/ip.js';
+import type { PolicyHost } from '../../../src/policy/load-policy.js';
+
+/**
+ * Multiplies every property's run count. The defaults keep the unit tier
+ * fast; `SLUICE_FUZZ_SCALE=50 node --test dist/test/unit/` runs a long fuzz.
+ */
+const SCALE = Math.max(0.01, Number(process.env.SLUICE_FUZZ_SCALE ?? '1') || 1);
+
+/** fast-check parameters for a property: `n` runs, scaled. */
+export function runs(n: number): { numRuns: number } {
+  return { numRuns: Math.max(1, Math.round(n * SCALE)) };
+}
+
+/** JSON.stringify that prints bigints (for assertion messages). */
+export function show(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v));
+}
+
+// ---------------------------------------------------------------- addresses
+
+/** One 16-bit word, biased towards 0 so that zero runs (and `::`) are common. */
+const word = fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.constant(0xffff) }, { weight: 4, arbitrary: fc.integer({ min: 0, max: 0xffff }) });
+
+/** Eight IPv6 words, zero-heavy. */
+export const v6Words = fc.array(word, { minLength: 8, maxLength: 8 });
+
+export const wordsToBigint = (ws: number[]): bigint => ws.reduce((acc, w) => (acc << 16n) | BigInt(w), 0n);
+
+/** Any IPv4 address value, with the boundaries over-represented. */
+export const v4Value = fc.oneof(
+  fc.bigInt({ min: 0n, max: MAX4 }),
+  fc.constantFrom(0n, 1n, MAX4, MAX4 - 1n, 0x7f000001n, 0x0a000000n, 0xc0a80001n),
+  fc.integer({ min: 0, max: 255 }).map(BigInt),
+);
+
+/** Any IPv6 address value: uniform, zero-run heavy, and boundaries. */
+export const v6Value = fc.oneof(
+  fc.bigInt({ min: 0n, max: MAX6 }),
+  v6Words.map(wordsToBigint),
+  fc.constantFrom(0n, 1n, MAX6, MAX6 - 1n, 0xffffn << 32n, 1n << 112n),
+);
+
+/** True for an IPv6 value in ::ffff:0:0/96 (IPv4-mapped). */
+export const isMapped = (v: bigint): boolean => v >> 32n === 0xffffn;
+
+/**
+ * Strings that look like addresses: fragments of valid and invalid groups,
+ * dotted quads, separators. A good share are valid IPv4 or IPv6 addresses,
+ * the rest fail in interesting places (one group too many, a leading zero
+ * in the embedded IPv4, a triple colon).
+ */
+export const addressLike = fc.oneof(
+  fc
+    .array(
+      fc.constantFrom('0', '1', '9', 'a', 'F', 'ffff', 'fffff', '0000', '00000', '12345', '1.2.3.4', '255.255.255.255', '256.0.0.1', '01.2.3.4', '0.0.0.0', '1.2.3', ':', '::', '.', 'g', ''),
+      { maxLength: 12 },
+    )
+    .map((parts) => parts.join('')),
+  fc
+    .tuple(fc.array(fc.oneof(fc.stringMatching(/^[0-9a-fA-F]{1,5}$/), fc.constantFrom('1.2.3.4', '0.0.0.0', '01.2.3.4')), { maxLength: 9 }), fc.nat(9), fc.boolean())
+    .map(([groups, at, compress]) => {
+      if (!compress) return groups.join(':');
+      const i = Math.min(at, groups.length);
+      return `${groups.slice(0, i).join(':')}::${groups.slice(i).join(':')}`;
+    }),
+  fc.string({ unit: fc.constantFrom(...'0123456789abcdefABCDEFg:.'.split('')), maxLength: 45 }),
+  fc.tuple(fc.nat(300), fc.nat(300), fc.nat(300), fc.nat(300)).map((q) => q.join('.')),
+);
+
+// ---------------------------------------------------------------- hostile text
+
+/**
+ * Values that try to smuggle syntax into nft, a shell, a log prefix or a
+ * path. No parser may accept any of them.
+ */
+export const INJECTIONS: string[] = [
+  'a; flush ruleset',
+  'a;flush ruleset',
+  '$(reboot)',
+  '`id`',
+  '${IFS}',
+  'a\nb',
+  'a\rb',
+  'a\tb',
+  'a\u0000b',
+  'a\u0000',
+  '\u0000',
+  'a"b',
+  "a'b",
+  'a{b}',
+  '{a}',
+  '}',
+  '@set',
+  'a@set',
+  'a b',
+  ' a',
+  'a ',
+  'a|b',
+  'a&&b',
+  'a>b',
+  'a<b',
+  'a\\b',
+  'a/b',
+  '../etc',
+  'a#b',
+  'a%b',
+  'a\u001b[31m',
+  'a\u007f',
+  'a\u0085b',
+  'a\u2028b',
+  'a\u200bb',
+  'a\ufeffb',
+];
+
+/** Unicode look-alikes of plain ASCII names. */
+export const LOOKALIKES: string[] = [
+  'w\u0435b', // Cyrillic e
+  '\u0430pi', // Cyrillic a
+  'web\u2010api', // Unicode hyphen
+  'web\u2011api', // non-breaking hyphen
+  'web\u2212api', // minus sign
+  '\uff57\uff45\uff42', // fullwidth web
+  'web\u200d', // zero-width joiner
+  'we\u0301b', // combining accent
+  'd\u0131ns', // dotless i
+  'web\u2024api', // one-dot leader
+];
+
+/** Strings over an alphabet of separators, specials and controls: for "accepted means safe" properties. */
+export const nastyString = fc.string({
+  unit: fc.oneof(
+    { weight: 6, arbitrary: fc.constantFrom(...'abcxyzAZ0129-_.*:@/\\'.split('')) },
+    { weight: 3, arbitrary: fc.constantFrom(' ', '\t', '\n', '\r', '\u0000', '\u001b', '\u007f', ';', '$', '`', '"', "'", '{', '}', '(', ')', '[', ']', '#', '%', '&', '|', '<', '>', '!', '?', ',', '=', '+', '~', '^') },
+    { weight: 2, arbitrary: fc.constantFrom('\u00fc', '\u0435', '\u0430', '\u2010', '\u200b', '\u3002', '\uff0e', '\uff0a', '\u00ad', '\u0131', '\ufeff', '\u2028', '\ud83d\ude00', '\ud800') },
+  ),
+  maxLength: 24,
+});
+
+// ---------------------------------------------------------------- policy
+
+/** A PolicyHost that knows a fixed set of users and refuses everyone else. */
+export function fakeHost(users: Record<string, number> = { root: 0, www: 33, alice: 1000, 'svc-backup': 998 }): PolicyHost & { calls: string[][] } {
+  const calls: string[][] = [];
+  return {
+    calls,
+    lookupUsers(names: string[]): Map<string, number> {
+      calls.push([...names]);
+      const out = new Map<string, number>();
+      for (const n of names) {
+        const uid = users[n];
+        if (uid !== undefined) out.set(n, uid);
+      }
+      return out;
+    },
+  };
+}
+
+// ---------------------------------------------------------------- IR statements
+
+const CT_ORDER: CtState[] = ['invalid', 'established', 'related', 'new', 'untracked'];
+
+/** Object, set and chain names: short, no NUL (netlink strings are NUL-terminated). */
+const objName = fc.oneof(
+  fc.stringMatching(/^[a-z0-9_.-]{1,24}$/),
+  fc.string({ unit: 'grapheme-ascii', maxLength: 40 }).filter((s) => !s.includes('\u0000')),
+  fc.string({ unit: 'grapheme', maxLength: 20 }).filter((s) => !s.includes('\u0000')),
+);
+
+/** Selectors whose value fits a cmp: integers of at most 4 bytes (see stmt.cmp). */
+const CMP_SELECTORS = [
+  ['ip daddr', 4],
+  ['th dport', 2],
+  ['icmpv6 type', 1],
+  ['meta l4proto', 1],
+  ['meta nfproto', 1],
+  ['meta oif', 4],
+  ['meta skuid', 4],
+  ['meta mark', 4],
+] as const;
+
+const LOOKUP_SELECTORS = ['ip daddr', 'ip6 daddr', 'meta l4proto', 'meta nfproto', 'meta oif', 'meta oifname', 'meta skuid', 'meta mark', 'th dport', 'icmpv6 type', 'meta l4proto . th dport'] as const;
+
+/**
+ * One IR statement in the canonical form the compiler writes (the form the
+ * decoder gives back): ct states in kernel bit order, non-empty; `neg` only
+ * when true; `level` only (and always) on socket cgroupv2 lookups; values
+ * within the selector's width.
+ */
+export const stmtArb: fc.Arbitrary<Stmt> = fc.oneof(
+  fc
+    .tuple(fc.constantFrom(...CMP_SELECTORS), fc.constantFrom('eq' as const, 'neq' as const), fc.bigInt({ min: 0n, max: (1n << 32n) - 1n }))
+    .map(([[sel, width], op, v]): Stmt => ({ k: 'cmp', sel, op, value: Number(v & ((1n << BigInt(8 * width)) - 1n)) })),
+  fc.tuple(fc.constantFrom(...LOOKUP_SELECTORS), objName, fc.boolean()).map(([sel, set, neg]): Stmt => (neg ? { k: 'lookup', sel, set, neg: true } : { k: 'lookup', sel, set })),
+  fc.tuple(objName, fc.integer({ min: 0, max: 255 }), fc.boolean()).map(([set, level, neg]): Stmt => (neg ? { k: 'lookup', sel: 'socket cgroupv2', set, level, neg: true } : { k: 'lookup', sel: 'socket cgroupv2', set, level })),
+  fc.subarray(CT_ORDER, { minLength: 1 }).map((states): Stmt => ({ k: 'ct', states })),
+  objName.map((name): Stmt => ({ k: 'counter', name })),
+  objName.map((name): Stmt => ({ k: 'limit', name })),
+  fc.tuple(fc.integer({ min: 0, max: 0xffff }), objName).map(([group, prefix]): Stmt => ({ k: 'log', group, prefix })),
+  fc.constantFrom<Stmt>({ k: 'reject', how: 'tcp-reset' }, { k: 'reject', how: 'icmpx-admin' }),
+  fc.integer({ min: 0, max: 0xffff }).map((port): Stmt => ({ k: 'redirect', port })),
+  fc.constantFrom<Stmt>({ k: 'verdict', v: 'accept' }, { k: 'verdict', v: 'drop' }, { k: 'verdict', v: 'return' }, { k: 'verdict', v: 'continue' }),
+  fc.tuple(fc.constantFrom('goto' as const, 'jump' as const), objName).map(([k, chain]): Stmt => ({ k, chain })),
+);
