@@ -47,12 +47,15 @@ export class Context {
     return loadPolicyWithBytes(path ?? defaultPolicyPath(), { lookupUsers });
   }
 
-  /** Tells a running daemon to adopt what is applied now. Silent when no daemon runs. */
-  async notifyDaemon(): Promise<void> {
+  /** Tells a running daemon to adopt what is applied now. Returns false when no daemon runs. */
+  async notifyDaemon(): Promise<boolean> {
     try {
       await controlCall(this.state.controlSocket, 'sync', {}, 5_000);
+      return true;
     } catch (err) {
-      if ((err as { code?: string }).code !== 'ENODAEMON') this.say(`warning: the daemon did not take the change: ${(err as Error).message}`);
+      if ((err as { code?: string }).code === 'ENODAEMON') return false;
+      this.say(`warning: the daemon did not take the change: ${(err as Error).message}`);
+      return true;
     }
   }
 

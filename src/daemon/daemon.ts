@@ -87,6 +87,12 @@ export class Daemon {
     this.metrics.collect(() => [
       { name: 'sluice_daemon_start_time_seconds', help: 'When the daemon started (Unix time)', type: 'gauge', samples: [{ labels: {}, value: this.startedAt / 1000 }] },
       { name: 'sluice_policy_info', help: 'The policy in force (value is always 1)', type: 'gauge', samples: [{ labels: { sha256: this.runtime.policy.sha256, mode: this.runtime.policy.mode }, value: 1 }] },
+      {
+        name: 'sluice_set_elements',
+        help: 'Elements compiled into each static set (dynamic sets: see sluice_dns_learned_addresses)',
+        type: 'gauge',
+        samples: this.runtime.compiled.ruleset.sets.filter((s) => !s.dynamic).map((s) => ({ labels: { set: s.name }, value: s.elements.length })),
+      },
     ]);
     this.control.handle('status', { call: () => this.status() });
     this.control.handle('reload', {

@@ -22,6 +22,8 @@ export interface GuardDeps {
   writer: { write(w: SetWrite[]): Promise<void> };
   learned: LearnedState;
   onEvent: (e: DnsQueryEvent) => void;
+  /** Identifies the asking process while its socket surely exists (used for blocked queries). */
+  identify?: (client: Client) => DnsQueryEvent['process'] | undefined;
 }
 
 export interface GuardStats {
@@ -87,7 +89,9 @@ export class DnsGuard {
       this.stats.blocked++;
       const why = encrypted ? `${name} is an encrypted DNS endpoint; a rule must name it exactly` : `${name} is not allowed by the policy`;
       const rcode = this.deps.policy.dns.blockedAnswer === 'refused' ? RCODE.REFUSED : RCODE.NXDOMAIN;
-      this.emit(q, client, { verdict: 'blocked', rcode, detail: why, started });
+      // Who asked for a name the policy does not allow is the interesting part: find out before answering.
+      const proc = this.deps.identify?.(client);
+      this.emit(q, client, { verdict: 'blocked', rcode, detail: why, started, ...(proc ? { process: proc } : {}) });
       return this.encodeReply(q, { rcode, answers: [], authorities: [], ede: [ede(EDE.BLOCKED, `sluice: ${why}`)] }, client);
     }
 
@@ -165,7 +169,17 @@ export class DnsGuard {
   private emit(
     q: Message,
     client: Client,
-    e: { verdict: DnsQueryEvent['verdict']; rcode: number; detail?: string; rules?: Rule[]; answers?: string[]; dropped?: { address: string; why: string }[]; started: number; ad?: boolean },
+    e: {
+      verdict: DnsQueryEvent['verdict'];
+      rcode: number;
+      detail?: string;
+      rules?: Rule[];
+      answers?: string[];
+      dropped?: { address: string; why: string }[];
+      started: number;
+      ad?: boolean;
+      process?: DnsQueryEvent['process'];
+    },
   ): void {
     const question = q.questions[0];
     const event: DnsQueryEvent = {
@@ -182,6 +196,7 @@ export class DnsGuard {
       latencyMs: Math.round((performance.now() - e.started) * 1000) / 1000,
     };
     if (e.detail !== undefined) event.detail = e.detail;
+    if (e.process) event.process = e.process;
     this.deps.onEvent(event);
   }
 }

@@ -4,12 +4,14 @@ import { dnsLogGroup, objectNames } from '../compile/compile-ruleset.js';
 import { TABLE_NAME } from '../compile/ruleset.js';
 import type { Component, Runtime } from '../daemon/daemon.js';
 import { publishDnsQuery, type DnsQueryEvent } from '../daemon/events.js';
+import { setHostnameSource } from '../daemon/hostnames.js';
 import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
 import { formatAddr, type Family } from '../net/ip.js';
 import type { Policy } from '../policy/policy.js';
 import { filterAnswer } from './answer-filter.js';
 import { canonicalName, decodeMessage } from './dns-message.js';
-import { DnsGuard } from './dns-guard.js';
+import { DnsGuard, type Client } from './dns-guard.js';
+import { QueryAttribution } from './query-attribution.js';
 import { DomainMatcher } from './domain-matcher.js';
 import { GuardServers } from './guard-servers.js';
 import { LearnedState, type LearnedEntry } from './learned-state.js';
@@ -41,6 +43,8 @@ export class GuardComponent implements Component {
   private saveTimer: NodeJS.Timeout | undefined;
   private running: { mode: string; port: number; upstreams: string } | null = null;
   private passiveStats = { replies: 0, malformed: 0 };
+  private attribution = new QueryAttribution();
+  private unattributed: DnsQueryEvent[] = [];
 
   private get learnedFile(): string {
     return join(this.rt?.state.dir ?? '.', 'learned.json');
@@ -48,6 +52,8 @@ export class GuardComponent implements Component {
 
   async start(rt: Runtime): Promise<void> {
     this.rt = rt;
+    // Flow events name destinations by the DNS answers that opened them.
+    setHostnameSource((family, addr) => this.learned.namesFor(family, addr)[0]);
     this.registerControl(rt);
     this.registerMetrics(rt);
     await this.configure(rt.policy);
@@ -88,7 +94,8 @@ export class GuardComponent implements Component {
       upstream: this.upstream,
       writer: this.writer,
       learned: this.learned,
-      onEvent: (e: DnsQueryEvent) => this.record(e),
+      onEvent: (e: DnsQueryEvent) => this.attributeThenRecord(e),
+      identify: (c: Client) => this.attribution.identify([c])[0],
     };
     if (this.guard) this.guard.deps = deps;
     else this.guard = new DnsGuard(deps);
@@ -210,6 +217,30 @@ export class GuardComponent implements Component {
     }
   }
 
+  /**
+   * Answered queries are attributed in a batch right after their answers go
+   * out (one socket-table dump for the batch), while the askers' sockets are
+   * still open; then recorded.
+   */
+  private attributeThenRecord(e: DnsQueryEvent): void {
+    if (e.process || e.transport === 'passive') {
+      this.record(e);
+      return;
+    }
+    this.unattributed.push(e);
+    if (this.unattributed.length > 1) return;
+    setImmediate(() => {
+      const batch = this.unattributed;
+      this.unattributed = [];
+      const found = this.attribution.identify(batch.map((x) => ({ address: x.client.address, port: x.client.port, transport: x.transport === 'tcp' ? 'tcp' : 'udp' })));
+      batch.forEach((x, i) => {
+        const p = found[i];
+        if (p) x.process = p;
+        this.record(x);
+      });
+    });
+  }
+
   private record(e: DnsQueryEvent): void {
     this.recent.push(e);
     if (this.recent.length > RECENT_MAX) this.recent.splice(0, this.recent.length - RECENT_MAX);
@@ -285,10 +316,12 @@ export class GuardComponent implements Component {
   }
 
   async stop(): Promise<void> {
+    setHostnameSource(undefined);
     if (this.saveTimer) clearInterval(this.saveTimer);
     await this.stopParts();
     this.upstream?.close();
     this.upstream = undefined;
+    this.attribution.close();
     this.learned.dirty = true;
     this.save();
   }
@@ -301,6 +334,7 @@ export class GuardComponent implements Component {
       kernel: this.writer?.stats ?? null,
       servers: this.servers?.stats ?? null,
       passive: this.listener ? { ...this.passiveStats, nflog: this.listener.stats } : null,
+      attribution: this.attribution.stats,
       learned: this.learned.list().length,
     };
   }

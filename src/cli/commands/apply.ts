@@ -103,7 +103,10 @@ export async function apply(ctx: Context, args: { policy?: string; confirm?: str
     });
     return verified ? EXIT.ok : EXIT.failed;
   });
-  await ctx.notifyDaemon();
+  const daemonRunning = await ctx.notifyDaemon();
+  if (!daemonRunning && p.dns.guard && p.mode === 'enforce') {
+    ctx.say(`warning: DNS now goes to the guard on port ${p.dns.port}, but no daemon is running: name lookups fail until \`sluice daemon\` runs`);
+  }
   return code;
 }
 

@@ -1,0 +1,294 @@
+/** The DNS guard's decision path, with a fake upstream and the in-memory netfilter. */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import fc from 'fast-check';
+import { TABLE_NAME } from '../../src/compile/ruleset.js';
+import type { DnsQueryEvent } from '../../src/daemon/events.js';
+import { filterAnswer } from '../../src/dns/answer-filter.js';
+import { decodeMessage, encodeMessage, RCODE, TYPE, type Message, type Question, type RR } from '../../src/dns/dns-message.js';
+import { DnsGuard, EDE } from '../../src/dns/dns-guard.js';
+import { DomainMatcher } from '../../src/dns/domain-matcher.js';
+import { LearnedState } from '../../src/dns/learned-state.js';
+import { RebindingFilter } from '../../src/dns/rebinding.js';
+import { SetWriter } from '../../src/dns/set-writer.js';
+import { FakeNetfilter } from '../../src/netfilter/fake-netfilter.js';
+import { compileFrom } from '../support/fixtures.js';
+
+const POLICY = `mode: enforce
+dns:
+  upstreams: [198.18.0.53]
+  ttl_floor: 30
+  ttl_grace: 10
+rules:
+  - name: api
+    to: [api.example.com, "*.cdn.example.com", dns.google]
+    ports: [443/tcp]
+  - name: lan
+    to: [10.1.0.0/16]
+`;
+
+const A = (name: string, addr: bigint, ttl = 60): RR => ({ name, type: TYPE.A, class: 1, ttl, data: { kind: 'a', addr } });
+const CNAME = (name: string, target: string, ttl = 300): RR => ({ name, type: TYPE.CNAME, class: 1, ttl, data: { kind: 'name', name: target } });
+
+function query(name: string, type: number = TYPE.A, opts: { edns?: boolean; id?: number } = {}): Buffer {
+  const m: Message = {
+    id: opts.id ?? 4242,
+    flags: { qr: false, opcode: 0, aa: false, tc: false, rd: true, ra: false, ad: false, cd: false, rcode: 0 },
+    questions: [{ name, type, class: 1 }],
+    answers: [],
+    authorities: [],
+    additionals: [],
+  };
+  if (opts.edns) m.edns = { udpSize: 1232, extendedRcode: 0, version: 0, dnssecOk: false, options: [{ code: 8, data: Buffer.from('0001180011', 'hex') }] };
+  return encodeMessage(m);
+}
+
+function reply(q: Question, answers: RR[], rcode = 0): Message {
+  return {
+    id: 1,
+    flags: { qr: true, opcode: 0, aa: true, tc: false, rd: true, ra: true, ad: false, cd: false, rcode },
+    questions: [q],
+    answers,
+    authorities: [],
+    additionals: [],
+  };
+}
+
+function setup(answers: (q: Question) => RR[] | Error = () => [], policyText = POLICY, encrypted: string[] = []) {
+  const { policy, ruleset } = compileFrom(policyText);
+  const nf = new FakeNetfilter();
+  nf.replace(ruleset);
+  const upstreamCalls: Question[] = [];
+  const events: DnsQueryEvent[] = [];
+  const learned = new LearnedState();
+  const guard = new DnsGuard({
+    policy,
+    matcher: new DomainMatcher(policy),
+    rebinding: new RebindingFilter(policy),
+    encryptedNames: new Set(encrypted),
+    upstream: {
+      query: async (q) => {
+        upstreamCalls.push(q);
+        const a = answers(q);
+        if (a instanceof Error) throw a;
+        return reply(q, a);
+      },
+    },
+    writer: new SetWriter(nf, TABLE_NAME),
+    learned,
+    onEvent: (e) => events.push(e),
+  });
+  const dyn = () => nf.read(TABLE_NAME, { elements: 'dynamic' })?.ruleset.sets.filter((s) => s.dynamic).flatMap((s) => s.elements.map((e) => ({ set: s.name, e }))) ?? [];
+  return { guard, nf, upstreamCalls, events, learned, dyn };
+}
+
+const client = { address: '198.18.0.2', port: 40000, transport: 'udp' as const };
+
+describe('unit: DNS guard decisions', () => {
+  it('a name no rule allows gets NXDOMAIN with a Blocked EDE, and is never forwarded', async () => {
+    const t = setup();
+    const out = decodeMessage((await t.guard.handle(query('secret-data.evil.example', TYPE.A, { edns: true }), client)) as Buffer);
+    assert.equal(out.flags.rcode, RCODE.NXDOMAIN);
+    assert.equal(out.id, 4242);
+    const ede = out.edns?.options.find((o) => o.code === 15);
+    assert.equal(ede?.data.readUInt16BE(0), EDE.BLOCKED);
+    assert.match(ede?.data.subarray(2).toString() ?? '', /not allowed by the policy/);
+    assert.equal(t.upstreamCalls.length, 0, 'not forwarded');
+    assert.equal(t.events[0]?.verdict, 'blocked');
+  });
+
+  it('an allowed name is forwarded, and its addresses are in the rule set before the answer is returned', async () => {
+    const t = setup((q) => [A(q.name, 0xc6120a01n, 20)]);
+    const pending = t.guard.handle(query('API.Example.COM', TYPE.A, { edns: true }), client);
+    const out = decodeMessage((await pending) as Buffer);
+    assert.equal(out.flags.rcode, 0);
+    assert.deepEqual(out.answers.map((a) => a.data), [{ kind: 'a', addr: 0xc6120a01n }]);
+    const inSet = t.dyn().filter((x) => x.set === 'r_api_d4');
+    assert.equal(inSet.length, 1);
+    const e = inSet[0]?.e;
+    assert.ok(e?.t === 'addr' && e.timeoutMs === (30 + 10) * 1000, 'timeout is max(TTL 20, floor 30) + grace 10');
+    assert.deepEqual(t.upstreamCalls, [{ name: 'API.Example.COM', type: TYPE.A, class: 1 }], 'only the checked question goes upstream');
+  });
+
+  it('wildcards match on label boundaries only', async () => {
+    const t = setup((q) => [A(q.name, 0xc6120a02n)]);
+    for (const [name, rcode] of [
+      ['a.cdn.example.com', 0],
+      ['a.b.cdn.example.com', 0],
+      ['cdn.example.com', RCODE.NXDOMAIN],
+      ['evil-cdn.example.com', RCODE.NXDOMAIN],
+      ['cdn.example.com.evil', RCODE.NXDOMAIN],
+    ] as const) {
+      const out = decodeMessage((await t.guard.handle(query(name), client)) as Buffer);
+      assert.equal(out.flags.rcode, rcode, name);
+    }
+  });
+
+  it('a CNAME chain is followed; records off the chain are left out and open nothing', async () => {
+    const t = setup(() => [
+      CNAME('api.example.com', 'edge.cdn.net'),
+      CNAME('edge.cdn.net', 'edge2.cdn.net'),
+      A('edge2.cdn.net', 0xc6120b01n),
+      A('unrelated.example.org', 0xc6120b99n),
+    ]);
+    const out = decodeMessage((await t.guard.handle(query('api.example.com'), client)) as Buffer);
+    assert.deepEqual(out.answers.map((a) => a.type), [TYPE.CNAME, TYPE.CNAME, TYPE.A]);
+    assert.deepEqual(t.dyn().map((x) => (x.e.t === 'addr' ? x.e.start : 0n)), [0xc6120b01n]);
+  });
+
+  it('answers pointing into private or special ranges are dropped (rebinding), unless a rule lists the range', async () => {
+    const t = setup(() => [A('api.example.com', 0x0a000001n), A('api.example.com', 0x7f000001n), A('api.example.com', 0xa9fea9fen), A('api.example.com', 0x0a010203n), A('api.example.com', 0xc6120c01n)]);
+    const out = decodeMessage((await t.guard.handle(query('api.example.com', TYPE.A, { edns: true }), client)) as Buffer);
+    const addrs = out.answers.map((a) => (a.data.kind === 'a' ? a.data.addr : 0n));
+    assert.deepEqual(addrs, [0x0a010203n, 0xc6120c01n], '10.1.2.3 is inside the lan rule; 10.0.0.1, 127.0.0.1, 169.254.169.254 are dropped');
+    assert.equal(out.edns?.options.find((o) => o.code === 15)?.data.readUInt16BE(0), EDE.FILTERED);
+    assert.equal(t.events[0]?.dropped.length, 3);
+  });
+
+  it('a shorter TTL never shortens an address another answer keeps open longer', async () => {
+    let ttl = 3600;
+    const t = setup(() => [A('api.example.com', 0xc6120d01n, ttl)]);
+    await t.guard.handle(query('api.example.com'), client);
+    const writes = t.nf.calls.addElements;
+    ttl = 5;
+    await t.guard.handle(query('api.example.com'), client);
+    assert.equal(t.nf.calls.addElements, writes, 'no kernel write for a shorter lifetime');
+    const e = t.dyn()[0]?.e;
+    assert.ok(e?.t === 'addr' && e.timeoutMs === (3600 + 10) * 1000);
+  });
+
+  it('fails closed: a kernel update that fails answers SERVFAIL, and an unreachable upstream too', async () => {
+    const t = setup((q) => [A(q.name, 0xc6120e01n)]);
+    t.nf.remove(TABLE_NAME);
+    const out = decodeMessage((await t.guard.handle(query('api.example.com'), client)) as Buffer);
+    assert.equal(out.flags.rcode, RCODE.SERVFAIL);
+    assert.equal(out.answers.length, 0, 'no address is handed out that the firewall did not open');
+    assert.equal(t.guard.stats.kernelFailures, 1);
+    const u = setup(() => new Error('timed out'));
+    assert.equal(decodeMessage((await u.guard.handle(query('api.example.com'), client)) as Buffer).flags.rcode, RCODE.SERVFAIL);
+  });
+
+  it('encrypted DNS endpoints are refused unless a rule names them exactly', async () => {
+    const t = setup((q) => [A(q.name, 0xc6120f01n)], POLICY, ['dns.google', 'cloudflare-dns.com']);
+    assert.equal(decodeMessage((await t.guard.handle(query('dns.google'), client)) as Buffer).flags.rcode, 0, 'named exactly by rule api');
+    const wild = setup((q) => [A(q.name, 0xc6120f01n)], `mode: enforce\nrules:\n  - name: all\n    to: ["*.com"]\n`, ['cloudflare-dns.com']);
+    const out = decodeMessage((await wild.guard.handle(query('cloudflare-dns.com'), client)) as Buffer);
+    assert.equal(out.flags.rcode, RCODE.NXDOMAIN, 'a wildcard is not an explicit allow');
+  });
+
+  it('refuses what it does not serve: zone transfers, other classes, other opcodes, several questions', async () => {
+    const t = setup((q) => [A(q.name, 1n)]);
+    assert.equal(decodeMessage((await t.guard.handle(query('api.example.com', 252), client)) as Buffer).flags.rcode, RCODE.REFUSED);
+    const chaos = decodeMessage(query('version.bind', TYPE.TXT));
+    chaos.questions[0] = { name: 'version.bind', type: TYPE.TXT, class: 3 };
+    assert.equal(decodeMessage((await t.guard.handle(encodeMessage(chaos), client)) as Buffer).flags.rcode, RCODE.REFUSED);
+    const notify = decodeMessage(query('api.example.com'));
+    notify.flags.opcode = 4;
+    assert.equal(decodeMessage((await t.guard.handle(encodeMessage(notify), client)) as Buffer).flags.rcode, RCODE.NOTIMP);
+    const two = decodeMessage(query('api.example.com'));
+    two.questions.push({ name: 'evil.example', type: 1, class: 1 });
+    assert.equal(decodeMessage((await t.guard.handle(encodeMessage(two), client)) as Buffer).flags.rcode, RCODE.FORMERR);
+    assert.equal(t.upstreamCalls.length, 0);
+  });
+
+  it('answers malformed queries with FORMERR (or not at all), and never answers a response', async () => {
+    const t = setup();
+    const bad = Buffer.concat([query('api.example.com').subarray(0, 12), Buffer.from([0xc0, 0x0c, 0, 1, 0, 1])]);
+    const out = decodeMessage((await t.guard.handle(bad, client)) as Buffer);
+    assert.equal(out.flags.rcode, RCODE.FORMERR);
+    assert.equal(out.id, 4242);
+    assert.equal(await t.guard.handle(Buffer.from([1, 2, 3]), client), null);
+    const resp = decodeMessage(query('api.example.com'));
+    resp.flags.qr = true;
+    assert.equal(await t.guard.handle(encodeMessage(resp), client), null, 'no reflection');
+  });
+
+  it('an answer too big for the client over UDP is truncated (TC), and complete over TCP', async () => {
+    const many = Array.from({ length: 200 }, (_, i) => A('api.example.com', 0xc6121000n + BigInt(i)));
+    const t = setup(() => many);
+    const udp = decodeMessage((await t.guard.handle(query('api.example.com'), client)) as Buffer);
+    assert.equal(udp.flags.tc, true);
+    assert.equal(udp.answers.length, 0);
+    const tcp = decodeMessage((await t.guard.handle(query('api.example.com'), { ...client, transport: 'tcp' })) as Buffer);
+    assert.equal(tcp.flags.tc, false);
+    assert.equal(tcp.answers.length, 200);
+    assert.equal(t.dyn().length, 200, 'every address opened, even the one the UDP client did not get');
+  });
+
+  it('blocked_answer: refused answers REFUSED', async () => {
+    const t = setup(() => [], `mode: enforce\ndns:\n  blocked_answer: refused\nrules:\n  - name: a\n    to: [a.example.com]\n`);
+    assert.equal(decodeMessage((await t.guard.handle(query('b.example.com'), client)) as Buffer).flags.rcode, RCODE.REFUSED);
+  });
+
+  it('property: any packet gets null or a well-formed reply with the same id, never an exception', async () => {
+    const t = setup((q) => [A(q.name, 0xc6121100n)]);
+    const valid = query('api.example.com', TYPE.A, { edns: true });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)),
+          fc.array(fc.tuple(fc.nat(valid.length - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 6 }).map((edits) => {
+            const b = Buffer.from(valid);
+            for (const [at, v] of edits) b[at] = v;
+            return b;
+          }),
+        ),
+        async (packet) => {
+          const out = await t.guard.handle(packet, client);
+          if (out === null) return;
+          const m = decodeMessage(out);
+          assert.equal(m.flags.qr, true);
+          assert.equal(m.id, packet.readUInt16BE(0));
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('unit: answer filter and learned state', () => {
+  const { policy } = compileFrom(POLICY);
+  const rebinding = new RebindingFilter(policy);
+
+  it('a CNAME loop ends the chain without hanging', () => {
+    const f = filterAnswer('a.example.com', TYPE.A, reply({ name: 'a.example.com', type: 1, class: 1 }, [CNAME('a.example.com', 'b.example.com'), CNAME('b.example.com', 'a.example.com')]), rebinding, 86400);
+    assert.equal(f.answers.length, 2);
+    assert.equal(f.addresses.length, 0);
+  });
+
+  it('TTLs are capped at ttl_max, and a negative answer keeps only its SOA', () => {
+    const f = filterAnswer('api.example.com', TYPE.A, reply({ name: 'api.example.com', type: 1, class: 1 }, [A('api.example.com', 0xc6120001n, 999_999)]), rebinding, 3600);
+    assert.equal(f.answers[0]?.ttl, 3600);
+    const neg = reply({ name: 'nx.example.com', type: 1, class: 1 }, [], RCODE.NXDOMAIN);
+    neg.authorities = [
+      { name: 'example.com', type: TYPE.SOA, class: 1, ttl: 60, data: { kind: 'soa', mname: 'ns', rname: 'h', serial: 1, refresh: 1, retry: 1, expire: 1, minimum: 1 } },
+      { name: 'example.com', type: TYPE.NS, class: 1, ttl: 60, data: { kind: 'name', name: 'ns.evil.example' } },
+    ];
+    const fn = filterAnswer('nx.example.com', TYPE.A, neg, rebinding, 3600);
+    assert.deepEqual(fn.authorities.map((r) => r.type), [TYPE.SOA]);
+  });
+
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-learned-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('learned state survives a save and load, and a corrupt file gives an empty state', () => {
+    const s = new LearnedState();
+    const now = Date.now();
+    s.committed('r_api_d4', 4, 0xc6120a01n, now + 60_000);
+    s.committed('r_api_d6', 6, 0x20010db8000000000000000000000001n, now + 60_000);
+    s.committed('r_api_d4', 4, 0xc6120a02n, now - 1);
+    s.nameAddress(4, 0xc6120a01n, 'api.example.com', now + 60_000);
+    const file = join(dir, 'learned.json');
+    s.save(file, now);
+    const back = LearnedState.load(file, now);
+    assert.equal(back.list(now).length, 2, 'the expired entry is not kept');
+    assert.deepEqual(back.namesFor(4, 0xc6120a01n, now), ['api.example.com']);
+    writeFileSync(file, '{ "entries": [ {"set": "x; rm -rf /", "family": 4, "addr": "1.2.3.4", "expiresAt": 9e15} ] }');
+    assert.equal(LearnedState.load(file, now).list(now).length, 0, 'entries with impossible set names are ignored');
+    writeFileSync(file, 'garbage');
+    assert.equal(LearnedState.load(file, now).size, 0);
+  });
+});
