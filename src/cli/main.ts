@@ -146,7 +146,9 @@ export async function main(argv: string[]): Promise<number> {
         break;
       case 'daemon':
         code = await daemon(ctx, { ...onePolicy(), ...(values.metrics !== undefined ? { metrics: values.metrics } : {}) });
-        break;
+        ctx.close();
+        // Stopped: exit now rather than when the last stray handle lets the event loop drain.
+        process.exit(code);
       case 'dns':
         noArgs();
         code = await dns(ctx, { follow: values.follow ?? false, ...(values.limit !== undefined ? { limit: values.limit } : {}) });

@@ -4,7 +4,7 @@
  * connect to the first answered address right away (the first-connect race).
  *
  *   node dnsq.js --server 198.18.0.53 --name api.sluice.test [--type AAAA] [--tcp] [--edns 1232]
- *                [--connect 443] [--repeat-names r{i}.race.sluice.test --count 200]
+ *                [--connect 443 [--hold MS]] [--repeat-names r{i}.race.sluice.test --count 200]
  */
 import { createSocket } from 'node:dgram';
 import { connect, Socket } from 'node:net';
@@ -39,9 +39,14 @@ function query(name: string): Buffer {
 function ask(name: string): Promise<Buffer> {
   const q = query(name);
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('timeout')), timeout);
+    let cleanup = () => undefined as void;
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error('timeout'));
+    }, timeout);
     if (tcp) {
       const s = connect(53, server);
+      cleanup = () => s.destroy();
       let buf = Buffer.alloc(0);
       s.on('connect', () => {
         const len = Buffer.alloc(2);
@@ -62,6 +67,7 @@ function ask(name: string): Promise<Buffer> {
       });
     } else {
       const s = createSocket(server.includes(':') ? 'udp6' : 'udp4');
+      cleanup = () => s.close();
       s.on('message', (m) => {
         clearTimeout(timer);
         s.close();
@@ -109,7 +115,33 @@ function tryConnect(host: string, port: number): Promise<string> {
   });
 }
 
+/** Connects, exchanges data, waits, and exchanges again: does an open connection outlive its address? */
+function holdConnection(host: string, port: number, waitMs: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s: Socket = connect({ host, port });
+    const fail = (why: string) => {
+      s.destroy();
+      resolve(why);
+    };
+    s.on('error', (e: NodeJS.ErrnoException) => fail(e.code ?? 'error'));
+    s.once('connect', () => {
+      s.write('first\n');
+      s.once('data', () => {
+        setTimeout(() => {
+          s.write('second\n');
+          const t = setTimeout(() => fail('no echo after the wait'), 2000);
+          s.once('data', () => {
+            clearTimeout(t);
+            fail('ok');
+          });
+        }, waitMs);
+      });
+    });
+  });
+}
+
 const connectPort = opt('--connect');
+const holdMs = opt('--hold');
 const pattern = opt('--repeat-names');
 const count = Number(opt('--count') ?? 1);
 const names = pattern ? Array.from({ length: count }, (_, i) => pattern.replace('{i}', String(i + 1))) : [opt('--name') ?? ''];
@@ -118,7 +150,7 @@ for (const name of names) {
   try {
     out = { name, ...summary(await ask(name)) };
     const first = (out.answers as string[]).find((a) => !a.startsWith('CNAME'));
-    if (connectPort && first) out.connect = await tryConnect(first, Number(connectPort));
+    if (connectPort && first) out.connect = holdMs ? await holdConnection(first, Number(connectPort), Number(holdMs)) : await tryConnect(first, Number(connectPort));
   } catch (err) {
     out = { name, error: (err as Error).message };
   }

@@ -84,6 +84,11 @@ export async function daemon(ctx: Context, args: { policy?: string; metrics?: st
       if (stopping) return;
       stopping = true;
       logLine('info', `received ${signal}, stopping`);
+      // A stop that hangs (a peer holding a socket open) must not keep the process alive.
+      setTimeout(() => {
+        logLine('error', 'stop took more than 10 s; exiting anyway');
+        process.exit(EXIT.failed);
+      }, 10_000).unref();
       d.stop().then(
         () => resolve(EXIT.ok),
         (err: unknown) => {
