@@ -44,6 +44,12 @@ export function sameRuleset(desired: Ruleset, live: LiveTable): boolean {
   return live.anomalies.length === 0 && json(canonical(desired)) === json(canonical(live.ruleset));
 }
 
+/** Like sameRuleset, ignoring set elements: the shape of the table (what a read without elements can check). */
+export function sameStructure(desired: Ruleset, live: LiveTable): boolean {
+  const noElems = (rs: Ruleset): Ruleset => ({ ...rs, sets: rs.sets.map((s) => ({ ...s, elements: [] })) });
+  return live.anomalies.length === 0 && json(canonical(noElems(desired))) === json(canonical(noElems(live.ruleset)));
+}
+
 /** A unified-style line diff of two rulesets rendered as nft text. */
 export function diffRulesets(before: Ruleset | null, after: Ruleset | null, opts: { maxElements?: number } = {}): string[] {
   const strip = (rs: Ruleset | null) => (rs ? renderRuleset({ ...rs, sets: rs.sets.map((s) => (s.dynamic ? { ...s, elements: [] } : s)) }, opts).split('\n') : []);

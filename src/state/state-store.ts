@@ -34,17 +34,35 @@ export interface PendingConfirm {
 
 const BIG = '__bigint';
 
-/** JSON that keeps bigints (cgroup ids, IPv6 addresses). */
+const ADDR = '__addr';
+
+/**
+ * JSON that keeps bigints (cgroup ids, IPv6 addresses). Address elements, the
+ * bulk of a large ruleset, are written compactly as "family:start:end" in hex.
+ */
 export function toJson(value: unknown): string {
-  return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? { [BIG]: v.toString() } : v), 1);
+  return JSON.stringify(value, (_k, v: unknown) => {
+    if (typeof v === 'bigint') return { [BIG]: v.toString() };
+    if (v && typeof v === 'object' && (v as { t?: unknown }).t === 'addr') {
+      const e = v as { family: number; start: bigint; end: bigint; timeoutMs?: number; expiresMs?: number };
+      if (e.timeoutMs === undefined && e.expiresMs === undefined && typeof e.start === 'bigint' && typeof e.end === 'bigint') {
+        return { [ADDR]: `${e.family}:${e.start.toString(16)}:${e.end.toString(16)}` };
+      }
+    }
+    return v;
+  });
 }
 
 export function fromJson<T>(text: string): T {
   return JSON.parse(text, (_k, v: unknown) => {
     if (v && typeof v === 'object' && !Array.isArray(v)) {
       const keys = Object.keys(v);
+      if (keys.length !== 1) return v;
       const big = (v as Record<string, unknown>)[BIG];
-      if (keys.length === 1 && typeof big === 'string' && /^-?[0-9]+$/.test(big)) return BigInt(big);
+      if (typeof big === 'string' && /^-?[0-9]+$/.test(big)) return BigInt(big);
+      const addr = (v as Record<string, unknown>)[ADDR];
+      const m = typeof addr === 'string' ? /^([46]):([0-9a-f]{1,32}):([0-9a-f]{1,32})$/.exec(addr) : null;
+      if (m) return { t: 'addr', family: Number(m[1]), start: BigInt(`0x${m[2]}`), end: BigInt(`0x${m[3]}`) };
     }
     return v;
   }) as T;

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TABLE_NAME, type Ruleset } from '../../compile/ruleset.js';
 import { formatIssue, UsageError } from '../../errors.js';
-import { sameRuleset } from '../../netfilter/compare-ruleset.js';
+import { sameStructure } from '../../netfilter/compare-ruleset.js';
 import type { Netfilter } from '../../netfilter/netfilter.js';
 import type { AppliedState, StateStore } from '../../state/state-store.js';
 import { EXIT, type Context } from '../context.js';
@@ -44,15 +44,21 @@ export async function apply(ctx: Context, args: { policy?: string; confirm?: str
 
   const code = ctx.state.withLock(() => {
     const pendingBefore = ctx.state.pending();
-    // A new apply during a confirmation window keeps the original rollback target.
+    // A new apply during a confirmation window keeps the original rollback target;
+    // without --confirm there is nothing to roll back to, so the live table is not read.
     const target = pendingBefore
       ? { ruleset: pendingBefore.previous, previousState: pendingBefore.previousState }
-      : { ...rollbackTarget(nf, ctx.state), previousState: ctx.state.applied() };
+      : confirmSeconds !== undefined
+        ? { ...rollbackTarget(nf, ctx.state), previousState: ctx.state.applied() }
+        : { ruleset: null, previousState: ctx.state.applied() };
     const started = performance.now();
     nf.replace(ruleset);
     const ms = performance.now() - started;
-    const live = nf.read(TABLE_NAME);
-    const verified = live !== null && sameRuleset(ruleset, live);
+    // The kernel acknowledged every message of the transaction; read back the
+    // structure (chains, rules, sets, objects) to be sure it is what was meant.
+    // Elements are compared by status and plan.
+    const live = nf.read(TABLE_NAME, { elements: 'none' });
+    const verified = live !== null && sameStructure(ruleset, live);
 
     const applied: AppliedState = {
       appliedAt: new Date().toISOString(),
