@@ -24,10 +24,12 @@ up: setup
 	@scripts/up.sh "$(POLICY)"
 
 down:
-	@bin/sluice off
+	@scripts/down.sh
 
 bench: setup
 	@npm run --silent bench:datapath
+	@npm run --silent bench:dns
+	@npm run --silent bench:events
 
 clean:
 	rm -rf dist build node_modules

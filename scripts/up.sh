@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # `make up`: Sluice on this host with the shipped default policy in audit mode
-# (nothing is blocked; what would be blocked is logged). Prints what it did and
-# how to undo it.
+# (nothing is blocked; what would be blocked is logged), and the daemon (DNS
+# guard observing passively in audit mode, event collector, metrics on
+# 127.0.0.1:9329). Prints what it did and how to undo it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 policy="${1:-/etc/sluice/policy.yaml}"
+state="${SLUICE_STATE_DIR:-/var/lib/sluice}"
+log=/var/log/sluice/daemon.log
+
 if [[ ! -f "$policy" ]]; then
   install -D -m 0644 policies/default.yaml "$policy"
   echo "up: installed the default policy at $policy (audit mode)"
@@ -13,13 +17,40 @@ else
 fi
 bin/sluice check "$policy"
 bin/sluice apply "$policy"
+
+if [[ -d /run/systemd/system ]]; then
+  install -D -m 0644 packaging/sluice.service /etc/systemd/system/sluice.service
+  systemctl daemon-reload
+  systemctl enable --now sluice.service
+  how_stop="systemctl disable --now sluice"
+  echo "up: daemon started as systemd unit sluice.service"
+else
+  pidfile="$state/daemon.pid"
+  if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "up: the daemon already runs (pid $(cat "$pidfile")); reloading it"
+    kill -HUP "$(cat "$pidfile")"
+  else
+    mkdir -p "$(dirname "$log")"
+    setsid bin/sluice daemon "$policy" >>"$log" 2>&1 </dev/null &
+    for _ in $(seq 1 50); do
+      [[ -S "$state/control.sock" ]] && break
+      sleep 0.1
+    done
+    [[ -S "$state/control.sock" ]] || { echo "up: the daemon did not start; see $log" >&2; exit 1; }
+    echo "up: daemon started in the background (pid $(cat "$pidfile")), logging to $log (no systemd here)"
+  fi
+  how_stop="make down"
+fi
+
 echo
 bin/sluice status || true
 cat <<MSG
 
-Sluice is loaded in this host's network namespace.
-  See it:        sluice status   |   sluice plan   |   nft list table inet sluice
+Sluice is loaded in this host's network namespace, in audit mode: nothing is blocked.
+  See it:        sluice status | sluice log | sluice dns | sluice connections | sluice top
+                 curl -s http://127.0.0.1:9329/metrics   |   nft list table inet sluice
   Explain:       sluice explain 198.18.1.10 443/tcp
   Enforce:       set 'mode: enforce' in $policy, then: sluice apply --confirm 60 && sluice confirm
-  Undo:          sluice off      (or: make down) removes Sluice's table; nothing else is touched
+  Undo:          make down   (stops the daemon and runs sluice off: removes Sluice's table; nothing else is touched)
+                 or: $how_stop && sluice off
 MSG
