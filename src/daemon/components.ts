@@ -5,3 +5,4 @@
  */
 import '../dns/register.js';
 import '../monitor/register.js';
+import './register.js';
