@@ -5,6 +5,9 @@ import { KernelNetfilter } from '../netfilter/kernel-netfilter.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
 import { loadPolicyFile, loadPolicyWithBytes } from '../policy/load-policy.js';
 import { controlCall } from '../daemon/control-server.js';
+import { setHostnameSource } from '../daemon/hostnames.js';
+import { LearnedState } from '../dns/learned-state.js';
+import { join } from 'node:path';
 import type { Policy } from '../policy/policy.js';
 import { defaultPolicyPath, StateStore } from '../state/state-store.js';
 import { lookupUsers } from '../system/users.js';
@@ -45,6 +48,15 @@ export class Context {
   /** Loads a policy and keeps its bytes, for applying (the state directory snapshots them). */
   loadPolicyForApply(path?: string): { policy: Policy; bytes: Buffer } {
     return loadPolicyWithBytes(path ?? defaultPolicyPath(), { lookupUsers });
+  }
+
+  /**
+   * Names destinations for CLI views (connections, top) from the DNS guard's
+   * saved learned state: the daemon's names, as of its last save (every 5 s).
+   */
+  useSavedHostnames(): void {
+    const learned = LearnedState.load(join(this.state.dir, 'learned.json'));
+    setHostnameSource((family, addr) => learned.namesFor(family, addr)[0]);
   }
 
   /** Tells a running daemon to adopt what is applied now. Returns false when no daemon runs. */

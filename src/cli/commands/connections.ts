@@ -47,6 +47,7 @@ export function connectionLines(conns: Connection[]): string[] {
 
 /** `sluice connections [--json]`: live outbound connections with their process, from the kernel's tables. */
 export function connections(ctx: Context): number {
+  ctx.useSavedHostnames();
   const snap = listConnections({ policy: appliedPolicy(ctx) });
   ctx.result(snap);
   if (snap.connections.length === 0) ctx.say('No outbound connections.');

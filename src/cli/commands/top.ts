@@ -83,6 +83,7 @@ export function topScreen(conns: Connection[], rows: TopRow[], intervalS: number
  * one interval apart and prints one snapshot.
  */
 export async function top(ctx: Context, args: { interval?: string }): Promise<number> {
+  ctx.useSavedHostnames();
   const intervalS = args.interval !== undefined ? parseCount('--interval', args.interval, 3600) : 2;
   const policy = appliedPolicy(ctx);
   const procs = new ProcessTable({ exclude: [process.pid] });
