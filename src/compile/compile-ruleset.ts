@@ -78,6 +78,12 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   const logChain = (name: string, ruleName: string, letter: string, verdict: Stmt, limit: string, suppressed: string): ChainDef => ({
     name,
     rules: [
+      // Enforce mode, blocked packets only (they are dropped, so no other user of
+      // marks is disturbed): the packet mark carries the sender's cgroup id to the
+      // event collector, which then knows the sender's service even when its
+      // socket is gone. 0 first, so a mark left by others never reads as a cgroup;
+      // a level deeper than the sender's cgroup ends its rule, so the deepest wins.
+      ...(letter === 'B' ? [{ stmts: [{ k: 'mark-set', value: 0 } as Stmt] }, ...[1, 2, 3, 4].map((level) => ({ stmts: [{ k: 'mark-set-cgroup', level } as Stmt] }))] : []),
       {
         stmts: [
           { k: 'limit', name: limit },

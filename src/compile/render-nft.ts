@@ -93,6 +93,10 @@ export function renderStmt(s: Stmt): string {
       return s.how === 'tcp-reset' ? 'reject with tcp reset' : 'reject with icmpx admin-prohibited';
     case 'redirect':
       return `redirect to :${s.port}`;
+    case 'mark-set':
+      return `meta mark set 0x${s.value.toString(16).padStart(8, '0')}`;
+    case 'mark-set-cgroup':
+      return `meta mark set socket cgroupv2 level ${s.level}`;
     case 'verdict':
       return s.v;
     case 'goto':

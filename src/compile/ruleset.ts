@@ -85,6 +85,10 @@ export type Stmt =
   | { k: 'log'; group: number; prefix: string }
   | { k: 'reject'; how: 'tcp-reset' | 'icmpx-admin' }
   | { k: 'redirect'; port: number }
+  /** meta mark set <value>. */
+  | { k: 'mark-set'; value: number }
+  /** meta mark set socket cgroupv2 level N: the low 32 bits of the sender's cgroup id at that depth. */
+  | { k: 'mark-set-cgroup'; level: number }
   | { k: 'verdict'; v: 'accept' | 'drop' | 'return' | 'continue' }
   | { k: 'goto' | 'jump'; chain: string }
   /** Only produced by the decoder: an expression Sluice never writes. */

@@ -24,6 +24,8 @@ export interface FlowFacts {
   icmpType?: number;
   uid?: number;
   outIfindex?: number;
+  /** Blocked packets in enforce mode: the low 32 bits of the sender's cgroup id, from the packet mark. */
+  cgroupLow32?: number;
 }
 
 export interface AttributionStats {
@@ -232,6 +234,21 @@ export class Attributor {
     let proc: ProcessRef | undefined;
     let method: AttributionMethod | undefined;
     let cands = this.candidates(f.uid, f.time);
+    // The sender's cgroup, stamped in the mark by the block chain, narrows the
+    // candidates even when its socket is long gone (a TCP connect refused with a reset).
+    if (cands.length > 1 && f.cgroupLow32 !== undefined && this.deps.cgroups) {
+      const path = this.deps.cgroups.pathByLow32(f.cgroupLow32);
+      if (path !== undefined) {
+        const inside = cands.filter((c) => c.cgroup === path || (c.cgroup?.startsWith(`${path === '/' ? '' : path}/`) ?? false));
+        if (inside.length === 1) {
+          e.process = this.ref(inside[0] as ProcInfo);
+          e.attribution = 'cgroup';
+          this.stats.cgroup++;
+          return e;
+        }
+        if (inside.length > 0) cands = inside;
+      }
+    }
     const sock = (this.deps.socketMayExist?.(f) ?? true) && cands.length !== 1 ? this.findSock(f) : undefined;
     let sockCgroup: string | undefined;
     if (sock) {

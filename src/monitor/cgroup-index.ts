@@ -13,6 +13,8 @@ const MAX_DEPTH = 12;
  */
 export class CgroupIndex {
   private byId = new Map<bigint, string>();
+  /** Low 32 bits of each id (what a packet mark can carry); null where two cgroups share them. */
+  private byLow32 = new Map<number, string | null>();
   private lastWalk = 0;
 
   constructor(private readonly root: string | null = findCgroup2Root()) {}
@@ -25,6 +27,17 @@ export class CgroupIndex {
     this.lastWalk = now;
     this.walk(this.root);
     return this.byId.get(id);
+  }
+
+  /** The path of the cgroup whose id has these low 32 bits, unless that is ambiguous. */
+  pathByLow32(low32: number, now = Date.now()): string | undefined {
+    let p = this.byLow32.get(low32);
+    if (p === undefined && this.root && now - this.lastWalk >= 3000) {
+      this.lastWalk = now;
+      this.walk(this.root);
+      p = this.byLow32.get(low32);
+    }
+    return p ?? undefined;
   }
 
   private walk(root: string): void {
@@ -53,5 +66,11 @@ export class CgroupIndex {
       frontier = deeper;
     }
     this.byId = next;
+    const low = new Map<number, string | null>();
+    for (const [id, path] of next) {
+      const k = Number(id & 0xffffffffn);
+      low.set(k, low.has(k) ? null : path);
+    }
+    this.byLow32 = low;
   }
 }

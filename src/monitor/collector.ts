@@ -36,6 +36,8 @@ export function recordFacts(r: NflogRecord): FlowFacts | 'foreign' | 'malformed'
   if (pkt.icmpType !== undefined) f.icmpType = pkt.icmpType;
   if (r.uid !== undefined) f.uid = r.uid;
   if (r.outIfindex !== undefined) f.outIfindex = r.outIfindex;
+  // Only block chains (enforce mode) write the sender's cgroup into the mark, after resetting it to 0.
+  if (p.verdict === 'blocked' && r.mark !== undefined && r.mark !== 0) f.cgroupLow32 = r.mark;
   return f;
 }
 

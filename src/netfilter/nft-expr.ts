@@ -33,6 +33,7 @@ import {
 /** Low-level nf_tables expressions: what the kernel stores, one to one. */
 export type LExpr =
   | { e: 'meta'; key: number; dreg: number }
+  | { e: 'metaset'; key: number; sreg: number }
   | { e: 'payload'; base: number; offset: number; len: number; dreg: number }
   | { e: 'cmp'; sreg: number; op: number; data: Buffer }
   | { e: 'lookup'; sreg: number; set: string; setId?: number; flags: number }
@@ -134,6 +135,16 @@ export function stmtToLExprs(s: Stmt): LExpr[] {
         // NF_NAT_RANGE_PROTO_SPECIFIED: the port in the register is the target.
         { e: 'redir', regMin: REG_1, flags: 2 },
       ];
+    case 'mark-set':
+      return [
+        { e: 'immediate', dreg: REG_1, data: intBytes(s.value, 4, false) },
+        { e: 'metaset', key: META.MARK, sreg: REG_1 },
+      ];
+    case 'mark-set-cgroup':
+      return [
+        { e: 'socket', key: SOCKET_CGROUPV2, dreg: REG_1, level: s.level },
+        { e: 'metaset', key: META.MARK, sreg: REG_1 },
+      ];
     case 'verdict': {
       const code = { accept: NF_ACCEPT, drop: NF_DROP, return: NFT_RETURN, continue: NFT_CONTINUE }[s.v];
       return [{ e: 'immediate', dreg: REG_VERDICT, code }];
@@ -185,6 +196,16 @@ export function lexprsToStmts(list: LExpr[]): Stmt[] {
         i += 3;
         continue;
       }
+    }
+    if (x.e === 'socket' && x.key === SOCKET_CGROUPV2 && x.dreg === REG_1 && b?.e === 'metaset' && b.key === META.MARK && b.sreg === REG_1) {
+      out.push({ k: 'mark-set-cgroup', level: x.level });
+      i += 2;
+      continue;
+    }
+    if (x.e === 'immediate' && x.dreg === REG_1 && x.data?.length === 4 && b?.e === 'metaset' && b.key === META.MARK && b.sreg === REG_1) {
+      out.push({ k: 'mark-set', value: Number(bytesInt(x.data, false)) });
+      i += 2;
+      continue;
     }
     if (x.e === 'socket' && x.key === SOCKET_CGROUPV2 && x.dreg === REG_1 && b?.e === 'lookup' && b.sreg === REG_1) {
       out.push(withNeg({ k: 'lookup', sel: 'socket cgroupv2', set: b.set, level: x.level }, b.flags));
@@ -274,12 +295,15 @@ export function describeLExpr(x: LExpr): string {
 /** Writes one expression as an NFTA_LIST_ELEM. */
 export function writeLExpr(w: NlWriter, x: LExpr): void {
   w.nest(LIST_ELEM, () => {
-    const name = x.e === 'raw' ? x.name : x.e;
+    const name = x.e === 'raw' ? x.name : x.e === 'metaset' ? 'meta' : x.e;
     w.str(EXPR.NAME, name);
     w.nest(EXPR.DATA, () => {
       switch (x.e) {
         case 'meta':
           w.u32be(A.meta.DREG, x.dreg).u32be(A.meta.KEY, x.key);
+          break;
+        case 'metaset':
+          w.u32be(A.meta.KEY, x.key).u32be(A.meta.SREG, x.sreg);
           break;
         case 'payload':
           w.u32be(A.payload.DREG, x.dreg).u32be(A.payload.BASE, x.base).u32be(A.payload.OFFSET, x.offset).u32be(A.payload.LEN, x.len);
@@ -349,7 +373,10 @@ export function readLExpr(elem: Buffer): LExpr {
   const u = (t: number) => attrU32(m.get(t)) ?? -1;
   switch (name) {
     case 'meta':
-      if (m.has(A.meta.SREG)) break;
+      if (m.has(A.meta.SREG)) {
+        if (m.has(A.meta.DREG)) break;
+        return { e: 'metaset', key: u(A.meta.KEY), sreg: u(A.meta.SREG) };
+      }
       return { e: 'meta', key: u(A.meta.KEY), dreg: u(A.meta.DREG) };
     case 'payload':
       if (!m.has(A.payload.DREG)) break;

@@ -6,16 +6,16 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { StoredEvent } from '../../src/events/event-store.js';
 import { findCgroup2Root } from '../../src/system/cgroups.js';
+import { attempter, eventsFrom, finish, logEvents, NODE, waitFor } from '../support/monitor-helpers.js';
 import { HOSTS, ROOT, World } from '../world/world.js';
 
-const NODE = realpathSync(process.execPath);
-const SUPPORT = join(ROOT, 'dist/test/support');
 const NOBODY = 65534;
+const SUPPORT = join(ROOT, 'dist/test/support');
 
 const ENFORCE = `
 mode: enforce
@@ -35,69 +35,6 @@ rules:
 `;
 
 const AUDIT = ENFORCE.replace('mode: enforce', 'mode: audit');
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
-/** Starts the attempt helper; resolves with its pid and a function that triggers the attempt and returns its outcome. */
-async function attempter(w: World, args: string[], opts: { uid?: number } = {}): Promise<{ pid: number; child: ChildProcess; go: () => Promise<{ ok: boolean; error?: string }> }> {
-  const child = w.spawnIn(w.client, [NODE, join(SUPPORT, 'attempt.js'), ...args], opts.uid !== undefined ? { uid: opts.uid } : {});
-  const lines: Record<string, unknown>[] = [];
-  let buf = '';
-  child.stdout?.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      lines.push(JSON.parse(buf.slice(0, nl)) as Record<string, unknown>);
-      buf = buf.slice(nl + 1);
-    }
-  });
-  const first = await waitFor('the attempt helper', async () => lines.find((l) => l.waiting));
-  const pid = Number(first.pid);
-  return {
-    pid,
-    child,
-    go: async () => {
-      process.kill(pid, 'SIGUSR1');
-      const done = await waitFor('the attempt', async () => lines.find((l) => l.done));
-      return { ok: done.ok === true, ...(typeof done.error === 'string' ? { error: done.error } : {}) };
-    },
-  };
-}
-
-/**
- * Ends an attempt helper and waits until it is gone and the collector has had time to notice (it lists
- * /proc every 100 ms): a process that exited before a later record is not a candidate for it.
- */
-async function finish(a: { pid: number; child: ChildProcess }): Promise<void> {
-  a.child.kill('SIGKILL');
-  await waitFor(`process ${a.pid} to exit`, async () => (existsSync(`/proc/${a.pid}`) ? undefined : true));
-  await sleep(300);
-}
-
-async function logEvents(w: World, extra: string[] = []): Promise<StoredEvent[]> {
-  const r = await w.sluiceJson<{ events: StoredEvent[] }>(['log', '--limit', '100000', ...extra]);
-  assert.equal(r.code, 0, r.stderr);
-  return r.json.events;
-}
-
-/** Waits until the store has an event from this local port, then lets one more flush pass and returns all of them. */
-async function eventsFrom(w: World, sport: number): Promise<StoredEvent[]> {
-  await waitFor(`an event from local port ${sport}`, async () => ((await logEvents(w)).some((e) => e.sport === sport) ? true : undefined));
-  await sleep(400);
-  return (await logEvents(w)).filter((e) => e.sport === sport);
-}
 
 async function metrics(w: World): Promise<string> {
   const r = await w.exec([NODE, '-e', "fetch('http://127.0.0.1:9329/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"]);

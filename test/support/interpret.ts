@@ -116,6 +116,9 @@ export function interpret(rs: Ruleset, p: Packet): Outcome {
             break;
           case 'limit':
             break; // under the limit
+          case 'mark-set':
+          case 'mark-set-cgroup':
+            break; // marks only label the packet for the event collector
           case 'log':
             logs.push(s.prefix);
             break;
