@@ -62,6 +62,8 @@ function version(): string {
 
 /** Runs the CLI; returns the exit status. */
 export async function main(argv: string[]): Promise<number> {
+  // State, snapshots, the event database: readable by the owner only.
+  process.umask(0o077);
   let parsed;
   try {
     parsed = parseArgs({

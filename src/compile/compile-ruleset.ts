@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { MAX4, MAX6, type AddrRange, type Family } from '../net/ip.js';
 import type { Policy, Rule, ServiceRef } from '../policy/policy.js';
 import { TABLE_NAME, type ChainDef, type RuleDef, type Ruleset, type SetDef, type SetElem, type Stmt } from './ruleset.js';
@@ -35,6 +36,8 @@ export const DEFAULT_RULE = '#default';
 /** IPv6 neighbour discovery and MLD messages a host must send to stay reachable (RFC 4861, RFC 3810). */
 export const ESSENTIAL_ICMPV6_TYPES = [131, 132, 133, 135, 136, 143];
 
+/** RTN_LOCAL: a destination address of this host. */
+const RTN_LOCAL = 2;
 const NFPROTO_IPV4 = 2;
 const NFPROTO_IPV6 = 10;
 const IPPROTO_ICMP = 1;
@@ -95,32 +98,24 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     ],
   });
 
-  const output: RuleDef[] = [
+  const guard = policy.dns.guard;
+  const dnsEnv = env.dns ?? { upstreams: [], encrypted: { addrs: [], names: [] } };
+  const output: RuleDef[] = [];
+  if (guard && !audit) {
+    if (dnsEnv.upstreams.length === 0) warnings.push('the DNS guard has no upstream resolver: allowed names will get SERVFAIL (set dns.upstreams)');
+    // Before the established shortcut: a flow to an upstream resolver's port 53
+    // that is not the guard's (root, marked) is dropped even when conntrack
+    // knows it, so a process reusing a source port the guard let go cannot ride
+    // the guard's conntrack entry past the redirect.
+    output.push(...guardUpstreamRules(policy, dnsEnv.upstreams, sets));
+  }
+  output.push(
     { stmts: [{ k: 'ct', states: ['established', 'related'] }, { k: 'verdict', v: 'accept' }], comment: 'replies to allowed flows' },
-    { stmts: [{ k: 'cmp', sel: 'meta oif', op: 'eq', value: 1 }, { k: 'verdict', v: 'accept' }], comment: 'loopback' },
-    // Loopback by destination too: a packet NAT-redirected to 127.0.0.1 or ::1 in the
-    // output hook (DNS sent to the guard) still shows its original oif to later chains
-    // of the same hook, because the hook state's device is fixed before the re-route.
-    {
-      stmts: [
-        { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: NFPROTO_IPV4 },
-        { k: 'lookup', sel: 'ip daddr', set: 'loopback4' },
-        { k: 'verdict', v: 'accept' },
-      ],
-      comment: 'loopback destinations',
-    },
-    {
-      stmts: [
-        { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: NFPROTO_IPV6 },
-        { k: 'lookup', sel: 'ip6 daddr', set: 'loopback6' },
-        { k: 'verdict', v: 'accept' },
-      ],
-      comment: 'loopback destinations',
-    },
-  ];
-  sets.push(
-    { name: 'loopback4', key: 'ipv4_addr', interval: true, timeout: false, dynamic: false, elements: [{ t: 'addr', family: 4, start: 0x7f000000n, end: 0x7fffffffn }], comment: 'loopback' },
-    { name: 'loopback6', key: 'ipv6_addr', interval: false, timeout: false, dynamic: false, elements: [{ t: 'addr', family: 6, start: 1n, end: 1n }], comment: 'loopback' },
+    // To this host, judged after NAT: loopback, the host's own addresses, and DNS
+    // redirected to the guard. Not `oif "lo"`: later chains of the output hook see
+    // the interface chosen before NAT, so a local address DNAT-ed to a remote one
+    // would pass as loopback.
+    { stmts: [{ k: 'cmp', sel: 'fib daddr type', op: 'eq', value: RTN_LOCAL }, { k: 'verdict', v: 'accept' }], comment: 'to this host' },
   );
 
   if (policy.essentials) {
@@ -149,6 +144,8 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
         [
           { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: NFPROTO_IPV4 },
           { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
+          // The client port is privileged: only a DHCP client run by root can send from it.
+          { k: 'cmp', sel: 'th sport', op: 'eq', value: 68 },
           { k: 'cmp', sel: 'th dport', op: 'eq', value: 67 },
         ],
         'essentials: DHCP',
@@ -157,6 +154,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
         [
           { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: NFPROTO_IPV6 },
           { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
+          { k: 'cmp', sel: 'th sport', op: 'eq', value: 546 },
           { k: 'cmp', sel: 'th dport', op: 'eq', value: 547 },
         ],
         'essentials: DHCPv6',
@@ -164,18 +162,14 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     );
   }
 
-  const guard = policy.dns.guard;
-  const dnsEnv = env.dns ?? { upstreams: [], encrypted: { addrs: [], names: [] } };
-  if (guard && !audit) {
-    if (dnsEnv.upstreams.length === 0) warnings.push('the DNS guard has no upstream resolver: allowed names will get SERVFAIL (set dns.upstreams)');
-    output.push(...guardUpstreamRules(policy, dnsEnv.upstreams, sets));
-  }
+  // Every rule's sets first: the encrypted-DNS block refers to the sets of rules that allow port 853.
+  const ordered = [...policy.rules.filter((r) => r.action === 'deny'), ...policy.rules.filter((r) => r.action === 'allow')];
+  const compiledRules = new Map(ordered.map((rule) => [rule, compileRule(rule, env, sets, warnings)]));
   const encrypted = guard && policy.dns.encryptedDns === 'block' ? encryptedDnsRules(policy, dnsEnv.encrypted.addrs, sets) : [];
   if (encrypted.length > 0) {
     extraChains.push(logChain('block_encrypted-dns', ENCRYPTED_DNS_RULE, blockLetter, blockVerdict, 'log_block', 'suppressed_block'));
   }
 
-  const ordered = [...policy.rules.filter((r) => r.action === 'deny'), ...policy.rules.filter((r) => r.action === 'allow')];
   let encryptedPlaced = false;
   for (const rule of ordered) {
     // Encrypted DNS is blocked after the deny rules and before the allow rules: an explicit
@@ -196,8 +190,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     } else {
       verdict = { k: 'verdict', v: 'accept' };
     }
-    const compiled = compileRule(rule, env, sets, warnings);
-    for (const stmts of compiled) {
+    for (const stmts of compiledRules.get(rule) ?? []) {
       output.push({
         stmts: [...stmts, { k: 'counter', name: objectNames.counter(rule.name) }, verdict],
         comment: `${rule.action} ${rule.name}`,
@@ -251,6 +244,9 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       rules: [
         {
           stmts: [
+            // Only replies to queries this host sent: an unsolicited packet from port 53 teaches nothing.
+            { k: 'ct', states: ['established'] },
+            { k: 'cmp', sel: 'ct direction', op: 'eq', value: 1 },
             { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
             { k: 'cmp', sel: 'th sport', op: 'eq', value: 53 },
             { k: 'limit', name: 'log_dns' },
@@ -307,7 +303,13 @@ const dnsPortsSet = (name: string, port: number): SetDef => ({
   elements: [IPPROTO_TCP, IPPROTO_UDP].map((proto) => ({ t: 'protoport', proto, from: port, to: port })),
 });
 
-/** Only the guard's own marked packets may reach the upstream resolvers on port 53. */
+/**
+ * Only the guard (root, with its mark) may reach the upstream resolvers on
+ * port 53. Setting a mark needs CAP_NET_ADMIN (CAP_NET_RAW on newer kernels),
+ * so the uid is required too. Other flows there are dropped even when
+ * conntrack knows them (a reused source port), which is why these rules come
+ * before the established shortcut.
+ */
 function guardUpstreamRules(policy: Policy, upstreams: AddrRange[], sets: SetDef[]): RuleDef[] {
   sets.push({ ...dnsPortsSet('dns_ports', 53), comment: 'DNS' });
   const out: RuleDef[] = [];
@@ -324,17 +326,16 @@ function guardUpstreamRules(policy: Policy, upstreams: AddrRange[], sets: SetDef
       elements: hosts.map((h) => ({ t: 'addr', family, start: h.start, end: h.end })),
       comment: 'DNS guard upstreams',
     });
-    out.push({
-      stmts: [
-        { k: 'cmp', sel: 'meta mark', op: 'eq', value: policy.dns.mark },
-        { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 },
-        { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set: name },
-        { k: 'lookup', sel: 'meta l4proto . th dport', set: 'dns_ports' },
-        { k: 'counter', name: 'dns_upstream' },
-        { k: 'verdict', v: 'accept' },
-      ],
-      comment: 'DNS guard to its upstreams',
-    });
+    const to: Stmt[] = [
+      { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 },
+      { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set: name },
+      { k: 'lookup', sel: 'meta l4proto . th dport', set: 'dns_ports' },
+    ];
+    out.push(
+      { stmts: [{ k: 'cmp', sel: 'meta mark', op: 'neq', value: policy.dns.mark }, ...to, { k: 'verdict', v: 'drop' }], comment: 'only the guard reaches the upstream resolvers' },
+      { stmts: [{ k: 'cmp', sel: 'meta skuid', op: 'neq', value: 0 }, ...to, { k: 'verdict', v: 'drop' }], comment: 'only the guard reaches the upstream resolvers' },
+      { stmts: [...to, { k: 'counter', name: 'dns_upstream' }, { k: 'verdict', v: 'accept' }], comment: 'DNS guard to its upstreams' },
+    );
   }
   return out;
 }
@@ -348,15 +349,22 @@ function guardUpstreamRules(policy: Policy, upstreams: AddrRange[], sets: SetDef
 function encryptedDnsRules(policy: Policy, addrs: AddrRange[], sets: SetDef[]): RuleDef[] {
   const allows = policy.rules.filter((r) => r.action === 'allow');
   const explicitHosts = allows.flatMap((r) => r.addrs.filter((a) => a.start === a.end));
-  const dotAllowed = allows.some((r) => r.ports.some((p) => p.from === 853 && p.to === 853));
   const end = (stmts: Stmt[]): RuleDef => ({
     stmts: [...stmts, { k: 'counter', name: 'encrypted_dns' }, { k: 'goto', chain: 'block_encrypted-dns' }],
     comment: 'encrypted DNS bypasses the guard',
   });
   const out: RuleDef[] = [];
-  if (!dotAllowed) {
-    sets.push({ ...dnsPortsSet('dot_ports', 853), comment: 'DNS over TLS' });
-    out.push(end([{ k: 'lookup', sel: 'meta l4proto . th dport', set: 'dot_ports' }]));
+  // DNS over TLS: blocked everywhere except to the destinations of rules that list port 853 themselves.
+  const dotRules = allows.filter((r) => r.ports.some((p) => p.from === 853 && p.to === 853));
+  const existing = new Set(sets.map((x) => x.name));
+  sets.push({ ...dnsPortsSet('dot_ports', 853), comment: 'DNS over TLS' });
+  for (const family of [4, 6] as const) {
+    if (dotRules.some((r) => r.addrs.length === 0 && r.domains.length === 0)) continue; // a rule allows 853 to anywhere
+    const exempt: Stmt[] = dotRules
+      .flatMap((r) => ['a', 'n', 'd'].map((kind) => objectNames.set(r.name, `${kind}${family}`)))
+      .filter((n) => existing.has(n))
+      .map((set) => ({ k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set, neg: true }));
+    out.push(end([{ k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 }, ...exempt, { k: 'lookup', sel: 'meta l4proto . th dport', set: 'dot_ports' }]));
   }
   sets.push({ ...dnsPortsSet('doh_ports', 443), comment: 'HTTPS and HTTP/3' });
   for (const family of [4, 6] as const) {
@@ -389,7 +397,10 @@ function dnsRedirectChain(policy: Policy): ChainDef {
     name: 'dns_redirect',
     base: { type: 'nat', hook: 'output', priority: -100, policy: 'accept' },
     rules: [
-      { stmts: [{ k: 'cmp', sel: 'meta mark', op: 'eq', value: policy.dns.mark }, { k: 'verdict', v: 'return' }], comment: "the guard's own queries" },
+      {
+        stmts: [{ k: 'cmp', sel: 'meta mark', op: 'eq', value: policy.dns.mark }, { k: 'cmp', sel: 'meta skuid', op: 'eq', value: 0 }, { k: 'verdict', v: 'return' }],
+        comment: "the guard's own queries",
+      },
       ...[IPPROTO_UDP, IPPROTO_TCP].map((proto) => ({
         stmts: [
           { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto },
@@ -562,9 +573,16 @@ function compileRule(rule: Rule, env: CompileEnv, sets: SetDef[], warnings: stri
   return out;
 }
 
-/** The comment of a DNS-filled set: the rule and its names, kept under the kernel's 255-byte user-data limit. */
+/**
+ * The comment of a DNS-filled set: the rule, a hash of its action and full
+ * domain list, and the names (kept under the kernel's 255-byte user-data
+ * limit). Learned addresses are carried across a table replacement only into
+ * a set with the same comment, so narrowing a rule's names, or turning a deny
+ * into an allow, never inherits addresses learned under the old meaning.
+ */
 function domainComment(rule: Rule): string {
-  const full = `rule ${rule.name}: ${rule.domains.map((d) => d.text).join(', ')}`;
+  const hash = createHash('sha256').update(`${rule.action}\n${rule.domains.map((d) => d.text).join('\n')}`).digest('hex').slice(0, 12);
+  const full = `rule ${rule.name} [${hash}]: ${rule.domains.map((d) => d.text).join(', ')}`;
   return Buffer.byteLength(full) <= 200 ? full : `${full.slice(0, 190)}...`;
 }
 

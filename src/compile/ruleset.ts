@@ -69,7 +69,11 @@ export type Selector =
   | 'th sport'
   | 'icmpv6 type'
   | 'meta l4proto . th dport'
-  | 'socket cgroupv2';
+  | 'socket cgroupv2'
+  /** The route type of the destination after NAT (2 = local). */
+  | 'fib daddr type'
+  /** 0: original direction, 1: reply. */
+  | 'ct direction';
 
 export type CtState = 'invalid' | 'established' | 'related' | 'new' | 'untracked';
 

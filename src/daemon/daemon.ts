@@ -26,6 +26,12 @@ export interface Runtime {
 /** A part of the daemon (DNS guard, event collector, watchdog...). */
 export interface Component {
   readonly name: string;
+  /**
+   * Runs before the policy is written to the kernel, on start and on reload:
+   * whatever the new ruleset will rely on (the DNS guard's sockets) must exist
+   * first. Throwing here stops the start or the reload before the kernel changes.
+   */
+  prepare?(policy: Policy): Promise<void>;
   start(rt: Runtime): Promise<void>;
   stop(): Promise<void>;
   /** The policy changed; rt holds the new one. Components that keep derived state rebuild it. */
@@ -34,9 +40,17 @@ export interface Component {
   status?(): Record<string, unknown>;
 }
 
+/** A loaded and compiled policy, not yet in the kernel. */
+export interface Loaded {
+  policy: Policy;
+  compiled: CompileResult;
+  /** Writes it to the kernel (and the state directory). */
+  apply: () => void;
+}
+
 export interface DaemonOptions {
-  /** Loads, compiles and applies the current policy; returns what was applied. */
-  loadAndApply: (reason: 'start' | 'reload') => { policy: Policy; compiled: CompileResult };
+  /** Loads and compiles the current policy; applying it is a separate step. */
+  load: (reason: 'start' | 'reload') => Loaded;
   netfilter: Netfilter;
   state: StateStore;
   components: Component[];
@@ -73,7 +87,10 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
-    const { policy, compiled } = this.opts.loadAndApply('start');
+    const loaded = this.opts.load('start');
+    for (const c of this.opts.components) await c.prepare?.(loaded.policy);
+    loaded.apply();
+    const { policy, compiled } = loaded;
     this.rt = {
       policy,
       compiled,
@@ -140,7 +157,10 @@ export class Daemon {
     if (this.reloading) return this.reloading;
     this.reloading = (async () => {
       try {
-        const { policy, compiled } = this.opts.loadAndApply('reload');
+        const loaded = this.opts.load('reload');
+        for (const c of this.started) await c.prepare?.(loaded.policy);
+        loaded.apply();
+        const { policy, compiled } = loaded;
         this.runtime.policy = policy;
         this.runtime.compiled = compiled;
         for (const c of this.started) await c.reload?.(this.runtime);

@@ -18,6 +18,8 @@ export interface GuardDeps {
   rebinding: RebindingFilter;
   /** Encrypted-DNS endpoint names: refused unless a rule names them exactly. */
   encryptedNames: Set<string>;
+  /** The DNS-filled sets the live ruleset has (a rule covering a whole family has none for it). */
+  dynamicSets: Set<string>;
   upstream: { query(q: Question, flags: { dnssecOk: boolean; cd: boolean }): Promise<Message> };
   writer: { write(w: SetWrite[]): Promise<void> };
   learned: LearnedState;
@@ -83,11 +85,23 @@ export class DnsGuard {
     if (question.type === AXFR || question.type === IXFR) return fail(RCODE.REFUSED, 'zone transfers are not served', ede(EDE.PROHIBITED, 'sluice: zone transfers are refused'));
 
     const name = canonicalName(question.name);
-    const rules = this.deps.matcher.match(question.name);
-    const encrypted = this.deps.encryptedNames.has(name) && !rules.some((r) => r.domains.some((d) => !d.wildcard && d.name === name));
-    if (rules.length === 0 || encrypted) {
+    const matched = this.deps.matcher.match(question.name);
+    const allows = matched.filter((r) => r.action === 'allow');
+    const denies = matched.filter((r) => r.action === 'deny');
+    // A deny rule that names the domain with no other condition refuses the name itself: forwarding
+    // it would carry data to exactly the domain the policy denies. Narrower deny rules (some ports,
+    // users...) let the name resolve when it is otherwise allowed, and get its addresses in their sets.
+    const refusedBy = denies.find((r) => r.ports.length === 0 && !r.icmp && !r.icmpv6 && r.users.length === 0 && r.services.length === 0 && r.interfaces.length === 0);
+    const forward = !refusedBy && (allows.length > 0 || this.deps.policy.defaultAction === 'allow');
+    const encrypted = this.deps.encryptedNames.has(name) && !allows.some((r) => r.domains.some((d) => !d.wildcard && d.name === name));
+    const rules = [...allows, ...denies];
+    if (!forward || encrypted) {
       this.stats.blocked++;
-      const why = encrypted ? `${name} is an encrypted DNS endpoint; a rule must name it exactly` : `${name} is not allowed by the policy`;
+      const why = encrypted
+        ? `${name} is an encrypted DNS endpoint; a rule must name it exactly`
+        : refusedBy
+          ? `${name} is denied by rule ${refusedBy.name}`
+          : `${name} is not allowed by the policy`;
       const rcode = this.deps.policy.dns.blockedAnswer === 'refused' ? RCODE.REFUSED : RCODE.NXDOMAIN;
       // Who asked for a name the policy does not allow is the interesting part: find out before answering.
       const proc = this.deps.identify?.(client);
@@ -116,7 +130,7 @@ export class DnsGuard {
       this.deps.learned.nameAddress(a.family, a.addr, name, expiresAt);
       for (const rule of rules) {
         const set = objectNames.dnsSet(rule.name, a.family);
-        if (!this.deps.learned.needsWrite(set, a.family, a.addr, expiresAt)) continue;
+        if (!this.deps.dynamicSets.has(set) || !this.deps.learned.needsWrite(set, a.family, a.addr, expiresAt)) continue;
         writes.push({ set: { name: set, key: a.family === 4 ? 'ipv4_addr' : 'ipv6_addr', interval: false }, elem: { t: 'addr', family: a.family, start: a.addr, end: a.addr, timeoutMs: lifeMs } });
         commits.push({ set, family: a.family, addr: a.addr, expiresAt });
       }

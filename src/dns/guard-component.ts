@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { SluiceError } from '../errors.js';
 import { compileEnvFor } from '../system/compile-env.js';
 import { dnsLogGroup, objectNames } from '../compile/compile-ruleset.js';
 import { TABLE_NAME } from '../compile/ruleset.js';
@@ -20,6 +22,16 @@ import { SetWriter, type SetWrite } from './set-writer.js';
 import { UpstreamClient } from './upstream.js';
 
 const RECENT_MAX = 10_000;
+
+/** The first port an unprivileged process may bind in this network namespace (1024 unless lowered). */
+function unprivilegedPortStart(): number {
+  try {
+    const v = Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'utf8').trim());
+    return Number.isInteger(v) && v >= 0 ? v : 1024;
+  } catch {
+    return 1024;
+  }
+}
 
 /**
  * The DNS guard as a daemon component. Enforce mode: listens where the kernel
@@ -43,11 +55,35 @@ export class GuardComponent implements Component {
   private saveTimer: NodeJS.Timeout | undefined;
   private running: { mode: string; port: number; upstreams: string } | null = null;
   private passiveStats = { replies: 0, malformed: 0 };
+  /** Servers bound by prepare(), taken over by configure(). */
+  private prepared: GuardServers | undefined;
   private attribution = new QueryAttribution();
   private unattributed: DnsQueryEvent[] = [];
 
   private get learnedFile(): string {
     return join(this.rt?.state.dir ?? '.', 'learned.json');
+  }
+
+  /**
+   * Binds the guard's sockets before the redirect to them reaches the kernel:
+   * if the port is taken, the start (or reload) stops with the kernel unchanged,
+   * instead of redirecting every query on the host to whoever holds the port.
+   */
+  async prepare(policy: Policy): Promise<void> {
+    if (!policy.dns.guard || policy.mode !== 'enforce') return;
+    if (this.servers && this.servers.port === policy.dns.port) return;
+    const firstFree = unprivilegedPortStart();
+    if (policy.dns.port >= firstFree) {
+      throw new SluiceError('EGUARDPORT', `dns.port ${policy.dns.port} is not privileged here (net.ipv4.ip_unprivileged_port_start = ${firstFree}): any user could take it`);
+    }
+    const servers = new GuardServers(policy.dns.port, (p, c) => (this.guard ? this.guard.handle(p, c) : Promise.resolve(null)));
+    try {
+      await servers.start();
+    } catch (err) {
+      await servers.stop();
+      throw new SluiceError('EGUARDPORT', `The DNS guard cannot listen on port ${policy.dns.port}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    }
+    this.prepared = servers;
   }
 
   async start(rt: Runtime): Promise<void> {
@@ -91,6 +127,7 @@ export class GuardComponent implements Component {
       matcher: new DomainMatcher(policy),
       rebinding: new RebindingFilter(policy),
       encryptedNames: new Set(env.dns?.encrypted.names ?? []),
+      dynamicSets: new Set(rt.compiled.ruleset.sets.filter((x) => x.dynamic).map((x) => x.name)),
       upstream: this.upstream,
       writer: this.writer,
       learned: this.learned,
@@ -102,9 +139,14 @@ export class GuardComponent implements Component {
     if (same) return;
 
     if (policy.mode === 'enforce') {
-      const guard = this.guard;
-      this.servers = new GuardServers(policy.dns.port, (p, c) => guard.handle(p, c));
-      await this.servers.start();
+      if (this.prepared && this.prepared.port === policy.dns.port) {
+        this.servers = this.prepared;
+        this.prepared = undefined;
+      } else {
+        const guard = this.guard;
+        this.servers = new GuardServers(policy.dns.port, (p, c) => guard.handle(p, c));
+        await this.servers.start();
+      }
       rt.log('info', `DNS guard listening on 127.0.0.1 and ::1 port ${policy.dns.port}`, { upstreams: want.upstreams });
     } else {
       this.listener = new NflogListener(dnsLogGroup(policy), (records) => this.observe(records), { copyBytes: 4096 });
@@ -120,8 +162,12 @@ export class GuardComponent implements Component {
    */
   private restoreLearned(dynamicSets: Set<string>): void {
     const rt = this.rt as Runtime;
+    // Rebuilt from scratch each time (the kernel and the saved file are the sources), so
+    // nothing learned under an earlier policy or mode lingers in memory.
+    this.learned = new LearnedState();
     const now = Date.now();
-    const saved = LearnedState.load(this.learnedFile, now);
+    const policy = rt.policy;
+    const saved = LearnedState.load(this.learnedFile, now, { mode: policy.mode, setComments: this.setComments(), maxLifeMs: (policy.dns.ttlMax + policy.dns.ttlGrace) * 1000 });
     const live = rt.netfilter.read(TABLE_NAME, { elements: 'dynamic' });
     const inKernel: LearnedEntry[] = [];
     for (const s of live?.ruleset.sets ?? []) {
@@ -159,7 +205,7 @@ export class GuardComponent implements Component {
   private observe(records: NflogRecord[]): void {
     const guard = this.guard;
     if (!guard) return;
-    const { policy, matcher, rebinding, learned, writer } = guard.deps;
+    const { policy, matcher, rebinding, learned, writer, dynamicSets } = guard.deps;
     for (const r of records) {
       const p = r.packet;
       if (!p || p.payloadOffset === undefined || p.sport !== 53) continue;
@@ -174,7 +220,8 @@ export class GuardComponent implements Component {
       const q = msg.questions[0];
       if (!msg.flags.qr || msg.questions.length !== 1 || !q) continue;
       const name = canonicalName(q.name);
-      const rules = matcher.match(q.name);
+      const matched = matcher.match(q.name);
+      const rules = matched.filter((x) => x.action === 'allow').length > 0 || policy.defaultAction === 'allow' ? matched : [];
       const base: DnsQueryEvent = {
         time: r.timeMs,
         transport: 'passive',
@@ -201,7 +248,7 @@ export class GuardComponent implements Component {
         learned.nameAddress(a.family, a.addr, name, now + lifeMs);
         for (const rule of rules) {
           const set = objectNames.dnsSet(rule.name, a.family);
-          if (!learned.needsWrite(set, a.family, a.addr, now + lifeMs)) continue;
+          if (!dynamicSets.has(set) || !learned.needsWrite(set, a.family, a.addr, now + lifeMs)) continue;
           writes.push({ set: { name: set, key: a.family === 4 ? 'ipv4_addr' : 'ipv6_addr', interval: false }, elem: { t: 'addr', family: a.family, start: a.addr, end: a.addr, timeoutMs: lifeMs } });
           commits.push({ set, family: a.family, addr: a.addr, expiresAt: now + lifeMs });
         }
@@ -299,17 +346,25 @@ export class GuardComponent implements Component {
     });
   }
 
+  /** Comments of the DNS-filled sets of the ruleset in force: what each set's rule means. */
+  private setComments(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const s of this.rt?.compiled.ruleset.sets ?? []) if (s.dynamic) out[s.name] = s.comment ?? '';
+    return out;
+  }
+
   private save(): void {
     if (!this.learned.dirty) return;
     try {
-      this.learned.save(this.learnedFile);
+      this.learned.save(this.learnedFile, Date.now(), { mode: this.rt?.policy.mode ?? '', setComments: this.setComments() });
     } catch (err) {
       this.rt?.log('warn', 'could not save learned DNS state', { error: (err as Error).message });
     }
   }
 
   private async stopParts(): Promise<void> {
-    await this.servers?.stop();
+    // Servers already bound for the incoming policy (prepare) stay.
+    if (this.servers && this.servers !== this.prepared) await this.servers.stop();
     this.servers = undefined;
     this.listener?.close();
     this.listener = undefined;
@@ -317,6 +372,8 @@ export class GuardComponent implements Component {
 
   async stop(): Promise<void> {
     setHostnameSource(undefined);
+    await this.prepared?.stop();
+    this.prepared = undefined;
     if (this.saveTimer) clearInterval(this.saveTimer);
     await this.stopParts();
     this.upstream?.close();

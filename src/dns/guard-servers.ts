@@ -13,6 +13,9 @@ export interface ServerStats {
 const MAX_INFLIGHT = 4096;
 const MAX_TCP_CONNECTIONS = 256;
 const TCP_IDLE_MS = 10_000;
+/** A TCP client must send its first query this soon, and no connection lives longer than the lifetime. */
+const TCP_FIRST_QUERY_MS = 5_000;
+const TCP_LIFETIME_MS = 30_000;
 const TCP_PIPELINE = 32;
 
 /**
@@ -29,7 +32,7 @@ export class GuardServers {
   private inflight = 0;
 
   constructor(
-    private port: number,
+    readonly port: number,
     private handle: Handle,
   ) {}
 
@@ -69,7 +72,18 @@ export class GuardServers {
 
   private serveTcp(conn: Socket): void {
     this.stats.tcpConnections++;
+    // Idle time alone resets on every byte, so trickling clients could hold every slot:
+    // also a deadline for the first query and a hard lifetime.
     conn.setTimeout(TCP_IDLE_MS, () => conn.destroy());
+    let answered = false;
+    const first = setTimeout(() => {
+      if (!answered) conn.destroy();
+    }, TCP_FIRST_QUERY_MS);
+    const life = setTimeout(() => conn.destroy(), TCP_LIFETIME_MS);
+    conn.on('close', () => {
+      clearTimeout(first);
+      clearTimeout(life);
+    });
     conn.on('error', () => undefined);
     let buf: Buffer = Buffer.alloc(0);
     let pipelined = 0;
@@ -80,6 +94,7 @@ export class GuardServers {
         if (buf.length < 2 + len) break;
         const msg = Buffer.from(buf.subarray(2, 2 + len));
         buf = buf.subarray(2 + len);
+        answered = true;
         if (pipelined >= TCP_PIPELINE || this.inflight >= MAX_INFLIGHT) {
           conn.destroy();
           return;

@@ -89,12 +89,17 @@ export class LearnedState {
     this.dirty = true;
   }
 
-  /** Writes the state atomically. */
-  save(file: string, now = Date.now()): void {
+  /**
+   * Writes the state atomically, with the mode and each set's comment (its
+   * rule's meaning), so a restore under a different meaning brings nothing back.
+   */
+  save(file: string, now = Date.now(), context: { mode: string; setComments: Record<string, string> } = { mode: '', setComments: {} }): void {
     this.prune(now);
     const data = {
       version: 1,
       savedAt: now,
+      mode: context.mode,
+      sets: context.setComments,
       entries: [...this.entries.values()].map((e) => ({ set: e.set, family: e.family, addr: formatAddr(e.family, e.addr), expiresAt: e.expiresAt })),
       names: [...this.names.entries()].map(([k, v]) => ({ key: k, names: v.names, until: v.until })),
     };
@@ -106,7 +111,7 @@ export class LearnedState {
    * Reads a saved state; unexpired entries only. A missing or corrupt file
    * gives an empty state (the kernel's own sets are read at start anyway).
    */
-  static load(file: string, now = Date.now()): LearnedState {
+  static load(file: string, now = Date.now(), expect?: { mode: string; setComments: Record<string, string>; maxLifeMs: number }): LearnedState {
     const s = new LearnedState();
     let raw: unknown;
     try {
@@ -114,14 +119,23 @@ export class LearnedState {
     } catch {
       return s;
     }
-    const obj = raw as { entries?: unknown; names?: unknown };
+    const obj = raw as { entries?: unknown; names?: unknown; mode?: unknown; sets?: unknown };
+    // Saved under another mode (audit learned by watching traffic it did not control): nothing comes back.
+    if (expect && obj.mode !== expect.mode) return s;
+    const savedComments = obj.sets && typeof obj.sets === 'object' ? (obj.sets as Record<string, unknown>) : {};
     for (const e of Array.isArray(obj.entries) ? obj.entries : []) {
       const x = e as { set?: unknown; family?: unknown; addr?: unknown; expiresAt?: unknown };
       if (typeof x.set !== 'string' || (x.family !== 4 && x.family !== 6) || typeof x.addr !== 'string' || typeof x.expiresAt !== 'number') continue;
       if (x.expiresAt <= now || !/^[a-z0-9_.-]{1,80}$/.test(x.set)) continue;
+      let expiresAt = x.expiresAt;
+      if (expect) {
+        // The set's rule must still mean the same, and no lifetime beyond what the policy allows comes back.
+        if (savedComments[x.set] !== expect.setComments[x.set]) continue;
+        expiresAt = Math.min(expiresAt, now + expect.maxLifeMs);
+      }
       const parsed = parseAddr(x.addr);
       if (!parsed || parsed.family !== x.family) continue;
-      s.entries.set(s.key(x.set, x.family, parsed.value), { set: x.set, family: x.family, addr: parsed.value, expiresAt: x.expiresAt });
+      s.entries.set(s.key(x.set, x.family, parsed.value), { set: x.set, family: x.family, addr: parsed.value, expiresAt });
     }
     for (const n of Array.isArray(obj.names) ? obj.names : []) {
       const x = n as { key?: unknown; names?: unknown; until?: unknown };

@@ -28,7 +28,10 @@ export class QueryAttribution {
   private windowStart = 0;
   private used = 0;
 
-  constructor(private perSecond = 2000) {
+  /** Socket tables by family/transport, reused for 20 ms: a flood of queries costs at most 50 dumps a second. */
+  private cache = new Map<string, { at: number; socks: SockEntry[] }>();
+
+  constructor(private perSecond = 500) {
     this.budget = perSecond;
   }
 
@@ -52,15 +55,15 @@ export class QueryAttribution {
     try {
       this.diag ??= new SockDiag();
       this.procs.maybeRefresh(100);
-      const tables = new Map<string, SockEntry[]>();
+      const now = Date.now();
       const table = (family: Family, proto: 6 | 17) => {
         const key = `${family}/${proto}`;
-        let t = tables.get(key);
-        if (!t) {
-          t = (this.diag as SockDiag).dump(family, proto);
-          tables.set(key, t);
+        let t = this.cache.get(key);
+        if (!t || now - t.at > 20) {
+          t = { at: now, socks: (this.diag as SockDiag).dump(family, proto) };
+          this.cache.set(key, t);
         }
-        return t;
+        return t.socks;
       };
       return clients.map((c) => {
         this.stats.lookups++;

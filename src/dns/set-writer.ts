@@ -59,15 +59,37 @@ export class SetWriter {
       }
     }
     const changes = [...bySet.values()];
+    if (this.commit(changes)) {
+      for (const b of batch) b.resolve();
+      return;
+    }
+    // One set refused (full, or gone): retry set by set, so only the writes
+    // that touch a failing set fail, not every query of the batch.
+    const failed = new Set<string>();
+    if (changes.length === 1) {
+      failed.add(changes[0]?.set.name ?? '');
+    } else {
+      for (const c of changes) {
+        if (!this.commit([c])) failed.add(c.set.name);
+      }
+    }
+    for (const b of batch) {
+      if (b.writes.some((w) => failed.has(w.set.name))) b.reject(new Error(this.stats.lastError ?? 'set update failed'));
+      else b.resolve();
+    }
+  }
+
+  /** One transaction; false (counted) when the kernel refused it. */
+  private commit(changes: ElementChange[]): boolean {
     try {
       this.nf.addElements(this.table, changes);
       this.stats.transactions++;
       this.stats.elements += changes.reduce((n, c) => n + c.elems.length, 0);
-      for (const b of batch) b.resolve();
+      return true;
     } catch (err) {
       this.stats.failures++;
       this.stats.lastError = (err as Error).message;
-      for (const b of batch) b.reject(err as Error);
+      return false;
     }
   }
 }

@@ -103,7 +103,7 @@ export class UpstreamClient {
   }
 
   private socketFor(family: 4 | 6): PooledSocket {
-    const size = this.opts.poolSize ?? 8;
+    const size = this.opts.poolSize ?? 16;
     let pool = this.pools.get(family);
     if (!pool) {
       pool = [];
@@ -116,7 +116,7 @@ export class UpstreamClient {
     }
     const i = randomInt(0, pool.length);
     let s = pool[i] as PooledSocket;
-    if (s.uses >= (this.opts.socketQueries ?? 2000)) {
+    if (s.uses >= (this.opts.socketQueries ?? 100)) {
       // Retire it once its queries are answered; new queries use a fresh port.
       const old = s;
       const closeWhenIdle = () => (old.pending.size === 0 ? old.sock.close() : setTimeout(closeWhenIdle, 500).unref());

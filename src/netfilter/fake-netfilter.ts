@@ -21,9 +21,10 @@ export class FakeNetfilter implements Netfilter {
     validate(ruleset);
     const next = clone(ruleset);
     const prev = this.tables.get(ruleset.table);
-    if (prev && opts.carryDynamic !== false) {
+    const mode = (comment: string) => /mode=(\w+)/.exec(comment)?.[1];
+    if (prev && opts.carryDynamic !== false && !(mode(prev.comment) === 'audit' && mode(next.comment) === 'enforce')) {
       for (const s of next.sets) {
-        const old = prev.sets.find((p) => p.name === s.name && p.dynamic && p.key === s.key);
+        const old = prev.sets.find((p) => p.name === s.name && p.dynamic && p.key === s.key && p.comment === s.comment);
         if (s.dynamic && old) s.elements = clone(old.elements);
       }
     }

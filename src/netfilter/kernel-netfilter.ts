@@ -68,11 +68,15 @@ export class KernelNetfilter implements Netfilter {
     const carried: { set: SetDef; elems: SetElem[] }[] = [];
     if (opts.carryDynamic !== false) {
       const live = this.read(ruleset.table, { elements: 'dynamic' });
-      if (live) {
+      // Never from audit into enforce: what audit mode learned came from observing
+      // traffic it did not control.
+      const mode = (comment: string) => /mode=(\w+)/.exec(comment)?.[1];
+      if (live && !(mode(live.ruleset.comment) === 'audit' && mode(ruleset.comment) === 'enforce')) {
         const wanted = new Map(ruleset.sets.filter((s) => s.dynamic).map((s) => [s.name, s]));
         for (const s of live.ruleset.sets) {
           const target = wanted.get(s.name);
-          if (!target || target.key !== s.key || s.elements.length === 0) continue;
+          // Same name, key and comment (the comment hashes the rule's action and names).
+          if (!target || target.key !== s.key || target.comment !== s.comment || s.elements.length === 0) continue;
           carried.push({ set: target, elems: s.elements.map(remainingLifetime) });
         }
       }

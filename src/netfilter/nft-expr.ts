@@ -38,6 +38,7 @@ export type LExpr =
   | { e: 'cmp'; sreg: number; op: number; data: Buffer }
   | { e: 'lookup'; sreg: number; set: string; setId?: number; flags: number }
   | { e: 'ct'; key: number; dreg: number }
+  | { e: 'fib'; result: number; flags: number; dreg: number }
   | { e: 'bitwise'; sreg: number; dreg: number; len: number; mask: Buffer; xor: Buffer }
   | { e: 'socket'; key: number; dreg: number; level: number }
   | { e: 'objref'; type: number; name: string }
@@ -67,6 +68,9 @@ const LOADS: Record<Exclude<Selector, 'meta l4proto . th dport' | 'socket cgroup
   'meta oifname': { exprs: (r) => [{ e: 'meta', key: META.OIFNAME, dreg: r }], width: 16, be: false },
   'meta skuid': { exprs: (r) => [{ e: 'meta', key: META.SKUID, dreg: r }], width: 4, be: false },
   'meta mark': { exprs: (r) => [{ e: 'meta', key: META.MARK, dreg: r }], width: 4, be: false },
+  // NFT_FIB_RESULT_ADDRTYPE of the destination (NFTA_FIB_F_DADDR): an RTN_* value in host order.
+  'fib daddr type': { exprs: (r) => [{ e: 'fib', result: 3, flags: 2, dreg: r }], width: 4, be: false },
+  'ct direction': { exprs: (r) => [{ e: 'ct', key: CT_DIRECTION, dreg: r }], width: 1, be: false },
 };
 
 /** Encodes an integer of `width` bytes (host order = little-endian, or big-endian). */
@@ -85,6 +89,8 @@ export function bytesInt(b: Buffer, be: boolean): bigint {
   for (let i = 0; i < b.length; i++) v = (v << 8n) | BigInt(b[be ? i : b.length - 1 - i] ?? 0);
   return v;
 }
+
+const CT_DIRECTION = 1;
 
 const CT_ORDER: CtState[] = ['invalid', 'established', 'related', 'new', 'untracked'];
 
@@ -212,7 +218,7 @@ export function lexprsToStmts(list: LExpr[]): Stmt[] {
       i += 2;
       continue;
     }
-    if ((x.e === 'meta' || x.e === 'payload') && b && (b.e === 'cmp' || b.e === 'lookup') && b.sreg === REG_1) {
+    if ((x.e === 'meta' || x.e === 'payload' || x.e === 'fib' || (x.e === 'ct' && x.key === CT_DIRECTION)) && b && (b.e === 'cmp' || b.e === 'lookup') && b.sreg === REG_1) {
       for (const [sel, load] of Object.entries(LOADS) as [keyof typeof LOADS, Load][]) {
         if (!sameLoad([x], load.exprs(REG_1))) continue;
         if (b.e === 'lookup') {
@@ -319,6 +325,9 @@ export function writeLExpr(w: NlWriter, x: LExpr): void {
         case 'ct':
           w.u32be(A.ct.DREG, x.dreg).u32be(A.ct.KEY, x.key);
           break;
+        case 'fib':
+          w.u32be(A.fib.DREG, x.dreg).u32be(A.fib.RESULT, x.result).u32be(A.fib.FLAGS, x.flags);
+          break;
         case 'bitwise':
           w.u32be(A.bitwise.SREG, x.sreg).u32be(A.bitwise.DREG, x.dreg).u32be(A.bitwise.LEN, x.len);
           w.nest(A.bitwise.MASK, () => w.bytes(DATA.VALUE, x.mask));
@@ -394,6 +403,8 @@ export function readLExpr(elem: Buffer): LExpr {
       return { e: 'bitwise', sreg: u(A.bitwise.SREG), dreg: u(A.bitwise.DREG), len: u(A.bitwise.LEN), mask: dataValue(m.get(A.bitwise.MASK)), xor: dataValue(m.get(A.bitwise.XOR)) };
     case 'socket':
       return { e: 'socket', key: u(A.socket.KEY), dreg: u(A.socket.DREG), level: attrU32(m.get(A.socket.LEVEL)) ?? 0 };
+    case 'fib':
+      return { e: 'fib', result: u(A.fib.RESULT), flags: u(A.fib.FLAGS), dreg: u(A.fib.DREG) };
     case 'objref':
       if (!m.has(A.objref.IMM_NAME)) break;
       return { e: 'objref', type: u(A.objref.IMM_TYPE), name: attrStr(m.get(A.objref.IMM_NAME)) ?? '' };

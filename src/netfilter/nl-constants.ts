@@ -141,6 +141,7 @@ export const A = {
   reject: { TYPE: 1, ICMP_CODE: 2 },
   redir: { REG_PROTO_MIN: 1, REG_PROTO_MAX: 2, FLAGS: 3 },
   objref: { IMM_TYPE: 1, IMM_NAME: 2 },
+  fib: { DREG: 1, RESULT: 2, FLAGS: 3 },
 } as const;
 
 export const CMP_EQ = 0;

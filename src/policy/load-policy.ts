@@ -207,6 +207,10 @@ function buildDns(raw: RawPolicy['dns'], rules: Rule[], error: Report): DnsSetti
   if (floor > max) error(['dns', 'ttl_floor'], `ttl_floor (${floor}) is above ttl_max (${max})`);
   const port = raw?.port ?? DNS_DEFAULTS.port;
   if (port === 53) error(['dns', 'port'], 'the guard cannot listen on 53: DNS to port 53 is what gets redirected to it');
+  else if (port === 853) error(['dns', 'port'], 'the guard cannot listen on 853: that port is blocked as DNS over TLS');
+  else if (port >= 1024) {
+    error(['dns', 'port'], `the guard's port must be privileged (below 1024), so that no unprivileged process can take it while the daemon is not running: ${port}`);
+  }
   return {
     guard: raw?.guard ?? rules.some((r) => r.domains.length > 0),
     upstreams: raw?.upstreams ? upstreams : null,

@@ -37,7 +37,7 @@ export interface DnsSettings {
   guard: boolean;
   /** Resolvers the guard forwards to; null means the non-loopback nameservers of /etc/resolv.conf at apply time. */
   upstreams: AddrRange[] | null;
-  /** Where the guard listens on 127.0.0.1 and ::1. */
+  /** Where the guard listens on 127.0.0.1 and ::1. Privileged, so no unprivileged process can take it while the daemon is down. */
   port: number;
   /** Learned addresses live max(TTL, floor) + grace seconds, at most max. */
   ttlFloor: number;
@@ -53,7 +53,7 @@ export interface DnsSettings {
 }
 
 export const DNS_DEFAULTS = {
-  port: 5399,
+  port: 153,
   ttlFloor: 30,
   ttlGrace: 30,
   ttlMax: 86_400,

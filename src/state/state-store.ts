@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Ruleset } from '../compile/ruleset.js';
 import { SluiceError } from '../errors.js';
@@ -77,7 +77,9 @@ export function writeFileAtomic(file: string, data: string, mode = 0o600): void 
 export function writeBytesAtomic(file: string, data: Uint8Array, mode = 0o600): void {
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w', mode);
+  // Exclusive create: a file (or symlink) planted under the temporary name is removed, never followed.
+  rmSync(tmp, { force: true });
+  const fd = openSync(tmp, 'wx', mode);
   try {
     writeSync(fd, data);
     fsyncSync(fd);
@@ -186,8 +188,23 @@ export class StateStore {
    * Runs `fn` holding the state lock, so two applies (or an apply and a
    * rollback) never interleave. A lock left by a dead process is taken over.
    */
-  withLock<T>(fn: () => T, waitMs = 10_000): T {
+  /**
+   * Creates the directory (0700) or checks an existing one: a real directory,
+   * owned by whoever runs Sluice, writable by nobody else. Sluice writes state
+   * the kernel trusts (what to roll back to, learned addresses); a directory
+   * others can write to would let them choose it.
+   */
+  ensureSafe(): void {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const st = lstatSync(this.dir);
+    const uid = process.getuid?.() ?? 0;
+    if (!st.isDirectory()) throw new SluiceError('ESTATEPERM', `State directory is not a directory (a symlink?): ${this.dir}`);
+    if (st.uid !== uid) throw new SluiceError('ESTATEPERM', `State directory is owned by uid ${st.uid}, not ${uid}: ${this.dir}`);
+    if (st.mode & 0o022) throw new SluiceError('ESTATEPERM', `State directory is writable by group or others (mode ${(st.mode & 0o777).toString(8)}): ${this.dir}`);
+  }
+
+  withLock<T>(fn: () => T, waitMs = 10_000): T {
+    this.ensureSafe();
     const lock = this.file('lock');
     const deadline = Date.now() + waitMs;
     for (;;) {

@@ -31,7 +31,8 @@ dns:
 rules:
   - name: api
     to: [api.sluice.test, www.sluice.test, many.sluice.test, private.sluice.test, short.sluice.test,
-         shared-short.sluice.test, shared-long.sluice.test, "*.race.sluice.test", "*.cdn.sluice.test"]
+         shared-short.sluice.test, shared-long.sluice.test, "*.race.sluice.test", "*.cdn.sluice.test",
+         audit-only.sluice.test]
     ports: [443/tcp, 9000/tcp]
   - name: lan
     to: [198.18.4.0/24]
@@ -68,7 +69,7 @@ describe('integration: DNS guard', () => {
 
   before(async () => {
     w = await World.create({ dns: true });
-    for (const r of ['198.18.1.0/24', '198.18.4.0/24', '198.18.10.0/24', '198.18.20.0/24']) await w.addLocalRange(r);
+    for (const r of ['198.18.1.0/24', '198.18.4.0/24', '198.18.6.0/24', '198.18.10.0/24', '198.18.20.0/24']) await w.addLocalRange(r);
     await w.exec(['nft', '-f', '-'], {
       ns: w.world,
       input: `table inet seen { chain in { type filter hook input priority 0; policy accept;
@@ -120,6 +121,22 @@ describe('integration: DNS guard', () => {
     const blocked = await one('--server', HOSTS.other4, '--name', 'exfil.evil.example', '--tcp');
     assert.equal(blocked.rcode, 3);
     assert.equal((await worldDnsPackets()).other ?? 0, before.other ?? 0);
+  });
+
+  it('a process reusing a source port the guard let go cannot ride its conntrack entry to the resolver', async () => {
+    // What the guard leaves behind when it retires an upstream socket: a live conntrack entry.
+    const made = await w.exec(['conntrack', '-I', '-p', 'udp', '-s', HOSTS.client4, '-d', HOSTS.dns4, '--sport', '40999', '--dport', '53', '--timeout', '120']);
+    assert.equal(made.code, 0, made.stderr);
+    const before = await worldDnsPackets();
+    const a = await one('--name', 'exfil.evil.example', '--sport', '40999', '--timeout', '1000');
+    assert.ok(a.error, 'no answer: the packet is dropped, not forwarded');
+    assert.equal((await worldDnsPackets()).resolver, before.resolver, 'the resolver never saw it');
+    assert.equal((await w.exec(['conntrack', '-I', '-p', 'udp', '-s', HOSTS.client4, '-d', HOSTS.dns4, '--sport', '40998', '--dport', '53', '--timeout', '120'])).code, 0);
+    const nobody = await w.exec([process.execPath, DNSQ, '--name', 'exfil.evil.example', '--sport', '40998', '--timeout', '1000'], { uid: 65534 });
+    assert.match(nobody.stdout, /error/, 'nor for an unprivileged user');
+    assert.equal((await worldDnsPackets()).resolver, before.resolver);
+    const fresh = await one('--name', 'exfil.evil.example', '--sport', '40997');
+    assert.equal(fresh.rcode, 3, 'a port without a stale entry is redirected to the guard as usual');
   });
 
   it('DNS over TLS (853) is blocked even to a host a broad rule allows', async () => {
@@ -248,6 +265,25 @@ describe('integration: DNS guard', () => {
     await startDaemon();
   });
 
+  it("the guard's port is privileged, and a daemon that cannot bind it changes nothing in the kernel", async () => {
+    const bindAs = async (uid: number | undefined, port: number) =>
+      (
+        await w.exec([process.execPath, '-e', `const s = require('dgram').createSocket('udp4'); s.on('error', (e) => { console.log(e.code); process.exit(0); }); s.bind(${port}, '127.0.0.1', () => { console.log('bound'); process.exit(0); });`], uid === undefined ? {} : { uid })
+      ).stdout.trim();
+    assert.equal(await bindAs(65534, 153), 'EACCES', 'an unprivileged user cannot take the port, even while the daemon is down');
+    const squatter = w.spawnIn(w.client, [process.execPath, '-e', "require('dgram').createSocket('udp4').bind(154, '127.0.0.1', () => console.log('ready'))"]);
+    await new Promise((r) => squatter.stdout?.once('data', r));
+    const before = await w.nft(['list', 'chain', 'inet', 'sluice', 'dns_redirect']);
+    await stopDaemon('SIGTERM');
+    const moved = w.policy(POLICY.replace('  ttl_floor: 1', '  port: 154\n  ttl_floor: 1'), 'port154.yaml');
+    const r = await w.sluice(['daemon', moved, '--metrics', 'off']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /cannot listen on port 154: EADDRINUSE/);
+    assert.equal(await w.nft(['list', 'chain', 'inet', 'sluice', 'dns_redirect']), before, 'the redirect still points where it did');
+    squatter.kill('SIGKILL');
+    await startDaemon();
+  });
+
   it('audit mode: nothing redirected; replies seen by the kernel teach the daemon, unlisted names are would-block', async () => {
     const audit = w.policy(POLICY.replace('mode: enforce', 'mode: audit'), 'audit.yaml');
     const applied = await w.sluice(['apply', audit]);
@@ -259,14 +295,39 @@ describe('integration: DNS guard', () => {
     const after = await worldDnsPackets();
     assert.equal(after.resolver, (before.resolver ?? 0) + 1, 'the query went to the real resolver');
     await w.nft(['flush', 'set', 'inet', 'sluice', 'r_api_d4']);
+    // An unsolicited "reply" from port 53 (no query was sent) must teach nothing.
+    const forged = await w.exec(
+      [
+        process.execPath,
+        '-e',
+        `const { encodeMessage } = await import('${ROOT}dist/src/dns/dns-message.js');
+         const m = { id: 7, flags: { qr: true, opcode: 0, aa: true, tc: false, rd: true, ra: true, ad: false, cd: false, rcode: 0 },
+           questions: [{ name: 'api.sluice.test', type: 1, class: 1 }],
+           answers: [{ name: 'api.sluice.test', type: 1, class: 1, ttl: 86400, data: { kind: 'a', addr: 0xc6120214n } }], authorities: [], additionals: [] };
+         const s = (await import('node:dgram')).createSocket('udp4');
+         s.bind(53, '198.18.6.6', () => s.send(encodeMessage(m), 40053, '${HOSTS.client4}', () => s.close()));`,
+      ],
+      { ns: w.world },
+    );
+    assert.equal(forged.code, 0, forged.stderr);
     await one('--name', 'api.sluice.test');
+    await one('--name', 'audit-only.sluice.test');
     await sleep(300);
     const set = await w.nft(['list', 'set', 'inet', 'sluice', 'r_api_d4']);
     assert.match(set, /198\.18\.1\.10/, 'learned from the observed reply');
+    assert.match(set, /198\.18\.1\.77/);
+    assert.doesNotMatch(set, /198\.18\.2\.20/, 'the forged reply taught nothing');
     const r = await w.sluiceJson<{ name: string; verdict: string; transport: string }[]>(['dns', '--limit', '50']);
     assert.ok(r.json.some((e) => e.name === 'unlisted.evil.example' && e.verdict === 'would-block' && e.transport === 'passive'));
     assert.ok(r.json.some((e) => e.name === 'api.sluice.test' && e.verdict === 'allowed' && e.transport === 'passive'));
     assert.deepEqual(await w.reach([`tcp:${HOSTS.other4}:443`]), { [`tcp:${HOSTS.other4}:443`]: true }, 'and nothing is blocked');
+
+    // Back to enforce: what audit mode learned by watching is not carried over.
+    assert.equal((await w.sluice(['apply', policy])).code, 0);
+    await sleep(300);
+    assert.doesNotMatch(await w.nft(['list', 'set', 'inet', 'sluice', 'r_api_d4']), /198\.18\.1\.77/, 'what audit mode learned is not carried into enforce');
+    assert.deepEqual(await w.reach(['tcp:198.18.1.77:443'], { timeoutMs: 800 }), { 'tcp:198.18.1.77:443': false });
+    assert.equal((await one('--name', 'audit-only.sluice.test', '--connect', '443')).connect, 'ok', 'a lookup through the guard opens it');
   });
 });
 

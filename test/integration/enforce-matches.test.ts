@@ -187,6 +187,40 @@ rules:
     assert.deepEqual(r, { [t(HOSTS.api6, 443)]: true, [t(HOSTS.api6, 80)]: false, [t(HOSTS.other6, 443)]: false, [t(HOSTS.api4, 443)]: false });
   });
 
+  it('essentials let a DHCP client (privileged port) out, not anyone else on the DHCP ports', async () => {
+    await w.exec(['nft', '-f', '-'], {
+      ns: w.world,
+      input: `table inet dhcpseen { chain in { type filter hook input priority 0; policy accept;
+        udp dport 67 counter comment "v4"; udp dport 547 counter comment "v6"; }; }`,
+    });
+    const policy = w.policy(`mode: enforce\nrules:\n  - name: web\n    to: [${HOSTS.api4}]\n    ports: [443/tcp]\n`);
+    assert.equal((await w.sluice(['apply', policy])).code, 0);
+    const send = (uid: number | undefined, host: string, sport: number, dport: number) =>
+      w.exec([process.execPath, '-e', `const s = require('dgram').createSocket('${host.includes(':') ? 'udp6' : 'udp4'}'); s.on('error', () => process.exit(0)); s.bind(${sport}, () => s.send('x', ${dport}, '${host}', () => setTimeout(() => process.exit(0), 100)));`], uid === undefined ? {} : { uid });
+    await send(65534, HOSTS.other4, 40067, 67);
+    await send(65534, HOSTS.other6, 40547, 547);
+    const seen = async () => {
+      const out = JSON.parse((await w.exec(['nft', '-j', 'list', 'table', 'inet', 'dhcpseen'], { ns: w.world })).stdout) as { nftables: { rule?: { comment?: string; expr: { counter?: { packets: number } }[] } }[] };
+      return Object.fromEntries(out.nftables.flatMap((i) => (i.rule?.comment ? [[i.rule.comment, i.rule.expr.find((e) => e.counter)?.counter?.packets ?? 0]] : [])));
+    };
+    assert.deepEqual(await seen(), { v4: 0, v6: 0 }, 'an unprivileged sender on the DHCP ports is blocked');
+    await send(undefined, HOSTS.other4, 68, 67);
+    await send(undefined, HOSTS.other6, 546, 547);
+    assert.deepEqual(await seen(), { v4: 1, v6: 1 }, 'a DHCP client sending from its privileged port is let out');
+  });
+
+  it('a local address DNAT-ed to a remote one is judged by where the packet really goes', async () => {
+    await w.nft(['-f', '-'], `table ip docker_like { chain out { type nat hook output priority -100; policy accept; ip daddr ${HOSTS.client4} tcp dport 8443 dnat to ${HOSTS.other4}:443; }; }`);
+    try {
+      const policy = w.policy(`mode: enforce\nrules:\n  - name: web\n    to: [${HOSTS.api4}]\n    ports: [443/tcp]\n`);
+      assert.equal((await w.sluice(['apply', policy])).code, 0);
+      const r = await w.reach([`tcp:${HOSTS.client4}:8443`, `tcp:${HOSTS.other4}:443`], { uid: 65534, timeoutMs: 800 });
+      assert.deepEqual(r, { [`tcp:${HOSTS.client4}:8443`]: false, [`tcp:${HOSTS.other4}:443`]: false });
+    } finally {
+      await w.nft(['delete', 'table', 'ip', 'docker_like']);
+    }
+  });
+
   it('audit mode blocks nothing and counts what would be blocked', async () => {
     const policy = w.policy(`
 mode: audit

@@ -19,6 +19,8 @@ export interface Packet {
   cgroupAncestors: bigint[];
   ct: 'new' | 'established';
   mark?: number;
+  /** True when the destination is an address of this host (fib daddr type local). */
+  daddrLocal?: boolean;
 }
 
 export interface Outcome {
@@ -76,6 +78,10 @@ function cmpValue(sel: Extract<Stmt, { k: 'cmp' }>['sel'], p: Packet): number | 
       return p.uid;
     case 'meta mark':
       return p.mark ?? 0;
+    case 'fib daddr type':
+      return p.daddrLocal ? 2 : 1;
+    case 'ct direction':
+      return 0;
     default:
       return undefined;
   }

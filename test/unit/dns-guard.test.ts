@@ -69,6 +69,7 @@ function setup(answers: (q: Question) => RR[] | Error = () => [], policyText = P
     matcher: new DomainMatcher(policy),
     rebinding: new RebindingFilter(policy),
     encryptedNames: new Set(encrypted),
+    dynamicSets: new Set(ruleset.sets.filter((x) => x.dynamic).map((x) => x.name)),
     upstream: {
       query: async (q) => {
         upstreamCalls.push(q);
@@ -216,6 +217,43 @@ describe('unit: DNS guard decisions', () => {
     assert.equal(tcp.flags.tc, false);
     assert.equal(tcp.answers.length, 200);
     assert.equal(t.dyn().length, 200, 'every address opened, even the one the UDP client did not get');
+  });
+
+  it('a domain a deny rule names is never forwarded, even when an allow rule also matches it', async () => {
+    const t = setup((q) => [A(q.name, 0xc6121200n)], `mode: enforce\nrules:\n  - name: web\n    to: ["*.example.com"]\n    ports: [443/tcp]\n  - name: no-tracker\n    action: deny\n    to: ["*.tracker.example.com"]\n`);
+    const out = decodeMessage((await t.guard.handle(query('c2VjcmV0.x.tracker.example.com'), client)) as Buffer);
+    assert.equal(out.flags.rcode, RCODE.NXDOMAIN);
+    assert.equal(t.upstreamCalls.length, 0, 'the denied domain never sees the query');
+    assert.match(t.events[0]?.detail ?? '', /denied by rule no-tracker/);
+    assert.equal(decodeMessage((await t.guard.handle(query('www.example.com'), client)) as Buffer).flags.rcode, 0);
+  });
+
+  it('a narrower deny (some ports) lets the name resolve and puts its addresses in the deny set too', async () => {
+    const t = setup((q) => [A(q.name, 0xc6121300n)], `mode: enforce\nrules:\n  - name: web\n    to: [api.example.com]\n  - name: no-plain-http\n    action: deny\n    to: [api.example.com]\n    ports: [80/tcp]\n`);
+    assert.equal(decodeMessage((await t.guard.handle(query('api.example.com'), client)) as Buffer).flags.rcode, 0);
+    assert.deepEqual(t.dyn().map((x) => x.set).sort(), ['r_no-plain-http_d4', 'r_web_d4']);
+  });
+
+  it('blocklist mode (default: allow) forwards names no rule matches and refuses denied ones', async () => {
+    const t = setup((q) => [A(q.name, 0xc6121400n)], `mode: enforce\ndefault: allow\nrules:\n  - name: bad\n    action: deny\n    to: ["*.bad.example"]\n`);
+    assert.equal(decodeMessage((await t.guard.handle(query('anything.example.org'), client)) as Buffer).flags.rcode, 0);
+    assert.equal(decodeMessage((await t.guard.handle(query('x.bad.example'), client)) as Buffer).flags.rcode, RCODE.NXDOMAIN);
+  });
+
+  it('a rule covering a whole family has no DNS set for it, and that is not an error', async () => {
+    const t = setup((q) => [A(q.name, 0xc6121500n)], `mode: enforce\nrules:\n  - name: web\n    to: [any, api.example.com]\n`);
+    assert.equal(decodeMessage((await t.guard.handle(query('api.example.com'), client)) as Buffer).flags.rcode, 0);
+  });
+
+  it('one full or missing set fails only the queries that write to it, not others in the same batch', async () => {
+    const t = setup((q) => [A(q.name, q.name.startsWith('api') ? 0xc6121600n : 0xc6121601n)], `mode: enforce\nrules:\n  - name: one\n    to: [api.example.com]\n  - name: two\n    to: [www.example.com]\n`);
+    // Break rule one's set the way a full set breaks: the kernel refuses the write.
+    const live = t.nf.read(TABLE_NAME, { elements: 'all' });
+    assert.ok(live);
+    t.nf.replace({ ...live.ruleset, sets: live.ruleset.sets.filter((x) => x.name !== 'r_one_d4'), chains: live.ruleset.chains.map((c) => ({ ...c, rules: c.rules.filter((r) => !r.stmts.some((st) => st.k === 'lookup' && st.set === 'r_one_d4')) })) });
+    const [a, b] = await Promise.all([t.guard.handle(query('api.example.com'), client), t.guard.handle(query('www.example.com'), client)]);
+    assert.equal(decodeMessage(a as Buffer).flags.rcode, RCODE.SERVFAIL);
+    assert.equal(decodeMessage(b as Buffer).flags.rcode, 0, 'the other query of the batch is answered');
   });
 
   it('blocked_answer: refused answers REFUSED', async () => {

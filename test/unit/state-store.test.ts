@@ -1,6 +1,6 @@
 /** The state directory: lossless JSON (bigints), atomic files, and a lock that survives crashed holders. */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -37,6 +37,18 @@ describe('unit: state store', () => {
     mkdirSync(join(dir, 'b'), { recursive: true });
     writeFileSync(join(dir, 'b', 'pending-confirm.json'), '{ not json');
     assert.throws(() => s.pending(), /Corrupt state file: .*pending-confirm\.json/);
+  });
+
+  it('refuses a state directory others can write to, or one that is a symlink', () => {
+    const open = join(dir, 'open');
+    mkdirSync(open, { mode: 0o777 });
+    chmodSync(open, 0o777);
+    assert.throws(() => new StateStore(open).ensureSafe(), /writable by group or others/);
+    symlinkSync(dir, join(dir, 'link'));
+    assert.throws(() => new StateStore(join(dir, 'link')).ensureSafe(), /not a directory/);
+    const made = join(dir, 'fresh');
+    new StateStore(made).ensureSafe();
+    assert.equal(statSync(made).mode & 0o777, 0o700, 'created private');
   });
 
   it('the lock is exclusive, and a lock left by a dead process is taken over', () => {

@@ -33,6 +33,7 @@ export function testZone(): string {
     'private 300 IN A 198.18.1.10',
     'private 300 IN AAAA fd00::1',
     'loop 300 IN CNAME loop',
+    'audit-only 300 IN A 198.18.1.77',
   ];
   for (let i = 0; i < 200; i++) lines.push(`many 300 IN A 198.18.10.${i}`);
   for (let i = 1; i <= 200; i++) lines.push(`r${i}.race 300 IN A 198.18.20.${i}`);

@@ -22,6 +22,7 @@ const type = TYPES[(opt('--type') ?? 'A').toUpperCase()] ?? Number(opt('--type')
 const tcp = args.includes('--tcp');
 const edns = opt('--edns');
 const timeout = Number(opt('--timeout') ?? 3000);
+const sport = opt('--sport');
 
 function query(name: string): Buffer {
   const m: Message = {
@@ -77,7 +78,8 @@ function ask(name: string): Promise<Buffer> {
         clearTimeout(timer);
         reject(e);
       });
-      s.send(q, 53, server);
+      if (sport) s.bind(Number(sport), () => s.send(q, 53, server));
+      else s.send(q, 53, server);
     }
   });
 }

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TABLE_NAME } from '../../compile/ruleset.js';
-import { Daemon, logLine, type Component } from '../../daemon/daemon.js';
+import { Daemon, logLine, type Component, type Loaded } from '../../daemon/daemon.js';
 import { SluiceError } from '../../errors.js';
 import { parsePolicy } from '../../policy/load-policy.js';
 import { defaultPolicyPath, processAlive } from '../../state/state-store.js';
@@ -22,6 +22,7 @@ export function registerComponents(f: ComponentFactory): void {
 
 /** `sluice daemon [POLICY] [--metrics HOST:PORT|off]`: apply the policy and run until stopped. */
 export async function daemon(ctx: Context, args: { policy?: string; metrics?: string }): Promise<number> {
+  ctx.state.ensureSafe();
   const pidFile = join(ctx.state.dir, 'daemon.pid');
   if (existsSync(pidFile)) {
     const pid = Number(readFileSync(pidFile, 'utf8').trim());
@@ -32,27 +33,29 @@ export async function daemon(ctx: Context, args: { policy?: string; metrics?: st
   const startPath = args.policy ?? defaultPolicyPath();
   const nf = ctx.netfilter();
 
-  const loadAndApply = (reason: 'start' | 'reload') => {
+  const load = (reason: 'start' | 'reload'): Loaded => {
     const path = reason === 'reload' ? (ctx.state.applied()?.policyFile ?? startPath) : startPath;
     const { policy, bytes } = ctx.loadPolicyForApply(path);
     const compiled = ctx.compile(policy);
-    ctx.state.withLock(() => {
-      const pending = ctx.state.pending();
-      nf.replace(compiled.ruleset);
-      ctx.state.savePolicySnapshot(policy.sha256, bytes);
-      ctx.state.setApplied({ appliedAt: new Date().toISOString(), policyFile: policy.file, sha256: policy.sha256, mode: policy.mode, ruleset: compiled.ruleset, warnings: compiled.warnings });
-      // The daemon's apply is a confirmed one: it replaces any pending confirmation.
-      if (pending?.timerPid) stopTimer(pending.timerPid);
-      ctx.state.setPending(null);
-      ctx.state.journal({ event: `daemon-${reason}`, policy: policy.file, sha256: policy.sha256, mode: policy.mode });
-    });
-    for (const w of compiled.warnings) logLine('warn', w);
-    return { policy, compiled };
+    const apply = () => {
+      ctx.state.withLock(() => {
+        const pending = ctx.state.pending();
+        nf.replace(compiled.ruleset);
+        ctx.state.savePolicySnapshot(policy.sha256, bytes);
+        ctx.state.setApplied({ appliedAt: new Date().toISOString(), policyFile: policy.file, sha256: policy.sha256, mode: policy.mode, ruleset: compiled.ruleset, warnings: compiled.warnings });
+        // The daemon's apply is a confirmed one: it replaces any pending confirmation.
+        if (pending?.timerPid) stopTimer(pending.timerPid);
+        ctx.state.setPending(null);
+        ctx.state.journal({ event: `daemon-${reason}`, policy: policy.file, sha256: policy.sha256, mode: policy.mode });
+      });
+      for (const w of compiled.warnings) logLine('warn', w);
+    };
+    return { policy, compiled, apply };
   };
 
   await import('../../daemon/components.js');
   const d = new Daemon({
-    loadAndApply,
+    load,
     netfilter: nf,
     state: ctx.state,
     components: factories.flatMap((f) => f(ctx)),
