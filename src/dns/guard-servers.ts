@@ -1,11 +1,13 @@
-import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server, type Socket } from 'node:net';
+import { peerAddress, UdpBatchSocket, type UdpBatchStats } from '../net/udp-batch.js';
 import type { Client } from './dns-guard.js';
 
 export type Handle = (packet: Buffer, client: Client) => Promise<Buffer | null>;
 
 export interface ServerStats {
   udpDropped: number;
+  /** Replies the kernel did not take (full send buffer). */
+  udpSendFailed: number;
   tcpConnections: number;
   tcpRejected: number;
 }
@@ -26,8 +28,8 @@ const TCP_PIPELINE = 32;
  * dropped and counted, never queued without bound.
  */
 export class GuardServers {
-  readonly stats: ServerStats = { udpDropped: 0, tcpConnections: 0, tcpRejected: 0 };
-  private udp: UdpSocket[] = [];
+  private base: ServerStats = { udpDropped: 0, udpSendFailed: 0, tcpConnections: 0, tcpRejected: 0 };
+  private udp: UdpBatchSocket[] = [];
   private tcp: Server[] = [];
   private inflight = 0;
 
@@ -38,30 +40,31 @@ export class GuardServers {
 
   async start(): Promise<void> {
     for (const host of ['127.0.0.1', '::1']) {
-      const sock = createSocket({ type: host.includes(':') ? 'udp6' : 'udp4', recvBufferSize: 4 << 20 });
-      sock.on('error', () => undefined);
-      sock.on('message', (msg, rinfo) => {
+      // Batched UDP (recvmmsg/sendmmsg): queries arrive up to 64 per callback, and the
+      // answers ready in one turn of the event loop leave in one system call.
+      const sock = UdpBatchSocket.open(host, this.port, (msg, from, truncated) => {
+        if (truncated) {
+          this.base.udpDropped++;
+          return;
+        }
         if (this.inflight >= MAX_INFLIGHT) {
-          this.stats.udpDropped++;
+          this.base.udpDropped++;
           return;
         }
         this.inflight++;
-        this.handle(msg, { address: rinfo.address, port: rinfo.port, transport: 'udp' })
+        const peer = { family: from.family, addr: Buffer.from(from.addr), port: from.port };
+        this.handle(msg, { address: peerAddress(from), port: from.port, transport: 'udp' })
           .then((out) => {
-            if (out) sock.send(out, rinfo.port, rinfo.address);
+            if (out) sock.send(out, peer);
           })
           .catch(() => undefined)
           .finally(() => this.inflight--);
-      });
-      await new Promise<void>((resolve, reject) => {
-        sock.once('error', reject);
-        sock.bind(this.port, host, () => resolve());
-      });
+      }, { rcvbufBytes: 4 << 20 });
       this.udp.push(sock);
 
       const server = createServer((conn) => this.serveTcp(conn));
       server.maxConnections = MAX_TCP_CONNECTIONS;
-      server.on('drop', () => this.stats.tcpRejected++);
+      server.on('drop', () => this.base.tcpRejected++);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(this.port, host, () => resolve());
@@ -70,8 +73,17 @@ export class GuardServers {
     }
   }
 
+  get stats(): ServerStats {
+    return { ...this.base, udpSendFailed: this.udp.reduce((n, u) => n + u.stats.sendFailed, 0) };
+  }
+
+  /** Counters of the UDP sockets (received, sent, truncated...). */
+  get udpStats(): UdpBatchStats[] {
+    return this.udp.map((u) => ({ ...u.stats }));
+  }
+
   private serveTcp(conn: Socket): void {
-    this.stats.tcpConnections++;
+    this.base.tcpConnections++;
     // Idle time alone resets on every byte, so trickling clients could hold every slot:
     // also a deadline for the first query and a hard lifetime.
     conn.setTimeout(TCP_IDLE_MS, () => conn.destroy());

@@ -14,6 +14,13 @@ export interface NativeBinding {
   watch(fd: number, cb: (err: (Error & { code?: string }) | null, data: Buffer | null) => void): unknown;
   unwatch(handle: unknown): void;
   markedSocket(family: number, type: number, mark: number): number;
+  /** A bound, non-blocking UDP socket (addr: 4 or 16 bytes; port 0: any; mark 0: none). */
+  udpOpen(family: number, addr: Buffer, port: number, mark: number, rcvbufBytes: number): number;
+  udpLocalPort(fd: number): number;
+  /** Batches of datagrams, framed (see src/net/udp-batch.ts). */
+  udpWatch(fd: number, cb: (err: (Error & { code?: string }) | null, data: Buffer | null) => void): unknown;
+  /** Sends framed datagrams; returns how many the kernel took. */
+  udpSend(fd: number, frames: Buffer): number;
 }
 
 let cached: NativeBinding | undefined;
