@@ -139,17 +139,36 @@ export function nameToLabels(name: string): Buffer[] {
 /** Lower-case ASCII form of a name for comparisons (DNS names compare case-insensitively, RFC 4343). */
 export function canonicalName(name: string): string {
   const n = name.endsWith('.') && !name.endsWith('\\.') ? name.slice(0, -1) : name;
-  return n.replace(/[A-Z]/g, (c) => c.toLowerCase());
+  for (let i = 0; i < n.length; i++) {
+    const c = n.charCodeAt(i);
+    if (c >= 0x41 && c <= 0x5a) return n.replace(/[A-Z]/g, (x) => x.toLowerCase());
+  }
+  return n;
 }
 
+/** Bytes that appear unescaped in presentation form: letters, digits, '-', '_' and '*'. */
+const PLAIN = new Uint8Array(256);
+for (let b = 0; b < 256; b++) {
+  PLAIN[b] = (b >= 0x61 && b <= 0x7a) || (b >= 0x41 && b <= 0x5a) || (b >= 0x30 && b <= 0x39) || b === 0x2d || b === 0x5f || b === 0x2a ? 1 : 0;
+}
+
+/** Scratch for assembling a name's text (a name is at most 255 octets on the wire). */
+const NAME_SCRATCH = Buffer.alloc(256);
+
 class Reader {
+  /** Reads stop here (a record's rdata end); compression pointers may point anywhere before it. */
+  limit: number;
+
   constructor(
     readonly buf: Buffer,
     public pos = 0,
-  ) {}
+    limit?: number,
+  ) {
+    this.limit = limit ?? buf.length;
+  }
 
   need(n: number): void {
-    if (this.pos + n > this.buf.length) throw new DnsFormatError(`truncated message: need ${n} bytes at offset ${this.pos} of ${this.buf.length}`);
+    if (this.pos + n > this.limit) throw new DnsFormatError(`truncated message: need ${n} bytes at offset ${this.pos} of ${this.limit}`);
   }
 
   u8(): number {
@@ -159,7 +178,8 @@ class Reader {
 
   u16(): number {
     this.need(2);
-    const v = this.buf.readUInt16BE(this.pos);
+    const b = this.buf;
+    const v = ((b[this.pos] as number) << 8) | (b[this.pos + 1] as number);
     this.pos += 2;
     return v;
   }
@@ -180,18 +200,24 @@ class Reader {
 
   /** Reads a possibly compressed name. Pointers must go strictly backwards. */
   name(): string {
-    const labels: string[] = [];
+    const buf = this.buf;
+    const limit = this.limit;
     let pos = this.pos;
     let jumped = false;
     let hops = 0;
     let wire = 1;
     let lowest = pos;
+    // Plain names (the common case) are assembled as bytes and turned into one string;
+    // a label with any other byte switches to escaped presentation form.
+    let out = 0;
+    let plain = true;
+    const labels: string[] = [];
     for (;;) {
-      if (pos >= this.buf.length) throw new DnsFormatError('truncated name');
-      const len = this.buf[pos] as number;
+      if (pos >= limit) throw new DnsFormatError('truncated name');
+      const len = buf[pos] as number;
       if ((len & 0xc0) === 0xc0) {
-        if (pos + 1 >= this.buf.length) throw new DnsFormatError('truncated compression pointer');
-        const target = ((len & 0x3f) << 8) | (this.buf[pos + 1] as number);
+        if (pos + 1 >= limit) throw new DnsFormatError('truncated compression pointer');
+        const target = ((len & 0x3f) << 8) | (buf[pos + 1] as number);
         if (target >= lowest) throw new DnsFormatError(`compression pointer at ${pos} does not point backwards (to ${target})`);
         if (++hops > MAX_POINTER_HOPS) throw new DnsFormatError('too many compression pointers');
         if (!jumped) this.pos = pos + 2;
@@ -205,13 +231,33 @@ class Reader {
         if (!jumped) this.pos = pos + 1;
         break;
       }
-      if (pos + 1 + len > this.buf.length) throw new DnsFormatError('truncated label');
+      if (pos + 1 + len > limit) throw new DnsFormatError('truncated label');
       wire += len + 1;
       if (wire > MAX_NAME_WIRE) throw new DnsFormatError('name longer than 255 octets');
-      labels.push(escapeLabel(this.buf.subarray(pos + 1, pos + 1 + len)));
-      pos += 1 + len;
+      const start = pos + 1;
+      const end = start + len;
+      if (plain) {
+        let ok = true;
+        for (let i = start; i < end; i++) {
+          if (PLAIN[buf[i] as number] === 0) {
+            ok = false;
+            break;
+          }
+        }
+        if (ok) {
+          if (out > 0) NAME_SCRATCH[out++] = 0x2e;
+          buf.copy(NAME_SCRATCH, out, start, end);
+          out += len;
+        } else {
+          plain = false;
+          if (out > 0) labels.push(...NAME_SCRATCH.toString('latin1', 0, out).split('.'));
+        }
+      }
+      if (!plain) labels.push(escapeLabel(buf.subarray(start, end)));
+      pos = end;
     }
-    return labels.length === 0 ? '.' : labels.join('.');
+    if (plain) return out === 0 ? '.' : NAME_SCRATCH.toString('latin1', 0, out);
+    return labels.join('.');
   }
 }
 
@@ -224,19 +270,14 @@ function decodeRR(r: Reader): RR {
   r.need(rdlen);
   const end = r.pos + rdlen;
   let data: RData;
-  const sub = () => {
-    // Names inside rdata may point anywhere earlier in the whole message.
-    const inner = new Reader(r.buf.subarray(0, end), r.pos);
-    return inner;
-  };
+  // Names inside rdata may point anywhere earlier in the whole message, and must end inside the rdata.
+  const sub = () => new Reader(r.buf, r.pos, end);
   if (type === TYPE.A && klass === CLASS_IN) {
     if (rdlen !== 4) throw new DnsFormatError(`A record with ${rdlen} bytes`);
     data = { kind: 'a', addr: BigInt(r.buf.readUInt32BE(r.pos)) };
   } else if (type === TYPE.AAAA && klass === CLASS_IN) {
     if (rdlen !== 16) throw new DnsFormatError(`AAAA record with ${rdlen} bytes`);
-    let v = 0n;
-    for (const b of r.buf.subarray(r.pos, end)) v = (v << 8n) | BigInt(b);
-    data = { kind: 'aaaa', addr: v };
+    data = { kind: 'aaaa', addr: (r.buf.readBigUInt64BE(r.pos) << 64n) | r.buf.readBigUInt64BE(r.pos + 8) };
   } else if (NAME_RDATA_TYPES.has(type)) {
     const inner = sub();
     data = { kind: 'name', name: inner.name() };
@@ -284,7 +325,11 @@ export function decodeMessage(buf: Buffer): Message {
   };
   const questions: Question[] = [];
   for (let i = 0; i < counts[0]; i++) questions.push({ name: r.name(), type: r.u16(), class: r.u16() });
-  const section = (n: number) => Array.from({ length: n }, () => decodeRR(r));
+  const section = (n: number) => {
+    const out: RR[] = [];
+    for (let i = 0; i < n; i++) out.push(decodeRR(r));
+    return out;
+  };
   const answers = section(counts[1]);
   const authorities = section(counts[2]);
   const rawAdditionals = section(counts[3]);
@@ -316,8 +361,11 @@ export function decodeMessage(buf: Buffer): Message {
   return msg;
 }
 
+/** Scratch the encoder writes into (encoding is synchronous); each message is copied out at the end. */
+let SCRATCH = Buffer.alloc(1 << 16);
+
 class Writer {
-  buf = Buffer.alloc(512);
+  buf = SCRATCH;
   pos = 0;
   private names = new Map<string, number>();
 
@@ -335,8 +383,8 @@ class Writer {
 
   u16(v: number): void {
     this.ensure(2);
-    this.buf.writeUInt16BE(v & 0xffff, this.pos);
-    this.pos += 2;
+    this.buf[this.pos++] = (v >> 8) & 0xff;
+    this.buf[this.pos++] = v & 0xff;
   }
 
   u32(v: number): void {
@@ -353,12 +401,55 @@ class Writer {
 
   /** Writes a name, compressing against names already written (case-insensitive suffix match). */
   name(name: string, compress = true): void {
+    if (name === '' || name === '.') {
+      this.u8(0);
+      return;
+    }
+    const n = name.endsWith('.') ? name.slice(0, -1) : name;
+    if (!isPlainName(n)) {
+      this.escapedName(name, compress);
+      return;
+    }
+    // Plain names: letters, digits, '-', '_', '*' and dots between non-empty labels (checked
+    // by isPlainName), so the text is the wire form and a suffix of it is a suffix name.
+    if (n.length + 2 > MAX_NAME_WIRE) throw new DnsFormatError('name longer than 255 octets');
+    const lower = n.toLowerCase();
+    let start = 0;
+    this.ensure(n.length + 2);
+    for (;;) {
+      if (compress) {
+        const key = start === 0 ? lower : lower.slice(start);
+        const at = this.names.get(key);
+        if (at !== undefined) {
+          this.u16(0xc000 | at);
+          return;
+        }
+        if (this.pos < 0x4000) this.names.set(key, this.pos);
+      }
+      let end = n.indexOf('.', start);
+      if (end < 0) end = n.length;
+      const len = end - start;
+      if (len > 63) throw new DnsFormatError('label longer than 63 octets');
+      const b = this.buf;
+      b[this.pos++] = len;
+      for (let i = start; i < end; i++) b[this.pos++] = n.charCodeAt(i);
+      if (end === n.length) break;
+      start = end + 1;
+    }
+    this.u8(0);
+  }
+
+  /**
+   * Names with escapes: labels as bytes. Compression keys are the lower-cased
+   * wire form (length-prefixed labels, so a label holding a dot or a zero
+   * byte cannot pass for two labels), after a backslash, which plain names'
+   * keys never contain.
+   */
+  private escapedName(name: string, compress: boolean): void {
     const labels = nameToLabels(name);
+    const wire = labels.map((l) => String.fromCharCode(l.length) + l.toString('latin1').replace(/[A-Z]/g, (c) => c.toLowerCase()));
     for (let i = 0; i < labels.length; i++) {
-      const key = labels
-        .slice(i)
-        .map((l) => l.toString('latin1').toLowerCase())
-        .join('\u0000');
+      const key = `\\${wire.slice(i).join('')}`;
       const at = compress ? this.names.get(key) : undefined;
       if (at !== undefined) {
         this.u16(0xc000 | at);
@@ -371,6 +462,31 @@ class Writer {
     }
     this.u8(0);
   }
+
+  /** The message written, in a buffer of its own. */
+  result(): Buffer {
+    const out = Buffer.allocUnsafe(this.pos);
+    this.buf.copy(out, 0, 0, this.pos);
+    if (this.buf !== SCRATCH && this.buf.length <= 1 << 17) SCRATCH = this.buf;
+    return out;
+  }
+}
+
+/** True for names of plain labels only: [A-Za-z0-9_*-], each 1 to 63 long, separated by single dots. */
+function isPlainName(n: string): boolean {
+  if (n.length === 0) return false;
+  let label = 0;
+  for (let i = 0; i < n.length; i++) {
+    const c = n.charCodeAt(i);
+    if (c === 0x2e) {
+      if (label === 0) return false;
+      label = 0;
+      continue;
+    }
+    if (c > 0xff || PLAIN[c] === 0) return false;
+    label++;
+  }
+  return label > 0;
 }
 
 function encodeRR(w: Writer, rr: RR): void {
@@ -386,16 +502,12 @@ function encodeRR(w: Writer, rr: RR): void {
     case 'a':
       w.u32(Number(d.addr));
       break;
-    case 'aaaa': {
-      const b = Buffer.alloc(16);
-      let v = d.addr;
-      for (let i = 15; i >= 0; i--) {
-        b[i] = Number(v & 0xffn);
-        v >>= 8n;
-      }
-      w.bytes(b);
+    case 'aaaa':
+      w.ensure(16);
+      w.buf.writeBigUInt64BE((d.addr >> 64n) & 0xffffffffffffffffn, w.pos);
+      w.buf.writeBigUInt64BE(d.addr & 0xffffffffffffffffn, w.pos + 8);
+      w.pos += 16;
       break;
-    }
     case 'name':
       w.name(d.name);
       break;
@@ -412,7 +524,9 @@ function encodeRR(w: Writer, rr: RR): void {
       w.bytes(d.bytes);
       break;
   }
-  w.buf.writeUInt16BE(w.pos - start, lenAt);
+  const rdlen = w.pos - start;
+  if (rdlen > 0xffff) throw new DnsFormatError('record data longer than 65535 bytes');
+  w.buf.writeUInt16BE(rdlen, lenAt);
 }
 
 /** Encodes a message. EDNS, when present, becomes the OPT record at the end of the additional section. */
@@ -462,5 +576,5 @@ export function encodeMessage(msg: Message): Buffer {
     });
   }
   if (w.pos > 65535) throw new DnsFormatError('encoded message longer than 65535 bytes');
-  return Buffer.from(w.buf.subarray(0, w.pos));
+  return w.result();
 }

@@ -121,6 +121,34 @@ describe('unit: DNS message codec', () => {
     );
   });
 
+  it('property: compression never merges different names (plain and escaped labels, any case)', () => {
+    // Labels from a small alphabet so suffixes repeat: dots and backslashes inside labels, mixed case.
+    const label = fc.array(fc.constantFrom(0x61, 0x41, 0x62, 0x2d, 0x2e, 0x5c, 0x2a, 0x00), { minLength: 1, maxLength: 4 }).map((a) => Buffer.from(a));
+    const lower = (b: Buffer) => Buffer.from([...b].map((x) => (x >= 0x41 && x <= 0x5a ? x + 32 : x)));
+    const present = (labels: Buffer[]) => {
+      const header = hex('0001 0000 0001 0000 0000 0000');
+      const wire = Buffer.concat([...labels.flatMap((l) => [Buffer.from([l.length]), l]), hex('00 0001 0001')]);
+      return decodeMessage(Buffer.concat([header, wire])).questions[0]?.name ?? '';
+    };
+    fc.assert(
+      fc.property(fc.array(fc.array(label, { minLength: 1, maxLength: 4 }), { minLength: 2, maxLength: 8 }), (names) => {
+        const text = names.map(present);
+        const msg: Message = {
+          id: 1,
+          flags: { qr: true, opcode: 0, aa: false, tc: false, rd: true, ra: true, ad: false, cd: false, rcode: 0 },
+          questions: [{ name: text[0] as string, type: 5, class: 1 }],
+          answers: text.slice(1).map((t, i) => ({ name: text[i] as string, type: 5, class: 1, ttl: 1, data: { kind: 'name' as const, name: t } })),
+          authorities: [],
+          additionals: [],
+        };
+        const back = decodeMessage(encodeMessage(msg));
+        const got = [back.questions[0]?.name, ...back.answers.map((a) => (a.data.kind === 'name' ? a.data.name : ''))];
+        got.forEach((g, i) => assert.deepEqual(nameToLabels(g ?? '').map(lower), (names[i] as Buffer[]).map(lower), `name ${i}`));
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
   it('property: names round-trip through presentation form', () => {
     const label = fc.uint8Array({ minLength: 1, maxLength: 20 }).map((a) => Buffer.from(a));
     fc.assert(
