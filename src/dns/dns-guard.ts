@@ -25,7 +25,7 @@ export interface GuardDeps {
   learned: LearnedState;
   onEvent: (e: DnsQueryEvent) => void;
   /** Identifies the asking process while its socket surely exists (used for blocked queries). */
-  identify?: (client: Client) => DnsQueryEvent['process'] | undefined;
+  identify?: (client: Client) => Promise<DnsQueryEvent['process'] | undefined>;
 }
 
 export interface GuardStats {
@@ -44,6 +44,18 @@ export interface Client {
   transport: 'udp' | 'tcp';
 }
 
+const NO_NAMES: readonly string[] = Object.freeze([]);
+
+interface Decision {
+  allows: Rule[];
+  /** A deny rule that refuses the name itself. */
+  refusedBy: Rule | undefined;
+  /** Names of every matching rule (allow and deny): an allowed answer's addresses go into their sets. */
+  ruleNames: readonly string[];
+  sets4: SetWrite['set'][];
+  sets6: SetWrite['set'][];
+}
+
 const AXFR = 252;
 const IXFR = 251;
 
@@ -56,7 +68,41 @@ const IXFR = 251;
 export class DnsGuard {
   readonly stats: GuardStats = { queries: 0, allowed: 0, blocked: 0, malformed: 0, upstreamFailures: 0, kernelFailures: 0, droppedAddresses: 0 };
 
-  constructor(public deps: GuardDeps) {}
+  /** Decisions per list of matching rules (the matcher returns shared lists): computed once each. */
+  private decisions = new WeakMap<readonly Rule[], Decision>();
+  private current: GuardDeps;
+
+  constructor(deps: GuardDeps) {
+    this.current = deps;
+  }
+
+  get deps(): GuardDeps {
+    return this.current;
+  }
+
+  /** New dependencies (a reload): decisions made under the old ones are forgotten. */
+  set deps(deps: GuardDeps) {
+    this.current = deps;
+    this.decisions = new WeakMap();
+  }
+
+  private decide(matched: readonly Rule[]): Decision {
+    let d = this.decisions.get(matched);
+    if (d) return d;
+    const allows = matched.filter((r) => r.action === 'allow');
+    const denies = matched.filter((r) => r.action === 'deny');
+    // A deny rule that names the domain with no other condition refuses the name itself: forwarding
+    // it would carry data to exactly the domain the policy denies. Narrower deny rules (some ports,
+    // users...) let the name resolve when it is otherwise allowed, and get its addresses in their sets.
+    const refusedBy = denies.find((r) => r.ports.length === 0 && !r.icmp && !r.icmpv6 && r.users.length === 0 && r.services.length === 0 && r.interfaces.length === 0);
+    const rules = [...allows, ...denies];
+    // The DNS-filled sets of these rules that the live ruleset has (a rule covering a whole family has none for it).
+    const sets = (family: 4 | 6): SetWrite['set'][] =>
+      rules.map((r) => objectNames.dnsSet(r.name, family)).filter((name) => this.deps.dynamicSets.has(name)).map((name) => ({ name, key: family === 4 ? 'ipv4_addr' : 'ipv6_addr', interval: false }));
+    d = { allows, refusedBy, ruleNames: Object.freeze(rules.map((r) => r.name)), sets4: sets(4), sets6: sets(6) };
+    this.decisions.set(matched, d);
+    return d;
+  }
 
   /** Answers one query packet. Null means: send nothing (not a query, or too broken to answer). */
   async handle(packet: Buffer, client: Client): Promise<Buffer | null> {
@@ -85,16 +131,9 @@ export class DnsGuard {
     if (question.type === AXFR || question.type === IXFR) return fail(RCODE.REFUSED, 'zone transfers are not served', ede(EDE.PROHIBITED, 'sluice: zone transfers are refused'));
 
     const name = canonicalName(question.name);
-    const matched = this.deps.matcher.match(question.name);
-    const allows = matched.filter((r) => r.action === 'allow');
-    const denies = matched.filter((r) => r.action === 'deny');
-    // A deny rule that names the domain with no other condition refuses the name itself: forwarding
-    // it would carry data to exactly the domain the policy denies. Narrower deny rules (some ports,
-    // users...) let the name resolve when it is otherwise allowed, and get its addresses in their sets.
-    const refusedBy = denies.find((r) => r.ports.length === 0 && !r.icmp && !r.icmpv6 && r.users.length === 0 && r.services.length === 0 && r.interfaces.length === 0);
+    const { allows, refusedBy, ruleNames, sets4, sets6 } = this.decide(this.deps.matcher.match(question.name));
     const forward = !refusedBy && (allows.length > 0 || this.deps.policy.defaultAction === 'allow');
     const encrypted = this.deps.encryptedNames.has(name) && !allows.some((r) => r.domains.some((d) => !d.wildcard && d.name === name));
-    const rules = [...allows, ...denies];
     if (!forward || encrypted) {
       this.stats.blocked++;
       const why = encrypted
@@ -104,7 +143,7 @@ export class DnsGuard {
           : `${name} is not allowed by the policy`;
       const rcode = this.deps.policy.dns.blockedAnswer === 'refused' ? RCODE.REFUSED : RCODE.NXDOMAIN;
       // Who asked for a name the policy does not allow is the interesting part: find out before answering.
-      const proc = this.deps.identify?.(client);
+      const proc = await this.deps.identify?.(client);
       this.emit(q, client, { verdict: 'blocked', rcode, detail: why, started, ...(proc ? { process: proc } : {}) });
       return this.encodeReply(q, { rcode, answers: [], authorities: [], ede: [ede(EDE.BLOCKED, `sluice: ${why}`)] }, client);
     }
@@ -128,10 +167,10 @@ export class DnsGuard {
       const lifeMs = (Math.max(a.ttl, s.ttlFloor) + s.ttlGrace) * 1000;
       const expiresAt = now + lifeMs;
       this.deps.learned.nameAddress(a.family, a.addr, name, expiresAt);
-      for (const rule of rules) {
-        const set = objectNames.dnsSet(rule.name, a.family);
-        if (!this.deps.dynamicSets.has(set) || !this.deps.learned.needsWrite(set, a.family, a.addr, expiresAt)) continue;
-        writes.push({ set: { name: set, key: a.family === 4 ? 'ipv4_addr' : 'ipv6_addr', interval: false }, elem: { t: 'addr', family: a.family, start: a.addr, end: a.addr, timeoutMs: lifeMs } });
+      for (const target of a.family === 4 ? sets4 : sets6) {
+        const set = target.name;
+        if (!this.deps.learned.needsWrite(set, a.family, a.addr, expiresAt)) continue;
+        writes.push({ set: target, elem: { t: 'addr', family: a.family, start: a.addr, end: a.addr, timeoutMs: lifeMs } });
         commits.push({ set, family: a.family, addr: a.addr, expiresAt });
       }
     }
@@ -149,7 +188,7 @@ export class DnsGuard {
     this.emit(q, client, {
       verdict: 'allowed',
       rcode: f.rcode,
-      rules,
+      rules: ruleNames,
       answers: f.addresses.map((a) => formatAddr(a.family, a.addr)),
       dropped: f.dropped,
       started,
@@ -187,7 +226,7 @@ export class DnsGuard {
       verdict: DnsQueryEvent['verdict'];
       rcode: number;
       detail?: string;
-      rules?: Rule[];
+      rules?: readonly string[];
       answers?: string[];
       dropped?: { address: string; why: string }[];
       started: number;
@@ -203,7 +242,7 @@ export class DnsGuard {
       name: question ? canonicalName(question.name) : '',
       type: question?.type ?? 0,
       verdict: e.verdict,
-      rules: (e.rules ?? []).map((r) => r.name),
+      rules: (e.rules ?? NO_NAMES) as string[],
       rcode: e.rcode,
       answers: e.answers ?? [],
       dropped: e.dropped ?? [],

@@ -33,15 +33,30 @@ export class DomainMatcher {
    * with escaped bytes never match: policy patterns only hold letters,
    * digits, hyphens and underscores.
    */
-  match(name: string): Rule[] {
+  match(name: string): readonly Rule[] {
     const n = canonicalName(name);
-    if (n.includes('\\')) return [];
-    const out = new Set<Rule>(this.exact.get(n) ?? []);
+    if (n.includes('\\')) return NONE;
+    // Usually one pattern matches: its list is returned as is (shared, never to be changed by
+    // callers), which also lets callers memoise per list.
+    let only: Rule[] | undefined = this.exact.get(n);
+    let out: Set<Rule> | undefined;
+    const add = (list: Rule[] | undefined) => {
+      if (!list) return;
+      if (!only && !out) {
+        only = list;
+        return;
+      }
+      out ??= new Set(only);
+      for (const r of list) out.add(r);
+    };
     let dot = n.indexOf('.');
     while (dot >= 0) {
-      for (const r of this.wildcard.get(n.slice(dot + 1)) ?? []) out.add(r);
+      add(this.wildcard.get(n.slice(dot + 1)));
       dot = n.indexOf('.', dot + 1);
     }
-    return [...out];
+    if (out) return [...out];
+    return only ?? NONE;
   }
 }
+
+const NONE: readonly Rule[] = Object.freeze([]);

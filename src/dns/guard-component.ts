@@ -13,15 +13,17 @@ import type { Policy } from '../policy/policy.js';
 import { filterAnswer } from './answer-filter.js';
 import { canonicalName, decodeMessage } from './dns-message.js';
 import { DnsGuard, type Client } from './dns-guard.js';
-import { QueryAttribution } from './query-attribution.js';
+import { AttributionClient } from './attribution-client.js';
 import { DomainMatcher } from './domain-matcher.js';
 import { GuardServers } from './guard-servers.js';
 import { LearnedState, type LearnedEntry } from './learned-state.js';
 import { RebindingFilter } from './rebinding.js';
+import { Ring } from './ring.js';
 import { SetWriter, type SetWrite } from './set-writer.js';
 import { UpstreamClient } from './upstream.js';
 
 const RECENT_MAX = 10_000;
+const SAVE_EVERY_MS = 30_000;
 
 /** The first port an unprivileged process may bind in this network namespace (1024 unless lowered). */
 function unprivilegedPortStart(): number {
@@ -50,15 +52,15 @@ export class GuardComponent implements Component {
   private upstream: UpstreamClient | undefined;
   private writer: SetWriter | undefined;
   private learned = new LearnedState();
-  private recent: DnsQueryEvent[] = [];
+  private recent = new Ring<DnsQueryEvent>(RECENT_MAX);
   private followers = new Set<(e: DnsQueryEvent) => void>();
   private saveTimer: NodeJS.Timeout | undefined;
+  private saving: Promise<void> | undefined;
   private running: { mode: string; port: number; upstreams: string } | null = null;
   private passiveStats = { replies: 0, malformed: 0 };
   /** Servers bound by prepare(), taken over by configure(). */
   private prepared: GuardServers | undefined;
-  private attribution = new QueryAttribution();
-  private unattributed: DnsQueryEvent[] = [];
+  private attribution = new AttributionClient();
 
   private get learnedFile(): string {
     return join(this.rt?.state.dir ?? '.', 'learned.json');
@@ -93,7 +95,9 @@ export class GuardComponent implements Component {
     this.registerControl(rt);
     this.registerMetrics(rt);
     await this.configure(rt.policy);
-    this.saveTimer = setInterval(() => this.save(), 5_000);
+    // The kernel keeps learned addresses through a daemon restart (they are read back from it);
+    // the file adds their names, and whatever the kernel lost. Saved every 30 s and at shutdown.
+    this.saveTimer = setInterval(() => this.saveInBackground(), SAVE_EVERY_MS);
     this.saveTimer.unref();
   }
 
@@ -132,7 +136,7 @@ export class GuardComponent implements Component {
       writer: this.writer,
       learned: this.learned,
       onEvent: (e: DnsQueryEvent) => this.attributeThenRecord(e),
-      identify: (c: Client) => this.attribution.identify([c])[0],
+      identify: async (c: Client) => (await this.attribution.identify([c]))[0],
     };
     if (this.guard) this.guard.deps = deps;
     else this.guard = new DnsGuard(deps);
@@ -265,32 +269,24 @@ export class GuardComponent implements Component {
   }
 
   /**
-   * Answered queries are attributed in a batch right after their answers go
-   * out (one socket-table dump for the batch), while the askers' sockets are
-   * still open; then recorded.
+   * Answered queries are attributed right after their answers go out, while
+   * the askers' sockets are still open (the worker thread batches them), then
+   * recorded.
    */
   private attributeThenRecord(e: DnsQueryEvent): void {
-    if (e.process || e.transport === 'passive') {
+    // Blocked queries were looked up before their answer (dns-guard.ts): found or not, no second try.
+    if (e.process || e.transport === 'passive' || e.verdict === 'blocked') {
       this.record(e);
       return;
     }
-    this.unattributed.push(e);
-    if (this.unattributed.length > 1) return;
-    setImmediate(() => {
-      const batch = this.unattributed;
-      this.unattributed = [];
-      const found = this.attribution.identify(batch.map((x) => ({ address: x.client.address, port: x.client.port, transport: x.transport === 'tcp' ? 'tcp' : 'udp' })));
-      batch.forEach((x, i) => {
-        const p = found[i];
-        if (p) x.process = p;
-        this.record(x);
-      });
+    void this.attribution.identify([{ address: e.client.address, port: e.client.port, transport: e.transport === 'tcp' ? 'tcp' : 'udp' }]).then(([p]) => {
+      if (p) e.process = p;
+      this.record(e);
     });
   }
 
   private record(e: DnsQueryEvent): void {
     this.recent.push(e);
-    if (this.recent.length > RECENT_MAX) this.recent.splice(0, this.recent.length - RECENT_MAX);
     for (const f of this.followers) f(e);
     publishDnsQuery(e);
   }
@@ -304,7 +300,7 @@ export class GuardComponent implements Component {
     rt.control.handle('dns.recent', {
       call: (args) => {
         const limit = typeof args.limit === 'number' && args.limit > 0 ? Math.min(args.limit, RECENT_MAX) : 100;
-        return this.recent.slice(-limit);
+        return this.recent.last(limit);
       },
     });
     rt.control.handle('dns.follow', {
@@ -353,8 +349,18 @@ export class GuardComponent implements Component {
     return out;
   }
 
-  private save(): void {
-    if (!this.learned.dirty) return;
+  /** Periodic save, off the event loop's critical path; one at a time. */
+  private saveInBackground(): void {
+    if (this.saving || !this.learned.dirty) return;
+    this.saving = this.learned
+      .saveAsync(this.learnedFile, Date.now(), { mode: this.rt?.policy.mode ?? '', setComments: this.setComments() })
+      .catch((err: unknown) => this.rt?.log('warn', 'could not save learned DNS state', { error: (err as Error).message }))
+      .finally(() => (this.saving = undefined));
+  }
+
+  /** Final save on the way out (after any background save, so an older one cannot land last). */
+  private async saveNow(): Promise<void> {
+    await this.saving;
     try {
       this.learned.save(this.learnedFile, Date.now(), { mode: this.rt?.policy.mode ?? '', setComments: this.setComments() });
     } catch (err) {
@@ -378,9 +384,9 @@ export class GuardComponent implements Component {
     await this.stopParts();
     this.upstream?.close();
     this.upstream = undefined;
-    this.attribution.close();
-    this.learned.dirty = true;
-    this.save();
+    await this.attribution.close();
+    this.attribution = new AttributionClient();
+    await this.saveNow();
   }
 
   status(): Record<string, unknown> {

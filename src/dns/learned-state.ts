@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { formatAddr, parseAddr, type Family } from '../net/ip.js';
-import { writeFileAtomic } from '../state/state-store.js';
+import { writeAtomicStream, writeFileAtomic } from '../state/state-store.js';
 
 /** One address the guard opened in one rule's set. */
 export interface LearnedEntry {
@@ -12,6 +12,22 @@ export interface LearnedEntry {
 }
 
 const MAX_NAMES_PER_ADDR = 8;
+
+export interface SaveContext {
+  mode: string;
+  setComments: Record<string, string>;
+}
+
+const entryJson = (e: LearnedEntry) => JSON.stringify({ set: e.set, family: e.family, addr: formatAddr(e.family, e.addr), expiresAt: e.expiresAt });
+const namesJson = (key: string, v: { names: string[]; until: number }) => JSON.stringify({ key, names: v.names, until: v.until });
+
+/** The saved file: a header, then entries and names already serialised one by one. */
+/** The file's opening, up to its entries. */
+const docHead = (now: number, context: SaveContext) => `${JSON.stringify({ version: 1, savedAt: now, mode: context.mode, sets: context.setComments }).slice(0, -1)},"entries":[`;
+
+function document(now: number, context: SaveContext, entries: string[], names: string[]): string {
+  return `${docHead(now, context)}${entries.join(',')}],"names":[${names.join(',')}]}`;
+}
 
 const addrKey = (family: Family, addr: bigint) => `${family}:${addr.toString(16)}`;
 
@@ -42,24 +58,36 @@ export class LearnedState {
   committed(set: string, family: Family, addr: bigint, expiresAt: number): void {
     const k = this.key(set, family, addr);
     const cur = this.entries.get(k);
-    if (!cur || cur.expiresAt < expiresAt) this.entries.set(k, { set, family, addr, expiresAt });
+    // Updated in place: the guard calls this for every answer, and long-lived objects replaced
+    // at that rate are what makes young-generation collections slow.
+    if (!cur) this.entries.set(k, { set, family, addr, expiresAt });
+    else if (cur.expiresAt < expiresAt) cur.expiresAt = expiresAt;
     this.dirty = true;
   }
 
   /** Remembers that `name` resolved to the address, for as long as the address is open. */
   nameAddress(family: Family, addr: bigint, name: string, until: number): void {
     const k = addrKey(family, addr);
-    const cur = this.names.get(k) ?? { names: [], until: 0 };
-    cur.names = [name, ...cur.names.filter((n) => n !== name)].slice(0, MAX_NAMES_PER_ADDR);
-    cur.until = Math.max(cur.until, until);
-    this.names.set(k, cur);
+    const cur = this.names.get(k);
+    if (!cur) {
+      this.names.set(k, { names: [name], until });
+    } else {
+      const at = cur.names.indexOf(name);
+      if (at !== 0) {
+        // Most recent first, at most MAX_NAMES_PER_ADDR, changed in place.
+        if (at > 0) cur.names.splice(at, 1);
+        cur.names.unshift(name);
+        if (cur.names.length > MAX_NAMES_PER_ADDR) cur.names.length = MAX_NAMES_PER_ADDR;
+      }
+      if (cur.until < until) cur.until = until;
+    }
     this.dirty = true;
   }
 
   /** Names that resolved to an address (most recent first). */
   namesFor(family: Family, addr: bigint, now = Date.now()): string[] {
     const n = this.names.get(addrKey(family, addr));
-    return n && n.until > now ? n.names : [];
+    return n && n.until > now ? n.names.slice() : [];
   }
 
   /** Live entries, optionally of one set. */
@@ -92,19 +120,60 @@ export class LearnedState {
   /**
    * Writes the state atomically, with the mode and each set's comment (its
    * rule's meaning), so a restore under a different meaning brings nothing back.
+   * Synchronous: for the daemon's shutdown; while serving, use saveAsync.
    */
-  save(file: string, now = Date.now(), context: { mode: string; setComments: Record<string, string> } = { mode: '', setComments: {} }): void {
+  save(file: string, now = Date.now(), context: SaveContext = { mode: '', setComments: {} }): void {
     this.prune(now);
-    const data = {
-      version: 1,
-      savedAt: now,
-      mode: context.mode,
-      sets: context.setComments,
-      entries: [...this.entries.values()].map((e) => ({ set: e.set, family: e.family, addr: formatAddr(e.family, e.addr), expiresAt: e.expiresAt })),
-      names: [...this.names.entries()].map(([k, v]) => ({ key: k, names: v.names, until: v.until })),
-    };
-    writeFileAtomic(file, JSON.stringify(data));
+    const entries = [...this.entries.values()].map(entryJson);
+    const names = [...this.names.entries()].map(([k, v]) => namesJson(k, v));
     this.dirty = false;
+    writeFileAtomic(file, document(now, context, entries, names));
+  }
+
+  /**
+   * The same file as save, serialised a slice at a time with the event loop
+   * free in between and written from the thread pool: with tens of
+   * thousands of addresses a synchronous save held the loop (and every DNS
+   * answer) for up to ~100 ms. Entries learned meanwhile mark the state
+   * dirty again.
+   */
+  async saveAsync(file: string, now = Date.now(), context: SaveContext = { mode: '', setComments: {} }, slice = 500): Promise<void> {
+    this.dirty = false;
+    try {
+      await writeAtomicStream(file, async (write) => {
+        let piece = docHead(now, context);
+        let n = 0;
+        let first = true;
+        for (const [k, e] of this.entries) {
+          if (e.expiresAt <= now) this.entries.delete(k);
+          else {
+            piece += (first ? '' : ',') + entryJson(e);
+            first = false;
+          }
+          if (++n % slice === 0) {
+            await write(piece);
+            piece = '';
+          }
+        }
+        piece += '],"names":[';
+        first = true;
+        for (const [k, v] of this.names) {
+          if (v.until <= now) this.names.delete(k);
+          else {
+            piece += (first ? '' : ',') + namesJson(k, v);
+            first = false;
+          }
+          if (++n % slice === 0) {
+            await write(piece);
+            piece = '';
+          }
+        }
+        await write(`${piece}]}`);
+      });
+    } catch (err) {
+      this.dirty = true;
+      throw err;
+    }
   }
 
   /**

@@ -1,39 +1,73 @@
+import { readdirSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import type { DnsQueryEvent } from '../daemon/events.js';
 import { parseAddr, type Family } from '../net/ip.js';
-import { ProcessTable } from '../monitor/process-table.js';
+import { parseSocketLink } from '../monitor/proc-parse.js';
+import { ProcessTable, type ProcInfo } from '../monitor/process-table.js';
 import { SockDiag, type SockEntry } from '../monitor/sock-diag.js';
-import type { Client } from './dns-guard.js';
 
 export interface QueryAttributionStats {
   lookups: number;
   found: number;
   /** Lookups skipped because the per-second budget was spent (a flood of queries). */
   overBudget: number;
+  /** Lookups given up because one batch had read its share of /proc/PID/fd entries. */
+  overWork: number;
   errors: number;
 }
+
+/** What identify() needs of a query: where its answer goes. */
+export interface QueryClient {
+  address: string;
+  port: number;
+  transport: 'udp' | 'tcp';
+}
+
+export type QueryProcess = NonNullable<DnsQueryEvent['process']>;
+
+/** How long a process whose descriptors cannot be read is left out. */
+const UNREADABLE_MS = 60_000;
+/** Descriptor links one batch may read: bounds the cost of a miss however many processes there are. */
+const LINKS_PER_BATCH = 4096;
 
 /**
  * Finds the process that sent a DNS query: the kernel's socket table
  * (sock_diag) gives the socket bound to the client's address and port, and
  * its inode leads to the process holding it. The socket must still exist, so
  * blocked queries are identified before their answer goes out, allowed ones
- * right after. Lookups cost a socket-table dump, so they run in batches and
- * within a budget per second; beyond it events carry no process (counted).
+ * right after.
+ *
+ * Cost is bounded three ways: a budget of lookups per second (beyond it
+ * events carry no process, counted), a cap on descriptor links read per
+ * batch, and memory of each process's socket inodes, so a lookup first
+ * checks what is known and reads /proc/PID/fd again only on a miss, most
+ * likely owners first (processes that asked before, then the youngest).
+ * Processes whose descriptors cannot be read are skipped for a minute.
  */
 export class QueryAttribution {
-  readonly stats: QueryAttributionStats = { lookups: 0, found: 0, overBudget: 0, errors: 0 };
+  readonly stats: QueryAttributionStats = { lookups: 0, found: 0, overBudget: 0, overWork: 0, errors: 0 };
   private diag: SockDiag | undefined;
-  private procs = new ProcessTable({ exclude: [process.pid] });
-  private budget: number;
+  private procs: ProcessTable;
   private windowStart = 0;
   private used = 0;
+  /** Socket tables by family/transport, indexed by local port, reused for 20 ms: at most 50 dumps a second each. */
+  private cache = new Map<string, { at: number; byPort: Map<number, SockEntry[]> }>();
+  /** Socket inodes per process (keyed by pid and start time), as last read. */
+  private inodes = new Map<string, Set<number>>();
+  /** Pids (with start time) whose descriptors could not be read, until when. */
+  private unreadable = new Map<string, number>();
+  /** Processes that asked recently, most recent last. */
+  private askers: string[] = [];
 
-  /** Socket tables by family/transport, reused for 20 ms: a flood of queries costs at most 50 dumps a second. */
-  private cache = new Map<string, { at: number; socks: SockEntry[] }>();
-
-  constructor(private perSecond = 500) {
-    this.budget = perSecond;
+  constructor(
+    private perSecond = 500,
+    opts: { procRoot?: string; exclude?: number[] } = {},
+  ) {
+    this.procs = new ProcessTable({ procRoot: opts.procRoot, exclude: opts.exclude ?? [process.pid] });
+    this.procRoot = opts.procRoot ?? '/proc';
   }
+
+  private readonly procRoot: string;
 
   private take(n: number): boolean {
     const now = Date.now();
@@ -41,7 +75,7 @@ export class QueryAttribution {
       this.windowStart = now;
       this.used = 0;
     }
-    if (this.used + n > this.budget) {
+    if (this.used + n > this.perSecond) {
       this.stats.overBudget += n;
       return false;
     }
@@ -50,41 +84,116 @@ export class QueryAttribution {
   }
 
   /** Identifies the senders of several queries with one socket-table dump per family and transport. */
-  identify(clients: Client[]): (DnsQueryEvent['process'] | undefined)[] {
+  identify(clients: QueryClient[]): (QueryProcess | undefined)[] {
     if (clients.length === 0 || !this.take(clients.length)) return clients.map(() => undefined);
     try {
       this.diag ??= new SockDiag();
       this.procs.maybeRefresh(100);
       const now = Date.now();
-      const table = (family: Family, proto: 6 | 17) => {
-        const key = `${family}/${proto}`;
-        let t = this.cache.get(key);
-        if (!t || now - t.at > 20) {
-          t = { at: now, socks: (this.diag as SockDiag).dump(family, proto) };
-          this.cache.set(key, t);
-        }
-        return t.socks;
-      };
+      const work = { links: LINKS_PER_BATCH };
       return clients.map((c) => {
         this.stats.lookups++;
         const a = parseAddr(c.address.startsWith('::ffff:') ? c.address.slice(7) : c.address);
         if (!a) return undefined;
         // An unconnected UDP socket is bound to the wildcard address, not to the source the query came from.
-        const sock = table(a.family, c.transport === 'tcp' ? 6 : 17).find((s) => s.sport === c.port && (s.src === a.value || s.src === 0n));
+        const socks = this.table(a.family, c.transport === 'tcp' ? 6 : 17, now).get(c.port) ?? [];
+        const sock = socks.find((s) => s.src === a.value || s.src === 0n);
         if (!sock) return undefined;
-        for (const p of this.procs.candidates({ uid: sock.uid })) {
-          if (!this.procs.socketInodes(p.pid).has(sock.inode)) continue;
-          this.stats.found++;
-          const out: NonNullable<DnsQueryEvent['process']> = { pid: p.pid, comm: p.comm, uid: p.uid };
-          if (p.exe !== undefined) out.exe = p.exe;
-          return out;
-        }
-        return undefined;
+        const owner = this.owner(sock, now, work);
+        if (!owner) return undefined;
+        this.stats.found++;
+        const out: QueryProcess = { pid: owner.pid, comm: owner.comm, uid: owner.uid };
+        if (owner.exe !== undefined) out.exe = owner.exe;
+        return out;
       });
     } catch {
       this.stats.errors++;
       return clients.map(() => undefined);
     }
+  }
+
+  private table(family: Family, proto: 6 | 17, now: number): Map<number, SockEntry[]> {
+    const key = `${family}/${proto}`;
+    let t = this.cache.get(key);
+    if (!t || now - t.at > 20) {
+      const byPort = new Map<number, SockEntry[]>();
+      for (const s of (this.diag as SockDiag).dump(family, proto)) {
+        const list = byPort.get(s.sport);
+        if (list) list.push(s);
+        else byPort.set(s.sport, [s]);
+      }
+      t = { at: now, byPort };
+      this.cache.set(key, t);
+    }
+    return t.byPort;
+  }
+
+  private owner(sock: SockEntry, now: number, work: { links: number }): ProcInfo | undefined {
+    const key = (p: ProcInfo) => `${p.pid}/${p.startTicks}`;
+    const candidates = this.procs.candidates({ uid: sock.uid }).filter((p) => {
+      // Unreadable namespace: not a process this daemon can see into (another user namespace).
+      if (this.procs.selfNetns !== null && p.netns === null) return false;
+      const until = this.unreadable.get(key(p));
+      return until === undefined || until < now;
+    });
+    // What is already known costs nothing: a socket still open in a process that held it.
+    for (const p of candidates) {
+      if (this.inodes.get(key(p))?.has(sock.inode)) return this.remember(p, key(p));
+    }
+    // A miss: read descriptors again, likeliest owners first (recent askers, then the youngest).
+    const rank = new Map(this.askers.map((k, i) => [k, i + 1]));
+    candidates.sort((x, y) => (rank.get(key(y)) ?? 0) - (rank.get(key(x)) ?? 0) || y.firstSeen - x.firstSeen || y.pid - x.pid);
+    for (const p of candidates) {
+      if (work.links <= 0) {
+        this.stats.overWork++;
+        return undefined;
+      }
+      const set = this.readInodes(p, now, work);
+      if (set?.has(sock.inode)) return this.remember(p, key(p));
+    }
+    return undefined;
+  }
+
+  private remember(p: ProcInfo, k: string): ProcInfo {
+    const i = this.askers.indexOf(k);
+    if (i >= 0) this.askers.splice(i, 1);
+    this.askers.push(k);
+    if (this.askers.length > 64) this.askers.shift();
+    return p;
+  }
+
+  /** Reads a process's socket inodes (within the batch's allowance); null when its descriptors cannot be read. */
+  private readInodes(p: ProcInfo, now: number, work: { links: number }): Set<number> | null {
+    const k = `${p.pid}/${p.startTicks}`;
+    const dir = join(this.procRoot, String(p.pid), 'fd');
+    let fds: string[];
+    try {
+      fds = readdirSync(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.unreadable.set(k, now + UNREADABLE_MS);
+      this.inodes.delete(k);
+      return null;
+    }
+    const out = new Set<number>();
+    for (const fd of fds) {
+      if (work.links-- <= 0) break;
+      try {
+        const inode = parseSocketLink(readlinkSync(join(dir, fd)));
+        if (inode !== null) out.add(inode);
+      } catch {
+        /* closed meanwhile */
+      }
+    }
+    this.inodes.set(k, out);
+    if (this.inodes.size > 4096) this.forgetGone();
+    return out;
+  }
+
+  /** Drops remembered inodes of processes that are gone. */
+  private forgetGone(): void {
+    const live = new Set(this.procs.live().map((p) => `${p.pid}/${p.startTicks}`));
+    for (const k of this.inodes.keys()) if (!live.has(k)) this.inodes.delete(k);
+    for (const k of this.unreadable.keys()) if (!live.has(k)) this.unreadable.delete(k);
   }
 
   close(): void {

@@ -215,7 +215,8 @@ export class UpstreamClient {
       this.sweeper.unref();
     }
     const timeout = this.opts.timeoutMs ?? 2000;
-    let lastError: Error = new Error('no upstream answered');
+    // Made only on failure: an Error captures a stack trace, too costly for every query.
+    let lastError: Error | undefined;
     for (let attempt = 0; attempt < Math.min(this.servers.length + 1, 3); attempt++) {
       const server = this.servers[(this.next + attempt) % this.servers.length] as Server;
       try {
@@ -231,7 +232,7 @@ export class UpstreamClient {
       }
     }
     this.stats.failures++;
-    throw lastError;
+    throw lastError ?? new Error('no upstream answered');
   }
 
   private request(id: number, question: Question, flags: { dnssecOk: boolean; cd: boolean }): Buffer {

@@ -21,6 +21,8 @@ export interface NativeBinding {
   udpWatch(fd: number, cb: (err: (Error & { code?: string }) | null, data: Buffer | null) => void): unknown;
   /** Sends framed datagrams; returns how many the kernel took. */
   udpSend(fd: number, frames: Buffer): number;
+  /** Nice value of the calling thread alone. */
+  setThreadNice(nice: number): void;
 }
 
 let cached: NativeBinding | undefined;

@@ -158,7 +158,8 @@ export function rawElements(set: Pick<SetDef, 'key' | 'interval'>, elems: SetEle
 
 /** Describes batch messages by sequence number, for error messages. */
 export class BatchBuilder {
-  readonly w = new NlWriter(64 * 1024);
+  // Small to start (a DNS answer's set update is a few hundred bytes); it doubles as needed.
+  readonly w = new NlWriter(4096);
   readonly descriptions = new Map<number, string>();
   private seq: number;
   private setIds = new Map<string, number>();

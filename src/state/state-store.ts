@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, promises as fsp, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Ruleset } from '../compile/ruleset.js';
 import { SluiceError } from '../errors.js';
@@ -92,6 +92,38 @@ export function writeBytesAtomic(file: string, data: Uint8Array, mode = 0o600): 
     fsyncSync(dfd);
   } finally {
     closeSync(dfd);
+  }
+}
+
+/**
+ * An atomic write off the event loop: `produce` hands pieces to `write` as
+ * it makes them (each written from libuv's thread pool while the loop is
+ * free), then the file is synced and renamed into place. For state written
+ * while the daemon serves traffic.
+ */
+export async function writeAtomicStream(file: string, produce: (write: (piece: string) => Promise<void>) => Promise<void>, mode = 0o600): Promise<void> {
+  await fsp.mkdir(dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.tmp-${process.pid}-async`;
+  // Exclusive create, as in writeBytesAtomic.
+  await fsp.rm(tmp, { force: true });
+  const fh = await fsp.open(tmp, 'wx', mode);
+  try {
+    await produce(async (piece) => {
+      if (piece.length > 0) await fh.write(piece, null, 'utf8');
+    });
+    await fh.sync();
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    await fsp.rm(tmp, { force: true });
+    throw err;
+  }
+  await fh.close();
+  await fsp.rename(tmp, file);
+  const dir = await fsp.open(dirname(file), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
   }
 }
 

@@ -329,4 +329,27 @@ describe('unit: answer filter and learned state', () => {
     writeFileSync(file, 'garbage');
     assert.equal(LearnedState.load(file, now).size, 0);
   });
+
+  it('the background save writes what the synchronous one writes, in slices, and keeps learning meanwhile', async () => {
+    const s = new LearnedState();
+    const now = Date.now();
+    for (let i = 0; i < 50; i++) {
+      s.committed('r_api_d4', 4, 0xc6120a00n + BigInt(i), now + (i % 5 === 0 ? -1 : 60_000 + i));
+      s.nameAddress(4, 0xc6120a00n + BigInt(i), `h${i}.example.com`, now + (i % 7 === 0 ? -1 : 60_000));
+    }
+    const ctx = { mode: 'enforce', setComments: { r_api_d4: 'allow api' } };
+    const syncFile = join(dir, 'sync.json');
+    const asyncFile = join(dir, 'async.json');
+    s.save(syncFile, now, ctx);
+    const pending = s.saveAsync(asyncFile, now, ctx, 7);
+    s.committed('r_api_d4', 4, 0xc6120b01n, now + 90_000); // learned while the save yields
+    await pending;
+    assert.equal(s.dirty, true, 'what was learned during the save still needs saving');
+    const expect = { mode: 'enforce', setComments: ctx.setComments, maxLifeMs: 3_600_000 };
+    const a = LearnedState.load(syncFile, now, expect);
+    const b = LearnedState.load(asyncFile, now, expect);
+    const view = (x: LearnedState) => x.list(now).map((e) => [e.set, e.addr, e.expiresAt, x.namesFor(e.family, e.addr, now)]);
+    assert.equal(a.list(now).length, 40);
+    assert.deepEqual(view(b).filter((v) => v[1] !== 0xc6120b01n), view(a));
+  });
 });

@@ -1,0 +1,127 @@
+import { Worker } from 'node:worker_threads';
+import type { QueryAttributionStats, QueryClient, QueryProcess } from './query-attribution.js';
+
+export interface AttributionClientStats extends QueryAttributionStats {
+  /** Batches that got no answer: the worker failed, was restarting, or took too long. */
+  unanswered: number;
+  workerRestarts: number;
+}
+
+const REPLY_TIMEOUT_MS = 2000;
+/** At most one message to the worker per this many ms: under load, lookups go in batches. */
+const BATCH_MS = 2;
+const RESTART_DELAY_MS = 5000;
+
+interface Waiter {
+  clients: QueryClient[];
+  resolve: (found: (QueryProcess | undefined)[]) => void;
+}
+
+/**
+ * The event loop's side of query attribution (src/dns/query-attribution.ts,
+ * run in a worker thread). Requests made in one turn of the loop go over as
+ * one message; a batch the worker does not answer in time resolves with no
+ * processes (counted), and a worker that died is started again after a pause.
+ */
+export class AttributionClient {
+  readonly stats: AttributionClientStats = { lookups: 0, found: 0, overBudget: 0, overWork: 0, errors: 0, unanswered: 0, workerRestarts: 0 };
+  private worker: Worker | undefined;
+  private notBefore = 0;
+  private nextId = 1;
+  private inFlight = new Map<number, { waiters: Waiter[]; timer: NodeJS.Timeout }>();
+  private queue: Waiter[] = [];
+  private scheduled = false;
+  private lastFlush = 0;
+  private closed = false;
+
+  constructor(private opts: { perSecond?: number; procRoot?: string } = {}) {}
+
+  identify(clients: QueryClient[]): Promise<(QueryProcess | undefined)[]> {
+    if (clients.length === 0 || this.closed) return Promise.resolve(clients.map(() => undefined));
+    return new Promise((resolve) => {
+      this.queue.push({ clients, resolve });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        const wait = this.lastFlush + BATCH_MS - performance.now();
+        if (wait <= 0) setImmediate(() => this.flush());
+        else setTimeout(() => this.flush(), wait);
+      }
+    });
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    this.lastFlush = performance.now();
+    const waiters = this.queue;
+    this.queue = [];
+    if (waiters.length === 0) return;
+    const w = this.ensureWorker();
+    if (!w) {
+      this.fail(waiters);
+      return;
+    }
+    const id = this.nextId++;
+    const timer = setTimeout(() => {
+      const entry = this.inFlight.get(id);
+      if (!entry) return;
+      this.inFlight.delete(id);
+      this.fail(entry.waiters);
+    }, REPLY_TIMEOUT_MS);
+    timer.unref();
+    this.inFlight.set(id, { waiters, timer });
+    w.postMessage({ id, clients: waiters.flatMap((x) => x.clients) });
+  }
+
+  private fail(waiters: Waiter[]): void {
+    this.stats.unanswered += waiters.length;
+    for (const x of waiters) x.resolve(x.clients.map(() => undefined));
+  }
+
+  private ensureWorker(): Worker | undefined {
+    if (this.worker) return this.worker;
+    if (this.closed || Date.now() < this.notBefore) return undefined;
+    const w = new Worker(new URL('./attribution-thread.js', import.meta.url), {
+      workerData: { perSecond: this.opts.perSecond ?? 500, procRoot: this.opts.procRoot },
+      resourceLimits: { maxOldGenerationSizeMb: 128 },
+    });
+    w.unref();
+    w.on('message', (m: { id: number; found: (QueryProcess | null)[]; stats: QueryAttributionStats }) => {
+      Object.assign(this.stats, m.stats);
+      const entry = this.inFlight.get(m.id);
+      if (!entry) return;
+      this.inFlight.delete(m.id);
+      clearTimeout(entry.timer);
+      let i = 0;
+      for (const x of entry.waiters) x.resolve(x.clients.map(() => m.found[i++] ?? undefined));
+    });
+    const down = () => {
+      if (this.worker !== w) return;
+      this.worker = undefined;
+      this.notBefore = Date.now() + RESTART_DELAY_MS;
+      if (!this.closed) this.stats.workerRestarts++;
+      for (const [id, entry] of this.inFlight) {
+        clearTimeout(entry.timer);
+        this.inFlight.delete(id);
+        this.fail(entry.waiters);
+      }
+    };
+    w.on('error', down);
+    w.on('exit', down);
+    this.worker = w;
+    return w;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.fail(this.queue);
+    this.queue = [];
+    const w = this.worker;
+    this.worker = undefined;
+    for (const entry of this.inFlight.values()) {
+      clearTimeout(entry.timer);
+      this.fail(entry.waiters);
+    }
+    this.inFlight.clear();
+    if (w) await w.terminate();
+  }
+}
