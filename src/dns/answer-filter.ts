@@ -33,19 +33,28 @@ const MAX_CHAIN = 16;
  */
 export function filterAnswer(qname: string, qtype: number, upstream: Message, rebinding: RebindingFilter, ttlMax: number): FilteredAnswer {
   const out: FilteredAnswer = { rcode: upstream.flags.rcode, answers: [], authorities: [], addresses: [], dropped: [], offChain: 0 };
-  const cap = (rr: RR): RR => ({ ...rr, ttl: Math.min(rr.ttl, ttlMax) });
-  out.authorities = upstream.authorities.filter((rr) => rr.type === TYPE.SOA && rr.class === 1).map(cap);
+  // TTLs capped at ttlMax (a copy only when the cap changes it).
+  const cap = (rr: RR): RR => (rr.ttl > ttlMax ? { ...rr, ttl: ttlMax } : rr);
+  for (const rr of upstream.authorities) if (rr.type === TYPE.SOA && rr.class === 1) out.authorities.push(cap(rr));
   if (upstream.flags.rcode !== RCODE.NOERROR) return out;
 
-  const remaining = new Set(upstream.answers);
+  const all = upstream.answers;
+  // Records not yet placed on the chain (one flag each: this runs for every answer the guard forwards).
+  const used = new Uint8Array(all.length);
+  let left = all.length;
   let current = canonicalName(qname);
-  const seen = new Set<string>([current]);
+  const seen: string[] = [current];
   for (let hop = 0; hop <= MAX_CHAIN; hop++) {
-    const here = [...remaining].filter((rr) => canonicalName(rr.name) === current && rr.class === 1);
-    const cname = here.find((rr) => rr.type === TYPE.CNAME && rr.data.kind === 'name');
-    for (const rr of here) {
-      if (rr.type === TYPE.CNAME) continue;
-      remaining.delete(rr);
+    let cname = -1;
+    for (let i = 0; i < all.length; i++) {
+      const rr = all[i] as RR;
+      if (used[i] || rr.class !== 1 || canonicalName(rr.name) !== current) continue;
+      if (rr.type === TYPE.CNAME) {
+        if (cname < 0 && rr.data.kind === 'name') cname = i;
+        continue;
+      }
+      used[i] = 1;
+      left--;
       if (rr.type !== qtype && qtype !== TYPE.ANY) {
         out.offChain++;
         continue;
@@ -61,20 +70,17 @@ export function filterAnswer(qname: string, qtype: number, upstream: Message, re
       }
       out.answers.push(cap(rr));
     }
-    if (!cname || cname.data.kind !== 'name' || qtype === TYPE.CNAME) {
-      if (cname && qtype === TYPE.CNAME) {
-        remaining.delete(cname);
-        out.answers.push(cap(cname));
-      }
-      break;
-    }
-    remaining.delete(cname);
-    out.answers.push(cap(cname));
-    const next = canonicalName(cname.data.name);
-    if (seen.has(next)) break; // a CNAME loop: stop, keep what is there
-    seen.add(next);
+    if (cname < 0) break;
+    const c = all[cname] as RR;
+    used[cname] = 1;
+    left--;
+    out.answers.push(cap(c));
+    if (qtype === TYPE.CNAME || c.data.kind !== 'name') break;
+    const next = canonicalName(c.data.name);
+    if (seen.includes(next)) break; // a CNAME loop: stop, keep what is there
+    seen.push(next);
     current = next;
   }
-  out.offChain += remaining.size;
+  out.offChain += left;
   return out;
 }

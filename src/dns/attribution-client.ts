@@ -24,7 +24,10 @@ interface Waiter {
  * processes (counted), and a worker that died is started again after a pause.
  */
 export class AttributionClient {
-  readonly stats: AttributionClientStats = { lookups: 0, found: 0, overBudget: 0, overWork: 0, errors: 0, unanswered: 0, workerRestarts: 0 };
+  private workerStats: QueryAttributionStats = { lookups: 0, found: 0, overBudget: 0, overWork: 0, errors: 0 };
+  private own = { overBudget: 0, unanswered: 0, workerRestarts: 0 };
+  private windowStart = 0;
+  private used = 0;
   private worker: Worker | undefined;
   private notBefore = 0;
   private nextId = 1;
@@ -36,8 +39,27 @@ export class AttributionClient {
 
   constructor(private opts: { perSecond?: number; procRoot?: string } = {}) {}
 
+  get stats(): AttributionClientStats {
+    return { ...this.workerStats, overBudget: this.workerStats.overBudget + this.own.overBudget, unanswered: this.own.unanswered, workerRestarts: this.own.workerRestarts };
+  }
+
+  /** The per-second budget, applied here too, so a flood costs no messages to the worker. */
+  private take(n: number): boolean {
+    const now = Date.now();
+    if (now - this.windowStart >= 1000) {
+      this.windowStart = now;
+      this.used = 0;
+    }
+    if (this.used + n > (this.opts.perSecond ?? 500)) {
+      this.own.overBudget += n;
+      return false;
+    }
+    this.used += n;
+    return true;
+  }
+
   identify(clients: QueryClient[]): Promise<(QueryProcess | undefined)[]> {
-    if (clients.length === 0 || this.closed) return Promise.resolve(clients.map(() => undefined));
+    if (clients.length === 0 || this.closed || !this.take(clients.length)) return Promise.resolve(clients.map(() => undefined));
     return new Promise((resolve) => {
       this.queue.push({ clients, resolve });
       if (!this.scheduled) {
@@ -73,7 +95,7 @@ export class AttributionClient {
   }
 
   private fail(waiters: Waiter[]): void {
-    this.stats.unanswered += waiters.length;
+    this.own.unanswered += waiters.length;
     for (const x of waiters) x.resolve(x.clients.map(() => undefined));
   }
 
@@ -86,7 +108,7 @@ export class AttributionClient {
     });
     w.unref();
     w.on('message', (m: { id: number; found: (QueryProcess | null)[]; stats: QueryAttributionStats }) => {
-      Object.assign(this.stats, m.stats);
+      this.workerStats = m.stats;
       const entry = this.inFlight.get(m.id);
       if (!entry) return;
       this.inFlight.delete(m.id);
@@ -98,7 +120,7 @@ export class AttributionClient {
       if (this.worker !== w) return;
       this.worker = undefined;
       this.notBefore = Date.now() + RESTART_DELAY_MS;
-      if (!this.closed) this.stats.workerRestarts++;
+      if (!this.closed) this.own.workerRestarts++;
       for (const [id, entry] of this.inFlight) {
         clearTimeout(entry.timer);
         this.inFlight.delete(id);

@@ -211,7 +211,7 @@ class Reader {
     // a label with any other byte switches to escaped presentation form.
     let out = 0;
     let plain = true;
-    const labels: string[] = [];
+    let labels: string[] | undefined;
     for (;;) {
       if (pos >= limit) throw new DnsFormatError('truncated name');
       const len = buf[pos] as number;
@@ -246,20 +246,23 @@ class Reader {
         }
         if (ok) {
           if (out > 0) NAME_SCRATCH[out++] = 0x2e;
-          buf.copy(NAME_SCRATCH, out, start, end);
-          out += len;
+          // Byte by byte: Buffer#copy of a slice allocates a view per call.
+          for (let i = start; i < end; i++) NAME_SCRATCH[out++] = buf[i] as number;
         } else {
           plain = false;
-          if (out > 0) labels.push(...NAME_SCRATCH.toString('latin1', 0, out).split('.'));
+          labels = out > 0 ? NAME_SCRATCH.toString('latin1', 0, out).split('.') : [];
         }
       }
-      if (!plain) labels.push(escapeLabel(buf.subarray(start, end)));
+      if (!plain) (labels as string[]).push(escapeLabel(buf.subarray(start, end)));
       pos = end;
     }
     if (plain) return out === 0 ? '.' : NAME_SCRATCH.toString('latin1', 0, out);
-    return labels.join('.');
+    return (labels as string[]).join('.');
   }
 }
+
+/** Empty rdata (an OPT record without options, mostly): one shared, read-only by convention. */
+const NO_BYTES = Buffer.alloc(0);
 
 function decodeRR(r: Reader): RR {
   const name = r.name();
@@ -294,10 +297,16 @@ function decodeRR(r: Reader): RR {
     data = { kind: 'soa', mname, rname, serial: inner.u32(), refresh: inner.u32(), retry: inner.u32(), expire: inner.u32(), minimum: inner.u32() };
     if (inner.pos !== end) throw new DnsFormatError('SOA rdata has trailing bytes');
   } else {
-    data = { kind: 'raw', bytes: Buffer.from(r.buf.subarray(r.pos, end)) };
+    data = { kind: 'raw', bytes: rdlen === 0 ? NO_BYTES : Buffer.from(r.buf.subarray(r.pos, end)) };
   }
   r.pos = end;
   return { name, type, class: klass, ttl, data };
+}
+
+function section(r: Reader, n: number): RR[] {
+  const out: RR[] = [];
+  for (let i = 0; i < n; i++) out.push(decodeRR(r));
+  return out;
 }
 
 /** Decodes a DNS message. Throws DnsFormatError for anything malformed. */
@@ -307,9 +316,12 @@ export function decodeMessage(buf: Buffer): Message {
   const r = new Reader(buf);
   const id = r.u16();
   const f = r.u16();
-  const counts = [r.u16(), r.u16(), r.u16(), r.u16()] as const;
+  const qd = r.u16();
+  const an = r.u16();
+  const ns = r.u16();
+  const ar = r.u16();
   // Every question takes at least 5 bytes and every record at least 11: reject counts the message cannot hold.
-  if (counts[0] * 5 + (counts[1] + counts[2] + counts[3]) * 11 > buf.length - 12) {
+  if (qd * 5 + (an + ns + ar) * 11 > buf.length - 12) {
     throw new DnsFormatError('record counts exceed the message size');
   }
   const flags: Flags = {
@@ -324,15 +336,10 @@ export function decodeMessage(buf: Buffer): Message {
     rcode: f & 0xf,
   };
   const questions: Question[] = [];
-  for (let i = 0; i < counts[0]; i++) questions.push({ name: r.name(), type: r.u16(), class: r.u16() });
-  const section = (n: number) => {
-    const out: RR[] = [];
-    for (let i = 0; i < n; i++) out.push(decodeRR(r));
-    return out;
-  };
-  const answers = section(counts[1]);
-  const authorities = section(counts[2]);
-  const rawAdditionals = section(counts[3]);
+  for (let i = 0; i < qd; i++) questions.push({ name: r.name(), type: r.u16(), class: r.u16() });
+  const answers = section(r, an);
+  const authorities = section(r, ns);
+  const rawAdditionals = section(r, ar);
   const msg: Message = { id, flags, questions, answers, authorities, additionals: [] };
   for (const rr of rawAdditionals) {
     if (rr.type !== TYPE.OPT) {
@@ -342,7 +349,7 @@ export function decodeMessage(buf: Buffer): Message {
     // RFC 6891 section 6.1.1: one OPT, owner name root.
     if (msg.edns) throw new DnsFormatError('more than one OPT record');
     if (rr.name !== '.') throw new DnsFormatError('OPT record with a non-root owner name');
-    const raw = rr.data.kind === 'raw' ? rr.data.bytes : Buffer.alloc(0);
+    const raw = rr.data.kind === 'raw' ? rr.data.bytes : NO_BYTES;
     const options: EdnsOption[] = [];
     const or = new Reader(raw);
     while (or.pos < raw.length) {
@@ -527,6 +534,31 @@ function encodeRR(w: Writer, rr: RR): void {
   const rdlen = w.pos - start;
   if (rdlen > 0xffff) throw new DnsFormatError('record data longer than 65535 bytes');
   w.buf.writeUInt16BE(rdlen, lenAt);
+}
+
+/**
+ * A query with one question and an OPT record, encoded without building a
+ * Message (the guard sends one upstream per query it forwards). The same
+ * bytes as encodeMessage of the equivalent message.
+ */
+export function encodeQuery(id: number, q: Question, opts: { rd: boolean; cd: boolean; dnssecOk: boolean; udpSize: number }): Buffer {
+  const w = new Writer();
+  w.u16(id);
+  w.u16((opts.rd ? 0x0100 : 0) | (opts.cd ? 0x0010 : 0));
+  w.u16(1);
+  w.u16(0);
+  w.u16(0);
+  w.u16(1);
+  w.name(q.name, false);
+  w.u16(q.type);
+  w.u16(q.class);
+  // OPT: root owner, class = UDP size, TTL = extended rcode 0, version 0, DO bit; no options.
+  w.u8(0);
+  w.u16(TYPE.OPT);
+  w.u16(opts.udpSize);
+  w.u32(opts.dnssecOk ? 0x8000 : 0);
+  w.u16(0);
+  return w.result();
 }
 
 /** Encodes a message. EDNS, when present, becomes the OPT record at the end of the additional section. */

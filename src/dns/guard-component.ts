@@ -17,8 +17,8 @@ import { AttributionClient } from './attribution-client.js';
 import { DomainMatcher } from './domain-matcher.js';
 import { GuardServers } from './guard-servers.js';
 import { LearnedState, type LearnedEntry } from './learned-state.js';
+import { QueryLog } from './query-log.js';
 import { RebindingFilter } from './rebinding.js';
-import { Ring } from './ring.js';
 import { SetWriter, type SetWrite } from './set-writer.js';
 import { UpstreamClient } from './upstream.js';
 
@@ -52,7 +52,7 @@ export class GuardComponent implements Component {
   private upstream: UpstreamClient | undefined;
   private writer: SetWriter | undefined;
   private learned = new LearnedState();
-  private recent = new Ring<DnsQueryEvent>(RECENT_MAX);
+  private recent = new QueryLog(RECENT_MAX);
   private followers = new Set<(e: DnsQueryEvent) => void>();
   private saveTimer: NodeJS.Timeout | undefined;
   private saving: Promise<void> | undefined;

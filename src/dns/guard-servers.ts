@@ -52,10 +52,10 @@ export class GuardServers {
           return;
         }
         this.inflight++;
-        const peer = { family: from.family, addr: Buffer.from(from.addr), port: from.port };
+        // `from` points into this batch's own buffer, which stays valid until the answer goes.
         this.handle(msg, { address: peerAddress(from), port: from.port, transport: 'udp' })
           .then((out) => {
-            if (out) sock.send(out, peer);
+            if (out) sock.send(out, from);
           })
           .catch(() => undefined)
           .finally(() => this.inflight--);

@@ -11,6 +11,12 @@ export interface LearnedEntry {
   expiresAt: number;
 }
 
+interface Named {
+  /** Most recent first. */
+  names: string[];
+  until: number;
+}
+
 const MAX_NAMES_PER_ADDR = 8;
 
 export interface SaveContext {
@@ -18,18 +24,26 @@ export interface SaveContext {
   setComments: Record<string, string>;
 }
 
-const entryJson = (e: LearnedEntry) => JSON.stringify({ set: e.set, family: e.family, addr: formatAddr(e.family, e.addr), expiresAt: e.expiresAt });
-const namesJson = (key: string, v: { names: string[]; until: number }) => JSON.stringify({ key, names: v.names, until: v.until });
+/** The saved file's form of an address's names: `4:c6120a01` (family, hex). */
+const namesKey = (family: Family, addr: bigint) => `${family}:${addr.toString(16)}`;
+/** Set names are [a-z0-9_.-] (compiler-made, checked on load); JSON.stringify for anything else. */
+const SAFE_SET = /^[a-z0-9_.-]{1,80}$/;
+const ipv4Text = (a: number) => `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
+/** One entry as JSON, built directly: a save writes tens of thousands, and this is most of its cost. */
+function entryJson(e: LearnedEntry): string {
+  const addr = e.family === 4 ? ipv4Text(Number(e.addr)) : formatAddr(6, e.addr);
+  const set = SAFE_SET.test(e.set) ? `"${e.set}"` : JSON.stringify(e.set);
+  return `{"set":${set},"family":${e.family},"addr":"${addr}","expiresAt":${Math.trunc(e.expiresAt)}}`;
+}
+const namesJson = (family: Family, addr: bigint, v: Named) => `{"key":"${namesKey(family, addr)}","names":${JSON.stringify(v.names)},"until":${Math.trunc(v.until)}}`;
 
-/** The saved file: a header, then entries and names already serialised one by one. */
 /** The file's opening, up to its entries. */
 const docHead = (now: number, context: SaveContext) => `${JSON.stringify({ version: 1, savedAt: now, mode: context.mode, sets: context.setComments }).slice(0, -1)},"entries":[`;
 
+/** The saved file: a header, then entries and names already serialised one by one. */
 function document(now: number, context: SaveContext, entries: string[], names: string[]): string {
   return `${docHead(now, context)}${entries.join(',')}],"names":[${names.join(',')}]}`;
 }
-
-const addrKey = (family: Family, addr: bigint) => `${family}:${addr.toString(16)}`;
 
 /**
  * What the guard has opened, and which names led there. The kernel holds the
@@ -38,39 +52,66 @@ const addrKey = (family: Family, addr: bigint) => `${family}:${addr.toString(16)
  * timeout, so a short-TTL name sharing an address with a long-TTL one would
  * cut the long one short), (2) addresses can be named in events, and (3) a
  * restart restores the state before the guard answers again.
+ *
+ * The guard consults and updates it for every answer: maps are keyed by the
+ * address itself (a bigint) per set and family, with no key strings built
+ * per lookup, and entries are updated in place.
  */
 export class LearnedState {
-  private entries = new Map<string, LearnedEntry>();
-  private names = new Map<string, { names: string[]; until: number }>();
+  private sets: Record<Family, Map<string, Map<bigint, LearnedEntry>>> = { 4: new Map(), 6: new Map() };
+  private named: Record<Family, Map<bigint, Named>> = { 4: new Map(), 6: new Map() };
+  private count = 0;
   dirty = false;
 
-  private key(set: string, family: Family, addr: bigint): string {
-    return `${set}|${addrKey(family, addr)}`;
+  private entry(set: string, family: Family, addr: bigint): LearnedEntry | undefined {
+    return this.sets[family].get(set)?.get(addr);
+  }
+
+  private put(e: LearnedEntry): void {
+    let m = this.sets[e.family].get(e.set);
+    if (!m) {
+      m = new Map();
+      this.sets[e.family].set(e.set, m);
+    }
+    if (!m.has(e.addr)) this.count++;
+    m.set(e.addr, e);
+  }
+
+  /** Every entry (expired ones too); deleting the current one while iterating is safe. */
+  private *all(): Generator<[Map<bigint, LearnedEntry>, LearnedEntry]> {
+    for (const family of [4, 6] as const) for (const m of this.sets[family].values()) for (const e of m.values()) yield [m, e];
+  }
+
+  private *allNamed(): Generator<[Family, bigint, Named, Map<bigint, Named>]> {
+    for (const family of [4, 6] as const) for (const [addr, v] of this.named[family]) yield [family, addr, v, this.named[family]];
+  }
+
+  private drop(m: Map<bigint, LearnedEntry>, e: LearnedEntry): void {
+    if (m.delete(e.addr)) this.count--;
   }
 
   /** True when the kernel needs a write so the element lives until `expiresAt` (a second of slack avoids churn). */
   needsWrite(set: string, family: Family, addr: bigint, expiresAt: number): boolean {
-    const cur = this.entries.get(this.key(set, family, addr));
+    const cur = this.entry(set, family, addr);
     return !cur || cur.expiresAt + 1000 < expiresAt;
   }
 
   /** Records a kernel write that succeeded. */
   committed(set: string, family: Family, addr: bigint, expiresAt: number): void {
-    const k = this.key(set, family, addr);
-    const cur = this.entries.get(k);
+    const cur = this.entry(set, family, addr);
     // Updated in place: the guard calls this for every answer, and long-lived objects replaced
     // at that rate are what makes young-generation collections slow.
-    if (!cur) this.entries.set(k, { set, family, addr, expiresAt });
+    if (!cur) this.put({ set, family, addr, expiresAt });
     else if (cur.expiresAt < expiresAt) cur.expiresAt = expiresAt;
     this.dirty = true;
   }
 
   /** Remembers that `name` resolved to the address, for as long as the address is open. */
   nameAddress(family: Family, addr: bigint, name: string, until: number): void {
-    const k = addrKey(family, addr);
-    const cur = this.names.get(k);
+    const map = this.named[family];
+    const cur = map.get(addr);
     if (!cur) {
-      this.names.set(k, { names: [name], until });
+      map.set(addr, { names: [name], until });
     } else {
       const at = cur.names.indexOf(name);
       if (at !== 0) {
@@ -86,34 +127,38 @@ export class LearnedState {
 
   /** Names that resolved to an address (most recent first). */
   namesFor(family: Family, addr: bigint, now = Date.now()): string[] {
-    const n = this.names.get(addrKey(family, addr));
+    const n = this.named[family].get(addr);
     return n && n.until > now ? n.names.slice() : [];
   }
 
   /** Live entries, optionally of one set. */
   list(now = Date.now(), set?: string): LearnedEntry[] {
-    return [...this.entries.values()].filter((e) => e.expiresAt > now && (set === undefined || e.set === set));
+    const out: LearnedEntry[] = [];
+    for (const [, e] of this.all()) if (e.expiresAt > now && (set === undefined || e.set === set)) out.push(e);
+    return out;
   }
 
+  /** Entries held (expired ones not yet pruned included). */
   get size(): number {
-    return this.entries.size;
+    return this.count;
   }
 
   /** Drops expired entries and names, and entries of sets that no longer exist. */
   prune(now = Date.now(), keepSets?: Set<string>): void {
-    for (const [k, e] of this.entries) {
+    for (const [m, e] of this.all()) {
       if (e.expiresAt <= now || (keepSets && !keepSets.has(e.set))) {
-        this.entries.delete(k);
+        this.drop(m, e);
         this.dirty = true;
       }
     }
-    for (const [k, n] of this.names) if (n.until <= now) this.names.delete(k);
+    for (const [, addr, n, map] of this.allNamed()) if (n.until <= now) map.delete(addr);
   }
 
   /** Replaces the mirror of what the kernel holds (at start, and after a reload). */
   adoptKernel(entries: LearnedEntry[]): void {
-    this.entries.clear();
-    for (const e of entries) this.entries.set(this.key(e.set, e.family, e.addr), e);
+    this.sets = { 4: new Map(), 6: new Map() };
+    this.count = 0;
+    for (const e of entries) this.put(e);
     this.dirty = true;
   }
 
@@ -124,8 +169,10 @@ export class LearnedState {
    */
   save(file: string, now = Date.now(), context: SaveContext = { mode: '', setComments: {} }): void {
     this.prune(now);
-    const entries = [...this.entries.values()].map(entryJson);
-    const names = [...this.names.entries()].map(([k, v]) => namesJson(k, v));
+    const entries: string[] = [];
+    for (const [, e] of this.all()) entries.push(entryJson(e));
+    const names: string[] = [];
+    for (const [family, addr, v] of this.allNamed()) names.push(namesJson(family, addr, v));
     this.dirty = false;
     writeFileAtomic(file, document(now, context, entries, names));
   }
@@ -137,36 +184,38 @@ export class LearnedState {
    * answer) for up to ~100 ms. Entries learned meanwhile mark the state
    * dirty again.
    */
-  async saveAsync(file: string, now = Date.now(), context: SaveContext = { mode: '', setComments: {} }, slice = 500): Promise<void> {
+  async saveAsync(file: string, now = Date.now(), context: SaveContext = { mode: '', setComments: {} }, sliceMs = 0.5): Promise<void> {
     this.dirty = false;
     try {
       await writeAtomicStream(file, async (write) => {
         let piece = docHead(now, context);
-        let n = 0;
         let first = true;
-        for (const [k, e] of this.entries) {
-          if (e.expiresAt <= now) this.entries.delete(k);
+        let sliceStart = performance.now();
+        // Yield to the event loop after sliceMs of work, so answers wait at most about that long.
+        const maybeYield = async () => {
+          if (performance.now() - sliceStart < sliceMs) return;
+          await write(piece);
+          piece = '';
+          sliceStart = performance.now();
+        };
+        let n = 0;
+        for (const [m, e] of this.all()) {
+          if (e.expiresAt <= now) this.drop(m, e);
           else {
             piece += (first ? '' : ',') + entryJson(e);
             first = false;
           }
-          if (++n % slice === 0) {
-            await write(piece);
-            piece = '';
-          }
+          if (++n % 64 === 0) await maybeYield();
         }
         piece += '],"names":[';
         first = true;
-        for (const [k, v] of this.names) {
-          if (v.until <= now) this.names.delete(k);
+        for (const [family, addr, v, map] of this.allNamed()) {
+          if (v.until <= now) map.delete(addr);
           else {
-            piece += (first ? '' : ',') + namesJson(k, v);
+            piece += (first ? '' : ',') + namesJson(family, addr, v);
             first = false;
           }
-          if (++n % slice === 0) {
-            await write(piece);
-            piece = '';
-          }
+          if (++n % 64 === 0) await maybeYield();
         }
         await write(`${piece}]}`);
       });
@@ -204,13 +253,18 @@ export class LearnedState {
       }
       const parsed = parseAddr(x.addr);
       if (!parsed || parsed.family !== x.family) continue;
-      s.entries.set(s.key(x.set, x.family, parsed.value), { set: x.set, family: x.family, addr: parsed.value, expiresAt });
+      s.put({ set: x.set, family: x.family, addr: parsed.value, expiresAt });
     }
     for (const n of Array.isArray(obj.names) ? obj.names : []) {
       const x = n as { key?: unknown; names?: unknown; until?: unknown };
-      if (typeof x.key !== 'string' || !/^[46]:[0-9a-f]{1,32}$/.test(x.key) || typeof x.until !== 'number' || x.until <= now || !Array.isArray(x.names)) continue;
+      if (typeof x.key !== 'string' || typeof x.until !== 'number' || x.until <= now || !Array.isArray(x.names)) continue;
+      const m = /^([46]):([0-9a-f]{1,32})$/.exec(x.key);
+      if (!m) continue;
+      const family: Family = m[1] === '4' ? 4 : 6;
+      const addr = BigInt(`0x${m[2]}`);
+      if (family === 4 && addr > 0xffffffffn) continue;
       const names = x.names.filter((v): v is string => typeof v === 'string' && v.length <= 255).slice(0, MAX_NAMES_PER_ADDR);
-      s.names.set(x.key, { names, until: x.until });
+      s.named[family].set(addr, { names, until: x.until });
     }
     return s;
   }

@@ -3,7 +3,7 @@ import { Socket as TcpSocket } from 'node:net';
 import { native } from '../native/native.js';
 import { addrBytes, formatAddr, type AddrRange } from '../net/ip.js';
 import { UdpBatchSocket, type Peer } from '../net/udp-batch.js';
-import { canonicalName, decodeMessage, DnsFormatError, encodeMessage, type Message, type Question } from './dns-message.js';
+import { canonicalName, decodeMessage, DnsFormatError, encodeQuery, type Message, type Question } from './dns-message.js';
 
 const AF_INET = 2;
 const AF_INET6 = 10;
@@ -239,16 +239,7 @@ export class UpstreamClient {
     // A fresh query built from the parsed question: nothing of the client's
     // packet but the checked question goes upstream (no parser differential,
     // no client EDNS options such as ECS or cookies).
-    const msg: Message = {
-      id,
-      flags: { qr: false, opcode: 0, aa: false, tc: false, rd: true, ra: false, ad: false, cd: flags.cd, rcode: 0 },
-      questions: [question],
-      answers: [],
-      authorities: [],
-      additionals: [],
-      edns: { udpSize: 1232, extendedRcode: 0, version: 0, dnssecOk: flags.dnssecOk, options: [] },
-    };
-    return encodeMessage(msg);
+    return encodeQuery(id, question, { rd: true, cd: flags.cd, dnssecOk: flags.dnssecOk, udpSize: 1232 });
   }
 
   private udp(server: Server, question: Question, flags: { dnssecOk: boolean; cd: boolean }, timeout: number): Promise<Message> {

@@ -5,6 +5,9 @@ const AF_INET = 2;
 const AF_INET6 = 10;
 /** Frame header, see native/sluice_native.c: u16 len, u16 port, u8 family, u8 flags, u16 0, 16 bytes address. */
 const HDR = 24;
+/** Queued frames beyond this go out before more are queued. */
+const MAX_OUT = 256 * 1024;
+const EMPTY = Buffer.alloc(0);
 
 /** Where a datagram came from (or goes to). `addr` is 4 or 16 bytes. */
 export interface Peer {
@@ -50,7 +53,8 @@ export class UdpBatchSocket {
   readonly stats: UdpBatchStats = { received: 0, truncated: 0, sent: 0, sendFailed: 0, errors: 0 };
   readonly port: number;
   private handle: unknown;
-  private out = Buffer.allocUnsafe(64 * 1024);
+  /** Outgoing frames; small at first (upstream sockets live for ~100 queries), grown as needed. */
+  private out = EMPTY;
   private outLen = 0;
   private outCount = 0;
   private scheduled = false;
@@ -109,8 +113,16 @@ export class UdpBatchSocket {
     if (this.closed) return;
     const need = HDR + payload.length;
     if (this.outLen + need > this.out.length) {
-      if (this.outLen > 0) this.flush();
-      if (need > this.out.length) this.out = Buffer.allocUnsafe(need);
+      if (this.out.length < MAX_OUT) {
+        // Grow (doubling, up to MAX_OUT), keeping what is queued.
+        const grown = Buffer.allocUnsafe(Math.min(MAX_OUT, Math.max(4096, this.out.length * 2, this.outLen + need)));
+        grown.set(this.out.subarray(0, this.outLen));
+        this.out = grown;
+      }
+      if (this.outLen + need > this.out.length) {
+        if (this.outLen > 0) this.flush();
+        if (need > this.out.length) this.out = Buffer.allocUnsafe(need);
+      }
     }
     const o = this.outLen;
     const b = this.out;
@@ -118,10 +130,12 @@ export class UdpBatchSocket {
     b.writeUInt16LE(to.port, o + 2);
     b[o + 4] = to.family;
     b[o + 5] = 0;
-    b.writeUInt16LE(0, o + 6);
-    to.addr.copy(b, o + 8);
+    b[o + 6] = 0;
+    b[o + 7] = 0;
+    // TypedArray set: the cheapest copy there is for small buffers.
+    b.set(to.addr, o + 8);
     if (to.addr.length === 4) b.fill(0, o + 12, o + 24);
-    payload.copy(b, o + HDR);
+    b.set(payload, o + HDR);
     this.outLen += need;
     this.outCount++;
     if (!this.scheduled) {

@@ -7,14 +7,15 @@ import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { TABLE_NAME } from '../../src/compile/ruleset.js';
 import type { DnsQueryEvent } from '../../src/daemon/events.js';
-import { filterAnswer } from '../../src/dns/answer-filter.js';
-import { decodeMessage, encodeMessage, RCODE, TYPE, type Message, type Question, type RR } from '../../src/dns/dns-message.js';
+import { filterAnswer, type FilteredAnswer } from '../../src/dns/answer-filter.js';
+import { canonicalName, decodeMessage, encodeMessage, RCODE, TYPE, type Message, type Question, type RR } from '../../src/dns/dns-message.js';
 import { DnsGuard, EDE } from '../../src/dns/dns-guard.js';
 import { DomainMatcher } from '../../src/dns/domain-matcher.js';
 import { LearnedState } from '../../src/dns/learned-state.js';
 import { RebindingFilter } from '../../src/dns/rebinding.js';
 import { SetWriter } from '../../src/dns/set-writer.js';
 import { FakeNetfilter } from '../../src/netfilter/fake-netfilter.js';
+import { formatAddr } from '../../src/net/ip.js';
 import { compileFrom } from '../support/fixtures.js';
 
 const POLICY = `mode: enforce
@@ -87,6 +88,59 @@ function setup(answers: (q: Question) => RR[] | Error = () => [], policyText = P
 }
 
 const client = { address: '198.18.0.2', port: 40000, transport: 'udp' as const };
+
+/**
+ * The chain walk as first written (sets and array copies, simple to read), kept as the model
+ * the faster filterAnswer must agree with.
+ */
+function referenceFilter(qname: string, qtype: number, upstream: Message, rebinding: RebindingFilter, ttlMax: number): FilteredAnswer {
+  const out: FilteredAnswer = { rcode: upstream.flags.rcode, answers: [], authorities: [], addresses: [], dropped: [], offChain: 0 };
+  const cap = (rr: RR): RR => ({ ...rr, ttl: Math.min(rr.ttl, ttlMax) });
+  out.authorities = upstream.authorities.filter((rr) => rr.type === TYPE.SOA && rr.class === 1).map(cap);
+  if (upstream.flags.rcode !== RCODE.NOERROR) return out;
+
+  const remaining = new Set(upstream.answers);
+  let current = canonicalName(qname);
+  const seen = new Set<string>([current]);
+  for (let hop = 0; hop <= 16; hop++) {
+    const here = [...remaining].filter((rr) => canonicalName(rr.name) === current && rr.class === 1);
+    const cname = here.find((rr) => rr.type === TYPE.CNAME && rr.data.kind === 'name');
+    for (const rr of here) {
+      if (rr.type === TYPE.CNAME) continue;
+      remaining.delete(rr);
+      if (rr.type !== qtype && qtype !== TYPE.ANY) {
+        out.offChain++;
+        continue;
+      }
+      if (rr.data.kind === 'a' || rr.data.kind === 'aaaa') {
+        const family: 4 | 6 = rr.data.kind === 'a' ? 4 : 6;
+        const why = rebinding.check(family, rr.data.addr);
+        if (why) {
+          out.dropped.push({ address: formatAddr(family, rr.data.addr), why });
+          continue;
+        }
+        out.addresses.push({ family, addr: rr.data.addr, ttl: Math.min(rr.ttl, ttlMax), owner: rr.name });
+      }
+      out.answers.push(cap(rr));
+    }
+    if (!cname || cname.data.kind !== 'name' || qtype === TYPE.CNAME) {
+      if (cname && qtype === TYPE.CNAME) {
+        remaining.delete(cname);
+        out.answers.push(cap(cname));
+      }
+      break;
+    }
+    remaining.delete(cname);
+    out.answers.push(cap(cname));
+    const next = canonicalName(cname.data.name);
+    if (seen.has(next)) break; // a CNAME loop: stop, keep what is there
+    seen.add(next);
+    current = next;
+  }
+  out.offChain += remaining.size;
+  return out;
+}
+
 
 describe('unit: DNS guard decisions', () => {
   it('a name no rule allows gets NXDOMAIN with a Blocked EDE, and is never forwarded', async () => {
@@ -309,6 +363,23 @@ describe('unit: answer filter and learned state', () => {
     assert.deepEqual(fn.authorities.map((r) => r.type), [TYPE.SOA]);
   });
 
+  it('property: filterAnswer agrees with the reference chain walk on arbitrary answers', () => {
+    const rebinding = new RebindingFilter(compileFrom(POLICY).policy);
+    const names = ['q.example.com', 'Q.Example.COM', 'b.example.com', 'c.example.com', 'x.evil.example'];
+    const rr = fc.oneof(
+      fc.record({ n: fc.constantFrom(...names), a: fc.constantFrom(0xc6120a01n, 0x0a000001n, 0x7f000001n), ttl: fc.integer({ min: 0, max: 200_000 }), cls: fc.constantFrom(1, 3) }).map((x): RR => ({ name: x.n, type: TYPE.A, class: x.cls, ttl: x.ttl, data: { kind: 'a', addr: x.a } })),
+      fc.record({ n: fc.constantFrom(...names), t: fc.constantFrom(...names), ttl: fc.integer({ min: 0, max: 200_000 }) }).map((x): RR => CNAME(x.n, x.t, x.ttl)),
+      fc.record({ n: fc.constantFrom(...names), a: fc.constantFrom(0x20010db8000000000000000000000001n, 0xfe800000000000000000000000000001n) }).map((x): RR => ({ name: x.n, type: TYPE.AAAA, class: 1, ttl: 60, data: { kind: 'aaaa', addr: x.a } })),
+    );
+    fc.assert(
+      fc.property(fc.array(rr, { maxLength: 12 }), fc.constantFrom(TYPE.A, TYPE.AAAA, TYPE.CNAME, TYPE.ANY), fc.constantFrom(0, 3), fc.constantFrom(3600, 86400), (answers, qtype, rcode, ttlMax) => {
+        const m = reply({ name: 'q.example.com', type: qtype, class: 1 }, answers, rcode);
+        assert.deepEqual(filterAnswer('q.example.com', qtype, m, rebinding, ttlMax), referenceFilter('q.example.com', qtype, m, rebinding, ttlMax));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   const dir = mkdtempSync(join(tmpdir(), 'sluice-learned-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -341,7 +412,7 @@ describe('unit: answer filter and learned state', () => {
     const syncFile = join(dir, 'sync.json');
     const asyncFile = join(dir, 'async.json');
     s.save(syncFile, now, ctx);
-    const pending = s.saveAsync(asyncFile, now, ctx, 7);
+    const pending = s.saveAsync(asyncFile, now, ctx, 0);
     s.committed('r_api_d4', 4, 0xc6120b01n, now + 90_000); // learned while the save yields
     await pending;
     assert.equal(s.dirty, true, 'what was learned during the save still needs saving');

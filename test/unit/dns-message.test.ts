@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { canonicalName, decodeMessage, DnsFormatError, encodeMessage, nameToLabels, TYPE, type Message } from '../../src/dns/dns-message.js';
+import { canonicalName, decodeMessage, DnsFormatError, encodeMessage, encodeQuery, nameToLabels, TYPE, type Message } from '../../src/dns/dns-message.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
@@ -146,6 +146,34 @@ describe('unit: DNS message codec', () => {
         got.forEach((g, i) => assert.deepEqual(nameToLabels(g ?? '').map(lower), (names[i] as Buffer[]).map(lower), `name ${i}`));
       }),
       { numRuns: 3000 },
+    );
+  });
+
+  it('property: encodeQuery makes the same bytes as encodeMessage of the same query', () => {
+    const label = fc.stringMatching(/^[a-zA-Z0-9_-]{1,20}$/);
+    fc.assert(
+      fc.property(
+        fc.array(label, { minLength: 1, maxLength: 5 }),
+        fc.integer({ min: 0, max: 65535 }),
+        fc.integer({ min: 0, max: 65535 }),
+        fc.boolean(),
+        fc.boolean(),
+        fc.boolean(),
+        (labels, id, type, rd, cd, dnssecOk) => {
+          const q = { name: labels.join('.'), type, class: 1 };
+          const viaMessage = encodeMessage({
+            id,
+            flags: { qr: false, opcode: 0, aa: false, tc: false, rd, ra: false, ad: false, cd, rcode: 0 },
+            questions: [q],
+            answers: [],
+            authorities: [],
+            additionals: [],
+            edns: { udpSize: 1232, extendedRcode: 0, version: 0, dnssecOk, options: [] },
+          });
+          assert.deepEqual(encodeQuery(id, q, { rd, cd, dnssecOk, udpSize: 1232 }), viaMessage);
+        },
+      ),
+      { numRuns: 500 },
     );
   });
 

@@ -1,0 +1,106 @@
+import type { DnsQueryEvent } from '../daemon/events.js';
+
+const TRANSPORTS: DnsQueryEvent['transport'][] = ['udp', 'tcp', 'passive'];
+const VERDICTS: DnsQueryEvent['verdict'][] = ['allowed', 'blocked', 'would-block', 'error'];
+const NONE: readonly never[] = Object.freeze([]);
+
+/**
+ * The newest DNS queries the guard answered (what `sluice dns` shows), in a
+ * fixed-capacity ring stored column by column: numbers in typed arrays,
+ * text as strings, shared where it repeats (client addresses, rule lists).
+ * At thousands of queries a second, keeping every event as a graph of small
+ * objects for seconds made the garbage collector's work grow with the query
+ * rate; columns keep what survives to a few flat values per query.
+ */
+export class QueryLog {
+  private next = 0;
+  private count = 0;
+  private readonly time: Float64Array;
+  private readonly latency: Float64Array;
+  private readonly port: Uint16Array;
+  private readonly type: Uint16Array;
+  private readonly rcode: Uint16Array;
+  private readonly codes: Uint8Array;
+  private readonly address: string[];
+  private readonly name: string[];
+  private readonly rules: (readonly string[])[];
+  /** Answers joined by spaces ('' for none). */
+  private readonly answers: string[];
+  /** Rare fields (dropped addresses, the process, a detail), kept as given. */
+  private readonly extra: ({ dropped?: DnsQueryEvent['dropped']; process?: DnsQueryEvent['process']; detail?: string } | undefined)[];
+  private readonly interned = new Map<string, string>();
+
+  constructor(readonly capacity: number) {
+    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`query log capacity must be a positive integer, not ${capacity}`);
+    this.time = new Float64Array(capacity);
+    this.latency = new Float64Array(capacity);
+    this.port = new Uint16Array(capacity);
+    this.type = new Uint16Array(capacity);
+    this.rcode = new Uint16Array(capacity);
+    this.codes = new Uint8Array(capacity);
+    this.address = new Array<string>(capacity).fill('');
+    this.name = new Array<string>(capacity).fill('');
+    this.rules = new Array<readonly string[]>(capacity).fill(NONE);
+    this.answers = new Array<string>(capacity).fill('');
+    this.extra = new Array(capacity).fill(undefined);
+  }
+
+  /** Client addresses repeat: one string each (bounded). */
+  private intern(s: string): string {
+    const known = this.interned.get(s);
+    if (known !== undefined) return known;
+    if (this.interned.size >= 4096) this.interned.clear();
+    this.interned.set(s, s);
+    return s;
+  }
+
+  push(e: DnsQueryEvent): void {
+    const i = this.next;
+    this.time[i] = e.time;
+    this.latency[i] = e.latencyMs;
+    this.port[i] = e.client.port;
+    this.type[i] = e.type;
+    this.rcode[i] = e.rcode;
+    this.codes[i] = (TRANSPORTS.indexOf(e.transport) << 4) | VERDICTS.indexOf(e.verdict);
+    this.address[i] = this.intern(e.client.address);
+    this.name[i] = e.name;
+    this.rules[i] = e.rules.length === 0 ? NONE : e.rules;
+    this.answers[i] = e.answers.length === 0 ? '' : e.answers.join(' ');
+    this.extra[i] = e.dropped.length > 0 || e.process || e.detail !== undefined ? { dropped: e.dropped.length > 0 ? e.dropped : undefined, process: e.process, detail: e.detail } : undefined;
+    this.next = (i + 1) % this.capacity;
+    if (this.count < this.capacity) this.count++;
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  /** The newest `n` queries (all when omitted), oldest first, as events. */
+  last(n = this.count): DnsQueryEvent[] {
+    const k = Math.max(0, Math.min(n, this.count));
+    const out: DnsQueryEvent[] = [];
+    for (let back = k; back > 0; back--) out.push(this.at((this.next - back + this.capacity) % this.capacity));
+    return out;
+  }
+
+  private at(i: number): DnsQueryEvent {
+    const x = this.extra[i];
+    const answers = this.answers[i] as string;
+    const e: DnsQueryEvent = {
+      time: this.time[i] as number,
+      transport: TRANSPORTS[(this.codes[i] as number) >> 4] as DnsQueryEvent['transport'],
+      client: { address: this.address[i] as string, port: this.port[i] as number },
+      name: this.name[i] as string,
+      type: this.type[i] as number,
+      verdict: VERDICTS[(this.codes[i] as number) & 15] as DnsQueryEvent['verdict'],
+      rules: [...(this.rules[i] as readonly string[])],
+      rcode: this.rcode[i] as number,
+      answers: answers === '' ? [] : answers.split(' '),
+      dropped: x?.dropped ? [...x.dropped] : [],
+      latencyMs: this.latency[i] as number,
+    };
+    if (x?.detail !== undefined) e.detail = x.detail;
+    if (x?.process) e.process = x.process;
+    return e;
+  }
+}

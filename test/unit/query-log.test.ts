@@ -1,0 +1,62 @@
+/** The column-stored log behind `sluice dns`: what comes out is what went in, newest kept. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import type { DnsQueryEvent } from '../../src/daemon/events.js';
+import { QueryLog } from '../../src/dns/query-log.js';
+
+const word = fc.stringMatching(/^[a-z0-9.-]{1,12}$/);
+const event: fc.Arbitrary<DnsQueryEvent> = fc
+  .record({
+    time: fc.integer({ min: 0, max: 2 ** 45 }),
+    transport: fc.constantFrom('udp' as const, 'tcp' as const, 'passive' as const),
+    client: fc.record({ address: fc.constantFrom('127.0.0.1', '::1', '198.18.0.2'), port: fc.integer({ min: 0, max: 65535 }) }),
+    name: word,
+    type: fc.integer({ min: 0, max: 65535 }),
+    verdict: fc.constantFrom('allowed' as const, 'blocked' as const, 'would-block' as const, 'error' as const),
+    rules: fc.array(word, { maxLength: 3 }),
+    rcode: fc.integer({ min: 0, max: 4095 }),
+    answers: fc.array(fc.constantFrom('198.18.0.10', '2001:db8::1', '198.18.16.7'), { maxLength: 4 }),
+    dropped: fc.array(fc.record({ address: fc.constantFrom('10.0.0.1', '127.0.0.1'), why: word }), { maxLength: 2 }),
+    latencyMs: fc.integer({ min: 0, max: 10_000_000 }).map((x) => x / 1000),
+  })
+  .chain((e) =>
+    fc.record({ detail: fc.option(word, { nil: undefined }), process: fc.option(fc.record({ pid: fc.integer({ min: 1, max: 4_000_000 }), comm: word }), { nil: undefined }) }).map((o) => {
+      const out: DnsQueryEvent = { ...e };
+      if (o.detail !== undefined) out.detail = o.detail;
+      if (o.process) out.process = o.process;
+      return out;
+    }),
+  );
+
+describe('unit: QueryLog', () => {
+  it('property: last(n) gives back the newest n events as they were pushed, oldest first', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 12 }), fc.array(event, { maxLength: 40 }), fc.integer({ min: -3, max: 50 }), (cap, pushed, n) => {
+        const log = new QueryLog(cap);
+        for (const e of pushed) log.push(e);
+        // Plain objects on both sides (fast-check builds records without a prototype).
+        const plain = (x: unknown) => JSON.parse(JSON.stringify(x)) as unknown;
+        const model = pushed.slice(-cap);
+        assert.equal(log.size, model.length);
+        assert.deepEqual(plain(log.last()), plain(model));
+        assert.deepEqual(plain(log.last(n)), plain(n <= 0 ? [] : model.slice(-n)));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('events handed out are copies: changing one changes nothing kept', () => {
+    const log = new QueryLog(4);
+    const e: DnsQueryEvent = { time: 1, transport: 'udp', client: { address: '127.0.0.1', port: 5 }, name: 'a.example', type: 1, verdict: 'allowed', rules: ['api'], rcode: 0, answers: ['198.18.0.10'], dropped: [], latencyMs: 0.5 };
+    log.push(e);
+    const out = log.last(1)[0] as DnsQueryEvent;
+    out.rules.push('x');
+    out.answers.length = 0;
+    assert.deepEqual(log.last(1)[0], e);
+  });
+
+  it('refuses a capacity that is not a positive integer', () => {
+    for (const bad of [0, -1, 1.5, Number.NaN]) assert.throws(() => new QueryLog(bad), RangeError);
+  });
+});
