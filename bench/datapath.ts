@@ -31,7 +31,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { HOSTS, ROOT, World, type RunResult } from '../test/world/world.js';
+import { HOSTS, ROOT, World } from '../test/world/world.js';
+import { check, fmtInt, fmtRatio, installExitHandlers, median, stat, type Stat } from './lib/stats.js';
 
 const SERVER = HOSTS.api4;
 const PORT = 443;
@@ -150,21 +151,7 @@ interface Config {
 
 // ---------------------------------------------------------------- helpers
 
-/**
- * test/world/world.ts writes to every child's stdin without an 'error'
- * handler; a command that exits before that write lands (it happens to a few
- * percent of fast commands) raises EPIPE on the pipe, as an uncaught error.
- * The command itself ran and its result is still delivered, so that one
- * error is harmless here; anything else is fatal as usual.
- */
-process.on('uncaughtException', (err: NodeJS.ErrnoException) => {
-  if (err.code === 'EPIPE' && err.syscall === 'write') return;
-  process.stderr.write(`bench: ${err.stack ?? String(err)}\n`);
-  process.exit(1);
-});
-// The Worlds tear themselves down on 'exit'; make signals go through it.
-process.on('SIGINT', () => process.exit(130));
-process.on('SIGTERM', () => process.exit(143));
+installExitHandlers();
 
 function ipv4(n: number): string {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
@@ -227,10 +214,6 @@ const MINIMAL_NFT = `table inet bench_minimal {
 }
 `;
 
-function check(r: RunResult, what: string): RunResult {
-  if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code}): ${(r.stderr.trim() || r.stdout.trim()).slice(0, 2000)}`);
-  return r;
-}
 
 async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
   const t0 = performance.now();
@@ -238,47 +221,10 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }>
   return { ms: performance.now() - t0, value };
 }
 
-function median(xs: number[]): number {
-  if (xs.length === 0) return Number.NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-}
 
-interface Stat {
-  median: number;
-  /** Distribution-free 95% confidence interval of the median (order statistics); min and max below 6 values. */
-  ciLow: number;
-  ciHigh: number;
-  min: number;
-  max: number;
-  n: number;
-}
 
-/** P(Binomial(n, 1/2) <= k). */
-function binomHalfCdf(n: number, k: number): number {
-  let term = 0.5 ** n;
-  let sum = term;
-  for (let i = 1; i <= k; i++) {
-    term = (term * (n - i + 1)) / i;
-    sum += term;
-  }
-  return sum;
-}
 
-function stat(xs: number[]): Stat {
-  const s = [...xs].sort((a, b) => a - b);
-  const n = s.length;
-  // Largest k with P(Bin(n, 1/2) <= k - 1) <= 2.5%: [x(k), x(n-k+1)] covers the median with >= 95%.
-  let k = 0;
-  while (k + 1 <= n && binomHalfCdf(n, k) <= 0.025) k++;
-  const lo = k >= 1 ? s[k - 1] : s[0];
-  const hi = k >= 1 ? s[n - k] : s[n - 1];
-  return { median: median(s), ciLow: lo ?? NaN, ciHigh: hi ?? NaN, min: s[0] ?? NaN, max: s[n - 1] ?? NaN, n };
-}
 
-const fmtInt = (n: number) => Math.round(n).toLocaleString('en-US');
-const fmtRatio = (s: Stat) => `${s.median.toFixed(3)} (${s.ciLow.toFixed(2)}-${s.ciHigh.toFixed(2)})`;
 const fmtMs = (ms: number) => (ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${ms.toFixed(0)} ms`);
 const sizeLabel = (n: number) => (n >= 1000 ? `${n / 1000}k` : String(n));
 

@@ -27,14 +27,9 @@ import { parseArgs } from 'node:util';
 import { SqliteStore } from '../src/events/sqlite-store.js';
 import type { RecordedEvent } from '../src/events/event-store.js';
 import { HOSTS, ROOT, World } from '../test/world/world.js';
+import { installExitHandlers } from './lib/stats.js';
 
-process.on('uncaughtException', (err: NodeJS.ErrnoException) => {
-  if (err.code === 'EPIPE' && err.syscall === 'write') return;
-  process.stderr.write(`bench: ${err.stack ?? String(err)}\n`);
-  process.exit(1);
-});
-process.on('SIGINT', () => process.exit(130));
-process.on('SIGTERM', () => process.exit(143));
+installExitHandlers();
 
 const { values } = parseArgs({ args: process.argv.slice(2), options: { seconds: { type: 'string' } }, strict: true });
 const SECONDS = Number(values.seconds ?? process.env.BENCH_SECONDS ?? 3);

@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++)
+# nsd (the authoritative server of the DNS tests), dnsperf and dnsmasq-base (bench:dns) run only
+# inside test namespaces; dnsmasq-base rather than dnsmasq, which would start a resolver on the host.
+APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -16,8 +18,21 @@ for p in "${APT_PACKAGES[@]}"; do
 done
 if ((${#missing[@]})); then
   echo "setup: installing apt packages: ${missing[*]}"
+  # Debian starts a package's service on install (nsd would listen on the host's port 53):
+  # a policy-rc.d that refuses starts, for the length of the install, unless one exists.
+  policy=/usr/sbin/policy-rc.d
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\n# sluice setup.sh: no service starts while it installs packages\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [[ -x $policy ]] && grep -q 'sluice setup.sh' "$policy"; then rm -f "$policy"; trap - EXIT; fi
+  # Nor at the next boot: nsd here serves test zones in namespaces only.
+  if [[ " ${missing[*]} " == *" nsd "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable --quiet nsd.service 2>/dev/null || true
+  fi
 fi
 
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json || ! -f build/Release/sluice_native.node ]]; then
