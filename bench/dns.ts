@@ -378,7 +378,7 @@ function summarizeProfile(file: string): ProfileSummary {
   const is = (fn: string, urlPart: string) => (n: ProfileNode) => n.callFrame.functionName === fn && n.callFrame.url.includes(urlPart);
   const buckets: { what: string; match: (n: ProfileNode) => boolean }[] = [
     { what: 'hand-off of query attribution to its worker thread (AttributionClient)', match: (n) => n.callFrame.url.includes('dns/attribution-client.js') },
-    { what: 'learned-state save (LearnedState.saveAsync, every 30 s, in slices)', match: is('saveAsync', 'dns/learned-state.js') },
+    { what: 'learned-state save (LearnedState.saveAsync, every 5 minutes, in slices)', match: is('saveAsync', 'dns/learned-state.js') },
     { what: 'recent-queries log (GuardComponent.record)', match: is('record', 'dns/guard-component.js') },
     { what: 'kernel set writes (SetWriter.flush -> netlink)', match: is('flush', 'dns/set-writer.js') },
     { what: 'guard decision (DnsGuard.handle, sync part)', match: is('handle', 'dns/dns-guard.js') },
