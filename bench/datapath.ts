@@ -32,7 +32,7 @@ import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { HOSTS, ROOT, World } from '../test/world/world.js';
-import { check, fmtInt, fmtRatio, installExitHandlers, median, stat, type Stat } from './lib/stats.js';
+import { check, fmtInt, fmtRatio, installExitHandlers, median, numOption, run, stat, type Stat } from './lib/stats.js';
 
 const SERVER = HOSTS.api4;
 const PORT = 443;
@@ -83,21 +83,12 @@ function options(): Options {
     process.stdout.write(`${USAGE}\n`);
     process.exit(0);
   }
-  const num = (flag: string | undefined, env: string, def: number, min: number, int: boolean): number => {
-    const raw = flag ?? process.env[env];
-    if (raw === undefined || raw === '') return def;
-    const v = Number(raw);
-    if (!Number.isFinite(v) || v < min || (int && !Number.isInteger(v))) {
-      throw new Error(`bad value for ${env} / its flag: ${JSON.stringify(raw)} (a${int ? 'n integer' : ' number'} >= ${min})`);
-    }
-    return v;
-  };
   return {
-    rounds: num(values.rounds, 'BENCH_ROUNDS', 20, 1, true),
-    seconds: num(values.seconds, 'BENCH_SECONDS', 0.5, 0.05, false),
-    warmup: num(values.warmup, 'BENCH_WARMUP', 1, 0, false),
-    applyReps: num(values['apply-reps'], 'BENCH_APPLY_REPS', 3, 1, true),
-    iptablesTimeout: num(values['iptables-timeout'], 'BENCH_IPTABLES_TIMEOUT', 60, 1, false),
+    rounds: numOption(values.rounds, 'BENCH_ROUNDS', 20, { min: 1, int: true }),
+    seconds: numOption(values.seconds, 'BENCH_SECONDS', 0.5, { min: 0.05, int: false }),
+    warmup: numOption(values.warmup, 'BENCH_WARMUP', 1, { min: 0, int: false }),
+    applyReps: numOption(values['apply-reps'], 'BENCH_APPLY_REPS', 3, { min: 1, int: true }),
+    iptablesTimeout: numOption(values['iptables-timeout'], 'BENCH_IPTABLES_TIMEOUT', 60, { min: 1, int: false }),
   };
 }
 
@@ -550,12 +541,4 @@ async function sluiceApply(w: World, file: string): Promise<TimedLoad> {
   return { wallMs: r.ms, transactionMs: Number(m[1]) };
 }
 
-main().then(
-  () => {
-    process.exitCode = 0;
-  },
-  (err: unknown) => {
-    process.stderr.write(`bench: ${(err as Error)?.stack ?? String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+run(main);

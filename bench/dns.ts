@@ -48,7 +48,7 @@ import { parseArgs } from 'node:util';
 import { startDnsServer, ZONE } from '../test/world/dns-server.js';
 import { DNS_DEFAULTS } from '../src/policy/policy.js';
 import { HOSTS, ROOT, World, type RunResult } from '../test/world/world.js';
-import { check, fmtInt, fmtRatio, installExitHandlers, median, quantile, stat, type Stat } from './lib/stats.js';
+import { check, fmtInt, fmtRatio, installExitHandlers, median, numOption, run, quantile, stat, type Stat } from './lib/stats.js';
 
 const UPSTREAM = HOSTS.dns4;
 /** Where the guard listens (the policy below leaves dns.port at its default). */
@@ -124,25 +124,16 @@ function options(): Options {
     process.stdout.write(`${USAGE}\n`);
     process.exit(0);
   }
-  const num = (flag: string | undefined, env: string, def: number, min: number, max: number, int: boolean): number => {
-    const raw = flag ?? process.env[env];
-    if (raw === undefined || raw === '') return def;
-    const v = Number(raw);
-    if (!Number.isFinite(v) || v < min || v > max || (int && !Number.isInteger(v))) {
-      throw new Error(`bad value for ${env} / its flag: ${JSON.stringify(raw)} (a${int ? 'n integer' : ' number'} from ${min} to ${max})`);
-    }
-    return v;
-  };
   return {
-    rounds: num(values.rounds, 'BENCH_ROUNDS', 5, 1, 1000, true),
-    seconds: num(values.seconds, 'BENCH_SECONDS', 3, 1, 600, true),
-    latencySeconds: num(values['latency-seconds'], 'BENCH_LATENCY_SECONDS', 5, 1, 600, true),
-    rate: num(values.rate, 'BENCH_RATE', 5000, 1, 1_000_000, true),
-    outstanding: num(values.outstanding, 'BENCH_OUTSTANDING', 100, 1, 65_535, true),
-    clients: num(values.clients, 'BENCH_CLIENTS', 8, 1, 256, true),
-    names: num(values.names, 'BENCH_NAMES', 60_000, 100, MAX_NAMES, true),
-    timeout: num(values.timeout, 'BENCH_TIMEOUT', 2, 1, 60, true),
-    diagnoseSeconds: num(values['diagnose-seconds'], 'BENCH_DIAGNOSE_SECONDS', 4, 0, 600, true),
+    rounds: numOption(values.rounds, 'BENCH_ROUNDS', 5, { min: 1, max: 1000, int: true }),
+    seconds: numOption(values.seconds, 'BENCH_SECONDS', 3, { min: 1, max: 600, int: true }),
+    latencySeconds: numOption(values['latency-seconds'], 'BENCH_LATENCY_SECONDS', 5, { min: 1, max: 600, int: true }),
+    rate: numOption(values.rate, 'BENCH_RATE', 5000, { min: 1, max: 1_000_000, int: true }),
+    outstanding: numOption(values.outstanding, 'BENCH_OUTSTANDING', 100, { min: 1, max: 65_535, int: true }),
+    clients: numOption(values.clients, 'BENCH_CLIENTS', 8, { min: 1, max: 256, int: true }),
+    names: numOption(values.names, 'BENCH_NAMES', 60_000, { min: 100, max: MAX_NAMES, int: true }),
+    timeout: numOption(values.timeout, 'BENCH_TIMEOUT', 2, { min: 1, max: 60, int: true }),
+    diagnoseSeconds: numOption(values['diagnose-seconds'], 'BENCH_DIAGNOSE_SECONDS', 4, { min: 0, max: 600, int: true }),
     context: !values['no-context'] && process.env.BENCH_NO_CONTEXT !== '1',
   };
 }
@@ -1046,12 +1037,4 @@ async function teardown(worlds: World[], say: (s?: string) => void): Promise<voi
   );
 }
 
-main().then(
-  () => {
-    process.exitCode = 0;
-  },
-  (err: unknown) => {
-    process.stderr.write(`bench: ${(err as Error)?.stack ?? String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+run(main);

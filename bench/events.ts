@@ -27,7 +27,7 @@ import { parseArgs } from 'node:util';
 import { SqliteStore } from '../src/events/sqlite-store.js';
 import type { RecordedEvent } from '../src/events/event-store.js';
 import { HOSTS, ROOT, World } from '../test/world/world.js';
-import { installExitHandlers } from './lib/stats.js';
+import { installExitHandlers, run } from './lib/stats.js';
 
 installExitHandlers();
 
@@ -201,4 +201,4 @@ async function main(): Promise<void> {
   console.log(`\nresults: ${out}`);
 }
 
-await main();
+run(main);

@@ -72,6 +72,7 @@ static napi_value throw_errno(napi_env env, const char *what, int err) {
   case EMSGSIZE: code = "EMSGSIZE"; break;
   case EPROTONOSUPPORT: code = "EPROTONOSUPPORT"; break;
   case EAFNOSUPPORT: code = "EAFNOSUPPORT"; break;
+  case EADDRINUSE: code = "EADDRINUSE"; break;
   default: code = "ESYSCALL"; break;
   }
   napi_throw_error(env, code, msg);
@@ -80,6 +81,17 @@ static napi_value throw_errno(napi_env env, const char *what, int err) {
 
 static int get_i32(napi_env env, napi_value v, int32_t *out) {
   return napi_get_value_int32(env, v, out) == napi_ok;
+}
+
+/* The single integer argument of fd-only functions; throws with `usage` otherwise. */
+static int fd_arg(napi_env env, napi_callback_info info, const char *usage, int32_t *fd) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || !get_i32(env, argv[0], fd)) {
+    napi_throw_type_error(env, "EINVAL", usage);
+    return 0;
+  }
+  return 1;
 }
 
 static napi_value make_i32(napi_env env, int32_t v) {
@@ -109,14 +121,8 @@ static napi_value nl_open(napi_env env, napi_callback_info info) {
 }
 
 static napi_value nl_port_id(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
   int32_t fd;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1 || !get_i32(env, argv[0], &fd)) {
-    napi_throw_type_error(env, "EINVAL", "nlPortId(fd): fd must be an integer");
-    return NULL;
-  }
+  if (!fd_arg(env, info, "nlPortId(fd): fd must be an integer", &fd)) return NULL;
   struct sockaddr_nl addr;
   socklen_t len = sizeof addr;
   if (getsockname(fd, (struct sockaddr *)&addr, &len) < 0)
@@ -207,14 +213,8 @@ static napi_value nl_recv(napi_env env, napi_callback_info info) {
 }
 
 static napi_value close_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
   int32_t fd;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1 || !get_i32(env, argv[0], &fd)) {
-    napi_throw_type_error(env, "EINVAL", "closeFd(fd): fd must be an integer");
-    return NULL;
-  }
+  if (!fd_arg(env, info, "closeFd(fd): fd must be an integer", &fd)) return NULL;
   if (close(fd) < 0) return throw_errno(env, "close", errno);
   return NULL;
 }
@@ -494,24 +494,14 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   if (what) {
     int e = errno;
     close(fd);
-    if (e == EADDRINUSE) {
-      napi_throw_error(env, "EADDRINUSE", "bind failed: address in use");
-      return NULL;
-    }
     return throw_errno(env, what, e);
   }
   return make_i32(env, fd);
 }
 
 static napi_value udp_local_port(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
   int32_t fd;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1 || !get_i32(env, argv[0], &fd)) {
-    napi_throw_type_error(env, "EINVAL", "udpLocalPort(fd): fd must be an integer");
-    return NULL;
-  }
+  if (!fd_arg(env, info, "udpLocalPort(fd): fd must be an integer", &fd)) return NULL;
   struct sockaddr_in6 sa;
   socklen_t len = sizeof sa;
   if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0) return throw_errno(env, "getsockname", errno);

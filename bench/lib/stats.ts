@@ -71,3 +71,41 @@ export function installExitHandlers(): void {
   process.on('SIGINT', () => process.exit(130));
   process.on('SIGTERM', () => process.exit(143));
 }
+
+/** A bad option value: reported in one line, exit status 2. */
+export class UsageError extends Error {}
+
+/**
+ * A numeric option: the flag's value, else the environment variable, else
+ * the default; anything outside [min, max] (or not an integer when `int`)
+ * is an error naming both.
+ */
+export function numOption(flag: string | undefined, env: string, def: number, range: { min: number; max?: number; int: boolean }): number {
+  const raw = flag ?? process.env[env];
+  if (raw === undefined || raw === '') return def;
+  const v = Number(raw);
+  const max = range.max ?? Number.POSITIVE_INFINITY;
+  if (!Number.isFinite(v) || v < range.min || v > max || (range.int && !Number.isInteger(v))) {
+    const bounds = Number.isFinite(max) ? `from ${range.min} to ${max}` : `>= ${range.min}`;
+    throw new UsageError(`bad value for ${env} / its flag: ${JSON.stringify(raw)} (a${range.int ? 'n integer' : ' number'} ${bounds})`);
+  }
+  return v;
+}
+
+/** Runs a benchmark's main: a usage error is one line and exit status 2, any other failure its stack and 1. */
+export function run(main: () => Promise<void>): void {
+  main().then(
+    () => {
+      process.exitCode = 0;
+    },
+    (err: unknown) => {
+      if (err instanceof UsageError) {
+        process.stderr.write(`bench: ${err.message} (--help lists the options)\n`);
+        process.exitCode = 2;
+        return;
+      }
+      process.stderr.write(`bench: ${(err as Error)?.stack ?? String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
