@@ -132,6 +132,16 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       stmts: [...stmts, { k: 'counter', name: 'essentials' }, { k: 'verdict', v: 'accept' }],
       comment,
     });
+    const dhcp = (nfproto: number, sport: number, dport: number, comment: string): RuleDef =>
+      ess(
+        [
+          { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: nfproto },
+          { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
+          { k: 'cmp', sel: 'th sport', op: 'eq', value: sport },
+          { k: 'cmp', sel: 'th dport', op: 'eq', value: dport },
+        ],
+        comment,
+      );
     output.push(
       ess(
         [
@@ -140,25 +150,9 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
         ],
         'essentials: IPv6 neighbour discovery',
       ),
-      ess(
-        [
-          { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: NFPROTO_IPV4 },
-          { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
-          // The client port is privileged: only a DHCP client run by root can send from it.
-          { k: 'cmp', sel: 'th sport', op: 'eq', value: 68 },
-          { k: 'cmp', sel: 'th dport', op: 'eq', value: 67 },
-        ],
-        'essentials: DHCP',
-      ),
-      ess(
-        [
-          { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: NFPROTO_IPV6 },
-          { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
-          { k: 'cmp', sel: 'th sport', op: 'eq', value: 546 },
-          { k: 'cmp', sel: 'th dport', op: 'eq', value: 547 },
-        ],
-        'essentials: DHCPv6',
-      ),
+      // The client ports are privileged: only a DHCP client run by root can send from them.
+      dhcp(NFPROTO_IPV4, 68, 67, 'essentials: DHCP'),
+      dhcp(NFPROTO_IPV6, 546, 547, 'essentials: DHCPv6'),
     );
   }
 
@@ -303,6 +297,19 @@ const dnsPortsSet = (name: string, port: number): SetDef => ({
   elements: [IPPROTO_TCP, IPPROTO_UDP].map((proto) => ({ t: 'protoport', proto, from: port, to: port })),
 });
 
+/** A plain (non-interval, static) set of single addresses of one family. */
+function hostSet(name: string, family: 4 | 6, hosts: AddrRange[], comment: string): SetDef {
+  return {
+    name,
+    key: family === 4 ? 'ipv4_addr' : 'ipv6_addr',
+    interval: false,
+    timeout: false,
+    dynamic: false,
+    elements: hosts.map((h) => ({ t: 'addr', family, start: h.start, end: h.end })),
+    comment,
+  };
+}
+
 /**
  * Only the guard (root, with its mark) may reach the upstream resolvers on
  * port 53. Setting a mark needs CAP_NET_ADMIN (CAP_NET_RAW on newer kernels),
@@ -317,15 +324,7 @@ function guardUpstreamRules(policy: Policy, upstreams: AddrRange[], sets: SetDef
     const hosts = upstreams.filter((u) => u.family === family);
     if (hosts.length === 0) continue;
     const name = `dns_upstream${family}`;
-    sets.push({
-      name,
-      key: family === 4 ? 'ipv4_addr' : 'ipv6_addr',
-      interval: false,
-      timeout: false,
-      dynamic: false,
-      elements: hosts.map((h) => ({ t: 'addr', family, start: h.start, end: h.end })),
-      comment: 'DNS guard upstreams',
-    });
+    sets.push(hostSet(name, family, hosts, 'DNS guard upstreams'));
     const to: Stmt[] = [
       { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 },
       { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set: name },
@@ -371,15 +370,7 @@ function encryptedDnsRules(policy: Policy, addrs: AddrRange[], sets: SetDef[]): 
     const list = addrs.filter((a) => a.family === family && !explicitHosts.some((h) => h.family === family && h.start === a.start));
     if (list.length === 0) continue;
     const name = `encrypted_dns${family}`;
-    sets.push({
-      name,
-      key: family === 4 ? 'ipv4_addr' : 'ipv6_addr',
-      interval: false,
-      timeout: false,
-      dynamic: false,
-      elements: list.map((a) => ({ t: 'addr', family, start: a.start, end: a.end })),
-      comment: 'well-known DNS-over-HTTPS endpoints',
-    });
+    sets.push(hostSet(name, family, list, 'well-known DNS-over-HTTPS endpoints'));
     out.push(
       end([
         { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 },

@@ -1,6 +1,7 @@
 import type { AttributionMethod, RecordedEvent } from '../events/event-store.js';
 import { hostnameFor } from '../daemon/hostnames.js';
 import { formatAddr, type Family } from '../net/ip.js';
+import type { FlowTuple } from '../net/packet.js';
 import { NetlinkError } from '../errors.js';
 import { NetlinkSocket } from '../netfilter/netlink-socket.js';
 import { NlWriter } from '../netfilter/nl-attr.js';
@@ -11,16 +12,10 @@ import { ProcessTable, type ProcInfo, type ProcessRef } from './process-table.js
 import { findSocket, parseSockDiagMessage, SockDiag, type SockEntry } from './sock-diag.js';
 
 /** What the collector knows about a logged packet before attribution. */
-export interface FlowFacts {
+export interface FlowFacts extends FlowTuple {
   time: number;
   verdict: RecordedEvent['verdict'];
   rule: string;
-  family: Family;
-  proto: number;
-  src: bigint;
-  dst: bigint;
-  sport?: number;
-  dport?: number;
   icmpType?: number;
   uid?: number;
   outIfindex?: number;

@@ -1,6 +1,6 @@
-import { readdirSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { findCgroup2Root } from '../system/cgroups.js';
+import { findCgroup2Root, walkDirs } from '../system/cgroups.js';
 
 const MAX_DIRS = 50_000;
 const MAX_DEPTH = 12;
@@ -42,29 +42,18 @@ export class CgroupIndex {
 
   private walk(root: string): void {
     const next = new Map<bigint, string>();
-    let frontier = ['/'];
-    let seen = 0;
-    for (let depth = 0; depth < MAX_DEPTH && frontier.length > 0; depth++) {
-      const deeper: string[] = [];
-      for (const rel of frontier) {
+    walkDirs(
+      root,
+      (rel) => {
         try {
           next.set(statSync(join(root, rel), { bigint: true }).ino, rel);
+          return true;
         } catch {
-          continue;
+          return false;
         }
-        let entries: import('node:fs').Dirent[];
-        try {
-          entries = readdirSync(join(root, rel), { withFileTypes: true });
-        } catch {
-          continue;
-        }
-        for (const e of entries) {
-          if (!e.isDirectory() || ++seen > MAX_DIRS) continue;
-          deeper.push(rel === '/' ? `/${e.name}` : `${rel}/${e.name}`);
-        }
-      }
-      frontier = deeper;
-    }
+      },
+      { maxDirs: MAX_DIRS, maxDepth: MAX_DEPTH },
+    );
     this.byId = next;
     const low = new Map<number, string | null>();
     for (const [id, path] of next) {

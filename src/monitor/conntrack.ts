@@ -1,4 +1,5 @@
 import { bytesAddr, type Family } from '../net/ip.js';
+import type { FlowTuple } from '../net/packet.js';
 import { NetlinkSocket } from '../netfilter/netlink-socket.js';
 import { attrMap, MalformedNetlink, NlWriter, type NlMsg } from '../netfilter/nl-attr.js';
 import { NETLINK_NETFILTER, NLM_F_DUMP, NLM_F_REQUEST } from '../netfilter/nl-constants.js';
@@ -21,13 +22,7 @@ const COUNTERS = { PACKETS: 1, BYTES: 2 } as const;
 const TCP_CT_STATES = ['NONE', 'SYN_SENT', 'SYN_RECV', 'ESTABLISHED', 'FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'CLOSE', 'SYN_SENT2'];
 
 /** One tracked flow, in its original direction. */
-export interface CtEntry {
-  family: Family;
-  proto: number;
-  src: bigint;
-  dst: bigint;
-  sport?: number;
-  dport?: number;
+export interface CtEntry extends FlowTuple {
   /** TCP conntrack state name. */
   tcpState?: string;
   mark?: number;

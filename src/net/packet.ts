@@ -5,7 +5,8 @@
  * reads past the buffer and returns what it could establish.
  */
 
-export interface PacketInfo {
+/** Addresses, protocol and ports of a flow or packet (ports for TCP, UDP, SCTP and DCCP). */
+export interface FlowTuple {
   family: 4 | 6;
   /** IP protocol number of the transport (after IPv6 extension headers). */
   proto: number;
@@ -13,6 +14,9 @@ export interface PacketInfo {
   dst: bigint;
   sport?: number;
   dport?: number;
+}
+
+export interface PacketInfo extends FlowTuple {
   icmpType?: number;
   /** Offset of the transport payload (for UDP: the DNS message), when the headers were complete. */
   payloadOffset?: number;

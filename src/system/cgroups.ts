@@ -54,14 +54,19 @@ export function cgroupAt(root: string, relPath: string): ResolvedCgroup | null {
 const WALK_MAX_DIRS = 200_000;
 const WALK_MAX_DEPTH = 12;
 
-/** Every cgroup below root whose directory name is `unit`, breadth-first and bounded. */
-export function findUnitCgroups(root: string, unit: string): ResolvedCgroup[] {
-  const out: ResolvedCgroup[] = [];
+/**
+ * Visits the directories below `root` breadth-first (paths relative to it,
+ * '/' first), at most `maxDirs` of them and `maxDepth` levels down; a visit
+ * returning false keeps the walk out of that directory. Bounded, because a
+ * cgroup tree is as large as whatever created it made it.
+ */
+export function walkDirs(root: string, visit: (rel: string) => boolean, limits: { maxDirs: number; maxDepth: number } = { maxDirs: WALK_MAX_DIRS, maxDepth: WALK_MAX_DEPTH }): void {
   let frontier = ['/'];
   let seen = 0;
-  for (let depth = 0; depth < WALK_MAX_DEPTH && frontier.length > 0; depth++) {
+  for (let depth = 0; depth <= limits.maxDepth && frontier.length > 0; depth++) {
     const next: string[] = [];
     for (const rel of frontier) {
+      if (!visit(rel)) continue;
       let entries: import('node:fs').Dirent[];
       try {
         entries = readdirSync(join(root, rel), { withFileTypes: true });
@@ -70,16 +75,23 @@ export function findUnitCgroups(root: string, unit: string): ResolvedCgroup[] {
       }
       for (const e of entries) {
         if (!e.isDirectory()) continue;
-        if (++seen > WALK_MAX_DIRS) return out;
-        const child = rel === '/' ? `/${e.name}` : `${rel}/${e.name}`;
-        if (e.name === unit) {
-          const cg = cgroupAt(root, child);
-          if (cg) out.push(cg);
-        } else next.push(child);
+        if (++seen > limits.maxDirs) return;
+        next.push(rel === '/' ? `/${e.name}` : `${rel}/${e.name}`);
       }
     }
     frontier = next;
   }
+}
+
+/** Every cgroup below root whose directory name is `unit` (not looking inside those). */
+export function findUnitCgroups(root: string, unit: string): ResolvedCgroup[] {
+  const out: ResolvedCgroup[] = [];
+  walkDirs(root, (rel) => {
+    if (rel === '/' || rel.slice(rel.lastIndexOf('/') + 1) !== unit) return true;
+    const cg = cgroupAt(root, rel);
+    if (cg) out.push(cg);
+    return false;
+  });
   return out;
 }
 
