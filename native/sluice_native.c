@@ -28,6 +28,10 @@
  *   setThreadNice(n)              -> void    nice value of the calling thread
  *                                 only (setpriority on its thread id)
  *
+ * Sockets from nlOpen and udpOpen belong to the Node environment (main
+ * thread or worker) that opened them: when it ends without closing them (a
+ * terminated worker), they are closed then, with its buffers freed.
+ *
  * UDP framing, little-endian, one record after the other (no padding):
  *   u16 payload length | u16 port | u8 family (4|6) | u8 flags (1: the
  *   datagram was truncated to fit) | u16 zero | 16 bytes address (IPv4 in
@@ -100,6 +104,77 @@ static napi_value make_i32(napi_env env, int32_t v) {
   return r;
 }
 
+/* ---- What each Node environment (the main thread, each worker) owns here.
+ * Freed, and its sockets closed, when the environment ends: a worker that is
+ * terminated or crashes leaks neither its receive buffers nor its netlink
+ * sockets (it never gets to call closeFd). */
+
+struct udp_area;
+static void udp_area_release(struct udp_area *a);
+
+struct env_data {
+  struct udp_area *udp; /* the UDP receive area, made on first use */
+  char *nl_buf;         /* nlRecv's buffer, kept between calls */
+  size_t nl_cap;
+  int *fds;             /* sockets opened by nlOpen and udpOpen, not yet closed */
+  size_t nfds, fds_cap;
+};
+
+static void env_data_free(napi_env env, void *data, void *hint) {
+  struct env_data *d = data;
+  (void)env;
+  (void)hint;
+  if (!d) return;
+  for (size_t i = 0; i < d->nfds; i++) close(d->fds[i]);
+  free(d->fds);
+  free(d->nl_buf);
+  udp_area_release(d->udp);
+  free(d);
+}
+
+static struct env_data *env_data_for(napi_env env) {
+  struct env_data *d = NULL;
+  if (napi_get_instance_data(env, (void **)&d) == napi_ok && d) return d;
+  d = calloc(1, sizeof *d);
+  if (!d) return NULL;
+  if (napi_set_instance_data(env, d, env_data_free, NULL) != napi_ok) {
+    free(d);
+    return NULL;
+  }
+  return d;
+}
+
+/* Records an fd this environment owns; on failure closes it and returns 0. */
+static int own_fd(napi_env env, int fd) {
+  struct env_data *d = env_data_for(env);
+  if (d && d->nfds == d->fds_cap) {
+    size_t cap = d->fds_cap ? d->fds_cap * 2 : 16;
+    int *grown = realloc(d->fds, cap * sizeof *grown);
+    if (!grown) d = NULL;
+    else {
+      d->fds = grown;
+      d->fds_cap = cap;
+    }
+  }
+  if (!d) {
+    close(fd);
+    return 0;
+  }
+  d->fds[d->nfds++] = fd;
+  return 1;
+}
+
+static void disown_fd(napi_env env, int fd) {
+  struct env_data *d = NULL;
+  if (napi_get_instance_data(env, (void **)&d) != napi_ok || !d) return;
+  for (size_t i = 0; i < d->nfds; i++) {
+    if (d->fds[i] == fd) {
+      d->fds[i] = d->fds[--d->nfds];
+      return;
+    }
+  }
+}
+
 static napi_value nl_open(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -117,6 +192,7 @@ static napi_value nl_open(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_errno(env, "bind(AF_NETLINK)", e);
   }
+  if (!own_fd(env, fd)) return throw_errno(env, "malloc", ENOMEM);
   return make_i32(env, fd);
 }
 
@@ -183,16 +259,17 @@ static napi_value nl_recv(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "EINVAL", "nlRecv(fd, size, block): bad arguments");
     return NULL;
   }
-  /* One receive buffer per thread, kept: a fresh megabyte per call costs an
-   * mmap, page faults and a munmap, on every set update the DNS guard makes. */
-  static __thread char *buf = NULL;
-  static __thread size_t cap = 0;
-  if (cap < (size_t)size) {
-    char *grown = realloc(buf, (size_t)size);
+  /* One receive buffer per environment, kept: a fresh megabyte per call costs
+   * an mmap, page faults and a munmap, on every set update the DNS guard makes. */
+  struct env_data *d = env_data_for(env);
+  if (!d) return throw_errno(env, "malloc", ENOMEM);
+  if (d->nl_cap < (size_t)size) {
+    char *grown = realloc(d->nl_buf, (size_t)size);
     if (!grown) return throw_errno(env, "malloc", ENOMEM);
-    buf = grown;
-    cap = (size_t)size;
+    d->nl_buf = grown;
+    d->nl_cap = (size_t)size;
   }
+  char *buf = d->nl_buf;
   ssize_t n;
   do {
     n = recv(fd, buf, (size_t)size, MSG_TRUNC | (block ? 0 : MSG_DONTWAIT));
@@ -215,6 +292,7 @@ static napi_value nl_recv(napi_env env, napi_callback_info info) {
 static napi_value close_fd(napi_env env, napi_callback_info info) {
   int32_t fd;
   if (!fd_arg(env, info, "closeFd(fd): fd must be an integer", &fd)) return NULL;
+  disown_fd(env, fd);
   if (close(fd) < 0) return throw_errno(env, "close", errno);
   return NULL;
 }
@@ -263,6 +341,7 @@ typedef struct {
 
 struct udp_area;
 static int udp_fill(napi_env env, struct udp_area *a, int n, napi_value *out);
+static struct udp_area *udp_area_of(napi_env env);
 
 /* Hands one batch (or an error) to the JS callback. For UDP watchers `len`
  * is the number of datagrams waiting in the env's receive area. */
@@ -281,8 +360,7 @@ static void deliver(watcher_t *w, int err, size_t len) {
     napi_create_error(env, code, msg, &args[0]);
     napi_get_null(env, &args[1]);
   } else if (w->udp) {
-    struct udp_area *a = NULL;
-    napi_get_instance_data(env, (void **)&a);
+    struct udp_area *a = udp_area_of(env);
     napi_get_null(env, &args[0]);
     if (!a || !udp_fill(env, a, (int)len, &args[1])) {
       napi_close_handle_scope(env, scope);
@@ -336,7 +414,10 @@ static void on_close(uv_handle_t *handle) {
 /* ---- UDP in batches (recvmmsg / sendmmsg). */
 
 #define UDP_BATCH 64
-#define UDP_MSG_MAX 65536
+/* The largest datagram delivered whole: the framing's length field is 16 bits.
+ * A larger one (an IPv6 jumbogram) arrives cut to this and flagged truncated. */
+#define UDP_MSG_MAX 65535
+#define UDP_SLOT 65536 /* receive slots stay aligned */
 #define UDP_HDR 24
 #define UDP_ROUNDS 4 /* recvmmsg calls per readiness callback, so one busy socket cannot hold the loop */
 
@@ -344,37 +425,41 @@ struct udp_area {
   struct mmsghdr msgs[UDP_BATCH];
   struct iovec iov[UDP_BATCH];
   struct sockaddr_in6 from[UDP_BATCH]; /* large enough for both families */
-  char *data;                          /* UDP_BATCH * UDP_MSG_MAX */
+  char *data;                          /* UDP_BATCH * UDP_SLOT */
 };
 
-static void udp_area_free(napi_env env, void *data, void *hint) {
-  struct udp_area *a = data;
-  (void)env;
-  (void)hint;
+static void udp_area_release(struct udp_area *a) {
   if (a) free(a->data);
   free(a);
+}
+
+/* The environment's receive area, if it has one. */
+static struct udp_area *udp_area_of(napi_env env) {
+  struct env_data *d = NULL;
+  return napi_get_instance_data(env, (void **)&d) == napi_ok && d ? d->udp : NULL;
 }
 
 /* One receive area per Node environment (each worker thread has its own):
  * callbacks of one environment never overlap, and each batch is copied out
  * before the callback returns. */
 static struct udp_area *udp_area_for(napi_env env) {
-  struct udp_area *a = NULL;
-  if (napi_get_instance_data(env, (void **)&a) == napi_ok && a) return a;
-  a = calloc(1, sizeof *a);
+  struct env_data *d = env_data_for(env);
+  if (!d) return NULL;
+  if (d->udp) return d->udp;
+  struct udp_area *a = calloc(1, sizeof *a);
   if (!a) return NULL;
-  a->data = malloc((size_t)UDP_BATCH * UDP_MSG_MAX);
-  if (!a->data || napi_set_instance_data(env, a, udp_area_free, NULL) != napi_ok) {
-    free(a->data);
+  a->data = malloc((size_t)UDP_BATCH * UDP_SLOT);
+  if (!a->data) {
     free(a);
     return NULL;
   }
+  d->udp = a;
   return a;
 }
 
 static void udp_prepare(struct udp_area *a) {
   for (int i = 0; i < UDP_BATCH; i++) {
-    a->iov[i].iov_base = a->data + (size_t)i * UDP_MSG_MAX;
+    a->iov[i].iov_base = a->data + (size_t)i * UDP_SLOT;
     a->iov[i].iov_len = UDP_MSG_MAX;
     memset(&a->msgs[i].msg_hdr, 0, sizeof a->msgs[i].msg_hdr);
     a->msgs[i].msg_hdr.msg_iov = &a->iov[i];
@@ -427,8 +512,8 @@ static void on_poll_udp(uv_poll_t *handle, int status, int events) {
     deliver(w, EIO, 0);
     return;
   }
-  struct udp_area *a = NULL;
-  if (napi_get_instance_data(w->env, (void **)&a) != napi_ok || !a) return;
+  struct udp_area *a = udp_area_of(w->env);
+  if (!a) return;
   for (int round = 0; round < UDP_ROUNDS && !w->closing; round++) {
     udp_prepare(a);
     int n = recvmmsg(w->fd, a->msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
@@ -496,6 +581,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_errno(env, what, e);
   }
+  if (!own_fd(env, fd)) return throw_errno(env, "malloc", ENOMEM);
   return make_i32(env, fd);
 }
 
