@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import type { QueryAttributionStats, QueryClient, QueryProcess } from './query-attribution.js';
 
 export interface AttributionClientStats extends QueryAttributionStats {
-  /** Batches that got no answer: the worker failed, was restarting, or took too long. */
+  /** Lookups that got no answer: the worker failed, was restarting, or took too long. */
   unanswered: number;
   workerRestarts: number;
 }
@@ -37,7 +37,7 @@ export class AttributionClient {
   private lastFlush = 0;
   private closed = false;
 
-  constructor(private opts: { perSecond?: number; procRoot?: string } = {}) {}
+  constructor(private opts: { perSecond?: number; procRoot?: string; /** For tests: another worker script. */ script?: URL } = {}) {}
 
   get stats(): AttributionClientStats {
     return { ...this.workerStats, overBudget: this.workerStats.overBudget + this.own.overBudget, unanswered: this.own.unanswered, workerRestarts: this.own.workerRestarts };
@@ -84,10 +84,9 @@ export class AttributionClient {
     }
     const id = this.nextId++;
     const timer = setTimeout(() => {
-      const entry = this.inFlight.get(id);
-      if (!entry) return;
-      this.inFlight.delete(id);
-      this.fail(entry.waiters);
+      // A worker that takes this long is stuck (a /proc read that blocks): messages would only
+      // pile up behind it. It is replaced, after the restart pause; its batches fail, counted.
+      if (this.inFlight.has(id)) this.retire(w);
     }, REPLY_TIMEOUT_MS);
     timer.unref();
     this.inFlight.set(id, { waiters, timer });
@@ -95,17 +94,39 @@ export class AttributionClient {
   }
 
   private fail(waiters: Waiter[]): void {
-    this.own.unanswered += waiters.length;
+    for (const x of waiters) this.own.unanswered += x.clients.length;
     for (const x of waiters) x.resolve(x.clients.map(() => undefined));
+  }
+
+  /** Forgets a worker that died or hung: its batches fail, and a new one starts after the pause. */
+  private retire(w: Worker): void {
+    if (this.worker !== w) return;
+    this.worker = undefined;
+    this.notBefore = Date.now() + RESTART_DELAY_MS;
+    if (!this.closed) this.own.workerRestarts++;
+    for (const [id, entry] of this.inFlight) {
+      clearTimeout(entry.timer);
+      this.inFlight.delete(id);
+      this.fail(entry.waiters);
+    }
+    void w.terminate().catch(() => undefined);
   }
 
   private ensureWorker(): Worker | undefined {
     if (this.worker) return this.worker;
     if (this.closed || Date.now() < this.notBefore) return undefined;
-    const w = new Worker(new URL('./attribution-thread.js', import.meta.url), {
-      workerData: { perSecond: this.opts.perSecond ?? 500, procRoot: this.opts.procRoot },
-      resourceLimits: { maxOldGenerationSizeMb: 128 },
-    });
+    let w: Worker;
+    try {
+      w = new Worker(this.opts.script ?? new URL('./attribution-thread.js', import.meta.url), {
+        workerData: { perSecond: this.opts.perSecond ?? 500, procRoot: this.opts.procRoot },
+        resourceLimits: { maxOldGenerationSizeMb: 128 },
+      });
+    } catch {
+      // No thread to be had (a thread or memory limit): lookups fail, counted, until the next try.
+      this.notBefore = Date.now() + RESTART_DELAY_MS;
+      this.own.workerRestarts++;
+      return undefined;
+    }
     w.unref();
     w.on('message', (m: { id: number; found: (QueryProcess | null)[]; stats: QueryAttributionStats }) => {
       this.workerStats = m.stats;
@@ -116,17 +137,7 @@ export class AttributionClient {
       let i = 0;
       for (const x of entry.waiters) x.resolve(x.clients.map(() => m.found[i++] ?? undefined));
     });
-    const down = () => {
-      if (this.worker !== w) return;
-      this.worker = undefined;
-      this.notBefore = Date.now() + RESTART_DELAY_MS;
-      if (!this.closed) this.own.workerRestarts++;
-      for (const [id, entry] of this.inFlight) {
-        clearTimeout(entry.timer);
-        this.inFlight.delete(id);
-        this.fail(entry.waiters);
-      }
-    };
+    const down = () => this.retire(w);
     w.on('error', down);
     w.on('exit', down);
     this.worker = w;
