@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { SluiceError } from '../errors.js';
 import { compileEnvFor } from '../system/compile-env.js';
@@ -8,7 +9,7 @@ import type { Component, Runtime } from '../daemon/daemon.js';
 import { publishDnsQuery, type DnsQueryEvent } from '../daemon/events.js';
 import { setHostnameSource } from '../daemon/hostnames.js';
 import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
-import { formatAddr, type Family } from '../net/ip.js';
+import { formatAddr, parseAddr, type AddrRange, type Family } from '../net/ip.js';
 import type { Policy } from '../policy/policy.js';
 import { filterAnswer } from './answer-filter.js';
 import { canonicalName, decodeMessage } from './dns-message.js';
@@ -33,6 +34,30 @@ function unprivilegedPortStart(): number {
   } catch {
     return 1024;
   }
+}
+
+/**
+ * The guard trusts an upstream's replies because they come from its address
+ * and port 53. On this host's own addresses that holds only while port 53 is
+ * privileged: otherwise any user could bind it while the resolver is down and
+ * answer the guard, opening addresses of their choosing.
+ */
+export function unsafeLocalUpstreams(upstreams: AddrRange[], firstFree: number, local: { family: Family; value: bigint }[]): AddrRange[] {
+  if (firstFree > 53) return [];
+  const isLocal = (u: AddrRange) =>
+    (u.family === 4 && u.start >> 24n === 127n) || (u.family === 6 && u.start === 1n) || local.some((a) => a.family === u.family && a.value === u.start);
+  return upstreams.filter(isLocal);
+}
+
+function hostAddresses(): { family: Family; value: bigint }[] {
+  const out: { family: Family; value: bigint }[] = [];
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) {
+      const p = parseAddr(a.address.split('%')[0] ?? '');
+      if (p) out.push(p);
+    }
+  }
+  return out;
 }
 
 /**
@@ -73,8 +98,13 @@ export class GuardComponent implements Component {
    */
   async prepare(policy: Policy): Promise<void> {
     if (!policy.dns.guard || policy.mode !== 'enforce') return;
-    if (this.servers && this.servers.port === policy.dns.port) return;
     const firstFree = unprivilegedPortStart();
+    const unsafe = unsafeLocalUpstreams(compileEnvFor(policy).dns?.upstreams ?? [], firstFree, hostAddresses());
+    if (unsafe.length > 0) {
+      const list = unsafe.map((u) => formatAddr(u.family, u.start)).join(', ');
+      throw new SluiceError('EUPSTREAM', `DNS upstream ${list} is on this host, and port 53 is not privileged here (net.ipv4.ip_unprivileged_port_start = ${firstFree}): any user could answer the guard in its place. Raise the sysctl above 53 or name a resolver on another host in dns.upstreams.`);
+    }
+    if (this.servers && this.servers.port === policy.dns.port) return;
     if (policy.dns.port >= firstFree) {
       throw new SluiceError('EGUARDPORT', `dns.port ${policy.dns.port} is not privileged here (net.ipv4.ip_unprivileged_port_start = ${firstFree}): any user could take it`);
     }
@@ -170,6 +200,7 @@ export class GuardComponent implements Component {
     const rt = this.rt as Runtime;
     // Rebuilt from scratch each time (the kernel and the saved file are the sources), so
     // nothing learned under an earlier policy or mode lingers in memory.
+    const previous = this.learned;
     this.learned = new LearnedState();
     const now = Date.now();
     const policy = rt.policy;
@@ -202,8 +233,10 @@ export class GuardComponent implements Component {
         rt.log('warn', 'could not restore learned addresses', { error: (err as Error).message });
       }
     }
-    // Keep names learned before the restart.
+    // Keep names learned before the restart, and on a reload the names learned since the
+    // last save (up to 5 minutes' worth) for the addresses the kernel still holds.
     for (const e of saved.list(now)) for (const n of saved.namesFor(e.family, e.addr, now)) this.learned.nameAddress(e.family, e.addr, n, e.expiresAt);
+    for (const e of inKernel) for (const n of previous.namesFor(e.family, e.addr, now).reverse()) this.learned.nameAddress(e.family, e.addr, n, e.expiresAt);
     this.learned.adoptKernel(inKernel);
   }
 

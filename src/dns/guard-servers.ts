@@ -1,5 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { peerAddress, UdpBatchSocket, type UdpBatchStats } from '../net/udp-batch.js';
+import { peerAddress, UdpBatchSocket, type Peer, type UdpBatchStats } from '../net/udp-batch.js';
 import type { Client } from './dns-guard.js';
 
 export type Handle = (packet: Buffer, client: Client) => Promise<Buffer | null>;
@@ -52,10 +52,12 @@ export class GuardServers {
           return;
         }
         this.inflight++;
-        // `from` points into this batch's own buffer, which stays valid until the answer goes.
-        this.handle(msg, { address: peerAddress(from), port: from.port, transport: 'udp' })
+        // `msg` and `from` point into the receive batch (up to 64 datagrams, 4 MiB). A query that
+        // waits on an upstream must not keep all of that alive: it keeps copies of its own bytes.
+        const peer: Peer = { family: from.family, addr: Buffer.from(from.addr), port: from.port };
+        this.handle(Buffer.from(msg), { address: peerAddress(peer), port: peer.port, transport: 'udp' })
           .then((out) => {
-            if (out) sock.send(out, from);
+            if (out) sock.send(out, peer);
           })
           .catch(() => undefined)
           .finally(() => this.inflight--);

@@ -14,8 +14,9 @@ import { DomainMatcher } from '../../src/dns/domain-matcher.js';
 import { LearnedState } from '../../src/dns/learned-state.js';
 import { RebindingFilter } from '../../src/dns/rebinding.js';
 import { SetWriter } from '../../src/dns/set-writer.js';
+import { unsafeLocalUpstreams } from '../../src/dns/guard-component.js';
 import { FakeNetfilter } from '../../src/netfilter/fake-netfilter.js';
-import { formatAddr } from '../../src/net/ip.js';
+import { formatAddr, parseAddr } from '../../src/net/ip.js';
 import { compileFrom } from '../support/fixtures.js';
 
 const POLICY = `mode: enforce
@@ -422,5 +423,26 @@ describe('unit: answer filter and learned state', () => {
     const view = (x: LearnedState) => x.list(now).map((e) => [e.set, e.addr, e.expiresAt, x.namesFor(e.family, e.addr, now)]);
     assert.equal(a.list(now).length, 40);
     assert.deepEqual(view(b).filter((v) => v[1] !== 0xc6120b01n), view(a));
+  });
+});
+
+describe('unit: upstreams the guard can trust', () => {
+  const up = (text: string) => {
+    const p = parseAddr(text);
+    assert.ok(p);
+    return { family: p.family, start: p.value, end: p.value };
+  };
+  const hostAddrs = [parseAddr('198.18.0.2'), parseAddr('2001:db8::2')].filter((x) => x !== null);
+  const upstreams = ['127.0.0.53', '::1', '198.18.0.2', '2001:db8::2', '198.18.9.9', '2001:db8::9'].map(up);
+
+  it('with port 53 unprivileged, an upstream on loopback or on this host is refused, one elsewhere is not', () => {
+    const bad = unsafeLocalUpstreams(upstreams, 0, hostAddrs).map((u) => formatAddr(u.family, u.start));
+    assert.deepEqual(bad, ['127.0.0.53', '::1', '198.18.0.2', '2001:db8::2']);
+    assert.equal(unsafeLocalUpstreams(upstreams, 53, hostAddrs).length, 4, 'port 53 itself unprivileged');
+  });
+
+  it('with port 53 privileged (the default 1024, or anything above 53), every upstream is fine', () => {
+    assert.deepEqual(unsafeLocalUpstreams(upstreams, 1024, hostAddrs), []);
+    assert.deepEqual(unsafeLocalUpstreams(upstreams, 54, hostAddrs), []);
   });
 });
