@@ -7,7 +7,7 @@ import { SluiceError } from '../errors.js';
 import { sameRuleset } from '../netfilter/compare-ruleset.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
 import type { Policy } from '../policy/policy.js';
-import type { StateStore } from '../state/state-store.js';
+import { removeStaleTemps, type StateStore } from '../state/state-store.js';
 import { ControlServer } from './control-server.js';
 import { publishAlert } from './events.js';
 import { Registry } from './metrics.js';
@@ -121,6 +121,8 @@ export class Daemon {
     });
     await this.control.start();
     writeFileSync(join(this.opts.state.dir, 'daemon.pid'), `${process.pid}\n`, { mode: 0o600 });
+    const stale = removeStaleTemps(this.opts.state.dir);
+    if (stale.length > 0) logLine('info', 'removed temporary files left by an interrupted write', { files: stale.join(', ') });
     for (const c of this.opts.components) {
       await c.start(this.runtime);
       this.started.push(c);

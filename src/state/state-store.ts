@@ -127,6 +127,36 @@ export async function writeAtomicStream(file: string, produce: (write: (piece: s
   }
 }
 
+/**
+ * Removes temporary files left by atomic writes of processes that died
+ * mid-write (`NAME.tmp-PID` and `NAME.tmp-PID-async`, PID no longer running).
+ * Those of live processes are theirs to finish. Returns the names removed.
+ */
+export function removeStaleTemps(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = /\.tmp-([0-9]{1,10})(?:-async)?$/.exec(name);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || processAlive(pid)) continue;
+    try {
+      // lstat first: only plain files of ours, never through a link.
+      if (!lstatSync(join(dir, name)).isFile()) continue;
+      rmSync(join(dir, name), { force: true });
+      removed.push(name);
+    } catch {
+      // Gone meanwhile, or not ours to remove: left.
+    }
+  }
+  return removed;
+}
+
 function readOptional(file: string): string | null {
   try {
     return readFileSync(file, 'utf8');

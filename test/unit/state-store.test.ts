@@ -4,7 +4,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symli
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { fromJson, StateStore, toJson } from '../../src/state/state-store.js';
+import { fromJson, removeStaleTemps, StateStore, toJson } from '../../src/state/state-store.js';
 import { compileFrom, readGolden } from '../support/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-state-'));
@@ -60,5 +60,16 @@ describe('unit: state store', () => {
     assert.equal(inner, 2);
     writeFileSync(join(dir, 'c', 'lock'), '999999999');
     assert.equal(s.withLock(() => 3), 3, 'stale lock from a dead pid is replaced');
+  });
+
+  it('temporary files of writers that died are removed; those of live writers, other files and links are left', () => {
+    const d = join(dir, 'temps');
+    mkdirSync(d);
+    const dead = 999999999;
+    for (const name of [`learned.json.tmp-${dead}`, `learned.json.tmp-${dead}-async`, `applied.json.tmp-${process.pid}`, `applied.json.tmp-1`, 'learned.json', 'notes.tmp-x']) writeFileSync(join(d, name), 'x');
+    symlinkSync('/etc/passwd', join(d, `evil.tmp-${dead}`));
+    assert.deepEqual(removeStaleTemps(d).sort(), [`learned.json.tmp-${dead}`, `learned.json.tmp-${dead}-async`]);
+    assert.deepEqual(readdirSync(d).sort(), [`applied.json.tmp-${process.pid}`, 'applied.json.tmp-1', `evil.tmp-${dead}`, 'learned.json', 'notes.tmp-x'].sort());
+    assert.deepEqual(removeStaleTemps(join(d, 'missing')), []);
   });
 });
