@@ -164,6 +164,12 @@ static int own_fd(napi_env env, int fd) {
   return 1;
 }
 
+/* Returns a new fd to JS as this environment's. */
+static napi_value owned_fd(napi_env env, int fd) {
+  if (!own_fd(env, fd)) return throw_errno(env, "malloc", ENOMEM);
+  return make_i32(env, fd);
+}
+
 static void disown_fd(napi_env env, int fd) {
   struct env_data *d = NULL;
   if (napi_get_instance_data(env, (void **)&d) != napi_ok || !d) return;
@@ -192,8 +198,7 @@ static napi_value nl_open(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_errno(env, "bind(AF_NETLINK)", e);
   }
-  if (!own_fd(env, fd)) return throw_errno(env, "malloc", ENOMEM);
-  return make_i32(env, fd);
+  return owned_fd(env, fd);
 }
 
 static napi_value nl_port_id(napi_env env, napi_callback_info info) {
@@ -581,8 +586,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_errno(env, what, e);
   }
-  if (!own_fd(env, fd)) return throw_errno(env, "malloc", ENOMEM);
-  return make_i32(env, fd);
+  return owned_fd(env, fd);
 }
 
 static napi_value udp_local_port(napi_env env, napi_callback_info info) {
