@@ -52,5 +52,5 @@ Sluice is loaded in this host's network namespace, in audit mode: nothing is blo
   Explain:       sluice explain 198.18.1.10 443/tcp
   Enforce:       set 'mode: enforce' in $policy, then: sluice apply --confirm 60 && sluice confirm
   Undo:          make down   (stops the daemon and runs sluice off: removes Sluice's table; nothing else is touched)
-                 or: $how_stop && sluice off
 MSG
+[[ "$how_stop" == "make down" ]] || echo "                 or: $how_stop && sluice off"
