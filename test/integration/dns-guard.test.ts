@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
@@ -56,6 +57,10 @@ describe('integration: DNS guard', () => {
     return r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Answer);
   };
   const one = async (...args: string[]): Promise<Answer> => (await q(...args))[0] as Answer;
+  /** A call to the daemon's control socket, made from the client namespace as the CLI would. */
+  const control = async (method: string): Promise<unknown> =>
+    JSON.parse((await w.exec([process.execPath, '-e', `import('${ROOT}dist/src/daemon/control-server.js').then(async m => console.log(JSON.stringify(await m.controlCall('${w.stateDir}/control.sock', '${method}'))))`])).stdout);
+  const learnedNames = async () => (await control('dns.learned')) as { address: string; names: string[] }[];
   /** Packets that reached port 53 in the world namespace, by destination: proves what the servers saw. */
   const worldDnsPackets = async (): Promise<Record<string, number>> => {
     const text = await w.exec(['nft', '-j', 'list', 'table', 'inet', 'seen'], { ns: w.world });
@@ -222,7 +227,7 @@ describe('integration: DNS guard', () => {
     assert.equal(daemon.exitCode, null, 'the daemon is alive');
     const a = await one('--name', 'api.sluice.test', '--connect', '443');
     assert.equal(a.connect, 'ok', 'and still answers correctly');
-    const status = JSON.parse((await w.exec([process.execPath, '-e', `import('${ROOT}dist/src/daemon/control-server.js').then(async m => console.log(JSON.stringify(await m.controlCall('${w.stateDir}/control.sock', 'status'))))`])).stdout) as {
+    const status = (await control('status')) as {
       components: { 'dns-guard': { guard: { malformed: number } } };
     };
     assert.ok(status.components['dns-guard'].guard.malformed > 0, 'malformed packets were counted');
@@ -240,6 +245,15 @@ describe('integration: DNS guard', () => {
     assert.ok(blocked?.process && blocked.process.pid > 0 && blocked.process.exe === process.execPath, `the asking process: ${JSON.stringify(blocked?.process)}`);
   });
 
+  it('a reload keeps the names learned since the last save', async () => {
+    assert.ok((await one('--name', 'a.cdn.sluice.test')).answers?.includes('198.18.1.12'));
+    const file = join(w.stateDir, 'learned.json');
+    assert.doesNotMatch(existsSync(file) ? readFileSync(file, 'utf8') : '', /a\.cdn\.sluice\.test/, 'not saved yet: only the running daemon knows the name');
+    await control('reload');
+    const learned = await learnedNames();
+    assert.ok(learned.find((l) => l.address === '198.18.1.12')?.names.includes('a.cdn.sluice.test'), 'still named after the reload');
+  });
+
   it('a restart restores learned addresses before answering, even ones the kernel lost meanwhile', async () => {
     assert.equal((await one('--name', 'api.sluice.test', '--connect', '443')).connect, 'ok');
     await stopDaemon('SIGTERM');
@@ -249,10 +263,7 @@ describe('integration: DNS guard', () => {
     assert.deepEqual(await w.reach([`tcp:${HOSTS.api4}:443`], { timeoutMs: 800 }), { [`tcp:${HOSTS.api4}:443`]: false }, 'the kernel lost it');
     await startDaemon();
     assert.deepEqual(await w.reach([`tcp:${HOSTS.api4}:443`]), { [`tcp:${HOSTS.api4}:443`]: true }, 'restored without a new lookup');
-    const learned = JSON.parse((await w.exec([process.execPath, '-e', `import('${ROOT}dist/src/daemon/control-server.js').then(async m => console.log(JSON.stringify(await m.controlCall('${w.stateDir}/control.sock', 'dns.learned'))))`])).stdout) as {
-      address: string;
-      names: string[];
-    }[];
+    const learned = await learnedNames();
     assert.ok(learned.find((l) => l.address === HOSTS.api4)?.names.includes('api.sluice.test'), 'and still named');
   });
 
