@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "sockaddr.h"
 
 int main(int argc, char **argv) {
   if (argc != 3) {
@@ -24,22 +25,9 @@ int main(int argc, char **argv) {
   }
   struct sockaddr_storage ss;
   socklen_t sslen;
-  memset(&ss, 0, sizeof ss);
   int port = atoi(argv[2]);
-  int family;
-  struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-  if (inet_pton(AF_INET, argv[1], &s4->sin_addr) == 1) {
-    family = AF_INET;
-    s4->sin_family = AF_INET;
-    s4->sin_port = htons((uint16_t)port);
-    sslen = sizeof *s4;
-  } else if (inet_pton(AF_INET6, argv[1], &s6->sin6_addr) == 1) {
-    family = AF_INET6;
-    s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons((uint16_t)port);
-    sslen = sizeof *s6;
-  } else {
+  int family = parse_sockaddr(argv[1], port, &ss, &sslen);
+  if (family < 0) {
     fprintf(stderr, "acceptd: not an address: %s\n", argv[1]);
     return 2;
   }

@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include "sockaddr.h"
 
 static double now_s(void) {
   struct timespec ts;
@@ -39,22 +40,9 @@ int main(int argc, char **argv) {
   double rate = atof(argv[5]);
   int lport = argc > 6 ? atoi(argv[6]) : 0;
   struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof ss);
   socklen_t sslen;
-  int family;
-  struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-  if (inet_pton(AF_INET, argv[2], &s4->sin_addr) == 1) {
-    family = AF_INET;
-    s4->sin_family = AF_INET;
-    s4->sin_port = htons((uint16_t)atoi(argv[3]));
-    sslen = sizeof *s4;
-  } else if (inet_pton(AF_INET6, argv[2], &s6->sin6_addr) == 1) {
-    family = AF_INET6;
-    s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons((uint16_t)atoi(argv[3]));
-    sslen = sizeof *s6;
-  } else {
+  int family = parse_sockaddr(argv[2], atoi(argv[3]), &ss, &sslen);
+  if (family < 0) {
     fprintf(stderr, "blast: not an address: %s\n", argv[2]);
     return 2;
   }
