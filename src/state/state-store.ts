@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, promises as fsp, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, promises as fsp, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Ruleset } from '../compile/ruleset.js';
 import { SluiceError } from '../errors.js';
@@ -241,6 +241,28 @@ export class StateStore {
     try {
       writeSync(fd, `${JSON.stringify({ at: new Date().toISOString(), ...event })}\n`);
       fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** The journal's last entry (read from its last 8 KiB), or null: none, or not readable as one. */
+  lastJournal(): Record<string, unknown> | null {
+    let fd: number;
+    try {
+      fd = openSync(this.file('journal.log'), 'r');
+    } catch {
+      return null;
+    }
+    try {
+      const size = statSync(this.file('journal.log')).size;
+      const buf = Buffer.alloc(Math.min(size, 8192));
+      readSync(fd, buf, 0, buf.length, size - buf.length);
+      const line = buf.toString('utf8').trimEnd().split('\n').pop() ?? '';
+      const v: unknown = JSON.parse(line);
+      return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+    } catch {
+      return null;
     } finally {
       closeSync(fd);
     }

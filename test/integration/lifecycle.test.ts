@@ -94,9 +94,11 @@ describe('integration: apply lifecycle', () => {
     const plan = await w.sluiceJson<{ live: string }>(['plan', policyA]);
     assert.equal(plan.json.live, 'same', 'A is back, exactly');
     assert.deepEqual(await w.reach([t(HOSTS.api4, 443), t(HOSTS.other4, 443)]), { [t(HOSTS.api4, 443)]: true, [t(HOSTS.other4, 443)]: false });
-    const st = await w.sluiceJson<{ state: string; pending: unknown }>(['status']);
+    const st = await w.sluiceJson<{ state: string; pending: unknown; rolledBack: { restored: string } | null }>(['status']);
     assert.equal(st.json.state, 'live', 'the state directory follows the rollback');
     assert.equal(st.json.pending, null);
+    assert.match(st.json.rolledBack?.restored ?? '', /^[0-9a-f]{64}$/, 'status says a rollback happened, and to what');
+    assert.match((await w.sluice(['status'])).stdout, /Last change: rolled back at .*not confirmed in time/);
     assert.equal(await otherTables(), others, 'other tables untouched by the rollback');
   });
 
@@ -108,6 +110,7 @@ describe('integration: apply lifecycle', () => {
     await sleep(3500);
     const plan = await w.sluiceJson<{ live: string }>(['plan', policyB]);
     assert.equal(plan.json.live, 'same');
+    assert.equal((await w.sluiceJson<{ rolledBack: unknown }>(['status'])).json.rolledBack, null, 'no rollback to report');
     const again = await w.sluice(['confirm']);
     assert.equal(again.code, 1, 'nothing left to confirm');
   });
@@ -117,6 +120,7 @@ describe('integration: apply lifecycle', () => {
     assert.equal(await sluiceTableExists(), true);
     await sleep(3000);
     assert.equal(await sluiceTableExists(), false);
+    assert.equal((await w.sluiceJson<{ state: string; rolledBack: { restored: string } | null }>(['status'])).json.rolledBack?.restored, 'no table');
     assert.equal(await otherTables(), others);
   });
 

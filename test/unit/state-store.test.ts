@@ -72,4 +72,14 @@ describe('unit: state store', () => {
     assert.deepEqual(readdirSync(d).sort(), [`applied.json.tmp-${process.pid}`, 'applied.json.tmp-1', `evil.tmp-${dead}`, 'learned.json', 'notes.tmp-x'].sort());
     assert.deepEqual(removeStaleTemps(join(d, 'missing')), []);
   });
+
+  it("the journal's last entry is read back; none, or a torn last line, is null", () => {
+    const s = new StateStore(join(dir, 'j'));
+    assert.equal(s.lastJournal(), null);
+    for (let i = 0; i < 500; i++) s.journal({ event: 'apply', i });
+    s.journal({ event: 'rollback', restored: 'no table' });
+    assert.deepEqual({ ...s.lastJournal(), at: 'x' }, { at: 'x', event: 'rollback', restored: 'no table' });
+    writeFileSync(join(dir, 'j', 'journal.log'), '{"event":"rollb', { flag: 'a' });
+    assert.equal(s.lastJournal(), null);
+  });
 });

@@ -47,6 +47,15 @@ export function status(ctx: Context): number {
         : `Pending confirmation: run \`sluice confirm\` before ${pending.deadline} or it rolls back`,
     );
   }
+  // A rollback is the one change the user did not ask for at the moment it happened: say so.
+  const last = ctx.state.lastJournal();
+  const rolledBack = last?.event === 'rollback' && typeof last.at === 'string' ? { at: last.at, restored: String(last.restored ?? '') } : null;
+  const rollbackFailed = last?.event === 'rollback-failed' && typeof last.at === 'string' ? { at: last.at, error: String(last.error ?? '') } : null;
+  if (rollbackFailed) ctx.say(`Last change: the ROLLBACK FAILED at ${rollbackFailed.at}: ${rollbackFailed.error}`);
+  if (rolledBack) {
+    const what = /^[0-9a-f]{64}$/.test(rolledBack.restored) ? `the policy with sha256 ${rolledBack.restored.slice(0, 16)}` : rolledBack.restored;
+    ctx.say(`Last change: rolled back at ${rolledBack.at}: the apply was not confirmed in time (restored: ${what})`);
+  }
   if (drift.length > 0) {
     ctx.say('Drift (- applied, + live):');
     for (const l of drift.slice(0, 60)) ctx.say(`  ${l}`);
@@ -66,6 +75,8 @@ export function status(ctx: Context): number {
     mode: liveMode,
     policy: applied ? { file: applied.policyFile, sha256: applied.sha256, appliedAt: applied.appliedAt } : liveSha ? { sha256: liveSha } : null,
     pending: pending ? { deadline: pending.deadline, overdue, timerAlive } : null,
+    rolledBack,
+    rollbackFailed,
     counters: rules,
     drift,
     anomalies: live?.anomalies ?? [],
