@@ -1,9 +1,9 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { compileRuleset } from '../compile/compile-ruleset.js';
+import { compileRuleset, type ResolvedCgroup } from '../compile/compile-ruleset.js';
 import { sameRuleset } from '../netfilter/compare-ruleset.js';
 import { compileEnvFor } from '../system/compile-env.js';
-import { findCgroup2Root } from '../system/cgroups.js';
+import { findCgroup2Root, resolveCgroups } from '../system/cgroups.js';
 import type { Component, Runtime } from './daemon.js';
 import { publishAlert } from './events.js';
 
@@ -26,9 +26,16 @@ export class ServiceWatch implements Component {
   private timer: NodeJS.Timeout | undefined;
   private poll: NodeJS.Timeout | undefined;
   readonly stats = { checks: 0, reapplies: 0, failures: 0 };
+  /**
+   * The services' cgroups as last compiled into the live ruleset. Checks
+   * recompile only when they change: compiling and comparing a large policy
+   * costs the event loop about a second at 100,000 addresses.
+   */
+  private compiledFor: string | undefined;
 
   async start(rt: Runtime): Promise<void> {
     this.rt = rt;
+    this.compiledFor = undefined;
     this.arm();
     this.poll = setInterval(() => this.check(), POLL_MS);
     this.poll.unref();
@@ -36,6 +43,7 @@ export class ServiceWatch implements Component {
 
   async reload(rt: Runtime): Promise<void> {
     this.rt = rt;
+    this.compiledFor = undefined;
     this.arm();
   }
 
@@ -47,8 +55,7 @@ export class ServiceWatch implements Component {
     const root = findCgroup2Root();
     if (!rt || !root || !rt.policy.rules.some((r) => r.services.length > 0)) return;
     const dirs = new Set<string>([root, join(root, 'system.slice')]);
-    const env = compileEnvFor(rt.policy);
-    for (const list of env.cgroups.values()) for (const cg of list) dirs.add(dirname(join(root, cg.path)));
+    for (const list of resolveCgroups(rt.policy, root).values()) for (const cg of list) dirs.add(dirname(join(root, cg.path)));
     for (const s of rt.policy.rules.flatMap((r) => r.services)) {
       if (s.kind === 'cgroup') dirs.add(dirname(join(root, s.path)));
     }
@@ -77,9 +84,15 @@ export class ServiceWatch implements Component {
     if (!rt || !rt.policy.rules.some((r) => r.services.length > 0)) return;
     this.stats.checks++;
     try {
-      const compiled = compileRuleset(rt.policy, compileEnvFor(rt.policy));
+      const env = compileEnvFor(rt.policy);
+      const key = cgroupsKey(env.cgroups);
+      if (key === this.compiledFor) return;
+      const compiled = compileRuleset(rt.policy, env);
       const current = { ruleset: rt.compiled.ruleset, anomalies: [] };
-      if (sameRuleset(compiled.ruleset, current)) return;
+      if (sameRuleset(compiled.ruleset, current)) {
+        this.compiledFor = key;
+        return;
+      }
       rt.state.withLock(() => {
         rt.netfilter.replace(compiled.ruleset);
         const applied = rt.state.applied();
@@ -89,6 +102,7 @@ export class ServiceWatch implements Component {
         rt.state.journal({ event: 'service-cgroups-changed', sha256: rt.policy.sha256 });
       });
       rt.compiled = compiled;
+      this.compiledFor = key;
       this.stats.reapplies++;
       rt.log('info', 'service cgroups changed; re-applied the policy with their new ids');
       this.arm();
@@ -108,4 +122,8 @@ export class ServiceWatch implements Component {
   status(): Record<string, unknown> {
     return { ...this.stats, watching: this.watchers.length };
   }
+}
+
+function cgroupsKey(cgroups: Map<string, ResolvedCgroup[]>): string {
+  return [...cgroups].map(([service, list]) => `${service}=${list.map((c) => `${c.id}@${c.path}`).join(',')}`).join(';');
 }

@@ -219,7 +219,11 @@ export class GuardComponent implements Component {
     if (missing.length > 0 && live) {
       try {
         const bySet = new Map<string, LearnedEntry[]>();
-        for (const e of missing) bySet.set(e.set, [...(bySet.get(e.set) ?? []), e]);
+        for (const e of missing) {
+          const list = bySet.get(e.set);
+          if (list) list.push(e);
+          else bySet.set(e.set, [e]);
+        }
         rt.netfilter.addElements(
           TABLE_NAME,
           [...bySet.entries()].map(([set, list]) => ({
