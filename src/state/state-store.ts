@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, promises as fsp, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, promises as fsp, readdirSync, readFileSync, readSync, renameSync, writeFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Ruleset } from '../compile/ruleset.js';
 import { SluiceError } from '../errors.js';
@@ -291,21 +291,33 @@ export class StateStore {
     this.ensureSafe();
     const lock = this.file('lock');
     const deadline = Date.now() + waitMs;
+    // The lock appears with its holder's pid already in it (written to a temporary file, then
+    // hard-linked into place, which fails if the lock exists): nobody ever reads an empty lock.
+    const mine = `${lock}.tmp-${process.pid}`;
     for (;;) {
       try {
-        const fd = openSync(lock, 'wx', 0o600);
-        writeSync(fd, String(process.pid));
-        closeSync(fd);
-        break;
+        rmSync(mine, { force: true });
+        writeFileSync(mine, String(process.pid), { mode: 0o600, flag: 'wx' });
+        try {
+          linkSync(mine, lock);
+          break;
+        } finally {
+          rmSync(mine, { force: true });
+        }
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        const holder = Number(readOptional(lock) ?? '');
-        if (!Number.isInteger(holder) || holder <= 0 || !processAlive(holder)) {
+        const text = readOptional(lock);
+        if (text === null) continue; // released meanwhile
+        const holder = Number(text);
+        const valid = /^[0-9]+$/.test(text) && holder > 0;
+        // A lock without a valid pid (left by an older version) counts as held until it is old.
+        const stale = valid ? !processAlive(holder) : Date.now() - lockWrittenAt(lock) > STALE_LOCK_MS;
+        if (stale) {
           rmSync(lock, { force: true });
           continue;
         }
         if (Date.now() > deadline) {
-          throw new SluiceError('ELOCKED', `Another sluice command holds the lock: pid ${holder} (${lock})`);
+          throw new SluiceError('ELOCKED', `Another sluice command holds the lock: pid ${valid ? holder : "unknown"} (${lock})`);
         }
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
       }
@@ -315,6 +327,17 @@ export class StateStore {
     } finally {
       rmSync(lock, { force: true });
     }
+  }
+}
+
+const STALE_LOCK_MS = 30_000;
+
+/** When the lock was last written (ms since the epoch), or now if it is gone. */
+function lockWrittenAt(file: string): number {
+  try {
+    return statSync(file).mtimeMs;
+  } catch {
+    return Date.now();
   }
 }
 

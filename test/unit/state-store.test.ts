@@ -1,6 +1,6 @@
 /** The state directory: lossless JSON (bigints), atomic files, and a lock that survives crashed holders. */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -60,6 +60,13 @@ describe('unit: state store', () => {
     assert.equal(inner, 2);
     writeFileSync(join(dir, 'c', 'lock'), '999999999');
     assert.equal(s.withLock(() => 3), 3, 'stale lock from a dead pid is replaced');
+    // A lock without a pid is held (it may be a writer caught mid-write by an older version) until it is old.
+    writeFileSync(join(dir, 'c', 'lock'), '');
+    assert.throws(() => s.withLock(() => 4, 100), /holds the lock/);
+    const old = new Date(Date.now() - 60_000);
+    utimesSync(join(dir, 'c', 'lock'), old, old);
+    assert.equal(s.withLock(() => 5), 5, 'an old lock without a pid is taken over');
+    assert.deepEqual(readdirSync(join(dir, 'c')).filter((n) => n.startsWith('lock')), [], 'no lock or temporary file left');
   });
 
   it('temporary files of writers that died are removed; those of live writers, other files and links are left', () => {
