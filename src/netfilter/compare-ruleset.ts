@@ -8,13 +8,14 @@ import type { LiveTable } from './nft-decode.js';
  * sorted, run-time state (dynamic set contents, element timers, display-only
  * fields) left out. Two rulesets are the same when these are equal.
  */
+const stripTimers = (e: SetElem): SetElem => {
+  if (e.t === 'addr') return { t: 'addr', family: e.family, start: e.start, end: e.end };
+  if (e.t === 'num') return { t: 'num', value: e.value };
+  return e;
+};
+
 export function canonical(rs: Ruleset): unknown {
   const byName = <T extends { name: string }>(xs: T[]) => [...xs].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const stripTimers = (e: SetElem): SetElem => {
-    if (e.t === 'addr') return { t: 'addr', family: e.family, start: e.start, end: e.end };
-    if (e.t === 'num') return { t: 'num', value: e.value };
-    return e;
-  };
   return {
     table: rs.table,
     comment: rs.comment,
@@ -50,10 +51,28 @@ export function sameStructure(desired: Ruleset, live: LiveTable): boolean {
   return live.anomalies.length === 0 && json(canonical(noElems(desired))) === json(canonical(noElems(live.ruleset)));
 }
 
-/** A unified-style line diff of two rulesets rendered as nft text. */
+/**
+ * A unified-style line diff of two rulesets rendered as nft text. A set on
+ * both sides whose elements differ is rendered with only the elements the
+ * other side lacks, so every changed element shows (within `maxElements`)
+ * wherever it sorts, and unchanged elements never shift into the diff.
+ */
 export function diffRulesets(before: Ruleset | null, after: Ruleset | null, opts: { maxElements?: number } = {}): string[] {
-  const strip = (rs: Ruleset | null) => (rs ? renderRuleset({ ...rs, sets: rs.sets.map((s) => (s.dynamic ? { ...s, elements: [] } : s)) }, opts).split('\n') : []);
-  return lineDiff(strip(before), strip(after));
+  const elems = (rs: Ruleset | null) => new Map((rs?.sets ?? []).filter((s) => !s.dynamic).map((s) => [s.name, new Set(s.elements.map((e) => json(stripTimers(e))))]));
+  const beforeElems = elems(before);
+  const afterElems = elems(after);
+  const strip = (rs: Ruleset | null, other: Map<string, Set<string>>) => {
+    if (!rs) return [];
+    const sets = rs.sets.map((s) => {
+      if (s.dynamic) return { ...s, elements: [] };
+      const theirs = other.get(s.name);
+      if (!theirs) return s;
+      const onlyHere = s.elements.filter((e) => !theirs.has(json(stripTimers(e))));
+      return onlyHere.length === 0 && theirs.size === s.elements.length ? s : { ...s, elements: onlyHere };
+    });
+    return renderRuleset({ ...rs, sets }, opts).split('\n');
+  };
+  return lineDiff(strip(before, afterElems), strip(after, beforeElems));
 }
 
 /** Longest-common-subsequence line diff; `-` removed, `+` added, two-space context lines omitted. */

@@ -1,0 +1,31 @@
+/** Comparing rulesets: what `status` and `plan` show as the difference. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { diffRulesets, sameRuleset } from '../../src/netfilter/compare-ruleset.js';
+import { compileFrom } from '../support/fixtures.js';
+
+const policy = (addrs: string[]) => compileFrom(`mode: enforce\nrules:\n  - name: api\n    to: [${addrs.join(', ')}]\n    ports: [443/tcp]\n`).ruleset;
+const hosts = (n: number) => Array.from({ length: n }, (_, i) => `198.18.${Math.floor(i / 250)}.${(i % 250) + 1}`);
+
+describe('unit: ruleset diff', () => {
+  it('an element changed past the first 20 of a set shows in the truncated diff, and nothing else does', () => {
+    const before = hosts(100);
+    const after = [...before];
+    after[70] = '198.19.9.9';
+    const a = policy(before);
+    const b = policy(after);
+    assert.equal(sameRuleset(a, { ruleset: b, anomalies: [] }), false);
+    const diff = diffRulesets(a, b, { maxElements: 20 });
+    assert.ok(diff.some((l) => l.startsWith('-') && l.includes('198.18.0.71')), diff.join('\n'));
+    assert.ok(diff.some((l) => l.startsWith('+') && l.includes('198.19.9.9')), diff.join('\n'));
+    assert.equal(diff.filter((l) => /198\.18\.0\.(?!71\b)\d+/.test(l)).length, 0, `no unchanged element in the diff:\n${diff.join('\n')}`);
+  });
+
+  it('identical rulesets have no diff; a removed set element shows only as removed', () => {
+    const a = policy(hosts(50));
+    assert.deepEqual(diffRulesets(a, policy(hosts(50)), { maxElements: 20 }), []);
+    const diff = diffRulesets(a, policy(hosts(50).filter((h) => h !== '198.18.0.40')), { maxElements: 20 });
+    assert.ok(diff.some((l) => l.startsWith('-') && l.includes('198.18.0.40')), diff.join('\n'));
+    assert.equal(diff.filter((l) => l.startsWith('+') && /198\.18\./.test(l)).length, 0, diff.join('\n'));
+  });
+});
