@@ -61,6 +61,23 @@ const INODE_CACHE_MAX = 50_000;
  * A TCP connect refused with a reset has no socket left to look up by the
  * time the record is read (the reset closes it at once), so it relies on 3.
  */
+/** What an event says from the packet alone: no names, no process. */
+export function baseEvent(f: FlowFacts): RecordedEvent {
+  const e: RecordedEvent = {
+    time: f.time,
+    verdict: f.verdict,
+    rule: f.rule,
+    family: f.family,
+    proto: f.proto,
+    src: formatAddr(f.family, f.src),
+    dst: formatAddr(f.family, f.dst),
+  };
+  if (f.sport !== undefined) e.sport = f.sport;
+  if (f.dport !== undefined) e.dport = f.dport;
+  if (f.icmpType !== undefined) e.icmpType = f.icmpType;
+  return e;
+}
+
 export class Attributor {
   readonly stats: AttributionStats = { socket: 0, cgroup: 0, user: 0, ambiguous: 0, none: 0, socketLookups: 0, socketHits: 0 };
   private udpDump = new Map<Family, SockEntry[]>();
@@ -200,18 +217,7 @@ export class Attributor {
 
   /** Turns packet facts into an event: names, process, hostname and how the process was found. */
   attribute(f: FlowFacts): RecordedEvent {
-    const e: RecordedEvent = {
-      time: f.time,
-      verdict: f.verdict,
-      rule: f.rule,
-      family: f.family,
-      proto: f.proto,
-      src: formatAddr(f.family, f.src),
-      dst: formatAddr(f.family, f.dst),
-    };
-    if (f.sport !== undefined) e.sport = f.sport;
-    if (f.dport !== undefined) e.dport = f.dport;
-    if (f.icmpType !== undefined) e.icmpType = f.icmpType;
+    const e = baseEvent(f);
     if (f.outIfindex !== undefined) {
       const name = this.deps.ifName?.(f.outIfindex);
       if (name) e.iface = name;

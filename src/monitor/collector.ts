@@ -3,11 +3,10 @@ import { TABLE_NAME } from '../compile/ruleset.js';
 import type { Component, Runtime } from '../daemon/daemon.js';
 import { publishFlow } from '../daemon/events.js';
 import type { PipelineCounters, RecordedEvent } from '../events/event-store.js';
-import { formatAddr } from '../net/ip.js';
 import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
 import type { Policy } from '../policy/policy.js';
 import { userName } from '../system/users.js';
-import { Attributor, type FlowFacts } from './attribution.js';
+import { Attributor, baseEvent, type FlowFacts } from './attribution.js';
 import { CgroupIndex } from './cgroup-index.js';
 import { LinkNames } from './links.js';
 import { ProcessTable } from './process-table.js';
@@ -154,9 +153,7 @@ export class Collector implements Component {
         // Attribution reads /proc and netlink; whatever goes wrong, the event itself is still kept.
         this.own.attributionErrors++;
         if (this.own.attributionErrors <= 10) this.rt?.log('warn', 'attribution failed', { error: (err as Error).message });
-        e = { time: f.time, verdict: f.verdict, rule: f.rule, family: f.family, proto: f.proto, src: formatAddr(f.family, f.src), dst: formatAddr(f.family, f.dst) };
-        if (f.sport !== undefined) e.sport = f.sport;
-        if (f.dport !== undefined) e.dport = f.dport;
+        e = baseEvent(f);
         if (f.uid !== undefined) e.uid = f.uid;
       }
       publishFlow(e);

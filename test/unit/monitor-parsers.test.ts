@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { baseEvent } from '../../src/monitor/attribution.js';
 import { parseCtMessage } from '../../src/monitor/conntrack.js';
 import { parsePrefix, recordFacts } from '../../src/monitor/collector.js';
 import { cleanText, parseCgroupFile, parseCmdline, parseNsLink, parseSocketLink, parseStat, parseStatus, unitOfCgroup } from '../../src/monitor/proc-parse.js';
@@ -167,6 +168,11 @@ describe('unit: NFLOG prefixes and record facts', () => {
     assert.deepEqual(parsePrefix('sluice:W:#default '), { verdict: 'would-block', rule: '#default' });
     assert.deepEqual(parsePrefix('sluice:A:web.v2_x-1 '), { verdict: 'allowed', rule: 'web.v2_x-1' });
     for (const bad of ['sluice:B:api', 'sluice:X:api ', 'other:B:api ', 'sluice:B: ', 'sluice:B:Api ', 'sluice:B:a b ', `sluice:B:${'a'.repeat(49)} `, '']) assert.equal(parsePrefix(bad), null, bad);
+  });
+
+  it('baseEvent: what the packet alone says, ICMP type included (the event kept when attribution fails)', () => {
+    const e = baseEvent({ time: 5, verdict: 'blocked', rule: 'r', family: 6, proto: 58, src: 1n, dst: 2n, icmpType: 128, uid: 7 });
+    assert.deepEqual(e, { time: 5, verdict: 'blocked', rule: 'r', family: 6, proto: 58, src: '::1', dst: '::2', icmpType: 128 });
   });
 
   it('recordFacts: foreign and packet-less records are told apart from good ones', () => {
