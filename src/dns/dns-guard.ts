@@ -2,10 +2,10 @@ import { objectNames } from '../compile/compile-ruleset.js';
 import type { DnsQueryEvent } from '../daemon/events.js';
 import { formatAddr } from '../net/ip.js';
 import type { Policy, Rule } from '../policy/policy.js';
-import { filterAnswer } from './answer-filter.js';
+import { filterAnswer, type FilteredAnswer } from './answer-filter.js';
 import { canonicalName, decodeMessage, encodeMessage, OPT_EDE, RCODE, type EdnsOption, type Message, type Question, type RR } from './dns-message.js';
 import type { DomainMatcher } from './domain-matcher.js';
-import type { LearnedState } from './learned-state.js';
+import type { LearnedEntry, LearnedState } from './learned-state.js';
 import type { RebindingFilter } from './rebinding.js';
 import type { SetWrite } from './set-writer.js';
 
@@ -46,7 +46,7 @@ export interface Client {
 
 const NO_NAMES: readonly string[] = Object.freeze([]);
 
-interface Decision {
+export interface Decision {
   allows: Rule[];
   /** A deny rule that refuses the name itself. */
   refusedBy: Rule | undefined;
@@ -104,6 +104,51 @@ export class DnsGuard {
     return d;
   }
 
+  /**
+   * The policy's word on a queried name (as asked; compared canonically): the
+   * decision, and why the name is refused (answered NXDOMAIN or REFUSED in
+   * enforce mode, never forwarded), if it is. Audit mode uses the same word.
+   */
+  classify(qname: string): { name: string; decision: Decision; refused: string | undefined } {
+    const name = canonicalName(qname);
+    const decision = this.decide(this.deps.matcher.match(qname));
+    const { allows, refusedBy } = decision;
+    const forward = !refusedBy && (allows.length > 0 || this.deps.policy.defaultAction === 'allow');
+    const encrypted = this.deps.encryptedNames.has(name) && !allows.some((r) => r.domains.some((d) => !d.wildcard && d.name === name));
+    const refused = encrypted
+      ? `${name} is an encrypted DNS endpoint; a rule must name it exactly`
+      : refusedBy
+        ? `${name} is denied by rule ${refusedBy.name}`
+        : !forward
+          ? `${name} is not allowed by the policy`
+          : undefined;
+    return { name, decision, refused };
+  }
+
+  /**
+   * Names the answer's addresses and lists the set writes that open them for
+   * the decision's rules (each address stays open max(TTL, floor) + grace:
+   * longer than any client may cache the answer); `commits` are marked in the
+   * learned state once the writes are done.
+   */
+  learn(name: string, addresses: FilteredAnswer['addresses'], d: Decision, now: number): { writes: SetWrite[]; commits: LearnedEntry[] } {
+    const s = this.deps.policy.dns;
+    const writes: SetWrite[] = [];
+    const commits: LearnedEntry[] = [];
+    for (const a of addresses) {
+      const lifeMs = (Math.max(a.ttl, s.ttlFloor) + s.ttlGrace) * 1000;
+      const expiresAt = now + lifeMs;
+      this.deps.learned.nameAddress(a.family, a.addr, name, expiresAt);
+      for (const target of a.family === 4 ? d.sets4 : d.sets6) {
+        const set = target.name;
+        if (!this.deps.learned.needsWrite(set, a.family, a.addr, expiresAt)) continue;
+        writes.push({ set: target, elem: { t: 'addr', family: a.family, start: a.addr, end: a.addr, timeoutMs: lifeMs } });
+        commits.push({ set, family: a.family, addr: a.addr, expiresAt });
+      }
+    }
+    return { writes, commits };
+  }
+
   /** Answers one query packet. Null means: send nothing (not a query, or too broken to answer). */
   async handle(packet: Buffer, client: Client): Promise<Buffer | null> {
     const started = performance.now();
@@ -130,17 +175,9 @@ export class DnsGuard {
     if (question.class !== 1) return fail(RCODE.REFUSED, `class ${question.class} is not served`);
     if (question.type === AXFR || question.type === IXFR) return fail(RCODE.REFUSED, 'zone transfers are not served', ede(EDE.PROHIBITED, 'sluice: zone transfers are refused'));
 
-    const name = canonicalName(question.name);
-    const { allows, refusedBy, ruleNames, sets4, sets6 } = this.decide(this.deps.matcher.match(question.name));
-    const forward = !refusedBy && (allows.length > 0 || this.deps.policy.defaultAction === 'allow');
-    const encrypted = this.deps.encryptedNames.has(name) && !allows.some((r) => r.domains.some((d) => !d.wildcard && d.name === name));
-    if (!forward || encrypted) {
+    const { name, decision, refused: why } = this.classify(question.name);
+    if (why !== undefined) {
       this.stats.blocked++;
-      const why = encrypted
-        ? `${name} is an encrypted DNS endpoint; a rule must name it exactly`
-        : refusedBy
-          ? `${name} is denied by rule ${refusedBy.name}`
-          : `${name} is not allowed by the policy`;
       const rcode = this.deps.policy.dns.blockedAnswer === 'refused' ? RCODE.REFUSED : RCODE.NXDOMAIN;
       // Who asked for a name the policy does not allow is the interesting part: find out before answering.
       const proc = await this.deps.identify?.(client);
@@ -159,21 +196,7 @@ export class DnsGuard {
     const s = this.deps.policy.dns;
     const f = filterAnswer(question.name, question.type, upstream, this.deps.rebinding, s.ttlMax);
     this.stats.droppedAddresses += f.dropped.length;
-    const now = Date.now();
-    const writes: SetWrite[] = [];
-    const commits: { set: string; family: 4 | 6; addr: bigint; expiresAt: number }[] = [];
-    for (const a of f.addresses) {
-      // The address stays open max(TTL, floor) + grace: longer than any client may cache the answer.
-      const lifeMs = (Math.max(a.ttl, s.ttlFloor) + s.ttlGrace) * 1000;
-      const expiresAt = now + lifeMs;
-      this.deps.learned.nameAddress(a.family, a.addr, name, expiresAt);
-      for (const target of a.family === 4 ? sets4 : sets6) {
-        const set = target.name;
-        if (!this.deps.learned.needsWrite(set, a.family, a.addr, expiresAt)) continue;
-        writes.push({ set: target, elem: { t: 'addr', family: a.family, start: a.addr, end: a.addr, timeoutMs: lifeMs } });
-        commits.push({ set, family: a.family, addr: a.addr, expiresAt });
-      }
-    }
+    const { writes, commits } = this.learn(name, f.addresses, decision, Date.now());
     try {
       await this.deps.writer.write(writes);
     } catch (err) {
@@ -188,7 +211,7 @@ export class DnsGuard {
     this.emit(q, client, {
       verdict: 'allowed',
       rcode: f.rcode,
-      rules: ruleNames,
+      rules: decision.ruleNames,
       answers: f.addresses.map((a) => formatAddr(a.family, a.addr)),
       dropped: f.dropped,
       started,

@@ -12,7 +12,7 @@ import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
 import { formatAddr, parseAddr, type AddrRange, type Family } from '../net/ip.js';
 import type { Policy } from '../policy/policy.js';
 import { filterAnswer } from './answer-filter.js';
-import { canonicalName, decodeMessage } from './dns-message.js';
+import { decodeMessage } from './dns-message.js';
 import { DnsGuard, type Client } from './dns-guard.js';
 import { AttributionClient } from './attribution-client.js';
 import { DomainMatcher } from './domain-matcher.js';
@@ -20,7 +20,7 @@ import { GuardServers } from './guard-servers.js';
 import { LearnedState, type LearnedEntry } from './learned-state.js';
 import { QueryLog } from './query-log.js';
 import { RebindingFilter } from './rebinding.js';
-import { SetWriter, type SetWrite } from './set-writer.js';
+import { SetWriter } from './set-writer.js';
 import { UpstreamClient } from './upstream.js';
 
 const RECENT_MAX = 10_000;
@@ -248,7 +248,7 @@ export class GuardComponent implements Component {
   private observe(records: NflogRecord[]): void {
     const guard = this.guard;
     if (!guard) return;
-    const { policy, matcher, rebinding, learned, writer, dynamicSets } = guard.deps;
+    const { policy, rebinding, learned, writer } = guard.deps;
     for (const r of records) {
       const p = r.packet;
       if (!p || p.payloadOffset === undefined || p.sport !== 53) continue;
@@ -262,9 +262,8 @@ export class GuardComponent implements Component {
       }
       const q = msg.questions[0];
       if (!msg.flags.qr || msg.questions.length !== 1 || !q) continue;
-      const name = canonicalName(q.name);
-      const matched = matcher.match(q.name);
-      const rules = matched.filter((x) => x.action === 'allow').length > 0 || policy.defaultAction === 'allow' ? matched : [];
+      // The guard's own decision: what enforce mode would refuse is would-block here, and learns nothing.
+      const { name, decision, refused } = guard.classify(q.name);
       const base: DnsQueryEvent = {
         time: r.timeMs,
         transport: 'passive',
@@ -278,24 +277,12 @@ export class GuardComponent implements Component {
         dropped: [],
         latencyMs: 0,
       };
-      if (rules.length === 0) {
-        this.record({ ...base, detail: `${name} is not allowed by the policy` });
+      if (refused !== undefined) {
+        this.record({ ...base, detail: refused });
         continue;
       }
       const f = filterAnswer(q.name, q.type, msg, rebinding, policy.dns.ttlMax);
-      const now = Date.now();
-      const writes: SetWrite[] = [];
-      const commits: LearnedEntry[] = [];
-      for (const a of f.addresses) {
-        const lifeMs = (Math.max(a.ttl, policy.dns.ttlFloor) + policy.dns.ttlGrace) * 1000;
-        learned.nameAddress(a.family, a.addr, name, now + lifeMs);
-        for (const rule of rules) {
-          const set = objectNames.dnsSet(rule.name, a.family);
-          if (!dynamicSets.has(set) || !learned.needsWrite(set, a.family, a.addr, now + lifeMs)) continue;
-          writes.push({ set: { name: set, key: a.family === 4 ? 'ipv4_addr' : 'ipv6_addr', interval: false }, elem: { t: 'addr', family: a.family, start: a.addr, end: a.addr, timeoutMs: lifeMs } });
-          commits.push({ set, family: a.family, addr: a.addr, expiresAt: now + lifeMs });
-        }
-      }
+      const { writes, commits } = guard.learn(name, f.addresses, decision, Date.now());
       // Audit mode learns after the fact: a connect racing this write is only logged as would-block.
       writer.write(writes).then(
         () => {
@@ -303,7 +290,7 @@ export class GuardComponent implements Component {
         },
         (err: unknown) => this.rt?.log('warn', 'audit: set update failed', { error: String(err) }),
       );
-      this.record({ ...base, verdict: 'allowed', rules: rules.map((x) => x.name), answers: f.addresses.map((a) => formatAddr(a.family, a.addr)), dropped: f.dropped });
+      this.record({ ...base, verdict: 'allowed', rules: [...decision.ruleNames], answers: f.addresses.map((a) => formatAddr(a.family, a.addr)), dropped: f.dropped });
     }
   }
 

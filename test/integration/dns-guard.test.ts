@@ -296,7 +296,8 @@ describe('integration: DNS guard', () => {
   });
 
   it('audit mode: nothing redirected; replies seen by the kernel teach the daemon, unlisted names are would-block', async () => {
-    const audit = w.policy(POLICY.replace('mode: enforce', 'mode: audit'), 'audit.yaml');
+    // A deny rule naming a domain outright: enforce mode refuses the name, so audit mode calls it would-block.
+    const audit = w.policy(`${POLICY.replace('mode: enforce', 'mode: audit')}  - name: no-shared\n    action: deny\n    to: [shared-long.sluice.test]\n`, 'audit.yaml');
     const applied = await w.sluice(['apply', audit]);
     assert.equal(applied.code, 0, applied.stderr);
     await sleep(300);
@@ -323,14 +324,17 @@ describe('integration: DNS guard', () => {
     assert.equal(forged.code, 0, forged.stderr);
     await one('--name', 'api.sluice.test');
     await one('--name', 'audit-only.sluice.test');
+    await one('--name', 'shared-long.sluice.test');
     await sleep(300);
     const set = await w.nft(['list', 'set', 'inet', 'sluice', 'r_api_d4']);
+    assert.doesNotMatch(set, /198\.18\.3\.30/, 'a name a deny rule refuses teaches nothing');
     assert.match(set, /198\.18\.1\.10/, 'learned from the observed reply');
     assert.match(set, /198\.18\.1\.77/);
     assert.doesNotMatch(set, /198\.18\.2\.20/, 'the forged reply taught nothing');
     const r = await w.sluiceJson<{ name: string; verdict: string; transport: string }[]>(['dns', '--limit', '50']);
     assert.ok(r.json.some((e) => e.name === 'unlisted.evil.example' && e.verdict === 'would-block' && e.transport === 'passive'));
     assert.ok(r.json.some((e) => e.name === 'api.sluice.test' && e.verdict === 'allowed' && e.transport === 'passive'));
+    assert.ok(r.json.some((e) => e.name === 'shared-long.sluice.test' && e.verdict === 'would-block' && e.transport === 'passive'), 'refused by the deny rule');
     assert.deepEqual(await w.reach([`tcp:${HOSTS.other4}:443`]), { [`tcp:${HOSTS.other4}:443`]: true }, 'and nothing is blocked');
 
     // Back to enforce: what audit mode learned by watching is not carried over.
