@@ -20,6 +20,14 @@ bin/sluice apply "$policy"
 
 if [[ -d /run/systemd/system ]]; then
   install -D -m 0644 packaging/sluice.service /etc/systemd/system/sluice.service
+  # The unit runs `sluice daemon` with no argument: it must load the policy just applied.
+  install -d -m 0755 /etc/systemd/system/sluice.service.d
+  abs="$(realpath "$policy")"
+  if [[ "$abs" == *'"'* || "$abs" == *"\\"* || "$abs" == *$'\n'* ]]; then
+    echo "up: the policy path cannot be passed to systemd: $abs" >&2
+    exit 1
+  fi
+  printf '[Service]\nEnvironment="SLUICE_POLICY=%s"\n' "${abs//%/%%}" >/etc/systemd/system/sluice.service.d/policy.conf
   systemctl daemon-reload
   systemctl enable --now sluice.service
   how_stop="systemctl disable --now sluice"
