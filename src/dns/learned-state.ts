@@ -28,10 +28,9 @@ export interface SaveContext {
 const namesKey = (family: Family, addr: bigint) => `${family}:${addr.toString(16)}`;
 /** Set names are [a-z0-9_.-] (compiler-made, checked on load); JSON.stringify for anything else. */
 const SAFE_SET = /^[a-z0-9_.-]{1,80}$/;
-const ipv4Text = (a: number) => `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
 /** One entry as JSON, built directly: a save writes tens of thousands, and this is most of its cost. */
 function entryJson(e: LearnedEntry): string {
-  const addr = e.family === 4 ? ipv4Text(Number(e.addr)) : formatAddr(6, e.addr);
+  const addr = formatAddr(e.family, e.addr);
   const set = SAFE_SET.test(e.set) ? `"${e.set}"` : JSON.stringify(e.set);
   return `{"set":${set},"family":${e.family},"addr":"${addr}","expiresAt":${Math.trunc(e.expiresAt)}}`;
 }

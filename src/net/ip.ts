@@ -84,7 +84,9 @@ export function parseIPv6(text: string): bigint | null {
 /** Formats an address in its canonical text form (RFC 5952 for IPv6). */
 export function formatAddr(family: Family, value: bigint): string {
   if (family === 4) {
-    return [24n, 16n, 8n, 0n].map((s) => String((value >> s) & 0xffn)).join('.');
+    // Number arithmetic: this runs for every event and every DNS answer address.
+    const a = Number(value & 0xffffffffn);
+    return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
   }
   const words: number[] = [];
   for (let i = 7; i >= 0; i--) words.push(Number((value >> BigInt(i * 16)) & 0xffffn));
@@ -219,9 +221,15 @@ export function addrBytes(family: Family, value: bigint): Buffer {
   return out;
 }
 
-/** Reads a big-endian address from bytes. */
-export function bytesAddr(buf: Uint8Array): bigint {
+/** Reads a big-endian address from bytes (`len` of them from `at`; by default all of `buf`). */
+export function bytesAddr(buf: Uint8Array, at = 0, len = buf.length - at): bigint {
+  // 32 bits at a time: one BigInt step per word instead of per byte (packets carry two addresses each).
   let v = 0n;
-  for (const b of buf) v = (v << 8n) | BigInt(b);
+  let i = 0;
+  for (; i + 4 <= len; i += 4) {
+    const w = (((buf[at + i] ?? 0) << 24) | ((buf[at + i + 1] ?? 0) << 16) | ((buf[at + i + 2] ?? 0) << 8) | (buf[at + i + 3] ?? 0)) >>> 0;
+    v = (v << 32n) | BigInt(w);
+  }
+  for (; i < len; i++) v = (v << 8n) | BigInt(buf[at + i] ?? 0);
   return v;
 }

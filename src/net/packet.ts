@@ -4,6 +4,7 @@
  * truncated by the snapshot length, malformed, or forged; the parser never
  * reads past the buffer and returns what it could establish.
  */
+import { bytesAddr } from './ip.js';
 
 /** Addresses, protocol and ports of a flow or packet (ports for TCP, UDP, SCTP and DCCP). */
 export interface FlowTuple {
@@ -26,12 +27,6 @@ export interface PacketInfo extends FlowTuple {
 
 const IPV6_EXT = new Set([0, 43, 60]); // hop-by-hop, routing, destination options
 
-function readAddr(b: Uint8Array, at: number, len: number): bigint {
-  let v = 0n;
-  for (let i = 0; i < len; i++) v = (v << 8n) | BigInt(b[at + i] ?? 0);
-  return v;
-}
-
 /** Returns null when not even the IP header is complete. */
 export function parsePacket(b: Uint8Array): PacketInfo | null {
   if (b.length < 1) return null;
@@ -43,7 +38,7 @@ export function parsePacket(b: Uint8Array): PacketInfo | null {
     const ihl = ((b[0] ?? 0) & 0xf) * 4;
     if (ihl < 20 || b.length < ihl) return null;
     proto = b[9] ?? 0;
-    info = { family: 4, proto, src: readAddr(b, 12, 4), dst: readAddr(b, 16, 4), length: ((b[2] ?? 0) << 8) | (b[3] ?? 0) };
+    info = { family: 4, proto, src: bytesAddr(b, 12, 4), dst: bytesAddr(b, 16, 4), length: ((b[2] ?? 0) << 8) | (b[3] ?? 0) };
     // Non-first fragments carry no transport header.
     const fragOffset = (((b[6] ?? 0) & 0x1f) << 8) | (b[7] ?? 0);
     if (fragOffset !== 0) return info;
@@ -51,7 +46,7 @@ export function parsePacket(b: Uint8Array): PacketInfo | null {
   } else if (version === 6) {
     if (b.length < 40) return null;
     proto = b[6] ?? 0;
-    info = { family: 6, proto, src: readAddr(b, 8, 16), dst: readAddr(b, 24, 16), length: 40 + (((b[4] ?? 0) << 8) | (b[5] ?? 0)) };
+    info = { family: 6, proto, src: bytesAddr(b, 8, 16), dst: bytesAddr(b, 24, 16), length: 40 + (((b[4] ?? 0) << 8) | (b[5] ?? 0)) };
     l4 = 40;
     // Skip the common extension headers, a bounded number of times.
     for (let hops = 0; IPV6_EXT.has(proto) && hops < 8; hops++) {

@@ -30,8 +30,7 @@ export type OnDatagram = (data: Buffer, from: Peer, truncated: boolean) => void;
 
 /** Text form of a peer's address (for events and logs; the hot path keeps bytes). */
 export function peerAddress(p: Peer): string {
-  if (p.family === 4) return `${p.addr[0]}.${p.addr[1]}.${p.addr[2]}.${p.addr[3]}`;
-  return formatAddr(6, bytesAddr(p.addr));
+  return formatAddr(p.family, bytesAddr(p.addr));
 }
 
 /** The bytes of an address in text form; throws on anything that is not an address. */

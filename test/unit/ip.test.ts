@@ -11,6 +11,8 @@ import fc from 'fast-check';
 import {
   MAX4,
   MAX6,
+  addrBytes,
+  bytesAddr,
   formatAddr,
   formatRange,
   maxOf,
@@ -284,6 +286,25 @@ describe('formatAddr', () => {
         assert.equal(formatAddr(6, v), urlCanonical(text), text);
       }),
       runs(2000),
+    );
+  });
+});
+
+describe('addrBytes and bytesAddr', () => {
+  it('round-trip both families, read at any offset, and read any length byte by byte the same', () => {
+    fc.assert(
+      fc.property(fc.oneof(v4Value.map((v) => [4, v] as const), v6Value.map((v) => [6, v] as const)), fc.nat(7), ([family, v], pad) => {
+        const bytes = addrBytes(family, v);
+        assert.equal(bytesAddr(bytes), v);
+        const padded = Buffer.concat([Buffer.alloc(pad, 0xff), bytes, Buffer.alloc(3, 0xee)]);
+        assert.equal(bytesAddr(padded, pad, bytes.length), v);
+        for (const len of [1, 3, 5, 7]) {
+          let slow = 0n;
+          for (let i = 0; i < len; i++) slow = (slow << 8n) | BigInt(padded[pad + i] ?? 0);
+          assert.equal(bytesAddr(padded, pad, len), slow);
+        }
+      }),
+      runs(1000),
     );
   });
 });
