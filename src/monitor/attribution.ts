@@ -80,7 +80,8 @@ export function baseEvent(f: FlowFacts): RecordedEvent {
 
 export class Attributor {
   readonly stats: AttributionStats = { socket: 0, cgroup: 0, user: 0, ambiguous: 0, none: 0, socketLookups: 0, socketHits: 0 };
-  private udpDump = new Map<Family, SockEntry[]>();
+  /** This batch's UDP sockets, by family and local port (a record's socket has its source port). */
+  private udpDump = new Map<Family, Map<number, SockEntry[]>>();
   private candidatesMemo = new Map<string, ProcInfo[]>();
   private inodeOwner = new Map<number, number>();
   private refMemo = new Map<number, ProcessRef>();
@@ -173,16 +174,24 @@ export class Attributor {
     let s: SockEntry | undefined;
     if (f.proto === 6) s = this.lookupTcp(f);
     else if (f.proto === 17) {
-      let socks = this.udpDump.get(f.family);
-      if (!socks) {
+      let byPort = this.udpDump.get(f.family);
+      if (!byPort) {
+        byPort = new Map();
+        let socks: SockEntry[];
         try {
           socks = this.sockDiag()?.dump(f.family, 17) ?? [];
         } catch {
           socks = [];
         }
-        this.udpDump.set(f.family, socks);
+        for (const x of socks) {
+          const list = byPort.get(x.sport);
+          if (list) list.push(x);
+          else byPort.set(x.sport, [x]);
+        }
+        this.udpDump.set(f.family, byPort);
       }
-      s = findSocket(socks, { family: f.family, src: f.src, sport: f.sport, dst: f.dst, dport: f.dport });
+      const socks = byPort.get(f.sport);
+      if (socks) s = findSocket(socks, { family: f.family, src: f.src, sport: f.sport, dst: f.dst, dport: f.dport });
     }
     if (s) this.stats.socketHits++;
     return s;
