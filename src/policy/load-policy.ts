@@ -236,12 +236,16 @@ function buildRule(
 ): Rule {
   const addrs: AddrRange[] = [];
   const domains: DomainPattern[] = [];
+  const seenDomains = new Set<string>();
   (r.to ?? []).forEach((v, i) => {
     const d = parseDestination(v);
     if (!d.ok) return error([...base, 'to', i], `${d.reason}: ${showValue(v)}`);
     if (d.value.kind === 'any') addrs.push(...ANY_RANGES.map((x) => ({ ...x })));
     else if (d.value.kind === 'addr') addrs.push(d.value.range);
-    else if (!domains.some((x) => x.text === (d.value as { pattern: DomainPattern }).pattern.text)) domains.push(d.value.pattern);
+    else if (!seenDomains.has(d.value.pattern.text)) {
+      seenDomains.add(d.value.pattern.text);
+      domains.push(d.value.pattern);
+    }
   });
   const ports: PortRange[] = [];
   let icmp = false;
