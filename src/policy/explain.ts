@@ -61,6 +61,19 @@ function familyOf(d: Dest): Family | null {
   return d.kind === 'range' ? d.range.family : null;
 }
 
+const addrIndexes = new WeakMap<Rule, Record<Family, AddrRange[]>>();
+
+/** A rule's ranges of one family, sorted by start (built once per rule: connections explains every socket). */
+function addrIndex(rule: Rule, family: Family): AddrRange[] {
+  let idx = addrIndexes.get(rule);
+  if (!idx) {
+    const byStart = (a: AddrRange, b: AddrRange) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0);
+    idx = { 4: rule.addrs.filter((a) => a.family === 4).sort(byStart), 6: rule.addrs.filter((a) => a.family === 6).sort(byStart) };
+    addrIndexes.set(rule, idx);
+  }
+  return idx[family];
+}
+
 function matchTo(rule: Rule, q: Query): DimensionMatch {
   const dim = 'to' as const;
   if (rule.addrs.length === 0 && rule.domains.length === 0) return { dimension: dim, result: 'yes', detail: 'any destination' };
@@ -74,11 +87,29 @@ function matchTo(rule: Rule, q: Query): DimensionMatch {
     return { dimension: dim, result: 'no', detail: `${name} is not in ${rule.domains.map((d) => d.text).join(', ')}` };
   }
   const r = q.dest.range;
-  const inside = rule.addrs.find((a) => a.family === r.family && a.start <= r.start && r.end <= a.end);
+  const sorted = addrIndex(rule, r.family);
+  // The loader leaves a rule's ranges disjoint (merged prefixes, hosts outside them): the last
+  // one starting at or before a point is the only one that can hold it.
+  const at = (v: bigint) => {
+    let lo = 0;
+    let hi = sorted.length - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if ((sorted[mid] as AddrRange).start <= v) {
+        found = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    return found < 0 ? undefined : sorted[found];
+  };
+  const holder = at(r.start);
+  const inside = holder && r.end <= holder.end ? holder : undefined;
   if (inside) return { dimension: dim, result: 'yes', detail: `${formatRange(r)} is in ${formatRange(inside)}` };
   const learned = (q.learned?.get(rule.name) ?? []).find((a) => a.family === r.family && a.start <= r.start && r.end <= a.end);
   if (learned) return { dimension: dim, result: 'yes', detail: `${formatRange(r)} was learned from a DNS answer for ${rule.domains.map((d) => d.text).join(', ')}` };
-  const overlaps = rule.addrs.some((a) => a.family === r.family && a.start <= r.end && r.start <= a.end);
+  const last = at(r.end);
+  const overlaps = last !== undefined && r.start <= last.end;
   if (overlaps) return { dimension: dim, result: 'maybe', detail: `${formatRange(r)} is only partly inside this rule's addresses` };
   if (rule.domains.length > 0) {
     return { dimension: dim, result: 'no', detail: `not listed; the rule's names (${rule.domains.map((d) => d.text).join(', ')}) open only addresses the DNS guard has seen in answers` };
