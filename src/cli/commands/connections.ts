@@ -3,15 +3,23 @@ import { listConnections, type Connection } from '../../monitor/connections.js';
 import { parsePolicy } from '../../policy/load-policy.js';
 import type { Policy } from '../../policy/policy.js';
 import { lookupUsers } from '../../system/users.js';
+import type { AppliedState } from '../../state/state-store.js';
+import { SluiceError } from '../../errors.js';
 import { EXIT, type Context } from '../context.js';
 
-/** The applied policy (from the state directory's snapshot), for naming each connection's rule; null when none. */
+/** The applied policy, parsed from the state directory's snapshot; null when nothing is applied, throws when the snapshot is missing or bad. */
+export function loadAppliedPolicy(ctx: Context): { policy: Policy; applied: AppliedState } | null {
+  const applied = ctx.state.applied();
+  if (!applied) return null;
+  const bytes = ctx.state.policySnapshot(applied.sha256);
+  if (!bytes) throw new SluiceError('ESTATE', `No snapshot of the applied policy ${applied.sha256.slice(0, 16)}`);
+  return { policy: parsePolicy(bytes, applied.policyFile, { lookupUsers }), applied };
+}
+
+/** The applied policy, for naming each connection's rule; null when none (or unreadable: names are a nicety here). */
 export function appliedPolicy(ctx: Context): Policy | null {
   try {
-    const applied = ctx.state.applied();
-    if (!applied) return null;
-    const bytes = ctx.state.policySnapshot(applied.sha256);
-    return bytes ? parsePolicy(bytes, applied.policyFile, { lookupUsers }) : null;
+    return loadAppliedPolicy(ctx)?.policy ?? null;
   } catch {
     return null;
   }

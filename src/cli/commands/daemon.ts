@@ -3,11 +3,10 @@ import { join } from 'node:path';
 import { TABLE_NAME } from '../../compile/ruleset.js';
 import { Daemon, logLine, type Component, type Loaded } from '../../daemon/daemon.js';
 import { SluiceError } from '../../errors.js';
-import { parsePolicy } from '../../policy/load-policy.js';
 import { defaultPolicyPath, processAlive } from '../../state/state-store.js';
-import { lookupUsers } from '../../system/users.js';
 import { EXIT, type Context } from '../context.js';
 import { stopTimer } from './apply.js';
+import { loadAppliedPolicy } from './connections.js';
 
 export const DEFAULT_METRICS = '127.0.0.1:9329';
 
@@ -64,14 +63,12 @@ export async function daemon(ctx: Context, args: { policy?: string; metrics?: st
   // `sluice apply`, `confirm`, rollback and `off` ask the daemon to adopt what is applied now.
   d.control.handle('sync', {
     call: async () => {
-      const applied = ctx.state.applied();
-      if (!applied) {
+      const loaded = loadAppliedPolicy(ctx);
+      if (!loaded) {
         logLine('warn', 'Sluice is off (no table applied); components idle until the next apply');
         return { adopted: false };
       }
-      const bytes = ctx.state.policySnapshot(applied.sha256);
-      if (!bytes) throw new SluiceError('ESTATE', `No snapshot of the applied policy ${applied.sha256.slice(0, 16)}`);
-      const policy = parsePolicy(bytes, applied.policyFile, { lookupUsers });
+      const { policy, applied } = loaded;
       await d.adopt(policy, { ruleset: applied.ruleset, warnings: applied.warnings });
       return { adopted: true, sha256: applied.sha256 };
     },
