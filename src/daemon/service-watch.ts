@@ -84,10 +84,10 @@ export class ServiceWatch implements Component {
     if (!rt || !rt.policy.rules.some((r) => r.services.length > 0)) return;
     this.stats.checks++;
     try {
-      const env = compileEnvFor(rt.policy);
-      const key = cgroupsKey(env.cgroups);
+      const cgroups = resolveCgroups(rt.policy);
+      const key = cgroupsKey(cgroups);
       if (key === this.compiledFor) return;
-      const compiled = compileRuleset(rt.policy, env);
+      const compiled = compileRuleset(rt.policy, compileEnvFor(rt.policy, cgroups));
       const current = { ruleset: rt.compiled.ruleset, anomalies: [] };
       if (sameRuleset(compiled.ruleset, current)) {
         this.compiledFor = key;

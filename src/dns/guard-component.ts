@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { SluiceError } from '../errors.js';
-import { compileEnvFor } from '../system/compile-env.js';
+import { dnsUpstreamsFor, encryptedDnsFor } from '../system/compile-env.js';
 import { dnsLogGroup, objectNames } from '../compile/compile-ruleset.js';
 import { TABLE_NAME } from '../compile/ruleset.js';
 import type { Component, Runtime } from '../daemon/daemon.js';
@@ -99,7 +99,7 @@ export class GuardComponent implements Component {
   async prepare(policy: Policy): Promise<void> {
     if (!policy.dns.guard || policy.mode !== 'enforce') return;
     const firstFree = unprivilegedPortStart();
-    const unsafe = unsafeLocalUpstreams(compileEnvFor(policy).dns?.upstreams ?? [], firstFree, hostAddresses());
+    const unsafe = unsafeLocalUpstreams(dnsUpstreamsFor(policy), firstFree, hostAddresses());
     if (unsafe.length > 0) {
       const list = unsafe.map((u) => formatAddr(u.family, u.start)).join(', ');
       throw new SluiceError('EUPSTREAM', `DNS upstream ${list} is on this host, and port 53 is not privileged here (net.ipv4.ip_unprivileged_port_start = ${firstFree}): any user could answer the guard in its place. Raise the sysctl above 53 or name a resolver on another host in dns.upstreams.`);
@@ -141,8 +141,8 @@ export class GuardComponent implements Component {
   /** Brings the running parts in line with the policy; restarts listeners only when their settings change. */
   private async configure(policy: Policy): Promise<void> {
     const rt = this.rt as Runtime;
-    const env = compileEnvFor(policy);
-    const upstreams = env.dns?.upstreams ?? [];
+    // Only the DNS facts: resolving the services' cgroups is the compiler's business.
+    const upstreams = policy.dns.guard ? dnsUpstreamsFor(policy) : [];
     const want = policy.dns.guard ? { mode: policy.mode, port: policy.dns.port, upstreams: upstreams.map((u) => formatAddr(u.family, u.start)).join(',') } : null;
     const same = JSON.stringify(want) === JSON.stringify(this.running);
     if (!same) await this.stopParts();
@@ -162,7 +162,7 @@ export class GuardComponent implements Component {
       policy,
       matcher: new DomainMatcher(policy),
       rebinding: new RebindingFilter(policy),
-      encryptedNames: new Set(env.dns?.encrypted.names ?? []),
+      encryptedNames: new Set(encryptedDnsFor(policy).names),
       dynamicSets: new Set(rt.compiled.ruleset.sets.filter((x) => x.dynamic).map((x) => x.name)),
       upstream: this.upstream,
       writer: this.writer,

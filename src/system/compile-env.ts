@@ -1,16 +1,31 @@
 import type { CompileEnv } from '../compile/compile-ruleset.js';
 import { loadEncryptedDnsList } from '../dns/encrypted-dns-list.js';
+import type { AddrRange } from '../net/ip.js';
 import type { Policy } from '../policy/policy.js';
 import { resolveCgroups } from './cgroups.js';
 import { resolvConfUpstreams } from './resolv-conf.js';
 
-/** Gathers the host facts a policy's compilation needs: cgroups of its services, DNS upstreams, the encrypted-DNS list. */
-export function compileEnvFor(policy: Policy): CompileEnv {
-  const env: CompileEnv = { cgroups: resolveCgroups(policy) };
+/** The resolvers the DNS guard forwards to: the policy's, else the host's (resolv.conf). */
+export function dnsUpstreamsFor(policy: Policy): AddrRange[] {
+  return policy.dns.upstreams ?? resolvConfUpstreams();
+}
+
+/** The encrypted-DNS endpoints the policy blocks (none when `encrypted_dns` is not `block`). */
+export function encryptedDnsFor(policy: Policy): NonNullable<CompileEnv['dns']>['encrypted'] {
+  return policy.dns.encryptedDns === 'block' ? loadEncryptedDnsList(policy.dns.encryptedDnsList) : { addrs: [], names: [] };
+}
+
+/**
+ * Gathers the host facts a policy's compilation needs: cgroups of its
+ * services (resolved here unless the caller already did), DNS upstreams, the
+ * encrypted-DNS list.
+ */
+export function compileEnvFor(policy: Policy, cgroups = resolveCgroups(policy)): CompileEnv {
+  const env: CompileEnv = { cgroups };
   if (policy.dns.guard) {
     env.dns = {
-      upstreams: policy.dns.upstreams ?? resolvConfUpstreams(),
-      encrypted: policy.dns.encryptedDns === 'block' ? loadEncryptedDnsList(policy.dns.encryptedDnsList) : { addrs: [], names: [] },
+      upstreams: dnsUpstreamsFor(policy),
+      encrypted: encryptedDnsFor(policy),
     };
   }
   return env;
