@@ -9,7 +9,7 @@ import type { Component, Runtime } from '../daemon/daemon.js';
 import { publishDnsQuery, type DnsQueryEvent } from '../daemon/events.js';
 import { setHostnameSource } from '../daemon/hostnames.js';
 import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
-import { formatAddr, parseAddr, type AddrRange, type Family } from '../net/ip.js';
+import { formatAddr, isLoopback, parseAddr, type AddrRange, type Family } from '../net/ip.js';
 import type { Policy } from '../policy/policy.js';
 import { filterAnswer } from './answer-filter.js';
 import { decodeMessage } from './dns-message.js';
@@ -45,7 +45,7 @@ function unprivilegedPortStart(): number {
 export function unsafeLocalUpstreams(upstreams: AddrRange[], firstFree: number, local: { family: Family; value: bigint }[]): AddrRange[] {
   if (firstFree > 53) return [];
   const isLocal = (u: AddrRange) =>
-    (u.family === 4 && u.start >> 24n === 127n) || (u.family === 6 && u.start === 1n) || local.some((a) => a.family === u.family && a.value === u.start);
+    isLoopback(u.family, u.start) || local.some((a) => a.family === u.family && a.value === u.start);
   return upstreams.filter(isLocal);
 }
 

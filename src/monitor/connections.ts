@@ -1,4 +1,4 @@
-import { formatAddr, type Family } from '../net/ip.js';
+import { formatAddr, isLoopback, type Family } from '../net/ip.js';
 import { hostnameFor } from '../daemon/hostnames.js';
 import { explain } from '../policy/explain.js';
 import type { Policy } from '../policy/policy.js';
@@ -38,10 +38,6 @@ export interface ConnectionsSnapshot {
 
 const TCP_TIME_WAIT = 6;
 const TCP_CLOSE = 7;
-
-function isLoopback(family: Family, a: bigint): boolean {
-  return family === 4 ? a >> 24n === 127n : a === 1n;
-}
 
 /** Sockets that are outbound connections: connected, not to loopback, not accepted on a local listening port. */
 export function outboundSockets(socks: SockEntry[]): SockEntry[] {

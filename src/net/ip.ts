@@ -204,6 +204,11 @@ export function mergeRanges(ranges: AddrRange[]): AddrRange[] {
   return out;
 }
 
+/** True for 127.0.0.0/8 and ::1. */
+export function isLoopback(family: Family, value: bigint): boolean {
+  return family === 4 ? value >> 24n === 127n : value === 1n;
+}
+
 /** True when the range contains the address. */
 export function rangeContains(r: AddrRange, family: Family, value: bigint): boolean {
   return r.family === family && r.start <= value && value <= r.end;

@@ -1,4 +1,4 @@
-import { formatRange, type AddrRange, type Family } from '../net/ip.js';
+import { formatRange, isLoopback as isLoopbackAddr, type AddrRange, type Family } from '../net/ip.js';
 import type { DomainPattern, Policy, Rule } from './policy.js';
 
 /**
@@ -186,8 +186,8 @@ export function matchRule(rule: Rule, q: Query): RuleMatch {
 function isLoopback(d: Dest): boolean {
   if (d.kind !== 'range') return d.name === 'localhost';
   const r = d.range;
-  if (r.family === 4) return r.start >= 0x7f000000n && r.end <= 0x7fffffffn;
-  return r.start === 1n && r.end === 1n;
+  // The whole range: its two ends loopback, and (IPv4) in one /8.
+  return isLoopbackAddr(r.family, r.start) && isLoopbackAddr(r.family, r.end);
 }
 
 /** The verdict the policy gives this query, with the rule that decides and why. */

@@ -3,7 +3,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { PolicyError, SluiceError, type PolicyIssue } from '../errors.js';
-import { mergeRanges, parsePrefix, type AddrRange } from '../net/ip.js';
+import { isLoopback, mergeRanges, parsePrefix, type AddrRange } from '../net/ip.js';
 import {
   ANY_RANGES,
   escapeControls,
@@ -197,7 +197,7 @@ function buildDns(raw: RawPolicy['dns'], rules: Rule[], error: Report): DnsSetti
     const pr = parsePrefix(u);
     if (!pr.ok || pr.range.start !== pr.range.end) return error(['dns', 'upstreams', i], `an upstream is one IP address: ${showValue(u)}`);
     const r = pr.range;
-    if ((r.family === 4 && r.start >> 24n === 127n) || (r.family === 6 && r.start === 1n)) {
+    if (isLoopback(r.family, r.start)) {
       return error(['dns', 'upstreams', i], `a loopback upstream would send the guard's queries back to itself: ${showValue(u)}`);
     }
     upstreams.push(r);

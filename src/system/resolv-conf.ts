@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { parseAddr, type AddrRange } from '../net/ip.js';
+import { isLoopback, parseAddr, type AddrRange } from '../net/ip.js';
 
 /**
  * The nameservers of resolv.conf(5) that the DNS guard can forward to:
@@ -13,7 +13,7 @@ export function resolvConfUpstreams(text = readOptional('/etc/resolv.conf')): Ad
     if (!m) continue;
     const a = parseAddr(m[1] ?? '');
     if (!a) continue;
-    if ((a.family === 4 && a.value >> 24n === 127n) || (a.family === 6 && a.value === 1n)) continue;
+    if (isLoopback(a.family, a.value)) continue;
     if (!out.some((x) => x.family === a.family && x.start === a.value)) out.push({ family: a.family, start: a.value, end: a.value });
   }
   return out;
