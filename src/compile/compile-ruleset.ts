@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { MAX4, MAX6, type AddrRange, type Family } from '../net/ip.js';
+import { maxOf, type AddrRange, type Family } from '../net/ip.js';
 import type { Policy, Rule, ServiceRef } from '../policy/policy.js';
 import { TABLE_NAME, type ChainDef, type RuleDef, type Ruleset, type SetDef, type SetElem, type Stmt } from './ruleset.js';
 
@@ -347,7 +347,7 @@ function guardUpstreamRules(policy: Policy, upstreams: AddrRange[], sets: SetDef
  */
 function encryptedDnsRules(policy: Policy, addrs: AddrRange[], sets: SetDef[]): RuleDef[] {
   const allows = policy.rules.filter((r) => r.action === 'allow');
-  const explicitHosts = allows.flatMap((r) => r.addrs.filter((a) => a.start === a.end));
+  const explicitHosts = new Set(allows.flatMap((r) => r.addrs.filter((a) => a.start === a.end).map((a) => `${a.family}:${a.start}`)));
   const end = (stmts: Stmt[]): RuleDef => ({
     stmts: [...stmts, { k: 'counter', name: 'encrypted_dns' }, { k: 'goto', chain: 'block_encrypted-dns' }],
     comment: 'encrypted DNS bypasses the guard',
@@ -367,7 +367,7 @@ function encryptedDnsRules(policy: Policy, addrs: AddrRange[], sets: SetDef[]): 
   }
   sets.push({ ...dnsPortsSet('doh_ports', 443), comment: 'HTTPS and HTTP/3' });
   for (const family of [4, 6] as const) {
-    const list = addrs.filter((a) => a.family === family && !explicitHosts.some((h) => h.family === family && h.start === a.start));
+    const list = addrs.filter((a) => a.family === family && !explicitHosts.has(`${family}:${a.start}`));
     if (list.length === 0) continue;
     const name = `encrypted_dns${family}`;
     sets.push(hostSet(name, family, list, 'well-known DNS-over-HTTPS endpoints'));
@@ -408,7 +408,7 @@ type Source = { family: Family; lookup?: string } | null;
 type ProtoKind = { kind: 'ports'; set: string } | { kind: 'icmp' } | { kind: 'icmpv6' } | { kind: 'any' };
 
 function fullRange(r: AddrRange): boolean {
-  return r.start === 0n && r.end === (r.family === 4 ? MAX4 : MAX6);
+  return r.start === 0n && r.end === maxOf(r.family);
 }
 
 /** Returns the statement lists (one per nft rule) that together express one policy rule, adding its sets. */
