@@ -1,4 +1,4 @@
-import type { StoredEvent } from './event-store.js';
+import type { RecordedEvent, StoredEvent } from './event-store.js';
 
 /** The protocol's name for display. */
 export function protoName(proto: number): string {
@@ -20,4 +20,13 @@ export function formatEventLine(e: StoredEvent): string {
   const user = e.user ?? (e.uid !== undefined ? String(e.uid) : '-');
   const extras = [e.hostname ? `host=${e.hostname}` : '', e.process?.unit ? `unit=${e.process.unit}` : '', e.iface ? `via ${e.iface}` : ''].filter(Boolean).join(' ');
   return `${time}  ${verdict} ${e.rule.padEnd(14)} ${protoName(e.proto).padEnd(6)} ${endpoint(e.family, e.src, e.sport)} -> ${dst}  user=${user} ${who}${extras ? `  ${extras}` : ''}`;
+}
+
+/** The destination key used by stats: `dst proto/port`, or `dst icmp/type`. */
+export function destinationKey(e: Pick<RecordedEvent, 'family' | 'dst' | 'proto' | 'dport' | 'icmpType'>): string {
+  const proto = protoName(e.proto);
+  const host = endpoint(e.family, e.dst);
+  if (e.dport !== undefined) return `${host} ${proto}/${e.dport}`;
+  if (e.icmpType !== undefined) return `${host} ${proto}/type-${e.icmpType}`;
+  return `${host} ${proto}`;
 }

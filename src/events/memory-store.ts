@@ -1,5 +1,6 @@
 import type { CountRow, EventQuery, EventStats, EventStore, PipelineCounters, RecordedEvent, RetentionLimits, StoredEvent } from './event-store.js';
 import { ZERO_COUNTERS } from './event-store.js';
+import { destinationKey } from './format-event.js';
 
 /** Rough bytes per event, so retention by size behaves like the SQLite store's. */
 function sizeOf(e: RecordedEvent): number {
@@ -21,14 +22,6 @@ export function eventMatches(e: StoredEvent, q: EventQuery): boolean {
   return true;
 }
 
-/** The destination key used by stats: `dst proto/port`, or `dst icmp/type`. */
-export function destinationKey(e: RecordedEvent): string {
-  const proto = e.proto === 6 ? 'tcp' : e.proto === 17 ? 'udp' : e.proto === 1 ? 'icmp' : e.proto === 58 ? 'icmpv6' : `proto-${e.proto}`;
-  const host = e.family === 6 ? `[${e.dst}]` : e.dst;
-  if (e.dport !== undefined) return `${host} ${proto}/${e.dport}`;
-  if (e.icmpType !== undefined) return `${host} ${proto}/type-${e.icmpType}`;
-  return `${host} ${proto}`;
-}
 
 /** The process key used by stats. */
 export function processKey(e: RecordedEvent): string {
@@ -79,8 +72,10 @@ export class MemoryStore implements EventStore {
       byVerdict[e.verdict]++;
       const rk = `${e.rule}\u0000${e.verdict}`;
       rules.set(rk, (rules.get(rk) ?? 0) + 1);
-      dests.set(destinationKey(e), (dests.get(destinationKey(e)) ?? 0) + 1);
-      procs.set(processKey(e), (procs.get(processKey(e)) ?? 0) + 1);
+      const dk = destinationKey(e);
+      dests.set(dk, (dests.get(dk) ?? 0) + 1);
+      const pk = processKey(e);
+      procs.set(pk, (procs.get(pk) ?? 0) + 1);
       if (e.process?.pid !== undefined) attributed++;
       first = first === null ? e.time : Math.min(first, e.time);
       last = last === null ? e.time : Math.max(last, e.time);

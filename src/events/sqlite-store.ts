@@ -4,6 +4,7 @@ import Database from 'better-sqlite3';
 import { SluiceError } from '../errors.js';
 import type { CountRow, EventQuery, EventStats, EventStore, PipelineCounters, RecordedEvent, RetentionLimits, StoredEvent, Verdict } from './event-store.js';
 import { ZERO_COUNTERS } from './event-store.js';
+import { destinationKey } from './format-event.js';
 
 /**
  * The embedded event store: one SQLite file in the state directory, in WAL
@@ -72,10 +73,6 @@ function fromRow(r: Row): StoredEvent {
   if (r.hostname !== null) e.hostname = String(r.hostname);
   if (r.attribution !== null) e.attribution = r.attribution as StoredEvent['attribution'];
   return e;
-}
-
-function protoName(proto: number): string {
-  return proto === 6 ? 'tcp' : proto === 17 ? 'udp' : proto === 1 ? 'icmp' : proto === 58 ? 'icmpv6' : `proto-${proto}`;
 }
 
 /** The SQLite implementation of EventStore. */
@@ -195,12 +192,10 @@ export class SqliteStore implements EventStore {
     const dests = this.stmt(
       `SELECT family, dst, proto, dport, icmp_type, count(*) AS count FROM events ${sql} GROUP BY family, dst, proto, dport, icmp_type ORDER BY count DESC, dst, proto, dport LIMIT ?`,
     ).all(...params, n) as { family: number; dst: string; proto: number; dport: number | null; icmp_type: number | null; count: number }[];
-    const byDestination: CountRow[] = dests.map((d) => {
-      const host = d.family === 6 ? `[${d.dst}]` : d.dst;
-      const proto = protoName(d.proto);
-      const key = d.dport !== null ? `${host} ${proto}/${d.dport}` : d.icmp_type !== null ? `${host} ${proto}/type-${d.icmp_type}` : `${host} ${proto}`;
-      return { key, count: d.count };
-    });
+    const byDestination: CountRow[] = dests.map((d) => ({
+      key: destinationKey({ family: d.family === 6 ? 6 : 4, dst: d.dst, proto: d.proto, ...(d.dport !== null ? { dport: d.dport } : {}), ...(d.icmp_type !== null ? { icmpType: d.icmp_type } : {}) }),
+      count: d.count,
+    }));
     const byProcess = (this.stmt(
       `SELECT coalesce(exe, comm, '(unknown)') AS key, count(*) AS count FROM events ${sql} GROUP BY key ORDER BY count DESC, key LIMIT ?`,
     ).all(...params, n) as CountRow[]).map((r) => ({ key: r.key, count: r.count }));
