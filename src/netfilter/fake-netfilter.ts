@@ -1,6 +1,6 @@
 import type { Ruleset, SetDef, SetElem, Stmt } from '../compile/ruleset.js';
 import { NetlinkError } from '../errors.js';
-import type { CounterValue, ElementChange, LiveTable, Netfilter, ReadOptions } from './netfilter.js';
+import { carriesLearned, sameLearnedSet, type CounterValue, type ElementChange, type LiveTable, type Netfilter, type ReadOptions } from './netfilter.js';
 
 const clone = <T>(v: T): T => structuredClone(v);
 
@@ -21,11 +21,10 @@ export class FakeNetfilter implements Netfilter {
     validate(ruleset);
     const next = clone(ruleset);
     const prev = this.tables.get(ruleset.table);
-    const mode = (comment: string) => /mode=(\w+)/.exec(comment)?.[1];
-    if (prev && opts.carryDynamic !== false && !(mode(prev.comment) === 'audit' && mode(next.comment) === 'enforce')) {
+    if (prev && opts.carryDynamic !== false && carriesLearned(prev.comment, next.comment)) {
       for (const s of next.sets) {
-        const old = prev.sets.find((p) => p.name === s.name && p.dynamic && p.key === s.key && p.comment === s.comment);
-        if (s.dynamic && old) s.elements = clone(old.elements);
+        const old = prev.sets.find((p) => p.dynamic && sameLearnedSet(p, s));
+        if (old) s.elements = clone(old.elements);
       }
     }
     this.tables.set(ruleset.table, next);

@@ -22,7 +22,7 @@ import {
 import { NetlinkSocket, DumpInterrupted } from './netlink-socket.js';
 import { decodeChain, decodeElemMessages, decodeObj, decodeRule, decodeSet, decodeTable, elementsToIR, type CounterValue, type LiveTable } from './nft-decode.js';
 import { BatchBuilder, encodeDelete, encodeReplace } from './nft-encode.js';
-import type { ElementChange, Netfilter, ReadOptions } from './netfilter.js';
+import { carriesLearned, sameLearnedSet, type ElementChange, type Netfilter, type ReadOptions } from './netfilter.js';
 
 const T = (m: number) => (NFNL_SUBSYS_NFTABLES << 8) | m;
 const ENOENT = 2;
@@ -68,15 +68,11 @@ export class KernelNetfilter implements Netfilter {
     const carried: { set: SetDef; elems: SetElem[] }[] = [];
     if (opts.carryDynamic !== false) {
       const live = this.read(ruleset.table, { elements: 'dynamic' });
-      // Never from audit into enforce: what audit mode learned came from observing
-      // traffic it did not control.
-      const mode = (comment: string) => /mode=(\w+)/.exec(comment)?.[1];
-      if (live && !(mode(live.ruleset.comment) === 'audit' && mode(ruleset.comment) === 'enforce')) {
+      if (live && carriesLearned(live.ruleset.comment, ruleset.comment)) {
         const wanted = new Map(ruleset.sets.filter((s) => s.dynamic).map((s) => [s.name, s]));
         for (const s of live.ruleset.sets) {
           const target = wanted.get(s.name);
-          // Same name, key and comment (the comment hashes the rule's action and names).
-          if (!target || target.key !== s.key || target.comment !== s.comment || s.elements.length === 0) continue;
+          if (!target || !sameLearnedSet(s, target) || s.elements.length === 0) continue;
           carried.push({ set: target, elems: s.elements.map(remainingLifetime) });
         }
       }

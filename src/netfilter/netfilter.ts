@@ -32,3 +32,18 @@ export interface ReadOptions {
 }
 
 export type { CounterValue, LiveTable };
+
+/**
+ * Whether a replacement carries DNS-learned addresses over from the live
+ * table: never from audit into enforce (what audit mode learned came from
+ * watching traffic it did not control).
+ */
+export function carriesLearned(liveComment: string, nextComment: string): boolean {
+  const mode = (comment: string) => /mode=(\w+)/.exec(comment)?.[1];
+  return !(mode(liveComment) === 'audit' && mode(nextComment) === 'enforce');
+}
+
+/** Whether a live set's learned elements belong in this set of the next ruleset: same name, key and comment (the comment hashes the rule's action and names). */
+export function sameLearnedSet(live: SetDef, next: SetDef): boolean {
+  return next.dynamic && live.name === next.name && live.key === next.key && live.comment === next.comment;
+}
