@@ -1,7 +1,7 @@
 import { native } from '../native/native.js';
 import { parsePacket, type PacketInfo } from '../net/packet.js';
 import { NetlinkSocket } from './netlink-socket.js';
-import { attrMap, attrStr, MalformedNetlink, NlWriter, parseMessages, type NlMsg } from './nl-attr.js';
+import { attrMap, attrStr, attrU32, MalformedNetlink, NlWriter, parseMessages, type NlMsg } from './nl-attr.js';
 import { NETLINK_NETFILTER, NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG, NFULNL_MSG_PACKET, NLM_F_ACK, NLM_F_REQUEST } from './nl-constants.js';
 
 /** nfnetlink_log attributes (linux/netfilter/nfnetlink_log.h). */
@@ -37,10 +37,7 @@ export function parseNflogMessage(msg: NlMsg, nowMs = Date.now()): NflogRecord |
   if (msg.payload.length < 4) throw new MalformedNetlink('NFLOG message shorter than its header');
   const group = msg.payload.readUInt16BE(2);
   const a = attrMap(msg.payload, 4);
-  const u32 = (t: number) => {
-    const b = a.get(t);
-    return b && b.length >= 4 ? b.readUInt32BE(0) : undefined;
-  };
+  const u32 = (t: number) => attrU32(a.get(t));
   const payload = a.get(NFULA.PAYLOAD) ?? Buffer.alloc(0);
   const ts = a.get(NFULA.TIMESTAMP);
   let timeMs = nowMs;

@@ -151,24 +151,29 @@ export class MalformedNetlink extends Error {
   }
 }
 
-/** Parses a run of attributes. Every length is checked against the buffer. */
-export function parseAttrs(buf: Buffer, start = 0, end = buf.length): Attr[] {
-  const out: Attr[] = [];
+/** Walks a run of attributes, checking every length against the buffer. */
+function walkAttrs(buf: Buffer, start: number, end: number, visit: (type: number, nested: boolean, data: Buffer) => void): void {
   let pos = start;
   while (pos + 4 <= end) {
     const len = buf.readUInt16LE(pos);
     const rawType = buf.readUInt16LE(pos + 2);
     if (len < 4 || pos + len > end) throw new MalformedNetlink(`attribute length ${len} at offset ${pos} overruns ${end}`);
-    out.push({ type: rawType & NLA_TYPE_MASK, nested: (rawType & NLA_F_NESTED) !== 0, data: buf.subarray(pos + 4, pos + len) });
+    visit(rawType & NLA_TYPE_MASK, (rawType & NLA_F_NESTED) !== 0, buf.subarray(pos + 4, pos + len));
     pos += align4(len);
   }
+}
+
+/** Parses a run of attributes. Every length is checked against the buffer. */
+export function parseAttrs(buf: Buffer, start = 0, end = buf.length): Attr[] {
+  const out: Attr[] = [];
+  walkAttrs(buf, start, end, (type, nested, data) => out.push({ type, nested, data }));
   return out;
 }
 
-/** Attributes keyed by type (last one wins, as in the kernel's nla_parse). */
+/** Attributes keyed by type (last one wins, as in the kernel's nla_parse). One pass, no intermediate list: every NFLOG record goes through here. */
 export function attrMap(buf: Buffer, start = 0, end = buf.length): Map<number, Buffer> {
   const m = new Map<number, Buffer>();
-  for (const a of parseAttrs(buf, start, end)) m.set(a.type, a.data);
+  walkAttrs(buf, start, end, (type, _nested, data) => m.set(type, data));
   return m;
 }
 
