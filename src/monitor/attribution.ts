@@ -4,12 +4,10 @@ import { formatAddr, type Family } from '../net/ip.js';
 import type { FlowTuple } from '../net/packet.js';
 import { NetlinkError } from '../errors.js';
 import { NetlinkSocket } from '../netfilter/netlink-socket.js';
-import { NlWriter } from '../netfilter/nl-attr.js';
-import { NETLINK_SOCK_DIAG, NLM_F_ACK, NLM_F_REQUEST } from '../netfilter/nl-constants.js';
-import { addrBytes } from '../net/ip.js';
+import { NETLINK_SOCK_DIAG } from '../netfilter/nl-constants.js';
 import type { CgroupIndex } from './cgroup-index.js';
 import { ProcessTable, type ProcInfo, type ProcessRef } from './process-table.js';
-import { findSocket, parseSockDiagMessage, SockDiag, type SockEntry } from './sock-diag.js';
+import { encodeExactRequest, findSocket, parseSockDiagMessage, SockDiag, type SockEntry } from './sock-diag.js';
 
 /** What the collector knows about a logged packet before attribution. */
 export interface FlowFacts extends FlowTuple {
@@ -141,21 +139,8 @@ export class Attributor {
       }
     }
     if (!this.exact || f.sport === undefined || f.dport === undefined) return undefined;
-    const hdr = Buffer.alloc(56);
-    hdr.writeUInt8(f.family === 4 ? 2 : 10, 0);
-    hdr.writeUInt8(6, 1);
-    hdr.writeUInt32LE(0xffffffff, 4);
-    hdr.writeUInt16BE(f.sport, 8);
-    hdr.writeUInt16BE(f.dport, 10);
-    addrBytes(f.family, f.src).copy(hdr, 12);
-    addrBytes(f.family, f.dst).copy(hdr, 28);
-    hdr.writeUInt32LE(0xffffffff, 48); // INET_DIAG_NOCOOKIE: look up by addresses alone
-    hdr.writeUInt32LE(0xffffffff, 52);
-    const w = new NlWriter(96);
-    w.beginRaw(20, NLM_F_REQUEST | NLM_F_ACK, 1, hdr);
-    w.endMsg();
     try {
-      for (const m of this.exact.request(w.finish())) {
+      for (const m of this.exact.request(encodeExactRequest({ family: f.family, src: f.src, sport: f.sport, dst: f.dst, dport: f.dport }))) {
         try {
           return parseSockDiagMessage(m, 6);
         } catch {

@@ -1,7 +1,7 @@
-import { bytesAddr, type Family } from '../net/ip.js';
+import { addrBytes, bytesAddr, type Family } from '../net/ip.js';
 import { NetlinkSocket } from '../netfilter/netlink-socket.js';
 import { attrMap, MalformedNetlink, NlWriter, type NlMsg } from '../netfilter/nl-attr.js';
-import { NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST } from '../netfilter/nl-constants.js';
+import { NETLINK_SOCK_DIAG, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST } from '../netfilter/nl-constants.js';
 
 /**
  * The kernel's socket tables over NETLINK_SOCK_DIAG (linux/inet_diag.h):
@@ -51,6 +51,24 @@ export function encodeDumpRequest(family: Family, proto: 6 | 17, states = 0xffff
   // The socket id stays zero: a dump has no id; cookie 0 is fine for dumps.
   const w = new NlWriter(128);
   w.beginRaw(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, hdr);
+  w.endMsg();
+  return w.finish();
+}
+
+/** A request for the one TCP socket with this 4-tuple: the kernel's hash lookup, not a dump. */
+export function encodeExactRequest(t: { family: Family; src: bigint; sport: number; dst: bigint; dport: number }, seq = 1): Buffer {
+  const hdr = Buffer.alloc(56);
+  hdr.writeUInt8(t.family === 4 ? AF_INET : AF_INET6, 0);
+  hdr.writeUInt8(6, 1);
+  hdr.writeUInt32LE(0xffffffff, 4);
+  hdr.writeUInt16BE(t.sport, 8);
+  hdr.writeUInt16BE(t.dport, 10);
+  addrBytes(t.family, t.src).copy(hdr, 12);
+  addrBytes(t.family, t.dst).copy(hdr, 28);
+  hdr.writeUInt32LE(0xffffffff, 48); // INET_DIAG_NOCOOKIE: look up by addresses alone
+  hdr.writeUInt32LE(0xffffffff, 52);
+  const w = new NlWriter(96);
+  w.beginRaw(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_ACK, seq, hdr);
   w.endMsg();
   return w.finish();
 }
