@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { PerSecondBudget } from './budget.js';
 import type { QueryAttributionStats, QueryClient, QueryProcess } from './query-attribution.js';
 
 export interface AttributionClientStats extends QueryAttributionStats {
@@ -26,8 +27,7 @@ interface Waiter {
 export class AttributionClient {
   private workerStats: QueryAttributionStats = { lookups: 0, found: 0, overBudget: 0, overWork: 0, errors: 0 };
   private own = { overBudget: 0, unanswered: 0, workerRestarts: 0 };
-  private windowStart = 0;
-  private used = 0;
+  private budget: PerSecondBudget;
   private worker: Worker | undefined;
   private notBefore = 0;
   private nextId = 1;
@@ -37,25 +37,19 @@ export class AttributionClient {
   private lastFlush = 0;
   private closed = false;
 
-  constructor(private opts: { perSecond?: number; procRoot?: string; /** For tests: another worker script. */ script?: URL } = {}) {}
+  constructor(private opts: { perSecond?: number; procRoot?: string; /** For tests: another worker script. */ script?: URL } = {}) {
+    this.budget = new PerSecondBudget(opts.perSecond ?? 500);
+  }
 
   get stats(): AttributionClientStats {
     return { ...this.workerStats, overBudget: this.workerStats.overBudget + this.own.overBudget, unanswered: this.own.unanswered, workerRestarts: this.own.workerRestarts };
   }
 
-  /** The per-second budget, applied here too, so a flood costs no messages to the worker. */
+  /** The per-second budget, applied here (only), so a flood costs no messages to the worker. */
   private take(n: number): boolean {
-    const now = Date.now();
-    if (now - this.windowStart >= 1000) {
-      this.windowStart = now;
-      this.used = 0;
-    }
-    if (this.used + n > (this.opts.perSecond ?? 500)) {
-      this.own.overBudget += n;
-      return false;
-    }
-    this.used += n;
-    return true;
+    if (this.budget.take(n)) return true;
+    this.own.overBudget += n;
+    return false;
   }
 
   identify(clients: QueryClient[]): Promise<(QueryProcess | undefined)[]> {
@@ -118,7 +112,8 @@ export class AttributionClient {
     let w: Worker;
     try {
       w = new Worker(this.opts.script ?? new URL('./attribution-thread.js', import.meta.url), {
-        workerData: { perSecond: this.opts.perSecond ?? 500, procRoot: this.opts.procRoot },
+          // The budget is kept here: a second window in the worker, not aligned with this one, could refuse what this one let through.
+        workerData: { perSecond: Infinity, procRoot: this.opts.procRoot },
         resourceLimits: { maxOldGenerationSizeMb: 128 },
       });
     } catch {

@@ -1,3 +1,4 @@
+import { PerSecondBudget } from './budget.js';
 import { readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DnsQueryEvent } from '../daemon/events.js';
@@ -48,8 +49,7 @@ export class QueryAttribution {
   readonly stats: QueryAttributionStats = { lookups: 0, found: 0, overBudget: 0, overWork: 0, errors: 0 };
   private diag: SockDiag | undefined;
   private procs: ProcessTable;
-  private windowStart = 0;
-  private used = 0;
+  private budget: PerSecondBudget;
   /** Socket tables by family/transport, indexed by local port, reused for 20 ms: at most 50 dumps a second each. */
   private cache = new Map<string, { at: number; byPort: Map<number, SockEntry[]> }>();
   /** Socket inodes per process (keyed by pid and start time), as last read. */
@@ -60,9 +60,10 @@ export class QueryAttribution {
   private askers: string[] = [];
 
   constructor(
-    private perSecond = 500,
+    perSecond = 500,
     opts: { procRoot?: string; exclude?: number[] } = {},
   ) {
+    this.budget = new PerSecondBudget(perSecond);
     this.procs = new ProcessTable({ procRoot: opts.procRoot, exclude: opts.exclude ?? [process.pid] });
     this.procRoot = opts.procRoot ?? '/proc';
   }
@@ -70,17 +71,9 @@ export class QueryAttribution {
   private readonly procRoot: string;
 
   private take(n: number): boolean {
-    const now = Date.now();
-    if (now - this.windowStart >= 1000) {
-      this.windowStart = now;
-      this.used = 0;
-    }
-    if (this.used + n > this.perSecond) {
-      this.stats.overBudget += n;
-      return false;
-    }
-    this.used += n;
-    return true;
+    if (this.budget.take(n)) return true;
+    this.stats.overBudget += n;
+    return false;
   }
 
   /** Identifies the senders of several queries with one socket-table dump per family and transport. */
