@@ -1,8 +1,8 @@
-import { PerSecondBudget } from './budget.js';
 import { readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DnsQueryEvent } from '../daemon/events.js';
 import { parseAddr, type Family } from '../net/ip.js';
+import { PerSecondBudget } from './budget.js';
 import { parseSocketLink } from '../monitor/proc-parse.js';
 import { ProcessTable, type ProcInfo } from '../monitor/process-table.js';
 import { SockDiag, type SockEntry } from '../monitor/sock-diag.js';
