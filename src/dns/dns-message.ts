@@ -496,15 +496,31 @@ function isPlainName(n: string): boolean {
   return label > 0;
 }
 
-function encodeRR(w: Writer, rr: RR): void {
-  w.name(rr.name);
-  w.u16(rr.type);
-  w.u16(rr.class);
-  w.u32(rr.ttl);
+/** Writes a record's fixed part with a zero data length; returns where the length goes (for endRecord). */
+function beginRecord(w: Writer, name: string, type: number, cls: number, ttl: number): number {
+  w.name(name);
+  w.u16(type);
+  w.u16(cls);
+  w.u32(ttl);
   const lenAt = w.pos;
   w.u16(0);
-  const start = w.pos;
-  const d = rr.data;
+  return lenAt;
+}
+
+/** Patches in the length of the data written since beginRecord. */
+function endRecord(w: Writer, lenAt: number): void {
+  const rdlen = w.pos - lenAt - 2;
+  if (rdlen > 0xffff) throw new DnsFormatError('record data longer than 65535 bytes');
+  w.buf.writeUInt16BE(rdlen, lenAt);
+}
+
+function encodeRR(w: Writer, rr: RR): void {
+  const lenAt = beginRecord(w, rr.name, rr.type, rr.class, rr.ttl);
+  encodeRdata(w, rr.data);
+  endRecord(w, lenAt);
+}
+
+function encodeRdata(w: Writer, d: RR['data']): void {
   switch (d.kind) {
     case 'a':
       w.u32(Number(d.addr));
@@ -531,9 +547,6 @@ function encodeRR(w: Writer, rr: RR): void {
       w.bytes(d.bytes);
       break;
   }
-  const rdlen = w.pos - start;
-  if (rdlen > 0xffff) throw new DnsFormatError('record data longer than 65535 bytes');
-  w.buf.writeUInt16BE(rdlen, lenAt);
 }
 
 /**
@@ -591,21 +604,14 @@ export function encodeMessage(msg: Message): Buffer {
   for (const rr of msg.additionals) encodeRR(w, rr);
   if (msg.edns) {
     const e = msg.edns;
-    const opts = Buffer.concat(
-      e.options.map((o) => {
-        const h = Buffer.alloc(4);
-        h.writeUInt16BE(o.code, 0);
-        h.writeUInt16BE(o.data.length, 2);
-        return Buffer.concat([h, o.data]);
-      }),
-    );
-    encodeRR(w, {
-      name: '.',
-      type: TYPE.OPT,
-      class: e.udpSize,
-      ttl: ((e.extendedRcode & 0xff) << 24) | ((e.version & 0xff) << 16) | (e.dnssecOk ? 0x8000 : 0),
-      data: { kind: 'raw', bytes: opts },
-    });
+    // The OPT record; its options are written in place.
+    const lenAt = beginRecord(w, '.', TYPE.OPT, e.udpSize, ((e.extendedRcode & 0xff) << 24) | ((e.version & 0xff) << 16) | (e.dnssecOk ? 0x8000 : 0));
+    for (const o of e.options) {
+      w.u16(o.code);
+      w.u16(o.data.length);
+      w.bytes(o.data);
+    }
+    endRecord(w, lenAt);
   }
   if (w.pos > 65535) throw new DnsFormatError('encoded message longer than 65535 bytes');
   return w.result();
