@@ -31,6 +31,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { formatAddr } from '../src/net/ip.js';
 import { HOSTS, ROOT, World } from '../test/world/world.js';
 import { check, fmtInt, fmtRatio, installExitHandlers, median, numOption, run, stat, type Stat } from './lib/stats.js';
 
@@ -144,9 +145,7 @@ interface Config {
 
 installExitHandlers();
 
-function ipv4(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
+const ipv4 = (n: number): string => formatAddr(4, BigInt(n));
 
 function ipv4Num(s: string): number {
   return s.split('.').reduce((acc, part) => acc * 256 + Number(part), 0);

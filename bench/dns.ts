@@ -47,6 +47,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { startDnsServer, ZONE } from '../test/world/dns-server.js';
 import { DNS_DEFAULTS } from '../src/policy/policy.js';
+import { formatAddr } from '../src/net/ip.js';
 import { HOSTS, ROOT, World, type RunResult } from '../test/world/world.js';
 import { check, fmtInt, fmtRatio, installExitHandlers, median, numOption, run, quantile, stat, type Stat } from './lib/stats.js';
 
@@ -187,9 +188,7 @@ interface Config {
 
 installExitHandlers();
 
-function ipv4(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
+const ipv4 = (n: number): string => formatAddr(4, BigInt(n));
 
 const nameOf = (i: number) => `h${i}.${SUFFIX}`;
 const addrOf = (i: number) => ipv4(ADDR_BASE + i);
@@ -553,15 +552,7 @@ async function main(): Promise<void> {
     await ready(wC, UPSTREAM, 53, 'the Sluice guard (through the redirect)');
     say(`  (c) world ${wC.id}: sluice daemon ${policyFile} --metrics off (enforce; rule "${SLUICE_RULE}": to ["*.${SUFFIX}"] ports [443/tcp]; dns.upstreams [${UPSTREAM}])`);
 
-    const status = async (): Promise<Record<string, unknown>> => {
-      const r = await wC.exec([
-        process.execPath,
-        '-e',
-        `import(${JSON.stringify(join(ROOT, 'dist/src/daemon/control-server.js'))}).then(async (m) => console.log(JSON.stringify(await m.controlCall(${JSON.stringify(join(wC.stateDir, 'control.sock'))}, 'status'))))`,
-      ]);
-      check(r, 'daemon status');
-      return JSON.parse(r.stdout) as Record<string, unknown>;
-    };
+    const status = async (): Promise<Record<string, unknown>> => (await wC.control('status')) as Record<string, unknown>;
     type GuardStatus = {
       guard: { queries: number; allowed: number; blocked: number; upstreamFailures: number; kernelFailures: number };
       kernel: { transactions: number; elements: number; failures: number };

@@ -27,12 +27,10 @@ import { parseArgs } from 'node:util';
 import { SqliteStore } from '../src/events/sqlite-store.js';
 import type { RecordedEvent } from '../src/events/event-store.js';
 import { HOSTS, ROOT, World } from '../test/world/world.js';
-import { installExitHandlers, run } from './lib/stats.js';
+import { installExitHandlers, numOption, run } from './lib/stats.js';
 
 installExitHandlers();
 
-const { values } = parseArgs({ args: process.argv.slice(2), options: { seconds: { type: 'string' } }, strict: true });
-const SECONDS = Number(values.seconds ?? process.env.BENCH_SECONDS ?? 3);
 const NOBODY = 65534;
 
 const POLICY = `
@@ -112,6 +110,12 @@ interface Phase {
 }
 
 async function main(): Promise<void> {
+  const { values } = parseArgs({ args: process.argv.slice(2), options: { seconds: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+  if (values.help) {
+    process.stdout.write('npm run bench:events [-- --seconds S]   seconds per phase (BENCH_SECONDS, default 3)\n');
+    return;
+  }
+  const SECONDS = numOption(values.seconds, 'BENCH_SECONDS', 3, { min: 0.5, max: 600, int: false });
   const bin = mkdtempSync(join(tmpdir(), 'sluice-bench-'));
   chmodSync(bin, 0o755);
   const blast = join(bin, 'blast');

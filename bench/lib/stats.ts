@@ -99,8 +99,9 @@ export function run(main: () => Promise<void>): void {
       process.exitCode = 0;
     },
     (err: unknown) => {
-      if (err instanceof UsageError) {
-        process.stderr.write(`bench: ${err.message} (--help lists the options)\n`);
+      // Bad flags (parseArgs) are usage errors too.
+      if (err instanceof UsageError || String((err as NodeJS.ErrnoException)?.code ?? '').startsWith('ERR_PARSE_ARGS_')) {
+        process.stderr.write(`bench: ${(err as Error).message} (--help lists the options)\n`);
         process.exitCode = 2;
         return;
       }

@@ -57,9 +57,7 @@ describe('integration: DNS guard', () => {
     return r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Answer);
   };
   const one = async (...args: string[]): Promise<Answer> => (await q(...args))[0] as Answer;
-  /** A call to the daemon's control socket, made from the client namespace as the CLI would. */
-  const control = async (method: string): Promise<unknown> =>
-    JSON.parse((await w.exec([process.execPath, '-e', `import('${ROOT}dist/src/daemon/control-server.js').then(async m => console.log(JSON.stringify(await m.controlCall('${w.stateDir}/control.sock', '${method}'))))`])).stdout);
+  const control = (method: string) => w.control(method);
   const learnedNames = async () => (await control('dns.learned')) as { address: string; names: string[] }[];
   /** Packets that reached port 53 in the world namespace, by destination: proves what the servers saw. */
   const worldDnsPackets = async (): Promise<Record<string, number>> => {

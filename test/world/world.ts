@@ -232,6 +232,17 @@ export class World {
     return this.exec([process.execPath, join(ROOT, 'bin/sluice'), ...args], { env: this.env(opts.env) });
   }
 
+  /** A call to this world's daemon over its control socket, made from the client namespace as the CLI would; the reply, parsed. */
+  async control(method: string): Promise<unknown> {
+    const r = await this.exec([
+      process.execPath,
+      '-e',
+      `import(${JSON.stringify(join(ROOT, 'dist/src/daemon/control-server.js'))}).then(async (m) => console.log(JSON.stringify(await m.controlCall(${JSON.stringify(join(this.stateDir, 'control.sock'))}, ${JSON.stringify(method)}))))`,
+    ]);
+    if (r.code !== 0) throw new Error(`control call ${method} failed: ${r.stderr}`);
+    return JSON.parse(r.stdout) as unknown;
+  }
+
   /** `sluice ARGS --json`, parsed. */
   async sluiceJson<T = Record<string, unknown>>(args: string[]): Promise<{ code: number; json: T; stderr: string }> {
     const r = await this.sluice([...args, '--json']);
