@@ -363,7 +363,7 @@ export class GuardComponent implements Component {
         ]),
         counter('sluice_dns_rebinding_dropped_total', 'Answer addresses dropped as private or special', [{ labels: {}, value: g?.droppedAddresses ?? 0 }]),
         counter('sluice_dns_passive_replies_total', 'Audit mode: DNS replies observed', [{ labels: {}, value: this.passiveStats.replies }]),
-        { name: 'sluice_dns_learned_addresses', help: 'Addresses open through DNS answers now', type: 'gauge' as const, samples: [{ labels: {}, value: this.learned.list().length }] },
+        { name: 'sluice_dns_learned_addresses', help: 'Addresses open through DNS answers now', type: 'gauge' as const, samples: [{ labels: {}, value: this.learned.liveCount() }] },
       ];
     });
   }
@@ -424,7 +424,7 @@ export class GuardComponent implements Component {
       servers: this.servers?.stats ?? null,
       passive: this.listener ? { ...this.passiveStats, nflog: this.listener.stats } : null,
       attribution: this.attribution.stats,
-      learned: this.learned.list().length,
+      learned: this.learned.liveCount(),
     };
   }
 }

@@ -137,6 +137,13 @@ export class LearnedState {
     return out;
   }
 
+  /** How many live entries there are (what list() would return, without building it). */
+  liveCount(now = Date.now()): number {
+    let n = 0;
+    for (const [, e] of this.all()) if (e.expiresAt > now) n++;
+    return n;
+  }
+
   /** Entries held (expired ones not yet pruned included). */
   get size(): number {
     return this.count;
