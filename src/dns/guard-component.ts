@@ -3,7 +3,7 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { SluiceError } from '../errors.js';
 import { dnsUpstreamsFor, encryptedDnsFor } from '../system/compile-env.js';
-import { dnsLogGroup, objectNames } from '../compile/compile-ruleset.js';
+import { dnsLogGroup } from '../compile/compile-ruleset.js';
 import { TABLE_NAME } from '../compile/ruleset.js';
 import type { Component, Runtime } from '../daemon/daemon.js';
 import { publishDnsQuery, type DnsQueryEvent } from '../daemon/events.js';
@@ -147,7 +147,8 @@ export class GuardComponent implements Component {
     const same = JSON.stringify(want) === JSON.stringify(this.running);
     if (!same) await this.stopParts();
 
-    const dynamicSets = new Set(policy.rules.flatMap((r) => (r.domains.length > 0 ? [objectNames.dnsSet(r.name, 4), objectNames.dnsSet(r.name, 6)] : [])));
+    // The DNS-filled sets the live ruleset has (a rule covering a whole family has none for it).
+    const dynamicSets = new Set(rt.compiled.ruleset.sets.filter((x) => x.dynamic).map((x) => x.name));
     this.restoreLearned(dynamicSets);
     if (!want) {
       this.running = null;
@@ -163,7 +164,7 @@ export class GuardComponent implements Component {
       matcher: new DomainMatcher(policy),
       rebinding: new RebindingFilter(policy),
       encryptedNames: new Set(encryptedDnsFor(policy).names),
-      dynamicSets: new Set(rt.compiled.ruleset.sets.filter((x) => x.dynamic).map((x) => x.name)),
+      dynamicSets,
       upstream: this.upstream,
       writer: this.writer,
       learned: this.learned,
