@@ -1,8 +1,8 @@
-import { bytesAddr, type Family } from '../net/ip.js';
+import { addrBytes, bytesAddr, isLoopback, type Family } from '../net/ip.js';
 import type { FlowTuple } from '../net/packet.js';
 import { NetlinkSocket } from '../netfilter/netlink-socket.js';
 import { attrMap, MalformedNetlink, NlWriter, type NlMsg } from '../netfilter/nl-attr.js';
-import { NETLINK_NETFILTER, NLM_F_DUMP, NLM_F_REQUEST } from '../netfilter/nl-constants.js';
+import { NETLINK_NETFILTER, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST } from '../netfilter/nl-constants.js';
 
 /**
  * The conntrack table over ctnetlink (linux/netfilter/nfnetlink_conntrack.h):
@@ -14,6 +14,7 @@ import { NETLINK_NETFILTER, NLM_F_DUMP, NLM_F_REQUEST } from '../netfilter/nl-co
 
 const NFNL_SUBSYS_CTNETLINK = 1;
 const IPCTNL_MSG_CT_GET = 1;
+const IPCTNL_MSG_CT_DELETE = 2;
 const CTA = { TUPLE_ORIG: 1, TUPLE_REPLY: 2, STATUS: 3, PROTOINFO: 4, TIMEOUT: 7, MARK: 8, COUNTERS_ORIG: 9, COUNTERS_REPLY: 10, ID: 12, TIMESTAMP: 20 } as const;
 const TUPLE = { IP: 1, PROTO: 2 } as const;
 const IP = { V4_SRC: 1, V4_DST: 2, V6_SRC: 3, V6_DST: 4 } as const;
@@ -23,6 +24,8 @@ const TCP_CT_STATES = ['NONE', 'SYN_SENT', 'SYN_RECV', 'ESTABLISHED', 'FIN_WAIT'
 
 /** One tracked flow, in its original direction. */
 export interface CtEntry extends FlowTuple {
+  /** The reply direction (differs from the original reversed when NAT applies, as for the DNS redirect). */
+  reply?: FlowTuple;
   /** TCP conntrack state name. */
   tcpState?: string;
   mark?: number;
@@ -52,14 +55,9 @@ function be(b: Buffer | undefined, bytes: 1 | 2 | 4 | 8): bigint | undefined {
   return b.readBigUInt64BE(0);
 }
 
-/** Parses one ctnetlink message; throws MalformedNetlink when its tuple is missing or broken. */
-export function parseCtMessage(msg: NlMsg): CtEntry {
-  if (msg.type >> 8 !== NFNL_SUBSYS_CTNETLINK) throw new MalformedNetlink(`unexpected ctnetlink message type ${msg.type}`);
-  if (msg.payload.length < 4) throw new MalformedNetlink('ctnetlink message shorter than its header');
-  const a = attrMap(msg.payload, 4);
-  const orig = a.get(CTA.TUPLE_ORIG);
-  if (!orig) throw new MalformedNetlink('conntrack entry without its original tuple');
-  const t = attrMap(orig);
+/** Parses a CTA_TUPLE_* nest: addresses, protocol and ports. */
+function parseTuple(buf: Buffer): FlowTuple {
+  const t = attrMap(buf);
   const ip = t.get(TUPLE.IP);
   const pr = t.get(TUPLE.PROTO);
   if (!ip || !pr) throw new MalformedNetlink('conntrack tuple without addresses or protocol');
@@ -81,11 +79,30 @@ export function parseCtMessage(msg: NlMsg): CtEntry {
   }
   const proto = be(pa.get(PROTO.NUM), 1);
   if (proto === undefined) throw new MalformedNetlink('conntrack tuple without a protocol number');
-  const e: CtEntry = { family, proto: Number(proto), src: bytesAddr(src), dst: bytesAddr(dst) };
+  const e: FlowTuple = { family, proto: Number(proto), src: bytesAddr(src), dst: bytesAddr(dst) };
   const sport = be(pa.get(PROTO.SRC_PORT), 2);
   const dport = be(pa.get(PROTO.DST_PORT), 2);
   if (sport !== undefined) e.sport = Number(sport);
   if (dport !== undefined) e.dport = Number(dport);
+  return e;
+}
+
+/** Parses one ctnetlink message; throws MalformedNetlink when its tuple is missing or broken. */
+export function parseCtMessage(msg: NlMsg): CtEntry {
+  if (msg.type >> 8 !== NFNL_SUBSYS_CTNETLINK) throw new MalformedNetlink(`unexpected ctnetlink message type ${msg.type}`);
+  if (msg.payload.length < 4) throw new MalformedNetlink('ctnetlink message shorter than its header');
+  const a = attrMap(msg.payload, 4);
+  const orig = a.get(CTA.TUPLE_ORIG);
+  if (!orig) throw new MalformedNetlink('conntrack entry without its original tuple');
+  const e: CtEntry = parseTuple(orig);
+  const replyAttr = a.get(CTA.TUPLE_REPLY);
+  if (replyAttr) {
+    try {
+      e.reply = parseTuple(replyAttr);
+    } catch {
+      // The original direction is what every reader needs; a broken reply tuple only loses NAT facts.
+    }
+  }
   const mark = be(a.get(CTA.MARK), 4);
   if (mark !== undefined) e.mark = Number(mark);
   const timeout = be(a.get(CTA.TIMEOUT), 4);
@@ -137,4 +154,70 @@ export function readConntrack(): { entries: CtEntry[]; malformed: number; unavai
   } finally {
     sock.close();
   }
+}
+
+/** A request to delete the tracked flow whose original tuple is `t`. */
+export function encodeCtDelete(t: FlowTuple, seq = 1): Buffer {
+  const w = new NlWriter(128);
+  w.beginMsg((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq, t.family === 4 ? 2 : 10);
+  w.nest(CTA.TUPLE_ORIG, () => {
+    w.nest(TUPLE.IP, () => {
+      w.bytes(t.family === 4 ? IP.V4_SRC : IP.V6_SRC, addrBytes(t.family, t.src));
+      w.bytes(t.family === 4 ? IP.V4_DST : IP.V6_DST, addrBytes(t.family, t.dst));
+    });
+    w.nest(TUPLE.PROTO, () => {
+      w.u8(PROTO.NUM, t.proto);
+      if (t.sport !== undefined) w.u16be(PROTO.SRC_PORT, t.sport);
+      if (t.dport !== undefined) w.u16be(PROTO.DST_PORT, t.dport);
+    });
+  });
+  w.endMsg();
+  return w.finish();
+}
+
+/** A DNS flow (to port 53) that the redirect to local `port` sent to the guard: its replies come from loopback, from that port. */
+export function redirectedTo(e: CtEntry, port: number): boolean {
+  const r = e.reply;
+  return (e.proto === 6 || e.proto === 17) && e.dport === 53 && r !== undefined && r.sport === port && isLoopback(r.family, r.src);
+}
+
+/**
+ * Forgets the DNS flows redirected to local `port`, once no rule redirects
+ * there any more. Conntrack keeps a flow's NAT binding for its lifetime
+ * (30 s for a UDP query) whatever the rules say: without this, a program
+ * that reuses a source port after the guard stops (audit mode, `sluice off`,
+ * another port) would still be sent to a port nobody answers on. Best effort:
+ * returns what it removed and what it could not.
+ */
+export function forgetRedirects(port: number): { removed: number; failed: number } {
+  let sock: NetlinkSocket;
+  try {
+    sock = NetlinkSocket.open(NETLINK_NETFILTER, { bufBytes: 4 << 20 });
+  } catch {
+    return { removed: 0, failed: 0 };
+  }
+  let removed = 0;
+  let failed = 0;
+  try {
+    for (const m of sock.dump(encodeCtDump())) {
+      let e: CtEntry;
+      try {
+        e = parseCtMessage(m);
+      } catch {
+        continue;
+      }
+      if (!redirectedTo(e, port)) continue;
+      try {
+        sock.request(encodeCtDelete(e));
+        removed++;
+      } catch {
+        failed++; // gone meanwhile (ENOENT), or refused
+      }
+    }
+  } catch {
+    // No conntrack in this namespace, or the dump failed: nothing more to do.
+  } finally {
+    sock.close();
+  }
+  return { removed, failed };
 }

@@ -19,6 +19,7 @@ import {
   SET_ELEM_LIST,
   TABLE,
 } from './nl-constants.js';
+import { forgetRedirects } from '../monitor/conntrack.js';
 import { NetlinkSocket, DumpInterrupted } from './netlink-socket.js';
 import { decodeChain, decodeElemMessages, decodeObj, decodeRule, decodeSet, decodeTable, elementsToIR, type CounterValue, type LiveTable } from './nft-decode.js';
 import { BatchBuilder, encodeDelete, encodeReplace } from './nft-encode.js';
@@ -66,8 +67,9 @@ export class KernelNetfilter implements Netfilter {
     // Carry DNS-learned addresses (dynamic sets) across a replacement, so a
     // reload never breaks connections a program is about to make.
     const carried: { set: SetDef; elems: SetElem[] }[] = [];
-    if (opts.carryDynamic !== false) {
-      const live = this.read(ruleset.table, { elements: 'dynamic' });
+    const carry = opts.carryDynamic !== false;
+    const live = this.read(ruleset.table, { elements: carry ? 'dynamic' : 'none' });
+    if (carry) {
       if (live && carriesLearned(live.ruleset.comment, ruleset.comment)) {
         const wanted = new Map(ruleset.sets.filter((s) => s.dynamic).map((s) => [s.name, s]));
         for (const s of live.ruleset.sets) {
@@ -81,6 +83,7 @@ export class KernelNetfilter implements Netfilter {
       for (const c of carried) b.elements('add', ruleset.table, c.set, c.elems);
     });
     this.commit(batch);
+    forgetStaleRedirect(live?.ruleset ?? null, ruleset);
   }
 
   private commit(b: BatchBuilder): void {
@@ -89,20 +92,11 @@ export class KernelNetfilter implements Netfilter {
   }
 
   remove(table: string): boolean {
-    const existed = this.tableExists(table);
-    if (!existed) return false;
+    const live = this.read(table, { elements: 'none' });
+    if (!live) return false;
     this.commit(encodeDelete(table));
+    forgetStaleRedirect(live.ruleset, null);
     return true;
-  }
-
-  tableExists(table: string): boolean {
-    try {
-      this.sock.request(this.req(MSG.GETTABLE, NLM_F_ACK, NFPROTO_INET, (w) => w.str(TABLE.NAME, table)));
-      return true;
-    } catch (err) {
-      if (err instanceof NetlinkError && err.errno === ENOENT) return false;
-      throw err;
-    }
   }
 
   addElements(table: string, changes: ElementChange[]): void {
@@ -199,4 +193,20 @@ function remainingLifetime(e: SetElem): SetElem {
   const { expiresMs, timeoutMs, ...rest } = e;
   const left = expiresMs ?? timeoutMs;
   return left === undefined ? rest : { ...rest, timeoutMs: Math.max(left, 1000) };
+}
+
+/** The port the ruleset redirects DNS to (the guard's), or null when it redirects nothing. */
+export function redirectPort(rs: Ruleset | null): number | null {
+  for (const c of rs?.chains ?? []) for (const r of c.rules) for (const st of r.stmts) if (st.k === 'redirect') return st.port;
+  return null;
+}
+
+/**
+ * A replaced or removed ruleset takes its DNS redirect with it, but conntrack
+ * keeps the NAT bindings it made: those flows are forgotten, so no query is
+ * sent on to a port the guard no longer serves.
+ */
+function forgetStaleRedirect(before: Ruleset | null, after: Ruleset | null): void {
+  const from = redirectPort(before);
+  if (from !== null && from !== redirectPort(after)) forgetRedirects(from);
 }

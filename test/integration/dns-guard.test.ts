@@ -296,11 +296,14 @@ describe('integration: DNS guard', () => {
   it('audit mode: nothing redirected; replies seen by the kernel teach the daemon, unlisted names are would-block', async () => {
     // A deny rule naming a domain outright: enforce mode refuses the name, so audit mode calls it would-block.
     const audit = w.policy(`${POLICY.replace('mode: enforce', 'mode: audit')}  - name: no-shared\n    action: deny\n    to: [shared-long.sluice.test]\n`, 'audit.yaml');
+    // A query through the guard leaves a NAT binding in conntrack for its source port...
+    assert.equal((await one('--name', 'x.y.cdn.sluice.test', '--sport', '40153')).rcode, 0);
     const applied = await w.sluice(['apply', audit]);
     assert.equal(applied.code, 0, applied.stderr);
     await sleep(300);
     const before = await worldDnsPackets();
-    const blocked = await one('--name', 'unlisted.evil.example');
+    // ...which leaving enforce mode forgets: a query from the same port reaches the real resolver.
+    const blocked = await one('--name', 'unlisted.evil.example', '--sport', '40153');
     assert.equal(blocked.rcode, 5, 'NSD itself answered (REFUSED: not its zone), not the guard: nothing is redirected');
     const after = await worldDnsPackets();
     assert.equal(after.resolver, (before.resolver ?? 0) + 1, 'the query went to the real resolver');

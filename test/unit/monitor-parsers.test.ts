@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { baseEvent } from '../../src/monitor/attribution.js';
-import { parseCtMessage } from '../../src/monitor/conntrack.js';
+import { encodeCtDelete, parseCtMessage, redirectedTo } from '../../src/monitor/conntrack.js';
 import { parsePrefix, recordFacts } from '../../src/monitor/collector.js';
 import { cleanText, parseCgroupFile, parseCmdline, parseNsLink, parseSocketLink, parseStat, parseStatus, unitOfCgroup } from '../../src/monitor/proc-parse.js';
 import { findSocket, parseSockDiagMessage, type SockEntry } from '../../src/monitor/sock-diag.js';
@@ -159,6 +159,36 @@ describe('unit: sock_diag and conntrack replies', () => {
         { numRuns: 3000 },
       );
     }
+  });
+});
+
+describe('unit: conntrack deletes for a stale DNS redirect', () => {
+  it('a delete request carries the original tuple exactly (both families)', () => {
+    for (const t of [
+      { family: 4 as const, proto: 17, src: 0xc6120002n, dst: 0xc6120035n, sport: 40153, dport: 53 },
+      { family: 6 as const, proto: 6, src: 0x20010db8000000000000000000000002n, dst: 0x20010db8000000000000000000000053n, sport: 1234, dport: 53 },
+    ]) {
+      const [m] = parseMessages(encodeCtDelete(t));
+      assert.ok(m);
+      assert.deepEqual({ ...parseCtMessage(m) }, t);
+    }
+  });
+
+  it('only DNS flows answered from loopback on the redirect port count as redirected there', () => {
+    const flow = (reply: { src: bigint; sport: number; family?: 4 | 6 }, dport = 53) => ({
+      family: 4 as const,
+      proto: 17,
+      src: 0xc6120002n,
+      dst: 0xc6120035n,
+      sport: 40153,
+      dport,
+      reply: { family: reply.family ?? 4, proto: 17, src: reply.src, dst: 0xc6120002n, sport: reply.sport, dport: 40153 },
+    });
+    assert.equal(redirectedTo(flow({ src: 0x7f000001n, sport: 153 }), 153), true);
+    assert.equal(redirectedTo(flow({ src: 1n, sport: 153, family: 6 }), 153), true, '::1');
+    assert.equal(redirectedTo(flow({ src: 0x7f000001n, sport: 153 }), 154), false, 'another port');
+    assert.equal(redirectedTo(flow({ src: 0xc6120035n, sport: 53 }), 153), false, 'answered by the real resolver');
+    assert.equal(redirectedTo(flow({ src: 0x7f000001n, sport: 153 }, 80), 153), false, 'not DNS');
   });
 });
 
