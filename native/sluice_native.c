@@ -27,6 +27,11 @@
  *                                 framing) sent with sendmmsg
  *   setThreadNice(n)              -> void    nice value of the calling thread
  *                                 only (setpriority on its thread id)
+ *   flockTry(fd)                  -> boolean flock(LOCK_EX|LOCK_NB): true when
+ *                                 taken, false when another holds it; the
+ *                                 kernel releases it when its holder dies
+ *   sdNotify(path, text)          -> void    one datagram to systemd's
+ *                                 NOTIFY_SOCKET (a path, or @abstract)
  *
  * Sockets from nlOpen and udpOpen belong to the Node environment (main
  * thread or worker) that opened them: when it ends without closing them (a
@@ -49,6 +54,8 @@
 #include <unistd.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/file.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <linux/netlink.h>
 #include <uv.h>
@@ -762,6 +769,56 @@ static napi_value set_thread_nice(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* The state lock: flock, so a holder that dies releases it with its last
+ * descriptor (no stale lock to take over, no race between two takers). */
+static napi_value flock_try(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (!fd_arg(env, info, "flockTry(fd): fd must be an integer", &fd)) return NULL;
+  for (;;) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) break;
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK) {
+      napi_value r;
+      napi_get_boolean(env, false, &r);
+      return r;
+    }
+    return throw_errno(env, "flock", errno);
+  }
+  napi_value r;
+  napi_get_boolean(env, true, &r);
+  return r;
+}
+
+/* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET. A leading
+ * '@' names an abstract socket. The message is sent as given (no parsing). */
+static napi_value sd_notify_send(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+  char text[4096];
+  size_t plen = 0, tlen = 0;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &plen) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[1], text, sizeof text, &tlen) != napi_ok || plen == 0 ||
+      plen >= sizeof(((struct sockaddr_un *)0)->sun_path) || tlen == 0 || tlen >= sizeof text - 1) {
+    napi_throw_type_error(env, "EINVAL", "sdNotify(path, text): a socket path and a short message expected");
+    return NULL;
+  }
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  memcpy(sa.sun_path, path, plen);
+  if (path[0] == '@') sa.sun_path[0] = 0;
+  socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen);
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  ssize_t n = sendto(fd, text, tlen, MSG_NOSIGNAL, (struct sockaddr *)&sa, salen);
+  int err = errno;
+  close(fd);
+  if (n < 0) return throw_errno(env, "sendto", err);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"nlOpen", 0, nl_open, 0, 0, 0, napi_enumerable, 0},
@@ -778,6 +835,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"udpWatch", 0, udp_watch, 0, 0, 0, napi_enumerable, 0},
       {"udpSend", 0, udp_send, 0, 0, 0, napi_enumerable, 0},
       {"setThreadNice", 0, set_thread_nice, 0, 0, 0, napi_enumerable, 0},
+      {"flockTry", 0, flock_try, 0, 0, 0, napi_enumerable, 0},
+      {"sdNotify", 0, sd_notify_send, 0, 0, 0, napi_enumerable, 0},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
     return NULL;

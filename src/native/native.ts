@@ -23,6 +23,10 @@ export interface NativeBinding {
   udpSend(fd: number, frames: Buffer): number;
   /** Nice value of the calling thread alone. */
   setThreadNice(nice: number): void;
+  /** flock(fd, LOCK_EX | LOCK_NB): true when taken, false when another process holds it. */
+  flockTry(fd: number): boolean;
+  /** One datagram to systemd's notification socket (a path, or `@abstract`). */
+  sdNotify(path: string, text: string): void;
 }
 
 let cached: NativeBinding | undefined;

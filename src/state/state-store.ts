@@ -1,7 +1,8 @@
-import { closeSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, promises as fsp, readdirSync, readFileSync, readSync, renameSync, writeFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, fsyncSync, ftruncateSync, lstatSync, mkdirSync, openSync, promises as fsp, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Ruleset } from '../compile/ruleset.js';
 import { SluiceError } from '../errors.js';
+import { native } from '../native/native.js';
 
 /** Where Sluice keeps state. `SLUICE_STATE_DIR` overrides, so tests and several instances never share it. */
 export function stateDir(): string {
@@ -269,10 +270,6 @@ export class StateStore {
   }
 
   /**
-   * Runs `fn` holding the state lock, so two applies (or an apply and a
-   * rollback) never interleave. A lock left by a dead process is taken over.
-   */
-  /**
    * Creates the directory (0700) or checks an existing one: a real directory,
    * owned by whoever runs Sluice, writable by nobody else. Sluice writes state
    * the kernel trusts (what to roll back to, learned addresses); a directory
@@ -287,59 +284,79 @@ export class StateStore {
     if (st.mode & 0o022) throw new SluiceError('ESTATEPERM', `State directory is writable by group or others (mode ${(st.mode & 0o777).toString(8)}): ${this.dir}`);
   }
 
+  /**
+   * Runs `fn` holding the state lock, so two writers (applies, a rollback,
+   * the daemon) never interleave. The lock is flock(2) on `lock` in the state
+   * directory: the kernel releases it when its holder exits or dies, so there
+   * is never a stale lock to take over (and no race between two processes
+   * taking one over). The file is never removed (removing a flock'd file lets
+   * a second holder lock a new inode). Re-entrant within one process.
+   */
   withLock<T>(fn: () => T, waitMs = 10_000): T {
+    if (heldLocks.has(this.dir)) return fn();
     this.ensureSafe();
     const lock = this.file('lock');
-    const deadline = Date.now() + waitMs;
-    // The lock appears with its holder's pid already in it (written to a temporary file, then
-    // hard-linked into place, which fails if the lock exists): nobody ever reads an empty lock.
-    const mine = `${lock}.tmp-${process.pid}`;
-    for (;;) {
-      try {
-        rmSync(mine, { force: true });
-        writeFileSync(mine, String(process.pid), { mode: 0o600, flag: 'wx' });
-        try {
-          linkSync(mine, lock);
-          break;
-        } finally {
-          rmSync(mine, { force: true });
-        }
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        const text = readOptional(lock);
-        if (text === null) continue; // released meanwhile
-        const holder = Number(text);
-        const valid = /^[0-9]+$/.test(text) && holder > 0;
-        // A lock without a valid pid (left by an older version) counts as held until it is old.
-        const stale = valid ? !processAlive(holder) : Date.now() - lockWrittenAt(lock) > STALE_LOCK_MS;
-        if (stale) {
-          rmSync(lock, { force: true });
-          continue;
-        }
+    // O_NOFOLLOW: a symlink planted under the name is refused, never followed. libuv opens with O_CLOEXEC, so no child inherits the lock.
+    const fd = openSync(lock, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+    try {
+      const deadline = Date.now() + waitMs;
+      while (!native().flockTry(fd)) {
         if (Date.now() > deadline) {
-          throw new SluiceError('ELOCKED', `Another sluice command holds the lock: pid ${valid ? holder : "unknown"} (${lock})`);
+          const holder = readOptional(lock)?.trim() ?? '';
+          throw new SluiceError('ELOCKED', `Another sluice command holds the lock: pid ${/^[0-9]+$/.test(holder) ? holder : 'unknown'} (${lock})`);
         }
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
       }
-    }
-    try {
-      return fn();
+      // Who holds it, for the message above; informational only.
+      ftruncateSync(fd, 0);
+      writeSync(fd, String(process.pid), 0);
+      heldLocks.add(this.dir);
+      try {
+        return fn();
+      } finally {
+        heldLocks.delete(this.dir);
+      }
     } finally {
-      rmSync(lock, { force: true });
+      closeSync(fd);
     }
   }
-}
 
-const STALE_LOCK_MS = 30_000;
+  /** Whether `sluice off` is the last word: the table was removed on purpose, and a restart must not bring it back. */
+  isOff(): boolean {
+    return readOptional(this.file('off.json')) !== null;
+  }
 
-/** When the lock was last written (ms since the epoch), or now if it is gone. */
-function lockWrittenAt(file: string): number {
-  try {
-    return statSync(file).mtimeMs;
-  } catch {
-    return Date.now();
+  /** Records (or clears) that Sluice was turned off on purpose. */
+  setOff(off: { at: string } | null): void {
+    if (off === null) rmSync(this.file('off.json'), { force: true });
+    else writeFileAtomic(this.file('off.json'), JSON.stringify(off));
+  }
+
+  /** The daemon's last recorded state: running, stopped, or failed (with why), for `status`. */
+  daemonState(): DaemonState | null {
+    try {
+      return this.read<DaemonState>('daemon.json');
+    } catch {
+      return null;
+    }
+  }
+
+  setDaemonState(d: DaemonState): void {
+    writeFileAtomic(this.file('daemon.json'), JSON.stringify(d));
   }
 }
+
+/** What the daemon last said about itself. */
+export interface DaemonState {
+  state: 'starting' | 'running' | 'stopped' | 'failed';
+  pid: number;
+  at: string;
+  error?: string;
+  code?: string;
+}
+
+/** State directories whose lock this process holds now (withLock is re-entrant). */
+const heldLocks = new Set<string>();
 
 /** True when a process with this pid exists. */
 export function processAlive(pid: number): boolean {

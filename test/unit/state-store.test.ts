@@ -1,6 +1,7 @@
 /** The state directory: lossless JSON (bigints), atomic files, and a lock that survives crashed holders. */
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -8,6 +9,7 @@ import { fromJson, removeStaleTemps, StateStore, toJson } from '../../src/state/
 import { compileFrom, readGolden } from '../support/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-state-'));
+const STORE = new URL('../../src/state/state-store.js', import.meta.url).href;
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('unit: state store', () => {
@@ -51,22 +53,36 @@ describe('unit: state store', () => {
     assert.equal(statSync(made).mode & 0o777, 0o700, 'created private');
   });
 
-  it('the lock is exclusive, and a lock left by a dead process is taken over', () => {
-    const s = new StateStore(join(dir, 'c'));
-    const inner = s.withLock(() => {
-      assert.throws(() => s.withLock(() => 1, 100), /holds the lock: pid/);
-      return 2;
-    });
-    assert.equal(inner, 2);
-    writeFileSync(join(dir, 'c', 'lock'), '999999999');
-    assert.equal(s.withLock(() => 3), 3, 'stale lock from a dead pid is replaced');
-    // A lock without a pid is held (it may be a writer caught mid-write by an older version) until it is old.
-    writeFileSync(join(dir, 'c', 'lock'), '');
-    assert.throws(() => s.withLock(() => 4, 100), /holds the lock/);
-    const old = new Date(Date.now() - 60_000);
-    utimesSync(join(dir, 'c', 'lock'), old, old);
-    assert.equal(s.withLock(() => 5), 5, 'an old lock without a pid is taken over');
-    assert.deepEqual(readdirSync(join(dir, 'c')).filter((n) => n.startsWith('lock')), [], 'no lock or temporary file left');
+  it('the lock is exclusive between processes, released when its holder is killed, and never held twice', async () => {
+    const d = join(dir, 'c');
+    const s = new StateStore(d);
+    assert.equal(s.withLock(() => s.withLock(() => 1)), 1, 're-entrant within one process');
+    // A holder in another process: the lock is refused while it lives...
+    const holder = spawn(process.execPath, ['--input-type=module', '-e', `import(${JSON.stringify(STORE)}).then((m) => new m.StateStore(${JSON.stringify(d)}).withLock(() => { console.log('held'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60000); }))`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
+    assert.throws(() => s.withLock(() => 2, 150), new RegExp(`holds the lock: pid ${holder.pid}`));
+    // ...and free the moment it dies (SIGKILL: no clean-up ran), with nothing to take over.
+    holder.kill('SIGKILL');
+    await new Promise((resolve) => holder.once('exit', resolve));
+    assert.equal(s.withLock(() => 3, 2000), 3);
+  });
+
+  it('holders that die holding the lock never let two processes hold it at once', async () => {
+    const d = join(dir, 'race');
+    mkdirSync(d, { recursive: true, mode: 0o700 });
+    const marker = join(d, 'inside');
+    const violations = join(d, 'violations');
+    writeFileSync(violations, '');
+    // Each process takes the lock a few times and then dies while holding it (exit inside the
+    // critical section, no clean-up), so the others keep finding a dead holder's lock. Inside,
+    // a marker file proves exclusion: finding it present means two holders at once.
+    const worker = `import(${JSON.stringify(STORE)}).then((m) => { const fs = require('node:fs'); const s = new m.StateStore(${JSON.stringify(d)}); for (let i = 0; ; i++) s.withLock(() => { if (fs.existsSync(${JSON.stringify(marker)})) fs.appendFileSync(${JSON.stringify(violations)}, 'x'); fs.writeFileSync(${JSON.stringify(marker)}, ''); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2); fs.rmSync(${JSON.stringify(marker)}); if (i === 3) process.exit(0); }, 60000); })`;
+    for (let wave = 0; wave < 2; wave++) {
+      const runs = Array.from({ length: 6 }, () => spawn(process.execPath, ['-e', worker], { stdio: 'inherit' }));
+      const codes = await Promise.all(runs.map((c) => new Promise((resolve) => c.once('exit', resolve))));
+      assert.deepEqual(codes, Array(6).fill(0));
+    }
+    assert.equal(readFileSync(violations, 'utf8').length, 0, 'no two processes ever held the lock at once');
   });
 
   it('temporary files of writers that died are removed; those of live writers, other files and links are left', () => {
