@@ -27,6 +27,11 @@
  *                                 framing) sent with sendmmsg
  *   setThreadNice(n)              -> void    nice value of the calling thread
  *                                 only (setpriority on its thread id)
+ *   tcpListen(family, addr, port, mark, backlog) -> fd
+ *                                 listening TCP socket with SO_MARK (the DNS
+ *                                 guard's: the kernel tells it from any
+ *                                 other socket on its port), for Node's
+ *                                 server.listen({ fd }), which owns it then
  *   flockTry(fd)                  -> boolean flock(LOCK_EX|LOCK_NB): true when
  *                                 taken, false when another holds it; the
  *                                 kernel releases it when its holder dies
@@ -769,6 +774,53 @@ static napi_value set_thread_nice(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* A listening TCP socket carrying `mark` (the guard's listeners: a redirected
+ * query is delivered only to a socket with the guard's mark). Bound and
+ * listening before Node adopts it. SO_REUSEADDR, as every TCP server sets it,
+ * only lets it rebind over TIME_WAIT connections of its own port. */
+static napi_value tcp_listen(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  int32_t family, port, mark, backlog;
+  unsigned char addr[16];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5 || !get_i32(env, argv[0], &family) || (family != AF_INET && family != AF_INET6) ||
+      !addr_arg(env, argv[1], family, addr) || !get_i32(env, argv[2], &port) || port < 1 || port > 65535 ||
+      !get_i32(env, argv[3], &mark) || !get_i32(env, argv[4], &backlog) || backlog < 1) {
+    napi_throw_type_error(env, "EINVAL", "tcpListen(family, addr, port, mark, backlog): bad arguments");
+    return NULL;
+  }
+  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  const char *what = NULL;
+  int one = 1;
+  uint32_t m = (uint32_t)mark;
+  if (mark != 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &m, sizeof m) < 0) what = "setsockopt(SO_MARK)";
+  if (!what && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) what = "setsockopt(SO_REUSEADDR)";
+  if (!what && family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0)
+    what = "setsockopt(IPV6_V6ONLY)";
+  if (!what) {
+    int rc;
+    if (family == AF_INET) {
+      struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+      memcpy(&sa.sin_addr, addr, 4);
+      rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    } else {
+      struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
+      memcpy(&sa.sin6_addr, addr, 16);
+      rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    }
+    if (rc < 0) what = "bind";
+  }
+  if (!what && listen(fd, backlog) < 0) what = "listen";
+  if (what) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, what, e);
+  }
+  return make_i32(env, fd);
+}
+
 /* The state lock: flock, so a holder that dies releases it with its last
  * descriptor (no stale lock to take over, no race between two takers). */
 static napi_value flock_try(napi_env env, napi_callback_info info) {
@@ -835,6 +887,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"udpWatch", 0, udp_watch, 0, 0, 0, napi_enumerable, 0},
       {"udpSend", 0, udp_send, 0, 0, 0, napi_enumerable, 0},
       {"setThreadNice", 0, set_thread_nice, 0, 0, 0, napi_enumerable, 0},
+      {"tcpListen", 0, tcp_listen, 0, 0, 0, napi_enumerable, 0},
       {"flockTry", 0, flock_try, 0, 0, 0, napi_enumerable, 0},
       {"sdNotify", 0, sd_notify_send, 0, 0, 0, napi_enumerable, 0},
   };

@@ -61,7 +61,11 @@ function renderValue(sel: Extract<Stmt, { k: 'cmp' }>['sel'], v: number): string
     case 'meta nfproto':
       return NFPROTO_NAMES[v] ?? String(v);
     case 'meta mark':
-      return `0x${v.toString(16).padStart(8, '0')}`;
+    case 'ct mark':
+    case 'socket mark':
+      return `0x${(v >>> 0).toString(16).padStart(8, '0')}`;
+    case 'ct status':
+      return v === 0x20 ? 'dnat' : `0x${(v >>> 0).toString(16)}`;
     case 'icmpv6 type':
       return ICMPV6_NAMES[v] ?? String(v);
     case 'ip daddr':
@@ -80,6 +84,10 @@ export function renderStmt(s: Stmt): string {
   switch (s.k) {
     case 'cmp':
       if (s.sel === 'meta oif' && s.value === 1) return s.op === 'eq' ? 'oif "lo"' : 'oif != "lo"';
+      if (s.mask !== undefined) {
+        const mask = s.sel === 'ct status' ? renderValue(s.sel, s.mask) : `0x${(s.mask >>> 0).toString(16).padStart(8, '0')}`;
+        return `${s.sel} & ${mask} ${s.op === 'neq' ? '!=' : '=='} ${renderValue(s.sel, s.value)}`;
+      }
       return `${s.sel} ${s.op === 'neq' ? '!= ' : ''}${renderValue(s.sel, s.value)}`;
     case 'lookup': {
       const sel = s.sel === 'socket cgroupv2' ? `socket cgroupv2 level ${s.level ?? 0}` : s.sel;
@@ -97,6 +105,10 @@ export function renderStmt(s: Stmt): string {
       return s.how === 'tcp-reset' ? 'reject with tcp reset' : 'reject with icmpx admin-prohibited';
     case 'redirect':
       return `redirect to :${s.port}`;
+    case 'ct-mark-set': {
+      const hex = (v: number) => `0x${(v >>> 0).toString(16).padStart(8, '0')}`;
+      return `ct mark set ct mark & ${hex(~s.mask)} | ${hex(s.value)}`;
+    }
     case 'mark-set':
       return `meta mark set 0x${s.value.toString(16).padStart(8, '0')}`;
     case 'mark-set-cgroup':

@@ -69,7 +69,15 @@ export type Selector =
   | 'th sport'
   | 'icmpv6 type'
   | 'meta l4proto . th dport'
+  /** Replies: the local port a packet of an inbound-initiated flow leaves from. */
+  | 'meta l4proto . th sport'
   | 'socket cgroupv2'
+  /** The mark of the socket the packet is delivered to (input hook): SO_MARK needs CAP_NET_ADMIN. */
+  | 'socket mark'
+  /** The flow's conntrack mark (Sluice owns 16 bits of it: src/compile/flow-mark.ts). */
+  | 'ct mark'
+  /** The flow's conntrack status bits (IPS_*: 0x20 is destination NAT, as by a redirect). */
+  | 'ct status'
   /** The route type of the destination after NAT (2 = local). */
   | 'fib daddr type'
   /** 0: original direction, 1: reply. */
@@ -78,8 +86,12 @@ export type Selector =
 export type CtState = 'invalid' | 'established' | 'related' | 'new' | 'untracked';
 
 export type Stmt =
-  /** Compare a selector to a constant. `value` is a number for integer selectors. */
-  | { k: 'cmp'; sel: Exclude<Selector, 'meta l4proto . th dport' | 'socket cgroupv2'>; op: 'eq' | 'neq'; value: number }
+  /**
+   * Compare a selector to a constant. `value` is a number for integer
+   * selectors. With `mask`, the selector's value is ANDed with it first
+   * (4-byte host-order selectors only: ct mark, ct status).
+   */
+  | { k: 'cmp'; sel: Exclude<Selector, 'meta l4proto . th dport' | 'meta l4proto . th sport' | 'socket cgroupv2'>; op: 'eq' | 'neq'; value: number; mask?: number }
   /** Look the selector up in a named set. `level` applies to socket cgroupv2 only. */
   | { k: 'lookup'; sel: Selector; set: string; neg?: boolean; level?: number }
   /** ct state is any of the listed states. */
@@ -89,6 +101,8 @@ export type Stmt =
   | { k: 'log'; group: number; prefix: string }
   | { k: 'reject'; how: 'tcp-reset' | 'icmpx-admin' }
   | { k: 'redirect'; port: number }
+  /** ct mark set (ct mark & ~mask) | value: Sluice's bits of the flow's mark, the others kept. */
+  | { k: 'ct-mark-set'; mask: number; value: number }
   /** meta mark set <value>. */
   | { k: 'mark-set'; value: number }
   /** meta mark set socket cgroupv2 level N: the low 32 bits of the sender's cgroup id at that depth. */

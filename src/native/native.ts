@@ -23,6 +23,8 @@ export interface NativeBinding {
   udpSend(fd: number, frames: Buffer): number;
   /** Nice value of the calling thread alone. */
   setThreadNice(nice: number): void;
+  /** A bound, listening TCP socket with SO_MARK (mark 0: none), for Node's server.listen({ fd }). */
+  tcpListen(family: number, addr: Buffer, port: number, mark: number, backlog: number): number;
   /** flock(fd, LOCK_EX | LOCK_NB): true when taken, false when another process holds it. */
   flockTry(fd: number): boolean;
   /** One datagram to systemd's notification socket (a path, or `@abstract`). */

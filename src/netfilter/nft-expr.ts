@@ -4,8 +4,10 @@ import {
   A,
   CMP_EQ,
   CMP_NEQ,
+  CT_MARK,
   CT_STATE,
   CT_STATE_BITS,
+  CT_STATUS,
   DATA,
   EXPR,
   ICMPX_ADMIN_PROHIBITED,
@@ -27,6 +29,7 @@ import {
   REJECT_ICMPX_UNREACH,
   REJECT_TCP_RST,
   SOCKET_CGROUPV2,
+  SOCKET_MARK,
   VERDICT,
 } from './nl-constants.js';
 
@@ -38,6 +41,7 @@ export type LExpr =
   | { e: 'cmp'; sreg: number; op: number; data: Buffer }
   | { e: 'lookup'; sreg: number; set: string; setId?: number; flags: number }
   | { e: 'ct'; key: number; dreg: number }
+  | { e: 'ctset'; key: number; sreg: number }
   | { e: 'fib'; result: number; flags: number; dreg: number }
   | { e: 'bitwise'; sreg: number; dreg: number; len: number; mask: Buffer; xor: Buffer }
   | { e: 'socket'; key: number; dreg: number; level: number }
@@ -56,7 +60,7 @@ interface Load {
   be: boolean;
 }
 
-const LOADS: Record<Exclude<Selector, 'meta l4proto . th dport' | 'socket cgroupv2'>, Load> = {
+const LOADS: Record<Exclude<Selector, 'meta l4proto . th dport' | 'meta l4proto . th sport' | 'socket cgroupv2'>, Load> = {
   'ip daddr': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.NETWORK, offset: 16, len: 4, dreg: r }], width: 4, be: true },
   'ip6 daddr': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.NETWORK, offset: 24, len: 16, dreg: r }], width: 16, be: true },
   'th dport': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.TRANSPORT, offset: 2, len: 2, dreg: r }], width: 2, be: true },
@@ -71,7 +75,13 @@ const LOADS: Record<Exclude<Selector, 'meta l4proto . th dport' | 'socket cgroup
   // NFT_FIB_RESULT_ADDRTYPE of the destination (NFTA_FIB_F_DADDR): an RTN_* value in host order.
   'fib daddr type': { exprs: (r) => [{ e: 'fib', result: 3, flags: 2, dreg: r }], width: 4, be: false },
   'ct direction': { exprs: (r) => [{ e: 'ct', key: CT_DIRECTION, dreg: r }], width: 1, be: false },
+  'ct mark': { exprs: (r) => [{ e: 'ct', key: CT_MARK, dreg: r }], width: 4, be: false },
+  'ct status': { exprs: (r) => [{ e: 'ct', key: CT_STATUS, dreg: r }], width: 4, be: false },
+  'socket mark': { exprs: (r) => [{ e: 'socket', key: SOCKET_MARK, dreg: r, level: 0 }], width: 4, be: false },
 };
+
+/** The transport-port offset of each concatenated `meta l4proto . th Xport` selector. */
+const CONCAT_PORT: Record<'meta l4proto . th dport' | 'meta l4proto . th sport', number> = { 'meta l4proto . th dport': 2, 'meta l4proto . th sport': 0 };
 
 /** Encodes an integer of `width` bytes (host order = little-endian, or big-endian). */
 export function intBytes(value: number | bigint, width: number, be: boolean): Buffer {
@@ -99,14 +109,16 @@ export function stmtToLExprs(s: Stmt): LExpr[] {
   switch (s.k) {
     case 'cmp': {
       const load = LOADS[s.sel];
-      return [...load.exprs(REG_1), { e: 'cmp', sreg: REG_1, op: s.op === 'eq' ? CMP_EQ : CMP_NEQ, data: intBytes(s.value, load.width, load.be) }];
+      const masked: LExpr[] =
+        s.mask === undefined ? [] : [{ e: 'bitwise', sreg: REG_1, dreg: REG_1, len: load.width, mask: intBytes(s.mask, load.width, load.be), xor: Buffer.alloc(load.width) }];
+      return [...load.exprs(REG_1), ...masked, { e: 'cmp', sreg: REG_1, op: s.op === 'eq' ? CMP_EQ : CMP_NEQ, data: intBytes(s.value, load.width, load.be) }];
     }
     case 'lookup': {
       const flags = s.neg ? LOOKUP_F_INV : 0;
-      if (s.sel === 'meta l4proto . th dport') {
+      if (s.sel === 'meta l4proto . th dport' || s.sel === 'meta l4proto . th sport') {
         return [
           { e: 'meta', key: META.L4PROTO, dreg: REG_1 },
-          { e: 'payload', base: PAYLOAD_BASE.TRANSPORT, offset: 2, len: 2, dreg: REG32_01 },
+          { e: 'payload', base: PAYLOAD_BASE.TRANSPORT, offset: CONCAT_PORT[s.sel], len: 2, dreg: REG32_01 },
           { e: 'lookup', sreg: REG_1, set: s.set, flags },
         ];
       }
@@ -140,6 +152,13 @@ export function stmtToLExprs(s: Stmt): LExpr[] {
         { e: 'immediate', dreg: REG_1, data: intBytes(s.port, 2, true) },
         // NF_NAT_RANGE_PROTO_SPECIFIED: the port in the register is the target.
         { e: 'redir', regMin: REG_1, flags: 2 },
+      ];
+    case 'ct-mark-set':
+      // ct mark = (ct mark & ~mask) ^ value, with value inside mask: the other bits are someone else's.
+      return [
+        { e: 'ct', key: CT_MARK, dreg: REG_1 },
+        { e: 'bitwise', sreg: REG_1, dreg: REG_1, len: 4, mask: intBytes(~s.mask >>> 0, 4, false), xor: intBytes(s.value & s.mask, 4, false) },
+        { e: 'ctset', key: CT_MARK, sreg: REG_1 },
       ];
     case 'mark-set':
       return [
@@ -195,10 +214,35 @@ export function lexprsToStmts(list: LExpr[]): Stmt[] {
         }
       }
     }
+    // ct mark set (ct mark & ~mask) ^ value
+    if (x.e === 'ct' && x.key === CT_MARK && x.dreg === REG_1 && b?.e === 'bitwise' && c?.e === 'ctset' && c.key === CT_MARK && c.sreg === REG_1) {
+      if (b.sreg === REG_1 && b.dreg === REG_1 && b.len === 4 && b.mask.length === 4 && b.xor.length === 4) {
+        const mask = ~Number(bytesInt(b.mask, false)) >>> 0;
+        const value = Number(bytesInt(b.xor, false));
+        if ((value & ~mask) === 0) {
+          out.push({ k: 'ct-mark-set', mask, value });
+          i += 3;
+          continue;
+        }
+      }
+    }
+    // a masked compare: load, AND with a mask, compare
+    if (b?.e === 'bitwise' && c?.e === 'cmp' && b.sreg === REG_1 && b.dreg === REG_1 && c.sreg === REG_1) {
+      for (const sel of ['ct mark', 'ct status'] as const) {
+        const load = LOADS[sel];
+        // Widths first: every length here came from the kernel (or an attacker's table) and may be anything.
+        if (b.len !== load.width || b.mask.length !== load.width || b.xor.length !== load.width || c.data.length !== load.width) continue;
+        if (!sameLoad([x], load.exprs(REG_1)) || !b.xor.equals(Buffer.alloc(load.width)) || (c.op !== CMP_EQ && c.op !== CMP_NEQ)) continue;
+        out.push({ k: 'cmp', sel, op: c.op === CMP_EQ ? 'eq' : 'neq', value: Number(bytesInt(c.data, load.be)), mask: Number(bytesInt(b.mask, load.be)) });
+        i += 3;
+        continue outer;
+      }
+    }
     // concatenated proto . port lookup
     if (x.e === 'meta' && x.key === META.L4PROTO && x.dreg === REG_1 && b?.e === 'payload' && c?.e === 'lookup') {
-      if (b.base === PAYLOAD_BASE.TRANSPORT && b.offset === 2 && b.len === 2 && b.dreg === REG32_01 && c.sreg === REG_1) {
-        out.push(withNeg({ k: 'lookup', sel: 'meta l4proto . th dport', set: c.set }, c.flags));
+      const sel = b.offset === 2 ? 'meta l4proto . th dport' : b.offset === 0 ? 'meta l4proto . th sport' : undefined;
+      if (sel && b.base === PAYLOAD_BASE.TRANSPORT && b.len === 2 && b.dreg === REG32_01 && c.sreg === REG_1) {
+        out.push(withNeg({ k: 'lookup', sel, set: c.set }, c.flags));
         i += 3;
         continue;
       }
@@ -218,7 +262,8 @@ export function lexprsToStmts(list: LExpr[]): Stmt[] {
       i += 2;
       continue;
     }
-    if ((x.e === 'meta' || x.e === 'payload' || x.e === 'fib' || (x.e === 'ct' && x.key === CT_DIRECTION)) && b && (b.e === 'cmp' || b.e === 'lookup') && b.sreg === REG_1) {
+    const loadable = x.e === 'meta' || x.e === 'payload' || x.e === 'fib' || (x.e === 'ct' && (x.key === CT_DIRECTION || x.key === CT_MARK || x.key === CT_STATUS)) || (x.e === 'socket' && x.key === SOCKET_MARK);
+    if (loadable && b && (b.e === 'cmp' || b.e === 'lookup') && b.sreg === REG_1) {
       for (const [sel, load] of Object.entries(LOADS) as [keyof typeof LOADS, Load][]) {
         if (!sameLoad([x], load.exprs(REG_1))) continue;
         if (b.e === 'lookup') {
@@ -301,7 +346,7 @@ export function describeLExpr(x: LExpr): string {
 /** Writes one expression as an NFTA_LIST_ELEM. */
 export function writeLExpr(w: NlWriter, x: LExpr): void {
   w.nest(LIST_ELEM, () => {
-    const name = x.e === 'raw' ? x.name : x.e === 'metaset' ? 'meta' : x.e;
+    const name = x.e === 'raw' ? x.name : x.e === 'metaset' ? 'meta' : x.e === 'ctset' ? 'ct' : x.e;
     w.str(EXPR.NAME, name);
     w.nest(EXPR.DATA, () => {
       switch (x.e) {
@@ -325,6 +370,9 @@ export function writeLExpr(w: NlWriter, x: LExpr): void {
         case 'ct':
           w.u32be(A.ct.DREG, x.dreg).u32be(A.ct.KEY, x.key);
           break;
+        case 'ctset':
+          w.u32be(A.ct.KEY, x.key).u32be(A.ct.SREG, x.sreg);
+          break;
         case 'fib':
           w.u32be(A.fib.DREG, x.dreg).u32be(A.fib.RESULT, x.result).u32be(A.fib.FLAGS, x.flags);
           break;
@@ -334,7 +382,9 @@ export function writeLExpr(w: NlWriter, x: LExpr): void {
           w.nest(A.bitwise.XOR, () => w.bytes(DATA.VALUE, x.xor));
           break;
         case 'socket':
-          w.u32be(A.socket.KEY, x.key).u32be(A.socket.DREG, x.dreg).u32be(A.socket.LEVEL, x.level);
+          w.u32be(A.socket.KEY, x.key).u32be(A.socket.DREG, x.dreg);
+          // The level is an attribute of cgroupv2 lookups only; the kernel rejects it on nothing, but does not report it back either.
+          if (x.key === SOCKET_CGROUPV2) w.u32be(A.socket.LEVEL, x.level);
           break;
         case 'objref':
           w.u32be(A.objref.IMM_TYPE, x.type).str(A.objref.IMM_NAME, x.name);
@@ -396,7 +446,9 @@ export function readLExpr(elem: Buffer): LExpr {
       if (m.has(A.lookup.DREG)) break;
       return { e: 'lookup', sreg: u(A.lookup.SREG), set: attrStr(m.get(A.lookup.SET)) ?? '', flags: attrU32(m.get(A.lookup.FLAGS)) ?? 0 };
     case 'ct':
-      if (!m.has(A.ct.DREG) || m.has(A.ct.DIRECTION)) break;
+      if (m.has(A.ct.DIRECTION)) break;
+      if (m.has(A.ct.SREG)) return m.has(A.ct.DREG) ? { e: 'raw', name, hex: data.toString('hex') } : { e: 'ctset', key: u(A.ct.KEY), sreg: u(A.ct.SREG) };
+      if (!m.has(A.ct.DREG)) break;
       return { e: 'ct', key: u(A.ct.KEY), dreg: u(A.ct.DREG) };
     case 'bitwise':
       if (m.has(6) && u(6) !== 0) break; // NFTA_BITWISE_OP other than mask-and-xor

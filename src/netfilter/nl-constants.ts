@@ -134,7 +134,7 @@ export const A = {
   payload: { DREG: 1, BASE: 2, OFFSET: 3, LEN: 4 },
   meta: { DREG: 1, KEY: 2, SREG: 3 },
   socket: { KEY: 1, DREG: 2, LEVEL: 3 },
-  ct: { DREG: 1, KEY: 2, DIRECTION: 3 },
+  ct: { DREG: 1, KEY: 2, DIRECTION: 3, SREG: 4 },
   limit: { RATE: 1, UNIT: 2, BURST: 3, TYPE: 4, FLAGS: 5 },
   counter: { BYTES: 1, PACKETS: 2 },
   log: { GROUP: 1, PREFIX: 2, SNAPLEN: 3, QTHRESHOLD: 4, LEVEL: 5, FLAGS: 6 },
@@ -150,8 +150,11 @@ export const LOOKUP_F_INV = 1;
 
 export const META = { MARK: 3, OIF: 5, OIFNAME: 7, SKUID: 10, NFPROTO: 15, L4PROTO: 16 } as const;
 export const PAYLOAD_BASE = { LL: 0, NETWORK: 1, TRANSPORT: 2 } as const;
+export const SOCKET_MARK = 1;
 export const SOCKET_CGROUPV2 = 3;
 export const CT_STATE = 0;
+export const CT_STATUS = 2;
+export const CT_MARK = 3;
 export const CT_STATE_BITS = { invalid: 1, established: 2, related: 4, new: 8, untracked: 64 } as const;
 export const REJECT_TCP_RST = 1;
 export const REJECT_ICMPX_UNREACH = 2;

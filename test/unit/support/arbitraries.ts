@@ -186,9 +186,13 @@ const CMP_SELECTORS = [
   ['meta oif', 4],
   ['meta skuid', 4],
   ['meta mark', 4],
+  ['ct mark', 4],
+  ['ct status', 4],
+  ['socket mark', 4],
+  ['ct direction', 1],
 ] as const;
 
-const LOOKUP_SELECTORS = ['ip daddr', 'ip6 daddr', 'meta l4proto', 'meta nfproto', 'meta oif', 'meta oifname', 'meta skuid', 'meta mark', 'th dport', 'icmpv6 type', 'meta l4proto . th dport'] as const;
+const LOOKUP_SELECTORS = ['ip daddr', 'ip6 daddr', 'meta l4proto', 'meta nfproto', 'meta oif', 'meta oifname', 'meta skuid', 'meta mark', 'th dport', 'icmpv6 type', 'meta l4proto . th dport', 'meta l4proto . th sport'] as const;
 
 /**
  * One IR statement in the canonical form the compiler writes (the form the
@@ -202,6 +206,11 @@ export const stmtArb: fc.Arbitrary<Stmt> = fc.oneof(
     .map(([[sel, width], op, v]): Stmt => ({ k: 'cmp', sel, op, value: Number(v & ((1n << BigInt(8 * width)) - 1n)) })),
   fc.tuple(fc.constantFrom(...LOOKUP_SELECTORS), objName, fc.boolean()).map(([sel, set, neg]): Stmt => (neg ? { k: 'lookup', sel, set, neg: true } : { k: 'lookup', sel, set })),
   fc.tuple(objName, fc.integer({ min: 0, max: 255 }), fc.boolean()).map(([set, level, neg]): Stmt => (neg ? { k: 'lookup', sel: 'socket cgroupv2', set, level, neg: true } : { k: 'lookup', sel: 'socket cgroupv2', set, level })),
+  // A masked compare (ct mark, ct status), and Sluice's write of its bits of the ct mark.
+  fc
+    .tuple(fc.constantFrom('ct mark' as const, 'ct status' as const), fc.constantFrom('eq' as const, 'neq' as const), fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 0xffffffff }))
+    .map(([sel, op, value, mask]): Stmt => ({ k: 'cmp', sel, op, value, mask })),
+  fc.tuple(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 0xffffffff })).map(([mask, v]): Stmt => ({ k: 'ct-mark-set', mask, value: (v & mask) >>> 0 })),
   fc.subarray(CT_ORDER, { minLength: 1 }).map((states): Stmt => ({ k: 'ct', states })),
   objName.map((name): Stmt => ({ k: 'counter', name })),
   objName.map((name): Stmt => ({ k: 'limit', name })),
