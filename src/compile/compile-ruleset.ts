@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { maxOf, type AddrRange, type Family } from '../net/ip.js';
 import type { Policy, Rule, ServiceRef } from '../policy/policy.js';
+import { flowMarkComment, flowMarkLayout, flowTag, MAX_IDENTITY_GROUPS } from './flow-mark.js';
 import { TABLE_NAME, type ChainDef, type RuleDef, type Ruleset, type SetDef, type SetElem, type Stmt } from './ruleset.js';
 
 /** A cgroup v2 directory found for a service: its id (the kernfs inode) and depth below the root. */
@@ -17,6 +18,10 @@ export interface CompileEnv {
   cgroups: Map<string, ResolvedCgroup[]>;
   /** For the DNS guard: the resolvers it forwards to, and the encrypted-DNS endpoints to block. */
   dns?: { upstreams: AddrRange[]; encrypted: { addrs: AddrRange[]; names: string[] } };
+  /** Servers of the DHCP leases this host holds (renewals go to them by unicast). */
+  dhcpServers?: AddrRange[];
+  /** The policy epoch marked on admitted flows (1-255; default 1). The apply path chooses it. */
+  epoch?: number;
 }
 
 export interface CompileResult {
@@ -36,6 +41,22 @@ export const DEFAULT_RULE = '#default';
 /** IPv6 neighbour discovery and MLD messages a host must send to stay reachable (RFC 4861, RFC 3810). */
 export const ESSENTIAL_ICMPV6_TYPES = [131, 132, 133, 135, 136, 143];
 
+/** IPS_DST_NAT: the flow's destination was rewritten (a redirect). */
+const IPS_DST_NAT = 0x20;
+/** Where DHCP clients find servers before they have a lease (RFC 2131 4.1, RFC 8415 7.1). */
+const DHCP_BROADCAST4: AddrRange = { family: 4, start: 0xffffffffn, end: 0xffffffffn };
+const DHCP_MULTICAST6: AddrRange[] = [
+  { family: 6, start: 0xff020000000000000000000000010002n, end: 0xff020000000000000000000000010002n },
+  { family: 6, start: 0xff050000000000000000000000010003n, end: 0xff050000000000000000000000010003n },
+];
+
+/** Distinct single addresses (a set refuses duplicates). */
+function mergeHosts(list: AddrRange[]): AddrRange[] {
+  const seen = new Map<string, AddrRange>();
+  for (const a of list) if (a.start === a.end) seen.set(`${a.family}:${a.start}`, a);
+  return [...seen.values()];
+}
+
 /** RTN_LOCAL: a destination address of this host. */
 const RTN_LOCAL = 2;
 const NFPROTO_IPV4 = 2;
@@ -52,6 +73,8 @@ export const objectNames = {
   dnsSet: (rule: string, family: Family) => `r_${rule}_d${family}`,
   blockChain: (rule: string) => `block_${rule}`,
   allowChain: (rule: string) => `allow_${rule}`,
+  /** Marks a flow as admitted by identity group N, then accepts it. */
+  admitChain: (group: number) => `admit_${group}`,
 };
 
 /**
@@ -78,7 +101,13 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   const blockVerdict: Stmt = audit ? { k: 'verdict', v: 'accept' } : enforceVerdict;
   const blockLetter = audit ? 'W' : 'B';
 
-  const logChain = (name: string, ruleName: string, letter: string, verdict: Stmt, limit: string, suppressed: string): ChainDef => ({
+  // Flows are tied to the policy and identity that admitted them (flow-mark.ts).
+  const layout = flowMarkLayout(policy.flows.ctMarkMask);
+  const epoch = env.epoch ?? 1;
+  const tag = (group: number) => flowTag(layout, epoch, group);
+  const markFlow = (group: number): Stmt => ({ k: 'ct-mark-set', mask: layout.mask, value: tag(group) });
+
+  const logChain = (name: string, ruleName: string, letter: string, verdict: Stmt, limit: string, suppressed: string, admitGroup?: number): ChainDef => ({
     name,
     rules: [
       // Enforce mode, blocked packets only (they are dropped, so no other user of
@@ -87,6 +116,10 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       // socket is gone. 0 first, so a mark left by others never reads as a cgroup;
       // a level deeper than the sender's cgroup ends its rule, so the deepest wins.
       ...(letter === 'B' ? [{ stmts: [{ k: 'mark-set', value: 0 } as Stmt] }, ...[1, 2, 3, 4].map((level) => ({ stmts: [{ k: 'mark-set-cgroup', level } as Stmt] }))] : []),
+      // A flow this chain lets through (allowed and logged; would-block in audit mode) is marked
+      // as admitted, in a rule of its own: an untracked packet (no conntrack) cannot be marked,
+      // and must still get the verdict.
+      ...(admitGroup !== undefined ? [{ stmts: [markFlow(admitGroup)] }] : []),
       {
         stmts: [
           { k: 'limit', name: limit },
@@ -97,6 +130,30 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       { stmts: [{ k: 'counter', name: suppressed }, verdict] },
     ],
   });
+
+  // Allow rules whose identity (user, service, interface) every later packet must still have: a group each.
+  const groups = new Map<Rule, number>();
+  if (!audit) {
+    for (const r of policy.rules) {
+      if (r.action !== 'allow' || !hasIdentity(r)) continue;
+      if (groups.size >= MAX_IDENTITY_GROUPS) {
+        warnings.push(`rule ${r.name}: more than ${MAX_IDENTITY_GROUPS} rules with users, services or interfaces; its flows are judged again on every packet (slower, and they end when a DNS-learned address expires)`);
+        continue;
+      }
+      groups.set(r, groups.size + 1);
+    }
+  }
+  const admitChains = new Map<number, ChainDef>();
+  /** The chain that marks a flow as admitted in this epoch by `group`, then accepts it. */
+  const admit = (group: number): Stmt => {
+    if (!admitChains.has(group)) {
+      admitChains.set(group, {
+        name: objectNames.admitChain(group),
+        rules: [{ stmts: [markFlow(group)] }, { stmts: [{ k: 'verdict', v: 'accept' }] }],
+      });
+    }
+    return { k: 'goto', chain: objectNames.admitChain(group) };
+  };
 
   const guard = policy.dns.guard;
   const dnsEnv = env.dns ?? { upstreams: [], encrypted: { addrs: [], names: [] } };
@@ -110,12 +167,21 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     output.push(...guardUpstreamRules(policy, dnsEnv.upstreams, sets));
   }
   output.push(
-    { stmts: [{ k: 'ct', states: ['established', 'related'] }, { k: 'verdict', v: 'accept' }], comment: 'replies to allowed flows' },
+    // ICMP errors about a flow (and the first packet of an expected one).
+    { stmts: [{ k: 'ct', states: ['related'] }, { k: 'verdict', v: 'accept' }], comment: 'related to tracked flows' },
+    ...replyRules(policy, sets),
+    // Outbound flows: only those this policy admitted skip the rules, and only
+    // while their identity still matches (the flows chain); any other packet of
+    // an established flow is judged below as if it were new.
+    {
+      stmts: [{ k: 'ct', states: ['established'] }, { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 }, { k: 'jump', chain: 'flows' }],
+      comment: 'flows admitted by this policy',
+    },
     // To this host, judged after NAT: loopback, the host's own addresses, and DNS
     // redirected to the guard. Not `oif "lo"`: later chains of the output hook see
     // the interface chosen before NAT, so a local address DNAT-ed to a remote one
     // would pass as loopback.
-    { stmts: [{ k: 'cmp', sel: 'fib daddr type', op: 'eq', value: RTN_LOCAL }, { k: 'verdict', v: 'accept' }], comment: 'to this host' },
+    { stmts: [{ k: 'cmp', sel: 'fib daddr type', op: 'eq', value: RTN_LOCAL }, admit(0)], comment: 'to this host' },
   );
 
   if (policy.essentials) {
@@ -132,13 +198,21 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       stmts: [...stmts, { k: 'counter', name: 'essentials' }, { k: 'verdict', v: 'accept' }],
       comment,
     });
-    const dhcp = (nfproto: number, sport: number, dport: number, comment: string): RuleDef =>
+    // DHCP: a root client, from the client port, to where a DHCP server is: broadcast (IPv4),
+    // the DHCPv6 multicast groups, or the server of a lease this host holds (renewals are
+    // unicast). Never to any host: with net.ipv4.ip_unprivileged_port_start lowered (as in
+    // containers) any user could bind the client port.
+    sets.push(hostSet('dhcp_servers4', 4, mergeHosts([DHCP_BROADCAST4, ...(env.dhcpServers ?? []).filter((a) => a.family === 4)]), 'DHCP: broadcast and the servers of leases held'));
+    sets.push(hostSet('dhcp_servers6', 6, mergeHosts([...DHCP_MULTICAST6, ...(env.dhcpServers ?? []).filter((a) => a.family === 6)]), 'DHCPv6: server multicast groups and lease servers'));
+    const dhcp = (family: 4 | 6, sport: number, dport: number, comment: string): RuleDef =>
       ess(
         [
-          { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: nfproto },
+          { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 },
           { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
           { k: 'cmp', sel: 'th sport', op: 'eq', value: sport },
           { k: 'cmp', sel: 'th dport', op: 'eq', value: dport },
+          { k: 'cmp', sel: 'meta skuid', op: 'eq', value: 0 },
+          { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set: `dhcp_servers${family}` },
         ],
         comment,
       );
@@ -150,9 +224,8 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
         ],
         'essentials: IPv6 neighbour discovery',
       ),
-      // The client ports are privileged: only a DHCP client run by root can send from them.
-      dhcp(NFPROTO_IPV4, 68, 67, 'essentials: DHCP'),
-      dhcp(NFPROTO_IPV6, 546, 547, 'essentials: DHCPv6'),
+      dhcp(4, 68, 67, 'essentials: DHCP'),
+      dhcp(6, 546, 547, 'essentials: DHCPv6'),
     );
   }
 
@@ -161,7 +234,28 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   const compiledRules = new Map(ordered.map((rule) => [rule, compileRule(rule, env, sets, warnings)]));
   const encrypted = guard && policy.dns.encryptedDns === 'block' ? encryptedDnsRules(policy, dnsEnv.encrypted.addrs, sets) : [];
   if (encrypted.length > 0) {
-    extraChains.push(logChain('block_encrypted-dns', ENCRYPTED_DNS_RULE, blockLetter, blockVerdict, 'log_block', 'suppressed_block'));
+    extraChains.push(logChain('block_encrypted-dns', ENCRYPTED_DNS_RULE, blockLetter, blockVerdict, 'log_block', 'suppressed_block', audit ? 0 : undefined));
+  }
+
+  // The flows chain: a packet of an established outbound flow is accepted when
+  // the flow was admitted in this epoch, and, if a rule with an identity
+  // admitted it, the packet still has that identity. Deny rules whose match
+  // can change within an epoch (an identity; DNS-learned addresses) are
+  // checked first: what they refuse goes back to be judged in full.
+  const flows: RuleDef[] = [];
+  if (!audit) {
+    for (const rule of ordered) {
+      if (rule.action !== 'deny' || (!hasIdentity(rule) && rule.domains.length === 0)) continue;
+      for (const stmts of compiledRules.get(rule)?.lists ?? []) {
+        flows.push({ stmts: [...stmts, { k: 'verdict', v: 'return' }], comment: `deny ${rule.name}: judged again` });
+      }
+    }
+  }
+  flows.push({ stmts: [{ k: 'cmp', sel: 'ct mark', op: 'eq', value: tag(0), mask: layout.mask }, { k: 'verdict', v: 'accept' }], comment: 'admitted in this epoch, by a rule without identity conditions' });
+  for (const [rule, group] of groups) {
+    for (const id of compiledRules.get(rule)?.identity ?? []) {
+      flows.push({ stmts: [{ k: 'cmp', sel: 'ct mark', op: 'eq', value: tag(group), mask: layout.mask }, ...id, { k: 'verdict', v: 'accept' }], comment: `admitted by ${rule.name}: same identity` });
+    }
   }
 
   let encryptedPlaced = false;
@@ -172,19 +266,21 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       output.push(...encrypted);
       encryptedPlaced = true;
     }
+    // The group that marks this rule's flows; none (judged again on every packet) past the last group.
+    const group = audit || !hasIdentity(rule) ? 0 : groups.get(rule);
     let verdict: Stmt;
     if (rule.action === 'deny') {
       const chain = objectNames.blockChain(rule.name);
-      extraChains.push(logChain(chain, rule.name, blockLetter, blockVerdict, 'log_block', 'suppressed_block'));
+      extraChains.push(logChain(chain, rule.name, blockLetter, blockVerdict, 'log_block', 'suppressed_block', audit ? 0 : undefined));
       verdict = { k: 'goto', chain };
     } else if (rule.log || policy.log.allowed) {
       const chain = objectNames.allowChain(rule.name);
-      extraChains.push(logChain(chain, rule.name, 'A', { k: 'verdict', v: 'accept' }, 'log_allow', 'suppressed_allow'));
+      extraChains.push(logChain(chain, rule.name, 'A', { k: 'verdict', v: 'accept' }, 'log_allow', 'suppressed_allow', group));
       verdict = { k: 'goto', chain };
     } else {
-      verdict = { k: 'verdict', v: 'accept' };
+      verdict = group === undefined ? { k: 'verdict', v: 'accept' } : admit(group);
     }
-    for (const stmts of compiledRules.get(rule) ?? []) {
+    for (const stmts of compiledRules.get(rule)?.lists ?? []) {
       output.push({
         stmts: [...stmts, { k: 'counter', name: objectNames.counter(rule.name) }, verdict],
         comment: `${rule.action} ${rule.name}`,
@@ -195,10 +291,10 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   if (!encryptedPlaced) output.push(...encrypted);
 
   if (policy.defaultAction === 'deny') {
-    extraChains.push(logChain('block_default', DEFAULT_RULE, blockLetter, blockVerdict, 'log_block', 'suppressed_block'));
+    extraChains.push(logChain('block_default', DEFAULT_RULE, blockLetter, blockVerdict, 'log_block', 'suppressed_block', audit ? 0 : undefined));
     output.push({ stmts: [{ k: 'counter', name: 'default' }, { k: 'goto', chain: 'block_default' }], comment: 'default deny' });
   } else {
-    output.push({ stmts: [{ k: 'counter', name: 'default' }, { k: 'verdict', v: 'accept' }], comment: 'default allow' });
+    output.push({ stmts: [{ k: 'counter', name: 'default' }, admit(0)], comment: 'default allow' });
   }
 
   const chains: ChainDef[] = [
@@ -213,6 +309,8 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       },
       rules: output,
     },
+    { name: 'flows', rules: flows, comment: 'packets of established outbound flows' },
+    ...[...admitChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1)),
     ...extraChains,
   ];
   if (!audit) {
@@ -228,7 +326,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     });
   }
 
-  if (guard && !audit) chains.push(dnsRedirectChain(policy));
+  if (guard && !audit) chains.push(dnsRedirectChain(policy), guardInputChain(policy, sets));
   if (guard && audit) {
     // Audit mode: nothing on the packet path may depend on the daemon, so DNS is
     // not redirected; replies are copied to NFLOG and the daemon learns from them.
@@ -270,7 +368,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   return {
     ruleset: {
       table: TABLE_NAME,
-      comment: `sluice mode=${policy.mode} policy=sha256:${policy.sha256}`,
+      comment: `sluice mode=${policy.mode} policy=sha256:${policy.sha256} ${flowMarkComment(layout, epoch)}`,
       sets,
       counters,
       limits,
@@ -382,6 +480,58 @@ function encryptedDnsRules(policy: Policy, addrs: AddrRange[], sets: SetDef[]): 
   return out;
 }
 
+/**
+ * Enforce mode: redirected queries reach the guard's own sockets only. The
+ * redirect names a port, and a port is only as safe as the kernel's idea of
+ * a privileged port (`net.ipv4.ip_unprivileged_port_start`, which containers
+ * set to 0). The guard's sockets carry its mark (SO_MARK needs CAP_NET_ADMIN),
+ * so a redirected packet whose receiving socket lacks it is dropped: nobody
+ * else who bound the port, whenever and however, sees a query.
+ */
+function guardInputChain(policy: Policy, sets: SetDef[]): ChainDef {
+  sets.push({ ...dnsPortsSet('guard_port', policy.dns.port), comment: "the DNS guard's port" });
+  return {
+    name: 'guard_in',
+    base: { type: 'filter', hook: 'input', priority: 0, policy: 'accept' },
+    rules: [
+      {
+        stmts: [
+          { k: 'lookup', sel: 'meta l4proto . th dport', set: 'guard_port' },
+          { k: 'cmp', sel: 'ct status', op: 'neq', value: 0, mask: IPS_DST_NAT },
+          { k: 'cmp', sel: 'socket mark', op: 'neq', value: policy.dns.mark },
+          { k: 'verdict', v: 'drop' },
+        ],
+        comment: 'redirected DNS reaches only the guard (its sockets carry its mark)',
+      },
+    ],
+  };
+}
+
+/**
+ * Packets of inbound-initiated flows (this host answering). Any local port
+ * by default, as every host firewall does; with `flows.replies`, only from
+ * the listed local ports (ICMP replies, such as to a ping, always); other
+ * packets are judged by the rules like any outbound packet.
+ */
+function replyRules(policy: Policy, sets: SetDef[]): RuleDef[] {
+  const reply: Stmt[] = [{ k: 'ct', states: ['established'] }, { k: 'cmp', sel: 'ct direction', op: 'eq', value: 1 }];
+  const replies = policy.flows.replies;
+  if (replies === 'any') return [{ stmts: [...reply, { k: 'verdict', v: 'accept' }], comment: 'replies to inbound flows' }];
+  sets.push({
+    name: 'reply_ports',
+    key: 'inet_proto . inet_service',
+    interval: true,
+    timeout: false,
+    dynamic: false,
+    elements: replies.map((p) => ({ t: 'protoport', proto: p.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP, from: p.from, to: p.to })),
+    comment: 'local ports that may answer inbound flows',
+  });
+  return [
+    { stmts: [...reply, { k: 'lookup', sel: 'meta l4proto . th sport', set: 'reply_ports' }, { k: 'verdict', v: 'accept' }], comment: 'replies to inbound flows, from the listed ports' },
+    ...[IPPROTO_ICMP, IPPROTO_ICMPV6].map((proto) => ({ stmts: [...reply, { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto } as Stmt, { k: 'verdict', v: 'accept' } as Stmt], comment: 'ICMP replies' })),
+  ];
+}
+
 /** Enforce mode: every DNS query to port 53, wherever it is addressed, goes to the guard. */
 function dnsRedirectChain(policy: Policy): ChainDef {
   return {
@@ -411,8 +561,24 @@ function fullRange(r: AddrRange): boolean {
   return r.start === 0n && r.end === maxOf(r.family);
 }
 
-/** Returns the statement lists (one per nft rule) that together express one policy rule, adding its sets. */
-function compileRule(rule: Rule, env: CompileEnv, sets: SetDef[], warnings: string[]): Stmt[][] {
+/**
+ * One policy rule compiled: the statement lists (one per nft rule) that
+ * together express it, and its identity conditions alone (users, services,
+ * interfaces; one list per cgroup level, empty when it has none), which the
+ * flows chain re-checks on every packet of a flow the rule admitted.
+ */
+interface CompiledRule {
+  lists: Stmt[][];
+  identity: Stmt[][];
+}
+
+/** True when a rule says who may send (user, service) or how (interface): what a later packet of an admitted flow must still satisfy. */
+export function hasIdentity(rule: Rule): boolean {
+  return rule.users.length > 0 || rule.services.length > 0 || rule.interfaces.length > 0;
+}
+
+/** Compiles one policy rule, adding its sets. */
+function compileRule(rule: Rule, env: CompileEnv, sets: SetDef[], warnings: string[]): CompiledRule {
   const name = (dim: string) => objectNames.set(rule.name, dim);
   const addSet = (def: Omit<SetDef, 'comment'>) => {
     sets.push({ ...def, comment: `rule ${rule.name}` });
@@ -539,7 +705,7 @@ function compileRule(rule: Rule, env: CompileEnv, sets: SetDef[], warnings: stri
         return [{ k: 'lookup', sel: 'socket cgroupv2', set, level } satisfies Stmt];
       });
     // No cgroup found at all: the rule matches nothing (fail closed for allow rules).
-    if (cgroupStmts.length === 0) return [];
+    if (cgroupStmts.length === 0) return { lists: [], identity: [] };
   }
 
   const out: Stmt[][] = [];
@@ -561,7 +727,7 @@ function compileRule(rule: Rule, env: CompileEnv, sets: SetDef[], warnings: stri
       }
     }
   }
-  return out;
+  return { lists: out, identity: hasIdentity(rule) ? cgroupStmts.map((cg) => [...common, ...cg]) : [] };
 }
 
 /**

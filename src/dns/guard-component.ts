@@ -81,7 +81,7 @@ export class GuardComponent implements Component {
   private followers = new Set<(e: DnsQueryEvent) => void>();
   private saveTimer: NodeJS.Timeout | undefined;
   private saving: Promise<void> | undefined;
-  private running: { mode: string; port: number; upstreams: string } | null = null;
+  private running: { mode: string; port: number; mark: number; upstreams: string } | null = null;
   private passiveStats = { replies: 0, malformed: 0 };
   /** Servers bound by prepare(), taken over by configure(). */
   private prepared: GuardServers | undefined;
@@ -104,11 +104,11 @@ export class GuardComponent implements Component {
       const list = unsafe.map((u) => formatAddr(u.family, u.start)).join(', ');
       throw new SluiceError('EUPSTREAM', `DNS upstream ${list} is on this host, and port 53 is not privileged here (net.ipv4.ip_unprivileged_port_start = ${firstFree}): any user could answer the guard in its place. Raise the sysctl above 53 or name a resolver on another host in dns.upstreams.`);
     }
-    if (this.servers && this.servers.port === policy.dns.port) return;
+    if (this.servers && this.servers.port === policy.dns.port && this.servers.mark === policy.dns.mark) return;
     if (policy.dns.port >= firstFree) {
       throw new SluiceError('EGUARDPORT', `dns.port ${policy.dns.port} is not privileged here (net.ipv4.ip_unprivileged_port_start = ${firstFree}): any user could take it`);
     }
-    const servers = new GuardServers(policy.dns.port, (p, c) => (this.guard ? this.guard.handle(p, c) : Promise.resolve(null)));
+    const servers = new GuardServers(policy.dns.port, (p, c) => (this.guard ? this.guard.handle(p, c) : Promise.resolve(null)), policy.dns.mark);
     try {
       await servers.start();
     } catch (err) {
@@ -143,7 +143,7 @@ export class GuardComponent implements Component {
     const rt = this.rt as Runtime;
     // Only the DNS facts: resolving the services' cgroups is the compiler's business.
     const upstreams = policy.dns.guard ? dnsUpstreamsFor(policy) : [];
-    const want = policy.dns.guard ? { mode: policy.mode, port: policy.dns.port, upstreams: upstreams.map((u) => formatAddr(u.family, u.start)).join(',') } : null;
+    const want = policy.dns.guard ? { mode: policy.mode, port: policy.dns.port, mark: policy.dns.mark, upstreams: upstreams.map((u) => formatAddr(u.family, u.start)).join(',') } : null;
     const same = JSON.stringify(want) === JSON.stringify(this.running);
     if (!same) await this.stopParts();
 
@@ -176,12 +176,12 @@ export class GuardComponent implements Component {
     if (same) return;
 
     if (policy.mode === 'enforce') {
-      if (this.prepared && this.prepared.port === policy.dns.port) {
+      if (this.prepared && this.prepared.port === policy.dns.port && this.prepared.mark === policy.dns.mark) {
         this.servers = this.prepared;
         this.prepared = undefined;
       } else {
         const guard = this.guard;
-        this.servers = new GuardServers(policy.dns.port, (p, c) => guard.handle(p, c));
+        this.servers = new GuardServers(policy.dns.port, (p, c) => guard.handle(p, c), policy.dns.mark);
         await this.servers.start();
       }
       rt.log('info', `DNS guard listening on 127.0.0.1 and ::1 port ${policy.dns.port}`, { upstreams: want.upstreams });

@@ -1,5 +1,9 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { peerAddress, UdpBatchSocket, type Peer, type UdpBatchStats } from '../net/udp-batch.js';
+import { native } from '../native/native.js';
+import { addressBytes, peerAddress, UdpBatchSocket, type Peer, type UdpBatchStats } from '../net/udp-batch.js';
+
+const AF_INET = 2;
+const AF_INET6 = 10;
 import type { Client } from './dns-guard.js';
 
 export type Handle = (packet: Buffer, client: Client) => Promise<Buffer | null>;
@@ -33,9 +37,15 @@ export class GuardServers {
   private tcp: Server[] = [];
   private inflight = 0;
 
+  /**
+   * `mark` goes on every listening socket (SO_MARK, which needs
+   * CAP_NET_ADMIN): the ruleset delivers redirected queries only to sockets
+   * carrying it, so nobody else who binds the port ever sees one.
+   */
   constructor(
     readonly port: number,
     private handle: Handle,
+    readonly mark = 0,
   ) {}
 
   async start(): Promise<void> {
@@ -61,15 +71,17 @@ export class GuardServers {
           })
           .catch(() => undefined)
           .finally(() => this.inflight--);
-      }, { rcvbufBytes: 4 << 20 });
+      }, { rcvbufBytes: 4 << 20, mark: this.mark });
       this.udp.push(sock);
 
       const server = createServer((conn) => this.serveTcp(conn));
       server.maxConnections = MAX_TCP_CONNECTIONS;
       server.on('drop', () => this.base.tcpRejected++);
+      const a = addressBytes(host);
+      const fd = native().tcpListen(a.family === 4 ? AF_INET : AF_INET6, a.bytes, this.port, this.mark, 511);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen(this.port, host, () => resolve());
+        server.listen({ fd }, () => resolve());
       });
       this.tcp.push(server);
     }

@@ -15,7 +15,7 @@ import {
   parseUser,
   showValue,
 } from './parse-values.js';
-import { DNS_DEFAULTS, type DnsSettings, type DomainPattern, type InterfaceRef, type Policy, type PortRange, type Rule, type ServiceRef, type UserRef } from './policy.js';
+import { DNS_DEFAULTS, FLOW_DEFAULTS, type DnsSettings, type DomainPattern, type FlowSettings, type InterfaceRef, type Policy, type PortRange, type Rule, type ServiceRef, type UserRef } from './policy.js';
 import { lenientRule, lenientTop, ruleSchema, topSchema, type RawPolicy, type RawRule } from './schema.js';
 
 /** What the loader needs from the host. Injected so loading is testable without real users. */
@@ -166,6 +166,7 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
   if (p.mode === undefined) warning([], 'no mode given: starting in audit mode (nothing is blocked); set mode: enforce when ready');
 
   const dns = buildDns(p.dns, rules, error);
+  const flows = buildFlows(p.flows, error);
   issues.sort((a, b) => a.line - b.line || a.column - b.column);
   if (issues.some((i) => i.severity === 'error')) throw new PolicyError(issues);
 
@@ -173,6 +174,7 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
     file,
     sha256,
     dns,
+    flows,
     mode: p.mode ?? 'audit',
     defaultAction: p.default ?? 'deny',
     blockWith: p.block_with ?? 'reject',
@@ -223,6 +225,27 @@ function buildDns(raw: RawPolicy['dns'], rules: Rule[], error: Report): DnsSetti
     encryptedDnsList: raw?.encrypted_dns_list ?? null,
     mark: raw?.mark ?? DNS_DEFAULTS.mark,
   };
+}
+
+/** The flows: section, with defaults. */
+function buildFlows(raw: RawPolicy['flows'], error: Report): FlowSettings {
+  const mask = raw?.ct_mark_mask ?? FLOW_DEFAULTS.ctMarkMask;
+  const shift = mask === 0 ? 0 : 31 - Math.clz32(mask & -mask);
+  if ((mask >>> shift) !== 0xffff) {
+    error(['flows', 'ct_mark_mask'], `ct_mark_mask must be 16 contiguous bits (such as 0xffff0000 or 0x0000ffff): 0x${(mask >>> 0).toString(16)}`);
+  }
+  let replies: FlowSettings['replies'] = 'any';
+  if (Array.isArray(raw?.replies)) {
+    const ranges: PortRange[] = [];
+    raw.replies.forEach((v, i) => {
+      const pe = parsePortEntry(v);
+      if (!pe.ok) return error(['flows', 'replies', i], `${pe.reason}: ${showValue(v)}`);
+      if (pe.value.kind !== 'ports') return error(['flows', 'replies', i], `replies are limited by local TCP or UDP port: ${showValue(v)}`);
+      ranges.push(...pe.value.ranges);
+    });
+    replies = mergePorts(ranges);
+  }
+  return { ctMarkMask: mask >>> 0, replies };
 }
 
 function buildRule(
@@ -406,14 +429,15 @@ function reportZodIssue(zi: z.core.$ZodIssue, raw: unknown, error: Report): void
 }
 
 const KNOWN_KEYS: Record<string, string[]> = {
-  top: ['version', 'mode', 'default', 'block_with', 'essentials', 'log', 'rules', 'dns'],
+  top: ['version', 'mode', 'default', 'block_with', 'essentials', 'log', 'rules', 'dns', 'flows'],
+  flows: ['ct_mark_mask', 'replies'],
   dns: ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark'],
   rule: ['name', 'action', 'to', 'ports', 'users', 'services', 'interfaces', 'log', 'comment'],
   log: ['group', 'rate', 'burst', 'allowed'],
 };
 
 function suggestKey(key: string, path: (string | number)[]): string | null {
-  const list = path.length === 0 ? KNOWN_KEYS.top : path[0] === 'rules' ? KNOWN_KEYS.rule : path[0] === 'log' ? KNOWN_KEYS.log : path[0] === 'dns' ? KNOWN_KEYS.dns : [];
+  const list = path.length === 0 ? KNOWN_KEYS.top : path[0] === 'rules' ? KNOWN_KEYS.rule : path[0] === 'log' ? KNOWN_KEYS.log : path[0] === 'dns' ? KNOWN_KEYS.dns : path[0] === 'flows' ? KNOWN_KEYS.flows : [];
   let best: string | null = null;
   let bestD = 3;
   for (const k of list ?? []) {

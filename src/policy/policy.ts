@@ -17,6 +17,7 @@ export interface Policy {
   log: LogSettings;
   rules: Rule[];
   dns: DnsSettings;
+  flows: FlowSettings;
   /** Warnings found while loading (the policy is still valid). */
   warnings: PolicyIssue[];
 }
@@ -51,6 +52,20 @@ export interface DnsSettings {
   /** Packet mark of the guard's own upstream queries (only marked packets may reach upstream port 53). */
   mark: number;
 }
+
+/**
+ * How admitted flows are tied to the policy that admitted them (see README
+ * "Flows outlive nothing"): Sluice keeps, in 16 bits of each flow's conntrack
+ * mark, the policy epoch and the rule that admitted it.
+ */
+export interface FlowSettings {
+  /** The 16 contiguous conntrack-mark bits Sluice owns; the other bits are left to other software. */
+  ctMarkMask: number;
+  /** Packets answering inbound-initiated flows: from any local port, or only from these. */
+  replies: 'any' | PortRange[];
+}
+
+export const FLOW_DEFAULTS = { ctMarkMask: 0xffff0000 } as const;
 
 export const DNS_DEFAULTS = {
   port: 153,

@@ -49,6 +49,12 @@ const topShape = {
     })
     .optional(),
   dns: dnsShape.optional(),
+  flows: z
+    .strictObject({
+      ct_mark_mask: z.number().int().min(1).max(0xffffffff).optional(),
+      replies: z.union([z.literal('any'), scalarList.min(1).max(1_000)]).optional(),
+    })
+    .optional(),
 };
 
 /** Top-level keys; each rule is checked on its own with ruleSchema. */

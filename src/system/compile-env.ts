@@ -3,6 +3,7 @@ import { loadEncryptedDnsList } from '../dns/encrypted-dns-list.js';
 import type { AddrRange } from '../net/ip.js';
 import type { Policy } from '../policy/policy.js';
 import { resolveCgroups } from './cgroups.js';
+import { dhcpLeaseServers } from './dhcp-leases.js';
 import { resolvConfUpstreams } from './resolv-conf.js';
 
 /** The resolvers the DNS guard forwards to: the policy's, else the host's (resolv.conf). */
@@ -22,6 +23,7 @@ export function encryptedDnsFor(policy: Policy): NonNullable<CompileEnv['dns']>[
  */
 export function compileEnvFor(policy: Policy, cgroups = resolveCgroups(policy)): CompileEnv {
   const env: CompileEnv = { cgroups };
+  if (policy.essentials) env.dhcpServers = dhcpLeaseServers();
   if (policy.dns.guard) {
     env.dns = {
       upstreams: dnsUpstreamsFor(policy),

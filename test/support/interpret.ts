@@ -18,6 +18,10 @@ export interface Packet {
   /** cgroup id of the socket's ancestor at each level (index = level). */
   cgroupAncestors: bigint[];
   ct: 'new' | 'established';
+  /** Conntrack direction of an established packet: original (0, the default) or reply (1). */
+  ctDirection?: 0 | 1;
+  /** The flow's conntrack mark (all 32 bits). */
+  ctMark?: number;
   mark?: number;
   /** True when the destination is an address of this host (fib daddr type local). */
   daddrLocal?: boolean;
@@ -81,7 +85,9 @@ function cmpValue(sel: Extract<Stmt, { k: 'cmp' }>['sel'], p: Packet): number | 
     case 'fib daddr type':
       return p.daddrLocal ? 2 : 1;
     case 'ct direction':
-      return 0;
+      return p.ctDirection ?? 0;
+    case 'ct mark':
+      return p.ctMark ?? 0;
     default:
       return undefined;
   }
@@ -102,7 +108,8 @@ export function interpret(rs: Ruleset, p: Packet): Outcome {
         if (!matched) break;
         switch (s.k) {
           case 'cmp': {
-            const v = cmpValue(s.sel, p);
+            const raw = cmpValue(s.sel, p);
+            const v = raw !== undefined && s.mask !== undefined ? (raw & s.mask) >>> 0 : raw;
             const eq = v !== undefined && v === s.value;
             matched = s.op === 'eq' ? eq : v !== undefined && !eq;
             break;
@@ -125,6 +132,9 @@ export function interpret(rs: Ruleset, p: Packet): Outcome {
           case 'mark-set':
           case 'mark-set-cgroup':
             break; // marks only label the packet for the event collector
+          case 'ct-mark-set':
+            p.ctMark = (((p.ctMark ?? 0) & ~s.mask) | s.value) >>> 0;
+            break;
           case 'log':
             logs.push(s.prefix);
             break;
