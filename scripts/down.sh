@@ -4,8 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 state="${SLUICE_STATE_DIR:-/var/lib/sluice}"
 if [[ -d /run/systemd/system ]] && systemctl is-enabled --quiet sluice.service 2>/dev/null; then
-  systemctl disable --now sluice.service
-  echo "down: stopped and disabled sluice.service"
+  systemctl disable --now sluice.service sluice-restore.service
+  echo "down: stopped and disabled sluice.service and sluice-restore.service"
 elif [[ -f "$state/daemon.pid" ]]; then
   pid="$(cat "$state/daemon.pid")"
   if kill -0 "$pid" 2>/dev/null; then

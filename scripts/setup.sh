@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 # nsd (the authoritative server of the DNS tests), dnsperf and dnsmasq-base (bench:dns) run only
 # inside test namespaces; dnsmasq-base rather than dnsmasq, which would start a resolver on the host.
-APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base)
+# systemd provides systemd-analyze, which checks the units in the tests (it need not be PID 1).
+APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base systemd)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -19,24 +19,19 @@ bin/sluice check "$policy"
 bin/sluice apply "$policy"
 
 if [[ -d /run/systemd/system ]]; then
+  # The daemon runs on the policy just applied (the state directory says which); the restore
+  # unit puts the applied ruleset back at boot, before the network is up.
   install -D -m 0644 packaging/sluice.service /etc/systemd/system/sluice.service
-  # The unit runs `sluice daemon` with no argument: it must load the policy just applied.
-  install -d -m 0755 /etc/systemd/system/sluice.service.d
-  abs="$(realpath "$policy")"
-  if [[ "$abs" == *'"'* || "$abs" == *"\\"* || "$abs" == *$'\n'* ]]; then
-    echo "up: the policy path cannot be passed to systemd: $abs" >&2
-    exit 1
-  fi
-  printf '[Service]\nEnvironment="SLUICE_POLICY=%s"\n' "${abs//%/%%}" >/etc/systemd/system/sluice.service.d/policy.conf
+  install -D -m 0644 packaging/sluice-restore.service /etc/systemd/system/sluice-restore.service
   systemctl daemon-reload
+  systemctl enable --quiet sluice-restore.service
   systemctl enable --now sluice.service
-  how_stop="systemctl disable --now sluice"
+  how_stop="systemctl disable --now sluice sluice-restore"
   echo "up: daemon started as systemd unit sluice.service"
 else
   pidfile="$state/daemon.pid"
   if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    echo "up: the daemon already runs (pid $(cat "$pidfile")); reloading it"
-    kill -HUP "$(cat "$pidfile")"
+    echo "up: the daemon already runs (pid $(cat "$pidfile")); it adopted the policy just applied"
   else
     mkdir -p "$(dirname "$log")"
     setsid bin/sluice daemon "$policy" >>"$log" 2>&1 </dev/null &

@@ -11,6 +11,7 @@ import { explain } from './commands/explain.js';
 import { log } from './commands/log.js';
 import { off } from './commands/off.js';
 import { plan } from './commands/plan.js';
+import { restore } from './commands/restore.js';
 import { stats } from './commands/stats.js';
 import { status } from './commands/status.js';
 import { top } from './commands/top.js';
@@ -26,13 +27,16 @@ Policy and ruleset:
   explain DEST [PORT[/PROTO]] [--user U] [--service UNIT] [--iface IF] [POLICY]
                                       the verdict for a destination, the rule that decides, and why
   status                              mode, policy hash, live or drifted, counters per rule
-  off                                 remove Sluice's table: outbound is open again
+  off                                 remove Sluice's table: outbound is open again (and stays so across restarts)
+  restore                             put the last applied ruleset back into the kernel (run at boot
+                                      by sluice-restore.service, before the network is up)
 
 Daemon:
   daemon  [POLICY] [--metrics HOST:PORT|off]
-                                      apply the policy and run the DNS guard, event collector and
-                                      metrics (GET /metrics on 127.0.0.1:9329) until SIGTERM;
-                                      SIGHUP re-reads the policy file
+                                      run the DNS guard, event collector and metrics (GET /metrics on
+                                      127.0.0.1:9329) on the applied policy until SIGTERM; POLICY is
+                                      applied only if this host never applied one; SIGHUP re-reads
+                                      the applied policy's file
   dns     [--follow] [--limit N]      recent DNS queries: name, type, answer, verdict, rule, who asked
 
 Monitoring:
@@ -145,6 +149,10 @@ export async function main(argv: string[]): Promise<number> {
       case 'off':
         noArgs();
         code = await off(ctx);
+        break;
+      case 'restore':
+        noArgs();
+        code = restore(ctx);
         break;
       case 'daemon':
         code = await daemon(ctx, { ...onePolicy(), ...(values.metrics !== undefined ? { metrics: values.metrics } : {}) });

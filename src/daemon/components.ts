@@ -1,8 +1,17 @@
+import { GuardComponent } from '../dns/guard-component.js';
+import { EventStoreComponent, openDefaultStore, retentionFromEnv } from '../events/store-component.js';
+import { Collector } from '../monitor/collector.js';
+import type { Component } from './daemon.js';
+import { ServiceWatch } from './service-watch.js';
+
 /**
- * The daemon's components, in start order. Each issue's module registers its
- * components here, so the daemon never imports them directly. One import per
- * line; keep this file trivial.
+ * The daemon's components, in start order (they stop in reverse): the DNS
+ * guard; the event store before the collector (it must subscribe before the
+ * collector publishes, and stop after it, so what the collector drains on
+ * stop is still written); the service watch last.
  */
-import '../dns/register.js';
-import '../monitor/register.js';
-import './register.js';
+export function daemonComponents(stateDir: string): Component[] {
+  const collector = new Collector();
+  const store = new EventStoreComponent({ open: () => openDefaultStore(stateDir), counters: () => collector.counters(), retention: retentionFromEnv() });
+  return [new GuardComponent(), store, collector, new ServiceWatch()];
+}

@@ -7,7 +7,9 @@ import { SluiceError } from '../errors.js';
 import { sameRuleset } from '../netfilter/compare-ruleset.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
 import type { Policy } from '../policy/policy.js';
-import { removeStaleTemps, type StateStore } from '../state/state-store.js';
+import { commitTable } from '../state/commit-table.js';
+import { rollBackPending } from '../state/rollback.js';
+import { removeStaleTemps, type AppliedState, type StateStore } from '../state/state-store.js';
 import { ControlServer } from './control-server.js';
 import { publishAlert } from './events.js';
 import { Registry } from './metrics.js';
@@ -40,22 +42,29 @@ export interface Component {
   status?(): Record<string, unknown>;
 }
 
-/** A loaded and compiled policy, not yet in the kernel. */
-export interface Loaded {
-  policy: Policy;
-  compiled: CompileResult;
-  /** Writes it to the kernel (and the state directory). */
-  apply: () => void;
+/** Where the daemon's policies come from: the host's facts and files, behind one seam (tests give their own). */
+export interface PolicySource {
+  /** The policy the state directory says is applied, parsed from its snapshot; throws when the snapshot is missing or no longer valid here. */
+  applied(): { policy: Policy; applied: AppliedState } | null;
+  /** A policy file and its exact bytes (a first start, or a reload). */
+  file(path: string): { policy: Policy; bytes: Buffer };
+  /** Compiles with the host's facts now: cgroups, resolvers, leases. */
+  compile(policy: Policy): CompileResult;
+  /** The policy components run on while Sluice is off: audit, no rules, so they watch and write nothing. */
+  idle(): Policy;
 }
 
 export interface DaemonOptions {
-  /** Loads and compiles the current policy; applying it is a separate step. */
-  load: (reason: 'start' | 'reload') => Loaded;
+  source: PolicySource;
+  /** The policy file applied on the very first start, when this state directory never applied anything. */
+  startPolicy: string;
   netfilter: Netfilter;
   state: StateStore;
   components: Component[];
   /** host:port for GET /metrics (loopback only), or null for none. */
   metricsListen: string | null;
+  /** Tells the service manager (systemd, Type=notify) how the start went. */
+  notify?: (text: string) => void;
 }
 
 /** Writes one structured log line to stderr (journald keeps it). */
@@ -76,6 +85,9 @@ export class Daemon {
   private started: Component[] = [];
   private reloading: Promise<void> | undefined;
   private startedAt = Date.now();
+  /** Sluice is off: components run on the idle policy, nothing is in the kernel. */
+  private off = false;
+  private pendingTimer: NodeJS.Timeout | undefined;
 
   constructor(private opts: DaemonOptions) {
     this.control = new ControlServer(join(opts.state.dir, 'control.sock'));
@@ -86,29 +98,155 @@ export class Daemon {
     return this.rt;
   }
 
+  /**
+   * Starts: brings back the last applied ruleset if the kernel lost it
+   * (before anything that can fail), then runs on the applied policy. The
+   * policy file is read only when this state directory never applied
+   * anything: a restart never turns enforce into audit, never re-applies a
+   * rolled-back or half-edited file, and never undoes `sluice off`. A start
+   * that fails leaves the last applied ruleset in force, and says so in its
+   * exit status, its log and `sluice status`.
+   */
   async start(): Promise<void> {
-    const loaded = this.opts.load('start');
-    for (const c of this.opts.components) await c.prepare?.(loaded.policy);
-    loaded.apply();
-    const { policy, compiled } = loaded;
-    this.rt = {
-      policy,
-      compiled,
-      netfilter: this.opts.netfilter,
-      state: this.opts.state,
-      control: this.control,
-      metrics: this.metrics,
-      log: (level, message, fields) => logLine(level, message, fields),
+    const { state } = this.opts;
+    state.setDaemonState({ state: 'starting', pid: process.pid, at: new Date().toISOString() });
+    try {
+      this.ensureTable();
+      this.rollBackOverdue('the daemon started after the confirmation deadline');
+      const loaded = this.loadForStart();
+      for (const c of this.opts.components) await c.prepare?.(loaded.policy);
+      loaded.commit();
+      this.rt = {
+        policy: loaded.policy,
+        compiled: loaded.compiled,
+        netfilter: this.opts.netfilter,
+        state,
+        control: this.control,
+        metrics: this.metrics,
+        log: (level, message, fields) => logLine(level, message, fields),
+      };
+      this.off = loaded.off;
+      await this.startServices();
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      state.setDaemonState({ state: 'failed', pid: process.pid, at: new Date().toISOString(), error: e.message, ...(e.code ? { code: e.code } : {}) });
+      try {
+        state.journal({ event: 'daemon-start-failed', error: e.message });
+      } catch {
+        // The state directory itself may be what failed.
+      }
+      const live = safeRead(this.opts.netfilter);
+      logLine('error', 'the daemon could not start; the ruleset in the kernel stays in force', { error: e.message, table: live ? 'present' : 'absent' });
+      await this.stop().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** The applied ruleset is in the kernel: restored (as it was applied) when the table is missing, say after a reboot without the restore unit. */
+  private ensureTable(): void {
+    const { state, netfilter: nf } = this.opts;
+    const applied = state.applied();
+    if (!applied || state.isOff() || nf.read(TABLE_NAME, { elements: 'none' }) !== null) return;
+    const r = commitTable(nf, state, {
+      event: 'restore',
+      ruleset: applied.ruleset,
+      policy: { policyFile: applied.policyFile, sha256: applied.sha256, mode: applied.mode, warnings: applied.warnings },
+      epoch: 'keep',
+      pending: 'keep',
+      precondition: (v) => (v.applied?.sha256 === applied.sha256 && !v.off ? null : 'the applied policy changed meanwhile'),
+      journal: { by: 'daemon' },
+    });
+    if (r.written) logLine('warn', 'the table was missing: restored the last applied ruleset', { sha256: applied.sha256, mode: applied.mode });
+  }
+
+  /** A confirmation whose deadline passed with no timer left to act on it (a reboot in the window): roll back now. */
+  private rollBackOverdue(why: string): void {
+    const pending = this.opts.state.pending();
+    if (!pending || Date.parse(pending.deadline) > Date.now()) return;
+    if (rollBackPending(this.opts.netfilter, this.opts.state, pending.token, why)) logLine('warn', `rolled back an unconfirmed apply: ${why}`);
+  }
+
+  /** Arms the daemon's own watch on a pending confirmation: at its deadline it rolls back, whoever else (the timer) does not first. */
+  private watchPending(): void {
+    if (this.pendingTimer) clearTimeout(this.pendingTimer);
+    this.pendingTimer = undefined;
+    const pending = this.opts.state.pending();
+    if (!pending) return;
+    const wait = Math.max(0, Math.min(Date.parse(pending.deadline) - Date.now() + 1_000, 2 ** 31 - 1));
+    this.pendingTimer = setTimeout(() => {
+      this.pendingTimer = undefined;
+      try {
+        if (rollBackPending(this.opts.netfilter, this.opts.state, pending.token, 'not confirmed in time')) {
+          logLine('warn', 'rolled back an unconfirmed apply');
+          void this.sync().catch((err: unknown) => logLine('error', 'adopting the rolled-back policy failed', { error: String(err) }));
+        }
+      } catch (err) {
+        logLine('error', 'rollback failed', { error: (err as Error).message });
+      }
+    }, wait);
+    this.pendingTimer.unref();
+  }
+
+  /** What the daemon runs on at start, and how to put it in the kernel. */
+  private loadForStart(): { policy: Policy; compiled: CompileResult; off: boolean; commit: () => void } {
+    const { state, source, netfilter: nf } = this.opts;
+    const applied = state.applied();
+    if (applied) {
+      const loaded = source.applied();
+      if (!loaded) throw new SluiceError('ESTATE', 'The applied policy disappeared while the daemon started');
+      const { policy } = loaded;
+      const compiled = source.compile(policy);
+      // The same meaning (the applied policy) with today's facts (cgroup ids, resolvers): same epoch.
+      const commit = () => {
+        const r = commitTable(nf, state, {
+          event: 'daemon-start',
+          ruleset: compiled.ruleset,
+          policy: { policyFile: applied.policyFile, sha256: applied.sha256, mode: applied.mode, warnings: compiled.warnings },
+          epoch: 'keep',
+          pending: 'keep',
+          unlessLive: true,
+          precondition: (v) => (v.applied?.sha256 === applied.sha256 && !v.off ? null : 'the applied policy changed while the daemon started'),
+        });
+        if (r.skipped && r.skipped !== 'already live') throw new SluiceError('ESTATE', `Not started: ${r.skipped}; start again`);
+        for (const w of compiled.warnings) logLine('warn', w);
+        compiled.ruleset = r.ruleset ?? compiled.ruleset;
+      };
+      return { policy, compiled, off: false, commit };
+    }
+    if (state.isOff()) {
+      logLine('info', 'Sluice is off (sluice off): no table; the daemon waits for the next apply');
+      const policy = source.idle();
+      return { policy, compiled: source.compile(policy), off: true, commit: () => undefined };
+    }
+    // Nothing was ever applied from this state directory: the first start applies the policy file.
+    const { policy, bytes } = source.file(this.opts.startPolicy);
+    const compiled = source.compile(policy);
+    const commit = () => {
+      const r = commitTable(nf, state, {
+        event: 'daemon-start',
+        ruleset: compiled.ruleset,
+        policy: { policyFile: policy.file, sha256: policy.sha256, mode: policy.mode, warnings: compiled.warnings, bytes },
+        precondition: (v) => (v.applied === null && !v.off ? null : 'a policy was applied while the daemon started'),
+      });
+      if (!r.written) throw new SluiceError('ESTATE', `Not started: ${r.skipped ?? 'nothing written'}; start again`);
+      for (const w of compiled.warnings) logLine('warn', w);
+      compiled.ruleset = r.ruleset ?? compiled.ruleset;
     };
+    return { policy, compiled, off: false, commit };
+  }
+
+  /** Control socket, state files, components, metrics; then ready. */
+  private async startServices(): Promise<void> {
+    const { state } = this.opts;
     const reloads = this.metrics.counter('sluice_daemon_reloads_total', 'Policy reloads, by result');
     this.metrics.collect(() => [
       { name: 'sluice_daemon_start_time_seconds', help: 'When the daemon started (Unix time)', type: 'gauge', samples: [{ labels: {}, value: this.startedAt / 1000 }] },
-      { name: 'sluice_policy_info', help: 'The policy in force (value is always 1)', type: 'gauge', samples: [{ labels: { sha256: this.runtime.policy.sha256, mode: this.runtime.policy.mode }, value: 1 }] },
+      { name: 'sluice_policy_info', help: 'The policy in force (value is always 1)', type: 'gauge', samples: this.off ? [] : [{ labels: { sha256: this.runtime.policy.sha256, mode: this.runtime.policy.mode }, value: 1 }] },
       {
         name: 'sluice_set_elements',
         help: 'Elements compiled into each static set (dynamic sets: see sluice_dns_learned_addresses)',
         type: 'gauge',
-        samples: this.runtime.compiled.ruleset.sets.filter((s) => !s.dynamic).map((s) => ({ labels: { set: s.name }, value: s.elements.length })),
+        samples: this.off ? [] : this.runtime.compiled.ruleset.sets.filter((s) => !s.dynamic).map((s) => ({ labels: { set: s.name }, value: s.elements.length })),
       },
     ]);
     this.control.handle('status', { call: () => this.status() });
@@ -119,9 +257,11 @@ export class Daemon {
         return { reloaded: true, sha256: this.runtime.policy.sha256 };
       },
     });
+    // `sluice apply`, `confirm`, rollback and `off` ask the daemon to adopt what is applied now.
+    this.control.handle('sync', { call: () => this.sync() });
     await this.control.start();
-    writeFileSync(join(this.opts.state.dir, 'daemon.pid'), `${process.pid}\n`, { mode: 0o600 });
-    const stale = removeStaleTemps(this.opts.state.dir);
+    writeFileSync(join(state.dir, 'daemon.pid'), `${process.pid}\n`, { mode: 0o600 });
+    const stale = removeStaleTemps(state.dir);
     if (stale.length > 0) logLine('info', 'removed temporary files left by an interrupted write', { files: stale.join(', ') });
     for (const c of this.opts.components) {
       await c.start(this.runtime);
@@ -129,7 +269,11 @@ export class Daemon {
       logLine('info', `started ${c.name}`);
     }
     if (this.opts.metricsListen) await this.startMetrics(this.opts.metricsListen);
-    logLine('info', 'daemon ready', { sha256: policy.sha256, mode: policy.mode, pid: process.pid });
+    this.watchPending();
+    state.setDaemonState({ state: 'running', pid: process.pid, at: new Date().toISOString() });
+    const { policy } = this.runtime;
+    logLine('info', 'daemon ready', this.off ? { off: true, pid: process.pid } : { sha256: policy.sha256, mode: policy.mode, pid: process.pid });
+    this.opts.notify?.(`READY=1\nSTATUS=${this.off ? 'Sluice is off; waiting for an apply' : `${policy.mode} mode, policy ${policy.sha256.slice(0, 16)}`}\nMAINPID=${process.pid}`);
   }
 
   private async startMetrics(listen: string): Promise<void> {
@@ -154,19 +298,37 @@ export class Daemon {
     });
   }
 
-  /** Re-reads and re-applies the policy, then lets components rebuild. One reload at a time. */
+  /**
+   * An explicit reload (SIGHUP, `reload` on the control socket): re-reads the
+   * applied policy's file, applies it (a new epoch: its meaning may have
+   * changed), then lets components rebuild. One reload at a time. Refused
+   * while Sluice is off: only an apply turns it back on.
+   */
   async reload(): Promise<void> {
     if (this.reloading) return this.reloading;
     this.reloading = (async () => {
       try {
-        const loaded = this.opts.load('reload');
-        for (const c of this.started) await c.prepare?.(loaded.policy);
-        loaded.apply();
-        const { policy, compiled } = loaded;
+        const { state, source, netfilter: nf } = this.opts;
+        const applied = state.applied();
+        if (!applied) throw new SluiceError('EOFF', 'Sluice is off: nothing to reload (sluice apply POLICY turns it on)');
+        const { policy, bytes } = source.file(applied.policyFile);
+        const compiled = source.compile(policy);
+        for (const c of this.started) await c.prepare?.(policy);
+        const r = commitTable(nf, state, {
+          event: 'reload',
+          ruleset: compiled.ruleset,
+          policy: { policyFile: policy.file, sha256: policy.sha256, mode: policy.mode, warnings: compiled.warnings, bytes },
+          precondition: (v) => (v.applied?.policyFile === applied.policyFile ? null : 'another policy was applied meanwhile'),
+        });
+        if (!r.written) throw new SluiceError('ESTATE', `Reload not done: ${r.skipped ?? 'nothing written'}`);
+        for (const w of compiled.warnings) logLine('warn', w);
+        compiled.ruleset = r.ruleset ?? compiled.ruleset;
+        this.off = false;
         this.runtime.policy = policy;
         this.runtime.compiled = compiled;
         for (const c of this.started) await c.reload?.(this.runtime);
-        logLine('info', 'reloaded', { sha256: policy.sha256, mode: policy.mode });
+        this.watchPending();
+        logLine('info', 'reloaded', { sha256: policy.sha256, mode: policy.mode, epoch: r.epoch });
       } catch (err) {
         publishAlert({ time: Date.now(), kind: 'reload-failed', severity: 'warning', message: `Reload failed: ${(err as Error).message}` });
         throw err;
@@ -177,12 +339,31 @@ export class Daemon {
     return this.reloading;
   }
 
-  /** Adopts a policy someone else applied (the CLI): no kernel write, components rebuild. */
-  async adopt(policy: Policy, compiled: CompileResult): Promise<void> {
+  /**
+   * Adopts what the state directory says is applied now (someone else wrote
+   * it: the CLI, the rollback timer): no kernel write, components rebuild.
+   * Nothing applied: components go idle, and nothing of the previous policy
+   * stays armed (the service watch cannot bring the table back).
+   */
+  async sync(): Promise<Record<string, unknown>> {
+    const loaded = this.opts.source.applied();
+    if (!loaded) {
+      this.off = true;
+      this.runtime.policy = this.opts.source.idle();
+      this.runtime.compiled = this.opts.source.compile(this.runtime.policy);
+      for (const c of this.started) await c.reload?.(this.runtime);
+      this.watchPending();
+      logLine('warn', 'Sluice is off (no table applied); components idle until the next apply');
+      return { adopted: false };
+    }
+    const { policy, applied } = loaded;
+    this.off = false;
     this.runtime.policy = policy;
-    this.runtime.compiled = compiled;
+    this.runtime.compiled = { ruleset: applied.ruleset, warnings: applied.warnings };
     for (const c of this.started) await c.reload?.(this.runtime);
+    this.watchPending();
     logLine('info', 'adopted the applied policy', { sha256: policy.sha256, mode: policy.mode });
+    return { adopted: true, sha256: applied.sha256 };
   }
 
   status(): Record<string, unknown> {
@@ -190,8 +371,8 @@ export class Daemon {
     return {
       pid: process.pid,
       startedAt: new Date(this.startedAt).toISOString(),
-      policy: { sha256: this.runtime.policy.sha256, mode: this.runtime.policy.mode, file: this.runtime.policy.file },
-      table: live === null ? 'missing' : sameRuleset(this.runtime.compiled.ruleset, live) ? 'live' : 'drifted',
+      policy: this.off ? null : { sha256: this.runtime.policy.sha256, mode: this.runtime.policy.mode, file: this.runtime.policy.file },
+      table: this.off ? (live === null ? 'off' : 'unmanaged') : live === null ? 'missing' : sameRuleset(this.runtime.compiled.ruleset, live) ? 'live' : 'drifted',
       components: Object.fromEntries(this.started.map((c) => [c.name, c.status?.() ?? {}])),
     };
   }
@@ -206,9 +387,20 @@ export class Daemon {
       }
     }
     this.started = [];
+    if (this.pendingTimer) clearTimeout(this.pendingTimer);
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
     await this.control.stop();
     rmSync(join(this.opts.state.dir, 'daemon.pid'), { force: true });
+    if (this.opts.state.daemonState()?.state !== 'failed') this.opts.state.setDaemonState({ state: 'stopped', pid: process.pid, at: new Date().toISOString() });
     logLine('info', 'daemon stopped; the ruleset stays in force');
+  }
+}
+
+/** The table, or null when absent or unreadable (for a log line: never throws). */
+function safeRead(nf: Netfilter): unknown {
+  try {
+    return nf.read(TABLE_NAME, { elements: 'none' });
+  } catch {
+    return null;
   }
 }

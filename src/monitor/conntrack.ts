@@ -15,7 +15,7 @@ import { NETLINK_NETFILTER, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST } from '../netf
 const NFNL_SUBSYS_CTNETLINK = 1;
 const IPCTNL_MSG_CT_GET = 1;
 const IPCTNL_MSG_CT_DELETE = 2;
-const CTA = { TUPLE_ORIG: 1, TUPLE_REPLY: 2, STATUS: 3, PROTOINFO: 4, TIMEOUT: 7, MARK: 8, COUNTERS_ORIG: 9, COUNTERS_REPLY: 10, ID: 12, TIMESTAMP: 20 } as const;
+const CTA = { TUPLE_ORIG: 1, TUPLE_REPLY: 2, STATUS: 3, PROTOINFO: 4, TIMEOUT: 7, MARK: 8, COUNTERS_ORIG: 9, COUNTERS_REPLY: 10, ID: 12, TIMESTAMP: 20, MARK_MASK: 21 } as const;
 const TUPLE = { IP: 1, PROTO: 2 } as const;
 const IP = { V4_SRC: 1, V4_DST: 2, V6_SRC: 3, V6_DST: 4 } as const;
 const PROTO = { NUM: 1, SRC_PORT: 2, DST_PORT: 3 } as const;
@@ -39,10 +39,15 @@ export interface CtEntry extends FlowTuple {
   bytesIn?: bigint;
 }
 
-/** Builds a dump request for every family. */
-export function encodeCtDump(seq = 1): Buffer {
+/**
+ * Builds a dump request for every family; with `mark`, only the flows whose
+ * conntrack mark ANDed with `mark.mask` equals `mark.value` (the kernel
+ * filters: CTA_MARK and CTA_MARK_MASK in the request).
+ */
+export function encodeCtDump(seq = 1, mark?: { value: number; mask: number }): Buffer {
   const w = new NlWriter(64);
   w.beginMsg((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, 0);
+  if (mark) w.u32be(CTA.MARK, mark.value >>> 0).u32be(CTA.MARK_MASK, mark.mask >>> 0);
   w.endMsg();
   return w.finish();
 }
@@ -190,6 +195,21 @@ export function redirectedTo(e: CtEntry, port: number): boolean {
  * returns what it removed and what it could not.
  */
 export function forgetRedirects(port: number): { removed: number; failed: number } {
+  return forgetFlows(encodeCtDump(), (e) => redirectedTo(e, port));
+}
+
+/**
+ * Forgets the flows whose conntrack mark ANDed with `mask` is `value`: the
+ * flows an earlier policy admitted in an epoch that is about to be used
+ * again (src/compile/flow-mark.ts), which must never pass for flows the new
+ * policy admitted. Best effort, as forgetRedirects.
+ */
+export function forgetFlowsMarked(value: number, mask: number): { removed: number; failed: number } {
+  return forgetFlows(encodeCtDump(1, { value, mask }), (e) => e.mark !== undefined && ((e.mark & mask) >>> 0) === value >>> 0);
+}
+
+/** Deletes the flows of a dump that `which` selects. */
+function forgetFlows(request: Buffer, which: (e: CtEntry) => boolean): { removed: number; failed: number } {
   let sock: NetlinkSocket;
   try {
     sock = NetlinkSocket.open(NETLINK_NETFILTER, { bufBytes: 4 << 20 });
@@ -199,14 +219,14 @@ export function forgetRedirects(port: number): { removed: number; failed: number
   let removed = 0;
   let failed = 0;
   try {
-    for (const m of sock.dump(encodeCtDump())) {
+    for (const m of sock.dump(request)) {
       let e: CtEntry;
       try {
         e = parseCtMessage(m);
       } catch {
         continue;
       }
-      if (!redirectedTo(e, port)) continue;
+      if (!which(e)) continue;
       try {
         sock.request(encodeCtDelete(e));
         removed++;

@@ -22,6 +22,8 @@ export interface AppliedState {
   mode: 'audit' | 'enforce';
   ruleset: Ruleset;
   warnings: string[];
+  /** The flow epoch of `ruleset` (src/compile/flow-mark.ts); absent in state written before epochs. */
+  epoch?: number;
 }
 
 /** An apply waiting for `sluice confirm`; the rollback target is `previous` (null: no table before). */
@@ -30,6 +32,7 @@ export interface PendingConfirm {
   deadline: string;
   previous: Ruleset | null;
   previousState: AppliedState | null;
+  /** Informational: the timer process (it watches this file and exits when its token is gone; nobody signals it). */
   timerPid?: number;
 }
 

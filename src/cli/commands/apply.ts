@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TABLE_NAME, type Ruleset } from '../../compile/ruleset.js';
 import { formatIssue, UsageError } from '../../errors.js';
-import { sameStructure } from '../../netfilter/compare-ruleset.js';
 import type { Netfilter } from '../../netfilter/netfilter.js';
-import type { AppliedState, StateStore } from '../../state/state-store.js';
+import { commitTable } from '../../state/commit-table.js';
+import type { AppliedState } from '../../state/state-store.js';
 import { EXIT, type Context } from '../context.js';
 
 const MAX_CONFIRM_SECONDS = 24 * 3600;
@@ -17,11 +17,10 @@ const MAX_CONFIRM_SECONDS = 24 * 3600;
  * now, read back exactly, when Sluice can rewrite all of it; otherwise the
  * last policy Sluice applied.
  */
-function rollbackTarget(nf: Netfilter, state: StateStore): { ruleset: Ruleset | null; note?: string } {
+function rollbackTarget(nf: Netfilter, applied: AppliedState | null): { ruleset: Ruleset | null; note?: string } {
   const live = nf.read(TABLE_NAME);
   if (live === null) return { ruleset: null };
   if (live.anomalies.length === 0) return { ruleset: live.ruleset };
-  const applied = state.applied();
   return {
     ruleset: applied?.ruleset ?? null,
     note: `the live table has parts Sluice did not write (${live.anomalies[0]}); a rollback restores the last applied policy instead`,
@@ -42,73 +41,59 @@ export async function apply(ctx: Context, args: { policy?: string; confirm?: str
   const { ruleset, warnings } = ctx.compile(p);
   const nf = ctx.netfilter();
 
-  const code = ctx.state.withLock(() => {
-    const pendingBefore = ctx.state.pending();
-    // A new apply during a confirmation window keeps the original rollback target;
-    // without --confirm there is nothing to roll back to, so the live table is not read.
-    const target = pendingBefore
-      ? { ruleset: pendingBefore.previous, previousState: pendingBefore.previousState }
-      : confirmSeconds !== undefined
-        ? { ...rollbackTarget(nf, ctx.state), previousState: ctx.state.applied() }
-        : { ruleset: null, previousState: ctx.state.applied() };
-    const started = performance.now();
-    nf.replace(ruleset);
-    const ms = performance.now() - started;
-    // The kernel acknowledged every message of the transaction; read back the
-    // structure (chains, rules, sets, objects) to be sure it is what was meant.
-    // Elements are compared by status and plan.
-    const live = nf.read(TABLE_NAME, { elements: 'none' });
-    const verified = live !== null && sameStructure(ruleset, live);
-
-    const applied: AppliedState = {
-      appliedAt: new Date().toISOString(),
-      policyFile: p.file,
-      sha256: p.sha256,
-      mode: p.mode,
-      ruleset,
-      warnings,
-    };
-    ctx.state.savePolicySnapshot(p.sha256, bytes);
-    ctx.state.setApplied(applied);
-    if (pendingBefore?.timerPid) stopTimer(pendingBefore.timerPid);
-
-    let deadline: string | undefined;
-    if (confirmSeconds !== undefined) {
-      const token = randomBytes(16).toString('hex');
-      deadline = new Date(Date.now() + confirmSeconds * 1000).toISOString();
-      ctx.state.setPending({ token, deadline, previous: target.ruleset, previousState: target.previousState });
-      const pid = startRollbackTimer(ctx.state.dir, token);
-      ctx.state.setPending({ token, deadline, previous: target.ruleset, previousState: target.previousState, timerPid: pid });
-    } else {
-      ctx.state.setPending(null);
-    }
-    ctx.state.journal({ event: 'apply', policy: p.file, sha256: p.sha256, mode: p.mode, confirmBy: deadline ?? null, ms: Math.round(ms) });
-
-    const elements = ruleset.sets.reduce((n, s) => n + s.elements.length, 0);
-    for (const w of p.warnings) ctx.say(formatIssue(w));
-    for (const w of warnings) ctx.say(`warning: ${w}`);
-    if ('note' in target && target.note) ctx.say(`note: ${target.note}`);
-    ctx.say(
-      `Applied ${p.file} (sha256 ${p.sha256.slice(0, 16)}) in ${p.mode} mode: ${p.rules.length} rules, ${ruleset.sets.length} sets, ${elements} elements, one transaction in ${ms.toFixed(0)} ms`,
-    );
-    if (p.mode === 'audit') ctx.say('Audit mode: nothing is blocked; what would be blocked is logged.');
-    if (!verified) ctx.say('WARNING: the table read back differs from what was written; run `sluice status`');
-    if (deadline) ctx.say(`Run \`sluice confirm\` within ${confirmSeconds}s (before ${deadline}) or the previous ruleset comes back.`);
-    ctx.result({
-      applied: true,
-      file: p.file,
-      sha256: p.sha256,
-      mode: p.mode,
-      rules: p.rules.length,
-      sets: ruleset.sets.length,
-      elements,
-      ms: Math.round(ms * 10) / 10,
-      verified,
-      confirmBy: deadline ?? null,
-      warnings: [...p.warnings.map((w) => w.message), ...warnings],
-    });
-    return verified ? EXIT.ok : EXIT.failed;
+  let note: string | undefined;
+  const token = randomBytes(16).toString('hex');
+  const deadline = confirmSeconds !== undefined ? new Date(Date.now() + confirmSeconds * 1000).toISOString() : undefined;
+  const r = commitTable(nf, ctx.state, {
+    event: 'apply',
+    ruleset,
+    policy: { policyFile: p.file, sha256: p.sha256, mode: p.mode, warnings, bytes },
+    journal: { confirmBy: deadline ?? null },
+    // Without --confirm there is nothing to roll back to. A new apply during a confirmation
+    // window keeps the original rollback target.
+    pending:
+      deadline === undefined
+        ? 'clear'
+        : (view) => {
+            if (view.pending) return { token, deadline, previous: view.pending.previous, previousState: view.pending.previousState };
+            const target = rollbackTarget(view.nf, view.applied);
+            note = target.note;
+            return { token, deadline, previous: target.ruleset, previousState: view.applied };
+          },
   });
+  if (deadline !== undefined) {
+    const pid = startRollbackTimer(ctx.state.dir, token);
+    ctx.state.withLock(() => {
+      const pending = ctx.state.pending();
+      if (pending?.token === token) ctx.state.setPending({ ...pending, timerPid: pid });
+    });
+  }
+
+  const elements = ruleset.sets.reduce((n, s) => n + s.elements.length, 0);
+  for (const w of p.warnings) ctx.say(formatIssue(w));
+  for (const w of warnings) ctx.say(`warning: ${w}`);
+  if (note) ctx.say(`note: ${note}`);
+  ctx.say(
+    `Applied ${p.file} (sha256 ${p.sha256.slice(0, 16)}) in ${p.mode} mode: ${p.rules.length} rules, ${ruleset.sets.length} sets, ${elements} elements, one transaction in ${r.ms.toFixed(0)} ms`,
+  );
+  if (p.mode === 'audit') ctx.say('Audit mode: nothing is blocked; what would be blocked is logged.');
+  if (!r.verified) ctx.say('WARNING: the table read back differs from what was written; run `sluice status`');
+  if (deadline) ctx.say(`Run \`sluice confirm\` within ${confirmSeconds}s (before ${deadline}) or the previous ruleset comes back.`);
+  ctx.result({
+    applied: true,
+    file: p.file,
+    sha256: p.sha256,
+    mode: p.mode,
+    rules: p.rules.length,
+    sets: ruleset.sets.length,
+    elements,
+    ms: Math.round(r.ms * 10) / 10,
+    verified: r.verified,
+    epoch: r.epoch,
+    confirmBy: deadline ?? null,
+    warnings: [...p.warnings.map((w) => w.message), ...warnings],
+  });
+  const code = r.verified ? EXIT.ok : EXIT.failed;
   const daemonRunning = await ctx.notifyDaemon();
   if (!daemonRunning && p.dns.guard && p.mode === 'enforce') {
     ctx.say(`warning: DNS now goes to the guard on port ${p.dns.port}, but no daemon is running: name lookups fail until \`sluice daemon\` runs`);
@@ -116,7 +101,13 @@ export async function apply(ctx: Context, args: { policy?: string; confirm?: str
   return code;
 }
 
-/** Starts the detached process that rolls back at the deadline unless `confirm` removes the pending file first. */
+/**
+ * Starts the detached process that rolls back at the deadline unless the
+ * pending confirmation it was started for is gone by then (`confirm`, a
+ * newer apply, `off`). It watches the state directory and exits by itself:
+ * nobody ever signals it by a recorded pid, which after a reboot may belong
+ * to any process.
+ */
 function startRollbackTimer(stateDir: string, token: string): number {
   const main = fileURLToPath(new URL('../main.js', import.meta.url));
   const log = openSync(join(stateDir, 'rollback.log'), 'a', 0o600);
@@ -131,13 +122,5 @@ function startRollbackTimer(stateDir: string, token: string): number {
     return child.pid;
   } finally {
     closeSync(log);
-  }
-}
-
-export function stopTimer(pid: number): void {
-  try {
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    // Already gone.
   }
 }

@@ -1,9 +1,7 @@
-import { TABLE_NAME } from '../../compile/ruleset.js';
-import { SluiceError } from '../../errors.js';
+import { rollBackPending } from '../../state/rollback.js';
 import { EXIT, type Context } from '../context.js';
-import { stopTimer } from './apply.js';
 
-/** `sluice confirm`: keep the policy applied with --confirm. */
+/** `sluice confirm`: keep the policy applied with --confirm. The rollback timer sees the confirmation gone and exits. */
 export function confirm(ctx: Context): number {
   return ctx.state.withLock(() => {
     const pending = ctx.state.pending();
@@ -13,7 +11,6 @@ export function confirm(ctx: Context): number {
       return EXIT.failed;
     }
     ctx.state.setPending(null);
-    if (pending.timerPid) stopTimer(pending.timerPid);
     ctx.state.journal({ event: 'confirm', deadline: pending.deadline });
     const late = Date.parse(pending.deadline) < Date.now();
     ctx.say(late ? 'Confirmed (after the deadline; the rollback timer had not run).' : 'Confirmed: the applied policy stays.');
@@ -22,30 +19,32 @@ export function confirm(ctx: Context): number {
   });
 }
 
-/** Hidden `sluice _rollback TOKEN`: the timer process started by apply --confirm. */
+/** How often the rollback timer looks whether its confirmation is still pending. */
+const TIMER_POLL_MS = 250;
+
+/**
+ * Hidden `sluice _rollback TOKEN`: the timer process started by apply
+ * --confirm. Until the deadline it checks that its confirmation is still
+ * pending and exits as soon as it is not (confirmed, superseded, `off`);
+ * at the deadline it rolls back through the one table writer.
+ */
 export async function rollbackTimer(ctx: Context, token: string): Promise<number> {
   const first = ctx.state.pending();
   if (!first || first.token !== token) return EXIT.ok;
-  const wait = Math.max(0, Date.parse(first.deadline) - Date.now());
-  await new Promise((r) => setTimeout(r, wait));
-  const code = ctx.state.withLock(() => {
-    const pending = ctx.state.pending();
-    // Confirmed, or superseded by a newer apply: nothing to do.
-    if (!pending || pending.token !== token) return EXIT.ok;
-    const nf = ctx.netfilter();
-    try {
-      if (pending.previous) nf.replace(pending.previous);
-      else nf.remove(TABLE_NAME);
-    } catch (err) {
-      ctx.state.journal({ event: 'rollback-failed', error: (err as Error).message });
-      throw new SluiceError('EROLLBACK', `Rollback failed: ${(err as Error).message}`, { cause: err });
-    }
-    ctx.state.setApplied(pending.previousState);
-    ctx.state.setPending(null);
-    ctx.state.journal({ event: 'rollback', restored: pending.previous ? (pending.previousState?.sha256 ?? 'previous table') : 'no table' });
-    process.stdout.write(`${new Date().toISOString()} rolled back: not confirmed by ${pending.deadline}\n`);
-    return EXIT.ok;
-  });
+  for (;;) {
+    const left = Date.parse(first.deadline) - Date.now();
+    if (left <= 0) break;
+    await new Promise((r) => setTimeout(r, Math.min(left, TIMER_POLL_MS)));
+    if (ctx.state.pending()?.token !== token) return EXIT.ok;
+  }
+  return rollBack(ctx, token, 'not confirmed in time');
+}
+
+/** Rolls back the pending confirmation `token` and tells the daemon. */
+async function rollBack(ctx: Context, token: string, why: string): Promise<number> {
+  const pending = ctx.state.pending();
+  if (!rollBackPending(ctx.netfilter(), ctx.state, token, why)) return EXIT.ok;
+  process.stdout.write(`${new Date().toISOString()} rolled back (${why}): not confirmed by ${pending?.deadline ?? '?'}\n`);
   await ctx.notifyDaemon();
-  return code;
+  return EXIT.ok;
 }

@@ -1,25 +1,26 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { TABLE_NAME } from '../../compile/ruleset.js';
-import { Daemon, logLine, type Component, type Loaded } from '../../daemon/daemon.js';
+import { daemonComponents } from '../../daemon/components.js';
+import { Daemon, logLine, type PolicySource } from '../../daemon/daemon.js';
 import { SluiceError } from '../../errors.js';
+import { native } from '../../native/native.js';
+import { parsePolicy } from '../../policy/load-policy.js';
 import { defaultPolicyPath, processAlive } from '../../state/state-store.js';
+import { lookupUsers } from '../../system/users.js';
 import { EXIT, type Context } from '../context.js';
-import { stopTimer } from './apply.js';
 import { loadAppliedPolicy } from './connections.js';
 
 export const DEFAULT_METRICS = '127.0.0.1:9329';
 
-/** The components a policy needs. Later issues add the event collector and the watchdog. */
-export type ComponentFactory = (ctx: Context) => Component[];
-const factories: ComponentFactory[] = [];
+/** What the components run on while Sluice is off: watches nothing, blocks nothing, redirects nothing. */
+const IDLE_POLICY = 'version: 1\nmode: audit\ndefault: allow\n';
 
-/** Lets modules contribute daemon components without the daemon importing them. */
-export function registerComponents(f: ComponentFactory): void {
-  factories.push(f);
-}
-
-/** `sluice daemon [POLICY] [--metrics HOST:PORT|off]`: apply the policy and run until stopped. */
+/**
+ * `sluice daemon [POLICY] [--metrics HOST:PORT|off]`: run until stopped, on
+ * the policy that is applied. POLICY (or the default path) is applied only
+ * by the very first start of this state directory.
+ */
 export async function daemon(ctx: Context, args: { policy?: string; metrics?: string }): Promise<number> {
   ctx.state.ensureSafe();
   const pidFile = join(ctx.state.dir, 'daemon.pid');
@@ -29,78 +30,66 @@ export async function daemon(ctx: Context, args: { policy?: string; metrics?: st
       throw new SluiceError('EDAEMONRUNNING', `A Sluice daemon already runs for ${ctx.state.dir} (pid ${pid})`);
     }
   }
-  const startPath = args.policy ?? defaultPolicyPath();
   const nf = ctx.netfilter();
-
-  const load = (reason: 'start' | 'reload'): Loaded => {
-    const path = reason === 'reload' ? (ctx.state.applied()?.policyFile ?? startPath) : startPath;
-    const { policy, bytes } = ctx.loadPolicyForApply(path);
-    const compiled = ctx.compile(policy);
-    const apply = () => {
-      ctx.state.withLock(() => {
-        const pending = ctx.state.pending();
-        nf.replace(compiled.ruleset);
-        ctx.state.savePolicySnapshot(policy.sha256, bytes);
-        ctx.state.setApplied({ appliedAt: new Date().toISOString(), policyFile: policy.file, sha256: policy.sha256, mode: policy.mode, ruleset: compiled.ruleset, warnings: compiled.warnings });
-        // The daemon's apply is a confirmed one: it replaces any pending confirmation.
-        if (pending?.timerPid) stopTimer(pending.timerPid);
-        ctx.state.setPending(null);
-        ctx.state.journal({ event: `daemon-${reason}`, policy: policy.file, sha256: policy.sha256, mode: policy.mode });
-      });
-      for (const w of compiled.warnings) logLine('warn', w);
-    };
-    return { policy, compiled, apply };
+  const source: PolicySource = {
+    applied: () => loadAppliedPolicy(ctx),
+    file: (path) => ctx.loadPolicyForApply(path),
+    compile: (policy) => ctx.compile(policy),
+    idle: () => parsePolicy(Buffer.from(IDLE_POLICY), '(sluice is off)', { lookupUsers }),
   };
-
-  await import('../../daemon/components.js');
+  const notifySocket = process.env.NOTIFY_SOCKET;
   const d = new Daemon({
-    load,
+    source,
+    startPolicy: resolve(args.policy ?? defaultPolicyPath()),
     netfilter: nf,
     state: ctx.state,
-    components: factories.flatMap((f) => f(ctx)),
+    components: daemonComponents(ctx.state.dir),
     metricsListen: args.metrics === 'off' ? null : (args.metrics ?? DEFAULT_METRICS),
-  });
-  // `sluice apply`, `confirm`, rollback and `off` ask the daemon to adopt what is applied now.
-  d.control.handle('sync', {
-    call: async () => {
-      const loaded = loadAppliedPolicy(ctx);
-      if (!loaded) {
-        logLine('warn', 'Sluice is off (no table applied); components idle until the next apply');
-        return { adopted: false };
-      }
-      const { policy, applied } = loaded;
-      await d.adopt(policy, { ruleset: applied.ruleset, warnings: applied.warnings });
-      return { adopted: true, sha256: applied.sha256 };
-    },
+    ...(notifySocket ? { notify: (text: string) => sdNotify(notifySocket, text) } : {}),
   });
 
   await d.start();
   ctx.say(`sluice daemon: running (pid ${process.pid}); state ${ctx.state.dir}; table inet ${TABLE_NAME}`);
   ctx.flush();
 
-  return new Promise<number>((resolve) => {
+  return new Promise<number>((resolvePromise) => {
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
       logLine('info', `received ${signal}, stopping`);
+      if (notifySocket) sdNotify(notifySocket, 'STOPPING=1');
       // A stop that hangs (a peer holding a socket open) must not keep the process alive.
       setTimeout(() => {
         logLine('error', 'stop took more than 10 s; exiting anyway');
         process.exit(EXIT.failed);
       }, 10_000).unref();
       d.stop().then(
-        () => resolve(EXIT.ok),
+        () => resolvePromise(EXIT.ok),
         (err: unknown) => {
           logLine('error', 'stop failed', { error: String(err) });
-          resolve(EXIT.failed);
+          resolvePromise(EXIT.failed);
         },
       );
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGHUP', () => {
-      d.reload().catch((err: unknown) => logLine('error', 'reload failed; the previous policy stays', { error: String((err as Error).message) }));
+      if (notifySocket) sdNotify(notifySocket, `RELOADING=1\nMONOTONIC_USEC=${(process.hrtime.bigint() / 1000n).toString()}`);
+      d.reload()
+        .catch((err: unknown) => logLine('error', 'reload failed; the previous policy stays', { error: String((err as Error).message) }))
+        .finally(() => {
+          if (notifySocket) sdNotify(notifySocket, 'READY=1');
+        });
     });
   });
+}
+
+/** One sd_notify message; a service manager that went away is not the daemon's problem. */
+function sdNotify(socket: string, text: string): void {
+  try {
+    native().sdNotify(socket, text);
+  } catch (err) {
+    logLine('warn', 'could not notify the service manager', { error: (err as Error).message });
+  }
 }

@@ -1,3 +1,4 @@
+import { rulesetFlowMark, withEpoch } from '../../compile/flow-mark.js';
 import { renderRuleset } from '../../compile/render-nft.js';
 import { TABLE_NAME } from '../../compile/ruleset.js';
 import { formatIssue } from '../../errors.js';
@@ -8,12 +9,17 @@ import { EXIT, type Context } from '../context.js';
 /** `sluice plan [POLICY]`: the ruleset that would be applied, and its diff against the live table. */
 export function plan(ctx: Context, args: { policy?: string; full?: boolean }): number {
   const p = ctx.loadPolicy(args.policy);
-  const { ruleset, warnings } = ctx.compile(p);
+  const compiled = ctx.compile(p);
+  const { warnings } = compiled;
+  let ruleset = compiled.ruleset;
   let live: LiveTable | null = null;
   let liveState: 'absent' | 'same' | 'differs' | 'unreadable' = 'absent';
   let unreadable: string | undefined;
   try {
     live = ctx.netfilter().read(TABLE_NAME);
+    // Shown in the live epoch: the epoch is what an apply chooses, not a difference of meaning.
+    const epoch = ctx.state.applied()?.epoch ?? (live ? rulesetFlowMark(live.ruleset)?.epoch : undefined);
+    if (epoch !== undefined) ruleset = withEpoch(ruleset, epoch);
     liveState = live === null ? 'absent' : sameRuleset(ruleset, live) ? 'same' : 'differs';
   } catch (err) {
     liveState = 'unreadable';

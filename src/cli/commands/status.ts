@@ -28,6 +28,11 @@ export function status(ctx: Context): number {
   const overdue = pending ? Date.parse(pending.deadline) < Date.now() : false;
   const timerAlive = pending?.timerPid ? processAlive(pending.timerPid) : false;
   const drift = state === 'drifted' && live && applied ? diffRulesets(applied.ruleset, live.ruleset, { maxElements: 20 }) : [];
+  // The daemon's own last word about itself: a start that failed must be as visible as a missing table.
+  const ds = ctx.state.daemonState();
+  const daemonAlive = ds ? processAlive(ds.pid) && ds.state !== 'stopped' && ds.state !== 'failed' : false;
+  const daemon = ds ? { state: ds.state === 'running' && !daemonAlive ? 'dead' : ds.state, pid: ds.pid, at: ds.at, ...(ds.error ? { error: ds.error } : {}) } : null;
+  const off = state === 'off' && ctx.state.isOff();
 
   const describe: Record<typeof state, string> = {
     off: 'off (no Sluice table; outbound is not filtered by Sluice)',
@@ -36,7 +41,10 @@ export function status(ctx: Context): number {
     missing: 'MISSING (a policy was applied but its table is gone)',
     unmanaged: 'loaded, but this state directory did not apply it',
   };
-  ctx.say(`Sluice: ${describe[state]}`);
+  ctx.say(`Sluice: ${describe[state]}${off ? ' since `sluice off`' : ''}`);
+  if (daemon?.state === 'failed') ctx.say(`Daemon: FAILED TO START at ${daemon.at}: ${daemon.error ?? 'unknown error'} (the ruleset in the kernel stays in force)`);
+  else if (daemon?.state === 'dead') ctx.say(`Daemon: NOT RUNNING (pid ${daemon.pid} is gone since ${daemon.at}; it did not stop cleanly)`);
+  else if (daemon) ctx.say(`Daemon: ${daemon.state}${daemon.state === 'running' || daemon.state === 'starting' ? ` (pid ${daemon.pid})` : ''} since ${daemon.at}`);
   if (live) ctx.say(`Mode: ${liveMode ?? 'unknown'}${liveMode === 'audit' ? ' (nothing blocked; would-block traffic is logged)' : ''}`);
   if (applied) ctx.say(`Policy: ${applied.policyFile} sha256 ${applied.sha256.slice(0, 16)} applied ${applied.appliedAt}`);
   else if (liveSha) ctx.say(`Policy: sha256 ${liveSha.slice(0, 16)} (from the table comment)`);
@@ -80,6 +88,9 @@ export function status(ctx: Context): number {
     counters: rules,
     drift,
     anomalies: live?.anomalies ?? [],
+    epoch: applied?.epoch ?? null,
+    daemon,
   });
+  if (daemon?.state === 'failed' || daemon?.state === 'dead') return EXIT.notLive;
   return state === 'live' || state === 'off' ? EXIT.ok : EXIT.notLive;
 }

@@ -1,0 +1,169 @@
+import { resolve } from 'node:path';
+import { epochBits, flowTag, nextEpoch, rulesetFlowMark, withEpoch } from '../compile/flow-mark.js';
+import { TABLE_NAME, type Ruleset } from '../compile/ruleset.js';
+import { sameRuleset, sameStructure } from '../netfilter/compare-ruleset.js';
+import type { Netfilter } from '../netfilter/netfilter.js';
+import { forgetFlowsMarked } from '../monitor/conntrack.js';
+import type { AppliedState, PendingConfirm, StateStore } from './state-store.js';
+
+/** What a commit sees under the lock, before it writes. */
+export interface CommitView {
+  nf: Netfilter;
+  applied: AppliedState | null;
+  pending: PendingConfirm | null;
+  /** `sluice off` (or a rollback to no table) was the last word. */
+  off: boolean;
+}
+
+/** The policy a ruleset comes from, as the state directory records it. */
+export interface CommitPolicy {
+  policyFile: string;
+  sha256: string;
+  mode: 'audit' | 'enforce';
+  warnings: string[];
+  /** The policy's exact bytes, snapshotted so the daemon can always load what was applied. */
+  bytes?: Uint8Array;
+}
+
+export interface TableCommit {
+  /** The journal's name for it: apply, off, rollback, restore, daemon-start, reload, service-cgroups... */
+  event: string;
+  /** The ruleset to write (compiled in any epoch: the commit chooses), or null to remove the table. */
+  ruleset: Ruleset | null;
+  /** The policy behind `ruleset`; null records Sluice as off. */
+  policy: CommitPolicy | null;
+  /**
+   * `keep`: the live epoch (same meaning, new facts: a restore, the daemon's
+   * start, a service's new cgroup). `auto` (default): a new epoch unless the
+   * ruleset means exactly what is applied now, so every flow admitted under
+   * another meaning is judged again.
+   */
+  epoch?: 'keep' | 'auto';
+  /** The pending confirmation afterwards: cleared (default), kept, or made from what was there before the write. */
+  pending?: 'clear' | 'keep' | ((view: CommitView) => PendingConfirm);
+  /** Write nothing when the kernel already holds exactly this ruleset (in the live epoch): a daemon start after a crash. */
+  unlessLive?: boolean;
+  /** Checked under the lock before anything is written: a reason to write nothing, or null. */
+  precondition?: (view: CommitView) => string | null;
+  /** More fields for the journal line. */
+  journal?: Record<string, unknown>;
+}
+
+export interface CommitResult {
+  /** False when the precondition said no (see `skipped`). */
+  written: boolean;
+  skipped?: string;
+  /** The ruleset as written (in its epoch), or null when the table was removed. */
+  ruleset: Ruleset | null;
+  epoch: number | null;
+  /** The structure read back equals what was written (always true for a removal). */
+  verified: boolean;
+  /** Whether a table was there to remove (removals only). */
+  removed?: boolean;
+  /** Duration of the kernel transaction. */
+  ms: number;
+  /** What was there before. */
+  before: { applied: AppliedState | null; pending: PendingConfirm | null; off: boolean };
+  /** The pending confirmation recorded afterwards. */
+  pending: PendingConfirm | null;
+}
+
+/**
+ * The one writer of Sluice's kernel table. Everything that replaces or
+ * removes it (apply, off, the rollback timer, the daemon's start and reload,
+ * the service watch, boot-time restore) comes here, so each of them holds
+ * the state lock, checks what is applied under it, chooses the flow epoch,
+ * writes in one kernel transaction, reads back, and records the applied
+ * policy, the `off` marker, the pending confirmation and a journal line, in
+ * that order. A failed kernel transaction changes nothing, in the kernel or
+ * in the state directory.
+ */
+export function commitTable(nf: Netfilter, state: StateStore, c: TableCommit): CommitResult {
+  const fresh: { epoch?: { value: number; mask: number } } = {};
+  const result = state.withLock((): CommitResult => {
+    const view: CommitView = { nf, applied: state.applied(), pending: state.pending(), off: state.isOff() };
+    const before = { applied: view.applied, pending: view.pending, off: view.off };
+    const skipped = c.precondition?.(view) ?? null;
+    if (skipped !== null) return { written: false, skipped, ruleset: null, epoch: null, verified: false, ms: 0, before, pending: view.pending };
+    // Made before the write: a rollback target is what is live now.
+    const pending = typeof c.pending === 'function' ? c.pending(view) : c.pending === 'keep' ? view.pending : null;
+
+    let ruleset: Ruleset | null = null;
+    let epoch: number | null = null;
+    let verified = true;
+    let removed: boolean | undefined;
+    const started = performance.now();
+    if (c.ruleset && c.unlessLive) {
+      const current = currentEpoch(nf, view.applied);
+      const same = current !== null ? withEpoch(c.ruleset, current) : c.ruleset;
+      const live = nf.read(TABLE_NAME);
+      if (live && sameRuleset(same, live)) return { written: false, skipped: 'already live', ruleset: same, epoch: current, verified: true, ms: 0, before, pending: view.pending };
+    }
+    if (c.ruleset) {
+      const current = currentEpoch(nf, view.applied);
+      if (rulesetFlowMark(c.ruleset) === null) ruleset = c.ruleset;
+      else if (current !== null && (c.epoch === 'keep' || sameMeaning(withEpoch(c.ruleset, current), view.applied))) ruleset = withEpoch(c.ruleset, current);
+      else {
+        ruleset = withEpoch(c.ruleset, nextEpoch(current ?? undefined));
+        const fm = rulesetFlowMark(ruleset);
+        if (fm) fresh.epoch = { value: flowTag(fm.layout, fm.epoch, 0) & epochBits(fm.layout), mask: epochBits(fm.layout) };
+      }
+      epoch = rulesetFlowMark(ruleset)?.epoch ?? null;
+      nf.replace(ruleset);
+      // The kernel acknowledged every message of the transaction; read back the
+      // structure (chains, rules, sets, objects) to be sure it is what was meant.
+      const live = nf.read(TABLE_NAME, { elements: 'none' });
+      verified = live !== null && sameStructure(ruleset, live);
+    } else {
+      removed = nf.remove(TABLE_NAME);
+    }
+    const ms = performance.now() - started;
+
+    if (c.policy && ruleset) {
+      if (c.policy.bytes) state.savePolicySnapshot(c.policy.sha256, c.policy.bytes);
+      state.setApplied({
+        appliedAt: new Date().toISOString(),
+        // Absolute: the daemon (cwd /) reloads it; a path relative to where `apply` ran means nothing there.
+        policyFile: resolve(c.policy.policyFile),
+        sha256: c.policy.sha256,
+        mode: c.policy.mode,
+        ruleset,
+        warnings: c.policy.warnings,
+        ...(epoch !== null ? { epoch } : {}),
+      });
+      state.setOff(null);
+    } else {
+      state.setApplied(null);
+      // No table is Sluice off on purpose; a table with no policy behind it (a rollback to a
+      // table someone else's state directory applied) is only unmanaged.
+      if (ruleset) state.setOff(null);
+      else state.setOff({ at: new Date().toISOString() });
+    }
+    state.setPending(pending);
+    state.journal({
+      event: c.event,
+      ...(c.policy ? { policy: resolve(c.policy.policyFile), sha256: c.policy.sha256, mode: c.policy.mode } : {}),
+      ...(epoch !== null ? { epoch } : {}),
+      ...(removed !== undefined ? { removed } : {}),
+      ms: Math.round(ms),
+      ...c.journal,
+    });
+    return { written: true, ruleset, epoch, verified, ...(removed !== undefined ? { removed } : {}), ms, before, pending };
+  });
+  // A new epoch reuses a value last used 255 epochs ago: flows still carrying it
+  // were admitted by some old policy and must not pass for this one's.
+  if (fresh.epoch) forgetFlowsMarked(fresh.epoch.value, fresh.epoch.mask);
+  return result;
+}
+
+/** The epoch in force: what the state directory recorded, else what the live table says. */
+function currentEpoch(nf: Netfilter, applied: AppliedState | null): number | null {
+  if (applied?.epoch !== undefined) return applied.epoch;
+  const live = nf.read(TABLE_NAME, { elements: 'none' });
+  return live ? (rulesetFlowMark(live.ruleset)?.epoch ?? null) : null;
+}
+
+/** True when `ruleset` (in the applied epoch) is exactly the applied one: the same meaning, so the same epoch. */
+function sameMeaning(ruleset: Ruleset, applied: AppliedState | null): boolean {
+  return applied !== null && sameRuleset(ruleset, { ruleset: applied.ruleset, anomalies: [] });
+}

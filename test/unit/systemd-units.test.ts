@@ -1,0 +1,73 @@
+/**
+ * The systemd units: valid for systemd itself (systemd-analyze verify, which
+ * exits 0 on many problems it only warns about, so its output must be empty
+ * too), and ordered as the boot-time guarantee needs: the ruleset is restored
+ * before any interface is up, independently of the daemon, and the daemon is
+ * ready only once its policy is in the kernel.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const PACKAGING = fileURLToPath(new URL('../../../packaging/', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'sluice-units-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A unit file's settings, section by section (repeated keys keep every value). */
+function settings(text: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  let section = '';
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const sec = /^\[(.+)\]$/.exec(line);
+    if (sec) {
+      section = sec[1] ?? '';
+      continue;
+    }
+    const eq = line.indexOf('=');
+    const key = `${section}.${line.slice(0, eq)}`;
+    out.set(key, [...(out.get(key) ?? []), ...line.slice(eq + 1).split(/\s+/)]);
+  }
+  return out;
+}
+
+describe('unit: systemd units', () => {
+  it('systemd-analyze verify accepts both units without a single warning', () => {
+    for (const unit of ['sluice.service', 'sluice-restore.service']) copyFileSync(join(PACKAGING, unit), join(dir, unit));
+    const r = spawnSync('systemd-analyze', ['verify', '--man=no', join(dir, 'sluice-restore.service'), join(dir, 'sluice.service')], { encoding: 'utf8' });
+    assert.equal(r.error, undefined, `systemd-analyze could not run (make test installs the systemd package): ${r.error?.message}`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(`${r.stdout}${r.stderr}`.trim(), '', 'no warnings either');
+  });
+
+  it('the check catches a broken unit (so a pass above means something)', () => {
+    const broken = readFileSync(join(PACKAGING, 'sluice-restore.service'), 'utf8').replace('Type=oneshot', 'Type=oneshoot');
+    const file = join(dir, 'broken.service');
+    writeFileSync(file, broken);
+    const r = spawnSync('systemd-analyze', ['verify', '--man=no', file], { encoding: 'utf8' });
+    assert.match(`${r.stdout}${r.stderr}`, /service type/);
+  });
+
+  it('restore runs before the network, with no default dependencies, from the state directory only', () => {
+    const s = settings(readFileSync(join(PACKAGING, 'sluice-restore.service'), 'utf8'));
+    assert.deepEqual(s.get('Unit.DefaultDependencies'), ['no']);
+    assert.ok(s.get('Unit.Before')?.includes('network-pre.target'));
+    assert.ok(s.get('Unit.Wants')?.includes('network-pre.target'));
+    assert.deepEqual(s.get('Service.Type'), ['oneshot']);
+    assert.deepEqual(s.get('Service.ExecStart'), ['/usr/local/bin/sluice', 'restore']);
+    assert.ok(s.get('Install.WantedBy')?.includes('sysinit.target'));
+  });
+
+  it('the daemon is Type=notify and comes after the restore', () => {
+    const s = settings(readFileSync(join(PACKAGING, 'sluice.service'), 'utf8'));
+    assert.deepEqual(s.get('Service.Type'), ['notify']);
+    assert.ok(s.get('Unit.After')?.includes('sluice-restore.service'));
+    assert.ok(s.get('Unit.Wants')?.includes('sluice-restore.service'));
+    assert.deepEqual(s.get('Service.ExecStart'), ['/usr/local/bin/sluice', 'daemon'], 'no policy argument: it runs on what was applied');
+  });
+});
