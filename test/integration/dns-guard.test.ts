@@ -274,21 +274,30 @@ describe('integration: DNS guard', () => {
     await startDaemon();
   });
 
-  it("the guard's port is privileged, and a daemon that cannot bind it changes nothing in the kernel", async () => {
+  it("the guard's port is privileged; a daemon that cannot bind it fails loudly, the ruleset stays, and the squatter gets no query", async () => {
     const bindAs = async (uid: number | undefined, port: number) =>
       (
         await w.exec([process.execPath, '-e', `const s = require('dgram').createSocket('udp4'); s.on('error', (e) => { console.log(e.code); process.exit(0); }); s.bind(${port}, '127.0.0.1', () => { console.log('bound'); process.exit(0); });`], uid === undefined ? {} : { uid })
       ).stdout.trim();
     assert.equal(await bindAs(65534, 153), 'EACCES', 'an unprivileged user cannot take the port, even while the daemon is down');
-    const squatter = w.spawnIn(w.client, [process.execPath, '-e', "require('dgram').createSocket('udp4').bind(154, '127.0.0.1', () => console.log('ready'))"]);
-    await new Promise((r) => squatter.stdout?.once('data', r));
-    const before = await w.nft(['list', 'chain', 'inet', 'sluice', 'dns_redirect']);
+    const before = await w.nft(['-t', 'list', 'table', 'inet', 'sluice']);
     await stopDaemon('SIGTERM');
-    const moved = w.policy(POLICY.replace('  ttl_floor: 1', '  port: 154\n  ttl_floor: 1'), 'port154.yaml');
-    const r = await w.sluice(['daemon', moved, '--metrics', 'off']);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /cannot listen on port 154: EADDRINUSE/);
-    assert.equal(await w.nft(['list', 'chain', 'inet', 'sluice', 'dns_redirect']), before, 'the redirect still points where it did');
+    // Another root process takes the guard's port while the daemon is down, and counts what it receives.
+    const squatter = w.spawnIn(w.client, [process.execPath, '-e', "let n = 0; const s = require('dgram').createSocket('udp4'); s.on('message', (m, r) => { n++; s.send(m, r.port, r.address); }); s.bind(153, '127.0.0.1', () => console.log('ready')); setInterval(() => console.log('got ' + n), 200);"]);
+    let got = '';
+    squatter.stdout?.on('data', (d: Buffer) => (got += d.toString()));
+    await new Promise((r) => squatter.stdout?.once('data', r));
+    const r = await w.sluice(['daemon', '--metrics', 'off']);
+    assert.equal(r.code, 1, 'the start fails, with an exit status');
+    assert.match(r.stderr, /cannot listen on port 153: EADDRINUSE/);
+    const st = await w.sluiceJson<{ daemon: { state: string; error: string } }>(['status']);
+    assert.equal(st.code, 3, '`status` says so too');
+    assert.equal(st.json.daemon.state, 'failed');
+    assert.match(st.json.daemon.error, /EADDRINUSE/);
+    assert.equal(await w.nft(['-t', 'list', 'table', 'inet', 'sluice']), before, 'the ruleset in force is untouched (elements aside: their timers run)');
+    assert.ok((await one('--name', 'api.sluice.test', '--timeout', '800')).error, 'a redirected query gets no answer...');
+    await sleep(300);
+    assert.match(got, /got 0\n$/, '...and the squatter never saw it: redirected DNS reaches only sockets with the guard\'s mark');
     squatter.kill('SIGKILL');
     await startDaemon();
   });

@@ -187,7 +187,7 @@ rules:
     assert.deepEqual(r, { [t(HOSTS.api6, 443)]: true, [t(HOSTS.api6, 80)]: false, [t(HOSTS.other6, 443)]: false, [t(HOSTS.api4, 443)]: false });
   });
 
-  it('essentials let a DHCP client (privileged port) out, not anyone else on the DHCP ports', async () => {
+  it('essentials let a root DHCP client reach DHCP servers only: not other hosts, not other users, whatever the privileged-port sysctl says', async () => {
     await w.exec(['nft', '-f', '-'], {
       ns: w.world,
       input: `table inet dhcpseen { chain in { type filter hook input priority 0; policy accept;
@@ -195,18 +195,40 @@ rules:
     });
     const policy = w.policy(`mode: enforce\nrules:\n  - name: web\n    to: [${HOSTS.api4}]\n    ports: [443/tcp]\n`);
     assert.equal((await w.sluice(['apply', policy])).code, 0);
-    const send = (uid: number | undefined, host: string, sport: number, dport: number) =>
-      w.exec([process.execPath, '-e', `const s = require('dgram').createSocket('${host.includes(':') ? 'udp6' : 'udp4'}'); s.on('error', () => process.exit(0)); s.bind(${sport}, () => s.send('x', ${dport}, '${host}', () => setTimeout(() => process.exit(0), 100)));`], uid === undefined ? {} : { uid });
-    await send(65534, HOSTS.other4, 40067, 67);
-    await send(65534, HOSTS.other6, 40547, 547);
+    const send = async (uid: number | undefined, host: string, sport: number, dport: number) => {
+      const r = await w.exec(
+        [process.execPath, '-e', `const s = require('dgram').createSocket('${host.includes(':') ? 'udp6' : 'udp4'}'); s.on('error', (e) => { console.log(e.code); process.exit(0); }); s.bind(${sport}, () => { if (${JSON.stringify(host)} === '255.255.255.255') s.setBroadcast(true); s.send('x', ${dport}, '${host}', (e) => { console.log(e ? e.code : 'sent'); setTimeout(() => process.exit(0), 100); }); });`],
+        uid === undefined ? {} : { uid },
+      );
+      return r.stdout.trim();
+    };
     const seen = async () => {
       const out = JSON.parse((await w.exec(['nft', '-j', 'list', 'table', 'inet', 'dhcpseen'], { ns: w.world })).stdout) as { nftables: { rule?: { comment?: string; expr: { counter?: { packets: number } }[] } }[] };
       return Object.fromEntries(out.nftables.flatMap((i) => (i.rule?.comment ? [[i.rule.comment, i.rule.expr.find((e) => e.counter)?.counter?.packets ?? 0]] : [])));
     };
+    const essentials = async () => (JSON.parse((await w.exec(['nft', '-j', 'list', 'counter', 'inet', 'sluice', 'essentials'])).stdout) as { nftables: { counter?: { packets: number } }[] }).nftables.find((i) => i.counter)?.counter?.packets ?? -1;
+    await send(65534, HOSTS.other4, 40067, 67);
+    await send(65534, HOSTS.other6, 40547, 547);
     assert.deepEqual(await seen(), { v4: 0, v6: 0 }, 'an unprivileged sender on the DHCP ports is blocked');
+    // Root, from the client port, to a host that is not a DHCP server: an exfiltration channel, not DHCP.
     await send(undefined, HOSTS.other4, 68, 67);
     await send(undefined, HOSTS.other6, 546, 547);
-    assert.deepEqual(await seen(), { v4: 1, v6: 1 }, 'a DHCP client sending from its privileged port is let out');
+    assert.deepEqual(await seen(), { v4: 0, v6: 0 }, 'the DHCP ports lead only to DHCP servers');
+    // Where the kernel no longer enforces privileged ports (Docker sets this in containers), any user can bind 68.
+    await w.exec(['sysctl', '-qw', 'net.ipv4.ip_unprivileged_port_start=0']);
+    try {
+      assert.equal(await send(65534, HOSTS.other4, 68, 67), 'EPERM', 'uid 65534 bound port 68 and was refused by the firewall');
+      assert.equal(await send(65534, '255.255.255.255', 68, 67), 'EPERM', 'not even to the broadcast address: DHCP is root\'s');
+      assert.equal(await send(65534, 'ff02::1:2%eth0', 546, 547), 'EPERM');
+    } finally {
+      await w.exec(['sysctl', '-qw', 'net.ipv4.ip_unprivileged_port_start=1024']);
+    }
+    assert.deepEqual(await seen(), { v4: 0, v6: 0 });
+    // A real DHCP client (root, client port) reaches the servers: broadcast, and the DHCPv6 group.
+    const ess = await essentials();
+    assert.equal(await send(undefined, '255.255.255.255', 68, 67), 'sent');
+    assert.equal(await send(undefined, 'ff02::1:2%eth0', 546, 547), 'sent');
+    assert.equal(await essentials(), ess + 2, 'both let out by the essentials');
   });
 
   it('a local address DNAT-ed to a remote one is judged by where the packet really goes', async () => {

@@ -216,8 +216,9 @@ export class World {
   }
 
   /** Runs a command in a namespace (default: the client). */
-  exec(argv: string[], opts: { ns?: string; uid?: number; input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+  exec(argv: string[], opts: { ns?: string; uid?: number; input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
     const prefix = ['nsenter', `--net=/run/netns/${opts.ns ?? this.client}`];
+    if (opts.cwd !== undefined) prefix.push(`--wd=${opts.cwd}`);
     if (opts.uid !== undefined) prefix.push(`--setuid=${opts.uid}`, `--setgid=${opts.uid}`);
     return run([...prefix, '--', ...argv], opts);
   }
