@@ -84,13 +84,14 @@ describe('integration: apply lifecycle', () => {
 
   it('apply --confirm rolls back to the previous ruleset when not confirmed in time', async () => {
     assert.equal((await w.sluice(['apply', policyA])).code, 0);
-    const r = await w.sluice(['apply', policyB, '--confirm', '2']);
+    const r = await w.sluice(['apply', policyB, '--confirm', '5']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /sluice confirm/);
     assert.deepEqual(await w.reach([t(HOSTS.other4, 443)]), { [t(HOSTS.other4, 443)]: true }, 'B is live during the window');
     const pending = await w.sluiceJson<{ pending: { deadline: string } | null }>(['status']);
     assert.ok(pending.json.pending, 'status shows the pending confirmation');
-    await sleep(4000);
+    // Until the deadline, and a little more for the timer to act (a loaded machine is slow).
+    await sleep(Math.max(0, Date.parse(pending.json.pending.deadline) - Date.now()) + 2000);
     const plan = await w.sluiceJson<{ live: string }>(['plan', policyA]);
     assert.equal(plan.json.live, 'same', 'A is back, exactly');
     assert.deepEqual(await w.reach([t(HOSTS.api4, 443), t(HOSTS.other4, 443)]), { [t(HOSTS.api4, 443)]: true, [t(HOSTS.other4, 443)]: false });
