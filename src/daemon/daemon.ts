@@ -49,8 +49,8 @@ export interface Loaded {
 }
 
 export interface DaemonOptions {
-  /** Loads and compiles the current policy; applying it is a separate step. */
-  load: (reason: 'start' | 'reload') => Loaded;
+  /** Loads and compiles the current policy (asking the host off the event loop); applying it is a separate step. */
+  load: (reason: 'start' | 'reload') => Promise<Loaded>;
   netfilter: Netfilter;
   state: StateStore;
   components: Component[];
@@ -87,7 +87,7 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
-    const loaded = this.opts.load('start');
+    const loaded = await this.opts.load('start');
     for (const c of this.opts.components) await c.prepare?.(loaded.policy);
     loaded.apply();
     const { policy, compiled } = loaded;
@@ -159,7 +159,7 @@ export class Daemon {
     if (this.reloading) return this.reloading;
     this.reloading = (async () => {
       try {
-        const loaded = this.opts.load('reload');
+        const loaded = await this.opts.load('reload');
         for (const c of this.started) await c.prepare?.(loaded.policy);
         loaded.apply();
         const { policy, compiled } = loaded;

@@ -32,10 +32,10 @@ export async function daemon(ctx: Context, args: { policy?: string; metrics?: st
   const startPath = args.policy ?? defaultPolicyPath();
   const nf = ctx.netfilter();
 
-  const load = (reason: 'start' | 'reload'): Loaded => {
+  const load = async (reason: 'start' | 'reload'): Promise<Loaded> => {
     const path = reason === 'reload' ? (ctx.state.applied()?.policyFile ?? startPath) : startPath;
     const { policy, bytes } = ctx.loadPolicyForApply(path);
-    const compiled = ctx.compile(policy);
+    const compiled = await ctx.compileAsync(policy);
     const apply = () => {
       ctx.state.withLock(() => {
         const pending = ctx.state.pending();
