@@ -7,9 +7,12 @@ import { findCgroup2Root, resolveServicesAsync, type ServiceResolution } from '.
 import { compileResolved } from '../system/compile-env.js';
 import type { Component, Runtime } from './daemon.js';
 import { publishAlert } from './events.js';
+import { writeServiceRuleset } from './write-service-ruleset.js';
 
 const DEBOUNCE_MS = 50;
 const POLL_MS = 5_000;
+/** When the state lock is held (an apply in progress), the next try. */
+const LOCK_RETRY_MS = 250;
 
 /** Resolves a policy's services; the daemon's is asynchronous (resolveServicesAsync). */
 export type ServiceResolver = (policy: Policy, root: string | null) => Promise<ServiceResolution>;
@@ -21,9 +24,11 @@ export type ServiceResolver = (policy: Policy, root: string | null) => Promise<S
  * would be treated as anyone else's. This component watches the cgroup
  * directories where the policy's services live (inotify on cgroupfs reports
  * a cgroup appearing or going), polls as a safety net, and re-applies the
- * policy in force with the fresh ids when they changed.
+ * applied policy with the fresh ids when they changed.
  *
- * Services are resolved asynchronously (systemctl spawned, the tree read through
+ * It writes only the policy that is applied (see writeServiceRuleset): never
+ * after `sluice off`, never over a policy the CLI applied meanwhile. Services
+ * are resolved asynchronously (systemctl spawned, the tree read through
  * libuv's pool): the event loop also answers DNS. Checks never overlap.
  */
 export class ServiceWatch implements Component {
@@ -38,20 +43,27 @@ export class ServiceWatch implements Component {
   private again = false;
   /** Bumped on reload and stop: a check begun under an older policy drops its result. */
   private generation = 0;
-  readonly stats = { checks: 0, reapplies: 0, failures: 0 };
+  readonly stats = { checks: 0, reapplies: 0, failures: 0, notApplied: 0, lockBusy: 0 };
   /**
    * The services' cgroups the last check settled (compiled into the live
-   * ruleset). Checks recompile only when they
+   * ruleset, or found not ours to write). Checks recompile only when they
    * change: compiling and comparing a large policy costs the event loop
    * about a second at 100,000 addresses.
    */
   private settledFor: string | undefined;
 
-  constructor(private readonly resolve: ServiceResolver = (policy, root) => resolveServicesAsync(policy, { root })) {}
+  private readonly resolve: ServiceResolver;
+  private readonly findRoot: () => string | null;
+
+  /** `resolve` and `root` are replaceable for tests (a fake host; no watches on the real tree). */
+  constructor(opts: { resolve?: ServiceResolver; root?: () => string | null } = {}) {
+    this.resolve = opts.resolve ?? ((policy, root) => resolveServicesAsync(policy, { root }));
+    this.findRoot = opts.root ?? (() => findCgroup2Root());
+  }
 
   async start(rt: Runtime): Promise<void> {
     this.rt = rt;
-    this.root = findCgroup2Root();
+    this.root = this.findRoot();
     this.settledFor = undefined;
     this.poll = setInterval(() => void this.check(), POLL_MS);
     this.poll.unref();
@@ -157,15 +169,22 @@ export class ServiceWatch implements Component {
         this.settledFor = key;
         return;
       }
-      rt.state.withLock(() => {
-        rt.netfilter.replace(compiled.ruleset);
-        const applied = rt.state.applied();
-        if (applied && applied.sha256 === policy.sha256) {
-          rt.state.setApplied({ ...applied, ruleset: compiled.ruleset, warnings: compiled.warnings, appliedAt: new Date().toISOString() });
-        }
-        rt.state.journal({ event: 'service-cgroups-changed', sha256: policy.sha256 });
-      });
+      let outcome: 'written' | 'not-applied';
+      try {
+        outcome = writeServiceRuleset(rt.state, rt.netfilter, policy.sha256, compiled);
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'ELOCKED') throw err;
+        // An apply holds the lock; it will notify the daemon. Look again shortly.
+        this.stats.lockBusy++;
+        this.schedule(LOCK_RETRY_MS);
+        return;
+      }
       this.settledFor = key;
+      if (outcome === 'not-applied') {
+        this.stats.notApplied++;
+        rt.log('info', 'service cgroups changed, but the policy the daemon holds is not the one applied (sluice off, or another apply); left the kernel table as it is', { sha256: policy.sha256 });
+        return;
+      }
       rt.compiled = compiled;
       this.stats.reapplies++;
       rt.log('info', 'service cgroups changed; re-applied the policy with their new ids');
