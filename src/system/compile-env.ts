@@ -2,7 +2,7 @@ import { compileRuleset, type CompileEnv, type CompileResult, type ResolvedCgrou
 import { loadEncryptedDnsList } from '../dns/encrypted-dns-list.js';
 import type { AddrRange } from '../net/ip.js';
 import type { Policy } from '../policy/policy.js';
-import { resolveServices, resolveServicesAsync, type ServiceResolution } from './cgroups.js';
+import { resolveServices, resolveServicesAsync, type ServiceResolution } from './resolve-services.js';
 import { resolvConfUpstreams } from './resolv-conf.js';
 
 /** The resolvers the DNS guard forwards to: the policy's, else the host's (resolv.conf). */

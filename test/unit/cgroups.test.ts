@@ -11,24 +11,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parsePolicy } from '../../src/policy/load-policy.js';
 import type { Policy } from '../../src/policy/policy.js';
+import { asyncSystemHost, parseSystemctlShow, runCommandAsync, systemctlShowArgv, systemHost, type CommandResult } from '../../src/system/cgroup-host.js';
+import { findCgroup2Root, walkDirs } from '../../src/system/cgroups.js';
 import {
-  asyncSystemHost,
   delegatedBecause,
-  findCgroup2Root,
-  parseSystemctlShow,
   resolveServices,
   resolveServicesAsync,
-  runCommandAsync,
-  systemctlShowArgv,
-  systemHost,
-  walkDirs,
   type AsyncCgroupHost,
   type CgroupHost,
-  type CommandResult,
   type ControlGroups,
   type DirFacts,
   type ServiceResolution,
-} from '../../src/system/cgroups.js';
+} from '../../src/system/resolve-services.js';
 import { compileResolved } from '../../src/system/compile-env.js';
 import { fakeHost } from '../support/fixtures.js';
 

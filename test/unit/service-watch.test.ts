@@ -15,7 +15,7 @@ import { ServiceWatch } from '../../src/daemon/service-watch.js';
 import { writeServiceRuleset } from '../../src/daemon/write-service-ruleset.js';
 import { FakeNetfilter } from '../../src/netfilter/fake-netfilter.js';
 import type { Policy } from '../../src/policy/policy.js';
-import type { ServiceResolution } from '../../src/system/cgroups.js';
+import type { ServiceResolution } from '../../src/system/resolve-services.js';
 import { compileResolved } from '../../src/system/compile-env.js';
 import { StateStore } from '../../src/state/state-store.js';
 import { policyFrom, ROOT } from '../support/fixtures.js';
