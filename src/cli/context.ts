@@ -1,5 +1,5 @@
-import { compileRuleset, type CompileResult } from '../compile/compile-ruleset.js';
-import { compileEnvFor } from '../system/compile-env.js';
+import type { CompileResult } from '../compile/compile-ruleset.js';
+import { compileForHost, compileForHostAsync } from '../system/compile-env.js';
 import { SystemError } from '../errors.js';
 import { KernelNetfilter } from '../netfilter/kernel-netfilter.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
@@ -73,7 +73,12 @@ export class Context {
 
   /** Gathers what the compiler needs from this host (cgroups, DNS upstreams, the encrypted-DNS list) and compiles. */
   compile(policy: Policy): CompileResult {
-    return compileRuleset(policy, compileEnvFor(policy));
+    return compileForHost(policy);
+  }
+
+  /** The same, with the host asked off the event loop (the daemon, whose loop also answers DNS). */
+  compileAsync(policy: Policy): Promise<CompileResult> {
+    return compileForHostAsync(policy);
   }
 
   /** Text for people (suppressed with --json). */

@@ -48,8 +48,8 @@ export interface PolicySource {
   applied(): { policy: Policy; applied: AppliedState } | null;
   /** A policy file and its exact bytes (a first start, or a reload). */
   file(path: string): { policy: Policy; bytes: Buffer };
-  /** Compiles with the host's facts now: cgroups, resolvers, leases. */
-  compile(policy: Policy): CompileResult;
+  /** Compiles with the host's facts now (cgroups, resolvers, leases), asking the host off the event loop. */
+  compile(policy: Policy): Promise<CompileResult>;
   /** The policy components run on while Sluice is off: audit, no rules, so they watch and write nothing. */
   idle(): Policy;
 }
@@ -113,7 +113,7 @@ export class Daemon {
     try {
       this.ensureTable();
       this.rollBackOverdue('the daemon started after the confirmation deadline');
-      const loaded = this.loadForStart();
+      const loaded = await this.loadForStart();
       for (const c of this.opts.components) await c.prepare?.(loaded.policy);
       loaded.commit();
       this.rt = {
@@ -188,14 +188,14 @@ export class Daemon {
   }
 
   /** What the daemon runs on at start, and how to put it in the kernel. */
-  private loadForStart(): { policy: Policy; compiled: CompileResult; off: boolean; commit: () => void } {
+  private async loadForStart(): Promise<{ policy: Policy; compiled: CompileResult; off: boolean; commit: () => void }> {
     const { state, source, netfilter: nf } = this.opts;
     const applied = state.applied();
     if (applied) {
       const loaded = source.applied();
       if (!loaded) throw new SluiceError('ESTATE', 'The applied policy disappeared while the daemon started');
       const { policy } = loaded;
-      const compiled = source.compile(policy);
+      const compiled = await source.compile(policy);
       // The same meaning (the applied policy) with today's facts (cgroup ids, resolvers): same epoch.
       const commit = () => {
         const r = commitTable(nf, state, {
@@ -216,11 +216,11 @@ export class Daemon {
     if (state.isOff()) {
       logLine('info', 'Sluice is off (sluice off): no table; the daemon waits for the next apply');
       const policy = source.idle();
-      return { policy, compiled: source.compile(policy), off: true, commit: () => undefined };
+      return { policy, compiled: await source.compile(policy), off: true, commit: () => undefined };
     }
     // Nothing was ever applied from this state directory: the first start applies the policy file.
     const { policy, bytes } = source.file(this.opts.startPolicy);
-    const compiled = source.compile(policy);
+    const compiled = await source.compile(policy);
     const commit = () => {
       const r = commitTable(nf, state, {
         event: 'daemon-start',
@@ -312,7 +312,7 @@ export class Daemon {
         const applied = state.applied();
         if (!applied) throw new SluiceError('EOFF', 'Sluice is off: nothing to reload (sluice apply POLICY turns it on)');
         const { policy, bytes } = source.file(applied.policyFile);
-        const compiled = source.compile(policy);
+        const compiled = await source.compile(policy);
         for (const c of this.started) await c.prepare?.(policy);
         const r = commitTable(nf, state, {
           event: 'reload',
@@ -350,7 +350,7 @@ export class Daemon {
     if (!loaded) {
       this.off = true;
       this.runtime.policy = this.opts.source.idle();
-      this.runtime.compiled = this.opts.source.compile(this.runtime.policy);
+      this.runtime.compiled = await this.opts.source.compile(this.runtime.policy);
       for (const c of this.started) await c.reload?.(this.runtime);
       this.watchPending();
       logLine('warn', 'Sluice is off (no table applied); components idle until the next apply');

@@ -30,8 +30,8 @@ export interface TableCommit {
   event: string;
   /** The ruleset to write (compiled in any epoch: the commit chooses), or null to remove the table. */
   ruleset: Ruleset | null;
-  /** The policy behind `ruleset`; null records Sluice as off. */
-  policy: CommitPolicy | null;
+  /** The policy behind `ruleset` (or made from what is applied, under the lock); null records Sluice as off. */
+  policy: CommitPolicy | null | ((view: CommitView) => CommitPolicy | null);
   /**
    * `keep`: the live epoch (same meaning, new facts: a restore, the daemon's
    * start, a service's new cgroup). `auto` (default): a new epoch unless the
@@ -45,6 +45,8 @@ export interface TableCommit {
   unlessLive?: boolean;
   /** Checked under the lock before anything is written: a reason to write nothing, or null. */
   precondition?: (view: CommitView) => string | null;
+  /** How long to wait for the state lock (default 10 s); 0 tries once (ELOCKED when held): for the daemon's loop. */
+  lockWaitMs?: number;
   /** More fields for the journal line. */
   journal?: Record<string, unknown>;
 }
@@ -85,6 +87,7 @@ export function commitTable(nf: Netfilter, state: StateStore, c: TableCommit): C
     const before = { applied: view.applied, pending: view.pending, off: view.off };
     const skipped = c.precondition?.(view) ?? null;
     if (skipped !== null) return { written: false, skipped, ruleset: null, epoch: null, verified: false, ms: 0, before, pending: view.pending };
+    const policy = typeof c.policy === 'function' ? c.policy(view) : c.policy;
     // Made before the write: a rollback target is what is live now.
     const pending = typeof c.pending === 'function' ? c.pending(view) : c.pending === 'keep' ? view.pending : null;
 
@@ -119,16 +122,16 @@ export function commitTable(nf: Netfilter, state: StateStore, c: TableCommit): C
     }
     const ms = performance.now() - started;
 
-    if (c.policy && ruleset) {
-      if (c.policy.bytes) state.savePolicySnapshot(c.policy.sha256, c.policy.bytes);
+    if (policy && ruleset) {
+      if (policy.bytes) state.savePolicySnapshot(policy.sha256, policy.bytes);
       state.setApplied({
         appliedAt: new Date().toISOString(),
         // Absolute: the daemon (cwd /) reloads it; a path relative to where `apply` ran means nothing there.
-        policyFile: resolve(c.policy.policyFile),
-        sha256: c.policy.sha256,
-        mode: c.policy.mode,
+        policyFile: resolve(policy.policyFile),
+        sha256: policy.sha256,
+        mode: policy.mode,
         ruleset,
-        warnings: c.policy.warnings,
+        warnings: policy.warnings,
         ...(epoch !== null ? { epoch } : {}),
       });
       state.setOff(null);
@@ -142,14 +145,14 @@ export function commitTable(nf: Netfilter, state: StateStore, c: TableCommit): C
     state.setPending(pending);
     state.journal({
       event: c.event,
-      ...(c.policy ? { policy: resolve(c.policy.policyFile), sha256: c.policy.sha256, mode: c.policy.mode } : {}),
+      ...(policy ? { policy: resolve(policy.policyFile), sha256: policy.sha256, mode: policy.mode } : {}),
       ...(epoch !== null ? { epoch } : {}),
       ...(removed !== undefined ? { removed } : {}),
       ms: Math.round(ms),
       ...c.journal,
     });
     return { written: true, ruleset, epoch, verified, ...(removed !== undefined ? { removed } : {}), ms, before, pending };
-  });
+  }, c.lockWaitMs);
   // A new epoch reuses a value last used 255 epochs ago: flows still carrying it
   // were admitted by some old policy and must not pass for this one's.
   if (fresh.epoch) forgetFlowsMarked(fresh.epoch.value, fresh.epoch.mask);

@@ -304,7 +304,8 @@ export class StateStore {
     try {
       const deadline = Date.now() + waitMs;
       while (!native().flockTry(fd)) {
-        if (Date.now() > deadline) {
+        // waitMs 0 is a try-lock: the daemon's loop, which also answers DNS, never sleeps on it.
+        if (Date.now() >= deadline) {
           const holder = readOptional(lock)?.trim() ?? '';
           throw new SluiceError('ELOCKED', `Another sluice command holds the lock: pid ${/^[0-9]+$/.test(holder) ? holder : 'unknown'} (${lock})`);
         }

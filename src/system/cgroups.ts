@@ -1,9 +1,5 @@
-import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ResolvedCgroup } from '../compile/compile-ruleset.js';
-import { serviceKey } from '../compile/compile-ruleset.js';
-import type { Policy, ServiceRef } from '../policy/policy.js';
 
 /**
  * Finds the cgroup v2 mount. Unified hosts mount it at /sys/fs/cgroup; hybrid
@@ -38,27 +34,17 @@ function unescapeMount(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
 
-/** A cgroup's id (the kernfs inode, what `socket cgroupv2` compares) and depth. */
-export function cgroupAt(root: string, relPath: string): ResolvedCgroup | null {
-  const clean = `/${relPath.split('/').filter(Boolean).join('/')}`;
-  const dir = join(root, clean);
-  try {
-    const st = statSync(dir, { bigint: true });
-    if (!st.isDirectory() || !existsSync(join(dir, 'cgroup.procs'))) return null;
-    return { id: st.ino, level: clean === '/' ? 0 : clean.split('/').length - 1, path: clean };
-  } catch {
-    return null;
-  }
-}
-
-const WALK_MAX_DIRS = 200_000;
-const WALK_MAX_DEPTH = 12;
+/** Bounds of a walk of the cgroup tree: a tree is as large as whatever created it made it. */
+export const WALK_MAX_DIRS = 200_000;
+export const WALK_MAX_DEPTH = 12;
 
 /**
  * Visits the directories below `root` breadth-first (paths relative to it,
  * '/' first), at most `maxDirs` of them and `maxDepth` levels down; a visit
  * returning false keeps the walk out of that directory. Bounded, because a
- * cgroup tree is as large as whatever created it made it.
+ * cgroup tree is as large as whatever created it made it. Synchronous: for
+ * indexing cgroup ids (monitoring), not for deciding what a service is
+ * (resolve-services.ts).
  */
 export function walkDirs(root: string, visit: (rel: string) => boolean, limits: { maxDirs: number; maxDepth: number } = { maxDirs: WALK_MAX_DIRS, maxDepth: WALK_MAX_DEPTH }): void {
   let frontier = ['/'];
@@ -81,50 +67,4 @@ export function walkDirs(root: string, visit: (rel: string) => boolean, limits: 
     }
     frontier = next;
   }
-}
-
-/** Every cgroup below root whose directory name is `unit` (not looking inside those). */
-export function findUnitCgroups(root: string, unit: string): ResolvedCgroup[] {
-  const out: ResolvedCgroup[] = [];
-  walkDirs(root, (rel) => {
-    if (rel === '/' || rel.slice(rel.lastIndexOf('/') + 1) !== unit) return true;
-    const cg = cgroupAt(root, rel);
-    if (cg) out.push(cg);
-    return false;
-  });
-  return out;
-}
-
-/** The unit's cgroup according to systemd, when systemd manages this host. */
-function systemdControlGroup(unit: string): string | null {
-  if (!existsSync('/run/systemd/system')) return null;
-  const r = spawnSync('systemctl', ['show', '--property=ControlGroup', '--value', '--', unit], { encoding: 'utf8', timeout: 5_000 });
-  const path = r.status === 0 ? r.stdout.trim() : '';
-  return path.startsWith('/') ? path : null;
-}
-
-/** Resolves one service reference to the cgroups it names right now. */
-export function resolveService(root: string, s: ServiceRef): ResolvedCgroup[] {
-  if (s.kind === 'cgroup') {
-    const cg = cgroupAt(root, s.path);
-    return cg ? [cg] : [];
-  }
-  const fromSystemd = systemdControlGroup(s.unit);
-  if (fromSystemd) {
-    const cg = cgroupAt(root, fromSystemd);
-    if (cg) return [cg];
-  }
-  return findUnitCgroups(root, s.unit);
-}
-
-/** Resolves every service a policy names. Empty when there is no cgroup2 mount (warned by the compiler). */
-export function resolveCgroups(policy: Policy, root = findCgroup2Root()): Map<string, ResolvedCgroup[]> {
-  const out = new Map<string, ResolvedCgroup[]>();
-  for (const rule of policy.rules) {
-    for (const s of rule.services) {
-      const key = serviceKey(s);
-      if (!out.has(key)) out.set(key, root ? resolveService(root, s) : []);
-    }
-  }
-  return out;
 }

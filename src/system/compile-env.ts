@@ -1,9 +1,9 @@
-import type { CompileEnv } from '../compile/compile-ruleset.js';
+import { compileRuleset, type CompileEnv, type CompileResult, type ResolvedCgroup } from '../compile/compile-ruleset.js';
 import { loadEncryptedDnsList } from '../dns/encrypted-dns-list.js';
 import type { AddrRange } from '../net/ip.js';
 import type { Policy } from '../policy/policy.js';
-import { resolveCgroups } from './cgroups.js';
 import { dhcpLeaseServers } from './dhcp-leases.js';
+import { resolveServices, resolveServicesAsync, type ServiceResolution } from './resolve-services.js';
 import { resolvConfUpstreams } from './resolv-conf.js';
 
 /** The resolvers the DNS guard forwards to: the policy's, else the host's (resolv.conf). */
@@ -17,11 +17,10 @@ export function encryptedDnsFor(policy: Policy): NonNullable<CompileEnv['dns']>[
 }
 
 /**
- * Gathers the host facts a policy's compilation needs: cgroups of its
- * services (resolved here unless the caller already did), DNS upstreams, the
- * encrypted-DNS list.
+ * Gathers the host facts a policy's compilation needs: the cgroups of its
+ * services (as resolved by the caller), DNS upstreams, the encrypted-DNS list.
  */
-export function compileEnvFor(policy: Policy, cgroups = resolveCgroups(policy)): CompileEnv {
+export function compileEnvFor(policy: Policy, cgroups: Map<string, ResolvedCgroup[]>): CompileEnv {
   const env: CompileEnv = { cgroups };
   if (policy.essentials) env.dhcpServers = dhcpLeaseServers();
   if (policy.dns.guard) {
@@ -33,3 +32,21 @@ export function compileEnvFor(policy: Policy, cgroups = resolveCgroups(policy)):
   return env;
 }
 
+/**
+ * Compiles a policy for this host with a service resolution already made;
+ * what the resolution refused or could not learn leads the warnings.
+ */
+export function compileResolved(policy: Policy, services: ServiceResolution): CompileResult {
+  const result = compileRuleset(policy, compileEnvFor(policy, services.cgroups));
+  return services.notes.length === 0 ? result : { ...result, warnings: [...services.notes, ...result.warnings] };
+}
+
+/** Resolves services synchronously and compiles (the CLI: apply, plan, check). */
+export function compileForHost(policy: Policy): CompileResult {
+  return compileResolved(policy, resolveServices(policy));
+}
+
+/** Resolves services off the event loop and compiles (the daemon: start and reload). */
+export async function compileForHostAsync(policy: Policy): Promise<CompileResult> {
+  return compileResolved(policy, await resolveServicesAsync(policy));
+}

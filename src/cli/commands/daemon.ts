@@ -34,7 +34,7 @@ export async function daemon(ctx: Context, args: { policy?: string; metrics?: st
   const source: PolicySource = {
     applied: () => loadAppliedPolicy(ctx),
     file: (path) => ctx.loadPolicyForApply(path),
-    compile: (policy) => ctx.compile(policy),
+    compile: (policy) => ctx.compileAsync(policy),
     idle: () => parsePolicy(Buffer.from(IDLE_POLICY), '(sluice is off)', { lookupUsers }),
   };
   const notifySocket = process.env.NOTIFY_SOCKET;
