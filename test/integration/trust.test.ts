@@ -144,6 +144,32 @@ describe('integration: trust (restarts, reboots, flows, impersonation)', () => {
     assert.match((await w.sluice(['status'])).stdout, /Daemon: FAILED TO START/);
   });
 
+  it('Type=notify: the daemon says READY=1 only once its policy is in the kernel, and never when its start fails', async () => {
+    const sock = join(w.tmp, 'notify.sock');
+    // systemd's side of sd_notify: a datagram socket that prints what it receives.
+    const listener = w.spawnIn(w.client, ['python3', '-u', '-c', 'import socket,sys\ns=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint("ready", flush=True)\nwhile True:\n  print(repr(s.recv(4096).decode()), flush=True)', sock]);
+    let heard = '';
+    listener.stdout?.on('data', (d: Buffer) => (heard += d.toString()));
+    await new Promise((r) => listener.stdout?.once('data', r));
+    assert.equal((await w.sluice(['apply', enforce])).code, 0);
+    await w.nft(['delete', 'table', 'inet', 'sluice']);
+    daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', '--metrics', 'off'], { env: w.env({ NOTIFY_SOCKET: sock }), readyText: 'running' });
+    for (let i = 0; i < 20 && !heard.includes('READY=1'); i++) await sleep(100);
+    assert.match(heard, /READY=1\\nSTATUS=enforce mode/);
+    assert.equal(await mode(), 'enforce', 'the table is in the kernel by then (it was restored first)');
+    await stopDaemon();
+    assert.match(heard, /STOPPING=1/);
+    // A start that fails says nothing is ready.
+    heard = '';
+    const state = JSON.parse(readFileSync(join(w.stateDir, 'applied.json'), 'utf8')) as { sha256: string };
+    writeFileSync(join(w.stateDir, 'policies', `${state.sha256}.yaml`), 'rules: [');
+    const r = await w.sluice(['daemon', '--metrics', 'off'], { env: { NOTIFY_SOCKET: sock } });
+    assert.equal(r.code, 1);
+    await sleep(200);
+    assert.doesNotMatch(heard, /READY=1/);
+    listener.kill('SIGKILL');
+  });
+
   it('sluice restore (the boot unit) puts the applied ruleset back before anything else runs, and rolls back an unconfirmed apply', async () => {
     assert.equal((await w.sluice(['restore'])).code, 0, 'nothing applied: nothing to do');
     assert.equal(await mode(), null);
