@@ -105,7 +105,7 @@ export function commitTable(nf: Netfilter, state: StateStore, c: TableCommit): C
     if (c.ruleset) {
       const current = currentEpoch(nf, view.applied);
       if (rulesetFlowMark(c.ruleset) === null) ruleset = c.ruleset;
-      else if (current !== null && (c.epoch === 'keep' || sameMeaning(withEpoch(c.ruleset, current), view.applied))) ruleset = withEpoch(c.ruleset, current);
+      else if (current !== null && (c.epoch === 'keep' || sameMeaning(c.ruleset, current, policy, view.applied))) ruleset = withEpoch(c.ruleset, current);
       else {
         ruleset = withEpoch(c.ruleset, nextEpoch(current ?? undefined));
         const fm = rulesetFlowMark(ruleset);
@@ -166,7 +166,14 @@ function currentEpoch(nf: Netfilter, applied: AppliedState | null): number | nul
   return live ? (rulesetFlowMark(live.ruleset)?.epoch ?? null) : null;
 }
 
-/** True when `ruleset` (in the applied epoch) is exactly the applied one: the same meaning, so the same epoch. */
-function sameMeaning(ruleset: Ruleset, applied: AppliedState | null): boolean {
-  return applied !== null && sameRuleset(ruleset, { ruleset: applied.ruleset, anomalies: [] });
+/**
+ * True when `ruleset`, in the applied epoch, is exactly the applied one: the
+ * same meaning, so the same epoch. Another policy (its hash) or another mode
+ * always means something else, and is told without comparing the rulesets
+ * (100,000 elements take a while to compare); the same policy can still
+ * compile differently when the host's facts changed (resolvers, cgroups).
+ */
+function sameMeaning(ruleset: Ruleset, epoch: number, policy: CommitPolicy | null, applied: AppliedState | null): boolean {
+  if (applied === null || (policy !== null && (policy.sha256 !== applied.sha256 || policy.mode !== applied.mode))) return false;
+  return sameRuleset(withEpoch(ruleset, epoch), { ruleset: applied.ruleset, anomalies: [] });
 }
