@@ -1,7 +1,25 @@
 import { createHash } from 'node:crypto';
 import { maxOf, type AddrRange, type Family } from '../net/ip.js';
 import type { Policy, Rule, ServiceRef } from '../policy/policy.js';
+import {
+  buildChainName,
+  buildDnsReplyPrefix,
+  buildCounterName,
+  buildLimitName,
+  buildLogPrefix,
+  buildSetName,
+  buildTableComment,
+  DEFAULT_RULE,
+  ENCRYPTED_DNS_RULE,
+  objectNames,
+  type LogKind,
+  type LogVerdict,
+  type RuleSetDim,
+} from './kernel-names.js';
 import { TABLE_NAME, type ChainDef, type RuleDef, type Ruleset, type SetDef, type SetElem, type Stmt } from './ruleset.js';
+
+// The DNS guard and explain name a rule's objects through these; they are built in kernel-names.
+export { objectNames };
 
 /** A cgroup v2 directory found for a service: its id (the kernfs inode) and depth below the root. */
 export interface ResolvedCgroup {
@@ -29,10 +47,6 @@ export function serviceKey(s: ServiceRef): string {
   return s.kind === 'unit' ? `unit:${s.unit}` : `cgroup:${s.path}`;
 }
 
-/** Prefix of NFLOG records. The letter is the verdict: B blocked, W would-block (audit), A allowed. */
-export const LOG_PREFIX = 'sluice:';
-export const DEFAULT_RULE = '#default';
-
 /** IPv6 neighbour discovery and MLD messages a host must send to stay reachable (RFC 4861, RFC 3810). */
 export const ESSENTIAL_ICMPV6_TYPES = [131, 132, 133, 135, 136, 143];
 
@@ -44,15 +58,6 @@ const IPPROTO_ICMP = 1;
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
 const IPPROTO_ICMPV6 = 58;
-
-/** Names of kernel objects derived from a rule. One place, so the DNS guard and status agree with the compiler. */
-export const objectNames = {
-  counter: (rule: string) => `r_${rule}`,
-  set: (rule: string, dim: string) => `r_${rule}_${dim}`,
-  dnsSet: (rule: string, family: Family) => `r_${rule}_d${family}`,
-  blockChain: (rule: string) => `block_${rule}`,
-  allowChain: (rule: string) => `allow_${rule}`,
-};
 
 /**
  * Compiles a policy into an nftables ruleset. Pure: same input, same output.
@@ -74,29 +79,34 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   const sets: SetDef[] = [];
   const extraChains: ChainDef[] = [];
   const audit = policy.mode === 'audit';
-  const enforceVerdict: Stmt = { k: 'goto', chain: 'refuse' };
+  const enforceVerdict: Stmt = { k: 'goto', chain: buildChainName({ kind: 'refuse' }) };
   const blockVerdict: Stmt = audit ? { k: 'verdict', v: 'accept' } : enforceVerdict;
-  const blockLetter = audit ? 'W' : 'B';
+  const blockedVerdict: LogVerdict = audit ? 'would-block' : 'blocked';
 
-  const logChain = (name: string, ruleName: string, letter: string, verdict: Stmt, limit: string, suppressed: string): ChainDef => ({
-    name,
-    rules: [
-      // Enforce mode, blocked packets only (they are dropped, so no other user of
-      // marks is disturbed): the packet mark carries the sender's cgroup id to the
-      // event collector, which then knows the sender's service even when its
-      // socket is gone. 0 first, so a mark left by others never reads as a cgroup;
-      // a level deeper than the sender's cgroup ends its rule, so the deepest wins.
-      ...(letter === 'B' ? [{ stmts: [{ k: 'mark-set', value: 0 } as Stmt] }, ...[1, 2, 3, 4].map((level) => ({ stmts: [{ k: 'mark-set-cgroup', level } as Stmt] }))] : []),
-      {
-        stmts: [
-          { k: 'limit', name: limit },
-          { k: 'log', group: policy.log.group, prefix: `${LOG_PREFIX}${letter}:${ruleName} ` },
-          verdict,
-        ],
-      },
-      { stmts: [{ k: 'counter', name: suppressed }, verdict] },
-    ],
-  });
+  /** The log chain of a rule (policy or built-in): records what it decided, within the log budget of its kind. */
+  const logChain = (kind: LogKind, rule: string): ChainDef => {
+    const recorded: LogVerdict = kind === 'allow' ? 'allowed' : blockedVerdict;
+    const verdict: Stmt = kind === 'allow' ? { k: 'verdict', v: 'accept' } : blockVerdict;
+    return {
+      name: buildChainName({ kind, rule }),
+      rules: [
+        // Enforce mode, blocked packets only (they are dropped, so no other user of
+        // marks is disturbed): the packet mark carries the sender's cgroup id to the
+        // event collector, which then knows the sender's service even when its
+        // socket is gone. 0 first, so a mark left by others never reads as a cgroup;
+        // a level deeper than the sender's cgroup ends its rule, so the deepest wins.
+        ...(recorded === 'blocked' ? [{ stmts: [{ k: 'mark-set', value: 0 } as Stmt] }, ...[1, 2, 3, 4].map((level) => ({ stmts: [{ k: 'mark-set-cgroup', level } as Stmt] }))] : []),
+        {
+          stmts: [
+            { k: 'limit', name: buildLimitName({ kind: 'log', log: kind }) },
+            { k: 'log', group: policy.log.group, prefix: buildLogPrefix({ verdict: recorded, rule }) },
+            verdict,
+          ],
+        },
+        { stmts: [{ k: 'counter', name: buildCounterName({ kind: 'suppressed', log: kind, budget: 'rate' }) }, verdict] },
+      ],
+    };
+  };
 
   const guard = policy.dns.guard;
   const dnsEnv = env.dns ?? { upstreams: [], encrypted: { addrs: [], names: [] } };
@@ -120,7 +130,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
 
   if (policy.essentials) {
     sets.push({
-      name: 'essential_icmpv6',
+      name: buildSetName({ kind: 'builtin', name: 'essential_icmpv6' }),
       key: 'icmpv6_type',
       interval: false,
       timeout: false,
@@ -129,7 +139,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       comment: 'neighbour discovery and MLD',
     });
     const ess = (stmts: Stmt[], comment: string): RuleDef => ({
-      stmts: [...stmts, { k: 'counter', name: 'essentials' }, { k: 'verdict', v: 'accept' }],
+      stmts: [...stmts, { k: 'counter', name: buildCounterName({ kind: 'essentials' }) }, { k: 'verdict', v: 'accept' }],
       comment,
     });
     const dhcp = (nfproto: number, sport: number, dport: number, comment: string): RuleDef =>
@@ -146,7 +156,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       ess(
         [
           { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_ICMPV6 },
-          { k: 'lookup', sel: 'icmpv6 type', set: 'essential_icmpv6' },
+          { k: 'lookup', sel: 'icmpv6 type', set: buildSetName({ kind: 'builtin', name: 'essential_icmpv6' }) },
         ],
         'essentials: IPv6 neighbour discovery',
       ),
@@ -161,7 +171,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   const compiledRules = new Map(ordered.map((rule) => [rule, compileRule(rule, env, sets, warnings)]));
   const encrypted = guard && policy.dns.encryptedDns === 'block' ? encryptedDnsRules(policy, dnsEnv.encrypted.addrs, sets) : [];
   if (encrypted.length > 0) {
-    extraChains.push(logChain('block_encrypted-dns', ENCRYPTED_DNS_RULE, blockLetter, blockVerdict, 'log_block', 'suppressed_block'));
+    extraChains.push(logChain('block', ENCRYPTED_DNS_RULE));
   }
 
   let encryptedPlaced = false;
@@ -174,13 +184,13 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     }
     let verdict: Stmt;
     if (rule.action === 'deny') {
-      const chain = objectNames.blockChain(rule.name);
-      extraChains.push(logChain(chain, rule.name, blockLetter, blockVerdict, 'log_block', 'suppressed_block'));
-      verdict = { k: 'goto', chain };
+      const chain = logChain('block', rule.name);
+      extraChains.push(chain);
+      verdict = { k: 'goto', chain: chain.name };
     } else if (rule.log || policy.log.allowed) {
-      const chain = objectNames.allowChain(rule.name);
-      extraChains.push(logChain(chain, rule.name, 'A', { k: 'verdict', v: 'accept' }, 'log_allow', 'suppressed_allow'));
-      verdict = { k: 'goto', chain };
+      const chain = logChain('allow', rule.name);
+      extraChains.push(chain);
+      verdict = { k: 'goto', chain: chain.name };
     } else {
       verdict = { k: 'verdict', v: 'accept' };
     }
@@ -195,15 +205,16 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   if (!encryptedPlaced) output.push(...encrypted);
 
   if (policy.defaultAction === 'deny') {
-    extraChains.push(logChain('block_default', DEFAULT_RULE, blockLetter, blockVerdict, 'log_block', 'suppressed_block'));
-    output.push({ stmts: [{ k: 'counter', name: 'default' }, { k: 'goto', chain: 'block_default' }], comment: 'default deny' });
+    const chain = logChain('block', DEFAULT_RULE);
+    extraChains.push(chain);
+    output.push({ stmts: [{ k: 'counter', name: buildCounterName({ kind: 'default' }) }, { k: 'goto', chain: chain.name }], comment: 'default deny' });
   } else {
-    output.push({ stmts: [{ k: 'counter', name: 'default' }, { k: 'verdict', v: 'accept' }], comment: 'default allow' });
+    output.push({ stmts: [{ k: 'counter', name: buildCounterName({ kind: 'default' }) }, { k: 'verdict', v: 'accept' }], comment: 'default allow' });
   }
 
   const chains: ChainDef[] = [
     {
-      name: 'output',
+      name: buildChainName({ kind: 'base', name: 'output' }),
       base: {
         type: 'filter',
         hook: 'output',
@@ -217,7 +228,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   ];
   if (!audit) {
     chains.push({
-      name: 'refuse',
+      name: buildChainName({ kind: 'refuse' }),
       rules:
         policy.blockWith === 'reject'
           ? [
@@ -233,7 +244,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     // Audit mode: nothing on the packet path may depend on the daemon, so DNS is
     // not redirected; replies are copied to NFLOG and the daemon learns from them.
     chains.push({
-      name: 'dns_observe',
+      name: buildChainName({ kind: 'base', name: 'dns_observe' }),
       base: { type: 'filter', hook: 'input', priority: -150, policy: 'accept' },
       rules: [
         {
@@ -243,8 +254,8 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
             { k: 'cmp', sel: 'ct direction', op: 'eq', value: 1 },
             { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
             { k: 'cmp', sel: 'th sport', op: 'eq', value: 53 },
-            { k: 'limit', name: 'log_dns' },
-            { k: 'log', group: dnsLogGroup(policy), prefix: `${LOG_PREFIX}D:dns ` },
+            { k: 'limit', name: buildLimitName({ kind: 'log', log: 'dns' }) },
+            { k: 'log', group: dnsLogGroup(policy), prefix: buildDnsReplyPrefix() },
           ],
           comment: 'audit: DNS replies for the daemon to learn from',
         },
@@ -253,24 +264,24 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   }
 
   const counters = [
-    ...(guard && !audit ? [{ name: 'dns_upstream', comment: "the DNS guard's own queries" }] : []),
-    ...(encrypted.length > 0 ? [{ name: 'encrypted_dns', comment: 'DNS over TLS and known DNS-over-HTTPS endpoints' }] : []),
+    ...(guard && !audit ? [{ name: buildCounterName({ kind: 'dns-upstream' }), comment: "the DNS guard's own queries" }] : []),
+    ...(encrypted.length > 0 ? [{ name: buildCounterName({ kind: 'encrypted-dns' }), comment: 'DNS over TLS and known DNS-over-HTTPS endpoints' }] : []),
     ...policy.rules.map((r) => ({ name: objectNames.counter(r.name), comment: `${r.action} ${r.name}` })),
-    { name: 'default', comment: `default ${policy.defaultAction}` },
-    ...(policy.essentials ? [{ name: 'essentials', comment: 'neighbour discovery and DHCP' }] : []),
-    { name: 'suppressed_block', comment: 'block records over the log rate limit' },
-    { name: 'suppressed_allow', comment: 'allow records over the log rate limit' },
+    { name: buildCounterName({ kind: 'default' }), comment: `default ${policy.defaultAction}` },
+    ...(policy.essentials ? [{ name: buildCounterName({ kind: 'essentials' }), comment: 'neighbour discovery and DHCP' }] : []),
+    { name: buildCounterName({ kind: 'suppressed', log: 'block', budget: 'rate' }), comment: 'block records over the log rate limit' },
+    { name: buildCounterName({ kind: 'suppressed', log: 'allow', budget: 'rate' }), comment: 'allow records over the log rate limit' },
   ];
   const limits = [
-    { name: 'log_block', rate: policy.log.rate, burst: policy.log.burst },
-    { name: 'log_allow', rate: policy.log.rate, burst: policy.log.burst },
-    ...(guard && audit ? [{ name: 'log_dns', rate: 5000, burst: 10_000 }] : []),
+    { name: buildLimitName({ kind: 'log', log: 'block' }), rate: policy.log.rate, burst: policy.log.burst },
+    { name: buildLimitName({ kind: 'log', log: 'allow' }), rate: policy.log.rate, burst: policy.log.burst },
+    ...(guard && audit ? [{ name: buildLimitName({ kind: 'log', log: 'dns' }), rate: 5000, burst: 10_000 }] : []),
   ];
 
   return {
     ruleset: {
       table: TABLE_NAME,
-      comment: `sluice mode=${policy.mode} policy=sha256:${policy.sha256}`,
+      comment: buildTableComment({ mode: policy.mode, sha256: policy.sha256, fields: {} }),
       sets,
       counters,
       limits,
@@ -279,9 +290,6 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     warnings,
   };
 }
-
-/** Log name of the built-in encrypted-DNS block. */
-export const ENCRYPTED_DNS_RULE = '#encrypted-dns';
 
 /** NFLOG group for DNS replies observed in audit mode: the event group plus one. */
 export function dnsLogGroup(policy: Policy): number {
@@ -318,22 +326,23 @@ function hostSet(name: string, family: 4 | 6, hosts: AddrRange[], comment: strin
  * before the established shortcut.
  */
 function guardUpstreamRules(policy: Policy, upstreams: AddrRange[], sets: SetDef[]): RuleDef[] {
-  sets.push({ ...dnsPortsSet('dns_ports', 53), comment: 'DNS' });
+  const dnsPorts = buildSetName({ kind: 'builtin', name: 'dns_ports' });
+  sets.push({ ...dnsPortsSet(dnsPorts, 53), comment: 'DNS' });
   const out: RuleDef[] = [];
   for (const family of [4, 6] as const) {
     const hosts = upstreams.filter((u) => u.family === family);
     if (hosts.length === 0) continue;
-    const name = `dns_upstream${family}`;
+    const name = buildSetName({ kind: 'builtin', name: `dns_upstream${family}` });
     sets.push(hostSet(name, family, hosts, 'DNS guard upstreams'));
     const to: Stmt[] = [
       { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 },
       { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set: name },
-      { k: 'lookup', sel: 'meta l4proto . th dport', set: 'dns_ports' },
+      { k: 'lookup', sel: 'meta l4proto . th dport', set: dnsPorts },
     ];
     out.push(
       { stmts: [{ k: 'cmp', sel: 'meta mark', op: 'neq', value: policy.dns.mark }, ...to, { k: 'verdict', v: 'drop' }], comment: 'only the guard reaches the upstream resolvers' },
       { stmts: [{ k: 'cmp', sel: 'meta skuid', op: 'neq', value: 0 }, ...to, { k: 'verdict', v: 'drop' }], comment: 'only the guard reaches the upstream resolvers' },
-      { stmts: [...to, { k: 'counter', name: 'dns_upstream' }, { k: 'verdict', v: 'accept' }], comment: 'DNS guard to its upstreams' },
+      { stmts: [...to, { k: 'counter', name: buildCounterName({ kind: 'dns-upstream' }) }, { k: 'verdict', v: 'accept' }], comment: 'DNS guard to its upstreams' },
     );
   }
   return out;
@@ -349,33 +358,35 @@ function encryptedDnsRules(policy: Policy, addrs: AddrRange[], sets: SetDef[]): 
   const allows = policy.rules.filter((r) => r.action === 'allow');
   const explicitHosts = new Set(allows.flatMap((r) => r.addrs.filter((a) => a.start === a.end).map((a) => `${a.family}:${a.start}`)));
   const end = (stmts: Stmt[]): RuleDef => ({
-    stmts: [...stmts, { k: 'counter', name: 'encrypted_dns' }, { k: 'goto', chain: 'block_encrypted-dns' }],
+    stmts: [...stmts, { k: 'counter', name: buildCounterName({ kind: 'encrypted-dns' }) }, { k: 'goto', chain: buildChainName({ kind: 'block', rule: ENCRYPTED_DNS_RULE }) }],
     comment: 'encrypted DNS bypasses the guard',
   });
   const out: RuleDef[] = [];
   // DNS over TLS: blocked everywhere except to the destinations of rules that list port 853 themselves.
   const dotRules = allows.filter((r) => r.ports.some((p) => p.from === 853 && p.to === 853));
   const existing = new Set(sets.map((x) => x.name));
-  sets.push({ ...dnsPortsSet('dot_ports', 853), comment: 'DNS over TLS' });
+  const dotPorts = buildSetName({ kind: 'builtin', name: 'dot_ports' });
+  sets.push({ ...dnsPortsSet(dotPorts, 853), comment: 'DNS over TLS' });
   for (const family of [4, 6] as const) {
     if (dotRules.some((r) => r.addrs.length === 0 && r.domains.length === 0)) continue; // a rule allows 853 to anywhere
     const exempt: Stmt[] = dotRules
-      .flatMap((r) => ['a', 'n', 'd'].map((kind) => objectNames.set(r.name, `${kind}${family}`)))
+      .flatMap((r) => (['a', 'n', 'd'] as const).map((kind) => objectNames.set(r.name, `${kind}${family}`)))
       .filter((n) => existing.has(n))
       .map((set) => ({ k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set, neg: true }));
-    out.push(end([{ k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 }, ...exempt, { k: 'lookup', sel: 'meta l4proto . th dport', set: 'dot_ports' }]));
+    out.push(end([{ k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 }, ...exempt, { k: 'lookup', sel: 'meta l4proto . th dport', set: dotPorts }]));
   }
-  sets.push({ ...dnsPortsSet('doh_ports', 443), comment: 'HTTPS and HTTP/3' });
+  const dohPorts = buildSetName({ kind: 'builtin', name: 'doh_ports' });
+  sets.push({ ...dnsPortsSet(dohPorts, 443), comment: 'HTTPS and HTTP/3' });
   for (const family of [4, 6] as const) {
     const list = addrs.filter((a) => a.family === family && !explicitHosts.has(`${family}:${a.start}`));
     if (list.length === 0) continue;
-    const name = `encrypted_dns${family}`;
+    const name = buildSetName({ kind: 'builtin', name: `encrypted_dns${family}` });
     sets.push(hostSet(name, family, list, 'well-known DNS-over-HTTPS endpoints'));
     out.push(
       end([
         { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 },
         { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set: name },
-        { k: 'lookup', sel: 'meta l4proto . th dport', set: 'doh_ports' },
+        { k: 'lookup', sel: 'meta l4proto . th dport', set: dohPorts },
       ]),
     );
   }
@@ -385,7 +396,7 @@ function encryptedDnsRules(policy: Policy, addrs: AddrRange[], sets: SetDef[]): 
 /** Enforce mode: every DNS query to port 53, wherever it is addressed, goes to the guard. */
 function dnsRedirectChain(policy: Policy): ChainDef {
   return {
-    name: 'dns_redirect',
+    name: buildChainName({ kind: 'base', name: 'dns_redirect' }),
     base: { type: 'nat', hook: 'output', priority: -100, policy: 'accept' },
     rules: [
       {
@@ -413,7 +424,7 @@ function fullRange(r: AddrRange): boolean {
 
 /** Returns the statement lists (one per nft rule) that together express one policy rule, adding its sets. */
 function compileRule(rule: Rule, env: CompileEnv, sets: SetDef[], warnings: string[]): Stmt[][] {
-  const name = (dim: string) => objectNames.set(rule.name, dim);
+  const name = (dim: RuleSetDim) => objectNames.set(rule.name, dim);
   const addSet = (def: Omit<SetDef, 'comment'>) => {
     sets.push({ ...def, comment: `rule ${rule.name}` });
     return def.name;

@@ -96,6 +96,14 @@ function checkElem(set: SetDef, e: SetElem): void {
 }
 
 function validate(rs: Ruleset): void {
+  // The kernel refuses a second object of a kind with the same name (EEXIST).
+  for (const [kind, names] of [['set', rs.sets], ['chain', rs.chains], ['counter', rs.counters], ['limit', rs.limits]] as const) {
+    const seen = new Set<string>();
+    for (const { name } of names) {
+      if (seen.has(name)) throw new NetlinkError(17, `Kernel refused adding ${kind} ${name}: EEXIST (file exists)`);
+      seen.add(name);
+    }
+  }
   const sets = new Set(rs.sets.map((s) => s.name));
   const chains = new Set(rs.chains.map((c) => c.name));
   const counters = new Set(rs.counters.map((c) => c.name));

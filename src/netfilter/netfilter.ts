@@ -1,3 +1,4 @@
+import { parseTableComment } from '../compile/kernel-names.js';
 import type { Ruleset, SetDef, SetElem } from '../compile/ruleset.js';
 import type { CounterValue, LiveTable } from './nft-decode.js';
 
@@ -39,7 +40,7 @@ export type { CounterValue, LiveTable };
  * watching traffic it did not control).
  */
 export function carriesLearned(liveComment: string, nextComment: string): boolean {
-  const mode = (comment: string) => /mode=(\w+)/.exec(comment)?.[1];
+  const mode = (comment: string) => parseTableComment(comment)?.mode;
   return !(mode(liveComment) === 'audit' && mode(nextComment) === 'enforce');
 }
 
