@@ -39,6 +39,8 @@ block_with: reject
 log:
   rate: 1000000
   burst: 1000000
+  user_rate: 1000000
+  user_burst: 1000000
 rules:
   - name: dns
     to: [${HOSTS.dns4}]
@@ -77,7 +79,7 @@ function snapshot(m: string): Snapshot {
   return {
     kernel: metric(m, 'sluice_rule_packets_total', '{action="deny",mode="enforce",rule="#default"}'),
     stored: metric(m, 'sluice_events_stored_total', '{verdict="blocked"}'),
-    suppressed: metric(m, 'sluice_log_suppressed_total', '{kind="block"}'),
+    suppressed: metric(m, 'sluice_log_suppressed_total', '{budget="shared",kind="block"}') + metric(m, 'sluice_log_suppressed_total', '{budget="user",kind="block"}'),
     lost: metric(m, 'sluice_nflog_lost_records_total'),
     dropped: metric(m, 'sluice_events_dropped_total', '{stage="collector"}') + metric(m, 'sluice_events_dropped_total', '{stage="store"}'),
     malformed: metric(m, 'sluice_nflog_malformed_total'),

@@ -11,6 +11,7 @@ import {
   buildTableComment,
   DEFAULT_RULE,
   ENCRYPTED_DNS_RULE,
+  meterSetName,
   objectNames,
   type LogKind,
   type LogVerdict,
@@ -83,10 +84,18 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   const blockVerdict: Stmt = audit ? { k: 'verdict', v: 'accept' } : enforceVerdict;
   const blockedVerdict: LogVerdict = audit ? 'would-block' : 'blocked';
 
-  /** The log chain of a rule (policy or built-in): records what it decided, within the log budget of its kind. */
+  /**
+   * The log chain of a rule (policy or built-in): records what it decided,
+   * within the log budget of its kind. Two budgets, both counted when they
+   * hold a record back: first the sending user's own share (a meter keyed on
+   * the socket's uid), so one user's flood cannot spend the budget that
+   * records everyone else's attempts; then the shared budget, the outer bound.
+   */
   const logChain = (kind: LogKind, rule: string): ChainDef => {
     const recorded: LogVerdict = kind === 'allow' ? 'allowed' : blockedVerdict;
     const verdict: Stmt = kind === 'allow' ? { k: 'verdict', v: 'accept' } : blockVerdict;
+    const meterSet = meterSetName(kind);
+    if (!sets.some((s) => s.name === meterSet)) sets.push(userMeterSet(meterSet, kind));
     return {
       name: buildChainName({ kind, rule }),
       rules: [
@@ -98,12 +107,19 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
         ...(recorded === 'blocked' ? [{ stmts: [{ k: 'mark-set', value: 0 } as Stmt] }, ...[1, 2, 3, 4].map((level) => ({ stmts: [{ k: 'mark-set-cgroup', level } as Stmt] }))] : []),
         {
           stmts: [
+            { k: 'meter', sel: 'meta skuid', set: meterSet, timeoutMs: meterTimeoutMs(policy), rate: policy.log.userRate, burst: policy.log.userBurst, over: true },
+            { k: 'counter', name: buildCounterName({ kind: 'suppressed', log: kind, budget: 'user' }) },
+            verdict,
+          ],
+        },
+        {
+          stmts: [
             { k: 'limit', name: buildLimitName({ kind: 'log', log: kind }) },
             { k: 'log', group: policy.log.group, prefix: buildLogPrefix({ verdict: recorded, rule }) },
             verdict,
           ],
         },
-        { stmts: [{ k: 'counter', name: buildCounterName({ kind: 'suppressed', log: kind, budget: 'rate' }) }, verdict] },
+        { stmts: [{ k: 'counter', name: buildCounterName({ kind: 'suppressed', log: kind, budget: 'shared' }) }, verdict] },
       ],
     };
   };
@@ -269,8 +285,10 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     ...policy.rules.map((r) => ({ name: objectNames.counter(r.name), comment: `${r.action} ${r.name}` })),
     { name: buildCounterName({ kind: 'default' }), comment: `default ${policy.defaultAction}` },
     ...(policy.essentials ? [{ name: buildCounterName({ kind: 'essentials' }), comment: 'neighbour discovery and DHCP' }] : []),
-    { name: buildCounterName({ kind: 'suppressed', log: 'block', budget: 'rate' }), comment: 'block records over the log rate limit' },
-    { name: buildCounterName({ kind: 'suppressed', log: 'allow', budget: 'rate' }), comment: 'allow records over the log rate limit' },
+    { name: buildCounterName({ kind: 'suppressed', log: 'block', budget: 'shared' }), comment: 'block records over the log rate limit' },
+    { name: buildCounterName({ kind: 'suppressed', log: 'allow', budget: 'shared' }), comment: 'allow records over the log rate limit' },
+    { name: buildCounterName({ kind: 'suppressed', log: 'block', budget: 'user' }), comment: "block records over the sending user's share of the log rate limit" },
+    { name: buildCounterName({ kind: 'suppressed', log: 'allow', budget: 'user' }), comment: "allow records over the sending user's share of the log rate limit" },
   ];
   const limits = [
     { name: buildLimitName({ kind: 'log', log: 'block' }), rate: policy.log.rate, burst: policy.log.burst },
@@ -289,6 +307,21 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     },
     warnings,
   };
+}
+
+/**
+ * How long a user's meter element lives after its last packet: long enough
+ * for the bucket to refill (a reset then gives nothing the refill would not),
+ * at least a minute, at most a day.
+ */
+function meterTimeoutMs(policy: Policy): number {
+  const refillS = Math.ceil(policy.log.userBurst / policy.log.userRate);
+  return Math.min(86_400, Math.max(60, refillS)) * 1000;
+}
+
+/** The set holding each user's log budget for one kind of record. Bounded: a full set lets new users through to the shared budget. */
+function userMeterSet(name: string, kind: LogKind): SetDef {
+  return { name, key: 'uid', interval: false, timeout: true, dynamic: true, meter: true, elements: [], comment: `each user's share of the ${kind} log budget` };
 }
 
 /** NFLOG group for DNS replies observed in audit mode: the event group plus one. */

@@ -105,7 +105,7 @@ export function isDnsReplyPrefix(prefix: string): boolean {
 
 /** Which log a suppressed-records counter belongs to, and which budget held the record back. */
 export type LogKind = 'block' | 'allow';
-export type Budget = 'rate' | 'user';
+export type Budget = 'shared' | 'user';
 
 /** A named counter. */
 export type CounterRef =
@@ -118,7 +118,7 @@ export type CounterRef =
   | { kind: 'dns-upstream' }
   /** Encrypted DNS blocked by the built-in rule. */
   | { kind: 'encrypted-dns' }
-  /** Records not made: over the shared log budget (`rate`) or over the sender's own (`user`). */
+  /** Records not made: over the shared log budget or over the sending user's own share of it. */
   | { kind: 'suppressed'; log: LogKind; budget: Budget };
 
 const FIXED_COUNTERS = {
@@ -129,7 +129,7 @@ const FIXED_COUNTERS = {
 } as const;
 
 const SUPPRESSED: Record<Budget, Record<LogKind, string>> = {
-  rate: { block: 'suppressed_block', allow: 'suppressed_allow' },
+  shared: { block: 'suppressed_block', allow: 'suppressed_allow' },
   user: { block: 'suppressed_user_block', allow: 'suppressed_user_allow' },
 };
 
@@ -153,7 +153,7 @@ export function parseCounterName(name: string): CounterRef | null {
     return isRuleName(rule) ? { kind: 'rule', rule } : null;
   }
   for (const [kind, fixed] of Object.entries(FIXED_COUNTERS) as [keyof typeof FIXED_COUNTERS, string][]) if (fixed === name) return { kind };
-  for (const budget of ['rate', 'user'] as const) {
+  for (const budget of ['shared', 'user'] as const) {
     for (const log of ['block', 'allow'] as const) if (SUPPRESSED[budget][log] === name) return { kind: 'suppressed', log, budget };
   }
   return null;

@@ -196,13 +196,20 @@ export class Collector implements Component {
         ruleSamples.push({ labels, value: Number(v.packets) });
         byteSamples.push({ labels, value: Number(v.bytes) });
       }
-      const suppressed = (['block', 'allow'] as const).map((log) => ({ labels: { kind: log }, value: Number(kernel.get(buildCounterName({ kind: 'suppressed', log, budget: 'rate' }))?.packets ?? 0n) }));
+      const suppressed = (['block', 'allow'] as const).flatMap((log) =>
+        (['shared', 'user'] as const).map((budget) => ({ labels: { kind: log, budget }, value: Number(kernel.get(buildCounterName({ kind: 'suppressed', log, budget }))?.packets ?? 0n) })),
+      );
       const mem = process.memoryUsage();
       const cpu = process.cpuUsage();
       return [
         { name: 'sluice_rule_packets_total', help: 'Packets of new flows per rule (exact kernel counters; action and mode say what happened to them)', type: 'counter', samples: ruleSamples },
         { name: 'sluice_rule_bytes_total', help: 'Bytes of those packets per rule (kernel counters)', type: 'counter', samples: byteSamples },
-        { name: 'sluice_log_suppressed_total', help: 'Packets not recorded because the kernel log rate limit was exceeded (kernel counters)', type: 'counter', samples: suppressed },
+        {
+          name: 'sluice_log_suppressed_total',
+          help: 'Packets not recorded by the kernel log budget: over the shared rate limit, or over the sending user\'s share of it (kernel counters)',
+          type: 'counter',
+          samples: suppressed,
+        },
         { name: 'sluice_nflog_records_total', help: 'NFLOG records received', type: 'counter', samples: [{ labels: {}, value: c.records }] },
         { name: 'sluice_nflog_malformed_total', help: 'NFLOG records that could not be parsed', type: 'counter', samples: [{ labels: {}, value: c.malformed }] },
         { name: 'sluice_nflog_foreign_total', help: 'NFLOG records whose prefix is not Sluice\'s', type: 'counter', samples: [{ labels: {}, value: c.foreign }] },

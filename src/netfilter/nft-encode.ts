@@ -232,6 +232,8 @@ export class BatchBuilder {
     let flags = 0;
     if (set.interval) flags |= SET_F.INTERVAL;
     if (set.timeout) flags |= SET_F.TIMEOUT;
+    // EVAL: updated from the packet path (a meter's dynset); the kernel picks a set type that can.
+    if (set.meter) flags |= SET_F.EVAL;
     if (info.fields && set.interval) flags |= SET_F.CONCAT;
     this.begin(MSG.NEWSET, NLM_F_CREATE | NLM_F_EXCL, `adding set ${set.name}`);
     this.w.str(SET.TABLE, table).str(SET.NAME, set.name).u32be(SET.FLAGS, flags);
@@ -310,7 +312,7 @@ export class BatchBuilder {
     this.w.nest(RULE.EXPRESSIONS, () => {
       for (const x of exprs) {
         // Sets created in this batch are found by id as well as name.
-        const withId = x.e === 'lookup' && this.setIds.has(x.set) ? { ...x, setId: this.setIds.get(x.set) } : x;
+        const withId = (x.e === 'lookup' || x.e === 'dynset') && this.setIds.has(x.set) ? { ...x, setId: this.setIds.get(x.set) } : x;
         writeLExpr(this.w, withId);
       }
     });

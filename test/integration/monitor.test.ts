@@ -22,6 +22,9 @@ mode: enforce
 log:
   rate: 5000
   burst: 20000
+  # One sender here: its share is the whole budget (test/integration/log-budget.test.ts tests the shares).
+  user_rate: 5000
+  user_burst: 20000
 rules:
   - name: dns
     to: [${HOSTS.dns4}]
@@ -190,7 +193,8 @@ describe('integration: monitoring (events, attribution, connections, metrics)', 
     const accounted = async () => {
       const m = await metrics(w);
       const stored = (await logEvents(w, ['--rule', '#default'])).filter((e) => e.sport === 31005).length;
-      const suppressed = metric(m, 'sluice_log_suppressed_total', '{kind="block"}') - metric(before, 'sluice_log_suppressed_total', '{kind="block"}');
+      const suppressedOf = (text: string) => metric(text, 'sluice_log_suppressed_total', '{budget="shared",kind="block"}') + metric(text, 'sluice_log_suppressed_total', '{budget="user",kind="block"}');
+      const suppressed = suppressedOf(m) - suppressedOf(before);
       const lost = metric(m, 'sluice_nflog_lost_records_total') - metric(before, 'sluice_nflog_lost_records_total');
       const dropped =
         metric(m, 'sluice_events_dropped_total', '{stage="collector"}') - metric(before, 'sluice_events_dropped_total', '{stage="collector"}') +
@@ -208,7 +212,7 @@ describe('integration: monitoring (events, attribution, connections, metrics)', 
     assert.ok(acc.stored >= 20_000, `the burst allowance was recorded: ${acc.stored}`);
 
     const st = await w.sluiceJson<{ pipeline: { seqGaps: number; collectorDrops: number; storeDrops: number }; kernel: Record<string, { packets: number }> }>(['stats']);
-    assert.ok((st.json.kernel.suppressed_block?.packets ?? 0) >= acc.suppressed, '`sluice stats` shows what the limit suppressed');
+    assert.ok((st.json.kernel.suppressed_block?.packets ?? 0) + (st.json.kernel.suppressed_user_block?.packets ?? 0) >= acc.suppressed, '`sluice stats` shows what the limit suppressed');
     assert.ok(st.json.pipeline, '`sluice stats` shows the pipeline counters');
 
     const status = await w.sluiceJson<{ state: string }>(['status']);

@@ -84,6 +84,16 @@ export function netfilterContract(label: string, make: () => Netfilter): void {
       assert.ok(live && sameRuleset(a, live), 'previous table unchanged');
     });
 
+    it('a meter on a set not made for it (no dynamic flag) is refused, and the previous table stays', () => {
+      const a = compileFrom(POLICY_A).ruleset;
+      nf.replace(a);
+      const b = structuredClone(compileFrom(POLICY_A).ruleset);
+      for (const s of b.sets) if (s.meter) s.meter = false;
+      assert.throws(() => nf.replace(b), NetlinkError);
+      const live = nf.read(TABLE_NAME);
+      assert.ok(live && sameRuleset(a, live), 'previous table unchanged');
+    });
+
     it('remove deletes the table once', () => {
       nf.replace(compileFrom(POLICY_A).ruleset);
       assert.equal(nf.remove(TABLE_NAME), true);

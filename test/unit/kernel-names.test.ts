@@ -86,7 +86,7 @@ describe('unit: kernel names, build and parse', () => {
     const counterRef: fc.Arbitrary<CounterRef> = fc.oneof(
       ruleName.map((rule): CounterRef => ({ kind: 'rule', rule })),
       fc.constantFrom<CounterRef>({ kind: 'default' }, { kind: 'essentials' }, { kind: 'dns-upstream' }, { kind: 'encrypted-dns' }),
-      fc.tuple(fc.constantFrom('block' as const, 'allow' as const), fc.constantFrom('rate' as const, 'user' as const)).map(([log, budget]): CounterRef => ({ kind: 'suppressed', log, budget })),
+      fc.tuple(fc.constantFrom('block' as const, 'allow' as const), fc.constantFrom('shared' as const, 'user' as const)).map(([log, budget]): CounterRef => ({ kind: 'suppressed', log, budget })),
     );
     const dim = fc.oneof(fc.constantFrom('a4', 'a6', 'n4', 'n6', 'd4', 'd6', 'p', 'if', 'u'), fc.integer({ min: 0, max: 999 }).map((l) => `cg${l}`));
     const setRef: fc.Arbitrary<SetRef> = fc.oneof(
@@ -224,7 +224,7 @@ function checkEmittedNames(policy: Policy, rs: Ruleset): number {
     if (ref.kind === 'rule') {
       assert.ok(rules.has(ref.rule), ctx(`set ${s.name} names no rule`));
       assert.ok(s.comment === `rule ${ref.rule}` || s.comment?.startsWith(`rule ${ref.rule} [`), `set ${s.name} is the one rule ${ref.rule} built: ${s.comment}`);
-      assert.equal(ref.dim.startsWith('d'), s.dynamic, `set ${s.name}: DNS-filled sets and only they are named d4/d6`);
+      assert.equal(ref.dim.startsWith('d'), s.dynamic && !s.meter, `set ${s.name}: DNS-filled sets and only they are named d4/d6`);
     }
     checked++;
   }
@@ -264,6 +264,7 @@ function checkEmittedNames(policy: Policy, rs: Ruleset): number {
         if (s.k === 'counter') assert.ok(parseCounterName(s.name), `counter ${s.name}`);
         if (s.k === 'lookup') assert.ok(parseSetName(s.set), `lookup @${s.set}`);
         if (s.k === 'limit') assert.ok(parseLimitName(s.name), `limit ${s.name}`);
+        if (s.k === 'meter') assert.equal(parseSetName(s.set)?.kind, 'builtin', `meter @${s.set}`);
       }
     }
   }

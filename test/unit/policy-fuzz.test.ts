@@ -275,7 +275,7 @@ describe('policy fuzz: the realistic policy', () => {
     assert.ok(out.policy, out.error?.message);
     const p = out.policy;
     assert.equal(p.mode, 'enforce');
-    assert.deepEqual(p.log, { group: 7331, rate: 500, burst: 2000, allowed: false });
+    assert.deepEqual(p.log, { group: 7331, rate: 500, burst: 2000, userRate: 125, userBurst: 500, allowed: false });
     assert.deepEqual(
       p.rules.map((r) => [r.name, r.action, r.line]),
       [
@@ -396,7 +396,7 @@ describe('policy fuzz: wrong types for every key', () => {
     default: ['reject', 0, [], {}],
     block_with: ['deny', 'RST', 1, []],
     essentials: ['yes', 'true', 1, [], {}],
-    log: [1, 'on', [], { group: 0 }, { group: 65536 }, { group: 1.5 }, { rate: 0 }, { burst: 10_000_001 }, { allowed: 'no' }, { grup: 1 }],
+    log: [1, 'on', [], { group: 0 }, { group: 65536 }, { group: 1.5 }, { rate: 0 }, { burst: 10_000_001 }, { allowed: 'no' }, { grup: 1 }, { user_rate: 0 }, { user_burst: 10_000_001 }, { rate: 10, user_rate: 11 }, { burst: 10, user_burst: 11 }],
     rules: [1, 'all', {}, { name: 'a' }, [1], ['a']],
   };
   const WRONG_RULE: Record<string, unknown[]> = {

@@ -206,6 +206,9 @@ export const stmtArb: fc.Arbitrary<Stmt> = fc.oneof(
   objName.map((name): Stmt => ({ k: 'counter', name })),
   objName.map((name): Stmt => ({ k: 'limit', name })),
   fc.tuple(fc.integer({ min: 0, max: 0xffff }), objName).map(([group, prefix]): Stmt => ({ k: 'log', group, prefix })),
+  fc
+    .tuple(objName, fc.integer({ min: 0, max: 2 ** 40 }), fc.integer({ min: 1, max: 2 ** 32 }), fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.boolean())
+    .map(([set, timeoutMs, rate, burst, over]): Stmt => ({ k: 'meter', sel: 'meta skuid', set, timeoutMs, rate, burst, over })),
   fc.constantFrom<Stmt>({ k: 'reject', how: 'tcp-reset' }, { k: 'reject', how: 'icmpx-admin' }),
   fc.integer({ min: 0, max: 0xffff }).map((port): Stmt => ({ k: 'redirect', port })),
   fc.constantFrom<Stmt>({ k: 'verdict', v: 'accept' }, { k: 'verdict', v: 'drop' }, { k: 'verdict', v: 'return' }, { k: 'verdict', v: 'continue' }),
@@ -271,7 +274,10 @@ export function policyDocArb(clean: boolean): fc.Arbitrary<Record<string, unknow
       default: pick(['deny', 'allow'], ['reject']),
       block_with: pick(['reject', 'drop'], ['deny']),
       essentials: pick([true, false], ['yes']),
-      log: fc.record({ group: pick([1, 7331, 65535], [0, 65536]), rate: pick([1, 1000], [0]), burst: pick([5, 10_000_000], [10_000_001]), allowed: pick([true, false]) }, { requiredKeys: [] }),
+      log: fc.record(
+        { group: pick([1, 7331, 65535], [0, 65536]), rate: pick([1, 1000], [0]), burst: pick([5, 10_000_000], [10_000_001]), user_rate: pick([1, 10], [0, 1_000_001]), user_burst: pick([1, 5], [0]), allowed: pick([true, false]) },
+        { requiredKeys: [] },
+      ),
       dns: fc.record({ guard: pick([true, false], ['on']), encrypted_dns: pick(['block', 'allow'], ['deny']) }, { requiredKeys: [] }),
       rules: fc.array(rule, { maxLength: 4 }),
     },
