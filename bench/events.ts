@@ -26,6 +26,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SqliteStore } from '../src/events/sqlite-store.js';
 import type { RecordedEvent } from '../src/events/event-store.js';
+import { scrapeMetrics } from '../test/support/monitor-helpers.js';
 import { HOSTS, ROOT, World } from '../test/world/world.js';
 import { installExitHandlers, numOption, run } from './lib/stats.js';
 
@@ -51,10 +52,8 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-async function metrics(w: World): Promise<string> {
-  const r = await w.exec([process.execPath, '-e', "fetch('http://127.0.0.1:9329/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"]);
-  return r.stdout;
-}
+/** The daemon's metrics, over its root-only Unix socket. */
+const metrics = (w: World): Promise<string> => scrapeMetrics(w);
 
 function metric(text: string, name: string, labels = ''): number {
   const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `));

@@ -1,5 +1,4 @@
-import { buildCounterName, DEFAULT_RULE, parseCounterName, parseLogPrefix } from '../compile/kernel-names.js';
-import { TABLE_NAME } from '../compile/ruleset.js';
+import { parseLogPrefix } from '../compile/kernel-names.js';
 import type { Component, Runtime } from '../daemon/daemon.js';
 import { publishFlow } from '../daemon/events.js';
 import type { PipelineCounters, RecordedEvent } from '../events/event-store.js';
@@ -174,42 +173,9 @@ export class Collector implements Component {
     rt.metrics.collect(() => {
       const c = this.counters();
       const at = this.attributor?.stats;
-      const policy = this.rt?.policy;
-      const kernel = (() => {
-        try {
-          return this.rt?.netfilter.counters(TABLE_NAME) ?? new Map();
-        } catch {
-          return new Map<string, { packets: bigint; bytes: bigint }>();
-        }
-      })();
-      const actions = new Map<string, string>((policy?.rules ?? []).map((r) => [r.name, r.action]));
-      const ruleSamples: { labels: Record<string, string>; value: number }[] = [];
-      const byteSamples: { labels: Record<string, string>; value: number }[] = [];
-      for (const [name, v] of kernel) {
-        const c = parseCounterName(name);
-        let labels: Record<string, string> | undefined;
-        if (c?.kind === 'default') labels = { rule: DEFAULT_RULE, action: policy?.defaultAction ?? 'deny' };
-        else if (c?.kind === 'essentials') labels = { rule: 'essentials', action: 'allow' };
-        else if (c?.kind === 'rule' && actions.has(c.rule)) labels = { rule: c.rule, action: actions.get(c.rule) as string };
-        if (!labels) continue;
-        labels.mode = policy?.mode ?? 'unknown';
-        ruleSamples.push({ labels, value: Number(v.packets) });
-        byteSamples.push({ labels, value: Number(v.bytes) });
-      }
-      const suppressed = (['block', 'allow'] as const).flatMap((log) =>
-        (['shared', 'user'] as const).map((budget) => ({ labels: { kind: log, budget }, value: Number(kernel.get(buildCounterName({ kind: 'suppressed', log, budget }))?.packets ?? 0n) })),
-      );
       const mem = process.memoryUsage();
       const cpu = process.cpuUsage();
       return [
-        { name: 'sluice_rule_packets_total', help: 'Packets of new flows per rule (exact kernel counters; action and mode say what happened to them)', type: 'counter', samples: ruleSamples },
-        { name: 'sluice_rule_bytes_total', help: 'Bytes of those packets per rule (kernel counters)', type: 'counter', samples: byteSamples },
-        {
-          name: 'sluice_log_suppressed_total',
-          help: 'Packets not recorded by the kernel log budget: over the shared rate limit, or over the sending user\'s share of it (kernel counters)',
-          type: 'counter',
-          samples: suppressed,
-        },
         { name: 'sluice_nflog_records_total', help: 'NFLOG records received', type: 'counter', samples: [{ labels: {}, value: c.records }] },
         { name: 'sluice_nflog_malformed_total', help: 'NFLOG records that could not be parsed', type: 'counter', samples: [{ labels: {}, value: c.malformed }] },
         { name: 'sluice_nflog_foreign_total', help: 'NFLOG records whose prefix is not Sluice\'s', type: 'counter', samples: [{ labels: {}, value: c.foreign }] },

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { StoredEvent } from '../../src/events/event-store.js';
 import { findCgroup2Root } from '../../src/system/cgroups.js';
-import { attempter, eventsFrom, finish, logEvents, NODE, waitFor } from '../support/monitor-helpers.js';
+import { attempter, eventsFrom, finish, logEvents, metricValue, NODE, scrapeMetrics, waitFor } from '../support/monitor-helpers.js';
 import { HOSTS, ROOT, World } from '../world/world.js';
 
 const NOBODY = 65534;
@@ -39,16 +39,8 @@ rules:
 
 const AUDIT = ENFORCE.replace('mode: enforce', 'mode: audit');
 
-async function metrics(w: World): Promise<string> {
-  const r = await w.exec([NODE, '-e', "fetch('http://127.0.0.1:9329/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"]);
-  assert.equal(r.code, 0, r.stderr);
-  return r.stdout;
-}
-
-function metric(text: string, name: string, labels = ''): number {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `));
-  return line ? Number(line.split(' ').at(-1)) : Number.NaN;
-}
+const metrics = scrapeMetrics;
+const metric = metricValue;
 
 function rssOf(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));

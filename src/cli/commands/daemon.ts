@@ -2,13 +2,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TABLE_NAME } from '../../compile/ruleset.js';
 import { Daemon, logLine, type Component, type Loaded } from '../../daemon/daemon.js';
-import { SluiceError } from '../../errors.js';
+import { parseMetricsListen, type MetricsListen } from '../../daemon/metrics-server.js';
+import { SluiceError, UsageError } from '../../errors.js';
 import { defaultPolicyPath, processAlive } from '../../state/state-store.js';
 import { EXIT, type Context } from '../context.js';
 import { stopTimer } from './apply.js';
 import { loadAppliedPolicy } from './connections.js';
-
-export const DEFAULT_METRICS = '127.0.0.1:9329';
 
 /** The components a policy needs. Later issues add the event collector and the watchdog. */
 export type ComponentFactory = (ctx: Context) => Component[];
@@ -19,8 +18,16 @@ export function registerComponents(f: ComponentFactory): void {
   factories.push(f);
 }
 
-/** `sluice daemon [POLICY] [--metrics HOST:PORT|off]`: apply the policy and run until stopped. */
-export async function daemon(ctx: Context, args: { policy?: string; metrics?: string }): Promise<number> {
+/** `sluice daemon [POLICY] [--metrics unix|HOST:PORT|off] [--metrics-token-file FILE]`: apply the policy and run until stopped. */
+export async function daemon(ctx: Context, args: { policy?: string; metrics?: string; metricsTokenFile?: string }): Promise<number> {
+  // Bad metrics settings are a usage error, found before anything is applied.
+  let listen: MetricsListen | null;
+  try {
+    listen = parseMetricsListen(args.metrics);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (args.metricsTokenFile !== undefined && !listen?.tcp) throw new UsageError('--metrics-token-file needs --metrics HOST:PORT (the Unix socket needs no token: only root can open it)');
   ctx.state.ensureSafe();
   const pidFile = join(ctx.state.dir, 'daemon.pid');
   if (existsSync(pidFile)) {
@@ -58,7 +65,7 @@ export async function daemon(ctx: Context, args: { policy?: string; metrics?: st
     netfilter: nf,
     state: ctx.state,
     components: factories.flatMap((f) => f(ctx)),
-    metricsListen: args.metrics === 'off' ? null : (args.metrics ?? DEFAULT_METRICS),
+    metrics: listen ? { listen, ...(args.metricsTokenFile !== undefined ? { tokenFile: args.metricsTokenFile } : {}) } : null,
   });
   // `sluice apply`, `confirm`, rollback and `off` ask the daemon to adopt what is applied now.
   d.control.handle('sync', {
