@@ -5,11 +5,11 @@ import { TABLE_NAME } from '../compile/ruleset.js';
 import { SluiceError } from '../errors.js';
 import { sameRuleset } from '../netfilter/compare-ruleset.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
-import type { KernelMetricsContext } from '../monitor/kernel-counter-metrics.js';
 import type { Policy } from '../policy/policy.js';
 import { removeStaleTemps, type StateStore } from '../state/state-store.js';
 import { ControlServer } from './control-server.js';
 import { publishAlert } from './events.js';
+import type { KernelMetricsContext } from './kernel-counter-metrics.js';
 import { Registry } from './metrics.js';
 import { MetricsServer, metricsToken, type MetricsListen } from './metrics-server.js';
 

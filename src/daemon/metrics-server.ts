@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, constants, fstatSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { SluiceError } from '../errors.js';
-import type { KernelMetricsContext } from '../monitor/kernel-counter-metrics.js';
+import type { KernelMetricsContext } from './kernel-counter-metrics.js';
 import type { Family, Registry } from './metrics.js';
 
 /**

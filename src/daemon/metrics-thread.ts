@@ -15,9 +15,9 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
 import { parseAddr } from '../net/ip.js';
-import { KernelNetfilter } from '../netfilter/kernel-netfilter.js';
-import { kernelCounterFamilies, type KernelMetricsContext } from '../monitor/kernel-counter-metrics.js';
 import { SockDiag } from '../monitor/sock-diag.js';
+import { KernelNetfilter } from '../netfilter/kernel-netfilter.js';
+import { kernelCounterFamilies, type KernelMetricsContext } from './kernel-counter-metrics.js';
 import { renderExposition, type Family } from './metrics.js';
 import type { MetricsThreadConfig } from './metrics-server.js';
 

@@ -15,7 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { MetricsServer, metricsToken, parseMetricsListen } from '../../src/daemon/metrics-server.js';
 import { Registry, renderExposition } from '../../src/daemon/metrics.js';
 import { SluiceError } from '../../src/errors.js';
-import { kernelCounterFamilies } from '../../src/monitor/kernel-counter-metrics.js';
+import { kernelCounterFamilies } from '../../src/daemon/kernel-counter-metrics.js';
 
 interface Reply {
   status: number;
