@@ -3,8 +3,8 @@ import { maxOf, type AddrRange, type Family } from '../net/ip.js';
 import type { Policy, Rule, ServiceRef } from '../policy/policy.js';
 import {
   buildChainName,
-  buildDnsReplyPrefix,
   buildCounterName,
+  buildDnsReplyPrefix,
   buildLimitName,
   buildLogPrefix,
   buildSetName,
@@ -19,7 +19,7 @@ import {
 } from './kernel-names.js';
 import { TABLE_NAME, type ChainDef, type RuleDef, type Ruleset, type SetDef, type SetElem, type Stmt } from './ruleset.js';
 
-// The DNS guard and explain name a rule's objects through these; they are built in kernel-names.
+// Kept for callers that import it from here (it is built in kernel-names, where new code should import it).
 export { objectNames };
 
 /** A cgroup v2 directory found for a service: its id (the kernfs inode) and depth below the root. */
