@@ -150,7 +150,7 @@ describe('unit: the metrics server (worker thread)', () => {
       table: null,
       context: () => null,
       limits: { perPeer: 4, total: 64, idleMs: 300, lifetimeMs: 1_500, maxHeaderBytes: 2_048 },
-      snapshotMinMs: 200,
+      snapshotMinMs: 1_000,
     });
     const where = await server.start();
     assert.ok(where.tcp && where.unix);
@@ -222,7 +222,7 @@ describe('unit: the metrics server (worker thread)', () => {
   });
 
   it('concurrent scrapes share one snapshot of the event loop\'s values', async () => {
-    await new Promise((r) => setTimeout(r, 250));
+    await new Promise((r) => setTimeout(r, 1_100));
     const before = collections;
     const replies = await Promise.all(Array.from({ length: 10 }, () => get({ socketPath: unixPath })));
     assert.ok(replies.every((r) => r.status === 200));
