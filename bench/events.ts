@@ -26,6 +26,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SqliteStore } from '../src/events/sqlite-store.js';
 import type { RecordedEvent } from '../src/events/event-store.js';
+import { scrapeMetrics } from '../test/support/monitor-helpers.js';
 import { HOSTS, ROOT, World } from '../test/world/world.js';
 import { installExitHandlers, numOption, run } from './lib/stats.js';
 
@@ -39,6 +40,8 @@ block_with: reject
 log:
   rate: 1000000
   burst: 1000000
+  user_rate: 1000000
+  user_burst: 1000000
 rules:
   - name: dns
     to: [${HOSTS.dns4}]
@@ -49,10 +52,8 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-async function metrics(w: World): Promise<string> {
-  const r = await w.exec([process.execPath, '-e', "fetch('http://127.0.0.1:9329/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"]);
-  return r.stdout;
-}
+/** The daemon's metrics, over its root-only Unix socket. */
+const metrics = (w: World): Promise<string> => scrapeMetrics(w);
 
 function metric(text: string, name: string, labels = ''): number {
   const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `));
@@ -77,7 +78,7 @@ function snapshot(m: string): Snapshot {
   return {
     kernel: metric(m, 'sluice_rule_packets_total', '{action="deny",mode="enforce",rule="#default"}'),
     stored: metric(m, 'sluice_events_stored_total', '{verdict="blocked"}'),
-    suppressed: metric(m, 'sluice_log_suppressed_total', '{kind="block"}'),
+    suppressed: metric(m, 'sluice_log_suppressed_total', '{budget="shared",kind="block"}') + metric(m, 'sluice_log_suppressed_total', '{budget="user",kind="block"}'),
     lost: metric(m, 'sluice_nflog_lost_records_total'),
     dropped: metric(m, 'sluice_events_dropped_total', '{stage="collector"}') + metric(m, 'sluice_events_dropped_total', '{stage="store"}'),
     malformed: metric(m, 'sluice_nflog_malformed_total'),

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make up`: Sluice on this host with the shipped default policy in audit mode
 # (nothing is blocked; what would be blocked is logged), and the daemon (DNS
-# guard observing passively in audit mode, event collector, metrics on
-# 127.0.0.1:9329). Prints what it did and how to undo it.
+# guard observing passively in audit mode, event collector, metrics on the
+# root-only socket $SLUICE_STATE_DIR/metrics.sock). Prints what it did and how to undo it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 policy="${1:-/etc/sluice/policy.yaml}"
@@ -51,7 +51,7 @@ cat <<MSG
 
 Sluice is loaded in this host's network namespace, in audit mode: nothing is blocked.
   See it:        sluice status | sluice log | sluice dns | sluice connections | sluice top
-                 curl -s http://127.0.0.1:9329/metrics   |   nft list table inet sluice
+                 curl -s --unix-socket $state/metrics.sock http://localhost/metrics   |   nft list table inet sluice
   Explain:       sluice explain 198.18.1.10 443/tcp
   Enforce:       set 'mode: enforce' in $policy, then: sluice apply --confirm 60 && sluice confirm
   Undo:          make down   (stops the daemon and runs sluice off: removes Sluice's table; nothing else is touched)

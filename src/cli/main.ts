@@ -32,11 +32,14 @@ Policy and ruleset:
                                       by sluice-restore.service, before the network is up)
 
 Daemon:
-  daemon  [POLICY] [--metrics HOST:PORT|off]
-                                      run the DNS guard, event collector and metrics (GET /metrics on
-                                      127.0.0.1:9329) on the applied policy until SIGTERM; POLICY is
-                                      applied only if this host never applied one; SIGHUP re-reads
-                                      the applied policy's file
+  daemon  [POLICY] [--metrics unix|HOST:PORT|off] [--metrics-token-file FILE]
+                                      run the DNS guard, event collector and metrics on the applied
+                                      policy until SIGTERM; POLICY is applied only if this host never
+                                      applied one; SIGHUP re-reads the applied policy's file.
+                                      Metrics: GET /metrics on the root-only socket STATE/metrics.sock
+                                      (curl --unix-socket STATE/metrics.sock http://localhost/metrics);
+                                      with HOST:PORT (loopback) also over TCP, with the bearer token
+                                      in STATE/metrics.token (generated) or FILE (root-only)
   dns     [--follow] [--limit N]      recent DNS queries: name, type, answer, verdict, rule, who asked
 
 Monitoring:
@@ -85,6 +88,7 @@ export async function main(argv: string[]): Promise<number> {
         iface: { type: 'string' },
         policy: { type: 'string' },
         metrics: { type: 'string' },
+        'metrics-token-file': { type: 'string' },
         follow: { type: 'boolean', short: 'f' },
         limit: { type: 'string' },
         since: { type: 'string' },
@@ -155,7 +159,11 @@ export async function main(argv: string[]): Promise<number> {
         code = restore(ctx);
         break;
       case 'daemon':
-        code = await daemon(ctx, { ...onePolicy(), ...(values.metrics !== undefined ? { metrics: values.metrics } : {}) });
+        code = await daemon(ctx, {
+          ...onePolicy(),
+          ...(values.metrics !== undefined ? { metrics: values.metrics } : {}),
+          ...(values['metrics-token-file'] !== undefined ? { metricsTokenFile: values['metrics-token-file'] } : {}),
+        });
         ctx.close();
         // Stopped: exit now rather than when the last stray handle lets the event loop drain.
         process.exit(code);

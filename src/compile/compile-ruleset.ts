@@ -1,8 +1,27 @@
 import { createHash } from 'node:crypto';
 import { maxOf, type AddrRange, type Family } from '../net/ip.js';
 import type { Policy, Rule, ServiceRef } from '../policy/policy.js';
-import { flowMarkComment, flowMarkLayout, flowTag, MAX_IDENTITY_GROUPS } from './flow-mark.js';
+import {
+  buildChainName,
+  buildCounterName,
+  buildDnsReplyPrefix,
+  buildLimitName,
+  buildLogPrefix,
+  buildSetName,
+  buildTableComment,
+  DEFAULT_RULE,
+  ENCRYPTED_DNS_RULE,
+  meterSetName,
+  objectNames,
+  type LogKind,
+  type LogVerdict,
+  type RuleSetDim,
+} from './kernel-names.js';
+import { flowMarkFields, flowMarkLayout, flowTag, MAX_IDENTITY_GROUPS } from './flow-mark.js';
 import { TABLE_NAME, type ChainDef, type RuleDef, type Ruleset, type SetDef, type SetElem, type Stmt } from './ruleset.js';
+
+// Kept for callers that import it from here (it is built in kernel-names, where new code should import it).
+export { objectNames };
 
 /** A cgroup v2 directory found for a service: its id (the kernfs inode) and depth below the root. */
 export interface ResolvedCgroup {
@@ -34,10 +53,6 @@ export function serviceKey(s: ServiceRef): string {
   return s.kind === 'unit' ? `unit:${s.unit}` : `cgroup:${s.path}`;
 }
 
-/** Prefix of NFLOG records. The letter is the verdict: B blocked, W would-block (audit), A allowed. */
-export const LOG_PREFIX = 'sluice:';
-export const DEFAULT_RULE = '#default';
-
 /** IPv6 neighbour discovery and MLD messages a host must send to stay reachable (RFC 4861, RFC 3810). */
 export const ESSENTIAL_ICMPV6_TYPES = [131, 132, 133, 135, 136, 143];
 
@@ -66,17 +81,6 @@ const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
 const IPPROTO_ICMPV6 = 58;
 
-/** Names of kernel objects derived from a rule. One place, so the DNS guard and status agree with the compiler. */
-export const objectNames = {
-  counter: (rule: string) => `r_${rule}`,
-  set: (rule: string, dim: string) => `r_${rule}_${dim}`,
-  dnsSet: (rule: string, family: Family) => `r_${rule}_d${family}`,
-  blockChain: (rule: string) => `block_${rule}`,
-  allowChain: (rule: string) => `allow_${rule}`,
-  /** Marks a flow as admitted by identity group N, then accepts it. */
-  admitChain: (group: number) => `admit_${group}`,
-};
-
 /**
  * Compiles a policy into an nftables ruleset. Pure: same input, same output.
  *
@@ -97,9 +101,9 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   const sets: SetDef[] = [];
   const extraChains: ChainDef[] = [];
   const audit = policy.mode === 'audit';
-  const enforceVerdict: Stmt = { k: 'goto', chain: 'refuse' };
+  const enforceVerdict: Stmt = { k: 'goto', chain: buildChainName({ kind: 'refuse' }) };
   const blockVerdict: Stmt = audit ? { k: 'verdict', v: 'accept' } : enforceVerdict;
-  const blockLetter = audit ? 'W' : 'B';
+  const blockedVerdict: LogVerdict = audit ? 'would-block' : 'blocked';
 
   // Flows are tied to the policy and identity that admitted them (flow-mark.ts).
   const layout = flowMarkLayout(policy.flows.ctMarkMask);
@@ -107,29 +111,50 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   const tag = (group: number) => flowTag(layout, epoch, group);
   const markFlow = (group: number): Stmt => ({ k: 'ct-mark-set', mask: layout.mask, value: tag(group) });
 
-  const logChain = (name: string, ruleName: string, letter: string, verdict: Stmt, limit: string, suppressed: string, admitGroup?: number): ChainDef => ({
-    name,
-    rules: [
-      // Enforce mode, blocked packets only (they are dropped, so no other user of
-      // marks is disturbed): the packet mark carries the sender's cgroup id to the
-      // event collector, which then knows the sender's service even when its
-      // socket is gone. 0 first, so a mark left by others never reads as a cgroup;
-      // a level deeper than the sender's cgroup ends its rule, so the deepest wins.
-      ...(letter === 'B' ? [{ stmts: [{ k: 'mark-set', value: 0 } as Stmt] }, ...[1, 2, 3, 4].map((level) => ({ stmts: [{ k: 'mark-set-cgroup', level } as Stmt] }))] : []),
-      // A flow this chain lets through (allowed and logged; would-block in audit mode) is marked
-      // as admitted, in a rule of its own: an untracked packet (no conntrack) cannot be marked,
-      // and must still get the verdict.
-      ...(admitGroup !== undefined ? [{ stmts: [markFlow(admitGroup)] }] : []),
-      {
-        stmts: [
-          { k: 'limit', name: limit },
-          { k: 'log', group: policy.log.group, prefix: `${LOG_PREFIX}${letter}:${ruleName} ` },
-          verdict,
-        ],
-      },
-      { stmts: [{ k: 'counter', name: suppressed }, verdict] },
-    ],
-  });
+  /**
+   * The log chain of a rule (policy or built-in): records what it decided,
+   * within the log budget of its kind. Two budgets, both counted when they
+   * hold a record back: first the sending user's own share (a meter keyed on
+   * the socket's uid), so one user's flood cannot spend the budget that
+   * records everyone else's attempts; then the shared budget, the outer bound.
+   * A flow the chain lets through (allowed and logged; would-block in audit
+   * mode) is marked as admitted by `admitGroup`, in a rule of its own: an
+   * untracked packet (no conntrack) cannot be marked, and must still get the
+   * verdict.
+   */
+  const logChain = (kind: LogKind, rule: string, admitGroup?: number): ChainDef => {
+    const recorded: LogVerdict = kind === 'allow' ? 'allowed' : blockedVerdict;
+    const verdict: Stmt = kind === 'allow' ? { k: 'verdict', v: 'accept' } : blockVerdict;
+    const meterSet = meterSetName(kind);
+    if (!sets.some((s) => s.name === meterSet)) sets.push(userMeterSet(meterSet, kind));
+    return {
+      name: buildChainName({ kind, rule }),
+      rules: [
+        // Enforce mode, blocked packets only (they are dropped, so no other user of
+        // marks is disturbed): the packet mark carries the sender's cgroup id to the
+        // event collector, which then knows the sender's service even when its
+        // socket is gone. 0 first, so a mark left by others never reads as a cgroup;
+        // a level deeper than the sender's cgroup ends its rule, so the deepest wins.
+        ...(recorded === 'blocked' ? [{ stmts: [{ k: 'mark-set', value: 0 } as Stmt] }, ...[1, 2, 3, 4].map((level) => ({ stmts: [{ k: 'mark-set-cgroup', level } as Stmt] }))] : []),
+        ...(admitGroup !== undefined ? [{ stmts: [markFlow(admitGroup)] }] : []),
+        {
+          stmts: [
+            { k: 'meter', sel: 'meta skuid', set: meterSet, timeoutMs: meterTimeoutMs(policy), rate: policy.log.userRate, burst: policy.log.userBurst, over: true },
+            { k: 'counter', name: buildCounterName({ kind: 'suppressed', log: kind, budget: 'user' }) },
+            verdict,
+          ],
+        },
+        {
+          stmts: [
+            { k: 'limit', name: buildLimitName({ kind: 'log', log: kind }) },
+            { k: 'log', group: policy.log.group, prefix: buildLogPrefix({ verdict: recorded, rule }) },
+            verdict,
+          ],
+        },
+        { stmts: [{ k: 'counter', name: buildCounterName({ kind: 'suppressed', log: kind, budget: 'shared' }) }, verdict] },
+      ],
+    };
+  };
 
   // Allow rules whose identity (user, service, interface) every later packet must still have: a group each.
   const groups = new Map<Rule, number>();
@@ -146,13 +171,9 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   const admitChains = new Map<number, ChainDef>();
   /** The chain that marks a flow as admitted in this epoch by `group`, then accepts it. */
   const admit = (group: number): Stmt => {
-    if (!admitChains.has(group)) {
-      admitChains.set(group, {
-        name: objectNames.admitChain(group),
-        rules: [{ stmts: [markFlow(group)] }, { stmts: [{ k: 'verdict', v: 'accept' }] }],
-      });
-    }
-    return { k: 'goto', chain: objectNames.admitChain(group) };
+    const name = buildChainName({ kind: 'admit', group });
+    if (!admitChains.has(group)) admitChains.set(group, { name, rules: [{ stmts: [markFlow(group)] }, { stmts: [{ k: 'verdict', v: 'accept' }] }] });
+    return { k: 'goto', chain: name };
   };
 
   const guard = policy.dns.guard;
@@ -174,7 +195,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     // while their identity still matches (the flows chain); any other packet of
     // an established flow is judged below as if it were new.
     {
-      stmts: [{ k: 'ct', states: ['established'] }, { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 }, { k: 'jump', chain: 'flows' }],
+      stmts: [{ k: 'ct', states: ['established'] }, { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 }, { k: 'jump', chain: buildChainName({ kind: 'flows' }) }],
       comment: 'flows admitted by this policy',
     },
     // To this host, judged after NAT: loopback, the host's own addresses, and DNS
@@ -186,7 +207,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
 
   if (policy.essentials) {
     sets.push({
-      name: 'essential_icmpv6',
+      name: buildSetName({ kind: 'builtin', name: 'essential_icmpv6' }),
       key: 'icmpv6_type',
       interval: false,
       timeout: false,
@@ -195,15 +216,16 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       comment: 'neighbour discovery and MLD',
     });
     const ess = (stmts: Stmt[], comment: string): RuleDef => ({
-      stmts: [...stmts, { k: 'counter', name: 'essentials' }, { k: 'verdict', v: 'accept' }],
+      stmts: [...stmts, { k: 'counter', name: buildCounterName({ kind: 'essentials' }) }, { k: 'verdict', v: 'accept' }],
       comment,
     });
     // DHCP: a root client, from the client port, to where a DHCP server is: broadcast (IPv4),
     // the DHCPv6 multicast groups, or the server of a lease this host holds (renewals are
     // unicast). Never to any host: with net.ipv4.ip_unprivileged_port_start lowered (as in
     // containers) any user could bind the client port.
-    sets.push(hostSet('dhcp_servers4', 4, mergeHosts([DHCP_BROADCAST4, ...(env.dhcpServers ?? []).filter((a) => a.family === 4)]), 'DHCP: broadcast and the servers of leases held'));
-    sets.push(hostSet('dhcp_servers6', 6, mergeHosts([...DHCP_MULTICAST6, ...(env.dhcpServers ?? []).filter((a) => a.family === 6)]), 'DHCPv6: server multicast groups and lease servers'));
+    const dhcpSet = (family: 4 | 6) => buildSetName({ kind: 'builtin', name: family === 4 ? 'dhcp_servers4' : 'dhcp_servers6' });
+    sets.push(hostSet(dhcpSet(4), 4, mergeHosts([DHCP_BROADCAST4, ...(env.dhcpServers ?? []).filter((a) => a.family === 4)]), 'DHCP: broadcast and the servers of leases held'));
+    sets.push(hostSet(dhcpSet(6), 6, mergeHosts([...DHCP_MULTICAST6, ...(env.dhcpServers ?? []).filter((a) => a.family === 6)]), 'DHCPv6: server multicast groups and lease servers'));
     const dhcp = (family: 4 | 6, sport: number, dport: number, comment: string): RuleDef =>
       ess(
         [
@@ -212,7 +234,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
           { k: 'cmp', sel: 'th sport', op: 'eq', value: sport },
           { k: 'cmp', sel: 'th dport', op: 'eq', value: dport },
           { k: 'cmp', sel: 'meta skuid', op: 'eq', value: 0 },
-          { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set: `dhcp_servers${family}` },
+          { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set: dhcpSet(family) },
         ],
         comment,
       );
@@ -220,7 +242,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       ess(
         [
           { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_ICMPV6 },
-          { k: 'lookup', sel: 'icmpv6 type', set: 'essential_icmpv6' },
+          { k: 'lookup', sel: 'icmpv6 type', set: buildSetName({ kind: 'builtin', name: 'essential_icmpv6' }) },
         ],
         'essentials: IPv6 neighbour discovery',
       ),
@@ -234,7 +256,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   const compiledRules = new Map(ordered.map((rule) => [rule, compileRule(rule, env, sets, warnings)]));
   const encrypted = guard && policy.dns.encryptedDns === 'block' ? encryptedDnsRules(policy, dnsEnv.encrypted.addrs, sets) : [];
   if (encrypted.length > 0) {
-    extraChains.push(logChain('block_encrypted-dns', ENCRYPTED_DNS_RULE, blockLetter, blockVerdict, 'log_block', 'suppressed_block', audit ? 0 : undefined));
+    extraChains.push(logChain('block', ENCRYPTED_DNS_RULE, audit ? 0 : undefined));
   }
 
   // The flows chain: a packet of an established outbound flow is accepted when
@@ -270,13 +292,13 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     const group = audit || !hasIdentity(rule) ? 0 : groups.get(rule);
     let verdict: Stmt;
     if (rule.action === 'deny') {
-      const chain = objectNames.blockChain(rule.name);
-      extraChains.push(logChain(chain, rule.name, blockLetter, blockVerdict, 'log_block', 'suppressed_block', audit ? 0 : undefined));
-      verdict = { k: 'goto', chain };
+      const chain = logChain('block', rule.name, audit ? 0 : undefined);
+      extraChains.push(chain);
+      verdict = { k: 'goto', chain: chain.name };
     } else if (rule.log || policy.log.allowed) {
-      const chain = objectNames.allowChain(rule.name);
-      extraChains.push(logChain(chain, rule.name, 'A', { k: 'verdict', v: 'accept' }, 'log_allow', 'suppressed_allow', group));
-      verdict = { k: 'goto', chain };
+      const chain = logChain('allow', rule.name, group);
+      extraChains.push(chain);
+      verdict = { k: 'goto', chain: chain.name };
     } else {
       verdict = group === undefined ? { k: 'verdict', v: 'accept' } : admit(group);
     }
@@ -291,15 +313,16 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   if (!encryptedPlaced) output.push(...encrypted);
 
   if (policy.defaultAction === 'deny') {
-    extraChains.push(logChain('block_default', DEFAULT_RULE, blockLetter, blockVerdict, 'log_block', 'suppressed_block', audit ? 0 : undefined));
-    output.push({ stmts: [{ k: 'counter', name: 'default' }, { k: 'goto', chain: 'block_default' }], comment: 'default deny' });
+    const chain = logChain('block', DEFAULT_RULE, audit ? 0 : undefined);
+    extraChains.push(chain);
+    output.push({ stmts: [{ k: 'counter', name: buildCounterName({ kind: 'default' }) }, { k: 'goto', chain: chain.name }], comment: 'default deny' });
   } else {
-    output.push({ stmts: [{ k: 'counter', name: 'default' }, admit(0)], comment: 'default allow' });
+    output.push({ stmts: [{ k: 'counter', name: buildCounterName({ kind: 'default' }) }, admit(0)], comment: 'default allow' });
   }
 
   const chains: ChainDef[] = [
     {
-      name: 'output',
+      name: buildChainName({ kind: 'base', name: 'output' }),
       base: {
         type: 'filter',
         hook: 'output',
@@ -309,13 +332,13 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       },
       rules: output,
     },
-    { name: 'flows', rules: flows, comment: 'packets of established outbound flows' },
+    { name: buildChainName({ kind: 'flows' }), rules: flows, comment: 'packets of established outbound flows' },
     ...[...admitChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1)),
     ...extraChains,
   ];
   if (!audit) {
     chains.push({
-      name: 'refuse',
+      name: buildChainName({ kind: 'refuse' }),
       rules:
         policy.blockWith === 'reject'
           ? [
@@ -331,7 +354,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     // Audit mode: nothing on the packet path may depend on the daemon, so DNS is
     // not redirected; replies are copied to NFLOG and the daemon learns from them.
     chains.push({
-      name: 'dns_observe',
+      name: buildChainName({ kind: 'base', name: 'dns_observe' }),
       base: { type: 'filter', hook: 'input', priority: -150, policy: 'accept' },
       rules: [
         {
@@ -341,8 +364,8 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
             { k: 'cmp', sel: 'ct direction', op: 'eq', value: 1 },
             { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
             { k: 'cmp', sel: 'th sport', op: 'eq', value: 53 },
-            { k: 'limit', name: 'log_dns' },
-            { k: 'log', group: dnsLogGroup(policy), prefix: `${LOG_PREFIX}D:dns ` },
+            { k: 'limit', name: buildLimitName({ kind: 'log', log: 'dns' }) },
+            { k: 'log', group: dnsLogGroup(policy), prefix: buildDnsReplyPrefix() },
           ],
           comment: 'audit: DNS replies for the daemon to learn from',
         },
@@ -351,24 +374,26 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   }
 
   const counters = [
-    ...(guard && !audit ? [{ name: 'dns_upstream', comment: "the DNS guard's own queries" }] : []),
-    ...(encrypted.length > 0 ? [{ name: 'encrypted_dns', comment: 'DNS over TLS and known DNS-over-HTTPS endpoints' }] : []),
+    ...(guard && !audit ? [{ name: buildCounterName({ kind: 'dns-upstream' }), comment: "the DNS guard's own queries" }] : []),
+    ...(encrypted.length > 0 ? [{ name: buildCounterName({ kind: 'encrypted-dns' }), comment: 'DNS over TLS and known DNS-over-HTTPS endpoints' }] : []),
     ...policy.rules.map((r) => ({ name: objectNames.counter(r.name), comment: `${r.action} ${r.name}` })),
-    { name: 'default', comment: `default ${policy.defaultAction}` },
-    ...(policy.essentials ? [{ name: 'essentials', comment: 'neighbour discovery and DHCP' }] : []),
-    { name: 'suppressed_block', comment: 'block records over the log rate limit' },
-    { name: 'suppressed_allow', comment: 'allow records over the log rate limit' },
+    { name: buildCounterName({ kind: 'default' }), comment: `default ${policy.defaultAction}` },
+    ...(policy.essentials ? [{ name: buildCounterName({ kind: 'essentials' }), comment: 'neighbour discovery and DHCP' }] : []),
+    { name: buildCounterName({ kind: 'suppressed', log: 'block', budget: 'shared' }), comment: 'block records over the log rate limit' },
+    { name: buildCounterName({ kind: 'suppressed', log: 'allow', budget: 'shared' }), comment: 'allow records over the log rate limit' },
+    { name: buildCounterName({ kind: 'suppressed', log: 'block', budget: 'user' }), comment: "block records over the sending user's share of the log rate limit" },
+    { name: buildCounterName({ kind: 'suppressed', log: 'allow', budget: 'user' }), comment: "allow records over the sending user's share of the log rate limit" },
   ];
   const limits = [
-    { name: 'log_block', rate: policy.log.rate, burst: policy.log.burst },
-    { name: 'log_allow', rate: policy.log.rate, burst: policy.log.burst },
-    ...(guard && audit ? [{ name: 'log_dns', rate: 5000, burst: 10_000 }] : []),
+    { name: buildLimitName({ kind: 'log', log: 'block' }), rate: policy.log.rate, burst: policy.log.burst },
+    { name: buildLimitName({ kind: 'log', log: 'allow' }), rate: policy.log.rate, burst: policy.log.burst },
+    ...(guard && audit ? [{ name: buildLimitName({ kind: 'log', log: 'dns' }), rate: 5000, burst: 10_000 }] : []),
   ];
 
   return {
     ruleset: {
       table: TABLE_NAME,
-      comment: `sluice mode=${policy.mode} policy=sha256:${policy.sha256} ${flowMarkComment(layout, epoch)}`,
+      comment: buildTableComment({ mode: policy.mode, sha256: policy.sha256, fields: flowMarkFields(layout, epoch) }),
       sets,
       counters,
       limits,
@@ -378,8 +403,20 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   };
 }
 
-/** Log name of the built-in encrypted-DNS block. */
-export const ENCRYPTED_DNS_RULE = '#encrypted-dns';
+/**
+ * How long a user's meter element lives after its last packet: long enough
+ * for the bucket to refill (a reset then gives nothing the refill would not),
+ * at least a minute, at most a day.
+ */
+function meterTimeoutMs(policy: Policy): number {
+  const refillS = Math.ceil(policy.log.userBurst / policy.log.userRate);
+  return Math.min(86_400, Math.max(60, refillS)) * 1000;
+}
+
+/** The set holding each user's log budget for one kind of record. Bounded: a full set lets new users through to the shared budget. */
+function userMeterSet(name: string, kind: LogKind): SetDef {
+  return { name, key: 'uid', interval: false, timeout: true, dynamic: true, meter: true, elements: [], comment: `each user's share of the ${kind} log budget` };
+}
 
 /** NFLOG group for DNS replies observed in audit mode: the event group plus one. */
 export function dnsLogGroup(policy: Policy): number {
@@ -416,22 +453,23 @@ function hostSet(name: string, family: 4 | 6, hosts: AddrRange[], comment: strin
  * before the established shortcut.
  */
 function guardUpstreamRules(policy: Policy, upstreams: AddrRange[], sets: SetDef[]): RuleDef[] {
-  sets.push({ ...dnsPortsSet('dns_ports', 53), comment: 'DNS' });
+  const dnsPorts = buildSetName({ kind: 'builtin', name: 'dns_ports' });
+  sets.push({ ...dnsPortsSet(dnsPorts, 53), comment: 'DNS' });
   const out: RuleDef[] = [];
   for (const family of [4, 6] as const) {
     const hosts = upstreams.filter((u) => u.family === family);
     if (hosts.length === 0) continue;
-    const name = `dns_upstream${family}`;
+    const name = buildSetName({ kind: 'builtin', name: `dns_upstream${family}` });
     sets.push(hostSet(name, family, hosts, 'DNS guard upstreams'));
     const to: Stmt[] = [
       { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 },
       { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set: name },
-      { k: 'lookup', sel: 'meta l4proto . th dport', set: 'dns_ports' },
+      { k: 'lookup', sel: 'meta l4proto . th dport', set: dnsPorts },
     ];
     out.push(
       { stmts: [{ k: 'cmp', sel: 'meta mark', op: 'neq', value: policy.dns.mark }, ...to, { k: 'verdict', v: 'drop' }], comment: 'only the guard reaches the upstream resolvers' },
       { stmts: [{ k: 'cmp', sel: 'meta skuid', op: 'neq', value: 0 }, ...to, { k: 'verdict', v: 'drop' }], comment: 'only the guard reaches the upstream resolvers' },
-      { stmts: [...to, { k: 'counter', name: 'dns_upstream' }, { k: 'verdict', v: 'accept' }], comment: 'DNS guard to its upstreams' },
+      { stmts: [...to, { k: 'counter', name: buildCounterName({ kind: 'dns-upstream' }) }, { k: 'verdict', v: 'accept' }], comment: 'DNS guard to its upstreams' },
     );
   }
   return out;
@@ -447,33 +485,35 @@ function encryptedDnsRules(policy: Policy, addrs: AddrRange[], sets: SetDef[]): 
   const allows = policy.rules.filter((r) => r.action === 'allow');
   const explicitHosts = new Set(allows.flatMap((r) => r.addrs.filter((a) => a.start === a.end).map((a) => `${a.family}:${a.start}`)));
   const end = (stmts: Stmt[]): RuleDef => ({
-    stmts: [...stmts, { k: 'counter', name: 'encrypted_dns' }, { k: 'goto', chain: 'block_encrypted-dns' }],
+    stmts: [...stmts, { k: 'counter', name: buildCounterName({ kind: 'encrypted-dns' }) }, { k: 'goto', chain: buildChainName({ kind: 'block', rule: ENCRYPTED_DNS_RULE }) }],
     comment: 'encrypted DNS bypasses the guard',
   });
   const out: RuleDef[] = [];
   // DNS over TLS: blocked everywhere except to the destinations of rules that list port 853 themselves.
   const dotRules = allows.filter((r) => r.ports.some((p) => p.from === 853 && p.to === 853));
   const existing = new Set(sets.map((x) => x.name));
-  sets.push({ ...dnsPortsSet('dot_ports', 853), comment: 'DNS over TLS' });
+  const dotPorts = buildSetName({ kind: 'builtin', name: 'dot_ports' });
+  sets.push({ ...dnsPortsSet(dotPorts, 853), comment: 'DNS over TLS' });
   for (const family of [4, 6] as const) {
     if (dotRules.some((r) => r.addrs.length === 0 && r.domains.length === 0)) continue; // a rule allows 853 to anywhere
     const exempt: Stmt[] = dotRules
-      .flatMap((r) => ['a', 'n', 'd'].map((kind) => objectNames.set(r.name, `${kind}${family}`)))
+      .flatMap((r) => (['a', 'n', 'd'] as const).map((kind) => objectNames.set(r.name, `${kind}${family}`)))
       .filter((n) => existing.has(n))
       .map((set) => ({ k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set, neg: true }));
-    out.push(end([{ k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 }, ...exempt, { k: 'lookup', sel: 'meta l4proto . th dport', set: 'dot_ports' }]));
+    out.push(end([{ k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 }, ...exempt, { k: 'lookup', sel: 'meta l4proto . th dport', set: dotPorts }]));
   }
-  sets.push({ ...dnsPortsSet('doh_ports', 443), comment: 'HTTPS and HTTP/3' });
+  const dohPorts = buildSetName({ kind: 'builtin', name: 'doh_ports' });
+  sets.push({ ...dnsPortsSet(dohPorts, 443), comment: 'HTTPS and HTTP/3' });
   for (const family of [4, 6] as const) {
     const list = addrs.filter((a) => a.family === family && !explicitHosts.has(`${family}:${a.start}`));
     if (list.length === 0) continue;
-    const name = `encrypted_dns${family}`;
+    const name = buildSetName({ kind: 'builtin', name: `encrypted_dns${family}` });
     sets.push(hostSet(name, family, list, 'well-known DNS-over-HTTPS endpoints'));
     out.push(
       end([
         { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 },
         { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set: name },
-        { k: 'lookup', sel: 'meta l4proto . th dport', set: 'doh_ports' },
+        { k: 'lookup', sel: 'meta l4proto . th dport', set: dohPorts },
       ]),
     );
   }
@@ -489,14 +529,15 @@ function encryptedDnsRules(policy: Policy, addrs: AddrRange[], sets: SetDef[]): 
  * else who bound the port, whenever and however, sees a query.
  */
 function guardInputChain(policy: Policy, sets: SetDef[]): ChainDef {
-  sets.push({ ...dnsPortsSet('guard_port', policy.dns.port), comment: "the DNS guard's port" });
+  const port = buildSetName({ kind: 'builtin', name: 'guard_port' });
+  sets.push({ ...dnsPortsSet(port, policy.dns.port), comment: "the DNS guard's port" });
   return {
-    name: 'guard_in',
+    name: buildChainName({ kind: 'base', name: 'guard_in' }),
     base: { type: 'filter', hook: 'input', priority: 0, policy: 'accept' },
     rules: [
       {
         stmts: [
-          { k: 'lookup', sel: 'meta l4proto . th dport', set: 'guard_port' },
+          { k: 'lookup', sel: 'meta l4proto . th dport', set: port },
           { k: 'cmp', sel: 'ct status', op: 'neq', value: 0, mask: IPS_DST_NAT },
           { k: 'cmp', sel: 'socket mark', op: 'neq', value: policy.dns.mark },
           { k: 'verdict', v: 'drop' },
@@ -517,8 +558,9 @@ function replyRules(policy: Policy, sets: SetDef[]): RuleDef[] {
   const reply: Stmt[] = [{ k: 'ct', states: ['established'] }, { k: 'cmp', sel: 'ct direction', op: 'eq', value: 1 }];
   const replies = policy.flows.replies;
   if (replies === 'any') return [{ stmts: [...reply, { k: 'verdict', v: 'accept' }], comment: 'replies to inbound flows' }];
+  const set = buildSetName({ kind: 'builtin', name: 'reply_ports' });
   sets.push({
-    name: 'reply_ports',
+    name: set,
     key: 'inet_proto . inet_service',
     interval: true,
     timeout: false,
@@ -527,7 +569,7 @@ function replyRules(policy: Policy, sets: SetDef[]): RuleDef[] {
     comment: 'local ports that may answer inbound flows',
   });
   return [
-    { stmts: [...reply, { k: 'lookup', sel: 'meta l4proto . th sport', set: 'reply_ports' }, { k: 'verdict', v: 'accept' }], comment: 'replies to inbound flows, from the listed ports' },
+    { stmts: [...reply, { k: 'lookup', sel: 'meta l4proto . th sport', set }, { k: 'verdict', v: 'accept' }], comment: 'replies to inbound flows, from the listed ports' },
     ...[IPPROTO_ICMP, IPPROTO_ICMPV6].map((proto) => ({ stmts: [...reply, { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto } as Stmt, { k: 'verdict', v: 'accept' } as Stmt], comment: 'ICMP replies' })),
   ];
 }
@@ -535,7 +577,7 @@ function replyRules(policy: Policy, sets: SetDef[]): RuleDef[] {
 /** Enforce mode: every DNS query to port 53, wherever it is addressed, goes to the guard. */
 function dnsRedirectChain(policy: Policy): ChainDef {
   return {
-    name: 'dns_redirect',
+    name: buildChainName({ kind: 'base', name: 'dns_redirect' }),
     base: { type: 'nat', hook: 'output', priority: -100, policy: 'accept' },
     rules: [
       {
@@ -579,7 +621,7 @@ export function hasIdentity(rule: Rule): boolean {
 
 /** Compiles one policy rule, adding its sets. */
 function compileRule(rule: Rule, env: CompileEnv, sets: SetDef[], warnings: string[]): CompiledRule {
-  const name = (dim: string) => objectNames.set(rule.name, dim);
+  const name = (dim: RuleSetDim) => objectNames.set(rule.name, dim);
   const addSet = (def: Omit<SetDef, 'comment'>) => {
     sets.push({ ...def, comment: `rule ${rule.name}` });
     return def.name;

@@ -1,3 +1,4 @@
+import { buildTableComment, parseTableComment } from './kernel-names.js';
 import type { Ruleset, Stmt } from './ruleset.js';
 
 /**
@@ -51,22 +52,21 @@ export function nextEpoch(epoch: number | undefined): number {
   return epoch === undefined || epoch < 1 || epoch >= MAX_EPOCH ? 1 : epoch + 1;
 }
 
-const COMMENT_EPOCH = /(?:^| )epoch=([0-9]{1,3})(?= |$)/;
-const COMMENT_MASK = /(?:^| )ctmark=0x([0-9a-f]{8})(?= |$)/;
-
 /** The epoch and mark layout a compiled ruleset carries in its table comment, or null (written by an older Sluice). */
 export function rulesetFlowMark(rs: Pick<Ruleset, 'comment'>): { epoch: number; layout: FlowMarkLayout } | null {
-  const e = COMMENT_EPOCH.exec(rs.comment);
-  const m = COMMENT_MASK.exec(rs.comment);
+  const fields = parseTableComment(rs.comment)?.fields;
+  const e = /^[0-9]{1,3}$/.exec(fields?.epoch ?? '');
+  const m = /^0x([0-9a-f]{8})$/.exec(fields?.ctmark ?? '');
   if (!e || !m) return null;
-  const epoch = Number(e[1]);
-  if (epoch < 1 || epoch > MAX_EPOCH) return null;
-  return { epoch, layout: flowMarkLayout(parseInt(m[1] ?? '0', 16)) };
+  const epoch = Number(e[0]);
+  const layout = flowMarkLayout(parseInt(m[1] ?? '0', 16));
+  if (epoch < 1 || epoch > MAX_EPOCH || layout.mask >>> layout.shift !== 0xffff) return null;
+  return { epoch, layout };
 }
 
-/** The comment fields that record the epoch and layout. */
-export function flowMarkComment(layout: FlowMarkLayout, epoch: number): string {
-  return `epoch=${epoch} ctmark=0x${layout.mask.toString(16).padStart(8, '0')}`;
+/** The table comment fields that record the epoch and layout. */
+export function flowMarkFields(layout: FlowMarkLayout, epoch: number): Record<string, string> {
+  return { ctmark: `0x${layout.mask.toString(16).padStart(8, '0')}`, epoch: String(epoch) };
 }
 
 /**
@@ -85,9 +85,10 @@ export function withEpoch(rs: Ruleset, epoch: number): Ruleset {
     if (s.k === 'cmp' && s.sel === 'ct mark' && s.mask === fm.layout.mask) return { ...s, value: moved(s.value) };
     return s;
   };
+  const comment = parseTableComment(rs.comment);
   return {
     ...rs,
-    comment: rs.comment.replace(COMMENT_EPOCH, (m) => m.replace(/epoch=[0-9]+/, `epoch=${epoch}`)),
+    comment: comment ? buildTableComment({ ...comment, fields: { ...comment.fields, epoch: String(epoch) } }) : rs.comment,
     chains: rs.chains.map((c) => ({ ...c, rules: c.rules.map((r) => ({ ...r, stmts: r.stmts.map(stmt) })) })),
   };
 }

@@ -101,6 +101,8 @@ export function renderStmt(s: Stmt): string {
       return `limit name ${quote(s.name)}`;
     case 'log':
       return `log prefix ${quote(s.prefix)} group ${s.group}`;
+    case 'meter':
+      return `update @${s.set} { ${s.sel} timeout ${ms(s.timeoutMs)} limit rate ${s.over ? 'over ' : ''}${s.rate}/second burst ${s.burst} packets }`;
     case 'reject':
       return s.how === 'tcp-reset' ? 'reject with tcp reset' : 'reject with icmpx admin-prohibited';
     case 'redirect':
@@ -142,10 +144,12 @@ export interface RenderOptions {
 
 function renderSet(s: SetDef, opts: RenderOptions): string[] {
   const lines = [`\tset ${s.name} {`, `\t\t${KEY_TEXT[s.key]}`];
-  const flags = [s.interval ? 'interval' : '', s.timeout ? 'timeout' : ''].filter(Boolean);
+  const flags = [s.meter ? 'dynamic' : '', s.interval ? 'interval' : '', s.timeout ? 'timeout' : ''].filter(Boolean);
   if (flags.length > 0) lines.push(`\t\tflags ${flags.join(',')}`);
   if (s.comment !== undefined) lines.push(`\t\tcomment ${quote(s.comment)}`);
-  if (s.dynamic) {
+  if (s.meter) {
+    lines.push(`\t\t# kept by the kernel: one element per key, with its own rate limit${s.elements.length ? `: ${s.elements.length} now` : ''}`);
+  } else if (s.dynamic) {
     lines.push(`\t\t# filled at run time by the DNS guard${s.elements.length ? `: ${s.elements.length} now` : ''}`);
   }
   const elems = sortElements(s.elements);

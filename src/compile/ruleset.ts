@@ -37,6 +37,13 @@ export interface SetDef {
   timeout: boolean;
   /** Dynamic sets are filled at run time; their elements are not part of the compiled state. */
   dynamic: boolean;
+  /**
+   * Filled by the kernel from the packet path through a `meter` statement
+   * (nft `flags dynamic`): one element per key with its own rate-limit state.
+   * Its elements are never compared, read as learned addresses, or carried
+   * across a replacement (a copied element would have no limit state).
+   */
+  meter?: boolean;
   /** For cgroupv2 sets: the ancestry level the rule matches at. Display only. */
   level?: number;
   elements: SetElem[];
@@ -99,6 +106,15 @@ export type Stmt =
   | { k: 'counter'; name: string }
   | { k: 'limit'; name: string }
   | { k: 'log'; group: number; prefix: string }
+  /**
+   * A per-key rate limit (an nft meter): `update @set { <sel> timeout T limit
+   * rate [over] R/second burst B packets }`. Each key (the sender's uid) gets
+   * its own token bucket in the set's element, refreshed while it keeps
+   * sending. With `over`, the statement matches while the key is over its
+   * rate; otherwise while it is within. If the set is full or the packet has
+   * no socket, the statement does not match.
+   */
+  | { k: 'meter'; sel: 'meta skuid'; set: string; timeoutMs: number; rate: number; burst: number; over: boolean }
   | { k: 'reject'; how: 'tcp-reset' | 'icmpx-admin' }
   | { k: 'redirect'; port: number }
   /** ct mark set (ct mark & ~mask) | value: Sluice's bits of the flow's mark, the others kept. */

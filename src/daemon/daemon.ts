@@ -1,4 +1,3 @@
-import { createServer, type Server } from 'node:http';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CompileResult } from '../compile/compile-ruleset.js';
@@ -12,7 +11,9 @@ import { rollBackPending } from '../state/rollback.js';
 import { removeStaleTemps, type AppliedState, type StateStore } from '../state/state-store.js';
 import { ControlServer } from './control-server.js';
 import { publishAlert } from './events.js';
+import type { KernelMetricsContext } from './kernel-counter-metrics.js';
 import { Registry } from './metrics.js';
+import { MetricsServer, metricsToken, type MetricsListen } from './metrics-server.js';
 
 /** What a daemon component gets: the current policy and the shared services. */
 export interface Runtime {
@@ -61,8 +62,8 @@ export interface DaemonOptions {
   netfilter: Netfilter;
   state: StateStore;
   components: Component[];
-  /** host:port for GET /metrics (loopback only), or null for none. */
-  metricsListen: string | null;
+  /** Where GET /metrics is served (the root-only Unix socket, and TCP with a token), or null for nowhere. */
+  metrics: { listen: MetricsListen; tokenFile?: string } | null;
   /** Tells the service manager (systemd, Type=notify) how the start went. */
   notify?: (text: string) => void;
 }
@@ -81,7 +82,7 @@ export class Daemon {
   readonly metrics = new Registry();
   readonly control: ControlServer;
   private rt: Runtime | undefined;
-  private http: Server | undefined;
+  private metricsServer: MetricsServer | undefined;
   private started: Component[] = [];
   private reloading: Promise<void> | undefined;
   private startedAt = Date.now();
@@ -268,7 +269,7 @@ export class Daemon {
       this.started.push(c);
       logLine('info', `started ${c.name}`);
     }
-    if (this.opts.metricsListen) await this.startMetrics(this.opts.metricsListen);
+    if (this.opts.metrics) await this.startMetrics(this.opts.metrics);
     this.watchPending();
     state.setDaemonState({ state: 'running', pid: process.pid, at: new Date().toISOString() });
     const { policy } = this.runtime;
@@ -276,26 +277,28 @@ export class Daemon {
     this.opts.notify?.(`READY=1\nSTATUS=${this.off ? 'Sluice is off; waiting for an apply' : `${policy.mode} mode, policy ${policy.sha256.slice(0, 16)}`}\nMAINPID=${process.pid}`);
   }
 
-  private async startMetrics(listen: string): Promise<void> {
-    const m = /^(\[[0-9a-fA-F:]+\]|[0-9.]+|localhost):([0-9]{1,5})$/.exec(listen);
-    if (!m) throw new SluiceError('EMETRICS', `Bad metrics address: ${JSON.stringify(listen)} (want HOST:PORT on loopback)`);
-    const host = (m[1] ?? '').replace(/^\[|\]$/g, '');
-    if (!['127.0.0.1', '::1', 'localhost'].includes(host)) throw new SluiceError('EMETRICS', `Metrics listen only on loopback, not ${host}`);
-    this.http = createServer((req, res) => {
-      if (req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?'))) {
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-        res.end(this.metrics.render());
-      } else {
-        res.writeHead(404, { 'content-type': 'text/plain' });
-        res.end('not found\n');
-      }
+  private async startMetrics(cfg: { listen: MetricsListen; tokenFile?: string }): Promise<void> {
+    const dir = this.opts.state.dir;
+    const tcp = cfg.listen.tcp ? { ...cfg.listen.tcp, token: metricsToken(dir, cfg.tokenFile) } : null;
+    // Kernel counters are labelled with the policy in force; its rule actions are built once per policy.
+    let labelled: { policy: Policy; context: KernelMetricsContext } | undefined;
+    this.metricsServer = new MetricsServer({
+      registry: this.metrics,
+      unixPath: cfg.listen.unix ? join(dir, 'metrics.sock') : null,
+      tcp,
+      table: TABLE_NAME,
+      context: () => {
+        const policy = this.rt?.policy;
+        if (!policy) return null;
+        if (labelled?.policy !== policy) {
+          labelled = { policy, context: { mode: policy.mode, defaultAction: policy.defaultAction, actions: Object.fromEntries(policy.rules.map((r) => [r.name, r.action])) } };
+        }
+        return labelled.context;
+      },
+      log: (level, message, fields) => logLine(level, message, fields),
     });
-    this.http.headersTimeout = 5_000;
-    this.http.requestTimeout = 10_000;
-    await new Promise<void>((resolve, reject) => {
-      this.http?.once('error', reject);
-      this.http?.listen(Number(m[2]), host, () => resolve());
-    });
+    const where = await this.metricsServer.start();
+    logLine('info', 'serving metrics', { unix: where.unix, tcp: where.tcp ? `${where.tcp.host}:${where.tcp.port}` : null, token: tcp ? (cfg.tokenFile ?? join(dir, 'metrics.token')) : null });
   }
 
   /**
@@ -388,7 +391,7 @@ export class Daemon {
     }
     this.started = [];
     if (this.pendingTimer) clearTimeout(this.pendingTimer);
-    await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    await this.metricsServer?.stop();
     await this.control.stop();
     rmSync(join(this.opts.state.dir, 'daemon.pid'), { force: true });
     if (this.opts.state.daemonState()?.state !== 'failed') this.opts.state.setDaemonState({ state: 'stopped', pid: process.pid, at: new Date().toISOString() });

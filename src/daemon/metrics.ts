@@ -1,10 +1,21 @@
 /**
  * A small Prometheus registry (text exposition format 0.0.4). Components
- * register counters and gauges; collectors computed at scrape time (kernel
- * counters, set sizes) register a callback.
+ * register counters and gauges; values computed at scrape time (queue
+ * lengths, set sizes) register a callback. A scrape takes a snapshot here
+ * (plain data, cheap: no system calls beyond what the callbacks do) and the
+ * text is rendered elsewhere, off the event loop that answers DNS (see
+ * metrics-server.ts).
  */
 
 type Labels = Record<string, string>;
+
+/** One metric family with its samples: plain data, so it can cross to a worker thread. */
+export interface Family {
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge';
+  samples: { labels: Labels; value: number }[];
+}
 
 function escapeLabel(v: string): string {
   return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
@@ -33,10 +44,8 @@ abstract class Metric {
     return labelText(labels);
   }
 
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help.replace(/\n/g, ' ')}`, `# TYPE ${this.name} ${this.type}`];
-    for (const { labels, value } of this.values.values()) lines.push(`${this.name}${labelText(labels)} ${Number.isFinite(value) ? value : 0}`);
-    return lines.join('\n');
+  family(): Family {
+    return { name: this.name, help: this.help, type: this.type, samples: [...this.values.values()].map(({ labels, value }) => ({ labels: { ...labels }, value })) };
   }
 }
 
@@ -72,11 +81,35 @@ export class Gauge extends Metric {
 }
 
 /** Values computed at scrape time. */
-export type Collector = () => { name: string; help: string; type: 'counter' | 'gauge'; samples: { labels: Labels; value: number }[] }[];
+export type Collector = () => Family[];
+
+/**
+ * The exposition text of some families. Families of one name are merged
+ * (several components report one metric under different labels, such as
+ * sluice_events_dropped_total{stage}): Prometheus refuses a scrape that
+ * declares a name twice.
+ */
+export function renderExposition(families: Family[]): string {
+  const byName = new Map<string, Family>();
+  for (const f of families) {
+    if (!NAME.test(f.name)) continue;
+    const seen = byName.get(f.name);
+    if (seen) seen.samples = [...seen.samples, ...f.samples];
+    else byName.set(f.name, { ...f, samples: [...f.samples] });
+  }
+  const parts: string[] = [];
+  for (const f of byName.values()) {
+    const lines = [`# HELP ${f.name} ${f.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}`, `# TYPE ${f.name} ${f.type}`];
+    for (const s of f.samples) lines.push(`${f.name}${labelText(s.labels)} ${Number.isFinite(s.value) ? s.value : 0}`);
+    parts.push(lines.join('\n'));
+  }
+  return `${parts.join('\n')}\n`;
+}
 
 export class Registry {
   private metrics = new Map<string, Metric>();
   private collectors: Collector[] = [];
+  private collectorErrors = 0;
 
   counter(name: string, help: string): Counter {
     const m = this.metrics.get(name);
@@ -98,17 +131,24 @@ export class Registry {
     this.collectors.push(c);
   }
 
-  /** The exposition text for GET /metrics. */
-  render(): string {
-    const parts = [...this.metrics.values()].map((m) => m.render());
+  /** Every family's current values. A collector that throws is left out (and named in sluice_metrics_collector_errors_total), not the whole scrape. */
+  snapshot(): Family[] {
+    const out = [...this.metrics.values()].map((m) => m.family());
+    let errors = 0;
     for (const c of this.collectors) {
-      for (const fam of c()) {
-        if (!NAME.test(fam.name)) continue;
-        const lines = [`# HELP ${fam.name} ${fam.help}`, `# TYPE ${fam.name} ${fam.type}`];
-        for (const s of fam.samples) lines.push(`${fam.name}${labelText(s.labels)} ${Number.isFinite(s.value) ? s.value : 0}`);
-        parts.push(lines.join('\n'));
+      try {
+        out.push(...c());
+      } catch {
+        errors++;
       }
     }
-    return `${parts.join('\n')}\n`;
+    this.collectorErrors += errors;
+    out.push({ name: 'sluice_metrics_collector_errors_total', help: 'Scrape-time collectors that failed (their metrics were left out)', type: 'counter', samples: [{ labels: {}, value: this.collectorErrors }] });
+    return out;
+  }
+
+  /** The exposition text for GET /metrics. */
+  render(): string {
+    return renderExposition(this.snapshot());
   }
 }

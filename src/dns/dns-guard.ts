@@ -1,4 +1,4 @@
-import { objectNames } from '../compile/compile-ruleset.js';
+import { objectNames } from '../compile/kernel-names.js';
 import type { DnsQueryEvent } from '../daemon/events.js';
 import { formatAddr } from '../net/ip.js';
 import type { Policy, Rule } from '../policy/policy.js';

@@ -1,5 +1,4 @@
-import { DEFAULT_RULE, LOG_PREFIX } from '../compile/compile-ruleset.js';
-import { TABLE_NAME } from '../compile/ruleset.js';
+import { parseLogPrefix } from '../compile/kernel-names.js';
 import type { Component, Runtime } from '../daemon/daemon.js';
 import { publishFlow } from '../daemon/events.js';
 import type { PipelineCounters, RecordedEvent } from '../events/event-store.js';
@@ -11,21 +10,9 @@ import { CgroupIndex } from './cgroup-index.js';
 import { LinkNames } from './links.js';
 import { ProcessTable } from './process-table.js';
 
-const VERDICTS: Record<string, RecordedEvent['verdict']> = { B: 'blocked', W: 'would-block', A: 'allowed' };
-const RULE_NAME = /^(?:[a-z0-9._-]{1,48}|#default)$/;
-
-/** The verdict and rule of a record's prefix (`sluice:B:rule `), or null when the prefix is not Sluice's. */
-export function parsePrefix(prefix: string): { verdict: RecordedEvent['verdict']; rule: string } | null {
-  if (!prefix.startsWith(LOG_PREFIX) || !prefix.endsWith(' ')) return null;
-  const verdict = VERDICTS[prefix.charAt(LOG_PREFIX.length)];
-  if (!verdict || prefix.charAt(LOG_PREFIX.length + 1) !== ':') return null;
-  const rule = prefix.slice(LOG_PREFIX.length + 2, -1);
-  return RULE_NAME.test(rule) ? { verdict, rule } : null;
-}
-
 /** The facts of one record, or a reason to skip it. Pure, so it is unit- and fuzz-tested. */
 export function recordFacts(r: NflogRecord): FlowFacts | 'foreign' | 'malformed' {
-  const p = parsePrefix(r.prefix);
+  const p = parseLogPrefix(r.prefix);
   if (!p) return 'foreign';
   const pkt = r.packet;
   if (!pkt) return 'malformed';
@@ -186,34 +173,9 @@ export class Collector implements Component {
     rt.metrics.collect(() => {
       const c = this.counters();
       const at = this.attributor?.stats;
-      const policy = this.rt?.policy;
-      const kernel = (() => {
-        try {
-          return this.rt?.netfilter.counters(TABLE_NAME) ?? new Map();
-        } catch {
-          return new Map<string, { packets: bigint; bytes: bigint }>();
-        }
-      })();
-      const actions = new Map<string, string>((policy?.rules ?? []).map((r) => [`r_${r.name}`, r.action]));
-      const ruleSamples: { labels: Record<string, string>; value: number }[] = [];
-      const byteSamples: { labels: Record<string, string>; value: number }[] = [];
-      for (const [name, v] of kernel) {
-        let labels: Record<string, string> | undefined;
-        if (name === 'default') labels = { rule: DEFAULT_RULE, action: policy?.defaultAction ?? 'deny' };
-        else if (name === 'essentials') labels = { rule: 'essentials', action: 'allow' };
-        else if (actions.has(name)) labels = { rule: name.slice(2), action: actions.get(name) as string };
-        if (!labels) continue;
-        labels.mode = policy?.mode ?? 'unknown';
-        ruleSamples.push({ labels, value: Number(v.packets) });
-        byteSamples.push({ labels, value: Number(v.bytes) });
-      }
-      const suppressed = ['block', 'allow'].map((kind) => ({ labels: { kind }, value: Number(kernel.get(`suppressed_${kind}`)?.packets ?? 0n) }));
       const mem = process.memoryUsage();
       const cpu = process.cpuUsage();
       return [
-        { name: 'sluice_rule_packets_total', help: 'Packets of new flows per rule (exact kernel counters; action and mode say what happened to them)', type: 'counter', samples: ruleSamples },
-        { name: 'sluice_rule_bytes_total', help: 'Bytes of those packets per rule (kernel counters)', type: 'counter', samples: byteSamples },
-        { name: 'sluice_log_suppressed_total', help: 'Packets not recorded because the kernel log rate limit was exceeded (kernel counters)', type: 'counter', samples: suppressed },
         { name: 'sluice_nflog_records_total', help: 'NFLOG records received', type: 'counter', samples: [{ labels: {}, value: c.records }] },
         { name: 'sluice_nflog_malformed_total', help: 'NFLOG records that could not be parsed', type: 'counter', samples: [{ labels: {}, value: c.malformed }] },
         { name: 'sluice_nflog_foreign_total', help: 'NFLOG records whose prefix is not Sluice\'s', type: 'counter', samples: [{ labels: {}, value: c.foreign }] },

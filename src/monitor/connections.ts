@@ -1,3 +1,4 @@
+import { DEFAULT_RULE } from '../compile/kernel-names.js';
 import { formatAddr, isLoopback, type Family } from '../net/ip.js';
 import { hostnameFor } from '../daemon/hostnames.js';
 import { explain } from '../policy/explain.js';
@@ -116,7 +117,7 @@ export function listConnections(opts: { policy?: Policy | null; procs?: ProcessT
           uid: s.uid,
           ...(p?.unit ? { service: p.unit } : {}),
         });
-        c.rule = x.decidedBy.kind === 'rule' ? x.decidedBy.rule : x.decidedBy.kind === 'default' ? '#default' : 'loopback';
+        c.rule = x.decidedBy.kind === 'rule' ? x.decidedBy.rule : x.decidedBy.kind === 'default' ? DEFAULT_RULE : 'loopback';
       } catch {
         /* no rule shown */
       }

@@ -1,3 +1,4 @@
+import { NetlinkError } from '../errors.js';
 import { addrBytes, bytesAddr, type Family } from '../net/ip.js';
 import { NetlinkSocket } from '../netfilter/netlink-socket.js';
 import { attrMap, MalformedNetlink, NlWriter, type NlMsg } from '../netfilter/nl-attr.js';
@@ -167,6 +168,30 @@ export class SockDiag {
       }
     }
     return out;
+  }
+
+  /**
+   * The TCP socket with exactly this 4-tuple (the kernel's hash lookup, not a
+   * dump), or undefined. An IPv4 peer may hold a dual-stack IPv6 socket, so
+   * an IPv4 tuple is also looked up in its IPv4-mapped form.
+   */
+  tcp(t: { family: Family; src: bigint; sport: number; dst: bigint; dport: number }): SockEntry | undefined {
+    const tries = t.family === 4 ? [t, { ...t, family: 6 as const, src: t.src + MAPPED_PREFIX, dst: t.dst + MAPPED_PREFIX }] : [t];
+    for (const q of tries) {
+      try {
+        for (const m of this.sock.request(encodeExactRequest(q, ++this.seq))) {
+          try {
+            return parseSockDiagMessage(m, 6);
+          } catch {
+            this.stats.malformed++;
+          }
+        }
+      } catch (err) {
+        // ENOENT: no such socket (it is gone, or has the other family).
+        if (!(err instanceof NetlinkError)) throw err;
+      }
+    }
+    return undefined;
   }
 
   close(): void {

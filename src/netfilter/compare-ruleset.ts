@@ -26,6 +26,7 @@ export function canonical(rs: Ruleset): unknown {
       key: s.key,
       interval: s.interval,
       timeout: s.timeout,
+      meter: s.meter === true,
       comment: s.comment ?? null,
       elements: s.dynamic ? [] : sortElements(s.elements).map(stripTimers),
     })),

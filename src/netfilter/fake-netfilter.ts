@@ -96,13 +96,24 @@ function checkElem(set: SetDef, e: SetElem): void {
 }
 
 function validate(rs: Ruleset): void {
+  // The kernel refuses a second object of a kind with the same name (EEXIST).
+  for (const [kind, names] of [['set', rs.sets], ['chain', rs.chains], ['counter', rs.counters], ['limit', rs.limits]] as const) {
+    const seen = new Set<string>();
+    for (const { name } of names) {
+      if (seen.has(name)) throw new NetlinkError(17, `Kernel refused adding ${kind} ${name}: EEXIST (file exists)`);
+      seen.add(name);
+    }
+  }
   const sets = new Set(rs.sets.map((s) => s.name));
   const chains = new Set(rs.chains.map((c) => c.name));
   const counters = new Set(rs.counters.map((c) => c.name));
   const limits = new Set(rs.limits.map((l) => l.name));
   for (const s of rs.sets) for (const e of s.elements) checkElem(s, e);
+  const meters = new Set(rs.sets.filter((s) => s.meter && s.timeout && s.key === 'uid' && !s.interval).map((s) => s.name));
   const refs = (st: Stmt): string | null => {
     if (st.k === 'lookup' && !sets.has(st.set)) return `set ${st.set}`;
+    // The kernel updates from the packet path only sets made for it (flags dynamic, timeout for the element's timeout).
+    if (st.k === 'meter' && !meters.has(st.set)) return `meter set ${st.set}`;
     if ((st.k === 'goto' || st.k === 'jump') && !chains.has(st.chain)) return `chain ${st.chain}`;
     if (st.k === 'counter' && !counters.has(st.name)) return `counter ${st.name}`;
     if (st.k === 'limit' && !limits.has(st.name)) return `limit ${st.name}`;

@@ -1,3 +1,4 @@
+import { parseTableComment } from '../compile/kernel-names.js';
 import type { Ruleset, SetDef, SetElem } from '../compile/ruleset.js';
 import type { CounterValue, LiveTable } from './nft-decode.js';
 
@@ -39,11 +40,17 @@ export type { CounterValue, LiveTable };
  * watching traffic it did not control).
  */
 export function carriesLearned(liveComment: string, nextComment: string): boolean {
-  const mode = (comment: string) => /mode=(\w+)/.exec(comment)?.[1];
+  const mode = (comment: string) => parseTableComment(comment)?.mode;
   return !(mode(liveComment) === 'audit' && mode(nextComment) === 'enforce');
 }
 
-/** Whether a live set's learned elements belong in this set of the next ruleset: same name, key and comment (the comment hashes the rule's action and names). */
+/**
+ * Whether a live set's learned elements belong in this set of the next
+ * ruleset: same name, key and comment (the comment hashes the rule's action
+ * and names). Never a meter's: a copied element would have no rate-limit
+ * state, and the kernel would then hold back every record of that user as
+ * over its share until the element expired.
+ */
 export function sameLearnedSet(live: SetDef, next: SetDef): boolean {
-  return next.dynamic && live.name === next.name && live.key === next.key && live.comment === next.comment;
+  return next.dynamic && !next.meter && !live.meter && live.name === next.name && live.key === next.key && live.comment === next.comment;
 }

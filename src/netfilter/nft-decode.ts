@@ -100,9 +100,10 @@ export function decodeSet(msg: NlMsg): { table: string; set: SetDef; anomaly?: s
     dynamic: (flags & SET_F.TIMEOUT) !== 0,
     elements: [],
   };
+  if (flags & SET_F.EVAL) set.meter = true;
   const comment = udataDecode(a.get(SET.USERDATA), UDATA_COMMENT.set);
   if (comment !== undefined) set.comment = comment;
-  const known = SET_F.INTERVAL | SET_F.TIMEOUT | SET_F.CONCAT;
+  const known = SET_F.INTERVAL | SET_F.TIMEOUT | SET_F.CONCAT | SET_F.EVAL;
   const out: { table: string; set: SetDef; anomaly?: string } = { table: attrStr(a.get(SET.TABLE)) ?? '', set };
   if (!key) out.anomaly = `set ${name} has a key type Sluice does not write (${dtype}/${klen})`;
   else if (flags & ~known) out.anomaly = `set ${name} has unexpected flags 0x${flags.toString(16)}`;

@@ -19,6 +19,7 @@ import {
   NLM_F_ACK,
   NLM_F_APPEND,
   NLM_F_CREATE,
+  NLM_F_EXCL,
   NLM_F_REQUEST,
   OBJ,
   OBJECT_COUNTER,
@@ -156,7 +157,12 @@ export function rawElements(set: Pick<SetDef, 'key' | 'interval'>, elems: SetEle
   return out;
 }
 
-/** Describes batch messages by sequence number, for error messages. */
+/**
+ * Builds one nf_tables transaction. Sets, chains and objects are created with
+ * NLM_F_EXCL: without it the kernel treats a second object of the same name
+ * as an update of the first (a second chain's rules are appended to the
+ * first), so a naming mistake would merge two objects instead of failing.
+ */
 export class BatchBuilder {
   // Small to start (a DNS answer's set update is a few hundred bytes); it doubles as needed.
   readonly w = new NlWriter(4096);
@@ -196,7 +202,7 @@ export class BatchBuilder {
   }
 
   addCounter(table: string, name: string, comment?: string): this {
-    this.begin(MSG.NEWOBJ, NLM_F_CREATE, `adding counter ${name}`);
+    this.begin(MSG.NEWOBJ, NLM_F_CREATE | NLM_F_EXCL, `adding counter ${name}`);
     this.w.str(OBJ.TABLE, table).str(OBJ.NAME, name).u32be(OBJ.TYPE, OBJECT_COUNTER);
     this.w.nest(OBJ.DATA, () => this.w.u64be(A.counter.BYTES, 0n).u64be(A.counter.PACKETS, 0n));
     if (comment !== undefined) this.w.bytes(OBJ.USERDATA, udataEncode(UDATA_COMMENT.obj, comment));
@@ -205,7 +211,7 @@ export class BatchBuilder {
   }
 
   addLimit(table: string, name: string, rate: number, burst: number): this {
-    this.begin(MSG.NEWOBJ, NLM_F_CREATE, `adding limit ${name}`);
+    this.begin(MSG.NEWOBJ, NLM_F_CREATE | NLM_F_EXCL, `adding limit ${name}`);
     this.w.str(OBJ.TABLE, table).str(OBJ.NAME, name).u32be(OBJ.TYPE, OBJECT_LIMIT);
     this.w.nest(OBJ.DATA, () =>
       this.w
@@ -226,8 +232,10 @@ export class BatchBuilder {
     let flags = 0;
     if (set.interval) flags |= SET_F.INTERVAL;
     if (set.timeout) flags |= SET_F.TIMEOUT;
+    // EVAL: updated from the packet path (a meter's dynset); the kernel picks a set type that can.
+    if (set.meter) flags |= SET_F.EVAL;
     if (info.fields && set.interval) flags |= SET_F.CONCAT;
-    this.begin(MSG.NEWSET, NLM_F_CREATE, `adding set ${set.name}`);
+    this.begin(MSG.NEWSET, NLM_F_CREATE | NLM_F_EXCL, `adding set ${set.name}`);
     this.w.str(SET.TABLE, table).str(SET.NAME, set.name).u32be(SET.FLAGS, flags);
     this.w.u32be(SET.KEY_TYPE, info.dtype).u32be(SET.KEY_LEN, info.len).u32be(SET.ID, id);
     // Size: for static hash sets it lets the kernel pick a fixed-size hash
@@ -282,7 +290,7 @@ export class BatchBuilder {
   }
 
   addChain(table: string, chain: ChainDef): this {
-    this.begin(MSG.NEWCHAIN, NLM_F_CREATE, `adding chain ${chain.name}`);
+    this.begin(MSG.NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL, `adding chain ${chain.name}`);
     this.w.str(CHAIN.TABLE, table).str(CHAIN.NAME, chain.name);
     if (chain.base) {
       const base = chain.base;
@@ -304,7 +312,7 @@ export class BatchBuilder {
     this.w.nest(RULE.EXPRESSIONS, () => {
       for (const x of exprs) {
         // Sets created in this batch are found by id as well as name.
-        const withId = x.e === 'lookup' && this.setIds.has(x.set) ? { ...x, setId: this.setIds.get(x.set) } : x;
+        const withId = (x.e === 'lookup' || x.e === 'dynset') && this.setIds.has(x.set) ? { ...x, setId: this.setIds.get(x.set) } : x;
         writeLExpr(this.w, withId);
       }
     });

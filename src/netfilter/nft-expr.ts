@@ -1,5 +1,5 @@
 import type { CtState, Selector, Stmt } from '../compile/ruleset.js';
-import { attrI32, attrMap, attrStr, attrU16, attrU32, parseAttrs, type NlWriter } from './nl-attr.js';
+import { attrI32, attrMap, attrStr, attrU16, attrU32, attrU64, parseAttrs, type NlWriter } from './nl-attr.js';
 import {
   A,
   CMP_EQ,
@@ -9,8 +9,11 @@ import {
   CT_STATE_BITS,
   CT_STATUS,
   DATA,
+  DYNSET_OP_UPDATE,
   EXPR,
   ICMPX_ADMIN_PROHIBITED,
+  LIMIT_F_INV,
+  LIMIT_PKTS,
   LIST_ELEM,
   LOOKUP_F_INV,
   META,
@@ -50,6 +53,10 @@ export type LExpr =
   | { e: 'reject'; type: number; code: number }
   | { e: 'immediate'; dreg: number; code?: number; chain?: string; data?: Buffer }
   | { e: 'redir'; regMin: number; flags: number }
+  /** A packet-rate limit (`rate` per second) as the expression of a dynset: each element gets its own. */
+  | { e: 'limit'; rate: number; unit: number; burst: number; type: number; flags: number }
+  /** Updates an element keyed by a register in a set, then runs its expression on that element. */
+  | { e: 'dynset'; op: number; sreg: number; set: string; setId?: number; timeoutMs: number; expr: LExpr }
   | { e: 'raw'; name: string; hex: string };
 
 /** How each selector is loaded into a register, and how wide its value is. */
@@ -145,6 +152,18 @@ export function stmtToLExprs(s: Stmt): LExpr[] {
       return [{ e: 'objref', type: OBJECT_LIMIT, name: s.name }];
     case 'log':
       return [{ e: 'log', group: s.group, prefix: s.prefix }];
+    case 'meter':
+      return [
+        ...LOADS[s.sel].exprs(REG_1),
+        {
+          e: 'dynset',
+          op: DYNSET_OP_UPDATE,
+          sreg: REG_1,
+          set: s.set,
+          timeoutMs: s.timeoutMs,
+          expr: { e: 'limit', rate: s.rate, unit: 1, burst: s.burst, type: LIMIT_PKTS, flags: s.over ? LIMIT_F_INV : 0 },
+        },
+      ];
     case 'reject':
       return [s.how === 'tcp-reset' ? { e: 'reject', type: REJECT_TCP_RST, code: 0 } : { e: 'reject', type: REJECT_ICMPX_UNREACH, code: ICMPX_ADMIN_PROHIBITED }];
     case 'redirect':
@@ -278,6 +297,14 @@ export function lexprsToStmts(list: LExpr[]): Stmt[] {
         }
       }
     }
+    if (x.e === 'meta' && x.key === META.SKUID && x.dreg === REG_1 && b?.e === 'dynset') {
+      const l = b.expr;
+      if (b.op === DYNSET_OP_UPDATE && b.sreg === REG_1 && l.e === 'limit' && l.unit === 1 && l.type === LIMIT_PKTS && (l.flags === 0 || l.flags === LIMIT_F_INV) && l.burst >= 0) {
+        out.push({ k: 'meter', sel: 'meta skuid', set: b.set, timeoutMs: b.timeoutMs, rate: l.rate, burst: l.burst, over: l.flags === LIMIT_F_INV });
+        i += 2;
+        continue;
+      }
+    }
     if (x.e === 'objref' && (x.type === OBJECT_COUNTER || x.type === OBJECT_LIMIT)) {
       out.push(x.type === OBJECT_COUNTER ? { k: 'counter', name: x.name } : { k: 'limit', name: x.name });
       i += 1;
@@ -338,14 +365,14 @@ function withNeg(s: Extract<Stmt, { k: 'lookup' }>, flags: number): Stmt {
 export function describeLExpr(x: LExpr): string {
   const { e, ...rest } = x;
   const fields = Object.entries(rest)
-    .map(([k, v]) => `${k}=${Buffer.isBuffer(v) ? v.toString('hex') : String(v)}`)
+    .map(([k, v]) => `${k}=${Buffer.isBuffer(v) ? v.toString('hex') : typeof v === 'object' && v !== null ? describeLExpr(v as LExpr) : String(v)}`)
     .join(' ');
   return `[${e}${fields ? ` ${fields}` : ''}]`;
 }
 
-/** Writes one expression as an NFTA_LIST_ELEM. */
-export function writeLExpr(w: NlWriter, x: LExpr): void {
-  w.nest(LIST_ELEM, () => {
+/** Writes one expression as an NFTA_LIST_ELEM (or as another attribute holding one expression, such as a dynset's). */
+export function writeLExpr(w: NlWriter, x: LExpr, attr: number = LIST_ELEM): void {
+  w.nest(attr, () => {
     const name = x.e === 'raw' ? x.name : x.e === 'metaset' ? 'meta' : x.e === 'ctset' ? 'ct' : x.e;
     w.str(EXPR.NAME, name);
     w.nest(EXPR.DATA, () => {
@@ -410,6 +437,15 @@ export function writeLExpr(w: NlWriter, x: LExpr): void {
           break;
         case 'redir':
           w.u32be(A.redir.REG_PROTO_MIN, x.regMin).u32be(A.redir.FLAGS, x.flags);
+          break;
+        case 'limit':
+          w.u64be(A.limit.RATE, BigInt(x.rate)).u64be(A.limit.UNIT, BigInt(x.unit)).u32be(A.limit.BURST, x.burst).u32be(A.limit.TYPE, x.type).u32be(A.limit.FLAGS, x.flags);
+          break;
+        case 'dynset':
+          w.str(A.dynset.SET_NAME, x.set);
+          if (x.setId !== undefined) w.u32be(A.dynset.SET_ID, x.setId);
+          w.u32be(A.dynset.OP, x.op).u32be(A.dynset.SREG_KEY, x.sreg).u64be(A.dynset.TIMEOUT, BigInt(x.timeoutMs));
+          writeLExpr(w, x.expr, A.dynset.EXPR);
           break;
         case 'raw':
           throw new Error('cannot encode a raw expression');
@@ -476,6 +512,19 @@ export function readLExpr(elem: Buffer): LExpr {
         return chain === undefined ? { e: 'immediate', dreg, code } : { e: 'immediate', dreg, code, chain };
       }
       return { e: 'immediate', dreg, data: d.get(DATA.VALUE) ?? Buffer.alloc(0) };
+    }
+    case 'limit': {
+      const rate = attrU64(m.get(A.limit.RATE));
+      const unit = attrU64(m.get(A.limit.UNIT));
+      if (rate === undefined || unit === undefined || rate > BigInt(Number.MAX_SAFE_INTEGER) || unit > BigInt(Number.MAX_SAFE_INTEGER)) break;
+      return { e: 'limit', rate: Number(rate), unit: Number(unit), burst: u(A.limit.BURST), type: u(A.limit.TYPE), flags: attrU32(m.get(A.limit.FLAGS)) ?? 0 };
+    }
+    case 'dynset': {
+      // One expression, no data register (not a map), no flags (NFT_DYNSET_F_INV): anything else is not Sluice's.
+      const inner = m.get(A.dynset.EXPR);
+      const timeout = attrU64(m.get(A.dynset.TIMEOUT)) ?? 0n;
+      if (!inner || m.has(A.dynset.SREG_DATA) || m.has(A.dynset.EXPRESSIONS) || (attrU32(m.get(A.dynset.FLAGS)) ?? 0) !== 0 || timeout > BigInt(Number.MAX_SAFE_INTEGER)) break;
+      return { e: 'dynset', op: u(A.dynset.OP), sreg: u(A.dynset.SREG_KEY), set: attrStr(m.get(A.dynset.SET_NAME)) ?? '', timeoutMs: Number(timeout), expr: readLExpr(inner) };
     }
     case 'redir':
       // The kernel reports the max register equal to the min one when only min was given.

@@ -142,7 +142,15 @@ export const A = {
   redir: { REG_PROTO_MIN: 1, REG_PROTO_MAX: 2, FLAGS: 3 },
   objref: { IMM_TYPE: 1, IMM_NAME: 2 },
   fib: { DREG: 1, RESULT: 2, FLAGS: 3 },
+  dynset: { SET_NAME: 1, SET_ID: 2, OP: 3, SREG_KEY: 4, SREG_DATA: 5, TIMEOUT: 6, EXPR: 7, PAD: 8, FLAGS: 9, EXPRESSIONS: 10 },
 } as const;
+
+/** NFT_DYNSET_OP_UPDATE: add the key if missing, refresh its timeout, run its expression. */
+export const DYNSET_OP_UPDATE = 1;
+/** NFT_LIMIT_PKTS: a limit counted in packets. */
+export const LIMIT_PKTS = 0;
+/** NFT_LIMIT_F_INV: the limit matches when over the rate (`limit rate over`). */
+export const LIMIT_F_INV = 1;
 
 export const CMP_EQ = 0;
 export const CMP_NEQ = 1;

@@ -15,7 +15,7 @@ import {
   parseUser,
   showValue,
 } from './parse-values.js';
-import { DNS_DEFAULTS, FLOW_DEFAULTS, type DnsSettings, type DomainPattern, type FlowSettings, type InterfaceRef, type Policy, type PortRange, type Rule, type ServiceRef, type UserRef } from './policy.js';
+import { DNS_DEFAULTS, FLOW_DEFAULTS, type DnsSettings, type DomainPattern, type FlowSettings, type LogSettings, type InterfaceRef, type Policy, type PortRange, type Rule, type ServiceRef, type UserRef } from './policy.js';
 import { lenientRule, lenientTop, ruleSchema, topSchema, type RawPolicy, type RawRule } from './schema.js';
 
 /** What the loader needs from the host. Injected so loading is testable without real users. */
@@ -167,6 +167,7 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
 
   const dns = buildDns(p.dns, rules, error);
   const flows = buildFlows(p.flows, error);
+  const log = buildLog(p.log, error);
   issues.sort((a, b) => a.line - b.line || a.column - b.column);
   if (issues.some((i) => i.severity === 'error')) throw new PolicyError(issues);
 
@@ -179,18 +180,29 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
     defaultAction: p.default ?? 'deny',
     blockWith: p.block_with ?? 'reject',
     essentials: p.essentials ?? true,
-    log: {
-      group: p.log?.group ?? DEFAULT_LOG_GROUP,
-      rate: p.log?.rate ?? 1000,
-      burst: p.log?.burst ?? 5000,
-      allowed: p.log?.allowed ?? false,
-    },
+    log,
     rules,
     warnings: issues.filter((i) => i.severity === 'warning'),
   };
 }
 
 type Report = (path: (string | number)[], message: string, key?: boolean) => void;
+
+/**
+ * The log: section, with defaults. Each user's share of the log budget
+ * defaults to a quarter of it (at least 10 records per second, never more
+ * than the whole), so one user's flood cannot spend the budget that records
+ * everyone else's blocked attempts.
+ */
+function buildLog(raw: RawPolicy['log'], error: Report): LogSettings {
+  const rate = raw?.rate ?? 1000;
+  const burst = raw?.burst ?? 5000;
+  const userRate = raw?.user_rate ?? Math.min(rate, Math.max(10, Math.floor(rate / 4)));
+  const userBurst = raw?.user_burst ?? Math.min(burst, Math.max(userRate, Math.floor(burst / 4)));
+  if (userRate > rate) error(['log', 'user_rate'], `user_rate (${userRate}) is above rate (${rate}): one user's share cannot exceed the whole budget`);
+  if (userBurst > burst) error(['log', 'user_burst'], `user_burst (${userBurst}) is above burst (${burst}): one user's share cannot exceed the whole budget`);
+  return { group: raw?.group ?? DEFAULT_LOG_GROUP, rate, burst, userRate, userBurst, allowed: raw?.allowed ?? false };
+}
 
 /** The dns: section, with defaults. Upstreams must be plain addresses (not loopback: the guard's own traffic would loop). */
 function buildDns(raw: RawPolicy['dns'], rules: Rule[], error: Report): DnsSettings {
@@ -433,7 +445,7 @@ const KNOWN_KEYS: Record<string, string[]> = {
   flows: ['ct_mark_mask', 'replies'],
   dns: ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark'],
   rule: ['name', 'action', 'to', 'ports', 'users', 'services', 'interfaces', 'log', 'comment'],
-  log: ['group', 'rate', 'burst', 'allowed'],
+  log: ['group', 'rate', 'burst', 'user_rate', 'user_burst', 'allowed'],
 };
 
 function suggestKey(key: string, path: (string | number)[]): string | null {

@@ -216,10 +216,17 @@ export function parseUser(value: unknown): Parsed<{ uid?: number; name?: string 
   return ok({ name: value });
 }
 
+/**
+ * The grammar of rule names. They end up in kernel object names, comments and
+ * log prefixes (src/compile/kernel-names.ts builds and parses those): short
+ * and plain, and never starting with `#`, which marks Sluice's built-in rules.
+ */
+export const RULE_NAME = /^[a-z0-9][a-z0-9_.-]{0,47}$/;
+
 /** Rule names end up in kernel object comments and log prefixes: keep them short and plain. */
 export function parseRuleName(value: unknown): Parsed<string> {
   if (typeof value !== 'string') return bad('a rule name is a string');
-  if (!/^[a-z0-9][a-z0-9_.-]{0,47}$/.test(value)) {
+  if (!RULE_NAME.test(value)) {
     return bad('a rule name is 1 to 48 lower-case letters, digits, and . _ - (starting with a letter or digit)');
   }
   return ok(value);

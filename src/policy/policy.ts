@@ -25,9 +25,12 @@ export interface Policy {
 export interface LogSettings {
   /** NFLOG group the kernel sends event records to. */
   group: number;
-  /** Kernel-side budget for event records, shared by all rules (records per second). */
+  /** Kernel-side budget for event records, shared by all rules and users (records per second). */
   rate: number;
   burst: number;
+  /** Each user's own share of that budget (per socket owner uid), checked first. */
+  userRate: number;
+  userBurst: number;
   /** Record new allowed flows for every rule, not only those with `log: true`. */
   allowed: boolean;
 }

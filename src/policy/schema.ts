@@ -45,6 +45,8 @@ const topShape = {
       group: z.number().int().min(1).max(65535).optional(),
       rate: z.number().int().min(1).max(1_000_000).optional(),
       burst: z.number().int().min(1).max(10_000_000).optional(),
+      user_rate: z.number().int().min(1).max(1_000_000).optional(),
+      user_burst: z.number().int().min(1).max(10_000_000).optional(),
       allowed: z.boolean().optional(),
     })
     .optional(),

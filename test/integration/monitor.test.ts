@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { StoredEvent } from '../../src/events/event-store.js';
 import { findCgroup2Root } from '../../src/system/cgroups.js';
-import { attempter, eventsFrom, finish, logEvents, NODE, waitFor } from '../support/monitor-helpers.js';
+import { attempter, eventsFrom, finish, logEvents, metricValue, NODE, scrapeMetrics, waitFor } from '../support/monitor-helpers.js';
 import { HOSTS, ROOT, World } from '../world/world.js';
 
 const NOBODY = 65534;
@@ -22,6 +22,9 @@ mode: enforce
 log:
   rate: 5000
   burst: 20000
+  # One sender here: its share is the whole budget (test/integration/log-budget.test.ts tests the shares).
+  user_rate: 5000
+  user_burst: 20000
 rules:
   - name: dns
     to: [${HOSTS.dns4}]
@@ -36,16 +39,8 @@ rules:
 
 const AUDIT = ENFORCE.replace('mode: enforce', 'mode: audit');
 
-async function metrics(w: World): Promise<string> {
-  const r = await w.exec([NODE, '-e', "fetch('http://127.0.0.1:9329/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"]);
-  assert.equal(r.code, 0, r.stderr);
-  return r.stdout;
-}
-
-function metric(text: string, name: string, labels = ''): number {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `));
-  return line ? Number(line.split(' ').at(-1)) : Number.NaN;
-}
+const metrics = scrapeMetrics;
+const metric = metricValue;
 
 function rssOf(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -190,7 +185,8 @@ describe('integration: monitoring (events, attribution, connections, metrics)', 
     const accounted = async () => {
       const m = await metrics(w);
       const stored = (await logEvents(w, ['--rule', '#default'])).filter((e) => e.sport === 31005).length;
-      const suppressed = metric(m, 'sluice_log_suppressed_total', '{kind="block"}') - metric(before, 'sluice_log_suppressed_total', '{kind="block"}');
+      const suppressedOf = (text: string) => metric(text, 'sluice_log_suppressed_total', '{budget="shared",kind="block"}') + metric(text, 'sluice_log_suppressed_total', '{budget="user",kind="block"}');
+      const suppressed = suppressedOf(m) - suppressedOf(before);
       const lost = metric(m, 'sluice_nflog_lost_records_total') - metric(before, 'sluice_nflog_lost_records_total');
       const dropped =
         metric(m, 'sluice_events_dropped_total', '{stage="collector"}') - metric(before, 'sluice_events_dropped_total', '{stage="collector"}') +
@@ -208,7 +204,7 @@ describe('integration: monitoring (events, attribution, connections, metrics)', 
     assert.ok(acc.stored >= 20_000, `the burst allowance was recorded: ${acc.stored}`);
 
     const st = await w.sluiceJson<{ pipeline: { seqGaps: number; collectorDrops: number; storeDrops: number }; kernel: Record<string, { packets: number }> }>(['stats']);
-    assert.ok((st.json.kernel.suppressed_block?.packets ?? 0) >= acc.suppressed, '`sluice stats` shows what the limit suppressed');
+    assert.ok((st.json.kernel.suppressed_block?.packets ?? 0) + (st.json.kernel.suppressed_user_block?.packets ?? 0) >= acc.suppressed, '`sluice stats` shows what the limit suppressed');
     assert.ok(st.json.pipeline, '`sluice stats` shows the pipeline counters');
 
     const status = await w.sluiceJson<{ state: string }>(['status']);

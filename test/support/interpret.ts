@@ -129,6 +129,9 @@ export function interpret(rs: Ruleset, p: Packet): Outcome {
             break;
           case 'limit':
             break; // under the limit
+          case 'meter':
+            matched = !s.over; // every user within its share: an `over` meter does not match
+            break;
           case 'mark-set':
           case 'mark-set-cgroup':
             break; // marks only label the packet for the event collector

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, realpathSync } from 'node:fs';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import type { StoredEvent } from '../../src/events/event-store.js';
 import { ROOT, type World } from '../world/world.js';
@@ -60,6 +61,26 @@ export async function finish(a: { pid: number; child: ChildProcess }): Promise<v
   a.child.kill('SIGKILL');
   await waitFor(`process ${a.pid} to exit`, async () => (existsSync(`/proc/${a.pid}`) ? undefined : true));
   await sleep(300);
+}
+
+/** GET /metrics from a world's daemon over its root-only Unix socket (the default; no network namespace needed to reach it). */
+export function scrapeMetrics(w: World): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: join(w.stateDir, 'metrics.sock'), path: '/metrics' }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`GET /metrics: ${res.statusCode}: ${body}`))));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** One sample of a metric from exposition text (NaN when absent). */
+export function metricValue(text: string, name: string, labels = ''): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `));
+  return line ? Number(line.split(' ').at(-1)) : Number.NaN;
 }
 
 export async function logEvents(w: World, extra: string[] = []): Promise<StoredEvent[]> {

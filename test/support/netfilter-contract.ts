@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { objectNames } from '../../src/compile/compile-ruleset.js';
+import { objectNames } from '../../src/compile/kernel-names.js';
 import { TABLE_NAME, type Ruleset } from '../../src/compile/ruleset.js';
 import { NetlinkError } from '../../src/errors.js';
 import { sameRuleset } from '../../src/netfilter/compare-ruleset.js';
@@ -65,6 +65,31 @@ export function netfilterContract(label: string, make: () => Netfilter): void {
       const a = compileFrom(POLICY_A).ruleset;
       nf.replace(a);
       assert.throws(() => nf.replace(broken(compileFrom(POLICY_B).ruleset)), NetlinkError);
+      const live = nf.read(TABLE_NAME);
+      assert.ok(live && sameRuleset(a, live), 'previous table unchanged');
+    });
+
+    it('two chains, two sets or two counters of one name are refused, and the previous table stays', () => {
+      const a = compileFrom(POLICY_A).ruleset;
+      nf.replace(a);
+      const b = compileFrom(POLICY_B).ruleset;
+      for (const dup of [
+        { ...b, chains: [...b.chains, { name: b.chains[1]?.name ?? '', rules: [] }] },
+        { ...b, sets: [...b.sets, { ...(b.sets[0] as Ruleset['sets'][number]), elements: [] }] },
+        { ...b, counters: [...b.counters, { name: b.counters[0]?.name ?? '' }] },
+      ]) {
+        assert.throws(() => nf.replace(dup), NetlinkError);
+      }
+      const live = nf.read(TABLE_NAME);
+      assert.ok(live && sameRuleset(a, live), 'previous table unchanged');
+    });
+
+    it('a meter on a set not made for it (no dynamic flag) is refused, and the previous table stays', () => {
+      const a = compileFrom(POLICY_A).ruleset;
+      nf.replace(a);
+      const b = structuredClone(compileFrom(POLICY_A).ruleset);
+      for (const s of b.sets) if (s.meter) s.meter = false;
+      assert.throws(() => nf.replace(b), NetlinkError);
       const live = nf.read(TABLE_NAME);
       assert.ok(live && sameRuleset(a, live), 'previous table unchanged');
     });

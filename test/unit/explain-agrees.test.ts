@@ -8,7 +8,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { compileRuleset, DEFAULT_RULE, LOG_PREFIX } from '../../src/compile/compile-ruleset.js';
+import { compileRuleset } from '../../src/compile/compile-ruleset.js';
+import { DEFAULT_RULE, parseCounterName, parseLogPrefix } from '../../src/compile/kernel-names.js';
 import { parseAddr } from '../../src/net/ip.js';
 import { explain } from '../../src/policy/explain.js';
 import { interpret, type Packet } from '../support/interpret.js';
@@ -102,17 +103,17 @@ describe('unit: explain agrees with the compiled ruleset', () => {
           });
           const ctx = `\n${toYaml(pol)}packet ${JSON.stringify(pk)} -> kernel ${JSON.stringify(kernel)}, explain ${ex.summary}`;
           // Which policy rule decided in the kernel: the log prefix for blocks, the rule counter for allows.
-          const blockLog = kernel.logs.find((l) => l.startsWith(`${LOG_PREFIX}B:`) || l.startsWith(`${LOG_PREFIX}W:`));
+          const blockLog = kernel.logs.map(parseLogPrefix).find((l) => l?.verdict === 'blocked' || l?.verdict === 'would-block');
           const kernelBlocks = policy.mode === 'enforce' ? kernel.verdict !== 'accept' : blockLog !== undefined;
           assert.equal(ex.verdict === 'block', kernelBlocks, `verdicts differ${ctx}`);
           if (kernelBlocks) {
-            const rule = blockLog?.slice(LOG_PREFIX.length + 2).trim();
+            const rule = blockLog?.rule;
             const expected = ex.decidedBy.kind === 'rule' ? ex.decidedBy.rule : DEFAULT_RULE;
             assert.equal(rule, expected, `deciding rule differs${ctx}`);
           } else if (ex.decidedBy.kind === 'rule') {
-            assert.equal(kernel.counters.at(-1), `r_${ex.decidedBy.rule}`, `deciding rule differs${ctx}`);
+            assert.deepEqual(parseCounterName(kernel.counters.at(-1) ?? ''), { kind: 'rule', rule: ex.decidedBy.rule }, `deciding rule differs${ctx}`);
           } else {
-            assert.equal(kernel.counters.at(-1), 'default', `default allow differs${ctx}`);
+            assert.deepEqual(parseCounterName(kernel.counters.at(-1) ?? ''), { kind: 'default' }, `default allow differs${ctx}`);
           }
         }
       }),

@@ -4,7 +4,8 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { baseEvent } from '../../src/monitor/attribution.js';
 import { encodeCtDelete, parseCtMessage, redirectedTo } from '../../src/monitor/conntrack.js';
-import { parsePrefix, recordFacts } from '../../src/monitor/collector.js';
+import { parseLogPrefix } from '../../src/compile/kernel-names.js';
+import { recordFacts } from '../../src/monitor/collector.js';
 import { cleanText, parseCgroupFile, parseCmdline, parseNsLink, parseSocketLink, parseStat, parseStatus, unitOfCgroup } from '../../src/monitor/proc-parse.js';
 import { findSocket, parseSockDiagMessage, type SockEntry } from '../../src/monitor/sock-diag.js';
 import { MalformedNetlink, NlWriter, parseMessages } from '../../src/netfilter/nl-attr.js';
@@ -194,15 +195,24 @@ describe('unit: conntrack deletes for a stale DNS redirect', () => {
 
 describe('unit: NFLOG prefixes and record facts', () => {
   it('only Sluice prefixes with a valid rule name are accepted', () => {
-    assert.deepEqual(parsePrefix('sluice:B:api '), { verdict: 'blocked', rule: 'api' });
-    assert.deepEqual(parsePrefix('sluice:W:#default '), { verdict: 'would-block', rule: '#default' });
-    assert.deepEqual(parsePrefix('sluice:A:web.v2_x-1 '), { verdict: 'allowed', rule: 'web.v2_x-1' });
-    for (const bad of ['sluice:B:api', 'sluice:X:api ', 'other:B:api ', 'sluice:B: ', 'sluice:B:Api ', 'sluice:B:a b ', `sluice:B:${'a'.repeat(49)} `, '']) assert.equal(parsePrefix(bad), null, bad);
+    assert.deepEqual(parseLogPrefix('sluice:B:api '), { verdict: 'blocked', rule: 'api' });
+    assert.deepEqual(parseLogPrefix('sluice:W:#default '), { verdict: 'would-block', rule: '#default' });
+    assert.deepEqual(parseLogPrefix('sluice:B:#encrypted-dns '), { verdict: 'blocked', rule: '#encrypted-dns' });
+    assert.deepEqual(parseLogPrefix('sluice:A:web.v2_x-1 '), { verdict: 'allowed', rule: 'web.v2_x-1' });
+    for (const bad of ['sluice:B:api', 'sluice:X:api ', 'other:B:api ', 'sluice:B: ', 'sluice:B:Api ', 'sluice:B:a b ', `sluice:B:${'a'.repeat(49)} `, 'sluice:B:#other ', 'sluice:B:-a ', 'sluice:D:dns ', '']) {
+      assert.equal(parseLogPrefix(bad), null, bad);
+    }
   });
 
   it('baseEvent: what the packet alone says, ICMP type included (the event kept when attribution fails)', () => {
     const e = baseEvent({ time: 5, verdict: 'blocked', rule: 'r', family: 6, proto: 58, src: 1n, dst: 2n, icmpType: 128, uid: 7 });
     assert.deepEqual(e, { time: 5, verdict: 'blocked', rule: 'r', family: 6, proto: 58, src: '::1', dst: '::2', icmpType: 128 });
+  });
+
+  it('recordFacts: a blocked encrypted-DNS record is Sluice\'s, not foreign', () => {
+    const pkt = { family: 4 as const, proto: 6, src: 1n, dst: 2n, sport: 3, dport: 853, length: 40 };
+    const f = recordFacts({ group: 1, prefix: 'sluice:B:#encrypted-dns ', timeMs: 5, packet: pkt, payload: Buffer.alloc(0), uid: 0 });
+    assert.ok(typeof f === 'object' && f.rule === '#encrypted-dns' && f.verdict === 'blocked', JSON.stringify(f, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)));
   });
 
   it('recordFacts: foreign and packet-less records are told apart from good ones', () => {

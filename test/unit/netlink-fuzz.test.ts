@@ -41,6 +41,7 @@ const FIXTURE: Ruleset = {
     { name: 'cg2', key: 'cgroupv2', interval: false, timeout: false, dynamic: false, level: 2, elements: [{ t: 'num', value: 0x1234_5678_9abcn }] },
     { name: 'icmp6', key: 'icmpv6_type', interval: false, timeout: false, dynamic: false, elements: [{ t: 'num', value: 135n }, { t: 'num', value: 136n }] },
     { name: 'marks', key: 'mark', interval: false, timeout: false, dynamic: false, elements: [{ t: 'num', value: 0x5104n }] },
+    { name: 'per_user', key: 'uid', interval: false, timeout: true, dynamic: true, meter: true, comment: 'each user', elements: [] },
   ],
   chains: [
     {
@@ -70,6 +71,7 @@ const FIXTURE: Ruleset = {
     {
       name: 'refuse',
       rules: [
+        { stmts: [{ k: 'meter', sel: 'meta skuid', set: 'per_user', timeoutMs: 60_000, rate: 250, burst: 1250, over: true }, { k: 'counter', name: 'default' }, { k: 'verdict', v: 'drop' }] },
         { stmts: [{ k: 'limit', name: 'log_limit' }, { k: 'log', group: 7331, prefix: 'sluice B:web ' }, { k: 'jump', chain: 'reject' }] },
         { stmts: [{ k: 'cmp', sel: 'meta l4proto', op: 'eq', value: 6 }, { k: 'reject', how: 'tcp-reset' }] },
         { stmts: [{ k: 'reject', how: 'icmpx-admin' }] },

@@ -38,6 +38,18 @@ describe('unit: policy errors', () => {
     assert.deepEqual(issues('mode: 3\nrules: {}\n'), ['p.yaml:1:7: mode must be one of "audit", "enforce": 3', 'p.yaml:2:8: rules must be a list, not a map: {...}']);
   });
 
+  it('a user\'s share of the log budget cannot exceed the whole, and defaults to a quarter of it', () => {
+    assert.deepEqual(issues('log:\n  rate: 100\n  user_rate: 200\n  burst: 50\n  user_burst: 60\nrules:\n  - name: a\n    to: [any]\n'), [
+      "p.yaml:3:14: user_rate (200) is above rate (100): one user's share cannot exceed the whole budget",
+      "p.yaml:5:15: user_burst (60) is above burst (50): one user's share cannot exceed the whole budget",
+    ]);
+    const log = (yaml: string) => policyFrom(`${yaml}rules:\n  - name: a\n    to: [any]\n`).log;
+    assert.deepEqual(log(''), { group: 7331, rate: 1000, burst: 5000, userRate: 250, userBurst: 1250, allowed: false });
+    assert.deepEqual(log('log:\n  rate: 8\n  burst: 8\n'), { group: 7331, rate: 8, burst: 8, userRate: 8, userBurst: 8, allowed: false }, 'at least 10 per second, never more than the whole');
+    assert.deepEqual(log('log:\n  rate: 40\n  burst: 30\n').userRate, 10);
+    assert.deepEqual(log('log:\n  user_rate: 5\n  user_burst: 7\n'), { group: 7331, rate: 1000, burst: 5000, userRate: 5, userBurst: 7, allowed: false });
+  });
+
   it('duplicate keys and duplicate rule names are errors', () => {
     assert.match(issues('mode: audit\nmode: enforce\n')[0] ?? '', /p\.yaml:2:1: YAML: Map keys must be unique/);
     assert.deepEqual(issues('rules:\n  - name: a\n    to: [any]\n  - name: a\n    to: [any]\n'), ['p.yaml:4:11: duplicate rule name "a" (first used by rule 1)']);

@@ -18,7 +18,7 @@ import { MAX4, MAX6 } from '../../src/net/ip.js';
 import { MAX_POLICY_BYTES, parsePolicy } from '../../src/policy/load-policy.js';
 import { parseDomain, parseInterface, parseRuleName, parseService } from '../../src/policy/parse-values.js';
 import type { Policy } from '../../src/policy/policy.js';
-import { fakeHost, runs } from './support/arbitraries.js';
+import { fakeHost, policyDocArb, runs } from './support/arbitraries.js';
 
 const FILE = 'fuzz.yaml';
 const USERS: Record<string, number> = { root: 0, www: 33, alice: 1000, 'svc-backup': 998 };
@@ -275,7 +275,7 @@ describe('policy fuzz: the realistic policy', () => {
     assert.ok(out.policy, out.error?.message);
     const p = out.policy;
     assert.equal(p.mode, 'enforce');
-    assert.deepEqual(p.log, { group: 7331, rate: 500, burst: 2000, allowed: false });
+    assert.deepEqual(p.log, { group: 7331, rate: 500, burst: 2000, userRate: 125, userBurst: 500, allowed: false });
     assert.deepEqual(
       p.rules.map((r) => [r.name, r.action, r.line]),
       [
@@ -369,57 +369,11 @@ describe('policy fuzz: random input', () => {
   });
 
   it('random policies of the right shape with good and bad values: accepted ones re-validate', () => {
-    const junk = fc.jsonValue({ maxDepth: 2 });
-    const GOOD = {
-      to: ['any', '1.2.3.4', '10.0.0.0/8', '10.0.0.0/9', '10.1.0.0-10.1.0.9', '10.0.0.7', '::1', '2001:db8::/32', '2001:db8::/33', '2001:db8::5', 'example.com', '*.example.com', 'B\u00fccher.example', 'Example.COM.'],
-      ports: ['443', 443, '443/tcp', '53/udp', '8000-8100', '60000-61000/udp', 'tcp', 'udp', 'icmp', 'icmpv6', '1-65535/tcp'],
-      users: ['root', 'www', 'alice', 0, 1000, '1000', 4294967294],
-      services: ['nginx.service', 'system.slice', '/system.slice/a.service', 'x@1.service'],
-      interfaces: ['eth0', 'wg*', 'eth*', 'lo', 'eth0.100'],
-    };
-    const BAD = {
-      to: ['1.2.3', '::ffff:1.2.3.4', '10.0.0.1/8', 'localhost', '', 42],
-      ports: [0, 65536, 'https', '80-20/tcp', '443/icmp'],
-      users: ['ghost', -1, 'a b', 4294967295],
-      services: ['nginx', '/a/../b', 'a b.service'],
-      interfaces: ['*', 'eth0/1', 'x'.repeat(16)],
-    };
-    const policyArb = (clean: boolean) => {
-      const pick = <T>(good: T[], bad: unknown[] = []) =>
-        clean ? fc.constantFrom(...good) : fc.oneof({ weight: 6, arbitrary: fc.constantFrom(...good) }, { weight: 1, arbitrary: fc.constantFrom(...good, ...bad) }, { weight: 1, arbitrary: junk });
-      const list = <T>(good: T[], bad: unknown[]) => fc.option(fc.array(pick(good, bad), { minLength: clean ? 1 : 0, maxLength: 5 }), { nil: undefined, freq: clean ? 2 : 4 });
-      const rule = fc.record(
-        {
-          name: clean ? fc.stringMatching(/^[a-z0-9][a-z0-9_.-]{0,10}$/) : pick(['web', 'a', 'dns-1'], ['Web', 'a b', 'x'.repeat(49), '']),
-          action: pick(['allow', 'deny'], ['permit']),
-          to: clean ? fc.array(pick(GOOD.to), { minLength: 1, maxLength: 5 }) : list(GOOD.to, BAD.to),
-          ports: list(GOOD.ports, BAD.ports),
-          users: list(GOOD.users, BAD.users),
-          services: list(GOOD.services, BAD.services),
-          interfaces: list(GOOD.interfaces, BAD.interfaces),
-          log: pick([true, false], ['yes']),
-          comment: pick(['a comment', 'x'.repeat(200), '\u00fc'.repeat(200)], ['x'.repeat(201)]),
-        },
-        { requiredKeys: ['name'] },
-      );
-      return fc.record(
-        {
-          version: pick([1], [2]),
-          mode: pick(['audit', 'enforce'], ['Enforce']),
-          default: pick(['deny', 'allow'], ['reject']),
-          block_with: pick(['reject', 'drop'], ['deny']),
-          essentials: pick([true, false], ['yes']),
-          log: fc.record({ group: pick([1, 7331, 65535], [0, 65536]), rate: pick([1, 1000], [0]), burst: pick([5, 10_000_000], [10_000_001]), allowed: pick([true, false]) }, { requiredKeys: [] }),
-          rules: fc.array(rule, { maxLength: 4 }),
-        },
-        { requiredKeys: [] },
-      );
-    };
     let accepted = 0;
     let total = 0;
     fc.assert(
       fc.property(
-        fc.boolean().chain((clean) => policyArb(clean)),
+        fc.boolean().chain((clean) => policyDocArb(clean)),
         fc.boolean(),
         (p, flow) => {
           total++;
@@ -442,7 +396,7 @@ describe('policy fuzz: wrong types for every key', () => {
     default: ['reject', 0, [], {}],
     block_with: ['deny', 'RST', 1, []],
     essentials: ['yes', 'true', 1, [], {}],
-    log: [1, 'on', [], { group: 0 }, { group: 65536 }, { group: 1.5 }, { rate: 0 }, { burst: 10_000_001 }, { allowed: 'no' }, { grup: 1 }],
+    log: [1, 'on', [], { group: 0 }, { group: 65536 }, { group: 1.5 }, { rate: 0 }, { burst: 10_000_001 }, { allowed: 'no' }, { grup: 1 }, { user_rate: 0 }, { user_burst: 10_000_001 }, { rate: 10, user_rate: 11 }, { burst: 10, user_burst: 11 }],
     rules: [1, 'all', {}, { name: 'a' }, [1], ['a']],
   };
   const WRONG_RULE: Record<string, unknown[]> = {

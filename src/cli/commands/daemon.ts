@@ -3,7 +3,8 @@ import { join, resolve } from 'node:path';
 import { TABLE_NAME } from '../../compile/ruleset.js';
 import { daemonComponents } from '../../daemon/components.js';
 import { Daemon, logLine, type PolicySource } from '../../daemon/daemon.js';
-import { SluiceError } from '../../errors.js';
+import { parseMetricsListen, type MetricsListen } from '../../daemon/metrics-server.js';
+import { SluiceError, UsageError } from '../../errors.js';
 import { native } from '../../native/native.js';
 import { parsePolicy } from '../../policy/load-policy.js';
 import { defaultPolicyPath, processAlive } from '../../state/state-store.js';
@@ -11,17 +12,23 @@ import { lookupUsers } from '../../system/users.js';
 import { EXIT, type Context } from '../context.js';
 import { loadAppliedPolicy } from './connections.js';
 
-export const DEFAULT_METRICS = '127.0.0.1:9329';
-
 /** What the components run on while Sluice is off: watches nothing, blocks nothing, redirects nothing. */
 const IDLE_POLICY = 'version: 1\nmode: audit\ndefault: allow\n';
 
 /**
- * `sluice daemon [POLICY] [--metrics HOST:PORT|off]`: run until stopped, on
+ * `sluice daemon [POLICY] [--metrics unix|HOST:PORT|off] [--metrics-token-file FILE]`: run until stopped, on
  * the policy that is applied. POLICY (or the default path) is applied only
  * by the very first start of this state directory.
  */
-export async function daemon(ctx: Context, args: { policy?: string; metrics?: string }): Promise<number> {
+export async function daemon(ctx: Context, args: { policy?: string; metrics?: string; metricsTokenFile?: string }): Promise<number> {
+  // Bad metrics settings are a usage error, found before anything is applied.
+  let listen: MetricsListen | null;
+  try {
+    listen = parseMetricsListen(args.metrics);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (args.metricsTokenFile !== undefined && !listen?.tcp) throw new UsageError('--metrics-token-file needs --metrics HOST:PORT (the Unix socket needs no token: only root can open it)');
   ctx.state.ensureSafe();
   const pidFile = join(ctx.state.dir, 'daemon.pid');
   if (existsSync(pidFile)) {
@@ -44,7 +51,7 @@ export async function daemon(ctx: Context, args: { policy?: string; metrics?: st
     netfilter: nf,
     state: ctx.state,
     components: daemonComponents(ctx.state.dir),
-    metricsListen: args.metrics === 'off' ? null : (args.metrics ?? DEFAULT_METRICS),
+    metrics: listen ? { listen, ...(args.metricsTokenFile !== undefined ? { tokenFile: args.metricsTokenFile } : {}) } : null,
     ...(notifySocket ? { notify: (text: string) => sdNotify(notifySocket, text) } : {}),
   });
 

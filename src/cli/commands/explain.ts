@@ -1,6 +1,6 @@
 import { TABLE_NAME } from '../../compile/ruleset.js';
 import { UsageError } from '../../errors.js';
-import { objectNames } from '../../compile/compile-ruleset.js';
+import { objectNames } from '../../compile/kernel-names.js';
 import { parsePrefix, type AddrRange } from '../../net/ip.js';
 import { explain as explainPolicy, type Dest, type Query } from '../../policy/explain.js';
 import { parseDomain, parseInterface, parseService } from '../../policy/parse-values.js';

@@ -1,3 +1,4 @@
+import { buildCounterName } from '../../compile/kernel-names.js';
 import { TABLE_NAME } from '../../compile/ruleset.js';
 import type { EventStats, PipelineCounters } from '../../events/event-store.js';
 import { eventStorePath } from '../../events/store-component.js';
@@ -62,7 +63,10 @@ export function stats(ctx: Context, args: { since?: string; limit?: string }): n
     ctx.say('Pipeline (cumulative):');
     ctx.say(`  records ${counters.records}, malformed ${counters.malformed}, foreign ${counters.foreign}`);
     ctx.say(`  lost in the kernel ${counters.seqGaps} (socket overflows: ${counters.overflows}), dropped by the collector ${counters.collectorDrops}, by the store ${counters.storeDrops}`);
-    if (kernel) ctx.say(`  not recorded by the kernel's rate limit: ${kernel.suppressed_block?.packets ?? 0} blocked, ${kernel.suppressed_allow?.packets ?? 0} allowed`);
+    if (kernel) {
+      const held = (log: 'block' | 'allow', budget: 'shared' | 'user') => kernel[buildCounterName({ kind: 'suppressed', log, budget })]?.packets ?? 0;
+      ctx.say(`  not recorded by the kernel's log budget: ${held('block', 'shared') + held('block', 'user')} blocked (${held('block', 'user')} over the sending user's share), ${held('allow', 'shared') + held('allow', 'user')} allowed (${held('allow', 'user')} over the user's share)`);
+    }
     ctx.say(lost === 0 ? '  nothing lost after the kernel rate limit' : `  ${lost} records lost or dropped after the kernel rate limit`);
   }
   return EXIT.ok;

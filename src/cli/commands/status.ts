@@ -1,3 +1,4 @@
+import { parseTableComment } from '../../compile/kernel-names.js';
 import { TABLE_NAME } from '../../compile/ruleset.js';
 import { diffRulesets, sameRuleset } from '../../netfilter/compare-ruleset.js';
 import { processAlive } from '../../state/state-store.js';
@@ -17,9 +18,9 @@ export function status(ctx: Context): number {
   else state = sameRuleset(applied.ruleset, live) ? 'live' : 'drifted';
 
   // The table's own comment says what is loaded even if the state directory was lost.
-  const comment = live?.ruleset.comment ?? '';
-  const liveMode = /mode=(audit|enforce)/.exec(comment)?.[1] ?? null;
-  const liveSha = /policy=sha256:([0-9a-f]{64})/.exec(comment)?.[1] ?? null;
+  const comment = live ? parseTableComment(live.ruleset.comment) : null;
+  const liveMode = comment?.mode ?? null;
+  const liveSha = comment?.sha256 ?? null;
 
   const rules = (applied?.ruleset.counters ?? live?.ruleset.counters ?? []).map((c) => {
     const v = counters.get(c.name);

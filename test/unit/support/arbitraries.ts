@@ -215,8 +215,81 @@ export const stmtArb: fc.Arbitrary<Stmt> = fc.oneof(
   objName.map((name): Stmt => ({ k: 'counter', name })),
   objName.map((name): Stmt => ({ k: 'limit', name })),
   fc.tuple(fc.integer({ min: 0, max: 0xffff }), objName).map(([group, prefix]): Stmt => ({ k: 'log', group, prefix })),
+  fc
+    .tuple(objName, fc.integer({ min: 0, max: 2 ** 40 }), fc.integer({ min: 1, max: 2 ** 32 }), fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.boolean())
+    .map(([set, timeoutMs, rate, burst, over]): Stmt => ({ k: 'meter', sel: 'meta skuid', set, timeoutMs, rate, burst, over })),
   fc.constantFrom<Stmt>({ k: 'reject', how: 'tcp-reset' }, { k: 'reject', how: 'icmpx-admin' }),
   fc.integer({ min: 0, max: 0xffff }).map((port): Stmt => ({ k: 'redirect', port })),
   fc.constantFrom<Stmt>({ k: 'verdict', v: 'accept' }, { k: 'verdict', v: 'drop' }, { k: 'verdict', v: 'return' }, { k: 'verdict', v: 'continue' }),
   fc.tuple(fc.constantFrom('goto' as const, 'jump' as const), objName).map(([k, chain]): Stmt => ({ k, chain })),
 );
+
+// ---------------------------------------------------------------- policy documents
+
+const GOOD = {
+  to: ['any', '1.2.3.4', '10.0.0.0/8', '10.0.0.0/9', '10.1.0.0-10.1.0.9', '10.0.0.7', '::1', '2001:db8::/32', '2001:db8::/33', '2001:db8::5', 'example.com', '*.example.com', 'B\u00fccher.example', 'Example.COM.'],
+  ports: ['443', 443, '443/tcp', '53/udp', '853/tcp', '8000-8100', '60000-61000/udp', 'tcp', 'udp', 'icmp', 'icmpv6', '1-65535/tcp'],
+  users: ['root', 'www', 'alice', 0, 1000, '1000', 4294967294],
+  services: ['nginx.service', 'system.slice', '/system.slice/a.service', 'x@1.service'],
+  interfaces: ['eth0', 'wg*', 'eth*', 'lo', 'eth0.100'],
+};
+const BAD = {
+  to: ['1.2.3', '::ffff:1.2.3.4', '10.0.0.1/8', 'localhost', '', 42],
+  ports: [0, 65536, 'https', '80-20/tcp', '443/icmp'],
+  users: ['ghost', -1, 'a b', 4294967295],
+  services: ['nginx', '/a/../b', 'a b.service'],
+  interfaces: ['*', 'eth0/1', 'x'.repeat(16)],
+};
+
+/**
+ * Rule names that collide with what Sluice names its own objects (built-in
+ * chains, counters and sets, prefixes of other rules' objects), mixed into
+ * clean names so the kernel-name tests meet them.
+ */
+const TRICKY_RULE_NAMES = ['default', 'encrypted-dns', 'encrypted_dns', 'essentials', 'output', 'refuse', 'dns_upstream', 'log_block', 'suppressed_block', 'a', 'a_p', 'a_a4', 'r_a', 'block_a', 'x'.repeat(48)];
+
+/**
+ * A policy document (before YAML or JSON rendering) of the right shape. With
+ * `clean`, every value is valid (the document may still fail on a duplicate
+ * rule name); otherwise good values are mixed with bad ones and junk of any
+ * type. The policy fuzzer renders these and checks the loader; the
+ * kernel-name tests compile the ones that load.
+ */
+export function policyDocArb(clean: boolean): fc.Arbitrary<Record<string, unknown>> {
+  const junk = fc.jsonValue({ maxDepth: 2 });
+  const pick = <T>(good: T[], bad: unknown[] = []) =>
+    clean ? fc.constantFrom(...good) : fc.oneof({ weight: 6, arbitrary: fc.constantFrom(...good) }, { weight: 1, arbitrary: fc.constantFrom(...good, ...bad) }, { weight: 1, arbitrary: junk });
+  const list = <T>(good: T[], bad: unknown[]) => fc.option(fc.array(pick(good, bad), { minLength: clean ? 1 : 0, maxLength: 5 }), { nil: undefined, freq: clean ? 2 : 4 });
+  const rule = fc.record(
+    {
+      name: clean
+        ? fc.oneof({ weight: 3, arbitrary: fc.stringMatching(/^[a-z0-9][a-z0-9_.-]{0,10}$/) }, { weight: 1, arbitrary: fc.constantFrom(...TRICKY_RULE_NAMES) })
+        : pick(['web', 'a', 'dns-1'], ['Web', 'a b', 'x'.repeat(49), '']),
+      action: pick(['allow', 'deny'], ['permit']),
+      to: clean ? fc.array(pick(GOOD.to), { minLength: 1, maxLength: 5 }) : list(GOOD.to, BAD.to),
+      ports: list(GOOD.ports, BAD.ports),
+      users: list(GOOD.users, BAD.users),
+      services: list(GOOD.services, BAD.services),
+      interfaces: list(GOOD.interfaces, BAD.interfaces),
+      log: pick([true, false], ['yes']),
+      comment: pick(['a comment', 'x'.repeat(200), '\u00fc'.repeat(200)], ['x'.repeat(201)]),
+    },
+    { requiredKeys: ['name'] },
+  );
+  return fc.record(
+    {
+      version: pick([1], [2]),
+      mode: pick(['audit', 'enforce'], ['Enforce']),
+      default: pick(['deny', 'allow'], ['reject']),
+      block_with: pick(['reject', 'drop'], ['deny']),
+      essentials: pick([true, false], ['yes']),
+      log: fc.record(
+        { group: pick([1, 7331, 65535], [0, 65536]), rate: pick([1, 1000], [0]), burst: pick([5, 10_000_000], [10_000_001]), user_rate: pick([1, 10], [0, 1_000_001]), user_burst: pick([1, 5], [0]), allowed: pick([true, false]) },
+        { requiredKeys: [] },
+      ),
+      dns: fc.record({ guard: pick([true, false], ['on']), encrypted_dns: pick(['block', 'allow'], ['deny']) }, { requiredKeys: [] }),
+      rules: fc.array(rule, { maxLength: 4 }),
+    },
+    { requiredKeys: [] },
+  );
+}

@@ -1,0 +1,46 @@
+/**
+ * An attacker for connection limits: keeps COUNT idle TCP connections to
+ * HOST:PORT open for SECONDS, opening a new one (after DELAY ms) whenever
+ * the server closes one, and never sends a byte. Prints {"ready":true} once
+ * the first COUNT connects were issued, and at the end
+ * {"connects":N,"closedByServer":C,"errors":E,"openAtEnd":O}.
+ *
+ *   node hold-connections.js HOST PORT COUNT SECONDS [DELAY_MS]
+ */
+import { connect } from 'node:net';
+
+const [host, portText, countText, secondsText, delayText] = process.argv.slice(2);
+const port = Number(portText);
+const count = Number(countText);
+const until = Date.now() + Number(secondsText) * 1000;
+const delay = Number(delayText ?? 250);
+let connects = 0;
+let closedByServer = 0;
+let errors = 0;
+let open = 0;
+
+function slot(): void {
+  if (Date.now() >= until) return;
+  connects++;
+  const s = connect({ host: host as string, port });
+  let connected = false;
+  s.on('connect', () => {
+    connected = true;
+    open++;
+  });
+  s.on('error', () => errors++);
+  s.on('close', () => {
+    if (connected) {
+      closedByServer++;
+      open--;
+    }
+    setTimeout(slot, delay);
+  });
+}
+
+for (let i = 0; i < count; i++) slot();
+process.stdout.write(`${JSON.stringify({ ready: true })}\n`);
+setTimeout(() => {
+  process.stdout.write(`${JSON.stringify({ connects, closedByServer, errors, openAtEnd: open })}\n`);
+  process.exit(0);
+}, Math.max(0, until - Date.now()) + 100);
