@@ -228,7 +228,9 @@ rules:
     const ess = await essentials();
     assert.equal(await send(undefined, '255.255.255.255', 68, 67), 'sent');
     assert.equal(await send(undefined, 'ff02::1:2%eth0', 546, 547), 'sent');
-    assert.equal(await essentials(), ess + 2, 'both let out by the essentials');
+    // ('sent' already means accepted: everything else here is refused with EPERM. Neighbour discovery
+    // and MLD count in the same counter, so it can only grow by more.)
+    assert.ok((await essentials()) >= ess + 2, 'both let out by the essentials');
   });
 
   it('a local address DNAT-ed to a remote one is judged by where the packet really goes', async () => {
