@@ -554,6 +554,18 @@ static int addr_arg(napi_env env, napi_value v, int family, void *out) {
   return 1;
 }
 
+/* Binds `fd` to addr:port (addr: 4 or 16 bytes, by family). */
+static int bind_to(int fd, int family, const unsigned char *addr, int port) {
+  if (family == AF_INET) {
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    memcpy(&sa.sin_addr, addr, 4);
+    return bind(fd, (struct sockaddr *)&sa, sizeof sa);
+  }
+  struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
+  memcpy(&sa.sin6_addr, addr, 16);
+  return bind(fd, (struct sockaddr *)&sa, sizeof sa);
+}
+
 static napi_value udp_open(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -581,17 +593,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     /* Bound before anyone else sees it, without SO_REUSEADDR: the port is
      * this socket's alone (libuv sets SO_REUSEADDR on sockets it adopts,
      * which let two unbound sockets be given the same port). */
-    int rc;
-    if (family == AF_INET) {
-      struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-      memcpy(&sa.sin_addr, addr, 4);
-      rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
-    } else {
-      struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
-      memcpy(&sa.sin6_addr, addr, 16);
-      rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
-    }
-    if (rc < 0) what = "bind";
+    if (bind_to(fd, family, addr, port) < 0) what = "bind";
   }
   if (what) {
     int e = errno;
@@ -799,19 +801,7 @@ static napi_value tcp_listen(napi_env env, napi_callback_info info) {
   if (!what && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) what = "setsockopt(SO_REUSEADDR)";
   if (!what && family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0)
     what = "setsockopt(IPV6_V6ONLY)";
-  if (!what) {
-    int rc;
-    if (family == AF_INET) {
-      struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-      memcpy(&sa.sin_addr, addr, 4);
-      rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
-    } else {
-      struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
-      memcpy(&sa.sin6_addr, addr, 16);
-      rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
-    }
-    if (rc < 0) what = "bind";
-  }
+  if (!what && bind_to(fd, family, addr, port) < 0) what = "bind";
   if (!what && listen(fd, backlog) < 0) what = "listen";
   if (what) {
     int e = errno;

@@ -6,7 +6,7 @@ import { SluiceError } from '../errors.js';
 import { sameRuleset } from '../netfilter/compare-ruleset.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
 import type { Policy } from '../policy/policy.js';
-import { commitTable } from '../state/commit-table.js';
+import { appliedPolicy, commitTable, restoreApplied } from '../state/commit-table.js';
 import { rollBackPending } from '../state/rollback.js';
 import { removeStaleTemps, type AppliedState, type StateStore } from '../state/state-store.js';
 import { ControlServer } from './control-server.js';
@@ -148,15 +148,7 @@ export class Daemon {
     const { state, netfilter: nf } = this.opts;
     const applied = state.applied();
     if (!applied || state.isOff() || nf.read(TABLE_NAME, { elements: 'none' }) !== null) return;
-    const r = commitTable(nf, state, {
-      event: 'restore',
-      ruleset: applied.ruleset,
-      policy: { policyFile: applied.policyFile, sha256: applied.sha256, mode: applied.mode, warnings: applied.warnings },
-      epoch: 'keep',
-      pending: 'keep',
-      precondition: (v) => (v.applied?.sha256 === applied.sha256 && !v.off ? null : 'the applied policy changed meanwhile'),
-      journal: { by: 'daemon' },
-    });
+    const r = restoreApplied(nf, state, applied, 'daemon');
     if (r.written) logLine('warn', 'the table was missing: restored the last applied ruleset', { sha256: applied.sha256, mode: applied.mode });
   }
 
@@ -202,7 +194,7 @@ export class Daemon {
         const r = commitTable(nf, state, {
           event: 'daemon-start',
           ruleset: compiled.ruleset,
-          policy: { policyFile: applied.policyFile, sha256: applied.sha256, mode: applied.mode, warnings: compiled.warnings },
+          policy: appliedPolicy(applied, compiled.warnings),
           epoch: 'keep',
           pending: 'keep',
           unlessLive: true,

@@ -1,6 +1,6 @@
 import type { CompileResult } from '../compile/compile-ruleset.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
-import { commitTable } from '../state/commit-table.js';
+import { appliedPolicy, commitTable } from '../state/commit-table.js';
 import type { StateStore } from '../state/state-store.js';
 
 /**
@@ -21,7 +21,7 @@ export function writeServiceRuleset(state: StateStore, nf: Netfilter, sha256: st
     event: 'service-cgroups-changed',
     ruleset: compiled.ruleset,
     // The applied policy, with the ruleset its new cgroup ids give.
-    policy: (v) => (v.applied ? { policyFile: v.applied.policyFile, sha256: v.applied.sha256, mode: v.applied.mode, warnings: compiled.warnings } : null),
+    policy: (v) => (v.applied ? appliedPolicy(v.applied, compiled.warnings) : null),
     epoch: 'keep',
     pending: 'keep',
     lockWaitMs,

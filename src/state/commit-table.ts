@@ -25,6 +25,30 @@ export interface CommitPolicy {
   bytes?: Uint8Array;
 }
 
+/** The applied policy as a commit records it again (same policy, perhaps a ruleset compiled from new host facts, with its warnings). */
+export function appliedPolicy(applied: AppliedState, warnings: string[] = applied.warnings): CommitPolicy {
+  return { policyFile: applied.policyFile, sha256: applied.sha256, mode: applied.mode, warnings };
+}
+
+/**
+ * Puts the applied ruleset back as it was applied (same epoch), when the
+ * kernel lost it or holds something else, unless what is applied changed
+ * under the lock. For the boot-time restore and a daemon that starts to
+ * find its table gone.
+ */
+export function restoreApplied(nf: Netfilter, state: StateStore, applied: AppliedState, by: string): CommitResult {
+  return commitTable(nf, state, {
+    event: 'restore',
+    ruleset: applied.ruleset,
+    policy: appliedPolicy(applied),
+    epoch: 'keep',
+    pending: 'keep',
+    unlessLive: true,
+    precondition: (v) => (v.applied?.sha256 === applied.sha256 && !v.off && !v.pending ? null : 'the applied policy changed meanwhile'),
+    journal: { by },
+  });
+}
+
 export interface TableCommit {
   /** The journal's name for it: apply, off, rollback, restore, daemon-start, reload, service-cgroups... */
   event: string;

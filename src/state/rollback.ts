@@ -1,5 +1,5 @@
 import type { Netfilter } from '../netfilter/netfilter.js';
-import { commitTable } from './commit-table.js';
+import { appliedPolicy, commitTable } from './commit-table.js';
 import type { StateStore } from './state-store.js';
 import { SluiceError } from '../errors.js';
 
@@ -22,7 +22,7 @@ export function rollBackPending(nf: Netfilter, state: StateStore, token: string 
       // Confirmed or superseded since it was read: nothing to do.
       precondition: (v) => (v.pending?.token === pending.token ? null : 'confirmed or superseded'),
       ruleset: pending.previous,
-      policy: pending.previous && prev ? { policyFile: prev.policyFile, sha256: prev.sha256, mode: prev.mode, warnings: prev.warnings } : null,
+      policy: pending.previous && prev ? appliedPolicy(prev) : null,
       journal: { why, restored: pending.previous ? (prev?.sha256 ?? 'previous table') : 'no table' },
     }).written;
   } catch (err) {

@@ -197,8 +197,12 @@ describe('integration: trust (restarts, reboots, flows, impersonation)', () => {
     await startDaemon();
     writeFileSync(enforce, ENFORCE.replace(`to: [${HOSTS.api4}]`, `to: [${HOSTS.api4}, ${HOSTS.net3}]`));
     daemon?.kill('SIGHUP');
-    await sleep(1500);
-    assert.match(await w.nft(['list', 'set', 'inet', 'sluice', 'r_api_a4']), /198\.18\.3\.30/, 'the reload read the file');
+    let set = '';
+    for (let i = 0; i < 50 && !/198\.18\.3\.30/.test(set); i++) {
+      await sleep(200);
+      set = await w.nft(['list', 'set', 'inet', 'sluice', 'r_api_a4']);
+    }
+    assert.match(set, /198\.18\.3\.30/, 'the reload read the file');
     writeFileSync(enforce, ENFORCE);
   });
 

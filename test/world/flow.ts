@@ -20,7 +20,8 @@ const count = opt('--count', 1);
 const interval = opt('--interval', 100);
 const sport = opt('--sport', 0);
 const out = (line: string) => process.stdout.write(`${line}\n`);
-const finish = () => setTimeout(() => process.exit(0), 600);
+// Long enough for the last echo on a loaded machine.
+const finish = () => setTimeout(() => process.exit(0), 1500);
 
 if (proto === 'udp') {
   const s = createSocket(host?.includes(':') ? 'udp6' : 'udp4');

@@ -1,5 +1,5 @@
 import { TABLE_NAME } from '../../compile/ruleset.js';
-import { commitTable } from '../../state/commit-table.js';
+import { restoreApplied } from '../../state/commit-table.js';
 import { rollBackPending } from '../../state/rollback.js';
 import { EXIT, type Context } from '../context.js';
 
@@ -33,15 +33,7 @@ export function restore(ctx: Context): number {
     ctx.result({ restored: false, reason: 'nothing applied' });
     return EXIT.ok;
   }
-  const r = commitTable(nf, ctx.state, {
-    event: 'restore',
-    ruleset: applied.ruleset,
-    policy: { policyFile: applied.policyFile, sha256: applied.sha256, mode: applied.mode, warnings: applied.warnings },
-    epoch: 'keep',
-    pending: 'keep',
-    unlessLive: true,
-    precondition: (v) => (v.applied?.sha256 === applied.sha256 && !v.off && !v.pending ? null : 'the applied policy changed meanwhile'),
-  });
+  const r = restoreApplied(nf, ctx.state, applied, 'sluice restore');
   if (r.skipped === 'already live') ctx.say(`Already live: table inet ${TABLE_NAME} holds the applied policy (sha256 ${applied.sha256.slice(0, 16)}).`);
   else if (!r.written) ctx.say(`Not restored: ${r.skipped ?? 'unknown reason'}.`);
   else ctx.say(`Restored table inet ${TABLE_NAME}: the policy applied ${applied.appliedAt} (${applied.mode} mode, sha256 ${applied.sha256.slice(0, 16)}) in ${r.ms.toFixed(0)} ms.`);
