@@ -114,6 +114,8 @@ export class Attributor {
   private candidatesMemo = new Map<string, ProcInfo[]>();
   private inodeOwner = new Map<number, number>();
   private refMemo = new Map<number, ProcessRef>();
+  /** This batch's processes with their unit (keyed by the batch's ref of each). */
+  private namedMemo = new Map<ProcessRef, ProcessRef>();
   private lastIdReread = 0;
   private diag: SockDiag | null | undefined;
   private exact: NetlinkSocket | null | undefined;
@@ -129,6 +131,7 @@ export class Attributor {
     this.udpDump.clear();
     this.candidatesMemo.clear();
     this.refMemo.clear();
+    this.namedMemo.clear();
   }
 
   private candidates(uid: number, time: number): ProcInfo[] {
@@ -328,40 +331,44 @@ export class Attributor {
       const path = (yield { q: 'low32', low32: f.cgroupLow32 }) as string | undefined;
       if (path !== undefined) {
         const inside = cands.filter((c) => c.cgroup === path || (c.cgroup?.startsWith(`${path === '/' ? '' : path}/`) ?? false));
-        if (inside.length === 1) return yield* this.named(e, this.ref(inside[0] as ProcInfo), 'cgroup');
-        if (inside.length > 0) cands = inside;
+        if (inside.length === 1) {
+          proc = this.ref(inside[0] as ProcInfo);
+          method = 'cgroup';
+        } else if (inside.length > 0) cands = inside;
       }
     }
-    const sock = (this.deps.socketMayExist?.(f) ?? true) && cands.length !== 1 ? this.findSock(f) : undefined;
-    if (sock) {
-      const owner = this.ownerOf(sock.inode, cands);
-      if (owner) {
-        proc = this.ref(owner);
-        method = 'socket';
-      } else if (sock.cgroupId !== undefined && this.deps.cgroups) {
-        const sockCgroup = (yield { q: 'cgroup', id: sock.cgroupId }) as string | undefined;
-        if (sockCgroup !== undefined) cands = cands.filter((c) => c.cgroup === sockCgroup);
-        if (cands.length === 1) method = 'cgroup';
+    if (!proc) {
+      const sock = (this.deps.socketMayExist?.(f) ?? true) && cands.length !== 1 ? this.findSock(f) : undefined;
+      if (sock) {
+        const owner = this.ownerOf(sock.inode, cands);
+        if (owner) {
+          proc = this.ref(owner);
+          method = 'socket';
+        } else if (sock.cgroupId !== undefined && this.deps.cgroups) {
+          const sockCgroup = (yield { q: 'cgroup', id: sock.cgroupId }) as string | undefined;
+          if (sockCgroup !== undefined) cands = cands.filter((c) => c.cgroup === sockCgroup);
+          if (cands.length === 1) method = 'cgroup';
+        }
+      } else if (cands.length === 1) method = 'user';
+      if (!proc && method && cands[0]) proc = this.ref(cands[0]);
+    }
+    if (proc && method) {
+      // The process goes into the event with the unit the service rules give its cgroup, never one
+      // read off the path's spelling: a user who controls a delegated subtree can make
+      // `.../user@UID.service/app.slice/nginx.service` and send from it, and that is not nginx.
+      let named = this.namedMemo.get(proc);
+      if (named === undefined) {
+        const unit = proc.cgroup !== undefined ? ((yield { q: 'unit', path: proc.cgroup }) as string | null) : null;
+        named = unit ? { ...proc, unit } : proc;
+        this.namedMemo.set(proc, named);
       }
-    } else if (cands.length === 1) method = 'user';
-    if (!proc && method && cands[0]) proc = this.ref(cands[0]);
-    if (proc && method) return yield* this.named(e, proc, method);
+      e.process = named;
+      e.attribution = method;
+      this.stats[method]++;
+      return e;
+    }
     if (cands.length > 1) this.stats.ambiguous++;
     else this.stats.none++;
-    return e;
-  }
-
-  /**
-   * The process goes into the event with the unit the service rules give its
-   * cgroup, never one read off the path's spelling: a user who controls a
-   * delegated subtree can make `.../user@UID.service/app.slice/nginx.service`
-   * and send from it, and that is not nginx.
-   */
-  private *named(e: RecordedEvent, proc: ProcessRef, method: AttributionMethod): AttributionSteps {
-    const unit = proc.cgroup !== undefined ? ((yield { q: 'unit', path: proc.cgroup }) as string | null) : null;
-    e.process = unit ? { ...proc, unit } : proc;
-    e.attribution = method;
-    this.stats[method]++;
     return e;
   }
 

@@ -2,7 +2,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { asyncSystemHost } from '../system/cgroup-host.js';
 import { findCgroup2Root } from '../system/cgroups.js';
-import { cgroupServiceAsync, type AsyncCgroupHost, type ControlGroups } from '../system/resolve-services.js';
+import { cgroupServiceAsync, namesNoUnit, type AsyncCgroupHost, type ControlGroups } from '../system/resolve-services.js';
 
 /** How long an answer is kept: the watch of services polls as often, so neither view lags the other by more. */
 const TTL_MS = 5_000;
@@ -61,6 +61,8 @@ export class ServiceNames {
   private readonly maxEntries: number;
   private readonly waitMs: number;
   private entries = new Map<string, Entry>();
+  /** Paths with no unit-like name: nothing to judge, whatever the cgroup. */
+  private plain = new Set<string>();
   private inflight = new Map<string, Promise<string | null>>();
   private batch = 0;
 
@@ -83,7 +85,7 @@ export class ServiceNames {
    * settles within the wait bound (null when the answer did not come).
    */
   lookup(path: string, now = Date.now()): string | null | Promise<string | null> {
-    if (!this.root) return null;
+    if (!this.root || this.plain.has(path)) return null;
     const e = this.entries.get(path);
     if (e && e.until > now) {
       if (e.checked === this.batch || this.same(path, e)) {
@@ -94,13 +96,23 @@ export class ServiceNames {
       this.entries.delete(path);
       this.stats.gone++;
     }
+    // Nothing to judge; and a path outside this cgroup namespace's view (`/../x`) is not under the mount.
+    if (path.includes('/..') || namesNoUnit(path)) {
+      if (this.plain.size >= this.maxEntries) this.plain.clear();
+      this.plain.add(path);
+      return null;
+    }
     return this.resolve(path);
   }
 
   /** Whether the cgroup at `path` is still the one an entry was about (a cgroup that went and came back is new). */
   private same(path: string, e: Entry): boolean {
-    const st = statSync(join(this.root as string, path), { bigint: true, throwIfNoEntry: false });
-    return st !== undefined && st.ino === e.ino;
+    try {
+      const st = statSync(join(this.root as string, path), { bigint: true, throwIfNoEntry: false });
+      return st !== undefined && st.ino === e.ino;
+    } catch {
+      return false;
+    }
   }
 
   /**

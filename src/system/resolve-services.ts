@@ -289,6 +289,14 @@ function pathToName(path: string): PathToName {
   return { path, parts, candidates };
 }
 
+/**
+ * True when no rule can name a unit for this path (no unit-like name where a
+ * cgroup path can have one): callers need not ask, nor even look at it.
+ */
+export function namesNoUnit(path: string): boolean {
+  return pathToName(path).candidates.length === 0;
+}
+
 const prefixOf = (parts: string[], level: number) => `/${parts.slice(0, level).join('/')}`;
 
 /** The innermost accepted service, else the innermost accepted scope. */

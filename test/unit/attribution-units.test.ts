@@ -113,6 +113,17 @@ describe('unit: ServiceNames (the unit an event names, remembered per cgroup)', 
     }
   });
 
+  it('a path with nothing to judge, or outside the mount (another cgroup namespace), is answered at once without reading anything', () => {
+    const calls = { read: [] as string[] };
+    const names = new ServiceNames({ root: t.root, host: hostFor(t.root, owned, calls) });
+    for (const p of ['/', '/system.slice', '/user.slice/user-1000.slice', '/../../system.slice/nginx.service', '/a b/x.service']) {
+      assert.equal(names.lookup(p), null, p);
+      assert.equal(names.lookup(p), null, p);
+    }
+    assert.deepEqual(calls.read, []);
+    assert.equal(names.stats.resolutions, 0);
+  });
+
   it('answers expire, memory is bounded, and a wait that does not end names nothing', async () => {
     const brief = new ServiceNames({ root: t.root, host: hostFor(t.root, owned), ttlMs: 20 });
     assert.equal(await brief.lookup(REAL), 'nginx.service');
