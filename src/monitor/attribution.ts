@@ -6,6 +6,7 @@ import { NetlinkError } from '../errors.js';
 import { NetlinkSocket } from '../netfilter/netlink-socket.js';
 import { NETLINK_SOCK_DIAG } from '../netfilter/nl-constants.js';
 import type { CgroupIndex } from './cgroup-index.js';
+import type { ServiceNames } from './service-names.js';
 import { ProcessTable, type ProcInfo, type ProcessRef } from './process-table.js';
 import { encodeExactRequest, findSocket, parseSockDiagMessage, SockDiag, type SockEntry } from './sock-diag.js';
 
@@ -37,6 +38,8 @@ export interface AttributionStats {
 export interface AttributorDeps {
   procs: ProcessTable;
   cgroups?: CgroupIndex;
+  /** The unit of each cgroup by the service rules; without it, events name no unit. */
+  services?: ServiceNames;
   userName?: (uid: number) => string | undefined;
   ifName?: (index: number) => string | undefined;
   /** Whether a socket can still exist for this record (false: a TCP connect already refused with a reset). */
@@ -44,6 +47,34 @@ export interface AttributorDeps {
 }
 
 const INODE_CACHE_MAX = 50_000;
+/** How long a record waits for a rebuild of the cgroup index (bounded: 50,000 directories) before it goes without. */
+const INDEX_WAIT_MS = 5_000;
+
+/** What attribution may need that is worked out off the event loop. */
+type Need = { q: 'low32'; low32: number } | { q: 'cgroup'; id: bigint } | { q: 'unit'; path: string };
+type AttributionSteps = Generator<Need, RecordedEvent, unknown>;
+
+/** An answer still being worked out. */
+class Later {
+  constructor(readonly promise: Promise<unknown>) {}
+}
+
+/** What a need is when it is not known now: no cgroup path, no unit. */
+function notKnown(q: Need): unknown {
+  return q.q === 'unit' ? null : undefined;
+}
+
+/** Resolves when `p` settles or after `ms`, whichever comes first; never rejects. */
+function withDeadline(p: Promise<unknown>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    const done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    p.then(done, done);
+  });
+}
 
 /**
  * Finds the process behind a logged packet. In order:
@@ -83,18 +114,24 @@ export class Attributor {
   private candidatesMemo = new Map<string, ProcInfo[]>();
   private inodeOwner = new Map<number, number>();
   private refMemo = new Map<number, ProcessRef>();
+  /** This batch's processes with their unit (keyed by the batch's ref of each). */
+  private namedMemo = new Map<ProcessRef, ProcessRef>();
   private lastIdReread = 0;
   private diag: SockDiag | null | undefined;
   private exact: NetlinkSocket | null | undefined;
+  /** The wait shared by every record that missed the cgroup index during one rebuild. */
+  private indexWait: { rebuild: Promise<void>; done: Promise<void> } | undefined;
 
   constructor(private readonly deps: AttributorDeps) {}
 
   /** Call once per batch of records: refreshes the process table (throttled) and forgets per-batch memos. */
   beginBatch(now = Date.now()): void {
     this.deps.procs.maybeRefresh(20, now);
+    this.deps.services?.beginBatch();
     this.udpDump.clear();
     this.candidatesMemo.clear();
     this.refMemo.clear();
+    this.namedMemo.clear();
   }
 
   private candidates(uid: number, time: number): ProcInfo[] {
@@ -209,8 +246,67 @@ export class Attributor {
     return r;
   }
 
-  /** Turns packet facts into an event: names, process, hostname and how the process was found. */
+  /**
+   * Turns packet facts into an event (names, process, unit, hostname and how
+   * the process was found) from what is known now, never waiting: a cgroup
+   * the index does not know yet, or a unit not yet judged, is left out, and
+   * the work to know it next time starts off the event loop.
+   */
   attribute(f: FlowFacts): RecordedEvent {
+    const steps = this.steps(f);
+    let r = steps.next();
+    while (!r.done) {
+      const a = this.answer(r.value);
+      r = steps.next(a instanceof Later ? notKnown(r.value) : a);
+    }
+    return r.value;
+  }
+
+  /**
+   * The same, but when something has to be worked out first (a rebuild of
+   * the cgroup index, the service rules for a cgroup not seen before), a
+   * promise of the event once it is: the answer a blocking lookup would have
+   * given, without blocking. Waits are bounded (then: what is known).
+   */
+  attributeOrWait(f: FlowFacts): RecordedEvent | Promise<RecordedEvent> {
+    const steps = this.steps(f);
+    let r = steps.next();
+    while (!r.done) {
+      const a = this.answer(r.value);
+      if (a instanceof Later) return this.resume(steps, a);
+      r = steps.next(a);
+    }
+    return r.value;
+  }
+
+  private async resume(steps: AttributionSteps, first: Later): Promise<RecordedEvent> {
+    let r = steps.next(await first.promise);
+    while (!r.done) {
+      const a = this.answer(r.value);
+      r = steps.next(a instanceof Later ? await a.promise : a);
+    }
+    return r.value;
+  }
+
+  /** An answer now, or Later when it is being worked out. */
+  private answer(q: Need): unknown {
+    if (q.q === 'unit') {
+      const unit = this.deps.services?.lookup(q.path) ?? null;
+      return unit instanceof Promise ? new Later(unit) : unit;
+    }
+    const idx = this.deps.cgroups;
+    if (!idx) return undefined;
+    const ask = () => (q.q === 'low32' ? idx.pathByLow32(q.low32) : idx.path(q.id));
+    const p = ask();
+    if (p !== undefined) return p;
+    const rebuild = idx.rebuilding();
+    if (!rebuild) return undefined;
+    if (this.indexWait?.rebuild !== rebuild) this.indexWait = { rebuild, done: withDeadline(rebuild, INDEX_WAIT_MS) };
+    return new Later(this.indexWait.done.then(ask));
+  }
+
+  /** The attribution itself, as a sequence that asks for what may not be known yet (see attribute/attributeOrWait). */
+  private *steps(f: FlowFacts): AttributionSteps {
     const e = baseEvent(f);
     if (f.outIfindex !== undefined) {
       const name = this.deps.ifName?.(f.outIfindex);
@@ -232,37 +328,46 @@ export class Attributor {
     // The sender's cgroup, stamped in the mark by the block chain, narrows the
     // candidates even when its socket is long gone (a TCP connect refused with a reset).
     if (cands.length > 1 && f.cgroupLow32 !== undefined && this.deps.cgroups) {
-      const path = this.deps.cgroups.pathByLow32(f.cgroupLow32);
+      const path = (yield { q: 'low32', low32: f.cgroupLow32 }) as string | undefined;
       if (path !== undefined) {
         const inside = cands.filter((c) => c.cgroup === path || (c.cgroup?.startsWith(`${path === '/' ? '' : path}/`) ?? false));
         if (inside.length === 1) {
-          e.process = this.ref(inside[0] as ProcInfo);
-          e.attribution = 'cgroup';
-          this.stats.cgroup++;
-          return e;
-        }
-        if (inside.length > 0) cands = inside;
+          proc = this.ref(inside[0] as ProcInfo);
+          method = 'cgroup';
+        } else if (inside.length > 0) cands = inside;
       }
     }
-    const sock = (this.deps.socketMayExist?.(f) ?? true) && cands.length !== 1 ? this.findSock(f) : undefined;
-    let sockCgroup: string | undefined;
-    if (sock) {
-      const owner = this.ownerOf(sock.inode, cands);
-      if (owner) {
-        proc = this.ref(owner);
-        method = 'socket';
-      } else if (sock.cgroupId !== undefined && this.deps.cgroups) {
-        sockCgroup = this.deps.cgroups.path(sock.cgroupId);
-        if (sockCgroup !== undefined) cands = cands.filter((c) => c.cgroup === sockCgroup);
-        if (cands.length === 1) method = 'cgroup';
-      }
-    } else if (cands.length === 1) method = 'user';
-    if (!proc && method && cands[0]) proc = this.ref(cands[0]);
+    if (!proc) {
+      const sock = (this.deps.socketMayExist?.(f) ?? true) && cands.length !== 1 ? this.findSock(f) : undefined;
+      if (sock) {
+        const owner = this.ownerOf(sock.inode, cands);
+        if (owner) {
+          proc = this.ref(owner);
+          method = 'socket';
+        } else if (sock.cgroupId !== undefined && this.deps.cgroups) {
+          const sockCgroup = (yield { q: 'cgroup', id: sock.cgroupId }) as string | undefined;
+          if (sockCgroup !== undefined) cands = cands.filter((c) => c.cgroup === sockCgroup);
+          if (cands.length === 1) method = 'cgroup';
+        }
+      } else if (cands.length === 1) method = 'user';
+      if (!proc && method && cands[0]) proc = this.ref(cands[0]);
+    }
     if (proc && method) {
-      e.process = proc;
+      // The process goes into the event with the unit the service rules give its cgroup, never one
+      // read off the path's spelling: a user who controls a delegated subtree can make
+      // `.../user@UID.service/app.slice/nginx.service` and send from it, and that is not nginx.
+      let named = this.namedMemo.get(proc);
+      if (named === undefined) {
+        const unit = proc.cgroup !== undefined ? ((yield { q: 'unit', path: proc.cgroup }) as string | null) : null;
+        named = unit ? { ...proc, unit } : proc;
+        this.namedMemo.set(proc, named);
+      }
+      e.process = named;
       e.attribution = method;
       this.stats[method]++;
-    } else if (cands.length > 1) this.stats.ambiguous++;
+      return e;
+    }
+    if (cands.length > 1) this.stats.ambiguous++;
     else this.stats.none++;
     return e;
   }

@@ -8,7 +8,11 @@ import { userName } from '../system/users.js';
 import { Attributor, baseEvent, type FlowFacts } from './attribution.js';
 import { CgroupIndex } from './cgroup-index.js';
 import { LinkNames } from './links.js';
+import { ServiceNames } from './service-names.js';
 import { ProcessTable } from './process-table.js';
+
+/** Records that may wait for attribution at once; beyond it they are attributed from what is known. */
+const WAITING_MAX = 16_384;
 
 /** The facts of one record, or a reason to skip it. Pure, so it is unit- and fuzz-tested. */
 export function recordFacts(r: NflogRecord): FlowFacts | 'foreign' | 'malformed' {
@@ -48,7 +52,11 @@ export class Collector implements Component {
   private listener: NflogListener | undefined;
   private attributor: Attributor | undefined;
   private procs: ProcessTable | undefined;
+  private services: ServiceNames | undefined;
+  private cgroups: CgroupIndex | undefined;
   private queue: FlowFacts[] = [];
+  /** Records whose attribution waits for something worked out off the loop; published when it is. */
+  private waiting = new Set<Promise<void>>();
   private head = 0;
   private scheduled = false;
   private rt: Runtime | undefined;
@@ -75,9 +83,12 @@ export class Collector implements Component {
     this.refreshTimer = setInterval(() => this.procs?.refresh(), 100);
     this.refreshTimer.unref();
     const links = new LinkNames();
+    this.services = new ServiceNames();
+    this.cgroups = new CgroupIndex();
     this.attributor = new Attributor({
       procs: this.procs,
-      cgroups: new CgroupIndex(),
+      cgroups: this.cgroups,
+      services: this.services,
       userName,
       ifName: (i) => links.name(i),
       // A TCP connect refused with a reset has no socket left when its record is read.
@@ -133,18 +144,15 @@ export class Collector implements Component {
     const end = Math.min(this.queue.length, this.head + this.chunk);
     for (; this.head < end; this.head++) {
       const f = this.queue[this.head] as FlowFacts;
-      let e: RecordedEvent;
+      let e: RecordedEvent | Promise<RecordedEvent>;
       try {
-        e = a.attribute(f);
+        // A record whose cgroup or unit is being worked out (off the loop) waits for it, unless too many already do.
+        e = this.waiting.size < WAITING_MAX ? a.attributeOrWait(f) : a.attribute(f);
       } catch (err) {
-        // Attribution reads /proc and netlink; whatever goes wrong, the event itself is still kept.
-        this.own.attributionErrors++;
-        if (this.own.attributionErrors <= 10) this.rt?.log('warn', 'attribution failed', { error: (err as Error).message });
-        e = baseEvent(f);
-        if (f.uid !== undefined) e.uid = f.uid;
+        e = this.unattributed(f, err);
       }
-      publishFlow(e);
-      this.own.published++;
+      if (e instanceof Promise) this.wait(f, e);
+      else this.publish(e);
     }
     if (this.head === this.queue.length) {
       this.queue = [];
@@ -154,6 +162,29 @@ export class Collector implements Component {
       this.head = 0;
     }
     this.schedule();
+  }
+
+  private publish(e: RecordedEvent): void {
+    publishFlow(e);
+    this.own.published++;
+  }
+
+  /** Attribution reads /proc and netlink; whatever goes wrong, the event itself is still kept. */
+  private unattributed(f: FlowFacts, err: unknown): RecordedEvent {
+    this.own.attributionErrors++;
+    if (this.own.attributionErrors <= 10) this.rt?.log('warn', 'attribution failed', { error: (err as Error).message });
+    const e = baseEvent(f);
+    if (f.uid !== undefined) e.uid = f.uid;
+    return e;
+  }
+
+  private wait(f: FlowFacts, pending: Promise<RecordedEvent>): void {
+    const done = pending.then(
+      (e) => this.publish(e),
+      (err: unknown) => this.publish(this.unattributed(f, err)),
+    );
+    this.waiting.add(done);
+    void done.finally(() => this.waiting.delete(done));
   }
 
   /** Cumulative pipeline counters of this run (the store adds what earlier runs persisted). */
@@ -208,9 +239,12 @@ export class Collector implements Component {
     return {
       group: this.policy?.log.group,
       queued: this.queue.length - this.head,
+      waiting: this.waiting.size,
       published: this.own.published,
       counters: this.counters(),
       attribution: this.attributor?.stats,
+      units: this.services?.stats,
+      cgroupIndexWalks: this.cgroups?.walks,
       processes: this.procs?.stats,
     };
   }
@@ -221,6 +255,7 @@ export class Collector implements Component {
     this.listener = undefined;
     // Whatever is still queued is published now, so the store (stopped after us) writes it.
     while (this.head < this.queue.length) this.drain();
+    await Promise.all(this.waiting);
     this.attributor?.close();
     this.attributor = undefined;
   }

@@ -3,6 +3,7 @@ import { formatAddr, isLoopback, type Family } from '../net/ip.js';
 import { hostnameFor } from '../daemon/hostnames.js';
 import { explain } from '../policy/explain.js';
 import type { Policy } from '../policy/policy.js';
+import { cgroupServices } from '../system/resolve-services.js';
 import { userName } from '../system/users.js';
 import { readConntrack, type CtEntry } from './conntrack.js';
 import { ProcessTable, type ProcessRef } from './process-table.js';
@@ -61,8 +62,9 @@ function ctKey(family: Family, proto: number, src: bigint, sport: number | undef
 /**
  * Reads the live outbound connections of this network namespace from the
  * kernel: sock_diag for sockets (with owner uid and inode), /proc for the
- * process holding each inode, conntrack for the age, and the applied policy
- * for the rule. No daemon and no event store needed.
+ * process holding each inode and its cgroup (named after a unit only when the
+ * service rules say the cgroup is that unit's), conntrack for the age, and the
+ * applied policy for the rule. No daemon and no event store needed.
  */
 export function listConnections(opts: { policy?: Policy | null; procs?: ProcessTable; now?: number } = {}): ConnectionsSnapshot {
   const now = opts.now ?? Date.now();
@@ -79,7 +81,19 @@ export function listConnections(opts: { policy?: Policy | null; procs?: ProcessT
   const wanted = new Set(socks.map((s) => s.inode));
   for (const p of procs.live()) {
     if (owner.size === wanted.size) break;
-    for (const inode of procs.socketInodes(p.pid)) if (wanted.has(inode) && !owner.has(inode)) owner.set(inode, ProcessTable.ref(p));
+    let ref: ProcessRef | undefined;
+    for (const inode of procs.socketInodes(p.pid)) {
+      if (!wanted.has(inode) || owner.has(inode)) continue;
+      ref ??= ProcessTable.ref(p);
+      owner.set(inode, ref);
+    }
+  }
+  // The unit of each process's cgroup, by the service rules (all paths at once), never by its spelling.
+  const refs = new Set(owner.values());
+  const units = cgroupServices([...new Set([...refs].flatMap((r) => (r.cgroup !== undefined ? [r.cgroup] : [])))]);
+  for (const r of refs) {
+    const unit = r.cgroup !== undefined ? units.get(r.cgroup)?.unit : null;
+    if (unit) r.unit = unit;
   }
   const ct = readConntrack();
   const flows = new Map<string, CtEntry>();

@@ -90,23 +90,6 @@ export function parseNsLink(link: string): number | null {
   return Number.isSafeInteger(v) ? v : null;
 }
 
-/**
- * The systemd unit or container a cgroup path names: the innermost
- * `.service` (a service's own cgroup may have sub-cgroups), else the
- * innermost `.scope` (sessions, containers such as docker-ID.scope), else
- * undefined. `/` and slices alone name nothing.
- */
-export function unitOfCgroup(path: string): string | undefined {
-  const parts = path.split('/').filter(Boolean);
-  for (const suffix of ['.service', '.scope']) {
-    for (let i = parts.length - 1; i >= 0; i--) {
-      const p = parts[i] as string;
-      if (p.endsWith(suffix) && p.length > suffix.length) return p;
-    }
-  }
-  return undefined;
-}
-
 /** Replaces control characters (terminal escapes, newlines) with '?' and bounds the length. */
 export function cleanText(s: string, max: number): string {
   // eslint-disable-next-line no-control-regex

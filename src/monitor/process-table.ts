@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseCgroupFile, parseCmdline, parseNsLink, parseSocketLink, parseStat, parseStatus, unitOfCgroup } from './proc-parse.js';
+import { parseCgroupFile, parseCmdline, parseNsLink, parseSocketLink, parseStat, parseStatus } from './proc-parse.js';
 
 /** NFLOG delivers records within about 10 ms (the listener's flush timeout); a margin on top for a busy loop. */
 const EXIT_MARGIN_MS = 50;
@@ -34,7 +34,14 @@ export interface ProcessRef {
   exe?: string;
   cmdline?: string;
   comm?: string;
+  /**
+   * The systemd unit the process belongs to by the service rules
+   * (resolve-services.ts: cgroupService), set by whoever asked them; never
+   * read off the cgroup path's spelling, which whoever controls a delegated
+   * subtree chooses.
+   */
   unit?: string;
+  /** The cgroup v2 path, as the kernel reports it (names in it are not vouched for). */
   cgroup?: string;
 }
 
@@ -230,16 +237,12 @@ export class ProcessTable {
     return out;
   }
 
-  /** The fields an event carries for a process. */
+  /** The fields an event carries for a process (all but the unit, which the service rules decide). */
   static ref(p: ProcInfo): ProcessRef {
     const r: ProcessRef = { pid: p.pid, comm: p.comm };
     if (p.exe) r.exe = p.exe;
     if (p.cmdline) r.cmdline = p.cmdline;
-    if (p.cgroup) {
-      r.cgroup = p.cgroup;
-      const unit = unitOfCgroup(p.cgroup);
-      if (unit) r.unit = unit;
-    }
+    if (p.cgroup) r.cgroup = p.cgroup;
     return r;
   }
 

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { promises as fsp, readFileSync, type Dirent } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -40,31 +40,49 @@ export const WALK_MAX_DEPTH = 12;
 
 /**
  * Visits the directories below `root` breadth-first (paths relative to it,
- * '/' first), at most `maxDirs` of them and `maxDepth` levels down; a visit
- * returning false keeps the walk out of that directory. Bounded, because a
- * cgroup tree is as large as whatever created it made it. Synchronous: for
- * indexing cgroup ids (monitoring), not for deciding what a service is
- * (resolve-services.ts).
+ * '/' first, each with its inode: a cgroup's id), at most `maxDirs` of them
+ * and `maxDepth` levels down; a visit returning false keeps the walk out of
+ * that directory. Bounded, because a cgroup tree is as large as whatever
+ * created it made it. Asynchronous: every stat and listing goes through
+ * libuv's thread pool, `concurrency` directories at a time, so the event loop
+ * (which also answers DNS and reads NFLOG) only ever runs a few visits between
+ * them, never the walk. For indexing cgroup ids (monitoring), not for deciding
+ * what a service is (resolve-services.ts).
  */
-export function walkDirs(root: string, visit: (rel: string) => boolean, limits: { maxDirs: number; maxDepth: number } = { maxDirs: WALK_MAX_DIRS, maxDepth: WALK_MAX_DEPTH }): void {
+export async function walkDirs(
+  root: string,
+  visit: (rel: string, ino: bigint) => boolean,
+  limits: { maxDirs: number; maxDepth: number; concurrency?: number } = { maxDirs: WALK_MAX_DIRS, maxDepth: WALK_MAX_DEPTH },
+): Promise<void> {
+  const concurrency = Math.max(1, limits.concurrency ?? 8);
   let frontier = ['/'];
   let seen = 0;
   for (let depth = 0; depth <= limits.maxDepth && frontier.length > 0; depth++) {
     const next: string[] = [];
-    for (const rel of frontier) {
-      if (!visit(rel)) continue;
-      let entries: import('node:fs').Dirent[];
-      try {
-        entries = readdirSync(join(root, rel), { withFileTypes: true });
-      } catch {
-        continue;
-      }
-      for (const e of entries) {
-        if (!e.isDirectory()) continue;
-        if (++seen > limits.maxDirs) return;
-        next.push(rel === '/' ? `/${e.name}` : `${rel}/${e.name}`);
+    for (let i = 0; i < frontier.length; i += concurrency) {
+      const batch = frontier.slice(i, i + concurrency);
+      const read = await Promise.all(batch.map((rel) => readDir(join(root, rel))));
+      // In order, so the walk visits and counts exactly as a sequential one would.
+      for (const [j, rel] of batch.entries()) {
+        const r = read[j];
+        if (!r || !visit(rel, r.ino) || !r.entries) continue;
+        for (const e of r.entries) {
+          if (!e.isDirectory()) continue;
+          if (++seen > limits.maxDirs) return;
+          next.push(rel === '/' ? `/${e.name}` : `${rel}/${e.name}`);
+        }
       }
     }
     frontier = next;
   }
+}
+
+/** A directory's inode and entries (null entries: unreadable); null when it is gone or not a directory. */
+async function readDir(dir: string): Promise<{ ino: bigint; entries: Dirent[] | null } | null> {
+  const [st, entries] = await Promise.all([
+    fsp.stat(dir, { bigint: true }).catch(() => null),
+    fsp.readdir(dir, { withFileTypes: true }).catch(() => null),
+  ]);
+  if (!st || !st.isDirectory()) return null;
+  return { ino: st.ino, entries };
 }

@@ -27,10 +27,16 @@ import { findCgroup2Root, WALK_MAX_DEPTH, WALK_MAX_DIRS } from './cgroups.js';
 //   subtree chooses which of their processes are in it, so it identifies no
 //   service, only "some process of that user", which `users:` says honestly.
 //
-// One set of rules, written once as a sequence of questions to the host
-// (resolutionSteps); a synchronous driver answers them for the CLI and an
-// asynchronous one for the daemon, whose event loop also answers DNS and must
-// never wait on a tree walk or on systemctl. The real host is cgroup-host.ts.
+// The same rules, asked the other way round, name the unit a process belongs
+// to (events, `sluice connections`): a cgroup is named after a unit only when
+// the rules above would take one of its ancestors (or itself) for that unit's
+// cgroup, so a name is never believed for its spelling alone (cgroupService).
+//
+// One set of rules, written once as sequences of questions to the host
+// (resolutionSteps, cgroupServiceSteps); a synchronous driver answers them for
+// the CLI and an asynchronous one for the daemon, whose event loop also answers
+// DNS and must never wait on a tree walk or on systemctl. The real host is
+// cgroup-host.ts.
 
 /** Owner and permission bits of a file or directory. */
 export interface Ownership {
@@ -87,6 +93,20 @@ export interface ServiceResolution {
   complete: boolean;
 }
 
+/** What the service rules say about the cgroup a process is in. */
+export interface CgroupService {
+  /**
+   * The unit this cgroup belongs to: the innermost `.service` (else `.scope`)
+   * in its path whose cgroup, as the rules resolve that unit, is this cgroup
+   * or an ancestor of it; exactly the units a `services:` rule would match
+   * this process by. Null: none (a look-alike name in a delegated subtree, a
+   * unit systemd does not run there, or no unit-like name at all).
+   */
+  unit: string | null;
+  /** False when systemd did not answer: the result says less than the host would (do not keep it). */
+  complete: boolean;
+}
+
 type Question = { q: 'systemd' } | { q: 'units'; units: string[] } | { q: 'inspect'; dirs: string[]; children: boolean };
 type Steps<T> = Generator<Question, T, unknown>;
 
@@ -96,6 +116,7 @@ const INSPECT_BATCH = 32;
 const NOT_SEARCHED = new Set(['user.slice']);
 /** systemd's per-user manager, always delegated to its user. */
 const USER_MANAGER = /^user@[^/]*\.service$/;
+const SEGMENT = /^[A-Za-z0-9:_.@\\-]{1,255}$/;
 const CGROUP_PATH = /^\/(?:[A-Za-z0-9:_.@\\-]{1,255}(?:\/[A-Za-z0-9:_.@\\-]{1,255})*)?$/;
 
 /** An absolute cgroup path of plain segments (never `.` or `..`), as the policy accepts them. */
@@ -240,6 +261,120 @@ function* resolutionSteps(services: ServiceRef[], root: string): Steps<ServiceRe
   return { cgroups, notes, complete };
 }
 
+const NO_SERVICE: CgroupService = { unit: null, complete: true };
+
+/** Unit names an event or connection is named after: services, else scopes (sessions, containers). Slices name nothing. */
+const NAMED_UNIT = /^[A-Za-z0-9:_.@\\-]{1,240}\.(?:service|scope)$/;
+/**
+ * Unit-like names of one path asked about, from the root: real units sit near
+ * it (`/system.slice/x.service`, `/user.slice/user-1000.slice/user@1000.service`);
+ * whatever a user invents below them never pushes them out.
+ */
+const MAX_NAMED_CANDIDATES = 16;
+
+/** A cgroup path taken apart for naming: its usable components and the unit-like ones among them. */
+interface PathToName {
+  path: string;
+  parts: string[];
+  candidates: { name: string; level: number }[];
+}
+
+function pathToName(path: string): PathToName {
+  if (!path.startsWith('/') || path.length > 4096) return { path, parts: [], candidates: [] };
+  // Names below a component Sluice would not accept as a cgroup path do not matter: units live above it.
+  const all = path.split('/').filter(Boolean);
+  const usable = all.findIndex((p) => p === '.' || p === '..' || !SEGMENT.test(p));
+  const parts = usable < 0 ? all : all.slice(0, usable);
+  const candidates = parts.flatMap((name, i) => (NAMED_UNIT.test(name) ? [{ name, level: i + 1 }] : [])).slice(0, MAX_NAMED_CANDIDATES);
+  return { path, parts, candidates };
+}
+
+/**
+ * True when no rule can name a unit for this path (no unit-like name where a
+ * cgroup path can have one): callers need not ask, nor even look at it.
+ */
+export function namesNoUnit(path: string): boolean {
+  return pathToName(path).candidates.length === 0;
+}
+
+const prefixOf = (parts: string[], level: number) => `/${parts.slice(0, level).join('/')}`;
+
+/** The innermost accepted service, else the innermost accepted scope. */
+function innermostUnit(accepted: { name: string; level: number }[]): string | null {
+  const last = (suffix: string) => accepted.filter((c) => c.name.endsWith(suffix)).pop();
+  return (last('.service') ?? last('.scope'))?.name ?? null;
+}
+
+/** Units asked of systemctl per call when several paths are named at once. */
+const UNITS_PER_CALL = 256;
+
+/**
+ * The unit each cgroup belongs to, by the rules above read backwards: with
+ * systemd, a unit-like component counts when systemd puts that unit exactly
+ * there; without, when it is one searchByName would find (root alone controls
+ * it and every ancestor, none of which is user.slice, within the search's
+ * depth). Nothing under a delegated directory is even read. Several paths are
+ * answered together: one systemctl call for all of them (a path whose names
+ * make systemctl fail is then asked alone, so it cannot blind the others), and
+ * each directory read once.
+ */
+function* cgroupServiceSteps(paths: string[], root: string): Steps<Map<string, CgroupService>> {
+  const out = new Map<string, CgroupService>();
+  const todo: PathToName[] = [];
+  for (const path of new Set(paths)) {
+    const p = pathToName(path);
+    if (p.candidates.length === 0) out.set(path, NO_SERVICE);
+    else todo.push(p);
+  }
+  if (todo.length === 0) return out;
+
+  if (yield* ask<boolean>({ q: 'systemd' })) {
+    const groups = new Map<string, string | null>();
+    const names = [...new Set(todo.flatMap((p) => p.candidates.map((c) => c.name)))];
+    let together = true;
+    for (let i = 0; i < names.length && together; i += UNITS_PER_CALL) {
+      const answer = yield* ask<ControlGroups>({ q: 'units', units: names.slice(i, i + UNITS_PER_CALL) });
+      if (answer.ok) for (const [k, v] of answer.groups) groups.set(k, v);
+      else together = false;
+    }
+    for (const p of todo) {
+      let g = groups;
+      if (!together) {
+        const alone = todo.length === 1 ? { ok: false as const, error: '' } : yield* ask<ControlGroups>({ q: 'units', units: [...new Set(p.candidates.map((c) => c.name))] });
+        if (!alone.ok) {
+          out.set(p.path, { unit: null, complete: false });
+          continue;
+        }
+        g = alone.groups;
+      }
+      out.set(p.path, { unit: innermostUnit(p.candidates.filter((c) => g.get(c.name) === prefixOf(p.parts, c.level))), complete: true });
+    }
+    return out;
+  }
+
+  const read = new Map<string, DirFacts | null>();
+  for (const p of todo) {
+    const accepted: { name: string; level: number }[] = [];
+    const deepest = Math.min((p.candidates[p.candidates.length - 1] as { level: number }).level, WALK_MAX_DEPTH);
+    for (let level = 0; level <= deepest; level++) {
+      const rel = level === 0 ? '/' : prefixOf(p.parts, level);
+      let f = read.get(rel);
+      if (f === undefined) {
+        f = (yield* inspectAll(root, [rel], false))[0] ?? null;
+        read.set(rel, f);
+      }
+      const name = level === 0 ? '' : (p.parts[level - 1] as string);
+      // Not a cgroup (gone meanwhile), or someone other than root chooses what is below: nothing further down is a service.
+      if (!f || !f.procs || delegatedBecause(name, f) !== null) break;
+      const c = p.candidates.find((x) => x.level === level);
+      if (c) accepted.push(c);
+      if (NOT_SEARCHED.has(name)) break;
+    }
+    out.set(p.path, { unit: innermostUnit(accepted), complete: true });
+  }
+  return out;
+}
+
 function servicesOf(policy: Policy): ServiceRef[] {
   return policy.rules.flatMap((r) => r.services);
 }
@@ -252,6 +387,26 @@ function emptyFor(policy: Policy): ServiceResolution {
   return { ...NO_ROOT, cgroups };
 }
 
+/** Answers a sequence of questions from a synchronous host. */
+function runSync<T>(steps: Steps<T>, host: CgroupHost): T {
+  let r = steps.next();
+  while (!r.done) {
+    const q = r.value;
+    r = steps.next(q.q === 'systemd' ? host.systemdRunning() : q.q === 'units' ? host.controlGroups(q.units) : q.dirs.map((d) => host.inspect(d, q.children)));
+  }
+  return r.value;
+}
+
+/** Answers a sequence of questions from an asynchronous host: the event loop never waits on one. */
+async function runAsync<T>(steps: Steps<T>, host: AsyncCgroupHost): Promise<T> {
+  let r = steps.next();
+  while (!r.done) {
+    const q = r.value;
+    r = steps.next(q.q === 'systemd' ? await host.systemdRunning() : q.q === 'units' ? await host.controlGroups(q.units) : await Promise.all(q.dirs.map((d) => host.inspect(d, q.children))));
+  }
+  return r.value;
+}
+
 /**
  * Resolves every service a policy names, synchronously (the CLI: apply, plan,
  * check). Empty when there is no cgroup2 mount (the compiler warns).
@@ -259,14 +414,7 @@ function emptyFor(policy: Policy): ServiceResolution {
 export function resolveServices(policy: Policy, opts: { root?: string | null; host?: CgroupHost } = {}): ServiceResolution {
   const root = opts.root === undefined ? findCgroup2Root() : opts.root;
   if (!root) return emptyFor(policy);
-  const host = opts.host ?? systemHost();
-  const steps = resolutionSteps(servicesOf(policy), root);
-  let r = steps.next();
-  while (!r.done) {
-    const q = r.value;
-    r = steps.next(q.q === 'systemd' ? host.systemdRunning() : q.q === 'units' ? host.controlGroups(q.units) : q.dirs.map((d) => host.inspect(d, q.children)));
-  }
-  return r.value;
+  return runSync(resolutionSteps(servicesOf(policy), root), opts.host ?? systemHost());
 }
 
 /**
@@ -276,12 +424,27 @@ export function resolveServices(policy: Policy, opts: { root?: string | null; ho
 export async function resolveServicesAsync(policy: Policy, opts: { root?: string | null; host?: AsyncCgroupHost } = {}): Promise<ServiceResolution> {
   const root = opts.root === undefined ? findCgroup2Root() : opts.root;
   if (!root) return emptyFor(policy);
-  const host = opts.host ?? asyncSystemHost();
-  const steps = resolutionSteps(servicesOf(policy), root);
-  let r = steps.next();
-  while (!r.done) {
-    const q = r.value;
-    r = steps.next(q.q === 'systemd' ? await host.systemdRunning() : q.q === 'units' ? await host.controlGroups(q.units) : await Promise.all(q.dirs.map((d) => host.inspect(d, q.children))));
-  }
-  return r.value;
+  return runAsync(resolutionSteps(servicesOf(policy), root), opts.host ?? asyncSystemHost());
+}
+
+/**
+ * The unit a cgroup path (relative to the cgroup2 mount, as /proc/PID/cgroup
+ * gives it) belongs to by the service rules, synchronously. See CgroupService.
+ */
+export function cgroupService(path: string, opts: { root?: string | null; host?: CgroupHost } = {}): CgroupService {
+  return cgroupServices([path], opts).get(path) ?? NO_SERVICE;
+}
+
+/** The same for several paths at once (the CLI: `connections`, `top`): one systemctl call, each directory read once. */
+export function cgroupServices(paths: string[], opts: { root?: string | null; host?: CgroupHost } = {}): Map<string, CgroupService> {
+  const root = opts.root === undefined ? findCgroup2Root() : opts.root;
+  if (!root) return new Map(paths.map((p) => [p, NO_SERVICE]));
+  return runSync(cgroupServiceSteps(paths, root), opts.host ?? systemHost());
+}
+
+/** The same, off the event loop (the daemon's collector). */
+export async function cgroupServiceAsync(path: string, opts: { root?: string | null; host?: AsyncCgroupHost } = {}): Promise<CgroupService> {
+  const root = opts.root === undefined ? findCgroup2Root() : opts.root;
+  if (!root) return NO_SERVICE;
+  return (await runAsync(cgroupServiceSteps([path], root), opts.host ?? asyncSystemHost())).get(path) ?? NO_SERVICE;
 }

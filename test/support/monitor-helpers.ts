@@ -27,9 +27,12 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>,
   }
 }
 
-/** Starts the attempt helper; resolves with its pid and a function that triggers the attempt and returns its outcome. */
-export async function attempter(w: World, args: string[], opts: { uid?: number } = {}): Promise<{ pid: number; child: ChildProcess; go: () => Promise<{ ok: boolean; error?: string }> }> {
-  const child = w.spawnIn(w.client, [NODE, join(SUPPORT, 'attempt.js'), ...args], opts.uid !== undefined ? { uid: opts.uid } : {});
+/**
+ * Starts the attempt helper; resolves with its pid and a function that triggers the attempt and returns its outcome.
+ * `via`: argv it is started through (e.g. delegated-user.js DIR UID --), ending where its own argv begins.
+ */
+export async function attempter(w: World, args: string[], opts: { uid?: number; via?: string[] } = {}): Promise<{ pid: number; child: ChildProcess; go: () => Promise<{ ok: boolean; error?: string }> }> {
+  const child = w.spawnIn(w.client, [...(opts.via ?? []), NODE, join(SUPPORT, 'attempt.js'), ...args], opts.uid !== undefined ? { uid: opts.uid } : {});
   const lines: Record<string, unknown>[] = [];
   let buf = '';
   child.stdout?.on('data', (d: Buffer) => {

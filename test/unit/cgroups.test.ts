@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import fc from 'fast-check';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parsePolicy } from '../../src/policy/load-policy.js';
@@ -14,6 +15,9 @@ import type { Policy } from '../../src/policy/policy.js';
 import { asyncSystemHost, parseSystemctlShow, runCommandAsync, systemctlShowArgv, systemHost, type CommandResult } from '../../src/system/cgroup-host.js';
 import { findCgroup2Root, walkDirs } from '../../src/system/cgroups.js';
 import {
+  cgroupService,
+  cgroupServiceAsync,
+  cgroupServices,
   delegatedBecause,
   resolveServices,
   resolveServicesAsync,
@@ -64,20 +68,53 @@ describe('unit: walking a cgroup tree (for the monitor index)', () => {
   cg('system.slice/nginx.service');
   cg('machine.slice/ctr.scope/system.slice/nginx.service');
 
-  it('visits breadth-first from the root and keeps within its bounds', () => {
+  it('visits breadth-first from the root, with each directory\'s inode, and keeps within its bounds', async () => {
     const all: string[] = [];
-    walkDirs(root, (rel) => (all.push(rel), true));
+    const inos = new Map<string, bigint>();
+    await walkDirs(root, (rel, ino) => (all.push(rel), inos.set(rel, ino), true));
     assert.equal(all[0], '/');
     assert.ok(all.indexOf('/system.slice') < all.indexOf('/system.slice/nginx.service'));
     assert.ok(all.includes('/machine.slice/ctr.scope/system.slice/nginx.service'));
+    assert.equal(inos.get('/system.slice/nginx.service'), statSync(join(root, 'system.slice/nginx.service'), { bigint: true }).ino, 'the inode is the cgroup id');
     const some: string[] = [];
     // The root lists its 2 children (2 seen); the first child visited lists a third: over the bound, stop.
-    walkDirs(root, (rel) => (some.push(rel), true), { maxDirs: 2, maxDepth: 12 });
+    await walkDirs(root, (rel) => (some.push(rel), true), { maxDirs: 2, maxDepth: 12 });
     assert.equal(some.length, 2);
     assert.equal(some[0], '/');
     const shallow: string[] = [];
-    walkDirs(root, (rel) => (shallow.push(rel), true), { maxDirs: 100, maxDepth: 1 });
+    await walkDirs(root, (rel) => (shallow.push(rel), true), { maxDirs: 100, maxDepth: 1 });
     assert.ok(shallow.every((r) => r.split('/').filter(Boolean).length <= 1));
+    const pruned: string[] = [];
+    await walkDirs(root, (rel) => (pruned.push(rel), rel !== '/machine.slice'));
+    assert.ok(pruned.includes('/machine.slice') && !pruned.some((r) => r.startsWith('/machine.slice/')), 'a visit returning false keeps the walk out');
+  });
+
+  it('the walk never holds the event loop: other callbacks run between its directories', async () => {
+    // 2,000 directories; a synchronous walk would let nothing else run until it is done.
+    const big = mkdtempSync(join(tmpdir(), 'sluice-cgwide-'));
+    try {
+      for (let i = 0; i < 40; i++) for (let j = 0; j < 50; j++) mkdirSync(join(big, `s${i}.slice`, `u${j}.service`), { recursive: true });
+      let turns = 0;
+      let running = true;
+      const spin = () => {
+        turns++;
+        if (running) setImmediate(spin);
+      };
+      setImmediate(spin);
+      let visited = 0;
+      let turnsAtFirstVisit = -1;
+      let turnsAtLastVisit = -1;
+      await walkDirs(big, () => {
+        if (visited++ === 0) turnsAtFirstVisit = turns;
+        turnsAtLastVisit = turns;
+        return true;
+      });
+      running = false;
+      assert.equal(visited, 1 + 40 + 2000);
+      assert.ok(turnsAtLastVisit - turnsAtFirstVisit >= 100, `the loop turned ${turnsAtLastVisit - turnsAtFirstVisit} times during the walk`);
+    } finally {
+      rmSync(big, { recursive: true, force: true });
+    }
   });
 });
 
@@ -354,6 +391,184 @@ describe('unit: services with systemd: only systemd\'s answer counts', () => {
       await asyncSystemHost({ systemdRunning: async () => true, run: async () => hung }).controlGroups(['a.service']),
       { ok: false, error: 'timed out after 200 ms' },
       'a timeout becomes an incomplete answer',
+    );
+  });
+});
+
+// ---------------------------------------------------------------------------
+// The same rules, read backwards: which unit an event or a connection names.
+// ---------------------------------------------------------------------------
+
+/** Names a cgroup's unit through both drivers, checks they agree, returns the unit. */
+async function nameBoth(tree: FakeTree, path: string, o: FakeHostOpts): Promise<string | null> {
+  const h = hosts(tree, o);
+  const a = cgroupService(path, { root: ROOT_DIR, host: h.sync });
+  const b = await cgroupServiceAsync(path, { root: ROOT_DIR, host: h.async });
+  assert.deepEqual(b, a, 'the CLI and the daemon name alike');
+  return a.unit;
+}
+
+const LOOKALIKE = '/user.slice/user-65534.slice/user@65534.service/app.slice/nginx.service';
+
+describe('unit: naming the unit of a cgroup without systemd: only what root alone controls', () => {
+  it("a look-alike in a user manager's subtree names nothing, and nothing below the manager is read; the real service is named", async () => {
+    const tree = new FakeTree()
+      .add('/system.slice/nginx.service')
+      .add('/user.slice/user-65534.slice/user@65534.service', { uid: 65534 })
+      .add(LOOKALIKE, { uid: 65534 });
+    assert.equal(await nameBoth(tree, LOOKALIKE, { systemd: false }), null);
+    assert.ok(!tree.inspected.some((d) => d.includes('user@65534.service/')), 'the delegated subtree is not read');
+    assert.equal(await nameBoth(tree, '/system.slice/nginx.service', { systemd: false }), 'nginx.service');
+  });
+
+  it('the same look-alike under a user manager root owns (user@*.service by name), or under user.slice, names nothing', async () => {
+    const tree = new FakeTree().add('/x.slice/user@0.service/app.slice/cron.service').add('/user.slice/cron.service').add('/user.slice/user-1000.slice/session-3.scope');
+    assert.equal(await nameBoth(tree, '/x.slice/user@0.service/app.slice/cron.service', { systemd: false }), null);
+    assert.equal(await nameBoth(tree, '/user.slice/cron.service', { systemd: false }), null);
+    assert.equal(await nameBoth(tree, '/user.slice/user-1000.slice/session-3.scope', { systemd: false }), null, 'user.slice is not searched for units');
+  });
+
+  it('delegation of any part of any ancestor, or of the cgroup itself, is enough to name nothing', async () => {
+    for (const [what, c] of [
+      ['directory', { uid: 1000, procsUid: 0 }],
+      ['cgroup.procs', { procsUid: 1000, threadsUid: 0, subtreeUid: 0 }],
+      ['cgroup.threads', { threadsUid: 1000 }],
+      ['cgroup.subtree_control', { subtreeUid: 1000 }],
+      ['group-writable directory', { mode: 0o775 }],
+      ['world-writable cgroup.procs', { procsMode: 0o666 }],
+    ] as [string, FakeCgroup][]) {
+      const tree = new FakeTree().add('/opt.slice', c).add('/opt.slice/nginx.service');
+      assert.equal(await nameBoth(tree, '/opt.slice/nginx.service', { systemd: false }), null, `${what} of an ancestor`);
+      const tree2 = new FakeTree().add('/opt.slice/nginx.service', c);
+      assert.equal(await nameBoth(tree2, '/opt.slice/nginx.service', { systemd: false }), null, `${what} of the cgroup itself`);
+    }
+  });
+
+  it("what is below a service's own cgroup is the service's, delegated or not; the innermost service wins, then a scope", async () => {
+    const tree = new FakeTree()
+      .add('/system.slice/runner.service')
+      .add('/system.slice/runner.service/payload', { uid: 998 })
+      .add('/system.slice/runner.service/payload/x.service', { uid: 998 })
+      .add('/system.slice/app.service/worker.service')
+      .add('/machine.slice/ctr.scope/system.slice/nginx.service')
+      .add('/machine.slice/vm.scope/inner');
+    assert.equal(await nameBoth(tree, '/system.slice/runner.service/payload', { systemd: false }), 'runner.service');
+    assert.equal(await nameBoth(tree, '/system.slice/runner.service/payload/x.service', { systemd: false }), 'runner.service', 'a name the delegated user chose below it is not believed');
+    assert.equal(await nameBoth(tree, '/system.slice/app.service/worker.service', { systemd: false }), 'worker.service');
+    assert.equal(await nameBoth(tree, '/machine.slice/ctr.scope/system.slice/nginx.service', { systemd: false }), 'nginx.service');
+    assert.equal(await nameBoth(tree, '/machine.slice/vm.scope/inner', { systemd: false }), 'vm.scope');
+  });
+
+  it('several paths at once read each directory once', async () => {
+    const tree = new FakeTree().add('/system.slice/a.service').add('/system.slice/b.service').add('/system.slice/c.service/sub');
+    const h = hosts(tree, { systemd: false });
+    const r = cgroupServices(['/system.slice/a.service', '/system.slice/b.service', '/system.slice/c.service/sub'], { root: ROOT_DIR, host: h.sync });
+    assert.deepEqual([...r.values()].map((x) => x.unit), ['a.service', 'b.service', 'c.service']);
+    assert.equal(tree.inspected.length, new Set(tree.inspected).size, `no directory read twice: ${tree.inspected.join(' ')}`);
+  });
+
+  it('no unit-like name: nothing is read; a delegated root, a gone cgroup, a path too deep or unusable: nothing is named', async () => {
+    const tree = new FakeTree().add('/system.slice/plain').add('/a/b/c/d/e/f/g/h/i/j/k/l/deep.service').add('/system.slice/ok.service/odd name');
+    assert.equal(await nameBoth(tree, '/system.slice/plain', { systemd: false }), null);
+    assert.equal(await nameBoth(tree, '/', { systemd: false }), null);
+    assert.deepEqual(tree.inspected, [], 'no unit-like name: no question asked');
+    assert.equal(await nameBoth(tree, '/system.slice/gone.service', { systemd: false }), null);
+    assert.equal(await nameBoth(tree, '/a/b/c/d/e/f/g/h/i/j/k/l/deep.service', { systemd: false }), null, 'deeper than the search goes');
+    assert.equal(await nameBoth(tree, '/system.slice/ok.service/odd name', { systemd: false }), 'ok.service', 'an odd name below a unit does not hide it');
+    for (const bad of ['system.slice/ok.service', '/system.slice/../system.slice/ok.service', `/${'x'.repeat(5000)}.service`]) assert.equal(await nameBoth(tree, bad, { systemd: false }), null, bad);
+    const owned = new FakeTree().add('/system.slice/nginx.service');
+    owned.nodes.set('/', { uid: 100000 });
+    assert.equal(await nameBoth(owned, '/system.slice/nginx.service', { systemd: false }), null, 'a root someone else owns');
+  });
+});
+
+describe('unit: naming the unit of a cgroup with systemd: only where systemd runs that unit', () => {
+  const table = {
+    'nginx.service': '/system.slice/nginx.service',
+    'user@65534.service': '/user.slice/user-65534.slice/user@65534.service',
+    'session-3.scope': '/user.slice/user-1000.slice/session-3.scope',
+    'runner.service': '/system.slice/runner.service',
+  };
+
+  it("a look-alike under a user manager is named after the manager (the system's unit it runs in), never after the service it mimics", async () => {
+    const calls: string[][] = [];
+    const tree = new FakeTree().add(LOOKALIKE, { uid: 65534 });
+    assert.equal(await nameBoth(tree, LOOKALIKE, { systemd: true, run: fakeSystemctl(table, calls) }), 'user@65534.service');
+    assert.deepEqual(calls[0]?.slice(-3), ['--', 'user@65534.service', 'nginx.service'], 'one systemctl call, argv, every unit-like name in it');
+    assert.deepEqual(tree.inspected, [], 'systemd is asked, not the tree');
+  });
+
+  it('the real unit, its sub-cgroups and a session scope are named; a directory systemd does not put the unit in is not', async () => {
+    const tree = new FakeTree();
+    const o = { systemd: true, run: fakeSystemctl(table, []) };
+    assert.equal(await nameBoth(tree, '/system.slice/nginx.service', o), 'nginx.service');
+    assert.equal(await nameBoth(tree, '/system.slice/runner.service/payload/x.service', o), 'runner.service', 'Delegate=yes: what is below is the unit\'s, whatever it is called');
+    assert.equal(await nameBoth(tree, '/user.slice/user-1000.slice/session-3.scope', o), 'session-3.scope');
+    assert.equal(await nameBoth(tree, '/other.slice/nginx.service', o), null, 'root-owned but not where systemd runs nginx');
+    assert.equal(await nameBoth(tree, '/system.slice/stopped.service', o), null, 'a unit systemd runs no cgroup for');
+  });
+
+  it('systemctl failing: nothing named, and the answer says it is incomplete', async () => {
+    const h = hosts(new FakeTree(), { systemd: true, run: () => ({ status: 1, stdout: '', stderr: 'Failed to connect to bus\n' }) });
+    assert.deepEqual(cgroupService('/system.slice/nginx.service', { root: ROOT_DIR, host: h.sync }), { unit: null, complete: false });
+    assert.deepEqual(await cgroupServiceAsync('/system.slice/nginx.service', { root: ROOT_DIR, host: h.async }), { unit: null, complete: false });
+  });
+
+  it('several paths at once (the CLI): one systemctl call; a path whose names make systemctl fail is asked alone and blinds no other', async () => {
+    const calls: string[][] = [];
+    const picky = (argv: string[]): CommandResult => {
+      calls.push(argv);
+      if (argv.some((a) => a.includes('@@'))) return { status: 1, stdout: '', stderr: 'Unit name is not valid\n' };
+      return fakeSystemctl(table, [])(argv);
+    };
+    const h = hosts(new FakeTree(), { systemd: true, run: picky });
+    const hostile = '/user.slice/user-65534.slice/user@65534.service/x@@y.service';
+    const r = cgroupServices(['/system.slice/nginx.service', '/user.slice/user-1000.slice/session-3.scope', hostile, '/system.slice/nginx.service'], { root: ROOT_DIR, host: h.sync });
+    assert.deepEqual(r.get('/system.slice/nginx.service'), { unit: 'nginx.service', complete: true });
+    assert.deepEqual(r.get('/user.slice/user-1000.slice/session-3.scope'), { unit: 'session-3.scope', complete: true });
+    assert.deepEqual(r.get(hostile), { unit: null, complete: false }, 'only the path with the odd name goes without');
+    assert.equal(calls.length, 1 + 3, 'one call for all; after it failed, one per path');
+    const fine = [] as string[][];
+    const h2 = hosts(new FakeTree(), { systemd: true, run: fakeSystemctl(table, fine) });
+    cgroupServices(['/system.slice/nginx.service', LOOKALIKE, '/system.slice/runner.service/x'], { root: ROOT_DIR, host: h2.sync });
+    assert.equal(fine.length, 1, 'one systemctl call for every path');
+  });
+
+  it('a user cannot push the real unit out of the question with many invented names below it', async () => {
+    const calls: string[][] = [];
+    const invented = Array.from({ length: 40 }, (_x, i) => `f${i}.service`).join('/');
+    const path = `/user.slice/user-65534.slice/user@65534.service/${invented}`;
+    assert.equal(await nameBoth(new FakeTree(), path, { systemd: true, run: fakeSystemctl(table, calls) }), 'user@65534.service');
+    assert.ok((calls[0]?.length ?? 0) <= 5 + 16, 'a bounded number of names asked');
+  });
+});
+
+describe('unit: naming agrees with what service rules match', () => {
+  const NAMES = ['a.slice', 'user.slice', 'user@7.service', 'nginx.service', 'app.service', 'x.scope', 'w'];
+  const node = fc.record({ uid: fc.constantFrom(0, 0, 0, 1000), mode: fc.constantFrom(0o755, 0o755, 0o775) });
+  const trees = fc.array(fc.tuple(fc.array(fc.constantFrom(...NAMES), { minLength: 1, maxLength: 5 }), node), { minLength: 1, maxLength: 12 });
+
+  it('property (no systemd): a cgroup named after a unit lies in a cgroup a `services: [unit]` rule resolves to; every cgroup such a rule resolves to is named after it', async () => {
+    await fc.assert(
+      fc.asyncProperty(trees, async (spec) => {
+        const tree = new FakeTree();
+        for (const [parts, c] of spec) tree.add(`/${parts.join('/')}`, c);
+        const all = [...tree.nodes.keys()];
+        for (const path of all) {
+          const unit = await nameBoth(tree, path, { systemd: false });
+          if (unit === null) continue;
+          const r = await resolveBoth(tree, [unit], { systemd: false });
+          const mine = paths(r, `unit:${unit}`).filter((p) => path === p || path.startsWith(`${p}/`));
+          assert.ok(mine.length > 0, `${path} is named ${unit}, which resolves to ${JSON.stringify(paths(r, `unit:${unit}`))}`);
+        }
+        for (const unit of ['nginx.service', 'app.service', 'user@7.service']) {
+          const r = await resolveBoth(tree, [unit], { systemd: false });
+          for (const p of paths(r, `unit:${unit}`)) {
+            assert.equal(await nameBoth(tree, p, { systemd: false }), unit, `${p} resolves for ${unit}`);
+          }
+        }
+      }),
+      { numRuns: 200 },
     );
   });
 });

@@ -6,7 +6,7 @@ import { baseEvent } from '../../src/monitor/attribution.js';
 import { encodeCtDelete, parseCtMessage, redirectedTo } from '../../src/monitor/conntrack.js';
 import { parseLogPrefix } from '../../src/compile/kernel-names.js';
 import { recordFacts } from '../../src/monitor/collector.js';
-import { cleanText, parseCgroupFile, parseCmdline, parseNsLink, parseSocketLink, parseStat, parseStatus, unitOfCgroup } from '../../src/monitor/proc-parse.js';
+import { cleanText, parseCgroupFile, parseCmdline, parseNsLink, parseSocketLink, parseStat, parseStatus } from '../../src/monitor/proc-parse.js';
 import { findSocket, parseSockDiagMessage, type SockEntry } from '../../src/monitor/sock-diag.js';
 import { MalformedNetlink, NlWriter, parseMessages } from '../../src/netfilter/nl-attr.js';
 import type { NflogRecord } from '../../src/netfilter/nflog.js';
@@ -81,12 +81,6 @@ describe('unit: /proc parsers', () => {
     assert.equal(parseSocketLink('pipe:[12345]'), null);
     assert.equal(parseSocketLink('/dev/null'), null);
     assert.equal(parseNsLink('net:[4026531840]'), 4026531840);
-    assert.equal(unitOfCgroup('/system.slice/nginx.service'), 'nginx.service');
-    assert.equal(unitOfCgroup('/system.slice/app.service/worker'), 'app.service', 'a sub-cgroup of a service');
-    assert.equal(unitOfCgroup('/user.slice/user-1000.slice/session-3.scope'), 'session-3.scope');
-    assert.equal(unitOfCgroup('/system.slice/docker-0123abcd.scope'), 'docker-0123abcd.scope');
-    assert.equal(unitOfCgroup('/'), undefined);
-    assert.equal(unitOfCgroup('/system.slice'), undefined);
     assert.equal(cleanText('ok\u0007\u009b', 10), 'ok??');
   });
 
@@ -98,7 +92,6 @@ describe('unit: /proc parsers', () => {
         parseCgroupFile(s);
         parseSocketLink(s);
         parseNsLink(s);
-        unitOfCgroup(s);
         const c = parseCmdline(b);
         assert.ok(c.length <= 4096);
         assert.ok(!/[\u0000-\u001f]/.test(c));
