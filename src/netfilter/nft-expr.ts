@@ -38,6 +38,7 @@ export type LExpr =
   | { e: 'cmp'; sreg: number; op: number; data: Buffer }
   | { e: 'lookup'; sreg: number; set: string; setId?: number; flags: number }
   | { e: 'ct'; key: number; dreg: number }
+  | { e: 'ctset'; key: number; sreg: number }
   | { e: 'fib'; result: number; flags: number; dreg: number }
   | { e: 'bitwise'; sreg: number; dreg: number; len: number; mask: Buffer; xor: Buffer }
   | { e: 'socket'; key: number; dreg: number; level: number }
@@ -59,6 +60,8 @@ interface Load {
 const LOADS: Record<Exclude<Selector, 'meta l4proto . th dport' | 'socket cgroupv2'>, Load> = {
   'ip daddr': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.NETWORK, offset: 16, len: 4, dreg: r }], width: 4, be: true },
   'ip6 daddr': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.NETWORK, offset: 24, len: 16, dreg: r }], width: 16, be: true },
+  'ip saddr': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.NETWORK, offset: 12, len: 4, dreg: r }], width: 4, be: true },
+  'ip6 saddr': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.NETWORK, offset: 8, len: 16, dreg: r }], width: 16, be: true },
   'th dport': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.TRANSPORT, offset: 2, len: 2, dreg: r }], width: 2, be: true },
   'th sport': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.TRANSPORT, offset: 0, len: 2, dreg: r }], width: 2, be: true },
   'icmpv6 type': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.TRANSPORT, offset: 0, len: 1, dreg: r }], width: 1, be: true },
@@ -91,6 +94,8 @@ export function bytesInt(b: Buffer, be: boolean): bigint {
 }
 
 const CT_DIRECTION = 1;
+/** NFT_CT_ZONE: the conntrack zone (a host-order u16). */
+const CT_ZONE = 17;
 
 const CT_ORDER: CtState[] = ['invalid', 'established', 'related', 'new', 'untracked'];
 
@@ -151,6 +156,16 @@ export function stmtToLExprs(s: Stmt): LExpr[] {
         { e: 'socket', key: SOCKET_CGROUPV2, dreg: REG_1, level: s.level },
         { e: 'metaset', key: META.MARK, sreg: REG_1 },
       ];
+    case 'mark-set-skuid':
+      return [
+        { e: 'meta', key: META.SKUID, dreg: REG_1 },
+        { e: 'metaset', key: META.MARK, sreg: REG_1 },
+      ];
+    case 'ct-zone-set':
+      return [
+        { e: 'immediate', dreg: REG_1, data: intBytes(s.zone, 2, false) },
+        { e: 'ctset', key: CT_ZONE, sreg: REG_1 },
+      ];
     case 'verdict': {
       const code = { accept: NF_ACCEPT, drop: NF_DROP, return: NFT_RETURN, continue: NFT_CONTINUE }[s.v];
       return [{ e: 'immediate', dreg: REG_VERDICT, code }];
@@ -205,6 +220,16 @@ export function lexprsToStmts(list: LExpr[]): Stmt[] {
     }
     if (x.e === 'socket' && x.key === SOCKET_CGROUPV2 && x.dreg === REG_1 && b?.e === 'metaset' && b.key === META.MARK && b.sreg === REG_1) {
       out.push({ k: 'mark-set-cgroup', level: x.level });
+      i += 2;
+      continue;
+    }
+    if (x.e === 'meta' && x.key === META.SKUID && x.dreg === REG_1 && b?.e === 'metaset' && b.key === META.MARK && b.sreg === REG_1) {
+      out.push({ k: 'mark-set-skuid' });
+      i += 2;
+      continue;
+    }
+    if (x.e === 'immediate' && x.dreg === REG_1 && x.data?.length === 2 && b?.e === 'ctset' && b.key === CT_ZONE && b.sreg === REG_1) {
+      out.push({ k: 'ct-zone-set', zone: Number(bytesInt(x.data, false)) });
       i += 2;
       continue;
     }
@@ -301,7 +326,7 @@ export function describeLExpr(x: LExpr): string {
 /** Writes one expression as an NFTA_LIST_ELEM. */
 export function writeLExpr(w: NlWriter, x: LExpr): void {
   w.nest(LIST_ELEM, () => {
-    const name = x.e === 'raw' ? x.name : x.e === 'metaset' ? 'meta' : x.e;
+    const name = x.e === 'raw' ? x.name : x.e === 'metaset' ? 'meta' : x.e === 'ctset' ? 'ct' : x.e;
     w.str(EXPR.NAME, name);
     w.nest(EXPR.DATA, () => {
       switch (x.e) {
@@ -324,6 +349,9 @@ export function writeLExpr(w: NlWriter, x: LExpr): void {
           break;
         case 'ct':
           w.u32be(A.ct.DREG, x.dreg).u32be(A.ct.KEY, x.key);
+          break;
+        case 'ctset':
+          w.u32be(A.ct.KEY, x.key).u32be(A.ct.SREG, x.sreg);
           break;
         case 'fib':
           w.u32be(A.fib.DREG, x.dreg).u32be(A.fib.RESULT, x.result).u32be(A.fib.FLAGS, x.flags);
@@ -396,6 +424,10 @@ export function readLExpr(elem: Buffer): LExpr {
       if (m.has(A.lookup.DREG)) break;
       return { e: 'lookup', sreg: u(A.lookup.SREG), set: attrStr(m.get(A.lookup.SET)) ?? '', flags: attrU32(m.get(A.lookup.FLAGS)) ?? 0 };
     case 'ct':
+      if (m.has(A.ct.SREG)) {
+        if (m.has(A.ct.DREG) || m.has(A.ct.DIRECTION)) break;
+        return { e: 'ctset', key: u(A.ct.KEY), sreg: u(A.ct.SREG) };
+      }
       if (!m.has(A.ct.DREG) || m.has(A.ct.DIRECTION)) break;
       return { e: 'ct', key: u(A.ct.KEY), dreg: u(A.ct.DREG) };
     case 'bitwise':

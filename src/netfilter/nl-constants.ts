@@ -134,7 +134,7 @@ export const A = {
   payload: { DREG: 1, BASE: 2, OFFSET: 3, LEN: 4 },
   meta: { DREG: 1, KEY: 2, SREG: 3 },
   socket: { KEY: 1, DREG: 2, LEVEL: 3 },
-  ct: { DREG: 1, KEY: 2, DIRECTION: 3 },
+  ct: { DREG: 1, KEY: 2, DIRECTION: 3, SREG: 4 },
   limit: { RATE: 1, UNIT: 2, BURST: 3, TYPE: 4, FLAGS: 5 },
   counter: { BYTES: 1, PACKETS: 2 },
   log: { GROUP: 1, PREFIX: 2, SNAPLEN: 3, QTHRESHOLD: 4, LEVEL: 5, FLAGS: 6 },

@@ -124,7 +124,9 @@ export function interpret(rs: Ruleset, p: Packet): Outcome {
             break; // under the limit
           case 'mark-set':
           case 'mark-set-cgroup':
-            break; // marks only label the packet for the event collector
+          case 'mark-set-skuid':
+          case 'ct-zone-set':
+            break; // marks and zones label the packet (event collector, DNS guard, conntrack); no verdict
           case 'log':
             logs.push(s.prefix);
             break;
