@@ -174,6 +174,17 @@ describe('integration: attacks on the DNS guard', () => {
       assert.ok(((await guardStatus()).upstream?.caseMismatches ?? 0) >= 1, 'counted');
     });
 
+    it("a program that happens to reuse the source port of one of the guard's finished queries is still answered by the guard", async () => {
+      // With a fresh port per batch the guard leaves many finished flows in conntrack; they are kept
+      // in a zone of their own, so a client's query on the same 4-tuple is a new flow, redirected as usual.
+      assert.equal((await one(['--name', 'zone.ok.example.test'])).rcode, 0);
+      const port = logged().find((l) => l.name.toLowerCase() === 'zone.ok.example.test')?.sport;
+      assert.ok(port);
+      const a = await one(['--server', HOSTILE, '--sport', String(port), '--name', 'zone2.ok.example.test', '--timeout', '1500'], { uid: NOBODY });
+      assert.equal(a.rcode, 0, `answered, not dropped as the guard's flow: ${JSON.stringify(a)}`);
+      assert.ok(logged().some((l) => l.name.toLowerCase() === 'zone2.ok.example.test' && l.sport !== port), 'by the guard, from a port of its own');
+    });
+
     it("a client's CD bit (checking disabled) never reaches the upstream", async () => {
       const a = await one(['--name', 'cd.example.test', '--cd', '--edns', '1232']);
       assert.equal(a.rcode, 0);
