@@ -118,7 +118,8 @@ export class DenyRefresher {
       const f = filterAnswer(job.name, job.type, answer, d.rebinding, { ttlMax: s.ttlMax, maxAddresses: s.maxAddressesPerAnswer });
       const { decision } = g.classify(job.name);
       // Only the deny rules' sets: the name is refused to programs, whatever else matches it.
-      const judged = g.judge({ ...decision, sets4: decision.denySets4, sets6: decision.denySets6, ruleNames: decision.denyRuleNames }, f);
+      const denyOnly = { sets4: decision.denySets4, sets6: decision.denySets6, ruleNames: decision.denyRuleNames, refused: undefined };
+      const judged = g.judge({ ...decision, ...denyOnly, plain: denyOnly }, f);
       await g.open(job.name, f.addresses, judged);
       this.stats.addresses += f.addresses.length;
       job.failures = 0;

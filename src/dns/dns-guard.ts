@@ -68,6 +68,8 @@ export interface Decision {
   denyRuleNames: readonly string[];
   denySets4: SetWrite['set'][];
   denySets6: SetWrite['set'][];
+  /** The judgement of an answer without a chain (made once: most answers are that). */
+  plain: Judgement;
 }
 
 /** Where an answer's addresses go: sets per family, and the rules they belong to. */
@@ -146,15 +148,19 @@ export class DnsGuard {
     // The DNS-filled sets of these rules that the live ruleset has (a rule covering a whole family has none for it).
     const sets = (list: Rule[], family: 4 | 6): SetWrite['set'][] =>
       list.map((r) => objectNames.dnsSet(r.name, family)).filter((name) => this.deps.dynamicSets.has(name)).map((name) => ({ name, key: family === 4 ? 'ipv4_addr' : 'ipv6_addr', interval: false }));
+    const ruleNames = Object.freeze(rules.map((r) => r.name));
+    const sets4 = sets(rules, 4);
+    const sets6 = sets(rules, 6);
     d = {
       allows,
       refusedBy,
-      ruleNames: Object.freeze(rules.map((r) => r.name)),
-      sets4: sets(rules, 4),
-      sets6: sets(rules, 6),
+      ruleNames,
+      sets4,
+      sets6,
       denyRuleNames: Object.freeze(denies.map((r) => r.name)),
       denySets4: sets(denies, 4),
       denySets6: sets(denies, 6),
+      plain: Object.freeze({ sets4, sets6, ruleNames, refused: undefined }),
     };
     this.decisions.set(matched, d);
     return d;
@@ -197,7 +203,7 @@ export class DnsGuard {
    * conditions (ports, users...) that match a name on the chain.
    */
   judge(asked: Decision, f: Pick<FilteredAnswer, 'names' | 'targets'>): Judgement {
-    if (f.names.length === 1 && f.targets.length === 0) return { sets4: asked.sets4, sets6: asked.sets6, ruleNames: asked.ruleNames, refused: undefined };
+    if (f.names.length === 1 && f.targets.length === 0) return asked.plain;
     let refused: string | undefined;
     const deny4 = new Set(asked.denySets4);
     const deny6 = new Set(asked.denySets6);
@@ -234,14 +240,13 @@ export class DnsGuard {
     const commits: Commit[] = [];
     const victims: LearnedEntry[] = [];
     if (addresses.length === 0) return { writes, commits, victims };
-    const held: { family: 4 | 6; addr: bigint; expiresAt: number }[] = [];
     let fresh4 = 0;
     let fresh6 = 0;
     for (const a of addresses) {
       const lifeMs = (Math.max(a.ttl, s.ttlFloor) + s.ttlGrace) * 1000;
       const expiresAt = now + lifeMs;
       learned.nameAddress(a.family, a.addr, name, expiresAt);
-      held.push({ family: a.family, addr: a.addr, expiresAt });
+      learned.holdForName(name, a.family, a.addr, expiresAt);
       for (const target of a.family === 4 ? t.sets4 : t.sets6) {
         const set = target.name;
         // Answered now: the least recently answered are the first to make room in a full set.
@@ -254,7 +259,7 @@ export class DnsGuard {
       }
     }
     // One name holds at most maxAddressesPerName: the ones it held longest ago close, unless another name holds them too.
-    for (const r of learned.holdForName(name, held, s.maxAddressesPerName, now)) {
+    for (const r of learned.releaseOverLimit(name, s.maxAddressesPerName, now)) {
       if (learned.held(r.family, r.addr, now)) continue;
       for (const target of r.family === 4 ? t.sets4 : t.sets6) {
         const e = learned.evict(target.name, r.family, r.addr, now);

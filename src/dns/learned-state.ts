@@ -32,6 +32,20 @@ const MAX_TRACKED_NAMES = 100_000;
 const V6_TAG = 1n << 128n;
 const familyKey = (family: Family, addr: bigint): bigint => (family === 4 ? addr : addr | V6_TAG);
 
+/**
+ * What one name holds. Most names resolve to one address: that one is kept
+ * inline (no Map per name, which at tens of thousands of names a minute
+ * would be garbage-collector work on the answering thread); `more` (least
+ * recently answered first) once there are several.
+ */
+interface NameHold {
+  key: bigint;
+  until: number;
+  more: Map<bigint, number> | undefined;
+}
+
+const NO_RELEASE: readonly { family: Family; addr: bigint }[] = Object.freeze([]);
+
 export interface SaveContext {
   mode: string;
   setComments: Record<string, string>;
@@ -72,8 +86,8 @@ function document(now: number, context: SaveContext, entries: string[], names: s
 export class LearnedState {
   private sets: Record<Family, Map<string, Map<bigint, LearnedEntry>>> = { 4: new Map(), 6: new Map() };
   private named: Record<Family, Map<bigint, Named>> = { 4: new Map(), 6: new Map() };
-  /** Per name, the addresses it holds (family-tagged) and until when, least recently answered first; names likewise. */
-  private byName = new Map<string, Map<bigint, number>>();
+  /** Per name, the addresses it holds (family-tagged) and until when; names least recently answered first. */
+  private byName = new Map<string, NameHold>();
   /** Elements being added per set, not yet committed: they take room too. */
   private reserved = new Map<string, number>();
   private count = 0;
@@ -178,29 +192,43 @@ export class LearnedState {
     for (const e of entries) if (!this.entry(e.set, e.family, e.addr)) this.put(e);
   }
 
-  /**
-   * Records that `name` (canonical) holds these addresses, as its most
-   * recent; returns the ones it held beyond `limit`, least recent first,
-   * which it no longer holds (and which no longer carry its name). A name
-   * never answered again is forgotten once MAX_TRACKED_NAMES others were.
-   */
-  holdForName(name: string, addresses: readonly { family: Family; addr: bigint; expiresAt: number }[], limit: number, now: number): { family: Family; addr: bigint }[] {
-    let m = this.byName.get(name);
-    if (m) this.byName.delete(name);
-    else {
-      m = new Map();
+  /** Records that `name` (canonical) holds the address until `expiresAt`, as its most recent. */
+  holdForName(name: string, family: Family, addr: bigint, expiresAt: number): void {
+    const k = familyKey(family, addr);
+    const h = this.byName.get(name);
+    if (!h) {
       if (this.byName.size >= MAX_TRACKED_NAMES) {
         const oldest = this.byName.keys().next();
         if (!oldest.done) this.byName.delete(oldest.value);
       }
+      this.byName.set(name, { key: k, until: expiresAt, more: undefined });
+      return;
     }
-    this.byName.set(name, m);
-    for (const a of addresses) {
-      const k = familyKey(a.family, a.addr);
-      const prev = m.get(k);
-      m.delete(k);
-      m.set(k, prev !== undefined && prev > a.expiresAt ? prev : a.expiresAt);
+    if (!h.more) {
+      if (h.key === k) {
+        if (h.until < expiresAt) h.until = expiresAt;
+        return;
+      }
+      h.more = new Map([[h.key, h.until]]);
     }
+    const prev = h.more.get(k);
+    h.more.delete(k);
+    h.more.set(k, prev !== undefined && prev > expiresAt ? prev : expiresAt);
+  }
+
+  /**
+   * After an answer for `name`: marks the name as just answered, and
+   * returns the addresses it held beyond `limit`, least recent first, which
+   * it no longer holds (and which no longer carry its name). A name never
+   * answered again is forgotten once MAX_TRACKED_NAMES others were.
+   */
+  releaseOverLimit(name: string, limit: number, now: number): readonly { family: Family; addr: bigint }[] {
+    const h = this.byName.get(name);
+    if (!h) return NO_RELEASE;
+    this.byName.delete(name);
+    this.byName.set(name, h);
+    const m = h.more;
+    if (!m || m.size <= limit) return NO_RELEASE;
     const released: { family: Family; addr: bigint }[] = [];
     for (const [k, until] of m) {
       if (m.size <= limit) break;
@@ -286,9 +314,11 @@ export class LearnedState {
       }
     }
     for (const [, addr, n, map] of this.allNamed()) if (n.until <= now) map.delete(addr);
-    for (const [name, m] of this.byName) {
-      for (const [k, until] of m) if (until <= now) m.delete(k);
-      if (m.size === 0) this.byName.delete(name);
+    for (const [name, h] of this.byName) {
+      if (h.more) {
+        for (const [k, until] of h.more) if (until <= now) h.more.delete(k);
+        if (h.more.size === 0) this.byName.delete(name);
+      } else if (h.until <= now) this.byName.delete(name);
     }
   }
 
