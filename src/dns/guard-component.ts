@@ -285,7 +285,8 @@ export class GuardComponent implements Component {
     for (const r of records) {
       const p = r.packet;
       if (!p || p.proto !== 17) continue;
-      const msg = this.passive.observe(p, r.payload, r.timeMs);
+      // The guard's own lookups (deny rules' names) carry its mark: they taught it already.
+      const msg = this.passive.observe(p, r.payload, r.timeMs, r.mark === policy.dns.mark);
       const q = msg?.questions[0];
       if (!msg || !q) continue;
       // The guard's own decision: what enforce mode would refuse is would-block here, and learns nothing.

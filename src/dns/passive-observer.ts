@@ -19,6 +19,8 @@ export interface PassiveStats {
 /** What a remembered query needs: its reply comes back on the reversed 4-tuple with the same id and question. */
 interface Asked {
   at: number;
+  /** Sent by the guard itself (its deny-rule lookups): the reply is dropped quietly, it taught the guard already. */
+  own: boolean;
 }
 
 const WINDOW_MS = 5000;
@@ -57,9 +59,10 @@ export class PassiveObserver {
   /**
    * One packet the kernel copied: a query is remembered; a reply is
    * returned (decoded) when it answers a remembered query, else counted and
-   * dropped (null). `now` is the record's time.
+   * dropped (null). `now` is the record's time; `own` marks a query the
+   * guard sent itself.
    */
-  observe(p: PacketInfo, payload: Buffer, now: number): Message | null {
+  observe(p: PacketInfo, payload: Buffer, now: number, own = false): Message | null {
     if (p.payloadOffset === undefined || p.sport === undefined || p.dport === undefined) return null;
     let msg: Message;
     try {
@@ -76,7 +79,7 @@ export class PassiveObserver {
       const key = askKey(p.family, p.src, p.sport, p.dst, msg.id, q);
       if (!this.pending.has(key)) {
         if (this.pending.size >= MAX_PENDING) this.dropOldest();
-        this.pending.set(key, { at: now });
+        this.pending.set(key, { at: now, own });
         this.stats.queries++;
       }
       return null;
@@ -93,6 +96,7 @@ export class PassiveObserver {
       return null;
     }
     this.pending.delete(key);
+    if (asked.own) return null;
     this.stats.matched++;
     return msg;
   }

@@ -68,3 +68,12 @@ describe('unit: audit mode learns only from replies to queries the host sent', (
     assert.ok(o.waiting <= 65_536);
   });
 });
+
+describe("unit: the guard's own lookups seen in audit mode", () => {
+  it('a reply to a query the guard sent itself (marked) is neither learned from again nor counted as unmatched', () => {
+    const o = new PassiveObserver([{ family: 4, start: ip(RESOLVER), end: ip(RESOLVER) }]);
+    o.observe(...packet(HOST, 40010, RESOLVER, 53, msg(false, 11, 'denied.example.com')), 1000, true);
+    assert.equal(o.observe(...packet(RESOLVER, 53, HOST, 40010, msg(true, 11, 'denied.example.com', '198.18.2.20')), 1010), null);
+    assert.deepEqual({ matched: o.stats.matched, unmatched: o.stats.unmatched }, { matched: 0, unmatched: 0 });
+  });
+});
