@@ -461,6 +461,8 @@ function dnsGuardChains(policy: Policy, upstreams: AddrRange[]): ChainDef[] {
       {
         stmts: [
           { k: 'cmp', sel: 'meta mark', op: 'eq', value: 0 },
+          // Queries only: a local server's reply that happens to go to a client's port 53 keeps its mark.
+          { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 },
           { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
           { k: 'cmp', sel: 'th dport', op: 'eq', value: 53 },
           { k: 'mark-set-skuid' },
