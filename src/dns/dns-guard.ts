@@ -205,25 +205,31 @@ export class DnsGuard {
   judge(asked: Decision, f: Pick<FilteredAnswer, 'names' | 'targets'>): Judgement {
     if (f.names.length === 1 && f.targets.length === 0) return asked.plain;
     let refused: string | undefined;
-    const deny4 = new Set(asked.denySets4);
-    const deny6 = new Set(asked.denySets6);
+    // By set name: each decision has its own set objects, and a set must be written once.
+    const deny4 = new Map(asked.denySets4.map((x) => [x.name, x]));
+    const deny6 = new Map(asked.denySets6.map((x) => [x.name, x]));
     const denyRules = new Set(asked.denyRuleNames);
     const more = (list: readonly string[], from: number) => {
       for (let i = from; i < list.length; i++) {
         const n = list[i] as string;
         const d = this.decide(this.deps.matcher.match(n));
         refused ??= this.refusal(n, d);
-        for (const x of d.denySets4) deny4.add(x);
-        for (const x of d.denySets6) deny6.add(x);
+        for (const x of d.denySets4) deny4.set(x.name, x);
+        for (const x of d.denySets6) deny6.set(x.name, x);
         for (const x of d.denyRuleNames) denyRules.add(x);
       }
     };
     more(f.names, 1);
     more(f.targets, 0);
     if (refused !== undefined) {
-      return { sets4: [...deny4], sets6: [...deny6], ruleNames: [...denyRules], refused: `the answer for ${f.names[0]} leads to ${refused}` };
+      return { sets4: [...deny4.values()], sets6: [...deny6.values()], ruleNames: [...denyRules], refused: `the answer for ${f.names[0]} leads to ${refused}` };
     }
-    const union = (a: readonly SetWrite['set'][], b: Set<SetWrite['set']>) => (b.size === 0 ? a : [...new Set([...a, ...b])]);
+    const union = (a: readonly SetWrite['set'][], b: Map<string, SetWrite['set']>) => {
+      if (b.size === 0) return a;
+      const all = new Map(a.map((x) => [x.name, x]));
+      for (const [k, x] of b) all.set(k, x);
+      return [...all.values()];
+    };
     return { sets4: union(asked.sets4, deny4), sets6: union(asked.sets6, deny6), ruleNames: [...new Set([...asked.ruleNames, ...denyRules])], refused: undefined };
   }
 

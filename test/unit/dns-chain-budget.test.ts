@@ -42,6 +42,7 @@ function setup(policyText: string, answers: (q: Question) => RR[], opts: { setCa
   const asked: Question[] = [];
   const events: DnsQueryEvent[] = [];
   const learned = new LearnedState();
+  const writer = new SetWriter(nf, TABLE_NAME);
   const guard = new DnsGuard({
     policy,
     matcher: new DomainMatcher(policy, opts.encrypted ?? []),
@@ -54,7 +55,7 @@ function setup(policyText: string, answers: (q: Question) => RR[], opts: { setCa
         return { id: 1, flags: { qr: true, opcode: 0, aa: true, tc: false, rd: true, ra: true, ad: false, cd: false, rcode: 0 }, questions: [q], answers: answers(q), authorities: [], additionals: [] };
       },
     },
-    writer: new SetWriter(nf, TABLE_NAME),
+    writer,
     learned,
     onEvent: (e) => events.push(e),
   });
@@ -65,7 +66,7 @@ function setup(policyText: string, answers: (q: Question) => RR[], opts: { setCa
       ?.ruleset.sets.find((s) => s.name === name)
       ?.elements.map((e) => (e.t === 'addr' ? formatAddr(e.family, e.start) : '?')) ?? [];
   const ask = async (name: string, type: number = TYPE.A) => decodeMessage((await guard.handle(query(name, type), client)) as Buffer);
-  return { guard, nf, asked, events, learned, set, ask, policy };
+  return { guard, nf, asked, events, learned, set, ask, policy, writer };
 }
 
 const ede = (m: Message) => m.edns?.options.filter((o) => o.code === 15).map((o) => ({ code: o.data.readUInt16BE(0), text: o.data.subarray(2).toString() })) ?? [];
@@ -254,5 +255,20 @@ rules:
     t.nf.remove(TABLE_NAME);
     assert.equal((await t.ask('c.example.test')).flags.rcode, RCODE.SERVFAIL);
     assert.equal(t.learned.list().length, before);
+  });
+});
+
+describe('unit: a set written once per answer', () => {
+  it('a conditional deny matching both the asked name and a chain name gets one write per address, and the learned state stays exact', async () => {
+    const t = setup(
+      `mode: enforce\nrules:\n  - name: web\n    to: ["*.example.test"]\n  - name: no-plain\n    action: deny\n    to: ["*.example.test"]\n    ports: [80/tcp]\n`,
+      (q) => [CNAME(q.name, 'edge.example.test'), A('edge.example.test', 0xc6160001n)],
+      { setCapacity: 8 },
+    );
+    assert.equal((await t.ask('www.example.test')).flags.rcode, 0);
+    assert.deepEqual(t.set('r_no-plain_d4'), ['198.22.0.1']);
+    assert.deepEqual(t.set('r_web_d4'), ['198.22.0.1']);
+    assert.equal(t.learned.list().length, 2);
+    assert.equal(t.writer.stats.elements, 2, 'one element per set, not one per name matching the deny rule');
   });
 });
