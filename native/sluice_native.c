@@ -16,10 +16,13 @@
  *   unwatch(handle)               -> void
  *   closeFd(fd)                   -> void
  *   markedSocket(family, type, mark) -> fd   AF_INET/6 socket with SO_MARK
- *   udpOpen(family, addr, port, mark, rcvbuf) -> fd
+ *   udpOpen(family, addr, port, mark, rcvbuf[, flags]) -> fd
  *                                 bound UDP socket (addr: 4 or 16 bytes;
  *                                 port 0: the kernel picks; mark 0: none),
- *                                 non-blocking, CLOEXEC, IPV6_V6ONLY
+ *                                 non-blocking, CLOEXEC, IPV6_V6ONLY;
+ *                                 flags 1: SO_RCVMARK (each datagram's
+ *                                 packet mark is in its frame; kernels
+ *                                 without it give 0)
  *   udpLocalPort(fd)              -> number  the bound port
  *   udpWatch(fd, callback)        -> handle  callback(err, Buffer) with a
  *                                 batch of datagrams (recvmmsg), framed
@@ -37,6 +40,12 @@
  *                                 kernel releases it when its holder dies
  *   sdNotify(path, text)          -> void    one datagram to systemd's
  *                                 NOTIFY_SOCKET (a path, or @abstract)
+ *   udpGroupOpen(callback)        -> handle  a group of UDP sockets watched
+ *                                 through one epoll instance:
+ *                                 callback(err, fd, Buffer) per batch
+ *   udpGroupAdd(handle, fd)       -> void    one epoll_ctl; closing the fd
+ *                                 takes it out of the group
+ *   udpGroupClose(handle)         -> void
  *
  * Sockets from nlOpen and udpOpen belong to the Node environment (main
  * thread or worker) that opened them: when it ends without closing them (a
@@ -45,7 +54,8 @@
  * UDP framing, little-endian, one record after the other (no padding):
  *   u16 payload length | u16 port | u8 family (4|6) | u8 flags (1: the
  *   datagram was truncated to fit) | u16 zero | 16 bytes address (IPv4 in
- *   the first 4) | payload
+ *   the first 4) | u32 packet mark (received, with SO_RCVMARK; else 0) |
+ *   payload
  * Batching is the point: one crossing between JS and C, and one system
  * call, for up to 64 datagrams instead of one each (a DNS forwarder at tens
  * of thousands of queries a second spends most of its time there).
@@ -55,6 +65,7 @@
 #include <node_api.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <netinet/in.h>
@@ -64,6 +75,10 @@
 #include <sys/syscall.h>
 #include <linux/netlink.h>
 #include <uv.h>
+
+#ifndef SO_RCVMARK
+#define SO_RCVMARK 75
+#endif
 
 #define CHECK(call)                                                            \
   do {                                                                         \
@@ -435,14 +450,20 @@ static void on_close(uv_handle_t *handle) {
  * A larger one (an IPv6 jumbogram) arrives cut to this and flagged truncated. */
 #define UDP_MSG_MAX 65535
 #define UDP_SLOT 65536 /* receive slots stay aligned */
-#define UDP_HDR 24
+#define UDP_HDR 28
+/* Control data per datagram: room for one SO_MARK message (a u32). */
+#define UDP_CTRL CMSG_SPACE(sizeof(uint32_t))
 #define UDP_ROUNDS 4 /* recvmmsg calls per readiness callback, so one busy socket cannot hold the loop */
 
 struct udp_area {
   struct mmsghdr msgs[UDP_BATCH];
   struct iovec iov[UDP_BATCH];
   struct sockaddr_in6 from[UDP_BATCH]; /* large enough for both families */
-  char *data;                          /* UDP_BATCH * UDP_SLOT */
+  union {
+    struct cmsghdr align;
+    char buf[UDP_CTRL];
+  } ctrl[UDP_BATCH];
+  char *data; /* UDP_BATCH * UDP_SLOT */
 };
 
 static void udp_area_release(struct udp_area *a) {
@@ -483,6 +504,8 @@ static void udp_prepare(struct udp_area *a) {
     a->msgs[i].msg_hdr.msg_iovlen = 1;
     a->msgs[i].msg_hdr.msg_name = &a->from[i];
     a->msgs[i].msg_hdr.msg_namelen = sizeof a->from[i];
+    a->msgs[i].msg_hdr.msg_control = a->ctrl[i].buf;
+    a->msgs[i].msg_hdr.msg_controllen = sizeof a->ctrl[i].buf;
     a->msgs[i].msg_len = 0;
   }
 }
@@ -515,6 +538,15 @@ static int udp_fill(napi_env env, struct udp_area *a, int n, napi_value *out) {
       memcpy(p + 8, &s4->sin_addr, 4);
     }
     p[5] = (h->msg_flags & MSG_TRUNC) ? 1 : 0;
+    uint32_t mark = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_MARK && c->cmsg_len >= CMSG_LEN(sizeof mark))
+        memcpy(&mark, CMSG_DATA(c), sizeof mark);
+    }
+    p[24] = mark & 0xff;
+    p[25] = (mark >> 8) & 0xff;
+    p[26] = (mark >> 16) & 0xff;
+    p[27] = (mark >> 24) & 0xff;
     memcpy(p + UDP_HDR, a->iov[i].iov_base, len);
     p += UDP_HDR + len;
   }
@@ -567,15 +599,16 @@ static int bind_to(int fd, int family, const unsigned char *addr, int port) {
 }
 
 static napi_value udp_open(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  int32_t family, port, mark, rcvbuf;
+  size_t argc = 6;
+  napi_value argv[6];
+  int32_t family, port, mark, rcvbuf, flags = 0;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   unsigned char addr[16];
   if (argc < 5 || !get_i32(env, argv[0], &family) || (family != AF_INET && family != AF_INET6) ||
       !addr_arg(env, argv[1], family, addr) || !get_i32(env, argv[2], &port) || port < 0 ||
-      port > 65535 || !get_i32(env, argv[3], &mark) || !get_i32(env, argv[4], &rcvbuf)) {
-    napi_throw_type_error(env, "EINVAL", "udpOpen(family, addr, port, mark, rcvbuf): bad arguments");
+      port > 65535 || !get_i32(env, argv[3], &mark) || !get_i32(env, argv[4], &rcvbuf) ||
+      (argc >= 6 && !get_i32(env, argv[5], &flags))) {
+    napi_throw_type_error(env, "EINVAL", "udpOpen(family, addr, port, mark, rcvbuf[, flags]): bad arguments");
     return NULL;
   }
   int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -589,6 +622,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   if (!what && rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0 &&
       setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) < 0)
     what = "setsockopt(SO_RCVBUF)";
+  /* Best effort: a kernel without SO_RCVMARK (before 5.19) delivers marks as 0. */
+  if (!what && (flags & 1)) (void)setsockopt(fd, SOL_SOCKET, SO_RCVMARK, &one, sizeof one);
   if (!what) {
     /* Bound before anyone else sees it, without SO_REUSEADDR: the port is
      * this socket's alone (libuv sets SO_REUSEADDR on sockets it adopts,
@@ -759,6 +794,172 @@ static napi_value unwatch(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* ---- A group of UDP sockets behind one epoll instance, itself watched by
+ * the loop. The DNS guard opens a socket for every batch of upstream
+ * queries: a watcher of its own per socket (libuv's poll handle, a Node-API
+ * reference and async context, five system calls to set up and tear down)
+ * cost as much as the socket. In a group, adding one is one epoll_ctl, and
+ * closing its fd takes it out. */
+
+typedef struct {
+  napi_env env;
+  napi_ref callback;
+  napi_async_context async;
+  uv_poll_t poll;
+  int epfd;
+  int closing;
+} group_t;
+
+/* Hands one socket's batch (n datagrams in the receive area), or an error, to the JS callback. */
+static void deliver_group(group_t *g, int fd, int err, int n) {
+  napi_env env = g->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, recv, args[3], result;
+  napi_get_reference_value(env, g->callback, &cb);
+  napi_get_global(env, &recv);
+  napi_create_int32(env, fd, &args[1]);
+  if (err) {
+    napi_value code, msg;
+    napi_create_string_utf8(env, "ESYSCALL", NAPI_AUTO_LENGTH, &code);
+    napi_create_string_utf8(env, strerror(err), NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, code, msg, &args[0]);
+    napi_get_null(env, &args[2]);
+  } else {
+    struct udp_area *a = udp_area_of(env);
+    napi_get_null(env, &args[0]);
+    if (!a || !udp_fill(env, a, n, &args[2])) {
+      napi_close_handle_scope(env, scope);
+      return;
+    }
+  }
+  napi_status st = napi_make_callback(env, g->async, recv, cb, 3, args, &result);
+  if (st == napi_pending_exception) {
+    napi_value exc;
+    if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void on_poll_group(uv_poll_t *handle, int status, int events) {
+  group_t *g = (group_t *)handle->data;
+  (void)events;
+  if (g->closing) return;
+  if (status < 0) {
+    deliver_group(g, -1, EIO, 0);
+    return;
+  }
+  struct udp_area *a = udp_area_of(g->env);
+  if (!a) return;
+  struct epoll_event evs[UDP_BATCH];
+  int n = epoll_wait(g->epfd, evs, UDP_BATCH, 0);
+  /* Level-triggered: a socket with more left after UDP_ROUNDS keeps the group readable. */
+  for (int i = 0; i < n && !g->closing; i++) {
+    int fd = evs[i].data.fd;
+    for (int round = 0; round < UDP_ROUNDS && !g->closing; round++) {
+      udp_prepare(a);
+      int k = recvmmsg(fd, a->msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
+      if (k < 0) {
+        if (errno == EINTR) continue;
+        /* EBADF: closed by an earlier callback of this batch. */
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EBADF) deliver_group(g, fd, errno, 0);
+        break;
+      }
+      if (k == 0) break;
+      deliver_group(g, fd, 0, k);
+      if (k < UDP_BATCH) break;
+    }
+  }
+}
+
+static void on_close_group(uv_handle_t *handle) {
+  group_t *g = (group_t *)handle->data;
+  close(g->epfd);
+  free(g);
+}
+
+static napi_value udp_group_open(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_valuetype t;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_typeof(env, argv[0], &t) != napi_ok || t != napi_function) {
+    napi_throw_type_error(env, "EINVAL", "udpGroupOpen(callback): function expected");
+    return NULL;
+  }
+  if (!udp_area_for(env)) return throw_errno(env, "malloc", ENOMEM);
+  group_t *g = calloc(1, sizeof *g);
+  if (!g) return throw_errno(env, "calloc", ENOMEM);
+  g->env = env;
+  g->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (g->epfd < 0) {
+    int e = errno;
+    free(g);
+    return throw_errno(env, "epoll_create1", e);
+  }
+  napi_value name, resource;
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || napi_create_reference(env, argv[0], 1, &g->callback) != napi_ok ||
+      napi_create_string_utf8(env, "sluice.udpgroup", NAPI_AUTO_LENGTH, &name) != napi_ok || napi_create_object(env, &resource) != napi_ok ||
+      napi_async_init(env, resource, name, &g->async) != napi_ok) {
+    close(g->epfd);
+    free(g);
+    napi_throw_error(env, "ESLUICENAPI", "udpGroupOpen: Node-API setup failed");
+    return NULL;
+  }
+  int rc = uv_poll_init(loop, &g->poll, g->epfd);
+  if (rc == 0) {
+    g->poll.data = g;
+    rc = uv_poll_start(&g->poll, UV_READABLE, on_poll_group);
+  }
+  if (rc != 0) {
+    napi_delete_reference(env, g->callback);
+    napi_async_destroy(env, g->async);
+    close(g->epfd);
+    free(g);
+    napi_throw_error(env, "ESYSCALL", uv_strerror(rc));
+    return NULL;
+  }
+  napi_value handle;
+  CHECK(napi_create_external(env, g, NULL, NULL, &handle));
+  return handle;
+}
+
+static group_t *group_arg(napi_env env, napi_value v) {
+  void *p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok || !p || ((group_t *)p)->closing) return NULL;
+  return (group_t *)p;
+}
+
+static napi_value udp_group_add(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  group_t *g = argc >= 2 ? group_arg(env, argv[0]) : NULL;
+  if (!g || !get_i32(env, argv[1], &fd)) {
+    napi_throw_type_error(env, "EINVAL", "udpGroupAdd(handle, fd): an open group and an fd expected");
+    return NULL;
+  }
+  struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+  if (epoll_ctl(g->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) return throw_errno(env, "epoll_ctl", errno);
+  return NULL;
+}
+
+static napi_value udp_group_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  group_t *g = argc >= 1 ? group_arg(env, argv[0]) : NULL;
+  if (!g) return NULL;
+  g->closing = 1;
+  uv_poll_stop(&g->poll);
+  napi_delete_reference(env, g->callback);
+  napi_async_destroy(env, g->async);
+  uv_close((uv_handle_t *)&g->poll, on_close_group);
+  return NULL;
+}
+
 /* Background threads (a worker's /proc scans) yield the CPU to the thread
  * answering DNS queries: on Linux a thread id given to setpriority names
  * that thread alone. */
@@ -880,6 +1081,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"tcpListen", 0, tcp_listen, 0, 0, 0, napi_enumerable, 0},
       {"flockTry", 0, flock_try, 0, 0, 0, napi_enumerable, 0},
       {"sdNotify", 0, sd_notify_send, 0, 0, 0, napi_enumerable, 0},
+      {"udpGroupOpen", 0, udp_group_open, 0, 0, 0, napi_enumerable, 0},
+      {"udpGroupAdd", 0, udp_group_add, 0, 0, 0, napi_enumerable, 0},
+      {"udpGroupClose", 0, udp_group_close, 0, 0, 0, napi_enumerable, 0},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
     return NULL;

@@ -349,7 +349,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     });
   }
 
-  if (guard && !audit) chains.push(dnsRedirectChain(policy), guardInputChain(policy, sets));
+  if (guard && !audit) chains.push(dnsRedirectChain(policy), guardInputChain(policy, sets), ...dnsGuardChains(policy, dnsEnv.upstreams));
   if (guard && audit) {
     // Audit mode: nothing on the packet path may depend on the daemon, so DNS is
     // not redirected; replies are copied to NFLOG and the daemon learns from them.
@@ -368,6 +368,24 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
             { k: 'log', group: dnsLogGroup(policy), prefix: buildDnsReplyPrefix() },
           ],
           comment: 'audit: DNS replies for the daemon to learn from',
+        },
+      ],
+    });
+    // The queries too: the daemon learns from a reply only when it answers a query this host sent
+    // to one of its resolvers (same ports, id and question), so a user's own port-53 server teaches nothing.
+    chains.push({
+      name: buildChainName({ kind: 'base', name: 'dns_observe_queries' }),
+      base: { type: 'filter', hook: 'output', priority: -150, policy: 'accept' },
+      rules: [
+        {
+          stmts: [
+            { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 },
+            { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
+            { k: 'cmp', sel: 'th dport', op: 'eq', value: 53 },
+            { k: 'limit', name: buildLimitName({ kind: 'log', log: 'dns' }) },
+            { k: 'log', group: dnsLogGroup(policy), prefix: buildDnsReplyPrefix() },
+          ],
+          comment: 'audit: DNS queries, to match the replies against',
         },
       ],
     });
@@ -572,6 +590,80 @@ function replyRules(policy: Policy, sets: SetDef[]): RuleDef[] {
     { stmts: [...reply, { k: 'lookup', sel: 'meta l4proto . th sport', set }, { k: 'verdict', v: 'accept' }], comment: 'replies to inbound flows, from the listed ports' },
     ...[IPPROTO_ICMP, IPPROTO_ICMPV6].map((proto) => ({ stmts: [...reply, { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto } as Stmt, { k: 'verdict', v: 'accept' } as Stmt], comment: 'ICMP replies' })),
   ];
+}
+
+/** The conntrack zone of the guard's upstream flows: the low 16 bits of dns.mark (1 if those are 0). */
+export function dnsGuardZone(policy: Policy): number {
+  return policy.dns.mark & 0xffff || 1;
+}
+
+/**
+ * Enforce mode, before conntrack (raw priority): the guard's upstream flows,
+ * both directions, are tracked in a zone of their own. The guard opens a
+ * fresh source port for every batch of queries, and a flow left in
+ * conntrack is keyed by its ports: in one shared zone a client query that
+ * happened to reuse a port of a finished guard flow would ride that entry
+ * past the redirect (and be dropped), and a guard query on a port a client
+ * flow had used would be redirected back to the guard. Only the guard's
+ * packets (root, marked) go in; replies are told by their source, an
+ * upstream's port 53, which in enforce mode only the guard talks to.
+ *
+ * After conntrack and before the redirect, every other DNS query over UDP is
+ * marked with its sender's uid, which the guard reads back (SO_RCVMARK) to
+ * give each user a share of the queries in flight. Only unmarked packets:
+ * a mark some other (privileged) program set is left alone.
+ */
+function dnsGuardChains(policy: Policy, upstreams: AddrRange[]): ChainDef[] {
+  const zone: Stmt = { k: 'ct-zone-set', zone: dnsGuardZone(policy) };
+  const out: RuleDef[] = [];
+  const replies: RuleDef[] = [];
+  for (const family of [4, 6] as const) {
+    if (!upstreams.some((u) => u.family === family)) continue;
+    const nfproto: Stmt = { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 };
+    const set = buildSetName({ kind: 'builtin', name: family === 4 ? 'dns_upstream4' : 'dns_upstream6' });
+    out.push({
+      stmts: [
+        { k: 'cmp', sel: 'meta mark', op: 'eq', value: policy.dns.mark },
+        { k: 'cmp', sel: 'meta skuid', op: 'eq', value: 0 },
+        nfproto,
+        { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set },
+        { k: 'lookup', sel: 'meta l4proto . th dport', set: buildSetName({ kind: 'builtin', name: 'dns_ports' }) },
+        zone,
+      ],
+      comment: "the guard's upstream flows in a conntrack zone of their own",
+    });
+    for (const proto of [IPPROTO_UDP, IPPROTO_TCP]) {
+      replies.push({
+        stmts: [nfproto, { k: 'lookup', sel: family === 4 ? 'ip saddr' : 'ip6 saddr', set }, { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto }, { k: 'cmp', sel: 'th sport', op: 'eq', value: 53 }, zone],
+        comment: "replies to the guard's upstream flows",
+      });
+    }
+  }
+  const chains: ChainDef[] = [];
+  if (out.length > 0) {
+    chains.push(
+      { name: buildChainName({ kind: 'base', name: 'dns_zone_out' }), base: { type: 'filter', hook: 'output', priority: -300, policy: 'accept' }, rules: out },
+      { name: buildChainName({ kind: 'base', name: 'dns_zone_in' }), base: { type: 'filter', hook: 'prerouting', priority: -300, policy: 'accept' }, rules: replies },
+    );
+  }
+  chains.push({
+    name: buildChainName({ kind: 'base', name: 'dns_client_uid' }),
+    base: { type: 'filter', hook: 'output', priority: -150, policy: 'accept' },
+    rules: [
+      {
+        stmts: [
+          { k: 'cmp', sel: 'meta mark', op: 'eq', value: 0 },
+          // Queries only: a local server's reply that happens to go to a client's port 53 keeps its mark.
+          { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 },
+          { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
+          { k: 'cmp', sel: 'th dport', op: 'eq', value: 53 },
+          { k: 'mark-set-skuid' },
+        ],
+        comment: "a DNS query's sender, for the guard's per-user share",
+      },
+    ],
+  });
+  return chains;
 }
 
 /** Enforce mode: every DNS query to port 53, wherever it is addressed, goes to the guard. */

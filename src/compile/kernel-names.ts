@@ -89,8 +89,9 @@ export function parseLogPrefix(prefix: string): LogPrefix | null {
 }
 
 /**
- * The prefix of DNS replies copied to NFLOG in audit mode (group log.group+1,
- * read by the DNS guard, never by the event collector).
+ * The prefix of DNS packets copied to NFLOG in audit mode, replies and the
+ * queries they must answer (group log.group+1, read by the DNS guard, never
+ * by the event collector).
  */
 export function buildDnsReplyPrefix(): string {
   return `${LOG_PREFIX}D:dns `;
@@ -240,14 +241,14 @@ export function meterSetName(log: LogKind): BuiltinSet {
  * an identity group (src/compile/flow-mark.ts).
  */
 export type ChainRef =
-  | { kind: 'base'; name: 'output' | 'dns_redirect' | 'dns_observe' | 'guard_in' }
+  | { kind: 'base'; name: (typeof BASE_CHAINS)[number] }
   | { kind: 'refuse' }
   | { kind: 'flows' }
   | { kind: 'admit'; group: number }
   | { kind: 'block'; rule: string }
   | { kind: 'allow'; rule: string };
 
-const BASE_CHAINS = ['output', 'dns_redirect', 'dns_observe', 'guard_in'] as const;
+const BASE_CHAINS = ['output', 'dns_redirect', 'dns_observe', 'dns_observe_queries', 'dns_zone_out', 'dns_zone_in', 'dns_client_uid', 'guard_in'] as const;
 const ADMIT = /^admit_(0|[1-9][0-9]{0,2})$/;
 /** Block chains of built-in rules: fixed names that no `block_<rule>` can equal (a deny rule may be called `default`). */
 const BUILTIN_BLOCK_CHAINS: Record<BuiltinRule, string> = { [DEFAULT_RULE]: 'default_block', [ENCRYPTED_DNS_RULE]: 'encrypted_dns_block' };

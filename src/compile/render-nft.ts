@@ -69,6 +69,7 @@ function renderValue(sel: Extract<Stmt, { k: 'cmp' }>['sel'], v: number): string
     case 'icmpv6 type':
       return ICMPV6_NAMES[v] ?? String(v);
     case 'ip daddr':
+    case 'ip saddr':
       return formatAddr(4, BigInt(v));
     case 'fib daddr type':
       return ({ 1: 'unicast', 2: 'local', 3: 'broadcast', 4: 'anycast', 5: 'multicast' } as Record<number, string>)[v] ?? String(v);
@@ -115,6 +116,10 @@ export function renderStmt(s: Stmt): string {
       return `meta mark set 0x${s.value.toString(16).padStart(8, '0')}`;
     case 'mark-set-cgroup':
       return `meta mark set socket cgroupv2 level ${s.level}`;
+    case 'mark-set-skuid':
+      return 'meta mark set meta skuid';
+    case 'ct-zone-set':
+      return `ct zone set ${s.zone}`;
     case 'verdict':
       return s.v;
     case 'goto':

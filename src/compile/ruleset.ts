@@ -66,6 +66,8 @@ export interface LimitDef {
 export type Selector =
   | 'ip daddr'
   | 'ip6 daddr'
+  | 'ip saddr'
+  | 'ip6 saddr'
   | 'meta l4proto'
   | 'meta nfproto'
   | 'meta oif'
@@ -123,6 +125,10 @@ export type Stmt =
   | { k: 'mark-set'; value: number }
   /** meta mark set socket cgroupv2 level N: the low 32 bits of the sender's cgroup id at that depth. */
   | { k: 'mark-set-cgroup'; level: number }
+  /** meta mark set meta skuid: the sending socket's owner, for the DNS guard (read back with SO_RCVMARK). */
+  | { k: 'mark-set-skuid' }
+  /** ct zone set N: the packet's flow is tracked in conntrack zone N (only before conntrack, at raw priority). */
+  | { k: 'ct-zone-set'; zone: number }
   | { k: 'verdict'; v: 'accept' | 'drop' | 'return' | 'continue' }
   | { k: 'goto' | 'jump'; chain: string }
   /** Only produced by the decoder: an expression Sluice never writes. */

@@ -1,8 +1,9 @@
 import { objectNames } from '../compile/kernel-names.js';
+import { DYNAMIC_SET_MAX } from '../netfilter/nft-encode.js';
 import type { DnsQueryEvent } from '../daemon/events.js';
 import { formatAddr } from '../net/ip.js';
 import type { Policy, Rule } from '../policy/policy.js';
-import { filterAnswer, type FilteredAnswer } from './answer-filter.js';
+import { filterAnswer, type FilteredAnswer, type LearnedAddress } from './answer-filter.js';
 import { canonicalName, decodeMessage, encodeMessage, OPT_EDE, RCODE, type EdnsOption, type Message, type Question, type RR } from './dns-message.js';
 import type { DomainMatcher } from './domain-matcher.js';
 import type { LearnedEntry, LearnedState } from './learned-state.js';
@@ -14,13 +15,14 @@ export const EDE = { BLOCKED: 15, FILTERED: 17, PROHIBITED: 18, NETWORK_ERROR: 2
 
 export interface GuardDeps {
   policy: Policy;
+  /** The policy's names, and the encrypted-DNS endpoints (refused unless a rule names them exactly). */
   matcher: DomainMatcher;
   rebinding: RebindingFilter;
-  /** Encrypted-DNS endpoint names: refused unless a rule names them exactly. */
-  encryptedNames: Set<string>;
   /** The DNS-filled sets the live ruleset has (a rule covering a whole family has none for it). */
   dynamicSets: Set<string>;
-  upstream: { query(q: Question, flags: { dnssecOk: boolean; cd: boolean }): Promise<Message> };
+  /** Elements a DNS-filled set holds (the kernel's set size); when full, the least recently answered make room. */
+  setCapacity?: number;
+  upstream: { query(q: Question, flags: { dnssecOk: boolean }): Promise<Message> };
   writer: { write(w: SetWrite[]): Promise<void> };
   learned: LearnedState;
   onEvent: (e: DnsQueryEvent) => void;
@@ -36,6 +38,14 @@ export interface GuardStats {
   upstreamFailures: number;
   kernelFailures: number;
   droppedAddresses: number;
+  /** Answers refused because their CNAME chain (or an SVCB/HTTPS target) led to a refused name. */
+  chainRefused: number;
+  /** Addresses left out of answers over the per-answer limit. */
+  overAnswerLimit: number;
+  /** Addresses closed because their name held more than the per-name limit. */
+  overNameLimit: number;
+  /** Least recently answered addresses deleted to make room in a full set. */
+  evicted: number;
 }
 
 export interface Client {
@@ -54,6 +64,33 @@ export interface Decision {
   ruleNames: readonly string[];
   sets4: SetWrite['set'][];
   sets6: SetWrite['set'][];
+  /** The sets of the matching deny rules alone: what a refused chain through this name fills. */
+  denyRuleNames: readonly string[];
+  denySets4: SetWrite['set'][];
+  denySets6: SetWrite['set'][];
+  /** The judgement of an answer without a chain (made once: most answers are that). */
+  plain: Judgement;
+}
+
+/** Where an answer's addresses go: sets per family, and the rules they belong to. */
+export interface Targets {
+  sets4: readonly SetWrite['set'][];
+  sets6: readonly SetWrite['set'][];
+  ruleNames: readonly string[];
+}
+
+/** What the policy says about an answer: the sets its addresses open, and why it is refused, if it is. */
+export interface Judgement extends Targets {
+  refused: string | undefined;
+}
+
+/** A learned element to record once the kernel committed it; `fresh` ones were not in the set before. */
+interface Commit {
+  set: string;
+  family: 4 | 6;
+  addr: bigint;
+  expiresAt: number;
+  fresh: boolean;
 }
 
 const AXFR = 252;
@@ -66,7 +103,19 @@ const IXFR = 251;
  * the answer passes.
  */
 export class DnsGuard {
-  readonly stats: GuardStats = { queries: 0, allowed: 0, blocked: 0, malformed: 0, upstreamFailures: 0, kernelFailures: 0, droppedAddresses: 0 };
+  readonly stats: GuardStats = {
+    queries: 0,
+    allowed: 0,
+    blocked: 0,
+    malformed: 0,
+    upstreamFailures: 0,
+    kernelFailures: 0,
+    droppedAddresses: 0,
+    chainRefused: 0,
+    overAnswerLimit: 0,
+    overNameLimit: 0,
+    evicted: 0,
+  };
 
   /** Decisions per list of matching rules (the matcher returns shared lists): computed once each. */
   private decisions = new WeakMap<readonly Rule[], Decision>();
@@ -97,9 +146,22 @@ export class DnsGuard {
     const refusedBy = denies.find((r) => r.ports.length === 0 && !r.icmp && !r.icmpv6 && r.users.length === 0 && r.services.length === 0 && r.interfaces.length === 0);
     const rules = [...allows, ...denies];
     // The DNS-filled sets of these rules that the live ruleset has (a rule covering a whole family has none for it).
-    const sets = (family: 4 | 6): SetWrite['set'][] =>
-      rules.map((r) => objectNames.dnsSet(r.name, family)).filter((name) => this.deps.dynamicSets.has(name)).map((name) => ({ name, key: family === 4 ? 'ipv4_addr' : 'ipv6_addr', interval: false }));
-    d = { allows, refusedBy, ruleNames: Object.freeze(rules.map((r) => r.name)), sets4: sets(4), sets6: sets(6) };
+    const sets = (list: Rule[], family: 4 | 6): SetWrite['set'][] =>
+      list.map((r) => objectNames.dnsSet(r.name, family)).filter((name) => this.deps.dynamicSets.has(name)).map((name) => ({ name, key: family === 4 ? 'ipv4_addr' : 'ipv6_addr', interval: false }));
+    const ruleNames = Object.freeze(rules.map((r) => r.name));
+    const sets4 = sets(rules, 4);
+    const sets6 = sets(rules, 6);
+    d = {
+      allows,
+      refusedBy,
+      ruleNames,
+      sets4,
+      sets6,
+      denyRuleNames: Object.freeze(denies.map((r) => r.name)),
+      denySets4: sets(denies, 4),
+      denySets6: sets(denies, 6),
+      plain: Object.freeze({ sets4, sets6, ruleNames, refused: undefined }),
+    };
     this.decisions.set(matched, d);
     return d;
   }
@@ -111,18 +173,64 @@ export class DnsGuard {
    */
   classify(qname: string): { name: string; decision: Decision; refused: string | undefined } {
     const name = canonicalName(qname);
-    const decision = this.decide(this.deps.matcher.match(qname));
-    const { allows, refusedBy } = decision;
-    const forward = !refusedBy && (allows.length > 0 || this.deps.policy.defaultAction === 'allow');
-    const encrypted = this.deps.encryptedNames.has(name) && !allows.some((r) => r.domains.some((d) => !d.wildcard && d.name === name));
-    const refused = encrypted
-      ? `${name} is an encrypted DNS endpoint; a rule must name it exactly`
-      : refusedBy
-        ? `${name} is denied by rule ${refusedBy.name}`
-        : !forward
-          ? `${name} is not allowed by the policy`
-          : undefined;
+    const decision = this.decide(this.deps.matcher.match(name));
+    const refused =
+      this.refusal(name, decision) ?? (decision.allows.length > 0 || this.deps.policy.defaultAction === 'allow' ? undefined : `${name} is not allowed by the policy`);
     return { name, decision, refused };
+  }
+
+  /**
+   * Why a name is refused wherever it appears (asked, or on an answer's
+   * chain): a deny rule names it with no other condition, or it is an
+   * encrypted-DNS endpoint no rule names exactly. A name no rule lists is
+   * refused when asked (default deny), not on a chain: the targets of an
+   * allowed name's CNAMEs are its provider's (a CDN's) names, which no
+   * policy lists.
+   */
+  private refusal(name: string, d: Decision): string | undefined {
+    if (this.deps.matcher.encryptedEndpoint(name)) return `${name} is an encrypted DNS endpoint; a rule must name it exactly`;
+    if (d.refusedBy) return `${name} is denied by rule ${d.refusedBy.name}`;
+    return undefined;
+  }
+
+  /**
+   * The policy's word on an answer: every name on its CNAME chain and every
+   * SVCB/HTTPS target goes through the matcher. A chain through a refused
+   * name is refused whole (its addresses are that name's, whatever the
+   * first name was), and its addresses go into the sets of the deny rules
+   * on the chain, so the kernel half of the deny knows them. Otherwise the
+   * addresses open the asked name's rules, and the sets of deny rules with
+   * conditions (ports, users...) that match a name on the chain.
+   */
+  judge(asked: Decision, f: Pick<FilteredAnswer, 'names' | 'targets'>): Judgement {
+    if (f.names.length === 1 && f.targets.length === 0) return asked.plain;
+    let refused: string | undefined;
+    // By set name: each decision has its own set objects, and a set must be written once.
+    const deny4 = new Map(asked.denySets4.map((x) => [x.name, x]));
+    const deny6 = new Map(asked.denySets6.map((x) => [x.name, x]));
+    const denyRules = new Set(asked.denyRuleNames);
+    const more = (list: readonly string[], from: number) => {
+      for (let i = from; i < list.length; i++) {
+        const n = list[i] as string;
+        const d = this.decide(this.deps.matcher.match(n));
+        refused ??= this.refusal(n, d);
+        for (const x of d.denySets4) deny4.set(x.name, x);
+        for (const x of d.denySets6) deny6.set(x.name, x);
+        for (const x of d.denyRuleNames) denyRules.add(x);
+      }
+    };
+    more(f.names, 1);
+    more(f.targets, 0);
+    if (refused !== undefined) {
+      return { sets4: [...deny4.values()], sets6: [...deny6.values()], ruleNames: [...denyRules], refused: `the answer for ${f.names[0]} leads to ${refused}` };
+    }
+    const union = (a: readonly SetWrite['set'][], b: Map<string, SetWrite['set']>) => {
+      if (b.size === 0) return a;
+      const all = new Map(a.map((x) => [x.name, x]));
+      for (const [k, x] of b) all.set(k, x);
+      return [...all.values()];
+    };
+    return { sets4: union(asked.sets4, deny4), sets6: union(asked.sets6, deny6), ruleNames: [...new Set([...asked.ruleNames, ...denyRules])], refused: undefined };
   }
 
   /**
@@ -131,22 +239,79 @@ export class DnsGuard {
    * longer than any client may cache the answer); `commits` are marked in the
    * learned state once the writes are done.
    */
-  learn(name: string, addresses: FilteredAnswer['addresses'], d: Decision, now: number): { writes: SetWrite[]; commits: LearnedEntry[] } {
+  learn(name: string, addresses: readonly LearnedAddress[], t: Pick<Targets, 'sets4' | 'sets6'>, now: number): { writes: SetWrite[]; commits: Commit[]; victims: LearnedEntry[] } {
     const s = this.deps.policy.dns;
+    const learned = this.deps.learned;
     const writes: SetWrite[] = [];
-    const commits: LearnedEntry[] = [];
+    const commits: Commit[] = [];
+    const victims: LearnedEntry[] = [];
+    if (addresses.length === 0) return { writes, commits, victims };
+    let fresh4 = 0;
+    let fresh6 = 0;
     for (const a of addresses) {
       const lifeMs = (Math.max(a.ttl, s.ttlFloor) + s.ttlGrace) * 1000;
       const expiresAt = now + lifeMs;
-      this.deps.learned.nameAddress(a.family, a.addr, name, expiresAt);
-      for (const target of a.family === 4 ? d.sets4 : d.sets6) {
+      learned.nameAddress(a.family, a.addr, name, expiresAt);
+      learned.holdForName(name, a.family, a.addr, expiresAt);
+      for (const target of a.family === 4 ? t.sets4 : t.sets6) {
         const set = target.name;
-        if (!this.deps.learned.needsWrite(set, a.family, a.addr, expiresAt)) continue;
+        // Answered now: the least recently answered are the first to make room in a full set.
+        const cur = learned.touch(set, a.family, a.addr);
+        if (cur && cur.expiresAt + 1000 >= expiresAt) continue;
         writes.push({ set: target, elem: { t: 'addr', family: a.family, start: a.addr, end: a.addr, timeoutMs: lifeMs } });
-        commits.push({ set, family: a.family, addr: a.addr, expiresAt });
+        commits.push({ set, family: a.family, addr: a.addr, expiresAt, fresh: !cur });
+        if (!cur && a.family === 4) fresh4++;
+        else if (!cur) fresh6++;
       }
     }
-    return { writes, commits };
+    // One name holds at most maxAddressesPerName: the ones it held longest ago close, unless another name holds them too.
+    for (const r of learned.releaseOverLimit(name, s.maxAddressesPerName, now)) {
+      if (learned.held(r.family, r.addr, now)) continue;
+      for (const target of r.family === 4 ? t.sets4 : t.sets6) {
+        const e = learned.evict(target.name, r.family, r.addr, now);
+        if (!e) continue;
+        this.stats.overNameLimit++;
+        victims.push(e);
+        writes.push({ set: target, elem: { t: 'addr', family: r.family, start: r.addr, end: r.addr }, remove: true });
+      }
+    }
+    // Room in each set for what is new there: the least recently answered elements make way, in the same transaction.
+    if (fresh4 + fresh6 > 0) {
+      const capacity = this.deps.setCapacity ?? DYNAMIC_SET_MAX;
+      for (const [family, list] of [[4, t.sets4], [6, t.sets6]] as const) {
+        if ((family === 4 ? fresh4 : fresh6) === 0) continue;
+        for (const target of list) {
+          const adding = commits.reduce((n, c) => n + (c.fresh && c.set === target.name ? 1 : 0), 0);
+          if (adding === 0) continue;
+          learned.reserve(target.name, adding);
+          for (const e of learned.makeRoom(target.name, family, 0, capacity, now, addresses)) {
+            this.stats.evicted++;
+            victims.push(e);
+            writes.push({ set: target, elem: { t: 'addr', family, start: e.addr, end: e.addr }, remove: true });
+          }
+        }
+      }
+    }
+    return { writes, commits, victims };
+  }
+
+  /**
+   * Opens an answer's addresses in the kernel (learn, then one transaction
+   * shared with the other answers of this turn) and records them once
+   * committed. Rejects when the kernel refused: what was taken out to make
+   * room is put back, and nothing was opened.
+   */
+  async open(name: string, addresses: readonly LearnedAddress[], t: Pick<Targets, 'sets4' | 'sets6'>, now = Date.now()): Promise<void> {
+    const learned = this.deps.learned;
+    const { writes, commits, victims } = this.learn(name, addresses, t, now);
+    try {
+      await this.deps.writer.write(writes);
+    } catch (err) {
+      learned.restore(victims);
+      for (const c of commits) if (c.fresh) learned.reserve(c.set, -1);
+      throw err;
+    }
+    for (const c of commits) learned.committed(c.set, c.family, c.addr, c.expiresAt, c.fresh);
   }
 
   /** Answers one query packet. Null means: send nothing (not a query, or too broken to answer). */
@@ -187,31 +352,44 @@ export class DnsGuard {
 
     let upstream: Message;
     try {
-      upstream = await this.deps.upstream.query({ name: question.name, type: question.type, class: 1 }, { dnssecOk: q.edns?.dnssecOk ?? false, cd: q.flags.cd });
+      // The client's CD bit is not passed on: with it the resolver skips DNSSEC validation (RFC 4035
+      // section 3.2.2), and what this answer opens, it opens for every process on the host. DO is:
+      // a validating client still gets the signatures, and a bogus answer still fails (SERVFAIL).
+      upstream = await this.deps.upstream.query({ name: question.name, type: question.type, class: 1 }, { dnssecOk: q.edns?.dnssecOk ?? false });
     } catch (err) {
       this.stats.upstreamFailures++;
       return fail(RCODE.SERVFAIL, `upstream: ${(err as Error).message}`, ede(EDE.NO_REACHABLE_AUTHORITY, 'sluice: no upstream answered'));
     }
 
     const s = this.deps.policy.dns;
-    const f = filterAnswer(question.name, question.type, upstream, this.deps.rebinding, s.ttlMax);
+    const f = filterAnswer(question.name, question.type, upstream, this.deps.rebinding, { ttlMax: s.ttlMax, maxAddresses: s.maxAddressesPerAnswer });
     this.stats.droppedAddresses += f.dropped.length;
-    const { writes, commits } = this.learn(name, f.addresses, decision, Date.now());
+    this.stats.overAnswerLimit += f.overLimit;
+    const judged = this.judge(decision, f);
     try {
-      await this.deps.writer.write(writes);
+      // A refused chain still teaches its deny rules' sets (nothing else), before the refusal goes out.
+      await this.open(name, f.addresses, judged);
     } catch (err) {
       // Fail closed: without the kernel update a connect would be refused anyway.
       this.stats.kernelFailures++;
       return fail(RCODE.SERVFAIL, `kernel set update failed: ${(err as Error).message}`, ede(EDE.NETWORK_ERROR, 'sluice: could not open the answer in the firewall'));
     }
-    for (const c of commits) this.deps.learned.committed(c.set, c.family, c.addr, c.expiresAt);
+    if (judged.refused !== undefined) {
+      this.stats.blocked++;
+      this.stats.chainRefused++;
+      const rcode = s.blockedAnswer === 'refused' ? RCODE.REFUSED : RCODE.NXDOMAIN;
+      this.emit(q, client, { verdict: 'blocked', rcode, detail: judged.refused, rules: judged.ruleNames, dropped: f.dropped, started });
+      return this.encodeReply(q, { rcode, answers: [], authorities: [], ede: [ede(EDE.BLOCKED, `sluice: ${judged.refused}`)] }, client);
+    }
 
     this.stats.allowed++;
-    const edes = f.dropped.length > 0 ? [ede(EDE.FILTERED, `sluice: dropped ${f.dropped.length} address(es) in private or special ranges`)] : [];
+    const edes: EdnsOption[] = [];
+    if (f.dropped.length > 0) edes.push(ede(EDE.FILTERED, `sluice: dropped ${f.dropped.length} address(es) in private or special ranges`));
+    if (f.overLimit > 0) edes.push(ede(EDE.FILTERED, `sluice: left out ${f.overLimit} address(es) over the limit of ${s.maxAddressesPerAnswer} per answer`));
     this.emit(q, client, {
       verdict: 'allowed',
       rcode: f.rcode,
-      rules: decision.ruleNames,
+      rules: judged.ruleNames,
       answers: f.addresses.map((a) => formatAddr(a.family, a.addr)),
       dropped: f.dropped,
       started,

@@ -37,7 +37,18 @@ export type RData =
   | { kind: 'name'; name: string }
   | { kind: 'mx'; preference: number; exchange: string }
   | { kind: 'soa'; mname: string; rname: string; serial: number; refresh: number; retry: number; expire: number; minimum: number }
+  /** SVCB and HTTPS (RFC 9460): priority 0 is AliasMode; params in strictly increasing key order. */
+  | { kind: 'svcb'; priority: number; target: string; params: SvcParam[] }
   | { kind: 'raw'; bytes: Buffer };
+
+/** One SvcParam of an SVCB or HTTPS record: its key and its wire value. */
+export interface SvcParam {
+  key: number;
+  value: Buffer;
+}
+
+/** SvcParamKeys the guard reads (RFC 9460 section 14.3.2). */
+export const SVC_KEY = { MANDATORY: 0, IPV4HINT: 4, IPV6HINT: 6 } as const;
 
 export interface RR {
   name: string;
@@ -198,8 +209,12 @@ class Reader {
     return b;
   }
 
-  /** Reads a possibly compressed name. Pointers must go strictly backwards. */
-  name(): string {
+  /**
+   * Reads a possibly compressed name. Pointers must go strictly backwards;
+   * with `compressed` false they are refused (names in rdata of types newer
+   * than RFC 1035 are never compressed, RFC 3597 section 4).
+   */
+  name(compressed = true): string {
     const buf = this.buf;
     const limit = this.limit;
     let pos = this.pos;
@@ -216,6 +231,7 @@ class Reader {
       if (pos >= limit) throw new DnsFormatError('truncated name');
       const len = buf[pos] as number;
       if ((len & 0xc0) === 0xc0) {
+        if (!compressed) throw new DnsFormatError(`compression pointer at ${pos} in a name that must not be compressed`);
         if (pos + 1 >= limit) throw new DnsFormatError('truncated compression pointer');
         const target = ((len & 0x3f) << 8) | (buf[pos + 1] as number);
         if (target >= lowest) throw new DnsFormatError(`compression pointer at ${pos} does not point backwards (to ${target})`);
@@ -296,11 +312,55 @@ function decodeRR(r: Reader): RR {
     const rname = inner.name();
     data = { kind: 'soa', mname, rname, serial: inner.u32(), refresh: inner.u32(), retry: inner.u32(), expire: inner.u32(), minimum: inner.u32() };
     if (inner.pos !== end) throw new DnsFormatError('SOA rdata has trailing bytes');
+  } else if ((type === TYPE.SVCB || type === TYPE.HTTPS) && klass === CLASS_IN) {
+    data = decodeSvcb(sub(), end);
   } else {
     data = { kind: 'raw', bytes: rdlen === 0 ? NO_BYTES : Buffer.from(r.buf.subarray(r.pos, end)) };
   }
   r.pos = end;
   return { name, type, class: klass, ttl, data };
+}
+
+/**
+ * SVCB/HTTPS rdata (RFC 9460 section 2.2): SvcPriority, an uncompressed
+ * TargetName, then SvcParams whose keys must strictly increase (a record
+ * that breaks this is malformed, section 2.2). The values the guard reads
+ * are checked here: address hints must be whole, non-empty lists
+ * (section 7.3), and `mandatory` a non-empty, sorted list of keys that does
+ * not name itself (section 8). Key 65535 is reserved as invalid.
+ */
+function decodeSvcb(r: Reader, end: number): RData {
+  const priority = r.u16();
+  const target = r.name(false);
+  const params: SvcParam[] = [];
+  let last = -1;
+  while (r.pos < end) {
+    const key = r.u16();
+    const len = r.u16();
+    if (key <= last) throw new DnsFormatError(`SvcParam keys out of order (${key} after ${last})`);
+    if (key === 65535) throw new DnsFormatError('SvcParam key 65535 is reserved');
+    last = key;
+    const value = Buffer.from(r.bytes(len));
+    if (key === SVC_KEY.IPV4HINT && (len === 0 || len % 4 !== 0)) throw new DnsFormatError(`ipv4hint of ${len} bytes`);
+    if (key === SVC_KEY.IPV6HINT && (len === 0 || len % 16 !== 0)) throw new DnsFormatError(`ipv6hint of ${len} bytes`);
+    if (key === SVC_KEY.MANDATORY) {
+      if (len === 0 || len % 2 !== 0) throw new DnsFormatError(`mandatory of ${len} bytes`);
+      for (let i = 0; i < len; i += 2) {
+        const k = value.readUInt16BE(i);
+        if (k === SVC_KEY.MANDATORY || (i > 0 && k <= value.readUInt16BE(i - 2))) throw new DnsFormatError('mandatory keys are not a sorted list of other keys');
+      }
+    }
+    params.push({ key, value });
+  }
+  return { kind: 'svcb', priority, target, params };
+}
+
+/** The keys a `mandatory` SvcParam lists (empty when there is none). */
+export function mandatoryKeys(params: readonly SvcParam[]): number[] {
+  const m = params.find((p) => p.key === SVC_KEY.MANDATORY);
+  const out: number[] = [];
+  if (m) for (let i = 0; i + 1 < m.value.length; i += 2) out.push(m.value.readUInt16BE(i));
+  return out;
 }
 
 function section(r: Reader, n: number): RR[] {
@@ -542,6 +602,16 @@ function encodeRdata(w: Writer, d: RR['data']): void {
       w.name(d.mname);
       w.name(d.rname);
       for (const v of [d.serial, d.refresh, d.retry, d.expire, d.minimum]) w.u32(v);
+      break;
+    case 'svcb':
+      w.u16(d.priority);
+      // RFC 9460 section 2.2: TargetName is never compressed.
+      w.name(d.target, false);
+      for (const p of d.params) {
+        w.u16(p.key);
+        w.u16(p.value.length);
+        w.bytes(p.value);
+      }
       break;
     case 'raw':
       w.bytes(d.bytes);

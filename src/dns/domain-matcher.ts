@@ -2,17 +2,23 @@ import type { Policy, Rule } from '../policy/policy.js';
 import { canonicalName } from './dns-message.js';
 
 /**
- * Which rules allow a queried name. Compiled once per policy: exact names in
- * one map, wildcard suffixes in another; a lookup walks the name's suffixes
- * on label boundaries, so its cost is the number of labels, whatever the
- * number of patterns. `*.example.com` matches `a.example.com` and
- * `a.b.example.com`, never `example.com` or `evil-example.com`.
+ * Which rules match a name. Compiled once per policy: exact names in one
+ * map, wildcard suffixes in another; a lookup walks the name's suffixes on
+ * label boundaries, so its cost is the number of labels, whatever the number
+ * of patterns. `*.example.com` matches `a.example.com` and `a.b.example.com`,
+ * never `example.com` or `evil-example.com`.
+ *
+ * Every comparison of a name with the policy goes through here, after the
+ * one canonicalisation (canonicalName): the queried name, every name on an
+ * answer's CNAME chain, SVCB/HTTPS target names, and the encrypted-DNS
+ * endpoint list.
  */
 export class DomainMatcher {
   private exact = new Map<string, Rule[]>();
   private wildcard = new Map<string, Rule[]>();
+  private encrypted: Set<string>;
 
-  constructor(policy: Pick<Policy, 'rules'>) {
+  constructor(policy: Pick<Policy, 'rules'>, encryptedNames: Iterable<string> = []) {
     for (const rule of policy.rules) {
       for (const d of rule.domains) {
         const map = d.wildcard ? this.wildcard : this.exact;
@@ -21,6 +27,7 @@ export class DomainMatcher {
         map.set(d.name, list);
       }
     }
+    this.encrypted = new Set([...encryptedNames].map((n) => canonicalName(n)));
   }
 
   /** True when the policy has any domain rule at all. */
@@ -56,6 +63,32 @@ export class DomainMatcher {
     }
     if (out) return [...out];
     return only ?? NONE;
+  }
+
+  /** Rules that name `name` exactly (not through a wildcard). */
+  exactly(name: string): readonly Rule[] {
+    const n = canonicalName(name);
+    return n.includes('\\') ? NONE : (this.exact.get(n) ?? NONE);
+  }
+
+  /**
+   * Whether `name` is a known encrypted-DNS endpoint the guard refuses: it
+   * is on the list, and no allow rule names it exactly (a wildcard is not
+   * an explicit allow).
+   */
+  encryptedEndpoint(name: string): boolean {
+    const n = canonicalName(name);
+    return this.encrypted.has(n) && !this.exactly(n).some((r) => r.action === 'allow');
+  }
+
+  /** Every exact name of the policy's deny rules, with its rules (what the guard resolves itself to fill their sets). */
+  deniedNames(): { name: string; rules: readonly Rule[] }[] {
+    const out: { name: string; rules: readonly Rule[] }[] = [];
+    for (const [name, rules] of this.exact) {
+      const denies = rules.filter((r) => r.action === 'deny');
+      if (denies.length > 0) out.push({ name, rules: denies });
+    }
+    return out;
   }
 }
 

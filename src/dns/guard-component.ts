@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { SluiceError } from '../errors.js';
-import { dnsUpstreamsFor, encryptedDnsFor } from '../system/compile-env.js';
+import { dnsUpstreamsFor, encryptedDnsFor, observedResolversFor } from '../system/compile-env.js';
 import { dnsLogGroup } from '../compile/compile-ruleset.js';
 import { TABLE_NAME } from '../compile/ruleset.js';
 import type { Component, Runtime } from '../daemon/daemon.js';
@@ -12,12 +12,13 @@ import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
 import { formatAddr, isLoopback, parseAddr, type AddrRange, type Family } from '../net/ip.js';
 import type { Policy } from '../policy/policy.js';
 import { filterAnswer } from './answer-filter.js';
-import { decodeMessage } from './dns-message.js';
 import { DnsGuard, type Client } from './dns-guard.js';
 import { AttributionClient } from './attribution-client.js';
+import { DenyRefresher } from './deny-refresher.js';
 import { DomainMatcher } from './domain-matcher.js';
 import { GuardServers } from './guard-servers.js';
 import { LearnedState, type LearnedEntry } from './learned-state.js';
+import { PassiveObserver } from './passive-observer.js';
 import { QueryLog } from './query-log.js';
 import { RebindingFilter } from './rebinding.js';
 import { SetWriter } from './set-writer.js';
@@ -25,6 +26,8 @@ import { UpstreamClient } from './upstream.js';
 
 const RECENT_MAX = 10_000;
 const SAVE_EVERY_MS = 300_000;
+/** How often the host's own addresses (rebinding targets) are read again. */
+const HOST_ADDRESSES_EVERY_MS = 10_000;
 
 /** The first port an unprivileged process may bind in this network namespace (1024 unless lowered). */
 function unprivilegedPortStart(): number {
@@ -49,6 +52,7 @@ export function unsafeLocalUpstreams(upstreams: AddrRange[], firstFree: number, 
   return upstreams.filter(isLocal);
 }
 
+/** Every address of every interface of this host (network namespace). */
 function hostAddresses(): { family: Family; value: bigint }[] {
   const out: { family: Family; value: bigint }[] = [];
   for (const list of Object.values(networkInterfaces())) {
@@ -82,7 +86,10 @@ export class GuardComponent implements Component {
   private saveTimer: NodeJS.Timeout | undefined;
   private saving: Promise<void> | undefined;
   private running: { mode: string; port: number; mark: number; upstreams: string } | null = null;
-  private passiveStats = { replies: 0, malformed: 0 };
+  /** Audit mode: replies are learned from only when they answer a query this host sent to its resolvers. */
+  private passive = new PassiveObserver([]);
+  private refresher: DenyRefresher | undefined;
+  private hostTimer: NodeJS.Timeout | undefined;
   /** Servers bound by prepare(), taken over by configure(). */
   private prepared: GuardServers | undefined;
   private attribution = new AttributionClient();
@@ -131,6 +138,9 @@ export class GuardComponent implements Component {
     // in slices, and each one shows in the guard's tail latency.
     this.saveTimer = setInterval(() => this.saveInBackground(), SAVE_EVERY_MS);
     this.saveTimer.unref();
+    // Addresses come and go (DHCP, VPNs): the rebinding filter follows them.
+    this.hostTimer = setInterval(() => this.guard?.deps.rebinding.setLocalAddresses(hostAddresses()), HOST_ADDRESSES_EVERY_MS);
+    this.hostTimer.unref();
   }
 
   async reload(rt: Runtime): Promise<void> {
@@ -151,6 +161,7 @@ export class GuardComponent implements Component {
     const dynamicSets = new Set(rt.compiled.ruleset.sets.filter((x) => x.dynamic).map((x) => x.name));
     this.restoreLearned(dynamicSets);
     if (!want) {
+      this.refresher?.stop();
       this.running = null;
       return;
     }
@@ -161,9 +172,8 @@ export class GuardComponent implements Component {
     }
     const deps = {
       policy,
-      matcher: new DomainMatcher(policy),
-      rebinding: new RebindingFilter(policy),
-      encryptedNames: new Set(encryptedDnsFor(policy).names),
+      matcher: new DomainMatcher(policy, encryptedDnsFor(policy).names),
+      rebinding: new RebindingFilter(policy, hostAddresses()),
       dynamicSets,
       upstream: this.upstream,
       writer: this.writer,
@@ -173,6 +183,11 @@ export class GuardComponent implements Component {
     };
     if (this.guard) this.guard.deps = deps;
     else this.guard = new DnsGuard(deps);
+    this.passive.setResolvers(this.trustedResolvers(policy));
+    // Deny rules' names are resolved by the guard itself, so the kernel half of each deny is filled.
+    this.refresher ??= new DenyRefresher(this.guard);
+    this.refresher.reset();
+    this.refresher.start();
     if (same) return;
 
     if (policy.mode === 'enforce') {
@@ -245,24 +260,35 @@ export class GuardComponent implements Component {
     this.learned.adoptKernel(inKernel);
   }
 
-  /** Audit mode: learn from DNS replies the kernel copied, and record would-block lookups. */
+  /**
+   * The resolvers audit mode learns from: the policy's or the host's. One on
+   * this host only while port 53 is privileged (otherwise any user could
+   * answer in its place).
+   */
+  private trustedResolvers(policy: Policy): AddrRange[] {
+    const all = observedResolversFor(policy);
+    const unsafe = unsafeLocalUpstreams(all, unprivilegedPortStart(), hostAddresses());
+    return all.filter((r) => !unsafe.includes(r));
+  }
+
+  /**
+   * Audit mode: the kernel copies outgoing queries and the replies conntrack
+   * ties to them; a reply teaches only when it answers a query this host
+   * sent to one of its resolvers (PassiveObserver). Lookups the guard would
+   * refuse are recorded as would-block and teach nothing but their deny
+   * rules' sets, as in enforce mode.
+   */
   private observe(records: NflogRecord[]): void {
     const guard = this.guard;
     if (!guard) return;
-    const { policy, rebinding, learned, writer } = guard.deps;
+    const { policy, rebinding } = guard.deps;
     for (const r of records) {
       const p = r.packet;
-      if (!p || p.payloadOffset === undefined || p.sport !== 53) continue;
-      this.passiveStats.replies++;
-      let msg;
-      try {
-        msg = decodeMessage(r.payload.subarray(p.payloadOffset));
-      } catch {
-        this.passiveStats.malformed++;
-        continue;
-      }
-      const q = msg.questions[0];
-      if (!msg.flags.qr || msg.questions.length !== 1 || !q) continue;
+      if (!p || p.proto !== 17) continue;
+      // The guard's own lookups (deny rules' names) carry its mark: they taught it already.
+      const msg = this.passive.observe(p, r.payload, r.timeMs, r.mark === policy.dns.mark);
+      const q = msg?.questions[0];
+      if (!msg || !q) continue;
       // The guard's own decision: what enforce mode would refuse is would-block here, and learns nothing.
       const { name, decision, refused } = guard.classify(q.name);
       const base: DnsQueryEvent = {
@@ -282,16 +308,15 @@ export class GuardComponent implements Component {
         this.record({ ...base, detail: refused });
         continue;
       }
-      const f = filterAnswer(q.name, q.type, msg, rebinding, policy.dns.ttlMax);
-      const { writes, commits } = guard.learn(name, f.addresses, decision, Date.now());
+      const f = filterAnswer(q.name, q.type, msg, rebinding, { ttlMax: policy.dns.ttlMax, maxAddresses: policy.dns.maxAddressesPerAnswer });
+      const judged = guard.judge(decision, f);
       // Audit mode learns after the fact: a connect racing this write is only logged as would-block.
-      writer.write(writes).then(
-        () => {
-          for (const c of commits) learned.committed(c.set, c.family, c.addr, c.expiresAt);
-        },
-        (err: unknown) => this.rt?.log('warn', 'audit: set update failed', { error: String(err) }),
-      );
-      this.record({ ...base, verdict: 'allowed', rules: [...decision.ruleNames], answers: f.addresses.map((a) => formatAddr(a.family, a.addr)), dropped: f.dropped });
+      guard.open(name, f.addresses, judged).catch((err: unknown) => this.rt?.log('warn', 'audit: set update failed', { error: String(err) }));
+      if (judged.refused !== undefined) {
+        this.record({ ...base, rules: [...judged.ruleNames], detail: judged.refused, dropped: f.dropped });
+        continue;
+      }
+      this.record({ ...base, verdict: 'allowed', rules: [...judged.ruleNames], answers: f.addresses.map((a) => formatAddr(a.family, a.addr)), dropped: f.dropped });
     }
   }
 
@@ -363,7 +388,20 @@ export class GuardComponent implements Component {
           { labels: { result: 'failed' }, value: w?.failures ?? 0 },
         ]),
         counter('sluice_dns_rebinding_dropped_total', 'Answer addresses dropped as private or special', [{ labels: {}, value: g?.droppedAddresses ?? 0 }]),
-        counter('sluice_dns_passive_replies_total', 'Audit mode: DNS replies observed', [{ labels: {}, value: this.passiveStats.replies }]),
+        counter('sluice_dns_chain_refused_total', 'Answers refused because their CNAME chain or SVCB target led to a refused name', [{ labels: {}, value: g?.chainRefused ?? 0 }]),
+        counter('sluice_dns_address_limit_total', 'Addresses left out or closed by the per-answer and per-name limits, and evicted from full sets', [
+          { labels: { limit: 'answer' }, value: g?.overAnswerLimit ?? 0 },
+          { labels: { limit: 'name' }, value: g?.overNameLimit ?? 0 },
+          { labels: { limit: 'set' }, value: g?.evicted ?? 0 },
+        ]),
+        counter('sluice_dns_over_share_total', 'Queries dropped because their user held its full share of the queries in flight', [{ labels: {}, value: this.servers?.stats.overShare ?? 0 }]),
+        counter('sluice_dns_upstream_sockets_total', 'Upstream sockets opened (one per batch of queries)', [{ labels: {}, value: u?.sockets ?? 0 }]),
+        counter('sluice_dns_upstream_case_mismatch_total', 'Upstream replies refused because the question did not echo the randomised case', [{ labels: {}, value: u?.caseMismatches ?? 0 }]),
+        counter('sluice_dns_passive_replies_total', 'Audit mode: DNS replies observed, by outcome', [
+          { labels: { result: 'matched' }, value: this.passive.stats.matched },
+          { labels: { result: 'unmatched' }, value: this.passive.stats.unmatched },
+          { labels: { result: 'untrusted' }, value: this.passive.stats.untrusted },
+        ]),
         { name: 'sluice_dns_learned_addresses', help: 'Addresses open through DNS answers now', type: 'gauge' as const, samples: [{ labels: {}, value: this.learned.liveCount() }] },
       ];
     });
@@ -408,6 +446,8 @@ export class GuardComponent implements Component {
     await this.prepared?.stop();
     this.prepared = undefined;
     if (this.saveTimer) clearInterval(this.saveTimer);
+    if (this.hostTimer) clearInterval(this.hostTimer);
+    this.refresher?.stop();
     await this.stopParts();
     this.upstream?.close();
     this.upstream = undefined;
@@ -423,7 +463,8 @@ export class GuardComponent implements Component {
       upstream: this.upstream?.stats ?? null,
       kernel: this.writer?.stats ?? null,
       servers: this.servers?.stats ?? null,
-      passive: this.listener ? { ...this.passiveStats, nflog: this.listener.stats } : null,
+      passive: this.listener ? { ...this.passive.stats, waiting: this.passive.waiting, nflog: this.listener.stats } : null,
+      denyRefresher: this.refresher ? { ...this.refresher.stats, planned: this.refresher.planned } : null,
       attribution: this.attribution.stats,
       learned: this.learned.liveCount(),
     };

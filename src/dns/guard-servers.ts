@@ -5,11 +5,14 @@ import { addressBytes, peerAddress, UdpBatchSocket, type Peer, type UdpBatchStat
 const AF_INET = 2;
 const AF_INET6 = 10;
 import type { Client } from './dns-guard.js';
+import { InflightShares } from './inflight-shares.js';
 
 export type Handle = (packet: Buffer, client: Client) => Promise<Buffer | null>;
 
 export interface ServerStats {
   udpDropped: number;
+  /** Queries dropped because their user (or, over TCP, all TCP clients together) held a full share of the slots. */
+  overShare: number;
   /** Replies the kernel did not take (full send buffer). */
   udpSendFailed: number;
   tcpConnections: number;
@@ -17,6 +20,14 @@ export interface ServerStats {
 }
 
 const MAX_INFLIGHT = 4096;
+/**
+ * One user's share of MAX_INFLIGHT. UDP queries are counted per uid (the
+ * ruleset marks each query with its sender's uid, and the socket reads the
+ * mark back); TCP queries, whose senders the guard cannot tell apart so
+ * cheaply, share one such share together.
+ */
+const SHARE = MAX_INFLIGHT / 4;
+const TCP_KEY = -1;
 const MAX_TCP_CONNECTIONS = 256;
 const TCP_IDLE_MS = 10_000;
 /** A TCP client must send its first query this soon, and no connection lives longer than the lifetime. */
@@ -29,13 +40,14 @@ const TCP_PIPELINE = 32;
  * port 53). UDP and TCP (RFC 7766: two-byte length prefix, pipelining,
  * idle timeout). Work is bounded: in-flight queries, TCP connections and
  * per-connection pipelining all have ceilings; beyond them queries are
- * dropped and counted, never queued without bound.
+ * dropped and counted, never queued without bound. Each user gets a share
+ * of the in-flight ceiling, so one user cannot starve the others.
  */
 export class GuardServers {
-  private base: ServerStats = { udpDropped: 0, udpSendFailed: 0, tcpConnections: 0, tcpRejected: 0 };
+  private base: Omit<ServerStats, 'overShare'> = { udpDropped: 0, udpSendFailed: 0, tcpConnections: 0, tcpRejected: 0 };
   private udp: UdpBatchSocket[] = [];
   private tcp: Server[] = [];
-  private inflight = 0;
+  private slots: InflightShares<number>;
 
   /**
    * `mark` goes on every listening socket (SO_MARK, which needs
@@ -46,22 +58,24 @@ export class GuardServers {
     readonly port: number,
     private handle: Handle,
     readonly mark = 0,
-  ) {}
+    opts: { total?: number; share?: number } = {},
+  ) {
+    this.slots = new InflightShares(opts.total ?? MAX_INFLIGHT, opts.share ?? SHARE);
+  }
 
   async start(): Promise<void> {
     for (const host of ['127.0.0.1', '::1']) {
       // Batched UDP (recvmmsg/sendmmsg): queries arrive up to 64 per callback, and the
       // answers ready in one turn of the event loop leave in one system call.
-      const sock = UdpBatchSocket.open(host, this.port, (msg, from, truncated) => {
+      const sock = UdpBatchSocket.open(host, this.port, (msg, from, truncated, uid) => {
         if (truncated) {
           this.base.udpDropped++;
           return;
         }
-        if (this.inflight >= MAX_INFLIGHT) {
+        if (!this.slots.take(uid)) {
           this.base.udpDropped++;
           return;
         }
-        this.inflight++;
         // `msg` and `from` point into the receive batch (up to 64 datagrams, 4 MiB). A query that
         // waits on an upstream must not keep all of that alive: it keeps copies of its own bytes.
         const peer: Peer = { family: from.family, addr: Buffer.from(from.addr), port: from.port };
@@ -70,8 +84,8 @@ export class GuardServers {
             if (out) sock.send(out, peer);
           })
           .catch(() => undefined)
-          .finally(() => this.inflight--);
-      }, { rcvbufBytes: 4 << 20, mark: this.mark });
+          .finally(() => this.slots.give(uid));
+      }, { rcvbufBytes: 4 << 20, receiveMark: true, mark: this.mark });
       this.udp.push(sock);
 
       const server = createServer((conn) => this.serveTcp(conn));
@@ -88,7 +102,7 @@ export class GuardServers {
   }
 
   get stats(): ServerStats {
-    return { ...this.base, udpSendFailed: this.udp.reduce((n, u) => n + u.stats.sendFailed, 0) };
+    return { ...this.base, overShare: this.slots.overShare, udpSendFailed: this.udp.reduce((n, u) => n + u.stats.sendFailed, 0) };
   }
 
   /** Counters of the UDP sockets (received, sent, truncated...). */
@@ -121,12 +135,11 @@ export class GuardServers {
         const msg = Buffer.from(buf.subarray(2, 2 + len));
         buf = buf.subarray(2 + len);
         answered = true;
-        if (pipelined >= TCP_PIPELINE || this.inflight >= MAX_INFLIGHT) {
+        if (pipelined >= TCP_PIPELINE || !this.slots.take(TCP_KEY)) {
           conn.destroy();
           return;
         }
         pipelined++;
-        this.inflight++;
         this.handle(msg, { address: conn.remoteAddress ?? '', port: conn.remotePort ?? 0, transport: 'tcp' })
           .then((out) => {
             if (!out || conn.destroyed) return;
@@ -137,7 +150,7 @@ export class GuardServers {
           .catch(() => undefined)
           .finally(() => {
             pipelined--;
-            this.inflight--;
+            this.slots.give(TCP_KEY);
           });
       }
     });

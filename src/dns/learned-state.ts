@@ -18,6 +18,33 @@ interface Named {
 }
 
 const MAX_NAMES_PER_ADDR = 8;
+/**
+ * An element whose kernel timeout is this close is never deleted: the kernel
+ * may have expired it already, and deleting a missing element fails the
+ * whole transaction.
+ */
+const DELETE_MARGIN_MS = 2000;
+/** Expired elements count against a set's size this long after expiry: the kernel frees them in its garbage collection, not at once. */
+const GC_LAG_MS = 5000;
+/** Names tracked for the per-name limit; beyond it the least recently answered name is forgotten (its addresses just expire). */
+const MAX_TRACKED_NAMES = 100_000;
+/** One key space for both families in per-name maps: IPv6 addresses carry a bit above 128. */
+const V6_TAG = 1n << 128n;
+const familyKey = (family: Family, addr: bigint): bigint => (family === 4 ? addr : addr | V6_TAG);
+
+/**
+ * What one name holds. Most names resolve to one address: that one is kept
+ * inline (no Map per name, which at tens of thousands of names a minute
+ * would be garbage-collector work on the answering thread); `more` (least
+ * recently answered first) once there are several.
+ */
+interface NameHold {
+  key: bigint;
+  until: number;
+  more: Map<bigint, number> | undefined;
+}
+
+const NO_RELEASE: readonly { family: Family; addr: bigint }[] = Object.freeze([]);
 
 export interface SaveContext {
   mode: string;
@@ -59,6 +86,10 @@ function document(now: number, context: SaveContext, entries: string[], names: s
 export class LearnedState {
   private sets: Record<Family, Map<string, Map<bigint, LearnedEntry>>> = { 4: new Map(), 6: new Map() };
   private named: Record<Family, Map<bigint, Named>> = { 4: new Map(), 6: new Map() };
+  /** Per name, the addresses it holds (family-tagged) and until when; names least recently answered first. */
+  private byName = new Map<string, NameHold>();
+  /** Elements being added per set, not yet committed: they take room too. */
+  private reserved = new Map<string, number>();
   private count = 0;
   dirty = false;
 
@@ -95,8 +126,133 @@ export class LearnedState {
     return !cur || cur.expiresAt + 1000 < expiresAt;
   }
 
+  /**
+   * Marks an element as just answered, and returns it (undefined when the
+   * set does not hold it): sets are kept in least-recently-answered order
+   * (Map insertion order), the order makeRoom evicts in.
+   */
+  touch(set: string, family: Family, addr: bigint): LearnedEntry | undefined {
+    const m = this.sets[family].get(set);
+    const e = m?.get(addr);
+    if (!m || !e) return undefined;
+    m.delete(addr);
+    m.set(addr, e);
+    return e;
+  }
+
+  /** Counts elements about to be added to a set (they need room before they are committed). */
+  reserve(set: string, n: number): void {
+    if (n !== 0) this.reserved.set(set, (this.reserved.get(set) ?? 0) + n);
+  }
+
+  /**
+   * Room for `adding` more elements in a set that holds at most `capacity`:
+   * the least recently answered live entries to delete from the kernel, in
+   * the same transaction as the additions. They leave the mirror now (so no
+   * other answer of the same transaction picks them again); restore() puts
+   * them back if the kernel refuses. Entries long expired are just forgotten
+   * (the kernel dropped them), recently expired or about-to-expire ones are
+   * left to the kernel's own expiry, and `keep` (the answer's addresses) is
+   * never chosen.
+   */
+  makeRoom(set: string, family: Family, adding: number, capacity: number, now: number, keep: readonly { family: Family; addr: bigint }[] = []): LearnedEntry[] {
+    const m = this.sets[family].get(set);
+    const victims: LearnedEntry[] = [];
+    let over = (m?.size ?? 0) + (this.reserved.get(set) ?? 0) + adding - capacity;
+    if (!m || over <= 0) return victims;
+    const keeping = new Set(keep.filter((k) => k.family === family).map((k) => k.addr));
+    for (const e of m.values()) {
+      if (over <= 0) break;
+      if (e.expiresAt <= now - GC_LAG_MS) {
+        this.drop(m, e);
+        over--;
+        continue;
+      }
+      if (e.expiresAt <= now + DELETE_MARGIN_MS || keeping.has(e.addr)) continue;
+      this.drop(m, e);
+      victims.push(e);
+      over--;
+    }
+    if (victims.length > 0) this.dirty = true;
+    return victims;
+  }
+
+  /** Takes an element out of the mirror for deletion from the kernel: the entry, if it is live and safe to delete (see DELETE_MARGIN_MS). */
+  evict(set: string, family: Family, addr: bigint, now: number): LearnedEntry | undefined {
+    const m = this.sets[family].get(set);
+    const e = m?.get(addr);
+    if (!m || !e || e.expiresAt <= now + DELETE_MARGIN_MS) return undefined;
+    this.drop(m, e);
+    this.dirty = true;
+    return e;
+  }
+
+  /** Puts back entries taken out by makeRoom or evict whose deletion the kernel refused. */
+  restore(entries: LearnedEntry[]): void {
+    for (const e of entries) if (!this.entry(e.set, e.family, e.addr)) this.put(e);
+  }
+
+  /** Records that `name` (canonical) holds the address until `expiresAt`, as its most recent. */
+  holdForName(name: string, family: Family, addr: bigint, expiresAt: number): void {
+    const k = familyKey(family, addr);
+    const h = this.byName.get(name);
+    if (!h) {
+      if (this.byName.size >= MAX_TRACKED_NAMES) {
+        const oldest = this.byName.keys().next();
+        if (!oldest.done) this.byName.delete(oldest.value);
+      }
+      this.byName.set(name, { key: k, until: expiresAt, more: undefined });
+      return;
+    }
+    if (!h.more) {
+      if (h.key === k) {
+        if (h.until < expiresAt) h.until = expiresAt;
+        return;
+      }
+      h.more = new Map([[h.key, h.until]]);
+    }
+    const prev = h.more.get(k);
+    h.more.delete(k);
+    h.more.set(k, prev !== undefined && prev > expiresAt ? prev : expiresAt);
+  }
+
+  /**
+   * After an answer for `name`: marks the name as just answered, and
+   * returns the addresses it held beyond `limit`, least recent first, which
+   * it no longer holds (and which no longer carry its name). A name never
+   * answered again is forgotten once MAX_TRACKED_NAMES others were.
+   */
+  releaseOverLimit(name: string, limit: number, now: number): readonly { family: Family; addr: bigint }[] {
+    const h = this.byName.get(name);
+    if (!h) return NO_RELEASE;
+    this.byName.delete(name);
+    this.byName.set(name, h);
+    const m = h.more;
+    if (!m || m.size <= limit) return NO_RELEASE;
+    const released: { family: Family; addr: bigint }[] = [];
+    for (const [k, until] of m) {
+      if (m.size <= limit) break;
+      m.delete(k);
+      if (until <= now) continue;
+      const family: Family = k >= V6_TAG ? 6 : 4;
+      const addr = family === 6 ? k ^ V6_TAG : k;
+      released.push({ family, addr });
+      const n = this.named[family].get(addr);
+      const at = n ? n.names.indexOf(name) : -1;
+      if (n && at >= 0) n.names.splice(at, 1);
+    }
+    return released;
+  }
+
+  /** Whether any name still holds the address (per the names remembered for it). */
+  held(family: Family, addr: bigint, now: number): boolean {
+    const n = this.named[family].get(addr);
+    return !!n && n.until > now && n.names.length > 0;
+  }
+
   /** Records a kernel write that succeeded. */
-  committed(set: string, family: Family, addr: bigint, expiresAt: number): void {
+  committed(set: string, family: Family, addr: bigint, expiresAt: number, reserved = false): void {
+    if (reserved) this.reserve(set, -1);
     const cur = this.entry(set, family, addr);
     // Updated in place: the guard calls this for every answer, and long-lived objects replaced
     // at that rate are what makes young-generation collections slow.
@@ -158,6 +314,12 @@ export class LearnedState {
       }
     }
     for (const [, addr, n, map] of this.allNamed()) if (n.until <= now) map.delete(addr);
+    for (const [name, h] of this.byName) {
+      if (h.more) {
+        for (const [k, until] of h.more) if (until <= now) h.more.delete(k);
+        if (h.more.size === 0) this.byName.delete(name);
+      } else if (h.until <= now) this.byName.delete(name);
+    }
   }
 
   /** Replaces the mirror of what the kernel holds (at start, and after a reload). */
@@ -205,8 +367,11 @@ export class LearnedState {
           sliceStart = performance.now();
         };
         let n = 0;
-        for (const [m, e] of this.all()) {
-          if (e.expiresAt <= now) this.drop(m, e);
+        // A snapshot: answered entries move to the end of their map (touch), and a live iterator would meet them again.
+        for (const [m, e] of [...this.all()]) {
+          if (e.expiresAt <= now) {
+            if (m.get(e.addr) === e) this.drop(m, e);
+          }
           else {
             piece += (first ? '' : ',') + entryJson(e);
             first = false;

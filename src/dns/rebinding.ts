@@ -4,8 +4,9 @@ import type { Policy } from '../policy/policy.js';
 /**
  * DNS rebinding protection: an answer for a public name that points into a
  * private, loopback, link-local, CGNAT, metadata, multicast or
- * IPv4-embedding IPv6 range is dropped, unless a rule of the policy lists an
- * address range that contains it (the operator opted in).
+ * IPv4-embedding IPv6 range, or at one of this host's own addresses, is
+ * dropped, unless a rule of the policy lists an address range that contains
+ * it (the operator opted in).
  *
  * Ranges from the IANA special-purpose registries (RFC 6890) that a public
  * name has no business pointing to.
@@ -47,20 +48,36 @@ export const REBINDING_RANGES: { range: AddrRange; why: string }[] = [
 /** Decides whether an answer address may be passed on. */
 export class RebindingFilter {
   private allowed: AddrRange[];
+  /** This host's own addresses, per family (refreshed by the caller as interfaces change). */
+  private local: Record<Family, Set<bigint>> = { 4: new Set(), 6: new Set() };
 
-  constructor(policy: Pick<Policy, 'rules'>) {
+  constructor(policy: Pick<Policy, 'rules'>, localAddresses: { family: Family; value: bigint }[] = []) {
     // Any prefix or range a rule lists explicitly (not `any`) opts that space in.
     this.allowed = policy.rules
       .filter((r) => r.action === 'allow')
       .flatMap((r) => r.addrs)
       .filter((a) => a.start !== 0n || a.end !== (a.family === 4 ? 0xffffffffn : (1n << 128n) - 1n));
+    this.setLocalAddresses(localAddresses);
+  }
+
+  /**
+   * The host's own addresses (every interface's): a name that resolves to
+   * one of them reaches services listening on this host, the target of a
+   * rebinding attack as much as loopback is.
+   */
+  setLocalAddresses(list: { family: Family; value: bigint }[]): void {
+    const next: Record<Family, Set<bigint>> = { 4: new Set(), 6: new Set() };
+    for (const a of list) next[a.family].add(a.value);
+    this.local = next;
   }
 
   /** Null when the address may be passed on; otherwise why it is dropped. */
   check(family: Family, addr: bigint): string | null {
-    const hit = REBINDING_RANGES.find((r) => r.range.family === family && r.range.start <= addr && addr <= r.range.end);
+    const hit = this.local[family].has(addr) ? LOCAL : REBINDING_RANGES.find((r) => r.range.family === family && r.range.start <= addr && addr <= r.range.end)?.why;
     if (!hit) return null;
     if (this.allowed.some((a) => a.family === family && a.start <= addr && addr <= a.end)) return null;
-    return hit.why;
+    return hit;
   }
 }
+
+const LOCAL = "this host's own address";

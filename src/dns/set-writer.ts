@@ -4,11 +4,15 @@ import type { ElementChange, Netfilter } from '../netfilter/netfilter.js';
 export interface SetWrite {
   set: Pick<SetDef, 'name' | 'key' | 'interval'>;
   elem: SetElem;
+  /** Delete the element (making room, or closing what a name no longer holds) instead of adding it. */
+  remove?: boolean;
 }
 
 export interface SetWriterStats {
   transactions: number;
   elements: number;
+  /** Elements deleted (least recently answered ones making room, addresses a name no longer holds). */
+  deleted: number;
   failures: number;
   lastError?: string;
 }
@@ -24,7 +28,7 @@ export interface SetWriterStats {
  * logs and counts it.
  */
 export class SetWriter {
-  readonly stats: SetWriterStats = { transactions: 0, elements: 0, failures: 0 };
+  readonly stats: SetWriterStats = { transactions: 0, elements: 0, deleted: 0, failures: 0 };
   private pending: { writes: SetWrite[]; resolve: () => void; reject: (e: Error) => void }[] = [];
   private scheduled = false;
 
@@ -51,11 +55,22 @@ export class SetWriter {
     this.pending = [];
     if (batch.length === 0) return;
     const bySet = new Map<string, ElementChange>();
+    // Deletions once each per set (the kernel fails a transaction that deletes a missing element).
+    const removing = new Set<string>();
     for (const b of batch) {
       for (const w of b.writes) {
-        const c = bySet.get(w.set.name) ?? { set: w.set, elems: [] };
-        c.elems.push(w.elem);
-        bySet.set(w.set.name, c);
+        let c = bySet.get(w.set.name);
+        if (!c) {
+          c = { set: w.set, elems: [], remove: [] };
+          bySet.set(w.set.name, c);
+        }
+        if (!w.remove) c.elems.push(w.elem);
+        else {
+          const key = w.elem.t === 'addr' ? `${w.set.name}|${w.elem.family}|${w.elem.start}` : '';
+          if (removing.has(key)) continue;
+          removing.add(key);
+          c.remove?.push(w.elem);
+        }
       }
     }
     const changes = [...bySet.values()];
@@ -73,6 +88,10 @@ export class SetWriter {
         if (!this.commit([c])) failed.add(c.set.name);
       }
     }
+    // A deletion can fail alone (the element expired meanwhile): the additions are what answers wait for.
+    for (const c of changes) {
+      if (failed.has(c.set.name) && (c.remove?.length ?? 0) > 0 && this.commit([{ set: c.set, elems: c.elems }])) failed.delete(c.set.name);
+    }
     for (const b of batch) {
       if (b.writes.some((w) => failed.has(w.set.name))) b.reject(new Error(this.stats.lastError ?? 'set update failed'));
       else b.resolve();
@@ -85,6 +104,7 @@ export class SetWriter {
       this.nf.addElements(this.table, changes);
       this.stats.transactions++;
       this.stats.elements += changes.reduce((n, c) => n + c.elems.length, 0);
+      this.stats.deleted += changes.reduce((n, c) => n + (c.remove?.length ?? 0), 0);
       return true;
     } catch (err) {
       this.stats.failures++;

@@ -14,8 +14,8 @@ export interface NativeBinding {
   watch(fd: number, cb: (err: (Error & { code?: string }) | null, data: Buffer | null) => void): unknown;
   unwatch(handle: unknown): void;
   markedSocket(family: number, type: number, mark: number): number;
-  /** A bound, non-blocking UDP socket (addr: 4 or 16 bytes; port 0: any; mark 0: none). */
-  udpOpen(family: number, addr: Buffer, port: number, mark: number, rcvbufBytes: number): number;
+  /** A bound, non-blocking UDP socket (addr: 4 or 16 bytes; port 0: any; mark 0: none; flags 1: SO_RCVMARK). */
+  udpOpen(family: number, addr: Buffer, port: number, mark: number, rcvbufBytes: number, flags?: number): number;
   udpLocalPort(fd: number): number;
   /** Batches of datagrams, framed (see src/net/udp-batch.ts). */
   udpWatch(fd: number, cb: (err: (Error & { code?: string }) | null, data: Buffer | null) => void): unknown;
@@ -29,6 +29,11 @@ export interface NativeBinding {
   flockTry(fd: number): boolean;
   /** One datagram to systemd's notification socket (a path, or `@abstract`). */
   sdNotify(path: string, text: string): void;
+  /** UDP sockets watched together through one epoll instance: callback(err, fd, frames) per batch. */
+  udpGroupOpen(cb: (err: (Error & { code?: string }) | null, fd: number, data: Buffer | null) => void): unknown;
+  /** Adds a socket to a group (closing the fd takes it out). */
+  udpGroupAdd(group: unknown, fd: number): void;
+  udpGroupClose(group: unknown): void;
 }
 
 let cached: NativeBinding | undefined;

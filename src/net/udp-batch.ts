@@ -3,8 +3,8 @@ import { addrBytes, bytesAddr, formatAddr, parseAddr, type Family } from './ip.j
 
 const AF_INET = 2;
 const AF_INET6 = 10;
-/** Frame header, see native/sluice_native.c: u16 len, u16 port, u8 family, u8 flags, u16 0, 16 bytes address. */
-const HDR = 24;
+/** Frame header, see native/sluice_native.c: u16 len, u16 port, u8 family, u8 flags, u16 0, 16 bytes address, u32 mark. */
+const HDR = 28;
 /** Queued frames beyond this go out before more are queued. */
 const MAX_OUT = 256 * 1024;
 const EMPTY = Buffer.alloc(0);
@@ -26,7 +26,8 @@ export interface UdpBatchStats {
   errors: number;
 }
 
-export type OnDatagram = (data: Buffer, from: Peer, truncated: boolean) => void;
+/** One datagram; `mark` is its packet mark when the socket was opened with `receiveMark` (else 0). */
+export type OnDatagram = (data: Buffer, from: Peer, truncated: boolean, mark: number) => void;
 
 /** Text form of a peer's address (for events and logs; the hot path keeps bytes). */
 export function peerAddress(p: Peer): string {
@@ -50,7 +51,7 @@ export function addressBytes(text: string): { family: Family; bytes: Buffer } {
  */
 export class UdpBatchSocket {
   readonly stats: UdpBatchStats = { received: 0, truncated: 0, sent: 0, sendFailed: 0, errors: 0 };
-  readonly port: number;
+  private localPort = -1;
   private handle: unknown;
   /** Outgoing frames; small at first (upstream sockets live for ~100 queries), grown as needed. */
   private out = EMPTY;
@@ -62,35 +63,47 @@ export class UdpBatchSocket {
   private constructor(
     readonly fd: number,
     readonly family: Family,
-    onDatagram: OnDatagram,
+    private onDatagram: OnDatagram,
     private onSendFailed?: (count: number) => void,
+    private group?: UdpSocketGroup,
   ) {
-    this.port = native().udpLocalPort(fd);
-    this.handle = native().udpWatch(fd, (err, data) => {
-      if (err || !data) {
-        this.stats.errors++;
-        return;
-      }
-      this.dispatch(data, onDatagram);
-    });
+    if (group) group.add(this);
+    else {
+      this.handle = native().udpWatch(fd, (err, data) => {
+        if (err || !data) {
+          this.stats.errors++;
+          return;
+        }
+        this.dispatch(data);
+      });
+    }
   }
 
   /**
    * Opens a socket bound to `address` (text) and `port` (0: the kernel
-   * picks a random free one). `mark` sets SO_MARK (0: none).
+   * picks a random free one). `mark` sets SO_MARK (0: none); `receiveMark`
+   * hands each datagram's packet mark over (SO_RCVMARK). In a `group`, the
+   * socket is watched with the group's others (cheap to open and close).
    */
-  static open(address: string, port: number, onDatagram: OnDatagram, opts: { mark?: number; rcvbufBytes?: number; onSendFailed?: (count: number) => void } = {}): UdpBatchSocket {
+  static open(
+    address: string,
+    port: number,
+    onDatagram: OnDatagram,
+    opts: { mark?: number; rcvbufBytes?: number; receiveMark?: boolean; onSendFailed?: (count: number) => void; group?: UdpSocketGroup } = {},
+  ): UdpBatchSocket {
     const a = addressBytes(address);
-    const fd = native().udpOpen(a.family === 4 ? AF_INET : AF_INET6, a.bytes, port, opts.mark ?? 0, opts.rcvbufBytes ?? 0);
+    const fd = native().udpOpen(a.family === 4 ? AF_INET : AF_INET6, a.bytes, port, opts.mark ?? 0, opts.rcvbufBytes ?? 0, opts.receiveMark ? 1 : 0);
     try {
-      return new UdpBatchSocket(fd, a.family, onDatagram, opts.onSendFailed);
+      return new UdpBatchSocket(fd, a.family, onDatagram, opts.onSendFailed, opts.group);
     } catch (err) {
       native().closeFd(fd);
       throw err;
     }
   }
 
-  private dispatch(data: Buffer, onDatagram: OnDatagram): void {
+  /** Delivers a batch of frames (from its own watcher or its group's). */
+  dispatch(data: Buffer): void {
+    const onDatagram = this.onDatagram;
     let off = 0;
     while (off + HDR <= data.length) {
       const len = data.readUInt16LE(off);
@@ -101,7 +114,7 @@ export class UdpBatchSocket {
       const from: Peer = { family, addr: data.subarray(off + 8, off + (family === 4 ? 12 : 24)), port: data.readUInt16LE(off + 2) };
       this.stats.received++;
       if (truncated) this.stats.truncated++;
-      onDatagram(data.subarray(off + HDR, end), from, truncated);
+      onDatagram(data.subarray(off + HDR, end), from, truncated, data.readUInt32LE(off + 24));
       if (this.closed) return;
       off = end;
     }
@@ -134,6 +147,7 @@ export class UdpBatchSocket {
     // TypedArray set: the cheapest copy there is for small buffers.
     b.set(to.addr, o + 8);
     if (to.addr.length === 4) b.fill(0, o + 12, o + 24);
+    b.writeUInt32LE(0, o + 24);
     b.set(payload, o + HDR);
     this.outLen += need;
     this.outCount++;
@@ -143,6 +157,12 @@ export class UdpBatchSocket {
       // made ready leaves together, without waiting for another turn of the event loop.
       queueMicrotask(() => this.flush());
     }
+  }
+
+  /** The bound port (asked of the kernel once, when first needed: the guard opens a socket per batch of queries). */
+  get port(): number {
+    if (this.localPort < 0) this.localPort = native().udpLocalPort(this.fd);
+    return this.localPort;
   }
 
   /** Sends what is queued now. */
@@ -167,7 +187,55 @@ export class UdpBatchSocket {
     if (this.closed) return;
     this.flush();
     this.closed = true;
-    native().unwatch(this.handle);
+    if (this.group) this.group.remove(this);
+    else native().unwatch(this.handle);
+    // In a group, closing the fd also takes it out of the group's epoll set.
     native().closeFd(this.fd);
+  }
+
+  /** Counts a failed receive (from its group). */
+  receiveFailed(): void {
+    this.stats.errors++;
+  }
+}
+
+/**
+ * UDP sockets watched together through one epoll instance (native): opening
+ * and closing a member costs its socket and one epoll_ctl, not a watcher of
+ * its own. For sockets that live for a batch of DNS queries.
+ */
+export class UdpSocketGroup {
+  private handle: unknown;
+  private members = new Map<number, UdpBatchSocket>();
+  private closed = false;
+
+  constructor() {
+    this.handle = native().udpGroupOpen((err, fd, data) => {
+      const s = this.members.get(fd);
+      if (!s) return;
+      if (err || !data) s.receiveFailed();
+      else s.dispatch(data);
+    });
+  }
+
+  add(s: UdpBatchSocket): void {
+    if (this.closed) throw new Error('the socket group is closed');
+    native().udpGroupAdd(this.handle, s.fd);
+    this.members.set(s.fd, s);
+  }
+
+  remove(s: UdpBatchSocket): void {
+    if (this.members.get(s.fd) === s) this.members.delete(s.fd);
+  }
+
+  /** Members open now. */
+  get size(): number {
+    return this.members.size;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    native().udpGroupClose(this.handle);
   }
 }

@@ -1,5 +1,6 @@
 import type { Ruleset, SetDef, SetElem, Stmt } from '../compile/ruleset.js';
 import { NetlinkError } from '../errors.js';
+import { DYNAMIC_SET_MAX } from './nft-encode.js';
 import { carriesLearned, sameLearnedSet, type CounterValue, type ElementChange, type LiveTable, type Netfilter, type ReadOptions } from './netfilter.js';
 
 const clone = <T>(v: T): T => structuredClone(v);
@@ -12,6 +13,13 @@ const clone = <T>(v: T): T => structuredClone(v);
  */
 export class FakeNetfilter implements Netfilter {
   private tables = new Map<string, Ruleset>();
+  /** How many elements a DNS-filled set holds, as the kernel's set size (smaller in tests that fill one). */
+  private readonly dynamicSetSize: number;
+
+  constructor(opts: { dynamicSetSize?: number } = {}) {
+    this.dynamicSetSize = opts.dynamicSetSize ?? DYNAMIC_SET_MAX;
+  }
+
   private counterValues = new Map<string, Map<string, CounterValue>>();
   /** How many times each operation ran (tests assert that bad input never reached here). */
   readonly calls = { replace: 0, remove: 0, addElements: 0 };
@@ -57,21 +65,25 @@ export class FakeNetfilter implements Netfilter {
     this.calls.addElements++;
     const t = this.tables.get(table);
     // Check everything first: a transaction is all or nothing.
-    const targets = changes.map((c) => {
+    const next = changes.map((c) => {
       const target = t?.sets.find((s) => s.name === c.set.name);
       if (!target) throw new NetlinkError(2, `Kernel refused adding elements of set ${c.set.name}: ENOENT (no such object)`);
-      for (const e of c.elems) checkElem(target, e);
-      return target;
+      for (const e of [...c.elems, ...(c.remove ?? [])]) checkElem(target, e);
+      let elements = target.elements;
+      for (const e of c.remove ?? []) {
+        const at = elements.findIndex((x) => elemKey(x) === elemKey(e));
+        if (at < 0) throw new NetlinkError(2, `Kernel refused deleting elements of set ${c.set.name}: ENOENT (no such object)`);
+        elements = [...elements.slice(0, at), ...elements.slice(at + 1)];
+      }
+      for (const e of c.elems) {
+        elements = elements.filter((x) => elemKey(x) !== elemKey(e));
+        elements.push(clone(e));
+      }
+      // The kernel's set size: a full set refuses new elements (ENFILE).
+      if (target.dynamic && elements.length > this.dynamicSetSize) throw new NetlinkError(23, `Kernel refused adding elements of set ${c.set.name}: ENFILE (set full)`);
+      return { target, elements };
     });
-    changes.forEach((c, i) => this.addChecked(targets[i] as SetDef, c.elems));
-  }
-
-  private addChecked(target: SetDef, elems: SetElem[]): void {
-    for (const e of elems) {
-      const same = (x: SetElem) => JSON.stringify(x, big) === JSON.stringify({ ...e, timeoutMs: undefined, expiresMs: undefined }, big);
-      target.elements = target.elements.filter((x) => !same({ ...x, timeoutMs: undefined, expiresMs: undefined } as SetElem));
-      target.elements.push(clone(e));
-    }
+    for (const n of next) n.target.elements = n.elements;
   }
 
   /** Test hook: bump a counter as if packets matched. */
@@ -85,6 +97,8 @@ export class FakeNetfilter implements Netfilter {
 }
 
 const big = (_k: string, v: unknown) => (typeof v === 'bigint' ? v.toString() : v);
+/** An element's identity (its key), without its timeout. */
+const elemKey = (e: SetElem): string => JSON.stringify({ ...e, timeoutMs: undefined, expiresMs: undefined }, big);
 
 function checkElem(set: SetDef, e: SetElem): void {
   const ok =

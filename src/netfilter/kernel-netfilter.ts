@@ -100,10 +100,13 @@ export class KernelNetfilter implements Netfilter {
   }
 
   addElements(table: string, changes: ElementChange[]): void {
-    const work = changes.filter((c) => c.elems.length > 0);
+    const work = changes.filter((c) => c.elems.length > 0 || (c.remove?.length ?? 0) > 0);
     if (work.length === 0) return;
     const b = new BatchBuilder(this.seq);
-    for (const c of work) b.elements('add', table, c.set, c.elems);
+    for (const c of work) {
+      if (c.remove && c.remove.length > 0) b.elements('delete', table, c.set, c.remove);
+      if (c.elems.length > 0) b.elements('add', table, c.set, c.elems);
+    }
     this.seq += b.expected().size + 2;
     this.commit(b);
   }

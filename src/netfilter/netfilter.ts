@@ -16,15 +16,20 @@ export interface Netfilter {
   read(table: string, opts?: ReadOptions): LiveTable | null;
   /** Named counter values of the table (empty when absent). */
   counters(table: string): Map<string, CounterValue>;
-  /** Adds elements to one or more sets in one transaction (timeouts per element): all or nothing. */
+  /**
+   * Adds elements to one or more sets in one transaction (timeouts per
+   * element), after deleting each change's `remove` elements: all or
+   * nothing. Deleting an element the set does not hold fails the transaction.
+   */
   addElements(table: string, changes: ElementChange[]): void;
   close(): void;
 }
 
-/** Elements to add to one set. */
+/** Elements to add to one set, and elements to delete from it first. */
 export interface ElementChange {
   set: Pick<SetDef, 'name' | 'key' | 'interval'>;
   elems: SetElem[];
+  remove?: SetElem[];
 }
 
 export interface ReadOptions {

@@ -70,6 +70,8 @@ interface Load {
 const LOADS: Record<Exclude<Selector, 'meta l4proto . th dport' | 'meta l4proto . th sport' | 'socket cgroupv2'>, Load> = {
   'ip daddr': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.NETWORK, offset: 16, len: 4, dreg: r }], width: 4, be: true },
   'ip6 daddr': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.NETWORK, offset: 24, len: 16, dreg: r }], width: 16, be: true },
+  'ip saddr': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.NETWORK, offset: 12, len: 4, dreg: r }], width: 4, be: true },
+  'ip6 saddr': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.NETWORK, offset: 8, len: 16, dreg: r }], width: 16, be: true },
   'th dport': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.TRANSPORT, offset: 2, len: 2, dreg: r }], width: 2, be: true },
   'th sport': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.TRANSPORT, offset: 0, len: 2, dreg: r }], width: 2, be: true },
   'icmpv6 type': { exprs: (r) => [{ e: 'payload', base: PAYLOAD_BASE.TRANSPORT, offset: 0, len: 1, dreg: r }], width: 1, be: true },
@@ -108,6 +110,8 @@ export function bytesInt(b: Buffer, be: boolean): bigint {
 }
 
 const CT_DIRECTION = 1;
+/** NFT_CT_ZONE: the conntrack zone (a host-order u16). */
+const CT_ZONE = 17;
 
 const CT_ORDER: CtState[] = ['invalid', 'established', 'related', 'new', 'untracked'];
 
@@ -189,6 +193,16 @@ export function stmtToLExprs(s: Stmt): LExpr[] {
         { e: 'socket', key: SOCKET_CGROUPV2, dreg: REG_1, level: s.level },
         { e: 'metaset', key: META.MARK, sreg: REG_1 },
       ];
+    case 'mark-set-skuid':
+      return [
+        { e: 'meta', key: META.SKUID, dreg: REG_1 },
+        { e: 'metaset', key: META.MARK, sreg: REG_1 },
+      ];
+    case 'ct-zone-set':
+      return [
+        { e: 'immediate', dreg: REG_1, data: intBytes(s.zone, 2, false) },
+        { e: 'ctset', key: CT_ZONE, sreg: REG_1 },
+      ];
     case 'verdict': {
       const code = { accept: NF_ACCEPT, drop: NF_DROP, return: NFT_RETURN, continue: NFT_CONTINUE }[s.v];
       return [{ e: 'immediate', dreg: REG_VERDICT, code }];
@@ -268,6 +282,16 @@ export function lexprsToStmts(list: LExpr[]): Stmt[] {
     }
     if (x.e === 'socket' && x.key === SOCKET_CGROUPV2 && x.dreg === REG_1 && b?.e === 'metaset' && b.key === META.MARK && b.sreg === REG_1) {
       out.push({ k: 'mark-set-cgroup', level: x.level });
+      i += 2;
+      continue;
+    }
+    if (x.e === 'meta' && x.key === META.SKUID && x.dreg === REG_1 && b?.e === 'metaset' && b.key === META.MARK && b.sreg === REG_1) {
+      out.push({ k: 'mark-set-skuid' });
+      i += 2;
+      continue;
+    }
+    if (x.e === 'immediate' && x.dreg === REG_1 && x.data?.length === 2 && b?.e === 'ctset' && b.key === CT_ZONE && b.sreg === REG_1) {
+      out.push({ k: 'ct-zone-set', zone: Number(bytesInt(x.data, false)) });
       i += 2;
       continue;
     }
@@ -482,9 +506,11 @@ export function readLExpr(elem: Buffer): LExpr {
       if (m.has(A.lookup.DREG)) break;
       return { e: 'lookup', sreg: u(A.lookup.SREG), set: attrStr(m.get(A.lookup.SET)) ?? '', flags: attrU32(m.get(A.lookup.FLAGS)) ?? 0 };
     case 'ct':
-      if (m.has(A.ct.DIRECTION)) break;
-      if (m.has(A.ct.SREG)) return m.has(A.ct.DREG) ? { e: 'raw', name, hex: data.toString('hex') } : { e: 'ctset', key: u(A.ct.KEY), sreg: u(A.ct.SREG) };
-      if (!m.has(A.ct.DREG)) break;
+      if (m.has(A.ct.SREG)) {
+        if (m.has(A.ct.DREG) || m.has(A.ct.DIRECTION)) break;
+        return { e: 'ctset', key: u(A.ct.KEY), sreg: u(A.ct.SREG) };
+      }
+      if (!m.has(A.ct.DREG) || m.has(A.ct.DIRECTION)) break;
       return { e: 'ct', key: u(A.ct.KEY), dreg: u(A.ct.DREG) };
     case 'bitwise':
       if (m.has(6) && u(6) !== 0) break; // NFTA_BITWISE_OP other than mask-and-xor

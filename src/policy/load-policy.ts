@@ -225,6 +225,10 @@ function buildDns(raw: RawPolicy['dns'], rules: Rule[], error: Report): DnsSetti
   else if (port >= 1024) {
     error(['dns', 'port'], `the guard's port must be privileged (below 1024), so that no unprivileged process can take it while the daemon is not running: ${port}`);
   }
+  const perAnswer = raw?.max_addresses_per_answer ?? DNS_DEFAULTS.maxAddressesPerAnswer;
+  const perName = raw?.max_addresses_per_name ?? DNS_DEFAULTS.maxAddressesPerName;
+  // A name closes its oldest addresses beyond its limit: an answer larger than that would hand out addresses already closed.
+  if (perAnswer > perName) error(['dns', raw?.max_addresses_per_answer !== undefined ? 'max_addresses_per_answer' : 'max_addresses_per_name'], `max_addresses_per_answer (${perAnswer}) is above max_addresses_per_name (${perName})`);
   return {
     guard: raw?.guard ?? rules.some((r) => r.domains.length > 0),
     upstreams: raw?.upstreams ? upstreams : null,
@@ -236,6 +240,8 @@ function buildDns(raw: RawPolicy['dns'], rules: Rule[], error: Report): DnsSetti
     encryptedDns: raw?.encrypted_dns ?? 'block',
     encryptedDnsList: raw?.encrypted_dns_list ?? null,
     mark: raw?.mark ?? DNS_DEFAULTS.mark,
+    maxAddressesPerAnswer: perAnswer,
+    maxAddressesPerName: perName,
   };
 }
 
@@ -443,7 +449,7 @@ function reportZodIssue(zi: z.core.$ZodIssue, raw: unknown, error: Report): void
 const KNOWN_KEYS: Record<string, string[]> = {
   top: ['version', 'mode', 'default', 'block_with', 'essentials', 'log', 'rules', 'dns', 'flows'],
   flows: ['ct_mark_mask', 'replies'],
-  dns: ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark'],
+  dns: ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark', 'max_addresses_per_answer', 'max_addresses_per_name'],
   rule: ['name', 'action', 'to', 'ports', 'users', 'services', 'interfaces', 'log', 'comment'],
   log: ['group', 'rate', 'burst', 'user_rate', 'user_burst', 'allowed'],
 };

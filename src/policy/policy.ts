@@ -54,6 +54,10 @@ export interface DnsSettings {
   encryptedDnsList: string | null;
   /** Packet mark of the guard's own upstream queries (only marked packets may reach upstream port 53). */
   mark: number;
+  /** At most this many addresses of one answer are opened (and passed on); the rest are left out. */
+  maxAddressesPerAnswer: number;
+  /** One name keeps at most this many addresses open per rule; beyond it its least recently seen ones are closed. */
+  maxAddressesPerName: number;
 }
 
 /**
@@ -76,6 +80,8 @@ export const DNS_DEFAULTS = {
   ttlGrace: 30,
   ttlMax: 86_400,
   mark: 0x5c1ce,
+  maxAddressesPerAnswer: 32,
+  maxAddressesPerName: 64,
 } as const;
 
 export type Proto = 'tcp' | 'udp';

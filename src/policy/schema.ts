@@ -32,6 +32,8 @@ const dnsShape = z.strictObject({
   encrypted_dns: z.enum(['block', 'allow']).optional(),
   encrypted_dns_list: z.string().max(4096).optional(),
   mark: z.number().int().min(1).max(0xffffffff).optional(),
+  max_addresses_per_answer: z.number().int().min(1).max(4096).optional(),
+  max_addresses_per_name: z.number().int().min(1).max(65_536).optional(),
 });
 
 const topShape = {

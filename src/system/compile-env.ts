@@ -11,6 +11,15 @@ export function dnsUpstreamsFor(policy: Policy): AddrRange[] {
   return policy.dns.upstreams ?? resolvConfUpstreams();
 }
 
+/**
+ * The resolvers audit mode trusts replies from: the policy's, else every
+ * nameserver of resolv.conf, a loopback stub included (the host's programs
+ * ask it; it asks resolvers of its own, which the policy should then name).
+ */
+export function observedResolversFor(policy: Policy): AddrRange[] {
+  return policy.dns.upstreams ?? resolvConfUpstreams(undefined, { loopback: true });
+}
+
 /** The encrypted-DNS endpoints the policy blocks (none when `encrypted_dns` is not `block`). */
 export function encryptedDnsFor(policy: Policy): NonNullable<CompileEnv['dns']>['encrypted'] {
   return policy.dns.encryptedDns === 'block' ? loadEncryptedDnsList(policy.dns.encryptedDnsList) : { addrs: [], names: [] };

@@ -29,6 +29,8 @@ dns:
   upstreams: [198.18.0.53, 2001:db8::53]
   ttl_floor: 1
   ttl_grace: 1
+  max_addresses_per_answer: 200
+  max_addresses_per_name: 200
 rules:
   - name: api
     to: [api.sluice.test, www.sluice.test, many.sluice.test, private.sluice.test, short.sluice.test,
@@ -309,6 +311,8 @@ describe('integration: DNS guard', () => {
     assert.equal((await one('--name', 'x.y.cdn.sluice.test', '--sport', '40153')).rcode, 0);
     const applied = await w.sluice(['apply', audit]);
     assert.equal(applied.code, 0, applied.stderr);
+    // The guard resolves the deny rule's name itself (A and AAAA) to fill its sets: let those lookups finish first.
+    for (let i = 0; i < 50 && !/198\.18\.3\.30/.test(await w.nft(['list', 'set', 'inet', 'sluice', 'r_no-shared_d4']).catch(() => '')); i++) await sleep(100);
     await sleep(300);
     const before = await worldDnsPackets();
     // ...which leaving enforce mode forgets: a query from the same port reaches the real resolver.

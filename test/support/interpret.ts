@@ -138,6 +138,9 @@ export function interpret(rs: Ruleset, p: Packet): Outcome {
           case 'ct-mark-set':
             p.ctMark = (((p.ctMark ?? 0) & ~s.mask) | s.value) >>> 0;
             break;
+          case 'mark-set-skuid':
+          case 'ct-zone-set':
+            break; // marks and zones label the packet (event collector, DNS guard, conntrack); no verdict
           case 'log':
             logs.push(s.prefix);
             break;

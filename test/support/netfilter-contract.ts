@@ -153,5 +153,23 @@ export function netfilterContract(label: string, make: () => Netfilter): void {
       const all = nf.read(TABLE_NAME, { elements: 'dynamic' })?.ruleset.sets.flatMap((s) => s.elements) ?? [];
       assert.equal(all.length, 2);
     });
+
+    it('deletions go first, in the same transaction as the additions; deleting an element the set lacks fails the whole transaction', () => {
+      const { ruleset } = compileFrom(POLICY_B);
+      nf.replace(ruleset);
+      const v4 = ruleset.sets.find((s) => s.name === objectNames.dnsSet('api', 4));
+      assert.ok(v4);
+      const el = (a: bigint) => ({ t: 'addr' as const, family: 4 as const, start: a, end: a, timeoutMs: 60_000 });
+      const key = (a: bigint) => ({ t: 'addr' as const, family: 4 as const, start: a, end: a });
+      const read = () =>
+        (nf.read(TABLE_NAME, { elements: 'dynamic' })?.ruleset.sets.find((s) => s.name === v4.name)?.elements ?? [])
+          .map((e) => (e.t === 'addr' ? e.start : 0n))
+          .sort();
+      nf.addElements(TABLE_NAME, [{ set: v4, elems: [el(1n), el(2n)] }]);
+      nf.addElements(TABLE_NAME, [{ set: v4, elems: [el(3n), el(1n)], remove: [key(1n), key(2n)] }]);
+      assert.deepEqual(read(), [1n, 3n], '2 deleted; 1 deleted and added again');
+      assert.throws(() => nf.addElements(TABLE_NAME, [{ set: v4, elems: [el(4n)], remove: [key(9n)] }]), NetlinkError);
+      assert.deepEqual(read(), [1n, 3n], 'nothing of the refused transaction happened');
+    });
   });
 }

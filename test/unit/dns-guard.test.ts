@@ -59,19 +59,19 @@ function reply(q: Question, answers: RR[], rcode = 0): Message {
   };
 }
 
-function setup(answers: (q: Question) => RR[] | Error = () => [], policyText = POLICY, encrypted: string[] = []) {
+function setup(answers: (q: Question) => RR[] | Error = () => [], policyText = POLICY, encrypted: string[] = [], opts: { setCapacity?: number; local?: string[] } = {}) {
   const { policy, ruleset } = compileFrom(policyText);
-  const nf = new FakeNetfilter();
+  const nf = new FakeNetfilter(opts.setCapacity ? { dynamicSetSize: opts.setCapacity } : {});
   nf.replace(ruleset);
   const upstreamCalls: Question[] = [];
   const events: DnsQueryEvent[] = [];
   const learned = new LearnedState();
   const guard = new DnsGuard({
     policy,
-    matcher: new DomainMatcher(policy),
-    rebinding: new RebindingFilter(policy),
-    encryptedNames: new Set(encrypted),
+    matcher: new DomainMatcher(policy, encrypted),
+    rebinding: new RebindingFilter(policy, (opts.local ?? []).map((a) => parseAddr(a)).filter((a) => a !== null)),
     dynamicSets: new Set(ruleset.sets.filter((x) => x.dynamic).map((x) => x.name)),
+    ...(opts.setCapacity ? { setCapacity: opts.setCapacity } : {}),
     upstream: {
       query: async (q) => {
         upstreamCalls.push(q);
@@ -95,7 +95,7 @@ const client = { address: '198.18.0.2', port: 40000, transport: 'udp' as const }
  * the faster filterAnswer must agree with.
  */
 function referenceFilter(qname: string, qtype: number, upstream: Message, rebinding: RebindingFilter, ttlMax: number): FilteredAnswer {
-  const out: FilteredAnswer = { rcode: upstream.flags.rcode, answers: [], authorities: [], addresses: [], dropped: [], offChain: 0 };
+  const out: FilteredAnswer = { rcode: upstream.flags.rcode, answers: [], authorities: [], addresses: [], dropped: [], offChain: 0, names: [canonicalName(qname)], targets: [], overLimit: 0 };
   const cap = (rr: RR): RR => ({ ...rr, ttl: Math.min(rr.ttl, ttlMax) });
   out.authorities = upstream.authorities.filter((rr) => rr.type === TYPE.SOA && rr.class === 1).map(cap);
   if (upstream.flags.rcode !== RCODE.NOERROR) return out;
@@ -136,6 +136,7 @@ function referenceFilter(qname: string, qtype: number, upstream: Message, rebind
     const next = canonicalName(cname.data.name);
     if (seen.has(next)) break; // a CNAME loop: stop, keep what is there
     seen.add(next);
+    out.names.push(next);
     current = next;
   }
   out.offChain += remaining.size;
@@ -264,7 +265,7 @@ describe('unit: DNS guard decisions', () => {
 
   it('an answer too big for the client over UDP is truncated (TC), and complete over TCP', async () => {
     const many = Array.from({ length: 200 }, (_, i) => A('api.example.com', 0xc6121000n + BigInt(i)));
-    const t = setup(() => many);
+    const t = setup(() => many, POLICY.replace('  ttl_grace: 10', '  ttl_grace: 10\n  max_addresses_per_answer: 200\n  max_addresses_per_name: 200'));
     const udp = decodeMessage((await t.guard.handle(query('api.example.com'), client)) as Buffer);
     assert.equal(udp.flags.tc, true);
     assert.equal(udp.answers.length, 0);
@@ -347,20 +348,20 @@ describe('unit: answer filter and learned state', () => {
   const rebinding = new RebindingFilter(policy);
 
   it('a CNAME loop ends the chain without hanging', () => {
-    const f = filterAnswer('a.example.com', TYPE.A, reply({ name: 'a.example.com', type: 1, class: 1 }, [CNAME('a.example.com', 'b.example.com'), CNAME('b.example.com', 'a.example.com')]), rebinding, 86400);
+    const f = filterAnswer('a.example.com', TYPE.A, reply({ name: 'a.example.com', type: 1, class: 1 }, [CNAME('a.example.com', 'b.example.com'), CNAME('b.example.com', 'a.example.com')]), rebinding, { ttlMax: 86400 });
     assert.equal(f.answers.length, 2);
     assert.equal(f.addresses.length, 0);
   });
 
   it('TTLs are capped at ttl_max, and a negative answer keeps only its SOA', () => {
-    const f = filterAnswer('api.example.com', TYPE.A, reply({ name: 'api.example.com', type: 1, class: 1 }, [A('api.example.com', 0xc6120001n, 999_999)]), rebinding, 3600);
+    const f = filterAnswer('api.example.com', TYPE.A, reply({ name: 'api.example.com', type: 1, class: 1 }, [A('api.example.com', 0xc6120001n, 999_999)]), rebinding, { ttlMax: 3600 });
     assert.equal(f.answers[0]?.ttl, 3600);
     const neg = reply({ name: 'nx.example.com', type: 1, class: 1 }, [], RCODE.NXDOMAIN);
     neg.authorities = [
       { name: 'example.com', type: TYPE.SOA, class: 1, ttl: 60, data: { kind: 'soa', mname: 'ns', rname: 'h', serial: 1, refresh: 1, retry: 1, expire: 1, minimum: 1 } },
       { name: 'example.com', type: TYPE.NS, class: 1, ttl: 60, data: { kind: 'name', name: 'ns.evil.example' } },
     ];
-    const fn = filterAnswer('nx.example.com', TYPE.A, neg, rebinding, 3600);
+    const fn = filterAnswer('nx.example.com', TYPE.A, neg, rebinding, { ttlMax: 3600 });
     assert.deepEqual(fn.authorities.map((r) => r.type), [TYPE.SOA]);
   });
 
@@ -375,7 +376,7 @@ describe('unit: answer filter and learned state', () => {
     fc.assert(
       fc.property(fc.array(rr, { maxLength: 12 }), fc.constantFrom(TYPE.A, TYPE.AAAA, TYPE.CNAME, TYPE.ANY), fc.constantFrom(0, 3), fc.constantFrom(3600, 86400), (answers, qtype, rcode, ttlMax) => {
         const m = reply({ name: 'q.example.com', type: qtype, class: 1 }, answers, rcode);
-        assert.deepEqual(filterAnswer('q.example.com', qtype, m, rebinding, ttlMax), referenceFilter('q.example.com', qtype, m, rebinding, ttlMax));
+        assert.deepEqual(filterAnswer('q.example.com', qtype, m, rebinding, { ttlMax }), referenceFilter('q.example.com', qtype, m, rebinding, ttlMax));
       }),
       { numRuns: 2000 },
     );

@@ -48,3 +48,20 @@ describe('unit: GuardServers', () => {
     }
   });
 });
+
+describe('unit: shares of the queries in flight', () => {
+  it('one client holding its share is refused while the others still get slots; a slot given back is free again', async () => {
+    const { InflightShares } = await import('../../src/dns/inflight-shares.js');
+    const s = new InflightShares<number>(8, 3);
+    assert.deepEqual([1, 2, 3, 4].map(() => s.take(65534)), [true, true, true, false], 'uid 65534 gets its share of 3');
+    assert.equal(s.take(0), true, 'root still gets a slot');
+    assert.equal(s.take(1000), true);
+    assert.equal(s.overShare, 1);
+    s.give(65534);
+    assert.equal(s.take(65534), true);
+    for (let uid = 1; s.inflight < 8; uid++) s.take(uid);
+    assert.equal(s.take(4242), false, 'the total still bounds everything');
+    assert.equal(s.overTotal, 1);
+    assert.equal(s.holding(65534), 3);
+  });
+});

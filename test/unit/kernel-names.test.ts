@@ -254,7 +254,7 @@ function checkEmittedNames(policy: Policy, rs: Ruleset): number {
         assert.deepEqual(parseLogPrefix(text), { verdict: ref.kind === 'block' ? blocked : 'allowed', rule: ref.rule }, ctx(`prefix ${JSON.stringify(text)} in chain ${c.name}`));
         checked++;
       }
-    } else if (ref.kind === 'base' && ref.name === 'dns_observe') {
+    } else if (ref.kind === 'base' && (ref.name === 'dns_observe' || ref.name === 'dns_observe_queries')) {
       assert.ok(prefixes.every(isDnsReplyPrefix));
     } else {
       assert.deepEqual(prefixes, [], `chain ${c.name} logs nothing`);

@@ -75,6 +75,20 @@ describe('unit: policy errors', () => {
     assert.throws(() => policyFrom(bytes.toString('latin1')), PolicyError);
   });
 
+  it('the DNS address limits are checked with their position: range, type, and per answer not above per name', () => {
+    assert.deepEqual(issues('dns:\n  max_addresses_per_answer: 0\n  max_addresses_per_name: 70000\nrules:\n  - name: a\n    to: [a.example.com]\n'), [
+      'p.yaml:2:29: max_addresses_per_answer is too small (the minimum is 1): 0',
+      'p.yaml:3:27: max_addresses_per_name is too large (the limit is 65536): 70000',
+    ]);
+    assert.deepEqual(issues('dns:\n  max_addresses_per_answer: 100\nrules:\n  - name: a\n    to: [a.example.com]\n'), ['p.yaml:2:29: max_addresses_per_answer (100) is above max_addresses_per_name (64)']);
+    assert.deepEqual(issues('dns:\n  max_addresses_per_name: 8\nrules:\n  - name: a\n    to: [a.example.com]\n'), ['p.yaml:2:27: max_addresses_per_answer (32) is above max_addresses_per_name (8)']);
+    assert.match(issues('dns:\n  max_addresses_per_answr: 8\n')[0] ?? '', /unknown key "max_addresses_per_answr" \(did you mean max_addresses_per_answer\?\)/);
+    const p = policyFrom('dns:\n  max_addresses_per_answer: 16\n  max_addresses_per_name: 128\nrules:\n  - name: a\n    to: [a.example.com]\n');
+    assert.deepEqual([p.dns.maxAddressesPerAnswer, p.dns.maxAddressesPerName], [16, 128]);
+    const d = policyFrom('rules:\n  - name: a\n    to: [a.example.com]\n');
+    assert.deepEqual([d.dns.maxAddressesPerAnswer, d.dns.maxAddressesPerName], [32, 64], 'the defaults');
+  });
+
   it('a policy with no mode starts in audit mode and says so', () => {
     const p = policyFrom('rules:\n  - name: a\n    to: [any]\n');
     assert.equal(p.mode, 'audit');

@@ -3,7 +3,7 @@
  * TCP, with or without EDNS), prints the decoded answer as JSON, and can
  * connect to the first answered address right away (the first-connect race).
  *
- *   node dnsq.js --server 198.18.0.53 --name api.sluice.test [--type AAAA] [--tcp] [--edns 1232]
+ *   node dnsq.js --server 198.18.0.53 --name api.sluice.test [--type AAAA|HTTPS] [--tcp] [--edns 1232] [--cd]
  *                [--connect 443 [--hold MS]] [--repeat-names r{i}.race.sluice.test --count 200]
  */
 import { createSocket } from 'node:dgram';
@@ -17,17 +17,18 @@ const opt = (k: string) => {
   return i >= 0 ? args[i + 1] : undefined;
 };
 const server = opt('--server') ?? '198.18.0.53';
-const TYPES: Record<string, number> = { A: 1, AAAA: 28, TXT: 16, CNAME: 5, MX: 15, ANY: 255, AXFR: 252 };
+const TYPES: Record<string, number> = { A: 1, AAAA: 28, TXT: 16, CNAME: 5, MX: 15, SVCB: 64, HTTPS: 65, ANY: 255, AXFR: 252 };
 const type = TYPES[(opt('--type') ?? 'A').toUpperCase()] ?? Number(opt('--type'));
 const tcp = args.includes('--tcp');
 const edns = opt('--edns');
 const timeout = Number(opt('--timeout') ?? 3000);
 const sport = opt('--sport');
+const cd = args.includes('--cd');
 
 function query(name: string): Buffer {
   const m: Message = {
     id: Math.floor(Math.random() * 65536),
-    flags: { qr: false, opcode: 0, aa: false, tc: false, rd: true, ra: false, ad: false, cd: false, rcode: 0 },
+    flags: { qr: false, opcode: 0, aa: false, tc: false, rd: true, ra: false, ad: false, cd, rcode: 0 },
     questions: [{ name, type, class: 1 }],
     answers: [],
     authorities: [],
@@ -84,6 +85,15 @@ function ask(name: string): Promise<Buffer> {
   });
 }
 
+/** A SvcParam's value: address hints as addresses, others in hex. */
+function hints(key: number, v: Buffer): string {
+  const size = key === 4 ? 4 : key === 6 ? 16 : 0;
+  if (size === 0) return v.toString('hex');
+  const out: string[] = [];
+  for (let i = 0; i + size <= v.length; i += size) out.push(size === 4 ? formatAddr(4, BigInt(v.readUInt32BE(i))) : formatAddr(6, (v.readBigUInt64BE(i) << 64n) | v.readBigUInt64BE(i + 8)));
+  return out.join(',');
+}
+
 function summary(buf: Buffer): Record<string, unknown> {
   const m = decodeMessage(buf);
   const ede = m.edns?.options.filter((o) => o.code === 15).map((o) => ({ code: o.data.readUInt16BE(0), text: o.data.subarray(2).toString() }));
@@ -92,7 +102,17 @@ function summary(buf: Buffer): Record<string, unknown> {
     qr: m.flags.qr,
     rcode: m.flags.rcode,
     tc: m.flags.tc,
-    answers: m.answers.map((a) => (a.data.kind === 'a' ? formatAddr(4, a.data.addr) : a.data.kind === 'aaaa' ? formatAddr(6, a.data.addr) : a.data.kind === 'name' ? `CNAME ${a.data.name}` : `type${a.type}`)),
+    answers: m.answers.map((a) =>
+      a.data.kind === 'a'
+        ? formatAddr(4, a.data.addr)
+        : a.data.kind === 'aaaa'
+          ? formatAddr(6, a.data.addr)
+          : a.data.kind === 'name'
+            ? `CNAME ${a.data.name}`
+            : a.data.kind === 'svcb'
+              ? `SVCB ${a.data.priority} ${a.data.target}${a.data.params.map((p) => ` ${p.key}=${hints(p.key, p.value)}`).join('')}`
+              : `type${a.type}`,
+    ),
     ttls: m.answers.map((a) => a.ttl),
     ede: ede ?? [],
   };

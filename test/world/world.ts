@@ -117,8 +117,12 @@ export class World {
     this.stateDir = join(this.tmp, 'state');
   }
 
-  /** Builds the namespaces and starts the servers; with `dns`, a real DNS server (NSD) answers on 198.18.0.53 and 2001:db8::53. */
-  static async create(opts: { servers?: boolean; dns?: boolean } = {}): Promise<World> {
+  /**
+   * Builds the namespaces and starts the servers; with `dns`, a real DNS
+   * server (NSD) answers on 198.18.0.53 and 2001:db8::53, serving
+   * `dnsZone` (default: testZone()).
+   */
+  static async create(opts: { servers?: boolean; dns?: boolean; dnsZone?: string } = {}): Promise<World> {
     const w = new World();
     live.add(w);
     try {
@@ -126,7 +130,7 @@ export class World {
       if (opts.servers !== false) await w.startServers(opts.dns ?? false);
       if (opts.dns) {
         const { startDnsServer } = await import('./dns-server.js');
-        await startDnsServer(w);
+        await startDnsServer(w, opts.dnsZone);
       }
     } catch (err) {
       await w.destroy();

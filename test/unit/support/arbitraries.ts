@@ -179,6 +179,7 @@ const objName = fc.oneof(
 /** Selectors whose value fits a cmp: integers of at most 4 bytes (see stmt.cmp). */
 const CMP_SELECTORS = [
   ['ip daddr', 4],
+  ['ip saddr', 4],
   ['th dport', 2],
   ['icmpv6 type', 1],
   ['meta l4proto', 1],
@@ -192,7 +193,7 @@ const CMP_SELECTORS = [
   ['ct direction', 1],
 ] as const;
 
-const LOOKUP_SELECTORS = ['ip daddr', 'ip6 daddr', 'meta l4proto', 'meta nfproto', 'meta oif', 'meta oifname', 'meta skuid', 'meta mark', 'th dport', 'icmpv6 type', 'meta l4proto . th dport', 'meta l4proto . th sport'] as const;
+const LOOKUP_SELECTORS = ['ip daddr', 'ip6 daddr', 'ip saddr', 'ip6 saddr', 'meta l4proto', 'meta nfproto', 'meta oif', 'meta oifname', 'meta skuid', 'meta mark', 'th dport', 'icmpv6 type', 'meta l4proto . th dport', 'meta l4proto . th sport'] as const;
 
 /**
  * One IR statement in the canonical form the compiler writes (the form the
@@ -220,6 +221,8 @@ export const stmtArb: fc.Arbitrary<Stmt> = fc.oneof(
     .map(([set, timeoutMs, rate, burst, over]): Stmt => ({ k: 'meter', sel: 'meta skuid', set, timeoutMs, rate, burst, over })),
   fc.constantFrom<Stmt>({ k: 'reject', how: 'tcp-reset' }, { k: 'reject', how: 'icmpx-admin' }),
   fc.integer({ min: 0, max: 0xffff }).map((port): Stmt => ({ k: 'redirect', port })),
+  fc.constant<Stmt>({ k: 'mark-set-skuid' }),
+  fc.integer({ min: 0, max: 0xffff }).map((zone): Stmt => ({ k: 'ct-zone-set', zone })),
   fc.constantFrom<Stmt>({ k: 'verdict', v: 'accept' }, { k: 'verdict', v: 'drop' }, { k: 'verdict', v: 'return' }, { k: 'verdict', v: 'continue' }),
   fc.tuple(fc.constantFrom('goto' as const, 'jump' as const), objName).map(([k, chain]): Stmt => ({ k, chain })),
 );
