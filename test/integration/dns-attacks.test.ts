@@ -81,7 +81,10 @@ describe('integration: attacks on the DNS guard', () => {
     rmSync(join(w.stateDir, 'learned.json'), { force: true });
     await w.sluice(['off']);
     const policy = w.policy(yaml, name);
-    daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', policy, '--metrics', 'off'], { env: w.env(), readyText: 'running' });
+    // The daemon runs on what is applied (a policy argument counts only on a state directory's first start).
+    const applied = await w.sluice(['apply', policy]);
+    assert.equal(applied.code, 0, applied.stderr);
+    daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', '--metrics', 'off'], { env: w.env(), readyText: 'running' });
   };
   const stopDaemon = async () => {
     const d = daemon;
