@@ -282,7 +282,7 @@ describe('integration: DNS guard', () => {
         await w.exec([process.execPath, '-e', `const s = require('dgram').createSocket('udp4'); s.on('error', (e) => { console.log(e.code); process.exit(0); }); s.bind(${port}, '127.0.0.1', () => { console.log('bound'); process.exit(0); });`], uid === undefined ? {} : { uid })
       ).stdout.trim();
     assert.equal(await bindAs(65534, 153), 'EACCES', 'an unprivileged user cannot take the port, even while the daemon is down');
-    const before = await w.nft(['-t', 'list', 'table', 'inet', 'sluice']);
+    const before = await w.nft(['-s', '-t', 'list', 'table', 'inet', 'sluice']);
     await stopDaemon('SIGTERM');
     // Another root process takes the guard's port while the daemon is down, and counts what it receives.
     const squatter = w.spawnIn(w.client, [process.execPath, '-e', "let n = 0; const s = require('dgram').createSocket('udp4'); s.on('message', (m, r) => { n++; s.send(m, r.port, r.address); }); s.bind(153, '127.0.0.1', () => console.log('ready')); setInterval(() => console.log('got ' + n), 200);"]);
@@ -296,7 +296,7 @@ describe('integration: DNS guard', () => {
     assert.equal(st.code, 3, '`status` says so too');
     assert.equal(st.json.daemon.state, 'failed');
     assert.match(st.json.daemon.error, /EADDRINUSE/);
-    assert.equal(await w.nft(['-t', 'list', 'table', 'inet', 'sluice']), before, 'the ruleset in force is untouched (elements aside: their timers run)');
+    assert.equal(await w.nft(['-s', '-t', 'list', 'table', 'inet', 'sluice']), before, 'the ruleset in force is untouched (elements aside: their timers run)');
     assert.ok((await one('--name', 'api.sluice.test', '--timeout', '800')).error, 'a redirected query gets no answer...');
     await sleep(300);
     assert.match(got, /got 0\n$/, '...and the squatter never saw it: redirected DNS reaches only sockets with the guard\'s mark');

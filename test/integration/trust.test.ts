@@ -62,7 +62,7 @@ describe('integration: trust (restarts, reboots, flows, impersonation)', () => {
   const mode = async (): Promise<string | null> => {
     const tables = await w.nft(['list', 'tables']);
     if (!tables.includes('table inet sluice')) return null;
-    return /mode=(\w+)/.exec(await w.nft(['-t', 'list', 'table', 'inet', 'sluice']))?.[1] ?? '?';
+    return /mode=(\w+)/.exec(await w.nft(['-s', '-t', 'list', 'table', 'inet', 'sluice']))?.[1] ?? '?';
   };
 
   before(async () => {
@@ -126,7 +126,7 @@ describe('integration: trust (restarts, reboots, flows, impersonation)', () => {
 
   it('a reboot (table gone) with a daemon that cannot start: the last applied ruleset is back, and the failure is loud', async () => {
     assert.equal((await w.sluice(['apply', enforce])).code, 0);
-    const applied = await w.nft(['-t', 'list', 'table', 'inet', 'sluice']);
+    const applied = await w.nft(['-s', '-t', 'list', 'table', 'inet', 'sluice']);
     // Simulated reboot: the kernel forgot the table; and the daemon's start will fail (its snapshot is unreadable).
     await w.nft(['delete', 'table', 'inet', 'sluice']);
     const state = JSON.parse(readFileSync(join(w.stateDir, 'applied.json'), 'utf8')) as { sha256: string };
@@ -134,7 +134,7 @@ describe('integration: trust (restarts, reboots, flows, impersonation)', () => {
     const r = await w.sluice(['daemon', enforce, '--metrics', 'off']);
     assert.equal(r.code, 1, 'the failed start exits non-zero');
     assert.match(r.stderr, /the ruleset in the kernel stays in force/);
-    assert.equal(await w.nft(['-t', 'list', 'table', 'inet', 'sluice']), applied, 'the applied ruleset is in the kernel again');
+    assert.equal(await w.nft(['-s', '-t', 'list', 'table', 'inet', 'sluice']), applied, 'the applied ruleset is in the kernel again');
     assert.deepEqual(await w.reach([`tcp:${HOSTS.api4}:443`, `tcp:${HOSTS.other4}:443`]), { [`tcp:${HOSTS.api4}:443`]: true, [`tcp:${HOSTS.other4}:443`]: false });
     const st = await w.sluiceJson<{ state: string; daemon: { state: string; error: string } }>(['status']);
     assert.equal(st.code, 3, 'status exits 3');
@@ -174,11 +174,11 @@ describe('integration: trust (restarts, reboots, flows, impersonation)', () => {
     assert.equal((await w.sluice(['restore'])).code, 0, 'nothing applied: nothing to do');
     assert.equal(await mode(), null);
     assert.equal((await w.sluice(['apply', enforce])).code, 0);
-    const applied = await w.nft(['-t', 'list', 'table', 'inet', 'sluice']);
+    const applied = await w.nft(['-s', '-t', 'list', 'table', 'inet', 'sluice']);
     await w.nft(['delete', 'table', 'inet', 'sluice']);
     const r = await w.sluiceJson<{ restored: boolean }>(['restore']);
     assert.equal(r.json.restored, true);
-    assert.equal(await w.nft(['-t', 'list', 'table', 'inet', 'sluice']), applied);
+    assert.equal(await w.nft(['-s', '-t', 'list', 'table', 'inet', 'sluice']), applied);
     assert.equal((await w.sluiceJson<{ state: string }>(['status'])).json.state, 'live');
     // The host went down during a --confirm window: at boot the previous (confirmed) policy comes back.
     assert.equal((await w.sluice(['apply', audit, '--confirm', '600'])).code, 0);
