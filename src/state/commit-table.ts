@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { epochBits, flowTag, nextEpoch, rulesetFlowMark, withEpoch } from '../compile/flow-mark.js';
 import { TABLE_NAME, type Ruleset } from '../compile/ruleset.js';
-import { sameRuleset, sameStructure } from '../netfilter/compare-ruleset.js';
+import { sameCompiled, sameRuleset, sameStructure } from '../netfilter/compare-ruleset.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
 import { forgetFlowsMarked } from '../monitor/conntrack.js';
 import type { AppliedState, PendingConfirm, StateStore } from './state-store.js';
@@ -193,11 +193,12 @@ function currentEpoch(nf: Netfilter, applied: AppliedState | null): number | nul
 /**
  * True when `ruleset`, in the applied epoch, is exactly the applied one: the
  * same meaning, so the same epoch. Another policy (its hash) or another mode
- * always means something else, and is told without comparing the rulesets
- * (100,000 elements take a while to compare); the same policy can still
- * compile differently when the host's facts changed (resolvers, cgroups).
+ * always means something else, and is told without comparing the rulesets;
+ * the same policy can still compile differently when the host's facts
+ * changed (resolvers, cgroups, leases), which the comparison in compiler
+ * order catches (a false "different" only costs a new epoch).
  */
 function sameMeaning(ruleset: Ruleset, epoch: number, policy: CommitPolicy | null, applied: AppliedState | null): boolean {
   if (applied === null || (policy !== null && (policy.sha256 !== applied.sha256 || policy.mode !== applied.mode))) return false;
-  return sameRuleset(withEpoch(ruleset, epoch), { ruleset: applied.ruleset, anomalies: [] });
+  return sameCompiled(withEpoch(ruleset, epoch), applied.ruleset);
 }

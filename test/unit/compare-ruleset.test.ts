@@ -1,7 +1,9 @@
 /** Comparing rulesets: what `status` and `plan` show as the difference. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { diffRulesets, sameRuleset } from '../../src/netfilter/compare-ruleset.js';
+import { withEpoch } from '../../src/compile/flow-mark.js';
+import { diffRulesets, sameCompiled, sameRuleset } from '../../src/netfilter/compare-ruleset.js';
+import { fromJson, toJson } from '../../src/state/state-store.js';
 import { compileFrom } from '../support/fixtures.js';
 
 const policy = (addrs: string[]) => compileFrom(`mode: enforce\nrules:\n  - name: api\n    to: [${addrs.join(', ')}]\n    ports: [443/tcp]\n`).ruleset;
@@ -27,5 +29,18 @@ describe('unit: ruleset diff', () => {
     const diff = diffRulesets(a, policy(hosts(50).filter((h) => h !== '198.18.0.40')), { maxElements: 20 });
     assert.ok(diff.some((l) => l.startsWith('-') && l.includes('198.18.0.40')), diff.join('\n'));
     assert.equal(diff.filter((l) => l.startsWith('+') && /198\.18\./.test(l)).length, 0, diff.join('\n'));
+  });
+
+  it('sameCompiled: equal in compiler order, through the state file too; any element, a dynamic set aside, makes them differ', () => {
+    const a = policy(hosts(1000));
+    assert.equal(sameCompiled(a, policy(hosts(1000))), true);
+    assert.equal(sameCompiled(a, fromJson(toJson(a))), true, 'the applied ruleset read back from applied.json');
+    const changed = hosts(1000);
+    changed[999] = '198.19.9.9';
+    assert.equal(sameCompiled(a, policy(changed)), false);
+    assert.equal(sameCompiled(a, withEpoch(a, 2)), false, 'another epoch is another ruleset');
+    const dns = compileFrom('mode: enforce\nrules:\n  - name: api\n    to: [api.example.com]\n').ruleset;
+    const learned = { ...dns, sets: dns.sets.map((s) => (s.dynamic ? { ...s, elements: [{ t: 'addr' as const, family: 4 as const, start: 1n, end: 1n }] } : s)) };
+    assert.equal(sameCompiled(dns, learned), true, 'DNS-learned elements are run-time state');
   });
 });
