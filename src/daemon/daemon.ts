@@ -9,39 +9,14 @@ import type { Policy } from '../policy/policy.js';
 import { appliedPolicy, commitTable, restoreApplied } from '../state/commit-table.js';
 import { rollBackPending } from '../state/rollback.js';
 import { removeStaleTemps, type AppliedState, type StateStore } from '../state/state-store.js';
-import { ControlServer } from './control-server.js';
-import { publishAlert } from './events.js';
+import { publishAlert } from '../events/channels.js';
+import type { Component, Runtime } from '../runtime/component.js';
+import { ControlServer } from '../runtime/control-server.js';
 import type { KernelMetricsContext } from './kernel-counter-metrics.js';
-import { Registry } from './metrics.js';
+import { Registry } from '../runtime/metrics.js';
 import { MetricsServer, metricsToken, type MetricsListen } from './metrics-server.js';
 
-/** What a daemon component gets: the current policy and the shared services. */
-export interface Runtime {
-  policy: Policy;
-  compiled: CompileResult;
-  netfilter: Netfilter;
-  state: StateStore;
-  control: ControlServer;
-  metrics: Registry;
-  log(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void;
-}
-
-/** A part of the daemon (DNS guard, event collector, watchdog...). */
-export interface Component {
-  readonly name: string;
-  /**
-   * Runs before the policy is written to the kernel, on start and on reload:
-   * whatever the new ruleset will rely on (the DNS guard's sockets) must exist
-   * first. Throwing here stops the start or the reload before the kernel changes.
-   */
-  prepare?(policy: Policy): Promise<void>;
-  start(rt: Runtime): Promise<void>;
-  stop(): Promise<void>;
-  /** The policy changed; rt holds the new one. Components that keep derived state rebuild it. */
-  reload?(rt: Runtime): Promise<void>;
-  /** A short status object for `sluice status` and the control socket. */
-  status?(): Record<string, unknown>;
-}
+export type { Component, Runtime } from '../runtime/component.js';
 
 /** Where the daemon's policies come from: the host's facts and files, behind one seam (tests give their own). */
 export interface PolicySource {

@@ -1,6 +1,6 @@
 import { buildCounterName, DEFAULT_RULE, parseCounterName } from '../compile/kernel-names.js';
 import type { CounterValue } from '../netfilter/netfilter.js';
-import type { Family } from './metrics.js';
+import type { Family } from '../runtime/metrics.js';
 
 /** What the kernel's counter names need to become labelled metrics: the policy in force, reduced to plain data. */
 export interface KernelMetricsContext {

@@ -3,7 +3,7 @@ import { closeSync, constants, fstatSync, openSync, readFileSync, writeFileSync 
 import { Worker } from 'node:worker_threads';
 import { SluiceError } from '../errors.js';
 import type { KernelMetricsContext } from './kernel-counter-metrics.js';
-import type { Family, Registry } from './metrics.js';
+import type { Family, Registry } from '../runtime/metrics.js';
 
 /**
  * GET /metrics, served by a worker thread (metrics-thread.ts) so that a

@@ -18,7 +18,7 @@ import { parseAddr } from '../net/ip.js';
 import { SockDiag } from '../monitor/sock-diag.js';
 import { KernelNetfilter } from '../netfilter/kernel-netfilter.js';
 import { kernelCounterFamilies, type KernelMetricsContext } from './kernel-counter-metrics.js';
-import { renderExposition, type Family } from './metrics.js';
+import { renderExposition, type Family } from '../runtime/metrics.js';
 import type { MetricsThreadConfig } from './metrics-server.js';
 
 const port = parentPort;

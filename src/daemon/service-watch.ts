@@ -6,8 +6,8 @@ import type { Policy } from '../policy/policy.js';
 import { findCgroup2Root } from '../system/cgroups.js';
 import { resolveServicesAsync, type ServiceResolution } from '../system/resolve-services.js';
 import { compileResolved } from '../system/compile-env.js';
-import type { Component, Runtime } from './daemon.js';
-import { publishAlert } from './events.js';
+import type { Component, Runtime } from '../runtime/component.js';
+import { publishAlert } from '../events/channels.js';
 import { writeServiceRuleset } from './write-service-ruleset.js';
 
 const DEBOUNCE_MS = 50;

@@ -1,6 +1,6 @@
 import { objectNames } from '../compile/kernel-names.js';
 import { DYNAMIC_SET_MAX } from '../netfilter/nft-encode.js';
-import type { DnsQueryEvent } from '../daemon/events.js';
+import type { DnsQueryEvent } from '../events/channels.js';
 import { formatAddr } from '../net/ip.js';
 import type { Policy, Rule } from '../policy/policy.js';
 import { filterAnswer, type FilteredAnswer, type LearnedAddress } from './answer-filter.js';

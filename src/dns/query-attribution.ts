@@ -1,6 +1,6 @@
 import { readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import type { DnsQueryEvent } from '../daemon/events.js';
+import type { DnsQueryEvent } from '../events/channels.js';
 import { parseAddr, type Family } from '../net/ip.js';
 import { PerSecondBudget } from './budget.js';
 import { parseSocketLink } from '../monitor/proc-parse.js';

@@ -1,4 +1,4 @@
-import type { DnsQueryEvent } from '../daemon/events.js';
+import type { DnsQueryEvent } from '../events/channels.js';
 
 const TRANSPORTS: DnsQueryEvent['transport'][] = ['udp', 'tcp', 'passive'];
 const VERDICTS: DnsQueryEvent['verdict'][] = ['allowed', 'blocked', 'would-block', 'error'];

@@ -1,4 +1,4 @@
-import type { FlowEvent } from '../daemon/events.js';
+import type { FlowEvent } from './channels.js';
 
 /**
  * The event store interface. The collector never sees an implementation:

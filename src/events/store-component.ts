@@ -1,6 +1,6 @@
 import { join } from 'node:path';
-import type { Component, Runtime } from '../daemon/daemon.js';
-import { channels } from '../daemon/events.js';
+import type { Component, Runtime } from '../runtime/component.js';
+import { channels } from './channels.js';
 import type { EventStore, PipelineCounters, RecordedEvent, RetentionLimits } from './event-store.js';
 import { ZERO_COUNTERS } from './event-store.js';
 import { SqliteStore } from './sqlite-store.js';

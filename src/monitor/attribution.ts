@@ -1,5 +1,5 @@
 import type { AttributionMethod, RecordedEvent } from '../events/event-store.js';
-import { hostnameFor } from '../daemon/hostnames.js';
+import { hostnameFor } from '../events/hostnames.js';
 import { formatAddr, type Family } from '../net/ip.js';
 import type { FlowTuple } from '../net/packet.js';
 import { NetlinkError } from '../errors.js';

@@ -1,6 +1,6 @@
 import { parseLogPrefix } from '../compile/kernel-names.js';
-import type { Component, Runtime } from '../daemon/daemon.js';
-import { publishFlow } from '../daemon/events.js';
+import type { Component, Runtime } from '../runtime/component.js';
+import { publishFlow } from '../events/channels.js';
 import type { PipelineCounters, RecordedEvent } from '../events/event-store.js';
 import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
 import type { Policy } from '../policy/policy.js';

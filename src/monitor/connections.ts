@@ -1,11 +1,11 @@
 import { DEFAULT_RULE } from '../compile/kernel-names.js';
 import { formatAddr, isLoopback, type Family } from '../net/ip.js';
-import { hostnameFor } from '../daemon/hostnames.js';
+import { hostnameFor } from '../events/hostnames.js';
 import { explain } from '../policy/explain.js';
 import type { Policy } from '../policy/policy.js';
 import { cgroupServices } from '../system/resolve-services.js';
 import { userName } from '../system/users.js';
-import { readConntrack, type CtEntry } from './conntrack.js';
+import { readConntrack, type CtEntry } from '../netfilter/conntrack.js';
 import { ProcessTable, type ProcessRef } from './process-table.js';
 import { SockDiag, TCP_LISTEN, TCP_STATES, type SockEntry } from './sock-diag.js';
 

@@ -19,7 +19,7 @@ import {
   SET_ELEM_LIST,
   TABLE,
 } from './nl-constants.js';
-import { forgetRedirects } from '../monitor/conntrack.js';
+import { forgetRedirects } from './conntrack.js';
 import { NetlinkSocket, DumpInterrupted } from './netlink-socket.js';
 import { decodeChain, decodeElemMessages, decodeObj, decodeRule, decodeSet, decodeTable, elementsToIR, type CounterValue, type LiveTable } from './nft-decode.js';
 import { BatchBuilder, encodeDelete, encodeReplace } from './nft-encode.js';

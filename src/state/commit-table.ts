@@ -3,7 +3,7 @@ import { epochBits, flowTag, nextEpoch, rulesetFlowMark, withEpoch } from '../co
 import { TABLE_NAME, type Ruleset } from '../compile/ruleset.js';
 import { sameCompiled, sameRuleset, sameStructure } from '../netfilter/compare-ruleset.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
-import { forgetFlowsMarked } from '../monitor/conntrack.js';
+import { forgetFlowsMarked } from '../netfilter/conntrack.js';
 import type { AppliedState, PendingConfirm, StateStore } from './state-store.js';
 
 /** What a commit sees under the lock, before it writes. */

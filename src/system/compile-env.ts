@@ -1,5 +1,5 @@
 import { compileRuleset, type CompileEnv, type CompileResult, type ResolvedCgroup } from '../compile/compile-ruleset.js';
-import { loadEncryptedDnsList } from '../dns/encrypted-dns-list.js';
+import { loadEncryptedDnsList } from '../policy/encrypted-dns-list.js';
 import type { AddrRange } from '../net/ip.js';
 import type { Policy } from '../policy/policy.js';
 import { dhcpLeaseServers } from './dhcp-leases.js';

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compileRuleset, serviceKey, type CompileEnv, type CompileResult } from '../../src/compile/compile-ruleset.js';
 import { parsePolicy, type PolicyHost } from '../../src/policy/load-policy.js';
-import { loadEncryptedDnsList } from '../../src/dns/encrypted-dns-list.js';
+import { loadEncryptedDnsList } from '../../src/policy/encrypted-dns-list.js';
 import type { Policy } from '../../src/policy/policy.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));

@@ -27,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { compileRuleset } from '../../src/compile/compile-ruleset.js';
 import { TABLE_NAME } from '../../src/compile/ruleset.js';
 import { MetricsServer } from '../../src/daemon/metrics-server.js';
-import { Registry, renderExposition } from '../../src/daemon/metrics.js';
+import { Registry, renderExposition } from '../../src/runtime/metrics.js';
 import { kernelCounterFamilies, type KernelMetricsContext } from '../../src/daemon/kernel-counter-metrics.js';
 import { KernelNetfilter } from '../../src/netfilter/kernel-netfilter.js';
 import { parsePolicy } from '../../src/policy/load-policy.js';

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { TABLE_NAME } from '../../src/compile/ruleset.js';
-import type { DnsQueryEvent } from '../../src/daemon/events.js';
+import type { DnsQueryEvent } from '../../src/events/channels.js';
 import { DenyRefresher } from '../../src/dns/deny-refresher.js';
 import { decodeMessage, encodeMessage, RCODE, TYPE, type Message, type Question, type RR } from '../../src/dns/dns-message.js';
 import { DnsGuard, EDE } from '../../src/dns/dns-guard.js';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { TABLE_NAME } from '../../src/compile/ruleset.js';
-import type { DnsQueryEvent } from '../../src/daemon/events.js';
+import type { DnsQueryEvent } from '../../src/events/channels.js';
 import { filterAnswer, type FilteredAnswer } from '../../src/dns/answer-filter.js';
 import { canonicalName, decodeMessage, encodeMessage, RCODE, TYPE, type Message, type Question, type RR } from '../../src/dns/dns-message.js';
 import { DnsGuard, EDE } from '../../src/dns/dns-guard.js';

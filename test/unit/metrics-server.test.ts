@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { MetricsServer, metricsToken, parseMetricsListen } from '../../src/daemon/metrics-server.js';
-import { Registry, renderExposition } from '../../src/daemon/metrics.js';
+import { Registry, renderExposition } from '../../src/runtime/metrics.js';
 import { SluiceError } from '../../src/errors.js';
 import { kernelCounterFamilies } from '../../src/daemon/kernel-counter-metrics.js';
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { baseEvent } from '../../src/monitor/attribution.js';
-import { encodeCtDelete, parseCtMessage, redirectedTo } from '../../src/monitor/conntrack.js';
+import { encodeCtDelete, parseCtMessage, redirectedTo } from '../../src/netfilter/conntrack.js';
 import { parseLogPrefix } from '../../src/compile/kernel-names.js';
 import { recordFacts } from '../../src/monitor/collector.js';
 import { cleanText, parseCgroupFile, parseCmdline, parseNsLink, parseSocketLink, parseStat, parseStatus } from '../../src/monitor/proc-parse.js';

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import type { DnsQueryEvent } from '../../src/daemon/events.js';
+import type { DnsQueryEvent } from '../../src/events/channels.js';
 import { QueryLog } from '../../src/dns/query-log.js';
 
 const word = fc.stringMatching(/^[a-z0-9.-]{1,12}$/);

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { serviceKey, type CompileResult, type ResolvedCgroup } from '../../src/compile/compile-ruleset.js';
-import type { Runtime } from '../../src/daemon/daemon.js';
+import type { Runtime } from '../../src/runtime/component.js';
 import { ServiceWatch } from '../../src/daemon/service-watch.js';
 import { writeServiceRuleset } from '../../src/daemon/write-service-ruleset.js';
 import { FakeNetfilter } from '../../src/netfilter/fake-netfilter.js';

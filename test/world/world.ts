@@ -242,7 +242,7 @@ export class World {
     const r = await this.exec([
       process.execPath,
       '-e',
-      `import(${JSON.stringify(join(ROOT, 'dist/src/daemon/control-server.js'))}).then(async (m) => console.log(JSON.stringify(await m.controlCall(${JSON.stringify(join(this.stateDir, 'control.sock'))}, ${JSON.stringify(method)}))))`,
+      `import(${JSON.stringify(join(ROOT, 'dist/src/runtime/control-server.js'))}).then(async (m) => console.log(JSON.stringify(await m.controlCall(${JSON.stringify(join(this.stateDir, 'control.sock'))}, ${JSON.stringify(method)}))))`,
     ]);
     if (r.code !== 0) throw new Error(`control call ${method} failed: ${r.stderr}`);
     return JSON.parse(r.stdout) as unknown;

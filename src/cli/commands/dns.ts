@@ -1,5 +1,5 @@
-import { controlCall, controlStream } from '../../daemon/control-server.js';
-import type { DnsQueryEvent } from '../../daemon/events.js';
+import { controlCall, controlStream } from '../../runtime/control-server.js';
+import type { DnsQueryEvent } from '../../events/channels.js';
 import { EXIT, type Context } from '../context.js';
 
 const TYPES: Record<number, string> = { 1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 64: 'SVCB', 65: 'HTTPS', 255: 'ANY' };

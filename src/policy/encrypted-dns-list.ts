@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { PolicyError, type PolicyIssue } from '../errors.js';
 import { parsePrefix, type AddrRange } from '../net/ip.js';
-import { parseDomain } from '../policy/parse-values.js';
+import { parseDomain } from './parse-values.js';
 
 /** Encrypted DNS endpoints: addresses blocked on 443 and 853, names the guard will not resolve. */
 export interface EncryptedDnsList {

@@ -1,8 +1,8 @@
 import { addrBytes, bytesAddr, isLoopback, type Family } from '../net/ip.js';
 import type { FlowTuple } from '../net/packet.js';
-import { NetlinkSocket } from '../netfilter/netlink-socket.js';
-import { attrMap, MalformedNetlink, NlWriter, type NlMsg } from '../netfilter/nl-attr.js';
-import { NETLINK_NETFILTER, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST } from '../netfilter/nl-constants.js';
+import { NetlinkSocket } from './netlink-socket.js';
+import { attrMap, MalformedNetlink, NlWriter, type NlMsg } from './nl-attr.js';
+import { NETLINK_NETFILTER, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST } from './nl-constants.js';
 
 /**
  * The conntrack table over ctnetlink (linux/netfilter/nfnetlink_conntrack.h):
