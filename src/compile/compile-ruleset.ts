@@ -11,6 +11,7 @@ import {
   buildTableComment,
   DEFAULT_RULE,
   ENCRYPTED_DNS_RULE,
+  SPOOFED_RULE,
   meterSetName,
   objectNames,
   type LogKind,
@@ -122,9 +123,9 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
    * untracked packet (no conntrack) cannot be marked, and must still get the
    * verdict.
    */
-  const logChain = (kind: LogKind, rule: string, admitGroup?: number): ChainDef => {
-    const recorded: LogVerdict = kind === 'allow' ? 'allowed' : blockedVerdict;
-    const verdict: Stmt = kind === 'allow' ? { k: 'verdict', v: 'accept' } : blockVerdict;
+  const logChain = (kind: LogKind, rule: string, admitGroup?: number, dropAlways = false): ChainDef => {
+    const recorded: LogVerdict = kind === 'allow' ? 'allowed' : dropAlways ? 'blocked' : blockedVerdict;
+    const verdict: Stmt = kind === 'allow' ? { k: 'verdict', v: 'accept' } : dropAlways ? { k: 'verdict', v: 'drop' } : blockVerdict;
     const meterSet = meterSetName(kind);
     if (!sets.some((s) => s.name === meterSet)) sets.push(userMeterSet(meterSet, kind));
     return {
@@ -179,6 +180,8 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   const guard = policy.dns.guard;
   const dnsEnv = env.dns ?? { upstreams: [], encrypted: { addrs: [], names: [] } };
   const output: RuleDef[] = [];
+  const spoofedChain = logChain('block', SPOOFED_RULE, undefined, true);
+  extraChains.push(spoofedChain);
   if (guard && !audit) {
     if (dnsEnv.upstreams.length === 0) warnings.push('the DNS guard has no upstream resolver: allowed names will get SERVFAIL (set dns.upstreams)');
     // Before the established shortcut: a flow to an upstream resolver's port 53
@@ -187,7 +190,18 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     // the guard's conntrack entry past the redirect.
     output.push(...guardUpstreamRules(policy, dnsEnv.upstreams, sets));
   }
+  // A user's socket sending from an address that is not this host's (IPV6_FREEBIND needs no
+  // privilege) could forge a flow "from" a remote host to a local address and answer it as a
+  // reply, or forge the reply to another flow (a resolver's answer to a query). Not policy but
+  // anti-spoofing: dropped in both modes and recorded, never answered with a reject (that would
+  // send the packet's contents to the forged source). Checked on replies before they are accepted,
+  // and on new flows; an established outbound flow's source is the one checked when it began.
+  const spoofed = (only: Stmt[]): RuleDef => ({
+    stmts: [...only, { k: 'cmp', sel: 'meta skuid', op: 'neq', value: 0 }, { k: 'cmp', sel: 'fib saddr type', op: 'neq', value: RTN_LOCAL }, { k: 'goto', chain: spoofedChain.name }],
+    comment: "a user sending from an address that is not this host's",
+  });
   output.push(
+    spoofed([{ k: 'cmp', sel: 'ct direction', op: 'eq', value: 1 }]),
     // ICMP errors about a flow (and the first packet of an expected one).
     { stmts: [{ k: 'ct', states: ['related'] }, { k: 'verdict', v: 'accept' }], comment: 'related to tracked flows' },
     ...replyRules(policy, sets),
@@ -198,6 +212,8 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       stmts: [{ k: 'ct', states: ['established'] }, { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 }, { k: 'jump', chain: buildChainName({ kind: 'flows' }) }],
       comment: 'flows admitted by this policy',
     },
+    // New flows (and flows judged again) too: a forged flow "from" a remote host to a local address.
+    spoofed([]),
     // To this host, judged after NAT: loopback, the host's own addresses, and DNS
     // redirected to the guard. Not `oif "lo"`: later chains of the output hook see
     // the interface chosen before NAT, so a local address DNAT-ed to a remote one
@@ -649,19 +665,19 @@ function dnsGuardChains(policy: Policy, upstreams: AddrRange[]): ChainDef[] {
   chains.push({
     name: buildChainName({ kind: 'base', name: 'dns_client_uid' }),
     base: { type: 'filter', hook: 'output', priority: -150, policy: 'accept' },
-    rules: [
-      {
-        stmts: [
-          { k: 'cmp', sel: 'meta mark', op: 'eq', value: 0 },
-          // Queries only: a local server's reply that happens to go to a client's port 53 keeps its mark.
-          { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 },
-          { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
-          { k: 'cmp', sel: 'th dport', op: 'eq', value: 53 },
-          { k: 'mark-set-skuid' },
-        ],
-        comment: "a DNS query's sender, for the guard's per-user share",
-      },
-    ],
+    // Queries to port 53 (redirected to the guard) and straight to the guard's port alike: the
+    // guard takes the mark for its sender's uid, to share queries in flight and to name who asked.
+    rules: [53, policy.dns.port].map((port) => ({
+      stmts: [
+        { k: 'cmp', sel: 'meta mark', op: 'eq', value: 0 },
+        // Queries only: a local server's reply that happens to go to a client's port 53 keeps its mark.
+        { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 },
+        { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
+        { k: 'cmp', sel: 'th dport', op: 'eq', value: port },
+        { k: 'mark-set-skuid' },
+      ] satisfies Stmt[],
+      comment: "a DNS query's sender, for the guard's per-user share and attribution",
+    })),
   });
   return chains;
 }

@@ -39,8 +39,10 @@ const bad = (what: string, value: unknown): never => {
 export const DEFAULT_RULE = '#default';
 /** The built-in block of DNS over TLS and known DNS-over-HTTPS endpoints. */
 export const ENCRYPTED_DNS_RULE = '#encrypted-dns';
+/** The built-in drop of packets a user's socket sends from an address that is not this host's (forged flows). */
+export const SPOOFED_RULE = '#spoofed-source';
 /** Rules Sluice adds itself; `#` keeps them apart from policy rule names. */
-export const BUILTIN_RULES = [DEFAULT_RULE, ENCRYPTED_DNS_RULE] as const;
+export const BUILTIN_RULES = [DEFAULT_RULE, ENCRYPTED_DNS_RULE, SPOOFED_RULE] as const;
 export type BuiltinRule = (typeof BUILTIN_RULES)[number];
 
 /** True for a policy rule name (RULE_NAME grammar). */
@@ -251,7 +253,7 @@ export type ChainRef =
 const BASE_CHAINS = ['output', 'dns_redirect', 'dns_observe', 'dns_observe_queries', 'dns_zone_out', 'dns_zone_in', 'dns_client_uid', 'guard_in'] as const;
 const ADMIT = /^admit_(0|[1-9][0-9]{0,2})$/;
 /** Block chains of built-in rules: fixed names that no `block_<rule>` can equal (a deny rule may be called `default`). */
-const BUILTIN_BLOCK_CHAINS: Record<BuiltinRule, string> = { [DEFAULT_RULE]: 'default_block', [ENCRYPTED_DNS_RULE]: 'encrypted_dns_block' };
+const BUILTIN_BLOCK_CHAINS: Record<BuiltinRule, string> = { [DEFAULT_RULE]: 'default_block', [ENCRYPTED_DNS_RULE]: 'encrypted_dns_block', [SPOOFED_RULE]: 'spoofed_source_block' };
 
 export function buildChainName(c: ChainRef): string {
   switch (c.kind) {

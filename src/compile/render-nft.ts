@@ -72,6 +72,7 @@ function renderValue(sel: Extract<Stmt, { k: 'cmp' }>['sel'], v: number): string
     case 'ip saddr':
       return formatAddr(4, BigInt(v));
     case 'fib daddr type':
+    case 'fib saddr type':
       return ({ 1: 'unicast', 2: 'local', 3: 'broadcast', 4: 'anycast', 5: 'multicast' } as Record<number, string>)[v] ?? String(v);
     case 'ct direction':
       return v === 1 ? 'reply' : v === 0 ? 'original' : String(v);

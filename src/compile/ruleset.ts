@@ -89,6 +89,8 @@ export type Selector =
   | 'ct status'
   /** The route type of the destination after NAT (2 = local). */
   | 'fib daddr type'
+  /** The route type of the source address (2 = an address of this host). */
+  | 'fib saddr type'
   /** 0: original direction, 1: reply. */
   | 'ct direction';
 

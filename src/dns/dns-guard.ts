@@ -52,6 +52,8 @@ export interface Client {
   address: string;
   port: number;
   transport: 'udp' | 'tcp';
+  /** The sender's uid, when the kernel told it (UDP: the ruleset marks each query with it). */
+  uid?: number;
 }
 
 const NO_NAMES: readonly string[] = Object.freeze([]);
@@ -439,7 +441,7 @@ export class DnsGuard {
     const event: DnsQueryEvent = {
       time: Date.now(),
       transport: client.transport,
-      client: { address: client.address, port: client.port },
+      client: client.uid !== undefined ? { address: client.address, port: client.port, uid: client.uid } : { address: client.address, port: client.port },
       name: question ? canonicalName(question.name) : '',
       type: question?.type ?? 0,
       verdict: e.verdict,

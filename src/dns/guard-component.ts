@@ -331,7 +331,7 @@ export class GuardComponent implements Component {
       this.record(e);
       return;
     }
-    void this.attribution.identify([{ address: e.client.address, port: e.client.port, transport: e.transport === 'tcp' ? 'tcp' : 'udp' }]).then(([p]) => {
+    void this.attribution.identify([{ address: e.client.address, port: e.client.port, transport: e.transport === 'tcp' ? 'tcp' : 'udp', ...(e.client.uid !== undefined ? { uid: e.client.uid } : {}) }]).then(([p]) => {
       if (p) e.process = p;
       this.record(e);
     });

@@ -79,7 +79,7 @@ export class GuardServers {
         // `msg` and `from` point into the receive batch (up to 64 datagrams, 4 MiB). A query that
         // waits on an upstream must not keep all of that alive: it keeps copies of its own bytes.
         const peer: Peer = { family: from.family, addr: Buffer.from(from.addr), port: from.port };
-        this.handle(Buffer.from(msg), { address: peerAddress(peer), port: peer.port, transport: 'udp' })
+        this.handle(Buffer.from(msg), { address: peerAddress(peer), port: peer.port, transport: 'udp', uid })
           .then((out) => {
             if (out) sock.send(out, peer);
           })

@@ -22,6 +22,8 @@ export interface QueryClient {
   address: string;
   port: number;
   transport: 'udp' | 'tcp';
+  /** The sender's uid, when known (UDP: from the query's mark): only a socket of that user can have sent it. */
+  uid?: number;
 }
 
 export type QueryProcess = NonNullable<DnsQueryEvent['process']>;
@@ -88,9 +90,8 @@ export class QueryAttribution {
         this.stats.lookups++;
         const a = parseAddr(c.address.startsWith('::ffff:') ? c.address.slice(7) : c.address);
         if (!a) return undefined;
-        // An unconnected UDP socket is bound to the wildcard address, not to the source the query came from.
         const socks = this.table(a.family, c.transport === 'tcp' ? 6 : 17, now).get(c.port) ?? [];
-        const sock = socks.find((s) => s.src === a.value || s.src === 0n);
+        const sock = senderSocket(socks, a.value, c.uid);
         if (!sock) return undefined;
         const owner = this.owner(sock, now, work);
         if (!owner) return undefined;
@@ -193,4 +194,21 @@ export class QueryAttribution {
     this.diag?.close();
     this.diag = undefined;
   }
+}
+
+/**
+ * The socket a query came from, among those on its source port, or
+ * undefined when that cannot be told. Several sockets can share a UDP port
+ * (SO_REUSEADDR needs no privilege): a user's socket beside a system
+ * daemon's must never get its queries blamed on the daemon. So: only
+ * sockets bound to the query's source or to the wildcard (an unconnected
+ * UDP socket is bound to the wildcard, not to the address it sent from),
+ * only the sender's own when its uid is known, the exactly bound ones
+ * before wildcard ones, and no answer at all when two remain.
+ */
+export function senderSocket(socks: SockEntry[], src: bigint, uid: number | undefined): SockEntry | undefined {
+  const mine = socks.filter((s) => (s.src === src || s.src === 0n) && (uid === undefined || s.uid === uid));
+  const exact = mine.filter((s) => s.src === src);
+  const pick = exact.length > 0 ? exact : mine;
+  return pick.length === 1 ? pick[0] : undefined;
 }

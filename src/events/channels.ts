@@ -10,7 +10,8 @@ import { channel, type Channel } from 'node:diagnostics_channel';
 export interface DnsQueryEvent {
   time: number;
   transport: 'udp' | 'tcp' | 'passive';
-  client: { address: string; port: number };
+  /** Where the answer goes; `uid` is the sender's, from the mark the ruleset put on the query (UDP). */
+  client: { address: string; port: number; uid?: number };
   name: string;
   type: number;
   /** allowed: forwarded; blocked: answered without forwarding; would-block: audit mode; error: malformed or failed. */

@@ -83,6 +83,8 @@ const LOADS: Record<Exclude<Selector, 'meta l4proto . th dport' | 'meta l4proto 
   'meta mark': { exprs: (r) => [{ e: 'meta', key: META.MARK, dreg: r }], width: 4, be: false },
   // NFT_FIB_RESULT_ADDRTYPE of the destination (NFTA_FIB_F_DADDR): an RTN_* value in host order.
   'fib daddr type': { exprs: (r) => [{ e: 'fib', result: 3, flags: 2, dreg: r }], width: 4, be: false },
+  // The same for the source address (NFTA_FIB_F_SADDR).
+  'fib saddr type': { exprs: (r) => [{ e: 'fib', result: 3, flags: 1, dreg: r }], width: 4, be: false },
   'ct direction': { exprs: (r) => [{ e: 'ct', key: CT_DIRECTION, dreg: r }], width: 1, be: false },
   'ct mark': { exprs: (r) => [{ e: 'ct', key: CT_MARK, dreg: r }], width: 4, be: false },
   'ct status': { exprs: (r) => [{ e: 'ct', key: CT_STATUS, dreg: r }], width: 4, be: false },

@@ -23,6 +23,8 @@ export interface Packet {
   /** The flow's conntrack mark (all 32 bits). */
   ctMark?: number;
   mark?: number;
+  /** True when the sending socket uses a source address that is not this host's (IPV6_FREEBIND). */
+  saddrForeign?: boolean;
   /** True when the destination is an address of this host (fib daddr type local). */
   daddrLocal?: boolean;
 }
@@ -84,6 +86,8 @@ function cmpValue(sel: Extract<Stmt, { k: 'cmp' }>['sel'], p: Packet): number | 
       return p.mark ?? 0;
     case 'fib daddr type':
       return p.daddrLocal ? 2 : 1;
+    case 'fib saddr type':
+      return p.saddrForeign ? 1 : 2;
     case 'ct direction':
       return p.ctDirection ?? 0;
     case 'ct mark':

@@ -183,3 +183,17 @@ describe('unit: DHCP lease servers', () => {
     assert.ok(dhcp?.stmts.some((s) => s.k === 'cmp' && s.sel === 'meta skuid' && s.value === 0), 'root only');
   });
 });
+
+describe('unit: forged sources', () => {
+  it('a user packet from an address that is not this host is dropped, new or as a reply, in enforce and audit mode alike', () => {
+    for (const mode of ['enforce', 'audit']) {
+      const rs = compile(POLICY.replace('mode: enforce', `mode: ${mode}`));
+      const forged = interpret(rs, packet({ uid: 1001, saddrForeign: true, daddrLocal: true }));
+      assert.equal(forged.verdict, 'drop', `${mode}: a forged flow to a local address`);
+      assert.deepEqual(forged.logs, ['sluice:B:#spoofed-source '], 'recorded as blocked, whatever the mode');
+      assert.equal(interpret(rs, packet({ uid: 1001, saddrForeign: true, ct: 'established', ctDirection: 1 })).verdict, 'drop', `${mode}: a forged reply`);
+      assert.equal(interpret(rs, packet({ uid: 0, saddrForeign: true, daddrLocal: true })).verdict, 'accept', `${mode}: root may (transparent proxies)`);
+      assert.equal(interpret(rs, packet({ uid: 1001, daddrLocal: true })).verdict, 'accept', `${mode}: a user's own address to this host`);
+    }
+  });
+});

@@ -24,6 +24,8 @@ import {
   buildTableComment,
   DEFAULT_RULE,
   ENCRYPTED_DNS_RULE,
+  SPOOFED_RULE,
+  type LogVerdict,
   isDnsReplyPrefix,
   KernelNameError,
   parseChainName,
@@ -251,7 +253,9 @@ function checkEmittedNames(policy: Policy, rs: Ruleset): number {
       assert.ok(prefixes.length > 0, `chain ${c.name} logs`);
       for (const text of prefixes) {
         // The record says which rule decided: the very rule this chain was built for.
-        assert.deepEqual(parseLogPrefix(text), { verdict: ref.kind === 'block' ? blocked : 'allowed', rule: ref.rule }, ctx(`prefix ${JSON.stringify(text)} in chain ${c.name}`));
+        // (Forged sources are dropped in audit mode too: recorded as blocked.)
+        const verdict: LogVerdict = ref.kind === 'allow' ? 'allowed' : ref.rule === SPOOFED_RULE ? 'blocked' : blocked;
+        assert.deepEqual(parseLogPrefix(text), { verdict, rule: ref.rule }, ctx(`prefix ${JSON.stringify(text)} in chain ${c.name}`));
         checked++;
       }
     } else if (ref.kind === 'base' && (ref.name === 'dns_observe' || ref.name === 'dns_observe_queries')) {
@@ -270,7 +274,7 @@ function checkEmittedNames(policy: Policy, rs: Ruleset): number {
     }
   }
   // Block chains: every deny rule and the built-ins in force; allow chains: the logged allow rules.
-  const wantBlock = [...policy.rules.filter((r) => r.action === 'deny').map((r) => r.name), ...(policy.defaultAction === 'deny' ? [DEFAULT_RULE] : [])];
+  const wantBlock = [...policy.rules.filter((r) => r.action === 'deny').map((r) => r.name), ...(policy.defaultAction === 'deny' ? [DEFAULT_RULE] : []), SPOOFED_RULE];
   assert.deepEqual([...blockRules].filter((r) => r !== ENCRYPTED_DNS_RULE).sort(), wantBlock.sort(), ctx('block chains'));
   assert.equal(blockRules.has(ENCRYPTED_DNS_RULE), rs.counters.some((c) => parseCounterName(c.name)?.kind === 'encrypted-dns'));
   const wantAllow = policy.rules.filter((r) => r.action === 'allow' && (r.log || policy.log.allowed)).map((r) => r.name);
