@@ -270,7 +270,11 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   // Every rule's sets first: the encrypted-DNS block refers to the sets of rules that allow port 853.
   const ordered = [...policy.rules.filter((r) => r.action === 'deny'), ...policy.rules.filter((r) => r.action === 'allow')];
   const compiledRules = new Map(ordered.map((rule) => [rule, compileRule(rule, env, sets, warnings)]));
-  const encrypted = guard && policy.dns.encryptedDns === 'block' ? encryptedDnsRules(policy, dnsEnv.encrypted.addrs, sets) : [];
+  // The guard's own upstreams count as DNS-over-HTTPS endpoints in enforce mode: many resolvers
+  // (Pi-hole, AdGuard Home, Unbound) also answer DoH on 443, a way around the guard for anyone a
+  // broad rule lets reach them (a rule naming the address exactly still wins).
+  const encryptedAddrs = audit ? dnsEnv.encrypted.addrs : mergeHosts([...dnsEnv.encrypted.addrs, ...dnsEnv.upstreams]);
+  const encrypted = guard && policy.dns.encryptedDns === 'block' ? encryptedDnsRules(policy, encryptedAddrs, sets) : [];
   if (encrypted.length > 0) {
     extraChains.push(logChain('block', ENCRYPTED_DNS_RULE, audit ? 0 : undefined));
   }
