@@ -298,6 +298,16 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     for (const id of compiledRules.get(rule)?.identity ?? []) {
       flows.push({ stmts: [{ k: 'cmp', sel: 'ct mark', op: 'eq', value: tag(group), mask: layout.mask }, ...id, { k: 'verdict', v: 'accept' }], comment: `admitted by ${rule.name}: same identity` });
     }
+    // A packet with no socket owner on such a TCP flow is the kernel finishing the connection: data
+    // and FIN still queued when the program called close() (an orphaned socket), ACKs from TIME_WAIT
+    // (the kernel's own control socket). Nobody else can send on that conntrack entry, so it passes;
+    // a packet with another owner goes back to be judged. (`meta skuid` does not match at all when
+    // there is no owner, so the first rule sends back every owned packet the rules above refused.)
+    const mark: Stmt = { k: 'cmp', sel: 'ct mark', op: 'eq', value: tag(group), mask: layout.mask };
+    flows.push(
+      { stmts: [mark, { k: 'cmp', sel: 'meta skuid', op: 'neq', value: 0xffffffff }, { k: 'verdict', v: 'return' }], comment: `admitted by ${rule.name}: another identity` },
+      { stmts: [mark, { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_TCP }, { k: 'verdict', v: 'accept' }], comment: `admitted by ${rule.name}: the kernel ends the connection` },
+    );
   }
 
   let encryptedPlaced = false;

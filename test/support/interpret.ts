@@ -13,6 +13,8 @@ export interface Packet {
   dport?: number;
   icmpType?: number;
   uid: number;
+  /** The packet has no socket owner (an orphaned socket after close(), a TIME_WAIT ACK): `meta skuid` and `socket cgroupv2` do not match. */
+  ownerless?: boolean;
   oif: number;
   oifname: string;
   /** cgroup id of the socket's ancestor at each level (index = level). */
@@ -51,7 +53,7 @@ function inSet(set: SetDef, p: Packet, sel: Extract<Stmt, { k: 'lookup' }>): boo
         if (e.t === 'ifname' && (e.wildcard ? p.oifname.startsWith(e.name) : p.oifname === e.name)) return true;
         break;
       case 'meta skuid':
-        if (e.t === 'num' && e.value === BigInt(p.uid)) return true;
+        if (e.t === 'num' && !p.ownerless && e.value === BigInt(p.uid)) return true;
         break;
       case 'socket cgroupv2': {
         const id = p.cgroupAncestors[sel.level ?? 0];
@@ -81,7 +83,7 @@ function cmpValue(sel: Extract<Stmt, { k: 'cmp' }>['sel'], p: Packet): number | 
     case 'icmpv6 type':
       return p.icmpType;
     case 'meta skuid':
-      return p.uid;
+      return p.ownerless ? undefined : p.uid;
     case 'meta mark':
       return p.mark ?? 0;
     case 'fib daddr type':

@@ -197,3 +197,15 @@ describe('unit: forged sources', () => {
     }
   });
 });
+
+describe('unit: flows the kernel finishes', () => {
+  it('a TCP flow admitted for an identity: ownerless packets (after close(), TIME_WAIT) pass, another owner is judged again', () => {
+    const rs = compile(POLICY);
+    const first = packet({});
+    interpret(rs, first);
+    const closing = interpret(rs, packet({ ct: 'established', ctMark: first.ctMark, ownerless: true }));
+    assert.equal(closing.verdict, 'accept', 'the data and FIN queued at close() leave');
+    assert.deepEqual(closing.logs, [], 'and no false blocked event');
+    assert.equal(interpret(rs, packet({ ct: 'established', ctMark: first.ctMark, uid: 1001 })).verdict, 'reject', 'another owner still is refused');
+  });
+});
