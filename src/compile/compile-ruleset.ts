@@ -40,6 +40,8 @@ export interface CompileEnv {
   dns?: { upstreams: AddrRange[]; encrypted: { addrs: AddrRange[]; names: string[] } };
   /** Servers of the DHCP leases this host holds (renewals go to them by unicast). */
   dhcpServers?: AddrRange[];
+  /** The users the DHCP clients run as (default: root only; systemd-networkd runs as systemd-network). */
+  dhcpUids?: number[];
   /** The policy epoch marked on admitted flows (1-255; default 1). The apply path chooses it. */
   epoch?: number;
 }
@@ -188,7 +190,22 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     // that is not the guard's (root, marked) is dropped even when conntrack
     // knows it, so a process reusing a source port the guard let go cannot ride
     // the guard's conntrack entry past the redirect.
-    output.push(...guardUpstreamRules(policy, dnsEnv.upstreams, sets));
+    output.push(
+      ...guardUpstreamRules(policy, dnsEnv.upstreams, sets),
+      // A DNS flow that began before the redirect (audit mode, `off`, a lost table) keeps the NAT
+      // decision conntrack made on its first packet: judged again it would still skip the guard.
+      // Every new one is redirected, so an established, unredirected one is refused.
+      {
+        stmts: [
+          { k: 'ct', states: ['established'] },
+          { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 },
+          { k: 'lookup', sel: 'meta l4proto . th dport', set: buildSetName({ kind: 'builtin', name: 'dns_ports' }) },
+          { k: 'cmp', sel: 'ct status', op: 'eq', value: 0, mask: IPS_DST_NAT },
+          { k: 'goto', chain: buildChainName({ kind: 'refuse' }) },
+        ],
+        comment: 'DNS flows from before the redirect would skip the guard',
+      },
+    );
   }
   // A user's socket sending from an address that is not this host's (IPV6_FREEBIND needs no
   // privilege) could forge a flow "from" a remote host to a local address and answer it as a
@@ -239,6 +256,18 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     // the DHCPv6 multicast groups, or the server of a lease this host holds (renewals are
     // unicast). Never to any host: with net.ipv4.ip_unprivileged_port_start lowered (as in
     // containers) any user could bind the client port.
+    const dhcpUids = [...new Set([0, ...(env.dhcpUids ?? [])])].sort((a, b) => a - b);
+    if (dhcpUids.length > 1) {
+      sets.push({
+        name: buildSetName({ kind: 'builtin', name: 'dhcp_users' }),
+        key: 'uid',
+        interval: false,
+        timeout: false,
+        dynamic: false,
+        elements: dhcpUids.map((u) => ({ t: 'num', value: BigInt(u) })),
+        comment: 'DHCP clients: root, systemd-network',
+      });
+    }
     const dhcpSet = (family: 4 | 6) => buildSetName({ kind: 'builtin', name: family === 4 ? 'dhcp_servers4' : 'dhcp_servers6' });
     sets.push(hostSet(dhcpSet(4), 4, mergeHosts([DHCP_BROADCAST4, ...(env.dhcpServers ?? []).filter((a) => a.family === 4)]), 'DHCP: broadcast and the servers of leases held'));
     sets.push(hostSet(dhcpSet(6), 6, mergeHosts([...DHCP_MULTICAST6, ...(env.dhcpServers ?? []).filter((a) => a.family === 6)]), 'DHCPv6: server multicast groups and lease servers'));
@@ -249,7 +278,9 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
           { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
           { k: 'cmp', sel: 'th sport', op: 'eq', value: sport },
           { k: 'cmp', sel: 'th dport', op: 'eq', value: dport },
-          { k: 'cmp', sel: 'meta skuid', op: 'eq', value: 0 },
+          ...(dhcpUids.length === 1 && dhcpUids[0] === 0
+            ? [{ k: 'cmp', sel: 'meta skuid', op: 'eq', value: 0 } as Stmt]
+            : [{ k: 'lookup', sel: 'meta skuid', set: buildSetName({ kind: 'builtin', name: 'dhcp_users' }) } as Stmt]),
           { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set: dhcpSet(family) },
         ],
         comment,

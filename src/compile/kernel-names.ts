@@ -201,6 +201,7 @@ export const BUILTIN_SETS = [
   'encrypted_dns6',
   'log_user_block',
   'log_user_allow',
+  'dhcp_users',
   'dhcp_servers4',
   'dhcp_servers6',
   'guard_port',

@@ -288,7 +288,10 @@ export class Daemon {
           event: 'reload',
           ruleset: compiled.ruleset,
           policy: { policyFile: policy.file, sha256: policy.sha256, mode: policy.mode, warnings: compiled.warnings, bytes },
-          precondition: (v) => (v.applied?.policyFile === applied.policyFile ? null : 'another policy was applied meanwhile'),
+          // Nothing committed since the file was read (an apply of the same path included).
+          precondition: (v) => (v.applied?.sha256 === applied.sha256 && v.applied.appliedAt === applied.appliedAt ? null : 'another policy was applied meanwhile'),
+          // A reload is not a confirmation: an apply waiting for one still rolls back at its deadline.
+          pending: 'keep',
         });
         if (!r.written) throw new SluiceError('ESTATE', `Reload not done: ${r.skipped ?? 'nothing written'}`);
         for (const w of compiled.warnings) logLine('warn', w);

@@ -199,6 +199,17 @@ export function forgetRedirects(port: number): { removed: number; failed: number
 }
 
 /**
+ * Forgets the DNS flows (to port 53) that the redirect to local `port` did
+ * not send to the guard: flows that began before the redirect was there
+ * (audit mode, `sluice off`). Their next packet then starts a new flow,
+ * which is redirected, instead of being refused for the rest of the old
+ * flow's life.
+ */
+export function forgetUnredirected(port: number): { removed: number; failed: number } {
+  return forgetFlows(encodeCtDump(), (e) => (e.proto === 6 || e.proto === 17) && e.dport === 53 && !redirectedTo(e, port));
+}
+
+/**
  * Forgets the flows whose conntrack mark ANDed with `mask` is `value`: the
  * flows an earlier policy admitted in an epoch that is about to be used
  * again (src/compile/flow-mark.ts), which must never pass for flows the new

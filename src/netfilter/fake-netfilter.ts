@@ -23,6 +23,12 @@ export class FakeNetfilter implements Netfilter {
   private counterValues = new Map<string, Map<string, CounterValue>>();
   /** How many times each operation ran (tests assert that bad input never reached here). */
   readonly calls = { replace: 0, remove: 0, addElements: 0 };
+  /** The conntrack forgets asked for (the fake has no conntrack: it never touches the host's). */
+  readonly forgotten: { value: number; mask: number }[] = [];
+
+  forgetFlows(value: number, mask: number): void {
+    this.forgotten.push({ value, mask });
+  }
 
   replace(ruleset: Ruleset, opts: { carryDynamic?: boolean } = {}): void {
     this.calls.replace++;

@@ -19,7 +19,7 @@ import {
   SET_ELEM_LIST,
   TABLE,
 } from './nl-constants.js';
-import { forgetRedirects } from './conntrack.js';
+import { forgetFlowsMarked, forgetRedirects, forgetUnredirected } from './conntrack.js';
 import { NetlinkSocket, DumpInterrupted } from './netlink-socket.js';
 import { decodeChain, decodeElemMessages, decodeObj, decodeRule, decodeSet, decodeTable, elementsToIR, type CounterValue, type LiveTable } from './nft-decode.js';
 import { BatchBuilder, encodeDelete, encodeReplace } from './nft-encode.js';
@@ -89,6 +89,10 @@ export class KernelNetfilter implements Netfilter {
   private commit(b: BatchBuilder): void {
     const buf = b.finish();
     this.sock.transact(buf, b.expected(), (seq) => b.descriptions.get(seq) ?? `message ${seq}`);
+  }
+
+  forgetFlows(value: number, mask: number): void {
+    forgetFlowsMarked(value, mask);
   }
 
   remove(table: string): boolean {
@@ -211,5 +215,7 @@ export function redirectPort(rs: Ruleset | null): number | null {
  */
 function forgetStaleRedirect(before: Ruleset | null, after: Ruleset | null): void {
   const from = redirectPort(before);
-  if (from !== null && from !== redirectPort(after)) forgetRedirects(from);
+  const to = redirectPort(after);
+  if (from !== null && from !== to) forgetRedirects(from);
+  if (to !== null && from !== to) forgetUnredirected(to);
 }

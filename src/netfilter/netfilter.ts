@@ -22,6 +22,11 @@ export interface Netfilter {
    * nothing. Deleting an element the set does not hold fails the transaction.
    */
   addElements(table: string, changes: ElementChange[]): void;
+  /**
+   * Forgets the tracked flows whose conntrack mark ANDed with `mask` is
+   * `value` (the flows of an epoch about to be used again). Best effort.
+   */
+  forgetFlows(value: number, mask: number): void;
   close(): void;
 }
 

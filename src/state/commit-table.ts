@@ -3,7 +3,6 @@ import { epochBits, flowTag, nextEpoch, rulesetFlowMark, withEpoch } from '../co
 import { TABLE_NAME, type Ruleset } from '../compile/ruleset.js';
 import { sameCompiled, sameRuleset, sameStructure } from '../netfilter/compare-ruleset.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
-import { forgetFlowsMarked } from '../netfilter/conntrack.js';
 import type { AppliedState, PendingConfirm, StateStore } from './state-store.js';
 
 /** What a commit sees under the lock, before it writes. */
@@ -44,6 +43,7 @@ export function restoreApplied(nf: Netfilter, state: StateStore, applied: Applie
     epoch: 'keep',
     pending: 'keep',
     unlessLive: true,
+    recordState: false,
     precondition: (v) => (v.applied?.sha256 === applied.sha256 && !v.off && !v.pending ? null : 'the applied policy changed meanwhile'),
     journal: { by },
   });
@@ -71,6 +71,8 @@ export interface TableCommit {
   precondition?: (view: CommitView) => string | null;
   /** How long to wait for the state lock (default 10 s); 0 tries once (ELOCKED when held): for the daemon's loop. */
   lockWaitMs?: number;
+  /** False: record nothing but a journal line (a restore: the state already says this, and may be read-only). */
+  recordState?: boolean;
   /** More fields for the journal line. */
   journal?: Record<string, unknown>;
 }
@@ -105,8 +107,7 @@ export interface CommitResult {
  * in the state directory.
  */
 export function commitTable(nf: Netfilter, state: StateStore, c: TableCommit): CommitResult {
-  const fresh: { epoch?: { value: number; mask: number } } = {};
-  const result = state.withLock((): CommitResult => {
+  return state.withLock((): CommitResult => {
     const view: CommitView = { nf, applied: state.applied(), pending: state.pending(), off: state.isOff() };
     const before = { applied: view.applied, pending: view.pending, off: view.off };
     const skipped = c.precondition?.(view) ?? null;
@@ -132,10 +133,16 @@ export function commitTable(nf: Netfilter, state: StateStore, c: TableCommit): C
       else if (current !== null && (c.epoch === 'keep' || sameMeaning(c.ruleset, current, policy, view.applied))) ruleset = withEpoch(c.ruleset, current);
       else {
         ruleset = withEpoch(c.ruleset, nextEpoch(current ?? undefined));
+        // A new epoch reuses a value last used 255 epochs ago: flows still carrying it were admitted
+        // by some old policy and must not pass for this one's. Forgotten before the new table is in:
+        // the old table can never mark the new epoch.
         const fm = rulesetFlowMark(ruleset);
-        if (fm) fresh.epoch = { value: flowTag(fm.layout, fm.epoch, 0) & epochBits(fm.layout), mask: epochBits(fm.layout) };
+        if (fm) nf.forgetFlows(flowTag(fm.layout, fm.epoch, 0) & epochBits(fm.layout), epochBits(fm.layout));
       }
       epoch = rulesetFlowMark(ruleset)?.epoch ?? null;
+      // The bytes first: a snapshot that cannot be written (a full disk) stops the commit before the
+      // kernel changes. The applied policy's and a rollback target's snapshots are never pruned.
+      if (policy?.bytes && c.recordState !== false) state.savePolicySnapshot(policy.sha256, policy.bytes, [view.applied?.sha256, view.pending?.previousState?.sha256].filter((x): x is string => x !== undefined));
       nf.replace(ruleset);
       // The kernel acknowledged every message of the transaction; read back the
       // structure (chains, rules, sets, objects) to be sure it is what was meant.
@@ -146,8 +153,22 @@ export function commitTable(nf: Netfilter, state: StateStore, c: TableCommit): C
     }
     const ms = performance.now() - started;
 
+    // A restore puts back what the state directory already says (maybe from a read-only
+    // filesystem): nothing to record but the journal line, if it can be written.
+    if (c.recordState === false) {
+      try {
+        state.journal({ event: c.event, ...(epoch !== null ? { epoch } : {}), ms: Math.round(ms), ...c.journal });
+      } catch {
+        // Read-only at early boot.
+      }
+      return { written: true, ruleset, epoch, verified, ms, before, pending: view.pending };
+    }
+    // The pending confirmation first: a crash right after the kernel write then leaves the
+    // rollback target recorded, never an unconfirmed policy with no way back. Of applied.json and
+    // off.json, the newer one is the truth (StateStore.applied), so each is written before the
+    // other is removed.
+    state.setPending(pending);
     if (policy && ruleset) {
-      if (policy.bytes) state.savePolicySnapshot(policy.sha256, policy.bytes);
       state.setApplied({
         appliedAt: new Date().toISOString(),
         // Absolute: the daemon (cwd /) reloads it; a path relative to where `apply` ran means nothing there.
@@ -159,14 +180,15 @@ export function commitTable(nf: Netfilter, state: StateStore, c: TableCommit): C
         ...(epoch !== null ? { epoch } : {}),
       });
       state.setOff(null);
-    } else {
+    } else if (ruleset) {
+      // A table with no policy behind it (a rollback to a table someone else's state directory applied): unmanaged.
       state.setApplied(null);
-      // No table is Sluice off on purpose; a table with no policy behind it (a rollback to a
-      // table someone else's state directory applied) is only unmanaged.
-      if (ruleset) state.setOff(null);
-      else state.setOff({ at: new Date().toISOString() });
+      state.setOff(null);
+    } else {
+      // No table is Sluice off on purpose.
+      state.setOff({ at: new Date().toISOString() });
+      state.setApplied(null);
     }
-    state.setPending(pending);
     state.journal({
       event: c.event,
       ...(policy ? { policy: resolve(policy.policyFile), sha256: policy.sha256, mode: policy.mode } : {}),
@@ -177,10 +199,6 @@ export function commitTable(nf: Netfilter, state: StateStore, c: TableCommit): C
     });
     return { written: true, ruleset, epoch, verified, ...(removed !== undefined ? { removed } : {}), ms, before, pending };
   }, c.lockWaitMs);
-  // A new epoch reuses a value last used 255 epochs ago: flows still carrying it
-  // were admitted by some old policy and must not pass for this one's.
-  if (fresh.epoch) forgetFlowsMarked(fresh.epoch.value, fresh.epoch.mask);
-  return result;
 }
 
 /** The epoch in force: what the state directory recorded, else what the live table says. */

@@ -192,8 +192,15 @@ export class StateStore {
     }
   }
 
+  /**
+   * What is applied, or null. `applied.json` and `off.json` are written one
+   * after the other; if a crash leaves both, the newer one is the truth.
+   */
   applied(): AppliedState | null {
-    return this.read<AppliedState>('applied.json');
+    const applied = this.read<AppliedState>('applied.json');
+    if (applied === null) return null;
+    const off = this.offRecord();
+    return off !== null && off.at >= applied.appliedAt ? null : applied;
   }
 
   setApplied(s: AppliedState | null): void {
@@ -211,13 +218,15 @@ export class StateStore {
   }
 
   /** Keeps the exact bytes of an applied policy, by content, so the daemon can load what was applied. */
-  savePolicySnapshot(sha256: string, bytes: Uint8Array): void {
+  savePolicySnapshot(sha256: string, bytes: Uint8Array, keep: string[] = []): void {
     if (!/^[0-9a-f]{64}$/.test(sha256)) throw new SluiceError('ESTATE', `Bad policy hash: ${sha256}`);
     const dir = join(this.dir, 'policies');
     writeBytesAtomic(join(dir, `${sha256}.yaml`), bytes, 0o600);
-    // Keep the 20 most recent snapshots.
+    // Keep the 20 most recent snapshots, and always those `keep` names (the applied policy, a
+    // rollback target): however many applies were rolled back since, the daemon must load them.
+    const kept = new Set(keep.map((k) => `${k}.yaml`));
     const files = readdirSync(dir)
-      .filter((f) => /^[0-9a-f]{64}\.yaml$/.test(f))
+      .filter((f) => /^[0-9a-f]{64}\.yaml$/.test(f) && !kept.has(f))
       .map((f) => ({ f, t: statSync(join(dir, f)).mtimeMs }))
       .sort((a, b) => b.t - a.t);
     for (const { f } of files.slice(20)) rmSync(join(dir, f), { force: true });
@@ -300,7 +309,26 @@ export class StateStore {
     this.ensureSafe();
     const lock = this.file('lock');
     // O_NOFOLLOW: a symlink planted under the name is refused, never followed. libuv opens with O_CLOEXEC, so no child inherits the lock.
-    const fd = openSync(lock, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+    let fd: number;
+    let readOnly = false;
+    try {
+      fd = openSync(lock, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+    } catch (err) {
+      // A read-only state directory (the root filesystem early at boot): nobody can write state
+      // then, but a restore must still put the ruleset back. flock works on a read-only descriptor.
+      if ((err as NodeJS.ErrnoException).code !== 'EROFS') throw err;
+      readOnly = true;
+      try {
+        fd = openSync(lock, constants.O_RDONLY | constants.O_NOFOLLOW);
+      } catch {
+        heldLocks.add(this.dir);
+        try {
+          return fn();
+        } finally {
+          heldLocks.delete(this.dir);
+        }
+      }
+    }
     try {
       const deadline = Date.now() + waitMs;
       while (!native().flockTry(fd)) {
@@ -312,8 +340,10 @@ export class StateStore {
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
       }
       // Who holds it, for the message above; informational only.
-      ftruncateSync(fd, 0);
-      writeSync(fd, String(process.pid), 0);
+      if (!readOnly) {
+        ftruncateSync(fd, 0);
+        writeSync(fd, String(process.pid), 0);
+      }
       heldLocks.add(this.dir);
       try {
         return fn();
@@ -327,7 +357,19 @@ export class StateStore {
 
   /** Whether `sluice off` is the last word: the table was removed on purpose, and a restart must not bring it back. */
   isOff(): boolean {
-    return readOptional(this.file('off.json')) !== null;
+    const off = this.offRecord();
+    if (off === null) return false;
+    const applied = this.read<AppliedState>('applied.json');
+    return applied === null || off.at >= applied.appliedAt;
+  }
+
+  private offRecord(): { at: string } | null {
+    try {
+      const off = this.read<{ at?: unknown }>('off.json');
+      return off && typeof off.at === 'string' ? { at: off.at } : off ? { at: '' } : null;
+    } catch {
+      return { at: '' };
+    }
   }
 
   /** Records (or clears) that Sluice was turned off on purpose. */

@@ -3,6 +3,7 @@ import { loadEncryptedDnsList } from '../policy/encrypted-dns-list.js';
 import type { AddrRange } from '../net/ip.js';
 import type { Policy } from '../policy/policy.js';
 import { dhcpLeaseServers } from './dhcp-leases.js';
+import { dhcpClientUids } from './users.js';
 import { resolveServices, resolveServicesAsync, type ServiceResolution } from './resolve-services.js';
 import { resolvConfUpstreams } from './resolv-conf.js';
 
@@ -31,7 +32,10 @@ export function encryptedDnsFor(policy: Policy): NonNullable<CompileEnv['dns']>[
  */
 export function compileEnvFor(policy: Policy, cgroups: Map<string, ResolvedCgroup[]>): CompileEnv {
   const env: CompileEnv = { cgroups };
-  if (policy.essentials) env.dhcpServers = dhcpLeaseServers();
+  if (policy.essentials) {
+    env.dhcpServers = dhcpLeaseServers();
+    env.dhcpUids = dhcpClientUids();
+  }
   if (policy.dns.guard) {
     env.dns = {
       upstreams: dnsUpstreamsFor(policy),

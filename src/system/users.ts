@@ -19,6 +19,30 @@ export function lookupUsers(names: string[]): Map<string, number> {
   return found;
 }
 
+/** The users whose DHCP clients may talk to DHCP servers: root, and systemd-networkd's own user where it exists. */
+export const DHCP_CLIENT_USERS = ['systemd-network'];
+
+let dhcpUidsCache: { at: number; uids: number[] } | undefined;
+
+/**
+ * The uids of the DHCP clients (root, and `systemd-network`, which runs
+ * systemd-networkd's DHCP clients), looked up through NSS at most once a
+ * minute: the daemon recompiles on every service restart and must not
+ * spawn getent each time.
+ */
+export function dhcpClientUids(lookup: (names: string[]) => Map<string, number> = lookupUsers): number[] {
+  if (dhcpUidsCache && Date.now() - dhcpUidsCache.at < 60_000) return dhcpUidsCache.uids;
+  let found: number[] = [];
+  try {
+    found = [...lookup(DHCP_CLIENT_USERS).values()];
+  } catch {
+    // No getent: root alone.
+  }
+  const uids = [...new Set([0, ...found])].sort((a, b) => a - b);
+  dhcpUidsCache = { at: Date.now(), uids };
+  return uids;
+}
+
 const nameCache = new Map<number, string | null>();
 
 /** A user's name for display, or undefined. Cached; failures are not errors. */

@@ -19,7 +19,9 @@ const MAX_CONFIRM_SECONDS = 24 * 3600;
  */
 function rollbackTarget(nf: Netfilter, applied: AppliedState | null): { ruleset: Ruleset | null; note?: string } {
   const live = nf.read(TABLE_NAME);
-  if (live === null) return { ruleset: null };
+  // The table is gone (another tool flushed the ruleset) but a policy is applied: that policy is
+  // what a rollback restores, never "off", which only `sluice off` records.
+  if (live === null) return applied ? { ruleset: applied.ruleset, note: 'the table is missing; a rollback restores the last applied policy' } : { ruleset: null };
   if (live.anomalies.length === 0) return { ruleset: live.ruleset };
   return {
     ruleset: applied?.ruleset ?? null,

@@ -32,7 +32,7 @@ export function status(ctx: Context): number {
   // The daemon's own last word about itself: a start that failed must be as visible as a missing table.
   const ds = ctx.state.daemonState();
   const daemonAlive = ds ? processAlive(ds.pid) && ds.state !== 'stopped' && ds.state !== 'failed' : false;
-  const daemon = ds ? { state: ds.state === 'running' && !daemonAlive ? 'dead' : ds.state, pid: ds.pid, at: ds.at, ...(ds.error ? { error: ds.error } : {}) } : null;
+  const daemon = ds ? { state: (ds.state === 'running' || ds.state === 'starting') && !daemonAlive ? 'dead' : ds.state, pid: ds.pid, at: ds.at, ...(ds.error ? { error: ds.error } : {}) } : null;
   const off = state === 'off' && ctx.state.isOff();
 
   const describe: Record<typeof state, string> = {
