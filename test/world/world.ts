@@ -122,11 +122,11 @@ export class World {
    * server (NSD) answers on 198.18.0.53 and 2001:db8::53, serving
    * `dnsZone` (default: testZone()).
    */
-  static async create(opts: { servers?: boolean; dns?: boolean; dnsZone?: string } = {}): Promise<World> {
+  static async create(opts: { servers?: boolean; dns?: boolean; dnsZone?: string; links?: boolean } = {}): Promise<World> {
     const w = new World();
     live.add(w);
     try {
-      await w.build();
+      await w.build(opts.links !== false);
       if (opts.servers !== false) await w.startServers(opts.dns ?? false);
       if (opts.dns) {
         const { startDnsServer } = await import('./dns-server.js');
@@ -139,7 +139,12 @@ export class World {
     return w;
   }
 
-  private async build(): Promise<void> {
+  /**
+   * `links: false` leaves both namespaces with loopback only: no veth, so no
+   * DAD solicitations or MLD reports that a test counting packets
+   * would see at some random moment.
+   */
+  private async build(links: boolean): Promise<void> {
     const c = this.client;
     const s = this.world;
     const ip = (...a: string[]) => must(['ip', ...a]);
@@ -147,6 +152,8 @@ export class World {
     await ip('netns', 'add', s);
     await ip('-n', c, 'link', 'set', 'lo', 'up');
     await ip('-n', s, 'link', 'set', 'lo', 'up');
+    mkdirSync(this.stateDir, { recursive: true });
+    if (!links) return;
     await ip('link', 'add', 'eth0', 'netns', c, 'type', 'veth', 'peer', 'name', 'w0', 'netns', s);
     await ip('link', 'add', 'tun0', 'netns', c, 'type', 'veth', 'peer', 'name', 'w1', 'netns', s);
     for (const [ns, dev] of [[c, 'eth0'], [c, 'tun0'], [s, 'w0'], [s, 'w1']] as const) {
@@ -168,7 +175,6 @@ export class World {
     await ip('-n', c, 'route', 'add', 'default', 'via', HOSTS.gw4, 'dev', 'eth0');
     await ip('-n', c, '-6', 'route', 'add', 'default', 'via', HOSTS.gw6, 'dev', 'eth0');
     await ip('-n', c, 'route', 'add', '198.19.200.0/24', 'via', '198.19.0.1', 'dev', 'tun0');
-    mkdirSync(this.stateDir, { recursive: true });
   }
 
   private async startServers(dns: boolean): Promise<void> {
