@@ -11,7 +11,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
 const want = process.argv[2] ?? 'all';
@@ -20,15 +20,48 @@ if (!['all', 'unit', 'integration'].includes(want)) {
   process.exit(2);
 }
 
-function findTests(dir) {
+function walk(dir, suffix) {
   if (!existsSync(dir)) return [];
   const out = [];
   for (const e of readdirSync(dir)) {
     const p = join(dir, e);
-    if (statSync(p).isDirectory()) out.push(...findTests(p));
-    else if (e.endsWith('.test.js')) out.push(p);
+    if (statSync(p).isDirectory()) {
+      if (e !== 'node_modules') out.push(...walk(p, suffix));
+    } else if (e.endsWith(suffix)) out.push(p);
   }
   return out.sort();
+}
+
+/** The TypeScript source a compiled file under dist/ came from. */
+const sourceOf = (js) => join(root, relative(join(root, 'dist'), js).replace(/\.js$/, '.ts'));
+
+/**
+ * Compiled tests whose source still exists. A test deleted from test/ leaves
+ * its .js in dist/; running it would test code nobody can read.
+ */
+function findTests(dir) {
+  const all = walk(dir, '.test.js');
+  const gone = all.filter((js) => !existsSync(sourceOf(js)));
+  if (gone.length > 0) {
+    console.error(`run-tests: not running ${gone.length} compiled test(s) whose source is gone: ${gone.map((g) => relative(root, g)).join(', ')}`);
+  }
+  return all.filter((js) => !gone.includes(js));
+}
+
+/**
+ * Sources newer than their build (or never built): tests run from dist/, so
+ * they would pass or fail on code that is no longer what the sources say.
+ */
+function staleBuild() {
+  const stale = [];
+  for (const top of ['src', 'test', 'bench']) {
+    for (const ts of walk(join(root, top), '.ts')) {
+      if (ts.endsWith('.d.ts')) continue;
+      const js = join(root, 'dist', relative(root, ts)).replace(/\.ts$/, '.js');
+      if (!existsSync(js) || statSync(js).mtimeMs < statSync(ts).mtimeMs) stale.push(relative(root, ts));
+    }
+  }
+  return stale;
 }
 
 /** Why the integration tier cannot run here, or null. */
@@ -90,6 +123,13 @@ async function runTier(tier, files, concurrency) {
   const result = parseTap(existsSync(tap) ? readFileSync(tap, 'utf8') : '');
   rmSync(dir, { recursive: true, force: true });
   return { ...result, code, seconds: (Date.now() - started) / 1000 };
+}
+
+const stale = staleBuild();
+if (stale.length > 0) {
+  console.error(`run-tests: dist/ is older than ${stale.length} source file(s) (${stale.slice(0, 5).join(', ')}${stale.length > 5 ? ', ...' : ''}); run \`npm run build\` (npm test and make test build first)`);
+  console.log(`\nSUMMARY FAILED: the build is stale, no test ran`);
+  process.exit(1);
 }
 
 const results = {};
