@@ -184,6 +184,28 @@ describe('unit: DNS guard decisions', () => {
     }
   });
 
+  it('a label holding a dot (or any escaped byte) never matches: evil\\.cdn.example.com is not under cdn.example.com', async () => {
+    const t = setup((q) => [A(q.name, 0xc6120a02n)]);
+    const wire = query('evil\\.cdn.example.com');
+    // On the wire: three labels, the first "evil.cdn" (8 bytes, dot included), then example, com.
+    assert.equal(wire[12], 8);
+    assert.equal(wire.subarray(13, 21).toString('latin1'), 'evil.cdn');
+    assert.equal(wire[21], 7);
+    for (const w of [wire, query('a.cdn\\.example.com'), query('a.b\\046cdn.example.com'), query('api\\.example.com')]) {
+      const out = decodeMessage((await t.guard.handle(w, client)) as Buffer);
+      assert.equal(out.flags.rcode, RCODE.NXDOMAIN, decodeMessage(w).questions[0]?.name);
+    }
+    assert.equal(t.upstreamCalls.length, 0, 'none forwarded');
+    // The matcher itself, under the guard: presentation form with escapes matches nothing.
+    const { policy } = compileFrom(POLICY);
+    const m = new DomainMatcher(policy);
+    assert.equal(m.match('evil\\.cdn.example.com').length, 0);
+    assert.equal(m.exactly('api\\.example.com').length, 0);
+    // Control: the same labels without the escape match.
+    assert.equal(m.match('evil.cdn.example.com').length, 1);
+    assert.equal(m.exactly('api.example.com').length, 1);
+  });
+
   it('a CNAME chain is followed; records off the chain are left out and open nothing', async () => {
     const t = setup(() => [
       CNAME('api.example.com', 'edge.cdn.net'),

@@ -89,6 +89,36 @@ describe('unit: policy errors', () => {
     assert.deepEqual([d.dns.maxAddressesPerAnswer, d.dns.maxAddressesPerName], [32, 64], 'the defaults');
   });
 
+  it("every dns: check refuses its case at its position, and accepts the value just inside", () => {
+    const RULE = 'rules:\n  - name: a\n    to: [a.example.com]\n';
+    const dns = (body: string) => `dns:\n${body}${RULE}`;
+    // The guard's port: never 53 (what is redirected), never 853 (blocked as DoT), always privileged.
+    assert.deepEqual(issues(dns('  port: 53\n')), ['p.yaml:2:9: the guard cannot listen on 53: DNS to port 53 is what gets redirected to it']);
+    assert.deepEqual(issues(dns('  port: 853\n')), ['p.yaml:2:9: the guard cannot listen on 853: that port is blocked as DNS over TLS']);
+    assert.match(issues(dns('  port: 1024\n'))[0] ?? '', /^p\.yaml:2:9: the guard's port must be privileged \(below 1024\).*: 1024$/);
+    assert.match(issues(dns('  port: 5353\n'))[0] ?? '', /must be privileged/);
+    for (const ok of [52, 54, 852, 854, 1023]) assert.equal(policyFrom(dns(`  port: ${ok}\n`)).dns.port, ok);
+    // Upstreams: one address each, never loopback (the guard's queries would come back to it).
+    for (const [u, why] of [
+      ['127.0.0.1', /a loopback upstream would send the guard's queries back to itself: "127\.0\.0\.1"/],
+      ['127.255.255.254', /a loopback upstream/],
+      ['"::1"', /a loopback upstream/],
+      ['198.18.0.0/24', /an upstream is one IP address: "198\.18\.0\.0\/24"/],
+      ['dns.example.com', /an upstream is one IP address/],
+    ] as const) {
+      const got = issues(dns(`  upstreams: [198.18.0.53, ${u}]\n`));
+      assert.equal(got.length, 1, `${u}: ${got.join('; ')}`);
+      assert.match(got[0] ?? '', /^p\.yaml:2:28: /, u);
+      assert.match(got[0] ?? '', why, u);
+    }
+    assert.equal(policyFrom(dns('  upstreams: [128.0.0.1, 126.255.255.255, "::2", 198.18.0.53/32]\n')).dns.upstreams?.length, 4);
+    // ttl_floor above ttl_max is refused at ttl_floor; equal is fine.
+    assert.deepEqual(issues(dns('  ttl_floor: 301\n  ttl_max: 300\n')), ['p.yaml:2:14: ttl_floor (301) is above ttl_max (300)']);
+    assert.match(issues(dns('  ttl_max: 10\n'))[0] ?? '', /ttl_floor \(\d+\) is above ttl_max \(10\)$/, 'against the default floor too');
+    const eq = policyFrom(dns('  ttl_floor: 300\n  ttl_max: 300\n')).dns;
+    assert.deepEqual([eq.ttlFloor, eq.ttlMax], [300, 300]);
+  });
+
   it('a policy with no mode starts in audit mode and says so', () => {
     const p = policyFrom('rules:\n  - name: a\n    to: [any]\n');
     assert.equal(p.mode, 'audit');

@@ -398,6 +398,32 @@ describe('policy fuzz: wrong types for every key', () => {
     essentials: ['yes', 'true', 1, [], {}],
     log: [1, 'on', [], { group: 0 }, { group: 65536 }, { group: 1.5 }, { rate: 0 }, { burst: 10_000_001 }, { allowed: 'no' }, { grup: 1 }, { user_rate: 0 }, { user_burst: 10_000_001 }, { rate: 10, user_rate: 11 }, { burst: 10, user_burst: 11 }],
     rules: [1, 'all', {}, { name: 'a' }, [1], ['a']],
+    dns: [
+      'on',
+      1,
+      [],
+      { guard: 'on' },
+      { port: 53 },
+      { port: 853 },
+      { port: 1024 },
+      { port: 0 },
+      { port: 65536 },
+      { upstreams: ['127.0.0.1'] },
+      { upstreams: ['::1'] },
+      { upstreams: ['198.18.0.0/24'] },
+      { upstreams: ['dns.example.com'] },
+      { upstreams: '198.18.0.53' },
+      { ttl_floor: 301, ttl_max: 300 },
+      { ttl_max: 1 },
+      { ttl_floor: -1 },
+      { blocked_answer: 'drop' },
+      { encrypted_dns: 'deny' },
+      { max_addresses_per_answer: 0 },
+      { max_addresses_per_answer: 65, max_addresses_per_name: 64 },
+      { max_addresses_per_name: 65537 },
+      { prot: 153 },
+    ],
+    flows: [1, { ct_mark_mask: 0xff }, { ct_mark_mask: 0xffff0001 }, { replies: 'any port' }, { replies: [0] }, { mask: 1 }],
   };
   const WRONG_RULE: Record<string, unknown[]> = {
     name: [1, null, [], {}, '', 'Bad Name', 'x'.repeat(49), 'a;b'],
@@ -410,7 +436,16 @@ describe('policy fuzz: wrong types for every key', () => {
     log: ['yes', 1, [], null],
     comment: [1, [], {}, 'x'.repeat(201), true],
   };
-  const top: Record<string, unknown> = { version: 1, mode: 'enforce', default: 'deny', block_with: 'reject', essentials: true, log: { group: 7331 } };
+  const top: Record<string, unknown> = {
+    version: 1,
+    mode: 'enforce',
+    default: 'deny',
+    block_with: 'reject',
+    essentials: true,
+    log: { group: 7331 },
+    dns: { upstreams: ['198.18.0.53', '2001:db8::53'], port: 153, ttl_floor: 30, ttl_max: 3600 },
+    flows: { ct_mark_mask: 0xffff0000, replies: ['22/tcp'] },
+  };
   const good = { name: 'web', action: 'allow', to: ['198.51.100.7'], ports: ['443/tcp'], users: ['www'], services: ['nginx.service'], interfaces: ['eth0'], log: false, comment: 'ok' };
 
   /** Renders the policy with one replaced value; returns the text and the 1-based line of that value. */
