@@ -425,6 +425,27 @@ describe('unit: answer filter and learned state', () => {
     assert.equal(LearnedState.load(file, now).size, 0);
   });
 
+  it('state saved in audit mode never comes back in enforce mode (nor the reverse); a set whose rule changed meaning loses its entries; lifetimes are capped', () => {
+    const s = new LearnedState();
+    const now = Date.now();
+    s.committed('r_api_d4', 4, 0xc6120a01n, now + 3_600_000);
+    s.committed('r_web_d4', 4, 0xc6120a02n, now + 60_000);
+    const comments = { r_api_d4: 'allow api', r_web_d4: 'allow web' };
+    const file = join(dir, 'learned-mode.json');
+    s.save(file, now, { mode: 'audit', setComments: comments });
+    const expect = (mode: string, setComments = comments, maxLifeMs = 86_400_000) => LearnedState.load(file, now, { mode, setComments, maxLifeMs }).list(now);
+    // Control: the same mode and meaning bring everything back.
+    assert.equal(expect('audit').length, 2);
+    assert.equal(expect('enforce').length, 0, 'audit learned by watching traffic it did not control');
+    s.save(file, now, { mode: 'enforce', setComments: comments });
+    assert.equal(expect('audit').length, 0);
+    assert.equal(expect('enforce').length, 2);
+    const changed = expect('enforce', { ...comments, r_web_d4: 'allow web-v2' });
+    assert.deepEqual(changed.map((e) => e.set), ['r_api_d4'], 'only the set whose rule still means the same');
+    const capped = expect('enforce', comments, 120_000);
+    assert.deepEqual(capped.map((e) => e.expiresAt).sort(), [now + 60_000, now + 120_000], 'no lifetime beyond the policy`s');
+  });
+
   it('the background save writes what the synchronous one writes, in slices, and keeps learning meanwhile', async () => {
     const s = new LearnedState();
     const now = Date.now();
