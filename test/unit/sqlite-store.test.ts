@@ -19,6 +19,12 @@ describe('unit: SQLite event store', () => {
   it('uses WAL with synchronous FULL by default, and keeps events across reopening', () => {
     const path = join(dir, 'a.db');
     const s = new SqliteStore(path);
+    // synchronous is a setting of the connection, not of the file: read it on the store's own.
+    const conn = (x: SqliteStore) => (x as unknown as { db: InstanceType<typeof Database> }).db;
+    assert.equal(conn(s).pragma('synchronous', { simple: true }), 2, 'FULL (2): every commit reaches the disk');
+    const normal = new SqliteStore(join(dir, 'normal.db'), { synchronous: 'normal' });
+    assert.equal(conn(normal).pragma('synchronous', { simple: true }), 1, 'control: NORMAL (1) when asked for');
+    normal.close();
     s.append([ev({ rule: 'kept' })]);
     s.close();
     const raw = new Database(path);
