@@ -11,6 +11,8 @@ export interface Packet {
   daddr: bigint;
   l4proto: number;
   dport?: number;
+  /** Source port (replies to inbound flows leave from the local service's port). */
+  sport?: number;
   icmpType?: number;
   uid: number;
   /** The packet has no socket owner (an orphaned socket after close(), a TIME_WAIT ACK): `meta skuid` and `socket cgroupv2` do not match. */
@@ -27,6 +29,10 @@ export interface Packet {
   mark?: number;
   /** True when the sending socket uses a source address that is not this host's (IPV6_FREEBIND). */
   saddrForeign?: boolean;
+  /** Conntrack status bits (IPS_DST_NAT for a redirected flow). */
+  ctStatus?: number;
+  /** The sending socket's SO_MARK. */
+  socketMark?: number;
   /** True when the destination is an address of this host (fib daddr type local). */
   daddrLocal?: boolean;
 }
@@ -49,6 +55,9 @@ function inSet(set: SetDef, p: Packet, sel: Extract<Stmt, { k: 'lookup' }>): boo
       case 'meta l4proto . th dport':
         if (e.t === 'protoport' && p.dport !== undefined && e.proto === p.l4proto && e.from <= p.dport && p.dport <= e.to) return true;
         break;
+      case 'meta l4proto . th sport':
+        if (e.t === 'protoport' && p.sport !== undefined && e.proto === p.l4proto && e.from <= p.sport && p.sport <= e.to) return true;
+        break;
       case 'meta oifname':
         if (e.t === 'ifname' && (e.wildcard ? p.oifname.startsWith(e.name) : p.oifname === e.name)) return true;
         break;
@@ -64,7 +73,9 @@ function inSet(set: SetDef, p: Packet, sel: Extract<Stmt, { k: 'lookup' }>): boo
         if (e.t === 'num' && p.icmpType !== undefined && e.value === BigInt(p.icmpType)) return true;
         break;
       default:
-        break;
+        // A selector this interpreter does not model must not read as "no match": that would make
+        // every rule using it look unreachable and every agreement test pass vacuously.
+        throw new Error(`interpret: cannot evaluate a lookup on ${sel.sel}`);
     }
   }
   return false;
@@ -80,6 +91,12 @@ function cmpValue(sel: Extract<Stmt, { k: 'cmp' }>['sel'], p: Packet): number | 
       return p.oif;
     case 'th dport':
       return p.dport;
+    case 'th sport':
+      return p.sport;
+    case 'ct status':
+      return p.ctStatus ?? 0;
+    case 'socket mark':
+      return p.socketMark ?? 0;
     case 'icmpv6 type':
       return p.icmpType;
     case 'meta skuid':
@@ -95,7 +112,7 @@ function cmpValue(sel: Extract<Stmt, { k: 'cmp' }>['sel'], p: Packet): number | 
     case 'ct mark':
       return p.ctMark ?? 0;
     default:
-      return undefined;
+      throw new Error(`interpret: cannot evaluate a comparison on ${sel}`);
   }
 }
 
