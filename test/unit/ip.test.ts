@@ -364,8 +364,8 @@ describe('parsePrefix', () => {
   }
 
   it('rejects a range whose written end is IPv4-mapped, as it rejects a mapped start', () => {
-    // BUG: only the start of a range is checked for IPv4-mapped form, so the
-    // end can be written as ::ffff:a.b.c.d (which never matches on the wire).
+    // Fixed; this test guards it. Only the start of a range was checked for IPv4-mapped form, so the
+    // end could be written as ::ffff:a.b.c.d (which never matches on the wire).
     for (const text of ['::fffe:ffff:ffff-::ffff:10.0.0.1', '::1-::ffff:1.2.3.4']) {
       const p = parsePrefix(text);
       assert.equal(p.ok, false, `${text} was accepted as ${show(p)}`);

@@ -728,7 +728,7 @@ describe('policy fuzz: exact positions', () => {
   });
 
   it('positions of YAML errors after the first stay inside the file', () => {
-    // BUG: positions come from yaml's LineCounter, which is not told about
+    // Fixed; this test guards it. Positions came from yaml's LineCounter, which is not told about
     // the newlines inside a multi-line scalar the parser is recovering from
     // ("aa\na" below), so every later error is reported lines too early:
     // here the ":" on line 3, column 2 is reported at 2:5, a column past the
@@ -742,8 +742,8 @@ describe('policy fuzz: exact positions', () => {
   });
 
   it('YAML parser messages do not carry raw control characters from the file', () => {
-    // BUG: the yaml library quotes source text in some messages ("Not a YAML
-    // token: ...") and the loader passes them through unescaped; only text
+    // Fixed; this test guards it. The yaml library quotes source text in some messages ("Not a YAML
+    // token: ...") and the loader passed them through unescaped; only text
     // after a newline is cut. A CR (allowed in policy text) survives, so
     // printing the message returns the cursor and "EVERYTHING OK" overwrites
     // the start of the error line on a terminal.
