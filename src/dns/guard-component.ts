@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { SluiceError } from '../errors.js';
 import { dnsUpstreamsFor, encryptedDnsFor, observedResolversFor } from '../system/compile-env.js';
@@ -10,6 +9,7 @@ import { publishDnsQuery, type DnsQueryEvent } from '../events/channels.js';
 import { setHostnameSource } from '../events/hostnames.js';
 import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
 import { formatAddr, isLoopback, parseAddr, type AddrRange, type Family } from '../net/ip.js';
+import { hostAddresses } from '../net/host-addresses.js';
 import type { Policy } from '../policy/policy.js';
 import { filterAnswer } from './answer-filter.js';
 import { DnsGuard, type Client } from './dns-guard.js';
@@ -50,18 +50,6 @@ export function unsafeLocalUpstreams(upstreams: AddrRange[], firstFree: number, 
   const isLocal = (u: AddrRange) =>
     isLoopback(u.family, u.start) || local.some((a) => a.family === u.family && a.value === u.start);
   return upstreams.filter(isLocal);
-}
-
-/** Every address of every interface of this host (network namespace). */
-function hostAddresses(): { family: Family; value: bigint }[] {
-  const out: { family: Family; value: bigint }[] = [];
-  for (const list of Object.values(networkInterfaces())) {
-    for (const a of list ?? []) {
-      const p = parseAddr(a.address.split('%')[0] ?? '');
-      if (p) out.push(p);
-    }
-  }
-  return out;
 }
 
 /**
