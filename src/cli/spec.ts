@@ -69,7 +69,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     policy: true,
     maxArgs: 1,
     options: [{ name: 'confirm', value: 'SECS', int: { min: 1, max: MAX_CONFIRM_SECONDS } }],
-    help: ['apply atomically; with --confirm, roll back unless confirmed', `within SECS (1 to ${MAX_CONFIRM_SECONDS})`],
+    help: ['apply atomically; with --confirm, roll back unless confirmed in time'],
   },
   { name: 'confirm', section: 'Policy and ruleset', maxArgs: 0, options: [], help: ['keep a policy applied with --confirm'] },
   {
@@ -196,8 +196,10 @@ export function usage(): string {
   out.push('', 'Options:');
   for (const o of GLOBAL_OPTIONS) out.push(`  ${(o.short ? `-${o.short}, --${o.name}` : `--${o.name}`).padEnd(12)}  ${o.help}`);
   const withPolicy = COMMANDS.filter((c) => c.policy).map((c) => c.name);
+  const numbers = COMMANDS.flatMap((c) => c.options.filter((o) => o.int).map((o) => `${c.name} --${o.name} ${o.int?.min}-${o.int?.max}`));
   out.push(
     '',
+    `Numbers are whole, in range: ${numbers.join(', ')}.`,
     `POLICY may also be given as --policy FILE (${withPolicy.join(', ')}); it defaults to`,
     '$SLUICE_POLICY or /etc/sluice/policy.yaml; state lives in $SLUICE_STATE_DIR or',
     '/var/lib/sluice. An option a command does not list is a usage error. Exit status:',
