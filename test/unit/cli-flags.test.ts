@@ -77,6 +77,17 @@ describe('unit: CLI flags are per command', () => {
     assert.equal(parseCommandLine(['dns', '-f', '--limit', '7']).values.limit, 7, 'integers arrive as numbers');
   });
 
+  it('an option name means one thing in every command (the first pass, which finds the command, relies on it)', () => {
+    const seen = new Map<string, string>();
+    for (const c of COMMANDS) {
+      for (const o of optionsOf(c)) {
+        const kind = `${o.value !== undefined ? 'value' : 'flag'} -${o.short ?? ''}`;
+        assert.equal(seen.get(o.name) ?? kind, kind, `--${o.name} in ${c.name}`);
+        seen.set(o.name, kind);
+      }
+    }
+  });
+
   it('unknown flags and flags before the command are judged against the command', () => {
     assert.match(usageError(['--follow', 'status']), /--follow.*sluice status|sluice status.*--follow/);
     assert.match(usageError(['check', '--bogus']), /Unknown option for `sluice check`: --bogus/);
