@@ -19,9 +19,11 @@ export class Context {
   private nf: Netfilter | undefined;
   private readonly lines: string[] = [];
 
-  constructor(opts: { json: boolean }) {
+  /** `state` and `netfilter` are for tests (a temporary directory, the fake kernel); by default the real ones. */
+  constructor(opts: { json: boolean; state?: StateStore; netfilter?: Netfilter }) {
     this.json = opts.json;
-    this.state = new StateStore();
+    this.state = opts.state ?? new StateStore();
+    this.nf = opts.netfilter;
   }
 
   /** The kernel interface, opened on first use (needs CAP_NET_ADMIN to write). */

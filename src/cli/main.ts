@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { NetlinkError, PolicyError, SluiceError, UsageError, formatIssue } from '../errors.js';
 import { apply } from './commands/apply.js';
 import { check } from './commands/check.js';
@@ -16,47 +15,7 @@ import { stats } from './commands/stats.js';
 import { status } from './commands/status.js';
 import { top } from './commands/top.js';
 import { Context, EXIT } from './context.js';
-
-const USAGE = `Usage: sluice COMMAND [options]
-
-Policy and ruleset:
-  check   [POLICY]                    validate; every error as FILE:LINE:COL: message
-  plan    [POLICY] [--full]           the ruleset that would be applied, and its diff against the live table
-  apply   [POLICY] [--confirm SECS]   apply atomically; with --confirm, roll back unless confirmed in time
-  confirm                             keep a policy applied with --confirm
-  explain DEST [PORT[/PROTO]] [--user U] [--service UNIT] [--iface IF] [POLICY]
-                                      the verdict for a destination, the rule that decides, and why
-  status                              mode, policy hash, live or drifted, counters per rule
-  off                                 remove Sluice's table: outbound is open again (and stays so across restarts)
-  restore                             put the last applied ruleset back into the kernel (run at boot
-                                      by sluice-restore.service, before the network is up)
-
-Daemon:
-  daemon  [POLICY] [--metrics unix|HOST:PORT|off] [--metrics-token-file FILE]
-                                      run the DNS guard, event collector and metrics on the applied
-                                      policy until SIGTERM; POLICY is applied only if this host never
-                                      applied one; SIGHUP re-reads the applied policy's file.
-                                      Metrics: GET /metrics on the root-only socket STATE/metrics.sock
-                                      (curl --unix-socket STATE/metrics.sock http://localhost/metrics);
-                                      with HOST:PORT (loopback) also over TCP, with the bearer token
-                                      in STATE/metrics.token (generated) or FILE (root-only)
-  dns     [--follow] [--limit N]      recent DNS queries: name, type, answer, verdict, rule, who asked
-
-Monitoring:
-  log [--follow] [--since 1h] [--verdict blocked|would-block|allowed] [--process NAME] [--rule R] [--limit N]
-                                      blocked, would-block and allowed events with their process
-  connections                         live outbound connections: process, pid, user, service, addresses, rule
-  top [--interval S]                  live outbound activity by process and destination (one snapshot when piped)
-  stats [--since 24h] [--limit N]     counts by verdict, rule, destination and process; kernel counters; losses
-
-Options:
-  --json        machine-readable output (every command)
-  -h, --help    this help
-  --version     print the version
-
-POLICY defaults to $SLUICE_POLICY or /etc/sluice/policy.yaml; state lives in
-$SLUICE_STATE_DIR or /var/lib/sluice. Exit status: 0 ok, 1 failed, 2 usage,
-3 not live (status: drifted, missing or pending past its deadline).`;
+import { parseCommandLine, usage } from './spec.js';
 
 function version(): string {
   try {
@@ -73,53 +32,28 @@ export async function main(argv: string[]): Promise<number> {
   process.umask(0o077);
   let parsed;
   try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-        version: { type: 'boolean' },
-        confirm: { type: 'string' },
-        full: { type: 'boolean' },
-        user: { type: 'string' },
-        service: { type: 'string' },
-        iface: { type: 'string' },
-        policy: { type: 'string' },
-        metrics: { type: 'string' },
-        'metrics-token-file': { type: 'string' },
-        follow: { type: 'boolean', short: 'f' },
-        limit: { type: 'string' },
-        since: { type: 'string' },
-        verdict: { type: 'string' },
-        process: { type: 'string' },
-        rule: { type: 'string' },
-        interval: { type: 'string' },
-      },
-    });
+    parsed = parseCommandLine(argv);
   } catch (err) {
-    process.stderr.write(`sluice: ${(err as Error).message}\n\n${USAGE}\n`);
-    return EXIT.usage;
+    return report(err, argv.includes('--json'));
   }
-  const { values, positionals } = parsed;
-  const [command, ...args] = positionals;
+  const { name: command, args, values } = parsed;
   if (values.version) {
     process.stdout.write(`sluice ${version()}\n`);
     return EXIT.ok;
   }
   if (values.help || !command) {
-    process.stdout.write(`${USAGE}\n`);
+    process.stdout.write(`${usage()}\n`);
     return command || values.help ? EXIT.ok : EXIT.usage;
   }
-  const ctx = new Context({ json: values.json ?? false });
+  // Values as declared in spec.ts: strings, booleans, and integers already range-checked.
+  const str = (k: string) => values[k] as string | undefined;
+  const int = (k: string) => values[k] as number | undefined;
+  const flag = (k: string) => values[k] === true;
+  const opt = <T>(k: string, v: T | undefined) => (v === undefined ? {} : { [k]: v });
+  const ctx = new Context({ json: flag('json') });
   const onePolicy = () => {
-    if (args.length > 1) throw new UsageError(`${command} takes at most one policy file, got ${args.length}`);
-    const p = args[0] ?? values.policy;
-    return p === undefined ? {} : { policy: p };
-  };
-  const noArgs = () => {
-    if (args.length > 0) throw new UsageError(`${command} takes no arguments`);
+    if (args[0] !== undefined && str('policy') !== undefined) throw new UsageError(`\`sluice ${command}\` takes one policy, as POLICY or --policy, not both: ${JSON.stringify(args[0])}, ${JSON.stringify(str('policy'))}`);
+    return opt('policy', args[0] ?? str('policy'));
   };
   try {
     let code: number;
@@ -128,71 +62,58 @@ export async function main(argv: string[]): Promise<number> {
         code = check(ctx, onePolicy());
         break;
       case 'plan':
-        code = plan(ctx, { ...onePolicy(), full: values.full ?? false });
+        code = plan(ctx, { ...onePolicy(), full: flag('full') });
         break;
       case 'apply':
-        code = await apply(ctx, { ...onePolicy(), ...(values.confirm !== undefined ? { confirm: values.confirm } : {}) });
+        code = await apply(ctx, { ...onePolicy(), ...opt('confirm', int('confirm')) });
         break;
       case 'confirm':
-        noArgs();
         code = confirm(ctx);
         break;
       case 'explain':
         code = explain(ctx, {
           positionals: args,
-          ...(values.user !== undefined ? { user: values.user } : {}),
-          ...(values.service !== undefined ? { service: values.service } : {}),
-          ...(values.iface !== undefined ? { iface: values.iface } : {}),
-          ...(values.policy !== undefined ? { policy: values.policy } : {}),
+          ...opt('user', str('user')),
+          ...opt('service', str('service')),
+          ...opt('iface', str('iface')),
+          ...opt('policy', str('policy')),
         });
         break;
       case 'status':
-        noArgs();
         code = status(ctx);
         break;
       case 'off':
-        noArgs();
         code = await off(ctx);
         break;
       case 'restore':
-        noArgs();
         code = restore(ctx);
         break;
       case 'daemon':
-        code = await daemon(ctx, {
-          ...onePolicy(),
-          ...(values.metrics !== undefined ? { metrics: values.metrics } : {}),
-          ...(values['metrics-token-file'] !== undefined ? { metricsTokenFile: values['metrics-token-file'] } : {}),
-        });
+        code = await daemon(ctx, { ...onePolicy(), ...opt('metrics', str('metrics')), ...opt('metricsTokenFile', str('metrics-token-file')) });
         ctx.close();
         // Stopped: exit now rather than when the last stray handle lets the event loop drain.
         process.exit(code);
       case 'dns':
-        noArgs();
-        code = await dns(ctx, { follow: values.follow ?? false, ...(values.limit !== undefined ? { limit: values.limit } : {}) });
+        code = await dns(ctx, { follow: flag('follow'), ...opt('limit', int('limit')) });
         break;
       case 'log':
-        noArgs();
         code = await log(ctx, {
-          follow: values.follow ?? false,
-          ...(values.since !== undefined ? { since: values.since } : {}),
-          ...(values.verdict !== undefined ? { verdict: values.verdict } : {}),
-          ...(values.process !== undefined ? { process: values.process } : {}),
-          ...(values.rule !== undefined ? { rule: values.rule } : {}),
-          ...(values.limit !== undefined ? { limit: values.limit } : {}),
+          follow: flag('follow'),
+          ...opt('since', str('since')),
+          ...opt('verdict', str('verdict')),
+          ...opt('process', str('process')),
+          ...opt('rule', str('rule')),
+          ...opt('limit', int('limit')),
         });
         break;
       case 'connections':
-        noArgs();
         code = connections(ctx);
         break;
       case 'top':
-        noArgs();
-        code = await top(ctx, values.interval !== undefined ? { interval: values.interval } : {});
+        code = await top(ctx, opt('interval', int('interval')));
         break;
       case 'stats':
-        noArgs();
-        code = stats(ctx, { ...(values.since !== undefined ? { since: values.since } : {}), ...(values.limit !== undefined ? { limit: values.limit } : {}) });
+        code = stats(ctx, { ...opt('since', str('since')), ...opt('limit', int('limit')) });
         break;
       case '_rollback':
         code = await rollbackTimer(ctx, args[0] ?? '');

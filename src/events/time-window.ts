@@ -21,10 +21,3 @@ export function parseVerdict(text: string): 'blocked' | 'would-block' | 'allowed
   if (text === 'blocked' || text === 'would-block' || text === 'allowed') return text;
   throw new UsageError(`Bad --verdict value: ${JSON.stringify(text)} (want blocked, would-block or allowed)`);
 }
-
-/** Parses a positive integer option. */
-export function parseCount(flag: string, text: string, max = 10_000_000): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > max) throw new UsageError(`Bad ${flag} value: ${JSON.stringify(text)} (want an integer from 1 to ${max})`);
-  return n;
-}

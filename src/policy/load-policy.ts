@@ -229,8 +229,18 @@ function buildDns(raw: RawPolicy['dns'], rules: Rule[], error: Report): DnsSetti
   const perName = raw?.max_addresses_per_name ?? DNS_DEFAULTS.maxAddressesPerName;
   // A name closes its oldest addresses beyond its limit: an answer larger than that would hand out addresses already closed.
   if (perAnswer > perName) error(['dns', raw?.max_addresses_per_answer !== undefined ? 'max_addresses_per_answer' : 'max_addresses_per_name'], `max_addresses_per_answer (${perAnswer}) is above max_addresses_per_name (${perName})`);
+  // Domain rules are filled only by the guard: without it an allow never allows and, worse, a deny
+  // never denies (with default: allow, the names it was written to block stay reachable).
+  const named = rules.filter((r) => r.domains.length > 0);
+  if (raw?.guard === false && named.length > 0) {
+    const list = named.slice(0, 3).map((r) => `${showValue(r.name)} (${r.domains[0]?.text ?? ''}${r.domains.length > 1 ? ', ...' : ''})`);
+    error(
+      ['dns', 'guard'],
+      `dns.guard is false, but rule${named.length === 1 ? '' : 's'} ${list.join(', ')}${named.length > 3 ? ` and ${named.length - 3} more` : ''} name${named.length === 1 ? 's' : ''} domains: only the guard fills domain rules, so they would never match (remove dns.guard: false, or the domains)`,
+    );
+  }
   return {
-    guard: raw?.guard ?? rules.some((r) => r.domains.length > 0),
+    guard: raw?.guard ?? named.length > 0,
     upstreams: raw?.upstreams ? upstreams : null,
     port,
     ttlFloor: floor,

@@ -170,6 +170,22 @@ describe('unit: DNS guard decisions', () => {
     assert.deepEqual(t.upstreamCalls, [{ name: 'API.Example.COM', type: TYPE.A, class: 1 }], 'only the checked question goes upstream');
   });
 
+  it('ttl_max is a cap on the TTL clients are given; the kernel keeps an address ttl_grace longer (cap plus grace)', async () => {
+    const text = POLICY.replace('  ttl_grace: 10', '  ttl_grace: 10\n  ttl_max: 3600');
+    for (const [ttl, cached, life] of [
+      [999_999, 3600, 3600 + 10], // above the cap: the client caches 3600 s, the address stays open 3610 s
+      [100, 100, 100 + 10], // between floor and cap: TTL + grace
+      [5, 5, 30 + 10], // below the floor: the client keeps its TTL, the address stays open floor + grace
+    ] as const) {
+      const t = setup((q) => [CNAME(q.name, 'edge.cdn.example.com', ttl), A('edge.cdn.example.com', 0xc6120a07n, ttl)], text);
+      const out = decodeMessage((await t.guard.handle(query('api.example.com', TYPE.A), client)) as Buffer);
+      assert.deepEqual(out.answers.map((a) => a.ttl), [cached, cached], `TTL ${ttl}: what the client may cache`);
+      const e = t.dyn().find((x) => x.set === 'r_api_d4')?.e;
+      assert.ok(e?.t === 'addr' && e.timeoutMs === life * 1000, `TTL ${ttl}: the set element lives ${life} s (got ${e?.t === 'addr' ? e.timeoutMs : '-'} ms)`);
+      assert.ok(life <= 3600 + 10, 'never more than ttl_max + ttl_grace');
+    }
+  });
+
   it('wildcards match on label boundaries only', async () => {
     const t = setup((q) => [A(q.name, 0xc6120a02n)]);
     for (const [name, rcode] of [

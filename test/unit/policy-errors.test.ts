@@ -119,6 +119,17 @@ describe('unit: policy errors', () => {
     assert.deepEqual([eq.ttlFloor, eq.ttlMax], [300, 300]);
   });
 
+  it('dns.guard: false beside rules that name domains is an error at dns.guard, naming the rules (they could never match)', () => {
+    const rules = 'rules:\n  - name: api\n    to: [api.example.com, 198.18.0.1]\n  - name: block-exfil\n    action: deny\n    to: ["*.paste.example"]\n  - name: lan\n    to: [198.18.0.0/24]\n';
+    assert.deepEqual(issues(`mode: enforce\ndefault: allow\ndns:\n  guard: false\n${rules}`), [
+      'p.yaml:4:10: dns.guard is false, but rules "api" (api.example.com), "block-exfil" (*.paste.example) name domains: only the guard fills domain rules, so they would never match (remove dns.guard: false, or the domains)',
+    ]);
+    // Controls: the guard on (said or implied) with the same rules, and off with address rules only.
+    assert.equal(policyFrom(`dns:\n  guard: true\n${rules}`).dns.guard, true);
+    assert.equal(policyFrom(rules).dns.guard, true, 'on by default when a rule names a domain');
+    assert.equal(policyFrom('dns:\n  guard: false\nrules:\n  - name: lan\n    to: [198.18.0.0/24]\n').dns.guard, false);
+  });
+
   it('a policy with no mode starts in audit mode and says so', () => {
     const p = policyFrom('rules:\n  - name: a\n    to: [any]\n');
     assert.equal(p.mode, 'audit');

@@ -9,8 +9,7 @@ import type { Netfilter } from '../../netfilter/netfilter.js';
 import { commitTable } from '../../state/commit-table.js';
 import type { AppliedState } from '../../state/state-store.js';
 import { EXIT, type Context } from '../context.js';
-
-const MAX_CONFIRM_SECONDS = 24 * 3600;
+import { MAX_CONFIRM_SECONDS } from '../spec.js';
 
 /**
  * What to restore if an unconfirmed apply times out: what is in the kernel
@@ -30,13 +29,11 @@ function rollbackTarget(nf: Netfilter, applied: AppliedState | null): { ruleset:
 }
 
 /** `sluice apply [POLICY] [--confirm SECONDS]`: atomic; with --confirm, rolls back unless confirmed in time. */
-export async function apply(ctx: Context, args: { policy?: string; confirm?: string }): Promise<number> {
-  let confirmSeconds: number | undefined;
-  if (args.confirm !== undefined) {
-    if (!/^[0-9]+$/.test(args.confirm) || Number(args.confirm) < 1 || Number(args.confirm) > MAX_CONFIRM_SECONDS) {
-      throw new UsageError(`--confirm takes a number of seconds from 1 to ${MAX_CONFIRM_SECONDS}: ${JSON.stringify(args.confirm)}`);
-    }
-    confirmSeconds = Number(args.confirm);
+export async function apply(ctx: Context, args: { policy?: string; confirm?: number }): Promise<number> {
+  // Parsed and range-checked by the command line (spec.ts); checked again for callers that skip it.
+  const confirmSeconds = args.confirm;
+  if (confirmSeconds !== undefined && !(Number.isSafeInteger(confirmSeconds) && confirmSeconds >= 1 && confirmSeconds <= MAX_CONFIRM_SECONDS)) {
+    throw new UsageError(`--confirm takes a number of seconds from 1 to ${MAX_CONFIRM_SECONDS}: ${confirmSeconds}`);
   }
   // Validate and compile before touching anything: a bad policy never reaches the kernel.
   const { policy: p, bytes } = ctx.loadPolicyForApply(args.policy);

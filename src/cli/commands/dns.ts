@@ -14,8 +14,9 @@ function line(e: DnsQueryEvent): string {
 }
 
 /** `sluice dns [--follow] [--json] [--limit N]`: recent queries the guard answered, from the daemon. */
-export async function dns(ctx: Context, args: { follow: boolean; limit?: string }): Promise<number> {
-  const limit = args.limit !== undefined ? Math.max(1, Math.min(10_000, Number(args.limit) || 100)) : 100;
+export async function dns(ctx: Context, args: { follow: boolean; limit?: number }): Promise<number> {
+  // Range-checked by the command line (spec.ts: 1 to 10,000, what the daemon serves).
+  const limit = args.limit ?? 100;
   const recent = (await controlCall(ctx.state.controlSocket, 'dns.recent', { limit })) as DnsQueryEvent[];
   if (ctx.json && !args.follow) ctx.result(recent);
   else for (const e of recent) process.stdout.write(`${ctx.json ? JSON.stringify(e) : line(e)}\n`);

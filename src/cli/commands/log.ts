@@ -3,7 +3,7 @@ import type { EventQuery, StoredEvent } from '../../events/event-store.js';
 import { formatEventLine } from '../../events/format-event.js';
 import { SqliteStore } from '../../events/sqlite-store.js';
 import { eventStorePath } from '../../events/store-component.js';
-import { parseCount, parseSince, parseVerdict } from '../../events/time-window.js';
+import { parseSince, parseVerdict } from '../../events/time-window.js';
 import { bigintJson, EXIT, type Context } from '../context.js';
 
 export interface LogArgs {
@@ -12,7 +12,8 @@ export interface LogArgs {
   verdict?: string;
   process?: string;
   rule?: string;
-  limit?: string;
+  /** The newest N (parsed by the command line: an integer from 1). */
+  limit?: number;
 }
 
 /** The store of this state directory for reading, or null when nothing was recorded yet. */
@@ -40,7 +41,7 @@ export async function log(ctx: Context, args: LogArgs): Promise<number> {
   if (args.verdict !== undefined) q.verdict = parseVerdict(args.verdict);
   if (args.process !== undefined) q.process = args.process;
   if (args.rule !== undefined) q.rule = args.rule;
-  q.limit = args.limit !== undefined ? parseCount('--limit', args.limit) : 100;
+  q.limit = args.limit ?? 100;
 
   let store = openStoreForReading(ctx.state.dir);
   const events = store ? store.query(q) : [];

@@ -2,7 +2,7 @@ import { buildCounterName } from '../../compile/kernel-names.js';
 import { TABLE_NAME } from '../../compile/ruleset.js';
 import type { EventStats, PipelineCounters } from '../../events/event-store.js';
 import { eventStorePath } from '../../events/store-component.js';
-import { parseCount, parseSince } from '../../events/time-window.js';
+import { parseSince } from '../../events/time-window.js';
 import { EXIT, type Context } from '../context.js';
 import { openStoreForReading } from './log.js';
 
@@ -23,9 +23,9 @@ function kernelCounters(ctx: Context): Record<string, { packets: number; bytes: 
  * the pipeline's health (records lost in the kernel or dropped in Sluice),
  * so what the log does not show is still accounted for.
  */
-export function stats(ctx: Context, args: { since?: string; limit?: string }): number {
+export function stats(ctx: Context, args: { since?: string; limit?: number }): number {
   const since = parseSince(args.since ?? '24h');
-  const top = args.limit !== undefined ? parseCount('--limit', args.limit, 1000) : 10;
+  const top = args.limit ?? 10;
   const store = openStoreForReading(ctx.state.dir);
   let st: EventStats | null = null;
   let counters: PipelineCounters | null = null;

@@ -93,5 +93,7 @@ export function status(ctx: Context): number {
     daemon,
   });
   if (daemon?.state === 'failed' || daemon?.state === 'dead') return EXIT.notLive;
+  // Past its deadline, a pending confirmation means the kernel holds a policy nobody kept (documented: exit 3).
+  if (overdue) return EXIT.notLive;
   return state === 'live' || state === 'off' ? EXIT.ok : EXIT.notLive;
 }

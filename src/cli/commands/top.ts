@@ -1,5 +1,4 @@
 import { endpoint } from '../../events/format-event.js';
-import { parseCount } from '../../events/time-window.js';
 import { listConnections, type Connection } from '../../monitor/connections.js';
 import { ProcessTable } from '../../monitor/process-table.js';
 import { EXIT, type Context } from '../context.js';
@@ -82,9 +81,9 @@ export function topScreen(conns: Connection[], rows: TopRow[], intervalS: number
  * in place until q or Ctrl-C; otherwise (a pipe, a test) it takes two samples
  * one interval apart and prints one snapshot.
  */
-export async function top(ctx: Context, args: { interval?: string }): Promise<number> {
+export async function top(ctx: Context, args: { interval?: number }): Promise<number> {
   ctx.useSavedHostnames();
-  const intervalS = args.interval !== undefined ? parseCount('--interval', args.interval, 3600) : 2;
+  const intervalS = args.interval ?? 2;
   const policy = appliedPolicy(ctx);
   const procs = new ProcessTable({ exclude: [process.pid] });
   const sample = () => listConnections({ policy, procs }).connections;

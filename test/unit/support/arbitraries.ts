@@ -254,7 +254,7 @@ const TRICKY_RULE_NAMES = ['default', 'encrypted-dns', 'encrypted_dns', 'essenti
 /**
  * A policy document (before YAML or JSON rendering) of the right shape. With
  * `clean`, every value is valid (the document may still fail on a duplicate
- * rule name); otherwise good values are mixed with bad ones and junk of any
+ * rule name), and `dns.guard: false` never stands beside a domain rule; otherwise good values are mixed with bad ones and junk of any
  * type. The policy fuzzer renders these and checks the loader; the
  * kernel-name tests compile the ones that load.
  */
@@ -308,5 +308,15 @@ export function policyDocArb(clean: boolean): fc.Arbitrary<Record<string, unknow
       rules: fc.array(rule, { maxLength: 4 }),
     },
     { requiredKeys: [] },
-  );
+  ).map((doc) => (clean ? withoutGuardConflict(doc) : doc));
+}
+
+/** Drops `dns.guard: false` from a document whose rules name a domain (a policy error: they could never match). */
+function withoutGuardConflict(doc: Record<string, unknown>): Record<string, unknown> {
+  const dns = doc.dns as Record<string, unknown> | undefined;
+  const rules = Array.isArray(doc.rules) ? (doc.rules as { to?: unknown }[]) : [];
+  const domain = (t: unknown) => typeof t === 'string' && /[a-z]/i.test(t) && t !== 'any' && !t.includes(':');
+  if (dns?.guard !== false || !rules.some((r) => Array.isArray(r.to) && r.to.some(domain))) return doc;
+  const { guard: _g, ...rest } = dns;
+  return { ...doc, dns: rest };
 }
