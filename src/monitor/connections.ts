@@ -1,4 +1,5 @@
 import { DEFAULT_RULE } from '../compile/kernel-names.js';
+import { hostAddresses } from '../net/host-addresses.js';
 import { formatAddr, isLoopback, type Family } from '../net/ip.js';
 import { hostnameFor } from '../events/hostnames.js';
 import { explain } from '../policy/explain.js';
@@ -99,6 +100,7 @@ export function listConnections(opts: { policy?: Policy | null; procs?: ProcessT
   const flows = new Map<string, CtEntry>();
   for (const e of ct.entries) flows.set(ctKey(e.family, e.proto, e.src, e.sport, e.dst, e.dport), e);
   const timestamps = ct.entries.some((e) => e.startMs !== undefined);
+  const own = new Set(hostAddresses().map((a) => `${a.family}/${a.value}`));
 
   const connections = socks.map((s) => {
     const c: Connection = {
@@ -130,8 +132,9 @@ export function listConnections(opts: { policy?: Policy | null; procs?: ProcessT
           port: s.dport,
           uid: s.uid,
           ...(p?.unit ? { service: p.unit } : {}),
+          ...(own.has(`${s.family}/${s.dst}`) ? { local: true } : {}),
         });
-        c.rule = x.decidedBy.kind === 'rule' ? x.decidedBy.rule : x.decidedBy.kind === 'default' ? DEFAULT_RULE : 'loopback';
+        c.rule = x.decidedBy.kind === 'rule' ? x.decidedBy.rule : x.decidedBy.kind === 'default' ? DEFAULT_RULE : x.decidedBy.kind;
       } catch {
         /* no rule shown */
       }

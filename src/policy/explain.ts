@@ -21,6 +21,11 @@ export interface Query {
   iface?: string;
   /** Addresses the DNS guard has learned, per rule name (from the live kernel sets). */
   learned?: Map<string, AddrRange[]>;
+  /**
+   * The destination is one of this host's own addresses: the ruleset admits
+   * traffic to them before any rule (`fib daddr type local`), as it does loopback.
+   */
+  local?: boolean;
 }
 
 /** Tri-state match: yes, no, or depends on something the query left open. */
@@ -44,7 +49,7 @@ export interface Explanation {
   verdict: 'allow' | 'block';
   /** In audit mode a block is only recorded. */
   enforced: boolean;
-  decidedBy: { kind: 'rule'; rule: string; action: 'allow' | 'deny'; line: number } | { kind: 'default' } | { kind: 'loopback' };
+  decidedBy: { kind: 'rule'; rule: string; action: 'allow' | 'deny'; line: number } | { kind: 'default' } | { kind: 'loopback' } | { kind: 'local' };
   /** Rules whose verdict depends on parts of the query that were not given. */
   conditional: RuleMatch[];
   matches: RuleMatch[];
@@ -202,6 +207,9 @@ export function explain(policy: Policy, q: Query): Explanation {
 
   if (isLoopback(q.dest)) {
     return { verdict: 'allow', enforced, decidedBy: { kind: 'loopback' }, conditional: [], matches, summary: 'allowed: loopback traffic is always allowed' };
+  }
+  if (q.local && q.dest.kind === 'range') {
+    return { verdict: 'allow', enforced, decidedBy: { kind: 'local' }, conditional: [], matches, summary: "allowed: traffic to this host's own addresses is always allowed" };
   }
   const denied = deny.find((m) => m.result === 'yes');
   if (denied) {

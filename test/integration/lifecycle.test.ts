@@ -196,5 +196,10 @@ describe('integration: apply lifecycle', () => {
       const ex = await w.sluiceJson<{ verdict: string; summary: string }>(['explain', h, `${port}/tcp`, p]);
       assert.equal(ex.json.verdict === 'allow', reach[t(h, port)], `${h} ${port}: explain says ${ex.json.summary}, kernel says ${reach[t(h, port)]}`);
     }
+    // This host's own address is admitted before any rule (fib daddr type local); a neighbour's is not.
+    const own = await w.sluiceJson<{ verdict: string; decidedBy: { kind: string } }>(['explain', '198.18.0.2', '5432/tcp', p]);
+    assert.deepEqual([own.json.verdict, own.json.decidedBy.kind], ['allow', 'local']);
+    const neighbour = await w.sluiceJson<{ verdict: string; decidedBy: { kind: string } }>(['explain', '198.18.0.3', '5432/tcp', p]);
+    assert.deepEqual([neighbour.json.verdict, neighbour.json.decidedBy.kind], ['block', 'default']);
   });
 });

@@ -1,6 +1,7 @@
 import { TABLE_NAME } from '../../compile/ruleset.js';
 import { UsageError } from '../../errors.js';
 import { objectNames } from '../../compile/kernel-names.js';
+import { hostAddresses } from '../../net/host-addresses.js';
 import { parsePrefix, type AddrRange } from '../../net/ip.js';
 import { explain as explainPolicy, type Dest, type Query } from '../../policy/explain.js';
 import { parseDomain, parseInterface, parseService } from '../../policy/parse-values.js';
@@ -87,6 +88,10 @@ export function explain(ctx: Context, args: ExplainArgs): number {
       // Not root, or no kernel access: explain from the policy alone.
     }
   }
+
+  // One of this host's own addresses: the kernel admits it before any rule.
+  const d = query.dest;
+  if (d.kind === 'range' && d.range.start === d.range.end && hostAddresses().some((a) => a.family === d.range.family && a.value === d.range.start)) query.local = true;
 
   const ex = explainPolicy(policy, query);
   const what = `${destText}${query.port !== undefined ? ` ${query.port}/${query.proto}` : query.proto ? ` ${query.proto}` : ''}`;
