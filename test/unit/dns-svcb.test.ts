@@ -177,6 +177,47 @@ describe('unit: SVCB/HTTPS address hints go through the rebinding filter', () =>
     assert.equal(fa.overLimit, 7);
   });
 
+  it('a record whose hints all pass goes on as it came; a mandatory hint that passes keeps its record; opened hints live at most ttl_max', () => {
+    const good = { ...https([{ key: SVC_KEY.MANDATORY, value: hex('0004') }, { key: SVC_KEY.IPV4HINT, value: v4('198.18.1.10', '198.18.1.11') }]), ttl: 999_999 };
+    const f = filterAnswer('svc.example.com', TYPE.HTTPS, response([good]), rebinding, { ttlMax: 3600 });
+    assert.equal(f.answers.length, 1, 'mandatory names a hint that was not removed');
+    assert.equal(f.answers[0]?.data, good.data, 'nothing removed: the record is not rebuilt');
+    assert.equal(f.answers[0]?.ttl, 3600);
+    assert.deepEqual(
+      f.addresses.map((a) => [formatAddr(a.family, a.addr), a.ttl]),
+      [
+        ['198.18.1.10', 3600],
+        ['198.18.1.11', 3600],
+      ],
+    );
+    // Half of a hint removed: the other half stays, the record is rebuilt.
+    const half = https([{ key: SVC_KEY.IPV4HINT, value: v4('127.0.0.1', '198.18.1.12') }]);
+    const fh = filterAnswer('svc.example.com', TYPE.HTTPS, response([half]), rebinding, { ttlMax: 3600 });
+    assert.deepEqual(hints(fh.answers[0], SVC_KEY.IPV4HINT), ['198.18.1.12']);
+  });
+
+  it('target names: "." (the owner itself) is not one; a name given by two records is reported once', () => {
+    const self = filterAnswer('svc.example.com', TYPE.HTTPS, response([https([], { target: '.' })]), rebinding, { ttlMax: 3600 });
+    assert.deepEqual(self.targets, []);
+    const twice = filterAnswer('svc.example.com', TYPE.HTTPS, response([https([], { target: 'Pool.example.net' }), https([], { priority: 2, target: 'pool.example.net.' })]), rebinding, { ttlMax: 3600 });
+    assert.deepEqual(twice.targets, ['pool.example.net']);
+  });
+
+  it('negative answers keep only an IN-class SOA; a CNAME chain is followed for 16 hops and not one more', () => {
+    const soa = (cls: number): RR => ({ name: 'example.com', type: TYPE.SOA, class: cls, ttl: 99_999, data: { kind: 'raw', data: hex('00') } } as unknown as RR);
+    const neg: Message = { ...response([]), authorities: [soa(1), soa(3), { ...soa(1), type: TYPE.NS }] };
+    const fn = filterAnswer('svc.example.com', TYPE.A, neg, rebinding, { ttlMax: 3600 });
+    assert.deepEqual(fn.authorities.map((r) => [r.type, r.class, r.ttl]), [[TYPE.SOA, 1, 3600]]);
+    const chain = (hops: number): RR[] => [
+      ...Array.from({ length: hops }, (_, i): RR => ({ name: `c${i}.example.com`, type: TYPE.CNAME, class: 1, ttl: 60, data: { kind: 'name', name: `c${i + 1}.example.com` } })),
+      { name: `c${hops}.example.com`, type: TYPE.A, class: 1, ttl: 60, data: { kind: 'a', addr: parseAddr('198.18.1.20')?.value ?? 0n } },
+    ];
+    const at16 = filterAnswer('c0.example.com', TYPE.A, response(chain(16), TYPE.A), rebinding, { ttlMax: 3600 });
+    assert.equal(at16.addresses.length, 1, '16 CNAMEs, then the address');
+    const at17 = filterAnswer('c0.example.com', TYPE.A, response(chain(17), TYPE.A), rebinding, { ttlMax: 3600 });
+    assert.equal(at17.addresses.length, 0, 'a 17th CNAME ends the walk before the address');
+  });
+
   it('the host address list is replaced as interfaces change', () => {
     const r = new RebindingFilter(policy, host);
     assert.match(r.check(4, parseAddr('198.18.0.2')?.value ?? 0n) ?? '', /own address/);
