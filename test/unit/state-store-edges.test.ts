@@ -1,0 +1,154 @@
+/**
+ * The state store's decisions a restart relies on, at their edges: which of
+ * applied/off is the truth, what a damaged file means, which policy
+ * snapshots survive pruning, the directory checks, and the compact address
+ * encoding of large rulesets. Written from the state-store mutants that lived
+ * through test/unit/state-store.test.ts (npm run mutate -- src/state/state-store.ts).
+ */
+import assert from 'node:assert/strict';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import type { Ruleset } from '../../src/compile/ruleset.js';
+import { SluiceError } from '../../src/errors.js';
+import { defaultPolicyPath, fromJson, stateDir, StateStore, toJson, type AppliedState } from '../../src/state/state-store.js';
+
+const root = mkdtempSync(join(tmpdir(), 'sluice-state-edges-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+let n = 0;
+const fresh = () => {
+  const dir = join(root, `s${n++}`);
+  const s = new StateStore(dir);
+  s.ensureSafe();
+  return s;
+};
+const RS: Ruleset = { table: 'sluice', comment: '', sets: [], counters: [], limits: [], chains: [] };
+const applied = (appliedAt: string): AppliedState => ({ appliedAt, policyFile: '/etc/sluice/p.yaml', sha256: 'c'.repeat(64), mode: 'enforce', ruleset: RS, warnings: [] });
+const hash = (i: number) => i.toString(16).padStart(64, '0');
+
+describe('unit: state store, edges', () => {
+  it('applied vs off: the later one is the truth, and a tie goes to off', () => {
+    const s = fresh();
+    assert.equal(s.applied(), null);
+    assert.equal(s.isOff(), false);
+    s.setApplied(applied('2026-12-04T10:00:00.000Z'));
+    s.setOff({ at: '2026-12-04T09:59:59.999Z' });
+    assert.equal(s.applied()?.appliedAt, '2026-12-04T10:00:00.000Z', 'off before the apply: applied');
+    assert.equal(s.isOff(), false);
+    s.setOff({ at: '2026-12-04T10:00:00.000Z' });
+    assert.equal(s.applied(), null, 'same instant: off');
+    assert.equal(s.isOff(), true);
+    s.setOff(null);
+    assert.equal(s.isOff(), false);
+    assert.ok(s.applied());
+    s.setApplied(null);
+    assert.equal(s.applied(), null);
+    assert.ok(!readdirSync(s.dir).includes('applied.json'));
+  });
+
+  it('a damaged off.json means off only when nothing is applied; a damaged applied.json is an error naming the file', () => {
+    const s = fresh();
+    writeFileSync(join(s.dir, 'off.json'), '{not json');
+    assert.equal(s.isOff(), true, 'nothing applied: off stands');
+    s.setApplied(applied('2026-12-04T10:00:00.000Z'));
+    assert.equal(s.isOff(), false, 'an apply is on record: it stands');
+    writeFileSync(join(s.dir, 'off.json'), '{"at": 5}');
+    assert.equal(s.isOff(), false);
+    assert.ok(s.applied());
+    writeFileSync(join(s.dir, 'applied.json'), '{"appliedAt": ');
+    assert.throws(
+      () => s.applied(),
+      (e: unknown) => e instanceof SluiceError && e.code === 'ESTATE' && e.message.startsWith(`Corrupt state file: ${join(s.dir, 'applied.json')}: `) && e.cause instanceof Error,
+    );
+  });
+
+  it('pending confirmations are written and cleared; a damaged daemon.json reads as unknown, not as an error', () => {
+    const s = fresh();
+    s.setPending({ token: 't', deadline: '2026-12-04T10:00:05.000Z', previous: null, previousState: null });
+    assert.equal(s.pending()?.token, 't');
+    s.setPending(null);
+    assert.equal(s.pending(), null);
+    assert.ok(!readdirSync(s.dir).includes('pending-confirm.json'));
+    assert.equal(s.daemonState(), null);
+    s.setDaemonState({ state: 'failed', pid: 42, at: '2026-12-04T10:00:00.000Z', error: 'boom', code: 'EPOLICY' });
+    assert.deepEqual(s.daemonState(), { state: 'failed', pid: 42, at: '2026-12-04T10:00:00.000Z', error: 'boom', code: 'EPOLICY' });
+    writeFileSync(join(s.dir, 'daemon.json'), '{');
+    assert.equal(s.daemonState(), null);
+  });
+
+  it('policy snapshots: only sha256 names; the 20 newest survive pruning, and the ones asked to be kept whatever their age', () => {
+    const s = fresh();
+    assert.throws(() => s.savePolicySnapshot('../../etc/x', Buffer.from('x')), (e: unknown) => e instanceof SluiceError && e.code === 'ESTATE' && e.message === 'Bad policy hash: ../../etc/x');
+    for (const bad of [`${hash(1)}0`, hash(1).slice(1), `X${hash(1).slice(1)}`]) assert.throws(() => s.savePolicySnapshot(bad, Buffer.from('x')), SluiceError, bad);
+    assert.equal(s.policySnapshot('../applied'), null);
+    assert.equal(s.policySnapshot(hash(999)), null, 'never saved');
+    const t0 = Date.now() / 1000 - 10_000;
+    for (let i = 0; i < 25; i++) {
+      s.savePolicySnapshot(hash(i), Buffer.from(`policy ${i}`), [hash(0)]);
+      utimesSync(join(s.dir, 'policies', `${hash(i)}.yaml`), t0 + i, t0 + i);
+    }
+    // Something that is not a snapshot is never pruned.
+    writeFileSync(join(s.dir, 'policies', 'notes.txt'), 'x');
+    s.savePolicySnapshot(hash(25), Buffer.from('policy 25'), [hash(0)]);
+    const left = readdirSync(join(s.dir, 'policies')).sort();
+    const want = [hash(0), ...Array.from({ length: 20 }, (_, i) => hash(25 - i))].map((h) => `${h}.yaml`);
+    assert.deepEqual(left, [...want, 'notes.txt'].sort(), 'the 20 newest, the kept one, and the stranger');
+    assert.equal(s.policySnapshot(hash(0))?.toString(), 'policy 0');
+    assert.equal(s.policySnapshot(hash(5)), null, 'pruned');
+  });
+
+  it('the directory: created 0700; refused when a symlink, owned by another uid, or writable by group or others', () => {
+    const s = fresh();
+    const dir = join(root, 'checked');
+    mkdirSync(dir, { mode: 0o700 });
+    new StateStore(dir).ensureSafe();
+    chmodSync(dir, 0o770);
+    assert.throws(() => new StateStore(dir).ensureSafe(), (e: unknown) => e instanceof SluiceError && e.code === 'ESTATEPERM' && e.message === `State directory is writable by group or others (mode 770): ${dir}`);
+    chmodSync(dir, 0o700);
+    if (process.getuid?.() === 0) {
+      chownSync(dir, 65534, 65534);
+      assert.throws(() => new StateStore(dir).ensureSafe(), (e: unknown) => e instanceof SluiceError && e.message === `State directory is owned by uid 65534, not 0: ${dir}`);
+    }
+    const link = join(root, 'link');
+    symlinkSync(s.dir, link);
+    assert.throws(() => new StateStore(link).ensureSafe(), (e: unknown) => e instanceof SluiceError && e.message === `State directory is not a directory (a symlink?): ${link}`);
+  });
+
+  it('defaults: SLUICE_STATE_DIR and SLUICE_POLICY when set and not empty', () => {
+    const saved = { d: process.env.SLUICE_STATE_DIR, p: process.env.SLUICE_POLICY };
+    try {
+      process.env.SLUICE_STATE_DIR = '/tmp/x-state';
+      process.env.SLUICE_POLICY = '/tmp/x.yaml';
+      assert.deepEqual([stateDir(), defaultPolicyPath()], ['/tmp/x-state', '/tmp/x.yaml']);
+      process.env.SLUICE_STATE_DIR = '';
+      process.env.SLUICE_POLICY = '';
+      assert.deepEqual([stateDir(), defaultPolicyPath()], ['/var/lib/sluice', '/etc/sluice/policy.yaml']);
+    } finally {
+      for (const [k, v] of [['SLUICE_STATE_DIR', saved.d], ['SLUICE_POLICY', saved.p]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  });
+
+  it('address elements without timeouts are written as family:start:end in hex, and only those; anything else round-trips as it was', () => {
+    const plain = { t: 'addr', family: 6, start: 0x20010db8n << 96n, end: (0x20010db8n << 96n) | 0xffn };
+    assert.equal(toJson(plain), '{"__addr":"6:20010db8000000000000000000000000:20010db80000000000000000000000ff"}');
+    assert.deepEqual(fromJson(toJson(plain)), plain);
+    for (const v of [
+      { ...plain, timeoutMs: 5000 },
+      { ...plain, expiresMs: 5 },
+      { t: 'addr', family: 4, start: 1, end: 2 },
+      { t: 'num', family: 4, start: 1n, end: 2n },
+    ]) {
+      assert.ok(!toJson(v).includes('__addr'), JSON.stringify(toJson(v)));
+      assert.deepEqual(fromJson(toJson(v)), v);
+    }
+    // Only the exact one-key shapes are turned back into values.
+    assert.deepEqual(fromJson('{"__addr":"5:1:1"}'), { __addr: '5:1:1' });
+    assert.deepEqual(fromJson('{"__addr":"4:1:1","x":1}'), { __addr: '4:1:1', x: 1 });
+    assert.deepEqual(fromJson('{"__bigint":"12x"}'), { __bigint: '12x' });
+    assert.equal(fromJson('{"__bigint":"-12"}'), -12n);
+  });
+});
