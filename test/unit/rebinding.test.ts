@@ -100,4 +100,16 @@ describe('unit: rebinding filter, range by range', () => {
     assert.match(check('192.168.1.1') ?? '', /private/, 'a deny rule opts nothing in');
     assert.match(check('127.0.0.1') ?? '', /loopback/, '`any` opts nothing in');
   });
+
+  it('a listed range that starts at 0 or ends at the top opts in like any other; an IPv4 range never opts in an IPv6 address', () => {
+    const f = new RebindingFilter(policyFrom('rules:\n  - name: edges\n    to: [0.0.0.0/8, 240.0.0.0/4, 10.1.0.0/16]\n'));
+    const check = (t: string) => {
+      const a = addr(t);
+      return f.check(a.family, a.value);
+    };
+    assert.equal(check('0.1.2.3'), null, 'starts at 0.0.0.0 but is not `any`');
+    assert.equal(check('255.255.255.255'), null, 'ends at the top but is not `any`');
+    // ::10.1.2.3 (IPv4-compatible) has the same low 32 bits as 10.1.2.3: the IPv4 rule does not reach it.
+    assert.match(check('::a01:203') ?? '', /IPv4-compatible/);
+  });
 });
