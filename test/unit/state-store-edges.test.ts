@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { Ruleset } from '../../src/compile/ruleset.js';
 import { SluiceError } from '../../src/errors.js';
-import { defaultPolicyPath, fromJson, stateDir, StateStore, toJson, type AppliedState } from '../../src/state/state-store.js';
+import { defaultPolicyPath, fromJson, removeStaleTemps, stateDir, StateStore, toJson, type AppliedState } from '../../src/state/state-store.js';
 
 const root = mkdtempSync(join(tmpdir(), 'sluice-state-edges-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -88,12 +88,19 @@ describe('unit: state store, edges', () => {
       s.savePolicySnapshot(hash(i), Buffer.from(`policy ${i}`), [hash(0)]);
       utimesSync(join(s.dir, 'policies', `${hash(i)}.yaml`), t0 + i, t0 + i);
     }
-    // Something that is not a snapshot is never pruned.
-    writeFileSync(join(s.dir, 'policies', 'notes.txt'), 'x');
+    // Something that is not a snapshot is never pruned, however old.
+    for (const stranger of ['notes.txt', `a${hash(1)}.yaml`, `${hash(1)}.yaml.bak`]) {
+      writeFileSync(join(s.dir, 'policies', stranger), 'x');
+      utimesSync(join(s.dir, 'policies', stranger), t0 - 1000, t0 - 1000);
+    }
     s.savePolicySnapshot(hash(25), Buffer.from('policy 25'), [hash(0)]);
     const left = readdirSync(join(s.dir, 'policies')).sort();
     const want = [hash(0), ...Array.from({ length: 20 }, (_, i) => hash(25 - i))].map((h) => `${h}.yaml`);
-    assert.deepEqual(left, [...want, 'notes.txt'].sort(), 'the 20 newest, the kept one, and the stranger');
+    assert.deepEqual(left, [...want, 'notes.txt', `a${hash(1)}.yaml`, `${hash(1)}.yaml.bak`].sort(), 'the 20 newest, the kept one, and the strangers');
+    // A name that is not exactly a sha256 never reaches the file system: not even one that walks out of policies/.
+    writeFileSync(join(s.dir, `${hash(0)}.yaml`), 'outside');
+    writeFileSync(join(s.dir, 'policies', `${hash(0)}.yaml.yaml`), 'longer');
+    for (const bad of [`../${hash(0)}`, `${hash(0)}.yaml`, `${hash(0).slice(1)}A`]) assert.equal(s.policySnapshot(bad), null, bad);
     assert.equal(s.policySnapshot(hash(0))?.toString(), 'policy 0');
     assert.equal(s.policySnapshot(hash(5)), null, 'pruned');
   });
@@ -113,6 +120,31 @@ describe('unit: state store, edges', () => {
     const link = join(root, 'link');
     symlinkSync(s.dir, link);
     assert.throws(() => new StateStore(link).ensureSafe(), (e: unknown) => e instanceof SluiceError && e.message === `State directory is not a directory (a symlink?): ${link}`);
+  });
+
+  it('temporary files of dead writers are removed: only plain files named *.tmp-PID or *.tmp-PID-async whose PID is gone', () => {
+    const dir = join(root, 'temps');
+    mkdirSync(dir);
+    const dead = 999_999_999;
+    const names = {
+      removed: [`applied.json.tmp-${dead}`, `learned.json.tmp-${dead}-async`],
+      kept: [`a.tmp-${process.pid}`, 'b.tmp-1', `c.tmp-${dead}.bak`, `d.tmp-${dead}-asyncx`, 'applied.json'],
+    };
+    for (const f of [...names.removed, ...names.kept]) writeFileSync(join(dir, f), 'x');
+    mkdirSync(join(dir, `dir.tmp-${dead}`));
+    symlinkSync(join(dir, 'applied.json'), join(dir, `link.tmp-${dead}`));
+    assert.deepEqual(removeStaleTemps(dir).sort(), [...names.removed].sort());
+    assert.deepEqual(readdirSync(dir).sort(), [...names.kept, `dir.tmp-${dead}`, `link.tmp-${dead}`].sort());
+    assert.deepEqual(removeStaleTemps(join(root, 'no-such-dir')), []);
+  });
+
+  it("the journal's last entry must be an object: an array, a number or null there reads as none", () => {
+    for (const line of ['[1,2]', '5', 'null', '"text"']) {
+      const s = fresh();
+      s.journal({ event: 'apply' });
+      writeFileSync(join(s.dir, 'journal.log'), `${line}\n`, { flag: 'a' });
+      assert.equal(s.lastJournal(), null, line);
+    }
   });
 
   it('defaults: SLUICE_STATE_DIR and SLUICE_POLICY when set and not empty', () => {
