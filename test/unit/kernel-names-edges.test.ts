@@ -126,6 +126,7 @@ describe('unit: kernel names, refusals and edges', () => {
       `sluice mode=audit policy=sha256:${SHA.slice(1)}`,
       `sluice mode=audit policy=sha256:x${SHA.slice(1)}`,
       `sluice mode=audit policy=${SHA}`,
+      `sluice mode=audit policy=sha999:${SHA}`,
       `sluice mode=on policy=sha256:${SHA}`,
       `sluicex mode=audit policy=sha256:${SHA}`,
     ]) {
