@@ -4,12 +4,11 @@ import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TABLE_NAME, type Ruleset } from '../../compile/ruleset.js';
-import { formatIssue, UsageError } from '../../errors.js';
+import { formatIssue } from '../../errors.js';
 import type { Netfilter } from '../../netfilter/netfilter.js';
 import { commitTable } from '../../state/commit-table.js';
 import type { AppliedState } from '../../state/state-store.js';
 import { EXIT, type Context } from '../context.js';
-import { MAX_CONFIRM_SECONDS } from '../spec.js';
 
 /**
  * What to restore if an unconfirmed apply times out: what is in the kernel
@@ -30,11 +29,8 @@ function rollbackTarget(nf: Netfilter, applied: AppliedState | null): { ruleset:
 
 /** `sluice apply [POLICY] [--confirm SECONDS]`: atomic; with --confirm, rolls back unless confirmed in time. */
 export async function apply(ctx: Context, args: { policy?: string; confirm?: number }): Promise<number> {
-  // Parsed and range-checked by the command line (spec.ts); checked again for callers that skip it.
+  // Parsed and range-checked (1 to MAX_CONFIRM_SECONDS) by the command line, spec.ts, like every numeric flag.
   const confirmSeconds = args.confirm;
-  if (confirmSeconds !== undefined && !(Number.isSafeInteger(confirmSeconds) && confirmSeconds >= 1 && confirmSeconds <= MAX_CONFIRM_SECONDS)) {
-    throw new UsageError(`--confirm takes a number of seconds from 1 to ${MAX_CONFIRM_SECONDS}: ${confirmSeconds}`);
-  }
   // Validate and compile before touching anything: a bad policy never reaches the kernel.
   const { policy: p, bytes } = ctx.loadPolicyForApply(args.policy);
   const { ruleset, warnings } = ctx.compile(p);
