@@ -28,13 +28,22 @@ const MAX_INFLIGHT = 4096;
  */
 const SHARE = MAX_INFLIGHT / 4;
 const TCP_KEY = -1;
-const MAX_TCP_CONNECTIONS = 256;
-const TCP_IDLE_MS = 10_000;
-/** A TCP client must send its first query this soon, and no connection lives longer than the lifetime. */
-const TCP_FIRST_QUERY_MS = 5_000;
-const TCP_LIFETIME_MS = 30_000;
-const TCP_PIPELINE = 32;
 
+/** What bounds a TCP client (RFC 7766 section 6.2: servers must protect themselves). */
+export interface TcpLimits {
+  /** Connections open at once on each listener (127.0.0.1 and ::1); beyond, new ones are closed at once (counted in tcpRejected). */
+  maxConnections: number;
+  /** Closed after this long without a byte. */
+  idleMs: number;
+  /** Closed unless a whole first query arrived this soon (a client trickling bytes keeps no slot). */
+  firstQueryMs: number;
+  /** No connection lives longer. */
+  lifetimeMs: number;
+  /** Queries of one connection in flight at once; one more closes the connection. */
+  pipeline: number;
+}
+
+const TCP_LIMITS: TcpLimits = { maxConnections: 256, idleMs: 10_000, firstQueryMs: 5_000, lifetimeMs: 30_000, pipeline: 32 };
 /**
  * The guard's listeners on 127.0.0.1 and ::1 (where the kernel redirects
  * port 53). UDP and TCP (RFC 7766: two-byte length prefix, pipelining,
@@ -48,6 +57,7 @@ export class GuardServers {
   private udp: UdpBatchSocket[] = [];
   private tcp: Server[] = [];
   private slots: InflightShares<number>;
+  private limits: TcpLimits;
 
   /**
    * `mark` goes on every listening socket (SO_MARK, which needs
@@ -58,9 +68,10 @@ export class GuardServers {
     readonly port: number,
     private handle: Handle,
     readonly mark = 0,
-    opts: { total?: number; share?: number } = {},
+    opts: { total?: number; share?: number; tcp?: Partial<TcpLimits> } = {},
   ) {
     this.slots = new InflightShares(opts.total ?? MAX_INFLIGHT, opts.share ?? SHARE);
+    this.limits = { ...TCP_LIMITS, ...opts.tcp };
   }
 
   async start(): Promise<void> {
@@ -89,7 +100,7 @@ export class GuardServers {
       this.udp.push(sock);
 
       const server = createServer((conn) => this.serveTcp(conn));
-      server.maxConnections = MAX_TCP_CONNECTIONS;
+      server.maxConnections = this.limits.maxConnections;
       server.on('drop', () => this.base.tcpRejected++);
       const a = addressBytes(host);
       const fd = native().tcpListen(a.family === 4 ? AF_INET : AF_INET6, a.bytes, this.port, this.mark, 511);
@@ -114,12 +125,13 @@ export class GuardServers {
     this.base.tcpConnections++;
     // Idle time alone resets on every byte, so trickling clients could hold every slot:
     // also a deadline for the first query and a hard lifetime.
-    conn.setTimeout(TCP_IDLE_MS, () => conn.destroy());
+    const { idleMs, firstQueryMs, lifetimeMs, pipeline } = this.limits;
+    conn.setTimeout(idleMs, () => conn.destroy());
     let answered = false;
     const first = setTimeout(() => {
       if (!answered) conn.destroy();
-    }, TCP_FIRST_QUERY_MS);
-    const life = setTimeout(() => conn.destroy(), TCP_LIFETIME_MS);
+    }, firstQueryMs);
+    const life = setTimeout(() => conn.destroy(), lifetimeMs);
     conn.on('close', () => {
       clearTimeout(first);
       clearTimeout(life);
@@ -135,7 +147,7 @@ export class GuardServers {
         const msg = Buffer.from(buf.subarray(2, 2 + len));
         buf = buf.subarray(2 + len);
         answered = true;
-        if (pipelined >= TCP_PIPELINE || !this.slots.take(TCP_KEY)) {
+        if (pipelined >= pipeline || !this.slots.take(TCP_KEY)) {
           conn.destroy();
           return;
         }

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
+import { createServer, type Server } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { decodeMessage, encodeMessage, TYPE, type Message } from '../../src/dns/dns-message.js';
 import { randomCase, UpstreamClient } from '../../src/dns/upstream.js';
@@ -153,5 +154,189 @@ describe('unit: upstream client against spoofing', () => {
     }
     assert.equal(spellings.size, 5);
     assert.equal(randomCase('abc', { u16: () => 0b101 }), 'AbC');
+  });
+});
+
+/**
+ * A scripted resolver on loopback, UDP and TCP on one port, plus a second UDP
+ * socket (another port on the same host) for forgeries. Each test says what
+ * happens to each query.
+ */
+class ScriptedUpstream {
+  readonly udpSeen: Message[] = [];
+  readonly tcpSeen: Message[] = [];
+  onUdp: (q: Message, reply: (m: Message | Buffer, from?: 'real' | 'other-port') => void) => void = () => undefined;
+  onTcp: (q: Message) => Message | null = () => null;
+  private sock: Socket = createSocket('udp4');
+  private other: Socket = createSocket('udp4');
+  private tcp: Server = createServer((conn) => {
+    let buf = Buffer.alloc(0);
+    conn.on('error', () => undefined);
+    conn.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) return;
+      const q = decodeMessage(buf.subarray(2, 2 + buf.readUInt16BE(0)));
+      this.tcpSeen.push(q);
+      const out = this.onTcp(q);
+      if (!out) return void conn.destroy();
+      const bytes = encodeMessage(out);
+      const len = Buffer.alloc(2);
+      len.writeUInt16BE(bytes.length);
+      conn.end(Buffer.concat([len, bytes]));
+    });
+  });
+  port = 0;
+
+  async start(): Promise<void> {
+    this.sock.on('message', (buf, rinfo) => {
+      const q = decodeMessage(buf);
+      this.udpSeen.push(q);
+      this.onUdp(q, (m, from = 'real') => {
+        const bytes = Buffer.isBuffer(m) ? m : encodeMessage(m);
+        (from === 'real' ? this.sock : this.other).send(bytes, rinfo.port, rinfo.address);
+      });
+    });
+    // UDP and TCP on one port number: find one free for both.
+    for (;;) {
+      await new Promise<void>((r) => this.sock.bind(0, '127.0.0.1', () => r()));
+      this.port = this.sock.address().port;
+      const ok = await new Promise<boolean>((r) => {
+        this.tcp.once('error', () => r(false));
+        this.tcp.listen(this.port, '127.0.0.1', () => r(true));
+      });
+      if (ok) break;
+      this.sock.close();
+      this.sock = createSocket('udp4');
+    }
+    await new Promise<void>((r) => this.other.bind(0, '127.0.0.1', () => r()));
+  }
+
+  close(): void {
+    this.sock.close();
+    this.other.close();
+    this.tcp.close();
+  }
+}
+
+/** The answer to `query`: its id and question exactly, one A record (`addr`), `tc` as given. */
+function answerTo(query: Message, addr: bigint, over: Partial<Message> & { tc?: boolean } = {}): Message {
+  const question = query.questions[0] as Message['questions'][number];
+  const { tc = false, ...rest } = over;
+  return {
+    id: query.id,
+    flags: { qr: true, opcode: 0, aa: true, tc, rd: true, ra: true, ad: false, cd: false, rcode: 0 },
+    questions: [question],
+    answers: tc ? [] : [{ name: question.name, type: TYPE.A, class: 1, ttl: 60, data: { kind: 'a', addr } }],
+    authorities: [],
+    additionals: [],
+    ...rest,
+  };
+}
+
+const REAL = 0xc6120a01n; // 198.18.10.1
+const FORGED = 0xc6120a66n; // 198.18.10.102
+const addrOf = (m: Message) => (m.answers[0]?.data as { addr?: bigint } | undefined)?.addr;
+
+describe('unit: upstream client, the checks on each reply (RFC 5452) and the TCP retry (RFC 7766)', () => {
+  const up = new ScriptedUpstream();
+  before(() => up.start());
+  after(() => up.close());
+
+  const forgeries: [string, (q: Message) => [Message | Buffer, 'real' | 'other-port']][] = [
+    ['from another port of the same host', (q) => [answerTo(q, FORGED), 'other-port']],
+    ['with another id', (q) => [answerTo(q, FORGED, { id: (q.id + 1) & 0xffff }), 'real']],
+    ['for another type', (q) => [answerTo(q, FORGED, { questions: [{ ...(q.questions[0] as Message['questions'][number]), type: TYPE.AAAA }] }), 'real']],
+    ['for another name', (q) => [answerTo(q, FORGED, { questions: [{ ...(q.questions[0] as Message['questions'][number]), name: 'evil.example' }] }), 'real']],
+    ['with no question', (q) => [answerTo(q, FORGED, { questions: [] }), 'real']],
+    ['that is a query (QR clear)', (q) => { const m = answerTo(q, FORGED); m.flags = { ...m.flags, qr: false }; return [m, 'real']; }],
+    ['that does not parse', (q) => [Buffer.from([q.id >> 8, q.id & 0xff, 0x81, 0x80, 0, 1]), 'real']],
+  ];
+  for (const [what, forge] of forgeries) {
+    it(`a reply ${what} is refused and counted; the real answer that follows is taken`, async () => {
+      const u = upstreamAt(up.port);
+      try {
+        up.onUdp = (query, reply) => {
+          const [m, from] = forge(query);
+          reply(m, from);
+          setTimeout(() => reply(answerTo(query, REAL)), 20);
+        };
+        const a = await u.query(q('www.example.com'), { dnssecOk: false });
+        assert.equal(addrOf(a), REAL);
+        assert.equal(u.stats.badReplies, 1);
+      } finally {
+        u.close();
+      }
+    });
+  }
+
+  it('a truncated answer is asked again over TCP, to the same server, with the same spelling; the TCP answer is returned', async () => {
+    const u = upstreamAt(up.port);
+    try {
+      up.udpSeen.length = 0;
+      up.tcpSeen.length = 0;
+      up.onUdp = (query, reply) => reply(answerTo(query, FORGED, { tc: true }));
+      up.onTcp = (query) => answerTo(query, REAL);
+      const a = await u.query(q('Big.Example.com'), { dnssecOk: false });
+      assert.equal(addrOf(a), REAL, 'the TCP answer, not the truncated one');
+      assert.equal(a.questions[0]?.name, 'Big.Example.com', "in the client's spelling");
+      assert.equal(u.stats.tcpFallbacks, 1);
+      assert.equal(up.tcpSeen.length, 1);
+      assert.equal(up.tcpSeen[0]?.questions[0]?.name, up.udpSeen[0]?.questions[0]?.name, 'the spelling asked over UDP');
+      assert.equal(up.tcpSeen[0]?.flags.cd, false);
+    } finally {
+      u.close();
+    }
+  });
+
+  it('a TCP answer with another id, or another spelling of the name, is refused: the query fails rather than take it', async () => {
+    for (const forge of [(m: Message) => ({ ...m, id: (m.id + 1) & 0xffff }), (m: Message) => ({ ...m, questions: m.questions.map((x) => ({ ...x, name: x.name.toLowerCase() === x.name ? x.name.toUpperCase() : x.name.toLowerCase() })) })]) {
+      const u = upstreamAt(up.port);
+      try {
+        up.tcpSeen.length = 0;
+        up.onUdp = (query, reply) => reply(answerTo(query, FORGED, { tc: true }));
+        up.onTcp = (query) => forge(answerTo(query, REAL));
+        await assert.rejects(u.query(q('tcp-forged.example.com'), { dnssecOk: false }), /mismatched TCP answer/);
+        assert.ok(up.tcpSeen.length >= 1);
+        assert.equal(u.stats.failures, 1);
+      } finally {
+        u.close();
+      }
+    }
+  });
+
+  it('a TCP connection closed without an answer fails the query; a silent upstream times out, and the next upstream is asked', async () => {
+    const u = upstreamAt(up.port, 300);
+    try {
+      up.onUdp = (query, reply) => reply(answerTo(query, FORGED, { tc: true }));
+      up.onTcp = () => null;
+      await assert.rejects(u.query(q('closed.example.com'), { dnssecOk: false }));
+    } finally {
+      u.close();
+    }
+    // Two upstreams: the first (a port nobody answers on) times out, the second answers.
+    const two = new UpstreamClient(
+      [
+        { family: 4, start: 0x7f000001n, end: 0x7f000001n },
+        { family: 4, start: 0x7f000002n, end: 0x7f000002n },
+      ],
+      { mark: 0, port: up.port, timeoutMs: 300 },
+    );
+    const onSecond = createSocket('udp4');
+    try {
+      // 127.0.0.2 is loopback too: the scripted server listens on 127.0.0.1 only, so bind one there.
+      await new Promise<void>((r) => onSecond.bind(up.port, '127.0.0.2', () => r()));
+      onSecond.on('message', (buf, rinfo) => onSecond.send(encodeMessage(answerTo(decodeMessage(buf), REAL)), rinfo.port, rinfo.address));
+      up.onUdp = () => undefined; // the first upstream is silent
+      const a = await two.query(q('second.example.com'), { dnssecOk: false });
+      assert.equal(addrOf(a), REAL);
+      assert.equal(two.stats.timeouts, 1);
+      const asked = up.udpSeen.length;
+      await two.query(q('third.example.com'), { dnssecOk: false });
+      assert.equal(up.udpSeen.length, asked, 'the next query goes straight to the upstream that answered');
+      assert.equal(two.stats.timeouts, 1);
+    } finally {
+      two.close();
+      onSecond.close();
+    }
   });
 });
