@@ -260,7 +260,7 @@ export class DnsGuard {
         // Answered now: the least recently answered are the first to make room in a full set.
         const cur = learned.touch(set, a.family, a.addr);
         if (cur && cur.expiresAt + 1000 >= expiresAt) continue;
-        writes.push({ set: target, elem: { t: 'addr', family: a.family, start: a.addr, end: a.addr, timeoutMs: lifeMs } });
+        writes.push({ set: target, elem: { t: 'addr', family: a.family, start: a.addr, end: a.addr, timeoutMs: lifeMs }, ...(cur ? { heldUntil: cur.expiresAt } : {}) });
         commits.push({ set, family: a.family, addr: a.addr, expiresAt, fresh: !cur });
         if (!cur && a.family === 4) fresh4++;
         else if (!cur) fresh6++;

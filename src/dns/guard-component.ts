@@ -119,6 +119,10 @@ export class GuardComponent implements Component {
     setHostnameSource((family, addr) => this.learned.namesFor(family, addr)[0]);
     this.registerControl(rt);
     this.registerMetrics(rt);
+    // Probed once, at start, not on the first answer that needs it.
+    if (!rt.netfilter.timeoutUpdates()) {
+      rt.log('info', 'this kernel keeps the first timeout of a set element added again (before Linux 6.12): the guard extends an address by deleting and adding it in one transaction');
+    }
     await this.configure(rt.policy);
     // The kernel keeps learned addresses through a daemon restart or crash (they are read back
     // from it); the file adds their names, and what the kernel lost (a reboot, after the save at

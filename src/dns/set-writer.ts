@@ -1,4 +1,14 @@
 import type { SetDef, SetElem } from '../compile/ruleset.js';
+
+/** An element's timeout; none is forever. */
+function timeoutOf(e: SetElem): number {
+  return 'timeoutMs' in e && e.timeoutMs !== undefined ? e.timeoutMs : Infinity;
+}
+
+/** An element's identity in its set (its key, not its timeout). */
+function elemKey(e: SetElem): string {
+  return e.t === 'addr' ? `a|${e.family}|${e.start}|${e.end}` : JSON.stringify(e, (k, v: unknown) => (k === 'timeoutMs' || k === 'expiresMs' ? undefined : typeof v === 'bigint' ? String(v) : v));
+}
 import type { ElementChange, Netfilter } from '../netfilter/netfilter.js';
 
 export interface SetWrite {
@@ -6,6 +16,8 @@ export interface SetWrite {
   elem: SetElem;
   /** Delete the element (making room, or closing what a name no longer holds) instead of adding it. */
   remove?: boolean;
+  /** The set holds the element until this time (ms since the epoch): the add extends it (ElementChange.refresh). */
+  heldUntil?: number;
 }
 
 export interface SetWriterStats {
@@ -54,26 +66,31 @@ export class SetWriter {
     const batch = this.pending;
     this.pending = [];
     if (batch.length === 0) return;
-    const bySet = new Map<string, ElementChange>();
-    // Deletions once each per set (the kernel fails a transaction that deletes a missing element).
-    const removing = new Set<string>();
+    const bySet = new Map<string, { set: SetWrite['set']; adds: Map<string, SetWrite>; remove: Map<string, SetElem> }>();
     for (const b of batch) {
       for (const w of b.writes) {
         let c = bySet.get(w.set.name);
         if (!c) {
-          c = { set: w.set, elems: [], remove: [] };
+          c = { set: w.set, adds: new Map(), remove: new Map() };
           bySet.set(w.set.name, c);
         }
-        if (!w.remove) c.elems.push(w.elem);
+        const key = elemKey(w.elem);
+        // Deletions once each per set (the kernel fails a transaction that deletes a missing element).
+        if (w.remove) c.remove.set(key, w.elem);
         else {
-          const key = w.elem.t === 'addr' ? `${w.set.name}|${w.elem.family}|${w.elem.start}` : '';
-          if (removing.has(key)) continue;
-          removing.add(key);
-          c.remove?.push(w.elem);
+          // One add per element, with the longest timeout asked for: the kernel keeps the last
+          // add's timeout (Linux 6.12+), and every answer in the batch was promised its own.
+          const prev = c.adds.get(key);
+          if (!prev || timeoutOf(w.elem) > timeoutOf(prev.elem)) c.adds.set(key, { ...w, heldUntil: w.heldUntil ?? prev?.heldUntil });
+          else if (prev.heldUntil === undefined && w.heldUntil !== undefined) c.adds.set(key, { ...prev, heldUntil: w.heldUntil });
         }
       }
     }
-    const changes = [...bySet.values()];
+    const changes: ElementChange[] = [...bySet.values()].map((c) => {
+      const adds = [...c.adds.values()];
+      const refresh = adds.filter((w) => w.heldUntil !== undefined).map((w) => ({ elem: w.elem, expiresAt: w.heldUntil as number }));
+      return { set: c.set, elems: adds.filter((w) => w.heldUntil === undefined).map((w) => w.elem), remove: [...c.remove.values()], ...(refresh.length > 0 ? { refresh } : {}) };
+    });
     if (this.commit(changes)) {
       for (const b of batch) b.resolve();
       return;
@@ -90,7 +107,7 @@ export class SetWriter {
     }
     // A deletion can fail alone (the element expired meanwhile): the additions are what answers wait for.
     for (const c of changes) {
-      if (failed.has(c.set.name) && (c.remove?.length ?? 0) > 0 && this.commit([{ set: c.set, elems: c.elems }])) failed.delete(c.set.name);
+      if (failed.has(c.set.name) && (c.remove?.length ?? 0) > 0 && this.commit([{ set: c.set, elems: c.elems, ...(c.refresh ? { refresh: c.refresh } : {}) }])) failed.delete(c.set.name);
     }
     for (const b of batch) {
       if (b.writes.some((w) => failed.has(w.set.name))) b.reject(new Error(this.stats.lastError ?? 'set update failed'));
@@ -103,7 +120,7 @@ export class SetWriter {
     try {
       this.nf.addElements(this.table, changes);
       this.stats.transactions++;
-      this.stats.elements += changes.reduce((n, c) => n + c.elems.length, 0);
+      this.stats.elements += changes.reduce((n, c) => n + c.elems.length + (c.refresh?.length ?? 0), 0);
       this.stats.deleted += changes.reduce((n, c) => n + (c.remove?.length ?? 0), 0);
       return true;
     } catch (err) {

@@ -74,14 +74,15 @@ export class FakeNetfilter implements Netfilter {
     const next = changes.map((c) => {
       const target = t?.sets.find((s) => s.name === c.set.name);
       if (!target) throw new NetlinkError(2, `Kernel refused adding elements of set ${c.set.name}: ENOENT (no such object)`);
-      for (const e of [...c.elems, ...(c.remove ?? [])]) checkElem(target, e);
+      for (const e of [...c.elems, ...(c.remove ?? []), ...(c.refresh ?? []).map((r) => r.elem)]) checkElem(target, e);
       let elements = target.elements;
       for (const e of c.remove ?? []) {
         const at = elements.findIndex((x) => elemKey(x) === elemKey(e));
         if (at < 0) throw new NetlinkError(2, `Kernel refused deleting elements of set ${c.set.name}: ENOENT (no such object)`);
         elements = [...elements.slice(0, at), ...elements.slice(at + 1)];
       }
-      for (const e of c.elems) {
+      // Like Linux 6.12+: adding an element the set holds sets its timeout anew.
+      for (const e of [...c.elems, ...(c.refresh ?? []).map((r) => r.elem)]) {
         elements = elements.filter((x) => elemKey(x) !== elemKey(e));
         elements.push(clone(e));
       }
@@ -90,6 +91,10 @@ export class FakeNetfilter implements Netfilter {
       return { target, elements };
     });
     for (const n of next) n.target.elements = n.elements;
+  }
+
+  timeoutUpdates(): boolean {
+    return true;
   }
 
   /** Test hook: bump a counter as if packets matched. */

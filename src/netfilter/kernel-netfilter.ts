@@ -27,14 +27,56 @@ import { carriesLearned, sameLearnedSet, type ElementChange, type Netfilter, typ
 
 const T = (m: number) => (NFNL_SUBSYS_NFTABLES << 8) | m;
 const ENOENT = 2;
+/** Refreshed elements this close to their expiry may already be expired-but-uncollected in the kernel. */
+const NEAR_EXPIRY_MS = 3_000;
 
 /** Netfilter over nf_tables netlink, in the network namespace of the calling process. */
 export class KernelNetfilter implements Netfilter {
   private sock: NetlinkSocket;
   private seq = 1;
+  private updates: boolean | undefined;
 
-  constructor() {
+  /** `timeoutUpdates` skips the probe (tests take each path on any kernel). */
+  constructor(opts: { timeoutUpdates?: boolean } = {}) {
     this.sock = NetlinkSocket.open(NETLINK_NETFILTER);
+    this.updates = opts.timeoutUpdates;
+  }
+
+  /**
+   * Whether adding an element that is already in a set sets its timeout anew
+   * (Linux 6.12+, "netfilter: nf_tables: set element timeout update
+   * support"); before that kernel the add succeeds and changes nothing, so an
+   * address would close at its first expiry however often it was answered
+   * since. Probed once, the way nftables' own test suite does, in a table of
+   * its own (removed at once): add an element with a short timeout, add it
+   * again with a long one, read it back. Any failure counts as "no" (the
+   * refresh then takes the path every kernel supports).
+   */
+  timeoutUpdates(): boolean {
+    this.updates ??= this.probeTimeoutUpdates();
+    return this.updates;
+  }
+
+  private probeTimeoutUpdates(): boolean {
+    const table = `sluice_probe_${process.pid}`;
+    const set: SetDef = { name: 'probe', key: 'ipv4_addr', interval: false, timeout: true, dynamic: true, elements: [] };
+    const elem = (timeoutMs: number): SetElem => ({ t: 'addr', family: 4, start: 0xc6120001n, end: 0xc6120001n, timeoutMs });
+    try {
+      this.commit(new BatchBuilder(this.seq).addTable(table).deleteTable(table).addTable(table, 'sluice: kernel probe, removed at once').addSet(table, set).elements('add', table, set, [elem(10_000)]));
+      this.commit(new BatchBuilder(this.seq).elements('add', table, set, [elem(3_600_000)]));
+      const msgs = this.dump(MSG.GETSETELEM, (w) => w.str(SET_ELEM_LIST.TABLE, table).str(SET_ELEM_LIST.SET, set.name));
+      const got = elementsToIR(set, decodeElemMessages(msgs), []);
+      const e = got[0];
+      return got.length === 1 && e !== undefined && e.t === 'addr' && (e.timeoutMs ?? 0) > 60_000;
+    } catch {
+      return false;
+    } finally {
+      try {
+        this.commit(encodeDelete(table));
+      } catch {
+        // Never created, or already gone.
+      }
+    }
   }
 
   close(): void {
@@ -106,13 +148,47 @@ export class KernelNetfilter implements Netfilter {
   addElements(table: string, changes: ElementChange[]): void {
     const work = changes.filter((c) => c.elems.length > 0 || (c.remove?.length ?? 0) > 0);
     if (work.length === 0) return;
+    const replace = work.some((c) => (c.refresh?.length ?? 0) > 0) && !this.timeoutUpdates();
+    if (replace) this.dropNearExpiry(table, work);
     const b = new BatchBuilder(this.seq);
     for (const c of work) {
       if (c.remove && c.remove.length > 0) b.elements('delete', table, c.set, c.remove);
-      if (c.elems.length > 0) b.elements('add', table, c.set, c.elems);
+      const refresh = (c.refresh ?? []).map((r) => r.elem);
+      if (replace && refresh.length > 0) {
+        // A kernel that ignores a new timeout on an element it holds: take the element out and
+        // put it back with the new one, in this transaction, so no packet sees it missing. The
+        // first add makes the delete safe whether or not the element is still there.
+        b.elements('add', table, c.set, refresh);
+        b.elements('delete', table, c.set, refresh);
+      }
+      const adds = [...c.elems, ...refresh];
+      if (adds.length > 0) b.elements('add', table, c.set, adds);
     }
     this.seq += b.expected().size + 2;
     this.commit(b);
+  }
+
+  /**
+   * The replace path's one hazard: an element whose timeout ran out but that
+   * the kernel has not collected yet makes the first add a no-op and the
+   * delete fail (the kernel treats it as gone for a delete, as present for an
+   * add). Elements that may be that close to expiry are deleted first, each
+   * in a transaction of its own where "not there" is fine. Only elements in
+   * their last seconds take this path; no client holds an answer for them
+   * past its TTL (they stay open ttl_grace beyond it).
+   */
+  private dropNearExpiry(table: string, work: ElementChange[]): void {
+    const now = Date.now();
+    for (const c of work) {
+      for (const r of c.refresh ?? []) {
+        if (r.expiresAt - now > NEAR_EXPIRY_MS) continue;
+        try {
+          this.commit(new BatchBuilder(this.seq).elements('delete', table, c.set, [r.elem]));
+        } catch (err) {
+          if (!(err instanceof NetlinkError && err.errno === ENOENT)) throw err;
+        }
+      }
+    }
   }
 
   read(table: string, opts: ReadOptions = {}): LiveTable | null {

@@ -23,6 +23,11 @@ export interface Netfilter {
    */
   addElements(table: string, changes: ElementChange[]): void;
   /**
+   * Whether adding an element a set holds sets its timeout anew (Linux 6.12+).
+   * Either way `refresh` in addElements extends the element; this says how.
+   */
+  timeoutUpdates(): boolean;
+  /**
    * Forgets the tracked flows whose conntrack mark ANDed with `mask` is
    * `value` (the flows of an epoch about to be used again). Best effort.
    */
@@ -35,6 +40,14 @@ export interface ElementChange {
   set: Pick<SetDef, 'name' | 'key' | 'interval'>;
   elems: SetElem[];
   remove?: SetElem[];
+  /**
+   * Elements the set already holds (until `expiresAt`, ms since the epoch, by
+   * the writer's clock, which runs ahead of the kernel's expiry), to be kept
+   * for their new `timeoutMs` from now. After the transaction each is in the
+   * set with that timeout, whatever the kernel version, and whether or not it
+   * expired meanwhile.
+   */
+  refresh?: { elem: SetElem; expiresAt: number }[];
 }
 
 export interface ReadOptions {

@@ -151,7 +151,10 @@ rules:
     assert.equal((await w.reach([t(HOSTS.api4, 443)], { uid: 65534 }))[t(HOSTS.api4, 443)], true);
   });
 
-  it('systemd service, matched by its cgroup (cgroup v2, whichever layout the host has)', async () => {
+  // Not systemd itself: PID 1 on the test machines is not systemd, so the test makes the cgroups
+  // systemd would make for a unit (SLICE/UNIT.service under the cgroup2 root) and moves sockets'
+  // creators into them. What is under test is the match (cgroup path -> id -> `socket cgroupv2`).
+  it('a service rule matches sockets made in the unit\'s cgroup (laid out as systemd lays it out), and no other', async () => {
     const root = findCgroup2Root();
     assert.ok(root, 'a cgroup2 mount is required for service matching');
     const unit = `sluice-test-${process.pid}.service`;

@@ -112,6 +112,27 @@ describe('integration: monitoring (events, attribution, connections, metrics)', 
     await finish(a);
   });
 
+  it('two processes of one user in one cgroup: the socket names the sender (the socket method), not the bystander', async () => {
+    // Neither the uid nor the cgroup tells them apart; only the sender's socket (still open: the
+    // helper keeps its bound UDP socket) does. Without the socket method the event has no process.
+    const bystander = await attempter(w, ['udp', HOSTS.other4, '5001', '31005'], { uid: NOBODY });
+    const sender = await attempter(w, ['udp', HOSTS.other4, '5001', '31004'], { uid: NOBODY });
+    try {
+      assert.equal((await sender.go()).ok, false, 'the datagram is refused');
+      const evs = await eventsFrom(w, 31004);
+      assert.equal(evs.length, 1, JSON.stringify(evs));
+      const e = evs[0] as StoredEvent;
+      assert.deepEqual(
+        { pid: e.process?.pid, attribution: e.attribution, uid: e.uid },
+        { pid: sender.pid, attribution: 'socket', uid: NOBODY },
+        `the bystander is ${bystander.pid}`,
+      );
+    } finally {
+      await finish(sender);
+      await finish(bystander);
+    }
+  });
+
   it('a blocked IPv6 connect: one event with IPv6 addresses, uid, pid and executable', async () => {
     const a = await attempter(w, ['tcp', HOSTS.api6, '443', '31003'], { uid: NOBODY });
     assert.deepEqual(await a.go(), { ok: false, error: 'ECONNREFUSED' });

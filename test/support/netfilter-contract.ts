@@ -171,5 +171,37 @@ export function netfilterContract(label: string, make: () => Netfilter): void {
       assert.throws(() => nf.addElements(TABLE_NAME, [{ set: v4, elems: [el(4n)], remove: [key(9n)] }]), NetlinkError);
       assert.deepEqual(read(), [1n, 3n], 'nothing of the refused transaction happened');
     });
+
+    it('refresh gives an element its new timeout, whether it is there, gone, or past its expiry and not yet collected', async () => {
+      const { ruleset } = compileFrom(POLICY_B);
+      nf.replace(ruleset);
+      const v4 = ruleset.sets.find((s) => s.name === objectNames.dnsSet('api', 4));
+      assert.ok(v4);
+      const el = (a: bigint, timeoutMs: number) => ({ t: 'addr' as const, family: 4 as const, start: a, end: a, timeoutMs });
+      const now = Date.now();
+      nf.addElements(TABLE_NAME, [{ set: v4, elems: [el(1n, 30_000), el(2n, 30_000), el(4n, 1_000)] }]);
+      await new Promise((r) => setTimeout(r, 1_100)); // 4 has expired; the kernel collects it some time later
+      const LONG = 600_000;
+      nf.addElements(TABLE_NAME, [
+        {
+          set: v4,
+          elems: [el(5n, LONG)],
+          refresh: [
+            { elem: el(1n, LONG), expiresAt: now + 30_000 }, // there, well within its life
+            { elem: el(2n, LONG), expiresAt: now + 1_500 }, // there, though the writer thinks it is about to go
+            { elem: el(3n, LONG), expiresAt: now + 30_000 }, // the writer thinks it is there; someone deleted it
+            { elem: el(4n, LONG), expiresAt: now + 1_000 }, // expired
+          ],
+        },
+      ]);
+      const got = new Map(
+        (nf.read(TABLE_NAME, { elements: 'dynamic' })?.ruleset.sets.find((s) => s.name === v4.name)?.elements ?? []).map((e) => [e.t === 'addr' ? e.start : -1n, e]),
+      );
+      assert.deepEqual([...got.keys()].sort(), [1n, 2n, 3n, 4n, 5n]);
+      for (const [a, e] of got) {
+        assert.ok(e.t === 'addr' && e.timeoutMs === LONG, `element ${a}: timeout ${e.t === 'addr' ? e.timeoutMs : '?'}`);
+        if (e.t === 'addr' && e.expiresMs !== undefined) assert.ok(e.expiresMs > LONG - 60_000, `element ${a} expires in ${e.expiresMs} ms`);
+      }
+    });
   });
 }

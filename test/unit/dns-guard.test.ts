@@ -15,6 +15,7 @@ import { LearnedState } from '../../src/dns/learned-state.js';
 import { RebindingFilter } from '../../src/dns/rebinding.js';
 import { SetWriter } from '../../src/dns/set-writer.js';
 import { unsafeLocalUpstreams } from '../../src/dns/guard-component.js';
+import type { ElementChange } from '../../src/netfilter/netfilter.js';
 import { FakeNetfilter } from '../../src/netfilter/fake-netfilter.js';
 import { formatAddr, parseAddr } from '../../src/net/ip.js';
 import { compileFrom } from '../support/fixtures.js';
@@ -253,6 +254,42 @@ describe('unit: DNS guard decisions', () => {
     assert.equal(t.nf.calls.addElements, writes, 'no kernel write for a shorter lifetime');
     const e = t.dyn()[0]?.e;
     assert.ok(e?.t === 'addr' && e.timeoutMs === (3600 + 10) * 1000);
+  });
+
+  it('two answers in one turn open one address for different TTLs: one add, with the longer (the kernel keeps the last add\'s)', async () => {
+    const t = setup((q) => [A(q.name, 0xc6120d02n, q.name === 'api.example.com' ? 3000 : 5)]);
+    const seen: ElementChange[][] = [];
+    const add = t.nf.addElements.bind(t.nf);
+    t.nf.addElements = (table, changes) => {
+      seen.push(structuredClone(changes));
+      add(table, changes);
+    };
+    await Promise.all([t.guard.handle(query('api.example.com'), client), t.guard.handle(query('x.cdn.example.com'), client)]);
+    assert.equal(seen.length, 1, 'one transaction');
+    assert.equal(seen[0]?.flatMap((c) => c.elems).length, 1, 'one add for the element');
+    const e = t.dyn()[0]?.e;
+    assert.ok(e?.t === 'addr' && e.timeoutMs === (3000 + 10) * 1000, `kernel timeout ${JSON.stringify(e, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))}`);
+  });
+
+  it('a longer TTL for an address already open is a refresh, carrying when the kernel would otherwise close it', async () => {
+    let ttl = 60;
+    const t = setup(() => [A('api.example.com', 0xc6120d03n, ttl)]);
+    const seen: ElementChange[][] = [];
+    const add = t.nf.addElements.bind(t.nf);
+    t.nf.addElements = (table, changes) => {
+      seen.push(structuredClone(changes));
+      add(table, changes);
+    };
+    const before = Date.now();
+    await t.guard.handle(query('api.example.com'), client);
+    assert.equal(seen[0]?.[0]?.refresh, undefined, 'the first answer adds');
+    ttl = 600;
+    await t.guard.handle(query('api.example.com'), client);
+    const r = seen[1]?.[0]?.refresh?.[0];
+    assert.ok(r, 'the second extends');
+    assert.ok(r.elem.t === 'addr' && r.elem.timeoutMs === (600 + 10) * 1000);
+    assert.ok(r.expiresAt >= before + (60 + 10) * 1000 && r.expiresAt <= Date.now() + (60 + 10) * 1000, 'held until the first answer\'s end');
+    assert.deepEqual(seen[1]?.[0]?.elems, []);
   });
 
   it('fails closed: a kernel update that fails answers SERVFAIL, and an unreachable upstream too', async () => {

@@ -55,6 +55,32 @@ describe('unit: policy errors', () => {
     assert.deepEqual(issues('rules:\n  - name: a\n    to: [any]\n  - name: a\n    to: [any]\n'), ['p.yaml:4:11: duplicate rule name "a" (first used by rule 1)']);
   });
 
+  it('a rule with a misspelt key still has its other values checked, in the same run; a rule without a usable name only its structure', () => {
+    assert.deepEqual(issues('rules:\n  - name: a\n    prots: [443]\n    to: [198.18.0.0/33]\n'), [
+      'p.yaml:3:5: unknown key "prots" (did you mean ports?)',
+      'p.yaml:4:10: prefix length must be 0 to 32: "198.18.0.0/33"',
+    ]);
+    // No usable name: what it would allow cannot be reported against a rule, so only the structure is.
+    assert.deepEqual(issues('rules:\n  - name: 5\n    prots: [443]\n    to: [198.18.0.0/33]\n'), [
+      'p.yaml:2:11: name must be a string, not a number: 5',
+      'p.yaml:3:5: unknown key "prots" (did you mean ports?)',
+    ]);
+  });
+
+  it('dns.encrypted_dns is block (the default) or allow, and nothing else', () => {
+    const dns = (v: string) => policyFrom(`dns:\n  encrypted_dns: ${v}\nrules:\n  - name: a\n    to: [any]\n`).dns.encryptedDns;
+    assert.equal(dns('block'), 'block');
+    assert.equal(dns('allow'), 'allow');
+    assert.equal(policyFrom('rules:\n  - name: a\n    to: [any]\n').dns.encryptedDns, 'block');
+    assert.match(issues('dns:\n  encrypted_dns: off\nrules:\n  - name: a\n    to: [any]\n')[0] ?? '', /encrypted_dns must be one of "block", "allow"/);
+  });
+
+  it('flows.replies is "any" or a list of addresses', () => {
+    const replies = (v: string) => policyFrom(`flows:\n  replies: ${v}\nrules:\n  - name: a\n    to: [any]\n`).flows.replies;
+    assert.equal(replies('any'), 'any');
+    assert.match(issues('flows:\n  replies: all\nrules:\n  - name: a\n    to: [any]\n')[0] ?? '', /replies/);
+  });
+
   it('a rule that constrains nothing is refused rather than silently allowing everything', () => {
     assert.match(issues('rules:\n  - name: everything\n')[0] ?? '', /matches all traffic/);
   });
