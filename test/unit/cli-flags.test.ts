@@ -164,6 +164,19 @@ describe('unit: CLI numeric options', () => {
 });
 
 describe('unit: CLI help and parser agree', () => {
+  it('explain --user takes what a policy takes: a uid in range or a user that exists; anything else is exit 2', () => {
+    for (const bad of ['99999999999', '4294967295', 'bad name!', 'no-such-user-here']) {
+      const r = sluice(['explain', '198.18.0.1', '443', '--user', bad]);
+      assert.equal(r.code, 2, `--user ${bad}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, /--user|No such user/);
+    }
+    for (const good of ['0', '4294967294', 'root']) {
+      const r = sluice(['explain', '198.18.0.1', '443', '--user', good, '--json']);
+      assert.equal(r.code, 0, `--user ${good}: ${r.stderr}`);
+      assert.equal((JSON.parse(r.stdout) as { query: { uid: number } }).query.uid, good === 'root' ? 0 : Number(good));
+    }
+  });
+
   it('every declared flag appears in the help, on its command', () => {
     const help = usage();
     for (const c of COMMANDS.filter((x) => x.section !== 'hidden')) {

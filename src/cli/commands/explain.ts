@@ -4,7 +4,7 @@ import { objectNames } from '../../compile/kernel-names.js';
 import { hostAddresses } from '../../net/host-addresses.js';
 import { parsePrefix, type AddrRange } from '../../net/ip.js';
 import { explain as explainPolicy, type Dest, type Query } from '../../policy/explain.js';
-import { parseDomain, parseInterface, parseService } from '../../policy/parse-values.js';
+import { parseDomain, parseInterface, parseService, parseUser } from '../../policy/parse-values.js';
 import { lookupUsers } from '../../system/users.js';
 import { EXIT, type Context } from '../context.js';
 
@@ -49,7 +49,10 @@ export function explain(ctx: Context, args: ExplainArgs): number {
     else throw new UsageError(`Unexpected argument: ${JSON.stringify(r)}`);
   }
   if (args.user !== undefined) {
-    if (/^[0-9]+$/.test(args.user)) query.uid = Number(args.user);
+    // The policy's own grammar for users: a uid from 0 to 4294967294, or a name that exists.
+    const u = parseUser(args.user);
+    if (!u.ok) throw new UsageError(`Bad --user: ${u.reason}: ${JSON.stringify(args.user)}`);
+    if (u.value.uid !== undefined) query.uid = u.value.uid;
     else {
       const uid = lookupUsers([args.user]).get(args.user);
       if (uid === undefined) throw new UsageError(`No such user: ${JSON.stringify(args.user)}`);
