@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, beforeEach, describe, it } from 'node:test';
+import { waitFor } from '../support/monitor-helpers.js';
 import { HOSTS, World } from '../world/world.js';
 
 const t = (h: string, port: number) => `tcp:${h.includes(':') ? `[${h}]` : h}:${port}`;
@@ -90,8 +91,10 @@ describe('integration: apply lifecycle', () => {
     assert.deepEqual(await w.reach([t(HOSTS.other4, 443)]), { [t(HOSTS.other4, 443)]: true }, 'B is live during the window');
     const pending = await w.sluiceJson<{ pending: { deadline: string } | null }>(['status']);
     assert.ok(pending.json.pending, 'status shows the pending confirmation');
-    // Until the deadline, and a little more for the timer to act (a loaded machine is slow).
-    await sleep(Math.max(0, Date.parse(pending.json.pending.deadline) - Date.now()) + 2000);
+    // Polled until the rollback is recorded (it must come after the deadline, never before).
+    const deadline = Date.parse(pending.json.pending.deadline);
+    await waitFor('the rollback', async () => ((await w.sluiceJson<{ rolledBack: unknown }>(['status'])).json.rolledBack ? true : undefined), deadline - Date.now() + 20_000);
+    assert.ok(Date.now() >= deadline, 'not rolled back before the deadline');
     const plan = await w.sluiceJson<{ live: string }>(['plan', policyA]);
     assert.equal(plan.json.live, 'same', 'A is back, exactly');
     assert.deepEqual(await w.reach([t(HOSTS.api4, 443), t(HOSTS.other4, 443)]), { [t(HOSTS.api4, 443)]: true, [t(HOSTS.other4, 443)]: false });
@@ -108,7 +111,8 @@ describe('integration: apply lifecycle', () => {
     assert.equal((await w.sluice(['apply', policyB, '--confirm', '2'])).code, 0);
     const c = await w.sluice(['confirm']);
     assert.equal(c.code, 0, c.stderr);
-    await sleep(3500);
+    // Nothing must happen: wait past where the deadline was, with margin for the timer.
+    await sleep(2000 + 1500);
     const plan = await w.sluiceJson<{ live: string }>(['plan', policyB]);
     assert.equal(plan.json.live, 'same');
     assert.equal((await w.sluiceJson<{ rolledBack: unknown }>(['status'])).json.rolledBack, null, 'no rollback to report');
@@ -119,8 +123,7 @@ describe('integration: apply lifecycle', () => {
   it('an unconfirmed first apply rolls back to no table at all', async () => {
     assert.equal((await w.sluice(['apply', policyA, '--confirm', '1'])).code, 0);
     assert.equal(await sluiceTableExists(), true);
-    await sleep(3000);
-    assert.equal(await sluiceTableExists(), false);
+    await waitFor('the rollback to no table', async () => ((await sluiceTableExists()) ? undefined : true), 20_000);
     assert.equal((await w.sluiceJson<{ state: string; rolledBack: { restored: string } | null }>(['status'])).json.rolledBack?.restored, 'no table');
     assert.equal(await otherTables(), others);
   });

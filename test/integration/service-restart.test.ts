@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ChildProcess } from 'node:child_process';
 import { findCgroup2Root } from '../../src/system/cgroups.js';
-import { sleep } from '../support/monitor-helpers.js';
+import { sleep, waitFor } from '../support/monitor-helpers.js';
 import { HOSTS, ROOT, World } from '../world/world.js';
 
 interface WatchStats {
@@ -98,9 +98,8 @@ describe('integration: service restart', () => {
     }
     const before = await watchStats();
     restart();
-    await sleep(5_500);
+    await waitFor('the watch to look at the restarted service', async () => ((await watchStats()).checks > before.checks ? true : undefined), 20_000);
     const after = await watchStats();
-    assert.ok(after.checks > before.checks, 'the watch did look at the restarted service');
     const st = await w.sluiceJson<{ state: string; policy: { sha256: string } }>(['status']);
     assert.equal(st.json.state, 'live', 'the kernel still holds exactly the applied policy');
     assert.equal(st.json.policy.sha256, await sha(second), 'which is the second');

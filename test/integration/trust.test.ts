@@ -12,6 +12,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
+import { waitFor } from '../support/monitor-helpers.js';
 import { ECHO_PORT, HOSTS, ROOT, World } from '../world/world.js';
 
 const FLOW = join(ROOT, 'dist/test/world/flow.js');
@@ -117,8 +118,7 @@ describe('integration: trust (restarts, reboots, flows, impersonation)', () => {
     // Audit applied, then enforce with --confirm, not confirmed: rolled back to audit.
     assert.equal((await w.sluice(['apply', audit])).code, 0);
     assert.equal((await w.sluice(['apply', enforce, '--confirm', '1'])).code, 0);
-    await sleep(2500);
-    assert.equal(await mode(), 'audit', 'rolled back');
+    await waitFor('the rollback to audit', async () => ((await mode()) === 'audit' ? true : undefined), 20_000);
     await stopDaemon();
     await startDaemon([enforce]);
     assert.equal(await mode(), 'audit', 'the rolled-back policy does not come back on restart');

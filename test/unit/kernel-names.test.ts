@@ -324,7 +324,9 @@ describe('unit: every name the compiler emits parses back to what built it', () 
       }),
       runs(400),
     );
-    assert.ok(compiled > 100, `only ${compiled} generated policies loaded: the name checks barely ran`);
+    // About two thirds load (at the default 400 runs, over 100).
+    const floor = Math.floor(runs(400).numRuns / 4);
+    assert.ok(compiled > floor, `only ${compiled} generated policies loaded: the name checks barely ran (want over ${floor})`);
     assert.ok(names > compiled * 10);
   });
 });

@@ -653,6 +653,8 @@ describe('netlink fuzz: statements round-trip through kernel expressions', () =>
       }),
       { ...runs(1500), maxSkipsPerRun: 1000 },
     );
-    assert.ok(checked > 100, `only ${checked} mutants were still fully recognised`);
+    // About one run in seven reaches the comparison (at the default 1,500 runs, over 100).
+    const floor = Math.floor(runs(1500).numRuns / 15);
+    assert.ok(checked > floor, `only ${checked} mutants were still fully recognised (want over ${floor})`);
   });
 });
