@@ -146,7 +146,7 @@ export class KernelNetfilter implements Netfilter {
   }
 
   addElements(table: string, changes: ElementChange[]): void {
-    const work = changes.filter((c) => c.elems.length > 0 || (c.remove?.length ?? 0) > 0);
+    const work = changes.filter((c) => c.elems.length > 0 || (c.remove?.length ?? 0) > 0 || (c.refresh?.length ?? 0) > 0);
     if (work.length === 0) return;
     const replace = work.some((c) => (c.refresh?.length ?? 0) > 0) && !this.timeoutUpdates();
     if (replace) this.dropNearExpiry(table, work);

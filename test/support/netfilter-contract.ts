@@ -182,13 +182,23 @@ export function netfilterContract(label: string, make: () => Netfilter): void {
       nf.addElements(TABLE_NAME, [{ set: v4, elems: [el(1n, 30_000), el(2n, 30_000), el(4n, 1_000)] }]);
       await new Promise((r) => setTimeout(r, 1_100)); // 4 has expired; the kernel collects it some time later
       const LONG = 600_000;
+      // A change with nothing but refreshes (the usual case: an answer repeated with a longer TTL) ...
+      nf.addElements(TABLE_NAME, [
+        {
+          set: v4,
+          elems: [],
+          refresh: [
+            { elem: el(1n, LONG), expiresAt: now + 30_000 }, // there, well within its life
+            { elem: el(2n, LONG), expiresAt: now + 1_500 }, // there, though the writer thinks it is about to go
+          ],
+        },
+      ]);
+      // ... and one beside additions.
       nf.addElements(TABLE_NAME, [
         {
           set: v4,
           elems: [el(5n, LONG)],
           refresh: [
-            { elem: el(1n, LONG), expiresAt: now + 30_000 }, // there, well within its life
-            { elem: el(2n, LONG), expiresAt: now + 1_500 }, // there, though the writer thinks it is about to go
             { elem: el(3n, LONG), expiresAt: now + 30_000 }, // the writer thinks it is there; someone deleted it
             { elem: el(4n, LONG), expiresAt: now + 1_000 }, // expired
           ],
