@@ -32,6 +32,7 @@ import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { formatAddr } from '../src/net/ip.js';
+import { provenance } from './lib/provenance.js';
 import { HOSTS, ROOT, World } from '../test/world/world.js';
 import { check, fmtInt, fmtRatio, installExitHandlers, median, numOption, run, stat, type Stat } from './lib/stats.js';
 
@@ -503,6 +504,7 @@ async function main(): Promise<void> {
     const outFile = join(outDir, `datapath-${started.toISOString().replace(/[:.]/g, '-')}.json`);
     const report = {
       benchmark: 'datapath',
+      provenance: provenance('npm run bench:datapath'),
       started: started.toISOString(),
       finished: finished.toISOString(),
       machine: { kernel: release(), cpus: cpus().length, cpuModel: cpus()[0]?.model ?? null, node: process.version, loadavgAtEnd: loadavg() },

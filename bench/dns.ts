@@ -48,6 +48,7 @@ import { parseArgs } from 'node:util';
 import { startDnsServer, ZONE } from '../test/world/dns-server.js';
 import { DNS_DEFAULTS } from '../src/policy/policy.js';
 import { formatAddr } from '../src/net/ip.js';
+import { provenance } from './lib/provenance.js';
 import { HOSTS, ROOT, World, type RunResult } from '../test/world/world.js';
 import { check, fmtInt, fmtRatio, installExitHandlers, median, numOption, run, quantile, stat, type Stat } from './lib/stats.js';
 
@@ -796,7 +797,7 @@ async function main(): Promise<void> {
     say(`  at a fixed ${fmtInt(opts.rate)} q/s, latency in ms          ${'p50'.padStart(16)}${'p99'.padStart(18)}${'p99.9'.padStart(10)}${'p99 vs (b)'.padStart(22)}${'added p99 vs (a)'.padStart(24)}`);
     for (const s of summary) {
       if (!s.fixedRate) {
-        say(`  ${`${s.role.padEnd(8)} ${s.label}`.padEnd(W + 9)}   not run: its maximum (${fmtInt(s.qps.median)} q/s) is below ${fmtInt(opts.rate)} q/s`);
+        say(`  ${`${s.role.padEnd(8)} ${s.label}`.padEnd(W + 9)}   throughput only (this configuration is not run at a fixed rate)`);
         continue;
       }
       const f = s.fixedRate;
@@ -957,6 +958,7 @@ async function main(): Promise<void> {
     const outFile = join(outDir, `dns-${started.toISOString().replace(/[:.]/g, '-')}.json`);
     const report = {
       benchmark: 'dns',
+      provenance: provenance('npm run bench:dns'),
       started: started.toISOString(),
       finished: finished.toISOString(),
       machine: { kernel: release(), cpus: cpus().length, cpuModel: cpus()[0]?.model ?? null, node: process.version, loadavgAtEnd: loadavg(), dnsperf: dnsperfVersion, dnsmasq: dnsmasqVersion, nsd: nsdVersion },

@@ -27,6 +27,7 @@ import { parseArgs } from 'node:util';
 import { SqliteStore } from '../src/events/sqlite-store.js';
 import type { RecordedEvent } from '../src/events/event-store.js';
 import { scrapeMetrics } from '../test/support/monitor-helpers.js';
+import { provenance } from './lib/provenance.js';
 import { HOSTS, ROOT, World } from '../test/world/world.js';
 import { installExitHandlers, numOption, run } from './lib/stats.js';
 
@@ -202,7 +203,7 @@ async function main(): Promise<void> {
 
   mkdirSync(join(ROOT, 'bench/out'), { recursive: true });
   const out = join(ROOT, 'bench/out', `events-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(out, JSON.stringify({ seconds: SECONDS, phases: results, store: rates }, null, 2));
+  writeFileSync(out, JSON.stringify({ benchmark: 'events', provenance: provenance('npm run bench:events'), finished: new Date().toISOString(), seconds: SECONDS, phases: results, store: rates }, null, 2));
   console.log(`\nresults: ${out}`);
 }
 
