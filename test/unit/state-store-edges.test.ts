@@ -6,13 +6,17 @@
  * through test/unit/state-store.test.ts (npm run mutate -- src/state/state-store.ts).
  */
 import assert from 'node:assert/strict';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { Ruleset } from '../../src/compile/ruleset.js';
 import { SluiceError } from '../../src/errors.js';
-import { defaultPolicyPath, fromJson, removeStaleTemps, stateDir, StateStore, toJson, type AppliedState } from '../../src/state/state-store.js';
+import { defaultPolicyPath, fromJson, removeStaleTemps, stateDir, StateStore, toJson, writeAtomicStream, writeFileAtomic, type AppliedState } from '../../src/state/state-store.js';
+
+const STORE = new URL('../../src/state/state-store.js', import.meta.url).pathname;
+const openFds = () => readdirSync('/proc/self/fd').length;
 
 const root = mkdtempSync(join(tmpdir(), 'sluice-state-edges-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -182,5 +186,95 @@ describe('unit: state store, edges', () => {
     assert.deepEqual(fromJson('{"__addr":"4:1:1","x":1}'), { __addr: '4:1:1', x: 1 });
     assert.deepEqual(fromJson('{"__bigint":"12x"}'), { __bigint: '12x' });
     assert.equal(fromJson('{"__bigint":"-12"}'), -12n);
+  });
+
+  it('no descriptor is left open: writes, reads, the journal, the lock, snapshots and streamed writes (failed ones too), many times over', async () => {
+    const s = fresh();
+    const before = openFds();
+    for (let i = 0; i < 40; i++) {
+      writeFileAtomic(join(s.dir, 'x.json'), `{"i":${i}}`);
+      s.journal({ event: 'apply', i });
+      s.lastJournal();
+      s.withLock(() => s.setApplied(applied(new Date(i * 1000).toISOString())));
+      s.savePolicySnapshot(hash(i), Buffer.from(`p${i}`));
+      await writeAtomicStream(join(s.dir, 'stream.json'), async (write) => write(`${i}`));
+      await assert.rejects(writeAtomicStream(join(s.dir, 'stream.json'), async () => Promise.reject(new Error('producer failed'))));
+    }
+    assert.equal(openFds(), before, 'descriptors open after as before');
+  });
+
+  it('a streamed write: pieces in order (empty ones too), and a producer that fails leaves the old file and no temporary', async () => {
+    const s = fresh();
+    const file = join(s.dir, 'learned.json');
+    await writeAtomicStream(file, async (write) => {
+      for (const piece of ['{"a":', '', '1', '}']) await write(piece);
+    });
+    assert.equal(readFileSync(file, 'utf8'), '{"a":1}');
+    await assert.rejects(
+      writeAtomicStream(file, async (write) => {
+        await write('{"half":');
+        throw new Error('producer failed');
+      }),
+      /producer failed/,
+    );
+    assert.equal(readFileSync(file, 'utf8'), '{"a":1}', 'the old content stands');
+    assert.deepEqual(readdirSync(s.dir).filter((f) => f.includes('.tmp-')), [], 'no temporary left');
+  });
+
+  it('the control socket lives in the state directory', () => {
+    const s = fresh();
+    assert.equal(s.controlSocket, join(s.dir, 'control.sock'));
+  });
+
+  it('a held lock names its holder\'s pid when the lock file says exactly a number, and "unknown" otherwise', async () => {
+    const s = fresh();
+    const holder = spawn(process.execPath, ['--input-type=module', '-e', `import(${JSON.stringify(STORE)}).then((m) => new m.StateStore(${JSON.stringify(s.dir)}).withLock(() => { console.log('held'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 60000); }))`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
+      const lockFile = join(s.dir, 'lock');
+      const message = () => {
+        try {
+          s.withLock(() => 0, 0);
+        } catch (err) {
+          assert.ok(err instanceof SluiceError && err.code === 'ELOCKED');
+          return err.message;
+        }
+        assert.fail('the lock was free');
+      };
+      assert.equal(message(), `Another sluice command holds the lock: pid ${holder.pid} (${lockFile})`);
+      for (const [content, shown] of [[' 4242\n', '4242'], ['x4242', 'unknown'], ['4242x', 'unknown'], ['', 'unknown']] as const) {
+        writeFileSync(lockFile, content); // the content is informational: the flock is what holds
+        assert.equal(message(), `Another sluice command holds the lock: pid ${shown} (${lockFile})`, JSON.stringify(content));
+      }
+    } finally {
+      holder.kill('SIGKILL');
+      await new Promise((resolve) => holder.once('exit', resolve));
+    }
+  });
+
+  it('an off record without a usable time is off only when nothing is applied; clearing what is not there is fine', () => {
+    for (const off of ['{}', '{"at":5}']) {
+      const s = fresh();
+      writeFileSync(join(s.dir, 'off.json'), off);
+      assert.equal(s.isOff(), true, `${off}, nothing applied`);
+      s.setApplied(applied('2026-01-01T00:00:00.000Z'));
+      assert.equal(s.isOff(), false, `${off} beside an applied policy`);
+      assert.ok(s.applied(), 'the applied policy stands');
+    }
+    const s = fresh();
+    assert.doesNotThrow(() => {
+      s.setOff(null);
+      s.setApplied(null);
+      s.setPending(null);
+    });
+    s.setOff({ at: '2026-01-01T00:00:00.000Z' });
+    s.setOff(null);
+    assert.equal(existsSync(join(s.dir, 'off.json')), false);
+  });
+
+  it('a state file that cannot be read (a directory in its place) is an error, not "absent"', () => {
+    const s = fresh();
+    mkdirSync(join(s.dir, 'applied.json'));
+    assert.throws(() => s.applied(), /EISDIR/);
   });
 });
