@@ -220,3 +220,35 @@ function sameMeaning(ruleset: Ruleset, epoch: number, policy: CommitPolicy | nul
   if (applied === null || (policy !== null && (policy.sha256 !== applied.sha256 || policy.mode !== applied.mode))) return false;
   return sameCompiled(withEpoch(ruleset, epoch), applied.ruleset);
 }
+
+/**
+ * What to restore if an unconfirmed apply times out: what is in the kernel
+ * now, read back exactly, when Sluice can rewrite all of it; otherwise the
+ * last policy Sluice applied.
+ */
+function rollbackTarget(nf: Netfilter, applied: AppliedState | null): { ruleset: Ruleset | null; note?: string } {
+  const live = nf.read(TABLE_NAME);
+  // The table is gone (another tool flushed the ruleset) but a policy is applied: that policy is
+  // what a rollback restores, never "off", which only `sluice off` records.
+  if (live === null) return applied ? { ruleset: applied.ruleset, note: 'the table is missing; a rollback restores the last applied policy' } : { ruleset: null };
+  if (live.anomalies.length === 0) return { ruleset: live.ruleset };
+  return {
+    ruleset: applied?.ruleset ?? null,
+    note: `the live table has parts Sluice did not write (${live.anomalies[0]}); a rollback restores the last applied policy instead`,
+  };
+}
+
+/**
+ * The pending confirmation `apply --confirm` records: its token and
+ * deadline, and what a rollback restores. An apply during a confirmation
+ * window keeps that window's rollback target (the last confirmed state),
+ * never the unconfirmed policy it replaces.
+ */
+export function confirmWindow(token: string, deadline: string, note?: (text: string) => void): (view: CommitView) => PendingConfirm {
+  return (view) => {
+    if (view.pending) return { token, deadline, previous: view.pending.previous, previousState: view.pending.previousState };
+    const target = rollbackTarget(view.nf, view.applied);
+    if (target.note) note?.(target.note);
+    return { token, deadline, previous: target.ruleset, previousState: view.applied };
+  };
+}

@@ -14,7 +14,7 @@ import { Daemon, type PolicySource } from '../../src/daemon/daemon.js';
 import { FakeNetfilter } from '../../src/netfilter/fake-netfilter.js';
 import { parsePolicy } from '../../src/policy/load-policy.js';
 import type { Policy } from '../../src/policy/policy.js';
-import { commitTable, type CommitPolicy } from '../../src/state/commit-table.js';
+import { commitTable, confirmWindow, type CommitPolicy } from '../../src/state/commit-table.js';
 import { rollBackPending } from '../../src/state/rollback.js';
 import { StateStore } from '../../src/state/state-store.js';
 import { fakeEnv, fakeHost } from '../support/fixtures.js';
@@ -29,7 +29,7 @@ const compile = (p: Policy) => compileRuleset(p, fakeEnv(p));
 const commitPolicy = (p: Policy, bytes: string): CommitPolicy => ({ policyFile: p.file, sha256: p.sha256, mode: p.mode, warnings: [], bytes: Buffer.from(bytes) });
 const liveSha = (nf: FakeNetfilter) => /sha256:([0-9a-f]{64})/.exec(nf.read('sluice')?.ruleset.comment ?? '')?.[1] ?? null;
 
-/** CLI apply, as apply.ts does it (without the timer). */
+/** CLI apply, as apply.ts does it (the same confirmWindow; without the timer). */
 function apply(nf: FakeNetfilter, state: StateStore, file: string, text: string, confirm?: number) {
   const p = parse(text, file);
   const deadline = confirm !== undefined ? new Date(Date.now() + confirm * 1000).toISOString() : undefined;
@@ -37,7 +37,7 @@ function apply(nf: FakeNetfilter, state: StateStore, file: string, text: string,
     event: 'apply',
     ruleset: compile(p).ruleset,
     policy: commitPolicy(p, text),
-    pending: deadline === undefined ? 'clear' : (v) => ({ token: `t${++n}`, deadline, previous: v.nf.read('sluice')?.ruleset ?? null, previousState: v.applied }),
+    pending: deadline === undefined ? 'clear' : confirmWindow(`t${++n}`, deadline),
   });
 }
 
@@ -127,6 +127,48 @@ describe('unit: the one table writer against crashes and races', () => {
     });
     if (started) await d.stop();
     assert.ok(started && nf.read('sluice') !== null, 'the applied policy is back and the daemon runs');
+  });
+
+  it('an apply during a confirmation window: with --confirm it keeps the first rollback target; without, it ends the window', () => {
+    const nf = new FakeNetfilter();
+    const state = new StateStore(join(base, `s${++n}`));
+    const shaOf = (text: string, file: string) => parse(text, file).sha256;
+    apply(nf, state, '/etc/a.yaml', yaml('198.18.1.1'));
+    apply(nf, state, '/etc/b.yaml', yaml('198.18.1.2'), 600);
+    apply(nf, state, '/etc/c.yaml', yaml('198.18.1.3'), 600);
+    assert.equal(liveSha(nf), shaOf(yaml('198.18.1.3'), '/etc/c.yaml'), 'C is live');
+    assert.equal(rollBackPending(nf, state, null, 'test: not confirmed'), true);
+    assert.equal(liveSha(nf), shaOf(yaml('198.18.1.1'), '/etc/a.yaml'), 'back to A, the last confirmed policy, not B');
+    assert.equal(state.applied()?.policyFile, '/etc/a.yaml');
+
+    apply(nf, state, '/etc/b.yaml', yaml('198.18.1.2'), 600);
+    apply(nf, state, '/etc/c.yaml', yaml('198.18.1.3'));
+    assert.equal(state.pending(), null, 'an apply without --confirm is final: nothing pending');
+    assert.equal(rollBackPending(nf, state, null, 'test: the old timer fires'), false, 'the old timer finds nothing to roll back');
+    assert.equal(liveSha(nf), shaOf(yaml('198.18.1.3'), '/etc/c.yaml'), 'C stays');
+  });
+
+  it('a rollback the kernel refuses: journaled as failed, loud in status, still pending (boot restore or the daemon try again), nothing else changed', () => {
+    const nf = new FakeNetfilter();
+    const state = new StateStore(join(base, `s${++n}`));
+    apply(nf, state, '/etc/a.yaml', yaml('198.18.1.1'));
+    apply(nf, state, '/etc/b.yaml', yaml('198.18.1.2'), 600);
+    const live = liveSha(nf);
+    const refuse = nf.replace.bind(nf);
+    nf.replace = () => {
+      throw new Error('Kernel refused adding table sluice: ENOMEM (out of memory)');
+    };
+    assert.throws(() => rollBackPending(nf, state, null, 'test'), (e: unknown) => e instanceof Error && /Rollback failed: .*ENOMEM/.test(e.message));
+    assert.equal(liveSha(nf), live, 'the table is as it was');
+    assert.equal(state.applied()?.policyFile, '/etc/b.yaml', 'the applied state is as it was');
+    assert.ok(state.pending(), 'still pending: the next attempt rolls back');
+    const last = state.lastJournal();
+    assert.equal(last?.event, 'rollback-failed');
+    assert.match(String(last?.error), /ENOMEM/);
+    nf.replace = refuse;
+    assert.equal(rollBackPending(nf, state, null, 'test: retried'), true, 'a later attempt succeeds');
+    assert.equal(state.applied()?.policyFile, '/etc/a.yaml');
+    assert.equal(state.pending(), null);
   });
 
   it('a daemon reload during a confirmation window keeps the confirmation pending', async () => {

@@ -3,29 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TABLE_NAME, type Ruleset } from '../../compile/ruleset.js';
 import { formatIssue } from '../../errors.js';
-import type { Netfilter } from '../../netfilter/netfilter.js';
-import { commitTable } from '../../state/commit-table.js';
-import type { AppliedState } from '../../state/state-store.js';
+import { commitTable, confirmWindow } from '../../state/commit-table.js';
 import { EXIT, type Context } from '../context.js';
-
-/**
- * What to restore if an unconfirmed apply times out: what is in the kernel
- * now, read back exactly, when Sluice can rewrite all of it; otherwise the
- * last policy Sluice applied.
- */
-function rollbackTarget(nf: Netfilter, applied: AppliedState | null): { ruleset: Ruleset | null; note?: string } {
-  const live = nf.read(TABLE_NAME);
-  // The table is gone (another tool flushed the ruleset) but a policy is applied: that policy is
-  // what a rollback restores, never "off", which only `sluice off` records.
-  if (live === null) return applied ? { ruleset: applied.ruleset, note: 'the table is missing; a rollback restores the last applied policy' } : { ruleset: null };
-  if (live.anomalies.length === 0) return { ruleset: live.ruleset };
-  return {
-    ruleset: applied?.ruleset ?? null,
-    note: `the live table has parts Sluice did not write (${live.anomalies[0]}); a rollback restores the last applied policy instead`,
-  };
-}
 
 /** `sluice apply [POLICY] [--confirm SECONDS]`: atomic; with --confirm, rolls back unless confirmed in time. */
 export async function apply(ctx: Context, args: { policy?: string; confirm?: number }): Promise<number> {
@@ -46,15 +26,7 @@ export async function apply(ctx: Context, args: { policy?: string; confirm?: num
     journal: { confirmBy: deadline ?? null },
     // Without --confirm there is nothing to roll back to. A new apply during a confirmation
     // window keeps the original rollback target.
-    pending:
-      deadline === undefined
-        ? 'clear'
-        : (view) => {
-            if (view.pending) return { token, deadline, previous: view.pending.previous, previousState: view.pending.previousState };
-            const target = rollbackTarget(view.nf, view.applied);
-            note = target.note;
-            return { token, deadline, previous: target.ruleset, previousState: view.applied };
-          },
+    pending: deadline === undefined ? 'clear' : confirmWindow(token, deadline, (text) => (note = text)),
   });
   if (deadline !== undefined) {
     const pid = startRollbackTimer(ctx.state.dir, token);
