@@ -234,6 +234,7 @@ function compileTools(dir: string): { connload: string; acceptd: string } {
 async function main(): Promise<void> {
   const opts = options();
   const started = new Date();
+  const prov = provenance('npm run bench:datapath');
   const tmp = mkdtempSync(join(tmpdir(), 'sluice-bench-'));
   const say = (s = '') => process.stdout.write(`${s}\n`);
 
@@ -504,7 +505,7 @@ async function main(): Promise<void> {
     const outFile = join(outDir, `datapath-${started.toISOString().replace(/[:.]/g, '-')}.json`);
     const report = {
       benchmark: 'datapath',
-      provenance: provenance('npm run bench:datapath'),
+      provenance: prov,
       started: started.toISOString(),
       finished: finished.toISOString(),
       machine: { kernel: release(), cpus: cpus().length, cpuModel: cpus()[0]?.model ?? null, node: process.version, loadavgAtEnd: loadavg() },

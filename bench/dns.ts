@@ -470,6 +470,7 @@ async function straceAround<T>(pid: number, dir: string, tag: string, load: () =
 async function main(): Promise<void> {
   const opts = options();
   const started = new Date();
+  const prov = provenance('npm run bench:dns');
   const say = (s = '') => process.stdout.write(`${s}\n`);
   for (const tool of ['dnsperf', 'dnsmasq', 'nsd']) {
     if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} is not installed (scripts/setup.sh installs it: make test, or run scripts/setup.sh)`);
@@ -958,7 +959,7 @@ async function main(): Promise<void> {
     const outFile = join(outDir, `dns-${started.toISOString().replace(/[:.]/g, '-')}.json`);
     const report = {
       benchmark: 'dns',
-      provenance: provenance('npm run bench:dns'),
+      provenance: prov,
       started: started.toISOString(),
       finished: finished.toISOString(),
       machine: { kernel: release(), cpus: cpus().length, cpuModel: cpus()[0]?.model ?? null, node: process.version, loadavgAtEnd: loadavg(), dnsperf: dnsperfVersion, dnsmasq: dnsmasqVersion, nsd: nsdVersion },

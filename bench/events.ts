@@ -112,6 +112,7 @@ interface Phase {
 }
 
 async function main(): Promise<void> {
+  const prov = provenance('npm run bench:events');
   const { values } = parseArgs({ args: process.argv.slice(2), options: { seconds: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
   if (values.help) {
     process.stdout.write('npm run bench:events [-- --seconds S]   seconds per phase (BENCH_SECONDS, default 3)\n');
@@ -203,7 +204,7 @@ async function main(): Promise<void> {
 
   mkdirSync(join(ROOT, 'bench/out'), { recursive: true });
   const out = join(ROOT, 'bench/out', `events-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(out, JSON.stringify({ benchmark: 'events', provenance: provenance('npm run bench:events'), finished: new Date().toISOString(), seconds: SECONDS, phases: results, store: rates }, null, 2));
+  writeFileSync(out, JSON.stringify({ benchmark: 'events', provenance: prov, finished: new Date().toISOString(), seconds: SECONDS, phases: results, store: rates }, null, 2));
   console.log(`\nresults: ${out}`);
 }
 

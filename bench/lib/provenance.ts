@@ -10,7 +10,7 @@ import { ROOT } from '../../test/world/world.js';
 
 export interface Provenance {
   commit: string | null;
-  /** Tracked files differed from the commit when the run started. */
+  /** The sources (tracked or new) differed from the commit when the run started. */
   dirty: boolean;
   command: string;
   kernel: string;
@@ -21,7 +21,8 @@ export interface Provenance {
 export function provenance(command: string): Provenance {
   const git = (args: string[]) => spawnSync('git', args, { cwd: ROOT, encoding: 'utf8' });
   const rev = git(['rev-parse', 'HEAD']);
-  const status = git(['status', '--porcelain', '--untracked-files=no']);
+  // Untracked files count too: a new source file changes what was measured.
+  const status = git(['status', '--porcelain', '--', 'src', 'bench', 'native', 'test', 'package.json', 'binding.gyp']);
   return {
     commit: rev.status === 0 ? rev.stdout.trim() : null,
     dirty: status.status !== 0 || status.stdout.trim() !== '',

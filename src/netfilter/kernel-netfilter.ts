@@ -58,12 +58,13 @@ export class KernelNetfilter implements Netfilter {
   }
 
   private probeTimeoutUpdates(): boolean {
-    const table = `sluice_probe_${process.pid}`;
+    // One fixed name: a probe table a crash left behind is replaced and removed by the next probe.
+    const table = 'sluice_probe';
     const set: SetDef = { name: 'probe', key: 'ipv4_addr', interval: false, timeout: true, dynamic: true, elements: [] };
     const elem = (timeoutMs: number): SetElem => ({ t: 'addr', family: 4, start: 0xc6120001n, end: 0xc6120001n, timeoutMs });
     try {
-      this.commit(new BatchBuilder(this.seq).addTable(table).deleteTable(table).addTable(table, 'sluice: kernel probe, removed at once').addSet(table, set).elements('add', table, set, [elem(10_000)]));
-      this.commit(new BatchBuilder(this.seq).elements('add', table, set, [elem(3_600_000)]));
+      this.commit(this.batch().addTable(table).deleteTable(table).addTable(table, 'sluice: kernel probe, removed at once').addSet(table, set).elements('add', table, set, [elem(10_000)]));
+      this.commit(this.batch().elements('add', table, set, [elem(3_600_000)]));
       const msgs = this.dump(MSG.GETSETELEM, (w) => w.str(SET_ELEM_LIST.TABLE, table).str(SET_ELEM_LIST.SET, set.name));
       const got = elementsToIR(set, decodeElemMessages(msgs), []);
       const e = got[0];
@@ -128,7 +129,13 @@ export class KernelNetfilter implements Netfilter {
     forgetStaleRedirect(live?.ruleset ?? null, ruleset);
   }
 
+  /** A batch numbered after the last one this socket sent (a late ack can never be taken for its own). */
+  private batch(): BatchBuilder {
+    return new BatchBuilder(this.seq);
+  }
+
   private commit(b: BatchBuilder): void {
+    this.seq = Math.max(this.seq, ...b.expected()) + 2;
     const buf = b.finish();
     this.sock.transact(buf, b.expected(), (seq) => b.descriptions.get(seq) ?? `message ${seq}`);
   }
@@ -149,8 +156,8 @@ export class KernelNetfilter implements Netfilter {
     const work = changes.filter((c) => c.elems.length > 0 || (c.remove?.length ?? 0) > 0 || (c.refresh?.length ?? 0) > 0);
     if (work.length === 0) return;
     const replace = work.some((c) => (c.refresh?.length ?? 0) > 0) && !this.timeoutUpdates();
-    if (replace) this.dropNearExpiry(table, work);
-    const b = new BatchBuilder(this.seq);
+    const dropped = replace ? this.dropNearExpiry(table, work) : [];
+    const b = this.batch();
     for (const c of work) {
       if (c.remove && c.remove.length > 0) b.elements('delete', table, c.set, c.remove);
       const refresh = (c.refresh ?? []).map((r) => r.elem);
@@ -164,31 +171,50 @@ export class KernelNetfilter implements Netfilter {
       const adds = [...c.elems, ...refresh];
       if (adds.length > 0) b.elements('add', table, c.set, adds);
     }
-    this.seq += b.expected().size + 2;
-    this.commit(b);
+    try {
+      this.commit(b);
+    } catch (err) {
+      // Put back what was taken out ahead of a batch the kernel refused, for what was left of its life.
+      if (dropped.length > 0) {
+        const now = Date.now();
+        try {
+          const back = this.batch();
+          for (const d of dropped) back.elements('add', table, d.set, [{ ...d.elem, timeoutMs: Math.max(1000, d.expiresAt - now) } as SetElem]);
+          this.commit(back);
+        } catch {
+          // They were about to expire anyway; the refused batch's error is the one to report.
+        }
+      }
+      throw err;
+    }
   }
 
   /**
    * The replace path's one hazard: an element whose timeout ran out but that
-   * the kernel has not collected yet makes the first add a no-op and the
-   * delete fail (the kernel treats it as gone for a delete, as present for an
-   * add). Elements that may be that close to expiry are deleted first, each
-   * in a transaction of its own where "not there" is fine. Only elements in
-   * their last seconds take this path; no client holds an answer for them
-   * past its TTL (they stay open ttl_grace beyond it).
+   * the kernel has not collected yet could make the first add a no-op and the
+   * delete fail (a delete treats it as gone, an add as present). Elements that
+   * may be that close to expiry are deleted first, each in a transaction of
+   * its own where "not there" is fine. Between that delete and the batch a
+   * connect to the address is refused: only elements in their last seconds
+   * take this path, past every answer's TTL when ttl_grace is at least 3 s
+   * (the default is 30). If the batch then fails, they are put back for what
+   * was left of their life.
    */
-  private dropNearExpiry(table: string, work: ElementChange[]): void {
+  private dropNearExpiry(table: string, work: ElementChange[]): { set: ElementChange['set']; elem: SetElem; expiresAt: number }[] {
     const now = Date.now();
+    const dropped: { set: ElementChange['set']; elem: SetElem; expiresAt: number }[] = [];
     for (const c of work) {
       for (const r of c.refresh ?? []) {
         if (r.expiresAt - now > NEAR_EXPIRY_MS) continue;
         try {
-          this.commit(new BatchBuilder(this.seq).elements('delete', table, c.set, [r.elem]));
+          this.commit(this.batch().elements('delete', table, c.set, [r.elem]));
+          if (r.expiresAt > now) dropped.push({ set: c.set, elem: r.elem, expiresAt: r.expiresAt });
         } catch (err) {
           if (!(err instanceof NetlinkError && err.errno === ENOENT)) throw err;
         }
       }
     }
+    return dropped;
   }
 
   read(table: string, opts: ReadOptions = {}): LiveTable | null {

@@ -280,7 +280,13 @@ export class BatchBuilder {
             this.w.nest(SET_ELEM.KEY, () => this.w.bytes(DATA.VALUE, r.key));
             if (r.keyEnd) this.w.nest(SET_ELEM.KEY_END, () => this.w.bytes(DATA.VALUE, r.keyEnd as Buffer));
             if (r.flags) this.w.u32be(SET_ELEM.FLAGS, r.flags);
-            if (r.timeoutMs !== undefined && op === 'add') this.w.u64be(SET_ELEM.TIMEOUT, BigInt(r.timeoutMs));
+            if (r.timeoutMs !== undefined && op === 'add') {
+              this.w.u64be(SET_ELEM.TIMEOUT, BigInt(r.timeoutMs));
+              // The expiry too (Linux 5.3+): a kernel that updates elements it holds (6.12+) updates
+              // only what an add carries that differs, so an add with the timeout the element already
+              // has would otherwise leave its old expiry in place.
+              this.w.u64be(SET_ELEM.EXPIRATION, BigInt(r.timeoutMs));
+            }
           });
         }
       });
