@@ -624,3 +624,70 @@ describe('showValue', () => {
     );
   });
 });
+
+/**
+ * Each refusal says why in its own words (the policy error a user reads), and
+ * each boundary holds on both sides. Written from the parse-values mutants
+ * that lived (npm run mutate -- src/policy/parse-values.ts).
+ */
+describe('unit: value parsers, the reason for each refusal and both sides of each bound', () => {
+  const reason = (r: { ok: true } | { ok: false; reason: string }) => (r.ok ? 'OK' : r.reason);
+  const table: [string, (v: unknown) => { ok: true } | { ok: false; reason: string }, unknown, string][] = [
+    ['interface', parseInterface, 5, 'expected an interface name'],
+    ['interface', parseInterface, '*', 'an interface wildcard needs a prefix, as in wg*'],
+    ['interface', parseInterface, 'w*g*', 'a wildcard is only allowed at the end, as in wg*'],
+    ['interface', parseInterface, 'wg**', 'a wildcard is only allowed at the end, as in wg*'],
+    ['interface', parseInterface, 'a'.repeat(16), 'an interface name is at most 15 characters'],
+    ['interface', parseInterface, 'a'.repeat(15), 'OK'],
+    ['interface', parseInterface, 'eth 0', 'interface names use letters, digits and . _ - : @'],
+    ['interface', parseInterface, '.', 'not an interface name'],
+    ['interface', parseInterface, '..', 'not an interface name'],
+    ['service', parseService, 5, 'expected a systemd unit name or a cgroup path'],
+    ['service', parseService, '/a/../b', 'a cgroup path is /segment/segment/... with letters, digits and : _ . @ - in each'],
+    ['service', parseService, `/${'a'.repeat(99)}`.repeat(40), 'OK'], // 4,000 characters
+    ['service', parseService, `/${'a'.repeat(99)}`.repeat(40) + 'b', 'a cgroup path is /segment/segment/... with letters, digits and : _ . @ - in each'],
+    ['service', parseService, 'nginx', 'expected a unit name ending in .service, .scope or .slice (or a cgroup path starting with /)'],
+    ['user', parseUser, 4294967295, 'a uid is an integer from 0 to 4294967294'],
+    ['user', parseUser, 4294967294, 'OK'],
+    ['user', parseUser, true, 'expected a user name or uid'],
+    ['user', parseUser, 'bad name', 'not a valid user name'],
+    ['rule name', parseRuleName, 5, 'a rule name is a string'],
+    ['rule name', parseRuleName, 'Bad', 'a rule name is 1 to 48 lower-case letters, digits, and . _ - (starting with a letter or digit)'],
+    ['rule name', parseRuleName, 'a'.repeat(49), 'a rule name is 1 to 48 lower-case letters, digits, and . _ - (starting with a letter or digit)'],
+    ['ports', parsePortEntry, '8000-70000', 'a port is a number from 1 to 65535'],
+    ['ports', parsePortEntry, '8000-0', 'a port is a number from 1 to 65535'],
+    ['ports', parsePortEntry, '1-000443', 'a port is a number from 1 to 65535'],
+    ['ports', parsePortEntry, '000443-1', 'a port is a number from 1 to 65535'],
+    ['ports', parsePortEntry, '1-65535', 'OK'],
+    ['destination', parseDestination, 'a..b.com', 'empty label (two dots in a row)'],
+    ['destination', parseDestination, '.a.com', 'empty label (two dots in a row)'],
+    ['destination', parseDestination, 'b\u00fccher..de', 'empty label (two dots in a row)'],
+    ['destination', parseDestination, 'ex\u200bample.com', 'invisible or space characters are not allowed in a domain name'],
+    ['destination', parseDestination, 'exa mple.com', 'character " " is not allowed in a domain name'],
+    ['destination', parseDestination, 'b\u00fccher\u2603.de', 'only letters, digits, hyphens and underscores are allowed in a domain name'],
+    ['destination', parseDestination, 'b\u00fccher.de', 'OK'],
+    ['destination', parseDestination, '\u0663.com', 'OK'], // an Arabic-Indic digit is a letter-or-digit
+    ['destination', parseDestination, 'a\u0301.com', 'OK'], // a combining mark
+    ['destination', parseDestination, 'a.123', 'not an IP address, and not a domain name (the last label is numeric)'],
+    ['destination', parseDestination, 'a.123x', 'OK'],
+    ['destination', parseDestination, '1.2.3.4/33x', 'prefix length must be 0 to 32'],
+    ['destination', parseDestination, 'abc-def', 'a single-label name is ambiguous (search domains); write the full name'],
+  ];
+  for (const [what, parse, input, want] of table) {
+    it(`${what} ${show(input).slice(0, 40)}: ${want === 'OK' ? 'accepted' : want}`, () => {
+      assert.equal(reason(parse(input)), want);
+    });
+  }
+
+  it('showValue: scalars as themselves, objects and lists as {...} and [...], control characters escaped, long text clipped at 60', () => {
+    assert.equal(showValue(null), 'null');
+    assert.equal(showValue(undefined), 'undefined');
+    assert.equal(showValue(true), 'true');
+    assert.equal(showValue(42), '42');
+    assert.equal(showValue({ a: 1 }), '{...}');
+    assert.equal(showValue([1]), '[...]');
+    assert.equal(showValue('a\u0001b\u009fc'), '"a\\u0001b\\u009fc"');
+    assert.equal(showValue('x'.repeat(60)), `"${'x'.repeat(60)}"`);
+    assert.equal(showValue('x'.repeat(61)), `"${'x'.repeat(57)}..."`);
+  });
+});
