@@ -22,7 +22,8 @@ export function provenance(command: string): Provenance {
   const git = (args: string[]) => spawnSync('git', args, { cwd: ROOT, encoding: 'utf8' });
   const rev = git(['rev-parse', 'HEAD']);
   // Untracked files count too: a new source file changes what was measured.
-  const status = git(['status', '--porcelain', '--', 'src', 'bench', 'native', 'test', 'package.json', 'binding.gyp']);
+  // (Benchmark output, bench/out and bench/results, is not a source.)
+  const status = git(['status', '--porcelain', '--', 'src', 'bench', 'native', 'test', 'package.json', 'binding.gyp', ':(exclude)bench/out', ':(exclude)bench/results']);
   return {
     commit: rev.status === 0 ? rev.stdout.trim() : null,
     dirty: status.status !== 0 || status.stdout.trim() !== '',
