@@ -117,6 +117,7 @@ export class Attributor {
   /** This batch's processes with their unit (keyed by the batch's ref of each). */
   private namedMemo = new Map<ProcessRef, ProcessRef>();
   private lastIdReread = 0;
+  private lastCgroupReread = 0;
   private diag: SockDiag | null | undefined;
   private exact: NetlinkSocket | null | undefined;
   /** The wait shared by every record that missed the cgroup index during one rebuild. */
@@ -153,6 +154,13 @@ export class Attributor {
     }
     this.candidatesMemo.set(key, c);
     return c;
+  }
+
+  /** Re-reading the candidates' cgroups costs a read per process: at most every 100 ms. */
+  private mayRereadCgroups(now = Date.now()): boolean {
+    if (now - this.lastCgroupReread < 100) return false;
+    this.lastCgroupReread = now;
+    return true;
   }
 
   private sockDiag(): SockDiag | null {
@@ -330,7 +338,16 @@ export class Attributor {
     if (cands.length > 1 && f.cgroupLow32 !== undefined && this.deps.cgroups) {
       const path = (yield { q: 'low32', low32: f.cgroupLow32 }) as string | undefined;
       if (path !== undefined) {
-        const inside = cands.filter((c) => c.cgroup === path || (c.cgroup?.startsWith(`${path === '/' ? '' : path}/`) ?? false));
+        const prefix = `${path === '/' ? '' : path}/`;
+        const within = (cgroup: string | null | undefined) => cgroup === path || (cgroup?.startsWith(prefix) ?? false);
+        let inside = cands.filter((c) => within(c.cgroup));
+        // The mark is the sender's cgroup when it sent; the table's may be older (a process that moved
+        // since it was last read). Unless exactly one candidate is inside and still is, read them again.
+        if ((inside.length !== 1 || !within(this.ref(inside[0] as ProcInfo).cgroup)) && this.mayRereadCgroups()) {
+          this.refMemo.clear();
+          this.deps.procs.rereadCgroups(cands);
+          inside = cands.filter((c) => within(c.cgroup));
+        }
         if (inside.length === 1) {
           proc = this.ref(inside[0] as ProcInfo);
           method = 'cgroup';

@@ -85,7 +85,8 @@ export function listConnections(opts: { policy?: Policy | null; procs?: ProcessT
     let ref: ProcessRef | undefined;
     for (const inode of procs.socketInodes(p.pid)) {
       if (!wanted.has(inode) || owner.has(inode)) continue;
-      ref ??= ProcessTable.ref(p);
+      // Read again: a long-lived table (`top`) holds where the process was, and it may have moved cgroup since.
+      ref ??= ProcessTable.ref(procs.current(p.pid) ?? p);
       owner.set(inode, ref);
     }
   }

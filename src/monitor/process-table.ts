@@ -178,6 +178,23 @@ export class ProcessTable {
     }
   }
 
+  /**
+   * Re-reads the cgroup of these live processes, in place. A process moves
+   * between cgroups whenever its manager moves it (a service manager placing a
+   * forked child, `systemd-run --scope`, a container runtime), and the table
+   * re-reads a process on its own only while it is young.
+   */
+  rereadCgroups(procs: ProcInfo[]): void {
+    for (const p of procs) {
+      if (p.exitedAt !== undefined) continue;
+      try {
+        p.cgroup = parseCgroupFile(readFileSync(join(this.root, String(p.pid), 'cgroup'), 'utf8'));
+      } catch {
+        /* exited; the next refresh marks it */
+      }
+    }
+  }
+
   get(pid: number): ProcInfo | undefined {
     return this.procs.get(pid);
   }

@@ -106,10 +106,16 @@ rules:
     return a;
   }
 
-  /** An attempt helper of root's, put in the real service's cgroup. */
+  /**
+   * An attempt helper of root's, put in the real service's cgroup once it has run for a while: the
+   * collector's process table re-reads a process on its own only in its first 2 s, so the table
+   * still has it where it started, and only the cgroup in the packet's mark says where it is now
+   * (this was a flake in CI whenever starting the helper took longer than 2 s).
+   */
   async function serviceProcess(args: string[]): Promise<Awaited<ReturnType<typeof attempter>>> {
     const a = await attempter(w, args);
     started.push(a);
+    await new Promise((r) => setTimeout(r, 2500));
     await w.exec(['tee', join(real, 'cgroup.procs')], { input: String(a.pid) });
     return a;
   }

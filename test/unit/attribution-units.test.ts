@@ -280,3 +280,52 @@ describe('unit: the attributor names a unit only as the service rules do, waitin
     }
   });
 });
+
+describe('unit: the cgroup in the mark against processes that moved since the table read them', () => {
+  /** Three root processes listed long ago (settled: the table no longer re-reads them), then moved as the test says. */
+  function world(moves: Record<number, string>) {
+    const u = cgroupTree();
+    const ids = new Map<string, number>();
+    for (const rel of ['/system.slice/one.service', '/system.slice/two.service', '/other.slice']) ids.set(rel, Number(statSync(u.add(rel), { bigint: true }).ino & 0xffffffffn));
+    const proc = fakeProc([
+      { pid: 5100, uid: 0, cgroup: '/system.slice/two.service' },
+      { pid: 5200, uid: 0, cgroup: '/system.slice/one.service' },
+      { pid: 5300, uid: 0, cgroup: '/other.slice' },
+    ]);
+    const procs = new ProcessTable({ procRoot: proc, exclude: [] });
+    const listed = Date.now() - 60_000;
+    procs.refresh(listed);
+    for (const [pid, cgroup] of Object.entries(moves)) writeFileSync(join(proc, pid, 'cgroup'), `0::${cgroup}\n`);
+    const a = new Attributor({ procs, cgroups: new CgroupIndex(u.root), services: new ServiceNames({ root: u.root, host: hostFor(u.root, new Map()) }), socketMayExist: () => false });
+    const low32 = (rel: string) => ids.get(rel) as number;
+    return { a, procs, low32, done: () => [u.root, proc].forEach((d) => rmSync(d, { recursive: true, force: true })) };
+  }
+
+  it('a process moved into the marked cgroup after it was listed is the sender, not unattributed', async () => {
+    const w = world({ 5100: '/system.slice/one.service', 5200: '/system.slice/two.service' });
+    try {
+      assert.equal(w.procs.get(5100)?.cgroup, '/system.slice/two.service', 'the table still holds where 5100 was');
+      w.a.beginBatch();
+      const e = await w.a.attributeOrWait(facts(0, { cgroupLow32: w.low32('/system.slice/one.service') }));
+      assert.equal(e.process?.pid, 5100, 'the one process in one.service when the packet left');
+      assert.equal(e.process?.cgroup, '/system.slice/one.service');
+      assert.equal(e.attribution, 'cgroup');
+    } finally {
+      w.done();
+    }
+  });
+
+  it('a process moved out of the marked cgroup is not named for it, even when the table says it is the only one there', async () => {
+    const w = world({ 5200: '/other.slice' });
+    try {
+      w.a.beginBatch();
+      const e = await w.a.attributeOrWait(facts(0, { cgroupLow32: w.low32('/system.slice/one.service') }));
+      assert.equal(e.process, undefined, 'nobody is in one.service now: no process is named rather than the one that left');
+      w.a.beginBatch();
+      const other = await w.a.attributeOrWait(facts(0, { cgroupLow32: w.low32('/other.slice') }));
+      assert.equal(other.process, undefined, 'two processes are in /other.slice now: ambiguous, nothing guessed');
+    } finally {
+      w.done();
+    }
+  });
+});
