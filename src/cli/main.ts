@@ -76,6 +76,8 @@ export async function main(argv: string[]): Promise<number> {
           ...opt('user', str('user')),
           ...opt('service', str('service')),
           ...opt('iface', str('iface')),
+          ...opt('sport', int('sport')),
+          ...opt('icmpType', int('icmp-type')),
           ...opt('policy', str('policy')),
         });
         break;

@@ -1,5 +1,20 @@
 import { createHash } from 'node:crypto';
 import { maxOf, type AddrRange, type Family } from '../net/ip.js';
+import {
+  DHCP_PORTS,
+  dhcpDestinations,
+  dhcpUids,
+  DNS_PORT,
+  dnsRedirected,
+  DOH_PORT,
+  dohEndpoints,
+  DOT_PORT,
+  dotReach,
+  dotRules,
+  encryptedDnsBlocked,
+  ESSENTIAL_ICMPV6_TYPES,
+  type HostFacts,
+} from '../policy/builtins.js';
 import type { Policy, Rule, ServiceRef } from '../policy/policy.js';
 import {
   buildChainName,
@@ -33,15 +48,9 @@ export interface ResolvedCgroup {
 }
 
 /** Facts about the host the compiler needs; gathered by the caller so compiling stays pure. */
-export interface CompileEnv {
+export interface CompileEnv extends HostFacts {
   /** Cgroups found per service (key from serviceKey). Empty when the service is not running. */
   cgroups: Map<string, ResolvedCgroup[]>;
-  /** For the DNS guard: the resolvers it forwards to, and the encrypted-DNS endpoints to block. */
-  dns?: { upstreams: AddrRange[]; encrypted: { addrs: AddrRange[]; names: string[] } };
-  /** Servers of the DHCP leases this host holds (renewals go to them by unicast). */
-  dhcpServers?: AddrRange[];
-  /** The users the DHCP clients run as (default: root only; systemd-networkd runs as systemd-network). */
-  dhcpUids?: number[];
   /** The policy epoch marked on admitted flows (1-255; default 1). The apply path chooses it. */
   epoch?: number;
 }
@@ -56,17 +65,9 @@ export function serviceKey(s: ServiceRef): string {
   return s.kind === 'unit' ? `unit:${s.unit}` : `cgroup:${s.path}`;
 }
 
-/** IPv6 neighbour discovery and MLD messages a host must send to stay reachable (RFC 4861, RFC 3810). */
-export const ESSENTIAL_ICMPV6_TYPES = [131, 132, 133, 135, 136, 143];
 
 /** IPS_DST_NAT: the flow's destination was rewritten (a redirect). */
 const IPS_DST_NAT = 0x20;
-/** Where DHCP clients find servers before they have a lease (RFC 2131 4.1, RFC 8415 7.1). */
-const DHCP_BROADCAST4: AddrRange = { family: 4, start: 0xffffffffn, end: 0xffffffffn };
-const DHCP_MULTICAST6: AddrRange[] = [
-  { family: 6, start: 0xff020000000000000000000000010002n, end: 0xff020000000000000000000000010002n },
-  { family: 6, start: 0xff050000000000000000000000010003n, end: 0xff050000000000000000000000010003n },
-];
 
 /** Distinct single addresses (a set refuses duplicates). */
 function mergeHosts(list: AddrRange[]): AddrRange[] {
@@ -180,11 +181,12 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   };
 
   const guard = policy.dns.guard;
+  const redirect = dnsRedirected(policy);
   const dnsEnv = env.dns ?? { upstreams: [], encrypted: { addrs: [], names: [] } };
   const output: RuleDef[] = [];
   const spoofedChain = logChain('block', SPOOFED_RULE, undefined, true);
   extraChains.push(spoofedChain);
-  if (guard && !audit) {
+  if (redirect) {
     if (dnsEnv.upstreams.length === 0) warnings.push('the DNS guard has no upstream resolver: allowed names will get SERVFAIL (set dns.upstreams)');
     // Before the established shortcut: a flow to an upstream resolver's port 53
     // that is not the guard's (root, marked) is dropped even when conntrack
@@ -256,29 +258,29 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     // the DHCPv6 multicast groups, or the server of a lease this host holds (renewals are
     // unicast). Never to any host: with net.ipv4.ip_unprivileged_port_start lowered (as in
     // containers) any user could bind the client port.
-    const dhcpUids = [...new Set([0, ...(env.dhcpUids ?? [])])].sort((a, b) => a - b);
-    if (dhcpUids.length > 1) {
+    const dhcpUsers = dhcpUids(env);
+    if (dhcpUsers.length > 1) {
       sets.push({
         name: buildSetName({ kind: 'builtin', name: 'dhcp_users' }),
         key: 'uid',
         interval: false,
         timeout: false,
         dynamic: false,
-        elements: dhcpUids.map((u) => ({ t: 'num', value: BigInt(u) })),
+        elements: dhcpUsers.map((u) => ({ t: 'num', value: BigInt(u) })),
         comment: 'DHCP clients: root, systemd-network',
       });
     }
     const dhcpSet = (family: 4 | 6) => buildSetName({ kind: 'builtin', name: family === 4 ? 'dhcp_servers4' : 'dhcp_servers6' });
-    sets.push(hostSet(dhcpSet(4), 4, mergeHosts([DHCP_BROADCAST4, ...(env.dhcpServers ?? []).filter((a) => a.family === 4)]), 'DHCP: broadcast and the servers of leases held'));
-    sets.push(hostSet(dhcpSet(6), 6, mergeHosts([...DHCP_MULTICAST6, ...(env.dhcpServers ?? []).filter((a) => a.family === 6)]), 'DHCPv6: server multicast groups and lease servers'));
-    const dhcp = (family: 4 | 6, sport: number, dport: number, comment: string): RuleDef =>
+    sets.push(hostSet(dhcpSet(4), 4, mergeHosts(dhcpDestinations(env, 4)), 'DHCP: broadcast and the servers of leases held'));
+    sets.push(hostSet(dhcpSet(6), 6, mergeHosts(dhcpDestinations(env, 6)), 'DHCPv6: server multicast groups and lease servers'));
+    const dhcp = (family: 4 | 6, comment: string): RuleDef =>
       ess(
         [
           { k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 },
           { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
-          { k: 'cmp', sel: 'th sport', op: 'eq', value: sport },
-          { k: 'cmp', sel: 'th dport', op: 'eq', value: dport },
-          ...(dhcpUids.length === 1 && dhcpUids[0] === 0
+          { k: 'cmp', sel: 'th sport', op: 'eq', value: DHCP_PORTS[family].client },
+          { k: 'cmp', sel: 'th dport', op: 'eq', value: DHCP_PORTS[family].server },
+          ...(dhcpUsers.length === 1 && dhcpUsers[0] === 0
             ? [{ k: 'cmp', sel: 'meta skuid', op: 'eq', value: 0 } as Stmt]
             : [{ k: 'lookup', sel: 'meta skuid', set: buildSetName({ kind: 'builtin', name: 'dhcp_users' }) } as Stmt]),
           { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set: dhcpSet(family) },
@@ -293,19 +295,16 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
         ],
         'essentials: IPv6 neighbour discovery',
       ),
-      dhcp(4, 68, 67, 'essentials: DHCP'),
-      dhcp(6, 546, 547, 'essentials: DHCPv6'),
+      dhcp(4, 'essentials: DHCP'),
+      dhcp(6, 'essentials: DHCPv6'),
     );
   }
 
   // Every rule's sets first: the encrypted-DNS block refers to the sets of rules that allow port 853.
   const ordered = [...policy.rules.filter((r) => r.action === 'deny'), ...policy.rules.filter((r) => r.action === 'allow')];
   const compiledRules = new Map(ordered.map((rule) => [rule, compileRule(rule, env, sets, warnings)]));
-  // The guard's own upstreams count as DNS-over-HTTPS endpoints in enforce mode: many resolvers
-  // (Pi-hole, AdGuard Home, Unbound) also answer DoH on 443, a way around the guard for anyone a
-  // broad rule lets reach them (a rule naming the address exactly still wins).
-  const encryptedAddrs = audit ? dnsEnv.encrypted.addrs : mergeHosts([...dnsEnv.encrypted.addrs, ...dnsEnv.upstreams]);
-  const encrypted = guard && policy.dns.encryptedDns === 'block' ? encryptedDnsRules(policy, encryptedAddrs, sets) : [];
+  // The guard's own upstreams count as DNS-over-HTTPS endpoints in enforce mode (dohEndpoints).
+  const encrypted = encryptedDnsBlocked(policy) ? encryptedDnsRules(policy, mergeHosts(dohEndpoints(policy, env)), sets) : [];
   if (encrypted.length > 0) {
     extraChains.push(logChain('block', ENCRYPTED_DNS_RULE, audit ? 0 : undefined));
   }
@@ -410,7 +409,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     });
   }
 
-  if (guard && !audit) chains.push(dnsRedirectChain(policy), guardInputChain(policy, sets), ...dnsGuardChains(policy, dnsEnv.upstreams));
+  if (redirect) chains.push(dnsRedirectChain(policy), guardInputChain(policy, sets), ...dnsGuardChains(policy, dnsEnv.upstreams));
   if (guard && audit) {
     // Audit mode: nothing on the packet path may depend on the daemon, so DNS is
     // not redirected; replies are copied to NFLOG and the daemon learns from them.
@@ -533,7 +532,7 @@ function hostSet(name: string, family: 4 | 6, hosts: AddrRange[], comment: strin
  */
 function guardUpstreamRules(policy: Policy, upstreams: AddrRange[], sets: SetDef[]): RuleDef[] {
   const dnsPorts = buildSetName({ kind: 'builtin', name: 'dns_ports' });
-  sets.push({ ...dnsPortsSet(dnsPorts, 53), comment: 'DNS' });
+  sets.push({ ...dnsPortsSet(dnsPorts, DNS_PORT), comment: 'DNS' });
   const out: RuleDef[] = [];
   for (const family of [4, 6] as const) {
     const hosts = upstreams.filter((u) => u.family === family);
@@ -556,35 +555,34 @@ function guardUpstreamRules(policy: Policy, upstreams: AddrRange[], sets: SetDef
 
 /**
  * DNS over TLS everywhere, and DNS over HTTPS (and HTTP/3) to well-known
- * endpoints. Addresses an allow rule lists explicitly are left out, and so is
- * port 853 when an allow rule lists it: an explicit allow wins, a broad one
+ * endpoints (`addrs`: dohEndpoints, which leaves out the addresses an allow
+ * rule names exactly). Port 853 is left to the rules for the destinations of
+ * allow rules that list it (dotRules): an explicit allow wins, a broad one
  * (`to: [any]`, a prefix) does not.
  */
 function encryptedDnsRules(policy: Policy, addrs: AddrRange[], sets: SetDef[]): RuleDef[] {
-  const allows = policy.rules.filter((r) => r.action === 'allow');
-  const explicitHosts = new Set(allows.flatMap((r) => r.addrs.filter((a) => a.start === a.end).map((a) => `${a.family}:${a.start}`)));
   const end = (stmts: Stmt[]): RuleDef => ({
     stmts: [...stmts, { k: 'counter', name: buildCounterName({ kind: 'encrypted-dns' }) }, { k: 'goto', chain: buildChainName({ kind: 'block', rule: ENCRYPTED_DNS_RULE }) }],
     comment: 'encrypted DNS bypasses the guard',
   });
   const out: RuleDef[] = [];
   // DNS over TLS: blocked everywhere except to the destinations of rules that list port 853 themselves.
-  const dotRules = allows.filter((r) => r.ports.some((p) => p.from === 853 && p.to === 853));
+  const dot = dotRules(policy);
   const existing = new Set(sets.map((x) => x.name));
   const dotPorts = buildSetName({ kind: 'builtin', name: 'dot_ports' });
-  sets.push({ ...dnsPortsSet(dotPorts, 853), comment: 'DNS over TLS' });
+  sets.push({ ...dnsPortsSet(dotPorts, DOT_PORT), comment: 'DNS over TLS' });
   for (const family of [4, 6] as const) {
-    if (dotRules.some((r) => r.addrs.length === 0 && r.domains.length === 0)) continue; // a rule allows 853 to anywhere
-    const exempt: Stmt[] = dotRules
+    if (dot.some((r) => dotReach(r, family) === 'everywhere')) continue; // a rule allows 853 to every address of the family
+    const exempt: Stmt[] = dot
       .flatMap((r) => (['a', 'n', 'd'] as const).map((kind) => objectNames.set(r.name, `${kind}${family}`)))
       .filter((n) => existing.has(n))
       .map((set) => ({ k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set, neg: true }));
     out.push(end([{ k: 'cmp', sel: 'meta nfproto', op: 'eq', value: family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 }, ...exempt, { k: 'lookup', sel: 'meta l4proto . th dport', set: dotPorts }]));
   }
   const dohPorts = buildSetName({ kind: 'builtin', name: 'doh_ports' });
-  sets.push({ ...dnsPortsSet(dohPorts, 443), comment: 'HTTPS and HTTP/3' });
+  sets.push({ ...dnsPortsSet(dohPorts, DOH_PORT), comment: 'HTTPS and HTTP/3' });
   for (const family of [4, 6] as const) {
-    const list = addrs.filter((a) => a.family === family && !explicitHosts.has(`${family}:${a.start}`));
+    const list = addrs.filter((a) => a.family === family);
     if (list.length === 0) continue;
     const name = buildSetName({ kind: 'builtin', name: `encrypted_dns${family}` });
     sets.push(hostSet(name, family, list, 'well-known DNS-over-HTTPS endpoints'));
@@ -740,7 +738,7 @@ function dnsRedirectChain(policy: Policy): ChainDef {
       ...[IPPROTO_UDP, IPPROTO_TCP].map((proto) => ({
         stmts: [
           { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto },
-          { k: 'cmp', sel: 'th dport', op: 'eq', value: 53 },
+          { k: 'cmp', sel: 'th dport', op: 'eq', value: DNS_PORT },
           { k: 'redirect', port: policy.dns.port },
         ] satisfies Stmt[],
         comment: 'DNS goes to the guard',

@@ -1,4 +1,5 @@
-import { DEFAULT_RULE } from '../compile/kernel-names.js';
+import { DEFAULT_RULE, ENCRYPTED_DNS_RULE } from '../compile/kernel-names.js';
+import type { HostFacts } from '../policy/builtins.js';
 import { hostAddresses } from '../net/host-addresses.js';
 import { formatAddr, isLoopback, type Family } from '../net/ip.js';
 import { hostnameFor } from '../events/hostnames.js';
@@ -67,7 +68,8 @@ function ctKey(family: Family, proto: number, src: bigint, sport: number | undef
  * service rules say the cgroup is that unit's), conntrack for the age, and the
  * applied policy for the rule. No daemon and no event store needed.
  */
-export function listConnections(opts: { policy?: Policy | null; procs?: ProcessTable; now?: number } = {}): ConnectionsSnapshot {
+/** `facts`: the host facts the policy's built-ins depend on (hostFactsFor), read once by the caller. */
+export function listConnections(opts: { policy?: Policy | null; facts?: HostFacts; procs?: ProcessTable; now?: number } = {}): ConnectionsSnapshot {
   const now = opts.now ?? Date.now();
   const diag = new SockDiag();
   let socks: SockEntry[];
@@ -131,11 +133,13 @@ export function listConnections(opts: { policy?: Policy | null; procs?: ProcessT
           dest: { kind: 'range', range: { family: s.family, start: s.dst, end: s.dst } },
           proto: c.proto,
           port: s.dport,
+          sport: s.sport,
           uid: s.uid,
           ...(p?.unit ? { service: p.unit } : {}),
           ...(own.has(`${s.family}/${s.dst}`) ? { local: true } : {}),
-        });
-        c.rule = x.decidedBy.kind === 'rule' ? x.decidedBy.rule : x.decidedBy.kind === 'default' ? DEFAULT_RULE : x.decidedBy.kind;
+        }, opts.facts);
+        const d = x.decidedBy;
+        c.rule = d.kind === 'rule' ? d.rule : d.kind === 'default' ? DEFAULT_RULE : d.kind === 'encrypted-dns' ? ENCRYPTED_DNS_RULE : d.kind;
       } catch {
         /* no rule shown */
       }

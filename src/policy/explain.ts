@@ -1,4 +1,19 @@
 import { formatRange, isLoopback as isLoopbackAddr, type AddrRange, type Family } from '../net/ip.js';
+import {
+  DHCP_PORTS,
+  dhcpDestinations,
+  dhcpUids,
+  DNS_PORT,
+  dnsRedirected,
+  DOH_PORT,
+  dohEndpoints,
+  DOT_PORT,
+  dotReach,
+  dotRules,
+  encryptedDnsBlocked,
+  ESSENTIAL_ICMPV6_TYPES,
+  type HostFacts,
+} from './builtins.js';
 import type { DomainPattern, Policy, Rule } from './policy.js';
 
 /**
@@ -15,6 +30,10 @@ export interface Query {
   dest: Dest;
   proto?: 'tcp' | 'udp' | 'icmp' | 'icmpv6';
   port?: number;
+  /** The source port (DHCP clients send from theirs). */
+  sport?: number;
+  /** The ICMP or ICMPv6 type (neighbour discovery is essential; an echo request is not). */
+  icmpType?: number;
   uid?: number;
   /** A unit name or a cgroup path. */
   service?: string;
@@ -45,11 +64,28 @@ export interface RuleMatch {
   dimensions: DimensionMatch[];
 }
 
+/** What Sluice's ruleset does beside the policy's rules, matched against the query. */
+export interface BuiltinMatch {
+  builtin: 'dns-guard' | 'essentials' | 'encrypted-dns';
+  result: Tri;
+  detail: string;
+}
+
 export interface Explanation {
-  verdict: 'allow' | 'block';
+  /** `redirect`: a DNS query, answered by the DNS guard; the destination never sees it. */
+  verdict: 'allow' | 'block' | 'redirect';
   /** In audit mode a block is only recorded. */
   enforced: boolean;
-  decidedBy: { kind: 'rule'; rule: string; action: 'allow' | 'deny'; line: number } | { kind: 'default' } | { kind: 'loopback' } | { kind: 'local' };
+  decidedBy:
+    | { kind: 'rule'; rule: string; action: 'allow' | 'deny'; line: number }
+    | { kind: 'default' }
+    | { kind: 'loopback' }
+    | { kind: 'local' }
+    | { kind: 'dns-guard' }
+    | { kind: 'essentials' }
+    | { kind: 'encrypted-dns' };
+  /** Built-ins that match or might match (those that decided nothing are caveats in the summary). */
+  builtins: BuiltinMatch[];
   /** Rules whose verdict depends on parts of the query that were not given. */
   conditional: RuleMatch[];
   matches: RuleMatch[];
@@ -195,48 +231,145 @@ function isLoopback(d: Dest): boolean {
   return isLoopbackAddr(r.family, r.start) && isLoopbackAddr(r.family, r.end);
 }
 
+/** Whether the destination lies in the ranges: yes when wholly inside one, maybe when it overlaps, no otherwise; a name could be anywhere. */
+function destIn(d: Dest, ranges: readonly AddrRange[]): Tri {
+  if (d.kind === 'name') return ranges.length > 0 ? 'maybe' : 'no';
+  const r = d.range;
+  const same = ranges.filter((a) => a.family === r.family);
+  if (same.some((a) => a.start <= r.start && r.end <= a.end)) return 'yes';
+  return same.some((a) => a.start <= r.end && r.start <= a.end) ? 'maybe' : 'no';
+}
+
+const not = (t: Tri): Tri => (t === 'yes' ? 'no' : t === 'no' ? 'yes' : 'maybe');
+const or = (a: Tri, b: Tri): Tri => (a === 'yes' || b === 'yes' ? 'yes' : a === 'maybe' || b === 'maybe' ? 'maybe' : 'no');
+/** A value the query may leave open, against the values that match. */
+const oneOf = <T>(v: T | undefined, ok: readonly T[]): Tri => (v === undefined ? 'maybe' : ok.includes(v) ? 'yes' : 'no');
+/** TCP or UDP to this port (the built-ins' port sets hold both). */
+const tcpUdpPort = (q: Query, port: number): Tri => and(oneOf(q.proto, ['tcp', 'udp'] as const), oneOf(q.port, [port]));
+
+/**
+ * The built-ins, in the kernel's order, each matched against the query:
+ * the DNS redirect (the nat hook, before any filtering), then essentials
+ * (before every rule), then the encrypted-DNS block (after deny rules,
+ * before allow rules). Each detail says what it is and what made it match.
+ */
+export function matchBuiltins(policy: Policy, q: Query, facts: HostFacts = {}): { redirect: BuiltinMatch; essentials: BuiltinMatch; encrypted: BuiltinMatch } {
+  const no = (builtin: BuiltinMatch['builtin'], detail: string): BuiltinMatch => ({ builtin, result: 'no', detail });
+  const fam = familyOf(q.dest);
+
+  const redirect = dnsRedirected(policy)
+    ? { builtin: 'dns-guard' as const, result: tcpUdpPort(q, DNS_PORT), detail: `every DNS query (port ${DNS_PORT}, UDP or TCP, to any address) goes to Sluice's DNS guard, which answers only names the policy allows; the destination is never asked` }
+    : no('dns-guard', 'DNS is not redirected (no guard, or audit mode)');
+
+  let essentials = no('essentials', 'essentials are off');
+  if (policy.essentials) {
+    const ndp = fam === 4 ? 'no' : and(oneOf(q.proto, ['icmpv6'] as const), oneOf(q.icmpType, ESSENTIAL_ICMPV6_TYPES));
+    // destIn keeps to the destination's family: DHCP's ports and places there.
+    const dhcpOf = (f: 4 | 6): Tri =>
+      [oneOf(q.proto, ['udp'] as const), oneOf(q.sport, [DHCP_PORTS[f].client]), oneOf(q.port, [DHCP_PORTS[f].server]), oneOf(q.uid, dhcpUids(facts)), destIn(q.dest, dhcpDestinations(facts, f))].reduce(and);
+    const dhcp = or(dhcpOf(4), dhcpOf(6));
+    if (ndp !== 'no') essentials = { builtin: 'essentials', result: ndp, detail: `IPv6 neighbour discovery and MLD (ICMPv6 types ${ESSENTIAL_ICMPV6_TYPES.join(', ')}) are always allowed` };
+    else if (dhcp !== 'no') {
+      essentials = {
+        builtin: 'essentials',
+        result: dhcp,
+        detail: `DHCP is always allowed from the client port to a DHCP server (${DHCP_PORTS[4].client}->${DHCP_PORTS[4].server}/udp, ${DHCP_PORTS[6].client}->${DHCP_PORTS[6].server}/udp for DHCPv6; broadcast, the DHCPv6 groups or the server of a lease held) by uid ${dhcpUids(facts).join(', ')}`,
+      };
+    } else essentials = no('essentials', 'not neighbour discovery or DHCP');
+  }
+
+  let encrypted = no('encrypted-dns', 'encrypted DNS is not blocked (no guard, or encrypted_dns: allow)');
+  if (encryptedDnsBlocked(policy)) {
+    // DNS over TLS: anywhere but to the destinations of allow rules that list port 853 themselves.
+    const dot = dotRules(policy);
+    let exempt: Tri;
+    if (q.dest.kind === 'name') {
+      const name = q.dest.name;
+      const everywhere = ([4, 6] as const).filter((f) => dot.some((r) => dotReach(r, f) === 'everywhere')).length;
+      // A name's addresses are unknown here: exempt for sure only where every address is, or a DoT rule names it.
+      exempt = everywhere === 2 || dot.some((r) => r.domains.some((d) => domainMatches(d, name))) ? 'yes' : everywhere === 1 || dot.some((r) => r.addrs.length > 0) ? 'maybe' : 'no';
+    } else {
+      const f = q.dest.range.family;
+      exempt = dot.some((r) => dotReach(r, f) === 'everywhere') ? 'yes' : destIn(q.dest, dot.flatMap((r) => [...r.addrs, ...(q.learned?.get(r.name) ?? [])]));
+    }
+    const dotHit = and(tcpUdpPort(q, DOT_PORT), not(exempt));
+    const dohHit = and(tcpUdpPort(q, DOH_PORT), q.dest.kind === 'name' ? 'no' : destIn(q.dest, dohEndpoints(policy, facts)));
+    if (dotHit !== 'no') {
+      encrypted = { builtin: 'encrypted-dns', result: dotHit, detail: `DNS over TLS (port ${DOT_PORT}) is blocked except to the destinations of allow rules that list port ${DOT_PORT}` };
+    } else if (dohHit !== 'no') {
+      encrypted = { builtin: 'encrypted-dns', result: dohHit, detail: `a DNS-over-HTTPS endpoint (port ${DOH_PORT}: the encrypted-DNS list${policy.mode === 'enforce' ? " and the guard's upstreams" : ''}) is blocked unless an allow rule names its address` };
+    } else encrypted = no('encrypted-dns', 'not DNS over TLS or a known DNS-over-HTTPS endpoint');
+  }
+  return { redirect, essentials, encrypted };
+}
+
 /** The verdict the policy gives this query, with the rule that decides and why. */
-export function explain(policy: Policy, q: Query): Explanation {
+export function explain(policy: Policy, q: Query, facts: HostFacts = {}): Explanation {
   const enforced = policy.mode === 'enforce';
   const matches = policy.rules.map((r) => matchRule(r, q));
+  const b = matchBuiltins(policy, q, facts);
+  const builtins = [b.redirect, b.essentials, b.encrypted].filter((m) => m.result !== 'no');
   const deny = matches.filter((m) => m.action === 'deny');
   const allow = matches.filter((m) => m.action === 'allow');
   const conditional = matches.filter((m) => m.result === 'maybe');
   // The dimensions worth saying: everything but the unconstrained ones ("any user").
   const why = (m: RuleMatch) => m.dimensions.filter((d) => !d.detail.startsWith('any ')).map((d) => d.detail);
 
+  // The nat hook redirects DNS before any filtering, loopback included.
+  if (b.redirect.result === 'yes') {
+    return { verdict: 'redirect', enforced, decidedBy: { kind: 'dns-guard' }, builtins, conditional: [], matches, summary: `redirected: ${b.redirect.detail}` };
+  }
   if (isLoopback(q.dest)) {
-    return { verdict: 'allow', enforced, decidedBy: { kind: 'loopback' }, conditional: [], matches, summary: 'allowed: loopback traffic is always allowed' };
+    return { verdict: 'allow', enforced, decidedBy: { kind: 'loopback' }, builtins, conditional: [], matches, summary: 'allowed: loopback traffic is always allowed' };
   }
   if (q.local && q.dest.kind === 'range') {
-    return { verdict: 'allow', enforced, decidedBy: { kind: 'local' }, conditional: [], matches, summary: "allowed: traffic to this host's own addresses is always allowed" };
+    return { verdict: 'allow', enforced, decidedBy: { kind: 'local' }, builtins, conditional: [], matches, summary: "allowed: traffic to this host's own addresses is always allowed" };
   }
+  // What a built-in might do when the query leaves its conditions open.
+  const builtinCaveat = (list: BuiltinMatch[]) => list.filter((m) => m.result === 'maybe').map((m) => `; unless ${m.builtin === 'dns-guard' ? 'it is DNS: ' : m.builtin === 'essentials' ? 'it is essential traffic: ' : 'it is encrypted DNS: '}${m.detail}`).join('');
+  if (b.essentials.result === 'yes') {
+    return { verdict: 'allow', enforced, decidedBy: { kind: 'essentials' }, builtins, conditional: [], matches, summary: `allowed as essentials (before any rule): ${b.essentials.detail}` };
+  }
+  const before = builtinCaveat([b.redirect, b.essentials]);
   const denied = deny.find((m) => m.result === 'yes');
   if (denied) {
     return {
       verdict: 'block',
       enforced,
       decidedBy: { kind: 'rule', rule: denied.rule, action: 'deny', line: denied.line },
+      builtins,
       conditional,
       matches,
-      summary: `blocked by deny rule ${denied.rule} (line ${denied.line}): ${why(denied).join('; ')}${enforced ? '' : ' [audit mode: recorded, not blocked]'}`,
+      summary: `blocked by deny rule ${denied.rule} (line ${denied.line}): ${why(denied).join('; ')}${before}${enforced ? '' : ' [audit mode: recorded, not blocked]'}`,
+    };
+  }
+  if (b.encrypted.result === 'yes') {
+    return {
+      verdict: 'block',
+      enforced,
+      decidedBy: { kind: 'encrypted-dns' },
+      builtins,
+      conditional,
+      matches,
+      summary: `blocked as encrypted DNS (after the deny rules, before the allow rules): ${b.encrypted.detail}${before}${enforced ? '' : ' [audit mode: recorded, not blocked]'}`,
     };
   }
   const allowed = allow.find((m) => m.result === 'yes');
   const maybeDeny = deny.filter((m) => m.result === 'maybe');
-  const caveat = maybeDeny.length > 0 ? `; unless deny rule ${maybeDeny.map((m) => `${m.rule} (${why(m).join('; ')})`).join(', ')} applies` : '';
+  const caveat = `${maybeDeny.length > 0 ? `; unless deny rule ${maybeDeny.map((m) => `${m.rule} (${why(m).join('; ')})`).join(', ')} applies` : ''}${builtinCaveat([b.redirect, b.essentials, b.encrypted])}`;
   if (allowed) {
     return {
       verdict: 'allow',
       enforced,
       decidedBy: { kind: 'rule', rule: allowed.rule, action: 'allow', line: allowed.line },
+      builtins,
       conditional,
       matches,
       summary: `allowed by rule ${allowed.rule} (line ${allowed.line}): ${why(allowed).join('; ')}${caveat}`,
     };
   }
   if (policy.defaultAction === 'allow') {
-    return { verdict: 'allow', enforced, decidedBy: { kind: 'default' }, conditional, matches, summary: `allowed by the default (default: allow)${caveat}` };
+    return { verdict: 'allow', enforced, decidedBy: { kind: 'default' }, builtins, conditional, matches, summary: `allowed by the default (default: allow)${caveat}` };
   }
   const maybeAllow = allow.filter((m) => m.result === 'maybe');
   const hint =
@@ -247,8 +380,9 @@ export function explain(policy: Policy, q: Query): Explanation {
     verdict: 'block',
     enforced,
     decidedBy: { kind: 'default' },
+    builtins,
     conditional,
     matches,
-    summary: `blocked by the default deny: no rule allows it${hint}${enforced ? '' : ' [audit mode: recorded, not blocked]'}`,
+    summary: `blocked by the default deny: no rule allows it${hint}${builtinCaveat([b.redirect, b.essentials])}${enforced ? '' : ' [audit mode: recorded, not blocked]'}`,
   };
 }

@@ -1,6 +1,7 @@
 import { compileRuleset, type CompileEnv, type CompileResult, type ResolvedCgroup } from '../compile/compile-ruleset.js';
 import { loadEncryptedDnsList } from '../policy/encrypted-dns-list.js';
 import type { AddrRange } from '../net/ip.js';
+import type { HostFacts } from '../policy/builtins.js';
 import type { Policy } from '../policy/policy.js';
 import { dhcpLeaseServers } from './dhcp-leases.js';
 import { dhcpClientUids } from './users.js';
@@ -26,23 +27,25 @@ export function encryptedDnsFor(policy: Policy): NonNullable<CompileEnv['dns']>[
   return policy.dns.encryptedDns === 'block' ? loadEncryptedDnsList(policy.dns.encryptedDnsList) : { addrs: [], names: [] };
 }
 
-/**
- * Gathers the host facts a policy's compilation needs: the cgroups of its
- * services (as resolved by the caller), DNS upstreams, the encrypted-DNS list.
- */
-export function compileEnvFor(policy: Policy, cgroups: Map<string, ResolvedCgroup[]>): CompileEnv {
-  const env: CompileEnv = { cgroups };
+/** The host facts Sluice's built-ins depend on (DHCP servers and users, DNS upstreams, the encrypted-DNS list), for the compiler and for explain. */
+export function hostFactsFor(policy: Policy): HostFacts {
+  const facts: HostFacts = {};
   if (policy.essentials) {
-    env.dhcpServers = dhcpLeaseServers();
-    env.dhcpUids = dhcpClientUids();
+    facts.dhcpServers = dhcpLeaseServers();
+    facts.dhcpUids = dhcpClientUids();
   }
   if (policy.dns.guard) {
-    env.dns = {
+    facts.dns = {
       upstreams: dnsUpstreamsFor(policy),
       encrypted: encryptedDnsFor(policy),
     };
   }
-  return env;
+  return facts;
+}
+
+/** Gathers what a policy's compilation needs: the cgroups of its services (as resolved by the caller) and the host facts. */
+export function compileEnvFor(policy: Policy, cgroups: Map<string, ResolvedCgroup[]>): CompileEnv {
+  return { cgroups, ...hostFactsFor(policy) };
 }
 
 /**

@@ -198,3 +198,27 @@ export function interpret(rs: Ruleset, p: Packet): Outcome {
   const verdict = r.kind === 'verdict' ? r.v : output.base.policy;
   return { verdict, counters, logs };
 }
+
+/**
+ * Evaluates the nat output base chain, which the kernel runs before the filter
+ * chain on a flow's first packet: `redirect` when the packet is sent to a local
+ * port instead (the DNS guard), `accept` when it goes on to its destination.
+ */
+export function interpretNat(rs: Ruleset, p: Packet): 'redirect' | 'accept' {
+  const nat = rs.chains.find((c) => c.base?.type === 'nat' && c.base.hook === 'output');
+  if (!nat || p.ct !== 'new') return 'accept';
+  for (const rule of nat.rules) {
+    let matched = true;
+    for (const s of rule.stmts) {
+      if (!matched) break;
+      if (s.k === 'cmp') {
+        const v = cmpValue(s.sel, p);
+        const eq = v !== undefined && (s.mask !== undefined ? (v & s.mask) >>> 0 : v) === s.value;
+        matched = s.op === 'eq' ? eq : v !== undefined && !eq;
+      } else if (s.k === 'redirect') return 'redirect';
+      else if (s.k === 'verdict') return 'accept';
+      else throw new Error(`interpretNat: cannot evaluate ${s.k}`);
+    }
+  }
+  return 'accept';
+}

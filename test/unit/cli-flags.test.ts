@@ -142,10 +142,10 @@ describe('unit: CLI numeric options', () => {
   });
 
   it('each command refuses a bad number before it runs, with exit 2 and the flag named', () => {
-    const cases = COMMANDS.flatMap((c) => c.options.filter((o) => o.int).map((o) => ({ c: c.name, o: o.name, max: o.int?.max ?? 0 })));
-    assert.deepEqual(cases.map((x) => `${x.c} --${x.o}`).sort(), ['apply --confirm', 'dns --limit', 'log --limit', 'stats --limit', 'top --interval']);
-    for (const { c, o, max } of cases) {
-      for (const text of ['abc', '-1', '1.5', '0', '0x10', String(max + 1)]) {
+    const cases = COMMANDS.flatMap((c) => c.options.filter((o) => o.int).map((o) => ({ c: c.name, o: o.name, min: o.int?.min ?? 0, max: o.int?.max ?? 0 })));
+    assert.deepEqual(cases.map((x) => `${x.c} --${x.o}`).sort(), ['apply --confirm', 'dns --limit', 'explain --icmp-type', 'explain --sport', 'log --limit', 'stats --limit', 'top --interval']);
+    for (const { c, o, min, max } of cases) {
+      for (const text of ['abc', '-1', '1.5', ...(min > 0 ? [String(min - 1)] : []), '0x10', String(max + 1)]) {
         const msg = usageError([c, `--${o}=${text}`]);
         assert.ok(msg.includes(`--${o}`) && msg.includes(JSON.stringify(text)), msg);
         if (text !== '-1') assert.equal(usageError([c, `--${o}`, text]), msg, 'the same with the value as its own argument');
@@ -175,6 +175,25 @@ describe('unit: CLI help and parser agree', () => {
       assert.equal(r.code, 0, `--user ${good}: ${r.stderr}`);
       assert.equal((JSON.parse(r.stdout) as { query: { uid: number } }).query.uid, good === 'root' ? 0 : Number(good));
     }
+  });
+
+  it('explain --sport and --icmp-type go with their protocol, and reach the built-ins (essentials, DHCP)', () => {
+    for (const argv of [['198.18.0.1', 'icmpv6', '--sport', '68'], ['198.18.0.1', '--sport', '68'], ['198.18.0.1', '67/udp', '--icmp-type', '135'], ['198.18.0.1', '--icmp-type', '300']]) {
+      const r = sluice(['explain', ...argv]);
+      assert.equal(r.code, 2, `explain ${argv.join(' ')}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, /--sport|--icmp-type/);
+    }
+    const withEssentials = join(dir, 'essentials.yaml');
+    writeFileSync(withEssentials, 'mode: enforce\nrules:\n  - name: api\n    to: [198.18.0.1]\n    ports: [443/tcp]\n');
+    const nd = sluice(['explain', 'ff02::2', 'icmpv6', '--icmp-type', '135', withEssentials, '--json']);
+    assert.equal(nd.code, 0, nd.stderr);
+    const ndJson = JSON.parse(nd.stdout) as { verdict: string; decidedBy: { kind: string }; query: { icmpType: number } };
+    assert.deepEqual([ndJson.verdict, ndJson.decidedBy.kind, ndJson.query.icmpType], ['allow', 'essentials', 135]);
+    const dhcp = sluice(['explain', '255.255.255.255', '67/udp', '--sport', '68', '--user', 'root', withEssentials]);
+    assert.equal(dhcp.code, 0, dhcp.stderr);
+    assert.match(dhcp.stdout, /^255\.255\.255\.255 67\/udp: ALLOW\n {2}allowed as essentials/);
+    const other = sluice(['explain', '255.255.255.255', '67/udp', '--sport', '40000', '--user', 'root', withEssentials]);
+    assert.match(other.stdout, /: BLOCK\n {2}blocked by the default deny/);
   });
 
   it('every declared flag appears in the help, on its command', () => {

@@ -1,4 +1,5 @@
 import { endpoint } from '../../events/format-event.js';
+import { hostFactsFor } from '../../system/compile-env.js';
 import { listConnections, type Connection } from '../../monitor/connections.js';
 import { parsePolicy } from '../../policy/load-policy.js';
 import type { Policy } from '../../policy/policy.js';
@@ -56,7 +57,8 @@ export function connectionLines(conns: Connection[]): string[] {
 /** `sluice connections [--json]`: live outbound connections with their process, from the kernel's tables. */
 export function connections(ctx: Context): number {
   ctx.useSavedHostnames();
-  const snap = listConnections({ policy: appliedPolicy(ctx) });
+  const policy = appliedPolicy(ctx);
+  const snap = listConnections({ policy, ...(policy ? { facts: hostFactsFor(policy) } : {}) });
   ctx.result(snap);
   if (snap.connections.length === 0) ctx.say('No outbound connections.');
   else for (const l of connectionLines(snap.connections)) ctx.say(l);

@@ -5,6 +5,7 @@ import { hostAddresses } from '../../net/host-addresses.js';
 import { parsePrefix, type AddrRange } from '../../net/ip.js';
 import { explain as explainPolicy, type Dest, type Query } from '../../policy/explain.js';
 import { parseDomain, parseInterface, parseService, parseUser } from '../../policy/parse-values.js';
+import { hostFactsFor } from '../../system/compile-env.js';
 import { lookupUsers } from '../../system/users.js';
 import { EXIT, type Context } from '../context.js';
 
@@ -13,6 +14,8 @@ export interface ExplainArgs {
   user?: string;
   service?: string;
   iface?: string;
+  sport?: number;
+  icmpType?: number;
   policy?: string;
 }
 
@@ -30,7 +33,7 @@ export function parseDest(text: string): Dest {
   return { kind: 'name', name: d.value.name };
 }
 
-/** `sluice explain DEST [PORT[/PROTO]] [--user U] [--service UNIT] [--iface IF] [POLICY]` */
+/** `sluice explain DEST [PORT[/PROTO]] [--user U] [--service UNIT] [--iface IF] [--sport PORT] [--icmp-type N] [POLICY]` */
 export function explain(ctx: Context, args: ExplainArgs): number {
   const [destText, ...rest] = args.positionals;
   if (!destText) throw new UsageError('explain needs a destination: sluice explain DEST [PORT[/PROTO]]');
@@ -47,6 +50,14 @@ export function explain(ctx: Context, args: ExplainArgs): number {
       } else query.proto = r.toLowerCase() as Query['proto'];
     } else if (policyPath === undefined) policyPath = r;
     else throw new UsageError(`Unexpected argument: ${JSON.stringify(r)}`);
+  }
+  if (args.sport !== undefined) {
+    if (query.proto !== 'tcp' && query.proto !== 'udp') throw new UsageError('--sport needs a TCP or UDP port to go with it: sluice explain DEST PORT/udp --sport PORT');
+    query.sport = args.sport;
+  }
+  if (args.icmpType !== undefined) {
+    if (query.proto !== 'icmp' && query.proto !== 'icmpv6') throw new UsageError('--icmp-type needs icmp or icmpv6 to go with it: sluice explain DEST icmpv6 --icmp-type 135');
+    query.icmpType = args.icmpType;
   }
   if (args.user !== undefined) {
     // The policy's own grammar for users: a uid from 0 to 4294967294, or a name that exists.
@@ -96,9 +107,10 @@ export function explain(ctx: Context, args: ExplainArgs): number {
   const d = query.dest;
   if (d.kind === 'range' && d.range.start === d.range.end && hostAddresses().some((a) => a.family === d.range.family && a.value === d.range.start)) query.local = true;
 
-  const ex = explainPolicy(policy, query);
+  // The built-ins depend on the host: the guard's upstreams, the encrypted-DNS list, DHCP leases.
+  const ex = explainPolicy(policy, query, hostFactsFor(policy));
   const what = `${destText}${query.port !== undefined ? ` ${query.port}/${query.proto}` : query.proto ? ` ${query.proto}` : ''}`;
-  const verdict = ex.verdict === 'allow' ? 'ALLOW' : ex.enforced ? 'BLOCK' : 'WOULD BLOCK (audit mode: allowed and logged)';
+  const verdict = ex.verdict === 'allow' ? 'ALLOW' : ex.verdict === 'redirect' ? 'REDIRECTED TO THE DNS GUARD' : ex.enforced ? 'BLOCK' : 'WOULD BLOCK (audit mode: allowed and logged)';
   ctx.say(`${what}: ${verdict}`);
   ctx.say(`  ${ex.summary}`);
   const others = ex.matches.filter((m) => m.result !== 'no' && !(ex.decidedBy.kind === 'rule' && ex.decidedBy.rule === m.rule));

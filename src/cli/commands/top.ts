@@ -1,4 +1,5 @@
 import { endpoint } from '../../events/format-event.js';
+import { hostFactsFor } from '../../system/compile-env.js';
 import { listConnections, type Connection } from '../../monitor/connections.js';
 import { ProcessTable } from '../../monitor/process-table.js';
 import { EXIT, type Context } from '../context.js';
@@ -86,7 +87,8 @@ export async function top(ctx: Context, args: { interval?: number }): Promise<nu
   const intervalS = args.interval ?? 2;
   const policy = appliedPolicy(ctx);
   const procs = new ProcessTable({ exclude: [process.pid] });
-  const sample = () => listConnections({ policy, procs }).connections;
+  const facts = policy ? hostFactsFor(policy) : undefined;
+  const sample = () => listConnections({ policy, procs, ...(facts ? { facts } : {}) }).connections;
   let prev = sample();
   const byInode = (cs: Connection[]) => new Map(cs.map((c) => [c.inode, c]));
   const live = process.stdout.isTTY && !ctx.json;
