@@ -3,15 +3,18 @@ import { EventStoreComponent, openDefaultStore, retentionFromEnv } from '../even
 import { Collector } from '../monitor/collector.js';
 import type { Component } from './daemon.js';
 import { ServiceWatch } from './service-watch.js';
+import { TamperWatch } from './tamper-watch.js';
 
 /**
  * The daemon's components, in start order (they stop in reverse): the DNS
  * guard; the event store before the collector (it must subscribe before the
  * collector publishes, and stop after it, so what the collector drains on
- * stop is still written); the service watch last.
+ * stop is still written); the service watch; the tamper watchdog last (it
+ * reads the guard's record of what it opened).
  */
 export function daemonComponents(stateDir: string): Component[] {
   const collector = new Collector();
   const store = new EventStoreComponent({ open: () => openDefaultStore(stateDir), counters: () => collector.counters(), retention: retentionFromEnv() });
-  return [new GuardComponent(), store, collector, new ServiceWatch()];
+  const guard = new GuardComponent();
+  return [guard, store, collector, new ServiceWatch(), new TamperWatch({ learned: () => guard.learnedEntries() })];
 }

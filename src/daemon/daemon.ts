@@ -9,7 +9,7 @@ import type { Policy } from '../policy/policy.js';
 import { appliedPolicy, commitTable, restoreApplied } from '../state/commit-table.js';
 import { rollBackPending } from '../state/rollback.js';
 import { removeStaleTemps, type AppliedState, type StateStore } from '../state/state-store.js';
-import { publishAlert } from '../events/channels.js';
+import { channels, publishAlert, type AlertEvent } from '../events/channels.js';
 import type { Component, Runtime } from '../runtime/component.js';
 import { ControlServer } from '../runtime/control-server.js';
 import type { KernelMetricsContext } from './kernel-counter-metrics.js';
@@ -64,6 +64,11 @@ export class Daemon {
   /** Sluice is off: components run on the idle policy, nothing is in the kernel. */
   private off = false;
   private pendingTimer: NodeJS.Timeout | undefined;
+  /** Every alert goes to the log (journald keeps it) until alert sinks exist. */
+  private readonly logAlert = (msg: unknown): void => {
+    const a = msg as AlertEvent;
+    logLine(a.severity === 'info' ? 'info' : a.severity === 'warning' ? 'warn' : 'error', a.message, { alert: a.kind, ...a.detail });
+  };
 
   constructor(private opts: DaemonOptions) {
     this.control = new ControlServer(join(opts.state.dir, 'control.sock'));
@@ -228,6 +233,7 @@ export class Daemon {
     // `sluice apply`, `confirm`, rollback and `off` ask the daemon to adopt what is applied now.
     this.control.handle('sync', { call: () => this.sync() });
     await this.control.start();
+    channels.alert.subscribe(this.logAlert);
     writeFileSync(join(state.dir, 'daemon.pid'), `${process.pid}\n`, { mode: 0o600 });
     const stale = removeStaleTemps(state.dir);
     if (stale.length > 0) logLine('info', 'removed temporary files left by an interrupted write', { files: stale.join(', ') });
@@ -360,6 +366,7 @@ export class Daemon {
       }
     }
     this.started = [];
+    channels.alert.unsubscribe(this.logAlert);
     if (this.pendingTimer) clearTimeout(this.pendingTimer);
     await this.metricsServer?.stop();
     await this.control.stop();

@@ -82,6 +82,18 @@ export class GuardComponent implements Component {
   private prepared: GuardServers | undefined;
   private attribution = new AttributionClient();
 
+  /**
+   * What the guard opened (expired entries the kernel may still hold
+   * included), for the tamper watchdog: null when the guard is not running;
+   * `busy` while writes are queued (entries leave the record before the
+   * transaction that deletes them from the kernel; ask again after it).
+   */
+  learnedEntries(): LearnedEntry[] | null | 'busy' {
+    if (!this.running) return null;
+    if (this.writer?.busy) return 'busy';
+    return this.learned.snapshot();
+  }
+
   private get learnedFile(): string {
     return join(this.rt?.state.dir ?? '.', 'learned.json');
   }

@@ -293,6 +293,13 @@ export class LearnedState {
     return out;
   }
 
+  /** Every entry, expired ones the kernel may still hold included (the tamper watchdog's view of what the guard opened). */
+  snapshot(): LearnedEntry[] {
+    const out: LearnedEntry[] = [];
+    for (const [, e] of this.all()) out.push({ ...e });
+    return out;
+  }
+
   /** How many live entries there are (what list() would return, without building it). */
   liveCount(now = Date.now()): number {
     let n = 0;

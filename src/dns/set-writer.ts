@@ -49,6 +49,11 @@ export class SetWriter {
     private table: string,
   ) {}
 
+  /** Writes are queued for the next transaction: the guard's record of what it opened is about to change. */
+  get busy(): boolean {
+    return this.scheduled || this.pending.length > 0;
+  }
+
   /** Adds elements; resolves once they are in the kernel. */
   write(writes: SetWrite[]): Promise<void> {
     if (writes.length === 0) return Promise.resolve();

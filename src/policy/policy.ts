@@ -14,6 +14,8 @@ export interface Policy {
   blockWith: 'reject' | 'drop';
   /** Allow what a host needs to stay on the network: IPv6 neighbour discovery and DHCP. */
   essentials: boolean;
+  /** What the daemon does when someone else changes its kernel table: put it back (and alert), or only alert. */
+  tamper: 'restore' | 'alert';
   log: LogSettings;
   rules: Rule[];
   dns: DnsSettings;

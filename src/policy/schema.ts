@@ -42,6 +42,7 @@ const topShape = {
   default: z.enum(['deny', 'allow']).optional(),
   block_with: z.enum(['reject', 'drop']).optional(),
   essentials: z.boolean().optional(),
+  tamper: z.enum(['restore', 'alert']).optional(),
   log: z
     .strictObject({
       group: z.number().int().min(1).max(65535).optional(),

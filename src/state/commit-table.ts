@@ -52,8 +52,15 @@ export function restoreApplied(nf: Netfilter, state: StateStore, applied: Applie
 export interface TableCommit {
   /** The journal's name for it: apply, off, rollback, restore, daemon-start, reload, service-cgroups... */
   event: string;
-  /** The ruleset to write (compiled in any epoch: the commit chooses), or null to remove the table. */
-  ruleset: Ruleset | null;
+  /** The ruleset to write (compiled in any epoch: the commit chooses), or null to remove the table; or made from what is applied, under the lock (after the precondition). */
+  ruleset: Ruleset | null | ((view: CommitView) => Ruleset);
+  /**
+   * Whether DNS-learned elements are carried over from the live table
+   * (default true). False: the ruleset's dynamic sets hold exactly its own
+   * elements (the tamper watchdog's restore, from the guard's own record:
+   * an element someone else added is not carried).
+   */
+  carryDynamic?: boolean | ((view: CommitView) => boolean);
   /** The policy behind `ruleset` (or made from what is applied, under the lock); null records Sluice as off. */
   policy: CommitPolicy | null | ((view: CommitView) => CommitPolicy | null);
   /**
@@ -113,6 +120,7 @@ export function commitTable(nf: Netfilter, state: StateStore, c: TableCommit): C
     const skipped = c.precondition?.(view) ?? null;
     if (skipped !== null) return { written: false, skipped, ruleset: null, epoch: null, verified: false, ms: 0, before, pending: view.pending };
     const policy = typeof c.policy === 'function' ? c.policy(view) : c.policy;
+    const desired = typeof c.ruleset === 'function' ? c.ruleset(view) : c.ruleset;
     // Made before the write: a rollback target is what is live now.
     const pending = typeof c.pending === 'function' ? c.pending(view) : c.pending === 'keep' ? view.pending : null;
 
@@ -121,18 +129,18 @@ export function commitTable(nf: Netfilter, state: StateStore, c: TableCommit): C
     let verified = true;
     let removed: boolean | undefined;
     const started = performance.now();
-    if (c.ruleset && c.unlessLive) {
+    if (desired && c.unlessLive) {
       const current = currentEpoch(nf, view.applied);
-      const same = current !== null ? withEpoch(c.ruleset, current) : c.ruleset;
+      const same = current !== null ? withEpoch(desired, current) : desired;
       const live = nf.read(TABLE_NAME);
       if (live && sameRuleset(same, live)) return { written: false, skipped: 'already live', ruleset: same, epoch: current, verified: true, ms: 0, before, pending: view.pending };
     }
-    if (c.ruleset) {
+    if (desired) {
       const current = currentEpoch(nf, view.applied);
-      if (rulesetFlowMark(c.ruleset) === null) ruleset = c.ruleset;
-      else if (current !== null && (c.epoch === 'keep' || sameMeaning(c.ruleset, current, policy, view.applied))) ruleset = withEpoch(c.ruleset, current);
+      if (rulesetFlowMark(desired) === null) ruleset = desired;
+      else if (current !== null && (c.epoch === 'keep' || sameMeaning(desired, current, policy, view.applied))) ruleset = withEpoch(desired, current);
       else {
-        ruleset = withEpoch(c.ruleset, nextEpoch(current ?? undefined));
+        ruleset = withEpoch(desired, nextEpoch(current ?? undefined));
         // A new epoch reuses a value last used 255 epochs ago: flows still carrying it were admitted
         // by some old policy and must not pass for this one's. Forgotten before the new table is in:
         // the old table can never mark the new epoch.
@@ -143,7 +151,8 @@ export function commitTable(nf: Netfilter, state: StateStore, c: TableCommit): C
       // The bytes first: a snapshot that cannot be written (a full disk) stops the commit before the
       // kernel changes. The applied policy's and a rollback target's snapshots are never pruned.
       if (policy?.bytes && c.recordState !== false) state.savePolicySnapshot(policy.sha256, policy.bytes, [view.applied?.sha256, view.pending?.previousState?.sha256].filter((x): x is string => x !== undefined));
-      nf.replace(ruleset);
+      const carry = typeof c.carryDynamic === 'function' ? c.carryDynamic(view) : c.carryDynamic;
+      nf.replace(ruleset, carry === false ? { carryDynamic: false } : {});
       // The kernel acknowledged every message of the transaction; read back the
       // structure (chains, rules, sets, objects) to be sure it is what was meant.
       const live = nf.read(TABLE_NAME, { elements: 'none' });

@@ -1,0 +1,359 @@
+import { existsSync } from 'node:fs';
+import { TABLE_NAME, type Ruleset, type SetElem } from '../compile/ruleset.js';
+import type { LearnedEntry } from '../dns/learned-state.js';
+import { publishAlert } from '../events/channels.js';
+import { formatAddr } from '../net/ip.js';
+import { diffRulesets, sameRuleset, sameStructure } from '../netfilter/compare-ruleset.js';
+import type { LiveTable } from '../netfilter/netfilter.js';
+import { NftMonitor, type NftTransaction } from '../netfilter/nft-monitor.js';
+import { NFPROTO_INET } from '../netfilter/nl-constants.js';
+import type { Component, Runtime } from '../runtime/component.js';
+import { appliedPolicy, commitTable, type CommitResult } from '../state/commit-table.js';
+
+/** A burst of notifications (one `nft -f` file, a flush) is looked at once. */
+const DEBOUNCE_MS = 5;
+/** The backstop when notifications say nothing: the table's shape, every few seconds (no elements: cheap at any size). */
+const POLL_MS = 5_000;
+/** An apply or the service watch holds the state lock: look again shortly. */
+const LOCK_RETRY_MS = 50;
+/** After a restore the kernel refused, before the next try. */
+const FAIL_RETRY_MS = 1_000;
+/**
+ * An element's kernel expiry may run this far past the guard's record of
+ * it (the guard computes the expiry just before the kernel commits); beyond
+ * it someone extended the element.
+ */
+const EXPIRY_SLACK_MS = 5_000;
+/** Learned elements this close to their expiry may be gone from the kernel already: their absence is not a removal. */
+const MISSING_MARGIN_MS = 2_000;
+/** Lines of a finding's detail kept (the diff of a flushed chain can be long). */
+const MAX_LINES = 12;
+
+/** What the daemon opened through DNS: the guard's own record, null when it keeps none, `busy` while its writes are queued. */
+export type LearnedSource = () => readonly LearnedEntry[] | null | 'busy';
+
+/** Opens the change notifications; replaceable in tests (the kernel's need CAP_NET_ADMIN). */
+export type MonitorFactory = (onTransaction: (t: NftTransaction) => void, onLost: (why: string) => void) => { close(): void };
+
+export interface TamperWatchOptions {
+  learned?: LearnedSource;
+  monitor?: MonitorFactory;
+  pollMs?: number;
+  /** Whether a committing task (a thread id) is this process. */
+  isOwn?: (pid: number) => boolean;
+}
+
+const addrKey = (set: string, family: number, addr: bigint) => `${set}|${family}|${addr}`;
+
+/**
+ * How the live table differs from the applied ruleset, in words (empty when
+ * it does not). `elements`: the live table was read with its elements (a
+ * read without them checks the shape only). `learned`: the guard's record
+ * of what it opened; every element of a DNS-filled set must be one it
+ * opened, for no longer than it opened it, and everything it opened that is
+ * not about to expire must be there (a deny rule's learned addresses are
+ * what keeps that name blocked).
+ */
+export function findTampering(applied: Ruleset, live: LiveTable | null, opts: { elements: boolean; learned: readonly LearnedEntry[] | null; now?: number }): string[] {
+  if (live === null) return ['the table was deleted'];
+  const now = opts.now ?? Date.now();
+  const out: string[] = [];
+  for (const a of live.anomalies.slice(0, MAX_LINES)) out.push(`not written by Sluice: ${a}`);
+  const same = opts.elements ? sameRuleset(applied, live) : sameStructure(applied, live);
+  if (!same) {
+    const diff = diffRulesets(applied, live.ruleset, { maxElements: 8 }).filter((l) => l.startsWith('+') || l.startsWith('-'));
+    if (diff.length === 0 && live.anomalies.length === 0) out.push('the table differs from the applied ruleset');
+    for (const l of diff.slice(0, MAX_LINES)) out.push(`${l.startsWith('+') ? 'added' : 'removed'}: ${l.slice(1).trim()}`);
+    if (diff.length > MAX_LINES) out.push(`and ${diff.length - MAX_LINES} more changed lines`);
+  }
+  if (!opts.elements || opts.learned === null) return out;
+  const learned = new Map<string, LearnedEntry>();
+  for (const e of opts.learned) learned.set(addrKey(e.set, e.family, e.addr), e);
+  const liveSets = new Map(live.ruleset.sets.map((s) => [s.name, s]));
+  for (const want of applied.sets) {
+    if (!want.dynamic || want.meter) continue;
+    const got = liveSets.get(want.name);
+    if (!got || !got.dynamic) continue;
+    const foreign: string[] = [];
+    const present = new Set<string>();
+    for (const e of got.elements) {
+      if (e.t !== 'addr') {
+        foreign.push('a non-address element');
+        continue;
+      }
+      const key = addrKey(want.name, e.family, e.start);
+      present.add(key);
+      const mine = learned.get(key);
+      const remaining = e.expiresMs ?? e.timeoutMs;
+      const ok = mine !== undefined && e.start === e.end && remaining !== undefined && now + remaining <= mine.expiresAt + EXPIRY_SLACK_MS;
+      if (!ok) foreign.push(e.start === e.end ? formatAddr(e.family, e.start) : `${formatAddr(e.family, e.start)}-${formatAddr(e.family, e.end)}`);
+    }
+    if (foreign.length > 0) out.push(`set ${want.name} holds ${foreign.length} element${foreign.length === 1 ? '' : 's'} the DNS guard did not open (or not for that long): ${foreign.slice(0, 8).join(', ')}${foreign.length > 8 ? ', ...' : ''}`);
+    const missing = opts.learned.filter((e) => e.set === want.name && e.expiresAt > now + MISSING_MARGIN_MS && !present.has(addrKey(e.set, e.family, e.addr)));
+    if (missing.length > 0) out.push(`set ${want.name} lost ${missing.length} address${missing.length === 1 ? '' : 'es'} the DNS guard opened: ${missing.slice(0, 8).map((e) => formatAddr(e.family, e.addr)).join(', ')}${missing.length > 8 ? ', ...' : ''}`);
+  }
+  return out;
+}
+
+/**
+ * The applied ruleset with its DNS-filled sets holding exactly what the
+ * guard opened, each element for what is left of its life (meters start
+ * empty, as on every replacement).
+ */
+export function restoreRuleset(applied: Ruleset, learned: readonly LearnedEntry[], now = Date.now()): Ruleset {
+  const bySet = new Map<string, SetElem[]>();
+  for (const e of learned) {
+    const left = e.expiresAt - now;
+    if (left < 1_000) continue;
+    const list = bySet.get(e.set) ?? [];
+    list.push({ t: 'addr', family: e.family, start: e.addr, end: e.addr, timeoutMs: Math.round(left) });
+    bySet.set(e.set, list);
+  }
+  return { ...applied, sets: applied.sets.map((s) => (s.dynamic ? { ...s, elements: s.meter ? [] : (bySet.get(s.name) ?? []) } : s)) };
+}
+
+function ownTask(pid: number): boolean {
+  return pid === process.pid || existsSync(`/proc/self/task/${pid}`);
+}
+
+const who = (t: NftTransaction) => (t.pid !== undefined ? `${t.comm ?? '?'} (pid ${t.pid})` : 'a process the kernel did not name');
+
+/**
+ * The tamper watchdog. The kernel tells it of every committed change to
+ * Sluice's table (nf_tables notifications, with the committing process);
+ * changes this process made (the DNS guard's elements, its own commits) are
+ * its own. Anything else, and every few seconds the table's shape as a
+ * backstop, is checked against what the state directory says is applied
+ * (under the state lock, so an apply or `sluice off` in progress is never
+ * taken for tampering) and against what the DNS guard opened. A difference
+ * is put back in one transaction through the one table writer (`tamper:
+ * restore`, the default) or only reported (`tamper: alert`), with a
+ * `tamper` alert naming what changed and who committed it.
+ */
+export class TamperWatch implements Component {
+  readonly name = 'tamper-watch';
+  private rt: Runtime | undefined;
+  private monitor: { close(): void } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private poll: NodeJS.Timeout | undefined;
+  private checking = false;
+  private again = false;
+  /** Foreign transactions not yet looked at, and whether notifications were lost (then elements are read too). */
+  private foreign: NftTransaction[] = [];
+  private full = false;
+  /** `tamper: alert`: what was last reported, so an unrepaired table is not reported again on every poll. */
+  private reported = '';
+  readonly stats = { checks: 0, ownTransactions: 0, foreignTransactions: 0, detected: 0, restored: 0, restoreFailures: 0, lockBusy: 0, lastRestoreMs: 0, lost: 0 };
+  private lastFinding: { at: string; by: string[]; changes: string[]; restored: boolean } | null = null;
+
+  private readonly learned: LearnedSource;
+  private readonly openMonitor: MonitorFactory;
+  private readonly pollMs: number;
+  private readonly isOwn: (pid: number) => boolean;
+
+  constructor(opts: TamperWatchOptions = {}) {
+    this.learned = opts.learned ?? (() => null);
+    this.openMonitor = opts.monitor ?? ((onTx, onLost) => new NftMonitor(TABLE_NAME, NFPROTO_INET, onTx, onLost));
+    this.pollMs = opts.pollMs ?? POLL_MS;
+    this.isOwn = opts.isOwn ?? ownTask;
+  }
+
+  async start(rt: Runtime): Promise<void> {
+    this.rt = rt;
+    this.registerMetrics(rt);
+    try {
+      this.monitor = this.openMonitor(
+        (t) => this.onTransaction(t),
+        () => {
+          this.stats.lost++;
+          this.full = true;
+          this.schedule();
+        },
+      );
+    } catch (err) {
+      rt.log('warn', `tamper watchdog: cannot subscribe to nf_tables notifications (${(err as Error).message}); checking every ${this.pollMs / 1000} s only`);
+    }
+    this.poll = setInterval(() => void this.check(), this.pollMs);
+    this.poll.unref();
+    this.full = true;
+    this.schedule();
+  }
+
+  async reload(rt: Runtime): Promise<void> {
+    this.rt = rt;
+    this.reported = '';
+    this.full = true;
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.rt = undefined;
+    this.monitor?.close();
+    this.monitor = undefined;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.poll) clearInterval(this.poll);
+  }
+
+  status(): Record<string, unknown> {
+    return { ...this.stats, watching: this.monitor !== undefined, last: this.lastFinding };
+  }
+
+  private onTransaction(t: NftTransaction): void {
+    if (t.pid !== undefined && this.isOwn(t.pid)) {
+      this.stats.ownTransactions++;
+      return;
+    }
+    this.stats.foreignTransactions++;
+    if (this.foreign.length < 100) this.foreign.push(t);
+    this.full = true;
+    this.schedule();
+  }
+
+  private schedule(delayMs = DEBOUNCE_MS): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.check();
+    }, delayMs);
+  }
+
+  /** Checks now (synchronously: the kernel and the state directory are read and written in one go); the promise is for callers that await. */
+  check(): Promise<void> {
+    if (this.checking) {
+      this.again = true;
+      return Promise.resolve();
+    }
+    this.checking = true;
+    try {
+      do {
+        this.again = false;
+        this.checkOnce();
+      } while (this.again);
+    } finally {
+      this.checking = false;
+    }
+    return Promise.resolve();
+  }
+
+  private checkOnce(): void {
+    const rt = this.rt;
+    if (!rt) return;
+    const learned = this.learned();
+    if (learned === 'busy') {
+      // The guard's queued transaction runs first (setImmediate callbacks run in order).
+      if (!this.timer) this.timer = setTimeout(() => setImmediate(() => {
+        this.timer = undefined;
+        void this.check();
+      }), 0);
+      return;
+    }
+    this.stats.checks++;
+    const transactions = this.foreign;
+    const full = this.full;
+    this.foreign = [];
+    this.full = false;
+    const action = rt.policy.tamper;
+    // The guard's record is about the sets of the policy the daemon runs on: only that policy's.
+    const sha = rt.policy.sha256;
+    let findings: string[] = [];
+    let mirror: readonly LearnedEntry[] | null = null;
+    const journal: Record<string, unknown> = {};
+    let result: CommitResult;
+    try {
+      result = commitTable(rt.netfilter, rt.state, {
+        event: 'tamper-restore',
+        lockWaitMs: 0,
+        epoch: 'keep',
+        pending: 'keep',
+        recordState: false,
+        journal,
+        precondition: (v) => {
+          // Off, or nothing applied: the table is not Sluice's to keep.
+          if (!v.applied || v.off) return 'not applied';
+          mirror = v.applied.sha256 === sha ? learned : null;
+          const live = v.nf.read(TABLE_NAME, { elements: full ? 'all' : 'none' });
+          findings = findTampering(v.applied.ruleset, live, { elements: full, learned: mirror });
+          if (findings.length === 0) return 'intact';
+          Object.assign(journal, { by: transactions.map(who), changes: findings });
+          return action === 'restore' ? null : 'alert only';
+        },
+        ruleset: (v) => (mirror && v.applied ? restoreRuleset(v.applied.ruleset, mirror) : (v.applied as NonNullable<typeof v.applied>).ruleset),
+        // Without the guard's record, the live DNS-learned elements are carried as any replacement does.
+        carryDynamic: () => mirror === null,
+        policy: (v) => (v.applied ? appliedPolicy(v.applied) : null),
+      });
+    } catch (err) {
+      if ((err as { code?: string }).code === 'ELOCKED') {
+        this.stats.lockBusy++;
+        this.foreign.unshift(...transactions);
+        this.full ||= full;
+        this.schedule(LOCK_RETRY_MS);
+        return;
+      }
+      this.foreign.unshift(...transactions);
+      this.full = true;
+      // Nothing found yet: the read itself failed (a dump the ruleset changed under). Look again.
+      if (findings.length === 0) {
+        this.schedule(LOCK_RETRY_MS);
+        return;
+      }
+      this.stats.restoreFailures++;
+      this.schedule(FAIL_RETRY_MS);
+      // Retried every second; reported once per distinct change.
+      const key = `failed\n${findings.join('\n')}`;
+      if (key !== this.reported) this.report(rt, transactions, findings, { restored: false, error: (err as Error).message });
+      this.reported = key;
+      return;
+    }
+    if (result.skipped === 'intact' || result.skipped === 'not applied') {
+      this.reported = '';
+      return;
+    }
+    if (!result.written) {
+      // tamper: alert. Reported once per distinct change (the poll finds it again every few seconds).
+      const key = findings.join('\n');
+      if (key === this.reported && transactions.length === 0) return;
+      this.reported = key;
+      this.report(rt, transactions, findings, { restored: false });
+      return;
+    }
+    this.stats.restored++;
+    this.stats.lastRestoreMs = Math.round(result.ms * 10) / 10;
+    this.reported = '';
+    this.report(rt, transactions, findings, { restored: true, verified: result.verified, ms: result.ms });
+  }
+
+  private report(rt: Runtime, transactions: NftTransaction[], findings: string[], outcome: { restored: boolean; verified?: boolean; ms?: number; error?: string }): void {
+    this.stats.detected++;
+    const by = [...new Set(transactions.map(who))];
+    const committed = [...new Set(transactions.flatMap((t) => t.changes))];
+    const byText = by.length > 0 ? by.join(', ') : 'a change the notifications did not show (found by the periodic check)';
+    const what = findings.slice(0, 3).join('; ') + (findings.length > 3 ? `; and ${findings.length - 3} more` : '');
+    const action = outcome.error ? `restoring it failed: ${outcome.error}` : outcome.restored ? `restored in ${Math.round(outcome.ms ?? 0)} ms` : 'left as it is (tamper: alert)';
+    const message = `Sluice's table was changed by ${byText}: ${what}; ${action}`;
+    this.lastFinding = { at: new Date().toISOString(), by, changes: findings, restored: outcome.restored };
+    if (!outcome.restored) {
+      try {
+        rt.state.journal({ event: 'tamper', by, changes: findings, restored: false, ...(outcome.error ? { error: outcome.error } : {}) });
+      } catch {
+        // A read-only or full state directory: the log line and the alert still say it.
+      }
+    }
+    publishAlert({ time: Date.now(), kind: 'tamper', severity: 'critical', message, detail: { by, committed, changes: findings, ...outcome } });
+  }
+
+  private registerMetrics(rt: Runtime): void {
+    rt.metrics.collect(() => [
+      {
+        name: 'sluice_tamper_detected_total',
+        help: 'Changes to Sluice\'s table made by another process and found by the tamper watchdog',
+        type: 'counter',
+        samples: [{ labels: {}, value: this.stats.detected }],
+      },
+      { name: 'sluice_tamper_restored_total', help: 'Times the tamper watchdog put the applied ruleset back', type: 'counter', samples: [{ labels: {}, value: this.stats.restored }] },
+      { name: 'sluice_tamper_restore_failures_total', help: 'Restores the kernel refused (retried every second)', type: 'counter', samples: [{ labels: {}, value: this.stats.restoreFailures }] },
+      { name: 'sluice_tamper_notifications_lost_total', help: 'Times nf_tables notifications were lost (the whole table is then checked)', type: 'counter', samples: [{ labels: {}, value: this.stats.lost }] },
+    ]);
+  }
+}

@@ -1,0 +1,263 @@
+/**
+ * The tamper watchdog: what counts as a change (the table's shape, its
+ * static elements, and every element of a DNS-filled set against what the
+ * guard opened), what is restored (the applied ruleset, the guard's
+ * elements, nothing someone else added), and whose changes it ignores (its
+ * own process's, and anything while Sluice is off).
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, describe, it } from 'node:test';
+import type { Ruleset, SetDef, SetElem } from '../../src/compile/ruleset.js';
+import { findTampering, restoreRuleset, TamperWatch, type MonitorFactory } from '../../src/daemon/tamper-watch.js';
+import type { LearnedEntry } from '../../src/dns/learned-state.js';
+import { channels, type AlertEvent } from '../../src/events/channels.js';
+import { FakeNetfilter } from '../../src/netfilter/fake-netfilter.js';
+import type { NftTransaction } from '../../src/netfilter/nft-monitor.js';
+import type { Runtime } from '../../src/runtime/component.js';
+import { Registry } from '../../src/runtime/metrics.js';
+import { StateStore } from '../../src/state/state-store.js';
+import { compileFrom } from '../support/fixtures.js';
+
+const base = mkdtempSync(join(tmpdir(), 'sluice-tamper-'));
+after(() => rmSync(base, { recursive: true, force: true }));
+let n = 0;
+
+const YAML = (tamper = 'restore') =>
+  `mode: enforce\ntamper: ${tamper}\ndns:\n  upstreams: [198.18.0.53]\nrules:\n  - name: api\n    to: [api.example.com]\n    ports: [443/tcp]\n  - name: lan\n    to: [198.18.1.0/24, 198.18.2.7]\n`;
+
+const clone = (rs: Ruleset): Ruleset => structuredClone(rs);
+const addr = (a: number, timeoutMs?: number, expiresMs?: number): SetElem => ({ t: 'addr', family: 4, start: BigInt(a), end: BigInt(a), ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(expiresMs !== undefined ? { expiresMs } : {}) });
+const IP1 = 0xc6120901; // 198.18.9.1
+const IP2 = 0xc6120902;
+const FOREIGN = 0xc6120999;
+
+function dnsSet(rs: Ruleset): SetDef {
+  const s = rs.sets.find((x) => x.dynamic && !x.meter && x.key === 'ipv4_addr');
+  assert.ok(s, 'the policy has a DNS-filled IPv4 set');
+  return s;
+}
+
+describe('unit: findTampering tells what changed', () => {
+  const { ruleset } = compileFrom(YAML(), 'p.yaml');
+  const now = 1_000_000;
+  const learned = (set: string): LearnedEntry[] => [{ set, family: 4, addr: BigInt(IP1), expiresAt: now + 60_000 }];
+  const liveOf = (rs: Ruleset) => ({ ruleset: rs, anomalies: [] });
+
+  it('the table as applied, with exactly the guard elements, is intact', () => {
+    const live = clone(ruleset);
+    dnsSet(live).elements = [addr(IP1, 60_000, 59_000)];
+    assert.deepEqual(findTampering(ruleset, liveOf(live), { elements: true, learned: learned(dnsSet(live).name), now }), []);
+  });
+
+  it('a deleted table, a deleted rule, a changed chain policy and a static element are each found', () => {
+    assert.deepEqual(findTampering(ruleset, null, { elements: true, learned: null, now }), ['the table was deleted']);
+    const noRule = clone(ruleset);
+    const chain = noRule.chains.find((c) => c.rules.length > 1);
+    assert.ok(chain);
+    chain.rules.splice(0, 1);
+    const f1 = findTampering(ruleset, liveOf(noRule), { elements: false, learned: null, now });
+    assert.ok(f1.some((l) => l.startsWith('removed: ')), f1.join('\n'));
+
+    const policy = clone(ruleset);
+    const baseChain = policy.chains.find((c) => c.base);
+    assert.ok(baseChain?.base);
+    baseChain.base = { ...baseChain.base, policy: baseChain.base.policy === 'accept' ? 'drop' : 'accept' };
+    assert.ok(findTampering(ruleset, liveOf(policy), { elements: false, learned: null, now }).length > 0, 'a base chain policy changed');
+
+    const extra = clone(ruleset);
+    const stat = extra.sets.find((s) => !s.dynamic && s.key === 'ipv4_addr');
+    assert.ok(stat);
+    stat.elements.push({ t: 'addr', family: 4, start: BigInt(FOREIGN), end: BigInt(FOREIGN) });
+    assert.ok(findTampering(ruleset, liveOf(extra), { elements: true, learned: null, now }).length > 0, 'a static element added');
+    assert.deepEqual(findTampering(ruleset, liveOf(extra), { elements: false, learned: null, now }), [], 'a shape-only check does not read elements');
+  });
+
+  it('in a DNS-filled set: an element the guard never opened, or one held longer than it opened it, or one the guard opened that is gone', () => {
+    const set = dnsSet(ruleset).name;
+    const foreign = clone(ruleset);
+    dnsSet(foreign).elements = [addr(IP1, 60_000, 59_000), addr(FOREIGN, 60_000, 59_000)];
+    const f1 = findTampering(ruleset, liveOf(foreign), { elements: true, learned: learned(set), now });
+    assert.equal(f1.length, 1);
+    assert.match(f1[0] ?? '', /holds 1 element the DNS guard did not open.*198\.18\.9\.153/);
+
+    const extended = clone(ruleset);
+    dnsSet(extended).elements = [addr(IP1, 86_400_000, 86_000_000)];
+    assert.match(findTampering(ruleset, liveOf(extended), { elements: true, learned: learned(set), now }).join('\n'), /did not open \(or not for that long\): 198\.18\.9\.1/);
+
+    const forever = clone(ruleset);
+    dnsSet(forever).elements = [addr(IP1)];
+    assert.equal(findTampering(ruleset, liveOf(forever), { elements: true, learned: learned(set), now }).length, 1, 'an element without a timeout never expires: not the guard');
+
+    const lost = clone(ruleset);
+    dnsSet(lost).elements = [];
+    assert.match(findTampering(ruleset, liveOf(lost), { elements: true, learned: learned(set), now }).join('\n'), /lost 1 address the DNS guard opened: 198\.18\.9\.1/);
+    // About to expire: the kernel may have collected it already.
+    const expiring: LearnedEntry[] = [{ set, family: 4, addr: BigInt(IP1), expiresAt: now + 1_000 }];
+    assert.deepEqual(findTampering(ruleset, liveOf(lost), { elements: true, learned: expiring, now }), []);
+    // The kernel commits a moment after the guard computes the expiry: a little later is the guard's.
+    const late = clone(ruleset);
+    dnsSet(late).elements = [addr(IP1, 60_000, 62_000)];
+    assert.deepEqual(findTampering(ruleset, liveOf(late), { elements: true, learned: learned(set), now }), []);
+    // Without the guard's record nothing is said about DNS-filled sets.
+    assert.deepEqual(findTampering(ruleset, liveOf(foreign), { elements: true, learned: null, now }), []);
+  });
+
+  it('restoreRuleset: the applied ruleset, DNS-filled sets holding what the guard opened for what is left of it', () => {
+    const set = dnsSet(ruleset).name;
+    const entries: LearnedEntry[] = [
+      { set, family: 4, addr: BigInt(IP1), expiresAt: now + 30_000 },
+      { set, family: 4, addr: BigInt(IP2), expiresAt: now + 500 },
+    ];
+    const r = restoreRuleset(ruleset, entries, now);
+    assert.deepEqual(dnsSet(r).elements, [addr(IP1, 30_000)], 'an element in its last second is left out');
+    const { sets: _a, ...restR } = r;
+    const { sets: _b, ...restA } = ruleset;
+    assert.deepEqual(restR, restA);
+    for (const s of r.sets.filter((x) => !x.dynamic)) assert.deepEqual(s, ruleset.sets.find((x) => x.name === s.name));
+  });
+});
+
+describe('unit: the tamper watchdog component', () => {
+  function setup(tamper: 'restore' | 'alert', learned: () => LearnedEntry[] | null | 'busy' = () => []) {
+    const compiled = compileFrom(YAML(tamper), `p${++n}.yaml`);
+    const { policy } = compiled;
+    const state = new StateStore(join(base, `s${n}`));
+    const nf = new FakeNetfilter();
+    nf.replace(compiled.ruleset);
+    state.setApplied({ appliedAt: 'then', policyFile: policy.file, sha256: policy.sha256, mode: policy.mode, ruleset: compiled.ruleset, warnings: [] });
+    let emit: ((t: NftTransaction) => void) | undefined;
+    let lose: ((why: string) => void) | undefined;
+    const monitor: MonitorFactory = (onTx, onLost) => {
+      emit = onTx;
+      lose = onLost;
+      return { close: () => undefined };
+    };
+    const alerts: AlertEvent[] = [];
+    const onAlert = (m: unknown) => alerts.push(m as AlertEvent);
+    channels.alert.subscribe(onAlert);
+    const watch = new TamperWatch({ monitor, learned, pollMs: 3_600_000, isOwn: (pid) => pid === 1 });
+    const rt = { policy, compiled, netfilter: nf, state, metrics: new Registry(), log: () => undefined } as unknown as Runtime;
+    return {
+      nf,
+      state,
+      watch,
+      alerts,
+      ruleset: compiled.ruleset,
+      start: () => watch.start(rt),
+      emit: (t: NftTransaction) => emit?.(t),
+      lose: () => lose?.('lost'),
+      settle: async () => {
+        await sleep(30);
+        await watch.check();
+      },
+      stop: async () => {
+        channels.alert.unsubscribe(onAlert);
+        await watch.stop();
+      },
+    };
+  }
+
+  it('a table another process deleted is put back, and the alert names that process and the change', async () => {
+    const t = setup('restore');
+    await t.start();
+    await t.settle();
+    assert.equal(t.alerts.length, 0, 'nothing to report at start');
+    t.nf.remove('sluice');
+    t.emit({ pid: 4242, comm: 'nft', changes: ['deleted table'] });
+    await t.settle();
+    const live = t.nf.read('sluice');
+    assert.ok(live, 'restored');
+    assert.deepEqual(findTampering(t.ruleset, live, { elements: true, learned: [] }), []);
+    assert.equal(t.alerts.length, 1);
+    assert.equal(t.alerts[0]?.kind, 'tamper');
+    assert.match(t.alerts[0]?.message ?? '', /changed by nft \(pid 4242\): the table was deleted; restored in \d+ ms/);
+    assert.equal(t.state.lastJournal()?.event, 'tamper-restore');
+    assert.deepEqual(t.state.lastJournal()?.changes, ['the table was deleted']);
+    assert.equal(t.watch.stats.restored, 1);
+    await t.stop();
+  });
+
+  it('its own process\'s transactions are not looked at; lost notifications make it look', async () => {
+    const t = setup('restore');
+    await t.start();
+    await t.settle();
+    const replaces = t.nf.calls.replace;
+    t.nf.remove('sluice');
+    t.emit({ pid: 1, comm: 'node', changes: ['deleted table'] });
+    await sleep(30);
+    assert.equal(t.nf.read('sluice'), null, 'an own transaction starts no check');
+    assert.equal(t.watch.stats.ownTransactions, 1);
+    t.lose();
+    await t.settle();
+    assert.ok(t.nf.read('sluice'), 'restored after notifications were lost');
+    assert.equal(t.nf.calls.replace, replaces + 1);
+    assert.match(t.alerts[0]?.message ?? '', /a change the notifications did not show/);
+    await t.stop();
+  });
+
+  it('a foreign element in a DNS-filled set is removed; what the guard opened stays, with its time left', async () => {
+    let set = '';
+    const now = Date.now();
+    const t = setup('restore', () => [{ set, family: 4, addr: BigInt(IP1), expiresAt: now + 120_000 }]);
+    set = dnsSet(t.ruleset).name;
+    t.nf.addElements('sluice', [{ set: dnsSet(t.ruleset), elems: [addr(IP1, 120_000)] }]);
+    await t.start();
+    await t.settle();
+    assert.equal(t.alerts.length, 0);
+    t.nf.addElements('sluice', [{ set: dnsSet(t.ruleset), elems: [addr(FOREIGN, 3_600_000)] }]);
+    t.emit({ pid: 777, comm: 'nft', changes: [`added element to set ${set}`] });
+    await t.settle();
+    const live = dnsSet(t.nf.read('sluice', { elements: 'all' })?.ruleset as Ruleset).elements;
+    assert.deepEqual(live.map((e) => (e as { start: bigint }).start), [BigInt(IP1)]);
+    const left = (live[0] as { timeoutMs: number }).timeoutMs;
+    assert.ok(left > 100_000 && left <= 120_000, `time left ${left}`);
+    assert.match(t.alerts[0]?.message ?? '', /did not open/);
+    await t.stop();
+  });
+
+  it('tamper: alert reports once and leaves the table as it is', async () => {
+    const t = setup('alert');
+    await t.start();
+    await t.settle();
+    t.nf.remove('sluice');
+    t.emit({ pid: 99, comm: 'iptables-nft', changes: ['deleted table'] });
+    await t.settle();
+    assert.equal(t.nf.read('sluice'), null);
+    assert.equal(t.alerts.length, 1);
+    assert.match(t.alerts[0]?.message ?? '', /left as it is \(tamper: alert\)/);
+    await t.watch.check();
+    assert.equal(t.alerts.length, 1, 'the same change is not reported again by the next check');
+    assert.equal(t.state.lastJournal()?.event, 'tamper');
+    await t.stop();
+  });
+
+  it('nothing is restored while Sluice is off', async () => {
+    const t = setup('restore');
+    await t.start();
+    await t.settle();
+    t.state.setApplied(null);
+    t.state.setOff({ at: 'now' });
+    t.nf.remove('sluice');
+    t.emit({ pid: 5, comm: 'sluice', changes: ['deleted table'] });
+    await t.settle();
+    assert.equal(t.nf.read('sluice'), null);
+    assert.equal(t.alerts.length, 0);
+    await t.stop();
+  });
+
+  it('while the guard has writes queued the check waits for them', async () => {
+    let busy = true;
+    const t = setup('restore', () => (busy ? 'busy' : []));
+    await t.start();
+    await sleep(20);
+    assert.equal(t.watch.stats.checks, 0, 'no check while the guard is busy');
+    busy = false;
+    await sleep(20);
+    assert.ok(t.watch.stats.checks >= 1);
+    await t.stop();
+  });
+});
