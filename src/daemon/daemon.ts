@@ -1,4 +1,5 @@
-import { rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CompileResult } from '../compile/compile-ruleset.js';
 import { TABLE_NAME } from '../compile/ruleset.js';
@@ -15,6 +16,7 @@ import { ControlServer } from '../runtime/control-server.js';
 import type { KernelMetricsContext } from './kernel-counter-metrics.js';
 import { Registry } from '../runtime/metrics.js';
 import { MetricsServer, metricsToken, type MetricsListen } from './metrics-server.js';
+import { PolicyFileWatch } from './policy-file-watch.js';
 
 export type { Component, Runtime } from '../runtime/component.js';
 
@@ -64,6 +66,17 @@ export class Daemon {
   /** Sluice is off: components run on the idle policy, nothing is in the kernel. */
   private off = false;
   private pendingTimer: NodeJS.Timeout | undefined;
+  /** The applied policy's file: a change reloads it (the same path as SIGHUP). */
+  private readonly fileWatch = new PolicyFileWatch(() => void this.policyFileChanged());
+  /**
+   * The content of that file the daemon has seen (adopted at start and on
+   * every adoption, or loaded by a reload): only a change from it reloads.
+   * A file that differs from what is applied is not by itself a reason: a
+   * rollback restores an earlier policy while its file holds the rolled-back
+   * edit, and a start finds a half-edited file; neither is applied until the
+   * file is saved again.
+   */
+  private seenSha: string | null = null;
   /** Every alert goes to the log (journald keeps it) until alert sinks exist. */
   private readonly logAlert = (msg: unknown): void => {
     const a = msg as AlertEvent;
@@ -244,6 +257,7 @@ export class Daemon {
     }
     if (this.opts.metrics) await this.startMetrics(this.opts.metrics);
     this.watchPending();
+    this.armFileWatch();
     state.setDaemonState({ state: 'running', pid: process.pid, at: new Date().toISOString() });
     const { policy } = this.runtime;
     logLine('info', 'daemon ready', this.off ? { off: true, pid: process.pid } : { sha256: policy.sha256, mode: policy.mode, pid: process.pid });
@@ -282,40 +296,54 @@ export class Daemon {
    */
   async reload(): Promise<void> {
     if (this.reloading) return this.reloading;
-    this.reloading = (async () => {
-      try {
-        const { state, source, netfilter: nf } = this.opts;
-        const applied = state.applied();
-        if (!applied) throw new SluiceError('EOFF', 'Sluice is off: nothing to reload (sluice apply POLICY turns it on)');
-        const { policy, bytes } = source.file(applied.policyFile);
-        const compiled = await source.compile(policy);
-        for (const c of this.started) await c.prepare?.(policy);
-        const r = commitTable(nf, state, {
-          event: 'reload',
-          ruleset: compiled.ruleset,
-          policy: { policyFile: policy.file, sha256: policy.sha256, mode: policy.mode, warnings: compiled.warnings, bytes },
-          // Nothing committed since the file was read (an apply of the same path included).
-          precondition: (v) => (v.applied?.sha256 === applied.sha256 && v.applied.appliedAt === applied.appliedAt ? null : 'another policy was applied meanwhile'),
-          // A reload is not a confirmation: an apply waiting for one still rolls back at its deadline.
-          pending: 'keep',
-        });
-        if (!r.written) throw new SluiceError('ESTATE', `Reload not done: ${r.skipped ?? 'nothing written'}`);
-        for (const w of compiled.warnings) logLine('warn', w);
-        compiled.ruleset = r.ruleset ?? compiled.ruleset;
-        this.off = false;
-        this.runtime.policy = policy;
-        this.runtime.compiled = compiled;
-        for (const c of this.started) await c.reload?.(this.runtime);
-        this.watchPending();
-        logLine('info', 'reloaded', { sha256: policy.sha256, mode: policy.mode, epoch: r.epoch });
-      } catch (err) {
-        publishAlert({ time: Date.now(), kind: 'reload-failed', severity: 'warning', message: `Reload failed: ${(err as Error).message}` });
-        throw err;
-      } finally {
-        this.reloading = undefined;
-      }
-    })();
-    return this.reloading;
+    // Cleared when it settles, asynchronously: a reload that fails before its first await (a
+    // broken file) settles at once, and a clear inside it would run before this assignment,
+    // leaving that rejection to answer every later reload.
+    const p: Promise<void> = this.reloadOnce().finally(() => {
+      if (this.reloading === p) this.reloading = undefined;
+    });
+    this.reloading = p;
+    return p;
+  }
+
+  private async reloadOnce(): Promise<void> {
+    try {
+      const { state, source, netfilter: nf } = this.opts;
+      const applied = state.applied();
+      if (!applied) throw new SluiceError('EOFF', 'Sluice is off: nothing to reload (sluice apply POLICY turns it on)');
+      const { policy, bytes } = source.file(applied.policyFile);
+      const compiled = await source.compile(policy);
+      for (const c of this.started) await c.prepare?.(policy);
+      const r = commitTable(nf, state, {
+        event: 'reload',
+        ruleset: compiled.ruleset,
+        policy: { policyFile: policy.file, sha256: policy.sha256, mode: policy.mode, warnings: compiled.warnings, bytes },
+        // Nothing committed since the file was read (an apply of the same path included).
+        precondition: (v) => (v.applied?.sha256 === applied.sha256 && v.applied.appliedAt === applied.appliedAt ? null : 'another policy was applied meanwhile'),
+        // A reload is not a confirmation: an apply waiting for one still rolls back at its deadline.
+        pending: 'keep',
+      });
+      if (!r.written) throw new SluiceError('ESTATE', `Reload not done: ${r.skipped ?? 'nothing written'}`);
+      for (const w of compiled.warnings) logLine('warn', w);
+      compiled.ruleset = r.ruleset ?? compiled.ruleset;
+      this.off = false;
+      this.runtime.policy = policy;
+      this.runtime.compiled = compiled;
+      for (const c of this.started) await c.reload?.(this.runtime);
+      this.watchPending();
+      this.armFileWatch(policy.sha256);
+      logLine('info', 'reloaded', { sha256: policy.sha256, mode: policy.mode, epoch: r.epoch });
+    } catch (err) {
+      const e = err as Error & { issues?: unknown };
+      publishAlert({
+        time: Date.now(),
+        kind: 'reload-rejected',
+        severity: 'warning',
+        message: `Reload rejected; the policy in force stays: ${e.message}`,
+        detail: { error: e.message, ...(e.issues !== undefined ? { issues: e.issues } : {}) },
+      });
+      throw err;
+    }
   }
 
   /**
@@ -332,6 +360,7 @@ export class Daemon {
       this.runtime.compiled = await this.opts.source.compile(this.runtime.policy);
       for (const c of this.started) await c.reload?.(this.runtime);
       this.watchPending();
+      this.armFileWatch();
       logLine('warn', 'Sluice is off (no table applied); components idle until the next apply');
       return { adopted: false };
     }
@@ -341,8 +370,41 @@ export class Daemon {
     this.runtime.compiled = { ruleset: applied.ruleset, warnings: applied.warnings };
     for (const c of this.started) await c.reload?.(this.runtime);
     this.watchPending();
+    this.armFileWatch();
     logLine('info', 'adopted the applied policy', { sha256: policy.sha256, mode: policy.mode });
     return { adopted: true, sha256: applied.sha256 };
+  }
+
+  /** Watches the applied policy's file (nothing while Sluice is off), its content as now (or `seen`) taken as seen. */
+  private armFileWatch(seen?: string): void {
+    const path = this.off ? null : (this.opts.state.applied()?.policyFile ?? null);
+    this.seenSha = seen ?? (path === null ? null : fileSha(path));
+    this.fileWatch.arm(path);
+  }
+
+  /**
+   * The applied policy's file may have changed: when its content changed
+   * from what the daemon last saw and is not what is applied, reload (one
+   * path with SIGHUP and the control command: load, compile, one atomic
+   * apply, read back). A broken file is rejected with an alert, and the
+   * policy in force stays until the file changes again.
+   */
+  private async policyFileChanged(): Promise<void> {
+    if (this.off || this.rt === undefined) return;
+    if (this.reloading) await this.reloading.catch(() => undefined);
+    const applied = this.opts.state.applied();
+    if (!applied) return;
+    const sha = fileSha(applied.policyFile);
+    // Moved away or unreadable: the applied policy (its snapshot) stays in force.
+    if (sha === null || sha === this.seenSha) return;
+    this.seenSha = sha;
+    if (sha === applied.sha256) return;
+    logLine('info', 'the policy file changed; reloading', { file: applied.policyFile, sha256: sha });
+    try {
+      await this.reload();
+    } catch (err) {
+      logLine('error', 'reload rejected; the policy in force stays', { file: applied.policyFile, error: (err as Error).message });
+    }
   }
 
   status(): Record<string, unknown> {
@@ -366,6 +428,7 @@ export class Daemon {
       }
     }
     this.started = [];
+    this.fileWatch.disarm();
     channels.alert.unsubscribe(this.logAlert);
     if (this.pendingTimer) clearTimeout(this.pendingTimer);
     await this.metricsServer?.stop();
@@ -373,6 +436,15 @@ export class Daemon {
     rmSync(join(this.opts.state.dir, 'daemon.pid'), { force: true });
     if (this.opts.state.daemonState()?.state !== 'failed') this.opts.state.setDaemonState({ state: 'stopped', pid: process.pid, at: new Date().toISOString() });
     logLine('info', 'daemon stopped; the ruleset stays in force');
+  }
+}
+
+/** The sha256 of a file's bytes, or null when it cannot be read. */
+function fileSha(path: string): string | null {
+  try {
+    return createHash('sha256').update(readFileSync(path)).digest('hex');
+  } catch {
+    return null;
   }
 }
 

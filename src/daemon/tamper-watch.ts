@@ -112,6 +112,12 @@ export function restoreRuleset(applied: Ruleset, learned: readonly LearnedEntry[
   return { ...applied, sets: applied.sets.map((s) => (s.dynamic ? { ...s, elements: s.meter ? [] : (bySet.get(s.name) ?? []) } : s)) };
 }
 
+/**
+ * Whether a committing task (the kernel names a thread) is a thread of this
+ * process: the main thread's id is the pid (the guard writes from it); any
+ * other is looked up each time, never cached (a thread that ended frees its
+ * id for any process to get).
+ */
 function ownTask(pid: number): boolean {
   return pid === process.pid || existsSync(`/proc/self/task/${pid}`);
 }
@@ -153,9 +159,9 @@ export class TamperWatch implements Component {
 
   constructor(opts: TamperWatchOptions = {}) {
     this.learned = opts.learned ?? (() => null);
-    this.openMonitor = opts.monitor ?? ((onTx, onLost) => new NftMonitor(TABLE_NAME, NFPROTO_INET, onTx, onLost));
-    this.pollMs = opts.pollMs ?? POLL_MS;
     this.isOwn = opts.isOwn ?? ownTask;
+    this.openMonitor = opts.monitor ?? ((onTx, onLost) => new NftMonitor(TABLE_NAME, NFPROTO_INET, onTx, onLost, { isOwn: this.isOwn }));
+    this.pollMs = opts.pollMs ?? POLL_MS;
   }
 
   async start(rt: Runtime): Promise<void> {
@@ -200,7 +206,7 @@ export class TamperWatch implements Component {
   }
 
   private onTransaction(t: NftTransaction): void {
-    if (t.pid !== undefined && this.isOwn(t.pid)) {
+    if (t.own === true || (t.pid !== undefined && this.isOwn(t.pid))) {
       this.stats.ownTransactions++;
       return;
     }
@@ -242,10 +248,13 @@ export class TamperWatch implements Component {
     const learned = this.learned();
     if (learned === 'busy') {
       // The guard's queued transaction runs first (setImmediate callbacks run in order).
-      if (!this.timer) this.timer = setTimeout(() => setImmediate(() => {
-        this.timer = undefined;
-        void this.check();
-      }), 0);
+      if (this.timer) return;
+      this.timer = setTimeout(() => {
+        setImmediate(() => {
+          this.timer = undefined;
+          void this.check();
+        });
+      }, 0);
       return;
     }
     this.stats.checks++;

@@ -15,8 +15,10 @@ export interface NftTransaction {
   /** The committing task (the kernel's `current`: a thread id) and its name, when the kernel says. */
   pid?: number;
   comm?: string;
-  /** What it did to the table, one line per kind of change, with counts: "deleted table", "added 2 elements to set a_api_4". */
+  /** What it did to the table, one line per kind of change, with counts: "deleted table", "added elements to set a_api_4 (2)". Empty for this process's own. */
   changes: string[];
+  /** Committed by this process (its messages were not read). */
+  own?: boolean;
 }
 
 /** What one notification says, when it is about the watched table. */
@@ -97,49 +99,75 @@ export function parseNftNotification(msg: NlMsg, table: string, family: number):
   }
 }
 
+/** Notifications held per transaction until its NEWGEN says whose it is; beyond, they are counted, not read. */
+const MAX_PENDING = 4_096;
+
 /**
  * Groups notifications into transactions: the kernel sends a transaction's
  * object notifications, then the NEWGEN that closes it (under its commit
- * mutex, so transactions never interleave). Only transactions that touched
- * the table are reported.
+ * mutex, so transactions never interleave). A transaction committed by this
+ * process (`isOwn`: the DNS guard writes one per batch of answers, thousands
+ * a second) is reported as its own without reading its messages; any other
+ * is read, and reported when it touched the table.
  */
 export class TransactionGrouper {
-  private counts = new Map<string, number>();
+  private pending: NlMsg[] = [];
+  private unread = 0;
 
   constructor(
     private table: string,
     private family: number,
     private onTransaction: (t: NftTransaction) => void,
+    private isOwn: (pid: number) => boolean = () => false,
   ) {}
 
   /** Feeds one message; throws MalformedNetlink (the caller then checks the table as a whole). */
   feed(msg: NlMsg): void {
-    const r = parseNftNotification(msg, this.table, this.family);
-    if (r === null) return;
-    if ('change' in r) {
-      const { what, count } = r.change;
-      if (this.counts.has(what) || this.counts.size < MAX_CHANGES) this.counts.set(what, (this.counts.get(what) ?? 0) + count);
-      else this.counts.set('other changes', (this.counts.get('other changes') ?? 0) + count);
+    if (msg.type >> 8 !== NFNL_SUBSYS_NFTABLES) return;
+    if ((msg.type & 0xff) !== MSG.NEWGEN) {
+      if (this.pending.length < MAX_PENDING) this.pending.push(msg);
+      else this.unread++;
       return;
     }
-    if (this.counts.size === 0) return;
-    const changes = [...this.counts].map(([what, n]) => (n === 1 ? what : `${what} (${n})`));
-    this.counts.clear();
-    const t: NftTransaction = { changes };
+    const pending = this.pending;
+    const unread = this.unread;
+    this.pending = [];
+    this.unread = 0;
+    const r = parseNftNotification(msg, this.table, this.family);
+    if (r === null || !('gen' in r) || (pending.length === 0 && unread === 0)) return;
+    const t: NftTransaction = { changes: [] };
     if (r.gen.id !== undefined) t.generation = r.gen.id;
     if (r.gen.pid !== undefined) t.pid = r.gen.pid;
     if (r.gen.comm !== undefined) t.comm = r.gen.comm;
+    if (t.pid !== undefined && this.isOwn(t.pid)) {
+      t.own = true;
+      this.onTransaction(t);
+      return;
+    }
+    const counts = new Map<string, number>();
+    for (const m of pending) {
+      const c = parseNftNotification(m, this.table, this.family);
+      if (c === null || !('change' in c)) continue;
+      const { what, count } = c.change;
+      const key = counts.has(what) || counts.size < MAX_CHANGES ? what : 'other changes';
+      counts.set(key, (counts.get(key) ?? 0) + count);
+    }
+    // Messages beyond the cap are not read: they may have touched the table.
+    if (unread > 0) counts.set('notifications not read (too many in one transaction)', unread);
+    if (counts.size === 0) return;
+    t.changes = [...counts].map(([what, n]) => (n === 1 ? what : `${what} (${n})`));
     this.onTransaction(t);
   }
 
   /** Forgets a partial transaction (its messages were lost with an overflow). */
   reset(): void {
-    this.counts.clear();
+    this.pending = [];
+    this.unread = 0;
   }
 }
 
 export interface NftMonitorStats {
-  /** Transactions that touched the table. */
+  /** Transactions reported: this process's own, and others' that touched the table. */
   transactions: number;
   /** Receive-buffer overflows (ENOBUFS): notifications were lost. */
   overflows: number;
@@ -160,11 +188,16 @@ export class NftMonitor {
   private handle: unknown;
   private grouper: TransactionGrouper;
 
-  constructor(table: string, family: number, onTransaction: (t: NftTransaction) => void, onLost: (why: string) => void, opts: { bufBytes?: number } = {}) {
-    this.grouper = new TransactionGrouper(table, family, (t) => {
-      this.stats.transactions++;
-      onTransaction(t);
-    });
+  constructor(table: string, family: number, onTransaction: (t: NftTransaction) => void, onLost: (why: string) => void, opts: { bufBytes?: number; isOwn?: (pid: number) => boolean } = {}) {
+    this.grouper = new TransactionGrouper(
+      table,
+      family,
+      (t) => {
+        this.stats.transactions++;
+        onTransaction(t);
+      },
+      opts.isOwn,
+    );
     this.sock = NetlinkSocket.open(NETLINK_NETFILTER, { bufBytes: opts.bufBytes ?? 8 << 20 });
     try {
       native().setIntOpt(this.sock.fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES);

@@ -322,7 +322,8 @@ describe('integration: DNS guard', () => {
 
   it('audit mode: nothing redirected; replies seen by the kernel teach the daemon, unlisted names are would-block', async () => {
     // A deny rule naming a domain outright: enforce mode refuses the name, so audit mode calls it would-block.
-    const audit = w.policy(`${POLICY.replace('mode: enforce', 'mode: audit')}  - name: no-shared\n    action: deny\n    to: [shared-long.sluice.test]\n`, 'audit.yaml');
+    // tamper: alert, because the test empties a DNS set below on purpose (restore would refill it from the guard's record).
+    const audit = w.policy(`${POLICY.replace('mode: enforce', 'mode: audit\ntamper: alert')}  - name: no-shared\n    action: deny\n    to: [shared-long.sluice.test]\n`, 'audit.yaml');
     // A query through the guard leaves a NAT binding in conntrack for its source port...
     assert.equal((await one('--name', 'x.y.cdn.sluice.test', '--sport', '40153')).rcode, 0);
     const applied = await w.sluice(['apply', audit]);

@@ -191,6 +191,27 @@ describe('unit: the one table writer against crashes and races', () => {
     }
   });
 
+  it('a reload rejected at once (a broken file) does not answer the next reload: the fixed file is applied', async () => {
+    const dir = join(base, `s${++n}`);
+    const nf = new FakeNetfilter();
+    const state = new StateStore(dir);
+    const files = new Map([['/etc/p.yaml', yaml('198.18.1.10')]]);
+    apply(nf, state, '/etc/p.yaml', yaml('198.18.1.10'));
+    const d = daemon(state, nf, files, '/etc/p.yaml');
+    await d.start();
+    try {
+      files.set('/etc/p.yaml', 'rules: [');
+      await assert.rejects(d.reload(), /Invalid policy/);
+      const shaBefore = liveSha(nf);
+      files.set('/etc/p.yaml', yaml('198.18.1.11'));
+      await d.reload();
+      assert.notEqual(liveSha(nf), shaBefore, 'the fixed file is in force');
+      assert.equal(state.applied()?.sha256, liveSha(nf));
+    } finally {
+      await d.stop();
+    }
+  });
+
   it('a reload that read the file before an apply of the same path never commits its old bytes over the apply', async () => {
     const dir = join(base, `s${++n}`);
     const nf = new FakeNetfilter();
@@ -241,5 +262,89 @@ describe('unit: the one table writer against crashes and races', () => {
     assert.equal(rulesetFlowMark(nf.read('sluice')?.ruleset ?? { comment: '' })?.epoch, e1);
     apply(nf, state, '/b.yaml', yaml('198.18.1.11'));
     assert.equal(rulesetFlowMark(nf.read('sluice')?.ruleset ?? { comment: '' })?.epoch, (e1 ?? 0) + 1);
+  });
+});
+
+describe('unit: the daemon reloads a changed policy file, and only a change', () => {
+  /** The daemon's source reading real files (the watch reads them from disk too). */
+  const disk = { get: (p: string) => readFileSync(p, 'utf8') } as unknown as Map<string, string>;
+  /** What the watch does when the file may have changed (an inotify event, or its poll). */
+  const look = (d: Daemon) => (d as unknown as { policyFileChanged(): Promise<void> }).policyFileChanged();
+
+  it('an edit is applied; a rolled-back edit still in the file is not applied again; a start does not apply a half-edited file', async () => {
+    const dir = join(base, `s${++n}`);
+    const file = join(base, `watched-${n}.yaml`);
+    const nf = new FakeNetfilter();
+    const state = new StateStore(dir);
+    writeFileSync(file, yaml('198.18.1.10'));
+    apply(nf, state, file, yaml('198.18.1.10'));
+    const shaA = liveSha(nf);
+    let d = daemon(state, nf, disk, file);
+    await d.start();
+    try {
+      await look(d);
+      assert.equal(liveSha(nf), shaA, 'unchanged file: nothing');
+      writeFileSync(file, yaml('198.18.1.11'));
+      await look(d);
+      const shaB = liveSha(nf);
+      assert.notEqual(shaB, shaA, 'an edit is applied');
+      assert.equal(state.applied()?.sha256, shaB);
+
+      // apply --confirm of a third edit, never confirmed: the rollback brings B back while the file holds C.
+      writeFileSync(file, yaml('198.18.1.12'));
+      apply(nf, state, file, yaml('198.18.1.12'), 600);
+      await d.sync();
+      assert.equal(rollBackPending(nf, state, null, 'test: not confirmed'), true);
+      await d.sync();
+      assert.equal(liveSha(nf), shaB, 'rolled back');
+      await look(d);
+      assert.equal(liveSha(nf), shaB, 'the rolled-back edit in the file is not applied again');
+    } finally {
+      await d.stop();
+    }
+
+    // A restart finds the file half-edited (valid YAML, not applied): it waits for the next save.
+    writeFileSync(file, yaml('198.18.1.13'));
+    d = daemon(state, nf, disk, file);
+    await d.start();
+    try {
+      await look(d);
+      assert.equal(state.applied()?.sha256, liveSha(nf));
+      assert.notEqual(liveSha(nf), parse(yaml('198.18.1.13'), file).sha256, 'not applied at start');
+      writeFileSync(file, yaml('198.18.1.14'));
+      await look(d);
+      assert.equal(liveSha(nf), parse(yaml('198.18.1.14'), file).sha256, 'the next save is');
+    } finally {
+      await d.stop();
+    }
+  });
+
+  it('a broken file is rejected once, the policy in force stays, and the fixed file is applied', async () => {
+    const dir = join(base, `s${++n}`);
+    const file = join(base, `watched-${n}.yaml`);
+    const nf = new FakeNetfilter();
+    const state = new StateStore(dir);
+    writeFileSync(file, yaml('198.18.1.10'));
+    apply(nf, state, file, yaml('198.18.1.10'));
+    const shaA = liveSha(nf);
+    const d = daemon(state, nf, disk, file);
+    const { channels } = await import('../../src/events/channels.js');
+    const alerts: { kind: string }[] = [];
+    const onAlert = (m: unknown) => alerts.push(m as { kind: string });
+    channels.alert.subscribe(onAlert);
+    await d.start();
+    try {
+      writeFileSync(file, 'rules: [');
+      await look(d);
+      await look(d);
+      assert.deepEqual(alerts.map((a) => a.kind), ['reload-rejected'], 'one alert for one broken content');
+      assert.equal(liveSha(nf), shaA);
+      writeFileSync(file, yaml('198.18.1.11'));
+      await look(d);
+      assert.equal(liveSha(nf), parse(yaml('198.18.1.11'), file).sha256);
+    } finally {
+      channels.alert.unsubscribe(onAlert);
+      await d.stop();
+    }
   });
 });

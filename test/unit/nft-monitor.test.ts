@@ -87,6 +87,25 @@ describe('unit: nf_tables notifications', () => {
     assert.deepEqual(seen[1]?.changes, ['added or replaced rule in chain output']);
   });
 
+  it('this process\'s own transactions are reported as its own without their messages being read; another\'s are read', () => {
+    const seen: NftTransaction[] = [];
+    const g = new TransactionGrouper('sluice', NFPROTO_INET, (t) => seen.push(t), (pid) => pid === 7);
+    const broken: NlMsg = { type: T(MSG.NEWSETELEM), flags: 0, seq: 0, pid: 0, payload: Buffer.from([1, 0, 0, 0, 200, 0, 1, 0]) };
+    g.feed(broken);
+    g.feed(gen(7, 'node'));
+    assert.deepEqual(seen, [{ generation: 77, pid: 7, comm: 'node', changes: [], own: true }], 'not read: a malformed message in it is not an error');
+    g.feed(broken);
+    assert.throws(() => g.feed(gen(8, 'nft')), MalformedNetlink, 'another process\'s transaction is read');
+  });
+
+  it('a transaction too large to hold is reported with the count of messages not read', () => {
+    const seen: NftTransaction[] = [];
+    const g = new TransactionGrouper('sluice', NFPROTO_INET, (t) => seen.push(t));
+    for (let i = 0; i < 4_100; i++) g.feed(table(MSG.NEWTABLE, 'other'));
+    g.feed(gen(9, 'nft'));
+    assert.deepEqual(seen[0]?.changes, ['notifications not read (too many in one transaction) (4)']);
+  });
+
   it('a flush of many chains is a bounded list: beyond 32 kinds of change, one "other changes" line with their count', () => {
     const seen: NftTransaction[] = [];
     const g = new TransactionGrouper('sluice', NFPROTO_INET, (t) => seen.push(t));

@@ -119,11 +119,11 @@ describe('unit: state store, edges', () => {
     chmodSync(dir, 0o700);
     if (process.getuid?.() === 0) {
       chownSync(dir, 65534, 65534);
-      assert.throws(() => new StateStore(dir).ensureSafe(), (e: unknown) => e instanceof SluiceError && e.message === `State directory is owned by uid 65534, not 0: ${dir}`);
+      assert.throws(() => new StateStore(dir).ensureSafe(), (e: unknown) => e instanceof SluiceError && e.code === 'ESTATEPERM' && e.message === `State directory is owned by uid 65534, not 0: ${dir}`);
     }
     const link = join(root, 'link');
     symlinkSync(s.dir, link);
-    assert.throws(() => new StateStore(link).ensureSafe(), (e: unknown) => e instanceof SluiceError && e.message === `State directory is not a directory (a symlink?): ${link}`);
+    assert.throws(() => new StateStore(link).ensureSafe(), (e: unknown) => e instanceof SluiceError && e.code === 'ESTATEPERM' && e.message === `State directory is not a directory (a symlink?): ${link}`);
   });
 
   it('temporary files of dead writers are removed: only plain files named *.tmp-PID or *.tmp-PID-async whose PID is gone', () => {
@@ -253,7 +253,8 @@ describe('unit: state store, edges', () => {
   });
 
   it('an off record without a usable time is off only when nothing is applied; clearing what is not there is fine', () => {
-    for (const off of ['{}', '{"at":5}']) {
+    // ["9999"] would compare as the string "9999", later than any apply, if it were taken for a time.
+    for (const off of ['{}', '{"at":5}', '{"at":["9999"]}']) {
       const s = fresh();
       writeFileSync(join(s.dir, 'off.json'), off);
       assert.equal(s.isOff(), true, `${off}, nothing applied`);
@@ -270,6 +271,34 @@ describe('unit: state store, edges', () => {
     s.setOff({ at: '2026-01-01T00:00:00.000Z' });
     s.setOff(null);
     assert.equal(existsSync(join(s.dir, 'off.json')), false);
+  });
+
+  it('an off.json that holds JSON null is no record at all: not off, and no error', () => {
+    const s = fresh();
+    writeFileSync(join(s.dir, 'off.json'), 'null');
+    assert.equal(s.isOff(), false);
+    assert.equal(s.applied(), null);
+  });
+
+  it('a temporary file whose writer is alive is left, whatever its pid', async () => {
+    const dir = join(root, 'temps-live');
+    mkdirSync(dir);
+    const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      assert.ok(child.pid);
+      const name = `applied.json.tmp-${child.pid}`;
+      writeFileSync(join(dir, name), 'x');
+      assert.deepEqual(removeStaleTemps(dir), []);
+      assert.deepEqual(readdirSync(dir), [name]);
+    } finally {
+      child.kill();
+    }
+  });
+
+  it('null values inside state round-trip (a cleared rollback target, an absent epoch)', () => {
+    const v = { previous: null, previousState: null, nested: { a: null, list: [null, 1] } };
+    assert.equal(toJson(v), JSON.stringify(v));
+    assert.deepEqual(fromJson(toJson(v)), v);
   });
 
   it('a state file that cannot be read (a directory in its place) is an error, not "absent"', () => {
