@@ -212,7 +212,8 @@ export class TamperWatch implements Component {
     }
     this.stats.foreignTransactions++;
     if (this.foreign.length < 100) this.foreign.push(t);
-    this.full = true;
+    // Elements are read only when the transaction touched sets (or what it did is not known).
+    if (t.changes.length === 0 || t.changes.some((c) => / set |not read|other changes/.test(c))) this.full = true;
     this.schedule();
   }
 
@@ -281,8 +282,10 @@ export class TamperWatch implements Component {
           // Off, or nothing applied: the table is not Sluice's to keep.
           if (!v.applied || v.off) return 'not applied';
           mirror = v.applied.sha256 === sha ? learned : null;
-          const live = v.nf.read(TABLE_NAME, { elements: full ? 'all' : 'none' });
-          findings = findTampering(v.applied.ruleset, live, { elements: full, learned: mirror });
+          // The shape first (cheap at any size): a deleted table, rule or chain is restored without
+          // reading every element. Elements next, when a set was touched or notifications were lost.
+          findings = findTampering(v.applied.ruleset, v.nf.read(TABLE_NAME, { elements: 'none' }), { elements: false, learned: null });
+          if (findings.length === 0 && full) findings = findTampering(v.applied.ruleset, v.nf.read(TABLE_NAME, { elements: 'all' }), { elements: true, learned: mirror });
           if (findings.length === 0) return 'intact';
           Object.assign(journal, { by: transactions.map(who), changes: findings });
           return action === 'restore' ? null : 'alert only';
