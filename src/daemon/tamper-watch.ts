@@ -61,7 +61,9 @@ export function findTampering(applied: Ruleset, live: LiveTable | null, opts: { 
   for (const a of live.anomalies.slice(0, MAX_LINES)) out.push(`not written by Sluice: ${a}`);
   const same = opts.elements ? sameRuleset(applied, live) : sameStructure(applied, live);
   if (!same) {
-    const diff = diffRulesets(applied, live.ruleset, { maxElements: 8 }).filter((l) => l.startsWith('+') || l.startsWith('-'));
+    // A shape-only read has no elements: compare shapes, or every element would read as removed.
+    const shapeOf = (rs: Ruleset): Ruleset => (opts.elements ? rs : { ...rs, sets: rs.sets.map((s) => ({ ...s, elements: [] })) });
+    const diff = diffRulesets(shapeOf(applied), shapeOf(live.ruleset), { maxElements: 8 }).filter((l) => l.startsWith('+') || l.startsWith('-'));
     if (diff.length === 0 && live.anomalies.length === 0) out.push('the table differs from the applied ruleset');
     for (const l of diff.slice(0, MAX_LINES)) out.push(`${l.startsWith('+') ? 'added' : 'removed'}: ${l.slice(1).trim()}`);
     if (diff.length > MAX_LINES) out.push(`and ${diff.length - MAX_LINES} more changed lines`);
