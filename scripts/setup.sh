@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # nsd (the authoritative server of the DNS tests), dnsperf and dnsmasq-base (bench:dns) run only
 # inside test namespaces; dnsmasq-base rather than dnsmasq, which would start a resolver on the host.
 # systemd provides systemd-analyze, which checks the units in the tests (it need not be PID 1).
-APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base systemd)
+# rsyslog is the real receiver the syslog alert sink is tested against, also only in namespaces.
+APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base systemd rsyslog)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -30,10 +31,12 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if [[ -x $policy ]] && grep -q 'sluice setup.sh' "$policy"; then rm -f "$policy"; trap - EXIT; fi
-  # Nor at the next boot: nsd here serves test zones in namespaces only.
-  if [[ " ${missing[*]} " == *" nsd "* ]] && command -v systemctl >/dev/null; then
-    systemctl disable --quiet nsd.service 2>/dev/null || true
-  fi
+  # Nor at the next boot: nsd and rsyslog here serve tests in namespaces only.
+  for svc in nsd rsyslog; do
+    if [[ " ${missing[*]} " == *" $svc "* ]] && command -v systemctl >/dev/null; then
+      systemctl disable --quiet "$svc.service" 2>/dev/null || true
+    fi
+  done
 fi
 
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json || ! -f build/Release/sluice_native.node ]]; then

@@ -5,6 +5,7 @@ import { check } from './commands/check.js';
 import { confirm, rollbackTimer } from './commands/confirm.js';
 import { connections } from './commands/connections.js';
 import { daemon } from './commands/daemon.js';
+import { alerts } from './commands/alerts.js';
 import { dns } from './commands/dns.js';
 import { explain } from './commands/explain.js';
 import { log } from './commands/log.js';
@@ -97,6 +98,9 @@ export async function main(argv: string[]): Promise<number> {
         process.exit(code);
       case 'dns':
         code = await dns(ctx, { follow: flag('follow'), ...opt('limit', int('limit')) });
+        break;
+      case 'alerts':
+        code = await alerts(ctx, args[0]);
         break;
       case 'log':
         code = await log(ctx, {

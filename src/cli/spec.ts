@@ -126,6 +126,18 @@ export const COMMANDS: readonly CommandSpec[] = [
     help: ['recent DNS queries: name, type, answer, verdict, rule, who asked', '(the newest N, default 100)'],
   },
   {
+    name: 'alerts',
+    section: 'Daemon',
+    args: 'status|test',
+    maxArgs: 1,
+    options: [],
+    help: [
+      'status: per alert route, delivered, retried, failed and queued',
+      '(the oldest waiting), and the suppressions (expired ones marked);',
+      'test: a test alert through every route now (exit 1 if any failed)',
+    ],
+  },
+  {
     name: 'log',
     section: 'Monitoring',
     maxArgs: 0,

@@ -1,3 +1,4 @@
+import { AlertsComponent } from '../alerts/alerts-component.js';
 import { GuardComponent } from '../dns/guard-component.js';
 import { EventStoreComponent, openDefaultStore, retentionFromEnv } from '../events/store-component.js';
 import { Collector } from '../monitor/collector.js';
@@ -9,12 +10,12 @@ import { TamperWatch } from './tamper-watch.js';
  * The daemon's components, in start order (they stop in reverse): the DNS
  * guard; the event store before the collector (it must subscribe before the
  * collector publishes, and stop after it, so what the collector drains on
- * stop is still written); the service watch; the tamper watchdog last (it
- * reads the guard's record of what it opened).
+ * stop is still written), and the alerts likewise; the service watch; the
+ * tamper watchdog last (it reads the guard's record of what it opened).
  */
 export function daemonComponents(stateDir: string): Component[] {
   const collector = new Collector();
   const store = new EventStoreComponent({ open: () => openDefaultStore(stateDir), counters: () => collector.counters(), retention: retentionFromEnv() });
   const guard = new GuardComponent();
-  return [guard, store, collector, new ServiceWatch(), new TamperWatch({ learned: () => guard.learnedEntries() })];
+  return [guard, store, new AlertsComponent(), collector, new ServiceWatch(), new TamperWatch({ learned: () => guard.learnedEntries() })];
 }

@@ -8,6 +8,7 @@ import {
   ANY_RANGES,
   escapeControls,
   parseDestination,
+  parseDomain,
   parseInterface,
   parsePortEntry,
   parseRuleName,
@@ -15,7 +16,7 @@ import {
   parseUser,
   showValue,
 } from './parse-values.js';
-import { DNS_DEFAULTS, FLOW_DEFAULTS, type DnsSettings, type DomainPattern, type FlowSettings, type LogSettings, type InterfaceRef, type Policy, type PortRange, type Rule, type ServiceRef, type UserRef } from './policy.js';
+import { ALERT_TRIGGERS, DNS_DEFAULTS, FLOW_DEFAULTS, type AlertRoute, type AlertSink, type AlertTrigger, type DnsSettings, type Suppression, type DomainPattern, type FlowSettings, type LogSettings, type InterfaceRef, type Policy, type PortRange, type Rule, type ServiceRef, type UserRef } from './policy.js';
 import { lenientRule, lenientTop, ruleSchema, topSchema, type RawPolicy, type RawRule } from './schema.js';
 
 /** What the loader needs from the host. Injected so loading is testable without real users. */
@@ -168,6 +169,8 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
   const dns = buildDns(p.dns, rules, error);
   const flows = buildFlows(p.flows, error);
   const log = buildLog(p.log, error);
+  const alerts = buildAlerts(p.alerts, rules, error);
+  const suppress = buildSuppress(p.suppress, rules, error, warning, (i) => locate(['suppress', i]).line);
   issues.sort((a, b) => a.line - b.line || a.column - b.column);
   if (issues.some((i) => i.severity === 'error')) throw new PolicyError(issues);
 
@@ -183,11 +186,150 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
     tamper: p.tamper ?? 'restore',
     log,
     rules,
+    alerts,
+    suppress,
     warnings: issues.filter((i) => i.severity === 'warning'),
   };
 }
 
 type Report = (path: (string | number)[], message: string, key?: boolean) => void;
+
+/** The names `rules:` filters and suppressions may use besides the policy's rules: the built-in verdicts events carry. */
+export const BUILTIN_RULE_NAMES = ['#default', '#encrypted-dns', '#dns-guard', '#essentials', '#loopback'] as const;
+
+/** `60s`, `5m`, `1h`, `1d`, or a number of seconds; in ms, or null when it is none of those. */
+export function parseDuration(v: unknown): number | null {
+  if (typeof v === 'number') return Number.isFinite(v) && v > 0 ? Math.round(v * 1000) : null;
+  if (typeof v !== 'string') return null;
+  const m = /^([0-9]{1,6})(ms|s|m|h|d)$/.exec(v);
+  if (!m) return null;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+  return Number(m[1]) * unit;
+}
+
+const ALERT_NAME = /^[a-z0-9][a-z0-9._-]{0,47}$/;
+
+/** The alerts: section: one sink each, known triggers, existing rules, a window from 1 s to 1 day (default 60 s). */
+function buildAlerts(raw: RawPolicy['alerts'], rules: Rule[], error: Report): AlertRoute[] {
+  const out: AlertRoute[] = [];
+  const names = new Set<string>();
+  const ruleNames = new Set<string>([...rules.map((r) => r.name), ...BUILTIN_RULE_NAMES]);
+  (raw ?? []).forEach((a, i) => {
+    const at = (...k: (string | number)[]) => ['alerts', i, ...k];
+    if (!ALERT_NAME.test(a.name)) return error(at('name'), `an alert name is 1-48 of a-z 0-9 . _ - starting with a letter or digit: ${showValue(a.name)}`);
+    if (names.has(a.name)) return error(at('name'), `duplicate alert name ${showValue(a.name)}`);
+    names.add(a.name);
+    const sink = buildSink(a.sink, at('sink'), error);
+    const on: AlertTrigger[] = [];
+    a.on.forEach((t, j) => {
+      if (!(ALERT_TRIGGERS as readonly string[]).includes(t)) return error(at('on', j), `unknown trigger ${showValue(t)}; one of ${ALERT_TRIGGERS.join(', ')}`);
+      if (!on.includes(t as AlertTrigger)) on.push(t as AlertTrigger);
+    });
+    (a.rules ?? []).forEach((r, j) => {
+      if (!ruleNames.has(r)) error(at('rules', j), `no rule named ${showValue(r)} (the policy's rules, or ${BUILTIN_RULE_NAMES.join(', ')})`);
+    });
+    const windowMs = a.window === undefined ? 60_000 : parseDuration(a.window);
+    if (windowMs === null || windowMs < 1000 || windowMs > 86_400_000) return error(at('window'), `window is a duration from 1s to 1d (60s, 5m, 1h): ${showValue(a.window)}`);
+    if (sink) out.push({ name: a.name, sink, on, rules: a.rules ? [...new Set(a.rules)] : null, windowMs });
+  });
+  return out;
+}
+
+function buildSink(raw: NonNullable<RawPolicy['alerts']>[number]['sink'], at: (string | number)[], error: Report): AlertSink | null {
+  const kinds = (['webhook', 'syslog', 'exec', 'journal'] as const).filter((k) => raw[k] !== undefined);
+  if (kinds.length !== 1) {
+    error(at, kinds.length === 0 ? 'a sink is one of webhook: URL, syslog: URL, exec: [ARGV], journal: true' : `a sink is one kind, not ${kinds.join(' and ')}`);
+    return null;
+  }
+  const only = (allowed: string[]) => {
+    for (const k of ['secret_file', 'timeout'] as const) if (raw[k] !== undefined && !allowed.includes(k)) error([...at, k], `${k} belongs to ${k === 'secret_file' ? 'a webhook' : 'an exec'} sink`, true);
+  };
+  const kind = kinds[0];
+  if (kind === 'webhook') {
+    only(['secret_file']);
+    let url: URL;
+    try {
+      url = new URL(raw.webhook ?? '');
+    } catch {
+      error([...at, 'webhook'], `not a URL: ${showValue(raw.webhook)}`);
+      return null;
+    }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+      error([...at, 'webhook'], `a webhook is an http:// or https:// URL: ${showValue(raw.webhook)}`);
+      return null;
+    }
+    if (url.username || url.password) {
+      error([...at, 'webhook'], 'put no credentials in the URL (they would show in logs); use secret_file to sign requests');
+      return null;
+    }
+    const secret = raw.secret_file;
+    if (secret !== undefined && !secret.startsWith('/')) {
+      error([...at, 'secret_file'], `secret_file is an absolute path: ${showValue(secret)}`);
+      return null;
+    }
+    return { kind: 'webhook', url: url.toString(), secretFile: secret ?? null };
+  }
+  if (kind === 'syslog') {
+    only([]);
+    const m = /^(udp|tcp):\/\/(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253})(?::([0-9]{1,5}))?$/.exec(raw.syslog ?? '');
+    const port = m?.[3] === undefined ? 514 : Number(m[3]);
+    if (!m || port < 1 || port > 65535) {
+      error([...at, 'syslog'], `syslog is udp://HOST[:PORT] or tcp://HOST[:PORT] (default port 514): ${showValue(raw.syslog)}`);
+      return null;
+    }
+    const host = (m[2] as string).replace(/^\[|\]$/g, '');
+    return { kind: 'syslog', transport: m[1] as 'udp' | 'tcp', host, port };
+  }
+  if (kind === 'exec') {
+    only(['timeout']);
+    const argv = raw.exec ?? [];
+    if (!(argv[0] ?? '').startsWith('/')) {
+      error([...at, 'exec', 0], `the program is an absolute path (no search through PATH): ${showValue(argv[0])}`);
+      return null;
+    }
+    if (argv.some((x) => x.includes('\0'))) {
+      error([...at, 'exec'], 'an argument cannot hold a NUL byte');
+      return null;
+    }
+    const timeoutMs = raw.timeout === undefined ? 10_000 : parseDuration(raw.timeout);
+    if (timeoutMs === null || timeoutMs < 100 || timeoutMs > 300_000) {
+      error([...at, 'timeout'], `timeout is a duration from 100ms to 5m: ${showValue(raw.timeout)}`);
+      return null;
+    }
+    return { kind: 'exec', argv: [...argv], timeoutMs };
+  }
+  only([]);
+  return { kind: 'journal' };
+}
+
+/** The suppress: section. An expired one is kept (and reported as expired), so that nobody wonders why it stopped working. */
+function buildSuppress(raw: RawPolicy['suppress'], rules: Rule[], error: Report, warning: (path: (string | number)[], message: string) => void, lineOf: (i: number) => number): Suppression[] {
+  const out: Suppression[] = [];
+  const ruleNames = new Set<string>([...rules.map((r) => r.name), ...BUILTIN_RULE_NAMES]);
+  const today = new Date().toISOString().slice(0, 10);
+  (raw ?? []).forEach((x, i) => {
+    const at = (k: string) => ['suppress', i, k];
+    if (x.rule === undefined && x.destination === undefined) return error(['suppress', i], 'a suppression names a rule, a destination, or both');
+    if (x.rule !== undefined && !ruleNames.has(x.rule)) return error(at('rule'), `no rule named ${showValue(x.rule)}`);
+    const until = x.until instanceof Date ? x.until.toISOString().slice(0, 10) : x.until;
+    if (!/^[0-9]{4}-[0-9]{2}-[0-9]{2}$/.test(until) || Number.isNaN(Date.parse(`${until}T00:00:00Z`)) || new Date(`${until}T00:00:00Z`).toISOString().slice(0, 10) !== until) {
+      return error(at('until'), `until is a date, YYYY-MM-DD: ${showValue(x.until)}`);
+    }
+    let destination: Suppression['destination'] = null;
+    if (x.destination !== undefined) {
+      const pr = parsePrefix(x.destination);
+      if (pr.ok) destination = { kind: 'addr', range: pr.range };
+      else {
+        const d = parseDomain(x.destination);
+        if (!d.ok) return error(at('destination'), `a destination is an address, a prefix or a name pattern (*.example.com): ${d.reason}: ${showValue(x.destination)}`);
+        destination = { kind: 'name', pattern: d.value };
+      }
+    }
+    if (until < today) warning(at('until'), `this suppression expired on ${until}: its alerts are sent again (remove it, or extend it)`);
+    out.push({ rule: x.rule ?? null, destination, until, reason: x.reason, line: lineOf(i) });
+  });
+  return out;
+}
 
 /**
  * The log: section, with defaults. Each user's share of the log budget
@@ -458,7 +600,7 @@ function reportZodIssue(zi: z.core.$ZodIssue, raw: unknown, error: Report): void
 }
 
 const KNOWN_KEYS: Record<string, string[]> = {
-  top: ['version', 'mode', 'default', 'block_with', 'essentials', 'tamper', 'log', 'rules', 'dns', 'flows'],
+  top: ['version', 'mode', 'default', 'block_with', 'essentials', 'tamper', 'log', 'rules', 'dns', 'flows', 'alerts', 'suppress'],
   flows: ['ct_mark_mask', 'replies'],
   dns: ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark', 'max_addresses_per_answer', 'max_addresses_per_name'],
   rule: ['name', 'action', 'to', 'ports', 'users', 'services', 'interfaces', 'log', 'comment'],

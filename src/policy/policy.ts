@@ -18,6 +18,10 @@ export interface Policy {
   tamper: 'restore' | 'alert';
   log: LogSettings;
   rules: Rule[];
+  /** Where alerts go (see README "Alerts"); empty: only the daemon's log. */
+  alerts: AlertRoute[];
+  /** Alerts not to send, each until a date. */
+  suppress: Suppression[];
   dns: DnsSettings;
   flows: FlowSettings;
   /** Warnings found while loading (the policy is still valid). */
@@ -149,4 +153,36 @@ export function hasProtoConstraint(rule: Rule): boolean {
 /** True when the rule constrains destinations at all. */
 export function hasDestConstraint(rule: Rule): boolean {
   return rule.addrs.length > 0 || rule.domains.length > 0;
+}
+
+/** What raises an alert. */
+export const ALERT_TRIGGERS = ['blocked', 'unlisted-name', 'encrypted-dns', 'tamper', 'reload-rejected'] as const;
+export type AlertTrigger = (typeof ALERT_TRIGGERS)[number];
+
+/** Where one route's alerts go. */
+export type AlertSink =
+  | { kind: 'webhook'; url: string; secretFile: string | null }
+  | { kind: 'syslog'; transport: 'udp' | 'tcp'; host: string; port: number }
+  | { kind: 'exec'; argv: string[]; timeoutMs: number }
+  | { kind: 'journal' };
+
+/** One `alerts:` entry: which triggers, from which rules, to which sink, rolled up over which window. */
+export interface AlertRoute {
+  name: string;
+  sink: AlertSink;
+  on: AlertTrigger[];
+  /** Only events of these rules (`#default` and the other built-in names included); null: any. */
+  rules: string[] | null;
+  windowMs: number;
+}
+
+/** One `suppress:` entry: events of a rule (or any) to a destination (or any) raise no alert until a date. */
+export interface Suppression {
+  rule: string | null;
+  /** A name pattern (matched against the event's hostname or asked name) or an address range. */
+  destination: { kind: 'name'; pattern: DomainPattern } | { kind: 'addr'; range: AddrRange } | null;
+  /** The last day it applies (YYYY-MM-DD, UTC), inclusive. */
+  until: string;
+  reason: string;
+  line: number;
 }

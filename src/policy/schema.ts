@@ -36,6 +36,30 @@ const dnsShape = z.strictObject({
   max_addresses_per_name: z.number().int().min(1).max(65_536).optional(),
 });
 
+const sinkShape = z.strictObject({
+  webhook: z.string().max(2048).optional(),
+  secret_file: z.string().max(4096).optional(),
+  syslog: z.string().max(512).optional(),
+  exec: z.array(z.string().max(4096)).min(1).max(64).optional(),
+  timeout: z.union([z.string(), z.number()]).optional(),
+  journal: z.literal(true).optional(),
+});
+
+const alertShape = z.strictObject({
+  name: z.string(),
+  sink: sinkShape,
+  on: z.array(z.string()).min(1).max(32),
+  rules: z.array(z.string()).min(1).max(10_000).optional(),
+  window: z.union([z.string(), z.number()]).optional(),
+});
+
+const suppressShape = z.strictObject({
+  rule: z.string().optional(),
+  destination: z.string().max(512).optional(),
+  until: z.union([z.string(), z.date()]),
+  reason: z.string().min(1).max(500),
+});
+
 const topShape = {
   version: z.literal(1).optional(),
   mode: z.enum(['audit', 'enforce']).optional(),
@@ -54,6 +78,8 @@ const topShape = {
     })
     .optional(),
   dns: dnsShape.optional(),
+  alerts: z.array(alertShape).max(64).optional(),
+  suppress: z.array(suppressShape).max(10_000).optional(),
   flows: z
     .strictObject({
       ct_mark_mask: z.number().int().min(1).max(0xffffffff).optional(),

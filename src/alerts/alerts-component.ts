@@ -1,0 +1,281 @@
+import { join } from 'node:path';
+import { channels, type AlertEvent, type DnsQueryEvent, type FlowEvent } from '../events/channels.js';
+import { parseAddr, rangeContains } from '../net/ip.js';
+import type { AlertRoute, Policy, Suppression } from '../policy/policy.js';
+import type { Component, Runtime } from '../runtime/component.js';
+import { Outbox, type RouteCounters } from './outbox.js';
+import { Rollup, type AlertMessage, type AlertOccurrence } from './rollup.js';
+import { deliver } from './sinks.js';
+
+/** How often due alerts are looked for when nothing new was queued. */
+const TICK_MS = 1_000;
+
+/** The alert database in a state directory. */
+export function alertsPath(stateDir: string): string {
+  return join(stateDir, 'alerts.db');
+}
+
+/** Whether a suppression covers an occurrence (today, by UTC date). */
+export function suppressedBy(list: readonly Suppression[], o: AlertOccurrence, address: string | undefined, today = new Date().toISOString().slice(0, 10)): Suppression | null {
+  for (const s of list) {
+    if (s.until < today) continue;
+    if (s.rule !== null && s.rule !== o.rule) continue;
+    if (s.destination !== null) {
+      if (s.destination.kind === 'addr') {
+        const a = address === undefined ? null : parseAddr(address);
+        if (!a || !rangeContains(s.destination.range, a.family, a.value)) continue;
+      } else {
+        const name = (o.destination ?? '').toLowerCase().replace(/\.$/, '');
+        const p = s.destination.pattern;
+        if (!(p.wildcard ? name.endsWith(`.${p.name}`) : name === p.name)) continue;
+      }
+    }
+    return s;
+  }
+  return null;
+}
+
+/** The occurrence a flow event is, for the triggers that care; null for allowed flows. */
+export function flowOccurrence(e: FlowEvent): AlertOccurrence | null {
+  if (e.verdict === 'allowed') return null;
+  const who = e.process?.unit ?? e.process?.exe ?? e.process?.comm ?? e.user ?? (e.uid !== undefined ? `uid ${e.uid}` : undefined);
+  const proto = e.proto === 6 ? 'tcp' : e.proto === 17 ? 'udp' : `proto ${e.proto}`;
+  const where = `${e.hostname ? `${e.hostname} (${e.dst})` : e.dst}${e.dport !== undefined ? ` port ${e.dport}/${proto}` : ''}`;
+  const trigger = e.rule === '#encrypted-dns' ? 'encrypted-dns' : 'blocked';
+  const verb = e.verdict === 'would-block' ? 'would have been blocked (audit)' : 'blocked';
+  const o: AlertOccurrence = {
+    time: e.time,
+    trigger,
+    severity: 'warning',
+    rule: e.rule,
+    destination: e.hostname ?? e.dst,
+    message: `${who ?? 'an unknown process'} to ${where} ${verb} by ${e.rule}`,
+    detail: { verdict: e.verdict, dst: e.dst, ...(e.dport !== undefined ? { dport: e.dport } : {}), proto, ...(e.process ? { process: e.process } : {}), ...(e.user ? { user: e.user } : {}) },
+  };
+  if (who !== undefined) o.who = who;
+  return o;
+}
+
+/** The occurrence a DNS query is: a name no rule allows (or a deny rule refuses) asked for. */
+export function dnsOccurrence(e: DnsQueryEvent): AlertOccurrence | null {
+  if (e.verdict !== 'blocked' && e.verdict !== 'would-block') return null;
+  const who = e.process?.unit ?? e.process?.exe ?? e.process?.comm ?? (e.client.uid !== undefined ? `uid ${e.client.uid}` : undefined);
+  const rule = e.rules[0] ?? '#default';
+  const o: AlertOccurrence = {
+    time: e.time,
+    trigger: 'unlisted-name',
+    severity: 'warning',
+    rule,
+    destination: e.name,
+    message: `${who ?? 'an unknown process'} asked for ${e.name}, ${e.verdict === 'would-block' ? 'which enforce mode would refuse (audit)' : 'refused'} (${rule})`,
+    detail: { verdict: e.verdict, type: e.type, ...(e.process ? { process: e.process } : {}) },
+  };
+  if (who !== undefined) o.who = who;
+  return o;
+}
+
+/** The occurrence an alert the core raised is (tamper, a rejected reload). */
+export function coreOccurrence(e: AlertEvent): AlertOccurrence | null {
+  if (e.kind !== 'tamper' && e.kind !== 'reload-rejected') return null;
+  return { time: e.time, trigger: e.kind, severity: e.severity, message: e.message, ...(e.detail ? { detail: e.detail } : {}) };
+}
+
+interface RouteState {
+  route: AlertRoute;
+  rollup: Rollup;
+  /** A delivery of this route is under way (one at a time: a route's alerts go out in order). */
+  busy: boolean;
+  suppressed: number;
+}
+
+/**
+ * Alerts: listens to blocked flows, refused names and the core's alerts,
+ * keeps what each `alerts:` route asks for (its triggers, its rules, not
+ * what a suppression covers), rolls repeats up per route and key over the
+ * route's window, and stores each resulting message in the durable outbox
+ * before delivering it. Delivery is asynchronous, one message at a time per
+ * route, with backoff on failure: a sink that is down or slow never holds
+ * the event loop (which answers DNS) and never loses an alert.
+ */
+export class AlertsComponent implements Component {
+  readonly name = 'alerts';
+  private rt: Runtime | undefined;
+  private outbox: Outbox | undefined;
+  private routes = new Map<string, RouteState>();
+  private suppress: readonly Suppression[] = [];
+  private tick: NodeJS.Timeout | undefined;
+  private inflight = new Set<Promise<void>>();
+  private stopping = false;
+  readonly stats = { occurrences: 0, suppressed: 0, queued: 0, delivered: 0, attemptsFailed: 0, givenUp: 0 };
+
+  private readonly onFlow = (m: unknown) => this.take(flowOccurrence(m as FlowEvent), (m as FlowEvent).dst);
+  private readonly onDns = (m: unknown) => this.take(dnsOccurrence(m as DnsQueryEvent), undefined);
+  private readonly onCore = (m: unknown) => this.take(coreOccurrence(m as AlertEvent), undefined);
+
+  constructor(private readonly opts: { open?: (rt: Runtime) => Outbox } = {}) {}
+
+  async start(rt: Runtime): Promise<void> {
+    this.rt = rt;
+    this.stopping = false;
+    this.outbox = (this.opts.open ?? ((r) => new Outbox(alertsPath(r.state.dir))))(rt);
+    this.configure(rt.policy);
+    this.tick = setInterval(() => this.pump(), TICK_MS);
+    this.tick.unref();
+    this.pump();
+    rt.metrics.collect(() => this.metrics());
+    rt.control.handle('alerts.status', { call: () => this.status() });
+  }
+
+  async reload(rt: Runtime): Promise<void> {
+    this.rt = rt;
+    this.configure(rt.policy);
+  }
+
+  /** Routes as the policy says; a route that changed or went has its open windows sent first. */
+  private configure(policy: Policy): void {
+    const next = new Map(policy.alerts.map((r) => [r.name, r]));
+    for (const [name, st] of this.routes) {
+      const r = next.get(name);
+      if (!r || JSON.stringify(r) !== JSON.stringify(st.route)) {
+        st.rollup.flush();
+        this.routes.delete(name);
+      }
+    }
+    for (const [name, r] of next) {
+      if (this.routes.has(name)) continue;
+      this.routes.set(name, { route: r, rollup: new Rollup(name, r.windowMs, (m) => this.queue(m)), busy: false, suppressed: 0 });
+    }
+    this.suppress = policy.suppress;
+    // Subscribed only to what some route listens for: with no subscriber, publishing costs nothing
+    // (the guard publishes every query it answers).
+    const wants = (t: readonly string[]) => [...this.routes.values()].some((st) => st.route.on.some((x) => t.includes(x)));
+    this.subscribe(channels.flow, this.onFlow, wants(['blocked', 'encrypted-dns']));
+    this.subscribe(channels.dnsQuery, this.onDns, wants(['unlisted-name']));
+    this.subscribe(channels.alert, this.onCore, wants(['tamper', 'reload-rejected']));
+    const today = new Date().toISOString().slice(0, 10);
+    for (const s of policy.suppress) {
+      if (s.until < today) this.rt?.log('warn', `suppression on line ${s.line} expired on ${s.until}: its alerts are sent again`, { reason: s.reason });
+    }
+  }
+
+  private subscribed = new Set<(m: unknown) => void>();
+  private subscribe(ch: typeof channels.flow, fn: (m: unknown) => void, on: boolean): void {
+    if (on && !this.subscribed.has(fn)) {
+      ch.subscribe(fn);
+      this.subscribed.add(fn);
+    } else if (!on && this.subscribed.has(fn)) {
+      ch.unsubscribe(fn);
+      this.subscribed.delete(fn);
+    }
+  }
+
+  private take(o: AlertOccurrence | null, address: string | undefined): void {
+    if (o === null || this.routes.size === 0 || this.stopping) return;
+    this.stats.occurrences++;
+    let covered: boolean | undefined;
+    for (const st of this.routes.values()) {
+      const r = st.route;
+      if (!r.on.includes(o.trigger)) continue;
+      // `rules:` narrows the events that have a rule; tamper and rejected reloads have none, and pass.
+      if (r.rules !== null && o.rule !== undefined && !r.rules.includes(o.rule)) continue;
+      covered ??= suppressedBy(this.suppress, o, address) !== null;
+      if (covered) {
+        st.suppressed++;
+        this.stats.suppressed++;
+        continue;
+      }
+      st.rollup.add(o);
+    }
+  }
+
+  /** A rolled-up message: stored first, then delivered. */
+  private queue(m: AlertMessage): void {
+    if (!this.outbox) return;
+    try {
+      this.outbox.enqueue(m.route, m);
+      this.stats.queued++;
+    } catch (err) {
+      this.rt?.log('error', 'could not store an alert (it is lost)', { route: m.route, error: (err as Error).message, text: m.text });
+      return;
+    }
+    if (!this.stopping) this.pump();
+  }
+
+  /** Starts a delivery for every route that has an alert due and none under way. */
+  private pump(): void {
+    const outbox = this.outbox;
+    if (!outbox) return;
+    for (const st of this.routes.values()) {
+      if (st.busy) continue;
+      const row = outbox.next(st.route.name);
+      if (!row) continue;
+      st.busy = true;
+      const p = deliver(st.route.sink, row.message, (message, fields) => this.rt?.log('warn', message, fields))
+        .then(
+          () => {
+            if (this.outbox !== outbox) return;
+            outbox.delivered(row.id, row.route);
+            this.stats.delivered++;
+          },
+          (err: unknown) => {
+            if (this.outbox !== outbox) return;
+            const why = (err as Error).message || String(err);
+            this.stats.attemptsFailed++;
+            if (outbox.failedAttempt(row, why)) {
+              this.stats.givenUp++;
+              this.rt?.log('error', `alert route ${row.route}: gave up an alert after ${row.attempts + 1} attempts`, { error: why, text: row.message.text });
+            }
+          },
+        )
+        .finally(() => {
+          st.busy = false;
+          this.inflight.delete(p);
+          // The next one of this route, if due.
+          if (!this.stopping) setImmediate(() => this.pump());
+        });
+      this.inflight.add(p);
+    }
+  }
+
+  async stop(): Promise<void> {
+    // Open windows become messages now, stored: they go out after the restart if not before.
+    for (const st of this.routes.values()) st.rollup.flush();
+    this.stopping = true;
+    this.subscribe(channels.flow, this.onFlow, false);
+    this.subscribe(channels.dnsQuery, this.onDns, false);
+    this.subscribe(channels.alert, this.onCore, false);
+    if (this.tick) clearInterval(this.tick);
+    // A delivery under way gets a moment; whatever is not acknowledged stays queued.
+    await Promise.race([Promise.allSettled([...this.inflight]), new Promise((r) => setTimeout(r, 2_000).unref())]);
+    this.outbox?.close();
+    this.outbox = undefined;
+    this.routes.clear();
+  }
+
+  /** Per route: its counters from the outbox, what is held in open windows, what was suppressed. */
+  status(): Record<string, unknown> {
+    const routes: Record<string, RouteCounters & { sink: string; open: number; suppressed: number }> = {};
+    for (const st of this.routes.values()) {
+      const c = this.outbox?.counters(st.route.name) ?? { delivered: 0, retried: 0, failed: 0, queued: 0, oldestQueued: null, lastError: null };
+      routes[st.route.name] = { ...c, sink: st.route.sink.kind, open: st.rollup.open, suppressed: st.suppressed };
+    }
+    return { ...this.stats, routes };
+  }
+
+  private metrics() {
+    const per = (pick: (c: RouteCounters) => number) =>
+      [...this.routes.values()].map((st) => ({ labels: { route: st.route.name, sink: st.route.sink.kind }, value: this.outbox ? pick(this.outbox.counters(st.route.name)) : 0 }));
+    return [
+      { name: 'sluice_alerts_delivered_total', help: 'Alerts a sink took', type: 'counter' as const, samples: per((c) => c.delivered) },
+      { name: 'sluice_alerts_retried_total', help: 'Failed delivery attempts that will be retried', type: 'counter' as const, samples: per((c) => c.retried) },
+      { name: 'sluice_alerts_failed_total', help: 'Alerts given up after retrying for too long (each logged)', type: 'counter' as const, samples: per((c) => c.failed) },
+      { name: 'sluice_alerts_queued', help: 'Alerts waiting in the outbox', type: 'gauge' as const, samples: per((c) => c.queued) },
+      {
+        name: 'sluice_alerts_suppressed_total',
+        help: 'Occurrences a suppression kept from a route (counted, not sent)',
+        type: 'counter' as const,
+        samples: [...this.routes.values()].map((st) => ({ labels: { route: st.route.name, sink: st.route.sink.kind }, value: st.suppressed })),
+      },
+    ];
+  }
+}

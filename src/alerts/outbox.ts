@@ -1,0 +1,154 @@
+import Database from 'better-sqlite3';
+import type { AlertMessage } from './rollup.js';
+
+/** A queued alert. */
+export interface OutboxRow {
+  id: number;
+  route: string;
+  message: AlertMessage;
+  created: number;
+  attempts: number;
+  nextAt: number;
+  lastError: string | null;
+}
+
+/** Per route: what was delivered, retried and given up, what waits, and since when. */
+export interface RouteCounters {
+  delivered: number;
+  retried: number;
+  failed: number;
+  queued: number;
+  oldestQueued: string | null;
+  lastError: string | null;
+}
+
+/** After this many failed attempts or this long in the queue an alert is given up (counted as failed, and logged). */
+export const MAX_ATTEMPTS = 200;
+export const MAX_AGE_MS = 7 * 86_400_000;
+/** Alerts held per route at most; beyond it the oldest is given up (counted). */
+export const MAX_QUEUED = 100_000;
+
+/** Backoff after `attempts` failures: 1 s, 2 s, 4 s ... at most 5 minutes. */
+export function backoffMs(attempts: number): number {
+  return Math.min(300_000, 1000 * 2 ** Math.min(20, Math.max(0, attempts - 1)));
+}
+
+/**
+ * The durable alert queue (alerts.db in the state directory): an alert is
+ * stored before any delivery is tried, and leaves the queue only when its
+ * sink took it or it was given up (counted as failed). It survives daemon
+ * restarts; per-route counters are kept with it.
+ */
+export class Outbox {
+  private db: Database.Database;
+
+  constructor(readonly path: string) {
+    this.db = new Database(path);
+    try {
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.pragma('busy_timeout = 5000');
+      this.db.exec(`
+        CREATE TABLE IF NOT EXISTS outbox (
+          id INTEGER PRIMARY KEY AUTOINCREMENT,
+          route TEXT NOT NULL,
+          body TEXT NOT NULL,
+          created INTEGER NOT NULL,
+          attempts INTEGER NOT NULL DEFAULT 0,
+          next_at INTEGER NOT NULL,
+          last_error TEXT
+        );
+        CREATE INDEX IF NOT EXISTS outbox_due ON outbox (route, next_at, id);
+        CREATE TABLE IF NOT EXISTS counters (route TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (route, name));
+      `);
+    } catch (err) {
+      this.db.close();
+      throw err;
+    }
+  }
+
+  private bump(route: string, name: 'delivered' | 'retried' | 'failed', by = 1): void {
+    this.db.prepare('INSERT INTO counters (route, name, value) VALUES (?, ?, ?) ON CONFLICT (route, name) DO UPDATE SET value = value + excluded.value').run(route, name, by);
+  }
+
+  /** Stores an alert for `route`; deliverable at once. Returns its id. */
+  enqueue(route: string, message: AlertMessage, now = Date.now()): number {
+    return this.db.transaction(() => {
+      const queued = (this.db.prepare('SELECT COUNT(*) AS n FROM outbox WHERE route = ?').get(route) as { n: number }).n;
+      if (queued >= MAX_QUEUED) {
+        const over = queued - MAX_QUEUED + 1;
+        this.db.prepare('DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE route = ? ORDER BY id LIMIT ?)').run(route, over);
+        this.bump(route, 'failed', over);
+      }
+      return Number(this.db.prepare('INSERT INTO outbox (route, body, created, next_at) VALUES (?, ?, ?, ?)').run(route, JSON.stringify(message), now, now).lastInsertRowid);
+    })();
+  }
+
+  /** The oldest alert of `route` due now, if any (alerts of one route go out in order). */
+  next(route: string, now = Date.now()): OutboxRow | null {
+    const r = this.db.prepare('SELECT id, route, body, created, attempts, next_at, last_error FROM outbox WHERE route = ? ORDER BY id LIMIT 1').get(route) as
+      | { id: number; route: string; body: string; created: number; attempts: number; next_at: number; last_error: string | null }
+      | undefined;
+    if (!r || r.next_at > now) return null;
+    let message: AlertMessage;
+    try {
+      message = JSON.parse(r.body) as AlertMessage;
+    } catch {
+      // A row this version cannot read: given up, counted.
+      this.giveUp(r.id, route);
+      return this.next(route, now);
+    }
+    return { id: r.id, route: r.route, message, created: r.created, attempts: r.attempts, nextAt: r.next_at, lastError: r.last_error };
+  }
+
+  delivered(id: number, route: string): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM outbox WHERE id = ?').run(id);
+      this.bump(route, 'delivered');
+    })();
+  }
+
+  /** A failed attempt: retried after the backoff, or given up (true) when it has been tried too long. */
+  failedAttempt(row: OutboxRow, error: string, now = Date.now()): boolean {
+    const attempts = row.attempts + 1;
+    if (attempts >= MAX_ATTEMPTS || now - row.created >= MAX_AGE_MS) {
+      this.giveUp(row.id, row.route, error);
+      return true;
+    }
+    this.db.transaction(() => {
+      this.db.prepare('UPDATE outbox SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?').run(attempts, now + backoffMs(attempts), error.slice(0, 500), row.id);
+      this.bump(row.route, 'retried');
+    })();
+    return false;
+  }
+
+  private giveUp(id: number, route: string, error?: string): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM outbox WHERE id = ?').run(id);
+      this.bump(route, 'failed');
+      if (error !== undefined) this.db.prepare("INSERT INTO counters (route, name, value) VALUES (?, 'given_up_at', ?) ON CONFLICT (route, name) DO UPDATE SET value = excluded.value").run(route, Date.now());
+    })();
+  }
+
+  /** When the next alert of `route` is due (ms since the epoch), or null when none waits. */
+  nextDue(route: string): number | null {
+    const r = this.db.prepare('SELECT next_at FROM outbox WHERE route = ? ORDER BY id LIMIT 1').get(route) as { next_at: number } | undefined;
+    return r ? r.next_at : null;
+  }
+
+  counters(route: string): RouteCounters {
+    const get = (name: string) => (this.db.prepare('SELECT value FROM counters WHERE route = ? AND name = ?').get(route, name) as { value: number } | undefined)?.value ?? 0;
+    const q = this.db.prepare('SELECT COUNT(*) AS n, MIN(created) AS oldest FROM outbox WHERE route = ?').get(route) as { n: number; oldest: number | null };
+    const last = this.db.prepare('SELECT last_error FROM outbox WHERE route = ? AND last_error IS NOT NULL ORDER BY id LIMIT 1').get(route) as { last_error: string } | undefined;
+    return { delivered: get('delivered'), retried: get('retried'), failed: get('failed'), queued: q.n, oldestQueued: q.oldest === null ? null : new Date(q.oldest).toISOString(), lastError: last?.last_error ?? null };
+  }
+
+  /** Every route with rows or counters (a route removed from the policy may still have alerts waiting). */
+  routes(): string[] {
+    return (this.db.prepare('SELECT route FROM outbox UNION SELECT route FROM counters ORDER BY route').all() as { route: string }[]).map((r) => r.route);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

@@ -1,0 +1,157 @@
+import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { createSocket } from 'node:dgram';
+import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { hostname } from 'node:os';
+import type { AlertSink } from '../policy/policy.js';
+import type { AlertMessage } from './rollup.js';
+
+/** A webhook or syslog peer that does not answer within this is a failed attempt (retried later). */
+const NETWORK_TIMEOUT_MS = 10_000;
+
+/**
+ * The JSON a webhook receives: `text` (Slack, Mattermost, Microsoft Teams
+ * incoming webhooks) and `content` (Discord) carry the one-line summary;
+ * `sluice` carries the whole alert for anything that reads more.
+ */
+export function webhookBody(m: AlertMessage): string {
+  return JSON.stringify({ text: m.text, content: m.text.slice(0, 2000), sluice: m });
+}
+
+/**
+ * The signature headers when a secret is set: `X-Sluice-Timestamp` (Unix
+ * seconds) and `X-Sluice-Signature: sha256=HEX`, the HMAC-SHA256 of
+ * `TIMESTAMP.BODY` with the secret, so a receiver can check both who sent it
+ * and that it is not a replay of an old one.
+ */
+export function signatureHeaders(secret: string, body: string, nowMs = Date.now()): Record<string, string> {
+  const ts = String(Math.floor(nowMs / 1000));
+  return { 'X-Sluice-Timestamp': ts, 'X-Sluice-Signature': `sha256=${createHmac('sha256', secret).update(`${ts}.${body}`).digest('hex')}` };
+}
+
+const SEVERITY = { critical: 2, warning: 4, info: 6 } as const;
+/** Facility: daemon (3). */
+const FACILITY = 3;
+/** Private enterprise number for structured data IDs; 32473 is the one RFC 5612 reserves for documentation. */
+const SD_ID = 'sluice@32473';
+
+/** RFC 5424 PARAM-VALUE escaping: `"`, `\` and `]` are escaped. */
+const sdValue = (v: string) => v.replace(/[\\"\]]/g, (c) => `\\${c}`);
+/** Printable US-ASCII without spaces, at most `max` (HOSTNAME, APP-NAME, MSGID fields). */
+const field = (v: string, max: number) => v.replace(/[^\x21-\x7e]/g, '_').slice(0, max) || '-';
+
+/**
+ * One RFC 5424 syslog message: `<PRI>1 TIMESTAMP HOSTNAME sluice PROCID
+ * MSGID [sluice@32473 trigger=... count=... ...] MSG`, facility daemon,
+ * severity from the alert (crit, warning, info), MSGID the trigger.
+ */
+export function syslogLine(m: AlertMessage, opts: { host?: string; pid?: number; now?: Date } = {}): string {
+  const pri = FACILITY * 8 + SEVERITY[m.severity];
+  const params: [string, string | number | undefined][] = [
+    ['route', m.route],
+    ['trigger', m.trigger],
+    ['count', m.count],
+    ['first', m.first],
+    ['last', m.last],
+    ['rule', m.rule],
+    ['who', m.who],
+    ['destination', m.destination],
+  ];
+  const sd = `[${SD_ID}${params
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => ` ${k}="${sdValue(String(v))}"`)
+    .join('')}]`;
+  const msg = m.text.replace(/[\r\n]+/g, ' ');
+  return `<${pri}>1 ${(opts.now ?? new Date()).toISOString()} ${field(opts.host ?? hostname(), 255)} sluice ${opts.pid ?? process.pid} ${field(m.trigger, 32)} ${sd} ${msg}`;
+}
+
+/** Delivers one alert to a sink; resolves when the sink took it, rejects with why it did not. */
+export async function deliver(sink: AlertSink, m: AlertMessage, log: (message: string, fields: Record<string, unknown>) => void): Promise<void> {
+  switch (sink.kind) {
+    case 'webhook':
+      return deliverWebhook(sink.url, sink.secretFile, m);
+    case 'syslog':
+      return sink.transport === 'udp' ? deliverSyslogUdp(sink.host, sink.port, syslogLine(m)) : deliverSyslogTcp(sink.host, sink.port, syslogLine(m));
+    case 'exec':
+      return deliverExec(sink.argv, sink.timeoutMs, m);
+    case 'journal':
+      log(m.text, { alert: m.trigger, route: m.route, count: m.count, first: m.first, last: m.last, rule: m.rule, who: m.who, destination: m.destination });
+      return;
+  }
+}
+
+async function deliverWebhook(url: string, secretFile: string | null, m: AlertMessage): Promise<void> {
+  const body = webhookBody(m);
+  const headers: Record<string, string> = { 'Content-Type': 'application/json', 'User-Agent': 'sluice-alerts' };
+  if (secretFile !== null) {
+    let secret: string;
+    try {
+      secret = readFileSync(secretFile, 'utf8').trim();
+    } catch (err) {
+      throw new Error(`cannot read secret_file ${secretFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    if (secret.length === 0) throw new Error(`secret_file ${secretFile} is empty`);
+    Object.assign(headers, signatureHeaders(secret, body));
+  }
+  // No redirects: an alert goes where the policy says, nowhere else.
+  const res = await fetch(url, { method: 'POST', headers, body, redirect: 'error', signal: AbortSignal.timeout(NETWORK_TIMEOUT_MS) });
+  // Read (and bound) the answer so the connection is released.
+  await res.arrayBuffer().catch(() => undefined);
+  if (!res.ok) throw new Error(`HTTP ${res.status}`);
+}
+
+function deliverSyslogUdp(host: string, port: number, line: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const sock = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    const timer = setTimeout(() => {
+      sock.close();
+      reject(new Error('syslog: no send within the timeout'));
+    }, NETWORK_TIMEOUT_MS);
+    sock.on('error', (err) => {
+      clearTimeout(timer);
+      sock.close();
+      reject(err);
+    });
+    sock.send(Buffer.from(line), port, host, (err) => {
+      clearTimeout(timer);
+      sock.close();
+      if (err) reject(err);
+      else resolve();
+    });
+  });
+}
+
+/** TCP with octet counting (RFC 6587): `LEN SP MSG`, one connection per alert. */
+function deliverSyslogTcp(host: string, port: number, line: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const frame = Buffer.from(line);
+    const sock = connect({ host, port });
+    sock.setTimeout(NETWORK_TIMEOUT_MS, () => sock.destroy(new Error('syslog: timed out')));
+    sock.on('error', reject);
+    sock.on('connect', () => {
+      sock.end(Buffer.concat([Buffer.from(`${frame.length} `), frame]));
+    });
+    sock.on('close', (hadError) => {
+      if (!hadError) resolve();
+    });
+  });
+}
+
+/** The program gets the alert as JSON on its standard input; exit status 0 is delivered. Argv as written, no shell, a minimal environment. */
+function deliverExec(argv: string[], timeoutMs: number, m: AlertMessage): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0] as string, argv.slice(1), { stdio: ['pipe', 'ignore', 'pipe'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' }, timeout: timeoutMs, killSignal: 'SIGKILL' });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      if (stderr.length < 500) stderr += d.toString();
+    });
+    child.stdin.on('error', () => undefined);
+    child.on('error', (err) => reject(err));
+    child.on('close', (code, signal) => {
+      if (code === 0) resolve();
+      else reject(new Error(signal ? `${argv[0]} killed by ${signal}${signal === 'SIGKILL' ? ` (over its ${timeoutMs} ms)` : ''}` : `${argv[0]} exited ${code}${stderr ? `: ${stderr.trim().slice(0, 200)}` : ''}`));
+    });
+    child.stdin.end(`${JSON.stringify(m)}\n`);
+  });
+}
