@@ -11,12 +11,25 @@ import type { AlertMessage } from './rollup.js';
 const NETWORK_TIMEOUT_MS = 10_000;
 
 /**
+ * The summary as chat text. Process and host names in it are chosen by
+ * whoever ran the process or asked the name: `<!channel>`, `<https://x|y>`
+ * and `@everyone` would page a whole channel or dress up a link. `&`, `<`
+ * and `>` are escaped the way Slack and Mattermost read them, and every `@`
+ * is followed by a zero-width space so it mentions nobody.
+ */
+export function chatText(text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/@/g, '@\u200b');
+}
+
+/**
  * The JSON a webhook receives: `text` (Slack, Mattermost, Microsoft Teams
- * incoming webhooks) and `content` (Discord) carry the one-line summary;
- * `sluice` carries the whole alert for anything that reads more.
+ * incoming webhooks) and `content` (Discord, with mentions turned off)
+ * carry the one-line summary, made safe for chat; `sluice` carries the
+ * whole alert, as it is, for anything that reads more.
  */
 export function webhookBody(m: AlertMessage): string {
-  return JSON.stringify({ text: m.text, content: m.text.slice(0, 2000), sluice: m });
+  const text = chatText(m.text);
+  return JSON.stringify({ text, content: text.slice(0, 2000), allowed_mentions: { parse: [] }, sluice: m });
 }
 
 /**
@@ -62,7 +75,8 @@ export function syslogLine(m: AlertMessage, opts: { host?: string; pid?: number;
     .filter(([, v]) => v !== undefined)
     .map(([k, v]) => ` ${k}="${sdValue(String(v))}"`)
     .join('')}]`;
-  const msg = m.text.replace(/[\r\n]+/g, ' ');
+  // One line, no control characters (names in it come from other processes).
+  const msg = m.text.replace(/[\r\n]+/g, ' ').replace(/[\x00-\x1f\x7f]/g, '?');
   return `<${pri}>1 ${(opts.now ?? new Date()).toISOString()} ${field(opts.host ?? hostname(), 255)} sluice ${opts.pid ?? process.pid} ${field(m.trigger, 32)} ${sd} ${msg}`;
 }
 

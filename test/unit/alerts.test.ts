@@ -125,16 +125,22 @@ describe('unit: what sinks receive', () => {
   const m: AlertMessage = { route: 'ops', trigger: 'blocked', severity: 'critical', count: 3, first: '2026-12-05T00:00:00.000Z', last: '2026-12-05T00:00:01.000Z', rule: 'we"ird]\\', who: 'curl', destination: 'x.example', message: 'm', text: 'line one\nline two' };
 
   it('syslog: RFC 5424 with structured data, escaped, one line', () => {
+    assert.match(syslogLine({ ...m, text: 'a\u0000b\u001b[31mc' }), / a\?b\?\[31mc$/, 'no control characters');
     const line = syslogLine(m, { host: 'host one', pid: 42, now: new Date('2026-12-05T01:02:03.000Z') });
     assert.equal(line, '<26>1 2026-12-05T01:02:03.000Z host_one sluice 42 blocked [sluice@32473 route="ops" trigger="blocked" count="3" first="2026-12-05T00:00:00.000Z" last="2026-12-05T00:00:01.000Z" rule="we\\"ird\\]\\\\" who="curl" destination="x.example"] line one line two');
   });
 
   it('webhook: text for Slack, Mattermost and Teams, content for Discord, the alert itself; the signature checks out', () => {
     const body = webhookBody(m);
-    const parsed = JSON.parse(body) as { text: string; content: string; sluice: AlertMessage };
+    const parsed = JSON.parse(body) as { text: string; content: string; allowed_mentions: unknown; sluice: AlertMessage };
     assert.equal(parsed.text, m.text);
     assert.equal(parsed.content, m.text);
+    assert.deepEqual(parsed.allowed_mentions, { parse: [] });
     assert.deepEqual(parsed.sluice, m);
+    // A program named to page everyone, or to dress up a link, does neither.
+    const hostile = JSON.parse(webhookBody({ ...m, text: 'blocked: <!channel> @everyone <https://evil.example|docs> & more' })) as { text: string; content: string };
+    assert.equal(hostile.text, 'blocked: &lt;!channel&gt; @\u200beveryone &lt;https://evil.example|docs&gt; &amp; more');
+    assert.equal(hostile.content, hostile.text);
     const h = signatureHeaders('s3cret', body, 1_700_000_000_500);
     assert.equal(h['X-Sluice-Timestamp'], '1700000000');
     assert.equal(h['X-Sluice-Signature'], `sha256=${createHmac('sha256', 's3cret').update(`1700000000.${body}`).digest('hex')}`);
