@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := build
 POLICY ?= /etc/sluice/policy.yaml
 
-.PHONY: setup build test test-unit test-integration up down bench clean
+.PHONY: setup build test test-unit test-integration up down bench deb clean
 
 setup:
 	@scripts/setup.sh
@@ -30,6 +30,9 @@ bench: setup
 	@npm run --silent bench:datapath
 	@npm run --silent bench:dns
 	@npm run --silent bench:events
+
+deb: setup
+	@scripts/build-deb.sh
 
 clean:
 	rm -rf dist build node_modules

@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # inside test namespaces; dnsmasq-base rather than dnsmasq, which would start a resolver on the host.
 # systemd provides systemd-analyze, which checks the units in the tests (it need not be PID 1).
 # rsyslog is the real receiver the syslog alert sink is tested against, also only in namespaces.
-APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base systemd rsyslog)
+# binutils (strip) and lintian build and check the Debian package (make deb; dpkg-deb is dpkg's).
+APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base systemd rsyslog binutils lintian)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -70,4 +70,16 @@ describe('unit: systemd units', () => {
     assert.ok(s.get('Unit.Wants')?.includes('sluice-restore.service'));
     assert.deepEqual(s.get('Service.ExecStart'), ['/usr/local/bin/sluice', 'daemon'], 'no policy argument: it runs on what was applied');
   });
+
+  it('the daemon comes back whatever ended it, pings a watchdog, and is confined to its state directory and its capabilities', () => {
+    const s = settings(readFileSync(join(PACKAGING, 'sluice.service'), 'utf8'));
+    assert.deepEqual(s.get('Service.Restart'), ['always']);
+    assert.ok(Number(s.get('Service.WatchdogSec')?.[0]) > 0);
+    assert.deepEqual(s.get('Service.ProtectSystem'), ['strict']);
+    assert.deepEqual(s.get('Service.ReadWritePaths'), ['/var/lib/sluice']);
+    assert.deepEqual(s.get('Service.NoNewPrivileges'), ['yes']);
+    const caps = s.get('Service.CapabilityBoundingSet') ?? [];
+    assert.ok(caps.includes('CAP_NET_ADMIN') && caps.includes('CAP_NET_BIND_SERVICE'));
+    assert.ok(!caps.includes('CAP_SYS_ADMIN') && !caps.includes('CAP_SYS_MODULE'), 'nothing it does not use');
+  });
 });

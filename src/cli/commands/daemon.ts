@@ -58,6 +58,13 @@ export async function daemon(ctx: Context, args: { policy?: string; metrics?: st
   await d.start();
   ctx.say(`sluice daemon: running (pid ${process.pid}); state ${ctx.state.dir}; table inet ${TABLE_NAME}`);
   ctx.flush();
+  // systemd's watchdog (WatchdogSec=): a ping from the event loop twice per period, so a loop
+  // that stops turning (the one that answers DNS) gets the daemon restarted.
+  const watchdogUsec = Number(process.env.WATCHDOG_USEC);
+  const watchdogPid = process.env.WATCHDOG_PID;
+  if (notifySocket && Number.isFinite(watchdogUsec) && watchdogUsec > 0 && (watchdogPid === undefined || Number(watchdogPid) === process.pid)) {
+    setInterval(() => sdNotify(notifySocket, 'WATCHDOG=1'), Math.max(50, Math.floor(watchdogUsec / 2000))).unref();
+  }
 
   return new Promise<number>((resolvePromise) => {
     let stopping = false;
