@@ -9,6 +9,8 @@ import { deliver } from './sinks.js';
 
 /** How often due alerts are looked for when nothing new was queued. */
 const TICK_MS = 1_000;
+/** Attempts before an alert its sink refuses for good (HTTP 4xx but 408 and 429) is given up. */
+const PERMANENT_TRIES = 3;
 
 /** The alert database in a state directory. */
 export function alertsPath(stateDir: string): string {
@@ -105,6 +107,8 @@ export class AlertsComponent implements Component {
   private suppress: readonly Suppression[] = [];
   private tick: NodeJS.Timeout | undefined;
   private inflight = new Set<Promise<void>>();
+  private toStore: AlertMessage[] = [];
+  private storeScheduled = false;
   private stopping = false;
   readonly stats = { occurrences: 0, suppressed: 0, queued: 0, delivered: 0, attemptsFailed: 0, givenUp: 0 };
 
@@ -144,6 +148,14 @@ export class AlertsComponent implements Component {
     for (const [name, r] of next) {
       if (this.routes.has(name)) continue;
       this.routes.set(name, { route: r, rollup: new Rollup(name, r.windowMs, (m) => this.queue(m)), busy: false, suppressed: 0 });
+    }
+    // Alerts still queued for a route the policy no longer has: no sink to send them to. Given up, counted and said.
+    if (this.outbox) {
+      for (const route of this.outbox.routes()) {
+        if (next.has(route)) continue;
+        const n = this.outbox.dropRoute(route);
+        if (n > 0) this.rt?.log('warn', `alert route ${route} is no longer in the policy: gave up ${n} alert(s) queued for it`);
+      }
     }
     this.suppress = policy.suppress;
     // Subscribed only to what some route listens for: with no subscriber, publishing costs nothing
@@ -188,14 +200,28 @@ export class AlertsComponent implements Component {
     }
   }
 
-  /** A rolled-up message: stored first, then delivered. */
+  /**
+   * A rolled-up message: stored first, then delivered. Messages of one turn
+   * of the event loop (a window closing on many keys) are stored in one
+   * transaction, after the turn: one disk sync, not one per key.
+   */
   private queue(m: AlertMessage): void {
-    if (!this.outbox) return;
+    this.toStore.push(m);
+    if (this.storeScheduled) return;
+    this.storeScheduled = true;
+    setImmediate(() => this.store());
+  }
+
+  private store(): void {
+    this.storeScheduled = false;
+    const batch = this.toStore;
+    this.toStore = [];
+    if (!this.outbox || batch.length === 0) return;
     try {
-      this.outbox.enqueue(m.route, m);
-      this.stats.queued++;
+      this.outbox.enqueueMany(batch);
+      this.stats.queued += batch.length;
     } catch (err) {
-      this.rt?.log('error', 'could not store an alert (it is lost)', { route: m.route, error: (err as Error).message, text: m.text });
+      this.rt?.log('error', `could not store ${batch.length} alert(s) (they are lost)`, { error: (err as Error).message, first: batch[0]?.text });
       return;
     }
     if (!this.stopping) this.pump();
@@ -221,7 +247,10 @@ export class AlertsComponent implements Component {
             if (this.outbox !== outbox) return;
             const why = (err as Error).message || String(err);
             this.stats.attemptsFailed++;
-            if (outbox.failedAttempt(row, why)) {
+            // A refusal that will not change (a webhook answering 404 or 403) is not retried for a week:
+            // after a few tries it is given up, so it does not hold back the route's later alerts.
+            const permanent = (err as { permanent?: boolean }).permanent === true && row.attempts + 1 >= PERMANENT_TRIES;
+            if (outbox.failedAttempt(permanent ? { ...row, attempts: Number.MAX_SAFE_INTEGER - 1 } : row, why)) {
               this.stats.givenUp++;
               this.rt?.log('error', `alert route ${row.route}: gave up an alert after ${row.attempts + 1} attempts`, { error: why, text: row.message.text });
             }
@@ -240,6 +269,7 @@ export class AlertsComponent implements Component {
   async stop(): Promise<void> {
     // Open windows become messages now, stored: they go out after the restart if not before.
     for (const st of this.routes.values()) st.rollup.flush();
+    this.store();
     this.stopping = true;
     this.subscribe(channels.flow, this.onFlow, false);
     this.subscribe(channels.dnsQuery, this.onDns, false);
@@ -263,8 +293,9 @@ export class AlertsComponent implements Component {
   }
 
   private metrics() {
-    const per = (pick: (c: RouteCounters) => number) =>
-      [...this.routes.values()].map((st) => ({ labels: { route: st.route.name, sink: st.route.sink.kind }, value: this.outbox ? pick(this.outbox.counters(st.route.name)) : 0 }));
+    const outbox = this.outbox;
+    const counted = [...this.routes.values()].map((st) => ({ labels: { route: st.route.name, sink: st.route.sink.kind }, c: outbox?.counters(st.route.name) }));
+    const per = (pick: (c: RouteCounters) => number) => counted.map(({ labels, c }) => ({ labels, value: c ? pick(c) : 0 }));
     return [
       { name: 'sluice_alerts_delivered_total', help: 'Alerts a sink took', type: 'counter' as const, samples: per((c) => c.delivered) },
       { name: 'sluice_alerts_retried_total', help: 'Failed delivery attempts that will be retried', type: 'counter' as const, samples: per((c) => c.retried) },

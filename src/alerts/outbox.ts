@@ -41,6 +41,8 @@ export function backoffMs(attempts: number): number {
  */
 export class Outbox {
   private db: Database.Database;
+  /** Rows queued per route, counted once per route and then kept (a COUNT over a long queue costs milliseconds). */
+  private queued = new Map<string, number>();
 
   constructor(readonly path: string) {
     this.db = new Database(path);
@@ -58,7 +60,7 @@ export class Outbox {
           next_at INTEGER NOT NULL,
           last_error TEXT
         );
-        CREATE INDEX IF NOT EXISTS outbox_due ON outbox (route, next_at, id);
+        CREATE INDEX IF NOT EXISTS outbox_route ON outbox (route, id);
         CREATE TABLE IF NOT EXISTS counters (route TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (route, name));
       `);
     } catch (err) {
@@ -71,16 +73,48 @@ export class Outbox {
     this.db.prepare('INSERT INTO counters (route, name, value) VALUES (?, ?, ?) ON CONFLICT (route, name) DO UPDATE SET value = value + excluded.value').run(route, name, by);
   }
 
+  private queuedCount(route: string): number {
+    let n = this.queued.get(route);
+    if (n === undefined) {
+      n = (this.db.prepare('SELECT COUNT(*) AS n FROM outbox WHERE route = ?').get(route) as { n: number }).n;
+      this.queued.set(route, n);
+    }
+    return n;
+  }
+
+  /** Deletes a row, keeping the route's count (counted before the delete, when not known yet). */
+  private forget(id: number, route: string): void {
+    const n = this.queuedCount(route);
+    if (this.db.prepare('DELETE FROM outbox WHERE id = ?').run(id).changes > 0) this.queued.set(route, Math.max(0, n - 1));
+  }
+
   /** Stores an alert for `route`; deliverable at once. Returns its id. */
   enqueue(route: string, message: AlertMessage, now = Date.now()): number {
+    return this.enqueueMany([message], now)[0] as number;
+  }
+
+  /**
+   * Stores alerts (each for its `route`) in one transaction: a window closing
+   * on thousands of keys is one disk sync, not thousands. Past MAX_QUEUED a
+   * route's oldest alerts are given up, counted.
+   */
+  enqueueMany(messages: AlertMessage[], now = Date.now()): number[] {
+    if (messages.length === 0) return [];
+    const insert = this.db.prepare('INSERT INTO outbox (route, body, created, next_at) VALUES (?, ?, ?, ?)');
     return this.db.transaction(() => {
-      const queued = (this.db.prepare('SELECT COUNT(*) AS n FROM outbox WHERE route = ?').get(route) as { n: number }).n;
-      if (queued >= MAX_QUEUED) {
-        const over = queued - MAX_QUEUED + 1;
-        this.db.prepare('DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE route = ? ORDER BY id LIMIT ?)').run(route, over);
-        this.bump(route, 'failed', over);
+      const ids: number[] = [];
+      for (const m of messages) {
+        const n = this.queuedCount(m.route);
+        if (n >= MAX_QUEUED) {
+          const over = n - MAX_QUEUED + 1;
+          this.db.prepare('DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE route = ? ORDER BY id LIMIT ?)').run(m.route, over);
+          this.bump(m.route, 'failed', over);
+          this.queued.set(m.route, n - over);
+        }
+        ids.push(Number(insert.run(m.route, JSON.stringify(m), now, now).lastInsertRowid));
+        this.queued.set(m.route, this.queuedCount(m.route) + 1);
       }
-      return Number(this.db.prepare('INSERT INTO outbox (route, body, created, next_at) VALUES (?, ?, ?, ?)').run(route, JSON.stringify(message), now, now).lastInsertRowid);
+      return ids;
     })();
   }
 
@@ -103,7 +137,7 @@ export class Outbox {
 
   delivered(id: number, route: string): void {
     this.db.transaction(() => {
-      this.db.prepare('DELETE FROM outbox WHERE id = ?').run(id);
+      this.forget(id, route);
       this.bump(route, 'delivered');
     })();
   }
@@ -124,7 +158,7 @@ export class Outbox {
 
   private giveUp(id: number, route: string, error?: string): void {
     this.db.transaction(() => {
-      this.db.prepare('DELETE FROM outbox WHERE id = ?').run(id);
+      this.forget(id, route);
       this.bump(route, 'failed');
       if (error !== undefined) this.db.prepare("INSERT INTO counters (route, name, value) VALUES (?, 'given_up_at', ?) ON CONFLICT (route, name) DO UPDATE SET value = excluded.value").run(route, Date.now());
     })();
@@ -136,11 +170,28 @@ export class Outbox {
     return r ? r.next_at : null;
   }
 
+  /** Cheap at any queue length: the counters table, the kept count, and the head of the queue (the oldest, the one being retried). */
   counters(route: string): RouteCounters {
-    const get = (name: string) => (this.db.prepare('SELECT value FROM counters WHERE route = ? AND name = ?').get(route, name) as { value: number } | undefined)?.value ?? 0;
-    const q = this.db.prepare('SELECT COUNT(*) AS n, MIN(created) AS oldest FROM outbox WHERE route = ?').get(route) as { n: number; oldest: number | null };
-    const last = this.db.prepare('SELECT last_error FROM outbox WHERE route = ? AND last_error IS NOT NULL ORDER BY id LIMIT 1').get(route) as { last_error: string } | undefined;
-    return { delivered: get('delivered'), retried: get('retried'), failed: get('failed'), queued: q.n, oldestQueued: q.oldest === null ? null : new Date(q.oldest).toISOString(), lastError: last?.last_error ?? null };
+    const values = new Map((this.db.prepare('SELECT name, value FROM counters WHERE route = ?').all(route) as { name: string; value: number }[]).map((r) => [r.name, r.value]));
+    const head = this.db.prepare('SELECT created, last_error FROM outbox WHERE route = ? ORDER BY id LIMIT 1').get(route) as { created: number; last_error: string | null } | undefined;
+    return {
+      delivered: values.get('delivered') ?? 0,
+      retried: values.get('retried') ?? 0,
+      failed: values.get('failed') ?? 0,
+      queued: this.queuedCount(route),
+      oldestQueued: head ? new Date(head.created).toISOString() : null,
+      lastError: head?.last_error ?? null,
+    };
+  }
+
+  /** Gives up every alert of a route (one removed from the policy: its sink is no longer known), counted; how many. */
+  dropRoute(route: string): number {
+    return this.db.transaction(() => {
+      const n = this.db.prepare('DELETE FROM outbox WHERE route = ?').run(route).changes;
+      if (n > 0) this.bump(route, 'failed', n);
+      this.queued.set(route, 0);
+      return n;
+    })();
   }
 
   /** Every route with rows or counters (a route removed from the policy may still have alerts waiting). */

@@ -49,16 +49,18 @@ interface Bucket {
 /** Distinct keys held per window; beyond it occurrences are counted under one overflow key per trigger. */
 const MAX_KEYS = 10_000;
 
-const keyOf = (o: AlertOccurrence) => `${o.trigger}\u0000${o.rule ?? ''}\u0000${o.who ?? ''}\u0000${o.destination ?? ''}`;
+/** The roll-up key; a critical occurrence's words are part of it (two different tampers are two alerts, not one counted twice). */
+const keyOf = (o: AlertOccurrence) => `${o.trigger}\u0000${o.rule ?? ''}\u0000${o.who ?? ''}\u0000${o.destination ?? ''}${o.severity === 'critical' ? `\u0000${o.message}` : ''}`;
 
 /**
  * Rolls occurrences up by key (trigger, rule, who, destination) over a
  * window: the first occurrence of a key opens a bucket, and at the end of
  * the window the bucket becomes one message with the count and the first
  * and last times. A critical occurrence (tamper) is not held: it goes out at
- * once, and what repeats within the window follows as one summary. Nothing
- * is dropped: past MAX_KEYS distinct keys in a window, occurrences are
- * counted under one overflow key per trigger, so the counts always add up.
+ * once, and the same words repeated within the window follow as one
+ * summary (different words are a different key). Nothing is dropped: past
+ * MAX_KEYS distinct keys in a window, non-critical occurrences are counted
+ * under one overflow key per trigger, so the counts always add up.
  */
 export class Rollup {
   private buckets = new Map<string, Bucket>();
@@ -75,7 +77,8 @@ export class Rollup {
     this.counts.occurrences++;
     let key = keyOf(o);
     let overflow = false;
-    if (!this.buckets.has(key) && this.buckets.size >= MAX_KEYS) {
+    // Critical occurrences always get their own key: a flood of blocked attempts never hides a tamper.
+    if (!this.buckets.has(key) && this.buckets.size >= MAX_KEYS && o.severity !== 'critical') {
       key = `${o.trigger}\u0000overflow`;
       overflow = true;
     }

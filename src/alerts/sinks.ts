@@ -18,7 +18,8 @@ const NETWORK_TIMEOUT_MS = 10_000;
  * is followed by a zero-width space so it mentions nobody.
  */
 export function chatText(text: string): string {
-  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/@/g, '@\u200b');
+  // Markdown links ([text](url)) too, for Mattermost, Teams and Discord: the brackets escaped.
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/@/g, '@\u200b').replace(/[[\]]/g, (c) => `\\${c}`);
 }
 
 /**
@@ -49,8 +50,8 @@ const FACILITY = 3;
 /** Private enterprise number for structured data IDs; 32473 is the one RFC 5612 reserves for documentation. */
 const SD_ID = 'sluice@32473';
 
-/** RFC 5424 PARAM-VALUE escaping: `"`, `\` and `]` are escaped. */
-const sdValue = (v: string) => v.replace(/[\\"\]]/g, (c) => `\\${c}`);
+/** RFC 5424 PARAM-VALUE escaping: `"`, `\` and `]` are escaped; control characters (a newline in a program's path) become `?`. */
+const sdValue = (v: string) => v.replace(/[\x00-\x1f\x7f]/g, '?').replace(/[\\"\]]/g, (c) => `\\${c}`);
 /** Printable US-ASCII without spaces, at most `max` (HOSTNAME, APP-NAME, MSGID fields). */
 const field = (v: string, max: number) => v.replace(/[^\x21-\x7e]/g, '_').slice(0, max) || '-';
 
@@ -112,7 +113,11 @@ async function deliverWebhook(url: string, secretFile: string | null, m: AlertMe
   const res = await fetch(url, { method: 'POST', headers, body, redirect: 'error', signal: AbortSignal.timeout(NETWORK_TIMEOUT_MS) });
   // Read (and bound) the answer so the connection is released.
   await res.arrayBuffer().catch(() => undefined);
-  if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  if (!res.ok) {
+    // 4xx but 408 and 429: the receiver refuses this request as it is, and will again.
+    const permanent = res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429;
+    throw Object.assign(new Error(`HTTP ${res.status}`), { permanent });
+  }
 }
 
 function deliverSyslogUdp(host: string, port: number, line: string): Promise<void> {
@@ -152,19 +157,44 @@ function deliverSyslogTcp(host: string, port: number, line: string): Promise<voi
   });
 }
 
-/** The program gets the alert as JSON on its standard input; exit status 0 is delivered. Argv as written, no shell, a minimal environment. */
+/**
+ * The program gets the alert as JSON on its standard input; exit status 0 is
+ * delivered. Argv as written, no shell, a minimal environment, its own
+ * process group: at the timeout the whole group is killed, and the outcome
+ * is the program's exit, not its pipes closing (a child it left running
+ * cannot hold the route).
+ */
 function deliverExec(argv: string[], timeoutMs: number, m: AlertMessage): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0] as string, argv.slice(1), { stdio: ['pipe', 'ignore', 'pipe'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' }, timeout: timeoutMs, killSignal: 'SIGKILL' });
+    const child = spawn(argv[0] as string, argv.slice(1), { stdio: ['pipe', 'ignore', 'pipe'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' }, detached: true });
     let stderr = '';
+    let timedOut = false;
+    const killGroup = () => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    };
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup();
+    }, timeoutMs);
     child.stderr.on('data', (d: Buffer) => {
       if (stderr.length < 500) stderr += d.toString();
     });
     child.stdin.on('error', () => undefined);
-    child.on('error', (err) => reject(err));
-    child.on('close', (code, signal) => {
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      // What it left behind in its group goes with it.
+      killGroup();
+      child.stderr.destroy();
       if (code === 0) resolve();
-      else reject(new Error(signal ? `${argv[0]} killed by ${signal}${signal === 'SIGKILL' ? ` (over its ${timeoutMs} ms)` : ''}` : `${argv[0]} exited ${code}${stderr ? `: ${stderr.trim().slice(0, 200)}` : ''}`));
+      else reject(new Error(timedOut ? `${argv[0]} killed after its ${timeoutMs} ms` : signal ? `${argv[0]} killed by ${signal}` : `${argv[0]} exited ${code}${stderr ? `: ${stderr.trim().slice(0, 200)}` : ''}`));
     });
     child.stdin.end(`${JSON.stringify(m)}\n`);
   });

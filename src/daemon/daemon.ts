@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, realpathSync, rmSync, statSync, writeFileSync, type Stats } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { CompileResult } from '../compile/compile-ruleset.js';
 import { TABLE_NAME } from '../compile/ruleset.js';
 import { SluiceError } from '../errors.js';
@@ -77,6 +77,7 @@ export class Daemon {
    * file is saved again.
    */
   private seenSha: string | null = null;
+  private stopped = false;
   /** Every alert goes to the log (journald keeps it) until alert sinks exist. */
   private readonly logAlert = (msg: unknown): void => {
     const a = msg as AlertEvent;
@@ -377,6 +378,8 @@ export class Daemon {
 
   /** Watches the applied policy's file (nothing while Sluice is off), its content as now (or `seen`) taken as seen. */
   private armFileWatch(seen?: string): void {
+    // Stopped (or stopping): a look still under way must not watch again.
+    if (this.stopped) return;
     const path = this.off ? null : (this.opts.state.applied()?.policyFile ?? null);
     this.seenSha = seen ?? (path === null ? null : fileSha(path));
     this.fileWatch.arm(path);
@@ -390,15 +393,25 @@ export class Daemon {
    * policy in force stays until the file changes again.
    */
   private async policyFileChanged(): Promise<void> {
-    if (this.off || this.rt === undefined) return;
+    if (this.off || this.rt === undefined || this.stopped) return;
     if (this.reloading) await this.reloading.catch(() => undefined);
     const applied = this.opts.state.applied();
     if (!applied) return;
     const sha = fileSha(applied.policyFile);
     // Moved away or unreadable: the applied policy (its snapshot) stays in force.
     if (sha === null || sha === this.seenSha) return;
+    // A write in progress (the poll can land in one): only content that holds still is read as a policy.
+    await new Promise((r) => setTimeout(r, SETTLE_READ_MS));
+    if (fileSha(applied.policyFile) !== sha || this.off || this.rt === undefined || this.stopped) return;
     this.seenSha = sha;
     if (sha === applied.sha256) return;
+    // Whoever can write the file (or rename into its directory) would set the firewall, and run
+    // its alert programs as root: a file others can change is not reloaded.
+    const unsafe = unsafePolicyFile(applied.policyFile);
+    if (unsafe) {
+      publishAlert({ time: Date.now(), kind: 'reload-rejected', severity: 'warning', message: `Not reloading ${applied.policyFile}: ${unsafe}; the policy in force stays`, detail: { file: applied.policyFile, error: unsafe } });
+      return;
+    }
     logLine('info', 'the policy file changed; reloading', { file: applied.policyFile, sha256: sha });
     try {
       await this.reload();
@@ -420,6 +433,8 @@ export class Daemon {
 
   /** Stops components in reverse order. The ruleset stays in the kernel. */
   async stop(): Promise<void> {
+    this.stopped = true;
+    this.fileWatch.disarm();
     for (const c of [...this.started].reverse()) {
       try {
         await c.stop();
@@ -437,6 +452,38 @@ export class Daemon {
     if (this.opts.state.daemonState()?.state !== 'failed') this.opts.state.setDaemonState({ state: 'stopped', pid: process.pid, at: new Date().toISOString() });
     logLine('info', 'daemon stopped; the ruleset stays in force');
   }
+}
+
+/** How long a changed policy file must hold still before it is read as a policy. */
+const SETTLE_READ_MS = 300;
+
+/**
+ * Why a policy file is not safe to reload from (null when it is): it and its
+ * directory must belong to root (or this process's user) and be writable by
+ * nobody else, following a symlink to where the file really is.
+ */
+export function unsafePolicyFile(path: string): string | null {
+  const uid = process.getuid?.() ?? 0;
+  let real: string;
+  try {
+    real = realpathSync(path);
+  } catch (err) {
+    return `cannot resolve it: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+  }
+  for (const [what, p] of [
+    ['the file', real],
+    ['its directory', dirname(real)],
+  ] as const) {
+    let st: Stats;
+    try {
+      st = statSync(p);
+    } catch (err) {
+      return `cannot stat ${what}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+    }
+    if (st.uid !== 0 && st.uid !== uid) return `${what} (${p}) belongs to uid ${st.uid}`;
+    if ((st.mode & 0o022) !== 0) return `${what} (${p}) is writable by group or others (mode ${(st.mode & 0o777).toString(8)})`;
+  }
+  return null;
 }
 
 /** The sha256 of a file's bytes, or null when it cannot be read. */

@@ -26,6 +26,10 @@ const FAIL_RETRY_MS = 1_000;
 const EXPIRY_SLACK_MS = 5_000;
 /** Learned elements this close to their expiry may be gone from the kernel already: their absence is not a removal. */
 const MISSING_MARGIN_MS = 2_000;
+/** The guard's writes may hold a check off this long at most. */
+const BUSY_MAX_MS = 200;
+/** A change that waits this long for a check that cannot run is reported as such. */
+const STALL_MS = 2_000;
 /** Lines of a finding's detail kept (the diff of a flushed chain can be long). */
 const MAX_LINES = 12;
 
@@ -153,6 +157,12 @@ export class TamperWatch implements Component {
   private reported = '';
   readonly stats = { checks: 0, ownTransactions: 0, foreignTransactions: 0, detected: 0, restored: 0, restoreFailures: 0, lockBusy: 0, lastRestoreMs: 0, lost: 0 };
   private lastFinding: { at: string; by: string[]; changes: string[]; restored: boolean } | null = null;
+  /** Since when the guard has been busy (its writes queued) at each try, and since when a change waits for a check. */
+  private busySince: number | undefined;
+  private pendingSince: number | undefined;
+  private stallReported = false;
+  /** What Sluice's state said at the last completed check (applied, off, pending). */
+  private stateKey: string | undefined;
 
   private readonly learned: LearnedSource;
   private readonly openMonitor: MonitorFactory;
@@ -248,18 +258,27 @@ export class TamperWatch implements Component {
   private checkOnce(): void {
     const rt = this.rt;
     if (!rt) return;
-    const learned = this.learned();
+    const now = Date.now();
+    let learned = this.learned();
     if (learned === 'busy') {
-      // The guard's queued transaction runs first (setImmediate callbacks run in order).
-      if (this.timer) return;
-      this.timer = setTimeout(() => {
-        setImmediate(() => {
-          this.timer = undefined;
-          void this.check();
-        });
-      }, 0);
-      return;
+      // The guard's queued transaction (or its rebuild) comes first; but a guard kept busy on
+      // purpose must not hold the check off: past BUSY_MAX_MS the shape is checked without the
+      // guard's record, and the elements again once it is free.
+      this.busySince ??= now;
+      if (now - this.busySince < BUSY_MAX_MS) {
+        if (this.timer) return;
+        this.timer = setTimeout(() => {
+          setImmediate(() => {
+            this.timer = undefined;
+            void this.check();
+          });
+        }, 0);
+        return;
+      }
+      learned = null;
     }
+    const guardBusy = this.busySince !== undefined && learned === null;
+    this.busySince = undefined;
     this.stats.checks++;
     const transactions = this.foreign;
     const full = this.full;
@@ -270,6 +289,7 @@ export class TamperWatch implements Component {
     const sha = rt.policy.sha256;
     let findings: string[] = [];
     let mirror: readonly LearnedEntry[] | null = null;
+    let stateKey: string | undefined;
     const journal: Record<string, unknown> = {};
     let result: CommitResult;
     try {
@@ -281,13 +301,10 @@ export class TamperWatch implements Component {
         recordState: false,
         journal,
         precondition: (v) => {
+          stateKey = `${v.applied?.sha256}|${v.applied?.appliedAt}|${v.off}|${v.pending?.token}`;
           // Off, or nothing applied: the table is not Sluice's to keep.
           if (!v.applied || v.off) return 'not applied';
-          mirror = v.applied.sha256 === sha ? learned : null;
-          // The shape first (cheap at any size): a deleted table, rule or chain is restored without
-          // reading every element. Elements next, when a set was touched or notifications were lost.
-          findings = findTampering(v.applied.ruleset, v.nf.read(TABLE_NAME, { elements: 'none' }), { elements: false, learned: null });
-          if (findings.length === 0 && full) findings = findTampering(v.applied.ruleset, v.nf.read(TABLE_NAME, { elements: 'all' }), { elements: true, learned: mirror });
+          findings = this.findings(v.applied.ruleset, v.nf, full, (mirror = v.applied.sha256 === sha ? learned : null));
           if (findings.length === 0) return 'intact';
           Object.assign(journal, { by: transactions.map(who), changes: findings });
           return action === 'restore' ? null : 'alert only';
@@ -298,18 +315,14 @@ export class TamperWatch implements Component {
         policy: (v) => (v.applied ? appliedPolicy(v.applied) : null),
       });
     } catch (err) {
-      if ((err as { code?: string }).code === 'ELOCKED') {
-        this.stats.lockBusy++;
-        this.foreign.unshift(...transactions);
-        this.full ||= full;
-        this.schedule(LOCK_RETRY_MS);
-        return;
-      }
+      const locked = (err as { code?: string }).code === 'ELOCKED';
       this.foreign.unshift(...transactions);
-      this.full = true;
-      // Nothing found yet: the read itself failed (a dump the ruleset changed under). Look again.
-      if (findings.length === 0) {
+      this.full ||= full || !locked;
+      if (locked) this.stats.lockBusy++;
+      // Nothing found yet: the lock is held, or the read itself failed (the ruleset changing under it). Look again.
+      if (locked || findings.length === 0) {
         this.schedule(LOCK_RETRY_MS);
+        this.stalled(rt, now, transactions, locked ? 'the state lock is held (an apply in progress, or a process holding it on purpose)' : `reading the table failed: ${(err as Error).message}`);
         return;
       }
       this.stats.restoreFailures++;
@@ -320,8 +333,24 @@ export class TamperWatch implements Component {
       this.reported = key;
       return;
     }
+    // A check completed: whatever was pending is looked at.
+    this.pendingSince = undefined;
+    this.stallReported = false;
+    if (guardBusy) {
+      // Elements were not compared with the guard's record: again once the guard is free.
+      this.full = true;
+      this.schedule(LOCK_RETRY_MS);
+    }
+    const previousKey = this.stateKey;
+    this.stateKey = stateKey;
     if (result.skipped === 'intact' || result.skipped === 'not applied') {
       this.reported = '';
+      // Changed by another process and changed back before this look, while nothing of Sluice's
+      // state moved (an apply, off or rollback would have): a change nobody restored, but that was there.
+      const touched = transactions.filter((t) => t.changes.length > 0);
+      if (result.skipped === 'intact' && touched.length > 0 && previousKey !== undefined && previousKey === stateKey) {
+        this.report(rt, touched, [`changed and changed back before the watchdog looked: ${[...new Set(touched.flatMap((t) => t.changes))].slice(0, 8).join('; ')}`], { restored: false, transient: true });
+      }
       return;
     }
     if (!result.written) {
@@ -338,13 +367,48 @@ export class TamperWatch implements Component {
     this.report(rt, transactions, findings, { restored: true, verified: result.verified, ms: result.ms });
   }
 
-  private report(rt: Runtime, transactions: NftTransaction[], findings: string[], outcome: { restored: boolean; verified?: boolean; ms?: number; error?: string }): void {
+  /** The shape first (cheap at any size); elements next, when a set was touched or notifications were lost. */
+  private findings(applied: Ruleset, nf: Runtime['netfilter'], full: boolean, mirror: readonly LearnedEntry[] | null): string[] {
+    const shape = findTampering(applied, nf.read(TABLE_NAME, { elements: 'none' }), { elements: false, learned: null });
+    if (shape.length > 0 || !full) return shape;
+    return findTampering(applied, nf.read(TABLE_NAME, { elements: 'all' }), { elements: true, learned: mirror });
+  }
+
+  /**
+   * A change waits for a check that cannot run (the lock held, reads failing):
+   * past STALL_MS it is reported, with what a look without the lock sees, so
+   * that holding the state lock or churning the ruleset cannot silence the
+   * watchdog. Once per stall.
+   */
+  private stalled(rt: Runtime, now: number, transactions: NftTransaction[], why: string): void {
+    this.pendingSince ??= now;
+    if (this.stallReported || now - this.pendingSince < STALL_MS) return;
+    this.stallReported = true;
+    let seen: string[] = [];
+    try {
+      const applied = rt.state.applied();
+      if (applied && !rt.state.isOff()) seen = findTampering(applied.ruleset, rt.netfilter.read(TABLE_NAME, { elements: 'none' }), { elements: false, learned: null });
+    } catch {
+      // The look itself failed: the alert says why the check cannot run.
+    }
+    this.report(rt, transactions.length > 0 ? transactions : this.foreign, [`the watchdog has not been able to check the table for ${Math.round((now - this.pendingSince) / 1000)} s: ${why}`, ...seen], { restored: false, stalled: true });
+  }
+
+  private report(rt: Runtime, transactions: NftTransaction[], findings: string[], outcome: { restored: boolean; verified?: boolean; ms?: number; error?: string; transient?: boolean; stalled?: boolean }): void {
     this.stats.detected++;
     const by = [...new Set(transactions.map(who))];
     const committed = [...new Set(transactions.flatMap((t) => t.changes))];
     const byText = by.length > 0 ? by.join(', ') : 'a change the notifications did not show (found by the periodic check)';
     const what = findings.slice(0, 3).join('; ') + (findings.length > 3 ? `; and ${findings.length - 3} more` : '');
-    const action = outcome.error ? `restoring it failed: ${outcome.error}` : outcome.restored ? `restored in ${Math.round(outcome.ms ?? 0)} ms` : 'left as it is (tamper: alert)';
+    const action = outcome.error
+      ? `restoring it failed: ${outcome.error}`
+      : outcome.restored
+        ? `restored in ${Math.round(outcome.ms ?? 0)} ms`
+        : outcome.transient
+          ? 'nothing left to restore'
+          : outcome.stalled
+            ? 'it is checked (and restored) as soon as the check can run'
+            : 'left as it is (tamper: alert)';
     const message = `Sluice's table was changed by ${byText}: ${what}; ${action}`;
     this.lastFinding = { at: new Date().toISOString(), by, changes: findings, restored: outcome.restored };
     if (!outcome.restored) {
@@ -354,7 +418,7 @@ export class TamperWatch implements Component {
         // A read-only or full state directory: the log line and the alert still say it.
       }
     }
-    publishAlert({ time: Date.now(), kind: 'tamper', severity: 'critical', message, detail: { by, committed, changes: findings, ...outcome } });
+    publishAlert({ time: Date.now(), kind: 'tamper', severity: outcome.transient ? 'warning' : 'critical', message, detail: { by, committed, changes: findings, ...outcome } });
   }
 
   private registerMetrics(rt: Runtime): void {

@@ -81,6 +81,8 @@ export class GuardComponent implements Component {
   /** Servers bound by prepare(), taken over by configure(). */
   private prepared: GuardServers | undefined;
   private attribution = new AttributionClient();
+  /** configure() is under way: the learned record is being rebuilt. */
+  private configuring = false;
 
   /**
    * What the guard opened (expired entries the kernel may still hold
@@ -89,6 +91,8 @@ export class GuardComponent implements Component {
    * transaction that deletes them from the kernel; ask again after it).
    */
   learnedEntries(): LearnedEntry[] | null | 'busy' {
+    // Rebuilding its record for a new policy (a reload, an adoption): not an answer yet.
+    if (this.configuring) return 'busy';
     if (!this.running) return null;
     if (this.writer?.busy) return 'busy';
     return this.learned.snapshot();
@@ -154,6 +158,15 @@ export class GuardComponent implements Component {
 
   /** Brings the running parts in line with the policy; restarts listeners only when their settings change. */
   private async configure(policy: Policy): Promise<void> {
+    this.configuring = true;
+    try {
+      await this.configureParts(policy);
+    } finally {
+      this.configuring = false;
+    }
+  }
+
+  private async configureParts(policy: Policy): Promise<void> {
     const rt = this.rt as Runtime;
     // Only the DNS facts: resolving the services' cgroups is the compiler's business.
     const upstreams = policy.dns.guard ? dnsUpstreamsFor(policy) : [];

@@ -21,7 +21,7 @@ import {
 } from './nl-constants.js';
 import { forgetFlowsMarked, forgetRedirects, forgetUnredirected } from './conntrack.js';
 import { NetlinkSocket, DumpInterrupted } from './netlink-socket.js';
-import { decodeChain, decodeElemMessages, decodeObj, decodeRule, decodeSet, decodeTable, elementsToIR, type CounterValue, type LiveTable } from './nft-decode.js';
+import { decodeChain, decodeElemMessages, decodeObj, decodeRule, decodeSet, decodeTable, elementsToIR, tableFlagNames, type CounterValue, type LiveTable } from './nft-decode.js';
 import { BatchBuilder, encodeDelete, encodeReplace } from './nft-encode.js';
 import { carriesLearned, sameLearnedSet, type ElementChange, type Netfilter, type ReadOptions } from './netfilter.js';
 
@@ -217,12 +217,22 @@ export class KernelNetfilter implements Netfilter {
     return dropped;
   }
 
+  /**
+   * The table, read consistently: within one ruleset generation, or, when
+   * other tables keep changing the generation (another process churning its
+   * own table, on purpose or not), two reads in a row that agree.
+   */
   read(table: string, opts: ReadOptions = {}): LiveTable | null {
-    for (let attempt = 0; attempt < 5; attempt++) {
+    let previous: string | undefined;
+    for (let attempt = 0; attempt < 8; attempt++) {
       try {
         const before = this.generation();
         const result = this.readOnce(table, opts.elements ?? 'static');
         if (this.generation() === before) return result;
+        // Remaining lifetimes tick between reads: not part of the comparison.
+        const key = JSON.stringify(result, (k, v: unknown) => (k === 'expiresMs' ? undefined : typeof v === 'bigint' ? `${v}n` : v));
+        if (key === previous) return result;
+        previous = key;
       } catch (err) {
         if (!(err instanceof DumpInterrupted)) throw err;
       }
@@ -241,6 +251,8 @@ export class KernelNetfilter implements Netfilter {
     if (!tableMsg) return null;
     const anomalies: string[] = [];
     const t = decodeTable(tableMsg);
+    // Sluice writes no table flags: a dormant table filters nothing at all.
+    if (t.flags !== 0) anomalies.push(`the table has flags Sluice does not write (${tableFlagNames(t.flags)})`);
     const rs: Ruleset = { table: t.name, comment: t.comment, sets: [], counters: [], limits: [], chains: [] };
 
     for (const m of this.dump(MSG.GETOBJ, (w) => w.str(OBJ.TABLE, table))) {

@@ -37,9 +37,24 @@ export interface CounterValue {
 
 const payloadAttrs = (m: NlMsg) => attrMap(m.payload, 4);
 
-export function decodeTable(msg: NlMsg): { name: string; comment: string } {
+/** NFT_TABLE_F_* (linux/netfilter/nf_tables.h): a dormant table filters nothing; owner and persist tie it to a socket. */
+const TABLE_FLAG_NAMES: [number, string][] = [
+  [0x1, 'dormant'],
+  [0x2, 'owner'],
+  [0x4, 'persist'],
+];
+
+/** A table's flags in words (`dormant`, `0x8`...). */
+export function tableFlagNames(flags: number): string {
+  const names = TABLE_FLAG_NAMES.filter(([bit]) => flags & bit).map(([, n]) => n);
+  const rest = flags & ~TABLE_FLAG_NAMES.reduce((m, [bit]) => m | bit, 0);
+  if (rest) names.push(`0x${rest.toString(16)}`);
+  return names.join(', ');
+}
+
+export function decodeTable(msg: NlMsg): { name: string; comment: string; flags: number } {
   const a = payloadAttrs(msg);
-  return { name: attrStr(a.get(TABLE.NAME)) ?? '', comment: udataDecode(a.get(TABLE.USERDATA), UDATA_COMMENT.table) ?? '' };
+  return { name: attrStr(a.get(TABLE.NAME)) ?? '', comment: udataDecode(a.get(TABLE.USERDATA), UDATA_COMMENT.table) ?? '', flags: attrU32(a.get(TABLE.FLAGS)) ?? 0 };
 }
 
 export function decodeChain(msg: NlMsg): { table: string; chain: ChainDef; anomaly?: string } {

@@ -133,9 +133,11 @@ describe('integration: the tamper watchdog', () => {
 
     // An accept rule inserted at the top of the output chain: the classic bypass.
     await tamperAndRestore(/added: .*accept/, () => w.nft(['insert', 'rule', 'inet', 'sluice', 'output', 'accept']).then(() => undefined), same);
+    // The table made dormant: every rule stays, none filters.
+    await tamperAndRestore(/flags Sluice does not write \(dormant\)/, () => w.nft(['add', 'table', 'inet', 'sluice', '{ flags dormant; }']).then(() => undefined), same);
     assert.deepEqual(await w.reach([`tcp:${HOSTS.api4b}:443`], { timeoutMs: 800 }), { [`tcp:${HOSTS.api4b}:443`]: false }, 'still blocked after the restores');
     const restores = journal().filter((j) => j.event === 'tamper-restore');
-    assert.ok(restores.length >= 5, `each restore is in the journal (${restores.length})`);
+    assert.ok(restores.length >= 6, `each restore is in the journal (${restores.length})`);
   });
 
   it('an address someone adds to a DNS-filled set is taken out; what the guard opened stays', async () => {

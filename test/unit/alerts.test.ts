@@ -14,7 +14,7 @@ import { after, describe, it } from 'node:test';
 import { AlertsComponent, dnsOccurrence, flowOccurrence, suppressedBy } from '../../src/alerts/alerts-component.js';
 import { backoffMs, MAX_ATTEMPTS, Outbox } from '../../src/alerts/outbox.js';
 import { Rollup, type AlertMessage, type AlertOccurrence } from '../../src/alerts/rollup.js';
-import { signatureHeaders, syslogLine, webhookBody } from '../../src/alerts/sinks.js';
+import { deliver, signatureHeaders, syslogLine, webhookBody } from '../../src/alerts/sinks.js';
 import { PolicyError } from '../../src/errors.js';
 import { publishAlert, publishFlow, type FlowEvent } from '../../src/events/channels.js';
 import type { Runtime } from '../../src/runtime/component.js';
@@ -78,6 +78,21 @@ describe('unit: alert roll-up', () => {
   });
 });
 
+describe('unit: alert roll-up keeps critical alerts apart', () => {
+  it('two different tamper alerts in one window are two messages; a full key table never swallows one', async () => {
+    const out: AlertMessage[] = [];
+    const r = new Rollup('ops', 60_000, (m) => out.push(m));
+    const tamper = (message: string) => occ({ trigger: 'tamper', severity: 'critical', rule: undefined, who: undefined, destination: undefined, message });
+    r.add(tamper('added counter x; restored'));
+    r.add(tamper('table deleted; restoring failed: EPERM'));
+    assert.deepEqual(out.map((m) => m.message), ['added counter x; restored', 'table deleted; restoring failed: EPERM']);
+    for (let i = 0; i < 10_000; i++) r.add(occ({ destination: `198.19.${i >> 8}.${i & 255}` }));
+    r.add(tamper('chain output deleted'));
+    assert.equal(out.at(-1)?.message, 'chain output deleted', 'out at once, past 10,000 open keys');
+    r.flush();
+  });
+});
+
 describe('unit: the alert outbox', () => {
   const msg = (text: string): AlertMessage => ({ route: 'ops', trigger: 'blocked', severity: 'warning', count: 1, first: 'a', last: 'b', message: text, text });
 
@@ -116,6 +131,18 @@ describe('unit: the alert outbox', () => {
     o.close();
   });
 
+  it('a window closing on many keys is stored in one go; a route dropped from the policy gives its alerts up, counted', () => {
+    const o = new Outbox(join(base, `o${++n}.db`));
+    const t0 = performance.now();
+    o.enqueueMany(Array.from({ length: 5_000 }, (_, i) => msg(`m${i}`)));
+    const ms = performance.now() - t0;
+    assert.equal(o.counters('ops').queued, 5_000);
+    assert.ok(ms < 2_000, `5,000 alerts stored in ${Math.round(ms)} ms (one transaction, not 5,000 syncs)`);
+    assert.equal(o.dropRoute('ops'), 5_000);
+    assert.deepEqual({ queued: o.counters('ops').queued, failed: o.counters('ops').failed }, { queued: 0, failed: 5_000 });
+    o.close();
+  });
+
   it('backoff: 1 s, 2 s, 4 s ... at most 5 minutes', () => {
     assert.deepEqual([1, 2, 3, 4, 9, 10, 50].map(backoffMs), [1000, 2000, 4000, 8000, 256_000, 300_000, 300_000]);
   });
@@ -130,6 +157,43 @@ describe('unit: what sinks receive', () => {
     assert.equal(line, '<26>1 2026-12-05T01:02:03.000Z host_one sluice 42 blocked [sluice@32473 route="ops" trigger="blocked" count="3" first="2026-12-05T00:00:00.000Z" last="2026-12-05T00:00:01.000Z" rule="we\\"ird\\]\\\\" who="curl" destination="x.example"] line one line two');
   });
 
+  it('syslog: a newline or control character in a name cannot start a line of its own', () => {
+    const line = syslogLine({ ...m, who: '/tmp/evil\n<13>1 forged', destination: 'x\u0000y' });
+    assert.equal(line.split('\n').length, 1);
+    assert.match(line, /who="\/tmp\/evil\?<13>1 forged" destination="x\?y"/);
+  });
+
+  it('exec: a program that leaves a child running is settled at its timeout, the child killed with it', async () => {
+    const t0 = Date.now();
+    await assert.rejects(deliver({ kind: 'exec', argv: ['/bin/sh', '-c', 'sleep 20 & sleep 20'], timeoutMs: 300 }, m, () => undefined), /killed after its 300 ms/);
+    assert.ok(Date.now() - t0 < 3_000, `settled in ${Date.now() - t0} ms`);
+    await assert.rejects(deliver({ kind: 'exec', argv: ['/bin/sh', '-c', 'cat >/dev/null; echo nope >&2; exit 4'], timeoutMs: 5_000 }, m, () => undefined), /exited 4: nope/);
+    await deliver({ kind: 'exec', argv: ['/bin/sh', '-c', 'sleep 20 & cat >/dev/null'], timeoutMs: 5_000 }, m, () => undefined);
+  });
+
+  it('webhook: a refusal that will not change (404) is permanent, a busy receiver (503, 429) is not', async () => {
+    const { createServer } = await import('node:http');
+    let status = 404;
+    const server = createServer((_req, res) => {
+      res.statusCode = status;
+      res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const sink = { kind: 'webhook' as const, url: `http://127.0.0.1:${port}/h`, secretFile: null };
+    try {
+      await assert.rejects(deliver(sink, m, () => undefined), (e: unknown) => (e as { permanent?: boolean }).permanent === true && /HTTP 404/.test((e as Error).message));
+      for (const s of [503, 429]) {
+        status = s;
+        await assert.rejects(deliver(sink, m, () => undefined), (e: unknown) => (e as { permanent?: boolean }).permanent === false);
+      }
+      status = 204;
+      await deliver(sink, m, () => undefined);
+    } finally {
+      server.close();
+    }
+  });
+
   it('webhook: text for Slack, Mattermost and Teams, content for Discord, the alert itself; the signature checks out', () => {
     const body = webhookBody(m);
     const parsed = JSON.parse(body) as { text: string; content: string; allowed_mentions: unknown; sluice: AlertMessage };
@@ -138,8 +202,8 @@ describe('unit: what sinks receive', () => {
     assert.deepEqual(parsed.allowed_mentions, { parse: [] });
     assert.deepEqual(parsed.sluice, m);
     // A program named to page everyone, or to dress up a link, does neither.
-    const hostile = JSON.parse(webhookBody({ ...m, text: 'blocked: <!channel> @everyone <https://evil.example|docs> & more' })) as { text: string; content: string };
-    assert.equal(hostile.text, 'blocked: &lt;!channel&gt; @\u200beveryone &lt;https://evil.example|docs&gt; &amp; more');
+    const hostile = JSON.parse(webhookBody({ ...m, text: 'blocked: <!channel> @everyone <https://evil.example|docs> & [docs](https://evil.example)' })) as { text: string; content: string };
+    assert.equal(hostile.text, 'blocked: &lt;!channel&gt; @\u200beveryone &lt;https://evil.example|docs&gt; &amp; \\[docs\\](https://evil.example)');
     assert.equal(hostile.content, hostile.text);
     const h = signatureHeaders('s3cret', body, 1_700_000_000_500);
     assert.equal(h['X-Sluice-Timestamp'], '1700000000');

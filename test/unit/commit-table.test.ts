@@ -319,6 +319,37 @@ describe('unit: the daemon reloads a changed policy file, and only a change', ()
     }
   });
 
+  it('a file others can write is not reloaded (it would set the firewall and run alert programs as root)', async () => {
+    const { chmodSync } = await import('node:fs');
+    const dir = join(base, `s${++n}`);
+    const file = join(base, `watched-${n}.yaml`);
+    const nf = new FakeNetfilter();
+    const state = new StateStore(dir);
+    writeFileSync(file, yaml('198.18.1.10'));
+    apply(nf, state, file, yaml('198.18.1.10'));
+    const shaA = liveSha(nf);
+    const d = daemon(state, nf, disk, file);
+    const { channels } = await import('../../src/events/channels.js');
+    const alerts: { kind: string; message: string }[] = [];
+    const onAlert = (m: unknown) => alerts.push(m as { kind: string; message: string });
+    channels.alert.subscribe(onAlert);
+    await d.start();
+    try {
+      writeFileSync(file, yaml('198.18.1.11'));
+      chmodSync(file, 0o666);
+      await look(d);
+      assert.equal(liveSha(nf), shaA, 'not reloaded');
+      assert.match(alerts[0]?.message ?? '', /writable by group or others \(mode 666\)/);
+      chmodSync(file, 0o644);
+      writeFileSync(file, yaml('198.18.1.12'));
+      await look(d);
+      assert.equal(liveSha(nf), parse(yaml('198.18.1.12'), file).sha256, 'reloaded once only root can write it');
+    } finally {
+      channels.alert.unsubscribe(onAlert);
+      await d.stop();
+    }
+  });
+
   it('a broken file is rejected once, the policy in force stays, and the fixed file is applied', async () => {
     const dir = join(base, `s${++n}`);
     const file = join(base, `watched-${n}.yaml`);

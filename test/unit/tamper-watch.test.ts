@@ -252,6 +252,49 @@ describe('unit: the tamper watchdog component', () => {
     await t.stop();
   });
 
+  it('a change made and undone before the check is still reported; an apply (Sluice\'s state moving) is not', async () => {
+    const t = setup('restore');
+    await t.start();
+    await t.settle();
+    t.emit({ pid: 4243, comm: 'nft', changes: ['added or replaced rule in chain output', 'deleted rule in chain output'] });
+    await t.settle();
+    assert.equal(t.alerts.length, 1);
+    assert.equal(t.alerts[0]?.severity, 'warning');
+    assert.match(t.alerts[0]?.message ?? '', /changed and changed back before the watchdog looked: added or replaced rule in chain output; deleted rule in chain output; nothing left to restore/);
+    // An apply by the CLI: a foreign transaction, and applied.json changes with it.
+    const applied = t.state.applied();
+    assert.ok(applied);
+    t.state.setApplied({ ...applied, appliedAt: 'later' });
+    t.emit({ pid: 4244, comm: 'sluice', changes: ['added or changed table'] });
+    await t.settle();
+    assert.equal(t.alerts.length, 1, 'not tampering');
+    await t.stop();
+  });
+
+  it('a state lock held on purpose does not silence it: past 2 s the change is reported with what a look without the lock sees', async () => {
+    const { spawn } = await import('node:child_process');
+    const t = setup('restore');
+    await t.start();
+    await t.settle();
+    const store = new URL('../../src/state/state-store.js', import.meta.url).href;
+    const holder = spawn(process.execPath, ['--input-type=module', '-e', `import(${JSON.stringify(store)}).then((m) => new m.StateStore(${JSON.stringify(t.state.dir)}).withLock(() => { console.log('held'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30000); }))`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
+      t.nf.remove('sluice');
+      t.emit({ pid: 4245, comm: 'nft', changes: ['deleted table'] });
+      await sleep(2_600);
+      assert.equal(t.alerts.length, 1, 'reported while the lock is held');
+      assert.match(t.alerts[0]?.message ?? '', /has not been able to check the table for 2 s: the state lock is held.*the table was deleted; it is checked \(and restored\) as soon as the check can run/);
+      assert.equal(t.nf.read('sluice'), null, 'not restored without the lock');
+    } finally {
+      holder.kill('SIGKILL');
+      await new Promise((r) => holder.once('exit', r));
+    }
+    await sleep(200);
+    assert.ok(t.nf.read('sluice'), 'restored once the lock is free');
+    await t.stop();
+  });
+
   it('while the guard has writes queued the check waits for them', async () => {
     let busy = true;
     const t = setup('restore', () => (busy ? 'busy' : []));
@@ -261,6 +304,17 @@ describe('unit: the tamper watchdog component', () => {
     busy = false;
     await sleep(20);
     assert.ok(t.watch.stats.checks >= 1);
+    await t.stop();
+  });
+
+  it('a guard kept busy on purpose holds the check off for 200 ms at most: the shape is checked without its record', async () => {
+    const t = setup('restore', () => 'busy');
+    await t.start();
+    await sleep(30);
+    t.nf.remove('sluice');
+    t.emit({ pid: 4246, comm: 'nft', changes: ['deleted table'] });
+    await sleep(400);
+    assert.ok(t.nf.read('sluice'), 'restored although the guard never stopped being busy');
     await t.stop();
   });
 });
