@@ -270,16 +270,21 @@ describe('unit: the daemon reloads a changed policy file, and only a change', ()
   const disk = { get: (p: string) => readFileSync(p, 'utf8') } as unknown as Map<string, string>;
   /** What the watch does when the file may have changed (an inotify event, or its poll). */
   const look = (d: Daemon) => (d as unknown as { policyFileChanged(): Promise<void> }).policyFileChanged();
-
-  it('an edit is applied; a rolled-back edit still in the file is not applied again; a start does not apply a half-edited file', async () => {
+  /** A real policy file applied (198.18.1.10), and a daemon (not started) on its state directory. */
+  const watched = () => {
     const dir = join(base, `s${++n}`);
     const file = join(base, `watched-${n}.yaml`);
     const nf = new FakeNetfilter();
     const state = new StateStore(dir);
     writeFileSync(file, yaml('198.18.1.10'));
     apply(nf, state, file, yaml('198.18.1.10'));
-    const shaA = liveSha(nf);
-    let d = daemon(state, nf, disk, file);
+    return { file, nf, state, shaA: liveSha(nf), d: daemon(state, nf, disk, file) };
+  };
+
+  it('an edit is applied; a rolled-back edit still in the file is not applied again; a start does not apply a half-edited file', async () => {
+    const w0 = watched();
+    const { file, nf, state, shaA } = w0;
+    let d = w0.d;
     await d.start();
     try {
       await look(d);
@@ -321,14 +326,7 @@ describe('unit: the daemon reloads a changed policy file, and only a change', ()
 
   it('a file others can write is not reloaded (it would set the firewall and run alert programs as root)', async () => {
     const { chmodSync } = await import('node:fs');
-    const dir = join(base, `s${++n}`);
-    const file = join(base, `watched-${n}.yaml`);
-    const nf = new FakeNetfilter();
-    const state = new StateStore(dir);
-    writeFileSync(file, yaml('198.18.1.10'));
-    apply(nf, state, file, yaml('198.18.1.10'));
-    const shaA = liveSha(nf);
-    const d = daemon(state, nf, disk, file);
+    const { file, nf, state, shaA, d } = watched();
     const { channels } = await import('../../src/events/channels.js');
     const alerts: { kind: string; message: string }[] = [];
     const onAlert = (m: unknown) => alerts.push(m as { kind: string; message: string });
@@ -351,14 +349,7 @@ describe('unit: the daemon reloads a changed policy file, and only a change', ()
   });
 
   it('a broken file is rejected once, the policy in force stays, and the fixed file is applied', async () => {
-    const dir = join(base, `s${++n}`);
-    const file = join(base, `watched-${n}.yaml`);
-    const nf = new FakeNetfilter();
-    const state = new StateStore(dir);
-    writeFileSync(file, yaml('198.18.1.10'));
-    apply(nf, state, file, yaml('198.18.1.10'));
-    const shaA = liveSha(nf);
-    const d = daemon(state, nf, disk, file);
+    const { file, nf, state, shaA, d } = watched();
     const { channels } = await import('../../src/events/channels.js');
     const alerts: { kind: string }[] = [];
     const onAlert = (m: unknown) => alerts.push(m as { kind: string });
