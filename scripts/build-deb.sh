@@ -91,13 +91,15 @@ printf 'sluice (%s) unstable; urgency=medium\n\n  * Built from commit %s.\n\n --
 find "$pkg/usr/share/doc" "$pkg/etc" -type f -exec chmod 0644 {} +
 
 installed=$(du -sk --exclude=DEBIAN "$pkg" | cut -f1)
+# The native objects are built against this Node's ABI: the package needs the same major version.
+nodemajor=$(node -p 'process.versions.node.split(".")[0]')
 cat >"$pkg/DEBIAN/control" <<EOF
 Package: sluice
 Version: $debver
 Architecture: $arch
 Maintainer: Sluice developers <sluice@example.org>
 Installed-Size: $installed
-Depends: nodejs (>= 20), nftables, libc6, libstdc++6
+Depends: nodejs (>= $nodemajor), nodejs (<< $((nodemajor + 1))), nftables, libc6, libstdc++6
 Section: net
 Priority: optional
 Homepage: https://example.org/sluice

@@ -149,7 +149,9 @@ export class AlertsComponent implements Component {
       if (this.routes.has(name)) continue;
       this.routes.set(name, { route: r, rollup: new Rollup(name, r.windowMs, (m) => this.queue(m)), busy: false, suppressed: 0 });
     }
-    // Alerts still queued for a route the policy no longer has: no sink to send them to. Given up, counted and said.
+    // Alerts still queued for a route the policy no longer has (its last window included, stored now):
+    // no sink to send them to. Given up, counted and said.
+    this.store();
     if (this.outbox) {
       for (const route of this.outbox.routes()) {
         if (next.has(route)) continue;
@@ -207,13 +209,20 @@ export class AlertsComponent implements Component {
    */
   private queue(m: AlertMessage): void {
     this.toStore.push(m);
+    // A critical alert is on disk before anything else happens.
+    if (m.severity === 'critical') {
+      this.store();
+      return;
+    }
     if (this.storeScheduled) return;
     this.storeScheduled = true;
-    setImmediate(() => this.store());
+    setImmediate(() => {
+      this.storeScheduled = false;
+      this.store();
+    });
   }
 
   private store(): void {
-    this.storeScheduled = false;
     const batch = this.toStore;
     this.toStore = [];
     if (!this.outbox || batch.length === 0) return;

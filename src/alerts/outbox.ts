@@ -101,21 +101,27 @@ export class Outbox {
   enqueueMany(messages: AlertMessage[], now = Date.now()): number[] {
     if (messages.length === 0) return [];
     const insert = this.db.prepare('INSERT INTO outbox (route, body, created, next_at) VALUES (?, ?, ?, ?)');
-    return this.db.transaction(() => {
-      const ids: number[] = [];
+    // Counts change in a copy, kept only once the transaction committed (a failed one changes nothing).
+    const counts = new Map<string, number>();
+    for (const m of messages) if (!counts.has(m.route)) counts.set(m.route, this.queuedCount(m.route));
+    const ids = this.db.transaction(() => {
+      const out: number[] = [];
       for (const m of messages) {
-        const n = this.queuedCount(m.route);
+        const n = counts.get(m.route) ?? 0;
+        let kept = n;
         if (n >= MAX_QUEUED) {
           const over = n - MAX_QUEUED + 1;
           this.db.prepare('DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE route = ? ORDER BY id LIMIT ?)').run(m.route, over);
           this.bump(m.route, 'failed', over);
-          this.queued.set(m.route, n - over);
+          kept = n - over;
         }
-        ids.push(Number(insert.run(m.route, JSON.stringify(m), now, now).lastInsertRowid));
-        this.queued.set(m.route, this.queuedCount(m.route) + 1);
+        out.push(Number(insert.run(m.route, JSON.stringify(m), now, now).lastInsertRowid));
+        counts.set(m.route, kept + 1);
       }
-      return ids;
+      return out;
     })();
+    for (const [route, n] of counts) this.queued.set(route, n);
+    return ids;
   }
 
   /** The oldest alert of `route` due now, if any (alerts of one route go out in order). */

@@ -48,9 +48,21 @@ interface Bucket {
 
 /** Distinct keys held per window; beyond it occurrences are counted under one overflow key per trigger. */
 const MAX_KEYS = 10_000;
+/** Room kept for critical keys beyond MAX_KEYS. */
+const MAX_CRITICAL_KEYS = 1_000;
 
-/** The roll-up key; a critical occurrence's words are part of it (two different tampers are two alerts, not one counted twice). */
-const keyOf = (o: AlertOccurrence) => `${o.trigger}\u0000${o.rule ?? ''}\u0000${o.who ?? ''}\u0000${o.destination ?? ''}${o.severity === 'critical' ? `\u0000${o.message}` : ''}`;
+/**
+ * The roll-up key. A critical occurrence's changes are part of it (two
+ * different tampers are two alerts, not one counted twice); not its words,
+ * which name the committing pid and the milliseconds a restore took, so that
+ * the same tamper repeated in a loop is one alert and a summary.
+ */
+const keyOf = (o: AlertOccurrence) => {
+  const base = `${o.trigger}\u0000${o.rule ?? ''}\u0000${o.who ?? ''}\u0000${o.destination ?? ''}`;
+  if (o.severity !== 'critical') return base;
+  const changes = o.detail?.changes;
+  return `${base}\u0000${Array.isArray(changes) ? JSON.stringify(changes) : o.message}`;
+};
 
 /**
  * Rolls occurrences up by key (trigger, rule, who, destination) over a
@@ -77,8 +89,9 @@ export class Rollup {
     this.counts.occurrences++;
     let key = keyOf(o);
     let overflow = false;
-    // Critical occurrences always get their own key: a flood of blocked attempts never hides a tamper.
-    if (!this.buckets.has(key) && this.buckets.size >= MAX_KEYS && o.severity !== 'critical') {
+    // Critical occurrences get their own key past MAX_KEYS (a flood of blocked attempts never hides a
+    // tamper), up to MAX_CRITICAL_KEYS more: beyond, they too are counted under the overflow key.
+    if (!this.buckets.has(key) && this.buckets.size >= (o.severity === 'critical' ? MAX_KEYS + MAX_CRITICAL_KEYS : MAX_KEYS)) {
       key = `${o.trigger}\u0000overflow`;
       overflow = true;
     }

@@ -18,8 +18,9 @@ const NETWORK_TIMEOUT_MS = 10_000;
  * is followed by a zero-width space so it mentions nobody.
  */
 export function chatText(text: string): string {
-  // Markdown links ([text](url)) too, for Mattermost, Teams and Discord: the brackets escaped.
-  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/@/g, '@\u200b').replace(/[[\]]/g, (c) => `\\${c}`);
+  // Markdown links ([text](url)) too, for Mattermost, Teams and Discord: a zero-width space between
+  // `]` and `(` breaks the link and shows as nothing (a backslash would show in Slack).
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/@/g, '@\u200b').replace(/\]\(/g, ']\u200b(');
 }
 
 /**

@@ -315,6 +315,8 @@ export class Daemon {
       const { policy, bytes } = source.file(applied.policyFile);
       const compiled = await source.compile(policy);
       for (const c of this.started) await c.prepare?.(policy);
+      // Stopped meanwhile: the components are gone; nothing is written.
+      if (this.stopped) throw new SluiceError('ESTOPPED', 'The daemon stopped: reload not done');
       const r = commitTable(nf, state, {
         event: 'reload',
         ruleset: compiled.ruleset,
@@ -359,6 +361,7 @@ export class Daemon {
       this.off = true;
       this.runtime.policy = this.opts.source.idle();
       this.runtime.compiled = await this.opts.source.compile(this.runtime.policy);
+      if (this.stopped) return { adopted: false };
       for (const c of this.started) await c.reload?.(this.runtime);
       this.watchPending();
       this.armFileWatch();

@@ -28,8 +28,10 @@ const EXPIRY_SLACK_MS = 5_000;
 const MISSING_MARGIN_MS = 2_000;
 /** The guard's writes may hold a check off this long at most. */
 const BUSY_MAX_MS = 200;
+/** After a check the busy guard cut short, the elements' check waits this long. */
+const BUSY_RETRY_MS = 1_000;
 /** A change that waits this long for a check that cannot run is reported as such. */
-const STALL_MS = 2_000;
+const STALL_MS = 3_000;
 /** Lines of a finding's detail kept (the diff of a flushed chain can be long). */
 const MAX_LINES = 12;
 
@@ -161,6 +163,8 @@ export class TamperWatch implements Component {
   private busySince: number | undefined;
   private pendingSince: number | undefined;
   private stallReported = false;
+  /** Notifications were lost and no check has completed since. */
+  private lostPending = false;
   /** What Sluice's state said at the last completed check (applied, off, pending). */
   private stateKey: string | undefined;
 
@@ -185,6 +189,7 @@ export class TamperWatch implements Component {
         () => {
           this.stats.lost++;
           this.full = true;
+          this.lostPending = true;
           this.schedule();
         },
       );
@@ -301,10 +306,13 @@ export class TamperWatch implements Component {
         recordState: false,
         journal,
         precondition: (v) => {
-          stateKey = `${v.applied?.sha256}|${v.applied?.appliedAt}|${v.off}|${v.pending?.token}`;
+          // The journal's last line too: `sluice restore` writes the table without changing applied.json.
+          const last = rt.state.lastJournal();
+          stateKey = `${v.applied?.sha256}|${v.applied?.appliedAt}|${v.off}|${v.pending?.token}|${String(last?.at)}|${String(last?.event)}`;
           // Off, or nothing applied: the table is not Sluice's to keep.
           if (!v.applied || v.off) return 'not applied';
-          findings = this.findings(v.applied.ruleset, v.nf, full, (mirror = v.applied.sha256 === sha ? learned : null));
+          // Elements are compared only with the guard's record at hand (it was busy: the shape alone, now).
+          findings = this.findings(v.applied.ruleset, v.nf, full && !guardBusy, (mirror = v.applied.sha256 === sha ? learned : null));
           if (findings.length === 0) return 'intact';
           Object.assign(journal, { by: transactions.map(who), changes: findings });
           return action === 'restore' ? null : 'alert only';
@@ -336,10 +344,12 @@ export class TamperWatch implements Component {
     // A check completed: whatever was pending is looked at.
     this.pendingSince = undefined;
     this.stallReported = false;
-    if (guardBusy) {
-      // Elements were not compared with the guard's record: again once the guard is free.
+    this.lostPending = false;
+    if (guardBusy && full) {
+      // Only the shape was checked: the elements once the guard is free (at the earliest in a second, so a
+      // guard kept busy on purpose does not turn this into a loop of checks).
       this.full = true;
-      this.schedule(LOCK_RETRY_MS);
+      this.schedule(BUSY_RETRY_MS);
     }
     const previousKey = this.stateKey;
     this.stateKey = stateKey;
@@ -376,22 +386,21 @@ export class TamperWatch implements Component {
 
   /**
    * A change waits for a check that cannot run (the lock held, reads failing):
-   * past STALL_MS it is reported, with what a look without the lock sees, so
-   * that holding the state lock or churning the ruleset cannot silence the
-   * watchdog. Once per stall.
+   * past STALL_MS it is reported, so that holding the state lock or churning
+   * the ruleset cannot silence the watchdog. Only when something is waiting
+   * (another process's transaction, or lost notifications): the poll finding
+   * the lock held (a long apply) is not news. Once per stall.
    */
   private stalled(rt: Runtime, now: number, transactions: NftTransaction[], why: string): void {
+    if (transactions.length === 0 && this.foreign.length === 0 && !this.lostPending) {
+      this.pendingSince = undefined;
+      return;
+    }
     this.pendingSince ??= now;
     if (this.stallReported || now - this.pendingSince < STALL_MS) return;
     this.stallReported = true;
-    let seen: string[] = [];
-    try {
-      const applied = rt.state.applied();
-      if (applied && !rt.state.isOff()) seen = findTampering(applied.ruleset, rt.netfilter.read(TABLE_NAME, { elements: 'none' }), { elements: false, learned: null });
-    } catch {
-      // The look itself failed: the alert says why the check cannot run.
-    }
-    this.report(rt, transactions.length > 0 ? transactions : this.foreign, [`the watchdog has not been able to check the table for ${Math.round((now - this.pendingSince) / 1000)} s: ${why}`, ...seen], { restored: false, stalled: true });
+    const waiting = transactions.length > 0 ? transactions : this.foreign;
+    this.report(rt, waiting, [`the watchdog has not been able to check the table for ${Math.round((now - this.pendingSince) / 1000)} s: ${why}`], { restored: false, stalled: true });
   }
 
   private report(rt: Runtime, transactions: NftTransaction[], findings: string[], outcome: { restored: boolean; verified?: boolean; ms?: number; error?: string; transient?: boolean; stalled?: boolean }): void {

@@ -91,6 +91,17 @@ describe('unit: alert roll-up keeps critical alerts apart', () => {
     assert.equal(out.at(-1)?.message, 'chain output deleted', 'out at once, past 10,000 open keys');
     r.flush();
   });
+
+  it('the same tamper in a loop (another pid, another restore time each time) is one alert and a summary', () => {
+    const out: AlertMessage[] = [];
+    const r = new Rollup('ops', 60_000, (m) => out.push(m));
+    for (let i = 0; i < 1_000; i++) r.add(occ({ trigger: 'tamper', severity: 'critical', rule: undefined, who: undefined, destination: undefined, message: `changed by nft (pid ${1000 + i}): the table was deleted; restored in ${i % 50} ms`, detail: { changes: ['the table was deleted'] } }));
+    assert.equal(out.length, 1);
+    assert.equal(r.open, 1);
+    r.flush();
+    assert.equal(out.length, 2);
+    assert.equal(out[1]?.count, 999);
+  });
 });
 
 describe('unit: the alert outbox', () => {
@@ -203,7 +214,7 @@ describe('unit: what sinks receive', () => {
     assert.deepEqual(parsed.sluice, m);
     // A program named to page everyone, or to dress up a link, does neither.
     const hostile = JSON.parse(webhookBody({ ...m, text: 'blocked: <!channel> @everyone <https://evil.example|docs> & [docs](https://evil.example)' })) as { text: string; content: string };
-    assert.equal(hostile.text, 'blocked: &lt;!channel&gt; @\u200beveryone &lt;https://evil.example|docs&gt; &amp; \\[docs\\](https://evil.example)');
+    assert.equal(hostile.text, 'blocked: &lt;!channel&gt; @\u200beveryone &lt;https://evil.example|docs&gt; &amp; [docs]\u200b(https://evil.example)');
     assert.equal(hostile.content, hostile.text);
     const h = signatureHeaders('s3cret', body, 1_700_000_000_500);
     assert.equal(h['X-Sluice-Timestamp'], '1700000000');

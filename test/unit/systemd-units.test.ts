@@ -76,7 +76,8 @@ describe('unit: systemd units', () => {
     assert.deepEqual(s.get('Service.Restart'), ['always']);
     assert.ok(Number(s.get('Service.WatchdogSec')?.[0]) > 0);
     assert.deepEqual(s.get('Service.ProtectSystem'), ['strict']);
-    assert.deepEqual(s.get('Service.ReadWritePaths'), ['/var/lib/sluice']);
+    assert.deepEqual(s.get('Service.StateDirectory'), ['sluice'], 'the state directory writable (and created if missing: a missing ReadWritePaths= fails the start)');
+    assert.deepEqual(s.get('Service.StateDirectoryMode'), ['0700']);
     assert.deepEqual(s.get('Service.NoNewPrivileges'), ['yes']);
     const caps = s.get('Service.CapabilityBoundingSet') ?? [];
     assert.ok(caps.includes('CAP_NET_ADMIN') && caps.includes('CAP_NET_BIND_SERVICE'));
