@@ -78,6 +78,49 @@ describe('unit: alert roll-up', () => {
   });
 });
 
+describe('unit: what a rolled-up message says', () => {
+  it('exactly the key, the counts and the first occurrence: the same key with other words is the same message, another rule another', () => {
+    const out: AlertMessage[] = [];
+    const r = new Rollup('ops', 60_000, (m) => out.push(m));
+    const t0 = Date.parse('2026-12-05T10:00:00.000Z');
+    r.add(occ({ time: t0, rule: 'api', who: 'curl', destination: 'd.example', message: 'curl to d.example port 443/tcp blocked by api', detail: { dport: 443 } }));
+    r.add(occ({ time: t0 + 5, rule: 'api', who: 'curl', destination: 'd.example', message: 'curl to d.example port 8443/tcp blocked by api', detail: { dport: 8443 } }));
+    r.add(occ({ time: t0 + 7, rule: '#default', who: 'curl', destination: 'd.example', message: 'curl to d.example blocked by #default' }));
+    r.add({ time: t0 + 9, trigger: 'unlisted-name', severity: 'warning', message: 'someone asked for x.example' });
+    r.flush();
+    assert.deepEqual(out, [
+      { route: 'ops', trigger: 'blocked', severity: 'warning', count: 2, first: '2026-12-05T10:00:00.000Z', last: '2026-12-05T10:00:00.005Z', message: 'curl to d.example port 443/tcp blocked by api', text: '[sluice blocked] curl to d.example port 443/tcp blocked by api (2 times from 2026-12-05T10:00:00.000Z to 2026-12-05T10:00:00.005Z)', rule: 'api', who: 'curl', destination: 'd.example', detail: { dport: 443 } },
+      { route: 'ops', trigger: 'blocked', severity: 'warning', count: 1, first: '2026-12-05T10:00:00.007Z', last: '2026-12-05T10:00:00.007Z', message: 'curl to d.example blocked by #default', text: '[sluice blocked] curl to d.example blocked by #default (at 2026-12-05T10:00:00.007Z)', rule: '#default', who: 'curl', destination: 'd.example' },
+      { route: 'ops', trigger: 'unlisted-name', severity: 'warning', count: 1, first: '2026-12-05T10:00:00.009Z', last: '2026-12-05T10:00:00.009Z', message: 'someone asked for x.example', text: '[sluice unlisted-name] someone asked for x.example (at 2026-12-05T10:00:00.009Z)' },
+    ]);
+  });
+
+  it('overflow is per trigger and says so; a critical alert is never marked overflow, and its summary starts at the first repeat', () => {
+    const out: AlertMessage[] = [];
+    const r = new Rollup('ops', 60_000, (m) => out.push(m));
+    for (let i = 0; i < 10_000; i++) r.add(occ({ destination: `198.19.${i >> 8}.${i & 255}` }));
+    r.add(occ({ destination: 'a.example' }));
+    r.add(occ({ destination: 'b.example' }));
+    r.add({ time: 5, trigger: 'unlisted-name', severity: 'warning', message: 'x', destination: 'x.example' });
+    const t1 = Date.parse('2026-12-05T11:00:00.000Z');
+    const crit = { trigger: 'tamper' as const, severity: 'critical' as const, message: 'table deleted', detail: { changes: ['the table was deleted'] } };
+    r.add({ ...crit, time: t1 });
+    r.add({ ...crit, time: t1 + 100 });
+    r.add({ ...crit, time: t1 + 200 });
+    r.flush();
+    const over = out.filter((m) => m.overflow);
+    assert.deepEqual(over.map((m) => [m.trigger, m.count, m.message, m.destination]), [
+      ['blocked', 2, 'blocked events beyond 10000 distinct keys in one window', undefined],
+      ['unlisted-name', 1, 'unlisted-name events beyond 10000 distinct keys in one window', undefined],
+    ]);
+    const tamper = out.filter((m) => m.trigger === 'tamper');
+    assert.deepEqual(tamper.map((m) => [m.count, m.first, m.overflow]), [
+      [1, '2026-12-05T11:00:00.000Z', undefined],
+      [2, '2026-12-05T11:00:00.100Z', undefined],
+    ]);
+  });
+});
+
 describe('unit: alert roll-up keeps critical alerts apart', () => {
   it('two different tamper alerts in one window are two messages; a full key table never swallows one', async () => {
     const out: AlertMessage[] = [];

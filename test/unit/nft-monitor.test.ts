@@ -58,6 +58,32 @@ describe('unit: nf_tables notifications', () => {
     assert.equal(parseNftNotification(table(MSG.GETTABLE), 'sluice', NFPROTO_INET), null, 'not a change');
   });
 
+  it('every kind of change in words; attributes in any order; a missing name is "?"; a header-only message is no change, a shorter one malformed', () => {
+    const w = (type: number) => parseNftNotification(table(type), 'sluice', NFPROTO_INET);
+    assert.deepEqual(w(MSG.NEWTABLE), { change: { what: 'added or changed table', count: 1 } });
+    assert.deepEqual(parseNftNotification(chain(MSG.DELCHAIN, 'output'), 'sluice', NFPROTO_INET), { change: { what: 'deleted chain output', count: 1 } });
+    assert.deepEqual(parseNftNotification(msg(T(MSG.NEWSET), NFPROTO_INET, (x) => x.str(1, 'sluice').str(2, 's')), 'sluice', NFPROTO_INET), { change: { what: 'added or changed set s', count: 1 } });
+    assert.deepEqual(parseNftNotification(msg(T(MSG.NEWOBJ), NFPROTO_INET, (x) => x.str(1, 'sluice').str(2, 'c')), 'sluice', NFPROTO_INET), { change: { what: 'added or changed object c', count: 1 } });
+    // The chain's name before the table's: the table is found by its attribute type, not its place.
+    assert.deepEqual(parseNftNotification(msg(T(MSG.DELCHAIN), NFPROTO_INET, (x) => x.str(3, 'output').str(1, 'sluice')), 'sluice', NFPROTO_INET), { change: { what: 'deleted chain output', count: 1 } });
+    assert.deepEqual(parseNftNotification(msg(T(MSG.DELRULE), NFPROTO_INET, (x) => x.str(1, 'sluice')), 'sluice', NFPROTO_INET), { change: { what: 'deleted rule in chain ?', count: 1 } });
+    assert.equal(parseNftNotification(msg(T(MSG.DELRULE), NFPROTO_INET, (x) => x.str(2, 'output')), 'sluice', NFPROTO_INET), null, 'no table name: not about this table');
+    const headerOnly: NlMsg = { type: T(MSG.DELTABLE), flags: 0, seq: 0, pid: 0, payload: Buffer.from([NFPROTO_INET, 0, 0, 0]) };
+    assert.equal(parseNftNotification(headerOnly, 'sluice', NFPROTO_INET), null);
+    assert.throws(() => parseNftNotification({ ...headerOnly, payload: Buffer.from([NFPROTO_INET, 0, 0]) }, 'sluice', NFPROTO_INET), MalformedNetlink);
+    assert.deepEqual(parseNftNotification(msg(T(MSG.NEWGEN), NFPROTO_UNSPEC, (x) => x.u32be(2, 9)), 'sluice', NFPROTO_INET), { gen: { pid: 9 } }, 'no generation id: none reported');
+  });
+
+  it('a NEWGEN with nothing before it reports nothing; a transaction without a pid is reported without one', () => {
+    const seen: NftTransaction[] = [];
+    const g = new TransactionGrouper('sluice', NFPROTO_INET, (t) => seen.push(t), () => true);
+    g.feed(gen(1, 'node'));
+    assert.deepEqual(seen, [], 'an empty transaction (own or not) is nothing');
+    g.feed(table(MSG.DELTABLE));
+    g.feed(msg(T(MSG.NEWGEN), NFPROTO_UNSPEC, (x) => x.u32be(1, 5)));
+    assert.deepEqual(seen, [{ generation: 5, changes: ['deleted table'] }], 'no pid: not known to be its own, read');
+  });
+
   it('a NEWGEN names the committing task; a name the committer chose is made printable and bounded', () => {
     assert.deepEqual(parseNftNotification(gen(4242, 'nft'), 'sluice', NFPROTO_INET), { gen: { id: 77, pid: 4242, comm: 'nft' } });
     assert.deepEqual(parseNftNotification(gen(), 'sluice', NFPROTO_INET), { gen: { id: 77 } }, 'an older kernel says only the generation');
