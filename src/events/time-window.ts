@@ -1,6 +1,5 @@
 import { UsageError } from '../errors.js';
-
-const UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+import { DURATION_MS } from '../policy/parse-values.js';
 
 /** YYYY-MM-DD, optionally [T or space]HH:MM[:SS[.fff]], optionally Z or ±HH[:]MM. */
 const ISO = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?(Z|[+-]\d{2}:?\d{2})?$/i;
@@ -15,7 +14,7 @@ const ISO = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1
 export function parseSince(text: string, now = Date.now()): number {
   const t = text.trim();
   const d = /^(\d{1,9})([smhdw])$/.exec(t);
-  if (d) return Math.max(0, now - Number(d[1]) * (UNITS[d[2] as string] as number));
+  if (d) return Math.max(0, now - Number(d[1]) * DURATION_MS[d[2] as 's' | 'm' | 'h' | 'd' | 'w']);
   const m = ISO.exec(t);
   if (m) {
     const [year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0] = m.slice(1, 7).map((v) => Number(v ?? 0)) as number[];

@@ -9,6 +9,7 @@ import {
   escapeControls,
   parseDestination,
   parseDomain,
+  parseDuration,
   parseInterface,
   parsePortEntry,
   parseRuleName,
@@ -196,16 +197,6 @@ type Report = (path: (string | number)[], message: string, key?: boolean) => voi
 
 /** The names `rules:` filters and suppressions may use besides the policy's rules: the built-in verdicts events carry. */
 export const BUILTIN_RULE_NAMES = ['#default', '#encrypted-dns', '#dns-guard', '#essentials', '#loopback'] as const;
-
-/** `60s`, `5m`, `1h`, `1d`, or a number of seconds; in ms, or null when it is none of those. */
-export function parseDuration(v: unknown): number | null {
-  if (typeof v === 'number') return Number.isFinite(v) && v > 0 ? Math.round(v * 1000) : null;
-  if (typeof v !== 'string') return null;
-  const m = /^([0-9]{1,6})(ms|s|m|h|d)$/.exec(v);
-  if (!m) return null;
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
-  return Number(m[1]) * unit;
-}
 
 const ALERT_NAME = /^[a-z0-9][a-z0-9._-]{0,47}$/;
 

@@ -231,3 +231,15 @@ export function parseRuleName(value: unknown): Parsed<string> {
   }
   return ok(value);
 }
+
+/** Milliseconds per duration unit, for every duration Sluice reads (`window:`, `timeout:`, `--since`). */
+export const DURATION_MS: Readonly<Record<'ms' | 's' | 'm' | 'h' | 'd' | 'w', number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+
+/** `60s`, `5m`, `1h`, `1d`, `250ms`, or a number of seconds; in ms, or null when it is none of those. */
+export function parseDuration(v: unknown): number | null {
+  if (typeof v === 'number') return Number.isFinite(v) && v > 0 ? Math.round(v * 1000) : null;
+  if (typeof v !== 'string') return null;
+  const m = /^([0-9]{1,6})(ms|s|m|h|d)$/.exec(v);
+  if (!m) return null;
+  return Number(m[1]) * DURATION_MS[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+}
