@@ -3,7 +3,7 @@ import { TABLE_NAME, type Ruleset, type SetElem } from '../compile/ruleset.js';
 import type { LearnedEntry } from '../dns/learned-state.js';
 import { publishAlert } from '../events/channels.js';
 import { formatAddr } from '../net/ip.js';
-import { diffRulesets, sameRuleset, sameStructure } from '../netfilter/compare-ruleset.js';
+import { diffRulesets, sameRuleset, sameStructure, withoutElements } from '../netfilter/compare-ruleset.js';
 import type { LiveTable } from '../netfilter/netfilter.js';
 import { NftMonitor, type NftTransaction } from '../netfilter/nft-monitor.js';
 import { NFPROTO_INET } from '../netfilter/nl-constants.js';
@@ -68,7 +68,7 @@ export function findTampering(applied: Ruleset, live: LiveTable | null, opts: { 
   const same = opts.elements ? sameRuleset(applied, live) : sameStructure(applied, live);
   if (!same) {
     // A shape-only read has no elements: compare shapes, or every element would read as removed.
-    const shapeOf = (rs: Ruleset): Ruleset => (opts.elements ? rs : { ...rs, sets: rs.sets.map((s) => ({ ...s, elements: [] })) });
+    const shapeOf = (rs: Ruleset): Ruleset => (opts.elements ? rs : withoutElements(rs));
     const diff = diffRulesets(shapeOf(applied), shapeOf(live.ruleset), { maxElements: 8 }).filter((l) => l.startsWith('+') || l.startsWith('-'));
     if (diff.length === 0 && live.anomalies.length === 0) out.push('the table differs from the applied ruleset');
     for (const l of diff.slice(0, MAX_LINES)) out.push(`${l.startsWith('+') ? 'added' : 'removed'}: ${l.slice(1).trim()}`);

@@ -46,10 +46,14 @@ export function sameRuleset(desired: Ruleset, live: LiveTable): boolean {
   return live.anomalies.length === 0 && json(canonical(desired)) === json(canonical(live.ruleset));
 }
 
+/** The ruleset with every set emptied: its shape, what a read without elements gives. */
+export function withoutElements(rs: Ruleset): Ruleset {
+  return { ...rs, sets: rs.sets.map((s) => ({ ...s, elements: [] })) };
+}
+
 /** Like sameRuleset, ignoring set elements: the shape of the table (what a read without elements can check). */
 export function sameStructure(desired: Ruleset, live: LiveTable): boolean {
-  const noElems = (rs: Ruleset): Ruleset => ({ ...rs, sets: rs.sets.map((s) => ({ ...s, elements: [] })) });
-  return live.anomalies.length === 0 && json(canonical(noElems(desired))) === json(canonical(noElems(live.ruleset)));
+  return live.anomalies.length === 0 && json(canonical(withoutElements(desired))) === json(canonical(withoutElements(live.ruleset)));
 }
 
 /**
