@@ -13,7 +13,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { HOSTS, ROOT, World } from '../world/world.js';
+import { HOSTS, ROOT, stopChild, World } from '../world/world.js';
 
 const PORT = 18_631;
 const SECRET = 'integration-secret';
@@ -63,12 +63,6 @@ describe('integration: alerts', () => {
       }
     });
   };
-  const stopProc = async (p: ChildProcess | undefined) => {
-    if (!p || p.exitCode !== null || p.signalCode !== null) return;
-    const exited = new Promise((r) => p.once('exit', r));
-    p.kill('SIGTERM');
-    await exited;
-  };
   const startDaemon = async () => {
     daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', '--metrics', 'off'], { env: w.env(), readyText: 'running' });
   };
@@ -96,8 +90,8 @@ describe('integration: alerts', () => {
     await startDaemon();
   });
   after(async () => {
-    await stopProc(daemon);
-    await stopProc(receiver);
+    await stopChild(daemon);
+    await stopChild(receiver);
     await w?.destroy();
   });
 
@@ -127,7 +121,7 @@ describe('integration: alerts', () => {
   });
 
   it('a sink that is down gets what was queued after it is back, across a daemon restart; alerts test says which sink failed', async () => {
-    await stopProc(receiver);
+    await stopChild(receiver);
     const before = sent().length;
     await blast(3, 10);
     await sleep(4_000);
@@ -138,7 +132,7 @@ describe('integration: alerts', () => {
     const ops = st.json.routes.find((x) => x.name === 'ops');
     assert.ok((ops?.queued ?? 0) >= 1, `queued while down: ${JSON.stringify(ops)}`);
     assert.ok((ops?.retried ?? 0) >= 1);
-    await stopProc(daemon);
+    await stopChild(daemon);
     await startReceiver();
     await startDaemon();
     const late = () => sent().slice(before).filter((m) => m.trigger === 'blocked' && m.destination === HOSTS.api4b).reduce((sum, m) => sum + m.count, 0);
@@ -195,12 +189,7 @@ template(name="fields" type="string" string="%protocol-version%|%app-name%|%msgi
     daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', '--metrics', 'off'], { env: w.env(), readyText: 'running' });
   });
   after(async () => {
-    for (const p of [daemon, rsyslog]) {
-      if (!p || p.exitCode !== null || p.signalCode !== null) continue;
-      const exited = new Promise((r) => p.once('exit', r));
-      p.kill('SIGTERM');
-      await exited;
-    }
+    for (const p of [daemon, rsyslog]) await stopChild(p);
     await w?.destroy();
   });
 

@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { attempter, eventsFrom, finish, NODE } from '../support/monitor-helpers.js';
-import { HOSTS, ROOT, World } from '../world/world.js';
+import { HOSTS, ROOT, stopChild, World } from '../world/world.js';
 
 const DNSQ = join(ROOT, 'dist/test/world/dnsq.js');
 const NOBODY = 65534;
@@ -40,11 +40,7 @@ describe('integration: the daemon under its unit\'s capability bounding set', ()
     daemon = await w.spawnReady(w.client, ['setpriv', '--bounding-set', caps.setpriv, '--no-new-privs', '--', process.execPath, join(ROOT, 'bin/sluice'), 'daemon', '--metrics', 'off'], { env: w.env(), readyText: 'running' });
   });
   after(async () => {
-    if (daemon && daemon.exitCode === null) {
-      const exited = new Promise((r) => daemon?.once('exit', r));
-      daemon.kill('SIGTERM');
-      await exited;
-    }
+    await stopChild(daemon);
     await w?.destroy();
   });
 

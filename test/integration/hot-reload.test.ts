@@ -12,7 +12,7 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { HOSTS, ROOT, World } from '../world/world.js';
+import { collectJsonLines, HOSTS, ROOT, stopChild, World } from '../world/world.js';
 
 const policy = (extra: string) => `mode: enforce\nrules:\n  - name: lan\n    to: [198.18.4.0/24]\n${extra}`;
 const API = `  - name: api\n    to: [${HOSTS.api4}]\n    ports: [443/tcp]\n`;
@@ -40,25 +40,10 @@ describe('integration: hot reload on a change of the policy file', () => {
     const r = await w.sluice(['apply', file]);
     assert.equal(r.code, 0, r.stderr);
     daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', '--metrics', 'off'], { env: w.env(), readyText: 'running' });
-    let buf = '';
-    daemon.stderr?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-        try {
-          logs.push(JSON.parse(buf.slice(0, nl)) as (typeof logs)[number]);
-        } catch {
-          // Not a log line.
-        }
-        buf = buf.slice(nl + 1);
-      }
-    });
+    collectJsonLines(daemon.stderr, logs);
   });
   after(async () => {
-    if (daemon && daemon.exitCode === null) {
-      const exited = new Promise((r) => daemon?.once('exit', r));
-      daemon.kill('SIGTERM');
-      await exited;
-    }
+    await stopChild(daemon);
     await w?.destroy();
   });
 

@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { HOSTS, ROOT, World } from '../world/world.js';
+import { collectJsonLines, HOSTS, ROOT, stopChild, World } from '../world/world.js';
 
 const DNSQ = join(ROOT, 'dist/test/world/dnsq.js');
 const policyText = (tamper: string, extra = '') => `mode: enforce
@@ -46,26 +46,10 @@ describe('integration: the tamper watchdog', () => {
     const applied = await w.sluice(['apply', file]);
     assert.equal(applied.code, 0, applied.stderr);
     daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', '--metrics', 'off'], { env: w.env(), readyText: 'running' });
-    let buf = '';
-    daemon.stderr?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        try {
-          logs.push(JSON.parse(line) as LogLine);
-        } catch {
-          // Not a log line.
-        }
-      }
-    });
+    collectJsonLines(daemon.stderr, logs);
   };
   const stop = async () => {
-    if (!daemon || daemon.exitCode !== null || daemon.signalCode !== null) return;
-    const exited = new Promise((r) => daemon?.once('exit', r));
-    daemon.kill('SIGTERM');
-    await exited;
+    await stopChild(daemon);
     daemon = undefined;
   };
   /** The table's shape as nft prints it (no elements, no counters): what a restore must give back exactly. */

@@ -93,6 +93,31 @@ function run(argv: string[], opts: { input?: string; env?: NodeJS.ProcessEnv; ti
 }
 
 /** Runs a command and throws with its output when it fails. */
+/** Stops a process with SIGTERM and waits for it to exit; nothing when it is not running. */
+export async function stopChild(p: ChildProcess | undefined): Promise<void> {
+  if (!p || p.exitCode !== null || p.signalCode !== null) return;
+  const exited = new Promise((r) => p.once('exit', r));
+  p.kill('SIGTERM');
+  await exited;
+}
+
+/** Collects each line of a stream that parses as JSON (the daemon's log lines on stderr) into `into`. */
+export function collectJsonLines<T>(stream: NodeJS.ReadableStream | null | undefined, into: T[]): void {
+  let buf = '';
+  stream?.on('data', (d: Buffer) => {
+    buf += d.toString();
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      try {
+        into.push(JSON.parse(line) as T);
+      } catch {
+        // Not a JSON line.
+      }
+    }
+  });
+}
+
 export async function must(argv: string[], opts: { input?: string; env?: NodeJS.ProcessEnv } = {}): Promise<string> {
   const r = await run(argv, opts);
   if (r.code !== 0) throw new Error(`${argv.join(' ')} failed (${r.code}): ${r.stderr.trim() || r.stdout.trim()}`);
