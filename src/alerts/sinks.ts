@@ -111,7 +111,14 @@ async function deliverWebhook(url: string, secretFile: string | null, m: AlertMe
     Object.assign(headers, signatureHeaders(secret, body));
   }
   // No redirects: an alert goes where the policy says, nowhere else.
-  const res = await fetch(url, { method: 'POST', headers, body, redirect: 'error', signal: AbortSignal.timeout(NETWORK_TIMEOUT_MS) });
+  let res: Response;
+  try {
+    res = await fetch(url, { method: 'POST', headers, body, redirect: 'error', signal: AbortSignal.timeout(NETWORK_TIMEOUT_MS) });
+  } catch (err) {
+    // fetch says only "fetch failed"; why is in its cause (ECONNREFUSED, ENETUNREACH, a timeout, a TLS error).
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    throw new Error(cause ? `${(err as Error).message}: ${cause.code ?? cause.message ?? String(cause)}` : (err as Error).message, { cause: err });
+  }
   // Read (and bound) the answer so the connection is released.
   await res.arrayBuffer().catch(() => undefined);
   if (!res.ok) {
