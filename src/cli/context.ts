@@ -8,6 +8,7 @@ import { controlCall } from '../runtime/control-server.js';
 import { setHostnameSource } from '../events/hostnames.js';
 import { LearnedState } from '../dns/learned-state.js';
 import { join } from 'node:path';
+import { TABLE_NAME } from '../compile/ruleset.js';
 import type { Policy } from '../policy/policy.js';
 import { defaultPolicyPath, StateStore } from '../state/state-store.js';
 import { lookupUsers } from '../system/users.js';
@@ -26,11 +27,14 @@ export class Context {
     this.nf = opts.netfilter;
   }
 
-  /** The kernel interface, opened on first use (needs CAP_NET_ADMIN to write). */
-  netfilter(): Netfilter {
+  /**
+   * The kernel interface, opened on first use (needs CAP_NET_ADMIN to write).
+   * `owner`: the daemon's (it holds an owned table; see KernelNetfilter).
+   */
+  netfilter(opts: { owner?: boolean } = {}): Netfilter {
     if (!this.nf) {
       try {
-        this.nf = new KernelNetfilter();
+        this.nf = new KernelNetfilter({ owner: opts.owner === true });
       } catch (err) {
         throw new SystemError('ENETFILTER', `Cannot talk to nftables: ${(err as Error).message}`, { cause: err });
       }
@@ -59,6 +63,26 @@ export class Context {
   useSavedHostnames(): void {
     const learned = LearnedState.load(join(this.state.dir, 'learned.json'));
     setHostnameSource((family, addr) => learned.namesFor(family, addr)[0]);
+  }
+
+  /**
+   * The kernel interface for a command that replaces or removes the table
+   * (apply, off, a rollback). A table the daemon owns (policy
+   * `owned_table`) only its socket may change: the daemon is asked to let go
+   * of it first, and takes it back when told of the change (notifyDaemon),
+   * or by itself 10 s later. Without a daemon to ask, the write is refused
+   * with the reason (ETABLEOWNED).
+   */
+  async tableWriter(): Promise<Netfilter> {
+    const nf = this.netfilter();
+    const live = nf.read(TABLE_NAME, { elements: 'none' });
+    if (live?.owner === undefined) return nf;
+    try {
+      await controlCall(this.state.controlSocket, 'release', {}, 5_000);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ENODAEMON') throw new SystemError('ETABLEOWNED', `The daemon owns table inet ${TABLE_NAME} and did not let go of it: ${(err as Error).message}`, { cause: err });
+    }
+    return nf;
   }
 
   /** Tells a running daemon to adopt what is applied now. Returns false when no daemon runs. */

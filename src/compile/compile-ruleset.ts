@@ -472,6 +472,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     ruleset: {
       table: TABLE_NAME,
       comment: buildTableComment({ mode: policy.mode, sha256: policy.sha256, fields: flowMarkFields(layout, epoch) }),
+      ...(policy.ownedTable ? { owned: true } : {}),
       sets,
       counters,
       limits,

@@ -191,6 +191,7 @@ export function renderRuleset(rs: Ruleset, opts: RenderOptions = {}): string {
   const byName = <T extends { name: string }>(xs: T[]) => [...xs].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const lines = [`table inet ${rs.table} {`];
   if (rs.comment) lines.push(`\tcomment ${quote(rs.comment)}`);
+  if (rs.owned) lines.push('\tflags owner, persist');
   for (const c of byName(rs.counters)) {
     lines.push(`\tcounter ${c.name} {${c.comment !== undefined ? ` comment ${quote(c.comment)}` : ''} }`);
   }

@@ -153,6 +153,13 @@ export interface Ruleset {
   table: string;
   /** Stored in the table's comment so `status` can tell what is live without the state directory. */
   comment: string;
+  /**
+   * Table flags `persist` (and, while the daemon runs, `owner`): only the
+   * daemon's netlink socket may change or delete the table, `nft flush
+   * ruleset` passes it by, and it stays when the daemon exits (Linux 6.9+;
+   * policy `owned_table: true`). Present only when true.
+   */
+  owned?: boolean;
   sets: SetDef[];
   counters: CounterDef[];
   limits: LimitDef[];

@@ -66,6 +66,8 @@ export class Daemon {
   /** Sluice is off: components run on the idle policy, nothing is in the kernel. */
   private off = false;
   private pendingTimer: NodeJS.Timeout | undefined;
+  /** An owned table let go of for a CLI write (`release`): taken back at the write's sync, or at this timer. */
+  private releaseTimer: NodeJS.Timeout | undefined;
   /** The applied policy's file: a change reloads it (the same path as SIGHUP). */
   private readonly fileWatch = new PolicyFileWatch(() => void this.policyFileChanged());
   /**
@@ -111,6 +113,7 @@ export class Daemon {
       const loaded = await this.loadForStart();
       for (const c of this.opts.components) await c.prepare?.(loaded.policy);
       loaded.commit();
+      this.holdTable();
       this.rt = {
         policy: loaded.policy,
         compiled: loaded.compiled,
@@ -144,6 +147,24 @@ export class Daemon {
     if (!applied || state.isOff() || nf.read(TABLE_NAME, { elements: 'none' }) !== null) return;
     const r = restoreApplied(nf, state, applied, 'daemon');
     if (r.written) logLine('warn', 'the table was missing: restored the last applied ruleset', { sha256: applied.sha256, mode: applied.mode });
+  }
+
+  /**
+   * Holds the table when the applied ruleset is an owned one (policy
+   * `owned_table`) and no socket holds it: after the boot-time restore, a
+   * previous daemon's exit, or a write by the command line. Never fatal: a
+   * table held by another socket is the tamper watchdog's to report.
+   */
+  private holdTable(): void {
+    if (this.releaseTimer) clearTimeout(this.releaseTimer);
+    this.releaseTimer = undefined;
+    const nf = this.opts.netfilter;
+    if (!nf.hold) return;
+    try {
+      if (nf.hold(TABLE_NAME) === 'taken') logLine('info', `holds table inet ${TABLE_NAME} (flags owner, persist): only the daemon can change it now`);
+    } catch (err) {
+      logLine('error', `cannot hold table inet ${TABLE_NAME}`, { error: (err as Error).message });
+    }
   }
 
   /** A confirmation whose deadline passed with no timer left to act on it (a reboot in the window): roll back now. */
@@ -246,6 +267,21 @@ export class Daemon {
     });
     // `sluice apply`, `confirm`, rollback and `off` ask the daemon to adopt what is applied now.
     this.control.handle('sync', { call: () => this.sync() });
+    // A CLI write to a table the daemon owns: let go of it until that write's sync (or RELEASE_MS).
+    this.control.handle('release', {
+      call: () => {
+        if (!this.opts.netfilter.release) return { released: false };
+        this.opts.netfilter.release();
+        if (this.releaseTimer) clearTimeout(this.releaseTimer);
+        this.releaseTimer = setTimeout(() => {
+          this.releaseTimer = undefined;
+          this.holdTable();
+        }, RELEASE_MS);
+        this.releaseTimer.unref();
+        logLine('info', `let go of table inet ${TABLE_NAME} for a write by the command line`);
+        return { released: true };
+      },
+    });
     await this.control.start();
     channels.alert.subscribe(this.logAlert);
     writeFileSync(join(state.dir, 'daemon.pid'), `${process.pid}\n`, { mode: 0o600 });
@@ -356,6 +392,7 @@ export class Daemon {
    * stays armed (the service watch cannot bring the table back).
    */
   async sync(): Promise<Record<string, unknown>> {
+    this.holdTable();
     const loaded = this.opts.source.applied();
     if (!loaded) {
       this.off = true;
@@ -449,6 +486,7 @@ export class Daemon {
     this.fileWatch.disarm();
     channels.alert.unsubscribe(this.logAlert);
     if (this.pendingTimer) clearTimeout(this.pendingTimer);
+    if (this.releaseTimer) clearTimeout(this.releaseTimer);
     await this.metricsServer?.stop();
     await this.control.stop();
     rmSync(join(this.opts.state.dir, 'daemon.pid'), { force: true });
@@ -456,6 +494,9 @@ export class Daemon {
     logLine('info', 'daemon stopped; the ruleset stays in force');
   }
 }
+
+/** A table let go of for the command line is taken back after this even if no sync comes. */
+const RELEASE_MS = 10_000;
 
 /** How long a changed policy file must hold still before it is read as a policy. */
 const SETTLE_READ_MS = 300;

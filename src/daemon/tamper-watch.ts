@@ -104,6 +104,18 @@ export function findTampering(applied: Ruleset, live: LiveTable | null, opts: { 
 }
 
 /**
+ * An owned table (policy `owned_table`) must be held by the daemon's socket
+ * while it holds owned tables (not while it let go of them for a write by
+ * the command line): null when it is, else what is wrong.
+ */
+export function ownership(applied: Ruleset, live: LiveTable | null, nf: { holds?(): boolean; portId?(): number }): string | null {
+  if (!applied.owned || !live || !live.ruleset.owned || !nf.holds?.() || !nf.portId) return null;
+  if (live.owner === undefined) return 'the table is no longer held by the daemon (its owner flag is gone)';
+  if (live.owner !== nf.portId()) return `the table is held by another process's netlink socket (port ${live.owner}), so only that process can change it`;
+  return null;
+}
+
+/**
  * The applied ruleset with its DNS-filled sets holding exactly what the
  * guard opened, each element for what is left of its life (meters start
  * empty, as on every replacement).
@@ -379,7 +391,10 @@ export class TamperWatch implements Component {
 
   /** The shape first (cheap at any size); elements next, when a set was touched or notifications were lost. */
   private findings(applied: Ruleset, nf: Runtime['netfilter'], full: boolean, mirror: readonly LearnedEntry[] | null): string[] {
-    const shape = findTampering(applied, nf.read(TABLE_NAME, { elements: 'none' }), { elements: false, learned: null });
+    const live = nf.read(TABLE_NAME, { elements: 'none' });
+    const shape = findTampering(applied, live, { elements: false, learned: null });
+    const held = ownership(applied, live, nf);
+    if (held !== null) shape.push(held);
     if (shape.length > 0 || !full) return shape;
     return findTampering(applied, nf.read(TABLE_NAME, { elements: 'all' }), { elements: true, learned: mirror });
   }

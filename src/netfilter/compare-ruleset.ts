@@ -19,6 +19,7 @@ export function canonical(rs: Ruleset): unknown {
   return {
     table: rs.table,
     comment: rs.comment,
+    owned: rs.owned === true,
     counters: byName(rs.counters).map((c) => ({ name: c.name, comment: c.comment ?? null })),
     limits: byName(rs.limits).map((l) => ({ name: l.name, rate: l.rate, burst: l.burst })),
     sets: byName(rs.sets).map((s) => ({
@@ -66,9 +67,9 @@ export function sameStructure(desired: Ruleset, live: LiveTable): boolean {
  * "same". Dynamic sets' elements and element timers are left out.
  */
 export function sameCompiled(a: Ruleset, b: Ruleset): boolean {
-  if (a.table !== b.table || a.comment !== b.comment || a.sets.length !== b.sets.length) return false;
-  const { sets: _a, ...restA } = a;
-  const { sets: _b, ...restB } = b;
+  if (a.table !== b.table || a.comment !== b.comment || (a.owned === true) !== (b.owned === true) || a.sets.length !== b.sets.length) return false;
+  const { sets: _a, owned: _oa, ...restA } = a;
+  const { sets: _b, owned: _ob, ...restB } = b;
   if (json(restA) !== json(restB)) return false;
   for (let i = 0; i < a.sets.length; i++) {
     const x = a.sets[i] as Ruleset['sets'][number];

@@ -1,5 +1,7 @@
 import type { ChainDef, Ruleset, SetDef, SetElem } from '../compile/ruleset.js';
-import { NetlinkError } from '../errors.js';
+import { release } from 'node:os';
+import { NetlinkError, SystemError } from '../errors.js';
+import { native } from '../native/native.js';
 import { NlWriter, attrMap, attrU32, type NlMsg } from './nl-attr.js';
 import {
   CHAIN,
@@ -18,6 +20,7 @@ import {
   SET,
   SET_ELEM_LIST,
   TABLE,
+  TABLE_F,
 } from './nl-constants.js';
 import { forgetFlowsMarked, forgetRedirects, forgetUnredirected } from './conntrack.js';
 import { NetlinkSocket, DumpInterrupted } from './netlink-socket.js';
@@ -27,6 +30,7 @@ import { carriesLearned, sameLearnedSet, type ElementChange, type Netfilter, typ
 
 const T = (m: number) => (NFNL_SUBSYS_NFTABLES << 8) | m;
 const ENOENT = 2;
+const EOPNOTSUPP = 95;
 /** Refreshed elements this close to their expiry may already be expired-but-uncollected in the kernel. */
 const NEAR_EXPIRY_MS = 3_000;
 
@@ -35,11 +39,79 @@ export class KernelNetfilter implements Netfilter {
   private sock: NetlinkSocket;
   private seq = 1;
   private updates: boolean | undefined;
+  /** The daemon: an owned ruleset's table is written owned by this socket (see `hold`). */
+  private readonly owner: boolean;
+  /** Whether this writer holds owned tables (false between `release` and `hold`). */
+  private holding: boolean;
 
-  /** `timeoutUpdates` skips the probe (tests take each path on any kernel). */
-  constructor(opts: { timeoutUpdates?: boolean } = {}) {
+  /**
+   * `timeoutUpdates` skips the probe (tests take each path on any kernel).
+   * `owner`: this is the daemon, the one process that holds an owned table
+   * (policy `owned_table`); any other writer leaves it persistent and
+   * unowned, for the daemon to take back.
+   */
+  constructor(opts: { timeoutUpdates?: boolean; owner?: boolean } = {}) {
     this.sock = NetlinkSocket.open(NETLINK_NETFILTER);
     this.updates = opts.timeoutUpdates;
+    this.owner = opts.owner === true;
+    this.holding = this.owner;
+  }
+
+  /** The flags an owned ruleset's table is written with by this writer. */
+  private ownedFlags(): number {
+    return TABLE_F.PERSIST | (this.owner && this.holding ? TABLE_F.OWNER : 0);
+  }
+
+  /** The live table's flags as they are (what a create-if-missing must repeat), refusing before the kernel does when another socket owns it. */
+  private liveFlags(live: LiveTable | null, doing: string): number {
+    if (!live) return 0;
+    if (live.owner !== undefined && live.owner !== native().nlPortId(this.sock.fd)) {
+      throw new SystemError(
+        'ETABLEOWNED',
+        `Cannot ${doing}: inet ${live.ruleset.table} is owned (flags owner) by another process's netlink socket (port ${live.owner}), and only it may change the table. A running Sluice daemon hands it over to \`sluice apply\`, \`off\` and rollbacks; stop the process that holds it, or wait for it to exit (the table stays).`,
+      );
+    }
+    return (live.ruleset.owned ? TABLE_F.PERSIST : 0) | (live.owner !== undefined ? TABLE_F.OWNER : 0);
+  }
+
+  /**
+   * Takes an owned ruleset's table that no socket holds (written by the CLI,
+   * the boot-time restore, or a daemon that exited) for this writer, in one
+   * transaction that changes nothing else. `held`: it already was; `absent`:
+   * no table, or not an owned ruleset's. Throws when another socket holds it.
+   */
+  hold(table: string): 'held' | 'taken' | 'absent' {
+    this.holding = this.owner;
+    const live = this.read(table, { elements: 'none' });
+    if (!live || !live.ruleset.owned || !this.owner) return 'absent';
+    if (live.owner !== undefined) {
+      this.liveFlags(live, `take inet ${table}`);
+      return 'held';
+    }
+    this.commit(this.batch().addTable(table, undefined, TABLE_F.OWNER | TABLE_F.PERSIST));
+    return 'taken';
+  }
+
+  /**
+   * Lets go of every table this writer holds (they stay, persistent and
+   * unowned, for another writer to replace), until the next `hold`. The
+   * kernel has no message for it: the socket is closed and another opened.
+   */
+  release(): void {
+    this.holding = false;
+    const old = this.sock;
+    this.sock = NetlinkSocket.open(NETLINK_NETFILTER);
+    old.close();
+  }
+
+  /** Whether this writer holds owned tables now (false between `release` and `hold`). */
+  holds(): boolean {
+    return this.owner && this.holding;
+  }
+
+  /** The netlink port of this writer's socket (what the kernel records as an owned table's owner). */
+  portId(): number {
+    return native().nlPortId(this.sock.fd);
   }
 
   /**
@@ -122,10 +194,23 @@ export class KernelNetfilter implements Netfilter {
         }
       }
     }
-    const batch = encodeReplace(ruleset, (b) => {
-      for (const c of carried) b.elements('add', ruleset.table, c.set, c.elems);
-    });
-    this.commit(batch);
+    const flags = { live: this.liveFlags(live, `replace inet ${ruleset.table}`), table: ruleset.owned ? this.ownedFlags() : 0 };
+    const batch = encodeReplace(
+      ruleset,
+      (b) => {
+        for (const c of carried) b.elements('add', ruleset.table, c.set, c.elems);
+      },
+      flags,
+    );
+    try {
+      this.commit(batch);
+    } catch (err) {
+      // Before 6.9 the kernel has no persist flag: say what the policy asked for.
+      if (ruleset.owned && err instanceof NetlinkError && err.errno === EOPNOTSUPP) {
+        throw new SystemError('EOWNEDTABLE', `This kernel (${release()}) refused the table flags owner and persist that \`owned_table: true\` asks for (Linux 6.9 or later has them); nothing was changed. Remove owned_table from the policy to run unowned.`, { cause: err });
+      }
+      throw err;
+    }
     forgetStaleRedirect(live?.ruleset ?? null, ruleset);
   }
 
@@ -147,7 +232,7 @@ export class KernelNetfilter implements Netfilter {
   remove(table: string): boolean {
     const live = this.read(table, { elements: 'none' });
     if (!live) return false;
-    this.commit(encodeDelete(table));
+    this.commit(encodeDelete(table, this.liveFlags(live, `remove inet ${table}`)));
     forgetStaleRedirect(live.ruleset, null);
     return true;
   }
@@ -251,9 +336,13 @@ export class KernelNetfilter implements Netfilter {
     if (!tableMsg) return null;
     const anomalies: string[] = [];
     const t = decodeTable(tableMsg);
-    // Sluice writes no table flags: a dormant table filters nothing at all.
-    if (t.flags !== 0) anomalies.push(`the table has flags Sluice does not write (${tableFlagNames(t.flags)})`);
+    // Sluice writes persist, and owner with it (a dormant table filters nothing at all; owner
+    // without persist would take the table away with the socket that owns it).
+    const foreignFlags = t.flags & ~(TABLE_F.OWNER | TABLE_F.PERSIST);
+    if (foreignFlags !== 0) anomalies.push(`the table has flags Sluice does not write (${tableFlagNames(foreignFlags)})`);
+    if (t.flags & TABLE_F.OWNER && !(t.flags & TABLE_F.PERSIST)) anomalies.push('the table is owned without persist (it would go with its owner)');
     const rs: Ruleset = { table: t.name, comment: t.comment, sets: [], counters: [], limits: [], chains: [] };
+    if (t.flags & TABLE_F.PERSIST) rs.owned = true;
 
     for (const m of this.dump(MSG.GETOBJ, (w) => w.str(OBJ.TABLE, table))) {
       const o = decodeObj(m);
@@ -290,7 +379,7 @@ export class KernelNetfilter implements Netfilter {
       if (chain) chain.rules.push(d.rule);
       else anomalies.push(`rule in unknown chain ${d.chain}`);
     }
-    return { ruleset: rs, anomalies };
+    return t.flags & TABLE_F.OWNER && t.owner !== undefined ? { ruleset: rs, anomalies, owner: t.owner } : { ruleset: rs, anomalies };
   }
 
   counters(table: string): Map<string, CounterValue> {

@@ -32,6 +32,17 @@ export interface Netfilter {
    * `value` (the flows of an epoch about to be used again). Best effort.
    */
   forgetFlows(value: number, mask: number): void;
+  /**
+   * Owned tables (policy `owned_table`, the daemon's writer only): takes an
+   * owned ruleset's table that no socket holds; `release` lets go of it for
+   * another writer until the next `hold`; `holds` says which. Absent: this
+   * writer never owns tables.
+   */
+  hold?(table: string): 'held' | 'taken' | 'absent';
+  release?(): void;
+  holds?(): boolean;
+  /** The netlink port of this writer's socket (an owned table's recorded owner). */
+  portId?(): number;
   close(): void;
 }
 

@@ -28,6 +28,8 @@ import { bytesInt, lexprsToStmts, readLExprs } from './nft-expr.js';
 export interface LiveTable {
   ruleset: Ruleset;
   anomalies: string[];
+  /** The netlink port of the socket that owns the table (flags owner), if one does. */
+  owner?: number;
 }
 
 export interface CounterValue {
@@ -52,9 +54,12 @@ export function tableFlagNames(flags: number): string {
   return names.join(', ');
 }
 
-export function decodeTable(msg: NlMsg): { name: string; comment: string; flags: number } {
+export function decodeTable(msg: NlMsg): { name: string; comment: string; flags: number; owner?: number } {
   const a = payloadAttrs(msg);
-  return { name: attrStr(a.get(TABLE.NAME)) ?? '', comment: udataDecode(a.get(TABLE.USERDATA), UDATA_COMMENT.table) ?? '', flags: attrU32(a.get(TABLE.FLAGS)) ?? 0 };
+  const t: { name: string; comment: string; flags: number; owner?: number } = { name: attrStr(a.get(TABLE.NAME)) ?? '', comment: udataDecode(a.get(TABLE.USERDATA), UDATA_COMMENT.table) ?? '', flags: attrU32(a.get(TABLE.FLAGS)) ?? 0 };
+  const owner = attrU32(a.get(TABLE.OWNER));
+  if (owner !== undefined) t.owner = owner;
+  return t;
 }
 
 export function decodeChain(msg: NlMsg): { table: string; chain: ChainDef; anomaly?: string } {

@@ -187,9 +187,9 @@ export class BatchBuilder {
     return new Set(this.descriptions.keys());
   }
 
-  addTable(name: string, comment?: string): this {
+  addTable(name: string, comment?: string, flags = 0): this {
     this.begin(MSG.NEWTABLE, NLM_F_CREATE, `adding table inet ${name}`);
-    this.w.str(TABLE.NAME, name).u32be(TABLE.FLAGS, 0);
+    this.w.str(TABLE.NAME, name).u32be(TABLE.FLAGS, flags);
     if (comment !== undefined) this.w.bytes(TABLE.USERDATA, udataEncode(UDATA_COMMENT.table, comment));
     this.w.endMsg();
     return this;
@@ -337,10 +337,13 @@ export class BatchBuilder {
  * One transaction that replaces Sluice's table: create it if missing (so the
  * delete cannot fail), delete it, and build the new one. The kernel commits
  * all of it or none of it; a failure leaves the previous table in force.
+ * `flags.live`: the flags the table has now (the create-if-missing must not
+ * ask to change them: an owned table refuses that); `flags.table`: the new
+ * table's.
  */
-export function encodeReplace(rs: Ruleset, extra?: (b: BatchBuilder) => void): BatchBuilder {
+export function encodeReplace(rs: Ruleset, extra?: (b: BatchBuilder) => void, flags: { live: number; table: number } = { live: 0, table: 0 }): BatchBuilder {
   const b = new BatchBuilder();
-  b.addTable(rs.table).deleteTable(rs.table).addTable(rs.table, rs.comment);
+  b.addTable(rs.table, undefined, flags.live).deleteTable(rs.table).addTable(rs.table, rs.comment, flags.table);
   for (const c of rs.counters) b.addCounter(rs.table, c.name, c.comment);
   for (const l of rs.limits) b.addLimit(rs.table, l.name, l.rate, l.burst);
   for (const s of rs.sets) b.addSet(rs.table, s);
@@ -353,6 +356,6 @@ export function encodeReplace(rs: Ruleset, extra?: (b: BatchBuilder) => void): B
 }
 
 /** One transaction that removes Sluice's table if it exists. */
-export function encodeDelete(table: string): BatchBuilder {
-  return new BatchBuilder().addTable(table).deleteTable(table);
+export function encodeDelete(table: string, liveFlags = 0): BatchBuilder {
+  return new BatchBuilder().addTable(table, undefined, liveFlags).deleteTable(table);
 }

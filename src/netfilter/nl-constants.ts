@@ -72,7 +72,9 @@ export const MSG = {
   GETOBJ_RESET: 21,
 } as const;
 
-export const TABLE = { NAME: 1, FLAGS: 2, USE: 3, HANDLE: 4, USERDATA: 6 } as const;
+export const TABLE = { NAME: 1, FLAGS: 2, USE: 3, HANDLE: 4, USERDATA: 6, OWNER: 7 } as const;
+/** Table flags (Linux 6.9+ for persist): dormant filters nothing; owner: only the creating netlink socket may change it; persist: it outlives that socket. */
+export const TABLE_F = { DORMANT: 0x1, OWNER: 0x2, PERSIST: 0x4 } as const;
 export const CHAIN = { TABLE: 1, HANDLE: 2, NAME: 3, HOOK: 4, POLICY: 5, USE: 6, TYPE: 7, COUNTERS: 8, FLAGS: 10, ID: 11, USERDATA: 12 } as const;
 export const HOOK = { HOOKNUM: 1, PRIORITY: 2 } as const;
 export const RULE = { TABLE: 1, CHAIN: 2, HANDLE: 3, EXPRESSIONS: 4, POSITION: 6, USERDATA: 7, ID: 9 } as const;

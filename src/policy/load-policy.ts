@@ -185,6 +185,7 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
     blockWith: p.block_with ?? 'reject',
     essentials: p.essentials ?? true,
     tamper: p.tamper ?? 'restore',
+    ownedTable: p.owned_table ?? false,
     log,
     rules,
     alerts,
@@ -591,7 +592,7 @@ function reportZodIssue(zi: z.core.$ZodIssue, raw: unknown, error: Report): void
 }
 
 const KNOWN_KEYS: Record<string, string[]> = {
-  top: ['version', 'mode', 'default', 'block_with', 'essentials', 'tamper', 'log', 'rules', 'dns', 'flows', 'alerts', 'suppress'],
+  top: ['version', 'mode', 'default', 'block_with', 'essentials', 'tamper', 'owned_table', 'log', 'rules', 'dns', 'flows', 'alerts', 'suppress'],
   flows: ['ct_mark_mask', 'replies'],
   dns: ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark', 'max_addresses_per_answer', 'max_addresses_per_name'],
   rule: ['name', 'action', 'to', 'ports', 'users', 'services', 'interfaces', 'log', 'comment'],

@@ -16,6 +16,12 @@ export interface Policy {
   essentials: boolean;
   /** What the daemon does when someone else changes its kernel table: put it back (and alert), or only alert. */
   tamper: 'restore' | 'alert';
+  /**
+   * The daemon owns its table (flags owner, persist; Linux 6.9+): no other
+   * process can change or delete it, `nft flush ruleset` passes it by, and it
+   * stays, unowned, when the daemon exits.
+   */
+  ownedTable: boolean;
   log: LogSettings;
   rules: Rule[];
   /** Where alerts go (see README "Alerts"); empty: only the daemon's log. */

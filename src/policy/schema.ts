@@ -67,6 +67,7 @@ const topShape = {
   block_with: z.enum(['reject', 'drop']).optional(),
   essentials: z.boolean().optional(),
   tamper: z.enum(['restore', 'alert']).optional(),
+  owned_table: z.boolean().optional(),
   log: z
     .strictObject({
       group: z.number().int().min(1).max(65535).optional(),

@@ -209,9 +209,10 @@ export class World {
     await this.spawnReady(this.world, [process.execPath, join(DIST_WORLD, 'servers.js'), '--tcp', tcp.join(','), '--udp', UDP_PORTS.join(','), '--addrs', addrs.join(','), '--echo', String(ECHO_PORT)]);
   }
 
-  /** Starts a long-running process in a namespace and waits for "ready" on its stdout. */
-  async spawnReady(ns: string, argv: string[], opts: { env?: NodeJS.ProcessEnv; readyText?: string; timeoutMs?: number } = {}): Promise<ChildProcess> {
+  /** Starts a long-running process in a namespace and waits for "ready" on its stdout (`onSpawn` sees it first, to read what it says before that). */
+  async spawnReady(ns: string, argv: string[], opts: { env?: NodeJS.ProcessEnv; readyText?: string; timeoutMs?: number; onSpawn?: (child: ChildProcess) => void } = {}): Promise<ChildProcess> {
     const child = this.spawnIn(ns, argv, opts.env ? { env: opts.env } : {});
+    opts.onSpawn?.(child);
     const ready = opts.readyText ?? 'ready';
     await new Promise<void>((resolve, reject) => {
       let out = '';

@@ -14,7 +14,7 @@ export async function apply(ctx: Context, args: { policy?: string; confirm?: num
   // Validate and compile before touching anything: a bad policy never reaches the kernel.
   const { policy: p, bytes } = ctx.loadPolicyForApply(args.policy);
   const { ruleset, warnings } = ctx.compile(p);
-  const nf = ctx.netfilter();
+  const nf = await ctx.tableWriter();
 
   let note: string | undefined;
   const token = randomBytes(16).toString('hex');

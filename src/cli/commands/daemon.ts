@@ -37,7 +37,7 @@ export async function daemon(ctx: Context, args: { policy?: string; metrics?: st
       throw new SluiceError('EDAEMONRUNNING', `A Sluice daemon already runs for ${ctx.state.dir} (pid ${pid})`);
     }
   }
-  const nf = ctx.netfilter();
+  const nf = ctx.netfilter({ owner: true });
   const source: PolicySource = {
     applied: () => loadAppliedPolicy(ctx),
     file: (path) => ctx.loadPolicyForApply(path),

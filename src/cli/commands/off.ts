@@ -7,7 +7,7 @@ import { EXIT, type Context } from '../context.js';
  * brings the table back; only an apply does.
  */
 export async function off(ctx: Context): Promise<number> {
-  const r = commitTable(ctx.netfilter(), ctx.state, { event: 'off', ruleset: null, policy: null });
+  const r = commitTable(await ctx.tableWriter(), ctx.state, { event: 'off', ruleset: null, policy: null });
   const removed = r.removed ?? false;
   ctx.say(removed ? 'Removed table inet sluice: outbound traffic is no longer filtered by Sluice.' : 'No Sluice table was loaded; nothing to remove.');
   ctx.result({ removed });

@@ -47,6 +47,15 @@ export function status(ctx: Context): number {
   else if (daemon?.state === 'dead') ctx.say(`Daemon: NOT RUNNING (pid ${daemon.pid} is gone since ${daemon.at}; it did not stop cleanly)`);
   else if (daemon) ctx.say(`Daemon: ${daemon.state}${daemon.state === 'running' || daemon.state === 'starting' ? ` (pid ${daemon.pid})` : ''} since ${daemon.at}`);
   if (live) ctx.say(`Mode: ${liveMode ?? 'unknown'}${liveMode === 'audit' ? ' (nothing blocked; would-block traffic is logged)' : ''}`);
+  // An owned table (policy owned_table): who can change it now.
+  const owned = live?.ruleset.owned ? { owner: live.owner ?? null } : null;
+  if (owned) {
+    ctx.say(
+      owned.owner !== null
+        ? `Table: owned (flags owner, persist) by netlink port ${owned.owner}: only that socket (the daemon's, while it runs) can change or delete it`
+        : 'Table: persistent (flags persist) and held by no process: the daemon takes it when it runs',
+    );
+  }
   if (applied) ctx.say(`Policy: ${applied.policyFile} sha256 ${applied.sha256.slice(0, 16)} applied ${applied.appliedAt}`);
   else if (liveSha) ctx.say(`Policy: sha256 ${liveSha.slice(0, 16)} (from the table comment)`);
   if (pending) {
@@ -89,6 +98,7 @@ export function status(ctx: Context): number {
     counters: rules,
     drift,
     anomalies: live?.anomalies ?? [],
+    owned,
     epoch: applied?.epoch ?? null,
     daemon,
   });
