@@ -6,6 +6,7 @@ import type { Component, Runtime } from '../runtime/component.js';
 import { Outbox, type RouteCounters } from './outbox.js';
 import { Rollup, type AlertMessage, type AlertOccurrence } from './rollup.js';
 import { deliver } from './sinks.js';
+import { AttributionGauge, NewDestinations, whoOf } from './watches.js';
 
 /** How often due alerts are looked for when nothing new was queued. */
 const TICK_MS = 1_000;
@@ -40,7 +41,7 @@ export function suppressedBy(list: readonly Suppression[], o: AlertOccurrence, a
 /** The occurrence a flow event is, for the triggers that care; null for allowed flows. */
 export function flowOccurrence(e: FlowEvent): AlertOccurrence | null {
   if (e.verdict === 'allowed') return null;
-  const who = e.process?.unit ?? e.process?.exe ?? e.process?.comm ?? e.user ?? (e.uid !== undefined ? `uid ${e.uid}` : undefined);
+  const who = whoOf(e.process, e.user, e.uid);
   const proto = e.proto === 6 ? 'tcp' : e.proto === 17 ? 'udp' : `proto ${e.proto}`;
   const where = `${e.hostname ? `${e.hostname} (${e.dst})` : e.dst}${e.dport !== undefined ? ` port ${e.dport}/${proto}` : ''}`;
   const trigger = e.rule === '#encrypted-dns' ? 'encrypted-dns' : 'blocked';
@@ -61,7 +62,7 @@ export function flowOccurrence(e: FlowEvent): AlertOccurrence | null {
 /** The occurrence a DNS query is: a name no rule allows (or a deny rule refuses) asked for. */
 export function dnsOccurrence(e: DnsQueryEvent): AlertOccurrence | null {
   if (e.verdict !== 'blocked' && e.verdict !== 'would-block') return null;
-  const who = e.process?.unit ?? e.process?.exe ?? e.process?.comm ?? (e.client.uid !== undefined ? `uid ${e.client.uid}` : undefined);
+  const who = whoOf(e.process, undefined, e.client.uid);
   const rule = e.rules[0] ?? '#default';
   const o: AlertOccurrence = {
     time: e.time,
@@ -76,10 +77,14 @@ export function dnsOccurrence(e: DnsQueryEvent): AlertOccurrence | null {
   return o;
 }
 
-/** The occurrence an alert the core raised is (tamper, a rejected reload). */
+/** The triggers the core raises itself (channels.alert). */
+const CORE_TRIGGERS = ['tamper', 'reload-rejected', 'event-loss', 'daemon-failed'] as const;
+
+/** The occurrence an alert the core raised is (tamper, a rejected reload, lost events, a daemon that failed). */
 export function coreOccurrence(e: AlertEvent): AlertOccurrence | null {
-  if (e.kind !== 'tamper' && e.kind !== 'reload-rejected') return null;
-  return { time: e.time, trigger: e.kind, severity: e.severity, message: e.message, ...(e.detail ? { detail: e.detail } : {}) };
+  const trigger = CORE_TRIGGERS.find((t) => t === e.kind);
+  if (trigger === undefined) return null;
+  return { time: e.time, trigger, severity: e.severity, message: e.message, ...(e.detail ? { detail: e.detail } : {}) };
 }
 
 interface RouteState {
@@ -112,18 +117,46 @@ export class AlertsComponent implements Component {
   private stopping = false;
   readonly stats = { occurrences: 0, suppressed: 0, queued: 0, delivered: 0, attemptsFailed: 0, givenUp: 0 };
 
-  private readonly onFlow = (m: unknown) => this.take(flowOccurrence(m as FlowEvent), (m as FlowEvent).dst);
-  private readonly onDns = (m: unknown) => this.take(dnsOccurrence(m as DnsQueryEvent), undefined);
+  /** `attribution-low` and `new-destination`, while some route listens for them. */
+  private gauge: AttributionGauge | undefined;
+  private newDest: NewDestinations | undefined;
+
+  private readonly onFlow = (m: unknown) => {
+    const e = m as FlowEvent;
+    this.take(flowOccurrence(e), e.dst);
+    if (this.gauge) this.take(this.gauge.add(e), undefined);
+    if (this.newDest) this.take(this.newDest.fromFlow(e), e.dst);
+  };
+  private readonly onDns = (m: unknown) => {
+    const e = m as DnsQueryEvent;
+    this.take(dnsOccurrence(e), undefined);
+    if (this.newDest) this.take(this.newDest.fromDns(e), undefined);
+  };
   private readonly onCore = (m: unknown) => this.take(coreOccurrence(m as AlertEvent), undefined);
 
-  constructor(private readonly opts: { open?: (rt: Runtime) => Outbox } = {}) {}
+  /**
+   * `open`: the outbox (tests); `newDestinations` and `attribution`: the
+   * triggers' settings (defaults: an hour of learning, 100,000 pairs in
+   * memory; windows of 60 s, at least 20 events, under 50% named).
+   */
+  constructor(
+    private readonly opts: {
+      open?: (rt: Runtime) => Outbox;
+      newDestinations?: { learnMs: number; max: number };
+      attribution?: { windowMs: number; minEvents: number; threshold: number };
+    } = {},
+  ) {}
 
   async start(rt: Runtime): Promise<void> {
     this.rt = rt;
     this.stopping = false;
     this.outbox = (this.opts.open ?? ((r) => new Outbox(alertsPath(r.state.dir))))(rt);
     this.configure(rt.policy);
-    this.tick = setInterval(() => this.pump(), TICK_MS);
+    this.tick = setInterval(() => {
+      if (this.gauge) this.take(this.gauge.tick(Date.now()), undefined);
+      this.flushSeen();
+      this.pump();
+    }, TICK_MS);
     this.tick.unref();
     this.pump();
     rt.metrics.collect(() => this.metrics());
@@ -163,9 +196,21 @@ export class AlertsComponent implements Component {
     // Subscribed only to what some route listens for: with no subscriber, publishing costs nothing
     // (the guard publishes every query it answers).
     const wants = (t: readonly string[]) => [...this.routes.values()].some((st) => st.route.on.some((x) => t.includes(x)));
-    this.subscribe(channels.flow, this.onFlow, wants(['blocked', 'encrypted-dns']));
-    this.subscribe(channels.dnsQuery, this.onDns, wants(['unlisted-name']));
-    this.subscribe(channels.alert, this.onCore, wants(['tamper', 'reload-rejected']));
+    if (!wants(['attribution-low'])) this.gauge = undefined;
+    else this.gauge ??= new AttributionGauge(this.opts.attribution);
+    if (!wants(['new-destination'])) {
+      this.flushSeen();
+      this.newDest = undefined;
+    } else if (!this.newDest && this.outbox) {
+      try {
+        this.newDest = new NewDestinations(this.outbox, this.opts.newDestinations);
+      } catch (err) {
+        this.rt?.log('error', 'cannot read the destinations seen so far: new-destination alerts are off', { error: (err as Error).message });
+      }
+    }
+    this.subscribe(channels.flow, this.onFlow, wants(['blocked', 'encrypted-dns', 'attribution-low', 'new-destination']));
+    this.subscribe(channels.dnsQuery, this.onDns, wants(['unlisted-name', 'new-destination']));
+    this.subscribe(channels.alert, this.onCore, wants(CORE_TRIGGERS));
     const today = new Date().toISOString().slice(0, 10);
     for (const s of policy.suppress) {
       if (s.until < today) this.rt?.log('warn', `suppression on line ${s.line} expired on ${s.until}: its alerts are sent again`, { reason: s.reason });
@@ -275,10 +320,22 @@ export class AlertsComponent implements Component {
     }
   }
 
+  /** Stores the destination pairs seen since the last time (new-destination's memory). */
+  private flushSeen(): void {
+    try {
+      this.newDest?.flush();
+    } catch (err) {
+      this.rt?.log('warn', 'could not store the destinations seen (they may be reported as new again after a restart)', { error: (err as Error).message });
+    }
+  }
+
   async stop(): Promise<void> {
     // Open windows become messages now, stored: they go out after the restart if not before.
     for (const st of this.routes.values()) st.rollup.flush();
     this.store();
+    this.flushSeen();
+    this.newDest = undefined;
+    this.gauge = undefined;
     this.stopping = true;
     this.subscribe(channels.flow, this.onFlow, false);
     this.subscribe(channels.dnsQuery, this.onDns, false);
@@ -298,7 +355,7 @@ export class AlertsComponent implements Component {
       const c = this.outbox?.counters(st.route.name) ?? { delivered: 0, retried: 0, failed: 0, queued: 0, oldestQueued: null, lastError: null };
       routes[st.route.name] = { ...c, sink: st.route.sink.kind, open: st.rollup.open, suppressed: st.suppressed };
     }
-    return { ...this.stats, routes };
+    return { ...this.stats, ...(this.newDest ? { newDestinations: this.newDest.stats } : {}), routes };
   }
 
   private metrics() {

@@ -62,6 +62,8 @@ export class Outbox {
         );
         CREATE INDEX IF NOT EXISTS outbox_route ON outbox (route, id);
         CREATE TABLE IF NOT EXISTS counters (route TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (route, name));
+        CREATE TABLE IF NOT EXISTS seen (who TEXT NOT NULL, destination TEXT NOT NULL, first INTEGER NOT NULL, PRIMARY KEY (who, destination)) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
       `);
     } catch (err) {
       this.db.close();
@@ -203,6 +205,26 @@ export class Outbox {
   /** Every route with rows or counters (a route removed from the policy may still have alerts waiting). */
   routes(): string[] {
     return (this.db.prepare('SELECT route FROM outbox UNION SELECT route FROM counters ORDER BY route').all() as { route: string }[]).map((r) => r.route);
+  }
+
+  /**
+   * The (who, destination) pairs seen so far, the newest `limit`, and since
+   * when pairs are being recorded (the first call records it: now).
+   */
+  seen(limit: number, now = Date.now()): { since: number; pairs: { who: string; destination: string }[] } {
+    this.db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('seen_since', ?)").run(String(now));
+    const since = Number((this.db.prepare("SELECT value FROM meta WHERE key = 'seen_since'").get() as { value: string }).value);
+    const pairs = (this.db.prepare('SELECT who, destination FROM seen ORDER BY first DESC LIMIT ?').all(limit) as { who: string; destination: string }[]).reverse();
+    return { since: Number.isFinite(since) ? since : now, pairs };
+  }
+
+  /** Records pairs seen for the first time, in one transaction. */
+  addSeen(pairs: readonly { who: string; destination: string; first: number }[]): void {
+    if (pairs.length === 0) return;
+    const insert = this.db.prepare('INSERT OR IGNORE INTO seen (who, destination, first) VALUES (?, ?, ?)');
+    this.db.transaction(() => {
+      for (const p of pairs) insert.run(p.who, p.destination, p.first);
+    })();
   }
 
   close(): void {

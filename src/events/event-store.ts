@@ -81,6 +81,11 @@ export interface PipelineCounters {
   storeDrops: number;
 }
 
+/** Records lost or unusable after the kernel's log budget: lost in the kernel, dropped by the collector or the store, malformed. */
+export function lostRecords(c: PipelineCounters): number {
+  return c.seqGaps + c.collectorDrops + c.storeDrops + c.malformed;
+}
+
 export const ZERO_COUNTERS: PipelineCounters = { records: 0, malformed: 0, foreign: 0, overflows: 0, seqGaps: 0, collectorDrops: 0, storeDrops: 0 };
 
 export interface RetentionLimits {

@@ -1,8 +1,8 @@
 import { join } from 'node:path';
 import type { Component, Runtime } from '../runtime/component.js';
-import { channels } from './channels.js';
+import { channels, publishAlert } from './channels.js';
 import type { EventStore, PipelineCounters, RecordedEvent, RetentionLimits } from './event-store.js';
-import { ZERO_COUNTERS } from './event-store.js';
+import { lostRecords, ZERO_COUNTERS } from './event-store.js';
 import { SqliteStore } from './sqlite-store.js';
 
 /** The store file in a state directory. */
@@ -31,6 +31,8 @@ export interface StoreComponentOptions {
   flushMs?: number;
   retention?: RetentionLimits;
   retentionEveryMs?: number;
+  /** How often records lost since the last look raise one `event-loss` alert (ms, default 5,000). */
+  lossEveryMs?: number;
 }
 
 /**
@@ -52,6 +54,9 @@ export class EventStoreComponent implements Component {
   private writeErrors = 0;
   private stored = { blocked: 0, 'would-block': 0, allowed: 0 };
   private lastSaved = '';
+  /** Lost records already reported (cumulative, as counters() counts them). */
+  private lossReported = 0;
+  private lossTimer: NodeJS.Timeout | undefined;
   private rt: Runtime | undefined;
   private readonly onFlow = (msg: unknown) => this.accept(msg as RecordedEvent);
 
@@ -64,6 +69,10 @@ export class EventStoreComponent implements Component {
     this.base = this.store.counters();
     channels.flow.subscribe(this.onFlow);
     this.timer = setInterval(() => this.flush(), this.opts.flushMs ?? 100);
+    // Losses of earlier runs were theirs to report.
+    this.lossReported = lostRecords(this.counters());
+    this.lossTimer = setInterval(() => this.reportLoss(), this.opts.lossEveryMs ?? 5_000);
+    this.lossTimer.unref();
     const retention = this.opts.retention;
     if (retention) {
       this.retain(retention);
@@ -109,6 +118,27 @@ export class EventStoreComponent implements Component {
     return out;
   }
 
+  /**
+   * `event-loss`: records lost since the last look (in the kernel: socket
+   * overflows, sequence gaps; dropped by the collector or the store;
+   * malformed) are one alert saying how many and where. Records the kernel's
+   * log budget held back are not lost (exact counters keep them).
+   */
+  reportLoss(): void {
+    const c = this.counters();
+    const lost = lostRecords(c);
+    if (lost <= this.lossReported) return;
+    const n = lost - this.lossReported;
+    this.lossReported = lost;
+    publishAlert({
+      time: Date.now(),
+      kind: 'event-loss',
+      severity: 'warning',
+      message: `${n} event record${n === 1 ? '' : 's'} lost in the last seconds (since events were first recorded: ${c.seqGaps} in the kernel, ${c.collectorDrops} dropped by the collector, ${c.storeDrops} by the store, ${c.malformed} malformed): the log is missing what they were`,
+      detail: { lost: n, seqGaps: c.seqGaps, overflows: c.overflows, collectorDrops: c.collectorDrops, storeDrops: c.storeDrops, malformed: c.malformed },
+    });
+  }
+
   /** Writes what is queued, a batch per transaction. */
   flush(): void {
     const store = this.store;
@@ -149,6 +179,7 @@ export class EventStoreComponent implements Component {
     channels.flow.unsubscribe(this.onFlow);
     clearInterval(this.timer);
     clearInterval(this.retentionTimer);
+    clearInterval(this.lossTimer);
     this.flush();
     this.store?.close();
     this.store = undefined;

@@ -162,7 +162,7 @@ export function hasDestConstraint(rule: Rule): boolean {
 }
 
 /** What raises an alert. */
-export const ALERT_TRIGGERS = ['blocked', 'unlisted-name', 'encrypted-dns', 'tamper', 'reload-rejected'] as const;
+export const ALERT_TRIGGERS = ['blocked', 'new-destination', 'unlisted-name', 'encrypted-dns', 'tamper', 'reload-rejected', 'event-loss', 'attribution-low', 'daemon-failed'] as const;
 export type AlertTrigger = (typeof ALERT_TRIGGERS)[number];
 
 /** Where one route's alerts go. */

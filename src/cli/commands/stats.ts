@@ -1,6 +1,6 @@
 import { buildCounterName } from '../../compile/kernel-names.js';
 import { TABLE_NAME } from '../../compile/ruleset.js';
-import type { EventStats, PipelineCounters } from '../../events/event-store.js';
+import { lostRecords, type EventStats, type PipelineCounters } from '../../events/event-store.js';
 import { eventStorePath } from '../../events/store-component.js';
 import { parseSince } from '../../events/time-window.js';
 import { EXIT, type Context } from '../context.js';
@@ -58,7 +58,7 @@ export function stats(ctx: Context, args: { since?: string; limit?: number }): n
     for (const [name, v] of Object.entries(kernel)) ctx.say(`  ${String(v.packets).padStart(8)}  ${name}`);
   }
   if (counters) {
-    const lost = counters.seqGaps + counters.collectorDrops + counters.storeDrops + counters.malformed;
+    const lost = lostRecords(counters);
     ctx.say('');
     ctx.say('Pipeline (cumulative):');
     ctx.say(`  records ${counters.records}, malformed ${counters.malformed}, foreign ${counters.foreign}`);
