@@ -5,7 +5,7 @@
 # packages); downloads nothing. Prints the path of the package.
 #
 # Layout: /usr/lib/sluice (the program), /usr/bin/sluice (a symlink),
-# /lib/systemd/system/sluice{,-restore}.service, /etc/sluice/policy.yaml (the
+# /lib/systemd/system/sluice{,-restore,-failed}.service, /etc/sluice/policy.yaml (the
 # default policy, audit mode, a conffile), /usr/share/doc/sluice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +48,7 @@ chmod 0755 "$lib/bin/sluice"
 ln -s ../lib/sluice/bin/sluice "$pkg/usr/bin/sluice"
 
 # Units: the ones `make up` installs, pointed at the packaged program.
-for u in sluice.service sluice-restore.service; do
+for u in sluice.service sluice-restore.service sluice-failed.service; do
   sed -e 's|/usr/local/bin/sluice|/usr/bin/sluice|g' -e 's|/usr/local/bin|/usr/bin|g' -e 's|file:///usr/local/share/doc/sluice/README.md|file:///usr/share/doc/sluice/README.md.gz|' "packaging/$u" >"$pkg/lib/systemd/system/$u"
   chmod 0644 "$pkg/lib/systemd/system/$u"
 done

@@ -23,6 +23,7 @@ if [[ -d /run/systemd/system ]]; then
   # unit puts the applied ruleset back at boot, before the network is up.
   install -D -m 0644 packaging/sluice.service /etc/systemd/system/sluice.service
   install -D -m 0644 packaging/sluice-restore.service /etc/systemd/system/sluice-restore.service
+  install -D -m 0644 packaging/sluice-failed.service /etc/systemd/system/sluice-failed.service
   systemctl daemon-reload
   systemctl enable --quiet sluice-restore.service
   systemctl enable --now sluice.service

@@ -128,13 +128,14 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'alerts',
     section: 'Daemon',
-    args: 'status|test',
+    args: 'status|test|daemon-failed',
     maxArgs: 1,
     options: [],
     help: [
       'status: per alert route, delivered, retried, failed and queued',
       '(the oldest waiting), and the suppressions (expired ones marked);',
-      'test: a test alert through every route now (exit 1 if any failed)',
+      'test: a test alert through every route now (exit 1 if any failed);',
+      'daemon-failed: the daemon-failed alert (systemd runs it, OnFailure=)',
     ],
   },
   {

@@ -9,7 +9,7 @@ import type { Netfilter } from '../netfilter/netfilter.js';
 import type { Policy } from '../policy/policy.js';
 import { appliedPolicy, commitTable, restoreApplied } from '../state/commit-table.js';
 import { rollBackPending } from '../state/rollback.js';
-import { removeStaleTemps, type AppliedState, type StateStore } from '../state/state-store.js';
+import { removeStaleTemps, type AppliedState, type DaemonState, type StateStore } from '../state/state-store.js';
 import { channels, publishAlert, type AlertEvent } from '../events/channels.js';
 import type { Component, Runtime } from '../runtime/component.js';
 import { ControlServer } from '../runtime/control-server.js';
@@ -106,6 +106,7 @@ export class Daemon {
    */
   async start(): Promise<void> {
     const { state } = this.opts;
+    const previous = previousFailure(state.daemonState());
     state.setDaemonState({ state: 'starting', pid: process.pid, at: new Date().toISOString() });
     try {
       this.ensureTable();
@@ -124,7 +125,7 @@ export class Daemon {
         log: (level, message, fields) => logLine(level, message, fields),
       };
       this.off = loaded.off;
-      await this.startServices();
+      await this.startServices(previous);
     } catch (err) {
       const e = err as Error & { code?: string };
       state.setDaemonState({ state: 'failed', pid: process.pid, at: new Date().toISOString(), error: e.message, ...(e.code ? { code: e.code } : {}) });
@@ -244,7 +245,7 @@ export class Daemon {
   }
 
   /** Control socket, state files, components, metrics; then ready. */
-  private async startServices(): Promise<void> {
+  private async startServices(previous: ReturnType<typeof previousFailure>): Promise<void> {
     const { state } = this.opts;
     const reloads = this.metrics.counter('sluice_daemon_reloads_total', 'Policy reloads, by result');
     this.metrics.collect(() => [
@@ -296,6 +297,8 @@ export class Daemon {
     this.watchPending();
     this.armFileWatch();
     state.setDaemonState({ state: 'running', pid: process.pid, at: new Date().toISOString() });
+    // Said once the alert routes listen: a restart after a crash is not business as usual.
+    if (previous) publishAlert({ time: Date.now(), kind: 'daemon-failed', severity: 'critical', message: previous.message, detail: previous.detail });
     const { policy } = this.runtime;
     logLine('info', 'daemon ready', this.off ? { off: true, pid: process.pid } : { sha256: policy.sha256, mode: policy.mode, pid: process.pid });
     this.opts.notify?.(`READY=1\nSTATUS=${this.off ? 'Sluice is off; waiting for an apply' : `${policy.mode} mode, policy ${policy.sha256.slice(0, 16)}`}\nMAINPID=${process.pid}`);
@@ -493,6 +496,27 @@ export class Daemon {
     if (this.opts.state.daemonState()?.state !== 'failed') this.opts.state.setDaemonState({ state: 'stopped', pid: process.pid, at: new Date().toISOString() });
     logLine('info', 'daemon stopped; the ruleset stays in force');
   }
+}
+
+/**
+ * How the previous daemon of this state directory ended, when that was not
+ * a clean stop: it was running (or starting) and is gone without saying it
+ * stopped (a crash, a kill, a watchdog timeout, power lost), or its start
+ * failed. Null after a clean stop or on a first start. (A daemon of this
+ * state directory that still runs stops this one before it gets here.)
+ */
+export function previousFailure(prev: DaemonState | null, pid = process.pid): { message: string; detail: Record<string, unknown> } | null {
+  if (!prev || prev.pid === pid) return null;
+  if (prev.state === 'failed') {
+    return { message: `the previous Sluice daemon (pid ${prev.pid}) failed to start at ${prev.at}: ${prev.error ?? 'unknown error'}; this one started`, detail: { pid: prev.pid, at: prev.at, state: prev.state, ...(prev.error ? { error: prev.error } : {}) } };
+  }
+  if (prev.state === 'running' || prev.state === 'starting') {
+    return {
+      message: `the previous Sluice daemon (pid ${prev.pid}, ${prev.state} since ${prev.at}) ended without stopping cleanly (crashed, killed, missed its watchdog, or the machine lost power); this one started. Until now the ruleset stayed in force, but the DNS guard and the event log were down`,
+      detail: { pid: prev.pid, at: prev.at, state: prev.state },
+    };
+  }
+  return null;
 }
 
 /** A table let go of for the command line is taken back after this even if no sync comes. */

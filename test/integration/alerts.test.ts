@@ -4,7 +4,9 @@
  * count, for a storm of blocked datagrams, signed with the secret; while the
  * server is down alerts wait in the outbox, and after a daemon restart with
  * the server back they arrive; `sluice alerts test` fails while a sink is
- * down and passes once it is up; a tamper alert goes out at once.
+ * down and passes once it is up; a tamper alert goes out at once; a daemon
+ * killed is reported by the next one, and a daemon systemd gave up on by
+ * `sluice alerts daemon-failed` (what its OnFailure= unit runs).
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
@@ -81,7 +83,7 @@ describe('integration: alerts', () => {
     keyFile = join(w.stateDir, '..', 'webhook.key');
     writeFileSync(keyFile, `${SECRET}\n`, { mode: 0o600 });
     const policy = w.policy(
-      `mode: enforce\nlog: {rate: 100000, burst: 100000, user_rate: 100000, user_burst: 100000}\nrules:\n  - name: lan\n    to: [198.18.4.0/24]\nalerts:\n  - name: ops\n    sink: {webhook: "http://127.0.0.1:${PORT}/hook", secret_file: ${keyFile}}\n    on: [blocked, tamper]\n    window: 3s\n`,
+      `mode: enforce\nlog: {rate: 100000, burst: 100000, user_rate: 100000, user_burst: 100000}\nrules:\n  - name: lan\n    to: [198.18.4.0/24]\nalerts:\n  - name: ops\n    sink: {webhook: "http://127.0.0.1:${PORT}/hook", secret_file: ${keyFile}}\n    on: [blocked, tamper, daemon-failed]\n    window: 3s\n`,
       'alerts.yaml',
     );
     const r = await w.sluice(['apply', policy]);
@@ -150,6 +152,30 @@ describe('integration: alerts', () => {
     await w.nft(['delete', 'table', 'inet', 'sluice']);
     assert.ok(await until(() => sent().slice(before).some((m) => m.trigger === 'tamper'), 2_500), 'within the window');
     assert.ok(Date.now() - t0 < 2_900);
+  });
+
+  it('daemon-failed: a daemon killed is reported by the next one; one systemd gave up on, by `sluice alerts daemon-failed`', async () => {
+    const before = sent().length;
+    daemon?.kill('SIGKILL');
+    await stopChild(daemon);
+    await startDaemon();
+    assert.ok(await until(() => sent().slice(before).some((m) => m.trigger === 'daemon-failed'), 5_000), 'the next daemon said the last one did not stop cleanly');
+    assert.match(sent().slice(before).find((m) => m.trigger === 'daemon-failed')?.text ?? '', /ended without stopping cleanly/);
+
+    await stopChild(daemon);
+    daemon = undefined;
+    const mid = sent().length;
+    const r = await w.sluice(['alerts', 'daemon-failed'], { env: { MONITOR_SERVICE_RESULT: 'start-limit-hit', MONITOR_EXIT_CODE: 'exited', MONITOR_EXIT_STATUS: '1' } });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /ops \(webhook .*\): delivered/);
+    const m = sent().slice(mid).find((x) => x.trigger === 'daemon-failed');
+    assert.ok(m, 'sent from the command itself: no daemon is left to send it');
+    assert.match(m.text, /failed and systemd stopped restarting it \(result start-limit-hit, exited 1\)/);
+    const st = await w.sluiceJson<{ routes: { name: string; queued: number }[] }>(['alerts', 'status']);
+    assert.equal(st.json.routes.find((x) => x.name === 'ops')?.queued, 0, 'delivered, so not queued for the next daemon');
+    await startDaemon();
+    await sleep(1_500);
+    assert.equal(sent().slice(mid).filter((x) => x.trigger === 'daemon-failed').length, 1, 'a clean stop is not a failure, and nothing was sent twice');
   });
 });
 

@@ -43,6 +43,7 @@ describe('integration: the Debian package', () => {
       '/usr/lib/sluice/policies/encrypted-dns.txt',
       '/lib/systemd/system/sluice.service',
       '/lib/systemd/system/sluice-restore.service',
+      '/lib/systemd/system/sluice-failed.service',
       '/etc/sluice/policy.yaml',
       '/usr/share/doc/sluice/copyright',
       '/usr/share/doc/sluice/changelog.Debian.gz',
@@ -66,14 +67,14 @@ describe('integration: the Debian package', () => {
 
   it('the units run the packaged program and systemd-analyze verify accepts them', () => {
     const units = join(unpacked, 'lib/systemd/system');
-    for (const u of ['sluice.service', 'sluice-restore.service']) {
+    for (const u of ['sluice.service', 'sluice-restore.service', 'sluice-failed.service']) {
       const text = readFileSync(join(units, u), 'utf8');
-      assert.match(text, /^ExecStart=\/usr\/bin\/sluice (daemon|restore)$/m);
+      assert.match(text, /^ExecStart=\/usr\/bin\/sluice (daemon|restore|alerts daemon-failed)$/m);
       assert.doesNotMatch(text, /\/usr\/local/);
       // Verified where the program is: the unpacked copy's (this host has no /usr/bin/sluice).
       writeFileSync(join(dir, u), text.replaceAll('/usr/bin/sluice', join(unpacked, 'usr/bin/sluice')).replace(/^Documentation=.*$/m, ''));
     }
-    const r = run('systemd-analyze', ['verify', '--man=no', join(dir, 'sluice-restore.service'), join(dir, 'sluice.service')]);
+    const r = run('systemd-analyze', ['verify', '--man=no', join(dir, 'sluice-restore.service'), join(dir, 'sluice.service'), join(dir, 'sluice-failed.service')]);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(`${r.stdout}${r.stderr}`.trim(), '');
   });

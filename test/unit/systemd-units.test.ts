@@ -37,9 +37,9 @@ function settings(text: string): Map<string, string[]> {
 }
 
 describe('unit: systemd units', () => {
-  it('systemd-analyze verify accepts both units without a single warning', () => {
-    for (const unit of ['sluice.service', 'sluice-restore.service']) copyFileSync(join(PACKAGING, unit), join(dir, unit));
-    const r = spawnSync('systemd-analyze', ['verify', '--man=no', join(dir, 'sluice-restore.service'), join(dir, 'sluice.service')], { encoding: 'utf8' });
+  it('systemd-analyze verify accepts the three units without a single warning', () => {
+    for (const unit of ['sluice.service', 'sluice-restore.service', 'sluice-failed.service']) copyFileSync(join(PACKAGING, unit), join(dir, unit));
+    const r = spawnSync('systemd-analyze', ['verify', '--man=no', join(dir, 'sluice-restore.service'), join(dir, 'sluice.service'), join(dir, 'sluice-failed.service')], { encoding: 'utf8' });
     assert.equal(r.error, undefined, `systemd-analyze could not run (make test installs the systemd package): ${r.error?.message}`);
     assert.equal(r.status, 0, r.stderr);
     assert.equal(`${r.stdout}${r.stderr}`.trim(), '', 'no warnings either');
@@ -82,5 +82,16 @@ describe('unit: systemd units', () => {
     const caps = s.get('Service.CapabilityBoundingSet') ?? [];
     assert.ok(caps.includes('CAP_NET_ADMIN') && caps.includes('CAP_NET_BIND_SERVICE'));
     assert.ok(!caps.includes('CAP_SYS_ADMIN') && !caps.includes('CAP_SYS_MODULE'), 'nothing it does not use');
+  });
+
+  it('a daemon left failed (restarts past the start limit) starts sluice-failed.service, which sends the daemon-failed alert', () => {
+    const d = settings(readFileSync(join(PACKAGING, 'sluice.service'), 'utf8'));
+    assert.deepEqual(d.get('Unit.OnFailure'), ['sluice-failed.service']);
+    assert.ok(Number(d.get('Unit.StartLimitBurst')?.[0]) >= 3 && Number(d.get('Unit.StartLimitIntervalSec')?.[0]) >= 60, 'a crash loop is caught as one');
+    const f = settings(readFileSync(join(PACKAGING, 'sluice-failed.service'), 'utf8'));
+    assert.deepEqual(f.get('Service.Type'), ['oneshot']);
+    assert.deepEqual(f.get('Service.ExecStart'), ['/usr/local/bin/sluice', 'alerts', 'daemon-failed']);
+    assert.deepEqual(f.get('Service.ReadWritePaths'), ['/var/lib/sluice'], 'writes the alert database');
+    assert.equal(f.get('Install.WantedBy'), undefined, 'static: only OnFailure= starts it');
   });
 });

@@ -5,6 +5,7 @@ import type { AlertMessage } from '../../alerts/rollup.js';
 import { deliver } from '../../alerts/sinks.js';
 import { UsageError } from '../../errors.js';
 import type { AlertRoute, Policy } from '../../policy/policy.js';
+import { processAlive } from '../../state/state-store.js';
 import { EXIT, type Context } from '../context.js';
 import { loadAppliedPolicy } from './connections.js';
 
@@ -25,11 +26,13 @@ function appliedOrThrow(ctx: Context): Policy {
  * what waits and since when; and the suppressions, expired ones marked.
  * `sluice alerts test`: one test alert through every route's sink, now,
  * from this process; exit status 1 when any sink failed.
+ * `sluice alerts daemon-failed`: see daemonFailed.
  */
 export async function alerts(ctx: Context, sub: string | undefined): Promise<number> {
   if (sub === 'status') return status(ctx);
   if (sub === 'test') return test(ctx);
-  throw new UsageError(`sluice alerts status | test (got ${JSON.stringify(sub ?? '')})`);
+  if (sub === 'daemon-failed') return daemonFailed(ctx);
+  throw new UsageError(`sluice alerts status | test | daemon-failed (got ${JSON.stringify(sub ?? '')})`);
 }
 
 function status(ctx: Context): number {
@@ -79,4 +82,56 @@ async function test(ctx: Context): Promise<number> {
   if (ctx.json) ctx.result(results);
   else for (const r of results) ctx.say(`${r.route} (${r.sink}): ${r.ok ? 'delivered' : `FAILED: ${r.error}`}`);
   return results.every((r) => r.ok) ? EXIT.ok : EXIT.failed;
+}
+
+/**
+ * `sluice alerts daemon-failed`: what systemd runs (sluice-failed.service,
+ * the daemon unit's OnFailure=) when it stops restarting the daemon: a
+ * `daemon-failed` alert, critical, to every route of the applied policy
+ * that listens for it. It is stored in the alert database first, then sent
+ * from this process, since no daemon is left to send it; what a sink does
+ * not take stays queued for the daemon's next start. systemd's
+ * MONITOR_SERVICE_RESULT, MONITOR_EXIT_CODE and MONITOR_EXIT_STATUS say
+ * how the unit failed; the daemon's last state says why, when it knew.
+ */
+async function daemonFailed(ctx: Context, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const policy = appliedOrThrow(ctx);
+  const routes = policy.alerts.filter((r) => r.on.includes('daemon-failed'));
+  if (routes.length === 0) {
+    ctx.say('No alert route of the applied policy listens for daemon-failed: nothing sent.');
+    ctx.result([]);
+    return EXIT.ok;
+  }
+  const ds = ctx.state.daemonState();
+  const unit = env.MONITOR_UNIT ?? 'sluice.service';
+  const how = [env.MONITOR_SERVICE_RESULT && `result ${env.MONITOR_SERVICE_RESULT}`, env.MONITOR_EXIT_CODE && `${env.MONITOR_EXIT_CODE} ${env.MONITOR_EXIT_STATUS ?? ''}`.trim()].filter(Boolean).join(', ');
+  const why = ds?.error ? `; its last start failed: ${ds.error}` : ds ? `; it last said it was ${ds.state} (pid ${ds.pid}) at ${ds.at}` : '';
+  const guard = policy.dns.guard ? ', DNS is not answered (the guard is down)' : '';
+  const message = `the Sluice daemon (${unit}) failed and systemd stopped restarting it${how ? ` (${how})` : ''}${why}. The ruleset in the kernel stays in force${guard}, and no events are recorded until it is started again`;
+  const now = new Date().toISOString();
+  const detail = { unit, ...(env.MONITOR_SERVICE_RESULT ? { result: env.MONITOR_SERVICE_RESULT } : {}), ...(env.MONITOR_EXIT_CODE ? { exitCode: env.MONITOR_EXIT_CODE, exitStatus: env.MONITOR_EXIT_STATUS ?? null } : {}), ...(ds ? { daemon: ds } : {}) };
+  const messages: AlertMessage[] = routes.map((r) => ({ route: r.name, trigger: 'daemon-failed', severity: 'critical', count: 1, first: now, last: now, message, text: `[sluice daemon-failed] ${message} (${now})`, detail }));
+  const outbox = new Outbox(alertsPath(ctx.state.dir));
+  try {
+    const ids = outbox.enqueueMany(messages);
+    // A daemon that runs after all sends what is queued itself (sending here too would send it twice).
+    const running = ds !== null && (ds.state === 'running' || ds.state === 'starting') && processAlive(ds.pid);
+    const results = await Promise.all(
+      routes.map(async (r, i) => {
+        if (running) return { route: r.name, sink: sinkText(r), ok: true as const, queued: true };
+        try {
+          await deliver(r.sink, messages[i] as AlertMessage, (m, fields) => process.stderr.write(`${JSON.stringify({ time: now, level: 'warn', message: m, ...fields })}\n`));
+          outbox.delivered(ids[i] as number, r.name);
+          return { route: r.name, sink: sinkText(r), ok: true as const, queued: false };
+        } catch (err) {
+          return { route: r.name, sink: sinkText(r), ok: false as const, queued: true, error: (err as Error).message || String(err) };
+        }
+      }),
+    );
+    if (ctx.json) ctx.result(results);
+    else for (const r of results) ctx.say(`${r.route} (${r.sink}): ${r.ok ? (r.queued ? 'queued for the running daemon' : 'delivered') : `FAILED, kept queued for the daemon's next start: ${r.error}`}`);
+    return results.every((r) => r.ok) ? EXIT.ok : EXIT.failed;
+  } finally {
+    outbox.close();
+  }
 }
