@@ -39,7 +39,8 @@ const MAX_LINES = 12;
 export type LearnedSource = () => readonly LearnedEntry[] | null | 'busy';
 
 /** Opens the change notifications; replaceable in tests (the kernel's need CAP_NET_ADMIN). */
-export type MonitorFactory = (onTransaction: (t: NftTransaction) => void, onLost: (why: string) => void) => { close(): void };
+/** `drain`: read what the kernel has queued now (so a check knows who committed what it finds). */
+export type MonitorFactory = (onTransaction: (t: NftTransaction) => void, onLost: (why: string) => void) => { close(): void; drain?(): void };
 
 export interface TamperWatchOptions {
   learned?: LearnedSource;
@@ -159,7 +160,7 @@ const who = (t: NftTransaction) => (t.pid !== undefined ? `${t.comm ?? '?'} (pid
 export class TamperWatch implements Component {
   readonly name = 'tamper-watch';
   private rt: Runtime | undefined;
-  private monitor: { close(): void } | undefined;
+  private monitor: ReturnType<MonitorFactory> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private poll: NodeJS.Timeout | undefined;
   private checking = false;
@@ -297,6 +298,9 @@ export class TamperWatch implements Component {
     const guardBusy = this.busySince !== undefined && learned === null;
     this.busySince = undefined;
     this.stats.checks++;
+    // Transactions committed before this check but not delivered yet by the event loop: a change
+    // found below is then told with the process that committed it, not as a poll's finding.
+    this.monitor?.drain?.();
     const transactions = this.foreign;
     const full = this.full;
     this.foreign = [];
@@ -326,6 +330,9 @@ export class TamperWatch implements Component {
           // Elements are compared only with the guard's record at hand (it was busy: the shape alone, now).
           findings = this.findings(v.applied.ruleset, v.nf, full && !guardBusy, (mirror = v.applied.sha256 === sha ? learned : null));
           if (findings.length === 0) return 'intact';
+          // Committed between the drain above and the read: known now, and told.
+          this.monitor?.drain?.();
+          transactions.push(...this.foreign.splice(0));
           Object.assign(journal, { by: transactions.map(who), changes: findings });
           return action === 'restore' ? null : 'alert only';
         },

@@ -205,25 +205,56 @@ export class NftMonitor {
       this.sock.close();
       throw err;
     }
+    this.onLost = onLost;
     this.handle = native().watch(this.sock.fd, (err, data) => {
       if (err) {
-        if (err.code === 'ENOBUFS') {
-          this.stats.overflows++;
-          this.grouper.reset();
-          onLost('notifications were lost (receive buffer full)');
+        if (err.code === 'ENOBUFS') this.overflowed();
+        return;
+      }
+      if (data) this.take(data);
+    });
+  }
+
+  private readonly onLost: (why: string) => void;
+
+  private overflowed(): void {
+    this.stats.overflows++;
+    this.grouper.reset();
+    this.onLost('notifications were lost (receive buffer full)');
+  }
+
+  private take(data: Buffer): void {
+    try {
+      for (const m of parseMessages(data)) this.grouper.feed(m);
+    } catch (e) {
+      if (!(e instanceof MalformedNetlink)) throw e;
+      this.stats.malformed++;
+      this.grouper.reset();
+      this.onLost('a malformed notification');
+    }
+  }
+
+  /**
+   * Reads, now, every notification the kernel has queued (without waiting
+   * for the event loop to deliver them): a check about to judge the table
+   * first learns of the transactions committed before it, and so who made
+   * a change it finds. At most `max` datagrams.
+   */
+  drain(max = 1_024): void {
+    for (let i = 0; i < max; i++) {
+      let data: Buffer | null;
+      try {
+        data = this.sock.recv(false);
+      } catch (err) {
+        if ((err as { code?: string }).code === 'ENOBUFS') {
+          this.overflowed();
+          continue;
         }
         return;
       }
       if (!data) return;
-      try {
-        for (const m of parseMessages(data)) this.grouper.feed(m);
-      } catch (e) {
-        if (!(e instanceof MalformedNetlink)) throw e;
-        this.stats.malformed++;
-        this.grouper.reset();
-        onLost('a malformed notification');
-      }
-    });
+      this.take(data);
+    }
   }
 
   close(): void {

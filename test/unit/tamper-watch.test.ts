@@ -134,10 +134,12 @@ describe('unit: the tamper watchdog component', () => {
     state.setApplied({ appliedAt: 'then', policyFile: policy.file, sha256: policy.sha256, mode: policy.mode, ruleset: compiled.ruleset, warnings: [] });
     let emit: ((t: NftTransaction) => void) | undefined;
     let lose: ((why: string) => void) | undefined;
+    /** Notifications the kernel queued that the event loop has not delivered yet (drain reads them). */
+    const queued: NftTransaction[] = [];
     const monitor: MonitorFactory = (onTx, onLost) => {
       emit = onTx;
       lose = onLost;
-      return { close: () => undefined };
+      return { close: () => undefined, drain: () => queued.splice(0).forEach(onTx) };
     };
     const alerts: AlertEvent[] = [];
     const onAlert = (m: unknown) => alerts.push(m as AlertEvent);
@@ -152,6 +154,7 @@ describe('unit: the tamper watchdog component', () => {
       ruleset: compiled.ruleset,
       start: () => watch.start(rt),
       emit: (t: NftTransaction) => emit?.(t),
+      queue: (t: NftTransaction) => queued.push(t),
       lose: () => lose?.('lost'),
       settle: async () => {
         await sleep(30);
@@ -181,6 +184,18 @@ describe('unit: the tamper watchdog component', () => {
     assert.equal(t.state.lastJournal()?.event, 'tamper-restore');
     assert.deepEqual(t.state.lastJournal()?.changes, ['the table was deleted']);
     assert.equal(t.watch.stats.restored, 1);
+    await t.stop();
+  });
+
+  it('a change the poll finds before its notification was delivered is still told with the process that committed it', async () => {
+    const t = setup('restore');
+    await t.start();
+    await t.settle();
+    t.nf.remove('sluice');
+    t.queue({ pid: 4243, comm: 'nft', changes: ['deleted table'] });
+    await t.watch.check();
+    assert.equal(t.alerts.length, 1);
+    assert.match(t.alerts[0]?.message ?? '', /changed by nft \(pid 4243\): the table was deleted/);
     await t.stop();
   });
 
