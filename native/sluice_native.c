@@ -40,6 +40,9 @@
  *                                 kernel releases it when its holder dies
  *   sdNotify(path, text)          -> void    one datagram to systemd's
  *                                 NOTIFY_SOCKET (a path, or @abstract)
+ *   unixDgramSend(path, text)     -> void    the same, to any datagram
+ *                                 socket (/dev/log, the journal's); never
+ *                                 blocks (EAGAIN when its queue is full)
  *   udpGroupOpen(callback)        -> handle  a group of UDP sockets watched
  *                                 through one epoll instance:
  *                                 callback(err, fd, Buffer) per batch
@@ -1033,7 +1036,10 @@ static napi_value flock_try(napi_env env, napi_callback_info info) {
 }
 
 /* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET. A leading
- * '@' names an abstract socket. The message is sent as given (no parsing). */
+ * '@' names an abstract socket. The message is sent as given (no parsing).
+ * Also unixDgramSend: the local syslog socket (/dev/log) and the journal's
+ * native socket. Never blocks: a receiver whose queue is full (a stuck
+ * syslog daemon) is EAGAIN, not a stalled event loop. */
 static napi_value sd_notify_send(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -1055,7 +1061,7 @@ static napi_value sd_notify_send(napi_env env, napi_callback_info info) {
   socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen);
   int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
-  ssize_t n = sendto(fd, text, tlen, MSG_NOSIGNAL, (struct sockaddr *)&sa, salen);
+  ssize_t n = sendto(fd, text, tlen, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&sa, salen);
   int err = errno;
   close(fd);
   if (n < 0) return throw_errno(env, "sendto", err);
@@ -1081,6 +1087,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"tcpListen", 0, tcp_listen, 0, 0, 0, napi_enumerable, 0},
       {"flockTry", 0, flock_try, 0, 0, 0, napi_enumerable, 0},
       {"sdNotify", 0, sd_notify_send, 0, 0, 0, napi_enumerable, 0},
+      {"unixDgramSend", 0, sd_notify_send, 0, 0, 0, napi_enumerable, 0},
       {"udpGroupOpen", 0, udp_group_open, 0, 0, 0, napi_enumerable, 0},
       {"udpGroupAdd", 0, udp_group_add, 0, 0, 0, napi_enumerable, 0},
       {"udpGroupClose", 0, udp_group_close, 0, 0, 0, napi_enumerable, 0},

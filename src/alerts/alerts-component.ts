@@ -137,13 +137,16 @@ export class AlertsComponent implements Component {
   /**
    * `open`: the outbox (tests); `newDestinations` and `attribution`: the
    * triggers' settings (defaults: an hour of learning, 100,000 pairs in
-   * memory; windows of 60 s, at least 20 events, under 50% named).
+   * memory; windows of 60 s, at least 20 events, under 50% named);
+   * `journalSocket`: where journal sinks send (default journald's).
    */
   constructor(
     private readonly opts: {
       open?: (rt: Runtime) => Outbox;
       newDestinations?: { learnMs: number; max: number };
       attribution?: { windowMs: number; minEvents: number; threshold: number };
+      /** The journal's socket for journal sinks (tests: a path where none is, or their own). */
+      journalSocket?: string;
     } = {},
   ) {}
 
@@ -290,7 +293,7 @@ export class AlertsComponent implements Component {
       const row = outbox.next(st.route.name);
       if (!row) continue;
       st.busy = true;
-      const p = deliver(st.route.sink, row.message, (message, fields) => this.rt?.log('warn', message, fields))
+      const p = deliver(st.route.sink, row.message, (message, fields) => this.rt?.log('warn', message, fields), this.opts.journalSocket === undefined ? {} : { journalSocket: this.opts.journalSocket })
         .then(
           () => {
             if (this.outbox !== outbox) return;

@@ -1,9 +1,11 @@
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { createSocket } from 'node:dgram';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { hostname } from 'node:os';
+import { native } from '../native/native.js';
+import { JOURNAL_SOCKET, journalEntry } from '../runtime/journal.js';
 import type { AlertSink } from '../policy/policy.js';
 import type { AlertMessage } from './rollup.js';
 
@@ -82,18 +84,59 @@ export function syslogLine(m: AlertMessage, opts: { host?: string; pid?: number;
   return `<${pri}>1 ${(opts.now ?? new Date()).toISOString()} ${field(opts.host ?? hostname(), 255)} sluice ${opts.pid ?? process.pid} ${field(m.trigger, 32)} ${sd} ${msg}`;
 }
 
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/**
+ * One message for the local syslog socket, in the form the C library's
+ * syslog(3) sends there (RFC 3164 without the host: `<PRI>Mmm dd hh:mm:ss
+ * sluice[PID]: MSG`), which rsyslog and journald both parse on /dev/log:
+ * facility daemon, severity from the alert; the route and count end the
+ * message. At most `max` bytes (a datagram), cut on a character boundary.
+ */
+export function localSyslogLine(m: AlertMessage, opts: { pid?: number; now?: Date; max?: number } = {}): string {
+  const now = opts.now ?? new Date();
+  const pad = (n: number) => String(n).padStart(2, '0');
+  const stamp = `${MONTHS[now.getMonth()]} ${String(now.getDate()).padStart(2, ' ')} ${pad(now.getHours())}:${pad(now.getMinutes())}:${pad(now.getSeconds())}`;
+  const msg = `${m.text} (route ${m.route}, ${m.trigger}, count ${m.count})`.replace(/[\r\n]+/g, ' ').replace(/[\x00-\x1f\x7f]/g, '?');
+  let line = `<${FACILITY * 8 + SEVERITY[m.severity]}>${stamp} sluice[${opts.pid ?? process.pid}]: ${msg}`;
+  const max = opts.max ?? 4_000;
+  while (Buffer.byteLength(line) > max) line = line.slice(0, -Math.max(1, Math.ceil((Buffer.byteLength(line) - max) / 4)));
+  return line;
+}
+
 /** Delivers one alert to a sink; resolves when the sink took it, rejects with why it did not. */
-export async function deliver(sink: AlertSink, m: AlertMessage, log: (message: string, fields: Record<string, unknown>) => void): Promise<void> {
+export async function deliver(sink: AlertSink, m: AlertMessage, log: (message: string, fields: Record<string, unknown>) => void, opts: { journalSocket?: string } = {}): Promise<void> {
   switch (sink.kind) {
     case 'webhook':
       return deliverWebhook(sink.url, sink.secretFile, m);
     case 'syslog':
+      if (sink.transport === 'unix') return deliverUnix(sink.path, localSyslogLine(m), 'syslog');
       return sink.transport === 'udp' ? deliverSyslogUdp(sink.host, sink.port, syslogLine(m)) : deliverSyslogTcp(sink.host, sink.port, syslogLine(m));
     case 'exec':
       return deliverExec(sink.argv, sink.timeoutMs, m);
-    case 'journal':
-      log(m.text, { alert: m.trigger, route: m.route, count: m.count, first: m.first, last: m.last, rule: m.rule, who: m.who, destination: m.destination });
-      return;
+    case 'journal': {
+      // Straight to journald when it runs, with the alert's fields (journalctl SLUICE_ALERT=tamper); else the daemon's log.
+      const socket = opts.journalSocket ?? JOURNAL_SOCKET;
+      if (!existsSync(socket)) {
+        log(m.text, { alert: m.trigger, route: m.route, count: m.count, first: m.first, last: m.last, rule: m.rule, who: m.who, destination: m.destination });
+        return;
+      }
+      const fields: [string, unknown][] = [
+        ['PRIORITY', SEVERITY[m.severity]],
+        ['SYSLOG_IDENTIFIER', 'sluice'],
+        ['SYSLOG_FACILITY', FACILITY],
+        ['SLUICE_ALERT', m.trigger],
+        ['SLUICE_SEVERITY', m.severity],
+        ['SLUICE_ROUTE', m.route],
+        ['SLUICE_COUNT', m.count],
+        ['SLUICE_FIRST', m.first],
+        ['SLUICE_LAST', m.last],
+        ['SLUICE_RULE', m.rule],
+        ['SLUICE_WHO', m.who],
+        ['SLUICE_DESTINATION', m.destination],
+      ];
+      return deliverUnix(socket, journalEntry(m.text, fields), 'journal');
+    }
   }
 }
 
@@ -125,6 +168,16 @@ async function deliverWebhook(url: string, secretFile: string | null, m: AlertMe
     // 4xx but 408 and 429: the receiver refuses this request as it is, and will again.
     const permanent = res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429;
     throw Object.assign(new Error(`HTTP ${res.status}`), { permanent });
+  }
+}
+
+/** One datagram to a local socket; never blocks (a full queue is EAGAIN: retried later). */
+async function deliverUnix(path: string, text: string, what: string): Promise<void> {
+  try {
+    native().unixDgramSend(path, text);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(`${what}: ${path}: ${code === 'EAGAIN' ? 'its queue is full (EAGAIN)' : code === 'ENOENT' ? 'no such socket (ENOENT)' : code === 'ECONNREFUSED' ? 'nothing listens (ECONNREFUSED)' : (err as Error).message}`);
   }
 }
 

@@ -9,6 +9,7 @@ import type { Netfilter } from '../netfilter/netfilter.js';
 import type { Policy } from '../policy/policy.js';
 import { appliedPolicy, commitTable, restoreApplied } from '../state/commit-table.js';
 import { rollBackPending } from '../state/rollback.js';
+import { journalEntry, journalKey, journalSend, LEVEL_PRIORITY, stderrIsJournal } from '../runtime/journal.js';
 import { removeStaleTemps, type AppliedState, type DaemonState, type StateStore } from '../state/state-store.js';
 import { channels, publishAlert, type AlertEvent } from '../events/channels.js';
 import type { Component, Runtime } from '../runtime/component.js';
@@ -47,8 +48,24 @@ export interface DaemonOptions {
 
 /** Writes one structured log line to stderr (journald keeps it). */
 export function logLine(level: string, message: string, fields: Record<string, unknown> = {}): void {
+  toJournal ??= stderrIsJournal();
+  if (toJournal) {
+    try {
+      journalSend(journalEntry(message, [['PRIORITY', LEVEL_PRIORITY[level] ?? 6], ['SYSLOG_IDENTIFIER', 'sluice'], ['SLUICE_LEVEL', level], ...Object.entries(fields).map(([k, v]) => [journalKey(k), v] as const)]));
+      return;
+    } catch {
+      // The journal's queue full, or its socket gone: the line goes to stderr, which the journal reads too.
+    }
+  }
   process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, message, ...fields })}\n`);
 }
+
+/**
+ * Under systemd (stderr is the journal), log lines are journal entries with
+ * fields: MESSAGE, PRIORITY, and each field as SLUICE_NAME (`journalctl
+ * SLUICE_ALERT=tamper`, `SLUICE_RULE=api`); else JSON lines on stderr.
+ */
+let toJournal: boolean | undefined;
 
 /**
  * The one long-running process. It applies the policy, runs its components,

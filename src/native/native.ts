@@ -29,6 +29,8 @@ export interface NativeBinding {
   flockTry(fd: number): boolean;
   /** One datagram to systemd's notification socket (a path, or `@abstract`). */
   sdNotify(path: string, text: string): void;
+  /** One datagram (text under 4 KiB) to a unix datagram socket; never blocks (EAGAIN when its queue is full). */
+  unixDgramSend(path: string, text: string): void;
   /** UDP sockets watched together through one epoll instance: callback(err, fd, frames) per batch. */
   udpGroupOpen(cb: (err: (Error & { code?: string }) | null, fd: number, data: Buffer | null) => void): unknown;
   /** Adds a socket to a group (closing the fd takes it out). */

@@ -263,10 +263,20 @@ function buildSink(raw: NonNullable<RawPolicy['alerts']>[number]['sink'], at: (s
   }
   if (kind === 'syslog') {
     only([]);
+    // The local syslog socket (/dev/log, or another datagram socket): a path, at most 107 bytes (sun_path).
+    const local = /^unix:\/\/(\/[^\0]*)$/.exec(raw.syslog ?? '');
+    if (local) {
+      const path = local[1] as string;
+      if (Buffer.byteLength(path) > 107 || /\/\.\.?(\/|$)/.test(path)) {
+        error([...at, 'syslog'], `a local syslog socket is an absolute path of at most 107 bytes, without . or .. parts: ${showValue(raw.syslog)}`);
+        return null;
+      }
+      return { kind: 'syslog', transport: 'unix', path };
+    }
     const m = /^(udp|tcp):\/\/(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253})(?::([0-9]{1,5}))?$/.exec(raw.syslog ?? '');
     const port = m?.[3] === undefined ? 514 : Number(m[3]);
     if (!m || port < 1 || port > 65535) {
-      error([...at, 'syslog'], `syslog is udp://HOST[:PORT] or tcp://HOST[:PORT] (default port 514): ${showValue(raw.syslog)}`);
+      error([...at, 'syslog'], `syslog is udp://HOST[:PORT] or tcp://HOST[:PORT] (default port 514), or unix:///dev/log (the local socket): ${showValue(raw.syslog)}`);
       return null;
     }
     const host = (m[2] as string).replace(/^\[|\]$/g, '');

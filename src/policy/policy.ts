@@ -169,6 +169,7 @@ export type AlertTrigger = (typeof ALERT_TRIGGERS)[number];
 export type AlertSink =
   | { kind: 'webhook'; url: string; secretFile: string | null }
   | { kind: 'syslog'; transport: 'udp' | 'tcp'; host: string; port: number }
+  | { kind: 'syslog'; transport: 'unix'; path: string }
   | { kind: 'exec'; argv: string[]; timeoutMs: number }
   | { kind: 'journal' };
 

@@ -200,13 +200,15 @@ module(load="imudp")
 input(type="imudp" address="${HOSTS.gw4}" port="514")
 module(load="imtcp")
 input(type="imtcp" address="${HOSTS.gw4}" port="514")
+module(load="imuxsock" SysSock.Use="off")
+input(type="imuxsock" Socket="${dir}/log")
 template(name="fields" type="string" string="%protocol-version%|%app-name%|%msgid%|%syslogfacility-text%|%syslogseverity-text%|%structured-data%|%msg%\\n")
 *.* action(type="omfile" file="${out}" template="fields")
 `,
     );
     rsyslog = w.spawnIn(w.world, ['rsyslogd', '-n', '-f', conf, '-i', join(dir, 'rsyslogd.pid')]);
     const policy = w.policy(
-      `mode: enforce\nrules:\n  - name: syslog\n    to: [${HOSTS.gw4}]\n    ports: [514]\nalerts:\n  - {name: siem-udp, sink: {syslog: "udp://${HOSTS.gw4}"}, on: [tamper]}\n  - {name: siem-tcp, sink: {syslog: "tcp://${HOSTS.gw4}:514"}, on: [tamper]}\n`,
+      `mode: enforce\nrules:\n  - name: syslog\n    to: [${HOSTS.gw4}]\n    ports: [514]\nalerts:\n  - {name: siem-udp, sink: {syslog: "udp://${HOSTS.gw4}"}, on: [tamper]}\n  - {name: siem-tcp, sink: {syslog: "tcp://${HOSTS.gw4}:514"}, on: [tamper]}\n  - {name: siem-local, sink: {syslog: "unix://${dir}/log"}, on: [tamper]}\n`,
       'syslog.yaml',
     );
     const r = await w.sluice(['apply', policy]);
@@ -219,13 +221,21 @@ template(name="fields" type="string" string="%protocol-version%|%app-name%|%msgi
     await w?.destroy();
   });
 
-  it('a tamper alert over UDP and over TCP is RFC 5424 that rsyslog parses into its fields', async () => {
+  it('a tamper alert over UDP and over TCP is RFC 5424 that rsyslog parses into its fields; over the local socket, what syslog(3) sends there', async () => {
     const { existsSync, readFileSync } = await import('node:fs');
     await w.nft(['delete', 'table', 'inet', 'sluice']);
     const lines = () => (existsSync(out) ? readFileSync(out, 'utf8').trim().split('\n').filter(Boolean) : []);
-    for (let i = 0; i < 50 && lines().length < 2; i++) await sleep(100);
-    const got = lines();
-    assert.equal(got.length, 2, `one message per route: ${got.join('\n')}`);
+    for (let i = 0; i < 50 && lines().length < 3; i++) await sleep(100);
+    const all = lines();
+    assert.equal(all.length, 3, `one message per route: ${all.join('\n')}`);
+    const local = all.filter((l) => l.startsWith('0|'));
+    assert.equal(local.length, 1, `one over the local socket, in the BSD form: ${all.join('\n')}`);
+    const [, lapp, , lfacility, lseverity, , lmsg] = (local[0] ?? '').split('|');
+    assert.equal(lapp, 'sluice');
+    assert.equal(lfacility, 'daemon');
+    assert.equal(lseverity, 'crit');
+    assert.match(lmsg ?? '', /^ ?\[sluice tamper\] Sluice's table was changed by nft \(pid \d+\): the table was deleted; .*\(route siem-local, tamper, count 1\)$/);
+    const got = all.filter((l) => !l.startsWith('0|'));
     for (const line of got) {
       const [version, app, msgid, facility, severity, sd, msg] = line.split('|');
       assert.equal(version, '1', 'RFC 5424 (version 1), not the old BSD format');

@@ -4,16 +4,20 @@
  * `new-destination` (a process or unit reaching somewhere for the first
  * time, remembered across restarts, after a learning period), `event-loss`
  * (records lost after the kernel) and `daemon-failed` (a previous daemon
- * that did not stop cleanly), each through the alerts component to a route.
+ * that did not stop cleanly), each through the alerts component to a route;
+ * and the local sinks: the syslog socket and the journal's native protocol.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
 import { AlertsComponent } from '../../src/alerts/alerts-component.js';
 import { Outbox } from '../../src/alerts/outbox.js';
+import type { AlertMessage } from '../../src/alerts/rollup.js';
+import { deliver, localSyslogLine } from '../../src/alerts/sinks.js';
 import { AttributionGauge, NewDestinations, type SeenStore } from '../../src/alerts/watches.js';
 import { previousFailure } from '../../src/daemon/daemon.js';
 import { publishDnsQuery, publishFlow, type DnsQueryEvent, type FlowEvent } from '../../src/events/channels.js';
@@ -23,7 +27,9 @@ import { EventStoreComponent } from '../../src/events/store-component.js';
 import type { Runtime } from '../../src/runtime/component.js';
 import { ControlServer } from '../../src/runtime/control-server.js';
 import { Registry } from '../../src/runtime/metrics.js';
-import { policyFrom } from '../support/fixtures.js';
+import { journalEntry, journalKey, stderrIsJournal } from '../../src/runtime/journal.js';
+import { PolicyError } from '../../src/errors.js';
+import { policyFrom, ROOT } from '../support/fixtures.js';
 
 const base = mkdtempSync(join(tmpdir(), 'sluice-triggers-'));
 after(() => rmSync(base, { recursive: true, force: true }));
@@ -152,11 +158,13 @@ describe('unit: the new triggers through the alerts component', () => {
     return { rt, lines };
   }
   const POLICY = (on: string) => `mode: enforce\nrules:\n  - name: api\n    to: [198.18.1.0/24]\nalerts:\n  - {name: ops, sink: {journal: true}, on: [${on}], window: 1s}\n`;
+  /** Journal sinks write the daemon's log here (on a host with journald they would go to it). */
+  const NO_JOURNAL = join(base, 'no-journal.sock');
   const sent = (lines: { message: string; fields: Record<string, unknown> | undefined }[], trigger: string) => lines.filter((l) => l.fields?.alert === trigger);
 
   it('new-destination and attribution-low reach a route that listens for them, and nothing else does', async () => {
     const { rt, lines } = runtime(POLICY('new-destination, attribution-low'));
-    const c = new AlertsComponent({ newDestinations: { learnMs: 0, max: 100 }, attribution: { windowMs: 300, minEvents: 5, threshold: 0.5 } });
+    const c = new AlertsComponent({ newDestinations: { learnMs: 0, max: 100 }, attribution: { windowMs: 300, minEvents: 5, threshold: 0.5 }, journalSocket: NO_JOURNAL });
     await c.start(rt);
     try {
       publishFlow(flow({ dst: '198.18.1.20' }));
@@ -181,7 +189,7 @@ describe('unit: the new triggers through the alerts component', () => {
     store.append([], { ...ZERO_COUNTERS, seqGaps: 7 });
     let counters = { ...ZERO_COUNTERS };
     const events = new EventStoreComponent({ open: () => store, counters: () => counters, lossEveryMs: 100 });
-    const c = new AlertsComponent();
+    const c = new AlertsComponent({ journalSocket: NO_JOURNAL });
     await c.start(rt);
     await events.start(rt);
     try {
@@ -196,6 +204,103 @@ describe('unit: the new triggers through the alerts component', () => {
     } finally {
       await events.stop();
       await c.stop();
+    }
+  });
+});
+
+describe('unit: local sinks (the syslog socket, the journal)', () => {
+  const msg: AlertMessage = { route: 'ops', trigger: 'tamper', severity: 'critical', count: 2, first: '2026-12-05T10:00:00.000Z', last: '2026-12-05T10:00:01.000Z', message: 'x', text: '[sluice tamper] table deleted\nby "evil"\u0007', rule: undefined, who: 'nft', destination: undefined };
+
+  it('the local syslog line is what syslog(3) sends: <PRI>Mmm dd hh:mm:ss sluice[PID]: MSG, one line, no control characters, within a datagram', () => {
+    const line = localSyslogLine(msg, { pid: 77, now: new Date(2026, 11, 5, 9, 3, 7) });
+    assert.equal(line, '<26>Dec  5 09:03:07 sluice[77]: [sluice tamper] table deleted by "evil"? (route ops, tamper, count 2)');
+    const long = localSyslogLine({ ...msg, text: 'é'.repeat(5_000) }, { max: 1_000 });
+    assert.ok(Buffer.byteLength(long) <= 1_000 && !long.includes('\ufffd'), 'cut on a character boundary');
+  });
+
+  it('a journal entry is KEY=value lines, MESSAGE first, values one line, within a datagram; field names are the journal\'s', () => {
+    assert.equal(journalKey('rule'), 'SLUICE_RULE');
+    assert.equal(journalKey('firstSeen'), 'SLUICE_FIRST_SEEN');
+    assert.equal(journalKey('a-b.c'), 'SLUICE_A_B_C');
+    const e = journalEntry('line one\nline two', [['PRIORITY', 2], ['SLUICE_WHO', 'evil\nSLUICE_ALERT=forged'], ['SLUICE_RULE', undefined], ['SLUICE_DETAIL', { a: 1 }]]);
+    assert.equal(e, 'MESSAGE=line one line two\nPRIORITY=2\nSLUICE_WHO=evil SLUICE_ALERT=forged\nSLUICE_DETAIL={"a":1}\n', 'a newline in a value cannot start a field of its own');
+    assert.ok(Buffer.byteLength(journalEntry('m'.repeat(10_000), [['PRIORITY', 6]])) <= 4_000);
+  });
+
+  it('stderr is the journal only when JOURNAL_STREAM names its device and inode', () => {
+    const st = fstatSync(2);
+    assert.equal(stderrIsJournal({ JOURNAL_STREAM: `${st.dev}:${st.ino}` }), true);
+    assert.equal(stderrIsJournal({ JOURNAL_STREAM: `${st.dev}:${st.ino + 1}` }), false, 'a stderr redirected elsewhere keeps JSON lines');
+    assert.equal(stderrIsJournal({}), false);
+    assert.equal(stderrIsJournal({ JOURNAL_STREAM: 'junk' }), false);
+  });
+
+  it('the syslog unix sink and the journal sink each send one datagram to their socket; no socket is a reason, not a hang', async () => {
+    const dir = mkdtempSync(join(base, 'sock-'));
+    const path = join(dir, 'log');
+    // A datagram receiver (Node has none for unix sockets): prints each datagram as JSON.
+    const rx = spawn('python3', ['-c', `import socket,sys,json\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(${JSON.stringify(path)})\nprint("ready",flush=True)\nwhile True:\n  d=s.recv(65536)\n  print(json.dumps(d.decode()),flush=True)\n`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      let out = '';
+      rx.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      for (let i = 0; i < 50 && !out.includes('ready'); i++) await sleep(50);
+      const got = () => out.split('\n').slice(1).filter(Boolean).map((l) => JSON.parse(l) as string);
+      await deliver({ kind: 'syslog', transport: 'unix', path }, msg, () => undefined);
+      await deliver({ kind: 'journal' }, msg, () => assert.fail('not the log: the socket is there'), { journalSocket: path });
+      for (let i = 0; i < 50 && got().length < 2; i++) await sleep(50);
+      const [sys, jour] = got();
+      assert.match(sys ?? '', /^<26>\w{3} [ \d]\d \d\d:\d\d:\d\d sluice\[\d+\]: \[sluice tamper\] table deleted by "evil"\? \(route ops, tamper, count 2\)$/);
+      const fields = new Map((jour ?? '').trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)] as const));
+      assert.equal(fields.get('MESSAGE'), '[sluice tamper] table deleted by "evil"?');
+      assert.equal(fields.get('PRIORITY'), '2');
+      assert.equal(fields.get('SYSLOG_IDENTIFIER'), 'sluice');
+      assert.equal(fields.get('SLUICE_ALERT'), 'tamper');
+      assert.equal(fields.get('SLUICE_COUNT'), '2');
+      assert.equal(fields.get('SLUICE_WHO'), 'nft');
+      assert.equal(fields.has('SLUICE_RULE'), false, 'absent fields are left out');
+    } finally {
+      rx.kill();
+    }
+    await assert.rejects(deliver({ kind: 'syslog', transport: 'unix', path: join(dir, 'none') }, msg, () => undefined), /syslog: .*none: no such socket \(ENOENT\)/);
+    const logged: string[] = [];
+    await deliver({ kind: 'journal' }, msg, (m) => logged.push(m), { journalSocket: join(dir, 'none') });
+    assert.deepEqual(logged, [msg.text], 'no journal here: the daemon\'s log');
+  });
+
+  it('syslog: unix:///dev/log in a policy is the local socket; a relative or dotted path is refused', () => {
+    const p = (v: string) => policyFrom(`mode: enforce\nrules:\n  - name: api\n    to: [198.18.1.10]\nalerts:\n  - {name: s, sink: {syslog: "${v}"}, on: [tamper]}\n`);
+    assert.deepEqual(p('unix:///dev/log').alerts[0]?.sink, { kind: 'syslog', transport: 'unix', path: '/dev/log' });
+    for (const bad of ['unix://dev/log', 'unix:///run/../dev/log', `unix:///${'x'.repeat(120)}`]) assert.throws(() => p(bad), PolicyError, bad);
+  });
+});
+
+describe('unit: the daemon\'s log under systemd', () => {
+  it('with stderr the journal (JOURNAL_STREAM), each line is a journal entry with its fields; else JSON on stderr', async () => {
+    const dir = mkdtempSync(join(base, 'journal-'));
+    const sock = join(dir, 'journal.sock');
+    const rx = spawn('python3', ['-c', `import socket,json\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(${JSON.stringify(sock)})\nprint("ready",flush=True)\nwhile True:\n  print(json.dumps(s.recv(65536).decode()),flush=True)\n`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      let out = '';
+      rx.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      for (let i = 0; i < 50 && !out.includes('ready'); i++) await sleep(50);
+      const errFile = join(dir, 'stderr');
+      const code = `import(${JSON.stringify(join(ROOT, 'dist/src/daemon/daemon.js'))}).then((m) => m.logLine('warn', 'blocked a thing', { rule: 'api', verdict: 'blocked', process: { pid: 9, comm: 'curl' } }))`;
+      const run = async (journal: boolean) => {
+        const fd = openSync(errFile, 'w');
+        const st = fstatSync(fd);
+        const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'ignore', fd], env: { ...process.env, SLUICE_JOURNAL_SOCKET: sock, ...(journal ? { JOURNAL_STREAM: `${st.dev}:${st.ino}` } : { JOURNAL_STREAM: '' }) } });
+        await new Promise((r) => child.on('exit', r));
+        closeSync(fd);
+        return readFileSync(errFile, 'utf8');
+      };
+      assert.equal(await run(true), '', 'nothing on stderr');
+      for (let i = 0; i < 50 && !out.includes('MESSAGE'); i++) await sleep(50);
+      const entry = JSON.parse(out.split('\n')[1] ?? '""') as string;
+      assert.equal(entry, 'MESSAGE=blocked a thing\nPRIORITY=4\nSYSLOG_IDENTIFIER=sluice\nSLUICE_LEVEL=warn\nSLUICE_RULE=api\nSLUICE_VERDICT=blocked\nSLUICE_PROCESS={"pid":9,"comm":"curl"}\n');
+      const plain = await run(false);
+      assert.equal((JSON.parse(plain) as { rule: string }).rule, 'api', 'not the journal: a JSON line');
+    } finally {
+      rx.kill();
     }
   });
 });

@@ -11,7 +11,7 @@ import { loadAppliedPolicy } from './connections.js';
 
 const sinkText = (r: AlertRoute) => {
   const s = r.sink;
-  return s.kind === 'webhook' ? `webhook ${new URL(s.url).origin}${s.secretFile ? ' (signed)' : ''}` : s.kind === 'syslog' ? `syslog ${s.transport}://${s.host}:${s.port}` : s.kind === 'exec' ? `exec ${s.argv[0]}` : 'journal';
+  return s.kind === 'webhook' ? `webhook ${new URL(s.url).origin}${s.secretFile ? ' (signed)' : ''}` : s.kind === 'syslog' ? (s.transport === 'unix' ? `syslog unix://${s.path}` : `syslog ${s.transport}://${s.host}:${s.port}`) : s.kind === 'exec' ? `exec ${s.argv[0]}` : 'journal';
 };
 
 function appliedOrThrow(ctx: Context): Policy {
