@@ -7,6 +7,7 @@ import { hostname } from 'node:os';
 import { native } from '../native/native.js';
 import { JOURNAL_SOCKET, journalEntry } from '../runtime/journal.js';
 import type { AlertSink } from '../policy/policy.js';
+import { renderTemplate } from '../policy/webhook-template.js';
 import type { AlertMessage } from './rollup.js';
 
 /** A webhook or syslog peer that does not answer within this is a failed attempt (retried later). */
@@ -29,10 +30,14 @@ export function chatText(text: string): string {
  * The JSON a webhook receives: `text` (Slack, Mattermost, Microsoft Teams
  * incoming webhooks) and `content` (Discord, with mentions turned off)
  * carry the one-line summary, made safe for chat; `sluice` carries the
- * whole alert, as it is, for anything that reads more.
+ * whole alert, as it is, for anything that reads more. A route's own
+ * `template:` shapes the body instead (policy/webhook-template).
  */
-export function webhookBody(m: AlertMessage): string {
+export function webhookBody(m: AlertMessage, template?: string): string {
   const text = chatText(m.text);
+  if (template !== undefined) {
+    return renderTemplate(template, { text, message: m.message, trigger: m.trigger, severity: m.severity, route: m.route, count: m.count, first: m.first, last: m.last, rule: m.rule, who: m.who, destination: m.destination, alert: m });
+  }
   return JSON.stringify({ text, content: text.slice(0, 2000), allowed_mentions: { parse: [] }, sluice: m });
 }
 
@@ -108,7 +113,7 @@ export function localSyslogLine(m: AlertMessage, opts: { pid?: number; now?: Dat
 export async function deliver(sink: AlertSink, m: AlertMessage, log: (message: string, fields: Record<string, unknown>) => void, opts: { journalSocket?: string } = {}): Promise<void> {
   switch (sink.kind) {
     case 'webhook':
-      return deliverWebhook(sink.url, sink.secretFile, m);
+      return deliverWebhook(sink.url, sink.secretFile, m, sink.template);
     case 'syslog':
       if (sink.transport === 'unix') return deliverUnix(sink.path, localSyslogLine(m), 'syslog');
       return sink.transport === 'udp' ? deliverSyslogUdp(sink.host, sink.port, syslogLine(m)) : deliverSyslogTcp(sink.host, sink.port, syslogLine(m));
@@ -140,8 +145,8 @@ export async function deliver(sink: AlertSink, m: AlertMessage, log: (message: s
   }
 }
 
-async function deliverWebhook(url: string, secretFile: string | null, m: AlertMessage): Promise<void> {
-  const body = webhookBody(m);
+async function deliverWebhook(url: string, secretFile: string | null, m: AlertMessage, template: string | undefined): Promise<void> {
+  const body = webhookBody(m, template);
   const headers: Record<string, string> = { 'Content-Type': 'application/json', 'User-Agent': 'sluice-alerts' };
   if (secretFile !== null) {
     let secret: string;

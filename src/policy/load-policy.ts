@@ -19,6 +19,7 @@ import {
 } from './parse-values.js';
 import { ALERT_TRIGGERS, DNS_DEFAULTS, FLOW_DEFAULTS, type AlertRoute, type AlertSink, type AlertTrigger, type DnsSettings, type Suppression, type DomainPattern, type FlowSettings, type LogSettings, type InterfaceRef, type Policy, type PortRange, type Rule, type ServiceRef, type UserRef } from './policy.js';
 import { lenientRule, lenientTop, ruleSchema, topSchema, type RawPolicy, type RawRule } from './schema.js';
+import { templateProblem } from './webhook-template.js';
 
 /** What the loader needs from the host. Injected so loading is testable without real users. */
 export interface PolicyHost {
@@ -234,11 +235,11 @@ function buildSink(raw: NonNullable<RawPolicy['alerts']>[number]['sink'], at: (s
     return null;
   }
   const only = (allowed: string[]) => {
-    for (const k of ['secret_file', 'timeout'] as const) if (raw[k] !== undefined && !allowed.includes(k)) error([...at, k], `${k} belongs to ${k === 'secret_file' ? 'a webhook' : 'an exec'} sink`, true);
+    for (const k of ['secret_file', 'template', 'timeout'] as const) if (raw[k] !== undefined && !allowed.includes(k)) error([...at, k], `${k} belongs to ${k === 'timeout' ? 'an exec' : 'a webhook'} sink`, true);
   };
   const kind = kinds[0];
   if (kind === 'webhook') {
-    only(['secret_file']);
+    only(['secret_file', 'template']);
     let url: URL;
     try {
       url = new URL(raw.webhook ?? '');
@@ -258,6 +259,14 @@ function buildSink(raw: NonNullable<RawPolicy['alerts']>[number]['sink'], at: (s
     if (secret !== undefined && !secret.startsWith('/')) {
       error([...at, 'secret_file'], `secret_file is an absolute path: ${showValue(secret)}`);
       return null;
+    }
+    if (raw.template !== undefined) {
+      const bad = templateProblem(raw.template);
+      if (bad !== null) {
+        error([...at, 'template'], bad);
+        return null;
+      }
+      return { kind: 'webhook', url: url.toString(), secretFile: secret ?? null, template: raw.template };
     }
     return { kind: 'webhook', url: url.toString(), secretFile: secret ?? null };
   }

@@ -167,7 +167,7 @@ export type AlertTrigger = (typeof ALERT_TRIGGERS)[number];
 
 /** Where one route's alerts go. */
 export type AlertSink =
-  | { kind: 'webhook'; url: string; secretFile: string | null }
+  | { kind: 'webhook'; url: string; secretFile: string | null; template?: string }
   | { kind: 'syslog'; transport: 'udp' | 'tcp'; host: string; port: number }
   | { kind: 'syslog'; transport: 'unix'; path: string }
   | { kind: 'exec'; argv: string[]; timeoutMs: number }

@@ -39,6 +39,7 @@ const dnsShape = z.strictObject({
 const sinkShape = z.strictObject({
   webhook: z.string().max(2048).optional(),
   secret_file: z.string().max(4096).optional(),
+  template: z.string().max(8192).optional(),
   syslog: z.string().max(512).optional(),
   exec: z.array(z.string().max(4096)).min(1).max(64).optional(),
   timeout: z.union([z.string(), z.number()]).optional(),

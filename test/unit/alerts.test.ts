@@ -14,7 +14,7 @@ import { after, describe, it } from 'node:test';
 import { AlertsComponent, dnsOccurrence, flowOccurrence, suppressedBy } from '../../src/alerts/alerts-component.js';
 import { backoffMs, MAX_ATTEMPTS, Outbox } from '../../src/alerts/outbox.js';
 import { Rollup, type AlertMessage, type AlertOccurrence } from '../../src/alerts/rollup.js';
-import { deliver, signatureHeaders, syslogLine, webhookBody } from '../../src/alerts/sinks.js';
+import { chatText, deliver, signatureHeaders, syslogLine, webhookBody } from '../../src/alerts/sinks.js';
 import { PolicyError } from '../../src/errors.js';
 import { publishAlert, publishFlow, type FlowEvent } from '../../src/events/channels.js';
 import type { Runtime } from '../../src/runtime/component.js';
@@ -386,5 +386,25 @@ describe('unit: the alerts component', () => {
     assert.equal(after.routes.ops?.delivered, 2);
     assert.equal(after.routes.ops?.queued, 0);
     await c.stop();
+  });
+});
+
+describe('unit: a webhook body template', () => {
+  const m: AlertMessage = { route: 'ops', trigger: 'blocked', severity: 'warning', count: 3, first: 'f', last: 'l', message: 'curl blocked', text: '[sluice blocked] "evil" <@here> blocked', who: 'curl\n"}, "x": 1, {"' };
+
+  it('each {{field}} becomes that field as a JSON value: a name another process chose stays a string, and text is made safe for chat', () => {
+    const body = webhookBody(m, '{"msgtype": "text", "body": {{text}}, "n": {{count}}, "who": {{who}}, "rule": {{rule}}}');
+    assert.deepEqual(JSON.parse(body), { msgtype: 'text', body: chatText(m.text), n: 3, who: m.who, rule: null });
+    assert.deepEqual(Object.keys(JSON.parse(webhookBody(m)) as object), ['text', 'content', 'allowed_mentions', 'sluice'], 'without a template, the default body');
+  });
+
+  it('a template that is not JSON once filled, uses an unknown field or none, or sits on another sink, is refused at load', () => {
+    const load = (sink: string) => policyFrom(`mode: enforce\nrules:\n  - name: api\n    to: [198.18.1.10]\nalerts:\n  - name: a\n    sink: ${sink}\n    on: [blocked]\n`);
+    assert.equal((load(`{webhook: "https://x.example/", template: '{"t": {{text}}}'}`).alerts[0]?.sink as { template?: string }).template, '{"t": {{text}}}');
+    const bad = (sink: string, re: RegExp) => assert.throws(() => load(sink), (e: unknown) => e instanceof PolicyError && e.issues.some((i) => re.test(i.message)), sink);
+    bad(`{webhook: "https://x.example/", template: '{"t": "{{text}}"}'}`, /not inside quotes/);
+    bad(`{webhook: "https://x.example/", template: '{"t": {{txt}}}'}`, /unknown template field \{\{txt\}\}/);
+    bad(`{webhook: "https://x.example/", template: '{"t": 1}'}`, /at least one field/);
+    bad(`{journal: true, template: '{"t": {{text}}}'}`, /template belongs to a webhook sink/);
   });
 });
