@@ -89,7 +89,7 @@ export async function main(argv: string[]): Promise<number> {
         code = await off(ctx);
         break;
       case 'restore':
-        code = restore(ctx);
+        code = await restore(ctx);
         break;
       case 'daemon':
         code = await daemon(ctx, { ...onePolicy(), ...opt('metrics', str('metrics')), ...opt('metricsTokenFile', str('metrics-token-file')) });

@@ -11,9 +11,12 @@ import { EXIT, type Context } from '../context.js';
  * when the daemon cannot start. An apply still waiting for confirmation when
  * the host went down is rolled back instead (its timer died with the host).
  * After `sluice off`, or when nothing was ever applied, it does nothing.
+ * Run by hand while the daemon runs, it also tells the daemon (which takes
+ * an owned table back).
  */
-export function restore(ctx: Context): number {
-  const nf = ctx.netfilter();
+export async function restore(ctx: Context): Promise<number> {
+  // A table a running daemon holds (owned_table) is let go of for this write, as for apply.
+  const nf = await ctx.tableWriter();
   if (ctx.state.isOff()) {
     ctx.say('Sluice is off (sluice off): nothing to restore.');
     ctx.result({ restored: false, reason: 'off' });
@@ -37,6 +40,7 @@ export function restore(ctx: Context): number {
   if (r.skipped === 'already live') ctx.say(`Already live: table inet ${TABLE_NAME} holds the applied policy (sha256 ${applied.sha256.slice(0, 16)}).`);
   else if (!r.written) ctx.say(`Not restored: ${r.skipped ?? 'unknown reason'}.`);
   else ctx.say(`Restored table inet ${TABLE_NAME}: the policy applied ${applied.appliedAt} (${applied.mode} mode, sha256 ${applied.sha256.slice(0, 16)}) in ${r.ms.toFixed(0)} ms.`);
+  if (r.written) await ctx.notifyDaemon();
   ctx.result({ restored: r.written, skipped: r.skipped ?? null, sha256: applied.sha256, mode: applied.mode, verified: r.verified, ms: Math.round(r.ms * 10) / 10 });
   return r.written && !r.verified ? EXIT.failed : EXIT.ok;
 }
