@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { hostname } from 'node:os';
 import { native } from '../native/native.js';
-import { JOURNAL_SOCKET, journalEntry } from '../runtime/journal.js';
+import { JOURNAL_SOCKET, journalEntry, journalKey } from '../runtime/journal.js';
 import type { AlertSink } from '../policy/policy.js';
 import { renderTemplate } from '../policy/webhook-template.js';
 import type { AlertMessage } from './rollup.js';
@@ -63,14 +63,9 @@ const sdValue = (v: string) => v.replace(/[\x00-\x1f\x7f]/g, '?').replace(/[\\"\
 /** Printable US-ASCII without spaces, at most `max` (HOSTNAME, APP-NAME, MSGID fields). */
 const field = (v: string, max: number) => v.replace(/[^\x21-\x7e]/g, '_').slice(0, max) || '-';
 
-/**
- * One RFC 5424 syslog message: `<PRI>1 TIMESTAMP HOSTNAME sluice PROCID
- * MSGID [sluice@32473 trigger=... count=... ...] MSG`, facility daemon,
- * severity from the alert (crit, warning, info), MSGID the trigger.
- */
-export function syslogLine(m: AlertMessage, opts: { host?: string; pid?: number; now?: Date } = {}): string {
-  const pri = FACILITY * 8 + SEVERITY[m.severity];
-  const params: [string, string | number | undefined][] = [
+/** The alert's fields every structured sink carries (the syslog structured data, the journal's SLUICE_* fields), in order. */
+function alertFields(m: AlertMessage): [string, string | number | undefined][] {
+  return [
     ['route', m.route],
     ['trigger', m.trigger],
     ['count', m.count],
@@ -80,6 +75,16 @@ export function syslogLine(m: AlertMessage, opts: { host?: string; pid?: number;
     ['who', m.who],
     ['destination', m.destination],
   ];
+}
+
+/**
+ * One RFC 5424 syslog message: `<PRI>1 TIMESTAMP HOSTNAME sluice PROCID
+ * MSGID [sluice@32473 trigger=... count=... ...] MSG`, facility daemon,
+ * severity from the alert (crit, warning, info), MSGID the trigger.
+ */
+export function syslogLine(m: AlertMessage, opts: { host?: string; pid?: number; now?: Date } = {}): string {
+  const pri = FACILITY * 8 + SEVERITY[m.severity];
+  const params = alertFields(m);
   const sd = `[${SD_ID}${params
     .filter(([, v]) => v !== undefined)
     .map(([k, v]) => ` ${k}="${sdValue(String(v))}"`)
@@ -121,25 +126,14 @@ export async function deliver(sink: AlertSink, m: AlertMessage, log: (message: s
       return deliverExec(sink.argv, sink.timeoutMs, m);
     case 'journal': {
       // Straight to journald when it runs, with the alert's fields (journalctl SLUICE_ALERT=tamper); else the daemon's log.
+      // The trigger is `alert` there, as in the daemon's own lines about alerts.
+      const named = alertFields(m).map(([k, v]) => [k === 'trigger' ? 'alert' : k, v] as const);
       const socket = opts.journalSocket ?? JOURNAL_SOCKET;
       if (!existsSync(socket)) {
-        log(m.text, { alert: m.trigger, route: m.route, count: m.count, first: m.first, last: m.last, rule: m.rule, who: m.who, destination: m.destination });
+        log(m.text, Object.fromEntries(named));
         return;
       }
-      const fields: [string, unknown][] = [
-        ['PRIORITY', SEVERITY[m.severity]],
-        ['SYSLOG_IDENTIFIER', 'sluice'],
-        ['SYSLOG_FACILITY', FACILITY],
-        ['SLUICE_ALERT', m.trigger],
-        ['SLUICE_SEVERITY', m.severity],
-        ['SLUICE_ROUTE', m.route],
-        ['SLUICE_COUNT', m.count],
-        ['SLUICE_FIRST', m.first],
-        ['SLUICE_LAST', m.last],
-        ['SLUICE_RULE', m.rule],
-        ['SLUICE_WHO', m.who],
-        ['SLUICE_DESTINATION', m.destination],
-      ];
+      const fields = [['PRIORITY', SEVERITY[m.severity]], ['SYSLOG_IDENTIFIER', 'sluice'], ['SYSLOG_FACILITY', FACILITY], ['SLUICE_SEVERITY', m.severity], ...named.map(([k, v]) => [journalKey(k), v] as const)] as const;
       return deliverUnix(socket, journalEntry(m.text, fields), 'journal');
     }
   }
