@@ -27,6 +27,8 @@ export const MAX_ATTEMPTS = 200;
 export const MAX_AGE_MS = 7 * 86_400_000;
 /** Alerts held per route at most; beyond it the oldest is given up (counted). */
 export const MAX_QUEUED = 100_000;
+/** Destination pairs new-destination remembers on disk. */
+export const MAX_SEEN = 1_000_000;
 
 /** Backoff after `attempts` failures: 1 s, 2 s, 4 s ... at most 5 minutes. */
 export function backoffMs(attempts: number): number {
@@ -63,6 +65,7 @@ export class Outbox {
         CREATE INDEX IF NOT EXISTS outbox_route ON outbox (route, id);
         CREATE TABLE IF NOT EXISTS counters (route TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (route, name));
         CREATE TABLE IF NOT EXISTS seen (who TEXT NOT NULL, destination TEXT NOT NULL, first INTEGER NOT NULL, PRIMARY KEY (who, destination)) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS seen_first ON seen (first);
         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
       `);
     } catch (err) {
@@ -218,14 +221,31 @@ export class Outbox {
     return { since: Number.isFinite(since) ? since : now, pairs };
   }
 
-  /** Records pairs seen for the first time, in one transaction. */
-  addSeen(pairs: readonly { who: string; destination: string; first: number }[]): void {
+  /**
+   * Records pairs seen for the first time, in one transaction. At most
+   * `max` are kept: past it the oldest go (a process asking for endless
+   * distinct names under a wildcard rule cannot fill the disk).
+   */
+  addSeen(pairs: readonly { who: string; destination: string; first: number }[], max = MAX_SEEN): void {
     if (pairs.length === 0) return;
     const insert = this.db.prepare('INSERT OR IGNORE INTO seen (who, destination, first) VALUES (?, ?, ?)');
+    // Counted again after a transaction that failed (its rows are not there).
+    const counted = this.seenRows;
+    this.seenRows = undefined;
     this.db.transaction(() => {
-      for (const p of pairs) insert.run(p.who, p.destination, p.first);
+      let added = 0;
+      for (const p of pairs) added += insert.run(p.who, p.destination, p.first).changes;
+      let rows = counted === undefined ? (this.db.prepare('SELECT COUNT(*) AS n FROM seen').get() as { n: number }).n : counted + added;
+      if (rows > max) {
+        this.db.prepare('DELETE FROM seen WHERE (who, destination) IN (SELECT who, destination FROM seen ORDER BY first LIMIT ?)').run(rows - max);
+        rows = max;
+      }
+      this.seenRows = rows;
     })();
   }
+
+  /** Rows in `seen`, counted once and then kept. */
+  private seenRows: number | undefined;
 
   close(): void {
     this.db.close();

@@ -133,6 +133,11 @@ describe('unit: new-destination', () => {
     assert.equal(d.fromFlow(flow({ time: 10_000, dst: '198.18.1.2' })), null, 'known from before the restart');
     assert.ok(d.fromFlow(flow({ time: 10_000, dst: '198.18.1.4' })));
     assert.equal(outbox.seen(10).since, 1_000, 'the learning period counts from the first start, not this one');
+    // On disk at most max pairs: the oldest go.
+    outbox.addSeen([5, 6, 7, 8].map((i) => ({ who: 'w', destination: `d${i}`, first: 20_000 + i })), 3);
+    assert.deepEqual(outbox.seen(100).pairs.map((p) => p.destination), ['d6', 'd7', 'd8']);
+    outbox.addSeen([{ who: 'w', destination: 'd9', first: 30_000 }], 3);
+    assert.deepEqual(outbox.seen(100).pairs.map((p) => p.destination), ['d7', 'd8', 'd9']);
     outbox.close();
   });
 });
