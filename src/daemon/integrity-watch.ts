@@ -38,6 +38,8 @@ export interface IntegrityFinding {
   confirm?: boolean;
   /** An event, not a state: reported once, never "cleared" (a replaced file, a file modified in place). */
   once?: boolean;
+  /** A log line and the status, not an alert (what a legitimate action also does: an editor's save). */
+  logOnly?: boolean;
 }
 
 export interface IntegrityWatchOptions {
@@ -78,7 +80,8 @@ interface Seen {
  * remedy is in the message):
  * - the applied policy file, its directory (and a symlink's): writable by
  *   someone other than root (owner, group or other write bits), deleted,
- *   or replaced by another file (content changes are the hot reload's);
+ *   or replaced by another file (a log line: editors save that way;
+ *   content changes are the hot reload's);
  * - the state directory and the files in it (and in `policies/`): the
  *   same, and `applied.json` deleted while a policy is applied with no
  *   Sluice write behind it (no `off`, no journal line), or modified in
@@ -110,7 +113,8 @@ export class IntegrityWatch implements Component {
   /** Inodes known to be this process's sockets (a socket's inode is not reused while it lives). */
   private ownInodes = new Set<number>();
   private lastError = '';
-  readonly stats = { checks: 0, cleared: 0, errors: 0, found: Object.fromEntries(WHATS.map((w) => [w, 0])) as Record<IntegrityWhat, number> };
+  private lastNoted: { at: string; what: IntegrityWhat; message: string } | null = null;
+  readonly stats = { checks: 0, cleared: 0, errors: 0, noted: 0, found: Object.fromEntries(WHATS.map((w) => [w, 0])) as Record<IntegrityWhat, number> };
 
   constructor(opts: IntegrityWatchOptions = {}) {
     this.probe = opts.probe ?? new SystemProbe();
@@ -149,6 +153,8 @@ export class IntegrityWatch implements Component {
       checks: this.stats.checks,
       found: { ...this.stats.found },
       cleared: this.stats.cleared,
+      noted: this.stats.noted,
+      lastNoted: this.lastNoted,
       errors: this.stats.errors,
       ...(this.lastError ? { lastError: this.lastError } : {}),
       policyFile: this.policySeen?.path ?? null,
@@ -192,6 +198,10 @@ export class IntegrityWatch implements Component {
         recheck = true;
         continue;
       }
+      if (f.logOnly) {
+        this.note(rt, f);
+        continue;
+      }
       this.report(f);
       if (!f.once) this.active.set(f.key, { ...f, since: new Date().toISOString() });
     }
@@ -212,6 +222,12 @@ export class IntegrityWatch implements Component {
       this.check();
     }, ms);
     this.soon.unref();
+  }
+
+  private note(rt: Runtime, f: IntegrityFinding): void {
+    this.stats.noted++;
+    this.lastNoted = { at: new Date().toISOString(), what: f.what, message: f.message };
+    rt.log('warn', `integrity watch: ${f.message}. ${f.remedy}`, { what: f.what, ...f.detail });
   }
 
   private report(f: IntegrityFinding): void {
@@ -267,11 +283,13 @@ export class IntegrityWatch implements Component {
     }
     const seen = this.policySeen;
     if (seen && seen.path === path && (seen.dev !== facts.dev || seen.ino !== facts.ino)) {
-      // Editors save by renaming a new file over the old one: a replacement is news (a warning), not by itself an attack.
+      // Editors save by renaming a new file over the old one: a replacement by itself is a log line, not
+      // an alert (a new file others can write is one, above).
       out.push({
         key: `policy-file|replaced|${path}|${facts.ino}`,
         what: 'policy-file',
         severity: 'warning',
+        logOnly: true,
         message: `The applied policy file ${path} was replaced by another file (inode ${seen.ino} -> ${facts.ino}, now owned by uid ${facts.uid}, mode ${octal(facts.mode)})`,
         remedy: 'If nobody here saved it, find out who did; a change of content is reloaded only from a file that only root can write',
         detail: { file: path, inode: facts.ino, previousInode: seen.ino, uid: facts.uid, mode: octal(facts.mode) },

@@ -182,7 +182,7 @@ describe('unit: integrity watch', () => {
     assert.ok(alerts.some((a) => /^The directory of the applied policy file \/home\/u is owned by uid 1000/.test(a.message)), JSON.stringify(alerts));
   });
 
-  it('the policy file deleted: reported when a second look still finds it gone; a replaced file is a warning, once', async () => {
+  it('the policy file deleted: reported when a second look still finds it gone; a replaced file is a log line (an editor\'s save), once', async () => {
     const w = await start(world());
     const f = w.probe.files.get(POLICY) as FileFacts;
     w.probe.files.delete(POLICY);
@@ -200,9 +200,16 @@ describe('unit: integrity watch', () => {
     w.probe.files.set(POLICY, file({ mode: 0o100644 }));
     w.watch.check();
     w.watch.check();
+    assert.equal(alerts.length, 0, 'not an alert: editors save by renaming a new file over the old one');
+    const noted = w.logs.filter((l) => /^integrity watch: The applied policy file \/etc\/sluice\/policy\.yaml was replaced by another file \(inode \d+ -> \d+, now owned by uid 0, mode 0644\)/.test(l.message));
+    assert.equal(noted.length, 1, 'logged once');
+    assert.equal(noted[0]?.level, 'warn');
+    assert.equal(w.watch.status().noted, 1);
+    // Replaced by a file others can write: that is an alert.
+    w.probe.files.set(POLICY, file({ mode: 0o100666 }));
+    w.watch.check();
     assert.equal(alerts.length, 1);
-    assert.equal(alerts[0]?.severity, 'warning');
-    assert.match(alerts[0]?.message ?? '', /was replaced by another file \(inode \d+ -> \d+, now owned by uid 0, mode 0644\)/);
+    assert.match(alerts[0]?.message ?? '', /policy\.yaml is writable by group and others \(mode 0666\)/);
   });
 
   it('the state directory and files in it: writable by others, owned by another uid, a symlink', async () => {
