@@ -133,9 +133,10 @@ export class SystemProbe implements IntegrityProbe {
         [17, 0xffffffff],
         [6, 1 << TCP_LISTEN],
       ] as const) {
-        // dump(4) asks both socket families (keeping IPv4 traffic), dump(6) the IPv6 ones: together every socket.
+        // dump(4) asks both socket families (keeping IPv4 traffic), dump(6) the IPv6 ones: together every
+        // socket. The kernel keeps only those bound to the port: nothing else is copied or parsed.
         for (const f of [4, 6] as const) {
-          for (const e of this.diag.dump(f, proto, states)) {
+          for (const e of this.diag.dump(f, proto, states, port)) {
             if (e.sport !== port) continue;
             const key = `${proto}|${e.inode}|${e.family}|${e.src}`;
             if (seen.has(key)) continue;
