@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { parsePortStart, socketInode, type BoundSocket, type FileFacts, type IntegrityProbe } from '../../src/daemon/integrity-probe.js';
 import { IntegrityWatch, writableByOthers } from '../../src/daemon/integrity-watch.js';
+import { encodeDumpRequest, sourcePortFilter } from '../../src/monitor/sock-diag.js';
 import { channels, type AlertEvent } from '../../src/events/channels.js';
 import type { Policy } from '../../src/policy/policy.js';
 import type { Runtime } from '../../src/runtime/component.js';
@@ -369,5 +370,16 @@ describe('unit: integrity watch parsers', () => {
     assert.equal(writableByOthers(file({ uid: 5 }), 0), 'is owned by uid 5');
     assert.equal(writableByOthers(file({ mode: 0o100620, gid: 4 }), 0), 'is writable by group 4 (mode 0620)');
     assert.equal(writableByOthers(dir({ mode: 0o41777 }), 0), 'is writable by group and others (mode 01777)');
+  });
+
+  it('the sockets on the guard\'s port are filtered in the kernel: an S_EQ program that keeps the port and drops the rest', () => {
+    // code 11 (INET_DIAG_BC_S_EQ), yes 8 (the end: keep), no 12 (past the end: drop); the port in the next op's `no`.
+    assert.deepEqual([...sourcePortFilter(153)], [11, 8, 12, 0, 0, 0, 153, 0]);
+    const plain = encodeDumpRequest(4, 17, 0xffffffff, 1);
+    const filtered = encodeDumpRequest(4, 17, 0xffffffff, 1, 153);
+    assert.equal(filtered.length, plain.length + 12, 'one attribute: 4 bytes of header, 8 of program');
+    assert.equal(filtered.readUInt32LE(0), filtered.length, 'the message length covers it');
+    assert.equal(filtered.readUInt16LE(plain.length + 2), 1, 'INET_DIAG_REQ_BYTECODE');
+    assert.deepEqual([...filtered.subarray(plain.length + 4)], [...sourcePortFilter(153)]);
   });
 });
