@@ -17,6 +17,8 @@ const AF_INET = 2;
 const AF_INET6 = 10;
 const INET_DIAG_INFO = 2;
 const INET_DIAG_CGROUP_ID = 21;
+const INET_DIAG_REQ_BYTECODE = 1;
+const INET_DIAG_BC_S_EQ = 11;
 const MSG_LEN = 72;
 
 export const TCP_STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING', 'NEW_SYN_RECV'] as const;
@@ -42,8 +44,27 @@ export interface SockEntry {
   bytesReceived?: bigint;
 }
 
-/** Builds a dump request for one family and protocol; `states` is a bit mask of TCP states (all by default). */
-export function encodeDumpRequest(family: Family, proto: 6 | 17, states = 0xffffffff, seq = 1): Buffer {
+/**
+ * The filter program (linux/inet_diag.h) that keeps sockets whose local
+ * port is `port`: S_EQ jumps `yes` (8 bytes, the program's end: keep) on a
+ * match and `no` (12 bytes, past the end: drop) otherwise; the port rides
+ * in the second op's `no` field, as ss writes it.
+ */
+export function sourcePortFilter(port: number): Buffer {
+  const bc = Buffer.alloc(8);
+  bc.writeUInt8(INET_DIAG_BC_S_EQ, 0);
+  bc.writeUInt8(8, 1);
+  bc.writeUInt16LE(12, 2);
+  bc.writeUInt16LE(port & 0xffff, 6);
+  return bc;
+}
+
+/**
+ * Builds a dump request for one family and protocol; `states` is a bit mask
+ * of TCP states (all by default); `sport`: only sockets bound to that local
+ * port (filtered in the kernel, so a busy host's other sockets are never copied).
+ */
+export function encodeDumpRequest(family: Family, proto: 6 | 17, states = 0xffffffff, seq = 1, sport?: number): Buffer {
   const hdr = Buffer.alloc(56);
   hdr.writeUInt8(family === 4 ? AF_INET : AF_INET6, 0);
   hdr.writeUInt8(proto, 1);
@@ -52,6 +73,7 @@ export function encodeDumpRequest(family: Family, proto: 6 | 17, states = 0xffff
   // The socket id stays zero: a dump has no id; cookie 0 is fine for dumps.
   const w = new NlWriter(128);
   w.beginRaw(SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, hdr);
+  if (sport !== undefined) w.bytes(INET_DIAG_REQ_BYTECODE, sourcePortFilter(sport));
   w.endMsg();
   return w.finish();
 }
@@ -134,13 +156,13 @@ export class SockDiag {
     this.sock = NetlinkSocket.open(NETLINK_SOCK_DIAG, { bufBytes: 4 << 20 });
   }
 
-  /** Every socket of one family and protocol (both socket families for IPv4, to include dual-stack sockets). */
-  dump(family: Family, proto: 6 | 17, states = 0xffffffff): SockEntry[] {
+  /** Every socket of one family and protocol (both socket families for IPv4, to include dual-stack sockets); `sport`: bound to that local port only. */
+  dump(family: Family, proto: 6 | 17, states = 0xffffffff, sport?: number): SockEntry[] {
     const out: SockEntry[] = [];
     const families: Family[] = family === 4 ? [4, 6] : [6];
     for (const f of families) {
       this.stats.dumps++;
-      for (const m of this.sock.dump(encodeDumpRequest(f, proto, states, ++this.seq))) {
+      for (const m of this.sock.dump(encodeDumpRequest(f, proto, states, ++this.seq, sport))) {
         try {
           const e = parseSockDiagMessage(m, proto);
           if (e.family === family) out.push(e);
