@@ -49,6 +49,10 @@
  *   udpGroupAdd(handle, fd)       -> void    one epoll_ctl; closing the fd
  *                                 takes it out of the group
  *   udpGroupClose(handle)         -> void
+ *   bpfLookup(fd, key, valueSize) -> Buffer | null  one BPF_MAP_LOOKUP_ELEM
+ *                                 on a map fd (from sluice_bpf's loader);
+ *                                 null when the key is absent
+ *   netnsCookie()                 -> bigint  SO_NETNS_COOKIE of this namespace
  *
  * Sockets from nlOpen and udpOpen belong to the Node environment (main
  * thread or worker) that opened them: when it ends without closing them (a
@@ -77,6 +81,7 @@
 #include <sys/un.h>
 #include <sys/syscall.h>
 #include <linux/netlink.h>
+#include <linux/bpf.h>
 #include <uv.h>
 
 #ifndef SO_RCVMARK
@@ -1068,6 +1073,59 @@ static napi_value sd_notify_send(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* One BPF_MAP_LOOKUP_ELEM: the map's fd came from the eBPF loader (sluice_bpf),
+ * the key and value layouts are the caller's (src/monitor/kernel-attribution.ts). */
+static napi_value bpf_lookup(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  int32_t fd, vsize;
+  void *key;
+  size_t klen;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3 || !get_i32(env, argv[0], &fd) || napi_get_buffer_info(env, argv[1], &key, &klen) != napi_ok ||
+      !get_i32(env, argv[2], &vsize) || klen == 0 || vsize <= 0 || vsize > (1 << 20)) {
+    napi_throw_type_error(env, "EINVAL", "bpfLookup(fd, key, valueSize): fd, Buffer and a size up to 1 MiB expected");
+    return NULL;
+  }
+  void *data;
+  napi_value out;
+  CHECK(napi_create_buffer(env, (size_t)vsize, &data, &out));
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.map_fd = (uint32_t)fd;
+  attr.key = (uint64_t)(uintptr_t)key;
+  attr.value = (uint64_t)(uintptr_t)data;
+  if (syscall(SYS_bpf, BPF_MAP_LOOKUP_ELEM, &attr, sizeof attr) < 0) {
+    if (errno == ENOENT) {
+      napi_value nul;
+      napi_get_null(env, &nul);
+      return nul;
+    }
+    return throw_errno(env, "bpf(BPF_MAP_LOOKUP_ELEM)", errno);
+  }
+  return out;
+}
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+/* The cookie of this thread's network namespace (Linux 5.14): what the
+ * attribution probes key flows by. */
+static napi_value netns_cookie(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  uint64_t cookie = 0;
+  socklen_t len = sizeof cookie;
+  int r = getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
+  int err = errno;
+  close(fd);
+  if (r < 0) return throw_errno(env, "getsockopt(SO_NETNS_COOKIE)", err);
+  napi_value out;
+  CHECK(napi_create_bigint_uint64(env, cookie, &out));
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"nlOpen", 0, nl_open, 0, 0, 0, napi_enumerable, 0},
@@ -1091,6 +1149,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"udpGroupOpen", 0, udp_group_open, 0, 0, 0, napi_enumerable, 0},
       {"udpGroupAdd", 0, udp_group_add, 0, 0, 0, napi_enumerable, 0},
       {"udpGroupClose", 0, udp_group_close, 0, 0, 0, napi_enumerable, 0},
+      {"bpfLookup", 0, bpf_lookup, 0, 0, 0, napi_enumerable, 0},
+      {"netnsCookie", 0, netns_cookie, 0, 0, 0, napi_enumerable, 0},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
     return NULL;

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-[[ -f build/Release/sluice_native.node && -f dist/src/cli/main.js ]] || { echo "build-deb: run make setup first" >&2; exit 1; }
+[[ -f build/Release/sluice_native.node && -f build/Release/sluice_bpf.node && -f dist/src/cli/main.js ]] || { echo "build-deb: run make setup first" >&2; exit 1; }
 version=$(node -p 'require("./package.json").version')
 debver="$version-1"
 arch=$(dpkg --print-architecture)
@@ -29,6 +29,12 @@ install -d "$lib/dist"
 (cd dist && find src -name '*.js' -print0 | tar --null -T - -cf -) | tar -xf - -C "$lib/dist"
 install -m 0755 bin/sluice "$lib/bin/sluice"
 install -m 0644 build/Release/sluice_native.node "$lib/build/Release/sluice_native.node"
+# The attribution probes and their loader (libbpf1 at run time); a host where they cannot load falls back.
+install -m 0644 build/Release/sluice_bpf.node "$lib/build/Release/sluice_bpf.node"
+if [[ -f build/bpf/attribution.bpf.o ]]; then
+  install -d "$lib/build/bpf"
+  install -m 0644 build/bpf/attribution.bpf.o "$lib/build/bpf/attribution.bpf.o"
+fi
 install -m 0644 policies/encrypted-dns.txt "$lib/policies/encrypted-dns.txt"
 node -e 'const p = require("./package.json"); process.stdout.write(JSON.stringify({ name: p.name, version: p.version, type: p.type, license: p.license, dependencies: p.dependencies }, null, 2) + "\n")' >"$lib/package.json"
 
@@ -41,7 +47,7 @@ install -d "$lib/node_modules/better-sqlite3/build/Release"
 cp -r node_modules/better-sqlite3/lib node_modules/better-sqlite3/package.json node_modules/better-sqlite3/LICENSE "$lib/node_modules/better-sqlite3/"
 install -m 0644 node_modules/better-sqlite3/build/Release/better_sqlite3.node "$lib/node_modules/better-sqlite3/build/Release/"
 # Native objects without their debugging symbols; everything readable, nothing writable but by root.
-strip --strip-unneeded --remove-section=.comment --remove-section=.note "$lib/build/Release/sluice_native.node" "$lib/node_modules/better-sqlite3/build/Release/better_sqlite3.node"
+strip --strip-unneeded --remove-section=.comment --remove-section=.note "$lib/build/Release/sluice_native.node" "$lib/build/Release/sluice_bpf.node" "$lib/node_modules/better-sqlite3/build/Release/better_sqlite3.node"
 find "$lib" -type d -exec chmod 0755 {} +
 find "$lib" -type f -exec chmod 0644 {} +
 chmod 0755 "$lib/bin/sluice"
@@ -55,6 +61,14 @@ done
 install -m 0644 policies/default.yaml "$pkg/etc/sluice/policy.yaml"
 
 gzip -9n <README.md >"$pkg/usr/share/doc/sluice/README.md.gz"
+# The attribution probes are eBPF bytecode, which lintian reads as a binary for another machine.
+if [[ -f "$lib/build/bpf/attribution.bpf.o" ]]; then
+  install -d "$pkg/usr/share/lintian/overrides"
+  printf '# eBPF bytecode (the attribution probes), run by the kernel, not a foreign-architecture binary
+sluice: binary-from-other-architecture [usr/lib/sluice/build/bpf/attribution.bpf.o]
+' >"$pkg/usr/share/lintian/overrides/sluice"
+  chmod 0644 "$pkg/usr/share/lintian/overrides/sluice"
+fi
 cat >"$pkg/usr/share/doc/sluice/copyright" <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: sluice
@@ -99,7 +113,7 @@ Version: $debver
 Architecture: $arch
 Maintainer: Sluice developers <sluice@example.org>
 Installed-Size: $installed
-Depends: nodejs (>= $nodemajor), nodejs (<< $((nodemajor + 1))), nftables, libc6, libstdc++6
+Depends: nodejs (>= $nodemajor), nodejs (<< $((nodemajor + 1))), nftables, libc6, libstdc++6, libbpf1
 Section: net
 Priority: optional
 Homepage: https://example.org/sluice

@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 # systemd provides systemd-analyze, which checks the units in the tests (it need not be PID 1).
 # rsyslog is the real receiver the syslog alert sink is tested against, also only in namespaces.
 # binutils (strip) and lintian build and check the Debian package (make deb; dpkg-deb is dpkg's).
-APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base systemd rsyslog binutils lintian)
+# clang, bpftool, libbpf-dev (and pkg-config, which finds it) build the attribution probes and their
+# loader; libbpf1 is what the loader needs at run time.
+APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base systemd rsyslog binutils lintian clang llvm bpftool libbpf-dev pkg-config)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -40,13 +42,16 @@ if ((${#missing[@]})); then
   done
 fi
 
-if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json || ! -f build/Release/sluice_native.node ]]; then
+if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json || ! -f build/Release/sluice_native.node || ! -f build/Release/sluice_bpf.node ]]; then
   echo "setup: installing npm dependencies and building the native addon"
   npm ci --no-audit --no-fund --loglevel=error
-elif [[ native/sluice_native.c -nt build/Release/sluice_native.node || binding.gyp -nt build/Release/sluice_native.node ]]; then
+elif [[ native/sluice_native.c -nt build/Release/sluice_native.node || native/sluice_bpf.c -nt build/Release/sluice_bpf.node || binding.gyp -nt build/Release/sluice_native.node ]]; then
   echo "setup: rebuilding the native addon"
   npm run --silent install
 fi
+
+# After the addon: node-gyp's rebuild empties build/.
+scripts/build-bpf.sh
 
 echo "setup: compiling TypeScript"
 npx --no-install tsc -p tsconfig.json

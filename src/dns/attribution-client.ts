@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import type { ProbeMaps } from '../monitor/kernel-attribution.js';
 import { PerSecondBudget } from './budget.js';
 import type { QueryAttributionStats, QueryClient, QueryProcess } from './query-attribution.js';
 
@@ -25,7 +26,7 @@ interface Waiter {
  * processes (counted), and a worker that died is started again after a pause.
  */
 export class AttributionClient {
-  private workerStats: QueryAttributionStats = { lookups: 0, found: 0, overBudget: 0, overWork: 0, errors: 0 };
+  private workerStats: QueryAttributionStats = { lookups: 0, found: 0, kernel: 0, overBudget: 0, overWork: 0, errors: 0 };
   private own = { overBudget: 0, unanswered: 0, workerRestarts: 0 };
   private budget: PerSecondBudget;
   private worker: Worker | undefined;
@@ -37,7 +38,15 @@ export class AttributionClient {
   private lastFlush = 0;
   private closed = false;
 
-  constructor(private opts: { perSecond?: number; procRoot?: string; /** For tests: another worker script. */ script?: URL } = {}) {
+  constructor(
+    private opts: {
+      perSecond?: number;
+      procRoot?: string;
+      /** For tests: another worker script. */ script?: URL;
+      /** The attribution probes' maps (fds valid in every thread of this process) and this namespace. */
+      probes?: { maps: ProbeMaps; netns: bigint };
+    } = {},
+  ) {
     this.budget = new PerSecondBudget(opts.perSecond ?? 500);
   }
 
@@ -113,7 +122,7 @@ export class AttributionClient {
     try {
       w = new Worker(this.opts.script ?? new URL('./attribution-thread.js', import.meta.url), {
           // The budget is kept here: a second window in the worker, not aligned with this one, could refuse what this one let through.
-        workerData: { perSecond: Infinity, procRoot: this.opts.procRoot },
+        workerData: { perSecond: Infinity, procRoot: this.opts.procRoot, ...(this.opts.probes ? { probes: this.opts.probes } : {}) },
         resourceLimits: { maxOldGenerationSizeMb: 128 },
       });
     } catch {

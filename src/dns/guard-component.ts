@@ -14,6 +14,7 @@ import type { Policy } from '../policy/policy.js';
 import { filterAnswer } from './answer-filter.js';
 import { DnsGuard, type Client } from './dns-guard.js';
 import { AttributionClient } from './attribution-client.js';
+import { loadProbes, ownNetns } from '../monitor/kernel-attribution.js';
 import { DenyRefresher } from './deny-refresher.js';
 import { DomainMatcher } from './domain-matcher.js';
 import { GuardServers } from './guard-servers.js';
@@ -135,6 +136,13 @@ export class GuardComponent implements Component {
     setHostnameSource((family, addr) => this.learned.namesFor(family, addr)[0]);
     this.registerControl(rt);
     this.registerMetrics(rt);
+    // Queries are attributed by the kernel's record of their send where the probes are attached
+    // (the collector says once, at its start, when they are not).
+    const probes = loadProbes();
+    if (probes.loaded) {
+      await this.attribution.close();
+      this.attribution = new AttributionClient({ probes: { maps: probes.maps, netns: ownNetns() } });
+    }
     // Probed once, at start, not on the first answer that needs it.
     if (!rt.netfilter.timeoutUpdates()) {
       rt.log('info', 'this kernel keeps the first timeout of a set element added again (before Linux 6.12): the guard extends an address by deleting and adding it in one transaction');

@@ -5,11 +5,14 @@ import { parseAddr, type Family } from '../net/ip.js';
 import { PerSecondBudget } from './budget.js';
 import { parseSocketLink } from '../monitor/proc-parse.js';
 import { ProcessTable, type ProcInfo } from '../monitor/process-table.js';
+import { ProbeReader, startTicks, type ProbeMaps } from '../monitor/kernel-attribution.js';
 import { SockDiag, type SockEntry } from '../monitor/sock-diag.js';
 
 export interface QueryAttributionStats {
   lookups: number;
   found: number;
+  /** Of those found, by the attribution probes (the sender as the kernel saw it at the send). */
+  kernel: number;
   /** Lookups skipped because the per-second budget was spent (a flood of queries). */
   overBudget: number;
   /** Lookups given up because one batch had read its share of /proc/PID/fd entries. */
@@ -48,7 +51,7 @@ const LINKS_PER_BATCH = 4096;
  * Processes whose descriptors cannot be read are skipped for a minute.
  */
 export class QueryAttribution {
-  readonly stats: QueryAttributionStats = { lookups: 0, found: 0, overBudget: 0, overWork: 0, errors: 0 };
+  readonly stats: QueryAttributionStats = { lookups: 0, found: 0, kernel: 0, overBudget: 0, overWork: 0, errors: 0 };
   private diag: SockDiag | undefined;
   private procs: ProcessTable;
   private budget: PerSecondBudget;
@@ -63,14 +66,35 @@ export class QueryAttribution {
 
   constructor(
     perSecond = 500,
-    opts: { procRoot?: string; exclude?: number[] } = {},
+    opts: { procRoot?: string; exclude?: number[]; probes?: { maps: ProbeMaps; netns: bigint } } = {},
   ) {
+    if (opts.probes) this.probes = { reader: new ProbeReader(opts.probes.maps), netns: opts.probes.netns };
     this.budget = new PerSecondBudget(perSecond);
     this.procs = new ProcessTable({ procRoot: opts.procRoot, exclude: opts.exclude ?? [process.pid] });
     this.procRoot = opts.procRoot ?? '/proc';
   }
 
   private readonly procRoot: string;
+  private probes: { reader: ProbeReader; netns: bigint } | undefined;
+
+  /**
+   * The sender of a UDP query as the probes recorded it at its send (the
+   * socket's port in this namespace; the socket's owner must be the query's
+   * uid when that is known): found even when the asker has already exited.
+   */
+  private fromKernel(c: QueryClient, family: Family): QueryProcess | undefined {
+    if (!this.probes || c.transport !== 'udp') return undefined;
+    const s = this.probes.reader.sender({ netns: this.probes.netns, family, proto: 17, sport: c.port });
+    if (!s || (c.uid !== undefined && s.skUid !== c.uid)) return undefined;
+    const out: QueryProcess = { pid: s.tgid, comm: s.comm, uid: s.uid };
+    const ex = this.probes.reader.exec(s.tgid, s.start);
+    if (ex?.path) out.exe = ex.path;
+    else {
+      const live = this.procs.current(s.tgid);
+      if (live && live.exitedAt === undefined && live.startTicks === startTicks(s.start) && live.exe) out.exe = live.exe;
+    }
+    return out;
+  }
 
   private take(n: number): boolean {
     if (this.budget.take(n)) return true;
@@ -90,6 +114,12 @@ export class QueryAttribution {
         this.stats.lookups++;
         const a = parseAddr(c.address.startsWith('::ffff:') ? c.address.slice(7) : c.address);
         if (!a) return undefined;
+        const k = this.fromKernel(c, a.family);
+        if (k) {
+          this.stats.found++;
+          this.stats.kernel++;
+          return k;
+        }
         const socks = this.table(a.family, c.transport === 'tcp' ? 6 : 17, now).get(c.port) ?? [];
         const sock = senderSocket(socks, a.value, c.uid);
         if (!sock) return undefined;

@@ -9,7 +9,7 @@ import type { FlowEvent } from './channels.js';
  */
 
 /** How the process behind an event was found (see README "Monitoring"). */
-export type AttributionMethod = 'socket' | 'cgroup' | 'user';
+export type AttributionMethod = 'kernel' | 'socket' | 'cgroup' | 'user';
 
 /** What the collector publishes and the store keeps: a flow event plus how it was attributed. */
 export interface RecordedEvent extends FlowEvent {

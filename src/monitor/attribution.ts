@@ -8,6 +8,7 @@ import { NETLINK_SOCK_DIAG } from '../netfilter/nl-constants.js';
 import type { CgroupIndex } from './cgroup-index.js';
 import type { ServiceNames } from './service-names.js';
 import { ProcessTable, type ProcInfo, type ProcessRef } from './process-table.js';
+import { startTicks, type KernelSender, type ProbeReader } from './kernel-attribution.js';
 import { encodeExactRequest, findSocket, parseSockDiagMessage, SockDiag, type SockEntry } from './sock-diag.js';
 
 /** What the collector knows about a logged packet before attribution. */
@@ -23,6 +24,8 @@ export interface FlowFacts extends FlowTuple {
 }
 
 export interface AttributionStats {
+  /** Named by the attribution probes: the sender as the kernel saw it at the connect or send. */
+  kernel: number;
   socket: number;
   cgroup: number;
   user: number;
@@ -44,6 +47,8 @@ export interface AttributorDeps {
   ifName?: (index: number) => string | undefined;
   /** Whether a socket can still exist for this record (false: a TCP connect already refused with a reset). */
   socketMayExist?: (f: FlowFacts) => boolean;
+  /** The attribution probes' maps and the network namespace the records come from; without them, the socket table. */
+  kernel?: { reader: ProbeReader; netns: bigint };
 }
 
 const INODE_CACHE_MAX = 50_000;
@@ -51,7 +56,7 @@ const INODE_CACHE_MAX = 50_000;
 const INDEX_WAIT_MS = 5_000;
 
 /** What attribution may need that is worked out off the event loop. */
-type Need = { q: 'low32'; low32: number } | { q: 'cgroup'; id: bigint } | { q: 'unit'; path: string };
+type Need = { q: 'low32'; low32: number } | { q: 'cgroup'; id: bigint } | { q: 'unit'; path: string } | { q: 'settle' };
 type AttributionSteps = Generator<Need, RecordedEvent, unknown>;
 
 /** An answer still being worked out. */
@@ -63,6 +68,9 @@ class Later {
 function notKnown(q: Need): unknown {
   return q.q === 'unit' ? null : undefined;
 }
+
+/** How long a fresh UDP record waits once for the probe's record of its send (written as the send returns). */
+const SETTLE_MS = 20;
 
 /** Resolves when `p` settles or after `ms`, whichever comes first; never rejects. */
 function withDeadline(p: Promise<unknown>, ms: number): Promise<void> {
@@ -108,7 +116,7 @@ export function baseEvent(f: FlowFacts): RecordedEvent {
 }
 
 export class Attributor {
-  readonly stats: AttributionStats = { socket: 0, cgroup: 0, user: 0, ambiguous: 0, none: 0, socketLookups: 0, socketHits: 0 };
+  readonly stats: AttributionStats = { kernel: 0, socket: 0, cgroup: 0, user: 0, ambiguous: 0, none: 0, socketLookups: 0, socketHits: 0 };
   /** This batch's UDP sockets, by family and local port (a record's socket has its source port). */
   private udpDump = new Map<Family, Map<number, SockEntry[]>>();
   private candidatesMemo = new Map<string, ProcInfo[]>();
@@ -298,6 +306,7 @@ export class Attributor {
 
   /** An answer now, or Later when it is being worked out. */
   private answer(q: Need): unknown {
+    if (q.q === 'settle') return new Later(new Promise((r) => setTimeout(r, SETTLE_MS)));
     if (q.q === 'unit') {
       const unit = this.deps.services?.lookup(q.path) ?? null;
       return unit instanceof Promise ? new Later(unit) : unit;
@@ -322,6 +331,28 @@ export class Attributor {
     }
     const host = hostnameFor(f.family, f.dst);
     if (host) e.hostname = host;
+    const missesBefore = this.deps.kernel?.reader.stats.misses ?? 0;
+    let sent = this.kernelSender(f);
+    // The UDP probe writes as the send returns, after the packet's record was queued: a record read
+    // at once can come first. Not found (not: found for another socket), it waits once
+    // (attributeOrWait only), then asks again.
+    if (!sent && this.deps.kernel && this.deps.kernel.reader.stats.misses > missesBefore && f.proto === 17 && Date.now() - f.time < 200) {
+      yield { q: 'settle' };
+      sent = this.kernelSender(f);
+    }
+    if (sent) {
+      e.uid = sent.uid;
+      const user = this.deps.userName?.(sent.uid);
+      if (user) e.user = user;
+      const proc = this.kernelProcess(sent.s);
+      const cgroup = (yield { q: 'cgroup', id: sent.s.cgroupId }) as string | undefined;
+      if (cgroup !== undefined) proc.cgroup = cgroup;
+      const unit = cgroup !== undefined ? ((yield { q: 'unit', path: cgroup }) as string | null) : null;
+      e.process = unit ? { ...proc, unit } : proc;
+      e.attribution = 'kernel';
+      this.stats.kernel++;
+      return e;
+    }
     if (f.uid === undefined) {
       this.stats.none++;
       return e;
@@ -387,6 +418,42 @@ export class Attributor {
     if (cands.length > 1) this.stats.ambiguous++;
     else this.stats.none++;
     return e;
+  }
+
+  /**
+   * The sender the probes recorded for this flow: TCP by the full flow, UDP by
+   * the socket's port. A record whose socket owner differs from the recorded
+   * one's is another socket on a shared port (SO_REUSEADDR): not joined.
+   */
+  private kernelSender(f: FlowFacts): { s: KernelSender; uid: number } | undefined {
+    const k = this.deps.kernel;
+    if (!k || f.sport === undefined || (f.proto !== 6 && f.proto !== 17)) return undefined;
+    const s = k.reader.sender({ netns: k.netns, family: f.family, proto: f.proto, sport: f.sport, dport: f.dport, dst: f.dst });
+    if (!s) return undefined;
+    if (f.uid !== undefined && s.skUid !== f.uid) {
+      k.reader.stats.mismatched++;
+      return undefined;
+    }
+    return { s, uid: s.uid };
+  }
+
+  /**
+   * The process the probes name: its executable and command line from its
+   * last exec as the probe recorded it (a table entry read before that exec
+   * would name the program it replaced), else from /proc while it lives.
+   */
+  private kernelProcess(s: KernelSender): ProcessRef {
+    const ref: ProcessRef = { pid: s.tgid, comm: s.comm };
+    const ex = this.deps.kernel?.reader.exec(s.tgid, s.start);
+    if (ex?.path) ref.exe = ex.path;
+    if (ex?.cmdline) ref.cmdline = ex.cmdline;
+    if (ref.exe && ref.cmdline) return ref;
+    const live = this.deps.procs.current(s.tgid);
+    if (live && live.exitedAt === undefined && live.startTicks === startTicks(s.start)) {
+      if (!ref.exe && live.exe) ref.exe = live.exe;
+      if (!ref.cmdline && live.cmdline) ref.cmdline = live.cmdline;
+    }
+    return ref;
   }
 
   close(): void {

@@ -7,6 +7,7 @@ import type { Policy } from '../policy/policy.js';
 import { userName } from '../system/users.js';
 import { Attributor, baseEvent, type FlowFacts } from './attribution.js';
 import { CgroupIndex } from './cgroup-index.js';
+import { loadProbes, ownNetns, ProbeReader } from './kernel-attribution.js';
 import { LinkNames } from './links.js';
 import { ServiceNames } from './service-names.js';
 import { ProcessTable } from './process-table.js';
@@ -62,6 +63,9 @@ export class Collector implements Component {
   private rt: Runtime | undefined;
   private refreshTimer: NodeJS.Timeout | undefined;
   private policy: Policy | undefined;
+  private probes: ProbeReader | undefined;
+  /** Why the probes are not in use (said once, at start). */
+  private probesUnavailable: string | undefined;
   private readonly queueMax: number;
   private readonly chunk: number;
   private readonly own = { foreign: 0, malformed: 0, collectorDrops: 0, published: 0, attributionErrors: 0 };
@@ -85,6 +89,14 @@ export class Collector implements Component {
     const links = new LinkNames();
     this.services = new ServiceNames();
     this.cgroups = new CgroupIndex();
+    const probes = loadProbes();
+    if (probes.loaded) {
+      this.probes = new ProbeReader(probes.maps);
+      rt.log('info', 'kernel attribution: probes attached', { programs: probes.programs, flowsMax: probes.flowsMax, execsMax: probes.execsMax });
+    } else {
+      this.probesUnavailable = probes.reason;
+      rt.log('warn', `kernel attribution unavailable: ${probes.reason}; processes are found by the socket table, and one-shot senders may go unnamed`);
+    }
     this.attributor = new Attributor({
       procs: this.procs,
       cgroups: this.cgroups,
@@ -93,6 +105,7 @@ export class Collector implements Component {
       ifName: (i) => links.name(i),
       // A TCP connect refused with a reset has no socket left when its record is read.
       socketMayExist: (f) => !(f.proto === 6 && f.verdict === 'blocked' && this.policy?.blockWith === 'reject'),
+      ...(this.probes ? { kernel: { reader: this.probes, netns: ownNetns() } } : {}),
     });
     this.bind(rt.policy.log.group);
     this.registerMetrics(rt);
@@ -216,15 +229,48 @@ export class Collector implements Component {
         { name: 'sluice_event_queue_length', help: 'Records waiting for attribution', type: 'gauge', samples: [{ labels: { stage: 'collector' }, value: this.queue.length - this.head }] },
         {
           name: 'sluice_events_attributed_total',
-          help: 'Events by how their process was found (socket, cgroup, user) or why not (ambiguous, none)',
+          help: 'Events by how their process was found (kernel, socket, cgroup, user) or why not (ambiguous, none)',
           type: 'counter',
-          samples: at ? (['socket', 'cgroup', 'user', 'ambiguous', 'none'] as const).map((m) => ({ labels: { method: m }, value: at[m] })) : [],
+          samples: at ? (['kernel', 'socket', 'cgroup', 'user', 'ambiguous', 'none'] as const).map((m) => ({ labels: { method: m }, value: at[m] })) : [],
         },
+        ...this.probeMetrics(),
         { name: 'process_resident_memory_bytes', help: 'Resident memory of the daemon', type: 'gauge', samples: [{ labels: {}, value: mem.rss }] },
         { name: 'process_heap_bytes', help: 'V8 heap in use by the daemon', type: 'gauge', samples: [{ labels: {}, value: mem.heapUsed }] },
         { name: 'process_cpu_seconds_total', help: 'CPU time of the daemon (user + system)', type: 'counter', samples: [{ labels: {}, value: (cpu.user + cpu.system) / 1e6 }] },
       ];
     });
+  }
+
+  /** The probes' counters and this collector's lookups in their maps. */
+  private probeMetrics(): { name: string; help: string; type: 'counter' | 'gauge'; samples: { labels: Record<string, string>; value: number }[] }[] {
+    const up = { name: 'sluice_attribution_probes_loaded', help: 'Whether the kernel attribution probes are attached (1) or the socket table is used (0)', type: 'gauge' as const, samples: [{ labels: {}, value: this.probes ? 1 : 0 }] };
+    if (!this.probes) return [up];
+    const p = this.probes.probeStats();
+    const l = this.probes.stats;
+    return [
+      up,
+      {
+        name: 'sluice_attribution_probe_events_total',
+        help: 'What the probes did: senders captured, sends skipped as unchanged, execs recorded, command lines unreadable, sockets without a namespace',
+        type: 'counter',
+        samples: Object.entries(p).map(([k, v]) => ({ labels: { event: k }, value: v })),
+      },
+      {
+        name: 'sluice_attribution_probe_lookups_total',
+        help: 'Lookups of a record\'s sender in the probes\' flow map by result (an LRU map: a miss after eviction is a miss)',
+        type: 'counter',
+        samples: (['hits', 'misses', 'mismatched', 'errors'] as const).map((k) => ({ labels: { result: k }, value: l[k] })),
+      },
+      {
+        name: 'sluice_attribution_exec_lookups_total',
+        help: 'Lookups of a sender\'s executable and command line in the probes\' exec map by result',
+        type: 'counter',
+        samples: [
+          { labels: { result: 'hits' }, value: l.execHits },
+          { labels: { result: 'misses' }, value: l.execMisses },
+        ],
+      },
+    ];
   }
 
   async reload(rt: Runtime): Promise<void> {
@@ -243,6 +289,7 @@ export class Collector implements Component {
       published: this.own.published,
       counters: this.counters(),
       attribution: this.attributor?.stats,
+      probes: this.probes ? { loaded: true, lookups: this.probes.stats, kernel: this.probes.probeStats() } : { loaded: false, reason: this.probesUnavailable },
       units: this.services?.stats,
       cgroupIndexWalks: this.cgroups?.walks,
       processes: this.procs?.stats,

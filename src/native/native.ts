@@ -36,19 +36,57 @@ export interface NativeBinding {
   /** Adds a socket to a group (closing the fd takes it out). */
   udpGroupAdd(group: unknown, fd: number): void;
   udpGroupClose(group: unknown): void;
+  /** One BPF_MAP_LOOKUP_ELEM on a map fd: the value (valueSize bytes), or null when the key is absent. */
+  bpfLookup(fd: number, key: Buffer, valueSize: number): Buffer | null;
+  /** This thread's network namespace cookie (SO_NETNS_COOKIE, Linux 5.14). */
+  netnsCookie(): bigint;
+}
+
+/** The attribution probes, loaded and attached (see native/sluice_bpf.c). */
+export interface BpfLoaded {
+  /** Keeps the programs attached while referenced; close() detaches at once. */
+  handle: unknown;
+  flows: number;
+  execs: number;
+  stats: number;
+  /** Possible CPUs: the width of per-CPU values. */
+  cpus: number;
+  programs: string[];
+}
+
+/** The eBPF loader (libbpf), a separate addon so that a host without libbpf loses only kernel attribution. */
+export interface BpfLoader {
+  /** Throws an Error whose message says which stage failed and libbpf's reason. */
+  load(objectPath: string, flowsMax: number, execsMax: number, cgroupRoot: string): BpfLoaded;
+  close(handle: unknown): void;
 }
 
 let cached: NativeBinding | undefined;
+let cachedBpf: BpfLoader | undefined;
+
+function addonPath(name: string): string {
+  // dist/src/native/native.js -> repository root is three levels up.
+  return fileURLToPath(new URL(`../../../build/Release/${name}.node`, import.meta.url));
+}
 
 /** Loads the addon built by `npm install` (node-gyp) into build/Release. */
 export function native(): NativeBinding {
   if (cached) return cached;
-  // dist/src/native/native.js -> repository root is three levels up.
-  const path = fileURLToPath(new URL('../../../build/Release/sluice_native.node', import.meta.url));
+  const path = addonPath('sluice_native');
   if (!existsSync(path)) {
     throw new SystemError('ENATIVE', `Native addon missing: ${path}: run make (or npm install) in the Sluice checkout`);
   }
   const require = createRequire(import.meta.url);
   cached = require(path) as NativeBinding;
   return cached;
+}
+
+/** Loads the eBPF loader addon; throws (SystemError ENATIVE) when it was not built. */
+export function bpfLoader(): BpfLoader {
+  if (cachedBpf) return cachedBpf;
+  const path = addonPath('sluice_bpf');
+  if (!existsSync(path)) throw new SystemError('ENATIVE', `eBPF loader missing: ${path}: run make setup`);
+  const require = createRequire(import.meta.url);
+  cachedBpf = require(path) as BpfLoader;
+  return cachedBpf;
 }

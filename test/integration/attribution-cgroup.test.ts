@@ -2,7 +2,9 @@
  * Integration: a blocked TCP connect refused with a reset leaves no socket to
  * look up, and when several processes share the sender's uid the uid alone
  * cannot say who sent it. In enforce mode the block chain stamps the sender's
- * cgroup id into the packet mark, and the collector uses it.
+ * cgroup id into the packet mark, and the collector uses it. This is the
+ * fallback path (no attribution probes: SLUICE_EBPF=off); with them the
+ * kernel's record of the connect names the sender (kernel-attribution.test).
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
@@ -21,7 +23,7 @@ describe('integration: attribution through the sender cgroup in the mark', () =>
   before(async () => {
     w = await World.create();
     const p = w.policy(`mode: enforce\nrules:\n  - name: dns\n    to: [${HOSTS.dns4}]\n    ports: [53]\n`);
-    daemon = await w.spawnReady(w.client, [NODE, join(ROOT, 'bin/sluice'), 'daemon', p, '--metrics', 'off'], { env: w.env(), readyText: 'running' });
+    daemon = await w.spawnReady(w.client, [NODE, join(ROOT, 'bin/sluice'), 'daemon', p, '--metrics', 'off'], { env: w.env({ SLUICE_EBPF: 'off' }), readyText: 'running' });
     // Other root processes in the namespace: the sender's uid alone is ambiguous.
     for (let i = 0; i < 2; i++) decoys.push(w.spawnIn(w.client, [NODE, '-e', 'setInterval(() => {}, 1000)']));
   });

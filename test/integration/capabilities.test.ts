@@ -62,6 +62,11 @@ describe('integration: the daemon under its unit\'s capability bounding set', ()
     assert.equal(a.connect, 'ok');
   });
 
+  it('the attribution probes load with CAP_BPF and CAP_PERFMON (no CAP_SYS_ADMIN)', async () => {
+    const st = (await w.control('collector.status')) as { probes: { loaded: boolean; reason?: string } };
+    assert.equal(st.probes.loaded, true, `probes: ${st.probes.reason}`);
+  });
+
   it('a blocked connect by another user is attributed to its process and executable (that user\'s /proc/PID/fd and exe)', async () => {
     const a = await attempter(w, ['tcp', HOSTS.api4b, '443', '31207'], { uid: NOBODY });
     try {

@@ -37,6 +37,8 @@ describe('integration: the Debian package', () => {
       '/usr/lib/sluice/dist/src/cli/main.js',
       '/usr/lib/sluice/dist/src/daemon/tamper-watch.js',
       '/usr/lib/sluice/build/Release/sluice_native.node',
+      '/usr/lib/sluice/build/Release/sluice_bpf.node',
+      '/usr/lib/sluice/build/bpf/attribution.bpf.o',
       '/usr/lib/sluice/node_modules/better-sqlite3/build/Release/better_sqlite3.node',
       '/usr/lib/sluice/node_modules/yaml/package.json',
       '/usr/lib/sluice/node_modules/zod/package.json',

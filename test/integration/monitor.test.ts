@@ -59,7 +59,9 @@ describe('integration: monitoring (events, attribution, connections, metrics)', 
     // A server that keeps connections open, for `connections` and `top`.
     await w.spawnReady(w.world, [NODE, join(SUPPORT, 'hold-server.js'), '9100']);
     policyPath = w.policy(ENFORCE);
-    daemon = await w.spawnReady(w.client, [NODE, join(ROOT, 'bin/sluice'), 'daemon', policyPath], { env: w.env(), readyText: 'sluice daemon: running' });
+    // The socket-table methods (what runs without the attribution probes) are what these tests name;
+    // the probes have their own (kernel-attribution.test.ts).
+    daemon = await w.spawnReady(w.client, [NODE, join(ROOT, 'bin/sluice'), 'daemon', policyPath], { env: w.env({ SLUICE_EBPF: 'off' }), readyText: 'sluice daemon: running' });
     daemonPid = Number(readFileSync(join(w.stateDir, 'daemon.pid'), 'utf8'));
     daemon.stderr?.resume();
   });

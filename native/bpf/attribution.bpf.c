@@ -1,0 +1,297 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Sluice's attribution probes: who sent a packet, captured in the kernel in
+ * the sender's own context, so it is known after the sender has exited.
+ * Nothing here decides anything: every program returns without touching the
+ * packet (the sock_ops program returns 1, "carry on"), and enforcement stays
+ * in nftables.
+ *
+ *  - tp_btf/inet_sock_set_state (a TCP socket entering SYN-SENT, inside
+ *    connect()): the connecting task, by socket cookie. The source port is
+ *    not chosen yet at that point, nor at cgroup/connect4.
+ *  - sockops BPF_SOCK_OPS_TCP_CONNECT_CB (inside tcp_connect, after the port
+ *    is chosen, before the SYN leaves): moves that record to the flow key
+ *    (network namespace, family, source port, destination address and
+ *    port; TCP sockets share a source port across destinations).
+ *  - tp_btf/sock_send_length (every sendmsg, after it returns, in the
+ *    sender's context): for UDP, the sending task by the socket's source
+ *    port, connected or not; the value keeps the connected peer if any.
+ *  - tp_btf/sched_process_exec: the path given to execve and the command
+ *    line of each program started, per tgid, kept after it exits (LRU).
+ *
+ * Why not fentry/kprobes on tcp_connect and udp_sendmsg: they see the same
+ * with one program each, but trampolines are not available everywhere
+ * (this project's CI kernel refuses fentry and LSM programs with EPERM while
+ * it loads tracepoints and cgroup programs), and kprobes are often compiled
+ * out. Tracepoints are a stable interface; sock_ops is attached to the root
+ * cgroup, so it sees every process, containers included.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#define AF_INET 2
+#define AF_INET6 10
+#define TCP_SYN_SENT 2
+#define ARGS_MAX 512
+#define PATH_MAX_ 256
+
+/* Keep in step with src/monitor/kernel-attribution.ts (the layouts are asserted below). */
+struct flow_key {
+	__u64 netns;   /* the socket's network namespace cookie (SO_NETNS_COOKIE) */
+	__u8 family;   /* 4 or 6: the packet's (an IPv6 socket sending to a v4-mapped address sends IPv4) */
+	__u8 proto;    /* 6 or 17 */
+	__u16 sport;   /* host order */
+	__u16 dport;   /* host order; 0 in UDP keys */
+	__u16 pad;
+	__u8 daddr[16]; /* IPv4 in the first 4 bytes; zero in UDP keys */
+};
+
+struct sender {
+	__u64 ts;      /* bpf_ktime_get_boot_ns() at the capture */
+	__u64 start;   /* the thread group leader's start_boottime: tgid + start name one process */
+	__u64 cgroup;  /* the sender's cgroup v2 id */
+	__u32 tgid;
+	__u32 pid;
+	__u32 uid;     /* the sender's (real) uid */
+	__u32 gid;
+	__u32 sk_uid;  /* the socket's owner (what NFLOG reports) */
+	__u16 dport;   /* the connected peer (0 for an unconnected UDP socket) */
+	__u8 family;
+	__u8 proto;
+	__u8 daddr[16];
+	char comm[16];
+};
+
+struct exec_info {
+	__u64 start;   /* leader start_boottime, as in struct sender */
+	__u64 ts;      /* when it exec'd (boot ns) */
+	__u32 ppid;
+	__u32 uid;
+	__u16 path_len;
+	__u16 args_len; /* bytes of args, NUL-separated as in /proc/PID/cmdline */
+	__u32 pad;
+	char path[PATH_MAX_];
+	char args[ARGS_MAX];
+};
+
+_Static_assert(sizeof(struct flow_key) == 32, "flow_key layout");
+_Static_assert(__builtin_offsetof(struct flow_key, family) == 8, "flow_key layout");
+_Static_assert(__builtin_offsetof(struct flow_key, daddr) == 16, "flow_key layout");
+_Static_assert(sizeof(struct sender) == 80, "sender layout");
+_Static_assert(__builtin_offsetof(struct sender, tgid) == 24, "sender layout");
+_Static_assert(__builtin_offsetof(struct sender, sk_uid) == 40, "sender layout");
+_Static_assert(__builtin_offsetof(struct sender, dport) == 44, "sender layout");
+_Static_assert(__builtin_offsetof(struct sender, daddr) == 48, "sender layout");
+_Static_assert(__builtin_offsetof(struct sender, comm) == 64, "sender layout");
+_Static_assert(sizeof(struct exec_info) == 800, "exec_info layout");
+_Static_assert(__builtin_offsetof(struct exec_info, path_len) == 24, "exec_info layout");
+_Static_assert(__builtin_offsetof(struct exec_info, path) == 32, "exec_info layout");
+_Static_assert(__builtin_offsetof(struct exec_info, args) == 288, "exec_info layout");
+
+/* Counters, per CPU: see src/monitor/kernel-attribution.ts PROBE_STATS. */
+enum { STAT_CAPTURED, STAT_UNCHANGED, STAT_EXECS, STAT_ARGS_UNREAD, STAT_CONNECT_UNKNOWN, STAT_MAX };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536); /* set by the loader */
+	__type(key, struct flow_key);
+	__type(value, struct sender);
+} flows SEC(".maps");
+
+/* TCP connects between SYN-SENT and tcp_connect, by socket cookie (moments apart; LRU). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct sender);
+} connecting SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384); /* set by the loader */
+	__type(key, __u32);
+	__type(value, struct exec_info);
+} execs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+/* Scratch for building an exec record (too large for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exec_info);
+} exec_scratch SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &which);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+/* The current task as a sender on socket sk; the peer from the socket (zero when unconnected). */
+static __always_inline void fill_sender(struct sender *v, struct sock *sk, __u8 proto)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	v->ts = bpf_ktime_get_boot_ns();
+	v->start = BPF_CORE_READ(task, group_leader, start_boottime);
+	v->cgroup = bpf_get_current_cgroup_id();
+	v->tgid = pid_tgid >> 32;
+	v->pid = (__u32)pid_tgid;
+	v->uid = (__u32)uid_gid;
+	v->gid = uid_gid >> 32;
+	v->sk_uid = BPF_CORE_READ(sk, sk_uid.val);
+	v->proto = proto;
+	v->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
+		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		v->family = 4;
+		__builtin_memcpy(v->daddr, &d, 4);
+	} else {
+		BPF_CORE_READ_INTO(&v->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		/* ::ffff:a.b.c.d on an IPv6 socket: the packets are IPv4 */
+		__u32 *w = (__u32 *)v->daddr;
+		if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff)) {
+			__u32 d = w[3];
+			__builtin_memset(v->daddr, 0, 16);
+			__builtin_memcpy(v->daddr, &d, 4);
+			v->family = 4;
+		} else {
+			v->family = 6;
+		}
+	}
+	bpf_get_current_comm(v->comm, sizeof(v->comm));
+}
+
+static __always_inline int same_sender(const struct sender *a, const struct sender *b)
+{
+	if (a->tgid != b->tgid || a->pid != b->pid || a->uid != b->uid || a->start != b->start || a->cgroup != b->cgroup ||
+	    a->dport != b->dport || a->sk_uid != b->sk_uid)
+		return 0;
+	for (int i = 0; i < 16; i++)
+		if (a->daddr[i] != b->daddr[i])
+			return 0;
+	return 1;
+}
+
+/* Writes v under key unless the same sender was written there in the last second. */
+static __always_inline void put_flow(struct flow_key *key, struct sender *v)
+{
+	struct sender *old = bpf_map_lookup_elem(&flows, key);
+	if (old && same_sender(old, v) && v->ts - old->ts < 1000000000ULL) {
+		count(STAT_UNCHANGED);
+		return;
+	}
+	bpf_map_update_elem(&flows, key, v, BPF_ANY);
+	count(STAT_CAPTURED);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcp_syn_sent, struct sock *sk, int oldstate, int newstate)
+{
+	if (newstate != TCP_SYN_SENT || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	struct sender v = {};
+	fill_sender(&v, sk, IPPROTO_TCP);
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	bpf_map_update_elem(&connecting, &cookie, &v, BPF_ANY);
+	return 0;
+}
+
+SEC("sockops")
+int tcp_connect_cb(struct bpf_sock_ops *ctx)
+{
+	if (ctx->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct sender *v = bpf_map_lookup_elem(&connecting, &cookie);
+	if (!v) {
+		count(STAT_CONNECT_UNKNOWN);
+		return 1;
+	}
+	struct flow_key key = {};
+	key.netns = bpf_get_netns_cookie(ctx);
+	key.family = v->family;
+	key.proto = IPPROTO_TCP;
+	key.sport = (__u16)ctx->local_port;
+	key.dport = v->dport;
+	__builtin_memcpy(key.daddr, v->daddr, 16);
+	put_flow(&key, v);
+	bpf_map_delete_elem(&connecting, &cookie);
+	return 1;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(udp_sent, struct sock *sk, int ret, int flags)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	struct flow_key key = {};
+	struct sender v = {};
+	fill_sender(&v, sk, IPPROTO_UDP);
+	key.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
+	key.proto = IPPROTO_UDP;
+	key.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	key.family = family == AF_INET ? 4 : 6;
+	put_flow(&key, &v);
+	/* A dual-stack IPv6 socket also sends IPv4 (to v4-mapped addresses) from the same port. */
+	if (family == AF_INET6 && !BPF_CORE_READ_BITFIELD_PROBED(&sk->__sk_common, skc_ipv6only)) {
+		key.family = 4;
+		put_flow(&key, &v);
+	}
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 zero = 0;
+	struct exec_info *e = bpf_map_lookup_elem(&exec_scratch, &zero);
+	if (!e)
+		return 0;
+	__u32 tgid = BPF_CORE_READ(p, tgid);
+	e->start = BPF_CORE_READ(p, group_leader, start_boottime);
+	e->ts = bpf_ktime_get_boot_ns();
+	e->ppid = BPF_CORE_READ(p, real_parent, tgid);
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	e->pad = 0;
+
+	const char *filename = BPF_CORE_READ(bprm, filename);
+	long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), filename);
+	e->path_len = n > 0 ? n - 1 : 0;
+
+	unsigned long arg_start = BPF_CORE_READ(p, mm, arg_start);
+	unsigned long arg_end = BPF_CORE_READ(p, mm, arg_end);
+	unsigned long len = arg_end > arg_start ? arg_end - arg_start : 0;
+	if (len > ARGS_MAX - 1)
+		len = ARGS_MAX - 1;
+	len &= ARGS_MAX - 1; /* a no-op after the clamp; it gives the verifier its bound */
+	e->args_len = 0;
+	if (len > 0) {
+		if (bpf_probe_read_user(e->args, len, (void *)arg_start) == 0)
+			e->args_len = len;
+		else
+			count(STAT_ARGS_UNREAD);
+	}
+	bpf_map_update_elem(&execs, &tgid, e, BPF_ANY);
+	count(STAT_EXECS);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

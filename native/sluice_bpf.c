@@ -1,0 +1,246 @@
+/*
+ * Loads and attaches Sluice's attribution probes (native/bpf/attribution.bpf.c)
+ * with libbpf. A separate addon from sluice_native so that a host without
+ * libbpf, BTF or the privileges to load tracing programs loses only kernel
+ * attribution: the loader reports why, and the rest of Sluice runs as before.
+ * Map lookups do not come through here: they are one bpf() syscall each, in
+ * sluice_native (bpfLookup), usable from any thread given the map's fd.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <node_api.h>
+
+#ifndef SLUICE_HAVE_LIBBPF
+/* Built where libbpf-dev was not installed: loading says so, and Sluice falls back. */
+static napi_value load(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_throw_error(env, "ENOSYS", "eBPF load: this build has no libbpf (install libbpf-dev and run make setup)");
+  return NULL;
+}
+static napi_value close_loaded(napi_env env, napi_callback_info info) {
+  (void)env;
+  (void)info;
+  return NULL;
+}
+#else
+#include <fcntl.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#define LINKS_MAX 8
+#define LOG_MAX 4096
+
+struct loaded {
+  struct bpf_object *obj;
+  struct bpf_link *links[LINKS_MAX];
+  int nlinks;
+};
+
+/* The tail of libbpf's messages during one load, for the error a user sees. */
+static char load_log[LOG_MAX];
+static size_t load_log_len;
+
+static int capture_print(enum libbpf_print_level level, const char *fmt, va_list ap) {
+  if (level == LIBBPF_DEBUG) return 0;
+  char line[512];
+  int n = vsnprintf(line, sizeof line, fmt, ap);
+  if (n <= 0) return 0;
+  if ((size_t)n >= sizeof line) n = sizeof line - 1;
+  if (load_log_len + (size_t)n >= LOG_MAX) {
+    /* keep the newest: drop the oldest half */
+    size_t keep = load_log_len / 2;
+    memmove(load_log, load_log + load_log_len - keep, keep);
+    load_log_len = keep;
+  }
+  if (load_log_len + (size_t)n < LOG_MAX) {
+    memcpy(load_log + load_log_len, line, (size_t)n);
+    load_log_len += (size_t)n;
+    load_log[load_log_len] = 0;
+  }
+  return 0;
+}
+
+static napi_value throw_load(napi_env env, const char *what, int err) {
+  char msg[LOG_MAX + 256];
+  snprintf(msg, sizeof msg, "%s: %s%s%s", what, strerror(err > 0 ? err : -err), load_log_len ? "\n" : "", load_log_len ? load_log : "");
+  char code[32];
+  snprintf(code, sizeof code, "E%d", err > 0 ? err : -err);
+  napi_throw_error(env, code, msg);
+  return NULL;
+}
+
+static void unload(struct loaded *l) {
+  if (!l) return;
+  for (int i = 0; i < l->nlinks; i++) bpf_link__destroy(l->links[i]);
+  l->nlinks = 0;
+  if (l->obj) bpf_object__close(l->obj);
+  l->obj = NULL;
+}
+
+static void finalize_loaded(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  struct loaded *l = data;
+  unload(l);
+  free(l);
+}
+
+static int set_fd(napi_env env, napi_value obj, const char *name, int fd) {
+  napi_value v;
+  if (napi_create_int32(env, fd, &v) != napi_ok) return -1;
+  return napi_set_named_property(env, obj, name, v) == napi_ok ? 0 : -1;
+}
+
+/* load(objectPath, flowsMax, execsMax, cgroupRoot) -> { handle, flows, execs, stats, cpus, programs: [names] }
+ * sock_ops programs are attached to cgroupRoot (a link: others attached there stay); the rest by their section. */
+static napi_value load(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "load(objectPath, flowsMax, execsMax, cgroupRoot)");
+    return NULL;
+  }
+  char cgpath[4096];
+  size_t cglen = 0;
+  if (napi_get_value_string_utf8(env, argv[3], cgpath, sizeof cgpath, &cglen) != napi_ok || cglen == 0 || cglen >= sizeof cgpath - 1) {
+    napi_throw_type_error(env, NULL, "cgroupRoot: a path");
+    return NULL;
+  }
+  char path[4096];
+  size_t plen = 0;
+  if (napi_get_value_string_utf8(env, argv[0], path, sizeof path, &plen) != napi_ok || plen == 0 || plen >= sizeof path - 1) {
+    napi_throw_type_error(env, NULL, "objectPath: a string");
+    return NULL;
+  }
+  uint32_t flows_max = 0, execs_max = 0;
+  if (napi_get_value_uint32(env, argv[1], &flows_max) != napi_ok || napi_get_value_uint32(env, argv[2], &execs_max) != napi_ok ||
+      flows_max < 1024 || execs_max < 256 || flows_max > (1u << 24) || execs_max > (1u << 20)) {
+    napi_throw_range_error(env, NULL, "flowsMax 1024..16777216, execsMax 256..1048576");
+    return NULL;
+  }
+
+  load_log_len = 0;
+  load_log[0] = 0;
+  libbpf_print_fn_t old = libbpf_set_print(capture_print);
+  struct loaded *l = calloc(1, sizeof *l);
+  if (!l) {
+    libbpf_set_print(old);
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  const char *stage = "open";
+  int err = 0;
+  l->obj = bpf_object__open_file(path, NULL);
+  if (!l->obj) {
+    err = errno ? errno : EINVAL;
+    goto fail;
+  }
+  stage = "size maps";
+  struct bpf_map *flows = bpf_object__find_map_by_name(l->obj, "flows");
+  struct bpf_map *execs = bpf_object__find_map_by_name(l->obj, "execs");
+  struct bpf_map *stats = bpf_object__find_map_by_name(l->obj, "stats");
+  if (!flows || !execs || !stats) {
+    err = ENOENT;
+    goto fail;
+  }
+  struct bpf_map *connecting = bpf_object__find_map_by_name(l->obj, "connecting");
+  if ((err = bpf_map__set_max_entries(flows, flows_max)) || (err = bpf_map__set_max_entries(execs, execs_max)) ||
+      (connecting && (err = bpf_map__set_max_entries(connecting, flows_max / 4 < 1024 ? 1024 : flows_max / 4))))
+    goto fail;
+  stage = "load";
+  if ((err = bpf_object__load(l->obj))) goto fail;
+  stage = "attach";
+  struct bpf_program *prog;
+  bpf_object__for_each_program(prog, l->obj) {
+    if (l->nlinks >= LINKS_MAX) {
+      err = E2BIG;
+      goto fail;
+    }
+    struct bpf_link *link;
+    if (bpf_program__type(prog) == BPF_PROG_TYPE_SOCK_OPS) {
+      int cg = open(cgpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (cg < 0) {
+        err = errno;
+        goto fail;
+      }
+      link = bpf_program__attach_cgroup(prog, cg);
+      int saved = errno;
+      close(cg); /* the link holds the cgroup */
+      errno = saved;
+    } else {
+      link = bpf_program__attach(prog);
+    }
+    if (!link) {
+      err = errno ? errno : EINVAL;
+      snprintf(load_log + load_log_len, LOG_MAX - load_log_len, "program %s did not attach\n", bpf_program__name(prog));
+      load_log_len = strlen(load_log);
+      goto fail;
+    }
+    l->links[l->nlinks++] = link;
+  }
+  libbpf_set_print(old);
+
+  napi_value out, handle, names;
+  napi_create_object(env, &out);
+  if (napi_create_external(env, l, finalize_loaded, NULL, &handle) != napi_ok) {
+    unload(l);
+    free(l);
+    napi_throw_error(env, NULL, "napi_create_external failed");
+    return NULL;
+  }
+  napi_set_named_property(env, out, "handle", handle);
+  set_fd(env, out, "flows", bpf_map__fd(flows));
+  set_fd(env, out, "execs", bpf_map__fd(execs));
+  set_fd(env, out, "stats", bpf_map__fd(stats));
+  set_fd(env, out, "cpus", libbpf_num_possible_cpus());
+  napi_create_array(env, &names);
+  uint32_t i = 0;
+  bpf_object__for_each_program(prog, l->obj) {
+    napi_value s;
+    napi_create_string_utf8(env, bpf_program__name(prog), NAPI_AUTO_LENGTH, &s);
+    napi_set_element(env, names, i++, s);
+  }
+  napi_set_named_property(env, out, "programs", names);
+  return out;
+
+fail:
+  libbpf_set_print(old);
+  unload(l);
+  free(l);
+  char what[64];
+  snprintf(what, sizeof what, "eBPF %s", stage);
+  return throw_load(env, what, err);
+}
+
+/* close(handle): detaches the programs and frees the maps (also done when the handle is collected). */
+static napi_value close_loaded(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *data = NULL;
+  if (argc < 1 || napi_get_value_external(env, argv[0], &data) != napi_ok || !data) {
+    napi_throw_type_error(env, NULL, "close(handle)");
+    return NULL;
+  }
+  unload((struct loaded *)data);
+  return NULL;
+}
+
+#endif /* SLUICE_HAVE_LIBBPF */
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"load", 0, load, 0, 0, 0, napi_enumerable, 0},
+      {"close", 0, close_loaded, 0, 0, 0, napi_enumerable, 0},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

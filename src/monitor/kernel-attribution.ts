@@ -1,0 +1,291 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { addrBytes, type Family } from '../net/ip.js';
+import { bpfLoader, native, type BpfLoaded } from '../native/native.js';
+import { cleanText, parseCmdline } from './proc-parse.js';
+import { findCgroup2Root } from '../system/cgroups.js';
+
+/*
+ * The user-space half of the attribution probes (native/bpf/attribution.bpf.c):
+ * the map layouts, their decoding, and lookups. The probes record who sent
+ * each TCP connect and UDP send, in the sender's own context, and what each
+ * program was started as; the collector and the DNS guard join a record to
+ * it by the flow. Nothing here decides a verdict.
+ */
+
+/** struct flow_key: netns cookie u64 | family u8 | proto u8 | sport u16 | dport u16 | pad u16 | daddr[16]. */
+export const FLOW_KEY_BYTES = 32;
+/** struct sender. */
+export const SENDER_BYTES = 80;
+/** struct exec_info. */
+export const EXEC_BYTES = 800;
+/** The per-CPU counters, in the order of the program's STAT_* enum. */
+export const PROBE_STATS = ['captured', 'unchanged', 'execs', 'argsUnread', 'connectUnknown'] as const;
+export type ProbeStat = (typeof PROBE_STATS)[number];
+
+/** Linux's USER_HZ: /proc/PID/stat's start time is in these ticks since boot. */
+const USER_HZ = 100n;
+const NS_PER_TICK = 1_000_000_000n / USER_HZ;
+
+export interface FlowKey {
+  /** The socket's network namespace cookie (SO_NETNS_COOKIE of a socket there). */
+  netns: bigint;
+  family: Family;
+  proto: number;
+  sport: number;
+  /** TCP keys name the destination; UDP keys do not (one entry per socket). */
+  dport?: number;
+  dst?: bigint;
+}
+
+export function encodeFlowKey(k: FlowKey): Buffer {
+  const b = Buffer.alloc(FLOW_KEY_BYTES);
+  b.writeBigUInt64LE(BigInt.asUintN(64, k.netns), 0);
+  b.writeUInt8(k.family, 8);
+  b.writeUInt8(k.proto & 0xff, 9);
+  b.writeUInt16LE(k.sport & 0xffff, 10);
+  if (k.proto === 6) {
+    b.writeUInt16LE((k.dport ?? 0) & 0xffff, 12);
+    if (k.dst !== undefined) addrBytes(k.family, k.dst).copy(b, 16);
+  }
+  return b;
+}
+
+/** Who sent: captured by the probe at the connect or send. */
+export interface KernelSender {
+  /** CLOCK_BOOTTIME of the send (ns). */
+  time: bigint;
+  /** The process's start (CLOCK_BOOTTIME ns): with tgid, names one process even after its pid is reused. */
+  start: bigint;
+  cgroupId: bigint;
+  tgid: number;
+  pid: number;
+  uid: number;
+  gid: number;
+  /** The socket's owner, which is what the kernel's log record reports. */
+  skUid: number;
+  family: Family | 0;
+  proto: number;
+  /** The destination of that send (UDP: the last one from the socket). */
+  dport: number;
+  dst: bigint;
+  comm: string;
+}
+
+function bytesToBigint(b: Buffer): bigint {
+  let v = 0n;
+  for (const x of b) v = (v << 8n) | BigInt(x);
+  return v;
+}
+
+function cString(b: Buffer): string {
+  const end = b.indexOf(0);
+  return b.subarray(0, end < 0 ? b.length : end).toString('utf8');
+}
+
+export function decodeSender(b: Buffer): KernelSender {
+  if (b.length < SENDER_BYTES) throw new RangeError(`sender record of ${b.length} bytes, expected ${SENDER_BYTES}`);
+  const family = b.readUInt8(46);
+  const fam: Family | 0 = family === 4 || family === 6 ? family : 0;
+  const addr = b.subarray(48, 64);
+  return {
+    time: b.readBigUInt64LE(0),
+    start: b.readBigUInt64LE(8),
+    cgroupId: b.readBigUInt64LE(16),
+    tgid: b.readUInt32LE(24),
+    pid: b.readUInt32LE(28),
+    uid: b.readUInt32LE(32),
+    gid: b.readUInt32LE(36),
+    skUid: b.readUInt32LE(40),
+    dport: b.readUInt16LE(44),
+    family: fam,
+    proto: b.readUInt8(47),
+    dst: bytesToBigint(fam === 4 ? addr.subarray(0, 4) : addr),
+    comm: cleanText(cString(b.subarray(64, 80)), 16),
+  };
+}
+
+/** What a program was started as, recorded at its exec. */
+export interface KernelExec {
+  start: bigint;
+  time: bigint;
+  ppid: number;
+  uid: number;
+  /** The path given to execve (as the caller spelled it). */
+  path: string;
+  /** The command line as /proc/PID/cmdline would give it, from the first 511 bytes. */
+  cmdline: string;
+}
+
+export function decodeExec(b: Buffer): KernelExec {
+  if (b.length < EXEC_BYTES) throw new RangeError(`exec record of ${b.length} bytes, expected ${EXEC_BYTES}`);
+  const pathLen = Math.min(b.readUInt16LE(24), 255);
+  const argsLen = Math.min(b.readUInt16LE(26), 512);
+  return {
+    start: b.readBigUInt64LE(0),
+    time: b.readBigUInt64LE(8),
+    ppid: b.readUInt32LE(16),
+    uid: b.readUInt32LE(20),
+    path: cleanText(cString(b.subarray(32, 32 + pathLen)), 4096),
+    cmdline: parseCmdline(b.subarray(288, 288 + argsLen)),
+  };
+}
+
+/** /proc/PID/stat's start time of a process the probe saw (to tell it from a later one with the same pid). */
+export function startTicks(startNs: bigint): number {
+  return Number(startNs / NS_PER_TICK);
+}
+
+/** The map descriptors a lookup needs: plain numbers, so a worker thread can use them too. */
+export interface ProbeMaps {
+  flows: number;
+  execs: number;
+  stats: number;
+  cpus: number;
+}
+
+export interface LookupStats {
+  lookups: number;
+  hits: number;
+  misses: number;
+  /** Found, but the socket's owner disagreed with the record's (another socket on a shared port). */
+  mismatched: number;
+  execHits: number;
+  execMisses: number;
+  errors: number;
+}
+
+/** A map lookup: the value, or null when the key is absent (native bpfLookup; tests give a Map). */
+export type MapLookup = (fd: number, key: Buffer, valueSize: number) => Buffer | null;
+
+/** Lookups in the probes' maps: one bpf() syscall each, safe on any thread that has the fds. */
+export class ProbeReader {
+  readonly stats: LookupStats = { lookups: 0, hits: 0, misses: 0, mismatched: 0, execHits: 0, execMisses: 0, errors: 0 };
+  private readonly lookup: MapLookup;
+  private readonly tgidKey = Buffer.alloc(4);
+
+  constructor(
+    readonly maps: ProbeMaps,
+    lookup?: MapLookup,
+  ) {
+    this.lookup = lookup ?? native().bpfLookup;
+  }
+
+  /** The sender recorded for a flow, or undefined. */
+  sender(k: FlowKey): KernelSender | undefined {
+    this.stats.lookups++;
+    let b: Buffer | null;
+    try {
+      b = this.lookup(this.maps.flows, encodeFlowKey(k), SENDER_BYTES);
+    } catch {
+      this.stats.errors++;
+      return undefined;
+    }
+    if (!b) {
+      this.stats.misses++;
+      return undefined;
+    }
+    this.stats.hits++;
+    return decodeSender(b);
+  }
+
+  /** What process tgid was started as, if the probe saw that process (same start time) exec. */
+  exec(tgid: number, start: bigint): KernelExec | undefined {
+    this.tgidKey.writeUInt32LE(tgid >>> 0, 0);
+    let b: Buffer | null;
+    try {
+      b = this.lookup(this.maps.execs, this.tgidKey, EXEC_BYTES);
+    } catch {
+      this.stats.errors++;
+      return undefined;
+    }
+    const e = b ? decodeExec(b) : undefined;
+    if (!e || e.start !== start) {
+      this.stats.execMisses++;
+      return undefined;
+    }
+    this.stats.execHits++;
+    return e;
+  }
+
+  /** The probes' own counters, summed over CPUs. */
+  probeStats(): Record<ProbeStat, number> {
+    const out = Object.fromEntries(PROBE_STATS.map((s) => [s, 0])) as Record<ProbeStat, number>;
+    const key = Buffer.alloc(4);
+    PROBE_STATS.forEach((name, i) => {
+      key.writeUInt32LE(i, 0);
+      try {
+        const b = this.lookup(this.maps.stats, key, 8 * this.maps.cpus);
+        if (b) for (let c = 0; c < this.maps.cpus; c++) out[name] += Number(b.readBigUInt64LE(c * 8));
+      } catch {
+        this.stats.errors++;
+      }
+    });
+    return out;
+  }
+}
+
+/** The cookie of the network namespace this process is in (the key's netns for its sockets). */
+export function ownNetns(): bigint {
+  return native().netnsCookie();
+}
+
+export interface ProbeOptions {
+  /** The compiled object (default: build/bpf/attribution.bpf.o in the checkout or package). */
+  object?: string;
+  flowsMax?: number;
+  execsMax?: number;
+  /** Where the sock_ops program is attached: the cgroup2 root, so it sees every process. */
+  cgroupRoot?: string;
+}
+
+export const FLOWS_MAX_DEFAULT = 65_536;
+export const EXECS_MAX_DEFAULT = 16_384;
+
+/** The probes, loaded and attached, and why not when they are not. */
+export type ProbeState = { loaded: true; maps: ProbeMaps; programs: string[]; flowsMax: number; execsMax: number; handle: BpfLoaded } | { loaded: false; reason: string };
+
+export function defaultObjectPath(): string {
+  // dist/src/monitor/kernel-attribution.js -> repository root is three levels up.
+  return fileURLToPath(new URL('../../../build/bpf/attribution.bpf.o', import.meta.url));
+}
+
+/** Where the probes cannot run here, in words a user can act on (checked before trying to load). */
+export function probePrerequisites(object: string): string | undefined {
+  if (process.env.SLUICE_EBPF === 'off') return 'turned off (SLUICE_EBPF=off)';
+  if (!existsSync('/sys/kernel/btf/vmlinux')) return 'the kernel has no BTF (/sys/kernel/btf/vmlinux; CONFIG_DEBUG_INFO_BTF): fentry probes need it';
+  if (!existsSync(object)) return `the probe object ${object} is missing (built by make setup with clang, bpftool and libbpf-dev)`;
+  return undefined;
+}
+
+let shared: ProbeState | undefined;
+
+/**
+ * Loads the probes once per process (the daemon's collector and its DNS guard
+ * share them); later calls return the same state. They stay attached while
+ * this process lives and detach when it exits: a daemon that dies leaves no
+ * program behind, and the ruleset in the kernel is unaffected either way.
+ */
+export function loadProbes(opts: ProbeOptions = {}): ProbeState {
+  if (shared) return shared;
+  const object = opts.object ?? process.env.SLUICE_BPF_OBJECT ?? defaultObjectPath();
+  const flowsMax = opts.flowsMax ?? FLOWS_MAX_DEFAULT;
+  const execsMax = opts.execsMax ?? EXECS_MAX_DEFAULT;
+  const missing = probePrerequisites(object);
+  if (missing) return (shared = { loaded: false, reason: missing });
+  try {
+    const l = bpfLoader().load(object, flowsMax, execsMax, opts.cgroupRoot ?? findCgroup2Root() ?? '/sys/fs/cgroup');
+    shared = { loaded: true, maps: { flows: l.flows, execs: l.execs, stats: l.stats, cpus: l.cpus }, programs: l.programs, flowsMax, execsMax, handle: l };
+  } catch (err) {
+    const msg = (err as Error).message.trim();
+    const hint = /EPERM|Operation not permitted/.test(msg) ? ' (loading tracing programs needs CAP_BPF and CAP_PERFMON, or root)' : '';
+    shared = { loaded: false, reason: `${msg.split('\n')[0]}${hint}` };
+  }
+  return shared;
+}
+
+/** Detaches the probes (tests; the daemon lets its exit do it). */
+export function unloadProbes(): void {
+  if (shared?.loaded) bpfLoader().close(shared.handle.handle);
+  shared = undefined;
+}

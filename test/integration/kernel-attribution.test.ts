@@ -1,0 +1,201 @@
+/**
+ * Integration: one-shot senders, named by the attribution probes. Each
+ * attempt is a new process that sends once and exits (a UDP datagram, a
+ * shell's /dev/tcp connect, IPv6 of both), as root or as uid 65534: each must
+ * give exactly one event with its pid, executable, command line, uid and
+ * cgroup, although the process is gone before its record is read. A one-shot
+ * DNS lookup of an unlisted name likewise. Then the fallback: a daemon whose
+ * probes cannot load says so once and attributes by the socket table.
+ */
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { StoredEvent } from '../../src/events/event-store.js';
+import { attempter, finish, logEvents, NODE, sleep, waitFor } from '../support/monitor-helpers.js';
+import { HOSTS, ROOT, World } from '../world/world.js';
+
+const PY = '/usr/bin/python3';
+const PY_EXES = new Set(['/usr/bin/python3', '/usr/bin/python3.11']);
+const SH = '/usr/bin/bash';
+
+const POLICY = `mode: enforce
+block_with: reject
+log: {rate: 100000, burst: 100000, user_rate: 100000, user_burst: 100000}
+dns:
+  upstreams: [${HOSTS.dns4}]
+rules:
+  - name: api
+    to: [api.sluice.test]
+    ports: [443/tcp, 9000/tcp]
+`;
+const DNSQ = join(ROOT, 'dist/test/world/dnsq.js');
+
+interface Attempt {
+  kind: string;
+  dport: number;
+  uid: number;
+  argv: string[];
+  pid?: number;
+}
+
+function attemptArgv(kind: string, dport: number): string[] {
+  const py = (family: number, type: number, host: string, act: string) =>
+    `import os,socket\nprint(os.getpid(),flush=True)\ns=socket.socket(${family},${type})\ntry:\n  ${act}\nexcept OSError:\n  pass\n`.replace('HOST', host);
+  switch (kind) {
+    case 'udp4':
+      return [PY, '-c', py(2, 2, HOSTS.other4, `s.sendto(b'x',('HOST',${dport}))`), `udp4-${dport}`];
+    case 'udp6':
+      return [PY, '-c', py(10, 2, HOSTS.other6, `s.sendto(b'x',('HOST',${dport}))`), `udp6-${dport}`];
+    case 'tcp6':
+      return [PY, '-c', py(10, 1, HOSTS.other6, `s.connect(('HOST',${dport}))`), `tcp6-${dport}`];
+    default:
+      return [SH, '-c', `echo $$; exec 3<>/dev/tcp/${HOSTS.other4}/${dport}`, `tcp4-${dport}`];
+  }
+}
+
+describe('integration: one-shot senders named by the attribution probes', () => {
+  let w: World;
+  let daemon: ChildProcess;
+  let stderr = '';
+  const ourCgroup = readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n').find((l) => l.startsWith('0::'))?.slice(3);
+
+  const start = async (env: NodeJS.ProcessEnv = {}) => {
+    stderr = '';
+    daemon = await w.spawnReady(w.client, [NODE, join(ROOT, 'bin/sluice'), 'daemon', w.policy(POLICY), '--metrics', 'off'], {
+      env: w.env(env),
+      readyText: 'running',
+      onSpawn: (c) => c.stderr?.on('data', (d: Buffer) => (stderr += d.toString())),
+    });
+  };
+  const stop = async () => {
+    const exited = new Promise((r) => daemon.once('exit', r));
+    daemon.kill('SIGTERM');
+    await exited;
+  };
+
+  before(async () => {
+    w = await World.create({ dns: true });
+    await start();
+  });
+  after(async () => {
+    daemon?.kill('SIGTERM');
+    await w?.destroy();
+  });
+
+  it('the probes are attached', async () => {
+    const st = (await w.control('collector.status')) as { probes: { loaded: boolean; reason?: string } };
+    assert.equal(st.probes.loaded, true, `probes not loaded: ${st.probes.reason}`);
+  });
+
+  it('200 one-shot senders (UDP and TCP, IPv4 and IPv6, root and uid 65534): one event each, with pid, executable, command line, uid and cgroup', async () => {
+    const kinds = ['udp4', 'tcp4', 'udp6', 'tcp6'];
+    const attempts: Attempt[] = [];
+    for (let i = 0; i < 200; i++) {
+      const kind = kinds[i % 4] as string;
+      const dport = 21000 + i;
+      attempts.push({ kind, dport, uid: i % 8 < 4 ? 0 : 65534, argv: attemptArgv(kind, dport) });
+    }
+    for (let i = 0; i < attempts.length; i += 10) {
+      await Promise.all(
+        attempts.slice(i, i + 10).map(async (a) => {
+          const r = await w.exec(a.argv, { uid: a.uid, timeoutMs: 10_000 });
+          a.pid = Number(r.stdout.trim().split('\n')[0]);
+          assert.ok(a.pid > 0, `${a.kind} printed its pid: ${r.stdout} ${r.stderr}`);
+        }),
+      );
+    }
+    const ours = (all: StoredEvent[]) => all.filter((e) => (e.dst === HOSTS.other4 || e.dst === HOSTS.other6) && e.dport !== undefined && e.dport >= 21000 && e.dport < 21200);
+    const events = await waitFor('an event for each attempt', async () => {
+      const got = ours(await logEvents(w));
+      return new Set(got.map((e) => e.dport)).size >= attempts.length ? got : undefined;
+    });
+    await sleep(400);
+    const all = ours(await logEvents(w));
+    assert.ok(all.length >= events.length);
+    const wrong: string[] = [];
+    for (const a of attempts) {
+      const mine = all.filter((e) => e.dport === a.dport);
+      const e = mine[0];
+      const exes = a.kind === 'tcp4' ? new Set([SH]) : PY_EXES;
+      const problems = [
+        mine.length !== 1 && `${mine.length} events`,
+        e?.verdict !== 'blocked' && `verdict ${e?.verdict}`,
+        e?.attribution !== 'kernel' && `attribution ${e?.attribution}`,
+        e?.process?.pid !== a.pid && `pid ${e?.process?.pid} (expected ${a.pid})`,
+        !exes.has(e?.process?.exe ?? '') && `exe ${e?.process?.exe}`,
+        !(e?.process?.cmdline ?? '').includes(`${a.kind}-${a.dport}`) && `cmdline ${e?.process?.cmdline}`,
+        e?.uid !== a.uid && `uid ${e?.uid}`,
+        e?.process?.cgroup !== ourCgroup && `cgroup ${e?.process?.cgroup} (expected ${ourCgroup})`,
+      ].filter(Boolean);
+      if (problems.length) wrong.push(`${a.kind} :${a.dport} uid ${a.uid}: ${problems.join(', ')}`);
+    }
+    assert.deepEqual(wrong, [], `${wrong.length} of ${attempts.length} attempts misnamed`);
+  });
+
+  it('a one-shot DNS lookup of an unlisted name names its asker, root or uid 65534', async () => {
+    const asks: { name: string; uid: number; pid?: number }[] = [];
+    for (let i = 0; i < 10; i++) asks.push({ name: `oneshot${i}.unlisted.example`, uid: i % 2 ? 65534 : 0 });
+    for (const a of asks) {
+      const labels = a.name.split('.').map((l) => `bytes([${l.length}])+b'${l}'`).join('+');
+      const script = `import os,socket,struct\nprint(os.getpid(),flush=True)\nq=struct.pack('>HHHHHH',${4660 + asks.indexOf(a)},256,1,0,0,0)+${labels}+b'\\0'+struct.pack('>HH',1,1)\ns=socket.socket(2,2)\ns.settimeout(2)\ns.sendto(q,('${HOSTS.dns4}',53))\ntry:\n  s.recv(512)\nexcept OSError:\n  pass\n`;
+      const r = await w.exec([PY, '-c', script], { uid: a.uid, timeoutMs: 10_000 });
+      a.pid = Number(r.stdout.trim());
+    }
+    type Query = { name: string; verdict: string; process?: { pid: number; uid?: number; exe?: string } };
+    const queries = await waitFor('the lookups in sluice dns', async () => {
+      const r = await w.sluiceJson<Query[]>(['dns', '--limit', '1000']);
+      const got = r.json.filter((q) => q.name.endsWith('.unlisted.example'));
+      return got.length >= asks.length ? got : undefined;
+    });
+    const wrong = asks
+      .map((a) => {
+        const q = queries.find((x) => x.name === a.name);
+        return q?.process?.pid === a.pid && q?.process?.uid === a.uid && PY_EXES.has(q?.process?.exe ?? "") ? undefined : `${a.name}: ${JSON.stringify(q)} (expected pid ${a.pid}, uid ${a.uid})`;
+      })
+      .filter(Boolean);
+    assert.deepEqual(wrong, []);
+  });
+
+  it('a connection the guard opened is listed by connections and top with its name and rule, with the daemon up and after it stopped', async () => {
+    type Conn = { remote: string; remotePort: number; hostname?: string; rule?: string; process?: { pid: number } };
+    const holder = w.spawnIn(w.client, [NODE, DNSQ, '--name', 'api.sluice.test', '--connect', '9000', '--hold', '15000']);
+    const mine = (cs: Conn[]) => cs.find((c) => c.remote === HOSTS.api4 && c.remotePort === 9000);
+    const c = await waitFor('the held connection', async () => mine((await w.sluiceJson<{ connections: Conn[] }>(['connections'])).json.connections));
+    assert.equal(c.hostname, 'api.sluice.test');
+    assert.equal(c.rule, 'api', 'opened by the guard for rule api, not the default deny');
+    assert.equal(c.process?.pid, holder.pid);
+    const t = await w.sluiceJson<{ connections: Conn[]; attempts: { pid?: number; blocked: number; last: { rule: string } }[] }>(['top', '--interval', '1']);
+    assert.equal(mine(t.json.connections)?.rule, 'api');
+    assert.equal(mine(t.json.connections)?.hostname, 'api.sluice.test');
+    // top also lists the last minute's blocked attempts per process (the one-shot senders above, each by its pid).
+    assert.ok(t.json.attempts.filter((a) => a.pid !== undefined && a.blocked === 1 && a.last.rule === '#default').length >= 1, `attempts: ${JSON.stringify(t.json.attempts.slice(0, 3))}`);
+    // The daemon down: the rule from the kernel's set, the name from the guard's saved state.
+    await stop();
+    const down = mine((await w.sluiceJson<{ connections: Conn[] }>(['connections'])).json.connections);
+    assert.equal(down?.rule, 'api');
+    assert.equal(down?.hostname, 'api.sluice.test');
+    holder.kill('SIGKILL');
+    await start();
+  });
+
+  it('fallback: probes that cannot load are reported once, and the socket table still names long-lived senders', async () => {
+    await stop();
+    // What a kernel without the hooks looks like to the loader: an object it cannot load.
+    await start({ SLUICE_BPF_OBJECT: '/dev/null' });
+    const said = stderr.split('\n').filter((l) => l.includes('kernel attribution unavailable'));
+    assert.equal(said.length, 1, `said once: ${stderr}`);
+    const st = (await w.control('collector.status')) as { probes: { loaded: boolean; reason?: string } };
+    assert.equal(st.probes.loaded, false);
+    assert.match(st.probes.reason ?? '', /eBPF/);
+    const a = await attempter(w, ['udp', HOSTS.other4, '21500', '31500']);
+    await a.go();
+    const e = await waitFor('the long-lived sender\'s event', async () => (await logEvents(w)).find((x) => x.sport === 31500));
+    assert.equal(e.process?.pid, a.pid);
+    assert.notEqual(e.attribution, 'kernel');
+    await finish(a);
+    await stop();
+    await start();
+  });
+});
