@@ -12,6 +12,8 @@ import { TABLE_NAME } from '../compile/ruleset.js';
 import type { Policy } from '../policy/policy.js';
 import { defaultPolicyPath, StateStore } from '../state/state-store.js';
 import { lookupUsers } from '../system/users.js';
+import { openedFromKernel, type OpenedLookup } from '../monitor/opened.js';
+import { parseAddr } from '../net/ip.js';
 
 /** What every command gets: parsed flags, output helpers, and lazily opened resources. */
 export class Context {
@@ -60,6 +62,34 @@ export class Context {
    * Names destinations for CLI views (connections, top) from the DNS guard's
    * saved learned state: the daemon's names, as of its last save (every 5 s).
    */
+  /**
+   * What the DNS guard opened, for naming connections: the rules from the
+   * kernel's DNS sets, the names from the running daemon (its guard's record),
+   * or from its saved state when it is down.
+   */
+  async openedAddresses(): Promise<OpenedLookup> {
+    let rs = null;
+    try {
+      rs = this.netfilter().read(TABLE_NAME, { elements: 'dynamic' })?.ruleset ?? null;
+    } catch {
+      /* no table, or not allowed to read it: nothing opened to name */
+    }
+    let namesFor: (family: 4 | 6, addr: bigint) => string[];
+    try {
+      const learned = (await controlCall(this.state.controlSocket, 'dns.learned', {}, 2_000)) as { address: string; names: string[] }[];
+      const byAddr = new Map<string, string[]>();
+      for (const e of Array.isArray(learned) ? learned : []) {
+        const a = typeof e?.address === 'string' ? parseAddr(e.address) : null;
+        if (a && Array.isArray(e.names)) byAddr.set(`${a.family}/${a.value}`, e.names.filter((n): n is string => typeof n === 'string'));
+      }
+      namesFor = (family, addr) => byAddr.get(`${family}/${addr}`) ?? [];
+    } catch {
+      const saved = LearnedState.load(join(this.state.dir, 'learned.json'));
+      namesFor = (family, addr) => saved.namesFor(family, addr);
+    }
+    return openedFromKernel(rs, namesFor);
+  }
+
   useSavedHostnames(): void {
     const learned = LearnedState.load(join(this.state.dir, 'learned.json'));
     setHostnameSource((family, addr) => learned.namesFor(family, addr)[0]);

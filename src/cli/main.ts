@@ -113,7 +113,7 @@ export async function main(argv: string[]): Promise<number> {
         });
         break;
       case 'connections':
-        code = connections(ctx);
+        code = await connections(ctx);
         break;
       case 'top':
         code = await top(ctx, opt('interval', int('interval')));

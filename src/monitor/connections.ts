@@ -8,6 +8,7 @@ import type { Policy } from '../policy/policy.js';
 import { cgroupServices } from '../system/resolve-services.js';
 import { userName } from '../system/users.js';
 import { readConntrack, type CtEntry } from '../netfilter/conntrack.js';
+import type { OpenedLookup } from './opened.js';
 import { ProcessTable, type ProcessRef } from './process-table.js';
 import { SockDiag, TCP_LISTEN, TCP_STATES, type SockEntry } from './sock-diag.js';
 
@@ -69,7 +70,8 @@ function ctKey(family: Family, proto: number, src: bigint, sport: number | undef
  * applied policy for the rule. No daemon and no event store needed.
  */
 /** `facts`: the host facts the policy's built-ins depend on (hostFactsFor), read once by the caller. */
-export function listConnections(opts: { policy?: Policy | null; facts?: HostFacts; procs?: ProcessTable; now?: number } = {}): ConnectionsSnapshot {
+/** `opened`: what the DNS guard opened (openedFromKernel): a destination it opened is named by its rule and name, not by its address alone. */
+export function listConnections(opts: { policy?: Policy | null; facts?: HostFacts; procs?: ProcessTable; now?: number; opened?: OpenedLookup } = {}): ConnectionsSnapshot {
   const now = opts.now ?? Date.now();
   const diag = new SockDiag();
   let socks: SockEntry[];
@@ -121,7 +123,8 @@ export function listConnections(opts: { policy?: Policy | null; facts?: HostFact
     if (user) c.user = user;
     const p = owner.get(s.inode);
     if (p) c.process = p;
-    const host = hostnameFor(s.family, s.dst);
+    const opened = opts.opened?.(s.family, s.dst);
+    const host = opened?.names[0] ?? hostnameFor(s.family, s.dst);
     if (host) c.hostname = host;
     const flow = flows.get(ctKey(s.family, s.proto, s.src, s.sport, s.dst, s.dport));
     if (flow?.startMs !== undefined) c.ageSeconds = Math.max(0, Math.round((now - flow.startMs) / 1000));
@@ -129,17 +132,25 @@ export function listConnections(opts: { policy?: Policy | null; facts?: HostFact
     if (s.bytesReceived !== undefined) c.bytesIn = Number(s.bytesReceived);
     if (opts.policy) {
       try {
-        const x = explain(opts.policy, {
-          dest: { kind: 'range', range: { family: s.family, start: s.dst, end: s.dst } },
+        const q = {
           proto: c.proto,
           port: s.dport,
           sport: s.sport,
           uid: s.uid,
           ...(p?.unit ? { service: p.unit } : {}),
           ...(own.has(`${s.family}/${s.dst}`) ? { local: true } : {}),
-        }, opts.facts);
-        const d = x.decidedBy;
+        } as const;
+        const d = explain(opts.policy, { ...q, dest: { kind: 'range', range: { family: s.family, start: s.dst, end: s.dst } } }, opts.facts).decidedBy;
         c.rule = d.kind === 'rule' ? d.rule : d.kind === 'default' ? DEFAULT_RULE : d.kind === 'encrypted-dns' ? ENCRYPTED_DNS_RULE : d.kind;
+        // An address the guard opened: the rule is the one whose set holds it and which allows this
+        // port for one of the names that filled it (the address alone matches no domain rule).
+        if (opened && (d.kind !== 'rule' || !opened.rules.includes(d.rule))) {
+          const byName = opened.names
+            .map((name) => explain(opts.policy as Policy, { ...q, dest: { kind: 'name', name } }, opts.facts).decidedBy)
+            .find((x) => x.kind === 'rule' && opened.rules.includes(x.rule));
+          if (byName?.kind === 'rule') c.rule = byName.rule;
+          else if (opened.names.length === 0 && opened.rules.length === 1) c.rule = opened.rules[0];
+        }
       } catch {
         /* no rule shown */
       }

@@ -55,10 +55,11 @@ export function connectionLines(conns: Connection[]): string[] {
 }
 
 /** `sluice connections [--json]`: live outbound connections with their process, from the kernel's tables. */
-export function connections(ctx: Context): number {
+export async function connections(ctx: Context): Promise<number> {
   ctx.useSavedHostnames();
   const policy = appliedPolicy(ctx);
-  const snap = listConnections({ policy, ...(policy ? { facts: hostFactsFor(policy) } : {}) });
+  const opened = await ctx.openedAddresses();
+  const snap = listConnections({ policy, opened, ...(policy ? { facts: hostFactsFor(policy) } : {}) });
   ctx.result(snap);
   if (snap.connections.length === 0) ctx.say('No outbound connections.');
   else for (const l of connectionLines(snap.connections)) ctx.say(l);

@@ -4,6 +4,43 @@ import { listConnections, type Connection } from '../../monitor/connections.js';
 import { ProcessTable } from '../../monitor/process-table.js';
 import { EXIT, type Context } from '../context.js';
 import { appliedPolicy } from './connections.js';
+import { openStoreForReading } from './log.js';
+import type { StoredEvent } from '../../events/event-store.js';
+
+/** Blocked and would-block attempts of one process (or one uid when the process is unknown) in the recent window. */
+export interface AttemptRow {
+  key: string;
+  pid?: number;
+  comm: string;
+  user: string;
+  blocked: number;
+  wouldBlock: number;
+  /** The latest attempt's destination, hostname and rule. */
+  last: { dst: string; hostname?: string; rule: string; time: number };
+}
+
+/** How far back top looks for blocked and would-block attempts. */
+export const ATTEMPT_WINDOW_MS = 60_000;
+
+/** Groups blocked and would-block events by process, most attempts first. */
+export function attemptRows(events: StoredEvent[]): AttemptRow[] {
+  const rows = new Map<string, AttemptRow>();
+  for (const e of events) {
+    if (e.verdict !== 'blocked' && e.verdict !== 'would-block') continue;
+    const key = e.process ? `pid:${e.process.pid}` : `uid:${e.uid ?? '?'}`;
+    let r = rows.get(key);
+    const dst = endpoint(e.family, e.dst, e.dport);
+    if (!r) {
+      r = { key, comm: e.process?.comm ?? '?', user: e.user ?? (e.uid !== undefined ? String(e.uid) : '?'), blocked: 0, wouldBlock: 0, last: { dst, rule: e.rule, time: e.time } };
+      if (e.process) r.pid = e.process.pid;
+      rows.set(key, r);
+    }
+    if (e.verdict === 'blocked') r.blocked++;
+    else r.wouldBlock++;
+    if (e.time >= r.last.time) r.last = { dst, rule: e.rule, time: e.time, ...(e.hostname ? { hostname: e.hostname } : {}) };
+  }
+  return [...rows.values()].sort((a, b) => b.blocked + b.wouldBlock - (a.blocked + a.wouldBlock) || b.last.time - a.last.time);
+}
 
 /** Activity of one process between two samples. */
 export interface TopRow {
@@ -53,8 +90,8 @@ function bytes(n: number | null): string {
   return `${(n / 1024 / 1024).toFixed(1)}M`;
 }
 
-/** The screen: processes by activity, then the busiest destinations. */
-export function topScreen(conns: Connection[], rows: TopRow[], intervalS: number, height = 40): string[] {
+/** The screen: processes by activity, the busiest destinations, then blocked and would-block attempts by process. */
+export function topScreen(conns: Connection[], rows: TopRow[], intervalS: number, height = 40, attempts: AttemptRow[] = []): string[] {
   const lines = [`sluice top: ${conns.length} outbound connections, ${rows.length} processes  (rates over ${intervalS}s)`, ''];
   lines.push(`${'PID'.padStart(7)}  ${'PROCESS'.padEnd(16)} ${'USER'.padEnd(10)} ${'CONNS'.padStart(5)} ${'DESTS'.padStart(5)} ${'OUT/s'.padStart(8)} ${'IN/s'.padStart(8)} ${'OUT'.padStart(8)} ${'IN'.padStart(8)}`);
   const half = Math.max(5, Math.floor((height - 8) / 2));
@@ -73,6 +110,13 @@ export function topScreen(conns: Connection[], rows: TopRow[], intervalS: number
   for (const [k, d] of [...dests].sort((a, b) => b[1].n - a[1].n).slice(0, half)) {
     lines.push(`${String(d.n).padStart(5)}  ${k.padEnd(40)} ${(d.rule ?? '-').padEnd(14)} ${[...d.procs].slice(0, 4).join(', ')}`);
   }
+  if (attempts.length > 0) {
+    lines.push('', `blocked and would-block attempts in the last ${ATTEMPT_WINDOW_MS / 1000}s`, `${'PID'.padStart(7)}  ${'PROCESS'.padEnd(16)} ${'USER'.padEnd(10)} ${'BLOCKED'.padStart(7)} ${'WOULD'.padStart(6)}  ${'LAST DESTINATION'.padEnd(40)} RULE`);
+    for (const a of attempts.slice(0, half)) {
+      const dest = `${a.last.dst}${a.last.hostname ? ` (${a.last.hostname})` : ''}`;
+      lines.push(`${String(a.pid ?? '-').padStart(7)}  ${a.comm.slice(0, 16).padEnd(16)} ${a.user.slice(0, 10).padEnd(10)} ${String(a.blocked).padStart(7)} ${String(a.wouldBlock).padStart(6)}  ${dest.padEnd(40)} ${a.last.rule}`);
+    }
+  }
   return lines;
 }
 
@@ -88,16 +132,29 @@ export async function top(ctx: Context, args: { interval?: number }): Promise<nu
   const policy = appliedPolicy(ctx);
   const procs = new ProcessTable({ exclude: [process.pid] });
   const facts = policy ? hostFactsFor(policy) : undefined;
-  const sample = () => listConnections({ policy, procs, ...(facts ? { facts } : {}) }).connections;
+  let opened = await ctx.openedAddresses();
+  let openedAt = Date.now();
+  const sample = () => listConnections({ policy, procs, opened, ...(facts ? { facts } : {}) }).connections;
   let prev = sample();
+  let store = null as ReturnType<typeof openStoreForReading>;
+  const attempts = (): AttemptRow[] => {
+    try {
+      store ??= openStoreForReading(ctx.state.dir);
+      return store ? attemptRows(store.query({ since: Date.now() - ATTEMPT_WINDOW_MS, limit: 20_000 })) : [];
+    } catch {
+      return [];
+    }
+  };
   const byInode = (cs: Connection[]) => new Map(cs.map((c) => [c.inode, c]));
   const live = process.stdout.isTTY && !ctx.json;
   if (!live) {
     await new Promise((r) => setTimeout(r, Math.min(intervalS, 1) * 1000));
     const now = sample();
     const rows = topRows(now, byInode(prev), Math.min(intervalS, 1));
-    if (ctx.json) ctx.result({ processes: rows, connections: now });
-    else for (const l of topScreen(now, rows, Math.min(intervalS, 1))) ctx.say(l);
+    const tried = attempts();
+    store?.close();
+    if (ctx.json) ctx.result({ processes: rows, connections: now, attempts: tried });
+    else for (const l of topScreen(now, rows, Math.min(intervalS, 1), 40, tried)) ctx.say(l);
     return EXIT.ok;
   }
   let stopped = false;
@@ -117,12 +174,18 @@ export async function top(ctx: Context, args: { interval?: number }): Promise<nu
     while (!stopped) {
       for (let i = 0; i < intervalS * 10 && !stopped; i++) await new Promise((r) => setTimeout(r, 100));
       if (stopped) break;
+      // What the guard opened changes as names are resolved: read again every 5 s.
+      if (Date.now() - openedAt > 5_000) {
+        opened = await ctx.openedAddresses();
+        openedAt = Date.now();
+      }
       const now = sample();
-      const screen = topScreen(now, topRows(now, byInode(prev), intervalS), intervalS, process.stdout.rows ?? 40);
+      const screen = topScreen(now, topRows(now, byInode(prev), intervalS), intervalS, process.stdout.rows ?? 40, attempts());
       process.stdout.write(`\x1b[H\x1b[2J${screen.map((l) => l.slice(0, process.stdout.columns ?? 200)).join('\n')}\n`);
       prev = now;
     }
   } finally {
+    store?.close();
     process.stdout.write('\x1b[?25h');
     if (process.stdin.isTTY) {
       process.stdin.setRawMode(false);
