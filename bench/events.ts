@@ -15,7 +15,11 @@
  *
  * and the report prints ratios: stored / kernel, unaccounted / kernel, the
  * attributed fraction, events stored per second, the collector's CPU (share
- * of one core) and memory. A last section compares the store's durability
+ * of one core) and memory. One-shot phases fork a new process per attempt
+ * (it sends once and exits). Every phase runs twice in the same run: with
+ * the attribution probes, and with them off (SLUICE_EBPF=off: the socket
+ * table alone, as before them), so the attributed fraction and the
+ * collector's CPU are compared on the same machine at the same rates. A last section compares the store's durability
  * settings (synchronous FULL vs NORMAL) on the same batches.
  * Nothing here passes or fails on time; results also go to bench/out/.
  */
@@ -83,7 +87,7 @@ function snapshot(m: string): Snapshot {
     lost: metric(m, 'sluice_nflog_lost_records_total'),
     dropped: metric(m, 'sluice_events_dropped_total', '{stage="collector"}') + metric(m, 'sluice_events_dropped_total', '{stage="store"}'),
     malformed: metric(m, 'sluice_nflog_malformed_total'),
-    attributed: ['socket', 'cgroup', 'user'].reduce((s, k) => s + metric(m, 'sluice_events_attributed_total', `{method="${k}"}`), 0),
+    attributed: ['kernel', 'socket', 'cgroup', 'user'].reduce((s, k) => s + metric(m, 'sluice_events_attributed_total', `{method="${k}"}`), 0),
     ambiguous: metric(m, 'sluice_events_attributed_total', '{method="ambiguous"}'),
     none: metric(m, 'sluice_events_attributed_total', '{method="none"}'),
     cpu: metric(m, 'process_cpu_seconds_total'),
@@ -107,7 +111,7 @@ const pct = (x: number) => `${(100 * x).toFixed(2)}%`;
 const mib = (b: number) => `${(b / 1048576).toFixed(0)} MiB`;
 
 interface Phase {
-  proto: 'tcp' | 'udp';
+  proto: 'tcp' | 'udp' | 'forktcp' | 'forkudp';
   rate: number;
 }
 
@@ -128,56 +132,79 @@ async function main(): Promise<void> {
   const w = await World.create({ servers: false });
   let daemon: ChildProcess | undefined;
   const results: Record<string, unknown>[] = [];
+  const phases: Phase[] = [
+    { proto: 'tcp', rate: 2_000 },
+    { proto: 'tcp', rate: 5_000 },
+    { proto: 'tcp', rate: 10_000 },
+    { proto: 'tcp', rate: 20_000 },
+    { proto: 'tcp', rate: 40_000 },
+    { proto: 'tcp', rate: 0 },
+    { proto: 'udp', rate: 20_000 },
+    { proto: 'udp', rate: 50_000 },
+    { proto: 'udp', rate: 0 },
+    { proto: 'forktcp', rate: 100 },
+    { proto: 'forktcp', rate: 500 },
+    { proto: 'forktcp', rate: 1_000 },
+    { proto: 'forkudp', rate: 500 },
+    { proto: 'forkudp', rate: 1_000 },
+  ];
+  const byProbes = { on: new Map<string, { attributed: number; cpu: number }>(), off: new Map<string, { attributed: number; cpu: number }>() };
   try {
     const policy = w.policy(POLICY);
-    daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', policy], { env: w.env(), readyText: 'sluice daemon: running' });
-    daemon.stderr?.resume();
-    const pid = Number(readFileSync(join(w.stateDir, 'daemon.pid'), 'utf8'));
-    await sleep(500);
-    console.log(`bench:events  ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${SECONDS}s per phase, sender uid ${NOBODY}, daemon pid ${pid}`);
-    console.log('reference: the kernel counter of the rule (exact); ratios are of it\n');
-    console.log('phase         offered/s  sent/s   kernel   stored  stored/kernel  unaccounted  supp+lost+drop  stored ev/s  attributed  collector CPU  RSS (peak)');
-    const phases: Phase[] = [
-      { proto: 'tcp', rate: 2_000 },
-      { proto: 'tcp', rate: 5_000 },
-      { proto: 'tcp', rate: 10_000 },
-      { proto: 'tcp', rate: 20_000 },
-      { proto: 'tcp', rate: 40_000 },
-      { proto: 'tcp', rate: 0 },
-      { proto: 'udp', rate: 20_000 },
-      { proto: 'udp', rate: 50_000 },
-      { proto: 'udp', rate: 0 },
-    ];
-    for (const ph of phases) {
-      const count = ph.rate > 0 ? ph.rate * SECONDS : 150_000;
-      const before = snapshot(await metrics(w));
-      const t0 = Date.now();
-      const r = await w.exec([blast, ph.proto, HOSTS.other4, ph.proto === 'tcp' ? '443' : '5000', String(count), String(ph.rate)], { uid: NOBODY, timeoutMs: 300_000 });
-      const sender = JSON.parse(r.stdout || '{}') as { sent?: number; seconds?: number };
-      // Drain: wait until every packet the kernel counted is accounted for (or 30 s pass).
-      let d = diff(before, snapshot(await metrics(w)));
-      let tDrained = Date.now();
-      for (let i = 0; i < 300; i++) {
-        d = diff(before, snapshot(await metrics(w)));
-        tDrained = Date.now();
-        if (d.stored + d.suppressed + d.lost + d.dropped + d.malformed >= d.kernel) break;
-        await sleep(100);
+    for (const probes of ['off', 'on'] as const) {
+      daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', policy], { env: w.env(probes === 'off' ? { SLUICE_EBPF: 'off' } : {}), readyText: 'sluice daemon: running' });
+      daemon.stderr?.resume();
+      const pid = Number(readFileSync(join(w.stateDir, 'daemon.pid'), 'utf8'));
+      await sleep(500);
+      const loaded = metric(await metrics(w), 'sluice_attribution_probes_loaded') === 1;
+      if ((probes === 'on') !== loaded) throw new Error(`attribution probes ${loaded ? 'loaded' : 'not loaded'} where they should ${probes === 'on' ? '' : 'not '}be (see the daemon's log)`);
+      console.log(`\nbench:events  attribution probes ${probes.toUpperCase()}  ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${SECONDS}s per phase, sender uid ${NOBODY}, daemon pid ${pid}`);
+      console.log('reference: the kernel counter of the rule (exact); ratios are of it\n');
+      console.log('phase          offered/s  sent/s   kernel   stored  stored/kernel  unaccounted  supp+lost+drop  stored ev/s  attributed  collector CPU  RSS (peak)');
+      for (const ph of phases) {
+        const count = ph.rate > 0 ? Math.round(ph.rate * SECONDS) : 150_000;
+        const before = snapshot(await metrics(w));
+        const t0 = Date.now();
+        const port = ph.proto.endsWith('tcp') ? '443' : '5000';
+        const r = await w.exec([blast, ph.proto, HOSTS.other4, port, String(count), String(ph.rate)], { uid: NOBODY, timeoutMs: 300_000 });
+        const sender = JSON.parse(r.stdout || '{}') as { sent?: number; seconds?: number };
+        // Drain: wait until every packet the kernel counted is accounted for (or 30 s pass).
+        let d = diff(before, snapshot(await metrics(w)));
+        let tDrained = Date.now();
+        for (let i = 0; i < 300; i++) {
+          d = diff(before, snapshot(await metrics(w)));
+          tDrained = Date.now();
+          if (d.stored + d.suppressed + d.lost + d.dropped + d.malformed >= d.kernel) break;
+          await sleep(100);
+        }
+        const mem = rss(pid);
+        const wall = (tDrained - t0) / 1000;
+        const accounted = d.stored + d.suppressed + d.lost + d.dropped + d.malformed;
+        const unaccounted = d.kernel - accounted;
+        const attributedFrac = d.attributed / Math.max(1, d.attributed + d.ambiguous + d.none);
+        const label = `${ph.proto.replace('fork', 'one-shot ')} ${ph.rate > 0 ? (ph.rate >= 1000 ? `${ph.rate / 1000}k/s` : `${ph.rate}/s`) : 'max'}`;
+        const sentRate = (sender.sent ?? 0) / Math.max(1e-9, sender.seconds ?? 1);
+        console.log(
+          `${label.padEnd(14)} ${String(ph.rate || 'max').padStart(9)} ${Math.round(sentRate).toString().padStart(8)} ${String(d.kernel).padStart(8)} ${String(d.stored).padStart(8)}  ${pct(d.stored / Math.max(1, d.kernel)).padStart(13)}  ${pct(unaccounted / Math.max(1, d.kernel)).padStart(11)}  ${`${d.suppressed}+${d.lost}+${d.dropped}`.padStart(14)}  ${Math.round(d.stored / wall).toString().padStart(11)}  ${pct(attributedFrac).padStart(10)}  ${pct(d.cpu / wall).padStart(13)}  ${mib(mem.rss)} (${mib(mem.hwm)})`,
+        );
+        byProbes[probes].set(label, { attributed: attributedFrac, cpu: d.cpu / wall });
+        results.push({ probes, phase: label, offered: ph.rate, sentPerSec: sentRate, sent: sender.sent, ...d, unaccounted, wallSeconds: wall, storedPerSec: d.stored / wall, attributedFraction: attributedFrac, cpuShare: d.cpu / wall, rss: mem.rss, rssPeak: mem.hwm });
       }
-      const mem = rss(pid);
-      const wall = (tDrained - t0) / 1000;
-      const accounted = d.stored + d.suppressed + d.lost + d.dropped + d.malformed;
-      const unaccounted = d.kernel - accounted;
-      const attributedFrac = d.attributed / Math.max(1, d.attributed + d.ambiguous + d.none);
-      const label = `${ph.proto} ${ph.rate > 0 ? `${ph.rate / 1000}k/s` : 'max'}`;
-      const sentRate = (sender.sent ?? 0) / Math.max(1e-9, sender.seconds ?? 1);
-      console.log(
-        `${label.padEnd(12)} ${String(ph.rate || 'max').padStart(9)} ${Math.round(sentRate).toString().padStart(8)} ${String(d.kernel).padStart(8)} ${String(d.stored).padStart(8)}  ${pct(d.stored / Math.max(1, d.kernel)).padStart(13)}  ${pct(unaccounted / Math.max(1, d.kernel)).padStart(11)}  ${`${d.suppressed}+${d.lost}+${d.dropped}`.padStart(14)}  ${Math.round(d.stored / wall).toString().padStart(11)}  ${pct(attributedFrac).padStart(10)}  ${pct(d.cpu / wall).padStart(13)}  ${mib(mem.rss)} (${mib(mem.hwm)})`,
-      );
-      results.push({ phase: label, offered: ph.rate, sentPerSec: sentRate, sent: sender.sent, ...d, unaccounted, wallSeconds: wall, storedPerSec: d.stored / wall, attributedFraction: attributedFrac, cpuShare: d.cpu / wall, rss: mem.rss, rssPeak: mem.hwm });
+      const st = await w.sluice(['stats', '--since', '1h']);
+      console.log(`\nsluice stats (pipeline lines):\n${st.stdout.split('\n').filter((l) => /records|lost|rate limit|nothing lost/.test(l)).join('\n')}`);
+      const exited = new Promise((res) => daemon?.once('exit', res));
+      daemon.kill('SIGTERM');
+      await exited;
+      daemon = undefined;
     }
-    const st = await w.sluice(['stats', '--since', '1h']);
-    console.log(`\nsluice stats (pipeline lines):\n${st.stdout.split('\n').filter((l) => /records|lost|rate limit|nothing lost/.test(l)).join('\n')}`);
+    console.log('\nprobes ON against OFF, same phases (attributed fraction; collector CPU ratio, target at most 1.2 at the same rate)');
+    for (const [label, on] of byProbes.on) {
+      const off = byProbes.off.get(label);
+      if (!off) continue;
+      console.log(`  ${label.padEnd(14)} attributed ${pct(on.attributed).padStart(8)} (off: ${pct(off.attributed).padStart(8)})   CPU on/off ${(on.cpu / Math.max(1e-9, off.cpu)).toFixed(2)}`);
+    }
   } finally {
+    daemon?.kill('SIGTERM');
     await w.destroy();
     rmSync(bin, { recursive: true, force: true });
   }

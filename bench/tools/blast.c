@@ -3,6 +3,8 @@
  *
  *   blast udp ADDR PORT COUNT RATE [LOCALPORT]   COUNT datagrams from one socket
  *   blast tcp ADDR PORT COUNT RATE               COUNT connect() attempts, a new socket each
+ *   blast forktcp|forkudp ADDR PORT COUNT RATE   COUNT one-shot processes: each attempt is made
+ *                                                by a new child that makes it once and exits
  *
  * RATE is attempts per second (0: as fast as possible), paced in 1 ms steps.
  * Errors (EPERM from a rejected send, ECONNREFUSED from a TCP reset) are the
@@ -19,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,7 +38,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: blast udp|tcp ADDR PORT COUNT RATE [LOCALPORT]\n");
     return 2;
   }
-  int tcp = strcmp(argv[1], "tcp") == 0;
+  int fork_each = strncmp(argv[1], "fork", 4) == 0;
+  int tcp = strcmp(argv[1] + (fork_each ? 4 : 0), "tcp") == 0;
+  /* Children are reaped by the kernel: a one-shot process leaves nothing behind. */
+  if (fork_each) signal(SIGCHLD, SIG_IGN);
   long count = atol(argv[4]);
   double rate = atof(argv[5]);
   int lport = argc > 6 ? atoi(argv[6]) : 0;
@@ -47,7 +53,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   int ufd = -1;
-  if (!tcp) {
+  if (!tcp && !fork_each) {
     ufd = socket(family, SOCK_DGRAM, 0);
     if (ufd < 0) { perror("socket"); return 1; }
     if (lport > 0) {
@@ -76,7 +82,18 @@ int main(int argc, char **argv) {
         continue;
       }
     }
-    if (tcp) {
+    if (fork_each) {
+      pid_t child = fork();
+      if (child == 0) {
+        int fd = socket(family, tcp ? SOCK_STREAM : SOCK_DGRAM, 0);
+        if (fd >= 0) {
+          if (tcp) (void)connect(fd, (struct sockaddr *)&ss, sslen);
+          else (void)sendto(fd, "blast", 5, 0, (struct sockaddr *)&ss, sslen);
+        }
+        _exit(0);
+      }
+      if (child < 0) errors++;
+    } else if (tcp) {
       int fd = socket(family, SOCK_STREAM, 0);
       if (fd < 0) { errors++; sent++; continue; }
       if (connect(fd, (struct sockaddr *)&ss, sslen) < 0) errors++;
