@@ -124,6 +124,8 @@ export class Attributor {
   private refMemo = new Map<number, ProcessRef>();
   /** This batch's processes with their unit (keyed by the batch's ref of each). */
   private namedMemo = new Map<ProcessRef, ProcessRef>();
+  /** This batch's processes named by the probes, by tgid, start time and cgroup. */
+  private kernelMemo = new Map<string, ProcessRef>();
   private lastIdReread = 0;
   private lastCgroupReread = 0;
   private diag: SockDiag | null | undefined;
@@ -141,6 +143,7 @@ export class Attributor {
     this.candidatesMemo.clear();
     this.refMemo.clear();
     this.namedMemo.clear();
+    this.kernelMemo.clear();
   }
 
   private candidates(uid: number, time: number): ProcInfo[] {
@@ -344,11 +347,18 @@ export class Attributor {
       e.uid = sent.uid;
       const user = this.deps.userName?.(sent.uid);
       if (user) e.user = user;
-      const proc = this.kernelProcess(sent.s);
-      const cgroup = (yield { q: 'cgroup', id: sent.s.cgroupId }) as string | undefined;
-      if (cgroup !== undefined) proc.cgroup = cgroup;
-      const unit = cgroup !== undefined ? ((yield { q: 'unit', path: cgroup }) as string | null) : null;
-      e.process = unit ? { ...proc, unit } : proc;
+      // One process sending many times in a batch is named once (its exec record, cgroup and unit).
+      const key = `${sent.s.tgid}/${sent.s.start}/${sent.s.cgroupId}`;
+      let named = this.kernelMemo.get(key);
+      if (!named) {
+        const proc = this.kernelProcess(sent.s);
+        const cgroup = (yield { q: 'cgroup', id: sent.s.cgroupId }) as string | undefined;
+        if (cgroup !== undefined) proc.cgroup = cgroup;
+        const unit = cgroup !== undefined ? ((yield { q: 'unit', path: cgroup }) as string | null) : null;
+        named = unit ? { ...proc, unit } : proc;
+        if (cgroup !== undefined) this.kernelMemo.set(key, named);
+      }
+      e.process = named;
       e.attribution = 'kernel';
       this.stats.kernel++;
       return e;
