@@ -837,7 +837,7 @@ async function main(): Promise<void> {
     say(`  - both with an egress ruleset in their namespace (policy drop, conntrack, the set); (a) has none.`);
     say(`  - dnsmasq's --dns-forward-max raised from 150 to 4,096, Sluice's own ceiling on queries in flight (src/dns/guard-servers.ts).`);
     say(
-      `  - Sluice also attributes each answered query to its process (sock_diag + /proc), within its own budget of lookups per second: during the rounds ${fmtInt(dAttr.lookups)} lookups (${fmtInt(dAttr.found)} found), ${fmtInt(dAttr.overBudget)} skipped over budget. dnsmasq does no such thing.`,
+      `  - Sluice also attributes each answered query to its process (the attribution probes when loaded, else sock_diag + /proc), within its own budget of lookups per second: during the rounds ${fmtInt(dAttr.lookups)} lookups (${fmtInt(dAttr.found)} found), ${fmtInt(dAttr.overBudget)} skipped over budget. dnsmasq does no such thing.`,
     );
     say(`  - guard counters during the rounds: UDP queries dropped at its in-flight ceiling ${statusAfter.servers.udpDropped - statusBefore.servers.udpDropped}, upstream timeouts ${statusAfter.upstream.timeouts - statusBefore.upstream.timeouts}, upstream replies refused ${statusAfter.upstream.badReplies - statusBefore.upstream.badReplies}, queries answered SERVFAIL for want of an upstream answer ${statusAfter.guard.upstreamFailures - statusBefore.guard.upstreamFailures}.`);
     say();

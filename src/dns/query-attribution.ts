@@ -5,7 +5,7 @@ import { parseAddr, type Family } from '../net/ip.js';
 import { PerSecondBudget } from './budget.js';
 import { parseSocketLink } from '../monitor/proc-parse.js';
 import { ProcessTable, type ProcInfo } from '../monitor/process-table.js';
-import { ProbeReader, startTicks, type ProbeMaps } from '../monitor/kernel-attribution.js';
+import { ProbeReader, senderProcess, type ProbeMaps } from '../monitor/kernel-attribution.js';
 import { SockDiag, type SockEntry } from '../monitor/sock-diag.js';
 
 export interface QueryAttributionStats {
@@ -86,13 +86,10 @@ export class QueryAttribution {
     if (!this.probes || c.transport !== 'udp') return undefined;
     const s = this.probes.reader.sender({ netns: this.probes.netns, family, proto: 17, sport: c.port });
     if (!s || (c.uid !== undefined && s.skUid !== c.uid)) return undefined;
-    const out: QueryProcess = { pid: s.tgid, comm: s.comm, uid: s.uid };
-    const ex = this.probes.reader.exec(s.tgid, s.start);
-    if (ex?.path) out.exe = ex.path;
-    else {
-      const live = this.procs.current(s.tgid);
-      if (live && live.exitedAt === undefined && live.startTicks === startTicks(s.start) && live.exe) out.exe = live.exe;
-    }
+    const p = senderProcess(s, this.probes.reader, this.procs);
+    const out: QueryProcess = { pid: p.pid, uid: s.uid };
+    if (p.comm !== undefined) out.comm = p.comm;
+    if (p.exe !== undefined) out.exe = p.exe;
     return out;
   }
 

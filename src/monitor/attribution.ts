@@ -8,7 +8,7 @@ import { NETLINK_SOCK_DIAG } from '../netfilter/nl-constants.js';
 import type { CgroupIndex } from './cgroup-index.js';
 import type { ServiceNames } from './service-names.js';
 import { ProcessTable, type ProcInfo, type ProcessRef } from './process-table.js';
-import { startTicks, type KernelSender, type ProbeReader } from './kernel-attribution.js';
+import { senderProcess, type KernelSender, type ProbeReader } from './kernel-attribution.js';
 import { encodeExactRequest, findSocket, parseSockDiagMessage, SockDiag, type SockEntry } from './sock-diag.js';
 
 /** What the collector knows about a logged packet before attribution. */
@@ -343,7 +343,8 @@ export class Attributor {
       yield { q: 'settle' };
       sent = this.kernelSender(f);
     }
-    if (sent) {
+    const reader = this.deps.kernel?.reader;
+    if (sent && reader) {
       e.uid = sent.uid;
       const user = this.deps.userName?.(sent.uid);
       if (user) e.user = user;
@@ -351,7 +352,7 @@ export class Attributor {
       const key = `${sent.s.tgid}/${sent.s.start}/${sent.s.cgroupId}`;
       let named = this.kernelMemo.get(key);
       if (!named) {
-        const proc = this.kernelProcess(sent.s);
+        const proc = senderProcess(sent.s, reader, this.deps.procs);
         const cgroup = (yield { q: 'cgroup', id: sent.s.cgroupId }) as string | undefined;
         if (cgroup !== undefined) proc.cgroup = cgroup;
         const unit = cgroup !== undefined ? ((yield { q: 'unit', path: cgroup }) as string | null) : null;
@@ -445,25 +446,6 @@ export class Attributor {
       return undefined;
     }
     return { s, uid: s.uid };
-  }
-
-  /**
-   * The process the probes name: its executable and command line from its
-   * last exec as the probe recorded it (a table entry read before that exec
-   * would name the program it replaced), else from /proc while it lives.
-   */
-  private kernelProcess(s: KernelSender): ProcessRef {
-    const ref: ProcessRef = { pid: s.tgid, comm: s.comm };
-    const ex = this.deps.kernel?.reader.exec(s.tgid, s.start);
-    if (ex?.path) ref.exe = ex.path;
-    if (ex?.cmdline) ref.cmdline = ex.cmdline;
-    if (ref.exe && ref.cmdline) return ref;
-    const live = this.deps.procs.current(s.tgid);
-    if (live && live.exitedAt === undefined && live.startTicks === startTicks(s.start)) {
-      if (!ref.exe && live.exe) ref.exe = live.exe;
-      if (!ref.cmdline && live.cmdline) ref.cmdline = live.cmdline;
-    }
-    return ref;
   }
 
   close(): void {

@@ -4,6 +4,7 @@ import { addrBytes, type Family } from '../net/ip.js';
 import { bpfLoader, native, type BpfLoaded } from '../native/native.js';
 import { cleanText, parseCmdline } from './proc-parse.js';
 import { findCgroup2Root } from '../system/cgroups.js';
+import type { ProcessRef, ProcessTable } from './process-table.js';
 
 /*
  * The user-space half of the attribution probes (native/bpf/attribution.bpf.c):
@@ -134,6 +135,26 @@ export function decodeExec(b: Buffer): KernelExec {
 /** /proc/PID/stat's start time of a process the probe saw (to tell it from a later one with the same pid). */
 export function startTicks(startNs: bigint): number {
   return Number(startNs / NS_PER_TICK);
+}
+
+/**
+ * The process a probe record names: its executable and command line from its
+ * last exec as the probe recorded it (a /proc table entry read before that
+ * exec would name the program it replaced), else from /proc while the same
+ * process (same start time) lives. Shared by events and DNS queries.
+ */
+export function senderProcess(s: KernelSender, reader: Pick<ProbeReader, 'exec'>, procs: Pick<ProcessTable, 'current'>): ProcessRef {
+  const ref: ProcessRef = { pid: s.tgid, comm: s.comm };
+  const ex = reader.exec(s.tgid, s.start);
+  if (ex?.path) ref.exe = ex.path;
+  if (ex?.cmdline) ref.cmdline = ex.cmdline;
+  if (ref.exe && ref.cmdline) return ref;
+  const live = procs.current(s.tgid);
+  if (live && live.exitedAt === undefined && live.startTicks === startTicks(s.start)) {
+    if (!ref.exe && live.exe) ref.exe = live.exe;
+    if (!ref.cmdline && live.cmdline) ref.cmdline = live.cmdline;
+  }
+  return ref;
 }
 
 /** The map descriptors a lookup needs: plain numbers, so a worker thread can use them too. */
