@@ -330,7 +330,7 @@ export class GuardComponent implements Component {
         latencyMs: 0,
       };
       if (refused !== undefined) {
-        this.record({ ...base, detail: refused });
+        this.attributeThenRecord({ ...base, detail: refused });
         continue;
       }
       const f = filterAnswer(q.name, q.type, msg, rebinding, { ttlMax: policy.dns.ttlMax, maxAddresses: policy.dns.maxAddressesPerAnswer });
@@ -338,10 +338,10 @@ export class GuardComponent implements Component {
       // Audit mode learns after the fact: a connect racing this write is only logged as would-block.
       guard.open(name, f.addresses, judged).catch((err: unknown) => this.rt?.log('warn', 'audit: set update failed', { error: String(err) }));
       if (judged.refused !== undefined) {
-        this.record({ ...base, rules: [...judged.ruleNames], detail: judged.refused, dropped: f.dropped });
+        this.attributeThenRecord({ ...base, rules: [...judged.ruleNames], detail: judged.refused, dropped: f.dropped });
         continue;
       }
-      this.record({ ...base, verdict: 'allowed', rules: [...judged.ruleNames], answers: f.addresses.map((a) => formatAddr(a.family, a.addr)), dropped: f.dropped });
+      this.attributeThenRecord({ ...base, verdict: 'allowed', rules: [...judged.ruleNames], answers: f.addresses.map((a) => formatAddr(a.family, a.addr)), dropped: f.dropped });
     }
   }
 
@@ -352,7 +352,9 @@ export class GuardComponent implements Component {
    */
   private attributeThenRecord(e: DnsQueryEvent): void {
     // Blocked queries were looked up before their answer (dns-guard.ts): found or not, no second try.
-    if (e.process || e.transport === 'passive' || e.verdict === 'blocked') {
+    // Audit mode's observed replies are attributed like answered queries: by the probes' record of
+    // the query's send (the asker may be gone by now), else its socket if it is still open.
+    if (e.process || e.verdict === 'blocked') {
       this.record(e);
       return;
     }

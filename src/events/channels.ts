@@ -1,4 +1,5 @@
 import { channel, type Channel } from 'node:diagnostics_channel';
+import type { ContainerRef } from '../system/containers.js';
 
 /**
  * Named events the core publishes; the store, alerts, metrics and dashboard
@@ -41,7 +42,7 @@ export interface FlowEvent {
   iface?: string;
   uid?: number;
   user?: string;
-  process?: { pid: number; exe?: string; cmdline?: string; comm?: string; unit?: string; cgroup?: string };
+  process?: { pid: number; exe?: string; cmdline?: string; comm?: string; unit?: string; cgroup?: string; container?: ContainerRef };
   hostname?: string;
 }
 

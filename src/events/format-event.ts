@@ -1,4 +1,5 @@
 import type { RecordedEvent, StoredEvent } from './event-store.js';
+import { containerLabel } from '../system/containers.js';
 
 /** The protocol's name for display. */
 export function protoName(proto: number): string {
@@ -18,7 +19,7 @@ export function formatEventLine(e: StoredEvent): string {
   const dst = `${endpoint(e.family, e.dst, e.dport)}${e.icmpType !== undefined ? ` type ${e.icmpType}` : ''}`;
   const who = e.process ? `${e.process.comm ?? e.process.exe ?? '?'}[${e.process.pid}]` : '-';
   const user = e.user ?? (e.uid !== undefined ? String(e.uid) : '-');
-  const extras = [e.hostname ? `host=${e.hostname}` : '', e.process?.unit ? `unit=${e.process.unit}` : '', e.iface ? `via ${e.iface}` : ''].filter(Boolean).join(' ');
+  const extras = [e.hostname ? `host=${e.hostname}` : '', e.process?.unit ? `unit=${e.process.unit}` : '', e.process?.container ? `container=${containerLabel(e.process.container)}` : '', e.iface ? `via ${e.iface}` : ''].filter(Boolean).join(' ');
   return `${time}  ${verdict} ${e.rule.padEnd(14)} ${protoName(e.proto).padEnd(6)} ${endpoint(e.family, e.src, e.sport)} -> ${dst}  user=${user} ${who}${extras ? `  ${extras}` : ''}`;
 }
 

@@ -5,6 +5,7 @@ import { SluiceError } from '../errors.js';
 import type { CountRow, EventQuery, EventStats, EventStore, PipelineCounters, RecordedEvent, RetentionLimits, StoredEvent, Verdict } from './event-store.js';
 import { ZERO_COUNTERS } from './event-store.js';
 import { destinationKey } from './format-event.js';
+import { containerOf } from '../system/containers.js';
 
 /**
  * The embedded event store: one SQLite file in the state directory, in WAL
@@ -67,7 +68,12 @@ function fromRow(r: Row): StoredEvent {
     if (r.cmdline !== null) p.cmdline = String(r.cmdline);
     if (r.comm !== null) p.comm = String(r.comm);
     if (r.unit !== null) p.unit = String(r.unit);
-    if (r.cgroup !== null) p.cgroup = String(r.cgroup);
+    if (r.cgroup !== null) {
+      p.cgroup = String(r.cgroup);
+      // Not stored: a function of the path, worked out again on the way out.
+      const c = containerOf(p.cgroup);
+      if (c) p.container = c;
+    }
     e.process = p;
   }
   if (r.hostname !== null) e.hostname = String(r.hostname);

@@ -6,6 +6,7 @@ import { NetlinkError } from '../errors.js';
 import { NetlinkSocket } from '../netfilter/netlink-socket.js';
 import { NETLINK_SOCK_DIAG } from '../netfilter/nl-constants.js';
 import type { CgroupIndex } from './cgroup-index.js';
+import { containerOf } from '../system/containers.js';
 import type { ServiceNames } from './service-names.js';
 import { ProcessTable, type ProcInfo, type ProcessRef } from './process-table.js';
 import { senderProcess, type KernelSender, type ProbeReader } from './kernel-attribution.js';
@@ -354,7 +355,11 @@ export class Attributor {
       if (!named) {
         const proc = senderProcess(sent.s, reader, this.deps.procs);
         const cgroup = (yield { q: 'cgroup', id: sent.s.cgroupId }) as string | undefined;
-        if (cgroup !== undefined) proc.cgroup = cgroup;
+        if (cgroup !== undefined) {
+          proc.cgroup = cgroup;
+          const c = containerOf(cgroup);
+          if (c) proc.container = c;
+        }
         const unit = cgroup !== undefined ? ((yield { q: 'unit', path: cgroup }) as string | null) : null;
         named = unit ? { ...proc, unit } : proc;
         if (cgroup !== undefined) this.kernelMemo.set(key, named);

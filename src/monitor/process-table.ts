@@ -1,3 +1,4 @@
+import { containerOf, type ContainerRef } from '../system/containers.js';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseCgroupFile, parseCmdline, parseNsLink, parseSocketLink, parseStat, parseStatus } from './proc-parse.js';
@@ -43,6 +44,8 @@ export interface ProcessRef {
   unit?: string;
   /** The cgroup v2 path, as the kernel reports it (names in it are not vouched for). */
   cgroup?: string;
+  /** The container the cgroup belongs to, read off its path (containers.ts; `delegated` when a user named it). */
+  container?: ContainerRef;
 }
 
 export interface ProcessTableStats {
@@ -259,7 +262,11 @@ export class ProcessTable {
     const r: ProcessRef = { pid: p.pid, comm: p.comm };
     if (p.exe) r.exe = p.exe;
     if (p.cmdline) r.cmdline = p.cmdline;
-    if (p.cgroup) r.cgroup = p.cgroup;
+    if (p.cgroup) {
+      r.cgroup = p.cgroup;
+      const c = containerOf(p.cgroup);
+      if (c) r.container = c;
+    }
     return r;
   }
 

@@ -9,12 +9,13 @@
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { StoredEvent } from '../../src/events/event-store.js';
 import { attempter, finish, logEvents, NODE, sleep, waitFor } from '../support/monitor-helpers.js';
 import { HOSTS, ROOT, World } from '../world/world.js';
+import { findCgroup2Root } from '../../src/system/cgroups.js';
 
 const PY = '/usr/bin/python3';
 const PY_EXES = new Set(['/usr/bin/python3', '/usr/bin/python3.11']);
@@ -61,13 +62,21 @@ describe('integration: one-shot senders named by the attribution probes', () => 
   let stderr = '';
   const ourCgroup = readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n').find((l) => l.startsWith('0::'))?.slice(3);
 
-  const start = async (env: NodeJS.ProcessEnv = {}) => {
+  const start = (env: NodeJS.ProcessEnv = {}) => startWith(POLICY, env);
+  const startWith = async (policy: string, env: NodeJS.ProcessEnv = {}) => {
     stderr = '';
-    daemon = await w.spawnReady(w.client, [NODE, join(ROOT, 'bin/sluice'), 'daemon', w.policy(POLICY), '--metrics', 'off'], {
+    daemon = await w.spawnReady(w.client, [NODE, join(ROOT, 'bin/sluice'), 'daemon', w.policy(policy), '--metrics', 'off'], {
       env: w.env(env),
       readyText: 'running',
       onSpawn: (c) => c.stderr?.on('data', (d: Buffer) => (stderr += d.toString())),
     });
+  };
+  /** A process that asks the resolver once (A record), waits up to 2 s for the answer and exits; its pid. */
+  const oneShotLookup = async (name: string, uid: number, qid: number): Promise<number> => {
+    const labels = name.split('.').map((l) => `bytes([${l.length}])+b'${l}'`).join('+');
+    const script = `import os,socket,struct\nprint(os.getpid(),flush=True)\nq=struct.pack('>HHHHHH',${qid},256,1,0,0,0)+${labels}+b'\\0'+struct.pack('>HH',1,1)\ns=socket.socket(2,2)\ns.settimeout(2)\ns.sendto(q,('${HOSTS.dns4}',53))\ntry:\n  s.recv(512)\nexcept OSError:\n  pass\n`;
+    const r = await w.exec([PY, '-c', script], { uid, timeoutMs: 10_000 });
+    return Number(r.stdout.trim());
   };
   const stop = async () => {
     const exited = new Promise((r) => daemon.once('exit', r));
@@ -137,12 +146,7 @@ describe('integration: one-shot senders named by the attribution probes', () => 
   it('a one-shot DNS lookup of an unlisted name names its asker, root or uid 65534', async () => {
     const asks: { name: string; uid: number; pid?: number }[] = [];
     for (let i = 0; i < 10; i++) asks.push({ name: `oneshot${i}.unlisted.example`, uid: i % 2 ? 65534 : 0 });
-    for (const a of asks) {
-      const labels = a.name.split('.').map((l) => `bytes([${l.length}])+b'${l}'`).join('+');
-      const script = `import os,socket,struct\nprint(os.getpid(),flush=True)\nq=struct.pack('>HHHHHH',${4660 + asks.indexOf(a)},256,1,0,0,0)+${labels}+b'\\0'+struct.pack('>HH',1,1)\ns=socket.socket(2,2)\ns.settimeout(2)\ns.sendto(q,('${HOSTS.dns4}',53))\ntry:\n  s.recv(512)\nexcept OSError:\n  pass\n`;
-      const r = await w.exec([PY, '-c', script], { uid: a.uid, timeoutMs: 10_000 });
-      a.pid = Number(r.stdout.trim());
-    }
+    for (const a of asks) a.pid = await oneShotLookup(a.name, a.uid, 4660 + asks.indexOf(a));
     type Query = { name: string; verdict: string; process?: { pid: number; uid?: number; exe?: string } };
     const queries = await waitFor('the lookups in sluice dns', async () => {
       const r = await w.sluiceJson<Query[]>(['dns', '--limit', '1000']);
@@ -178,6 +182,78 @@ describe('integration: one-shot senders named by the attribution probes', () => 
     assert.equal(down?.hostname, 'api.sluice.test');
     holder.kill('SIGKILL');
     await start();
+  });
+
+  it('a one-shot sender in a container\'s cgroup carries the container id; a look-alike in a user\'s delegated subtree is flagged as named by that user', async () => {
+    const root = findCgroup2Root() ?? '/sys/fs/cgroup';
+    const top = `${root}/sluice-test-${process.pid}`;
+    const id = 'c0ffee00'.repeat(8);
+    const dirs = [top, `${top}/docker-${id}.scope`, `${top}/user@65534.service`, `${top}/user@65534.service/docker-${id}.scope`];
+    try {
+      for (const d of dirs) mkdirSync(d);
+      const run = async (cg: string, dport: number, uid: number) => {
+        // Moves itself into the cgroup, then sends once and exits (as root: only root may move a process there).
+        const r = await w.exec([SH, '-c', `echo $$ > ${cg}/cgroup.procs && echo $$ && exec 3<>/dev/tcp/${HOSTS.other4}/${dport}`, 'in-container'], { uid, timeoutMs: 10_000 });
+        return Number(r.stdout.trim());
+      };
+      const pidA = await run(dirs[1] as string, 21600, 0);
+      const pidB = await run(dirs[3] as string, 21601, 0);
+      const evs = await waitFor('both containers\' events', async () => {
+        const got = (await logEvents(w)).filter((e) => e.dport === 21600 || e.dport === 21601);
+        return got.length >= 2 ? got : undefined;
+      });
+      const a = evs.find((e) => e.dport === 21600);
+      const b = evs.find((e) => e.dport === 21601);
+      const rel = (d: string) => d.slice(root.length);
+      assert.equal(a?.process?.pid, pidA);
+      assert.equal(a?.process?.cgroup, rel(dirs[1] as string));
+      assert.deepEqual(a?.process?.container, { runtime: 'docker', id });
+      assert.equal(b?.process?.pid, pidB);
+      assert.deepEqual(b?.process?.container, { runtime: 'docker', id, delegated: true });
+      const text = await w.sluice(['log', '--limit', '1000']);
+      assert.match(text.stdout, new RegExp(`container=docker:${id.slice(0, 12)} `));
+      assert.match(text.stdout, new RegExp(`container=docker:${id.slice(0, 12)}\\(user\\)`));
+    } finally {
+      for (const d of [...dirs].reverse()) {
+        for (let i = 0; i < 20; i++) {
+          try {
+            rmdirSync(d);
+            break;
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code === 'ENOENT') break;
+            await sleep(50); // its last process is still being reaped
+          }
+        }
+      }
+    }
+  });
+
+  it('audit mode: a one-shot DNS lookup of an unlisted name names its asker too', async () => {
+    // Applied while the daemon runs (a daemon's POLICY argument is only its very first start's).
+    const applied = await w.sluice(['apply', w.policy(POLICY.replace('mode: enforce', 'mode: audit'), 'audit.yaml')]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const asks: { name: string; uid: number; pid?: number }[] = [];
+    for (let i = 0; i < 6; i++) asks.push({ name: `audit${i}.unlisted.example`, uid: i % 2 ? 65534 : 0 });
+    for (const a of asks) {
+      a.pid = await oneShotLookup(a.name, a.uid, 5000 + asks.indexOf(a));
+    }
+    type Query = { name: string; verdict: string; transport: string; process?: { pid: number; uid?: number; exe?: string } };
+    const queries = await waitFor('the observed lookups in sluice dns', async () => {
+      const r = await w.sluiceJson<Query[]>(['dns', '--limit', '1000']);
+      const got = r.json.filter((q) => q.name.endsWith('.unlisted.example') && q.name.startsWith('audit'));
+      return got.length >= asks.length ? got : undefined;
+    });
+    const wrong = asks
+      .map((a) => {
+        const q = queries.find((x) => x.name === a.name);
+        return q?.verdict === 'would-block' && q.transport === 'passive' && q.process?.pid === a.pid && q.process?.uid === a.uid && PY_EXES.has(q.process?.exe ?? '')
+          ? undefined
+          : `${a.name}: ${JSON.stringify(q)} (expected would-block, pid ${a.pid}, uid ${a.uid})`;
+      })
+      .filter(Boolean);
+    assert.deepEqual(wrong, []);
+    const back = await w.sluice(['apply', w.policy(POLICY)]);
+    assert.equal(back.code, 0, back.stderr);
   });
 
   it('fallback: probes that cannot load are reported once, and the socket table still names long-lived senders', async () => {
