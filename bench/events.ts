@@ -2,7 +2,8 @@
  * Event pipeline benchmark: blocked traffic at rising rates through the real
  * kernel, NFLOG, the collector (attribution) and the SQLite store.
  *
- *   npm run bench:events [-- --seconds S]      (BENCH_SECONDS, default 3 per phase)
+ *   npm run bench:events [-- --seconds S] [--phases tcp:40000,udp:0,...] [--probes on|off|both] [--cpu-prof DIR]
+ *                                            (BENCH_SECONDS, default 3 per phase; rate 0 = as fast as it goes)
  *
  * One World (client and world namespaces). The daemon runs in the client
  * namespace on an enforce policy whose log budget is far above the offered
@@ -117,11 +118,23 @@ interface Phase {
 
 async function main(): Promise<void> {
   const prov = provenance('npm run bench:events');
-  const { values } = parseArgs({ args: process.argv.slice(2), options: { seconds: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+  const { values } = parseArgs({
+    args: process.argv.slice(2),
+    options: { seconds: { type: 'string' }, phases: { type: 'string' }, probes: { type: 'string' }, 'cpu-prof': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    strict: true,
+  });
   if (values.help) {
-    process.stdout.write('npm run bench:events [-- --seconds S]   seconds per phase (BENCH_SECONDS, default 3)\n');
+    process.stdout.write(
+      'npm run bench:events [-- --seconds S] [--phases P,...] [--probes on|off|both] [--cpu-prof DIR]\n' +
+        '  --seconds   seconds per phase (BENCH_SECONDS, default 3)\n' +
+        '  --phases    only these phases, each KIND:RATE (tcp, udp, forktcp, forkudp; rate 0 = as fast as it goes)\n' +
+        '  --probes    run with the attribution probes on, off, or both (default both)\n' +
+        '  --cpu-prof  write the daemon\'s CPU profiles (node --cpu-prof) to DIR\n',
+    );
     return;
   }
+  const probeRuns = values.probes === undefined || values.probes === 'both' ? (['off', 'on'] as const) : values.probes === 'on' || values.probes === 'off' ? ([values.probes] as const) : undefined;
+  if (!probeRuns) throw new Error(`--probes: on, off or both, not ${values.probes}`);
   const SECONDS = numOption(values.seconds, 'BENCH_SECONDS', 3, { min: 0.5, max: 600, int: false });
   const bin = mkdtempSync(join(tmpdir(), 'sluice-bench-'));
   chmodSync(bin, 0o755);
@@ -132,7 +145,8 @@ async function main(): Promise<void> {
   const w = await World.create({ servers: false });
   let daemon: ChildProcess | undefined;
   const results: Record<string, unknown>[] = [];
-  const phases: Phase[] = [
+  const wanted = values.phases !== undefined ? new Set(values.phases.split(',').map((x) => x.trim())) : undefined;
+  const allPhases: Phase[] = [
     { proto: 'tcp', rate: 2_000 },
     { proto: 'tcp', rate: 5_000 },
     { proto: 'tcp', rate: 10_000 },
@@ -148,11 +162,17 @@ async function main(): Promise<void> {
     { proto: 'forkudp', rate: 500 },
     { proto: 'forkudp', rate: 1_000 },
   ];
+  const phases = allPhases.filter((ph) => !wanted || wanted.has(`${ph.proto}:${ph.rate}`));
+  if (phases.length === 0) throw new Error(`--phases ${values.phases}: no such phase (KIND:RATE, as listed in bench/events.ts)`);
   const byProbes = { on: new Map<string, { attributed: number; cpu: number }>(), off: new Map<string, { attributed: number; cpu: number }>() };
   try {
     const policy = w.policy(POLICY);
-    for (const probes of ['off', 'on'] as const) {
-      daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', policy], { env: w.env(probes === 'off' ? { SLUICE_EBPF: 'off' } : {}), readyText: 'sluice daemon: running' });
+    for (const probes of probeRuns) {
+      const prof = values['cpu-prof'] !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof']}/${probes}`] : [];
+      daemon = await w.spawnReady(w.client, [process.execPath, ...prof, join(ROOT, 'bin/sluice'), 'daemon', policy], {
+        env: w.env(probes === 'off' ? { SLUICE_EBPF: 'off' } : {}),
+        readyText: 'sluice daemon: running',
+      });
       daemon.stderr?.resume();
       const pid = Number(readFileSync(join(w.stateDir, 'daemon.pid'), 'utf8'));
       await sleep(500);

@@ -78,18 +78,30 @@ export class QueryAttribution {
   private probes: { reader: ProbeReader; netns: bigint } | undefined;
 
   /**
-   * The sender of a UDP query as the probes recorded it at its send (the
-   * socket's port in this namespace; the socket's owner must be the query's
-   * uid when that is known): found even when the asker has already exited.
+   * The senders of UDP queries as the probes recorded them at their send
+   * (the socket's port in this namespace; the socket's owner must be the
+   * query's uid when that is known): found even when the asker has already
+   * exited. One call for the batch (a system call per query, no /proc).
    */
-  private fromKernel(c: QueryClient, family: Family): QueryProcess | undefined {
-    if (!this.probes || c.transport !== 'udp') return undefined;
-    const s = this.probes.reader.sender({ netns: this.probes.netns, family, proto: 17, sport: c.port });
-    if (!s || (c.uid !== undefined && s.skUid !== c.uid)) return undefined;
-    const p = senderProcess(s, this.probes.reader, this.procs);
-    const out: QueryProcess = { pid: p.pid, uid: s.uid };
-    if (p.comm !== undefined) out.comm = p.comm;
-    if (p.exe !== undefined) out.exe = p.exe;
+  private fromKernel(clients: { c: QueryClient; family: Family }[]): (QueryProcess | undefined)[] {
+    const probes = this.probes;
+    if (!probes) return clients.map(() => undefined);
+    const udp = clients.map((x, i) => (x.c.transport === 'udp' ? i : -1)).filter((i) => i >= 0);
+    const found = probes.reader.senders(udp.map((i) => ({ netns: probes.netns, family: (clients[i] as { family: Family }).family, proto: 17, sport: (clients[i] as { c: QueryClient }).c.port })));
+    const out: (QueryProcess | undefined)[] = clients.map(() => undefined);
+    const named = new Map<string, ReturnType<typeof senderProcess>>();
+    udp.forEach((i, j) => {
+      const s = found[j];
+      const c = (clients[i] as { c: QueryClient }).c;
+      if (!s || (c.uid !== undefined && s.skUid !== c.uid)) return;
+      const key = `${s.tgid}/${s.start}`;
+      let p = named.get(key);
+      if (!p) named.set(key, (p = senderProcess(s, probes.reader, this.procs)));
+      const q: QueryProcess = { pid: p.pid, uid: s.uid };
+      if (p.comm !== undefined) q.comm = p.comm;
+      if (p.exe !== undefined) q.exe = p.exe;
+      out[i] = q;
+    });
     return out;
   }
 
@@ -99,34 +111,45 @@ export class QueryAttribution {
     return false;
   }
 
-  /** Identifies the senders of several queries with one socket-table dump per family and transport. */
+  /**
+   * Identifies the senders of several queries: first by the probes' records
+   * (cheap, not counted against the budget), then, for the rest, with one
+   * socket-table dump per family and transport and the /proc reads the
+   * budget allows.
+   */
   identify(clients: QueryClient[]): (QueryProcess | undefined)[] {
-    if (clients.length === 0 || !this.take(clients.length)) return clients.map(() => undefined);
+    if (clients.length === 0) return [];
     try {
-      this.diag ??= new SockDiag();
-      this.procs.maybeRefresh(100);
-      const now = Date.now();
-      const work = { links: LINKS_PER_BATCH };
-      return clients.map((c) => {
-        this.stats.lookups++;
-        const a = parseAddr(c.address.startsWith('::ffff:') ? c.address.slice(7) : c.address);
-        if (!a) return undefined;
-        const k = this.fromKernel(c, a.family);
-        if (k) {
-          this.stats.found++;
-          this.stats.kernel++;
-          return k;
-        }
-        const socks = this.table(a.family, c.transport === 'tcp' ? 6 : 17, now).get(c.port) ?? [];
-        const sock = senderSocket(socks, a.value, c.uid);
-        if (!sock) return undefined;
-        const owner = this.owner(sock, now, work);
-        if (!owner) return undefined;
-        this.stats.found++;
-        const out: QueryProcess = { pid: owner.pid, comm: owner.comm, uid: owner.uid };
-        if (owner.exe !== undefined) out.exe = owner.exe;
-        return out;
+      const parsed = clients.map((c) => ({ c, a: parseAddr(c.address.startsWith('::ffff:') ? c.address.slice(7) : c.address) }));
+      const known = parsed.filter((x): x is { c: QueryClient; a: NonNullable<typeof x.a> } => x.a !== undefined);
+      const kernel = this.fromKernel(known.map((x) => ({ c: x.c, family: x.a.family })));
+      const byClient = new Map<QueryClient, QueryProcess | undefined>();
+      known.forEach((x, i) => {
+        const k = kernel[i];
+        if (k) byClient.set(x.c, k);
       });
+      this.stats.lookups += clients.length;
+      this.stats.found += byClient.size;
+      this.stats.kernel += byClient.size;
+      const rest = known.filter((x) => !byClient.has(x.c));
+      if (rest.length > 0 && this.take(rest.length)) {
+        this.diag ??= new SockDiag();
+        this.procs.maybeRefresh(100);
+        const now = Date.now();
+        const work = { links: LINKS_PER_BATCH };
+        for (const { c, a } of rest) {
+          const socks = this.table(a.family, c.transport === 'tcp' ? 6 : 17, now).get(c.port) ?? [];
+          const sock = senderSocket(socks, a.value, c.uid);
+          if (!sock) continue;
+          const owner = this.owner(sock, now, work);
+          if (!owner) continue;
+          this.stats.found++;
+          const out: QueryProcess = { pid: owner.pid, comm: owner.comm, uid: owner.uid };
+          if (owner.exe !== undefined) out.exe = owner.exe;
+          byClient.set(c, out);
+        }
+      }
+      return clients.map((c) => byClient.get(c));
     } catch {
       this.stats.errors++;
       return clients.map(() => undefined);

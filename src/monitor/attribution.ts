@@ -9,7 +9,7 @@ import type { CgroupIndex } from './cgroup-index.js';
 import { containerOf } from '../system/containers.js';
 import type { ServiceNames } from './service-names.js';
 import { ProcessTable, type ProcInfo, type ProcessRef } from './process-table.js';
-import { senderProcess, type KernelSender, type ProbeReader } from './kernel-attribution.js';
+import { senderProcess, type FlowKey, type KernelSender, type ProbeReader } from './kernel-attribution.js';
 import { encodeExactRequest, findSocket, parseSockDiagMessage, SockDiag, type SockEntry } from './sock-diag.js';
 
 /** What the collector knows about a logged packet before attribution. */
@@ -116,6 +116,11 @@ export function baseEvent(f: FlowFacts): RecordedEvent {
   return e;
 }
 
+/** The probes' key for a record's flow: TCP by the whole flow, UDP by the socket's port. */
+function flowKey(netns: bigint, f: FlowFacts): FlowKey {
+  return { netns, family: f.family, proto: f.proto, sport: f.sport ?? 0, dport: f.dport, dst: f.dst };
+}
+
 export class Attributor {
   readonly stats: AttributionStats = { kernel: 0, socket: 0, cgroup: 0, user: 0, ambiguous: 0, none: 0, socketLookups: 0, socketHits: 0 };
   /** This batch's UDP sockets, by family and local port (a record's socket has its source port). */
@@ -127,6 +132,8 @@ export class Attributor {
   private namedMemo = new Map<ProcessRef, ProcessRef>();
   /** This batch's processes named by the probes, by tgid, start time and cgroup. */
   private kernelMemo = new Map<string, ProcessRef>();
+  /** This batch's probe records, looked up together (prefetch): null where the probes had none. */
+  private prefetched = new Map<FlowFacts, KernelSender | null>();
   private lastIdReread = 0;
   private lastCgroupReread = 0;
   private diag: SockDiag | null | undefined;
@@ -145,6 +152,39 @@ export class Attributor {
     this.refMemo.clear();
     this.namedMemo.clear();
     this.kernelMemo.clear();
+    this.prefetched.clear();
+  }
+
+  /**
+   * Looks up the probes' records of a batch's flows in one call (one system
+   * call each, no crossing into C per record); attribution then reads them
+   * from here. UDP records of one socket share one lookup.
+   */
+  prefetch(queue: readonly FlowFacts[], from = 0, to = queue.length): void {
+    const k = this.deps.kernel;
+    if (!k) return;
+    const keys: FlowKey[] = [];
+    const owners: FlowFacts[][] = [];
+    const udp = new Map<number, number>();
+    for (let i = from; i < to; i++) {
+      const f = queue[i] as FlowFacts;
+      if (f.sport === undefined || (f.proto !== 6 && f.proto !== 17)) continue;
+      if (f.proto === 17) {
+        const u = f.family * 65_536 + f.sport;
+        const at = udp.get(u);
+        if (at !== undefined) {
+          (owners[at] as FlowFacts[]).push(f);
+          continue;
+        }
+        udp.set(u, keys.length);
+      }
+      keys.push(flowKey(k.netns, f));
+      owners.push([f]);
+    }
+    const found = k.reader.senders(keys);
+    found.forEach((s, i) => {
+      for (const f of owners[i] as FlowFacts[]) this.prefetched.set(f, s ?? null);
+    });
   }
 
   private candidates(uid: number, time: number): ProcInfo[] {
@@ -335,15 +375,15 @@ export class Attributor {
     }
     const host = hostnameFor(f.family, f.dst);
     if (host) e.hostname = host;
-    const missesBefore = this.deps.kernel?.reader.stats.misses ?? 0;
-    let sent = this.kernelSender(f);
+    let found = this.kernelSender(f);
     // The UDP probe writes as the send returns, after the packet's record was queued: a record read
     // at once can come first. Not found (not: found for another socket), it waits once
     // (attributeOrWait only), then asks again.
-    if (!sent && this.deps.kernel && this.deps.kernel.reader.stats.misses > missesBefore && f.proto === 17 && Date.now() - f.time < 200) {
+    if (found === 'miss' && f.proto === 17 && Date.now() - f.time < 200) {
       yield { q: 'settle' };
-      sent = this.kernelSender(f);
+      found = this.kernelSender(f, true);
     }
+    const sent = typeof found === 'object' ? found : undefined;
     const reader = this.deps.kernel?.reader;
     if (sent && reader) {
       e.uid = sent.uid;
@@ -441,11 +481,12 @@ export class Attributor {
    * the socket's port. A record whose socket owner differs from the recorded
    * one's is another socket on a shared port (SO_REUSEADDR): not joined.
    */
-  private kernelSender(f: FlowFacts): { s: KernelSender; uid: number } | undefined {
+  private kernelSender(f: FlowFacts, fresh = false): { s: KernelSender; uid: number } | 'miss' | undefined {
     const k = this.deps.kernel;
     if (!k || f.sport === undefined || (f.proto !== 6 && f.proto !== 17)) return undefined;
-    const s = k.reader.sender({ netns: k.netns, family: f.family, proto: f.proto, sport: f.sport, dport: f.dport, dst: f.dst });
-    if (!s) return undefined;
+    const pre = fresh ? undefined : this.prefetched.get(f);
+    const s = pre !== undefined ? (pre ?? undefined) : k.reader.sender(flowKey(k.netns, f));
+    if (!s) return 'miss';
     if (f.uid !== undefined && s.skUid !== f.uid) {
       k.reader.stats.mismatched++;
       return undefined;

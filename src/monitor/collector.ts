@@ -155,6 +155,7 @@ export class Collector implements Component {
     if (!a) return;
     a.beginBatch();
     const end = Math.min(this.queue.length, this.head + this.chunk);
+    a.prefetch(this.queue, this.head, end);
     for (; this.head < end; this.head++) {
       const f = this.queue[this.head] as FlowFacts;
       let e: RecordedEvent | Promise<RecordedEvent>;

@@ -41,15 +41,20 @@ export interface FlowKey {
 
 export function encodeFlowKey(k: FlowKey): Buffer {
   const b = Buffer.alloc(FLOW_KEY_BYTES);
-  b.writeBigUInt64LE(BigInt.asUintN(64, k.netns), 0);
-  b.writeUInt8(k.family, 8);
-  b.writeUInt8(k.proto & 0xff, 9);
-  b.writeUInt16LE(k.sport & 0xffff, 10);
-  if (k.proto === 6) {
-    b.writeUInt16LE((k.dport ?? 0) & 0xffff, 12);
-    if (k.dst !== undefined) addrBytes(k.family, k.dst).copy(b, 16);
-  }
+  encodeFlowKeyInto(k, b, 0);
   return b;
+}
+
+/** Writes the key at `off` in `b` (whose FLOW_KEY_BYTES there must be zero). */
+export function encodeFlowKeyInto(k: FlowKey, b: Buffer, off: number): void {
+  b.writeBigUInt64LE(BigInt.asUintN(64, k.netns), off);
+  b.writeUInt8(k.family, off + 8);
+  b.writeUInt8(k.proto & 0xff, off + 9);
+  b.writeUInt16LE(k.sport & 0xffff, off + 10);
+  if (k.proto === 6) {
+    b.writeUInt16LE((k.dport ?? 0) & 0xffff, off + 12);
+    if (k.dst !== undefined) addrBytes(k.family, k.dst).copy(b, off + 16);
+  }
 }
 
 /** Who sent: captured by the probe at the connect or send. */
@@ -74,6 +79,8 @@ export interface KernelSender {
 }
 
 function bytesToBigint(b: Buffer): bigint {
+  if (b.length === 4) return BigInt(b.readUInt32BE(0));
+  if (b.length === 16) return (b.readBigUInt64BE(0) << 64n) | b.readBigUInt64BE(8);
   let v = 0n;
   for (const x of b) v = (v << 8n) | BigInt(x);
   return v;
@@ -178,18 +185,73 @@ export interface LookupStats {
 
 /** A map lookup: the value, or null when the key is absent (native bpfLookup; tests give a Map). */
 export type MapLookup = (fd: number, key: Buffer, valueSize: number) => Buffer | null;
+/** Many lookups at once: N status bytes (1 found, 0 absent, 2 error), then N values (native bpfLookupMany). */
+export type MapLookupMany = (fd: number, keys: Buffer, keySize: number, valueSize: number) => Buffer;
+
+/** bpfLookupMany's contract, by single lookups (for a lookup given without its batch form). */
+export function lookupManyBy(lookup: MapLookup): MapLookupMany {
+  return (fd, keys, keySize, valueSize) => {
+    const n = keys.length / keySize;
+    const out = Buffer.alloc(n + n * valueSize);
+    for (let i = 0; i < n; i++) {
+      try {
+        const v = lookup(fd, keys.subarray(i * keySize, (i + 1) * keySize), valueSize);
+        if (v) {
+          out[i] = 1;
+          v.copy(out, n + i * valueSize, 0, valueSize);
+        }
+      } catch {
+        out[i] = 2;
+      }
+    }
+    return out;
+  };
+}
 
 /** Lookups in the probes' maps: one bpf() syscall each, safe on any thread that has the fds. */
 export class ProbeReader {
   readonly stats: LookupStats = { lookups: 0, hits: 0, misses: 0, mismatched: 0, execHits: 0, execMisses: 0, errors: 0 };
   private readonly lookup: MapLookup;
+  private readonly lookupMany: MapLookupMany;
   private readonly tgidKey = Buffer.alloc(4);
 
   constructor(
     readonly maps: ProbeMaps,
     lookup?: MapLookup,
+    lookupMany?: MapLookupMany,
   ) {
     this.lookup = lookup ?? native().bpfLookup;
+    this.lookupMany = lookupMany ?? (lookup ? lookupManyBy(lookup) : native().bpfLookupMany);
+  }
+
+  /**
+   * The senders of many flows in one call (one system call each, one
+   * crossing into C for all): what a batch of records needs. Counted as
+   * lookups like sender(); undefined where absent or unreadable.
+   */
+  senders(keys: FlowKey[]): (KernelSender | undefined)[] {
+    if (keys.length === 0) return [];
+    const packed = Buffer.alloc(keys.length * FLOW_KEY_BYTES);
+    keys.forEach((k, i) => encodeFlowKeyInto(k, packed, i * FLOW_KEY_BYTES));
+    this.stats.lookups += keys.length;
+    let out: Buffer;
+    try {
+      out = this.lookupMany(this.maps.flows, packed, FLOW_KEY_BYTES, SENDER_BYTES);
+    } catch {
+      this.stats.errors += keys.length;
+      return keys.map(() => undefined);
+    }
+    const n = keys.length;
+    return keys.map((_, i) => {
+      const st = out[i];
+      if (st === 1) {
+        this.stats.hits++;
+        return decodeSender(out.subarray(n + i * SENDER_BYTES, n + (i + 1) * SENDER_BYTES));
+      }
+      if (st === 0) this.stats.misses++;
+      else this.stats.errors++;
+      return undefined;
+    });
   }
 
   /** The sender recorded for a flow, or undefined. */

@@ -38,6 +38,8 @@ export interface NativeBinding {
   udpGroupClose(group: unknown): void;
   /** One BPF_MAP_LOOKUP_ELEM on a map fd: the value (valueSize bytes), or null when the key is absent. */
   bpfLookup(fd: number, key: Buffer, valueSize: number): Buffer | null;
+  /** keys.length / keySize lookups in one call: N status bytes (1 found, 0 absent, 2 error), then N values. */
+  bpfLookupMany(fd: number, keys: Buffer, keySize: number, valueSize: number): Buffer;
   /** This thread's network namespace cookie (SO_NETNS_COOKIE, Linux 5.14). */
   netnsCookie(): bigint;
 }

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Attributor, type FlowFacts } from '../../src/monitor/attribution.js';
-import { decodeExec, decodeSender, encodeFlowKey, EXEC_BYTES, FLOW_KEY_BYTES, ProbeReader, SENDER_BYTES, startTicks, type MapLookup } from '../../src/monitor/kernel-attribution.js';
+import { decodeExec, decodeSender, encodeFlowKey, EXEC_BYTES, FLOW_KEY_BYTES, lookupManyBy, ProbeReader, SENDER_BYTES, startTicks, type MapLookup } from '../../src/monitor/kernel-attribution.js';
 import { ProcessTable } from '../../src/monitor/process-table.js';
 
 const NETNS = 0x1234_5678_9abcn;
@@ -275,6 +275,59 @@ describe('unit: the attributor joins records to the probes\' senders', () => {
     assert.equal(reader.stats.misses, 1);
     // An old record does not wait (its send is long done), nor does attribute().
     assert.ok(!(a.attributeOrWait(facts({ proto: 17, sport: 6001, uid: 0, time: Date.now() - 5000 })) instanceof Promise));
+  });
+
+  it('a batch is looked up in one call: every record of it, UDP records of one socket once, and attribution reads from there', () => {
+    const m = fakeMaps();
+    let calls = 0;
+    let keysAsked = 0;
+    const many = lookupManyBy(m.lookup);
+    const reader = new ProbeReader({ flows: FLOWS, execs: EXECS, stats: STATS, cpus: 1 }, m.lookup, (fd, keys, ks, vs) => {
+      calls++;
+      keysAsked += keys.length / ks;
+      return many(fd, keys, ks, vs);
+    });
+    const a = new Attributor({ procs: new ProcessTable({ procRoot: proc, exclude: [] }), kernel: { reader, netns: NETNS }, socketMayExist: () => false });
+    m.flows.set(keyBytes(4, 6, 40000, 443, [198, 18, 1, 10]).toString('hex'), senderBytes({ start: 1n, tgid: 790, uid: 0, skUid: 0, dport: 443, family: 4, proto: 6, daddr: [198, 18, 1, 10], comm: 'tcp' }));
+    m.flows.set(keyBytes(4, 17, 7000, 0, []).toString('hex'), senderBytes({ start: 1n, tgid: 791, uid: 0, skUid: 0, dport: 53, family: 4, proto: 17, daddr: [], comm: 'udp' }));
+    const batch = [facts(), facts({ proto: 17, sport: 7000, dport: 1 }), facts({ proto: 17, sport: 7000, dport: 2 }), facts({ proto: 17, sport: 7000, dport: 3 }), facts({ sport: 40009 }), { ...facts(), proto: 1, sport: undefined, dport: undefined }];
+    a.beginBatch();
+    a.prefetch(batch);
+    assert.equal(calls, 1);
+    assert.equal(keysAsked, 3, 'the TCP flow, the UDP socket once, the unknown TCP flow; not the ICMP record');
+    m.asked.length = 0;
+    const out = batch.map((f) => a.attribute(f));
+    assert.deepEqual(out.map((e) => e.process?.pid), [790, 791, 791, 791, undefined, undefined]);
+    assert.deepEqual(m.asked.filter((fd) => fd === FLOWS), [], 'no lookup per record after the batch\'s');
+    assert.equal(reader.stats.lookups, 3);
+    assert.equal(reader.stats.hits, 2);
+    assert.equal(reader.stats.misses, 1);
+    // The next batch forgets them: a record is looked up again.
+    a.beginBatch();
+    a.attribute(facts());
+    assert.deepEqual(m.asked.filter((fd) => fd === FLOWS), [FLOWS]);
+  });
+
+  it('the batch call\'s statuses: found, absent, and an error counted as such', () => {
+    const m = fakeMaps();
+    const reader = new ProbeReader({ flows: FLOWS, execs: EXECS, stats: STATS, cpus: 1 }, m.lookup, (_fd, keys, ks, vs) => {
+      const n = keys.length / ks;
+      const out = Buffer.alloc(n + n * vs);
+      out[0] = 1;
+      senderBytes({ start: 1n, tgid: 800, uid: 0, skUid: 0, dport: 1, family: 4, proto: 6, daddr: [198, 18, 1, 1], comm: 'a' }).copy(out, n);
+      out[1] = 0;
+      out[2] = 2;
+      return out;
+    });
+    const k = { netns: NETNS, family: 4 as const, proto: 6, sport: 1, dport: 1, dst: 1n };
+    const got = reader.senders([k, k, k]);
+    assert.deepEqual(got.map((s) => s?.tgid), [800, undefined, undefined]);
+    assert.deepEqual({ h: reader.stats.hits, m: reader.stats.misses, e: reader.stats.errors }, { h: 1, m: 1, e: 1 });
+    const failing = new ProbeReader({ flows: FLOWS, execs: EXECS, stats: STATS, cpus: 1 }, m.lookup, () => {
+      throw new Error('EBADF');
+    });
+    assert.deepEqual(failing.senders([k, k]), [undefined, undefined]);
+    assert.equal(failing.stats.errors, 2);
   });
 
   it('ICMP and records without ports are not looked up', () => {
