@@ -19,6 +19,9 @@
  *   - no firewall (the baseline every ratio is against, from the same round);
  *   - a minimal stateful nftables ruleset (ct established,related + one accept);
  *   - Sluice, one rule allowing 10 / 10,000 / 100,000 addresses on 443/tcp;
+ *   - Sluice at 100,000 with the attribution probes attached for its samples
+ *     (loaded before each sample and detached after it: they hook every
+ *     socket on the machine, so they must not be attached during the others);
  *   - the same allow-list as linear iptables rules (iptables-nft, loaded with
  *     iptables-restore, ufw-style), with the server's address LAST.
  *
@@ -32,6 +35,7 @@ import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { formatAddr } from '../src/net/ip.js';
+import { loadProbes, unloadProbes } from '../src/monitor/kernel-attribution.js';
 import { provenance } from './lib/provenance.js';
 import { HOSTS, ROOT, World } from '../test/world/world.js';
 import { check, fmtInt, fmtRatio, installExitHandlers, median, numOption, run, stat, type Stat } from './lib/stats.js';
@@ -46,7 +50,7 @@ const NET_SIZE = 1 << 17;
 /** connload counts connects per slice of this many ms; a sample's rate is its median slice. */
 const SLICE_MS = 50;
 /** Order of the configurations within a round: the pairs compared most closely are neighbours. */
-const RUN_ORDER = ['none', 'minimal', 'sluice-100k', 'sluice-10k', 'sluice-10', 'iptables-10', 'iptables-10k', 'iptables-100k'];
+const RUN_ORDER = ['none', 'minimal', 'sluice-100k', 'sluice-100k-probes', 'sluice-10k', 'sluice-10', 'iptables-10', 'iptables-10k', 'iptables-100k'];
 
 // ---------------------------------------------------------------- options
 
@@ -129,6 +133,8 @@ interface Config {
   kind: Kind;
   size: number;
   description: string;
+  /** Sluice only: the attribution probes are attached while this configuration's samples run. */
+  probes?: boolean;
   world?: World;
   /** Files this configuration loads (the policy or the iptables-restore input). */
   file?: string;
@@ -254,6 +260,14 @@ async function main(): Promise<void> {
       size: n,
       description: `sluice apply, mode enforce, one rule: to: ${n} addresses in 198.18.0.0/15 (server included), ports [${PORT}/tcp]`,
     })),
+    {
+      id: 'sluice-100k-probes',
+      label: 'sluice 100,000 + probes',
+      kind: 'sluice' as const,
+      size: 100_000,
+      probes: true,
+      description: 'as sluice 100,000, with the attribution probes (native/bpf/attribution.bpf.c) attached during its samples',
+    },
     ...[10, 10_000, 100_000].map((n) => ({
       id: `iptables-${sizeLabel(n)}`,
       label: `iptables ${fmtInt(n)} rules`,
@@ -319,8 +333,16 @@ async function main(): Promise<void> {
       const w = c.world as World;
       const sliceMs = Math.min(SLICE_MS, seconds * 1000);
       const argv = [tools.connload, SERVER, String(PORT), String(seconds), String(sliceMs)];
-      const r = check(await w.exec(argv, { timeoutMs: (seconds + 60) * 1000 }), `connload in ${c.label}`);
-      return JSON.parse(r.stdout) as LoadSample;
+      if (c.probes) {
+        const st = loadProbes();
+        if (!st.loaded) throw new Error(`${c.label}: the attribution probes did not load: ${st.reason}`);
+      }
+      try {
+        const r = check(await w.exec(argv, { timeoutMs: (seconds + 60) * 1000 }), `connload in ${c.label}`);
+        return JSON.parse(r.stdout) as LoadSample;
+      } finally {
+        if (c.probes) unloadProbes();
+      }
     };
 
     if (opts.warmup > 0) {
@@ -354,7 +376,7 @@ async function main(): Promise<void> {
     try {
       for (const c of active) {
         const w = c.world as World;
-        if (c.kind === 'sluice') {
+        if (c.kind === 'sluice' && !c.probes) {
           for (let i = 0; i < opts.applyReps; i++) c.replace.push(await sluiceApply(w, c.file as string));
           for (let i = 1; i < opts.applyReps; i++) {
             check(await w.sluice(['off']), 'sluice off');
@@ -376,7 +398,7 @@ async function main(): Promise<void> {
       // What a Sluice command costs before it does anything: process start, and parsing the policy.
       const sw = configs.find((c) => c.kind === 'sluice')?.world as World;
       for (let i = 0; i < opts.applyReps; i++) versionWall.push((await timed(async () => check(await sw.sluice(['--version']), 'sluice --version'))).ms);
-      for (const c of active.filter((x) => x.kind === 'sluice')) {
+      for (const c of active.filter((x) => x.kind === 'sluice' && !x.probes)) {
         const xs: number[] = [];
         for (let i = 0; i < opts.applyReps; i++) xs.push((await timed(async () => check(await (c.world as World).sluice(['check', c.file as string]), 'sluice check'))).ms);
         checkWall.set(c.id, xs);
@@ -448,7 +470,7 @@ async function main(): Promise<void> {
     say();
 
     const loadTimes = configs
-      .filter((c) => c.kind === 'sluice' || c.kind === 'iptables')
+      .filter((c) => (c.kind === 'sluice' && !c.probes) || c.kind === 'iptables')
       .map((c) => {
         const fresh = [...(c.setup ? [c.setup] : []), ...c.fresh];
         return {
@@ -496,6 +518,14 @@ async function main(): Promise<void> {
       `  Sluice 100k rate / minimal stateful rate: ${fmtRatio(vsMinimal.rate)}  (target >= 0.97: ${met(vsMinimal.rate.median >= 0.97)}${vsMinimal.rate.ciLow < 0.97 && vsMinimal.rate.ciHigh >= 0.97 ? ', but 0.97 is inside the interval' : ''})`,
     );
     say(`    p50 latency / minimal: ${fmtRatio(vsMinimal.p50)}, p99 / minimal: ${fmtRatio(vsMinimal.p99)}, CPU per connect / minimal: ${fmtRatio(vsMinimal.cpuPerConnect)}`);
+    const probed = configs.find((c) => c.id === 'sluice-100k-probes') as Config;
+    const probedVsMinimal = probed.samples.length ? stat(ratios(probed, minimal, sliceRate)) : null;
+    const probedVsPlain = probed.samples.length ? stat(ratios(probed, s100, sliceRate)) : null;
+    if (probedVsMinimal && probedVsPlain) {
+      say(
+        `  Sluice 100k with the attribution probes attached / minimal stateful rate: ${fmtRatio(probedVsMinimal)}  (target >= 0.97: ${met(probedVsMinimal.median >= 0.97)}); / Sluice 100k without them: ${fmtRatio(probedVsPlain)}`,
+      );
+    }
     say(
       `  Sluice 100k apply: transaction ${fmtMs(tx100)} (${tx100 < 1000 ? 'under' : 'NOT under'} 1 s), whole command wall ${fmtMs(wall100)} (${wall100 < 1000 ? 'under' : 'NOT under'} 1 s)`,
     );
@@ -520,6 +550,8 @@ async function main(): Promise<void> {
       },
       configurations: summary,
       sluice100kVsMinimal: vsMinimal,
+      sluice100kProbesVsMinimal: probed.samples.length ? stat(ratios(probed, minimal, sliceRate)) : null,
+      sluice100kProbesVsPlain: probed.samples.length ? stat(ratios(probed, s100, sliceRate)) : null,
       loadTimes,
       sluiceVersionWallMs: versionWall.length ? stat(versionWall) : null,
       loadTimingError: timingError,

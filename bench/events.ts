@@ -173,11 +173,20 @@ async function main(): Promise<void> {
         env: w.env(probes === 'off' ? { SLUICE_EBPF: 'off' } : {}),
         readyText: 'sluice daemon: running',
       });
-      daemon.stderr?.resume();
+      let log = '';
+      daemon.stderr?.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-4000)));
       const pid = Number(readFileSync(join(w.stateDir, 'daemon.pid'), 'utf8'));
       await sleep(500);
-      const loaded = metric(await metrics(w), 'sluice_attribution_probes_loaded') === 1;
-      if ((probes === 'on') !== loaded) throw new Error(`attribution probes ${loaded ? 'loaded' : 'not loaded'} where they should ${probes === 'on' ? '' : 'not '}be (see the daemon's log)`);
+      // Loading the probes takes a moment (more on a busy machine): wait for them where they should load.
+      let loaded = metric(await metrics(w), 'sluice_attribution_probes_loaded') === 1;
+      for (let i = 0; probes === 'on' && !loaded && i < 100; i++) {
+        await sleep(100);
+        loaded = metric(await metrics(w), 'sluice_attribution_probes_loaded') === 1;
+      }
+      if ((probes === 'on') !== loaded) {
+        const why = log.split('\n').filter((l) => l.includes('kernel attribution')).join('\n');
+        throw new Error(`attribution probes ${loaded ? 'loaded' : 'not loaded'} where they should ${probes === 'on' ? '' : 'not '}be: ${why || log}`);
+      }
       console.log(`\nbench:events  attribution probes ${probes.toUpperCase()}  ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${SECONDS}s per phase, sender uid ${NOBODY}, daemon pid ${pid}`);
       console.log('reference: the kernel counter of the rule (exact); ratios are of it\n');
       console.log('phase          offered/s  sent/s   kernel   stored  stored/kernel  unaccounted  supp+lost+drop  stored ev/s  attributed  collector CPU  RSS (peak)');

@@ -119,7 +119,7 @@ export async function main(argv: string[]): Promise<number> {
         code = await top(ctx, opt('interval', int('interval')));
         break;
       case 'stats':
-        code = stats(ctx, { ...opt('since', str('since')), ...opt('limit', int('limit')) });
+        code = await stats(ctx, { ...opt('since', str('since')), ...opt('limit', int('limit')) });
         break;
       case '_rollback':
         code = await rollbackTimer(ctx, args[0] ?? '');

@@ -7,7 +7,7 @@ import type { Policy } from '../policy/policy.js';
 import { userName } from '../system/users.js';
 import { Attributor, baseEvent, type FlowFacts } from './attribution.js';
 import { CgroupIndex } from './cgroup-index.js';
-import { loadProbes, ownNetns, ProbeReader } from './kernel-attribution.js';
+import { CaptureRate, loadProbes, ownNetns, ProbeReader } from './kernel-attribution.js';
 import { LinkNames } from './links.js';
 import { ServiceNames } from './service-names.js';
 import { ProcessTable } from './process-table.js';
@@ -64,6 +64,9 @@ export class Collector implements Component {
   private refreshTimer: NodeJS.Timeout | undefined;
   private policy: Policy | undefined;
   private probes: ProbeReader | undefined;
+  private probeCapacity = { flows: 0, execs: 0 };
+  private captureRate = new CaptureRate();
+  private pressureTimer: NodeJS.Timeout | undefined;
   /** Why the probes are not in use (said once, at start). */
   private probesUnavailable: string | undefined;
   private readonly queueMax: number;
@@ -92,6 +95,10 @@ export class Collector implements Component {
     const probes = loadProbes();
     if (probes.loaded) {
       this.probes = new ProbeReader(probes.maps);
+      this.probeCapacity = { flows: probes.flowsMax, execs: probes.execsMax };
+      this.sampleCaptures();
+      this.pressureTimer = setInterval(() => this.sampleCaptures(), 5_000);
+      this.pressureTimer.unref();
       rt.log('info', 'kernel attribution: probes attached', { programs: probes.programs, flowsMax: probes.flowsMax, execsMax: probes.execsMax });
     } else {
       this.probesUnavailable = probes.reason;
@@ -242,14 +249,52 @@ export class Collector implements Component {
     });
   }
 
+  /** Reads the probes' capture counter into the rate (every 5 s, and at each scrape); their counters then. */
+  private sampleCaptures(): ReturnType<ProbeReader['probeStats']> | undefined {
+    if (!this.probes) return undefined;
+    const p = this.probes.probeStats();
+    this.captureRate.add(Date.now(), p.captured);
+    return p;
+  }
+
+  /** The flow map's size and how long a record lasts in it at the current rate. */
+  private pressure(): { flowsMax: number; execsMax: number; capturedPerSecond: number | null; flowTurnoverSeconds: number | null } {
+    return {
+      flowsMax: this.probeCapacity.flows,
+      execsMax: this.probeCapacity.execs,
+      capturedPerSecond: this.captureRate.perSecond() ?? null,
+      flowTurnoverSeconds: this.captureRate.turnoverSeconds(this.probeCapacity.flows),
+    };
+  }
+
   /** The probes' counters and this collector's lookups in their maps. */
   private probeMetrics(): { name: string; help: string; type: 'counter' | 'gauge'; samples: { labels: Record<string, string>; value: number }[] }[] {
     const up = { name: 'sluice_attribution_probes_loaded', help: 'Whether the kernel attribution probes are attached (1) or the socket table is used (0)', type: 'gauge' as const, samples: [{ labels: {}, value: this.probes ? 1 : 0 }] };
     if (!this.probes) return [up];
-    const p = this.probes.probeStats();
+    const p = this.sampleCaptures() ?? this.probes.probeStats();
     const l = this.probes.stats;
+    const pr = this.pressure();
     return [
       up,
+      {
+        name: 'sluice_attribution_map_entries_max',
+        help: 'Capacity of the probes\' LRU maps (flows: senders by flow or socket; execs: executables and command lines by process)',
+        type: 'gauge',
+        samples: [
+          { labels: { map: 'flows' }, value: pr.flowsMax },
+          { labels: { map: 'execs' }, value: pr.execsMax },
+        ],
+      },
+      ...(pr.flowTurnoverSeconds !== null
+        ? [
+            {
+              name: 'sluice_attribution_flow_map_turnover_seconds',
+              help: 'How long a sender record lasts in the flow map before newer ones evict it, at the last minute\'s capture rate (capacity / captures per second); evictions cost attribution only when this nears the collector\'s lag',
+              type: 'gauge' as const,
+              samples: [{ labels: {}, value: pr.flowTurnoverSeconds }],
+            },
+          ]
+        : []),
       {
         name: 'sluice_attribution_probe_events_total',
         help: 'What the probes did: senders captured, sends skipped as unchanged, execs recorded, command lines unreadable, sockets without a namespace',
@@ -290,7 +335,7 @@ export class Collector implements Component {
       published: this.own.published,
       counters: this.counters(),
       attribution: this.attributor?.stats,
-      probes: this.probes ? { loaded: true, lookups: this.probes.stats, kernel: this.probes.probeStats() } : { loaded: false, reason: this.probesUnavailable },
+      probes: this.probes ? { loaded: true, lookups: this.probes.stats, kernel: this.sampleCaptures(), ...this.pressure() } : { loaded: false, reason: this.probesUnavailable },
       units: this.services?.stats,
       cgroupIndexWalks: this.cgroups?.walks,
       processes: this.procs?.stats,
@@ -299,6 +344,7 @@ export class Collector implements Component {
 
   async stop(): Promise<void> {
     clearInterval(this.refreshTimer);
+    clearInterval(this.pressureTimer);
     this.listener?.close();
     this.listener = undefined;
     // Whatever is still queued is published now, so the store (stopped after us) writes it.

@@ -308,6 +308,43 @@ export class ProbeReader {
   }
 }
 
+/**
+ * How fast the probes write new sender records, and so how long a record
+ * lasts in the LRU flow map before newer ones push it out: capacity divided
+ * by the capture rate over the last minute. The collector reads a record
+ * within milliseconds of its packet; an eviction costs a record its sender
+ * only when this falls towards the collector's lag (sluice_event_queue_length).
+ * Updates of an existing entry count as captures too, so this errs short.
+ */
+export class CaptureRate {
+  private samples: { t: number; n: number }[] = [];
+
+  constructor(private readonly windowMs = 60_000) {}
+
+  /** The probes' `captured` counter read at time t (ms). */
+  add(t: number, n: number): void {
+    const last = this.samples.at(-1);
+    if (last && t <= last.t) return;
+    this.samples.push({ t, n });
+    // Keep the newest sample at or before the window's start, so a rate always spans the window once it can.
+    while (this.samples.length > 2 && (this.samples[1] as { t: number }).t <= t - this.windowMs) this.samples.shift();
+  }
+
+  /** Captures per second over the window; undefined until two readings. */
+  perSecond(): number | undefined {
+    const first = this.samples[0];
+    const last = this.samples.at(-1);
+    if (!first || !last || last.t === first.t) return undefined;
+    return Math.max(0, last.n - first.n) / ((last.t - first.t) / 1000);
+  }
+
+  /** Seconds the map of `capacity` entries takes to turn over at that rate; null when nothing is captured (no pressure) or not known yet. */
+  turnoverSeconds(capacity: number): number | null {
+    const r = this.perSecond();
+    return r === undefined || r === 0 ? null : capacity / r;
+  }
+}
+
 /** The cookie of the network namespace this process is in (the key's netns for its sockets). */
 export function ownNetns(): bigint {
   return native().netnsCookie();

@@ -98,6 +98,23 @@ describe('integration: one-shot senders named by the attribution probes', () => 
     assert.equal(st.probes.loaded, true, `probes not loaded: ${st.probes.reason}`);
   });
 
+  it('sluice stats reports attribution by method, the probes\' lookups and their maps\' capacity and turnover', async () => {
+    const a = await attempter(w, ['udp', HOSTS.other4, '21700', '31700']);
+    await a.go();
+    await waitFor('the sender\'s event', async () => (await logEvents(w)).find((x) => x.sport === 31700));
+    await finish(a);
+    type Health = { attribution: { methods: { kernel: number }; probes: { loaded: boolean; lookups: { hits: number }; flowsMax: number; execsMax: number } } };
+    const j = await w.sluiceJson<Health>(['stats']);
+    assert.equal(j.json.attribution.probes.loaded, true);
+    assert.equal(j.json.attribution.probes.flowsMax, 65_536);
+    assert.equal(j.json.attribution.probes.execsMax, 16_384);
+    assert.ok(j.json.attribution.methods.kernel >= 1);
+    assert.ok(j.json.attribution.probes.lookups.hits >= 1);
+    const text = (await w.sluice(['stats'])).stdout;
+    assert.match(text, /Attribution \(this daemon run\):\n {2}by the probes \d+/);
+    assert.match(text, /flow map 65536 entries, exec map 16384; /);
+  });
+
   it('200 one-shot senders (UDP and TCP, IPv4 and IPv6, root and uid 65534): one event each, with pid, executable, command line, uid and cgroup', async () => {
     const kinds = ['udp4', 'tcp4', 'udp6', 'tcp6'];
     const attempts: Attempt[] = [];

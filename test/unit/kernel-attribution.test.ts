@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Attributor, type FlowFacts } from '../../src/monitor/attribution.js';
-import { decodeExec, decodeSender, encodeFlowKey, EXEC_BYTES, FLOW_KEY_BYTES, lookupManyBy, ProbeReader, SENDER_BYTES, startTicks, type MapLookup } from '../../src/monitor/kernel-attribution.js';
+import { decodeExec, decodeSender, encodeFlowKey, EXEC_BYTES, FLOW_KEY_BYTES, CaptureRate, lookupManyBy, ProbeReader, SENDER_BYTES, startTicks, type MapLookup } from '../../src/monitor/kernel-attribution.js';
 import { ProcessTable } from '../../src/monitor/process-table.js';
 
 const NETNS = 0x1234_5678_9abcn;
@@ -334,5 +334,25 @@ describe('unit: the attributor joins records to the probes\' senders', () => {
     const { a, m } = setup();
     a.attribute({ time: Date.now(), verdict: 'blocked', rule: '#default', family: 4, proto: 1, src: 1n, dst: 2n, uid: 0 });
     assert.deepEqual(m.asked, []);
+  });
+});
+
+describe('unit: the flow map\'s turnover', () => {
+  it('capture rate over the last minute, and how long a record lasts at that rate', () => {
+    const r = new CaptureRate(60_000);
+    assert.equal(r.perSecond(), undefined);
+    assert.equal(r.turnoverSeconds(65_536), null, 'not known yet');
+    r.add(0, 1000);
+    r.add(10_000, 1000);
+    assert.equal(r.perSecond(), 0);
+    assert.equal(r.turnoverSeconds(65_536), null, 'nothing captured: no pressure');
+    r.add(20_000, 21_000);
+    assert.equal(r.perSecond(), 1000, '20,000 captures in 20 s');
+    assert.equal(r.turnoverSeconds(65_536), 65.536);
+    // Older readings leave the window: the rate is the last minute's, not the run's.
+    for (let t = 30_000; t <= 200_000; t += 10_000) r.add(t, 21_000 + (t - 20_000) * 10);
+    assert.equal(r.perSecond(), 10_000);
+    r.add(150_000, 0);
+    assert.equal(r.perSecond(), 10_000, 'a reading out of order is ignored');
   });
 });

@@ -3,6 +3,7 @@ import { TABLE_NAME } from '../../compile/ruleset.js';
 import { lostRecords, type EventStats, type PipelineCounters } from '../../events/event-store.js';
 import { eventStorePath } from '../../events/store-component.js';
 import { parseSince } from '../../events/time-window.js';
+import { controlCall } from '../../runtime/control-server.js';
 import { EXIT, type Context } from '../context.js';
 import { openStoreForReading } from './log.js';
 
@@ -23,7 +24,33 @@ function kernelCounters(ctx: Context): Record<string, { packets: number; bytes: 
  * the pipeline's health (records lost in the kernel or dropped in Sluice),
  * so what the log does not show is still accounted for.
  */
-export function stats(ctx: Context, args: { since?: string; limit?: number }): number {
+/** What the running daemon's collector says about attribution, or null when no daemon answers. */
+interface AttributionHealth {
+  methods: Record<string, number>;
+  probes: {
+    loaded: boolean;
+    reason?: string;
+    lookups?: { hits: number; misses: number; mismatched: number; errors: number };
+    flowsMax?: number;
+    execsMax?: number;
+    capturedPerSecond?: number | null;
+    flowTurnoverSeconds?: number | null;
+  };
+}
+
+async function attributionHealth(ctx: Context): Promise<AttributionHealth | null> {
+  try {
+    const st = (await controlCall(ctx.state.controlSocket, 'collector.status', {}, 2_000)) as { attribution?: Record<string, number>; probes?: AttributionHealth['probes'] };
+    if (!st || typeof st !== 'object' || !st.probes) return null;
+    return { methods: st.attribution ?? {}, probes: st.probes };
+  } catch {
+    return null;
+  }
+}
+
+const num = (x: unknown): number => (typeof x === 'number' && Number.isFinite(x) ? x : 0);
+
+export async function stats(ctx: Context, args: { since?: string; limit?: number }): Promise<number> {
   const since = parseSince(args.since ?? '24h');
   const top = args.limit ?? 10;
   const store = openStoreForReading(ctx.state.dir);
@@ -36,7 +63,8 @@ export function stats(ctx: Context, args: { since?: string; limit?: number }): n
     store?.close();
   }
   const kernel = kernelCounters(ctx);
-  ctx.result({ since: new Date(since).toISOString(), store: eventStorePath(ctx.state.dir), events: st, pipeline: counters, kernel });
+  const attribution = await attributionHealth(ctx);
+  ctx.result({ since: new Date(since).toISOString(), store: eventStorePath(ctx.state.dir), events: st, pipeline: counters, kernel, attribution });
   if (ctx.json) return EXIT.ok;
 
   ctx.say(`Events since ${new Date(since).toISOString()}${store ? '' : ' (no event store yet)'}`);
@@ -68,6 +96,22 @@ export function stats(ctx: Context, args: { since?: string; limit?: number }): n
       ctx.say(`  not recorded by the kernel's log budget: ${held('block', 'shared') + held('block', 'user')} blocked (${held('block', 'user')} over the sending user's share), ${held('allow', 'shared') + held('allow', 'user')} allowed (${held('allow', 'user')} over the user's share)`);
     }
     ctx.say(lost === 0 ? '  nothing lost after the kernel rate limit' : `  ${lost} records lost or dropped after the kernel rate limit`);
+  }
+  if (attribution) {
+    const m = attribution.methods;
+    const p = attribution.probes;
+    ctx.say('');
+    ctx.say('Attribution (this daemon run):');
+    ctx.say(`  by the probes ${num(m.kernel)}, socket ${num(m.socket)}, cgroup ${num(m.cgroup)}, user ${num(m.user)}; ambiguous ${num(m.ambiguous)}, none ${num(m.none)}`);
+    if (!p.loaded) ctx.say(`  probes not in use: ${p.reason ?? 'unknown'}`);
+    else {
+      const l = p.lookups;
+      ctx.say(`  probe lookups: ${num(l?.hits)} found, ${num(l?.misses)} missed, ${num(l?.mismatched)} another socket's, ${num(l?.errors)} errors`);
+      const turnover = p.flowTurnoverSeconds;
+      ctx.say(
+        `  flow map ${num(p.flowsMax)} entries, exec map ${num(p.execsMax)}; ${typeof p.capturedPerSecond === 'number' ? `${p.capturedPerSecond.toFixed(1)} records/s, so a record lasts ${typeof turnover === 'number' ? `about ${turnover >= 100 ? Math.round(turnover) : turnover.toFixed(1)} s` : 'indefinitely'} before eviction` : 'capture rate not measured yet'}`,
+      );
+    }
   }
   return EXIT.ok;
 }
