@@ -109,6 +109,78 @@ describe('unit: findTampering tells what changed', () => {
     assert.deepEqual(findTampering(ruleset, liveOf(foreign), { elements: true, learned: null, now }), []);
   });
 
+  it('the words: counts in the singular and plural, lists cut at 8, ranges, non-address elements, expiry at the slack\'s edge', () => {
+    const set = dnsSet(ruleset).name;
+    const many = (k: number, from: number) => Array.from({ length: k }, (_, i) => addr(from + i, 60_000, 59_000));
+    const ip = (a: number) => `198.18.${(a >> 8) & 255}.${a & 255}`;
+    const two = clone(ruleset);
+    dnsSet(two).elements = many(2, FOREIGN);
+    assert.deepEqual(findTampering(ruleset, liveOf(two), { elements: true, learned: [], now }), [`set ${set} holds 2 elements the DNS guard did not open (or not for that long): ${ip(FOREIGN)}, ${ip(FOREIGN + 1)}`]);
+    const nine = clone(ruleset);
+    dnsSet(nine).elements = many(9, FOREIGN);
+    assert.deepEqual(findTampering(ruleset, liveOf(nine), { elements: true, learned: [], now }), [
+      `set ${set} holds 9 elements the DNS guard did not open (or not for that long): ${Array.from({ length: 8 }, (_, i) => ip(FOREIGN + i)).join(', ')}, ...`,
+    ]);
+    const eight = clone(ruleset);
+    dnsSet(eight).elements = many(8, FOREIGN);
+    assert.ok(!(findTampering(ruleset, liveOf(eight), { elements: true, learned: [], now })[0] ?? '').endsWith('...'), 'eight listed in full');
+    const ranged = clone(ruleset);
+    dnsSet(ranged).elements = [{ t: 'addr', family: 4, start: BigInt(IP1), end: BigInt(IP2), timeoutMs: 60_000, expiresMs: 59_000 }];
+    assert.deepEqual(findTampering(ruleset, liveOf(ranged), { elements: true, learned: learned(set), now }), [
+      `set ${set} holds 1 element the DNS guard did not open (or not for that long): ${ip(IP1)}-${ip(IP2)}`,
+    ], 'a range is never the guard\'s, even one starting at an address it opened (which then also counts as present)');
+    const odd = clone(ruleset);
+    dnsSet(odd).elements = [{ t: 'range', from: 1, to: 2 } as unknown as SetElem];
+    assert.deepEqual(findTampering(ruleset, liveOf(odd), { elements: true, learned: [], now }), [`set ${set} holds 1 element the DNS guard did not open (or not for that long): a non-address element`]);
+    // Expiry: up to 5 s past what the guard opened is the kernel's commit delay; beyond is someone's extension.
+    const at = (expiresMs: number) => {
+      const live = clone(ruleset);
+      dnsSet(live).elements = [addr(IP1, 60_000, expiresMs)];
+      return findTampering(ruleset, liveOf(live), { elements: true, learned: learned(set), now }).length;
+    };
+    assert.equal(at(65_000), 0);
+    assert.equal(at(65_001), 1);
+    const noExpiry = clone(ruleset);
+    dnsSet(noExpiry).elements = [addr(IP1, 64_000)];
+    assert.equal(findTampering(ruleset, liveOf(noExpiry), { elements: true, learned: learned(set), now }).length, 0, 'without the time left, its timeout counts');
+    // Lost: singular and plural, cut at 8, and the margin (expiring within 2 s is not missed).
+    const empty = clone(ruleset);
+    dnsSet(empty).elements = [];
+    const opened = (k: number, expiresIn = 60_000): LearnedEntry[] => Array.from({ length: k }, (_, i) => ({ set, family: 4, addr: BigInt(IP1 + i), expiresAt: now + expiresIn }));
+    assert.deepEqual(findTampering(ruleset, liveOf(empty), { elements: true, learned: opened(2), now }), [`set ${set} lost 2 addresses the DNS guard opened: ${ip(IP1)}, ${ip(IP1 + 1)}`]);
+    assert.deepEqual(findTampering(ruleset, liveOf(empty), { elements: true, learned: opened(9), now }), [
+      `set ${set} lost 9 addresses the DNS guard opened: ${Array.from({ length: 8 }, (_, i) => ip(IP1 + i)).join(', ')}, ...`,
+    ]);
+    assert.equal(findTampering(ruleset, liveOf(empty), { elements: true, learned: opened(1, 2_001), now }).length, 1);
+    assert.equal(findTampering(ruleset, liveOf(empty), { elements: true, learned: opened(1, 2_000), now }).length, 0);
+    // Entries of other sets are not this set's.
+    assert.deepEqual(findTampering(ruleset, liveOf(empty), { elements: true, learned: [{ set: 'r_other_d4', family: 4, addr: BigInt(IP1), expiresAt: now + 60_000 }], now }), []);
+  });
+
+  it('the words for the table\'s shape: what was added and removed, the rest counted, anomalies first', () => {
+    const noRules = clone(ruleset);
+    let removed = 0;
+    for (const c of noRules.chains) {
+      removed += c.rules.length;
+      c.rules = [];
+    }
+    assert.ok(removed > 12, `enough rules to pass the cut (${removed})`);
+    const f = findTampering(ruleset, liveOf(noRules), { elements: false, learned: null, now });
+    assert.equal(f.length, 13);
+    assert.ok(f.slice(0, 12).every((l) => l.startsWith('removed: ') && !l.startsWith('removed: -')), f.join('\n'));
+    assert.match(f[12] ?? '', /^and \d+ more changed lines$/);
+    assert.equal(Number(/and (\d+)/.exec(f[12] ?? '')?.[1]) + 12, removed);
+    const added = clone(ruleset);
+    const chain = added.chains.find((c) => c.rules.length > 0);
+    assert.ok(chain);
+    chain.rules.push(structuredClone(chain.rules[0] as (typeof chain.rules)[number]));
+    const fa = findTampering(ruleset, liveOf(added), { elements: false, learned: null, now });
+    assert.equal(fa.length, 1, fa.join('\n'));
+    assert.match(fa[0] ?? '', /^added: \S/);
+    const anomalous = { ruleset: clone(ruleset), anomalies: ['a rule with an expression Sluice does not write'] };
+    assert.deepEqual(findTampering(ruleset, anomalous, { elements: false, learned: null, now }), ['not written by Sluice: a rule with an expression Sluice does not write']);
+  });
+
   it('restoreRuleset: the applied ruleset, DNS-filled sets holding what the guard opened for what is left of it', () => {
     const set = dnsSet(ruleset).name;
     const entries: LearnedEntry[] = [
@@ -150,6 +222,7 @@ describe('unit: the tamper watchdog component', () => {
       nf,
       state,
       watch,
+      rt,
       alerts,
       ruleset: compiled.ruleset,
       start: () => watch.start(rt),
@@ -184,6 +257,60 @@ describe('unit: the tamper watchdog component', () => {
     assert.equal(t.state.lastJournal()?.event, 'tamper-restore');
     assert.deepEqual(t.state.lastJournal()?.changes, ['the table was deleted']);
     assert.equal(t.watch.stats.restored, 1);
+    await t.stop();
+  });
+
+  it('what it says: the alert\'s message, severity and detail, the journal, status and the four counters in /metrics', async () => {
+    const t = setup('restore');
+    await t.start();
+    await t.settle();
+    const metric = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(t.rt.metrics.render())?.[1]);
+    assert.deepEqual(['detected', 'restored', 'restore_failures', 'notifications_lost'].map((k) => metric(`sluice_tamper_${k}_total`)), [0, 0, 0, 0]);
+    assert.match(t.rt.metrics.render(), /# HELP sluice_tamper_detected_total Changes to Sluice's table made by another process and found by the tamper watchdog/);
+    assert.deepEqual(t.watch.status(), { ...t.watch.stats, watching: true, last: null });
+    t.nf.remove('sluice');
+    t.emit({ pid: 4242, comm: 'nft', changes: ['deleted table'] });
+    t.emit({ pid: 4242, comm: 'nft', changes: ['deleted table'] });
+    t.emit({ pid: 77, changes: ['deleted rule in chain output'] });
+    await t.settle();
+    assert.equal(t.alerts.length, 1);
+    const a = t.alerts[0] as AlertEvent;
+    assert.equal(a.severity, 'critical');
+    assert.match(a.message, /^Sluice's table was changed by nft \(pid 4242\), \? \(pid 77\): the table was deleted; restored in \d+ ms$/);
+    assert.deepEqual(a.detail?.by, ['nft (pid 4242)', '? (pid 77)'], 'each process once');
+    assert.deepEqual(a.detail?.committed, ['deleted table', 'deleted rule in chain output']);
+    assert.deepEqual(a.detail?.changes, ['the table was deleted']);
+    assert.equal(a.detail?.restored, true);
+    assert.deepEqual(['detected', 'restored', 'restore_failures', 'notifications_lost'].map((k) => metric(`sluice_tamper_${k}_total`)), [1, 1, 0, 0]);
+    const st = t.watch.status() as { watching: boolean; last: { by: string[]; changes: string[]; restored: boolean; at: string }; detected: number; foreignTransactions: number };
+    assert.equal(st.watching, true);
+    assert.deepEqual({ by: st.last.by, changes: st.last.changes, restored: st.last.restored }, { by: ['nft (pid 4242)', '? (pid 77)'], changes: ['the table was deleted'], restored: true });
+    assert.ok(Date.parse(st.last.at) > 0);
+    assert.equal(st.detected, 1);
+    assert.equal(st.foreignTransactions, 3);
+    t.lose();
+    await t.settle();
+    assert.equal(metric('sluice_tamper_notifications_lost_total'), 1);
+    assert.equal(t.alerts.length, 1, 'intact after the restore: a loss alone is not news');
+    await t.stop();
+  });
+
+  it('more than three findings: the first three, and how many more', async () => {
+    const t = setup('alert');
+    await t.start();
+    await t.settle();
+    const live = t.nf.read('sluice');
+    assert.ok(live);
+    const broken = clone(live.ruleset);
+    for (const c of broken.chains) c.rules = [];
+    t.nf.replace(broken);
+    t.emit({ pid: 9, comm: 'nft', changes: ['deleted rule in chain output'] });
+    await t.settle();
+    const m = /: (removed: [^;]+); (removed: [^;]+); (removed: [^;]+); and (\d+) more; left as it is \(tamper: alert\)$/.exec(t.alerts[0]?.message ?? '');
+    assert.ok(m, t.alerts[0]?.message);
+    assert.equal(Number(m[4]), (t.state.lastJournal()?.changes as string[]).length - 3);
+    assert.equal(t.state.lastJournal()?.event, 'tamper');
+    assert.equal(t.state.lastJournal()?.restored, false);
     await t.stop();
   });
 
