@@ -23,18 +23,35 @@ export function maxOf(family: Family): bigint {
   return family === 4 ? MAX4 : MAX6;
 }
 
-/** Parses dotted-quad IPv4. Returns null for anything else. */
+/**
+ * Parses dotted-quad IPv4. Returns null for anything else. A hand-written
+ * scan (no split, no regex, one BigInt): feeds of a million addresses go
+ * through here.
+ */
 export function parseIPv4(text: string): bigint | null {
-  const parts = text.split('.');
-  if (parts.length !== 4) return null;
-  let value = 0n;
-  for (const part of parts) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(part)) return null;
-    const n = Number(part);
-    if (n > 255) return null;
-    value = (value << 8n) | BigInt(n);
+  const n = text.length;
+  if (n < 7 || n > 15) return null;
+  let value = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || dots === 3) return null;
+      value = value * 256 + octet;
+      octet = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      // No leading zeros: 0177 is octal to some parsers and decimal to others.
+      if (digits === 1 && octet === 0) return null;
+      octet = octet * 10 + (c - 48);
+      if (++digits > 3 || octet > 255) return null;
+    } else return null;
   }
-  return value;
+  if (dots !== 3 || digits === 0) return null;
+  return BigInt(value * 256 + octet);
 }
 
 /** Parses IPv6 text (RFC 4291 section 2.2, including a trailing dotted quad). Returns null otherwise. */
