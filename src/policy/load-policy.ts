@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { PolicyError, SluiceError, type PolicyIssue } from '../errors.js';
@@ -20,11 +21,64 @@ import {
 import { ALERT_TRIGGERS, DNS_DEFAULTS, FLOW_DEFAULTS, type AlertRoute, type AlertSink, type AlertTrigger, type DnsSettings, type Suppression, type DomainPattern, type FlowSettings, type LogSettings, type InterfaceRef, type Policy, type PortRange, type Rule, type ServiceRef, type UserRef } from './policy.js';
 import { lenientRule, lenientTop, ruleSchema, topSchema, type RawPolicy, type RawRule } from './schema.js';
 import { templateProblem } from './webhook-template.js';
+import { MAX_LIST_ERRORS, parseListBytes, readListFile, type ListRead } from './list-file.js';
+import type { Destination } from './parse-values.js';
 
 /** What the loader needs from the host. Injected so loading is testable without real users. */
 export interface PolicyHost {
   /** Looks up user names; returns a map of the names found to their uids. */
   lookupUsers(names: string[]): Map<string, number>;
+  /**
+   * Reads a list file (`to_file:`) by absolute path. By default from disk
+   * with readListFile's checks; a policy loaded from the state directory's
+   * snapshot reads the list files as they were applied.
+   */
+  readList?(path: string): ListRead;
+}
+
+/** A list file a policy read: its absolute path and exact bytes (snapshotted with the policy). */
+export interface ListBytes {
+  path: string;
+  bytes: Buffer;
+}
+
+/** A rule's list files together hold at most this many entries. */
+export const MAX_LIST_ENTRIES = 2_000_000;
+
+/**
+ * The identity of a policy: the sha256 of its bytes when it reads no list
+ * files (as always), else of those bytes' hash and every list file's path
+ * and content hash, in first-use order. Editing a feed changes the policy's
+ * identity as editing the policy file does.
+ */
+export function policyDigest(bytesSha256: string, lists: { path: string; sha256: string }[]): string {
+  if (lists.length === 0) return bytesSha256;
+  const h = createHash('sha256').update(`sluice policy with lists\n${bytesSha256}\n`);
+  for (const l of lists) h.update(`${JSON.stringify(l.path)} ${l.sha256}\n`);
+  return h.digest('hex');
+}
+
+/**
+ * The current identity of a policy file and the list files it read (as
+ * policyDigest), or null when the policy file cannot be read. A list file
+ * that cannot be read counts as empty content: it changed. For the daemon's
+ * look at whether what is on disk still is what it applied.
+ */
+export function currentPolicyDigest(file: string, listPaths: string[]): string | null {
+  const sha = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
+  let base: string;
+  try {
+    base = sha(readFileSync(file));
+  } catch {
+    return null;
+  }
+  return policyDigest(
+    base,
+    listPaths.map((path) => {
+      const r = readListFile(path);
+      return { path, sha256: r.ok ? sha(r.bytes) : `unreadable:${r.reason}` };
+    }),
+  );
 }
 
 /** Files larger than this are refused before parsing (a policy of a million addresses is ~20 MiB). */
@@ -37,8 +91,8 @@ export function loadPolicyFile(file: string, host: PolicyHost): Policy {
   return loadPolicyWithBytes(file, host).policy;
 }
 
-/** Like loadPolicyFile, and also returns the exact bytes that were validated (for snapshots). */
-export function loadPolicyWithBytes(file: string, host: PolicyHost): { policy: Policy; bytes: Buffer } {
+/** Like loadPolicyFile, and also returns the exact bytes that were validated, the policy's and its list files' (for snapshots). */
+export function loadPolicyWithBytes(file: string, host: PolicyHost): { policy: Policy; bytes: Buffer; lists: ListBytes[] } {
   let size: number;
   try {
     const st = statSync(file);
@@ -55,15 +109,20 @@ export function loadPolicyWithBytes(file: string, host: PolicyHost): { policy: P
     ]);
   }
   const bytes = readFileSync(file);
-  return { policy: parsePolicy(bytes, file, host), bytes };
+  const lists: ListBytes[] = [];
+  const policy = parsePolicy(bytes, file, host, (l) => lists.push(l));
+  return { policy, bytes, lists };
 }
 
 function issueAt(file: string, line: number, column: number, path: (string | number)[], message: string): PolicyIssue {
   return { file, line, column, path, message, severity: 'error' };
 }
 
-/** Validates policy bytes. Pure apart from `host`; the unit tests drive it directly. */
-export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): Policy {
+/**
+ * Validates policy bytes. Pure apart from `host` (and the list files it
+ * reads, each given to `onList` once); the unit tests drive it directly.
+ */
+export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, onList?: (list: ListBytes) => void): Policy {
   if (bytes.length > MAX_POLICY_BYTES) {
     throw new PolicyError([issueAt(file, 1, 1, [], `policy is ${bytes.length} bytes; the limit is ${MAX_POLICY_BYTES}`)]);
   }
@@ -150,11 +209,13 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
   }
   const uids = userNames.size > 0 ? host.lookupUsers([...userNames]) : new Map<string, number>();
 
+  const lists = new ListFiles(file, host, onList, issues);
   const rules: Rule[] = [];
   typedRules.forEach((r, index) => {
     if (!r) return;
     const base: (string | number)[] = ['rules', index];
-    const rule = buildRule(r, index, base, uids, error, warning, structural.has(index));
+    const fromFiles = r.to_file === undefined ? [] : lists.destinations(r, base, error);
+    const rule = buildRule(r, index, base, uids, error, warning, structural.has(index), fromFiles);
     if (typeof r.name === 'string') {
       const nameCheck = parseRuleName(r.name);
       if (!nameCheck.ok) error([...base, 'name'], `${nameCheck.reason}: ${showValue(r.name)}`);
@@ -173,12 +234,16 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
   const log = buildLog(p.log, error);
   const alerts = buildAlerts(p.alerts, rules, error);
   const suppress = buildSuppress(p.suppress, rules, error, warning, (i) => locate(['suppress', i]).line);
-  issues.sort((a, b) => a.line - b.line || a.column - b.column);
+  // The policy's own problems first, then each list file's, in the order the rules use them.
+  const fileOrder = (f: string) => (f === file ? -1 : lists.order(f));
+  issues.sort((a, b) => fileOrder(a.file) - fileOrder(b.file) || a.line - b.line || a.column - b.column);
   if (issues.some((i) => i.severity === 'error')) throw new PolicyError(issues);
 
+  const used = lists.used();
   return {
     file,
-    sha256,
+    sha256: policyDigest(sha256, used),
+    ...(used.length > 0 ? { lists: used } : {}),
     dns,
     flows,
     mode: p.mode ?? 'audit',
@@ -438,20 +503,25 @@ function buildRule(
   error: Report,
   warning: Report,
   hadStructuralErrors = false,
+  fromFiles: Destination[] = [],
 ): Rule {
   const addrs: AddrRange[] = [];
   const domains: DomainPattern[] = [];
   const seenDomains = new Set<string>();
+  const add = (d: Destination) => {
+    if (d.kind === 'any') for (const x of ANY_RANGES) addrs.push({ ...x });
+    else if (d.kind === 'addr') addrs.push(d.range);
+    else if (!seenDomains.has(d.pattern.text)) {
+      seenDomains.add(d.pattern.text);
+      domains.push(d.pattern);
+    }
+  };
   (r.to ?? []).forEach((v, i) => {
     const d = parseDestination(v);
     if (!d.ok) return error([...base, 'to', i], `${d.reason}: ${showValue(v)}`);
-    if (d.value.kind === 'any') addrs.push(...ANY_RANGES.map((x) => ({ ...x })));
-    else if (d.value.kind === 'addr') addrs.push(d.value.range);
-    else if (!seenDomains.has(d.value.pattern.text)) {
-      seenDomains.add(d.value.pattern.text);
-      domains.push(d.value.pattern);
-    }
+    add(d.value);
   });
+  for (const d of fromFiles) add(d);
   const ports: PortRange[] = [];
   let icmp = false;
   let icmpv6 = false;
@@ -492,9 +562,9 @@ function buildRule(
       error([...base, key], `empty ${key} list: leave the key out to mean any, or list at least one entry`);
     }
   }
-  const constrains = ['to', 'ports', 'users', 'services', 'interfaces'].some((k) => r[k as keyof RawRule] !== undefined);
+  const constrains = ['to', 'to_file', 'ports', 'users', 'services', 'interfaces'].some((k) => r[k as keyof RawRule] !== undefined);
   if (!constrains && !hadStructuralErrors) {
-    error(base, `rule ${showValue(r.name)} matches all traffic; give it to, ports, users, services or interfaces (to: [any] means any destination)`);
+    error(base, `rule ${showValue(r.name)} matches all traffic; give it to, to_file, ports, users, services or interfaces (to: [any] means any destination)`);
   }
   const hasV4 = addrs.some((a) => a.family === 4) || domains.length > 0;
   const hasV6 = addrs.some((a) => a.family === 6) || domains.length > 0;
@@ -529,20 +599,38 @@ export function normalizeAddrs(addrs: AddrRange[]): AddrRange[] {
   const out: AddrRange[] = [];
   for (const family of [4, 6] as const) {
     const nets = mergeRanges(addrs.filter((a) => a.family === family && a.start !== a.end));
-    const hosts = [...new Set(addrs.filter((a) => a.family === family && a.start === a.end).map((a) => a.start))].sort((a, b) =>
-      a < b ? -1 : a > b ? 1 : 0,
-    );
+    const hosts = family === 4 ? sortedUniqueV4(addrs) : sortedUnique(addrs.filter((a) => a.family === 6 && a.start === a.end).map((a) => a.start));
     // Both lists are sorted: one pass finds the hosts no prefix covers.
     let k = 0;
-    const loose: AddrRange[] = [];
+    // Loops, not push(...list): a spread of a million elements overflows the stack.
+    for (const n of nets) out.push(n);
     for (const h of hosts) {
       while (k < nets.length && (nets[k] as AddrRange).end < h) k++;
       const n = nets[k];
-      if (!n || n.start > h) loose.push({ family, start: h, end: h });
+      if (!n || n.start > h) out.push({ family, start: h, end: h });
     }
-    out.push(...nets, ...loose);
   }
   return out;
+}
+
+/** IPv4 hosts, sorted and deduplicated as 32-bit numbers (a typed-array sort: no bigint comparisons for a million feed entries). */
+function sortedUniqueV4(addrs: AddrRange[]): bigint[] {
+  let count = 0;
+  for (const a of addrs) if (a.family === 4 && a.start === a.end) count++;
+  const values = new Uint32Array(count);
+  let i = 0;
+  for (const a of addrs) if (a.family === 4 && a.start === a.end) values[i++] = Number(a.start);
+  values.sort();
+  const out: bigint[] = [];
+  for (let j = 0; j < values.length; j++) {
+    const v = values[j] as number;
+    if (j === 0 || v !== values[j - 1]) out.push(BigInt(v));
+  }
+  return out;
+}
+
+function sortedUnique(values: bigint[]): bigint[] {
+  return [...new Set(values)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
 /** Drops interface names a wildcard in the same list already covers (`eth*` covers `eth0` and `eth1*`). */
@@ -614,7 +702,7 @@ const KNOWN_KEYS: Record<string, string[]> = {
   top: ['version', 'mode', 'default', 'block_with', 'essentials', 'tamper', 'owned_table', 'log', 'rules', 'dns', 'flows', 'alerts', 'suppress'],
   flows: ['ct_mark_mask', 'replies'],
   dns: ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark', 'max_addresses_per_answer', 'max_addresses_per_name'],
-  rule: ['name', 'action', 'to', 'ports', 'users', 'services', 'interfaces', 'log', 'comment'],
+  rule: ['name', 'action', 'to', 'to_file', 'ports', 'users', 'services', 'interfaces', 'log', 'comment'],
   log: ['group', 'rate', 'burst', 'user_rate', 'user_burst', 'allowed'],
 };
 
@@ -701,6 +789,70 @@ function offsetOf(doc: Document.Parsed, path: (string | number)[], key: boolean)
     } else break;
   }
   return best;
+}
+
+/**
+ * The list files of one policy load: each read and parsed once however many
+ * rules use it, its problems reported once, at its own FILE:LINE:COL.
+ */
+class ListFiles {
+  private readonly parsed = new Map<string, { destinations: Destination[]; sha256: string } | null>();
+  private readonly orderOf = new Map<string, number>();
+
+  constructor(
+    private readonly policyFile: string,
+    private readonly host: PolicyHost,
+    private readonly onList: ((list: ListBytes) => void) | undefined,
+    private readonly issues: PolicyIssue[],
+  ) {}
+
+  /** The destinations of a rule's list files; problems reported (a file that cannot be read at the policy's to_file). */
+  destinations(r: RawRule, base: (string | number)[], error: Report): Destination[] {
+    const paths = typeof r.to_file === 'string' ? [r.to_file] : (r.to_file ?? []);
+    const out: Destination[] = [];
+    paths.forEach((p, j) => {
+      const at = typeof r.to_file === 'string' ? [...base, 'to_file'] : [...base, 'to_file', j];
+      if (p.includes('\0')) return error(at, `a list file's path cannot hold a NUL byte: ${showValue(p)}`);
+      const abs = isAbsolute(p) ? resolve(p) : resolve(dirname(resolve(this.policyFile)), p);
+      const list = this.load(abs, r.name, at, error);
+      if (!list) return;
+      if (out.length + list.destinations.length > MAX_LIST_ENTRIES) {
+        return error(at, `rule ${showValue(r.name)}'s list files hold more than ${MAX_LIST_ENTRIES} entries`);
+      }
+      for (const d of list.destinations) out.push(d);
+    });
+    return out;
+  }
+
+  private load(path: string, rule: string, at: (string | number)[], error: Report): { destinations: Destination[]; sha256: string } | null {
+    if (this.parsed.has(path)) return this.parsed.get(path) ?? null;
+    this.orderOf.set(path, this.orderOf.size);
+    const read = this.host.readList ? this.host.readList(path) : readListFile(path);
+    if (!read.ok) {
+      this.parsed.set(path, null);
+      error(at, `cannot use list file ${path} (rule ${showValue(rule)}): ${read.reason}`);
+      return null;
+    }
+    const list = parseListBytes(read.bytes);
+    for (const i of list.issues) this.issues.push({ file: path, line: i.line, column: i.column, path: at, message: i.message, severity: 'error' });
+    if (list.more > 0) error(at, `list file ${path} has ${list.more} more errors than the ${MAX_LIST_ERRORS} shown`);
+    const result = { destinations: list.destinations, sha256: createHash('sha256').update(read.bytes).digest('hex') };
+    this.parsed.set(path, result);
+    this.onList?.({ path, bytes: read.bytes });
+    return result;
+  }
+
+  /** Where a list file's problems sort: by first use. */
+  order(file: string): number {
+    return this.orderOf.get(file) ?? this.orderOf.size;
+  }
+
+  /** The list files read without a problem reading them, in first-use order. */
+  used(): { path: string; sha256: string; entries: number }[] {
+    const out: { path: string; sha256: string; entries: number }[] = [];
+    for (const [path, l] of this.parsed) if (l) out.push({ path, sha256: l.sha256, entries: l.destinations.length });
+    return out;
+  }
 }
 
 /**

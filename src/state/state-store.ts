@@ -218,9 +218,11 @@ export class StateStore {
   }
 
   /** Keeps the exact bytes of an applied policy, by content, so the daemon can load what was applied. */
-  savePolicySnapshot(sha256: string, bytes: Uint8Array, keep: string[] = []): void {
+  savePolicySnapshot(sha256: string, bytes: Uint8Array, keep: string[] = [], lists: { path: string; bytes: Uint8Array }[] = []): void {
     if (!/^[0-9a-f]{64}$/.test(sha256)) throw new SluiceError('ESTATE', `Bad policy hash: ${sha256}`);
     const dir = join(this.dir, 'policies');
+    // The list files first: a snapshot whose .yaml exists has its lists too.
+    if (lists.length > 0) writeBytesAtomic(join(dir, `${sha256}.lists`), encodeLists(lists), 0o600);
     writeBytesAtomic(join(dir, `${sha256}.yaml`), bytes, 0o600);
     // Keep the 20 most recent snapshots, and always those `keep` names (the applied policy, a
     // rollback target): however many applies were rolled back since, the daemon must load them.
@@ -229,7 +231,22 @@ export class StateStore {
       .filter((f) => /^[0-9a-f]{64}\.yaml$/.test(f) && !kept.has(f))
       .map((f) => ({ f, t: statSync(join(dir, f)).mtimeMs }))
       .sort((a, b) => b.t - a.t);
-    for (const { f } of files.slice(20)) rmSync(join(dir, f), { force: true });
+    for (const { f } of files.slice(20)) {
+      rmSync(join(dir, f), { force: true });
+      rmSync(join(dir, f.replace(/\.yaml$/, '.lists')), { force: true });
+    }
+  }
+
+  /** The list files of an applied policy as they were applied, by absolute path (empty when it read none). */
+  policyListsSnapshot(sha256: string): Map<string, Buffer> {
+    if (!/^[0-9a-f]{64}$/.test(sha256)) return new Map();
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(join(this.dir, 'policies', `${sha256}.lists`));
+    } catch {
+      return new Map();
+    }
+    return decodeLists(bytes);
   }
 
   /** The bytes of an applied policy, or null. */
@@ -412,4 +429,38 @@ export function processAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** A policy's list files in one file: per list, a line with its path (JSON) and length, then its bytes and a newline. */
+function encodeLists(lists: { path: string; bytes: Uint8Array }[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const l of lists) {
+    parts.push(Buffer.from(`${JSON.stringify(l.path)} ${l.bytes.length}\n`), Buffer.from(l.bytes.buffer, l.bytes.byteOffset, l.bytes.byteLength), Buffer.from('\n'));
+  }
+  return Buffer.concat(parts);
+}
+
+/** The lists encodeLists wrote; a damaged file yields what could be read before the damage (a missing list is then an error at load). */
+function decodeLists(bytes: Buffer): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  let at = 0;
+  while (at < bytes.length) {
+    const nl = bytes.indexOf(0x0a, at);
+    if (nl < 0) break;
+    const m = /^("(?:[^"\\]|\\.)*") ([0-9]{1,10})$/.exec(bytes.subarray(at, nl).toString('utf8'));
+    if (!m) break;
+    const len = Number(m[2]);
+    const start = nl + 1;
+    if (start + len + 1 > bytes.length || bytes[start + len] !== 0x0a) break;
+    let path: unknown;
+    try {
+      path = JSON.parse(m[1] as string);
+    } catch {
+      break;
+    }
+    if (typeof path !== 'string') break;
+    out.set(path, bytes.subarray(start, start + len));
+    at = start + len + 1;
+  }
+  return out;
 }

@@ -109,6 +109,31 @@ describe('unit: state store, edges', () => {
     assert.equal(s.policySnapshot(hash(5)), null, 'pruned');
   });
 
+  it('policy snapshots keep their list files (to_file) beside them, byte for byte, and prune them with them', () => {
+    const s = fresh();
+    const odd = Buffer.from([0x00, 0x0a, 0xff, 0x22, 0x5c]);
+    s.savePolicySnapshot(hash(1), Buffer.from('policy 1'), [], [
+      { path: '/etc/sluice/feeds/drop.txt', bytes: Buffer.from('198.18.0.0/15 ; SBL1\n') },
+      { path: '/odd "name"\\\n.txt', bytes: odd },
+      { path: '/empty', bytes: Buffer.alloc(0) },
+    ]);
+    const lists = s.policyListsSnapshot(hash(1));
+    assert.deepEqual([...lists.keys()], ['/etc/sluice/feeds/drop.txt', '/odd "name"\\\n.txt', '/empty']);
+    assert.equal(lists.get('/etc/sluice/feeds/drop.txt')?.toString(), '198.18.0.0/15 ; SBL1\n');
+    assert.deepEqual(lists.get('/odd "name"\\\n.txt'), odd);
+    assert.equal(lists.get('/empty')?.length, 0);
+    assert.equal(s.policyListsSnapshot(hash(2)).size, 0, 'a policy without lists has none');
+    assert.equal(s.policyListsSnapshot('../x').size, 0);
+    // A damaged file gives what was whole before the damage, never a wrong list.
+    const file = join(s.dir, 'policies', `${hash(1)}.lists`);
+    writeFileSync(file, readFileSync(file).subarray(0, 60));
+    assert.deepEqual([...s.policyListsSnapshot(hash(1)).keys()], ['/etc/sluice/feeds/drop.txt']);
+    const t0 = Date.now() / 1000 - 10_000;
+    utimesSync(join(s.dir, 'policies', `${hash(1)}.yaml`), t0, t0);
+    for (let i = 2; i < 23; i++) s.savePolicySnapshot(hash(i), Buffer.from(`policy ${i}`));
+    assert.equal(existsSync(file), false, 'pruned with its policy');
+  });
+
   it('the directory: created 0700; refused when a symlink, owned by another uid, or writable by group or others', () => {
     const s = fresh();
     const dir = join(root, 'checked');
