@@ -22,6 +22,7 @@ import { ALERT_TRIGGERS, DNS_DEFAULTS, FLOW_DEFAULTS, type AlertRoute, type Aler
 import { lenientRule, lenientTop, ruleSchema, topSchema, type RawPolicy, type RawRule } from './schema.js';
 import { templateProblem } from './webhook-template.js';
 import { MAX_LIST_ERRORS, parseListBytes, readListFile, type ListRead } from './list-file.js';
+import { expandBulk, extractBulk, type Segment } from './yaml-bulk.js';
 import type { Destination } from './parse-values.js';
 
 /** What the loader needs from the host. Injected so loading is testable without real users. */
@@ -114,6 +115,38 @@ export function loadPolicyWithBytes(file: string, host: PolicyHost): { policy: P
   return { policy, bytes, lists };
 }
 
+/** Files at least this long are looked at for long lists to take out of the YAML (yaml-bulk.ts). */
+const BULK_MIN_CHARS = 64 * 1024;
+
+interface ParsedYaml {
+  doc: Document.Parsed;
+  raw: unknown;
+  lines: LineIndex;
+}
+
+/** Parses YAML text into its document and JS value; syntax errors, nesting and alias bombs as PolicyError. */
+function parseYaml(text: string, file: string): ParsedYaml {
+  const lines = new LineIndex(text);
+  let doc: Document.Parsed;
+  try {
+    doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, strict: true });
+  } catch (err) {
+    if (err instanceof RangeError) {
+      throw new PolicyError([issueAt(file, 1, 1, [], 'policy nests too deeply to parse')]);
+    }
+    throw err;
+  }
+  if (doc.errors.length > 0) return { doc, raw: null, lines };
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    const message = err instanceof RangeError ? 'policy nests too deeply to parse' : `YAML: ${escapeControls(firstLine(String((err as Error).message)))}`;
+    throw new PolicyError([issueAt(file, 1, 1, [], message)]);
+  }
+  return { doc, raw, lines };
+}
+
 function issueAt(file: string, line: number, column: number, path: (string | number)[], message: string): PolicyIssue {
   return { file, line, column, path, message, severity: 'error' };
 }
@@ -142,16 +175,20 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, o
     throw new PolicyError([issueAt(file, pos.line, pos.column, [], `control character 0x${hex} in policy text; is this a binary file?`)]);
   }
 
-  const lines = new LineIndex(text);
-  let doc: Document.Parsed;
+  // Long lists first taken out of the text (yaml-bulk.ts), only in large files: a small policy is
+  // read exactly as it always was. Any doubt, and the original text is parsed instead.
+  const bulk = text.length >= BULK_MIN_CHARS ? extractBulk(text) : null;
+  let parsed: ParsedYaml | null = null;
   try {
-    doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, strict: true });
-  } catch (err) {
-    if (err instanceof RangeError) {
-      throw new PolicyError([issueAt(file, 1, 1, [], 'policy nests too deeply to parse')]);
-    }
-    throw err;
+    parsed = bulk ? parseYaml(bulk.text, file) : null;
+  } catch {
+    // Whatever went wrong is said by the parse of the original text below.
   }
+  let sources: Map<string, Segment[]> | null = null;
+  if (bulk && parsed && parsed.doc.errors.length === 0) sources = expandBulk(parsed.raw, bulk);
+  if (sources === null) parsed = parseYaml(text, file);
+  const { doc, lines } = parsed as ParsedYaml;
+  let raw = (parsed as ParsedYaml).raw;
   const issues: PolicyIssue[] = [];
   for (const e of doc.errors) {
     const pos = lines.pos(e.pos[0]);
@@ -160,18 +197,25 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, o
     issues.push(issueAt(file, pos.line, pos.column, [], message));
   }
   if (issues.length > 0) throw new PolicyError(issues);
-
-  let raw: unknown;
-  try {
-    raw = doc.toJS({ maxAliasCount: 100 });
-  } catch (err) {
-    const message = err instanceof RangeError ? 'policy nests too deeply to parse' : `YAML: ${escapeControls(firstLine(String((err as Error).message)))}`;
-    throw new PolicyError([issueAt(file, 1, 1, [], message)]);
-  }
   if (raw === null || raw === undefined) raw = {};
 
   const locate = (path: (string | number)[], key = false) => {
-    return lines.pos(offsetOf(doc, path, key));
+    // An element that came from a run taken out of the text has its own position; others, their index in the document.
+    let docPath = path;
+    if (sources) {
+      docPath = [];
+      for (let i = 0; i < path.length; i++) {
+        const seg = path[i] as string | number;
+        const segs = typeof seg === 'number' ? sources.get(path.slice(0, i).join('\0')) : undefined;
+        if (segs && typeof seg === 'number') {
+          const s = segs.find((x) => seg >= x.start && seg < x.start + x.length);
+          if (s && 'run' in s) return { line: s.run.lines[seg - s.start] ?? 1, column: s.run.columns[seg - s.start] ?? 1 };
+          docPath.push(s ? s.docIndex : seg);
+        } else docPath.push(seg);
+      }
+    }
+    const at = lines.pos(offsetOf(doc, docPath, key));
+    return bulk && sources ? { line: bulk.originalLine(at.line), column: at.column } : at;
   };
   const error = (path: (string | number)[], message: string, key = false) => {
     issues.push({ file, ...locate(path, key), path, message, severity: 'error' });
@@ -598,33 +642,53 @@ function buildRule(
 export function normalizeAddrs(addrs: AddrRange[]): AddrRange[] {
   const out: AddrRange[] = [];
   for (const family of [4, 6] as const) {
-    const nets = mergeRanges(addrs.filter((a) => a.family === family && a.start !== a.end));
-    const hosts = family === 4 ? sortedUniqueV4(addrs) : sortedUnique(addrs.filter((a) => a.family === 6 && a.start === a.end).map((a) => a.start));
+    const ranges: AddrRange[] = [];
+    const hostList: AddrRange[] = [];
+    for (const a of addrs) if (a.family === family) (a.start === a.end ? hostList : ranges).push(a);
+    const nets = mergeRanges(ranges);
+    const hosts = family === 4 ? sortedUniqueV4(hostList) : sortedUnique(hostList.map((a) => a.start)).map((h) => ({ family, start: h, end: h }));
     // Both lists are sorted: one pass finds the hosts no prefix covers.
     let k = 0;
     // Loops, not push(...list): a spread of a million elements overflows the stack.
     for (const n of nets) out.push(n);
     for (const h of hosts) {
-      while (k < nets.length && (nets[k] as AddrRange).end < h) k++;
+      while (k < nets.length && (nets[k] as AddrRange).end < h.start) k++;
       const n = nets[k];
-      if (!n || n.start > h) out.push({ family, start: h, end: h });
+      if (!n || n.start > h.start) out.push({ family, start: h.start, end: h.end });
     }
   }
   return out;
 }
 
-/** IPv4 hosts, sorted and deduplicated as 32-bit numbers (a typed-array sort: no bigint comparisons for a million feed entries). */
-function sortedUniqueV4(addrs: AddrRange[]): bigint[] {
-  let count = 0;
-  for (const a of addrs) if (a.family === 4 && a.start === a.end) count++;
-  const values = new Uint32Array(count);
-  let i = 0;
-  for (const a of addrs) if (a.family === 4 && a.start === a.end) values[i++] = Number(a.start);
-  values.sort();
-  const out: bigint[] = [];
-  for (let j = 0; j < values.length; j++) {
-    const v = values[j] as number;
-    if (j === 0 || v !== values[j - 1]) out.push(BigInt(v));
+/** Index bits of sortedUniqueV4's keys: an IPv4 value (32 bits) and an index (21) fit a double's 53 exactly. */
+const INDEX_BITS = 2 ** 21;
+
+/**
+ * IPv4 hosts, sorted and deduplicated: a typed-array sort of value and index
+ * packed in one double (no bigint comparisons, no new bigints, for a million
+ * feed entries); beyond 2^21 hosts, values only.
+ */
+function sortedUniqueV4(hosts: AddrRange[]): AddrRange[] {
+  const out: AddrRange[] = [];
+  if (hosts.length >= INDEX_BITS) {
+    const values = new Uint32Array(hosts.length);
+    for (let i = 0; i < hosts.length; i++) values[i] = Number((hosts[i] as AddrRange).start);
+    values.sort();
+    for (let j = 0; j < values.length; j++) {
+      const v = values[j] as number;
+      if (j === 0 || v !== values[j - 1]) out.push({ family: 4, start: BigInt(v), end: BigInt(v) });
+    }
+    return out;
+  }
+  const keys = new Float64Array(hosts.length);
+  for (let i = 0; i < hosts.length; i++) keys[i] = Number((hosts[i] as AddrRange).start) * INDEX_BITS + i;
+  keys.sort();
+  let last = -1;
+  for (let j = 0; j < keys.length; j++) {
+    const key = keys[j] as number;
+    const v = Math.floor(key / INDEX_BITS);
+    if (v !== last) out.push(hosts[key - v * INDEX_BITS] as AddrRange);
+    last = v;
   }
   return out;
 }

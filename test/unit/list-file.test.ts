@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { PolicyError, formatIssue } from '../../src/errors.js';
-import { formatRange } from '../../src/net/ip.js';
+import { formatRange, parsePrefix } from '../../src/net/ip.js';
 import { MAX_LIST_BYTES, MAX_LIST_ERRORS, MAX_LIST_LINE, parseListBytes, readListFile } from '../../src/policy/list-file.js';
 import { loadPolicyWithBytes, normalizeAddrs, parsePolicy, policyDigest, type PolicyHost } from '../../src/policy/load-policy.js';
 import { parseDestination } from '../../src/policy/parse-values.js';
@@ -303,6 +303,24 @@ describe('unit: list files, properties', () => {
 });
 
 describe('unit: large destination lists', () => {
+  it('the IPv4 fast path of parseDestination agrees with parsePrefix, value and reason', () => {
+    const text = fc.oneof(
+      fc.tuple(fc.nat(300), fc.nat(255), fc.nat(255), fc.nat(255), fc.option(fc.integer({ min: -1, max: 40 }))).map(([a, b, c, d, len]) => `${a}.${b}.${c}.${d}${len === null ? '' : `/${len}`}`),
+      fc.tuple(fc.nat(255), fc.nat(255), fc.integer({ min: 8, max: 32 })).map(([a, b, len]) => `${a}.${b}.0.0/${len}`),
+      fc.constantFrom('0.0.0.0/0', '255.255.255.255/32', '1.2.3.4/032', '1.2.3.4/', '01.2.3.4', '1.2.3.4.5', '1..3.4', '198.18.0.0/15', '198.18.0.0/16x'),
+    );
+    fc.assert(
+      fc.property(text, (t) => {
+        const d = parseDestination(t);
+        const p = parsePrefix(t);
+        if (p.ok) assert.deepEqual(d, { ok: true, value: { kind: 'addr', range: p.range } }, t);
+        else if (!d.ok) assert.equal(d.reason, p.reason, t);
+        else assert.notEqual(d.value.kind, 'addr', t);
+      }),
+      runs(2000),
+    );
+  });
+
   it('a million hosts normalize without overflowing the stack (push(...list) did), sorted and deduplicated', () => {
     const addrs = [];
     for (let i = 0; i < 1_000_000; i++) addrs.push({ family: 4 as const, start: BigInt(0xc6120000 + ((i * 7919) % 1_000_000)), end: BigInt(0xc6120000 + ((i * 7919) % 1_000_000)) });

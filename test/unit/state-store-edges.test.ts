@@ -213,6 +213,26 @@ describe('unit: state store, edges', () => {
     assert.equal(fromJson('{"__bigint":"-12"}'), -12n);
   });
 
+  it('a list of address elements (a set of a million feed entries) is one packed string, read back exactly; mixed lists and old files as they were', () => {
+    const v4 = (a: number, b = a) => ({ t: 'addr', family: 4, start: BigInt(a), end: BigInt(b) });
+    const v6 = { t: 'addr', family: 6, start: 0x20010db8n << 96n, end: (0x20010db8n << 96n) | 0xffffn };
+    const set = { name: 's', elements: [v4(0), v4(0xc6120001), v4(0xc6120000, 0xc613ffff), v4(0xffffffff), v6, { ...v6, start: (1n << 128n) - 1n, end: (1n << 128n) - 1n }] };
+    const text = toJson(set);
+    assert.equal(text, '{"name":"s","elements":{"__addrs":"4:0:0,4:c6120001:c6120001,4:c6120000:c613ffff,4:ffffffff:ffffffff,6:20010db8000000000000000000000000:20010db800000000000000000000ffff,6:ffffffffffffffffffffffffffffffff:ffffffffffffffffffffffffffffffff"}}');
+    assert.deepEqual(fromJson(text), set);
+    // One element with a timeout: the list is written element by element, as before.
+    const mixed = { elements: [v4(1), { ...v4(2), timeoutMs: 1000 }] };
+    assert.ok(!toJson(mixed).includes('__addrs'));
+    assert.deepEqual(fromJson(toJson(mixed)), mixed);
+    // State written before packing still reads.
+    assert.deepEqual(fromJson('{"elements":[{"__addr":"4:1:1"},{"__addr":"4:2:3"}]}'), { elements: [v4(1), v4(2, 3)] });
+    // A damaged packed string is left as it is, never half-read.
+    assert.deepEqual(fromJson('{"__addrs":"4:1:1,4:zz:1"}'), { __addrs: '4:1:1,4:zz:1' });
+    assert.deepEqual(fromJson('{"__addrs":"4:1:1,"}'), { __addrs: '4:1:1,' });
+    const big = { elements: Array.from({ length: 200_000 }, (_, i) => v4(0xc6120000 + i)) };
+    assert.deepEqual(fromJson(toJson(big)), big);
+  });
+
   it('no descriptor is left open: writes, reads, the journal, the lock, snapshots and streamed writes (failed ones too), many times over', async () => {
     const s = fresh();
     const before = openFds();
