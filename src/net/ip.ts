@@ -233,7 +233,13 @@ export function rangeContains(r: AddrRange, family: Family, value: bigint): bool
 
 /** Big-endian bytes of an address (4 or 16 bytes). */
 export function addrBytes(family: Family, value: bigint): Buffer {
-  const len = family === 4 ? 4 : 16;
+  if (family === 4) {
+    // One Number conversion, not four bigint shifts: a million-entry feed is encoded through here.
+    const out = Buffer.allocUnsafe(4);
+    out.writeUInt32BE(Number(value & 0xffffffffn));
+    return out;
+  }
+  const len = 16;
   const out = Buffer.alloc(len);
   let v = value;
   for (let i = len - 1; i >= 0; i--) {

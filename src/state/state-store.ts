@@ -39,7 +39,8 @@ export interface PendingConfirm {
 const BIG = '__bigint';
 
 const ADDR = '__addr';
-const ADDRS = '__addrs';
+const ADDRS4 = '__addrs4';
+const ADDRS6 = '__addrs6';
 
 type PlainAddr = { t: 'addr'; family: number; start: bigint; end: bigint; timeoutMs?: number; expiresMs?: number };
 
@@ -48,13 +49,64 @@ const isPlainAddr = (v: unknown): v is PlainAddr => {
   return !!e && typeof e === 'object' && e.t === 'addr' && e.timeoutMs === undefined && e.expiresMs === undefined && typeof e.start === 'bigint' && typeof e.end === 'bigint';
 };
 
-/** Hex of an address; IPv4 through Number (a bigint's toString is several times slower, and a feed has a million). */
-const hex = (family: number, v: bigint) => (family === 4 ? Number(v).toString(16) : v.toString(16));
+const MASK64 = (1n << 64n) - 1n;
+
+/**
+ * A list of plain address elements of one family (a set's elements) as
+ * base64 of their start and end, big-endian (4 or 16 bytes each), or null
+ * when the list is anything else.
+ */
+function packAddrs(list: unknown[]): { [k: string]: string } | null {
+  const first = list[0];
+  if (!isPlainAddr(first) || (first.family !== 4 && first.family !== 6)) return null;
+  const family = first.family;
+  const width = family === 4 ? 4 : 16;
+  const buf = Buffer.allocUnsafe(list.length * 2 * width);
+  let at = 0;
+  for (const e of list) {
+    if (!isPlainAddr(e) || e.family !== family) return null;
+    if (family === 4) {
+      if (e.start < 0n || e.end > 0xffffffffn) return null;
+      buf.writeUInt32BE(Number(e.start), at);
+      buf.writeUInt32BE(Number(e.end), at + 4);
+    } else {
+      if (e.start < 0n || e.end > (1n << 128n) - 1n) return null;
+      buf.writeBigUInt64BE(e.start >> 64n, at);
+      buf.writeBigUInt64BE(e.start & MASK64, at + 8);
+      buf.writeBigUInt64BE(e.end >> 64n, at + 16);
+      buf.writeBigUInt64BE(e.end & MASK64, at + 24);
+    }
+    at += 2 * width;
+  }
+  return { [family === 4 ? ADDRS4 : ADDRS6]: buf.toString('base64') };
+}
+
+/** The elements packAddrs wrote, or null when the text is not exactly that. */
+function unpackAddrs(family: 4 | 6, text: string): unknown[] | null {
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text)) return null;
+  const buf = Buffer.from(text, 'base64');
+  const width = family === 4 ? 4 : 16;
+  if (buf.length % (2 * width) !== 0 || buf.toString('base64') !== text) return null;
+  const out: unknown[] = new Array<unknown>(buf.length / (2 * width));
+  for (let i = 0, at = 0; at < buf.length; i++, at += 2 * width) {
+    if (family === 4) {
+      const a = buf.readUInt32BE(at);
+      const b = buf.readUInt32BE(at + 4);
+      const start = BigInt(a);
+      out[i] = { t: 'addr', family, start, end: a === b ? start : BigInt(b) };
+    } else {
+      const start = (buf.readBigUInt64BE(at) << 64n) | buf.readBigUInt64BE(at + 8);
+      const end = (buf.readBigUInt64BE(at + 16) << 64n) | buf.readBigUInt64BE(at + 24);
+      out[i] = { t: 'addr', family, start, end };
+    }
+  }
+  return out;
+}
 
 /**
  * JSON that keeps bigints (cgroup ids, IPv6 addresses). Address elements, the
  * bulk of a large ruleset, are written compactly as "family:start:end" in hex;
- * a list of them (a set's elements) as one string of those joined by commas,
+ * a list of them of one family (a set's elements) as base64 of their bytes,
  * so a million-element set is one JSON value to write and to read, not a
  * million objects through JSON's replacer and reviver.
  */
@@ -62,42 +114,12 @@ export function toJson(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) => {
     if (typeof v === 'bigint') return { [BIG]: v.toString() };
     if (Array.isArray(v) && v.length > 1 && isPlainAddr(v[0])) {
-      const parts: string[] = new Array<string>(v.length);
-      let all = true;
-      for (let i = 0; i < v.length; i++) {
-        const e: unknown = v[i];
-        if (!isPlainAddr(e)) {
-          all = false;
-          break;
-        }
-        parts[i] = `${e.family}:${hex(e.family, e.start)}:${hex(e.family, e.end)}`;
-      }
-      if (all) return { [ADDRS]: parts.join(',') };
+      const packed = packAddrs(v);
+      if (packed) return packed;
     }
-    if (isPlainAddr(v)) return { [ADDR]: `${v.family}:${hex(v.family, v.start)}:${hex(v.family, v.end)}` };
+    if (isPlainAddr(v)) return { [ADDR]: `${v.family}:${v.start.toString(16)}:${v.end.toString(16)}` };
     return v;
   });
-}
-
-/** The elements of an ADDRS string, or null when any part is not "family:start:end" in hex. */
-function unpackAddrs(text: string): unknown[] | null {
-  const out: unknown[] = [];
-  let at = 0;
-  while (at <= text.length) {
-    let end = text.indexOf(',', at);
-    if (end < 0) end = text.length;
-    const m = /^([46]):([0-9a-f]{1,32}):([0-9a-f]{1,32})$/.exec(text.slice(at, end));
-    if (!m) return null;
-    const family = Number(m[1]);
-    const a = m[2] as string;
-    const b = m[3] as string;
-    // Up to 13 hex digits fit a double exactly: IPv4 (8) always does.
-    const start = a.length <= 13 ? BigInt(parseInt(a, 16)) : BigInt(`0x${a}`);
-    const stop = b.length <= 13 ? BigInt(parseInt(b, 16)) : BigInt(`0x${b}`);
-    out.push({ t: 'addr', family, start, end: stop });
-    at = end + 1;
-  }
-  return out;
 }
 
 export function fromJson<T>(text: string): T {
@@ -105,8 +127,10 @@ export function fromJson<T>(text: string): T {
     if (v && typeof v === 'object' && !Array.isArray(v)) {
       const keys = Object.keys(v);
       if (keys.length !== 1) return v;
-      const packed = (v as Record<string, unknown>)[ADDRS];
-      if (typeof packed === 'string') return unpackAddrs(packed) ?? v;
+      const p4 = (v as Record<string, unknown>)[ADDRS4];
+      if (typeof p4 === 'string') return unpackAddrs(4, p4) ?? v;
+      const p6 = (v as Record<string, unknown>)[ADDRS6];
+      if (typeof p6 === 'string') return unpackAddrs(6, p6) ?? v;
       const big = (v as Record<string, unknown>)[BIG];
       if (typeof big === 'string' && /^-?[0-9]+$/.test(big)) return BigInt(big);
       const addr = (v as Record<string, unknown>)[ADDR];
