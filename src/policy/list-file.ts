@@ -71,7 +71,8 @@ export function parseListBytes(bytes: Uint8Array): ParsedList {
   }
   const n = text.length;
   let lineNo = 0;
-  let pos = 0;
+  // A byte-order mark some editors write before the first line.
+  let pos = text.charCodeAt(0) === 0xfeff ? 1 : 0;
   while (pos < n) {
     let end = text.indexOf('\n', pos);
     if (end < 0) end = n;
@@ -89,13 +90,17 @@ export function parseListBytes(bytes: Uint8Array): ParsedList {
     while (a < stop && isBlank(text.charCodeAt(a))) a++;
     let b = a;
     let bad = -1;
+    // Where the first blank inside the entry is (an entry is one word; blanks before a comment are trimmed).
+    let blank = -1;
     while (b < stop) {
       const c = text.charCodeAt(b);
       if (c === 35 || c === 59) break;
-      if ((c < 32 && c !== 9) || c === 127) {
+      if (c === 32 || c === 9) {
+        if (blank === -1) blank = b;
+      } else if (c < 32 || c === 127) {
         bad = b;
         break;
-      }
+      } else if (blank >= 0) blank = -2;
       b++;
     }
     if (bad < 0) {
@@ -115,13 +120,9 @@ export function parseListBytes(bytes: Uint8Array): ParsedList {
     let e = b;
     while (e > a && isBlank(text.charCodeAt(e - 1))) e--;
     if (e === a) continue;
-    let entry = text.slice(a, e);
-    // A byte-order mark some editors write before the first line.
-    if (lineNo === 1 && a === lineStart && entry.charCodeAt(0) === 0xfeff) entry = entry.slice(1).trimStart();
+    const entry = text.slice(a, e);
     const column = a - lineStart + 1;
-    if (entry.length === 0) continue;
-    const space = /[ \t]/.exec(entry);
-    if (space) {
+    if (blank === -2) {
       report(lineNo, column, `one entry a line (comments start with # or ;): ${showValue(entry)}`);
       continue;
     }

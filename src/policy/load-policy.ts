@@ -654,7 +654,8 @@ export function normalizeAddrs(addrs: AddrRange[]): AddrRange[] {
     for (const h of hosts) {
       while (k < nets.length && (nets[k] as AddrRange).end < h.start) k++;
       const n = nets[k];
-      if (!n || n.start > h.start) out.push({ family, start: h.start, end: h.end });
+      // The host's own object (a fresh one from the parser): a million fewer to make and collect.
+      if (!n || n.start > h.start) out.push(h);
     }
   }
   return out;
