@@ -239,13 +239,10 @@ export function addrBytes(family: Family, value: bigint): Buffer {
     out.writeUInt32BE(Number(value & 0xffffffffn));
     return out;
   }
-  const len = 16;
-  const out = Buffer.alloc(len);
-  let v = value;
-  for (let i = len - 1; i >= 0; i--) {
-    out[i] = Number(v & 0xffn);
-    v >>= 8n;
-  }
+  // Two 64-bit halves, not sixteen bigint shifts.
+  const out = Buffer.allocUnsafe(16);
+  out.writeBigUInt64BE((value >> 64n) & 0xffffffffffffffffn, 0);
+  out.writeBigUInt64BE(value & 0xffffffffffffffffn, 8);
   return out;
 }
 

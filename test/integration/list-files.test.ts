@@ -71,6 +71,22 @@ describe('integration: list files (to_file) in the kernel', () => {
     assert.equal((await w.reach([t(HOSTS.api4, 443)]))[t(HOSTS.api4, 443)], true, 'the first feed entry was not applied half-way');
   });
 
+  it('a feed of 700,000 IPv6 addresses, one nfnetlink batch larger than the socket\'s default send buffer, is applied', async () => {
+    // ~28 bytes an element: ~20 MB in one datagram, which netlink refused (EMSGSIZE) before the send buffer grew to fit.
+    const big = join(w.tmp, 'feeds', 'v6.txt');
+    const lines: string[] = [];
+    for (let i = 0; i < 700_000; i++) lines.push(`2001:db8:ff::${(i >>> 16).toString(16)}:${(i & 0xffff).toString(16)}`);
+    writeFileSync(big, `${lines.join('\n')}\n`, { mode: 0o644 });
+    const p = w.policy(`mode: enforce\ndefault: allow\nrules:\n  - name: feed\n    action: deny\n    to_file: [feeds/drop.txt, feeds/v6.txt]\n`, 'big.yaml');
+    const r = await w.sluiceJson<{ applied: boolean; elements: number }>(['apply', p]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.json.elements >= 700_000, `elements: ${r.json.elements}`);
+    const got = await w.reach([t(HOSTS.other6, 443), t(HOSTS.api6, 443)]);
+    assert.deepEqual(got, { [t(HOSTS.other6, 443)]: false, [t(HOSTS.api6, 443)]: true });
+    // Back to the small feed for the daemon's test.
+    assert.equal((await w.sluice(['apply', policy])).code, 0);
+  });
+
   it('the daemon applies a rewritten feed, and rejects one others can write while the policy in force stays', async () => {
     daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', '--metrics', 'off'], { env: w.env(), readyText: 'running' });
     collectJsonLines(daemon.stderr, logs);
