@@ -646,7 +646,7 @@ export function normalizeAddrs(addrs: AddrRange[]): AddrRange[] {
     const hostList: AddrRange[] = [];
     for (const a of addrs) if (a.family === family) (a.start === a.end ? hostList : ranges).push(a);
     const nets = mergeRanges(ranges);
-    const hosts = family === 4 ? sortedUniqueV4(hostList) : sortedUnique(hostList.map((a) => a.start)).map((h) => ({ family, start: h, end: h }));
+    const hosts = family === 4 ? sortedUniqueV4(hostList) : sortedUniqueV6(hostList);
     // Both lists are sorted: one pass finds the hosts no prefix covers.
     let k = 0;
     // Loops, not push(...list): a spread of a million elements overflows the stack.
@@ -694,8 +694,32 @@ function sortedUniqueV4(hosts: AddrRange[]): AddrRange[] {
   return out;
 }
 
-function sortedUnique(values: bigint[]): bigint[] {
-  return [...new Set(values)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+/**
+ * IPv6 hosts, sorted and deduplicated: each 128-bit value cut in three
+ * exact doubles (53, 53 and 22 bits) and compared as numbers, about twice as
+ * fast as comparing bigints for a feed of a million.
+ */
+function sortedUniqueV6(hosts: AddrRange[]): AddrRange[] {
+  const n = hosts.length;
+  const hi = new Float64Array(n);
+  const mid = new Float64Array(n);
+  const lo = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const v = (hosts[i] as AddrRange).start;
+    hi[i] = Number(v >> 75n);
+    mid[i] = Number((v >> 22n) & 0x1fffffffffffffn);
+    lo[i] = Number(v & 0x3fffffn);
+  }
+  const order = Array.from({ length: n }, (_, i) => i);
+  order.sort((a, b) => (hi[a] as number) - (hi[b] as number) || (mid[a] as number) - (mid[b] as number) || (lo[a] as number) - (lo[b] as number));
+  const out: AddrRange[] = [];
+  let last = -1;
+  for (const i of order) {
+    if (last >= 0 && hi[i] === hi[last] && mid[i] === mid[last] && lo[i] === lo[last]) continue;
+    out.push(hosts[i] as AddrRange);
+    last = i;
+  }
+  return out;
 }
 
 /** Drops interface names a wildcard in the same list already covers (`eth*` covers `eth0` and `eth1*`). */

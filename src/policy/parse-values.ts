@@ -1,5 +1,5 @@
 import { domainToASCII } from 'node:url';
-import { MAX4, MAX6, parseAddr, parseIPv4, parsePrefix, type AddrRange } from '../net/ip.js';
+import { MAX4, MAX6, parseAddr, parseIPv4, parseIPv6, parsePrefix, type AddrRange } from '../net/ip.js';
 import type { DomainPattern, InterfaceRef, PortRange, ServiceRef } from './policy.js';
 
 /**
@@ -128,6 +128,11 @@ export function parseDestination(value: unknown): Parsed<Destination> {
   if (value === 'any') return ok({ kind: 'any' });
   const fast = fastIPv4(value);
   if (fast) return ok(fast);
+  // A plain IPv6 host (the bulk of IPv6 feeds): no prefix arithmetic needed; mapped addresses go the long way (refused there).
+  if (value.includes(':') && !value.includes('/') && !value.includes('-')) {
+    const v6 = parseIPv6(value);
+    if (v6 !== null && v6 >> 32n !== 0xffffn) return ok({ kind: 'addr', range: { family: 6, start: v6, end: v6 } });
+  }
   const looksLikeAddr = /^[0-9a-fA-F:.]+(\/[0-9]+)?$/.test(value) && (value.includes(':') || /^[0-9.\/]+$/.test(value));
   // A range only when its start is an address: "cafe-babe.de" is a name.
   const dash = value.indexOf('-');

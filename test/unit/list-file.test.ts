@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { PolicyError, formatIssue } from '../../src/errors.js';
-import { formatRange, parsePrefix } from '../../src/net/ip.js';
+import { formatRange, parseIPv6, parseIPv6General, parsePrefix } from '../../src/net/ip.js';
 import { MAX_LIST_BYTES, MAX_LIST_ERRORS, MAX_LIST_LINE, parseListBytes, readListFile } from '../../src/policy/list-file.js';
 import { loadPolicyWithBytes, normalizeAddrs, parsePolicy, policyDigest, type PolicyHost } from '../../src/policy/load-policy.js';
 import { parseDestination } from '../../src/policy/parse-values.js';
@@ -303,6 +303,25 @@ describe('unit: list files, properties', () => {
 });
 
 describe('unit: large destination lists', () => {
+  it('the IPv6 scan of parseIPv6 agrees with the general parser, on addresses and on near-misses', () => {
+    const word = fc.integer({ min: 0, max: 0xffff }).map((w) => w.toString(16));
+    const addr = fc.oneof(
+      fc.array(word, { minLength: 1, maxLength: 9 }).map((ws) => ws.join(':')),
+      fc.tuple(fc.array(word, { maxLength: 7 }), fc.array(word, { maxLength: 7 })).map(([a, b]) => `${a.join(':')}::${b.join(':')}`),
+      fc.stringMatching(/^[0-9a-fA-F:]{1,45}$/),
+      fc.constantFrom('::', '::1', '1::', ':1', '1:', ':::', '1:::2', '1::2::3', '2001:db8::', '2001:DB8::ABCD', '00000::1', '1:2:3:4:5:6:7::', '::1:2:3:4:5:6:7', '1:2:3:4:5:6:7:8:9', 'g::1', '::ffff:1.2.3.4'),
+    );
+    fc.assert(
+      fc.property(addr, (t) => {
+        assert.equal(parseIPv6(t), parseIPv6General(t), t);
+        const d = parseDestination(t);
+        const p = parsePrefix(t);
+        if (p.ok) assert.deepEqual(d, { ok: true, value: { kind: 'addr', range: p.range } }, t);
+      }),
+      runs(5000),
+    );
+  });
+
   it('the IPv4 fast path of parseDestination agrees with parsePrefix, value and reason', () => {
     const text = fc.oneof(
       fc.tuple(fc.nat(300), fc.nat(255), fc.nat(255), fc.nat(255), fc.option(fc.integer({ min: -1, max: 40 }))).map(([a, b, c, d, len]) => `${a}.${b}.${c}.${d}${len === null ? '' : `/${len}`}`),
@@ -318,6 +337,21 @@ describe('unit: large destination lists', () => {
         else assert.notEqual(d.value.kind, 'addr', t);
       }),
       runs(2000),
+    );
+  });
+
+  it('IPv6 hosts normalize sorted and deduplicated, as a bigint sort would have them, beside the prefixes that cover some', () => {
+    const big = fc.bigInt({ min: 0n, max: (1n << 128n) - 1n });
+    const near = fc.tuple(fc.constantFrom(0x20010db8n << 96n, (1n << 128n) - (1n << 40n), 1n << 75n), fc.bigInt({ min: 0n, max: (1n << 23n) + 5n })).map(([b, o]) => b + o);
+    fc.assert(
+      fc.property(fc.array(fc.oneof(big, near), { maxLength: 60 }), (values) => {
+        const hosts = values.map((v) => ({ family: 6 as const, start: v, end: v }));
+        const net = { family: 6 as const, start: 0x20010db8n << 96n, end: (0x20010db8n << 96n) + 1000n };
+        const got = normalizeAddrs([...hosts, ...hosts.slice(0, 3), net]).map((r) => `${r.start}-${r.end}`);
+        const want = [...new Set(values)].filter((v) => v < net.start || v > net.end).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+        assert.deepEqual(got, [`${net.start}-${net.end}`, ...want.map((v) => `${v}-${v}`)]);
+      }),
+      runs(500),
     );
   });
 
