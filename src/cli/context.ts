@@ -3,7 +3,7 @@ import { compileForHost, compileForHostAsync } from '../system/compile-env.js';
 import { SystemError } from '../errors.js';
 import { KernelNetfilter } from '../netfilter/kernel-netfilter.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
-import { loadPolicyFile, loadPolicyWithBytes } from '../policy/load-policy.js';
+import { loadPolicyFile, loadPolicyWithBytes, type ListBytes } from '../policy/load-policy.js';
 import { controlCall } from '../runtime/control-server.js';
 import { setHostnameSource } from '../events/hostnames.js';
 import { LearnedState } from '../dns/learned-state.js';
@@ -54,7 +54,7 @@ export class Context {
   }
 
   /** Loads a policy and keeps its bytes, for applying (the state directory snapshots them). */
-  loadPolicyForApply(path?: string): { policy: Policy; bytes: Buffer } {
+  loadPolicyForApply(path?: string): { policy: Policy; bytes: Buffer; lists: ListBytes[] } {
     return loadPolicyWithBytes(path ?? defaultPolicyPath(), { lookupUsers });
   }
 

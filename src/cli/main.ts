@@ -1,20 +1,5 @@
 import { readFileSync } from 'node:fs';
 import { NetlinkError, PolicyError, SluiceError, UsageError, formatIssue } from '../errors.js';
-import { apply } from './commands/apply.js';
-import { check } from './commands/check.js';
-import { confirm, rollbackTimer } from './commands/confirm.js';
-import { connections } from './commands/connections.js';
-import { daemon } from './commands/daemon.js';
-import { alerts } from './commands/alerts.js';
-import { dns } from './commands/dns.js';
-import { explain } from './commands/explain.js';
-import { log } from './commands/log.js';
-import { off } from './commands/off.js';
-import { plan } from './commands/plan.js';
-import { restore } from './commands/restore.js';
-import { stats } from './commands/stats.js';
-import { status } from './commands/status.js';
-import { top } from './commands/top.js';
 import { Context, EXIT } from './context.js';
 import { parseCommandLine, usage } from './spec.js';
 
@@ -58,21 +43,22 @@ export async function main(argv: string[]): Promise<number> {
   };
   try {
     let code: number;
+    // Each command loads only its own modules: `sluice apply` does not pay for the daemon's.
     switch (command) {
       case 'check':
-        code = check(ctx, onePolicy());
+        code = (await import('./commands/check.js')).check(ctx, onePolicy());
         break;
       case 'plan':
-        code = plan(ctx, { ...onePolicy(), full: flag('full') });
+        code = (await import('./commands/plan.js')).plan(ctx, { ...onePolicy(), full: flag('full') });
         break;
       case 'apply':
-        code = await apply(ctx, { ...onePolicy(), ...opt('confirm', int('confirm')) });
+        code = await (await import('./commands/apply.js')).apply(ctx, { ...onePolicy(), ...opt('confirm', int('confirm')) });
         break;
       case 'confirm':
-        code = confirm(ctx);
+        code = (await import('./commands/confirm.js')).confirm(ctx);
         break;
       case 'explain':
-        code = explain(ctx, {
+        code = (await import('./commands/explain.js')).explain(ctx, {
           positionals: args,
           ...opt('user', str('user')),
           ...opt('service', str('service')),
@@ -83,27 +69,27 @@ export async function main(argv: string[]): Promise<number> {
         });
         break;
       case 'status':
-        code = status(ctx);
+        code = (await import('./commands/status.js')).status(ctx);
         break;
       case 'off':
-        code = await off(ctx);
+        code = await (await import('./commands/off.js')).off(ctx);
         break;
       case 'restore':
-        code = await restore(ctx);
+        code = await (await import('./commands/restore.js')).restore(ctx);
         break;
       case 'daemon':
-        code = await daemon(ctx, { ...onePolicy(), ...opt('metrics', str('metrics')), ...opt('metricsTokenFile', str('metrics-token-file')) });
+        code = await (await import('./commands/daemon.js')).daemon(ctx, { ...onePolicy(), ...opt('metrics', str('metrics')), ...opt('metricsTokenFile', str('metrics-token-file')) });
         ctx.close();
         // Stopped: exit now rather than when the last stray handle lets the event loop drain.
         process.exit(code);
       case 'dns':
-        code = await dns(ctx, { follow: flag('follow'), ...opt('limit', int('limit')) });
+        code = await (await import('./commands/dns.js')).dns(ctx, { follow: flag('follow'), ...opt('limit', int('limit')) });
         break;
       case 'alerts':
-        code = await alerts(ctx, args[0]);
+        code = await (await import('./commands/alerts.js')).alerts(ctx, args[0]);
         break;
       case 'log':
-        code = await log(ctx, {
+        code = await (await import('./commands/log.js')).log(ctx, {
           follow: flag('follow'),
           ...opt('since', str('since')),
           ...opt('verdict', str('verdict')),
@@ -113,16 +99,16 @@ export async function main(argv: string[]): Promise<number> {
         });
         break;
       case 'connections':
-        code = await connections(ctx);
+        code = await (await import('./commands/connections.js')).connections(ctx);
         break;
       case 'top':
-        code = await top(ctx, opt('interval', int('interval')));
+        code = await (await import('./commands/top.js')).top(ctx, opt('interval', int('interval')));
         break;
       case 'stats':
-        code = await stats(ctx, { ...opt('since', str('since')), ...opt('limit', int('limit')) });
+        code = await (await import('./commands/stats.js')).stats(ctx, { ...opt('since', str('since')), ...opt('limit', int('limit')) });
         break;
       case '_rollback':
-        code = await rollbackTimer(ctx, args[0] ?? '');
+        code = await (await import('./commands/confirm.js')).rollbackTimer(ctx, args[0] ?? '');
         break;
       default:
         throw new UsageError(`Unknown command: ${JSON.stringify(command)} (see sluice --help)`);

@@ -7,6 +7,7 @@ import { SluiceError } from '../errors.js';
 import { sameRuleset } from '../netfilter/compare-ruleset.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
 import type { Policy } from '../policy/policy.js';
+import { currentPolicyDigest, type ListBytes } from '../policy/load-policy.js';
 import { appliedPolicy, commitTable, restoreApplied } from '../state/commit-table.js';
 import { rollBackPending } from '../state/rollback.js';
 import { journalEntry, journalKey, journalSend, LEVEL_PRIORITY, stderrIsJournal } from '../runtime/journal.js';
@@ -26,7 +27,7 @@ export interface PolicySource {
   /** The policy the state directory says is applied, parsed from its snapshot; throws when the snapshot is missing or no longer valid here. */
   applied(): { policy: Policy; applied: AppliedState } | null;
   /** A policy file and its exact bytes (a first start, or a reload). */
-  file(path: string): { policy: Policy; bytes: Buffer };
+  file(path: string): { policy: Policy; bytes: Buffer; lists?: ListBytes[] };
   /** Compiles with the host's facts now (cgroups, resolvers, leases), asking the host off the event loop. */
   compile(policy: Policy): Promise<CompileResult>;
   /** The policy components run on while Sluice is off: audit, no rules, so they watch and write nothing. */
@@ -245,13 +246,13 @@ export class Daemon {
       return { policy, compiled: await source.compile(policy), off: true, commit: () => undefined };
     }
     // Nothing was ever applied from this state directory: the first start applies the policy file.
-    const { policy, bytes } = source.file(this.opts.startPolicy);
+    const { policy, bytes, lists } = source.file(this.opts.startPolicy);
     const compiled = await source.compile(policy);
     const commit = () => {
       const r = commitTable(nf, state, {
         event: 'daemon-start',
         ruleset: compiled.ruleset,
-        policy: { policyFile: policy.file, sha256: policy.sha256, mode: policy.mode, warnings: compiled.warnings, bytes },
+        policy: { policyFile: policy.file, sha256: policy.sha256, mode: policy.mode, warnings: compiled.warnings, bytes, ...(lists ? { lists } : {}) },
         precondition: (v) => (v.applied === null && !v.off ? null : 'a policy was applied while the daemon started'),
       });
       if (!r.written) throw new SluiceError('ESTATE', `Not started: ${r.skipped ?? 'nothing written'}; start again`);
@@ -368,7 +369,7 @@ export class Daemon {
       const { state, source, netfilter: nf } = this.opts;
       const applied = state.applied();
       if (!applied) throw new SluiceError('EOFF', 'Sluice is off: nothing to reload (sluice apply POLICY turns it on)');
-      const { policy, bytes } = source.file(applied.policyFile);
+      const { policy, bytes, lists } = source.file(applied.policyFile);
       const compiled = await source.compile(policy);
       for (const c of this.started) await c.prepare?.(policy);
       // Stopped meanwhile: the components are gone; nothing is written.
@@ -376,7 +377,7 @@ export class Daemon {
       const r = commitTable(nf, state, {
         event: 'reload',
         ruleset: compiled.ruleset,
-        policy: { policyFile: policy.file, sha256: policy.sha256, mode: policy.mode, warnings: compiled.warnings, bytes },
+        policy: { policyFile: policy.file, sha256: policy.sha256, mode: policy.mode, warnings: compiled.warnings, bytes, ...(lists ? { lists } : {}) },
         // Nothing committed since the file was read (an apply of the same path included).
         precondition: (v) => (v.applied?.sha256 === applied.sha256 && v.applied.appliedAt === applied.appliedAt ? null : 'another policy was applied meanwhile'),
         // A reload is not a confirmation: an apply waiting for one still rolls back at its deadline.
@@ -441,8 +442,19 @@ export class Daemon {
     // Stopped (or stopping): a look still under way must not watch again.
     if (this.stopped) return;
     const path = this.off ? null : (this.opts.state.applied()?.policyFile ?? null);
-    this.seenSha = seen ?? (path === null ? null : fileSha(path));
-    this.fileWatch.arm(path);
+    this.seenSha = seen ?? (path === null ? null : this.sourceSha(path));
+    // The list files (to_file:) too: a feed rewritten by its cron job reloads as an edited policy does.
+    this.fileWatch.arm(path, this.listPaths());
+  }
+
+  /** The list files the policy in force read. */
+  private listPaths(): string[] {
+    return this.off || this.rt === undefined ? [] : (this.runtime.policy.lists ?? []).map((l) => l.path);
+  }
+
+  /** The identity of the policy file and the policy in force's list files as they are on disk now (policyDigest), or null when the file cannot be read. */
+  private sourceSha(path: string): string | null {
+    return currentPolicyDigest(path, this.listPaths());
   }
 
   /**
@@ -457,12 +469,12 @@ export class Daemon {
     if (this.reloading) await this.reloading.catch(() => undefined);
     const applied = this.opts.state.applied();
     if (!applied) return;
-    const sha = fileSha(applied.policyFile);
+    const sha = this.sourceSha(applied.policyFile);
     // Moved away or unreadable: the applied policy (its snapshot) stays in force.
     if (sha === null || sha === this.seenSha) return;
     // A write in progress (the poll can land in one): only content that holds still is read as a policy.
     await new Promise((r) => setTimeout(r, SETTLE_READ_MS));
-    if (fileSha(applied.policyFile) !== sha || this.off || this.rt === undefined || this.stopped) return;
+    if (this.sourceSha(applied.policyFile) !== sha || this.off || this.rt === undefined || this.stopped) return;
     this.seenSha = sha;
     if (sha === applied.sha256) return;
     // Whoever can write the file (or rename into its directory) would set the firewall, and run
@@ -571,14 +583,6 @@ export function unsafePolicyFile(path: string): string | null {
   return null;
 }
 
-/** The sha256 of a file's bytes, or null when it cannot be read. */
-function fileSha(path: string): string | null {
-  try {
-    return createHash('sha256').update(readFileSync(path)).digest('hex');
-  } catch {
-    return null;
-  }
-}
 
 /** The table, or null when absent or unreadable (for a log line: never throws). */
 function safeRead(nf: Netfilter): unknown {

@@ -15,8 +15,8 @@ const POLL_MS = 30_000;
  * file and compares its hash with what is applied.
  */
 export class PolicyFileWatch {
-  private watcher: FSWatcher | undefined;
-  private path: string | undefined;
+  private watchers: FSWatcher[] = [];
+  private key: string | undefined;
   private timer: NodeJS.Timeout | undefined;
   private poll: NodeJS.Timeout | undefined;
 
@@ -26,21 +26,37 @@ export class PolicyFileWatch {
     private pollMs = POLL_MS,
   ) {}
 
-  /** Watches `path` (re-arming when it differs from the one watched), or nothing when null. */
-  arm(path: string | null): void {
-    if (path === this.path) return;
+  /**
+   * Watches `path` and the files in `also` (the list files a policy reads),
+   * re-arming when they differ from the ones watched, or nothing when `path`
+   * is null. One watch per directory, for the names in it.
+   */
+  arm(path: string | null, also: string[] = []): void {
+    const key = path === null ? undefined : JSON.stringify([path, ...also]);
+    if (key === this.key) return;
     this.disarm();
     if (path === null) return;
-    this.path = path;
-    const name = basename(path);
-    try {
-      this.watcher = watch(dirname(path), (_event, file) => {
-        // Some platforms give no name: look anyway.
-        if (file === null || file === name) this.schedule();
-      });
-      this.watcher.on('error', () => this.disarmWatcher());
-    } catch {
-      // The directory is gone or unreadable: the poll covers it.
+    this.key = key;
+    const byDir = new Map<string, Set<string>>();
+    for (const p of [path, ...also]) {
+      const names = byDir.get(dirname(p)) ?? new Set<string>();
+      names.add(basename(p));
+      byDir.set(dirname(p), names);
+    }
+    for (const [dir, names] of byDir) {
+      try {
+        const w = watch(dir, (_event, file) => {
+          // Some platforms give no name: look anyway.
+          if (file === null || names.has(file)) this.schedule();
+        });
+        w.on('error', () => {
+          w.close();
+          this.watchers = this.watchers.filter((x) => x !== w);
+        });
+        this.watchers.push(w);
+      } catch {
+        // The directory is gone or unreadable: the poll covers it.
+      }
     }
     this.poll = setInterval(() => this.onChange(), this.pollMs);
     this.poll.unref();
@@ -54,17 +70,13 @@ export class PolicyFileWatch {
     }, this.settleMs);
   }
 
-  private disarmWatcher(): void {
-    this.watcher?.close();
-    this.watcher = undefined;
-  }
-
   disarm(): void {
-    this.disarmWatcher();
+    for (const w of this.watchers) w.close();
+    this.watchers = [];
     if (this.timer) clearTimeout(this.timer);
     if (this.poll) clearInterval(this.poll);
     this.timer = undefined;
     this.poll = undefined;
-    this.path = undefined;
+    this.key = undefined;
   }
 }

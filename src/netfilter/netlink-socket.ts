@@ -32,6 +32,8 @@ export class DumpInterrupted extends Error {}
 export class NetlinkSocket {
   readonly fd: number;
   private closed = false;
+  /** The send buffer asked for (SO_SNDBUFFORCE; the kernel doubles it), or 0 when it could not be set. */
+  private sndbuf = 0;
 
   private constructor(fd: number) {
     this.fd = fd;
@@ -56,6 +58,7 @@ export class NetlinkSocket {
     const bytes = opts.bufBytes ?? 8 << 20;
     try {
       n.setIntOpt(fd, SOL_SOCKET, SO_SNDBUFFORCE, bytes);
+      sock.sndbuf = bytes;
       n.setIntOpt(fd, SOL_SOCKET, SO_RCVBUFFORCE, bytes);
     } catch {
       // Without CAP_NET_ADMIN the FORCE variants fail; the defaults still serve reads.
@@ -64,6 +67,17 @@ export class NetlinkSocket {
   }
 
   send(buf: Buffer): void {
+    // An nfnetlink batch is one datagram, and netlink refuses one larger than the send buffer
+    // (EMSGSIZE): a set of a million IPv6 addresses is ~30 MB. Grown to fit, as nft does
+    // (mnl_set_sndbuffer); the kernel doubles what is asked, so this leaves room for its overhead.
+    if (this.sndbuf > 0 && buf.length > this.sndbuf) {
+      try {
+        native().setIntOpt(this.fd, SOL_SOCKET, SO_SNDBUFFORCE, buf.length);
+        this.sndbuf = buf.length;
+      } catch {
+        // Not allowed: the send says what the kernel thinks.
+      }
+    }
     const n = native().nlSend(this.fd, buf);
     if (n !== buf.length) throw new SystemError('ENETLINKSEND', `Short netlink send: ${n} of ${buf.length} bytes`);
   }

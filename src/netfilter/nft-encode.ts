@@ -123,7 +123,8 @@ export function rawElements(set: Pick<SetDef, 'key' | 'interval'>, elems: SetEle
     if (e.t === 'addr') {
       if ((e.family === 4) !== (set.key === 'ipv4_addr')) throw new TypeError('address family does not match the set');
       start = addrBytes(e.family, e.start);
-      endExclusive = incrementBytes(addrBytes(e.family, e.end));
+      // Only an interval set has ends (a hash set's million hosts need none).
+      endExclusive = set.interval ? incrementBytes(addrBytes(e.family, e.end)) : null;
       timeoutMs = e.timeoutMs;
       if (!set.interval && e.start !== e.end) throw new TypeError('a hash set holds single addresses only');
     } else if (e.t === 'ifname') {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { PolicyError, SluiceError, type PolicyIssue } from '../errors.js';
@@ -20,11 +21,65 @@ import {
 import { ALERT_TRIGGERS, DNS_DEFAULTS, FLOW_DEFAULTS, type AlertRoute, type AlertSink, type AlertTrigger, type DnsSettings, type Suppression, type DomainPattern, type FlowSettings, type LogSettings, type InterfaceRef, type Policy, type PortRange, type Rule, type ServiceRef, type UserRef } from './policy.js';
 import { lenientRule, lenientTop, ruleSchema, topSchema, type RawPolicy, type RawRule } from './schema.js';
 import { templateProblem } from './webhook-template.js';
+import { MAX_LIST_ERRORS, parseListBytes, readListFile, type ListRead } from './list-file.js';
+import { expandBulk, extractBulk, type Segment } from './yaml-bulk.js';
+import type { Destination } from './parse-values.js';
 
 /** What the loader needs from the host. Injected so loading is testable without real users. */
 export interface PolicyHost {
   /** Looks up user names; returns a map of the names found to their uids. */
   lookupUsers(names: string[]): Map<string, number>;
+  /**
+   * Reads a list file (`to_file:`) by absolute path. By default from disk
+   * with readListFile's checks; a policy loaded from the state directory's
+   * snapshot reads the list files as they were applied.
+   */
+  readList?(path: string): ListRead;
+}
+
+/** A list file a policy read: its absolute path and exact bytes (snapshotted with the policy). */
+export interface ListBytes {
+  path: string;
+  bytes: Buffer;
+}
+
+/** A rule's list files together hold at most this many entries. */
+export const MAX_LIST_ENTRIES = 2_000_000;
+
+/**
+ * The identity of a policy: the sha256 of its bytes when it reads no list
+ * files (as always), else of those bytes' hash and every list file's path
+ * and content hash, in first-use order. Editing a feed changes the policy's
+ * identity as editing the policy file does.
+ */
+export function policyDigest(bytesSha256: string, lists: { path: string; sha256: string }[]): string {
+  if (lists.length === 0) return bytesSha256;
+  const h = createHash('sha256').update(`sluice policy with lists\n${bytesSha256}\n`);
+  for (const l of lists) h.update(`${JSON.stringify(l.path)} ${l.sha256}\n`);
+  return h.digest('hex');
+}
+
+/**
+ * The current identity of a policy file and the list files it read (as
+ * policyDigest), or null when the policy file cannot be read. A list file
+ * that cannot be read counts as empty content: it changed. For the daemon's
+ * look at whether what is on disk still is what it applied.
+ */
+export function currentPolicyDigest(file: string, listPaths: string[]): string | null {
+  const sha = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
+  let base: string;
+  try {
+    base = sha(readFileSync(file));
+  } catch {
+    return null;
+  }
+  return policyDigest(
+    base,
+    listPaths.map((path) => {
+      const r = readListFile(path);
+      return { path, sha256: r.ok ? sha(r.bytes) : `unreadable:${r.reason}` };
+    }),
+  );
 }
 
 /** Files larger than this are refused before parsing (a policy of a million addresses is ~20 MiB). */
@@ -37,8 +92,8 @@ export function loadPolicyFile(file: string, host: PolicyHost): Policy {
   return loadPolicyWithBytes(file, host).policy;
 }
 
-/** Like loadPolicyFile, and also returns the exact bytes that were validated (for snapshots). */
-export function loadPolicyWithBytes(file: string, host: PolicyHost): { policy: Policy; bytes: Buffer } {
+/** Like loadPolicyFile, and also returns the exact bytes that were validated, the policy's and its list files' (for snapshots). */
+export function loadPolicyWithBytes(file: string, host: PolicyHost): { policy: Policy; bytes: Buffer; lists: ListBytes[] } {
   let size: number;
   try {
     const st = statSync(file);
@@ -55,15 +110,52 @@ export function loadPolicyWithBytes(file: string, host: PolicyHost): { policy: P
     ]);
   }
   const bytes = readFileSync(file);
-  return { policy: parsePolicy(bytes, file, host), bytes };
+  const lists: ListBytes[] = [];
+  const policy = parsePolicy(bytes, file, host, (l) => lists.push(l));
+  return { policy, bytes, lists };
+}
+
+/** Files at least this long are looked at for long lists to take out of the YAML (yaml-bulk.ts). */
+const BULK_MIN_CHARS = 64 * 1024;
+
+interface ParsedYaml {
+  doc: Document.Parsed;
+  raw: unknown;
+  lines: LineIndex;
+}
+
+/** Parses YAML text into its document and JS value; syntax errors, nesting and alias bombs as PolicyError. */
+function parseYaml(text: string, file: string): ParsedYaml {
+  const lines = new LineIndex(text);
+  let doc: Document.Parsed;
+  try {
+    doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, strict: true });
+  } catch (err) {
+    if (err instanceof RangeError) {
+      throw new PolicyError([issueAt(file, 1, 1, [], 'policy nests too deeply to parse')]);
+    }
+    throw err;
+  }
+  if (doc.errors.length > 0) return { doc, raw: null, lines };
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    const message = err instanceof RangeError ? 'policy nests too deeply to parse' : `YAML: ${escapeControls(firstLine(String((err as Error).message)))}`;
+    throw new PolicyError([issueAt(file, 1, 1, [], message)]);
+  }
+  return { doc, raw, lines };
 }
 
 function issueAt(file: string, line: number, column: number, path: (string | number)[], message: string): PolicyIssue {
   return { file, line, column, path, message, severity: 'error' };
 }
 
-/** Validates policy bytes. Pure apart from `host`; the unit tests drive it directly. */
-export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): Policy {
+/**
+ * Validates policy bytes. Pure apart from `host` (and the list files it
+ * reads, each given to `onList` once); the unit tests drive it directly.
+ */
+export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, onList?: (list: ListBytes) => void): Policy {
   if (bytes.length > MAX_POLICY_BYTES) {
     throw new PolicyError([issueAt(file, 1, 1, [], `policy is ${bytes.length} bytes; the limit is ${MAX_POLICY_BYTES}`)]);
   }
@@ -83,16 +175,20 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
     throw new PolicyError([issueAt(file, pos.line, pos.column, [], `control character 0x${hex} in policy text; is this a binary file?`)]);
   }
 
-  const lines = new LineIndex(text);
-  let doc: Document.Parsed;
+  // Long lists first taken out of the text (yaml-bulk.ts), only in large files: a small policy is
+  // read exactly as it always was. Any doubt, and the original text is parsed instead.
+  const bulk = text.length >= BULK_MIN_CHARS ? extractBulk(text) : null;
+  let parsed: ParsedYaml | null = null;
   try {
-    doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, strict: true });
-  } catch (err) {
-    if (err instanceof RangeError) {
-      throw new PolicyError([issueAt(file, 1, 1, [], 'policy nests too deeply to parse')]);
-    }
-    throw err;
+    parsed = bulk ? parseYaml(bulk.text, file) : null;
+  } catch {
+    // Whatever went wrong is said by the parse of the original text below.
   }
+  let sources: Map<string, Segment[]> | null = null;
+  if (bulk && parsed && parsed.doc.errors.length === 0) sources = expandBulk(parsed.raw, bulk);
+  if (sources === null) parsed = parseYaml(text, file);
+  const { doc, lines } = parsed as ParsedYaml;
+  let raw = (parsed as ParsedYaml).raw;
   const issues: PolicyIssue[] = [];
   for (const e of doc.errors) {
     const pos = lines.pos(e.pos[0]);
@@ -101,18 +197,25 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
     issues.push(issueAt(file, pos.line, pos.column, [], message));
   }
   if (issues.length > 0) throw new PolicyError(issues);
-
-  let raw: unknown;
-  try {
-    raw = doc.toJS({ maxAliasCount: 100 });
-  } catch (err) {
-    const message = err instanceof RangeError ? 'policy nests too deeply to parse' : `YAML: ${escapeControls(firstLine(String((err as Error).message)))}`;
-    throw new PolicyError([issueAt(file, 1, 1, [], message)]);
-  }
   if (raw === null || raw === undefined) raw = {};
 
   const locate = (path: (string | number)[], key = false) => {
-    return lines.pos(offsetOf(doc, path, key));
+    // An element that came from a run taken out of the text has its own position; others, their index in the document.
+    let docPath = path;
+    if (sources) {
+      docPath = [];
+      for (let i = 0; i < path.length; i++) {
+        const seg = path[i] as string | number;
+        const segs = typeof seg === 'number' ? sources.get(path.slice(0, i).join('\0')) : undefined;
+        if (segs && typeof seg === 'number') {
+          const s = segs.find((x) => seg >= x.start && seg < x.start + x.length);
+          if (s && 'run' in s) return { line: s.run.lines[seg - s.start] ?? 1, column: s.run.columns[seg - s.start] ?? 1 };
+          docPath.push(s ? s.docIndex : seg);
+        } else docPath.push(seg);
+      }
+    }
+    const at = lines.pos(offsetOf(doc, docPath, key));
+    return bulk && sources ? { line: bulk.originalLine(at.line), column: at.column } : at;
   };
   const error = (path: (string | number)[], message: string, key = false) => {
     issues.push({ file, ...locate(path, key), path, message, severity: 'error' });
@@ -150,11 +253,13 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
   }
   const uids = userNames.size > 0 ? host.lookupUsers([...userNames]) : new Map<string, number>();
 
+  const lists = new ListFiles(file, host, onList, issues);
   const rules: Rule[] = [];
   typedRules.forEach((r, index) => {
     if (!r) return;
     const base: (string | number)[] = ['rules', index];
-    const rule = buildRule(r, index, base, uids, error, warning, structural.has(index));
+    const fromFiles = r.to_file === undefined ? [] : lists.destinations(r, base, error);
+    const rule = buildRule(r, index, base, uids, error, warning, structural.has(index), fromFiles);
     if (typeof r.name === 'string') {
       const nameCheck = parseRuleName(r.name);
       if (!nameCheck.ok) error([...base, 'name'], `${nameCheck.reason}: ${showValue(r.name)}`);
@@ -173,12 +278,16 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost): 
   const log = buildLog(p.log, error);
   const alerts = buildAlerts(p.alerts, rules, error);
   const suppress = buildSuppress(p.suppress, rules, error, warning, (i) => locate(['suppress', i]).line);
-  issues.sort((a, b) => a.line - b.line || a.column - b.column);
+  // The policy's own problems first, then each list file's, in the order the rules use them.
+  const fileOrder = (f: string) => (f === file ? -1 : lists.order(f));
+  issues.sort((a, b) => fileOrder(a.file) - fileOrder(b.file) || a.line - b.line || a.column - b.column);
   if (issues.some((i) => i.severity === 'error')) throw new PolicyError(issues);
 
+  const used = lists.used();
   return {
     file,
-    sha256,
+    sha256: policyDigest(sha256, used),
+    ...(used.length > 0 ? { lists: used } : {}),
     dns,
     flows,
     mode: p.mode ?? 'audit',
@@ -438,20 +547,25 @@ function buildRule(
   error: Report,
   warning: Report,
   hadStructuralErrors = false,
+  fromFiles: Destination[] = [],
 ): Rule {
   const addrs: AddrRange[] = [];
   const domains: DomainPattern[] = [];
   const seenDomains = new Set<string>();
+  const add = (d: Destination) => {
+    if (d.kind === 'any') for (const x of ANY_RANGES) addrs.push({ ...x });
+    else if (d.kind === 'addr') addrs.push(d.range);
+    else if (!seenDomains.has(d.pattern.text)) {
+      seenDomains.add(d.pattern.text);
+      domains.push(d.pattern);
+    }
+  };
   (r.to ?? []).forEach((v, i) => {
     const d = parseDestination(v);
     if (!d.ok) return error([...base, 'to', i], `${d.reason}: ${showValue(v)}`);
-    if (d.value.kind === 'any') addrs.push(...ANY_RANGES.map((x) => ({ ...x })));
-    else if (d.value.kind === 'addr') addrs.push(d.value.range);
-    else if (!seenDomains.has(d.value.pattern.text)) {
-      seenDomains.add(d.value.pattern.text);
-      domains.push(d.value.pattern);
-    }
+    add(d.value);
   });
+  for (const d of fromFiles) add(d);
   const ports: PortRange[] = [];
   let icmp = false;
   let icmpv6 = false;
@@ -492,9 +606,9 @@ function buildRule(
       error([...base, key], `empty ${key} list: leave the key out to mean any, or list at least one entry`);
     }
   }
-  const constrains = ['to', 'ports', 'users', 'services', 'interfaces'].some((k) => r[k as keyof RawRule] !== undefined);
+  const constrains = ['to', 'to_file', 'ports', 'users', 'services', 'interfaces'].some((k) => r[k as keyof RawRule] !== undefined);
   if (!constrains && !hadStructuralErrors) {
-    error(base, `rule ${showValue(r.name)} matches all traffic; give it to, ports, users, services or interfaces (to: [any] means any destination)`);
+    error(base, `rule ${showValue(r.name)} matches all traffic; give it to, to_file, ports, users, services or interfaces (to: [any] means any destination)`);
   }
   const hasV4 = addrs.some((a) => a.family === 4) || domains.length > 0;
   const hasV6 = addrs.some((a) => a.family === 6) || domains.length > 0;
@@ -528,19 +642,82 @@ function buildRule(
 export function normalizeAddrs(addrs: AddrRange[]): AddrRange[] {
   const out: AddrRange[] = [];
   for (const family of [4, 6] as const) {
-    const nets = mergeRanges(addrs.filter((a) => a.family === family && a.start !== a.end));
-    const hosts = [...new Set(addrs.filter((a) => a.family === family && a.start === a.end).map((a) => a.start))].sort((a, b) =>
-      a < b ? -1 : a > b ? 1 : 0,
-    );
+    const ranges: AddrRange[] = [];
+    const hostList: AddrRange[] = [];
+    for (const a of addrs) if (a.family === family) (a.start === a.end ? hostList : ranges).push(a);
+    const nets = mergeRanges(ranges);
+    const hosts = family === 4 ? sortedUniqueV4(hostList) : sortedUniqueV6(hostList);
     // Both lists are sorted: one pass finds the hosts no prefix covers.
     let k = 0;
-    const loose: AddrRange[] = [];
+    // Loops, not push(...list): a spread of a million elements overflows the stack.
+    for (const n of nets) out.push(n);
     for (const h of hosts) {
-      while (k < nets.length && (nets[k] as AddrRange).end < h) k++;
+      while (k < nets.length && (nets[k] as AddrRange).end < h.start) k++;
       const n = nets[k];
-      if (!n || n.start > h) loose.push({ family, start: h, end: h });
+      // The host's own object (a fresh one from the parser): a million fewer to make and collect.
+      if (!n || n.start > h.start) out.push(h);
     }
-    out.push(...nets, ...loose);
+  }
+  return out;
+}
+
+/** Index bits of sortedUniqueV4's keys: an IPv4 value (32 bits) and an index (21) fit a double's 53 exactly. */
+const INDEX_BITS = 2 ** 21;
+
+/**
+ * IPv4 hosts, sorted and deduplicated: a typed-array sort of value and index
+ * packed in one double (no bigint comparisons, no new bigints, for a million
+ * feed entries); beyond 2^21 hosts, values only.
+ */
+function sortedUniqueV4(hosts: AddrRange[]): AddrRange[] {
+  const out: AddrRange[] = [];
+  if (hosts.length >= INDEX_BITS) {
+    const values = new Uint32Array(hosts.length);
+    for (let i = 0; i < hosts.length; i++) values[i] = Number((hosts[i] as AddrRange).start);
+    values.sort();
+    for (let j = 0; j < values.length; j++) {
+      const v = values[j] as number;
+      if (j === 0 || v !== values[j - 1]) out.push({ family: 4, start: BigInt(v), end: BigInt(v) });
+    }
+    return out;
+  }
+  const keys = new Float64Array(hosts.length);
+  for (let i = 0; i < hosts.length; i++) keys[i] = Number((hosts[i] as AddrRange).start) * INDEX_BITS + i;
+  keys.sort();
+  let last = -1;
+  for (let j = 0; j < keys.length; j++) {
+    const key = keys[j] as number;
+    const v = Math.floor(key / INDEX_BITS);
+    if (v !== last) out.push(hosts[key - v * INDEX_BITS] as AddrRange);
+    last = v;
+  }
+  return out;
+}
+
+/**
+ * IPv6 hosts, sorted and deduplicated: each 128-bit value cut in three
+ * exact doubles (53, 53 and 22 bits) and compared as numbers, about twice as
+ * fast as comparing bigints for a feed of a million.
+ */
+function sortedUniqueV6(hosts: AddrRange[]): AddrRange[] {
+  const n = hosts.length;
+  const hi = new Float64Array(n);
+  const mid = new Float64Array(n);
+  const lo = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const v = (hosts[i] as AddrRange).start;
+    hi[i] = Number(v >> 75n);
+    mid[i] = Number((v >> 22n) & 0x1fffffffffffffn);
+    lo[i] = Number(v & 0x3fffffn);
+  }
+  const order = Array.from({ length: n }, (_, i) => i);
+  order.sort((a, b) => (hi[a] as number) - (hi[b] as number) || (mid[a] as number) - (mid[b] as number) || (lo[a] as number) - (lo[b] as number));
+  const out: AddrRange[] = [];
+  let last = -1;
+  for (const i of order) {
+    if (last >= 0 && hi[i] === hi[last] && mid[i] === mid[last] && lo[i] === lo[last]) continue;
+    out.push(hosts[i] as AddrRange);
+    last = i;
   }
   return out;
 }
@@ -614,7 +791,7 @@ const KNOWN_KEYS: Record<string, string[]> = {
   top: ['version', 'mode', 'default', 'block_with', 'essentials', 'tamper', 'owned_table', 'log', 'rules', 'dns', 'flows', 'alerts', 'suppress'],
   flows: ['ct_mark_mask', 'replies'],
   dns: ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark', 'max_addresses_per_answer', 'max_addresses_per_name'],
-  rule: ['name', 'action', 'to', 'ports', 'users', 'services', 'interfaces', 'log', 'comment'],
+  rule: ['name', 'action', 'to', 'to_file', 'ports', 'users', 'services', 'interfaces', 'log', 'comment'],
   log: ['group', 'rate', 'burst', 'user_rate', 'user_burst', 'allowed'],
 };
 
@@ -701,6 +878,70 @@ function offsetOf(doc: Document.Parsed, path: (string | number)[], key: boolean)
     } else break;
   }
   return best;
+}
+
+/**
+ * The list files of one policy load: each read and parsed once however many
+ * rules use it, its problems reported once, at its own FILE:LINE:COL.
+ */
+class ListFiles {
+  private readonly parsed = new Map<string, { destinations: Destination[]; sha256: string } | null>();
+  private readonly orderOf = new Map<string, number>();
+
+  constructor(
+    private readonly policyFile: string,
+    private readonly host: PolicyHost,
+    private readonly onList: ((list: ListBytes) => void) | undefined,
+    private readonly issues: PolicyIssue[],
+  ) {}
+
+  /** The destinations of a rule's list files; problems reported (a file that cannot be read at the policy's to_file). */
+  destinations(r: RawRule, base: (string | number)[], error: Report): Destination[] {
+    const paths = typeof r.to_file === 'string' ? [r.to_file] : (r.to_file ?? []);
+    const out: Destination[] = [];
+    paths.forEach((p, j) => {
+      const at = typeof r.to_file === 'string' ? [...base, 'to_file'] : [...base, 'to_file', j];
+      if (p.includes('\0')) return error(at, `a list file's path cannot hold a NUL byte: ${showValue(p)}`);
+      const abs = isAbsolute(p) ? resolve(p) : resolve(dirname(resolve(this.policyFile)), p);
+      const list = this.load(abs, r.name, at, error);
+      if (!list) return;
+      if (out.length + list.destinations.length > MAX_LIST_ENTRIES) {
+        return error(at, `rule ${showValue(r.name)}'s list files hold more than ${MAX_LIST_ENTRIES} entries`);
+      }
+      for (const d of list.destinations) out.push(d);
+    });
+    return out;
+  }
+
+  private load(path: string, rule: string, at: (string | number)[], error: Report): { destinations: Destination[]; sha256: string } | null {
+    if (this.parsed.has(path)) return this.parsed.get(path) ?? null;
+    this.orderOf.set(path, this.orderOf.size);
+    const read = this.host.readList ? this.host.readList(path) : readListFile(path);
+    if (!read.ok) {
+      this.parsed.set(path, null);
+      error(at, `cannot use list file ${path} (rule ${showValue(rule)}): ${read.reason}`);
+      return null;
+    }
+    const list = parseListBytes(read.bytes);
+    for (const i of list.issues) this.issues.push({ file: path, line: i.line, column: i.column, path: at, message: i.message, severity: 'error' });
+    if (list.more > 0) error(at, `list file ${path} has ${list.more} more errors than the ${MAX_LIST_ERRORS} shown`);
+    const result = { destinations: list.destinations, sha256: createHash('sha256').update(read.bytes).digest('hex') };
+    this.parsed.set(path, result);
+    this.onList?.({ path, bytes: read.bytes });
+    return result;
+  }
+
+  /** Where a list file's problems sort: by first use. */
+  order(file: string): number {
+    return this.orderOf.get(file) ?? this.orderOf.size;
+  }
+
+  /** The list files read without a problem reading them, in first-use order. */
+  used(): { path: string; sha256: string; entries: number }[] {
+    const out: { path: string; sha256: string; entries: number }[] = [];
+    for (const [path, l] of this.parsed) if (l) out.push({ path, sha256: l.sha256, entries: l.destinations.length });
+    return out;
+  }
 }
 
 /**

@@ -1,5 +1,5 @@
 import { domainToASCII } from 'node:url';
-import { MAX4, MAX6, parseAddr, parsePrefix, type AddrRange } from '../net/ip.js';
+import { MAX4, MAX6, parseAddr, parseIPv4, parseIPv6, parsePrefix, type AddrRange } from '../net/ip.js';
 import type { DomainPattern, InterfaceRef, PortRange, ServiceRef } from './policy.js';
 
 /**
@@ -101,10 +101,38 @@ export function parseDomain(text: string): Parsed<DomainPattern> {
   return ok({ text: wildcard ? `*.${ascii}` : ascii, name: ascii, wildcard });
 }
 
+/**
+ * An IPv4 address or a prefix without host bits, the bulk of every feed, in
+ * Number arithmetic; null for anything else (parsePrefix then gives the
+ * answer, or the reason). Equal to what parsePrefix returns for these.
+ */
+function fastIPv4(value: string): Destination | null {
+  const slash = value.indexOf('/');
+  const addrText = slash < 0 ? value : value.slice(0, slash);
+  const v = parseIPv4(addrText);
+  if (v === null) return null;
+  if (slash < 0) return { kind: 'addr', range: { family: 4, start: v, end: v } };
+  const lenText = value.slice(slash + 1);
+  if (!/^(0|[1-9][0-9]?)$/.test(lenText)) return null;
+  const len = Number(lenText);
+  if (len > 32) return null;
+  const n = Number(v);
+  const size = 2 ** (32 - len);
+  if (n % size !== 0) return null;
+  return { kind: 'addr', range: { family: 4, start: v, end: len === 32 ? v : BigInt(n + size - 1) } };
+}
+
 /** Parses one `to` entry: an address, prefix, range, `any`, a domain name or a wildcard. */
 export function parseDestination(value: unknown): Parsed<Destination> {
   if (typeof value !== 'string') return bad('expected an address, a prefix or a domain name as a string');
   if (value === 'any') return ok({ kind: 'any' });
+  const fast = fastIPv4(value);
+  if (fast) return ok(fast);
+  // A plain IPv6 host (the bulk of IPv6 feeds): no prefix arithmetic needed; mapped addresses go the long way (refused there).
+  if (value.includes(':') && !value.includes('/') && !value.includes('-')) {
+    const v6 = parseIPv6(value);
+    if (v6 !== null && v6 >> 32n !== 0xffffn) return ok({ kind: 'addr', range: { family: 6, start: v6, end: v6 } });
+  }
   const looksLikeAddr = /^[0-9a-fA-F:.]+(\/[0-9]+)?$/.test(value) && (value.includes(':') || /^[0-9.\/]+$/.test(value));
   // A range only when its start is an address: "cafe-babe.de" is a name.
   const dash = value.indexOf('-');

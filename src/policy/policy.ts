@@ -5,8 +5,13 @@ import type { PolicyIssue } from '../errors.js';
 export interface Policy {
   /** Path the policy came from (for messages). */
   file: string;
-  /** sha256 of the file bytes, hex. */
+  /**
+   * sha256 of the file bytes, hex; with list files (`to_file:`), of the file
+   * and every list file's path and content together (policyDigest).
+   */
   sha256: string;
+  /** The list files the rules read, in first-use order, each with the sha256 of its bytes. Absent when none. */
+  lists?: PolicyList[];
   mode: 'audit' | 'enforce';
   /** What happens to traffic no rule allows. `deny` is the point of Sluice; `allow` makes deny rules a blocklist. */
   defaultAction: 'deny' | 'allow';
@@ -32,6 +37,13 @@ export interface Policy {
   flows: FlowSettings;
   /** Warnings found while loading (the policy is still valid). */
   warnings: PolicyIssue[];
+}
+
+/** A list file a policy read (`to_file:`): its absolute path, the sha256 of its bytes and how many entries it had. */
+export interface PolicyList {
+  path: string;
+  sha256: string;
+  entries: number;
 }
 
 export interface LogSettings {

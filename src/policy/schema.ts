@@ -13,6 +13,8 @@ export const ruleSchema = z.strictObject({
   name: z.string(),
   action: z.enum(['allow', 'deny']).optional(),
   to: scalarList.optional(),
+  // List files: one destination a line (src/policy/list-file.ts); relative to the policy's directory.
+  to_file: z.union([z.string().min(1).max(4096), z.array(z.string().min(1).max(4096)).min(1).max(64)]).optional(),
   ports: scalarList.optional(),
   users: scalarList.optional(),
   services: z.array(z.string()).max(10_000).optional(),

@@ -22,6 +22,8 @@ export interface CommitPolicy {
   warnings: string[];
   /** The policy's exact bytes, snapshotted so the daemon can always load what was applied. */
   bytes?: Uint8Array;
+  /** The list files it read (`to_file:`), snapshotted with it: the daemon loads the lists as they were applied. */
+  lists?: { path: string; bytes: Uint8Array }[];
 }
 
 /** The applied policy as a commit records it again (same policy, perhaps a ruleset compiled from new host facts, with its warnings). */
@@ -150,7 +152,7 @@ export function commitTable(nf: Netfilter, state: StateStore, c: TableCommit): C
       epoch = rulesetFlowMark(ruleset)?.epoch ?? null;
       // The bytes first: a snapshot that cannot be written (a full disk) stops the commit before the
       // kernel changes. The applied policy's and a rollback target's snapshots are never pruned.
-      if (policy?.bytes && c.recordState !== false) state.savePolicySnapshot(policy.sha256, policy.bytes, [view.applied?.sha256, view.pending?.previousState?.sha256].filter((x): x is string => x !== undefined));
+      if (policy?.bytes && c.recordState !== false) state.savePolicySnapshot(policy.sha256, policy.bytes, [view.applied?.sha256, view.pending?.previousState?.sha256].filter((x): x is string => x !== undefined), policy.lists ?? []);
       const carry = typeof c.carryDynamic === 'function' ? c.carryDynamic(view) : c.carryDynamic;
       nf.replace(ruleset, carry === false ? { carryDynamic: false } : {});
       // The kernel acknowledged every message of the transaction; read back the

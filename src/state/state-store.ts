@@ -39,20 +39,85 @@ export interface PendingConfirm {
 const BIG = '__bigint';
 
 const ADDR = '__addr';
+const ADDRS4 = '__addrs4';
+const ADDRS6 = '__addrs6';
+
+type PlainAddr = { t: 'addr'; family: number; start: bigint; end: bigint; timeoutMs?: number; expiresMs?: number };
+
+const isPlainAddr = (v: unknown): v is PlainAddr => {
+  const e = v as PlainAddr | null;
+  return !!e && typeof e === 'object' && e.t === 'addr' && e.timeoutMs === undefined && e.expiresMs === undefined && typeof e.start === 'bigint' && typeof e.end === 'bigint';
+};
+
+const MASK64 = (1n << 64n) - 1n;
+
+/**
+ * A list of plain address elements of one family (a set's elements) as
+ * base64 of their start and end, big-endian (4 or 16 bytes each), or null
+ * when the list is anything else.
+ */
+function packAddrs(list: unknown[]): { [k: string]: string } | null {
+  const first = list[0];
+  if (!isPlainAddr(first) || (first.family !== 4 && first.family !== 6)) return null;
+  const family = first.family;
+  const width = family === 4 ? 4 : 16;
+  const buf = Buffer.allocUnsafe(list.length * 2 * width);
+  let at = 0;
+  for (const e of list) {
+    if (!isPlainAddr(e) || e.family !== family) return null;
+    if (family === 4) {
+      if (e.start < 0n || e.end > 0xffffffffn) return null;
+      buf.writeUInt32BE(Number(e.start), at);
+      buf.writeUInt32BE(Number(e.end), at + 4);
+    } else {
+      if (e.start < 0n || e.end > (1n << 128n) - 1n) return null;
+      buf.writeBigUInt64BE(e.start >> 64n, at);
+      buf.writeBigUInt64BE(e.start & MASK64, at + 8);
+      buf.writeBigUInt64BE(e.end >> 64n, at + 16);
+      buf.writeBigUInt64BE(e.end & MASK64, at + 24);
+    }
+    at += 2 * width;
+  }
+  return { [family === 4 ? ADDRS4 : ADDRS6]: buf.toString('base64') };
+}
+
+/** The elements packAddrs wrote, or null when the text is not exactly that. */
+function unpackAddrs(family: 4 | 6, text: string): unknown[] | null {
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text)) return null;
+  const buf = Buffer.from(text, 'base64');
+  const width = family === 4 ? 4 : 16;
+  if (buf.length % (2 * width) !== 0 || buf.toString('base64') !== text) return null;
+  const out: unknown[] = new Array<unknown>(buf.length / (2 * width));
+  for (let i = 0, at = 0; at < buf.length; i++, at += 2 * width) {
+    if (family === 4) {
+      const a = buf.readUInt32BE(at);
+      const b = buf.readUInt32BE(at + 4);
+      const start = BigInt(a);
+      out[i] = { t: 'addr', family, start, end: a === b ? start : BigInt(b) };
+    } else {
+      const start = (buf.readBigUInt64BE(at) << 64n) | buf.readBigUInt64BE(at + 8);
+      const end = (buf.readBigUInt64BE(at + 16) << 64n) | buf.readBigUInt64BE(at + 24);
+      out[i] = { t: 'addr', family, start, end };
+    }
+  }
+  return out;
+}
 
 /**
  * JSON that keeps bigints (cgroup ids, IPv6 addresses). Address elements, the
- * bulk of a large ruleset, are written compactly as "family:start:end" in hex.
+ * bulk of a large ruleset, are written compactly as "family:start:end" in hex;
+ * a list of them of one family (a set's elements) as base64 of their bytes,
+ * so a million-element set is one JSON value to write and to read, not a
+ * million objects through JSON's replacer and reviver.
  */
 export function toJson(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) => {
     if (typeof v === 'bigint') return { [BIG]: v.toString() };
-    if (v && typeof v === 'object' && (v as { t?: unknown }).t === 'addr') {
-      const e = v as { family: number; start: bigint; end: bigint; timeoutMs?: number; expiresMs?: number };
-      if (e.timeoutMs === undefined && e.expiresMs === undefined && typeof e.start === 'bigint' && typeof e.end === 'bigint') {
-        return { [ADDR]: `${e.family}:${e.start.toString(16)}:${e.end.toString(16)}` };
-      }
+    if (Array.isArray(v) && v.length > 1 && isPlainAddr(v[0])) {
+      const packed = packAddrs(v);
+      if (packed) return packed;
     }
+    if (isPlainAddr(v)) return { [ADDR]: `${v.family}:${v.start.toString(16)}:${v.end.toString(16)}` };
     return v;
   });
 }
@@ -62,6 +127,10 @@ export function fromJson<T>(text: string): T {
     if (v && typeof v === 'object' && !Array.isArray(v)) {
       const keys = Object.keys(v);
       if (keys.length !== 1) return v;
+      const p4 = (v as Record<string, unknown>)[ADDRS4];
+      if (typeof p4 === 'string') return unpackAddrs(4, p4) ?? v;
+      const p6 = (v as Record<string, unknown>)[ADDRS6];
+      if (typeof p6 === 'string') return unpackAddrs(6, p6) ?? v;
       const big = (v as Record<string, unknown>)[BIG];
       if (typeof big === 'string' && /^-?[0-9]+$/.test(big)) return BigInt(big);
       const addr = (v as Record<string, unknown>)[ADDR];
@@ -218,9 +287,11 @@ export class StateStore {
   }
 
   /** Keeps the exact bytes of an applied policy, by content, so the daemon can load what was applied. */
-  savePolicySnapshot(sha256: string, bytes: Uint8Array, keep: string[] = []): void {
+  savePolicySnapshot(sha256: string, bytes: Uint8Array, keep: string[] = [], lists: { path: string; bytes: Uint8Array }[] = []): void {
     if (!/^[0-9a-f]{64}$/.test(sha256)) throw new SluiceError('ESTATE', `Bad policy hash: ${sha256}`);
     const dir = join(this.dir, 'policies');
+    // The list files first: a snapshot whose .yaml exists has its lists too.
+    if (lists.length > 0) writeBytesAtomic(join(dir, `${sha256}.lists`), encodeLists(lists), 0o600);
     writeBytesAtomic(join(dir, `${sha256}.yaml`), bytes, 0o600);
     // Keep the 20 most recent snapshots, and always those `keep` names (the applied policy, a
     // rollback target): however many applies were rolled back since, the daemon must load them.
@@ -229,7 +300,22 @@ export class StateStore {
       .filter((f) => /^[0-9a-f]{64}\.yaml$/.test(f) && !kept.has(f))
       .map((f) => ({ f, t: statSync(join(dir, f)).mtimeMs }))
       .sort((a, b) => b.t - a.t);
-    for (const { f } of files.slice(20)) rmSync(join(dir, f), { force: true });
+    for (const { f } of files.slice(20)) {
+      rmSync(join(dir, f), { force: true });
+      rmSync(join(dir, f.replace(/\.yaml$/, '.lists')), { force: true });
+    }
+  }
+
+  /** The list files of an applied policy as they were applied, by absolute path (empty when it read none). */
+  policyListsSnapshot(sha256: string): Map<string, Buffer> {
+    if (!/^[0-9a-f]{64}$/.test(sha256)) return new Map();
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(join(this.dir, 'policies', `${sha256}.lists`));
+    } catch {
+      return new Map();
+    }
+    return decodeLists(bytes);
   }
 
   /** The bytes of an applied policy, or null. */
@@ -412,4 +498,38 @@ export function processAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** A policy's list files in one file: per list, a line with its path (JSON) and length, then its bytes and a newline. */
+function encodeLists(lists: { path: string; bytes: Uint8Array }[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const l of lists) {
+    parts.push(Buffer.from(`${JSON.stringify(l.path)} ${l.bytes.length}\n`), Buffer.from(l.bytes.buffer, l.bytes.byteOffset, l.bytes.byteLength), Buffer.from('\n'));
+  }
+  return Buffer.concat(parts);
+}
+
+/** The lists encodeLists wrote; a damaged file yields what could be read before the damage (a missing list is then an error at load). */
+function decodeLists(bytes: Buffer): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  let at = 0;
+  while (at < bytes.length) {
+    const nl = bytes.indexOf(0x0a, at);
+    if (nl < 0) break;
+    const m = /^("(?:[^"\\]|\\.)*") ([0-9]{1,10})$/.exec(bytes.subarray(at, nl).toString('utf8'));
+    if (!m) break;
+    const len = Number(m[2]);
+    const start = nl + 1;
+    if (start + len + 1 > bytes.length || bytes[start + len] !== 0x0a) break;
+    let path: unknown;
+    try {
+      path = JSON.parse(m[1] as string);
+    } catch {
+      break;
+    }
+    if (typeof path !== 'string') break;
+    out.set(path, bytes.subarray(start, start + len));
+    at = start + len + 1;
+  }
+  return out;
 }

@@ -4,7 +4,7 @@
  * other files in the directory.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -36,6 +36,33 @@ describe('unit: the policy file watch', () => {
     writeFileSync(file, 'd');
     await sleep(200);
     assert.equal(calls, 2, 'disarmed');
+  });
+
+  it('the list files a policy reads are watched too, in their own directories; re-armed when the list changes', async () => {
+    const file = join(dir, 'with-lists.yaml');
+    const feeds = join(dir, 'feeds');
+    mkdirSync(feeds);
+    const feed = join(feeds, 'drop.txt');
+    writeFileSync(file, 'a');
+    writeFileSync(feed, '198.18.0.1');
+    let calls = 0;
+    const w = new PolicyFileWatch(() => calls++, 50, 3_600_000);
+    w.arm(file, [feed]);
+    writeFileSync(feed, '198.18.0.2');
+    await sleep(200);
+    assert.equal(calls, 1, 'a feed rewritten in place');
+    writeFileSync(join(feeds, 'drop.txt.tmp'), '198.18.0.3');
+    renameSync(join(feeds, 'drop.txt.tmp'), feed);
+    await sleep(200);
+    assert.equal(calls, 2, 'a feed replaced by rename');
+    writeFileSync(join(feeds, 'other.txt'), 'x');
+    await sleep(200);
+    assert.equal(calls, 2, 'another file beside the feed');
+    w.arm(file, []);
+    writeFileSync(feed, '198.18.0.4');
+    await sleep(200);
+    assert.equal(calls, 2, 'a feed the policy no longer reads');
+    w.disarm();
   });
 
   it('re-arming on another path watches that one; the poll is the backstop where the directory cannot be watched', async () => {

@@ -109,6 +109,31 @@ describe('unit: state store, edges', () => {
     assert.equal(s.policySnapshot(hash(5)), null, 'pruned');
   });
 
+  it('policy snapshots keep their list files (to_file) beside them, byte for byte, and prune them with them', () => {
+    const s = fresh();
+    const odd = Buffer.from([0x00, 0x0a, 0xff, 0x22, 0x5c]);
+    s.savePolicySnapshot(hash(1), Buffer.from('policy 1'), [], [
+      { path: '/etc/sluice/feeds/drop.txt', bytes: Buffer.from('198.18.0.0/15 ; SBL1\n') },
+      { path: '/odd "name"\\\n.txt', bytes: odd },
+      { path: '/empty', bytes: Buffer.alloc(0) },
+    ]);
+    const lists = s.policyListsSnapshot(hash(1));
+    assert.deepEqual([...lists.keys()], ['/etc/sluice/feeds/drop.txt', '/odd "name"\\\n.txt', '/empty']);
+    assert.equal(lists.get('/etc/sluice/feeds/drop.txt')?.toString(), '198.18.0.0/15 ; SBL1\n');
+    assert.deepEqual(lists.get('/odd "name"\\\n.txt'), odd);
+    assert.equal(lists.get('/empty')?.length, 0);
+    assert.equal(s.policyListsSnapshot(hash(2)).size, 0, 'a policy without lists has none');
+    assert.equal(s.policyListsSnapshot('../x').size, 0);
+    // A damaged file gives what was whole before the damage, never a wrong list.
+    const file = join(s.dir, 'policies', `${hash(1)}.lists`);
+    writeFileSync(file, readFileSync(file).subarray(0, 60));
+    assert.deepEqual([...s.policyListsSnapshot(hash(1)).keys()], ['/etc/sluice/feeds/drop.txt']);
+    const t0 = Date.now() / 1000 - 10_000;
+    utimesSync(join(s.dir, 'policies', `${hash(1)}.yaml`), t0, t0);
+    for (let i = 2; i < 23; i++) s.savePolicySnapshot(hash(i), Buffer.from(`policy ${i}`));
+    assert.equal(existsSync(file), false, 'pruned with its policy');
+  });
+
   it('the directory: created 0700; refused when a symlink, owned by another uid, or writable by group or others', () => {
     const s = fresh();
     const dir = join(root, 'checked');
@@ -186,6 +211,29 @@ describe('unit: state store, edges', () => {
     assert.deepEqual(fromJson('{"__addr":"4:1:1","x":1}'), { __addr: '4:1:1', x: 1 });
     assert.deepEqual(fromJson('{"__bigint":"12x"}'), { __bigint: '12x' });
     assert.equal(fromJson('{"__bigint":"-12"}'), -12n);
+  });
+
+  it('a list of address elements of one family (a set of a million feed entries) is one packed base64 string, read back exactly; mixed lists and old files as they were', () => {
+    const v4 = (a: number, b = a) => ({ t: 'addr', family: 4, start: BigInt(a), end: BigInt(b) });
+    const v6 = { t: 'addr', family: 6, start: 0x20010db8n << 96n, end: (0x20010db8n << 96n) | 0xffffn };
+    const set4 = { name: 's', elements: [v4(0), v4(0xc6120001), v4(0xc6120000, 0xc613ffff), v4(0xffffffff)] };
+    const text = toJson(set4);
+    assert.equal(text, `{"name":"s","elements":{"__addrs4":"${Buffer.from(['00000000', '00000000', 'c6120001', 'c6120001', 'c6120000', 'c613ffff', 'ffffffff', 'ffffffff'].join(''), 'hex').toString('base64')}"}}`);
+    assert.deepEqual(fromJson(text), set4);
+    const set6 = { elements: [v6, { ...v6, start: (1n << 128n) - 1n, end: (1n << 128n) - 1n }] };
+    assert.match(toJson(set6), /^\{"elements":\{"__addrs6":"[A-Za-z0-9+/=]+"\}\}$/);
+    assert.deepEqual(fromJson(toJson(set6)), set6);
+    // Two families, or one element with a timeout: the list is written element by element, as before.
+    for (const mixed of [{ elements: [v4(1), { ...v4(2), timeoutMs: 1000 }] }, { elements: [v4(1), v6] }]) {
+      assert.ok(!toJson(mixed).includes('__addrs'));
+      assert.deepEqual(fromJson(toJson(mixed)), mixed);
+    }
+    // State written before packing still reads.
+    assert.deepEqual(fromJson('{"elements":[{"__addr":"4:1:1"},{"__addr":"4:2:3"}]}'), { elements: [v4(1), v4(2, 3)] });
+    // A damaged packed string is left as it is, never half-read.
+    for (const bad of ['AAAAAAAAAA', 'AAAAAAAAAAAAAA==', '!!!!', 'AAAAAAAAAAE=x']) assert.deepEqual(fromJson(`{"__addrs4":"${bad}"}`), { __addrs4: bad }, bad);
+    const big = { elements: Array.from({ length: 200_000 }, (_, i) => v4(0xc6120000 + i)) };
+    assert.deepEqual(fromJson(toJson(big)), big);
   });
 
   it('no descriptor is left open: writes, reads, the journal, the lock, snapshots and streamed writes (failed ones too), many times over', async () => {

@@ -12,7 +12,7 @@ export async function apply(ctx: Context, args: { policy?: string; confirm?: num
   // Parsed and range-checked (1 to MAX_CONFIRM_SECONDS) by the command line, spec.ts, like every numeric flag.
   const confirmSeconds = args.confirm;
   // Validate and compile before touching anything: a bad policy never reaches the kernel.
-  const { policy: p, bytes } = ctx.loadPolicyForApply(args.policy);
+  const { policy: p, bytes, lists } = ctx.loadPolicyForApply(args.policy);
   const { ruleset, warnings } = ctx.compile(p);
   const nf = await ctx.tableWriter();
 
@@ -22,7 +22,7 @@ export async function apply(ctx: Context, args: { policy?: string; confirm?: num
   const r = commitTable(nf, ctx.state, {
     event: 'apply',
     ruleset,
-    policy: { policyFile: p.file, sha256: p.sha256, mode: p.mode, warnings, bytes },
+    policy: { policyFile: p.file, sha256: p.sha256, mode: p.mode, warnings, bytes, lists },
     journal: { confirmBy: deadline ?? null },
     // Without --confirm there is nothing to roll back to. A new apply during a confirmation
     // window keeps the original rollback target.
