@@ -13,6 +13,7 @@ import { off } from './commands/off.js';
 import { plan } from './commands/plan.js';
 import { restore } from './commands/restore.js';
 import { stats } from './commands/stats.js';
+import { suggest } from './commands/suggest.js';
 import { status } from './commands/status.js';
 import { top } from './commands/top.js';
 import { Context, EXIT } from './context.js';
@@ -120,6 +121,9 @@ export async function main(argv: string[]): Promise<number> {
         break;
       case 'stats':
         code = stats(ctx, { ...opt('since', str('since')), ...opt('limit', int('limit')) });
+        break;
+      case 'suggest':
+        code = await suggest(ctx, { ...onePolicy(), ...opt('since', str('since')), ...opt('out', str('out')), ...opt('check', str('check')) });
         break;
       case '_rollback':
         code = await rollbackTimer(ctx, args[0] ?? '');

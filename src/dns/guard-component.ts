@@ -330,6 +330,10 @@ export class GuardComponent implements Component {
         latencyMs: 0,
       };
       if (refused !== undefined) {
+        // No set is opened, but the name is remembered for its addresses: the would-block events that follow
+        // name their destination, and `sluice suggest` can propose the name rather than the address.
+        const seen = filterAnswer(q.name, q.type, msg, rebinding, { ttlMax: policy.dns.ttlMax, maxAddresses: policy.dns.maxAddressesPerAnswer });
+        for (const a of seen.addresses) this.learned.nameAddress(a.family, a.addr, name, r.timeMs + (Math.max(a.ttl, policy.dns.ttlFloor) + policy.dns.ttlGrace) * 1000);
         this.record({ ...base, detail: refused });
         continue;
       }

@@ -174,6 +174,16 @@ export class SqliteStore implements EventStore {
     return newest ? out.reverse() : out;
   }
 
+  /**
+   * Every event in the window, oldest first, streamed one row at a time
+   * (better-sqlite3's iterate): memory stays flat however many there are.
+   * The caller must finish or break out of the loop before writing.
+   */
+  *scan(q: Pick<EventQuery, 'since' | 'until'>): Generator<StoredEvent> {
+    const { sql, params } = this.where(q);
+    for (const r of this.stmt(`SELECT id, ${COLUMNS.join(', ')} FROM events ${sql} ORDER BY id`).iterate(...params) as IterableIterator<Row>) yield fromRow(r);
+  }
+
   stats(q: Pick<EventQuery, 'since' | 'until'>, n = 10): EventStats {
     const { sql, params } = this.where(q);
     const head = this.stmt(`SELECT count(*) AS total, count(pid) AS attributed, min(time) AS first, max(time) AS last FROM events ${sql}`).get(...params) as {
