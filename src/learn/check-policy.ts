@@ -1,3 +1,4 @@
+import type { HostFacts } from '../policy/builtins.js';
 import type { Policy } from '../policy/policy.js';
 import { safeText, type Observation, type Observations } from './observations.js';
 import { stamp } from './suggest-policy.js';
@@ -49,13 +50,13 @@ function row(o: Observation, why: string): CheckedFlow {
  * guard would refuse under it. `limit` bounds the flows listed (the counts
  * are always whole).
  */
-export function checkPolicy(policy: Policy, obs: Observations, limit = 100): CheckReport {
+export function checkPolicy(policy: Policy, obs: Observations, limit = 100, facts: HostFacts = {}): CheckReport {
   const report: CheckReport = { events: obs.events, flows: obs.flows.size, wouldBreak: { events: 0, flows: [], names: [] }, wouldBlock: { events: 0, flows: 0 }, overflow: obs.overflow };
   const names = new Map<string, number>();
   const breaks: { o: Observation; why: string }[] = [];
   for (const o of obs.flows.values()) {
     if (isLoopbackFlow(o.flow)) continue;
-    const x = judgeFlow(policy, o.flow);
+    const x = judgeFlow(policy, o.flow, facts);
     const blocks = x !== null && x.verdict === 'block';
     if (blocks) {
       report.wouldBlock.events += o.flowed + o.blocked;

@@ -1,4 +1,5 @@
 import type { StoredEvent } from '../events/event-store.js';
+import type { FlowRow } from '../events/sqlite-store.js';
 import { parseDomain } from '../policy/parse-values.js';
 import { serviceOf, type ObservedFlow } from './replay.js';
 
@@ -41,43 +42,47 @@ export function safeHostname(h: string | undefined): string | undefined {
   return d.value.name;
 }
 
-function principalOf(e: StoredEvent): Principal {
-  const svc = serviceOf(e.process);
-  if (svc !== undefined && svc === e.process?.unit && UNIT.test(svc) && !svc.startsWith('user@')) return { kind: 'service', unit: svc };
-  if (e.uid !== undefined) {
-    const p: Principal = { kind: 'user', uid: e.uid };
-    if (e.user && /^[a-z_][a-z0-9_-]{0,31}\$?$/.test(e.user)) p.name = e.user;
+/** What one event contributes: the store's columns, as scanFlows gives them. */
+export type EventFacts = FlowRow;
+
+function principalOf(uid: number | null, user: string | null, unit: string | null, cgroup: string | null): Principal {
+  const svc = serviceOf({ ...(unit !== null ? { unit } : {}), ...(cgroup !== null ? { cgroup } : {}) });
+  if (svc !== undefined && svc === unit && UNIT.test(svc) && !svc.startsWith('user@')) return { kind: 'service', unit: svc };
+  if (uid !== null) {
+    const p: Principal = { kind: 'user', uid };
+    if (user && /^[a-z_][a-z0-9_-]{0,31}\$?$/.test(user)) p.name = user;
     return p;
   }
   return { kind: 'any' };
 }
 
-/** A stored event's flow facts, with the hostname kept only when it is a valid name. */
-export function flowOf(e: StoredEvent): ObservedFlow {
-  const f: ObservedFlow = { dst: e.dst, proto: e.proto };
-  if (e.dport !== undefined) f.dport = e.dport;
-  if (e.icmpType !== undefined) f.icmpType = e.icmpType;
-  if (e.uid !== undefined) f.uid = e.uid;
-  const svc = serviceOf(e.process);
+function flowFrom(r: FlowRow): ObservedFlow {
+  const [, , , dst, proto, dport, icmpType, iface, uid, , , unit, cgroup, hostname] = r;
+  const f: ObservedFlow = { dst, proto };
+  if (dport !== null) f.dport = dport;
+  if (icmpType !== null) f.icmpType = icmpType;
+  if (uid !== null) f.uid = uid;
+  const svc = serviceOf({ ...(unit !== null ? { unit } : {}), ...(cgroup !== null ? { cgroup } : {}) });
   if (svc !== undefined) f.service = svc;
-  if (e.iface !== undefined) f.iface = e.iface;
-  const h = safeHostname(e.hostname);
+  if (iface !== null) f.iface = iface;
+  const h = safeHostname(hostname ?? undefined);
   if (h !== undefined) f.hostname = h;
   return f;
 }
 
-function processName(e: StoredEvent): string | undefined {
+/** A stored event as the row scanFlows would give. */
+export function factsOf(e: StoredEvent): FlowRow {
   const p = e.process;
-  if (!p) return undefined;
-  const base = p.exe ? p.exe.slice(p.exe.lastIndexOf('/') + 1) : p.comm;
-  return base ? safeText(base, 32) : undefined;
+  const base = p?.exe ? p.exe.slice(p.exe.lastIndexOf('/') + 1) : p?.comm;
+  return [e.time, e.verdict, e.rule, e.dst, e.proto, e.dport ?? null, e.icmpType ?? null, e.iface ?? null, e.uid ?? null, e.user ?? null, base ?? null, p?.unit ?? null, p?.cgroup ?? null, e.hostname ?? null];
 }
 
 /**
  * Stored events folded into distinct flows, in bounded memory: one entry per
  * destination, protocol, port, user, service, interface and name (never per
  * event), at most `maxFlows` of them; events beyond that are counted in
- * `overflow`, never silently lost.
+ * `overflow`, never silently lost. Text from events (names, process names)
+ * is validated or reduced to harmless characters when an entry is made.
  */
 export class Observations {
   readonly flows = new Map<string, Observation>();
@@ -85,33 +90,40 @@ export class Observations {
   overflow = 0;
   first: number | null = null;
   last: number | null = null;
-  /** Events of a verdict per rule (allowed events name the rule that admitted them). */
+  /** Allowed events per rule (they name the rule that admitted them). */
   readonly ruleEvents = new Map<string, number>();
 
   constructor(private readonly maxFlows = 500_000) {}
 
+  /** One stored event. */
   add(e: StoredEvent): void {
+    this.addRow(factsOf(e));
+  }
+
+  /** One row of SqliteStore.scanFlows: the fast path (no object per event). */
+  addRow(r: FlowRow): void {
+    const time = r[0];
+    const verdict = r[1];
     this.events++;
-    if (this.first === null || e.time < this.first) this.first = e.time;
-    if (this.last === null || e.time > this.last) this.last = e.time;
-    if (e.verdict === 'allowed') this.ruleEvents.set(e.rule, (this.ruleEvents.get(e.rule) ?? 0) + 1);
-    const f = flowOf(e);
-    const key = `${f.dst}|${f.proto}|${f.dport ?? ''}|${f.icmpType ?? ''}|${f.uid ?? ''}|${f.service ?? ''}|${f.iface ?? ''}|${f.hostname ?? ''}`;
+    if (this.first === null || time < this.first) this.first = time;
+    if (this.last === null || time > this.last) this.last = time;
+    if (verdict === 'allowed') this.ruleEvents.set(r[2], (this.ruleEvents.get(r[2]) ?? 0) + 1);
+    const key = `${r[3]}|${r[4]}|${r[5]}|${r[6]}|${r[7]}|${r[8]}|${r[11]}|${r[12]}|${r[13]}`;
     let o = this.flows.get(key);
     if (!o) {
       if (this.flows.size >= this.maxFlows) {
         this.overflow++;
         return;
       }
-      o = { flow: f, principal: principalOf(e), flowed: 0, blocked: 0, first: e.time, last: e.time, days: new Set(), processes: new Set() };
+      o = { flow: flowFrom(r), principal: principalOf(r[8], r[9], r[11], r[12]), flowed: 0, blocked: 0, first: time, last: time, days: new Set(), processes: new Set() };
       this.flows.set(key, o);
     }
-    if (e.verdict === 'blocked') o.blocked++;
+    if (verdict === 'blocked') o.blocked++;
     else o.flowed++;
-    if (e.time < o.first) o.first = e.time;
-    if (e.time > o.last) o.last = e.time;
-    if (o.days.size < MAX_DAYS) o.days.add(Math.floor(e.time / DAY_MS));
-    const pn = processName(e);
-    if (pn !== undefined && o.processes.size < MAX_PROCESSES) o.processes.add(pn);
+    if (time < o.first) o.first = time;
+    if (time > o.last) o.last = time;
+    if (o.days.size < MAX_DAYS) o.days.add(Math.floor(time / DAY_MS));
+    const pn = r[10];
+    if (pn !== null && o.processes.size < MAX_PROCESSES) o.processes.add(safeText(pn, 32));
   }
 }

@@ -1,4 +1,5 @@
 import { Document, isMap, isSeq, parseDocument, type YAMLMap, type YAMLSeq } from 'yaml';
+import type { HostFacts } from '../policy/builtins.js';
 import type { Policy } from '../policy/policy.js';
 import type { Observation, Observations, Principal } from './observations.js';
 import { registeredDomain, sharedZoneOf } from './public-suffix.js';
@@ -13,6 +14,8 @@ export interface SuggestOptions {
   since: number;
   until: number;
   wildcardMin?: number;
+  /** This host's facts for the interpreter (DHCP servers, resolvers, the encrypted-DNS list). */
+  facts?: HostFacts;
 }
 
 /** Counts over a set of observations. */
@@ -128,7 +131,7 @@ export function suggestPolicy(obs: Observations, opts: SuggestOptions): Suggesti
   for (const o of obs.flows.values()) {
     if (o.flowed === 0 || isLoopbackFlow(o.flow)) continue;
     if (existing) {
-      const x = judgeFlow(existing, o.flow);
+      const x = judgeFlow(existing, o.flow, opts.facts);
       if (x && x.verdict === 'allow' && (o.flow.hostname === undefined || nameResolves(existing, o.flow.hostname))) {
         covered.flows++;
         covered.events += o.flowed;

@@ -9,6 +9,7 @@ import { stamp, suggestPolicy, type Suggestion } from '../../learn/suggest-polic
 import { parsePolicy } from '../../policy/load-policy.js';
 import type { Policy } from '../../policy/policy.js';
 import { writeFileAtomic } from '../../state/state-store.js';
+import { hostFactsFor } from '../../system/compile-env.js';
 import { lookupUsers } from '../../system/users.js';
 import { EXIT, type Context } from '../context.js';
 import { openStoreForReading } from './log.js';
@@ -28,7 +29,7 @@ export function observe(stateDir: string, since: number, until: number): Observa
   const store = openStoreForReading(stateDir);
   if (!store) throw new SluiceError('EEVENTSTORE', `No events recorded yet (no store at ${eventStorePath(stateDir)}; the daemon writes it)`);
   try {
-    for (const e of store.scan({ since, until })) obs.add(e);
+    for (const r of store.scanFlows({ since, until })) obs.addRow(r);
   } finally {
     store.close();
   }
@@ -71,7 +72,7 @@ export async function suggest(ctx: Context, args: SuggestArgs): Promise<number> 
   }
   const existing = existingPolicy(ctx, args.policy);
   const obs = observe(ctx.state.dir, since, until);
-  const s = suggestPolicy(obs, { ...(existing ? { existing } : {}), since, until });
+  const s = suggestPolicy(obs, { ...(existing ? { existing, facts: hostFactsFor(existing.policy) } : {}), since, until });
   // What is written must load: Sluice's own loader is the judge.
   try {
     parsePolicy(Buffer.from(s.yaml), args.out ?? '(suggestion)', { lookupUsers });
@@ -120,7 +121,7 @@ function summary(ctx: Context, s: Suggestion, obs: Observations, base: string | 
 function check(ctx: Context, file: string, since: number, until: number): number {
   const { policy } = readPolicyText(file);
   const obs = observe(ctx.state.dir, since, until);
-  const r = checkPolicy(policy, obs);
+  const r = checkPolicy(policy, obs, 100, hostFactsFor(policy));
   if (ctx.json) ctx.result({ policy: file, window: { since: new Date(since).toISOString(), until: new Date(until - 1).toISOString() }, ...r });
   else for (const l of checkLines(file, r, since, until)) ctx.say(l);
   return r.wouldBreak.events > 0 ? EXIT.failed : EXIT.ok;
