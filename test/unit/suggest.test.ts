@@ -202,3 +202,50 @@ describe('sluice suggest (the command) on a real store', () => {
     assert.match(printed.stderr, /rules/);
   });
 });
+
+describe('the replay\'s rule index', () => {
+  it('gives the verdict explain gives over the whole policy, for every flow of the workload against several policies', async () => {
+    const { explain } = await import('../../src/policy/explain.js');
+    const { judgeFlow } = await import('../../src/learn/replay.js');
+    const { parseAddr } = await import('../../src/net/ip.js');
+    const suggested = suggestPolicy(observe(workload()), { since: T0 - DAY, until: T0 + 4 * DAY });
+    const policies = [
+      load(suggested.yaml),
+      load(`mode: enforce
+rules:
+  - name: web
+    to: [198.18.1.0/24, "*.example.com"]
+    ports: [443/tcp, 8000-9000/tcp]
+  - name: bob
+    to: [any]
+    users: [1001]
+  - name: deny-cdn
+    action: deny
+    to: ["*.cdn.example.net"]
+`),
+    ];
+    const obs = observe(workload());
+    let compared = 0;
+    for (const p of policies) {
+      for (const o of obs.flows.values()) {
+        const a = parseAddr(o.flow.dst);
+        assert.ok(a);
+        const range = { family: a.family, start: a.value, end: a.value };
+        const learned = new Map(p.rules.filter((r) => o.flow.hostname !== undefined && r.domains.some((d) => (d.wildcard ? (o.flow.hostname as string).endsWith(`.${d.name}`) : o.flow.hostname === d.name))).map((r) => [r.name, [range]]));
+        const full = explain(p, {
+          dest: { kind: 'range', range },
+          ...(learned.size > 0 ? { learned } : {}),
+          proto: o.flow.proto === 6 ? 'tcp' : 'udp',
+          ...(o.flow.dport !== undefined ? { port: o.flow.dport } : {}),
+          ...(o.flow.uid !== undefined ? { uid: o.flow.uid } : {}),
+          ...(o.flow.service !== undefined ? { service: o.flow.service } : {}),
+        });
+        const fast = judgeFlow(p, o.flow);
+        assert.equal(fast?.verdict, full.verdict, `${o.flow.dst} ${o.flow.dport} ${o.flow.hostname ?? ''}`);
+        assert.deepEqual(fast?.decidedBy, full.decidedBy);
+        compared++;
+      }
+    }
+    assert.ok(compared > 20);
+  });
+});
