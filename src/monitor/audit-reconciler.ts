@@ -4,7 +4,7 @@ import { parseAddr, type AddrRange } from '../net/ip.js';
 import { explain, type Query } from '../policy/explain.js';
 import type { Policy } from '../policy/policy.js';
 
-/** What one observed answer taught: the name, the rules whose sets it filled, when. */
+/** What one observed answer taught: the name, the rules whose sets it filled (none: a refused name, seen only), when. */
 interface Seen {
   time: number;
   name: string;
@@ -68,7 +68,10 @@ const PROTO: Record<number, Query['proto']> = { 6: 'tcp', 17: 'udp', 1: 'icmp', 
  *
  * Only what enforce mode would have allowed is reconciled: in enforce mode
  * the guard writes the set before releasing the answer, so the same
- * sequence (answer, then connect) is admitted there. Memory is bounded
+ * sequence (answer, then connect) is admitted there. A record that stays
+ * would-block and has no hostname (attribution ran before the answer was
+ * read) is named by the answer observed for its address, allowed or not, so
+ * `sluice suggest` can propose the name. Memory is bounded
  * (`maxHeld`, `maxAddresses`).
  */
 export class AuditReconciler {
@@ -126,6 +129,8 @@ export class AuditReconciler {
       this.reconcile(policy, e, rule);
       return true;
     }
+    // An answer already seen that does not allow it: a real would-block, named by that answer.
+    if (this.name(e)) return false;
     if (this.holding >= this.maxHeld) {
       this.stats.overflow++;
       return false;
@@ -155,12 +160,27 @@ export class AuditReconciler {
 
   /** Only the default deny's would-block records in audit mode with names to learn can be the race. */
   private applies(policy: Policy, e: RecordedEvent): boolean {
-    return policy.mode === 'audit' && e.verdict === 'would-block' && e.rule === '#default' && policy.rules.some((r) => r.action === 'allow' && r.domains.length > 0);
+    return policy.mode === 'audit' && policy.dns.guard && e.verdict === 'would-block' && e.rule === '#default';
+  }
+
+  /** Names a record by the latest answer observed for its address in the window, when attribution found none (it raced the answer too). */
+  private name(e: RecordedEvent): boolean {
+    if (e.hostname) return true;
+    const list = this.seen.get(e.dst);
+    if (!list) return false;
+    for (let i = list.length - 1; i >= 0; i--) {
+      const s = list[i] as Seen;
+      if (s.time > e.time + this.skewMs || e.time - s.time > this.windowMs) continue;
+      e.hostname = s.name;
+      return true;
+    }
+    return false;
   }
 
   /** An observed answer: remembered, and any record held for its addresses judged again. */
   private answer(d: DnsQueryEvent): void {
-    if (d.transport !== 'passive' || d.verdict !== 'allowed' || d.rules.length === 0) return;
+    // Allowed answers can explain a record; refused ones (would-block) only name it.
+    if (d.transport !== 'passive' || (d.verdict !== 'allowed' && d.verdict !== 'would-block') || d.answers.length === 0) return;
     const s: Seen = { time: d.time, name: d.name, rules: d.rules };
     for (const addr of d.answers) {
       let list = this.seen.get(addr);
@@ -179,7 +199,10 @@ export class AuditReconciler {
       for (const h of held) {
         if (h.settled) continue;
         const rule = this.judge(policy, h.e);
-        if (rule === undefined) continue;
+        if (rule === undefined) {
+          this.name(h.e);
+          continue;
+        }
         h.settled = true;
         this.reconcile(policy, h.e, rule);
       }
@@ -207,7 +230,7 @@ export class AuditReconciler {
     const range: AddrRange = { family: parsed.family, start: parsed.value, end: parsed.value };
     for (let i = list.length - 1; i >= 0; i--) {
       const s = list[i] as Seen;
-      if (s.time > e.time + this.skewMs || e.time - s.time > this.windowMs) continue;
+      if (s.rules.length === 0 || s.time > e.time + this.skewMs || e.time - s.time > this.windowMs) continue;
       const learned = new Map<string, AddrRange[]>(s.rules.map((r) => [r, [range]]));
       const q: Query = { dest: { kind: 'range', range }, learned };
       const proto = PROTO[e.proto];
@@ -270,6 +293,7 @@ export class AuditReconciler {
       if (policy && rule !== undefined) this.reconcile(policy, h.e, rule);
       else {
         this.stats.confirmed++;
+        this.name(h.e);
         this.emit(h.e);
       }
     }

@@ -103,11 +103,8 @@ describe('audit reconciler: a would-block that raced an observed DNS answer', ()
     answer('api.example.com', ['198.18.9.9'], ['web'], t - 1);
     answer('a.cdn.example.com', ['198.18.1.32'], ['web'], t - 60_000);
     answer('a.cdn.example.com', ['198.18.1.33'], ['web'], t + 5_000);
-    r.offer(flow('198.18.1.30', t, { dport: 8443 }));
-    r.offer(flow('198.18.1.31', t, { uid: 65534 }));
-    r.offer(flow('198.18.9.9', t));
-    r.offer(flow('198.18.1.32', t));
-    r.offer(flow('198.18.1.33', t));
+    // offer() false: the caller publishes it as it is (at once: an answer seen already names it).
+    for (const e of [flow('198.18.1.30', t, { dport: 8443 }), flow('198.18.1.31', t, { uid: 65534 }), flow('198.18.9.9', t), flow('198.18.1.32', t), flow('198.18.1.33', t)]) if (!r.offer(e)) out.push(e);
     await sleep(80);
     assert.deepEqual(out.map((e) => `${e.dst} ${e.verdict}`).sort(), [
       '198.18.1.30 would-block',
@@ -139,9 +136,9 @@ describe('audit reconciler: a would-block that raced an observed DNS answer', ()
     assert.equal(enforce.r.offer(flow('198.18.1.10', Date.now(), { verdict: 'blocked' })), false);
     assert.equal(enforce.r.offer(flow('198.18.1.10', Date.now())), false);
     enforce.r.stop();
-    const plain = setup('mode: audit\nrules:\n  - name: a\n    to: [198.18.1.0/24]\n');
-    assert.equal(plain.r.offer(flow('198.18.2.1', Date.now())), false);
-    plain.r.stop();
+    const noGuard = setup('mode: audit\ndns:\n  guard: false\nrules:\n  - name: a\n    to: [198.18.1.0/24]\n');
+    assert.equal(noGuard.r.offer(flow('198.18.2.1', Date.now())), false, 'no DNS observation: nothing to wait for');
+    noGuard.r.stop();
   });
 
   it('memory is bounded: beyond maxHeld records are not held; stop publishes what is held', () => {
@@ -164,5 +161,21 @@ describe('audit reconciler: a would-block that raced an observed DNS answer', ()
     r.offer(flow('198.18.4.49', t));
     r.stop();
     assert.deepEqual(out.map((e) => e.dst), ['198.18.4.0'], 'the oldest answer was forgotten; the newest still reconciles');
+  });
+
+  it('a would-block that stays one is named by the answer observed for its address, allowed or refused', async () => {
+    const { r, out } = setup();
+    const t = Date.now();
+    assert.equal(r.offer(flow('198.18.5.1', t)), true, 'held: no answer yet');
+    const refused: DnsQueryEvent = { time: t - 1, transport: 'passive', client: { address: '198.18.0.2', port: 5353 }, name: 'unlisted.example.org', type: 1, verdict: 'would-block', rules: [], rcode: 0, answers: ['198.18.5.1', '198.18.5.2'], dropped: [], latencyMs: 0 };
+    publishDnsQuery(refused);
+    const later = flow('198.18.5.2', t);
+    assert.equal(r.offer(later), false, 'named at once by the answer already seen; the caller publishes it');
+    assert.equal(later.hostname, 'unlisted.example.org');
+    await sleep(60);
+    assert.equal(out.length, 1);
+    assert.equal(out[0]?.verdict, 'would-block');
+    assert.equal(out[0]?.hostname, 'unlisted.example.org');
+    r.stop();
   });
 });
