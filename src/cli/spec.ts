@@ -170,6 +170,26 @@ export const COMMANDS: readonly CommandSpec[] = [
     ],
     help: ['counts by verdict, rule, destination and process; kernel counters; losses', '(the top N of each, default 10)'],
   },
+  {
+    name: 'suggest',
+    section: 'Monitoring',
+    args: '[POLICY]',
+    policy: true,
+    maxArgs: 1,
+    options: [
+      { name: 'since', value: '7d' },
+      { name: 'out', value: 'FILE' },
+      { name: 'check', value: 'FILE' },
+    ],
+    help: [
+      'a policy allowing what the event store saw in the window (names',
+      'where an address came from a DNS answer, per service or user);',
+      'given POLICY (default: the applied one), that policy with new rules',
+      'appended and rules nothing needed marked could-go, comments kept.',
+      '--check FILE: replay the window against FILE: "would break N"',
+      '(observed traffic it blocks; exit 1 if N > 0), "would block M"',
+    ],
+  },
   // The detached rollback timer `apply --confirm` starts: `sluice _rollback TOKEN`.
   { name: '_rollback', section: 'hidden', args: 'TOKEN', maxArgs: 1, options: [], help: [] },
 ];

@@ -330,7 +330,12 @@ export class GuardComponent implements Component {
         latencyMs: 0,
       };
       if (refused !== undefined) {
-        this.attributeThenRecord({ ...base, detail: refused });
+        // No set is opened, but the name is remembered for its addresses: the would-block events that follow
+        // name their destination, and `sluice suggest` can propose the name rather than the address.
+        const seen = filterAnswer(q.name, q.type, msg, rebinding, { ttlMax: policy.dns.ttlMax, maxAddresses: policy.dns.maxAddressesPerAnswer });
+        for (const a of seen.addresses) this.learned.nameAddress(a.family, a.addr, name, r.timeMs + (Math.max(a.ttl, policy.dns.ttlFloor) + policy.dns.ttlGrace) * 1000);
+        // The answer is recorded (what was seen, nothing opened): the collector names a connect that raced this record by it.
+        this.attributeThenRecord({ ...base, detail: refused, answers: seen.addresses.map((a) => formatAddr(a.family, a.addr)) });
         continue;
       }
       const f = filterAnswer(q.name, q.type, msg, rebinding, { ttlMax: policy.dns.ttlMax, maxAddresses: policy.dns.maxAddressesPerAnswer });

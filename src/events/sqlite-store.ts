@@ -81,6 +81,24 @@ function fromRow(r: Row): StoredEvent {
   return e;
 }
 
+/** One row of scanFlows (see there for the columns). */
+export type FlowRow = [
+  time: number,
+  verdict: string,
+  rule: string,
+  dst: string,
+  proto: number,
+  dport: number | null,
+  icmpType: number | null,
+  iface: string | null,
+  uid: number | null,
+  user: string | null,
+  process: string | null,
+  unit: string | null,
+  cgroup: string | null,
+  hostname: string | null,
+];
+
 /** The SQLite implementation of EventStore. */
 export class SqliteStore implements EventStore {
   private db: Database.Database;
@@ -178,6 +196,28 @@ export class SqliteStore implements EventStore {
     ) as Row[];
     const out = rows.map(fromRow);
     return newest ? out.reverse() : out;
+  }
+
+  /**
+   * Every event in the window, oldest first, streamed one row at a time
+   * (better-sqlite3's iterate): memory stays flat however many there are.
+   * The caller must finish or break out of the loop before writing.
+   */
+  *scan(q: Pick<EventQuery, 'since' | 'until'>): Generator<StoredEvent> {
+    const { sql, params } = this.where(q);
+    for (const r of this.stmt(`SELECT id, ${COLUMNS.join(', ')} FROM events ${sql} ORDER BY id`).iterate(...params) as IterableIterator<Row>) yield fromRow(r);
+  }
+
+  /**
+   * The same stream as scan, as rows of the columns a flow summary needs, in
+   * this order: time, verdict, rule, dst, proto, dport, icmp_type, iface,
+   * uid, user, process name (executable base name, else comm), unit,
+   * cgroup, hostname. Arrays, not objects: a million rows in a second or two.
+   */
+  *scanFlows(q: Pick<EventQuery, 'since' | 'until'>): Generator<FlowRow> {
+    const { sql, params } = this.where(q);
+    const s = this.db.prepare(`SELECT time, verdict, rule, dst, proto, dport, icmp_type, iface, uid, user, coalesce(exe_base, comm), unit, cgroup, hostname FROM events ${sql} ORDER BY id`).raw(true);
+    yield* s.iterate(...params) as IterableIterator<FlowRow>;
   }
 
   stats(q: Pick<EventQuery, 'since' | 'until'>, n = 10): EventStats {

@@ -6,6 +6,7 @@ import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
 import type { Policy } from '../policy/policy.js';
 import { userName } from '../system/users.js';
 import { Attributor, baseEvent, type FlowFacts } from './attribution.js';
+import { AuditReconciler } from './audit-reconciler.js';
 import { CgroupIndex } from './cgroup-index.js';
 import { CaptureRate, loadProbes, ownNetns, ProbeReader } from './kernel-attribution.js';
 import { LinkNames } from './links.js';
@@ -67,6 +68,8 @@ export class Collector implements Component {
   private probeCapacity = { flows: 0, execs: 0 };
   private captureRate = new CaptureRate();
   private pressureTimer: NodeJS.Timeout | undefined;
+  /** Audit mode: would-block records that raced an observed DNS answer are reconciled with it (audit-reconciler.ts). */
+  private readonly reconciler = new AuditReconciler(() => this.policy, (e) => this.emit(e));
   /** Why the probes are not in use (said once, at start). */
   private probesUnavailable: string | undefined;
   private readonly queueMax: number;
@@ -114,6 +117,7 @@ export class Collector implements Component {
       socketMayExist: (f) => !(f.proto === 6 && f.verdict === 'blocked' && this.policy?.blockWith === 'reject'),
       ...(this.probes ? { kernel: { reader: this.probes, netns: ownNetns() } } : {}),
     });
+    this.reconciler.start();
     this.bind(rt.policy.log.group);
     this.registerMetrics(rt);
     rt.control.handle('collector.status', { call: () => this.status() });
@@ -186,6 +190,10 @@ export class Collector implements Component {
   }
 
   private publish(e: RecordedEvent): void {
+    if (!this.reconciler.offer(e)) this.emit(e);
+  }
+
+  private emit(e: RecordedEvent): void {
     publishFlow(e);
     this.own.published++;
   }
@@ -242,6 +250,12 @@ export class Collector implements Component {
           samples: at ? (['kernel', 'socket', 'cgroup', 'user', 'ambiguous', 'none'] as const).map((m) => ({ labels: { method: m }, value: at[m] })) : [],
         },
         ...this.probeMetrics(),
+        {
+          name: 'sluice_audit_races_total',
+          help: 'Audit mode: would-block records held for a DNS answer, by outcome (reconciled: the answer came first, not a would-block)',
+          type: 'counter',
+          samples: (['reconciled', 'confirmed', 'overflow'] as const).map((k) => ({ labels: { result: k }, value: this.reconciler.stats[k] })),
+        },
         { name: 'process_resident_memory_bytes', help: 'Resident memory of the daemon', type: 'gauge', samples: [{ labels: {}, value: mem.rss }] },
         { name: 'process_heap_bytes', help: 'V8 heap in use by the daemon', type: 'gauge', samples: [{ labels: {}, value: mem.heapUsed }] },
         { name: 'process_cpu_seconds_total', help: 'CPU time of the daemon (user + system)', type: 'counter', samples: [{ labels: {}, value: (cpu.user + cpu.system) / 1e6 }] },
@@ -339,6 +353,7 @@ export class Collector implements Component {
       units: this.services?.stats,
       cgroupIndexWalks: this.cgroups?.walks,
       processes: this.procs?.stats,
+      auditRaces: { ...this.reconciler.stats, holding: this.reconciler.holding },
     };
   }
 
@@ -350,6 +365,7 @@ export class Collector implements Component {
     // Whatever is still queued is published now, so the store (stopped after us) writes it.
     while (this.head < this.queue.length) this.drain();
     await Promise.all(this.waiting);
+    this.reconciler.stop();
     this.attributor?.close();
     this.attributor = undefined;
   }

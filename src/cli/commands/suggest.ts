@@ -1,0 +1,143 @@
+import { readFileSync } from 'node:fs';
+import { SluiceError, UsageError } from '../../errors.js';
+import { eventStorePath } from '../../events/store-component.js';
+import { parseSince } from '../../events/time-window.js';
+import { checkPolicy, type CheckReport } from '../../learn/check-policy.js';
+import { Observations, safeText } from '../../learn/observations.js';
+import { SHARED_ZONES } from '../../learn/public-suffix.js';
+import { stamp, suggestPolicy, type Suggestion } from '../../learn/suggest-policy.js';
+import { parsePolicy } from '../../policy/load-policy.js';
+import type { Policy } from '../../policy/policy.js';
+import { writeFileAtomic } from '../../state/state-store.js';
+import { hostFactsFor } from '../../system/compile-env.js';
+import { lookupUsers } from '../../system/users.js';
+import { EXIT, type Context } from '../context.js';
+import { openStoreForReading } from './log.js';
+
+export interface SuggestArgs {
+  since?: string;
+  out?: string;
+  /** The policy to extend (POLICY or --policy); default: the applied one, if any. */
+  policy?: string;
+  /** Replay the window against this policy instead of suggesting one. */
+  check?: string;
+}
+
+/** The events of the window, folded into distinct flows (streamed from the store: bounded memory). */
+export function observe(stateDir: string, since: number, until: number): Observations {
+  const obs = new Observations();
+  const store = openStoreForReading(stateDir);
+  if (!store) throw new SluiceError('EEVENTSTORE', `No events recorded yet (no store at ${eventStorePath(stateDir)}; the daemon writes it)`);
+  try {
+    for (const r of store.scanFlows({ since, until })) obs.addRow(r);
+  } finally {
+    store.close();
+  }
+  return obs;
+}
+
+function readPolicyText(file: string): { policy: Policy; text: string } {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch (err) {
+    throw new SluiceError('EPOLICY', `Cannot read policy: ${(err as NodeJS.ErrnoException).code ?? 'error'}: ${file}`, { cause: err });
+  }
+  return { policy: parsePolicy(bytes, file, { lookupUsers }), text: bytes.toString('utf8') };
+}
+
+/** The policy to extend: the one named, else the applied one (its snapshot: what is in force), else none. */
+function existingPolicy(ctx: Context, file: string | undefined): { policy: Policy; text: string; file: string } | undefined {
+  if (file !== undefined) return { ...readPolicyText(file), file };
+  const applied = ctx.state.applied();
+  if (!applied) return undefined;
+  const bytes = ctx.state.policySnapshot(applied.sha256);
+  if (!bytes) throw new SluiceError('ESTATE', `No snapshot of the applied policy ${applied.sha256.slice(0, 16)}`);
+  return { policy: parsePolicy(bytes, applied.policyFile, { lookupUsers }), text: bytes.toString('utf8'), file: applied.policyFile };
+}
+
+/**
+ * `sluice suggest [--since 7d] [--out FILE] [--policy FILE] [--json]`: a policy
+ * allowing what the event store saw in the window (or the existing policy
+ * with rules added and unneeded ones marked), checked by Sluice's own loader
+ * before it is written. `sluice suggest --check FILE`: the window replayed
+ * against FILE; exit 1 when it would break observed traffic.
+ */
+export async function suggest(ctx: Context, args: SuggestArgs): Promise<number> {
+  const until = Date.now() + 1;
+  const since = parseSince(args.since ?? '7d');
+  if (args.check !== undefined) {
+    if (args.out !== undefined || args.policy !== undefined) throw new UsageError('`sluice suggest --check FILE` takes no --out or --policy: it only reads FILE and the events');
+    return check(ctx, args.check, since, until);
+  }
+  const existing = existingPolicy(ctx, args.policy);
+  const obs = observe(ctx.state.dir, since, until);
+  const s = suggestPolicy(obs, { ...(existing ? { existing, facts: hostFactsFor(existing.policy) } : {}), since, until });
+  // What is written must load: Sluice's own loader is the judge.
+  try {
+    parsePolicy(Buffer.from(s.yaml), args.out ?? '(suggestion)', { lookupUsers });
+  } catch (err) {
+    throw new SluiceError('EINTERNAL', `The suggested policy does not load (a bug in suggest): ${(err as Error).message}`, { cause: err });
+  }
+  if (args.out !== undefined) writeFileAtomic(args.out, s.yaml, 0o644);
+  if (ctx.json) {
+    ctx.result({
+      window: { since: new Date(since).toISOString(), until: new Date(until - 1).toISOString() },
+      events: obs.events,
+      flows: obs.flows.size,
+      overflow: obs.overflow,
+      base: existing ? existing.file : null,
+      covered: s.covered,
+      rules: s.rules,
+      couldGo: s.couldGo,
+      unsupported: s.unsupported,
+      sharedZones: SHARED_ZONES,
+      ...(args.out !== undefined ? { out: args.out } : { policy: s.yaml }),
+    });
+    return EXIT.ok;
+  }
+  if (args.out === undefined) process.stdout.write(s.yaml);
+  summary(ctx, s, obs, existing?.file, args.out, since, until);
+  return EXIT.ok;
+}
+
+function summary(ctx: Context, s: Suggestion, obs: Observations, base: string | undefined, out: string | undefined, since: number, until: number): void {
+  const lines = [
+    `${obs.events} events from ${stamp(since)} to ${stamp(until)}, ${obs.flows.size} distinct flows${obs.overflow > 0 ? ` (${obs.overflow} events beyond the flow table, not counted)` : ''}`,
+    base ? `based on ${base}: ${s.covered.flows} flows (${s.covered.events} events) already allowed; ${s.rules.length} new rules` : `${s.rules.length} rules`,
+  ];
+  for (const r of s.rules) {
+    lines.push(`  + ${r.name}: ${r.to.length} destination${r.to.length === 1 ? '' : 's'}, ${r.ports.join(' ')} (${r.events} events on ${r.days} day${r.days === 1 ? '' : 's'})`);
+    for (const sh of r.shared) lines.push(`    shared zone: ${sh.name} (under *.${sh.zone}: anyone can create names; exact name only)`);
+  }
+  for (const c of s.couldGo) lines.push(`  - ${c.rule} (line ${c.line}): no observed flow needed it: could go`);
+  if (s.unsupported > 0) lines.push(`  ${s.unsupported} flows of other protocols left out (a policy names TCP, UDP and ICMP ports only)`);
+  lines.push(out !== undefined ? `written to ${out}; check it with: sluice suggest --check ${out}` : 'check it with: sluice suggest --check FILE');
+  // The policy went to stdout: the summary goes to stderr, so `> FILE` keeps only the policy.
+  if (out === undefined) process.stderr.write(`${lines.join('\n')}\n`);
+  else for (const l of lines) ctx.say(l);
+}
+
+function check(ctx: Context, file: string, since: number, until: number): number {
+  const { policy } = readPolicyText(file);
+  const obs = observe(ctx.state.dir, since, until);
+  const r = checkPolicy(policy, obs, 100, hostFactsFor(policy));
+  if (ctx.json) ctx.result({ policy: file, window: { since: new Date(since).toISOString(), until: new Date(until - 1).toISOString() }, ...r });
+  else for (const l of checkLines(file, r, since, until)) ctx.say(l);
+  return r.wouldBreak.events > 0 ? EXIT.failed : EXIT.ok;
+}
+
+function checkLines(file: string, r: CheckReport, since: number, until: number): string[] {
+  const lines = [
+    `${file} against ${r.events} events from ${stamp(since)} to ${stamp(until)} (${r.flows} distinct flows)`,
+    `would break ${r.wouldBreak.events} (events of observed traffic it blocks, or whose name it would not resolve)`,
+    `would block ${r.wouldBlock.events} (${r.wouldBlock.flows} flows)`,
+  ];
+  for (const f of r.wouldBreak.flows.slice(0, 20)) {
+    const dest = `${f.hostname ? `${f.hostname} ` : ''}${f.dst}${f.dport !== undefined ? ` ${f.dport}` : ''}/${f.proto === 6 ? 'tcp' : f.proto === 17 ? 'udp' : f.proto}`;
+    lines.push(`  breaks ${dest}: ${f.events} events${f.uid !== undefined ? ` uid ${f.uid}` : ''}${f.processes.length ? ` (${f.processes.map((p) => safeText(p)).join(', ')})` : ''}: ${f.why}`);
+  }
+  for (const n of r.wouldBreak.names.slice(0, 20)) lines.push(`  name ${n.name} would not resolve (${n.events} events)`);
+  if (r.overflow > 0) lines.push(`  ${r.overflow} events beyond the flow table were not replayed`);
+  return lines;
+}
