@@ -5,7 +5,7 @@ import { dnsUpstreamsFor, encryptedDnsFor, observedResolversFor } from '../syste
 import { dnsLogGroup } from '../compile/compile-ruleset.js';
 import { TABLE_NAME } from '../compile/ruleset.js';
 import type { Component, Runtime } from '../runtime/component.js';
-import { publishDnsQuery, type DnsQueryEvent } from '../events/channels.js';
+import { publishDnsObserved, publishDnsQuery, type DnsQueryEvent } from '../events/channels.js';
 import { setHostnameSource } from '../events/hostnames.js';
 import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
 import { formatAddr, isLoopback, parseAddr, type AddrRange, type Family } from '../net/ip.js';
@@ -335,7 +335,7 @@ export class GuardComponent implements Component {
         const seen = filterAnswer(q.name, q.type, msg, rebinding, { ttlMax: policy.dns.ttlMax, maxAddresses: policy.dns.maxAddressesPerAnswer });
         for (const a of seen.addresses) this.learned.nameAddress(a.family, a.addr, name, r.timeMs + (Math.max(a.ttl, policy.dns.ttlFloor) + policy.dns.ttlGrace) * 1000);
         // The answer is recorded (what was seen, nothing opened): the collector names a connect that raced this record by it.
-        this.attributeThenRecord({ ...base, detail: refused, answers: seen.addresses.map((a) => formatAddr(a.family, a.addr)) });
+        this.observed({ ...base, detail: refused, answers: seen.addresses.map((a) => formatAddr(a.family, a.addr)) });
         continue;
       }
       const f = filterAnswer(q.name, q.type, msg, rebinding, { ttlMax: policy.dns.ttlMax, maxAddresses: policy.dns.maxAddressesPerAnswer });
@@ -343,10 +343,10 @@ export class GuardComponent implements Component {
       // Audit mode learns after the fact: a connect racing this write is only logged as would-block.
       guard.open(name, f.addresses, judged).catch((err: unknown) => this.rt?.log('warn', 'audit: set update failed', { error: String(err) }));
       if (judged.refused !== undefined) {
-        this.attributeThenRecord({ ...base, rules: [...judged.ruleNames], detail: judged.refused, dropped: f.dropped });
+        this.observed({ ...base, rules: [...judged.ruleNames], detail: judged.refused, dropped: f.dropped });
         continue;
       }
-      this.attributeThenRecord({ ...base, verdict: 'allowed', rules: [...judged.ruleNames], answers: f.addresses.map((a) => formatAddr(a.family, a.addr)), dropped: f.dropped });
+      this.observed({ ...base, verdict: 'allowed', rules: [...judged.ruleNames], answers: f.addresses.map((a) => formatAddr(a.family, a.addr)), dropped: f.dropped });
     }
   }
 
@@ -355,6 +355,12 @@ export class GuardComponent implements Component {
    * the askers' sockets are still open (the worker thread batches them), then
    * recorded.
    */
+  /** An observed answer: told at once to who must know it now, then attributed and recorded. */
+  private observed(e: DnsQueryEvent): void {
+    publishDnsObserved(e);
+    this.attributeThenRecord(e);
+  }
+
   private attributeThenRecord(e: DnsQueryEvent): void {
     // Blocked queries were looked up before their answer (dns-guard.ts): found or not, no second try.
     // Audit mode's observed replies are attributed like answered queries: by the probes' record of

@@ -59,10 +59,20 @@ export const channels = {
   dnsQuery: channel('sluice:dns.query') as Channel,
   flow: channel('sluice:flow') as Channel,
   alert: channel('sluice:alert') as Channel,
+  /**
+   * Audit mode: a DNS answer the kernel copied, published the moment it is
+   * judged (before its asker is looked up and it reaches dnsQuery), for those
+   * who must know it at once (the collector's audit reconciler).
+   */
+  dnsObserved: channel('sluice:dns.observed') as Channel,
 };
 
 export function publishDnsQuery(e: DnsQueryEvent): void {
   if (channels.dnsQuery.hasSubscribers) channels.dnsQuery.publish(e);
+}
+
+export function publishDnsObserved(e: DnsQueryEvent): void {
+  if (channels.dnsObserved.hasSubscribers) channels.dnsObserved.publish(e);
 }
 
 export function publishFlow(e: FlowEvent): void {

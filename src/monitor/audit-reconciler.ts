@@ -107,7 +107,7 @@ export class AuditReconciler {
   /** Starts listening to the DNS observations. */
   start(): void {
     if (this.subscribed) return;
-    channels.dnsQuery.subscribe(this.onDns);
+    channels.dnsObserved.subscribe(this.onDns);
     this.subscribed = true;
   }
 
@@ -154,7 +154,7 @@ export class AuditReconciler {
     clearTimeout(this.timer);
     this.timer = undefined;
     this.flush();
-    if (this.subscribed) channels.dnsQuery.unsubscribe(this.onDns);
+    if (this.subscribed) channels.dnsObserved.unsubscribe(this.onDns);
     this.subscribed = false;
   }
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { publishDnsQuery, type DnsQueryEvent } from '../../src/events/channels.js';
+import { publishDnsObserved, type DnsQueryEvent } from '../../src/events/channels.js';
 import type { RecordedEvent } from '../../src/events/event-store.js';
 import { AuditReconciler } from '../../src/monitor/audit-reconciler.js';
 import { parsePolicy } from '../../src/policy/load-policy.js';
@@ -46,7 +46,7 @@ function answer(name: string, addrs: string[], rules: string[], time: number): v
     dropped: [],
     latencyMs: 0,
   };
-  publishDnsQuery(d);
+  publishDnsObserved(d);
 }
 
 function setup(text = POLICY, opts: ConstructorParameters<typeof AuditReconciler>[2] = {}) {
@@ -168,7 +168,7 @@ describe('audit reconciler: a would-block that raced an observed DNS answer', ()
     const t = Date.now();
     assert.equal(r.offer(flow('198.18.5.1', t)), true, 'held: no answer yet');
     const refused: DnsQueryEvent = { time: t - 1, transport: 'passive', client: { address: '198.18.0.2', port: 5353 }, name: 'unlisted.example.org', type: 1, verdict: 'would-block', rules: [], rcode: 0, answers: ['198.18.5.1', '198.18.5.2'], dropped: [], latencyMs: 0 };
-    publishDnsQuery(refused);
+    publishDnsObserved(refused);
     const later = flow('198.18.5.2', t);
     assert.equal(r.offer(later), false, 'named at once by the answer already seen; the caller publishes it');
     assert.equal(later.hostname, 'unlisted.example.org');
