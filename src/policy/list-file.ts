@@ -1,3 +1,4 @@
+import { firstInvalidUtf8 } from './utf8.js';
 import { closeSync, constants, fstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseDestination, showValue, type Destination } from './parse-values.js';
@@ -57,7 +58,7 @@ export function parseListBytes(bytes: Uint8Array): ParsedList {
     text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
   } catch {
     // Lines of valid UTF-8 still count; say where the first bad byte is.
-    const at = firstBadUtf8(bytes);
+    const at = firstInvalidUtf8(bytes);
     let line = 1;
     let start = 0;
     for (let i = 0; i < at; i++) {
@@ -142,21 +143,6 @@ export function parseListBytes(bytes: Uint8Array): ParsedList {
 
 function isBlank(c: number): boolean {
   return c === 32 || c === 9;
-}
-
-function firstBadUtf8(bytes: Uint8Array): number {
-  let lo = 0;
-  let hi = bytes.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    try {
-      new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(0, mid + 1), { stream: true });
-      lo = mid + 1;
-    } catch {
-      hi = mid;
-    }
-  }
-  return lo;
 }
 
 /** Reading a list file: its bytes, or why not. */

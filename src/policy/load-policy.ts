@@ -1,3 +1,4 @@
+import { firstInvalidUtf8 } from './utf8.js';
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
@@ -971,23 +972,6 @@ class LineIndex {
 
 function firstLine(s: string): string {
   return s.split('\n')[0] ?? s;
-}
-
-function firstInvalidUtf8(bytes: Uint8Array): number {
-  // Streaming decode of a prefix tolerates a character cut at its end, so the
-  // first prefix that fails ends exactly at the first invalid byte.
-  let lo = 0;
-  let hi = bytes.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    try {
-      new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(0, mid + 1), { stream: true });
-      lo = mid + 1;
-    } catch {
-      hi = mid;
-    }
-  }
-  return lo;
 }
 
 function lineColAtByte(bytes: Uint8Array, at: number): { line: number; column: number } {

@@ -144,22 +144,14 @@ export function extractBulk(text: string, minRun = MIN_RUN): BulkText | null {
     if (end < 0) end = n;
     lineNo++;
     const it = item(text, pos, end);
-    if (it && (indent < 0 || it.indent === indent)) {
+    if (it) {
+      // An item at another indentation ends the run and starts the next.
+      if (indent >= 0 && it.indent !== indent) flush();
       if (indent < 0) {
         indent = it.indent;
         runStart = pos;
         runFirstLine = lineNo;
       }
-      values.push(it.value);
-      lines.push(lineNo);
-      columns.push(it.column);
-      lastItemEnd = end;
-      lastItemLine = lineNo;
-    } else if (it) {
-      flush();
-      indent = it.indent;
-      runStart = pos;
-      runFirstLine = lineNo;
       values.push(it.value);
       lines.push(lineNo);
       columns.push(it.column);
