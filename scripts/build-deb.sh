@@ -114,6 +114,7 @@ Architecture: $arch
 Maintainer: Sluice developers <sluice@example.org>
 Installed-Size: $installed
 Depends: nodejs (>= $nodemajor), nodejs (<< $((nodemajor + 1))), nftables, libc6, libstdc++6, libbpf1
+Recommends: publicsuffix
 Section: net
 Priority: optional
 Homepage: https://example.org/sluice

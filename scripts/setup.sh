@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 # binutils (strip) and lintian build and check the Debian package (make deb; dpkg-deb is dpkg's).
 # clang, bpftool, libbpf-dev (and pkg-config, which finds it) build the attribution probes and their
 # loader; libbpf1 is what the loader needs at run time.
-APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base systemd rsyslog binutils lintian clang llvm bpftool libbpf-dev pkg-config)
+# publicsuffix is Debian's copy of the Public Suffix List: `sluice suggest` finds registered domains with it.
+APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base systemd rsyslog binutils lintian clang llvm bpftool libbpf-dev pkg-config publicsuffix)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
