@@ -158,4 +158,4 @@ export function bigintJson(_k: string, v: unknown): unknown {
 }
 
 /** Exit statuses: 0 fine, 1 failed, 2 bad usage, 3 not in the expected state (drift, nothing live). */
-export const EXIT = { ok: 0, failed: 1, usage: 2, notLive: 3 } as const;
+export { EXIT } from './exit.js';

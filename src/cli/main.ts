@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { NetlinkError, PolicyError, SluiceError, UsageError, formatIssue } from '../errors.js';
-import { Context, EXIT } from './context.js';
+import type { Context } from './context.js';
+import { EXIT } from './exit.js';
 import { parseCommandLine, usage } from './spec.js';
 
 function version(): string {
@@ -36,7 +37,17 @@ export async function main(argv: string[]): Promise<number> {
   const int = (k: string) => values[k] as number | undefined;
   const flag = (k: string) => values[k] === true;
   const opt = <T>(k: string, v: T | undefined) => (v === undefined ? {} : { [k]: v });
-  const ctx = new Context({ json: flag('json') });
+  if (command === 'run') {
+    // `sluice run` loads only what it uses (no Context: its policy, kernel access and output are its own), so it starts fast.
+    try {
+      return await (await import('./commands/run.js')).run({ json: flag('json'), values, rest: parsed.rest ?? [] });
+    } catch (err) {
+      return report(err, flag('json'));
+    }
+  }
+  // Loaded after --version and --help, which need none of it.
+  const { Context: ContextClass } = await import('./context.js');
+  const ctx: Context = new ContextClass({ json: flag('json') });
   const onePolicy = () => {
     if (args[0] !== undefined && str('policy') !== undefined) throw new UsageError(`\`sluice ${command}\` takes one policy, as POLICY or --policy, not both: ${JSON.stringify(args[0])}, ${JSON.stringify(str('policy'))}`);
     return opt('policy', args[0] ?? str('policy'));

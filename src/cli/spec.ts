@@ -22,17 +22,21 @@ export interface OptionSpec {
   value?: string;
   /** An integer option: parsed and range-checked before the command runs. */
   int?: IntRange;
+  /** May be given more than once; the values come as a list. */
+  multiple?: boolean;
 }
 
 export interface CommandSpec {
   name: string;
-  section: 'Policy and ruleset' | 'Daemon' | 'Monitoring' | 'hidden';
+  section: 'Policy and ruleset' | 'Daemon' | 'Monitoring' | 'Run one command' | 'hidden';
   /** The positional arguments as shown in the help (`[POLICY]`, `DEST [PORT[/PROTO]] [POLICY]`). */
   args?: string;
   /** Accepts a policy file, as POLICY or `--policy FILE`. */
   policy?: boolean;
   /** How many positional arguments it takes at most (explain checks its own). */
   maxArgs: number;
+  /** Everything after `--` is passed through untouched (the command `sluice run` runs). */
+  passThrough?: boolean;
   options: OptionSpec[];
   help: string[];
 }
@@ -190,6 +194,37 @@ export const COMMANDS: readonly CommandSpec[] = [
       '(observed traffic it blocks; exit 1 if N > 0), "would block M"',
     ],
   },
+  {
+    name: 'run',
+    section: 'Run one command',
+    args: '-- COMMAND [ARG...]',
+    maxArgs: 0,
+    passThrough: true,
+    options: [
+      { name: 'allow', value: 'DEST[:PORT[/PROTO]]', multiple: true },
+      { name: 'policy', value: 'FILE' },
+      { name: 'dns-upstream', value: 'ADDR', multiple: true },
+      { name: 'audit' },
+      { name: 'suggest' },
+      { name: 'report', value: 'FILE' },
+      { name: 'report-md', value: 'FILE' },
+      { name: 'fail-on-block' },
+      { name: 'no-ipv6' },
+      { name: 'cleanup' },
+    ],
+    help: [
+      'run COMMAND in its own network namespace under its own policy',
+      '(--allow: a name, *.name, address or CIDR, with :PORT[/PROTO];',
+      'repeatable; and/or --policy FILE) and DNS guard; the rules live',
+      'on the host, out of its reach. At exit, a report on stderr of',
+      'what it resolved, reached and was refused (--report FILE: JSON,',
+      '--report-md FILE: Markdown). Exit status: the command\'s, or 1',
+      'with --fail-on-block when it exited 0 and anything was blocked.',
+      '--audit blocks nothing and reports what would have been;',
+      '--suggest also prints a policy allowing what it did;',
+      '--cleanup removes what runs killed with SIGKILL left',
+    ],
+  },
   // The detached rollback timer `apply --confirm` starts: `sluice _rollback TOKEN`.
   { name: '_rollback', section: 'hidden', args: 'TOKEN', maxArgs: 1, options: [], help: [] },
 ];
@@ -226,7 +261,7 @@ function usageEntry(c: CommandSpec): string[] {
 /** `sluice --help`, generated from COMMANDS. */
 export function usage(): string {
   const out = ['Usage: sluice COMMAND [options]'];
-  for (const section of ['Policy and ruleset', 'Daemon', 'Monitoring'] as const) {
+  for (const section of ['Policy and ruleset', 'Daemon', 'Monitoring', 'Run one command'] as const) {
     out.push('', `${section}:`);
     for (const c of COMMANDS.filter((x) => x.section === section)) out.push(...usageEntry(c));
   }
@@ -257,7 +292,7 @@ export function parseIntOption(flag: string, text: string, range: IntRange): num
   return n;
 }
 
-export type OptionValue = string | boolean | number;
+export type OptionValue = string | boolean | number | string[];
 
 export interface ParsedCommandLine {
   /** Undefined when no command was given. */
@@ -266,10 +301,12 @@ export interface ParsedCommandLine {
   name: string | undefined;
   args: string[];
   values: Record<string, OptionValue | undefined>;
+  /** After `--`, for a command that passes it through (`sluice run -- COMMAND...`). */
+  rest?: string[];
 }
 
-function parseOptions(options: OptionSpec[]): Record<string, { type: 'string' | 'boolean'; short?: string }> {
-  return Object.fromEntries(options.map((o) => [o.name, { type: o.value !== undefined ? 'string' : 'boolean', ...(o.short ? { short: o.short } : {}) }]));
+function parseOptions(options: OptionSpec[]): Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> {
+  return Object.fromEntries(options.map((o) => [o.name, { type: o.value !== undefined ? 'string' : 'boolean', ...(o.short ? { short: o.short } : {}), ...(o.multiple ? { multiple: true } : {}) }]));
 }
 
 /**
@@ -277,7 +314,15 @@ function parseOptions(options: OptionSpec[]): Record<string, { type: 'string' | 
  * only the options the command declares. Throws UsageError naming the flag
  * and the command otherwise, and for a bad integer value.
  */
-export function parseCommandLine(argv: string[]): ParsedCommandLine {
+export function parseCommandLine(full: string[]): ParsedCommandLine {
+  // A command that passes everything after `--` through never parses it: `sluice run -- curl --help`
+  // runs curl with --help. Only the first `--` counts; the command's own `--` stay in its argv.
+  const cut = full.indexOf('--');
+  const head = cut < 0 ? full : full.slice(0, cut);
+  const first = head.find((a) => !a.startsWith('-'));
+  const through = first !== undefined && commandSpec(first)?.passThrough === true;
+  const argv = through ? head : full;
+  const rest = through ? (cut < 0 ? [] : full.slice(cut + 1)) : undefined;
   // First pass, lenient and knowing every option of every command (so a value
   // is never mistaken for the command): where the command is, and what was given.
   const all = new Map<string, OptionSpec>();
@@ -309,7 +354,8 @@ export function parseCommandLine(argv: string[]): ParsedCommandLine {
   } catch (err) {
     throw new UsageError(`\`sluice ${name}\`: ${(err as Error).message.split('\n').join(' ')}`);
   }
-  const values: Record<string, OptionValue | undefined> = { ...parsed.values };
+  // Booleans are never `multiple`: a list is always of strings.
+  const values = { ...parsed.values } as Record<string, OptionValue | undefined>;
   for (const o of accepted) {
     const v = values[o.name];
     if (o.int && typeof v === 'string') values[o.name] = parseIntOption(`--${o.name}`, v, o.int);
@@ -322,5 +368,5 @@ export function parseCommandLine(argv: string[]): ParsedCommandLine {
         : `\`sluice ${name}\` takes at most ${command.maxArgs} argument${command.maxArgs === 1 ? '' : 's'} (${command.args}): ${args.map((a) => JSON.stringify(a)).join(' ')}`,
     );
   }
-  return { command, name, args, values };
+  return { command, name, args, values, ...(rest !== undefined ? { rest } : {}) };
 }

@@ -109,6 +109,10 @@ export function renderStmt(s: Stmt): string {
       return s.how === 'tcp-reset' ? 'reject with tcp reset' : 'reject with icmpx admin-prohibited';
     case 'redirect':
       return `redirect to :${s.port}`;
+    case 'dnat':
+      return s.family === 4 ? `dnat ip to ${formatAddr(4, s.addr)}:${s.port}` : `dnat ip6 to [${formatAddr(6, s.addr)}]:${s.port}`;
+    case 'masquerade':
+      return 'masquerade';
     case 'ct-mark-set': {
       const hex = (v: number) => `0x${(v >>> 0).toString(16).padStart(8, '0')}`;
       return `ct mark set ct mark & ${hex(~s.mask)} | ${hex(s.value)}`;

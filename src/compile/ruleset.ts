@@ -72,6 +72,8 @@ export type Selector =
   | 'meta nfproto'
   | 'meta oif'
   | 'meta oifname'
+  /** The interface a packet came in on (forward, input, prerouting): how a `sluice run` table keys on its veth. */
+  | 'meta iifname'
   | 'meta skuid'
   | 'meta mark'
   | 'th dport'
@@ -121,6 +123,10 @@ export type Stmt =
   | { k: 'meter'; sel: 'meta skuid'; set: string; timeoutMs: number; rate: number; burst: number; over: boolean }
   | { k: 'reject'; how: 'tcp-reset' | 'icmpx-admin' }
   | { k: 'redirect'; port: number }
+  /** dnat ip|ip6 to ADDR:PORT (nat prerouting): a `sluice run` sends its DNS to its own guard. */
+  | { k: 'dnat'; family: 4 | 6; addr: bigint; port: number }
+  /** masquerade (nat postrouting): a `sluice run`'s flows leave with the host's address. */
+  | { k: 'masquerade' }
   /** ct mark set (ct mark & ~mask) | value: Sluice's bits of the flow's mark, the others kept. */
   | { k: 'ct-mark-set'; mask: number; value: number }
   /** meta mark set <value>. */
@@ -144,7 +150,7 @@ export interface RuleDef {
 export interface ChainDef {
   name: string;
   /** Base chains attach to a hook; regular chains are jump/goto targets. */
-  base?: { type: 'filter' | 'nat'; hook: 'output' | 'postrouting' | 'prerouting' | 'input'; priority: number; policy: 'accept' | 'drop' };
+  base?: { type: 'filter' | 'nat'; hook: 'output' | 'postrouting' | 'prerouting' | 'input' | 'forward'; priority: number; policy: 'accept' | 'drop' };
   rules: RuleDef[];
   comment?: string;
 }

@@ -58,6 +58,8 @@ export class GuardServers {
   private tcp: Server[] = [];
   private slots: InflightShares<number>;
   private limits: TcpLimits;
+  /** The addresses the guard listens on: loopback for the host's guard, the veth's host end for a `sluice run`. */
+  private hosts: readonly string[];
 
   /**
    * `mark` goes on every listening socket (SO_MARK, which needs
@@ -68,14 +70,15 @@ export class GuardServers {
     readonly port: number,
     private handle: Handle,
     readonly mark = 0,
-    opts: { total?: number; share?: number; tcp?: Partial<TcpLimits> } = {},
+    opts: { total?: number; share?: number; tcp?: Partial<TcpLimits>; hosts?: readonly string[] } = {},
   ) {
+    this.hosts = opts.hosts ?? ['127.0.0.1', '::1'];
     this.slots = new InflightShares(opts.total ?? MAX_INFLIGHT, opts.share ?? SHARE);
     this.limits = { ...TCP_LIMITS, ...opts.tcp };
   }
 
   async start(): Promise<void> {
-    for (const host of ['127.0.0.1', '::1']) {
+    for (const host of this.hosts) {
       // Batched UDP (recvmmsg/sendmmsg): queries arrive up to 64 per callback, and the
       // answers ready in one turn of the event loop leave in one system call.
       const sock = UdpBatchSocket.open(host, this.port, (msg, from, truncated, uid) => {

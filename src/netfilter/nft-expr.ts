@@ -17,6 +17,10 @@ import {
   LIST_ELEM,
   LOOKUP_F_INV,
   META,
+  NAT_DNAT,
+  NAT_RANGE_ADDR_PORT,
+  NFPROTO_IPV4,
+  NFPROTO_IPV6,
   NF_ACCEPT,
   NF_DROP,
   NFT_CONTINUE,
@@ -28,6 +32,7 @@ import {
   PAYLOAD_BASE,
   REG32_01,
   REG_1,
+  REG_2,
   REG_VERDICT,
   REJECT_ICMPX_UNREACH,
   REJECT_TCP_RST,
@@ -53,6 +58,9 @@ export type LExpr =
   | { e: 'reject'; type: number; code: number }
   | { e: 'immediate'; dreg: number; code?: number; chain?: string; data?: Buffer }
   | { e: 'redir'; regMin: number; flags: number }
+  /** Destination NAT to the address in `regAddr` and the port in `regProto` (one of each: no ranges). */
+  | { e: 'nat'; type: number; family: number; regAddr: number; regProto: number; flags: number }
+  | { e: 'masq'; flags: number }
   /** A packet-rate limit (`rate` per second) as the expression of a dynset: each element gets its own. */
   | { e: 'limit'; rate: number; unit: number; burst: number; type: number; flags: number }
   /** Updates an element keyed by a register in a set, then runs its expression on that element. */
@@ -79,6 +87,7 @@ const LOADS: Record<Exclude<Selector, 'meta l4proto . th dport' | 'meta l4proto 
   'meta nfproto': { exprs: (r) => [{ e: 'meta', key: META.NFPROTO, dreg: r }], width: 1, be: false },
   'meta oif': { exprs: (r) => [{ e: 'meta', key: META.OIF, dreg: r }], width: 4, be: false },
   'meta oifname': { exprs: (r) => [{ e: 'meta', key: META.OIFNAME, dreg: r }], width: 16, be: false },
+  'meta iifname': { exprs: (r) => [{ e: 'meta', key: META.IIFNAME, dreg: r }], width: 16, be: false },
   'meta skuid': { exprs: (r) => [{ e: 'meta', key: META.SKUID, dreg: r }], width: 4, be: false },
   'meta mark': { exprs: (r) => [{ e: 'meta', key: META.MARK, dreg: r }], width: 4, be: false },
   // NFT_FIB_RESULT_ADDRTYPE of the destination (NFTA_FIB_F_DADDR): an RTN_* value in host order.
@@ -178,6 +187,14 @@ export function stmtToLExprs(s: Stmt): LExpr[] {
         // NF_NAT_RANGE_PROTO_SPECIFIED: the port in the register is the target.
         { e: 'redir', regMin: REG_1, flags: 2 },
       ];
+    case 'dnat':
+      return [
+        { e: 'immediate', dreg: REG_1, data: intBytes(s.addr, s.family === 4 ? 4 : 16, true) },
+        { e: 'immediate', dreg: REG_2, data: intBytes(s.port, 2, true) },
+        { e: 'nat', type: NAT_DNAT, family: s.family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6, regAddr: REG_1, regProto: REG_2, flags: NAT_RANGE_ADDR_PORT },
+      ];
+    case 'masquerade':
+      return [{ e: 'masq', flags: 0 }];
     case 'ct-mark-set':
       // ct mark = (ct mark & ~mask) ^ value, with value inside mask: the other bits are someone else's.
       return [
@@ -358,6 +375,19 @@ export function lexprsToStmts(list: LExpr[]): Stmt[] {
       i += 2;
       continue;
     }
+    if (x.e === 'immediate' && x.dreg === REG_1 && (x.data?.length === 4 || x.data?.length === 16) && b?.e === 'immediate' && b.dreg === REG_2 && b.data?.length === 2 && c?.e === 'nat') {
+      const family = x.data.length === 4 ? 4 : 6;
+      if (c.type === NAT_DNAT && c.family === (family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6) && c.regAddr === REG_1 && c.regProto === REG_2 && c.flags === NAT_RANGE_ADDR_PORT) {
+        out.push({ k: 'dnat', family, addr: bytesInt(x.data, true), port: b.data.readUInt16BE(0) });
+        i += 3;
+        continue;
+      }
+    }
+    if (x.e === 'masq' && x.flags === 0) {
+      out.push({ k: 'masquerade' });
+      i += 1;
+      continue;
+    }
     if (x.e === 'immediate' && x.dreg === REG_VERDICT && x.code !== undefined) {
       const simple: Record<number, 'accept' | 'drop' | 'return' | 'continue'> = {
         [NF_ACCEPT]: 'accept',
@@ -464,6 +494,12 @@ export function writeLExpr(w: NlWriter, x: LExpr, attr: number = LIST_ELEM): voi
         case 'redir':
           w.u32be(A.redir.REG_PROTO_MIN, x.regMin).u32be(A.redir.FLAGS, x.flags);
           break;
+        case 'nat':
+          w.u32be(A.nat.TYPE, x.type).u32be(A.nat.FAMILY, x.family).u32be(A.nat.REG_ADDR_MIN, x.regAddr).u32be(A.nat.REG_PROTO_MIN, x.regProto).u32be(A.nat.FLAGS, x.flags);
+          break;
+        case 'masq':
+          if (x.flags) w.u32be(A.masq.FLAGS, x.flags);
+          break;
         case 'limit':
           w.u64be(A.limit.RATE, BigInt(x.rate)).u64be(A.limit.UNIT, BigInt(x.unit)).u32be(A.limit.BURST, x.burst).u32be(A.limit.TYPE, x.type).u32be(A.limit.FLAGS, x.flags);
           break;
@@ -554,6 +590,14 @@ export function readLExpr(elem: Buffer): LExpr {
       if (!inner || m.has(A.dynset.SREG_DATA) || m.has(A.dynset.EXPRESSIONS) || (attrU32(m.get(A.dynset.FLAGS)) ?? 0) !== 0 || timeout > BigInt(Number.MAX_SAFE_INTEGER)) break;
       return { e: 'dynset', op: u(A.dynset.OP), sreg: u(A.dynset.SREG_KEY), set: attrStr(m.get(A.dynset.SET_NAME)) ?? '', timeoutMs: Number(timeout), expr: readLExpr(inner) };
     }
+    case 'nat':
+      // One address and one port: the kernel reports each max register equal to its min one when only min was given.
+      if (m.has(A.nat.REG_ADDR_MAX) && u(A.nat.REG_ADDR_MAX) !== u(A.nat.REG_ADDR_MIN)) break;
+      if (m.has(A.nat.REG_PROTO_MAX) && u(A.nat.REG_PROTO_MAX) !== u(A.nat.REG_PROTO_MIN)) break;
+      return { e: 'nat', type: u(A.nat.TYPE), family: u(A.nat.FAMILY), regAddr: u(A.nat.REG_ADDR_MIN), regProto: u(A.nat.REG_PROTO_MIN), flags: attrU32(m.get(A.nat.FLAGS)) ?? 0 };
+    case 'masq':
+      if (m.has(A.masq.REG_PROTO_MIN)) break;
+      return { e: 'masq', flags: attrU32(m.get(A.masq.FLAGS)) ?? 0 };
     case 'redir':
       // The kernel reports the max register equal to the min one when only min was given.
       if (m.has(A.redir.REG_PROTO_MAX) && u(A.redir.REG_PROTO_MAX) !== u(A.redir.REG_PROTO_MIN)) break;

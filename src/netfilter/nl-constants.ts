@@ -126,6 +126,12 @@ export const REG_VERDICT = 0;
 export const REG_1 = 1;
 /** 32-bit register 9: the second field of a concatenation. */
 export const REG32_01 = 9;
+/** Legacy 128-bit register 2 (a NAT target's port, beside its address in register 1). */
+export const REG_2 = 2;
+/** NFT_NAT_DNAT. */
+export const NAT_DNAT = 1;
+/** NF_NAT_RANGE_MAP_IPS | NF_NAT_RANGE_PROTO_SPECIFIED: an address and a port are given. */
+export const NAT_RANGE_ADDR_PORT = 3;
 
 /** Expression attributes, per expression. */
 export const A = {
@@ -142,6 +148,8 @@ export const A = {
   log: { GROUP: 1, PREFIX: 2, SNAPLEN: 3, QTHRESHOLD: 4, LEVEL: 5, FLAGS: 6 },
   reject: { TYPE: 1, ICMP_CODE: 2 },
   redir: { REG_PROTO_MIN: 1, REG_PROTO_MAX: 2, FLAGS: 3 },
+  nat: { TYPE: 1, FAMILY: 2, REG_ADDR_MIN: 3, REG_ADDR_MAX: 4, REG_PROTO_MIN: 5, REG_PROTO_MAX: 6, FLAGS: 7 },
+  masq: { FLAGS: 1, REG_PROTO_MIN: 2, REG_PROTO_MAX: 3 },
   objref: { IMM_TYPE: 1, IMM_NAME: 2 },
   fib: { DREG: 1, RESULT: 2, FLAGS: 3 },
   dynset: { SET_NAME: 1, SET_ID: 2, OP: 3, SREG_KEY: 4, SREG_DATA: 5, TIMEOUT: 6, EXPR: 7, PAD: 8, FLAGS: 9, EXPRESSIONS: 10 },
@@ -158,7 +166,7 @@ export const CMP_EQ = 0;
 export const CMP_NEQ = 1;
 export const LOOKUP_F_INV = 1;
 
-export const META = { MARK: 3, OIF: 5, OIFNAME: 7, SKUID: 10, NFPROTO: 15, L4PROTO: 16 } as const;
+export const META = { MARK: 3, OIF: 5, IIFNAME: 6, OIFNAME: 7, SKUID: 10, NFPROTO: 15, L4PROTO: 16 } as const;
 export const PAYLOAD_BASE = { LL: 0, NETWORK: 1, TRANSPORT: 2 } as const;
 export const SOCKET_MARK = 1;
 export const SOCKET_CGROUPV2 = 3;

@@ -10,7 +10,9 @@ import { TABLE_NAME, type Ruleset } from '../../src/compile/ruleset.js';
 import { NetlinkError } from '../../src/errors.js';
 import { sameRuleset } from '../../src/netfilter/compare-ruleset.js';
 import type { Netfilter } from '../../src/netfilter/netfilter.js';
-import { compileFrom, readGolden } from './fixtures.js';
+import { compileRunRuleset } from '../../src/compile/run-ruleset.js';
+import { forwardGuardRuleset } from '../../src/run/sandbox.js';
+import { compileFrom, policyFrom, readGolden } from './fixtures.js';
 
 const POLICY_A = readGolden('03-ports.yaml');
 const POLICY_B = readGolden('07-domains.yaml');
@@ -49,6 +51,22 @@ export function netfilterContract(label: string, make: () => Netfilter): void {
       assert.ok(sameRuleset(ruleset, live));
       const counters = nf.counters(TABLE_NAME);
       for (const c of ruleset.counters) assert.equal(counters.get(c.name)?.packets, 0n, c.name);
+    });
+
+    it("a `sluice run` table (forward, input and NAT hooks, iifname, DNAT to the guard, masquerade) and the forward guard read back exactly as written", () => {
+      const policy = policyFrom('mode: enforce\nrules:\n  - name: api\n    to: [api.example.com, 198.18.1.0/24, 198.18.2.2, "2001:db8::/48"]\n    ports: [443/tcp, 53/udp]\n  - name: no\n    action: deny\n    to: [198.18.1.254]\n  - name: ping\n    to: [198.18.3.3]\n    ports: [icmp]\n');
+      const run = compileRunRuleset(policy, { table: 'sluice-run-0123abcd', hostIf: 'slr0123abcd', guard4: 0xc612c001n, guard6: 0x20010db8005c00000000000000000001n, guardPort: 25353, logGroup: 40001 }).ruleset;
+      for (const rs of [run, forwardGuardRuleset()]) {
+        try {
+          nf.replace(rs, { carryDynamic: false });
+          const live = nf.read(rs.table);
+          assert.ok(live, rs.table);
+          assert.deepEqual(live.anomalies, [], rs.table);
+          assert.ok(sameRuleset(rs, live), `${rs.table} reads back as compiled`);
+        } finally {
+          nf.remove(rs.table);
+        }
+      }
     });
 
     it('a second replace swaps the whole table', () => {

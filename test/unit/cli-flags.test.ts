@@ -217,7 +217,7 @@ describe('unit: CLI help and parser agree', () => {
       const accepted = optionsOf(c).map((o) => o.name);
       // The synopsis: the whole line when it reaches the description column, else what stands before it.
       const head = line.slice(0, 38).trimEnd().length < 38 ? line.slice(0, 38) : line;
-      for (const f of head.matchAll(/--([a-z-]+)/g)) assert.ok(accepted.includes(f[1] ?? ''), `${c.name} accepts --${f[1]} as its help says`);
+      for (const f of head.matchAll(/--([a-z0-9-]+)/g)) assert.ok(accepted.includes(f[1] ?? ''), `${c.name} accepts --${f[1]} as its help says`);
     }
   });
 });

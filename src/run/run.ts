@@ -1,0 +1,313 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { constants as osConstants } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { compileRunRuleset } from '../compile/run-ruleset.js';
+import { parseLogPrefix } from '../compile/kernel-names.js';
+import { SystemError } from '../errors.js';
+import type { DnsQueryEvent } from '../events/channels.js';
+import { formatAddr, type AddrRange } from '../net/ip.js';
+import { hostAddresses } from '../net/host-addresses.js';
+import type { Netfilter } from '../netfilter/netfilter.js';
+import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
+import type { Policy } from '../policy/policy.js';
+import { DnsGuard } from '../dns/dns-guard.js';
+import { DomainMatcher } from '../dns/domain-matcher.js';
+import { GuardServers } from '../dns/guard-servers.js';
+import { LearnedState } from '../dns/learned-state.js';
+import { RebindingFilter } from '../dns/rebinding.js';
+import { SetWriter } from '../dns/set-writer.js';
+import { UpstreamClient } from '../dns/upstream.js';
+import { encryptedDnsFor } from '../system/compile-env.js';
+import { processStart, releaseSlot, takeSlot, withRunLock, type RunRecord } from './run-state.js';
+import { cleanupDead, createNetwork, enableForwarding, removeRun, restoreForwardingIfIdle, runAddresses, runSlots, writeResolvConf, HOST_IF_PREFIX, type RunAddresses } from './sandbox.js';
+
+/** The report's schema version: bumped on any change a script reading it would notice. */
+export const RUN_REPORT_VERSION = 1;
+
+export interface RunFlow {
+  verdict: 'allowed' | 'blocked' | 'would-block';
+  rule: string;
+  proto: string;
+  dst: string;
+  dport?: number;
+  /** Names whose answers (in this run) held the address. */
+  names: string[];
+  count: number;
+  first: string;
+  last: string;
+}
+
+export interface RunName {
+  name: string;
+  type: string;
+  verdict: 'allowed' | 'blocked' | 'would-block' | 'error';
+  rules: string[];
+  answers: string[];
+  count: number;
+}
+
+export interface RunReport {
+  version: typeof RUN_REPORT_VERSION;
+  id: string;
+  command: string[];
+  mode: 'enforce' | 'audit';
+  policy: string;
+  startedAt: string;
+  durationMs: number;
+  exit: { code: number | null; signal: string | null };
+  ipv6: boolean;
+  names: RunName[];
+  flows: RunFlow[];
+  /** Records the kernel could not deliver (the report may miss some attempts). */
+  lostRecords: number;
+  summary: { namesAllowed: number; namesBlocked: number; destinationsReached: number; attemptsBlocked: number };
+}
+
+export interface RunOptions {
+  policy: Policy;
+  argv: string[];
+  /** The guard's upstream resolvers. */
+  upstreams: AddrRange[];
+  /** Give the run IPv6 where the host can forward it safely. */
+  ipv6: boolean;
+  /** Run the command as this user (uid, gid), with that user's groups. */
+  user?: { uid: number; gid: number };
+  /** Told once the run's network is up (what it could not give, such as IPv6). */
+  notice?: (text: string) => void;
+}
+
+const QTYPE: Record<number, string> = { 1: 'A', 28: 'AAAA', 5: 'CNAME', 15: 'MX', 16: 'TXT', 33: 'SRV', 64: 'SVCB', 65: 'HTTPS', 12: 'PTR', 2: 'NS', 6: 'SOA' };
+const PROTO: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6' };
+
+/** Collects what the run did, for the report. */
+class RunLog {
+  names = new Map<string, RunName>();
+  flows = new Map<string, RunFlow>();
+  /** Address -> names whose allowed answers held it. */
+  private held = new Map<string, Set<string>>();
+  lost = 0;
+  private lastSeq: number | undefined;
+
+  dns(e: DnsQueryEvent): void {
+    const type = QTYPE[e.type] ?? String(e.type);
+    const key = `${e.name}|${type}|${e.verdict}`;
+    const cur = this.names.get(key);
+    if (cur) {
+      cur.count++;
+      for (const a of e.answers) if (!cur.answers.includes(a)) cur.answers.push(a);
+    } else this.names.set(key, { name: e.name, type, verdict: e.verdict, rules: [...e.rules], answers: [...e.answers], count: 1 });
+    // Answers handed out (allowed; in audit mode also would-block): their addresses carry the name.
+    if (e.verdict === 'allowed' || e.verdict === 'would-block') {
+      for (const a of e.answers) {
+        let s = this.held.get(a);
+        if (!s) this.held.set(a, (s = new Set()));
+        s.add(e.name);
+      }
+    }
+  }
+
+  records(list: NflogRecord[]): void {
+    for (const r of list) {
+      if (r.seq !== undefined && this.lastSeq !== undefined && r.seq > this.lastSeq + 1) this.lost += r.seq - this.lastSeq - 1;
+      if (r.seq !== undefined) this.lastSeq = r.seq;
+      const p = parseLogPrefix(r.prefix);
+      const pkt = r.packet;
+      if (!p || !pkt) continue;
+      const dst = formatAddr(pkt.family, pkt.dst);
+      const proto = PROTO[pkt.proto] ?? String(pkt.proto);
+      const key = `${p.verdict}|${p.rule}|${proto}|${dst}|${pkt.dport ?? ''}`;
+      const at = new Date(r.timeMs).toISOString();
+      const cur = this.flows.get(key);
+      if (cur) {
+        cur.count++;
+        cur.last = at;
+      } else {
+        this.flows.set(key, {
+          verdict: p.verdict as RunFlow['verdict'],
+          rule: p.rule,
+          proto,
+          dst,
+          ...(pkt.dport !== undefined ? { dport: pkt.dport } : {}),
+          names: [],
+          count: 1,
+          first: at,
+          last: at,
+        });
+      }
+    }
+  }
+
+  finish(): { names: RunName[]; flows: RunFlow[] } {
+    for (const f of this.flows.values()) f.names = [...(this.held.get(f.dst) ?? [])].sort();
+    const names = [...this.names.values()].sort((a, b) => a.name.localeCompare(b.name) || a.type.localeCompare(b.type));
+    const order = { blocked: 0, 'would-block': 1, allowed: 2 } as const;
+    const flows = [...this.flows.values()].sort((a, b) => order[a.verdict] - order[b.verdict] || a.dst.localeCompare(b.dst) || (a.dport ?? 0) - (b.dport ?? 0));
+    return { names, flows };
+  }
+}
+
+function signalNumber(sig: NodeJS.Signals): number {
+  return (osConstants.signals as Record<string, number>)[sig] ?? 0;
+}
+
+/** The guard, listening on the host end of the run's veth, on a port no one else holds there. */
+async function startGuard(handle: ConstructorParameters<typeof GuardServers>[1], a: RunAddresses): Promise<GuardServers> {
+  const hosts = [formatAddr(4, a.host4), ...(a.host6 !== undefined ? [formatAddr(6, a.host6)] : [])];
+  let last: unknown;
+  for (let i = 0; i < 8; i++) {
+    const port = 20000 + Math.floor(Math.random() * 30000);
+    const servers = new GuardServers(port, handle, 0, { hosts });
+    try {
+      await servers.start();
+      return servers;
+    } catch (err) {
+      last = err;
+      await servers.stop().catch(() => undefined);
+    }
+  }
+  throw new SystemError('ERUNGUARD', `The run's DNS guard found no free port on ${hosts.join(', ')}: ${(last as Error)?.message ?? last}`);
+}
+
+/**
+ * Runs one command in its own network namespace under `policy`, with its own
+ * DNS guard, and reports what it resolved, reached and was refused. Nothing
+ * is started unless the whole confinement is in place; everything made is
+ * removed on every exit path this process lives through (a SIGKILL leaves a
+ * slot file the next run or `--cleanup` acts on; until then the run stays
+ * confined: its table outlives this process and its guard is gone).
+ */
+export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ report: RunReport; exitCode: number }> {
+  const started = Date.now();
+  const id = randomBytes(4).toString('hex');
+  let v6 = false;
+  const rec: RunRecord = withRunLock(() => {
+    cleanupDead(nf);
+    const r = takeSlot((slot) => ({
+      slot,
+      id,
+      pid: process.pid,
+      pidStart: processStart(process.pid) ?? '',
+      netns: `sluice-run-${id}`,
+      hostIf: `${HOST_IF_PREFIX}${id}`,
+      table: `sluice-run-${id}`,
+      startedAt: new Date(started).toISOString(),
+    }), runSlots());
+    try {
+      v6 = enableForwarding(nf, opts.ipv6);
+    } catch (err) {
+      releaseSlot(r.slot);
+      restoreForwardingIfIdle(nf, undefined);
+      throw err;
+    }
+    return r;
+  });
+
+  const log = new RunLog();
+  let servers: GuardServers | undefined;
+  let upstream: UpstreamClient | undefined;
+  let listener: NflogListener | undefined;
+  const pending = new Set<NodeJS.Signals>();
+  let child: ReturnType<typeof spawn> | undefined;
+  // Until the command runs, a signal ends the run (after cleanup); once it runs, it is the command's.
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (child && child.exitCode === null) {
+      // SIGINT and SIGQUIT from a terminal reach the command's process group themselves.
+      if (sig !== 'SIGINT' && sig !== 'SIGQUIT') child.kill(sig);
+    } else pending.add(sig);
+  };
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
+  for (const s of signals) process.on(s, onSignal);
+  try {
+    if (opts.ipv6 && !v6) opts.notice?.('this run has no IPv6: this host does not forward IPv6, and turning it on would make it ignore router advertisements');
+    const a = runAddresses(rec.slot, v6);
+    createNetwork(rec, a);
+    const logGroup = 40000 + (rec.slot % 20000);
+    listener = new NflogListener(logGroup, (records) => log.records(records), { copyBytes: 128, bufBytes: 4 << 20 });
+    const policy = opts.policy;
+    // The table before the guard answers: nothing runs inside yet, and the guard's sets must exist.
+    let guard: DnsGuard | undefined;
+    servers = await startGuard((p, c) => (guard ? guard.handle(p, c) : Promise.resolve(null)), a);
+    const { ruleset, dynamicSets } = compileRunRuleset(policy, { table: rec.table, hostIf: rec.hostIf, guard4: a.host4, ...(a.host6 !== undefined ? { guard6: a.host6 } : {}), guardPort: servers.port, logGroup });
+    nf.replace(ruleset, { carryDynamic: false });
+    upstream = new UpstreamClient(opts.upstreams, { mark: 0 });
+    // Audit: the guard answers every name (deny rules and the default refuse nothing) and the
+    // report labels what the policy would have refused, judged by the policy as written.
+    const audit = policy.mode === 'audit';
+    const guardPolicy: Policy = audit ? { ...policy, defaultAction: 'allow', rules: policy.rules.filter((r) => r.action === 'allow') } : policy;
+    const deps = (p: Policy) => ({
+      policy: p,
+      matcher: new DomainMatcher(p, audit ? [] : encryptedDnsFor(p).names),
+      rebinding: new RebindingFilter(p, hostAddresses()),
+      dynamicSets,
+      upstream: upstream as UpstreamClient,
+      writer: new SetWriter(nf, rec.table),
+      learned: new LearnedState(),
+      onEvent: (e: DnsQueryEvent) => log.dns(e),
+    });
+    const judge = audit ? new DnsGuard({ ...deps(policy), matcher: new DomainMatcher(policy, encryptedDnsFor(policy).names) }) : undefined;
+    guard = new DnsGuard({
+      ...deps(guardPolicy),
+      onEvent: (e: DnsQueryEvent) => log.dns(judge && e.verdict === 'allowed' && judge.classify(e.name).refused !== undefined ? { ...e, verdict: 'would-block' } : e),
+    });
+    let hostResolv = '';
+    try {
+      hostResolv = readFileSync('/etc/resolv.conf', 'utf8');
+    } catch {
+      /* none: the run gets the guard alone */
+    }
+    writeResolvConf(rec, a, hostResolv);
+    if (pending.size > 0) throw new SystemError('ERUNSIGNAL', `Stopped by ${[...pending].join(', ')} before the command started; nothing ran.`);
+
+    const drop = opts.user ? ['setpriv', `--reuid=${opts.user.uid}`, `--regid=${opts.user.gid}`, '--init-groups', '--'] : [];
+    const argv = ['netns', 'exec', rec.netns, ...drop, ...opts.argv];
+    const proc = spawn('ip', argv, { stdio: 'inherit' });
+    child = proc;
+    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+      proc.once('error', reject);
+      proc.once('exit', (code, signal) => resolve({ code, signal }));
+    });
+    // The last records: NFLOG delivers within 10 ms (its queue timeout).
+    await new Promise((r) => setTimeout(r, 30));
+    const { names, flows } = log.finish();
+    const report: RunReport = {
+      version: RUN_REPORT_VERSION,
+      id,
+      command: opts.argv,
+      mode: policy.mode,
+      policy: policy.file,
+      startedAt: new Date(started).toISOString(),
+      durationMs: Date.now() - started,
+      exit: { code: exit.code, signal: exit.signal },
+      ipv6: v6,
+      names,
+      flows,
+      lostRecords: log.lost,
+      summary: {
+        namesAllowed: names.filter((n) => n.verdict === 'allowed').length,
+        namesBlocked: names.filter((n) => n.verdict === 'blocked' || n.verdict === 'would-block').length,
+        destinationsReached: flows.filter((f) => f.verdict === 'allowed').length,
+        attemptsBlocked: flows.filter((f) => f.verdict !== 'allowed').reduce((n, f) => n + f.count, 0),
+      },
+    };
+    const exitCode = exit.code ?? 128 + signalNumber(exit.signal ?? 'SIGKILL');
+    return { report, exitCode };
+  } finally {
+    for (const s of signals) process.off(s, onSignal);
+    listener?.close();
+    upstream?.close();
+    await servers?.stop().catch(() => undefined);
+    const failed = withRunLock(() => {
+      const f = removeRun(nf, rec);
+      releaseSlot(rec.slot);
+      restoreForwardingIfIdle(nf, undefined);
+      return f;
+    });
+    if (failed.length > 0) opts.notice?.(`cleanup left: ${failed.join('; ')} (run \`sluice run --cleanup\`)`);
+  }
+}
+
+/** `sluice run --cleanup`: removes what runs whose owner died left behind. */
+export function cleanupRuns(nf: Netfilter): { removed: RunRecord[]; failed: string[] } {
+  return withRunLock(() => cleanupDead(nf));
+}

@@ -1,0 +1,217 @@
+/**
+ * Integration: `sluice run` against the real kernel. The world's client
+ * namespace plays the host: `sluice run` runs there (never in the machine's
+ * own namespace), makes its run namespace, veth, table and guard there, and
+ * the world namespace is the internet, with a real DNS server (NSD) and TCP
+ * and UDP servers. Runs use 198.18.192.0/18 and 2001:db8:5c::/48.
+ */
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { HOSTS, ROOT, World } from '../world/world.js';
+
+const PROBE = join(ROOT, 'dist/test/world/probe.js');
+const DNSQ = join(ROOT, 'dist/test/world/dnsq.js');
+const SLUICE = join(ROOT, 'bin/sluice');
+
+interface Report {
+  version: number;
+  exit: { code: number | null; signal: string | null };
+  names: { name: string; type: string; verdict: string; answers: string[] }[];
+  flows: { verdict: string; rule: string; proto: string; dst: string; dport?: number; names: string[]; count: number }[];
+  summary: { namesAllowed: number; namesBlocked: number; destinationsReached: number; attemptsBlocked: number };
+  ipv6: boolean;
+}
+
+interface Probe {
+  target: string;
+  ok: boolean;
+  error?: string;
+  reply?: string;
+}
+
+describe('integration: sluice run', () => {
+  let w: World;
+  let env: NodeJS.ProcessEnv;
+  let runDir: string;
+
+  const sluiceRun = async (args: string[], cmd: string[], opts: { input?: string; timeoutMs?: number } = {}) => {
+    const report = join(w.tmp, `report-${Math.random().toString(16).slice(2)}.json`);
+    const r = await w.exec([process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--report', report, ...args, '--', ...cmd], { env, ...opts });
+    const parsed = existsSync(report) ? (JSON.parse(readFileSync(report, 'utf8')) as Report) : undefined;
+    return { ...r, report: parsed };
+  };
+  const probes = (stdout: string): Probe[] =>
+    stdout
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Probe);
+  /** What this world's client namespace holds that a run made: tables, links, netns files, slots. */
+  const leftovers = async () => {
+    const tables = (await w.exec(['nft', 'list', 'tables'])).stdout.split('\n').filter((l) => /sluice-run-[0-9a-f]{8}\b/.test(l));
+    const links = (await w.exec(['ip', '-o', 'link'])).stdout.split('\n').filter((l) => /\bslr[0-9a-f]{8}\b/.test(l));
+    const slots = existsSync(runDir) ? readdirSync(runDir).filter((n) => n.startsWith('slot-')) : [];
+    return { tables, links, slots };
+  };
+  const namespacesOfRuns = () => new Set(readdirSync('/run/netns').filter((n) => n.startsWith('sluice-run-')));
+
+  before(async () => {
+    w = await World.create({ dns: true });
+    // The zone's other names (a.cdn...) answer too.
+    await w.addLocalRange('198.18.1.0/24');
+    runDir = join(w.tmp, 'run');
+    mkdirSync(runDir, { recursive: true });
+    env = w.env({ SLUICE_RUN_DIR: runDir, SLUICE_RUN_NET4: '198.18.192.0/18', SLUICE_RUN_NET6: '2001:db8:5c::/48' });
+  });
+  after(async () => {
+    // Whatever a failed test left: the runs' own cleanup, then the world.
+    if (w) await w.exec([process.execPath, SLUICE, 'run', '--cleanup'], { env }).catch(() => undefined);
+    await w?.destroy();
+  });
+
+  it('an allowed fetch by name succeeds; an unlisted host, another port, a DNS exfiltration and an IP literal are blocked and reported', async () => {
+    const before = namespacesOfRuns();
+    const r = await sluiceRun(['--allow', 'api.sluice.test:443/tcp'], [process.execPath, PROBE, 'tcp:api.sluice.test:443', 'tcp:api.sluice.test:80', `tcp:${HOSTS.other4}:443`, `udp:${HOSTS.other4}:5000`]);
+    assert.equal(r.code, 0, r.stderr);
+    const got = probes(r.stdout);
+    assert.deepEqual(
+      got.map((p) => [p.target, p.ok]),
+      [
+        ['tcp:api.sluice.test:443', true],
+        ['tcp:api.sluice.test:80', false],
+        [`tcp:${HOSTS.other4}:443`, false],
+        [`udp:${HOSTS.other4}:5000`, false],
+      ],
+    );
+    assert.equal(got[1]?.error, 'ECONNREFUSED', 'a blocked TCP connect is refused at once (reset), not left to time out');
+    const rep = r.report;
+    assert.ok(rep, 'the JSON report was written');
+    assert.equal(rep.version, 1);
+    assert.deepEqual(rep.exit, { code: 0, signal: null });
+    assert.ok(rep.names.some((n) => n.name === 'api.sluice.test' && n.verdict === 'allowed' && n.answers.includes(HOSTS.api4)), JSON.stringify(rep.names));
+    // Over IPv4 or IPv6, whichever the resolver ordered first.
+    assert.ok(rep.flows.some((f) => f.verdict === 'allowed' && (f.dst === HOSTS.api4 || f.dst === HOSTS.api6) && f.dport === 443 && f.names.includes('api.sluice.test')), JSON.stringify(rep.flows));
+    for (const [dst, dport, proto] of [[HOSTS.api4, 80, 'tcp'], [HOSTS.other4, 443, 'tcp'], [HOSTS.other4, 5000, 'udp']] as const) {
+      assert.ok(rep.flows.some((f) => f.verdict === 'blocked' && (f.dst === dst || (dst === HOSTS.api4 && f.dst === HOSTS.api6)) && f.dport === dport && f.proto === proto && f.rule === '#default'), `${dst}:${dport}/${proto} reported blocked: ${JSON.stringify(rep.flows)}`);
+    }
+    assert.match(r.stderr, /blocked: [1-9][0-9]* attempts?/);
+    // Nothing is left: namespace, veth, table, slot.
+    assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
+    assert.deepEqual([...namespacesOfRuns()].filter((n) => !before.has(n)), []);
+  });
+
+  it('a DNS query for an unlisted name is refused by the guard and never reaches the authoritative server, whatever resolver it is sent to', async () => {
+    const seen = async () => Number(/packets (\d+)/.exec((await w.exec(['nft', 'list', 'chain', 'inet', 'runseen', 'in'], { ns: w.world })).stdout)?.[1] ?? -1);
+    // Queries whose name starts with the label "exfil" (length 5, then the bytes), counted where the servers are.
+    await w.exec(['nft', '-f', '-'], {
+      ns: w.world,
+      input: 'table inet runseen {\n chain in {\n type filter hook input priority 0; policy accept;\n udp dport 53 @th,160,48 0x05657866696c counter\n }\n}\n',
+    });
+    const probe = 'exfil.sluice.test';
+    // Positive control: the same query sent from outside any run is counted.
+    await w.exec([process.execPath, DNSQ, '--server', HOSTS.dns4, '--name', probe, '--timeout', '1500']);
+    assert.equal(await seen(), 1, 'the counter sees a query for the name');
+    const r = await sluiceRun(['--allow', 'api.sluice.test'], [process.execPath, DNSQ, '--server', HOSTS.dns4, '--name', probe, '--timeout', '1500']);
+    assert.equal(r.code, 0, r.stderr);
+    const answer = JSON.parse(r.stdout.trim().split('\n')[0] ?? '{}') as { rcode?: number; error?: string };
+    assert.ok(answer.rcode === 3 || answer.rcode === 5, `refused by the guard (NXDOMAIN or REFUSED): ${r.stdout}`);
+    // Sent to another resolver address: still the guard answers.
+    const r2 = await sluiceRun(['--allow', 'api.sluice.test'], [process.execPath, DNSQ, '--server', HOSTS.other4, '--name', probe, '--timeout', '1500']);
+    const answer2 = JSON.parse(r2.stdout.trim().split('\n')[0] ?? '{}') as { rcode?: number };
+    assert.ok(answer2.rcode === 3 || answer2.rcode === 5, `a query to ${HOSTS.other4} is answered by the guard: ${r2.stdout}`);
+    assert.equal(await seen(), 1, 'the world never saw a query for the unlisted name from a run');
+    assert.ok(r.report?.names.some((n) => n.name === probe && n.verdict === 'blocked'), JSON.stringify(r.report?.names));
+  });
+
+  it('passes the exit code, stdin and signals through', async () => {
+    const code = await sluiceRun([], ['sh', '-c', 'exit 7']);
+    assert.equal(code.code, 7);
+    const echo = await sluiceRun([], ['sh', '-c', 'read line; echo "got:$line"'], { input: 'hello\n' });
+    assert.equal(echo.code, 0, echo.stderr);
+    assert.match(echo.stdout, /^got:hello$/m);
+    // SIGTERM to sluice reaches the command; its death by signal is sluice's exit status (128 + 15).
+    const child: ChildProcess = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--', 'sleep', '30'], { env });
+    let err = '';
+    child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+    await waitUntil(async () => (await leftovers()).tables.length > 0 && (await w.exec(['pgrep', '-x', 'sleep'])).code === 0);
+    const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    child.kill('SIGTERM');
+    assert.equal(await exited, 143, err);
+    assert.match(err, /killed by SIGTERM/);
+    assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
+  });
+
+  it('root inside the run cannot lift its confinement by flushing every table it can see', async () => {
+    const r = await sluiceRun(['--allow', 'api.sluice.test:443/tcp'], ['sh', '-c', `nft flush ruleset; nft list ruleset | wc -l; ${process.execPath} ${PROBE} tcp:${HOSTS.other4}:443 tcp:api.sluice.test:443`]);
+    assert.equal(r.code, 0, r.stderr);
+    const got = probes(r.stdout);
+    assert.deepEqual(got.map((p) => [p.target, p.ok]), [[`tcp:${HOSTS.other4}:443`, false], ['tcp:api.sluice.test:443', true]], r.stdout);
+  });
+
+  it('two concurrent runs keep their own policies', async () => {
+    const [a, b] = await Promise.all([
+      sluiceRun(['--allow', `${HOSTS.other4}:443/tcp`], ['sh', '-c', `sleep 0.3; ${process.execPath} ${PROBE} tcp:${HOSTS.other4}:443 tcp:${HOSTS.net3}:443`]),
+      sluiceRun(['--allow', `${HOSTS.net3}:443/tcp`], ['sh', '-c', `sleep 0.3; ${process.execPath} ${PROBE} tcp:${HOSTS.other4}:443 tcp:${HOSTS.net3}:443`]),
+    ]);
+    assert.deepEqual(probes(a.stdout).map((p) => p.ok), [true, false], a.stdout + a.stderr);
+    assert.deepEqual(probes(b.stdout).map((p) => p.ok), [false, true], b.stdout + b.stderr);
+    assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
+  });
+
+  it('after a SIGKILL of sluice the run stays confined, and the next run removes what it left', async () => {
+    const child: ChildProcess = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--allow', `${HOSTS.net3}:443/tcp`, '--', 'sleep', '30'], { env });
+    await waitUntil(async () => (await leftovers()).tables.length > 0 && (await w.exec(['pgrep', '-x', 'sleep'])).code === 0);
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    const left = await leftovers();
+    assert.equal(left.tables.length, 1, 'the table outlives a killed sluice: the run stays confined');
+    assert.equal(left.slots.length, 1);
+    // The next run (here --cleanup) sees the owner is gone and removes everything, the command left running included.
+    const c = await w.exec([process.execPath, SLUICE, 'run', '--cleanup'], { env });
+    assert.equal(c.code, 0, c.stderr);
+    assert.match(c.stdout, /removed run [0-9a-f]{8}/);
+    assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
+    await waitUntil(async () => (await w.exec(['pgrep', '-x', 'sleep'])).code !== 0);
+  });
+
+  it('audit mode blocks nothing and reports what would have been blocked, and --suggest prints a policy for it', async () => {
+    const r = await sluiceRun(['--audit', '--suggest', '--allow', 'api.sluice.test:443/tcp'], [process.execPath, PROBE, 'tcp:api.sluice.test:443', `tcp:${HOSTS.other4}:443`, 'tcp:a.cdn.sluice.test:443']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(probes(r.stdout).map((p) => p.ok), [true, true, true], r.stdout);
+    const rep = r.report as Report;
+    assert.ok(rep.flows.some((f) => f.verdict === 'would-block' && f.dst === HOSTS.other4 && f.dport === 443), JSON.stringify(rep.flows));
+    assert.ok(rep.names.some((n) => n.name === 'a.cdn.sluice.test' && n.verdict === 'would-block'), JSON.stringify(rep.names));
+    assert.ok(rep.flows.some((f) => f.verdict === 'would-block' && f.dport === 443 && f.names.includes('a.cdn.sluice.test')), JSON.stringify(rep.flows));
+    assert.match(r.stderr, /to: \["a\.cdn\.sluice\.test"\]\n {4}ports: \["443\/tcp"\]/);
+    assert.match(r.stderr, new RegExp(`to: \\["${HOSTS.other4.replace(/\./g, '\\.')}"\\]\\n {4}ports: \\["443/tcp"\\]`));
+  });
+
+  it('--fail-on-block turns a blocked attempt into exit 1; a refused start runs nothing', async () => {
+    const r = await sluiceRun(['--fail-on-block'], [process.execPath, PROBE, `tcp:${HOSTS.other4}:443`]);
+    assert.equal(r.code, 1, r.stderr);
+    // A bad --allow: a usage error, and the command never runs (it would create the marker).
+    const marker = join(w.tmp, 'ran');
+    const bad = await sluiceRun(['--allow', '198.18.0.0/33'], ['touch', marker]);
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.equal(existsSync(marker), false, 'the command did not run');
+    // Not root: refused, nothing run.
+    const user = await w.exec([process.execPath, SLUICE, 'run', '--', 'touch', marker], { env, uid: 65534 });
+    assert.equal(user.code, 1);
+    assert.match(user.stderr, /needs root/);
+    assert.equal(existsSync(marker), false);
+  });
+});
+
+async function waitUntil(fn: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await fn()) return;
+    await sleep(50);
+  }
+  throw new Error('timed out waiting');
+}
