@@ -91,7 +91,7 @@ export class NflogListener {
   constructor(
     readonly group: number,
     onRecords: (records: NflogRecord[]) => void,
-    opts: { copyBytes?: number; bufBytes?: number } = {},
+    opts: { copyBytes?: number; bufBytes?: number; qthresh?: number } = {},
   ) {
     this.sock = NetlinkSocket.open(NETLINK_NETFILTER, { bufBytes: opts.bufBytes ?? 32 << 20 });
     const cfg = (attrs: (w: NlWriter) => void) => {
@@ -108,9 +108,9 @@ export class NflogListener {
       mode[4] = COPY_PACKET;
       cfg((w) => w.bytes(NFULA_CFG.MODE, mode));
       cfg((w) => w.u16be(NFULA_CFG.FLAGS, CFG_F_SEQ));
-      // Deliver promptly in small batches: at most 10 ms or 64 records.
+      // Deliver promptly in small batches: at most 10 ms or 64 records (qthresh: 1 delivers each record at once).
       cfg((w) => w.u32be(NFULA_CFG.TIMEOUT, 1));
-      cfg((w) => w.u32be(NFULA_CFG.QTHRESH, 64));
+      cfg((w) => w.u32be(NFULA_CFG.QTHRESH, opts.qthresh ?? 64));
     } catch (err) {
       this.sock.close();
       throw err;

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { PolicyError, type PolicyIssue } from '../errors.js';
 import { parsePrefix, type AddrRange } from '../net/ip.js';
 import { parseDomain } from './parse-values.js';
+import type { Policy } from './policy.js';
 
 /** Encrypted DNS endpoints: addresses blocked on 443 and 853, names the guard will not resolve. */
 export interface EncryptedDnsList {
@@ -46,4 +47,9 @@ export function loadEncryptedDnsList(path: string | null): EncryptedDnsList {
     throw new PolicyError([{ file, line: 1, column: 1, path: [], message: `cannot read the encrypted DNS list: ${(err as NodeJS.ErrnoException).code ?? 'EIO'}`, severity: 'error' }]);
   }
   return parseEncryptedDnsList(text, file);
+}
+
+/** The encrypted-DNS endpoints a policy blocks (none when `encrypted_dns` is not `block`). */
+export function encryptedDnsFor(policy: Pick<Policy, 'dns'>): EncryptedDnsList {
+  return policy.dns.encryptedDns === 'block' ? loadEncryptedDnsList(policy.dns.encryptedDnsList) : { addrs: [], names: [] };
 }

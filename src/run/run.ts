@@ -18,7 +18,7 @@ import { LearnedState } from '../dns/learned-state.js';
 import { RebindingFilter } from '../dns/rebinding.js';
 import { SetWriter } from '../dns/set-writer.js';
 import { UpstreamClient } from '../dns/upstream.js';
-import { encryptedDnsFor } from '../system/compile-env.js';
+import { encryptedDnsFor } from '../policy/encrypted-dns-list.js';
 import { processStart, releaseSlot, takeSlot, withRunLock, type RunRecord } from './run-state.js';
 import { cleanupDead, createNetwork, enableForwarding, removeRun, restoreForwardingIfIdle, runAddresses, runSlots, writeResolvConf, HOST_IF_PREFIX, type RunAddresses } from './sandbox.js';
 
@@ -179,6 +179,10 @@ async function startGuard(handle: ConstructorParameters<typeof GuardServers>[1],
  */
 export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ report: RunReport; exitCode: number }> {
   const started = Date.now();
+  // SLUICE_RUN_TRACE=1: each phase's time on stderr (what bench:run's figure is made of).
+  const t0 = performance.now();
+  const trace = process.env.SLUICE_RUN_TRACE === '1' ? (what: string) => process.stderr.write(`sluice run: ${(performance.now() - t0).toFixed(1)} ms ${what}\n`) : () => undefined;
+  trace(`started (${t0.toFixed(1)} ms after the process)`);
   const id = randomBytes(4).toString('hex');
   let v6 = false;
   const rec: RunRecord = withRunLock(() => {
@@ -202,6 +206,7 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
     }
     return r;
   });
+  trace('slot taken, forwarding on');
 
   const log = new RunLog();
   let servers: GuardServers | undefined;
@@ -222,14 +227,18 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
     if (opts.ipv6 && !v6) opts.notice?.('this run has no IPv6: this host does not forward IPv6, and turning it on would make it ignore router advertisements');
     const a = runAddresses(rec.slot, v6);
     createNetwork(rec, a);
+    trace('network made');
     const logGroup = 40000 + (rec.slot % 20000);
-    listener = new NflogListener(logGroup, (records) => log.records(records), { copyBytes: 128, bufBytes: 4 << 20 });
+    listener = new NflogListener(logGroup, (records) => log.records(records), { copyBytes: 128, bufBytes: 4 << 20, qthresh: 1 });
     const policy = opts.policy;
     // The table before the guard answers: nothing runs inside yet, and the guard's sets must exist.
     let guard: DnsGuard | undefined;
+    trace('nflog bound');
     servers = await startGuard((p, c) => (guard ? guard.handle(p, c) : Promise.resolve(null)), a);
+    trace('guard listening');
     const { ruleset, dynamicSets } = compileRunRuleset(policy, { table: rec.table, hostIf: rec.hostIf, guard4: a.host4, ...(a.host6 !== undefined ? { guard6: a.host6 } : {}), guardPort: servers.port, logGroup });
     nf.replace(ruleset, { carryDynamic: false });
+    trace('table applied');
     upstream = new UpstreamClient(opts.upstreams, { mark: 0 });
     // Audit: the guard answers every name (deny rules and the default refuse nothing) and the
     // report labels what the policy would have refused, judged by the policy as written.
@@ -261,14 +270,17 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
 
     const drop = opts.user ? ['setpriv', `--reuid=${opts.user.uid}`, `--regid=${opts.user.gid}`, '--init-groups', '--'] : [];
     const argv = ['netns', 'exec', rec.netns, ...drop, ...opts.argv];
+    trace('resolv.conf written; starting the command');
     const proc = spawn('ip', argv, { stdio: 'inherit' });
     child = proc;
     const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
       proc.once('error', reject);
       proc.once('exit', (code, signal) => resolve({ code, signal }));
     });
-    // The last records: NFLOG delivers within 10 ms (its queue timeout).
-    await new Promise((r) => setTimeout(r, 30));
+    trace('command exited');
+    // The last records: each is sent as it is logged (qthresh 1), before the packet's sender could
+    // exit; a few milliseconds let the socket's readiness reach the event loop.
+    await new Promise((r) => setTimeout(r, 5));
     const { names, flows } = log.finish();
     const report: RunReport = {
       version: RUN_REPORT_VERSION,
@@ -303,6 +315,7 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
       restoreForwardingIfIdle(nf, undefined);
       return f;
     });
+    trace('cleaned up');
     if (failed.length > 0) opts.notice?.(`cleanup left: ${failed.join('; ')} (run \`sluice run --cleanup\`)`);
   }
 }

@@ -89,17 +89,26 @@ function writeSysctl(path: string, value: string): void {
  * would cost a host its RA-learned default route. So IPv6 forwarding is
  * turned on only when it already is, or no route was learned from an RA.
  */
-export function ipv6Forwardable(): { ok: boolean; why?: string } {
-  if (readSysctl('net/ipv6/conf/all/forwarding') === undefined) return { ok: false, why: 'IPv6 is disabled on this host' };
-  if (readSysctl('net/ipv6/conf/all/forwarding') === '1') return { ok: true };
-  let routes = '';
-  try {
-    routes = execFileSync('ip', ['-6', 'route', 'show', 'proto', 'ra'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-  } catch {
-    return { ok: false, why: 'the IPv6 routes could not be read' };
+export function ipv6Forwardable(routes = readOptional('/proc/net/ipv6_route')): { ok: boolean; why?: string } {
+  const fwd = readSysctl('net/ipv6/conf/all/forwarding');
+  if (fwd === undefined) return { ok: false, why: 'IPv6 is disabled on this host' };
+  if (fwd === '1') return { ok: true };
+  // /proc/net/ipv6_route: the 9th field is the route's flags; RTF_ADDRCONF (0x40000) marks what an RA taught.
+  for (const line of routes.split('\n')) {
+    const flags = line.trim().split(/\s+/)[8];
+    if (flags !== undefined && (Number.parseInt(flags, 16) & 0x40000) !== 0) {
+      return { ok: false, why: 'this host has routes from router advertisements, which IPv6 forwarding would make it ignore' };
+    }
   }
-  if (routes.trim() !== '') return { ok: false, why: 'this host has routes from router advertisements, which IPv6 forwarding would make it ignore' };
   return { ok: true };
+}
+
+function readOptional(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 /**
@@ -239,14 +248,18 @@ export function processesIn(netns: string): number[] {
  */
 export function removeRun(nf: Netfilter, rec: RunRecord): string[] {
   const failed: string[] = [];
+  const trace = process.env.SLUICE_RUN_TRACE === '1';
   const step = (what: string, fn: () => void) => {
+    const t = performance.now();
     try {
       fn();
+      if (trace) process.stderr.write(`sluice run:   cleanup ${what}: ${(performance.now() - t).toFixed(1)} ms\n`);
     } catch (err) {
       failed.push(`${what}: ${(err as Error).message}`);
     }
   };
-  // Asked of the kernel, not of /sys (which shows the namespace it was mounted in, not necessarily this one).
+  // The veth first (asked of the kernel, not of /sys, which shows the namespace it was mounted in):
+  // with it gone the run is cut off; then what is left in the namespace, the table, the namespace.
   step(`veth ${rec.hostIf}`, () => {
     try {
       ip(['link', 'del', rec.hostIf]);

@@ -1,5 +1,5 @@
 import { compileRuleset, type CompileEnv, type CompileResult, type ResolvedCgroup } from '../compile/compile-ruleset.js';
-import { loadEncryptedDnsList } from '../policy/encrypted-dns-list.js';
+import { encryptedDnsFor } from '../policy/encrypted-dns-list.js';
 import type { AddrRange } from '../net/ip.js';
 import type { HostFacts } from '../policy/builtins.js';
 import type { Policy } from '../policy/policy.js';
@@ -22,10 +22,8 @@ export function observedResolversFor(policy: Policy): AddrRange[] {
   return policy.dns.upstreams ?? resolvConfUpstreams(undefined, { loopback: true });
 }
 
-/** The encrypted-DNS endpoints the policy blocks (none when `encrypted_dns` is not `block`). */
-export function encryptedDnsFor(policy: Policy): NonNullable<CompileEnv['dns']>['encrypted'] {
-  return policy.dns.encryptedDns === 'block' ? loadEncryptedDnsList(policy.dns.encryptedDnsList) : { addrs: [], names: [] };
-}
+// The encrypted-DNS endpoints the policy blocks: defined beside the list's parser (no compiler to load for it).
+export { encryptedDnsFor };
 
 /** The host facts Sluice's built-ins depend on (DHCP servers and users, DNS upstreams, the encrypted-DNS list), for the compiler and for explain. */
 export function hostFactsFor(policy: Policy): HostFacts {

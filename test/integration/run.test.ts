@@ -49,7 +49,8 @@ describe('integration: sluice run', () => {
       .trim()
       .split('\n')
       .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as Probe);
+      .map((l) => JSON.parse(l) as Probe)
+      .filter((p) => typeof p.target === 'string');
   /** What this world's client namespace holds that a run made: tables, links, netns files, slots. */
   const leftovers = async () => {
     const tables = (await w.exec(['nft', 'list', 'tables'])).stdout.split('\n').filter((l) => /sluice-run-[0-9a-f]{8}\b/.test(l));
@@ -125,6 +126,21 @@ describe('integration: sluice run', () => {
     assert.ok(answer2.rcode === 3 || answer2.rcode === 5, `a query to ${HOSTS.other4} is answered by the guard: ${r2.stdout}`);
     assert.equal(await seen(), 1, 'the world never saw a query for the unlisted name from a run');
     assert.ok(r.report?.names.some((n) => n.name === probe && n.verdict === 'blocked'), JSON.stringify(r.report?.names));
+  });
+
+  it('IPv6 and DNS over TCP work under the same policy, without proxy settings', async () => {
+    const r = await sluiceRun(['--allow', `[${HOSTS.api6}]:443/tcp`, '--allow', 'api.sluice.test:443/tcp'], [
+      'sh',
+      '-c',
+      `${process.execPath} ${PROBE} tcp:[${HOSTS.api6}]:443 tcp:[${HOSTS.other6}]:443; ${process.execPath} ${DNSQ} --tcp --server ${HOSTS.dns4} --name api.sluice.test; ${process.execPath} ${DNSQ} --tcp --server ${HOSTS.dns4} --name exfil.sluice.test`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.report?.ipv6, true, 'this host (the client namespace) can forward IPv6: no router advertisements there');
+    assert.deepEqual(probes(r.stdout).map((p) => [p.target, p.ok]), [[`tcp:[${HOSTS.api6}]:443`, true], [`tcp:[${HOSTS.other6}]:443`, false]], r.stdout);
+    const answers = r.stdout.trim().split('\n').filter((l) => l.includes('"name"')).map((l) => JSON.parse(l) as { name: string; rcode?: number; answers?: string[] });
+    assert.deepEqual(answers.map((a) => [a.name, a.rcode]), [['api.sluice.test', 0], ['exfil.sluice.test', 3]], r.stdout);
+    assert.ok(answers[0]?.answers?.some((x) => x.includes(HOSTS.api4)), JSON.stringify(answers[0]));
+    assert.ok(r.report?.flows.some((f) => f.verdict === 'blocked' && f.dst === HOSTS.other6 && f.dport === 443), JSON.stringify(r.report?.flows));
   });
 
   it('passes the exit code, stdin and signals through', async () => {

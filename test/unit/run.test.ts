@@ -8,7 +8,7 @@ import { parseCommandLine } from '../../src/cli/spec.js';
 import { UsageError } from '../../src/errors.js';
 import { parsePolicy } from '../../src/policy/load-policy.js';
 import { formatRunMarkdown, formatRunReport, suggestRunPolicy } from '../../src/run/run-report.js';
-import { parseUpstreams, runPolicy, splitAllow } from '../../src/run/run-policy.js';
+import { basePolicy, parseUpstreams, runPolicy, splitAllow } from '../../src/run/run-policy.js';
 import type { RunReport } from '../../src/run/run.js';
 import { policyFrom } from '../support/fixtures.js';
 
@@ -65,6 +65,17 @@ describe('unit: sluice run --allow', () => {
     assert.equal(p.defaultAction, 'deny');
     for (const bad of ['198.18.0.0/33', 'exa mple.com', '*.', 'api.example.com:70000', 'api.example.com:443/sctp', 'a.example.com:443/tcp\nmode: audit']) {
       assert.throws(() => runPolicy(undefined, [bad], false), (e: unknown) => e instanceof UsageError && e.message.startsWith('--allow'), bad);
+    }
+  });
+
+  it("a run's base policy is what the loader makes of `mode: enforce` (the defaults cannot drift apart), with its guard on", () => {
+    const loaded = parsePolicy(Buffer.from('mode: enforce\nrules: []\n'), '--allow', { lookupUsers: () => new Map() });
+    assert.deepEqual({ ...basePolicy(), sha256: '', dns: { ...basePolicy().dns, guard: false } }, { ...loaded, sha256: '' });
+    // And each --allow makes the rule the loader makes of the same `to` and `ports`.
+    for (const [spec, to, ports] of [['api.example.com:443/tcp', 'api.example.com', '443/tcp'], ['198.18.0.0/15', '198.18.0.0/15', undefined], ['[2001:db8::1]:53', '2001:db8::1', '53'], ['any:icmp', 'any', 'icmp'], ['*.example.com:8000-8100/udp', '*.example.com', '8000-8100/udp']] as const) {
+      const yaml = `mode: enforce\nrules:\n  - name: allow-1\n    to: [${JSON.stringify(to)}]\n${ports ? `    ports: [${JSON.stringify(ports)}]\n` : ''}`;
+      const want = parsePolicy(Buffer.from(yaml), 'x', { lookupUsers: () => new Map() }).rules[0];
+      assert.deepEqual({ ...runPolicy(undefined, [spec], false).rules[0], line: 0 }, { ...want, line: 0 }, spec);
     }
   });
 
