@@ -56,7 +56,8 @@
  *                                 a batch: N = keys.length / keySize lookups;
  *                                 the result is N status bytes (1 found,
  *                                 0 absent, 2 error) then N values
- *   netnsCookie()                 -> bigint  SO_NETNS_COOKIE of this namespace
+ *   netnsCookie([path])           -> bigint  SO_NETNS_COOKIE of this namespace, or of the
+ *                                 one at path (a socket made there, the thread put back)
  *
  * Sockets from nlOpen and udpOpen belong to the Node environment (main
  * thread or worker) that opened them: when it ends without closing them (a
@@ -73,6 +74,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <node_api.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1160,14 +1163,61 @@ static napi_value bpf_lookup_many(napi_env env, napi_callback_info info) {
 #endif
 /* The cookie of this thread's network namespace (Linux 5.14): what the
  * attribution probes key flows by. */
+/* A socket made in the network namespace at `path` (a /run/netns file), this
+ * thread put back in its own namespace before returning, whatever happened. */
+static int socket_in_netns(const char *path, int *err) {
+  int own = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (own < 0) {
+    *err = errno;
+    return -1;
+  }
+  int target = open(path, O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    *err = errno;
+    close(own);
+    return -1;
+  }
+  int fd = -1;
+  if (setns(target, CLONE_NEWNET) < 0) {
+    *err = errno;
+  } else {
+    fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) *err = errno;
+    if (setns(own, CLONE_NEWNET) < 0) {
+      /* Cannot return to our own namespace: nothing this process does after is safe. */
+      abort();
+    }
+  }
+  close(target);
+  close(own);
+  return fd;
+}
+
 static napi_value netns_cookie(napi_env env, napi_callback_info info) {
-  (void)info;
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return throw_errno(env, "socket", errno);
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fd;
+  int err = 0;
+  napi_valuetype t = napi_undefined;
+  if (argc >= 1) CHECK(napi_typeof(env, argv[0], &t));
+  if (t == napi_string) {
+    char path[256];
+    size_t len = 0;
+    if (napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok || len == 0 || len >= sizeof path - 1) {
+      napi_throw_type_error(env, NULL, "netnsCookie(path): a path to a network namespace");
+      return NULL;
+    }
+    fd = socket_in_netns(path, &err);
+    if (fd < 0) return throw_errno(env, "netns socket", err);
+  } else {
+    fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return throw_errno(env, "socket", errno);
+  }
   uint64_t cookie = 0;
   socklen_t len = sizeof cookie;
   int r = getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
-  int err = errno;
+  err = errno;
   close(fd);
   if (r < 0) return throw_errno(env, "getsockopt(SO_NETNS_COOKIE)", err);
   napi_value out;

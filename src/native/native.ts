@@ -41,7 +41,8 @@ export interface NativeBinding {
   /** keys.length / keySize lookups in one call: N status bytes (1 found, 0 absent, 2 error), then N values. */
   bpfLookupMany(fd: number, keys: Buffer, keySize: number, valueSize: number): Buffer;
   /** This thread's network namespace cookie (SO_NETNS_COOKIE, Linux 5.14). */
-  netnsCookie(): bigint;
+  /** SO_NETNS_COOKIE of this namespace, or of the one at `path` (a /run/netns file). */
+  netnsCookie(path?: string): bigint;
 }
 
 /** The attribution probes, loaded and attached (see native/sluice_bpf.c). */

@@ -10,6 +10,10 @@ function dest(f: Pick<RunFlow, 'dst' | 'dport' | 'proto'>): string {
   return f.dport !== undefined ? `${host}:${f.dport}/${f.proto}` : `${host} ${f.proto}`;
 }
 
+function senders(f: RunFlow): string {
+  return f.processes.length > 0 ? ` by ${f.processes.map((p) => `${p.comm}[${p.pid}]`).join(', ')}` : '';
+}
+
 function plural(n: number, one: string, many = `${one}s`): string {
   return `${n} ${n === 1 ? one : many}`;
 }
@@ -35,9 +39,10 @@ export function formatRunReport(r: RunReport): string {
   const reached = r.flows.filter((f) => f.verdict === 'allowed');
   const blocked = r.flows.filter((f) => f.verdict !== 'allowed');
   out.push(`  reached: ${plural(reached.length, 'destination')}`);
-  for (const f of reached.slice(0, MAX_LINES)) out.push(`    ${dest(f)}${f.names.length ? ` ${f.names.join(', ')}` : ''} (${f.rule})${f.count > 1 ? ` x${f.count}` : ''}`);
+  for (const f of reached.slice(0, MAX_LINES)) out.push(`    ${dest(f)}${f.names.length ? ` ${f.names.join(', ')}` : ''} (${f.rule})${f.count > 1 ? ` x${f.count}` : ''}${senders(f)}`);
   out.push(`  ${blockedWord}: ${plural(r.summary.attemptsBlocked, 'attempt')}`);
-  for (const f of blocked.slice(0, MAX_LINES)) out.push(`    ${dest(f)}${f.names.length ? ` ${f.names.join(', ')}` : ''} (${f.rule})${f.count > 1 ? ` x${f.count}` : ''}`);
+  for (const f of blocked.slice(0, MAX_LINES)) out.push(`    ${dest(f)}${f.names.length ? ` ${f.names.join(', ')}` : ''} (${f.rule})${f.count > 1 ? ` x${f.count}` : ''}${senders(f)}`);
+  if (!r.attribution.probes) out.push(`  note: flows are not named by process: ${r.attribution.reason ?? 'no kernel attribution'}`);
   if (r.lostRecords > 0) out.push(`  note: the kernel could not deliver ${plural(r.lostRecords, 'record')}; the lists above may miss some`);
   if (!r.ipv6) out.push('  note: this run had no IPv6');
   return out.join('\n');
@@ -59,8 +64,8 @@ export function formatRunMarkdown(r: RunReport): string {
     out.push('');
   }
   if (r.flows.length > 0) {
-    out.push('| Verdict | Destination | Names | Rule | Count |', '|---|---|---|---|---|');
-    for (const f of r.flows) out.push(`| ${f.verdict} | ${mdCell(dest(f))} | ${mdCell(f.names.join(', '))} | ${mdCell(f.rule)} | ${f.count} |`);
+    out.push('| Verdict | Destination | Names | Rule | Process | Count |', '|---|---|---|---|---|---|');
+    for (const f of r.flows) out.push(`| ${f.verdict} | ${mdCell(dest(f))} | ${mdCell(f.names.join(', '))} | ${mdCell(f.rule)} | ${mdCell(f.processes.map((p) => `${p.comm}[${p.pid}]`).join(', '))} | ${f.count} |`);
     out.push('');
   }
   return out.join('\n');

@@ -26,6 +26,8 @@ export interface RunRecord {
   netns: string;
   hostIf: string;
   table: string;
+  /** The run's cgroup, when it has one (processes are killed and it is removed at cleanup). */
+  cgroup?: string;
   startedAt: string;
 }
 

@@ -19,11 +19,40 @@ import { RebindingFilter } from '../dns/rebinding.js';
 import { SetWriter } from '../dns/set-writer.js';
 import { UpstreamClient } from '../dns/upstream.js';
 import { encryptedDnsFor } from '../policy/encrypted-dns-list.js';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { ProbeReader, type FlowKey, type ProbeMaps } from '../monitor/kernel-attribution.js';
+import { native } from '../native/native.js';
+import { findCgroup2Root } from '../system/cgroups.js';
 import { processStart, releaseSlot, takeSlot, withRunLock, type RunRecord } from './run-state.js';
-import { cleanupDead, createNetwork, enableForwarding, removeRun, restoreForwardingIfIdle, runAddresses, runSlots, writeResolvConf, HOST_IF_PREFIX, type RunAddresses } from './sandbox.js';
+import {
+  cleanupDead,
+  createNetwork,
+  enableForwarding,
+  joinCgroup,
+  makeRunCgroup,
+  ownCgroup,
+  removeRun,
+  restoreForwardingIfIdle,
+  runAddresses,
+  runSlots,
+  writeResolvConf,
+  HOST_IF_PREFIX,
+  type RunAddresses,
+} from './sandbox.js';
 
 /** The report's schema version: bumped on any change a script reading it would notice. */
 export const RUN_REPORT_VERSION = 1;
+
+/** A process of the run, as the kernel captured it at the connect or send. */
+export interface RunProcess {
+  pid: number;
+  comm: string;
+  uid: number;
+  /** The executable as exec'd and its command line, when the probes saw the exec. */
+  exe?: string;
+  cmdline?: string;
+}
 
 export interface RunFlow {
   verdict: 'allowed' | 'blocked' | 'would-block';
@@ -33,6 +62,8 @@ export interface RunFlow {
   dport?: number;
   /** Names whose answers (in this run) held the address. */
   names: string[];
+  /** Who sent it (up to 5 distinct processes), when the kernel attribution probes could tell. */
+  processes: RunProcess[];
   count: number;
   first: string;
   last: string;
@@ -61,6 +92,8 @@ export interface RunReport {
   flows: RunFlow[];
   /** Records the kernel could not deliver (the report may miss some attempts). */
   lostRecords: number;
+  /** Whether flows are named by process (the kernel attribution probes, attached to the run's cgroup), and why not. */
+  attribution: { probes: boolean; reason?: string };
   summary: { namesAllowed: number; namesBlocked: number; destinationsReached: number; attemptsBlocked: number };
 }
 
@@ -82,6 +115,8 @@ const PROTO: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icm
 
 /** Collects what the run did, for the report. */
 class RunLog {
+  /** Names the senders of a batch of records (the probes), or nothing. */
+  senders: ((records: NflogRecord[]) => (RunProcess | undefined)[]) | undefined;
   names = new Map<string, RunName>();
   flows = new Map<string, RunFlow>();
   /** Address -> names whose allowed answers held it. */
@@ -108,7 +143,8 @@ class RunLog {
   }
 
   records(list: NflogRecord[]): void {
-    for (const r of list) {
+    const who = this.senders?.(list) ?? [];
+    for (const [i, r] of list.entries()) {
       if (r.seq !== undefined && this.lastSeq !== undefined && r.seq > this.lastSeq + 1) this.lost += r.seq - this.lastSeq - 1;
       if (r.seq !== undefined) this.lastSeq = r.seq;
       const p = parseLogPrefix(r.prefix);
@@ -119,9 +155,11 @@ class RunLog {
       const key = `${p.verdict}|${p.rule}|${proto}|${dst}|${pkt.dport ?? ''}`;
       const at = new Date(r.timeMs).toISOString();
       const cur = this.flows.get(key);
+      const proc = who[i];
       if (cur) {
         cur.count++;
         cur.last = at;
+        if (proc && cur.processes.length < 5 && !cur.processes.some((x) => x.pid === proc.pid)) cur.processes.push(proc);
       } else {
         this.flows.set(key, {
           verdict: p.verdict as RunFlow['verdict'],
@@ -130,6 +168,7 @@ class RunLog {
           dst,
           ...(pkt.dport !== undefined ? { dport: pkt.dport } : {}),
           names: [],
+          processes: proc ? [proc] : [],
           count: 1,
           first: at,
           last: at,
@@ -185,6 +224,7 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   trace(`started (${t0.toFixed(1)} ms after the process)`);
   const id = randomBytes(4).toString('hex');
   let v6 = false;
+  const cgroupRoot = findCgroup2Root();
   const rec: RunRecord = withRunLock(() => {
     cleanupDead(nf);
     const r = takeSlot((slot) => ({
@@ -195,6 +235,7 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
       netns: `sluice-run-${id}`,
       hostIf: `${HOST_IF_PREFIX}${id}`,
       table: `sluice-run-${id}`,
+      ...(cgroupRoot ? { cgroup: join(cgroupRoot, `sluice-run-${id}`) } : {}),
       startedAt: new Date(started).toISOString(),
     }), runSlots());
     try {
@@ -212,6 +253,7 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   let servers: GuardServers | undefined;
   let upstream: UpstreamClient | undefined;
   let listener: NflogListener | undefined;
+  let probes: ProbeLoad | undefined;
   const pending = new Set<NodeJS.Signals>();
   let child: ReturnType<typeof spawn> | undefined;
   // Until the command runs, a signal ends the run (after cleanup); once it runs, it is the command's.
@@ -226,6 +268,9 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   try {
     if (opts.ipv6 && !v6) opts.notice?.('this run has no IPv6: this host does not forward IPv6, and turning it on would make it ignore router advertisements');
     const a = runAddresses(rec.slot, v6);
+    const cgroup = makeRunCgroup(cgroupRoot, id);
+    // The probes load on another thread while this one makes the network and the guard.
+    probes = cgroup ? startProbes(cgroup.path) : undefined;
     createNetwork(rec, a);
     trace('network made');
     const logGroup = 40000 + (rec.slot % 20000);
@@ -266,12 +311,22 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
       /* none: the run gets the guard alone */
     }
     writeResolvConf(rec, a, hostResolv);
+    const attribution = probes ? await attachProbes(probes, rec.netns, log) : { probes: false, reason: 'no cgroup v2 to give the run' };
+    trace(`probes ${attribution.probes ? 'attached' : `not attached: ${attribution.reason}`}`);
     if (pending.size > 0) throw new SystemError('ERUNSIGNAL', `Stopped by ${[...pending].join(', ')} before the command started; nothing ran.`);
 
     const drop = opts.user ? ['setpriv', `--reuid=${opts.user.uid}`, `--regid=${opts.user.gid}`, '--init-groups', '--'] : [];
     const argv = ['netns', 'exec', rec.netns, ...drop, ...opts.argv];
     trace('resolv.conf written; starting the command');
-    const proc = spawn('ip', argv, { stdio: 'inherit' });
+    // Forked into the run's cgroup: this process joins it for the spawn and leaves at once.
+    const home = cgroup && cgroupRoot ? ownCgroup(cgroupRoot) : null;
+    if (cgroup) joinCgroup(cgroup.path);
+    let proc: ReturnType<typeof spawn>;
+    try {
+      proc = spawn('ip', argv, { stdio: 'inherit' });
+    } finally {
+      if (cgroup) leaveCgroup(home, cgroupRoot as string);
+    }
     child = proc;
     const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
       proc.once('error', reject);
@@ -295,6 +350,7 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
       names,
       flows,
       lostRecords: log.lost,
+      attribution,
       summary: {
         namesAllowed: names.filter((n) => n.verdict === 'allowed').length,
         namesBlocked: names.filter((n) => n.verdict === 'blocked' || n.verdict === 'would-block').length,
@@ -307,6 +363,8 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   } finally {
     for (const s of signals) process.off(s, onSignal);
     listener?.close();
+    probes?.worker.postMessage('close');
+    await probes?.worker.terminate().catch(() => undefined);
     upstream?.close();
     await servers?.stop().catch(() => undefined);
     const failed = withRunLock(() => {
@@ -318,6 +376,72 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
     trace('cleaned up');
     if (failed.length > 0) opts.notice?.(`cleanup left: ${failed.join('; ')} (run \`sluice run --cleanup\`)`);
   }
+}
+
+/** Back to where this process was (else the root cgroup): cleanup kills everything in the run's. */
+function leaveCgroup(home: string | null, root: string): void {
+  try {
+    if (home) return joinCgroup(home);
+  } catch {
+    /* its old cgroup refuses it (gone, or now has controllers): the root takes any process */
+  }
+  joinCgroup(root);
+}
+
+interface ProbeLoad {
+  worker: Worker;
+  ready: Promise<{ loaded: true; maps: ProbeMaps } | { loaded: false; reason: string }>;
+}
+
+/**
+ * The kernel attribution probes, with their connect hook attached to the
+ * run's cgroup only, so the rest of the host's connections are not looked
+ * at by it (the tracepoints the probes also use are host-wide while the run
+ * lasts), loaded on a worker thread (probe-worker.ts).
+ */
+function startProbes(cgroup: string): ProbeLoad {
+  const worker = new Worker(new URL('./probe-worker.js', import.meta.url), { workerData: { cgroup } });
+  const ready = new Promise<{ loaded: true; maps: ProbeMaps } | { loaded: false; reason: string }>((resolve) => {
+    worker.once('message', (m: { loaded: true; maps: ProbeMaps } | { loaded: false; reason: string }) => resolve(m));
+    worker.once('error', (err) => resolve({ loaded: false, reason: `the probe loader failed: ${err.message}` }));
+    worker.once('exit', () => resolve({ loaded: false, reason: 'the probe loader exited' }));
+  });
+  return { worker, ready };
+}
+
+/**
+ * Once loaded, records are named by the process that sent them, looked up by
+ * flow in the run's namespace; without the probes (no BTF, no object, no
+ * libbpf), flows are reported without a process, and the report says why.
+ */
+async function attachProbes(load: ProbeLoad, netns: string, log: RunLog): Promise<{ probes: boolean; reason?: string }> {
+  const state = await load.ready;
+  if (!state.loaded) return { probes: false, reason: state.reason };
+  let cookie: bigint;
+  try {
+    cookie = native().netnsCookie(join('/run/netns', netns));
+  } catch (err) {
+    return { probes: false, reason: `the run's namespace cookie: ${(err as Error).message}` };
+  }
+  const reader = new ProbeReader(state.maps);
+  log.senders = (records) => {
+    const at: number[] = [];
+    const keys: FlowKey[] = [];
+    records.forEach((r, i) => {
+      const p = r.packet;
+      if (!p || p.sport === undefined || (p.proto !== 6 && p.proto !== 17)) return;
+      at.push(i);
+      keys.push(p.proto === 6 ? { netns: cookie, family: p.family, proto: 6, sport: p.sport, ...(p.dport !== undefined ? { dport: p.dport } : {}), dst: p.dst } : { netns: cookie, family: p.family, proto: 17, sport: p.sport });
+    });
+    const out: (RunProcess | undefined)[] = records.map(() => undefined);
+    reader.senders(keys).forEach((s, j) => {
+      if (!s) return;
+      const e = reader.exec(s.tgid, s.start);
+      out[at[j] as number] = { pid: s.tgid, comm: s.comm, uid: s.uid, ...(e ? { exe: e.path, cmdline: e.cmdline } : {}) };
+    });
+    return out;
+  };
+  return { probes: true };
 }
 
 /** `sluice run --cleanup`: removes what runs whose owner died left behind. */

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SystemError } from '../errors.js';
 import { formatAddr, parsePrefix, type Family } from '../net/ip.js';
@@ -241,6 +241,78 @@ export function processesIn(netns: string): number[] {
 }
 
 /**
+ * The run's own cgroup (`<cgroup2 root>/sluice-run-<id>`): every process of
+ * the run is in it from its first instruction (this process joins it for the
+ * spawn and leaves right after, so the command is forked into it), a double
+ * fork or setsid does not leave it, and its id names the run's processes to
+ * the kernel attribution probes. Null where there is no cgroup2 to use.
+ */
+export function makeRunCgroup(root: string | null, id: string): { path: string; id: bigint } | null {
+  if (!root) return null;
+  const path = join(root, `sluice-run-${id}`);
+  try {
+    mkdirSync(path);
+    return { path, id: BigInt(statSync(path).ino) };
+  } catch {
+    return null;
+  }
+}
+
+/** This process's cgroup (the v2 line of /proc/self/cgroup), as a path under `root`. */
+export function ownCgroup(root: string): string | null {
+  const rel = ownCgroupRelative();
+  return rel === null ? null : join(root, rel);
+}
+
+function ownCgroupRelative(): string | null {
+  try {
+    const line = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'));
+    return line ? line.slice(3) : null;
+  } catch {
+    return null;
+  }
+}
+
+function ownCgroupIs(path: string): boolean {
+  const rel = ownCgroupRelative();
+  return rel !== null && rel !== '/' && path.endsWith(rel);
+}
+
+/** Moves this process (every thread of it) into the cgroup at `path`. */
+export function joinCgroup(path: string): void {
+  writeFileSync(join(path, 'cgroup.procs'), String(process.pid));
+}
+
+/** Kills every process in the cgroup (cgroup.kill, Linux 5.14+; else one by one) and removes it once empty. */
+export function removeCgroup(path: string): void {
+  if (!existsSync(path)) return;
+  try {
+    writeFileSync(join(path, 'cgroup.kill'), '1');
+  } catch {
+    for (const pid of readFileSync(join(path, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  }
+  // The killed leave the cgroup as the kernel reaps them: moments.
+  const deadline = Date.now() + 2000;
+  for (;;) {
+    try {
+      rmdirSync(path);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY' || Date.now() > deadline) throw err;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+    }
+  }
+}
+
+/**
  * Removes everything one run made, in the order that keeps it closed: the
  * veth first (the run is cut off from everything), then any process left
  * in its namespace, the table, the namespace and its resolv.conf; then the
@@ -267,6 +339,8 @@ export function removeRun(nf: Netfilter, rec: RunRecord): string[] {
       if (!/Cannot find device/.test((err as Error).message)) throw err;
     }
   });
+  // Never the cgroup this process is in (it would kill itself): left for --cleanup, which runs elsewhere.
+  if (rec.cgroup && !ownCgroupIs(rec.cgroup)) step(`cgroup ${rec.cgroup}`, () => removeCgroup(rec.cgroup as string));
   step('leftover processes', () => {
     for (const pid of processesIn(rec.netns)) {
       try {

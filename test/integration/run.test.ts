@@ -21,7 +21,8 @@ interface Report {
   version: number;
   exit: { code: number | null; signal: string | null };
   names: { name: string; type: string; verdict: string; answers: string[] }[];
-  flows: { verdict: string; rule: string; proto: string; dst: string; dport?: number; names: string[]; count: number }[];
+  flows: { verdict: string; rule: string; proto: string; dst: string; dport?: number; names: string[]; processes: { pid: number; comm: string; exe?: string; cmdline?: string }[]; count: number }[];
+  attribution: { probes: boolean; reason?: string };
   summary: { namesAllowed: number; namesBlocked: number; destinationsReached: number; attemptsBlocked: number };
   ipv6: boolean;
 }
@@ -100,6 +101,14 @@ describe('integration: sluice run', () => {
       assert.ok(rep.flows.some((f) => f.verdict === 'blocked' && (f.dst === dst || (dst === HOSTS.api4 && f.dst === HOSTS.api6)) && f.dport === dport && f.proto === proto && f.rule === '#default'), `${dst}:${dport}/${proto} reported blocked: ${JSON.stringify(rep.flows)}`);
     }
     assert.match(r.stderr, /blocked: [1-9][0-9]* attempts?/);
+    // Each blocked attempt is named by the process that made it: the probes' connect hook is on the run's cgroup.
+    assert.equal(rep.attribution.probes, true, rep.attribution.reason);
+    for (const f of rep.flows) {
+      assert.equal(f.processes.length, 1, `one sender for ${f.dst}:${f.dport}/${f.proto}: ${JSON.stringify(f.processes)}`);
+      assert.equal(f.processes[0]?.comm, 'node', JSON.stringify(f));
+      assert.match(f.processes[0]?.cmdline ?? '', /probe\.js/, JSON.stringify(f));
+    }
+    assert.match(r.stderr, /by node\[[0-9]+\]/);
     // Nothing is left: namespace, veth, table, slot.
     assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
     assert.deepEqual([...namespacesOfRuns()].filter((n) => !before.has(n)), []);
@@ -150,10 +159,10 @@ describe('integration: sluice run', () => {
     assert.equal(echo.code, 0, echo.stderr);
     assert.match(echo.stdout, /^got:hello$/m);
     // SIGTERM to sluice reaches the command; its death by signal is sluice's exit status (128 + 15).
-    const child: ChildProcess = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--', 'sleep', '30'], { env });
+    const child: ChildProcess = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--', 'sleep', '30.0113'], { env });
     let err = '';
     child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-    await waitUntil(async () => (await leftovers()).tables.length > 0 && (await w.exec(['pgrep', '-x', 'sleep'])).code === 0);
+    await waitUntil(async () => (await leftovers()).tables.length > 0 && (await w.exec(['pgrep', '-f', '^sleep 30.0113$'])).code === 0);
     const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
     child.kill('SIGTERM');
     assert.equal(await exited, 143, err);
@@ -168,6 +177,16 @@ describe('integration: sluice run', () => {
     assert.deepEqual(got.map((p) => [p.target, p.ok]), [[`tcp:${HOSTS.other4}:443`, false], ['tcp:api.sluice.test:443', true]], r.stdout);
   });
 
+  it('a double-forked, setsid process is still the run\'s: its blocked attempt is named, and it dies with the run', async () => {
+    const r = await sluiceRun([], ['sh', '-c', `(setsid ${process.execPath} ${PROBE} tcp:${HOSTS.other4}:8443 > /dev/null &) ; setsid sh -c 'sleep 30.0121 &'; sleep 1.5`]);
+    assert.equal(r.code, 0, r.stderr);
+    const f = r.report?.flows.find((x) => x.verdict === 'blocked' && x.dport === 8443);
+    assert.ok(f, JSON.stringify(r.report?.flows));
+    assert.equal(f.processes[0]?.comm, 'node', JSON.stringify(f));
+    // The detached sleep outlived the command, not the run.
+    await waitUntil(async () => (await w.exec(['pgrep', '-f', '^sleep 30.0121$'])).code !== 0);
+  });
+
   it('two concurrent runs keep their own policies', async () => {
     const [a, b] = await Promise.all([
       sluiceRun(['--allow', `${HOSTS.other4}:443/tcp`], ['sh', '-c', `sleep 0.3; ${process.execPath} ${PROBE} tcp:${HOSTS.other4}:443 tcp:${HOSTS.net3}:443`]),
@@ -179,8 +198,8 @@ describe('integration: sluice run', () => {
   });
 
   it('after a SIGKILL of sluice the run stays confined, and the next run removes what it left', async () => {
-    const child: ChildProcess = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--allow', `${HOSTS.net3}:443/tcp`, '--', 'sleep', '30'], { env });
-    await waitUntil(async () => (await leftovers()).tables.length > 0 && (await w.exec(['pgrep', '-x', 'sleep'])).code === 0);
+    const child: ChildProcess = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--allow', `${HOSTS.net3}:443/tcp`, '--', 'sleep', '30.0117'], { env });
+    await waitUntil(async () => (await leftovers()).tables.length > 0 && (await w.exec(['pgrep', '-f', '^sleep 30.0117$'])).code === 0);
     const exited = new Promise((r) => child.once('exit', r));
     child.kill('SIGKILL');
     await exited;
@@ -192,7 +211,8 @@ describe('integration: sluice run', () => {
     assert.equal(c.code, 0, c.stderr);
     assert.match(c.stdout, /removed run [0-9a-f]{8}/);
     assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
-    await waitUntil(async () => (await w.exec(['pgrep', '-x', 'sleep'])).code !== 0);
+    // The command it left running was killed with it (its own cgroup).
+    await waitUntil(async () => (await w.exec(['pgrep', '-f', '^sleep 30.0117$'])).code !== 0);
   });
 
   it('audit mode blocks nothing and reports what would have been blocked, and --suggest prints a policy for it', async () => {

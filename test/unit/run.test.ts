@@ -34,6 +34,7 @@ function report(over: Partial<RunReport> = {}): RunReport {
     names: [],
     flows: [],
     lostRecords: 0,
+    attribution: { probes: true },
     summary: { namesAllowed: 0, namesBlocked: 0, destinationsReached: 0, attemptsBlocked: 0 },
     ...over,
   };
@@ -172,9 +173,9 @@ describe('unit: a run\'s report', () => {
       { name: 'evil|x.example', type: 'A', verdict: 'blocked', rules: [], answers: [], count: 1 },
     ],
     flows: [
-      { verdict: 'blocked', rule: '#default', proto: 'tcp', dst: '198.18.2.20', dport: 443, names: [], count: 3, first: 'a', last: 'b' },
-      { verdict: 'allowed', rule: 'allow-1', proto: 'tcp', dst: '198.18.1.10', dport: 443, names: ['registry.npmjs.org'], count: 1, first: 'a', last: 'a' },
-      { verdict: 'allowed', rule: 'allow-1', proto: 'udp', dst: '2001:db8::1', dport: 53, names: [], count: 1, first: 'a', last: 'a' },
+      { verdict: 'blocked', rule: '#default', proto: 'tcp', dst: '198.18.2.20', dport: 443, names: [], processes: [{ pid: 4242, comm: 'curl', uid: 1000, exe: '/usr/bin/curl', cmdline: 'curl https://198.18.2.20' }], count: 3, first: 'a', last: 'b' },
+      { verdict: 'allowed', rule: 'allow-1', proto: 'tcp', dst: '198.18.1.10', dport: 443, names: ['registry.npmjs.org'], processes: [], count: 1, first: 'a', last: 'a' },
+      { verdict: 'allowed', rule: 'allow-1', proto: 'udp', dst: '2001:db8::1', dport: 53, names: [], processes: [], count: 1, first: 'a', last: 'a' },
     ],
     summary: { namesAllowed: 1, namesBlocked: 1, destinationsReached: 2, attemptsBlocked: 3 },
   });
@@ -197,7 +198,7 @@ describe('unit: a run\'s report', () => {
   it('the suggestion is a valid policy allowing exactly what the run did, and no name can change its shape', () => {
     const hostile = report({
       flows: [
-        { verdict: 'blocked', rule: '#default', proto: 'tcp', dst: '198.18.1.10', dport: 443, names: ['a.example"]\n  - name: all\n    to: [any'], count: 1, first: 'a', last: 'a' },
+        { verdict: 'blocked', rule: '#default', proto: 'tcp', dst: '198.18.1.10', dport: 443, names: ['a.example"]\n  - name: all\n    to: [any'], processes: [], count: 1, first: 'a', last: 'a' },
         ...rep.flows,
       ],
       names: [{ name: 'resolved-only.example', type: 'A', verdict: 'allowed', rules: [], answers: [], count: 1 }],
