@@ -34,6 +34,9 @@ export interface RunNetwork {
   /** The guard's addresses on the host end (DNS is DNATed to them), per family; v6 absent when the run has no IPv6. */
   guard4: bigint;
   guard6?: bigint;
+  /** The run's own addresses (inside): the only sources its packets may have. */
+  inner4: bigint;
+  inner6?: bigint;
   guardPort: number;
   /** The NFLOG group the run's block (and allow-log) records go to. */
   logGroup: number;
@@ -167,8 +170,18 @@ export function compileRunRuleset(policy: Policy, net: RunNetwork): RunRulesetRe
   const fromRun: Stmt = { k: 'lookup', sel: 'meta iifname', set: IF_SET };
   const toRun: Stmt = { k: 'lookup', sel: 'meta oifname', set: IF_SET };
 
+  sets.push({ name: 'run_src4', key: 'ipv4_addr', interval: false, timeout: false, dynamic: false, elements: [{ t: 'addr', family: 4, start: net.inner4, end: net.inner4 }], comment: "the run's address" });
+  if (net.inner6 !== undefined) {
+    sets.push({ name: 'run_src6', key: 'ipv6_addr', interval: false, timeout: false, dynamic: false, elements: [{ t: 'addr', family: 6, start: net.inner6, end: net.inner6 }], comment: "the run's address" });
+  }
   const chains: ChainDef[] = [];
   const out: RuleDef[] = [
+    // Before anything: a packet from any other source (root in the run can forge one) would come back,
+    // once translated, as a reply to that address: another run's, say. Dropped.
+    { stmts: [{ k: 'cmp', sel: 'meta nfproto', op: 'eq', value: 2 }, { k: 'lookup', sel: 'ip saddr', set: 'run_src4', neg: true }, { k: 'verdict', v: 'drop' }], comment: "only the run's own address" },
+    ...(net.inner6 !== undefined
+      ? [{ stmts: [{ k: 'cmp', sel: 'meta nfproto', op: 'eq', value: 10 }, { k: 'lookup', sel: 'ip6 saddr', set: 'run_src6', neg: true }, { k: 'verdict', v: 'drop' }], comment: "only the run's own address" } satisfies RuleDef]
+      : []),
     { stmts: [{ k: 'ct', states: ['established', 'related'] }, { k: 'verdict', v: 'accept' }], comment: 'replies and flows already admitted' },
     { stmts: [{ k: 'ct', states: ['invalid'] }, { k: 'verdict', v: 'drop' }] },
   ];
@@ -234,7 +247,18 @@ export function compileRunRuleset(policy: Policy, net: RunNetwork): RunRulesetRe
       ],
     },
     { name: 'run_out', rules: out, comment: "the run's policy" },
-    { name: 'input', base: { type: 'filter', hook: 'input', priority: -10, policy: 'accept' }, rules: [{ stmts: [fromRun, { k: 'goto', chain: 'run_in' }] }] },
+    {
+      name: 'input',
+      base: { type: 'filter', hook: 'input', priority: -10, policy: 'accept' },
+      rules: [
+        { stmts: [fromRun, { k: 'goto', chain: 'run_in' }] },
+        // The guard answers the run only: not this host's other users, not the network.
+        { stmts: [{ k: 'cmp', sel: 'meta nfproto', op: 'eq', value: 2 }, { k: 'cmp', sel: 'ip daddr', op: 'eq', value: Number(net.guard4) }, { k: 'lookup', sel: 'meta l4proto . th dport', set: GUARD_PORT_SET }, { k: 'verdict', v: 'drop' }], comment: "the run's guard, from elsewhere" },
+        ...(net.guard6 !== undefined
+          ? [{ stmts: [{ k: 'cmp', sel: 'meta nfproto', op: 'eq', value: 10 }, { k: 'lookup', sel: 'ip6 daddr', set: 'run_guard6' }, { k: 'lookup', sel: 'meta l4proto . th dport', set: GUARD_PORT_SET }, { k: 'verdict', v: 'drop' }], comment: "the run's guard, from elsewhere" } satisfies RuleDef]
+          : []),
+      ],
+    },
     { name: 'run_in', rules: guardIn },
     { name: 'dns_dnat', base: { type: 'nat', hook: 'prerouting', priority: -100, policy: 'accept' }, rules: dnat },
     { name: 'masquerade', base: { type: 'nat', hook: 'postrouting', priority: 100, policy: 'accept' }, rules: [{ stmts: [fromRun, { k: 'masquerade' }] }] },

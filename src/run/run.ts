@@ -281,7 +281,15 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
     trace('nflog bound');
     servers = await startGuard((p, c) => (guard ? guard.handle(p, c) : Promise.resolve(null)), a);
     trace('guard listening');
-    const { ruleset, dynamicSets } = compileRunRuleset(policy, { table: rec.table, hostIf: rec.hostIf, guard4: a.host4, ...(a.host6 !== undefined ? { guard6: a.host6 } : {}), guardPort: servers.port, logGroup });
+    const { ruleset, dynamicSets } = compileRunRuleset(policy, {
+      table: rec.table,
+      hostIf: rec.hostIf,
+      guard4: a.host4,
+      inner4: a.inner4,
+      ...(a.host6 !== undefined && a.inner6 !== undefined ? { guard6: a.host6, inner6: a.inner6 } : {}),
+      guardPort: servers.port,
+      logGroup,
+    });
     nf.replace(ruleset, { carryDynamic: false });
     trace('table applied');
     upstream = new UpstreamClient(opts.upstreams, { mark: 0 });

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
@@ -168,6 +168,17 @@ describe('integration: sluice run', () => {
     assert.equal(await exited, 143, err);
     assert.match(err, /killed by SIGTERM/);
     assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
+    // Ctrl-C: the terminal sends SIGINT to the foreground process group, sluice and the command alike;
+    // sluice lets the command decide and outlives it long enough to clean up and report (130 = 128 + 2).
+    const child2: ChildProcess = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--', 'sleep', '30.0131'], { env });
+    let err2 = '';
+    child2.stderr?.on('data', (d: Buffer) => (err2 += d.toString()));
+    await waitUntil(async () => (await leftovers()).tables.length > 0 && (await w.exec(['pgrep', '-f', '^sleep 30.0131$'])).code === 0);
+    const exited2 = new Promise<number | null>((r) => child2.once('exit', (c) => r(c)));
+    process.kill(-(child2.pid as number), 'SIGINT');
+    assert.equal(await exited2, 130, err2);
+    assert.match(err2, /killed by SIGINT/);
+    assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
   });
 
   it('root inside the run cannot lift its confinement by flushing every table it can see', async () => {
@@ -185,6 +196,56 @@ describe('integration: sluice run', () => {
     assert.equal(f.processes[0]?.comm, 'node', JSON.stringify(f));
     // The detached sleep outlived the command, not the run.
     await waitUntil(async () => (await w.exec(['pgrep', '-f', '^sleep 30.0121$'])).code !== 0);
+  });
+
+  it('a forged source address from inside is dropped, and the run\'s guard answers nobody but the run', async () => {
+    // Root in the run adds a second address and sends from it: once translated, a reply would go to that
+    // address, and where the host routes it into another run's veth, into that run. Such packets never leave.
+    // Counted where the servers are: SYNs to port 8443 (the forged attempt) and 8080 (the control, from the
+    // run's own address), both allowed.
+    await w.exec(['nft', '-f', '-'], {
+      ns: w.world,
+      input: 'table inet forged {\n chain in {\n type filter hook input priority 0; policy accept;\n tcp dport 8443 tcp flags syn counter\n tcp dport 8080 tcp flags syn counter\n }\n}\n',
+    });
+    const syns = async () => [...(await w.exec(['nft', 'list', 'chain', 'inet', 'forged', 'in'], { ns: w.world })).stdout.matchAll(/packets (\d+)/g)].map((m) => Number(m[1]));
+    const script = join(w.tmp, 'forge.cjs');
+    writeFileSync(
+      script,
+      `const { execFileSync } = require('child_process');
+const net = require('net');
+execFileSync('ip', ['addr', 'add', '198.18.255.77/32', 'dev', 'eth0']);
+const attempt = (src, port) => new Promise((resolve) => {
+  const s = net.connect({ host: '${HOSTS.other4}', port, ...(src ? { localAddress: src } : {}) });
+  const t = setTimeout(() => { s.destroy(); resolve('TIMEOUT'); }, 1000);
+  s.on('connect', () => { clearTimeout(t); resolve('CONNECTED from ' + s.localAddress); s.destroy(); });
+  s.on('error', (e) => { clearTimeout(t); resolve('ERROR ' + e.code); });
+});
+(async () => {
+  console.log('forged ' + (await attempt('198.18.255.77', 8443)));
+  console.log('own ' + (await attempt(undefined, 8080)));
+})();
+`,
+    );
+    const child: ChildProcess = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--allow', `${HOSTS.other4}:8443/tcp`, '--allow', `${HOSTS.other4}:8080/tcp`, '--', 'sh', '-c', `${process.execPath} ${script}; sleep 30.0141`], { env });
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    await waitUntil(async () => /^own /m.test(out));
+    assert.match(out, /^forged TIMEOUT$/m, out);
+    assert.match(out, /^own CONNECTED from 198\.18\./m, `positive control: a connect from the run's own address passes: ${out}`);
+    assert.deepEqual(await syns(), [0, 1], 'no SYN from the forged address reached the world; the control did');
+    // While the run lives: its guard's port, from the table, asked from the host itself: no answer.
+    const table = (await leftovers()).tables[0]?.split(' ').pop() as string;
+    const set = JSON.parse((await w.exec(['nft', '-j', 'list', 'set', 'inet', table, 'run_guard_port'])).stdout) as { nftables: { set?: { elem?: { concat: [string, number] }[] } }[] };
+    const port = set.nftables.find((x) => x.set)?.set?.elem?.[0]?.concat[1];
+    assert.ok(port, JSON.stringify(set));
+    const addr = JSON.parse((await w.exec(['nft', '-j', 'list', 'chain', 'inet', table, 'run_in'])).stdout) as unknown;
+    const guard4 = /"198\.18\.(?:19[2-9]|2[0-4][0-9]|25[0-5])\.[0-9]+"/.exec(JSON.stringify(addr))?.[0]?.slice(1, -1);
+    assert.ok(guard4, JSON.stringify(addr));
+    const q = await w.exec([process.execPath, DNSQ, '--server', guard4, '--port', String(port), '--name', 'api.sluice.test', '--timeout', '1000']);
+    assert.match(q.stdout, /timeout|error/i, `the host's own query to the run's guard gets nothing: ${q.stdout}`);
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
   });
 
   it('two concurrent runs keep their own policies', async () => {

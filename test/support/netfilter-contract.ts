@@ -55,7 +55,7 @@ export function netfilterContract(label: string, make: () => Netfilter): void {
 
     it("a `sluice run` table (forward, input and NAT hooks, iifname, DNAT to the guard, masquerade) and the forward guard read back exactly as written", () => {
       const policy = policyFrom('mode: enforce\nrules:\n  - name: api\n    to: [api.example.com, 198.18.1.0/24, 198.18.2.2, "2001:db8::/48"]\n    ports: [443/tcp, 53/udp]\n  - name: no\n    action: deny\n    to: [198.18.1.254]\n  - name: ping\n    to: [198.18.3.3]\n    ports: [icmp]\n');
-      const run = compileRunRuleset(policy, { table: 'sluice-run-0123abcd', hostIf: 'slr0123abcd', guard4: 0xc612c001n, guard6: 0x20010db8005c00000000000000000001n, guardPort: 25353, logGroup: 40001 }).ruleset;
+      const run = compileRunRuleset(policy, { table: 'sluice-run-0123abcd', hostIf: 'slr0123abcd', guard4: 0xc612c001n, inner4: 0xc612c002n, guard6: 0x20010db8005c00000000000000000001n, inner6: 0x20010db8005c00000000000000000002n, guardPort: 25353, logGroup: 40001 }).ruleset;
       for (const rs of [run, forwardGuardRuleset()]) {
         try {
           nf.replace(rs, { carryDynamic: false });

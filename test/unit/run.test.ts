@@ -12,7 +12,7 @@ import { basePolicy, parseUpstreams, runPolicy, splitAllow } from '../../src/run
 import type { RunReport } from '../../src/run/run.js';
 import { policyFrom } from '../support/fixtures.js';
 
-const NET = { table: 'sluice-run-00000001', hostIf: 'slr00000001', guard4: 0xc612c001n, guardPort: 25353, logGroup: 40001 };
+const NET = { table: 'sluice-run-00000001', hostIf: 'slr00000001', guard4: 0xc612c001n, inner4: 0xc612c002n, guardPort: 25353, logGroup: 40001 };
 
 function chain(rs: ReturnType<typeof compileRunRuleset>['ruleset'], name: string): RuleDef[] {
   const c = rs.chains.find((x) => x.name === name);
@@ -150,7 +150,7 @@ describe('unit: a run\'s host-side table', () => {
   });
 
   it('keys on the veth: forward from it runs the policy, into it only replies pass; DNS to any address goes to the guard; the host is closed to it', () => {
-    const rs = compileRunRuleset(runPolicy(undefined, [], false), { ...NET, guard6: 1n }).ruleset;
+    const rs = compileRunRuleset(runPolicy(undefined, [], false), { ...NET, guard6: 1n, inner6: 2n }).ruleset;
     const fwd = chain(rs, 'forward');
     assert.deepEqual(fwd.map((r) => r.stmts.map((s) => s.k)), [['lookup', 'jump'], ['lookup', 'ct', 'verdict'], ['lookup', 'verdict']]);
     assert.deepEqual(rs.sets.find((s) => s.name === 'run_if')?.elements, [{ t: 'ifname', name: NET.hostIf, wildcard: false }]);

@@ -3,7 +3,7 @@
  * TCP, with or without EDNS), prints the decoded answer as JSON, and can
  * connect to the first answered address right away (the first-connect race).
  *
- *   node dnsq.js --server 198.18.0.53 --name api.sluice.test [--type AAAA|HTTPS] [--tcp] [--edns 1232] [--cd]
+ *   node dnsq.js --server 198.18.0.53 [--port 53] --name api.sluice.test [--type AAAA|HTTPS] [--tcp] [--edns 1232] [--cd]
  *                [--connect 443 [--hold MS]] [--repeat-names r{i}.race.sluice.test --count 200]
  */
 import { createSocket } from 'node:dgram';
@@ -23,6 +23,7 @@ const tcp = args.includes('--tcp');
 const edns = opt('--edns');
 const timeout = Number(opt('--timeout') ?? 3000);
 const sport = opt('--sport');
+const port = Number(opt('--port') ?? 53);
 const cd = args.includes('--cd');
 
 function query(name: string): Buffer {
@@ -47,7 +48,7 @@ function ask(name: string): Promise<Buffer> {
       reject(new Error('timeout'));
     }, timeout);
     if (tcp) {
-      const s = connect(53, server);
+      const s = connect(port, server);
       cleanup = () => s.destroy();
       let buf = Buffer.alloc(0);
       s.on('connect', () => {
@@ -79,8 +80,8 @@ function ask(name: string): Promise<Buffer> {
         clearTimeout(timer);
         reject(e);
       });
-      if (sport) s.bind(Number(sport), () => s.send(q, 53, server));
-      else s.send(q, 53, server);
+      if (sport) s.bind(Number(sport), () => s.send(q, port, server));
+      else s.send(q, port, server);
     }
   });
 }
