@@ -155,6 +155,12 @@ describe('integration: sluice run', () => {
   it('passes the exit code, stdin and signals through', async () => {
     const code = await sluiceRun([], ['sh', '-c', 'exit 7']);
     assert.equal(code.code, 7);
+    // Under sudo, the command runs as the user who called it, as it would have run directly.
+    const asUser = await w.exec([process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--', 'id', '-u'], { env: { ...env, SUDO_UID: '65534', SUDO_GID: '65534' } });
+    assert.equal(asUser.code, 0, asUser.stderr);
+    assert.equal(asUser.stdout.trim(), '65534');
+    const asRoot = await sluiceRun([], ['id', '-u']);
+    assert.equal(asRoot.stdout.trim(), '0');
     const echo = await sluiceRun([], ['sh', '-c', 'read line; echo "got:$line"'], { input: 'hello\n' });
     assert.equal(echo.code, 0, echo.stderr);
     assert.match(echo.stdout, /^got:hello$/m);
