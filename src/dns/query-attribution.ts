@@ -1,12 +1,14 @@
-import { readdirSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DnsQueryEvent } from '../events/channels.js';
 import { parseAddr, type Family } from '../net/ip.js';
 import { PerSecondBudget } from './budget.js';
-import { parseSocketLink } from '../monitor/proc-parse.js';
+import { parseCgroupFile, parseSocketLink, parseStat } from '../monitor/proc-parse.js';
 import { ProcessTable, type ProcInfo } from '../monitor/process-table.js';
-import { ProbeReader, senderProcess, type ProbeMaps } from '../monitor/kernel-attribution.js';
+import { ProbeReader, senderProcess, startTicks, type ProbeMaps } from '../monitor/kernel-attribution.js';
 import { SockDiag, type SockEntry } from '../monitor/sock-diag.js';
+import { CgroupIndex } from '../monitor/cgroup-index.js';
+import { containerOf } from '../system/containers.js';
 
 export interface QueryAttributionStats {
   lookups: number;
@@ -76,6 +78,29 @@ export class QueryAttribution {
 
   private readonly procRoot: string;
   private probes: { reader: ProbeReader; netns: bigint } | undefined;
+  /** cgroup ids (what the probes capture) to paths: a one-shot asker's cgroup is known after it exited. */
+  private cgroups: CgroupIndex | undefined;
+
+  /** The cgroup of a process that is still the one the probe saw (same start time), read from /proc: a cgroup too new for the index. */
+  private liveCgroup(pid: number, start: bigint): string | undefined {
+    try {
+      const dir = join(this.procRoot, String(pid));
+      const st = parseStat(readFileSync(join(dir, 'stat'), 'utf8'));
+      if (!st || st.startTicks !== startTicks(start)) return undefined;
+      return parseCgroupFile(readFileSync(join(dir, 'cgroup'), 'utf8')) ?? undefined;
+    } catch {
+      return undefined; // gone
+    }
+  }
+
+  /** Sets the asker's cgroup and the container read off it, when known. */
+  private withCgroup(q: QueryProcess, cgroup: string | null | undefined): QueryProcess {
+    if (!cgroup) return q;
+    q.cgroup = cgroup;
+    const c = containerOf(cgroup);
+    if (c) q.container = c;
+    return q;
+  }
 
   /**
    * The senders of UDP queries as the probes recorded them at their send
@@ -100,7 +125,10 @@ export class QueryAttribution {
       const q: QueryProcess = { pid: p.pid, uid: s.uid };
       if (p.comm !== undefined) q.comm = p.comm;
       if (p.exe !== undefined) q.exe = p.exe;
-      out[i] = q;
+      // By the id the probe captured at the send (a miss starts a rebuild of the index: the next
+      // asker from a new cgroup is named), else the live process's own.
+      this.cgroups ??= new CgroupIndex();
+      out[i] = this.withCgroup(q, this.cgroups.path(s.cgroupId) ?? this.liveCgroup(p.pid, s.start));
     });
     return out;
   }
@@ -146,7 +174,7 @@ export class QueryAttribution {
           this.stats.found++;
           const out: QueryProcess = { pid: owner.pid, comm: owner.comm, uid: owner.uid };
           if (owner.exe !== undefined) out.exe = owner.exe;
-          byClient.set(c, out);
+          byClient.set(c, this.withCgroup(out, owner.cgroup));
         }
       }
       return clients.map((c) => byClient.get(c));

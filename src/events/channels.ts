@@ -23,7 +23,8 @@ export interface DnsQueryEvent {
   dropped: { address: string; why: string }[];
   latencyMs: number;
   /** The asking process, when it could be found. */
-  process?: { pid: number; exe?: string; comm?: string; uid?: number; unit?: string };
+  /** `cgroup` is the v2 path as the kernel reports it; `container` is read off it (containers.ts). */
+  process?: { pid: number; exe?: string; comm?: string; uid?: number; unit?: string; cgroup?: string; container?: ContainerRef };
   detail?: string;
 }
 

@@ -72,9 +72,11 @@ describe('integration: one-shot senders named by the attribution probes', () => 
     });
   };
   /** A process that asks the resolver once (A record), waits up to 2 s for the answer and exits; its pid. */
-  const oneShotLookup = async (name: string, uid: number, qid: number): Promise<number> => {
+  const oneShotLookup = async (name: string, uid: number, qid: number, cgroup?: string): Promise<number> => {
     const labels = name.split('.').map((l) => `bytes([${l.length}])+b'${l}'`).join('+');
-    const script = `import os,socket,struct\nprint(os.getpid(),flush=True)\nq=struct.pack('>HHHHHH',${qid},256,1,0,0,0)+${labels}+b'\\0'+struct.pack('>HH',1,1)\ns=socket.socket(2,2)\ns.settimeout(2)\ns.sendto(q,('${HOSTS.dns4}',53))\ntry:\n  s.recv(512)\nexcept OSError:\n  pass\n`;
+    // With a cgroup, it moves itself there first (root only), so its query's socket is that cgroup's.
+    const enter = cgroup ? `open('${cgroup}/cgroup.procs','w').write(str(os.getpid()))\n` : '';
+    const script = `import os,socket,struct\n${enter}print(os.getpid(),flush=True)\nq=struct.pack('>HHHHHH',${qid},256,1,0,0,0)+${labels}+b'\\0'+struct.pack('>HH',1,1)\ns=socket.socket(2,2)\ns.settimeout(2)\ns.sendto(q,('${HOSTS.dns4}',53))\ntry:\n  s.recv(512)\nexcept OSError:\n  pass\n`;
     const r = await w.exec([PY, '-c', script], { uid, timeoutMs: 10_000 });
     return Number(r.stdout.trim());
   };
@@ -227,6 +229,18 @@ describe('integration: one-shot senders named by the attribution probes', () => 
       assert.deepEqual(a?.process?.container, { runtime: 'docker', id });
       assert.equal(b?.process?.pid, pidB);
       assert.deepEqual(b?.process?.container, { runtime: 'docker', id, delegated: true });
+      // A one-shot DNS lookup from the container's cgroup: the query carries the cgroup and the container too.
+      const asked = `incontainer.unlisted.example`;
+      await oneShotLookup(asked, 0, 4700, dirs[1]);
+      type Query = { name: string; process?: { cgroup?: string; container?: unknown } };
+      const q = await waitFor('the container\'s lookup in sluice dns', async () => {
+        const r = await w.sluiceJson<Query[]>(['dns', '--limit', '1000']);
+        return r.json.find((x) => x.name === asked && x.process?.cgroup !== undefined);
+      });
+      assert.equal(q.process?.cgroup, rel(dirs[1] as string));
+      assert.deepEqual(q.process?.container, { runtime: 'docker', id });
+      const dnsText = await w.sluice(['dns', '--limit', '1000']);
+      assert.match(dnsText.stdout, new RegExp(`${asked.replace(/\./g, '\\.')} .*container=docker:${id.slice(0, 12)}`));
       const text = await w.sluice(['log', '--limit', '1000']);
       assert.match(text.stdout, new RegExp(`container=docker:${id.slice(0, 12)} `));
       assert.match(text.stdout, new RegExp(`container=docker:${id.slice(0, 12)}\\(user\\)`));

@@ -1,6 +1,7 @@
 import { controlCall, controlStream } from '../../runtime/control-server.js';
 import type { DnsQueryEvent } from '../../events/channels.js';
 import { EXIT, type Context } from '../context.js';
+import { containerLabel } from '../../system/containers.js';
 
 const TYPES: Record<number, string> = { 1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 64: 'SVCB', 65: 'HTTPS', 255: 'ANY' };
 const RCODES: Record<number, string> = { 0: 'NOERROR', 1: 'FORMERR', 2: 'SERVFAIL', 3: 'NXDOMAIN', 4: 'NOTIMP', 5: 'REFUSED' };
@@ -10,7 +11,8 @@ function line(e: DnsQueryEvent): string {
   const who = e.process ? `${e.process.comm ?? e.process.exe ?? '?'}[${e.process.pid}]` : `${e.client.address}:${e.client.port}`;
   const what = e.verdict === 'allowed' ? (e.answers.join(' ') || RCODES[e.rcode] || String(e.rcode)) : (e.detail ?? RCODES[e.rcode] ?? '');
   const dropped = e.dropped.length > 0 ? ` (dropped ${e.dropped.map((d) => `${d.address}: ${d.why}`).join(', ')})` : '';
-  return `${time} ${e.verdict.padEnd(11)} ${(TYPES[e.type] ?? String(e.type)).padEnd(5)} ${e.name} ${e.rules.length ? `[${e.rules.join(',')}] ` : ''}-> ${what}${dropped}  ${who} ${e.transport}`;
+  const container = e.process?.container ? ` container=${containerLabel(e.process.container)}` : '';
+  return `${time} ${e.verdict.padEnd(11)} ${(TYPES[e.type] ?? String(e.type)).padEnd(5)} ${e.name} ${e.rules.length ? `[${e.rules.join(',')}] ` : ''}-> ${what}${dropped}  ${who} ${e.transport}${container}`;
 }
 
 /** `sluice dns [--follow] [--json] [--limit N]`: recent queries the guard answered, from the daemon. */
