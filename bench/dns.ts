@@ -349,6 +349,8 @@ function unboundConf(dir: string, port: number): string {
     '  msg-cache-size: 16m',
     '  rrset-cache-size: 32m',
     '  prefetch: no',
+    // unbound answers the special-use name test. (RFC 6761) itself, NXDOMAIN, unless told not to: the zone is sluice.test.
+    '  local-zone: "test." nodefault',
     'remote-control:',
     '  control-enable: no',
     'forward-zone:',
