@@ -29,6 +29,9 @@ export interface CachedAnswer {
   ad: boolean;
   /** What the policy decided when it was stored: set and rule names (a reload drops the entry when this changes). */
   decided: string;
+  /** Times it was handed out; a refresh ahead of expiry (prefetch) is under way. */
+  uses: number;
+  prefetching: boolean;
   /** Where the answer sits in the LRU list. */
   prev: CachedAnswer | null;
   next: CachedAnswer | null;
@@ -45,6 +48,9 @@ export interface AnswerCacheStats {
   /** Entries dropped because a reload changed what the policy says about them (or the settings that shaped them). */
   invalidated: number;
   inserts: number;
+  /** Popular entries fetched again ahead of their expiry, and such fetches that failed or were not kept. */
+  prefetches: number;
+  prefetchFailures: number;
 }
 
 /**
@@ -105,6 +111,23 @@ export function countDown(list: readonly RR[], age: number): RR[] {
   return list.map((rr) => ({ ...rr, ttl: Math.max(0, rr.ttl - age) }));
 }
 
+/** A bound as given when it is a whole number above 0; anything else (0, missing, not a number) keeps nothing. */
+function boundOf(n: number): number {
+  return Number.isInteger(n) && n > 0 ? n : 0;
+}
+
+/**
+ * Whether a hit on `e` at `now` should fetch the answer again ahead of its
+ * expiry (as unbound's prefetch): the entry was handed out at least twice
+ * before, lives at least 10 s, and is in the last tenth of its life. The
+ * popular names are then refreshed before they expire, and their askers
+ * never wait for the upstream.
+ */
+export function wantsPrefetch(e: CachedAnswer, now: number): boolean {
+  const life = e.expiresAt - e.storedAt;
+  return !e.prefetching && e.uses >= 2 && life >= 10_000 && e.expiresAt - now <= life / 10;
+}
+
 /**
  * A bounded map of answers in least-recently-used order, with TTL expiry:
  * a lookup that finds an entry past its time removes it and misses. The
@@ -112,13 +135,17 @@ export function countDown(list: readonly RR[], age: number): RR[] {
  * an entry without allocating.
  */
 export class AnswerCache {
-  readonly stats: AnswerCacheStats = { hits: 0, misses: 0, evictions: 0, expired: 0, invalidated: 0, inserts: 0 };
+  readonly stats: AnswerCacheStats = { hits: 0, misses: 0, evictions: 0, expired: 0, invalidated: 0, inserts: 0, prefetches: 0, prefetchFailures: 0 };
   private map = new Map<string, CachedAnswer>();
   /** Least recently used first. */
   private head: CachedAnswer | null = null;
   private tail: CachedAnswer | null = null;
 
-  constructor(private cap: number) {}
+  private cap: number;
+
+  constructor(cap: number) {
+    this.cap = boundOf(cap);
+  }
 
   get size(): number {
     return this.map.size;
@@ -130,7 +157,7 @@ export class AnswerCache {
 
   /** A new bound; the least recently used entries beyond it leave at once (counted as evictions). */
   set capacity(n: number) {
-    this.cap = n;
+    this.cap = boundOf(n);
     while (this.map.size > this.cap && this.head) this.remove(this.head, 'evictions');
   }
 
@@ -158,11 +185,11 @@ export class AnswerCache {
   }
 
   /** Stores (or replaces) an entry, pushing out the least recently used beyond the bound. */
-  set(e: Omit<CachedAnswer, 'prev' | 'next'>): void {
+  set(e: Omit<CachedAnswer, 'prev' | 'next' | 'uses' | 'prefetching'>): void {
     if (this.cap <= 0) return;
     const old = this.map.get(e.key);
     if (old) this.remove(old);
-    const entry: CachedAnswer = { ...e, prev: null, next: null };
+    const entry: CachedAnswer = { ...e, uses: 0, prefetching: false, prev: null, next: null };
     this.map.set(entry.key, entry);
     this.append(entry);
     this.stats.inserts++;

@@ -4,7 +4,7 @@ import type { DnsQueryEvent } from '../events/channels.js';
 import { formatAddr } from '../net/ip.js';
 import type { Policy, Rule } from '../policy/policy.js';
 import { filterAnswer, type FilteredAnswer, type LearnedAddress } from './answer-filter.js';
-import { AnswerCache, ageSeconds, cacheKey, countDown, prepareForCache, type CachedAnswer } from './answer-cache.js';
+import { AnswerCache, ageSeconds, cacheKey, countDown, prepareForCache, wantsPrefetch, type CachedAnswer } from './answer-cache.js';
 import { canonicalName, decodeMessage, encodeMessage, OPT_EDE, RCODE, type EdnsOption, type Message, type Question, type RR } from './dns-message.js';
 import type { DomainMatcher } from './domain-matcher.js';
 import type { LearnedEntry, LearnedState } from './learned-state.js';
@@ -498,6 +498,39 @@ export class DnsGuard {
   }
 
   /**
+   * Fetches a popular entry's answer again ahead of its expiry, in the
+   * background, as a query for it would: through the answer filter and the
+   * policy, its addresses opened in the kernel before the new answer
+   * replaces the entry. Anything the cache would not keep (an error, a
+   * truncated or cut answer, a refused chain, a reload meanwhile) leaves the
+   * old entry to expire; its next asker then goes upstream as usual.
+   */
+  private async prefetch(e: CachedAnswer, dnssecOk: boolean, decision: Decision): Promise<void> {
+    e.prefetching = true;
+    const generation = this.generation;
+    const stats = this.cache.stats;
+    try {
+      const upstream = await this.deps.upstream.query({ name: e.name, type: e.type, class: 1 }, { dnssecOk });
+      if (generation !== this.generation || upstream.flags.tc) throw new Error('not kept');
+      const arrived = this.now();
+      const s = this.deps.policy.dns;
+      const f = filterAnswer(e.name, e.type, upstream, this.deps.rebinding, { ttlMax: s.ttlMax, maxAddresses: s.maxAddressesPerAnswer });
+      const judged = this.judge(decision, f);
+      if (judged.refused !== undefined || f.dropped.length > 0) throw new Error('not kept');
+      await this.open(e.name, f.addresses, judged, arrived);
+      if (generation !== this.generation) throw new Error('not kept');
+      const edes: EdnsOption[] = [];
+      if (f.overLimit > 0) edes.push(ede(EDE.FILTERED, `sluice: left out ${f.overLimit} address(es) over the limit of ${s.maxAddressesPerAnswer} per answer`));
+      this.store(e.key, e.name, e.type, arrived, f, judged, edes, upstream.flags.ad);
+      stats.prefetches++;
+    } catch {
+      stats.prefetchFailures++;
+    } finally {
+      e.prefetching = false;
+    }
+  }
+
+  /**
    * An answer from the cache, or null when the entry may no longer be used
    * (it is dropped, and the question goes upstream).
    *
@@ -541,6 +574,8 @@ export class DnsGuard {
       return fail(RCODE.SERVFAIL, `kernel set update failed: ${(err as Error).message}`, ede(EDE.NETWORK_ERROR, 'sluice: could not open the answer in the firewall'));
     }
     this.stats.allowed++;
+    if (wantsPrefetch(e, now)) void this.prefetch(e, q.edns?.dnssecOk ?? false, decision);
+    e.uses++;
     // The question is the client's own (id, spelling); records owned by the name asked take that
     // spelling too on the wire, where the encoder compresses them against the question (0x20).
     const answers = countDown(e.answers, age);

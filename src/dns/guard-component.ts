@@ -447,6 +447,10 @@ export class GuardComponent implements Component {
         counter('sluice_dns_cache_evictions_total', 'Cached answers pushed out by newer ones (the cache was full)', [{ labels: {}, value: c?.evictions ?? 0 }]),
         counter('sluice_dns_cache_expired_total', 'Cached answers dropped when their TTL ran out', [{ labels: {}, value: c?.expired ?? 0 }]),
         counter('sluice_dns_cache_invalidated_total', 'Cached answers dropped because a reload or the rebinding filter changed what the guard would hand out', [{ labels: {}, value: c?.invalidated ?? 0 }]),
+        counter('sluice_dns_cache_prefetches_total', 'Popular cached answers fetched again ahead of their expiry, by result', [
+          { labels: { result: 'kept' }, value: c?.prefetches ?? 0 },
+          { labels: { result: 'dropped' }, value: c?.prefetchFailures ?? 0 },
+        ]),
         { name: 'sluice_dns_cache_entries', help: 'Answers in the answer cache now', type: 'gauge' as const, samples: [{ labels: {}, value: this.guard?.cache.size ?? 0 }] },
         { name: 'sluice_dns_cache_hit_ratio', help: 'Hits over lookups of the answer cache since the daemon started (0 before the first lookup)', type: 'gauge' as const, samples: [{ labels: {}, value: c && c.hits + c.misses > 0 ? c.hits / (c.hits + c.misses) : 0 }] },
       ];

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { AnswerCache, ageSeconds, cacheKey, countDown, negativeTtl, prepareForCache, type CachedAnswer } from '../../src/dns/answer-cache.js';
+import { AnswerCache, ageSeconds, cacheKey, countDown, negativeTtl, prepareForCache, wantsPrefetch, type CachedAnswer } from '../../src/dns/answer-cache.js';
 import { RCODE, TYPE, type RR } from '../../src/dns/dns-message.js';
 
 const A = (name: string, ttl: number): RR => ({ name, type: TYPE.A, class: 1, ttl, data: { kind: 'a', addr: 0xc6120101n } });
@@ -15,7 +15,7 @@ const SOA = (ttl: number, minimum: number): RR => ({
   data: { kind: 'soa', mname: 'ns.example.com', rname: 'h.example.com', serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum },
 });
 
-function entry(key: string, expiresAt = Infinity): Omit<CachedAnswer, 'prev' | 'next'> {
+function entry(key: string, expiresAt = Infinity): Omit<CachedAnswer, 'prev' | 'next' | 'uses' | 'prefetching'> {
   return { key, name: key, type: 1, storedAt: 0, expiresAt, rcode: 0, answers: [], authorities: [], addresses: [], names: [key], targets: [], ede: [], ad: false, decided: '' };
 }
 
@@ -66,10 +66,28 @@ describe('unit: answer cache structure', () => {
     assert.equal(c.get('c', 0), undefined);
   });
 
-  it('size 0 keeps nothing', () => {
-    const c = new AnswerCache(0);
-    c.set(entry('a'));
-    assert.equal(c.size, 0);
+  it('size 0 keeps nothing; a bound that is not a whole number above 0 keeps nothing either', () => {
+    for (const bound of [0, -1, 1.5, Number.NaN, undefined as unknown as number]) {
+      const c = new AnswerCache(bound);
+      c.set(entry('a'));
+      assert.equal(c.size, 0, String(bound));
+    }
+  });
+
+  it('prefetch: only a popular entry (handed out twice before) that lives 10 s or more, in the last tenth of its life, once at a time', () => {
+    const c = new AnswerCache(10);
+    c.set({ ...entry('a', 100_000), storedAt: 0 });
+    const e = c.peek('a') as CachedAnswer;
+    assert.equal(wantsPrefetch(e, 95_000), false, 'not popular yet');
+    e.uses = 2;
+    assert.equal(wantsPrefetch(e, 89_999), false, 'not near its end');
+    assert.equal(wantsPrefetch(e, 90_000), true);
+    e.prefetching = true;
+    assert.equal(wantsPrefetch(e, 95_000), false, 'one at a time');
+    c.set({ ...entry('b', 9_000), storedAt: 0 });
+    const short = c.peek('b') as CachedAnswer;
+    short.uses = 5;
+    assert.equal(wantsPrefetch(short, 8_500), false, 'short-lived entries just expire');
   });
 
   it('TTLs count down in whole seconds, rounded up, and never below 0; the cached records stay as they were', () => {

@@ -384,6 +384,45 @@ describe('unit: the DNS guard answer cache', () => {
     assert.ok(!t.elements('r_api_d4').some((e) => e.t === 'addr' && e.start === 0xc6120bffn));
   });
 
+  it('prefetch: a popular answer is fetched again in its last tenth of life, so its askers never wait for the upstream', async () => {
+    let addr = 0xc6120f01n;
+    const t = setup((q) => ({ answers: [A(q.name, addr, 100)] }));
+    await t.ask('api.example.com');
+    t.clock.now += 10_000;
+    await t.ask('api.example.com');
+    await t.ask('api.example.com');
+    assert.equal(t.asked.length, 1);
+    addr = 0xc6120f02n;
+    t.clock.now += 80_000; // 90 s of a 99 s entry
+    const r = await t.ask('api.example.com');
+    assert.deepEqual(ttls(r), [10], 'the asker is answered from the cache at once');
+    await new Promise((res) => setImmediate(res));
+    await new Promise((res) => setImmediate(res));
+    assert.equal(t.asked.length, 2, 'and the answer was fetched again behind it');
+    assert.ok(t.elements('r_api_d4').some((e) => e.t === 'addr' && e.start === 0xc6120f02n), 'its address opened as a fresh answer would');
+    t.clock.now += 15_000; // past the old entry's end
+    const later = await t.ask('api.example.com');
+    assert.equal(t.asked.length, 2, 'served by the prefetched entry');
+    assert.deepEqual(later.answers.map((x) => (x.data.kind === 'a' ? x.data.addr : 0n)), [0xc6120f02n]);
+    assert.equal(t.guard.cache.stats.prefetches, 1);
+  });
+
+  it('prefetch keeps nothing the cache would not keep: a new answer the rebinding filter cut leaves the old entry to expire', async () => {
+    let cut = false;
+    const t = setup((q) => ({ answers: cut ? [A(q.name, 0x0a000001n, 100), A(q.name, 0xc6121001n, 100)] : [A(q.name, 0xc6121001n, 100)] }));
+    for (let i = 0; i < 3; i++) await t.ask('api.example.com');
+    cut = true;
+    t.clock.now += 95_000;
+    await t.ask('api.example.com');
+    await new Promise((res) => setImmediate(res));
+    await new Promise((res) => setImmediate(res));
+    assert.equal(t.asked.length, 2, 'prefetched');
+    assert.deepEqual([t.guard.cache.stats.prefetches, t.guard.cache.stats.prefetchFailures], [0, 1]);
+    t.clock.now += 5_000;
+    await t.ask('api.example.com');
+    assert.equal(t.asked.length, 3, 'the old entry expired and nothing replaced it: asked upstream');
+  });
+
   it('an answer decided before a reload that landed while it was upstream is not cached', async () => {
     let release: () => void = () => undefined;
     const gate = new Promise<void>((r) => (release = r));
