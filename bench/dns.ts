@@ -38,6 +38,22 @@
  * (node --cpu-prof) and counts system calls per query (strace -c, when
  * installed) for Sluice and dnsmasq. Results also go to bench/out/dns-*.json.
  * Nothing is asserted: it prints and records numbers.
+ *
+ * Sluice runs those rows with its answer cache off (dns.cache_size: 0), so
+ * that, like dnsmasq --cache-size=0, it forwards every query: the phase
+ * measures the forwarding path. A second phase, Zipf, measures caching
+ * forwarders on repeated lookups as real traffic has them: a query file of
+ * ZIPF_QUERIES lookups drawn from ZIPF_NAMES of the zone's names with
+ * probability proportional to 1/rank^s (s = 1.0 by default), and
+ *
+ *   zipf-sluice         `sluice daemon` with its answer cache (dns.cache_size default 10,000), through the redirect
+ *   zipf-dnsmasq        dnsmasq --cache-size=10000 --nftset (a cached answer adds nothing to the set)
+ *   zipf-unbound        unbound 1 thread as a caching forwarder to NSD (no set: unbound cannot fill one),
+ *                       when an unbound binary is there (--unbound PATH, or unbound on PATH)
+ *
+ * each warmed by one pass over the file, then measured alternating
+ * (serpentine) in ZIPF_ROUNDS rounds: latency at ZIPF_RATE q/s (3,000) and
+ * throughput; ratios per round against zipf-dnsmasq.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -89,6 +105,12 @@ const USAGE = `Usage: npm run bench:dns [-- OPTIONS]
   --diagnose-seconds S   load per step of the diagnostic pass after the rounds (profile, strace);
                          0 skips it (BENCH_DIAGNOSE_SECONDS, default 4)
   --no-context           leave out the context rows (root client, guard direct, dnsmasq cached)
+  --zipf-rounds N        rounds of the Zipf phase (caching forwarders); 0 skips it (BENCH_ZIPF_ROUNDS, default: --rounds)
+  --zipf-names N         names the Zipf mix draws from (BENCH_ZIPF_NAMES, default 3000, at most --names)
+  --zipf-s S             the Zipf exponent (BENCH_ZIPF_S, default 1.0)
+  --zipf-queries N       lookups in the Zipf query file (BENCH_ZIPF_QUERIES, default 100000)
+  --zipf-rate QPS        the fixed rate for the Zipf latency samples (BENCH_ZIPF_RATE, default 3000)
+  --unbound PATH         the unbound binary for the Zipf phase (BENCH_UNBOUND; default: unbound on PATH, else no unbound row)
   -h, --help             this help`;
 
 interface Options {
@@ -102,6 +124,12 @@ interface Options {
   timeout: number;
   diagnoseSeconds: number;
   context: boolean;
+  zipfRounds: number;
+  zipfNames: number;
+  zipfS: number;
+  zipfQueries: number;
+  zipfRate: number;
+  unbound: string | null;
 }
 
 function options(): Options {
@@ -119,6 +147,12 @@ function options(): Options {
       timeout: { type: 'string' },
       'diagnose-seconds': { type: 'string' },
       'no-context': { type: 'boolean' },
+      'zipf-rounds': { type: 'string' },
+      'zipf-names': { type: 'string' },
+      'zipf-s': { type: 'string' },
+      'zipf-queries': { type: 'string' },
+      'zipf-rate': { type: 'string' },
+      unbound: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -126,17 +160,26 @@ function options(): Options {
     process.stdout.write(`${USAGE}\n`);
     process.exit(0);
   }
+  const rounds = numOption(values.rounds, 'BENCH_ROUNDS', 5, { min: 1, max: 1000, int: true });
+  const names = numOption(values.names, 'BENCH_NAMES', 60_000, { min: 100, max: MAX_NAMES, int: true });
+  const onPath = spawnSync('sh', ['-c', 'command -v unbound'], { encoding: 'utf8' });
   return {
-    rounds: numOption(values.rounds, 'BENCH_ROUNDS', 5, { min: 1, max: 1000, int: true }),
+    rounds,
     seconds: numOption(values.seconds, 'BENCH_SECONDS', 3, { min: 1, max: 600, int: true }),
     latencySeconds: numOption(values['latency-seconds'], 'BENCH_LATENCY_SECONDS', 5, { min: 1, max: 600, int: true }),
     rate: numOption(values.rate, 'BENCH_RATE', 5000, { min: 1, max: 1_000_000, int: true }),
     outstanding: numOption(values.outstanding, 'BENCH_OUTSTANDING', 100, { min: 1, max: 65_535, int: true }),
     clients: numOption(values.clients, 'BENCH_CLIENTS', 8, { min: 1, max: 256, int: true }),
-    names: numOption(values.names, 'BENCH_NAMES', 60_000, { min: 100, max: MAX_NAMES, int: true }),
+    names,
     timeout: numOption(values.timeout, 'BENCH_TIMEOUT', 2, { min: 1, max: 60, int: true }),
     diagnoseSeconds: numOption(values['diagnose-seconds'], 'BENCH_DIAGNOSE_SECONDS', 4, { min: 0, max: 600, int: true }),
     context: !values['no-context'] && process.env.BENCH_NO_CONTEXT !== '1',
+    zipfRounds: numOption(values['zipf-rounds'], 'BENCH_ZIPF_ROUNDS', rounds, { min: 0, max: 1000, int: true }),
+    zipfNames: numOption(values['zipf-names'], 'BENCH_ZIPF_NAMES', Math.min(3000, names), { min: 10, max: names, int: true }),
+    zipfS: numOption(values['zipf-s'], 'BENCH_ZIPF_S', 1.0, { min: 0, max: 5, int: false }),
+    zipfQueries: numOption(values['zipf-queries'], 'BENCH_ZIPF_QUERIES', 100_000, { min: 100, max: 10_000_000, int: true }),
+    zipfRate: numOption(values['zipf-rate'], 'BENCH_ZIPF_RATE', 3000, { min: 1, max: 1_000_000, int: true }),
+    unbound: values.unbound ?? process.env.BENCH_UNBOUND ?? (onPath.status === 0 ? onPath.stdout.trim() : null),
   };
 }
 
@@ -183,6 +226,9 @@ interface Config {
   lat: LatencySample[];
   /** Every latency of every fixed-rate sample (ms; lost = Infinity), for pooled percentiles. */
   pooled: number[];
+  /** The query file and fixed rate, when not the main phase's (the Zipf phase). */
+  file?: string;
+  rate?: number;
 }
 
 // ---------------------------------------------------------------- helpers
@@ -212,13 +258,14 @@ function queryFile(n: number): string {
   return `${order.map((i) => `${nameOf(i)} A`).join('\n')}\n`;
 }
 
-function sluicePolicy(): string {
+/** Sluice's policy: with the answer cache off (every query forwarded, as dnsmasq --cache-size=0) or at its default. */
+function sluicePolicy(cache: 'off' | 'default' = 'off'): string {
   return `# bench/dns.ts: one domain rule; every *.${SUFFIX} answer is opened in the kernel
 version: 1
 mode: enforce
 dns:
   upstreams: [${UPSTREAM}]
-rules:
+${cache === 'off' ? '  cache_size: 0\n' : ''}rules:
   - name: ${SLUICE_RULE}
     to: ["*.${SUFFIX}"]
     ports: [443/tcp]
@@ -241,6 +288,76 @@ ${set('cached4')}
   }
 }
 `;
+}
+
+/**
+ * The Zipf query file: `queries` lookups of `n` names h<i>, the name of
+ * rank r (1-based) drawn with probability proportional to 1/r^s; ranks are
+ * spread over the names by a fixed shuffle, and the draws by a fixed seed.
+ */
+function zipfFile(n: number, s: number, queries: number): string {
+  let seed = 0x2b1f;
+  const next = () => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed / 2 ** 32;
+  };
+  const names = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [names[i], names[j]] = [names[j] as number, names[i] as number];
+  }
+  const cdf = new Float64Array(n);
+  let total = 0;
+  for (let r = 0; r < n; r++) {
+    total += 1 / (r + 1) ** s;
+    cdf[r] = total;
+  }
+  const lines: string[] = [];
+  for (let q = 0; q < queries; q++) {
+    const x = next() * total;
+    let lo = 0;
+    let hi = n - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((cdf[mid] as number) < x) lo = mid + 1;
+      else hi = mid;
+    }
+    lines.push(`${nameOf(names[lo] as number)} A`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** unbound as a caching forwarder to the zone's NSD, one thread, on 127.0.0.1:PORT (its files in DIR). */
+function unboundConf(dir: string, port: number): string {
+  return [
+    'server:',
+    '  interface: 127.0.0.1',
+    `  port: ${port}`,
+    '  num-threads: 1',
+    '  do-ip6: no',
+    '  do-daemonize: no',
+    '  username: ""',
+    '  chroot: ""',
+    `  directory: "${dir}"`,
+    `  pidfile: "${join(dir, 'unbound.pid')}"`,
+    '  use-syslog: no',
+    '  logfile: ""',
+    '  verbosity: 0',
+    '  module-config: "iterator"',
+    '  do-not-query-localhost: no',
+    '  access-control: 127.0.0.0/8 allow',
+    '  msg-cache-size: 16m',
+    '  rrset-cache-size: 32m',
+    '  prefetch: no',
+    // unbound answers the special-use name test. (RFC 6761) itself, NXDOMAIN, unless told not to: the zone is sluice.test.
+    '  local-zone: "test." nodefault',
+    'remote-control:',
+    '  control-enable: no',
+    'forward-zone:',
+    '  name: "."',
+    `  forward-addr: ${UPSTREAM}`,
+    '',
+  ].join('\n');
 }
 
 function dnsmasqArgv(port: number, cacheSize: number, set: string): string[] {
@@ -632,7 +749,7 @@ async function main(): Promise<void> {
     say();
 
     const dnsperf = async (c: Config, args: string[], limitS: number): Promise<RunResult> => {
-      const argv = ['dnsperf', '-s', c.server, '-p', String(c.port), '-d', qfile, '-c', String(opts.clients), '-t', String(opts.timeout), ...args];
+      const argv = ['dnsperf', '-s', c.server, '-p', String(c.port), '-d', c.file ?? qfile, '-c', String(opts.clients), '-t', String(opts.timeout), ...args];
       return check(await c.world.exec(argv, { uid: c.uid, timeoutMs: (limitS + opts.timeout + 60) * 1000 }), `dnsperf (${c.label})`);
     };
     const throughput = async (c: Config, seconds: number): Promise<Perf & { cpuUsPerQuery: number | null }> => {
@@ -644,7 +761,7 @@ async function main(): Promise<void> {
       return { ...perf, cpuUsPerQuery: cpu0 !== null && cpu1 !== null && perf.completed > 0 ? ((cpu1 - cpu0) * 1000) / perf.completed : null };
     };
     const fixedRate = async (c: Config, seconds: number): Promise<{ perf: Perf; lat: number[] }> => {
-      const r = await dnsperf(c, ['-l', String(seconds), '-Q', String(opts.rate), '-q', String(RATE_OUTSTANDING), '-v'], seconds);
+      const r = await dnsperf(c, ['-l', String(seconds), '-Q', String(c.rate ?? opts.rate), '-q', String(RATE_OUTSTANDING), '-v'], seconds);
       const perf = parsePerf(r.stdout);
       const lat = parseVerbose(r.stdout);
       // Queries dnsperf sent but printed no line for (interrupted at the end) count as lost too.
@@ -855,6 +972,122 @@ async function main(): Promise<void> {
     say(`    pooled over all rounds: ${fmtMs(pooledAdded)} ms; dnsmasq (b) adds ${fmtStatMs(summary.find((s) => s.id === 'dnsmasq')?.addedOverUpstreamMs?.p99 as Stat)} ms`);
     say();
 
+    // ------------------------------------------------------------ Zipf phase: caching forwarders
+    let zipf: Record<string, unknown> | null = null;
+    if (opts.zipfRounds > 0) {
+      const zfile = join(tmp, 'zipf.txt');
+      const ztext = zipfFile(opts.zipfNames, opts.zipfS, opts.zipfQueries);
+      writeFileSync(zfile, ztext, { mode: 0o644 });
+      const distinct = new Set(ztext.split('\n').filter(Boolean)).size;
+      say(`Zipf phase: ${fmtInt(opts.zipfQueries)} lookups over ${fmtInt(opts.zipfNames)} names, P(rank r) ~ 1/r^${opts.zipfS} (${fmtInt(distinct)} distinct names in the file), TTL ${TTL} s`);
+      const wD = await newWorld();
+      const cachedPolicy = wD.policy(sluicePolicy('default'), 'bench-dns-cache.yaml');
+      const zDaemon = await wD.spawnReady(wD.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', cachedPolicy, '--metrics', 'off'], { env: wD.env(), readyText: 'running', timeoutMs: 30_000 });
+      await ready(wD, UPSTREAM, 53, 'the Sluice guard with its cache');
+      say(`  zipf-sluice:  world ${wD.id}: sluice daemon ${cachedPolicy} (as (c), dns.cache_size at its default ${DNS_DEFAULTS.cacheSize})`);
+      const zdm = dmSpawn(5354, 10_000, 'allowed4');
+      await ready(wB, '127.0.0.1', 5354, 'dnsmasq (Zipf)');
+      say(`  zipf-dnsmasq: world ${wB.id}: ${dnsmasqArgv(5354, 10_000, 'allowed4').join(' ')}`);
+      const zconfigs: Config[] = [];
+      const zadd = (c: Omit<Config, 'tput' | 'lat' | 'pooled' | 'file' | 'rate'>) => zconfigs.push({ ...c, tput: [], lat: [], pooled: [], file: zfile, rate: opts.zipfRate });
+      zadd({ id: 'zipf-dnsmasq', role: 'zipf', label: 'dnsmasq --nftset, cache 10000', description: 'dnsmasq --cache-size=10000 --nftset; cached answers add nothing to the set', world: wB, server: '127.0.0.1', port: 5354, uid: CLIENT_UID, latency: true, pid: () => zdm.pid });
+      zadd({ id: 'zipf-sluice', role: 'zipf', label: 'sluice guard, cache', description: `as (c) with the answer cache (${DNS_DEFAULTS.cacheSize} entries)`, world: wD, server: UPSTREAM, port: 53, uid: CLIENT_UID, latency: true, pid: () => zDaemon.pid });
+      let unboundNote = 'no unbound binary (install it, or pass --unbound PATH): no unbound row';
+      if (opts.unbound) {
+        const udir = join(tmp, 'unbound');
+        mkdirSync(udir, { recursive: true });
+        writeFileSync(join(udir, 'unbound.conf'), unboundConf(udir, 5355));
+        const ub = wB.spawnIn(wB.client, [opts.unbound, '-d', '-c', join(udir, 'unbound.conf')]);
+        let ubErr = '';
+        ub.stderr?.on('data', (d: Buffer) => (ubErr = (ubErr + d.toString()).slice(-2000)));
+        try {
+          await ready(wB, '127.0.0.1', 5355, 'unbound');
+          zadd({ id: 'zipf-unbound', role: 'zipf', label: 'unbound, 1 thread (no set)', description: 'unbound as a caching forwarder to NSD, 1 thread; fills no set', world: wB, server: '127.0.0.1', port: 5355, uid: CLIENT_UID, latency: true, pid: () => ub.pid });
+          unboundNote = `zipf-unbound: world ${wB.id}: ${opts.unbound} -d -c ${join(udir, 'unbound.conf')} (127.0.0.1:5355, forward-zone "." to ${UPSTREAM}, module-config iterator, 1 thread)`;
+        } catch (err) {
+          unboundNote = `unbound did not start (${(err as Error).message.slice(0, 200)} ${ubErr.trim().slice(0, 300)}): no unbound row`;
+        }
+      }
+      say(`  ${unboundNote}`);
+      say('  warm-up: one pass over the Zipf file each (the caches fill as in steady state)');
+      for (const c of zconfigs) {
+        const p = parsePerf((await dnsperf(c, ['-n', '1', '-q', String(opts.outstanding)], 600)).stdout);
+        say(`    ${c.label.padEnd(30)} ${fmtInt(p.completed)}/${fmtInt(p.sent)} answered, rcodes ${JSON.stringify(p.rcodes)}`);
+      }
+      const zBefore = (await wD.control('status')) as { components: { 'dns-guard': { cache: Record<string, number> | null } } };
+      say(`  rounds: throughput q/s (in flight ${opts.outstanding}) | p99 ms at ${fmtInt(opts.zipfRate)} q/s`);
+      for (let round = 0; round < opts.zipfRounds; round++) {
+        const order = round % 2 === 0 ? zconfigs : [...zconfigs].reverse();
+        const latParts = new Map<string, string>();
+        for (const c of order) {
+          const { perf, lat } = await fixedRate(c, opts.latencySeconds);
+          const pc = percentiles(lat);
+          c.lat.push({ ...perf, round, lat_ms: pc });
+          for (const x of lat) c.pooled.push(x);
+          latParts.set(c.id, ` | ${fmtMs(pc.p99)}${perf.lost ? ` (${perf.lost} lost)` : ''}`);
+          await sleep(500);
+        }
+        const parts: string[] = [];
+        for (const c of order) {
+          const t = await throughput(c, opts.seconds);
+          c.tput.push({ ...t, round });
+          parts.push(`${c.id} ${fmtInt(t.qps)}${t.lost ? ` (${t.lost} lost)` : ''}${latParts.get(c.id) ?? ''}`);
+          await sleep(500);
+        }
+        say(`    ${String(round + 1).padStart(2)}/${opts.zipfRounds}: ${parts.join(', ')}`);
+      }
+      const zAfter = (await wD.control('status')) as { components: { 'dns-guard': { cache: Record<string, number> | null } } };
+      const ref = zconfigs[0] as Config;
+      const vs = (c: Config, pickT: (s: ThroughputSample) => number, pickL: (s: LatencySample) => number) => {
+        const q: number[] = [];
+        const l: number[] = [];
+        for (let r = 0; r < opts.zipfRounds; r++) {
+          const x = c.tput.find((s) => s.round === r);
+          const y = ref.tput.find((s) => s.round === r);
+          if (x && y && pickT(y) > 0) q.push(pickT(x) / pickT(y));
+          const xl = c.lat.find((s) => s.round === r);
+          const yl = ref.lat.find((s) => s.round === r);
+          if (xl && yl && pickL(yl) > 0) l.push(pickL(xl) / pickL(yl));
+        }
+        return { qps: stat(q), p99: stat(l) };
+      };
+      const zsummary = zconfigs.map((c) => ({
+        id: c.id,
+        label: c.label,
+        description: c.description,
+        qps: stat(c.tput.map((x) => x.qps)),
+        cpuUsPerQuery: stat(c.tput.map((x) => x.cpuUsPerQuery).filter((x): x is number => x !== null)),
+        p50: stat(c.lat.map((x) => x.lat_ms.p50)),
+        p99: stat(c.lat.map((x) => x.lat_ms.p99)),
+        pooled: percentiles(c.pooled),
+        lost: c.lat.reduce((n, x) => n + x.lost, 0) + c.tput.reduce((n, x) => n + x.lost, 0),
+        vsDnsmasq: vs(c, (x) => x.qps, (x) => x.lat_ms.p99),
+      }));
+      say(`  Zipf results: median over ${opts.zipfRounds} rounds (95% CI)`);
+      say(`    ${'configuration'.padEnd(W)}${'q/s (max)'.padStart(10)}${'q/s vs dnsmasq'.padStart(24)}${'p50 ms'.padStart(18)}${'p99 ms'.padStart(18)}${'p99 vs dnsmasq'.padStart(24)}`);
+      for (const z of zsummary) {
+        say(`    ${z.label.padEnd(W)}${fmtInt(z.qps.median).padStart(10)}${fmtRatio(z.vsDnsmasq.qps).padStart(24)}${fmtStatMs(z.p50).padStart(18)}${fmtStatMs(z.p99).padStart(18)}${fmtRatio(z.vsDnsmasq.p99).padStart(24)}`);
+      }
+      const gc = (x: typeof zAfter) => x.components['dns-guard'].cache ?? {};
+      const hits = (gc(zAfter).hits ?? 0) - (gc(zBefore).hits ?? 0);
+      const misses = (gc(zAfter).misses ?? 0) - (gc(zBefore).misses ?? 0);
+      say(`    the guard's cache during the rounds: ${fmtInt(hits)} hits, ${fmtInt(misses)} misses (hit ratio ${(hits / Math.max(1, hits + misses)).toFixed(4)}), ${fmtInt(gc(zAfter).size ?? 0)} entries`);
+      const zs = zsummary.find((z) => z.id === 'zipf-sluice');
+      const others = zsummary.filter((z) => z.id !== 'zipf-sluice');
+      if (zs && others.length > 0) {
+        const bestP99 = Math.min(...others.map((z) => z.p99.median));
+        const bestQps = Math.max(...others.map((z) => z.qps.median));
+        say(`  Targets (reported, not asserted): the guard's p99 at ${fmtInt(opts.zipfRate)} q/s ${fmtMs(zs.p99.median)} ms against the best of the others ${fmtMs(bestP99)} ms (${met(zs.p99.median <= bestP99)}); throughput ${fmtInt(zs.qps.median)} against ${fmtInt(bestQps)} q/s (${met(zs.qps.median >= bestQps)})`);
+      }
+      say();
+      zipf = {
+        method: { names: opts.zipfNames, exponent: opts.zipfS, queries: opts.zipfQueries, distinct, rate: opts.zipfRate, rounds: opts.zipfRounds, unbound: unboundNote, sluicePolicy: sluicePolicy('default'), dnsmasq: dnsmasqArgv(5354, 10_000, 'allowed4').join(' ') },
+        configurations: zsummary,
+        guardCache: { hits, misses, after: gc(zAfter) },
+        samples: Object.fromEntries(zconfigs.map((x) => [x.id, { throughput: x.tput, fixedRate: x.lat }])),
+      };
+    }
+
     // ------------------------------------------------------------ diagnostics
     let diagnostics: Record<string, unknown> | null = null;
     if (opts.diagnoseSeconds > 0) {
@@ -988,6 +1221,7 @@ async function main(): Promise<void> {
         statusAfter,
       },
       diagnostics,
+      zipf,
       samples: Object.fromEntries(configs.map((x) => [x.id, { throughput: x.tput, fixedRate: x.lat }])),
     };
     writeFileSync(outFile, `${JSON.stringify(report, null, 2)}\n`);

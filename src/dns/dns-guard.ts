@@ -4,6 +4,7 @@ import type { DnsQueryEvent } from '../events/channels.js';
 import { formatAddr } from '../net/ip.js';
 import type { Policy, Rule } from '../policy/policy.js';
 import { filterAnswer, type FilteredAnswer, type LearnedAddress } from './answer-filter.js';
+import { AnswerCache, ageSeconds, cacheKey, countDown, prepareForCache, wantsPrefetch, type CachedAnswer } from './answer-cache.js';
 import { canonicalName, decodeMessage, encodeMessage, OPT_EDE, RCODE, type EdnsOption, type Message, type Question, type RR } from './dns-message.js';
 import type { DomainMatcher } from './domain-matcher.js';
 import type { LearnedEntry, LearnedState } from './learned-state.js';
@@ -28,6 +29,8 @@ export interface GuardDeps {
   onEvent: (e: DnsQueryEvent) => void;
   /** Identifies the asking process while its socket surely exists (used for blocked queries). */
   identify?: (client: Client) => Promise<DnsQueryEvent['process'] | undefined>;
+  /** The clock (ms since the epoch) the answer cache counts TTLs by; tests move it. Default Date.now. */
+  clock?: () => number;
 }
 
 export interface GuardStats {
@@ -122,19 +125,67 @@ export class DnsGuard {
   /** Decisions per list of matching rules (the matcher returns shared lists): computed once each. */
   private decisions = new WeakMap<readonly Rule[], Decision>();
   private current: GuardDeps;
+  /** Answers handed out, to answer repeated questions from memory (see answerFromCache). */
+  readonly cache: AnswerCache;
+  /** Bumped on every change of dependencies: an answer whose question was decided under older ones is not cached. */
+  private generation = 0;
 
   constructor(deps: GuardDeps) {
     this.current = deps;
+    this.cache = new AnswerCache(deps.policy.dns.cacheSize);
   }
 
   get deps(): GuardDeps {
     return this.current;
   }
 
-  /** New dependencies (a reload): decisions made under the old ones are forgotten. */
+  /**
+   * New dependencies (a reload): decisions made under the old ones are
+   * forgotten, and so is every cached answer the new policy would not hand
+   * out the same way (see revalidateCache).
+   */
   set deps(deps: GuardDeps) {
+    const old = this.current;
     this.current = deps;
     this.decisions = new WeakMap();
+    this.generation++;
+    this.revalidateCache(old, deps);
+  }
+
+  private now(): number {
+    return this.current.clock ? this.current.clock() : Date.now();
+  }
+
+  /**
+   * After a reload, drops exactly the cached answers whose decision changed:
+   * a name on the chain now refused or decided by other rules, other sets
+   * to fill (a rule added, removed, or now covering a whole family), or an
+   * address the new rebinding filter drops. Everything goes when a setting
+   * that shaped the stored answers changed (ttl_max, the per-answer limit,
+   * the negative TTL cap, the upstreams, the mode) or the cache was turned
+   * off. Entries whose rules changed only in other ways (ports, users) stay:
+   * a hit writes its addresses into the rules' sets again whenever the
+   * kernel record (rebuilt from the new table) lacks them, as a fresh answer
+   * would. Every hit is also decided again under the policy in force (see
+   * handle), so this is about not keeping what can no longer be used, and
+   * about the guarantee not resting on one place.
+   */
+  private revalidateCache(old: GuardDeps, next: GuardDeps): void {
+    const a = old.policy.dns;
+    const b = next.policy.dns;
+    const shaped = (x: typeof a) => [x.ttlMax, x.maxAddressesPerAnswer, x.cacheMaxNegativeTtl, x.cacheSize > 0].join('|');
+    this.cache.capacity = b.cacheSize;
+    if (shaped(a) !== shaped(b) || old.upstream !== next.upstream || old.policy.mode !== next.policy.mode) {
+      this.cache.clear();
+      return;
+    }
+    this.cache.invalidate((e) => {
+      const { decision, refused } = this.classify(e.name);
+      if (refused !== undefined) return true;
+      const judged = this.judge(decision, e);
+      if (judged.refused !== undefined || decidedKey(judged) !== e.decided) return true;
+      return e.addresses.some((x) => next.rebinding.check(x.family, x.addr) !== null);
+    });
   }
 
   private decide(matched: readonly Rule[]): Decision {
@@ -250,6 +301,9 @@ export class DnsGuard {
     if (addresses.length === 0) return { writes, commits, victims };
     let fresh4 = 0;
     let fresh6 = 0;
+    // An element that lives this little short of what the answer needs is not written again (no
+    // churn), taken out of the grace so it still outlives the TTL handed out (the cache relies on it).
+    const slack = Math.min(1000, s.ttlGrace * 1000);
     for (const a of addresses) {
       const lifeMs = (Math.max(a.ttl, s.ttlFloor) + s.ttlGrace) * 1000;
       const expiresAt = now + lifeMs;
@@ -259,7 +313,7 @@ export class DnsGuard {
         const set = target.name;
         // Answered now: the least recently answered are the first to make room in a full set.
         const cur = learned.touch(set, a.family, a.addr);
-        if (cur && cur.expiresAt + 1000 >= expiresAt) continue;
+        if (cur && cur.expiresAt + slack >= expiresAt) continue;
         writes.push({ set: target, elem: { t: 'addr', family: a.family, start: a.addr, end: a.addr, timeoutMs: lifeMs }, ...(cur ? { heldUntil: cur.expiresAt } : {}) });
         commits.push({ set, family: a.family, addr: a.addr, expiresAt, fresh: !cur });
         if (!cur && a.family === 4) fresh4++;
@@ -352,6 +406,16 @@ export class DnsGuard {
       return this.encodeReply(q, { rcode, answers: [], authorities: [], ede: [ede(EDE.BLOCKED, `sluice: ${why}`)] }, client);
     }
 
+    // The cache: only questions the policy lets through reach it, each hit decided again here.
+    const caching = this.cache.capacity > 0;
+    const key = caching ? cacheKey(question.name, question.type, q.edns?.dnssecOk ?? false) : '';
+    const hit = caching ? this.cache.get(key, this.now()) : undefined;
+    if (hit) {
+      const out = await this.answerFromCache(q, client, name, decision, hit, started, fail);
+      if (out) return out;
+    }
+    const generation = this.generation;
+
     let upstream: Message;
     try {
       // The client's CD bit is not passed on: with it the resolver skips DNSSEC validation (RFC 4035
@@ -363,6 +427,7 @@ export class DnsGuard {
       return fail(RCODE.SERVFAIL, `upstream: ${(err as Error).message}`, ede(EDE.NO_REACHABLE_AUTHORITY, 'sluice: no upstream answered'));
     }
 
+    const arrived = this.now();
     const s = this.deps.policy.dns;
     const f = filterAnswer(question.name, question.type, upstream, this.deps.rebinding, { ttlMax: s.ttlMax, maxAddresses: s.maxAddressesPerAnswer });
     this.stats.droppedAddresses += f.dropped.length;
@@ -370,7 +435,7 @@ export class DnsGuard {
     const judged = this.judge(decision, f);
     try {
       // A refused chain still teaches its deny rules' sets (nothing else), before the refusal goes out.
-      await this.open(name, f.addresses, judged);
+      await this.open(name, f.addresses, judged, arrived);
     } catch (err) {
       // Fail closed: without the kernel update a connect would be refused anyway.
       this.stats.kernelFailures++;
@@ -397,7 +462,126 @@ export class DnsGuard {
       started,
       ad: upstream.flags.ad,
     });
+    // Cached only what was handed out whole, under the policy it was decided by: not a truncated
+    // answer, nor one the rebinding filter cut (each of those goes upstream again), nor one decided
+    // before a reload that landed while it was upstream.
+    if (caching && generation === this.generation && !upstream.flags.tc && f.dropped.length === 0) this.store(key, name, question.type, arrived, f, judged, edes, upstream.flags.ad);
     return this.encodeReply(q, { rcode: f.rcode, answers: f.answers, authorities: f.authorities, ede: edes, ad: upstream.flags.ad }, client);
+  }
+
+  /**
+   * Keeps an answer just handed out for repeated questions: NOERROR with
+   * records, or negative (NXDOMAIN, NODATA) with an SOA, for as long as its
+   * records' TTLs (a negative one per RFC 2308 section 5, with the SOA handed
+   * out at that TTL), while every record still has a second to give.
+   */
+  private store(key: string, name: string, type: number, arrived: number, f: FilteredAnswer, judged: Judgement, ede: EdnsOption[], ad: boolean): void {
+    const prepared = prepareForCache(type, f.rcode, f.answers, f.authorities, this.deps.policy.dns.cacheMaxNegativeTtl);
+    // A record with 1 s left would be handed out with TTL 0, which forbids caching (RFC 1035 section 3.2.1).
+    if (!prepared || prepared.seconds < 2) return;
+    this.cache.set({
+      key,
+      name,
+      type,
+      storedAt: arrived,
+      expiresAt: arrived + (prepared.seconds - 1) * 1000,
+      rcode: f.rcode,
+      answers: f.answers,
+      authorities: prepared.authorities,
+      addresses: f.addresses,
+      names: f.names,
+      targets: f.targets,
+      ede,
+      ad,
+      decided: decidedKey(judged),
+    });
+  }
+
+  /**
+   * Fetches a popular entry's answer again ahead of its expiry, in the
+   * background, as a query for it would: through the answer filter and the
+   * policy, its addresses opened in the kernel before the new answer
+   * replaces the entry. Anything the cache would not keep (an error, a
+   * truncated or cut answer, a refused chain, a reload meanwhile) leaves the
+   * old entry to expire; its next asker then goes upstream as usual.
+   */
+  private async prefetch(e: CachedAnswer, dnssecOk: boolean, decision: Decision): Promise<void> {
+    e.prefetching = true;
+    const generation = this.generation;
+    const stats = this.cache.stats;
+    try {
+      const upstream = await this.deps.upstream.query({ name: e.name, type: e.type, class: 1 }, { dnssecOk });
+      if (generation !== this.generation || upstream.flags.tc) throw new Error('not kept');
+      const arrived = this.now();
+      const s = this.deps.policy.dns;
+      const f = filterAnswer(e.name, e.type, upstream, this.deps.rebinding, { ttlMax: s.ttlMax, maxAddresses: s.maxAddressesPerAnswer });
+      const judged = this.judge(decision, f);
+      if (judged.refused !== undefined || f.dropped.length > 0) throw new Error('not kept');
+      await this.open(e.name, f.addresses, judged, arrived);
+      if (generation !== this.generation) throw new Error('not kept');
+      const edes: EdnsOption[] = [];
+      if (f.overLimit > 0) edes.push(ede(EDE.FILTERED, `sluice: left out ${f.overLimit} address(es) over the limit of ${s.maxAddressesPerAnswer} per answer`));
+      this.store(e.key, e.name, e.type, arrived, f, judged, edes, upstream.flags.ad);
+      stats.prefetches++;
+    } catch {
+      stats.prefetchFailures++;
+    } finally {
+      e.prefetching = false;
+    }
+  }
+
+  /**
+   * An answer from the cache, or null when the entry may no longer be used
+   * (it is dropped, and the question goes upstream).
+   *
+   * The kernel question: a cached answer is handed out only once every
+   * address in it is open in its rules' sets for at least the TTL it carries
+   * (plus ttl_grace), and this is done by refreshing, not by shortening the
+   * TTL: the hit goes through open(), the very path of a fresh answer, with
+   * the TTLs counted down. open() consults the record of what the kernel
+   * holds (LearnedState, rebuilt from the kernel on every reload) and writes
+   * only the elements that would not live long enough: normally none (the
+   * answer opened them for max(TTL, ttl_floor) + ttl_grace when it arrived,
+   * and the countdown only shortens what is needed), so a hit costs no
+   * netlink round trip. When an element did go (pushed out of a full set,
+   * closed by the per-name limit when the name's other answers brought new
+   * addresses, or gone with a set a reload re-created), it is added again,
+   * batched with the turn's other writes through the set writer, and the
+   * answer leaves only after the kernel committed; on a kernel that ignores
+   * a new timeout on an element it holds (before 6.12; probed at start),
+   * the writer deletes and re-adds it in the same transaction, the path
+   * every kernel supports. Handing out the smaller of the element's
+   * remaining life and the TTL instead was rejected: an element already
+   * gone has no life left to hand out, so that path needs the write anyway,
+   * and TTLs cut short make clients come back before the answer expires.
+   * The refresh also marks the addresses as just answered, so a full set
+   * pushes out cold addresses before the ones a hot name keeps handing out.
+   */
+  private async answerFromCache(q: Message, client: Client, name: string, decision: Decision, e: CachedAnswer, started: number, fail: (rcode: number, detail: string, ede?: EdnsOption) => Buffer): Promise<Buffer | null> {
+    // Decided again under the policy in force: a chain through a name refused since, or an
+    // address this host now owns, is not handed out from memory.
+    const judged = this.judge(decision, e);
+    if (judged.refused !== undefined || e.addresses.some((a) => this.deps.rebinding.check(a.family, a.addr) !== null)) {
+      this.cache.reject(e.key);
+      return null;
+    }
+    const now = this.now();
+    const age = ageSeconds(e.storedAt, now);
+    try {
+      await this.open(name, age === 0 ? e.addresses : e.addresses.map((a) => ({ ...a, ttl: a.ttl - age })), judged, now);
+    } catch (err) {
+      this.stats.kernelFailures++;
+      return fail(RCODE.SERVFAIL, `kernel set update failed: ${(err as Error).message}`, ede(EDE.NETWORK_ERROR, 'sluice: could not open the answer in the firewall'));
+    }
+    this.stats.allowed++;
+    if (wantsPrefetch(e, now)) void this.prefetch(e, q.edns?.dnssecOk ?? false, decision);
+    e.uses++;
+    // The question is the client's own (id, spelling); records owned by the name asked take that
+    // spelling too on the wire, where the encoder compresses them against the question (0x20).
+    const answers = countDown(e.answers, age);
+    const authorities = countDown(e.authorities, age);
+    this.emit(q, client, { verdict: 'allowed', rcode: e.rcode, rules: judged.ruleNames, answers: e.addresses.map((a) => formatAddr(a.family, a.addr)), started, ad: e.ad });
+    return this.encodeReply(q, { rcode: e.rcode, answers, authorities, ede: e.ede, ad: e.ad }, client);
   }
 
   /** The reply to `q`, sized for the client: over UDP it is truncated (TC) when it does not fit (RFC 1035 4.2.1, RFC 6891 7). */
@@ -455,6 +639,11 @@ export class DnsGuard {
     if (e.process) event.process = e.process;
     this.deps.onEvent(event);
   }
+}
+
+/** What a decision opens, as text: a cached answer is dropped at a reload when this changes. */
+function decidedKey(t: Targets): string {
+  return `${t.sets4.map((x) => x.name).join(',')}|${t.sets6.map((x) => x.name).join(',')}|${t.ruleNames.join(',')}`;
 }
 
 function ede(code: number, text: string): EdnsOption {

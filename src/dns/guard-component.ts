@@ -411,6 +411,7 @@ export class GuardComponent implements Component {
       const g = this.guard?.stats;
       const u = this.upstream?.stats;
       const w = this.writer?.stats;
+      const c = this.guard?.cache.stats;
       const counter = (name: string, help: string, samples: { labels: Record<string, string>; value: number }[]) => ({ name, help, type: 'counter' as const, samples });
       return [
         counter('sluice_dns_queries_total', 'DNS queries the guard answered, by verdict', [
@@ -441,6 +442,17 @@ export class GuardComponent implements Component {
           { labels: { result: 'untrusted' }, value: this.passive.stats.untrusted },
         ]),
         { name: 'sluice_dns_learned_addresses', help: 'Addresses open through DNS answers now', type: 'gauge' as const, samples: [{ labels: {}, value: this.learned.liveCount() }] },
+        counter('sluice_dns_cache_hits_total', 'Queries answered from the answer cache', [{ labels: {}, value: c?.hits ?? 0 }]),
+        counter('sluice_dns_cache_misses_total', 'Allowed queries the answer cache could not answer (forwarded upstream)', [{ labels: {}, value: c?.misses ?? 0 }]),
+        counter('sluice_dns_cache_evictions_total', 'Cached answers pushed out by newer ones (the cache was full)', [{ labels: {}, value: c?.evictions ?? 0 }]),
+        counter('sluice_dns_cache_expired_total', 'Cached answers dropped when their TTL ran out', [{ labels: {}, value: c?.expired ?? 0 }]),
+        counter('sluice_dns_cache_invalidated_total', 'Cached answers dropped because a reload or the rebinding filter changed what the guard would hand out', [{ labels: {}, value: c?.invalidated ?? 0 }]),
+        counter('sluice_dns_cache_prefetches_total', 'Popular cached answers fetched again ahead of their expiry, by result', [
+          { labels: { result: 'kept' }, value: c?.prefetches ?? 0 },
+          { labels: { result: 'dropped' }, value: c?.prefetchFailures ?? 0 },
+        ]),
+        { name: 'sluice_dns_cache_entries', help: 'Answers in the answer cache now', type: 'gauge' as const, samples: [{ labels: {}, value: this.guard?.cache.size ?? 0 }] },
+        { name: 'sluice_dns_cache_hit_ratio', help: 'Hits over lookups of the answer cache since the daemon started (0 before the first lookup)', type: 'gauge' as const, samples: [{ labels: {}, value: c && c.hits + c.misses > 0 ? c.hits / (c.hits + c.misses) : 0 }] },
       ];
     });
   }
@@ -505,6 +517,7 @@ export class GuardComponent implements Component {
       denyRefresher: this.refresher ? { ...this.refresher.stats, planned: this.refresher.planned } : null,
       attribution: this.attribution.stats,
       learned: this.learned.liveCount(),
+      cache: this.guard ? { ...this.guard.cache.stats, size: this.guard.cache.size, capacity: this.guard.cache.capacity } : null,
     };
   }
 }

@@ -520,6 +520,8 @@ function buildDns(raw: RawPolicy['dns'], rules: Rule[], error: Report): DnsSetti
     mark: raw?.mark ?? DNS_DEFAULTS.mark,
     maxAddressesPerAnswer: perAnswer,
     maxAddressesPerName: perName,
+    cacheSize: raw?.cache_size ?? DNS_DEFAULTS.cacheSize,
+    cacheMaxNegativeTtl: raw?.cache_max_negative_ttl ?? DNS_DEFAULTS.cacheMaxNegativeTtl,
   };
 }
 
@@ -677,7 +679,7 @@ function reportZodIssue(zi: z.core.$ZodIssue, raw: unknown, error: Report): void
 const KNOWN_KEYS: Record<string, string[]> = {
   top: ['version', 'mode', 'default', 'block_with', 'essentials', 'tamper', 'owned_table', 'log', 'rules', 'dns', 'flows', 'alerts', 'suppress'],
   flows: ['ct_mark_mask', 'replies'],
-  dns: ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark', 'max_addresses_per_answer', 'max_addresses_per_name'],
+  dns: ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark', 'max_addresses_per_answer', 'max_addresses_per_name', 'cache_size', 'cache_max_negative_ttl'],
   rule: ['name', 'action', 'to', 'to_file', 'ports', 'users', 'services', 'interfaces', 'log', 'comment'],
   log: ['group', 'rate', 'burst', 'user_rate', 'user_burst', 'allowed'],
 };

@@ -82,6 +82,10 @@ export interface DnsSettings {
   maxAddressesPerAnswer: number;
   /** One name keeps at most this many addresses open per rule; beyond it its least recently seen ones are closed. */
   maxAddressesPerName: number;
+  /** Answers the guard keeps to answer repeated questions from memory (least recently used leave first); 0: no cache. */
+  cacheSize: number;
+  /** A cached negative answer (NXDOMAIN, NODATA) lives min(SOA TTL, SOA MINIMUM), at most this many seconds (RFC 2308). */
+  cacheMaxNegativeTtl: number;
 }
 
 /**
@@ -106,6 +110,8 @@ export const DNS_DEFAULTS = {
   mark: 0x5c1ce,
   maxAddressesPerAnswer: 32,
   maxAddressesPerName: 64,
+  cacheSize: 10_000,
+  cacheMaxNegativeTtl: 3600,
 } as const;
 
 export type Proto = 'tcp' | 'udp';

@@ -36,6 +36,8 @@ const dnsShape = z.strictObject({
   mark: z.number().int().min(1).max(0xffffffff).optional(),
   max_addresses_per_answer: z.number().int().min(1).max(4096).optional(),
   max_addresses_per_name: z.number().int().min(1).max(65_536).optional(),
+  cache_size: z.number().int().min(0).max(1_000_000).optional(),
+  cache_max_negative_ttl: z.number().int().min(0).max(86_400).optional(),
 });
 
 const sinkShape = z.strictObject({

