@@ -10,7 +10,11 @@ import { parsePolicy } from '../../src/policy/load-policy.js';
 import { formatRunMarkdown, formatRunReport, suggestRunPolicy } from '../../src/run/run-report.js';
 import { basePolicy, parseUpstreams, runPolicy, splitAllow } from '../../src/run/run-policy.js';
 import type { RunReport } from '../../src/run/run.js';
-import { policyFrom } from '../support/fixtures.js';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { renderRuleset } from '../../src/compile/render-nft.js';
+import { lineDiff } from '../../src/netfilter/compare-ruleset.js';
+import { GOLDEN_DIR, policyFrom, readGolden } from '../support/fixtures.js';
 
 const NET = { table: 'sluice-run-00000001', hostIf: 'slr00000001', guard4: 0xc612c001n, inner4: 0xc612c002n, guardPort: 25353, logGroup: 40001 };
 
@@ -222,4 +226,27 @@ describe('unit: a run\'s report', () => {
       ],
     );
   });
+});
+
+describe("unit: a run's table, golden files (test/golden/run-*.yaml -> .nft)", () => {
+  const cases = readdirSync(GOLDEN_DIR).filter((f) => /^run-\d\d-.*\.yaml$/.test(f));
+  it('there are the three cases', () => assert.equal(cases.length, 3));
+  for (const yamlFile of cases) {
+    const nftFile = yamlFile.replace(/\.yaml$/, '.nft');
+    it(`${yamlFile} compiles to ${nftFile}`, () => {
+      const file = policyFrom(readGolden(yamlFile), yamlFile);
+      const policy = { ...runPolicy(file, [], file.mode === 'audit'), sha256: '0'.repeat(64) };
+      // run-02 is the IPv4-only run; the others have IPv6 too.
+      const v6 = !yamlFile.startsWith('run-02') ? { guard6: 0x20010db8005c00000000000000000001n, inner6: 0x20010db8005c00000000000000000002n } : {};
+      const actual = renderRuleset(compileRunRuleset(policy, { ...NET, ...v6 }).ruleset);
+      const path = join(GOLDEN_DIR, nftFile);
+      // As for the host's golden files: writing one never passes (UPDATE_GOLDEN=1 cannot turn CI green).
+      const expected = existsSync(path) ? readGolden(nftFile) : null;
+      if (actual !== expected && (process.env.UPDATE_GOLDEN === '1' || expected === null)) {
+        writeFileSync(path, actual);
+        assert.fail(`wrote ${expected === null ? 'missing' : 'changed'} golden file ${nftFile}; review the diff and run again without UPDATE_GOLDEN`);
+      }
+      if (actual !== expected) assert.fail(`${nftFile} differs (- expected, + actual):\n${lineDiff((expected ?? '').split('\n'), actual.split('\n')).join('\n')}`);
+    });
+  }
 });
