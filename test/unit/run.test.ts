@@ -143,6 +143,11 @@ describe('unit: a run\'s host-side table', () => {
     assert.ok(out.some((r) => r.comment === 'this run has no IPv6'));
   });
 
+  it('refuses, as a type error, a policy with host identities (runPolicy refuses it first, as a usage error)', () => {
+    const p = policyFrom('rules:\n  - name: web\n    to: [198.18.1.1]\n    users: [1001]\n');
+    assert.throws(() => compileRunRuleset(p, NET), (e: unknown) => e instanceof TypeError && /rule web: `users` has no meaning/.test((e as Error).message));
+  });
+
   it('audit mode records would-block and lets it pass; drop mode drops silently', () => {
     const audit = compileRunRuleset({ ...runPolicy(undefined, ['198.18.1.1'], true) }, NET).ruleset;
     const b = chain(audit, 'block_default');
