@@ -25,9 +25,8 @@ export function splitAllow(spec: string): { dest: string; ports?: string } {
     if (!after.startsWith(':') || after.length === 1) throw new UsageError(`--allow ${JSON.stringify(spec)}: want [ADDR]:PORT[/PROTO] after the brackets`);
     return { dest, ports: after.slice(1) };
   }
+  // One colon: DEST:PORT. Two or more: an IPv6 address or prefix, which takes a port only in brackets.
   const colons = s.split(':').length - 1;
-  // Two or more colons: an IPv6 address or prefix, which takes a port only in brackets.
-  if (colons >= 2) return { dest: s };
   if (colons === 1) {
     const at = s.indexOf(':');
     const dest = s.slice(0, at);
@@ -55,7 +54,7 @@ export function allowRule(spec: string, n: number): Rule {
   let icmp = false;
   let icmpv6 = false;
   if (ports !== undefined) {
-    const pe = parsePortEntry(/^[0-9]+$/.test(ports) ? Number(ports) : ports);
+    const pe = parsePortEntry(ports);
     if (!pe.ok) return bad(`${pe.reason}: ${showValue(ports)}`);
     if (pe.value.kind === 'icmp') icmp = true;
     else if (pe.value.kind === 'icmpv6') icmpv6 = true;
@@ -79,7 +78,11 @@ export function allowRule(spec: string, n: number): Rule {
   };
 }
 
-/** The policy a run starts from without --policy: every default the loader gives `mode: enforce`, and no rule. */
+/**
+ * The policy a run starts from without --policy: every default the loader
+ * gives `mode: enforce`, and no rule (`dns.guard` as the loader has it for a
+ * policy without names; a run runs its guard whatever it says).
+ */
 export function basePolicy(): Policy {
   return {
     file: '--allow',
@@ -94,7 +97,7 @@ export function basePolicy(): Policy {
     rules: [],
     alerts: [],
     suppress: [],
-    dns: { ...DNS_DEFAULTS, guard: true, upstreams: null, blockedAnswer: 'nxdomain', encryptedDns: 'block', encryptedDnsList: null },
+    dns: { ...DNS_DEFAULTS, guard: false, upstreams: null, blockedAnswer: 'nxdomain', encryptedDns: 'block', encryptedDnsList: null },
     flows: { ...FLOW_DEFAULTS, replies: 'any' },
     warnings: [],
   };

@@ -8,7 +8,7 @@ import { parseCommandLine } from '../../src/cli/spec.js';
 import { UsageError } from '../../src/errors.js';
 import { parsePolicy } from '../../src/policy/load-policy.js';
 import { formatRunMarkdown, formatRunReport, suggestRunPolicy } from '../../src/run/run-report.js';
-import { basePolicy, parseUpstreams, runPolicy, splitAllow } from '../../src/run/run-policy.js';
+import { allowRule, basePolicy, parseUpstreams, runPolicy, splitAllow } from '../../src/run/run-policy.js';
 import type { RunReport } from '../../src/run/run.js';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -53,7 +53,17 @@ describe('unit: sluice run --allow', () => {
     assert.deepEqual(splitAllow('2001:db8::1'), { dest: '2001:db8::1' });
     assert.deepEqual(splitAllow('[2001:db8::1]:443/tcp'), { dest: '2001:db8::1', ports: '443/tcp' });
     assert.deepEqual(splitAllow('[2001:db8::1]'), { dest: '2001:db8::1' });
-    for (const bad of ['', ':443', 'example.com:', '[2001:db8::1', '[2001:db8::1]443', '[2001:db8::1]:']) assert.throws(() => splitAllow(bad), UsageError, bad);
+    assert.deepEqual(splitAllow('  api.example.com:443 '), { dest: 'api.example.com', ports: '443' }, 'blanks around it are not part of it');
+    const refusals: [string, RegExp][] = [
+      ['', /^--allow needs a destination: a name, \*\.name, an address or a CIDR/],
+      ['  ', /^--allow needs a destination/],
+      [':443', /^--allow ":443": want DEST:PORT\[\/PROTO\]$/],
+      ['example.com:', /^--allow "example.com:": want DEST:PORT\[\/PROTO\]$/],
+      ['[2001:db8::1', /^--allow "\[2001:db8::1": no closing \] after the IPv6 address$/],
+      ['[2001:db8::1]443', /^--allow "\[2001:db8::1\]443": want \[ADDR\]:PORT\[\/PROTO\] after the brackets$/],
+      ['[2001:db8::1]:', /want \[ADDR\]:PORT/],
+    ];
+    for (const [bad, why] of refusals) assert.throws(() => splitAllow(bad), (e: unknown) => e instanceof UsageError && why.test(e.message), JSON.stringify(bad));
   });
 
   it('each --allow is checked by the policy loader itself: bad values are usage errors naming the flag', () => {
@@ -68,6 +78,12 @@ describe('unit: sluice run --allow', () => {
     );
     assert.equal(p.mode, 'enforce');
     assert.equal(p.defaultAction, 'deny');
+    assert.equal(p.file, '--allow');
+    assert.equal(allowRule('any:icmpv6', 7).index, 6);
+    assert.deepEqual([allowRule('any:icmpv6', 1).icmpv6, allowRule('any:icmpv6', 1).icmp, allowRule('any:icmp', 1).icmp], [true, false, true]);
+    // The reasons are the policy language's own, with the value shown.
+    assert.throws(() => runPolicy(undefined, ['exa mple.com'], false), /: --allow "exa mple.com": .+: "exa mple\.com"$/);
+    assert.throws(() => runPolicy(undefined, ['api.example.com:99999'], false), /: --allow "api.example.com:99999": a port is a number from 1 to 65535: "99999"$/);
     for (const bad of ['198.18.0.0/33', 'exa mple.com', '*.', 'api.example.com:70000', 'api.example.com:443/sctp', 'a.example.com:443/tcp\nmode: audit']) {
       assert.throws(() => runPolicy(undefined, [bad], false), (e: unknown) => e instanceof UsageError && e.message.startsWith('--allow'), bad);
     }
@@ -75,7 +91,7 @@ describe('unit: sluice run --allow', () => {
 
   it("a run's base policy is what the loader makes of `mode: enforce` (the defaults cannot drift apart), with its guard on", () => {
     const loaded = parsePolicy(Buffer.from('mode: enforce\nrules: []\n'), '--allow', { lookupUsers: () => new Map() });
-    assert.deepEqual({ ...basePolicy(), sha256: '', dns: { ...basePolicy().dns, guard: false } }, { ...loaded, sha256: '' });
+    assert.deepEqual(basePolicy(), { ...loaded, sha256: '' });
     // And each --allow makes the rule the loader makes of the same `to` and `ports`.
     for (const [spec, to, ports] of [['api.example.com:443/tcp', 'api.example.com', '443/tcp'], ['198.18.0.0/15', '198.18.0.0/15', undefined], ['[2001:db8::1]:53', '2001:db8::1', '53'], ['any:icmp', 'any', 'icmp'], ['*.example.com:8000-8100/udp', '*.example.com', '8000-8100/udp']] as const) {
       const yaml = `mode: enforce\nrules:\n  - name: allow-1\n    to: [${JSON.stringify(to)}]\n${ports ? `    ports: [${JSON.stringify(ports)}]\n` : ''}`;
@@ -97,7 +113,7 @@ describe('unit: sluice run --allow', () => {
   it('refuses what names host identities (users, services, interfaces), and a rule name an --allow would take', () => {
     for (const extra of ['users: [1001]', 'services: [nginx.service]', 'interfaces: [eth0]']) {
       const file = policyFrom(`rules:\n  - name: web\n    to: [198.18.1.1]\n    ${extra}\n`);
-      assert.throws(() => runPolicy(file, [], false), /has no meaning in `sluice run`/, extra);
+      assert.throws(() => runPolicy(file, [], false), (e: unknown) => e instanceof UsageError && /^test\.yaml: rule web: `\w+` has no meaning in `sluice run`/.test(e.message), extra);
     }
     const taken = policyFrom('rules:\n  - name: allow-1\n    to: [198.18.1.1]\n');
     assert.throws(() => runPolicy(taken, ['198.18.2.2'], false), /taken/);
@@ -105,7 +121,8 @@ describe('unit: sluice run --allow', () => {
 
   it('--dns-upstream takes addresses only', () => {
     assert.deepEqual(parseUpstreams(['198.18.0.53', '2001:db8::53']).map((u) => u.family), [4, 6]);
-    assert.throws(() => parseUpstreams(['resolver.example']), UsageError);
+    assert.deepEqual(parseUpstreams([' 198.18.0.53 ']).map((u) => u.start), [0xc6120035n]);
+    assert.throws(() => parseUpstreams(['resolver.example']), /: --dns-upstream "resolver.example": not an IPv4 or IPv6 address$/);
     assert.throws(() => parseUpstreams(['198.18.0.53:5353']), UsageError);
   });
 });
