@@ -88,9 +88,10 @@ export function renderStmt(s: Stmt): string {
       if (s.sel === 'meta oif' && s.value === 1) return s.op === 'eq' ? 'oif "lo"' : 'oif != "lo"';
       if (s.mask !== undefined) {
         const mask = s.sel === 'ct status' ? renderValue(s.sel, s.mask) : `0x${(s.mask >>> 0).toString(16).padStart(8, '0')}`;
-        return `${s.sel} & ${mask} ${s.op === 'neq' ? '!=' : '=='} ${renderValue(s.sel, s.value)}`;
+        return `${s.sel} & ${mask} ${s.op === 'eq' ? '==' : '!='} ${renderValue(s.sel, s.value)}`;
       }
-      return `${s.sel} ${s.op === 'neq' ? '!= ' : ''}${renderValue(s.sel, s.value)}`;
+      // As the encoder writes it (nft-expr.ts): anything but 'eq' is CMP_NEQ. The text never shows what the kernel would not get.
+      return `${s.sel} ${s.op === 'eq' ? '' : '!= '}${renderValue(s.sel, s.value)}`;
     case 'lookup': {
       const sel = s.sel === 'socket cgroupv2' ? `socket cgroupv2 level ${s.level ?? 0}` : s.sel;
       return `${sel} ${s.neg ? '!= ' : ''}@${s.set}`;
