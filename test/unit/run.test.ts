@@ -115,6 +115,8 @@ describe('unit: sluice run --allow', () => {
       const file = policyFrom(`rules:\n  - name: web\n    to: [198.18.1.1]\n    ${extra}\n`);
       assert.throws(() => runPolicy(file, [], false), (e: unknown) => e instanceof UsageError && /^test\.yaml: rule web: `\w+` has no meaning in `sluice run`/.test(e.message), extra);
     }
+    const both = policyFrom('rules:\n  - name: web\n    to: [198.18.1.1]\n    users: [1001]\n    interfaces: [eth0]\n');
+    assert.throws(() => runPolicy(both, [], false), /`users` has no meaning in `sluice run` \(the whole command is the run\); remove it; rule web: `interfaces`/);
     const taken = policyFrom('rules:\n  - name: allow-1\n    to: [198.18.1.1]\n');
     assert.throws(() => runPolicy(taken, ['198.18.2.2'], false), /taken/);
   });
