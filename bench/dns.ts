@@ -768,6 +768,29 @@ async function main(): Promise<void> {
       for (let i = lat.length; i < perf.sent; i++) lat.push(Infinity);
       return { perf, lat };
     };
+    /**
+     * One round: every fixed-rate sample first, then every throughput sample, so that a latency
+     * sample never follows its own forwarder's all-out throughput sample. Returns the round's line.
+     */
+    const measureRound = async (latencyOrder: Config[], order: Config[], round: number): Promise<string> => {
+      const latParts = new Map<string, string>();
+      for (const c of latencyOrder) {
+        const { perf, lat } = await fixedRate(c, opts.latencySeconds);
+        const pc = percentiles(lat);
+        c.lat.push({ ...perf, round, lat_ms: pc });
+        for (const x of lat) c.pooled.push(x);
+        latParts.set(c.id, ` | ${fmtMs(pc.p99)}${perf.lost ? ` (${perf.lost} lost)` : ''}`);
+        await sleep(500);
+      }
+      const parts: string[] = [];
+      for (const c of order) {
+        const t = await throughput(c, opts.seconds);
+        c.tput.push({ ...t, round });
+        parts.push(`${c.id} ${fmtInt(t.qps)}${t.lost ? ` (${t.lost} lost)` : ''}${latParts.get(c.id) ?? ''}`);
+        await sleep(500);
+      }
+      return parts.join(', ');
+    };
     const percentiles = (lat: number[]) => {
       const s = [...lat].sort((a, b) => a - b);
       return { p50: quantile(s, 0.5), p90: quantile(s, 0.9), p99: quantile(s, 0.99), p999: quantile(s, 0.999), max: s[s.length - 1] ?? NaN };
@@ -808,25 +831,7 @@ async function main(): Promise<void> {
     for (let round = 0; round < opts.rounds; round++) {
       const forward = RUN_ORDER.map((id) => configs.find((c) => c.id === id)).filter((c): c is Config => c !== undefined);
       const order = round % 2 === 0 ? forward : [...forward].reverse();
-      // Two passes per round: fixed-rate samples first, then throughput, so that a latency sample never
-      // follows its own forwarder's all-out throughput sample.
-      const latParts = new Map<string, string>();
-      for (const c of order.filter((x) => x.latency)) {
-        const { perf, lat } = await fixedRate(c, opts.latencySeconds);
-        const pc = percentiles(lat);
-        c.lat.push({ ...perf, round, lat_ms: pc });
-        for (const x of lat) c.pooled.push(x);
-        latParts.set(c.id, ` | ${fmtMs(pc.p99)}${perf.lost ? ` (${perf.lost} lost)` : ''}`);
-        await sleep(500);
-      }
-      const parts: string[] = [];
-      for (const c of order) {
-        const t = await throughput(c, opts.seconds);
-        c.tput.push({ ...t, round });
-        parts.push(`${c.id} ${fmtInt(t.qps)}${t.lost ? ` (${t.lost} lost)` : ''}${latParts.get(c.id) ?? ''}`);
-        await sleep(500);
-      }
-      say(`  ${String(round + 1).padStart(2)}/${opts.rounds}: ${parts.join(', ')}`);
+      say(`  ${String(round + 1).padStart(2)}/${opts.rounds}: ${await measureRound(order.filter((x) => x.latency), order, round)}`);
     }
     const statusAfter = await guardStatus();
     const finished = new Date();
@@ -1018,23 +1023,7 @@ async function main(): Promise<void> {
       say(`  rounds: throughput q/s (in flight ${opts.outstanding}) | p99 ms at ${fmtInt(opts.zipfRate)} q/s`);
       for (let round = 0; round < opts.zipfRounds; round++) {
         const order = round % 2 === 0 ? zconfigs : [...zconfigs].reverse();
-        const latParts = new Map<string, string>();
-        for (const c of order) {
-          const { perf, lat } = await fixedRate(c, opts.latencySeconds);
-          const pc = percentiles(lat);
-          c.lat.push({ ...perf, round, lat_ms: pc });
-          for (const x of lat) c.pooled.push(x);
-          latParts.set(c.id, ` | ${fmtMs(pc.p99)}${perf.lost ? ` (${perf.lost} lost)` : ''}`);
-          await sleep(500);
-        }
-        const parts: string[] = [];
-        for (const c of order) {
-          const t = await throughput(c, opts.seconds);
-          c.tput.push({ ...t, round });
-          parts.push(`${c.id} ${fmtInt(t.qps)}${t.lost ? ` (${t.lost} lost)` : ''}${latParts.get(c.id) ?? ''}`);
-          await sleep(500);
-        }
-        say(`    ${String(round + 1).padStart(2)}/${opts.zipfRounds}: ${parts.join(', ')}`);
+        say(`    ${String(round + 1).padStart(2)}/${opts.zipfRounds}: ${await measureRound(order, order, round)}`);
       }
       const zAfter = (await wD.control('status')) as { components: { 'dns-guard': { cache: Record<string, number> | null } } };
       const ref = zconfigs[0] as Config;

@@ -4,16 +4,9 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { AnswerCache, ageSeconds, cacheKey, countDown, negativeTtl, prepareForCache, wantsPrefetch, type CachedAnswer } from '../../src/dns/answer-cache.js';
 import { RCODE, TYPE, type RR } from '../../src/dns/dns-message.js';
+import { CNAME, SOA } from '../support/dns-records.js';
 
 const A = (name: string, ttl: number): RR => ({ name, type: TYPE.A, class: 1, ttl, data: { kind: 'a', addr: 0xc6120101n } });
-const CNAME = (name: string, target: string, ttl: number): RR => ({ name, type: TYPE.CNAME, class: 1, ttl, data: { kind: 'name', name: target } });
-const SOA = (ttl: number, minimum: number): RR => ({
-  name: 'example.com',
-  type: TYPE.SOA,
-  class: 1,
-  ttl,
-  data: { kind: 'soa', mname: 'ns.example.com', rname: 'h.example.com', serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum },
-});
 
 function entry(key: string, expiresAt = Infinity): Omit<CachedAnswer, 'prev' | 'next' | 'uses' | 'prefetching'> {
   return { key, name: key, type: 1, storedAt: 0, expiresAt, rcode: 0, answers: [], authorities: [], addresses: [], names: [key], targets: [], ede: [], ad: false, decided: '' };

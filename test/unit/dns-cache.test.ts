@@ -11,6 +11,7 @@ import { RebindingFilter } from '../../src/dns/rebinding.js';
 import { SetWriter, type SetWrite } from '../../src/dns/set-writer.js';
 import { FakeNetfilter } from '../../src/netfilter/fake-netfilter.js';
 import { compileFrom } from '../support/fixtures.js';
+import { CNAME, SOA } from '../support/dns-records.js';
 
 const POLICY = `mode: enforce
 dns:
@@ -27,14 +28,6 @@ rules:
 `;
 
 const A = (name: string, addr: bigint, ttl = 60): RR => ({ name, type: TYPE.A, class: 1, ttl, data: { kind: 'a', addr } });
-const CNAME = (name: string, target: string, ttl = 300): RR => ({ name, type: TYPE.CNAME, class: 1, ttl, data: { kind: 'name', name: target } });
-const SOA = (ttl: number, minimum: number): RR => ({
-  name: 'example.com',
-  type: TYPE.SOA,
-  class: 1,
-  ttl,
-  data: { kind: 'soa', mname: 'ns.example.com', rname: 'h.example.com', serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum },
-});
 
 interface Reply {
   answers?: RR[];
