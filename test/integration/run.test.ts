@@ -70,10 +70,25 @@ describe('integration: sluice run', () => {
     env = w.env({ SLUICE_RUN_DIR: runDir, SLUICE_RUN_NET4: '198.18.192.0/18', SLUICE_RUN_NET6: '2001:db8:5c::/48' });
   });
   after(async () => {
-    // Whatever a failed test left: the runs' own cleanup, then the world.
+    // Whatever a failed test left. Runs still going end as a user would end them (SIGTERM: each cleans
+    // up after itself); then the runs' own cleanup for any that died; then the world. A run's namespace,
+    // cgroup and /etc/netns entry are global: left to the world's teardown, they would outlive it.
+    for (const c of started) {
+      if (c.exitCode !== null || c.signalCode !== null) continue;
+      const exited = new Promise((r) => c.once('exit', r));
+      c.kill('SIGTERM');
+      await Promise.race([exited, sleep(10_000)]);
+    }
     if (w) await w.exec([process.execPath, SLUICE, 'run', '--cleanup'], { env }).catch(() => undefined);
     await w?.destroy();
   });
+  /** Starts `sluice run` in the background; after() ends it if a test did not. */
+  const started: ChildProcess[] = [];
+  const spawnRun = (args: string[]): ChildProcess => {
+    const c = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, ...args], { env });
+    started.push(c);
+    return c;
+  };
 
   it('an allowed fetch by name succeeds; an unlisted host, another port, a DNS exfiltration and an IP literal are blocked and reported', async () => {
     const before = namespacesOfRuns();
@@ -165,7 +180,7 @@ describe('integration: sluice run', () => {
     assert.equal(echo.code, 0, echo.stderr);
     assert.match(echo.stdout, /^got:hello$/m);
     // SIGTERM to sluice reaches the command; its death by signal is sluice's exit status (128 + 15).
-    const child: ChildProcess = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--', 'sleep', '30.0113'], { env });
+    const child: ChildProcess = spawnRun(['--', 'sleep', '30.0113']);
     let err = '';
     child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
     await waitUntil(async () => (await leftovers()).tables.length > 0 && (await w.exec(['pgrep', '-f', '^sleep 30.0113$'])).code === 0);
@@ -176,7 +191,7 @@ describe('integration: sluice run', () => {
     assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
     // Ctrl-C: the terminal sends SIGINT to the foreground process group, sluice and the command alike;
     // sluice lets the command decide and outlives it long enough to clean up and report (130 = 128 + 2).
-    const child2: ChildProcess = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--', 'sleep', '30.0131'], { env });
+    const child2: ChildProcess = spawnRun(['--', 'sleep', '30.0131']);
     let err2 = '';
     child2.stderr?.on('data', (d: Buffer) => (err2 += d.toString()));
     await waitUntil(async () => (await leftovers()).tables.length > 0 && (await w.exec(['pgrep', '-f', '^sleep 30.0131$'])).code === 0);
@@ -232,7 +247,7 @@ const attempt = (src, port) => new Promise((resolve) => {
 })();
 `,
     );
-    const child: ChildProcess = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--allow', `${HOSTS.other4}:8443/tcp`, '--allow', `${HOSTS.other4}:8080/tcp`, '--', 'sh', '-c', `${process.execPath} ${script}; sleep 30.0141`], { env });
+    const child: ChildProcess = spawnRun(['--allow', `${HOSTS.other4}:8443/tcp`, '--allow', `${HOSTS.other4}:8080/tcp`, '--', 'sh', '-c', `${process.execPath} ${script}; sleep 30.0141`]);
     let out = '';
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
     await waitUntil(async () => /^own /m.test(out));
@@ -265,7 +280,7 @@ const attempt = (src, port) => new Promise((resolve) => {
   });
 
   it('after a SIGKILL of sluice the run stays confined, and the next run removes what it left', async () => {
-    const child: ChildProcess = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--allow', `${HOSTS.net3}:443/tcp`, '--', 'sleep', '30.0117'], { env });
+    const child: ChildProcess = spawnRun(['--allow', `${HOSTS.net3}:443/tcp`, '--', 'sleep', '30.0117']);
     await waitUntil(async () => (await leftovers()).tables.length > 0 && (await w.exec(['pgrep', '-f', '^sleep 30.0117$'])).code === 0);
     const exited = new Promise((r) => child.once('exit', r));
     child.kill('SIGKILL');
