@@ -2,9 +2,10 @@ import { TABLE_NAME } from '../../compile/ruleset.js';
 import { UsageError } from '../../errors.js';
 import { objectNames } from '../../compile/kernel-names.js';
 import { hostAddresses } from '../../net/host-addresses.js';
-import { parsePrefix, type AddrRange } from '../../net/ip.js';
-import { explain as explainPolicy, type Dest, type Query } from '../../policy/explain.js';
-import { parseDomain, parseInterface, parseService, parseUser } from '../../policy/parse-values.js';
+import type { AddrRange } from '../../net/ip.js';
+import { explain as explainPolicy, type Query } from '../../policy/explain.js';
+import { parseDest } from '../../policy/explain-dest.js';
+import { parseInterface, parseService, parseUser } from '../../policy/parse-values.js';
 import { hostFactsFor } from '../../system/compile-env.js';
 import { lookupUsers } from '../../system/users.js';
 import { EXIT, type Context } from '../context.js';
@@ -21,17 +22,7 @@ export interface ExplainArgs {
 
 const PORT_ARG = /^(?:([0-9]{1,5})(?:\/(tcp|udp))?|tcp|udp|icmp|icmpv6)$/;
 
-/** Parses DEST: an address, a prefix or a name. */
-export function parseDest(text: string): Dest {
-  const p = parsePrefix(text);
-  if (p.ok) return { kind: 'range', range: p.range };
-  if (/^[0-9a-fA-F:.\/]+$/.test(text) && (text.includes(':') || /^[0-9.\/]+$/.test(text))) {
-    throw new UsageError(`Bad destination: ${p.reason}: ${JSON.stringify(text)}`);
-  }
-  const d = parseDomain(text);
-  if (!d.ok || d.value.wildcard) throw new UsageError(`Bad destination: not an address, a prefix or a domain name: ${JSON.stringify(text)}`);
-  return { kind: 'name', name: d.value.name };
-}
+export { parseDest };
 
 /** `sluice explain DEST [PORT[/PROTO]] [--user U] [--service UNIT] [--iface IF] [--sport PORT] [--icmp-type N] [POLICY]` */
 export function explain(ctx: Context, args: ExplainArgs): number {
