@@ -27,14 +27,16 @@ const whole = (min: number, max: number) =>
     .transform(Number)
     .refine((n) => n >= min && n <= max, `want a whole number from ${min} to ${max}`);
 
-const time = text(64).transform((s, ctx) => {
-  try {
-    return parseSince(s);
-  } catch {
-    ctx.addIssue({ code: 'custom', message: 'want a duration such as 30m, 1h, 7d or a time such as 2026-12-04T10:00Z' });
-    return z.NEVER;
-  }
-});
+/** A time (`1h`, `2026-12-04T10:00Z`) as `sluice log --since` reads it, relative to `now`. */
+const time = (now: number) =>
+  text(64).transform((s, ctx) => {
+    try {
+      return parseSince(s, now);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'want a duration such as 30m, 1h, 7d or a time such as 2026-12-04T10:00Z' });
+      return z.NEVER;
+    }
+  });
 
 const verdict = z.string().transform((s, ctx) => {
   try {
@@ -48,23 +50,25 @@ const verdict = z.string().transform((s, ctx) => {
 /** Largest page of events one request returns (JSON or CSV). */
 export const MAX_EVENTS = 10_000;
 
-const eventsSchema = z.strictObject({
-  since: time.optional(),
-  until: time.optional(),
-  verdict: verdict.optional(),
-  process: text(256).optional(),
-  // Rule names (1-48 of a-z 0-9 . _ -) and the built-ins (#default, #encrypted-dns...).
-  rule: z.string().regex(/^#?[a-z0-9][a-z0-9._-]{0,47}$/, 'not a rule name').optional(),
-  limit: whole(1, MAX_EVENTS).optional(),
-  after: whole(0, 999_999_999).optional(),
-  format: z.enum(['json', 'csv']).optional(),
-});
+const eventsSchema = (now: number) =>
+  z.strictObject({
+    since: time(now).optional(),
+    until: time(now).optional(),
+    verdict: verdict.optional(),
+    process: text(256).optional(),
+    // Rule names (1-48 of a-z 0-9 . _ -) and the built-ins (#default, #encrypted-dns...).
+    rule: z.string().regex(/^#?[a-z0-9][a-z0-9._-]{0,47}$/, 'not a rule name').optional(),
+    limit: whole(1, MAX_EVENTS).optional(),
+    after: whole(0, 999_999_999).optional(),
+    format: z.enum(['json', 'csv']).optional(),
+  });
 
-const statsSchema = z.strictObject({
-  since: time.optional(),
-  until: time.optional(),
-  limit: whole(1, 100).optional(),
-});
+const statsSchema = (now: number) =>
+  z.strictObject({
+    since: time(now).optional(),
+    until: time(now).optional(),
+    limit: whole(1, 100).optional(),
+  });
 
 const explainSchema = z.strictObject({
   dest: text(253),
@@ -77,14 +81,14 @@ const explainSchema = z.strictObject({
 
 /** Flattens URL query parameters, refusing a name given twice (which parser would win is a question not worth having). */
 function single(params: URLSearchParams): Parsed<Record<string, string>> {
-  const out: Record<string, string> = {};
-  let n = 0;
+  const seen = new Map<string, string>();
   for (const [k, v] of params) {
-    if (++n > 16) return { ok: false, error: 'too many query parameters' };
-    if (Object.hasOwn(out, k)) return { ok: false, error: `query parameter given twice: ${JSON.stringify(k.slice(0, 32))}` };
-    out[k] = v;
+    if (seen.size >= 16) return { ok: false, error: 'too many query parameters' };
+    if (seen.has(k)) return { ok: false, error: `query parameter given twice: ${JSON.stringify(k.slice(0, 32))}` };
+    seen.set(k, v);
   }
-  return { ok: true, value: out };
+  // fromEntries makes own properties, `__proto__` included, so the strict schema sees and refuses it.
+  return { ok: true, value: Object.fromEntries(seen) };
 }
 
 function run<T>(schema: z.ZodType<T>, params: URLSearchParams): Parsed<T> {
@@ -105,7 +109,7 @@ export interface EventsRequest {
 
 /** `/api/events?since=&until=&verdict=&process=&rule=&limit=&after=&format=`: the newest `limit` (default 500) since `since` (default 1h). */
 export function parseEventsQuery(params: URLSearchParams, now = Date.now()): Parsed<EventsRequest> {
-  const r = run(eventsSchema, params);
+  const r = run(eventsSchema(now), params);
   if (!r.ok) return r;
   const v = r.value;
   const query: EventQuery = { since: v.since ?? now - 3_600_000, limit: v.limit ?? 500 };
@@ -119,7 +123,7 @@ export function parseEventsQuery(params: URLSearchParams, now = Date.now()): Par
 
 /** `/api/stats?since=&until=&limit=`: since defaults to 1h, the top 10. */
 export function parseStatsQuery(params: URLSearchParams, now = Date.now()): Parsed<{ since: number; until?: number; limit: number }> {
-  const r = run(statsSchema, params);
+  const r = run(statsSchema(now), params);
   if (!r.ok) return r;
   return { ok: true, value: { since: r.value.since ?? now - 3_600_000, ...(r.value.until !== undefined ? { until: r.value.until } : {}), limit: r.value.limit ?? 10 } };
 }

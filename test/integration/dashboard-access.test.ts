@@ -1,0 +1,199 @@
+/**
+ * Integration: the dashboard, written as the attacks on it. `sluice daemon`
+ * runs in the world's client namespace with `dashboard: {listen:
+ * 127.0.0.1:PORT}`; requests come from inside that namespace, as root and
+ * as uid 65534. Without the token, or with a wrong one, nothing is served;
+ * a page on another name (DNS rebinding) is refused even with the token;
+ * the token link signs a browser in with a cookie; uid 65534 cannot read
+ * the token file. And the data is real: a blocked connect shows up in
+ * /api/events and on the live stream within seconds.
+ */
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { chmodSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { NODE, waitFor } from '../support/monitor-helpers.js';
+import { HOSTS, ROOT, World } from '../world/world.js';
+
+const HELPER = join(ROOT, 'dist/test/support/dashboard-http.js');
+const PORT = 9330;
+const HOST = `127.0.0.1:${PORT}`;
+const NOBODY = 65534;
+
+const POLICY = `
+mode: enforce
+dashboard:
+  listen: ${HOST}
+rules:
+  - name: web
+    to: [${HOSTS.api4}]
+    ports: [443/tcp]
+`;
+
+interface Got {
+  status?: number;
+  headers?: Record<string, string | string[]>;
+  body?: string;
+  error?: string;
+}
+
+describe('integration: dashboard access', () => {
+  let w: World;
+  let daemon: ChildProcess;
+  let token: string;
+
+  before(async () => {
+    w = await World.create();
+    daemon = await w.spawnReady(w.client, [NODE, join(ROOT, 'bin/sluice'), 'daemon', w.policy(POLICY), '--metrics', 'off'], { env: w.env(), readyText: 'sluice daemon: running' });
+    daemon.stderr?.resume();
+    token = readFileSync(join(w.stateDir, 'dashboard.token'), 'utf8').trim();
+    // Open the path to the state directory, so that the token file's own mode is all that stands in the way.
+    chmodSync(w.tmp, 0o711);
+    chmodSync(w.stateDir, 0o711);
+  });
+  after(async () => {
+    await w?.destroy();
+  });
+
+  const get = async (path: string, headers: Record<string, string> = {}, opts: { uid?: number; method?: string } = {}): Promise<Got> => {
+    const spec = { port: PORT, path, headers: { host: HOST, ...headers }, ...(opts.method ? { method: opts.method } : {}) };
+    const r = await w.exec([NODE, HELPER, JSON.stringify(spec)], opts.uid !== undefined ? { uid: opts.uid } : {});
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout.trim()) as Got;
+  };
+  const bearer = () => ({ authorization: `Bearer ${token}` });
+
+  it('the token is 32 bytes in base64url, in a root-only file; `sluice dashboard` prints the sign-in link', async () => {
+    assert.match(token, /^[A-Za-z0-9_-]{43}$/);
+    const st = statSync(join(w.stateDir, 'dashboard.token'));
+    assert.equal(st.mode & 0o777, 0o600);
+    assert.equal(st.uid, 0);
+    const r = await w.exec([NODE, join(ROOT, 'bin/sluice'), 'dashboard'], { env: w.env() });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout.includes(`http://${HOST}/?token=${token}`), r.stdout);
+  });
+
+  it('no token, or a wrong one: 401 and nothing of the data', async () => {
+    for (const [path, headers] of [
+      ['/api/events', {}],
+      ['/', {}],
+      ['/api/events', { authorization: 'Bearer wrong-token' }],
+      ['/api/events', { authorization: `Bearer ${token}x` }],
+      [`/?token=${token.slice(0, -1)}A`, {}],
+      ['/api/events', { cookie: `sluice_session_${PORT}=${token}` }],
+    ] as const) {
+      const r = await get(path, headers);
+      assert.equal(r.status, 401, `${path} ${JSON.stringify(headers)}`);
+      assert.ok(!(r.body ?? '').includes(HOSTS.client4));
+    }
+  });
+
+  it('a bad Host header (DNS rebinding) is 403 even with the token', async () => {
+    for (const host of ['rebind.example:9330', 'rebind.example', `127.0.0.1:${PORT + 1}`]) {
+      assert.equal((await get('/api/status', { ...bearer(), host })).status, 403, host);
+      const link = await get(`/?token=${token}`, { host });
+      assert.equal(link.status, 403, host);
+      assert.equal(link.headers?.['set-cookie'], undefined);
+    }
+  });
+
+  it('the token in the URL sets an HttpOnly SameSite=Strict cookie and redirects without it; the cookie works', async () => {
+    const r = await get(`/?token=${token}`);
+    assert.equal(r.status, 303);
+    assert.equal(r.headers?.location, '/');
+    const set = ([] as string[]).concat(r.headers?.['set-cookie'] ?? []).join('\n');
+    assert.match(set, /HttpOnly/);
+    assert.match(set, /SameSite=Strict/);
+    const cookie = set.split(';')[0] ?? '';
+    const page = await get('/', { cookie });
+    assert.equal(page.status, 200);
+    assert.match(page.body ?? '', /<title>Sluice<\/title>/);
+    const status = await get('/api/status', { cookie });
+    assert.equal(status.status, 200);
+    const s = JSON.parse(status.body ?? '{}') as { table: string; policy: { mode: string; sha256: string } };
+    assert.equal(s.table, 'live');
+    assert.equal(s.policy.mode, 'enforce');
+    assert.match(s.policy.sha256, /^[0-9a-f]{64}$/);
+  });
+
+  it('uid 65534 cannot read the token file, and without it gets 401', async () => {
+    const cat = await w.exec(['cat', join(w.stateDir, 'dashboard.token')], { uid: NOBODY });
+    assert.notEqual(cat.code, 0);
+    assert.match(cat.stderr, /Permission denied/);
+    const cli = await w.exec([NODE, join(ROOT, 'bin/sluice'), 'dashboard'], { uid: NOBODY, env: w.env() });
+    assert.notEqual(cli.code, 0);
+    assert.ok(!cli.stdout.includes(token));
+    for (const h of [{}, { authorization: 'Bearer guess' }] as Record<string, string>[]) assert.equal((await get('/api/events', h, { uid: NOBODY })).status, 401);
+  });
+
+  it('the HTML page is served with the Content-Security-Policy; the script is a file, not inline', async () => {
+    const page = await get('/', bearer());
+    assert.equal(page.status, 200);
+    const csp = String(page.headers?.['content-security-policy'] ?? '');
+    assert.match(csp, /default-src 'none'/);
+    assert.match(csp, /script-src 'self'/);
+    assert.ok(!csp.includes('unsafe-inline'));
+    assert.equal(page.headers?.['x-content-type-options'], 'nosniff');
+    assert.match(page.body ?? '', /<script type="module" src="\/app\.js"><\/script>/);
+    assert.ok(!/<script>[^<]/.test(page.body ?? ''), 'no inline script');
+    const js = await get('/app.js', bearer());
+    assert.equal(js.status, 200);
+    assert.match(String(js.headers?.['content-type']), /^text\/javascript/);
+    assert.ok(!/\.(inner|outer)HTML\s*=|insertAdjacentHTML|document\.write/.test(js.body ?? ''), 'the script never renders markup from strings');
+  });
+
+  it('a blocked connect appears on the live stream within seconds, and then in /api/events', async () => {
+    const stream = w.spawnIn(w.client, [NODE, HELPER, JSON.stringify({ port: PORT, path: '/api/live', headers: { host: HOST, ...bearer() }, sse: true, sseMs: 20_000 })]);
+    const lines: { status?: number; event?: string; data?: { events: { kind: string; verdict: string; dst?: string; dport?: number }[] } }[] = [];
+    let buf = '';
+    stream.stdout?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        lines.push(JSON.parse(buf.slice(0, nl)) as (typeof lines)[number]);
+        buf = buf.slice(nl + 1);
+      }
+    });
+    try {
+      await waitFor('the live stream to open', async () => (lines[0]?.status === 200 ? true : undefined));
+      // Let the main thread hear that someone watches (it subscribes only then).
+      await new Promise((r) => setTimeout(r, 500));
+      const t0 = Date.now();
+      assert.deepEqual(await w.reach([`tcp:${HOSTS.other4}:443`], { timeoutMs: 800 }), { [`tcp:${HOSTS.other4}:443`]: false });
+      const seen = await waitFor(
+        'the blocked connect on the live stream',
+        async () => lines.flatMap((l) => l.data?.events ?? []).find((e) => e.kind === 'flow' && e.verdict === 'blocked' && e.dst === HOSTS.other4 && e.dport === 443),
+        5_000,
+      );
+      assert.ok(seen);
+      assert.ok(Date.now() - t0 < 5_000);
+    } finally {
+      stream.kill('SIGKILL');
+    }
+    const ev = await waitFor('the blocked connect in /api/events', async () => {
+      const r = await get('/api/events?verdict=blocked&since=5m', bearer());
+      const body = JSON.parse(r.body ?? '{}') as { events?: { dst: string; dport?: number; rule: string }[] };
+      return body.events?.find((e) => e.dst === HOSTS.other4 && e.dport === 443);
+    });
+    assert.equal(ev.rule, '#default');
+    const csv = await get('/api/events?verdict=blocked&since=5m&format=csv', bearer());
+    assert.equal(csv.status, 200);
+    assert.ok((csv.body ?? '').includes(`"${HOSTS.other4}"`));
+    const stats = JSON.parse((await get('/api/stats?since=10m', bearer())).body ?? '{}') as { stats: { byVerdict: { blocked: number } }; timeline: { verdict: string; count: number }[] };
+    assert.ok(stats.stats.byVerdict.blocked >= 1);
+    assert.ok(stats.timeline.some((t) => t.verdict === 'blocked' && t.count >= 1));
+  });
+
+  it('explain answers with the interpreter `sluice explain` uses, on the applied policy; bad parameters are 400', async () => {
+    const allow = JSON.parse((await get(`/api/explain?dest=${HOSTS.api4}&port=443`, bearer())).body ?? '{}') as { verdict: string; decidedBy: { rule?: string } };
+    assert.equal(allow.verdict, 'allow');
+    assert.equal(allow.decidedBy.rule, 'web');
+    const block = JSON.parse((await get(`/api/explain?dest=${HOSTS.other4}&port=443`, bearer())).body ?? '{}') as { verdict: string; enforced: boolean };
+    assert.equal(block.verdict, 'block');
+    assert.equal(block.enforced, true);
+    assert.equal((await get('/api/explain?dest=%3Cscript%3E', bearer())).status, 400);
+    assert.equal((await get('/api/events?limit=100000', bearer())).status, 400);
+    assert.ok(daemon.exitCode === null, 'the daemon is alive');
+  });
+});
