@@ -108,8 +108,9 @@ export class LiveHub {
   }
 
   private arm(): void {
-    this.flushTimer ??= setInterval(() => this.flush(), this.limits.flushMs);
-    this.heartbeatTimer ??= setInterval(() => this.heartbeat(), this.limits.heartbeatMs);
+    // Unref'd: open streams (their sockets) keep the thread alive, not these timers.
+    this.flushTimer ??= setInterval(() => this.flush(), this.limits.flushMs).unref();
+    this.heartbeatTimer ??= setInterval(() => this.heartbeat(), this.limits.heartbeatMs).unref();
   }
 
   private remove(c: Client): void {
