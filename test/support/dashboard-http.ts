@@ -13,7 +13,7 @@ import { request } from 'node:http';
 
 const o = JSON.parse(process.argv[2] ?? '{}') as { host?: string; port: number; path: string; method?: string; headers?: Record<string, string>; sse?: boolean; sseMs?: number };
 const say = (v: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(v)}\n`);
-const req = request({ host: o.host ?? '127.0.0.1', port: o.port, path: o.path, method: o.method ?? 'GET', headers: o.headers ?? {}, timeout: 10_000 }, (res) => {
+const req = request({ host: o.host ?? '127.0.0.1', port: o.port, path: o.path, method: o.method ?? 'GET', headers: o.headers ?? {}, timeout: o.sse ? 60_000 : 10_000 }, (res) => {
   let body = '';
   res.setEncoding('utf8');
   if (o.sse && res.statusCode === 200) {
