@@ -26,6 +26,7 @@ export class ConnectionGate {
   readonly refused = new Map<string, number>();
   private readonly perPeer = new Map<string, number>();
   private readonly sockets = new Set<Socket>();
+  private readonly peers = new WeakMap<Socket, string>();
   private open = 0;
   private diag: SockDiag | null | undefined;
 
@@ -69,6 +70,7 @@ export class ConnectionGate {
     }
     this.open++;
     this.perPeer.set(peer, mine + 1);
+    this.peers.set(sock, peer);
     this.sockets.add(sock);
     sock.setTimeout(this.limits.idleMs, () => sock.destroy());
     const lifetime = this.limits.lifetimeMs > 0 ? setTimeout(() => sock.destroy(), this.limits.lifetimeMs) : undefined;
@@ -82,6 +84,11 @@ export class ConnectionGate {
       else this.perPeer.delete(peer);
     });
     return true;
+  }
+
+  /** The bucket an admitted connection counts in (`uid:N`, `unknown`), or `unknown`. */
+  peerOf(sock: Socket | undefined): string {
+    return (sock && this.peers.get(sock)) ?? 'unknown';
   }
 
   /** Destroys every open connection and lets go of the socket-table handle. */

@@ -1,7 +1,7 @@
 import { Hono, type Context } from 'hono';
 import type { EventQuery, EventStats, StoredEvent, TimelineRow } from '../events/event-store.js';
 import type { ListenAddress } from '../policy/listen-address.js';
-import { hostAllowed, sameOrigin, type DashboardCredentials } from './dashboard-auth.js';
+import { cookieValue, hostAllowed, sameOrigin, type DashboardCredentials } from './dashboard-auth.js';
 import type { LiveHub } from './dashboard-live.js';
 import { eventsCsv, parseEventsQuery, parseExplainQuery, parseStatsQuery, type Parsed } from './dashboard-query.js';
 
@@ -46,8 +46,50 @@ export interface DashboardAppOptions {
   sources: DashboardSources;
   live: LiveHub;
   assets: DashboardAssets;
-  /** Counts refusals by reason (`host`, `origin`, `token`, `auth`), for the status page and tests. */
+  /** Counts refusals by reason (`host`, `origin`, `token`, `auth`, `rate`), for the status page and tests. */
   refused?: Map<string, number>;
+  /** Who sent a request (the thread: the uid owning the peer socket); failed sign-ins are limited per peer. */
+  peerOf?: (c: Context) => string;
+  limiter?: SignInLimiter;
+}
+
+/**
+ * Failed sign-ins (a wrong token in the link or the Authorization header,
+ * a wrong session cookie) are limited per peer: after `max` in a window,
+ * every request of that peer that presents credentials is refused (429),
+ * right ones included (or the limit would still tell a guesser when it
+ * guessed right), until the window ends. Other users are not affected. The
+ * token's 256 bits make guessing hopeless anyway; this keeps a guesser
+ * from being a flood in the refusal counts and the CPU.
+ */
+export class SignInLimiter {
+  private readonly failures = new Map<string, { start: number; count: number }>();
+
+  constructor(
+    readonly max = 10,
+    readonly windowMs = 60_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** The peer may present credentials now. */
+  allowed(peer: string): boolean {
+    const f = this.failures.get(peer);
+    if (!f) return true;
+    if (this.now() - f.start >= this.windowMs) {
+      this.failures.delete(peer);
+      return true;
+    }
+    return f.count < this.max;
+  }
+
+  failed(peer: string): void {
+    const t = this.now();
+    const f = this.failures.get(peer);
+    if (!f || t - f.start >= this.windowMs) this.failures.set(peer, { start: t, count: 1 });
+    else f.count++;
+    // Bounded: peers are uids, but a map that only grows is a map nobody should trust.
+    if (this.failures.size > 10_000) this.failures.clear();
+  }
 }
 
 export const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
@@ -74,9 +116,11 @@ export function afterSignIn(url: URL): string {
 export function dashboardApp(opts: DashboardAppOptions): Hono {
   const { listen, credentials, sources, live, assets } = opts;
   const refused = opts.refused ?? new Map<string, number>();
-  const refuse = (c: Context, status: 401 | 403, reason: string, message: string) => {
+  const peerOf = opts.peerOf ?? (() => 'unknown');
+  const limiter = opts.limiter ?? new SignInLimiter();
+  const refuse = (c: Context, status: 401 | 403 | 429, reason: string, message: string) => {
     refused.set(reason, (refused.get(reason) ?? 0) + 1);
-    return c.json({ error: message }, status, status === 401 ? { 'www-authenticate': 'Bearer realm="sluice dashboard"' } : {});
+    return c.json({ error: message }, status, status === 401 ? { 'www-authenticate': 'Bearer realm="sluice dashboard"' } : status === 429 ? { 'retry-after': String(Math.ceil(limiter.windowMs / 1000)) } : {});
   };
   const app = new Hono();
 
@@ -90,11 +134,22 @@ export function dashboardApp(opts: DashboardAppOptions): Hono {
     const m = c.req.method;
     if (m !== 'GET' && m !== 'HEAD' && !sameOrigin(c.req.header('origin'), c.req.header('host'), listen)) return refuse(c, 403, 'origin', 'cross-origin request refused');
     const url = new URL(c.req.url);
+    const authorization = c.req.header('authorization');
+    const cookie = cookieValue(c.req.header('cookie'), credentials.cookieName);
+    const presented = url.searchParams.has('token') || !!authorization || cookie !== null;
+    const peer = peerOf(c);
+    if (presented && !limiter.allowed(peer)) return refuse(c, 429, 'rate', 'too many failed sign-ins from this user; wait a minute');
     if (url.searchParams.has('token')) {
-      if (m !== 'GET' || !credentials.tokenMatches(url.searchParams.get('token'))) return refuse(c, 401, 'token', 'wrong token: run `sluice dashboard` as root for the sign-in link');
+      if (m !== 'GET' || !credentials.tokenMatches(url.searchParams.get('token'))) {
+        limiter.failed(peer);
+        return refuse(c, 401, 'token', 'wrong token: run `sluice dashboard` as root for the sign-in link');
+      }
       return c.body(null, 303, { location: afterSignIn(url), 'set-cookie': credentials.setCookie() });
     }
-    if (!credentials.authorized(c.req.header('authorization'), c.req.header('cookie'))) return refuse(c, 401, 'auth', 'sign in with the link `sluice dashboard` prints (as root)');
+    if (!credentials.authorized(authorization, c.req.header('cookie'))) {
+      if (presented) limiter.failed(peer);
+      return refuse(c, 401, 'auth', 'sign in with the link `sluice dashboard` prints (as root)');
+    }
     await next();
   });
 

@@ -13,7 +13,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import { createServer, type AddressInfo } from 'node:net';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
 import { getRequestListener } from '@hono/node-server';
 import type { EventQuery } from '../events/event-store.js';
@@ -121,7 +121,16 @@ const assets = {
   css: readFileSync(new URL('app.css', assetsDir), 'utf8'),
 };
 
-const app = dashboardApp({ listen: cfg.listen, credentials: new DashboardCredentials(cfg.token, cfg.listen.port), sources, live: hub, assets, refused });
+const app = dashboardApp({
+  listen: cfg.listen,
+  credentials: new DashboardCredentials(cfg.token, cfg.listen.port),
+  sources,
+  live: hub,
+  assets,
+  refused,
+  // The uid the connection gate found for this request's socket.
+  peerOf: (c) => gate.peerOf((c.env as { incoming?: { socket?: Socket } } | undefined)?.incoming?.socket),
+});
 const http = createHttpServer(
   { maxHeaderSize: cfg.limits.maxHeaderBytes, headersTimeout: cfg.limits.headersTimeoutMs, requestTimeout: cfg.limits.headersTimeoutMs },
   getRequestListener(app.fetch, { errorHandler: () => new Response('internal error', { status: 500 }) }),

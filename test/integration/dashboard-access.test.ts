@@ -197,6 +197,17 @@ describe('integration: dashboard access', () => {
     assert.ok(daemon.exitCode === null, 'the daemon is alive');
   });
 
+  it('uid 65534 guessing tokens is refused with 429 after 10 failures, its own right guess included; root is not affected', async () => {
+    const codes: number[] = [];
+    for (let i = 0; i < 12; i++) codes.push((await get('/api/status', { authorization: `Bearer guess-${i}` }, { uid: NOBODY })).status ?? 0);
+    // Test 5's wrong guess from this uid is in the same window: 9 or 10 refusals with 401, then 429 only.
+    const first429 = codes.indexOf(429);
+    assert.ok(first429 >= 9 && first429 <= 10, JSON.stringify(codes));
+    assert.deepEqual(codes, [...Array(first429).fill(401), ...Array(12 - first429).fill(429)]);
+    assert.equal((await get('/api/status', bearer(), { uid: NOBODY })).status, 429, 'even the right token, for now');
+    assert.equal((await get('/api/status', bearer())).status, 200, 'root is another peer');
+  });
+
   it('500 idle connections from uid 65534 do not lock root out: the attacker holds its share, the rest are refused at once', async () => {
     const attacker = w.spawnIn(w.client, [NODE, join(ROOT, 'dist/test/support/hold-connections.js'), '127.0.0.1', String(PORT), '500', '6'], { uid: NOBODY });
     let out = '';

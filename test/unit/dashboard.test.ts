@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { PolicyError, formatIssue } from '../../src/errors.js';
 import type { StoredEvent } from '../../src/events/event-store.js';
-import { afterSignIn, CSP, dashboardApp, type DashboardSources } from '../../src/daemon/dashboard-app.js';
+import { afterSignIn, CSP, dashboardApp, SignInLimiter, type DashboardSources } from '../../src/daemon/dashboard-app.js';
 import { cookieValue, DashboardCredentials, dashboardTokenPath, ensureDashboardToken, hostAllowed, newToken, readDashboardToken, sameOrigin, signInUrl, TOKEN_FORM } from '../../src/daemon/dashboard-auth.js';
 import { LiveHub, type LiveEvent } from '../../src/daemon/dashboard-live.js';
 import { csvCell, eventsCsv, parseEventsQuery, parseExplainQuery, parseStatsQuery } from '../../src/daemon/dashboard-query.js';
@@ -318,6 +318,38 @@ describe('unit: dashboard app (every request through the checks)', () => {
     assert.equal((await req('/api/live', { headers: bearer })).status, 503);
     await first.body?.cancel();
     assert.equal(live.size, 0);
+  });
+});
+
+describe('unit: dashboard failed sign-ins', () => {
+  it('after 10 failures in a minute a peer is refused (429), its right token too; other peers are not; the window ends', async () => {
+    let now = 0;
+    const limiter = new SignInLimiter(10, 60_000, () => now);
+    let peer = 'uid:65534';
+    const app = dashboardApp({
+      listen: LISTEN,
+      credentials: creds,
+      sources: { status: () => ({}), events: () => [], stats: () => null, timeline: () => [], explain: () => ({ ok: false, error: 'x' }) },
+      live: new LiveHub(),
+      assets: { html: '', js: '', css: '' },
+      peerOf: () => peer,
+      limiter,
+    });
+    const req = (headers: Record<string, string>, path = '/api/status') => app.request(`http://127.0.0.1:9330${path}`, { headers: { host: '127.0.0.1:9330', ...headers } });
+    for (let i = 0; i < 10; i++) assert.equal((await req({ authorization: `Bearer guess${i}` })).status, 401, `guess ${i}`);
+    assert.equal((await req({ authorization: 'Bearer guess10' })).status, 429);
+    assert.equal((await req({ authorization: `Bearer ${TOKEN}` })).status, 429, 'the right token does not tell the guesser it was right');
+    assert.equal((await req({}, `/?token=${TOKEN}`)).status, 429);
+    assert.equal((await req({ cookie: `${creds.cookieName}=${creds.session}` })).status, 429);
+    assert.equal((await req({})).status, 401, 'no credentials: the plain 401');
+    peer = 'uid:0';
+    assert.equal((await req({ authorization: `Bearer ${TOKEN}` })).status, 200, 'another user is not locked out');
+    peer = 'uid:65534';
+    now = 60_000;
+    assert.equal((await req({ authorization: `Bearer ${TOKEN}` })).status, 200, 'the window ended');
+    for (let i = 0; i < 9; i++) await req({ cookie: `${creds.cookieName}=forged${i}` });
+    assert.equal((await req({}, `/?token=${TOKEN}x`)).status, 401);
+    assert.equal((await req({ authorization: `Bearer ${TOKEN}` })).status, 429, 'wrong cookies and links count too');
   });
 });
 
