@@ -1,17 +1,13 @@
-import { objectNames } from '../compile/kernel-names.js';
-import { TABLE_NAME } from '../compile/ruleset.js';
 import { hostAddresses } from '../net/host-addresses.js';
-import type { AddrRange } from '../net/ip.js';
+import { learnedAddresses } from '../netfilter/learned-addresses.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
-import { parseDest } from '../policy/explain-dest.js';
+import { parseDest, parseExplainPort } from '../policy/explain-args.js';
 import { explain, type Query } from '../policy/explain.js';
 import { parseUser } from '../policy/parse-values.js';
 import type { Policy } from '../policy/policy.js';
 import { hostFactsFor } from '../system/compile-env.js';
 import { lookupUsers } from '../system/users.js';
 import type { Parsed } from './dashboard-query.js';
-
-const PORT_ARG = /^(?:([0-9]{1,5})(?:\/(tcp|udp))?|tcp|udp|icmp|icmpv6)$/;
 
 /**
  * The dashboard's explain box: the interpreter `sluice explain` uses
@@ -28,14 +24,14 @@ export function explainForDashboard(policy: Policy, args: { dest: string; port?:
     return { ok: false, error: (err as Error).message };
   }
   if (args.port !== undefined) {
-    const m = PORT_ARG.exec(args.port.toLowerCase());
-    if (!m) return { ok: false, error: 'Bad port: want PORT, PORT/tcp, PORT/udp, tcp, udp, icmp or icmpv6' };
-    if (m[1] !== undefined) {
-      const port = Number(m[1]);
-      if (port < 1 || port > 65535) return { ok: false, error: 'Bad port: a port is 1 to 65535' };
-      query.port = port;
-      query.proto = (m[2] as 'tcp' | 'udp' | undefined) ?? 'tcp';
-    } else query.proto = args.port.toLowerCase() as Query['proto'];
+    let port: ReturnType<typeof parseExplainPort>;
+    try {
+      port = parseExplainPort(args.port);
+    } catch (err) {
+      return { ok: false, error: (err as Error).message };
+    }
+    if (!port) return { ok: false, error: 'Bad port: want PORT, PORT/tcp, PORT/udp, tcp, udp, icmp or icmpv6' };
+    Object.assign(query, port);
   }
   if (args.user !== undefined) {
     const u = parseUser(args.user);
@@ -47,24 +43,9 @@ export function explainForDashboard(policy: Policy, args: { dest: string; port?:
       query.uid = uid;
     }
   }
-  if (nf && query.dest.kind === 'range' && policy.rules.some((r) => r.domains.length > 0)) {
-    try {
-      const live = nf.read(TABLE_NAME, { elements: 'dynamic' });
-      if (live) {
-        const learned = new Map<string, AddrRange[]>();
-        for (const rule of policy.rules) {
-          const names = new Set([objectNames.dnsSet(rule.name, 4), objectNames.dnsSet(rule.name, 6)]);
-          const addrs = live.ruleset.sets
-            .filter((s) => names.has(s.name))
-            .flatMap((s) => s.elements)
-            .flatMap((e) => (e.t === 'addr' ? [{ family: e.family, start: e.start, end: e.end }] : []));
-          if (addrs.length > 0) learned.set(rule.name, addrs);
-        }
-        query.learned = learned;
-      }
-    } catch {
-      // The policy alone, then.
-    }
+  if (nf && query.dest.kind === 'range') {
+    const learned = learnedAddresses(nf, policy);
+    if (learned) query.learned = learned;
   }
   const d = query.dest;
   if (d.kind === 'range' && d.range.start === d.range.end && hostAddresses().some((a) => a.family === d.range.family && a.value === d.range.start)) query.local = true;
