@@ -171,6 +171,11 @@ describe('integration: dashboard access', () => {
     } finally {
       stream.kill('SIGKILL');
     }
+    // A closed stream is let go of (32 streams at most: a leak would lock the live view out).
+    await waitFor('the closed stream to be let go of', async () => {
+      const st = JSON.parse((await get('/api/status', bearer())).body ?? '{}') as { dashboard?: { liveStreams?: number } };
+      return st.dashboard?.liveStreams === 0 ? true : undefined;
+    }, 5_000);
     const ev = await waitFor('the blocked connect in /api/events', async () => {
       const r = await get('/api/events?verdict=blocked&since=5m', bearer());
       const body = JSON.parse(r.body ?? '{}') as { events?: { dst: string; dport?: number; rule: string }[] };
@@ -239,6 +244,8 @@ describe('integration: dashboard access', () => {
       return got.status === 200 ? got : undefined;
     }, 15_000);
     assert.equal(r.status, 200, 'the same token, a new address');
+    const st = JSON.parse(r.body ?? '{}') as { policy: { lastReloadAt: string | null } };
+    assert.ok(st.policy.lastReloadAt && Date.now() - Date.parse(st.policy.lastReloadAt) < 30_000, `the reload is the last one shown: ${JSON.stringify(st.policy)}`);
     assert.equal((await get('/api/status', bearer())).error, 'ECONNREFUSED', 'nothing at the old one');
     assert.ok(daemon.exitCode === null, 'the daemon is alive');
   });
