@@ -690,10 +690,10 @@ function reportZodIssue(zi: z.core.$ZodIssue, raw: unknown, error: Report): void
 const KNOWN_KEYS: Record<string, string[]> = {
   top: ['version', 'mode', 'default', 'block_with', 'essentials', 'tamper', 'owned_table', 'log', 'rules', 'dns', 'flows', 'alerts', 'suppress', 'dashboard'],
   flows: ['ct_mark_mask', 'replies'],
-  dashboard: ['listen'],
   dns: ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark', 'max_addresses_per_answer', 'max_addresses_per_name'],
   rule: ['name', 'action', 'to', 'to_file', 'ports', 'users', 'services', 'interfaces', 'log', 'comment'],
   log: ['group', 'rate', 'burst', 'user_rate', 'user_burst', 'allowed'],
+  dashboard: ['listen'],
 };
 
 function suggestKey(key: string, path: (string | number)[]): string | null {
