@@ -26,7 +26,7 @@ install -d "$lib/bin" "$lib/build/Release" "$lib/policies" "$pkg/usr/bin" "$pkg/
 
 # The program: compiled sources only (no tests, no benchmarks, no source maps).
 install -d "$lib/dist"
-(cd dist && find src -name '*.js' -print0 | tar --null -T - -cf -) | tar -xf - -C "$lib/dist"
+(cd dist && find src \( -name '*.js' -o -path 'src/daemon/dashboard-assets/*' \) -type f -print0 | tar --null -T - -cf -) | tar -xf - -C "$lib/dist"
 install -m 0755 bin/sluice "$lib/bin/sluice"
 install -m 0644 build/Release/sluice_native.node "$lib/build/Release/sluice_native.node"
 # The attribution probes and their loader (libbpf1 at run time); a host where they cannot load falls back.

@@ -56,6 +56,7 @@ scripts/build-bpf.sh
 
 echo "setup: compiling TypeScript"
 npx --no-install tsc -p tsconfig.json
+node scripts/copy-assets.mjs
 
 if [[ -w /usr/local/bin ]]; then
   ln -sfn "$PWD/bin/sluice" /usr/local/bin/sluice

@@ -79,6 +79,9 @@ export async function main(argv: string[]): Promise<number> {
           ...opt('policy', str('policy')),
         });
         break;
+      case 'dashboard':
+        code = (await import('./commands/dashboard.js')).dashboard(ctx);
+        break;
       case 'status':
         code = (await import('./commands/status.js')).status(ctx);
         break;

@@ -130,6 +130,13 @@ export const COMMANDS: readonly CommandSpec[] = [
     help: ['recent DNS queries: name, type, answer, verdict, rule, who asked', '(the newest N, default 100)'],
   },
   {
+    name: 'dashboard',
+    section: 'Daemon',
+    maxArgs: 0,
+    options: [],
+    help: ["the dashboard's sign-in link (root): http://ADDRESS:PORT/?token=...", "(the policy key dashboard.listen; the token is STATE/dashboard.token)"],
+  },
+  {
     name: 'alerts',
     section: 'Daemon',
     args: 'status|test|daemon-failed',

@@ -14,9 +14,8 @@ import { chmodSync, renameSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
-import { parseAddr } from '../net/ip.js';
-import { SockDiag } from '../monitor/sock-diag.js';
 import { KernelNetfilter } from '../netfilter/kernel-netfilter.js';
+import { ConnectionGate } from './connection-gate.js';
 import { kernelCounterFamilies, type KernelMetricsContext } from './kernel-counter-metrics.js';
 import { renderExposition, type Family } from '../runtime/metrics.js';
 import type { MetricsThreadConfig } from './metrics-server.js';
@@ -27,61 +26,20 @@ const cfg = workerData as MetricsThreadConfig;
 const limits = cfg.limits;
 
 /** Connections are counted per peer: the uid owning the peer's socket for TCP (sock_diag), one bucket for the root-only Unix socket. */
-const perPeer = new Map<string, number>();
-const sockets = new Set<Socket>();
+const gate = new ConnectionGate(limits);
 /** Connections over the Unix socket: only root can open it (mode 0600), so they need no token. */
 const viaUnix = new WeakSet<Socket>();
-let open = 0;
-const stats = { requests: new Map<string, number>(), refused: new Map<string, number>(), kernelReadErrors: 0 };
+const stats = { requests: new Map<string, number>(), kernelReadErrors: 0 };
 const bump = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
 
-let diag: SockDiag | null | undefined;
 let nf: KernelNetfilter | null | undefined;
 const expected = cfg.tcp ? createHash('sha256').update(cfg.tcp.token).digest() : null;
 
-/** The uid owning the peer's end of a loopback TCP connection, from the kernel's socket table. */
-function peerUid(sock: Socket): string {
-  if (diag === undefined) {
-    try {
-      diag = new SockDiag();
-    } catch {
-      diag = null;
-    }
-  }
-  const remote = sock.remoteAddress ? parseAddr(sock.remoteAddress) : null;
-  const local = sock.localAddress ? parseAddr(sock.localAddress) : null;
-  if (!diag || !remote || !local || remote.family !== local.family || sock.remotePort === undefined || sock.localPort === undefined) return 'unknown';
-  // The peer's socket: its source is our remote end.
-  const e = diag.tcp({ family: remote.family, src: remote.value, sport: sock.remotePort, dst: local.value, dport: sock.localPort });
-  return e ? `uid:${e.uid}` : 'unknown';
-}
-
 /** Admits a connection or closes it at once; every admitted one has an idle timeout and a lifetime. */
 function admit(sock: Socket, kind: 'unix' | 'tcp'): boolean {
-  const peer = kind === 'unix' ? 'unix' : peerUid(sock);
-  const mine = perPeer.get(peer) ?? 0;
   // The Unix socket's only peer is root (mode 0600): the total cap alone applies there.
-  const reason = open >= limits.total ? 'total' : kind === 'tcp' && mine >= limits.perPeer ? 'peer' : null;
-  if (reason) {
-    bump(stats.refused, reason);
-    sock.destroy();
-    return false;
-  }
-  open++;
-  perPeer.set(peer, mine + 1);
-  sockets.add(sock);
+  if (!gate.admit(sock, kind === 'unix' ? { peer: 'unix', perPeer: false } : {})) return false;
   if (kind === 'unix') viaUnix.add(sock);
-  sock.setTimeout(limits.idleMs, () => sock.destroy());
-  const lifetime = setTimeout(() => sock.destroy(), limits.lifetimeMs);
-  lifetime.unref();
-  sock.once('close', () => {
-    clearTimeout(lifetime);
-    sockets.delete(sock);
-    open--;
-    const n = (perPeer.get(peer) ?? 1) - 1;
-    if (n > 0) perPeer.set(peer, n);
-    else perPeer.delete(peer);
-  });
   return true;
 }
 
@@ -132,9 +90,9 @@ function ownFamilies(): Family[] {
       name: 'sluice_metrics_connections_refused_total',
       help: 'Metrics connections closed at once: over the per-peer (uid) or the total connection limit',
       type: 'counter',
-      samples: [...stats.refused].map(([reason, value]) => ({ labels: { reason }, value })),
+      samples: [...gate.refused].map(([reason, value]) => ({ labels: { reason }, value })),
     },
-    { name: 'sluice_metrics_connections', help: 'Metrics connections open now', type: 'gauge', samples: [{ labels: {}, value: open }] },
+    { name: 'sluice_metrics_connections', help: 'Metrics connections open now', type: 'gauge', samples: [{ labels: {}, value: gate.size }] },
     { name: 'sluice_metrics_kernel_read_errors_total', help: 'Scrapes whose kernel counter read failed (those metrics were left out)', type: 'counter', samples: [{ labels: {}, value: stats.kernelReadErrors }] },
   ];
 }
@@ -217,9 +175,8 @@ port.on('message', (m: { t: 'snapshot'; id: number; families: Family[]; context:
     for (const w of waiters) w({ families: m.families, context: m.context });
   } else if (m.t === 'stop') {
     for (const s of servers) s.close();
-    for (const sock of sockets) sock.destroy();
+    gate.close();
     if (cfg.unixPath) rmSync(cfg.unixPath, { force: true });
-    diag?.close();
     nf?.close();
     port.close();
   }

@@ -47,6 +47,13 @@ export interface CountRow {
   count: number;
 }
 
+/** One bucket of a timeline: events of one verdict from `time` (ms) for the bucket's length. */
+export interface TimelineRow {
+  time: number;
+  verdict: Verdict;
+  count: number;
+}
+
 /** Aggregates over a time window. */
 export interface EventStats {
   total: number;
@@ -105,6 +112,8 @@ export interface EventStore {
   append(events: RecordedEvent[], counters?: PipelineCounters): void;
   query(q: EventQuery): StoredEvent[];
   stats(q: Pick<EventQuery, 'since' | 'until'>, top?: number): EventStats;
+  /** Counts per verdict in buckets of `bucketMs` (each bucket starts at a multiple of it), oldest first; empty buckets are left out. */
+  timeline(q: Pick<EventQuery, 'since' | 'until'>, bucketMs: number): TimelineRow[];
   /** The pipeline counters last written (zeros for a new store). */
   counters(): PipelineCounters;
   /** Deletes by age and size; returns how many events went. */

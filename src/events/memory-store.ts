@@ -1,4 +1,4 @@
-import type { CountRow, EventQuery, EventStats, EventStore, PipelineCounters, RecordedEvent, RetentionLimits, StoredEvent } from './event-store.js';
+import type { CountRow, EventQuery, EventStats, EventStore, PipelineCounters, RecordedEvent, RetentionLimits, StoredEvent, TimelineRow } from './event-store.js';
 import { ZERO_COUNTERS } from './event-store.js';
 import { destinationKey } from './format-event.js';
 
@@ -85,6 +85,20 @@ export class MemoryStore implements EventStore {
       return { rule, verdict, count };
     });
     return { total, byVerdict, byRule, byDestination: top(dests, n), byProcess: top(procs, n), attributed, first, last };
+  }
+
+  timeline(q: Pick<EventQuery, 'since' | 'until'>, bucketMs: number): TimelineRow[] {
+    const b = Math.max(1, Math.floor(bucketMs));
+    const counts = new Map<string, TimelineRow>();
+    for (const e of this.events) {
+      if (!eventMatches(e, q)) continue;
+      const time = Math.floor(e.time / b) * b;
+      const k = `${time} ${e.verdict}`;
+      const row = counts.get(k) ?? { time, verdict: e.verdict, count: 0 };
+      row.count++;
+      counts.set(k, row);
+    }
+    return [...counts.values()].sort((x, y) => x.time - y.time || (x.verdict < y.verdict ? -1 : x.verdict > y.verdict ? 1 : 0));
   }
 
   counters(): PipelineCounters {

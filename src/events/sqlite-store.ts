@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { SluiceError } from '../errors.js';
-import type { CountRow, EventQuery, EventStats, EventStore, PipelineCounters, RecordedEvent, RetentionLimits, StoredEvent, Verdict } from './event-store.js';
+import type { CountRow, EventQuery, EventStats, EventStore, PipelineCounters, RecordedEvent, RetentionLimits, StoredEvent, TimelineRow, Verdict } from './event-store.js';
 import { ZERO_COUNTERS } from './event-store.js';
 import { destinationKey } from './format-event.js';
 import { containerOf } from '../system/containers.js';
@@ -246,6 +246,13 @@ export class SqliteStore implements EventStore {
       `SELECT coalesce(exe, comm, '(unknown)') AS key, count(*) AS count FROM events ${sql} GROUP BY key ORDER BY count DESC, key LIMIT ?`,
     ).all(...params, n) as CountRow[]).map((r) => ({ key: r.key, count: r.count }));
     return { total: head.total, byVerdict, byRule, byDestination, byProcess, attributed: head.attributed, first: head.first, last: head.last };
+  }
+
+  timeline(q: Pick<EventQuery, 'since' | 'until'>, bucketMs: number): TimelineRow[] {
+    const { sql, params } = this.where(q);
+    const b = Math.max(1, Math.floor(bucketMs));
+    const rows = this.stmt(`SELECT time - (time % ?) AS t, verdict, count(*) AS count FROM events ${sql} GROUP BY t, verdict ORDER BY t, verdict`).all(b, ...params) as { t: number; verdict: Verdict; count: number }[];
+    return rows.map((r) => ({ time: r.t, verdict: r.verdict, count: r.count }));
   }
 
   counters(): PipelineCounters {

@@ -19,9 +19,10 @@ import {
   parseUser,
   showValue,
 } from './parse-values.js';
-import { ALERT_TRIGGERS, DNS_DEFAULTS, FLOW_DEFAULTS, type AlertRoute, type AlertSink, type AlertTrigger, type DnsSettings, type Suppression, type DomainPattern, type FlowSettings, type LogSettings, type InterfaceRef, type Policy, type PortRange, type Rule, type ServiceRef, type UserRef } from './policy.js';
+import { ALERT_TRIGGERS, DNS_DEFAULTS, FLOW_DEFAULTS, type AlertRoute, type AlertSink, type AlertTrigger, type DashboardSettings, type DnsSettings, type Suppression, type DomainPattern, type FlowSettings, type LogSettings, type InterfaceRef, type Policy, type PortRange, type Rule, type ServiceRef, type UserRef } from './policy.js';
 import { lenientRule, lenientTop, ruleSchema, topSchema, type RawPolicy, type RawRule } from './schema.js';
 import { templateProblem } from './webhook-template.js';
+import { parseLoopbackListen } from './listen-address.js';
 import { dedupeBy, mergePorts, normalizeAddrs, normalizeInterfaces } from './rule-parts.js';
 
 // The rule parts' normal forms live in rule-parts.ts; importers of this module keep finding them here.
@@ -280,6 +281,7 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, o
 
   const dns = buildDns(p.dns, rules, error);
   const flows = buildFlows(p.flows, error);
+  const dashboard = p.dashboard === undefined ? undefined : buildDashboard(p.dashboard, error);
   const log = buildLog(p.log, error);
   const alerts = buildAlerts(p.alerts, rules, error);
   const suppress = buildSuppress(p.suppress, rules, error, warning, (i) => locate(['suppress', i]).line);
@@ -295,6 +297,7 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, o
     ...(used.length > 0 ? { lists: used } : {}),
     dns,
     flows,
+    ...(dashboard ? { dashboard } : {}),
     mode: p.mode ?? 'audit',
     defaultAction: p.default ?? 'deny',
     blockWith: p.block_with ?? 'reject',
@@ -525,6 +528,16 @@ function buildDns(raw: RawPolicy['dns'], rules: Rule[], error: Report): DnsSetti
   };
 }
 
+/** The dashboard: section: where the daemon serves it, on loopback only. */
+function buildDashboard(raw: NonNullable<RawPolicy['dashboard']>, error: Report): DashboardSettings | undefined {
+  const r = parseLoopbackListen(raw.listen);
+  if (!r.ok) {
+    error(['dashboard', 'listen'], `${r.reason}: ${showValue(raw.listen)}`);
+    return undefined;
+  }
+  return { listen: r.value };
+}
+
 /** The flows: section, with defaults. */
 function buildFlows(raw: RawPolicy['flows'], error: Report): FlowSettings {
   const mask = raw?.ct_mark_mask ?? FLOW_DEFAULTS.ctMarkMask;
@@ -677,15 +690,16 @@ function reportZodIssue(zi: z.core.$ZodIssue, raw: unknown, error: Report): void
 }
 
 const KNOWN_KEYS: Record<string, string[]> = {
-  top: ['version', 'mode', 'default', 'block_with', 'essentials', 'tamper', 'owned_table', 'log', 'rules', 'dns', 'flows', 'alerts', 'suppress'],
+  top: ['version', 'mode', 'default', 'block_with', 'essentials', 'tamper', 'owned_table', 'log', 'rules', 'dns', 'flows', 'alerts', 'suppress', 'dashboard'],
   flows: ['ct_mark_mask', 'replies'],
   dns: ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark', 'max_addresses_per_answer', 'max_addresses_per_name', 'cache_size', 'cache_max_negative_ttl'],
   rule: ['name', 'action', 'to', 'to_file', 'ports', 'users', 'services', 'interfaces', 'log', 'comment'],
   log: ['group', 'rate', 'burst', 'user_rate', 'user_burst', 'allowed'],
+  dashboard: ['listen'],
 };
 
 function suggestKey(key: string, path: (string | number)[]): string | null {
-  const list = path.length === 0 ? KNOWN_KEYS.top : path[0] === 'rules' ? KNOWN_KEYS.rule : path[0] === 'log' ? KNOWN_KEYS.log : path[0] === 'dns' ? KNOWN_KEYS.dns : path[0] === 'flows' ? KNOWN_KEYS.flows : [];
+  const list = path.length === 0 ? KNOWN_KEYS.top : path[0] === 'rules' ? KNOWN_KEYS.rule : path[0] === 'log' ? KNOWN_KEYS.log : path[0] === 'dns' ? KNOWN_KEYS.dns : path[0] === 'flows' ? KNOWN_KEYS.flows : path[0] === 'dashboard' ? KNOWN_KEYS.dashboard : [];
   let best: string | null = null;
   let bestD = 3;
   for (const k of list ?? []) {

@@ -35,6 +35,8 @@ export interface Policy {
   suppress: Suppression[];
   dns: DnsSettings;
   flows: FlowSettings;
+  /** Where the daemon serves the web dashboard; absent: no dashboard. */
+  dashboard?: DashboardSettings;
   /** Warnings found while loading (the policy is still valid). */
   warnings: PolicyIssue[];
 }
@@ -57,6 +59,12 @@ export interface LogSettings {
   userBurst: number;
   /** Record new allowed flows for every rule, not only those with `log: true`. */
   allowed: boolean;
+}
+
+/** The web dashboard (see README "Dashboard"). */
+export interface DashboardSettings {
+  /** A loopback address (127.0.0.0/8 or ::1) and port. */
+  listen: { host: string; port: number };
 }
 
 /** The DNS guard (see README "DNS guard"). */

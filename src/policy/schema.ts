@@ -92,6 +92,11 @@ const topShape = {
       replies: z.union([z.literal('any'), scalarList.min(1).max(1_000)]).optional(),
     })
     .optional(),
+  dashboard: z
+    .strictObject({
+      listen: z.string().max(64),
+    })
+    .optional(),
 };
 
 /** Top-level keys; each rule is checked on its own with ruleSchema. */

@@ -171,6 +171,27 @@ export function eventStoreContract(label: string, make: () => EventStore): void 
       assert.equal(s.stats({ since: T0 }, 1).byDestination.length, 1, 'top N');
     });
 
+    it('timeline: counts per verdict per bucket, buckets aligned to multiples of their length, in a window', () => {
+      s.append([
+        ev({ time: T0 - 60_000, rule: 'old' }),
+        ev({ time: T0 }),
+        ev({ time: T0 + 59_999 }),
+        ev({ time: T0 + 30_000, verdict: 'would-block' }),
+        ev({ time: T0 + 60_000, verdict: 'allowed' }),
+        ev({ time: T0 + 61_000, verdict: 'allowed' }),
+      ]);
+      assert.deepEqual(s.timeline({ since: T0 }, 60_000), [
+        { time: T0, verdict: 'blocked', count: 2 },
+        { time: T0, verdict: 'would-block', count: 1 },
+        { time: T0 + 60_000, verdict: 'allowed', count: 2 },
+      ]);
+      assert.deepEqual(s.timeline({ since: T0 + 60_000 }, 1_000), [
+        { time: T0 + 60_000, verdict: 'allowed', count: 1 },
+        { time: T0 + 61_000, verdict: 'allowed', count: 1 },
+      ]);
+      assert.equal(s.timeline({}, 60_000).length, 4);
+    });
+
     it('pipeline counters are replaced with a batch, and kept with an empty batch', () => {
       const c = { ...ZERO_COUNTERS, records: 10, seqGaps: 2, storeDrops: 1 };
       s.append([ev()], c);

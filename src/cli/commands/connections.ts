@@ -1,27 +1,14 @@
 import { endpoint } from '../../events/format-event.js';
 import { hostFactsFor } from '../../system/compile-env.js';
 import { listConnections, type Connection } from '../../monitor/connections.js';
-import { parsePolicy } from '../../policy/load-policy.js';
-import type { ListRead } from '../../policy/list-file.js';
 import type { Policy } from '../../policy/policy.js';
-import { lookupUsers } from '../../system/users.js';
 import type { AppliedState } from '../../state/state-store.js';
-import { SluiceError } from '../../errors.js';
+import { loadAppliedPolicy as loadFromState } from '../../state/load-applied-policy.js';
 import { EXIT, type Context } from '../context.js';
 
-/** The applied policy, parsed from the state directory's snapshot; null when nothing is applied, throws when the snapshot is missing or bad. */
+/** The applied policy, parsed from the state directory's snapshot (see src/state/load-applied-policy.ts). */
 export function loadAppliedPolicy(ctx: Context): { policy: Policy; applied: AppliedState } | null {
-  const applied = ctx.state.applied();
-  if (!applied) return null;
-  const bytes = ctx.state.policySnapshot(applied.sha256);
-  if (!bytes) throw new SluiceError('ESTATE', `No snapshot of the applied policy ${applied.sha256.slice(0, 16)}`);
-  // The list files as they were applied (the files on disk may have changed since).
-  const lists = ctx.state.policyListsSnapshot(applied.sha256);
-  const readList = (path: string): ListRead => {
-    const b = lists.get(path);
-    return b ? { ok: true, bytes: b } : { ok: false, reason: 'not in the snapshot of the applied policy' };
-  };
-  return { policy: parsePolicy(bytes, applied.policyFile, { lookupUsers, readList }), applied };
+  return loadFromState(ctx.state);
 }
 
 /** The applied policy, for naming each connection's rule; null when none (or unreadable: names are a nicety here). */

@@ -1,10 +1,9 @@
-import { TABLE_NAME } from '../../compile/ruleset.js';
 import { UsageError } from '../../errors.js';
-import { objectNames } from '../../compile/kernel-names.js';
 import { hostAddresses } from '../../net/host-addresses.js';
-import { parsePrefix, type AddrRange } from '../../net/ip.js';
-import { explain as explainPolicy, type Dest, type Query } from '../../policy/explain.js';
-import { parseDomain, parseInterface, parseService, parseUser } from '../../policy/parse-values.js';
+import { learnedAddresses } from '../../netfilter/learned-addresses.js';
+import { explain as explainPolicy, type Query } from '../../policy/explain.js';
+import { parseDest, parseExplainPort } from '../../policy/explain-args.js';
+import { parseInterface, parseService, parseUser } from '../../policy/parse-values.js';
 import { hostFactsFor } from '../../system/compile-env.js';
 import { lookupUsers } from '../../system/users.js';
 import { EXIT, type Context } from '../context.js';
@@ -19,19 +18,7 @@ export interface ExplainArgs {
   policy?: string;
 }
 
-const PORT_ARG = /^(?:([0-9]{1,5})(?:\/(tcp|udp))?|tcp|udp|icmp|icmpv6)$/;
-
-/** Parses DEST: an address, a prefix or a name. */
-export function parseDest(text: string): Dest {
-  const p = parsePrefix(text);
-  if (p.ok) return { kind: 'range', range: p.range };
-  if (/^[0-9a-fA-F:.\/]+$/.test(text) && (text.includes(':') || /^[0-9.\/]+$/.test(text))) {
-    throw new UsageError(`Bad destination: ${p.reason}: ${JSON.stringify(text)}`);
-  }
-  const d = parseDomain(text);
-  if (!d.ok || d.value.wildcard) throw new UsageError(`Bad destination: not an address, a prefix or a domain name: ${JSON.stringify(text)}`);
-  return { kind: 'name', name: d.value.name };
-}
+export { parseDest };
 
 /** `sluice explain DEST [PORT[/PROTO]] [--user U] [--service UNIT] [--iface IF] [--sport PORT] [--icmp-type N] [POLICY]` */
 export function explain(ctx: Context, args: ExplainArgs): number {
@@ -40,15 +27,9 @@ export function explain(ctx: Context, args: ExplainArgs): number {
   let policyPath = args.policy;
   const query: Query = { dest: parseDest(destText) };
   for (const r of rest) {
-    const m = PORT_ARG.exec(r.toLowerCase());
-    if (m && query.proto === undefined && query.port === undefined) {
-      if (m[1] !== undefined) {
-        const port = Number(m[1]);
-        if (port < 1 || port > 65535) throw new UsageError(`Bad port: a port is 1 to 65535: ${JSON.stringify(r)}`);
-        query.port = port;
-        query.proto = (m[2] as 'tcp' | 'udp' | undefined) ?? 'tcp';
-      } else query.proto = r.toLowerCase() as Query['proto'];
-    } else if (policyPath === undefined) policyPath = r;
+    const port = query.proto === undefined && query.port === undefined ? parseExplainPort(r) : null;
+    if (port) Object.assign(query, port);
+    else if (policyPath === undefined) policyPath = r;
     else throw new UsageError(`Unexpected argument: ${JSON.stringify(r)}`);
   }
   if (args.sport !== undefined) {
@@ -83,21 +64,10 @@ export function explain(ctx: Context, args: ExplainArgs): number {
   const policy = ctx.loadPolicy(policyPath);
 
   // Addresses the DNS guard learned for domain rules, when the live table can be read.
-  if (query.dest.kind === 'range' && policy.rules.some((r) => r.domains.length > 0)) {
+  if (query.dest.kind === 'range') {
     try {
-      const live = ctx.netfilter().read(TABLE_NAME, { elements: 'dynamic' });
-      if (live) {
-        const learned = new Map<string, AddrRange[]>();
-        for (const rule of policy.rules) {
-          const names = new Set([objectNames.dnsSet(rule.name, 4), objectNames.dnsSet(rule.name, 6)]);
-          const addrs = live.ruleset.sets
-            .filter((s) => names.has(s.name))
-            .flatMap((s) => s.elements)
-            .flatMap((e) => (e.t === 'addr' ? [{ family: e.family, start: e.start, end: e.end }] : []));
-          if (addrs.length > 0) learned.set(rule.name, addrs);
-        }
-        query.learned = learned;
-      }
+      const learned = learnedAddresses(ctx.netfilter(), policy);
+      if (learned) query.learned = learned;
     } catch {
       // Not root, or no kernel access: explain from the policy alone.
     }

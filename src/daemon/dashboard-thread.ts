@@ -1,0 +1,166 @@
+/**
+ * Worker-thread entry for the dashboard (see dashboard-component.ts). All
+ * of its work happens here, never on the event loop that answers DNS:
+ * connections, HTTP parsing and checks, event-store queries (its own
+ * read-only use of the SQLite file, which WAL lets run beside the daemon's
+ * writer), the kernel read behind "live or drifted", explain (the applied
+ * policy parsed here from its snapshot), and the live streams' fan-out.
+ * The main thread sends batches of live events (only while a stream is
+ * open), and the policy in force when it changes.
+ *
+ * Messages in: { t: 'events', events, dropped }, { t: 'policy', policy }, { t: 'stop' }.
+ * Out: { t: 'listening', host, port }, { t: 'failed', message }, { t: 'watchers', n }.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { parentPort, workerData } from 'node:worker_threads';
+import { getRequestListener } from '@hono/node-server';
+import type { EventQuery } from '../events/event-store.js';
+import { SqliteStore } from '../events/sqlite-store.js';
+import { eventStorePath } from '../events/store-component.js';
+import { sameRuleset } from '../netfilter/compare-ruleset.js';
+import { KernelNetfilter } from '../netfilter/kernel-netfilter.js';
+import type { Policy } from '../policy/policy.js';
+import { loadAppliedPolicy } from '../state/load-applied-policy.js';
+import { StateStore } from '../state/state-store.js';
+import { ConnectionGate } from './connection-gate.js';
+import { dashboardApp, type DashboardSources } from './dashboard-app.js';
+import { DashboardCredentials } from './dashboard-auth.js';
+import { explainForDashboard } from './dashboard-explain.js';
+import { LiveHub, type LiveEvent } from './dashboard-live.js';
+import type { DashboardPolicyInfo, DashboardThreadConfig } from './dashboard-component.js';
+
+const port = parentPort;
+if (!port) throw new Error('dashboard-thread runs as a worker thread');
+const cfg = workerData as DashboardThreadConfig;
+
+const gate = new ConnectionGate(cfg.limits);
+const refused = new Map<string, number>();
+const hub = new LiveHub(undefined, (n) => port.postMessage({ t: 'watchers', n }));
+let forwardedDrops = 0;
+let policyInfo: DashboardPolicyInfo | null = cfg.policy;
+const state = new StateStore(cfg.stateDir);
+
+let nf: KernelNetfilter | null | undefined;
+function netfilter(): KernelNetfilter | null {
+  if (nf === undefined) {
+    try {
+      nf = cfg.table ? new KernelNetfilter() : null;
+    } catch {
+      nf = null;
+    }
+  }
+  return nf;
+}
+
+let store: SqliteStore | null = null;
+/** The event store, opened on first use (null until the daemon has written one). */
+function events(): SqliteStore | null {
+  if (store) return store;
+  try {
+    store = new SqliteStore(eventStorePath(cfg.stateDir), { mustExist: true });
+  } catch {
+    store = null;
+  }
+  return store;
+}
+
+/** "live or drifted" reads the whole table from the kernel: at most once per this long. */
+const TABLE_CHECK_MS = 3_000;
+let tableCheck: { at: number; table: string } | null = null;
+
+function tableState(): string {
+  if (tableCheck && Date.now() - tableCheck.at < TABLE_CHECK_MS) return tableCheck.table;
+  let table = 'unknown';
+  try {
+    const applied = state.applied();
+    const k = netfilter();
+    const live = k && cfg.table ? k.read(cfg.table) : null;
+    if (k) table = !live ? (applied ? 'missing' : 'off') : !applied ? 'unmanaged' : sameRuleset(applied.ruleset, live) ? 'live' : 'drifted';
+  } catch {
+    table = 'unknown';
+  }
+  tableCheck = { at: Date.now(), table };
+  return table;
+}
+
+let explainPolicy: { sha256: string; policy: Policy } | null = null;
+/** The applied policy, parsed from its snapshot once per policy. */
+function appliedPolicy(): Policy | null {
+  const applied = state.applied();
+  if (!applied) return null;
+  if (explainPolicy?.sha256 !== applied.sha256) {
+    const loaded = loadAppliedPolicy(state);
+    explainPolicy = loaded ? { sha256: loaded.applied.sha256, policy: loaded.policy } : null;
+  }
+  return explainPolicy?.policy ?? null;
+}
+
+const sources: DashboardSources = {
+  status: () => ({
+    policy: policyInfo,
+    table: tableState(),
+    dashboard: { connections: gate.size, liveStreams: hub.size, liveDropped: hub.dropped + forwardedDrops, refused: Object.fromEntries(refused), refusedConnections: Object.fromEntries(gate.refused) },
+    now: Date.now(),
+  }),
+  events: (q: EventQuery) => events()?.query(q) ?? null,
+  stats: (q, top) => events()?.stats(q, top) ?? null,
+  timeline: (q, bucketMs) => events()?.timeline(q, bucketMs) ?? null,
+  explain: (args) => {
+    const policy = appliedPolicy();
+    if (!policy) return { ok: false, error: 'no policy is applied' };
+    return explainForDashboard(policy, args, cfg.table ? netfilter() : null);
+  },
+};
+
+const assetsDir = new URL('./dashboard-assets/', import.meta.url);
+const assets = {
+  html: readFileSync(new URL('index.html', assetsDir), 'utf8'),
+  js: readFileSync(new URL('app.js', assetsDir), 'utf8'),
+  css: readFileSync(new URL('app.css', assetsDir), 'utf8'),
+};
+
+const app = dashboardApp({
+  listen: cfg.listen,
+  credentials: new DashboardCredentials(cfg.token, cfg.listen.port),
+  sources,
+  live: hub,
+  assets,
+  refused,
+  // The uid the connection gate found for this request's socket.
+  peerOf: (c) => gate.peerOf((c.env as { incoming?: { socket?: Socket } } | undefined)?.incoming?.socket),
+});
+const http = createHttpServer(
+  { maxHeaderSize: cfg.limits.maxHeaderBytes, headersTimeout: cfg.limits.headersTimeoutMs, requestTimeout: cfg.limits.headersTimeoutMs },
+  getRequestListener(app.fetch, { errorHandler: () => new Response('internal error', { status: 500 }) }),
+);
+http.on('clientError', (_err, sock) => sock.destroy());
+const server = createServer((sock) => {
+  if (gate.admit(sock)) http.emit('connection', sock);
+});
+server.maxConnections = cfg.limits.total;
+
+port.on('message', (m: { t: 'events'; events: LiveEvent[]; dropped: number } | { t: 'policy'; policy: DashboardPolicyInfo | null } | { t: 'stop' }) => {
+  if (m.t === 'events') {
+    forwardedDrops += m.dropped;
+    hub.publish(m.events);
+  } else if (m.t === 'policy') {
+    policyInfo = m.policy;
+    tableCheck = null;
+  } else if (m.t === 'stop') {
+    hub.close();
+    server.close();
+    http.close();
+    gate.close();
+    store?.close();
+    nf?.close();
+    port.close();
+  }
+});
+
+server.once('error', (err) => port.postMessage({ t: 'failed', message: err.message }));
+server.listen(cfg.listen.port, cfg.listen.host, () => {
+  const a = server.address() as AddressInfo;
+  port.postMessage({ t: 'listening', host: a.address, port: a.port });
+});
