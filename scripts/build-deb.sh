@@ -39,7 +39,7 @@ install -m 0644 policies/encrypted-dns.txt "$lib/policies/encrypted-dns.txt"
 node -e 'const p = require("./package.json"); process.stdout.write(JSON.stringify({ name: p.name, version: p.version, type: p.type, license: p.license, dependencies: p.dependencies }, null, 2) + "\n")' >"$lib/package.json"
 
 # Runtime npm packages: what the program loads, not what installing them needed (prebuild-install and the like).
-for m in yaml zod bindings file-uri-to-path; do
+for m in yaml zod hono @hono/node-server bindings file-uri-to-path; do
   install -d "$lib/node_modules/$m"
   (cd "node_modules/$m" && find . -type f ! -name '*.md' ! -name '*.map' ! -name '*.ts' ! -name '.*' ! -name 'bin.mjs' ! -path './docs/*' ! -path './test/*' -print0 | tar --null -T - -cf -) | tar -xf - -C "$lib/node_modules/$m"
 done
