@@ -6,6 +6,7 @@ import type { Policy } from '../policy/policy.js';
 import type { Component, Runtime } from '../runtime/component.js';
 import { ensureDashboardToken } from './dashboard-auth.js';
 import type { LiveEvent } from './dashboard-live.js';
+import { stopWorkerThread } from './worker-stop.js';
 
 /**
  * The web dashboard (policy key `dashboard: {listen: 127.0.0.1:9330}`),
@@ -206,12 +207,7 @@ export class DashboardComponent implements Component {
     const w = this.worker;
     this.worker = undefined;
     this.where = null;
-    if (!w) return;
-    const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
-    w.postMessage({ t: 'stop' });
-    const timer = setTimeout(() => void w.terminate(), 2_000);
-    await exited;
-    clearTimeout(timer);
+    if (w) await stopWorkerThread(w);
   }
 
   async stop(): Promise<void> {

@@ -4,6 +4,7 @@ import { Worker } from 'node:worker_threads';
 import { SluiceError } from '../errors.js';
 import type { KernelMetricsContext } from './kernel-counter-metrics.js';
 import type { Family, Registry } from '../runtime/metrics.js';
+import { stopWorkerThread } from './worker-stop.js';
 
 /**
  * GET /metrics, served by a worker thread (metrics-thread.ts) so that a
@@ -202,12 +203,6 @@ export class MetricsServer {
     clearTimeout(this.restartTimer);
     const w = this.worker;
     this.worker = undefined;
-    if (!w) return;
-    const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
-    w.postMessage({ t: 'stop' });
-    // A thread that does not leave by itself is ended.
-    const timer = setTimeout(() => void w.terminate(), 2_000);
-    await exited;
-    clearTimeout(timer);
+    if (w) await stopWorkerThread(w);
   }
 }
