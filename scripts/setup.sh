@@ -57,6 +57,7 @@ scripts/build-bpf.sh
 echo "setup: compiling TypeScript"
 npx --no-install tsc -p tsconfig.json
 node scripts/copy-assets.mjs
+node scripts/bundle-vendor.mjs
 
 if [[ -w /usr/local/bin ]]; then
   ln -sfn "$PWD/bin/sluice" /usr/local/bin/sluice

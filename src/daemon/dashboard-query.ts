@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import { z } from '../vendor/zod.js';
 import type { EventQuery, StoredEvent } from '../events/event-store.js';
 import { parseSince, parseVerdict } from '../events/time-window.js';
 

@@ -1,4 +1,4 @@
-import { Document, isMap, isSeq, parseDocument, type YAMLMap, type YAMLSeq } from 'yaml';
+import { Document, isMap, isSeq, parseDocument, type YAMLMap, type YAMLSeq } from '../vendor/yaml.js';
 import type { HostFacts } from '../policy/builtins.js';
 import type { Policy } from '../policy/policy.js';
 import type { Observation, Observations, Principal } from './observations.js';

@@ -2,8 +2,8 @@ import { firstInvalidUtf8 } from './utf8.js';
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
-import type { z } from 'zod';
+import { isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from '../vendor/yaml.js';
+import type { z } from '../vendor/zod.js';
 import { PolicyError, SluiceError, type PolicyIssue } from '../errors.js';
 import { isLoopback, mergeRanges, parsePrefix, type AddrRange } from '../net/ip.js';
 import {

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import { z } from '../vendor/zod.js';
 
 /**
  * The shape of a policy file, before values are parsed. Strict objects: an

@@ -11,7 +11,7 @@ import { describe, it } from 'node:test';
 import { ROOT } from '../support/fixtures.js';
 
 /** Bottom to top. A folder may import from its own entry and every earlier one. */
-const LAYERS = ['errors', 'native', 'net', 'policy', 'compile', 'netfilter', 'system', 'state', 'runtime', 'events', 'alerts', 'monitor', 'dns', 'learn', 'daemon', 'run', 'cli'];
+const LAYERS = ['vendor', 'errors', 'native', 'net', 'policy', 'compile', 'netfilter', 'system', 'state', 'runtime', 'events', 'alerts', 'monitor', 'dns', 'learn', 'daemon', 'run', 'cli'];
 
 const SRC = join(ROOT, 'src');
 
