@@ -783,40 +783,34 @@ function compileRule(rule: Rule, env: CompileEnv, sets: SetDef[], warnings: stri
   // sets (a hash lookup is cheaper, and hash sets load ~6x faster than
   // interval sets at 100,000 entries).
   const sources: Source[] = [];
-  const bothFull = [4, 6].every((f) => rule.addrs.some((a) => a.family === f && fullRange(a)));
-  if ((rule.addrs.length === 0 && rule.domains.length === 0) || bothFull) {
+  // One pass over the addresses (a feed's million hosts): per family, hosts
+  // and prefixes as set elements, and whether one covers the whole family.
+  const split = { 4: { full: false, hosts: [] as SetElem[], nets: [] as SetElem[] }, 6: { full: false, hosts: [] as SetElem[], nets: [] as SetElem[] } };
+  for (const a of rule.addrs) {
+    const part = split[a.family];
+    if (a.start === a.end) part.hosts.push({ t: 'addr', family: a.family, start: a.start, end: a.end });
+    else {
+      if (fullRange(a)) part.full = true;
+      part.nets.push({ t: 'addr', family: a.family, start: a.start, end: a.end });
+    }
+  }
+  if ((rule.addrs.length === 0 && rule.domains.length === 0) || (split[4].full && split[6].full)) {
     // No destination constraint, or every address of both families: no lookup at all.
     sources.push(null);
   } else {
     for (const family of [4, 6] as const) {
-      const ranges = rule.addrs.filter((a) => a.family === family);
-      if (ranges.some(fullRange)) {
+      const { full, hosts, nets } = split[family];
+      if (full) {
         sources.push({ family });
         continue;
       }
-      const hosts = ranges.filter((a) => a.start === a.end);
-      const nets = ranges.filter((a) => a.start !== a.end);
       const key = family === 4 ? 'ipv4_addr' : 'ipv6_addr';
       if (hosts.length > 0) {
-        const set = addSet({
-          name: name(`a${family}`),
-          key,
-          interval: false,
-          timeout: false,
-          dynamic: false,
-          elements: hosts.map((h) => ({ t: 'addr', family, start: h.start, end: h.end })),
-        });
+        const set = addSet({ name: name(`a${family}`), key, interval: false, timeout: false, dynamic: false, elements: hosts });
         sources.push({ family, lookup: set });
       }
       if (nets.length > 0) {
-        const set = addSet({
-          name: name(`n${family}`),
-          key,
-          interval: true,
-          timeout: false,
-          dynamic: false,
-          elements: nets.map((n) => ({ t: 'addr', family, start: n.start, end: n.end })),
-        });
+        const set = addSet({ name: name(`n${family}`), key, interval: true, timeout: false, dynamic: false, elements: nets });
         sources.push({ family, lookup: set });
       }
       if (rule.domains.length > 0) {

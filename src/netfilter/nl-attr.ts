@@ -124,6 +124,39 @@ export class NlWriter {
     return this;
   }
 
+  /**
+   * One element of an address hash set, written in place: what
+   * `nest(LIST_ELEM, () => nest(KEY, () => bytes(VALUE, addr)))` writes, the
+   * same bytes (a test compares them), without a Buffer and three closures per
+   * element, for feeds of a million addresses. `value` is the address as an
+   * unsigned integer of 32 (IPv4) or 128 bits (IPv6).
+   */
+  addrElem(listElem: number, key: number, valueType: number, family: 4 | 6, value: bigint): this {
+    const width = family === 4 ? 4 : 16;
+    const total = 12 + width;
+    this.ensure(total);
+    const b = this.buf;
+    const at = this.pos;
+    b.writeUInt16LE(total, at);
+    b.writeUInt16LE(listElem | NLA_F_NESTED, at + 2);
+    b.writeUInt16LE(total - 4, at + 4);
+    b.writeUInt16LE(key | NLA_F_NESTED, at + 6);
+    b.writeUInt16LE(4 + width, at + 8);
+    b.writeUInt16LE(valueType, at + 10);
+    if (family === 4) {
+      b.writeUInt32BE(Number(value), at + 12);
+    } else {
+      const hi = value >> 64n;
+      b.writeUInt32BE(Number(hi >> 32n), at + 12);
+      b.writeUInt32BE(Number(hi & 0xffffffffn), at + 16);
+      const lo = value & 0xffffffffffffffffn;
+      b.writeUInt32BE(Number(lo >> 32n), at + 20);
+      b.writeUInt32BE(Number(lo & 0xffffffffn), at + 24);
+    }
+    this.pos = at + total;
+    return this;
+  }
+
   /** Bytes written since `from`, for size-based chunking. */
   since(from: number): number {
     return this.pos - from;

@@ -9,10 +9,10 @@ import { readdirSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import type { ChainDef, Ruleset, SetDef } from '../../src/compile/ruleset.js';
 import { canonical } from '../../src/netfilter/compare-ruleset.js';
-import { attrMap, attrStr, parseMessages } from '../../src/netfilter/nl-attr.js';
-import { MSG, NFNL_SUBSYS_NFTABLES, NLM_F_ACK, SET_ELEM_LIST } from '../../src/netfilter/nl-constants.js';
+import { attrMap, attrStr, NlWriter, parseMessages } from '../../src/netfilter/nl-attr.js';
+import { DATA, LIST_ELEM, MSG, NFNL_SUBSYS_NFTABLES, NLM_F_ACK, SET_ELEM, SET_ELEM_LIST } from '../../src/netfilter/nl-constants.js';
 import { decodeChain, decodeElemMessages, decodeObj, decodeRule, decodeSet, decodeTable, elementsToIR } from '../../src/netfilter/nft-decode.js';
-import { encodeReplace, rawElements } from '../../src/netfilter/nft-encode.js';
+import { BatchBuilder, encodeReplace, rawElements } from '../../src/netfilter/nft-encode.js';
 import { compileFrom, GOLDEN_DIR, readGolden } from '../support/fixtures.js';
 
 const json = (v: unknown) => JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? `${x}n` : x));
@@ -109,6 +109,39 @@ describe('unit: netlink encode/decode round trip', () => {
     const back = decodeBatch(encodeReplace(ruleset).finish());
     const big = back.ruleset.sets.find((s) => s.name === 'r_big_a4');
     assert.equal(big?.elements.length, 20_000);
+  });
+
+  it("address hash sets are written in place with the general element writer's exact bytes, chunked the same way", () => {
+    // v4 and v6, past several 60,000-byte chunks, with the ends of each address space.
+    const v4 = Array.from({ length: 9_000 }, (_, i) => BigInt((i * 2654435761) >>> 0)).concat([0n, 0xffffffffn]);
+    const v6 = Array.from({ length: 5_000 }, (_, i) => (BigInt(i) << 100n) | (BigInt(i * 7919) << 33n) | BigInt(i)).concat([0n, (1n << 128n) - 1n, 1n << 64n, (1n << 64n) - 1n]);
+    for (const [family, values] of [[4, v4], [6, v6]] as const) {
+      const set = { name: `s${family}`, key: family === 4 ? ('ipv4_addr' as const) : ('ipv6_addr' as const), interval: false };
+      const b = new BatchBuilder(1).elements('add', 't', set, values.map((v) => ({ t: 'addr', family, start: v, end: v })));
+      const msgs = parseMessages(b.w.finish()).filter((m) => (m.type & 0xff) === MSG.NEWSETELEM);
+      assert.ok(msgs.length > 1, 'more than one message');
+      const written: Buffer[] = [];
+      for (const m of msgs) {
+        assert.ok(m.payload.length < 65_536);
+        const list = attrMap(m.payload, 4).get(SET_ELEM_LIST.ELEMENTS);
+        assert.ok(list, 'an element list');
+        written.push(list);
+      }
+      // The general writer (what every other set goes through), element by element.
+      const w = new NlWriter();
+      for (const r of rawElements(set, values.map((v) => ({ t: 'addr', family, start: v, end: v })))) {
+        w.nest(LIST_ELEM, () => w.nest(SET_ELEM.KEY, () => w.bytes(DATA.VALUE, r.key)));
+      }
+      assert.ok(Buffer.concat(written).equals(w.finish()), `IPv${family}: the same bytes`);
+      assert.deepEqual(elementsToIR({ ...set, timeout: false, dynamic: false, elements: [] }, decodeElemMessages(msgs), []).map((e) => (e.t === 'addr' ? e.start : -1n)), values);
+    }
+  });
+
+  it('the in-place writer refuses what the general one would: a range, the other family, an address out of range', () => {
+    const set = { name: 's', key: 'ipv4_addr' as const, interval: false };
+    assert.throws(() => new BatchBuilder(1).elements('add', 't', set, [{ t: 'addr', family: 4, start: 1n, end: 2n }]), /single addresses only/);
+    assert.throws(() => new BatchBuilder(1).elements('add', 't', set, [{ t: 'addr', family: 6, start: 1n, end: 1n }]), /family does not match/);
+    assert.throws(() => new BatchBuilder(1).elements('add', 't', set, [{ t: 'addr', family: 4, start: 1n << 32n, end: 1n << 32n }]), /out of range/);
   });
 
   it('interval elements: start plus one-past-end, and a leading end at zero as nft writes them', () => {
