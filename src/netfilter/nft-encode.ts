@@ -313,6 +313,9 @@ export class BatchBuilder {
     const family = set.key === 'ipv4_addr' ? 4 : 6;
     const max = family === 4 ? 0xffffffffn : (1n << 128n) - 1n;
     const id = this.setIds.get(set.name);
+    // The elements and each message's header (header, table, set, id; chunks of ~60 KB).
+    const bytes = elems.length * (12 + (family === 4 ? 4 : 16));
+    this.w.reserve(bytes + (Math.ceil(bytes / ELEM_CHUNK_BYTES) + 1) * (64 + table.length + set.name.length));
     let i = 0;
     while (i < elems.length) {
       this.begin(op === 'add' ? MSG.NEWSETELEM : MSG.DELSETELEM, op === 'add' ? NLM_F_CREATE : 0, `${op === 'add' ? 'adding' : 'deleting'} elements of set ${set.name}`);

@@ -147,14 +147,16 @@ export function writeFileAtomic(file: string, data: string, mode = 0o600): void 
 }
 
 /** Byte version of writeFileAtomic. */
-export function writeBytesAtomic(file: string, data: Uint8Array, mode = 0o600): void {
+export function writeBytesAtomic(file: string, data: Uint8Array | Uint8Array[], mode = 0o600): void {
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   const tmp = `${file}.tmp-${process.pid}`;
   // Exclusive create: a file (or symlink) planted under the temporary name is removed, never followed.
   rmSync(tmp, { force: true });
   const fd = openSync(tmp, 'wx', mode);
   try {
-    writeSync(fd, data);
+    for (const part of Array.isArray(data) ? data : [data]) {
+      for (let at = 0; at < part.length; ) at += writeSync(fd, part, at, part.length - at);
+    }
     fsyncSync(fd);
   } finally {
     closeSync(fd);
@@ -501,12 +503,12 @@ export function processAlive(pid: number): boolean {
 }
 
 /** A policy's list files in one file: per list, a line with its path (JSON) and length, then its bytes and a newline. */
-function encodeLists(lists: { path: string; bytes: Uint8Array }[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const l of lists) {
-    parts.push(Buffer.from(`${JSON.stringify(l.path)} ${l.bytes.length}\n`), Buffer.from(l.bytes.buffer, l.bytes.byteOffset, l.bytes.byteLength), Buffer.from('\n'));
-  }
-  return Buffer.concat(parts);
+function encodeLists(lists: { path: string; bytes: Uint8Array }[]): Uint8Array[] {
+  // The pieces, written one after the other: a feed of a million entries is
+  // not copied into one buffer first.
+  const parts: Uint8Array[] = [];
+  for (const l of lists) parts.push(Buffer.from(`${JSON.stringify(l.path)} ${l.bytes.length}\n`), l.bytes, Buffer.from('\n'));
+  return parts;
 }
 
 /** The lists encodeLists wrote; a damaged file yields what could be read before the damage (a missing list is then an error at load). */
