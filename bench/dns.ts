@@ -68,6 +68,68 @@ import { provenance } from './lib/provenance.js';
 import { HOSTS, ROOT, World, type RunResult } from '../test/world/world.js';
 import { check, fmtInt, fmtRatio, installExitHandlers, median, numOption, run, quantile, stat, type Stat } from './lib/stats.js';
 
+/** The daemon's main-thread health (src/runtime/loop-health.ts), as its status reports it. */
+interface Health {
+  windowSeconds: number;
+  loopDelay: { p50: number; p99: number; max: number };
+  gcMaxPause: number;
+  gc: Record<string, { count: number; seconds: number }>;
+}
+
+/** The daemon's loop-delay window during the benchmark (`$SLUICE_LOOP_WINDOW_MS`): short enough to see each load phase. */
+const HEALTH_WINDOW_MS = 5_000;
+
+/**
+ * Reads a daemon's health every window while load runs: the windows' loop
+ * delays (the loop that answers DNS) and the GC pauses between start and
+ * stop. Published so that a tail can be told apart from a stall of the
+ * daemon's own making.
+ */
+function watchHealth(w: World) {
+  // The daemon's `health` control call: unlike `status`, no table read on the loop being measured.
+  const read = async () => (await w.control('health')) as Health | undefined;
+  const windows: Health[] = [];
+  let stopped = false;
+  let first: Health | undefined;
+  const loop = (async () => {
+    first = await read();
+    while (!stopped) {
+      await sleep(HEALTH_WINDOW_MS);
+      if (stopped) break;
+      const h = await read();
+      if (h) windows.push(h);
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await loop;
+      const last = await read();
+      const gc: Record<string, { count: number; seconds: number }> = {};
+      for (const [kind, v] of Object.entries(last?.gc ?? {})) {
+        const before = first?.gc[kind] ?? { count: 0, seconds: 0 };
+        gc[kind] = { count: v.count - before.count, seconds: v.seconds - before.seconds };
+      }
+      const p99s = windows.map((h) => h.loopDelay.p99);
+      return {
+        windows: windows.length,
+        windowSeconds: HEALTH_WINDOW_MS / 1000,
+        loopDelayP99: { median: p99s.length ? median(p99s) : 0, worst: Math.max(0, ...p99s) },
+        loopDelayMaxWorst: Math.max(0, ...windows.map((h) => h.loopDelay.max)),
+        gcMaxPause: Math.max(0, ...windows.map((h) => h.gcMaxPause)),
+        gc,
+      };
+    },
+  };
+}
+
+type HealthSummary = Awaited<ReturnType<ReturnType<typeof watchHealth>['stop']>>;
+
+function healthLine(h: HealthSummary): string {
+  const gc = Object.entries(h.gc).filter(([, v]) => v.count > 0).map(([k, v]) => `${k} ${fmtInt(v.count)} (${(v.seconds * 1000).toFixed(0)} ms)`).join(', ');
+  return `event-loop delay over ${h.windows} windows of ${h.windowSeconds} s: p99 median ${(h.loopDelayP99.median * 1000).toFixed(2)} ms, worst ${(h.loopDelayP99.worst * 1000).toFixed(2)} ms, longest stall ${(h.loopDelayMaxWorst * 1000).toFixed(1)} ms; GC pauses ${gc || 'none'}, longest ${(h.gcMaxPause * 1000).toFixed(1)} ms`;
+}
+
 const UPSTREAM = HOSTS.dns4;
 /** Where the guard listens (the policy below leaves dns.port at its default). */
 const GUARD_PORT: number = DNS_DEFAULTS.port;
@@ -666,7 +728,7 @@ async function main(): Promise<void> {
     const wC = await newWorld();
     const policyFile = wC.policy(sluicePolicy(), 'bench-dns.yaml');
     const startDaemon = async (extraNode: string[] = []): Promise<ChildProcess> =>
-      wC.spawnReady(wC.client, [process.execPath, ...extraNode, join(ROOT, 'bin/sluice'), 'daemon', policyFile, '--metrics', 'off'], { env: wC.env(), readyText: 'running', timeoutMs: 30_000 });
+      wC.spawnReady(wC.client, [process.execPath, ...extraNode, join(ROOT, 'bin/sluice'), 'daemon', policyFile, '--metrics', 'off'], { env: wC.env({ SLUICE_LOOP_WINDOW_MS: String(HEALTH_WINDOW_MS) }), readyText: 'running', timeoutMs: 30_000 });
     let daemon = await startDaemon();
     await ready(wC, UPSTREAM, 53, 'the Sluice guard (through the redirect)');
     say(`  (c) world ${wC.id}: sluice daemon ${policyFile} --metrics off (enforce; rule "${SLUICE_RULE}": to ["*.${SUFFIX}"] ports [443/tcp]; dns.upstreams [${UPSTREAM}])`);
@@ -828,12 +890,14 @@ async function main(): Promise<void> {
     // ------------------------------------------------------------ rounds
     say(`Rounds (per round: every fixed-rate sample, then every throughput sample): throughput q/s (in flight ${opts.outstanding}) | p99 ms at ${fmtInt(opts.rate)} q/s`);
     const statusBefore = await guardStatus();
+    const healthWatch = watchHealth(wC);
     for (let round = 0; round < opts.rounds; round++) {
       const forward = RUN_ORDER.map((id) => configs.find((c) => c.id === id)).filter((c): c is Config => c !== undefined);
       const order = round % 2 === 0 ? forward : [...forward].reverse();
       say(`  ${String(round + 1).padStart(2)}/${opts.rounds}: ${await measureRound(order.filter((x) => x.latency), order, round)}`);
     }
     const statusAfter = await guardStatus();
+    const health = await healthWatch.stop();
     const finished = new Date();
     say();
 
@@ -961,6 +1025,7 @@ async function main(): Promise<void> {
     say(
       `  - Sluice also attributes each answered query to its process (the attribution probes when loaded, else sock_diag + /proc), within its own budget of lookups per second: during the rounds ${fmtInt(dAttr.lookups)} lookups (${fmtInt(dAttr.found)} found), ${fmtInt(dAttr.overBudget)} skipped over budget. dnsmasq does no such thing.`,
     );
+    say(`  - the daemon's main thread during the rounds (its load came only while (c) was measured): ${healthLine(health)}`);
     say(`  - guard counters during the rounds: UDP queries dropped at its in-flight ceiling ${statusAfter.servers.udpDropped - statusBefore.servers.udpDropped}, upstream timeouts ${statusAfter.upstream.timeouts - statusBefore.upstream.timeouts}, upstream replies refused ${statusAfter.upstream.badReplies - statusBefore.upstream.badReplies}, queries answered SERVFAIL for want of an upstream answer ${statusAfter.guard.upstreamFailures - statusBefore.guard.upstreamFailures}.`);
     say();
 
@@ -987,7 +1052,7 @@ async function main(): Promise<void> {
       say(`Zipf phase: ${fmtInt(opts.zipfQueries)} lookups over ${fmtInt(opts.zipfNames)} names, P(rank r) ~ 1/r^${opts.zipfS} (${fmtInt(distinct)} distinct names in the file), TTL ${TTL} s`);
       const wD = await newWorld();
       const cachedPolicy = wD.policy(sluicePolicy('default'), 'bench-dns-cache.yaml');
-      const zDaemon = await wD.spawnReady(wD.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', cachedPolicy, '--metrics', 'off'], { env: wD.env(), readyText: 'running', timeoutMs: 30_000 });
+      const zDaemon = await wD.spawnReady(wD.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', cachedPolicy, '--metrics', 'off'], { env: wD.env({ SLUICE_LOOP_WINDOW_MS: String(HEALTH_WINDOW_MS) }), readyText: 'running', timeoutMs: 30_000 });
       await ready(wD, UPSTREAM, 53, 'the Sluice guard with its cache');
       say(`  zipf-sluice:  world ${wD.id}: sluice daemon ${cachedPolicy} (as (c), dns.cache_size at its default ${DNS_DEFAULTS.cacheSize})`);
       const zdm = dmSpawn(5354, 10_000, 'allowed4');
@@ -1020,12 +1085,14 @@ async function main(): Promise<void> {
         say(`    ${c.label.padEnd(30)} ${fmtInt(p.completed)}/${fmtInt(p.sent)} answered, rcodes ${JSON.stringify(p.rcodes)}`);
       }
       const zBefore = (await wD.control('status')) as { components: { 'dns-guard': { cache: Record<string, number> | null } } };
+      const zHealthWatch = watchHealth(wD);
       say(`  rounds: throughput q/s (in flight ${opts.outstanding}) | p99 ms at ${fmtInt(opts.zipfRate)} q/s`);
       for (let round = 0; round < opts.zipfRounds; round++) {
         const order = round % 2 === 0 ? zconfigs : [...zconfigs].reverse();
         say(`    ${String(round + 1).padStart(2)}/${opts.zipfRounds}: ${await measureRound(order, order, round)}`);
       }
       const zAfter = (await wD.control('status')) as { components: { 'dns-guard': { cache: Record<string, number> | null } } };
+      const zHealth = await zHealthWatch.stop();
       const ref = zconfigs[0] as Config;
       const vs = (c: Config, pickT: (s: ThroughputSample) => number, pickL: (s: LatencySample) => number) => {
         const q: number[] = [];
@@ -1061,6 +1128,7 @@ async function main(): Promise<void> {
       const hits = (gc(zAfter).hits ?? 0) - (gc(zBefore).hits ?? 0);
       const misses = (gc(zAfter).misses ?? 0) - (gc(zBefore).misses ?? 0);
       say(`    the guard's cache during the rounds: ${fmtInt(hits)} hits, ${fmtInt(misses)} misses (hit ratio ${(hits / Math.max(1, hits + misses)).toFixed(4)}), ${fmtInt(gc(zAfter).size ?? 0)} entries`);
+      say(`    the daemon's main thread during the rounds: ${healthLine(zHealth)}`);
       const zs = zsummary.find((z) => z.id === 'zipf-sluice');
       const others = zsummary.filter((z) => z.id !== 'zipf-sluice');
       if (zs && others.length > 0) {
@@ -1073,6 +1141,7 @@ async function main(): Promise<void> {
         method: { names: opts.zipfNames, exponent: opts.zipfS, queries: opts.zipfQueries, distinct, rate: opts.zipfRate, rounds: opts.zipfRounds, unbound: unboundNote, sluicePolicy: sluicePolicy('default'), dnsmasq: dnsmasqArgv(5354, 10_000, 'allowed4').join(' ') },
         configurations: zsummary,
         guardCache: { hits, misses, after: gc(zAfter) },
+        mainThread: zHealth,
         samples: Object.fromEntries(zconfigs.map((x) => [x.id, { throughput: x.tput, fixedRate: x.lat }])),
       };
     }
@@ -1207,6 +1276,7 @@ async function main(): Promise<void> {
         upstreamTimeouts: statusAfter.upstream.timeouts - statusBefore.upstream.timeouts,
         upstreamBadReplies: statusAfter.upstream.badReplies - statusBefore.upstream.badReplies,
         upstreamFailures: statusAfter.guard.upstreamFailures - statusBefore.guard.upstreamFailures,
+        mainThread: health,
         statusAfter,
       },
       diagnostics,

@@ -16,6 +16,7 @@ import { channels, publishAlert, type AlertEvent } from '../events/channels.js';
 import type { Component, Runtime } from '../runtime/component.js';
 import { ControlServer } from '../runtime/control-server.js';
 import type { KernelMetricsContext } from './kernel-counter-metrics.js';
+import { LoopHealth, loopWindowMs } from '../runtime/loop-health.js';
 import { Registry } from '../runtime/metrics.js';
 import { MetricsServer, metricsToken, type MetricsListen } from './metrics-server.js';
 import { PolicyFileWatch } from './policy-file-watch.js';
@@ -98,6 +99,8 @@ export class Daemon {
    */
   private seenSha: string | null = null;
   private stopped = false;
+  /** The main thread's event-loop delay and GC pauses, for /metrics. */
+  private health: LoopHealth | undefined;
   /** Every alert goes to the log (journald keeps it) until alert sinks exist. */
   private readonly logAlert = (msg: unknown): void => {
     const a = msg as AlertEvent;
@@ -266,6 +269,8 @@ export class Daemon {
   private async startServices(previous: ReturnType<typeof previousFailure>): Promise<void> {
     const { state } = this.opts;
     const reloads = this.metrics.counter('sluice_daemon_reloads_total', 'Policy reloads, by result');
+    const health = (this.health ??= new LoopHealth(loopWindowMs(process.env.SLUICE_LOOP_WINDOW_MS)));
+    this.metrics.collect(() => health.families());
     this.metrics.collect(() => [
       { name: 'sluice_daemon_start_time_seconds', help: 'When the daemon started (Unix time)', type: 'gauge', samples: [{ labels: {}, value: this.startedAt / 1000 }] },
       { name: 'sluice_policy_info', help: 'The policy in force (value is always 1)', type: 'gauge', samples: this.off ? [] : [{ labels: { sha256: this.runtime.policy.sha256, mode: this.runtime.policy.mode }, value: 1 }] },
@@ -277,6 +282,8 @@ export class Daemon {
       },
     ]);
     this.control.handle('status', { call: () => this.status() });
+    // The main thread's health alone: no table read, cheap enough to poll under load.
+    this.control.handle('health', { call: () => health.summary() });
     this.control.handle('reload', {
       call: async () => {
         await this.reload();
@@ -500,6 +507,7 @@ export class Daemon {
       policy: this.off ? null : { sha256: this.runtime.policy.sha256, mode: this.runtime.policy.mode, file: this.runtime.policy.file },
       table: this.off ? (live === null ? 'off' : 'unmanaged') : live === null ? 'missing' : sameRuleset(this.runtime.compiled.ruleset, live) ? 'live' : 'drifted',
       components: Object.fromEntries(this.started.map((c) => [c.name, c.status?.() ?? {}])),
+      ...(this.health ? { health: this.health.summary() } : {}),
     };
   }
 
@@ -520,6 +528,7 @@ export class Daemon {
     if (this.pendingTimer) clearTimeout(this.pendingTimer);
     if (this.releaseTimer) clearTimeout(this.releaseTimer);
     await this.metricsServer?.stop();
+    this.health?.stop();
     await this.control.stop();
     rmSync(join(this.opts.state.dir, 'daemon.pid'), { force: true });
     if (this.opts.state.daemonState()?.state !== 'failed') this.opts.state.setDaemonState({ state: 'stopped', pid: process.pid, at: new Date().toISOString() });

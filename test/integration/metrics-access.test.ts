@@ -74,6 +74,14 @@ describe('integration: metrics access', () => {
     const root = await get(['unix', sock]);
     assert.equal(root.status, 200);
     assert.match(root.body ?? '', /sluice_rule_packets_total\{action="allow",mode="enforce",rule="api"\} \d+/);
+    // The main thread's health: its loop delay (the loop that answers DNS) and GC pauses.
+    assert.match(root.body ?? '', /^sluice_event_loop_delay_seconds\{quantile="0\.99"\} [0-9.e-]+$/m);
+    assert.match(root.body ?? '', /^# TYPE sluice_gc_pause_seconds_total counter$/m);
+    // The same on the control socket, for tools that poll it under load (bench:dns).
+    const health = (await w.control('health')) as { windowSeconds: number; loopDelay: { p99: number }; gc: Record<string, { count: number }> };
+    assert.equal(health.windowSeconds, 60);
+    assert.equal(typeof health.loopDelay.p99, 'number');
+    assert.equal(typeof health.gc, 'object');
   });
 
   it('over TCP, uid 65534 gets 401 without the token or with a wrong one, and cannot read the token file', async () => {
