@@ -41,6 +41,9 @@ const BIG = '__bigint';
 const ADDR = '__addr';
 const ADDRS4 = '__addrs4';
 const ADDRS6 = '__addrs6';
+/** A list of single hosts (a hash set's elements, start === end): the start alone, half the bytes. */
+const HOSTS4 = '__hosts4';
+const HOSTS6 = '__hosts6';
 
 type PlainAddr = { t: 'addr'; family: number; start: bigint; end: bigint; timeoutMs?: number; expiresMs?: number };
 
@@ -61,6 +64,7 @@ function packAddrs(list: unknown[]): { [k: string]: string } | null {
   if (!isPlainAddr(first) || (first.family !== 4 && first.family !== 6)) return null;
   const family = first.family;
   const width = family === 4 ? 4 : 16;
+  if (list.every((e) => isPlainAddr(e) && e.family === family && e.start === e.end)) return packHosts(family, list as PlainAddr[]);
   const buf = Buffer.allocUnsafe(list.length * 2 * width);
   let at = 0;
   for (const e of list) {
@@ -79,6 +83,40 @@ function packAddrs(list: unknown[]): { [k: string]: string } | null {
     at += 2 * width;
   }
   return { [family === 4 ? ADDRS4 : ADDRS6]: buf.toString('base64') };
+}
+
+/** Single hosts of one family (checked by the caller) as base64 of their addresses, big-endian; null when one is out of range. */
+function packHosts(family: 4 | 6, list: PlainAddr[]): { [k: string]: string } | null {
+  const width = family === 4 ? 4 : 16;
+  const buf = Buffer.allocUnsafe(list.length * width);
+  let at = 0;
+  for (const e of list) {
+    const v = e.start;
+    if (family === 4) {
+      if (v < 0n || v > 0xffffffffn) return null;
+      buf.writeUInt32BE(Number(v), at);
+    } else {
+      if (v < 0n || v > (1n << 128n) - 1n) return null;
+      buf.writeBigUInt64BE(v >> 64n, at);
+      buf.writeBigUInt64BE(v & MASK64, at + 8);
+    }
+    at += width;
+  }
+  return { [family === 4 ? HOSTS4 : HOSTS6]: buf.toString('base64') };
+}
+
+/** The hosts packHosts wrote, or null when the text is not exactly that. */
+function unpackHosts(family: 4 | 6, text: string): unknown[] | null {
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text)) return null;
+  const buf = Buffer.from(text, 'base64');
+  const width = family === 4 ? 4 : 16;
+  if (buf.length % width !== 0 || buf.toString('base64') !== text) return null;
+  const out: unknown[] = new Array<unknown>(buf.length / width);
+  for (let i = 0, at = 0; at < buf.length; i++, at += width) {
+    const v = family === 4 ? BigInt(buf.readUInt32BE(at)) : (buf.readBigUInt64BE(at) << 64n) | buf.readBigUInt64BE(at + 8);
+    out[i] = { t: 'addr', family, start: v, end: v };
+  }
+  return out;
 }
 
 /** The elements packAddrs wrote, or null when the text is not exactly that. */
@@ -131,6 +169,10 @@ export function fromJson<T>(text: string): T {
       if (typeof p4 === 'string') return unpackAddrs(4, p4) ?? v;
       const p6 = (v as Record<string, unknown>)[ADDRS6];
       if (typeof p6 === 'string') return unpackAddrs(6, p6) ?? v;
+      const h4 = (v as Record<string, unknown>)[HOSTS4];
+      if (typeof h4 === 'string') return unpackHosts(4, h4) ?? v;
+      const h6 = (v as Record<string, unknown>)[HOSTS6];
+      if (typeof h6 === 'string') return unpackHosts(6, h6) ?? v;
       const big = (v as Record<string, unknown>)[BIG];
       if (typeof big === 'string' && /^-?[0-9]+$/.test(big)) return BigInt(big);
       const addr = (v as Record<string, unknown>)[ADDR];

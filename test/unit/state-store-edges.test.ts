@@ -236,6 +236,25 @@ describe('unit: state store, edges', () => {
     assert.deepEqual(fromJson(toJson(big)), big);
   });
 
+  it('a list of single hosts (a hash set) keeps only their addresses, 4 or 16 bytes each, read back exactly; damage leaves it as it was', () => {
+    const h4 = [0, 0xc6120001, 0x7f000001, 0xffffffff].map((a) => ({ t: 'addr', family: 4, start: BigInt(a), end: BigInt(a) }));
+    const text4 = toJson({ elements: h4 });
+    assert.equal(text4, `{"elements":{"__hosts4":"${Buffer.from('00000000c61200017f000001ffffffff', 'hex').toString('base64')}"}}`);
+    assert.deepEqual(fromJson(text4), { elements: h4 });
+    const h6 = [0n, 1n, (0x20010db8n << 96n) | 0x1234n, 1n << 64n, (1n << 64n) - 1n, (1n << 128n) - 1n].map((v) => ({ t: 'addr', family: 6, start: v, end: v }));
+    const text6 = toJson({ elements: h6 });
+    assert.equal(text6, `{"elements":{"__hosts6":"${Buffer.from(h6.map((e) => e.start.toString(16).padStart(32, '0')).join(''), 'hex').toString('base64')}"}}`);
+    assert.deepEqual(fromJson(text6), { elements: h6 });
+    // One range among the hosts: start and end for each, as before.
+    assert.match(toJson({ elements: [...h4, { t: 'addr', family: 4, start: 5n, end: 6n }] }), /__addrs4/);
+    // Out of range for its family: written element by element, never wrapped.
+    const wide = [{ t: 'addr', family: 4, start: 1n << 32n, end: 1n << 32n }, { t: 'addr', family: 4, start: 1n, end: 1n }];
+    assert.ok(!toJson({ elements: wide }).includes('__hosts'));
+    assert.deepEqual(fromJson(toJson({ elements: wide })), { elements: wide });
+    for (const bad of ['AAAAAAA=', 'AAAAAAAAAAAAAAAAAAAAAA', '!!!!', 'AAAAAA==x']) assert.deepEqual(fromJson(`{"__hosts4":"${bad}"}`), { __hosts4: bad }, bad);
+    assert.deepEqual(fromJson('{"__hosts6":"AAAAAAAAAAAAAAAA"}'), { __hosts6: 'AAAAAAAAAAAAAAAA' }, '12 bytes is not an IPv6 address');
+  });
+
   it('no descriptor is left open: writes, reads, the journal, the lock, snapshots and streamed writes (failed ones too), many times over', async () => {
     const s = fresh();
     const before = openFds();
