@@ -2,7 +2,7 @@ import type { ChainDef, Ruleset, SetDef, SetElem } from '../compile/ruleset.js';
 import { release } from 'node:os';
 import { NetlinkError, SystemError } from '../errors.js';
 import { native } from '../native/native.js';
-import { NlWriter, attrMap, attrU32, type NlMsg } from './nl-attr.js';
+import { NlWriter, attrMap, attrStr, attrU32, type NlMsg } from './nl-attr.js';
 import {
   CHAIN,
   GEN_ID,
@@ -10,6 +10,8 @@ import {
   NETLINK_NETFILTER,
   NFNL_SUBSYS_NFTABLES,
   NFPROTO_INET,
+  NFPROTO_IPV4,
+  NFPROTO_IPV6,
   NFPROTO_UNSPEC,
   NLM_F_ACK,
   NLM_F_DUMP,
@@ -26,7 +28,7 @@ import { forgetFlowsMarked, forgetRedirects, forgetUnredirected } from './conntr
 import { NetlinkSocket, DumpInterrupted } from './netlink-socket.js';
 import { decodeChain, decodeElemMessages, decodeObj, decodeRule, decodeSet, decodeTable, elementsToIR, tableFlagNames, type CounterValue, type LiveTable } from './nft-decode.js';
 import { BatchBuilder, encodeDelete, encodeReplace } from './nft-encode.js';
-import { carriesLearned, sameLearnedSet, type ElementChange, type Netfilter, type ReadOptions } from './netfilter.js';
+import { carriesLearned, sameLearnedSet, type ElementChange, type ForwardChain, type Netfilter, type ReadOptions } from './netfilter.js';
 
 const T = (m: number) => (NFNL_SUBSYS_NFTABLES << 8) | m;
 const ENOENT = 2;
@@ -166,6 +168,30 @@ export class KernelNetfilter implements Netfilter {
 
   private dump(type: number, attrs?: (w: NlWriter) => void): NlMsg[] {
     return this.sock.dump(this.req(type, NLM_F_DUMP | NLM_F_ACK, NFPROTO_INET, attrs));
+  }
+
+  /** Base chains on the forward hook in every ip, ip6 and inet table (see Netfilter.forwardChains). */
+  forwardChains(): ForwardChain[] {
+    const families: Record<number, ForwardChain['family']> = { [NFPROTO_IPV4]: 'ip', [NFPROTO_IPV6]: 'ip6', [NFPROTO_INET]: 'inet' };
+    const all = (type: number) => this.sock.dump(this.req(type, NLM_F_DUMP | NLM_F_ACK, NFPROTO_UNSPEC));
+    const out: ForwardChain[] = [];
+    for (const m of all(MSG.GETCHAIN)) {
+      const family = families[m.payload[0] ?? -1];
+      if (!family) continue;
+      const d = decodeChain(m);
+      if (d.chain.base?.hook !== 'forward' || d.chain.base.type !== 'filter') continue;
+      out.push({ family, table: d.table, chain: d.chain.name, policy: d.chain.base.policy, rules: 0 });
+    }
+    if (out.length === 0) return out;
+    for (const m of all(MSG.GETRULE)) {
+      const family = families[m.payload[0] ?? -1];
+      const a = attrMap(m.payload, 4);
+      const table = attrStr(a.get(RULE.TABLE));
+      const chain = attrStr(a.get(RULE.CHAIN));
+      const c = out.find((x) => x.family === family && x.table === table && x.chain === chain);
+      if (c) c.rules++;
+    }
+    return out;
   }
 
   /** The ruleset generation: changes on every committed transaction. */

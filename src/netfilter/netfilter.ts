@@ -43,7 +43,23 @@ export interface Netfilter {
   holds?(): boolean;
   /** The netlink port of this writer's socket (an owned table's recorded owner). */
   portId?(): number;
+  /**
+   * The base chains on the forward hook, of every table and IP family (ip,
+   * ip6, inet), with their policy: what forwarded packets (a `sluice run`'s)
+   * must also get through. Absent: this writer cannot list other tables.
+   */
+  forwardChains?(): ForwardChain[];
   close(): void;
+}
+
+/** A base chain on the forward hook, in any table. */
+export interface ForwardChain {
+  family: 'ip' | 'ip6' | 'inet';
+  table: string;
+  chain: string;
+  policy: 'accept' | 'drop';
+  /** How many rules it has (a drop policy with none lets nothing through). */
+  rules: number;
 }
 
 /** Elements to add to one set, and elements to delete from it first. */

@@ -8,7 +8,7 @@ import { SystemError } from '../errors.js';
 import type { DnsQueryEvent } from '../events/channels.js';
 import { formatAddr, type AddrRange } from '../net/ip.js';
 import { hostAddresses } from '../net/host-addresses.js';
-import type { Netfilter } from '../netfilter/netfilter.js';
+import type { ForwardChain, Netfilter } from '../netfilter/netfilter.js';
 import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
 import type { Policy } from '../policy/policy.js';
 import { DnsGuard } from '../dns/dns-guard.js';
@@ -267,6 +267,8 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   for (const s of signals) process.on(s, onSignal);
   try {
     if (opts.ipv6 && !v6) opts.notice?.('this run has no IPv6: this host does not forward IPv6, and turning it on would make it ignore router advertisements');
+    const blocking = forwardBlockers(nf);
+    if (blocking) opts.notice?.(blocking);
     const a = runAddresses(rec.slot, v6);
     const cgroup = makeRunCgroup(cgroupRoot, id);
     // The probes load on another thread while this one makes the network and the guard.
@@ -407,6 +409,34 @@ interface ProbeLoad {
  * at by it (the tracepoints the probes also use are host-wide while the run
  * lasts), loaded on a worker thread (probe-worker.ts).
  */
+/**
+ * A run's traffic is forwarded, and a forwarded packet must get through
+ * every base chain on the forward hook, of every table: another firewall's
+ * chain with policy drop (ufw's and Docker's FORWARD, a hand-written
+ * `policy drop`) drops it unless one of its rules accepts it. Sluice does not
+ * change other tables; it says so before the command runs, naming the chain
+ * and how to let the run's interfaces (slr*) through. Null when there is no
+ * such chain (or the chains cannot be listed).
+ */
+export function forwardBlockers(nf: Pick<Netfilter, 'forwardChains'>): string | null {
+  let chains: ForwardChain[];
+  try {
+    chains = nf.forwardChains?.() ?? [];
+  } catch {
+    return null;
+  }
+  const drops = chains.filter((c) => c.policy === 'drop' && !c.table.startsWith('sluice'));
+  if (drops.length === 0) return null;
+  const named = drops.map((c) => `table ${c.family} ${c.table}, chain ${c.chain} (${c.rules} rule${c.rules === 1 ? '' : 's'})`).join('; ');
+  return (
+    `the host's firewall drops forwarded packets by default, and this run's traffic is forwarded: ${named}. ` +
+    'Unless a rule there accepts it, the command cannot reach anything (ufw and Docker set this policy). ' +
+    `Sluice does not change other tables; to let runs out, accept their interfaces (${HOST_IF_PREFIX}*) in that chain, for example ` +
+    `iptables -I FORWARD -i ${HOST_IF_PREFIX}+ -j ACCEPT and iptables -I FORWARD -o ${HOST_IF_PREFIX}+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT ` +
+    `(under Docker, in DOCKER-USER instead of FORWARD), or in nft: iifname "${HOST_IF_PREFIX}*" accept and oifname "${HOST_IF_PREFIX}*" ct state established,related accept`
+  );
+}
+
 function startProbes(cgroup: string): ProbeLoad {
   const worker = new Worker(new URL('./probe-worker.js', import.meta.url), { workerData: { cgroup } });
   const ready = new Promise<{ loaded: true; maps: ProbeMaps } | { loaded: false; reason: string }>((resolve) => {

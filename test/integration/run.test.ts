@@ -94,6 +94,7 @@ describe('integration: sluice run', () => {
     const before = namespacesOfRuns();
     const r = await sluiceRun(['--allow', 'api.sluice.test:443/tcp'], [process.execPath, PROBE, 'tcp:api.sluice.test:443', 'tcp:api.sluice.test:80', `tcp:${HOSTS.other4}:443`, `udp:${HOSTS.other4}:5000`]);
     assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /drops forwarded packets/, 'no other firewall here: no warning');
     const got = probes(r.stdout);
     assert.deepEqual(
       got.map((p) => [p.target, p.ok]),
@@ -127,6 +128,26 @@ describe('integration: sluice run', () => {
     // Nothing is left: namespace, veth, table, slot.
     assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
     assert.deepEqual([...namespacesOfRuns()].filter((n) => !before.has(n)), []);
+  });
+
+  it("another firewall's forward chain with policy drop (ufw's, Docker's) is named before the command runs, and the rules it suggests let the run out", async () => {
+    // What ufw and Docker leave on a host: FORWARD with policy drop, and rules for their own interfaces
+    // only (theirs are ip and ip6 tables; an inet one holds both families, as the run may use either).
+    await w.exec(['nft', '-f', '-'], { input: 'table inet filter {\n chain FORWARD {\n type filter hook forward priority 0; policy drop;\n iifname "docker0" accept\n }\n}\n' });
+    try {
+      const cmd = [process.execPath, PROBE, 'tcp:api.sluice.test:443'];
+      const r = await sluiceRun(['--allow', 'api.sluice.test:443/tcp'], cmd);
+      assert.match(r.stderr, /drops forwarded packets by default, and this run's traffic is forwarded: table inet filter, chain FORWARD \(1 rule\)/);
+      assert.deepEqual(probes(r.stdout).map((p) => p.ok), [false], 'the warning is true: the connection does not get out');
+      // The nft rules the warning suggests, in that chain.
+      await w.exec(['nft', 'insert', 'rule', 'inet', 'filter', 'FORWARD', 'iifname', 'slr*', 'accept']);
+      await w.exec(['nft', 'insert', 'rule', 'inet', 'filter', 'FORWARD', 'oifname', 'slr*', 'ct', 'state', 'established,related', 'accept']);
+      const r2 = await sluiceRun(['--allow', 'api.sluice.test:443/tcp'], cmd);
+      assert.match(r2.stderr, /chain FORWARD \(3 rules\)/);
+      assert.deepEqual(probes(r2.stdout).map((p) => p.ok), [true], r2.stderr);
+    } finally {
+      await w.exec(['nft', 'delete', 'table', 'inet', 'filter']);
+    }
   });
 
   it('a DNS query for an unlisted name is refused by the guard and never reaches the authoritative server, whatever resolver it is sent to', async () => {

@@ -4,12 +4,13 @@ import { describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { compileRunRuleset } from '../../src/compile/run-ruleset.js';
 import type { RuleDef, Stmt } from '../../src/compile/ruleset.js';
+import type { ForwardChain } from '../../src/netfilter/netfilter.js';
 import { parseCommandLine } from '../../src/cli/spec.js';
 import { UsageError } from '../../src/errors.js';
 import { parsePolicy } from '../../src/policy/load-policy.js';
 import { formatRunMarkdown, formatRunReport, suggestRunPolicy } from '../../src/run/run-report.js';
 import { allowRule, basePolicy, parseUpstreams, runPolicy, splitAllow } from '../../src/run/run-policy.js';
-import type { RunReport } from '../../src/run/run.js';
+import { forwardBlockers, type RunReport } from '../../src/run/run.js';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { renderRuleset } from '../../src/compile/render-nft.js';
@@ -273,4 +274,28 @@ describe("unit: a run's table, golden files (test/golden/run-*.yaml -> .nft)", (
       if (actual !== expected) assert.fail(`${nftFile} differs (- expected, + actual):\n${lineDiff((expected ?? '').split('\n'), actual.split('\n')).join('\n')}`);
     });
   }
+});
+
+describe("unit: another firewall's forward chains", () => {
+  const chain = (over: Partial<ForwardChain>): ForwardChain => ({ family: 'ip', table: 'filter', chain: 'FORWARD', policy: 'drop', rules: 3, ...over });
+  it('a drop policy in any table but Sluice\'s own is named, with its family, chain and rule count, and what to add', () => {
+    const text = forwardBlockers({ forwardChains: () => [chain({}), chain({ family: 'inet', table: 'fw', chain: 'fwd', rules: 1 })] }) ?? '';
+    assert.match(text, /table ip filter, chain FORWARD \(3 rules\); table inet fw, chain fwd \(1 rule\)\./);
+    assert.match(text, /iptables -I FORWARD -i slr\+ -j ACCEPT/);
+    assert.match(text, /oifname "slr\*" ct state established,related accept/);
+  });
+  it('nothing to say: no chains, accept policies, Sluice\'s own tables, a writer that cannot list, a listing that fails', () => {
+    assert.equal(forwardBlockers({ forwardChains: () => [] }), null);
+    assert.equal(forwardBlockers({ forwardChains: () => [chain({ policy: 'accept' })] }), null);
+    assert.equal(forwardBlockers({ forwardChains: () => [chain({ family: 'inet', table: 'sluice-run-forward' }), chain({ family: 'inet', table: 'sluice-run-0a1b2c3d' })] }), null);
+    assert.equal(forwardBlockers({}), null);
+    assert.equal(
+      forwardBlockers({
+        forwardChains: () => {
+          throw new Error('EPERM');
+        },
+      }),
+      null,
+    );
+  });
 });
