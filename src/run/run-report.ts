@@ -10,7 +10,7 @@ function dest(f: Pick<RunFlow, 'dst' | 'dport' | 'proto'>): string {
   return f.dport !== undefined ? `${host}:${f.dport}/${f.proto}` : `${host} ${f.proto}`;
 }
 
-function senders(f: RunFlow): string {
+function senders(f: { processes: RunFlow['processes'] }): string {
   return f.processes.length > 0 ? ` by ${f.processes.map((p) => `${p.comm}[${p.pid}]`).join(', ')}` : '';
 }
 
@@ -34,7 +34,7 @@ export function formatRunReport(r: RunReport): string {
   out.push(`  names: ${allowedNames.length} allowed, ${refused.length} ${blockedWord}`);
   for (const n of [...refused, ...allowedNames].slice(0, MAX_LINES)) {
     const tail = n.verdict === 'allowed' ? ` -> ${n.answers.slice(0, 4).join(', ') || '(no address)'}${n.answers.length > 4 ? ', ...' : ''}` : '';
-    out.push(`    ${n.verdict.padEnd(11)} ${n.name} ${n.type}${n.rules.length ? ` (${n.rules.join(', ')})` : ''}${n.count > 1 ? ` x${n.count}` : ''}${tail}`);
+    out.push(`    ${n.verdict.padEnd(11)} ${n.name} ${n.type}${n.rules.length ? ` (${n.rules.join(', ')})` : ''}${n.count > 1 ? ` x${n.count}` : ''}${tail}${senders(n)}`);
   }
   const reached = r.flows.filter((f) => f.verdict === 'allowed');
   const blocked = r.flows.filter((f) => f.verdict !== 'allowed');
@@ -59,8 +59,8 @@ export function formatRunMarkdown(r: RunReport): string {
   out.push(`${r.summary.namesAllowed} names allowed, ${r.summary.namesBlocked} refused; ${r.summary.destinationsReached} destinations reached; ${r.summary.attemptsBlocked} attempts ${blockedWord.toLowerCase()}.`, '');
   const names = r.names.filter((n) => n.verdict !== 'error');
   if (names.length > 0) {
-    out.push('| Name | Type | Verdict | Rule | Answers |', '|---|---|---|---|---|');
-    for (const n of names) out.push(`| ${mdCell(n.name)} | ${n.type} | ${n.verdict} | ${mdCell(n.rules.join(', '))} | ${mdCell(n.answers.join(', '))} |`);
+    out.push('| Name | Type | Verdict | Rule | Answers | Asked by |', '|---|---|---|---|---|---|');
+    for (const n of names) out.push(`| ${mdCell(n.name)} | ${n.type} | ${n.verdict} | ${mdCell(n.rules.join(', '))} | ${mdCell(n.answers.join(', '))} | ${mdCell(n.processes.map((p) => `${p.comm}[${p.pid}]`).join(', '))} |`);
     out.push('');
   }
   if (r.flows.length > 0) {

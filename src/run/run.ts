@@ -75,6 +75,8 @@ export interface RunName {
   verdict: 'allowed' | 'blocked' | 'would-block' | 'error';
   rules: string[];
   answers: string[];
+  /** Who asked (up to 5 distinct processes; queries over UDP), when the kernel attribution probes could tell. */
+  processes: RunProcess[];
   count: number;
 }
 
@@ -117,6 +119,8 @@ const PROTO: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icm
 class RunLog {
   /** Names the senders of a batch of records (the probes), or nothing. */
   senders: ((records: NflogRecord[]) => (RunProcess | undefined)[]) | undefined;
+  /** Names the sender of a DNS query that came over UDP from this source address and port (the probes), or nothing. */
+  asker: ((family: 4 | 6, port: number) => RunProcess | undefined) | undefined;
   names = new Map<string, RunName>();
   flows = new Map<string, RunFlow>();
   /** Address -> names whose allowed answers held it. */
@@ -127,11 +131,15 @@ class RunLog {
   dns(e: DnsQueryEvent): void {
     const type = QTYPE[e.type] ?? String(e.type);
     const key = `${e.name}|${type}|${e.verdict}`;
+    // The query's source port in the run's namespace: the probes recorded who sent from it.
+    const v4 = !e.client.address.includes(':') || (e.client.address.startsWith('::ffff:') && e.client.address.includes('.'));
+    const proc = e.transport === 'udp' ? this.asker?.(v4 ? 4 : 6, e.client.port) : undefined;
     const cur = this.names.get(key);
     if (cur) {
       cur.count++;
       for (const a of e.answers) if (!cur.answers.includes(a)) cur.answers.push(a);
-    } else this.names.set(key, { name: e.name, type, verdict: e.verdict, rules: [...e.rules], answers: [...e.answers], count: 1 });
+      if (proc && cur.processes.length < 5 && !cur.processes.some((x) => x.pid === proc.pid)) cur.processes.push(proc);
+    } else this.names.set(key, { name: e.name, type, verdict: e.verdict, rules: [...e.rules], answers: [...e.answers], processes: proc ? [proc] : [], count: 1 });
     // Answers handed out (allowed; in audit mode also would-block): their addresses carry the name.
     if (e.verdict === 'allowed' || e.verdict === 'would-block') {
       for (const a of e.answers) {
@@ -462,6 +470,14 @@ async function attachProbes(load: ProbeLoad, netns: string, log: RunLog): Promis
     return { probes: false, reason: `the run's namespace cookie: ${(err as Error).message}` };
   }
   const reader = new ProbeReader(state.maps);
+  const named = (s: { tgid: number; start: bigint; comm: string; uid: number }): RunProcess => {
+    const e = reader.exec(s.tgid, s.start);
+    return { pid: s.tgid, comm: s.comm, uid: s.uid, ...(e ? { exe: e.path, cmdline: e.cmdline } : {}) };
+  };
+  log.asker = (family, port) => {
+    const s = reader.senders([{ netns: cookie, family, proto: 17, sport: port }])[0];
+    return s ? named(s) : undefined;
+  };
   log.senders = (records) => {
     const at: number[] = [];
     const keys: FlowKey[] = [];
@@ -473,9 +489,7 @@ async function attachProbes(load: ProbeLoad, netns: string, log: RunLog): Promis
     });
     const out: (RunProcess | undefined)[] = records.map(() => undefined);
     reader.senders(keys).forEach((s, j) => {
-      if (!s) return;
-      const e = reader.exec(s.tgid, s.start);
-      out[at[j] as number] = { pid: s.tgid, comm: s.comm, uid: s.uid, ...(e ? { exe: e.path, cmdline: e.cmdline } : {}) };
+      if (s) out[at[j] as number] = named(s);
     });
     return out;
   };

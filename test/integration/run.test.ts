@@ -20,7 +20,7 @@ const SLUICE = join(ROOT, 'bin/sluice');
 interface Report {
   version: number;
   exit: { code: number | null; signal: string | null };
-  names: { name: string; type: string; verdict: string; answers: string[] }[];
+  names: { name: string; type: string; verdict: string; answers: string[]; processes: { pid: number; comm: string; cmdline?: string }[] }[];
   flows: { verdict: string; rule: string; proto: string; dst: string; dport?: number; names: string[]; processes: { pid: number; comm: string; exe?: string; cmdline?: string }[]; count: number }[];
   attribution: { probes: boolean; reason?: string };
   summary: { namesAllowed: number; namesBlocked: number; destinationsReached: number; attemptsBlocked: number };
@@ -125,6 +125,11 @@ describe('integration: sluice run', () => {
       assert.match(f.processes[0]?.cmdline ?? '', /probe\.js/, JSON.stringify(f));
     }
     assert.match(r.stderr, /by node\[[0-9]+\]/);
+    // The names too: the lookup came from the same process (getaddrinfo on one of its threads).
+    const asked = rep.names.find((n) => n.name === 'api.sluice.test' && n.verdict === 'allowed');
+    assert.ok(asked && asked.processes.length > 0, `who asked for api.sluice.test: ${JSON.stringify(rep.names)}`);
+    assert.equal(asked.processes[0]?.pid, rep.flows[0]?.processes[0]?.pid, JSON.stringify({ names: rep.names, flows: rep.flows }));
+    assert.match(asked.processes[0]?.cmdline ?? '', /probe\.js/);
     // Nothing is left: namespace, veth, table, slot.
     assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
     assert.deepEqual([...namespacesOfRuns()].filter((n) => !before.has(n)), []);

@@ -198,8 +198,8 @@ describe('unit: a run\'s host-side table', () => {
 describe('unit: a run\'s report', () => {
   const rep = report({
     names: [
-      { name: 'registry.npmjs.org', type: 'A', verdict: 'allowed', rules: ['allow-1'], answers: ['198.18.1.10'], count: 2 },
-      { name: 'evil|x.example', type: 'A', verdict: 'blocked', rules: [], answers: [], count: 1 },
+      { name: 'registry.npmjs.org', type: 'A', verdict: 'allowed', rules: ['allow-1'], answers: ['198.18.1.10'], processes: [{ pid: 77, comm: 'npm', uid: 1000 }], count: 2 },
+      { name: 'evil|x.example', type: 'A', verdict: 'blocked', rules: [], answers: [], processes: [{ pid: 78, comm: 'sh|<b>', uid: 1000 }], count: 1 },
     ],
     flows: [
       { verdict: 'blocked', rule: '#default', proto: 'tcp', dst: '198.18.2.20', dport: 443, names: [], processes: [{ pid: 4242, comm: 'curl', uid: 1000, exe: '/usr/bin/curl', cmdline: 'curl https://198.18.2.20' }], count: 3, first: 'a', last: 'b' },
@@ -216,12 +216,17 @@ describe('unit: a run\'s report', () => {
     assert.match(t, /198\.18\.1\.10:443\/tcp registry\.npmjs\.org \(allow-1\)/);
     assert.match(t, /\[2001:db8::1\]:53\/udp/);
     assert.match(t, /blocked: 3 attempts\n {4}198\.18\.2\.20:443\/tcp \(#default\) x3/);
+    // Who asked for each name, as for flows.
+    assert.match(t, /allowed {5}registry\.npmjs\.org A \(allow-1\) x2 -> 198\.18\.1\.10 by npm\[77\]/);
   });
 
   it('Markdown escapes what a name could use to break the table', () => {
     const md = formatRunMarkdown(rep);
     assert.ok(md.includes('evil\\|x.example'), md);
     assert.equal(md.split('\n').filter((l) => l.startsWith('| blocked')).length, 1);
+    // A process name cannot break the table either; each name row has its six cells.
+    assert.ok(md.includes('| sh\\|\\<b\\>\\[78\\] |'), md);
+    assert.ok(md.includes('| registry.npmjs.org | A | allowed | allow-1 | 198.18.1.10 | npm\\[77\\] |'), md);
   });
 
   it('the suggestion is a valid policy allowing exactly what the run did, and no name can change its shape', () => {
@@ -230,7 +235,7 @@ describe('unit: a run\'s report', () => {
         { verdict: 'blocked', rule: '#default', proto: 'tcp', dst: '198.18.1.10', dport: 443, names: ['a.example"]\n  - name: all\n    to: [any'], processes: [], count: 1, first: 'a', last: 'a' },
         ...rep.flows,
       ],
-      names: [{ name: 'resolved-only.example', type: 'A', verdict: 'allowed', rules: [], answers: [], count: 1 }],
+      names: [{ name: 'resolved-only.example', type: 'A', verdict: 'allowed', rules: [], answers: [], processes: [], count: 1 }],
     });
     const yaml = suggestRunPolicy(hostile);
     assert.match(yaml, /# Resolved but never connected to \(not allowed above\): "resolved-only\.example"/);
