@@ -3,6 +3,7 @@ import type { EventQuery, EventStats, StoredEvent, TimelineRow } from '../events
 import type { ListenAddress } from '../policy/listen-address.js';
 import { cookieValue, hostAllowed, sameOrigin, type DashboardCredentials } from './dashboard-auth.js';
 import type { LiveHub } from './dashboard-live.js';
+import { openApiDocument } from './dashboard-openapi.js';
 import { eventsCsv, parseEventsQuery, parseExplainQuery, parseStatsQuery, type Parsed } from './dashboard-query.js';
 
 /**
@@ -51,6 +52,8 @@ export interface DashboardAppOptions {
   /** Who sent a request (the thread: the uid owning the peer socket); failed sign-ins are limited per peer. */
   peerOf?: (c: Context) => string;
   limiter?: SignInLimiter;
+  /** Sluice's version, for the OpenAPI document. */
+  version?: string;
 }
 
 /**
@@ -185,6 +188,9 @@ export function dashboardApp(opts: DashboardAppOptions): Hono {
     const r = await sources.explain(p.value);
     return r.ok ? c.json(r.value) : c.json({ error: r.error }, 400);
   });
+
+  const openapi = openApiDocument(opts.version ?? 'unknown', credentials.cookieName);
+  app.get('/api/openapi.json', (c) => c.json(openapi));
 
   app.get('/api/live', (c) => {
     const stream = live.open();

@@ -70,6 +70,13 @@ const statsSchema = (now: number) =>
     limit: whole(1, 100).optional(),
   });
 
+/** The query parameters each endpoint takes, as its parser reads them (the OpenAPI document lists these; a test keeps the two equal). */
+export const QUERY_PARAMS = {
+  events: () => Object.keys(eventsSchema(0).shape),
+  stats: () => Object.keys(statsSchema(0).shape),
+  explain: () => Object.keys(explainSchema.shape),
+};
+
 const explainSchema = z.strictObject({
   dest: text(253),
   port: z

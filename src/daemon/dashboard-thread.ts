@@ -121,7 +121,15 @@ const assets = {
   css: readFileSync(new URL('app.css', assetsDir), 'utf8'),
 };
 
+let version = 'unknown';
+try {
+  version = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: string }).version ?? version;
+} catch {
+  // A package without its package.json: the document says unknown.
+}
+
 const app = dashboardApp({
+  version,
   listen: cfg.listen,
   credentials: new DashboardCredentials(cfg.token, cfg.listen.port),
   sources,

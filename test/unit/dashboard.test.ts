@@ -15,7 +15,8 @@ import type { StoredEvent } from '../../src/events/event-store.js';
 import { afterSignIn, CSP, dashboardApp, SignInLimiter, type DashboardSources } from '../../src/daemon/dashboard-app.js';
 import { cookieValue, DashboardCredentials, dashboardTokenPath, ensureDashboardToken, hostAllowed, newToken, readDashboardToken, sameOrigin, signInUrl, TOKEN_FORM } from '../../src/daemon/dashboard-auth.js';
 import { LiveHub, type LiveEvent } from '../../src/daemon/dashboard-live.js';
-import { csvCell, eventsCsv, parseEventsQuery, parseExplainQuery, parseStatsQuery } from '../../src/daemon/dashboard-query.js';
+import { csvCell, eventsCsv, parseEventsQuery, parseExplainQuery, parseStatsQuery, QUERY_PARAMS } from '../../src/daemon/dashboard-query.js';
+import { OPENAPI_PARAMS } from '../../src/daemon/dashboard-openapi.js';
 import { parseLoopbackListen } from '../../src/policy/listen-address.js';
 import { policyFrom } from '../support/fixtures.js';
 
@@ -309,6 +310,29 @@ describe('unit: dashboard app (every request through the checks)', () => {
     const bad = await req('/api/events?limit=100000', { headers: bearer });
     assert.equal(bad.status, 400);
     assert.equal((await req('/api/explain?dest=a.example', { headers: bearer })).status, 200);
+  });
+
+  it('the API is described at /api/openapi.json (signed in only): every path answers, and each lists exactly the parameters its parser takes', async () => {
+    assert.equal((await req('/api/openapi.json')).status, 401);
+    const r = await req('/api/openapi.json', { headers: bearer });
+    assert.equal(r.status, 200);
+    const doc = (await r.json()) as { openapi: string; paths: Record<string, { get: { parameters: { name: string; required: boolean }[] } }>; components: { securitySchemes: { session: { name: string } } } };
+    assert.equal(doc.openapi, '3.1.0');
+    assert.equal(doc.components.securitySchemes.session.name, creds.cookieName);
+    for (const [path, item] of Object.entries(doc.paths)) {
+      if (path === '/api/live') continue; // a stream: its cap is tested below
+      const query = path === '/api/explain' ? '?dest=198.18.1.10' : '';
+      assert.equal((await req(`${path}${query}`, { headers: bearer })).status, 200, path);
+      assert.ok(Array.isArray(item.get.parameters), path);
+    }
+    for (const name of ['events', 'stats', 'explain'] as const) {
+      const listed = doc.paths[`/api/${name}`]?.get.parameters.map((p) => p.name).sort();
+      assert.deepEqual(listed, QUERY_PARAMS[name]().sort(), `/api/${name}: the document and the parser agree`);
+      assert.deepEqual(OPENAPI_PARAMS[name].map((p) => p.name).sort(), listed);
+    }
+    assert.deepEqual(doc.paths['/api/explain']?.get.parameters.filter((p) => p.required).map((p) => p.name), ['dest']);
+    // And the parser refuses what the document does not list.
+    assert.equal((await req('/api/events?colour=red', { headers: bearer })).status, 400);
   });
 
   it('live streams are capped: one over the limit gets 503', async () => {

@@ -1,0 +1,60 @@
+/**
+ * The dashboard's API described as OpenAPI 3.1, served at
+ * `/api/openapi.json` (behind the same sign-in as the rest): one API for
+ * the dashboard's page and for scripts. Written by hand next to the parsers
+ * it describes (dashboard-query.ts); a unit test checks that every
+ * parameter listed here is one the parser takes and the reverse, and that
+ * every path answers.
+ */
+
+const str = (description: string, extra: Record<string, unknown> = {}) => ({ type: 'string', description, ...extra });
+const param = (name: string, schema: Record<string, unknown>, required = false) => ({ name, in: 'query', required, schema });
+
+const TIME = 'a duration back from now (30m, 1h, 7d) or a time (2026-12-04T10:00Z), as `sluice log --since` reads it';
+const ERROR = { description: 'bad parameters: `{"error": "..."}`', content: { 'application/json': { schema: { type: 'object', properties: { error: { type: 'string' } }, required: ['error'] } } } };
+const JSON_OK = (description: string) => ({ description, content: { 'application/json': { schema: { type: 'object' } } } });
+
+/** The parameters per path, in the order the document lists them. */
+export const OPENAPI_PARAMS: Record<'events' | 'stats' | 'explain', ReturnType<typeof param>[]> = {
+  events: [
+    param('since', str(TIME)),
+    param('until', str(TIME)),
+    param('verdict', str('blocked, would-block or allowed', { enum: ['blocked', 'would-block', 'allowed'] })),
+    param('process', str('a process name, executable or command line contains this (1-256 characters)', { maxLength: 256 })),
+    param('rule', str('a rule name, or a built-in such as #default', { pattern: '^#?[a-z0-9][a-z0-9._-]{0,47}$' })),
+    param('limit', str('at most this many events, 1 to 10000', { pattern: '^[0-9]{1,9}$' })),
+    param('after', str('only events with an id above this one (paging, and the live view catching up)', { pattern: '^[0-9]{1,9}$' })),
+    param('format', str('json (default) or csv', { enum: ['json', 'csv'] })),
+  ],
+  stats: [param('since', str(TIME)), param('until', str(TIME)), param('limit', str('at most this many rows per table, 1 to 100', { pattern: '^[0-9]{1,9}$' }))],
+  explain: [
+    param('dest', str('an address or a name (1-253 characters)', { maxLength: 253 }), true),
+    param('port', str('PORT, PORT/tcp, PORT/udp, tcp, udp, icmp or icmpv6', { pattern: '^(?:[0-9]{1,5}(?:/(?:tcp|udp))?|tcp|udp|icmp|icmpv6)$' })),
+    param('user', str('the sending user, by name or uid', { maxLength: 64 })),
+  ],
+};
+
+export function openApiDocument(version: string, cookieName: string): Record<string, unknown> {
+  const secured = { security: [{ bearer: [] }, { session: [] }], responses: { 401: { description: 'no or wrong credentials' }, 403: { description: 'another Host, or a cross-origin request' }, 429: { description: 'too many failed sign-ins' } } };
+  const get = (summary: string, ok: Record<string, unknown>, parameters: unknown[] = [], bad = false) => ({
+    get: { summary, parameters, ...secured, responses: { 200: ok, ...(bad ? { 400: ERROR } : {}), ...secured.responses } },
+  });
+  return {
+    openapi: '3.1.0',
+    info: { title: 'Sluice dashboard API', version, description: 'Read-only for now. Every request needs the token (Authorization: Bearer, from `sluice dashboard`) or the session cookie the sign-in link sets; the Host must be the dashboard\'s own address.' },
+    components: {
+      securitySchemes: {
+        bearer: { type: 'http', scheme: 'bearer', description: 'STATE/dashboard.token, readable by root only' },
+        session: { type: 'apiKey', in: 'cookie', name: cookieName, description: 'set by the sign-in link (HttpOnly, SameSite=Strict)' },
+      },
+    },
+    paths: {
+      '/api/status': get('The policy in force, table state (live or drifted), mode, counters, guard health', JSON_OK('the daemon\'s status')),
+      '/api/events': get('Stored events, newest first, filtered', { description: 'the events: `{events, limit, since}`, or CSV with `format=csv`', content: { 'application/json': { schema: { type: 'object' } }, 'text/csv': { schema: { type: 'string' } } } }, OPENAPI_PARAMS.events, true),
+      '/api/stats': get('Counts over a window: top destinations, processes and rules, and a timeline of allowed, blocked and would-block', JSON_OK('`{since, bucketMs, stats, timeline}`'), OPENAPI_PARAMS.stats, true),
+      '/api/explain': get('The verdict for a destination, port and user, and the rule that decides it', JSON_OK('the explanation, as `sluice explain --json` gives it'), OPENAPI_PARAMS.explain, true),
+      '/api/live': get('New events as they happen (Server-Sent Events, in batches)', { description: 'an event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }),
+      '/api/openapi.json': get('This document', JSON_OK('OpenAPI 3.1')),
+    },
+  };
+}
