@@ -274,34 +274,21 @@ export class BatchBuilder {
   elements(op: 'add' | 'delete', table: string, set: Pick<SetDef, 'name' | 'key' | 'interval'>, elems: SetElem[]): this {
     if (!set.interval && (set.key === 'ipv4_addr' || set.key === 'ipv6_addr') && elems.every(isPlainHost)) return this.hostElements(op, table, set, elems as PlainHost[]);
     const raw = rawElements(set, elems);
-    const id = this.setIds.get(set.name);
-    let i = 0;
-    while (i < raw.length) {
-      this.begin(op === 'add' ? MSG.NEWSETELEM : MSG.DELSETELEM, op === 'add' ? NLM_F_CREATE : 0, `${op === 'add' ? 'adding' : 'deleting'} elements of set ${set.name}`);
-      this.w.str(SET_ELEM_LIST.TABLE, table).str(SET_ELEM_LIST.SET, set.name);
-      if (id !== undefined) this.w.u32be(SET_ELEM_LIST.SET_ID, id);
-      const nestStart = this.w.length;
-      this.w.nest(SET_ELEM_LIST.ELEMENTS, () => {
-        while (i < raw.length && this.w.since(nestStart) < ELEM_CHUNK_BYTES) {
-          const r = raw[i++];
-          if (!r) break;
-          this.w.nest(LIST_ELEM, () => {
-            this.w.nest(SET_ELEM.KEY, () => this.w.bytes(DATA.VALUE, r.key));
-            if (r.keyEnd) this.w.nest(SET_ELEM.KEY_END, () => this.w.bytes(DATA.VALUE, r.keyEnd as Buffer));
-            if (r.flags) this.w.u32be(SET_ELEM.FLAGS, r.flags);
-            if (r.timeoutMs !== undefined && op === 'add') {
-              this.w.u64be(SET_ELEM.TIMEOUT, BigInt(r.timeoutMs));
-              // The expiry too (Linux 5.3+): a kernel that updates elements it holds (6.12+) updates
-              // only what an add carries that differs, so an add with the timeout the element already
-              // has would otherwise leave its old expiry in place.
-              this.w.u64be(SET_ELEM.EXPIRATION, BigInt(r.timeoutMs));
-            }
-          });
+    return this.elementMessages(op, table, set, raw.length, (i) => {
+      const r = raw[i] as RawElem;
+      this.w.nest(LIST_ELEM, () => {
+        this.w.nest(SET_ELEM.KEY, () => this.w.bytes(DATA.VALUE, r.key));
+        if (r.keyEnd) this.w.nest(SET_ELEM.KEY_END, () => this.w.bytes(DATA.VALUE, r.keyEnd as Buffer));
+        if (r.flags) this.w.u32be(SET_ELEM.FLAGS, r.flags);
+        if (r.timeoutMs !== undefined && op === 'add') {
+          this.w.u64be(SET_ELEM.TIMEOUT, BigInt(r.timeoutMs));
+          // The expiry too (Linux 5.3+): a kernel that updates elements it holds (6.12+) updates
+          // only what an add carries that differs, so an add with the timeout the element already
+          // has would otherwise leave its old expiry in place.
+          this.w.u64be(SET_ELEM.EXPIRATION, BigInt(r.timeoutMs));
         }
       });
-      this.w.endMsg();
-    }
-    return this;
+    });
   }
 
   /**
@@ -312,24 +299,29 @@ export class BatchBuilder {
   private hostElements(op: 'add' | 'delete', table: string, set: Pick<SetDef, 'name' | 'key'>, elems: PlainHost[]): this {
     const family = set.key === 'ipv4_addr' ? 4 : 6;
     const max = family === 4 ? 0xffffffffn : (1n << 128n) - 1n;
-    const id = this.setIds.get(set.name);
     // The elements and each message's header (header, table, set, id; chunks of ~60 KB).
     const bytes = elems.length * (12 + (family === 4 ? 4 : 16));
     this.w.reserve(bytes + (Math.ceil(bytes / ELEM_CHUNK_BYTES) + 1) * (64 + table.length + set.name.length));
+    return this.elementMessages(op, table, set, elems.length, (i) => {
+      const e = elems[i] as PlainHost;
+      if (e.family !== family) throw new TypeError('address family does not match the set');
+      if (e.start !== e.end) throw new TypeError('a hash set holds single addresses only');
+      if (e.start < 0n || e.start > max) throw new RangeError(`address out of range for IPv${family}`);
+      this.w.addrElem(LIST_ELEM, SET_ELEM.KEY, DATA.VALUE, family, e.start);
+    });
+  }
+
+  /** Element messages for `count` elements, each written by `write(i)`, as many as their 16-bit lengths need. */
+  private elementMessages(op: 'add' | 'delete', table: string, set: Pick<SetDef, 'name'>, count: number, write: (i: number) => void): this {
+    const id = this.setIds.get(set.name);
     let i = 0;
-    while (i < elems.length) {
+    while (i < count) {
       this.begin(op === 'add' ? MSG.NEWSETELEM : MSG.DELSETELEM, op === 'add' ? NLM_F_CREATE : 0, `${op === 'add' ? 'adding' : 'deleting'} elements of set ${set.name}`);
       this.w.str(SET_ELEM_LIST.TABLE, table).str(SET_ELEM_LIST.SET, set.name);
       if (id !== undefined) this.w.u32be(SET_ELEM_LIST.SET_ID, id);
       const nestStart = this.w.length;
       this.w.nest(SET_ELEM_LIST.ELEMENTS, () => {
-        while (i < elems.length && this.w.since(nestStart) < ELEM_CHUNK_BYTES) {
-          const e = elems[i++] as PlainHost;
-          if (e.family !== family) throw new TypeError('address family does not match the set');
-          if (e.start !== e.end) throw new TypeError('a hash set holds single addresses only');
-          if (e.start < 0n || e.start > max) throw new RangeError(`address out of range for IPv${family}`);
-          this.w.addrElem(LIST_ELEM, SET_ELEM.KEY, DATA.VALUE, family, e.start);
-        }
+        while (i < count && this.w.since(nestStart) < ELEM_CHUNK_BYTES) write(i++);
       });
       this.w.endMsg();
     }
