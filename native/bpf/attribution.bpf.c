@@ -35,6 +35,7 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define TCP_SYN_SENT 2
+#define IPPROTO_ICMPV6 58 /* a #define in the uapi headers, not in vmlinux.h */
 #define ARGS_MAX 512
 #define PATH_MAX_ 256
 
@@ -42,7 +43,7 @@
 struct flow_key {
 	__u64 netns;   /* the socket's network namespace cookie (SO_NETNS_COOKIE) */
 	__u8 family;   /* 4 or 6: the packet's (an IPv6 socket sending to a v4-mapped address sends IPv4) */
-	__u8 proto;    /* 6 or 17 */
+	__u8 proto;    /* 6, 17, or 1 / 58 (echo requests from a ping socket) */
 	__u16 sport;   /* host order */
 	__u16 dport;   /* host order; 0 in UDP keys */
 	__u16 pad;
@@ -234,22 +235,33 @@ int tcp_connect_cb(struct bpf_sock_ops *ctx)
 	return 1;
 }
 
+/*
+ * Every send on a socket: UDP, keyed by the local port; and ICMP or ICMPv6
+ * echo requests from a ping socket (SOCK_DGRAM, what `ping` uses where
+ * net.ipv4.ping_group_range lets it), keyed by the socket's identifier, which
+ * the kernel writes into every echo request it sends (the collector reads it
+ * back from the logged packet). Raw sockets are not keyed: their identifier
+ * is in the payload.
+ */
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(udp_sent, struct sock *sk, int ret, int flags)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
+	if (proto != IPPROTO_UDP && !((proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) && BPF_CORE_READ(sk, sk_type) == SOCK_DGRAM))
 		return 0;
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
 	struct flow_key key = {};
 	struct sender v = {};
-	fill_sender(&v, sk, IPPROTO_UDP);
+	fill_sender(&v, sk, (__u8)proto);
 	key.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
-	key.proto = IPPROTO_UDP;
+	key.proto = (__u8)proto;
 	key.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	key.family = family == AF_INET ? 4 : 6;
 	put_flow(&key, &v);
+	if (proto != IPPROTO_UDP)
+		return 0;
 	/* A dual-stack IPv6 socket also sends IPv4 (to v4-mapped addresses) from the same port. */
 	if (family == AF_INET6 && !BPF_CORE_READ_BITFIELD_PROBED(&sk->__sk_common, skc_ipv6only)) {
 		key.family = 4;

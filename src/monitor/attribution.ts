@@ -18,6 +18,8 @@ export interface FlowFacts extends FlowTuple {
   verdict: RecordedEvent['verdict'];
   rule: string;
   icmpType?: number;
+  /** An ICMP echo request's identifier (a ping socket's port, for the probes). */
+  echoId?: number;
   uid?: number;
   outIfindex?: number;
   /** Blocked packets in enforce mode: the low 32 bits of the sender's cgroup id, from the packet mark. */
@@ -118,7 +120,24 @@ export function baseEvent(f: FlowFacts): RecordedEvent {
 
 /** The probes' key for a record's flow: TCP by the whole flow, UDP by the socket's port. */
 function flowKey(netns: bigint, f: FlowFacts): FlowKey {
-  return { netns, family: f.family, proto: f.proto, sport: f.sport ?? 0, dport: f.dport, dst: f.dst };
+  return { netns, family: f.family, proto: f.proto, sport: f.sport ?? f.echoId ?? 0, dport: f.dport, dst: f.dst };
+}
+
+/**
+ * Flows the probes record a sender for: TCP and UDP by their source port,
+ * ICMP echo requests sent from a ping socket by their identifier (which is
+ * that socket's port). Echo requests from raw sockets carry an identifier
+ * the program chose: no key matches them, and they fall to the other methods.
+ */
+function probeKeyed(f: FlowFacts): boolean {
+  return ((f.proto === 6 || f.proto === 17) && f.sport !== undefined) || ((f.proto === 1 || f.proto === 58) && f.echoId !== undefined);
+}
+
+/** Records one socket sent share one probe record: UDP and ping sockets by family, protocol and port. */
+function socketKey(f: FlowFacts): number | undefined {
+  if (f.proto === 17) return f.family * 65_536 + (f.sport ?? 0);
+  if (f.proto === 1 || f.proto === 58) return 1_000_000 + f.proto * 65_536 + (f.echoId ?? 0);
+  return undefined;
 }
 
 export class Attributor {
@@ -168,9 +187,9 @@ export class Attributor {
     const udp = new Map<number, number>();
     for (let i = from; i < to; i++) {
       const f = queue[i] as FlowFacts;
-      if (f.sport === undefined || (f.proto !== 6 && f.proto !== 17)) continue;
-      if (f.proto === 17) {
-        const u = f.family * 65_536 + f.sport;
+      if (!probeKeyed(f)) continue;
+      const u = socketKey(f);
+      if (u !== undefined) {
         const at = udp.get(u);
         if (at !== undefined) {
           (owners[at] as FlowFacts[]).push(f);
@@ -379,7 +398,7 @@ export class Attributor {
     // The UDP probe writes as the send returns, after the packet's record was queued: a record read
     // at once can come first. Not found (not: found for another socket), it waits once
     // (attributeOrWait only), then asks again.
-    if (found === 'miss' && f.proto === 17 && Date.now() - f.time < 200) {
+    if (found === 'miss' && f.proto !== 6 && Date.now() - f.time < 200) {
       yield { q: 'settle' };
       found = this.kernelSender(f, true);
     }
@@ -483,7 +502,7 @@ export class Attributor {
    */
   private kernelSender(f: FlowFacts, fresh = false): { s: KernelSender; uid: number } | 'miss' | undefined {
     const k = this.deps.kernel;
-    if (!k || f.sport === undefined || (f.proto !== 6 && f.proto !== 17)) return undefined;
+    if (!k || !probeKeyed(f)) return undefined;
     const pre = fresh ? undefined : this.prefetched.get(f);
     const s = pre !== undefined ? (pre ?? undefined) : k.reader.sender(flowKey(k.netns, f));
     if (!s) return 'miss';

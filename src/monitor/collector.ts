@@ -26,6 +26,7 @@ export function recordFacts(r: NflogRecord): FlowFacts | 'foreign' | 'malformed'
   if (pkt.sport !== undefined) f.sport = pkt.sport;
   if (pkt.dport !== undefined) f.dport = pkt.dport;
   if (pkt.icmpType !== undefined) f.icmpType = pkt.icmpType;
+  if (pkt.echoId !== undefined) f.echoId = pkt.echoId;
   if (r.uid !== undefined) f.uid = r.uid;
   if (r.outIfindex !== undefined) f.outIfindex = r.outIfindex;
   // Only block chains (enforce mode) write the sender's cgroup into the mark, after resetting it to 0.

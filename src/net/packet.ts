@@ -19,6 +19,8 @@ export interface FlowTuple {
 
 export interface PacketInfo extends FlowTuple {
   icmpType?: number;
+  /** ICMP or ICMPv6 echo requests: the identifier. */
+  echoId?: number;
   /** Offset of the transport payload (for UDP: the DNS message), when the headers were complete. */
   payloadOffset?: number;
   /** Total length the IP header claims (the record may hold less). */
@@ -70,6 +72,8 @@ export function parsePacket(b: Uint8Array): PacketInfo | null {
     }
   } else if ((proto === 1 || proto === 58) && b.length >= l4 + 1) {
     info.icmpType = b[l4] ?? 0;
+    // An echo request's identifier: for a ping socket, the socket's "port" (what the probes key it by).
+    if (info.icmpType === (proto === 1 ? 8 : 128) && b.length >= l4 + 8) info.echoId = ((b[l4 + 4] ?? 0) << 8) | (b[l4 + 5] ?? 0);
   }
   return info;
 }

@@ -483,7 +483,14 @@ async function attachProbes(load: ProbeLoad, netns: string, log: RunLog): Promis
     const keys: FlowKey[] = [];
     records.forEach((r, i) => {
       const p = r.packet;
-      if (!p || p.sport === undefined || (p.proto !== 6 && p.proto !== 17)) return;
+      if (!p) return;
+      // TCP by the flow, UDP by the port, an echo request from a ping socket by its identifier (the socket's port).
+      if ((p.proto === 1 || p.proto === 58) && p.echoId !== undefined) {
+        at.push(i);
+        keys.push({ netns: cookie, family: p.family, proto: p.proto, sport: p.echoId });
+        return;
+      }
+      if (p.sport === undefined || (p.proto !== 6 && p.proto !== 17)) return;
       at.push(i);
       keys.push(p.proto === 6 ? { netns: cookie, family: p.family, proto: 6, sport: p.sport, ...(p.dport !== undefined ? { dport: p.dport } : {}), dst: p.dst } : { netns: cookie, family: p.family, proto: 17, sport: p.sport });
     });

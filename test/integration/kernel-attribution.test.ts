@@ -162,6 +162,34 @@ describe('integration: one-shot senders named by the attribution probes', () => 
     assert.deepEqual(wrong, [], `${wrong.length} of ${attempts.length} attempts misnamed`);
   });
 
+  it('one-shot pings from ping sockets (ICMP and ICMPv6, root and uid 65534) are named by the echo identifier', async () => {
+    // Ping sockets for every group in this namespace (as systemd sets it on the host): `ping` then uses them, not raw sockets.
+    const set = await w.exec(['sysctl', '-w', 'net.ipv4.ping_group_range=0 2147483647']);
+    assert.equal(set.code, 0, set.stderr);
+    const pinger = (family: 4 | 6, tag: string) =>
+      `import os,socket,struct\nprint(os.getpid(),flush=True)\ns=socket.socket(${family === 4 ? 2 : 10},2,${family === 4 ? 1 : 58})\ntry:\n  s.sendto(struct.pack('>BBHHH',${family === 4 ? 8 : 128},0,0,0,1)+b'${tag}',('${family === 4 ? HOSTS.other4 : HOSTS.other6}',0))\nexcept OSError:\n  pass\n`;
+    const attempts = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => ({ family: (i % 2 === 0 ? 4 : 6) as 4 | 6, uid: i < 4 ? 0 : 65534, tag: `ping-${i}`, pid: 0 }));
+    for (const a of attempts) {
+      // The send itself fails (EPERM: the policy rejects it on the way out), after the probe saw it.
+      const r = await w.exec([PY, '-c', pinger(a.family, a.tag), a.tag], { uid: a.uid, timeoutMs: 10_000 });
+      assert.equal(r.code, 0, r.stderr);
+      a.pid = Number(r.stdout.trim());
+    }
+    const icmp = (all: StoredEvent[]) => all.filter((e) => (e.proto === 1 && e.dst === HOSTS.other4) || (e.proto === 58 && e.dst === HOSTS.other6));
+    const events = await waitFor('an event for each ping', async () => {
+      const got = icmp(await logEvents(w));
+      return attempts.every((a) => got.some((e) => e.process?.pid === a.pid)) ? got : undefined;
+    });
+    for (const a of attempts) {
+      const e = events.find((x) => x.process?.pid === a.pid);
+      assert.equal(e?.proto, a.family === 4 ? 1 : 58, a.tag);
+      assert.equal(e?.attribution, 'kernel', a.tag);
+      assert.equal(e?.uid, a.uid, a.tag);
+      assert.ok(PY_EXES.has(e?.process?.exe ?? ''), `${a.tag}: ${e?.process?.exe}`);
+      assert.match(e?.process?.cmdline ?? '', new RegExp(a.tag), a.tag);
+    }
+  });
+
   it('a one-shot DNS lookup of an unlisted name names its asker, root or uid 65534', async () => {
     const asks: { name: string; uid: number; pid?: number }[] = [];
     for (let i = 0; i < 10; i++) asks.push({ name: `oneshot${i}.unlisted.example`, uid: i % 2 ? 65534 : 0 });

@@ -154,12 +154,11 @@ describe('integration: trust (restarts, reboots, flows, impersonation)', () => {
     assert.equal((await w.sluice(['apply', enforce])).code, 0);
     await w.nft(['delete', 'table', 'inet', 'sluice']);
     daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', '--metrics', 'off'], { env: w.env({ NOTIFY_SOCKET: sock, WATCHDOG_USEC: '400000' }), readyText: 'running' });
-    for (let i = 0; i < 20 && !heard.includes('READY=1'); i++) await sleep(100);
+    await waitFor('READY=1', async () => (heard.includes('READY=1') ? true : undefined), 15_000);
     assert.match(heard, /READY=1\\nSTATUS=enforce mode/);
     assert.equal(await mode(), 'enforce', 'the table is in the kernel by then (it was restored first)');
     // WatchdogSec=: systemd sets WATCHDOG_USEC; the daemon pings at half the period.
-    await sleep(700);
-    assert.ok((heard.match(/'WATCHDOG=1'/g) ?? []).length >= 2, `watchdog pings: ${heard}`);
+    await waitFor('two watchdog pings', async () => ((heard.match(/'WATCHDOG=1'/g) ?? []).length >= 2 ? true : undefined), 15_000);
     await stopDaemon();
     assert.match(heard, /STOPPING=1/);
     // A start that fails says nothing is ready.

@@ -8,6 +8,7 @@
  * and the local sinks: the syslog socket and the journal's native protocol.
  */
 import assert from 'node:assert/strict';
+import { waitFor } from '../support/monitor-helpers.js';
 import { spawn } from 'node:child_process';
 import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -175,7 +176,7 @@ describe('unit: the new triggers through the alerts component', () => {
       publishFlow(flow({ dst: '198.18.1.20' }));
       publishDnsQuery(dns({ name: 'docs.example.com' }));
       for (let i = 0; i < 6; i++) publishFlow(flow({ dst: '198.18.1.20', process: undefined, verdict: 'blocked' }));
-      for (let i = 0; i < 40 && (sent(lines, 'new-destination').length < 2 || sent(lines, 'attribution-low').length < 1); i++) await sleep(100);
+      await waitFor('both alerts', async () => (sent(lines, 'new-destination').length >= 2 && sent(lines, 'attribution-low').length >= 1 ? true : undefined), 20_000);
       assert.deepEqual(sent(lines, 'new-destination').map((l) => l.fields?.destination).sort(), ['198.18.1.20', 'docs.example.com']);
       assert.equal(sent(lines, 'attribution-low').length, 1);
       assert.equal(sent(lines, 'blocked').length, 0, 'the route does not listen for blocked');
@@ -201,7 +202,7 @@ describe('unit: the new triggers through the alerts component', () => {
       await sleep(250);
       assert.equal(sent(lines, 'event-loss').length, 0, 'the 7 lost before this run are not news');
       counters = { ...ZERO_COUNTERS, seqGaps: 3, collectorDrops: 2 };
-      for (let i = 0; i < 30 && sent(lines, 'event-loss').length === 0; i++) await sleep(100);
+      await waitFor('the event-loss alert', async () => (sent(lines, 'event-loss').length > 0 ? true : undefined), 20_000);
       const got = sent(lines, 'event-loss');
       assert.equal(got.length, 1);
       assert.match(got[0]?.message ?? '', /5 event records lost/);
@@ -248,11 +249,12 @@ describe('unit: local sinks (the syslog socket, the journal)', () => {
     try {
       let out = '';
       rx.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      for (let i = 0; i < 50 && !out.includes('ready'); i++) await sleep(50);
+      // Deadline polls: python's start on a loaded machine can take seconds.
+      await waitFor('the receiver to bind its socket', async () => (out.includes('ready') ? true : undefined), 20_000);
       const got = () => out.split('\n').slice(1).filter(Boolean).map((l) => JSON.parse(l) as string);
       await deliver({ kind: 'syslog', transport: 'unix', path }, msg, () => undefined);
       await deliver({ kind: 'journal' }, msg, () => assert.fail('not the log: the socket is there'), { journalSocket: path });
-      for (let i = 0; i < 50 && got().length < 2; i++) await sleep(50);
+      await waitFor('both datagrams', async () => (got().length >= 2 ? true : undefined), 20_000);
       const [sys, jour] = got();
       assert.match(sys ?? '', /^<26>\w{3} [ \d]\d \d\d:\d\d:\d\d sluice\[\d+\]: \[sluice tamper\] table deleted by "evil"\? \(route ops, tamper, count 2\)$/);
       const fields = new Map((jour ?? '').trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)] as const));
@@ -287,7 +289,7 @@ describe('unit: the daemon\'s log under systemd', () => {
     try {
       let out = '';
       rx.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      for (let i = 0; i < 50 && !out.includes('ready'); i++) await sleep(50);
+      await waitFor('the receiver to bind its socket', async () => (out.includes('ready') ? true : undefined), 20_000);
       const errFile = join(dir, 'stderr');
       const code = `import(${JSON.stringify(join(ROOT, 'dist/src/daemon/daemon.js'))}).then((m) => m.logLine('warn', 'blocked a thing', { rule: 'api', verdict: 'blocked', process: { pid: 9, comm: 'curl' } }))`;
       const run = async (journal: boolean) => {
@@ -299,7 +301,7 @@ describe('unit: the daemon\'s log under systemd', () => {
         return readFileSync(errFile, 'utf8');
       };
       assert.equal(await run(true), '', 'nothing on stderr');
-      for (let i = 0; i < 50 && !out.includes('MESSAGE'); i++) await sleep(50);
+      await waitFor('the journal entry', async () => (out.includes('MESSAGE') ? true : undefined), 20_000);
       const entry = JSON.parse(out.split('\n')[1] ?? '""') as string;
       assert.equal(entry, 'MESSAGE=blocked a thing\nPRIORITY=4\nSYSLOG_IDENTIFIER=sluice\nSLUICE_LEVEL=warn\nSLUICE_RULE=api\nSLUICE_VERDICT=blocked\nSLUICE_PROCESS={"pid":9,"comm":"curl"}\n');
       const plain = await run(false);

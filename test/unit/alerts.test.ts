@@ -5,6 +5,7 @@
  * component end to end with an exec sink that is down, then back.
  */
 import assert from 'node:assert/strict';
+import { waitFor } from '../support/monitor-helpers.js';
 import { createHmac } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -369,7 +370,7 @@ describe('unit: the alerts component', () => {
     rmSync(down);
     c = new AlertsComponent();
     await c.start(rt);
-    for (let i = 0; i < 50 && !existsSync(outFile); i++) await sleep(100);
+    await waitFor('the exec sink to write', async () => (existsSync(outFile) ? true : undefined), 20_000);
     await sleep(200);
     const got = readFileSync(outFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as AlertMessage);
     assert.equal(got.length, 1);
@@ -377,11 +378,11 @@ describe('unit: the alerts component', () => {
     assert.equal(got[0]?.destination, '198.18.1.11');
     // A tamper alert from the core goes out at once.
     publishAlert({ time: Date.now(), kind: 'tamper', severity: 'critical', message: 'table deleted' });
-    for (let i = 0; i < 30 && readFileSync(outFile, 'utf8').trim().split('\n').length < 2; i++) await sleep(100);
+    await waitFor('the second line', async () => (readFileSync(outFile, 'utf8').trim().split('\n').length >= 2 ? true : undefined), 20_000);
     assert.match(readFileSync(outFile, 'utf8'), /"trigger":"tamper"/);
     // The sink wrote the line before it exited; the route counts it delivered when it has exited 0.
     const status = () => c.status() as { routes: Record<string, { delivered: number; queued: number }> };
-    for (let i = 0; i < 30 && status().routes.ops?.delivered !== 2; i++) await sleep(100);
+    await waitFor('two deliveries', async () => (status().routes.ops?.delivered === 2 ? true : undefined), 20_000);
     const after = status();
     assert.equal(after.routes.ops?.delivered, 2);
     assert.equal(after.routes.ops?.queued, 0);

@@ -34,6 +34,23 @@ describe('unit: logged packets and NFLOG records', () => {
     assert.equal(u?.payloadOffset, 48);
   });
 
+  it('ICMP and ICMPv6 echo requests carry their identifier (a ping socket\'s port, for the probes); other types and cut headers do not', () => {
+    // 198.18.0.2 -> 198.18.1.10, echo request id 0x1234 seq 1
+    const echo4 = hex('4500 001c 0000 4000 4001 0000 c6120002 c612010a  08 00 0000 1234 0001');
+    assert.deepEqual(parsePacket(echo4), { family: 4, proto: 1, src: 0xc6120002n, dst: 0xc612010an, length: 28, icmpType: 8, echoId: 0x1234 });
+    const reply4 = Buffer.from(echo4);
+    reply4[20] = 0;
+    assert.equal(parsePacket(reply4)?.echoId, undefined, 'an echo reply is not a send to name');
+    assert.equal(parsePacket(echo4.subarray(0, 25))?.echoId, undefined, 'cut before the identifier');
+    assert.equal(parsePacket(echo4.subarray(0, 25))?.icmpType, 8);
+    // 2001:db8::2 -> 2001:db8:1::10, ICMPv6 echo request (128) id 0xbeef; type 8 there is not an echo request
+    const echo6 = hex('6000 0000 0008 3a40 20010db8000000000000000000000002 20010db8000100000000000000000010 80 00 0000 beef 0001');
+    assert.equal(parsePacket(echo6)?.echoId, 0xbeef);
+    const eight6 = Buffer.from(echo6);
+    eight6[40] = 8;
+    assert.equal(parsePacket(eight6)?.echoId, undefined);
+  });
+
   it('a snapshot cut anywhere never reads past the buffer', () => {
     for (const p of [TCP4, UDP6]) {
       for (let i = 0; i <= p.length; i++) {
