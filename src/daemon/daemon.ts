@@ -15,7 +15,7 @@ import { removeStaleTemps, type AppliedState, type DaemonState, type StateStore 
 import { channels, publishAlert, type AlertEvent } from '../events/channels.js';
 import type { Component, Runtime } from '../runtime/component.js';
 import { ControlServer } from '../runtime/control-server.js';
-import type { KernelMetricsContext } from './kernel-counter-metrics.js';
+import { kernelMetricsContext } from './kernel-counter-metrics.js';
 import { LoopHealth, loopWindowMs } from '../runtime/loop-health.js';
 import { Registry } from '../runtime/metrics.js';
 import { MetricsServer, metricsToken, type MetricsListen } from './metrics-server.js';
@@ -332,21 +332,13 @@ export class Daemon {
   private async startMetrics(cfg: { listen: MetricsListen; tokenFile?: string }): Promise<void> {
     const dir = this.opts.state.dir;
     const tcp = cfg.listen.tcp ? { ...cfg.listen.tcp, token: metricsToken(dir, cfg.tokenFile) } : null;
-    // Kernel counters are labelled with the policy in force; its rule actions are built once per policy.
-    let labelled: { policy: Policy; context: KernelMetricsContext } | undefined;
     this.metricsServer = new MetricsServer({
       registry: this.metrics,
       unixPath: cfg.listen.unix ? join(dir, 'metrics.sock') : null,
       tcp,
       table: TABLE_NAME,
-      context: () => {
-        const policy = this.rt?.policy;
-        if (!policy) return null;
-        if (labelled?.policy !== policy) {
-          labelled = { policy, context: { mode: policy.mode, defaultAction: policy.defaultAction, actions: Object.fromEntries(policy.rules.map((r) => [r.name, r.action])) } };
-        }
-        return labelled.context;
-      },
+      // Kernel counters are labelled with the policy in force; its rule actions are built once per policy.
+      context: () => (this.rt?.policy ? kernelMetricsContext(this.rt.policy) : null),
       log: (level, message, fields) => logLine(level, message, fields),
     });
     const where = await this.metricsServer.start();

@@ -2,6 +2,7 @@ import { Hono, type Context } from 'hono';
 import type { EventQuery, EventStats, StoredEvent, TimelineRow } from '../events/event-store.js';
 import type { ListenAddress } from '../policy/listen-address.js';
 import { cookieValue, hostAllowed, sameOrigin, type DashboardCredentials } from './dashboard-auth.js';
+import type { DashboardHealth } from './dashboard-health.js';
 import type { LiveHub } from './dashboard-live.js';
 import { openApiDocument } from './dashboard-openapi.js';
 import { eventsCsv, parseEventsQuery, parseExplainQuery, parseStatsQuery, type Parsed } from './dashboard-query.js';
@@ -31,6 +32,8 @@ export interface DashboardSources {
   events(q: EventQuery): StoredEvent[] | null;
   stats(q: { since: number; until?: number }, top: number): EventStats | null;
   timeline(q: { since: number; until?: number }, bucketMs: number): TimelineRow[] | null;
+  /** The health page's figures; null when the daemon did not answer in time. Optional: without it, /api/health answers 503. */
+  health?(): Promise<DashboardHealth | null>;
   /** `sluice explain`'s answer for these (already form-checked) arguments. */
   explain(args: { dest: string; port?: string; user?: string }): Promise<Parsed<Record<string, unknown>>> | Parsed<Record<string, unknown>>;
 }
@@ -187,6 +190,11 @@ export function dashboardApp(opts: DashboardAppOptions): Hono {
     if (!p.ok) return c.json({ error: p.error }, 400);
     const r = await sources.explain(p.value);
     return r.ok ? c.json(r.value) : c.json({ error: r.error }, 400);
+  });
+
+  app.get('/api/health', async (c) => {
+    const h = sources.health ? await sources.health() : null;
+    return h ? c.json(h) : c.json({ error: 'the daemon did not answer; try again' }, 503);
   });
 
   const openapi = openApiDocument(opts.version ?? 'unknown', credentials.cookieName);

@@ -4,7 +4,9 @@ import { channels, type DnsQueryEvent, type FlowEvent } from '../events/channels
 import { formatListen, type ListenAddress } from '../policy/listen-address.js';
 import type { Policy } from '../policy/policy.js';
 import type { Component, Runtime } from '../runtime/component.js';
+import type { Family } from '../runtime/metrics.js';
 import { ensureDashboardToken } from './dashboard-auth.js';
+import { kernelMetricsContext, type KernelMetricsContext } from './kernel-counter-metrics.js';
 import type { LiveEvent } from './dashboard-live.js';
 import { stopWorkerThread } from './worker-stop.js';
 
@@ -57,6 +59,7 @@ export interface DashboardThreadConfig {
 const FORWARD_MAX = 10_000;
 const FORWARD_MS = 250;
 const RESTART_DELAY_MS = 5_000;
+const HEALTH_MIN_MS = 1_000;
 
 export class DashboardComponent implements Component {
   readonly name = 'dashboard';
@@ -73,6 +76,7 @@ export class DashboardComponent implements Component {
   private subscribed = false;
   private forwardTimer: NodeJS.Timeout | undefined;
   private restartTimer: NodeJS.Timeout | undefined;
+  private healthCache: { at: number; families: Family[]; context: KernelMetricsContext } | undefined;
 
   constructor(private readonly opts: { limits?: Partial<DashboardLimits>; table?: string | null } = {}) {}
 
@@ -142,7 +146,11 @@ export class DashboardComponent implements Component {
     this.worker = w;
     return new Promise((resolve, reject) => {
       let ready = false;
-      w.on('message', (m: { t: 'listening'; host: string; port: number } | { t: 'failed'; message: string } | { t: 'watchers'; n: number }) => {
+      w.on('message', (m: { t: 'listening'; host: string; port: number } | { t: 'failed'; message: string } | { t: 'watchers'; n: number } | { t: 'want-health'; id: number }) => {
+        if (m.t === 'want-health') {
+          this.answerHealth(w, m.id);
+          return;
+        }
         if (m.t === 'listening') {
           ready = true;
           this.error = null;
@@ -173,6 +181,21 @@ export class DashboardComponent implements Component {
         this.restartTimer.unref();
       });
     });
+  }
+
+  /**
+   * The health page's values: the registry's snapshot (what /metrics shows
+   * of this process) and the labels for the kernel's counters, which the
+   * thread reads itself. At most one snapshot per HEALTH_MIN_MS, however
+   * often the page (or a script) asks: the snapshot runs on this event loop.
+   */
+  private answerHealth(w: Worker, id: number): void {
+    const rt = this.rt;
+    const now = performance.now();
+    if (rt && (!this.healthCache || now - this.healthCache.at >= HEALTH_MIN_MS)) {
+      this.healthCache = { at: now, families: rt.metrics.snapshot(), context: kernelMetricsContext(rt.policy) };
+    }
+    w.postMessage({ t: 'health', id, families: this.healthCache?.families ?? [], context: this.healthCache?.context ?? null });
   }
 
   /** Subscribes to the flow and DNS channels while a live stream is open, and only then. */

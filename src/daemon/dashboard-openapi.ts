@@ -34,6 +34,11 @@ export const OPENAPI_PARAMS: Record<'events' | 'stats' | 'explain', ReturnType<t
   ],
 };
 
+/** A path's GET with one more response. */
+function withResponse(path: { get: { responses: Record<string | number, unknown> } & Record<string, unknown> }, status: number, response: unknown) {
+  return { get: { ...path.get, responses: { ...path.get.responses, [status]: response } } };
+}
+
 export function openApiDocument(version: string, cookieName: string): Record<string, unknown> {
   const secured = { security: [{ bearer: [] }, { session: [] }], responses: { 401: { description: 'no or wrong credentials' }, 403: { description: 'another Host, or a cross-origin request' }, 429: { description: 'too many failed sign-ins' } } };
   const get = (summary: string, ok: Record<string, unknown>, parameters: unknown[] = [], bad = false) => ({
@@ -53,6 +58,14 @@ export function openApiDocument(version: string, cookieName: string): Record<str
       '/api/events': get('Stored events, newest first, filtered', { description: 'the events: `{events, limit, since}`, or CSV with `format=csv`', content: { 'application/json': { schema: { type: 'object' } }, 'text/csv': { schema: { type: 'string' } } } }, OPENAPI_PARAMS.events, true),
       '/api/stats': get('Counts over a window: top destinations, processes and rules, and a timeline of allowed, blocked and would-block', JSON_OK('`{since, bucketMs, stats, timeline}`'), OPENAPI_PARAMS.stats, true),
       '/api/explain': get('The verdict for a destination, port and user, and the rule that decides it', JSON_OK('the explanation, as `sluice explain --json` gives it'), OPENAPI_PARAMS.explain, true),
+      '/api/health': withResponse(
+        get(
+          "The figures to trust the rest by: event accounting (kernel counters against stored, suppressed, lost, dropped and queued records), attribution by method, the DNS guard's answer time over the last minute and its cache, alert outboxes, event-loop delay and GC pauses, tamper restores",
+          JSON_OK('the health figures (the same values /metrics exposes)'),
+        ),
+        503,
+        { description: 'the daemon did not answer in time' },
+      ),
       '/api/live': get('New events as they happen (Server-Sent Events, in batches)', { description: 'an event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }),
       '/api/openapi.json': get('This document', JSON_OK('OpenAPI 3.1')),
     },

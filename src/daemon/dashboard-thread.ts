@@ -8,8 +8,10 @@
  * The main thread sends batches of live events (only while a stream is
  * open), and the policy in force when it changes.
  *
- * Messages in: { t: 'events', events, dropped }, { t: 'policy', policy }, { t: 'stop' }.
- * Out: { t: 'listening', host, port }, { t: 'failed', message }, { t: 'watchers', n }.
+ * Messages in: { t: 'events', events, dropped }, { t: 'policy', policy },
+ * { t: 'health', id, families, context }, { t: 'stop' }.
+ * Out: { t: 'listening', host, port }, { t: 'failed', message }, { t: 'watchers', n },
+ * { t: 'want-health', id }.
  */
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
@@ -28,6 +30,9 @@ import { ConnectionGate } from './connection-gate.js';
 import { dashboardApp, type DashboardSources } from './dashboard-app.js';
 import { DashboardCredentials } from './dashboard-auth.js';
 import { explainForDashboard } from './dashboard-explain.js';
+import { dashboardHealth, type DashboardHealth } from './dashboard-health.js';
+import { kernelCounterFamilies, type KernelMetricsContext } from './kernel-counter-metrics.js';
+import type { Family } from '../runtime/metrics.js';
 import { LiveHub, type LiveEvent } from './dashboard-live.js';
 import type { DashboardPolicyInfo, DashboardThreadConfig } from './dashboard-component.js';
 
@@ -97,6 +102,38 @@ function appliedPolicy(): Policy | null {
   return explainPolicy?.policy ?? null;
 }
 
+/** The main thread answers a health request with its registry's snapshot; it never takes longer than this. */
+const HEALTH_TIMEOUT_MS = 2_000;
+let healthId = 0;
+const healthWaiters = new Map<number, (m: { families: Family[]; context: KernelMetricsContext | null } | null) => void>();
+
+/** The health page's figures: the main thread's values, and the kernel's counters read here. */
+async function health(): Promise<DashboardHealth | null> {
+  const id = ++healthId;
+  const snapshot = await new Promise<{ families: Family[]; context: KernelMetricsContext | null } | null>((resolve) => {
+    const timer = setTimeout(() => {
+      healthWaiters.delete(id);
+      resolve(null);
+    }, HEALTH_TIMEOUT_MS);
+    healthWaiters.set(id, (m) => {
+      clearTimeout(timer);
+      resolve(m);
+    });
+    port?.postMessage({ t: 'want-health', id });
+  });
+  if (!snapshot) return null;
+  let kernel: Family[] | null = null;
+  const k = netfilter();
+  if (k && cfg.table && snapshot.context) {
+    try {
+      kernel = kernelCounterFamilies(k.counters(cfg.table), snapshot.context);
+    } catch {
+      kernel = null;
+    }
+  }
+  return dashboardHealth(snapshot.families, kernel, Date.now());
+}
+
 const sources: DashboardSources = {
   status: () => ({
     policy: policyInfo,
@@ -107,6 +144,7 @@ const sources: DashboardSources = {
   events: (q: EventQuery) => events()?.query(q) ?? null,
   stats: (q, top) => events()?.stats(q, top) ?? null,
   timeline: (q, bucketMs) => events()?.timeline(q, bucketMs) ?? null,
+  health,
   explain: (args) => {
     const policy = appliedPolicy();
     if (!policy) return { ok: false, error: 'no policy is applied' };
@@ -149,8 +187,12 @@ const server = createServer((sock) => {
 });
 server.maxConnections = cfg.limits.total;
 
-port.on('message', (m: { t: 'events'; events: LiveEvent[]; dropped: number } | { t: 'policy'; policy: DashboardPolicyInfo | null } | { t: 'stop' }) => {
-  if (m.t === 'events') {
+port.on('message', (m: { t: 'events'; events: LiveEvent[]; dropped: number } | { t: 'policy'; policy: DashboardPolicyInfo | null } | { t: 'health'; id: number; families: Family[]; context: KernelMetricsContext | null } | { t: 'stop' }) => {
+  if (m.t === 'health') {
+    const waiter = healthWaiters.get(m.id);
+    healthWaiters.delete(m.id);
+    waiter?.({ families: m.families, context: m.context });
+  } else if (m.t === 'events') {
     forwardedDrops += m.dropped;
     hub.publish(m.events);
   } else if (m.t === 'policy') {

@@ -1,5 +1,6 @@
 import { buildCounterName, DEFAULT_RULE, parseCounterName } from '../compile/kernel-names.js';
 import type { CounterValue } from '../netfilter/netfilter.js';
+import type { Policy } from '../policy/policy.js';
 import type { Family } from '../runtime/metrics.js';
 
 /** What the kernel's counter names need to become labelled metrics: the policy in force, reduced to plain data. */
@@ -8,6 +9,18 @@ export interface KernelMetricsContext {
   defaultAction: 'allow' | 'deny';
   /** Each policy rule's action, by rule name. */
   actions: Record<string, 'allow' | 'deny'>;
+}
+
+const contexts = new WeakMap<Policy, KernelMetricsContext>();
+
+/** The context for a policy, built once per policy object (the rule actions of a 100,000-rule policy are not rebuilt per scrape). */
+export function kernelMetricsContext(policy: Policy): KernelMetricsContext {
+  let c = contexts.get(policy);
+  if (!c) {
+    c = { mode: policy.mode, defaultAction: policy.defaultAction, actions: Object.fromEntries(policy.rules.map((r) => [r.name, r.action])) };
+    contexts.set(policy, c);
+  }
+  return c;
 }
 
 /**

@@ -4,6 +4,7 @@ import { SluiceError } from '../errors.js';
 import { dnsUpstreamsFor, encryptedDnsFor, observedResolversFor } from '../system/compile-env.js';
 import { dnsLogGroup } from '../compile/compile-ruleset.js';
 import { TABLE_NAME } from '../compile/ruleset.js';
+import type { Family as MetricFamily } from '../runtime/metrics.js';
 import type { Component, Runtime } from '../runtime/component.js';
 import { publishDnsObserved, publishDnsQuery, type DnsQueryEvent } from '../events/channels.js';
 import { setHostnameSource } from '../events/hostnames.js';
@@ -26,6 +27,8 @@ import { SetWriter } from './set-writer.js';
 import { UpstreamClient } from './upstream.js';
 
 const RECENT_MAX = 10_000;
+/** The window of the answer-time figures in /metrics and the dashboard's health page. */
+const LATENCY_WINDOW_MS = 60_000;
 const SAVE_EVERY_MS = 300_000;
 /** How often the host's own addresses (rebinding targets) are read again. */
 const HOST_ADDRESSES_EVERY_MS = 10_000;
@@ -452,9 +455,29 @@ export class GuardComponent implements Component {
           { labels: { result: 'dropped' }, value: c?.prefetchFailures ?? 0 },
         ]),
         { name: 'sluice_dns_cache_entries', help: 'Answers in the answer cache now', type: 'gauge' as const, samples: [{ labels: {}, value: this.guard?.cache.size ?? 0 }] },
+        ...this.latencyFamilies(),
         { name: 'sluice_dns_cache_hit_ratio', help: 'Hits over lookups of the answer cache since the daemon started (0 before the first lookup)', type: 'gauge' as const, samples: [{ labels: {}, value: c && c.hits + c.misses > 0 ? c.hits / (c.hits + c.misses) : 0 }] },
       ];
     });
+  }
+
+  /** The guard's answer time over the last LATENCY_WINDOW_MS, from the recent-queries log (so at most its newest RECENT_MAX answers). */
+  private latencyFamilies(): MetricFamily[] {
+    const l = this.recent.answerTimes(Date.now() - LATENCY_WINDOW_MS);
+    const window = `the last ${LATENCY_WINDOW_MS / 1000} s (at most the newest ${RECENT_MAX} answers)`;
+    return [
+      {
+        name: 'sluice_dns_answer_seconds',
+        help: `How long the guard took to answer, from the query's arrival to the answer's send, over ${window}: median, 99th percentile and maximum`,
+        type: 'gauge',
+        samples: [
+          { labels: { quantile: '0.5' }, value: l.p50 / 1000 },
+          { labels: { quantile: '0.99' }, value: l.p99 / 1000 },
+          { labels: { quantile: '1' }, value: l.max / 1000 },
+        ],
+      },
+      { name: 'sluice_dns_answers_timed', help: `The answers those figures cover: the guard's answers over ${window}`, type: 'gauge', samples: [{ labels: {}, value: l.count }] },
+    ];
   }
 
   /** Comments of the DNS-filled sets of the ruleset in force: what each set's rule means. */
@@ -518,6 +541,8 @@ export class GuardComponent implements Component {
       attribution: this.attribution.stats,
       learned: this.learned.liveCount(),
       cache: this.guard ? { ...this.guard.cache.stats, size: this.guard.cache.size, capacity: this.guard.cache.capacity } : null,
+      /** Milliseconds, over the last minute (what /metrics shows as sluice_dns_answer_seconds). */
+      answerTimes: this.recent.answerTimes(Date.now() - LATENCY_WINDOW_MS),
     };
   }
 }

@@ -75,6 +75,31 @@ export class QueryLog {
     return this.count;
   }
 
+  /**
+   * How long the guard took to answer (from the query's arrival to the
+   * answer's send) over the queries it answered since `since` (ms since the
+   * epoch), among the log's newest `capacity`; passive observations
+   * (audit mode, nothing answered) do not count. Milliseconds; zeros when
+   * there were none.
+   */
+  answerTimes(since: number): { count: number; p50: number; p99: number; max: number } {
+    const passive = TRANSPORTS.indexOf('passive');
+    const xs = new Float64Array(this.count);
+    let n = 0;
+    for (let back = 1; back <= this.count; back++) {
+      const i = (this.next - back + this.capacity) % this.capacity;
+      // Not a break: events are recorded when their process is known, so a slower one can follow a newer one.
+      if ((this.time[i] as number) < since) continue;
+      if ((this.codes[i] as number) >> 4 === passive) continue;
+      xs[n++] = this.latency[i] as number;
+    }
+    if (n === 0) return { count: 0, p50: 0, p99: 0, max: 0 };
+    const sorted = xs.subarray(0, n).sort();
+    // Nearest rank: the smallest value at or above the fraction of the answers.
+    const rank = (q: number) => sorted[Math.min(n - 1, Math.max(0, Math.ceil(q * n) - 1))] as number;
+    return { count: n, p50: rank(0.5), p99: rank(0.99), max: sorted[n - 1] as number };
+  }
+
   /** The newest `n` queries (all when omitted), oldest first, as events. */
   last(n = this.count): DnsQueryEvent[] {
     const k = Math.max(0, Math.min(n, this.count));

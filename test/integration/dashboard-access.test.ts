@@ -191,6 +191,31 @@ describe('integration: dashboard access', () => {
     assert.ok(stats.timeline.some((t) => t.verdict === 'blocked' && t.count >= 1));
   });
 
+  it('the health figures account for every blocked packet the kernel counted, and name how events were attributed', async () => {
+    type Health = { accounting: { kernel: { blocked: number; suppressed: number } | null; lost: number; malformed: number; dropped: { collector: number; store: number }; stored: { blocked: number }; queued: { collector: number; store: number } }; attribution: { methods: Record<string, number>; rate: number | null }; loop: { delay: { p99: number } } };
+    assert.equal((await get('/api/health')).status, 401);
+    const read = async (): Promise<Health> => {
+      const r = await get('/api/health', bearer());
+      assert.equal(r.status, 200, r.body);
+      return JSON.parse(r.body ?? '{}') as Health;
+    };
+    const before = await read();
+    assert.ok(before.accounting.kernel, 'the thread reads the kernel counters');
+    assert.deepEqual(await w.reach([`tcp:${HOSTS.other4}:8443`, `tcp:${HOSTS.other4}:8444`], { timeoutMs: 800 }), { [`tcp:${HOSTS.other4}:8443`]: false, [`tcp:${HOSTS.other4}:8444`]: false });
+    // Each blocked packet the kernel counted becomes a stored event or is counted where it went instead.
+    const h = await waitFor('every blocked packet accounted for', async () => {
+      const x = await read();
+      const a = x.accounting;
+      const k = a.kernel as { blocked: number; suppressed: number };
+      const accounted = a.stored.blocked + k.suppressed + a.lost + a.malformed + a.dropped.collector + a.dropped.store + a.queued.collector + a.queued.store;
+      return k.blocked >= (before.accounting.kernel?.blocked ?? 0) + 2 && k.blocked === accounted ? x : undefined;
+    });
+    assert.ok(h.accounting.stored.blocked >= before.accounting.stored.blocked + 2, JSON.stringify(h.accounting));
+    assert.ok(Object.values(h.attribution.methods).reduce((a, b) => a + b, 0) >= 2, JSON.stringify(h.attribution));
+    assert.ok(h.attribution.rate !== null && h.attribution.rate > 0, 'root\'s connects carry a process');
+    assert.equal(typeof h.loop.delay.p99, 'number');
+  });
+
   it('explain answers with the interpreter `sluice explain` uses, on the applied policy; bad parameters are 400', async () => {
     const allow = JSON.parse((await get(`/api/explain?dest=${HOSTS.api4}&port=443`, bearer())).body ?? '{}') as { verdict: string; decidedBy: { rule?: string } };
     assert.equal(allow.verdict, 'allow');

@@ -17,6 +17,7 @@ import { cookieValue, DashboardCredentials, dashboardTokenPath, ensureDashboardT
 import { LiveHub, type LiveEvent } from '../../src/daemon/dashboard-live.js';
 import { csvCell, eventsCsv, parseEventsQuery, parseExplainQuery, parseStatsQuery, QUERY_PARAMS } from '../../src/daemon/dashboard-query.js';
 import { OPENAPI_PARAMS } from '../../src/daemon/dashboard-openapi.js';
+import { dashboardHealth, type DashboardHealth } from '../../src/daemon/dashboard-health.js';
 import { parseLoopbackListen } from '../../src/policy/listen-address.js';
 import { policyFrom } from '../support/fixtures.js';
 
@@ -221,7 +222,9 @@ describe('unit: dashboard app (every request through the checks)', () => {
     stats: () => null,
     timeline: () => [],
     explain: (a) => ({ ok: true, value: { dest: a.dest } }),
+    health: async () => healthAnswer,
   };
+  let healthAnswer: DashboardHealth | null = dashboardHealth([], null, 42);
   const live = new LiveHub({ maxClients: 1, queueMax: 10, flushMs: 50, heartbeatMs: 1000 });
   after(() => live.close());
   const app = dashboardApp({ listen: LISTEN, credentials: creds, sources, live, assets: { html: '<!doctype html><title>t</title>', js: '// js', css: '/* css */' } });
@@ -333,6 +336,22 @@ describe('unit: dashboard app (every request through the checks)', () => {
     assert.deepEqual(doc.paths['/api/explain']?.get.parameters.filter((p) => p.required).map((p) => p.name), ['dest']);
     // And the parser refuses what the document does not list.
     assert.equal((await req('/api/events?colour=red', { headers: bearer })).status, 400);
+  });
+
+  it('/api/health: signed in only; the figures as the daemon gave them; 503 when the daemon did not answer', async () => {
+    assert.equal((await req('/api/health')).status, 401);
+    const ok = await req('/api/health', { headers: bearer });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.headers.get('content-security-policy'), CSP);
+    assert.deepEqual(await ok.json(), JSON.parse(JSON.stringify(healthAnswer)));
+    healthAnswer = null;
+    try {
+      const late = await req('/api/health', { headers: bearer });
+      assert.equal(late.status, 503);
+      assert.match(((await late.json()) as { error: string }).error, /did not answer/);
+    } finally {
+      healthAnswer = dashboardHealth([], null, 42);
+    }
   });
 
   it('live streams are capped: one over the limit gets 503', async () => {

@@ -56,6 +56,38 @@ describe('unit: QueryLog', () => {
     assert.deepEqual(log.last(1)[0], e);
   });
 
+  it('property: answerTimes(since) is the median, 99th percentile (nearest rank), maximum and count of the kept answers at or after since, passive observations left out', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 12 }), fc.array(event, { maxLength: 40 }), fc.integer({ min: 0, max: 2 ** 45 }), (cap, pushed, since) => {
+        const log = new QueryLog(cap);
+        for (const e of pushed) log.push(e);
+        const xs = pushed
+          .slice(-cap)
+          .filter((e) => e.time >= since && e.transport !== 'passive')
+          .map((e) => e.latencyMs)
+          .sort((a, b) => a - b);
+        const n = xs.length;
+        const want = n === 0 ? { count: 0, p50: 0, p99: 0, max: 0 } : { count: n, p50: xs[Math.ceil(0.5 * n) - 1], p99: xs[Math.ceil(0.99 * n) - 1], max: xs[n - 1] };
+        assert.deepEqual(log.answerTimes(since), want);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('answerTimes: 100 answers of 1..100 ms give 50, 99 and 100; an older one and a passive one do not count, wherever they sit', () => {
+    const log = new QueryLog(200);
+    const at = (time: number, latencyMs: number, transport: DnsQueryEvent['transport'] = 'udp'): DnsQueryEvent => ({ time, transport, client: { address: '127.0.0.1', port: 5 }, name: 'a.example', type: 1, verdict: 'allowed', rules: [], rcode: 0, answers: [], dropped: [], latencyMs });
+    log.push(at(1_000, 100_000));
+    for (let i = 1; i <= 100; i++) {
+      log.push(at(5_000 + i, i));
+      // Recorded late (its process was looked up first): older than since, between newer ones.
+      if (i === 50) log.push(at(1_500, 90_000));
+    }
+    log.push(at(9_000, 70_000, 'passive'));
+    assert.deepEqual(log.answerTimes(5_000), { count: 100, p50: 50, p99: 99, max: 100 });
+    assert.deepEqual(log.answerTimes(10_000), { count: 0, p50: 0, p99: 0, max: 0 });
+  });
+
   it('refuses a capacity that is not a positive integer', () => {
     for (const bad of [0, -1, 1.5, Number.NaN]) assert.throws(() => new QueryLog(bad), RangeError);
   });

@@ -5,7 +5,7 @@
 'use strict';
 
 const SVG = 'http://www.w3.org/2000/svg';
-const PAGES = ['overview', 'live', 'history', 'explain'];
+const PAGES = ['overview', 'live', 'history', 'explain', 'health'];
 const LIVE_ROWS = 500;
 const $ = (sel) => document.querySelector(sel);
 
@@ -46,6 +46,7 @@ function route() {
   if (name === 'live') startLive(params);
   else stopLive();
   if (name === 'history') loadHistory(params);
+  if (name === 'health') loadHealth();
 }
 
 function setHash(page, form) {
@@ -72,6 +73,112 @@ async function loadStatus() {
     if (p.lastReloadAt) node.append(el('span', ` · last reload ${fmtTime(Date.parse(p.lastReloadAt))}`));
   } catch (err) {
     node.textContent = `Status unavailable: ${err.message}`;
+  }
+}
+
+// ---- Health
+
+// The first reading since the page was opened (or since the kernel's counters were reset by an apply).
+let healthBase = null;
+
+const ms = (s) => `${(s * 1000).toFixed(s < 0.01 ? 2 : 1)} ms`;
+const pctText = (x) => (x === null || x === undefined ? '-' : `${(x * 100).toFixed(1)}%`);
+
+/** The accounting figures as one flat list: [label, value getter]. */
+const ACCOUNTING = [
+  ['Kernel: blocked at a deny', (h) => h.accounting.kernel && h.accounting.kernel.blocked],
+  ['Kernel: would-block (audit)', (h) => h.accounting.kernel && h.accounting.kernel['would-block']],
+  ['Stored: blocked', (h) => h.accounting.stored.blocked],
+  ['Stored: would-block', (h) => h.accounting.stored['would-block']],
+  ['Held back by the log budget', (h) => h.accounting.kernel && h.accounting.kernel.suppressed],
+  ['Lost in the kernel (sequence gaps)', (h) => h.accounting.lost],
+  ['Dropped by the collector', (h) => h.accounting.dropped.collector],
+  ['Dropped by the store', (h) => h.accounting.dropped.store],
+  ['Malformed', (h) => h.accounting.malformed],
+  ['Queued now', (h) => h.accounting.queued.collector + h.accounting.queued.store],
+  ['Stored: allowed (logged rules)', (h) => h.accounting.stored.allowed],
+];
+
+/** Counted by the kernel at a deny, minus every place such a record can go; 0 when nothing is missing. */
+function unaccounted(h, base) {
+  const d = (f) => (f(h) ?? 0) - (base ? f(base) ?? 0 : 0);
+  const [kb, kw, sb, sw, held, lost, dc, ds, bad] = ACCOUNTING.slice(0, 9).map(([, f]) => d(f));
+  const queued = ACCOUNTING[9][1](h);
+  return kb + kw - (sb + sw + held + lost + dc + ds + bad + queued);
+}
+
+function kernelReset(h, base) {
+  if (!base || !h.accounting.kernel || !base.accounting.kernel) return false;
+  return ACCOUNTING.slice(0, 2).some(([, f]) => f(h) < f(base)) || h.accounting.kernel.suppressed < base.accounting.kernel.suppressed;
+}
+
+async function loadHealth() {
+  const state = $('#health-state');
+  let h;
+  try {
+    h = await api('/api/health');
+  } catch (err) {
+    state.textContent = `Health unavailable: ${err.message}`;
+    return;
+  }
+  if (!healthBase || kernelReset(h, healthBase)) healthBase = h;
+  const base = healthBase;
+  const since = Math.round((h.at - base.at) / 1000);
+  const missing = h.accounting.kernel ? unaccounted(h, base) : null;
+  state.textContent =
+    missing === null
+      ? 'The kernel counters could not be read: accounting unavailable.'
+      : `Over the last ${since} s: ${missing > 0 ? `${missing} records not accounted for (in flight right now, or lost)` : 'every counted packet accounted for'}. Updated ${fmtTime(h.at)}.`;
+
+  const acc = $('#health-accounting tbody');
+  clear(acc);
+  for (const [label, f] of ACCOUNTING) {
+    const now = f(h);
+    const was = f(base);
+    const delta = now === null || now === undefined ? '-' : label === 'Queued now' ? now : now - (was ?? 0);
+    row(acc, [{ text: label }, { text: delta, cls: 'num' }, { text: now ?? '-', cls: 'num' }]);
+  }
+
+  const at = $('#health-attribution tbody');
+  clear(at);
+  for (const m of ['kernel', 'socket', 'cgroup', 'user', 'ambiguous', 'none']) row(at, [{ text: m }, { text: h.attribution.methods[m] ?? 0, cls: 'num' }]);
+  row(at, [{ text: 'with a process' }, { text: pctText(h.attribution.rate), cls: 'num' }]);
+  row(at, [{ text: 'kernel probes' }, { text: h.attribution.probesLoaded === null ? '-' : h.attribution.probesLoaded ? 'loaded' : 'not loaded', cls: h.attribution.probesLoaded === false ? 'v-would-block' : '' }]);
+
+  const loop = $('#health-loop tbody');
+  clear(loop);
+  row(loop, [{ text: 'event-loop delay p50 / p99 / max' }, { text: `${ms(h.loop.delay.p50)} / ${ms(h.loop.delay.p99)} / ${ms(h.loop.delay.max)}`, cls: 'num' }]);
+  row(loop, [{ text: 'longest GC pause (window)' }, { text: ms(h.loop.gcMaxPause), cls: 'num' }]);
+  row(loop, [{ text: 'GC pauses, total time' }, { text: `${h.loop.gcPauses}, ${ms(h.loop.gcSeconds)}`, cls: 'num' }]);
+  row(loop, [{ text: 'tamper: detected / restored' }, { text: `${h.tamper.detected} / ${h.tamper.restored}`, cls: h.tamper.detected > 0 ? 'num v-would-block' : 'num' }]);
+  row(loop, [{ text: 'tamper: restore failures' }, { text: h.tamper.restoreFailures, cls: h.tamper.restoreFailures > 0 ? 'num v-blocked' : 'num' }]);
+
+  const g = $('#health-guard tbody');
+  clear(g);
+  if (!h.guard) row(g, [{ text: 'not running' }, { text: '-' }]);
+  else {
+    const l = h.guard.latency;
+    row(g, [{ text: 'answer time p50 / p99 / max (last minute)' }, { text: l.count > 0 ? `${ms(l.p50)} / ${ms(l.p99)} / ${ms(l.max)}` : 'no answers', cls: 'num' }]);
+    row(g, [{ text: 'answers timed' }, { text: l.count, cls: 'num' }]);
+    for (const [v, n] of Object.entries(h.guard.answers)) row(g, [{ text: `answers: ${v}` }, { text: n, cls: 'num' }]);
+    row(g, [{ text: 'cache hit ratio, entries' }, { text: `${pctText(h.guard.cache.hitRatio)}, ${h.guard.cache.entries}`, cls: 'num' }]);
+    row(g, [{ text: 'upstream failures / timeouts / bad replies' }, { text: `${h.guard.upstream.failures} / ${h.guard.upstream.timeouts} / ${h.guard.upstream.badReplies}`, cls: h.guard.upstream.failures > 0 ? 'num v-would-block' : 'num' }]);
+    row(g, [{ text: 'addresses open through answers' }, { text: h.guard.learnedAddresses, cls: 'num' }]);
+  }
+
+  const al = $('#health-alerts tbody');
+  clear(al);
+  if (h.alerts.length === 0) row(al, [{ text: 'no alert routes in the policy' }]);
+  for (const r of h.alerts) {
+    row(al, [
+      { text: r.route },
+      { text: r.sink },
+      { text: r.queued, cls: r.queued > 0 ? 'num v-would-block' : 'num' },
+      { text: r.failed, cls: r.failed > 0 ? 'num v-blocked' : 'num' },
+      { text: r.delivered, cls: 'num' },
+      { text: r.retried, cls: 'num' },
+      { text: r.suppressed, cls: 'num' },
+    ]);
   }
 }
 
@@ -287,5 +394,8 @@ document.addEventListener('DOMContentLoaded', () => {
   setInterval(() => {
     if (!$('#page-overview').hidden) loadOverview();
   }, 30_000);
+  setInterval(() => {
+    if (!$('#page-health').hidden) loadHealth();
+  }, 5_000);
   route();
 });
