@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 # clang, bpftool, libbpf-dev (and pkg-config, which finds it) build the attribution probes and their
 # loader; libbpf1 is what the loader needs at run time.
 # publicsuffix is Debian's copy of the Public Suffix List: `sluice suggest` finds registered domains with it.
-APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base systemd rsyslog binutils lintian clang llvm bpftool libbpf-dev pkg-config publicsuffix)
+# chromium is the browser the dashboard's browser tests drive (playwright-core, an npm dev dependency,
+# never downloads one); it runs only inside test namespaces.
+APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base systemd rsyslog binutils lintian clang llvm bpftool libbpf-dev pkg-config publicsuffix chromium)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

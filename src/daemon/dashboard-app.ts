@@ -98,6 +98,9 @@ export class SignInLimiter {
   }
 }
 
+/** The tab's icon: a sluice gate (the page links it, so browsers do not ask for /favicon.ico). */
+const FAVICON = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#0550ae"/><path d="M3 4h10v3H3zM3 9h10v3H3z" fill="#fff"/></svg>';
+
 export const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 const SECURITY_HEADERS: Record<string, string> = {
@@ -162,6 +165,7 @@ export function dashboardApp(opts: DashboardAppOptions): Hono {
   app.get('/', (c) => c.body(assets.html, 200, { 'content-type': 'text/html; charset=utf-8' }));
   app.get('/app.js', (c) => c.body(assets.js, 200, { 'content-type': 'text/javascript; charset=utf-8' }));
   app.get('/app.css', (c) => c.body(assets.css, 200, { 'content-type': 'text/css; charset=utf-8' }));
+  app.get('/favicon.svg', (c) => c.body(FAVICON, 200, { 'content-type': 'image/svg+xml' }));
 
   app.get('/api/status', async (c) => c.json(await sources.status()));
 

@@ -28,6 +28,8 @@ async function api(path) {
 }
 
 const fmtTime = (ms) => new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
+/** The time of day alone (UTC), for the Live page, where everything is from the last minutes. */
+const fmtClock = (ms) => new Date(ms).toISOString().slice(11, 19);
 const dest = (e) => `${e.dst}${e.dport !== undefined ? `:${e.dport}` : ''}${e.proto === 6 ? '/tcp' : e.proto === 17 ? '/udp' : e.proto === 1 || e.proto === 58 ? '/icmp' : ''}`;
 const procName = (p) => (p ? p.exe || p.comm || `pid ${p.pid}` : '');
 
@@ -56,8 +58,17 @@ function setHash(page, form) {
   location.hash = q ? `${page}?${q}` : page;
 }
 
+// The form shows the filter in effect: what the URL says, and for what it does not say, the default
+// (not what was typed before: a link without a filter shows everything, and the form must say so).
 function fillForm(form, params) {
-  for (const f of form.elements) if (f.name && params.has(f.name)) f.value = params.get(f.name);
+  for (const f of form.elements) {
+    if (!f.name) continue;
+    if (params.has(f.name)) f.value = params.get(f.name);
+    else if (f.tagName === 'SELECT') {
+      const d = [...f.options].find((o) => o.defaultSelected) || f.options[0];
+      f.value = d ? d.value : '';
+    } else f.value = f.defaultValue;
+  }
 }
 
 // ---- Policy state (every page)
@@ -279,8 +290,8 @@ function liveMatches(e) {
 function liveRow(e) {
   const tr = document.createElement('tr');
   const cells = e.kind === 'dns'
-    ? [fmtTime(e.time), 'DNS', e.verdict, (e.rules || []).join(', '), e.name, procName(e.process), e.client && e.client.uid !== undefined ? e.client.uid : '']
-    : [fmtTime(e.time), 'connect', e.verdict, e.rule, e.hostname ? `${e.hostname} (${dest(e)})` : dest(e), procName(e.process), e.user || (e.uid !== undefined ? e.uid : '')];
+    ? [fmtClock(e.time), 'DNS', e.verdict, (e.rules || []).join(', '), e.name, procName(e.process), e.client && e.client.uid !== undefined ? e.client.uid : '']
+    : [fmtClock(e.time), 'connect', e.verdict, e.rule, e.hostname ? `${e.hostname} (${dest(e)})` : dest(e), procName(e.process), e.user || (e.uid !== undefined ? e.uid : '')];
   cells.forEach((c, i) => tr.append(el('td', c, i === 2 ? `v-${e.verdict}` : '')));
   return tr;
 }

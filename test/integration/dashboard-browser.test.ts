@@ -1,0 +1,225 @@
+/**
+ * Integration: the dashboard in a real browser (Debian's Chromium driven by
+ * Playwright), against `sluice daemon` enforcing in the world's client
+ * namespace. A user signs in with the link `sluice dashboard` prints, sees
+ * a blocked connect appear on the Live page, filters it (the filter in the
+ * URL), finds it in History, asks Explain, reads Health; and the attacks a
+ * browser makes possible fail: no token, no page; a page on another port of
+ * the same host (same site, so the SameSite cookie goes along) cannot POST
+ * or read; the page never trips its own Content-Security-Policy. Each page
+ * is photographed at laptop and phone widths into reports/screenshots/.
+ */
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { launchIn } from '../support/browser.js';
+import { NODE, waitFor } from '../support/monitor-helpers.js';
+import { HOSTS, ROOT, World } from '../world/world.js';
+
+const PORT = 9330;
+const ORIGIN = `http://127.0.0.1:${PORT}`;
+/** Same host, another port: the same site to a browser, another origin. */
+const EVIL_PORT = 9331;
+const SHOTS = join(ROOT, 'reports/screenshots');
+const PAGES = ['overview', 'live', 'history', 'explain', 'health'] as const;
+const WIDTHS = { laptop: { width: 1280, height: 800 }, phone: { width: 390, height: 844 } } as const;
+
+const POLICY = `
+mode: enforce
+dashboard:
+  listen: 127.0.0.1:${PORT}
+rules:
+  - name: web
+    to: [${HOSTS.api4}]
+    ports: [443/tcp]
+    log: true
+`;
+
+/** The attacker's page: on load it submits a form to the dashboard (a navigation, so the browser sends the cookie), after trying to read the API with fetch. */
+const EVIL_PAGE = `<!doctype html><title>evil</title><body><form id="f" method="POST" action="${ORIGIN}/api/events"><input name="x" value="1"></form>
+<script>
+fetch('${ORIGIN}/api/events', { credentials: 'include' }).then(() => { document.title = 'read'; }, () => { document.title = 'not read'; })
+  .finally(() => document.getElementById('f').submit());
+</script>`;
+const EVIL_SERVER = `require('node:http').createServer((q, s) => { s.writeHead(200, { 'content-type': 'text/html' }); s.end(${JSON.stringify(EVIL_PAGE)}); }).listen(${EVIL_PORT}, '127.0.0.1', () => console.log('evil ready'));`;
+
+describe('integration: the dashboard in a browser', () => {
+  let w: World;
+  let daemon: ChildProcess;
+  let token: string;
+  let browser: Browser;
+  let ctx: BrowserContext;
+  let page: Page;
+  /** Every console error and CSP report any page gave. */
+  const problems: string[] = [];
+
+  before(async () => {
+    w = await World.create();
+    daemon = await w.spawnReady(w.client, [NODE, join(ROOT, 'bin/sluice'), 'daemon', w.policy(POLICY), '--metrics', 'off'], { env: w.env(), readyText: 'sluice daemon: running' });
+    daemon.stderr?.resume();
+    token = readFileSync(join(w.stateDir, 'dashboard.token'), 'utf8').trim();
+    browser = await launchIn(w.client, w.tmp);
+    ctx = await browser.newContext({ viewport: WIDTHS.laptop });
+    page = await ctx.newPage();
+    page.on('console', (m) => {
+      if (m.type() === 'error') problems.push(m.text());
+    });
+    page.on('pageerror', (e) => problems.push(e.message));
+    mkdirSync(SHOTS, { recursive: true });
+  });
+  after(async () => {
+    await browser?.close().catch(() => undefined);
+    await w?.destroy();
+  });
+
+  const blocked = async (port: number) => assert.deepEqual(await w.reach([`tcp:${HOSTS.other4}:${port}`], { timeoutMs: 800 }), { [`tcp:${HOSTS.other4}:${port}`]: false });
+  const liveRows = () => page.locator('#live-table tbody tr');
+
+  it('the sign-in link: a session cookie (HttpOnly, SameSite=Strict), the token gone from the address, the page under its CSP', async () => {
+    const r = await w.exec([NODE, join(ROOT, 'bin/sluice'), 'dashboard'], { env: w.env() });
+    const link = /http:\/\/\S+\?token=\S+/.exec(r.stdout)?.[0];
+    assert.ok(link, r.stdout);
+    const res = await page.goto(link);
+    assert.equal(page.url(), `${ORIGIN}/`, 'redirected to the same page without the token');
+    assert.equal(res?.status(), 200);
+    assert.match(res?.headers()['content-security-policy'] ?? '', /default-src 'none'; script-src 'self'/);
+    const cookies = await ctx.cookies(ORIGIN);
+    assert.equal(cookies.length, 1);
+    assert.equal(cookies[0]?.httpOnly, true);
+    assert.equal(cookies[0]?.sameSite, 'Strict');
+    assert.ok(!cookies[0]?.value.includes(token), 'the cookie is not the token');
+    await page.locator('#policy-state').filter({ hasText: 'Mode: enforce' }).waitFor();
+    assert.match(await page.locator('#policy-state').innerText(), /table live/);
+  });
+
+  it('a blocked connect appears on the Live page as it happens; a filter in the URL keeps out what it excludes', async () => {
+    await page.goto(`${ORIGIN}/#live`);
+    await page.locator('#live-state').filter({ hasText: 'Live.' }).waitFor();
+    // The daemon subscribes once it hears a stream is open: try until the first one shows.
+    const row = liveRows().filter({ hasText: `${HOSTS.other4}:443` });
+    await waitFor('the blocked connect on the Live page', async () => {
+      await blocked(443);
+      return (await row.count()) > 0 ? true : undefined;
+    }, 20_000);
+    assert.match(await row.first().innerText(), /blocked/);
+    assert.match(await row.first().innerText(), /#default/);
+
+    await page.selectOption('#live-filter select[name=verdict]', 'allowed');
+    await page.click('#live-filter button[type=submit]');
+    assert.match(page.url(), /#live\?verdict=allowed$/);
+    await blocked(8443);
+    assert.deepEqual(await w.reach([`tcp:${HOSTS.api4}:443`]), { [`tcp:${HOSTS.api4}:443`]: true });
+    // Events arrive in order: once the allowed connect (rule web logs) shows, the blocked one before it would have.
+    const allowed = liveRows().filter({ hasText: `${HOSTS.api4}:443` });
+    await allowed.first().waitFor({ timeout: 10_000 });
+    assert.match(await allowed.first().innerText(), /allowed\s+web/);
+    assert.equal(await liveRows().filter({ hasText: `${HOSTS.other4}:8443` }).count(), 0, 'the filtered-out attempt was not shown');
+    // And the filter in the URL is what a reload or a shared link shows.
+    await page.goto(`${ORIGIN}/#live?verdict=blocked`);
+    assert.equal(await page.locator('#live-filter select[name=verdict]').inputValue(), 'blocked');
+    // A link without the filter shows everything, and the form says so (not the value chosen before).
+    await page.goto(`${ORIGIN}/#live`);
+    assert.equal(await page.locator('#live-filter select[name=verdict]').inputValue(), '');
+    await page.goto(`${ORIGIN}/#history?process=curl`);
+    await page.goto(`${ORIGIN}/#history`);
+    assert.equal(await page.locator('#history-filter input[name=process]').inputValue(), '');
+    assert.equal(await page.locator('#history-filter input[name=since]').inputValue(), '1h', 'the default comes back');
+  });
+
+  it('History, filtered from the URL, lists it with its export links; Explain gives the verdict and the rule', async () => {
+    await page.goto(`${ORIGIN}/#history?verdict=blocked&since=10m`);
+    await page.locator('#history-table tbody tr').filter({ hasText: `${HOSTS.other4}:443` }).first().waitFor();
+    assert.equal(await page.locator('#history-filter select[name=verdict]').inputValue(), 'blocked');
+    const csv = await page.locator('#export-csv').getAttribute('href');
+    assert.match(csv ?? '', /verdict=blocked/);
+    assert.match(csv ?? '', /format=csv/);
+
+    await page.goto(`${ORIGIN}/#explain`);
+    await page.fill('#explain-form input[name=dest]', HOSTS.api4);
+    await page.fill('#explain-form input[name=port]', '443/tcp');
+    await page.click('#explain-form button[type=submit]');
+    await page.locator('#explain-result').filter({ hasText: 'web' }).waitFor();
+    assert.match(await page.locator('#explain-result').innerText(), /allow/i);
+  });
+
+  it('Health shows the event accounting balanced and the attribution of what was blocked', async () => {
+    await page.goto(`${ORIGIN}/#health`);
+    await page.locator('#health-accounting tbody tr').first().waitFor();
+    await blocked(8080);
+    // The page refreshes every 5 s; the attempt above is counted by the kernel and, once stored, balances.
+    await page.locator('#health-state').filter({ hasText: 'every counted packet accounted for' }).waitFor({ timeout: 20_000 });
+    const stored = page.locator('#health-accounting tbody tr').filter({ hasText: 'Stored: blocked' });
+    assert.ok(Number(await stored.locator('td').nth(2).innerText()) >= 4, await stored.innerText());
+    assert.match(await page.locator('#health-attribution').innerText(), /with a process\s+\d/);
+  });
+
+  it('every page at laptop and phone widths, photographed; every form control labelled; the first Tab reaches the navigation', async () => {
+    for (const [name, size] of Object.entries(WIDTHS)) {
+      await page.setViewportSize(size);
+      for (const p of PAGES) {
+        await page.goto(`${ORIGIN}/#${p}`);
+        await page.locator(`#page-${p}`).waitFor({ state: 'visible' });
+        if (p === 'overview') await page.locator('#top-rules tbody tr').first().waitFor();
+        if (p === 'health') await page.locator('#health-accounting tbody tr').first().waitFor();
+        const file = join(SHOTS, `dashboard-${p}-${name}.png`);
+        await page.screenshot({ path: file, fullPage: true });
+        assert.ok(statSync(file).size > 5_000, file);
+        // Nothing wider than the window: no sideways scrolling at phone width.
+        const overflow = (await page.evaluate('document.documentElement.scrollWidth - window.innerWidth')) as number;
+        assert.ok(overflow <= 1, `${p} at ${name}: ${overflow}px wider than the window`);
+      }
+    }
+    const unlabelled = await page.evaluate("[...document.querySelectorAll('input, select')].filter((e) => !e.closest('label') && !e.getAttribute('aria-label')).map((e) => e.outerHTML)");
+    assert.deepEqual(unlabelled, []);
+    await page.setViewportSize(WIDTHS.laptop);
+    await page.goto(`${ORIGIN}/#overview`);
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate('document.activeElement && document.activeElement.textContent'), 'Overview');
+  });
+
+  it('without the token nothing is served; a page on another port cannot POST (403, Origin) nor read the API (no CORS)', async () => {
+    const stranger = await browser.newContext();
+    try {
+      const p = await stranger.newPage();
+      const r = await p.goto(`${ORIGIN}/`);
+      assert.equal(r?.status(), 401);
+      assert.ok(!(await p.content()).includes('Overview'), 'no page');
+    } finally {
+      await stranger.close();
+    }
+
+    const evil = await w.spawnReady(w.client, [NODE, '-e', EVIL_SERVER], { readyText: 'evil ready' });
+    // A tab of the signed-in browser (the same cookie jar) opens the attacker's page.
+    const tab = await ctx.newPage();
+    const seen: string[] = [];
+    tab.on('console', (m) => seen.push(m.text()));
+    try {
+      const attacked = tab.waitForResponse((res) => res.url() === `${ORIGIN}/api/events` && res.request().method() === 'POST', { timeout: 15_000 });
+      await tab.goto(`http://127.0.0.1:${EVIL_PORT}/`);
+      const post = await attacked;
+      assert.equal(post.status(), 403, 'the cross-origin POST is refused');
+      assert.equal(await post.request().headerValue('origin'), `http://127.0.0.1:${EVIL_PORT}`);
+      assert.match((await post.request().headerValue('cookie')) ?? '', /sluice_session/, 'same site: the cookie went along, and the Origin check alone refused it');
+      // The fetch before it: the browser withheld the response (no CORS headers), so the page learned nothing.
+      assert.ok(seen.some((m) => /CORS|Access-Control-Allow-Origin/.test(m)), seen.join('\n'));
+    } finally {
+      await tab.close();
+      evil.kill('SIGKILL');
+    }
+  });
+
+  it('no page tripped its own Content-Security-Policy or threw', () => {
+    assert.deepEqual(problems, []);
+  });
+
+  it('the browser itself tried to reach nothing: every event is one of the test\'s own connects', async () => {
+    const r = (await page.evaluate("fetch('/api/events?since=10m&limit=1000').then((r) => r.json())")) as { events: { dst: string; process?: { comm?: string } }[] };
+    assert.ok(r.events.length >= 5, `the test's connects are there: ${r.events.length}`);
+    const others = r.events.filter((e) => e.dst !== HOSTS.other4 && e.dst !== HOSTS.api4);
+    assert.deepEqual(others, []);
+    assert.ok(daemon.exitCode === null, 'the daemon is alive');
+  });
+});
