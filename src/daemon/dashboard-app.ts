@@ -5,7 +5,8 @@ import { cookieValue, hostAllowed, sameOrigin, type DashboardCredentials } from 
 import type { DashboardHealth } from './dashboard-health.js';
 import type { LiveHub } from './dashboard-live.js';
 import { openApiDocument } from './dashboard-openapi.js';
-import { eventsCsv, parseEventsQuery, parseExplainQuery, parseStatsQuery, type Parsed } from './dashboard-query.js';
+import type { Ladder } from '../learn/allow-ladder.js';
+import { eventsCsv, parseAllowQuery, parseEventsQuery, parseExplainQuery, parseStatsQuery, type Parsed } from './dashboard-query.js';
 
 /**
  * The dashboard's HTTP application (Hono): the checks every request goes
@@ -34,6 +35,8 @@ export interface DashboardSources {
   timeline(q: { since: number; until?: number }, bucketMs: number): TimelineRow[] | null;
   /** The health page's figures; null when the daemon did not answer in time. Optional: without it, /api/health answers 503. */
   health?(): Promise<DashboardHealth | null>;
+  /** "Allow this": the ladder of rules for one stored event (already form-checked arguments); null: no such event. */
+  allow?(args: { event: number; since: number; until: number }): Promise<Parsed<Ladder> | null> | Parsed<Ladder> | null;
   /** `sluice explain`'s answer for these (already form-checked) arguments. */
   explain(args: { dest: string; port?: string; user?: string }): Promise<Parsed<Record<string, unknown>>> | Parsed<Record<string, unknown>>;
 }
@@ -199,6 +202,14 @@ export function dashboardApp(opts: DashboardAppOptions): Hono {
   app.get('/api/health', async (c) => {
     const h = sources.health ? await sources.health() : null;
     return h ? c.json(h) : c.json({ error: 'the daemon did not answer; try again' }, 503);
+  });
+
+  app.get('/api/allow', async (c) => {
+    const p = parseAllowQuery(new URL(c.req.url).searchParams);
+    if (!p.ok) return c.json({ error: p.error }, 400);
+    const r = sources.allow ? await sources.allow(p.value) : { ok: false as const, error: 'not available here' };
+    if (r === null) return c.json({ error: `no event ${p.value.event} in the store` }, 404);
+    return r.ok ? c.json(r.value) : c.json({ error: r.error }, 400);
   });
 
   const openapi = openApiDocument(opts.version ?? 'unknown', credentials.cookieName);

@@ -15,7 +15,11 @@ const ERROR = { description: 'bad parameters: `{"error": "..."}`', content: { 'a
 const JSON_OK = (description: string) => ({ description, content: { 'application/json': { schema: { type: 'object' } } } });
 
 /** The parameters per path, in the order the document lists them. */
-export const OPENAPI_PARAMS: Record<'events' | 'stats' | 'explain', ReturnType<typeof param>[]> = {
+export const OPENAPI_PARAMS: Record<'events' | 'stats' | 'explain' | 'allow', ReturnType<typeof param>[]> = {
+  allow: [
+    param('event', str('the id of a stored blocked or would-block event (`id` in /api/events)', { pattern: '^[0-9]{1,9}$' }), true),
+    param('since', str(`the window whose blocked events the impact figures count (default 7d): ${TIME}`)),
+  ],
   events: [
     param('since', str(TIME)),
     param('until', str(TIME)),
@@ -58,6 +62,16 @@ export function openApiDocument(version: string, cookieName: string): Record<str
       '/api/events': get('Stored events, newest first, filtered', { description: 'the events: `{events, limit, since}`, or CSV with `format=csv`', content: { 'application/json': { schema: { type: 'object' } }, 'text/csv': { schema: { type: 'string' } } } }, OPENAPI_PARAMS.events, true),
       '/api/stats': get('Counts over a window: top destinations, processes and rules, and a timeline of allowed, blocked and would-block', JSON_OK('`{since, bucketMs, stats, timeline}`'), OPENAPI_PARAMS.stats, true),
       '/api/explain': get('The verdict for a destination, port and user, and the rule that decides it', JSON_OK('the explanation, as `sluice explain --json` gives it'), OPENAPI_PARAMS.explain, true),
+      '/api/allow': withResponse(
+        get(
+          '"Allow this": from one blocked event, the rules that would let it through, narrowest first (this sender + name + port, the name, the zone, the address), each with the policy as it would be and what else it would let through, judged by `sluice explain`\'s interpreter. Nothing is applied.',
+          JSON_OK('`{event, steps: [{id, title, rule, yaml, policy, impact, warnings}], refused?, window}`'),
+          OPENAPI_PARAMS.allow,
+          true,
+        ),
+        404,
+        { description: 'no such event in the store' },
+      ),
       '/api/health': withResponse(
         get(
           "The figures to trust the rest by: event accounting (kernel counters against stored, suppressed, lost, dropped and queued records), attribution by method, the DNS guard's answer time over the last minute and its cache, alert outboxes, event-loop delay and GC pauses, tamper restores",

@@ -70,8 +70,15 @@ const statsSchema = (now: number) =>
     limit: whole(1, 100).optional(),
   });
 
+const allowSchema = (now: number) =>
+  z.strictObject({
+    event: whole(1, 999_999_999),
+    since: time(now).optional(),
+  });
+
 /** The query parameters each endpoint takes, as its parser reads them (the OpenAPI document lists these; a test keeps the two equal). */
 export const QUERY_PARAMS = {
+  allow: () => Object.keys(allowSchema(0).shape),
   events: () => Object.keys(eventsSchema(0).shape),
   stats: () => Object.keys(statsSchema(0).shape),
   explain: () => Object.keys(explainSchema.shape),
@@ -166,4 +173,11 @@ export function eventsCsv(events: StoredEvent[]): string {
     lines.push(row.map(csvCell).join(','));
   }
   return `${lines.join('\r\n')}\r\n`;
+}
+
+/** `/api/allow?event=ID&since=`: the event's id, and the window whose blocked events the impact figures count (default 7d). */
+export function parseAllowQuery(params: URLSearchParams, now = Date.now()): Parsed<{ event: number; since: number; until: number }> {
+  const r = run(allowSchema(now), params);
+  if (!r.ok) return r;
+  return { ok: true, value: { event: r.value.event, since: r.value.since ?? now - 7 * 86_400_000, until: now } };
 }

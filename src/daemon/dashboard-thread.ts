@@ -25,9 +25,12 @@ import { sameRuleset } from '../netfilter/compare-ruleset.js';
 import { KernelNetfilter } from '../netfilter/kernel-netfilter.js';
 import type { Policy } from '../policy/policy.js';
 import { loadAppliedPolicy } from '../state/load-applied-policy.js';
+import { allowLadder, type Ladder } from '../learn/allow-ladder.js';
+import { hostFactsFor } from '../system/compile-env.js';
 import { StateStore } from '../state/state-store.js';
 import { ConnectionGate } from './connection-gate.js';
 import { dashboardApp, type DashboardSources } from './dashboard-app.js';
+import type { Parsed } from './dashboard-query.js';
 import { DashboardCredentials } from './dashboard-auth.js';
 import { explainForDashboard } from './dashboard-explain.js';
 import { dashboardHealth, type DashboardHealth } from './dashboard-health.js';
@@ -90,16 +93,32 @@ function tableState(): string {
   return table;
 }
 
-let explainPolicy: { sha256: string; policy: Policy } | null = null;
-/** The applied policy, parsed from its snapshot once per policy. */
-function appliedPolicy(): Policy | null {
+let explainPolicy: { sha256: string; loaded: NonNullable<ReturnType<typeof loadAppliedPolicy>> } | null = null;
+/** The applied policy, parsed from its snapshot once per policy (with its text and a parser for edits of it). */
+function appliedLoaded(): NonNullable<ReturnType<typeof loadAppliedPolicy>> | null {
   const applied = state.applied();
   if (!applied) return null;
   if (explainPolicy?.sha256 !== applied.sha256) {
     const loaded = loadAppliedPolicy(state);
-    explainPolicy = loaded ? { sha256: loaded.applied.sha256, policy: loaded.policy } : null;
+    explainPolicy = loaded ? { sha256: loaded.applied.sha256, loaded } : null;
   }
-  return explainPolicy?.policy ?? null;
+  return explainPolicy?.loaded ?? null;
+}
+const appliedPolicy = (): Policy | null => appliedLoaded()?.policy ?? null;
+
+/** "Allow this" for one stored event: the ladder, on the applied policy, with the window's blocked events for the impact. */
+function allow(args: { event: number; since: number; until: number }): Parsed<Ladder> | null {
+  const store = events();
+  if (!store) return null;
+  const event = store.query({ afterId: args.event - 1, limit: 1 })[0];
+  if (!event || event.id !== args.event) return null;
+  const loaded = appliedLoaded();
+  if (!loaded) return { ok: false, error: 'no policy is applied' };
+  try {
+    return { ok: true, value: allowLadder({ event, existing: { policy: loaded.policy, text: loaded.text }, parse: loaded.parse, history: store.scanFlows({ since: args.since, until: args.until }), since: args.since, until: args.until, facts: hostFactsFor(loaded.policy) }) };
+  } catch (err) {
+    return { ok: false, error: (err as Error).message };
+  }
 }
 
 /** The main thread answers a health request with its registry's snapshot; it never takes longer than this. */
@@ -145,6 +164,7 @@ const sources: DashboardSources = {
   stats: (q, top) => events()?.stats(q, top) ?? null,
   timeline: (q, bucketMs) => events()?.timeline(q, bucketMs) ?? null,
   health,
+  allow,
   explain: (args) => {
     const policy = appliedPolicy();
     if (!policy) return { ok: false, error: 'no policy is applied' };

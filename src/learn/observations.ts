@@ -45,7 +45,7 @@ export function safeHostname(h: string | undefined): string | undefined {
 /** What one event contributes: the store's columns, as scanFlows gives them. */
 export type EventFacts = FlowRow;
 
-function principalOf(uid: number | null, user: string | null, unit: string | null, cgroup: string | null): Principal {
+export function principalOf(uid: number | null, user: string | null, unit: string | null, cgroup: string | null): Principal {
   const svc = serviceOf({ ...(unit !== null ? { unit } : {}), ...(cgroup !== null ? { cgroup } : {}) });
   if (svc !== undefined && svc === unit && UNIT.test(svc) && !svc.startsWith('user@')) return { kind: 'service', unit: svc };
   if (uid !== null) {
@@ -56,7 +56,7 @@ function principalOf(uid: number | null, user: string | null, unit: string | nul
   return { kind: 'any' };
 }
 
-function flowFrom(r: FlowRow): ObservedFlow {
+export function flowFrom(r: FlowRow): ObservedFlow {
   const [, , , dst, proto, dport, icmpType, iface, uid, , , unit, cgroup, hostname] = r;
   const f: ObservedFlow = { dst, proto };
   if (dport !== null) f.dport = dport;

@@ -5,8 +5,13 @@ import type { Policy } from '../policy/policy.js';
 import { lookupUsers } from '../system/users.js';
 import type { AppliedState, StateStore } from './state-store.js';
 
-/** The applied policy, parsed from the state directory's snapshot; null when nothing is applied, throws when the snapshot is missing or bad. */
-export function loadAppliedPolicy(state: StateStore): { policy: Policy; applied: AppliedState } | null {
+/**
+ * The applied policy, parsed from the state directory's snapshot; null when
+ * nothing is applied, throws when the snapshot is missing or bad. With it
+ * its text, and a parser that reads another text as this one was read (the
+ * list files as they were applied): what an edit of it would load to.
+ */
+export function loadAppliedPolicy(state: StateStore): { policy: Policy; applied: AppliedState; text: string; parse: (text: string) => Policy } | null {
   const applied = state.applied();
   if (!applied) return null;
   const bytes = state.policySnapshot(applied.sha256);
@@ -17,5 +22,6 @@ export function loadAppliedPolicy(state: StateStore): { policy: Policy; applied:
     const b = lists.get(path);
     return b ? { ok: true, bytes: b } : { ok: false, reason: 'not in the snapshot of the applied policy' };
   };
-  return { policy: parsePolicy(bytes, applied.policyFile, { lookupUsers, readList }), applied };
+  const parse = (text: string) => parsePolicy(Buffer.from(text), applied.policyFile, { lookupUsers, readList });
+  return { policy: parsePolicy(bytes, applied.policyFile, { lookupUsers, readList }), applied, text: bytes.toString('utf8'), parse };
 }

@@ -137,6 +137,14 @@ describe('integration: the dashboard in a browser', () => {
     assert.match(csv ?? '', /verdict=blocked/);
     assert.match(csv ?? '', /format=csv/);
 
+    // "Allow this…" on the blocked attempt: the ladder, narrowest first, each step a rule that loads.
+    await page.locator('#history-table tbody tr').filter({ hasText: `${HOSTS.other4}:443` }).first().locator('a.allow-link').click();
+    assert.match(page.url(), /#allow\?event=\d+$/);
+    await page.locator('#allow-result ol.ladder > li').first().waitFor();
+    const steps = await page.locator('#allow-result ol.ladder > li h3').allInnerTexts();
+    assert.deepEqual(steps, [`user root (uid 0) to ${HOSTS.other4} on 443/tcp`, `anyone to ${HOSTS.other4} on 443/tcp`]);
+    assert.match(await page.locator('#allow-result ol.ladder > li pre').first().innerText(), new RegExp(`to:\\n\\s+- ${HOSTS.other4.replace(/\./g, '\\.')}`));
+
     await page.goto(`${ORIGIN}/#explain`);
     await page.fill('#explain-form input[name=dest]', HOSTS.api4);
     await page.fill('#explain-form input[name=port]', '443/tcp');
@@ -176,6 +184,8 @@ describe('integration: the dashboard in a browser', () => {
     assert.deepEqual(unlabelled, []);
     await page.setViewportSize(WIDTHS.laptop);
     await page.goto(`${ORIGIN}/#overview`);
+    // A fresh load: focus starts at the top of the document, as for a user arriving.
+    await page.reload();
     await page.keyboard.press('Tab');
     assert.equal(await page.evaluate('document.activeElement && document.activeElement.textContent'), 'Overview');
   });

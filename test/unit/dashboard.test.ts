@@ -223,6 +223,7 @@ describe('unit: dashboard app (every request through the checks)', () => {
     timeline: () => [],
     explain: (a) => ({ ok: true, value: { dest: a.dest } }),
     health: async () => healthAnswer,
+    allow: (a) => (a.event === 1 ? { ok: true, value: { event: { id: 1, time: 0, verdict: 'blocked', rule: '#default', dst: '198.18.1.10', sender: 'user 0' }, steps: [], window: { since: a.since, until: a.until, flows: 0, overflow: 0 } } } : null),
   };
   let healthAnswer: DashboardHealth | null = dashboardHealth([], null, 42);
   const live = new LiveHub({ maxClients: 1, queueMax: 10, flushMs: 50, heartbeatMs: 1000 });
@@ -324,11 +325,11 @@ describe('unit: dashboard app (every request through the checks)', () => {
     assert.equal(doc.components.securitySchemes.session.name, creds.cookieName);
     for (const [path, item] of Object.entries(doc.paths)) {
       if (path === '/api/live') continue; // a stream: its cap is tested below
-      const query = path === '/api/explain' ? '?dest=198.18.1.10' : '';
+      const query = path === '/api/explain' ? '?dest=198.18.1.10' : path === '/api/allow' ? '?event=1' : '';
       assert.equal((await req(`${path}${query}`, { headers: bearer })).status, 200, path);
       assert.ok(Array.isArray(item.get.parameters), path);
     }
-    for (const name of ['events', 'stats', 'explain'] as const) {
+    for (const name of ['events', 'stats', 'explain', 'allow'] as const) {
       const listed = doc.paths[`/api/${name}`]?.get.parameters.map((p) => p.name).sort();
       assert.deepEqual(listed, QUERY_PARAMS[name]().sort(), `/api/${name}: the document and the parser agree`);
       assert.deepEqual(OPENAPI_PARAMS[name].map((p) => p.name).sort(), listed);
@@ -352,6 +353,13 @@ describe('unit: dashboard app (every request through the checks)', () => {
     } finally {
       healthAnswer = dashboardHealth([], null, 42);
     }
+  });
+
+  it('/api/allow: signed in only; the event id is required and whole; an unknown event is 404', async () => {
+    assert.equal((await req('/api/allow?event=1')).status, 401);
+    assert.equal((await req('/api/allow?event=1', { headers: bearer })).status, 200);
+    assert.equal((await req('/api/allow?event=2', { headers: bearer })).status, 404);
+    for (const bad of ['', '?event=', '?event=-1', '?event=1x', '?event=1&event=1', '?event=1&since=nope']) assert.equal((await req(`/api/allow${bad}`, { headers: bearer })).status, 400, bad);
   });
 
   it('live streams are capped: one over the limit gets 503', async () => {

@@ -5,7 +5,7 @@
 'use strict';
 
 const SVG = 'http://www.w3.org/2000/svg';
-const PAGES = ['overview', 'live', 'history', 'explain', 'health'];
+const PAGES = ['overview', 'live', 'history', 'explain', 'health', 'allow'];
 const LIVE_ROWS = 500;
 const $ = (sel) => document.querySelector(sel);
 
@@ -49,6 +49,7 @@ function route() {
   else stopLive();
   if (name === 'history') loadHistory(params);
   if (name === 'health') loadHealth();
+  if (name === 'allow') loadAllow(params);
 }
 
 function setHash(page, form) {
@@ -350,10 +351,69 @@ async function loadHistory(params) {
     state.textContent = `${r.events.length} events (newest first).`;
     for (const e of r.events.reverse()) {
       row(tbody, [{ text: fmtTime(e.time) }, { text: e.verdict, cls: `v-${e.verdict}` }, { text: e.rule }, { text: dest(e) }, { text: e.hostname || '' }, { text: procName(e.process) }, { text: e.user || (e.uid !== undefined ? e.uid : '') }]);
+      if (e.verdict !== 'allowed' && Number.isInteger(e.id)) {
+        // "Allow this…" sits in the verdict cell, which every width shows.
+        const a = el('a', 'Allow this…', 'allow-link');
+        a.href = `#allow?event=${e.id}`;
+        a.setAttribute('aria-label', `Allow this: ${e.verdict} ${dest(e)}`);
+        tbody.lastElementChild.children[1].append(' ', a);
+      }
     }
   } catch (err) {
     state.textContent = `Cannot load: ${err.message}`;
   }
+}
+
+// ---- Allow this
+
+async function loadAllow(params) {
+  const out = $('#allow-result');
+  clear(out);
+  const id = params.get('event');
+  if (!id || !/^[0-9]{1,9}$/.test(id)) {
+    out.append(el('p', 'Choose a blocked event in History and follow "Allow this…".'));
+    return;
+  }
+  out.append(el('p', 'Working it out…'));
+  let r;
+  try {
+    r = await api(`/api/allow?event=${id}`);
+  } catch (err) {
+    clear(out);
+    out.append(el('p', `Cannot work it out: ${err.message}`));
+    return;
+  }
+  clear(out);
+  const e = r.event;
+  out.append(el('p', `Event ${e.id}: ${e.verdict} ${fmtTime(e.time)}, ${e.sender} to ${e.hostname ? `${e.hostname} (${e.dst})` : e.dst}${e.port ? ` on ${e.port}` : ''}, decided by ${e.rule}.`));
+  if (r.refused) {
+    out.append(el('p', r.refused, 'verdict'));
+    return;
+  }
+  const list = el('ol', undefined, 'ladder');
+  for (const s of r.steps) {
+    const li = el('li');
+    li.append(el('h3', s.title));
+    const i = s.impact;
+    li.append(
+      el(
+        'p',
+        i.events === 0
+          ? 'Lets nothing else through that was refused in the last 7 days.'
+          : `Also lets through ${i.events} other refused event${i.events === 1 ? '' : 's'} (${i.flows} flow${i.flows === 1 ? '' : 's'}) of the last 7 days` +
+              `${i.processes.length ? `; processes: ${i.processes.join(', ')}` : ''}${i.senders.length ? `; senders: ${i.senders.join(', ')}` : ''}${i.destinations.length ? `; to: ${i.destinations.join(', ')}` : ''}.`,
+        i.events === 0 ? '' : 'v-would-block',
+      ),
+    );
+    for (const w of s.warnings) li.append(el('p', `Warning: ${w}`, 'v-blocked'));
+    li.append(el('pre', s.yaml));
+    const d = el('details');
+    d.append(el('summary', 'The whole policy with this rule'));
+    d.append(el('pre', s.policy));
+    li.append(d);
+    list.append(li);
+  }
+  out.append(list);
 }
 
 // ---- Explain
