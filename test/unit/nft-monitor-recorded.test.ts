@@ -228,5 +228,10 @@ describe('unit: nf_tables notifications, the edges', () => {
     g.feed(msg(T(MSG.NEWGEN), NFPROTO_UNSPEC, (w) => w.u32be(1, 9).u32be(2, 7)));
     g.feed(msg(T(MSG.NEWGEN), NFPROTO_UNSPEC, (w) => w.u32be(1, 10).u32be(2, 7)));
     assert.deepEqual(seen.slice(1), [{ generation: 9, pid: 7, changes: [], own: true }], 'the second own NEWGEN closed an empty transaction');
+    // A partial transaction forgotten (lost messages), then this process's NEWGEN: nothing is left of it.
+    g.feed(msg(T(MSG.DELTABLE), NFPROTO_INET, (w) => w.str(1, 'sluice')));
+    g.reset();
+    g.feed(msg(T(MSG.NEWGEN), NFPROTO_UNSPEC, (w) => w.u32be(1, 11).u32be(2, 7)));
+    assert.equal(seen.length, 2, 'reset leaves no message behind');
   });
 });
