@@ -618,6 +618,20 @@ describe('unit: the tamper watchdog behind a busy DNS guard (fake clock)', () =>
     await t.stop();
   });
 
+  it('the guard\'s record is about the policy the daemon runs: another applied policy\'s DNS-filled sets are not judged by it', async () => {
+    const t = setup({ learned: () => [] });
+    t.nf.addElements('sluice', [{ set: t.set, elems: [addr(IP1, 60_000)] }]);
+    // `sluice apply` of another policy, before the daemon reloaded: the record is not about it.
+    const applied = t.state.applied();
+    assert.ok(applied);
+    t.state.setApplied({ ...applied, sha256: 'f'.repeat(64) });
+    await t.start();
+    assert.equal(t.fullReads(), 1);
+    assert.equal(t.alerts.length, 0, 'an element the record does not name is not foreign to a policy the record is not about');
+    assert.deepEqual(t.dnsElements(), [BigInt(IP1)]);
+    await t.stop();
+  });
+
   it('without a learned source at all the same holds', async () => {
     const t = setup({ learned: 'none' });
     t.nf.addElements('sluice', [{ set: t.set, elems: [addr(IP1, 60_000)] }]);
