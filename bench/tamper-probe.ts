@@ -13,6 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { KernelNetfilter } from '../src/netfilter/kernel-netfilter.js';
 import { NftMonitor, type NftTransaction } from '../src/netfilter/nft-monitor.js';
+import { openNftNotifications } from '../src/netfilter/nft-notify-socket.js';
 import { NFPROTO_INET } from '../src/netfilter/nl-constants.js';
 
 const { values } = parseArgs({ options: { count: { type: 'string' }, 'daemon-pid': { type: 'string' }, set: { type: 'string' } } });
@@ -57,7 +58,7 @@ const onTx = (t: NftTransaction) => {
   if (t.comm === 'nft' && waiting.tamperAt === undefined) waiting.tamperAt = now;
 };
 let lost = 0;
-const monitor = new NftMonitor('sluice', NFPROTO_INET, onTx, () => lost++);
+const monitor = new NftMonitor('sluice', NFPROTO_INET, onTx, () => lost++, { source: openNftNotifications() });
 
 async function one(args: string[]): Promise<number> {
   const p = new Promise<number>((resolve, reject) => {

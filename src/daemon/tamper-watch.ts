@@ -6,7 +6,9 @@ import { formatAddr } from '../net/ip.js';
 import { diffRulesets, sameRuleset, sameStructure, withoutElements } from '../netfilter/compare-ruleset.js';
 import type { LiveTable } from '../netfilter/netfilter.js';
 import { NftMonitor, type NftTransaction } from '../netfilter/nft-monitor.js';
+import { openNftNotifications } from '../netfilter/nft-notify-socket.js';
 import { NFPROTO_INET } from '../netfilter/nl-constants.js';
+import { realClock, type Clock } from '../runtime/clock.js';
 import type { Component, Runtime } from '../runtime/component.js';
 import { appliedPolicy, commitTable, type CommitResult } from '../state/commit-table.js';
 
@@ -48,6 +50,8 @@ export interface TamperWatchOptions {
   pollMs?: number;
   /** Whether a committing task (a thread id) is this process. */
   isOwn?: (pid: number) => boolean;
+  /** Time and timers (the real ones by default; a fake in tests). */
+  clock?: Clock;
 }
 
 const addrKey = (set: string, family: number, addr: bigint) => `${set}|${family}|${addr}`;
@@ -82,7 +86,12 @@ export function findTampering(applied: Ruleset, live: LiveTable | null, opts: { 
   for (const want of applied.sets) {
     if (!want.dynamic || want.meter) continue;
     const got = liveSets.get(want.name);
-    if (!got || !got.dynamic) continue;
+    // Missing: the shape's difference says so.
+    if (!got) continue;
+    if (!got.dynamic) {
+      out.push(`set ${want.name} reads back as a set without timeouts, not one the DNS guard fills: what it holds cannot be checked against what the guard opened`);
+      continue;
+    }
     const foreign: string[] = [];
     const present = new Set<string>();
     for (const e of got.elements) {
@@ -161,8 +170,8 @@ export class TamperWatch implements Component {
   readonly name = 'tamper-watch';
   private rt: Runtime | undefined;
   private monitor: ReturnType<MonitorFactory> | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private poll: NodeJS.Timeout | undefined;
+  private timer: unknown;
+  private poll: unknown;
   private checking = false;
   private again = false;
   /** Foreign transactions not yet looked at, and whether notifications were lost (then elements are read too). */
@@ -185,12 +194,14 @@ export class TamperWatch implements Component {
   private readonly openMonitor: MonitorFactory;
   private readonly pollMs: number;
   private readonly isOwn: (pid: number) => boolean;
+  private readonly clock: Clock;
 
   constructor(opts: TamperWatchOptions = {}) {
     this.learned = opts.learned ?? (() => null);
     this.isOwn = opts.isOwn ?? ownTask;
-    this.openMonitor = opts.monitor ?? ((onTx, onLost) => new NftMonitor(TABLE_NAME, NFPROTO_INET, onTx, onLost, { isOwn: this.isOwn }));
+    this.openMonitor = opts.monitor ?? ((onTx, onLost) => new NftMonitor(TABLE_NAME, NFPROTO_INET, onTx, onLost, { isOwn: this.isOwn, source: openNftNotifications() }));
     this.pollMs = opts.pollMs ?? POLL_MS;
+    this.clock = opts.clock ?? realClock;
   }
 
   async start(rt: Runtime): Promise<void> {
@@ -209,8 +220,7 @@ export class TamperWatch implements Component {
     } catch (err) {
       rt.log('warn', `tamper watchdog: cannot subscribe to nf_tables notifications (${(err as Error).message}); checking every ${this.pollMs / 1000} s only`);
     }
-    this.poll = setInterval(() => void this.check(), this.pollMs);
-    this.poll.unref();
+    this.poll = this.clock.setInterval(() => void this.check(), this.pollMs);
     this.full = true;
     this.schedule();
   }
@@ -226,9 +236,9 @@ export class TamperWatch implements Component {
     this.rt = undefined;
     this.monitor?.close();
     this.monitor = undefined;
-    if (this.timer) clearTimeout(this.timer);
+    if (this.timer) this.clock.clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.poll) clearInterval(this.poll);
+    if (this.poll) this.clock.clearInterval(this.poll);
   }
 
   status(): Record<string, unknown> {
@@ -249,7 +259,7 @@ export class TamperWatch implements Component {
 
   private schedule(delayMs = DEBOUNCE_MS): void {
     if (this.timer) return;
-    this.timer = setTimeout(() => {
+    this.timer = this.clock.setTimeout(() => {
       this.timer = undefined;
       void this.check();
     }, delayMs);
@@ -276,7 +286,7 @@ export class TamperWatch implements Component {
   private checkOnce(): void {
     const rt = this.rt;
     if (!rt) return;
-    const now = Date.now();
+    const now = this.clock.now();
     let learned = this.learned();
     if (learned === 'busy') {
       // The guard's queued transaction (or its rebuild) comes first; but a guard kept busy on
@@ -285,8 +295,8 @@ export class TamperWatch implements Component {
       this.busySince ??= now;
       if (now - this.busySince < BUSY_MAX_MS) {
         if (this.timer) return;
-        this.timer = setTimeout(() => {
-          setImmediate(() => {
+        this.timer = this.clock.setTimeout(() => {
+          this.clock.setImmediate(() => {
             this.timer = undefined;
             void this.check();
           });
@@ -336,7 +346,7 @@ export class TamperWatch implements Component {
           Object.assign(journal, { by: transactions.map(who), changes: findings });
           return action === 'restore' ? null : 'alert only';
         },
-        ruleset: (v) => (mirror && v.applied ? restoreRuleset(v.applied.ruleset, mirror) : (v.applied as NonNullable<typeof v.applied>).ruleset),
+        ruleset: (v) => (mirror && v.applied ? restoreRuleset(v.applied.ruleset, mirror, this.clock.now()) : (v.applied as NonNullable<typeof v.applied>).ruleset),
         // Without the guard's record, the live DNS-learned elements are carried as any replacement does.
         carryDynamic: () => mirror === null,
         policy: (v) => (v.applied ? appliedPolicy(v.applied) : null),
@@ -403,7 +413,7 @@ export class TamperWatch implements Component {
     const held = ownership(applied, live, nf);
     if (held !== null) shape.push(held);
     if (shape.length > 0 || !full) return shape;
-    return findTampering(applied, nf.read(TABLE_NAME, { elements: 'all' }), { elements: true, learned: mirror });
+    return findTampering(applied, nf.read(TABLE_NAME, { elements: 'all' }), { elements: true, learned: mirror, now: this.clock.now() });
   }
 
   /**
@@ -441,7 +451,7 @@ export class TamperWatch implements Component {
             ? 'it is checked (and restored) as soon as the check can run'
             : 'left as it is (tamper: alert)';
     const message = `Sluice's table was changed by ${byText}: ${what}; ${action}`;
-    this.lastFinding = { at: new Date().toISOString(), by, changes: findings, restored: outcome.restored };
+    this.lastFinding = { at: new Date(this.clock.now()).toISOString(), by, changes: findings, restored: outcome.restored };
     if (!outcome.restored) {
       try {
         rt.state.journal({ event: 'tamper', by, changes: findings, restored: false, ...(outcome.error ? { error: outcome.error } : {}) });
@@ -449,7 +459,7 @@ export class TamperWatch implements Component {
         // A read-only or full state directory: the log line and the alert still say it.
       }
     }
-    publishAlert({ time: Date.now(), kind: 'tamper', severity: outcome.transient ? 'warning' : 'critical', message, detail: { by, committed, changes: findings, ...outcome } });
+    publishAlert({ time: this.clock.now(), kind: 'tamper', severity: outcome.transient ? 'warning' : 'critical', message, detail: { by, committed, changes: findings, ...outcome } });
   }
 
   private registerMetrics(rt: Runtime): void {

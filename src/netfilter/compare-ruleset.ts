@@ -99,24 +99,44 @@ function sameElement(x: SetElem, y: SetElem): boolean {
   }
 }
 
+/** Each element's comparable key, with how many times it is there. */
+function elementCounts(elements: SetElem[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const e of elements) {
+    const k = json(stripTimers(e));
+    m.set(k, (m.get(k) ?? 0) + 1);
+  }
+  return m;
+}
+
 /**
  * A unified-style line diff of two rulesets rendered as nft text. A set on
  * both sides whose elements differ is rendered with only the elements the
- * other side lacks, so every changed element shows (within `maxElements`)
- * wherever it sorts, and unchanged elements never shift into the diff.
+ * other side lacks (counted: an element there twice on one side and once
+ * on the other shows once, as added or removed), so every changed element
+ * shows (within `maxElements`) wherever it sorts, and unchanged elements
+ * never shift into the diff.
  */
 export function diffRulesets(before: Ruleset | null, after: Ruleset | null, opts: { maxElements?: number } = {}): string[] {
-  const elems = (rs: Ruleset | null) => new Map((rs?.sets ?? []).filter((s) => !s.dynamic).map((s) => [s.name, new Set(s.elements.map((e) => json(stripTimers(e))))]));
+  const elems = (rs: Ruleset | null) => new Map((rs?.sets ?? []).filter((s) => !s.dynamic).map((s) => [s.name, elementCounts(s.elements)]));
   const beforeElems = elems(before);
   const afterElems = elems(after);
-  const strip = (rs: Ruleset | null, other: Map<string, Set<string>>) => {
+  const strip = (rs: Ruleset | null, other: Map<string, Map<string, number>>) => {
     if (!rs) return [];
     const sets = rs.sets.map((s) => {
       if (s.dynamic) return { ...s, elements: [] };
       const theirs = other.get(s.name);
       if (!theirs) return s;
-      const onlyHere = s.elements.filter((e) => !theirs.has(json(stripTimers(e))));
-      return onlyHere.length === 0 && theirs.size === s.elements.length ? s : { ...s, elements: onlyHere };
+      const left = new Map(theirs);
+      const onlyHere = s.elements.filter((e) => {
+        const k = json(stripTimers(e));
+        const n = left.get(k) ?? 0;
+        if (n === 0) return true;
+        left.set(k, n - 1);
+        return false;
+      });
+      const same = onlyHere.length === 0 && [...left.values()].every((n) => n === 0);
+      return same ? s : { ...s, elements: onlyHere };
     });
     return renderRuleset({ ...rs, sets }, opts).split('\n');
   };

@@ -1,7 +1,5 @@
-import { native } from '../native/native.js';
-import { NetlinkSocket } from './netlink-socket.js';
 import { attrMap, attrStr, attrU32, MalformedNetlink, parseAttrs, parseMessages, type NlMsg } from './nl-attr.js';
-import { MSG, NETLINK_ADD_MEMBERSHIP, NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES, NFNLGRP_NFTABLES, SOL_NETLINK } from './nl-constants.js';
+import { MSG, NFNL_SUBSYS_NFTABLES } from './nl-constants.js';
 
 /** NFTA_GEN_* (linux/netfilter/nf_tables.h): what a NEWGEN notification says about the transaction it closes. */
 const GEN = { ID: 1, PROC_PID: 2, PROC_NAME: 3 } as const;
@@ -175,6 +173,20 @@ export interface NftMonitorStats {
 }
 
 /**
+ * Where the notifications come from: the kernel's netlink socket
+ * (openNftNotifications, in nft-notify-socket.ts) or, in tests, recorded
+ * datagrams. `watch`: each datagram as the event loop reads it, or an
+ * error (code ENOBUFS: the receive buffer overflowed, notifications were
+ * lost). `recv`: one queued datagram now, null when none is queued; throws
+ * as the socket does (ENOBUFS the same).
+ */
+export interface NotificationSource {
+  watch(cb: (err: (Error & { code?: string }) | null, data: Buffer | null) => void): void;
+  recv(): Buffer | null;
+  close(): void;
+}
+
+/**
  * A subscription to the kernel's nf_tables change notifications
  * (NFNLGRP_NFTABLES: every committed change to any table of this network
  * namespace), reporting the transactions that touched one table. Lost
@@ -184,11 +196,11 @@ export interface NftMonitorStats {
  */
 export class NftMonitor {
   readonly stats: NftMonitorStats = { transactions: 0, overflows: 0, malformed: 0 };
-  private sock: NetlinkSocket;
-  private handle: unknown;
+  private source: NotificationSource;
   private grouper: TransactionGrouper;
 
-  constructor(table: string, family: number, onTransaction: (t: NftTransaction) => void, onLost: (why: string) => void, opts: { bufBytes?: number; isOwn?: (pid: number) => boolean } = {}) {
+  /** `source`: the notifications; the socket opened by `open` (nft-notify-socket.ts) in the daemon. */
+  constructor(table: string, family: number, onTransaction: (t: NftTransaction) => void, onLost: (why: string) => void, opts: { source: NotificationSource; isOwn?: (pid: number) => boolean }) {
     this.grouper = new TransactionGrouper(
       table,
       family,
@@ -198,15 +210,9 @@ export class NftMonitor {
       },
       opts.isOwn,
     );
-    this.sock = NetlinkSocket.open(NETLINK_NETFILTER, { bufBytes: opts.bufBytes ?? 8 << 20 });
-    try {
-      native().setIntOpt(this.sock.fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES);
-    } catch (err) {
-      this.sock.close();
-      throw err;
-    }
     this.onLost = onLost;
-    this.handle = native().watch(this.sock.fd, (err, data) => {
+    this.source = opts.source;
+    this.source.watch((err, data) => {
       if (err) {
         if (err.code === 'ENOBUFS') this.overflowed();
         return;
@@ -244,7 +250,7 @@ export class NftMonitor {
     for (let i = 0; i < max; i++) {
       let data: Buffer | null;
       try {
-        data = this.sock.recv(false);
+        data = this.source.recv();
       } catch (err) {
         if ((err as { code?: string }).code === 'ENOBUFS') {
           this.overflowed();
@@ -258,8 +264,6 @@ export class NftMonitor {
   }
 
   close(): void {
-    if (this.handle) native().unwatch(this.handle);
-    this.handle = undefined;
-    this.sock.close();
+    this.source.close();
   }
 }

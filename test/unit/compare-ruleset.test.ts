@@ -31,6 +31,17 @@ describe('unit: ruleset diff', () => {
     assert.equal(diff.filter((l) => l.startsWith('+') && /198\.18\./.test(l)).length, 0, diff.join('\n'));
   });
 
+  it('an element there twice reads as that element added once more, not as the set emptied (and the other way round)', () => {
+    const a = policy(hosts(5));
+    const b = structuredClone(a);
+    const set = b.sets.find((s) => !s.dynamic && s.elements.length === 5);
+    assert.ok(set);
+    set.elements.push(structuredClone(set.elements[2] as (typeof set.elements)[number]));
+    assert.equal(sameRuleset(a, { ruleset: b, anomalies: [] }), false);
+    assert.deepEqual(diffRulesets(a, b, { maxElements: 20 }).filter((l) => /198\.18\./.test(l)), ['+\t\t\t198.18.0.3']);
+    assert.deepEqual(diffRulesets(b, a, { maxElements: 20 }).filter((l) => /198\.18\./.test(l)), ['-\t\t\t198.18.0.3']);
+  });
+
   it('sameCompiled: equal in compiler order, through the state file too; any element, a dynamic set aside, makes them differ', () => {
     const a = policy(hosts(1000));
     assert.equal(sameCompiled(a, policy(hosts(1000))), true);
