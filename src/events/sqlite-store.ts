@@ -227,6 +227,12 @@ export class SqliteStore implements EventStore {
     yield* s.iterate(...params) as IterableIterator<FlowRow>;
   }
 
+  /** The time of the oldest event kept (null when empty): how far back the history reaches. Uses the time index. */
+  firstTime(): number | null {
+    const r = this.stmt('SELECT min(time) AS t FROM events').get() as { t: number | null };
+    return r.t === null ? null : Number(r.t);
+  }
+
   stats(q: Pick<EventQuery, 'since' | 'until'>, n = 10): EventStats {
     const { sql, params } = this.where(q);
     const head = this.stmt(`SELECT count(*) AS total, count(pid) AS attributed, min(time) AS first, max(time) AS last FROM events ${sql}`).get(...params) as {
