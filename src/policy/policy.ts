@@ -193,8 +193,9 @@ export interface Rule {
 }
 
 /**
- * A `scopes:` entry: users or services (never both) with a mode of their own.
- * Where a packet falls in scopes of both modes, enforce wins (fail closed).
+ * A `scopes:` entry: users or services (never both) with the other mode than
+ * the policy's (the loader refuses the same one), so all scopes of a policy
+ * have one mode, and a user or service is in at most one scope.
  */
 export interface Scope {
   /** Unique among scopes; 1-48 of a-z 0-9 . _ -; in records (`sluice:W:<rule>@<scope>`) and `status`. */
