@@ -418,8 +418,20 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     if (rule.action === 'deny') {
       const chain = blockChain(rule.name, rule.mode);
       extraChains.push(chain);
-      // A deny rule in audit by its own mode records and lets the other rules judge: jump, and it returns.
-      verdict = { k: rule.mode === 'audit' ? 'jump' : 'goto', chain: chain.name };
+      verdict = { k: 'goto', chain: chain.name };
+      if (rule.mode === 'audit') {
+        // A deny rule in audit by its own mode records and lets the other rules judge. Its nft
+        // rules (one per family and kind of match) live in a chain of their own, jumped to: the
+        // first that matches goes to the block chain, which records and returns to the base
+        // chain, so a packet matching several of them is recorded and counted once.
+        const audit = buildChainName({ kind: 'audit', rule: rule.name });
+        extraChains.push({
+          name: audit,
+          rules: (compiledRules.get(rule)?.lists ?? []).map((stmts) => ({ stmts: [...stmts, { k: 'counter', name: objectNames.counter(rule.name) } as Stmt, verdict], comment: `deny ${rule.name} (audit)` })),
+        });
+        output.push({ stmts: [{ k: 'jump', chain: audit }], comment: `deny ${rule.name}: in audit by its own mode` });
+        continue;
+      }
     } else if (rule.log || policy.log.allowed) {
       const chain = logChain('allow', rule.name, group);
       extraChains.push(chain);

@@ -287,7 +287,9 @@ export type ChainRef =
   | { kind: 'flows' }
   | { kind: 'admit'; group: number }
   | { kind: 'block'; rule: string }
-  | { kind: 'allow'; rule: string };
+  | { kind: 'allow'; rule: string }
+  /** The match of a deny rule in audit by its own mode: jumped to, so the rule records once and the packet goes on. */
+  | { kind: 'audit'; rule: string };
 
 const BASE_CHAINS = ['output', 'dns_redirect', 'dns_observe', 'dns_observe_queries', 'dns_zone_out', 'dns_zone_in', 'dns_client_uid', 'guard_in'] as const;
 const ADMIT = /^admit_(0|[1-9][0-9]{0,2})$/;
@@ -313,6 +315,9 @@ export function buildChainName(c: ChainRef): string {
     case 'allow':
       if (!isRuleName(c.rule)) bad('not a rule name', c.rule);
       return `allow_${c.rule}`;
+    case 'audit':
+      if (!isRuleName(c.rule)) bad('not a rule name', c.rule);
+      return `audit_${c.rule}`;
   }
 }
 
@@ -323,7 +328,7 @@ export function parseChainName(name: string): ChainRef | null {
   const admit = ADMIT.exec(name);
   if (admit) return Number(admit[1]) <= 255 ? { kind: 'admit', group: Number(admit[1]) } : null;
   for (const [rule, chain] of Object.entries(BUILTIN_BLOCK_CHAINS)) if (chain === name) return { kind: 'block', rule };
-  for (const kind of ['block', 'allow'] as const) {
+  for (const kind of ['block', 'allow', 'audit'] as const) {
     if (!name.startsWith(`${kind}_`)) continue;
     const rule = name.slice(kind.length + 1);
     return isRuleName(rule) ? { kind, rule } : null;

@@ -97,11 +97,13 @@ scopes:
     assert.deepEqual(parseSetName(buildSetName({ kind: 'scope', scope: 'svc', dim: 'cg2' })), { kind: 'scope', scope: 'svc', dim: 'cg2' });
   });
 
-  it('the compiled table: the audit rule is jumped to and returns; the default records would-block for the scope and accepts; status reads it back', () => {
+  it('the compiled table: the audit rule\'s match is jumped to, its block chain records and returns (once per packet); the default records would-block for the scope and accepts; status reads it back', () => {
     const { ruleset } = compileFrom(ENFORCE_TRIAL);
     const output = ruleset.chains.find((c) => c.name === 'output');
-    const metaRule = output?.rules.find((r) => r.comment === 'deny meta');
-    assert.deepEqual(metaRule?.stmts.at(-1), { k: 'jump', chain: 'block_meta' });
+    const metaRule = output?.rules.find((r) => r.comment === 'deny meta: in audit by its own mode');
+    assert.deepEqual(metaRule?.stmts, [{ k: 'jump', chain: 'audit_meta' }]);
+    const auditMeta = ruleset.chains.find((c) => c.name === 'audit_meta');
+    assert.ok(auditMeta?.rules.length && auditMeta.rules.every((r) => JSON.stringify(r.stmts.at(-1)) === JSON.stringify({ k: 'goto', chain: 'block_meta' })));
     const blockMeta = ruleset.chains.find((c) => c.name === 'block_meta');
     assert.ok(blockMeta?.rules.every((r) => JSON.stringify(r.stmts.at(-1)) === JSON.stringify({ k: 'verdict', v: 'return' })));
     const dflt = ruleset.chains.find((c) => c.name === 'default_block');
