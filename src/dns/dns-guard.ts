@@ -457,7 +457,9 @@ export class DnsGuard {
     const judged = this.judge(decision, f);
     try {
       // A refused chain still teaches its deny rules' sets (nothing else), before the refusal goes out.
-      await this.open(name, f.addresses, judged, arrived);
+      // An answer given only because the sender is audited teaches nothing but deny rules' sets
+      // (more refusing, never more allowing): what an audit scope learns never opens a set for others.
+      await this.open(name, f.addresses, audited ? { sets4: decision.denySets4, sets6: decision.denySets6 } : judged, arrived);
     } catch (err) {
       // Fail closed: without the kernel update a connect would be refused anyway.
       this.stats.kernelFailures++;

@@ -171,6 +171,7 @@ scopes:
     assert.equal(await ask('hard.example', { ...client, uid: 65534 }), RCODE.NXDOMAIN, "a deny rule's own enforce wins over the scope");
     assert.equal(await ask('trial.example', { ...client, uid: 1001 }), 0, "a deny rule in audit by its own mode: answered for anyone, recorded");
     assert.equal(t.events.at(-1)?.verdict, 'would-block');
+    assert.deepEqual([...new Set(t.dyn().map((x) => x.set))], ['r_trial_d4'], 'an audited answer teaches only the deny rule its name is in');
     assert.equal(await ask('api.example.com', { ...client, uid: 1001 }), 0, 'allowed names are unchanged');
     assert.equal(t.events.at(-1)?.verdict, 'allowed');
   });
