@@ -306,7 +306,7 @@ export function promotionText(p: Promotion, report: PromotionReport): string {
 
 /**
  * Gradual enforcement: a comment on each thing in audit (a deny rule's own
- * mode, an audit scope; the policy's mode and the senders at the top) with
+ * mode, an audit scope; the policy's mode and the senders at the end) with
  * its promotion or why it is not stable yet. Comments only: the policy's
  * meaning is left as it is, for a person to change.
  */
@@ -320,7 +320,8 @@ function annotatePromotions(doc: Document, report: PromotionReport): void {
     if (p.target.kind === 'policy') top.push(` sluice suggest: the policy's mode: ${promotionText(p, report)}`);
     if (p.target.kind === 'sender' && p.stable) top.push(` sluice suggest: ${p.target.service !== undefined ? `service ${p.target.service}` : `uid ${p.target.user}`} (${p.events ?? 0} events): ${promotionText(p, report)}`);
   }
-  doc.commentBefore = doc.commentBefore ? `${doc.commentBefore}\n${top.join('\n')}` : top.join('\n');
+  // At the end of the file: its head (and the comment a person wrote there) stays first.
+  doc.comment = doc.comment ? `${doc.comment}\n${top.join('\n')}` : top.join('\n');
   for (const [key, kind] of [['rules', 'rule'], ['scopes', 'scope']] as const) {
     const seq = doc.get(key, true);
     if (!isSeq(seq)) continue;
