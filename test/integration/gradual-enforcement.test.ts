@@ -12,6 +12,7 @@ import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { StoredEvent } from '../../src/events/event-store.js';
+import { findCgroup2Root } from '../../src/system/cgroups.js';
 import { logEvents, NODE, sleep, waitFor } from '../support/monitor-helpers.js';
 import { HOSTS, ROOT, stopChild, World, type ProbeResult } from '../world/world.js';
 
@@ -132,5 +133,41 @@ scopes:
     assert.ok((await logEvents(w)).length > before);
     assert.ok(es.filter((e) => e.verdict === 'blocked').every((e) => e.uid === NOBODY && e.scope === 'nobody-first'), JSON.stringify(es));
     assert.ok(es.filter((e) => e.verdict === 'would-block').every((e) => e.uid === 0 && e.scope === undefined), JSON.stringify(es));
+  });
+
+  it('a service in an audit scope: sockets made in its cgroup go through; another cgroup, a look-alike in a user manager\'s subtree and root outside are refused', async () => {
+    await stopChild(daemon);
+    daemon = undefined;
+    const root = findCgroup2Root();
+    assert.ok(root, 'a cgroup2 mount is required for service scopes');
+    const unit = `sluice-trial-${process.pid}.service`;
+    const svcDir = w.makeCgroup(root, `${w.id}.slice/${unit}`);
+    const otherDir = w.makeCgroup(root, `${w.id}.slice/other-${process.pid}.service`);
+    // A directory named like the unit inside a user manager's subtree: never taken for the service.
+    const lookAlike = w.makeCgroup(root, `${w.id}.slice/user@${NOBODY}.service/${unit}`);
+    const policy = w.policy(
+      `
+mode: enforce
+rules:
+  - name: api
+    to: [${HOSTS.api4}]
+    ports: [443/tcp]
+scopes:
+  - name: svc-trial
+    mode: audit
+    services: [${unit}]
+`,
+      'service.yaml',
+    );
+    const applied = await w.sluice(['apply', policy]);
+    assert.equal(applied.code, 0, applied.stderr + applied.stdout);
+    assert.doesNotMatch(applied.stdout + applied.stderr, /no cgroup/);
+    const target = t(HOSTS.other4, 80);
+    assert.equal((await w.reach([target], { cgroup: svcDir }))[target], true, 'a socket of the audited service goes through');
+    assert.equal((await w.reach([target], { cgroup: otherDir }))[target], false, 'another service is enforced');
+    assert.equal((await w.reach([target], { cgroup: lookAlike }))[target], false, 'a look-alike cgroup is not the service');
+    assert.equal((await w.reach([target]))[target], false, 'outside any service: enforced');
+    const counters = await w.nft(['list', 'chain', 'inet', 'sluice', 'default_block']);
+    assert.match(counters, /sluice:W:#default@svc-trial/, 'the scope\'s record is in the kernel');
   });
 });
