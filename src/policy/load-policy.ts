@@ -292,7 +292,7 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, o
 
   if (p.mode === undefined) warning([], 'no mode given: starting in audit mode (nothing is blocked); set mode: enforce when ready');
   const mode = p.mode ?? 'audit';
-  const scopes = buildScopes(rawScopes, mode, uids, error, warning, (i) => locate(['scopes', i]).line);
+  const scopes = buildScopes(rawScopes, mode, uids, error, (i) => locate(['scopes', i]).line);
   checkRuleModes(typedRules, rules, mode, scopes, error, warning);
 
   const dns = buildDns(p.dns, rules, error);
@@ -342,7 +342,6 @@ function buildScopes(
   mode: 'audit' | 'enforce',
   uids: Map<string, number>,
   error: Report,
-  warning: Report,
   lineOf: (i: number) => number,
 ): Scope[] {
   const out: Scope[] = [];
@@ -394,7 +393,6 @@ function buildScopes(
     });
     out.push({ name: sc.name, mode: sc.mode, users, services, line: lineOf(i) });
   });
-  void warning;
   return out;
 }
 
