@@ -122,7 +122,7 @@ export async function main(argv: string[]): Promise<number> {
         code = await (await import('./commands/stats.js')).stats(ctx, { ...opt('since', str('since')), ...opt('limit', int('limit')) });
         break;
       case 'suggest':
-        code = await (await import('./commands/suggest.js')).suggest(ctx, { ...onePolicy(), ...opt('since', str('since')), ...opt('out', str('out')), ...opt('check', str('check')) });
+        code = await (await import('./commands/suggest.js')).suggest(ctx, { ...onePolicy(), ...opt('since', str('since')), ...opt('out', str('out')), ...opt('check', str('check')), ...opt('stableDays', int('stable-days')) });
         break;
       case '_rollback':
         code = await (await import('./commands/confirm.js')).rollbackTimer(ctx, args[0] ?? '');

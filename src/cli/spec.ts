@@ -191,6 +191,7 @@ export const COMMANDS: readonly CommandSpec[] = [
       { name: 'since', value: '7d' },
       { name: 'out', value: 'FILE' },
       { name: 'check', value: 'FILE' },
+      { name: 'stable-days', value: 'N', int: { min: 1, max: 365 } },
     ],
     help: [
       'a policy allowing what the event store saw in the window (names',
@@ -198,7 +199,10 @@ export const COMMANDS: readonly CommandSpec[] = [
       'given POLICY (default: the applied one), that policy with new rules',
       'appended and rules nothing needed marked could-go, comments kept.',
       '--check FILE: replay the window against FILE: "would break N"',
-      '(observed traffic it blocks; exit 1 if N > 0), "would block M"',
+      '(observed traffic it blocks; exit 1 if N > 0), "would block M".',
+      'Promotions: what audits (mode, scopes, deny rules in audit) with no',
+      'would-block in the last N days (--stable-days, default 14) is proposed',
+      'for enforce, as comments and in --json',
     ],
   },
   {

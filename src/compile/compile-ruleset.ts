@@ -15,7 +15,7 @@ import {
   ESSENTIAL_ICMPV6_TYPES,
   type HostFacts,
 } from '../policy/builtins.js';
-import type { Policy, Rule, ServiceRef } from '../policy/policy.js';
+import type { Policy, Rule, Scope, ServiceRef } from '../policy/policy.js';
 import {
   buildChainName,
   buildCounterName,
@@ -26,10 +26,12 @@ import {
   buildTableComment,
   DEFAULT_RULE,
   ENCRYPTED_DNS_RULE,
+  RULE_SCOPE,
   SPOOFED_RULE,
   meterSetName,
   objectNames,
   type LogKind,
+  type LogPrefix,
   type LogVerdict,
   type RuleSetDim,
 } from './kernel-names.js';
@@ -115,61 +117,105 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   const tag = (group: number) => flowTag(layout, epoch, group);
   const markFlow = (group: number): Stmt => ({ k: 'ct-mark-set', mask: layout.mask, value: tag(group) });
 
+  // Gradual enforcement (README "Gradual enforcement"): scopes have the other mode than the
+  // policy's (the loader refuses a scope with the policy's own), so only one kind exists at a time.
+  const scopes = policy.scopes ?? [];
+  const scopeMatches = new Map(scopes.map((sc) => [sc, compileScope(sc, env, sets, warnings)]));
+  const enforcing = !audit || scopes.length > 0 || policy.rules.some((r) => r.mode === 'enforce');
+  // Flows are tied to identities whenever anyone is enforced on; in pure audit mode nothing is refused, so nothing to re-check.
+  const identityGroups = !audit || scopes.length > 0;
+
   /**
-   * The log chain of a rule (policy or built-in): records what it decided,
-   * within the log budget of its kind. Two budgets, both counted when they
-   * hold a record back: first the sending user's own share (a meter keyed on
-   * the socket's uid), so one user's flood cannot spend the budget that
-   * records everyone else's attempts; then the shared budget, the outer bound.
-   * A flow the chain lets through (allowed and logged; would-block in audit
-   * mode) is marked as admitted by `admitGroup`, in a rule of its own: an
-   * untracked packet (no conntrack) cannot be marked, and must still get the
-   * verdict.
+   * The records of a log chain (policy rule or built-in), each guarded by
+   * `guard` (a scope's match, or nothing): what it decided, within the log
+   * budget of its kind. Two budgets, both counted when they hold a record
+   * back: first the sending user's own share (a meter keyed on the socket's
+   * uid), so one user's flood cannot spend the budget that records everyone
+   * else's attempts; then the shared budget, the outer bound. A flow the
+   * chain lets through (allowed and logged; would-block in audit mode) is
+   * marked as admitted by `admitGroup`, in a rule of its own: an untracked
+   * packet (no conntrack) cannot be marked, and must still get the verdict.
    */
+  const logRules = (kind: LogKind, recorded: LogVerdict, verdict: Stmt, prefix: LogPrefix, guard: Stmt[] = [], admitGroup?: number): RuleDef[] => {
+    const meterSet = meterSetName(kind);
+    if (!sets.some((s) => s.name === meterSet)) sets.push(userMeterSet(meterSet, kind));
+    return [
+      // Enforce mode, blocked packets only (they are dropped, so no other user of
+      // marks is disturbed): the packet mark carries the sender's cgroup id to the
+      // event collector, which then knows the sender's service even when its
+      // socket is gone. 0 first, so a mark left by others never reads as a cgroup;
+      // a level deeper than the sender's cgroup ends its rule, so the deepest wins.
+      ...(recorded === 'blocked' ? [{ stmts: [...guard, { k: 'mark-set', value: 0 } as Stmt] }, ...[1, 2, 3, 4].map((level) => ({ stmts: [...guard, { k: 'mark-set-cgroup', level } as Stmt] }))] : []),
+      ...(admitGroup !== undefined ? [{ stmts: [...guard, markFlow(admitGroup)] }] : []),
+      {
+        stmts: [
+          ...guard,
+          { k: 'meter', sel: 'meta skuid', set: meterSet, timeoutMs: meterTimeoutMs(policy), rate: policy.log.userRate, burst: policy.log.userBurst, over: true },
+          { k: 'counter', name: buildCounterName({ kind: 'suppressed', log: kind, budget: 'user' }) },
+          verdict,
+        ],
+      },
+      {
+        stmts: [...guard, { k: 'limit', name: buildLimitName({ kind: 'log', log: kind }) }, { k: 'log', group: policy.log.group, prefix: buildLogPrefix({ ...prefix, verdict: recorded }) }, verdict],
+      },
+      { stmts: [...guard, { k: 'counter', name: buildCounterName({ kind: 'suppressed', log: kind, budget: 'shared' }) }, verdict] },
+    ];
+  };
+
   const logChain = (kind: LogKind, rule: string, admitGroup?: number, dropAlways = false): ChainDef => {
     const recorded: LogVerdict = kind === 'allow' ? 'allowed' : dropAlways ? 'blocked' : blockedVerdict;
     const verdict: Stmt = kind === 'allow' ? { k: 'verdict', v: 'accept' } : dropAlways ? { k: 'verdict', v: 'drop' } : blockVerdict;
-    const meterSet = meterSetName(kind);
-    if (!sets.some((s) => s.name === meterSet)) sets.push(userMeterSet(meterSet, kind));
-    return {
-      name: buildChainName({ kind, rule }),
-      rules: [
-        // Enforce mode, blocked packets only (they are dropped, so no other user of
-        // marks is disturbed): the packet mark carries the sender's cgroup id to the
-        // event collector, which then knows the sender's service even when its
-        // socket is gone. 0 first, so a mark left by others never reads as a cgroup;
-        // a level deeper than the sender's cgroup ends its rule, so the deepest wins.
-        ...(recorded === 'blocked' ? [{ stmts: [{ k: 'mark-set', value: 0 } as Stmt] }, ...[1, 2, 3, 4].map((level) => ({ stmts: [{ k: 'mark-set-cgroup', level } as Stmt] }))] : []),
-        ...(admitGroup !== undefined ? [{ stmts: [markFlow(admitGroup)] }] : []),
-        {
-          stmts: [
-            { k: 'meter', sel: 'meta skuid', set: meterSet, timeoutMs: meterTimeoutMs(policy), rate: policy.log.userRate, burst: policy.log.userBurst, over: true },
-            { k: 'counter', name: buildCounterName({ kind: 'suppressed', log: kind, budget: 'user' }) },
-            verdict,
-          ],
-        },
-        {
-          stmts: [
-            { k: 'limit', name: buildLimitName({ kind: 'log', log: kind }) },
-            { k: 'log', group: policy.log.group, prefix: buildLogPrefix({ verdict: recorded, rule }) },
-            verdict,
-          ],
-        },
-        { stmts: [{ k: 'counter', name: buildCounterName({ kind: 'suppressed', log: kind, budget: 'shared' }) }, verdict] },
-      ],
-    };
+    return { name: buildChainName({ kind, rule }), rules: logRules(kind, recorded, verdict, { verdict: recorded, rule }, [], admitGroup) };
+  };
+
+  /**
+   * The block chain of a deny rule or of a built-in block (#default,
+   * #encrypted-dns), with gradual enforcement. A rule's own `mode:` decides
+   * alone: enforce refuses; audit records would-block and returns, so the
+   * packet goes on to the other rules (the caller jumps, not goes to).
+   * Otherwise, a packet of a scope with the other mode gets that mode
+   * (recorded with the scope's name), and any other packet the policy's.
+   */
+  const blockChain = (rule: string, ownMode?: 'audit' | 'enforce'): ChainDef => {
+    const name = buildChainName({ kind: 'block', rule });
+    if (ownMode === 'audit') return { name, rules: logRules('block', 'would-block', { k: 'verdict', v: 'return' }, { verdict: 'would-block', rule, scope: RULE_SCOPE }) };
+    if (ownMode === 'enforce') return { name, rules: logRules('block', 'blocked', enforceVerdict, { verdict: 'blocked', rule, scope: RULE_SCOPE }) };
+    const rules: RuleDef[] = [];
+    for (const scope of scopes) {
+      for (const m of scopeMatches.get(scope) ?? []) {
+        rules.push(
+          ...(scope.mode === 'enforce'
+            ? logRules('block', 'blocked', enforceVerdict, { verdict: 'blocked', rule, scope: scope.name }, m)
+            : logRules('block', 'would-block', { k: 'verdict', v: 'accept' }, { verdict: 'would-block', rule, scope: scope.name }, m, scopeGroups.get(scope))),
+        );
+      }
+    }
+    rules.push(...logRules('block', blockedVerdict, blockVerdict, { verdict: blockedVerdict, rule }, [], audit ? auditGroup : undefined));
+    return { name, rules };
   };
 
   // Allow rules whose identity (user, service, interface) every later packet must still have: a group each.
   const groups = new Map<Rule, number>();
-  if (!audit) {
+  // An audit scope's would-block flows carry a group of their own (their packets must still come
+  // from the scope); in audit mode with enforce scopes, so do would-block flows (an enforced
+  // sender must not ride one). Taken first: there are few of them.
+  const scopeGroups = new Map<Scope, number>();
+  let auditGroup: number | undefined = audit ? 0 : undefined;
+  for (const sc of scopes) if (sc.mode === 'audit') scopeGroups.set(sc, scopeGroups.size + 1);
+  if (audit && scopes.length > 0) auditGroup = scopeGroups.size + 1;
+  const reserved = scopeGroups.size + (audit && scopes.length > 0 ? 1 : 0);
+  if (identityGroups) {
     for (const r of policy.rules) {
       if (r.action !== 'allow' || !hasIdentity(r)) continue;
       if (groups.size >= MAX_IDENTITY_GROUPS) {
         warnings.push(`rule ${r.name}: more than ${MAX_IDENTITY_GROUPS} rules with users, services or interfaces; its flows are judged again on every packet (slower, and they end when a DNS-learned address expires)`);
         continue;
       }
-      groups.set(r, groups.size + 1);
+      if (groups.size + reserved >= MAX_IDENTITY_GROUPS) {
+        warnings.push(`rule ${r.name}: more than ${MAX_IDENTITY_GROUPS} rules and scopes with users, services or interfaces; its flows are judged again on every packet (slower, and they end when a DNS-learned address expires)`);
+        continue;
+      }
+      groups.set(r, groups.size + reserved + 1);
     }
   }
   const admitChains = new Map<number, ChainDef>();
@@ -306,7 +352,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   // The guard's own upstreams count as DNS-over-HTTPS endpoints in enforce mode (dohEndpoints).
   const encrypted = encryptedDnsBlocked(policy) ? encryptedDnsRules(policy, mergeHosts(dohEndpoints(policy, env)), sets) : [];
   if (encrypted.length > 0) {
-    extraChains.push(logChain('block', ENCRYPTED_DNS_RULE, audit ? 0 : undefined));
+    extraChains.push(blockChain(ENCRYPTED_DNS_RULE));
   }
 
   // The flows chain: a packet of an established outbound flow is accepted when
@@ -315,13 +361,31 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   // can change within an epoch (an identity; DNS-learned addresses) are
   // checked first: what they refuse goes back to be judged in full.
   const flows: RuleDef[] = [];
+  const recheck = (rule: Rule, extra: Stmt[] = []) => {
+    for (const stmts of compiledRules.get(rule)?.lists ?? []) flows.push({ stmts: [...stmts, ...extra, { k: 'verdict', v: 'return' }], comment: `deny ${rule.name}: judged again` });
+  };
+  const changeable = (rule: Rule) => rule.action === 'deny' && (hasIdentity(rule) || rule.domains.length > 0);
+  // Deny rules enforced by their own mode first: they refuse in every scope.
+  for (const rule of ordered) if (changeable(rule) && rule.mode === 'enforce') recheck(rule);
+  // Would-block flows of an audit scope (enforce mode): accepted while their packets still come from
+  // the scope (a deny rule would only record them again); another sender on the flow is judged again.
+  for (const [sc, group] of scopeGroups) {
+    const mark: Stmt = { k: 'cmp', sel: 'ct mark', op: 'eq', value: tag(group), mask: layout.mask };
+    for (const m of scopeMatches.get(sc) ?? []) flows.push({ stmts: [mark, ...m, { k: 'verdict', v: 'accept' }], comment: `would-block in scope ${sc.name}: same scope` });
+    flows.push(
+      { stmts: [mark, { k: 'cmp', sel: 'meta skuid', op: 'neq', value: 0xffffffff }, { k: 'verdict', v: 'return' }], comment: `would-block in scope ${sc.name}: another sender` },
+      { stmts: [mark, { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_TCP }, { k: 'verdict', v: 'accept' }], comment: `would-block in scope ${sc.name}: the kernel ends the connection` },
+    );
+  }
   if (!audit) {
-    for (const rule of ordered) {
-      if (rule.action !== 'deny' || (!hasIdentity(rule) && rule.domains.length === 0)) continue;
-      for (const stmts of compiledRules.get(rule)?.lists ?? []) {
-        flows.push({ stmts: [...stmts, { k: 'verdict', v: 'return' }], comment: `deny ${rule.name}: judged again` });
-      }
-    }
+    for (const rule of ordered) if (changeable(rule) && rule.mode === undefined) recheck(rule);
+  } else if (scopes.length > 0) {
+    // Audit mode with enforce scopes: the deny rules are re-checked for the enforced senders only,
+    // and a would-block flow (marked with its own group) is judged again when one of them sends on it.
+    for (const rule of ordered) if (changeable(rule) && rule.mode === undefined) for (const sc of scopes) for (const m of scopeMatches.get(sc) ?? []) recheck(rule, m);
+    const mark: Stmt = { k: 'cmp', sel: 'ct mark', op: 'eq', value: tag(auditGroup ?? 0), mask: layout.mask };
+    for (const sc of scopes) for (const m of scopeMatches.get(sc) ?? []) flows.push({ stmts: [mark, ...m, { k: 'verdict', v: 'return' }], comment: `would-block flow: scope ${sc.name} is enforced` });
+    flows.push({ stmts: [mark, { k: 'verdict', v: 'accept' }], comment: 'would-block flows (audit)' });
   }
   flows.push({ stmts: [{ k: 'cmp', sel: 'ct mark', op: 'eq', value: tag(0), mask: layout.mask }, { k: 'verdict', v: 'accept' }], comment: 'admitted in this epoch, by a rule without identity conditions' });
   for (const [rule, group] of groups) {
@@ -349,12 +413,25 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
       encryptedPlaced = true;
     }
     // The group that marks this rule's flows; none (judged again on every packet) past the last group.
-    const group = audit || !hasIdentity(rule) ? 0 : groups.get(rule);
+    const group = !identityGroups || !hasIdentity(rule) ? 0 : groups.get(rule);
     let verdict: Stmt;
     if (rule.action === 'deny') {
-      const chain = logChain('block', rule.name, audit ? 0 : undefined);
+      const chain = blockChain(rule.name, rule.mode);
       extraChains.push(chain);
       verdict = { k: 'goto', chain: chain.name };
+      if (rule.mode === 'audit') {
+        // A deny rule in audit by its own mode records and lets the other rules judge. Its nft
+        // rules (one per family and kind of match) live in a chain of their own, jumped to: the
+        // first that matches goes to the block chain, which records and returns to the base
+        // chain, so a packet matching several of them is recorded and counted once.
+        const audit = buildChainName({ kind: 'audit', rule: rule.name });
+        extraChains.push({
+          name: audit,
+          rules: (compiledRules.get(rule)?.lists ?? []).map((stmts) => ({ stmts: [...stmts, { k: 'counter', name: objectNames.counter(rule.name) } as Stmt, verdict], comment: `deny ${rule.name} (audit)` })),
+        });
+        output.push({ stmts: [{ k: 'jump', chain: audit }], comment: `deny ${rule.name}: in audit by its own mode` });
+        continue;
+      }
     } else if (rule.log || policy.log.allowed) {
       const chain = logChain('allow', rule.name, group);
       extraChains.push(chain);
@@ -373,7 +450,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   if (!encryptedPlaced) output.push(...encrypted);
 
   if (policy.defaultAction === 'deny') {
-    const chain = logChain('block', DEFAULT_RULE, audit ? 0 : undefined);
+    const chain = blockChain(DEFAULT_RULE);
     extraChains.push(chain);
     output.push({ stmts: [{ k: 'counter', name: buildCounterName({ kind: 'default' }) }, { k: 'goto', chain: chain.name }], comment: 'default deny' });
   } else {
@@ -396,7 +473,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     ...[...admitChains.values()].sort((a, b) => (a.name < b.name ? -1 : 1)),
     ...extraChains,
   ];
-  if (!audit) {
+  if (enforcing) {
     chains.push({
       name: buildChainName({ kind: 'refuse' }),
       rules:
@@ -916,6 +993,37 @@ function compileRule(rule: Rule, env: CompileEnv, sets: SetDef[], warnings: stri
     }
   }
   return { lists: out, identity: hasIdentity(rule) ? cgroupStmts.map((cg) => [...common, ...cg]) : [] };
+}
+
+/**
+ * A scope's match: one statement list per cgroup level (services) or one
+ * (users), each a set lookup; none when none of its services runs now (the
+ * scope then matches nothing: its senders keep the policy's mode).
+ */
+function compileScope(scope: Scope, env: CompileEnv, sets: SetDef[], warnings: string[]): Stmt[][] {
+  const comment = `scope ${scope.name} (${scope.mode})`;
+  if (scope.users.length > 0) {
+    const set = buildSetName({ kind: 'scope', scope: scope.name, dim: 'u' });
+    sets.push({ name: set, key: 'uid', interval: false, timeout: false, dynamic: false, elements: [...scope.users].sort((a, b) => a.uid - b.uid).map((u) => ({ t: 'num', value: BigInt(u.uid) })), comment });
+    return [[{ k: 'lookup', sel: 'meta skuid', set }]];
+  }
+  const byLevel = new Map<number, bigint[]>();
+  for (const s of scope.services) {
+    const found = env.cgroups.get(serviceKey(s)) ?? [];
+    if (found.length === 0) warnings.push(`scope ${scope.name}: service ${s.kind === 'unit' ? s.unit : s.path} has no cgroup now (not running?); it keeps the policy's mode until the next apply`);
+    for (const cg of found) {
+      const ids = byLevel.get(cg.level) ?? [];
+      if (!ids.includes(cg.id)) ids.push(cg.id);
+      byLevel.set(cg.level, ids);
+    }
+  }
+  return [...byLevel.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([level, ids]) => {
+      const set = buildSetName({ kind: 'scope', scope: scope.name, dim: `cg${level}` });
+      sets.push({ name: set, key: 'cgroupv2', interval: false, timeout: false, dynamic: false, level, elements: ids.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)).map((id) => ({ t: 'num', value: id })), comment });
+      return [{ k: 'lookup', sel: 'socket cgroupv2', set, level } satisfies Stmt];
+    });
 }
 
 /**

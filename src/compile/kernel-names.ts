@@ -67,27 +67,49 @@ export type LogVerdict = 'blocked' | 'would-block' | 'allowed';
 const VERDICT_LETTER: Record<LogVerdict, string> = { blocked: 'B', 'would-block': 'W', allowed: 'A' };
 const LETTER_VERDICT: Record<string, LogVerdict> = { B: 'blocked', W: 'would-block', A: 'allowed' };
 
-/** An NFLOG prefix: the verdict and the rule (policy or built-in) that decided. */
+/**
+ * The scope of a record decided by a mode other than the policy's own
+ * (gradual enforcement): the deciding rule's own `mode:` (RULE_SCOPE), or
+ * the name of a `scopes:` entry the sender is in.
+ */
+export const RULE_SCOPE = '#rule';
+
+/** An NFLOG prefix: the verdict and the rule (policy or built-in) that decided, and the scope whose mode made it so, if not the policy's. */
 export interface LogPrefix {
   verdict: LogVerdict;
   rule: string;
+  scope?: string;
 }
 
-/** `sluice:<letter>:<rule> `; the trailing space separates it from the kernel's text in plain-text logs. */
+/** True for a scope as records name it: a `scopes:` name (RULE_NAME grammar) or `#rule`. */
+export function isLogScope(scope: string): boolean {
+  return scope === RULE_SCOPE || isRuleName(scope);
+}
+
+/**
+ * `sluice:<letter>:<rule>[@<scope>] `; the trailing space separates it from
+ * the kernel's text in plain-text logs. `@` is in neither grammar, so the
+ * split is unambiguous; at most 7+2+48+1+48+1 = 107 bytes (the kernel keeps 127).
+ */
 export function buildLogPrefix(p: LogPrefix): string {
   const letter = VERDICT_LETTER[p.verdict];
   if (!letter) bad('unknown verdict', p.verdict);
   if (!isLogRule(p.rule)) bad('not a rule name', p.rule);
-  return `${LOG_PREFIX}${letter}:${p.rule} `;
+  if (p.scope !== undefined && !isLogScope(p.scope)) bad('not a scope name', p.scope);
+  return `${LOG_PREFIX}${letter}:${p.rule}${p.scope !== undefined ? `@${p.scope}` : ''} `;
 }
 
-/** The verdict and rule of a record's prefix, or null when the prefix is not one Sluice writes. */
+/** The verdict, rule and scope of a record's prefix, or null when the prefix is not one Sluice writes. */
 export function parseLogPrefix(prefix: string): LogPrefix | null {
   if (!prefix.startsWith(LOG_PREFIX) || !prefix.endsWith(' ')) return null;
   const verdict = LETTER_VERDICT[prefix.charAt(LOG_PREFIX.length)];
   if (!verdict || prefix.charAt(LOG_PREFIX.length + 1) !== ':') return null;
-  const rule = prefix.slice(LOG_PREFIX.length + 2, -1);
-  return isLogRule(rule) ? { verdict, rule } : null;
+  const body = prefix.slice(LOG_PREFIX.length + 2, -1);
+  const at = body.indexOf('@');
+  if (at < 0) return isLogRule(body) ? { verdict, rule: body } : null;
+  const rule = body.slice(0, at);
+  const scope = body.slice(at + 1);
+  return isLogRule(rule) && isLogScope(scope) ? { verdict, rule, scope } : null;
 }
 
 /**
@@ -209,12 +231,22 @@ export const BUILTIN_SETS = [
 ] as const;
 export type BuiltinSet = (typeof BUILTIN_SETS)[number];
 
-export type SetRef = { kind: 'rule'; rule: string; dim: RuleSetDim } | { kind: 'builtin'; name: BuiltinSet };
+/** What a scope's set holds: its users (`u`) or its services' cgroups at one depth (`cg<level>`). */
+export type ScopeSetDim = 'u' | `cg${number}`;
+const SCOPE_DIM = /^(?:u|cg(?:0|[1-9][0-9]{0,2}))$/;
+
+export type SetRef = { kind: 'rule'; rule: string; dim: RuleSetDim } | { kind: 'scope'; scope: string; dim: ScopeSetDim } | { kind: 'builtin'; name: BuiltinSet };
 
 const RULE_SET = 'r_';
+const SCOPE_SET = 's_';
 
 export function buildSetName(s: SetRef): string {
   if (s.kind === 'builtin') return (BUILTIN_SETS as readonly string[]).includes(s.name) ? s.name : bad('unknown set', s.name);
+  if (s.kind === 'scope') {
+    if (!isRuleName(s.scope)) bad('not a scope name', s.scope);
+    if (!SCOPE_DIM.test(s.dim)) bad('unknown scope set kind', s.dim);
+    return `${SCOPE_SET}${s.scope}_${s.dim}`;
+  }
   if (!isRuleName(s.rule)) bad('not a rule name', s.rule);
   if (!DIM.test(s.dim)) bad('unknown set kind', s.dim);
   return `${RULE_SET}${s.rule}_${s.dim}`;
@@ -222,6 +254,12 @@ export function buildSetName(s: SetRef): string {
 
 export function parseSetName(name: string): SetRef | null {
   if ((BUILTIN_SETS as readonly string[]).includes(name)) return { kind: 'builtin', name: name as BuiltinSet };
+  if (name.startsWith(SCOPE_SET)) {
+    const cut = name.lastIndexOf('_');
+    const scope = name.slice(SCOPE_SET.length, cut);
+    const dim = name.slice(cut + 1);
+    return cut > SCOPE_SET.length && isRuleName(scope) && SCOPE_DIM.test(dim) ? { kind: 'scope', scope, dim: dim as ScopeSetDim } : null;
+  }
   if (!name.startsWith(RULE_SET)) return null;
   // The kind never contains `_`, so the last `_` ends the rule name (which may contain `_`).
   const cut = name.lastIndexOf('_');
@@ -249,7 +287,9 @@ export type ChainRef =
   | { kind: 'flows' }
   | { kind: 'admit'; group: number }
   | { kind: 'block'; rule: string }
-  | { kind: 'allow'; rule: string };
+  | { kind: 'allow'; rule: string }
+  /** The match of a deny rule in audit by its own mode: jumped to, so the rule records once and the packet goes on. */
+  | { kind: 'audit'; rule: string };
 
 const BASE_CHAINS = ['output', 'dns_redirect', 'dns_observe', 'dns_observe_queries', 'dns_zone_out', 'dns_zone_in', 'dns_client_uid', 'guard_in'] as const;
 const ADMIT = /^admit_(0|[1-9][0-9]{0,2})$/;
@@ -275,6 +315,9 @@ export function buildChainName(c: ChainRef): string {
     case 'allow':
       if (!isRuleName(c.rule)) bad('not a rule name', c.rule);
       return `allow_${c.rule}`;
+    case 'audit':
+      if (!isRuleName(c.rule)) bad('not a rule name', c.rule);
+      return `audit_${c.rule}`;
   }
 }
 
@@ -285,7 +328,7 @@ export function parseChainName(name: string): ChainRef | null {
   const admit = ADMIT.exec(name);
   if (admit) return Number(admit[1]) <= 255 ? { kind: 'admit', group: Number(admit[1]) } : null;
   for (const [rule, chain] of Object.entries(BUILTIN_BLOCK_CHAINS)) if (chain === name) return { kind: 'block', rule };
-  for (const kind of ['block', 'allow'] as const) {
+  for (const kind of ['block', 'allow', 'audit'] as const) {
     if (!name.startsWith(`${kind}_`)) continue;
     const rule = name.slice(kind.length + 1);
     return isRuleName(rule) ? { kind, rule } : null;

@@ -85,7 +85,7 @@ export class ServiceWatch implements Component {
     if (root && hasServices(policy)) {
       dirs.add(root).add(join(root, 'system.slice'));
       for (const list of resolved.cgroups.values()) for (const cg of list) dirs.add(dirname(join(root, cg.path)));
-      for (const s of policy.rules.flatMap((r) => r.services)) if (s.kind === 'cgroup') dirs.add(dirname(join(root, s.path)));
+      for (const s of [...policy.rules.flatMap((r) => r.services), ...(policy.scopes ?? []).flatMap((sc) => sc.services)]) if (s.kind === 'cgroup') dirs.add(dirname(join(root, s.path)));
     }
     const key = [...dirs].sort().join('\n');
     if (key === this.watching) return;
@@ -215,7 +215,7 @@ export class ServiceWatch implements Component {
 }
 
 function hasServices(policy: Policy): boolean {
-  return policy.rules.some((r) => r.services.length > 0);
+  return policy.rules.some((r) => r.services.length > 0) || (policy.scopes ?? []).some((s) => s.services.length > 0);
 }
 
 function cgroupsKey(cgroups: Map<string, ResolvedCgroup[]>): string {

@@ -233,6 +233,26 @@ export class DnsGuard {
   }
 
   /**
+   * Gradual enforcement: whether a refusal is only recorded for this client
+   * (answered, and recorded would-block, as audit mode does). Only for a
+   * sender the guard can name for sure: the uid the kernel marked on a UDP
+   * query, in a user scope in audit. A TCP query (no mark), a service scope
+   * (the guard would have to find the asking process's cgroup, racing its
+   * exit) or anything else it cannot tell is enforced: fail closed. A deny
+   * rule's own mode wins: enforce refuses for everyone; audit records
+   * would-block and answers.
+   */
+  private auditedFor(client: Client, d: Decision, name: string): boolean {
+    // An encrypted-DNS endpoint's name is refused as the kernel refuses its addresses (#encrypted-dns), scopes apart.
+    if (this.deps.matcher.encryptedEndpoint(name)) return false;
+    const own = d.refusedBy?.mode;
+    if (own !== undefined) return own === 'audit';
+    if (client.uid === undefined || client.transport !== 'udp') return false;
+    const uid = client.uid;
+    return (this.deps.policy.scopes ?? []).some((s) => s.mode === 'audit' && s.users.some((u) => u.uid === uid));
+  }
+
+  /**
    * Why a name is refused wherever it appears (asked, or on an answer's
    * chain): a deny rule names it with no other condition, or it is an
    * encrypted-DNS endpoint no rule names exactly. A name no rule lists is
@@ -397,7 +417,9 @@ export class DnsGuard {
     if (question.type === AXFR || question.type === IXFR) return fail(RCODE.REFUSED, 'zone transfers are not served', ede(EDE.PROHIBITED, 'sluice: zone transfers are refused'));
 
     const { name, decision, refused: why } = this.classify(question.name);
-    if (why !== undefined) {
+    // Gradual enforcement: a sender in an audit scope gets the answer; the refusal is recorded as would-block.
+    const audited = why !== undefined && this.auditedFor(client, decision, name);
+    if (why !== undefined && !audited) {
       this.stats.blocked++;
       const rcode = this.deps.policy.dns.blockedAnswer === 'refused' ? RCODE.REFUSED : RCODE.NXDOMAIN;
       // Who asked for a name the policy does not allow is the interesting part: find out before answering.
@@ -407,7 +429,7 @@ export class DnsGuard {
     }
 
     // The cache: only questions the policy lets through reach it, each hit decided again here.
-    const caching = this.cache.capacity > 0;
+    const caching = this.cache.capacity > 0 && !audited;
     const key = caching ? cacheKey(question.name, question.type, q.edns?.dnssecOk ?? false) : '';
     const hit = caching ? this.cache.get(key, this.now()) : undefined;
     if (hit) {
@@ -435,11 +457,20 @@ export class DnsGuard {
     const judged = this.judge(decision, f);
     try {
       // A refused chain still teaches its deny rules' sets (nothing else), before the refusal goes out.
-      await this.open(name, f.addresses, judged, arrived);
+      // An answer given only because the sender is audited teaches nothing but deny rules' sets
+      // (more refusing, never more allowing): what an audit scope learns never opens a set for others.
+      await this.open(name, f.addresses, audited ? { sets4: decision.denySets4, sets6: decision.denySets6 } : judged, arrived);
     } catch (err) {
       // Fail closed: without the kernel update a connect would be refused anyway.
       this.stats.kernelFailures++;
       return fail(RCODE.SERVFAIL, `kernel set update failed: ${(err as Error).message}`, ede(EDE.NETWORK_ERROR, 'sluice: could not open the answer in the firewall'));
+    }
+    if (audited || (judged.refused !== undefined && this.auditedFor(client, decision, name))) {
+      // Answered as audit mode would: what it opens is only what the policy opens for the name
+      // (nothing, for an unlisted one); the kernel then decides each connection by its scope.
+      this.stats.blocked++;
+      this.emit(q, client, { verdict: 'would-block', rcode: f.rcode, detail: why ?? judged.refused ?? '', rules: judged.ruleNames, answers: f.addresses.map((a) => formatAddr(a.family, a.addr)), dropped: f.dropped, started });
+      return this.encodeReply(q, { rcode: f.rcode, answers: f.answers, authorities: f.authorities, ede: [], ad: upstream.flags.ad }, client);
     }
     if (judged.refused !== undefined) {
       this.stats.blocked++;

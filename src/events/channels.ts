@@ -33,6 +33,11 @@ export interface FlowEvent {
   time: number;
   verdict: 'blocked' | 'would-block' | 'allowed';
   rule: string;
+  /**
+   * Gradual enforcement: the scope whose mode decided a block, when not the
+   * policy's: `#rule` (the deny rule's own mode) or a `scopes:` name.
+   */
+  scope?: string;
   family: 4 | 6;
   proto: number;
   src: string;

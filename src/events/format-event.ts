@@ -19,7 +19,8 @@ export function formatEventLine(e: StoredEvent): string {
   const dst = `${endpoint(e.family, e.dst, e.dport)}${e.icmpType !== undefined ? ` type ${e.icmpType}` : ''}`;
   const who = e.process ? `${e.process.comm ?? e.process.exe ?? '?'}[${e.process.pid}]` : '-';
   const user = e.user ?? (e.uid !== undefined ? String(e.uid) : '-');
-  const extras = [e.hostname ? `host=${e.hostname}` : '', e.process?.unit ? `unit=${e.process.unit}` : '', e.process?.container ? `container=${containerLabel(e.process.container)}` : '', e.iface ? `via ${e.iface}` : ''].filter(Boolean).join(' ');
+  // Gradual enforcement: which scope's mode made it so (`scope=#rule`: the deny rule's own mode).
+  const extras = [e.scope ? `scope=${e.scope}` : '', e.hostname ? `host=${e.hostname}` : '', e.process?.unit ? `unit=${e.process.unit}` : '', e.process?.container ? `container=${containerLabel(e.process.container)}` : '', e.iface ? `via ${e.iface}` : ''].filter(Boolean).join(' ');
   return `${time}  ${verdict} ${e.rule.padEnd(14)} ${protoName(e.proto).padEnd(6)} ${endpoint(e.family, e.src, e.sport)} -> ${dst}  user=${user} ${who}${extras ? `  ${extras}` : ''}`;
 }
 

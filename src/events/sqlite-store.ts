@@ -20,11 +20,12 @@ import { containerOf } from '../system/containers.js';
  * costs one fsync per batch, not per event; bench:events measures both.
  */
 
-const SCHEMA_VERSION = 1;
+/** 2: the `scope` column (gradual enforcement); a version-1 store gains it on open. */
+const SCHEMA_VERSION = 2;
 
 const COLUMNS = [
   'time', 'verdict', 'rule', 'family', 'proto', 'src', 'dst', 'sport', 'dport', 'icmp_type', 'iface', 'uid', 'user',
-  'pid', 'exe', 'exe_base', 'cmdline', 'comm', 'unit', 'cgroup', 'hostname', 'attribution',
+  'pid', 'exe', 'exe_base', 'cmdline', 'comm', 'unit', 'cgroup', 'hostname', 'attribution', 'scope',
 ] as const;
 
 type Row = Record<(typeof COLUMNS)[number], string | number | null> & { id: number };
@@ -41,7 +42,7 @@ function toRow(e: RecordedEvent): unknown[] {
   return [
     Math.round(e.time), e.verdict, e.rule, e.family, e.proto, e.src, e.dst, e.sport ?? null, e.dport ?? null, e.icmpType ?? null,
     e.iface ?? null, e.uid ?? null, e.user ?? null, p?.pid ?? null, p?.exe ?? null, exeBase, p?.cmdline ?? null, p?.comm ?? null,
-    p?.unit ?? null, p?.cgroup ?? null, e.hostname ?? null, e.attribution ?? null,
+    p?.unit ?? null, p?.cgroup ?? null, e.hostname ?? null, e.attribution ?? null, e.scope ?? null,
   ];
 }
 
@@ -51,6 +52,7 @@ function fromRow(r: Row): StoredEvent {
     time: Number(r.time),
     verdict: r.verdict as Verdict,
     rule: String(r.rule),
+    ...(r.scope !== null && r.scope !== undefined ? { scope: String(r.scope) } : {}),
     family: Number(r.family) === 6 ? 6 : 4,
     proto: Number(r.proto),
     src: String(r.src),
@@ -97,6 +99,7 @@ export type FlowRow = [
   unit: string | null,
   cgroup: string | null,
   hostname: string | null,
+  scope: string | null,
 ];
 
 /** The SQLite implementation of EventStore. */
@@ -141,6 +144,10 @@ export class SqliteStore implements EventStore {
       throw new SluiceError('EEVENTSTORE', `Event store schema ${version} is newer than this Sluice understands (${SCHEMA_VERSION}): ${this.path}`);
     }
     if (version === SCHEMA_VERSION) return;
+    if (version === 1) {
+      this.db.exec(`ALTER TABLE events ADD COLUMN scope TEXT; PRAGMA user_version = ${SCHEMA_VERSION};`);
+      return;
+    }
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS events (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -148,7 +155,7 @@ export class SqliteStore implements EventStore {
         family INTEGER NOT NULL, proto INTEGER NOT NULL, src TEXT NOT NULL, dst TEXT NOT NULL,
         sport INTEGER, dport INTEGER, icmp_type INTEGER, iface TEXT, uid INTEGER, user TEXT,
         pid INTEGER, exe TEXT, exe_base TEXT, cmdline TEXT, comm TEXT, unit TEXT, cgroup TEXT,
-        hostname TEXT, attribution TEXT
+        hostname TEXT, attribution TEXT, scope TEXT
       );
       CREATE INDEX IF NOT EXISTS events_time ON events (time);
       CREATE TABLE IF NOT EXISTS pipeline (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -212,12 +219,18 @@ export class SqliteStore implements EventStore {
    * The same stream as scan, as rows of the columns a flow summary needs, in
    * this order: time, verdict, rule, dst, proto, dport, icmp_type, iface,
    * uid, user, process name (executable base name, else comm), unit,
-   * cgroup, hostname. Arrays, not objects: a million rows in a second or two.
+   * cgroup, hostname, scope. Arrays, not objects: a million rows in a second or two.
    */
   *scanFlows(q: Pick<EventQuery, 'since' | 'until'>): Generator<FlowRow> {
     const { sql, params } = this.where(q);
-    const s = this.db.prepare(`SELECT time, verdict, rule, dst, proto, dport, icmp_type, iface, uid, user, coalesce(exe_base, comm), unit, cgroup, hostname FROM events ${sql} ORDER BY id`).raw(true);
+    const s = this.db.prepare(`SELECT time, verdict, rule, dst, proto, dport, icmp_type, iface, uid, user, coalesce(exe_base, comm), unit, cgroup, hostname, scope FROM events ${sql} ORDER BY id`).raw(true);
     yield* s.iterate(...params) as IterableIterator<FlowRow>;
+  }
+
+  /** The time of the oldest event kept (null when empty): how far back the history reaches. Uses the time index. */
+  firstTime(): number | null {
+    const r = this.stmt('SELECT min(time) AS t FROM events').get() as { t: number | null };
+    return r.t === null ? null : Number(r.t);
   }
 
   stats(q: Pick<EventQuery, 'since' | 'until'>, n = 10): EventStats {

@@ -28,6 +28,12 @@ export interface CheckReport {
   wouldBreak: { events: number; flows: CheckedFlow[]; names: { name: string; events: number }[] };
   /** Every event the policy would block (what broke above, and what was blocked before and still is). */
   wouldBlock: { events: number; flows: number };
+  /**
+   * Gradual enforcement: observed traffic the policy blocks only in audit
+   * (a scope in audit, or a deny rule in audit by its own mode): recorded as
+   * would-block, not broken. Counted in wouldBlock too.
+   */
+  audited: { events: number; flows: number };
   /** Events not replayed because the flow table was full. */
   overflow: number;
 }
@@ -51,20 +57,31 @@ function row(o: Observation, why: string): CheckedFlow {
  * are always whole).
  */
 export function checkPolicy(policy: Policy, obs: Observations, limit = 100, facts: HostFacts = {}): CheckReport {
-  const report: CheckReport = { events: obs.events, flows: obs.flows.size, wouldBreak: { events: 0, flows: [], names: [] }, wouldBlock: { events: 0, flows: 0 }, overflow: obs.overflow };
+  const report: CheckReport = { events: obs.events, flows: obs.flows.size, wouldBreak: { events: 0, flows: [], names: [] }, wouldBlock: { events: 0, flows: 0 }, audited: { events: 0, flows: 0 }, overflow: obs.overflow };
   const names = new Map<string, number>();
   const breaks: { o: Observation; why: string }[] = [];
   for (const o of obs.flows.values()) {
     if (isLoopbackFlow(o.flow)) continue;
     const x = judgeFlow(policy, o.flow, facts);
-    const blocks = x !== null && x.verdict === 'block';
-    if (blocks) {
+    const blocked = x !== null && x.verdict === 'block';
+    if (blocked) {
       report.wouldBlock.events += o.flowed + o.blocked;
       report.wouldBlock.flows++;
     }
+    // The policy's own mode is taken as enforce (the question is what enforcing it breaks); a mode a
+    // scope or a deny rule has of its own is kept: a block in an audit scope breaks nothing.
+    const auditedBlock = blocked && x?.scope !== undefined && !x.enforced;
+    if (auditedBlock) {
+      report.audited.events += o.flowed + o.blocked;
+      report.audited.flows++;
+    }
+    const blocks = blocked && !auditedBlock;
     if (o.flowed === 0) continue;
     const h = o.flow.hostname;
-    const unresolved = h !== undefined && !nameResolves(policy, h);
+    // The DNS guard answers a refused name to a user in an audit scope (by the uid on its UDP query).
+    const uid = o.flow.uid;
+    const guardAudits = uid !== undefined && (policy.scopes ?? []).some((s) => s.mode === 'audit' && s.users.some((u) => u.uid === uid));
+    const unresolved = h !== undefined && !guardAudits && !nameResolves(policy, h);
     if (unresolved) names.set(h, (names.get(h) ?? 0) + o.flowed);
     if (blocks || unresolved) {
       report.wouldBreak.events += o.flowed;

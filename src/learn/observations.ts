@@ -74,7 +74,7 @@ export function flowFrom(r: FlowRow): ObservedFlow {
 export function factsOf(e: StoredEvent): FlowRow {
   const p = e.process;
   const base = p?.exe ? p.exe.slice(p.exe.lastIndexOf('/') + 1) : p?.comm;
-  return [e.time, e.verdict, e.rule, e.dst, e.proto, e.dport ?? null, e.icmpType ?? null, e.iface ?? null, e.uid ?? null, e.user ?? null, base ?? null, p?.unit ?? null, p?.cgroup ?? null, e.hostname ?? null];
+  return [e.time, e.verdict, e.rule, e.dst, e.proto, e.dport ?? null, e.icmpType ?? null, e.iface ?? null, e.uid ?? null, e.user ?? null, base ?? null, p?.unit ?? null, p?.cgroup ?? null, e.hostname ?? null, e.scope ?? null];
 }
 
 /**

@@ -4,6 +4,7 @@ import type { Policy } from '../policy/policy.js';
 import type { Observation, Observations, Principal } from './observations.js';
 import { registeredDomain, sharedZoneOf } from './public-suffix.js';
 import { isLoopbackFlow, judgeFlow, nameResolves } from './replay.js';
+import type { Promotion, PromotionReport } from './promote.js';
 
 /** How many sibling names under one registered domain make a wildcard. */
 export const WILDCARD_MIN_NAMES = 3;
@@ -16,6 +17,8 @@ export interface SuggestOptions {
   wildcardMin?: number;
   /** This host's facts for the interpreter (DHCP servers, resolvers, the encrypted-DNS list). */
   facts?: HostFacts;
+  /** Gradual enforcement: what in the existing policy could go from audit to enforce (promote.ts), written as comments. */
+  promotions?: PromotionReport;
 }
 
 /** Counts over a set of observations. */
@@ -269,6 +272,7 @@ function render(rules: (SuggestedRule & { perDest?: Map<string, Tally> })[], cou
       item.commentBefore = item.commentBefore ? `${item.commentBefore}\n${note}` : note;
     }
   }
+  if (opts.existing && opts.promotions) annotatePromotions(doc, opts.promotions);
   for (const r of rules) {
     const body: Record<string, unknown> = { name: r.name, to: r.to, ports: r.ports };
     if (r.principal.kind === 'service') body.services = [r.principal.unit];
@@ -290,4 +294,42 @@ function render(rules: (SuggestedRule & { perDest?: Map<string, Tally> })[], cou
     items.push(node);
   }
   return doc.toString({ flowCollectionPadding: false, lineWidth: 0 });
+}
+
+/** One promotion as a comment line. */
+export function promotionText(p: Promotion, report: PromotionReport): string {
+  const last = p.lastWouldBlock !== null ? `, the last ${stamp(p.lastWouldBlock)}` : '';
+  if (p.stable) return `stable for ${report.stableDays} days (no would-block): promote: ${p.proposal}`;
+  if (!report.covered) return `not yet stable: the event history reaches back ${report.historyFrom === null ? 'no time' : `only to ${stamp(report.historyFrom)}`}, not ${report.stableDays} days (${p.wouldBlock} would-block)`;
+  return `not yet stable: ${p.wouldBlock} would-block in the last ${report.stableDays} days${last}`;
+}
+
+/**
+ * Gradual enforcement: a comment on each thing in audit (a deny rule's own
+ * mode, an audit scope; the policy's mode and the senders at the end) with
+ * its promotion or why it is not stable yet. Comments only: the policy's
+ * meaning is left as it is, for a person to change.
+ */
+function annotatePromotions(doc: Document, report: PromotionReport): void {
+  const note = (node: { commentBefore?: string | null }, text: string) => {
+    const line = ` sluice suggest: ${text}`;
+    node.commentBefore = node.commentBefore ? `${node.commentBefore}\n${line}` : line;
+  };
+  const top = [` sluice suggest: promotions after ${report.stableDays} days without would-block (--stable-days ${report.stableDays})`];
+  for (const p of report.candidates) {
+    if (p.target.kind === 'policy') top.push(` sluice suggest: the policy's mode: ${promotionText(p, report)}`);
+    if (p.target.kind === 'sender' && p.stable) top.push(` sluice suggest: ${p.target.service !== undefined ? `service ${p.target.service}` : `uid ${p.target.user}`} (${p.events ?? 0} events): ${promotionText(p, report)}`);
+  }
+  // At the end of the file: its head (and the comment a person wrote there) stays first.
+  doc.comment = doc.comment ? `${doc.comment}\n${top.join('\n')}` : top.join('\n');
+  for (const [key, kind] of [['rules', 'rule'], ['scopes', 'scope']] as const) {
+    const seq = doc.get(key, true);
+    if (!isSeq(seq)) continue;
+    for (const item of (seq as YAMLSeq).items) {
+      if (!isMap(item)) continue;
+      const name = (item as YAMLMap).get('name');
+      const p = report.candidates.find((c) => c.target.kind === kind && c.target.name === name);
+      if (p) note(item as YAMLMap, promotionText(p, report));
+    }
+  }
 }

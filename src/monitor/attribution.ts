@@ -17,6 +17,8 @@ export interface FlowFacts extends FlowTuple {
   time: number;
   verdict: RecordedEvent['verdict'];
   rule: string;
+  /** The scope whose mode decided the record, when not the policy's (from the log prefix). */
+  scope?: string;
   icmpType?: number;
   /** An ICMP echo request's identifier (a ping socket's port, for the probes). */
   echoId?: number;
@@ -112,6 +114,7 @@ export function baseEvent(f: FlowFacts): RecordedEvent {
     src: formatAddr(f.family, f.src),
     dst: formatAddr(f.family, f.dst),
   };
+  if (f.scope !== undefined) e.scope = f.scope;
   if (f.sport !== undefined) e.sport = f.sport;
   if (f.dport !== undefined) e.dport = f.dport;
   if (f.icmpType !== undefined) e.icmpType = f.icmpType;

@@ -23,6 +23,7 @@ export function recordFacts(r: NflogRecord): FlowFacts | 'foreign' | 'malformed'
   const pkt = r.packet;
   if (!pkt) return 'malformed';
   const f: FlowFacts = { time: r.timeMs, verdict: p.verdict, rule: p.rule, family: pkt.family, proto: pkt.proto, src: pkt.src, dst: pkt.dst };
+  if (p.scope !== undefined) f.scope = p.scope;
   if (pkt.sport !== undefined) f.sport = pkt.sport;
   if (pkt.dport !== undefined) f.dport = pkt.dport;
   if (pkt.icmpType !== undefined) f.icmpType = pkt.icmpType;

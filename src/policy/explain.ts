@@ -14,7 +14,7 @@ import {
   ESSENTIAL_ICMPV6_TYPES,
   type HostFacts,
 } from './builtins.js';
-import type { DomainPattern, Policy, Rule } from './policy.js';
+import type { DomainPattern, Policy, Rule, Scope } from './policy.js';
 
 /**
  * Explains a verdict from the policy alone, with the same semantics the
@@ -74,8 +74,17 @@ export interface BuiltinMatch {
 export interface Explanation {
   /** `redirect`: a DNS query, answered by the DNS guard; the destination never sees it. */
   verdict: 'allow' | 'block' | 'redirect';
-  /** In audit mode a block is only recorded. */
+  /**
+   * Whether a block happens or is only recorded (would-block): the deciding
+   * deny rule's own mode, else the mode of the sender's scope, else the
+   * policy's. When the query leaves the sender open and a scope could
+   * change it, the policy's mode, and the summary says so.
+   */
   enforced: boolean;
+  /** The scope whose mode `enforced` is: `#rule` (the deny rule's own mode) or a `scopes:` name; absent: the policy's mode. */
+  scope?: string;
+  /** Deny rules in audit by their own mode that match: recorded as would-block, and the packet judged on by the rest. */
+  audited: { rule: string; line: number }[];
   decidedBy:
     | { kind: 'rule'; rule: string; action: 'allow' | 'deny'; line: number }
     | { kind: 'default' }
@@ -303,9 +312,33 @@ export function matchBuiltins(policy: Policy, q: Query, facts: HostFacts = {}): 
   return { redirect, essentials, encrypted };
 }
 
+/** Whether the query's sender is in a scope: by uid, or by service as a rule's services match (unit, or a cgroup path and below). */
+export function scopeMatch(scope: Scope, q: Query): Tri {
+  if (scope.users.length > 0) return q.uid === undefined ? 'maybe' : scope.users.some((u) => u.uid === q.uid) ? 'yes' : 'no';
+  if (q.service === undefined) return 'maybe';
+  const svc = q.service;
+  return scope.services.some((s) => (s.kind === 'unit' ? s.unit === svc : svc === s.path || svc.startsWith(`${s.path}/`))) ? 'yes' : 'no';
+}
+
+/**
+ * The mode a block of this query has (gradual enforcement): a deny rule's
+ * own mode, else the sender's scope's, else the policy's. `open` names the
+ * scopes that might apply when the query leaves the sender open.
+ */
+export function blockMode(policy: Policy, q: Query, ownMode?: 'audit' | 'enforce'): { enforced: boolean; scope?: string; open: Scope[] } {
+  if (ownMode) return { enforced: ownMode === 'enforce', scope: '#rule', open: [] };
+  const open: Scope[] = [];
+  for (const sc of policy.scopes ?? []) {
+    const m = scopeMatch(sc, q);
+    if (m === 'yes') return { enforced: sc.mode === 'enforce', scope: sc.name, open: [] };
+    if (m === 'maybe') open.push(sc);
+  }
+  return { enforced: policy.mode === 'enforce', open };
+}
+
 /** The verdict the policy gives this query, with the rule that decides and why. */
 export function explain(policy: Policy, q: Query, facts: HostFacts = {}): Explanation {
-  const enforced = policy.mode === 'enforce';
+  const globalEnforced = policy.mode === 'enforce';
   const matches = policy.rules.map((r) => matchRule(r, q));
   const b = matchBuiltins(policy, q, facts);
   const builtins = [b.redirect, b.essentials, b.encrypted].filter((m) => m.result !== 'no');
@@ -317,41 +350,68 @@ export function explain(policy: Policy, q: Query, facts: HostFacts = {}): Explan
 
   // The nat hook redirects DNS before any filtering, loopback included.
   if (b.redirect.result === 'yes') {
-    return { verdict: 'redirect', enforced, decidedBy: { kind: 'dns-guard' }, builtins, conditional: [], matches, summary: `redirected: ${b.redirect.detail}` };
+    return { verdict: 'redirect', enforced: globalEnforced, audited: [], decidedBy: { kind: 'dns-guard' }, builtins, conditional: [], matches, summary: `redirected: ${b.redirect.detail}` };
   }
   if (isLoopback(q.dest)) {
-    return { verdict: 'allow', enforced, decidedBy: { kind: 'loopback' }, builtins, conditional: [], matches, summary: 'allowed: loopback traffic is always allowed' };
+    return { verdict: 'allow', enforced: globalEnforced, audited: [], decidedBy: { kind: 'loopback' }, builtins, conditional: [], matches, summary: 'allowed: loopback traffic is always allowed' };
   }
   if (q.local && q.dest.kind === 'range') {
-    return { verdict: 'allow', enforced, decidedBy: { kind: 'local' }, builtins, conditional: [], matches, summary: "allowed: traffic to this host's own addresses is always allowed" };
+    return { verdict: 'allow', enforced: globalEnforced, audited: [], decidedBy: { kind: 'local' }, builtins, conditional: [], matches, summary: "allowed: traffic to this host's own addresses is always allowed" };
   }
   // What a built-in might do when the query leaves its conditions open.
   const builtinCaveat = (list: BuiltinMatch[]) => list.filter((m) => m.result === 'maybe').map((m) => `; unless ${m.builtin === 'dns-guard' ? 'it is DNS: ' : m.builtin === 'essentials' ? 'it is essential traffic: ' : 'it is encrypted DNS: '}${m.detail}`).join('');
   if (b.essentials.result === 'yes') {
-    return { verdict: 'allow', enforced, decidedBy: { kind: 'essentials' }, builtins, conditional: [], matches, summary: `allowed as essentials (before any rule): ${b.essentials.detail}` };
+    return { verdict: 'allow', enforced: globalEnforced, audited: [], decidedBy: { kind: 'essentials' }, builtins, conditional: [], matches, summary: `allowed as essentials (before any rule): ${b.essentials.detail}` };
   }
   const before = builtinCaveat([b.redirect, b.essentials]);
-  const denied = deny.find((m) => m.result === 'yes');
+  // Deny rules in the kernel's order (the file's, deny rules first): one in audit by its own mode
+  // records would-block and lets the packet on; the first other one that matches decides.
+  const ownMode = new Map(policy.rules.map((r) => [r.name, r.mode]));
+  const audited: { rule: string; line: number }[] = [];
+  let denied: RuleMatch | undefined;
+  for (const m of deny) {
+    if (m.result !== 'yes') continue;
+    if (ownMode.get(m.rule) === 'audit') audited.push({ rule: m.rule, line: m.line });
+    else {
+      denied = m;
+      break;
+    }
+  }
+  const auditNote = audited.length > 0 ? `; recorded as would-block by deny rule ${audited.map((a) => `${a.rule} (line ${a.line}, mode: audit)`).join(', ')}` : '';
+  /** What a block means for this sender: refused, or only recorded, and by which scope's mode. */
+  const modeOf = (own?: 'audit' | 'enforce') => {
+    const bm = blockMode(policy, q, own);
+    const by = bm.scope === '#rule' ? "the rule's own mode" : bm.scope ? `scope ${bm.scope}` : '';
+    const note = bm.enforced ? (by && !globalEnforced ? ` [enforced: ${by}]` : '') : ` [${by ? `audit by ${by}` : 'audit mode'}: recorded, not blocked]`;
+    const open = bm.open.length > 0 ? `; unless the sender is in scope ${bm.open.map((s) => `${s.name} (${s.mode})`).join(', ')}` : '';
+    return { enforced: bm.enforced, ...(bm.scope ? { scope: bm.scope } : {}), note: `${open}${note}` };
+  };
   if (denied) {
+    const md = modeOf(ownMode.get(denied.rule));
     return {
       verdict: 'block',
-      enforced,
+      enforced: md.enforced,
+      ...(md.scope ? { scope: md.scope } : {}),
+      audited,
       decidedBy: { kind: 'rule', rule: denied.rule, action: 'deny', line: denied.line },
       builtins,
       conditional,
       matches,
-      summary: `blocked by deny rule ${denied.rule} (line ${denied.line}): ${why(denied).join('; ')}${before}${enforced ? '' : ' [audit mode: recorded, not blocked]'}`,
+      summary: `blocked by deny rule ${denied.rule} (line ${denied.line}): ${why(denied).join('; ')}${before}${auditNote}${md.note}`,
     };
   }
   if (b.encrypted.result === 'yes') {
+    const md = modeOf();
     return {
       verdict: 'block',
-      enforced,
+      enforced: md.enforced,
+      ...(md.scope ? { scope: md.scope } : {}),
+      audited,
       decidedBy: { kind: 'encrypted-dns' },
       builtins,
       conditional,
       matches,
-      summary: `blocked as encrypted DNS (after the deny rules, before the allow rules): ${b.encrypted.detail}${before}${enforced ? '' : ' [audit mode: recorded, not blocked]'}`,
+      summary: `blocked as encrypted DNS (after the deny rules, before the allow rules): ${b.encrypted.detail}${before}${auditNote}${md.note}`,
     };
   }
   const allowed = allow.find((m) => m.result === 'yes');
@@ -360,29 +420,33 @@ export function explain(policy: Policy, q: Query, facts: HostFacts = {}): Explan
   if (allowed) {
     return {
       verdict: 'allow',
-      enforced,
+      enforced: globalEnforced,
+      audited,
       decidedBy: { kind: 'rule', rule: allowed.rule, action: 'allow', line: allowed.line },
       builtins,
       conditional,
       matches,
-      summary: `allowed by rule ${allowed.rule} (line ${allowed.line}): ${why(allowed).join('; ')}${caveat}`,
+      summary: `allowed by rule ${allowed.rule} (line ${allowed.line}): ${why(allowed).join('; ')}${caveat}${auditNote}`,
     };
   }
   if (policy.defaultAction === 'allow') {
-    return { verdict: 'allow', enforced, decidedBy: { kind: 'default' }, builtins, conditional, matches, summary: `allowed by the default (default: allow)${caveat}` };
+    return { verdict: 'allow', enforced: globalEnforced, audited, decidedBy: { kind: 'default' }, builtins, conditional, matches, summary: `allowed by the default (default: allow)${caveat}${auditNote}` };
   }
   const maybeAllow = allow.filter((m) => m.result === 'maybe');
   const hint =
     maybeAllow.length > 0
       ? `; rule ${maybeAllow.map((m) => `${m.rule} (line ${m.line}) would allow it ${why(m).filter((w) => w.startsWith('only') || w.includes('depends')).join(', ') || 'under conditions the query left open'}`).join('; rule ')}`
       : '';
+  const md = modeOf();
   return {
     verdict: 'block',
-    enforced,
+    enforced: md.enforced,
+    ...(md.scope ? { scope: md.scope } : {}),
+    audited,
     decidedBy: { kind: 'default' },
     builtins,
     conditional,
     matches,
-    summary: `blocked by the default deny: no rule allows it${hint}${builtinCaveat([b.redirect, b.essentials])}${enforced ? '' : ' [audit mode: recorded, not blocked]'}`,
+    summary: `blocked by the default deny: no rule allows it${hint}${builtinCaveat([b.redirect, b.essentials])}${auditNote}${md.note}`,
   };
 }

@@ -19,8 +19,8 @@ import {
   parseUser,
   showValue,
 } from './parse-values.js';
-import { ALERT_TRIGGERS, DNS_DEFAULTS, FLOW_DEFAULTS, type AlertRoute, type AlertSink, type AlertTrigger, type DashboardSettings, type DnsSettings, type Suppression, type DomainPattern, type FlowSettings, type LogSettings, type InterfaceRef, type Policy, type PortRange, type Rule, type ServiceRef, type UserRef } from './policy.js';
-import { lenientRule, lenientTop, ruleSchema, topSchema, type RawPolicy, type RawRule } from './schema.js';
+import { ALERT_TRIGGERS, DNS_DEFAULTS, FLOW_DEFAULTS, type AlertRoute, type AlertSink, type AlertTrigger, type DashboardSettings, type DnsSettings, type Suppression, type DomainPattern, type FlowSettings, type LogSettings, type InterfaceRef, type Policy, type PortRange, type Rule, type Scope, type ServiceRef, type UserRef } from './policy.js';
+import { lenientRule, lenientScope, lenientTop, ruleSchema, scopeSchema, topSchema, type RawPolicy, type RawRule, type RawScope } from './schema.js';
 import { templateProblem } from './webhook-template.js';
 import { parseLoopbackListen } from './listen-address.js';
 import { dedupeBy, mergePorts, normalizeAddrs, normalizeInterfaces } from './rule-parts.js';
@@ -257,6 +257,19 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, o
       if (pu.ok && pu.value.name !== undefined) userNames.add(pu.value.name);
     }
   }
+  const rawScopes: (RawScope | null)[] = [];
+  (p.scopes ?? []).forEach((sc, index) => {
+    const parsed = scopeSchema.safeParse(sc);
+    if (parsed.success) return rawScopes.push(parsed.data);
+    for (const zi of parsed.error.issues) reportZodIssue({ ...zi, path: ['scopes', index, ...zi.path] }, raw, error);
+    rawScopes.push(lenientScope(sc));
+  });
+  for (const sc of rawScopes) {
+    for (const u of sc?.users ?? []) {
+      const pu = parseUser(u);
+      if (pu.ok && pu.value.name !== undefined) userNames.add(pu.value.name);
+    }
+  }
   const uids = userNames.size > 0 ? host.lookupUsers([...userNames]) : new Map<string, number>();
 
   const lists = new ListFiles(file, host, onList, issues);
@@ -278,6 +291,9 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, o
   });
 
   if (p.mode === undefined) warning([], 'no mode given: starting in audit mode (nothing is blocked); set mode: enforce when ready');
+  const mode = p.mode ?? 'audit';
+  const scopes = buildScopes(rawScopes, mode, uids, error, (i) => locate(['scopes', i]).line);
+  checkRuleModes(typedRules, rules, mode, scopes, error, warning);
 
   const dns = buildDns(p.dns, rules, error);
   const flows = buildFlows(p.flows, error);
@@ -298,7 +314,7 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, o
     dns,
     flows,
     ...(dashboard ? { dashboard } : {}),
-    mode: p.mode ?? 'audit',
+    mode,
     defaultAction: p.default ?? 'deny',
     blockWith: p.block_with ?? 'reject',
     essentials: p.essentials ?? true,
@@ -306,6 +322,7 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, o
     ownedTable: p.owned_table ?? false,
     log,
     rules,
+    scopes,
     alerts,
     suppress,
     warnings: issues.filter((i) => i.severity === 'warning'),
@@ -313,6 +330,91 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, o
 }
 
 type Report = (path: (string | number)[], message: string, key?: boolean) => void;
+
+/**
+ * `scopes:`: users or services (one kind per scope) with a mode of their own.
+ * A user or service named by two scopes is an error (which mode it has would
+ * depend on reading order); a scope with the policy's own mode changes
+ * nothing and is an error too, so a scope never silently does nothing.
+ */
+function buildScopes(
+  raw: (RawScope | null)[],
+  mode: 'audit' | 'enforce',
+  uids: Map<string, number>,
+  error: Report,
+  lineOf: (i: number) => number,
+): Scope[] {
+  const out: Scope[] = [];
+  const names = new Map<string, number>();
+  const seenUsers = new Map<number, string>();
+  const seenServices = new Map<string, string>();
+  raw.forEach((sc, i) => {
+    const base: (string | number)[] = ['scopes', i];
+    if (!sc || typeof sc !== 'object') return;
+    const nameCheck = parseRuleName(sc.name);
+    if (!nameCheck.ok) error([...base, 'name'], `${nameCheck.reason}: ${showValue(sc.name)}`);
+    else if (names.has(sc.name)) error([...base, 'name'], `duplicate scope name ${showValue(sc.name)} (first used by scope ${(names.get(sc.name) ?? 0) + 1})`);
+    else names.set(sc.name, i);
+    if ((sc.users === undefined) === (sc.services === undefined)) {
+      error(base, `scope ${showValue(sc.name)} needs exactly one of users or services (a scope is a set of users, or a set of services)`);
+    }
+    for (const key of ['users', 'services'] as const) {
+      const list = sc[key];
+      if (list !== undefined && list.length === 0) error([...base, key], `empty ${key} list: list at least one entry`);
+    }
+    if (sc.mode === mode) {
+      error([...base, 'mode'], `scope ${showValue(sc.name)} has the policy's own mode (${mode}): it would change nothing; remove it, or give it mode: ${mode === 'audit' ? 'enforce' : 'audit'}`);
+    }
+    const users: UserRef[] = [];
+    (sc.users ?? []).forEach((v, j) => {
+      const pu = parseUser(v);
+      if (!pu.ok) return error([...base, 'users', j], `${pu.reason}: ${showValue(v)}`);
+      let ref: UserRef;
+      if (pu.value.uid !== undefined) ref = { uid: pu.value.uid };
+      else {
+        const uid = uids.get(pu.value.name ?? '');
+        if (uid === undefined) return error([...base, 'users', j], `no such user: ${showValue(pu.value.name)}`);
+        ref = { uid, name: pu.value.name as string };
+      }
+      const prev = seenUsers.get(ref.uid);
+      if (prev !== undefined) return error([...base, 'users', j], `user ${showValue(v)} (uid ${ref.uid}) is already in scope ${showValue(prev)}: a user has one mode`);
+      seenUsers.set(ref.uid, sc.name);
+      users.push(ref);
+    });
+    const services: ServiceRef[] = [];
+    (sc.services ?? []).forEach((v, j) => {
+      const ps = parseService(v);
+      if (!ps.ok) return error([...base, 'services', j], `${ps.reason}: ${showValue(v)}`);
+      const key = ps.value.kind === 'unit' ? `u:${ps.value.unit}` : `c:${ps.value.path}`;
+      const prev = seenServices.get(key);
+      if (prev !== undefined) return error([...base, 'services', j], `service ${showValue(v)} is already in scope ${showValue(prev)}: a service has one mode`);
+      seenServices.set(key, sc.name);
+      services.push(ps.value);
+    });
+    out.push({ name: sc.name, mode: sc.mode, users, services, line: lineOf(i) });
+  });
+  return out;
+}
+
+/**
+ * A rule's `mode:` is for deny rules. An allow rule never blocks, so in
+ * audit it would record nothing and in enforce it would refuse nothing: no
+ * meaning, so an error rather than a silent no-op. A deny rule with the
+ * policy's mode and no scope of the other mode is a warning (it changes
+ * nothing today, but pins the rule's mode when the policy's changes).
+ */
+function checkRuleModes(raw: (RawRule | null)[], rules: Rule[], mode: 'audit' | 'enforce', scopes: Scope[], error: Report, warning: Report): void {
+  for (const rule of rules) {
+    const r = raw[rule.index];
+    if (!r || r.mode === undefined) continue;
+    const at = ['rules', rule.index, 'mode'];
+    if (rule.action === 'allow') {
+      error(at, `mode is for deny rules: allow rule ${showValue(rule.name)} never blocks, so ${r.mode} would change nothing (to try a policy without it, use suggest --check; to audit a user or service, use scopes:)`);
+    } else if (r.mode === mode && !scopes.some((s) => s.mode !== mode)) {
+      warning(at, `rule ${showValue(rule.name)} has the policy's own mode (${mode}) and no scope has the other: mode changes nothing until one does`);
+    }
+  }
+}
 
 /** The names `rules:` filters and suppressions may use besides the policy's rules: the built-in verdicts events carry. */
 export const BUILTIN_RULE_NAMES = ['#default', '#encrypted-dns', '#dns-guard', '#essentials', '#loopback'] as const;
@@ -649,6 +751,7 @@ function buildRule(
     services: dedupeBy(services, (s) => (s.kind === 'unit' ? `u:${s.unit}` : `c:${s.path}`)),
     interfaces: normalizeInterfaces(interfaces),
     log: r.log ?? false,
+    ...(r.mode !== undefined ? { mode: r.mode } : {}),
     ...(r.comment !== undefined ? { comment: r.comment } : {}),
     line: 0,
   };
@@ -690,16 +793,17 @@ function reportZodIssue(zi: z.core.$ZodIssue, raw: unknown, error: Report): void
 }
 
 const KNOWN_KEYS: Record<string, string[]> = {
-  top: ['version', 'mode', 'default', 'block_with', 'essentials', 'tamper', 'owned_table', 'log', 'rules', 'dns', 'flows', 'alerts', 'suppress', 'dashboard'],
+  top: ['version', 'mode', 'default', 'block_with', 'essentials', 'tamper', 'owned_table', 'log', 'rules', 'dns', 'flows', 'alerts', 'suppress', 'dashboard', 'scopes'],
+  scope: ['name', 'mode', 'users', 'services', 'comment'],
   flows: ['ct_mark_mask', 'replies'],
   dns: ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark', 'max_addresses_per_answer', 'max_addresses_per_name', 'cache_size', 'cache_max_negative_ttl'],
-  rule: ['name', 'action', 'to', 'to_file', 'ports', 'users', 'services', 'interfaces', 'log', 'comment'],
+  rule: ['name', 'action', 'to', 'to_file', 'ports', 'users', 'services', 'interfaces', 'log', 'mode', 'comment'],
   log: ['group', 'rate', 'burst', 'user_rate', 'user_burst', 'allowed'],
   dashboard: ['listen'],
 };
 
 function suggestKey(key: string, path: (string | number)[]): string | null {
-  const list = path.length === 0 ? KNOWN_KEYS.top : path[0] === 'rules' ? KNOWN_KEYS.rule : path[0] === 'log' ? KNOWN_KEYS.log : path[0] === 'dns' ? KNOWN_KEYS.dns : path[0] === 'flows' ? KNOWN_KEYS.flows : path[0] === 'dashboard' ? KNOWN_KEYS.dashboard : [];
+  const list = path.length === 0 ? KNOWN_KEYS.top : path[0] === 'rules' ? KNOWN_KEYS.rule : path[0] === 'scopes' ? KNOWN_KEYS.scope : path[0] === 'log' ? KNOWN_KEYS.log : path[0] === 'dns' ? KNOWN_KEYS.dns : path[0] === 'flows' ? KNOWN_KEYS.flows : path[0] === 'dashboard' ? KNOWN_KEYS.dashboard : [];
   let best: string | null = null;
   let bestD = 3;
   for (const k of list ?? []) {

@@ -29,6 +29,13 @@ export interface Policy {
   ownedTable: boolean;
   log: LogSettings;
   rules: Rule[];
+  /**
+   * Users and services whose mode differs from `mode` (gradual enforcement,
+   * see README "Gradual enforcement"): a block that would happen to their
+   * packets is only recorded (audit), or happens for them alone (enforce).
+   * Empty when the policy has none.
+   */
+  scopes: Scope[];
   /** Where alerts go (see README "Alerts"); empty: only the daemon's log. */
   alerts: AlertRoute[];
   /** Alerts not to send, each until a date. */
@@ -172,8 +179,30 @@ export interface Rule {
   interfaces: InterfaceRef[];
   /** Record new flows this rule allows (deny and default-deny records are always made). */
   log: boolean;
+  /**
+   * Deny rules only: this rule's own mode, whatever the policy's mode and
+   * scopes say. `audit`: a packet it matches is recorded as would-block and
+   * goes on to be judged by the other rules (the policy as if this rule were
+   * not there); `enforce`: it is refused, in every scope. Absent: the
+   * policy's mode and scopes decide.
+   */
+  mode?: 'audit' | 'enforce';
   comment?: string;
   /** Line of the rule in the policy file, for explain. */
+  line: number;
+}
+
+/**
+ * A `scopes:` entry: users or services (never both) with the other mode than
+ * the policy's (the loader refuses the same one), so all scopes of a policy
+ * have one mode, and a user or service is in at most one scope.
+ */
+export interface Scope {
+  /** Unique among scopes; 1-48 of a-z 0-9 . _ -; in records (`sluice:W:<rule>@<scope>`) and `status`. */
+  name: string;
+  mode: 'audit' | 'enforce';
+  users: UserRef[];
+  services: ServiceRef[];
   line: number;
 }
 

@@ -20,6 +20,15 @@ export const ruleSchema = z.strictObject({
   services: z.array(z.string()).max(10_000).optional(),
   interfaces: z.array(z.string()).max(10_000).optional(),
   log: z.boolean().optional(),
+  mode: z.enum(['audit', 'enforce']).optional(),
+  comment: z.string().max(200).optional(),
+});
+
+export const scopeSchema = z.strictObject({
+  name: z.string(),
+  mode: z.enum(['audit', 'enforce']),
+  users: scalarList.optional(),
+  services: z.array(z.string()).max(10_000).optional(),
   comment: z.string().max(200).optional(),
 });
 
@@ -97,6 +106,8 @@ const topShape = {
       listen: z.string().max(64),
     })
     .optional(),
+  // Each scope is checked on its own with scopeSchema, so one bad scope does not hide the others' errors.
+  scopes: z.array(z.unknown()).max(1_000).optional(),
 };
 
 /** Top-level keys; each rule is checked on its own with ruleSchema. */
@@ -134,3 +145,10 @@ export function lenientRule(value: unknown): RawRule | null {
   return typeof r.name === 'string' ? (r as RawRule) : null;
 }
 export type RawRule = z.infer<typeof ruleSchema>;
+export type RawScope = z.infer<typeof scopeSchema>;
+
+/** The well-typed keys of a scope that failed strict validation; null when it has no usable name and mode. */
+export function lenientScope(value: unknown): RawScope | null {
+  const r = lenient(scopeSchema.shape, value);
+  return typeof r.name === 'string' && r.mode !== undefined ? (r as RawScope) : null;
+}

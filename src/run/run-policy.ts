@@ -95,6 +95,7 @@ export function basePolicy(): Policy {
     ownedTable: false,
     log: { group: 7331, rate: 1000, burst: 5000, userRate: 250, userBurst: 1250, allowed: false },
     rules: [],
+    scopes: [],
     alerts: [],
     suppress: [],
     dns: { ...DNS_DEFAULTS, guard: false, upstreams: null, blockedAnswer: 'nxdomain', encryptedDns: 'block', encryptedDnsList: null },

@@ -376,7 +376,8 @@ function* cgroupServiceSteps(paths: string[], root: string): Steps<Map<string, C
 }
 
 function servicesOf(policy: Policy): ServiceRef[] {
-  return policy.rules.flatMap((r) => r.services);
+  // Scopes' services are resolved by the same rules: the same look-alike protection.
+  return [...policy.rules.flatMap((r) => r.services), ...(policy.scopes ?? []).flatMap((s) => s.services)];
 }
 
 const NO_ROOT: ServiceResolution = { cgroups: new Map(), notes: [], complete: true };

@@ -35,8 +35,8 @@ export function fakeCgroupId(path: string): bigint {
  */
 export function fakeEnv(policy: Policy): CompileEnv {
   const cgroups: CompileEnv['cgroups'] = new Map();
-  for (const rule of policy.rules) {
-    for (const s of rule.services) {
+  for (const holder of [...policy.rules, ...(policy.scopes ?? [])]) {
+    for (const s of holder.services) {
       if (s.kind === 'unit' && s.unit.startsWith('stopped')) {
         cgroups.set(serviceKey(s), []);
         continue;

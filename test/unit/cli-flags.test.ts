@@ -143,7 +143,7 @@ describe('unit: CLI numeric options', () => {
 
   it('each command refuses a bad number before it runs, with exit 2 and the flag named', () => {
     const cases = COMMANDS.flatMap((c) => c.options.filter((o) => o.int).map((o) => ({ c: c.name, o: o.name, min: o.int?.min ?? 0, max: o.int?.max ?? 0 })));
-    assert.deepEqual(cases.map((x) => `${x.c} --${x.o}`).sort(), ['apply --confirm', 'dns --limit', 'explain --icmp-type', 'explain --sport', 'log --limit', 'stats --limit', 'top --interval']);
+    assert.deepEqual(cases.map((x) => `${x.c} --${x.o}`).sort(), ['apply --confirm', 'dns --limit', 'explain --icmp-type', 'explain --sport', 'log --limit', 'stats --limit', 'suggest --stable-days', 'top --interval']);
     for (const { c, o, min, max } of cases) {
       for (const text of ['abc', '-1', '1.5', ...(min > 0 ? [String(min - 1)] : []), '0x10', String(max + 1)]) {
         const msg = usageError([c, `--${o}=${text}`]);

@@ -146,6 +146,36 @@ function referenceFilter(qname: string, qtype: number, upstream: Message, rebind
 
 
 describe('unit: DNS guard decisions', () => {
+  it('gradual enforcement: a user in an audit scope gets an unlisted name answered (would-block, nothing opened); others, a TCP query or an unknown sender are refused', async () => {
+    const text = `${POLICY}  - name: trial
+    action: deny
+    to: [trial.example]
+    mode: audit
+  - name: hard
+    action: deny
+    to: [hard.example]
+    mode: enforce
+scopes:
+  - name: nobody-trial
+    mode: audit
+    users: [65534]
+`;
+    const t = setup((q) => [A(q.name, 0xc6120b01n)], text);
+    const ask = async (name: string, c: { address: string; port: number; transport: 'udp' | 'tcp'; uid?: number }) => decodeMessage((await t.guard.handle(query(name), c)) as Buffer).flags.rcode;
+    assert.equal(await ask('unlisted.example', { ...client, uid: 65534 }), 0, 'uid 65534 is audited: answered');
+    assert.equal(t.events.at(-1)?.verdict, 'would-block');
+    assert.deepEqual(t.dyn(), [], 'an unlisted name opens nothing: the kernel judges the connection by its scope');
+    assert.equal(await ask('unlisted.example', { ...client, uid: 1001 }), RCODE.NXDOMAIN, 'another user is enforced');
+    assert.equal(await ask('unlisted.example', client), RCODE.NXDOMAIN, 'no uid (the guard cannot tell who asked): enforced, fail closed');
+    assert.equal(await ask('unlisted.example', { ...client, transport: 'tcp', uid: 65534 }), RCODE.NXDOMAIN, 'TCP carries no kernel uid: enforced');
+    assert.equal(await ask('hard.example', { ...client, uid: 65534 }), RCODE.NXDOMAIN, "a deny rule's own enforce wins over the scope");
+    assert.equal(await ask('trial.example', { ...client, uid: 1001 }), 0, "a deny rule in audit by its own mode: answered for anyone, recorded");
+    assert.equal(t.events.at(-1)?.verdict, 'would-block');
+    assert.deepEqual([...new Set(t.dyn().map((x) => x.set))], ['r_trial_d4'], 'an audited answer teaches only the deny rule its name is in');
+    assert.equal(await ask('api.example.com', { ...client, uid: 1001 }), 0, 'allowed names are unchanged');
+    assert.equal(t.events.at(-1)?.verdict, 'allowed');
+  });
+
   it('a name no rule allows gets NXDOMAIN with a Blocked EDE, and is never forwarded', async () => {
     const t = setup();
     const out = decodeMessage((await t.guard.handle(query('secret-data.evil.example', TYPE.A, { edns: true }), client)) as Buffer);

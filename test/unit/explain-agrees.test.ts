@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { compileRuleset } from '../../src/compile/compile-ruleset.js';
-import { DEFAULT_RULE, ENCRYPTED_DNS_RULE, objectNames, parseCounterName, parseLogPrefix } from '../../src/compile/kernel-names.js';
+import { DEFAULT_RULE, ENCRYPTED_DNS_RULE, objectNames, parseCounterName, parseLogPrefix, RULE_SCOPE } from '../../src/compile/kernel-names.js';
 import type { AddrRange } from '../../src/net/ip.js';
 import { parseAddr } from '../../src/net/ip.js';
 import { explain } from '../../src/policy/explain.js';
@@ -33,6 +33,8 @@ const ruleArb = fc
     users: subset(USERS),
     services: subset(SERVICES),
     interfaces: subset(IFACES),
+    // Gradual enforcement: a deny rule's own mode (the loader refuses one on an allow rule).
+    mode: fc.constantFrom(undefined, undefined, 'audit', 'enforce'),
   })
   .filter((r) => r.to !== undefined || r.ports !== undefined || r.users !== undefined || r.services !== undefined || r.interfaces !== undefined);
 
@@ -44,9 +46,11 @@ const policyArb = fc.record({
   guard: fc.constantFrom('true', 'false', 'default'),
   encrypted: fc.constantFrom('block', 'allow'),
   rules: fc.array(ruleArb, { minLength: 1, maxLength: 5 }),
+  // Scopes with the other mode than the policy's: users, or services (a unit, or a cgroup path).
+  scopes: fc.array(fc.oneof(fc.record({ users: fc.subarray(['www-data', '1001', '65534'], { minLength: 1 }) }), fc.record({ services: fc.subarray(SERVICES, { minLength: 1 }) })), { maxLength: 2 }),
 });
 
-function toYaml(p: { mode: string; dflt: string; essentials: boolean; guard: string; encrypted: string; rules: Record<string, unknown>[] }): string {
+function toYaml(p: { mode: string; dflt: string; essentials: boolean; guard: string; encrypted: string; rules: Record<string, unknown>[]; scopes?: { users?: string[]; services?: string[] }[] }): string {
   const guard = p.guard === 'default' ? [] : [`  guard: ${p.guard}`];
   const lines = [`mode: ${p.mode}`, `default: ${p.dflt}`, `essentials: ${p.essentials}`, 'dns:', ...guard, `  encrypted_dns: ${p.encrypted}`, 'rules:'];
   p.rules.forEach((r, i) => {
@@ -55,6 +59,17 @@ function toYaml(p: { mode: string; dflt: string; essentials: boolean; guard: str
       const v = r[key] as string[] | undefined;
       if (v) lines.push(`    ${key}: [${v.map((x) => JSON.stringify(x)).join(', ')}]`);
     }
+    if (r.mode !== undefined && r.action === 'deny') lines.push(`    mode: ${String(r.mode)}`);
+  });
+  // One user or service in one scope only (the loader refuses a second): later scopes drop what earlier ones hold.
+  const taken = new Set<string>();
+  (p.scopes ?? []).forEach((sc, i) => {
+    const key = sc.users ? 'users' : 'services';
+    const list = (sc.users ?? sc.services ?? []).filter((x) => !taken.has(x));
+    if (list.length === 0) return;
+    for (const x of list) taken.add(x);
+    if (i === 0 || !lines.includes('scopes:')) lines.push('scopes:');
+    lines.push(`  - name: s${i}`, `    mode: ${p.mode === 'enforce' ? 'audit' : 'enforce'}`, `    ${key}: [${list.map((x) => JSON.stringify(x)).join(', ')}]`);
   });
   return `${lines.join('\n')}\n`;
 }
@@ -168,13 +183,23 @@ function agree(pol: PolicyArb, packets: PacketArb[], learnedDests: string[]): vo
     assert.equal(ex.verdict === 'redirect', nat === 'redirect', `redirect differs${ctx}`);
     if (nat === 'redirect') continue;
     // Which policy rule decided in the kernel: the log prefix for blocks, the rule counter for allows.
-    const blockLog = kernel.logs.map(parseLogPrefix).find((l) => l?.verdict === 'blocked' || l?.verdict === 'would-block');
-    const kernelBlocks = policy.mode === 'enforce' ? kernel.verdict !== 'accept' : blockLog !== undefined;
+    // A deny rule in audit by its own mode records would-block (scope #rule) and the packet goes on: not a decision.
+    const logs = kernel.logs.map(parseLogPrefix);
+    const audited = logs.filter((l) => l?.verdict === 'would-block' && l.scope === RULE_SCOPE).map((l) => l?.rule);
+    assert.deepEqual(audited, ex.audited.map((a) => a.rule), `would-block records of audit-mode deny rules differ${ctx}`);
+    const blockLog = logs.find((l) => (l?.verdict === 'blocked' || l?.verdict === 'would-block') && !(l.verdict === 'would-block' && l.scope === RULE_SCOPE));
+    const kernelBlocks = blockLog !== undefined;
     assert.equal(ex.verdict === 'block', kernelBlocks, `verdicts differ${ctx}`);
     if (kernelBlocks) {
       const rule = blockLog?.rule;
       const expected = ex.decidedBy.kind === 'rule' ? ex.decidedBy.rule : ex.decidedBy.kind === 'encrypted-dns' ? ENCRYPTED_DNS_RULE : DEFAULT_RULE;
       assert.equal(rule, expected, `deciding rule differs${ctx}`);
+      // Refused or only recorded, and by whose mode: the rule's own, a scope's, or the policy's.
+      assert.equal(ex.enforced, kernel.verdict !== 'accept', `enforced differs${ctx}`);
+      assert.equal(ex.enforced, blockLog?.verdict === 'blocked', `record's verdict differs${ctx}`);
+      assert.equal(ex.scope, blockLog?.scope, `scope differs${ctx}`);
+    } else if (kernel.verdict !== 'accept') {
+      assert.fail(`not blocked, yet the kernel refuses${ctx}`);
     } else if (ex.decidedBy.kind === 'local' || ex.decidedBy.kind === 'loopback') {
       assert.equal(kernel.verdict, 'accept', `this host's own address${ctx}`);
       assert.ok(!kernel.counters.some((c) => parseCounterName(c)?.kind === 'rule' || parseCounterName(c)?.kind === 'default'), `no rule decides traffic to this host${ctx}`);

@@ -254,8 +254,13 @@ function checkEmittedNames(policy: Policy, rs: Ruleset): number {
       for (const text of prefixes) {
         // The record says which rule decided: the very rule this chain was built for.
         // (Forged sources are dropped in audit mode too: recorded as blocked.)
-        const verdict: LogVerdict = ref.kind === 'allow' ? 'allowed' : ref.rule === SPOOFED_RULE ? 'blocked' : blocked;
-        assert.deepEqual(parseLogPrefix(text), { verdict, rule: ref.rule }, ctx(`prefix ${JSON.stringify(text)} in chain ${c.name}`));
+        // Gradual enforcement: a record made by a scope's mode or the rule's own names it, and has that mode's verdict.
+        const parsed = parseLogPrefix(text);
+        const own: 'audit' | 'enforce' | undefined = policy.rules.find((r) => r.name === ref.rule)?.mode;
+        const scope = policy.scopes.find((s) => s.name === parsed?.scope);
+        const mode: 'audit' | 'enforce' | undefined = parsed?.scope === '#rule' ? own : scope?.mode;
+        const verdict: LogVerdict = ref.kind === 'allow' ? 'allowed' : ref.rule === SPOOFED_RULE ? 'blocked' : mode ? (mode === 'enforce' ? 'blocked' : 'would-block') : blocked;
+        assert.deepEqual(parsed, { verdict, rule: ref.rule, ...(parsed?.scope !== undefined && (mode !== undefined) ? { scope: parsed.scope } : {}) }, ctx(`prefix ${JSON.stringify(text)} in chain ${c.name}`));
         checked++;
       }
     } else if (ref.kind === 'base' && (ref.name === 'dns_observe' || ref.name === 'dns_observe_queries')) {

@@ -80,7 +80,9 @@ export function explain(ctx: Context, args: ExplainArgs): number {
   // The built-ins depend on the host: the guard's upstreams, the encrypted-DNS list, DHCP leases.
   const ex = explainPolicy(policy, query, hostFactsFor(policy));
   const what = `${destText}${query.port !== undefined ? ` ${query.port}/${query.proto}` : query.proto ? ` ${query.proto}` : ''}`;
-  const verdict = ex.verdict === 'allow' ? 'ALLOW' : ex.verdict === 'redirect' ? 'REDIRECTED TO THE DNS GUARD' : ex.enforced ? 'BLOCK' : 'WOULD BLOCK (audit mode: allowed and logged)';
+  const verdict = ex.verdict === 'allow' ? 'ALLOW' : ex.verdict === 'redirect' ? 'REDIRECTED TO THE DNS GUARD' : ex.enforced
+        ? `BLOCK${ex.scope !== undefined && policy.mode === 'audit' ? ` (enforced by ${ex.scope === '#rule' ? "the rule's own mode" : `scope ${ex.scope}`})` : ''}`
+        : `WOULD BLOCK (${ex.scope === undefined ? 'audit mode' : ex.scope === '#rule' ? "the rule's own mode: audit" : `scope ${ex.scope}: audit`}: allowed and logged)`;
   ctx.say(`${what}: ${verdict}`);
   ctx.say(`  ${ex.summary}`);
   const others = ex.matches.filter((m) => m.result !== 'no' && !(ex.decidedBy.kind === 'rule' && ex.decidedBy.rule === m.rule));

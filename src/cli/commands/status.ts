@@ -1,5 +1,6 @@
 import { parseTableComment } from '../../compile/kernel-names.js';
 import { TABLE_NAME } from '../../compile/ruleset.js';
+import { scopedModes } from '../../compile/scoped-modes.js';
 import { diffRulesets, sameRuleset } from '../../netfilter/compare-ruleset.js';
 import { processAlive } from '../../state/state-store.js';
 import { EXIT, type Context } from '../context.js';
@@ -46,7 +47,15 @@ export function status(ctx: Context): number {
   if (daemon?.state === 'failed') ctx.say(`Daemon: FAILED TO START at ${daemon.at}: ${daemon.error ?? 'unknown error'} (the ruleset in the kernel stays in force)`);
   else if (daemon?.state === 'dead') ctx.say(`Daemon: NOT RUNNING (pid ${daemon.pid} is gone since ${daemon.at}; it did not stop cleanly)`);
   else if (daemon) ctx.say(`Daemon: ${daemon.state}${daemon.state === 'running' || daemon.state === 'starting' ? ` (pid ${daemon.pid})` : ''} since ${daemon.at}`);
-  if (live) ctx.say(`Mode: ${liveMode ?? 'unknown'}${liveMode === 'audit' ? ' (nothing blocked; would-block traffic is logged)' : ''}`);
+  // Gradual enforcement, as the kernel holds it: scopes and deny rules with a mode other than the policy's.
+  const scoped = live ? scopedModes(live.ruleset) : null;
+  const hasScoped = scoped !== null && (scoped.scopes.length > 0 || scoped.rules.length > 0);
+  if (live) ctx.say(`Mode: ${liveMode ?? 'unknown'}${liveMode === 'audit' ? ` (${hasScoped ? 'except the scopes below, ' : ''}nothing blocked; would-block traffic is logged)` : hasScoped ? ' (except the scopes below)' : ''}`);
+  for (const sc of scoped?.scopes ?? []) {
+    const members = sc.users.length > 0 ? `uid ${sc.users.join(', ')}` : `${sc.cgroups} service cgroup${sc.cgroups === 1 ? '' : 's'}`;
+    ctx.say(`  scope ${sc.name}: ${sc.mode} (${members})`);
+  }
+  for (const r of scoped?.rules ?? []) ctx.say(`  deny rule ${r.rule}: ${r.mode} (its own mode)`);
   // An owned table (policy owned_table): who can change it now.
   const owned = live?.ruleset.owned ? { owner: live.owner ?? null } : null;
   if (owned) {
@@ -91,6 +100,8 @@ export function status(ctx: Context): number {
   ctx.result({
     state,
     mode: liveMode,
+    scopes: scoped?.scopes ?? [],
+    ruleModes: scoped?.rules ?? [],
     policy: applied ? { file: applied.policyFile, sha256: applied.sha256, appliedAt: applied.appliedAt } : liveSha ? { sha256: liveSha } : null,
     pending: pending ? { deadline: pending.deadline, overdue, timerAlive } : null,
     rolledBack,

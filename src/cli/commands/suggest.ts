@@ -5,7 +5,8 @@ import { parseSince } from '../../events/time-window.js';
 import { checkPolicy, type CheckReport } from '../../learn/check-policy.js';
 import { Observations, safeText } from '../../learn/observations.js';
 import { SHARED_ZONES } from '../../learn/public-suffix.js';
-import { stamp, suggestPolicy, type Suggestion } from '../../learn/suggest-policy.js';
+import { DEFAULT_STABLE_DAYS, promotions, type PromotionReport } from '../../learn/promote.js';
+import { promotionText, stamp, suggestPolicy, type Suggestion } from '../../learn/suggest-policy.js';
 import { parsePolicy } from '../../policy/load-policy.js';
 import type { Policy } from '../../policy/policy.js';
 import { writeFileAtomic } from '../../state/state-store.js';
@@ -21,6 +22,19 @@ export interface SuggestArgs {
   policy?: string;
   /** Replay the window against this policy instead of suggesting one. */
   check?: string;
+  /** Gradual enforcement: days without would-block before proposing enforce (default DEFAULT_STABLE_DAYS). */
+  stableDays?: number;
+}
+
+/** Gradual enforcement: what of `policy` could go from audit to enforce, from the store's last `stableDays` days. */
+export function observePromotions(stateDir: string, policy: Policy, stableDays: number, until: number): PromotionReport {
+  const store = openStoreForReading(stateDir);
+  if (!store) throw new SluiceError('EEVENTSTORE', `No events recorded yet (no store at ${eventStorePath(stateDir)}; the daemon writes it)`);
+  try {
+    return promotions(policy, store.scanFlows({ since: until - stableDays * 86_400_000, until }), { stableDays, until, historyFrom: store.firstTime() });
+  } finally {
+    store.close();
+  }
 }
 
 /** The events of the window, folded into distinct flows (streamed from the store: bounded memory). */
@@ -72,7 +86,9 @@ export async function suggest(ctx: Context, args: SuggestArgs): Promise<number> 
   }
   const existing = existingPolicy(ctx, args.policy);
   const obs = observe(ctx.state.dir, since, until);
-  const s = suggestPolicy(obs, { ...(existing ? { existing, facts: hostFactsFor(existing.policy) } : {}), since, until });
+  const stableDays = args.stableDays ?? DEFAULT_STABLE_DAYS;
+  const promo = existing ? observePromotions(ctx.state.dir, existing.policy, stableDays, until) : undefined;
+  const s = suggestPolicy(obs, { ...(existing ? { existing, facts: hostFactsFor(existing.policy) } : {}), ...(promo ? { promotions: promo } : {}), since, until });
   // What is written must load: Sluice's own loader is the judge.
   try {
     parsePolicy(Buffer.from(s.yaml), args.out ?? '(suggestion)', { lookupUsers });
@@ -92,16 +108,18 @@ export async function suggest(ctx: Context, args: SuggestArgs): Promise<number> 
       couldGo: s.couldGo,
       unsupported: s.unsupported,
       sharedZones: SHARED_ZONES,
+      // Gradual enforcement: the days asked for, and each thing in audit with its promotion or why not yet.
+      promotions: promo ?? { stableDays, since: null, historyFrom: null, covered: false, candidates: [] },
       ...(args.out !== undefined ? { out: args.out } : { policy: s.yaml }),
     });
     return EXIT.ok;
   }
   if (args.out === undefined) process.stdout.write(s.yaml);
-  summary(ctx, s, obs, existing?.file, args.out, since, until);
+  summary(ctx, s, obs, existing?.file, args.out, since, until, promo);
   return EXIT.ok;
 }
 
-function summary(ctx: Context, s: Suggestion, obs: Observations, base: string | undefined, out: string | undefined, since: number, until: number): void {
+function summary(ctx: Context, s: Suggestion, obs: Observations, base: string | undefined, out: string | undefined, since: number, until: number, promo?: PromotionReport): void {
   const lines = [
     `${obs.events} events from ${stamp(since)} to ${stamp(until)}, ${obs.flows.size} distinct flows${obs.overflow > 0 ? ` (${obs.overflow} events beyond the flow table, not counted)` : ''}`,
     base ? `based on ${base}: ${s.covered.flows} flows (${s.covered.events} events) already allowed; ${s.rules.length} new rules` : `${s.rules.length} rules`,
@@ -111,6 +129,14 @@ function summary(ctx: Context, s: Suggestion, obs: Observations, base: string | 
     for (const sh of r.shared) lines.push(`    shared zone: ${sh.name} (under *.${sh.zone}: anyone can create names; exact name only)`);
   }
   for (const c of s.couldGo) lines.push(`  - ${c.rule} (line ${c.line}): no observed flow needed it: could go`);
+  if (promo) {
+    lines.push(`promotions (--stable-days ${promo.stableDays}: no would-block in the last ${promo.stableDays} days):`);
+    if (promo.candidates.length === 0) lines.push('  nothing is in audit');
+    for (const p of promo.candidates) {
+      const what = p.target.kind === 'policy' ? "the policy's mode" : p.target.kind === 'rule' ? `deny rule ${p.target.name}` : p.target.kind === 'scope' ? `scope ${p.target.name}` : p.target.service !== undefined ? `service ${p.target.service}` : `uid ${p.target.user}`;
+      lines.push(`  ${p.stable ? '^' : ' '} ${what}: ${promotionText(p, promo)}`);
+    }
+  }
   if (s.unsupported > 0) lines.push(`  ${s.unsupported} flows of other protocols left out (a policy names TCP, UDP and ICMP ports only)`);
   lines.push(out !== undefined ? `written to ${out}; check it with: sluice suggest --check ${out}` : 'check it with: sluice suggest --check FILE');
   // The policy went to stdout: the summary goes to stderr, so `> FILE` keeps only the policy.
@@ -132,6 +158,7 @@ function checkLines(file: string, r: CheckReport, since: number, until: number):
     `${file} against ${r.events} events from ${stamp(since)} to ${stamp(until)} (${r.flows} distinct flows)`,
     `would break ${r.wouldBreak.events} (events of observed traffic it blocks, or whose name it would not resolve)`,
     `would block ${r.wouldBlock.events} (${r.wouldBlock.flows} flows)`,
+    ...(r.audited.events > 0 ? [`would record ${r.audited.events} as would-block (${r.audited.flows} flows in audit scopes or deny rules in audit: not broken)`] : []),
   ];
   for (const f of r.wouldBreak.flows.slice(0, 20)) {
     const dest = `${f.hostname ? `${f.hostname} ` : ''}${f.dst}${f.dport !== undefined ? ` ${f.dport}` : ''}/${f.proto === 6 ? 'tcp' : f.proto === 17 ? 'udp' : f.proto}`;
