@@ -20,13 +20,14 @@
  * it shows main-thread stalls (what a user feels as jank), not paint cost.
  * Results go to bench/out/.
  */
-import { spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { launchIn } from '../test/support/browser.js';
 import { HOSTS, ROOT, World } from '../test/world/world.js';
+import { compileBlast } from './lib/blast.js';
 import { provenance } from './lib/provenance.js';
 import { installExitHandlers, numOption, run } from './lib/stats.js';
 
@@ -94,11 +95,7 @@ async function main(): Promise<void> {
   }
   const SECONDS = numOption(values.seconds, 'BENCH_SECONDS', 60, { min: 5, max: 3600, int: false });
   const RATE = numOption(values.rate, 'BENCH_RATE', 1000, { min: 1, max: 100_000, int: true });
-  const bin = mkdtempSync(join(tmpdir(), 'sluice-bench-'));
-  chmodSync(bin, 0o755);
-  const blast = join(bin, 'blast');
-  const cc = spawnSync('cc', ['-O2', '-o', blast, join(ROOT, 'bench/tools/blast.c')], { encoding: 'utf8' });
-  if (cc.status !== 0) throw new Error(`cannot compile blast.c: ${cc.stderr}`);
+  const blast = compileBlast();
 
   const w = await World.create({ servers: false });
   let daemon: ChildProcess | undefined;
@@ -163,6 +160,7 @@ async function main(): Promise<void> {
   } finally {
     await browser.close().catch(() => undefined);
     await w.destroy();
+    rmSync(dirname(blast), { recursive: true, force: true });
   }
   mkdirSync(join(ROOT, 'bench/out'), { recursive: true });
   const out = join(ROOT, 'bench/out', `dashboard-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);

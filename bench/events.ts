@@ -27,11 +27,12 @@
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SqliteStore } from '../src/events/sqlite-store.js';
 import type { RecordedEvent } from '../src/events/event-store.js';
 import { scrapeMetrics } from '../test/support/monitor-helpers.js';
+import { compileBlast } from './lib/blast.js';
 import { provenance } from './lib/provenance.js';
 import { HOSTS, ROOT, World } from '../test/world/world.js';
 import { installExitHandlers, numOption, run } from './lib/stats.js';
@@ -136,11 +137,7 @@ async function main(): Promise<void> {
   const probeRuns = values.probes === undefined || values.probes === 'both' ? (['off', 'on'] as const) : values.probes === 'on' || values.probes === 'off' ? ([values.probes] as const) : undefined;
   if (!probeRuns) throw new Error(`--probes: on, off or both, not ${values.probes}`);
   const SECONDS = numOption(values.seconds, 'BENCH_SECONDS', 3, { min: 0.5, max: 600, int: false });
-  const bin = mkdtempSync(join(tmpdir(), 'sluice-bench-'));
-  chmodSync(bin, 0o755);
-  const blast = join(bin, 'blast');
-  const cc = spawnSync('cc', ['-O2', '-o', blast, join(ROOT, 'bench/tools/blast.c')], { encoding: 'utf8' });
-  if (cc.status !== 0) throw new Error(`cannot compile blast.c: ${cc.stderr}`);
+  const blast = compileBlast();
 
   const w = await World.create({ servers: false });
   let daemon: ChildProcess | undefined;
@@ -235,7 +232,7 @@ async function main(): Promise<void> {
   } finally {
     daemon?.kill('SIGTERM');
     await w.destroy();
-    rmSync(bin, { recursive: true, force: true });
+    rmSync(dirname(blast), { recursive: true, force: true });
   }
 
   // Durability setting: the same batches written with synchronous FULL and NORMAL.

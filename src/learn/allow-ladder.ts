@@ -5,7 +5,7 @@ import type { Policy } from '../policy/policy.js';
 import { Document, isMap, isSeq, parseDocument, type YAMLMap, type YAMLSeq } from '../vendor/yaml.js';
 import { factsOf, flowFrom, principalOf, safeHostname, safeText, type Principal } from './observations.js';
 import { registeredDomain, sharedZoneOf } from './public-suffix.js';
-import { isLoopbackFlow, judgeFlow, nameResolves, type ObservedFlow } from './replay.js';
+import { isLoopbackFlow, judgeFlow, nameResolves, portToken, type ObservedFlow } from './replay.js';
 import { stamp } from './suggest-policy.js';
 
 /**
@@ -71,16 +71,6 @@ const MAX_FLOWS = 100_000;
 const MAX_LISTED = 8;
 /** Rule names as the policy takes them: a-z 0-9 . _ - from a letter or digit, at most 48. */
 const RULE_NAME_MAX = 48;
-
-function portToken(f: ObservedFlow): string | undefined {
-  if (f.proto === 6 || f.proto === 17) {
-    const p = f.proto === 6 ? 'tcp' : 'udp';
-    return f.dport !== undefined ? `${f.dport}/${p}` : p;
-  }
-  if (f.proto === 1) return 'icmp';
-  if (f.proto === 58) return 'icmpv6';
-  return undefined;
-}
 
 function senderText(p: Principal): string {
   return p.kind === 'service' ? `service ${p.unit}` : p.kind === 'user' ? `user ${p.name ?? p.uid} (uid ${p.uid})` : 'an unknown sender';

@@ -168,3 +168,14 @@ export function nameResolves(policy: Policy, name: string): boolean {
   if (refused) return false;
   return policy.defaultAction === 'allow' || policy.rules.some((r) => r.action === 'allow' && r.domains.some((d) => domainMatches(d, name)));
 }
+
+/** A flow's port as a policy writes it: `443/tcp`, `udp` (no port known), `icmp`, `icmpv6`; undefined for a protocol a policy cannot name. */
+export function portToken(f: ObservedFlow): string | undefined {
+  if (f.proto === 6 || f.proto === 17) {
+    const p = f.proto === 6 ? 'tcp' : 'udp';
+    return f.dport !== undefined ? `${f.dport}/${p}` : p;
+  }
+  if (f.proto === 1) return 'icmp';
+  if (f.proto === 58) return 'icmpv6';
+  return undefined;
+}

@@ -3,7 +3,7 @@ import type { HostFacts } from '../policy/builtins.js';
 import type { Policy } from '../policy/policy.js';
 import type { Observation, Observations, Principal } from './observations.js';
 import { registeredDomain, sharedZoneOf } from './public-suffix.js';
-import { isLoopbackFlow, judgeFlow, nameResolves } from './replay.js';
+import { isLoopbackFlow, judgeFlow, nameResolves, portToken } from './replay.js';
 import type { Promotion, PromotionReport } from './promote.js';
 
 /** How many sibling names under one registered domain make a wildcard. */
@@ -81,17 +81,6 @@ export function stamp(ms: number): string {
   return Number.isFinite(ms) ? `${new Date(ms).toISOString().slice(0, 16)}Z` : '-';
 }
 
-function portToken(o: Observation): string | undefined {
-  const f = o.flow;
-  if (f.proto === 6 || f.proto === 17) {
-    const p = f.proto === 6 ? 'tcp' : 'udp';
-    return f.dport !== undefined ? `${f.dport}/${p}` : p;
-  }
-  if (f.proto === 1) return 'icmp';
-  if (f.proto === 58) return 'icmpv6';
-  return undefined;
-}
-
 function comparePorts(a: string, b: string): number {
   const na = Number.parseInt(a, 10);
   const nb = Number.parseInt(b, 10);
@@ -142,7 +131,7 @@ export function suggestPolicy(obs: Observations, opts: SuggestOptions): Suggesti
         continue;
       }
     }
-    const port = portToken(o);
+    const port = portToken(o.flow);
     if (port === undefined) {
       unsupported++;
       continue;

@@ -1,0 +1,15 @@
+/** bench/tools/blast.c (the blocked-traffic generator), compiled into a fresh directory anyone may run from; its path. */
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ROOT } from '../../test/world/world.js';
+
+export function compileBlast(): string {
+  const bin = mkdtempSync(join(tmpdir(), 'sluice-bench-'));
+  chmodSync(bin, 0o755);
+  const blast = join(bin, 'blast');
+  const cc = spawnSync('cc', ['-O2', '-o', blast, join(ROOT, 'bench/tools/blast.c')], { encoding: 'utf8' });
+  if (cc.status !== 0) throw new Error(`cannot compile blast.c: ${cc.stderr}`);
+  return blast;
+}
