@@ -1,7 +1,7 @@
 import { maxOf, type AddrRange, type Family } from '../net/ip.js';
 import { ESSENTIAL_ICMPV6_TYPES } from '../policy/builtins.js';
 import type { Policy, Rule } from '../policy/policy.js';
-import { buildLogPrefix, DEFAULT_RULE, objectNames } from './kernel-names.js';
+import { buildLogPrefix, DEFAULT_RULE, objectNames, RULE_SCOPE } from './kernel-names.js';
 import type { ChainDef, RuleDef, Ruleset, SetDef, Stmt } from './ruleset.js';
 
 /**
@@ -65,6 +65,7 @@ export function runPolicyProblems(policy: Policy): string[] {
     if (r.services.length > 0) out.push(`rule ${r.name}: \`services\` has no meaning in \`sluice run\`; remove it`);
     if (r.interfaces.length > 0) out.push(`rule ${r.name}: \`interfaces\` has no meaning in \`sluice run\` (the run has one link); remove it`);
   }
+  for (const sc of policy.scopes ?? []) out.push(`scope ${sc.name}: \`scopes\` have no meaning in \`sluice run\` (the whole command is the run, in one mode: --audit or not); remove it`);
   return out;
 }
 
@@ -132,12 +133,17 @@ function protocols(rule: Rule, family: Family, sets: SetDef[]): Stmt[][] {
   return out;
 }
 
-/** The statements that refuse (or, in audit mode, only record) a packet for `rule`. */
-function blockChain(name: string, rule: string, policy: Policy, net: RunNetwork): ChainDef {
-  const audit = policy.mode === 'audit';
-  const log: Stmt = { k: 'log', group: net.logGroup, prefix: buildLogPrefix({ verdict: audit ? 'would-block' : 'blocked', rule }) };
+/**
+ * The statements that refuse (or, in audit mode, only record) a packet for `rule`. A deny rule's
+ * own `mode:` wins over the run's, as on the host: `enforce` refuses in an `--audit` run; `audit`
+ * records would-block and returns, so the other rules judge the packet (the caller jumps).
+ */
+function blockChain(name: string, rule: string, policy: Policy, net: RunNetwork, ownMode?: 'audit' | 'enforce'): ChainDef {
+  const audit = (ownMode ?? policy.mode) === 'audit';
+  const log: Stmt = { k: 'log', group: net.logGroup, prefix: buildLogPrefix({ verdict: audit ? 'would-block' : 'blocked', rule, ...(ownMode !== undefined ? { scope: RULE_SCOPE } : {}) }) };
   const rules: RuleDef[] = [];
-  if (audit) rules.push({ stmts: [log, { k: 'verdict', v: 'accept' }] });
+  if (ownMode === 'audit') rules.push({ stmts: [log, { k: 'verdict', v: 'return' }] });
+  else if (audit) rules.push({ stmts: [log, { k: 'verdict', v: 'accept' }] });
   else if (policy.blockWith === 'drop') rules.push({ stmts: [log, { k: 'verdict', v: 'drop' }] });
   else {
     rules.push({ stmts: [{ k: 'cmp', sel: 'meta l4proto', op: 'eq', value: TCP }, log, { k: 'reject', how: 'tcp-reset' }] });
@@ -201,16 +207,24 @@ export function compileRunRuleset(policy: Policy, net: RunNetwork): RunRulesetRe
       target = { k: 'goto', chain: name };
     } else {
       const name = `block_${rule.index}`;
-      chains.push(blockChain(name, rule.name, policy, net));
+      chains.push(blockChain(name, rule.name, policy, net, rule.mode));
       target = { k: 'goto', chain: name };
     }
+    const matches: RuleDef[] = [];
     for (const family of families) {
       for (const dest of dests.get(family) ?? []) {
         for (const proto of protocols(rule, family, sets)) {
-          out.push({ stmts: [{ k: 'cmp', sel: 'meta nfproto', op: 'eq', value: NFPROTO[family] }, ...dest, ...proto, target], comment: `${rule.action} ${rule.name}` });
+          matches.push({ stmts: [{ k: 'cmp', sel: 'meta nfproto', op: 'eq', value: NFPROTO[family] }, ...dest, ...proto, target], comment: `${rule.action} ${rule.name}` });
         }
       }
     }
+    if (rule.action === 'deny' && rule.mode === 'audit') {
+      // Recorded once and judged on by the rules after it: its matches in a chain of their own,
+      // jumped to; the first that matches goes to the block chain, which records and returns here.
+      const name = `audit_${rule.index}`;
+      chains.push({ name, rules: matches });
+      out.push({ stmts: [{ k: 'jump', chain: name }], comment: `deny ${rule.name}: in audit by its own mode` });
+    } else out.push(...matches);
   }
   if (policy.defaultAction === 'allow') out.push({ stmts: [{ k: 'verdict', v: 'accept' }], comment: 'default allow' });
   else {

@@ -335,6 +335,34 @@ const attempt = (src, port) => new Promise((resolve) => {
     assert.match(r.stderr, new RegExp(`to: \\["${HOSTS.other4.replace(/\./g, '\\.')}"\\]\\n {4}ports: \\["443/tcp"\\]`));
   });
 
+  it("a deny rule's own mode wins over the run's, as on the host; scopes are refused", async () => {
+    // Enforce run: a deny rule in audit by its own mode records would-block and lets the allow after it judge.
+    const gradual = join(w.tmp, 'run-gradual.yaml');
+    writeFileSync(
+      gradual,
+      `rules:\n  - name: watch-net2\n    action: deny\n    mode: audit\n    to: [198.18.2.0/24]\n  - name: hard-net3\n    action: deny\n    mode: enforce\n    to: [${HOSTS.net3}]\n  - name: net2\n    to: [198.18.2.0/24, ${HOSTS.net3}]\n    ports: [443/tcp]\n`,
+    );
+    const r = await sluiceRun(['--policy', gradual], [process.execPath, PROBE, `tcp:${HOSTS.other4}:443`, `tcp:${HOSTS.net3}:443`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(probes(r.stdout).map((p) => p.ok), [true, false], r.stdout);
+    const rep = r.report as Report;
+    assert.ok(rep.flows.some((f) => f.verdict === 'would-block' && f.rule === 'watch-net2' && f.dst === HOSTS.other4), JSON.stringify(rep.flows));
+    assert.ok(rep.flows.some((f) => f.verdict === 'allowed' && f.rule === 'net2' && f.dst === HOSTS.other4), 'then the allow rule admitted it');
+    assert.ok(rep.flows.some((f) => f.verdict === 'blocked' && f.rule === 'hard-net3' && f.dst === HOSTS.net3), JSON.stringify(rep.flows));
+    // An --audit run: the deny rule in enforce by its own mode still refuses.
+    const a = await sluiceRun(['--audit', '--policy', gradual], [process.execPath, PROBE, `tcp:${HOSTS.net3}:443`, `tcp:${HOSTS.api4}:443`]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.deepEqual(probes(a.stdout).map((p) => p.ok), [false, true], a.stdout);
+    // scopes: name users or services of the host; a run has neither. Refused before anything runs.
+    const scoped = join(w.tmp, 'run-scoped.yaml');
+    writeFileSync(scoped, 'mode: enforce\nscopes:\n  - name: nobody\n    mode: audit\n    users: [nobody]\nrules:\n  - name: api\n    to: [198.18.1.10]\n');
+    const marker = join(w.tmp, 'ran-scoped');
+    const s = await sluiceRun(['--policy', scoped], ['touch', marker]);
+    assert.equal(s.code, 2, s.stderr);
+    assert.match(s.stderr, /scope nobody: `scopes` have no meaning in `sluice run`/);
+    assert.equal(existsSync(marker), false, 'the command did not run');
+  });
+
   it('--fail-on-block turns a blocked attempt into exit 1; a refused start runs nothing', async () => {
     const r = await sluiceRun(['--fail-on-block'], [process.execPath, PROBE, `tcp:${HOSTS.other4}:443`]);
     assert.equal(r.code, 1, r.stderr);
