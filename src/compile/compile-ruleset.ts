@@ -27,6 +27,7 @@ import {
   DEFAULT_RULE,
   ENCRYPTED_DNS_RULE,
   RULE_SCOPE,
+  scopeQueryMark,
   SPOOFED_RULE,
   meterSetName,
   objectNames,
@@ -486,7 +487,12 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     });
   }
 
-  if (redirect) chains.push(dnsRedirectChain(policy), guardInputChain(policy, sets), ...dnsGuardChains(policy, dnsEnv.upstreams));
+  if (redirect) {
+    // A service scope in audit: its queries carry the scope's mark to the guard, which answers
+    // them as audit mode does (a uid scope is told by the uid mark itself).
+    const scopeQueries = scopes.flatMap((sc, i) => (sc.mode === 'audit' && sc.services.length > 0 ? [{ scope: sc, mark: scopeQueryMark(i), matches: scopeMatches.get(sc) ?? [] }] : []));
+    chains.push(dnsRedirectChain(policy), guardInputChain(policy, sets), ...dnsGuardChains(policy, dnsEnv.upstreams, scopeQueries));
+  }
   if (guard && audit) {
     // Audit mode: nothing on the packet path may depend on the daemon, so DNS is
     // not redirected; replies are copied to NFLOG and the daemon learns from them.
@@ -750,7 +756,7 @@ export function dnsGuardZone(policy: Policy): number {
  * give each user a share of the queries in flight. Only unmarked packets:
  * a mark some other (privileged) program set is left alone.
  */
-function dnsGuardChains(policy: Policy, upstreams: AddrRange[]): ChainDef[] {
+function dnsGuardChains(policy: Policy, upstreams: AddrRange[], scopeQueries: { scope: Scope; mark: number; matches: Stmt[][] }[] = []): ChainDef[] {
   const zone: Stmt = { k: 'ct-zone-set', zone: dnsGuardZone(policy) };
   const out: RuleDef[] = [];
   const replies: RuleDef[] = [];
@@ -787,18 +793,21 @@ function dnsGuardChains(policy: Policy, upstreams: AddrRange[]): ChainDef[] {
     name: buildChainName({ kind: 'base', name: 'dns_client_uid' }),
     base: { type: 'filter', hook: 'output', priority: -150, policy: 'accept' },
     // Queries to port 53 (redirected to the guard) and straight to the guard's port alike: the
-    // guard takes the mark for its sender's uid, to share queries in flight and to name who asked.
-    rules: [53, policy.dns.port].map((port) => ({
-      stmts: [
+    // guard takes the mark for its sender's uid, to share queries in flight and to name who asked,
+    // or, from a service scope in audit, the scope's mark (SCOPE_QUERY_MARK_BASE up), set first.
+    rules: [53, policy.dns.port].flatMap((port) => {
+      const query: Stmt[] = [
         { k: 'cmp', sel: 'meta mark', op: 'eq', value: 0 },
         // Queries only: a local server's reply that happens to go to a client's port 53 keeps its mark.
         { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 },
         { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
         { k: 'cmp', sel: 'th dport', op: 'eq', value: port },
-        { k: 'mark-set-skuid' },
-      ] satisfies Stmt[],
-      comment: "a DNS query's sender, for the guard's per-user share and attribution",
-    })),
+      ];
+      return [
+        ...scopeQueries.flatMap((q) => q.matches.map((m) => ({ stmts: [...query, ...m, { k: 'mark-set', value: q.mark }] satisfies Stmt[], comment: `a DNS query from scope ${q.scope.name} (${q.scope.mode})` }))),
+        { stmts: [...query, { k: 'mark-set-skuid' }] satisfies Stmt[], comment: "a DNS query's sender, for the guard's per-user share and attribution" },
+      ];
+    }),
   });
   return chains;
 }

@@ -1,6 +1,7 @@
 import { SluiceError } from '../errors.js';
 import type { Family } from '../net/ip.js';
 import { RULE_NAME } from '../policy/parse-values.js';
+import { SCOPE_QUERY_MARK_BASE } from '../policy/builtins.js';
 
 /**
  * Every name Sluice writes into the kernel, built and parsed in one place:
@@ -73,6 +74,27 @@ const LETTER_VERDICT: Record<string, LogVerdict> = { B: 'blocked', W: 'would-blo
  * the name of a `scopes:` entry the sender is in.
  */
 export const RULE_SCOPE = '#rule';
+
+/**
+ * The packet mark a DNS query carries to the guard when its sender is in a
+ * service scope of the policy (`scopes:` entry number `index`): the guard
+ * cannot find a one-shot sender's cgroup after the fact, so the kernel tells
+ * it, at the send, in the mark that otherwise carries the sender's uid.
+ * Marks from SCOPE_QUERY_MARK_BASE up are never read as uids (uids that high,
+ * 4294963200 and above, are not allocated on real systems), and `dns.mark`
+ * may not be one of them (SCOPE_QUERY_MARK_BASE is in policy/builtins.ts: the loader checks it).
+ */
+
+/** The query mark of the scope at `index` in the policy's `scopes:` (0-based; at most 4095). */
+export function scopeQueryMark(index: number): number {
+  if (!Number.isInteger(index) || index < 0 || index > 0xffe) bad('not a scope index', String(index));
+  return (SCOPE_QUERY_MARK_BASE + index) >>> 0;
+}
+
+/** What a query's mark says of its sender: a uid, or the index of the service scope it is in. */
+export function parseQueryMark(mark: number): { uid: number } | { scope: number } {
+  return mark >= SCOPE_QUERY_MARK_BASE && mark < 0xffffffff ? { scope: mark - SCOPE_QUERY_MARK_BASE } : { uid: mark };
+}
 
 /** An NFLOG prefix: the verdict and the rule (policy or built-in) that decided, and the scope whose mode made it so, if not the policy's. */
 export interface LogPrefix {

@@ -57,6 +57,8 @@ export interface Client {
   transport: 'udp' | 'tcp';
   /** The sender's uid, when the kernel told it (UDP: the ruleset marks each query with it). */
   uid?: number;
+  /** Instead of the uid, when the sender is in a service scope in audit: the scope's index in the policy's `scopes:` (the kernel's mark said so). */
+  scope?: number;
 }
 
 const NO_NAMES: readonly string[] = Object.freeze([]);
@@ -236,9 +238,11 @@ export class DnsGuard {
    * Gradual enforcement: whether a refusal is only recorded for this client
    * (answered, and recorded would-block, as audit mode does). Only for a
    * sender the guard can name for sure: the uid the kernel marked on a UDP
-   * query, in a user scope in audit. A TCP query (no mark), a service scope
-   * (the guard would have to find the asking process's cgroup, racing its
-   * exit) or anything else it cannot tell is enforced: fail closed. A deny
+   * query, in a user scope in audit, or the mark the kernel set on a UDP
+   * query from a service scope in audit (it matched the sender's cgroup at
+   * the send: the guard never looks the cgroup up after the fact, racing the
+   * sender's exit). A TCP query (no mark) or anything else it cannot tell is
+   * enforced: fail closed. A deny
    * rule's own mode wins: enforce refuses for everyone; audit records
    * would-block and answers.
    */
@@ -247,9 +251,17 @@ export class DnsGuard {
     if (this.deps.matcher.encryptedEndpoint(name)) return false;
     const own = d.refusedBy?.mode;
     if (own !== undefined) return own === 'audit';
-    if (client.uid === undefined || client.transport !== 'udp') return false;
+    if (client.transport !== 'udp') return false;
+    const scopes = this.deps.policy.scopes ?? [];
+    if (client.scope !== undefined) {
+      // Marked by this policy's ruleset (or, for the moment of a reload, the one before it): only a
+      // service scope in audit at that index counts; anything else is enforced.
+      const sc = scopes[client.scope];
+      return sc !== undefined && sc.mode === 'audit' && sc.services.length > 0;
+    }
+    if (client.uid === undefined) return false;
     const uid = client.uid;
-    return (this.deps.policy.scopes ?? []).some((s) => s.mode === 'audit' && s.users.some((u) => u.uid === uid));
+    return scopes.some((s) => s.mode === 'audit' && s.users.some((u) => u.uid === uid));
   }
 
   /**

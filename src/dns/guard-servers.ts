@@ -1,4 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
+import { parseQueryMark } from '../compile/kernel-names.js';
 import { native } from '../native/native.js';
 import { addressBytes, peerAddress, UdpBatchSocket, type Peer, type UdpBatchStats } from '../net/udp-batch.js';
 
@@ -81,24 +82,25 @@ export class GuardServers {
     for (const host of this.hosts) {
       // Batched UDP (recvmmsg/sendmmsg): queries arrive up to 64 per callback, and the
       // answers ready in one turn of the event loop leave in one system call.
-      const sock = UdpBatchSocket.open(host, this.port, (msg, from, truncated, uid) => {
+      const sock = UdpBatchSocket.open(host, this.port, (msg, from, truncated, mark) => {
         if (truncated) {
           this.base.udpDropped++;
           return;
         }
-        if (!this.slots.take(uid)) {
+        // The mark is the sender's uid, or a service scope's mark (kernel-names.ts): either way one share.
+        if (!this.slots.take(mark)) {
           this.base.udpDropped++;
           return;
         }
         // `msg` and `from` point into the receive batch (up to 64 datagrams, 4 MiB). A query that
         // waits on an upstream must not keep all of that alive: it keeps copies of its own bytes.
         const peer: Peer = { family: from.family, addr: Buffer.from(from.addr), port: from.port };
-        this.handle(Buffer.from(msg), { address: peerAddress(peer), port: peer.port, transport: 'udp', uid })
+        this.handle(Buffer.from(msg), { address: peerAddress(peer), port: peer.port, transport: 'udp', ...parseQueryMark(mark) })
           .then((out) => {
             if (out) sock.send(out, peer);
           })
           .catch(() => undefined)
-          .finally(() => this.slots.give(uid));
+          .finally(() => this.slots.give(mark));
       }, { rcvbufBytes: 4 << 20, receiveMark: true, mark: this.mark });
       this.udp.push(sock);
 

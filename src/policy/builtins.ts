@@ -80,3 +80,10 @@ export function dotReach(rule: Rule, family: Family): 'everywhere' | 'listed' {
   if (rule.addrs.length === 0 && rule.domains.length === 0) return 'everywhere';
   return rule.addrs.some((a) => a.family === family && a.start === 0n && a.end === maxOf(family)) ? 'everywhere' : 'listed';
 }
+
+/**
+ * Packet marks from here up carry a service scope's index to the DNS guard
+ * (compile/kernel-names.ts scopeQueryMark), never a uid: `dns.mark` may not
+ * be one of them.
+ */
+export const SCOPE_QUERY_MARK_BASE = 0xfffff000;

@@ -24,6 +24,7 @@ import { lenientRule, lenientScope, lenientTop, ruleSchema, scopeSchema, topSche
 import { templateProblem } from './webhook-template.js';
 import { parseLoopbackListen } from './listen-address.js';
 import { dedupeBy, mergePorts, normalizeAddrs, normalizeInterfaces } from './rule-parts.js';
+import { SCOPE_QUERY_MARK_BASE } from './builtins.js';
 
 // The rule parts' normal forms live in rule-parts.ts; importers of this module keep finding them here.
 export { mergePorts, normalizeAddrs, normalizeInterfaces };
@@ -592,6 +593,9 @@ function buildDns(raw: RawPolicy['dns'], rules: Rule[], error: Report): DnsSetti
   const floor = raw?.ttl_floor ?? DNS_DEFAULTS.ttlFloor;
   const max = raw?.ttl_max ?? DNS_DEFAULTS.ttlMax;
   if (floor > max) error(['dns', 'ttl_floor'], `ttl_floor (${floor}) is above ttl_max (${max})`);
+  if (raw?.mark !== undefined && raw.mark >= SCOPE_QUERY_MARK_BASE) {
+    error(['dns', 'mark'], `marks from 0x${SCOPE_QUERY_MARK_BASE.toString(16)} up are Sluice's own (they tell the guard a query came from a service scope): 0x${raw.mark.toString(16)}`);
+  }
   const port = raw?.port ?? DNS_DEFAULTS.port;
   if (port === 53) error(['dns', 'port'], 'the guard cannot listen on 53: DNS to port 53 is what gets redirected to it');
   else if (port === 853) error(['dns', 'port'], 'the guard cannot listen on 853: that port is blocked as DNS over TLS');

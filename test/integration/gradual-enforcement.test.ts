@@ -47,7 +47,7 @@ describe('integration: gradual enforcement (scopes and a deny rule\'s own mode)'
   };
 
   before(async () => {
-    w = await World.create();
+    w = await World.create({ dns: true });
   });
   after(async () => {
     await stopChild(daemon);
@@ -169,5 +169,47 @@ scopes:
     assert.equal((await w.reach([target]))[target], false, 'outside any service: enforced');
     const counters = await w.nft(['list', 'chain', 'inet', 'sluice', 'default_block']);
     assert.match(counters, /sluice:W:#default@svc-trial/, 'the scope\'s record is in the kernel');
+  });
+
+  it('a service in an audit scope gets its unlisted names answered by the guard (the kernel marks its queries); a look-alike cgroup and root outside get NXDOMAIN', async () => {
+    await stopChild(daemon);
+    daemon = undefined;
+    const root = findCgroup2Root();
+    assert.ok(root, 'a cgroup2 mount is required for service scopes');
+    const unit = `sluice-dnstrial-${process.pid}.service`;
+    const svcDir = w.makeCgroup(root, `${w.id}.slice/${unit}`);
+    const lookAlike = w.makeCgroup(root, `${w.id}.slice/user@${NOBODY}.service/${unit}`);
+    const policy = w.policy(
+      `
+mode: enforce
+dns:
+  upstreams: [${HOSTS.dns4}]
+rules:
+  - name: api
+    to: [api.sluice.test]
+    ports: [443/tcp]
+scopes:
+  - name: nobody-trial
+    mode: audit
+    users: [${NOBODY}]
+  - name: svc-dns
+    mode: audit
+    services: [${unit}]
+`,
+      'service-dns.yaml',
+    );
+    const applied = await w.sluice(['apply', policy]);
+    assert.equal(applied.code, 0, applied.stderr + applied.stdout);
+    await startDaemon(policy);
+    const ask = async (cgroup?: string) => {
+      const r = await w.exec([NODE, join(ROOT, 'dist/test/world/dnsq.js'), ...(cgroup ? ['--cgroup', cgroup] : []), '--name', 'a.cdn.sluice.test', '--timeout', '3000']);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout.trim().split('\n')[0] ?? '{}') as { rcode?: number; answers?: string[]; error?: string };
+    };
+    const svc = await ask(svcDir);
+    assert.equal(svc.rcode, 0, `the audited service is answered: ${JSON.stringify(svc)}`);
+    assert.ok((svc.answers ?? []).length > 0, JSON.stringify(svc));
+    assert.equal((await ask(lookAlike)).rcode, 3, 'a look-alike cgroup is enforced: NXDOMAIN');
+    assert.equal((await ask()).rcode, 3, 'root outside the service: NXDOMAIN');
   });
 });

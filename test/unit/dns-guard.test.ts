@@ -176,6 +176,27 @@ scopes:
     assert.equal(t.events.at(-1)?.verdict, 'allowed');
   });
 
+  it('gradual enforcement: a query the kernel marked as from a service scope in audit is answered; a user scope\'s index, an unknown index or TCP are enforced', async () => {
+    const text = `${POLICY}scopes:
+  - name: nobody-trial
+    mode: audit
+    users: [65534]
+  - name: svc-trial
+    mode: audit
+    services: [a.service]
+`;
+    const t = setup((q) => [A(q.name, 0xc6120b01n)], text);
+    const ask = async (name: string, c: { address: string; port: number; transport: 'udp' | 'tcp'; uid?: number; scope?: number }) => decodeMessage((await t.guard.handle(query(name), c)) as Buffer).flags.rcode;
+    assert.equal(await ask('unlisted.example', { ...client, scope: 1 }), 0, 'the service scope (index 1) is audited: answered');
+    assert.equal(t.events.at(-1)?.verdict, 'would-block');
+    assert.deepEqual(t.dyn(), [], 'an unlisted name opens nothing: the kernel judges the connection by its scope');
+    assert.equal(await ask('unlisted.example', { ...client, scope: 0 }), RCODE.NXDOMAIN, 'index 0 is a user scope: its members are told by uid, never by a scope mark');
+    assert.equal(await ask('unlisted.example', { ...client, scope: 7 }), RCODE.NXDOMAIN, 'no such scope (a mark from another policy): enforced');
+    assert.equal(await ask('unlisted.example', { ...client, transport: 'tcp', scope: 1 }), RCODE.NXDOMAIN, 'TCP carries no mark: enforced');
+    assert.equal(await ask('api.example.com', { ...client, scope: 1 }), 0, 'allowed names are unchanged');
+    assert.equal(t.events.at(-1)?.verdict, 'allowed');
+  });
+
   it('a name no rule allows gets NXDOMAIN with a Blocked EDE, and is never forwarded', async () => {
     const t = setup();
     const out = decodeMessage((await t.guard.handle(query('secret-data.evil.example', TYPE.A, { edns: true }), client)) as Buffer);

@@ -24,6 +24,8 @@ import {
   buildTableComment,
   DEFAULT_RULE,
   ENCRYPTED_DNS_RULE,
+  parseQueryMark,
+  scopeQueryMark,
   SPOOFED_RULE,
   type LogVerdict,
   isDnsReplyPrefix,
@@ -136,6 +138,14 @@ describe('unit: kernel names, build and parse', () => {
     assert.notEqual(buildChainName({ kind: 'block', rule: 'encrypted-dns' }), buildChainName({ kind: 'block', rule: ENCRYPTED_DNS_RULE }));
     assert.deepEqual(parseChainName(buildChainName({ kind: 'block', rule: DEFAULT_RULE })), { kind: 'block', rule: DEFAULT_RULE });
     assert.deepEqual(parseChainName('block_default'), { kind: 'block', rule: 'default' });
+  });
+
+  it('a DNS query mark: a scope index round-trips, every uid below the reserved range stays a uid, 0xffffffff is no scope', () => {
+    fc.assert(fc.property(fc.integer({ min: 0, max: 0xffe }), (i) => assert.deepEqual(parseQueryMark(scopeQueryMark(i)), { scope: i })));
+    fc.assert(fc.property(fc.integer({ min: 0, max: 0xffffefff }), (uid) => assert.deepEqual(parseQueryMark(uid), { uid })));
+    assert.deepEqual(parseQueryMark(0xffffffff), { uid: 0xffffffff });
+    assert.equal(scopeQueryMark(1), 0xfffff001);
+    for (const bad of [-1, 0xfff, 1.5, Number.NaN]) assert.throws(() => scopeQueryMark(bad), KernelNameError, String(bad));
   });
 
   it('the table comment: mode, policy hash and extra key=value fields, carried and parsed back', () => {

@@ -141,6 +141,9 @@ describe('unit: policy errors', () => {
     // ttl_floor above ttl_max is refused at ttl_floor; equal is fine.
     assert.deepEqual(issues(dns('  ttl_floor: 301\n  ttl_max: 300\n')), ['p.yaml:2:14: ttl_floor (301) is above ttl_max (300)']);
     assert.match(issues(dns('  ttl_max: 10\n'))[0] ?? '', /ttl_floor \(\d+\) is above ttl_max \(10\)$/, 'against the default floor too');
+    // dns.mark: the marks that tell the guard a query came from a service scope are not the guard's to take.
+    assert.deepEqual(issues(dns('  mark: 0xfffff000\n')), ['p.yaml:2:9: marks from 0xfffff000 up are Sluice\'s own (they tell the guard a query came from a service scope): 0xfffff000']);
+    assert.equal(policyFrom(dns('  mark: 0xffffefff\n')).dns.mark, 0xffffefff);
     const eq = policyFrom(dns('  ttl_floor: 300\n  ttl_max: 300\n')).dns;
     assert.deepEqual([eq.ttlFloor, eq.ttlMax], [300, 300]);
   });

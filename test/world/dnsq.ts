@@ -3,7 +3,7 @@
  * TCP, with or without EDNS), prints the decoded answer as JSON, and can
  * connect to the first answered address right away (the first-connect race).
  *
- *   node dnsq.js --server 198.18.0.53 [--port 53] --name api.sluice.test [--type AAAA|HTTPS] [--tcp] [--edns 1232] [--cd]
+ *   node dnsq.js [--cgroup DIR] --server 198.18.0.53 [--port 53] --name api.sluice.test [--type AAAA|HTTPS] [--tcp] [--edns 1232] [--cd]
  *                [--connect 443 [--hold MS]] [--repeat-names r{i}.race.sluice.test --count 200]
  *                [--do] [--interval MS] [--late MS]
  *
@@ -14,6 +14,7 @@
  */
 import { createSocket } from 'node:dgram';
 import { connect, Socket } from 'node:net';
+import { writeFileSync } from 'node:fs';
 import { decodeMessage, encodeMessage, type Message } from '../../src/dns/dns-message.js';
 import { formatAddr } from '../../src/net/ip.js';
 
@@ -22,6 +23,9 @@ const opt = (k: string) => {
   const i = args.indexOf(k);
   return i >= 0 ? args[i + 1] : undefined;
 };
+// --cgroup DIR: join it before any socket is opened, so the query's socket belongs to that cgroup.
+const cgroup = opt('--cgroup');
+if (cgroup !== undefined) writeFileSync(`${cgroup}/cgroup.procs`, String(process.pid));
 const server = opt('--server') ?? '198.18.0.53';
 const TYPES: Record<string, number> = { A: 1, AAAA: 28, TXT: 16, CNAME: 5, MX: 15, SVCB: 64, HTTPS: 65, ANY: 255, AXFR: 252 };
 const type = TYPES[(opt('--type') ?? 'A').toUpperCase()] ?? Number(opt('--type'));
