@@ -27,7 +27,7 @@ import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { launchIn } from '../test/support/browser.js';
 import { HOSTS, ROOT, World } from '../test/world/world.js';
-import { compileBlast } from './lib/blast.js';
+import { compileBlast } from '../test/support/blast.js';
 import { provenance } from './lib/provenance.js';
 import { installExitHandlers, numOption, run } from './lib/stats.js';
 

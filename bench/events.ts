@@ -32,7 +32,7 @@ import { parseArgs } from 'node:util';
 import { SqliteStore } from '../src/events/sqlite-store.js';
 import type { RecordedEvent } from '../src/events/event-store.js';
 import { scrapeMetrics } from '../test/support/monitor-helpers.js';
-import { compileBlast } from './lib/blast.js';
+import { compileBlast } from '../test/support/blast.js';
 import { provenance } from './lib/provenance.js';
 import { HOSTS, ROOT, World } from '../test/world/world.js';
 import { installExitHandlers, numOption, run } from './lib/stats.js';

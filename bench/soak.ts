@@ -53,11 +53,12 @@
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { startDnsServer, ZONE } from '../test/world/dns-server.js';
 import { formatAddr } from '../src/net/ip.js';
+import { compileBlast } from '../test/support/blast.js';
 import { scrapeMetrics } from '../test/support/monitor-helpers.js';
 import { HOSTS, ROOT, World, type RunResult } from '../test/world/world.js';
 import { provenance } from './lib/provenance.js';
@@ -454,9 +455,7 @@ async function main(): Promise<void> {
   writeFileSync(qfile, queryFile(opts.names), { mode: 0o644 });
   const onefile = join(tmp, 'one.txt');
   writeFileSync(onefile, `${nameOf(0)} A\n`, { mode: 0o644 });
-  const blast = join(tmp, 'blast');
-  const cc = spawnSync('cc', ['-O2', '-o', blast, join(ROOT, 'bench/tools/blast.c')], { encoding: 'utf8' });
-  if (cc.status !== 0) throw new Error(`cannot compile bench/tools/blast.c: ${cc.stderr}`);
+  const blast = compileBlast();
   const probeFile = join(tmp, 'probe.mjs');
   writeFileSync(probeFile, PROBE, { mode: 0o644 });
   const probeOut = join(tmp, 'probe.jsonl');
@@ -930,6 +929,7 @@ async function main(): Promise<void> {
     for (const t of timers) clearInterval(t);
     await teardown(w, daemon, receiver, say);
     rmSync(tmp, { recursive: true, force: true });
+    rmSync(dirname(blast), { recursive: true, force: true });
   }
 }
 

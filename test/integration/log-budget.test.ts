@@ -8,11 +8,12 @@
  * back is counted, so every packet is still accounted for.
  */
 import assert from 'node:assert/strict';
-import { spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { PipelineCounters } from '../../src/events/event-store.js';
+import { compileBlast } from '../support/blast.js';
 import { logEvents, NODE, sleep, waitFor } from '../support/monitor-helpers.js';
 import { HOSTS, ROOT, World } from '../world/world.js';
 
@@ -44,11 +45,7 @@ describe('integration: each user has its own share of the kernel log budget', ()
 
   before(async () => {
     w = await World.create();
-    // Built where uid 65534 can run it (the world's directory is root's alone).
-    bin = mkdtempSync('/tmp/sluice-blast-');
-    chmodSync(bin, 0o755);
-    const cc = spawnSync('cc', ['-O2', '-o', join(bin, 'blast'), join(ROOT, 'bench/tools/blast.c')], { encoding: 'utf8' });
-    assert.equal(cc.status, 0, cc.stderr);
+    bin = dirname(compileBlast());
     daemon = await w.spawnReady(w.client, [NODE, join(ROOT, 'bin/sluice'), 'daemon', w.policy(POLICY), '--metrics', 'off'], { env: w.env(), readyText: 'sluice daemon: running' });
     daemon.stderr?.resume();
   });

@@ -5,12 +5,13 @@
  * uid 65534, from a fixed local port so its one event is found exactly.
  */
 import assert from 'node:assert/strict';
-import { spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { StoredEvent } from '../../src/events/event-store.js';
 import { findCgroup2Root } from '../../src/system/cgroups.js';
+import { compileBlast } from '../support/blast.js';
 import { attempter, eventsFrom, finish, logEvents, metricValue, NODE, scrapeMetrics, waitFor } from '../support/monitor-helpers.js';
 import { HOSTS, ROOT, World } from '../world/world.js';
 
@@ -188,12 +189,8 @@ describe('integration: monitoring (events, attribution, connections, metrics)', 
   });
 
   it('a burst of 100,000 blocked packets: kernel counters exact, daemon alive, memory bounded, every record accounted for', async () => {
-    // Built where uid 65534 can run it (the world's directory is root's alone).
-    const bin = mkdtempSync('/tmp/sluice-blast-');
-    chmodSync(bin, 0o755);
-    const blast = join(bin, 'blast');
-    const cc = spawnSync('cc', ['-O2', '-o', blast, join(ROOT, 'bench/tools/blast.c')], { encoding: 'utf8' });
-    assert.equal(cc.status, 0, cc.stderr);
+    const blast = compileBlast();
+    const bin = dirname(blast);
     const before = await metrics(w);
     const k0 = metric(before, 'sluice_rule_packets_total', '{action="deny",mode="enforce",rule="#default"}');
     const rss0 = rssOf(daemonPid);

@@ -1,9 +1,14 @@
-/** bench/tools/blast.c (the blocked-traffic generator), compiled into a fresh directory anyone may run from; its path. */
+/**
+ * bench/tools/blast.c (the blocked-traffic generator), compiled into a fresh
+ * directory anyone may run from (uid 65534 runs it; the world's directory is
+ * root's alone); its path. The caller removes dirname(path). Benches and
+ * integration tests share it.
+ */
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT } from '../../test/world/world.js';
+import { ROOT } from '../world/world.js';
 
 export function compileBlast(): string {
   const bin = mkdtempSync(join(tmpdir(), 'sluice-bench-'));
