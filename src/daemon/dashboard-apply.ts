@@ -38,6 +38,13 @@ const rollbackSchema = z.strictObject({
 
 const confirmSchema = z.strictObject({});
 
+/** The fields each body takes, as its parser reads them (the OpenAPI document lists these; a test keeps the two equal). */
+export const BODY_FIELDS = {
+  '/api/allow/apply': () => Object.keys(applySchema.shape),
+  '/api/policy/rollback': () => Object.keys(rollbackSchema.shape),
+  '/api/confirm': () => Object.keys(confirmSchema.shape),
+};
+
 export interface ApplyRequest {
   event: number;
   step: StepId;

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { dashboardApp, type DashboardSources, type DashboardWho, type Outcome } from '../../src/daemon/dashboard-app.js';
-import { parseApplyBody, parseConfirmBody, parseRollbackBody, MAX_BODY_BYTES } from '../../src/daemon/dashboard-apply.js';
+import { BODY_FIELDS, parseApplyBody, parseConfirmBody, parseRollbackBody, MAX_BODY_BYTES } from '../../src/daemon/dashboard-apply.js';
 import { DashboardCredentials, newToken } from '../../src/daemon/dashboard-auth.js';
 import { LiveHub } from '../../src/daemon/dashboard-live.js';
 import { textDiff } from '../../src/policy/text-diff.js';
@@ -153,6 +153,17 @@ describe('unit: dashboard POST endpoints (CSRF, Origin, bodies)', () => {
     const bearer = await post('/api/allow/apply', body, { authorization: `Bearer ${TOKEN}`, origin: ORIGIN, 'x-sluice-csrf': creds.csrf });
     assert.equal(bearer.status, 200);
     assert.equal(calls[1]?.who.auth, 'dashboard token');
+  });
+
+  it('the OpenAPI document lists each POST body\'s fields exactly as its parser takes them, and the CSRF header', async () => {
+    const r = await app.request(`${ORIGIN}/api/openapi.json`, { headers: { host: '127.0.0.1:9330', cookie } });
+    const doc = (await r.json()) as { paths: Record<string, { post?: { parameters: { name: string; in: string }[]; requestBody: { content: { 'application/json': { schema: { properties: Record<string, unknown> } } } } } }> };
+    const posts = Object.entries(doc.paths).filter(([, v]) => v.post);
+    assert.deepEqual(posts.map(([k]) => k).sort(), Object.keys(BODY_FIELDS).sort());
+    for (const [path, item] of posts) {
+      assert.deepEqual(Object.keys(item.post?.requestBody.content['application/json'].schema.properties ?? {}).sort(), BODY_FIELDS[path as keyof typeof BODY_FIELDS]().sort(), path);
+      assert.ok(item.post?.parameters.some((p) => p.name === 'X-Sluice-CSRF' && p.in === 'header'), path);
+    }
   });
 
   it('a stale hash is the source\'s 409, passed through', async () => {
