@@ -24,7 +24,8 @@ import { eventsCsv, parseAllowQuery, parseEventsQuery, parseExplainQuery, parseS
  *    wrong, 401.
  * 4. Every other request needs the cookie or `Authorization: Bearer`: 401.
  * 5. Methods other than GET and HEAD also need the CSRF token in
- *    `X-Sluice-CSRF` (from `GET /api/session`): 403 otherwise.
+ *    `X-Sluice-CSRF` (from `GET /api/session`), and with the cookie, a
+ *    peer (local user) that signed in with the link: 403 otherwise.
  * Every response: a strict Content-Security-Policy (no inline script: the
  * script is a file), nosniff, no referrer, no caching, no framing, and no
  * CORS headers at all.
@@ -86,6 +87,8 @@ export interface DashboardAppOptions {
   /** Who sent a request (the thread: the uid owning the peer socket); failed sign-ins are limited per peer. */
   peerOf?: (c: Context) => string;
   limiter?: SignInLimiter;
+  /** The peers that signed in with the link (kept by the caller across app instances; tests). */
+  signedIn?: Set<string>;
   /** The peer's address and port, for the journal. */
   remoteOf?: (c: Context) => string;
   /** Sluice's version, for the OpenAPI document. */
@@ -160,6 +163,8 @@ export function dashboardApp(opts: DashboardAppOptions): Hono {
   const refused = opts.refused ?? new Map<string, number>();
   const peerOf = opts.peerOf ?? (() => 'unknown');
   const limiter = opts.limiter ?? new SignInLimiter();
+  /** The local users (peers) that signed in with the token link: the only ones whose cookie may change anything. */
+  const signedIn = opts.signedIn ?? new Set<string>();
   const refuse = (c: Context, status: 401 | 403 | 429, reason: string, message: string) => {
     refused.set(reason, (refused.get(reason) ?? 0) + 1);
     return c.json({ error: message }, status, status === 401 ? { 'www-authenticate': 'Bearer realm="sluice dashboard"' } : status === 429 ? { 'retry-after': String(Math.ceil(limiter.windowMs / 1000)) } : {});
@@ -186,6 +191,9 @@ export function dashboardApp(opts: DashboardAppOptions): Hono {
         limiter.failed(peer);
         return refuse(c, 401, 'token', 'wrong token: run `sluice dashboard` as root for the sign-in link');
       }
+      // Peers are local uids: a handful. Bounded all the same.
+      if (signedIn.size >= 1_000) signedIn.clear();
+      signedIn.add(peer);
       return c.body(null, 303, { location: afterSignIn(url), 'set-cookie': credentials.setCookie() });
     }
     if (!credentials.authorized(authorization, c.req.header('cookie'))) {
@@ -194,7 +202,14 @@ export function dashboardApp(opts: DashboardAppOptions): Hono {
     }
     // A state-changing request also carries the CSRF token, which only a signed-in GET can read
     // (/api/session): the cookie alone, which a forged request would ride on, is not enough.
-    if (m !== 'GET' && m !== 'HEAD' && !credentials.csrfMatches(c.req.header('x-sluice-csrf'))) return refuse(c, 403, 'csrf', 'missing or wrong CSRF token (X-Sluice-CSRF, from GET /api/session)');
+    if (m !== 'GET' && m !== 'HEAD') {
+      if (!credentials.csrfMatches(c.req.header('x-sluice-csrf'))) return refuse(c, 403, 'csrf', 'missing or wrong CSRF token (X-Sluice-CSRF, from GET /api/session)');
+      // The session cookie reaches every port of this host (cookies are per host): a server another
+      // local user runs there can receive it, and with it read the API. It cannot change anything:
+      // a change made with the cookie must come from a local user that signed in with the link
+      // (which holds the token) since this thread started. The bearer token is its own proof.
+      if (!authorization && !signedIn.has(peer)) return refuse(c, 403, 'session-peer', 'to make changes, sign in with the link `sluice dashboard` prints (as root) from this browser');
+    }
     await next();
   });
 

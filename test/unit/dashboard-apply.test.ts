@@ -113,12 +113,26 @@ describe('unit: dashboard POST endpoints (CSRF, Origin, bodies)', () => {
   };
   const live = new LiveHub({ maxClients: 1, queueMax: 10, flushMs: 50, heartbeatMs: 1000 });
   after(() => live.close());
-  const app = dashboardApp({ listen: LISTEN, credentials: creds, sources, live, assets: { html: '', js: '', css: '' }, peerOf: () => 'uid 0', remoteOf: () => '127.0.0.1:5555' });
+  let peer = 'uid 0';
+  const app = dashboardApp({ listen: LISTEN, credentials: creds, sources, live, assets: { html: '', js: '', css: '' }, peerOf: () => peer, remoteOf: () => '127.0.0.1:5555' });
   const cookie = `${creds.cookieName}=${creds.session}`;
   const post = (path: string, body: string | Uint8Array, headers: Record<string, string> = {}) =>
     app.request(`${ORIGIN}${path}`, { method: 'POST', body, headers: { host: '127.0.0.1:9330', 'content-type': 'application/json', ...headers } });
   const signed = { cookie, origin: ORIGIN, 'x-sluice-csrf': creds.csrf };
   const body = JSON.stringify({ event: 1, step: 'sender-name', applied: SHA });
+
+  it('a cookie presented by a local user that never signed in with the link reads, but changes nothing (a cookie leaked to another port of this host)', async () => {
+    calls.length = 0;
+    peer = 'uid 1000';
+    assert.equal((await app.request(`${ORIGIN}/api/session`, { headers: { host: '127.0.0.1:9330', cookie } })).status, 200, 'reads');
+    for (const path of ['/api/allow/apply', '/api/confirm', '/api/policy/rollback']) assert.equal((await post(path, body, signed)).status, 403, path);
+    assert.equal(calls.length, 0);
+    // Signed in with the link (which holds the token), the same user may.
+    assert.equal((await app.request(`${ORIGIN}/?token=${TOKEN}`, { headers: { host: '127.0.0.1:9330' } })).status, 303);
+    assert.equal((await post('/api/allow/apply', body, signed)).status, 200);
+    peer = 'uid 0';
+    assert.equal((await app.request(`${ORIGIN}/?token=${TOKEN}`, { headers: { host: '127.0.0.1:9330' } })).status, 303);
+  });
 
   it('GET /api/session gives the CSRF token to a signed-in request only', async () => {
     const none = await app.request(`${ORIGIN}/api/session`, { headers: { host: '127.0.0.1:9330' } });
