@@ -151,19 +151,28 @@ describe('integration: applying "allow this" from the dashboard', () => {
     assert.equal(line?.previous, before);
     assert.match(String(line?.diff), new RegExp(`\\+\\s+- ${HOSTS.other4.replace(/\./g, '\\.')}`));
 
+    // A second step within the same window (another blocked port): one confirmation keeps both, and
+    // the file, untouched so far, still may be written.
+    const second = await blockedLadder(8080);
+    assert.equal(second.ladder.applied, a.sha256, 'computed on the policy waiting for confirmation');
+    const r2 = await http('/api/allow/apply', { method: 'POST', headers: signed(), body: { event: second.id, step: second.ladder.steps[0]?.id, applied: second.ladder.applied, confirm: 120 } });
+    assert.equal(r2.status, 200, r2.body);
+    assert.equal(await reach(8080), true);
     const c = await http('/api/confirm', { method: 'POST', headers: signed(), body: {} });
     assert.equal(c.status, 200, c.body);
     assert.deepEqual(json<{ wroteBack: unknown }>(c).wroteBack, { file: policyFile, written: true });
     const text = readFileSync(policyFile, 'utf8');
     assert.ok(text.startsWith(POLICY.trimEnd().split('\n')[0] ?? 'x'), 'the comment and the order kept');
     assert.ok(text.includes(HOSTS.other4));
+    assert.match(text, /ports:\n\s+- 443\/tcp[\s\S]*ports:\n\s+- 8080\/tcp/, 'both steps');
+    const final = json<{ sha256: string }>(r2).sha256;
     const confirmLine = journal().reverse().find((e) => e.event === 'confirm');
     assert.equal((confirmLine?.by as Record<string, unknown>).via, 'dashboard');
     assert.equal((await applied()).pending, null);
     // The file watch settles in 300 ms and reads after 300 more: give it well over that, then look.
     await new Promise((res) => setTimeout(res, 2_000));
     assert.ok(!journal().some((e) => e.event === 'reload' && Date.parse(String(e.at)) > Date.parse(String(confirmLine?.at))), 'the file holds the applied policy: nothing to reload');
-    assert.equal((await applied()).applied?.sha256, a.sha256);
+    assert.equal((await applied()).applied?.sha256, final);
     assert.equal(await reach(443), true, 'still allowed');
   });
 
@@ -185,7 +194,7 @@ describe('integration: applying "allow this" from the dashboard', () => {
   it('the Policy page lists the versions with who made them and their diffs; "roll back to this one" takes the same confirmation path', async () => {
     const page = json<{ applied: { sha256: string }; versions: { event: string; sha256: string | null; by: Record<string, unknown> | null; diff?: string | null; kept?: boolean }[] }>(await http('/api/policy', { headers: { cookie } }));
     const fromDashboard = page.versions.filter((v) => v.event === 'apply' && v.by?.via === 'dashboard');
-    assert.equal(fromDashboard.length, 2);
+    assert.equal(fromDashboard.length, 3);
     assert.ok(fromDashboard.every((v) => typeof v.diff === 'string' && v.diff.includes(HOSTS.other4)));
     const first = page.versions.find((v) => v.event === 'daemon-start' || (v.by?.via !== 'dashboard' && v.sha256 !== null && v.sha256 !== page.applied.sha256 && v.kept));
     assert.ok(first?.sha256, JSON.stringify(page.versions.map((v) => [v.event, v.sha256?.slice(0, 8)])));

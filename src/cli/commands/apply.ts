@@ -66,7 +66,9 @@ export async function apply(ctx: Context, args: { policy?: string; confirm?: num
         ? 'clear'
         : (v: CommitView) => ({
             ...confirmWindow(token, deadline, (text) => (note = text))(v),
-            ...(cand && args.policy ? { writeBack: { candidate: args.policy, policyFile: resolve(cand.as), unlessChangedFrom: cand.unlessChangedFrom } } : {}),
+            // Within a window already open, the policy file still holds what it held when the window
+            // opened (nothing is written to it before a confirmation): that is what it may replace.
+            ...(cand && args.policy ? { writeBack: { candidate: args.policy, policyFile: resolve(cand.as), unlessChangedFrom: v.pending ? (v.pending.writeBack?.unlessChangedFrom ?? v.pending.previousState?.sha256 ?? cand.unlessChangedFrom) : cand.unlessChangedFrom } } : {}),
           }),
   });
   if (!r.written) {
