@@ -177,7 +177,10 @@ async function applyCandidate(text: string, expectApplied: string, confirm: numb
 /** Runs the sluice CLI (argv, never a shell) with this state directory; its output and exit code. */
 function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, SLUICE_STATE_DIR: cfg.stateDir } });
+    // Not systemd's: the readiness and watchdog sockets and passed descriptors are the daemon's own.
+    const env: NodeJS.ProcessEnv = { ...process.env, SLUICE_STATE_DIR: cfg.stateDir };
+    for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES']) delete env[k];
+    const child = spawn(process.execPath, [CLI_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout = (stdout + d).slice(-1_000_000)));
