@@ -79,7 +79,7 @@ export function openApiDocument(version: string, cookieName: string): Record<str
       },
     },
     paths: {
-      '/api/status': get('The policy in force, table state (live or drifted), mode, counters, guard health', JSON_OK('the daemon\'s status')),
+      '/api/status': get('The policy in force, table state (live or drifted), mode, counters, guard health, and what waits for confirmation (`pending`: deadline, secondsLeft, rollbackTo; null: nothing)', JSON_OK('the daemon\'s status')),
       '/api/events': get('Stored events, newest first, filtered', { description: 'the events: `{events, limit, since}`, or CSV with `format=csv`', content: { 'application/json': { schema: { type: 'object' } }, 'text/csv': { schema: { type: 'string' } } } }, OPENAPI_PARAMS.events, true),
       '/api/stats': get('Counts over a window: top destinations, processes and rules, and a timeline of allowed, blocked and would-block', JSON_OK('`{since, bucketMs, stats, timeline}`'), OPENAPI_PARAMS.stats, true),
       '/api/explain': get('The verdict for a destination, port and user, and the rule that decides it', JSON_OK('the explanation, as `sluice explain --json` gives it'), OPENAPI_PARAMS.explain, true),

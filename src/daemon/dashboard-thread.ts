@@ -231,7 +231,8 @@ const MAX_VERSIONS = 50;
 
 /** The policy page: applied versions (newest first) with who, when, hash, mode and the diff against the one before, and what is pending. */
 function policyPage(): Record<string, unknown> {
-  const entries = state.readJournal().filter((e) => VERSION_EVENTS.has(String(e.event)));
+  // The newest MiB of the journal is plenty for the last MAX_VERSIONS versions.
+  const entries = state.readJournal(1024 * 1024).filter((e) => VERSION_EVENTS.has(String(e.event)));
   const versions: Record<string, unknown>[] = [];
   let prevSha: string | null = null;
   for (const e of entries) {
@@ -248,12 +249,22 @@ function policyPage(): Record<string, unknown> {
     versions.push(row);
   }
   const applied = state.applied();
-  const pending = state.pending();
   return {
     applied: applied ? { sha256: applied.sha256, mode: applied.mode, file: applied.policyFile, at: applied.appliedAt } : null,
-    pending: pending ? { deadline: pending.deadline, secondsLeft: Math.max(0, Math.round((Date.parse(pending.deadline) - Date.now()) / 1000)), rollbackTo: pending.previousState?.sha256 ?? null } : null,
+    pending: pendingInfo(),
     versions: versions.slice(-MAX_VERSIONS).reverse(),
   };
+}
+
+/** What waits for confirmation: its deadline, the seconds left and what a rollback restores; null: nothing. */
+function pendingInfo(): Record<string, unknown> | null {
+  let pending;
+  try {
+    pending = state.pending();
+  } catch {
+    return null;
+  }
+  return pending ? { deadline: pending.deadline, secondsLeft: Math.max(0, Math.round((Date.parse(pending.deadline) - Date.now()) / 1000)), rollbackTo: pending.previousState?.sha256 ?? null } : null;
 }
 
 /** The main thread answers a health request with its registry's snapshot; it never takes longer than this. */
@@ -292,6 +303,7 @@ const sources: DashboardSources = {
   status: () => ({
     policy: policyInfo,
     table: tableState(),
+    pending: pendingInfo(),
     dashboard: { connections: gate.size, liveStreams: hub.size, liveDropped: hub.dropped + forwardedDrops, refused: Object.fromEntries(refused), refusedConnections: Object.fromEntries(gate.refused) },
     now: Date.now(),
   }),

@@ -109,6 +109,7 @@ async function loadStatus() {
   const node = $('#policy-state');
   try {
     const s = await api('/api/status');
+    showPending(s.pending);
     clear(node);
     const p = s.policy || {};
     node.append(el('span', `Mode: ${p.mode || 'unknown'} · policy ${p.sha256 ? p.sha256.slice(0, 12) : 'none'} · table `));
@@ -495,15 +496,22 @@ function showApplyPanel(panel, ladder, step) {
 let pendingUntil = null;
 let pendingTick = null;
 
+/** Until then the bar keeps saying what the last confirmation did, though nothing is pending any more. */
+let noteUntil = 0;
+
 function showPending(p) {
   const bar = $('#pending');
   if (!p) {
-    bar.hidden = true;
     pendingUntil = null;
     clearInterval(pendingTick);
     pendingTick = null;
+    const left = noteUntil - Date.now();
+    if (left > 0) setTimeout(refreshPending, left + 50);
+    else bar.hidden = true;
     return;
   }
+  noteUntil = 0;
+  $('#pending-confirm').hidden = false;
   pendingUntil = Date.now() + p.secondsLeft * 1000;
   const paint = () => {
     const left = Math.max(0, Math.round((pendingUntil - Date.now()) / 1000));
@@ -516,13 +524,13 @@ function showPending(p) {
   pendingTick = setInterval(paint, 1000);
 }
 
+/** The pending-confirmation bar, from /api/status (cheap; the page asks it every 10 s anyway). */
 async function refreshPending() {
   try {
-    const r = await api('/api/policy');
+    const r = await api('/api/status');
     showPending(r.pending);
-    return r;
   } catch {
-    return null;
+    // The status line says why.
   }
 }
 
@@ -530,14 +538,10 @@ async function confirmPending(button) {
   button.disabled = true;
   try {
     const r = await post('/api/confirm', {});
-    $('#pending-text').textContent = r.wroteBack && !r.wroteBack.written ? `Confirmed. The policy file was not changed: ${r.wroteBack.reason}` : 'Confirmed: the change stays.';
-    pendingUntil = null;
-    clearInterval(pendingTick);
+    noteUntil = Date.now() + 8000;
     button.hidden = true;
-    setTimeout(() => {
-      button.hidden = false;
-      refreshPending();
-    }, 4000);
+    showPending(null);
+    $('#pending-text').textContent = r.wroteBack && !r.wroteBack.written ? `Confirmed. The policy file was not changed: ${r.wroteBack.reason}` : 'Confirmed: the change stays.';
     loadStatus();
     if (!$('#page-policy').hidden) loadPolicy();
   } catch (err) {
@@ -641,8 +645,6 @@ document.addEventListener('DOMContentLoaded', () => {
   });
   $('#pending-confirm').addEventListener('click', (ev) => confirmPending(ev.currentTarget));
   window.addEventListener('hashchange', route);
-  refreshPending();
-  setInterval(refreshPending, 10_000);
   loadStatus();
   setInterval(loadStatus, 10_000);
   setInterval(() => {
