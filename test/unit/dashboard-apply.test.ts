@@ -23,6 +23,9 @@ import { textDiff } from '../../src/policy/text-diff.js';
 import { parseCandidateRequest, writeCandidate } from '../../src/state/candidate-request.js';
 import { confirmPending } from '../../src/state/confirm-pending.js';
 import { StateStore } from '../../src/state/state-store.js';
+import { apply } from '../../src/cli/commands/apply.js';
+import { Context } from '../../src/cli/context.js';
+import { FakeNetfilter } from '../../src/netfilter/fake-netfilter.js';
 
 const LISTEN = { host: '127.0.0.1', port: 9330 };
 const TOKEN = newToken();
@@ -272,5 +275,45 @@ describe('unit: candidate request and confirmation write-back', () => {
   it('readJournal returns every entry, skipping torn lines', () => {
     writeFileSync(join(state.dir, 'journal.log'), '{"event":"apply","sha256":"x"}\n{"event":"conf\n{"event":"confirm"}\n');
     assert.deepEqual(state.readJournal().map((e) => e.event), ['apply', 'confirm']);
+  });
+});
+
+describe('unit: the apply of a candidate (sluice _apply-candidate), with the fake kernel', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-candapply-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const state = new StateStore(join(dir, 'state'));
+  const nf = new FakeNetfilter();
+  const ctx = new Context({ json: false, state, netfilter: nf });
+  const policyFile = join(dir, 'policy.yaml');
+  const v1 = '# mine\nmode: enforce\nrules:\n  - name: web\n    to: [198.18.1.10]\n    ports: [443/tcp]\n';
+  const v2 = `${v1}  - name: more\n    to: [198.18.2.20]\n    ports: [443/tcp]\n`;
+  const cand = join(dir, 'cand.yaml');
+  const sha = (t: string) => createHash('sha256').update(t).digest('hex');
+
+  it('a stale applied hash is refused under the lock: nothing in the kernel, the state or the journal changes', async () => {
+    writeFileSync(policyFile, v1);
+    assert.equal(await apply(ctx, { policy: policyFile }), 0);
+    const before = state.applied();
+    const lines = state.readJournal().length;
+    assert.equal(before?.sha256, sha(v1));
+    assert.equal((state.readJournal().at(-1)?.by as Record<string, unknown>).via, 'cli', 'the CLI\'s apply names who ran it');
+    writeFileSync(cand, v2);
+    const code = await apply(ctx, { policy: cand, candidate: { as: policyFile, expectApplied: 'e'.repeat(64), unlessChangedFrom: sha(v1), by: { via: 'dashboard' } } });
+    assert.equal(code, 1);
+    assert.deepEqual(state.applied(), before);
+    assert.equal(state.readJournal().length, lines);
+    assert.equal(readFileSync(policyFile, 'utf8'), v1);
+  });
+
+  it('the right hash applies the candidate as the policy file (its path recorded, its file untouched), journaling who and the diff', async () => {
+    const code = await apply(ctx, { policy: cand, candidate: { as: policyFile, expectApplied: sha(v1), unlessChangedFrom: sha(v1), by: { via: 'dashboard', remote: '127.0.0.1:9' } } });
+    assert.equal(code, 0);
+    assert.equal(state.applied()?.sha256, sha(v2));
+    assert.equal(state.applied()?.policyFile, policyFile, 'the applied policy is the policy file\'s, never the candidate\'s');
+    assert.equal(readFileSync(policyFile, 'utf8'), v1, 'nothing written there before a confirmation');
+    const line = state.readJournal().at(-1);
+    assert.deepEqual(line?.by, { via: 'dashboard', remote: '127.0.0.1:9' });
+    assert.equal(line?.previous, sha(v1));
+    assert.match(String(line?.diff), /^\+  - name: more$/m);
   });
 });
