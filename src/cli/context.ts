@@ -54,8 +54,9 @@ export class Context {
   }
 
   /** Loads a policy and keeps its bytes, for applying (the state directory snapshots them). */
-  loadPolicyForApply(path?: string): { policy: Policy; bytes: Buffer; lists: ListBytes[] } {
-    return loadPolicyWithBytes(path ?? defaultPolicyPath(), { lookupUsers });
+  loadPolicyForApply(path?: string, as?: string): { policy: Policy; bytes: Buffer; lists: ListBytes[] } {
+    const file = path ?? defaultPolicyPath();
+    return loadPolicyWithBytes(file, { lookupUsers }, as ?? file);
   }
 
   /**

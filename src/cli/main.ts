@@ -124,6 +124,9 @@ export async function main(argv: string[]): Promise<number> {
       case 'suggest':
         code = await (await import('./commands/suggest.js')).suggest(ctx, { ...onePolicy(), ...opt('since', str('since')), ...opt('out', str('out')), ...opt('check', str('check')), ...opt('stableDays', int('stable-days')) });
         break;
+      case '_apply-candidate':
+        code = await (await import('./commands/apply-candidate.js')).applyCandidate(ctx, args[0] ?? '');
+        break;
       case '_rollback':
         code = await (await import('./commands/confirm.js')).rollbackTimer(ctx, args[0] ?? '');
         break;

@@ -238,6 +238,9 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   // The detached rollback timer `apply --confirm` starts: `sluice _rollback TOKEN`.
   { name: '_rollback', section: 'hidden', args: 'TOKEN', maxArgs: 1, options: [], help: [] },
+  // The dashboard's apply of a candidate (allow this, roll back to a version): `sluice _apply-candidate REQUEST`,
+  // REQUEST a JSON file the daemon wrote in STATE/candidates (apply-candidate.ts reads and checks it).
+  { name: '_apply-candidate', section: 'hidden', args: 'REQUEST', maxArgs: 1, options: [], help: [] },
 ];
 
 export function commandSpec(name: string): CommandSpec | undefined {

@@ -6,6 +6,7 @@ import type { DashboardHealth } from './dashboard-health.js';
 import type { LiveHub } from './dashboard-live.js';
 import { openApiDocument } from './dashboard-openapi.js';
 import type { Ladder } from '../learn/allow-ladder.js';
+import { MAX_BODY_BYTES, parseApplyBody, parseConfirmBody, parseRollbackBody, readBody, type ApplyRequest, type RollbackRequest } from './dashboard-apply.js';
 import { eventsCsv, parseAllowQuery, parseEventsQuery, parseExplainQuery, parseStatsQuery, type Parsed } from './dashboard-query.js';
 
 /**
@@ -22,6 +23,9 @@ import { eventsCsv, parseAllowQuery, parseEventsQuery, parseExplainQuery, parseS
  *    same path without it (so the token leaves the address bar and history);
  *    wrong, 401.
  * 4. Every other request needs the cookie or `Authorization: Bearer`: 401.
+ * 5. Methods other than GET and HEAD also need the CSRF token in
+ *    `X-Sluice-CSRF` (from `GET /api/session`), and with the cookie, a
+ *    peer (local user) that signed in with the link: 403 otherwise.
  * Every response: a strict Content-Security-Policy (no inline script: the
  * script is a file), nosniff, no referrer, no caching, no framing, and no
  * CORS headers at all.
@@ -37,8 +41,33 @@ export interface DashboardSources {
   health?(): Promise<DashboardHealth | null>;
   /** "Allow this": the ladder of rules for one stored event (already form-checked arguments); null: no such event. */
   allow?(args: { event: number; since: number; until: number }): Promise<Parsed<Ladder> | null> | Parsed<Ladder> | null;
+  /** Applies one step of "allow this" (the form-checked body) with a confirmation window, on behalf of `who`. */
+  applyStep?(req: ApplyRequest, who: DashboardWho): Promise<Outcome> | Outcome;
+  /** Applies an earlier version again (its snapshot), with a confirmation window. */
+  rollbackTo?(req: RollbackRequest, who: DashboardWho): Promise<Outcome> | Outcome;
+  /** Confirms what is pending (as `sluice confirm`). */
+  confirm?(who: DashboardWho): Promise<Outcome> | Outcome;
+  /** The policy page: applied versions from the journal with their diffs, and what is pending. */
+  policy?(): Promise<Record<string, unknown>> | Record<string, unknown>;
   /** `sluice explain`'s answer for these (already form-checked) arguments. */
   explain(args: { dest: string; port?: string; user?: string }): Promise<Parsed<Record<string, unknown>>> | Parsed<Record<string, unknown>>;
+}
+
+/** A state-changing request's answer: its status and JSON body. */
+export interface Outcome {
+  status: 200 | 400 | 404 | 409 | 500 | 503;
+  body: Record<string, unknown>;
+}
+
+/** Who made a state-changing request, for the journal. */
+export interface DashboardWho {
+  via: 'dashboard';
+  /** `session` (the cookie the sign-in link set) or `dashboard token` (Authorization: Bearer). */
+  auth: 'session' | 'dashboard token';
+  /** The uid owning the peer socket. */
+  peer: string;
+  /** The peer's address and port. */
+  remote: string;
 }
 
 export interface DashboardAssets {
@@ -58,6 +87,10 @@ export interface DashboardAppOptions {
   /** Who sent a request (the thread: the uid owning the peer socket); failed sign-ins are limited per peer. */
   peerOf?: (c: Context) => string;
   limiter?: SignInLimiter;
+  /** The peers that signed in with the link (kept by the caller across app instances; tests). */
+  signedIn?: Set<string>;
+  /** The peer's address and port, for the journal. */
+  remoteOf?: (c: Context) => string;
   /** Sluice's version, for the OpenAPI document. */
   version?: string;
 }
@@ -130,6 +163,8 @@ export function dashboardApp(opts: DashboardAppOptions): Hono {
   const refused = opts.refused ?? new Map<string, number>();
   const peerOf = opts.peerOf ?? (() => 'unknown');
   const limiter = opts.limiter ?? new SignInLimiter();
+  /** The local users (peers) that signed in with the token link: the only ones whose cookie may change anything. */
+  const signedIn = opts.signedIn ?? new Set<string>();
   const refuse = (c: Context, status: 401 | 403 | 429, reason: string, message: string) => {
     refused.set(reason, (refused.get(reason) ?? 0) + 1);
     return c.json({ error: message }, status, status === 401 ? { 'www-authenticate': 'Bearer realm="sluice dashboard"' } : status === 429 ? { 'retry-after': String(Math.ceil(limiter.windowMs / 1000)) } : {});
@@ -156,13 +191,67 @@ export function dashboardApp(opts: DashboardAppOptions): Hono {
         limiter.failed(peer);
         return refuse(c, 401, 'token', 'wrong token: run `sluice dashboard` as root for the sign-in link');
       }
+      // Peers are local uids: a handful. Bounded all the same.
+      if (signedIn.size >= 1_000) signedIn.clear();
+      signedIn.add(peer);
       return c.body(null, 303, { location: afterSignIn(url), 'set-cookie': credentials.setCookie() });
     }
     if (!credentials.authorized(authorization, c.req.header('cookie'))) {
       if (presented) limiter.failed(peer);
       return refuse(c, 401, 'auth', 'sign in with the link `sluice dashboard` prints (as root)');
     }
+    // A state-changing request also carries the CSRF token, which only a signed-in GET can read
+    // (/api/session): the cookie alone, which a forged request would ride on, is not enough.
+    if (m !== 'GET' && m !== 'HEAD') {
+      if (!credentials.csrfMatches(c.req.header('x-sluice-csrf'))) return refuse(c, 403, 'csrf', 'missing or wrong CSRF token (X-Sluice-CSRF, from GET /api/session)');
+      // The session cookie reaches every port of this host (cookies are per host): a server another
+      // local user runs there can receive it, and with it read the API. It cannot change anything:
+      // a change made with the cookie must come from a local user that signed in with the link
+      // (which holds the token) since this thread started. The bearer token is its own proof.
+      if (!authorization && !signedIn.has(peer)) return refuse(c, 403, 'session-peer', 'to make changes, sign in with the link `sluice dashboard` prints (as root) from this browser');
+    }
     await next();
+  });
+
+  const remoteOf = opts.remoteOf ?? (() => 'unknown');
+  const who = (c: Context): DashboardWho => ({ via: 'dashboard', auth: c.req.header('authorization') ? 'dashboard token' : 'session', peer: peerOf(c), remote: remoteOf(c) });
+  /** The JSON body of a POST, read within its bound, then parsed by `parse`; or the refusal. */
+  const body = async <T>(c: Context, parse: (text: string) => Parsed<T>): Promise<{ ok: true; value: T } | { ok: false; res: Response }> => {
+    const type = (c.req.header('content-type') ?? '').split(';')[0]?.trim().toLowerCase();
+    const r = await readBody(c.req.raw);
+    if (!r.ok) return { ok: false, res: c.json({ error: r.why === 'too-large' ? `the body is larger than ${MAX_BODY_BYTES} bytes` : 'the body is not UTF-8' }, r.why === 'too-large' ? 413 : 400) };
+    if (r.text !== '' && type !== 'application/json') return { ok: false, res: c.json({ error: 'want Content-Type: application/json' }, 415) };
+    const p = parse(r.text);
+    return p.ok ? { ok: true, value: p.value } : { ok: false, res: c.json({ error: p.error }, 400) };
+  };
+  const answer = (c: Context, o: Outcome) => c.json(o.body, o.status);
+
+  app.get('/api/session', (c) => c.json({ csrf: credentials.csrf, auth: c.req.header('authorization') ? 'dashboard token' : 'session' }));
+
+  app.post('/api/allow/apply', async (c) => {
+    const b = await body(c, parseApplyBody);
+    if (!b.ok) return b.res;
+    if (!sources.applyStep) return c.json({ error: 'not available here' }, 503);
+    return answer(c, await sources.applyStep(b.value, who(c)));
+  });
+
+  app.post('/api/policy/rollback', async (c) => {
+    const b = await body(c, parseRollbackBody);
+    if (!b.ok) return b.res;
+    if (!sources.rollbackTo) return c.json({ error: 'not available here' }, 503);
+    return answer(c, await sources.rollbackTo(b.value, who(c)));
+  });
+
+  app.post('/api/confirm', async (c) => {
+    const b = await body(c, parseConfirmBody);
+    if (!b.ok) return b.res;
+    if (!sources.confirm) return c.json({ error: 'not available here' }, 503);
+    return answer(c, await sources.confirm(who(c)));
+  });
+
+  app.get('/api/policy', async (c) => {
+    if ([...new URL(c.req.url).searchParams.keys()].length > 0) return c.json({ error: 'this endpoint takes no query parameters' }, 400);
+    return sources.policy ? c.json(await sources.policy()) : c.json({ error: 'not available here' }, 503);
   });
 
   app.get('/', (c) => c.body(assets.html, 200, { 'content-type': 'text/html; charset=utf-8' }));

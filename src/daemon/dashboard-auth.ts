@@ -82,12 +82,23 @@ export class DashboardCredentials {
   private readonly tokenDigest: Buffer;
   private readonly sessionDigest: Buffer;
   readonly session: string;
+  /**
+   * The CSRF token state-changing requests carry in `X-Sluice-CSRF`: an HMAC
+   * of another fixed label under the token, so it is tied to the one session
+   * the token makes, differs from the cookie, and is readable only through
+   * a signed-in GET (`/api/session`; no CORS, so no other site's page can
+   * read it). A forged request rides on the cookie alone and lacks it.
+   */
+  readonly csrf: string;
+  private readonly csrfDigest: Buffer;
 
   constructor(token: string, port: number) {
     if (!TOKEN_FORM.test(token)) throw new SluiceError('EDASHBOARD', 'The dashboard token is not 32 bytes in base64url');
     this.tokenDigest = digest(token);
     this.session = createHmac('sha256', token).update('sluice dashboard session v1').digest('base64url');
     this.sessionDigest = digest(this.session);
+    this.csrf = createHmac('sha256', token).update('sluice dashboard csrf v1').digest('base64url');
+    this.csrfDigest = digest(this.csrf);
     // Cookies are per host, not per port: the port in the name keeps two dashboards apart.
     this.cookieName = `sluice_session_${port}`;
   }
@@ -102,6 +113,12 @@ export class DashboardCredentials {
   sessionMatches(candidate: string | undefined | null): boolean {
     if (typeof candidate !== 'string' || candidate.length === 0 || candidate.length > 512) return false;
     return timingSafeEqual(digest(candidate), this.sessionDigest);
+  }
+
+  /** The CSRF header's value, compared in constant time. */
+  csrfMatches(candidate: string | undefined | null): boolean {
+    if (typeof candidate !== 'string' || candidate.length === 0 || candidate.length > 512) return false;
+    return timingSafeEqual(digest(candidate), this.csrfDigest);
   }
 
   /**

@@ -7,6 +7,8 @@
  * every path answers.
  */
 
+import { DEFAULT_CONFIRM_S, MAX_BODY_BYTES, MAX_DASHBOARD_CONFIRM_S, STEP_IDS } from './dashboard-apply.js';
+
 const str = (description: string, extra: Record<string, unknown> = {}) => ({ type: 'string', description, ...extra });
 const param = (name: string, schema: Record<string, unknown>, required = false) => ({ name, in: 'query', required, schema });
 
@@ -48,9 +50,28 @@ export function openApiDocument(version: string, cookieName: string): Record<str
   const get = (summary: string, ok: Record<string, unknown>, parameters: unknown[] = [], bad = false) => ({
     get: { summary, parameters, ...secured, responses: { 200: ok, ...(bad ? { 400: ERROR } : {}), ...secured.responses } },
   });
+  const post = (summary: string, schema: Record<string, unknown>, ok: Record<string, unknown>, more: Record<number, unknown> = {}) => ({
+    post: {
+      summary,
+      security: secured.security,
+      parameters: [{ name: 'X-Sluice-CSRF', in: 'header', required: true, schema: { type: 'string' }, description: 'the CSRF token from GET /api/session' }],
+      requestBody: { required: false, content: { 'application/json': { schema } } },
+      responses: {
+        200: ok,
+        400: ERROR,
+        ...more,
+        401: { description: 'no or wrong credentials' },
+        403: { description: 'another Host, another Origin, or no or a wrong CSRF token' },
+        413: { description: `a body over ${MAX_BODY_BYTES} bytes` },
+        415: { description: 'a body that is not application/json' },
+        429: { description: 'too many failed sign-ins' },
+        500: { description: 'the apply failed: `{"error": "..."}`' },
+      },
+    },
+  });
   return {
     openapi: '3.1.0',
-    info: { title: 'Sluice dashboard API', version, description: 'Read-only for now. Every request needs the token (Authorization: Bearer, from `sluice dashboard`) or the session cookie the sign-in link sets; the Host must be the dashboard\'s own address.' },
+    info: { title: 'Sluice dashboard API', version, description: 'Every request needs the token (Authorization: Bearer, from `sluice dashboard`) or the session cookie the sign-in link sets; the Host must be the dashboard\'s own address. A POST also needs an Origin equal to the dashboard\'s own and the CSRF token of GET /api/session in `X-Sluice-CSRF`.' },
     components: {
       securitySchemes: {
         bearer: { type: 'http', scheme: 'bearer', description: 'STATE/dashboard.token, readable by root only' },
@@ -58,19 +79,61 @@ export function openApiDocument(version: string, cookieName: string): Record<str
       },
     },
     paths: {
-      '/api/status': get('The policy in force, table state (live or drifted), mode, counters, guard health', JSON_OK('the daemon\'s status')),
+      '/api/status': get('The policy in force, table state (live or drifted), mode, counters, guard health, and what waits for confirmation (`pending`: deadline, secondsLeft, rollbackTo; null: nothing)', JSON_OK('the daemon\'s status')),
       '/api/events': get('Stored events, newest first, filtered', { description: 'the events: `{events, limit, since}`, or CSV with `format=csv`', content: { 'application/json': { schema: { type: 'object' } }, 'text/csv': { schema: { type: 'string' } } } }, OPENAPI_PARAMS.events, true),
       '/api/stats': get('Counts over a window: top destinations, processes and rules, and a timeline of allowed, blocked and would-block', JSON_OK('`{since, bucketMs, stats, timeline}`'), OPENAPI_PARAMS.stats, true),
       '/api/explain': get('The verdict for a destination, port and user, and the rule that decides it', JSON_OK('the explanation, as `sluice explain --json` gives it'), OPENAPI_PARAMS.explain, true),
       '/api/allow': withResponse(
         get(
-          '"Allow this": from one blocked event, the rules that would let it through, narrowest first (this sender + name + port, the name, the zone, the address), each with the policy as it would be and what else it would let through, judged by `sluice explain`\'s interpreter. Nothing is applied.',
-          JSON_OK('`{event, steps: [{id, title, rule, yaml, policy, impact, warnings}], refused?, window}`'),
+          '"Allow this": from one blocked event, the rules that would let it through, narrowest first (this sender + name + port, the name, the zone, the address), each with the policy as it would be, its diff against the applied one, and what else it would let through, judged by `sluice explain`\'s interpreter. Nothing is applied here (POST /api/allow/apply does).',
+          JSON_OK('`{event, applied, steps: [{id, title, rule, yaml, policy, diff, impact, warnings}], refused?, window}`'),
           OPENAPI_PARAMS.allow,
           true,
         ),
         404,
         { description: 'no such event in the store' },
+      ),
+      '/api/session': get('The CSRF token for state-changing requests (send it as `X-Sluice-CSRF`), and how this request signed in', JSON_OK('`{csrf, auth: "session" | "dashboard token"}`')),
+      '/api/policy': get(
+        'The policy page: what is applied, the confirmation waiting (deadline, seconds left, what a rollback restores), and the applied versions from the journal, newest first: when, event, who (`by`: the command line with its uid, or the dashboard with its sign-in, peer uid and address), sha256, mode, and the diff against the version before',
+        JSON_OK('`{applied, pending, versions: [{at, event, by, sha256, mode, diff?, kept?}]}`'),
+      ),
+      '/api/allow/apply': post(
+        '"Allow this", applied: the step `step` of the ladder for event `event`, recomputed on the server, applied as `sluice apply --confirm` applies (the candidate in the state directory, read as the policy file; the rollback timer; the daemon told), refused with 409 unless `applied` is still the applied policy. Confirm with POST /api/confirm within `confirm` seconds (default 120), or the policy before comes back. Journaled with who asked and the diff.',
+        {
+          type: 'object',
+          additionalProperties: false,
+          required: ['event', 'step', 'applied'],
+          properties: {
+            event: { type: 'integer', minimum: 1, maximum: 999_999_999, description: 'the blocked or would-block event (`id` in /api/events)' },
+            step: { type: 'string', enum: [...STEP_IDS], description: 'a step the ladder of /api/allow offers for it' },
+            applied: { type: 'string', pattern: '^[0-9a-f]{64}$', description: 'the applied policy the ladder was computed against (`applied` in /api/allow)' },
+            confirm: { type: 'integer', minimum: 1, maximum: MAX_DASHBOARD_CONFIRM_S, description: `seconds until the automatic rollback (default ${DEFAULT_CONFIRM_S})` },
+          },
+        },
+        JSON_OK('`{applied: true, sha256, mode, confirmBy, verified, warnings}`'),
+        { 404: { description: 'no such event in the store' }, 409: { description: 'the applied policy changed since the ladder (or another apply from the dashboard is running)' } },
+      ),
+      '/api/confirm': post(
+        'Keeps what is waiting for confirmation (as `sluice confirm`); an apply from the dashboard then has its policy written over the policy file, unless that file was edited since. Journaled with who confirmed.',
+        { type: 'object', additionalProperties: false, properties: {} },
+        JSON_OK('`{confirmed: true, late, wroteBack?: {file, written, reason?}}`'),
+        { 409: { description: 'nothing is waiting for confirmation' } },
+      ),
+      '/api/policy/rollback': post(
+        '"Roll back to this one": applies the kept snapshot of an earlier version again, with the same confirmation window and 409 check as /api/allow/apply',
+        {
+          type: 'object',
+          additionalProperties: false,
+          required: ['to', 'applied'],
+          properties: {
+            to: { type: 'string', pattern: '^[0-9a-f]{64}$', description: 'the version to go back to (`sha256` in /api/policy)' },
+            applied: { type: 'string', pattern: '^[0-9a-f]{64}$', description: 'the applied policy now' },
+            confirm: { type: 'integer', minimum: 1, maximum: MAX_DASHBOARD_CONFIRM_S, description: `seconds until the automatic rollback (default ${DEFAULT_CONFIRM_S})` },
+          },
+        },
+        JSON_OK('`{applied: true, sha256, mode, confirmBy, verified, warnings}`'),
+        { 404: { description: 'no snapshot of that version is kept' }, 409: { description: 'the applied policy changed meanwhile' } },
       ),
       '/api/health': withResponse(
         get(

@@ -13,7 +13,9 @@
  * Out: { t: 'listening', host, port }, { t: 'failed', message }, { t: 'watchers', n },
  * { t: 'want-health', id }.
  */
-import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -29,7 +31,11 @@ import { allowLadder, type Ladder } from '../learn/allow-ladder.js';
 import { hostFactsFor } from '../system/compile-env.js';
 import { StateStore } from '../state/state-store.js';
 import { ConnectionGate } from './connection-gate.js';
-import { dashboardApp, type DashboardSources } from './dashboard-app.js';
+import { dashboardApp, type DashboardSources, type DashboardWho, type Outcome } from './dashboard-app.js';
+import type { ApplyRequest, RollbackRequest } from './dashboard-apply.js';
+import { textDiff } from '../policy/text-diff.js';
+import { writeCandidate } from '../state/candidate-request.js';
+import { confirmPending } from '../state/confirm-pending.js';
 import type { Parsed } from './dashboard-query.js';
 import { DashboardCredentials } from './dashboard-auth.js';
 import { explainForDashboard } from './dashboard-explain.js';
@@ -115,10 +121,150 @@ function allow(args: { event: number; since: number; until: number }): Parsed<La
   const loaded = appliedLoaded();
   if (!loaded) return { ok: false, error: 'no policy is applied' };
   try {
-    return { ok: true, value: allowLadder({ event, existing: { policy: loaded.policy, text: loaded.text }, parse: loaded.parse, history: store.scanFlows({ since: args.since, until: args.until }), since: args.since, until: args.until, facts: hostFactsFor(loaded.policy) }) };
+    const ladder = allowLadder({ event, existing: { policy: loaded.policy, text: loaded.text }, parse: loaded.parse, history: store.scanFlows({ since: args.since, until: args.until }), since: args.since, until: args.until, facts: hostFactsFor(loaded.policy) });
+    const from = `applied ${loaded.applied.sha256.slice(0, 16)}`;
+    return { ok: true, value: { ...ladder, applied: loaded.applied.sha256, steps: ladder.steps.map((st) => ({ ...st, diff: textDiff(loaded.text, st.policy, from, `with ${st.rule.name}`) })) } };
   } catch (err) {
     return { ok: false, error: (err as Error).message };
   }
+}
+
+/** The sluice command line the dashboard runs applies through (`sluice _apply-candidate`). */
+const CLI_MAIN = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+/** An apply that takes longer than this is reported as failed (the process is left to finish: it holds the state lock). */
+const APPLY_TIMEOUT_MS = 60_000;
+/** One apply from the dashboard at a time. */
+let applying = false;
+
+
+/**
+ * Applies `text` as a candidate through `sluice _apply-candidate` (the CLI's
+ * own apply with --confirm: its rollback timer, its journal line, the
+ * daemon told through its control socket), read as the applied policy's
+ * file, refused (409) unless `expectApplied` is still what is applied.
+ */
+async function applyCandidate(text: string, expectApplied: string, confirm: number, who: DashboardWho, what: Record<string, unknown>): Promise<Outcome> {
+  const applied = state.applied();
+  if (!applied || applied.sha256 !== expectApplied) return { status: 409, body: { error: 'the applied policy changed since this page was computed; reload it', applied: applied?.sha256 ?? null } };
+  if (applying) return { status: 409, body: { error: 'another apply from the dashboard is in progress' } };
+  applying = true;
+  let request: string | undefined;
+  try {
+    const w = writeCandidate(state, text, { policyFile: applied.policyFile, expectApplied, unlessChangedFrom: expectApplied, confirm, by: { ...who, ...what } });
+    request = w.request;
+    const r = await runCli(['_apply-candidate', w.request, '--json']);
+    let out: Record<string, unknown> = {};
+    try {
+      out = JSON.parse(r.stdout) as Record<string, unknown>;
+    } catch {
+      out = {};
+    }
+    if (r.code === 0 && out.applied === true) {
+      tableCheck = null;
+      return { status: 200, body: { applied: true, sha256: out.sha256, mode: out.mode, confirmBy: out.confirmBy, verified: out.verified, warnings: out.warnings } };
+    }
+    if (out.stale === true) return { status: 409, body: { error: 'the applied policy changed since this page was computed; reload it' } };
+    const message = typeof out.error === 'string' ? out.error : typeof (out.error as { message?: unknown } | undefined)?.message === 'string' ? String((out.error as { message: string }).message) : r.stderr.trim().split('\n').pop() || 'the apply failed';
+    return { status: 500, body: { error: message } };
+  } catch (err) {
+    return { status: 500, body: { error: (err as Error).message } };
+  } finally {
+    applying = false;
+    if (request) rmSync(request, { force: true });
+  }
+}
+
+/** Runs the sluice CLI (argv, never a shell) with this state directory; its output and exit code. */
+function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    // Not systemd's: the readiness and watchdog sockets and passed descriptors are the daemon's own.
+    const env: NodeJS.ProcessEnv = { ...process.env, SLUICE_STATE_DIR: cfg.stateDir };
+    for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES']) delete env[k];
+    const child = spawn(process.execPath, [CLI_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout = (stdout + d).slice(-1_000_000)));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-100_000)));
+    const timer = setTimeout(() => resolve({ code: -1, stdout, stderr: `${stderr}\nthe apply took longer than ${APPLY_TIMEOUT_MS / 1000} s` }), APPLY_TIMEOUT_MS);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      resolve({ code: -1, stdout, stderr: err.message });
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+  });
+}
+
+/** "Allow this", applied: the chosen step's policy, recomputed here from the event (never taken from the request). */
+async function applyStep(req: ApplyRequest, who: DashboardWho): Promise<Outcome> {
+  const loaded = appliedLoaded();
+  if (!loaded) return { status: 409, body: { error: 'no policy is applied' } };
+  if (loaded.applied.sha256 !== req.applied) return { status: 409, body: { error: 'the applied policy changed since this page was computed; reload it', applied: loaded.applied.sha256 } };
+  const now = Date.now();
+  const ladder = allow({ event: req.event, since: now - 7 * 86_400_000, until: now });
+  if (ladder === null) return { status: 404, body: { error: `no event ${req.event} in the store` } };
+  if (!ladder.ok) return { status: 400, body: { error: ladder.error } };
+  const step = ladder.value.steps.find((st) => st.id === req.step);
+  if (!step) return { status: 400, body: { error: `step ${req.step} is not offered for event ${req.event}${ladder.value.refused ? `: ${ladder.value.refused}` : ''}` } };
+  return applyCandidate(step.policy, req.applied, req.confirm, who, { event: req.event, step: req.step, rule: step.rule.name });
+}
+
+/** "Roll back to this one": an earlier applied version's snapshot, applied again with a confirmation window. */
+async function rollbackTo(req: RollbackRequest, who: DashboardWho): Promise<Outcome> {
+  const bytes = state.policySnapshot(req.to);
+  if (!bytes) return { status: 404, body: { error: `no snapshot of version ${req.to.slice(0, 16)} is kept` } };
+  return applyCandidate(bytes.toString('utf8'), req.applied, req.confirm, who, { rollbackTo: req.to });
+}
+
+/** Confirms what is pending (the same function `sluice confirm` runs), naming who. */
+function confirmNow(who: DashboardWho): Outcome {
+  const r = confirmPending(state, { ...who });
+  if (!r.confirmed) return { status: 409, body: { error: 'nothing is waiting for confirmation' } };
+  return { status: 200, body: { confirmed: true, late: r.late ?? false, ...(r.wroteBack ? { wroteBack: r.wroteBack } : {}) } };
+}
+
+/** The journal events that put a policy in force (or took it out). */
+const VERSION_EVENTS = new Set(['apply', 'rollback', 'reload', 'daemon-start', 'off', 'confirm']);
+const MAX_VERSIONS = 50;
+
+/** The policy page: applied versions (newest first) with who, when, hash, mode and the diff against the one before, and what is pending. */
+function policyPage(): Record<string, unknown> {
+  // The newest MiB of the journal is plenty for the last MAX_VERSIONS versions.
+  const entries = state.readJournal(1024 * 1024).filter((e) => VERSION_EVENTS.has(String(e.event)));
+  const versions: Record<string, unknown>[] = [];
+  let prevSha: string | null = null;
+  for (const e of entries) {
+    const sha = typeof e.sha256 === 'string' && /^[0-9a-f]{64}$/.test(e.sha256) ? e.sha256 : null;
+    const row: Record<string, unknown> = { at: e.at, event: e.event, by: e.by ?? null, sha256: sha, mode: e.mode ?? null, ...(e.event === 'confirm' && e.wroteBack ? { wroteBack: e.wroteBack } : {}) };
+    if (sha !== null && sha !== prevSha) {
+      const before = prevSha ? state.policySnapshot(prevSha) : null;
+      const after = state.policySnapshot(sha);
+      row.diff = typeof e.diff === 'string' ? e.diff : after ? textDiff(before?.toString('utf8') ?? '', after.toString('utf8'), prevSha ? prevSha.slice(0, 16) : 'nothing', sha.slice(0, 16)) : null;
+      row.kept = after !== null;
+    }
+    if (sha !== null) prevSha = sha;
+    else if (e.event === 'off') prevSha = null;
+    versions.push(row);
+  }
+  const applied = state.applied();
+  return {
+    applied: applied ? { sha256: applied.sha256, mode: applied.mode, file: applied.policyFile, at: applied.appliedAt } : null,
+    pending: pendingInfo(),
+    versions: versions.slice(-MAX_VERSIONS).reverse(),
+  };
+}
+
+/** What waits for confirmation: its deadline, the seconds left and what a rollback restores; null: nothing. */
+function pendingInfo(): Record<string, unknown> | null {
+  let pending;
+  try {
+    pending = state.pending();
+  } catch {
+    return null;
+  }
+  return pending ? { deadline: pending.deadline, secondsLeft: Math.max(0, Math.round((Date.parse(pending.deadline) - Date.now()) / 1000)), rollbackTo: pending.previousState?.sha256 ?? null } : null;
 }
 
 /** The main thread answers a health request with its registry's snapshot; it never takes longer than this. */
@@ -157,6 +303,7 @@ const sources: DashboardSources = {
   status: () => ({
     policy: policyInfo,
     table: tableState(),
+    pending: pendingInfo(),
     dashboard: { connections: gate.size, liveStreams: hub.size, liveDropped: hub.dropped + forwardedDrops, refused: Object.fromEntries(refused), refusedConnections: Object.fromEntries(gate.refused) },
     now: Date.now(),
   }),
@@ -165,6 +312,10 @@ const sources: DashboardSources = {
   timeline: (q, bucketMs) => events()?.timeline(q, bucketMs) ?? null,
   health,
   allow,
+  applyStep,
+  rollbackTo,
+  confirm: confirmNow,
+  policy: policyPage,
   explain: (args) => {
     const policy = appliedPolicy();
     if (!policy) return { ok: false, error: 'no policy is applied' };
@@ -196,6 +347,10 @@ const app = dashboardApp({
   refused,
   // The uid the connection gate found for this request's socket.
   peerOf: (c) => gate.peerOf((c.env as { incoming?: { socket?: Socket } } | undefined)?.incoming?.socket),
+  remoteOf: (c) => {
+    const sock = (c.env as { incoming?: { socket?: Socket } } | undefined)?.incoming?.socket;
+    return sock?.remoteAddress ? `${sock.remoteAddress}:${sock.remotePort ?? ''}` : 'unknown';
+  },
 });
 const http = createHttpServer(
   { maxHeaderSize: cfg.limits.maxHeaderBytes, headersTimeout: cfg.limits.headersTimeoutMs, requestTimeout: cfg.limits.headersTimeoutMs },

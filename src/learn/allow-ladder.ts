@@ -43,6 +43,8 @@ export interface LadderStep {
   impact: { events: number; flows: number; processes: string[]; senders: string[]; destinations: string[] };
   sharedZone?: string;
   warnings: string[];
+  /** The unified diff from the applied policy's text to `policy` (the dashboard adds it). */
+  diff?: string;
 }
 
 export interface Ladder {
@@ -52,6 +54,8 @@ export interface Ladder {
   refused?: string;
   /** The window the impact figures cover, and how many refused flows it held (bounded). */
   window: { since: number; until: number; flows: number; overflow: number };
+  /** The applied policy's hash it was computed against (an apply of a step names it: 409 when another is applied by then). */
+  applied?: string;
 }
 
 export interface LadderInput {

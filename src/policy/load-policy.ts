@@ -100,7 +100,12 @@ export function loadPolicyFile(file: string, host: PolicyHost): Policy {
 }
 
 /** Like loadPolicyFile, and also returns the exact bytes that were validated, the policy's and its list files' (for snapshots). */
-export function loadPolicyWithBytes(file: string, host: PolicyHost): { policy: Policy; bytes: Buffer; lists: ListBytes[] } {
+/**
+ * `as`: the file name the policy is read as (its errors, its list files' directory, the file it
+ * records); the bytes come from `file`. A candidate (the dashboard's) is read as the policy file it
+ * would replace.
+ */
+export function loadPolicyWithBytes(file: string, host: PolicyHost, as: string = file): { policy: Policy; bytes: Buffer; lists: ListBytes[] } {
   let size: number;
   try {
     const st = statSync(file);
@@ -118,7 +123,7 @@ export function loadPolicyWithBytes(file: string, host: PolicyHost): { policy: P
   }
   const bytes = readFileSync(file);
   const lists: ListBytes[] = [];
-  const policy = parsePolicy(bytes, file, host, (l) => lists.push(l));
+  const policy = parsePolicy(bytes, as, host, (l) => lists.push(l));
   return { policy, bytes, lists };
 }
 

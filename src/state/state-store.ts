@@ -1,4 +1,4 @@
-import { closeSync, constants, fsyncSync, ftruncateSync, lstatSync, mkdirSync, openSync, promises as fsp, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, lstatSync, mkdirSync, openSync, promises as fsp, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { Ruleset } from '../compile/ruleset.js';
 import { SluiceError } from '../errors.js';
@@ -34,6 +34,12 @@ export interface PendingConfirm {
   previousState: AppliedState | null;
   /** Informational: the timer process (it watches this file and exits when its token is gone; nobody signals it). */
   timerPid?: number;
+  /**
+   * An apply of a candidate file (the dashboard's): on confirmation its text
+   * is written over `policyFile`, unless that file no longer holds the text
+   * whose hash is `unlessChangedFrom` (someone edited it meanwhile).
+   */
+  writeBack?: { candidate: string; policyFile: string; unlessChangedFrom: string | null };
 }
 
 const BIG = '__bigint';
@@ -389,7 +395,40 @@ export class StateStore {
     }
   }
 
-  /** The journal's last entry (read from its last 8 KiB), or null: none, or not readable as one. */
+  /**
+   * The journal's entries, oldest first, from its last `maxBytes` (default 4 MiB; a partial
+   * first line is skipped, so are lines that are not JSON objects).
+   */
+  readJournal(maxBytes = 4 * 1024 * 1024): Record<string, unknown>[] {
+    let fd: number;
+    try {
+      fd = openSync(this.file('journal.log'), 'r');
+    } catch {
+      return [];
+    }
+    try {
+      const size = fstatSync(fd).size;
+      const buf = Buffer.alloc(Math.min(size, maxBytes));
+      readSync(fd, buf, 0, buf.length, size - buf.length);
+      const all = buf.toString('utf8').split('\n');
+      if (buf.length < size) all.shift();
+      const out: Record<string, unknown>[] = [];
+      for (const line of all) {
+        if (line.trim() === '') continue;
+        try {
+          const v: unknown = JSON.parse(line);
+          if (v && typeof v === 'object' && !Array.isArray(v)) out.push(v as Record<string, unknown>);
+        } catch {
+          // A torn line (a crash mid-write): skipped.
+        }
+      }
+      return out;
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** The journal's last entry (read from its last 64 KiB), or null: none, or not readable as one. */
   lastJournal(): Record<string, unknown> | null {
     let fd: number;
     try {
@@ -399,7 +438,7 @@ export class StateStore {
     }
     try {
       const size = statSync(this.file('journal.log')).size;
-      const buf = Buffer.alloc(Math.min(size, 8192));
+      const buf = Buffer.alloc(Math.min(size, 65_536));
       readSync(fd, buf, 0, buf.length, size - buf.length);
       const line = buf.toString('utf8').trimEnd().split('\n').pop() ?? '';
       const v: unknown = JSON.parse(line);

@@ -24,7 +24,7 @@ const ORIGIN = `http://127.0.0.1:${PORT}`;
 /** Same host, another port: the same site to a browser, another origin. */
 const EVIL_PORT = 9331;
 const SHOTS = join(ROOT, 'reports/screenshots');
-const PAGES = ['overview', 'live', 'history', 'explain', 'health'] as const;
+const PAGES = ['overview', 'live', 'history', 'explain', 'health', 'policy'] as const;
 const WIDTHS = { laptop: { width: 1280, height: 800 }, phone: { width: 390, height: 844 } } as const;
 
 const POLICY = `
@@ -151,6 +151,46 @@ describe('integration: the dashboard in a browser', () => {
     await page.click('#explain-form button[type=submit]');
     await page.locator('#explain-result').filter({ hasText: 'web' }).waitFor();
     assert.match(await page.locator('#explain-result').innerText(), /allow/i);
+  });
+
+  it('Allow this, applied by clicking: the blocked event, its narrowest step, its diff, Apply, Confirm; the same connect then succeeds', async () => {
+    await blocked(443);
+    await page.goto(`${ORIGIN}/#history?verdict=blocked&since=10m`);
+    await page.locator('#history-table tbody tr').filter({ hasText: `${HOSTS.other4}:443` }).first().locator('a.allow-link').click();
+    const narrowest = page.locator('#allow-result ol.ladder > li').first();
+    await narrowest.waitFor();
+    assert.equal(await narrowest.locator('h3').innerText(), `user root (uid 0) to ${HOSTS.other4} on 443/tcp`);
+    // Keyboard: the step is chosen with Enter, and focus moves to its Apply button.
+    await narrowest.getByRole('button', { name: 'Choose this step' }).focus();
+    await page.keyboard.press('Enter');
+    const apply = narrowest.getByRole('button', { name: /^Apply \(rolls back in 120 s unless confirmed\)$/ });
+    await apply.waitFor();
+    assert.equal(await page.evaluate('document.activeElement && document.activeElement.id'), 'apply-step');
+    assert.match(await narrowest.locator('pre.diff').innerText(), new RegExp(`^\\+\\s+- ${HOSTS.other4.replace(/\./g, '\\.')}$`, 'm'));
+    for (const [name, size] of Object.entries(WIDTHS)) {
+      await page.setViewportSize(size);
+      await page.screenshot({ path: join(SHOTS, `dashboard-allow-${name}.png`), fullPage: true });
+      const overflow = (await page.evaluate('document.documentElement.scrollWidth - window.innerWidth')) as number;
+      assert.ok(overflow <= 1, `allow at ${name}: ${overflow}px wider than the window`);
+    }
+    await page.setViewportSize(WIDTHS.laptop);
+    await apply.click();
+    const confirm = page.locator('#pending-confirm');
+    await page.locator('#pending').waitFor({ state: 'visible' });
+    assert.match(await page.locator('#pending-text').innerText(), /rolls back in \d+ s unless confirmed/);
+    assert.deepEqual(await w.reach([`tcp:${HOSTS.other4}:443`]), { [`tcp:${HOSTS.other4}:443`]: true }, 'allowed while it waits for confirmation');
+    await page.screenshot({ path: join(SHOTS, 'dashboard-pending-laptop.png'), fullPage: true });
+    await confirm.click();
+    await page.locator('#pending-text').filter({ hasText: /^Confirmed: the change stays\.$/ }).waitFor();
+    const state = JSON.parse(readFileSync(join(w.stateDir, 'applied.json'), 'utf8')) as { policyFile: string };
+    assert.match(readFileSync(state.policyFile, 'utf8'), new RegExp(HOSTS.other4.replace(/\./g, '\\.')), `the policy file holds the confirmed policy: ${readFileSync(join(w.stateDir, 'journal.log'), 'utf8').split('\n').filter((l) => l.includes('"confirm"')).join('\n')}`);
+    assert.ok(!readFileSync(join(w.stateDir, 'journal.log'), 'utf8').includes('"event":"rollback"'), 'nothing rolled back');
+    assert.deepEqual(await w.reach([`tcp:${HOSTS.other4}:443`]), { [`tcp:${HOSTS.other4}:443`]: true }, 'the same connect succeeds');
+    // The Policy page lists it: who (the dashboard, signed in with the session) and its diff.
+    await page.goto(`${ORIGIN}/#policy`);
+    const row = page.locator('#policy-versions tbody tr').filter({ hasText: 'apply by dashboard (session' }).first();
+    await row.waitFor();
+    assert.match(await row.innerText(), /apply by dashboard \(session, 127\.0\.0\.1:\d+\): allow /);
   });
 
   it('Health shows the event accounting balanced and the attribution of what was blocked', async () => {

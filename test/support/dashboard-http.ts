@@ -6,12 +6,14 @@
  *
  *   node dashboard-http.js '{"port":9330,"path":"/","headers":{...}}'
  *
+ * With "body" (and a "method" such as POST) it sends that body.
+ *
  * With "sse": true it prints the status line, then one JSON line per SSE
  * message ({"event":"events","data":...}) until killed or "sseMs" passes.
  */
 import { request } from 'node:http';
 
-const o = JSON.parse(process.argv[2] ?? '{}') as { host?: string; port: number; path: string; method?: string; headers?: Record<string, string>; sse?: boolean; sseMs?: number };
+const o = JSON.parse(process.argv[2] ?? '{}') as { host?: string; port: number; path: string; method?: string; headers?: Record<string, string>; body?: string; sse?: boolean; sseMs?: number };
 const say = (v: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(v)}\n`);
 const req = request({ host: o.host ?? '127.0.0.1', port: o.port, path: o.path, method: o.method ?? 'GET', headers: o.headers ?? {}, timeout: o.sse ? 60_000 : 10_000 }, (res) => {
   let body = '';
@@ -37,4 +39,4 @@ const req = request({ host: o.host ?? '127.0.0.1', port: o.port, path: o.path, m
 });
 req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })));
 req.on('error', (err: NodeJS.ErrnoException) => say({ error: err.code ?? err.message }));
-req.end();
+req.end(o.body);

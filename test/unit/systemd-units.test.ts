@@ -76,6 +76,7 @@ describe('unit: systemd units', () => {
     assert.deepEqual(s.get('Service.Restart'), ['always']);
     assert.ok(Number(s.get('Service.WatchdogSec')?.[0]) > 0);
     assert.deepEqual(s.get('Service.ProtectSystem'), ['strict']);
+    assert.deepEqual(s.get('Service.ReadWritePaths'), ['-/etc/sluice'], 'a confirmed apply from the dashboard writes the policy file, and nothing else outside the state directory');
     assert.deepEqual(s.get('Service.StateDirectory'), ['sluice'], 'the state directory writable (and created if missing: a missing ReadWritePaths= fails the start)');
     assert.deepEqual(s.get('Service.StateDirectoryMode'), ['0700']);
     assert.deepEqual(s.get('Service.NoNewPrivileges'), ['yes']);

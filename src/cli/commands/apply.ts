@@ -1,20 +1,54 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatIssue } from '../../errors.js';
-import { commitTable, confirmWindow } from '../../state/commit-table.js';
+import { textDiff } from '../../policy/text-diff.js';
+import { commitTable, confirmWindow, type CommitView } from '../../state/commit-table.js';
 import { EXIT, type Context } from '../context.js';
 
+/**
+ * An apply of a candidate file (the dashboard's "allow this" and "roll back
+ * to this one", through the hidden `sluice _apply-candidate REQUEST`): read
+ * as the policy file it would replace (`as`), applied only if what is
+ * applied is still `expectApplied` (checked under the state lock), and, once
+ * confirmed, written over that file (PendingConfirm.writeBack).
+ */
+export interface CandidateApply {
+  as: string;
+  expectApplied: string;
+  /** The hash of the policy file's text the candidate may replace at confirmation (null: whatever it holds). */
+  unlessChangedFrom: string | null;
+  by: Record<string, unknown>;
+}
+
+/** Who ran a CLI command, for the journal: the uid, and the user sudo names. */
+export function cliIdentity(): Record<string, unknown> {
+  return { via: 'cli', uid: process.getuid?.() ?? null, ...(process.env.SUDO_USER ? { sudoUser: process.env.SUDO_USER.slice(0, 64) } : {}) };
+}
+
+/** A journal line holds at most this much of a diff (the journal is read line by line). */
+const JOURNAL_DIFF_MAX = 6_000;
+
+/** The diff from the applied policy's snapshot to `bytes`, for the journal (cut at JOURNAL_DIFF_MAX). */
+function journalDiff(ctx: Context, bytes: Buffer): { previous: string | null; diff: string; diffCut?: true } {
+  const applied = ctx.state.applied();
+  const before = applied ? ctx.state.policySnapshot(applied.sha256) : null;
+  const diff = textDiff(before?.toString('utf8') ?? '', bytes.toString('utf8'), applied ? `applied ${applied.sha256.slice(0, 16)}` : 'nothing applied', 'new');
+  return { previous: applied?.sha256 ?? null, diff: diff.length > JOURNAL_DIFF_MAX ? diff.slice(0, JOURNAL_DIFF_MAX) : diff, ...(diff.length > JOURNAL_DIFF_MAX ? { diffCut: true as const } : {}) };
+}
+
 /** `sluice apply [POLICY] [--confirm SECONDS]`: atomic; with --confirm, rolls back unless confirmed in time. */
-export async function apply(ctx: Context, args: { policy?: string; confirm?: number }): Promise<number> {
+export async function apply(ctx: Context, args: { policy?: string; confirm?: number; candidate?: CandidateApply }): Promise<number> {
   // Parsed and range-checked (1 to MAX_CONFIRM_SECONDS) by the command line, spec.ts, like every numeric flag.
   const confirmSeconds = args.confirm;
+  const cand = args.candidate;
   // Validate and compile before touching anything: a bad policy never reaches the kernel.
-  const { policy: p, bytes, lists } = ctx.loadPolicyForApply(args.policy);
+  const { policy: p, bytes, lists } = ctx.loadPolicyForApply(args.policy, cand?.as);
   const { ruleset, warnings } = ctx.compile(p);
   const nf = await ctx.tableWriter();
+  const what = journalDiff(ctx, bytes);
 
   let note: string | undefined;
   const token = randomBytes(16).toString('hex');
@@ -23,11 +57,25 @@ export async function apply(ctx: Context, args: { policy?: string; confirm?: num
     event: 'apply',
     ruleset,
     policy: { policyFile: p.file, sha256: p.sha256, mode: p.mode, warnings, bytes, lists },
-    journal: { confirmBy: deadline ?? null },
+    journal: { confirmBy: deadline ?? null, by: cand?.by ?? cliIdentity(), ...(cand ? { candidate: args.policy } : {}), ...what },
+    ...(cand ? { precondition: (v: CommitView) => (v.applied?.sha256 === cand.expectApplied && !v.off ? null : 'the applied policy changed since') } : {}),
     // Without --confirm there is nothing to roll back to. A new apply during a confirmation
     // window keeps the original rollback target.
-    pending: deadline === undefined ? 'clear' : confirmWindow(token, deadline, (text) => (note = text)),
+    pending:
+      deadline === undefined
+        ? 'clear'
+        : (v: CommitView) => ({
+            ...confirmWindow(token, deadline, (text) => (note = text))(v),
+            // Within a window already open, the policy file still holds what it held when the window
+            // opened (nothing is written to it before a confirmation): that is what it may replace.
+            ...(cand && args.policy ? { writeBack: { candidate: args.policy, policyFile: resolve(cand.as), unlessChangedFrom: v.pending ? (v.pending.writeBack?.unlessChangedFrom ?? v.pending.previousState?.sha256 ?? cand.unlessChangedFrom) : cand.unlessChangedFrom } } : {}),
+          }),
   });
+  if (!r.written) {
+    ctx.say(`Not applied: ${r.skipped ?? 'refused'}`);
+    ctx.result({ applied: false, reason: r.skipped ?? 'refused', stale: true });
+    return EXIT.failed;
+  }
   if (deadline !== undefined) {
     const pid = startRollbackTimer(ctx.state.dir, token);
     ctx.state.withLock(() => {

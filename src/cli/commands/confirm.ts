@@ -1,22 +1,20 @@
+import { confirmPending } from '../../state/confirm-pending.js';
 import { rollBackPending } from '../../state/rollback.js';
+import { cliIdentity } from './apply.js';
 import { EXIT, type Context } from '../context.js';
 
 /** `sluice confirm`: keep the policy applied with --confirm. The rollback timer sees the confirmation gone and exits. */
 export function confirm(ctx: Context): number {
-  return ctx.state.withLock(() => {
-    const pending = ctx.state.pending();
-    if (!pending) {
-      ctx.say('Nothing to confirm: no apply is waiting for confirmation.');
-      ctx.result({ confirmed: false, reason: 'nothing pending' });
-      return EXIT.failed;
-    }
-    ctx.state.setPending(null);
-    ctx.state.journal({ event: 'confirm', deadline: pending.deadline });
-    const late = Date.parse(pending.deadline) < Date.now();
-    ctx.say(late ? 'Confirmed (after the deadline; the rollback timer had not run).' : 'Confirmed: the applied policy stays.');
-    ctx.result({ confirmed: true, late });
-    return EXIT.ok;
-  });
+  const r = confirmPending(ctx.state, cliIdentity());
+  if (!r.confirmed) {
+    ctx.say('Nothing to confirm: no apply is waiting for confirmation.');
+    ctx.result({ confirmed: false, reason: 'nothing pending' });
+    return EXIT.failed;
+  }
+  ctx.say(r.late ? 'Confirmed (after the deadline; the rollback timer had not run).' : 'Confirmed: the applied policy stays.');
+  if (r.wroteBack) ctx.say(r.wroteBack.written ? `Wrote the confirmed policy to ${r.wroteBack.file}.` : `Did not write ${r.wroteBack.file}: ${r.wroteBack.reason ?? ''}`);
+  ctx.result({ confirmed: true, late: r.late ?? false, ...(r.wroteBack ? { wroteBack: r.wroteBack } : {}) });
+  return EXIT.ok;
 }
 
 /** How often the rollback timer looks whether its confirmation is still pending. */

@@ -5,7 +5,7 @@
 'use strict';
 
 const SVG = 'http://www.w3.org/2000/svg';
-const PAGES = ['overview', 'live', 'history', 'explain', 'health', 'allow'];
+const PAGES = ['overview', 'live', 'history', 'explain', 'health', 'allow', 'policy'];
 const LIVE_ROWS = 500;
 const $ = (sel) => document.querySelector(sel);
 
@@ -26,6 +26,36 @@ async function api(path) {
   if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
   return body;
 }
+
+// State-changing requests carry the CSRF token, which only a signed-in GET can read; the
+// server also checks the Origin. Asked once per page load.
+let csrfToken = null;
+
+async function post(path, body) {
+  if (!csrfToken) csrfToken = (await api('/api/session')).csrf;
+  const r = await fetch(path, {
+    method: 'POST',
+    credentials: 'same-origin',
+    headers: { accept: 'application/json', 'content-type': 'application/json', 'x-sluice-csrf': csrfToken },
+    body: JSON.stringify(body),
+  });
+  const answer = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(answer.error || `HTTP ${r.status}`);
+  return answer;
+}
+
+/** A unified diff as text, each line coloured by what it is (rendered as text, never markup). */
+function diffBlock(text) {
+  const pre = el('pre', undefined, 'diff');
+  for (const line of (text || '').split('\n')) {
+    const cls = line.startsWith('@@') ? 'd-hunk' : line.startsWith('+') && !line.startsWith('+++') ? 'd-add' : line.startsWith('-') && !line.startsWith('---') ? 'd-del' : '';
+    pre.append(el('span', `${line}\n`, cls));
+  }
+  return pre;
+}
+
+/** The seconds an apply from this page waits for a confirmation before it rolls back. */
+const CONFIRM_SECONDS = 120;
 
 const fmtTime = (ms) => new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
 /** The time of day alone (UTC), for the Live page, where everything is from the last minutes. */
@@ -50,6 +80,7 @@ function route() {
   if (name === 'history') loadHistory(params);
   if (name === 'health') loadHealth();
   if (name === 'allow') loadAllow(params);
+  if (name === 'policy') loadPolicy();
 }
 
 function setHash(page, form) {
@@ -78,6 +109,7 @@ async function loadStatus() {
   const node = $('#policy-state');
   try {
     const s = await api('/api/status');
+    showPending(s.pending);
     clear(node);
     const p = s.policy || {};
     node.append(el('span', `Mode: ${p.mode || 'unknown'} · policy ${p.sha256 ? p.sha256.slice(0, 12) : 'none'} · table `));
@@ -411,9 +443,161 @@ async function loadAllow(params) {
     d.append(el('summary', 'The whole policy with this rule'));
     d.append(el('pre', s.policy));
     li.append(d);
+    const choose = el('button', 'Choose this step');
+    choose.type = 'button';
+    choose.dataset.step = s.id;
+    const panel = el('div', undefined, 'apply-panel');
+    panel.hidden = true;
+    choose.addEventListener('click', () => {
+      for (const p of list.querySelectorAll('.apply-panel')) if (p !== panel) p.hidden = true;
+      showApplyPanel(panel, r, s);
+      panel.hidden = false;
+      const b = panel.querySelector('button');
+      if (b) b.focus();
+    });
+    li.append(choose, panel);
     list.append(li);
   }
   out.append(list);
+}
+
+/** The chosen step: its change to the applied policy, and the button that applies it with a confirmation window. */
+function showApplyPanel(panel, ladder, step) {
+  clear(panel);
+  panel.append(el('h4', `Change to the applied policy (${ladder.applied ? ladder.applied.slice(0, 12) : '?'})`));
+  panel.append(diffBlock(step.diff));
+  const actions = el('div', undefined, 'actions');
+  const apply = el('button', `Apply (rolls back in ${CONFIRM_SECONDS} s unless confirmed)`, 'primary');
+  apply.type = 'button';
+  apply.id = 'apply-step';
+  const state = el('p', '');
+  state.setAttribute('role', 'status');
+  state.setAttribute('aria-live', 'polite');
+  apply.addEventListener('click', async () => {
+    apply.disabled = true;
+    state.textContent = 'Applying…';
+    try {
+      const a = await post('/api/allow/apply', { event: ladder.event.id, step: step.id, applied: ladder.applied, confirm: CONFIRM_SECONDS });
+      state.textContent = `Applied ${String(a.sha256).slice(0, 12)} in ${a.mode} mode. Confirm before ${fmtTime(Date.parse(a.confirmBy))} or it rolls back.`;
+      await refreshPending();
+      const c = $('#pending-confirm');
+      if (c && !c.hidden) c.focus();
+    } catch (err) {
+      state.textContent = `Not applied: ${err.message}`;
+      apply.disabled = false;
+    }
+  });
+  actions.append(apply);
+  panel.append(actions, state);
+}
+
+// ---- Pending confirmation (every page) and the policy page
+
+let pendingUntil = null;
+let pendingTick = null;
+
+/** Until then the bar keeps saying what the last confirmation did, though nothing is pending any more. */
+let noteUntil = 0;
+
+function showPending(p) {
+  const bar = $('#pending');
+  if (!p) {
+    pendingUntil = null;
+    clearInterval(pendingTick);
+    pendingTick = null;
+    const left = noteUntil - Date.now();
+    if (left > 0) setTimeout(refreshPending, left + 50);
+    else bar.hidden = true;
+    return;
+  }
+  noteUntil = 0;
+  $('#pending-confirm').hidden = false;
+  pendingUntil = Date.now() + p.secondsLeft * 1000;
+  const paint = () => {
+    const left = Math.max(0, Math.round((pendingUntil - Date.now()) / 1000));
+    $('#pending-text').textContent = left > 0 ? `A policy change waits for confirmation: it rolls back in ${left} s unless confirmed.` : 'The confirmation window has ended: rolling back.';
+    if (left <= 0) setTimeout(refreshPending, 1500);
+  };
+  paint();
+  bar.hidden = false;
+  clearInterval(pendingTick);
+  pendingTick = setInterval(paint, 1000);
+}
+
+/** The pending-confirmation bar, from /api/status (cheap; the page asks it every 10 s anyway). */
+async function refreshPending() {
+  try {
+    const r = await api('/api/status');
+    showPending(r.pending);
+  } catch {
+    // The status line says why.
+  }
+}
+
+async function confirmPending(button) {
+  button.disabled = true;
+  try {
+    const r = await post('/api/confirm', {});
+    noteUntil = Date.now() + 8000;
+    button.hidden = true;
+    showPending(null);
+    $('#pending-text').textContent = r.wroteBack && !r.wroteBack.written ? `Confirmed. The policy file was not changed: ${r.wroteBack.reason}` : 'Confirmed: the change stays.';
+    loadStatus();
+    if (!$('#page-policy').hidden) loadPolicy();
+  } catch (err) {
+    $('#pending-text').textContent = `Not confirmed: ${err.message}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function loadPolicy() {
+  const result = $('#policy-result');
+  const tbody = $('#policy-versions tbody');
+  let r;
+  try {
+    r = await api('/api/policy');
+  } catch (err) {
+    result.textContent = `Unavailable: ${err.message}`;
+    return;
+  }
+  showPending(r.pending);
+  const a = r.applied;
+  $('#policy-applied').textContent = a ? `Applied: ${a.sha256.slice(0, 12)} (${a.mode}) from ${a.file}, since ${fmtTime(Date.parse(a.at))}.` : 'Nothing is applied.';
+  clear(tbody);
+  for (const v of r.versions) {
+    const tr = el('tr');
+    tr.append(el('td', fmtTime(Date.parse(v.at))));
+    const who = v.by ? (v.by.via === 'dashboard' ? `dashboard (${v.by.auth}, ${v.by.remote})` : v.by.via === 'cli' ? `command line (uid ${v.by.uid}${v.by.sudoUser ? `, sudo ${v.by.sudoUser}` : ''})` : String(v.by.via || '')) : '';
+    tr.append(el('td', `${v.event}${who ? ` by ${who}` : ''}${v.by && v.by.rule ? `: allow ${v.by.rule}` : ''}${v.by && v.by.rollbackTo ? `: back to ${v.by.rollbackTo.slice(0, 12)}` : ''}`));
+    tr.append(el('td', v.sha256 ? `${v.sha256.slice(0, 12)}${v.mode ? ` ${v.mode}` : ''}` : '-'));
+    const cell = el('td');
+    if (v.diff) {
+      const d = el('details');
+      d.append(el('summary', 'Diff against the one before'));
+      d.append(diffBlock(v.diff));
+      cell.append(d);
+    }
+    if (v.sha256 && v.kept && a && v.sha256 !== a.sha256) {
+      const b = el('button', 'Roll back to this one');
+      b.type = 'button';
+      b.addEventListener('click', async () => {
+        b.disabled = true;
+        result.textContent = 'Applying…';
+        try {
+          const x = await post('/api/policy/rollback', { to: v.sha256, applied: a.sha256, confirm: CONFIRM_SECONDS });
+          result.textContent = `Applied ${String(x.sha256).slice(0, 12)} again. Confirm before ${fmtTime(Date.parse(x.confirmBy))} or it rolls back.`;
+          await loadPolicy();
+        } catch (err) {
+          result.textContent = `Not applied: ${err.message}`;
+          b.disabled = false;
+        }
+      });
+      cell.append(b);
+    }
+    tr.append(cell);
+    tbody.append(tr);
+  }
 }
 
 // ---- Explain
@@ -459,6 +643,7 @@ document.addEventListener('DOMContentLoaded', () => {
     ev.preventDefault();
     explain(ev.target);
   });
+  $('#pending-confirm').addEventListener('click', (ev) => confirmPending(ev.currentTarget));
   window.addEventListener('hashchange', route);
   loadStatus();
   setInterval(loadStatus, 10_000);
