@@ -6,6 +6,7 @@ import {
   dhcpUids,
   DNS_PORT,
   dnsRedirected,
+  dnsRedirectScopes,
   DOH_PORT,
   dohEndpoints,
   DOT_PORT,
@@ -229,31 +230,35 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
 
   const guard = policy.dns.guard;
   const redirect = dnsRedirected(policy);
+  // Audit mode with enforce scopes: only the scopes' DNS goes to the guard (null: everyone's, or nobody's).
+  const redirectScopes = dnsRedirectScopes(policy);
+  const redirectOnly: Stmt[][] | null = redirectScopes.length > 0 ? redirectScopes.flatMap((sc) => scopeMatches.get(sc) ?? []) : null;
   const dnsEnv = env.dns ?? { upstreams: [], encrypted: { addrs: [], names: [] } };
   const output: RuleDef[] = [];
   const spoofedChain = logChain('block', SPOOFED_RULE, undefined, true);
   extraChains.push(spoofedChain);
-  if (redirect) {
+  if (redirect || redirectOnly) {
     if (dnsEnv.upstreams.length === 0) warnings.push('the DNS guard has no upstream resolver: allowed names will get SERVFAIL (set dns.upstreams)');
     // Before the established shortcut: a flow to an upstream resolver's port 53
     // that is not the guard's (root, marked) is dropped even when conntrack
     // knows it, so a process reusing a source port the guard let go cannot ride
     // the guard's conntrack entry past the redirect.
     output.push(
-      ...guardUpstreamRules(policy, dnsEnv.upstreams, sets),
+      ...guardUpstreamRules(policy, dnsEnv.upstreams, sets, redirectOnly),
       // A DNS flow that began before the redirect (audit mode, `off`, a lost table) keeps the NAT
       // decision conntrack made on its first packet: judged again it would still skip the guard.
       // Every new one is redirected, so an established, unredirected one is refused.
-      {
+      ...(redirectOnly ?? [[]]).map((only) => ({
         stmts: [
+          ...only,
           { k: 'ct', states: ['established'] },
           { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 },
           { k: 'lookup', sel: 'meta l4proto . th dport', set: buildSetName({ kind: 'builtin', name: 'dns_ports' }) },
           { k: 'cmp', sel: 'ct status', op: 'eq', value: 0, mask: IPS_DST_NAT },
           { k: 'goto', chain: buildChainName({ kind: 'refuse' }) },
-        ],
+        ] satisfies Stmt[],
         comment: 'DNS flows from before the redirect would skip the guard',
-      },
+      })),
     );
   }
   // A user's socket sending from an address that is not this host's (IPV6_FREEBIND needs no
@@ -487,11 +492,12 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     });
   }
 
-  if (redirect) {
+  if (redirect || redirectOnly) {
     // A service scope in audit: its queries carry the scope's mark to the guard, which answers
-    // them as audit mode does (a uid scope is told by the uid mark itself).
-    const scopeQueries = scopes.flatMap((sc, i) => (sc.mode === 'audit' && sc.services.length > 0 ? [{ scope: sc, mark: scopeQueryMark(i), matches: scopeMatches.get(sc) ?? [] }] : []));
-    chains.push(dnsRedirectChain(policy), guardInputChain(policy, sets), ...dnsGuardChains(policy, dnsEnv.upstreams, scopeQueries));
+    // them as audit mode does (a uid scope is told by the uid mark itself). Under an audit policy
+    // the guard hears only its enforce scopes, and enforces everything it hears.
+    const scopeQueries = scopes.flatMap((sc, i) => (redirect && sc.mode === 'audit' && sc.services.length > 0 ? [{ scope: sc, mark: scopeQueryMark(i), matches: scopeMatches.get(sc) ?? [] }] : []));
+    chains.push(dnsRedirectChain(policy, redirectOnly), guardInputChain(policy, sets), ...dnsGuardChains(policy, dnsEnv.upstreams, scopeQueries, redirectOnly !== null));
   }
   if (guard && audit) {
     // Audit mode: nothing on the packet path may depend on the daemon, so DNS is
@@ -535,7 +541,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   }
 
   const counters = [
-    ...(guard && !audit ? [{ name: buildCounterName({ kind: 'dns-upstream' }), comment: "the DNS guard's own queries" }] : []),
+    ...(guard && (!audit || redirectOnly !== null) ? [{ name: buildCounterName({ kind: 'dns-upstream' }), comment: "the DNS guard's own queries" }] : []),
     ...(encrypted.length > 0 ? [{ name: buildCounterName({ kind: 'encrypted-dns' }), comment: 'DNS over TLS and known DNS-over-HTTPS endpoints' }] : []),
     ...policy.rules.map((r) => ({ name: objectNames.counter(r.name), comment: `${r.action} ${r.name}` })),
     { name: buildCounterName({ kind: 'default' }), comment: `default ${policy.defaultAction}` },
@@ -614,7 +620,7 @@ function hostSet(name: string, family: 4 | 6, hosts: AddrRange[], comment: strin
  * conntrack knows them (a reused source port), which is why these rules come
  * before the established shortcut.
  */
-function guardUpstreamRules(policy: Policy, upstreams: AddrRange[], sets: SetDef[]): RuleDef[] {
+function guardUpstreamRules(policy: Policy, upstreams: AddrRange[], sets: SetDef[], only: Stmt[][] | null = null): RuleDef[] {
   const dnsPorts = buildSetName({ kind: 'builtin', name: 'dns_ports' });
   sets.push({ ...dnsPortsSet(dnsPorts, DNS_PORT), comment: 'DNS' });
   const out: RuleDef[] = [];
@@ -628,10 +634,20 @@ function guardUpstreamRules(policy: Policy, upstreams: AddrRange[], sets: SetDef
       { k: 'lookup', sel: family === 4 ? 'ip daddr' : 'ip6 daddr', set: name },
       { k: 'lookup', sel: 'meta l4proto . th dport', set: dnsPorts },
     ];
+    if (only === null) {
+      out.push(
+        { stmts: [{ k: 'cmp', sel: 'meta mark', op: 'neq', value: policy.dns.mark }, ...to, { k: 'verdict', v: 'drop' }], comment: 'only the guard reaches the upstream resolvers' },
+        { stmts: [{ k: 'cmp', sel: 'meta skuid', op: 'neq', value: 0 }, ...to, { k: 'verdict', v: 'drop' }], comment: 'only the guard reaches the upstream resolvers' },
+        { stmts: [...to, { k: 'counter', name: buildCounterName({ kind: 'dns-upstream' }) }, { k: 'verdict', v: 'accept' }], comment: 'DNS guard to its upstreams' },
+      );
+      continue;
+    }
+    // Audit mode, enforce scopes: only their queries are kept from the upstreams (everyone else's are
+    // judged by the rules, in audit); the guard's own are accepted as they are in enforce mode.
+    const guardOwn: Stmt[] = [{ k: 'cmp', sel: 'meta mark', op: 'eq', value: policy.dns.mark }, { k: 'cmp', sel: 'meta skuid', op: 'eq', value: 0 }];
     out.push(
-      { stmts: [{ k: 'cmp', sel: 'meta mark', op: 'neq', value: policy.dns.mark }, ...to, { k: 'verdict', v: 'drop' }], comment: 'only the guard reaches the upstream resolvers' },
-      { stmts: [{ k: 'cmp', sel: 'meta skuid', op: 'neq', value: 0 }, ...to, { k: 'verdict', v: 'drop' }], comment: 'only the guard reaches the upstream resolvers' },
-      { stmts: [...to, { k: 'counter', name: buildCounterName({ kind: 'dns-upstream' }) }, { k: 'verdict', v: 'accept' }], comment: 'DNS guard to its upstreams' },
+      { stmts: [...guardOwn, ...to, { k: 'counter', name: buildCounterName({ kind: 'dns-upstream' }) }, { k: 'verdict', v: 'accept' }], comment: 'DNS guard to its upstreams' },
+      ...only.map((m) => ({ stmts: [...m, ...to, { k: 'verdict', v: 'drop' }] satisfies Stmt[], comment: 'an enforced scope reaches the upstream resolvers only through the guard' })),
     );
   }
   return out;
@@ -756,8 +772,11 @@ export function dnsGuardZone(policy: Policy): number {
  * give each user a share of the queries in flight. Only unmarked packets:
  * a mark some other (privileged) program set is left alone.
  */
-function dnsGuardChains(policy: Policy, upstreams: AddrRange[], scopeQueries: { scope: Scope; mark: number; matches: Stmt[][] }[] = []): ChainDef[] {
+function dnsGuardChains(policy: Policy, upstreams: AddrRange[], scopeQueries: { scope: Scope; mark: number; matches: Stmt[][] }[] = [], scoped = false): ChainDef[] {
   const zone: Stmt = { k: 'ct-zone-set', zone: dnsGuardZone(policy) };
+  // Under an audit policy other processes ask the upstreams too: only replies to the guard's own
+  // sockets (they carry its mark) go to its zone; the others stay in theirs, to be observed.
+  const toGuard: Stmt[] = scoped ? [{ k: 'cmp', sel: 'socket mark', op: 'eq', value: policy.dns.mark }] : [];
   const out: RuleDef[] = [];
   const replies: RuleDef[] = [];
   for (const family of [4, 6] as const) {
@@ -777,7 +796,7 @@ function dnsGuardChains(policy: Policy, upstreams: AddrRange[], scopeQueries: { 
     });
     for (const proto of [IPPROTO_UDP, IPPROTO_TCP]) {
       replies.push({
-        stmts: [nfproto, { k: 'lookup', sel: family === 4 ? 'ip saddr' : 'ip6 saddr', set }, { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto }, { k: 'cmp', sel: 'th sport', op: 'eq', value: 53 }, zone],
+        stmts: [nfproto, { k: 'lookup', sel: family === 4 ? 'ip saddr' : 'ip6 saddr', set }, { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto }, { k: 'cmp', sel: 'th sport', op: 'eq', value: 53 }, ...toGuard, zone],
         comment: "replies to the guard's upstream flows",
       });
     }
@@ -812,8 +831,12 @@ function dnsGuardChains(policy: Policy, upstreams: AddrRange[], scopeQueries: { 
   return chains;
 }
 
-/** Enforce mode: every DNS query to port 53, wherever it is addressed, goes to the guard. */
-function dnsRedirectChain(policy: Policy): ChainDef {
+/**
+ * Enforce mode: every DNS query to port 53, wherever it is addressed, goes to
+ * the guard. Audit mode with enforce scopes (`only`): the queries of the
+ * scopes' senders.
+ */
+function dnsRedirectChain(policy: Policy, only: Stmt[][] | null = null): ChainDef {
   return {
     name: buildChainName({ kind: 'base', name: 'dns_redirect' }),
     base: { type: 'nat', hook: 'output', priority: -100, policy: 'accept' },
@@ -822,14 +845,17 @@ function dnsRedirectChain(policy: Policy): ChainDef {
         stmts: [{ k: 'cmp', sel: 'meta mark', op: 'eq', value: policy.dns.mark }, { k: 'cmp', sel: 'meta skuid', op: 'eq', value: 0 }, { k: 'verdict', v: 'return' }],
         comment: "the guard's own queries",
       },
-      ...[IPPROTO_UDP, IPPROTO_TCP].map((proto) => ({
-        stmts: [
-          { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto },
-          { k: 'cmp', sel: 'th dport', op: 'eq', value: DNS_PORT },
-          { k: 'redirect', port: policy.dns.port },
-        ] satisfies Stmt[],
-        comment: 'DNS goes to the guard',
-      })),
+      ...(only ?? [[]]).flatMap((m) =>
+        [IPPROTO_UDP, IPPROTO_TCP].map((proto) => ({
+          stmts: [
+            ...m,
+            { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto },
+            { k: 'cmp', sel: 'th dport', op: 'eq', value: DNS_PORT },
+            { k: 'redirect', port: policy.dns.port },
+          ] satisfies Stmt[],
+          comment: only ? "an enforced scope's DNS goes to the guard" : 'DNS goes to the guard',
+        })),
+      ),
     ],
   };
 }

@@ -5,6 +5,7 @@ import { formatAddr } from '../net/ip.js';
 import { hostAddresses } from '../net/host-addresses.js';
 import type { Policy } from '../policy/policy.js';
 import { dnsUpstreamsFor, observedResolversFor } from '../system/compile-env.js';
+import { dnsGuardListens } from '../policy/builtins.js';
 
 /** What the integrity watch needs of a file: lstat's facts (a symlink is not followed). */
 export interface FileFacts {
@@ -120,7 +121,8 @@ export class SystemProbe implements IntegrityProbe {
   }
 
   localUpstreams(policy: Policy, portStart: number): string[] {
-    const list = policy.mode === 'enforce' ? dnsUpstreamsFor(policy) : observedResolversFor(policy);
+    // The guard's upstreams whenever it listens (for an audit policy's enforce scopes too), and the resolvers audit mode observes.
+    const list = policy.mode === 'enforce' ? dnsUpstreamsFor(policy) : dnsGuardListens(policy) ? [...dnsUpstreamsFor(policy), ...observedResolversFor(policy)] : observedResolversFor(policy);
     return unsafeLocalUpstreams(list, portStart, hostAddresses()).map((u) => formatAddr(u.family, u.start));
   }
 

@@ -5,6 +5,7 @@ import type { Policy } from '../policy/policy.js';
 import type { Component, Runtime } from '../runtime/component.js';
 import type { StateStore } from '../state/state-store.js';
 import { SystemProbe, type BoundSocket, type FileFacts, type IntegrityProbe } from './integrity-probe.js';
+import { dnsGuardListens } from '../policy/builtins.js';
 
 /** The poll: every check is a few lstat calls, one sysctl read and two sock_diag dumps. */
 const POLL_MS = 2_000;
@@ -411,7 +412,7 @@ export class IntegrityWatch implements Component {
     const out: IntegrityFinding[] = [];
     const port = policy.dns.port;
     const remedy = (above: number) => `Raise it above ${above} (sysctl -w net.ipv4.ip_unprivileged_port_start=1024, and where it is set at boot: /etc/sysctl.d, a container runtime)`;
-    if (policy.mode === 'enforce' && v <= port) {
+    if (dnsGuardListens(policy) && v <= port) {
       out.push({
         key: `sysctl|guard-port|${port}`,
         what: 'sysctl',
@@ -440,7 +441,7 @@ export class IntegrityWatch implements Component {
   // --- the guard's sockets -------------------------------------------------
 
   private socketFindings(policy: Policy): IntegrityFinding[] {
-    if (!policy.dns.guard || policy.mode !== 'enforce') return [];
+    if (!dnsGuardListens(policy)) return [];
     const port = policy.dns.port;
     const socks = this.probe.sockets(port);
     if (socks === null) return [];

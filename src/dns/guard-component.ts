@@ -12,6 +12,7 @@ import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
 import { formatAddr, isLoopback, parseAddr, type AddrRange, type Family } from '../net/ip.js';
 import { hostAddresses } from '../net/host-addresses.js';
 import type { Policy } from '../policy/policy.js';
+import { dnsGuardListens } from '../policy/builtins.js';
 import { filterAnswer } from './answer-filter.js';
 import { DnsGuard, type Client } from './dns-guard.js';
 import { AttributionClient } from './attribution-client.js';
@@ -112,7 +113,7 @@ export class GuardComponent implements Component {
    * instead of redirecting every query on the host to whoever holds the port.
    */
   async prepare(policy: Policy): Promise<void> {
-    if (!policy.dns.guard || policy.mode !== 'enforce') return;
+    if (!dnsGuardListens(policy)) return;
     const firstFree = unprivilegedPortStart();
     const unsafe = unsafeLocalUpstreams(dnsUpstreamsFor(policy), firstFree, hostAddresses());
     if (unsafe.length > 0) {
@@ -218,7 +219,7 @@ export class GuardComponent implements Component {
     this.refresher.start();
     if (same) return;
 
-    if (policy.mode === 'enforce') {
+    if (dnsGuardListens(policy)) {
       if (this.prepared && this.prepared.port === policy.dns.port && this.prepared.mark === policy.dns.mark) {
         this.servers = this.prepared;
         this.prepared = undefined;
@@ -227,10 +228,11 @@ export class GuardComponent implements Component {
         this.servers = new GuardServers(policy.dns.port, (p, c) => guard.handle(p, c), policy.dns.mark);
         await this.servers.start();
       }
-      rt.log('info', `DNS guard listening on 127.0.0.1 and ::1 port ${policy.dns.port}`, { upstreams: want.upstreams });
-    } else {
+      rt.log('info', `DNS guard listening on 127.0.0.1 and ::1 port ${policy.dns.port}${policy.mode === 'audit' ? " (the enforce scopes' queries only)" : ''}`, { upstreams: want.upstreams });
+    }
+    if (policy.mode === 'audit') {
       this.listener = new NflogListener(dnsLogGroup(policy), (records) => this.observe(records), { copyBytes: 4096 });
-      rt.log('info', 'DNS guard observing replies (audit mode, nothing redirected)', { group: dnsLogGroup(policy) });
+      rt.log('info', `DNS guard observing replies (audit mode, ${dnsGuardListens(policy) ? 'only the enforce scopes redirected' : 'nothing redirected'})`, { group: dnsLogGroup(policy) });
     }
     this.running = want;
   }

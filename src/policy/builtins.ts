@@ -1,5 +1,5 @@
 import { maxOf, type AddrRange, type Family } from '../net/ip.js';
-import type { Policy, Rule } from './policy.js';
+import type { Policy, Rule, Scope } from './policy.js';
 
 /**
  * What every compiled ruleset does beside the policy's rules, in one place:
@@ -49,6 +49,21 @@ export function dhcpDestinations(facts: HostFacts, family: Family): AddrRange[] 
 /** In enforce mode with the guard, every new DNS query (port 53, UDP or TCP, to any address) is redirected to the guard. */
 export function dnsRedirected(policy: Policy): boolean {
   return policy.dns.guard && policy.mode === 'enforce';
+}
+
+/**
+ * In audit mode with the guard, the enforce scopes' DNS queries (and only
+ * theirs) are redirected to the guard: what is enforced for them then depends
+ * on the guard, as in enforce mode (fail closed), while everyone else's DNS
+ * goes where it was sent and is observed, as audit mode must. Empty otherwise.
+ */
+export function dnsRedirectScopes(policy: Policy): Scope[] {
+  return policy.dns.guard && policy.mode === 'audit' ? (policy.scopes ?? []).filter((s) => s.mode === 'enforce') : [];
+}
+
+/** Whether the DNS guard listens: its redirect is in the ruleset, for everyone or for an audit policy's enforce scopes. */
+export function dnsGuardListens(policy: Policy): boolean {
+  return dnsRedirected(policy) || dnsRedirectScopes(policy).length > 0;
 }
 
 /** Whether the guard blocks encrypted DNS (DNS over TLS, DNS over HTTPS to known endpoints). */

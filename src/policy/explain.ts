@@ -5,6 +5,7 @@ import {
   dhcpUids,
   DNS_PORT,
   dnsRedirected,
+  dnsRedirectScopes,
   DOH_PORT,
   dohEndpoints,
   DOT_PORT,
@@ -266,9 +267,16 @@ export function matchBuiltins(policy: Policy, q: Query, facts: HostFacts = {}): 
   const no = (builtin: BuiltinMatch['builtin'], detail: string): BuiltinMatch => ({ builtin, result: 'no', detail });
   const fam = familyOf(q.dest);
 
+  const scoped = dnsRedirectScopes(policy);
   const redirect = dnsRedirected(policy)
     ? { builtin: 'dns-guard' as const, result: tcpUdpPort(q, DNS_PORT), detail: `every DNS query (port ${DNS_PORT}, UDP or TCP, to any address) goes to Sluice's DNS guard, which answers only names the policy allows; the destination is never asked` }
-    : no('dns-guard', 'DNS is not redirected (no guard, or audit mode)');
+    : scoped.length > 0
+      ? {
+          builtin: 'dns-guard' as const,
+          result: and(tcpUdpPort(q, DNS_PORT), scoped.map((sc) => scopeMatch(sc, q)).reduce(or)),
+          detail: `in audit mode, the DNS queries (port ${DNS_PORT}, UDP or TCP, to any address) of the enforced scopes (${scoped.map((sc) => sc.name).join(', ')}) go to Sluice's DNS guard, which answers them only names the policy allows; everyone else's go where they were sent`,
+        }
+      : no('dns-guard', 'DNS is not redirected (no guard, or audit mode)');
 
   let essentials = no('essentials', 'essentials are off');
   if (policy.essentials) {

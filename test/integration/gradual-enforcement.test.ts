@@ -212,4 +212,45 @@ scopes:
     assert.equal((await ask(lookAlike)).rcode, 3, 'a look-alike cgroup is enforced: NXDOMAIN');
     assert.equal((await ask()).rcode, 3, 'root outside the service: NXDOMAIN');
   });
+
+  it("an audit policy with uid 65534 enforced: that user's DNS goes through the guard (an unlisted name refused, an allowed one open before its answer: 50 fresh resolve-then-connect pairs all connect); root's DNS is untouched", async () => {
+    await stopChild(daemon);
+    daemon = undefined;
+    await w.addLocalRange('198.18.20.0/24');
+    const policy = w.policy(
+      `
+mode: audit
+dns:
+  upstreams: [${HOSTS.dns4}]
+rules:
+  - name: dns
+    to: [${HOSTS.dns4}]
+    ports: [53]
+  - name: web
+    to: [api.sluice.test, "*.race.sluice.test"]
+    ports: [443/tcp]
+scopes:
+  - name: nobody-enforced
+    mode: enforce
+    users: [${NOBODY}]
+`,
+      'audit-scope-dns.yaml',
+    );
+    const applied = await w.sluice(['apply', policy]);
+    assert.equal(applied.code, 0, applied.stderr + applied.stdout);
+    await startDaemon(policy);
+    const q = async (uid: number | undefined, ...args: string[]) => {
+      const r = await w.exec([NODE, join(ROOT, 'dist/test/world/dnsq.js'), '--timeout', '3000', ...args], { ...(uid !== undefined ? { uid } : {}), timeoutMs: 120_000 });
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { name: string; rcode?: number; answers?: string[]; connect?: string; error?: string });
+    };
+    const [refused] = await q(NOBODY, '--name', 'a.cdn.sluice.test');
+    assert.equal(refused?.rcode, 3, `the enforced user's unlisted name is refused by the guard: ${JSON.stringify(refused)}`);
+    const pairs = await q(NOBODY, '--repeat-names', 'r{i}.race.sluice.test', '--count', '50', '--connect', '443');
+    assert.equal(pairs.length, 50);
+    assert.deepEqual(pairs.filter((r) => r.connect !== 'ok'), [], 'the guard opened each address before its answer: no connect raced it');
+    const [root] = await q(undefined, '--name', 'a.cdn.sluice.test');
+    assert.equal(root?.rcode, 0, `root (audit) asks the upstream itself and gets the answer: ${JSON.stringify(root)}`);
+    assert.deepEqual(root?.answers, ['198.18.1.12']);
+  });
 });

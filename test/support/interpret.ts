@@ -215,6 +215,12 @@ export function interpretNat(rs: Ruleset, p: Packet): 'redirect' | 'accept' {
         const v = cmpValue(s.sel, p);
         const eq = v !== undefined && (s.mask !== undefined ? (v & s.mask) >>> 0 : v) === s.value;
         matched = s.op === 'eq' ? eq : v !== undefined && !eq;
+      } else if (s.k === 'lookup') {
+        // An audit policy redirects only its enforce scopes' DNS: the scope's uid or cgroup set.
+        const set = rs.sets.find((x) => x.name === s.set);
+        if (!set) throw new Error(`lookup of missing set ${s.set}`);
+        const hit = inSet(set, p, s);
+        matched = s.neg ? !hit : hit;
       } else if (s.k === 'redirect') return 'redirect';
       else if (s.k === 'verdict') return 'accept';
       else throw new Error(`interpretNat: cannot evaluate ${s.k}`);

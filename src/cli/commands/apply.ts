@@ -7,6 +7,7 @@ import { formatIssue } from '../../errors.js';
 import { textDiff } from '../../policy/text-diff.js';
 import { commitTable, confirmWindow, type CommitView } from '../../state/commit-table.js';
 import { EXIT, type Context } from '../context.js';
+import { dnsGuardListens } from '../../policy/builtins.js';
 
 /**
  * An apply of a candidate file (the dashboard's "allow this" and "roll back
@@ -110,8 +111,8 @@ export async function apply(ctx: Context, args: { policy?: string; confirm?: num
   });
   const code = r.verified ? EXIT.ok : EXIT.failed;
   const daemonRunning = await ctx.notifyDaemon();
-  if (!daemonRunning && p.dns.guard && p.mode === 'enforce') {
-    ctx.say(`warning: DNS now goes to the guard on port ${p.dns.port}, but no daemon is running: name lookups fail until \`sluice daemon\` runs`);
+  if (!daemonRunning && dnsGuardListens(p)) {
+    ctx.say(`warning: DNS${p.mode === 'audit' ? " of the enforced scopes" : ''} now goes to the guard on port ${p.dns.port}, but no daemon is running: name lookups fail until \`sluice daemon\` runs`);
   }
   return code;
 }
