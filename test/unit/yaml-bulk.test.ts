@@ -216,6 +216,21 @@ describe('unit: long YAML lists, errors keep their place', () => {
     assert.throws(() => parsePolicy(Buffer.from(text), 'big.yaml', fakeHost()), (err: unknown) => err instanceof PolicyError && formatIssue(err.issues[0] as PolicyError['issues'][number]) === 'big.yaml:2:1: unknown key "x"');
   });
 
+  it('a bad entry in a long flow sequence, on one line or wrapped, and what follows its ], at their own line and column', () => {
+    const items = Array.from({ length: 5000 }, (_, i) => `198.18.${i >> 8}.${i & 255}`);
+    items[1234] = '198.18.4.300';
+    const oneLine = `mode: enforce\nrules:\n  - name: big\n    action: deny\n    to: [${items.join(', ')}]\n    ports: [99999]\n`;
+    const col = 10 + items.slice(0, 1234).reduce((n, x) => n + x.length + 2, 0);
+    assert.deepEqual(errorsOf(oneLine), [`big.yaml:5:${col}: not an IP address: "198.18.4.300"`, 'big.yaml:6:13: a port is a number from 1 to 65535: 99999']);
+    // Wrapped, 8 a line: item 1234 is the third on line 6 + 154; the rule's ports on the ] line.
+    const rows: string[] = [];
+    for (let i = 0; i < items.length; i += 8) rows.push(`        ${items.slice(i, i + 8).join(', ')}`);
+    const wrapped = `mode: enforce\nrules:\n  - name: big\n    action: deny\n    to: [\n${rows.join(',\n')}\n    ]\n    ports: [99999]\n`;
+    const col2 = 9 + items.slice(1232, 1234).reduce((n, x) => n + x.length + 2, 0);
+    assert.ok(extractBulk(wrapped)?.runs.size === 1, 'taken by the fast path');
+    assert.deepEqual(errorsOf(wrapped), [`big.yaml:${6 + 154}:${col2}: not an IP address: "198.18.4.300"`, `big.yaml:${6 + rows.length + 1}:13: a port is a number from 1 to 65535: 99999`]);
+  });
+
   it('a large policy through the fast path is the same policy as through YAML alone', () => {
     const items = Array.from({ length: 5000 }, (_, i) => `      - ${i % 3 === 0 ? `198.18.${i >> 8}.${i & 255}` : i % 3 === 1 ? `2001:db8::${i.toString(16)}` : `h${i}.example.com`}`);
     const text = `mode: enforce\nrules:\n  - name: big\n    to:\n${items.join('\n')}\n    ports: [443]\n`;
@@ -230,6 +245,17 @@ describe('unit: long YAML lists, errors keep their place', () => {
     assert.equal(extractBulk(flow)?.runs.size, 1, 'the flow list was taken by the fast path');
   });
 });
+
+/** The errors of a policy, as FILE:LINE:COL: message. */
+function errorsOf(text: string): string[] {
+  try {
+    parsePolicy(Buffer.from(text), 'big.yaml', fakeHost());
+  } catch (err) {
+    assert.ok(err instanceof PolicyError, String(err));
+    return err.issues.filter((i) => i.severity === 'error').map(formatIssue);
+  }
+  return assert.fail('accepted');
+}
 
 /** What parsePolicy reads for `text` when the fast path is tried: its value when it does not decline, else YAML's. */
 function parseThrough(text: string): unknown {
