@@ -35,6 +35,8 @@ export interface BulkText {
   nonce: string;
   /** The original line of a line of `text` (1-based): lines after a run moved up by its length. */
   originalLine(line: number): number;
+  /** The original line and column of a place in `text` (1-based): also columns after a one-line flow sequence taken out. */
+  originalPos(line: number, column: number): { line: number; column: number };
 }
 
 /** Runs shorter than this are left to YAML (no gain, and small policies keep exactly the old path). */
@@ -176,12 +178,18 @@ function flowRun(text: string, open: number, lineStart: number, lineNo: number, 
   return { values, lines: Uint32Array.from(lines), columns: Uint32Array.from(columns), open, close: i };
 }
 
+/** Columns moved on one line of the text by flow sequences taken out of it: from column `from` of the new text on, add `by`. */
+type ColumnShift = { from: number; by: number };
+
 /**
- * Takes the long flow sequences of scalars out of `text`: each one's
- * content becomes its placeholder followed by blanks, its line breaks kept,
- * so every line and every column after its `]` stays where it was.
+ * Takes the long flow sequences of scalars out of `text`. On one line,
+ * `[a, b, ...]` becomes `[placeholder]`, and the columns after it on that
+ * line move left (recorded in `shifts`, by original line). On several
+ * lines, the first line ends with `[placeholder`, the lines of items become
+ * empty and the last line keeps blanks up to its `]`: every line and column
+ * stays where it was.
  */
-function extractFlow(text: string, nonce: string, runs: Map<string, BulkRun>, minRun: number): string {
+function extractFlow(text: string, nonce: string, runs: Map<string, BulkRun>, minRun: number, shifts: Map<number, ColumnShift[]>): string {
   const chunks: string[] = [];
   let copied = 0;
   let lineNo = 1;
@@ -202,10 +210,21 @@ function extractFlow(text: string, nonce: string, runs: Map<string, BulkRun>, mi
     }
     const token = `__sluice_bulk_${nonce}_${runs.size}__`;
     runs.set(token, { values: run.values, lines: run.lines, columns: run.columns });
-    const inner = text.slice(run.open + 1, run.close);
-    const nl = inner.indexOf('\n');
-    const keep = Math.min(token.length, nl < 0 ? inner.length : nl);
-    chunks.push(text.slice(copied, run.open + 1), token, inner.slice(keep).replace(/[^\r\n]/g, ' '));
+    chunks.push(text.slice(copied, run.open + 1), token);
+    const lastBreak = text.lastIndexOf('\n', run.close);
+    if (lastBreak > run.open) {
+      let breaks = 0;
+      for (let k = text.indexOf('\n', run.open); k >= 0 && k <= lastBreak; k = text.indexOf('\n', k + 1)) breaks++;
+      chunks.push('\n'.repeat(breaks), ' '.repeat(run.close - lastBreak - 1));
+    } else {
+      // One line: what follows the `]` moves left by what was taken out (less the placeholder).
+      const list = shifts.get(lineNo) ?? [];
+      const before = list.length > 0 ? (list[list.length - 1] as ColumnShift).by : 0;
+      const closeColumn = run.close - lineStart + 1;
+      const by = before + (run.close - run.open - 1 - token.length);
+      list.push({ from: closeColumn - by, by });
+      shifts.set(lineNo, list);
+    }
     copied = run.close;
     at = text.indexOf('[', run.close);
   }
@@ -231,7 +250,8 @@ export function extractBulk(text: string, minRun = MIN_RUN): BulkText | null {
   const nonce = randomBytes(8).toString('hex');
   const runs = new Map<string, BulkRun>();
   // Flow sequences first: they keep every line where it was, so the block runs' lines below are the original lines.
-  text = extractFlow(text, nonce, runs, minRun);
+  const shifts = new Map<number, ColumnShift[]>();
+  text = extractFlow(text, nonce, runs, minRun, shifts);
   const chunks: string[] = [];
   let copied = 0;
   // Breakpoints: from text line `at` on, add `shift` to get the original line.
@@ -291,20 +311,26 @@ export function extractBulk(text: string, minRun = MIN_RUN): BulkText | null {
   flush();
   if (runs.size === 0) return null;
   chunks.push(text.slice(copied));
+  const originalLine = (line: number): number => {
+    let shift = 0;
+    for (const b of breaks) {
+      if (line >= b.at) shift = b.shift;
+      else break;
+    }
+    return line + shift;
+  };
   return {
     text: chunks.join(''),
     runs,
     nonce,
-    originalLine(line: number): number {
-      let shift = 0;
-      for (const b of breaks) {
-        if (line >= b.at) shift = b.shift;
-        else break;
-      }
-      return line + shift;
+    originalLine,
+    originalPos(line: number, column: number): { line: number; column: number } {
+      const original = originalLine(line);
+      let by = 0;
+      for (const sh of shifts.get(original) ?? []) if (column >= sh.from) by = sh.by;
+      return { line: original, column: column + by };
     },
-  };
-}
+  };}
 
 /** Where each element of a list with runs put back comes from: a run (position kept) or the parsed document (its index there). */
 export type Segment = { start: number; length: number; run: BulkRun } | { start: number; length: 1; docIndex: number };

@@ -231,6 +231,20 @@ describe('unit: long YAML lists, errors keep their place', () => {
     assert.deepEqual(errorsOf(wrapped), [`big.yaml:${6 + 154}:${col2}: not an IP address: "198.18.4.300"`, `big.yaml:${6 + rows.length + 1}:13: a port is a number from 1 to 65535: 99999`]);
   });
 
+  it('two long flow sequences on one line: what follows each ] keeps its column', () => {
+    const a = Array.from({ length: 3000 }, (_, i) => `198.18.${i >> 8}.${i & 255}`);
+    const b = Array.from({ length: 3000 }, (_, i) => `2001:db8::${i.toString(16)}`);
+    b[2000] = '2001:db8::g';
+    const text = `mode: enforce\nrules: [{name: one, to: [${a.join(', ')}], ports: [99999]}, {name: two, to: [${b.join(',')}], ports: [0/tcp]}]\n`;
+    const col = (s: string) => text.indexOf(s) - text.indexOf('\n');
+    assert.equal(extractBulk(text)?.runs.size, 2, 'both taken by the fast path');
+    assert.deepEqual(errorsOf(text), [
+      `big.yaml:2:${col('99999')}: a port is a number from 1 to 65535: 99999`,
+      `big.yaml:2:${col('2001:db8::g')}: character ":" is not allowed in a domain name: "2001:db8::g"`,
+      `big.yaml:2:${col('0/tcp')}: a port is a number from 1 to 65535: "0/tcp"`,
+    ]);
+  });
+
   it('a large policy through the fast path is the same policy as through YAML alone', () => {
     const items = Array.from({ length: 5000 }, (_, i) => `      - ${i % 3 === 0 ? `198.18.${i >> 8}.${i & 255}` : i % 3 === 1 ? `2001:db8::${i.toString(16)}` : `h${i}.example.com`}`);
     const text = `mode: enforce\nrules:\n  - name: big\n    to:\n${items.join('\n')}\n    ports: [443]\n`;
