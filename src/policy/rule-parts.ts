@@ -80,6 +80,22 @@ function sortedUniqueV4(hosts: AddrRange[]): AddrRange[] {
  */
 function sortedUniqueV6(hosts: AddrRange[]): AddrRange[] {
   const n = hosts.length;
+  // A feed is often sorted already (FireHOL's and Spamhaus's are): one pass of bigint comparisons to see, then no sort.
+  let sorted = true;
+  for (let i = 1; i < n; i++) {
+    if ((hosts[i - 1] as AddrRange).start > (hosts[i] as AddrRange).start) {
+      sorted = false;
+      break;
+    }
+  }
+  if (sorted) {
+    const out: AddrRange[] = [];
+    for (let i = 0; i < n; i++) {
+      const h = hosts[i] as AddrRange;
+      if (i === 0 || h.start !== (hosts[i - 1] as AddrRange).start) out.push(h);
+    }
+    return out;
+  }
   const hi = new Float64Array(n);
   const mid = new Float64Array(n);
   const lo = new Float64Array(n);
@@ -89,12 +105,8 @@ function sortedUniqueV6(hosts: AddrRange[]): AddrRange[] {
     mid[i] = Number((v >> 22n) & 0x1fffffffffffffn);
     lo[i] = Number(v & 0x3fffffn);
   }
-  const cmp = (a: number, b: number) => (hi[a] as number) - (hi[b] as number) || (mid[a] as number) - (mid[b] as number) || (lo[a] as number) - (lo[b] as number);
-  // A feed is often sorted already (FireHOL's and Spamhaus's are): one pass to see, and no sort.
-  let sorted = true;
-  for (let i = 1; i < n && sorted; i++) if (cmp(i - 1, i) > 0) sorted = false;
   const order = Array.from({ length: n }, (_, i) => i);
-  if (!sorted) order.sort(cmp);
+  order.sort((a, b) => (hi[a] as number) - (hi[b] as number) || (mid[a] as number) - (mid[b] as number) || (lo[a] as number) - (lo[b] as number));
   const out: AddrRange[] = [];
   let last = -1;
   for (const i of order) {
