@@ -7,17 +7,22 @@ import { randomBytes } from 'node:crypto';
  * are plain or simply quoted scalars, one a line, at one indentation, are
  * taken out of the text before parsing: the first item of a run becomes a
  * placeholder (a random token), the others blank lines, so every other line
- * keeps its line and column. After parsing, each placeholder, found as an
- * exact list element, is replaced by its run's values.
+ * keeps its line and column. Flow sequences of such scalars
+ * (`to: [198.18.0.1, 198.18.0.2, ...]`, on one line or wrapped) are taken
+ * the same way: `[placeholder]` in place of their content, the lines kept,
+ * and the columns after a one-line sequence's `]` mapped back (originalPos).
+ * After parsing, each placeholder, found as an exact list element, is
+ * replaced by its run's values.
  *
  * Only values YAML itself reads as strings are taken: quoted, or plain with
  * a `.`, `:` or `/` and not a number (198.18.0.1, 2001:db8::1,
  * 198.18.0.0/15, api.example.com; never 1.5, 443, true or null). Anything
  * the placeholder trick could change the meaning of (a run inside a block
- * scalar, a multi-line plain scalar, directives) shows up as a placeholder
- * that is not exactly a list element, or as a parse error, and the caller
- * then parses the original text instead: the fast path never changes what a
- * policy means, only how fast it is read.
+ * scalar or a quoted string, a multi-line plain scalar, directives, an alias
+ * that would share a run) shows up as a placeholder that is not exactly a
+ * list element, a placeholder met twice or not at all, or as a parse error,
+ * and the caller then parses the original text instead: the fast path never
+ * changes what a policy means, only how fast it is read.
  */
 
 /** A run of one-line list items taken out of the text. */
@@ -330,7 +335,8 @@ export function extractBulk(text: string, minRun = MIN_RUN): BulkText | null {
       for (const sh of shifts.get(original) ?? []) if (column >= sh.from) by = sh.by;
       return { line: original, column: column + by };
     },
-  };}
+  };
+}
 
 /** Where each element of a list with runs put back comes from: a run (position kept) or the parsed document (its index there). */
 export type Segment = { start: number; length: number; run: BulkRun } | { start: number; length: 1; docIndex: number };
