@@ -227,7 +227,7 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, o
       }
     }
     const at = lines.pos(offsetOf(doc, docPath, key));
-    return bulk && sources ? { line: bulk.originalLine(at.line), column: at.column } : at;
+    return bulk && sources ? bulk.originalPos(at.line, at.column) : at;
   };
   const error = (path: (string | number)[], message: string, key = false) => {
     issues.push({ file, ...locate(path, key), path, message, severity: 'error' });

@@ -58,7 +58,12 @@ const isPlainAddr = (v: unknown): v is PlainAddr => {
   return !!e && typeof e === 'object' && e.t === 'addr' && e.timeoutMs === undefined && e.expiresMs === undefined && typeof e.start === 'bigint' && typeof e.end === 'bigint';
 };
 
-const MASK64 = (1n << 64n) - 1n;
+const MAX128 = (1n << 128n) - 1n;
+
+/** A DataView of a Buffer's bytes: 64-bit bigint reads and writes through it are several times faster than Buffer's. */
+function viewOf(buf: Buffer): DataView {
+  return new DataView(buf.buffer, buf.byteOffset, buf.length);
+}
 
 /**
  * A list of plain address elements of one family (a set's elements) as
@@ -72,6 +77,7 @@ function packAddrs(list: unknown[]): { [k: string]: string } | null {
   const width = family === 4 ? 4 : 16;
   if (list.every((e) => isPlainAddr(e) && e.family === family && e.start === e.end)) return packHosts(family, list as PlainAddr[]);
   const buf = Buffer.allocUnsafe(list.length * 2 * width);
+  const view = viewOf(buf);
   let at = 0;
   for (const e of list) {
     if (!isPlainAddr(e) || e.family !== family) return null;
@@ -80,11 +86,11 @@ function packAddrs(list: unknown[]): { [k: string]: string } | null {
       buf.writeUInt32BE(Number(e.start), at);
       buf.writeUInt32BE(Number(e.end), at + 4);
     } else {
-      if (e.start < 0n || e.end > (1n << 128n) - 1n) return null;
-      buf.writeBigUInt64BE(e.start >> 64n, at);
-      buf.writeBigUInt64BE(e.start & MASK64, at + 8);
-      buf.writeBigUInt64BE(e.end >> 64n, at + 16);
-      buf.writeBigUInt64BE(e.end & MASK64, at + 24);
+      if (e.start < 0n || e.end > MAX128) return null;
+      view.setBigUint64(at, e.start >> 64n);
+      view.setBigUint64(at + 8, BigInt.asUintN(64, e.start));
+      view.setBigUint64(at + 16, e.end >> 64n);
+      view.setBigUint64(at + 24, BigInt.asUintN(64, e.end));
     }
     at += 2 * width;
   }
@@ -95,6 +101,7 @@ function packAddrs(list: unknown[]): { [k: string]: string } | null {
 function packHosts(family: 4 | 6, list: PlainAddr[]): { [k: string]: string } | null {
   const width = family === 4 ? 4 : 16;
   const buf = Buffer.allocUnsafe(list.length * width);
+  const view = viewOf(buf);
   let at = 0;
   for (const e of list) {
     const v = e.start;
@@ -102,9 +109,9 @@ function packHosts(family: 4 | 6, list: PlainAddr[]): { [k: string]: string } | 
       if (v < 0n || v > 0xffffffffn) return null;
       buf.writeUInt32BE(Number(v), at);
     } else {
-      if (v < 0n || v > (1n << 128n) - 1n) return null;
-      buf.writeBigUInt64BE(v >> 64n, at);
-      buf.writeBigUInt64BE(v & MASK64, at + 8);
+      if (v < 0n || v > MAX128) return null;
+      view.setBigUint64(at, v >> 64n);
+      view.setBigUint64(at + 8, BigInt.asUintN(64, v));
     }
     at += width;
   }
@@ -118,8 +125,9 @@ function unpackHosts(family: 4 | 6, text: string): unknown[] | null {
   const width = family === 4 ? 4 : 16;
   if (buf.length % width !== 0 || buf.toString('base64') !== text) return null;
   const out: unknown[] = new Array<unknown>(buf.length / width);
+  const view = viewOf(buf);
   for (let i = 0, at = 0; at < buf.length; i++, at += width) {
-    const v = family === 4 ? BigInt(buf.readUInt32BE(at)) : (buf.readBigUInt64BE(at) << 64n) | buf.readBigUInt64BE(at + 8);
+    const v = family === 4 ? BigInt(buf.readUInt32BE(at)) : (view.getBigUint64(at) << 64n) | view.getBigUint64(at + 8);
     out[i] = { t: 'addr', family, start: v, end: v };
   }
   return out;
@@ -132,6 +140,7 @@ function unpackAddrs(family: 4 | 6, text: string): unknown[] | null {
   const width = family === 4 ? 4 : 16;
   if (buf.length % (2 * width) !== 0 || buf.toString('base64') !== text) return null;
   const out: unknown[] = new Array<unknown>(buf.length / (2 * width));
+  const view = viewOf(buf);
   for (let i = 0, at = 0; at < buf.length; i++, at += 2 * width) {
     if (family === 4) {
       const a = buf.readUInt32BE(at);
@@ -139,8 +148,8 @@ function unpackAddrs(family: 4 | 6, text: string): unknown[] | null {
       const start = BigInt(a);
       out[i] = { t: 'addr', family, start, end: a === b ? start : BigInt(b) };
     } else {
-      const start = (buf.readBigUInt64BE(at) << 64n) | buf.readBigUInt64BE(at + 8);
-      const end = (buf.readBigUInt64BE(at + 16) << 64n) | buf.readBigUInt64BE(at + 24);
+      const start = (view.getBigUint64(at) << 64n) | view.getBigUint64(at + 8);
+      const end = (view.getBigUint64(at + 16) << 64n) | view.getBigUint64(at + 24);
       out[i] = { t: 'addr', family, start, end };
     }
   }

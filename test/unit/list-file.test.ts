@@ -355,6 +355,28 @@ describe('unit: large destination lists', () => {
     );
   });
 
+  it('hosts that come sorted (a sorted feed, no sort done), with duplicates and one out of place, normalize as a bigint sort would have them', () => {
+    const v4 = fc.bigInt({ min: 0n, max: 0xffffffffn });
+    const v6 = fc.oneof(fc.bigInt({ min: 0n, max: (1n << 128n) - 1n }), fc.bigInt({ min: 0x20010db8n << 96n, max: (0x20010db8n << 96n) + 50n }));
+    const cmp = (a: bigint, b: bigint) => (a < b ? -1 : a > b ? 1 : 0);
+    for (const [family, arb] of [[4, v4], [6, v6]] as const) {
+      fc.assert(
+        fc.property(fc.array(arb, { maxLength: 40 }), fc.nat(), fc.boolean(), (values, swapAt, swap) => {
+          const ordered = [...values].sort(cmp);
+          // With its duplicates next to each other, sometimes two neighbours swapped (not sorted after all).
+          const input = ordered.flatMap((v, i) => (i % 3 === 0 ? [v, v] : [v]));
+          if (swap && input.length > 1) {
+            const i = swapAt % (input.length - 1);
+            [input[i], input[i + 1]] = [input[i + 1] as bigint, input[i] as bigint];
+          }
+          const got = normalizeAddrs(input.map((v) => ({ family, start: v, end: v }))).map((r) => r.start);
+          assert.deepEqual(got, [...new Set(values)].sort(cmp));
+        }),
+        runs(500),
+      );
+    }
+  });
+
   it('a million hosts normalize without overflowing the stack (push(...list) did), sorted and deduplicated', () => {
     const addrs = [];
     for (let i = 0; i < 1_000_000; i++) addrs.push({ family: 4 as const, start: BigInt(0xc6120000 + ((i * 7919) % 1_000_000)), end: BigInt(0xc6120000 + ((i * 7919) % 1_000_000)) });
