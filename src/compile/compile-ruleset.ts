@@ -497,7 +497,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     // them as audit mode does (a uid scope is told by the uid mark itself). Under an audit policy
     // the guard hears only its enforce scopes, and enforces everything it hears.
     const scopeQueries = scopes.flatMap((sc, i) => (redirect && sc.mode === 'audit' && sc.services.length > 0 ? [{ scope: sc, mark: scopeQueryMark(i), matches: scopeMatches.get(sc) ?? [] }] : []));
-    chains.push(dnsRedirectChain(policy, redirectOnly), guardInputChain(policy, sets), ...dnsGuardChains(policy, dnsEnv.upstreams, scopeQueries, redirectOnly !== null));
+    chains.push(dnsRedirectChain(policy, redirectOnly), guardInputChain(policy, sets), ...dnsGuardChains(policy, dnsEnv.upstreams, scopeQueries, redirectOnly));
   }
   if (guard && audit) {
     // Audit mode: nothing on the packet path may depend on the daemon, so DNS is
@@ -772,7 +772,8 @@ export function dnsGuardZone(policy: Policy): number {
  * give each user a share of the queries in flight. Only unmarked packets:
  * a mark some other (privileged) program set is left alone.
  */
-function dnsGuardChains(policy: Policy, upstreams: AddrRange[], scopeQueries: { scope: Scope; mark: number; matches: Stmt[][] }[] = [], scoped = false): ChainDef[] {
+function dnsGuardChains(policy: Policy, upstreams: AddrRange[], scopeQueries: { scope: Scope; mark: number; matches: Stmt[][] }[] = [], only: Stmt[][] | null = null): ChainDef[] {
+  const scoped = only !== null;
   const zone: Stmt = { k: 'ct-zone-set', zone: dnsGuardZone(policy) };
   // Under an audit policy other processes ask the upstreams too: only replies to the guard's own
   // sockets (they carry its mark) go to its zone; the others stay in theirs, to be observed.
@@ -824,7 +825,9 @@ function dnsGuardChains(policy: Policy, upstreams: AddrRange[], scopeQueries: { 
       ];
       return [
         ...scopeQueries.flatMap((q) => q.matches.map((m) => ({ stmts: [...query, ...m, { k: 'mark-set', value: q.mark }] satisfies Stmt[], comment: `a DNS query from scope ${q.scope.name} (${q.scope.mode})` }))),
-        { stmts: [...query, { k: 'mark-set-skuid' }] satisfies Stmt[], comment: "a DNS query's sender, for the guard's per-user share and attribution" },
+        // Under an audit policy only the enforce scopes' queries reach the guard: nobody else's packets get a mark
+        // (a uid in the mark of a packet that leaves the host could meet a `fwmark` routing rule).
+        ...(only ?? [[]]).map((m) => ({ stmts: [...query, ...m, { k: 'mark-set-skuid' }] satisfies Stmt[], comment: "a DNS query's sender, for the guard's per-user share and attribution" })),
       ];
     }),
   });
