@@ -443,9 +443,12 @@ export class DnsGuard {
     // The cache: only questions the policy lets through reach it, each hit decided again here.
     const caching = this.cache.capacity > 0 && !audited;
     const key = caching ? cacheKey(question.name, question.type, q.edns?.dnssecOk ?? false) : '';
-    const hit = caching ? this.cache.get(key, this.now()) : undefined;
+    // One clock reading for the lookup and the countdown: read twice, an entry found alive at its last
+    // millisecond could be counted down a second further, to a TTL of 0.
+    const lookedUp = this.now();
+    const hit = caching ? this.cache.get(key, lookedUp) : undefined;
     if (hit) {
-      const out = await this.answerFromCache(q, client, name, decision, hit, started, fail);
+      const out = await this.answerFromCache(q, client, name, decision, hit, lookedUp, started, fail);
       if (out) return out;
     }
     const generation = this.generation;
@@ -600,7 +603,7 @@ export class DnsGuard {
    * The refresh also marks the addresses as just answered, so a full set
    * pushes out cold addresses before the ones a hot name keeps handing out.
    */
-  private async answerFromCache(q: Message, client: Client, name: string, decision: Decision, e: CachedAnswer, started: number, fail: (rcode: number, detail: string, ede?: EdnsOption) => Buffer): Promise<Buffer | null> {
+  private async answerFromCache(q: Message, client: Client, name: string, decision: Decision, e: CachedAnswer, now: number, started: number, fail: (rcode: number, detail: string, ede?: EdnsOption) => Buffer): Promise<Buffer | null> {
     // Decided again under the policy in force: a chain through a name refused since, or an
     // address this host now owns, is not handed out from memory.
     const judged = this.judge(decision, e);
@@ -608,7 +611,6 @@ export class DnsGuard {
       this.cache.reject(e.key);
       return null;
     }
-    const now = this.now();
     const age = ageSeconds(e.storedAt, now);
     try {
       await this.open(name, age === 0 ? e.addresses : e.addresses.map((a) => ({ ...a, ttl: a.ttl - age })), judged, now);

@@ -144,6 +144,18 @@ describe('unit: the DNS guard answer cache', () => {
     assert.equal(t.guard.cache.stats.expired, 1);
   });
 
+  it('a hit at the entry\'s last millisecond is counted down with the same clock reading that found it alive: never TTL 0, even while time moves between readings', async () => {
+    const t = setup((q) => ({ answers: [A(q.name, 0xc6120103n, 3)] }));
+    await t.ask('api.example.com');
+    // Every reading of the clock from now on is 2 ms later than the one before (a slow, loaded guard).
+    const base = 1_000_000 + 2000;
+    let reads = 0;
+    t.guard.deps = { ...t.guard.deps, clock: () => base + 2 * reads++ };
+    const hit = await t.ask('api.example.com');
+    assert.equal(t.asked.length, 1, 'found alive (its last millisecond): answered from memory');
+    assert.deepEqual(ttls(hit), [1], 'with the TTL of the reading that found it, not one a moment later (0)');
+  });
+
   it('the reply carries the client id, the client spelling of the name (0x20), its flags, and is sized for the client', async () => {
     const t = setup((q) => ({ answers: [A(q.name, 0xc6120103n, 60)], ad: true }));
     await t.ask('api.example.com', { id: 1 });
