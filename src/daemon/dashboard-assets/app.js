@@ -462,7 +462,7 @@ async function loadSuggest(params) {
   figure(figs, r.check.wouldBreak.events, 'would break', r.check.wouldBreak.events > 0 ? 'v-blocked' : 'v-allowed');
   figure(figs, r.check.wouldBlock.events, `would block (${r.check.wouldBlock.flows} flows)`);
   summary.append(figs);
-  summary.append(el('p', `The replay (sluice suggest --check) is of the applied policy with every suggested rule added, enforcing, over the same events: "would break" counts events of traffic that went through that it would block or whose name it would not resolve; "would block" counts every event it blocks.${r.covered ? ` Already allowed: ${r.covered.flows} flows (${r.covered.events} events).` : ''}`, 'note'));
+  summary.append(el('p', `The replay (sluice suggest --check) is of the applied policy with every suggested rule added, enforcing, over the same events: "would break" counts events of traffic that went through that it would block or whose name it would not resolve; "would block" counts every event it blocks.${r.covered ? ` Already allowed by the applied policy: ${r.covered.flows} flow${r.covered.flows === 1 ? '' : 's'} (${r.covered.events} event${r.covered.events === 1 ? '' : 's'}).` : ''}`, 'note'));
   if (r.rules.length === 0) {
     cards.append(el('p', 'Nothing to add: the applied policy allows every flow that went through in this window.'));
   }
