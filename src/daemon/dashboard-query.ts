@@ -1,6 +1,7 @@
 import { z } from '../vendor/zod.js';
 import type { EventQuery, StoredEvent } from '../events/event-store.js';
 import { parseSince, parseVerdict } from '../events/time-window.js';
+import { DEFAULT_STABLE_DAYS } from '../learn/promote.js';
 
 /**
  * The dashboard's query parameters, each treated as hostile: a closed set
@@ -78,8 +79,8 @@ const allowSchema = (now: number) =>
 
 /** The widest window the dashboard's suggestions read, promotions included (the CLI has no such bound): the scan runs on the dashboard's thread. */
 export const MAX_SUGGEST_DAYS = 31;
-/** `--stable-days` when the request does not say (DEFAULT_STABLE_DAYS of learn/promote.ts). */
-export const SUGGEST_STABLE_DAYS = 14;
+/** `--stable-days` when the request does not say: the command's default. */
+export const SUGGEST_STABLE_DAYS = DEFAULT_STABLE_DAYS;
 
 const suggestSchema = (now: number) =>
   z.strictObject({

@@ -19,6 +19,9 @@ import { DashboardCredentials, newToken } from '../../src/daemon/dashboard-auth.
 import { LiveHub } from '../../src/daemon/dashboard-live.js';
 import { MAX_SUGGEST_DAYS, parseSuggestQuery, type SuggestRequest } from '../../src/daemon/dashboard-query.js';
 import { suggestForDashboard, type SuggestBase } from '../../src/daemon/dashboard-suggest.js';
+import { Observations } from '../../src/learn/observations.js';
+import { promotions } from '../../src/learn/promote.js';
+import { scanWindow } from '../../src/learn/suggest-report.js';
 import { policyFrom } from '../support/fixtures.js';
 
 const DAY = 86_400_000;
@@ -206,6 +209,20 @@ describe('unit: /api/suggest against a store', () => {
     assert.equal(none.store, false);
     assert.deepEqual(none.rules, []);
     assert.equal(none.events, 0);
+  });
+
+  it('one pass (as `sluice suggest` now reads) gives the flows and promotions of two separate passes over their windows', () => {
+    for (const [since, stableDays] of [[NOW - 7 * DAY, 14], [NOW - 30 * DAY, 3], [NOW - DAY, 1]] as const) {
+      const one = scanWindow(store, { since, until: NOW + 1, promotions: { policy: base.policy, stableDays } });
+      const obs = new Observations();
+      for (const r of store.scanFlows({ since, until: NOW + 1 })) obs.addRow(r);
+      const promo = promotions(base.policy, store.scanFlows({ since: NOW + 1 - stableDays * DAY, until: NOW + 1 }), { stableDays, until: NOW + 1, historyFrom: store.firstTime() });
+      assert.equal(one.cutAt, null);
+      assert.equal(one.obs.events, obs.events);
+      assert.deepEqual([...one.obs.flows.entries()], [...obs.flows.entries()]);
+      assert.deepEqual([...one.obs.ruleEvents], [...obs.ruleEvents]);
+      assert.deepEqual(one.promo, promo);
+    }
   });
 
   it('bounded: a scan past its time budget stops, says where, and claims neither never-hit rules nor promotions', () => {
