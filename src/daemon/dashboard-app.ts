@@ -7,7 +7,7 @@ import type { LiveHub } from './dashboard-live.js';
 import { openApiDocument } from './dashboard-openapi.js';
 import type { Ladder } from '../learn/allow-ladder.js';
 import { MAX_BODY_BYTES, parseApplyBody, parseConfirmBody, parseRollbackBody, readBody, type ApplyRequest, type RollbackRequest } from './dashboard-apply.js';
-import { eventsCsv, parseAllowQuery, parseEventsQuery, parseExplainQuery, parseStatsQuery, type Parsed } from './dashboard-query.js';
+import { eventsCsv, parseAllowQuery, parseEventsQuery, parseExplainQuery, parseStatsQuery, parseSuggestQuery, type Parsed, type SuggestRequest } from './dashboard-query.js';
 
 /**
  * The dashboard's HTTP application (Hono): the checks every request goes
@@ -49,6 +49,8 @@ export interface DashboardSources {
   confirm?(who: DashboardWho): Promise<Outcome> | Outcome;
   /** The policy page: applied versions from the journal with their diffs, and what is pending. */
   policy?(): Promise<Record<string, unknown>> | Record<string, unknown>;
+  /** The Suggestions page: `sluice suggest` and its `--check` for a (form-checked) window; an error is a 500 with its message. */
+  suggest?(req: SuggestRequest): Promise<Parsed<Record<string, unknown>>> | Parsed<Record<string, unknown>>;
   /** `sluice explain`'s answer for these (already form-checked) arguments. */
   explain(args: { dest: string; port?: string; user?: string }): Promise<Parsed<Record<string, unknown>>> | Parsed<Record<string, unknown>>;
 }
@@ -299,6 +301,14 @@ export function dashboardApp(opts: DashboardAppOptions): Hono {
     const r = sources.allow ? await sources.allow(p.value) : { ok: false as const, error: 'not available here' };
     if (r === null) return c.json({ error: `no event ${p.value.event} in the store` }, 404);
     return r.ok ? c.json(r.value) : c.json({ error: r.error }, 400);
+  });
+
+  app.get('/api/suggest', async (c) => {
+    const p = parseSuggestQuery(new URL(c.req.url).searchParams);
+    if (!p.ok) return c.json({ error: p.error }, 400);
+    if (!sources.suggest) return c.json({ error: 'not available here' }, 503);
+    const r = await sources.suggest(p.value);
+    return r.ok ? c.json(r.value) : c.json({ error: r.error }, 500);
   });
 
   const openapi = openApiDocument(opts.version ?? 'unknown', credentials.cookieName);

@@ -7,6 +7,7 @@
  * every path answers.
  */
 
+import { MAX_SUGGEST_DAYS, SUGGEST_STABLE_DAYS } from './dashboard-query.js';
 import { DEFAULT_CONFIRM_S, MAX_BODY_BYTES, MAX_DASHBOARD_CONFIRM_S, STEP_IDS } from './dashboard-apply.js';
 
 const str = (description: string, extra: Record<string, unknown> = {}) => ({ type: 'string', description, ...extra });
@@ -17,7 +18,11 @@ const ERROR = { description: 'bad parameters: `{"error": "..."}`', content: { 'a
 const JSON_OK = (description: string) => ({ description, content: { 'application/json': { schema: { type: 'object' } } } });
 
 /** The parameters per path, in the order the document lists them. */
-export const OPENAPI_PARAMS: Record<'events' | 'stats' | 'explain' | 'allow', ReturnType<typeof param>[]> = {
+export const OPENAPI_PARAMS: Record<'events' | 'stats' | 'explain' | 'allow' | 'suggest', ReturnType<typeof param>[]> = {
+  suggest: [
+    param('since', str(`the window, as \`sluice suggest --since\` (default 7d), at most ${MAX_SUGGEST_DAYS} days back: ${TIME}`)),
+    param('stable-days', str(`promotions after this many days without would-block, as \`--stable-days\` (1 to ${MAX_SUGGEST_DAYS}, default ${SUGGEST_STABLE_DAYS})`, { pattern: '^[0-9]{1,9}$' })),
+  ],
   allow: [
     param('event', str('the id of a stored blocked or would-block event (`id` in /api/events)', { pattern: '^[0-9]{1,9}$' }), true),
     param('since', str(`the window whose blocked events the impact figures count (default 7d): ${TIME}`)),
@@ -92,6 +97,16 @@ export function openApiDocument(version: string, cookieName: string): Record<str
         ),
         404,
         { description: 'no such event in the store' },
+      ),
+      '/api/suggest': withResponse(
+        get(
+          '`sluice suggest` against the applied policy, read-only: the rules for what the window\'s traffic needed and the policy does not allow (each with first and last seen, events, processes, distinct days, shared-zone names, and its YAML), the allow rules nothing needed (`neverHit`), the diff against the applied policy, `sluice suggest --check` of the result (would break, would block) and the promotions of `--stable-days`. Bounded: the scan stops after `limits.budgetMs` (then `complete` is false, `cutAt` says where, and neither `neverHit` nor promotions are given).',
+          JSON_OK('`{window, applied, base, store, events, flows, overflow, unsupported, covered, complete, cutAt, rules: [{name, sender, principal, to, ports, events, first, last, days, processes, wildcards, shared, sharedZone, yaml}], neverHit: [{rule, line}], check: {wouldBreak, wouldBlock, audited}, promotions, diff, elapsedMs, limits}`'),
+          OPENAPI_PARAMS.suggest,
+          true,
+        ),
+        500,
+        ERROR,
       ),
       '/api/session': get('The CSRF token for state-changing requests (send it as `X-Sluice-CSRF`), and how this request signed in', JSON_OK('`{csrf, auth: "session" | "dashboard token"}`')),
       '/api/policy': get(

@@ -1,6 +1,7 @@
 import { z } from '../vendor/zod.js';
 import type { EventQuery, StoredEvent } from '../events/event-store.js';
 import { parseSince, parseVerdict } from '../events/time-window.js';
+import { DEFAULT_STABLE_DAYS } from '../learn/promote.js';
 
 /**
  * The dashboard's query parameters, each treated as hostile: a closed set
@@ -76,12 +77,24 @@ const allowSchema = (now: number) =>
     since: time(now).optional(),
   });
 
+/** The widest window the dashboard's suggestions read, promotions included (the CLI has no such bound): the scan runs on the dashboard's thread. */
+export const MAX_SUGGEST_DAYS = 31;
+/** `--stable-days` when the request does not say: the command's default. */
+export const SUGGEST_STABLE_DAYS = DEFAULT_STABLE_DAYS;
+
+const suggestSchema = (now: number) =>
+  z.strictObject({
+    since: time(now).optional(),
+    'stable-days': whole(1, MAX_SUGGEST_DAYS).optional(),
+  });
+
 /** The query parameters each endpoint takes, as its parser reads them (the OpenAPI document lists these; a test keeps the two equal). */
 export const QUERY_PARAMS = {
   allow: () => Object.keys(allowSchema(0).shape),
   events: () => Object.keys(eventsSchema(0).shape),
   stats: () => Object.keys(statsSchema(0).shape),
   explain: () => Object.keys(explainSchema.shape),
+  suggest: () => Object.keys(suggestSchema(0).shape),
 };
 
 const explainSchema = z.strictObject({
@@ -180,4 +193,27 @@ export function parseAllowQuery(params: URLSearchParams, now = Date.now()): Pars
   const r = run(allowSchema(now), params);
   if (!r.ok) return r;
   return { ok: true, value: { event: r.value.event, since: r.value.since ?? now - 7 * 86_400_000, until: now } };
+}
+
+export interface SuggestRequest {
+  since: number;
+  until: number;
+  stableDays: number;
+  /** The `since` as asked (`7d`), for the answer and the page's selector. */
+  sinceText: string;
+}
+
+/**
+ * `/api/suggest?since=7d&stable-days=14`: the window of `sluice suggest
+ * --since` (default 7d), at most MAX_SUGGEST_DAYS back and not in the
+ * future, and the days of `--stable-days` (1 to MAX_SUGGEST_DAYS, default
+ * 14). The window ends now.
+ */
+export function parseSuggestQuery(params: URLSearchParams, now = Date.now()): Parsed<SuggestRequest> {
+  const r = run(suggestSchema(now), params);
+  if (!r.ok) return r;
+  const since = r.value.since ?? now - 7 * 86_400_000;
+  if (since < now - MAX_SUGGEST_DAYS * 86_400_000) return { ok: false, error: `since: at most ${MAX_SUGGEST_DAYS} days back here (sluice suggest --since reads any window)` };
+  if (since >= now) return { ok: false, error: 'since: want a time in the past' };
+  return { ok: true, value: { since, until: now + 1, stableDays: r.value['stable-days'] ?? SUGGEST_STABLE_DAYS, sinceText: params.get('since') ?? '7d' } };
 }

@@ -36,7 +36,8 @@ import type { ApplyRequest, RollbackRequest } from './dashboard-apply.js';
 import { textDiff } from '../policy/text-diff.js';
 import { writeCandidate } from '../state/candidate-request.js';
 import { confirmPending } from '../state/confirm-pending.js';
-import type { Parsed } from './dashboard-query.js';
+import type { Parsed, SuggestRequest } from './dashboard-query.js';
+import { suggestForDashboard } from './dashboard-suggest.js';
 import { DashboardCredentials } from './dashboard-auth.js';
 import { explainForDashboard } from './dashboard-explain.js';
 import { dashboardHealth, type DashboardHealth } from './dashboard-health.js';
@@ -124,6 +125,25 @@ function allow(args: { event: number; since: number; until: number }): Parsed<La
     const ladder = allowLadder({ event, existing: { policy: loaded.policy, text: loaded.text }, parse: loaded.parse, history: store.scanFlows({ since: args.since, until: args.until }), since: args.since, until: args.until, facts: hostFactsFor(loaded.policy) });
     const from = `applied ${loaded.applied.sha256.slice(0, 16)}`;
     return { ok: true, value: { ...ladder, applied: loaded.applied.sha256, steps: ladder.steps.map((st) => ({ ...st, diff: textDiff(loaded.text, st.policy, from, `with ${st.rule.name}`) })) } };
+  } catch (err) {
+    return { ok: false, error: (err as Error).message };
+  }
+}
+
+/** The last suggestions computed, reused for a few seconds (a reload, a second tab): each costs a scan of the window. */
+const SUGGEST_REUSE_MS = 30_000;
+let lastSuggest: { key: string; at: number; value: Record<string, unknown> } | null = null;
+
+/** The Suggestions page: `sluice suggest` and `--check` on this thread, against the applied policy, bounded (dashboard-suggest.ts). */
+function suggest(req: SuggestRequest): Parsed<Record<string, unknown>> {
+  try {
+    const loaded = appliedLoaded();
+    const key = `${req.sinceText}|${req.stableDays}|${loaded?.applied.sha256 ?? '-'}`;
+    if (lastSuggest && lastSuggest.key === key && Date.now() - lastSuggest.at < SUGGEST_REUSE_MS) return { ok: true, value: { ...lastSuggest.value, reused: true } };
+    const base = loaded ? { policy: loaded.policy, text: loaded.text, sha256: loaded.applied.sha256, file: loaded.applied.policyFile, parse: loaded.parse } : null;
+    const value = suggestForDashboard(events(), base, req);
+    lastSuggest = { key, at: Date.now(), value };
+    return { ok: true, value };
   } catch (err) {
     return { ok: false, error: (err as Error).message };
   }
@@ -316,6 +336,7 @@ const sources: DashboardSources = {
   rollbackTo,
   confirm: confirmNow,
   policy: policyPage,
+  suggest,
   explain: (args) => {
     const policy = appliedPolicy();
     if (!policy) return { ok: false, error: 'no policy is applied' };

@@ -55,6 +55,12 @@ export interface Suggestion {
   covered: { flows: number; events: number };
   /** Flows of a protocol a policy cannot name by port (not TCP, UDP, ICMP): left out, counted. */
   unsupported: number;
+  /**
+   * Each new rule alone, by name, as the lines that go under `rules:` (the
+   * same node as in `yaml`, comments included): what the dashboard offers to
+   * copy rule by rule.
+   */
+  snippets: Map<string, string>;
 }
 
 const MAX_PROCESSES_SHOWN = 6;
@@ -227,8 +233,9 @@ export function suggestPolicy(obs: Observations, opts: SuggestOptions): Suggesti
   const couldGo = existing
     ? existing.rules.filter((r) => r.action === 'allow' && (hits.get(r.name) ?? 0) === 0).map((r) => ({ rule: r.name, line: r.line }))
     : [];
-  const yaml = render(rules, couldGo, opts);
-  return { yaml, rules: rules.map(({ ...r }) => stripPerDest(r)), couldGo, covered, unsupported };
+  const snippets = new Map<string, string>();
+  const yaml = render(rules, couldGo, opts, snippets);
+  return { yaml, rules: rules.map(({ ...r }) => stripPerDest(r)), couldGo, covered, unsupported, snippets };
 }
 
 function stripPerDest(r: SuggestedRule & { perDest?: Map<string, Tally> }): SuggestedRule {
@@ -236,7 +243,9 @@ function stripPerDest(r: SuggestedRule & { perDest?: Map<string, Tally> }): Sugg
   return rest;
 }
 
-function render(rules: (SuggestedRule & { perDest?: Map<string, Tally> })[], couldGo: { rule: string; line: number }[], opts: SuggestOptions): string {
+const TO_STRING = { flowCollectionPadding: false, lineWidth: 0 } as const;
+
+function render(rules: (SuggestedRule & { perDest?: Map<string, Tally> })[], couldGo: { rule: string; line: number }[], opts: SuggestOptions, snippets: Map<string, string>): string {
   const window = `${stamp(opts.since)} to ${stamp(opts.until)}`;
   let doc: Document;
   if (opts.existing) {
@@ -281,8 +290,12 @@ function render(rules: (SuggestedRule & { perDest?: Map<string, Tally> })[], cou
       if (t) (item as { comment?: string }).comment = ` ${describe(t)}`;
     }
     items.push(node);
+    // The same node in a document of its own, `rules:` line dropped: the rule's lines as they go under `rules:`.
+    const alone = new Document({ rules: [] });
+    (alone.get('rules', true) as YAMLSeq).items.push(node);
+    snippets.set(r.name, alone.toString(TO_STRING).replace(/^rules:\n/, ''));
   }
-  return doc.toString({ flowCollectionPadding: false, lineWidth: 0 });
+  return doc.toString(TO_STRING);
 }
 
 /** One promotion as a comment line. */

@@ -225,6 +225,7 @@ describe('unit: dashboard app (every request through the checks)', () => {
     health: async () => healthAnswer,
     allow: (a) => (a.event === 1 ? { ok: true, value: { event: { id: 1, time: 0, verdict: 'blocked', rule: '#default', dst: '198.18.1.10', sender: 'user 0' }, steps: [], window: { since: a.since, until: a.until, flows: 0, overflow: 0 } } } : null),
     policy: () => ({ applied: null, pending: null, versions: [] }),
+    suggest: (r) => ({ ok: true, value: { window: { asked: r.sinceText }, rules: [] } }),
   };
   let healthAnswer: DashboardHealth | null = dashboardHealth([], null, 42);
   const live = new LiveHub({ maxClients: 1, queueMax: 10, flushMs: 50, heartbeatMs: 1000 });
@@ -333,7 +334,7 @@ describe('unit: dashboard app (every request through the checks)', () => {
       assert.equal((await req(`${path}${query}`, { headers: bearer })).status, 200, path);
       assert.ok(Array.isArray(item.get.parameters), path);
     }
-    for (const name of ['events', 'stats', 'explain', 'allow'] as const) {
+    for (const name of ['events', 'stats', 'explain', 'allow', 'suggest'] as const) {
       const listed = doc.paths[`/api/${name}`]?.get.parameters.map((p) => p.name).sort();
       assert.deepEqual(listed, QUERY_PARAMS[name]().sort(), `/api/${name}: the document and the parser agree`);
       assert.deepEqual(OPENAPI_PARAMS[name].map((p) => p.name).sort(), listed);

@@ -10,6 +10,7 @@ import { describe, it } from 'node:test';
 import type { z } from 'zod';
 import { COMMANDS, GLOBAL_OPTIONS, POLICY_OPTION, usage } from '../../src/cli/spec.js';
 import { policySchema } from '../../src/policy/schema.js';
+import { openApiDocument } from '../../src/daemon/dashboard-openapi.js';
 import { ROOT } from '../support/fixtures.js';
 
 const README = readFileSync(join(ROOT, 'README.md'), 'utf8');
@@ -82,5 +83,16 @@ describe('unit: the README documents what the code accepts', () => {
     assert.ok(dns.includes('max(min(TTL, ttl_max), ttl_floor) + ttl_grace'), 'the lifetime of a learned address, exactly');
     assert.ok(dns.includes('ttl_max` + `ttl_grace'), 'its bound');
     assert.doesNotMatch(dns, /never more than ttl_max/, 'not the old claim that ttl_max bounds the lifetime');
+  });
+
+  it("the Dashboard section's API list names every endpoint of the API (its OpenAPI document), method and path", () => {
+    const paths = openApiDocument('x', 'c').paths as Record<string, Record<string, unknown>>;
+    assert.ok(Object.keys(paths).length >= 14);
+    for (const [path, item] of Object.entries(paths)) {
+      for (const method of Object.keys(item)) {
+        const p = path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+        assert.match(README, new RegExp(`^${method.toUpperCase()} ${p}(\\?| |$)`, 'm'), `${method.toUpperCase()} ${path} in the README's API list`);
+      }
+    }
   });
 });

@@ -3,10 +3,12 @@ import { SluiceError, UsageError } from '../../errors.js';
 import { eventStorePath } from '../../events/store-component.js';
 import { parseSince } from '../../events/time-window.js';
 import { checkPolicy, type CheckReport } from '../../learn/check-policy.js';
-import { Observations, safeText } from '../../learn/observations.js';
+import { safeText, type Observations } from '../../learn/observations.js';
 import { SHARED_ZONES } from '../../learn/public-suffix.js';
-import { DEFAULT_STABLE_DAYS, promotions, type PromotionReport } from '../../learn/promote.js';
-import { promotionText, stamp, suggestPolicy, type Suggestion } from '../../learn/suggest-policy.js';
+import { DEFAULT_STABLE_DAYS, type PromotionReport } from '../../learn/promote.js';
+import { promotionText, stamp, type Suggestion } from '../../learn/suggest-policy.js';
+import { checkedSuggestion, scanWindow, type ScanResult } from '../../learn/suggest-report.js';
+import type { SqliteStore } from '../../events/sqlite-store.js';
 import { parsePolicy } from '../../policy/load-policy.js';
 import type { Policy } from '../../policy/policy.js';
 import { writeFileAtomic } from '../../state/state-store.js';
@@ -26,28 +28,21 @@ export interface SuggestArgs {
   stableDays?: number;
 }
 
-/** Gradual enforcement: what of `policy` could go from audit to enforce, from the store's last `stableDays` days. */
-export function observePromotions(stateDir: string, policy: Policy, stableDays: number, until: number): PromotionReport {
+/** The event store, read-only; refused with a message when the daemon has not written one yet. */
+function openStore(stateDir: string): SqliteStore {
   const store = openStoreForReading(stateDir);
   if (!store) throw new SluiceError('EEVENTSTORE', `No events recorded yet (no store at ${eventStorePath(stateDir)}; the daemon writes it)`);
-  try {
-    return promotions(policy, store.scanFlows({ since: until - stableDays * 86_400_000, until }), { stableDays, until, historyFrom: store.firstTime() });
-  } finally {
-    store.close();
-  }
+  return store;
 }
 
-/** The events of the window, folded into distinct flows (streamed from the store: bounded memory). */
-export function observe(stateDir: string, since: number, until: number): Observations {
-  const obs = new Observations();
-  const store = openStoreForReading(stateDir);
-  if (!store) throw new SluiceError('EEVENTSTORE', `No events recorded yet (no store at ${eventStorePath(stateDir)}; the daemon writes it)`);
+/** The events of the window, folded into distinct flows (streamed from the store: bounded memory); with `promote`, the promotions from the same pass. */
+export function observe(stateDir: string, since: number, until: number, promote?: { policy: Policy; stableDays: number }): ScanResult {
+  const store = openStore(stateDir);
   try {
-    for (const r of store.scanFlows({ since, until })) obs.addRow(r);
+    return scanWindow(store, { since, until, ...(promote ? { promotions: promote } : {}) });
   } finally {
     store.close();
   }
-  return obs;
 }
 
 function readPolicyText(file: string): { policy: Policy; text: string } {
@@ -85,16 +80,10 @@ export async function suggest(ctx: Context, args: SuggestArgs): Promise<number> 
     return check(ctx, args.check, since, until);
   }
   const existing = existingPolicy(ctx, args.policy);
-  const obs = observe(ctx.state.dir, since, until);
   const stableDays = args.stableDays ?? DEFAULT_STABLE_DAYS;
-  const promo = existing ? observePromotions(ctx.state.dir, existing.policy, stableDays, until) : undefined;
-  const s = suggestPolicy(obs, { ...(existing ? { existing, facts: hostFactsFor(existing.policy) } : {}), ...(promo ? { promotions: promo } : {}), since, until });
+  const { obs, promo } = observe(ctx.state.dir, since, until, existing ? { policy: existing.policy, stableDays } : undefined);
   // What is written must load: Sluice's own loader is the judge.
-  try {
-    parsePolicy(Buffer.from(s.yaml), args.out ?? '(suggestion)', { lookupUsers });
-  } catch (err) {
-    throw new SluiceError('EINTERNAL', `The suggested policy does not load (a bug in suggest): ${(err as Error).message}`, { cause: err });
-  }
+  const { suggestion: s } = checkedSuggestion(obs, { ...(existing ? { existing, facts: hostFactsFor(existing.policy) } : {}), ...(promo ? { promotions: promo } : {}), since, until }, (text) => parsePolicy(Buffer.from(text), args.out ?? '(suggestion)', { lookupUsers }));
   if (args.out !== undefined) writeFileAtomic(args.out, s.yaml, 0o644);
   if (ctx.json) {
     ctx.result({
@@ -146,7 +135,7 @@ function summary(ctx: Context, s: Suggestion, obs: Observations, base: string | 
 
 function check(ctx: Context, file: string, since: number, until: number): number {
   const { policy } = readPolicyText(file);
-  const obs = observe(ctx.state.dir, since, until);
+  const { obs } = observe(ctx.state.dir, since, until);
   const r = checkPolicy(policy, obs, 100, hostFactsFor(policy));
   if (ctx.json) ctx.result({ policy: file, window: { since: new Date(since).toISOString(), until: new Date(until - 1).toISOString() }, ...r });
   else for (const l of checkLines(file, r, since, until)) ctx.say(l);

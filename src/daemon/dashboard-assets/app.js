@@ -5,7 +5,7 @@
 'use strict';
 
 const SVG = 'http://www.w3.org/2000/svg';
-const PAGES = ['overview', 'live', 'history', 'explain', 'health', 'allow', 'policy'];
+const PAGES = ['overview', 'live', 'history', 'explain', 'health', 'allow', 'policy', 'suggest'];
 const LIVE_ROWS = 500;
 const $ = (sel) => document.querySelector(sel);
 
@@ -74,13 +74,14 @@ function route() {
     else a.removeAttribute('aria-current');
   }
   const params = new URLSearchParams(query || '');
-  if (name === 'overview') loadOverview();
+  if (name === 'overview') loadOverview(params);
   if (name === 'live') startLive(params);
   else stopLive();
   if (name === 'history') loadHistory(params);
   if (name === 'health') loadHealth();
   if (name === 'allow') loadAllow(params);
   if (name === 'policy') loadPolicy();
+  if (name === 'suggest') loadSuggest(params);
 }
 
 function setHash(page, form) {
@@ -237,22 +238,29 @@ function row(tbody, cells) {
   tbody.append(tr);
 }
 
-function chart(node, timeline, since, bucketMs) {
+const W = 600;
+const H = 160;
+
+/** The chart's current range (ms), for dragging and the keyboard: {from, to, zoomed}. */
+let chartRange = null;
+/** The smallest range a zoom goes down to: the store's buckets are a minute at least. */
+const MIN_ZOOM_MS = 5 * 60_000;
+
+function chart(node, timeline, from, to, bucketMs, zoomed) {
   clear(node);
-  const buckets = Math.max(1, Math.ceil((Date.now() - since) / bucketMs));
-  const start = since - (since % bucketMs);
+  chartRange = { from, to, zoomed };
+  const start = from - (from % bucketMs);
+  const buckets = Math.max(1, Math.ceil((to - start) / bucketMs));
   const series = { allowed: new Array(buckets).fill(0), blocked: new Array(buckets).fill(0), 'would-block': new Array(buckets).fill(0) };
   for (const r of timeline) {
     const i = Math.floor((r.time - start) / bucketMs);
     if (i >= 0 && i < buckets && series[r.verdict]) series[r.verdict][i] += r.count;
   }
   const max = Math.max(1, ...Object.values(series).flat());
-  const W = 600;
-  const H = 160;
   const svg = document.createElementNS(SVG, 'svg');
   svg.setAttribute('viewBox', `0 0 ${W} ${H + 14}`);
   svg.setAttribute('role', 'img');
-  svg.setAttribute('aria-label', `Events per ${bucketMs / 60000} minute(s); the highest is ${max}`);
+  svg.setAttribute('aria-label', `Events per ${bucketMs / 60000} minute(s) from ${fmtTime(from)} to ${fmtTime(to)} UTC; the highest is ${max}`);
   const axis = document.createElementNS(SVG, 'line');
   for (const [k, v] of Object.entries({ x1: 0, y1: H, x2: W, y2: H, class: 'axis' })) axis.setAttribute(k, String(v));
   svg.append(axis);
@@ -263,12 +271,14 @@ function chart(node, timeline, since, bucketMs) {
     line.setAttribute('class', `s-${verdict}`);
     svg.append(line);
   }
-  for (const [x, label, anchor] of [[0, fmtTime(start).slice(11, 16), 'start'], [W, 'now', 'end']]) {
+  const span = to - from;
+  const label = (ms) => (span > 86_400_000 ? fmtTime(ms).slice(5, 16) : fmtTime(ms).slice(11, 16));
+  for (const [x, text, anchor] of [[0, label(from), 'start'], [W, zoomed ? label(to) : 'now', 'end']]) {
     const t = document.createElementNS(SVG, 'text');
     t.setAttribute('x', String(x));
     t.setAttribute('y', String(H + 12));
     t.setAttribute('text-anchor', anchor);
-    t.textContent = label;
+    t.textContent = text;
     svg.append(t);
   }
   const peak = document.createElementNS(SVG, 'text');
@@ -279,14 +289,119 @@ function chart(node, timeline, since, bucketMs) {
   node.append(svg);
 }
 
-async function loadOverview() {
+/** Goes to the Overview zoomed into [from, to] (ms): the range is in the URL, so it can be linked and Back undoes it. */
+function zoomTo(from, to) {
+  const now = Date.now();
+  let a = Math.max(0, Math.min(from, to));
+  let b = Math.min(now, Math.max(from, to));
+  if (b - a < MIN_ZOOM_MS) {
+    const mid = (a + b) / 2;
+    a = mid - MIN_ZOOM_MS / 2;
+    b = Math.min(now, a + MIN_ZOOM_MS);
+    a = b - MIN_ZOOM_MS;
+  }
+  // Whole seconds: a range a person can read (and type) in the address and the form.
+  const at = (ms) => new Date(Math.round(ms / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+  const q = new URLSearchParams({ from: at(a), to: at(b) });
+  location.hash = `overview?${q}`;
+}
+
+function resetZoom() {
+  location.hash = 'overview';
+}
+
+/** The chart's x (0..W, in its viewBox) under a pointer: the drawing keeps its aspect, so it may not fill the box. */
+function chartX(svg, ev) {
+  const m = svg.getScreenCTM();
+  if (!m) return 0;
+  const p = new DOMPoint(ev.clientX, ev.clientY).matrixTransform(m.inverse());
+  return Math.max(0, Math.min(W, p.x));
+}
+
+/** Drag across the chart to zoom (pointer events: mouse, pen, touch); a click without a drag does nothing. */
+function wireChartZoom(node) {
+  let drag = null;
+  node.addEventListener('pointerdown', (ev) => {
+    const svg = node.querySelector('svg');
+    if (!svg || !chartRange || ev.button !== 0) return;
+    const x = chartX(svg, ev);
+    const rect = document.createElementNS(SVG, 'rect');
+    rect.setAttribute('class', 'zoom-sel');
+    rect.setAttribute('y', '0');
+    rect.setAttribute('height', String(H));
+    rect.setAttribute('x', String(x));
+    rect.setAttribute('width', '0');
+    svg.append(rect);
+    drag = { svg, x0: x, x1: x, rect, range: chartRange };
+    node.setPointerCapture(ev.pointerId);
+    ev.preventDefault();
+  });
+  node.addEventListener('pointermove', (ev) => {
+    if (!drag) return;
+    drag.x1 = chartX(drag.svg, ev);
+    drag.rect.setAttribute('x', String(Math.min(drag.x0, drag.x1)));
+    drag.rect.setAttribute('width', String(Math.abs(drag.x1 - drag.x0)));
+  });
+  const end = (ev, cancelled) => {
+    if (!drag) return;
+    const d = drag;
+    drag = null;
+    d.rect.remove();
+    if (node.hasPointerCapture(ev.pointerId)) node.releasePointerCapture(ev.pointerId);
+    if (cancelled || Math.abs(d.x1 - d.x0) < 6) return;
+    const t = (x) => d.range.from + (x / W) * (d.range.to - d.range.from);
+    zoomTo(t(Math.min(d.x0, d.x1)), t(Math.max(d.x0, d.x1)));
+  };
+  node.addEventListener('pointerup', (ev) => end(ev, false));
+  node.addEventListener('pointercancel', (ev) => end(ev, true));
+  // The keyboard way: + and - zoom around the middle, the arrows move by a quarter, 0 or Escape resets.
+  node.addEventListener('keydown', (ev) => {
+    if (!chartRange) return;
+    const { from, to } = chartRange;
+    const span = to - from;
+    const mid = (from + to) / 2;
+    if (ev.key === '+' || ev.key === '=') zoomTo(mid - span / 4, mid + span / 4);
+    else if (ev.key === '-' || ev.key === '_') zoomTo(mid - span, Math.min(Date.now(), mid + span));
+    else if (ev.key === 'ArrowLeft') zoomTo(from - span / 4, to - span / 4);
+    else if (ev.key === 'ArrowRight') zoomTo(Math.min(from + span / 4, Date.now() - span), Math.min(to + span / 4, Date.now()));
+    else if ((ev.key === '0' || ev.key === 'Escape') && /[?&]from=/.test(location.hash)) resetZoom();
+    else return;
+    ev.preventDefault();
+  });
+}
+
+/** The zoom in the URL (`#overview?from=ISO&to=ISO`): null when absent; {error} when it is not a range. */
+function zoomOf(params) {
+  if (!params || (!params.has('from') && !params.has('to'))) return null;
+  const from = Date.parse(params.get('from') || '');
+  const to = Date.parse(params.get('to') || '');
+  if (!Number.isFinite(from) || !Number.isFinite(to) || from >= to) return { error: 'The zoom in the address is not a time range (from before to, as 2026-12-06T10:00Z); showing the last hour.' };
+  return { from, to };
+}
+
+/** The Overview's range: the last hour, or the zoom in the URL. Live refreshes only when not zoomed into the past. */
+let overviewZoomed = false;
+
+async function loadOverview(params) {
+  if (!params) params = new URLSearchParams(location.hash.split('?')[1] || '');
+  const zoom = zoomOf(params);
+  const zoomed = zoom && !zoom.error ? zoom : null;
+  overviewZoomed = !!zoomed;
+  const form = $('#zoom-form');
+  form.elements.from.value = zoomed ? params.get('from') : '';
+  form.elements.to.value = zoomed ? params.get('to') : '';
+  $('#zoom-reset').disabled = !zoomed;
+  $('#h-overview').textContent = zoomed ? `Overview: ${fmtTime(zoomed.from)} to ${fmtTime(zoomed.to)} UTC` : 'Overview: the last hour';
+  $('#zoom-state').textContent = zoom && zoom.error ? zoom.error : zoomed ? 'Zoomed: the chart and the lists cover this range only, and do not refresh. Reset zoom goes back to the last hour, live.' : 'Drag across the chart (or focus it and press +) to zoom in.';
+  const q = zoomed ? new URLSearchParams({ since: new Date(zoomed.from).toISOString(), until: new Date(zoomed.to).toISOString(), limit: '10' }) : new URLSearchParams({ since: '1h', limit: '10' });
   try {
-    const r = await api('/api/stats?since=1h&limit=10');
+    const r = await api(`/api/stats?${q}`);
     const s = r.stats;
     $('#totals').textContent = s
       ? `${s.total} events: ${s.byVerdict.blocked} blocked, ${s.byVerdict['would-block']} would-block, ${s.byVerdict.allowed} allowed; ${s.attributed} with a process`
       : 'No events recorded yet.';
-    chart($('#chart'), r.timeline, r.since, r.bucketMs);
+    $('#chart-unit').textContent = `Events per ${r.bucketMs === 60_000 ? 'minute' : `${r.bucketMs / 60_000} minutes`}`;
+    chart($('#chart'), r.timeline, zoomed ? zoomed.from : r.since, zoomed ? zoomed.to : Date.now(), r.bucketMs, !!zoomed);
     for (const [id, rows, cells] of [
       ['#top-destinations', s ? s.byDestination : [], (x) => [{ text: x.key }, { text: x.count, cls: 'num' }]],
       ['#top-processes', s ? s.byProcess : [], (x) => [{ text: x.key }, { text: x.count, cls: 'num' }]],
@@ -298,6 +413,116 @@ async function loadOverview() {
     }
   } catch (err) {
     $('#totals').textContent = `Cannot load: ${err.message}`;
+  }
+}
+
+// ---- Suggestions (sluice suggest, read-only: the user copies what they accept)
+
+/** The YAML of the ticked rules, as lines under `rules:`. */
+function pickedYaml() {
+  const picked = [...document.querySelectorAll('#suggest-rules input[type=checkbox]:checked')].map((c) => c.closest('.card')._yaml || '');
+  $('#suggest-yaml').value = picked.length ? `rules:\n${picked.join('')}` : '';
+  $('#suggest-copy').disabled = picked.length === 0;
+}
+
+function figure(parent, value, text, cls) {
+  const p = el('span', undefined, cls);
+  p.append(el('strong', value), ` ${text}`);
+  parent.append(p);
+}
+
+async function loadSuggest(params) {
+  fillForm($('#suggest-filter'), params);
+  const since = params.get('since') || '7d';
+  const state = $('#suggest-state');
+  const summary = $('#suggest-summary');
+  const cards = $('#suggest-rules');
+  const more = $('#suggest-more');
+  for (const n of [summary, cards, more]) clear(n);
+  $('#suggest-pick').hidden = true;
+  $('#suggest-yaml').value = '';
+  state.textContent = `Reading the events of ${since}… (this can take a few seconds)`;
+  let r;
+  try {
+    r = await api(`/api/suggest?${new URLSearchParams({ since })}`);
+  } catch (err) {
+    state.textContent = `Cannot suggest: ${err.message}`;
+    return;
+  }
+  if (!r.store) {
+    state.textContent = 'No events recorded yet: the daemon writes them as traffic is seen. Nothing to suggest.';
+    return;
+  }
+  state.textContent = `${r.events} events from ${fmtTime(Date.parse(r.window.since))} to ${fmtTime(Date.parse(r.window.until))} UTC, ${r.flows} distinct flows; ${r.base ? `against the applied policy ${String(r.applied).slice(0, 12)} (${r.base})` : 'no policy is applied: a policy of its own'}. Worked out in ${r.elapsedMs} ms${r.reused ? ' (a moment ago)' : ''}.`;
+  if (!r.complete) summary.append(el('p', `The scan stopped after ${r.limits.budgetMs / 1000} s, at ${fmtTime(Date.parse(r.cutAt))}: what follows was not read. The rules below are for traffic that was seen; rules never hit and promotions are not shown. Choose a shorter window, or run sluice suggest.`, 'v-blocked'));
+  if (r.overflow > 0) summary.append(el('p', `${r.overflow} events beyond ${r.limits.maxFlows} distinct flows were not counted.`, 'v-would-block'));
+  const figs = el('div', undefined, 'figures');
+  figure(figs, r.rules.length, `new rule${r.rules.length === 1 ? '' : 's'}`);
+  figure(figs, r.neverHit.length, `rule${r.neverHit.length === 1 ? '' : 's'} never hit`);
+  figure(figs, r.check.wouldBreak.events, 'would break', r.check.wouldBreak.events > 0 ? 'v-blocked' : 'v-allowed');
+  figure(figs, r.check.wouldBlock.events, `would block (${r.check.wouldBlock.flows} flows)`);
+  summary.append(figs);
+  summary.append(el('p', `The replay (sluice suggest --check) is of the applied policy with every suggested rule added, enforcing, over the same events: "would break" counts events of traffic that went through that it would block or whose name it would not resolve; "would block" counts every event it blocks.${r.covered ? ` Already allowed by the applied policy: ${r.covered.flows} flow${r.covered.flows === 1 ? '' : 's'} (${r.covered.events} event${r.covered.events === 1 ? '' : 's'}).` : ''}`, 'note'));
+  if (r.rules.length === 0) {
+    cards.append(el('p', 'Nothing to add: the applied policy allows every flow that went through in this window.'));
+  }
+  for (const rule of r.rules) {
+    const card = el('article', undefined, rule.sharedZone ? 'card shared' : 'card');
+    card._yaml = rule.yaml;
+    const pick = el('label', undefined, 'pick');
+    const box = document.createElement('input');
+    box.type = 'checkbox';
+    box.name = 'rule';
+    box.value = rule.name;
+    box.addEventListener('change', pickedYaml);
+    pick.append(box, el('span', rule.name));
+    card.append(pick);
+    card.append(el('h3', `${rule.sender} to ${rule.to.length} destination${rule.to.length === 1 ? '' : 's'} on ${rule.ports.join(' ')}`));
+    const dl = el('dl');
+    const item = (k, v) => dl.append(el('dt', k), el('dd', v));
+    item('To', rule.to.join(', '));
+    item('Events', rule.events);
+    item('First seen', `${fmtTime(Date.parse(rule.first))} UTC`);
+    item('Last seen', `${fmtTime(Date.parse(rule.last))} UTC`);
+    item('Days', `${rule.days} distinct day${rule.days === 1 ? '' : 's'}`);
+    item('Processes', rule.processes.length ? rule.processes.join(', ') : 'unknown');
+    card.append(dl);
+    for (const w of rule.wildcards) card.append(el('p', `${w.pattern}: ${w.names.length} sibling names seen (${w.names.slice(0, 5).join(', ')}${w.names.length > 5 ? ', …' : ''})`, 'note'));
+    for (const z of rule.shared) card.append(el('p', `Shared zone: ${z.name} is under *.${z.zone}, where anyone can create names: allowed by exact name only.`, 'v-would-block'));
+    const d = el('details');
+    d.append(el('summary', 'YAML'), el('pre', rule.yaml));
+    card.append(d);
+    cards.append(card);
+  }
+  if (r.rules.length > 0) {
+    $('#suggest-pick').hidden = false;
+    pickedYaml();
+  }
+  if (r.neverHit.length > 0) {
+    more.append(el('h3', 'Rules never hit in the window'));
+    const ul = el('ul');
+    for (const c of r.neverHit) ul.append(el('li', `${c.rule} (line ${c.line}): no observed flow needed it; it could go`));
+    more.append(ul);
+  }
+  if (r.check.wouldBreak.flows.length > 0) {
+    more.append(el('h3', 'What the suggested policy would break'));
+    const ul = el('ul');
+    for (const f of r.check.wouldBreak.flows) ul.append(el('li', `${f.hostname ? `${f.hostname} ` : ''}${f.dst}${f.dport !== undefined ? ` ${f.dport}` : ''}: ${f.events} events: ${f.why}`));
+    for (const n of r.check.wouldBreak.names) ul.append(el('li', `name ${n.name} would not resolve (${n.events} events)`));
+    more.append(ul);
+  }
+  if (r.promotions) {
+    more.append(el('h3', `Promotions (no would-block in the last ${r.promotions.stableDays} days)`));
+    const ul = el('ul');
+    if (r.promotions.candidates.length === 0) ul.append(el('li', 'Nothing is in audit.'));
+    for (const p of r.promotions.candidates) ul.append(el('li', `${p.what}: ${p.text}`, p.stable ? 'v-allowed' : ''));
+    more.append(ul);
+  }
+  if (r.diff) {
+    const d = el('details');
+    d.append(el('summary', 'The whole change against the applied policy (every suggested rule, and the could-go notes)'));
+    d.append(diffBlock(r.diff));
+    more.append(d);
   }
 }
 
@@ -644,11 +869,45 @@ document.addEventListener('DOMContentLoaded', () => {
     explain(ev.target);
   });
   $('#pending-confirm').addEventListener('click', (ev) => confirmPending(ev.currentTarget));
+  wireChartZoom($('#chart'));
+  $('#zoom-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const from = Date.parse(ev.target.elements.from.value.trim());
+    const to = Date.parse(ev.target.elements.to.value.trim());
+    if (!Number.isFinite(from) || !Number.isFinite(to) || from >= to) {
+      $('#zoom-state').textContent = 'Want two times, From before To, such as 2026-12-06T10:00Z.';
+      return;
+    }
+    zoomTo(from, to);
+  });
+  $('#zoom-reset').addEventListener('click', resetZoom);
+  $('#suggest-filter').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    setHash('suggest', ev.target);
+  });
+  const tick = (on) => {
+    for (const c of document.querySelectorAll('#suggest-rules input[type=checkbox]')) c.checked = on;
+    pickedYaml();
+  };
+  $('#suggest-all').addEventListener('click', () => tick(true));
+  $('#suggest-none').addEventListener('click', () => tick(false));
+  $('#suggest-copy').addEventListener('click', async () => {
+    const t = $('#suggest-yaml');
+    try {
+      await navigator.clipboard.writeText(t.value);
+      $('#suggest-state').textContent = 'Copied the selected rules.';
+    } catch {
+      t.focus();
+      t.select();
+      $('#suggest-state').textContent = 'Selected: copy with Ctrl+C.';
+    }
+  });
   window.addEventListener('hashchange', route);
   loadStatus();
   setInterval(loadStatus, 10_000);
+  // Live only when not zoomed into the past: a zoomed range is a fixed piece of history.
   setInterval(() => {
-    if (!$('#page-overview').hidden) loadOverview();
+    if (!$('#page-overview').hidden && !overviewZoomed) loadOverview();
   }, 30_000);
   setInterval(() => {
     if (!$('#page-health').hidden) loadHealth();
