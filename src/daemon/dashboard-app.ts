@@ -1,5 +1,6 @@
 import { Hono, type Context } from 'hono';
 import type { EventQuery, EventStats, StoredEvent, TimelineRow } from '../events/event-store.js';
+import type { SuggestAnswer } from './dashboard-suggest-runner.js';
 import type { ListenAddress } from '../policy/listen-address.js';
 import { cookieValue, hostAllowed, sameOrigin, type DashboardCredentials } from './dashboard-auth.js';
 import type { DashboardHealth } from './dashboard-health.js';
@@ -50,7 +51,7 @@ export interface DashboardSources {
   /** The policy page: applied versions from the journal with their diffs, and what is pending. */
   policy?(): Promise<Record<string, unknown>> | Record<string, unknown>;
   /** The Suggestions page: `sluice suggest` and its `--check` for a (form-checked) window; an error is a 500 with its message. */
-  suggest?(req: SuggestRequest): Promise<Parsed<Record<string, unknown>>> | Parsed<Record<string, unknown>>;
+  suggest?(req: SuggestRequest): Promise<SuggestAnswer> | SuggestAnswer;
   /** `sluice explain`'s answer for these (already form-checked) arguments. */
   explain(args: { dest: string; port?: string; user?: string }): Promise<Parsed<Record<string, unknown>>> | Parsed<Record<string, unknown>>;
 }
@@ -308,7 +309,9 @@ export function dashboardApp(opts: DashboardAppOptions): Hono {
     if (!p.ok) return c.json({ error: p.error }, 400);
     if (!sources.suggest) return c.json({ error: 'not available here' }, 503);
     const r = await sources.suggest(p.value);
-    return r.ok ? c.json(r.value) : c.json({ error: r.error }, 500);
+    if (r.ok) return c.json(r.value);
+    // Busy with another window, or over its time or heap: come back later.
+    return r.retryAfter !== undefined ? c.json({ error: r.error }, 503, { 'retry-after': String(r.retryAfter) }) : c.json({ error: r.error }, 500);
   });
 
   const openapi = openApiDocument(opts.version ?? 'unknown', credentials.cookieName);

@@ -53,6 +53,8 @@ export interface DashboardThreadConfig {
   table: string | null;
   limits: DashboardLimits;
   policy: DashboardPolicyInfo | null;
+  /** The suggestion worker's time and heap (tests); default SUGGEST_WORKER. */
+  suggest?: { timeoutMs?: number; maxHeapMb?: number };
 }
 
 /** Events waiting for the thread at most; beyond, dropped and counted (a flood must not grow the daemon). */

@@ -84,7 +84,7 @@ export function openApiDocument(version: string, cookieName: string): Record<str
       },
     },
     paths: {
-      '/api/status': get('The policy in force, table state (live or drifted), mode, counters, guard health, and what waits for confirmation (`pending`: deadline, secondsLeft, rollbackTo; null: nothing)', JSON_OK('the daemon\'s status')),
+      '/api/status': get('The policy in force, table state (live or drifted), mode, counters, guard health, and what waits for confirmation (`pending`: deadline, secondsLeft, rollbackTo; null: nothing), and whether a suggestion is being computed (`suggesting`: startedAt; null: none)', JSON_OK('the daemon\'s status')),
       '/api/events': get('Stored events, newest first, filtered', { description: 'the events: `{events, limit, since}`, or CSV with `format=csv`', content: { 'application/json': { schema: { type: 'object' } }, 'text/csv': { schema: { type: 'string' } } } }, OPENAPI_PARAMS.events, true),
       '/api/stats': get('Counts over a window: top destinations, processes and rules, and a timeline of allowed, blocked and would-block', JSON_OK('`{since, bucketMs, stats, timeline}`'), OPENAPI_PARAMS.stats, true),
       '/api/explain': get('The verdict for a destination, port and user, and the rule that decides it', JSON_OK('the explanation, as `sluice explain --json` gives it'), OPENAPI_PARAMS.explain, true),
@@ -99,6 +99,7 @@ export function openApiDocument(version: string, cookieName: string): Record<str
         { description: 'no such event in the store' },
       ),
       '/api/suggest': withResponse(
+        withResponse(
         get(
           '`sluice suggest` against the applied policy, read-only: the rules for what the window\'s traffic needed and the policy does not allow (each with first and last seen, events, processes, distinct days, shared-zone names, and its YAML), the allow rules nothing needed (`neverHit`), the diff against the applied policy, `sluice suggest --check` of the result (would break, would block) and the promotions of `--stable-days`. Bounded: the scan stops after `limits.budgetMs` (then `complete` is false, `cutAt` says where, and neither `neverHit` nor promotions are given).',
           JSON_OK('`{window, applied, base, store, events, flows, overflow, unsupported, covered, complete, cutAt, rules: [{name, sender, principal, to, ports, events, first, last, days, processes, wildcards, shared, sharedZone, yaml}], neverHit: [{rule, line}], check: {wouldBreak, wouldBlock, audited}, promotions, diff, elapsedMs, limits}`'),
@@ -107,6 +108,9 @@ export function openApiDocument(version: string, cookieName: string): Record<str
         ),
         500,
         ERROR,
+        ),
+        503,
+        { description: 'computed in a worker of its own, one window at a time: another window is being computed, or this one ran over the worker\'s time (30 s) or heap (512 MiB) and was stopped: `{"error": "..."}` with `Retry-After` (seconds)' },
       ),
       '/api/session': get('The CSRF token for state-changing requests (send it as `X-Sluice-CSRF`), and how this request signed in', JSON_OK('`{csrf, auth: "session" | "dashboard token"}`')),
       '/api/policy': get(

@@ -18,8 +18,9 @@ import { MAX_SUGGEST_DAYS, type SuggestRequest } from './dashboard-query.js';
  * checkedSuggestion, checkPolicy; nothing of their logic is repeated here).
  * Bounded: the window is at most MAX_SUGGEST_DAYS (the parser), the scan
  * stops after `budgetMs` and says where, the flows are capped at
- * `maxFlows`, the listed breaking flows at 20. Runs on the dashboard's
- * thread, never on the daemon's.
+ * `maxFlows`, the listed breaking flows at 20. Runs in a worker the
+ * dashboard's thread starts for it (dashboard-suggest-runner.ts), never on
+ * the daemon's thread nor the dashboard's.
  */
 
 /** The policy in force, as the thread has it loaded from its snapshot. */

@@ -37,7 +37,7 @@ import { textDiff } from '../policy/text-diff.js';
 import { writeCandidate } from '../state/candidate-request.js';
 import { confirmPending } from '../state/confirm-pending.js';
 import type { Parsed, SuggestRequest } from './dashboard-query.js';
-import { suggestForDashboard } from './dashboard-suggest.js';
+import { SUGGEST_WORKER, SuggestRunner, type SuggestAnswer } from './dashboard-suggest-runner.js';
 import { DashboardCredentials } from './dashboard-auth.js';
 import { explainForDashboard } from './dashboard-explain.js';
 import { dashboardHealth, type DashboardHealth } from './dashboard-health.js';
@@ -134,19 +134,25 @@ function allow(args: { event: number; since: number; until: number }): Parsed<La
 const SUGGEST_REUSE_MS = 30_000;
 let lastSuggest: { key: string; at: number; value: Record<string, unknown> } | null = null;
 
-/** The Suggestions page: `sluice suggest` and `--check` on this thread, against the applied policy, bounded (dashboard-suggest.ts). */
-function suggest(req: SuggestRequest): Parsed<Record<string, unknown>> {
+/** Computes the Suggestions in a worker of their own, one at a time (dashboard-suggest-runner.ts). */
+const suggestRunner = new SuggestRunner({ stateDir: cfg.stateDir, ...SUGGEST_WORKER, ...cfg.suggest });
+
+/**
+ * The Suggestions page: `sluice suggest` and `--check` against the applied
+ * policy, bounded (dashboard-suggest.ts), computed off this thread so the
+ * other pages and the live streams go on meanwhile.
+ */
+async function suggest(req: SuggestRequest): Promise<SuggestAnswer> {
+  let key: string;
   try {
-    const loaded = appliedLoaded();
-    const key = `${req.sinceText}|${req.stableDays}|${loaded?.applied.sha256 ?? '-'}`;
-    if (lastSuggest && lastSuggest.key === key && Date.now() - lastSuggest.at < SUGGEST_REUSE_MS) return { ok: true, value: { ...lastSuggest.value, reused: true } };
-    const base = loaded ? { policy: loaded.policy, text: loaded.text, sha256: loaded.applied.sha256, file: loaded.applied.policyFile, parse: loaded.parse } : null;
-    const value = suggestForDashboard(events(), base, req);
-    lastSuggest = { key, at: Date.now(), value };
-    return { ok: true, value };
+    key = `${req.sinceText}|${req.stableDays}|${appliedLoaded()?.applied.sha256 ?? '-'}`;
   } catch (err) {
     return { ok: false, error: (err as Error).message };
   }
+  if (lastSuggest && lastSuggest.key === key && Date.now() - lastSuggest.at < SUGGEST_REUSE_MS) return { ok: true, value: { ...lastSuggest.value, reused: true } };
+  const r = await suggestRunner.run(req, key);
+  if (r.ok && lastSuggest?.key !== key) lastSuggest = { key, at: Date.now(), value: r.value };
+  return r;
 }
 
 /** The sluice command line the dashboard runs applies through (`sluice _apply-candidate`). */
@@ -324,6 +330,7 @@ const sources: DashboardSources = {
     policy: policyInfo,
     table: tableState(),
     pending: pendingInfo(),
+    suggesting: suggestRunner.busy ? { startedAt: suggestRunner.busy.startedAt } : null,
     dashboard: { connections: gate.size, liveStreams: hub.size, liveDropped: hub.dropped + forwardedDrops, refused: Object.fromEntries(refused), refusedConnections: Object.fromEntries(gate.refused) },
     now: Date.now(),
   }),
@@ -396,6 +403,7 @@ port.on('message', (m: { t: 'events'; events: LiveEvent[]; dropped: number } | {
     tableCheck = null;
   } else if (m.t === 'stop') {
     hub.close();
+    suggestRunner.stop();
     server.close();
     http.close();
     gate.close();

@@ -34,6 +34,13 @@ export interface SqliteStoreOptions {
   /** Open an existing store only (the CLI never creates one). */
   mustExist?: boolean;
   synchronous?: 'full' | 'normal';
+  /**
+   * A read-only connection to an existing store (implies mustExist): no
+   * pragma that writes, no migration (a store of another schema version is
+   * refused), and append fails. For readers that must never write, such as
+   * the dashboard's suggestion worker.
+   */
+  readonly?: boolean;
 }
 
 function toRow(e: RecordedEvent): unknown[] {
@@ -110,22 +117,28 @@ export class SqliteStore implements EventStore {
   private appendTx: (events: RecordedEvent[], counters?: PipelineCounters) => void;
   private cache = new Map<string, Database.Statement>();
 
-  /** Opens (and creates, unless mustExist) the store at `path`. */
+  /** Opens (and creates, unless mustExist or readonly) the store at `path`. */
   constructor(readonly path: string, opts: SqliteStoreOptions = {}) {
     try {
-      if (!opts.mustExist) mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-      this.db = new Database(path, { fileMustExist: opts.mustExist ?? false });
+      if (!opts.mustExist && !opts.readonly) mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      this.db = new Database(path, { fileMustExist: Boolean(opts.mustExist || opts.readonly), readonly: opts.readonly ?? false });
     } catch (err) {
       throw openError(path, err);
     }
     try {
-      // Incremental auto-vacuum must be chosen before the first table exists; it lets retention give space back.
-      this.db.pragma('auto_vacuum = INCREMENTAL');
-      this.db.pragma('journal_mode = WAL');
-      this.db.pragma(`synchronous = ${opts.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
-      // The CLI reads while the daemon writes; WAL lets readers run, this covers checkpoints and schema set-up.
-      this.db.pragma('busy_timeout = 5000');
-      this.migrate();
+      if (opts.readonly) {
+        this.db.pragma('busy_timeout = 5000');
+        const version = Number(this.db.pragma('user_version', { simple: true }));
+        if (version !== SCHEMA_VERSION) throw new SluiceError('EEVENTSTORE', `Event store schema ${version} is not this Sluice's (${SCHEMA_VERSION}), and a read-only reader does not migrate it: ${this.path}`);
+      } else {
+        // Incremental auto-vacuum must be chosen before the first table exists; it lets retention give space back.
+        this.db.pragma('auto_vacuum = INCREMENTAL');
+        this.db.pragma('journal_mode = WAL');
+        this.db.pragma(`synchronous = ${opts.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
+        // The CLI reads while the daemon writes; WAL lets readers run, this covers checkpoints and schema set-up.
+        this.db.pragma('busy_timeout = 5000');
+        this.migrate();
+      }
     } catch (err) {
       this.db.close();
       throw openError(path, err);
