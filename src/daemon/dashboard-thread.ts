@@ -41,7 +41,8 @@ import { SUGGEST_WORKER, SuggestRunner, type SuggestAnswer } from './dashboard-s
 import { DashboardCredentials } from './dashboard-auth.js';
 import { explainForDashboard } from './dashboard-explain.js';
 import { dashboardHealth, type DashboardHealth } from './dashboard-health.js';
-import { kernelCounterFamilies, type KernelMetricsContext } from './kernel-counter-metrics.js';
+import { kernelCounterFamilies, kernelMetricsContext, type KernelMetricsContext } from './kernel-counter-metrics.js';
+import { dashboardRules, type DashboardRules } from './dashboard-rules.js';
 import type { Family } from '../runtime/metrics.js';
 import { LiveHub, type LiveEvent } from './dashboard-live.js';
 import type { DashboardPolicyInfo, DashboardThreadConfig } from './dashboard-component.js';
@@ -278,8 +279,20 @@ function policyPage(): Record<string, unknown> {
   return {
     applied: applied ? { sha256: applied.sha256, mode: applied.mode, file: applied.policyFile, at: applied.appliedAt } : null,
     pending: pendingInfo(),
+    rules: rulesWithCounters(),
     versions: versions.slice(-MAX_VERSIONS).reverse(),
   };
+}
+
+/** The applied policy's rules with their kernel hit counters (dashboard-rules.ts); null: none applied, or its snapshot unreadable. */
+function rulesWithCounters(): DashboardRules | null {
+  let policy: Policy | null;
+  try {
+    policy = appliedPolicy();
+  } catch {
+    return null;
+  }
+  return policy ? dashboardRules(policy, kernelFamilies(kernelMetricsContext(policy))) : null;
 }
 
 /** What waits for confirmation: its deadline, the seconds left and what a rollback restores; null: nothing. */
@@ -313,16 +326,22 @@ async function health(): Promise<DashboardHealth | null> {
     port?.postMessage({ t: 'want-health', id });
   });
   if (!snapshot) return null;
-  let kernel: Family[] | null = null;
+  return dashboardHealth(snapshot.families, snapshot.context ? kernelFamilies(snapshot.context) : null, Date.now());
+}
+
+/**
+ * The kernel's named counters (one read of the table's counter objects) as
+ * the metric families `/metrics` exposes: the health page and the Policy
+ * page's rules read them so. null: no table, or the read failed.
+ */
+function kernelFamilies(context: KernelMetricsContext): Family[] | null {
   const k = netfilter();
-  if (k && cfg.table && snapshot.context) {
-    try {
-      kernel = kernelCounterFamilies(k.counters(cfg.table), snapshot.context);
-    } catch {
-      kernel = null;
-    }
+  if (!k || !cfg.table) return null;
+  try {
+    return kernelCounterFamilies(k.counters(cfg.table), context);
+  } catch {
+    return null;
   }
-  return dashboardHealth(snapshot.families, kernel, Date.now());
 }
 
 const sources: DashboardSources = {
