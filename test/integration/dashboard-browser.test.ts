@@ -193,6 +193,35 @@ describe('integration: the dashboard in a browser', () => {
     assert.match(await row.innerText(), /apply by dashboard \(session, 127\.0\.0\.1:\d+\): allow /);
   });
 
+  it('the Policy page lists the applied rules with their kernel counters: rule web is never hit since the last apply, until a connect it allows raises its counter', async () => {
+    await page.goto(`${ORIGIN}/#policy`);
+    const web = page.locator('#policy-rules tbody tr[data-rule="web"]');
+    await web.waitFor();
+    // The apply above (Allow this) started the kernel's counters again; nothing has gone to web's host since.
+    assert.match(await web.innerText(), new RegExp(`^web[\\s\\S]*allow[\\s\\S]*to ${HOSTS.api4.replace(/\./g, '\\.')} · ports 443/tcp · logged[\\s\\S]*0 \\(never hit\\)`));
+    assert.match(await page.locator('#policy-rules-summary').innerText(), /Never hit: 1 \(web\)/);
+    // The rule Allow this added was hit by the connect that then succeeded.
+    const added = page.locator('#policy-rules tbody tr').filter({ hasText: HOSTS.other4 }).first();
+    assert.ok(Number(await added.locator('td').nth(3).getAttribute('data-packets')) >= 1, await added.innerText());
+    assert.deepEqual(await w.reach([`tcp:${HOSTS.api4}:443`]), { [`tcp:${HOSTS.api4}:443`]: true });
+    await waitFor('rule web counted on the Policy page', async () => {
+      await page.reload();
+      await web.waitFor();
+      return Number(await web.locator('td').nth(3).getAttribute('data-packets')) >= 1 ? true : undefined;
+    }, 10_000);
+    assert.doesNotMatch(await web.innerText(), /never hit/);
+    assert.match(await page.locator('#policy-rules-summary').innerText(), /Every rule has been hit\./);
+    for (const [name, size] of Object.entries(WIDTHS)) {
+      await page.setViewportSize(size);
+      const file = join(SHOTS, `dashboard-policy-rules-${name}.png`);
+      await page.screenshot({ path: file, fullPage: true });
+      assert.ok(statSync(file).size > 5_000, file);
+      const overflow = (await page.evaluate('document.documentElement.scrollWidth - window.innerWidth')) as number;
+      assert.ok(overflow <= 1, `policy rules at ${name}: ${overflow}px wider than the window`);
+    }
+    await page.setViewportSize(WIDTHS.laptop);
+  });
+
   it('Health shows the event accounting balanced and the attribution of what was blocked', async () => {
     await page.goto(`${ORIGIN}/#health`);
     await page.locator('#health-accounting tbody tr').first().waitFor();
@@ -212,6 +241,7 @@ describe('integration: the dashboard in a browser', () => {
         await page.locator(`#page-${p}`).waitFor({ state: 'visible' });
         if (p === 'overview') await page.locator('#top-rules tbody tr').first().waitFor();
         if (p === 'health') await page.locator('#health-accounting tbody tr').first().waitFor();
+        if (p === 'policy') await page.locator('#policy-rules tbody tr').first().waitFor();
         const file = join(SHOTS, `dashboard-${p}-${name}.png`);
         await page.screenshot({ path: file, fullPage: true });
         assert.ok(statSync(file).size > 5_000, file);

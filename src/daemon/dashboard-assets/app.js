@@ -789,6 +789,7 @@ async function loadPolicy() {
   showPending(r.pending);
   const a = r.applied;
   $('#policy-applied').textContent = a ? `Applied: ${a.sha256.slice(0, 12)} (${a.mode}) from ${a.file}, since ${fmtTime(Date.parse(a.at))}.` : 'Nothing is applied.';
+  showRules(r.rules);
   clear(tbody);
   for (const v of r.versions) {
     const tr = el('tr');
@@ -821,6 +822,52 @@ async function loadPolicy() {
       cell.append(b);
     }
     tr.append(cell);
+    tbody.append(tr);
+  }
+}
+
+const fmtCount = (n) => (n === null || n === undefined ? '?' : Number(n).toLocaleString('en-US'));
+
+/** The applied policy's rules with their kernel counters (GET /api/policy's `rules`), every name rendered as text. */
+function showRules(rules) {
+  const summary = $('#policy-rules-summary');
+  const tbody = $('#policy-rules tbody');
+  clear(tbody);
+  if (!rules) {
+    summary.textContent = 'No policy is applied, or its snapshot cannot be read.';
+    return;
+  }
+  const parts = [`${rules.total} rule${rules.total === 1 ? '' : 's'}, mode ${rules.mode}, default ${rules.defaultAction}.`];
+  if (rules.scopes.length > 0) parts.push(`Scopes: ${rules.scopes.map((s) => `${s.name} (${s.mode}: ${s.who})`).join('; ')}.`);
+  if (rules.counted) {
+    parts.push(`No rule matched: ${fmtCount(rules.default.packets)} packets (${rules.default.action}).`);
+    parts.push(rules.neverHitTotal === 0 ? 'Every rule has been hit.' : `Never hit: ${rules.neverHitTotal} (${rules.neverHit.slice(0, 20).join(', ')}${rules.neverHitTotal > 20 ? ', …' : ''}).`);
+  } else {
+    parts.push("The kernel's counters could not be read.");
+  }
+  if (rules.rules.length < rules.total) parts.push(`The first ${rules.rules.length} are listed.`);
+  summary.textContent = parts.join(' ');
+  for (const rule of rules.rules) {
+    const tr = el('tr');
+    tr.dataset.rule = rule.name;
+    const name = el('td');
+    name.append(el('strong', rule.name));
+    name.append(el('span', ` line ${rule.line}`, 'note'));
+    if (rule.comment) name.append(el('div', rule.comment, 'note'));
+    tr.append(name);
+    tr.append(el('td', rule.action, rule.action === 'allow' ? 'v-allowed' : 'v-blocked'));
+    const what = [`to ${rule.to}`, `ports ${rule.ports}`];
+    if (rule.from !== 'anyone') what.push(`from ${rule.from}`);
+    if (rule.interfaces) what.push(`via ${rule.interfaces}`);
+    if (rule.mode) what.push(`its own mode: ${rule.mode}`);
+    if (rule.scopes.length > 0) what.push(`scopes: ${rule.scopes.join(', ')}`);
+    if (rule.log) what.push('logged');
+    tr.append(el('td', what.join(' · ')));
+    const never = rules.counted && rule.packets === 0;
+    const packets = el('td', never ? '0 (never hit)' : fmtCount(rule.packets), never ? 'num never-hit' : 'num');
+    packets.dataset.packets = rule.packets === null ? '' : String(rule.packets);
+    tr.append(packets);
+    tr.append(el('td', fmtCount(rule.bytes), 'num'));
     tbody.append(tr);
   }
 }
