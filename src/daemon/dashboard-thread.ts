@@ -75,7 +75,7 @@ let store: SqliteStore | null = null;
 function events(): SqliteStore | null {
   if (store) return store;
   try {
-    store = new SqliteStore(eventStorePath(cfg.stateDir), { mustExist: true });
+    store = new SqliteStore(eventStorePath(cfg.stateDir), { readonly: true });
   } catch {
     store = null;
   }
