@@ -27,6 +27,11 @@ static napi_value close_loaded(napi_env env, napi_callback_info info) {
   (void)info;
   return NULL;
 }
+static napi_value attach_cgroup(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_throw_error(env, "ENOSYS", "eBPF attach: this build has no libbpf");
+  return NULL;
+}
 #else
 #include <fcntl.h>
 #include <bpf/bpf.h>
@@ -96,8 +101,31 @@ static int set_fd(napi_env env, napi_value obj, const char *name, int fd) {
   return napi_set_named_property(env, obj, name, v) == napi_ok ? 0 : -1;
 }
 
+/* Attaches the object's sock_ops programs to the cgroup at cgpath (a link each: others attached there stay). */
+static int attach_sockops(struct loaded *l, const char *cgpath) {
+  struct bpf_program *prog;
+  bpf_object__for_each_program(prog, l->obj) {
+    if (bpf_program__type(prog) != BPF_PROG_TYPE_SOCK_OPS) continue;
+    if (l->nlinks >= LINKS_MAX) return E2BIG;
+    int cg = open(cgpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cg < 0) return errno;
+    struct bpf_link *link = bpf_program__attach_cgroup(prog, cg);
+    int saved = errno;
+    close(cg); /* the link holds the cgroup */
+    if (!link) {
+      snprintf(load_log + load_log_len, LOG_MAX - load_log_len, "program %s did not attach\n", bpf_program__name(prog));
+      load_log_len = strlen(load_log);
+      return saved ? saved : EINVAL;
+    }
+    l->links[l->nlinks++] = link;
+  }
+  return 0;
+}
+
 /* load(objectPath, flowsMax, execsMax, cgroupRoot) -> { handle, flows, execs, stats, cpus, programs: [names] }
- * sock_ops programs are attached to cgroupRoot (a link: others attached there stay); the rest by their section. */
+ * sock_ops programs are attached to cgroupRoot (a link: others attached there stay); the rest by their section.
+ * cgroupRoot "" loads and attaches the rest, and leaves the sock_ops programs for attachCgroup (a run loads its
+ * probes while its cgroup is being made, and attaches them to it once it is). */
 static napi_value load(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -108,7 +136,7 @@ static napi_value load(napi_env env, napi_callback_info info) {
   }
   char cgpath[4096];
   size_t cglen = 0;
-  if (napi_get_value_string_utf8(env, argv[3], cgpath, sizeof cgpath, &cglen) != napi_ok || cglen == 0 || cglen >= sizeof cgpath - 1) {
+  if (napi_get_value_string_utf8(env, argv[3], cgpath, sizeof cgpath, &cglen) != napi_ok || cglen >= sizeof cgpath - 1) {
     napi_throw_type_error(env, NULL, "cgroupRoot: a path");
     return NULL;
   }
@@ -162,20 +190,8 @@ static napi_value load(napi_env env, napi_callback_info info) {
       err = E2BIG;
       goto fail;
     }
-    struct bpf_link *link;
-    if (bpf_program__type(prog) == BPF_PROG_TYPE_SOCK_OPS) {
-      int cg = open(cgpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      if (cg < 0) {
-        err = errno;
-        goto fail;
-      }
-      link = bpf_program__attach_cgroup(prog, cg);
-      int saved = errno;
-      close(cg); /* the link holds the cgroup */
-      errno = saved;
-    } else {
-      link = bpf_program__attach(prog);
-    }
+    if (bpf_program__type(prog) == BPF_PROG_TYPE_SOCK_OPS) continue;
+    struct bpf_link *link = bpf_program__attach(prog);
     if (!link) {
       err = errno ? errno : EINVAL;
       snprintf(load_log + load_log_len, LOG_MAX - load_log_len, "program %s did not attach\n", bpf_program__name(prog));
@@ -184,6 +200,7 @@ static napi_value load(napi_env env, napi_callback_info info) {
     }
     l->links[l->nlinks++] = link;
   }
+  if (cglen > 0 && (err = attach_sockops(l, cgpath))) goto fail;
   libbpf_set_print(old);
 
   napi_value out, handle, names;
@@ -232,12 +249,40 @@ static napi_value close_loaded(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* attachCgroup(handle, cgroupPath): attaches the sock_ops programs a load(..., "") left to the cgroup. */
+static napi_value attach_cgroup(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *data = NULL;
+  char cgpath[4096];
+  size_t cglen = 0;
+  if (argc < 2 || napi_get_value_external(env, argv[0], &data) != napi_ok || !data ||
+      napi_get_value_string_utf8(env, argv[1], cgpath, sizeof cgpath, &cglen) != napi_ok || cglen == 0 || cglen >= sizeof cgpath - 1) {
+    napi_throw_type_error(env, NULL, "attachCgroup(handle, cgroupPath)");
+    return NULL;
+  }
+  struct loaded *l = data;
+  if (!l->obj) {
+    napi_throw_error(env, "EBADF", "eBPF attach: the probes were closed");
+    return NULL;
+  }
+  load_log_len = 0;
+  load_log[0] = 0;
+  libbpf_print_fn_t old = libbpf_set_print(capture_print);
+  int err = attach_sockops(l, cgpath);
+  libbpf_set_print(old);
+  if (err) return throw_load(env, "eBPF attach", err);
+  return NULL;
+}
+
 #endif /* SLUICE_HAVE_LIBBPF */
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"load", 0, load, 0, 0, 0, napi_enumerable, 0},
       {"close", 0, close_loaded, 0, 0, 0, napi_enumerable, 0},
+      {"attachCgroup", 0, attach_cgroup, 0, 0, 0, napi_enumerable, 0},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

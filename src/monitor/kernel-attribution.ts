@@ -355,7 +355,7 @@ export interface ProbeOptions {
   object?: string;
   flowsMax?: number;
   execsMax?: number;
-  /** Where the sock_ops program is attached: the cgroup2 root, so it sees every process. */
+  /** Where the sock_ops program is attached: the cgroup2 root, so it sees every process; '' leaves it for attachProbesToCgroup. */
   cgroupRoot?: string;
 }
 
@@ -402,6 +402,15 @@ export function loadProbes(opts: ProbeOptions = {}): ProbeState {
     shared = { loaded: false, reason: `${msg.split('\n')[0]}${hint}` };
   }
   return shared;
+}
+
+/**
+ * Attaches the connect hook of probes loaded with `cgroupRoot: ''` (loaded
+ * before the cgroup was made) to the cgroup at `path`. Throws what failed.
+ */
+export function attachProbesToCgroup(path: string): void {
+  if (!shared?.loaded) throw new Error('the probes are not loaded');
+  bpfLoader().attachCgroup(shared.handle.handle, path);
 }
 
 /** Detaches the probes (tests; the daemon lets its exit do it). */

@@ -1,21 +1,38 @@
 /**
  * Loads the kernel attribution probes for one `sluice run` on a thread of
- * its own, while the main thread makes the run's network and guard: loading
- * (BTF, the verifier) takes most of 100 ms, and the two go side by side on
- * two cores. The maps' file descriptors belong to the process, so the main
- * thread reads them directly; this thread only holds the programs attached
- * until told to let go (or the process exits, which detaches them too).
+ * its own, started as the run command starts: loading (the worker's own
+ * start, BTF, the verifier) takes 100 ms or more, and goes on side by side
+ * with loading the run's modules and making its network and guard. The
+ * connect hook is attached to the run's cgroup when the main thread names it
+ * ({ attach: path }), which may be before or after the load finished; the
+ * answer ({ attached }) is sent once both are done. The maps' file
+ * descriptors belong to the process, so the main thread reads them directly;
+ * this thread only holds the programs attached until told to let go (or the
+ * process exits, which detaches them too).
  */
-import { parentPort, workerData } from 'node:worker_threads';
-import { loadProbes, unloadProbes } from '../monitor/kernel-attribution.js';
+import { parentPort } from 'node:worker_threads';
+import { attachProbesToCgroup, loadProbes, unloadProbes } from '../monitor/kernel-attribution.js';
 
-const { cgroup } = workerData as { cgroup: string };
 // Small maps: one run's flows and execs, not a host's (preallocated LRU maps cost time to make).
-const state = loadProbes({ cgroupRoot: cgroup, flowsMax: 4096, execsMax: 1024 });
+// No cgroup yet: the tracepoints are attached now, the connect hook when the run's cgroup is named.
+const state = loadProbes({ cgroupRoot: '', flowsMax: 4096, execsMax: 1024 });
 parentPort?.postMessage(state.loaded ? { loaded: true, maps: state.maps } : { loaded: false, reason: state.reason });
-parentPort?.on('message', (m) => {
+parentPort?.on('message', (m: unknown) => {
   if (m === 'close') {
     unloadProbes();
     parentPort?.close();
+    return;
+  }
+  const path = (m as { attach?: unknown } | null)?.attach;
+  if (typeof path !== 'string') return;
+  if (!state.loaded) {
+    parentPort?.postMessage({ attached: false, reason: state.reason });
+    return;
+  }
+  try {
+    attachProbesToCgroup(path);
+    parentPort?.postMessage({ attached: true });
+  } catch (err) {
+    parentPort?.postMessage({ attached: false, reason: `the probes' connect hook on the run's cgroup: ${(err as Error).message.split('\n')[0]}` });
   }
 });

@@ -20,14 +20,15 @@ import { SetWriter } from '../dns/set-writer.js';
 import { UpstreamClient } from '../dns/upstream.js';
 import { encryptedDnsFor } from '../policy/encrypted-dns-list.js';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
-import { ProbeReader, type FlowKey, type ProbeMaps } from '../monitor/kernel-attribution.js';
+import { ProbeReader, type FlowKey } from '../monitor/kernel-attribution.js';
+import { startProbes, type ProbeAttached, type ProbeLoad } from './probes.js';
 import { native } from '../native/native.js';
 import { findCgroup2Root } from '../system/cgroups.js';
 import { processStart, releaseSlot, takeSlot, withRunLock, type RunRecord } from './run-state.js';
 import {
   cleanupDead,
   createNetwork,
+  deleteVeth,
   enableForwarding,
   joinCgroup,
   makeRunCgroup,
@@ -110,6 +111,10 @@ export interface RunOptions {
   user?: { uid: number; gid: number };
   /** Told once the run's network is up (what it could not give, such as IPv6). */
   notice?: (text: string) => void;
+  /** The attribution probes, already loading (started with the command, probes.ts); else started here. Taken over: the run closes them. */
+  probes?: ProbeLoad;
+  /** Called once the command is started (what the caller needs only at the end can load meanwhile). */
+  onStarted?: () => void;
 }
 
 const QTYPE: Record<number, string> = { 1: 'A', 28: 'AAAA', 5: 'CNAME', 15: 'MX', 16: 'TXT', 33: 'SRV', 64: 'SVCB', 65: 'HTTPS', 12: 'PTR', 2: 'NS', 6: 'SOA' };
@@ -233,28 +238,35 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   const id = randomBytes(4).toString('hex');
   let v6 = false;
   const cgroupRoot = findCgroup2Root();
-  const rec: RunRecord = withRunLock(() => {
-    cleanupDead(nf);
-    const r = takeSlot((slot) => ({
-      slot,
-      id,
-      pid: process.pid,
-      pidStart: processStart(process.pid) ?? '',
-      netns: `sluice-run-${id}`,
-      hostIf: `${HOST_IF_PREFIX}${id}`,
-      table: `sluice-run-${id}`,
-      ...(cgroupRoot ? { cgroup: join(cgroupRoot, `sluice-run-${id}`) } : {}),
-      startedAt: new Date(started).toISOString(),
-    }), runSlots());
-    try {
-      v6 = enableForwarding(nf, opts.ipv6);
-    } catch (err) {
-      releaseSlot(r.slot);
-      restoreForwardingIfIdle(nf, undefined);
-      throw err;
-    }
-    return r;
-  });
+  // Probes the caller started are this run's to close, whatever happens from here.
+  let rec: RunRecord;
+  try {
+    rec = withRunLock(() => {
+      cleanupDead(nf);
+      const r = takeSlot((slot) => ({
+        slot,
+        id,
+        pid: process.pid,
+        pidStart: processStart(process.pid) ?? '',
+        netns: `sluice-run-${id}`,
+        hostIf: `${HOST_IF_PREFIX}${id}`,
+        table: `sluice-run-${id}`,
+        ...(cgroupRoot ? { cgroup: join(cgroupRoot, `sluice-run-${id}`) } : {}),
+        startedAt: new Date(started).toISOString(),
+      }), runSlots());
+      try {
+        v6 = enableForwarding(nf, opts.ipv6);
+      } catch (err) {
+        releaseSlot(r.slot);
+        restoreForwardingIfIdle(nf, undefined);
+        throw err;
+      }
+      return r;
+    });
+  } catch (err) {
+    await opts.probes?.close();
+    throw err;
+  }
   trace('slot taken, forwarding on');
 
   const log = new RunLog();
@@ -262,6 +274,8 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   let upstream: UpstreamClient | undefined;
   let listener: NflogListener | undefined;
   let probes: ProbeLoad | undefined;
+  let innerPending: Promise<void> | undefined;
+  let vethGone: Promise<boolean> | undefined;
   const pending = new Set<NodeJS.Signals>();
   let child: ReturnType<typeof spawn> | undefined;
   // Until the command runs, a signal ends the run (after cleanup); once it runs, it is the command's.
@@ -279,10 +293,14 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
     if (blocking) opts.notice?.(blocking);
     const a = runAddresses(rec.slot, v6);
     const cgroup = makeRunCgroup(cgroupRoot, id);
-    // The probes load on another thread while this one makes the network and the guard.
-    probes = cgroup ? startProbes(cgroup.path) : undefined;
-    createNetwork(rec, a);
-    trace('network made');
+    // The probes load on another thread while this one makes the network and the guard (started with
+    // the command when the caller did); their connect hook goes on the run's cgroup as soon as it exists.
+    probes = opts.probes ?? (cgroup ? startProbes() : undefined);
+    const attaching: Promise<ProbeAttached> = probes && cgroup ? probes.attach(cgroup.path) : Promise.resolve({ attached: false, reason: 'no cgroup v2 to give the run' });
+    // The inner end's addresses and routes are made by another process while the guard and the table are.
+    const inner = createNetwork(rec, a);
+    innerPending = inner.catch(() => undefined);
+    trace('network made (host side)');
     const logGroup = 40000 + (rec.slot % 20000);
     listener = new NflogListener(logGroup, (records) => log.records(records), { copyBytes: 128, bufBytes: 4 << 20, qthresh: 1 });
     const policy = opts.policy;
@@ -329,7 +347,10 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
       /* none: the run gets the guard alone */
     }
     writeResolvConf(rec, a, hostResolv);
-    const attribution = probes ? await attachProbes(probes, rec.netns, log) : { probes: false, reason: 'no cgroup v2 to give the run' };
+    await inner;
+    trace('network made (inside)');
+    // The command waits for the probes' connect hook on its cgroup (not for more): its first connect is seen.
+    const attribution = probes && cgroup ? await attachProbes(probes, attaching, rec.netns, log) : { probes: false, reason: 'no cgroup v2 to give the run' };
     trace(`probes ${attribution.probes ? 'attached' : `not attached: ${attribution.reason}`}`);
     if (pending.size > 0) throw new SystemError('ERUNSIGNAL', `Stopped by ${[...pending].join(', ')} before the command started; nothing ran.`);
 
@@ -346,11 +367,19 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
       if (cgroup) leaveCgroup(home, cgroupRoot as string);
     }
     child = proc;
+    opts.onStarted?.();
     const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
       proc.once('error', reject);
       proc.once('exit', (code, signal) => resolve({ code, signal }));
     });
     trace('command exited');
+    // Its veth goes at once (the run is cut off from everything, what the command left running included),
+    // while the last records are read, the report made and the guard and probes stopped: the kernel's
+    // part of deleting a link is tens of milliseconds. The rest of the cleanup waits for it.
+    vethGone = deleteVeth(rec.hostIf).then(
+      () => true,
+      () => false,
+    );
     // The last records: each is sent as it is logged (qthresh 1), before the packet's sender could
     // exit; a few milliseconds let the socket's readiness reach the event loop.
     await new Promise((r) => setTimeout(r, 5));
@@ -381,12 +410,16 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   } finally {
     for (const s of signals) process.off(s, onSignal);
     listener?.close();
-    probes?.worker.postMessage('close');
-    await probes?.worker.terminate().catch(() => undefined);
+    await probes?.close();
+    // An `ip` still configuring the namespace: done before the namespace is removed.
+    await innerPending;
     upstream?.close();
     await servers?.stop().catch(() => undefined);
+    // Deleted (else removeRun tries again, and says what failed).
+    const gone = (await vethGone) ?? false;
+    trace(`veth ${gone ? 'deleted' : 'not deleted here'}`);
     const failed = withRunLock(() => {
-      const f = removeRun(nf, rec);
+      const f = removeRun(nf, rec, { vethGone: gone });
       releaseSlot(rec.slot);
       restoreForwardingIfIdle(nf, undefined);
       return f;
@@ -406,17 +439,6 @@ function leaveCgroup(home: string | null, root: string): void {
   joinCgroup(root);
 }
 
-interface ProbeLoad {
-  worker: Worker;
-  ready: Promise<{ loaded: true; maps: ProbeMaps } | { loaded: false; reason: string }>;
-}
-
-/**
- * The kernel attribution probes, with their connect hook attached to the
- * run's cgroup only, so the rest of the host's connections are not looked
- * at by it (the tracepoints the probes also use are host-wide while the run
- * lasts), loaded on a worker thread (probe-worker.ts).
- */
 /**
  * A run's traffic is forwarded, and a forwarded packet must get through
  * every base chain on the forward hook, of every table: another firewall's
@@ -445,24 +467,15 @@ export function forwardBlockers(nf: Pick<Netfilter, 'forwardChains'>): string | 
   );
 }
 
-function startProbes(cgroup: string): ProbeLoad {
-  const worker = new Worker(new URL('./probe-worker.js', import.meta.url), { workerData: { cgroup } });
-  const ready = new Promise<{ loaded: true; maps: ProbeMaps } | { loaded: false; reason: string }>((resolve) => {
-    worker.once('message', (m: { loaded: true; maps: ProbeMaps } | { loaded: false; reason: string }) => resolve(m));
-    worker.once('error', (err) => resolve({ loaded: false, reason: `the probe loader failed: ${err.message}` }));
-    worker.once('exit', () => resolve({ loaded: false, reason: 'the probe loader exited' }));
-  });
-  return { worker, ready };
-}
-
 /**
  * Once loaded, records are named by the process that sent them, looked up by
  * flow in the run's namespace; without the probes (no BTF, no object, no
  * libbpf), flows are reported without a process, and the report says why.
  */
-async function attachProbes(load: ProbeLoad, netns: string, log: RunLog): Promise<{ probes: boolean; reason?: string }> {
-  const state = await load.ready;
+async function attachProbes(load: ProbeLoad, attaching: Promise<ProbeAttached>, netns: string, log: RunLog): Promise<{ probes: boolean; reason?: string }> {
+  const [state, attached] = await Promise.all([load.loaded, attaching]);
   if (!state.loaded) return { probes: false, reason: state.reason };
+  if (!attached.attached) return { probes: false, reason: attached.reason };
   let cookie: bigint;
   try {
     cookie = native().netnsCookie(join('/run/netns', netns));

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SystemError } from '../errors.js';
@@ -172,8 +172,29 @@ export function restoreForwardingIfIdle(nf: Netfilter, exceptSlot: number | unde
   clearForwardingPrior();
 }
 
-/** Makes the namespace, the veth pair, addresses and routes, and the resolv.conf the run sees. */
-export function createNetwork(rec: RunRecord, a: RunAddresses): void {
+/** `ip` with a batch on stdin, without blocking this thread: settles when it exits (rejects with what failed). */
+function ipAsync(args: string[], input: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const p = spawn('ip', args, { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    p.once('error', (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'ENOENT' ? new SystemError('ENOIP', 'sluice run needs the `ip` command (package iproute2); nothing was started.') : new SystemError('ERUNNET', `ip ${args.join(' ')} failed: ${err.message}`)),
+    );
+    p.once('close', (code) => (code === 0 ? resolve() : reject(new SystemError('ERUNNET', `ip ${args.join(' ')} failed: ${stderr.trim() || `exit ${code}`}`))));
+    p.stdin.on('error', () => undefined);
+    p.stdin.end(input);
+  });
+}
+
+/**
+ * Makes the namespace, the veth pair, and the host end's addresses (done
+ * when this returns); the inner end's addresses and routes are made by a
+ * second `ip` in the namespace, whose completion the returned promise is
+ * (the host side's guard and table are made meanwhile; the command waits
+ * for both).
+ */
+export function createNetwork(rec: RunRecord, a: RunAddresses): Promise<void> {
   const host4 = formatAddr(4, a.host4);
   const inner4 = formatAddr(4, a.inner4);
   // The host end first: with it gone, the run has no way out (teardown deletes it first).
@@ -194,9 +215,15 @@ export function createNetwork(rec: RunRecord, a: RunAddresses): void {
     `route add default via ${host4}`,
     ...(a.host6 !== undefined ? [`route add ::/0 via ${formatAddr(6, a.host6)}`] : []),
   ];
-  ip(['-n', rec.netns, '-batch', '-'], `${innerCmds.join('\n')}\n`);
+  const inner = ipAsync(['-n', rec.netns, '-batch', '-'], `${innerCmds.join('\n')}\n`);
   // Replies come back on other interfaces: the run's veth forwards (the host-wide switch is enableForwarding's).
-  writeSysctl(`net/ipv4/conf/${rec.hostIf}/forwarding`, '1');
+  try {
+    writeSysctl(`net/ipv4/conf/${rec.hostIf}/forwarding`, '1');
+  } catch (err) {
+    inner.catch(() => undefined);
+    throw err;
+  }
+  return inner;
 }
 
 /**
@@ -313,12 +340,24 @@ export function removeCgroup(path: string): void {
 }
 
 /**
- * Removes everything one run made, in the order that keeps it closed: the
- * veth first (the run is cut off from everything), then any process left
- * in its namespace, the table, the namespace and its resolv.conf; then the
- * slot. Each step is tried whatever the others did; what failed is returned.
+ * Deletes a run's host-end veth without blocking this thread (the kernel's
+ * part, waiting for RCU, takes tens of milliseconds): the run is cut off
+ * from everything once it settles. Already gone counts as done.
  */
-export function removeRun(nf: Netfilter, rec: RunRecord): string[] {
+export function deleteVeth(hostIf: string): Promise<void> {
+  return ipAsync(['link', 'del', hostIf], '').catch((err: unknown) => {
+    if (!/Cannot find device/.test((err as Error).message)) throw err;
+  });
+}
+
+/**
+ * Removes everything one run made, in the order that keeps it closed: the
+ * veth first (the run is cut off from everything; skipped when the caller
+ * says it already deleted it), then any process left in its namespace, the
+ * table, the namespace and its resolv.conf; then the slot. Each step is
+ * tried whatever the others did; what failed is returned.
+ */
+export function removeRun(nf: Netfilter, rec: RunRecord, opts: { vethGone?: boolean } = {}): string[] {
   const failed: string[] = [];
   const trace = process.env.SLUICE_RUN_TRACE === '1';
   const step = (what: string, fn: () => void) => {
@@ -332,7 +371,7 @@ export function removeRun(nf: Netfilter, rec: RunRecord): string[] {
   };
   // The veth first (asked of the kernel, not of /sys, which shows the namespace it was mounted in):
   // with it gone the run is cut off; then what is left in the namespace, the table, the namespace.
-  step(`veth ${rec.hostIf}`, () => {
+  if (!opts.vethGone) step(`veth ${rec.hostIf}`, () => {
     try {
       ip(['link', 'del', rec.hostIf]);
     } catch (err) {
