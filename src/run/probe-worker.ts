@@ -13,6 +13,9 @@
 import { parentPort } from 'node:worker_threads';
 import { attachProbesToCgroup, loadProbes, unloadProbes } from '../monitor/kernel-attribution.js';
 
+// SLUICE_RUN_PROBE_DELAY_MS (tests): a slow load, to show the command waits for the probes.
+const delay = Number(process.env.SLUICE_RUN_PROBE_DELAY_MS ?? 0);
+if (Number.isInteger(delay) && delay > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Math.min(delay, 10_000));
 // Small maps: one run's flows and execs, not a host's (preallocated LRU maps cost time to make).
 // No cgroup yet: the tracepoints are attached now, the connect hook when the run's cgroup is named.
 const state = loadProbes({ cgroupRoot: '', flowsMax: 4096, execsMax: 1024 });

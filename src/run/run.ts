@@ -415,11 +415,14 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
     await innerPending;
     upstream?.close();
     await servers?.stop().catch(() => undefined);
+    // While the veth is being deleted: what the command left running is killed, and the namespace
+    // removed (the table stays until the veth is gone: until then it is what confines the run).
+    const early = vethGone ? removeRun(nf, rec, { only: ['processes', 'netns'] }) : [];
     // Deleted (else removeRun tries again, and says what failed).
     const gone = (await vethGone) ?? false;
     trace(`veth ${gone ? 'deleted' : 'not deleted here'}`);
     const failed = withRunLock(() => {
-      const f = removeRun(nf, rec, { vethGone: gone });
+      const f = vethGone ? [...early, ...removeRun(nf, rec, { only: gone ? ['table'] : ['veth', 'table'] })] : removeRun(nf, rec);
       releaseSlot(rec.slot);
       restoreForwardingIfIdle(nf, undefined);
       return f;

@@ -4,6 +4,9 @@ import { join } from 'node:path';
 import { SystemError } from '../errors.js';
 import { formatAddr, parsePrefix, type Family } from '../net/ip.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
+import { NetlinkSocket } from '../netfilter/netlink-socket.js';
+import { attrMap, attrStr, parseMessages } from '../netfilter/nl-attr.js';
+import { native } from '../native/native.js';
 import type { Ruleset } from '../compile/ruleset.js';
 import { clearForwardingPrior, ownerAlive, readForwardingPrior, readSlots, releaseSlot, writeForwardingPrior, type ForwardingPrior, type RunRecord } from './run-state.js';
 
@@ -339,25 +342,88 @@ export function removeCgroup(path: string): void {
   }
 }
 
+const NETLINK_ROUTE = 0;
+const SOL_NETLINK = 270;
+const NETLINK_ADD_MEMBERSHIP = 1;
+const RTNLGRP_LINK = 1;
+const RTM_DELLINK = 17;
+const IFLA_IFNAME = 3;
+/** struct ifinfomsg: what precedes a link message's attributes. */
+const IFINFOMSG_BYTES = 16;
+
 /**
- * Deletes a run's host-end veth without blocking this thread (the kernel's
- * part, waiting for RCU, takes tens of milliseconds): the run is cut off
- * from everything once it settles. Already gone counts as done.
+ * Deletes a run's host-end veth without blocking this thread, and settles
+ * once the run is cut off: when the kernel announces the link's deletion
+ * (RTM_DELLINK, to RTNLGRP_LINK's listeners). It sends that after closing
+ * the link (a packet from the run's end is dropped: the peer is down),
+ * unlisting it, flushing its packets from the backlog and an RCU grace
+ * period (every packet that crossed it has been through the host's hooks,
+ * the run's table included). What the kernel does after (an rcu_barrier,
+ * waiting for references) frees memory, and takes most of the time: the
+ * `ip` doing it is left to finish on its own. Without the announcement (no
+ * rtnetlink socket, a lost message) it settles when `ip` exits. Already
+ * gone counts as done.
  */
 export function deleteVeth(hostIf: string): Promise<void> {
-  return ipAsync(['link', 'del', hostIf], '').catch((err: unknown) => {
-    if (!/Cannot find device/.test((err as Error).message)) throw err;
+  return new Promise((resolve, reject) => {
+    let sock: NetlinkSocket | undefined;
+    let handle: unknown;
+    let done = false;
+    const p = spawn('ip', ['link', 'del', hostIf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const finish = (err?: Error) => {
+      if (done) return;
+      done = true;
+      if (handle) native().unwatch(handle);
+      sock?.close();
+      // Announced: the `ip` finishes the kernel's slow part without this process waiting for it.
+      p.unref();
+      p.stderr.destroy();
+      if (err) reject(err);
+      else resolve();
+    };
+    try {
+      sock = NetlinkSocket.open(NETLINK_ROUTE, { bufBytes: 1 << 20 });
+      native().setIntOpt(sock.fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, RTNLGRP_LINK);
+      handle = native().watch(sock.fd, (err, data) => {
+        if (err || !data) return;
+        try {
+          for (const m of parseMessages(data)) {
+            if (m.type === RTM_DELLINK && attrStr(attrMap(m.payload, IFINFOMSG_BYTES).get(IFLA_IFNAME)) === hostIf) finish();
+          }
+        } catch {
+          /* malformed: the exit of `ip` settles it */
+        }
+      });
+    } catch {
+      /* no announcement to wait for: the exit of `ip` settles it */
+      sock?.close();
+      sock = undefined;
+    }
+    let stderr = '';
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    p.once('error', (err: NodeJS.ErrnoException) =>
+      finish(err.code === 'ENOENT' ? new SystemError('ENOIP', 'sluice run needs the `ip` command (package iproute2)') : new SystemError('ERUNNET', `ip link del ${hostIf} failed: ${err.message}`)),
+    );
+    p.once('close', (code) => {
+      if (code === 0 || /Cannot find device/.test(stderr)) finish();
+      else finish(new SystemError('ERUNNET', `ip link del ${hostIf} failed: ${stderr.trim() || `exit ${code}`}`));
+    });
   });
 }
 
+/** The parts of removeRun: the veth; the run's processes (its cgroup, and any other in its namespace); its table; its namespace and resolv.conf. */
+export type RunPart = 'veth' | 'processes' | 'table' | 'netns';
+
 /**
  * Removes everything one run made, in the order that keeps it closed: the
- * veth first (the run is cut off from everything; skipped when the caller
- * says it already deleted it), then any process left in its namespace, the
- * table, the namespace and its resolv.conf; then the slot. Each step is
- * tried whatever the others did; what failed is returned.
+ * veth first (the run is cut off from everything), then any process left
+ * in its namespace, the table, the namespace and its resolv.conf; then the
+ * slot. Each step is tried whatever the others did; what failed is returned.
+ * `only`: these parts alone (a live run's own exit removes its processes and
+ * namespace while its veth is being deleted, and its table once it is).
  */
-export function removeRun(nf: Netfilter, rec: RunRecord, opts: { vethGone?: boolean } = {}): string[] {
+export function removeRun(nf: Netfilter, rec: RunRecord, opts: { only?: RunPart[] } = {}): string[] {
+  const doing = (part: RunPart) => opts.only === undefined || opts.only.includes(part);
   const failed: string[] = [];
   const trace = process.env.SLUICE_RUN_TRACE === '1';
   const step = (what: string, fn: () => void) => {
@@ -371,7 +437,7 @@ export function removeRun(nf: Netfilter, rec: RunRecord, opts: { vethGone?: bool
   };
   // The veth first (asked of the kernel, not of /sys, which shows the namespace it was mounted in):
   // with it gone the run is cut off; then what is left in the namespace, the table, the namespace.
-  if (!opts.vethGone) step(`veth ${rec.hostIf}`, () => {
+  if (doing('veth')) step(`veth ${rec.hostIf}`, () => {
     try {
       ip(['link', 'del', rec.hostIf]);
     } catch (err) {
@@ -379,8 +445,8 @@ export function removeRun(nf: Netfilter, rec: RunRecord, opts: { vethGone?: bool
     }
   });
   // Never the cgroup this process is in (it would kill itself): left for --cleanup, which runs elsewhere.
-  if (rec.cgroup && !ownCgroupIs(rec.cgroup)) step(`cgroup ${rec.cgroup}`, () => removeCgroup(rec.cgroup as string));
-  step('leftover processes', () => {
+  if (doing('processes') && rec.cgroup && !ownCgroupIs(rec.cgroup)) step(`cgroup ${rec.cgroup}`, () => removeCgroup(rec.cgroup as string));
+  if (doing('processes')) step('leftover processes', () => {
     for (const pid of processesIn(rec.netns)) {
       try {
         process.kill(pid, 'SIGKILL');
@@ -389,11 +455,13 @@ export function removeRun(nf: Netfilter, rec: RunRecord, opts: { vethGone?: bool
       }
     }
   });
-  step(`table ${rec.table}`, () => void nf.remove(rec.table));
-  step(`netns ${rec.netns}`, () => {
-    if (existsSync(join('/run/netns', rec.netns))) ip(['netns', 'del', rec.netns]);
-  });
-  step('resolv.conf', () => rmSync(join('/etc/netns', rec.netns), { recursive: true, force: true }));
+  if (doing('table')) step(`table ${rec.table}`, () => void nf.remove(rec.table));
+  if (doing('netns')) {
+    step(`netns ${rec.netns}`, () => {
+      if (existsSync(join('/run/netns', rec.netns))) ip(['netns', 'del', rec.netns]);
+    });
+    step('resolv.conf', () => rmSync(join('/etc/netns', rec.netns), { recursive: true, force: true }));
+  }
   return failed;
 }
 

@@ -39,7 +39,7 @@ describe('integration: sluice run', () => {
   let env: NodeJS.ProcessEnv;
   let runDir: string;
 
-  const sluiceRun = async (args: string[], cmd: string[], opts: { input?: string; timeoutMs?: number } = {}) => {
+  const sluiceRun = async (args: string[], cmd: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}) => {
     const report = join(w.tmp, `report-${Math.random().toString(16).slice(2)}.json`);
     const r = await w.exec([process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--report', report, ...args, '--', ...cmd], { env, ...opts });
     const parsed = existsSync(report) ? (JSON.parse(readFileSync(report, 'utf8')) as Report) : undefined;
@@ -191,6 +191,28 @@ describe('integration: sluice run', () => {
     assert.deepEqual(answers.map((a) => [a.name, a.rcode]), [['api.sluice.test', 0], ['exfil.sluice.test', 3]], r.stdout);
     assert.ok(answers[0]?.answers?.some((x) => x.includes(HOSTS.api4)), JSON.stringify(answers[0]));
     assert.ok(r.report?.flows.some((f) => f.verdict === 'blocked' && f.dst === HOSTS.other6 && f.dport === 443), JSON.stringify(r.report?.flows));
+  });
+
+  it("the command's first packet is already judged by the run's table, and named by the probes: confinement and attribution are in place before it starts", async () => {
+    // bash connects from its first instructions (no runtime to start first): a blocked address, then an allowed
+    // one. The probes are made slow to load (0.4 s): the command waits for them, it is not started beside them.
+    const r = await sluiceRun(['--allow', `${HOSTS.net3}:443/tcp`], ['bash', '-c', `: <>/dev/tcp/${HOSTS.other4}/443; a=$?; : <>/dev/tcp/${HOSTS.net3}/443; echo "connects $a $?"`], {
+      env: { ...env, SLUICE_RUN_PROBE_DELAY_MS: '400' },
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^connects 1 0$/m, 'the blocked connect is refused, the allowed one made');
+    const rep = r.report as Report;
+    const blocked = rep.flows.find((f) => f.verdict === 'blocked' && f.dst === HOSTS.other4 && f.dport === 443);
+    assert.ok(blocked, `the first connect is reported blocked: ${JSON.stringify(rep.flows)}`);
+    const allowed = rep.flows.find((f) => f.verdict === 'allowed' && f.dst === HOSTS.net3 && f.dport === 443);
+    assert.ok(allowed, JSON.stringify(rep.flows));
+    // The probes' connect hook was on the run's cgroup, and their exec probe attached, before bash started.
+    assert.equal(rep.attribution.probes, true, rep.attribution.reason);
+    for (const f of [blocked, allowed]) {
+      assert.equal(f.processes[0]?.comm, 'bash', JSON.stringify(f));
+      assert.match(f.processes[0]?.cmdline ?? '', /dev\/tcp/, `the exec was seen: ${JSON.stringify(f)}`);
+    }
+    assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
   });
 
   it('passes the exit code, stdin and signals through', async () => {

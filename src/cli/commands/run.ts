@@ -22,6 +22,11 @@ function commandUser(): { uid: number; gid: number } | undefined {
   return { uid: Number(uid), gid: Number(gid) };
 }
 
+/** SLUICE_RUN_TRACE=1: the end of a run on stderr, in ms since the process started (run.ts traces the rest). */
+function trace(what: string): void {
+  if (process.env.SLUICE_RUN_TRACE === '1') process.stderr.write(`sluice run: ${performance.now().toFixed(1)} ms after the process: ${what}\n`);
+}
+
 function writeOut(file: string, text: string): void {
   try {
     writeFileSync(file, text, { mode: 0o644 });
@@ -104,6 +109,7 @@ export async function run(opts: { json: boolean; values: Record<string, OptionVa
   } finally {
     nf.close();
   }
+  trace('netlink closed');
   const { report } = result;
   const { formatRunReport, formatRunMarkdown, suggestRunPolicy } = await loadReport();
   // stdout is the command's: the report goes to stderr (and to the files asked for).
@@ -113,6 +119,8 @@ export async function run(opts: { json: boolean; values: Record<string, OptionVa
   const md = str('report-md');
   if (md !== undefined) writeOut(md, formatRunMarkdown(report));
   if (flag('suggest')) process.stderr.write(`\n${suggestRunPolicy(report)}`);
+  trace('report written');
+  if (process.env.SLUICE_RUN_TRACE === '1') process.once('exit', () => trace('exit'));
   const blocked = report.summary.attemptsBlocked > 0 || report.summary.namesBlocked > 0;
   if (flag('fail-on-block') && blocked && result.exitCode === 0) return EXIT.failed;
   return result.exitCode;
