@@ -1,53 +1,54 @@
 /**
- * Starting the kernel attribution probes of one `sluice run` (probe-worker.ts):
- * a module of its own, small, so the run command can start the worker before
- * it loads the rest of the run's modules.
+ * The kernel attribution probes of one `sluice run`: loaded on libuv's
+ * thread pool (the native loader's loadAsync: BTF, the verifier and
+ * attaching take 100 ms or more, much of it waiting on the kernel), started
+ * as the run command starts, so the load goes on beside loading the run's
+ * modules and making its network and guard, without a thread of Node's of
+ * its own to start. Their connect hook is attached to the run's cgroup once
+ * both the load and the cgroup are done; the command waits for that, not
+ * for more. The maps are read on this thread (ProbeReader).
  */
-import { Worker } from 'node:worker_threads';
-import type { ProbeMaps } from '../monitor/kernel-attribution.js';
+import { attachProbesToCgroup, loadProbesAsync, unloadProbes, type ProbeMaps } from '../monitor/kernel-attribution.js';
 
 export type ProbeLoaded = { loaded: true; maps: ProbeMaps } | { loaded: false; reason: string };
 export type ProbeAttached = { attached: true } | { attached: false; reason: string };
 
 export interface ProbeLoad {
-  worker: Worker;
   /** The probes loaded (the tracepoints attached; not yet the connect hook), or why not. */
   loaded: Promise<ProbeLoaded>;
   /** Attaches the connect hook to the run's cgroup: settled once the probes are loaded and it is attached, or why not. */
   attach(cgroup: string): Promise<ProbeAttached>;
-  /** Detaches everything and ends the worker. */
+  /** Detaches everything (after the load, if it is still going). */
   close(): Promise<void>;
 }
 
 export function startProbes(): ProbeLoad {
-  const worker = new Worker(new URL('./probe-worker.js', import.meta.url));
-  // Until a run takes it, the worker does not keep the process alive (a refused start exits at once).
-  worker.unref();
-  let settleLoaded: (v: ProbeLoaded) => void = () => undefined;
-  let settleAttached: (v: ProbeAttached) => void = () => undefined;
-  const loaded = new Promise<ProbeLoaded>((r) => (settleLoaded = r));
-  const attached = new Promise<ProbeAttached>((r) => (settleAttached = r));
-  const fail = (reason: string) => {
-    settleLoaded({ loaded: false, reason });
-    settleAttached({ attached: false, reason });
-  };
-  worker.on('message', (m: ProbeLoaded | ProbeAttached) => {
-    if ('loaded' in m) settleLoaded(m);
-    else if ('attached' in m) settleAttached(m);
-  });
-  worker.once('error', (err) => fail(`the probe loader failed: ${err.message}`));
-  worker.once('exit', () => fail('the probe loader exited'));
+  // SLUICE_RUN_PROBE_DELAY_MS (tests): a slow load, to show the command waits for the probes.
+  const delay = Number(process.env.SLUICE_RUN_PROBE_DELAY_MS ?? 0);
+  const started = Number.isInteger(delay) && delay > 0 ? new Promise<void>((r) => setTimeout(r, Math.min(delay, 10_000))) : Promise.resolve();
+  // Small maps: one run's flows and execs, not a host's (preallocated LRU maps cost time to make).
+  // No cgroup yet: the tracepoints are attached now, the connect hook when the run's cgroup is named.
+  const loaded: Promise<ProbeLoaded> = started
+    .then(() => loadProbesAsync({ cgroupRoot: '', flowsMax: 4096, execsMax: 1024 }))
+    .then(
+      (s) => (s.loaded ? { loaded: true as const, maps: s.maps } : { loaded: false as const, reason: s.reason }),
+      (err: unknown) => ({ loaded: false as const, reason: `the probe loader failed: ${(err as Error).message}` }),
+    );
   return {
-    worker,
     loaded,
-    attach(cgroup: string) {
-      worker.ref();
-      worker.postMessage({ attach: cgroup });
-      return attached;
+    async attach(cgroup: string): Promise<ProbeAttached> {
+      const s = await loaded;
+      if (!s.loaded) return { attached: false, reason: s.reason };
+      try {
+        attachProbesToCgroup(cgroup);
+        return { attached: true };
+      } catch (err) {
+        return { attached: false, reason: `the probes' connect hook on the run's cgroup: ${(err as Error).message.split('\n')[0]}` };
+      }
     },
-    async close() {
-      worker.postMessage('close');
-      await worker.terminate().catch(() => undefined);
+    async close(): Promise<void> {
+      await loaded;
+      unloadProbes();
     },
   };
 }

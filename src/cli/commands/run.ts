@@ -107,6 +107,7 @@ export async function run(opts: { json: boolean; values: Record<string, OptionVa
       onStarted: () => void loadReport().catch(() => undefined),
     });
   } finally {
+    trace('run done');
     nf.close();
   }
   trace('netlink closed');
