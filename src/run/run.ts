@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants as osConstants } from 'node:os';
 import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { compileRunRuleset } from '../compile/run-ruleset.js';
 import { parseLogPrefix } from '../compile/kernel-names.js';
 import { SystemError } from '../errors.js';
@@ -30,9 +31,7 @@ import {
   createNetwork,
   deleteVeth,
   enableForwarding,
-  joinCgroup,
   makeRunCgroup,
-  ownCgroup,
   removeRun,
   restoreForwardingIfIdle,
   runAddresses,
@@ -276,6 +275,7 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   let probes: ProbeLoad | undefined;
   let innerPending: Promise<void> | undefined;
   let vethGone: Promise<boolean> | undefined;
+  let held: Held | undefined;
   const pending = new Set<NodeJS.Signals>();
   let child: ReturnType<typeof spawn> | undefined;
   // Until the command runs, a signal ends the run (after cleanup); once it runs, it is the command's.
@@ -301,6 +301,23 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
     const inner = createNetwork(rec, a);
     innerPending = inner.catch(() => undefined);
     trace('network made (host side)');
+    let hostResolv = '';
+    try {
+      hostResolv = readFileSync('/etc/resolv.conf', 'utf8');
+    } catch {
+      /* none: the run gets the guard alone */
+    }
+    writeResolvConf(rec, a, hostResolv);
+    // The command's process starts now, held at the door: `ip netns exec` (its mount namespace, the
+    // run's resolv.conf) and its move into the run's cgroup are done beside the guard and the table.
+    // It runs the command only when told to, once everything is in place, and never if this process
+    // dies first (the pipe it waits on closes, and it exits).
+    const drop = opts.user ? ['setpriv', `--reuid=${opts.user.uid}`, `--regid=${opts.user.gid}`, '--init-groups', '--'] : [];
+    held = holdCommand(rec.netns, [...drop, ...opts.argv]);
+    const door = held;
+    const joined = cgroup ? writeFile(join(cgroup.path, 'cgroup.procs'), String(door.proc.pid)) : Promise.resolve();
+    joined.catch(() => undefined);
+    trace('command held');
     const logGroup = 40000 + (rec.slot % 20000);
     listener = new NflogListener(logGroup, (records) => log.records(records), { copyBytes: 128, bufBytes: 4 << 20, qthresh: 1 });
     const policy = opts.policy;
@@ -340,13 +357,6 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
       ...deps(guardPolicy),
       onEvent: (e: DnsQueryEvent) => log.dns(judge && e.verdict === 'allowed' && judge.classify(e.name).refused !== undefined ? { ...e, verdict: 'would-block' } : e),
     });
-    let hostResolv = '';
-    try {
-      hostResolv = readFileSync('/etc/resolv.conf', 'utf8');
-    } catch {
-      /* none: the run gets the guard alone */
-    }
-    writeResolvConf(rec, a, hostResolv);
     await inner;
     trace('network made (inside)');
     // The command waits for the probes' connect hook on its cgroup (not for more): its first connect is seen.
@@ -354,24 +364,16 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
     trace(`probes ${attribution.probes ? 'attached' : `not attached: ${attribution.reason}`}`);
     if (pending.size > 0) throw new SystemError('ERUNSIGNAL', `Stopped by ${[...pending].join(', ')} before the command started; nothing ran.`);
 
-    const drop = opts.user ? ['setpriv', `--reuid=${opts.user.uid}`, `--regid=${opts.user.gid}`, '--init-groups', '--'] : [];
-    const argv = ['netns', 'exec', rec.netns, ...drop, ...opts.argv];
     trace('resolv.conf written; starting the command');
-    // Forked into the run's cgroup: this process joins it for the spawn and leaves at once.
-    const home = cgroup && cgroupRoot ? ownCgroup(cgroupRoot) : null;
-    if (cgroup) joinCgroup(cgroup.path);
-    let proc: ReturnType<typeof spawn>;
-    try {
-      proc = spawn('ip', argv, { stdio: 'inherit' });
-    } finally {
-      if (cgroup) leaveCgroup(home, cgroupRoot as string);
-    }
+    // In the run's cgroup before the command's first instruction (the probes' connect hook is on it,
+    // and cleanup kills what is in it); the shell holding the door has started nothing.
+    await joined;
+    const proc = door.proc;
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new SystemError('ERUNSTART', `The command's holder exited (${proc.exitCode ?? proc.signalCode}) before the command started; nothing ran.`);
+    door.go();
     child = proc;
     opts.onStarted?.();
-    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-      proc.once('error', reject);
-      proc.once('exit', (code, signal) => resolve({ code, signal }));
-    });
+    const exit = await door.exit;
     trace('command exited');
     // Its veth goes at once (the run is cut off from everything, what the command left running included),
     // while the last records are read, the report made and the guard and probes stopped: the kernel's
@@ -410,6 +412,8 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   } finally {
     for (const s of signals) process.off(s, onSignal);
     listener?.close();
+    // Held and never told to go (a failure or a signal before it): it runs nothing, and goes now.
+    if (held && !child) held.proc.kill('SIGKILL');
     await probes?.close();
     // An `ip` still configuring the namespace: done before the namespace is removed.
     await innerPending;
@@ -432,14 +436,32 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   }
 }
 
-/** Back to where this process was (else the root cgroup): cleanup kills everything in the run's. */
-function leaveCgroup(home: string | null, root: string): void {
-  try {
-    if (home) return joinCgroup(home);
-  } catch {
-    /* its old cgroup refuses it (gone, or now has controllers): the root takes any process */
-  }
-  joinCgroup(root);
+/**
+ * The shell that holds a run's command at the door: it waits for "go" on fd
+ * 3, then becomes the command (fd 3 closed); on anything else (the pipe
+ * closed: this process died or gave up) it exits 125 having run nothing.
+ * A constant script: the command comes as its arguments, never as text.
+ */
+const HOLD = 'read -r go <&3 && [ "$go" = go ] && exec "$@" 3<&-; exit 125';
+
+interface Held {
+  proc: ReturnType<typeof spawn>;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  go(): void;
+}
+
+/** Starts `argv` in the run's namespace (`ip netns exec`), held until go(). */
+function holdCommand(netns: string, argv: string[]): Held {
+  const proc = spawn('ip', ['netns', 'exec', netns, 'sh', '-c', HOLD, 'sh', ...argv], { stdio: ['inherit', 'inherit', 'inherit', 'pipe'] });
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+    proc.once('error', reject);
+    proc.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  exit.catch(() => undefined);
+  const pipe = proc.stdio[3] as import('node:stream').Writable;
+  // Gone before go: its exit says how.
+  pipe.on('error', () => undefined);
+  return { proc, exit, go: () => void pipe.end('go\n') };
 }
 
 /**

@@ -84,8 +84,8 @@ describe('integration: sluice run', () => {
   });
   /** Starts `sluice run` in the background; after() ends it if a test did not. */
   const started: ChildProcess[] = [];
-  const spawnRun = (args: string[]): ChildProcess => {
-    const c = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, ...args], { env });
+  const spawnRun = (args: string[], extraEnv: NodeJS.ProcessEnv = {}): ChildProcess => {
+    const c = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, ...args], { env: { ...env, ...extraEnv } });
     started.push(c);
     return c;
   };
@@ -343,6 +343,24 @@ const attempt = (src, port) => new Promise((resolve) => {
     assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
     // The command it left running was killed with it (its own cgroup).
     await waitUntil(async () => (await w.exec(['pgrep', '-f', '^sleep 30.0117$'])).code !== 0);
+  });
+
+  it('the command is started early but held until its confinement is in place: a SIGKILL of sluice while it is held runs nothing', async () => {
+    // The probes made slow to load (5 s): the command's process is made (ip netns exec, the run's cgroup) and waits.
+    const marker = join(w.tmp, 'held-ran');
+    const child: ChildProcess = spawnRun(['--', 'touch', marker], { SLUICE_RUN_PROBE_DELAY_MS: '5000' });
+    const holder = async () => (await w.exec(['pgrep', '-f', `read -r go .* touch ${marker}$`])).stdout.trim();
+    await waitUntil(async () => (await leftovers()).tables.length > 0 && (await holder()) !== '');
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    // Its go pipe closed with sluice: the holder exits without running the command.
+    await waitUntil(async () => (await holder()) === '');
+    await sleep(200);
+    assert.equal(existsSync(marker), false, 'the held command never ran');
+    const c = await w.exec([process.execPath, SLUICE, 'run', '--cleanup'], { env });
+    assert.equal(c.code, 0, c.stderr);
+    assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
   });
 
   it('audit mode blocks nothing and reports what would have been blocked, and --suggest prints a policy for it', async () => {
