@@ -111,6 +111,10 @@ export class KernelNetfilter implements Netfilter {
     return this.owner && this.holding;
   }
 
+  socketFd(): number {
+    return this.sock.fd;
+  }
+
   /** The netlink port of this writer's socket (what the kernel records as an owned table's owner). */
   portId(): number {
     return native().nlPortId(this.sock.fd);

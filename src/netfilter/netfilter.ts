@@ -12,6 +12,13 @@ export interface Netfilter {
   replace(ruleset: Ruleset, opts?: { carryDynamic?: boolean }): void;
   /** Removes the table. Returns false when there was none. Never touches other tables. */
   remove(table: string): boolean;
+  /**
+   * The netlink socket's descriptor (the kernel writer): a child process it
+   * is passed to holds the socket after this writer closes it, and so does
+   * the closing (which waits for the kernel to free what the last
+   * transaction deleted: a grace period). Absent: no socket.
+   */
+  socketFd?(): number;
   /** Reads the table back, or null if absent. */
   read(table: string, opts?: ReadOptions): LiveTable | null;
   /** Named counter values of the table (empty when absent). */

@@ -378,7 +378,11 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
     // Its veth goes at once (the run is cut off from everything, what the command left running included),
     // while the last records are read, the report made and the guard and probes stopped: the kernel's
     // part of deleting a link is tens of milliseconds. The rest of the cleanup waits for it.
-    vethGone = deleteVeth(rec.hostIf).then(
+    // The `ip` is also lent this process's nftables socket: closing it after the table's removal waits
+    // for the kernel to free what that transaction deleted (a grace period, 15-30 ms); held by the `ip`
+    // too, it is freed when that exits, without this process waiting.
+    const nfFd = nf.socketFd?.();
+    vethGone = deleteVeth(rec.hostIf, nfFd !== undefined ? [nfFd] : []).then(
       () => true,
       () => false,
     );

@@ -362,14 +362,16 @@ const IFINFOMSG_BYTES = 16;
  * waiting for references) frees memory, and takes most of the time: the
  * `ip` doing it is left to finish on its own. Without the announcement (no
  * rtnetlink socket, a lost message) it settles when `ip` exits. Already
- * gone counts as done.
+ * gone counts as done. The `ip` is also given `lend`, descriptors it holds
+ * until it exits and does not use.
  */
-export function deleteVeth(hostIf: string): Promise<void> {
+export function deleteVeth(hostIf: string, lend: number[] = []): Promise<void> {
   return new Promise((resolve, reject) => {
     let sock: NetlinkSocket | undefined;
     let handle: unknown;
     let done = false;
-    const p = spawn('ip', ['link', 'del', hostIf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // `lend`: descriptors the `ip` holds (from fd 3) until it exits; it uses none of them.
+    const p = spawn('ip', ['link', 'del', hostIf], { stdio: ['ignore', 'ignore', 'pipe', ...lend] });
     const finish = (err?: Error) => {
       if (done) return;
       done = true;
@@ -377,7 +379,7 @@ export function deleteVeth(hostIf: string): Promise<void> {
       sock?.close();
       // Announced: the `ip` finishes the kernel's slow part without this process waiting for it.
       p.unref();
-      p.stderr.destroy();
+      p.stderr?.destroy();
       if (err) reject(err);
       else resolve();
     };
@@ -400,7 +402,7 @@ export function deleteVeth(hostIf: string): Promise<void> {
       sock = undefined;
     }
     let stderr = '';
-    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    p.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     p.once('error', (err: NodeJS.ErrnoException) =>
       finish(err.code === 'ENOENT' ? new SystemError('ENOIP', 'sluice run needs the `ip` command (package iproute2)') : new SystemError('ERUNNET', `ip link del ${hostIf} failed: ${err.message}`)),
     );
