@@ -272,8 +272,8 @@ export function processesIn(netns: string): number[] {
 
 /**
  * The run's own cgroup (`<cgroup2 root>/sluice-run-<id>`): every process of
- * the run is in it from its first instruction (this process joins it for the
- * spawn and leaves right after, so the command is forked into it), a double
+ * the run is in it from its first instruction (the process that becomes the
+ * command is moved into it while held at the door, before it runs), a double
  * fork or setsid does not leave it, and its id names the run's processes to
  * the kernel attribution probes. Null where there is no cgroup2 to use.
  */
@@ -288,12 +288,6 @@ export function makeRunCgroup(root: string | null, id: string): { path: string; 
   }
 }
 
-/** This process's cgroup (the v2 line of /proc/self/cgroup), as a path under `root`. */
-export function ownCgroup(root: string): string | null {
-  const rel = ownCgroupRelative();
-  return rel === null ? null : join(root, rel);
-}
-
 function ownCgroupRelative(): string | null {
   try {
     const line = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'));
@@ -306,11 +300,6 @@ function ownCgroupRelative(): string | null {
 function ownCgroupIs(path: string): boolean {
   const rel = ownCgroupRelative();
   return rel !== null && rel !== '/' && path.endsWith(rel);
-}
-
-/** Moves this process (every thread of it) into the cgroup at `path`. */
-export function joinCgroup(path: string): void {
-  writeFileSync(join(path, 'cgroup.procs'), String(process.pid));
 }
 
 /** Kills every process in the cgroup (cgroup.kill, Linux 5.14+; else one by one) and removes it once empty. */
