@@ -389,6 +389,7 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
     // The last records: each is sent as it is logged (qthresh 1), before the packet's sender could
     // exit; a few milliseconds let the socket's readiness reach the event loop.
     await new Promise((r) => setTimeout(r, 5));
+    trace('last records read');
     const { names, flows } = log.finish();
     const report: RunReport = {
       version: RUN_REPORT_VERSION,
@@ -416,13 +417,16 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   } finally {
     for (const s of signals) process.off(s, onSignal);
     listener?.close();
+    trace('nflog closed');
     // Held and never told to go (a failure or a signal before it): it runs nothing, and goes now.
     if (held && !child) held.proc.kill('SIGKILL');
     await probes?.close();
+    trace('probes closed');
     // An `ip` still configuring the namespace: done before the namespace is removed.
     await innerPending;
     upstream?.close();
     await servers?.stop().catch(() => undefined);
+    trace('guard stopped');
     // While the veth is being deleted: what the command left running is killed, and the namespace
     // removed (the table stays until the veth is gone: until then it is what confines the run).
     const early = vethGone ? removeRun(nf, rec, { only: ['processes', 'netns'] }) : [];
