@@ -446,7 +446,8 @@ export function removeRun(nf: Netfilter, rec: RunRecord, opts: { only?: RunPart[
       }
     }
   });
-  if (doing('table')) step(`table ${rec.table}`, () => void nf.remove(rec.table));
+  // A run's table is made without flags, and is removed after its veth: nothing to read or forget first.
+  if (doing('table')) step(`table ${rec.table}`, () => void nf.remove(rec.table, { unowned: true }));
   if (doing('netns')) {
     step(`netns ${rec.netns}`, () => {
       if (existsSync(join('/run/netns', rec.netns))) ip(['netns', 'del', rec.netns]);
