@@ -32,6 +32,7 @@ import {
   deleteVeth,
   enableForwarding,
   makeRunCgroup,
+  removeNetns,
   removeRun,
   restoreForwardingIfIdle,
   runAddresses,
@@ -429,9 +430,11 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
     trace('guard stopped');
     // While the veth is being deleted: what the command left running is killed, and the namespace
     // removed (the table stays until the veth is gone: until then it is what confines the run).
-    const early = vethGone ? removeRun(nf, rec, { only: ['processes', 'netns'] }) : [];
+    const early = vethGone ? removeRun(nf, rec, { only: ['processes'] }) : [];
+    const netnsGone = vethGone ? removeNetns(rec) : Promise.resolve([]);
     // Deleted (else removeRun tries again, and says what failed).
     const gone = (await vethGone) ?? false;
+    early.push(...(await netnsGone));
     trace(`veth ${gone ? 'deleted' : 'not deleted here'}`);
     const failed = withRunLock(() => {
       const f = vethGone ? [...early, ...removeRun(nf, rec, { only: gone ? ['table'] : ['veth', 'table'] })] : removeRun(nf, rec);

@@ -457,6 +457,27 @@ export function removeRun(nf: Netfilter, rec: RunRecord, opts: { only?: RunPart[
   return failed;
 }
 
+/**
+ * removeRun's `netns` part without blocking this thread (`ip netns del` runs
+ * beside whatever this thread does next): settles with what failed.
+ */
+export async function removeNetns(rec: RunRecord): Promise<string[]> {
+  const failed: string[] = [];
+  const t = performance.now();
+  try {
+    if (existsSync(join('/run/netns', rec.netns))) await ipAsync(['netns', 'del', rec.netns], '');
+    if (process.env.SLUICE_RUN_TRACE === '1') process.stderr.write(`sluice run:   cleanup netns ${rec.netns}: ${(performance.now() - t).toFixed(1)} ms\n`);
+  } catch (err) {
+    failed.push(`netns ${rec.netns}: ${(err as Error).message}`);
+  }
+  try {
+    rmSync(join('/etc/netns', rec.netns), { recursive: true, force: true });
+  } catch (err) {
+    failed.push(`resolv.conf: ${(err as Error).message}`);
+  }
+  return failed;
+}
+
 /** Removes what runs whose owner died left behind (under the run lock). Returns the records removed. */
 export function cleanupDead(nf: Netfilter): { removed: RunRecord[]; failed: string[] } {
   const removed: RunRecord[] = [];
