@@ -355,7 +355,7 @@ export interface ProbeOptions {
   object?: string;
   flowsMax?: number;
   execsMax?: number;
-  /** Where the sock_ops program is attached: the cgroup2 root, so it sees every process. */
+  /** Where the sock_ops program is attached: the cgroup2 root, so it sees every process; '' leaves it for attachProbesToCgroup. */
   cgroupRoot?: string;
 }
 
@@ -402,6 +402,43 @@ export function loadProbes(opts: ProbeOptions = {}): ProbeState {
     shared = { loaded: false, reason: `${msg.split('\n')[0]}${hint}` };
   }
   return shared;
+}
+
+/**
+ * loadProbes without blocking this thread (the load runs on libuv's thread
+ * pool): for `sluice run`, which makes its network and guard meanwhile.
+ */
+export async function loadProbesAsync(opts: ProbeOptions = {}): Promise<ProbeState> {
+  if (shared) return shared;
+  const object = opts.object ?? process.env.SLUICE_BPF_OBJECT ?? defaultObjectPath();
+  const flowsMax = opts.flowsMax ?? FLOWS_MAX_DEFAULT;
+  const execsMax = opts.execsMax ?? EXECS_MAX_DEFAULT;
+  const missing = probePrerequisites(object);
+  if (missing) return (shared = { loaded: false, reason: missing });
+  let state: ProbeState;
+  try {
+    const l = await bpfLoader().loadAsync(object, flowsMax, execsMax, opts.cgroupRoot ?? findCgroup2Root() ?? '/sys/fs/cgroup');
+    state = { loaded: true, maps: { flows: l.flows, execs: l.execs, stats: l.stats, cpus: l.cpus }, programs: l.programs, flowsMax, execsMax, handle: l };
+  } catch (err) {
+    const msg = (err as Error).message.trim();
+    const hint = /EPERM|Operation not permitted/.test(msg) ? ' (loading tracing programs needs CAP_BPF and CAP_PERFMON, or root)' : '';
+    state = { loaded: false, reason: `${msg.split('\n')[0]}${hint}` };
+  }
+  // A synchronous load that finished first keeps its probes; these go.
+  if (shared) {
+    if (state.loaded) bpfLoader().close(state.handle.handle);
+    return shared;
+  }
+  return (shared = state);
+}
+
+/**
+ * Attaches the connect hook of probes loaded with `cgroupRoot: ''` (loaded
+ * before the cgroup was made) to the cgroup at `path`. Throws what failed.
+ */
+export function attachProbesToCgroup(path: string): void {
+  if (!shared?.loaded) throw new Error('the probes are not loaded');
+  bpfLoader().attachCgroup(shared.handle.handle, path);
 }
 
 /** Detaches the probes (tests; the daemon lets its exit do it). */

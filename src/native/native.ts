@@ -60,7 +60,12 @@ export interface BpfLoaded {
 /** The eBPF loader (libbpf), a separate addon so that a host without libbpf loses only kernel attribution. */
 export interface BpfLoader {
   /** Throws an Error whose message says which stage failed and libbpf's reason. */
+  /** cgroupRoot "": the sock_ops programs are left for attachCgroup (the tracepoints are attached). */
   load(objectPath: string, flowsMax: number, execsMax: number, cgroupRoot: string): BpfLoaded;
+  /** load() on libuv's thread pool: this thread goes on meanwhile. */
+  loadAsync(objectPath: string, flowsMax: number, execsMax: number, cgroupRoot: string): Promise<BpfLoaded>;
+  /** Attaches the sock_ops programs a load(..., "") left to the cgroup at `path`. */
+  attachCgroup(handle: unknown, path: string): void;
   close(handle: unknown): void;
 }
 

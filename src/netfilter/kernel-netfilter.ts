@@ -111,6 +111,10 @@ export class KernelNetfilter implements Netfilter {
     return this.owner && this.holding;
   }
 
+  socketFd(): number {
+    return this.sock.fd;
+  }
+
   /** The netlink port of this writer's socket (what the kernel records as an owned table's owner). */
   portId(): number {
     return native().nlPortId(this.sock.fd);
@@ -255,7 +259,12 @@ export class KernelNetfilter implements Netfilter {
     forgetFlowsMarked(value, mask);
   }
 
-  remove(table: string): boolean {
+  remove(table: string, opts: { unowned?: boolean } = {}): boolean {
+    if (opts.unowned) {
+      // Add (a no-op on the table as it is, flags 0) then delete: absent or present, one transaction.
+      this.commit(encodeDelete(table, 0));
+      return true;
+    }
     const live = this.read(table, { elements: 'none' });
     if (!live) return false;
     this.commit(encodeDelete(table, this.liveFlags(live, `remove inet ${table}`)));

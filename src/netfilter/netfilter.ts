@@ -10,8 +10,21 @@ import type { CounterValue, LiveTable } from './nft-decode.js';
 export interface Netfilter {
   /** Atomically replaces the table with `ruleset`. On failure the previous table stays. */
   replace(ruleset: Ruleset, opts?: { carryDynamic?: boolean }): void;
-  /** Removes the table. Returns false when there was none. Never touches other tables. */
-  remove(table: string): boolean;
+  /**
+   * Removes the table. Returns false when there was none. Never touches
+   * other tables. `unowned`: a table this writer made without flags, whose
+   * traffic is gone (a run's, once its veth is): removed in one transaction
+   * without reading it first, and without forgetting its DNS redirect's
+   * conntrack bindings (there is nothing left to use them); returns true.
+   */
+  remove(table: string, opts?: { unowned?: boolean }): boolean;
+  /**
+   * The netlink socket's descriptor (the kernel writer): a child process it
+   * is passed to holds the socket after this writer closes it, and so does
+   * the closing (which waits for the kernel to free what the last
+   * transaction deleted: a grace period). Absent: no socket.
+   */
+  socketFd?(): number;
   /** Reads the table back, or null if absent. */
   read(table: string, opts?: ReadOptions): LiveTable | null;
   /** Named counter values of the table (empty when absent). */

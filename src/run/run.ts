@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants as osConstants } from 'node:os';
 import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { compileRunRuleset } from '../compile/run-ruleset.js';
 import { parseLogPrefix } from '../compile/kernel-names.js';
 import { SystemError } from '../errors.js';
@@ -20,18 +21,18 @@ import { SetWriter } from '../dns/set-writer.js';
 import { UpstreamClient } from '../dns/upstream.js';
 import { encryptedDnsFor } from '../policy/encrypted-dns-list.js';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
-import { ProbeReader, type FlowKey, type ProbeMaps } from '../monitor/kernel-attribution.js';
+import { ProbeReader, type FlowKey } from '../monitor/kernel-attribution.js';
+import { startProbes, type ProbeAttached, type ProbeLoad } from './probes.js';
 import { native } from '../native/native.js';
 import { findCgroup2Root } from '../system/cgroups.js';
 import { processStart, releaseSlot, takeSlot, withRunLock, type RunRecord } from './run-state.js';
 import {
   cleanupDead,
   createNetwork,
+  deleteVeth,
   enableForwarding,
-  joinCgroup,
   makeRunCgroup,
-  ownCgroup,
+  removeNetns,
   removeRun,
   restoreForwardingIfIdle,
   runAddresses,
@@ -110,6 +111,10 @@ export interface RunOptions {
   user?: { uid: number; gid: number };
   /** Told once the run's network is up (what it could not give, such as IPv6). */
   notice?: (text: string) => void;
+  /** The attribution probes, already loading (started with the command, probes.ts); else started here. Taken over: the run closes them. */
+  probes?: ProbeLoad;
+  /** Called once the command is started (what the caller needs only at the end can load meanwhile). */
+  onStarted?: () => void;
 }
 
 const QTYPE: Record<number, string> = { 1: 'A', 28: 'AAAA', 5: 'CNAME', 15: 'MX', 16: 'TXT', 33: 'SRV', 64: 'SVCB', 65: 'HTTPS', 12: 'PTR', 2: 'NS', 6: 'SOA' };
@@ -233,28 +238,35 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   const id = randomBytes(4).toString('hex');
   let v6 = false;
   const cgroupRoot = findCgroup2Root();
-  const rec: RunRecord = withRunLock(() => {
-    cleanupDead(nf);
-    const r = takeSlot((slot) => ({
-      slot,
-      id,
-      pid: process.pid,
-      pidStart: processStart(process.pid) ?? '',
-      netns: `sluice-run-${id}`,
-      hostIf: `${HOST_IF_PREFIX}${id}`,
-      table: `sluice-run-${id}`,
-      ...(cgroupRoot ? { cgroup: join(cgroupRoot, `sluice-run-${id}`) } : {}),
-      startedAt: new Date(started).toISOString(),
-    }), runSlots());
-    try {
-      v6 = enableForwarding(nf, opts.ipv6);
-    } catch (err) {
-      releaseSlot(r.slot);
-      restoreForwardingIfIdle(nf, undefined);
-      throw err;
-    }
-    return r;
-  });
+  // Probes the caller started are this run's to close, whatever happens from here.
+  let rec: RunRecord;
+  try {
+    rec = withRunLock(() => {
+      cleanupDead(nf);
+      const r = takeSlot((slot) => ({
+        slot,
+        id,
+        pid: process.pid,
+        pidStart: processStart(process.pid) ?? '',
+        netns: `sluice-run-${id}`,
+        hostIf: `${HOST_IF_PREFIX}${id}`,
+        table: `sluice-run-${id}`,
+        ...(cgroupRoot ? { cgroup: join(cgroupRoot, `sluice-run-${id}`) } : {}),
+        startedAt: new Date(started).toISOString(),
+      }), runSlots());
+      try {
+        v6 = enableForwarding(nf, opts.ipv6);
+      } catch (err) {
+        releaseSlot(r.slot);
+        restoreForwardingIfIdle(nf, undefined);
+        throw err;
+      }
+      return r;
+    });
+  } catch (err) {
+    await opts.probes?.close();
+    throw err;
+  }
   trace('slot taken, forwarding on');
 
   const log = new RunLog();
@@ -262,6 +274,9 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   let upstream: UpstreamClient | undefined;
   let listener: NflogListener | undefined;
   let probes: ProbeLoad | undefined;
+  let innerPending: Promise<void> | undefined;
+  let vethGone: Promise<boolean> | undefined;
+  let held: Held | undefined;
   const pending = new Set<NodeJS.Signals>();
   let child: ReturnType<typeof spawn> | undefined;
   // Until the command runs, a signal ends the run (after cleanup); once it runs, it is the command's.
@@ -279,10 +294,31 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
     if (blocking) opts.notice?.(blocking);
     const a = runAddresses(rec.slot, v6);
     const cgroup = makeRunCgroup(cgroupRoot, id);
-    // The probes load on another thread while this one makes the network and the guard.
-    probes = cgroup ? startProbes(cgroup.path) : undefined;
-    createNetwork(rec, a);
-    trace('network made');
+    // The probes load on another thread while this one makes the network and the guard (started with
+    // the command when the caller did); their connect hook goes on the run's cgroup as soon as it exists.
+    probes = opts.probes ?? (cgroup ? startProbes() : undefined);
+    const attaching: Promise<ProbeAttached> = probes && cgroup ? probes.attach(cgroup.path) : Promise.resolve({ attached: false, reason: 'no cgroup v2 to give the run' });
+    // The inner end's addresses and routes are made by another process while the guard and the table are.
+    const inner = createNetwork(rec, a);
+    innerPending = inner.catch(() => undefined);
+    trace('network made (host side)');
+    let hostResolv = '';
+    try {
+      hostResolv = readFileSync('/etc/resolv.conf', 'utf8');
+    } catch {
+      /* none: the run gets the guard alone */
+    }
+    writeResolvConf(rec, a, hostResolv);
+    // The command's process starts now, held at the door: `ip netns exec` (its mount namespace, the
+    // run's resolv.conf) and its move into the run's cgroup are done beside the guard and the table.
+    // It runs the command only when told to, once everything is in place, and never if this process
+    // dies first (the pipe it waits on closes, and it exits).
+    const drop = opts.user ? ['setpriv', `--reuid=${opts.user.uid}`, `--regid=${opts.user.gid}`, '--init-groups', '--'] : [];
+    held = holdCommand(rec.netns, [...drop, ...opts.argv]);
+    const door = held;
+    const joined = cgroup ? writeFile(join(cgroup.path, 'cgroup.procs'), String(door.proc.pid)) : Promise.resolve();
+    joined.catch(() => undefined);
+    trace('command held');
     const logGroup = 40000 + (rec.slot % 20000);
     listener = new NflogListener(logGroup, (records) => log.records(records), { copyBytes: 128, bufBytes: 4 << 20, qthresh: 1 });
     const policy = opts.policy;
@@ -322,38 +358,39 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
       ...deps(guardPolicy),
       onEvent: (e: DnsQueryEvent) => log.dns(judge && e.verdict === 'allowed' && judge.classify(e.name).refused !== undefined ? { ...e, verdict: 'would-block' } : e),
     });
-    let hostResolv = '';
-    try {
-      hostResolv = readFileSync('/etc/resolv.conf', 'utf8');
-    } catch {
-      /* none: the run gets the guard alone */
-    }
-    writeResolvConf(rec, a, hostResolv);
-    const attribution = probes ? await attachProbes(probes, rec.netns, log) : { probes: false, reason: 'no cgroup v2 to give the run' };
+    await inner;
+    trace('network made (inside)');
+    // The command waits for the probes' connect hook on its cgroup (not for more): its first connect is seen.
+    const attribution = probes && cgroup ? await attachProbes(probes, attaching, rec.netns, log) : { probes: false, reason: 'no cgroup v2 to give the run' };
     trace(`probes ${attribution.probes ? 'attached' : `not attached: ${attribution.reason}`}`);
     if (pending.size > 0) throw new SystemError('ERUNSIGNAL', `Stopped by ${[...pending].join(', ')} before the command started; nothing ran.`);
 
-    const drop = opts.user ? ['setpriv', `--reuid=${opts.user.uid}`, `--regid=${opts.user.gid}`, '--init-groups', '--'] : [];
-    const argv = ['netns', 'exec', rec.netns, ...drop, ...opts.argv];
     trace('resolv.conf written; starting the command');
-    // Forked into the run's cgroup: this process joins it for the spawn and leaves at once.
-    const home = cgroup && cgroupRoot ? ownCgroup(cgroupRoot) : null;
-    if (cgroup) joinCgroup(cgroup.path);
-    let proc: ReturnType<typeof spawn>;
-    try {
-      proc = spawn('ip', argv, { stdio: 'inherit' });
-    } finally {
-      if (cgroup) leaveCgroup(home, cgroupRoot as string);
-    }
+    // In the run's cgroup before the command's first instruction (the probes' connect hook is on it,
+    // and cleanup kills what is in it); the shell holding the door has started nothing.
+    await joined;
+    const proc = door.proc;
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new SystemError('ERUNSTART', `The command's holder exited (${proc.exitCode ?? proc.signalCode}) before the command started; nothing ran.`);
+    door.go();
     child = proc;
-    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-      proc.once('error', reject);
-      proc.once('exit', (code, signal) => resolve({ code, signal }));
-    });
+    opts.onStarted?.();
+    const exit = await door.exit;
     trace('command exited');
+    // Its veth goes at once (the run is cut off from everything, what the command left running included),
+    // while the last records are read, the report made and the guard and probes stopped: the kernel's
+    // part of deleting a link is tens of milliseconds. The rest of the cleanup waits for it.
+    // The `ip` is also lent this process's nftables socket: closing it after the table's removal waits
+    // for the kernel to free what that transaction deleted (a grace period, 15-30 ms); held by the `ip`
+    // too, it is freed when that exits, without this process waiting.
+    const nfFd = nf.socketFd?.();
+    vethGone = deleteVeth(rec.hostIf, nfFd !== undefined ? [nfFd] : []).then(
+      () => true,
+      () => false,
+    );
     // The last records: each is sent as it is logged (qthresh 1), before the packet's sender could
     // exit; a few milliseconds let the socket's readiness reach the event loop.
     await new Promise((r) => setTimeout(r, 5));
+    trace('last records read');
     const { names, flows } = log.finish();
     const report: RunReport = {
       version: RUN_REPORT_VERSION,
@@ -381,12 +418,26 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   } finally {
     for (const s of signals) process.off(s, onSignal);
     listener?.close();
-    probes?.worker.postMessage('close');
-    await probes?.worker.terminate().catch(() => undefined);
+    trace('nflog closed');
+    // Held and never told to go (a failure or a signal before it): it runs nothing, and goes now.
+    if (held && !child) held.proc.kill('SIGKILL');
+    await probes?.close();
+    trace('probes closed');
+    // An `ip` still configuring the namespace: done before the namespace is removed.
+    await innerPending;
     upstream?.close();
     await servers?.stop().catch(() => undefined);
+    trace('guard stopped');
+    // While the veth is being deleted: what the command left running is killed, and the namespace
+    // removed (the table stays until the veth is gone: until then it is what confines the run).
+    const early = vethGone ? removeRun(nf, rec, { only: ['processes'] }) : [];
+    const netnsGone = vethGone ? removeNetns(rec) : Promise.resolve([]);
+    // Deleted (else removeRun tries again, and says what failed).
+    const gone = (await vethGone) ?? false;
+    early.push(...(await netnsGone));
+    trace(`veth ${gone ? 'deleted' : 'not deleted here'}`);
     const failed = withRunLock(() => {
-      const f = removeRun(nf, rec);
+      const f = vethGone ? [...early, ...removeRun(nf, rec, { only: gone ? ['table'] : ['veth', 'table'] })] : removeRun(nf, rec);
       releaseSlot(rec.slot);
       restoreForwardingIfIdle(nf, undefined);
       return f;
@@ -396,27 +447,34 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
   }
 }
 
-/** Back to where this process was (else the root cgroup): cleanup kills everything in the run's. */
-function leaveCgroup(home: string | null, root: string): void {
-  try {
-    if (home) return joinCgroup(home);
-  } catch {
-    /* its old cgroup refuses it (gone, or now has controllers): the root takes any process */
-  }
-  joinCgroup(root);
-}
-
-interface ProbeLoad {
-  worker: Worker;
-  ready: Promise<{ loaded: true; maps: ProbeMaps } | { loaded: false; reason: string }>;
-}
-
 /**
- * The kernel attribution probes, with their connect hook attached to the
- * run's cgroup only, so the rest of the host's connections are not looked
- * at by it (the tracepoints the probes also use are host-wide while the run
- * lasts), loaded on a worker thread (probe-worker.ts).
+ * The shell that holds a run's command at the door: it waits for "go" on fd
+ * 3, then becomes the command (fd 3 closed); on anything else (the pipe
+ * closed: this process died or gave up) it exits 125 having run nothing.
+ * A constant script: the command comes as its arguments, never as text.
  */
+const HOLD = 'read -r go <&3 && [ "$go" = go ] && exec "$@" 3<&-; exit 125';
+
+interface Held {
+  proc: ReturnType<typeof spawn>;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  go(): void;
+}
+
+/** Starts `argv` in the run's namespace (`ip netns exec`), held until go(). */
+function holdCommand(netns: string, argv: string[]): Held {
+  const proc = spawn('ip', ['netns', 'exec', netns, 'sh', '-c', HOLD, 'sh', ...argv], { stdio: ['inherit', 'inherit', 'inherit', 'pipe'] });
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+    proc.once('error', reject);
+    proc.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  exit.catch(() => undefined);
+  const pipe = proc.stdio[3] as import('node:stream').Writable;
+  // Gone before go: its exit says how.
+  pipe.on('error', () => undefined);
+  return { proc, exit, go: () => void pipe.end('go\n') };
+}
+
 /**
  * A run's traffic is forwarded, and a forwarded packet must get through
  * every base chain on the forward hook, of every table: another firewall's
@@ -445,24 +503,15 @@ export function forwardBlockers(nf: Pick<Netfilter, 'forwardChains'>): string | 
   );
 }
 
-function startProbes(cgroup: string): ProbeLoad {
-  const worker = new Worker(new URL('./probe-worker.js', import.meta.url), { workerData: { cgroup } });
-  const ready = new Promise<{ loaded: true; maps: ProbeMaps } | { loaded: false; reason: string }>((resolve) => {
-    worker.once('message', (m: { loaded: true; maps: ProbeMaps } | { loaded: false; reason: string }) => resolve(m));
-    worker.once('error', (err) => resolve({ loaded: false, reason: `the probe loader failed: ${err.message}` }));
-    worker.once('exit', () => resolve({ loaded: false, reason: 'the probe loader exited' }));
-  });
-  return { worker, ready };
-}
-
 /**
  * Once loaded, records are named by the process that sent them, looked up by
  * flow in the run's namespace; without the probes (no BTF, no object, no
  * libbpf), flows are reported without a process, and the report says why.
  */
-async function attachProbes(load: ProbeLoad, netns: string, log: RunLog): Promise<{ probes: boolean; reason?: string }> {
-  const state = await load.ready;
+async function attachProbes(load: ProbeLoad, attaching: Promise<ProbeAttached>, netns: string, log: RunLog): Promise<{ probes: boolean; reason?: string }> {
+  const [state, attached] = await Promise.all([load.loaded, attaching]);
   if (!state.loaded) return { probes: false, reason: state.reason };
+  if (!attached.attached) return { probes: false, reason: attached.reason };
   let cookie: bigint;
   try {
     cookie = native().netnsCookie(join('/run/netns', netns));

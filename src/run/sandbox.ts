@@ -1,9 +1,12 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SystemError } from '../errors.js';
 import { formatAddr, parsePrefix, type Family } from '../net/ip.js';
 import type { Netfilter } from '../netfilter/netfilter.js';
+import { NetlinkSocket } from '../netfilter/netlink-socket.js';
+import { attrMap, attrStr, parseMessages } from '../netfilter/nl-attr.js';
+import { native } from '../native/native.js';
 import type { Ruleset } from '../compile/ruleset.js';
 import { clearForwardingPrior, ownerAlive, readForwardingPrior, readSlots, releaseSlot, writeForwardingPrior, type ForwardingPrior, type RunRecord } from './run-state.js';
 
@@ -172,8 +175,29 @@ export function restoreForwardingIfIdle(nf: Netfilter, exceptSlot: number | unde
   clearForwardingPrior();
 }
 
-/** Makes the namespace, the veth pair, addresses and routes, and the resolv.conf the run sees. */
-export function createNetwork(rec: RunRecord, a: RunAddresses): void {
+/** `ip` with a batch on stdin, without blocking this thread: settles when it exits (rejects with what failed). */
+function ipAsync(args: string[], input: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const p = spawn('ip', args, { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    p.once('error', (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'ENOENT' ? new SystemError('ENOIP', 'sluice run needs the `ip` command (package iproute2); nothing was started.') : new SystemError('ERUNNET', `ip ${args.join(' ')} failed: ${err.message}`)),
+    );
+    p.once('close', (code) => (code === 0 ? resolve() : reject(new SystemError('ERUNNET', `ip ${args.join(' ')} failed: ${stderr.trim() || `exit ${code}`}`))));
+    p.stdin.on('error', () => undefined);
+    p.stdin.end(input);
+  });
+}
+
+/**
+ * Makes the namespace, the veth pair, and the host end's addresses (done
+ * when this returns); the inner end's addresses and routes are made by a
+ * second `ip` in the namespace, whose completion the returned promise is
+ * (the host side's guard and table are made meanwhile; the command waits
+ * for both).
+ */
+export function createNetwork(rec: RunRecord, a: RunAddresses): Promise<void> {
   const host4 = formatAddr(4, a.host4);
   const inner4 = formatAddr(4, a.inner4);
   // The host end first: with it gone, the run has no way out (teardown deletes it first).
@@ -194,9 +218,15 @@ export function createNetwork(rec: RunRecord, a: RunAddresses): void {
     `route add default via ${host4}`,
     ...(a.host6 !== undefined ? [`route add ::/0 via ${formatAddr(6, a.host6)}`] : []),
   ];
-  ip(['-n', rec.netns, '-batch', '-'], `${innerCmds.join('\n')}\n`);
+  const inner = ipAsync(['-n', rec.netns, '-batch', '-'], `${innerCmds.join('\n')}\n`);
   // Replies come back on other interfaces: the run's veth forwards (the host-wide switch is enableForwarding's).
-  writeSysctl(`net/ipv4/conf/${rec.hostIf}/forwarding`, '1');
+  try {
+    writeSysctl(`net/ipv4/conf/${rec.hostIf}/forwarding`, '1');
+  } catch (err) {
+    inner.catch(() => undefined);
+    throw err;
+  }
+  return inner;
 }
 
 /**
@@ -242,8 +272,8 @@ export function processesIn(netns: string): number[] {
 
 /**
  * The run's own cgroup (`<cgroup2 root>/sluice-run-<id>`): every process of
- * the run is in it from its first instruction (this process joins it for the
- * spawn and leaves right after, so the command is forked into it), a double
+ * the run is in it from its first instruction (the process that becomes the
+ * command is moved into it while held at the door, before it runs), a double
  * fork or setsid does not leave it, and its id names the run's processes to
  * the kernel attribution probes. Null where there is no cgroup2 to use.
  */
@@ -258,12 +288,6 @@ export function makeRunCgroup(root: string | null, id: string): { path: string; 
   }
 }
 
-/** This process's cgroup (the v2 line of /proc/self/cgroup), as a path under `root`. */
-export function ownCgroup(root: string): string | null {
-  const rel = ownCgroupRelative();
-  return rel === null ? null : join(root, rel);
-}
-
 function ownCgroupRelative(): string | null {
   try {
     const line = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'));
@@ -276,11 +300,6 @@ function ownCgroupRelative(): string | null {
 function ownCgroupIs(path: string): boolean {
   const rel = ownCgroupRelative();
   return rel !== null && rel !== '/' && path.endsWith(rel);
-}
-
-/** Moves this process (every thread of it) into the cgroup at `path`. */
-export function joinCgroup(path: string): void {
-  writeFileSync(join(path, 'cgroup.procs'), String(process.pid));
 }
 
 /** Kills every process in the cgroup (cgroup.kill, Linux 5.14+; else one by one) and removes it once empty. */
@@ -312,13 +331,90 @@ export function removeCgroup(path: string): void {
   }
 }
 
+const NETLINK_ROUTE = 0;
+const SOL_NETLINK = 270;
+const NETLINK_ADD_MEMBERSHIP = 1;
+const RTNLGRP_LINK = 1;
+const RTM_DELLINK = 17;
+const IFLA_IFNAME = 3;
+/** struct ifinfomsg: what precedes a link message's attributes. */
+const IFINFOMSG_BYTES = 16;
+
+/**
+ * Deletes a run's host-end veth without blocking this thread, and settles
+ * once the run is cut off: when the kernel announces the link's deletion
+ * (RTM_DELLINK, to RTNLGRP_LINK's listeners). It sends that after closing
+ * the link (a packet from the run's end is dropped: the peer is down),
+ * unlisting it, flushing its packets from the backlog and an RCU grace
+ * period (every packet that crossed it has been through the host's hooks,
+ * the run's table included). What the kernel does after (an rcu_barrier,
+ * waiting for references) frees memory, and takes most of the time: the
+ * `ip` doing it is left to finish on its own. Without the announcement (no
+ * rtnetlink socket, a lost message) it settles when `ip` exits. Already
+ * gone counts as done. The `ip` is also given `lend`, descriptors it holds
+ * until it exits and does not use.
+ */
+export function deleteVeth(hostIf: string, lend: number[] = []): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let sock: NetlinkSocket | undefined;
+    let handle: unknown;
+    let done = false;
+    // `lend`: descriptors the `ip` holds (from fd 3) until it exits; it uses none of them.
+    const p = spawn('ip', ['link', 'del', hostIf], { stdio: ['ignore', 'ignore', 'pipe', ...lend] });
+    const finish = (err?: Error) => {
+      if (done) return;
+      done = true;
+      if (handle) native().unwatch(handle);
+      sock?.close();
+      // Announced: the `ip` finishes the kernel's slow part without this process waiting for it.
+      p.unref();
+      p.stderr?.destroy();
+      if (err) reject(err);
+      else resolve();
+    };
+    try {
+      sock = NetlinkSocket.open(NETLINK_ROUTE, { bufBytes: 1 << 20 });
+      native().setIntOpt(sock.fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, RTNLGRP_LINK);
+      handle = native().watch(sock.fd, (err, data) => {
+        if (err || !data) return;
+        try {
+          for (const m of parseMessages(data)) {
+            if (m.type === RTM_DELLINK && attrStr(attrMap(m.payload, IFINFOMSG_BYTES).get(IFLA_IFNAME)) === hostIf) finish();
+          }
+        } catch {
+          /* malformed: the exit of `ip` settles it */
+        }
+      });
+    } catch {
+      /* no announcement to wait for: the exit of `ip` settles it */
+      sock?.close();
+      sock = undefined;
+    }
+    let stderr = '';
+    p.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    p.once('error', (err: NodeJS.ErrnoException) =>
+      finish(err.code === 'ENOENT' ? new SystemError('ENOIP', 'sluice run needs the `ip` command (package iproute2)') : new SystemError('ERUNNET', `ip link del ${hostIf} failed: ${err.message}`)),
+    );
+    p.once('close', (code) => {
+      if (code === 0 || /Cannot find device/.test(stderr)) finish();
+      else finish(new SystemError('ERUNNET', `ip link del ${hostIf} failed: ${stderr.trim() || `exit ${code}`}`));
+    });
+  });
+}
+
+/** The parts of removeRun: the veth; the run's processes (its cgroup, and any other in its namespace); its table; its namespace and resolv.conf. */
+export type RunPart = 'veth' | 'processes' | 'table' | 'netns';
+
 /**
  * Removes everything one run made, in the order that keeps it closed: the
  * veth first (the run is cut off from everything), then any process left
  * in its namespace, the table, the namespace and its resolv.conf; then the
  * slot. Each step is tried whatever the others did; what failed is returned.
+ * `only`: these parts alone (a live run's own exit removes its processes and
+ * namespace while its veth is being deleted, and its table once it is).
  */
-export function removeRun(nf: Netfilter, rec: RunRecord): string[] {
+export function removeRun(nf: Netfilter, rec: RunRecord, opts: { only?: RunPart[] } = {}): string[] {
+  const doing = (part: RunPart) => opts.only === undefined || opts.only.includes(part);
   const failed: string[] = [];
   const trace = process.env.SLUICE_RUN_TRACE === '1';
   const step = (what: string, fn: () => void) => {
@@ -332,7 +428,7 @@ export function removeRun(nf: Netfilter, rec: RunRecord): string[] {
   };
   // The veth first (asked of the kernel, not of /sys, which shows the namespace it was mounted in):
   // with it gone the run is cut off; then what is left in the namespace, the table, the namespace.
-  step(`veth ${rec.hostIf}`, () => {
+  if (doing('veth')) step(`veth ${rec.hostIf}`, () => {
     try {
       ip(['link', 'del', rec.hostIf]);
     } catch (err) {
@@ -340,8 +436,8 @@ export function removeRun(nf: Netfilter, rec: RunRecord): string[] {
     }
   });
   // Never the cgroup this process is in (it would kill itself): left for --cleanup, which runs elsewhere.
-  if (rec.cgroup && !ownCgroupIs(rec.cgroup)) step(`cgroup ${rec.cgroup}`, () => removeCgroup(rec.cgroup as string));
-  step('leftover processes', () => {
+  if (doing('processes') && rec.cgroup && !ownCgroupIs(rec.cgroup)) step(`cgroup ${rec.cgroup}`, () => removeCgroup(rec.cgroup as string));
+  if (doing('processes')) step('leftover processes', () => {
     for (const pid of processesIn(rec.netns)) {
       try {
         process.kill(pid, 'SIGKILL');
@@ -350,11 +446,35 @@ export function removeRun(nf: Netfilter, rec: RunRecord): string[] {
       }
     }
   });
-  step(`table ${rec.table}`, () => void nf.remove(rec.table));
-  step(`netns ${rec.netns}`, () => {
-    if (existsSync(join('/run/netns', rec.netns))) ip(['netns', 'del', rec.netns]);
-  });
-  step('resolv.conf', () => rmSync(join('/etc/netns', rec.netns), { recursive: true, force: true }));
+  // A run's table is made without flags, and is removed after its veth: nothing to read or forget first.
+  if (doing('table')) step(`table ${rec.table}`, () => void nf.remove(rec.table, { unowned: true }));
+  if (doing('netns')) {
+    step(`netns ${rec.netns}`, () => {
+      if (existsSync(join('/run/netns', rec.netns))) ip(['netns', 'del', rec.netns]);
+    });
+    step('resolv.conf', () => rmSync(join('/etc/netns', rec.netns), { recursive: true, force: true }));
+  }
+  return failed;
+}
+
+/**
+ * removeRun's `netns` part without blocking this thread (`ip netns del` runs
+ * beside whatever this thread does next): settles with what failed.
+ */
+export async function removeNetns(rec: RunRecord): Promise<string[]> {
+  const failed: string[] = [];
+  const t = performance.now();
+  try {
+    if (existsSync(join('/run/netns', rec.netns))) await ipAsync(['netns', 'del', rec.netns], '');
+    if (process.env.SLUICE_RUN_TRACE === '1') process.stderr.write(`sluice run:   cleanup netns ${rec.netns}: ${(performance.now() - t).toFixed(1)} ms\n`);
+  } catch (err) {
+    failed.push(`netns ${rec.netns}: ${(err as Error).message}`);
+  }
+  try {
+    rmSync(join('/etc/netns', rec.netns), { recursive: true, force: true });
+  } catch (err) {
+    failed.push(`resolv.conf: ${(err as Error).message}`);
+  }
   return failed;
 }
 

@@ -39,7 +39,7 @@ describe('integration: sluice run', () => {
   let env: NodeJS.ProcessEnv;
   let runDir: string;
 
-  const sluiceRun = async (args: string[], cmd: string[], opts: { input?: string; timeoutMs?: number } = {}) => {
+  const sluiceRun = async (args: string[], cmd: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}) => {
     const report = join(w.tmp, `report-${Math.random().toString(16).slice(2)}.json`);
     const r = await w.exec([process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, '--report', report, ...args, '--', ...cmd], { env, ...opts });
     const parsed = existsSync(report) ? (JSON.parse(readFileSync(report, 'utf8')) as Report) : undefined;
@@ -84,8 +84,8 @@ describe('integration: sluice run', () => {
   });
   /** Starts `sluice run` in the background; after() ends it if a test did not. */
   const started: ChildProcess[] = [];
-  const spawnRun = (args: string[]): ChildProcess => {
-    const c = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, ...args], { env });
+  const spawnRun = (args: string[], extraEnv: NodeJS.ProcessEnv = {}): ChildProcess => {
+    const c = w.spawnIn(w.client, [process.execPath, SLUICE, 'run', '--dns-upstream', HOSTS.dns4, ...args], { env: { ...env, ...extraEnv } });
     started.push(c);
     return c;
   };
@@ -191,6 +191,28 @@ describe('integration: sluice run', () => {
     assert.deepEqual(answers.map((a) => [a.name, a.rcode]), [['api.sluice.test', 0], ['exfil.sluice.test', 3]], r.stdout);
     assert.ok(answers[0]?.answers?.some((x) => x.includes(HOSTS.api4)), JSON.stringify(answers[0]));
     assert.ok(r.report?.flows.some((f) => f.verdict === 'blocked' && f.dst === HOSTS.other6 && f.dport === 443), JSON.stringify(r.report?.flows));
+  });
+
+  it("the command's first packet is already judged by the run's table, and named by the probes: confinement and attribution are in place before it starts", async () => {
+    // bash connects from its first instructions (no runtime to start first): a blocked address, then an allowed
+    // one. The probes are made slow to load (0.4 s): the command waits for them, it is not started beside them.
+    const r = await sluiceRun(['--allow', `${HOSTS.net3}:443/tcp`], ['bash', '-c', `: <>/dev/tcp/${HOSTS.other4}/443; a=$?; : <>/dev/tcp/${HOSTS.net3}/443; echo "connects $a $?"`], {
+      env: { ...env, SLUICE_RUN_PROBE_DELAY_MS: '400' },
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^connects 1 0$/m, 'the blocked connect is refused, the allowed one made');
+    const rep = r.report as Report;
+    const blocked = rep.flows.find((f) => f.verdict === 'blocked' && f.dst === HOSTS.other4 && f.dport === 443);
+    assert.ok(blocked, `the first connect is reported blocked: ${JSON.stringify(rep.flows)}`);
+    const allowed = rep.flows.find((f) => f.verdict === 'allowed' && f.dst === HOSTS.net3 && f.dport === 443);
+    assert.ok(allowed, JSON.stringify(rep.flows));
+    // The probes' connect hook was on the run's cgroup, and their exec probe attached, before bash started.
+    assert.equal(rep.attribution.probes, true, rep.attribution.reason);
+    for (const f of [blocked, allowed]) {
+      assert.equal(f.processes[0]?.comm, 'bash', JSON.stringify(f));
+      assert.match(f.processes[0]?.cmdline ?? '', /dev\/tcp/, `the exec was seen: ${JSON.stringify(f)}`);
+    }
+    assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
   });
 
   it('passes the exit code, stdin and signals through', async () => {
@@ -321,6 +343,24 @@ const attempt = (src, port) => new Promise((resolve) => {
     assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
     // The command it left running was killed with it (its own cgroup).
     await waitUntil(async () => (await w.exec(['pgrep', '-f', '^sleep 30.0117$'])).code !== 0);
+  });
+
+  it('the command is started early but held until its confinement is in place: a SIGKILL of sluice while it is held runs nothing', async () => {
+    // The probes made slow to load (5 s): the command's process is made (ip netns exec, the run's cgroup) and waits.
+    const marker = join(w.tmp, 'held-ran');
+    const child: ChildProcess = spawnRun(['--', 'touch', marker], { SLUICE_RUN_PROBE_DELAY_MS: '5000' });
+    const holder = async () => (await w.exec(['pgrep', '-f', `read -r go .* touch ${marker}$`])).stdout.trim();
+    await waitUntil(async () => (await leftovers()).tables.length > 0 && (await holder()) !== '');
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+    // Its go pipe closed with sluice: the holder exits without running the command.
+    await waitUntil(async () => (await holder()) === '');
+    await sleep(200);
+    assert.equal(existsSync(marker), false, 'the held command never ran');
+    const c = await w.exec([process.execPath, SLUICE, 'run', '--cleanup'], { env });
+    assert.equal(c.code, 0, c.stderr);
+    assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
   });
 
   it('audit mode blocks nothing and reports what would have been blocked, and --suggest prints a policy for it', async () => {

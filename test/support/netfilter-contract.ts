@@ -119,6 +119,15 @@ export function netfilterContract(label: string, make: () => Netfilter): void {
       assert.equal(nf.remove(TABLE_NAME), false);
     });
 
+    it('remove of an unowned table (a run\'s) deletes it without reading it first, present or not', () => {
+      nf.replace(compileFrom(POLICY_A).ruleset);
+      assert.equal(nf.remove(TABLE_NAME, { unowned: true }), true);
+      assert.equal(nf.read(TABLE_NAME), null);
+      // Absent: nothing to delete, nothing made.
+      nf.remove(TABLE_NAME, { unowned: true });
+      assert.equal(nf.read(TABLE_NAME), null);
+    });
+
     it('elements added to a dynamic set are read back with their timeout, and survive a replace', () => {
       const { ruleset } = compileFrom(POLICY_B);
       nf.replace(ruleset);

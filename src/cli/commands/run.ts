@@ -22,6 +22,11 @@ function commandUser(): { uid: number; gid: number } | undefined {
   return { uid: Number(uid), gid: Number(gid) };
 }
 
+/** SLUICE_RUN_TRACE=1: the end of a run on stderr, in ms since the process started (run.ts traces the rest). */
+function trace(what: string): void {
+  if (process.env.SLUICE_RUN_TRACE === '1') process.stderr.write(`sluice run: ${performance.now().toFixed(1)} ms after the process: ${what}\n`);
+}
+
 function writeOut(file: string, text: string): void {
   try {
     writeFileSync(file, text, { mode: 0o644 });
@@ -56,11 +61,7 @@ export async function run(opts: { json: boolean; values: Record<string, OptionVa
   }
   if (opts.rest.length === 0) throw new UsageError('`sluice run` needs a command after `--`: sluice run [--allow DEST]... -- COMMAND [ARG...]');
 
-  const [{ runPolicy, parseUpstreams }, { runConfined }, { formatRunReport, formatRunMarkdown, suggestRunPolicy }] = await Promise.all([
-    import('../../run/run-policy.js'),
-    import('../../run/run.js'),
-    import('../../run/run-report.js'),
-  ]);
+  const [{ runPolicy, parseUpstreams }, { startProbes }] = await Promise.all([import('../../run/run-policy.js'), import('../../run/probes.js')]);
   let file;
   const policyFile = str('policy');
   if (policyFile !== undefined) {
@@ -76,7 +77,22 @@ export async function run(opts: { json: boolean; values: Record<string, OptionVa
   }
   if (upstreams.length === 0) throw new SystemError('ENOUPSTREAM', 'No resolver in /etc/resolv.conf for the run\'s DNS guard; give one with --dns-upstream ADDR. Nothing was run.');
 
-  const nf = new KernelNetfilter();
+  // The attribution probes take 100 ms or more to load (a thread's start, BTF, the verifier): started
+  // once the run is accepted, they load while this thread loads the run's modules and makes its
+  // network (the command still waits until their connect hook is on its cgroup).
+  const probes = startProbes();
+  let nf;
+  let runConfined;
+  try {
+    ({ runConfined } = await import('../../run/run.js'));
+    nf = new KernelNetfilter();
+  } catch (err) {
+    await probes.close();
+    throw err;
+  }
+  // What only the end needs (the report's text, the suggested policy) is loaded while the command runs.
+  let reportModule: Promise<typeof import('../../run/run-report.js')> | undefined;
+  const loadReport = () => (reportModule ??= import('../../run/run-report.js'));
   let result;
   try {
     const user = commandUser();
@@ -87,11 +103,16 @@ export async function run(opts: { json: boolean; values: Record<string, OptionVa
       ipv6: !flag('no-ipv6'),
       ...(user ? { user } : {}),
       notice: (t) => process.stderr.write(`sluice run: ${t}\n`),
+      probes,
+      onStarted: () => void loadReport().catch(() => undefined),
     });
   } finally {
+    trace('run done');
     nf.close();
   }
+  trace('netlink closed');
   const { report } = result;
+  const { formatRunReport, formatRunMarkdown, suggestRunPolicy } = await loadReport();
   // stdout is the command's: the report goes to stderr (and to the files asked for).
   process.stderr.write(`${opts.json ? JSON.stringify(report, null, 2) : formatRunReport(report)}\n`);
   const reportFile = str('report');
@@ -99,6 +120,8 @@ export async function run(opts: { json: boolean; values: Record<string, OptionVa
   const md = str('report-md');
   if (md !== undefined) writeOut(md, formatRunMarkdown(report));
   if (flag('suggest')) process.stderr.write(`\n${suggestRunPolicy(report)}`);
+  trace('report written');
+  if (process.env.SLUICE_RUN_TRACE === '1') process.once('exit', () => trace('exit'));
   const blocked = report.summary.attemptsBlocked > 0 || report.summary.namesBlocked > 0;
   if (flag('fail-on-block') && blocked && result.exitCode === 0) return EXIT.failed;
   return result.exitCode;
