@@ -388,18 +388,12 @@ let shared: ProbeState | undefined;
  */
 export function loadProbes(opts: ProbeOptions = {}): ProbeState {
   if (shared) return shared;
-  const object = opts.object ?? process.env.SLUICE_BPF_OBJECT ?? defaultObjectPath();
-  const flowsMax = opts.flowsMax ?? FLOWS_MAX_DEFAULT;
-  const execsMax = opts.execsMax ?? EXECS_MAX_DEFAULT;
-  const missing = probePrerequisites(object);
-  if (missing) return (shared = { loaded: false, reason: missing });
+  const p = probeParams(opts);
+  if (p.missing) return (shared = { loaded: false, reason: p.missing });
   try {
-    const l = bpfLoader().load(object, flowsMax, execsMax, opts.cgroupRoot ?? findCgroup2Root() ?? '/sys/fs/cgroup');
-    shared = { loaded: true, maps: { flows: l.flows, execs: l.execs, stats: l.stats, cpus: l.cpus }, programs: l.programs, flowsMax, execsMax, handle: l };
+    shared = loadedState(bpfLoader().load(p.object, p.flowsMax, p.execsMax, p.cgroupRoot), p);
   } catch (err) {
-    const msg = (err as Error).message.trim();
-    const hint = /EPERM|Operation not permitted/.test(msg) ? ' (loading tracing programs needs CAP_BPF and CAP_PERFMON, or root)' : '';
-    shared = { loaded: false, reason: `${msg.split('\n')[0]}${hint}` };
+    shared = failedState(err);
   }
   return shared;
 }
@@ -410,19 +404,13 @@ export function loadProbes(opts: ProbeOptions = {}): ProbeState {
  */
 export async function loadProbesAsync(opts: ProbeOptions = {}): Promise<ProbeState> {
   if (shared) return shared;
-  const object = opts.object ?? process.env.SLUICE_BPF_OBJECT ?? defaultObjectPath();
-  const flowsMax = opts.flowsMax ?? FLOWS_MAX_DEFAULT;
-  const execsMax = opts.execsMax ?? EXECS_MAX_DEFAULT;
-  const missing = probePrerequisites(object);
-  if (missing) return (shared = { loaded: false, reason: missing });
+  const p = probeParams(opts);
+  if (p.missing) return (shared = { loaded: false, reason: p.missing });
   let state: ProbeState;
   try {
-    const l = await bpfLoader().loadAsync(object, flowsMax, execsMax, opts.cgroupRoot ?? findCgroup2Root() ?? '/sys/fs/cgroup');
-    state = { loaded: true, maps: { flows: l.flows, execs: l.execs, stats: l.stats, cpus: l.cpus }, programs: l.programs, flowsMax, execsMax, handle: l };
+    state = loadedState(await bpfLoader().loadAsync(p.object, p.flowsMax, p.execsMax, p.cgroupRoot), p);
   } catch (err) {
-    const msg = (err as Error).message.trim();
-    const hint = /EPERM|Operation not permitted/.test(msg) ? ' (loading tracing programs needs CAP_BPF and CAP_PERFMON, or root)' : '';
-    state = { loaded: false, reason: `${msg.split('\n')[0]}${hint}` };
+    state = failedState(err);
   }
   // A synchronous load that finished first keeps its probes; these go.
   if (shared) {
@@ -430,6 +418,28 @@ export async function loadProbesAsync(opts: ProbeOptions = {}): Promise<ProbeSta
     return shared;
   }
   return (shared = state);
+}
+
+/** What a load of the probes takes from the options and the environment, and what is missing for it (null: nothing). */
+function probeParams(opts: ProbeOptions) {
+  const object = opts.object ?? process.env.SLUICE_BPF_OBJECT ?? defaultObjectPath();
+  return {
+    object,
+    flowsMax: opts.flowsMax ?? FLOWS_MAX_DEFAULT,
+    execsMax: opts.execsMax ?? EXECS_MAX_DEFAULT,
+    cgroupRoot: opts.cgroupRoot ?? findCgroup2Root() ?? '/sys/fs/cgroup',
+    missing: probePrerequisites(object),
+  };
+}
+
+function loadedState(l: ReturnType<ReturnType<typeof bpfLoader>['load']>, p: { flowsMax: number; execsMax: number }): ProbeState {
+  return { loaded: true, maps: { flows: l.flows, execs: l.execs, stats: l.stats, cpus: l.cpus }, programs: l.programs, flowsMax: p.flowsMax, execsMax: p.execsMax, handle: l };
+}
+
+function failedState(err: unknown): ProbeState {
+  const msg = (err as Error).message.trim();
+  const hint = /EPERM|Operation not permitted/.test(msg) ? ' (loading tracing programs needs CAP_BPF and CAP_PERFMON, or root)' : '';
+  return { loaded: false, reason: `${msg.split('\n')[0]}${hint}` };
 }
 
 /**
