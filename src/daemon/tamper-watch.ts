@@ -179,7 +179,8 @@ export class TamperWatch implements Component {
   private full = false;
   /** `tamper: alert`: what was last reported, so an unrepaired table is not reported again on every poll. */
   private reported = '';
-  readonly stats = { checks: 0, ownTransactions: 0, foreignTransactions: 0, detected: 0, restored: 0, restoreFailures: 0, lockBusy: 0, lastRestoreMs: 0, lost: 0 };
+  /** `elementReads`: checks that read every element of the table (a set was touched, notifications were lost, a start or reload), the costly kind. */
+  readonly stats = { checks: 0, elementReads: 0, ownTransactions: 0, foreignTransactions: 0, detected: 0, restored: 0, restoreFailures: 0, lockBusy: 0, lastRestoreMs: 0, lost: 0 };
   private lastFinding: { at: string; by: string[]; changes: string[]; restored: boolean } | null = null;
   /** Since when the guard has been busy (its writes queued) at each try, and since when a change waits for a check. */
   private busySince: number | undefined;
@@ -413,6 +414,7 @@ export class TamperWatch implements Component {
     const held = ownership(applied, live, nf);
     if (held !== null) shape.push(held);
     if (shape.length > 0 || !full) return shape;
+    this.stats.elementReads++;
     return findTampering(applied, nf.read(TABLE_NAME, { elements: 'all' }), { elements: true, learned: mirror, now: this.clock.now() });
   }
 
