@@ -1,6 +1,7 @@
 import { sortElements } from '../compile/compile-ruleset.js';
 import { renderRuleset } from '../compile/render-nft.js';
 import type { Ruleset, SetElem } from '../compile/ruleset.js';
+import { diffLines } from '../policy/text-diff.js';
 import type { LiveTable } from './nft-decode.js';
 
 /**
@@ -143,39 +144,10 @@ export function diffRulesets(before: Ruleset | null, after: Ruleset | null, opts
   return lineDiff(strip(before, afterElems), strip(after, beforeElems));
 }
 
-/** Longest-common-subsequence line diff; `-` removed, `+` added, two-space context lines omitted. */
+/** Longest-common-subsequence line diff (policy/text-diff.ts); `-` removed, `+` added, common lines omitted. */
 export function lineDiff(a: string[], b: string[]): string[] {
-  // Trim the common head and tail first: rulesets usually differ in a few lines,
-  // and this keeps the quadratic part small even for large sets.
-  let head = 0;
-  while (head < a.length && head < b.length && a[head] === b[head]) head++;
-  let tail = 0;
-  while (tail < a.length - head && tail < b.length - head && a[a.length - 1 - tail] === b[b.length - 1 - tail]) tail++;
-  const x = a.slice(head, a.length - tail);
-  const y = b.slice(head, b.length - tail);
-  if (x.length * y.length > 25_000_000) {
-    return [...x.map((l) => `-${l}`), ...y.map((l) => `+${l}`)];
-  }
-  const dp: Uint32Array[] = Array.from({ length: x.length + 1 }, () => new Uint32Array(y.length + 1));
-  for (let i = x.length - 1; i >= 0; i--) {
-    const row = dp[i] as Uint32Array;
-    const next = dp[i + 1] as Uint32Array;
-    for (let j = y.length - 1; j >= 0; j--) {
-      row[j] = x[i] === y[j] ? (next[j + 1] ?? 0) + 1 : Math.max(next[j] ?? 0, row[j + 1] ?? 0);
-    }
-  }
-  const out: string[] = [];
-  let i = 0;
-  let j = 0;
-  while (i < x.length || j < y.length) {
-    if (i < x.length && j < y.length && x[i] === y[j]) {
-      i++;
-      j++;
-    } else if (j < y.length && (i >= x.length || (dp[i]?.[j + 1] ?? 0) >= (dp[i + 1]?.[j] ?? 0))) {
-      out.push(`+${y[j++]}`);
-    } else {
-      out.push(`-${x[i++]}`);
-    }
-  }
-  return out;
+  // Rulesets usually differ in a few lines: the common head and tail are trimmed before the table.
+  return diffLines(a, b, { maxCells: 25_000_000, prefer: '+' })
+    .filter((op) => op.k !== ' ')
+    .map((op) => `${op.k}${op.line}`);
 }

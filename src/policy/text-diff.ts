@@ -10,7 +10,8 @@
 const MAX_CELLS = 4_000_000;
 const CONTEXT = 3;
 
-type Op = { k: ' ' | '-' | '+'; line: string };
+/** One line of a diff: kept (' '), removed ('-') or added ('+'). */
+export type DiffOp = { k: ' ' | '-' | '+'; line: string };
 
 function lines(text: string): string[] {
   if (text === '') return [];
@@ -19,17 +20,40 @@ function lines(text: string): string[] {
   return l;
 }
 
-function middleOps(a: string[], b: string[]): Op[] {
+/**
+ * The longest-common-subsequence diff of two line lists, every line as an
+ * op: the common head and tail trimmed first (texts usually differ in a few
+ * lines), the middle compared with an LCS table of at most `maxCells` cells
+ * (beyond, the middle is removed and added whole: still a correct diff, only
+ * a longer one). Where both a removal and an addition fit, `prefer` goes first.
+ * The one line diff of the project: policy texts here, rulesets in
+ * netfilter/compare-ruleset.ts.
+ */
+export function diffLines(a: readonly string[], b: readonly string[], opts: { maxCells?: number; prefer?: '-' | '+' } = {}): DiffOp[] {
+  let head = 0;
+  while (head < a.length && head < b.length && a[head] === b[head]) head++;
+  let tail = 0;
+  while (tail < a.length - head && tail < b.length - head && a[a.length - 1 - tail] === b[b.length - 1 - tail]) tail++;
+  const x = a.slice(head, a.length - tail);
+  const y = b.slice(head, b.length - tail);
+  return [
+    ...a.slice(0, head).map((line): DiffOp => ({ k: ' ', line })),
+    ...middleOps(x, y, opts.maxCells ?? MAX_CELLS, opts.prefer ?? '-'),
+    ...a.slice(a.length - tail).map((line): DiffOp => ({ k: ' ', line })),
+  ];
+}
+
+function middleOps(a: string[], b: string[], maxCells: number, prefer: '-' | '+'): DiffOp[] {
   const n = a.length;
   const m = b.length;
-  if (n === 0 || m === 0 || n * m > MAX_CELLS) return [...a.map((line): Op => ({ k: '-', line })), ...b.map((line): Op => ({ k: '+', line }))];
+  if (n === 0 || m === 0 || n * m > maxCells) return [...a.map((line): DiffOp => ({ k: '-', line })), ...b.map((line): DiffOp => ({ k: '+', line }))];
   // lcs[i][j]: the LCS length of a[i..] and b[j..], in one typed array.
   const w = m + 1;
   const lcs = new Uint32Array((n + 1) * w);
   for (let i = n - 1; i >= 0; i--) {
     for (let j = m - 1; j >= 0; j--) lcs[i * w + j] = a[i] === b[j] ? (lcs[(i + 1) * w + j + 1] ?? 0) + 1 : Math.max(lcs[(i + 1) * w + j] ?? 0, lcs[i * w + j + 1] ?? 0);
   }
-  const out: Op[] = [];
+  const out: DiffOp[] = [];
   let i = 0;
   let j = 0;
   while (i < n && j < m) {
@@ -37,7 +61,12 @@ function middleOps(a: string[], b: string[]): Op[] {
       out.push({ k: ' ', line: a[i] as string });
       i++;
       j++;
-    } else if ((lcs[(i + 1) * w + j] ?? 0) >= (lcs[i * w + j + 1] ?? 0)) out.push({ k: '-', line: a[i++] as string });
+      continue;
+    }
+    const down = lcs[(i + 1) * w + j] ?? 0; // dropping a[i] keeps this much in common
+    const right = lcs[i * w + j + 1] ?? 0; // adding b[j] keeps this much
+    const remove = prefer === '-' ? down >= right : down > right;
+    if (remove) out.push({ k: '-', line: a[i++] as string });
     else out.push({ k: '+', line: b[j++] as string });
   }
   while (i < n) out.push({ k: '-', line: a[i++] as string });
@@ -47,18 +76,8 @@ function middleOps(a: string[], b: string[]): Op[] {
 
 /** The unified diff from `before` to `after` (labelled `fromName`, `toName`); '' when equal. */
 export function textDiff(before: string, after: string, fromName = 'before', toName = 'after'): string {
-  const a = lines(before);
-  const b = lines(after);
-  let head = 0;
-  while (head < a.length && head < b.length && a[head] === b[head]) head++;
-  let tail = 0;
-  while (tail < a.length - head && tail < b.length - head && a[a.length - 1 - tail] === b[b.length - 1 - tail]) tail++;
-  if (head === a.length && head === b.length) return '';
-  const ops: Op[] = [
-    ...a.slice(0, head).map((line): Op => ({ k: ' ', line })),
-    ...middleOps(a.slice(head, a.length - tail), b.slice(head, b.length - tail)),
-    ...a.slice(a.length - tail).map((line): Op => ({ k: ' ', line })),
-  ];
+  const ops = diffLines(lines(before), lines(after));
+  if (ops.every((op) => op.k === ' ')) return '';
   // Line numbers of each op in a and b (1-based, of the next line).
   const out = [`--- ${fromName}`, `+++ ${toName}`];
   let ai = 1;
