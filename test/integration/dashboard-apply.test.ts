@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { NODE, waitFor } from '../support/monitor-helpers.js';
 import { HOSTS, ROOT, World } from '../world/world.js';
+import type { HttpOutcome } from '../support/dashboard-http.js';
 
 const HELPER = join(ROOT, 'dist/test/support/dashboard-http.js');
 const PORT = 9330;
@@ -34,12 +35,7 @@ rules:
     ports: [443/tcp]
 `;
 
-interface Got {
-  status?: number;
-  headers?: Record<string, string | string[]>;
-  body?: string;
-  error?: string;
-}
+type Got = HttpOutcome;
 
 type Ladder = { applied: string; steps: { id: string; title: string; diff: string; rule: { name: string } }[] };
 

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { metricValue, NODE, waitFor } from '../support/monitor-helpers.js';
 import { HOSTS, ROOT, World } from '../world/world.js';
+import type { HttpOutcome } from '../support/dashboard-http.js';
 
 const SUPPORT = join(ROOT, 'dist/test/support');
 const DNSQ = join(ROOT, 'dist/test/world/dnsq.js');
@@ -30,11 +31,7 @@ rules:
     ports: [443/tcp]
 `;
 
-interface Got {
-  status?: number;
-  body?: string;
-  error?: string;
-}
+type Got = HttpOutcome;
 
 describe('integration: metrics access', () => {
   let w: World;

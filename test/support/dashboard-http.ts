@@ -13,6 +13,14 @@
  */
 import { request } from 'node:http';
 
+/** What this helper prints for a plain request (tests read it with `import type`: importing the script itself would run it). */
+export interface HttpOutcome {
+  status?: number;
+  headers?: Record<string, string | string[]>;
+  body?: string;
+  error?: string;
+}
+
 const o = JSON.parse(process.argv[2] ?? '{}') as { host?: string; port: number; path: string; method?: string; headers?: Record<string, string>; body?: string; sse?: boolean; sseMs?: number };
 const say = (v: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(v)}\n`);
 const req = request({ host: o.host ?? '127.0.0.1', port: o.port, path: o.path, method: o.method ?? 'GET', headers: o.headers ?? {}, timeout: o.sse ? 60_000 : 10_000 }, (res) => {
