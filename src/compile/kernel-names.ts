@@ -93,7 +93,13 @@ export function scopeQueryMark(index: number): number {
 
 /** What a query's mark says of its sender: a uid, or the index of the service scope it is in. */
 export function parseQueryMark(mark: number): { uid: number } | { scope: number } {
-  return mark >= SCOPE_QUERY_MARK_BASE && mark < 0xffffffff ? { scope: mark - SCOPE_QUERY_MARK_BASE } : { uid: mark };
+  const scope = queryMarkScope(mark);
+  return scope !== undefined ? { scope } : { uid: mark };
+}
+
+/** The service scope's index a query's mark carries, or undefined when the mark is a uid (the guard's per-query form: no object made). */
+export function queryMarkScope(mark: number): number | undefined {
+  return mark >= SCOPE_QUERY_MARK_BASE && mark < 0xffffffff ? mark - SCOPE_QUERY_MARK_BASE : undefined;
 }
 
 /** An NFLOG prefix: the verdict and the rule (policy or built-in) that decided, and the scope whose mode made it so, if not the policy's. */

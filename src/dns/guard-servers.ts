@@ -1,5 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { parseQueryMark } from '../compile/kernel-names.js';
+import { queryMarkScope } from '../compile/kernel-names.js';
 import { native } from '../native/native.js';
 import { addressBytes, peerAddress, UdpBatchSocket, type Peer, type UdpBatchStats } from '../net/udp-batch.js';
 
@@ -95,7 +95,7 @@ export class GuardServers {
         // `msg` and `from` point into the receive batch (up to 64 datagrams, 4 MiB). A query that
         // waits on an upstream must not keep all of that alive: it keeps copies of its own bytes.
         const peer: Peer = { family: from.family, addr: Buffer.from(from.addr), port: from.port };
-        this.handle(Buffer.from(msg), { address: peerAddress(peer), port: peer.port, transport: 'udp', ...parseQueryMark(mark) })
+        this.handle(Buffer.from(msg), sender(peerAddress(peer), peer.port, mark))
           .then((out) => {
             if (out) sock.send(out, peer);
           })
@@ -179,4 +179,10 @@ export class GuardServers {
     this.udp = [];
     this.tcp = [];
   }
+}
+
+/** A UDP query's client: the sender's uid from its mark, or the service scope the mark names. */
+function sender(address: string, port: number, mark: number): Client {
+  const scope = queryMarkScope(mark);
+  return scope === undefined ? { address, port, transport: 'udp', uid: mark } : { address, port, transport: 'udp', scope };
 }
