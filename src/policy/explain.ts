@@ -274,7 +274,7 @@ export function matchBuiltins(policy: Policy, q: Query, facts: HostFacts = {}): 
       ? {
           builtin: 'dns-guard' as const,
           result: and(tcpUdpPort(q, DNS_PORT), scoped.map((sc) => scopeMatch(sc, q)).reduce(or)),
-          detail: `in audit mode, the DNS queries (port ${DNS_PORT}, UDP or TCP, to any address) of the enforced scopes (${scoped.map((sc) => sc.name).join(', ')}) go to Sluice's DNS guard, which answers them only names the policy allows; everyone else's go where they were sent`,
+          detail: `in audit mode, the DNS queries (port ${DNS_PORT}, UDP or TCP, to any address) of the enforced scopes (${scoped.map((sc) => sc.name).join(', ')}) go to Sluice's DNS guard, which answers only names the policy allows; everyone else's go where they were sent`,
         }
       : no('dns-guard', 'DNS is not redirected (no guard, or audit mode)');
 
