@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { NetlinkError, PolicyError, SluiceError, UsageError, formatIssue } from '../errors.js';
 import type { Context } from './context.js';
 import { EXIT } from './exit.js';
+import { guardOutput } from './output.js';
 import { parseCommandLine, usage } from './spec.js';
 
 function version(): string {
@@ -17,6 +18,8 @@ function version(): string {
 export async function main(argv: string[]): Promise<number> {
   // State, snapshots, the event database: readable by the owner only.
   process.umask(0o077);
+  // A reader that went away (`| head`) ends the output, not the command (output.ts).
+  guardOutput();
   let parsed;
   try {
     parsed = parseCommandLine(argv);

@@ -345,6 +345,18 @@ const attempt = (src, port) => new Promise((resolve) => {
     await waitUntil(async () => (await w.exec(['pgrep', '-f', '^sleep 30.0117$'])).code !== 0);
   });
 
+  it("a reader of sluice's output that goes away (| head) ends the output, not the run: the command finishes and everything is cleaned up", async () => {
+    // The trace writes to stderr all through the run; its reader is gone before the first line.
+    const before = namespacesOfRuns();
+    const child: ChildProcess = spawnRun(['--', 'sleep', '0.3'], { SLUICE_RUN_TRACE: '1' });
+    child.stderr?.destroy();
+    child.stdout?.destroy();
+    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    assert.equal(code, 0, "the run exits with the command's status");
+    assert.deepEqual(await leftovers(), { tables: [], links: [], slots: [] });
+    assert.deepEqual([...namespacesOfRuns()].filter((n) => !before.has(n)), [], "the run's namespace is gone");
+  });
+
   it('the command is started early but held until its confinement is in place: a SIGKILL of sluice while it is held runs nothing', async () => {
     // The probes made slow to load (5 s): the command's process is made (ip netns exec, the run's cgroup) and waits.
     const marker = join(w.tmp, 'held-ran');

@@ -1,6 +1,7 @@
 import { controlCall, controlStream } from '../../runtime/control-server.js';
 import type { DnsQueryEvent } from '../../events/channels.js';
 import { EXIT, type Context } from '../context.js';
+import { onStop } from '../output.js';
 import { containerLabel } from '../../system/containers.js';
 
 const TYPES: Record<number, string> = { 1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 64: 'SVCB', 65: 'HTTPS', 255: 'ANY' };
@@ -30,8 +31,8 @@ export async function dns(ctx: Context, args: { follow: boolean; limit?: number 
     const e = v as DnsQueryEvent;
     process.stdout.write(`${ctx.json ? JSON.stringify(e) : line(e)}\n`);
   });
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  const off = onStop(stop);
   await done;
+  off();
   return EXIT.ok;
 }

@@ -5,6 +5,7 @@ import { SqliteStore } from '../../events/sqlite-store.js';
 import { eventStorePath } from '../../events/store-component.js';
 import { parseSince, parseVerdict } from '../../events/time-window.js';
 import { bigintJson, EXIT, type Context } from '../context.js';
+import { onStop } from '../output.js';
 
 export interface LogArgs {
   follow?: boolean;
@@ -55,11 +56,7 @@ export async function log(ctx: Context, args: LogArgs): Promise<number> {
 
   for (const e of events) print(ctx, e, true);
   let after = events.at(-1)?.id ?? store?.lastId() ?? 0;
-  const stop = new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-    process.stdout.once('error', () => resolve());
-  });
+  const stop = new Promise<void>((resolve) => onStop(resolve));
   let stopped = false;
   void stop.then(() => {
     stopped = true;

@@ -3,6 +3,7 @@ import { hostFactsFor } from '../../system/compile-env.js';
 import { listConnections, type Connection } from '../../monitor/connections.js';
 import { ProcessTable } from '../../monitor/process-table.js';
 import { EXIT, type Context } from '../context.js';
+import { onStop } from '../output.js';
 import { appliedPolicy } from './connections.js';
 import { openStoreForReading } from './log.js';
 import type { StoredEvent } from '../../events/event-store.js';
@@ -161,7 +162,7 @@ export async function top(ctx: Context, args: { interval?: number }): Promise<nu
   const stop = () => {
     stopped = true;
   };
-  process.once('SIGINT', stop);
+  const off = onStop(stop);
   if (process.stdin.isTTY) {
     process.stdin.setRawMode(true);
     process.stdin.resume();
@@ -185,6 +186,7 @@ export async function top(ctx: Context, args: { interval?: number }): Promise<nu
       prev = now;
     }
   } finally {
+    off();
     store?.close();
     process.stdout.write('\x1b[?25h');
     if (process.stdin.isTTY) {
