@@ -36,8 +36,22 @@ export function loopWindowMs(text: string | undefined): number {
   return n >= 1_000 && n <= 3_600_000 ? n : 60_000;
 }
 
+/** The sampling interval of the loop-delay histogram, in ms. */
+const SAMPLE_MS = 10;
+
+/** What LoopHealth reads of monitorEventLoopDelay's histogram (a fake in tests). */
+export type LoopSamples = Pick<IntervalHistogram, 'enable' | 'disable' | 'reset' | 'percentile' | 'count' | 'max'>;
+
+/**
+ * How late the loop ran, in seconds, from one of the histogram's values
+ * (ns): the histogram records the whole time between two runs of its
+ * sampling timer, so an idle loop reads as the sampling interval (10 ms),
+ * not as on time. Lateness is what exceeds the interval.
+ */
+const lateness = (ns: number) => Math.max(0, ns / 1e6 - SAMPLE_MS) / 1000;
+
 export class LoopHealth {
-  private readonly histogram: IntervalHistogram;
+  private readonly histogram: LoopSamples;
   private readonly observer: PerformanceObserver;
   private readonly gc = new Map<string, { count: number; seconds: number }>();
   private gcMaxNow = 0;
@@ -48,9 +62,10 @@ export class LoopHealth {
   constructor(
     private readonly windowMs = 60_000,
     private readonly now: () => number = () => performance.now(),
+    histogram?: LoopSamples,
   ) {
     // 10 ms sampling: finer costs wake-ups, coarser misses short stalls.
-    this.histogram = monitorEventLoopDelay({ resolution: 10 });
+    this.histogram = histogram ?? monitorEventLoopDelay({ resolution: SAMPLE_MS });
     this.histogram.enable();
     this.observer = new PerformanceObserver((list) => {
       for (const e of list.getEntries()) this.recordGc(((e as { detail?: { kind?: number } }).detail)?.kind ?? -1, e.duration);
@@ -77,9 +92,9 @@ export class LoopHealth {
     // A histogram with no sample yet reports its extremes as NaN or huge values.
     const ok = h.count > 0;
     this.last = {
-      p50: ok ? h.percentile(50) / 1e9 : 0,
-      p99: ok ? h.percentile(99) / 1e9 : 0,
-      max: ok ? h.max / 1e9 : 0,
+      p50: ok ? lateness(h.percentile(50)) : 0,
+      p99: ok ? lateness(h.percentile(99)) : 0,
+      max: ok ? lateness(h.max) : 0,
       gcMax: this.gcMaxNow,
     };
     h.reset();

@@ -37,6 +37,25 @@ describe('unit: loop health', () => {
     }
   });
 
+  it('the delay is how late the loop ran: the sampling interval (10 ms) the histogram counts in every sample is not lateness', () => {
+    // monitorEventLoopDelay records the time between two runs of its 10 ms timer: an idle loop reads ~10 ms.
+    const values: Record<number, number> = { 50: 10.1e6, 99: 12.3e6 };
+    const fake = { enable: () => true, disable: () => true, reset: () => undefined, percentile: (q: number) => values[q] ?? NaN, count: 500, max: 87.8e6 };
+    const h = new LoopHealth(3_600_000, undefined, fake);
+    try {
+      h.roll();
+      const f = h.families();
+      const q = (quantile: string) => Math.round((sample(f, 'sluice_event_loop_delay_seconds', { quantile }) ?? NaN) * 1e7) / 1e7;
+      assert.deepEqual([q('0.5'), q('0.99'), q('1')], [0.0001, 0.0023, 0.0778]);
+      // A sample shorter than the interval (a timer run early) is on time, never negative.
+      values[50] = 9.5e6;
+      h.roll();
+      assert.equal(sample(h.families(), 'sluice_event_loop_delay_seconds', { quantile: '0.5' }), 0);
+    } finally {
+      h.stop();
+    }
+  });
+
   it('GC pauses add up per kind; the longest of a window is reported until the next closes', () => {
     const h = new LoopHealth(3_600_000);
     try {
