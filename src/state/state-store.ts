@@ -53,12 +53,21 @@ const HOSTS6 = '__hosts6';
 
 type PlainAddr = { t: 'addr'; family: number; start: bigint; end: bigint; timeoutMs?: number; expiresMs?: number };
 
+const MAX32 = 0xffffffffn;
+const MAX128 = (1n << 128n) - 1n;
+
+/**
+ * An address element the compact forms hold exactly: no timeout, family 4
+ * or 6, start and end within the family's range. Anything else is written
+ * as it is (bigints as such), so it reads back as it was.
+ */
 const isPlainAddr = (v: unknown): v is PlainAddr => {
   const e = v as PlainAddr | null;
-  return !!e && typeof e === 'object' && e.t === 'addr' && e.timeoutMs === undefined && e.expiresMs === undefined && typeof e.start === 'bigint' && typeof e.end === 'bigint';
+  if (!e || typeof e !== 'object' || e.t !== 'addr' || e.timeoutMs !== undefined || e.expiresMs !== undefined) return false;
+  if (typeof e.start !== 'bigint' || typeof e.end !== 'bigint' || e.start < 0n || e.end < 0n) return false;
+  const max = e.family === 4 ? MAX32 : e.family === 6 ? MAX128 : -1n;
+  return e.start <= max && e.end <= max;
 };
-
-const MAX128 = (1n << 128n) - 1n;
 
 /** A DataView of a Buffer's bytes: 64-bit bigint reads and writes through it are several times faster than Buffer's. */
 function viewOf(buf: Buffer): DataView {
@@ -72,8 +81,8 @@ function viewOf(buf: Buffer): DataView {
  */
 function packAddrs(list: unknown[]): { [k: string]: string } | null {
   const first = list[0];
-  if (!isPlainAddr(first) || (first.family !== 4 && first.family !== 6)) return null;
-  const family = first.family;
+  if (!isPlainAddr(first)) return null;
+  const family = first.family as 4 | 6;
   const width = family === 4 ? 4 : 16;
   if (list.every((e) => isPlainAddr(e) && e.family === family && e.start === e.end)) return packHosts(family, list as PlainAddr[]);
   const buf = Buffer.allocUnsafe(list.length * 2 * width);
@@ -82,11 +91,9 @@ function packAddrs(list: unknown[]): { [k: string]: string } | null {
   for (const e of list) {
     if (!isPlainAddr(e) || e.family !== family) return null;
     if (family === 4) {
-      if (e.start < 0n || e.end > 0xffffffffn) return null;
       buf.writeUInt32BE(Number(e.start), at);
       buf.writeUInt32BE(Number(e.end), at + 4);
     } else {
-      if (e.start < 0n || e.end > MAX128) return null;
       view.setBigUint64(at, e.start >> 64n);
       view.setBigUint64(at + 8, BigInt.asUintN(64, e.start));
       view.setBigUint64(at + 16, e.end >> 64n);
@@ -97,8 +104,8 @@ function packAddrs(list: unknown[]): { [k: string]: string } | null {
   return { [family === 4 ? ADDRS4 : ADDRS6]: buf.toString('base64') };
 }
 
-/** Single hosts of one family (checked by the caller) as base64 of their addresses, big-endian; null when one is out of range. */
-function packHosts(family: 4 | 6, list: PlainAddr[]): { [k: string]: string } | null {
+/** Single hosts of one family (isPlainAddr, checked by the caller) as base64 of their addresses, big-endian. */
+function packHosts(family: 4 | 6, list: PlainAddr[]): { [k: string]: string } {
   const width = family === 4 ? 4 : 16;
   const buf = Buffer.allocUnsafe(list.length * width);
   const view = viewOf(buf);
@@ -106,10 +113,8 @@ function packHosts(family: 4 | 6, list: PlainAddr[]): { [k: string]: string } | 
   for (const e of list) {
     const v = e.start;
     if (family === 4) {
-      if (v < 0n || v > 0xffffffffn) return null;
       buf.writeUInt32BE(Number(v), at);
     } else {
-      if (v < 0n || v > MAX128) return null;
       view.setBigUint64(at, v >> 64n);
       view.setBigUint64(at + 8, BigInt.asUintN(64, v));
     }

@@ -255,6 +255,61 @@ describe('unit: state store, edges', () => {
     assert.deepEqual(fromJson('{"__hosts6":"AAAAAAAAAAAAAAAA"}'), { __hosts6: 'AAAAAAAAAAAAAAAA' }, '12 bytes is not an IPv6 address');
   });
 
+  it('values the packed forms cannot hold exactly (negative, past the family, other families, mixed types) are written as they are and read back as they were: never packed, wrapped or thrown on', () => {
+    const a = (family: number, start: bigint, end = start) => ({ t: 'addr', family, start, end });
+    const MAX128 = (1n << 128n) - 1n;
+    const lists: Record<string, unknown[]> = {
+      'v4 host below 0': [a(4, 1n), a(4, -1n)],
+      'v4 range starting below 0': [a(4, 1n), a(4, -1n, 5n)],
+      'v4 range ending past 2^32': [a(4, 1n), a(4, 5n, 1n << 32n)],
+      'v6 host below 0': [a(6, 1n), a(6, -1n)],
+      'v6 host past 2^128': [a(6, 1n), a(6, MAX128 + 1n)],
+      'v6 range starting below 0': [a(6, 1n), a(6, -1n, 5n)],
+      'v6 range ending past 2^128': [a(6, 1n), a(6, 5n, MAX128 + 1n)],
+    };
+    // Not addresses of their family, so not in the compact forms: written as they are, read back as they were.
+    const asWas: Record<string, unknown[]> = {
+      ...lists,
+      'family 5': [a(5, 1n), a(5, 2n)],
+      'family 5 ranges': [a(5, 1n, 2n), a(5, 3n, 4n)],
+      'a number start': [{ t: 'addr', family: 4, start: 1, end: 1n }, a(4, 2n)],
+      'a number end': [{ t: 'addr', family: 4, start: 1n, end: 1 }, a(4, 2n)],
+      'first element not an address': [{ t: 'addr', family: 4, start: 1n, end: 1n, timeoutMs: 5 }, a(4, 2n)],
+    };
+    for (const [what, elements] of Object.entries(asWas)) {
+      const text = toJson({ elements });
+      assert.doesNotMatch(text, /__addrs|__hosts/, what);
+      assert.deepEqual(fromJson(text), { elements }, what);
+      // One alone is not written as one compact address either.
+      for (const e of elements) assert.deepEqual(fromJson(toJson(e)), e, `${what}: ${toJson(e)}`);
+    }
+  });
+
+  it("a damaged list-file snapshot gives the lists whole before the damage: a header with anything around its path or length ends the reading", () => {
+    const s = fresh();
+    s.savePolicySnapshot(hash(7), Buffer.from('p'), [], [{ path: '/a', bytes: Buffer.from('1.2.3.4\n') }]);
+    const file = join(s.dir, 'policies', `${hash(7)}.lists`);
+    const good = readFileSync(file);
+    const second = (header: string, body = 'xyz') => Buffer.concat([good, Buffer.from(`${header}\n${body}\n`)]);
+    for (const header of ['x"/b" 3', '"/b" 3x', '"/b"  3', '"/b" -3', '"/b" 12345678901', '"/b"']) {
+      writeFileSync(file, second(header));
+      assert.deepEqual([...s.policyListsSnapshot(hash(7)).keys()], ['/a'], header);
+    }
+    // A list whose bytes do not end where its length says (no newline there).
+    writeFileSync(file, second('"/b" 2'));
+    assert.deepEqual([...s.policyListsSnapshot(hash(7)).keys()], ['/a']);
+    writeFileSync(file, second('"/b" 3'));
+    assert.deepEqual([...s.policyListsSnapshot(hash(7)).keys()], ['/a', '/b'], 'the control: a whole second list reads');
+    assert.equal(s.policyListsSnapshot(hash(7)).get('/b')?.toString(), 'xyz');
+  });
+
+  it('the journal reads back only JSON objects, whatever else a line holds', () => {
+    const s = fresh();
+    s.journal({ event: 'apply' });
+    writeFileSync(join(s.dir, 'journal.log'), ['[1,2]', '5', 'null', '"text"', 'true', '{"event":"confirm"}', '', '  '].join('\n') + '\n', { flag: 'a' });
+    assert.deepEqual(s.readJournal().map((e) => e.event), ['apply', 'confirm']);
+  });
+
   it('no descriptor is left open: writes, reads, the journal, the lock, snapshots and streamed writes (failed ones too), many times over', async () => {
     const s = fresh();
     const before = openFds();
