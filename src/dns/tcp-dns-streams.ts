@@ -29,6 +29,8 @@ export interface TcpSegment {
 export interface TcpStreamStats {
   /** Flows followed from their SYN. */
   flows: number;
+  /** Segments with data of followed flows. */
+  segments: number;
   /** DNS messages reassembled. */
   messages: number;
   /** Flows given up: a gap that did not fill, a truncated record, a bad length, a buffer over its bound, or evicted by newer flows. */
@@ -103,7 +105,7 @@ function halfBytes(h: Half): number {
  * order, without their length prefix.
  */
 export class TcpDnsStreams {
-  readonly stats: TcpStreamStats = { flows: 0, messages: 0, givenUp: 0, unfollowed: 0 };
+  readonly stats: TcpStreamStats = { flows: 0, segments: 0, messages: 0, givenUp: 0, unfollowed: 0 };
   private flows = new Map<string, Flow>();
   private total = 0;
 
@@ -152,6 +154,7 @@ export class TcpDnsStreams {
       return [];
     }
     this.touch(key, f, now);
+    if (seg.data.length > 0) this.stats.segments++;
     if (seg.truncated) {
       this.drop(key, true);
       return [];

@@ -19,12 +19,14 @@ const AUDIT = `mode: audit
 tamper: alert
 dns:
   upstreams: [${HOSTS.dns4}]
+  max_addresses_per_answer: 200
+  max_addresses_per_name: 200
 rules:
   - name: resolver
     to: [${HOSTS.dns4}]
     ports: [53]
   - name: api
-    to: [api.sluice.test]
+    to: [api.sluice.test, many.sluice.test]
     ports: [443/tcp]
 `;
 
@@ -78,6 +80,41 @@ describe('integration: audit mode learns from DNS over TCP', () => {
       [],
       'the connect to the address the TCP answer taught is allowed by the api rule',
     );
+
+    // A reply larger than one segment (200 addresses, about 3.3 kB over a 1500-byte MTU): reassembled from several.
+    const many = await dnsq('--name', 'many.sluice.test');
+    assert.equal(many.answers?.length, 200);
+    await waitFor('all 200 addresses of the multi-segment reply', async () => {
+      const set = await w.nft(['list', 'set', 'inet', 'sluice', 'r_api_d4']);
+      return set.includes('198.18.10.0') && set.includes('198.18.10.199') ? true : undefined;
+    }, 5000);
+    // A query written in three pieces (length prefix, then the message in two halves, no Nagle):
+    // the kernel sends three segments, which the daemon reassembles before it can match the reply.
+    const split = await w.exec([
+      process.execPath,
+      '-e',
+      `const { encodeMessage, decodeMessage } = await import('${ROOT}dist/src/dns/dns-message.js');
+       const net = await import('node:net');
+       const q = encodeMessage({ id: 4242, flags: { qr: false, opcode: 0, aa: false, tc: false, rd: true, ra: false, ad: false, cd: false, rcode: 0 },
+         questions: [{ name: 'api.sluice.test', type: 28, class: 1 }], answers: [], authorities: [], additionals: [] });
+       const len = Buffer.alloc(2); len.writeUInt16BE(q.length);
+       const s = net.connect(53, '${HOSTS.dns4}');
+       s.setNoDelay(true);
+       const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+       s.on('connect', async () => { s.write(len); await wait(100); s.write(q.subarray(0, 10)); await wait(100); s.write(q.subarray(10)); });
+       let got = Buffer.alloc(0);
+       s.on('data', (d) => { got = Buffer.concat([got, d]); if (got.length >= 2 && got.length >= 2 + got.readUInt16BE(0)) { console.log(JSON.stringify({ rcode: decodeMessage(got.subarray(2)).flags.rcode })); s.end(); } });
+       setTimeout(() => process.exit(1), 3000).unref();`,
+    ]);
+    assert.equal(split.code, 0, split.stderr);
+    assert.match(split.stdout, /"rcode":0/);
+    // Learned only if the three segments were put back together: the reply matches the whole query.
+    await waitFor('the AAAA answer to the split query', async () => ((await w.nft(['list', 'set', 'inet', 'sluice', 'r_api_d6'])).includes('2001:db8:1::10') ? true : undefined), 5000);
+    type Status = { components: { 'dns-guard': { passive: { tcp: { segments: number; messages: number; givenUp: number } } } } };
+    const tcp = ((await w.control('status')) as Status).components['dns-guard'].passive.tcp;
+    // Three flows, a query and a reply each: six messages, from more segments than that (the split query).
+    assert.ok(tcp.messages >= 6 && tcp.segments >= tcp.messages + 2, JSON.stringify(tcp));
+    assert.equal(tcp.givenUp, 0, JSON.stringify(tcp));
 
     // The unlisted name, over TCP: would-block, observed passively; nothing opened for it.
     const u = await dnsq('--name', 'audit-only.sluice.test');
