@@ -138,7 +138,9 @@ export class TcpDnsStreams {
         f.query.next = (seq + 1) >>> 0;
         this.flows.set(key, f);
         this.stats.flows++;
-        return [];
+        // TCP Fast Open (RFC 7413): the query may ride on the SYN, its bytes right after the SYN's sequence number.
+        if (seg.data.length === 0) return [];
+        return this.segment(key, dir, { ...seg, seq: (seq + 1) >>> 0, flags: seg.flags & ~SYN }, now);
       }
       const f = this.flows.get(key);
       if (dir === 'reply' && f && f.reply.next === undefined) {

@@ -113,6 +113,13 @@ describe('unit: audit mode reassembles DNS over TCP', () => {
     assert.equal(o.stats.matched, 1);
   });
 
+  it('a query carried on the SYN (TCP Fast Open) is read from the byte after the SYN', () => {
+    const o = new PassiveObserver(resolvers);
+    o.observeTcp(...seg('query', 500, SYN, framed(msg(false, 31, 'api.example.com'))), 1000);
+    o.observeTcp(...seg('reply', 900, SYN | ACK), 1000);
+    assert.deepEqual(answersOf(o.observeTcp(...seg('reply', 901, ACK, framed(msg(true, 31, 'api.example.com', '198.18.1.10'))), 1001)), [ip('198.18.1.10')]);
+  });
+
   it('sequence numbers that wrap past 2^32 are followed', () => {
     const o = new PassiveObserver(resolvers);
     handshake(o, 0xffff_fff0, 0xffff_fffe);
