@@ -43,9 +43,11 @@ const matchers = new WeakMap<Policy, { encrypted: string; matcher: DomainMatcher
  * The guard's word on a name, offline (no guard running): the policy's
  * DomainMatcher (built once per policy and encrypted-DNS list) and
  * nameRefusal. `encryptedNames`: the encrypted-DNS endpoint list in force
- * (compile-env's encryptedDnsFor), empty when the guard is off.
+ * (compile-env's encryptedDnsFor), empty when the guard is off. With
+ * `ownModes`, a refusal by a deny rule whose own mode is audit does not
+ * count: the guard answers the name and records would-block.
  */
-export function refusedName(policy: Policy, name: string, encryptedNames: readonly string[] = []): string | undefined {
+export function refusedName(policy: Policy, name: string, encryptedNames: readonly string[] = [], opts: { ownModes?: boolean } = {}): string | undefined {
   const key = encryptedNames.join('\n');
   let m = matchers.get(policy);
   if (!m || m.encrypted !== key) {
@@ -53,5 +55,10 @@ export function refusedName(policy: Policy, name: string, encryptedNames: readon
     matchers.set(policy, m);
   }
   const n = canonicalName(name);
-  return nameRefusal(n, nameRules(m.matcher.match(n)), m.matcher, policy.defaultAction);
+  const rules = nameRules(m.matcher.match(n));
+  const why = nameRefusal(n, rules, m.matcher, policy.defaultAction);
+  // ownModes: as the guard acts on it (DnsGuard.auditedFor): a deny rule in audit by its own mode only
+  // records the lookup, and the name is answered (an encrypted-DNS endpoint is refused whatever the modes).
+  if (why !== undefined && opts.ownModes && rules.refusedBy?.mode === 'audit' && !m.matcher.encryptedEndpoint(n)) return undefined;
+  return why;
 }

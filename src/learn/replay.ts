@@ -165,12 +165,16 @@ export function isLoopbackFlow(f: ObservedFlow): boolean {
  * endpoint (the list in `facts`) that no rule names exactly.
  */
 export function nameResolves(policy: Policy, name: string, facts: HostFacts = {}): boolean {
-  return refusedName(policy, name, facts.dns?.encrypted.names ?? []) === undefined;
+  return nameRefusedBy(policy, name, facts) === undefined;
 }
 
-/** Why the DNS guard would refuse this name under `policy` (enforce mode), or undefined: see nameResolves. */
+/**
+ * Why the DNS guard would refuse this name under `policy` (its mode taken as
+ * enforce), or undefined: see nameResolves. A deny rule in audit by its own
+ * mode refuses nothing (the guard answers and records would-block).
+ */
 export function nameRefusedBy(policy: Policy, name: string, facts: HostFacts = {}): string | undefined {
-  return refusedName(policy, name, facts.dns?.encrypted.names ?? []);
+  return refusedName(policy, name, facts.dns?.encrypted.names ?? [], { ownModes: true });
 }
 
 /** A flow's port as a policy writes it: `443/tcp`, `udp` (no port known), `icmp`, `icmpv6`; undefined for a protocol a policy cannot name. */

@@ -96,6 +96,24 @@ rules:
     ]);
   });
 
+  it('a deny rule in audit by its own mode only records: its name is answered, not counted', () => {
+    const p = load(`mode: enforce
+rules:
+  - name: all
+    to: ["*.example.org"]
+    ports: [443/tcp]
+  - name: trial-deny
+    action: deny
+    mode: audit
+    to: [health.example.org]
+  - name: real-deny
+    action: deny
+    to: [x.example.org]
+`);
+    const r = checkPolicy(p, observe([], [lookup('health.example.org'), lookup('x.example.org')]));
+    assert.deepEqual(r.wouldBreak.names.map((n) => n.name), ['x.example.org']);
+  });
+
   it('a user in an audit scope is answered whatever the policy: not counted', () => {
     const p = load(`mode: enforce
 scopes:
