@@ -505,38 +505,36 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     chains.push({
       name: buildChainName({ kind: 'base', name: 'dns_observe' }),
       base: { type: 'filter', hook: 'input', priority: -150, policy: 'accept' },
-      rules: [
-        {
-          stmts: [
-            // Only replies to queries this host sent: an unsolicited packet from port 53 teaches nothing.
-            { k: 'ct', states: ['established'] },
-            { k: 'cmp', sel: 'ct direction', op: 'eq', value: 1 },
-            { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
-            { k: 'cmp', sel: 'th sport', op: 'eq', value: 53 },
-            { k: 'limit', name: buildLimitName({ kind: 'log', log: 'dns' }) },
-            { k: 'log', group: dnsLogGroup(policy), prefix: buildDnsReplyPrefix() },
-          ],
-          comment: 'audit: DNS replies for the daemon to learn from',
-        },
-      ],
+      // UDP and TCP alike (DNS over TCP, RFC 7766): every TCP segment is copied, with its payload, and
+      // the daemon reassembles each flow's length-prefixed messages by sequence number (passive-observer.ts).
+      rules: [IPPROTO_UDP, IPPROTO_TCP].map((proto) => ({
+        stmts: [
+          // Only replies to queries this host sent: an unsolicited packet from port 53 teaches nothing.
+          { k: 'ct', states: ['established'] },
+          { k: 'cmp', sel: 'ct direction', op: 'eq', value: 1 },
+          { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto },
+          { k: 'cmp', sel: 'th sport', op: 'eq', value: 53 },
+          { k: 'limit', name: buildLimitName({ kind: 'log', log: 'dns' }) },
+          { k: 'log', group: dnsLogGroup(policy), prefix: buildDnsReplyPrefix() },
+        ],
+        comment: `audit: DNS replies (${proto === IPPROTO_TCP ? 'TCP' : 'UDP'}) for the daemon to learn from`,
+      })),
     });
     // The queries too: the daemon learns from a reply only when it answers a query this host sent
     // to one of its resolvers (same ports, id and question), so a user's own port-53 server teaches nothing.
     chains.push({
       name: buildChainName({ kind: 'base', name: 'dns_observe_queries' }),
       base: { type: 'filter', hook: 'output', priority: -150, policy: 'accept' },
-      rules: [
-        {
-          stmts: [
-            { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 },
-            { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
-            { k: 'cmp', sel: 'th dport', op: 'eq', value: 53 },
-            { k: 'limit', name: buildLimitName({ kind: 'log', log: 'dns' }) },
-            { k: 'log', group: dnsLogGroup(policy), prefix: buildDnsReplyPrefix() },
-          ],
-          comment: 'audit: DNS queries, to match the replies against',
-        },
-      ],
+      rules: [IPPROTO_UDP, IPPROTO_TCP].map((proto) => ({
+        stmts: [
+          { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 },
+          { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto },
+          { k: 'cmp', sel: 'th dport', op: 'eq', value: 53 },
+          { k: 'limit', name: buildLimitName({ kind: 'log', log: 'dns' }) },
+          { k: 'log', group: dnsLogGroup(policy), prefix: buildDnsReplyPrefix() },
+        ],
+        comment: `audit: DNS queries (${proto === IPPROTO_TCP ? 'TCP' : 'UDP'}), to match the replies against`,
+      })),
     });
   }
 

@@ -102,7 +102,7 @@ export function openApiDocument(version: string, cookieName: string): Record<str
         withResponse(
         get(
           '`sluice suggest` against the applied policy, read-only: the rules for what the window\'s traffic needed and the policy does not allow (each with first and last seen, events, processes, distinct days, shared-zone names, and its YAML), the allow rules nothing needed (`neverHit`), the diff against the applied policy, `sluice suggest --check` of the result (would break, would block) and the promotions of `--stable-days`. Bounded: the scan stops after `limits.budgetMs` (then `complete` is false, `cutAt` says where, and neither `neverHit` nor promotions are given).',
-          JSON_OK('`{window, applied, base, store, events, flows, overflow, unsupported, covered, complete, cutAt, rules: [{name, sender, principal, to, ports, events, first, last, days, processes, wildcards, shared, sharedZone, yaml}], neverHit: [{rule, line}], check: {wouldBreak, wouldBlock, audited}, promotions, diff, elapsedMs, limits}`'),
+          JSON_OK('`{window, applied, base, store, events, flows, overflow, unsupported, covered, complete, cutAt, rules: [{name, sender, principal, to, ports, events, first, last, days, processes, wildcards, shared, sharedZone, resolveOnly, yaml}], neverHit: [{rule, line}], check: {wouldBreak, wouldBlock, audited, resolved}, refusedNames: [{name, lookups, why}], promotions, diff, elapsedMs, limits}`'),
           OPENAPI_PARAMS.suggest,
           true,
         ),

@@ -105,6 +105,8 @@ export function suggestForDashboard(store: FlowSource | null, base: SuggestBase 
       wildcards: r.wildcards,
       shared: r.shared,
       sharedZone: r.shared.length > 0,
+      // Names resolved but never connected to: the rule lets them resolve and opens nothing (`events` counts lookups).
+      resolveOnly: r.resolveOnly === true,
       yaml: s.snippets.get(r.name) ?? '',
     })),
     neverHit: complete ? s.couldGo : [],
@@ -115,7 +117,9 @@ export function suggestForDashboard(store: FlowSource | null, base: SuggestBase 
       wouldBlock: check.wouldBlock,
       audited: check.audited,
       overflow: check.overflow,
+      resolved: check.resolved,
     },
+    refusedNames: s.refusedNames,
     promotions: scan.promo ? promotionsOut(scan.promo) : null,
     diff: base ? textDiff(base.text, s.yaml, `applied ${base.sha256.slice(0, 16)}`, 'suggested') : null,
     elapsedMs: Math.round(now() - started),

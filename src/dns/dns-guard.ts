@@ -10,6 +10,7 @@ import type { DomainMatcher } from './domain-matcher.js';
 import type { LearnedEntry, LearnedState } from './learned-state.js';
 import type { RebindingFilter } from './rebinding.js';
 import type { SetWrite } from './set-writer.js';
+import { nameRefusal, nameRules } from './name-refusal.js';
 
 /** RFC 8914 Extended DNS Error codes the guard uses. */
 export const EDE = { BLOCKED: 15, FILTERED: 17, PROHIBITED: 18, NETWORK_ERROR: 23, NO_REACHABLE_AUTHORITY: 22 } as const;
@@ -193,12 +194,11 @@ export class DnsGuard {
   private decide(matched: readonly Rule[]): Decision {
     let d = this.decisions.get(matched);
     if (d) return d;
-    const allows = matched.filter((r) => r.action === 'allow');
+    // The allows, and a deny rule refusing the name outright (name-refusal.ts). Narrower deny rules
+    // (some ports, users...) let the name resolve when it is otherwise allowed, and get its addresses in their sets.
+    const { allows: allowList, refusedBy } = nameRules(matched);
+    const allows = [...allowList];
     const denies = matched.filter((r) => r.action === 'deny');
-    // A deny rule that names the domain with no other condition refuses the name itself: forwarding
-    // it would carry data to exactly the domain the policy denies. Narrower deny rules (some ports,
-    // users...) let the name resolve when it is otherwise allowed, and get its addresses in their sets.
-    const refusedBy = denies.find((r) => r.ports.length === 0 && !r.icmp && !r.icmpv6 && r.users.length === 0 && r.services.length === 0 && r.interfaces.length === 0);
     const rules = [...allows, ...denies];
     // The DNS-filled sets of these rules that the live ruleset has (a rule covering a whole family has none for it).
     const sets = (list: Rule[], family: 4 | 6): SetWrite['set'][] =>
@@ -229,8 +229,7 @@ export class DnsGuard {
   classify(qname: string): { name: string; decision: Decision; refused: string | undefined } {
     const name = canonicalName(qname);
     const decision = this.decide(this.deps.matcher.match(name));
-    const refused =
-      this.refusal(name, decision) ?? (decision.allows.length > 0 || this.deps.policy.defaultAction === 'allow' ? undefined : `${name} is not allowed by the policy`);
+    const refused = nameRefusal(name, decision, this.deps.matcher, this.deps.policy.defaultAction);
     return { name, decision, refused };
   }
 
@@ -273,9 +272,8 @@ export class DnsGuard {
    * policy lists.
    */
   private refusal(name: string, d: Decision): string | undefined {
-    if (this.deps.matcher.encryptedEndpoint(name)) return `${name} is an encrypted DNS endpoint; a rule must name it exactly`;
-    if (d.refusedBy) return `${name} is denied by rule ${d.refusedBy.name}`;
-    return undefined;
+    // A name on the chain needs no allow rule of its own: only an outright refusal counts ('allow' as the default).
+    return nameRefusal(name, d, this.deps.matcher, 'allow');
   }
 
   /**

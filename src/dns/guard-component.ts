@@ -9,6 +9,8 @@ import type { Component, Runtime } from '../runtime/component.js';
 import { publishDnsObserved, publishDnsQuery, type DnsQueryEvent } from '../events/channels.js';
 import { setHostnameSource } from '../events/hostnames.js';
 import { NflogListener, type NflogRecord } from '../netfilter/nflog.js';
+import type { PacketInfo } from '../net/packet.js';
+import type { Message } from './dns-message.js';
 import { formatAddr, isLoopback, parseAddr, type AddrRange, type Family } from '../net/ip.js';
 import { hostAddresses } from '../net/host-addresses.js';
 import type { Policy } from '../policy/policy.js';
@@ -61,7 +63,7 @@ export function unsafeLocalUpstreams(upstreams: AddrRange[], firstFree: number, 
  * The DNS guard as a daemon component. Enforce mode: listens where the kernel
  * redirects port 53 and decides every query. Audit mode: nothing is
  * redirected; it reads the DNS replies the kernel copies to NFLOG and learns
- * allowed names' addresses from them (UDP only), recording would-block
+ * allowed names' addresses from them (UDP, and TCP reassembled per flow), recording would-block
  * lookups. Either way the learned state is restored from the kernel and the
  * state directory before anything is answered, and saved on the way out.
  */
@@ -231,7 +233,7 @@ export class GuardComponent implements Component {
       rt.log('info', `DNS guard listening on 127.0.0.1 and ::1 port ${policy.dns.port}${policy.mode === 'audit' ? " (the enforce scopes' queries only)" : ''}`, { upstreams: want.upstreams });
     }
     if (policy.mode === 'audit') {
-      this.listener = new NflogListener(dnsLogGroup(policy), (records) => this.observe(records), { copyBytes: 4096 });
+      this.listener = new NflogListener(dnsLogGroup(policy), (records) => this.observe(records), { copyBytes: 0xffff });
       rt.log('info', `DNS guard observing replies (audit mode, ${dnsGuardListens(policy) ? 'only the enforce scopes redirected' : 'nothing redirected'})`, { group: dnsLogGroup(policy) });
     }
     this.running = want;
@@ -311,48 +313,61 @@ export class GuardComponent implements Component {
   private observe(records: NflogRecord[]): void {
     const guard = this.guard;
     if (!guard) return;
-    const { policy, rebinding } = guard.deps;
+    const { policy } = guard.deps;
     for (const r of records) {
       const p = r.packet;
-      if (!p || p.proto !== 17) continue;
+      if (!p || (p.proto !== 17 && p.proto !== 6)) continue;
       // The guard's own lookups (deny rules' names) carry its mark: they taught it already.
-      const msg = this.passive.observe(p, r.payload, r.timeMs, r.mark === policy.dns.mark);
-      const q = msg?.questions[0];
-      if (!msg || !q) continue;
-      // The guard's own decision: what enforce mode would refuse is would-block here, and learns nothing.
-      const { name, decision, refused } = guard.classify(q.name);
-      const base: DnsQueryEvent = {
-        time: r.timeMs,
-        transport: 'passive',
-        client: { address: formatAddr(p.family, p.dst), port: p.dport ?? 0 },
-        name,
-        type: q.type,
-        verdict: 'would-block',
-        rules: [],
-        rcode: msg.flags.rcode,
-        answers: [],
-        dropped: [],
-        latencyMs: 0,
-      };
-      if (refused !== undefined) {
-        // No set is opened, but the name is remembered for its addresses: the would-block events that follow
-        // name their destination, and `sluice suggest` can propose the name rather than the address.
-        const seen = filterAnswer(q.name, q.type, msg, rebinding, { ttlMax: policy.dns.ttlMax, maxAddresses: policy.dns.maxAddressesPerAnswer });
-        for (const a of seen.addresses) this.learned.nameAddress(a.family, a.addr, name, r.timeMs + (Math.max(a.ttl, policy.dns.ttlFloor) + policy.dns.ttlGrace) * 1000);
-        // The answer is recorded (what was seen, nothing opened): the collector names a connect that raced this record by it.
-        this.observed({ ...base, detail: refused, answers: seen.addresses.map((a) => formatAddr(a.family, a.addr)) });
-        continue;
+      const own = r.mark === policy.dns.mark;
+      if (p.proto === 17) {
+        const msg = this.passive.observe(p, r.payload, r.timeMs, own);
+        if (msg) this.learnObserved(p, msg, r.timeMs, 'udp');
+      } else {
+        for (const msg of this.passive.observeTcp(p, r.payload, r.timeMs, own)) this.learnObserved(p, msg, r.timeMs, 'tcp');
       }
-      const f = filterAnswer(q.name, q.type, msg, rebinding, { ttlMax: policy.dns.ttlMax, maxAddresses: policy.dns.maxAddressesPerAnswer });
-      const judged = guard.judge(decision, f);
-      // Audit mode learns after the fact: a connect racing this write is only logged as would-block.
-      guard.open(name, f.addresses, judged).catch((err: unknown) => this.rt?.log('warn', 'audit: set update failed', { error: String(err) }));
-      if (judged.refused !== undefined) {
-        this.observed({ ...base, rules: [...judged.ruleNames], detail: judged.refused, dropped: f.dropped });
-        continue;
-      }
-      this.observed({ ...base, verdict: 'allowed', rules: [...judged.ruleNames], answers: f.addresses.map((a) => formatAddr(a.family, a.addr)), dropped: f.dropped });
     }
+  }
+
+  /** One observed reply that answered a query this host sent: judged as the guard would, learned from when allowed. */
+  private learnObserved(p: PacketInfo, msg: Message, timeMs: number, via: 'udp' | 'tcp'): void {
+    const guard = this.guard;
+    if (!guard) return;
+    const { policy, rebinding } = guard.deps;
+    const q = msg.questions[0];
+    if (!q) return;
+    // The guard's own decision: what enforce mode would refuse is would-block here, and learns nothing.
+    const { name, decision, refused } = guard.classify(q.name);
+    const base: DnsQueryEvent = {
+      time: timeMs,
+      transport: 'passive',
+      client: { address: formatAddr(p.family, p.dst), port: p.dport ?? 0 },
+      name,
+      type: q.type,
+      verdict: 'would-block',
+      rules: [],
+      rcode: msg.flags.rcode,
+      answers: [],
+      dropped: [],
+      latencyMs: 0,
+    };
+    if (refused !== undefined) {
+      // No set is opened, but the name is remembered for its addresses: the would-block events that follow
+      // name their destination, and `sluice suggest` can propose the name rather than the address.
+      const seen = filterAnswer(q.name, q.type, msg, rebinding, { ttlMax: policy.dns.ttlMax, maxAddresses: policy.dns.maxAddressesPerAnswer });
+      for (const a of seen.addresses) this.learned.nameAddress(a.family, a.addr, name, timeMs + (Math.max(a.ttl, policy.dns.ttlFloor) + policy.dns.ttlGrace) * 1000);
+      // The answer is recorded (what was seen, nothing opened): the collector names a connect that raced this record by it.
+      this.observed({ ...base, detail: refused, answers: seen.addresses.map((a) => formatAddr(a.family, a.addr)) }, via);
+      return;
+    }
+    const f = filterAnswer(q.name, q.type, msg, rebinding, { ttlMax: policy.dns.ttlMax, maxAddresses: policy.dns.maxAddressesPerAnswer });
+    const judged = guard.judge(decision, f);
+    // Audit mode learns after the fact: a connect racing this write is only logged as would-block.
+    guard.open(name, f.addresses, judged).catch((err: unknown) => this.rt?.log('warn', 'audit: set update failed', { error: String(err) }));
+    if (judged.refused !== undefined) {
+      this.observed({ ...base, rules: [...judged.ruleNames], detail: judged.refused, dropped: f.dropped }, via);
+      return;
+    }
+    this.observed({ ...base, verdict: 'allowed', rules: [...judged.ruleNames], answers: f.addresses.map((a) => formatAddr(a.family, a.addr)), dropped: f.dropped }, via);
   }
 
   /**
@@ -361,12 +376,13 @@ export class GuardComponent implements Component {
    * recorded.
    */
   /** An observed answer: told at once to who must know it now, then attributed and recorded. */
-  private observed(e: DnsQueryEvent): void {
+  private observed(e: DnsQueryEvent, via: 'udp' | 'tcp'): void {
     publishDnsObserved(e);
-    this.attributeThenRecord(e);
+    this.attributeThenRecord(e, via);
   }
 
-  private attributeThenRecord(e: DnsQueryEvent): void {
+  /** `via`: the asker's socket's transport, for a passive event (whose own transport says only "passive"). */
+  private attributeThenRecord(e: DnsQueryEvent, via?: 'udp' | 'tcp'): void {
     // Blocked queries were looked up before their answer (dns-guard.ts): found or not, no second try.
     // Audit mode's observed replies are attributed like answered queries: by the probes' record of
     // the query's send (the asker may be gone by now), else its socket if it is still open.
@@ -374,7 +390,7 @@ export class GuardComponent implements Component {
       this.record(e);
       return;
     }
-    void this.attribution.identify([{ address: e.client.address, port: e.client.port, transport: e.transport === 'tcp' ? 'tcp' : 'udp', ...(e.client.uid !== undefined ? { uid: e.client.uid } : {}) }]).then(([p]) => {
+    void this.attribution.identify([{ address: e.client.address, port: e.client.port, transport: via ?? (e.transport === 'tcp' ? 'tcp' : 'udp'), ...(e.client.uid !== undefined ? { uid: e.client.uid } : {}) }]).then(([p]) => {
       if (p) e.process = p;
       this.record(e);
     });
@@ -445,6 +461,10 @@ export class GuardComponent implements Component {
           { labels: { result: 'matched' }, value: this.passive.stats.matched },
           { labels: { result: 'unmatched' }, value: this.passive.stats.unmatched },
           { labels: { result: 'untrusted' }, value: this.passive.stats.untrusted },
+        ]),
+        counter('sluice_dns_passive_tcp_flows_total', 'Audit mode: DNS-over-TCP flows followed, and those given up (a gap, a truncated record, a bad length or a full buffer)', [
+          { labels: { result: 'followed' }, value: this.passive.tcp.stats.flows },
+          { labels: { result: 'given-up' }, value: this.passive.tcp.stats.givenUp },
         ]),
         { name: 'sluice_dns_learned_addresses', help: 'Addresses open through DNS answers now', type: 'gauge' as const, samples: [{ labels: {}, value: this.learned.liveCount() }] },
         counter('sluice_dns_cache_hits_total', 'Queries answered from the answer cache', [{ labels: {}, value: c?.hits ?? 0 }]),
@@ -538,7 +558,7 @@ export class GuardComponent implements Component {
       upstream: this.upstream?.stats ?? null,
       kernel: this.writer?.stats ?? null,
       servers: this.servers?.stats ?? null,
-      passive: this.listener ? { ...this.passive.stats, waiting: this.passive.waiting, nflog: this.listener.stats } : null,
+      passive: this.listener ? { ...this.passive.stats, waiting: this.passive.waiting, tcp: { ...this.passive.tcp.stats, open: this.passive.tcp.flows, bytes: this.passive.tcp.bytes }, nflog: this.listener.stats } : null,
       denyRefresher: this.refresher ? { ...this.refresher.stats, planned: this.refresher.planned } : null,
       attribution: this.attribution.stats,
       learned: this.learned.liveCount(),

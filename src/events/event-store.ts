@@ -95,6 +95,35 @@ export function lostRecords(c: PipelineCounters): number {
 
 export const ZERO_COUNTERS: PipelineCounters = { records: 0, malformed: 0, foreign: 0, overflows: 0, seqGaps: 0, collectorDrops: 0, storeDrops: 0 };
 
+/**
+ * DNS lookups that resolved, aggregated: one row per UTC day, name, verdict
+ * and asker (uid, unit, cgroup, process name), with how many lookups and the
+ * first and last of them. Kept beside the flow events so that a name the
+ * workload resolved but never connected to is known to `sluice suggest` and
+ * `suggest --check` too. Only lookups answered NOERROR are kept: `allowed`
+ * (forwarded and answered) or `would-block` (audit mode: answered by the
+ * resolver, refused under enforcement).
+ */
+export interface LookupRow {
+  /** Days since the epoch (UTC). */
+  day: number;
+  name: string;
+  verdict: 'allowed' | 'would-block';
+  uid: number | null;
+  unit: string | null;
+  cgroup: string | null;
+  /** Executable base name, else comm. */
+  process: string | null;
+  count: number;
+  first: number;
+  last: number;
+}
+
+/** The aggregation key of a lookup row. */
+export function lookupKey(r: Pick<LookupRow, 'day' | 'name' | 'verdict' | 'uid' | 'unit' | 'cgroup' | 'process'>): string {
+  return JSON.stringify([r.day, r.name, r.verdict, r.uid, r.unit, r.cgroup, r.process]);
+}
+
 export interface RetentionLimits {
   /** Delete events older than this (ms). */
   maxAgeMs?: number;
@@ -109,14 +138,20 @@ export interface EventStore {
    * the implementation's promise (SQLite: committed to the WAL, synced); the
    * pipeline counters, if given, are replaced in the same transaction.
    */
-  append(events: RecordedEvent[], counters?: PipelineCounters): void;
+  append(events: RecordedEvent[], counters?: PipelineCounters, lookups?: LookupRow[]): void;
+  /**
+   * Lookup rows overlapping the window (their last lookup at or after
+   * `since`, their first before `until`), by day and name. Rows of the same
+   * key given to append are added up (count, first, last).
+   */
+  scanLookups(q: { since: number; until: number }): Iterable<LookupRow>;
   query(q: EventQuery): StoredEvent[];
   stats(q: Pick<EventQuery, 'since' | 'until'>, top?: number): EventStats;
   /** Counts per verdict in buckets of `bucketMs` (each bucket starts at a multiple of it), oldest first; empty buckets are left out. */
   timeline(q: Pick<EventQuery, 'since' | 'until'>, bucketMs: number): TimelineRow[];
   /** The pipeline counters last written (zeros for a new store). */
   counters(): PipelineCounters;
-  /** Deletes by age and size; returns how many events went. */
+  /** Deletes by age and size (lookup rows too: by their last lookup, and older than the oldest event kept); returns how many events went. */
   retain(limits: RetentionLimits, now?: number): number;
   /** The store's current size in bytes (what retention by size compares). */
   sizeBytes(): number;

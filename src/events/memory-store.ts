@@ -1,5 +1,5 @@
-import type { CountRow, EventQuery, EventStats, EventStore, PipelineCounters, RecordedEvent, RetentionLimits, StoredEvent, TimelineRow } from './event-store.js';
-import { ZERO_COUNTERS } from './event-store.js';
+import type { CountRow, EventQuery, EventStats, EventStore, LookupRow, PipelineCounters, RecordedEvent, RetentionLimits, StoredEvent, TimelineRow } from './event-store.js';
+import { lookupKey, ZERO_COUNTERS } from './event-store.js';
 import { destinationKey } from './format-event.js';
 
 /** Rough bytes per event, so retention by size behaves like the SQLite store's. */
@@ -41,14 +41,32 @@ export class MemoryStore implements EventStore {
   private nextId = 1;
   private bytes = 0;
   private saved: PipelineCounters = { ...ZERO_COUNTERS };
+  private lookups = new Map<string, LookupRow>();
 
-  append(events: RecordedEvent[], counters?: PipelineCounters): void {
+  append(events: RecordedEvent[], counters?: PipelineCounters, lookups: LookupRow[] = []): void {
     for (const e of events) {
       const bytes = sizeOf(e);
       this.events.push({ ...structuredClone(e), id: this.nextId++, bytes });
       this.bytes += bytes;
     }
     if (counters) this.saved = { ...counters };
+    for (const l of lookups) {
+      const k = lookupKey(l);
+      const have = this.lookups.get(k);
+      if (have) {
+        have.count += l.count;
+        have.first = Math.min(have.first, Math.round(l.first));
+        have.last = Math.max(have.last, Math.round(l.last));
+      } else {
+        this.lookups.set(k, { ...l, first: Math.round(l.first), last: Math.round(l.last) });
+      }
+    }
+  }
+
+  *scanLookups(q: { since: number; until: number }): Generator<LookupRow> {
+    const rows = [...this.lookups.values()].filter((l) => l.last >= q.since && l.first < q.until);
+    rows.sort((a, b) => a.day - b.day || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const r of rows) yield { ...r };
   }
 
   query(q: EventQuery): StoredEvent[] {
@@ -118,6 +136,9 @@ export class MemoryStore implements EventStore {
       while (drop < this.events.length && this.bytes > limits.maxBytes) this.bytes -= this.events[drop++]?.bytes ?? 0;
       this.events = this.events.slice(drop);
     }
+    if (limits.maxAgeMs !== undefined) for (const [k, l] of this.lookups) if (l.last < now - limits.maxAgeMs) this.lookups.delete(k);
+    const first = this.events[0]?.time;
+    if (before > this.events.length && first !== undefined) for (const [k, l] of this.lookups) if (l.last < first) this.lookups.delete(k);
     return before - this.events.length;
   }
 
@@ -131,6 +152,7 @@ export class MemoryStore implements EventStore {
 
   close(): void {
     this.events = [];
+    this.lookups.clear();
     this.bytes = 0;
   }
 }

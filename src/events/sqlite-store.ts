@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { SluiceError } from '../errors.js';
-import type { CountRow, EventQuery, EventStats, EventStore, PipelineCounters, RecordedEvent, RetentionLimits, StoredEvent, TimelineRow, Verdict } from './event-store.js';
+import type { CountRow, EventQuery, EventStats, EventStore, LookupRow, PipelineCounters, RecordedEvent, RetentionLimits, StoredEvent, TimelineRow, Verdict } from './event-store.js';
 import { ZERO_COUNTERS } from './event-store.js';
 import { destinationKey } from './format-event.js';
 import { containerOf } from '../system/containers.js';
@@ -20,8 +20,19 @@ import { containerOf } from '../system/containers.js';
  * costs one fsync per batch, not per event; bench:events measures both.
  */
 
-/** 2: the `scope` column (gradual enforcement); a version-1 store gains it on open. */
-const SCHEMA_VERSION = 2;
+/** 2: the `scope` column (gradual enforcement); 3: the `lookups` table. Older stores gain them on open. */
+const SCHEMA_VERSION = 3;
+
+/** Lookups aggregated per day, name, verdict and asker; '' and -1 stand for "unknown" (NULLs are never equal in a key). */
+const LOOKUPS_TABLE = `
+  CREATE TABLE IF NOT EXISTS lookups (
+    day INTEGER NOT NULL, name TEXT NOT NULL, verdict TEXT NOT NULL,
+    uid INTEGER NOT NULL, unit TEXT NOT NULL, cgroup TEXT NOT NULL, process TEXT NOT NULL,
+    count INTEGER NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL,
+    PRIMARY KEY (day, name, verdict, uid, unit, cgroup, process)
+  ) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS lookups_last ON lookups (last);
+`;
 
 const COLUMNS = [
   'time', 'verdict', 'rule', 'family', 'proto', 'src', 'dst', 'sport', 'dport', 'icmp_type', 'iface', 'uid', 'user',
@@ -114,7 +125,8 @@ export class SqliteStore implements EventStore {
   private db: Database.Database;
   private insert: Database.Statement;
   private saveCounter: Database.Statement;
-  private appendTx: (events: RecordedEvent[], counters?: PipelineCounters) => void;
+  private appendTx: (events: RecordedEvent[], counters?: PipelineCounters, lookups?: LookupRow[]) => void;
+  private upsertLookup: Database.Statement | undefined;
   private cache = new Map<string, Database.Statement>();
 
   /** Opens (and creates, unless mustExist or readonly) the store at `path`. */
@@ -145,9 +157,16 @@ export class SqliteStore implements EventStore {
     }
     this.insert = this.db.prepare(`INSERT INTO events (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map(() => '?').join(', ')})`);
     this.saveCounter = this.db.prepare('INSERT INTO pipeline (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value');
-    this.appendTx = this.db.transaction((events: RecordedEvent[], counters?: PipelineCounters) => {
+    this.appendTx = this.db.transaction((events: RecordedEvent[], counters?: PipelineCounters, lookups?: LookupRow[]) => {
       for (const e of events) this.insert.run(toRow(e));
       if (counters) for (const [k, v] of Object.entries(counters)) this.saveCounter.run(k, v);
+      if (lookups && lookups.length > 0) {
+        this.upsertLookup ??= this.db.prepare(
+          `INSERT INTO lookups (day, name, verdict, uid, unit, cgroup, process, count, first, last) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (day, name, verdict, uid, unit, cgroup, process) DO UPDATE SET count = count + excluded.count, first = min(first, excluded.first), last = max(last, excluded.last)`,
+        );
+        for (const l of lookups) this.upsertLookup.run(l.day, l.name, l.verdict, l.uid ?? -1, l.unit ?? '', l.cgroup ?? '', l.process ?? '', l.count, Math.round(l.first), Math.round(l.last));
+      }
     });
   }
 
@@ -157,8 +176,8 @@ export class SqliteStore implements EventStore {
       throw new SluiceError('EEVENTSTORE', `Event store schema ${version} is newer than this Sluice understands (${SCHEMA_VERSION}): ${this.path}`);
     }
     if (version === SCHEMA_VERSION) return;
-    if (version === 1) {
-      this.db.exec(`ALTER TABLE events ADD COLUMN scope TEXT; PRAGMA user_version = ${SCHEMA_VERSION};`);
+    if (version === 1 || version === 2) {
+      this.db.exec(`${version === 1 ? 'ALTER TABLE events ADD COLUMN scope TEXT;' : ''} ${LOOKUPS_TABLE} PRAGMA user_version = ${SCHEMA_VERSION};`);
       return;
     }
     this.db.exec(`
@@ -172,6 +191,7 @@ export class SqliteStore implements EventStore {
       );
       CREATE INDEX IF NOT EXISTS events_time ON events (time);
       CREATE TABLE IF NOT EXISTS pipeline (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+      ${LOOKUPS_TABLE}
       PRAGMA user_version = ${SCHEMA_VERSION};
     `);
   }
@@ -185,9 +205,27 @@ export class SqliteStore implements EventStore {
     return s;
   }
 
-  append(events: RecordedEvent[], counters?: PipelineCounters): void {
-    if (events.length === 0 && !counters) return;
-    this.appendTx(events, counters);
+  append(events: RecordedEvent[], counters?: PipelineCounters, lookups?: LookupRow[]): void {
+    if (events.length === 0 && !counters && (lookups?.length ?? 0) === 0) return;
+    this.appendTx(events, counters, lookups);
+  }
+
+  *scanLookups(q: { since: number; until: number }): Generator<LookupRow> {
+    const s = this.stmt('SELECT day, name, verdict, uid, unit, cgroup, process, count, first, last FROM lookups WHERE last >= ? AND first < ? ORDER BY day, name');
+    for (const r of s.iterate(q.since, q.until) as IterableIterator<{ day: number; name: string; verdict: string; uid: number; unit: string; cgroup: string; process: string; count: number; first: number; last: number }>) {
+      yield {
+        day: Number(r.day),
+        name: String(r.name),
+        verdict: r.verdict === 'would-block' ? 'would-block' : 'allowed',
+        uid: Number(r.uid) >= 0 ? Number(r.uid) : null,
+        unit: r.unit === '' ? null : String(r.unit),
+        cgroup: r.cgroup === '' ? null : String(r.cgroup),
+        process: r.process === '' ? null : String(r.process),
+        count: Number(r.count),
+        first: Number(r.first),
+        last: Number(r.last),
+      };
+    }
   }
 
   private where(q: EventQuery): { sql: string; params: unknown[] } {
@@ -298,22 +336,35 @@ export class SqliteStore implements EventStore {
 
   retain(limits: RetentionLimits, now = Date.now()): number {
     let deleted = 0;
+    let lookupsGone = 0;
     if (limits.maxAgeMs !== undefined) {
       deleted += this.stmt('DELETE FROM events WHERE time < ?').run(now - limits.maxAgeMs).changes;
+      lookupsGone += this.stmt('DELETE FROM lookups WHERE last < ?').run(now - limits.maxAgeMs).changes;
     }
     if (limits.maxBytes !== undefined) {
       // Delete the oldest in chunks until the pages in use fit. A bounded number of rounds: each removes
       // at least a tenth of what is left, so a size too small for even one event ends with an empty store.
       for (let round = 0; round < 64 && this.sizeBytes() > limits.maxBytes; round++) {
         const count = Number((this.stmt('SELECT count(*) AS n FROM events').get() as { n: number }).n);
-        if (count === 0) break;
+        if (count === 0) {
+          // Only lookups left: the oldest day goes.
+          const r = this.stmt('DELETE FROM lookups WHERE day = (SELECT min(day) FROM lookups)').run();
+          if (r.changes === 0) break;
+          lookupsGone += r.changes;
+          continue;
+        }
         const excess = this.sizeBytes() - limits.maxBytes;
         const perRow = this.sizeBytes() / count;
         const chunk = Math.min(count, Math.max(Math.ceil(count / 10), Math.ceil(excess / Math.max(perRow, 1))));
         deleted += this.stmt('DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)').run(chunk).changes;
       }
     }
-    if (deleted > 0) this.db.pragma('incremental_vacuum');
+    if (deleted > 0) {
+      // Lookups older than the oldest event kept: the history the flows reach back to bounds them too.
+      const first = this.firstTime();
+      if (first !== null) lookupsGone += this.stmt('DELETE FROM lookups WHERE last < ?').run(first).changes;
+    }
+    if (deleted > 0 || lookupsGone > 0) this.db.pragma('incremental_vacuum');
     return deleted;
   }
 

@@ -1,8 +1,8 @@
 import { join } from 'node:path';
 import type { Component, Runtime } from '../runtime/component.js';
-import { channels, publishAlert } from './channels.js';
-import type { EventStore, PipelineCounters, RecordedEvent, RetentionLimits } from './event-store.js';
-import { lostRecords, ZERO_COUNTERS } from './event-store.js';
+import { channels, publishAlert, type DnsQueryEvent } from './channels.js';
+import type { EventStore, LookupRow, PipelineCounters, RecordedEvent, RetentionLimits } from './event-store.js';
+import { lookupKey, lostRecords, ZERO_COUNTERS } from './event-store.js';
 import { SqliteStore } from './sqlite-store.js';
 
 /** The store file in a state directory. */
@@ -33,6 +33,34 @@ export interface StoreComponentOptions {
   retentionEveryMs?: number;
   /** How often records lost since the last look raise one `event-loss` alert (ms, default 5,000). */
   lossEveryMs?: number;
+  /** Distinct lookup rows (name, verdict, asker) kept per UTC day; beyond it lookups are dropped and counted (default 100,000). */
+  lookupKeysPerDay?: number;
+}
+
+const DAY_MS = 86_400_000;
+/** A name longer than a policy can hold (253 characters) is not kept: no rule could name it. */
+const MAX_LOOKUP_NAME = 253;
+
+/**
+ * A lookup worth keeping: answered NOERROR, and allowed (or would-block in audit
+ * mode: the workload got its answer). Refused lookups, NXDOMAIN (search-list
+ * guesses, typos) and errors teach nothing a policy needs.
+ */
+export function lookupOf(e: DnsQueryEvent): Omit<LookupRow, 'count' | 'first' | 'last'> | null {
+  if ((e.verdict !== 'allowed' && e.verdict !== 'would-block') || e.rcode !== 0) return null;
+  if (e.name.length === 0 || e.name.length > MAX_LOOKUP_NAME) return null;
+  const p = e.process;
+  const base = p?.exe ? p.exe.slice(p.exe.lastIndexOf('/') + 1) : p?.comm;
+  const uid = p?.uid ?? e.client.uid;
+  return {
+    day: Math.floor(e.time / DAY_MS),
+    name: e.name,
+    verdict: e.verdict,
+    uid: uid ?? null,
+    unit: p?.unit ?? null,
+    cgroup: p?.cgroup ?? null,
+    process: base ? base.slice(0, 64) : null,
+  };
 }
 
 /**
@@ -59,6 +87,13 @@ export class EventStoreComponent implements Component {
   private lossTimer: NodeJS.Timeout | undefined;
   private rt: Runtime | undefined;
   private readonly onFlow = (msg: unknown) => this.accept(msg as RecordedEvent);
+  private readonly onDns = (msg: unknown) => this.acceptLookup(msg as DnsQueryEvent);
+  /** Lookups aggregated since the last write, by key. */
+  private lookups = new Map<string, LookupRow>();
+  /** The keys seen on `lookupDay` (bounded): how many distinct rows that day has. */
+  private lookupDay = -1;
+  private lookupDayKeys = new Set<string>();
+  private lookupDrops = 0;
 
   constructor(private readonly opts: StoreComponentOptions) {}
 
@@ -68,6 +103,7 @@ export class EventStoreComponent implements Component {
     // Counters are cumulative across daemon runs: this run's are added to what the store kept.
     this.base = this.store.counters();
     channels.flow.subscribe(this.onFlow);
+    channels.dnsQuery.subscribe(this.onDns);
     this.timer = setInterval(() => this.flush(), this.opts.flushMs ?? 100);
     // Losses of earlier runs were theirs to report.
     this.lossReported = lostRecords(this.counters());
@@ -81,6 +117,7 @@ export class EventStoreComponent implements Component {
     rt.metrics.collect(() => [
       { name: 'sluice_events_stored_total', help: 'Events written to the store, by verdict', type: 'counter', samples: Object.entries(this.stored).map(([verdict, value]) => ({ labels: { verdict }, value })) },
       { name: 'sluice_events_dropped_total', help: 'Events dropped in Sluice because a queue was full or a write failed', type: 'counter', samples: [{ labels: { stage: 'store' }, value: this.drops }] },
+      { name: 'sluice_dns_lookups_dropped_total', help: "Resolved DNS lookups not stored: the day's distinct (name, asker) rows were full, or a write failed", type: 'counter', samples: [{ labels: {}, value: this.lookupDrops }] },
       { name: 'sluice_event_queue_length', help: 'Events waiting to be written', type: 'gauge', samples: [{ labels: { stage: 'store' }, value: this.queue.length }] },
       { name: 'sluice_event_store_bytes', help: 'Size of the event store', type: 'gauge', samples: [{ labels: {}, value: this.safeSize() }] },
     ]);
@@ -108,6 +145,44 @@ export class EventStoreComponent implements Component {
         this.flush();
       });
     }
+  }
+
+  /** A resolved lookup, added to its day's row (written with the next batch). */
+  private acceptLookup(e: DnsQueryEvent): void {
+    const l = lookupOf(e);
+    if (!l) return;
+    const key = lookupKey(l);
+    if (l.day !== this.lookupDay) {
+      if (l.day < this.lookupDay) {
+        // A late event from an earlier day: kept only if its row is still pending (that day's bound is gone).
+        const have = this.lookups.get(key);
+        if (!have) {
+          this.lookupDrops++;
+          return;
+        }
+        have.count++;
+        have.first = Math.min(have.first, e.time);
+        have.last = Math.max(have.last, e.time);
+        return;
+      }
+      this.lookupDay = l.day;
+      this.lookupDayKeys = new Set();
+    }
+    const have = this.lookups.get(key);
+    if (have) {
+      have.count++;
+      have.first = Math.min(have.first, e.time);
+      have.last = Math.max(have.last, e.time);
+      return;
+    }
+    if (!this.lookupDayKeys.has(key)) {
+      if (this.lookupDayKeys.size >= (this.opts.lookupKeysPerDay ?? 100_000)) {
+        this.lookupDrops++;
+        return;
+      }
+      this.lookupDayKeys.add(key);
+    }
+    this.lookups.set(key, { ...l, count: 1, first: e.time, last: e.time });
   }
 
   /** Everything the pipeline counted, cumulative. */
@@ -149,14 +224,17 @@ export class EventStoreComponent implements Component {
       this.queue = this.queue.length <= batchMax ? [] : this.queue.slice(batchMax);
       const counters = this.counters();
       const key = JSON.stringify(counters);
-      if (batch.length === 0 && key === this.lastSaved) return;
+      const lookups = [...this.lookups.values()];
+      this.lookups = new Map();
+      if (batch.length === 0 && key === this.lastSaved && lookups.length === 0) return;
       try {
-        store.append(batch, counters);
+        store.append(batch, counters, lookups);
         this.lastSaved = key;
         for (const e of batch) this.stored[e.verdict]++;
       } catch (err) {
         // A full disk or a locked file: these events are lost, and counted as such.
         this.drops += batch.length;
+        for (const l of lookups) this.lookupDrops += l.count;
         if (++this.writeErrors <= 10) this.rt?.log('error', 'event store write failed', { error: (err as Error).message, events: batch.length });
       }
     } while (this.queue.length > 0);
@@ -172,11 +250,12 @@ export class EventStoreComponent implements Component {
   }
 
   status(): Record<string, unknown> {
-    return { queued: this.queue.length, stored: this.stored, dropped: this.drops, bytes: this.safeSize() };
+    return { queued: this.queue.length, stored: this.stored, dropped: this.drops, lookupsDropped: this.lookupDrops, bytes: this.safeSize() };
   }
 
   async stop(): Promise<void> {
     channels.flow.unsubscribe(this.onFlow);
+    channels.dnsQuery.unsubscribe(this.onDns);
     clearInterval(this.timer);
     clearInterval(this.retentionTimer);
     clearInterval(this.lossTimer);

@@ -1,4 +1,4 @@
-import type { StoredEvent } from '../events/event-store.js';
+import type { LookupRow, StoredEvent } from '../events/event-store.js';
 import type { FlowRow } from '../events/sqlite-store.js';
 import { parseDomain } from '../policy/parse-values.js';
 import { serviceOf, type ObservedFlow } from './replay.js';
@@ -19,6 +19,21 @@ export interface Observation {
   /** Distinct UTC days (days since the epoch), at most MAX_DAYS kept. */
   days: Set<number>;
   /** Process names (sanitised), at most MAX_PROCESSES kept. */
+  processes: Set<string>;
+}
+
+/**
+ * A name the workload resolved (stored lookups: answered NOERROR, allowed or
+ * would-block), per asker, whether or not anything connected to it.
+ */
+export interface NameLookup {
+  name: string;
+  principal: Principal;
+  uid?: number;
+  lookups: number;
+  first: number;
+  last: number;
+  days: Set<number>;
   processes: Set<string>;
 }
 
@@ -93,7 +108,43 @@ export class Observations {
   /** Allowed events per rule (they name the rule that admitted them). */
   readonly ruleEvents = new Map<string, number>();
 
-  constructor(private readonly maxFlows = 500_000) {}
+  /** Resolved names, per name and asker (uid, unit, cgroup), at most `maxNames`. */
+  readonly names = new Map<string, NameLookup>();
+  /** Lookups read, lookups beyond the names table (counted, not kept), and lookups of names no policy can hold (not kept). */
+  lookups = 0;
+  lookupOverflow = 0;
+  unnameable = 0;
+
+  constructor(
+    private readonly maxFlows = 500_000,
+    private readonly maxNames = 200_000,
+  ) {}
+
+  /** One stored lookup row (a day's lookups of a name by one asker). */
+  addLookup(r: LookupRow): void {
+    this.lookups += r.count;
+    const name = safeHostname(r.name);
+    if (name === undefined) {
+      this.unnameable += r.count;
+      return;
+    }
+    const key = JSON.stringify([name, r.uid, r.unit, r.cgroup]);
+    let n = this.names.get(key);
+    if (!n) {
+      if (this.names.size >= this.maxNames) {
+        this.lookupOverflow += r.count;
+        return;
+      }
+      n = { name, principal: principalOf(r.uid, null, r.unit, r.cgroup), lookups: 0, first: r.first, last: r.last, days: new Set(), processes: new Set() };
+      if (r.uid !== null) n.uid = r.uid;
+      this.names.set(key, n);
+    }
+    n.lookups += r.count;
+    n.first = Math.min(n.first, r.first);
+    n.last = Math.max(n.last, r.last);
+    if (n.days.size < MAX_DAYS) n.days.add(r.day);
+    if (r.process !== null && n.processes.size < MAX_PROCESSES) n.processes.add(safeText(r.process, 32));
+  }
 
   /** One stored event. */
   add(e: StoredEvent): void {

@@ -2,6 +2,7 @@ import { isLoopback, parseAddr, type AddrRange } from '../net/ip.js';
 import type { HostFacts } from '../policy/builtins.js';
 import { explain, type Explanation, type Query } from '../policy/explain.js';
 import type { DomainPattern, Policy, Rule } from '../policy/policy.js';
+import { refusedName } from '../dns/name-refusal.js';
 
 /** What a stored event says about one flow, as far as a verdict depends on it. */
 export interface ObservedFlow {
@@ -158,15 +159,22 @@ export function isLoopbackFlow(f: ObservedFlow): boolean {
 
 /**
  * Whether the DNS guard would answer this name under `policy` (enforce
- * mode): an allow rule lists it (or the default allows), and no deny rule
- * refuses it outright (a deny rule naming it with no other condition).
+ * mode), decided as the guard decides it (dns/name-refusal.ts: its
+ * DomainMatcher and refusal rules): an allow rule lists it (or the default
+ * allows), no deny rule refuses it outright, and it is no encrypted-DNS
+ * endpoint (the list in `facts`) that no rule names exactly.
  */
-export function nameResolves(policy: Policy, name: string): boolean {
-  const refused = policy.rules.some(
-    (r) => r.action === 'deny' && r.domains.some((d) => domainMatches(d, name)) && r.ports.length === 0 && !r.icmp && !r.icmpv6 && r.users.length === 0 && r.services.length === 0 && r.interfaces.length === 0,
-  );
-  if (refused) return false;
-  return policy.defaultAction === 'allow' || policy.rules.some((r) => r.action === 'allow' && r.domains.some((d) => domainMatches(d, name)));
+export function nameResolves(policy: Policy, name: string, facts: HostFacts = {}): boolean {
+  return nameRefusedBy(policy, name, facts) === undefined;
+}
+
+/**
+ * Why the DNS guard would refuse this name under `policy` (its mode taken as
+ * enforce), or undefined: see nameResolves. A deny rule in audit by its own
+ * mode refuses nothing (the guard answers and records would-block).
+ */
+export function nameRefusedBy(policy: Policy, name: string, facts: HostFacts = {}): string | undefined {
+  return refusedName(policy, name, facts.dns?.encrypted.names ?? [], { ownModes: true });
 }
 
 /** A flow's port as a policy writes it: `443/tcp`, `udp` (no port known), `icmp`, `icmpv6`; undefined for a protocol a policy cannot name. */

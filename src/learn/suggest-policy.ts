@@ -4,6 +4,8 @@ import type { Policy } from '../policy/policy.js';
 import type { Observation, Observations, Principal } from './observations.js';
 import { registeredDomain, sharedZoneOf } from './public-suffix.js';
 import { isLoopbackFlow, judgeFlow, nameResolves, portToken } from './replay.js';
+import { DomainMatcher } from '../dns/domain-matcher.js';
+import { refusesOutright } from '../dns/name-refusal.js';
 import type { Promotion, PromotionReport } from './promote.js';
 
 /** How many sibling names under one registered domain make a wildcard. */
@@ -44,6 +46,12 @@ export interface SuggestedRule {
   wildcards: { pattern: string; names: string[] }[];
   /** Names under zones where anyone can create names (listed one by one, never as a wildcard). */
   shared: { name: string; zone: string }[];
+  /**
+   * Names resolved but never connected to: the rule lets them resolve and
+   * opens nothing (`interfaces: [lo]`: no traffic to them leaves by it).
+   * `events` counts lookups then.
+   */
+  resolveOnly?: boolean;
 }
 
 export interface Suggestion {
@@ -55,6 +63,8 @@ export interface Suggestion {
   covered: { flows: number; events: number };
   /** Flows of a protocol a policy cannot name by port (not TCP, UDP, ICMP): left out, counted. */
   unsupported: number;
+  /** Resolved names the suggestion cannot make resolve: the existing policy refuses them outright (a deny rule, which an added allow cannot undo). */
+  refusedNames: { name: string; lookups: number; why: string }[];
   /**
    * Each new rule alone, by name, as the lines that go under `rules:` (the
    * same node as in `yaml`, comments included): what the dashboard offers to
@@ -130,7 +140,7 @@ export function suggestPolicy(obs: Observations, opts: SuggestOptions): Suggesti
     if (o.flowed === 0 || isLoopbackFlow(o.flow)) continue;
     if (existing) {
       const x = judgeFlow(existing, o.flow, opts.facts);
-      if (x && x.verdict === 'allow' && (o.flow.hostname === undefined || nameResolves(existing, o.flow.hostname))) {
+      if (x && x.verdict === 'allow' && (o.flow.hostname === undefined || nameResolves(existing, o.flow.hostname, opts.facts))) {
         covered.flows++;
         covered.events += o.flowed;
         if (x.decidedBy.kind === 'rule') hits.set(x.decidedBy.rule, (hits.get(x.decidedBy.rule) ?? 0) + o.flowed);
@@ -230,12 +240,64 @@ export function suggestPolicy(obs: Observations, opts: SuggestOptions): Suggesti
     }
   }
 
+  // Names the workload resolved (stored lookups, connected to or not) must resolve under the suggestion
+  // too: those no existing rule or suggested rule lets resolve go into one resolve-only rule.
+  const refusedNames: Suggestion['refusedNames'] = [];
+  if (obs.names.size > 0) {
+    const existingMatcher = existing ? new DomainMatcher(existing) : undefined;
+    const suggested = new Set<string>();
+    const suffixes = new Set<string>();
+    for (const r of rules) for (const t of r.to) (t.startsWith('*.') ? suffixes.add(t.slice(2)) : suggested.add(t));
+    const bySuggestion = (name: string) => {
+      if (suggested.has(name)) return true;
+      for (let i = name.indexOf('.'); i >= 0; i = name.indexOf('.', i + 1)) if (suffixes.has(name.slice(i + 1))) return true;
+      return false;
+    };
+    const only = new Map<string, Tally>();
+    for (const n of obs.names.values()) {
+      // The existing policy's rules that let the name resolve were needed in the window.
+      if (existingMatcher) for (const r of existingMatcher.match(n.name)) if (r.action === 'allow') hits.set(r.name, (hits.get(r.name) ?? 0) + n.lookups);
+      if (bySuggestion(n.name)) continue;
+      if (existing && nameResolves(existing, n.name, opts.facts)) continue;
+      const outright = existingMatcher?.match(n.name).find(refusesOutright);
+      if (outright) {
+        const have = refusedNames.find((x) => x.name === n.name);
+        if (have) have.lookups += n.lookups;
+        else refusedNames.push({ name: n.name, lookups: n.lookups, why: `denied by rule ${outright.name}` });
+        continue;
+      }
+      const t = only.get(n.name) ?? tally();
+      addTo(t, { flowed: n.lookups, first: n.first, last: n.last, days: n.days, processes: n.processes });
+      only.set(n.name, t);
+    }
+    if (only.size > 0) {
+      const all = tally();
+      for (const t of only.values()) merge(all, t);
+      rules.push({
+        name: unique('resolve-only'),
+        principal: { kind: 'any' },
+        to: [...only.keys()].sort(),
+        ports: [],
+        events: all.events,
+        first: all.first,
+        last: all.last,
+        days: all.days.size,
+        processes: [...all.processes],
+        wildcards: [],
+        shared: [],
+        resolveOnly: true,
+      });
+      (rules[rules.length - 1] as SuggestedRule & { perDest?: Map<string, Tally> }).perDest = only;
+    }
+    refusedNames.sort((a, b) => b.lookups - a.lookups || (a.name < b.name ? -1 : 1));
+  }
+
   const couldGo = existing
     ? existing.rules.filter((r) => r.action === 'allow' && (hits.get(r.name) ?? 0) === 0).map((r) => ({ rule: r.name, line: r.line }))
     : [];
   const snippets = new Map<string, string>();
   const yaml = render(rules, couldGo, opts, snippets);
-  return { yaml, rules: rules.map(({ ...r }) => stripPerDest(r)), couldGo, covered, unsupported, snippets };
+  return { yaml, rules: rules.map(({ ...r }) => stripPerDest(r)), couldGo, covered, unsupported, refusedNames, snippets };
 }
 
 function stripPerDest(r: SuggestedRule & { perDest?: Map<string, Tally> }): SuggestedRule {
@@ -272,6 +334,31 @@ function render(rules: (SuggestedRule & { perDest?: Map<string, Tally> })[], cou
   }
   if (opts.existing && opts.promotions) annotatePromotions(doc, opts.promotions);
   for (const r of rules) {
+    if (r.resolveOnly) {
+      const node = doc.createNode({
+        name: r.name,
+        to: r.to,
+        interfaces: ['lo'],
+        comment: `suggested: resolved, never connected to: ${r.events} lookup${r.events === 1 ? '' : 's'} ${stamp(r.first)} to ${stamp(r.last)}`.slice(0, 200),
+      }) as YAMLMap;
+      const lines = [
+        ` suggested: names the workload resolved but never connected to (${r.events} lookup${r.events === 1 ? '' : 's'}, ${stamp(r.first)} to ${stamp(r.last)}, on ${r.days} day${r.days === 1 ? '' : 's'})`,
+        ' the guard answers them under this rule; interfaces: [lo] opens nothing (no traffic to them leaves by loopback)',
+      ];
+      if (r.processes.length > 0) lines.push(` processes: ${r.processes.join(', ')}`);
+      node.commentBefore = lines.join('\n');
+      const to = node.get('to', true) as unknown as YAMLSeq;
+      for (const item of to.items) {
+        const v = (item as { value?: unknown }).value;
+        const t = typeof v === 'string' ? r.perDest?.get(v) : undefined;
+        if (t) (item as { comment?: string }).comment = ` ${describe(t).replace(/ events?,/, (m) => m.replace('event', 'lookup'))}`;
+      }
+      items.push(node);
+      const alone = new Document({ rules: [] });
+      (alone.get('rules', true) as YAMLSeq).items.push(node);
+      snippets.set(r.name, alone.toString(TO_STRING).replace(/^rules:\n/, ''));
+      continue;
+    }
     const body: Record<string, unknown> = { name: r.name, to: r.to, ports: r.ports };
     if (r.principal.kind === 'service') body.services = [r.principal.unit];
     if (r.principal.kind === 'user') body.users = [r.principal.uid];

@@ -1,5 +1,6 @@
 import { SluiceError } from '../errors.js';
 import type { FlowRow } from '../events/sqlite-store.js';
+import type { LookupRow } from '../events/event-store.js';
 import type { Policy } from '../policy/policy.js';
 import { Observations } from './observations.js';
 import { promotions, type PromotionReport } from './promote.js';
@@ -10,6 +11,8 @@ export interface FlowSource {
   scanFlows(q: { since: number; until: number }): Iterable<FlowRow>;
   /** The time of the oldest event kept, or null. */
   firstTime(): number | null;
+  /** Resolved lookups overlapping the window (names resolved, connected to or not); a source without them gives flows only. */
+  scanLookups?(q: { since: number; until: number }): Iterable<LookupRow>;
 }
 
 const DAY_MS = 86_400_000;
@@ -74,6 +77,17 @@ export function scanWindow(store: FlowSource, opts: ScanOptions): ScanResult {
     const it = rowsOf();
     while (!it.next().done) {
       // Observations fold the rows as they pass.
+    }
+  }
+  // The names resolved in the window (aggregated per day, so a row counts when its day overlaps the window).
+  if (cutAt === null && store.scanLookups) {
+    let n = 0;
+    for (const l of store.scanLookups({ since: opts.since, until: opts.until })) {
+      if (budget !== undefined && (++n & 1023) === 0 && now() - start > budget) {
+        cutAt = l.first;
+        break;
+      }
+      obs.addLookup(l);
     }
   }
   return { obs, ...(promo && cutAt === null ? { promo } : {}), cutAt, rows };

@@ -25,6 +25,9 @@ export interface PacketInfo extends FlowTuple {
   payloadOffset?: number;
   /** Total length the IP header claims (the record may hold less). */
   length: number;
+  /** TCP: the segment's sequence number (unsigned 32 bits) and flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10). */
+  tcpSeq?: number;
+  tcpFlags?: number;
 }
 
 const IPV6_EXT = new Set([0, 43, 60]); // hop-by-hop, routing, destination options
@@ -68,7 +71,12 @@ export function parsePacket(b: Uint8Array): PacketInfo | null {
     if (proto === 17 && b.length >= l4 + 8) info.payloadOffset = l4 + 8;
     if (proto === 6 && b.length >= l4 + 13) {
       const dataOffset = ((b[l4 + 12] ?? 0) >> 4) * 4;
-      if (dataOffset >= 20 && b.length >= l4 + dataOffset) info.payloadOffset = l4 + dataOffset;
+      if (dataOffset >= 20 && b.length >= l4 + dataOffset) {
+        info.payloadOffset = l4 + dataOffset;
+        // Only with the whole header: a truncated one gives no sequence number, so no reassembly.
+        info.tcpSeq = (((b[l4 + 4] ?? 0) << 24) | ((b[l4 + 5] ?? 0) << 16) | ((b[l4 + 6] ?? 0) << 8) | (b[l4 + 7] ?? 0)) >>> 0;
+        info.tcpFlags = b[l4 + 13] ?? 0;
+      }
     }
   } else if ((proto === 1 || proto === 58) && b.length >= l4 + 1) {
     info.icmpType = b[l4] ?? 0;

@@ -390,5 +390,17 @@ rules:
       assert.ok((passive?.untrusted ?? 0) >= 1, `counted: ${JSON.stringify(passive)}`);
       assert.ok((passive?.matched ?? 0) >= 1);
     });
+
+    it('the same over TCP: the user\'s own server is not followed; the resolver\'s TCP answer is learned', async () => {
+      await w.nft(['flush', 'set', 'inet', 'sluice', 'r_api_d4']);
+      const forged = await one(['--server', HOSTILE, '--name', 'api.sluice.test', '--tcp'], { uid: NOBODY });
+      assert.deepEqual(forged.answers, ['198.18.2.22'], 'the attacker got its answer, over TCP');
+      const real = await one(['--name', 'api.sluice.test', '--tcp'], { uid: NOBODY });
+      assert.deepEqual(real.answers, [HOSTS.api4]);
+      await until('the real TCP answer was learned', async () => (await setElements('r_api_d4')).includes(HOSTS.api4));
+      assert.ok(!(await setElements('r_api_d4')).includes('198.18.2.22'), 'the forged address is not in the set');
+      const learned = (await w.control('dns.learned')) as { address: string; names: string[] }[];
+      assert.equal(learned.find((l) => l.address === '198.18.2.22'), undefined, 'nor named');
+    });
   });
 });

@@ -1,8 +1,10 @@
 /**
  * Integration: learn the policy (issue 11). A scripted workload runs in
  * audit mode (HTTPS to names, one through a CNAME, sibling names, an IPv6
- * destination, a UDP time query sent by uid 65534); `sluice suggest` writes a
- * policy from what the daemon stored, `suggest --check` finds 0 would-break,
+ * destination, a UDP time query sent by uid 65534, a name resolved and never
+ * connected to); `sluice suggest` writes a policy from what the daemon
+ * stored (flows and resolved lookups), `suggest --check` finds 0 would-break
+ * and 0 refused lookups,
  * and in enforce mode with that policy the same workload succeeds on the
  * first try while a new port, a new host, an unlisted name and the UDP
  * query from another user are blocked. (No systemd service here: the test
@@ -15,6 +17,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { logEvents, sleep, waitFor } from '../support/monitor-helpers.js';
 import { HOSTS, ROOT, World } from '../world/world.js';
+import { testZone } from '../world/dns-server.js';
 
 const DNSQ = join(ROOT, 'dist/test/world/dnsq.js');
 const NOBODY = 65534;
@@ -54,13 +57,18 @@ describe('integration: audit, suggest, check, enforce', () => {
       const a = await dnsq('--name', name, '--type', type, '--connect', '443');
       if (a.connect !== 'ok') failures.push(`${name} ${type}: ${JSON.stringify(a)}`);
     }
+    // A name resolved and never connected to (a health check, a probe): it must still resolve once enforced.
+    // The zone's apex: no sibling wildcard (*.sluice.test) covers it.
+    const only = await dnsq('--name', 'sluice.test');
+    if (only.rcode !== 0 || !only.answers?.includes(HOSTS.net3)) failures.push(`sluice.test: ${JSON.stringify(only)}`);
     const udp = await w.probe([`udp:${HOSTS.other4}:123`], { uid: NOBODY });
     if (!udp[0]?.ok) failures.push(`udp 123 as ${NOBODY}: ${JSON.stringify(udp)}`);
     return failures;
   };
 
   before(async () => {
-    w = await World.create({ dns: true });
+    // The apex gets an address (a served host the workload never connects to).
+    w = await World.create({ dns: true, dnsZone: `${testZone()}@ 300 IN A ${HOSTS.net3}\n` });
     await w.addLocalRange('198.18.20.0/24');
     daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', w.policy(AUDIT, 'audit.yaml'), '--metrics', 'off'], {
       env: w.env(),
@@ -89,15 +97,24 @@ describe('integration: audit, suggest, check, enforce', () => {
     assert.ok(text.startsWith('# the base'), 'the applied policy is the base; its comment is kept');
     assert.doesNotMatch(text, /198\.18\.1\.10|198\.18\.1\.11|2001:db8:1::10|198\.18\.20\./, 'names, not the addresses they resolved to');
     assert.match(text, /users:\n\s+- 65534/, 'the UDP query, for its user');
-    const check = await w.sluiceJson<{ wouldBreak: { events: number; flows: unknown[] }; wouldBlock: { events: number } }>(['suggest', '--check', out, '--since', '1h']);
+    assert.match(text, /- name: resolve-only\n\s+to:\n\s+- sluice\.test #.*\n\s+interfaces:\n\s+- lo\n/, 'the name resolved but never connected to: it resolves, nothing is opened');
+    type Check = { wouldBreak: { events: number; lookups: number; flows: unknown[]; names: { name: string; lookups: number }[] }; wouldBlock: { events: number }; resolved: { lookups: number } };
+    const check = await w.sluiceJson<Check>(['suggest', '--check', out, '--since', '1h']);
     assert.equal(check.code, 0, JSON.stringify(check.json));
     assert.equal(check.json.wouldBreak.events, 0);
+    assert.equal(check.json.wouldBreak.lookups, 0, 'every name resolved in the window resolves under the suggestion');
+    assert.ok(check.json.resolved.lookups >= 7, JSON.stringify(check.json.resolved));
+    // The base policy (no name rules) refuses them all, the name only resolved among them.
+    const base = await w.sluiceJson<Check>(['suggest', '--check', join(w.tmp, 'audit.yaml'), '--since', '1h']);
+    assert.equal(base.code, 1);
+    assert.ok(base.json.wouldBreak.names.some((n) => n.name === 'sluice.test' && n.lookups >= 1), JSON.stringify(base.json.wouldBreak.names));
 
     const enforce = w.policy(text.replace('mode: audit', 'mode: enforce'), 'enforce.yaml');
     const applied = await w.sluice(['apply', enforce]);
     assert.equal(applied.code, 0, applied.stderr);
     await sleep(500);
-    assert.deepEqual(await workload(), [], 'enforced, the same workload succeeds on the first try');
+    assert.deepEqual(await workload(), [], 'enforced, the same workload succeeds on the first try (the name only resolved included)');
+    assert.notEqual((await dnsq('--name', 'sluice.test', '--connect', '443')).connect, 'ok', 'the resolve-only rule opens nothing');
 
     // Nothing new: another port, another host, an unlisted name, the UDP query from another user.
     assert.notEqual((await dnsq('--name', 'api.sluice.test', '--connect', '8443')).connect, 'ok', 'a new port');

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import fc from 'fast-check';
-import type { EventQuery, EventStore, RecordedEvent, StoredEvent } from '../../src/events/event-store.js';
+import type { EventQuery, EventStore, LookupRow, RecordedEvent, StoredEvent } from '../../src/events/event-store.js';
 import { ZERO_COUNTERS } from '../../src/events/event-store.js';
 import { eventMatches } from '../../src/events/memory-store.js';
 
@@ -70,6 +70,33 @@ export function eventStoreContract(label: string, make: () => EventStore): void 
       assert.deepEqual(strip(got[1] as StoredEvent), icmp6);
       assert.ok((got[1] as StoredEvent).id > (got[0] as StoredEvent).id, 'ids increase in write order');
       assert.equal(s.lastId(), (got[1] as StoredEvent).id);
+    });
+
+    it('lookups: rows of one key add up (count, first, last); unknown askers stay unknown; the window selects by overlap', () => {
+      const day = Math.floor(T0 / 86_400_000);
+      const row = (over: Partial<LookupRow> = {}): LookupRow => ({ day, name: 'api.example.com', verdict: 'allowed', uid: 1000, unit: null, cgroup: '/user.slice', process: 'curl', count: 2, first: T0 + 10, last: T0 + 20, ...over });
+      s.append([], undefined, [row(), row({ uid: null, cgroup: null, process: null, count: 1 })]);
+      s.append([], undefined, [row({ count: 3, first: T0 + 5, last: T0 + 50 }), row({ name: 'late.example.com', day: day + 1, first: T0 + 86_400_000, last: T0 + 86_400_000 })]);
+      const all = [...s.scanLookups({ since: 0, until: Number.MAX_SAFE_INTEGER })];
+      assert.equal(all.length, 3);
+      const api = all.filter((r) => r.name === 'api.example.com');
+      assert.deepEqual(
+        api.find((r) => r.uid === 1000),
+        row({ count: 5, first: T0 + 5, last: T0 + 50 }),
+      );
+      assert.deepEqual(api.find((r) => r.uid === null), row({ uid: null, cgroup: null, process: null, count: 1 }), 'null askers are their own row, read back as null');
+      assert.deepEqual([...s.scanLookups({ since: T0 + 51, until: T0 + 86_400_000 })].map((r) => r.name), [], 'a row ends at its last lookup; the window ends before the next day');
+      assert.deepEqual([...s.scanLookups({ since: T0 + 51, until: T0 + 86_400_001 })].map((r) => r.name), ['late.example.com']);
+    });
+
+    it('lookups: hostile names are kept verbatim; retention by age removes them by their last lookup', () => {
+      const nasty = `x'); DROP TABLE lookups; --\u0000"\n`;
+      const day = Math.floor(T0 / 86_400_000);
+      s.append([ev({ time: T0 + 86_400_000 })], undefined, [{ day, name: nasty, verdict: 'would-block', uid: null, unit: null, cgroup: null, process: nasty, count: 1, first: T0, last: T0 }]);
+      assert.equal([...s.scanLookups({ since: 0, until: Number.MAX_SAFE_INTEGER })][0]?.name, nasty);
+      s.retain({ maxAgeMs: 1000 }, T0 + 2000);
+      assert.deepEqual([...s.scanLookups({ since: 0, until: Number.MAX_SAFE_INTEGER })], []);
+      assert.equal(s.query({}).length, 1, 'the newer event stays');
     });
 
     it('stores hostile text verbatim', () => {

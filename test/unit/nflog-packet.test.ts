@@ -27,7 +27,7 @@ function nflogMessage(payload: Buffer, prefix: string, uid?: number): Buffer {
 describe('unit: logged packets and NFLOG records', () => {
   it('parses IPv4 TCP and IPv6 UDP headers, with the UDP payload offset', () => {
     const t = parsePacket(TCP4);
-    assert.deepEqual(t, { family: 4, proto: 6, src: 0xc6120002n, dst: 0xc612010an, length: 60, sport: 40000, dport: 443, payloadOffset: 40 });
+    assert.deepEqual(t, { family: 4, proto: 6, src: 0xc6120002n, dst: 0xc612010an, length: 60, sport: 40000, dport: 443, payloadOffset: 40, tcpSeq: 0, tcpFlags: 2 });
     const u = parsePacket(UDP6);
     assert.equal(u?.family, 6);
     assert.equal(u?.dport, 53);

@@ -79,6 +79,24 @@ for (let n = 1; ; n++) { s.append(batch); process.stdout.write(n + '\\n'); }
     assert.throws(() => new SqliteStore(junk), (e: unknown) => e instanceof SluiceError && e.code === 'EEVENTSTORE');
   });
 
+  it('a version-2 store (no lookups table) gains it on open, its events kept', () => {
+    const path = join(dir, 'v2.db');
+    const s = new SqliteStore(path);
+    s.append([ev({ rule: 'old' })]);
+    s.close();
+    const raw = new Database(path);
+    raw.exec('DROP TABLE lookups; PRAGMA user_version = 2;');
+    raw.close();
+    const again = new SqliteStore(path);
+    assert.equal(again.query({})[0]?.rule, 'old');
+    again.append([], undefined, [{ day: 1, name: 'a.example.com', verdict: 'allowed', uid: null, unit: null, cgroup: null, process: null, count: 1, first: 86_400_000, last: 86_400_000 }]);
+    assert.equal([...again.scanLookups({ since: 0, until: 2 * 86_400_000 })].length, 1);
+    again.close();
+    const check = new Database(path);
+    assert.equal(check.pragma('user_version', { simple: true }), 3);
+    check.close();
+  });
+
   it('refuses a store written by a newer schema', () => {
     const path = join(dir, 'newer.db');
     const raw = new Database(path);

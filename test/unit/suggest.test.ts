@@ -164,7 +164,7 @@ rules:
     ];
     const r = checkPolicy(p, observe(events));
     // api.example.com: the address is allowed, but the guard would refuse the name.
-    assert.deepEqual(r.wouldBreak.names, [{ name: 'api.example.com', events: 1 }]);
+    assert.deepEqual(r.wouldBreak.names, [{ name: 'api.example.com', events: 1, lookups: 0, why: 'api.example.com is not allowed by the policy', processes: [] }]);
     assert.equal(r.wouldBreak.events, 2);
     assert.equal(r.wouldBlock.events, 2, 'port 80, and the already blocked flow');
     assert.ok(r.wouldBreak.flows.some((f) => f.dport === 80 && /default deny/.test(f.why)));
@@ -180,6 +180,8 @@ describe('sluice suggest (the command) on a real store', () => {
     const store = new SqliteStore(join(dir, 'events.db'));
     const now = Date.now();
     store.append(workload().map((e, i) => ({ ...e, time: now - 3600_000 + i })));
+    // A name resolved and never connected to: the suggestion must let it resolve, the narrow policy must not pass.
+    store.append([], undefined, [{ day: Math.floor(now / DAY), name: 'resolved-only.example.org', verdict: 'would-block', uid: 1000, unit: null, cgroup: null, process: 'app', count: 4, first: now - 60_000, last: now - 60_000 }]);
     store.close();
     const out = join(dir, 'suggested.yaml');
     const r = sluice('suggest', '--since', '1d', '--out', out);
@@ -187,8 +189,11 @@ describe('sluice suggest (the command) on a real store', () => {
     assert.match(r.stdout, /written to/);
     const c = sluice('suggest', '--check', out, '--since', '1d', '--json');
     assert.equal(c.status, 0, c.stdout + c.stderr);
-    const report = JSON.parse(c.stdout) as { wouldBreak: { events: number }; events: number };
+    const report = JSON.parse(c.stdout) as { wouldBreak: { events: number; lookups: number }; events: number; resolved: { lookups: number } };
     assert.equal(report.wouldBreak.events, 0);
+    assert.equal(report.wouldBreak.lookups, 0);
+    assert.equal(report.resolved.lookups, 4);
+    assert.match(readFileSync(out, 'utf8'), /- name: resolve-only\n\s+to:\n\s+- resolved-only\.example\.org/);
     assert.equal(report.events, workload().length);
     const narrow = join(dir, 'narrow.yaml');
     writeFileSync(narrow, 'mode: enforce\nrules:\n  - name: one\n    to: [api.example.com]\n    ports: [443/tcp]\n');
@@ -196,6 +201,14 @@ describe('sluice suggest (the command) on a real store', () => {
     assert.equal(bad.status, 1);
     assert.match(bad.stdout, /would break \d+/);
     assert.match(bad.stdout, /would block \d+/);
+    assert.match(bad.stdout, /would refuse 4 lookups/);
+    assert.match(bad.stdout, /name resolved-only\.example\.org would not resolve \(0 events, 4 lookups; app\): resolved-only\.example\.org is not allowed by the policy/);
+    // Only lookups refused, no flow broken: still a failed check.
+    const flowsOk = join(dir, 'flows-ok.yaml');
+    writeFileSync(flowsOk, readFileSync(out, 'utf8').replace(/- name: resolve-only[\s\S]*?(?=\n {2}- name:|\n[a-z]|$)/, ''));
+    const onlyNames = sluice('suggest', '--check', flowsOk, '--since', '1d', '--json');
+    assert.equal(onlyNames.status, 1, onlyNames.stdout + onlyNames.stderr);
+    assert.deepEqual((JSON.parse(onlyNames.stdout) as { wouldBreak: { events: number; lookups: number } }).wouldBreak, { ...(JSON.parse(onlyNames.stdout) as { wouldBreak: object }).wouldBreak, events: 0, lookups: 4 });
     const printed = sluice('suggest', '--since', '1d');
     assert.equal(printed.status, 0);
     // The first line names the window, to the minute: the two runs may straddle a minute.

@@ -96,6 +96,9 @@ export async function suggest(ctx: Context, args: SuggestArgs): Promise<number> 
       rules: s.rules,
       couldGo: s.couldGo,
       unsupported: s.unsupported,
+      // Names resolved in the window (connected to or not), and those the suggestion cannot make resolve.
+      resolved: { lookups: obs.lookups, names: new Set([...obs.names.values()].map((n) => n.name)).size, overflow: obs.lookupOverflow, unnameable: obs.unnameable },
+      refusedNames: s.refusedNames,
       sharedZones: SHARED_ZONES,
       // Gradual enforcement: the days asked for, and each thing in audit with its promotion or why not yet.
       promotions: promo ?? { stableDays, since: null, historyFrom: null, covered: false, candidates: [] },
@@ -113,10 +116,16 @@ function summary(ctx: Context, s: Suggestion, obs: Observations, base: string | 
     `${obs.events} events from ${stamp(since)} to ${stamp(until)}, ${obs.flows.size} distinct flows${obs.overflow > 0 ? ` (${obs.overflow} events beyond the flow table, not counted)` : ''}`,
     base ? `based on ${base}: ${s.covered.flows} flows (${s.covered.events} events) already allowed; ${s.rules.length} new rules` : `${s.rules.length} rules`,
   ];
+  if (obs.lookups > 0) lines.push(`${obs.lookups} lookups of ${new Set([...obs.names.values()].map((n) => n.name)).size} names resolved in the window${obs.lookupOverflow > 0 ? ` (${obs.lookupOverflow} beyond the names table, not counted)` : ''}`);
   for (const r of s.rules) {
+    if (r.resolveOnly) {
+      lines.push(`  + ${r.name}: ${r.to.length} name${r.to.length === 1 ? '' : 's'} resolved but never connected to: they resolve, nothing is opened (interfaces: [lo]) (${r.events} lookups on ${r.days} day${r.days === 1 ? '' : 's'})`);
+      continue;
+    }
     lines.push(`  + ${r.name}: ${r.to.length} destination${r.to.length === 1 ? '' : 's'}, ${r.ports.join(' ')} (${r.events} events on ${r.days} day${r.days === 1 ? '' : 's'})`);
     for (const sh of r.shared) lines.push(`    shared zone: ${sh.name} (under *.${sh.zone}: anyone can create names; exact name only)`);
   }
+  for (const n of s.refusedNames.slice(0, 20)) lines.push(`  ! ${n.name}: resolved ${n.lookups} times, but ${n.why} in the base policy: it will not resolve (an added allow cannot undo an outright deny)`);
   for (const c of s.couldGo) lines.push(`  - ${c.rule} (line ${c.line}): no observed flow needed it: could go`);
   if (promo) {
     lines.push(`promotions (--stable-days ${promo.stableDays}: no would-block in the last ${promo.stableDays} days):`);
@@ -139,13 +148,14 @@ function check(ctx: Context, file: string, since: number, until: number): number
   const r = checkPolicy(policy, obs, 100, hostFactsFor(policy));
   if (ctx.json) ctx.result({ policy: file, window: { since: new Date(since).toISOString(), until: new Date(until - 1).toISOString() }, ...r });
   else for (const l of checkLines(file, r, since, until)) ctx.say(l);
-  return r.wouldBreak.events > 0 ? EXIT.failed : EXIT.ok;
+  return r.wouldBreak.events > 0 || r.wouldBreak.lookups > 0 ? EXIT.failed : EXIT.ok;
 }
 
 function checkLines(file: string, r: CheckReport, since: number, until: number): string[] {
   const lines = [
     `${file} against ${r.events} events from ${stamp(since)} to ${stamp(until)} (${r.flows} distinct flows)`,
     `would break ${r.wouldBreak.events} (events of observed traffic it blocks, or whose name it would not resolve)`,
+    `would refuse ${r.wouldBreak.lookups} lookups (of ${r.resolved.lookups}, ${r.resolved.names} names resolved in the window, connected to or not)${r.resolved.overflow > 0 ? `; ${r.resolved.overflow} lookups beyond the names table were not replayed` : ''}`,
     `would block ${r.wouldBlock.events} (${r.wouldBlock.flows} flows)`,
     ...(r.audited.events > 0 ? [`would record ${r.audited.events} as would-block (${r.audited.flows} flows in audit scopes or deny rules in audit: not broken)`] : []),
   ];
@@ -153,7 +163,9 @@ function checkLines(file: string, r: CheckReport, since: number, until: number):
     const dest = `${f.hostname ? `${f.hostname} ` : ''}${f.dst}${f.dport !== undefined ? ` ${f.dport}` : ''}/${f.proto === 6 ? 'tcp' : f.proto === 17 ? 'udp' : f.proto}`;
     lines.push(`  breaks ${dest}: ${f.events} events${f.uid !== undefined ? ` uid ${f.uid}` : ''}${f.processes.length ? ` (${f.processes.map((p) => safeText(p)).join(', ')})` : ''}: ${f.why}`);
   }
-  for (const n of r.wouldBreak.names.slice(0, 20)) lines.push(`  name ${n.name} would not resolve (${n.events} events)`);
+  for (const n of r.wouldBreak.names.slice(0, 20)) {
+    lines.push(`  name ${n.name} would not resolve (${n.events} events, ${n.lookups} lookups${n.processes.length ? `; ${n.processes.map((p) => safeText(p)).join(', ')}` : ''}): ${n.why}`);
+  }
   if (r.overflow > 0) lines.push(`  ${r.overflow} events beyond the flow table were not replayed`);
   return lines;
 }

@@ -504,11 +504,11 @@ async function loadSuggest(params) {
     for (const c of r.neverHit) ul.append(el('li', `${c.rule} (line ${c.line}): no observed flow needed it; it could go`));
     more.append(ul);
   }
-  if (r.check.wouldBreak.flows.length > 0) {
+  if (r.check.wouldBreak.flows.length > 0 || r.check.wouldBreak.names.length > 0) {
     more.append(el('h3', 'What the suggested policy would break'));
     const ul = el('ul');
     for (const f of r.check.wouldBreak.flows) ul.append(el('li', `${f.hostname ? `${f.hostname} ` : ''}${f.dst}${f.dport !== undefined ? ` ${f.dport}` : ''}: ${f.events} events: ${f.why}`));
-    for (const n of r.check.wouldBreak.names) ul.append(el('li', `name ${n.name} would not resolve (${n.events} events)`));
+    for (const n of r.check.wouldBreak.names) ul.append(el('li', `name ${n.name} would not resolve (${n.events} events, ${n.lookups ?? 0} lookups)`));
     more.append(ul);
   }
   if (r.promotions) {
