@@ -35,6 +35,10 @@ export interface StoreComponentOptions {
   lossEveryMs?: number;
   /** Distinct lookup rows (name, verdict, asker) kept per UTC day; beyond it lookups are dropped and counted (default 100,000). */
   lookupKeysPerDay?: number;
+  /** How often aggregated lookups are written (ms, default 30,000). */
+  lookupFlushMs?: number;
+  /** Lookup rows per transaction, one transaction per turn of the event loop (default 250). */
+  lookupSlice?: number;
 }
 
 const DAY_MS = 86_400_000;
@@ -94,6 +98,9 @@ export class EventStoreComponent implements Component {
   private lookupDay = -1;
   private lookupDayKeys = new Set<string>();
   private lookupDrops = 0;
+  private lookupTimer: NodeJS.Timeout | undefined;
+  /** Rows taken for writing, not yet written (slice by slice). */
+  private lookupsWriting: LookupRow[] = [];
 
   constructor(private readonly opts: StoreComponentOptions) {}
 
@@ -105,6 +112,11 @@ export class EventStoreComponent implements Component {
     channels.flow.subscribe(this.onFlow);
     channels.dnsQuery.subscribe(this.onDns);
     this.timer = setInterval(() => this.flush(), this.opts.flushMs ?? 100);
+    // Lookups are learning data, not events: a lookup of every name costs the loop that answers DNS
+    // nothing but a count in memory, and the rows go to disk every 30 s in small transactions, one per
+    // turn of the loop (a crash loses at most that much of the counts).
+    this.lookupTimer = setInterval(() => this.writeLookupsInSlices(), this.opts.lookupFlushMs ?? 30_000);
+    this.lookupTimer.unref();
     // Losses of earlier runs were theirs to report.
     this.lossReported = lostRecords(this.counters());
     this.lossTimer = setInterval(() => this.reportLoss(), this.opts.lossEveryMs ?? 5_000);
@@ -122,6 +134,8 @@ export class EventStoreComponent implements Component {
       { name: 'sluice_event_store_bytes', help: 'Size of the event store', type: 'gauge', samples: [{ labels: {}, value: this.safeSize() }] },
     ]);
     rt.control.handle('events.pipeline', { call: () => ({ counters: this.counters(), stored: this.stored, queued: this.queue.length }) });
+    // `sluice suggest` asks for the lookups counted so far before it reads the store (written slice by slice, as on the timer).
+    rt.control.handle('events.flush-lookups', { call: () => this.writeLookupsNow() });
   }
 
   private safeSize(): number {
@@ -147,7 +161,7 @@ export class EventStoreComponent implements Component {
     }
   }
 
-  /** A resolved lookup, added to its day's row (written with the next batch). */
+  /** A resolved lookup, added to its day's row (written at the next lookup flush). */
   private acceptLookup(e: DnsQueryEvent): void {
     const l = lookupOf(e);
     if (!l) return;
@@ -224,20 +238,74 @@ export class EventStoreComponent implements Component {
       this.queue = this.queue.length <= batchMax ? [] : this.queue.slice(batchMax);
       const counters = this.counters();
       const key = JSON.stringify(counters);
-      const lookups = [...this.lookups.values()];
-      this.lookups = new Map();
-      if (batch.length === 0 && key === this.lastSaved && lookups.length === 0) return;
+      if (batch.length === 0 && key === this.lastSaved) return;
       try {
-        store.append(batch, counters, lookups);
+        store.append(batch, counters);
         this.lastSaved = key;
         for (const e of batch) this.stored[e.verdict]++;
       } catch (err) {
         // A full disk or a locked file: these events are lost, and counted as such.
         this.drops += batch.length;
-        for (const l of lookups) this.lookupDrops += l.count;
         if (++this.writeErrors <= 10) this.rt?.log('error', 'event store write failed', { error: (err as Error).message, events: batch.length });
       }
     } while (this.queue.length > 0);
+  }
+
+  /** Takes the lookups aggregated so far for writing; returns false when nothing is left to write. */
+  private takeLookups(): boolean {
+    if (this.lookups.size > 0) {
+      for (const l of this.lookups.values()) this.lookupsWriting.push(l);
+      this.lookups = new Map();
+    }
+    return this.lookupsWriting.length > 0;
+  }
+
+  /** Writes one slice of the taken lookups; false when none is left. */
+  private writeLookupSlice(): boolean {
+    const store = this.store;
+    if (!store || this.lookupsWriting.length === 0) return false;
+    const n = Math.max(1, this.opts.lookupSlice ?? 250);
+    const slice = this.lookupsWriting.length <= n ? this.lookupsWriting : this.lookupsWriting.slice(0, n);
+    this.lookupsWriting = this.lookupsWriting.length <= n ? [] : this.lookupsWriting.slice(n);
+    try {
+      store.append([], undefined, slice);
+    } catch (err) {
+      for (const l of slice) this.lookupDrops += l.count;
+      if (++this.writeErrors <= 10) this.rt?.log('error', 'event store write failed (DNS lookups)', { error: (err as Error).message, rows: slice.length });
+    }
+    return this.lookupsWriting.length > 0;
+  }
+
+  /** The lookup flush under way (slice by slice), if any. */
+  private lookupFlush: Promise<void> | undefined;
+
+  /** The lookup flush: a slice per turn of the event loop, so answers wait at most one slice. */
+  private writeLookupsInSlices(): void {
+    void this.writeLookupsNow();
+  }
+
+  /** Writes what was aggregated so far, a slice per turn of the loop; resolves when it is all written (what comes meanwhile waits for the next). */
+  private writeLookupsNow(): Promise<{ written: boolean }> {
+    if (this.lookupFlush) return this.lookupFlush.then(() => this.writeLookupsNow());
+    if (!this.takeLookups()) return Promise.resolve({ written: true });
+    this.lookupFlush = new Promise<void>((resolve) => {
+      const next = () => {
+        if (this.writeLookupSlice()) setImmediate(next);
+        else resolve();
+      };
+      next();
+    }).finally(() => {
+      this.lookupFlush = undefined;
+    });
+    return this.lookupFlush.then(() => ({ written: true }));
+  }
+
+  /** Writes every aggregated lookup now (at stop; tests). */
+  flushLookups(): void {
+    this.takeLookups();
+    while (this.writeLookupSlice()) {
+      // slice after slice
+    }
   }
 
   private retain(limits: RetentionLimits): void {
@@ -259,7 +327,9 @@ export class EventStoreComponent implements Component {
     clearInterval(this.timer);
     clearInterval(this.retentionTimer);
     clearInterval(this.lossTimer);
+    clearInterval(this.lookupTimer);
     this.flush();
+    this.flushLookups();
     this.store?.close();
     this.store = undefined;
   }

@@ -246,6 +246,38 @@ describe('the store keeps resolved lookups only', () => {
 });
 
 describe('the store component aggregates lookups per day and asker, bounded', () => {
+  it("lookups stay off the events' 100 ms writes: they go every lookupFlushMs, in slices of lookupSlice rows, one transaction per turn of the loop", async () => {
+    const store = new MemoryStore();
+    const appends: { events: number; lookups: number; names: string[] }[] = [];
+    const append = store.append.bind(store);
+    store.append = (events, counters, lookups) => {
+      appends.push({ events: events.length, lookups: lookups?.length ?? 0, names: (lookups ?? []).map((l) => l.name) });
+      append(events, counters, lookups);
+    };
+    const rt = { metrics: new Registry(), control: { handle: () => undefined }, log: () => undefined } as unknown as Runtime;
+    const c = new EventStoreComponent({ open: () => store, counters: () => ({ ...ZERO_COUNTERS }), flushMs: 10, lookupFlushMs: 200, lookupSlice: 7 });
+    await c.start(rt);
+    const e = (name: string): DnsQueryEvent => ({ time: T0, transport: 'udp', client: { address: '198.18.0.2', port: 40000, uid: 1000 }, name, type: 1, verdict: 'allowed', rules: [], rcode: 0, answers: [], dropped: [], latencyMs: 0 });
+    try {
+      for (let i = 0; i < 50; i++) publishDnsQuery(e(`n${i}.example.com`));
+      c.flush();
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(appends.filter((a) => a.lookups > 0).length, 0, 'nothing written by the event flushes');
+      const deadline = Date.now() + 5_000;
+      while ([...store.scanLookups({ since: 0, until: Number.MAX_SAFE_INTEGER })].length < 50 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.equal([...store.scanLookups({ since: 0, until: Number.MAX_SAFE_INTEGER })].length, 50);
+      const slices = appends.filter((a) => a.lookups > 0);
+      assert.deepEqual(slices.map((a) => a.lookups), [7, 7, 7, 7, 7, 7, 7, 1]);
+      assert.ok(slices.every((a) => a.events === 0));
+      // What is left at stop is written then.
+      publishDnsQuery(e('late.example.com'));
+    } finally {
+      await c.stop();
+    }
+    // (The memory store forgets everything at close: what reached it is in the spy.)
+    assert.deepEqual(appends.at(-1)?.names, ['late.example.com']);
+  });
+
   it('one row per day, name and asker (counts add up); distinct rows past the day\'s bound are dropped and counted', async () => {
     const store = new MemoryStore();
     const handlers = new Map<string, unknown>();
@@ -260,9 +292,9 @@ describe('the store component aggregates lookups per day and asker, bounded', ()
       publishDnsQuery(e('c.example.com', T0));
       publishDnsQuery(e('d.example.com', T0));
       publishDnsQuery(e('api.example.com', T0 + DAY));
-      c.flush();
+      c.flushLookups();
       publishDnsQuery(e('api.example.com', T0 + DAY + 5));
-      c.flush();
+      c.flushLookups();
       const rows = [...store.scanLookups({ since: 0, until: Number.MAX_SAFE_INTEGER })];
       assert.deepEqual(
         rows.map((r) => [r.day - Math.floor(T0 / DAY), r.name, r.uid, r.count, r.first - T0, r.last - T0]),

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { controlCall } from '../../runtime/control-server.js';
 import { SluiceError, UsageError } from '../../errors.js';
 import { eventStorePath } from '../../events/store-component.js';
 import { parseSince } from '../../events/time-window.js';
@@ -33,6 +34,19 @@ function openStore(stateDir: string): SqliteStore {
   const store = openStoreForReading(stateDir);
   if (!store) throw new SluiceError('EEVENTSTORE', `No events recorded yet (no store at ${eventStorePath(stateDir)}; the daemon writes it)`);
   return store;
+}
+
+/**
+ * Asks a running daemon to write the DNS lookups it counted so far (it writes
+ * them every 30 s otherwise), so the window includes the last seconds. No
+ * daemon, or an older one: nothing to ask, and the store is read as it is.
+ */
+export async function flushLookups(controlSocket: string): Promise<void> {
+  try {
+    await controlCall(controlSocket, 'events.flush-lookups', {}, 30_000);
+  } catch {
+    // Not running, or not answering: the store has what was written.
+  }
 }
 
 /** The events of the window, folded into distinct flows (streamed from the store: bounded memory); with `promote`, the promotions from the same pass. */
@@ -73,8 +87,9 @@ function existingPolicy(ctx: Context, file: string | undefined): { policy: Polic
  * against FILE; exit 1 when it would break observed traffic.
  */
 export async function suggest(ctx: Context, args: SuggestArgs): Promise<number> {
-  const until = Date.now() + 1;
   const since = parseSince(args.since ?? '7d');
+  await flushLookups(ctx.state.controlSocket);
+  const until = Date.now() + 1;
   if (args.check !== undefined) {
     if (args.out !== undefined || args.policy !== undefined) throw new UsageError('`sluice suggest --check FILE` takes no --out or --policy: it only reads FILE and the events');
     return check(ctx, args.check, since, until);
