@@ -39,6 +39,8 @@ const familyKey = (family: Family, addr: bigint): bigint => (family === 4 ? addr
  * recently answered first) once there are several.
  */
 interface NameHold {
+  /** The name as first stored: the map is re-keyed with it, so an answer's own string dies young. */
+  name: string;
   key: bigint;
   until: number;
   more: Map<bigint, number> | undefined;
@@ -136,7 +138,8 @@ export class LearnedState {
     const e = m?.get(addr);
     if (!m || !e) return undefined;
     m.delete(addr);
-    m.set(addr, e);
+    // Under the entry's own key: the answer's bigint dies young instead of living on in the map.
+    m.set(e.addr, e);
     return e;
   }
 
@@ -201,7 +204,7 @@ export class LearnedState {
         const oldest = this.byName.keys().next();
         if (!oldest.done) this.byName.delete(oldest.value);
       }
-      this.byName.set(name, { key: k, until: expiresAt, more: undefined });
+      this.byName.set(name, { name, key: k, until: expiresAt, more: undefined });
       return;
     }
     if (!h.more) {
@@ -226,7 +229,7 @@ export class LearnedState {
     const h = this.byName.get(name);
     if (!h) return NO_RELEASE;
     this.byName.delete(name);
-    this.byName.set(name, h);
+    this.byName.set(h.name, h);
     const m = h.more;
     if (!m || m.size <= limit) return NO_RELEASE;
     const released: { family: Family; addr: bigint }[] = [];

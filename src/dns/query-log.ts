@@ -4,13 +4,24 @@ const TRANSPORTS: DnsQueryEvent['transport'][] = ['udp', 'tcp', 'passive'];
 const VERDICTS: DnsQueryEvent['verdict'][] = ['allowed', 'blocked', 'would-block', 'error'];
 const NONE: readonly never[] = Object.freeze([]);
 
+/** Bytes of a name's slot, and of an answers' slot (longer text is kept as a string). */
+const NAME_SLOT = 96;
+const ANSWERS_SLOT = 48;
+/** Rule lists are shared by their text: a few distinct lists, whatever the rate (bounded). */
+const MAX_RULE_LISTS = 1024;
+
 /**
  * The newest DNS queries the guard answered (what `sluice dns` shows), in a
- * fixed-capacity ring stored column by column: numbers in typed arrays,
- * text as strings, shared where it repeats (client addresses, rule lists).
- * At thousands of queries a second, keeping every event as a graph of small
- * objects for seconds made the garbage collector's work grow with the query
- * rate; columns keep what survives to a few flat values per query.
+ * fixed-capacity ring stored column by column: numbers in typed arrays, the
+ * name and the answers as bytes in fixed slots of one buffer (outside the
+ * JavaScript heap), the rest shared where it repeats (client addresses, rule
+ * lists). At thousands of queries a second an entry lives for seconds, longer
+ * than the young generation's collections are apart: kept as strings and
+ * arrays, every query's text was copied by each collection and then promoted,
+ * and the collector's pauses on the loop that answers grew with the query
+ * rate. In the slots the query's own strings die young; only text longer than
+ * its slot, or not ASCII (rare: names over 96 bytes, several answers), is kept
+ * as a string.
  */
 export class QueryLog {
   private next = 0;
@@ -22,10 +33,13 @@ export class QueryLog {
   private readonly rcode: Uint16Array;
   private readonly codes: Uint8Array;
   private readonly address: string[];
-  private readonly name: string[];
+  /** Names and answers (joined by spaces): bytes in their slots, with their lengths; a string beside when longer than the slot. */
+  private readonly text: Buffer;
+  private readonly nameLen: Uint8Array;
+  private readonly answersLen: Uint8Array;
+  private readonly long = new Map<number, { name?: string; answers?: string }>();
   private readonly rules: (readonly string[])[];
-  /** Answers joined by spaces ('' for none). */
-  private readonly answers: string[];
+  private readonly ruleLists = new Map<string, readonly string[]>();
   /** Rare fields (dropped addresses, the process, a detail), kept as given. */
   private readonly extra: ({ dropped?: DnsQueryEvent['dropped']; process?: DnsQueryEvent['process']; detail?: string } | undefined)[];
   private readonly interned = new Map<string, string>();
@@ -39,9 +53,10 @@ export class QueryLog {
     this.rcode = new Uint16Array(capacity);
     this.codes = new Uint8Array(capacity);
     this.address = new Array<string>(capacity).fill('');
-    this.name = new Array<string>(capacity).fill('');
+    this.text = Buffer.alloc(capacity * (NAME_SLOT + ANSWERS_SLOT));
+    this.nameLen = new Uint8Array(capacity);
+    this.answersLen = new Uint8Array(capacity);
     this.rules = new Array<readonly string[]>(capacity).fill(NONE);
-    this.answers = new Array<string>(capacity).fill('');
     this.extra = new Array(capacity).fill(undefined);
   }
 
@@ -54,8 +69,39 @@ export class QueryLog {
     return s;
   }
 
+  /** A rule list shared with every earlier one of the same text (bounded). */
+  private sharedRules(rules: readonly string[]): readonly string[] {
+    if (rules.length === 0) return NONE;
+    // JSON for several (injective); a single rule by its name (the length check below keeps them apart).
+    const key = rules.length === 1 ? (rules[0] as string) : JSON.stringify(rules);
+    const known = this.ruleLists.get(key);
+    if (known !== undefined && known.length === rules.length) return known;
+    if (this.ruleLists.size >= MAX_RULE_LISTS) this.ruleLists.clear();
+    const kept = Object.freeze([...rules]);
+    this.ruleLists.set(key, kept);
+    return kept;
+  }
+
+  /**
+   * Writes `s` into a slot when it is ASCII (one byte per character, so it
+   * reads back exactly) and fits; its length, or -1 for the string beside.
+   */
+  private static put(buf: Buffer, s: string, at: number, slot: number): number {
+    // UTF-8 takes one byte for each character exactly when all of them are ASCII.
+    if (s.length > slot || Buffer.byteLength(s, 'utf8') !== s.length) return -1;
+    return buf.write(s, at, s.length, 'latin1');
+  }
+
   push(e: DnsQueryEvent): void {
     const i = this.next;
+    const base = i * (NAME_SLOT + ANSWERS_SLOT);
+    const answers = e.answers.length === 0 ? '' : e.answers.length === 1 ? (e.answers[0] as string) : e.answers.join(' ');
+    const nameN = QueryLog.put(this.text, e.name, base, NAME_SLOT);
+    const answersN = QueryLog.put(this.text, answers, base + NAME_SLOT, ANSWERS_SLOT);
+    if (nameN < 0 || answersN < 0) this.long.set(i, { ...(nameN < 0 ? { name: e.name } : {}), ...(answersN < 0 ? { answers } : {}) });
+    else if (this.long.size > 0) this.long.delete(i);
+    this.nameLen[i] = nameN < 0 ? 0 : nameN;
+    this.answersLen[i] = answersN < 0 ? 0 : answersN;
     this.time[i] = e.time;
     this.latency[i] = e.latencyMs;
     this.port[i] = e.client.port;
@@ -63,9 +109,7 @@ export class QueryLog {
     this.rcode[i] = e.rcode;
     this.codes[i] = (TRANSPORTS.indexOf(e.transport) << 4) | VERDICTS.indexOf(e.verdict);
     this.address[i] = this.intern(e.client.address);
-    this.name[i] = e.name;
-    this.rules[i] = e.rules.length === 0 ? NONE : e.rules;
-    this.answers[i] = e.answers.length === 0 ? '' : e.answers.join(' ');
+    this.rules[i] = this.sharedRules(e.rules);
     this.extra[i] = e.dropped.length > 0 || e.process || e.detail !== undefined ? { dropped: e.dropped.length > 0 ? e.dropped : undefined, process: e.process, detail: e.detail } : undefined;
     this.next = (i + 1) % this.capacity;
     if (this.count < this.capacity) this.count++;
@@ -110,12 +154,15 @@ export class QueryLog {
 
   private at(i: number): DnsQueryEvent {
     const x = this.extra[i];
-    const answers = this.answers[i] as string;
+    const base = i * (NAME_SLOT + ANSWERS_SLOT);
+    const long = this.long.get(i);
+    const name = long?.name ?? this.text.toString('latin1', base, base + (this.nameLen[i] as number));
+    const answers = long?.answers ?? this.text.toString('latin1', base + NAME_SLOT, base + NAME_SLOT + (this.answersLen[i] as number));
     const e: DnsQueryEvent = {
       time: this.time[i] as number,
       transport: TRANSPORTS[(this.codes[i] as number) >> 4] as DnsQueryEvent['transport'],
       client: { address: this.address[i] as string, port: this.port[i] as number },
-      name: this.name[i] as string,
+      name,
       type: this.type[i] as number,
       verdict: VERDICTS[(this.codes[i] as number) & 15] as DnsQueryEvent['verdict'],
       rules: [...(this.rules[i] as readonly string[])],

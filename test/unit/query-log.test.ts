@@ -11,12 +11,14 @@ const event: fc.Arbitrary<DnsQueryEvent> = fc
     time: fc.integer({ min: 0, max: 2 ** 45 }),
     transport: fc.constantFrom('udp' as const, 'tcp' as const, 'passive' as const),
     client: fc.record({ address: fc.constantFrom('127.0.0.1', '::1', '198.18.0.2'), port: fc.integer({ min: 0, max: 65535 }) }),
-    name: word,
+    // Short names in their slot; long ones (a 253-byte name, multi-byte text around the 96-byte slot) beside it.
+    name: fc.oneof(word, fc.string({ minLength: 90, maxLength: 260 }), fc.string({ unit: 'grapheme', minLength: 20, maxLength: 60 }), fc.constant(`${'a'.repeat(95)}\u00e9`)),
     type: fc.integer({ min: 0, max: 65535 }),
     verdict: fc.constantFrom('allowed' as const, 'blocked' as const, 'would-block' as const, 'error' as const),
-    rules: fc.array(word, { maxLength: 3 }),
+    // Rule lists repeat (shared by their text): from a small pool, names with the separators a join might use.
+    rules: fc.array(fc.constantFrom('api', 'a\nb', 'a', 'b', '["a","b"]', 'b\nc'), { maxLength: 3 }),
     rcode: fc.integer({ min: 0, max: 4095 }),
-    answers: fc.array(fc.constantFrom('198.18.0.10', '2001:db8::1', '198.18.16.7'), { maxLength: 4 }),
+    answers: fc.array(fc.constantFrom('198.18.0.10', '2001:db8::1', '198.18.16.7', '2001:db8:ffff:ffff:ffff:ffff:ffff:fffe'), { maxLength: 4 }),
     dropped: fc.array(fc.record({ address: fc.constantFrom('10.0.0.1', '127.0.0.1'), why: word }), { maxLength: 2 }),
     latencyMs: fc.integer({ min: 0, max: 10_000_000 }).map((x) => x / 1000),
   })
