@@ -42,6 +42,13 @@ export interface StoreComponentOptions {
 }
 
 const DAY_MS = 86_400_000;
+
+/** A lookup row of the day, with what was counted in it since it was last written. */
+interface DayRow extends LookupRow {
+  pending: number;
+  pendingFirst: number;
+  pendingLast: number;
+}
 /** A name longer than a policy can hold (253 characters) is not kept: no rule could name it. */
 const MAX_LOOKUP_NAME = 253;
 
@@ -92,15 +99,21 @@ export class EventStoreComponent implements Component {
   private rt: Runtime | undefined;
   private readonly onFlow = (msg: unknown) => this.accept(msg as RecordedEvent);
   private readonly onDns = (msg: unknown) => this.acceptLookup(msg as DnsQueryEvent);
-  /** Lookups aggregated since the last write, by key. */
-  private lookups = new Map<string, LookupRow>();
-  /** The keys seen on `lookupDay` (bounded): how many distinct rows that day has. */
+  /**
+   * The day's lookup rows by key (bounded by lookupKeysPerDay), kept for the
+   * whole day: a lookup of a known row only counts in it, so at thousands of
+   * lookups a second nothing is allocated to live past the next write. The
+   * previous day's rows stay one day more, for late events.
+   */
+  private lookupRows = new Map<string, DayRow>();
+  private lookupRowsBefore = new Map<string, DayRow>();
   private lookupDay = -1;
-  private lookupDayKeys = new Set<string>();
+  /** Rows counted since their last write, in the order they were first counted. */
+  private lookupsDirty: DayRow[] = [];
   private lookupDrops = 0;
   private lookupTimer: NodeJS.Timeout | undefined;
   /** Rows taken for writing, not yet written (slice by slice). */
-  private lookupsWriting: LookupRow[] = [];
+  private lookupsWriting: DayRow[] = [];
 
   constructor(private readonly opts: StoreComponentOptions) {}
 
@@ -161,42 +174,49 @@ export class EventStoreComponent implements Component {
     }
   }
 
-  /** A resolved lookup, added to its day's row (written at the next lookup flush). */
+  /** A resolved lookup, counted in its day's row (written at the next lookup flush). */
   private acceptLookup(e: DnsQueryEvent): void {
     const l = lookupOf(e);
     if (!l) return;
     const key = lookupKey(l);
+    let rows = this.lookupRows;
     if (l.day !== this.lookupDay) {
       if (l.day < this.lookupDay) {
-        // A late event from an earlier day: kept only if its row is still pending (that day's bound is gone).
-        const have = this.lookups.get(key);
-        if (!have) {
-          this.lookupDrops++;
-          return;
-        }
-        have.count++;
-        have.first = Math.min(have.first, e.time);
-        have.last = Math.max(have.last, e.time);
+        // A late event from an earlier day: counted only in a row that day already has.
+        const have = l.day === this.lookupDay - 1 ? this.lookupRowsBefore.get(key) : undefined;
+        if (have) this.count(have, e.time);
+        else this.lookupDrops++;
         return;
       }
+      // A new day: its own rows (and bound); yesterday's stay for late events, unwritten ones included.
+      this.lookupRowsBefore = l.day === this.lookupDay + 1 ? this.lookupRows : new Map();
+      this.lookupRows = rows = new Map();
       this.lookupDay = l.day;
-      this.lookupDayKeys = new Set();
     }
-    const have = this.lookups.get(key);
+    const have = rows.get(key);
     if (have) {
-      have.count++;
-      have.first = Math.min(have.first, e.time);
-      have.last = Math.max(have.last, e.time);
+      this.count(have, e.time);
       return;
     }
-    if (!this.lookupDayKeys.has(key)) {
-      if (this.lookupDayKeys.size >= (this.opts.lookupKeysPerDay ?? 100_000)) {
-        this.lookupDrops++;
-        return;
-      }
-      this.lookupDayKeys.add(key);
+    if (rows.size >= (this.opts.lookupKeysPerDay ?? 100_000)) {
+      this.lookupDrops++;
+      return;
     }
-    this.lookups.set(key, { ...l, count: 1, first: e.time, last: e.time });
+    const row: DayRow = { ...l, count: 0, first: e.time, last: e.time, pending: 0, pendingFirst: e.time, pendingLast: e.time };
+    rows.set(key, row);
+    this.count(row, e.time);
+  }
+
+  private count(row: DayRow, time: number): void {
+    if (row.pending === 0) {
+      row.pendingFirst = time;
+      row.pendingLast = time;
+      this.lookupsDirty.push(row);
+    } else {
+      if (time < row.pendingFirst) row.pendingFirst = time;
+      if (time > row.pendingLast) row.pendingLast = time;
+    }
+    row.pending++;
   }
 
   /** Everything the pipeline counted, cumulative. */
@@ -251,24 +271,31 @@ export class EventStoreComponent implements Component {
     } while (this.queue.length > 0);
   }
 
-  /** Takes the lookups aggregated so far for writing; returns false when nothing is left to write. */
+  /** Takes the rows counted so far for writing; returns false when nothing is left to write. */
   private takeLookups(): boolean {
-    if (this.lookups.size > 0) {
-      for (const l of this.lookups.values()) this.lookupsWriting.push(l);
-      this.lookups = new Map();
+    if (this.lookupsDirty.length > 0) {
+      for (const r of this.lookupsDirty) this.lookupsWriting.push(r);
+      this.lookupsDirty = [];
     }
     return this.lookupsWriting.length > 0;
   }
 
-  /** Writes one slice of the taken lookups; false when none is left. */
+  /** Writes one slice of the taken rows (what each counted since its last write); false when none is left. */
   private writeLookupSlice(): boolean {
     const store = this.store;
     if (!store || this.lookupsWriting.length === 0) return false;
     const n = Math.max(1, this.opts.lookupSlice ?? 250);
-    const slice = this.lookupsWriting.length <= n ? this.lookupsWriting : this.lookupsWriting.slice(0, n);
+    const taken = this.lookupsWriting.length <= n ? this.lookupsWriting : this.lookupsWriting.slice(0, n);
     this.lookupsWriting = this.lookupsWriting.length <= n ? [] : this.lookupsWriting.slice(n);
+    const slice: LookupRow[] = [];
+    for (const r of taken) {
+      // Counted again while waiting for its slice: written with its latest count, never twice.
+      if (r.pending === 0) continue;
+      slice.push({ day: r.day, name: r.name, verdict: r.verdict, uid: r.uid, unit: r.unit, cgroup: r.cgroup, process: r.process, count: r.pending, first: r.pendingFirst, last: r.pendingLast });
+      r.pending = 0;
+    }
     try {
-      store.append([], undefined, slice);
+      if (slice.length > 0) store.append([], undefined, slice);
     } catch (err) {
       for (const l of slice) this.lookupDrops += l.count;
       if (++this.writeErrors <= 10) this.rt?.log('error', 'event store write failed (DNS lookups)', { error: (err as Error).message, rows: slice.length });
