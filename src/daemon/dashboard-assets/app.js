@@ -794,7 +794,7 @@ async function loadPolicy() {
   for (const v of r.versions) {
     const tr = el('tr');
     tr.append(el('td', fmtTime(Date.parse(v.at))));
-    const who = v.by ? (v.by.via === 'dashboard' ? `dashboard (${v.by.auth}, ${v.by.remote})` : v.by.via === 'cli' ? `command line (uid ${v.by.uid}${v.by.sudoUser ? `, sudo ${v.by.sudoUser}` : ''})` : String(v.by.via || '')) : '';
+    const who = v.by ? (v.by.via === 'dashboard' ? `dashboard (${v.by.auth}, ${v.by.remote})` : v.by.via === 'cli' ? `command line (uid ${v.by.uid}${v.by.sudoUser ? `, sudo ${v.by.sudoUser}` : ''})` : v.by.via === 'confirm-timer' ? 'the confirmation timer (not confirmed in time)' : v.by.via === 'restore' ? 'the boot-time restore (never confirmed)' : String(v.by.via || '')) : '';
     tr.append(el('td', `${v.event}${who ? ` by ${who}` : ''}${v.by && v.by.rule ? `: allow ${v.by.rule}` : ''}${v.by && v.by.rollbackTo ? `: back to ${v.by.rollbackTo.slice(0, 12)}` : ''}`));
     tr.append(el('td', v.sha256 ? `${v.sha256.slice(0, 12)}${v.mode ? ` ${v.mode}` : ''}` : '-'));
     const cell = el('td');
