@@ -129,6 +129,47 @@ describe('integration: the dashboard in a browser', () => {
     assert.equal(await page.locator('#history-filter input[name=since]').inputValue(), '1h', 'the default comes back');
   });
 
+  it('Live under a burst: batches that arrive together are one render, the rows pushed out at the bottom are reused at the top, 500 kept, newest first, the filter applied', async () => {
+    await page.goto(`${ORIGIN}/#overview`);
+    // Three batches of 300 in one response (as a slow page catches up), then 204: the stream ends and is not reopened.
+    const batch = (k: number) =>
+      JSON.stringify({
+        events: Array.from({ length: 300 }, (_, i) => {
+          const id = k * 300 + i;
+          return { kind: 'flow', time: Date.now(), verdict: id % 10 === 0 ? 'allowed' : 'blocked', rule: id % 10 === 0 ? 'web' : '#default', family: 4, proto: 6, src: '198.18.0.2', dst: HOSTS.other4, dport: 10_000 + id, process: { pid: 1, comm: 'burst' } };
+        }),
+        dropped: 0,
+      });
+    let streams = 0;
+    await page.route(/\/api\/live$/, (route) =>
+      streams++ === 0
+        ? route.fulfill({ status: 200, headers: { 'content-type': 'text/event-stream' }, body: `retry: 3000\n\n${[0, 1, 2].map((k) => `event: events\ndata: ${batch(k)}\n\n`).join('')}` })
+        : route.fulfill({ status: 204, body: '' }),
+    );
+    try {
+      await page.evaluate(`(() => {
+        const t = document.querySelector('#live-table tbody');
+        const s = window.__burst = { renders: 0, nodes: new Set(t.children) };
+        new MutationObserver((ms) => { let added = false; for (const m of ms) for (const n of m.addedNodes) { s.nodes.add(n); added = true; } if (added) s.renders++; }).observe(t, { childList: true });
+      })()`);
+      await page.goto(`${ORIGIN}/#live?verdict=blocked`);
+      const newest = liveRows().first();
+      await newest.filter({ hasText: `${HOSTS.other4}:10899/tcp` }).waitFor({ timeout: 10_000 });
+      assert.equal(await liveRows().count(), 500, 'the newest 500 kept');
+      // 810 matched (every tenth was allowed, filtered out): the 500th newest of them is id 345.
+      // textContent: the rows off screen are not rendered (content-visibility), so they have no innerText.
+      assert.match((await liveRows().nth(499).textContent()) ?? '', new RegExp(`${HOSTS.other4.replace(/\./g, '\\.')}:10345/tcp`));
+      const verdicts = (await page.evaluate(`[...document.querySelectorAll('#live-table tbody tr')].map((r) => r.children[2].textContent)`)) as string[];
+      assert.deepEqual([...new Set(verdicts)], ['blocked'], 'the filter kept the allowed ones out');
+      const seen = (await page.evaluate('({ renders: window.__burst.renders, nodes: window.__burst.nodes.size })')) as { renders: number; nodes: number };
+      assert.ok(seen.renders <= 2, `${seen.renders} renders for three batches that arrived together`);
+      assert.ok(seen.nodes <= 500, `${seen.nodes} row nodes for 810 rows shown: the ones pushed out are reused`);
+    } finally {
+      await page.unroute(/\/api\/live$/);
+      await page.goto(`${ORIGIN}/#overview`);
+    }
+  });
+
   it('History, filtered from the URL, lists it with its export links; Explain gives the verdict and the rule', async () => {
     await page.goto(`${ORIGIN}/#history?verdict=blocked&since=10m`);
     await page.locator('#history-table tbody tr').filter({ hasText: `${HOSTS.other4}:443` }).first().waitFor();
