@@ -507,6 +507,46 @@ rules:
     await page.waitForURL(/#overview$/);
   });
 
+  it('a tamper (the table deleted by nft) is marked on the Overview chart\'s time axis, and stays where it happened when zoomed', async () => {
+    await page.goto(`${ORIGIN}/#overview`);
+    await page.locator('#chart svg').waitFor();
+    assert.equal(await page.locator('#chart .tamper-mark').count(), 0, 'no mark before the tamper');
+    const at = Date.now();
+    await w.nft(['delete', 'table', 'inet', 'sluice']);
+    // The watchdog restores it within a second or so and journals it; the page asks /api/stats again on a reload.
+    await waitFor('the restore', async () => ((await w.nft(['list', 'tables'])).includes('inet sluice') ? true : undefined), 10_000);
+    const mark = page.locator('#chart .tamper-mark').first();
+    await waitFor('the tamper mark', async () => {
+      await page.reload();
+      await page.locator('#chart svg').waitFor();
+      return (await page.locator('#chart .tamper-mark').count()) > 0 ? true : undefined;
+    }, 10_000);
+    assert.equal(await page.locator('#chart .tamper-mark').count(), 1);
+    const time = Number(await mark.getAttribute('data-time'));
+    assert.ok(time >= at - 1000 && time <= Date.now(), `${time} vs ${at}`);
+    assert.match(await mark.getAttribute('class') ?? '', /\brestored\b/);
+    assert.match(await mark.locator('title').textContent() ?? '', /^Tamper .* UTC: restored; by nft \(pid \d+\); the table was deleted/);
+    assert.match(await page.locator('#totals').innerText(), /Tamper: 1 finding in this range \(1 restored\)/);
+    // The last hour: the mark is at the right end, where now is.
+    const x = async () => Number(await mark.locator('line').getAttribute('x1'));
+    assert.ok((await x()) > 560, `x ${await x()} of 600 in the last hour`);
+    // Zoomed to ten minutes around it: the mark moves to the middle with its time, as the lines do.
+    const q = new URLSearchParams({ from: new Date(Math.round((time - 300_000) / 1000) * 1000).toISOString(), to: new Date(Math.round((time + 300_000) / 1000) * 1000).toISOString() });
+    await page.goto(`${ORIGIN}/#overview?${q}`);
+    await page.locator('#h-overview').filter({ hasText: ' to ' }).waitFor();
+    await mark.waitFor();
+    assert.equal(Number(await mark.getAttribute('data-time')), time);
+    // Within two one-minute buckets of the middle: the lines draw bucket i at i * step, and the mark uses the same mapping.
+    assert.ok(Math.abs((await x()) - 300) < 110, `x ${await x()} of 600: the middle of the zoomed range`);
+    await page.screenshot({ path: join(SHOTS, 'dashboard-overview-tamper-laptop.png'), fullPage: true });
+    // Zoomed to a range before it: no mark.
+    const before = new URLSearchParams({ from: new Date(Math.round((time - 1_200_000) / 1000) * 1000).toISOString(), to: new Date(Math.round((time - 600_000) / 1000) * 1000).toISOString() });
+    await page.goto(`${ORIGIN}/#overview?${before}`);
+    await page.locator('#h-overview').filter({ hasText: ' to ' }).waitFor();
+    await page.locator('#chart svg').waitFor();
+    assert.equal(await page.locator('#chart .tamper-mark').count(), 0);
+  });
+
   it('no page tripped its own Content-Security-Policy or threw', () => {
     assert.deepEqual(problems, []);
   });

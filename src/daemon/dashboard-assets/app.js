@@ -241,36 +241,62 @@ function row(tbody, cells) {
 const W = 600;
 const H = 160;
 
-/** The chart's current range (ms), for dragging and the keyboard: {from, to, zoomed}. */
+/**
+ * The chart's current range (ms), for dragging and the keyboard: {from, to, zoomed, start, bucketMs, step}.
+ * One mapping between time and x serves the lines, the tamper marks and the drag (chartXOf, chartTimeAt):
+ * bucket i (starting at start + i * bucketMs) is drawn at x = i * step.
+ */
 let chartRange = null;
 /** The smallest range a zoom goes down to: the store's buckets are a minute at least. */
 const MIN_ZOOM_MS = 5 * 60_000;
 
-function chart(node, timeline, from, to, bucketMs, zoomed) {
+const chartXOf = (r, t) => ((t - r.start) / r.bucketMs) * r.step;
+const chartTimeAt = (r, x) => r.start + (x / r.step) * r.bucketMs;
+
+function svgEl(tag, attrs) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  return e;
+}
+
+/** A tamper finding as a mark across the chart at its time, with who and what as its tooltip (text, never markup). */
+function tamperMark(r, m) {
+  // A time in the last bucket lies past its start, the right end: kept on the chart.
+  const x = Math.max(0, Math.min(W, chartXOf(r, m.time)));
+  const g = svgEl('g', { class: m.restored ? 'tamper-mark restored' : 'tamper-mark', 'data-time': m.time });
+  const title = document.createElementNS(SVG, 'title');
+  const by = Array.isArray(m.by) ? m.by.map(String) : [];
+  const changes = Array.isArray(m.changes) ? m.changes.map(String) : [];
+  title.textContent = `Tamper ${fmtTime(m.time)} UTC: ${m.restored ? 'restored' : 'not restored'}${by.length ? `; by ${by.join(', ')}` : ''}${changes.length ? `; ${changes.join('; ')}` : ''}`;
+  g.append(title, svgEl('line', { x1: x.toFixed(1), y1: 0, x2: x.toFixed(1), y2: H }), svgEl('path', { d: `M${(x - 4).toFixed(1)} 0H${(x + 4).toFixed(1)}L${x.toFixed(1)} 7Z` }));
+  return g;
+}
+
+function chart(node, timeline, from, to, bucketMs, zoomed, tamper) {
   clear(node);
-  chartRange = { from, to, zoomed };
   const start = from - (from % bucketMs);
   const buckets = Math.max(1, Math.ceil((to - start) / bucketMs));
+  const step = buckets > 1 ? W / (buckets - 1) : W;
+  chartRange = { from, to, zoomed, start, bucketMs, step };
   const series = { allowed: new Array(buckets).fill(0), blocked: new Array(buckets).fill(0), 'would-block': new Array(buckets).fill(0) };
   for (const r of timeline) {
     const i = Math.floor((r.time - start) / bucketMs);
     if (i >= 0 && i < buckets && series[r.verdict]) series[r.verdict][i] += r.count;
   }
   const max = Math.max(1, ...Object.values(series).flat());
+  const marks = (tamper || []).filter((m) => m && Number.isFinite(m.time) && m.time >= start && m.time <= to);
   const svg = document.createElementNS(SVG, 'svg');
   svg.setAttribute('viewBox', `0 0 ${W} ${H + 14}`);
   svg.setAttribute('role', 'img');
-  svg.setAttribute('aria-label', `Events per ${bucketMs / 60000} minute(s) from ${fmtTime(from)} to ${fmtTime(to)} UTC; the highest is ${max}`);
-  const axis = document.createElementNS(SVG, 'line');
-  for (const [k, v] of Object.entries({ x1: 0, y1: H, x2: W, y2: H, class: 'axis' })) axis.setAttribute(k, String(v));
-  svg.append(axis);
+  svg.setAttribute('aria-label', `Events per ${bucketMs / 60000} minute(s) from ${fmtTime(from)} to ${fmtTime(to)} UTC; the highest is ${max}${marks.length ? `; ${marks.length} tamper finding${marks.length === 1 ? '' : 's'} marked` : ''}`);
+  svg.append(svgEl('line', { x1: 0, y1: H, x2: W, y2: H, class: 'axis' }));
   for (const [verdict, values] of Object.entries(series)) {
     const line = document.createElementNS(SVG, 'polyline');
-    const step = buckets > 1 ? W / (buckets - 1) : W;
     line.setAttribute('points', values.map((v, i) => `${(i * step).toFixed(1)},${(H - (v / max) * (H - 4)).toFixed(1)}`).join(' '));
     line.setAttribute('class', `s-${verdict}`);
     svg.append(line);
   }
+  for (const m of marks) svg.append(tamperMark(chartRange, m));
   const span = to - from;
   const label = (ms) => (span > 86_400_000 ? fmtTime(ms).slice(5, 16) : fmtTime(ms).slice(11, 16));
   for (const [x, text, anchor] of [[0, label(from), 'start'], [W, zoomed ? label(to) : 'now', 'end']]) {
@@ -349,7 +375,7 @@ function wireChartZoom(node) {
     d.rect.remove();
     if (node.hasPointerCapture(ev.pointerId)) node.releasePointerCapture(ev.pointerId);
     if (cancelled || Math.abs(d.x1 - d.x0) < 6) return;
-    const t = (x) => d.range.from + (x / W) * (d.range.to - d.range.from);
+    const t = (x) => chartTimeAt(d.range, x);
     zoomTo(t(Math.min(d.x0, d.x1)), t(Math.max(d.x0, d.x1)));
   };
   node.addEventListener('pointerup', (ev) => end(ev, false));
@@ -400,8 +426,10 @@ async function loadOverview(params) {
     $('#totals').textContent = s
       ? `${s.total} events: ${s.byVerdict.blocked} blocked, ${s.byVerdict['would-block']} would-block, ${s.byVerdict.allowed} allowed; ${s.attributed} with a process`
       : 'No events recorded yet.';
+    const tampered = Array.isArray(r.tamper) ? r.tamper.length : 0;
+    if (tampered > 0) $('#totals').textContent += `. Tamper: ${tampered} finding${tampered === 1 ? '' : 's'} in this range (${r.tamper.filter((m) => m.restored).length} restored), marked on the chart`;
     $('#chart-unit').textContent = `Events per ${r.bucketMs === 60_000 ? 'minute' : `${r.bucketMs / 60_000} minutes`}`;
-    chart($('#chart'), r.timeline, zoomed ? zoomed.from : r.since, zoomed ? zoomed.to : Date.now(), r.bucketMs, !!zoomed);
+    chart($('#chart'), r.timeline, zoomed ? zoomed.from : r.since, zoomed ? zoomed.to : Date.now(), r.bucketMs, !!zoomed, Array.isArray(r.tamper) ? r.tamper : []);
     for (const [id, rows, cells] of [
       ['#top-destinations', s ? s.byDestination : [], (x) => [{ text: x.key }, { text: x.count, cls: 'num' }]],
       ['#top-processes', s ? s.byProcess : [], (x) => [{ text: x.key }, { text: x.count, cls: 'num' }]],
