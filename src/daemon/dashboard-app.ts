@@ -314,7 +314,7 @@ export function dashboardApp(opts: DashboardAppOptions): Hono {
     const r = await sources.suggest(p.value);
     if (r.ok) return c.json(r.value);
     // Busy with another window, or over its time or heap: come back later.
-    return r.retryAfter !== undefined ? c.json({ error: r.error }, 503, { 'retry-after': String(r.retryAfter) }) : c.json({ error: r.error }, 500);
+    return r.retryAfter !== undefined ? c.json({ error: r.error, ...(r.busy ? { busy: true } : {}) }, 503, { 'retry-after': String(r.retryAfter) }) : c.json({ error: r.error }, 500);
   });
 
   const openapi = openApiDocument(opts.version ?? 'unknown', credentials.cookieName);

@@ -115,7 +115,7 @@ export function openApiDocument(version: string, cookieName: string): Record<str
         ERROR,
         ),
         503,
-        { description: 'computed in a worker of its own, one window at a time: another window is being computed, or this one ran over the worker\'s time (30 s) or heap (512 MiB) and was stopped: `{"error": "..."}` with `Retry-After` (seconds)' },
+        { description: 'computed in a worker of its own, one window at a time: another window is being computed (`{"error": "...", "busy": true}`: the same request after `Retry-After` seconds will do; the page retries by itself), or this one ran over the worker\'s time (30 s) or heap (512 MiB) and was stopped (`{"error": "..."}`: a shorter window will do), each with `Retry-After` (seconds)' },
       ),
       '/api/session': get('The CSRF token for state-changing requests (send it as `X-Sluice-CSRF`), and how this request signed in', JSON_OK('`{csrf, auth: "session" | "dashboard token"}`')),
       '/api/policy': get(

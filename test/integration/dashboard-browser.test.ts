@@ -461,6 +461,44 @@ rules:
     assert.ok(logged.every((p) => /status of 400/.test(p)), logged.join('\n'));
   });
 
+  it('Suggestions, the server busy (503, busy, Retry-After): the page says it waits, asks again by itself after those seconds, then shows the cards; a window stopped for its time is not retried', async () => {
+    const SUGGEST = /\/api\/suggest\?/;
+    const times: number[] = [];
+    let answer: 'busy' | 'slow' = 'busy';
+    await page.route(SUGGEST, async (route) => {
+      times.push(Date.now());
+      if (times.length === 1) {
+        const body = answer === 'busy' ? { error: 'another suggestion is being computed; try again shortly', busy: true } : { error: 'the suggestion took longer than 30 s and was stopped; try a shorter window' };
+        return route.fulfill({ status: 503, headers: { 'retry-after': answer === 'busy' ? '2' : '30', 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      }
+      return route.continue();
+    });
+    const before = problems.length;
+    try {
+      await page.goto(`${ORIGIN}/#suggest?since=3h`);
+      await page.locator('#suggest-state').filter({ hasText: /^Busy: another suggestion is being computed; try again shortly\. Waiting 2 s as the server asks, then trying again by itself \(try 2 of 10\)\.$/ }).waitFor();
+      await page.locator('#suggest-wait').filter({ hasText: /^Next try in [12] s\.$/ }).waitFor();
+      await page.locator('#suggest-rules .card').filter({ hasText: HOSTS.other4 }).first().waitFor({ timeout: 30_000 });
+      assert.equal(times.length, 2, 'asked once more, by itself');
+      assert.ok((times[1] ?? 0) - (times[0] ?? 0) >= 1_900, `asked again after ${(times[1] ?? 0) - (times[0] ?? 0)} ms: Retry-After is 2 s`);
+      assert.equal(await page.locator('#suggest-wait').innerText(), '');
+      assert.match(await page.locator('#suggest-state').innerText(), /^\d+ events from /);
+
+      // Over its time: the same window would be stopped again; the page says so and waits for the user.
+      times.length = 0;
+      answer = 'slow';
+      await page.goto(`${ORIGIN}/#suggest?since=4h`);
+      await page.locator('#suggest-state').filter({ hasText: /^Cannot suggest: the suggestion took longer than 30 s and was stopped; try a shorter window \(the server can take another in 30 s\)$/ }).waitFor();
+      await new Promise((r) => setTimeout(r, 2_500));
+      assert.equal(times.length, 1, 'not retried');
+      // The browser logs the two 503s itself; they are this test's doing.
+      const logged = problems.splice(before);
+      assert.ok(logged.length === 2 && logged.every((p) => /status of 503/.test(p)), logged.join('\n'));
+    } finally {
+      await page.unroute(SUGGEST);
+    }
+  });
+
   it('the Overview chart: a drag across it puts the time range into the URL, the lists follow it, Reset zoom goes back; + zooms from the keyboard', async () => {
     await page.goto(`${ORIGIN}/#overview`);
     await page.locator('#chart svg').waitFor();

@@ -20,10 +20,28 @@ function clear(node) {
   while (node.firstChild) node.removeChild(node.firstChild);
 }
 
+/** An API error: its message, the HTTP status, the parsed body and Retry-After in seconds (null when absent or not a number of seconds). */
+class ApiError extends Error {
+  constructor(message, status, body, retryAfter) {
+    super(message);
+    this.status = status;
+    this.body = body;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** Retry-After as delay-seconds (RFC 9110 10.2.3), or an HTTP date; null for anything else. */
+function retryAfterSeconds(value) {
+  if (value === null) return null;
+  if (/^[0-9]{1,9}$/.test(value.trim())) return Number(value.trim());
+  const at = Date.parse(value);
+  return Number.isFinite(at) ? Math.max(0, Math.ceil((at - Date.now()) / 1000)) : null;
+}
+
 async function api(path) {
   const r = await fetch(path, { credentials: 'same-origin', headers: { accept: 'application/json' } });
   const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
+  if (!r.ok) throw new ApiError(typeof body.error === 'string' ? body.error : `HTTP ${r.status}`, r.status, body, retryAfterSeconds(r.headers.get('retry-after')));
   return body;
 }
 
@@ -459,7 +477,31 @@ function figure(parent, value, text, cls) {
   parent.append(p);
 }
 
+/** A busy server (503, `busy`: another window is being computed) is asked again after its Retry-After, clamped to this range (s), at most SUGGEST_TRIES times. */
+const SUGGEST_WAIT_MIN_S = 1;
+const SUGGEST_WAIT_MAX_S = 60;
+const SUGGEST_TRIES = 10;
+/** Which load of the Suggestions page is current: a newer one (another window, coming back to the page) ends an older one's waiting. */
+let suggestRun = 0;
+
+/** The wait before try `attempt` (1-based): the server's Retry-After, or without one 2, 4, 8... s; always within the bounds. */
+function suggestWait(retryAfter, attempt) {
+  const s = retryAfter !== null && retryAfter !== undefined ? retryAfter : 2 ** attempt;
+  return Math.min(SUGGEST_WAIT_MAX_S, Math.max(SUGGEST_WAIT_MIN_S, s));
+}
+
+/** Waits `seconds`, counting down in `node`; false when this load is no longer current (or the page was left) meanwhile. */
+async function suggestCountdown(run, seconds, node, text) {
+  for (let left = seconds; left > 0; left--) {
+    if (run !== suggestRun || $('#page-suggest').hidden) return false;
+    node.textContent = text(left);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  return run === suggestRun && !$('#page-suggest').hidden;
+}
+
 async function loadSuggest(params) {
+  const run = ++suggestRun;
   fillForm($('#suggest-filter'), params);
   const since = params.get('since') || '7d';
   const state = $('#suggest-state');
@@ -469,14 +511,38 @@ async function loadSuggest(params) {
   for (const n of [summary, cards, more]) clear(n);
   $('#suggest-pick').hidden = true;
   $('#suggest-yaml').value = '';
-  state.textContent = `Reading the events of ${since}… (this can take a few seconds)`;
+  const reading = `Reading the events of ${since}… (this can take a few seconds)`;
+  state.textContent = reading;
+  const wait = $('#suggest-wait');
+  wait.textContent = '';
   let r;
-  try {
-    r = await api(`/api/suggest?${new URLSearchParams({ since })}`);
-  } catch (err) {
-    state.textContent = `Cannot suggest: ${err.message}`;
-    return;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      r = await api(`/api/suggest?${new URLSearchParams({ since })}`);
+      break;
+    } catch (err) {
+      if (run !== suggestRun) return;
+      const busy = err instanceof ApiError && err.status === 503 && err.body && err.body.busy === true;
+      if (!busy) {
+        wait.textContent = '';
+        const later = err instanceof ApiError && err.status === 503 && err.retryAfter !== null ? ` (the server can take another in ${err.retryAfter} s)` : '';
+        state.textContent = `Cannot suggest: ${err.message}${later}`;
+        return;
+      }
+      if (attempt >= SUGGEST_TRIES) {
+        wait.textContent = '';
+        state.textContent = `Cannot suggest: the server stayed busy (${err.message}) through ${SUGGEST_TRIES} tries. Show tries again.`;
+        return;
+      }
+      const seconds = suggestWait(err.retryAfter, attempt);
+      // Said once per wait (the status is read out); the seconds left count down beside it, not read out.
+      state.textContent = `Busy: ${err.message}. Waiting ${seconds} s as the server asks, then trying again by itself (try ${attempt + 1} of ${SUGGEST_TRIES}).`;
+      if (!(await suggestCountdown(run, seconds, wait, (left) => `Next try in ${left} s.`))) return;
+      wait.textContent = '';
+      state.textContent = reading;
+    }
   }
+  if (run !== suggestRun) return;
   if (!r.store) {
     state.textContent = 'No events recorded yet: the daemon writes them as traffic is seen. Nothing to suggest.';
     return;
