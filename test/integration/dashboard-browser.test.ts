@@ -259,6 +259,12 @@ describe('integration: the dashboard in a browser', () => {
       assert.ok(statSync(file).size > 5_000, file);
       const overflow = (await page.evaluate('document.documentElement.scrollWidth - window.innerWidth')) as number;
       assert.ok(overflow <= 1, `policy rules at ${name}: ${overflow}px wider than the window`);
+      if (name === 'phone') {
+        // Readable: at phone width what a rule matches gets a card's whole width, not a column a few words wide.
+        const table = await page.locator('#policy-rules').boundingBox();
+        const matches = await web.locator('td').nth(2).boundingBox();
+        assert.ok(table && matches && matches.width >= 0.9 * table.width, `policy rules at ${name}: the matches cell is ${matches?.width}px of ${table?.width}px`);
+      }
     }
     await page.setViewportSize(WIDTHS.laptop);
   });

@@ -1005,19 +1005,30 @@ function showRules(rules) {
     name.append(el('span', ` line ${rule.line}`, 'note'));
     if (rule.comment) name.append(el('div', rule.comment, 'note'));
     tr.append(name);
-    tr.append(el('td', rule.action, rule.action === 'allow' ? 'v-allowed' : 'v-blocked'));
+    const action = el('td', rule.action, rule.action === 'allow' ? 'v-allowed' : 'v-blocked');
+    action.dataset.label = 'Action';
+    tr.append(action);
     const what = [`to ${rule.to}`, `ports ${rule.ports}`];
     if (rule.from !== 'anyone') what.push(`from ${rule.from}`);
     if (rule.interfaces) what.push(`via ${rule.interfaces}`);
     if (rule.mode) what.push(`its own mode: ${rule.mode}`);
     if (rule.scopes.length > 0) what.push(`scopes: ${rule.scopes.join(', ')}`);
     if (rule.log) what.push('logged');
-    tr.append(el('td', what.join(' · ')));
+    const matches = el('td', what.join(' · '));
+    matches.dataset.label = 'Matches';
+    tr.append(matches);
     const never = rules.counted && rule.packets === 0;
     const packets = el('td', never ? '0 (never hit)' : fmtCount(rule.packets), never ? 'num never-hit' : 'num');
     packets.dataset.packets = rule.packets === null ? '' : String(rule.packets);
+    // The labels show at phone width, where each rule is stacked as a card (app.css).
+    packets.dataset.label = 'Packets';
     tr.append(packets);
-    tr.append(el('td', fmtCount(rule.bytes), 'num'));
+    const bytes = el('td', fmtCount(rule.bytes), 'num');
+    bytes.dataset.label = 'Bytes';
+    tr.append(bytes);
+    // Explicit roles: at phone width the rows are laid out as grids, which must not cost the table its semantics.
+    tr.setAttribute('role', 'row');
+    for (const td of tr.children) td.setAttribute('role', 'cell');
     tbody.append(tr);
   }
 }
