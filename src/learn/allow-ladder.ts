@@ -160,9 +160,11 @@ function withRule(text: string, rule: LadderStep['rule']): { policy: string; yam
 
 /** `yaml` (a one-item block list) inserted into `text` as the last item of `rules` (the parsed node; undefined: no such key); null where that is not a plain insertion. */
 function splice(text: string, rules: unknown, yaml: string): string | null {
-  const indented = (n: number) => yaml.replace(/^(?=.)/gm, ' '.repeat(n));
-  const withNewline = (t: string) => (t === '' || t.endsWith('\n') ? t : `${t}\n`);
-  if (rules === undefined) return `${withNewline(text)}rules:\n${yaml}`;
+  // A file written with CRLF line ends gets the rule's lines with CRLF too.
+  const eol = text.includes('\r\n') ? '\r\n' : '\n';
+  const indented = (n: number) => yaml.replace(/^(?=.)/gm, ' '.repeat(n)).replace(/\n/g, eol);
+  const withNewline = (t: string) => (t === '' || t.endsWith('\n') ? t : `${t}${eol}`);
+  if (rules === undefined) return `${withNewline(text)}rules:${eol}${indented(0)}`;
   if (!isSeq(rules) || !rules.range) return null;
   const [start, end] = rules.range;
   if (rules.flow) {
@@ -173,7 +175,7 @@ function splice(text: string, rules: unknown, yaml: string): string | null {
     const lineEnd = text.indexOf('\n', end);
     const rest = lineEnd === -1 ? text.slice(end) : text.slice(end, lineEnd);
     const after = lineEnd === -1 ? '' : text.slice(lineEnd + 1);
-    return `${text.slice(0, from)}${rest.trimEnd() === '' ? '' : rest.trimEnd()}\n${indented(2)}${after}`;
+    return `${text.slice(0, from)}${rest.trimEnd()}${eol}${indented(2)}${after}`;
   }
   // A block list: its items start at the column of the first `-`; the new one goes after the last item's lines.
   const column = start - (text.lastIndexOf('\n', start - 1) + 1);

@@ -131,6 +131,8 @@ describe('unit: allow this (the ladder)', () => {
       `\nmode: enforce\nrules:\n  - name: api\n    to: [api.example.com]`,
       `\nmode: enforce\nrules: []   # none yet\n`,
       `\n\nmode: enforce\n`,
+      // CRLF line ends: the rule's lines get them too.
+      `\r\nmode: enforce\r\nrules:\r\n  - name: api\r\n    to: [api.example.com]\r\n`,
     ];
     for (const text of texts) {
       const l = allowLadder(input(target, { existing: { policy: load(text), text }, history: [factsOf(target)] }));
@@ -143,7 +145,8 @@ describe('unit: allow this (the ladder)', () => {
         else assert.deepEqual(changed.filter((x) => x.startsWith('-')), ['-rules: []   # none yet'], `${s.id}: only the empty list replaced:\n${diff}`);
         const p = load(s.policy);
         assert.deepEqual(p.rules.map((r) => r.name), [...load(text).rules.map((r) => r.name), s.rule.name], s.id);
-        assert.ok(s.policy.startsWith(text.startsWith('\n\n') ? '\n\nmode' : '\n'), `${s.id}: the leading blank line kept`);
+        assert.ok(s.policy.startsWith(text.startsWith('\n\n') ? '\n\nmode' : text.startsWith('\r\n') ? '\r\nmode' : '\n'), `${s.id}: the leading blank line kept`);
+        if (text.includes('\r\n')) assert.doesNotMatch(s.policy, /[^\r]\n/, `${s.id}: CRLF throughout`);
       }
     }
   });
