@@ -264,6 +264,10 @@ describe('integration: the dashboard in a browser', () => {
         const table = await page.locator('#policy-rules').boundingBox();
         const matches = await web.locator('td').nth(2).boundingBox();
         assert.ok(table && matches && matches.width >= 0.9 * table.width, `policy rules at ${name}: the matches cell is ${matches?.width}px of ${table?.width}px`);
+        // The applied versions likewise: who made a change, and what, across the width.
+        const versions = await page.locator('#policy-versions').boundingBox();
+        const change = await page.locator('#policy-versions tbody tr').first().locator('td').nth(1).boundingBox();
+        assert.ok(versions && change && change.width >= 0.9 * versions.width, `policy versions at ${name}: the change cell is ${change?.width}px of ${versions?.width}px`);
       }
     }
     await page.setViewportSize(WIDTHS.laptop);

@@ -972,6 +972,9 @@ async function loadPolicy() {
       cell.append(b);
     }
     tr.append(cell);
+    // Explicit roles: at phone width the rows are laid out as grids (app.css), which must not cost the table its semantics.
+    tr.setAttribute('role', 'row');
+    for (const td of tr.children) td.setAttribute('role', 'cell');
     tbody.append(tr);
   }
 }
