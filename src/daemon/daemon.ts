@@ -193,7 +193,7 @@ export class Daemon {
   private rollBackOverdue(why: string): void {
     const pending = this.opts.state.pending();
     if (!pending || Date.parse(pending.deadline) > Date.now()) return;
-    if (rollBackPending(this.opts.netfilter, this.opts.state, pending.token, why)) logLine('warn', `rolled back an unconfirmed apply: ${why}`);
+    if (rollBackPending(this.opts.netfilter, this.opts.state, pending.token, why, { via: 'confirm-timer', process: 'daemon' })) logLine('warn', `rolled back an unconfirmed apply: ${why}`);
   }
 
   /** Arms the daemon's own watch on a pending confirmation: at its deadline it rolls back, whoever else (the timer) does not first. */
@@ -206,7 +206,7 @@ export class Daemon {
     this.pendingTimer = setTimeout(() => {
       this.pendingTimer = undefined;
       try {
-        if (rollBackPending(this.opts.netfilter, this.opts.state, pending.token, 'not confirmed in time')) {
+        if (rollBackPending(this.opts.netfilter, this.opts.state, pending.token, 'not confirmed in time', { via: 'confirm-timer', process: 'daemon' })) {
           logLine('warn', 'rolled back an unconfirmed apply');
           void this.sync().catch((err: unknown) => logLine('error', 'adopting the rolled-back policy failed', { error: String(err) }));
         }

@@ -4,6 +4,7 @@ import type { SuggestAnswer } from './dashboard-suggest-runner.js';
 import type { ListenAddress } from '../policy/listen-address.js';
 import { cookieValue, hostAllowed, sameOrigin, type DashboardCredentials } from './dashboard-auth.js';
 import type { DashboardHealth } from './dashboard-health.js';
+import type { TamperMark } from './dashboard-tamper.js';
 import type { LiveHub } from './dashboard-live.js';
 import { openApiDocument } from './dashboard-openapi.js';
 import type { Ladder } from '../learn/allow-ladder.js';
@@ -38,6 +39,8 @@ export interface DashboardSources {
   events(q: EventQuery): StoredEvent[] | null;
   stats(q: { since: number; until?: number }, top: number): EventStats | null;
   timeline(q: { since: number; until?: number }, bucketMs: number): TimelineRow[] | null;
+  /** The tamper watchdog's findings in the window (from the journal), for the Overview chart's time axis. Optional: without it, none. */
+  tamper?(q: { since: number; until?: number }): TamperMark[];
   /** The health page's figures; null when the daemon did not answer in time. Optional: without it, /api/health answers 503. */
   health?(): Promise<DashboardHealth | null>;
   /** "Allow this": the ladder of rules for one stored event (already form-checked arguments); null: no such event. */
@@ -281,7 +284,7 @@ export function dashboardApp(opts: DashboardAppOptions): Hono {
     // At most ~360 buckets, at least a minute each.
     const span = (p.value.until ?? Date.now()) - p.value.since;
     const bucketMs = Math.max(60_000, Math.ceil(span / 360 / 60_000) * 60_000);
-    return c.json({ since: p.value.since, bucketMs, stats: sources.stats(window, p.value.limit), timeline: sources.timeline(window, bucketMs) ?? [] });
+    return c.json({ since: p.value.since, bucketMs, stats: sources.stats(window, p.value.limit), timeline: sources.timeline(window, bucketMs) ?? [], tamper: sources.tamper?.(window) ?? [] });
   });
 
   app.get('/api/explain', async (c) => {
@@ -311,7 +314,7 @@ export function dashboardApp(opts: DashboardAppOptions): Hono {
     const r = await sources.suggest(p.value);
     if (r.ok) return c.json(r.value);
     // Busy with another window, or over its time or heap: come back later.
-    return r.retryAfter !== undefined ? c.json({ error: r.error }, 503, { 'retry-after': String(r.retryAfter) }) : c.json({ error: r.error }, 500);
+    return r.retryAfter !== undefined ? c.json({ error: r.error, ...(r.busy ? { busy: true } : {}) }, 503, { 'retry-after': String(r.retryAfter) }) : c.json({ error: r.error }, 500);
   });
 
   const openapi = openApiDocument(opts.version ?? 'unknown', credentials.cookieName);

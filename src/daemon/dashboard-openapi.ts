@@ -86,7 +86,12 @@ export function openApiDocument(version: string, cookieName: string): Record<str
     paths: {
       '/api/status': get('The policy in force, table state (live or drifted), mode, counters, guard health, and what waits for confirmation (`pending`: deadline, secondsLeft, rollbackTo; null: nothing), and whether a suggestion is being computed (`suggesting`: startedAt; null: none)', JSON_OK('the daemon\'s status')),
       '/api/events': get('Stored events, newest first, filtered', { description: 'the events: `{events, limit, since}`, or CSV with `format=csv`', content: { 'application/json': { schema: { type: 'object' } }, 'text/csv': { schema: { type: 'string' } } } }, OPENAPI_PARAMS.events, true),
-      '/api/stats': get('Counts over a window: top destinations, processes and rules, and a timeline of allowed, blocked and would-block', JSON_OK('`{since, bucketMs, stats, timeline}`'), OPENAPI_PARAMS.stats, true),
+      '/api/stats': get(
+        'Counts over a window: top destinations, processes and rules, a timeline of allowed, blocked and would-block, and the tamper watchdog\'s findings in the window (`tamper`, from the journal, oldest first, at most 200: when, whether the table was restored, who changed it as the kernel\'s notifications told, the first lines of what changed), for the same time axis',
+        JSON_OK('`{since, bucketMs, stats, timeline: [{time, verdict, count}], tamper: [{time, restored, by, changes}]}`'),
+        OPENAPI_PARAMS.stats,
+        true,
+      ),
       '/api/explain': get('The verdict for a destination, port and user, and the rule that decides it', JSON_OK('the explanation, as `sluice explain --json` gives it'), OPENAPI_PARAMS.explain, true),
       '/api/allow': withResponse(
         get(
@@ -110,7 +115,7 @@ export function openApiDocument(version: string, cookieName: string): Record<str
         ERROR,
         ),
         503,
-        { description: 'computed in a worker of its own, one window at a time: another window is being computed, or this one ran over the worker\'s time (30 s) or heap (512 MiB) and was stopped: `{"error": "..."}` with `Retry-After` (seconds)' },
+        { description: 'computed in a worker of its own, one window at a time: another window is being computed (`{"error": "...", "busy": true}`: the same request after `Retry-After` seconds will do; the page retries by itself), or this one ran over the worker\'s time (30 s) or heap (512 MiB) and was stopped (`{"error": "..."}`: a shorter window will do), each with `Retry-After` (seconds)' },
       ),
       '/api/session': get('The CSRF token for state-changing requests (send it as `X-Sluice-CSRF`), and how this request signed in', JSON_OK('`{csrf, auth: "session" | "dashboard token"}`')),
       '/api/policy': get(

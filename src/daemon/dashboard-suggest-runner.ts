@@ -8,7 +8,8 @@ import type { SuggestWorkerData } from './dashboard-suggest-worker.js';
  * "not now" (a 503 with Retry-After: another window is being computed, or
  * this one ran over its time or heap and was ended).
  */
-export type SuggestAnswer = { ok: true; value: Record<string, unknown> } | { ok: false; error: string; retryAfter?: number };
+/** `busy`: another window is being computed (the same request later will do); without it a `retryAfter` answer ran over its time or heap (a shorter window will). */
+export type SuggestAnswer = { ok: true; value: Record<string, unknown> } | { ok: false; error: string; retryAfter?: number; busy?: true };
 
 export interface SuggestRunnerOptions {
   stateDir: string;
@@ -54,7 +55,7 @@ export class SuggestRunner {
     if (this.running) {
       if (this.running.key === key) return this.running.answer;
       const left = Math.max(1, Math.ceil((this.running.startedAt + this.opts.timeoutMs - Date.now()) / 1000));
-      return Promise.resolve({ ok: false, error: 'another suggestion is being computed; try again shortly', retryAfter: left });
+      return Promise.resolve({ ok: false, error: 'another suggestion is being computed; try again shortly', retryAfter: left, busy: true });
     }
     const data: SuggestWorkerData = { stateDir: this.opts.stateDir, req, limits: this.opts.limits ?? { budgetMs: SUGGEST_LIMITS.budgetMs, maxFlows: SUGGEST_LIMITS.maxFlows } };
     const worker = new Worker(this.opts.entry ?? new URL('./dashboard-suggest-worker.js', import.meta.url), {

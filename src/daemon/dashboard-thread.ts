@@ -45,6 +45,7 @@ import { kernelCounterFamilies, kernelMetricsContext, type KernelMetricsContext 
 import { dashboardRules, type DashboardRules } from './dashboard-rules.js';
 import type { Family } from '../runtime/metrics.js';
 import { LiveHub, type LiveEvent } from './dashboard-live.js';
+import { tamperMarks } from './dashboard-tamper.js';
 import type { DashboardPolicyInfo, DashboardThreadConfig } from './dashboard-component.js';
 
 const port = parentPort;
@@ -356,6 +357,8 @@ const sources: DashboardSources = {
   events: (q: EventQuery) => events()?.query(q) ?? null,
   stats: (q, top) => events()?.stats(q, top) ?? null,
   timeline: (q, bucketMs) => events()?.timeline(q, bucketMs) ?? null,
+  // The newest MiB of the journal: a tamper line is a few hundred bytes, an apply's with its diff a few KiB.
+  tamper: (q) => tamperMarks(state.readJournal(1024 * 1024), q),
   health,
   allow,
   applyStep,

@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util';
 import type { StoredEvent } from '../events/event-store.js';
 import type { FlowRow } from '../events/sqlite-store.js';
 import type { HostFacts } from '../policy/builtins.js';
@@ -129,9 +130,22 @@ function uniqueName(base: string, taken: Set<string>): string {
   for (let i = 2; ; i++) if (!taken.has(`${b}-${i}`)) return `${b}-${i}`;
 }
 
-/** The policy text with one rule appended to `rules` (the Document API: comments and order kept; values go in as YAML scalars). */
+/**
+ * The policy text with one rule appended to `rules`: the file's text kept
+ * byte for byte (leading blank lines, spacing, comments, a missing final
+ * newline) and the rule's lines inserted after the last rule, at its
+ * indentation, so a diff against the applied text only adds. Where the text
+ * cannot be spliced so (rules written as a non-empty flow list, several
+ * documents), or the splice does not read back as the old rules plus this
+ * one, the document is written out again with the YAML library instead
+ * (comments and order kept, the formatting normalised).
+ */
 function withRule(text: string, rule: LadderStep['rule']): { policy: string; yaml: string } {
+  // The rule alone, as a one-item list: what a reviewer reads and could paste under rules:.
+  const yaml = new Document([rule]).toString({ flowCollectionPadding: false, lineWidth: 0 });
   const doc = parseDocument(text);
+  const spliced = doc.errors.length === 0 ? splice(text, doc.get('rules', true), yaml) : null;
+  if (spliced !== null && readsAs(spliced, doc.toJS() as unknown, rule)) return { policy: spliced, yaml };
   let seq = doc.get('rules', true);
   if (!isSeq(seq)) {
     seq = doc.createNode([]) as YAMLSeq;
@@ -141,10 +155,43 @@ function withRule(text: string, rule: LadderStep['rule']): { policy: string; yam
   // `rules: []` is written in flow style; a rule appended there reads better as a block.
   if (rules.items.length === 0) rules.flow = false;
   rules.items.push(doc.createNode(rule) as YAMLMap);
-  const policy = doc.toString({ flowCollectionPadding: false, lineWidth: 0 });
-  // The rule alone, as a one-item list: what a reviewer reads and could paste under rules:.
-  const yaml = new Document([rule]).toString({ flowCollectionPadding: false, lineWidth: 0 });
-  return { policy, yaml };
+  return { policy: doc.toString({ flowCollectionPadding: false, lineWidth: 0 }), yaml };
+}
+
+/** `yaml` (a one-item block list) inserted into `text` as the last item of `rules` (the parsed node; undefined: no such key); null where that is not a plain insertion. */
+function splice(text: string, rules: unknown, yaml: string): string | null {
+  // A file written with CRLF line ends gets the rule's lines with CRLF too.
+  const eol = text.includes('\r\n') ? '\r\n' : '\n';
+  const indented = (n: number) => yaml.replace(/^(?=.)/gm, ' '.repeat(n)).replace(/\n/g, eol);
+  const withNewline = (t: string) => (t === '' || t.endsWith('\n') ? t : `${t}${eol}`);
+  if (rules === undefined) return `${withNewline(text)}rules:${eol}${indented(0)}`;
+  if (!isSeq(rules) || !rules.range) return null;
+  const [start, end] = rules.range;
+  if (rules.flow) {
+    if (rules.items.length > 0) return null;
+    // `rules: []`: the empty list becomes a block list of one (the spaces before the brackets go too, the rest of the line stays).
+    let from = start;
+    while (from > 0 && text[from - 1] === ' ') from--;
+    const lineEnd = text.indexOf('\n', end);
+    const rest = lineEnd === -1 ? text.slice(end) : text.slice(end, lineEnd);
+    const after = lineEnd === -1 ? '' : text.slice(lineEnd + 1);
+    return `${text.slice(0, from)}${rest.trimEnd()}${eol}${indented(2)}${after}`;
+  }
+  // A block list: its items start at the column of the first `-`; the new one goes after the last item's lines.
+  const column = start - (text.lastIndexOf('\n', start - 1) + 1);
+  // At the end of the line the last item ends on (a comment after it stays on its line).
+  const nl = end > 0 && text[end - 1] === '\n' ? end - 1 : text.indexOf('\n', end);
+  const cut = nl === -1 ? text.length : nl + 1;
+  return `${withNewline(text.slice(0, cut))}${indented(column)}${text.slice(cut)}`;
+}
+
+/** Whether `policy` parses, without errors, as `before` (a policy's plain data) with `rule` appended to its rules. */
+function readsAs(policy: string, before: unknown, rule: LadderStep['rule']): boolean {
+  const d = parseDocument(policy);
+  if (d.errors.length > 0 || typeof before !== 'object' || before === null) return false;
+  const old = (before as { rules?: unknown }).rules;
+  const want = { ...(before as Record<string, unknown>), rules: [...(Array.isArray(old) ? (old as unknown[]) : []), JSON.parse(JSON.stringify(rule)) as unknown] };
+  return isDeepStrictEqual(d.toJS() as unknown, want);
 }
 
 function ruleNames(text: string): Set<string> {

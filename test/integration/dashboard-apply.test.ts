@@ -184,7 +184,10 @@ describe('integration: applying "allow this" from the dashboard', () => {
     assert.equal(await reach(8443), false, 'blocked again');
     assert.equal(await reach(443), true, 'the confirmed change before it stays');
     assert.equal(readFileSync(policyFile, 'utf8'), fileBefore);
-    assert.ok(journal().some((e) => e.event === 'rollback' && e.restored === before), 'the rollback is journaled');
+    const rolled = journal().filter((e) => e.event === 'rollback' && e.restored === before);
+    assert.equal(rolled.length, 1, 'the rollback is journaled');
+    // Nobody asked for it: the journal says the confirmation timer did (the timer process or the daemon's own watch, whichever came first).
+    assert.equal((rolled[0]?.by as { via?: string } | undefined)?.via, 'confirm-timer', JSON.stringify(rolled[0]));
   });
 
   it('the Policy page lists the versions with who made them and their diffs; "roll back to this one" takes the same confirmation path', async () => {

@@ -129,6 +129,47 @@ describe('integration: the dashboard in a browser', () => {
     assert.equal(await page.locator('#history-filter input[name=since]').inputValue(), '1h', 'the default comes back');
   });
 
+  it('Live under a burst: batches that arrive together are one render, the rows pushed out at the bottom are reused at the top, 500 kept, newest first, the filter applied', async () => {
+    await page.goto(`${ORIGIN}/#overview`);
+    // Three batches of 300 in one response (as a slow page catches up), then 204: the stream ends and is not reopened.
+    const batch = (k: number) =>
+      JSON.stringify({
+        events: Array.from({ length: 300 }, (_, i) => {
+          const id = k * 300 + i;
+          return { kind: 'flow', time: Date.now(), verdict: id % 10 === 0 ? 'allowed' : 'blocked', rule: id % 10 === 0 ? 'web' : '#default', family: 4, proto: 6, src: '198.18.0.2', dst: HOSTS.other4, dport: 10_000 + id, process: { pid: 1, comm: 'burst' } };
+        }),
+        dropped: 0,
+      });
+    let streams = 0;
+    await page.route(/\/api\/live$/, (route) =>
+      streams++ === 0
+        ? route.fulfill({ status: 200, headers: { 'content-type': 'text/event-stream' }, body: `retry: 3000\n\n${[0, 1, 2].map((k) => `event: events\ndata: ${batch(k)}\n\n`).join('')}` })
+        : route.fulfill({ status: 204, body: '' }),
+    );
+    try {
+      await page.evaluate(`(() => {
+        const t = document.querySelector('#live-table tbody');
+        const s = window.__burst = { renders: 0, nodes: new Set(t.children) };
+        new MutationObserver((ms) => { let added = false; for (const m of ms) for (const n of m.addedNodes) { s.nodes.add(n); added = true; } if (added) s.renders++; }).observe(t, { childList: true });
+      })()`);
+      await page.goto(`${ORIGIN}/#live?verdict=blocked`);
+      const newest = liveRows().first();
+      await newest.filter({ hasText: `${HOSTS.other4}:10899/tcp` }).waitFor({ timeout: 10_000 });
+      assert.equal(await liveRows().count(), 500, 'the newest 500 kept');
+      // 810 matched (every tenth was allowed, filtered out): the 500th newest of them is id 345.
+      // textContent: the rows off screen are not rendered (content-visibility), so they have no innerText.
+      assert.match((await liveRows().nth(499).textContent()) ?? '', new RegExp(`${HOSTS.other4.replace(/\./g, '\\.')}:10345/tcp`));
+      const verdicts = (await page.evaluate(`[...document.querySelectorAll('#live-table tbody tr')].map((r) => r.children[2].textContent)`)) as string[];
+      assert.deepEqual([...new Set(verdicts)], ['blocked'], 'the filter kept the allowed ones out');
+      const seen = (await page.evaluate('({ renders: window.__burst.renders, nodes: window.__burst.nodes.size })')) as { renders: number; nodes: number };
+      assert.ok(seen.renders <= 2, `${seen.renders} renders for three batches that arrived together`);
+      assert.ok(seen.nodes <= 500, `${seen.nodes} row nodes for 810 rows shown: the ones pushed out are reused`);
+    } finally {
+      await page.unroute(/\/api\/live$/);
+      await page.goto(`${ORIGIN}/#overview`);
+    }
+  });
+
   it('History, filtered from the URL, lists it with its export links; Explain gives the verdict and the rule', async () => {
     await page.goto(`${ORIGIN}/#history?verdict=blocked&since=10m`);
     await page.locator('#history-table tbody tr').filter({ hasText: `${HOSTS.other4}:443` }).first().waitFor();
@@ -218,6 +259,16 @@ describe('integration: the dashboard in a browser', () => {
       assert.ok(statSync(file).size > 5_000, file);
       const overflow = (await page.evaluate('document.documentElement.scrollWidth - window.innerWidth')) as number;
       assert.ok(overflow <= 1, `policy rules at ${name}: ${overflow}px wider than the window`);
+      if (name === 'phone') {
+        // Readable: at phone width what a rule matches gets a card's whole width, not a column a few words wide.
+        const table = await page.locator('#policy-rules').boundingBox();
+        const matches = await web.locator('td').nth(2).boundingBox();
+        assert.ok(table && matches && matches.width >= 0.9 * table.width, `policy rules at ${name}: the matches cell is ${matches?.width}px of ${table?.width}px`);
+        // The applied versions likewise: who made a change, and what, across the width.
+        const versions = await page.locator('#policy-versions').boundingBox();
+        const change = await page.locator('#policy-versions tbody tr').first().locator('td').nth(1).boundingBox();
+        assert.ok(versions && change && change.width >= 0.9 * versions.width, `policy versions at ${name}: the change cell is ${change?.width}px of ${versions?.width}px`);
+      }
     }
     await page.setViewportSize(WIDTHS.laptop);
   });
@@ -420,6 +471,44 @@ rules:
     assert.ok(logged.every((p) => /status of 400/.test(p)), logged.join('\n'));
   });
 
+  it('Suggestions, the server busy (503, busy, Retry-After): the page says it waits, asks again by itself after those seconds, then shows the cards; a window stopped for its time is not retried', async () => {
+    const SUGGEST = /\/api\/suggest\?/;
+    const times: number[] = [];
+    let answer: 'busy' | 'slow' = 'busy';
+    await page.route(SUGGEST, async (route) => {
+      times.push(Date.now());
+      if (times.length === 1) {
+        const body = answer === 'busy' ? { error: 'another suggestion is being computed; try again shortly', busy: true } : { error: 'the suggestion took longer than 30 s and was stopped; try a shorter window' };
+        return route.fulfill({ status: 503, headers: { 'retry-after': answer === 'busy' ? '2' : '30', 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      }
+      return route.continue();
+    });
+    const before = problems.length;
+    try {
+      await page.goto(`${ORIGIN}/#suggest?since=3h`);
+      await page.locator('#suggest-state').filter({ hasText: /^Busy: another suggestion is being computed; try again shortly\. Waiting 2 s as the server asks, then trying again by itself \(try 2 of 10\)\.$/ }).waitFor();
+      await page.locator('#suggest-wait').filter({ hasText: /^Next try in [12] s\.$/ }).waitFor();
+      await page.locator('#suggest-rules .card').filter({ hasText: HOSTS.other4 }).first().waitFor({ timeout: 30_000 });
+      assert.equal(times.length, 2, 'asked once more, by itself');
+      assert.ok((times[1] ?? 0) - (times[0] ?? 0) >= 1_900, `asked again after ${(times[1] ?? 0) - (times[0] ?? 0)} ms: Retry-After is 2 s`);
+      assert.equal(await page.locator('#suggest-wait').innerText(), '');
+      assert.match(await page.locator('#suggest-state').innerText(), /^\d+ events from /);
+
+      // Over its time: the same window would be stopped again; the page says so and waits for the user.
+      times.length = 0;
+      answer = 'slow';
+      await page.goto(`${ORIGIN}/#suggest?since=4h`);
+      await page.locator('#suggest-state').filter({ hasText: /^Cannot suggest: the suggestion took longer than 30 s and was stopped; try a shorter window \(the server can take another in 30 s\)$/ }).waitFor();
+      await new Promise((r) => setTimeout(r, 2_500));
+      assert.equal(times.length, 1, 'not retried');
+      // The browser logs the two 503s itself; they are this test's doing.
+      const logged = problems.splice(before);
+      assert.ok(logged.length === 2 && logged.every((p) => /status of 503/.test(p)), logged.join('\n'));
+    } finally {
+      await page.unroute(SUGGEST);
+    }
+  });
+
   it('the Overview chart: a drag across it puts the time range into the URL, the lists follow it, Reset zoom goes back; + zooms from the keyboard', async () => {
     await page.goto(`${ORIGIN}/#overview`);
     await page.locator('#chart svg').waitFor();
@@ -464,6 +553,46 @@ rules:
     await page.locator('#h-overview').filter({ hasText: ' to ' }).waitFor();
     await page.keyboard.press('0');
     await page.waitForURL(/#overview$/);
+  });
+
+  it('a tamper (the table deleted by nft) is marked on the Overview chart\'s time axis, and stays where it happened when zoomed', async () => {
+    await page.goto(`${ORIGIN}/#overview`);
+    await page.locator('#chart svg').waitFor();
+    assert.equal(await page.locator('#chart .tamper-mark').count(), 0, 'no mark before the tamper');
+    const at = Date.now();
+    await w.nft(['delete', 'table', 'inet', 'sluice']);
+    // The watchdog restores it within a second or so and journals it; the page asks /api/stats again on a reload.
+    await waitFor('the restore', async () => ((await w.nft(['list', 'tables'])).includes('inet sluice') ? true : undefined), 10_000);
+    const mark = page.locator('#chart .tamper-mark').first();
+    await waitFor('the tamper mark', async () => {
+      await page.reload();
+      await page.locator('#chart svg').waitFor();
+      return (await page.locator('#chart .tamper-mark').count()) > 0 ? true : undefined;
+    }, 10_000);
+    assert.equal(await page.locator('#chart .tamper-mark').count(), 1);
+    const time = Number(await mark.getAttribute('data-time'));
+    assert.ok(time >= at - 1000 && time <= Date.now(), `${time} vs ${at}`);
+    assert.match(await mark.getAttribute('class') ?? '', /\brestored\b/);
+    assert.match(await mark.locator('title').textContent() ?? '', /^Tamper .* UTC: restored; by nft \(pid \d+\); the table was deleted/);
+    assert.match(await page.locator('#totals').innerText(), /Tamper: 1 finding in this range \(1 restored\)/);
+    // The last hour: the mark is at the right end, where now is.
+    const x = async () => Number(await mark.locator('line').getAttribute('x1'));
+    assert.ok((await x()) > 560, `x ${await x()} of 600 in the last hour`);
+    // Zoomed to ten minutes around it: the mark moves to the middle with its time, as the lines do.
+    const q = new URLSearchParams({ from: new Date(Math.round((time - 300_000) / 1000) * 1000).toISOString(), to: new Date(Math.round((time + 300_000) / 1000) * 1000).toISOString() });
+    await page.goto(`${ORIGIN}/#overview?${q}`);
+    await page.locator('#h-overview').filter({ hasText: ' to ' }).waitFor();
+    await mark.waitFor();
+    assert.equal(Number(await mark.getAttribute('data-time')), time);
+    // Within two one-minute buckets of the middle: the lines draw bucket i at i * step, and the mark uses the same mapping.
+    assert.ok(Math.abs((await x()) - 300) < 110, `x ${await x()} of 600: the middle of the zoomed range`);
+    await page.screenshot({ path: join(SHOTS, 'dashboard-overview-tamper-laptop.png'), fullPage: true });
+    // Zoomed to a range before it: no mark.
+    const before = new URLSearchParams({ from: new Date(Math.round((time - 1_200_000) / 1000) * 1000).toISOString(), to: new Date(Math.round((time - 600_000) / 1000) * 1000).toISOString() });
+    await page.goto(`${ORIGIN}/#overview?${before}`);
+    await page.locator('#h-overview').filter({ hasText: ' to ' }).waitFor();
+    await page.locator('#chart svg').waitFor();
+    assert.equal(await page.locator('#chart .tamper-mark').count(), 0);
   });
 
   it('no page tripped its own Content-Security-Policy or threw', () => {

@@ -6,6 +6,7 @@ import { allowLadder, type LadderInput } from '../../src/learn/allow-ladder.js';
 import { factsOf } from '../../src/learn/observations.js';
 import { judgeFlow } from '../../src/learn/replay.js';
 import { parsePolicy } from '../../src/policy/load-policy.js';
+import { textDiff } from '../../src/policy/text-diff.js';
 import { fakeHost } from '../support/fixtures.js';
 
 const T0 = Date.UTC(2026, 11, 1, 10, 0, 0);
@@ -120,6 +121,34 @@ describe('unit: allow this (the ladder)', () => {
     assert.match(allowLadder(input(ev('198.18.1.60', 0, { proto: 47 }))).refused ?? '', /protocol 47/);
     const ok = allowLadder(input(ev('198.18.1.10', 443, { hostname: 'api.example.com' })));
     assert.match(ok.refused ?? '', /allows this already/);
+  });
+
+  it('the policy text is the file\'s text exactly, with the rule added: a leading blank line, odd spacing and comments stay, so the diff only adds', () => {
+    const texts = [
+      // The applied file starts with a blank line (as POLICY above does in many files), spaces its lists, and ends with a comment.
+      `\n# leading blank line above\nmode:   enforce\nrules:\n    - name: api      # the API\n      to: [ api.example.com ]\n      ports: [443/tcp]\n\n# the end\n`,
+      // No newline at the end; a flow-style empty list; no rules at all.
+      `\nmode: enforce\nrules:\n  - name: api\n    to: [api.example.com]`,
+      `\nmode: enforce\nrules: []   # none yet\n`,
+      `\n\nmode: enforce\n`,
+      // CRLF line ends: the rule's lines get them too.
+      `\r\nmode: enforce\r\nrules:\r\n  - name: api\r\n    to: [api.example.com]\r\n`,
+    ];
+    for (const text of texts) {
+      const l = allowLadder(input(target, { existing: { policy: load(text), text }, history: [factsOf(target)] }));
+      assert.ok(l.steps.length > 0, l.refused);
+      for (const s of l.steps) {
+        const diff = textDiff(text, s.policy);
+        const changed = diff.split('\n').filter((x) => /^[-+](?![-+]{2} )/.test(x));
+        assert.ok(changed.length > 0, `${s.id}: no change`);
+        if (!/rules: \[\]/.test(text)) assert.deepEqual(changed.filter((x) => x.startsWith('-')), [], `${s.id}: only added lines:\n${diff}`);
+        else assert.deepEqual(changed.filter((x) => x.startsWith('-')), ['-rules: []   # none yet'], `${s.id}: only the empty list replaced:\n${diff}`);
+        const p = load(s.policy);
+        assert.deepEqual(p.rules.map((r) => r.name), [...load(text).rules.map((r) => r.name), s.rule.name], s.id);
+        assert.ok(s.policy.startsWith(text.startsWith('\n\n') ? '\n\nmode' : text.startsWith('\r\n') ? '\r\nmode' : '\n'), `${s.id}: the leading blank line kept`);
+        if (text.includes('\r\n')) assert.doesNotMatch(s.policy, /[^\r]\n/, `${s.id}: CRLF throughout`);
+      }
+    }
   });
 
   it('hostile text from the store never reaches the policy as YAML: a hostname that is not a name gives address steps only', () => {

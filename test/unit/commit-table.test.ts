@@ -63,6 +63,8 @@ function source(state: StateStore, files: Map<string, string>, delay?: { ms: num
   };
 }
 
+const TIMER = { via: 'confirm-timer', process: 'sluice _rollback' } as const;
+
 function daemon(state: StateStore, nf: FakeNetfilter, files: Map<string, string>, startPolicy: string, delay?: { ms: number }) {
   return new Daemon({ source: source(state, files, delay), startPolicy, netfilter: nf, state, components: [], metrics: null });
 }
@@ -137,14 +139,14 @@ describe('unit: the one table writer against crashes and races', () => {
     apply(nf, state, '/etc/b.yaml', yaml('198.18.1.2'), 600);
     apply(nf, state, '/etc/c.yaml', yaml('198.18.1.3'), 600);
     assert.equal(liveSha(nf), shaOf(yaml('198.18.1.3'), '/etc/c.yaml'), 'C is live');
-    assert.equal(rollBackPending(nf, state, null, 'test: not confirmed'), true);
+    assert.equal(rollBackPending(nf, state, null, 'test: not confirmed', TIMER), true);
     assert.equal(liveSha(nf), shaOf(yaml('198.18.1.1'), '/etc/a.yaml'), 'back to A, the last confirmed policy, not B');
     assert.equal(state.applied()?.policyFile, '/etc/a.yaml');
 
     apply(nf, state, '/etc/b.yaml', yaml('198.18.1.2'), 600);
     apply(nf, state, '/etc/c.yaml', yaml('198.18.1.3'));
     assert.equal(state.pending(), null, 'an apply without --confirm is final: nothing pending');
-    assert.equal(rollBackPending(nf, state, null, 'test: the old timer fires'), false, 'the old timer finds nothing to roll back');
+    assert.equal(rollBackPending(nf, state, null, 'test: the old timer fires', TIMER), false, 'the old timer finds nothing to roll back');
     assert.equal(liveSha(nf), shaOf(yaml('198.18.1.3'), '/etc/c.yaml'), 'C stays');
   });
 
@@ -158,7 +160,7 @@ describe('unit: the one table writer against crashes and races', () => {
     nf.replace = () => {
       throw new Error('Kernel refused adding table sluice: ENOMEM (out of memory)');
     };
-    assert.throws(() => rollBackPending(nf, state, null, 'test'), (e: unknown) => e instanceof Error && /Rollback failed: .*ENOMEM/.test(e.message));
+    assert.throws(() => rollBackPending(nf, state, null, 'test', TIMER), (e: unknown) => e instanceof Error && /Rollback failed: .*ENOMEM/.test(e.message));
     assert.equal(liveSha(nf), live, 'the table is as it was');
     assert.equal(state.applied()?.policyFile, '/etc/b.yaml', 'the applied state is as it was');
     assert.ok(state.pending(), 'still pending: the next attempt rolls back');
@@ -166,9 +168,44 @@ describe('unit: the one table writer against crashes and races', () => {
     assert.equal(last?.event, 'rollback-failed');
     assert.match(String(last?.error), /ENOMEM/);
     nf.replace = refuse;
-    assert.equal(rollBackPending(nf, state, null, 'test: retried'), true, 'a later attempt succeeds');
+    assert.equal(rollBackPending(nf, state, null, 'test: retried', TIMER), true, 'a later attempt succeeds');
     assert.equal(state.applied()?.policyFile, '/etc/a.yaml');
     assert.equal(state.pending(), null);
+  });
+
+  it('a rollback nobody asked for says in the journal what made it: the confirmation timer (the daemon\'s watch, or overdue at its start)', async () => {
+    const dir = join(base, `s${++n}`);
+    const nf = new FakeNetfilter();
+    const state = new StateStore(dir);
+    const files = new Map([['/etc/p.yaml', yaml('198.18.1.10')]]);
+    apply(nf, state, '/etc/p.yaml', yaml('198.18.1.10'));
+    const d = daemon(state, nf, files, '/etc/p.yaml');
+    await d.start();
+    try {
+      apply(nf, state, '/etc/q.yaml', yaml('198.18.1.11'), 0.2);
+      await d.sync();
+      const until = Date.now() + 5_000;
+      while (state.pending() && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(state.pending(), null, 'the daemon\'s watch rolled back');
+      const last = state.lastJournal();
+      assert.equal(last?.event, 'rollback');
+      assert.deepEqual(last?.by, { via: 'confirm-timer', process: 'daemon' });
+    } finally {
+      await d.stop();
+    }
+    // A deadline that passed while no daemon ran: the daemon rolls back as it starts, and says so.
+    apply(nf, state, '/etc/q.yaml', yaml('198.18.1.12'), 0.05);
+    await new Promise((r) => setTimeout(r, 100));
+    const d2 = daemon(state, nf, files, '/etc/p.yaml');
+    await d2.start();
+    await d2.stop();
+    const rolled = state.readJournal().filter((e) => e.event === 'rollback').at(-1);
+    assert.deepEqual(rolled?.by, { via: 'confirm-timer', process: 'daemon' });
+    assert.match(String(rolled?.why), /after the confirmation deadline/);
+    // And the timer process, through the same function.
+    apply(nf, state, '/etc/q.yaml', yaml('198.18.1.13'), 600);
+    assert.ok(rollBackPending(nf, state, null, 'not confirmed in time', TIMER));
+    assert.deepEqual(state.lastJournal()?.by, TIMER);
   });
 
   it('a daemon reload during a confirmation window keeps the confirmation pending', async () => {
@@ -245,7 +282,7 @@ describe('unit: the one table writer against crashes and races', () => {
     for (let i = 0; i < 20; i++) {
       await new Promise((r) => setTimeout(r, 5)); // distinct mtimes
       apply(nf, state, `/etc/b${i}.yaml`, yaml(`198.18.4.${i + 1}`), 60);
-      assert.ok(rollBackPending(nf, state, null, 'not confirmed in time'));
+      assert.ok(rollBackPending(nf, state, null, 'not confirmed in time', TIMER));
     }
     assert.equal(state.applied()?.sha256, shaA, 'A is applied again');
     const d = daemon(state, nf, new Map(), '/etc/sluice/policy.yaml');
@@ -299,7 +336,7 @@ describe('unit: the daemon reloads a changed policy file, and only a change', ()
       writeFileSync(file, yaml('198.18.1.12'));
       apply(nf, state, file, yaml('198.18.1.12'), 600);
       await d.sync();
-      assert.equal(rollBackPending(nf, state, null, 'test: not confirmed'), true);
+      assert.equal(rollBackPending(nf, state, null, 'test: not confirmed', TIMER), true);
       await d.sync();
       assert.equal(liveSha(nf), shaB, 'rolled back');
       await look(d);

@@ -19,6 +19,7 @@ import { DashboardCredentials, newToken } from '../../src/daemon/dashboard-auth.
 import { LiveHub } from '../../src/daemon/dashboard-live.js';
 import { MAX_SUGGEST_DAYS, parseSuggestQuery, type SuggestRequest } from '../../src/daemon/dashboard-query.js';
 import { suggestForDashboard, type SuggestBase } from '../../src/daemon/dashboard-suggest.js';
+import { SuggestRunner } from '../../src/daemon/dashboard-suggest-runner.js';
 import { Observations } from '../../src/learn/observations.js';
 import { promotions } from '../../src/learn/promote.js';
 import { scanWindow } from '../../src/learn/suggest-report.js';
@@ -264,6 +265,8 @@ describe('unit: GET /api/suggest through the app', () => {
     explain: () => ({ ok: false, error: 'no' }),
     suggest: (r) => {
       asked.push(r);
+      if (r.sinceText === '2h') return { ok: false, error: 'another suggestion is being computed; try again shortly', retryAfter: 7, busy: true };
+      if (r.sinceText === '3h') return { ok: false, error: 'the suggestion took longer than 30 s and was stopped; try a shorter window', retryAfter: 30 };
       return r.sinceText === '1h' ? { ok: false, error: 'The suggested policy does not load (a bug in suggest): x' } : { ok: true, value: { rules: [], since: r.since } };
     },
   };
@@ -295,5 +298,34 @@ describe('unit: GET /api/suggest through the app', () => {
     const { suggest: _s, ...without } = sources;
     const bare = dashboardApp({ listen: { host: '127.0.0.1', port: 9330 }, credentials: creds, sources: without, live, assets });
     assert.equal((await get('/api/suggest', true, bare)).status, 503);
+  });
+
+  it('busy (another window being computed): 503 with Retry-After and busy: true, so the page asks again by itself; a window over its time: 503 without busy', async () => {
+    const busy = await get('/api/suggest?since=2h');
+    assert.equal(busy.status, 503);
+    assert.equal(busy.headers.get('retry-after'), '7');
+    assert.deepEqual(await busy.json(), { error: 'another suggestion is being computed; try again shortly', busy: true });
+    const slow = await get('/api/suggest?since=3h');
+    assert.equal(slow.status, 503);
+    assert.equal(slow.headers.get('retry-after'), '30');
+    assert.equal(((await slow.json()) as { busy?: boolean }).busy, undefined);
+  });
+});
+
+describe('unit: SuggestRunner, one window at a time', () => {
+  it('another window while one is computed: busy, with the seconds until the running one must end', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sluice-runner-'));
+    // A worker that never answers: the first window stays "computing".
+    const runner = new SuggestRunner({ stateDir: dir, timeoutMs: 20_000, maxHeapMb: 64, entry: new URL('data:text/javascript,setInterval(() => {}, 1000)') });
+    try {
+      const req = (sinceText: string): SuggestRequest => ({ since: Date.now() - 3_600_000, sinceText, until: Date.now(), stableDays: 14 });
+      void runner.run(req('1h'), 'a');
+      const b = await runner.run(req('2h'), 'b');
+      assert.equal(b.ok, false);
+      assert.ok(!b.ok && b.busy === true && b.retryAfter !== undefined && b.retryAfter >= 19 && b.retryAfter <= 20, JSON.stringify(b));
+    } finally {
+      runner.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

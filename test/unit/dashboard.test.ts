@@ -18,6 +18,7 @@ import { LiveHub, type LiveEvent } from '../../src/daemon/dashboard-live.js';
 import { csvCell, eventsCsv, parseEventsQuery, parseExplainQuery, parseStatsQuery, QUERY_PARAMS } from '../../src/daemon/dashboard-query.js';
 import { OPENAPI_PARAMS } from '../../src/daemon/dashboard-openapi.js';
 import { dashboardHealth, type DashboardHealth } from '../../src/daemon/dashboard-health.js';
+import { tamperMarks } from '../../src/daemon/dashboard-tamper.js';
 import { parseLoopbackListen } from '../../src/policy/listen-address.js';
 import { policyFrom } from '../support/fixtures.js';
 
@@ -226,7 +227,20 @@ describe('unit: dashboard app (every request through the checks)', () => {
     allow: (a) => (a.event === 1 ? { ok: true, value: { event: { id: 1, time: 0, verdict: 'blocked', rule: '#default', dst: '198.18.1.10', sender: 'user 0' }, steps: [], window: { since: a.since, until: a.until, flows: 0, overflow: 0 } } } : null),
     policy: () => ({ applied: null, pending: null, versions: [] }),
     suggest: (r) => ({ ok: true, value: { window: { asked: r.sinceText }, rules: [] } }),
+    tamper: (q) => tamperMarks(journal, q),
   };
+  /** The state directory's journal as the thread reads it: tamper findings among other lines, some of them not well-formed. */
+  const T = Date.UTC(2026, 11, 6, 10, 0, 0);
+  const iso = (ms: number) => new Date(ms).toISOString();
+  const journal: Record<string, unknown>[] = [
+    { at: iso(T - 7_200_000), event: 'tamper-restore', by: ['nft (pid 1)'], changes: ['the table was deleted'] },
+    { at: iso(T - 600_000), event: 'apply', by: { via: 'cli', uid: 0 }, sha256: 'a'.repeat(64) },
+    { at: iso(T - 300_000), event: 'tamper', by: ['nft (pid 4242)'], changes: ['added: accept', 'x'.repeat(5_000), 'three', 'four'], restored: false },
+    { at: iso(T - 60_000), event: 'tamper-restore', by: 'not a list', changes: [1, 'removed: drop'] },
+    { at: 12345, event: 'tamper' },
+    { at: 'yesterday-ish', event: 'tamper-restore' },
+    { at: iso(T + 60_000), event: 'tamper-restore', by: [], changes: [] },
+  ];
   let healthAnswer: DashboardHealth | null = dashboardHealth([], null, 42);
   const live = new LiveHub({ maxClients: 1, queueMax: 10, flushMs: 50, heartbeatMs: 1000 });
   after(() => live.close());
@@ -295,6 +309,35 @@ describe('unit: dashboard app (every request through the checks)', () => {
     assert.equal((await req('/api/events', { method: 'POST', headers: { cookie, origin: 'http://127.0.0.1:9330' } })).status, 403, 'no CSRF token');
     assert.equal((await req('/api/events', { method: 'POST', headers: { cookie, origin: 'http://127.0.0.1:9330', 'x-sluice-csrf': creds.csrf } })).status, 404);
     assert.equal((await req('/api/events', { method: 'POST', headers: { origin: 'http://127.0.0.1:9330' } })).status, 401, 'same origin still needs the cookie');
+  });
+
+  it('/api/stats carries the tamper findings of its window (from the journal), for the chart\'s time axis: well-formed, bounded, oldest first', async () => {
+    const r = await req(`/api/stats?since=${iso(T - 3_600_000)}&until=${iso(T)}`, { headers: bearer });
+    assert.equal(r.status, 200);
+    const body = (await r.json()) as { timeline: unknown[]; tamper: { time: number; restored: boolean; by: string[]; changes: string[] }[] };
+    assert.deepEqual(body.timeline, []);
+    assert.deepEqual(
+      body.tamper.map((m) => ({ ...m, changes: m.changes.map((c) => c.slice(0, 20)) })),
+      [
+        { time: T - 300_000, restored: false, by: ['nft (pid 4242)'], changes: ['added: accept', 'x'.repeat(20), 'three'] },
+        { time: T - 60_000, restored: true, by: [], changes: ['removed: drop'] },
+      ],
+    );
+    assert.ok(body.tamper.every((m) => m.changes.every((c) => c.length <= 200)), 'a long line is cut');
+    // Without until: up to now, so the finding after T is there too; a window before them all has none.
+    const open = (await (await req(`/api/stats?since=${iso(T - 3_600_000)}`, { headers: bearer })).json()) as { tamper: { time: number }[] };
+    assert.deepEqual(open.tamper.map((m) => m.time), [T - 300_000, T - 60_000, T + 60_000]);
+    const none = (await (await req(`/api/stats?since=${iso(T - 5_000_000)}&until=${iso(T - 4_000_000)}`, { headers: bearer })).json()) as { tamper: unknown[] };
+    assert.deepEqual(none.tamper, []);
+    // At most the newest `max`.
+    const many = Array.from({ length: 300 }, (_, i) => ({ at: iso(T - 300_000 + i * 1000), event: 'tamper-restore' }));
+    const capped = tamperMarks(many, { since: T - 3_600_000 });
+    assert.equal(capped.length, 200);
+    assert.equal(capped.at(-1)?.time, T - 300_000 + 299_000);
+    // A source without tamper findings answers an empty list, not a missing field.
+    const bare = dashboardApp({ listen: LISTEN, credentials: creds, sources: { ...sources, tamper: undefined }, live, assets: { html: '', js: '', css: '' } });
+    const b = (await (await bare.request('http://127.0.0.1:9330/api/stats', { headers: { host: '127.0.0.1:9330', ...bearer } })).json()) as { tamper: unknown };
+    assert.deepEqual(b.tamper, []);
   });
 
   it('responses carry the security headers and no CORS headers, whatever the Origin', async () => {

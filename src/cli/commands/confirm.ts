@@ -41,7 +41,7 @@ export async function rollbackTimer(ctx: Context, token: string): Promise<number
 /** Rolls back the pending confirmation `token` and tells the daemon. */
 async function rollBack(ctx: Context, token: string, why: string): Promise<number> {
   const pending = ctx.state.pending();
-  if (!rollBackPending(await ctx.tableWriter(), ctx.state, token, why)) return EXIT.ok;
+  if (!rollBackPending(await ctx.tableWriter(), ctx.state, token, why, { via: 'confirm-timer', process: 'sluice _rollback' })) return EXIT.ok;
   process.stdout.write(`${new Date().toISOString()} rolled back (${why}): not confirmed by ${pending?.deadline ?? '?'}\n`);
   await ctx.notifyDaemon();
   return EXIT.ok;

@@ -24,7 +24,7 @@ export async function restore(ctx: Context): Promise<number> {
   }
   const pending = ctx.state.pending();
   if (pending) {
-    const rolled = rollBackPending(nf, ctx.state, pending.token, 'restored after a restart, before it was confirmed');
+    const rolled = rollBackPending(nf, ctx.state, pending.token, 'restored after a restart, before it was confirmed', { via: 'restore', process: 'sluice restore' });
     const applied = ctx.state.applied();
     ctx.say(rolled ? `Rolled back an apply that was not confirmed before the restart: ${applied ? `restored the policy with sha256 ${applied.sha256.slice(0, 16)}` : 'no table'}.` : 'The pending confirmation went away meanwhile.');
     ctx.result({ restored: rolled, rolledBack: rolled, sha256: applied?.sha256 ?? null });

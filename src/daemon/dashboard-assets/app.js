@@ -20,10 +20,28 @@ function clear(node) {
   while (node.firstChild) node.removeChild(node.firstChild);
 }
 
+/** An API error: its message, the HTTP status, the parsed body and Retry-After in seconds (null when absent or not a number of seconds). */
+class ApiError extends Error {
+  constructor(message, status, body, retryAfter) {
+    super(message);
+    this.status = status;
+    this.body = body;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** Retry-After as delay-seconds (RFC 9110 10.2.3), or an HTTP date; null for anything else. */
+function retryAfterSeconds(value) {
+  if (value === null) return null;
+  if (/^[0-9]{1,9}$/.test(value.trim())) return Number(value.trim());
+  const at = Date.parse(value);
+  return Number.isFinite(at) ? Math.max(0, Math.ceil((at - Date.now()) / 1000)) : null;
+}
+
 async function api(path) {
   const r = await fetch(path, { credentials: 'same-origin', headers: { accept: 'application/json' } });
   const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
+  if (!r.ok) throw new ApiError(typeof body.error === 'string' ? body.error : `HTTP ${r.status}`, r.status, body, retryAfterSeconds(r.headers.get('retry-after')));
   return body;
 }
 
@@ -241,36 +259,62 @@ function row(tbody, cells) {
 const W = 600;
 const H = 160;
 
-/** The chart's current range (ms), for dragging and the keyboard: {from, to, zoomed}. */
+/**
+ * The chart's current range (ms), for dragging and the keyboard: {from, to, zoomed, start, bucketMs, step}.
+ * One mapping between time and x serves the lines, the tamper marks and the drag (chartXOf, chartTimeAt):
+ * bucket i (starting at start + i * bucketMs) is drawn at x = i * step.
+ */
 let chartRange = null;
 /** The smallest range a zoom goes down to: the store's buckets are a minute at least. */
 const MIN_ZOOM_MS = 5 * 60_000;
 
-function chart(node, timeline, from, to, bucketMs, zoomed) {
+const chartXOf = (r, t) => ((t - r.start) / r.bucketMs) * r.step;
+const chartTimeAt = (r, x) => r.start + (x / r.step) * r.bucketMs;
+
+function svgEl(tag, attrs) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  return e;
+}
+
+/** A tamper finding as a mark across the chart at its time, with who and what as its tooltip (text, never markup). */
+function tamperMark(r, m) {
+  // A time in the last bucket lies past its start, the right end: kept on the chart.
+  const x = Math.max(0, Math.min(W, chartXOf(r, m.time)));
+  const g = svgEl('g', { class: m.restored ? 'tamper-mark restored' : 'tamper-mark', 'data-time': m.time });
+  const title = document.createElementNS(SVG, 'title');
+  const by = Array.isArray(m.by) ? m.by.map(String) : [];
+  const changes = Array.isArray(m.changes) ? m.changes.map(String) : [];
+  title.textContent = `Tamper ${fmtTime(m.time)} UTC: ${m.restored ? 'restored' : 'not restored'}${by.length ? `; by ${by.join(', ')}` : ''}${changes.length ? `; ${changes.join('; ')}` : ''}`;
+  g.append(title, svgEl('line', { x1: x.toFixed(1), y1: 0, x2: x.toFixed(1), y2: H }), svgEl('path', { d: `M${(x - 4).toFixed(1)} 0H${(x + 4).toFixed(1)}L${x.toFixed(1)} 7Z` }));
+  return g;
+}
+
+function chart(node, timeline, from, to, bucketMs, zoomed, tamper) {
   clear(node);
-  chartRange = { from, to, zoomed };
   const start = from - (from % bucketMs);
   const buckets = Math.max(1, Math.ceil((to - start) / bucketMs));
+  const step = buckets > 1 ? W / (buckets - 1) : W;
+  chartRange = { from, to, zoomed, start, bucketMs, step };
   const series = { allowed: new Array(buckets).fill(0), blocked: new Array(buckets).fill(0), 'would-block': new Array(buckets).fill(0) };
   for (const r of timeline) {
     const i = Math.floor((r.time - start) / bucketMs);
     if (i >= 0 && i < buckets && series[r.verdict]) series[r.verdict][i] += r.count;
   }
   const max = Math.max(1, ...Object.values(series).flat());
+  const marks = (tamper || []).filter((m) => m && Number.isFinite(m.time) && m.time >= start && m.time <= to);
   const svg = document.createElementNS(SVG, 'svg');
   svg.setAttribute('viewBox', `0 0 ${W} ${H + 14}`);
   svg.setAttribute('role', 'img');
-  svg.setAttribute('aria-label', `Events per ${bucketMs / 60000} minute(s) from ${fmtTime(from)} to ${fmtTime(to)} UTC; the highest is ${max}`);
-  const axis = document.createElementNS(SVG, 'line');
-  for (const [k, v] of Object.entries({ x1: 0, y1: H, x2: W, y2: H, class: 'axis' })) axis.setAttribute(k, String(v));
-  svg.append(axis);
+  svg.setAttribute('aria-label', `Events per ${bucketMs / 60000} minute(s) from ${fmtTime(from)} to ${fmtTime(to)} UTC; the highest is ${max}${marks.length ? `; ${marks.length} tamper finding${marks.length === 1 ? '' : 's'} marked` : ''}`);
+  svg.append(svgEl('line', { x1: 0, y1: H, x2: W, y2: H, class: 'axis' }));
   for (const [verdict, values] of Object.entries(series)) {
     const line = document.createElementNS(SVG, 'polyline');
-    const step = buckets > 1 ? W / (buckets - 1) : W;
     line.setAttribute('points', values.map((v, i) => `${(i * step).toFixed(1)},${(H - (v / max) * (H - 4)).toFixed(1)}`).join(' '));
     line.setAttribute('class', `s-${verdict}`);
     svg.append(line);
   }
+  for (const m of marks) svg.append(tamperMark(chartRange, m));
   const span = to - from;
   const label = (ms) => (span > 86_400_000 ? fmtTime(ms).slice(5, 16) : fmtTime(ms).slice(11, 16));
   for (const [x, text, anchor] of [[0, label(from), 'start'], [W, zoomed ? label(to) : 'now', 'end']]) {
@@ -349,7 +393,7 @@ function wireChartZoom(node) {
     d.rect.remove();
     if (node.hasPointerCapture(ev.pointerId)) node.releasePointerCapture(ev.pointerId);
     if (cancelled || Math.abs(d.x1 - d.x0) < 6) return;
-    const t = (x) => d.range.from + (x / W) * (d.range.to - d.range.from);
+    const t = (x) => chartTimeAt(d.range, x);
     zoomTo(t(Math.min(d.x0, d.x1)), t(Math.max(d.x0, d.x1)));
   };
   node.addEventListener('pointerup', (ev) => end(ev, false));
@@ -400,8 +444,10 @@ async function loadOverview(params) {
     $('#totals').textContent = s
       ? `${s.total} events: ${s.byVerdict.blocked} blocked, ${s.byVerdict['would-block']} would-block, ${s.byVerdict.allowed} allowed; ${s.attributed} with a process`
       : 'No events recorded yet.';
+    const tampered = Array.isArray(r.tamper) ? r.tamper.length : 0;
+    if (tampered > 0) $('#totals').textContent += `. Tamper: ${tampered} finding${tampered === 1 ? '' : 's'} in this range (${r.tamper.filter((m) => m.restored).length} restored), marked on the chart`;
     $('#chart-unit').textContent = `Events per ${r.bucketMs === 60_000 ? 'minute' : `${r.bucketMs / 60_000} minutes`}`;
-    chart($('#chart'), r.timeline, zoomed ? zoomed.from : r.since, zoomed ? zoomed.to : Date.now(), r.bucketMs, !!zoomed);
+    chart($('#chart'), r.timeline, zoomed ? zoomed.from : r.since, zoomed ? zoomed.to : Date.now(), r.bucketMs, !!zoomed, Array.isArray(r.tamper) ? r.tamper : []);
     for (const [id, rows, cells] of [
       ['#top-destinations', s ? s.byDestination : [], (x) => [{ text: x.key }, { text: x.count, cls: 'num' }]],
       ['#top-processes', s ? s.byProcess : [], (x) => [{ text: x.key }, { text: x.count, cls: 'num' }]],
@@ -431,7 +477,31 @@ function figure(parent, value, text, cls) {
   parent.append(p);
 }
 
+/** A busy server (503, `busy`: another window is being computed) is asked again after its Retry-After, clamped to this range (s), at most SUGGEST_TRIES times. */
+const SUGGEST_WAIT_MIN_S = 1;
+const SUGGEST_WAIT_MAX_S = 60;
+const SUGGEST_TRIES = 10;
+/** Which load of the Suggestions page is current: a newer one (another window, coming back to the page) ends an older one's waiting. */
+let suggestRun = 0;
+
+/** The wait before try `attempt` (1-based): the server's Retry-After, or without one 2, 4, 8... s; always within the bounds. */
+function suggestWait(retryAfter, attempt) {
+  const s = retryAfter !== null && retryAfter !== undefined ? retryAfter : 2 ** attempt;
+  return Math.min(SUGGEST_WAIT_MAX_S, Math.max(SUGGEST_WAIT_MIN_S, s));
+}
+
+/** Waits `seconds`, counting down in `node`; false when this load is no longer current (or the page was left) meanwhile. */
+async function suggestCountdown(run, seconds, node, text) {
+  for (let left = seconds; left > 0; left--) {
+    if (run !== suggestRun || $('#page-suggest').hidden) return false;
+    node.textContent = text(left);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  return run === suggestRun && !$('#page-suggest').hidden;
+}
+
 async function loadSuggest(params) {
+  const run = ++suggestRun;
   fillForm($('#suggest-filter'), params);
   const since = params.get('since') || '7d';
   const state = $('#suggest-state');
@@ -441,14 +511,38 @@ async function loadSuggest(params) {
   for (const n of [summary, cards, more]) clear(n);
   $('#suggest-pick').hidden = true;
   $('#suggest-yaml').value = '';
-  state.textContent = `Reading the events of ${since}… (this can take a few seconds)`;
+  const reading = `Reading the events of ${since}… (this can take a few seconds)`;
+  state.textContent = reading;
+  const wait = $('#suggest-wait');
+  wait.textContent = '';
   let r;
-  try {
-    r = await api(`/api/suggest?${new URLSearchParams({ since })}`);
-  } catch (err) {
-    state.textContent = `Cannot suggest: ${err.message}`;
-    return;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      r = await api(`/api/suggest?${new URLSearchParams({ since })}`);
+      break;
+    } catch (err) {
+      if (run !== suggestRun) return;
+      const busy = err instanceof ApiError && err.status === 503 && err.body && err.body.busy === true;
+      if (!busy) {
+        wait.textContent = '';
+        const later = err instanceof ApiError && err.status === 503 && err.retryAfter !== null ? ` (the server can take another in ${err.retryAfter} s)` : '';
+        state.textContent = `Cannot suggest: ${err.message}${later}`;
+        return;
+      }
+      if (attempt >= SUGGEST_TRIES) {
+        wait.textContent = '';
+        state.textContent = `Cannot suggest: the server stayed busy (${err.message}) through ${SUGGEST_TRIES} tries. Show tries again.`;
+        return;
+      }
+      const seconds = suggestWait(err.retryAfter, attempt);
+      // Said once per wait (the status is read out); the seconds left count down beside it, not read out.
+      state.textContent = `Busy: ${err.message}. Waiting ${seconds} s as the server asks, then trying again by itself (try ${attempt + 1} of ${SUGGEST_TRIES}).`;
+      if (!(await suggestCountdown(run, seconds, wait, (left) => `Next try in ${left} s.`))) return;
+      wait.textContent = '';
+      state.textContent = reading;
+    }
   }
+  if (run !== suggestRun) return;
   if (!r.store) {
     state.textContent = 'No events recorded yet: the daemon writes them as traffic is seen. Nothing to suggest.';
     return;
@@ -527,35 +621,87 @@ async function loadSuggest(params) {
 }
 
 // ---- Live (Server-Sent Events, batched; the table keeps the newest LIVE_ROWS rows)
+//
+// At 1,000 events a second the server sends a batch of ~250 every 250 ms. What costs is not the
+// script but the browser's layout and paint of a 500-row table each time rows go in at the top.
+// So: batches go into a queue shown at most once per animation frame (several batches in one
+// frame are one render; a hidden tab, which gets no frames, keeps a bounded queue); the rows
+// pushed out at the bottom are reused at the top (their text nodes rewritten: no new nodes, no
+// garbage per event); and the table is laid out as a grid of rows with `content-visibility: auto`
+// (app.css), so the rows off screen are neither laid out nor painted again. Spreading a batch
+// over several frames was measured and is worse: each render of the table has a fixed cost.
 
 let source = null;
-let liveFilter = new URLSearchParams();
+/** The filter in the URL, read once per change: {verdict, process, kind} ('' for any). */
+let liveFilter = { verdict: '', process: '', kind: '' };
 let paused = false;
+/** Events received and not shown yet, oldest first; never more than LIVE_ROWS (older ones would be pushed out at once). */
+let liveQueue = [];
+/** The requestAnimationFrame that shows the queue; 0: none asked for. */
+let liveFrame = 0;
+const LIVE_CELLS = 7;
 
 function liveMatches(e) {
-  const v = liveFilter.get('verdict');
-  const p = liveFilter.get('process');
-  const k = liveFilter.get('kind');
+  const { verdict: v, process: p, kind: k } = liveFilter;
   if (v && e.verdict !== v) return false;
   if (k && e.kind !== k) return false;
   if (p) {
     const pr = e.process || {};
-    if (pr.comm !== p && pr.exe !== p && !(pr.exe && pr.exe.endsWith(`/${p}`))) return false;
+    if (pr.comm !== p && pr.exe !== p && !(typeof pr.exe === 'string' && pr.exe.endsWith(`/${p}`))) return false;
   }
   return true;
 }
 
-function liveRow(e) {
-  const tr = document.createElement('tr');
-  const cells = e.kind === 'dns'
+function liveCells(e) {
+  return e.kind === 'dns'
     ? [fmtClock(e.time), 'DNS', e.verdict, (e.rules || []).join(', '), e.name, procName(e.process), e.client && e.client.uid !== undefined ? e.client.uid : '']
     : [fmtClock(e.time), 'connect', e.verdict, e.rule, e.hostname ? `${e.hostname} (${dest(e)})` : dest(e), procName(e.process), e.user || (e.uid !== undefined ? e.uid : '')];
-  cells.forEach((c, i) => tr.append(el('td', c, i === 2 ? `v-${e.verdict}` : '')));
+}
+
+/** A new row: LIVE_CELLS cells, each holding one text node (rewritten in place when the row is reused). */
+function liveRowNew() {
+  const tr = document.createElement('tr');
+  // Explicit roles: the rows are laid out as grids (app.css), which must not cost the table its semantics.
+  tr.setAttribute('role', 'row');
+  for (let i = 0; i < LIVE_CELLS; i++) {
+    const td = document.createElement('td');
+    td.setAttribute('role', 'cell');
+    td.append(document.createTextNode(''));
+    tr.append(td);
+  }
   return tr;
 }
 
+/** Writes an event into a row (a new one or one reused from the bottom). */
+function liveFill(tr, e) {
+  const cells = liveCells(e);
+  const tds = tr.children;
+  for (let i = 0; i < LIVE_CELLS; i++) {
+    const text = cells[i] === undefined || cells[i] === null ? '' : String(cells[i]);
+    const node = tds[i].firstChild;
+    if (node.data !== text) node.data = text;
+  }
+  const cls = `v-${e.verdict}`;
+  if (tds[2].className !== cls) tds[2].className = cls;
+  return tr;
+}
+
+/** Shows the queue (newest on top) in one render: the rows that would fall off the bottom are reused. */
+function drainLive() {
+  liveFrame = 0;
+  if (!source || liveQueue.length === 0) return;
+  const take = liveQueue;
+  liveQueue = [];
+  const tbody = $('#live-table tbody');
+  const spare = [];
+  for (let over = tbody.rows.length + take.length - LIVE_ROWS; over > 0 && tbody.lastElementChild; over--) spare.push(tbody.removeChild(tbody.lastElementChild));
+  const frag = document.createDocumentFragment();
+  for (let i = take.length - 1; i >= 0; i--) frag.append(liveFill(spare.pop() || liveRowNew(), take[i]));
+  tbody.insertBefore(frag, tbody.firstChild);
+}
+
 function startLive(params) {
-  liveFilter = params;
+  liveFilter = { verdict: params.get('verdict') || '', process: params.get('process') || '', kind: params.get('kind') || '' };
   fillForm($('#live-filter'), params);
   if (source) return;
   const state = $('#live-state');
@@ -571,11 +717,12 @@ function startLive(params) {
     } catch {
       return;
     }
-    const tbody = $('#live-table tbody');
-    const frag = document.createDocumentFragment();
-    for (const e of batch.events.filter(liveMatches).reverse()) frag.append(liveRow(e));
-    tbody.prepend(frag);
-    while (tbody.rows.length > LIVE_ROWS) tbody.deleteRow(-1);
+    if (!batch || !Array.isArray(batch.events)) return;
+    for (const e of batch.events) if (e && typeof e === 'object' && liveMatches(e)) liveQueue.push(e);
+    // Only the newest LIVE_ROWS can be on the page: the rest would be pushed out at once (and a hidden tab,
+    // which gets no animation frames, keeps a bounded queue).
+    if (liveQueue.length > LIVE_ROWS) liveQueue = liveQueue.slice(-LIVE_ROWS);
+    if (!liveFrame && liveQueue.length > 0) liveFrame = requestAnimationFrame(drainLive);
     if (batch.dropped > 0) state.textContent = `Live. ${batch.dropped} events were too many to show and were skipped.`;
   });
 }
@@ -583,6 +730,9 @@ function startLive(params) {
 function stopLive() {
   if (source) source.close();
   source = null;
+  liveQueue = [];
+  if (liveFrame) cancelAnimationFrame(liveFrame);
+  liveFrame = 0;
 }
 
 // ---- History
@@ -794,7 +944,7 @@ async function loadPolicy() {
   for (const v of r.versions) {
     const tr = el('tr');
     tr.append(el('td', fmtTime(Date.parse(v.at))));
-    const who = v.by ? (v.by.via === 'dashboard' ? `dashboard (${v.by.auth}, ${v.by.remote})` : v.by.via === 'cli' ? `command line (uid ${v.by.uid}${v.by.sudoUser ? `, sudo ${v.by.sudoUser}` : ''})` : String(v.by.via || '')) : '';
+    const who = v.by ? (v.by.via === 'dashboard' ? `dashboard (${v.by.auth}, ${v.by.remote})` : v.by.via === 'cli' ? `command line (uid ${v.by.uid}${v.by.sudoUser ? `, sudo ${v.by.sudoUser}` : ''})` : v.by.via === 'confirm-timer' ? 'the confirmation timer (not confirmed in time)' : v.by.via === 'restore' ? 'the boot-time restore (never confirmed)' : String(v.by.via || '')) : '';
     tr.append(el('td', `${v.event}${who ? ` by ${who}` : ''}${v.by && v.by.rule ? `: allow ${v.by.rule}` : ''}${v.by && v.by.rollbackTo ? `: back to ${v.by.rollbackTo.slice(0, 12)}` : ''}`));
     tr.append(el('td', v.sha256 ? `${v.sha256.slice(0, 12)}${v.mode ? ` ${v.mode}` : ''}` : '-'));
     const cell = el('td');
@@ -822,6 +972,9 @@ async function loadPolicy() {
       cell.append(b);
     }
     tr.append(cell);
+    // Explicit roles: at phone width the rows are laid out as grids (app.css), which must not cost the table its semantics.
+    tr.setAttribute('role', 'row');
+    for (const td of tr.children) td.setAttribute('role', 'cell');
     tbody.append(tr);
   }
 }
@@ -855,19 +1008,30 @@ function showRules(rules) {
     name.append(el('span', ` line ${rule.line}`, 'note'));
     if (rule.comment) name.append(el('div', rule.comment, 'note'));
     tr.append(name);
-    tr.append(el('td', rule.action, rule.action === 'allow' ? 'v-allowed' : 'v-blocked'));
+    const action = el('td', rule.action, rule.action === 'allow' ? 'v-allowed' : 'v-blocked');
+    action.dataset.label = 'Action';
+    tr.append(action);
     const what = [`to ${rule.to}`, `ports ${rule.ports}`];
     if (rule.from !== 'anyone') what.push(`from ${rule.from}`);
     if (rule.interfaces) what.push(`via ${rule.interfaces}`);
     if (rule.mode) what.push(`its own mode: ${rule.mode}`);
     if (rule.scopes.length > 0) what.push(`scopes: ${rule.scopes.join(', ')}`);
     if (rule.log) what.push('logged');
-    tr.append(el('td', what.join(' · ')));
+    const matches = el('td', what.join(' · '));
+    matches.dataset.label = 'Matches';
+    tr.append(matches);
     const never = rules.counted && rule.packets === 0;
     const packets = el('td', never ? '0 (never hit)' : fmtCount(rule.packets), never ? 'num never-hit' : 'num');
     packets.dataset.packets = rule.packets === null ? '' : String(rule.packets);
+    // The labels show at phone width, where each rule is stacked as a card (app.css).
+    packets.dataset.label = 'Packets';
     tr.append(packets);
-    tr.append(el('td', fmtCount(rule.bytes), 'num'));
+    const bytes = el('td', fmtCount(rule.bytes), 'num');
+    bytes.dataset.label = 'Bytes';
+    tr.append(bytes);
+    // Explicit roles: at phone width the rows are laid out as grids, which must not cost the table its semantics.
+    tr.setAttribute('role', 'row');
+    for (const td of tr.children) td.setAttribute('role', 'cell');
     tbody.append(tr);
   }
 }
