@@ -57,11 +57,7 @@ describe('integration: audit mode, the DNS-observation race', () => {
   before(async () => {
     w = await World.create({ dns: true });
     await w.addLocalRange('198.18.20.0/24');
-    daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', w.policy(POLICY), '--metrics', 'off'], {
-      env: w.env(),
-      readyText: 'sluice daemon: running',
-    });
-    daemon.stderr?.resume();
+    daemon = await w.startDaemon(w.policy(POLICY));
   });
   after(async () => {
     await w?.destroy();

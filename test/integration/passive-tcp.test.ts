@@ -49,11 +49,7 @@ describe('integration: audit mode learns from DNS over TCP', () => {
 
   before(async () => {
     w = await World.create({ dns: true });
-    daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', w.policy(AUDIT, 'audit.yaml'), '--metrics', 'off'], {
-      env: w.env(),
-      readyText: 'sluice daemon: running',
-    });
-    daemon.stderr?.resume();
+    daemon = await w.startDaemon(w.policy(AUDIT, 'audit.yaml'));
   });
   after(async () => {
     await w?.destroy();

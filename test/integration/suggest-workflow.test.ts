@@ -70,11 +70,7 @@ describe('integration: audit, suggest, check, enforce', () => {
     // The apex gets an address (a served host the workload never connects to).
     w = await World.create({ dns: true, dnsZone: `${testZone()}@ 300 IN A ${HOSTS.net3}\n` });
     await w.addLocalRange('198.18.20.0/24');
-    daemon = await w.spawnReady(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', w.policy(AUDIT, 'audit.yaml'), '--metrics', 'off'], {
-      env: w.env(),
-      readyText: 'sluice daemon: running',
-    });
-    daemon.stderr?.resume();
+    daemon = await w.startDaemon(w.policy(AUDIT, 'audit.yaml'));
   });
   after(async () => {
     await w?.destroy();

@@ -5,21 +5,13 @@ import { encodeMessage, TYPE, type Message } from '../../src/dns/dns-message.js'
 import { PassiveObserver } from '../../src/dns/passive-observer.js';
 import type { PacketInfo } from '../../src/net/packet.js';
 import { parseAddr } from '../../src/net/ip.js';
+import { aMessage } from '../support/dns-records.js';
 
 const ip = (t: string) => parseAddr(t)?.value ?? 0n;
 const RESOLVER = '198.18.0.53';
 const HOST = '198.18.0.2';
 
-function msg(qr: boolean, id: number, name: string, answer?: string): Message {
-  return {
-    id,
-    flags: { qr, opcode: 0, aa: qr, tc: false, rd: true, ra: qr, ad: false, cd: false, rcode: 0 },
-    questions: [{ name, type: TYPE.A, class: 1 }],
-    answers: answer ? [{ name, type: TYPE.A, class: 1, ttl: 60, data: { kind: 'a', addr: ip(answer) } }] : [],
-    authorities: [],
-    additionals: [],
-  };
-}
+const msg = aMessage;
 
 /** A UDP packet as NFLOG hands it over: here, headers already parsed, payload at offset 0. */
 function packet(src: string, sport: number, dst: string, dport: number, m: Message): [PacketInfo, Buffer] {

@@ -12,6 +12,7 @@ import { PassiveObserver } from '../../src/dns/passive-observer.js';
 import { TcpDnsStreams, TCP_STREAM_LIMITS } from '../../src/dns/tcp-dns-streams.js';
 import type { PacketInfo } from '../../src/net/packet.js';
 import { parseAddr } from '../../src/net/ip.js';
+import { aMessage } from '../support/dns-records.js';
 import { parsePacket } from '../../src/net/packet.js';
 
 const ip = (t: string) => parseAddr(t)?.value ?? 0n;
@@ -24,16 +25,7 @@ const RST = 0x04;
 const ACK = 0x10;
 const resolvers = [{ family: 4 as const, start: ip(RESOLVER), end: ip(RESOLVER) }];
 
-function msg(qr: boolean, id: number, name: string, answer?: string): Message {
-  return {
-    id,
-    flags: { qr, opcode: 0, aa: qr, tc: false, rd: true, ra: qr, ad: false, cd: false, rcode: 0 },
-    questions: [{ name, type: TYPE.A, class: 1 }],
-    answers: answer ? [{ name, type: TYPE.A, class: 1, ttl: 60, data: { kind: 'a', addr: ip(answer) } }] : [],
-    authorities: [],
-    additionals: [],
-  };
-}
+const msg = aMessage;
 
 /** A message with its two-byte length prefix, as on a TCP stream. */
 function framed(m: Message): Buffer {

@@ -236,6 +236,14 @@ export class World {
     return child;
   }
 
+  /** `sluice daemon POLICY --metrics off` in the client namespace, once it says it is running (its stderr drained); killed on destroy. */
+  startDaemon(policyFile: string, env: NodeJS.ProcessEnv = {}): Promise<ChildProcess> {
+    return this.spawnReady(this.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', policyFile, '--metrics', 'off'], { env: this.env(env), readyText: 'sluice daemon: running' }).then((d) => {
+      d.stderr?.resume();
+      return d;
+    });
+  }
+
   /** Starts a process in a namespace; it is killed on destroy. */
   spawnIn(ns: string, argv: string[], opts: { env?: NodeJS.ProcessEnv; uid?: number } = {}): ChildProcess {
     const prefix = ['nsenter', `--net=/run/netns/${ns}`];
