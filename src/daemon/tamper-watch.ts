@@ -37,8 +37,12 @@ const STALL_MS = 3_000;
 /** Lines of a finding's detail kept (the diff of a flushed chain can be long). */
 const MAX_LINES = 12;
 
-/** What the daemon opened through DNS: the guard's own record, null when it keeps none, `busy` while its writes are queued. */
-export type LearnedSource = () => readonly LearnedEntry[] | null | 'busy';
+/**
+ * What the daemon opened through DNS: the guard's own record (or what makes
+ * it, called only when a check needs the entries), null when it keeps none,
+ * `busy` while its writes are queued.
+ */
+export type LearnedSource = () => readonly LearnedEntry[] | (() => readonly LearnedEntry[]) | null | 'busy';
 
 /** Opens the change notifications; replaceable in tests (the kernel's need CAP_NET_ADMIN). */
 /** `drain`: read what the kernel has queued now (so a check knows who committed what it finds). */
@@ -308,6 +312,10 @@ export class TamperWatch implements Component {
     }
     const guardBusy = this.busySince !== undefined && learned === null;
     this.busySince = undefined;
+    // The record itself (tens of thousands of entries, copied) only when a check compares elements
+    // or restores: most checks read the shape alone, and the copy would be garbage on the loop that answers DNS.
+    let record: readonly LearnedEntry[] | null = null;
+    const recordOf = (): readonly LearnedEntry[] => (record ??= typeof learned === 'function' ? learned() : (learned as readonly LearnedEntry[]));
     this.stats.checks++;
     // Transactions committed before this check but not delivered yet by the event loop: a change
     // found below is then told with the process that committed it, not as a poll's finding.
@@ -320,7 +328,7 @@ export class TamperWatch implements Component {
     // The guard's record is about the sets of the policy the daemon runs on: only that policy's.
     const sha = rt.policy.sha256;
     let findings: string[] = [];
-    let mirror: readonly LearnedEntry[] | null = null;
+    let mirror: (() => readonly LearnedEntry[]) | null = null;
     let stateKey: string | undefined;
     const journal: Record<string, unknown> = {};
     let result: CommitResult;
@@ -339,7 +347,8 @@ export class TamperWatch implements Component {
           // Off, or nothing applied: the table is not Sluice's to keep.
           if (!v.applied || v.off) return 'not applied';
           // Elements are compared only with the guard's record at hand (it was busy: the shape alone, now).
-          findings = this.findings(v.applied.ruleset, v.nf, full && !guardBusy, (mirror = v.applied.sha256 === sha ? learned : null));
+          mirror = v.applied.sha256 === sha && learned !== null ? recordOf : null;
+          findings = this.findings(v.applied.ruleset, v.nf, full && !guardBusy, mirror);
           if (findings.length === 0) return 'intact';
           // Committed between the drain above and the read: known now, and told.
           this.monitor?.drain?.();
@@ -347,7 +356,7 @@ export class TamperWatch implements Component {
           Object.assign(journal, { by: transactions.map(who), changes: findings });
           return action === 'restore' ? null : 'alert only';
         },
-        ruleset: (v) => (mirror && v.applied ? restoreRuleset(v.applied.ruleset, mirror, this.clock.now()) : (v.applied as NonNullable<typeof v.applied>).ruleset),
+        ruleset: (v) => (mirror && v.applied ? restoreRuleset(v.applied.ruleset, mirror(), this.clock.now()) : (v.applied as NonNullable<typeof v.applied>).ruleset),
         // Without the guard's record, the live DNS-learned elements are carried as any replacement does.
         carryDynamic: () => mirror === null,
         policy: (v) => (v.applied ? appliedPolicy(v.applied) : null),
@@ -408,14 +417,14 @@ export class TamperWatch implements Component {
   }
 
   /** The shape first (cheap at any size); elements next, when a set was touched or notifications were lost. */
-  private findings(applied: Ruleset, nf: Runtime['netfilter'], full: boolean, mirror: readonly LearnedEntry[] | null): string[] {
+  private findings(applied: Ruleset, nf: Runtime['netfilter'], full: boolean, mirror: (() => readonly LearnedEntry[]) | null): string[] {
     const live = nf.read(TABLE_NAME, { elements: 'none' });
     const shape = findTampering(applied, live, { elements: false, learned: null });
     const held = ownership(applied, live, nf);
     if (held !== null) shape.push(held);
     if (shape.length > 0 || !full) return shape;
     this.stats.elementReads++;
-    return findTampering(applied, nf.read(TABLE_NAME, { elements: 'all' }), { elements: true, learned: mirror, now: this.clock.now() });
+    return findTampering(applied, nf.read(TABLE_NAME, { elements: 'all' }), { elements: true, learned: mirror && mirror(), now: this.clock.now() });
   }
 
   /**

@@ -97,12 +97,14 @@ export class GuardComponent implements Component {
    * `busy` while writes are queued (entries leave the record before the
    * transaction that deletes them from the kernel; ask again after it).
    */
-  learnedEntries(): LearnedEntry[] | null | 'busy' {
+  learnedEntries(): (() => LearnedEntry[]) | null | 'busy' {
     // Rebuilding its record for a new policy (a reload, an adoption): not an answer yet.
     if (this.configuring) return 'busy';
     if (!this.running) return null;
     if (this.writer?.busy) return 'busy';
-    return this.learned.snapshot();
+    // The copy (every entry) only if the watchdog's check compares elements or restores: made in the
+    // same turn of the loop as this answer, so it is the same record.
+    return () => this.learned.snapshot();
   }
 
   private get learnedFile(): string {

@@ -632,6 +632,32 @@ describe('unit: the tamper watchdog behind a busy DNS guard (fake clock)', () =>
     await t.stop();
   });
 
+  it("the guard's record is copied only for checks that compare elements (or restore): shape-only checks make no copy", async () => {
+    let copies = 0;
+    const t = setup({
+      learned: () => () => {
+        copies++;
+        return [];
+      },
+    });
+    await t.start();
+    assert.equal(t.fullReads(), 1, 'the first check reads every element');
+    assert.equal(copies, 1);
+    const checks = t.watch.stats.checks;
+    await t.watch.check();
+    t.at(10);
+    await t.watch.check();
+    t.at(10);
+    assert.ok(t.watch.stats.checks > checks, 'checks ran');
+    assert.equal(t.fullReads(), 1);
+    assert.equal(copies, 1, 'no copy for a check of the shape');
+    t.lose();
+    t.at(5);
+    assert.equal(t.fullReads(), 2);
+    assert.equal(copies, 2, 'a check of the elements takes it');
+    await t.stop();
+  });
+
   it('without a learned source at all the same holds', async () => {
     const t = setup({ learned: 'none' });
     t.nf.addElements('sluice', [{ set: t.set, elems: [addr(IP1, 60_000)] }]);
