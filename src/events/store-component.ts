@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { Component, Runtime } from '../runtime/component.js';
 import { channels, publishAlert, type DnsQueryEvent } from './channels.js';
 import type { EventStore, LookupRow, PipelineCounters, RecordedEvent, RetentionLimits } from './event-store.js';
-import { lookupKey, lostRecords, ZERO_COUNTERS } from './event-store.js';
+import { lostRecords, ZERO_COUNTERS } from './event-store.js';
 import { SqliteStore } from './sqlite-store.js';
 
 /** The store file in a state directory. */
@@ -73,6 +73,36 @@ class DayRow {
     this.pendingFirst = time;
     this.pendingLast = time;
   }
+
+  /** The same row: name (the caller's index), verdict and asker. */
+  is(l: Omit<LookupRow, 'count' | 'first' | 'last'>): boolean {
+    return this.verdict === l.verdict && this.uid === l.uid && this.unit === l.unit && this.cgroup === l.cgroup && this.process === l.process;
+  }
+}
+
+/**
+ * A day's rows, found by name and then by asker among the few that asked for
+ * it: a lookup costs a map lookup by the name it carries, no key built for it.
+ */
+class DayRows {
+  private readonly byName = new Map<string, DayRow | DayRow[]>();
+  size = 0;
+
+  find(l: Omit<LookupRow, 'count' | 'first' | 'last'>): DayRow | undefined {
+    const v = this.byName.get(l.name);
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v)) return v.is(l) ? v : undefined;
+    for (const r of v) if (r.is(l)) return r;
+    return undefined;
+  }
+
+  add(row: DayRow): void {
+    const v = this.byName.get(row.name);
+    if (v === undefined) this.byName.set(row.name, row);
+    else if (Array.isArray(v)) v.push(row);
+    else this.byName.set(row.name, [v, row]);
+    this.size++;
+  }
 }
 /** A name longer than a policy can hold (253 characters) is not kept: no rule could name it. */
 const MAX_LOOKUP_NAME = 253;
@@ -130,8 +160,8 @@ export class EventStoreComponent implements Component {
    * lookups a second nothing is allocated to live past the next write. The
    * previous day's rows stay one day more, for late events.
    */
-  private lookupRows = new Map<string, DayRow>();
-  private lookupRowsBefore = new Map<string, DayRow>();
+  private lookupRows = new DayRows();
+  private lookupRowsBefore = new DayRows();
   private lookupDay = -1;
   /** Rows counted since their last write, in the order they were first counted. */
   private lookupsDirty: DayRow[] = [];
@@ -203,22 +233,21 @@ export class EventStoreComponent implements Component {
   private acceptLookup(e: DnsQueryEvent): void {
     const l = lookupOf(e);
     if (!l) return;
-    const key = lookupKey(l);
     let rows = this.lookupRows;
     if (l.day !== this.lookupDay) {
       if (l.day < this.lookupDay) {
         // A late event from an earlier day: counted only in a row that day already has.
-        const have = l.day === this.lookupDay - 1 ? this.lookupRowsBefore.get(key) : undefined;
+        const have = l.day === this.lookupDay - 1 ? this.lookupRowsBefore.find(l) : undefined;
         if (have) this.count(have, e.time);
         else this.lookupDrops++;
         return;
       }
       // A new day: its own rows (and bound); yesterday's stay for late events, unwritten ones included.
-      this.lookupRowsBefore = l.day === this.lookupDay + 1 ? this.lookupRows : new Map();
-      this.lookupRows = rows = new Map();
+      this.lookupRowsBefore = l.day === this.lookupDay + 1 ? this.lookupRows : new DayRows();
+      this.lookupRows = rows = new DayRows();
       this.lookupDay = l.day;
     }
-    const have = rows.get(key);
+    const have = rows.find(l);
     if (have) {
       this.count(have, e.time);
       return;
@@ -228,7 +257,7 @@ export class EventStoreComponent implements Component {
       return;
     }
     const row = new DayRow(l, e.time);
-    rows.set(key, row);
+    rows.add(row);
     this.count(row, e.time);
   }
 
