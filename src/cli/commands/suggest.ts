@@ -43,7 +43,7 @@ function openStore(stateDir: string): SqliteStore {
  */
 export async function flushLookups(controlSocket: string): Promise<void> {
   try {
-    await controlCall(controlSocket, 'events.flush-lookups', {}, 30_000);
+    await controlCall(controlSocket, 'events.flush-lookups', {}, 10_000);
   } catch {
     // Not running, or not answering: the store has what was written.
   }
