@@ -65,6 +65,15 @@ function source(state: StateStore, files: Map<string, string>, delay?: { ms: num
 
 const TIMER = { via: 'confirm-timer', process: 'sluice _rollback' } as const;
 
+/** A fresh state directory and kernel with /etc/p.yaml (198.18.1.10) applied, and the files a daemon reads. */
+function appliedP(): { nf: FakeNetfilter; state: StateStore; files: Map<string, string> } {
+  const nf = new FakeNetfilter();
+  const state = new StateStore(join(base, `s${++n}`));
+  const files = new Map([['/etc/p.yaml', yaml('198.18.1.10')]]);
+  apply(nf, state, '/etc/p.yaml', yaml('198.18.1.10'));
+  return { nf, state, files };
+}
+
 function daemon(state: StateStore, nf: FakeNetfilter, files: Map<string, string>, startPolicy: string, delay?: { ms: number }) {
   return new Daemon({ source: source(state, files, delay), startPolicy, netfilter: nf, state, components: [], metrics: null });
 }
@@ -174,11 +183,7 @@ describe('unit: the one table writer against crashes and races', () => {
   });
 
   it('a rollback nobody asked for says in the journal what made it: the confirmation timer (the daemon\'s watch, or overdue at its start)', async () => {
-    const dir = join(base, `s${++n}`);
-    const nf = new FakeNetfilter();
-    const state = new StateStore(dir);
-    const files = new Map([['/etc/p.yaml', yaml('198.18.1.10')]]);
-    apply(nf, state, '/etc/p.yaml', yaml('198.18.1.10'));
+    const { nf, state, files } = appliedP();
     const d = daemon(state, nf, files, '/etc/p.yaml');
     await d.start();
     try {
@@ -209,11 +214,7 @@ describe('unit: the one table writer against crashes and races', () => {
   });
 
   it('a daemon reload during a confirmation window keeps the confirmation pending', async () => {
-    const dir = join(base, `s${++n}`);
-    const nf = new FakeNetfilter();
-    const state = new StateStore(dir);
-    const files = new Map([['/etc/p.yaml', yaml('198.18.1.10')]]);
-    apply(nf, state, '/etc/p.yaml', yaml('198.18.1.10'));
+    const { nf, state, files } = appliedP();
     const d = daemon(state, nf, files, '/etc/p.yaml');
     await d.start();
     try {
@@ -229,11 +230,7 @@ describe('unit: the one table writer against crashes and races', () => {
   });
 
   it('a reload rejected at once (a broken file) does not answer the next reload: the fixed file is applied', async () => {
-    const dir = join(base, `s${++n}`);
-    const nf = new FakeNetfilter();
-    const state = new StateStore(dir);
-    const files = new Map([['/etc/p.yaml', yaml('198.18.1.10')]]);
-    apply(nf, state, '/etc/p.yaml', yaml('198.18.1.10'));
+    const { nf, state, files } = appliedP();
     const d = daemon(state, nf, files, '/etc/p.yaml');
     await d.start();
     try {
@@ -250,11 +247,7 @@ describe('unit: the one table writer against crashes and races', () => {
   });
 
   it('a reload that read the file before an apply of the same path never commits its old bytes over the apply', async () => {
-    const dir = join(base, `s${++n}`);
-    const nf = new FakeNetfilter();
-    const state = new StateStore(dir);
-    const files = new Map([['/etc/p.yaml', yaml('198.18.1.10')]]);
-    apply(nf, state, '/etc/p.yaml', yaml('198.18.1.10'));
+    const { nf, state, files } = appliedP();
     const delay = { ms: 0 };
     const d = daemon(state, nf, files, '/etc/p.yaml', delay);
     await d.start();
