@@ -422,10 +422,13 @@ export class StateStore {
     }
     try {
       const size = fstatSync(fd).size;
-      const buf = Buffer.alloc(Math.min(size, maxBytes));
-      readSync(fd, buf, 0, buf.length, size - buf.length);
+      // One byte before the last maxBytes as well: the first line read is whole when that byte is a newline.
+      const from = size > maxBytes ? size - maxBytes - 1 : 0;
+      const buf = Buffer.alloc(size - from);
+      readSync(fd, buf, 0, buf.length, from);
       const all = buf.toString('utf8').split('\n');
-      if (buf.length < size) all.shift();
+      // Cut into a line: it is not read (the byte before the cut, when it is a newline, leaves an empty first piece).
+      if (from > 0) all.shift();
       const out: Record<string, unknown>[] = [];
       for (const line of all) {
         if (line.trim() === '') continue;

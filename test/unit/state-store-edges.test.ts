@@ -124,6 +124,20 @@ describe('unit: state store, edges', () => {
     assert.equal(lists.get('/empty')?.length, 0);
     assert.equal(s.policyListsSnapshot(hash(2)).size, 0, 'a policy without lists has none');
     assert.equal(s.policyListsSnapshot('../x').size, 0);
+    // A name that is not exactly a sha256 reads nothing, even where a list file sits at the path it leads to.
+    const planted = readFileSync(join(s.dir, 'policies', `${hash(1)}.lists`));
+    writeFileSync(join(s.dir, 'x.lists'), planted);
+    writeFileSync(join(s.dir, `${hash(3)}.lists`), planted);
+    assert.equal(s.policyListsSnapshot('../x').size, 0, '../x: the planted file is not read');
+    assert.equal(s.policyListsSnapshot(`../${hash(3)}`).size, 0, 'a sha256 behind ../');
+    assert.equal(s.policyListsSnapshot(`${hash(3)}/../../x`).size, 0, 'a sha256 followed by a path');
+    assert.equal(s.policyListsSnapshot(hash(3).toUpperCase()).size, 0, 'upper-case hex');
+    mkdirSync(join(s.dir, 'policies', 'sub'));
+    writeFileSync(join(s.dir, 'policies', 'sub', `${hash(3)}.lists`), planted);
+    assert.equal(s.policyListsSnapshot(`sub/${hash(3)}`).size, 0, 'a sha256 in a subdirectory');
+    // The control: the same bytes under a real name read.
+    writeFileSync(join(s.dir, 'policies', `${hash(3)}.lists`), planted);
+    assert.equal(s.policyListsSnapshot(hash(3)).size, 3);
     // A damaged file gives what was whole before the damage, never a wrong list.
     const file = join(s.dir, 'policies', `${hash(1)}.lists`);
     writeFileSync(file, readFileSync(file).subarray(0, 60));
@@ -253,6 +267,10 @@ describe('unit: state store, edges', () => {
     assert.deepEqual(fromJson(toJson({ elements: wide })), { elements: wide });
     for (const bad of ['AAAAAAA=', 'AAAAAAAAAAAAAAAAAAAAAA', '!!!!', 'AAAAAA==x']) assert.deepEqual(fromJson(`{"__hosts4":"${bad}"}`), { __hosts4: bad }, bad);
     assert.deepEqual(fromJson('{"__hosts6":"AAAAAAAAAAAAAAAA"}'), { __hosts6: 'AAAAAAAAAAAAAAAA' }, '12 bytes is not an IPv6 address');
+    // Base64 with bits past the last byte set reads as the same bytes, but is not what was written: left as it was.
+    for (const [key, bad] of [['__addrs4', 'AAAAAAAAAAB='], ['__hosts4', 'AAAAAB=='], ['__addrs6', `${'A'.repeat(42)}B=`], ['__hosts6', `${'A'.repeat(21)}B==`]] as const) {
+      assert.deepEqual(fromJson(`{"${key}":"${bad}"}`), { [key]: bad }, `${key} ${bad}`);
+    }
   });
 
   it('values the packed forms cannot hold exactly (negative, past the family, other families, mixed types) are written as they are and read back as they were: never packed, wrapped or thrown on', () => {
@@ -266,6 +284,10 @@ describe('unit: state store, edges', () => {
       'v6 host past 2^128': [a(6, 1n), a(6, MAX128 + 1n)],
       'v6 range starting below 0': [a(6, 1n), a(6, -1n, 5n)],
       'v6 range ending past 2^128': [a(6, 1n), a(6, 5n, MAX128 + 1n)],
+      // Reversed ranges: each end checked on its own, not one through the other.
+      'v4 range starting past 2^32, ending in range': [a(4, 1n), a(4, 1n << 32n, 5n)],
+      'v4 range ending below 0, starting in range': [a(4, 1n), a(4, 5n, -1n)],
+      'v6 range ending below 0, starting in range': [a(6, 1n), a(6, 5n, -1n)],
     };
     // Not addresses of their family, so not in the compact forms: written as they are, read back as they were.
     const asWas: Record<string, unknown[]> = {
@@ -275,6 +297,9 @@ describe('unit: state store, edges', () => {
       'a number start': [{ t: 'addr', family: 4, start: 1, end: 1n }, a(4, 2n)],
       'a number end': [{ t: 'addr', family: 4, start: 1n, end: 1 }, a(4, 2n)],
       'first element not an address': [{ t: 'addr', family: 4, start: 1n, end: 1n, timeoutMs: 5 }, a(4, 2n)],
+      // Hosts of both families in one list: neither family's packed form holds the other's.
+      'hosts of two families': [a(4, 1n), a(6, 2n)],
+      'hosts of two families, v6 first': [a(6, 1n), a(4, 2n)],
     };
     for (const [what, elements] of Object.entries(asWas)) {
       const text = toJson({ elements });
@@ -305,9 +330,25 @@ describe('unit: state store, edges', () => {
 
   it('the journal reads back only JSON objects, whatever else a line holds', () => {
     const s = fresh();
+    assert.deepEqual(s.readJournal(), [], 'no journal yet: no entries');
     s.journal({ event: 'apply' });
     writeFileSync(join(s.dir, 'journal.log'), ['[1,2]', '5', 'null', '"text"', 'true', '{"event":"confirm"}', '', '  '].join('\n') + '\n', { flag: 'a' });
     assert.deepEqual(s.readJournal().map((e) => e.event), ['apply', 'confirm']);
+  });
+
+  it("the journal's last maxBytes: a line cut by the limit is skipped, a line that starts exactly at it is read", () => {
+    const s = fresh();
+    for (const event of ['apply', 'confirm', 'rollback']) s.journal({ event });
+    const text = readFileSync(join(s.dir, 'journal.log'), 'utf8');
+    const lines = text.split('\n').filter((l) => l !== '');
+    const last = lines[2]!.length + 1;
+    const lastTwo = lines[1]!.length + 1 + last;
+    assert.deepEqual(s.readJournal(text.length).map((e) => e.event), ['apply', 'confirm', 'rollback'], 'the whole file');
+    assert.deepEqual(s.readJournal(lastTwo).map((e) => e.event), ['confirm', 'rollback'], 'the limit at a line start: that line is whole');
+    assert.deepEqual(s.readJournal(lastTwo - 1).map((e) => e.event), ['rollback'], 'one byte less: its first byte is cut off');
+    assert.deepEqual(s.readJournal(lastTwo + 1).map((e) => e.event), ['confirm', 'rollback'], 'one byte more: the newline before it');
+    assert.deepEqual(s.readJournal(last).map((e) => e.event), ['rollback']);
+    assert.deepEqual(s.readJournal(last - 1), []);
   });
 
   it('no descriptor is left open: writes, reads, the journal, the lock, snapshots and streamed writes (failed ones too), many times over', async () => {
@@ -317,6 +358,7 @@ describe('unit: state store, edges', () => {
       writeFileAtomic(join(s.dir, 'x.json'), `{"i":${i}}`);
       s.journal({ event: 'apply', i });
       s.lastJournal();
+      s.readJournal();
       s.withLock(() => s.setApplied(applied(new Date(i * 1000).toISOString())));
       s.savePolicySnapshot(hash(i), Buffer.from(`p${i}`));
       await writeAtomicStream(join(s.dir, 'stream.json'), async (write) => write(`${i}`));
