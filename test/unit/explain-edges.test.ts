@@ -128,6 +128,19 @@ rules:
     });
   });
 
+  it("essentials' DHCP places: a destination of the other family never matches by number, a range reaching a lease server is maybe at either end, a name is maybe", () => {
+    const p = policyFrom('mode: enforce\nrules:\n  - name: web\n    ports: [443/tcp]\n');
+    const facts: HostFacts = { dhcpServers: [range('198.18.0.1'), range('198.18.0.6')], dhcpUids: [101] };
+    const dhcp4 = (dest: string) => matchBuiltins(p, q(dest, { proto: 'udp', port: 67, sport: 68, uid: 0 }), facts).essentials.result;
+    assert.equal(dhcp4('255.255.255.255'), 'yes', 'the control: broadcast');
+    assert.equal(dhcp4('::ffff:ffff'), 'no', "::ffff:ffff has broadcast's number, as IPv6: not a DHCPv4 place");
+    assert.equal(dhcp4('::c612:1'), 'no', "nor the lease server's number as IPv6");
+    assert.equal(dhcp4('198.18.0.0/31'), 'maybe', 'ends at the server 198.18.0.1');
+    assert.equal(dhcp4('198.18.0.6/31'), 'maybe', 'starts at the server 198.18.0.6');
+    assert.equal(dhcp4('198.18.0.2/31'), 'no', 'between the two');
+    assert.equal(dhcp4('dhcp.example.net'), 'maybe', 'a name could be any of them');
+  });
+
   it("the built-ins' own words when they decide nothing", () => {
     const audit = policyFrom('mode: audit\nessentials: false\ndns:\n  encrypted_dns: allow\nrules:\n  - name: web\n    ports: [443/tcp]\n');
     const b = matchBuiltins(audit, q('198.18.0.1', { proto: 'udp', port: 53 }));
