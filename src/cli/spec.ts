@@ -113,9 +113,10 @@ export const COMMANDS: readonly CommandSpec[] = [
     help: [
       'run the DNS guard, event collector, tamper watchdog and metrics',
       'on the applied policy until SIGTERM; POLICY is applied only if',
-      "this host never applied one; SIGHUP, or saving the applied",
-      "policy's file with new content, reloads it (a broken one is",
-      'rejected with an alert; the policy in force stays).',
+      'this host never applied one (else a warning says it is not);',
+      "SIGHUP, or saving the applied policy's file with new content,",
+      'reloads it (a broken one is rejected with an alert; the policy',
+      'in force stays).',
       'Metrics: GET /metrics on the root-only socket STATE/metrics.sock',
       '(curl --unix-socket STATE/metrics.sock http://localhost/metrics);',
       'with HOST:PORT (loopback) also over TCP, with the bearer token',

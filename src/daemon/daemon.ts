@@ -39,6 +39,8 @@ export interface DaemonOptions {
   source: PolicySource;
   /** The policy file applied on the very first start, when this state directory never applied anything. */
   startPolicy: string;
+  /** The operator named startPolicy (`sluice daemon POLICY`): a start that does not apply it says so. */
+  startPolicyGiven?: boolean;
   netfilter: Netfilter;
   state: StateStore;
   components: Component[];
@@ -221,7 +223,11 @@ export class Daemon {
   private async loadForStart(): Promise<{ policy: Policy; compiled: CompileResult; off: boolean; commit: () => void }> {
     const { state, source, netfilter: nf } = this.opts;
     const applied = state.applied();
+    const given = this.opts.startPolicyGiven === true ? this.opts.startPolicy : undefined;
     if (applied) {
+      if (given !== undefined && given !== applied.policyFile) {
+        logLine('warn', `${given} is not applied: the daemon runs the applied policy, ${applied.policyFile} (POLICY is applied only on a host that never applied one; sluice apply ${given} applies it)`, { given, applied: applied.policyFile, sha256: applied.sha256 });
+      }
       const loaded = source.applied();
       if (!loaded) throw new SluiceError('ESTATE', 'The applied policy disappeared while the daemon started');
       const { policy } = loaded;
@@ -245,6 +251,7 @@ export class Daemon {
     }
     if (state.isOff()) {
       logLine('info', 'Sluice is off (sluice off): no table; the daemon waits for the next apply');
+      if (given !== undefined) logLine('warn', `${given} is not applied: Sluice was turned off (sluice off), and a restart never undoes that; sluice apply ${given} turns it on`, { given });
       const policy = source.idle();
       return { policy, compiled: await source.compile(policy), off: true, commit: () => undefined };
     }

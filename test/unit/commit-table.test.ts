@@ -74,8 +74,24 @@ function appliedP(): { nf: FakeNetfilter; state: StateStore; files: Map<string, 
   return { nf, state, files };
 }
 
-function daemon(state: StateStore, nf: FakeNetfilter, files: Map<string, string>, startPolicy: string, delay?: { ms: number }) {
-  return new Daemon({ source: source(state, files, delay), startPolicy, netfilter: nf, state, components: [], metrics: null });
+function daemon(state: StateStore, nf: FakeNetfilter, files: Map<string, string>, startPolicy: string, delay?: { ms: number }, startPolicyGiven = false) {
+  return new Daemon({ source: source(state, files, delay), startPolicy, startPolicyGiven, netfilter: nf, state, components: [], metrics: null });
+}
+
+/** The daemon's log lines (JSON on stderr when not under systemd) while fn runs. */
+async function logged(fn: () => Promise<void>): Promise<{ level: string; message: string }[]> {
+  const lines: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    lines.push(String(chunk));
+    return true;
+  }) as typeof process.stderr.write;
+  try {
+    await fn();
+  } finally {
+    process.stderr.write = write;
+  }
+  return lines.flatMap((l) => l.split('\n')).filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: string; message: string });
 }
 
 describe('unit: the one table writer against crashes and races', () => {
@@ -281,6 +297,30 @@ describe('unit: the one table writer against crashes and races', () => {
     const d = daemon(state, nf, new Map(), '/etc/sluice/policy.yaml');
     await d.start();
     await d.stop();
+  });
+
+  it('`sluice daemon POLICY` on a host that applied another policy, or was turned off, runs what is applied and says that POLICY is not', async () => {
+    const { nf, state, files } = appliedP();
+    files.set('/etc/other.yaml', yaml('198.18.9.9'));
+    const sha = state.applied()?.sha256;
+    const run = async (path: string, given: boolean) =>
+      (
+        await logged(async () => {
+          const d = daemon(state, nf, files, path, undefined, given);
+          await d.start();
+          await d.stop();
+        })
+      ).filter((l) => l.level === 'warn' && l.message.includes('is not applied'));
+    const other = await run('/etc/other.yaml', true);
+    assert.equal(other.length, 1, JSON.stringify(other));
+    assert.equal(other[0]?.message, '/etc/other.yaml is not applied: the daemon runs the applied policy, /etc/p.yaml (POLICY is applied only on a host that never applied one; sluice apply /etc/other.yaml applies it)');
+    assert.equal(state.applied()?.sha256, sha, 'the applied policy still runs');
+    assert.deepEqual(await run('/etc/p.yaml', true), [], 'the applied file itself: nothing to say');
+    assert.deepEqual(await run('/etc/other.yaml', false), [], 'the default path, not named by the operator: nothing to say');
+    commitTable(nf, state, { event: 'off', ruleset: null, policy: null });
+    const off = await run('/etc/other.yaml', true);
+    assert.deepEqual(off.map((l) => l.message), ['/etc/other.yaml is not applied: Sluice was turned off (sluice off), and a restart never undoes that; sluice apply /etc/other.yaml turns it on']);
+    assert.equal(nf.read('sluice'), null, 'off stays off');
   });
 
   it('withEpoch and the epoch: re-applying the same policy keeps it; another takes the next', () => {

@@ -48,6 +48,7 @@ export async function daemon(ctx: Context, args: { policy?: string; metrics?: st
   const d = new Daemon({
     source,
     startPolicy: resolve(args.policy ?? defaultPolicyPath()),
+    startPolicyGiven: args.policy !== undefined,
     netfilter: nf,
     state: ctx.state,
     components: daemonComponents(ctx.state.dir),
