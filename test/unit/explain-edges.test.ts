@@ -53,6 +53,12 @@ describe('unit: explain, edges', () => {
     assert.equal(explain(p, q('0.0.0.1', { proto: 'tcp', port: 80 })).decidedBy.kind, 'rule');
   });
 
+  it("a rule's hosts below its prefixes (the loader lists prefixes first, then hosts) are found: the index is sorted by start", () => {
+    const p = policyFrom('mode: enforce\nrules:\n  - name: r\n    to: [198.18.5.0/24, 198.18.9.0/24, 198.18.0.1, 198.18.7.7, "2001:db8:5::/48", "2001:db8::1"]\n');
+    for (const a of ['198.18.0.1', '198.18.7.7', '198.18.5.9', '198.18.9.255', '2001:db8::1', '2001:db8:5::9']) assert.equal(to(p, 'r', q(a)), 'yes', a);
+    for (const a of ['198.18.0.2', '198.18.7.8', '198.18.6.0', '2001:db8::2']) assert.equal(to(p, 'r', q(a)), 'no', a);
+  });
+
   it('addresses learned for a rule count for their own family only', () => {
     const p = policyFrom('mode: enforce\nrules:\n  - name: api\n    to: [api.example.com]\n');
     const learned = new Map([['api', [range('::/96')]]]);
