@@ -7,20 +7,11 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parsePrefix, type AddrRange } from '../../src/net/ip.js';
 import { explain, matchRule, type Query } from '../../src/policy/explain.js';
 import type { Policy } from '../../src/policy/policy.js';
 import { policyFrom } from '../support/fixtures.js';
+import { q, range } from '../support/explain-query.js';
 
-function q(dest: string, rest: Partial<Query> = {}): Query {
-  const p = parsePrefix(dest);
-  return { dest: p.ok ? { kind: 'range', range: p.range } : { kind: 'name', name: dest }, ...rest };
-}
-const range = (s: string): AddrRange => {
-  const p = parsePrefix(s);
-  assert.ok(p.ok, s);
-  return p.range;
-};
 
 const policy = policyFrom(`mode: enforce
 rules:

@@ -1,13 +1,13 @@
 /** explain: the deciding rule, and honest conditions when the query leaves something open. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parsePrefix } from '../../src/net/ip.js';
 import { compileRuleset } from '../../src/compile/compile-ruleset.js';
 import { parseCounterName, parseLogPrefix } from '../../src/compile/kernel-names.js';
 import type { HostFacts } from '../../src/policy/builtins.js';
 import { explain, type Query } from '../../src/policy/explain.js';
 import { interpret } from '../support/interpret.js';
 import { fakeEnv, policyFrom } from '../support/fixtures.js';
+import { q } from '../support/explain-query.js';
 
 const policy = policyFrom(`mode: enforce
 rules:
@@ -22,10 +22,6 @@ rules:
     to: [198.18.1.254]
 `);
 
-function q(dest: string, rest: Partial<Query> = {}): Query {
-  const p = parsePrefix(dest);
-  return { dest: p.ok ? { kind: 'range', range: p.range } : { kind: 'name', name: dest }, ...rest };
-}
 
 describe('unit: explain', () => {
   it('names the allowing rule and why', () => {
