@@ -111,7 +111,7 @@ describe('unit: load-policy edges, scopes', () => {
 
   it('a scope name is checked, a duplicate scope name is refused naming the first, an empty list is refused', () => {
     assert.deepEqual(errorsOf(SCOPED('enforce', '  - name: Bad Name\n    mode: audit\n    users: [0]\n  - name: t\n    mode: audit\n    users: [33]\n  - name: t\n    mode: audit\n    services: []\n')), [
-      'p.yaml:6:11: a rule name is 1 to 48 lower-case letters, digits, and . _ - (starting with a letter or digit): "Bad Name"',
+      'p.yaml:6:11: a scope name is 1 to 48 lower-case letters, digits, and . _ - (starting with a letter or digit): "Bad Name"',
       'p.yaml:12:11: duplicate scope name "t" (first used by scope 2)',
       'p.yaml:14:15: empty services list: list at least one entry',
     ]);
