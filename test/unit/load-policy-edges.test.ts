@@ -337,18 +337,19 @@ describe('unit: load-policy edges, a rule', () => {
 describe('unit: load-policy edges, what an unknown key is told', () => {
   it("each section's keys hint from its own list, case aside, a transposition as one edit, the first of equally near keys, nothing from 3 edits away", () => {
     assert.deepEqual(
-      errorsOf('mode: enforce\nMODE: enforce\ndlg: 1\nmodexyz: 1\nlgo: 1\nrules:\n  - name: a\n    to: [any]\n    acton: allow\nscopes:\n  - name: s\n    mode: audit\n    users: [0]\n    usres: [0]\ndns:\n  prot: 1\nflows:\n  replys: any\nlog:\n  rat: 1\ndashboard:\n  listen: 127.0.0.1:1\n  listn: 127.0.0.1:1\n'),
+      errorsOf('mode: enforce\nMODE: enforce\ndlg: 1\nmodexyz: 1\nlgo: 1\nrluse: 1\nrules:\n  - name: a\n    to: [any]\n    acton: allow\nscopes:\n  - name: s\n    mode: audit\n    users: [0]\n    usres: [0]\ndns:\n  prot: 1\nflows:\n  replys: any\nlog:\n  rat: 1\ndashboard:\n  listen: 127.0.0.1:1\n  listn: 127.0.0.1:1\n'),
       [
         'p.yaml:2:1: unknown key "MODE" (did you mean mode?)',
         'p.yaml:3:1: unknown key "dlg" (did you mean log?)', // log and dns are both 2 edits away: the first listed
         'p.yaml:4:1: unknown key "modexyz"',
         'p.yaml:5:1: unknown key "lgo" (did you mean log?)',
-        'p.yaml:9:5: unknown key "acton" (did you mean action?)',
-        'p.yaml:14:5: unknown key "usres" (did you mean users?)',
-        'p.yaml:16:3: unknown key "prot" (did you mean port?)',
-        'p.yaml:18:3: unknown key "replys" (did you mean replies?)',
-        'p.yaml:20:3: unknown key "rat" (did you mean rate?)',
-        'p.yaml:23:3: unknown key "listn" (did you mean listen?)',
+        'p.yaml:6:1: unknown key "rluse" (did you mean rules?)', // 2 edits with the transpositions, 3 without
+        'p.yaml:10:5: unknown key "acton" (did you mean action?)',
+        'p.yaml:15:5: unknown key "usres" (did you mean users?)',
+        'p.yaml:17:3: unknown key "prot" (did you mean port?)',
+        'p.yaml:19:3: unknown key "replys" (did you mean replies?)',
+        'p.yaml:21:3: unknown key "rat" (did you mean rate?)',
+        'p.yaml:24:3: unknown key "listn" (did you mean listen?)',
       ],
     );
   });
@@ -392,8 +393,8 @@ describe('unit: load-policy edges, list files', () => {
   };
 
   it("list files' problems come after the policy's, each file's in the order the rules first use it, once; a NUL in a path and a missing file at their own entry", () => {
-    write('a.txt', '198.18.0.1\nbad-a!\n');
-    write('b.txt', 'bad-b!\n198.18.0.2\n');
+    write('a.txt', 'bad-a!\n198.18.0.1\n');
+    write('b.txt', '198.18.0.2\nbad-b!\n'); // b is used first, a's bad line comes first
     const pol = write('lists.yaml', 'mode: enforce\nrules:\n  - name: one\n    to_file: [b.txt, a.txt, "x\\0y", missing.txt]\n  - name: two\n    to_file: a.txt\n  - name: three\n    to: [1.2.3]\n');
     assert.throws(() => loadPolicyWithBytes(pol, fakeHost), (err: unknown) => {
       assert.ok(err instanceof PolicyError);
@@ -401,8 +402,8 @@ describe('unit: load-policy edges, list files', () => {
         `${pol}:4:29: a list file's path cannot hold a NUL byte: "x\\u0000y"`,
         `${pol}:4:37: cannot use list file ${join(dir, 'missing.txt')} (rule "one"): ENOENT`,
         `${pol}:8:10: not an IP address: "1.2.3"`,
-        `${join(dir, 'b.txt')}:1:1: character "!" is not allowed in a domain name: "bad-b!"`,
-        `${join(dir, 'a.txt')}:2:1: character "!" is not allowed in a domain name: "bad-a!"`,
+        `${join(dir, 'b.txt')}:2:1: character "!" is not allowed in a domain name: "bad-b!"`,
+        `${join(dir, 'a.txt')}:1:1: character "!" is not allowed in a domain name: "bad-a!"`,
       ]);
       return true;
     });
