@@ -357,7 +357,8 @@ function buildScopes(
   raw.forEach((sc, i) => {
     const base: (string | number)[] = ['scopes', i];
     if (!sc || typeof sc !== 'object') return;
-    const nameCheck = parseRuleName(sc.name);
+    // Scope names follow the rule names' pattern, and say so as a scope's.
+    const nameCheck = parseRuleName(sc.name, 'scope');
     if (!nameCheck.ok) error([...base, 'name'], `${nameCheck.reason}: ${showValue(sc.name)}`);
     else if (names.has(sc.name)) error([...base, 'name'], `duplicate scope name ${showValue(sc.name)} (first used by scope ${(names.get(sc.name) ?? 0) + 1})`);
     else names.set(sc.name, i);

@@ -252,10 +252,10 @@ export function parseUser(value: unknown): Parsed<{ uid?: number; name?: string 
 export const RULE_NAME = /^[a-z0-9][a-z0-9_.-]{0,47}$/;
 
 /** Rule names end up in kernel object comments and log prefixes: keep them short and plain. */
-export function parseRuleName(value: unknown): Parsed<string> {
-  if (typeof value !== 'string') return bad('a rule name is a string');
+export function parseRuleName(value: unknown, what: 'rule' | 'scope' = 'rule'): Parsed<string> {
+  if (typeof value !== 'string') return bad(`a ${what} name is a string`);
   if (!RULE_NAME.test(value)) {
-    return bad('a rule name is 1 to 48 lower-case letters, digits, and . _ - (starting with a letter or digit)');
+    return bad(`a ${what} name is 1 to 48 lower-case letters, digits, and . _ - (starting with a letter or digit)`);
   }
   return ok(value);
 }
