@@ -3,11 +3,12 @@ import type { StoredEvent } from '../events/event-store.js';
 import type { FlowRow } from '../events/sqlite-store.js';
 import type { HostFacts } from '../policy/builtins.js';
 import type { Policy } from '../policy/policy.js';
-import { Document, isMap, isSeq, parseDocument, type YAMLMap, type YAMLSeq } from '../vendor/yaml.js';
+import { Document, isMap, isSeq, type YAMLMap, type YAMLSeq } from '../vendor/yaml.js';
 import { factsOf, flowFrom, principalOf, safeHostname, safeText, type Principal } from './observations.js';
 import { registeredDomain, sharedZoneOf } from './public-suffix.js';
 import { isLoopbackFlow, judgeFlow, nameResolves, portToken, type ObservedFlow } from './replay.js';
 import { stamp } from './suggest-policy.js';
+import { parseDocumentChecked } from '../policy/yaml-depth.js';
 
 /**
  * "Allow this": from one blocked (or would-block) event, the rules that
@@ -143,7 +144,7 @@ function uniqueName(base: string, taken: Set<string>): string {
 function withRule(text: string, rule: LadderStep['rule']): { policy: string; yaml: string } {
   // The rule alone, as a one-item list: what a reviewer reads and could paste under rules:.
   const yaml = new Document([rule]).toString({ flowCollectionPadding: false, lineWidth: 0 });
-  const doc = parseDocument(text);
+  const doc = parseDocumentChecked(text);
   const spliced = doc.errors.length === 0 ? splice(text, doc.get('rules', true), yaml) : null;
   if (spliced !== null && readsAs(spliced, doc.toJS() as unknown, rule)) return { policy: spliced, yaml };
   let seq = doc.get('rules', true);
@@ -187,7 +188,7 @@ function splice(text: string, rules: unknown, yaml: string): string | null {
 
 /** Whether `policy` parses, without errors, as `before` (a policy's plain data) with `rule` appended to its rules. */
 function readsAs(policy: string, before: unknown, rule: LadderStep['rule']): boolean {
-  const d = parseDocument(policy);
+  const d = parseDocumentChecked(policy);
   if (d.errors.length > 0 || typeof before !== 'object' || before === null) return false;
   const old = (before as { rules?: unknown }).rules;
   const want = { ...(before as Record<string, unknown>), rules: [...(Array.isArray(old) ? (old as unknown[]) : []), JSON.parse(JSON.stringify(rule)) as unknown] };
@@ -196,7 +197,7 @@ function readsAs(policy: string, before: unknown, rule: LadderStep['rule']): boo
 
 function ruleNames(text: string): Set<string> {
   const names = new Set<string>();
-  const seq = parseDocument(text).get('rules', true);
+  const seq = parseDocumentChecked(text).get('rules', true);
   if (isSeq(seq)) {
     for (const item of seq.items) {
       const n = isMap(item) ? item.get('name') : undefined;

@@ -1,4 +1,4 @@
-import { Document, isMap, isSeq, parseDocument, type YAMLMap, type YAMLSeq } from '../vendor/yaml.js';
+import { Document, isMap, isSeq, type YAMLMap, type YAMLSeq } from '../vendor/yaml.js';
 import type { HostFacts } from '../policy/builtins.js';
 import type { Policy } from '../policy/policy.js';
 import type { Observation, Observations, Principal } from './observations.js';
@@ -7,6 +7,7 @@ import { isLoopbackFlow, judgeFlow, nameResolves, portToken } from './replay.js'
 import { DomainMatcher } from '../dns/domain-matcher.js';
 import { refusesOutright } from '../dns/name-refusal.js';
 import type { Promotion, PromotionReport } from './promote.js';
+import { parseDocumentChecked } from '../policy/yaml-depth.js';
 
 /** How many sibling names under one registered domain make a wildcard. */
 export const WILDCARD_MIN_NAMES = 3;
@@ -311,7 +312,7 @@ function render(rules: (SuggestedRule & { perDest?: Map<string, Tally> })[], cou
   const window = `${stamp(opts.since)} to ${stamp(opts.until)}`;
   let doc: Document;
   if (opts.existing) {
-    doc = parseDocument(opts.existing.text);
+    doc = parseDocumentChecked(opts.existing.text);
   } else {
     doc = new Document({ version: 1, mode: 'audit', rules: [] });
     doc.commentBefore = ` Suggested by \`sluice suggest\` from the traffic observed ${window}.\n Review it, check it (sluice suggest --check FILE), then set mode: enforce.`;

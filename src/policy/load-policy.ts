@@ -30,6 +30,7 @@ import { SCOPE_QUERY_MARK_BASE } from './builtins.js';
 export { mergePorts, normalizeAddrs, normalizeInterfaces };
 import { MAX_LIST_ERRORS, parseListBytes, readListFile, type ListRead } from './list-file.js';
 import { expandBulk, extractBulk, type Segment } from './yaml-bulk.js';
+import { TOO_DEEP, yamlTooDeep } from './yaml-depth.js';
 import type { Destination } from './parse-values.js';
 
 /** What the loader needs from the host. Injected so loading is testable without real users. */
@@ -139,6 +140,12 @@ interface ParsedYaml {
 /** Parses YAML text into its document and JS value; syntax errors, nesting and alias bombs as PolicyError. */
 function parseYaml(text: string, file: string): ParsedYaml {
   const lines = new LineIndex(text);
+  // Measured before yaml composes it: a text nested thousands deep can abort the process there (yaml-depth.ts).
+  const deep = yamlTooDeep(text);
+  if (deep !== null) {
+    const at = lines.pos(deep);
+    throw new PolicyError([issueAt(file, at.line, at.column, [], TOO_DEEP)]);
+  }
   let doc: Document.Parsed;
   try {
     doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, strict: true });
