@@ -15,8 +15,9 @@ cd "$(dirname "$0")/.."
 # loader; libbpf1 is what the loader needs at run time.
 # publicsuffix is Debian's copy of the Public Suffix List: `sluice suggest` finds registered domains with it.
 # chromium is the browser the dashboard's browser tests drive (playwright-core, an npm dev dependency,
-# never downloads one); it runs only inside test namespaces.
-APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base systemd rsyslog binutils lintian clang llvm bpftool libbpf-dev pkg-config publicsuffix chromium)
+# never downloads one); it runs only inside test namespaces. firefox-esr is the second, driven over
+# WebDriver BiDi by puppeteer-core (also a dev dependency that never downloads a browser), likewise.
+APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base systemd rsyslog binutils lintian clang llvm bpftool libbpf-dev pkg-config publicsuffix chromium firefox-esr)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

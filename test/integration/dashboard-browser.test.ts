@@ -11,32 +11,18 @@
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { launchIn } from '../support/browser.js';
+import { blocked as blockedIn, ENFORCE_POLICY, ORIGIN, PORT, SHOTS, signInLink, startDashboard, WIDTHS } from '../support/dashboard-world.js';
 import { NODE, waitFor } from '../support/monitor-helpers.js';
-import { HOSTS, ROOT, World } from '../world/world.js';
+import { HOSTS, World } from '../world/world.js';
 
-const PORT = 9330;
-const ORIGIN = `http://127.0.0.1:${PORT}`;
 /** Same host, another port: the same site to a browser, another origin. */
 const EVIL_PORT = 9331;
-const SHOTS = join(ROOT, 'reports/screenshots');
 const PAGES = ['overview', 'live', 'history', 'explain', 'health', 'policy'] as const;
-const WIDTHS = { laptop: { width: 1280, height: 800 }, phone: { width: 390, height: 844 } } as const;
-
-const POLICY = `
-mode: enforce
-dashboard:
-  listen: 127.0.0.1:${PORT}
-rules:
-  - name: web
-    to: [${HOSTS.api4}]
-    ports: [443/tcp]
-    log: true
-`;
 
 /** The attacker's page: on load it submits a form to the dashboard (a navigation, so the browser sends the cookie), after trying to read the API with fetch. */
 const EVIL_PAGE = `<!doctype html><title>evil</title><body><form id="f" method="POST" action="${ORIGIN}/api/events"><input name="x" value="1"></form>
@@ -58,9 +44,7 @@ describe('integration: the dashboard in a browser', () => {
 
   before(async () => {
     w = await World.create();
-    daemon = await w.spawnReady(w.client, [NODE, join(ROOT, 'bin/sluice'), 'daemon', w.policy(POLICY), '--metrics', 'off'], { env: w.env(), readyText: 'sluice daemon: running' });
-    daemon.stderr?.resume();
-    token = readFileSync(join(w.stateDir, 'dashboard.token'), 'utf8').trim();
+    ({ daemon, token } = await startDashboard(w, ENFORCE_POLICY));
     browser = await launchIn(w.client, w.tmp);
     ctx = await browser.newContext({ viewport: WIDTHS.laptop });
     page = await ctx.newPage();
@@ -68,21 +52,17 @@ describe('integration: the dashboard in a browser', () => {
       if (m.type() === 'error') problems.push(m.text());
     });
     page.on('pageerror', (e) => problems.push(e.message));
-    mkdirSync(SHOTS, { recursive: true });
   });
   after(async () => {
     await browser?.close().catch(() => undefined);
     await w?.destroy();
   });
 
-  const blocked = async (port: number) => assert.deepEqual(await w.reach([`tcp:${HOSTS.other4}:${port}`], { timeoutMs: 800 }), { [`tcp:${HOSTS.other4}:${port}`]: false });
+  const blocked = (port: number) => blockedIn(w, port);
   const liveRows = () => page.locator('#live-table tbody tr');
 
   it('the sign-in link: a session cookie (HttpOnly, SameSite=Strict), the token gone from the address, the page under its CSP', async () => {
-    const r = await w.exec([NODE, join(ROOT, 'bin/sluice'), 'dashboard'], { env: w.env() });
-    const link = /http:\/\/\S+\?token=\S+/.exec(r.stdout)?.[0];
-    assert.ok(link, r.stdout);
-    const res = await page.goto(link);
+    const res = await page.goto(await signInLink(w));
     assert.equal(page.url(), `${ORIGIN}/`, 'redirected to the same page without the token');
     assert.equal(res?.status(), 200);
     assert.match(res?.headers()['content-security-policy'] ?? '', /default-src 'none'; script-src 'self'/);
@@ -385,8 +365,7 @@ rules:
 
   before(async () => {
     w = await World.create();
-    const daemon = await w.spawnReady(w.client, [NODE, join(ROOT, 'bin/sluice'), 'daemon', w.policy(AUDIT_POLICY), '--metrics', 'off'], { env: w.env(), readyText: 'sluice daemon: running' });
-    daemon.stderr?.resume();
+    await startDashboard(w, AUDIT_POLICY);
     browser = await launchIn(w.client, w.tmp);
     const ctx = await browser.newContext({ viewport: WIDTHS.laptop });
     page = await ctx.newPage();
@@ -394,11 +373,7 @@ rules:
       if (m.type() === 'error') problems.push(m.text());
     });
     page.on('pageerror', (e) => problems.push(e.message));
-    mkdirSync(SHOTS, { recursive: true });
-    const r = await w.exec([NODE, join(ROOT, 'bin/sluice'), 'dashboard'], { env: w.env() });
-    const link = /http:\/\/\S+\?token=\S+/.exec(r.stdout)?.[0];
-    assert.ok(link, r.stdout);
-    await page.goto(link);
+    await page.goto(await signInLink(w));
   });
   after(async () => {
     await browser?.close().catch(() => undefined);

@@ -244,11 +244,11 @@ export class World {
     });
   }
 
-  /** Starts a process in a namespace; it is killed on destroy. */
-  spawnIn(ns: string, argv: string[], opts: { env?: NodeJS.ProcessEnv; uid?: number } = {}): ChildProcess {
+  /** Starts a process in a namespace (its stdin a pipe if asked); it is killed on destroy. */
+  spawnIn(ns: string, argv: string[], opts: { env?: NodeJS.ProcessEnv; uid?: number; stdin?: boolean } = {}): ChildProcess {
     const prefix = ['nsenter', `--net=/run/netns/${ns}`];
     if (opts.uid !== undefined) prefix.push(`--setuid=${opts.uid}`, `--setgid=${opts.uid}`);
-    const child = spawn(prefix[0] as string, [...prefix.slice(1), '--', ...argv], { env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const child = spawn(prefix[0] as string, [...prefix.slice(1), '--', ...argv], { env: opts.env ?? process.env, stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'], detached: true });
     this.procs.add(child);
     child.on('exit', () => this.procs.delete(child));
     return child;
