@@ -138,6 +138,60 @@ rules:
     assert.equal(dhcp4('dhcp.example.net'), 'maybe', 'a name could be any of them');
   });
 
+  it("gradual enforcement's words: deny rules in audit by their own mode, a scope's mode, the rule's own mode, and the scopes a sender could be in", () => {
+    const enforce = policyFrom(`mode: enforce
+scopes:
+  - name: builders
+    mode: audit
+    users: [1234]
+  - name: testers
+    mode: audit
+    users: [4321]
+rules:
+  - name: web
+    to: [198.18.0.0/16]
+    ports: [443/tcp]
+  - name: trial-deny
+    action: deny
+    mode: audit
+    to: [198.18.1.0/24]
+  - name: trial-deny2
+    action: deny
+    mode: audit
+    to: [198.18.1.7]
+  - name: hard-deny
+    action: deny
+    to: [198.18.2.0/24]
+`);
+    const audit = policyFrom(`mode: audit
+scopes:
+  - name: locked
+    mode: enforce
+    users: [1234]
+rules:
+  - name: own-enforce
+    action: deny
+    mode: enforce
+    to: [198.18.3.0/24]
+`);
+    const say = (p: Policy, dest: string, uid?: number) => {
+      const ex = explain(p, q(dest, { proto: 'tcp', port: 22, ...(uid === undefined ? {} : { uid }) }));
+      return [ex.enforced, ex.scope, ex.summary];
+    };
+    const NO_RULE = 'blocked by the default deny: no rule allows it';
+    assert.deepEqual(say(enforce, '198.18.1.7', 0), [true, undefined, `${NO_RULE}; recorded as would-block by deny rule trial-deny (line 13, mode: audit), trial-deny2 (line 17, mode: audit)`]);
+    assert.deepEqual(say(enforce, '198.18.9.9'), [true, undefined, `${NO_RULE}; unless the sender is in scope builders (audit), testers (audit)`]);
+    assert.deepEqual(say(enforce, '198.18.9.9', 0), [true, undefined, NO_RULE]);
+    assert.deepEqual(say(enforce, '198.18.2.1', 1234), [false, 'builders', 'blocked by deny rule hard-deny (line 21): 198.18.2.1 is in 198.18.2.0/24 [audit by scope builders: recorded, not blocked]']);
+    assert.deepEqual(say(audit, '198.18.9.9', 1234), [true, 'locked', `${NO_RULE} [enforced: scope locked]`]);
+    assert.deepEqual(say(audit, '198.18.9.9', 0), [false, undefined, `${NO_RULE} [audit mode: recorded, not blocked]`]);
+    assert.deepEqual(say(audit, '198.18.9.9'), [false, undefined, `${NO_RULE}; unless the sender is in scope locked (enforce) [audit mode: recorded, not blocked]`]);
+    assert.deepEqual(say(audit, '198.18.3.1', 0), [true, '#rule', "blocked by deny rule own-enforce (line 7): 198.18.3.1 is in 198.18.3.0/24 [enforced: the rule's own mode]"]);
+    // A deny rule whose own mode is the policy's says nothing of it.
+    const plain = policyFrom('mode: enforce\nrules:\n  - name: same\n    action: deny\n    mode: enforce\n    to: [198.18.3.0/24]\n');
+    assert.deepEqual(say(plain, '198.18.3.1', 0), [true, '#rule', 'blocked by deny rule same (line 3): 198.18.3.1 is in 198.18.3.0/24']);
+  });
+
   it("the built-ins' own words when they decide nothing", () => {
     const audit = policyFrom('mode: audit\nessentials: false\ndns:\n  encrypted_dns: allow\nrules:\n  - name: web\n    ports: [443/tcp]\n');
     const b = matchBuiltins(audit, q('198.18.0.1', { proto: 'udp', port: 53 }));
