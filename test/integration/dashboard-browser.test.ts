@@ -345,16 +345,8 @@ describe('integration: the dashboard in a browser', () => {
  * it, and Reset zoom goes back.
  */
 describe('integration: the dashboard in a browser, audit mode: suggestions and the chart zoom', () => {
-  const AUDIT_POLICY = `
-mode: audit
-dashboard:
-  listen: 127.0.0.1:${PORT}
-rules:
-  - name: web
-    to: [${HOSTS.api4}]
-    ports: [443/tcp]
-    log: true
-  - name: unused
+  /** ENFORCE_POLICY in audit mode, with a rule nothing uses. */
+  const AUDIT_POLICY = `${ENFORCE_POLICY.replace('mode: enforce', 'mode: audit')}  - name: unused
     to: [${HOSTS.net3}]
     ports: [22/tcp]
 `;

@@ -26,6 +26,18 @@ export interface UpstreamReply {
   ad?: boolean;
 }
 
+/** The upstream's reply to `q` as the guard receives it from its UpstreamClient. */
+export function upstreamMessage(q: Question, r: UpstreamReply): Message {
+  return {
+    id: 1,
+    flags: { qr: true, opcode: 0, aa: true, tc: r.tc ?? false, rd: true, ra: true, ad: r.ad ?? false, cd: false, rcode: r.rcode ?? 0 },
+    questions: [q],
+    answers: r.answers ?? [],
+    authorities: r.authorities ?? [],
+    additionals: [],
+  };
+}
+
 export interface GuardSetupOptions {
   /** Encrypted-DNS endpoint names (refused unless a rule names them exactly). */
   encrypted?: string[];
@@ -56,15 +68,7 @@ export function guardSetup(policyText: string, answer: (q: Question) => RR[] | U
         asked.push({ ...q, dnssecOk: flags.dnssecOk });
         const a = answer(q);
         if (a instanceof Error) throw a;
-        const r: UpstreamReply = Array.isArray(a) ? { answers: a } : a;
-        return {
-          id: 1,
-          flags: { qr: true, opcode: 0, aa: true, tc: r.tc ?? false, rd: true, ra: true, ad: r.ad ?? false, cd: false, rcode: r.rcode ?? 0 },
-          questions: [q],
-          answers: r.answers ?? [],
-          authorities: r.authorities ?? [],
-          additionals: [],
-        };
+        return upstreamMessage(q, Array.isArray(a) ? { answers: a } : a);
       },
   };
   const deps = (p: Policy, rs: Ruleset, l: LearnedState, encrypted = opts.encrypted ?? []): GuardDeps => ({

@@ -12,6 +12,7 @@ import { SetWriter, type SetWrite } from '../../src/dns/set-writer.js';
 import { FakeNetfilter } from '../../src/netfilter/fake-netfilter.js';
 import { compileFrom } from '../support/fixtures.js';
 import { CNAME, SOA } from '../support/dns-records.js';
+import { upstreamMessage, type UpstreamReply } from '../support/guard-harness.js';
 
 const POLICY = `mode: enforce
 dns:
@@ -29,13 +30,7 @@ rules:
 
 const A = (name: string, addr: bigint, ttl = 60): RR => ({ name, type: TYPE.A, class: 1, ttl, data: { kind: 'a', addr } });
 
-interface Reply {
-  answers?: RR[];
-  authorities?: RR[];
-  rcode?: number;
-  tc?: boolean;
-  ad?: boolean;
-}
+type Reply = UpstreamReply;
 
 function query(name: string, opts: { id?: number; type?: number; dnssecOk?: boolean; edns?: boolean } = {}): Buffer {
   const m: Message = {
@@ -81,15 +76,7 @@ function setup(answer: (q: Question) => Reply, policyText = POLICY) {
   const upstream = {
     query: async (q: Question): Promise<Message> => {
       asked.push(q);
-      const r = answer(q);
-      return {
-        id: 1,
-        flags: { qr: true, opcode: 0, aa: true, tc: r.tc ?? false, rd: true, ra: true, ad: r.ad ?? false, cd: false, rcode: r.rcode ?? 0 },
-        questions: [q],
-        answers: r.answers ?? [],
-        authorities: r.authorities ?? [],
-        additionals: [],
-      };
+      return upstreamMessage(q, answer(q));
     },
   };
   const guard = new DnsGuard(deps());
