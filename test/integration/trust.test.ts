@@ -208,6 +208,36 @@ describe('integration: trust (restarts, reboots, flows, impersonation)', () => {
     writeFileSync(enforce, ENFORCE);
   });
 
+  it('SIGHUP while the daemon starts never ends it: the reload runs once the start is done', async () => {
+    // A rule of 20,000 addresses: a start long enough to be seen in its "starting" state.
+    const bulk = Array.from({ length: 20_000 }, (_, i) => `198.19.${i >> 8}.${i & 255}`);
+    const slow = w.policy(`${ENFORCE}  - name: bulk\n    to: [${bulk.join(', ')}]\n`, 'slow.yaml');
+    assert.equal((await w.sluice(['apply', slow])).code, 0);
+    const child = w.spawnIn(w.client, [process.execPath, join(ROOT, 'bin/sluice'), 'daemon', '--metrics', 'off'], { env: w.env() });
+    daemon = child;
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr?.resume();
+    // The moment the start has begun (daemon.json says starting): a SIGHUP now, with the policy file changed.
+    const pid = await waitFor('the daemon starting', async () => {
+      let st: { state?: string; pid?: number } = {};
+      try {
+        st = JSON.parse(readFileSync(join(w.stateDir, 'daemon.json'), 'utf8')) as typeof st;
+      } catch {
+        return undefined;
+      }
+      if (out.includes('running')) throw new Error('the daemon was running before its start was seen');
+      return st.state === 'starting' && st.pid !== undefined ? st.pid : undefined;
+    }, 15_000, 2);
+    writeFileSync(slow, readFileSync(slow, 'utf8').replace(`to: [${HOSTS.api4}]`, `to: [${HOSTS.api4}, ${HOSTS.net3}]`));
+    process.kill(pid, 'SIGHUP');
+    await waitFor('the daemon running', async () => (out.includes('running') ? true : child.exitCode !== null || child.signalCode !== null ? Promise.reject(new Error(`the daemon ended (${child.exitCode ?? child.signalCode})`)) : undefined), 20_000);
+    await waitFor('the reload asked for during the start', async () => (/198\.18\.3\.30/.test(await w.nft(['list', 'set', 'inet', 'sluice', 'r_api_a4'])) ? true : undefined), 15_000);
+    assert.equal(child.exitCode, null, 'the daemon is still running');
+    assert.equal(child.signalCode, null);
+    await stopDaemon();
+  });
+
   it('a UDP flow root made cannot be borrowed: uid 65534 reusing its source port gets nothing', async () => {
     assert.equal((await w.sluice(['apply', enforce])).code, 0);
     const root = watch(w.spawnIn(w.client, [process.execPath, FLOW, 'udp', HOSTS.other4, '5000', '--sport', '45000', '--count', '1']));

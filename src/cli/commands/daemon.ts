@@ -56,9 +56,32 @@ export async function daemon(ctx: Context, args: { policy?: string; metrics?: st
     ...(notifySocket ? { notify: (text: string) => sdNotify(notifySocket, text) } : {}),
   });
 
+  // SIGHUP's handler first: without one, SIGHUP's default action ends the process, and a reload
+  // asked for as soon as the daemon says it is ready (systemctl reload right after the start, an
+  // operator's kill -HUP) could arrive before the handler below the start was in place. A reload
+  // asked for while the daemon starts is run once the start is done.
+  let started = false;
+  let reloadAsked = false;
+  const reload = () => {
+    if (notifySocket) sdNotify(notifySocket, `RELOADING=1\nMONOTONIC_USEC=${(process.hrtime.bigint() / 1000n).toString()}`);
+    d.reload()
+      .catch((err: unknown) => logLine('error', 'reload failed; the previous policy stays', { error: String((err as Error).message) }))
+      .finally(() => {
+        if (notifySocket) sdNotify(notifySocket, 'READY=1');
+      });
+  };
+  process.on('SIGHUP', () => {
+    if (started) reload();
+    else reloadAsked = true;
+  });
   await d.start();
+  started = true;
   ctx.say(`sluice daemon: running (pid ${process.pid}); state ${ctx.state.dir}; table inet ${TABLE_NAME}`);
   ctx.flush();
+  if (reloadAsked) {
+    logLine('info', 'a reload was asked for while the daemon started: reloading');
+    reload();
+  }
   // systemd's watchdog (WatchdogSec=): a ping from the event loop twice per period, so a loop
   // that stops turning (the one that answers DNS) gets the daemon restarted.
   const watchdogUsec = Number(process.env.WATCHDOG_USEC);
@@ -89,14 +112,6 @@ export async function daemon(ctx: Context, args: { policy?: string; metrics?: st
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => {
-      if (notifySocket) sdNotify(notifySocket, `RELOADING=1\nMONOTONIC_USEC=${(process.hrtime.bigint() / 1000n).toString()}`);
-      d.reload()
-        .catch((err: unknown) => logLine('error', 'reload failed; the previous policy stays', { error: String((err as Error).message) }))
-        .finally(() => {
-          if (notifySocket) sdNotify(notifySocket, 'READY=1');
-        });
-    });
   });
 }
 
