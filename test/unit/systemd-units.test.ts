@@ -7,13 +7,14 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 const PACKAGING = fileURLToPath(new URL('../../../packaging/', import.meta.url));
+const BIN = fileURLToPath(new URL('../../../bin/sluice', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'sluice-units-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -38,7 +39,14 @@ function settings(text: string): Map<string, string[]> {
 
 describe('unit: systemd units', () => {
   it('systemd-analyze verify accepts the three units without a single warning', () => {
-    for (const unit of ['sluice.service', 'sluice-restore.service', 'sluice-failed.service']) copyFileSync(join(PACKAGING, unit), join(dir, unit));
+    // The units name /usr/local/bin/sluice (asserted below), which `make setup` links to a checkout;
+    // verify checks that the command is executable, so the copies name this checkout's own: the
+    // result does not depend on which checkout the host's link points to, or whether it exists.
+    for (const unit of ['sluice.service', 'sluice-restore.service', 'sluice-failed.service']) {
+      const text = readFileSync(join(PACKAGING, unit), 'utf8');
+      assert.match(text, /^ExecStart=\/usr\/local\/bin\/sluice /m);
+      writeFileSync(join(dir, unit), text.replaceAll('/usr/local/bin/sluice', BIN));
+    }
     const r = spawnSync('systemd-analyze', ['verify', '--man=no', join(dir, 'sluice-restore.service'), join(dir, 'sluice.service'), join(dir, 'sluice-failed.service')], { encoding: 'utf8' });
     assert.equal(r.error, undefined, `systemd-analyze could not run (make test installs the systemd package): ${r.error?.message}`);
     assert.equal(r.status, 0, r.stderr);
