@@ -20,7 +20,7 @@ import {
   showValue,
 } from './parse-values.js';
 import { ALERT_TRIGGERS, DNS_DEFAULTS, FLOW_DEFAULTS, type AlertRoute, type AlertSink, type AlertTrigger, type DashboardSettings, type DnsSettings, type Suppression, type DomainPattern, type FlowSettings, type LogSettings, type InterfaceRef, type Policy, type PortRange, type Rule, type Scope, type ServiceRef, type UserRef } from './policy.js';
-import { lenientRule, lenientScope, lenientTop, ruleSchema, scopeSchema, topSchema, type RawPolicy, type RawRule, type RawScope } from './schema.js';
+import { alertShape, lenientItems, lenientRule, lenientScope, lenientTop, ruleSchema, scopeSchema, suppressShape, topSchema, type RawPolicy, type RawRule, type RawScope } from './schema.js';
 import { templateProblem } from './webhook-template.js';
 import { parseLoopbackListen } from './listen-address.js';
 import { dedupeBy, mergePorts, normalizeAddrs, normalizeInterfaces } from './rule-parts.js';
@@ -312,8 +312,9 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, o
   const flows = buildFlows(p.flows, error);
   const dashboard = p.dashboard === undefined ? undefined : buildDashboard(p.dashboard, error);
   const log = buildLog(p.log, error);
-  const alerts = buildAlerts(p.alerts, rules, error);
-  const suppress = buildSuppress(p.suppress, rules, error, warning, (i) => locate(['suppress', i]).line);
+  // Item by item: an alert or suppression that fails the schema leaves the others checked (and reported).
+  const alerts = buildAlerts(lenientItems(alertShape, (raw as Record<string, unknown>).alerts), rules, error);
+  const suppress = buildSuppress(lenientItems(suppressShape, (raw as Record<string, unknown>).suppress), rules, error, warning, (i) => locate(['suppress', i]).line);
   // The policy's own problems first, then each list file's, in the order the rules use them.
   const fileOrder = (f: string) => (f === file ? -1 : lists.order(f));
   issues.sort((a, b) => fileOrder(a.file) - fileOrder(b.file) || a.line - b.line || a.column - b.column);
@@ -436,11 +437,12 @@ export const BUILTIN_RULE_NAMES = ['#default', '#encrypted-dns', '#dns-guard', '
 const ALERT_NAME = /^[a-z0-9][a-z0-9._-]{0,47}$/;
 
 /** The alerts: section: one sink each, known triggers, existing rules, a window from 1 s to 1 day (default 60 s). */
-function buildAlerts(raw: RawPolicy['alerts'], rules: Rule[], error: Report): AlertRoute[] {
+function buildAlerts(raw: (NonNullable<RawPolicy['alerts']>[number] | null)[], rules: Rule[], error: Report): AlertRoute[] {
   const out: AlertRoute[] = [];
   const names = new Set<string>();
   const ruleNames = new Set<string>([...rules.map((r) => r.name), ...BUILTIN_RULE_NAMES]);
-  (raw ?? []).forEach((a, i) => {
+  raw.forEach((a, i) => {
+    if (a === null) return;
     const at = (...k: (string | number)[]) => ['alerts', i, ...k];
     if (!ALERT_NAME.test(a.name)) return error(at('name'), `an alert name is 1-48 of a-z 0-9 . _ - starting with a letter or digit: ${showValue(a.name)}`);
     if (names.has(a.name)) return error(at('name'), `duplicate alert name ${showValue(a.name)}`);
@@ -547,11 +549,12 @@ function buildSink(raw: NonNullable<RawPolicy['alerts']>[number]['sink'], at: (s
 }
 
 /** The suppress: section. An expired one is kept (and reported as expired), so that nobody wonders why it stopped working. */
-function buildSuppress(raw: RawPolicy['suppress'], rules: Rule[], error: Report, warning: (path: (string | number)[], message: string) => void, lineOf: (i: number) => number): Suppression[] {
+function buildSuppress(raw: (NonNullable<RawPolicy['suppress']>[number] | null)[], rules: Rule[], error: Report, warning: (path: (string | number)[], message: string) => void, lineOf: (i: number) => number): Suppression[] {
   const out: Suppression[] = [];
   const ruleNames = new Set<string>([...rules.map((r) => r.name), ...BUILTIN_RULE_NAMES]);
   const today = new Date().toISOString().slice(0, 10);
-  (raw ?? []).forEach((x, i) => {
+  raw.forEach((x, i) => {
+    if (x === null) return;
     const at = (k: string) => ['suppress', i, k];
     if (x.rule === undefined && x.destination === undefined) return error(['suppress', i], 'a suppression names a rule, a destination, or both');
     if (x.rule !== undefined && !ruleNames.has(x.rule)) return error(at('rule'), `no rule named ${showValue(x.rule)}`);

@@ -59,7 +59,7 @@ const sinkShape = z.strictObject({
   journal: z.literal(true).optional(),
 });
 
-const alertShape = z.strictObject({
+export const alertShape = z.strictObject({
   name: z.string(),
   sink: sinkShape,
   on: z.array(z.string()).min(1).max(32),
@@ -67,7 +67,7 @@ const alertShape = z.strictObject({
   window: z.union([z.string(), z.number()]).optional(),
 });
 
-const suppressShape = z.strictObject({
+export const suppressShape = z.strictObject({
   rule: z.string().optional(),
   destination: z.string().max(512).optional(),
   until: z.union([z.string(), z.date()]),
@@ -132,6 +132,19 @@ function lenient<S extends z.ZodRawShape>(shape: S, value: unknown): Partial<z.i
     if (r.success) out[k] = r.data;
   }
   return out as Partial<z.infer<z.ZodObject<S>>>;
+}
+
+/**
+ * A list's items one by one: each item that is well-typed on its own, null
+ * for one that is not (its errors were reported with the list's), at its own
+ * index. One bad alert or suppression no longer hides the other items' errors.
+ */
+export function lenientItems<T>(schema: z.ZodType<T>, value: unknown): (T | null)[] {
+  if (!Array.isArray(value)) return [];
+  return value.map((item) => {
+    const r = schema.safeParse(item);
+    return r.success ? r.data : null;
+  });
 }
 
 /** The well-typed top-level settings of a raw policy. */

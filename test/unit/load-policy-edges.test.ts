@@ -231,6 +231,20 @@ describe('unit: load-policy edges, alerts: and suppress:', () => {
       'p.yaml:10:24: until is a date, YYYY-MM-DD: "2027-1-01"',
     ]);
   });
+  it('an alert or a suppression that fails the schema leaves the others checked: every error in one run', () => {
+    const errors = errorsOf(ALERTS('  - {name: a, sink: {journal: true}, on: [blocked], colour: red}\n  - {name: b, sink: {journal: true}, on: [blocked], rules: [nope]}\n  - {name: c, sink: {journal: true}, on: [sometimes]}\n'));
+    assert.equal(errors.length, 3, errors.join('\n'));
+    assert.match(errors[0] ?? '', /^p\.yaml:6:/);
+    assert.match(errors[0] ?? '', /colour/);
+    assert.deepEqual(errors.slice(1), [
+      `p.yaml:7:61: no rule named "nope" (the policy's rules, or #default, #encrypted-dns, #dns-guard, #essentials, #loopback)`,
+      'p.yaml:8:43: unknown trigger "sometimes"; one of blocked, new-destination, unlisted-name, encrypted-dns, tamper, reload-rejected, event-loss, attribution-low, daemon-failed',
+    ]);
+    const sup = errorsOf(SUPPRESS('  - {rule: api, until: 2027-01-01, reason: x, owner: me}\n  - {rule: nope, until: 2027-01-01, reason: x}\n'));
+    assert.equal(sup.length, 2, sup.join('\n'));
+    assert.match(sup[0] ?? '', /^p\.yaml:6:.*owner/);
+    assert.equal(sup[1], 'p.yaml:7:12: no rule named "nope"');
+  });
 });
 
 describe('unit: load-policy edges, dns:', () => {
