@@ -504,7 +504,6 @@ export class DnsGuard {
       answers: f.addresses.map((a) => formatAddr(a.family, a.addr)),
       dropped: f.dropped,
       started,
-      ad: upstream.flags.ad,
     });
     // Cached only what was handed out whole, under the policy it was decided by: not a truncated
     // answer, nor one the rebinding filter cut (each of those goes upstream again), nor one decided
@@ -623,7 +622,7 @@ export class DnsGuard {
     // spelling too on the wire, where the encoder compresses them against the question (0x20).
     const answers = countDown(e.answers, age);
     const authorities = countDown(e.authorities, age);
-    this.emit(q, client, { verdict: 'allowed', rcode: e.rcode, rules: judged.ruleNames, answers: e.addresses.map((a) => formatAddr(a.family, a.addr)), started, ad: e.ad });
+    this.emit(q, client, { verdict: 'allowed', rcode: e.rcode, rules: judged.ruleNames, answers: e.addresses.map((a) => formatAddr(a.family, a.addr)), started });
     return this.encodeReply(q, { rcode: e.rcode, answers, authorities, ede: e.ede, ad: e.ad }, client);
   }
 
@@ -660,7 +659,6 @@ export class DnsGuard {
       answers?: string[];
       dropped?: { address: string; why: string }[];
       started: number;
-      ad?: boolean;
       process?: DnsQueryEvent['process'];
     },
   ): void {
