@@ -676,6 +676,18 @@ describe('unit: value parsers, the reason for each refusal and both sides of eac
     ['destination', parseDestination, 'a.123x', 'OK'],
     ['destination', parseDestination, '1.2.3.4/33x', 'prefix length must be 0 to 32'],
     ['destination', parseDestination, 'abc-def', 'a single-label name is ambiguous (search domains); write the full name'],
+    // An empty label is named as such even in a name too long to be one (the label check comes first).
+    ['destination', parseDestination, `a..${'b'.repeat(260)}.com`, 'empty label (two dots in a row)'],
+    // IDNA label by label: a label IDNA refuses (a leading combining mark), and one whose mapping holds a dot
+    // (U+2488 DIGIT ONE FULL STOP maps to "1."): never split into two labels behind the policy's back.
+    ['destination', parseDestination, '\u0301a.com', 'not a valid international domain name'],
+    ['destination', parseDestination, 'x\u2488y.com', 'not a valid international domain name'],
+    // What is not an address is judged as a name: a colon or a zone index is a name's refusal, not an address's.
+    ['destination', parseDestination, 'host:80', 'character ":" is not allowed in a domain name'],
+    ['destination', parseDestination, 'fe80::1%eth0', 'character ":" is not allowed in a domain name'],
+    // A range only when there is a dash after an address: an address with a letter after it is a name.
+    ['destination', parseDestination, '198.18.0.1x', 'OK'],
+    ['ports', parsePortEntry, '70000-80', 'a port is a number from 1 to 65535'],
   ];
   for (const [what, parse, input, want] of table) {
     it(`${what} ${show(input).slice(0, 40)}: ${want === 'OK' ? 'accepted' : want}`, () => {
@@ -693,5 +705,8 @@ describe('unit: value parsers, the reason for each refusal and both sides of eac
     assert.equal(showValue('a\u0001b\u009fc'), '"a\\u0001b\\u009fc"');
     assert.equal(showValue('x'.repeat(60)), `"${'x'.repeat(60)}"`);
     assert.equal(showValue('x'.repeat(61)), `"${'x'.repeat(57)}..."`);
+    // Anything else (no policy file holds these, but a message never throws on them): its text, quoted.
+    assert.equal(showValue(10n), '"10"');
+    assert.equal(showValue(Symbol('x')), '"Symbol(x)"');
   });
 });
