@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { HostFacts } from '../../src/policy/builtins.js';
-import { explain, matchBuiltins, matchRule, type Query } from '../../src/policy/explain.js';
+import { blockMode, explain, matchBuiltins, matchRule, scopeMatch, type Query } from '../../src/policy/explain.js';
 import type { Policy } from '../../src/policy/policy.js';
 import { policyFrom } from '../support/fixtures.js';
 import { q, range } from '../support/explain-query.js';
@@ -202,5 +202,105 @@ rules:
     const e = matchBuiltins(on, q('198.18.0.1', { proto: 'tcp', port: 80 }));
     assert.deepEqual(e.essentials, { builtin: 'essentials', result: 'no', detail: 'not neighbour discovery or DHCP' });
     assert.deepEqual(e.encrypted, { builtin: 'encrypted-dns', result: 'no', detail: 'not DNS over TLS or a known DNS-over-HTTPS endpoint' });
+  });
+});
+
+describe('unit: explain, the built-ins and scopes in their own words', () => {
+  const TLS = { proto: 'tcp', port: 853 } as const;
+  const DOT_WORDS = 'DNS over TLS (port 853) is blocked except to the destinations of allow rules that list port 853';
+
+  it("DNS over TLS: blocked by name, except inside a DoT rule's addresses, or where DoT rules reach every address of a family", () => {
+    const listed = policyFrom('mode: enforce\ndns:\n  guard: true\nrules:\n  - name: dot\n    to: [198.18.5.0/24]\n    ports: [853/tcp]\n');
+    assert.deepEqual(matchBuiltins(listed, q('198.18.6.1', TLS)).encrypted, { builtin: 'encrypted-dns', result: 'yes', detail: DOT_WORDS });
+    assert.equal(matchBuiltins(listed, q('198.18.5.1', TLS)).encrypted.result, 'no', "inside the rule's addresses: the rule judges it");
+    const v4 = policyFrom('mode: enforce\ndns:\n  guard: true\nrules:\n  - name: dot\n    to: [0.0.0.0/0]\n    ports: [853/tcp]\n');
+    assert.equal(matchBuiltins(v4, q('198.18.6.1', TLS)).encrypted.result, 'no', 'a rule to all of IPv4 exempts every IPv4 address');
+    assert.equal(matchBuiltins(v4, q('dns.example', TLS)).encrypted.result, 'maybe', 'a name might resolve to IPv6');
+    const both = policyFrom('mode: enforce\ndns:\n  guard: true\nrules:\n  - name: dot4\n    to: [0.0.0.0/0]\n    ports: [853/tcp]\n  - name: dot6\n    to: ["::/0"]\n    ports: [853/tcp]\n');
+    assert.equal(matchBuiltins(both, q('dns.example', TLS)).encrypted.result, 'no', 'two rules, one per family, together reach every address of both');
+  });
+
+  it('a known DNS-over-HTTPS endpoint on 443 is named as encrypted DNS', () => {
+    const p = policyFrom('mode: enforce\ndns:\n  guard: true\nrules:\n  - name: web\n    to: [198.18.0.0/15]\n    ports: [443/tcp]\n');
+    const facts: HostFacts = { dns: { upstreams: [], encrypted: { addrs: [range('198.18.7.7')], names: [] } } };
+    assert.deepEqual(matchBuiltins(p, q('198.18.7.7', { proto: 'tcp', port: 443 }), facts).encrypted, {
+      builtin: 'encrypted-dns',
+      result: 'yes',
+      detail: "a DNS-over-HTTPS endpoint (port 443: the encrypted-DNS list and the guard's upstreams) is blocked unless an allow rule names its address",
+    });
+  });
+
+  it('what a built-in leaves open is said in its own words: an allowed query to an unknown port may be encrypted DNS', () => {
+    const p = policyFrom('mode: enforce\ndns:\n  guard: true\nrules:\n  - name: lab\n    to: [198.18.0.0/15]\n');
+    const e = explain(p, q('198.18.6.1', { proto: 'tcp' }));
+    assert.equal(e.verdict, 'allow');
+    assert.ok(e.summary.includes(`; unless it is encrypted DNS: ${DOT_WORDS}`), e.summary);
+    assert.ok(!e.summary.includes('essential traffic'), e.summary);
+  });
+
+  it("this host's own addresses are allowed before any rule; a range with only one end in loopback is not loopback", () => {
+    const p = policyFrom('mode: enforce\ndns:\n  guard: true\nrules:\n  - name: none\n    to: [198.18.9.9]\n');
+    const local = explain(p, q('198.18.1.1', { proto: 'tcp', port: 22, local: true }));
+    assert.deepEqual([local.verdict, local.decidedBy.kind], ['allow', 'local']);
+    const edge = explain(p, q('126.0.0.0/7', { proto: 'tcp', port: 22 }));
+    assert.notEqual(edge.decidedBy.kind, 'loopback', '126.0.0.0-127.255.255.255 is not all loopback');
+    assert.equal(explain(p, q('127.0.0.0/8', { proto: 'tcp', port: 22 })).decidedBy.kind, 'loopback', 'the control');
+  });
+
+  it("a scope's services: a sender not known is maybe, a cgroup path matches itself and below; a deny rule's own audit mode is not enforced", () => {
+    const p = policyFrom('mode: enforce\nscopes:\n  - name: units\n    mode: audit\n    services: [x.service]\n  - name: tree\n    mode: audit\n    services: [/lab.slice]\nrules:\n  - name: a\n    to: [198.18.0.1]\n');
+    const [units, tree] = p.scopes;
+    assert.ok(units && tree);
+    assert.equal(scopeMatch(units, q('198.18.0.1')), 'maybe');
+    assert.equal(scopeMatch(tree, q('198.18.0.1')), 'maybe');
+    assert.equal(scopeMatch(tree, q('198.18.0.1', { service: '/lab.slice' })), 'yes');
+    assert.equal(scopeMatch(tree, q('198.18.0.1', { service: '/lab.slice/x.service' })), 'yes');
+    assert.equal(scopeMatch(tree, q('198.18.0.1', { service: '/lab.slicer' })), 'no');
+    assert.deepEqual(blockMode(p, q('198.18.0.1'), 'audit'), { enforced: false, scope: '#rule', open: [] });
+    assert.deepEqual(blockMode(p, q('198.18.0.1'), 'enforce'), { enforced: true, scope: '#rule', open: [] });
+  });
+
+  it('lists are said whole, in order, with their separators: built-ins left open, audit deny rules, open scopes, deny rules that may apply', () => {
+    const g = 'mode: enforce\ndns:\n  guard: true\n';
+    assert.equal(
+      explain(policyFrom(`${g}rules:\n  - name: lab\n    to: [198.18.0.0/15]\n`), q('198.18.6.1', { proto: 'tcp' })).summary,
+      "allowed by rule lab (line 5): 198.18.6.1 is in 198.18.0.0/15; unless it is DNS: every DNS query (port 53, UDP or TCP, to any address) goes to Sluice's DNS guard, which answers only names the policy allows; the destination is never asked; unless it is encrypted DNS: DNS over TLS (port 853) is blocked except to the destinations of allow rules that list port 853",
+    );
+    const scoped = policyFrom('mode: audit\ndns:\n  guard: true\nscopes:\n  - name: ci\n    mode: enforce\n    users: [1234]\n  - name: ops\n    mode: enforce\n    users: [1235]\nrules:\n  - name: a\n    to: [198.18.0.1]\n');
+    assert.deepEqual(matchBuiltins(scoped, q('198.18.0.1', { proto: 'udp', port: 53 })).redirect, {
+      builtin: 'dns-guard',
+      result: 'maybe',
+      detail: "in audit mode, the DNS queries (port 53, UDP or TCP, to any address) of the enforced scopes (ci, ops) go to Sluice's DNS guard, which answers only names the policy allows; everyone else's go where they were sent",
+    });
+    const audits = policyFrom('mode: enforce\nrules:\n  - name: d1\n    action: deny\n    mode: audit\n    to: [198.18.1.0/24]\n  - name: d2\n    action: deny\n    mode: audit\n    to: [198.18.1.1]\n');
+    assert.equal(explain(audits, q('198.18.1.1', { proto: 'tcp', port: 80 })).summary, 'blocked by the default deny: no rule allows it; recorded as would-block by deny rule d1 (line 3, mode: audit), d2 (line 7, mode: audit)');
+    const open = policyFrom('mode: enforce\nscopes:\n  - name: s1\n    mode: audit\n    users: [1234]\n  - name: s2\n    mode: audit\n    users: [1235]\nrules:\n  - name: a\n    to: [198.18.0.1]\n');
+    assert.equal(explain(open, q('198.18.1.1', { proto: 'tcp', port: 80 })).summary, 'blocked by the default deny: no rule allows it; unless the sender is in scope s1 (audit), s2 (audit)');
+    const denies = policyFrom('mode: enforce\nrules:\n  - name: d1\n    action: deny\n    to: [198.18.1.1]\n    users: [1234]\n  - name: d2\n    action: deny\n    to: [198.18.1.1]\n    users: [1235]\n  - name: a\n    to: [198.18.1.1]\n');
+    assert.equal(
+      explain(denies, q('198.18.1.1', { proto: 'tcp', port: 80 })).summary,
+      'allowed by rule a (line 11): 198.18.1.1 is in 198.18.1.1; unless deny rule d1 (198.18.1.1 is in 198.18.1.1; only for users 1234), d2 (198.18.1.1 is in 198.18.1.1; only for users 1235) applies',
+    );
+  });
+
+  it('the verdicts decided before any rule name no audit or conditional rule; a scope that holds the sender leaves none open', () => {
+    const p = policyFrom('mode: enforce\ndns:\n  guard: true\nscopes:\n  - name: ci\n    mode: audit\n    users: [1234]\nrules:\n  - name: maybe\n    to: [198.18.0.0/15]\n    users: [1234]\n');
+    for (const [query, kind] of [
+      [q('198.18.0.1', { proto: 'udp', port: 53 }), 'dns-guard'],
+      [q('127.0.0.1', { proto: 'tcp', port: 80 }), 'loopback'],
+      [q('255.255.255.255', { proto: 'udp', sport: 68, port: 67, uid: 0 }), 'essentials'],
+    ] as const) {
+      const e = explain(p, query);
+      assert.equal(e.decidedBy.kind, kind);
+      assert.deepEqual([e.audited, e.conditional], [[], []], kind);
+    }
+    assert.deepEqual(blockMode(p, q('198.18.0.1', { uid: 1234 })), { enforced: false, scope: 'ci', open: [] });
+    assert.deepEqual(blockMode(p, q('198.18.0.1', { uid: 1 })), { enforced: true, open: [] });
+  });
+
+  it('DHCPv6 from a sender not known is maybe essential: either family that might hold it keeps it open', () => {
+    const p = policyFrom('mode: enforce\nrules:\n  - name: a\n    to: [198.18.0.1]\n');
+    assert.equal(matchBuiltins(p, q('ff02::1:2', { proto: 'udp', sport: 546, port: 547 })).essentials.result, 'maybe');
+    assert.equal(matchBuiltins(p, q('ff02::1:2', { proto: 'udp', sport: 546, port: 547, uid: 0 })).essentials.result, 'yes', 'the control: root is a DHCP client');
   });
 });
