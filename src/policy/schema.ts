@@ -130,6 +130,15 @@ function lenient<S extends z.ZodRawShape>(shape: S, value: unknown): Partial<z.i
     if (v === undefined) continue;
     const r = (schema as z.ZodType).safeParse(v);
     if (r.success) out[k] = r.data;
+    else {
+      // A section of settings (dns:, log:, flows:) with one bad key keeps its good ones, so their own
+      // checks still run; only a section whose every key is optional (a partial one is still a valid one).
+      const inner = schema instanceof z.ZodOptional ? schema.unwrap() : schema;
+      if (inner instanceof z.ZodObject && v !== null && typeof v === 'object' && !Array.isArray(v)) {
+        const shape = inner.shape as z.ZodRawShape;
+        if (Object.values(shape).every((f) => (f as z.ZodType).safeParse(undefined).success)) out[k] = lenient(shape, v);
+      }
+    }
   }
   return out as Partial<z.infer<z.ZodObject<S>>>;
 }

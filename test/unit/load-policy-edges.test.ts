@@ -251,6 +251,13 @@ describe('unit: load-policy edges, dns:', () => {
   const domainRules = (n: number) => `rules:\n${Array.from({ length: n }, (_, i) => `  - name: r${i}\n    to: [a${i}.example.com, b${i}.example.com]\n`).join('')}`;
   const TAIL = 'only the guard fills domain rules, so they would never match (remove dns.guard: false, or the domains)';
 
+  it("a dns: key that fails the schema leaves the section's other keys checked: every error in one run", () => {
+    assert.deepEqual(errorsOf('mode: enforce\ndns:\n  guard: true\n  upstreams: [5]\n  ttl_floor: 100\n  ttl_max: 10\nrules:\n  - name: a\n    to: [198.18.0.1]\n'), [
+      'p.yaml:4:15: 0 must be a string, not a number: 5',
+      'p.yaml:5:14: ttl_floor (100) is above ttl_max (10)',
+    ]);
+  });
+
   it('dns.guard: false names at most three rules, says how many more, and marks a rule with several names', () => {
     assert.deepEqual(errorsOf(`mode: enforce\ndns:\n  guard: false\n${domainRules(5)}`), [
       `p.yaml:3:10: dns.guard is false, but rules "r0" (a0.example.com, ...), "r1" (a1.example.com, ...), "r2" (a2.example.com, ...) and 2 more name domains: ${TAIL}`,
