@@ -780,7 +780,9 @@ function buildRule(
 function reportZodIssue(zi: z.core.$ZodIssue, raw: unknown, error: Report): void {
   const path = zi.path.filter((p): p is string | number => typeof p !== 'symbol');
   const value = valueAt(raw, path);
-  const where = path.length > 0 ? String(path[path.length - 1]) : 'policy';
+  // What the message names: the key, or a list's item by the list's key and its index (upstreams[0]).
+  const last = path[path.length - 1];
+  const where = last === undefined ? 'policy' : typeof last === 'number' ? `${path.length > 1 ? String(path[path.length - 2]) : 'item'}[${last}]` : String(last);
   switch (zi.code) {
     case 'unrecognized_keys':
       for (const k of zi.keys) {

@@ -253,7 +253,7 @@ describe('unit: load-policy edges, dns:', () => {
 
   it("a dns: key that fails the schema leaves the section's other keys checked: every error in one run", () => {
     assert.deepEqual(errorsOf('mode: enforce\ndns:\n  guard: true\n  upstreams: [5]\n  ttl_floor: 100\n  ttl_max: 10\nrules:\n  - name: a\n    to: [198.18.0.1]\n'), [
-      'p.yaml:4:15: 0 must be a string, not a number: 5',
+      'p.yaml:4:15: upstreams[0] must be a string, not a number: 5',
       'p.yaml:5:14: ttl_floor (100) is above ttl_max (10)',
     ]);
   });
