@@ -12,6 +12,7 @@
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { mutationTable } from './mutation-table.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 const config = JSON.parse(readFileSync(join(root, 'stryker.config.json'), 'utf8'));
@@ -63,4 +64,5 @@ console.log('\nmodule                                  score  killed timeout sur
 for (const [m, s] of Object.entries(scores)) {
   console.log(`${m.padEnd(38)} ${String(s.score).padStart(6)}% ${String(s.killed).padStart(7)} ${String(s.timeout).padStart(7)} ${String(s.survived).padStart(8)} ${String(s.noCoverage).padStart(5)} ${String(s.seconds).padStart(8)}`);
 }
+console.log(`\nThe README's table (docs-complete.test checks the README holds it):\n${mutationTable(scores)}`);
 process.exit(failed ? 1 : 0);

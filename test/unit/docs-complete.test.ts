@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
 import type { z } from 'zod';
 import { COMMANDS, GLOBAL_OPTIONS, POLICY_OPTION, usage } from '../../src/cli/spec.js';
@@ -95,4 +96,14 @@ describe('unit: the README documents what the code accepts', () => {
       }
     }
   });
+
+  it("the README's mutation table is mutation/scores.json's, row for row (scripts/mutation-table.mjs prints it)", async () => {
+    const { mutationTable } = (await import(pathToFileURL(join(ROOT, 'scripts/mutation-table.mjs')).href)) as { mutationTable: (s: unknown) => string };
+    const scores = JSON.parse(readFileSync(join(ROOT, 'mutation/scores.json'), 'utf8')) as Record<string, unknown>;
+    assert.ok(Object.keys(scores).length > 0);
+    const table = mutationTable(scores);
+    assert.ok(README.includes(table), `README's table differs from scores.json; paste this in:\n${table}`);
+    assert.equal(table.split('\n').length, Object.keys(scores).length + 2, 'a row per module');
+  });
 });
+
