@@ -65,6 +65,7 @@ import { startDnsServer, ZONE } from '../test/world/dns-server.js';
 import { DNS_DEFAULTS } from '../src/policy/policy.js';
 import { formatAddr } from '../src/net/ip.js';
 import { controlCall } from '../src/runtime/control-server.js';
+import { seededRandom, zipfRanks } from './lib/zipf.js';
 import { provenance } from './lib/provenance.js';
 import { HOSTS, ROOT, World, type RunResult } from '../test/world/world.js';
 import { check, fmtInt, fmtRatio, installExitHandlers, median, numOption, run, quantile, stat, type Stat } from './lib/stats.js';
@@ -360,38 +361,19 @@ ${set('cached4')}
 /**
  * The Zipf query file: `queries` lookups of `n` names h<i>, the name of
  * rank r (1-based) drawn with probability proportional to 1/r^s; ranks are
- * spread over the names by a fixed shuffle, and the draws by a fixed seed.
+ * spread over the names by a fixed shuffle, and the draws by a fixed seed
+ * (bench/lib/zipf.ts, shared with bench:guard-alloc).
  */
 function zipfFile(n: number, s: number, queries: number): string {
-  let seed = 0x2b1f;
-  const next = () => {
-    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-    return seed / 2 ** 32;
-  };
+  const next = seededRandom(0x2b1f);
   const names = Array.from({ length: n }, (_, i) => i);
   for (let i = n - 1; i > 0; i--) {
     const j = Math.floor(next() * (i + 1));
     [names[i], names[j]] = [names[j] as number, names[i] as number];
   }
-  const cdf = new Float64Array(n);
-  let total = 0;
-  for (let r = 0; r < n; r++) {
-    total += 1 / (r + 1) ** s;
-    cdf[r] = total;
-  }
-  const lines: string[] = [];
-  for (let q = 0; q < queries; q++) {
-    const x = next() * total;
-    let lo = 0;
-    let hi = n - 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if ((cdf[mid] as number) < x) lo = mid + 1;
-      else hi = mid;
-    }
-    lines.push(`${nameOf(names[lo] as number)} A`);
-  }
-  return `${lines.join('\n')}\n`;
+  return `${zipfRanks(n, s, queries, next)
+    .map((r) => `${nameOf(names[r] as number)} A`)
+    .join('\n')}\n`;
 }
 
 /** unbound as a caching forwarder to the zone's NSD, one thread, on 127.0.0.1:PORT (its files in DIR). */

@@ -24,6 +24,7 @@ import { parseAddr } from '../src/net/ip.js';
 import { guardSetup } from '../test/support/guard-harness.js';
 import { ROOT } from '../test/world/world.js';
 import { provenance } from './lib/provenance.js';
+import { seededRandom, zipfRanks } from './lib/zipf.js';
 
 interface ProfileNode {
   callFrame: { functionName: string; url: string; lineNumber: number };
@@ -104,20 +105,7 @@ async function main(): Promise<void> {
   await best('cache hit', hits, async () => {
     const h = setup();
     for (const p of packets) await h.guard.handle(p, CLIENT);
-    const weights: number[] = [];
-    let sum = 0;
-    for (let r = 1; r <= NAMES; r++) weights.push((sum += 1 / r));
-    const order = Array.from({ length: hits }, () => {
-      const x = Math.random() * sum;
-      let lo = 0;
-      let hi = NAMES - 1;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if ((weights[mid] as number) < x) lo = mid + 1;
-        else hi = mid;
-      }
-      return lo;
-    });
+    const order = zipfRanks(NAMES, 1, hits, seededRandom(0x2b1f));
     const before = h.guard.cache.stats.hits;
     return async (k) => {
       if (!(await h.guard.handle(packets[order[k] as number] as Buffer, CLIENT))) throw new Error('no reply');
