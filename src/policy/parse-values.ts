@@ -158,7 +158,8 @@ export type PortEntry =
   | { kind: 'icmp' }
   | { kind: 'icmpv6' };
 
-const PROTOS = ['tcp', 'udp', 'icmp', 'icmpv6'];
+/** Protocols written alone: a port after one is a mistake worth naming (`443/icmp`). */
+const NO_PORTS = ['icmp', 'icmpv6', 'ipv6-icmp'];
 
 /**
  * Parses one `ports` entry: `443` (TCP and UDP, as ufw does), `443/tcp`,
@@ -191,7 +192,7 @@ export function parsePortEntry(value: unknown): Parsed<PortEntry> {
   if (to < from) return bad('a port range must go from low to high');
   if (proto !== undefined && proto !== 'tcp' && proto !== 'udp') {
     return bad(
-      PROTOS.includes(proto)
+      NO_PORTS.includes(proto)
         ? `${proto} has no ports; write it alone`
         : `unknown protocol ${JSON.stringify(proto)}: use tcp or udp`,
     );

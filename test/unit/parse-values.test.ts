@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import {
   parseDestination,
   parseDomain,
+  parseDuration,
   parseInterface,
   parsePortEntry,
   parseRuleName,
@@ -19,6 +20,7 @@ import {
   showValue,
 } from '../../src/policy/parse-values.js';
 import { INJECTIONS, LOOKALIKES, nastyString, runs, show } from './support/arbitraries.js';
+import { parsePrefix } from '../../src/net/ip.js';
 
 const label = (n: number, ch = 'a') => ch.repeat(n);
 /** For rejections whose wording is not the point (a character no name may contain). */
@@ -248,6 +250,27 @@ describe('parseDestination', () => {
       if (!r.ok) assert.match(r.reason, reason);
     });
   }
+
+  it('property: the fast paths (an IPv4 address or prefix, a plain IPv6 host) answer exactly as parsePrefix does', () => {
+    // parseDestination takes shortcuts for the bulk of feeds; a shortcut may give up, never give another answer.
+    const lenText = fc.oneof(
+      fc.integer({ min: 0, max: 40 }).map(String),
+      fc.constantFrom('08', '00', '032', '3x', '', '-1', '1e1', ' 8', '8 '),
+    );
+    const v4 = fc.tuple(fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 255 }))
+      .map((o) => o.join('.'));
+    const v6 = fc.ipV6();
+    const text = fc.oneof(v4, v6, fc.tuple(v4, lenText).map(([a, l]) => `${a}/${l}`), fc.tuple(v6, lenText).map(([a, l]) => `${a}/${l}`));
+    fc.assert(
+      fc.property(text, (t) => {
+        const got = parseDestination(t);
+        const want = parsePrefix(t);
+        if (want.ok) assert.deepEqual(got, { ok: true, value: { kind: 'addr', range: want.range } }, t);
+        else assert.deepEqual(got, { ok: false, reason: want.reason }, t);
+      }),
+      runs(3000),
+    );
+  });
 
   it('accepts domain names made only of hex digits with one hyphen (not address ranges)', () => {
     // Fixed; this test guards it. The address-range sniffing regex /^[0-9a-fA-F:.]+-[0-9a-fA-F:.]+$/
@@ -675,6 +698,7 @@ describe('unit: value parsers, the reason for each refusal and both sides of eac
     ['destination', parseDestination, 'a.123', 'not an IP address, and not a domain name (the last label is numeric)'],
     ['destination', parseDestination, 'a.123x', 'OK'],
     ['destination', parseDestination, '1.2.3.4/33x', 'prefix length must be 0 to 32'],
+    ['destination', parseDestination, '10.0.0.0/08', 'prefix length must be 0 to 32'], // no leading zero, fast path or not
     ['destination', parseDestination, 'abc-def', 'a single-label name is ambiguous (search domains); write the full name'],
     // An empty label is named as such even in a name too long to be one (the label check comes first).
     ['destination', parseDestination, `a..${'b'.repeat(260)}.com`, 'empty label (two dots in a row)'],
@@ -688,12 +712,37 @@ describe('unit: value parsers, the reason for each refusal and both sides of eac
     // A range only when there is a dash after an address: an address with a letter after it is a name.
     ['destination', parseDestination, '198.18.0.1x', 'OK'],
     ['ports', parsePortEntry, '70000-80', 'a port is a number from 1 to 65535'],
+    ['ports', parsePortEntry, '443/icmp', 'icmp has no ports; write it alone'],
+    ['ports', parsePortEntry, '443/ipv6-icmp', 'ipv6-icmp has no ports; write it alone'],
+    ['ports', parsePortEntry, '443/sctp', 'unknown protocol "sctp": use tcp or udp'],
+    // A name of nothing but non-ASCII: the letters-and-digits check must run on it too (a wildcard allows one label).
+    ['destination', parseDestination, '*.\u2603', 'only letters, digits, hyphens and underscores are allowed in a domain name'],
+    ['destination', parseDestination, '\u2603\u2603', 'only letters, digits, hyphens and underscores are allowed in a domain name'],
   ];
   for (const [what, parse, input, want] of table) {
     it(`${what} ${show(input).slice(0, 40)}: ${want === 'OK' ? 'accepted' : want}`, () => {
       assert.equal(reason(parse(input)), want);
     });
   }
+
+  it('parseDuration: a number is seconds, a string one count and one unit, anything else null', () => {
+    assert.equal(parseDuration(60), 60_000);
+    assert.equal(parseDuration(1.5), 1500);
+    assert.equal(parseDuration(0.0015), 2); // rounded to the millisecond
+    for (const v of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) assert.equal(parseDuration(v), null, String(v));
+    assert.equal(parseDuration('250ms'), 250);
+    assert.equal(parseDuration('60s'), 60_000);
+    assert.equal(parseDuration('5m'), 300_000);
+    assert.equal(parseDuration('2h'), 7_200_000);
+    assert.equal(parseDuration('1d'), 86_400_000);
+    assert.equal(parseDuration('999999s'), 999_999_000);
+    // Nothing before or after, no sign, no space, no fraction, no week (durations in a policy stay short), at most six digits.
+    for (const v of ['x5m', '5mx', ' 5m', '5m ', '-5m', '+5m', '1.5s', '5 m', '1w', '5', '', 'm', '1000000s', '5M']) {
+      assert.equal(parseDuration(v), null, JSON.stringify(v));
+    }
+    // Not text: a list whose text would read as a duration is still refused.
+    for (const v of [['5m'], { toString: () => '5m' }, null, undefined, true, 5n]) assert.equal(parseDuration(v), null, String(v));
+  });
 
   it('showValue: scalars as themselves, objects and lists as {...} and [...], control characters escaped, long text clipped at 60', () => {
     assert.equal(showValue(null), 'null');
