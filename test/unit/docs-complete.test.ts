@@ -105,5 +105,18 @@ describe('unit: the README documents what the code accepts', () => {
     assert.ok(README.includes(table), `README's table differs from scores.json; paste this in:\n${table}`);
     assert.equal(table.split('\n').length, Object.keys(scores).length + 2, 'a row per module');
   });
+
+  it('scripts/mutate.mjs rewrites the table in place after each module: a stale row is replaced, the rest of the README kept', async () => {
+    const { withMutationTable } = (await import(pathToFileURL(join(ROOT, 'scripts/mutation-table.mjs')).href)) as { withMutationTable: (readme: string, s: unknown) => string };
+    const scores = JSON.parse(readFileSync(join(ROOT, 'mutation/scores.json'), 'utf8')) as Record<string, { score: number }>;
+    assert.equal(withMutationTable(README, scores), README, 'in sync: unchanged');
+    const [first] = Object.keys(scores);
+    assert.ok(first);
+    const stale = { ...scores, [first]: { ...scores[first], score: 1.5 } };
+    const rewritten = withMutationTable(README, stale);
+    assert.ok(rewritten.includes(`| \`${first}\` | 1.5% (`));
+    assert.equal(rewritten.length - README.length, '1.5'.length - String(scores[first]?.score).length, 'only that cell changed');
+    assert.throws(() => withMutationTable('# no table here\n', scores), /no mutation table/);
+  });
 });
 
