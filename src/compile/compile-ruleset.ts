@@ -233,18 +233,19 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   // Audit mode with enforce scopes: only the scopes' DNS goes to the guard (null: everyone's, or nobody's).
   const redirectScopes = dnsRedirectScopes(policy);
   const redirectOnly: Stmt[][] | null = redirectScopes.length > 0 ? redirectScopes.flatMap((sc) => scopeMatches.get(sc) ?? []) : null;
-  const dnsEnv = env.dns ?? { upstreams: [], encrypted: { addrs: [], names: [] } };
+  // The guard's upstreams (none known: the warning below); the encrypted-DNS facts are dohEndpoints'.
+  const upstreams = env.dns?.upstreams ?? [];
   const output: RuleDef[] = [];
   const spoofedChain = logChain('block', SPOOFED_RULE, undefined, true);
   extraChains.push(spoofedChain);
   if (redirect || redirectOnly) {
-    if (dnsEnv.upstreams.length === 0) warnings.push('the DNS guard has no upstream resolver: allowed names will get SERVFAIL (set dns.upstreams)');
+    if (upstreams.length === 0) warnings.push('the DNS guard has no upstream resolver: allowed names will get SERVFAIL (set dns.upstreams)');
     // Before the established shortcut: a flow to an upstream resolver's port 53
     // that is not the guard's (root, marked) is dropped even when conntrack
     // knows it, so a process reusing a source port the guard let go cannot ride
     // the guard's conntrack entry past the redirect.
     output.push(
-      ...guardUpstreamRules(policy, dnsEnv.upstreams, sets, redirectOnly),
+      ...guardUpstreamRules(policy, upstreams, sets, redirectOnly),
       // A DNS flow that began before the redirect (audit mode, `off`, a lost table) keeps the NAT
       // decision conntrack made on its first packet: judged again it would still skip the guard.
       // Every new one is redirected, so an established, unredirected one is refused.
@@ -497,7 +498,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     // them as audit mode does (a uid scope is told by the uid mark itself). Under an audit policy
     // the guard hears only its enforce scopes, and enforces everything it hears.
     const scopeQueries = scopes.flatMap((sc, i) => (redirect && sc.mode === 'audit' && sc.services.length > 0 ? [{ scope: sc, mark: scopeQueryMark(i), matches: scopeMatches.get(sc) ?? [] }] : []));
-    chains.push(dnsRedirectChain(policy, redirectOnly), guardInputChain(policy, sets), ...dnsGuardChains(policy, dnsEnv.upstreams, scopeQueries, redirectOnly));
+    chains.push(dnsRedirectChain(policy, redirectOnly), guardInputChain(policy, sets), ...dnsGuardChains(policy, upstreams, scopeQueries, redirectOnly));
   }
   if (guard && audit) {
     // Audit mode: nothing on the packet path may depend on the daemon, so DNS is

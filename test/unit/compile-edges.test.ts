@@ -7,11 +7,27 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { compileRuleset, serviceKey } from '../../src/compile/compile-ruleset.js';
+import { compileRuleset, dnsLogGroup, serviceKey } from '../../src/compile/compile-ruleset.js';
 import { MAX_IDENTITY_GROUPS } from '../../src/compile/flow-mark.js';
-import type { Ruleset } from '../../src/compile/ruleset.js';
+import type { KeyType, Ruleset, Selector } from '../../src/compile/ruleset.js';
 import { compileFrom, fakeEnv, policyFrom } from '../support/fixtures.js';
 
+/** The set key type each selector reads (src/netfilter/nft-expr.ts loads that many bytes). */
+const KEY_OF: Partial<Record<Selector, KeyType>> = {
+  'ip daddr': 'ipv4_addr',
+  'ip saddr': 'ipv4_addr',
+  'ip6 daddr': 'ipv6_addr',
+  'ip6 saddr': 'ipv6_addr',
+  'meta skuid': 'uid',
+  'meta l4proto . th dport': 'inet_proto . inet_service',
+  'meta l4proto . th sport': 'inet_proto . inet_service',
+  'meta oifname': 'ifname',
+  'meta iifname': 'ifname',
+  'socket cgroupv2': 'cgroupv2',
+  'icmpv6 type': 'icmpv6_type',
+  'meta mark': 'mark',
+  'ct mark': 'mark',
+};
 const rulesOf = (rs: Ruleset, chain: string) => rs.chains.find((c) => c.name === chain)?.rules ?? [];
 
 describe('unit: compile-ruleset edges', () => {
@@ -133,13 +149,22 @@ describe('unit: compile-ruleset edges', () => {
 
   it('every set, limit, counter and chain a rule names is defined, across policies that use every construct', () => {
     const policies = [
-      'mode: enforce\ndns:\n  guard: true\nflows:\n  replies: [8080/tcp]\nlog:\n  allowed: true\nrules:\n  - name: web\n    to: [a.example.com, 198.18.0.0/24, "2001:db8::/64"]\n    ports: [443/tcp, 53/udp, icmp]\n    users: [1000]\n    services: [x.service]\n    interfaces: [eth*]\n  - name: no\n    action: deny\n    to: [198.18.0.5]\n  - name: dot\n    to: [198.18.7.7]\n    ports: [853/tcp]\n',
+      'mode: enforce\ndns:\n  guard: true\n  encrypted_dns: block\nflows:\n  replies: [8080/tcp, 9000-9010/udp]\nlog:\n  allowed: true\nrules:\n  - name: web\n    to: [a.example.com, 198.18.0.0/24, "2001:db8::/64", 198.18.9.1-198.18.9.7]\n    ports: [443/tcp, 53/udp, 6000-6100/tcp, icmp, icmpv6]\n    users: [1000]\n    services: [x.service, /lab.slice/y]\n    interfaces: [eth*, wg0]\n  - name: no\n    action: deny\n    to: [198.18.0.5, "2001:db8::5", b.example.com]\n  - name: dot\n    to: [198.18.7.7, "2001:db8::53", dot.example.com]\n    ports: [853/tcp]\n',
       'mode: audit\ndns:\n  guard: true\nscopes:\n  - name: ci\n    mode: enforce\n    users: [2000]\nrules:\n  - name: web\n    to: [b.example.com]\n    users: [1000]\n  - name: no\n    action: deny\n    mode: enforce\n    to: [c.example.com]\n',
       'mode: enforce\nscopes:\n  - name: lab\n    mode: audit\n    services: [lab.service]\nrules:\n  - name: no\n    action: deny\n    mode: audit\n    to: [198.18.0.9]\n    users: [1000]\n  - name: yes\n    to: [198.18.0.0/15]\n    log: true\n',
     ];
     for (const yaml of policies) {
       const { ruleset } = compileFrom(yaml);
       const sets = new Set(ruleset.sets.map((x) => x.name));
+      const byName = new Map(ruleset.sets.map((x) => [x.name, x]));
+      for (const set of ruleset.sets) {
+        for (const e of set.elements) {
+          // A range, a prefix or a wildcard needs an interval set; an element's timeout needs a timeout set.
+          const ranged = (e.t === 'addr' && e.start !== e.end) || (e.t === 'protoport' && e.from !== e.to) || (e.t === 'ifname' && e.wildcard);
+          if (ranged) assert.ok(set.interval, `${set.name}: a range in a set without the interval flag`);
+          if ((e.t === 'addr' || e.t === 'num') && e.timeoutMs !== undefined) assert.ok(set.timeout, `${set.name}: an element timeout`);
+        }
+      }
       const limits = new Set(ruleset.limits.map((x) => x.name));
       const counters = new Set(ruleset.counters.map((x) => x.name));
       const chains = new Set(ruleset.chains.map((x) => x.name));
@@ -148,7 +173,12 @@ describe('unit: compile-ruleset edges', () => {
         for (const r of c.rules) {
           for (const st of r.stmts) {
             seen++;
-            if (st.k === 'lookup' || st.k === 'meter') assert.ok(sets.has(st.set), `${c.name}: set ${st.set}`);
+            if (st.k === 'lookup' || st.k === 'meter') {
+              assert.ok(sets.has(st.set), `${c.name}: set ${st.set}`);
+              // The kernel reads the set's key length from the register whatever was loaded there: a
+              // selector of another type (ip daddr in an IPv6 set) is accepted and never matches.
+              assert.equal(byName.get(st.set)?.key, KEY_OF[st.sel], `${c.name}: ${st.sel} looked up in ${st.set}`);
+            }
             if (st.k === 'limit') assert.ok(limits.has(st.name), `${c.name}: limit ${st.name}`);
             if (st.k === 'counter') assert.ok(counters.has(st.name), `${c.name}: counter ${st.name}`);
             if (st.k === 'goto' || st.k === 'jump') assert.ok(chains.has(st.chain), `${c.name}: chain ${st.chain}`);
@@ -157,6 +187,77 @@ describe('unit: compile-ruleset edges', () => {
       }
       assert.ok(seen > 50, 'the walk saw the rules');
     }
+  });
+
+  it('pure audit mode assigns no identity groups, so it warns of no group limit however many identity rules it has', () => {
+    const n = MAX_IDENTITY_GROUPS + 2;
+    const yaml = `mode: audit\nrules:\n${Array.from({ length: n }, (_, i) => `  - name: r${i}\n    to: [198.18.${i >> 8}.${i & 255}]\n    users: [${1000 + i}]\n`).join('')}`;
+    assert.deepEqual(compileFrom(yaml).warnings, []);
+    assert.equal(compileFrom(yaml.replace('mode: audit', 'mode: enforce')).warnings.length, 2, 'the control: enforced, the two past the limit are warned about');
+  });
+
+  it("the DNS log group is the event group plus one, and 65534 when the event group is the last one", () => {
+    assert.equal(dnsLogGroup(policyFrom('log:\n  group: 100\nrules: []\n')), 101);
+    assert.equal(dnsLogGroup(policyFrom('log:\n  group: 65535\nrules: []\n')), 65534);
+  });
+
+  it("a rule's service with no cgroup now is warned about by its name, a unit's or a path's", () => {
+    const { warnings } = compileFrom('mode: enforce\nrules:\n  - name: a\n    to: [198.18.0.1]\n    services: [stopped.service]\n  - name: b\n    to: [198.18.0.2]\n    services: [/lab.slice/gone]\n', 'p.yaml');
+    const policy = policyFrom('mode: enforce\nrules:\n  - name: b\n    to: [198.18.0.2]\n    services: [/lab.slice/gone]\n');
+    const env = fakeEnv(policy);
+    const svc = policy.rules[0]?.services[0];
+    assert.ok(svc);
+    env.cgroups.set(serviceKey(svc), []);
+    assert.deepEqual(compileRuleset(policy, env).warnings, ['rule b: service /lab.slice/gone has no cgroup now (not running?); the rule cannot match it until the next apply']);
+    assert.deepEqual(warnings, ['rule a: service stopped.service has no cgroup now (not running?); the rule cannot match it until the next apply']);
+  });
+
+  it("a scope's cgroup ids: once each, sorted, one set per level", () => {
+    const policy = policyFrom('mode: enforce\nscopes:\n  - name: lab\n    mode: audit\n    services: [a.service, b.service]\nrules:\n  - name: r\n    to: [198.18.0.1]\n');
+    const env = fakeEnv(policy);
+    const [a, b] = policy.scopes[0]?.services ?? [];
+    assert.ok(a && b);
+    env.cgroups.set(serviceKey(a), [
+      { id: 30n, level: 2, path: '/system.slice/a.service/z' },
+      { id: 10n, level: 2, path: '/system.slice/a.service/x' },
+    ]);
+    env.cgroups.set(serviceKey(b), [
+      { id: 20n, level: 2, path: '/system.slice/b.service/y' },
+      { id: 10n, level: 2, path: '/system.slice/a.service/x' },
+    ]);
+    const { ruleset } = compileRuleset(policy, env);
+    assert.deepEqual(
+      ruleset.sets.filter((x) => x.key === 'cgroupv2').map((x) => x.elements.map((e) => (e.t === 'num' ? e.value : null))),
+      [[10n, 20n, 30n]],
+    );
+  });
+
+  it("a DNS set's comment: the rule, a hash and its names, whole up to 200 bytes, cut to 190 and '...' past them", () => {
+    // "rule a [" + 12 hex digits + "]: " is 23 bytes; the rest is the name.
+    const commentFor = (nameBytes: number) => {
+      const label = (n: number, c: string) => c.repeat(n);
+      const rest = nameBytes - 4 - 63 - 1 - 63 - 1; // ".com" and two full labels with their dots
+      const name = `${label(63, 'a')}.${label(63, 'b')}.${label(rest, 'c')}.com`;
+      assert.equal(name.length, nameBytes);
+      const { ruleset } = compileFrom(`mode: enforce\ndns:\n  guard: true\nrules:\n  - name: a\n    to: [${name}]\n`);
+      const set = ruleset.sets.find((x) => x.dynamic && x.comment?.startsWith('rule a ['));
+      assert.ok(set?.comment);
+      return { comment: set.comment, name };
+    };
+    const whole = commentFor(177);
+    assert.equal(Buffer.byteLength(whole.comment), 200);
+    assert.match(whole.comment, new RegExp(`^rule a \\[[0-9a-f]{12}\\]: ${whole.name}$`));
+    const cut = commentFor(178);
+    assert.equal(cut.comment, `${`rule a [${cut.comment.slice(8, 20)}]: ${cut.name}`.slice(0, 190)}...`);
+  });
+
+  it('in audit mode with an enforce scope, a deny rule audited by its own mode is not judged again for the scope: it refuses no one', () => {
+    const flowsOf = (mode: string) =>
+      rulesOf(compileFrom(`mode: audit\nscopes:\n  - name: ci\n    mode: enforce\n    users: [2000]\nrules:\n  - name: no\n    action: deny\n${mode}    to: [198.18.0.9]\n    users: [1000]\n`).ruleset, 'flows')
+        .map((r) => r.comment)
+        .filter((c) => c?.startsWith('deny no'));
+    assert.deepEqual(flowsOf('    mode: audit\n'), []);
+    assert.deepEqual(flowsOf(''), ['deny no: judged again'], 'the control: without its own mode it is the policy\'s, enforced for the scope');
   });
 
   it('elements are sorted, whatever the order in the policy: users, scope users, cgroup ids', () => {
