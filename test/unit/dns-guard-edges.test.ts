@@ -610,3 +610,140 @@ describe('unit: DNS guard edges, prefetch across a reload', () => {
     });
   }
 });
+
+describe('unit: DNS guard edges, from the Stryker run of 2026-12-07', () => {
+  it('a parsed response sent to the guard gets nothing and counts as malformed', async () => {
+    const t = setup();
+    const response = Buffer.from(query('api.example.com'));
+    response[2] = (response[2] ?? 0) | 0x80; // QR: the bytes of a well-formed response
+    assert.equal(await t.guard.handle(response, client), null);
+    assert.equal(t.guard.stats.malformed, 1);
+    assert.equal(t.asked.length, 0);
+  });
+
+  it('what the guard refuses at the header is recorded with why: the opcode, the number of questions, the class', async () => {
+    const t = setup();
+    const notQuery = Buffer.from(query('api.example.com'));
+    notQuery[2] = ((notQuery[2] ?? 0) & ~0x78) | (2 << 3); // opcode 2 (STATUS)
+    assert.equal((await t.send(notQuery)).flags.rcode, RCODE.NOTIMP);
+    assert.equal(t.last().detail, 'opcode 2 is not supported');
+    await t.send(query('', { questions: [] }));
+    assert.deepEqual([t.last().detail, t.last().name, t.last().type], ['0 questions (one is required)', '', 0], 'no question: no name, type 0');
+    await t.send(query('', { questions: [{ name: 'api.example.com', type: TYPE.A, class: 3 }] }));
+    assert.equal(t.last().detail, 'class 3 is not served');
+    assert.ok(t.events.every((e) => e.verdict === 'error' && e.answers.length === 0 && e.dropped.length === 0 && e.rules.length === 0));
+  });
+
+  it('a kernel that refuses: the event says the kernel failed and why, for a fresh answer and for a cached one', async () => {
+    const t = setup((q) => [A(q.name, 0xc6120f01n, 300)]);
+    await t.ask('api.example.com');
+    t.learned.evict('r_web_d4', 4, 0xc6120f01n, Date.now());
+    t.nf.addElements = () => {
+      throw new Error('ENOBUFS');
+    };
+    await t.ask('api.example.com');
+    assert.equal(t.last().detail, 'kernel set update failed: ENOBUFS', 'the cached answer');
+    await t.ask('a.cdn.example.com');
+    assert.equal(t.last().detail, 'kernel set update failed: ENOBUFS', 'a fresh answer');
+  });
+
+  it('the writes for an answer name each set with its key type and as a plain (non-interval) set, IPv4 and IPv6', async () => {
+    const t = setup((q) => (q.type === TYPE.AAAA ? [AAAA(q.name, V6 + 9n)] : [A(q.name, 0xc6120f02n)]));
+    await t.ask('api.example.com');
+    await t.ask('api.example.com', { type: TYPE.AAAA });
+    assert.deepEqual(
+      t.writes.flat().map((w) => w.set),
+      [
+        { name: 'r_web_d4', key: 'ipv4_addr', interval: false },
+        { name: 'r_web_d6', key: 'ipv6_addr', interval: false },
+      ],
+    );
+  });
+
+  it('a user listed in one of several audit scopes, beside other users, is audited; a user in none is not', async () => {
+    const text = POLICY.replace('    users: [65534]\n', '    users: [65533, 65534]\n  - name: other\n    mode: audit\n    users: [4000]\n');
+    const t = setup((q) => [A(q.name, 0xc6120f03n)], text);
+    for (const uid of [65533, 65534, 4000]) {
+      const out = await t.ask('unlisted.example', {}, { ...client, uid });
+      assert.equal(out.flags.rcode, 0, `uid ${uid}`);
+      assert.equal(t.last().verdict, 'would-block', `uid ${uid}`);
+    }
+    assert.equal((await t.ask('unlisted.example', {}, { ...client, uid: 1000 })).flags.rcode, RCODE.NXDOMAIN);
+    assert.equal(t.last().verdict, 'blocked');
+  });
+
+  it('the event: a client without a uid has its address and port and no uid; an allowed answer has no detail and no process', async () => {
+    const t = setup();
+    await t.ask('api.example.com');
+    const e = t.last();
+    assert.deepStrictEqual(e.client, { address: client.address, port: client.port });
+    assert.equal(e.verdict, 'allowed');
+    assert.ok(!('detail' in e), 'no detail key');
+    assert.ok(!('process' in e), 'no process key');
+    await t.ask('unlisted.example');
+    assert.deepEqual([t.last().verdict, t.last().answers, t.last().dropped], ['blocked', [], []]);
+  });
+
+  it("the event's latency is the time the guard took, in milliseconds", async () => {
+    const t = guardSetup(POLICY, () => []);
+    t.guard.deps = {
+      ...t.guard.deps,
+      upstream: {
+        query: async (q) => {
+          await new Promise((r) => setTimeout(r, 40));
+          return { id: 1, flags: { qr: true, opcode: 0, aa: true, tc: false, rd: true, ra: true, ad: false, cd: false, rcode: 0 }, questions: [q], answers: [A(q.name, 0xc6120f04n)], authorities: [], additionals: [] };
+        },
+      },
+    };
+    const before = performance.now();
+    await t.guard.handle(query('api.example.com'), client);
+    const took = performance.now() - before;
+    const e = t.events.at(-1);
+    assert.ok(e);
+    assert.ok(e.latencyMs >= 35 && e.latencyMs <= took + 1, `latency ${e.latencyMs} ms, the call took ${took} ms`);
+  });
+
+  it('a reload drops an entry when the new filter refuses any one of its addresses, not only all of them', async () => {
+    const t = setup(() => [A('a.cdn.example.com', 0xc6120f05n), A('a.cdn.example.com', 0x0a010203n)], POLICY.replace('scopes:', '  - name: lan\n    to: [10.1.0.0/16]\nscopes:'));
+    const out = await t.ask('a.cdn.example.com');
+    assert.equal(addrs(out).length, 2);
+    assert.equal(t.guard.cache.size, 1);
+    t.reload(POLICY);
+    assert.equal(t.guard.cache.size, 0);
+  });
+
+  it('a reload that changes ttl_max and the per-answer limit empties the cache even when their digits run together (301|5 and 30|15)', async () => {
+    const t = setup(undefined, POLICY.replace('  ttl_grace: 10\n', '  ttl_grace: 10\n  ttl_max: 301\n  max_addresses_per_answer: 5\n'));
+    await t.ask('api.example.com');
+    assert.equal(t.guard.cache.size, 1);
+    t.reload(POLICY.replace('  ttl_grace: 10\n', '  ttl_grace: 10\n  ttl_max: 30\n  max_addresses_per_answer: 15\n'));
+    assert.equal(t.guard.cache.size, 0);
+  });
+
+  it('a prefetched answer within the per-answer limit hands out no EDE', async () => {
+    const clock = { now: 1_000_000 };
+    const t = setup((q) => [A(q.name, 0xc6120f10n, 100), A(q.name, 0xc6120f11n, 100)], POLICY.replace('  ttl_grace: 10\n', '  ttl_grace: 10\n  max_addresses_per_answer: 3\n'), { clock });
+    for (let i = 0; i < 3; i++) await t.ask('api.example.com', { edns: {} });
+    clock.now += 95_000;
+    await t.ask('api.example.com', { edns: {} });
+    for (let i = 0; i < 20 && t.guard.cache.stats.prefetches === 0; i++) await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal(t.guard.cache.stats.prefetches, 1);
+    clock.now += 10_000;
+    const hit = await t.ask('api.example.com', { edns: {} });
+    assert.equal(t.asked.length, 2, 'served by the prefetched entry');
+    assert.deepEqual(edes(hit), []);
+  });
+
+  it("the per-name limit releasing an address a full set already pushed out: nothing to close, nothing counted, the answer goes through", async () => {
+    const answers: Record<string, bigint> = { 'x.cdn.example.com': 0xc6121001n, 'y.cdn.example.com': 0xc6121002n, 'z.cdn.example.com': 0xc6121003n };
+    const t = setup((q) => [A(q.name, answers[q.name] ?? 0n)], POLICY.replace('  ttl_grace: 10\n', '  ttl_grace: 10\n  cache_size: 0\n  max_addresses_per_answer: 1\n  max_addresses_per_name: 1\n'), { setCapacity: 2 });
+    for (const name of ['x.cdn.example.com', 'y.cdn.example.com', 'z.cdn.example.com']) assert.equal((await t.ask(name)).flags.rcode, 0, name);
+    assert.deepEqual(t.set('r_web_d4').sort(), ['198.18.16.2', '198.18.16.3'], "x's address made room for z's");
+    answers['x.cdn.example.com'] = 0xc6121004n;
+    const out = await t.ask('x.cdn.example.com');
+    assert.equal(out.flags.rcode, 0);
+    assert.equal(t.guard.stats.overNameLimit, 0, 'the released address was no longer in the set');
+    assert.deepEqual(t.set('r_web_d4').sort(), ['198.18.16.3', '198.18.16.4']);
+  });
+});
