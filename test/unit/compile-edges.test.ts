@@ -164,7 +164,11 @@ describe('unit: compile-ruleset edges', () => {
           if (ranged) assert.ok(set.interval, `${set.name}: a range in a set without the interval flag`);
           if ((e.t === 'addr' || e.t === 'num') && e.timeoutMs !== undefined) assert.ok(set.timeout, `${set.name}: an element timeout`);
         }
+        // A meter's set is filled by the kernel: dynamic (its elements never compared, or tamper-watch would
+        // see every user's bucket as a change), with timeouts, keyed by uid, no elements of its own.
+        if (set.meter) assert.deepEqual([set.dynamic, set.timeout, set.interval, set.key, set.elements.length], [true, true, false, 'uid', 0], set.name);
       }
+      assert.ok(ruleset.sets.some((x) => x.meter), 'the walk saw a meter set');
       const limits = new Set(ruleset.limits.map((x) => x.name));
       const counters = new Set(ruleset.counters.map((x) => x.name));
       const chains = new Set(ruleset.chains.map((x) => x.name));
@@ -258,6 +262,17 @@ describe('unit: compile-ruleset edges', () => {
         .filter((c) => c?.startsWith('deny no'));
     assert.deepEqual(flowsOf('    mode: audit\n'), []);
     assert.deepEqual(flowsOf(''), ['deny no: judged again'], 'the control: without its own mode it is the policy\'s, enforced for the scope');
+  });
+
+  it("a service scope's DNS queries carry the scope's mark only when the scope is in audit: under an audit policy an enforce scope's carry the sender's uid", () => {
+    const scoped = (yaml: string) =>
+      compileFrom(yaml)
+        .ruleset.chains.flatMap((c) => c.rules)
+        .filter((r) => r.comment?.startsWith('a DNS query from scope'))
+        .map((r) => r.comment);
+    const rule = 'rules:\n  - name: a\n    to: [a.example.com]\n';
+    assert.deepEqual(scoped(`mode: enforce\ndns:\n  guard: true\nscopes:\n  - name: lab\n    mode: audit\n    services: [lab.service]\n${rule}`), ['a DNS query from scope lab (audit)', 'a DNS query from scope lab (audit)'], 'the control: port 53 and the guard port');
+    assert.deepEqual(scoped(`mode: audit\ndns:\n  guard: true\nscopes:\n  - name: ci\n    mode: enforce\n    services: [ci.service]\n${rule}`), []);
   });
 
   it('elements are sorted, whatever the order in the policy: users, scope users, cgroup ids', () => {

@@ -502,6 +502,13 @@ describe('unit: DNS guard edges, the answer cache', () => {
       ['address now dropped', `${POLICY.replace('scopes:', '  - name: lan\n    to: [10.1.0.0/16]\nscopes:')}`, (q) => [A(q.name, 0x0a010203n)], POLICY],
       ['IPv6 sets', POLICY, (q) => [A(q.name, 0xc6120b03n)], POLICY.replace('"*.cdn.example.com"]', '"*.cdn.example.com", "::/0"]')],
       ['rules', POLICY, (q) => [A(q.name, 0xc6120b04n)], POLICY.replace('scopes:', '  - name: everywhere\n    to: [a.cdn.example.com, 0.0.0.0/0, "::/0"]\nscopes:')],
+      // The same rules, the same number of sets: which rule covers all of IPv4 (and so has no IPv4 set) swapped.
+      [
+        'which rule has the IPv4 set',
+        'mode: enforce\ndns:\n  upstreams: [198.18.0.53]\nrules:\n  - name: a\n    to: [a.cdn.example.com]\n  - name: b\n    to: [a.cdn.example.com, 0.0.0.0/0]\n',
+        (q) => [A(q.name, 0xc6120b05n)],
+        'mode: enforce\ndns:\n  upstreams: [198.18.0.53]\nrules:\n  - name: a\n    to: [a.cdn.example.com, 0.0.0.0/0]\n  - name: b\n    to: [a.cdn.example.com]\n',
+      ],
     ];
     for (const [what, before, answer, after, encrypted] of cases) {
       const t = setup(answer, before);
