@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
+  ANY_RANGES,
   parseDestination,
   parseDomain,
   parseDuration,
@@ -21,6 +22,7 @@ import {
 } from '../../src/policy/parse-values.js';
 import { INJECTIONS, LOOKALIKES, nastyString, runs, show } from './support/arbitraries.js';
 import { parsePrefix } from '../../src/net/ip.js';
+import { policyFrom } from '../support/fixtures.js';
 
 const label = (n: number, ch = 'a') => ch.repeat(n);
 /** For rejections whose wording is not the point (a character no name may contain). */
@@ -270,6 +272,17 @@ describe('parseDestination', () => {
       }),
       runs(3000),
     );
+  });
+
+  it('`any` is both families whole, also beside names in one rule (a rule to `[any, a.example.com]` is not a rule to that name alone)', () => {
+    assert.deepEqual(ANY_RANGES, [
+      { family: 4, start: 0n, end: 2n ** 32n - 1n },
+      { family: 6, start: 0n, end: 2n ** 128n - 1n },
+    ]);
+    const [rule] = policyFrom('rules:\n  - name: a\n    to: [any, a.example.com]\n    ports: [443/tcp]\n').rules;
+    assert.ok(rule);
+    assert.deepEqual(rule.addrs, ANY_RANGES);
+    assert.deepEqual(rule.domains.map((d) => d.text), ['a.example.com']);
   });
 
   it('accepts domain names made only of hex digits with one hyphen (not address ranges)', () => {
