@@ -12,7 +12,7 @@ import type { DnsQueryEvent } from '../../src/events/channels.js';
 import { decodeMessage, encodeMessage, RCODE, TYPE, type Message, type Question, type RR } from '../../src/dns/dns-message.js';
 import { EDE } from '../../src/dns/dns-guard.js';
 import { CNAME, SOA } from '../support/dns-records.js';
-import { guardSetup, type UpstreamReply } from '../support/guard-harness.js';
+import { guardSetup, upstreamMessage, type UpstreamReply } from '../support/guard-harness.js';
 
 const A = (name: string, addr: bigint, ttl = 300): RR => ({ name, type: TYPE.A, class: 1, ttl, data: { kind: 'a', addr } });
 const AAAA = (name: string, addr: bigint, ttl = 300): RR => ({ name, type: TYPE.AAAA, class: 1, ttl, data: { kind: 'aaaa', addr } });
@@ -87,6 +87,10 @@ function setup(answer: (q: Question) => RR[] | UpstreamReply | Error = (q) => [A
   return { ...t, send, ask, last };
 }
 
+/** Lets a prefetch started by the last answer run to its end (the fakes answer at once). */
+const settle = async () => {
+  for (let i = 0; i < 4; i++) await new Promise((r) => setImmediate(r));
+};
 const edes = (m: Message) => m.edns?.options.filter((o) => o.code === 15).map((o) => ({ code: o.data.readUInt16BE(0), text: o.data.subarray(2).toString() })) ?? [];
 const addrs = (m: Message) => m.answers.flatMap((r) => (r.data.kind === 'a' || r.data.kind === 'aaaa' ? [r.data.addr] : []));
 
@@ -567,9 +571,6 @@ describe('unit: DNS guard edges, the answer cache', () => {
 });
 
 describe('unit: DNS guard edges, prefetch across a reload', () => {
-  const settle = async () => {
-    for (let i = 0; i < 4; i++) await new Promise((r) => setImmediate(r));
-  };
 
   it('a prefetched answer over the per-answer limit keeps its EDE for the hits it serves', async () => {
     const clock = { now: 1_000_000 };
@@ -698,7 +699,7 @@ describe('unit: DNS guard edges, from the Stryker run of 2026-12-07', () => {
       upstream: {
         query: async (q) => {
           await new Promise((r) => setTimeout(r, 40));
-          return { id: 1, flags: { qr: true, opcode: 0, aa: true, tc: false, rd: true, ra: true, ad: false, cd: false, rcode: 0 }, questions: [q], answers: [A(q.name, 0xc6120f04n)], authorities: [], additionals: [] };
+          return upstreamMessage(q, { answers: [A(q.name, 0xc6120f04n)] });
         },
       },
     };
@@ -733,8 +734,7 @@ describe('unit: DNS guard edges, from the Stryker run of 2026-12-07', () => {
     for (let i = 0; i < 3; i++) await t.ask('api.example.com', { edns: {} });
     clock.now += 95_000;
     await t.ask('api.example.com', { edns: {} });
-    for (let i = 0; i < 20 && t.guard.cache.stats.prefetches === 0; i++) await new Promise((r) => setImmediate(r));
-    await new Promise((r) => setTimeout(r, 10));
+    await settle();
     assert.equal(t.guard.cache.stats.prefetches, 1);
     clock.now += 10_000;
     const hit = await t.ask('api.example.com', { edns: {} });
