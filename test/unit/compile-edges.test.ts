@@ -206,14 +206,15 @@ describe('unit: compile-ruleset edges', () => {
   });
 
   it("a rule's service with no cgroup now is warned about by its name, a unit's or a path's", () => {
-    const { warnings } = compileFrom('mode: enforce\nrules:\n  - name: a\n    to: [198.18.0.1]\n    services: [stopped.service]\n  - name: b\n    to: [198.18.0.2]\n    services: [/lab.slice/gone]\n', 'p.yaml');
-    const policy = policyFrom('mode: enforce\nrules:\n  - name: b\n    to: [198.18.0.2]\n    services: [/lab.slice/gone]\n');
+    const policy = policyFrom('mode: enforce\nrules:\n  - name: a\n    to: [198.18.0.1]\n    services: [stopped.service]\n  - name: b\n    to: [198.18.0.2]\n    services: [/lab.slice/gone]\n');
     const env = fakeEnv(policy);
-    const svc = policy.rules[0]?.services[0];
-    assert.ok(svc);
-    env.cgroups.set(serviceKey(svc), []);
-    assert.deepEqual(compileRuleset(policy, env).warnings, ['rule b: service /lab.slice/gone has no cgroup now (not running?); the rule cannot match it until the next apply']);
-    assert.deepEqual(warnings, ['rule a: service stopped.service has no cgroup now (not running?); the rule cannot match it until the next apply']);
+    const path = policy.rules[1]?.services[0];
+    assert.ok(path);
+    env.cgroups.set(serviceKey(path), []);
+    assert.deepEqual(compileRuleset(policy, env).warnings, [
+      'rule a: service stopped.service has no cgroup now (not running?); the rule cannot match it until the next apply',
+      'rule b: service /lab.slice/gone has no cgroup now (not running?); the rule cannot match it until the next apply',
+    ]);
   });
 
   it("a scope's cgroup ids: once each, sorted, one set per level", () => {
