@@ -259,8 +259,7 @@ describe('parseDestination', () => {
       fc.integer({ min: 0, max: 40 }).map(String),
       fc.constantFrom('08', '00', '032', '3x', '', '-1', '1e1', ' 8', '8 '),
     );
-    const v4 = fc.tuple(fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 255 }))
-      .map((o) => o.join('.'));
+    const v4 = fc.ipV4();
     const v6 = fc.ipV6();
     const text = fc.oneof(v4, v6, fc.tuple(v4, lenText).map(([a, l]) => `${a}/${l}`), fc.tuple(v6, lenText).map(([a, l]) => `${a}/${l}`));
     fc.assert(
