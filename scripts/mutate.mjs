@@ -6,17 +6,33 @@
 //
 //   node scripts/mutate.mjs                  every module of stryker.config.json's "mutate"
 //   node scripts/mutate.mjs src/dns/rebinding.ts [...]
+//   node scripts/mutate.mjs --chunk-lines 260 src/policy/load-policy.ts
+//       in ranges of whole top-level statements of at most 260 lines: after each range its results
+//       are in the module's incremental file (a stopped run keeps what it finished, and the next run
+//       re-uses it) and its survivors in reports/mutation/<module>.<start>-<end>.json
 //
 // Score = (killed + timed out) / (killed + timed out + survived + no coverage).
 // `node scripts/mutation-survivors.mjs reports/mutation/<module>.json` lists what lived.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { chunkRanges, mergeRange, scoreOf } from './mutation-chunks.mjs';
 import { mutationTable, withMutationTable } from './mutation-table.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 const config = JSON.parse(readFileSync(join(root, 'stryker.config.json'), 'utf8'));
-const modules = process.argv.length > 2 ? process.argv.slice(2) : config.mutate;
+const args = process.argv.slice(2);
+let chunkLines = null;
+const ci = args.indexOf('--chunk-lines');
+if (ci >= 0) {
+  chunkLines = Number(args[ci + 1]);
+  if (!Number.isInteger(chunkLines) || chunkLines < 20) {
+    console.error(`mutate: --chunk-lines needs a whole number of lines, at least 20: ${args[ci + 1] ?? '(none)'}`);
+    process.exit(2);
+  }
+  args.splice(ci, 2);
+}
+const modules = args.length > 0 ? args : config.mutate;
 for (const m of modules) {
   if (!config.mutate.includes(m)) {
     console.error(`mutate: ${m} is not one of the modules in stryker.config.json: ${config.mutate.join(', ')}`);
@@ -27,13 +43,13 @@ mkdirSync(join(root, 'mutation'), { recursive: true });
 mkdirSync(join(root, 'reports/mutation'), { recursive: true });
 const scoresFile = join(root, 'mutation/scores.json');
 const scores = existsSync(scoresFile) ? JSON.parse(readFileSync(scoresFile, 'utf8')) : {};
+const stryker = join(root, 'reports/mutation/mutation.json');
 let failed = false;
 
-for (const m of modules) {
-  const name = basename(m, '.ts');
-  const started = Date.now();
-  console.log(`mutate: ${m} ...`);
-  const r = spawnSync('npx', ['--no-install', 'stryker', 'run', '--mutate', m, '--incrementalFile', `mutation/${name}.incremental.json`, '--reporters', 'json,html,progress-append-only'], {
+/** One Stryker run over `mutate` (a module, or MODULE:START-END) with this incremental file; its report's path, or null. */
+function strykerRun(mutate, incrementalFile) {
+  rmSync(stryker, { force: true });
+  const r = spawnSync('npx', ['--no-install', 'stryker', 'run', '--mutate', mutate, '--incrementalFile', incrementalFile, '--reporters', 'json,html,progress-append-only'], {
     cwd: root,
     stdio: ['ignore', 'inherit', 'inherit'],
     // Property tests run a fifth of their cases under mutation (each mutant re-runs every test
@@ -41,21 +57,66 @@ for (const m of modules) {
     // would catch counts as survived. SLUICE_FUZZ_SCALE=1 npm run mutate for the full count.
     env: { ...process.env, SLUICE_FUZZ_SCALE: process.env.SLUICE_FUZZ_SCALE ?? '0.2' },
   });
+  if (r.status !== 0 || !existsSync(stryker)) {
+    console.error(`mutate: stryker failed on ${mutate} (exit ${r.status})`);
+    return null;
+  }
+  return stryker;
+}
+
+/**
+ * The module in ranges: each range's run starts from the module's incremental record as it was before
+ * this run (so Stryker re-uses what is still valid there, comparing sources itself) and writes its own;
+ * its results then replace that range's in the record.
+ * The module's report is the record once every range is done; null if a range failed or the source
+ * changed while it ran.
+ */
+function chunkedRun(m, name) {
+  const record = join(root, `mutation/${name}.incremental.json`);
+  const scratch = join(root, `reports/mutation/${name}.range.incremental.json`);
+  const before = join(root, `reports/mutation/${name}.before.incremental.json`);
+  if (existsSync(record)) copyFileSync(record, before);
+  else rmSync(before, { force: true });
+  const ranges = chunkRanges(readFileSync(join(root, m), 'utf8'), chunkLines);
+  console.log(`mutate: ${m} in ${ranges.length} ranges: ${ranges.map((r) => `${r.start}-${r.end}`).join(', ')}`);
+  let stale = false;
+  for (const [i, range] of ranges.entries()) {
+    if (existsSync(before)) copyFileSync(before, scratch);
+    else rmSync(scratch, { force: true });
+    console.log(`mutate: ${m}, range ${i + 1} of ${ranges.length}: lines ${range.start}-${range.end}`);
+    const out = strykerRun(`${m}:${range.start}-${range.end}`, scratch);
+    if (!out) return null;
+    const part = JSON.parse(readFileSync(out, 'utf8'));
+    const base = existsSync(record) ? JSON.parse(readFileSync(record, 'utf8')) : null;
+    const merged = mergeRange(base, part, m, range);
+    stale ||= merged.stale && i > 0;
+    writeFileSync(record, JSON.stringify(merged.report));
+    copyFileSync(out, join(root, `reports/mutation/${name}.${range.start}-${range.end}.json`));
+    const { count, score } = scoreOf(part, m);
+    console.log(`mutate: ${m} lines ${range.start}-${range.end}: ${score}% (${count.Survived ?? 0} survived, ${count.NoCoverage ?? 0} without coverage); survivors: node scripts/mutation-survivors.mjs reports/mutation/${name}.${range.start}-${range.end}.json`);
+  }
+  rmSync(scratch, { force: true });
+  rmSync(before, { force: true });
+  if (stale) {
+    console.error(`mutate: ${m} changed while its ranges ran: the earlier ranges' results were dropped; run it again`);
+    return null;
+  }
+  writeFileSync(stryker, readFileSync(record));
+  return stryker;
+}
+
+for (const m of modules) {
+  const name = basename(m, '.ts');
+  const started = Date.now();
+  console.log(`mutate: ${m} ...`);
+  const report = chunkLines === null ? strykerRun(m, `mutation/${name}.incremental.json`) : chunkedRun(m, name);
   const seconds = Math.round((Date.now() - started) / 1000);
-  const report = join(root, 'reports/mutation/mutation.json');
-  if (r.status !== 0 || !existsSync(report)) {
-    console.error(`mutate: stryker failed on ${m} (exit ${r.status})`);
+  if (!report) {
     failed = true;
     continue;
   }
   copyFileSync(report, join(root, `reports/mutation/${name}.json`));
-  const count = {};
-  for (const f of Object.values(JSON.parse(readFileSync(report, 'utf8')).files)) {
-    for (const mu of f.mutants) count[mu.status] = (count[mu.status] ?? 0) + 1;
-  }
-  const detected = (count.Killed ?? 0) + (count.Timeout ?? 0);
-  const valid = detected + (count.Survived ?? 0) + (count.NoCoverage ?? 0);
-  const score = valid === 0 ? 100 : Math.round((1000 * detected) / valid) / 10;
+  const { count, score } = scoreOf(JSON.parse(readFileSync(report, 'utf8')), m);
   scores[m] = { score, killed: count.Killed ?? 0, timeout: count.Timeout ?? 0, survived: count.Survived ?? 0, noCoverage: count.NoCoverage ?? 0, seconds, date: new Date().toISOString().slice(0, 10) };
   writeFileSync(scoresFile, `${JSON.stringify(scores, null, 2)}\n`);
   // The README's table follows at once: the next module's dry run includes the docs test that compares them.

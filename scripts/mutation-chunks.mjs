@@ -1,0 +1,103 @@
+// A long module's mutation run in pieces (scripts/mutate.mjs --chunk-lines N): Stryker mutates one
+// range of lines at a time, and after each range its results go into the module's incremental record
+// (mutation/<module>.incremental.json), so a run stopped part-way keeps every range it finished (the
+// next run re-uses them through Stryker's incremental mode) and the survivors of the first ranges can
+// be read while the rest runs. Stryker writes its record only at the end of a run: a two-hour module
+// run in one piece that is stopped leaves nothing.
+//
+// Ranges are whole top-level statements: Stryker takes a mutant into a range only when the mutated
+// node lies wholly inside it (locationIncluded), so a range boundary inside a function would leave
+// that function's block mutants out of every range.
+import ts from 'typescript';
+
+/**
+ * 1-based inclusive line ranges covering every top-level statement of a TypeScript source, in order,
+ * each at most `maxLines` long unless one statement alone is longer.
+ */
+export function chunkRanges(source, maxLines) {
+  if (!Number.isInteger(maxLines) || maxLines < 1) throw new Error(`chunk size must be a whole number of lines, at least 1: ${maxLines}`);
+  const sf = ts.createSourceFile('m.ts', source, ts.ScriptTarget.Latest, true);
+  const line = (pos) => sf.getLineAndCharacterOfPosition(pos).line + 1;
+  const ranges = [];
+  for (const st of sf.statements) {
+    const start = line(st.getStart(sf));
+    const end = line(st.getEnd());
+    const last = ranges[ranges.length - 1];
+    if (last && end - last.start + 1 <= maxLines) last.end = end;
+    else ranges.push({ start, end });
+  }
+  return ranges;
+}
+
+/** Whether a mutant's location (Stryker's: 1-based lines) lies inside a line range. */
+function inRange(mutant, range) {
+  return mutant.location.start.line >= range.start && mutant.location.end.line <= range.end;
+}
+
+/**
+ * The module's record with one range's results put in: `base` (the record so far, or null) keeps its
+ * mutants outside `range`, `part` (Stryker's report of that range's run) gives those inside. Base's
+ * mutants are kept only when base was made from the same source text (`stale` says they were dropped:
+ * their places are the old text's). Tests are matched by file and name (a test file in `part` replaces
+ * base's tests of that file), and every mutant's coveredBy/killedBy is re-pointed at the merged list
+ * (each run numbers its tests and mutants afresh); mutant ids are renumbered in order of place.
+ */
+export function mergeRange(base, part, file, range) {
+  const partFile = part.files?.[file];
+  if (!partFile) throw new Error(`the range's report has no entry for ${file}`);
+  const baseFile = base?.files?.[file];
+  const stale = baseFile !== undefined && baseFile.source !== partFile.source;
+  const tests = new Map(); // `${testFile}\0${name}` -> { file, test (without id), source }
+  const idMaps = new Map(); // report -> (old id -> key)
+  const partTestFiles = new Set(Object.keys(part.testFiles ?? {}));
+  for (const report of [base, part]) {
+    if (!report) continue;
+    const ids = new Map();
+    for (const [tf, entry] of Object.entries(report.testFiles ?? {})) {
+      const replaced = report === base && partTestFiles.has(tf);
+      for (const t of entry.tests ?? []) {
+        const key = `${tf}\0${t.name}`;
+        ids.set(t.id, key);
+        if (replaced) continue;
+        const { id: _id, ...rest } = t;
+        tests.set(key, { file: tf, test: rest, source: entry.source });
+      }
+    }
+    idMaps.set(report, ids);
+  }
+  const keys = [...tests.keys()];
+  const newId = new Map(keys.map((k, i) => [k, String(i)]));
+  const remap = (report, list) => list.flatMap((id) => {
+    const to = newId.get(idMaps.get(report).get(id));
+    return to === undefined ? [] : [to];
+  });
+  const pick = (report, keep) =>
+    (report?.files?.[file]?.mutants ?? []).filter(keep).map((m) => {
+      const out = { ...m };
+      if (m.coveredBy !== undefined) out.coveredBy = remap(report, m.coveredBy);
+      if (m.killedBy !== undefined) out.killedBy = remap(report, m.killedBy);
+      return out;
+    });
+  const mutants = [...(stale ? [] : pick(base, (m) => !inRange(m, range))), ...pick(part, (m) => inRange(m, range))];
+  const cmp = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+  const s = (m) => m.location.start;
+  const e = (m) => m.location.end;
+  mutants.sort((a, b) => s(a).line - s(b).line || s(a).column - s(b).column || e(a).line - e(b).line || e(a).column - e(b).column || cmp(a.mutatorName, b.mutatorName) || cmp(a.replacement ?? '', b.replacement ?? ''));
+  mutants.forEach((m, i) => (m.id = String(i)));
+  const testFiles = {};
+  for (const k of keys) {
+    const { file: tf, test, source } = tests.get(k);
+    testFiles[tf] ??= source === undefined ? { tests: [] } : { source, tests: [] };
+    testFiles[tf].tests.push({ id: newId.get(k), ...test });
+  }
+  return { report: { ...part, files: { [file]: { ...partFile, mutants } }, testFiles }, stale };
+}
+
+/** Counts per status of one module's mutants, and the score as scripts/mutate.mjs computes it. */
+export function scoreOf(report, file) {
+  const count = {};
+  for (const m of report.files?.[file]?.mutants ?? []) count[m.status] = (count[m.status] ?? 0) + 1;
+  const detected = (count.Killed ?? 0) + (count.Timeout ?? 0);
+  const valid = detected + (count.Survived ?? 0) + (count.NoCoverage ?? 0);
+  return { count, score: valid === 0 ? 100 : Math.round((1000 * detected) / valid) / 10 };
+}

@@ -1,0 +1,149 @@
+/**
+ * scripts/mutation-chunks.mjs: a long module's mutation run in ranges of
+ * whole top-level statements, each range's results merged into the module's
+ * incremental record as it finishes.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { describe, it } from 'node:test';
+import ts from 'typescript';
+import { ROOT } from '../support/fixtures.js';
+
+interface Range {
+  start: number;
+  end: number;
+}
+interface Mutant {
+  id: string;
+  mutatorName: string;
+  replacement?: string;
+  status: string;
+  coveredBy?: string[];
+  killedBy?: string[];
+  location: { start: { line: number; column: number }; end: { line: number; column: number } };
+}
+interface Report {
+  files: Record<string, { source: string; language: string; mutants: Mutant[] }>;
+  testFiles?: Record<string, { source?: string; tests: { id: string; name: string }[] }>;
+  schemaVersion?: string;
+}
+interface Chunks {
+  chunkRanges(source: string, maxLines: number): Range[];
+  mergeRange(base: Report | null, part: Report, file: string, range: Range): { report: Report; stale: boolean };
+  scoreOf(report: Report, file: string): { count: Record<string, number>; score: number };
+}
+const chunks = (await import(pathToFileURL(join(ROOT, 'scripts/mutation-chunks.mjs')).href)) as Chunks;
+
+/** Every top-level statement's first and last line (1-based). */
+function statements(source: string): Range[] {
+  const sf = ts.createSourceFile('m.ts', source, ts.ScriptTarget.Latest, true);
+  const line = (pos: number) => sf.getLineAndCharacterOfPosition(pos).line + 1;
+  return sf.statements.map((st) => ({ start: line(st.getStart(sf)), end: line(st.getEnd()) }));
+}
+
+describe('mutation ranges', () => {
+  for (const module of ['src/policy/load-policy.ts', 'src/compile/compile-ruleset.ts', 'src/dns/rebinding.ts']) {
+    for (const max of [20, 60, 260]) {
+      it(`${module} in ranges of ${max} lines: each statement wholly inside exactly one range, ranges in order and at most ${max} lines unless one statement is longer`, () => {
+        const source = readFileSync(join(ROOT, module), 'utf8');
+        const ranges = chunks.chunkRanges(source, max);
+        const sts = statements(source);
+        assert.ok(sts.length > 3);
+        for (const st of sts) {
+          const holding = ranges.filter((r) => r.start <= st.start && st.end <= r.end);
+          assert.equal(holding.length, 1, `statement at ${st.start}-${st.end} in ${holding.length} ranges`);
+          // A range that cuts a statement would leave its mutants out of every range.
+          assert.ok(!ranges.some((r) => (r.start > st.start && r.start <= st.end) || (r.end >= st.start && r.end < st.end)), `a range boundary inside ${st.start}-${st.end}`);
+        }
+        for (let i = 1; i < ranges.length; i++) assert.ok((ranges[i] as Range).start > (ranges[i - 1] as Range).end);
+        for (const r of ranges) {
+          const alone = sts.filter((st) => r.start <= st.start && st.end <= r.end);
+          if (alone.length > 1) assert.ok(r.end - r.start + 1 <= max, `range ${r.start}-${r.end} holds ${alone.length} statements over ${max} lines`);
+        }
+        if (max === 20) assert.ok(ranges.length > 3, 'a long module is cut');
+      });
+    }
+  }
+
+  it('refuses a size that is not a whole number of lines', () => {
+    assert.throws(() => chunks.chunkRanges('const a = 1;\n', 0), /whole number/);
+    assert.throws(() => chunks.chunkRanges('const a = 1;\n', 2.5), /whole number/);
+  });
+});
+
+const FILE = 'src/x.ts';
+const SOURCE = 'line1\nline2\nline3\nline4\nline5\nline6\n';
+function mutant(id: string, line: number, status: string, extra: Partial<Mutant> = {}): Mutant {
+  return { id, mutatorName: 'BooleanLiteral', replacement: `r${line}`, status, location: { start: { line, column: 1 }, end: { line, column: 5 } }, ...extra };
+}
+function report(mutants: Mutant[], tests: Record<string, string[]>, source = SOURCE): Report {
+  const testFiles: Report['testFiles'] = {};
+  for (const [file, ids] of Object.entries(tests)) testFiles[file] = { tests: ids.map((id) => ({ id, name: file })) };
+  return { schemaVersion: '1.0', files: { [FILE]: { source, language: 'typescript', mutants } }, testFiles };
+}
+
+describe("merging a range's results into the module's record", () => {
+  // The record so far numbers test a.js "0" and b.js "1"; the range's run numbers them the other way
+  // round and knows a third file.
+  const base = report(
+    [mutant('0', 1, 'Killed', { coveredBy: ['0', '1'], killedBy: ['0'] }), mutant('1', 3, 'Survived', { coveredBy: ['1'] }), mutant('2', 5, 'Killed', { coveredBy: ['1'], killedBy: ['1'] })],
+    { 'a.js': ['0'], 'b.js': ['1'] },
+  );
+  const part = report([mutant('0', 3, 'Killed', { coveredBy: ['5', '7'], killedBy: ['7'] }), mutant('1', 4, 'NoCoverage', { coveredBy: [] })], { 'b.js': ['5'], 'a.js': ['7'], 'c.js': ['9'] });
+
+  it("keeps the record's mutants outside the range, takes the range's inside it, and renumbers", () => {
+    const { report: out, stale } = chunks.mergeRange(base, part, FILE, { start: 3, end: 4 });
+    assert.equal(stale, false);
+    const ms = (out.files[FILE] as Report['files'][string]).mutants;
+    assert.deepEqual(
+      ms.map((m) => [m.id, m.location.start.line, m.status]),
+      [
+        ['0', 1, 'Killed'],
+        ['1', 3, 'Killed'],
+        ['2', 4, 'NoCoverage'],
+        ['3', 5, 'Killed'],
+      ],
+    );
+    // Every test id points at the same file as before the merge.
+    const name = new Map(Object.entries(out.testFiles ?? {}).flatMap(([f, e]) => e.tests.map((t) => [t.id, f] as const)));
+    const names = (ids: string[] | undefined) => (ids ?? []).map((id) => name.get(id));
+    assert.deepEqual(names(ms[0]?.coveredBy), ['a.js', 'b.js']);
+    assert.deepEqual(names(ms[0]?.killedBy), ['a.js']);
+    assert.deepEqual(names(ms[1]?.coveredBy), ['b.js', 'a.js']);
+    assert.deepEqual(names(ms[1]?.killedBy), ['a.js']);
+    assert.deepEqual(names(ms[3]?.killedBy), ['b.js']);
+    assert.deepEqual([...name.values()].sort(), ['a.js', 'b.js', 'c.js']);
+    assert.equal(new Set(name.keys()).size, 3, 'test ids unique');
+    assert.equal((out.files[FILE] as Report['files'][string]).source, SOURCE);
+  });
+
+  it('without a record, the range alone', () => {
+    const { report: out, stale } = chunks.mergeRange(null, part, FILE, { start: 3, end: 4 });
+    assert.equal(stale, false);
+    assert.deepEqual((out.files[FILE] as Report['files'][string]).mutants.map((m) => m.location.start.line), [3, 4]);
+  });
+
+  it("drops the record's mutants made from another text of the module, and says so", () => {
+    const old = report(base.files[FILE]?.mutants ?? [], { 'a.js': ['0'], 'b.js': ['1'] }, `${SOURCE}changed\n`);
+    const { report: out, stale } = chunks.mergeRange(old, part, FILE, { start: 3, end: 4 });
+    assert.equal(stale, true);
+    assert.deepEqual((out.files[FILE] as Report['files'][string]).mutants.map((m) => m.location.start.line), [3, 4]);
+  });
+
+  it("a mutant of the range's report outside the range is not taken (the range is the only authority inside it)", () => {
+    const wide = report([...(part.files[FILE]?.mutants ?? []), mutant('2', 6, 'Survived', { coveredBy: [] })], { 'a.js': ['7'] });
+    const { report: out } = chunks.mergeRange(base, wide, FILE, { start: 3, end: 4 });
+    assert.deepEqual((out.files[FILE] as Report['files'][string]).mutants.map((m) => `${m.location.start.line}:${m.status}`), ['1:Killed', '3:Killed', '4:NoCoverage', '5:Killed']);
+  });
+
+  it('scores as scripts/mutate.mjs does: killed and timed out over those plus survived and without coverage', () => {
+    const r = report([mutant('0', 1, 'Killed'), mutant('1', 2, 'Timeout'), mutant('2', 3, 'Survived'), mutant('3', 4, 'NoCoverage'), mutant('4', 5, 'CompileError'), mutant('5', 6, 'Ignored')], {});
+    const { count, score } = chunks.scoreOf(r, FILE);
+    assert.equal(score, 50);
+    assert.equal(count.Killed, 1);
+    assert.equal(count.CompileError, 1);
+    assert.equal(chunks.scoreOf(report([], {}), FILE).score, 100);
+  });
+});
