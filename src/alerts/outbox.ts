@@ -131,19 +131,24 @@ export class Outbox {
 
   /** The oldest alert of `route` due now, if any (alerts of one route go out in order). */
   next(route: string, now = Date.now()): OutboxRow | null {
-    const r = this.db.prepare('SELECT id, route, body, created, attempts, next_at, last_error FROM outbox WHERE route = ? ORDER BY id LIMIT 1').get(route) as
-      | { id: number; route: string; body: string; created: number; attempts: number; next_at: number; last_error: string | null }
-      | undefined;
-    if (!r || r.next_at > now) return null;
-    let message: AlertMessage;
-    try {
-      message = JSON.parse(r.body) as AlertMessage;
-    } catch {
-      // A row this version cannot read: given up, counted.
+    const head = this.db.prepare('SELECT id, route, body, created, attempts, next_at, last_error FROM outbox WHERE route = ? ORDER BY id LIMIT 1');
+    // A loop, not a call per unreadable row: a queue of thousands of them (a damaged file, another
+    // version's rows) would overflow the stack and stop the route's deliveries.
+    for (;;) {
+      const r = head.get(route) as { id: number; route: string; body: string; created: number; attempts: number; next_at: number; last_error: string | null } | undefined;
+      if (!r || r.next_at > now) return null;
+      let message: unknown;
+      try {
+        message = JSON.parse(r.body);
+      } catch {
+        message = undefined;
+      }
+      if (typeof message === 'object' && message !== null && !Array.isArray(message)) {
+        return { id: r.id, route: r.route, message: message as AlertMessage, created: r.created, attempts: r.attempts, nextAt: r.next_at, lastError: r.last_error };
+      }
+      // A row this version cannot read (not JSON, or not an alert's object): given up, counted.
       this.giveUp(r.id, route);
-      return this.next(route, now);
     }
-    return { id: r.id, route: r.route, message, created: r.created, attempts: r.attempts, nextAt: r.next_at, lastError: r.last_error };
   }
 
   delivered(id: number, route: string): void {
