@@ -10,6 +10,7 @@ import { compileRuleset, serviceKey, type CompileEnv, type CompileResult } from 
 import { parsePolicy, type PolicyHost } from '../../src/policy/load-policy.js';
 import { loadEncryptedDnsList } from '../../src/policy/encrypted-dns-list.js';
 import type { Policy } from '../../src/policy/policy.js';
+import { PolicyError, formatIssue } from '../../src/errors.js';
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const GOLDEN_DIR = join(ROOT, 'test/golden');
@@ -58,6 +59,22 @@ export function fakeEnv(policy: Policy): CompileEnv {
 /** Parses a policy from text with the fake host. */
 export function policyFrom(yaml: string, file = 'test.yaml'): Policy {
   return parsePolicy(Buffer.from(yaml), file, fakeHost);
+}
+
+/** Every issue of a policy the loader refuses (warnings too), as FILE:LINE:COL: message; throws if it is accepted or fails otherwise. */
+export function refusalIssues(yaml: string, file = 'p.yaml'): string[] {
+  try {
+    policyFrom(yaml, file);
+  } catch (err) {
+    if (!(err instanceof PolicyError)) throw new Error(`expected PolicyError, got ${String(err)}`);
+    return err.issues.map(formatIssue);
+  }
+  throw new Error('policy was accepted');
+}
+
+/** The errors only of a policy the loader refuses. */
+export function refusalErrors(yaml: string, file = 'p.yaml'): string[] {
+  return refusalIssues(yaml, file).filter((l) => !l.includes(': warning: '));
 }
 
 /** Parses and compiles a policy from text with the fake host and environment. */

@@ -12,26 +12,13 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { PolicyError, SluiceError, formatIssue } from '../../src/errors.js';
 import { MAX_LIST_ENTRIES, MAX_POLICY_BYTES, loadPolicyWithBytes, parsePolicy } from '../../src/policy/load-policy.js';
-import { fakeHost, policyFrom } from '../support/fixtures.js';
+import { fakeHost, policyFrom, refusalErrors, refusalIssues } from '../support/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-load-edges-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Every issue of a refused policy (warnings too), as FILE:LINE:COL: message. */
-function issuesOf(yaml: string, file = 'p.yaml'): string[] {
-  try {
-    policyFrom(yaml, file);
-  } catch (err) {
-    assert.ok(err instanceof PolicyError, `expected PolicyError, got ${String(err)}`);
-    return err.issues.map(formatIssue);
-  }
-  return assert.fail('policy was accepted');
-}
-
-/** The errors of a refused policy only. */
-function errorsOf(yaml: string, file = 'p.yaml'): string[] {
-  return issuesOf(yaml, file).filter((l) => !l.includes(': warning: '));
-}
+const issuesOf = refusalIssues;
+const errorsOf = refusalErrors;
 
 const RULE = 'rules:\n  - name: a\n    to: [any]\n';
 

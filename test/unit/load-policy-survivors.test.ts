@@ -13,21 +13,12 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { PolicyError, SluiceError, formatIssue, type PolicyIssue } from '../../src/errors.js';
 import { MAX_POLICY_BYTES, currentPolicyDigest, loadPolicyFile, loadPolicyWithBytes, parsePolicy, policyDigest } from '../../src/policy/load-policy.js';
-import { fakeHost, policyFrom } from '../support/fixtures.js';
+import { fakeHost, policyFrom, refusalErrors } from '../support/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sluice-load-survivors-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-/** The errors of a refused policy (warnings left out), as FILE:LINE:COL: message. */
-function errorsOf(yaml: string, file = 'p.yaml'): string[] {
-  try {
-    policyFrom(yaml, file);
-  } catch (err) {
-    assert.ok(err instanceof PolicyError, `expected PolicyError, got ${String(err)}`);
-    return err.issues.map(formatIssue).filter((l) => !l.includes(': warning: '));
-  }
-  return assert.fail('policy was accepted');
-}
+const errorsOf = refusalErrors;
 
 const RULE = 'rules:\n  - name: a\n    to: [any]\n';
 
