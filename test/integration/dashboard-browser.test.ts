@@ -546,20 +546,58 @@ describe('integration: the dashboard in a browser, audit mode: suggestions and t
     const x = async () => Number(await mark.locator('line').getAttribute('x1'));
     assert.ok((await x()) > 560, `x ${await x()} of 600 in the last hour`);
     // Zoomed to ten minutes around it: the mark moves to the middle with its time, as the lines do.
-    const q = new URLSearchParams({ from: new Date(Math.round((time - 300_000) / 1000) * 1000).toISOString(), to: new Date(Math.round((time + 300_000) / 1000) * 1000).toISOString() });
+    const zoomFrom = Math.round((time - 300_000) / 1000) * 1000;
+    const q = new URLSearchParams({ from: new Date(zoomFrom).toISOString(), to: new Date(Math.round((time + 300_000) / 1000) * 1000).toISOString() });
     await page.goto(`${ORIGIN}/#overview?${q}`);
     await page.locator('#h-overview').filter({ hasText: ' to ' }).waitFor();
+    // The heading changes before /api/stats answers: wait for the zoomed drawing, not the last hour's still on the page.
+    await page.locator(`#chart svg[data-from="${zoomFrom}"]`).waitFor();
     await mark.waitFor();
     assert.equal(Number(await mark.getAttribute('data-time')), time);
     // Within two one-minute buckets of the middle: the lines draw bucket i at i * step, and the mark uses the same mapping.
     assert.ok(Math.abs((await x()) - 300) < 110, `x ${await x()} of 600: the middle of the zoomed range`);
     await page.screenshot({ path: join(SHOTS, 'dashboard-overview-tamper-laptop.png'), fullPage: true });
     // Zoomed to a range before it: no mark.
-    const before = new URLSearchParams({ from: new Date(Math.round((time - 1_200_000) / 1000) * 1000).toISOString(), to: new Date(Math.round((time - 600_000) / 1000) * 1000).toISOString() });
+    const beforeFrom = Math.round((time - 1_200_000) / 1000) * 1000;
+    const before = new URLSearchParams({ from: new Date(beforeFrom).toISOString(), to: new Date(Math.round((time - 600_000) / 1000) * 1000).toISOString() });
     await page.goto(`${ORIGIN}/#overview?${before}`);
     await page.locator('#h-overview').filter({ hasText: ' to ' }).waitFor();
-    await page.locator('#chart svg').waitFor();
+    await page.locator(`#chart svg[data-from="${beforeFrom}"]`).waitFor();
     assert.equal(await page.locator('#chart .tamper-mark').count(), 0);
+  });
+
+  it('a last-hour load still in flight when the user zooms does not draw over the zoomed chart when it ends', async () => {
+    await page.goto(`${ORIGIN}/#health`);
+    // Hold the last hour's answer until the zoom has been drawn, then let it through.
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((r) => { release = r; });
+    let heldAsked = false;
+    await page.route(/\/api\/stats\?since=1h/, async (route) => {
+      heldAsked = true;
+      await held;
+      await route.continue().catch(() => undefined);
+    });
+    try {
+      await page.goto(`${ORIGIN}/#overview`);
+      await waitFor('the held last-hour request', async () => (heldAsked ? true : undefined), 5_000);
+      const now = Date.now();
+      const zoomFrom = Math.round((now - 1_800_000) / 1000) * 1000;
+      const zoomTo = Math.round((now - 600_000) / 1000) * 1000;
+      await page.goto(`${ORIGIN}/#overview?${new URLSearchParams({ from: new Date(zoomFrom).toISOString(), to: new Date(zoomTo).toISOString() })}`);
+      await page.locator(`#chart svg[data-from="${zoomFrom}"]`).waitFor();
+      const lastHour = page.waitForResponse(/\/api\/stats\?since=1h/);
+      release();
+      await lastHour;
+      // Give the page the turn in which it would draw the old answer.
+      await page.evaluate('new Promise((r) => setTimeout(r, 200))');
+      assert.equal(await page.locator('#chart svg').getAttribute('data-from'), String(zoomFrom), 'the zoomed drawing stays');
+      assert.equal(await page.locator('#page-overview').getAttribute('aria-busy'), 'false');
+      assert.match(await page.locator('#h-overview').innerText(), / to /);
+    } finally {
+      release();
+      await page.unroute(/\/api\/stats\?since=1h/);
+      await page.goto(`${ORIGIN}/#overview`);
+    }
   });
 
   it('no page tripped its own Content-Security-Policy or threw', () => {

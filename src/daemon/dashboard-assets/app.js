@@ -306,6 +306,9 @@ function chart(node, timeline, from, to, bucketMs, zoomed, tamper) {
   const svg = document.createElementNS(SVG, 'svg');
   svg.setAttribute('viewBox', `0 0 ${W} ${H + 14}`);
   svg.setAttribute('role', 'img');
+  // The range drawn (ms), so that a reader (and the browser tests) can tell this drawing from the one before a zoom.
+  svg.setAttribute('data-from', String(from));
+  svg.setAttribute('data-to', String(to));
   svg.setAttribute('aria-label', `Events per ${bucketMs / 60000} minute(s) from ${fmtTime(from)} to ${fmtTime(to)} UTC; the highest is ${max}${marks.length ? `; ${marks.length} tamper finding${marks.length === 1 ? '' : 's'} marked` : ''}`);
   svg.append(svgEl('line', { x1: 0, y1: H, x2: W, y2: H, class: 'axis' }));
   for (const [verdict, values] of Object.entries(series)) {
@@ -425,8 +428,11 @@ function zoomOf(params) {
 
 /** The Overview's range: the last hour, or the zoom in the URL. Live refreshes only when not zoomed into the past. */
 let overviewZoomed = false;
+/** The latest Overview load: an older one (a live refresh still in flight when the user zooms) draws nothing when it ends. */
+let overviewLoad = 0;
 
 async function loadOverview(params) {
+  const mine = ++overviewLoad;
   if (!params) params = new URLSearchParams(location.hash.split('?')[1] || '');
   const zoom = zoomOf(params);
   const zoomed = zoom && !zoom.error ? zoom : null;
@@ -438,8 +444,11 @@ async function loadOverview(params) {
   $('#h-overview').textContent = zoomed ? `Overview: ${fmtTime(zoomed.from)} to ${fmtTime(zoomed.to)} UTC` : 'Overview: the last hour';
   $('#zoom-state').textContent = zoom && zoom.error ? zoom.error : zoomed ? 'Zoomed: the chart and the lists cover this range only, and do not refresh. Reset zoom goes back to the last hour, live.' : 'Drag across the chart (or focus it and press +) to zoom in.';
   const q = zoomed ? new URLSearchParams({ since: new Date(zoomed.from).toISOString(), until: new Date(zoomed.to).toISOString(), limit: '10' }) : new URLSearchParams({ since: '1h', limit: '10' });
+  const section = $('#page-overview');
+  section.setAttribute('aria-busy', 'true');
   try {
     const r = await api(`/api/stats?${q}`);
+    if (mine !== overviewLoad) return;
     const s = r.stats;
     $('#totals').textContent = s
       ? `${s.total} events: ${s.byVerdict.blocked} blocked, ${s.byVerdict['would-block']} would-block, ${s.byVerdict.allowed} allowed; ${s.attributed} with a process`
@@ -458,7 +467,9 @@ async function loadOverview(params) {
       for (const x of rows) row(tbody, cells(x));
     }
   } catch (err) {
-    $('#totals').textContent = `Cannot load: ${err.message}`;
+    if (mine === overviewLoad) $('#totals').textContent = `Cannot load: ${err.message}`;
+  } finally {
+    if (mine === overviewLoad) section.setAttribute('aria-busy', 'false');
   }
 }
 
