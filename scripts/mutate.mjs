@@ -14,9 +14,10 @@
 // Score = (killed + timed out) / (killed + timed out + survived + no coverage).
 // `node scripts/mutation-survivors.mjs reports/mutation/<module>.json` lists what lived.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { chunkRanges, mergeRange, scoreOf } from './mutation-chunks.mjs';
+import { chunkRanges, hashTestSources, mergeRange, scoreOf, withoutChangedTests } from './mutation-chunks.mjs';
 import { mutationTable, withMutationTable } from './mutation-table.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -38,6 +39,12 @@ for (const m of modules) {
     console.error(`mutate: ${m} is not one of the modules in stryker.config.json: ${config.mutate.join(', ')}`);
     process.exit(2);
   }
+}
+// The compiled tests are what Stryker runs (and what a record's test hashes are of): built from the sources first.
+const build = spawnSync('npm', ['run', 'build'], { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+if (build.status !== 0) {
+  console.error('mutate: npm run build failed');
+  process.exit(1);
 }
 mkdirSync(join(root, 'mutation'), { recursive: true });
 mkdirSync(join(root, 'reports/mutation'), { recursive: true });
@@ -64,6 +71,43 @@ function strykerRun(mutate, incrementalFile) {
   return stryker;
 }
 
+const sha256 = (text) => createHash('sha256').update(text).digest('hex');
+/** A compiled test file's sha256 now, or null when it is gone. */
+const testHash = (file) => {
+  try {
+    return sha256(readFileSync(join(root, file), 'utf8'));
+  } catch {
+    return null;
+  }
+};
+
+/**
+ * The module's record as Stryker is to see it (written to `to`, or nothing there without a record): test
+ * files changed since it was made left out (mutation-chunks.mjs, withoutChangedTests). Records from
+ * before test hashes were kept are taken as they are.
+ */
+function prepareRecord(record, to) {
+  if (!existsSync(record)) {
+    rmSync(to, { force: true });
+    return;
+  }
+  const { record: ready, changed } = withoutChangedTests(JSON.parse(readFileSync(record, 'utf8')), testHash, true);
+  if (changed.length > 0) console.log(`mutate: ${changed.length} test file(s) changed since the record was made: what they killed is tested again (${changed.slice(0, 5).join(', ')}${changed.length > 5 ? ', ...' : ''})`);
+  writeFileSync(to, JSON.stringify(ready));
+}
+
+/** A whole module in one Stryker run; its record (test files as hashes) written; the report's path, or null. */
+function wholeRun(m, name) {
+  const record = join(root, `mutation/${name}.incremental.json`);
+  const scratch = join(root, `reports/mutation/${name}.run.incremental.json`);
+  prepareRecord(record, scratch);
+  const out = strykerRun(m, scratch);
+  rmSync(scratch, { force: true });
+  if (!out) return null;
+  writeFileSync(record, JSON.stringify(hashTestSources(JSON.parse(readFileSync(out, 'utf8')), sha256)));
+  return out;
+}
+
 /**
  * The module in ranges: each range's run starts from the module's incremental record as it was before
  * this run (so Stryker re-uses what is still valid there, comparing sources itself) and writes its own;
@@ -75,23 +119,22 @@ function chunkedRun(m, name) {
   const record = join(root, `mutation/${name}.incremental.json`);
   const scratch = join(root, `reports/mutation/${name}.range.incremental.json`);
   const before = join(root, `reports/mutation/${name}.before.incremental.json`);
-  if (existsSync(record)) copyFileSync(record, before);
-  else rmSync(before, { force: true });
+  prepareRecord(record, before);
   const ranges = chunkRanges(readFileSync(join(root, m), 'utf8'), chunkLines);
   console.log(`mutate: ${m} in ${ranges.length} ranges: ${ranges.map((r) => `${r.start}-${r.end}`).join(', ')}`);
   let stale = false;
   for (const [i, range] of ranges.entries()) {
-    if (existsSync(before)) copyFileSync(before, scratch);
+    if (existsSync(before)) writeFileSync(scratch, readFileSync(before));
     else rmSync(scratch, { force: true });
     console.log(`mutate: ${m}, range ${i + 1} of ${ranges.length}: lines ${range.start}-${range.end}`);
     const out = strykerRun(`${m}:${range.start}-${range.end}`, scratch);
     if (!out) return null;
-    const part = JSON.parse(readFileSync(out, 'utf8'));
+    const part = hashTestSources(JSON.parse(readFileSync(out, 'utf8')), sha256);
     const base = existsSync(record) ? JSON.parse(readFileSync(record, 'utf8')) : null;
     const merged = mergeRange(base, part, m, range);
     stale ||= merged.stale && i > 0;
     writeFileSync(record, JSON.stringify(merged.report));
-    copyFileSync(out, join(root, `reports/mutation/${name}.${range.start}-${range.end}.json`));
+    writeFileSync(join(root, `reports/mutation/${name}.${range.start}-${range.end}.json`), JSON.stringify(part));
     const { count, score } = scoreOf(part, m);
     console.log(`mutate: ${m} lines ${range.start}-${range.end}: ${score}% (${count.Survived ?? 0} survived, ${count.NoCoverage ?? 0} without coverage); survivors: node scripts/mutation-survivors.mjs reports/mutation/${name}.${range.start}-${range.end}.json`);
   }
@@ -109,13 +152,13 @@ for (const m of modules) {
   const name = basename(m, '.ts');
   const started = Date.now();
   console.log(`mutate: ${m} ...`);
-  const report = chunkLines === null ? strykerRun(m, `mutation/${name}.incremental.json`) : chunkedRun(m, name);
+  const report = chunkLines === null ? wholeRun(m, name) : chunkedRun(m, name);
   const seconds = Math.round((Date.now() - started) / 1000);
   if (!report) {
     failed = true;
     continue;
   }
-  copyFileSync(report, join(root, `reports/mutation/${name}.json`));
+  writeFileSync(join(root, `reports/mutation/${name}.json`), readFileSync(report));
   const { count, score } = scoreOf(JSON.parse(readFileSync(report, 'utf8')), m);
   scores[m] = { score, killed: count.Killed ?? 0, timeout: count.Timeout ?? 0, survived: count.Survived ?? 0, noCoverage: count.NoCoverage ?? 0, seconds, date: new Date().toISOString().slice(0, 10) };
   writeFileSync(scoresFile, `${JSON.stringify(scores, null, 2)}\n`);

@@ -47,7 +47,7 @@ export function mergeRange(base, part, file, range) {
   if (!partFile) throw new Error(`the range's report has no entry for ${file}`);
   const baseFile = base?.files?.[file];
   const stale = baseFile !== undefined && baseFile.source !== partFile.source;
-  const tests = new Map(); // `${testFile}\0${name}` -> { file, test (without id), source }
+  const tests = new Map(); // `${testFile}\0${name}` -> { file, test (without id), meta (the file's source or sha256) }
   const idMaps = new Map(); // report -> (old id -> key)
   const partTestFiles = new Set(Object.keys(part.testFiles ?? {}));
   for (const report of [base, part]) {
@@ -60,7 +60,8 @@ export function mergeRange(base, part, file, range) {
         ids.set(t.id, key);
         if (replaced) continue;
         const { id: _id, ...rest } = t;
-        tests.set(key, { file: tf, test: rest, source: entry.source });
+        const { tests: _tests, ...meta } = entry;
+        tests.set(key, { file: tf, test: rest, meta });
       }
     }
     idMaps.set(report, ids);
@@ -86,8 +87,8 @@ export function mergeRange(base, part, file, range) {
   mutants.forEach((m, i) => (m.id = String(i)));
   const testFiles = {};
   for (const k of keys) {
-    const { file: tf, test, source } = tests.get(k);
-    testFiles[tf] ??= source === undefined ? { tests: [] } : { source, tests: [] };
+    const { file: tf, test, meta } = tests.get(k);
+    testFiles[tf] ??= { ...meta, tests: [] };
     testFiles[tf].tests.push({ id: newId.get(k), ...test });
   }
   return { report: { ...part, files: { [file]: { ...partFile, mutants } }, testFiles }, stale };
@@ -100,4 +101,39 @@ export function scoreOf(report, file) {
   const detected = (count.Killed ?? 0) + (count.Timeout ?? 0);
   const valid = detected + (count.Survived ?? 0) + (count.NoCoverage ?? 0);
   return { count, score: valid === 0 ? 100 : Math.round((1000 * detected) / valid) / 10 };
+}
+
+// Test files in a module's record. The tap runner reports one test per file, so Stryker's own check
+// that a test is unchanged (it diffs each test file's source, stored in the record) works file by
+// file; but those sources (the compiled tests, 3 MB) in every committed record would be most of it.
+// The record keeps each test file's sha256 instead: before a run, a test file whose compiled text no
+// longer has that hash is left out of the record given to Stryker, so what it killed is tested again
+// (and a survivor it covers, as "added"), exactly as Stryker does when a source differs.
+
+/** The record with each test file's source replaced by its sha256 (`hash` maps a text to it). */
+export function hashTestSources(report, hash) {
+  const testFiles = {};
+  for (const [tf, entry] of Object.entries(report.testFiles ?? {})) {
+    const { source, ...rest } = entry;
+    testFiles[tf] = source === undefined ? rest : { ...rest, sha256: hash(source) };
+  }
+  return { ...report, testFiles };
+}
+
+/**
+ * The record to hand Stryker: test files whose current text (`currentHash(file)`: its sha256, or
+ * null when it is gone) is not the one the record was made with are left out. A record's test
+ * files without a hash (made before hashes were kept) are taken as they are when `adoptUnhashed`.
+ * Returns the record and the test files left out.
+ */
+export function withoutChangedTests(record, currentHash, adoptUnhashed = false) {
+  const testFiles = {};
+  const changed = [];
+  for (const [tf, entry] of Object.entries(record.testFiles ?? {})) {
+    const now = currentHash(tf);
+    const same = entry.sha256 === undefined ? adoptUnhashed && now !== null : entry.sha256 === now;
+    if (same) testFiles[tf] = entry;
+    else changed.push(tf);
+  }
+  return { record: { ...record, testFiles }, changed };
 }

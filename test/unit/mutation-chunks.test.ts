@@ -26,13 +26,15 @@ interface Mutant {
 }
 interface Report {
   files: Record<string, { source: string; language: string; mutants: Mutant[] }>;
-  testFiles?: Record<string, { source?: string; tests: { id: string; name: string }[] }>;
+  testFiles?: Record<string, { source?: string; sha256?: string; tests: { id: string; name: string }[] }>;
   schemaVersion?: string;
 }
 interface Chunks {
   chunkRanges(source: string, maxLines: number): Range[];
   mergeRange(base: Report | null, part: Report, file: string, range: Range): { report: Report; stale: boolean };
   scoreOf(report: Report, file: string): { count: Record<string, number>; score: number };
+  hashTestSources(report: Report, hash: (text: string) => string): Report;
+  withoutChangedTests(record: Report, currentHash: (file: string) => string | null, adoptUnhashed?: boolean): { record: Report; changed: string[] };
 }
 const chunks = (await import(pathToFileURL(join(ROOT, 'scripts/mutation-chunks.mjs')).href)) as Chunks;
 
@@ -145,5 +147,40 @@ describe("merging a range's results into the module's record", () => {
     assert.equal(count.Killed, 1);
     assert.equal(count.CompileError, 1);
     assert.equal(chunks.scoreOf(report([], {}), FILE).score, 100);
+  });
+});
+
+describe("a record's test files: hashes instead of sources, and changed ones left out before a run", () => {
+  const hash = (t: string) => `h(${t})`;
+  const run: Report = {
+    files: { [FILE]: { source: 'x', language: 'typescript', mutants: [] } },
+    testFiles: { 'a.js': { source: 'A1', tests: [{ id: '0', name: 'a.js' }] }, 'b.js': { source: 'B1', tests: [{ id: '1', name: 'b.js' }] }, 'c.js': { tests: [{ id: '2', name: 'c.js' }] } },
+  };
+
+  it('keeps each test file as its hash, not its text; one without a text stays without a hash', () => {
+    const out = chunks.hashTestSources(run, hash);
+    assert.deepEqual(out.testFiles, { 'a.js': { sha256: 'h(A1)', tests: [{ id: '0', name: 'a.js' }] }, 'b.js': { sha256: 'h(B1)', tests: [{ id: '1', name: 'b.js' }] }, 'c.js': { tests: [{ id: '2', name: 'c.js' }] } });
+    assert.equal(run.testFiles?.['a.js']?.source, 'A1', 'the report given is not changed');
+  });
+
+  it('leaves out a test file whose text changed or that is gone; keeps the unchanged; an unhashed one only when adopted', () => {
+    const record = chunks.hashTestSources(run, hash);
+    const now: Record<string, string | null> = { 'a.js': 'h(A1)', 'b.js': 'h(B2)', 'c.js': 'h(C)' };
+    const strict = chunks.withoutChangedTests(record, (f) => now[f] ?? null);
+    assert.deepEqual(Object.keys(strict.record.testFiles ?? {}), ['a.js']);
+    assert.deepEqual(strict.changed, ['b.js', 'c.js']);
+    const adopted = chunks.withoutChangedTests(record, (f) => now[f] ?? null, true);
+    assert.deepEqual(Object.keys(adopted.record.testFiles ?? {}), ['a.js', 'c.js']);
+    const gone = chunks.withoutChangedTests(record, (f) => (f === 'c.js' ? null : (now[f] ?? null)), true);
+    assert.deepEqual(gone.changed, ['b.js', 'c.js'], 'an unhashed file that is gone is not adopted');
+  });
+
+  it("a merge keeps the hashes: the record's for the files the range did not run, the range's for those it did", () => {
+    const base = chunks.hashTestSources(report([mutant('0', 1, 'Killed', { coveredBy: ['0'], killedBy: ['0'] })], { 'a.js': ['0'], 'b.js': ['1'] }), hash);
+    base.testFiles = { 'a.js': { sha256: 'old-a', tests: [{ id: '0', name: 'a.js' }] }, 'b.js': { sha256: 'old-b', tests: [{ id: '1', name: 'b.js' }] } };
+    const part = chunks.hashTestSources({ ...report([mutant('0', 3, 'Killed', { coveredBy: ['0'], killedBy: ['0'] })], { 'b.js': ['0'] }), testFiles: { 'b.js': { source: 'B2', tests: [{ id: '0', name: 'b.js' }] } } }, hash);
+    const { report: out } = chunks.mergeRange(base, part, FILE, { start: 3, end: 3 });
+    assert.equal(out.testFiles?.['a.js']?.sha256, 'old-a');
+    assert.equal(out.testFiles?.['b.js']?.sha256, 'h(B2)');
   });
 });
