@@ -798,10 +798,12 @@ function reportZodIssue(zi: z.core.$ZodIssue, raw: unknown, error: Report): void
       }
       return;
     case 'invalid_value':
-      error(path, `${where} must be one of ${zi.values.map((v) => JSON.stringify(v)).join(', ')}: ${showValue(value)}`);
+      // A required key with a fixed set of values (a scope's mode) that is not there at all.
+      if (value === undefined) error(path.slice(0, -1), `missing required key ${showValue(where)}`);
+      else error(path, `${where} must be one of ${zi.values.map((v) => JSON.stringify(v)).join(', ')}: ${showValue(value)}`);
       return;
     case 'invalid_union':
-      error(path, `${where} must be a string or a number: ${showValue(value)}`);
+      error(path, `${where} must be ${describeUnion(zi.errors)}, not ${describeValue(value)}: ${showValue(value)}`);
       return;
     case 'too_big':
       error(path, `${where} is too large (the limit is ${String(zi.maximum)}): ${showValue(value)}`);
@@ -866,9 +868,25 @@ function describeExpected(expected: string): string {
       return 'a number';
     case 'boolean':
       return 'true or false';
+    case 'date':
+      return 'a date';
     default:
       return expected;
   }
+}
+
+/** What a union accepts, from its alternatives' own complaints about the whole value: "a string or a list" (to_file), "\"any\" or a list" (flows.replies). */
+function describeUnion(alternatives: z.core.$ZodIssue[][]): string {
+  const forms: string[] = [];
+  for (const issues of alternatives) {
+    for (const i of issues) {
+      if (i.path.length !== 0) continue;
+      if (i.code === 'invalid_type') forms.push(describeExpected(i.expected));
+      else if (i.code === 'invalid_value') forms.push(...i.values.map((v) => JSON.stringify(v)));
+    }
+  }
+  const distinct = [...new Set(forms)];
+  return distinct.length === 0 ? 'one of the accepted forms' : distinct.join(' or ');
 }
 
 function describeValue(v: unknown): string {

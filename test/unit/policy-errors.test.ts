@@ -15,6 +15,40 @@ function issues(yaml: string): string[] {
 }
 
 describe('unit: policy errors', () => {
+  it('a value of the wrong form where several forms are accepted names the forms that key accepts, and what it got', () => {
+    const R = 'mode: enforce\nrules:\n  - name: a\n    to: [any]\n';
+    // Before: every such key said "must be a string or a number", to_file and flows.replies included.
+    assert.deepEqual(issues(`${R}    to_file: 5\n`), ['p.yaml:5:14: to_file must be a string or a list, not a number: 5']);
+    assert.deepEqual(issues(`${R}flows:\n  replies: all\n`), ['p.yaml:6:12: replies must be "any" or a list, not a string: "all"']);
+    assert.deepEqual(issues(`${R}    ports: [[1]]\n`), ['p.yaml:5:13: ports[0] must be a string or a number, not a list: [...]']);
+    assert.deepEqual(issues(`${R}    users: [{a: 1}]\n`), ['p.yaml:5:13: users[0] must be a string or a number, not a map: {...}']);
+    assert.deepEqual(issues(`${R}suppress:\n  - until: [1]\n    reason: r\n`), ['p.yaml:6:12: until must be a string or a date, not a list: [...]']);
+  });
+
+  it('a wrong type names the expected type in words and the value found: null, a boolean, a string, a number', () => {
+    const R = 'mode: enforce\nrules:\n  - name: a\n    to: [any]\n';
+    assert.deepEqual(issues('mode: enforce\nrules: ~\n'), ['p.yaml:2:8: rules must be a list, not null: null']);
+    assert.deepEqual(issues('mode: enforce\nrules:\n  - name: true\n    to: [any]\n'), ['p.yaml:3:11: name must be a string, not a boolean: true']);
+    assert.deepEqual(issues(`${R}dns:\n  port: x\n`), ['p.yaml:6:9: port must be a number, not a string: "x"']);
+    assert.deepEqual(issues(`${R}    log: yes please\n`), ['p.yaml:5:10: log must be true or false, not a string: "yes please"']);
+    assert.deepEqual(issues(`${R}essentials: 1\n`), ['p.yaml:5:13: essentials must be true or false, not a number: 1']);
+  });
+
+  it("an unknown key's suggestion comes from the keys of the section it is in", () => {
+    const R = 'mode: enforce\nrules:\n  - name: a\n    to: [any]\n';
+    assert.deepEqual(issues(`${R}scopes:\n  - name: s\n    mode: audit\n    services: [nginx.service]\n    usres: [root]\n`), ['p.yaml:9:5: unknown key "usres" (did you mean users?)']);
+    assert.deepEqual(issues(`${R}dns:\n  upstrems: [198.18.0.1]\n`), ['p.yaml:6:3: unknown key "upstrems" (did you mean upstreams?)']);
+    // "mode" is a key of a scope and of the policy, not of dns: no suggestion there.
+    assert.deepEqual(issues(`${R}dns:\n  mdoe: audit\n`), ['p.yaml:6:3: unknown key "mdoe"']);
+    assert.deepEqual(issues(`${R}xyzzy: 1\n`), ['p.yaml:5:1: unknown key "xyzzy"']);
+  });
+
+  it('a required key with a fixed set of values that is left out is missing, not "must be one of ...: undefined"', () => {
+    assert.deepEqual(issues('mode: enforce\nrules:\n  - name: a\n    to: [any]\nscopes:\n  - name: s\n    users: [root]\n'), ['p.yaml:6:5: missing required key "mode"']);
+    // A value that is there and wrong still lists the values.
+    assert.deepEqual(issues('mode: enforce\nrules:\n  - name: a\n    to: [any]\nscopes:\n  - name: s\n    mode: strict\n    users: [root]\n'), ['p.yaml:7:11: mode must be one of "audit", "enforce": "strict"']);
+  });
+
   it('an unknown key is reported at the key, with a suggestion', () => {
     assert.deepEqual(issues('mode: enforce\nrules:\n  - name: a\n    to: [198.18.0.1]\n    port: [443]\n'), ['p.yaml:5:5: unknown key "port" (did you mean ports?)']);
   });
