@@ -135,7 +135,8 @@ function chunkedRun(m, name) {
     stale ||= merged.stale && i > 0;
     writeFileSync(record, JSON.stringify(merged.report));
     writeFileSync(join(root, `reports/mutation/${name}.${range.start}-${range.end}.json`), JSON.stringify(part));
-    const { count, score } = scoreOf(part, m);
+    // The range's own mutants (Stryker's report also holds the rest of the module, re-used from the record).
+    const { count, score } = scoreOf(part, m, range);
     console.log(`mutate: ${m} lines ${range.start}-${range.end}: ${score}% (${count.Survived ?? 0} survived, ${count.NoCoverage ?? 0} without coverage); survivors: node scripts/mutation-survivors.mjs reports/mutation/${name}.${range.start}-${range.end}.json`);
   }
   rmSync(scratch, { force: true });

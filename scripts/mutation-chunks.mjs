@@ -94,10 +94,10 @@ export function mergeRange(base, part, file, range) {
   return { report: { ...part, files: { [file]: { ...partFile, mutants } }, testFiles }, stale };
 }
 
-/** Counts per status of one module's mutants, and the score as scripts/mutate.mjs computes it. */
-export function scoreOf(report, file) {
+/** Counts per status of one module's mutants (those inside `range` when given), and the score as scripts/mutate.mjs computes it. */
+export function scoreOf(report, file, range) {
   const count = {};
-  for (const m of report.files?.[file]?.mutants ?? []) count[m.status] = (count[m.status] ?? 0) + 1;
+  for (const m of report.files?.[file]?.mutants ?? []) if (range === undefined || inRange(m, range)) count[m.status] = (count[m.status] ?? 0) + 1;
   const detected = (count.Killed ?? 0) + (count.Timeout ?? 0);
   const valid = detected + (count.Survived ?? 0) + (count.NoCoverage ?? 0);
   return { count, score: valid === 0 ? 100 : Math.round((1000 * detected) / valid) / 10 };

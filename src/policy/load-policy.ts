@@ -148,7 +148,8 @@ function parseYaml(text: string, file: string): ParsedYaml {
   }
   let doc: Document.Parsed;
   try {
-    doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, strict: true });
+    // logLevel error: yaml's warnings go to the process's stderr; what they warn of is reported here.
+    doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, strict: true, logLevel: 'error' });
   } catch (err) {
     if (err instanceof RangeError) {
       throw new PolicyError([issueAt(file, 1, 1, [], 'policy nests too deeply to parse')]);
@@ -156,6 +157,17 @@ function parseYaml(text: string, file: string): ParsedYaml {
     throw err;
   }
   if (doc.errors.length > 0) return { doc, raw: null, lines };
+  const keys: Node[] = [];
+  collectionKeys(doc.contents, keys);
+  if (keys.length > 0) {
+    throw new PolicyError(
+      keys.map((k) => {
+        const at = lines.pos(k.range?.[0] ?? 0);
+        const shown = firstLine(text.slice(k.range?.[0] ?? 0, k.range?.[1] ?? 0));
+        return issueAt(file, at.line, at.column, [], `a key is a name, not a ${isSeq(k) ? 'list' : 'map'}: ${escapeControls(shown.length > 60 ? `${shown.slice(0, 60)}...` : shown)}`);
+      }),
+    );
+  }
   let raw: unknown;
   try {
     raw = doc.toJS({ maxAliasCount: 100 });
@@ -164,6 +176,22 @@ function parseYaml(text: string, file: string): ParsedYaml {
     throw new PolicyError([issueAt(file, 1, 1, [], message)]);
   }
   return { doc, raw, lines };
+}
+
+/**
+ * The keys that are lists or maps (`[a, b]: 1`, `? {x: 1}`): no setting is named so, and turning the
+ * document into values would make each a string such as "[ a, b ]" (with a warning). Only maps and
+ * lists are descended into (yamlTooDeep bounds the depth), so a long list of scalars is one loop.
+ */
+function collectionKeys(node: unknown, out: Node[]): void {
+  if (isMap(node)) {
+    for (const it of node.items) {
+      if (isMap(it.key) || isSeq(it.key)) out.push(it.key as Node);
+      if (isMap(it.value) || isSeq(it.value)) collectionKeys(it.value, out);
+    }
+  } else if (isSeq(node)) {
+    for (const it of node.items) if (isMap(it) || isSeq(it)) collectionKeys(it, out);
+  }
 }
 
 function issueAt(file: string, line: number, column: number, path: (string | number)[], message: string): PolicyIssue {

@@ -32,7 +32,7 @@ interface Report {
 interface Chunks {
   chunkRanges(source: string, maxLines: number): Range[];
   mergeRange(base: Report | null, part: Report, file: string, range: Range): { report: Report; stale: boolean };
-  scoreOf(report: Report, file: string): { count: Record<string, number>; score: number };
+  scoreOf(report: Report, file: string, range?: Range): { count: Record<string, number>; score: number };
   hashTestSources(report: Report, hash: (text: string) => string): Report;
   withoutChangedTests(record: Report, currentHash: (file: string) => string | null, adoptUnhashed?: boolean): { record: Report; changed: string[] };
 }
@@ -147,6 +147,9 @@ describe("merging a range's results into the module's record", () => {
     assert.equal(count.Killed, 1);
     assert.equal(count.CompileError, 1);
     assert.equal(chunks.scoreOf(report([], {}), FILE).score, 100);
+    // One range's own: what Stryker's report of a range run holds beside it (the rest, re-used) is not counted.
+    assert.deepEqual(chunks.scoreOf(r, FILE, { start: 3, end: 4 }), { count: { Survived: 1, NoCoverage: 1 }, score: 0 });
+    assert.equal(chunks.scoreOf(r, FILE, { start: 1, end: 2 }).score, 100);
   });
 });
 

@@ -655,8 +655,11 @@ describe('netlink fuzz: statements round-trip through kernel expressions', () =>
       }),
       { ...runs(1500), maxSkipsPerRun: 1000 },
     );
-    // About one run in seven reaches the comparison (at the default 1,500 runs, over 100).
-    const floor = Math.floor(runs(1500).numRuns / 15);
+    // About one run in eleven reaches the comparison: 92 to 165 of 1,500 over 15 runs (2026-12-07), more
+    // spread than a fixed rate would give. The floor (one in fifty: 30 of 1,500, 6 of the 300 a mutation
+    // run makes) still fails a change that keeps the comparison from being reached, and no longer fails
+    // a run by chance, as one in fifteen did at one in fifteen.
+    const floor = Math.floor(runs(1500).numRuns / 50);
     assert.ok(checked > floor, `only ${checked} mutants were still fully recognised (want over ${floor})`);
   });
 });

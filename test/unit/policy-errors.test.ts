@@ -43,6 +43,24 @@ describe('unit: policy errors', () => {
     assert.deepEqual(issues(`${R}xyzzy: 1\n`), ['p.yaml:5:1: unknown key "xyzzy"']);
   });
 
+  it('a key that is a list or a map is an error at that key, and yaml warns nothing on stderr', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    try {
+      // Before: unknown key "[ a, b ]" at 1:1 (the key was made a string), and a Node warning on stderr.
+      assert.deepEqual(issues('mode: enforce\n[a, b]: 1\nrules:\n  - name: a\n    to: [any]\n'), ['p.yaml:2:1: a key is a name, not a list: [a, b]']);
+      assert.deepEqual(issues('mode: enforce\nrules:\n  - name: a\n    to: [any]\n    ? {x: 1}\n    : 3\ndns:\n  - [p]\n  - {[q]: 1}\n'), [
+        'p.yaml:5:7: a key is a name, not a map: {x: 1}',
+        'p.yaml:9:6: a key is a name, not a list: [q]',
+      ]);
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(warnings, []);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
   it('a required key with a fixed set of values that is left out is missing, not "must be one of ...: undefined"', () => {
     assert.deepEqual(issues('mode: enforce\nrules:\n  - name: a\n    to: [any]\nscopes:\n  - name: s\n    users: [root]\n'), ['p.yaml:6:5: missing required key "mode"']);
     // A value that is there and wrong still lists the values.
