@@ -54,6 +54,17 @@ describe('unit: policy errors', () => {
         'p.yaml:5:7: a key is a name, not a map: {x: 1}',
         'p.yaml:9:6: a key is a name, not a list: [q]',
       ]);
+      // A long key is shown to its 60th character; the issue is about the document, not a setting.
+      const long = `{x: 1, ${'y'.repeat(60)}: 2}`;
+      assert.deepEqual(issues(`mode: enforce\n? ${long}\n: 1\n`), [`p.yaml:2:3: a key is a name, not a map: ${long.slice(0, 60)}...`]);
+      assert.deepEqual(issues(`mode: enforce\n? ${long.slice(0, 59)}}\n: 1\n`), [`p.yaml:2:3: a key is a name, not a map: ${long.slice(0, 59)}}`], 'sixty characters are shown whole');
+      try {
+        policyFrom('[a]: 1\n', 'p.yaml');
+        assert.fail('accepted');
+      } catch (err) {
+        assert.ok(err instanceof PolicyError);
+        assert.deepEqual(err.issues.map((i) => i.path), [[]]);
+      }
       await new Promise((r) => setImmediate(r));
       assert.deepEqual(warnings, []);
     } finally {
