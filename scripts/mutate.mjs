@@ -10,6 +10,10 @@
 //       in ranges of whole top-level statements of at most 260 lines: after each range its results
 //       are in the module's incremental file (a stopped run keeps what it finished, and the next run
 //       re-uses it) and its survivors in reports/mutation/<module>.<start>-<end>.json
+//   ... --resume              only the ranges not finished against this text (the record keeps which
+//       are, sluiceFinished); the score once every statement's range is
+//   ... --reuse RECORD        Stryker re-uses results from RECORD (a record of an earlier text of the
+//       module, say from git) instead of the module's own
 //
 // Score = (killed + timed out) / (killed + timed out + survived + no coverage).
 // `node scripts/mutation-survivors.mjs reports/mutation/<module>.json` lists what lived.
@@ -17,7 +21,7 @@ import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { chunkRanges, hashTestSources, mergeRange, scoreOf, withoutChangedTests } from './mutation-chunks.mjs';
+import { chunkRanges, hashTestSources, mergeRange, scoreOf, unfinished, withoutChangedTests } from './mutation-chunks.mjs';
 import { mutationTable, withMutationTable } from './mutation-table.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -32,6 +36,27 @@ if (ci >= 0) {
     process.exit(2);
   }
   args.splice(ci, 2);
+}
+/** --resume (with --chunk-lines): the ranges with a statement not yet finished against this text, only. */
+const ri0 = args.indexOf('--resume');
+const resume = ri0 >= 0;
+if (resume) {
+  if (chunkLines === null) {
+    console.error('mutate: --resume goes with --chunk-lines');
+    process.exit(2);
+  }
+  args.splice(ri0, 1);
+}
+/** --reuse RECORD: the record Stryker re-uses results from (another text's, say), instead of the module's own. */
+let reuseFrom = null;
+const ri = args.indexOf('--reuse');
+if (ri >= 0) {
+  reuseFrom = args[ri + 1];
+  if (!reuseFrom || !existsSync(reuseFrom)) {
+    console.error(`mutate: --reuse needs a record file: ${reuseFrom ?? '(none)'}`);
+    process.exit(2);
+  }
+  args.splice(ri, 2);
 }
 const modules = args.length > 0 ? args : config.mutate;
 for (const m of modules) {
@@ -119,9 +144,14 @@ function chunkedRun(m, name) {
   const record = join(root, `mutation/${name}.incremental.json`);
   const scratch = join(root, `reports/mutation/${name}.range.incremental.json`);
   const before = join(root, `reports/mutation/${name}.before.incremental.json`);
-  prepareRecord(record, before);
-  const ranges = chunkRanges(readFileSync(join(root, m), 'utf8'), chunkLines);
-  console.log(`mutate: ${m} in ${ranges.length} ranges: ${ranges.map((r) => `${r.start}-${r.end}`).join(', ')}`);
+  prepareRecord(reuseFrom ?? record, before);
+  const text = readFileSync(join(root, m), 'utf8');
+  const all = chunkRanges(text, chunkLines);
+  // Statement by statement, so that ranges of another size finished earlier count.
+  const openIn = () => unfinished(existsSync(record) ? JSON.parse(readFileSync(record, 'utf8')) : null, chunkRanges(text, 1));
+  const opened = openIn();
+  const ranges = resume ? all.filter((r) => opened.some((st) => st.start >= r.start && st.end <= r.end)) : all;
+  console.log(`mutate: ${m} in ${all.length} ranges: ${all.map((r) => `${r.start}-${r.end}`).join(', ')}${resume ? `; not finished yet: ${ranges.map((r) => `${r.start}-${r.end}`).join(', ') || 'none'}` : ''}`);
   let stale = false;
   for (const [i, range] of ranges.entries()) {
     if (existsSync(before)) writeFileSync(scratch, readFileSync(before));
@@ -145,6 +175,13 @@ function chunkedRun(m, name) {
     console.error(`mutate: ${m} changed while its ranges ran: the earlier ranges' results were dropped; run it again`);
     return null;
   }
+  // The score needs every range finished against this text (in this run or, with --lines, in earlier ones).
+  const open = openIn();
+  if (open.length > 0) {
+    const left = all.filter((r) => open.some((st) => st.start >= r.start && st.end <= r.end));
+    console.log(`mutate: ${m}: ranges still to run: ${left.map((r) => `${r.start}-${r.end}`).join(', ')} (no score until they are)`);
+    return 'partial';
+  }
   writeFileSync(stryker, readFileSync(record));
   return stryker;
 }
@@ -159,6 +196,7 @@ for (const m of modules) {
     failed = true;
     continue;
   }
+  if (report === 'partial') continue;
   writeFileSync(join(root, `reports/mutation/${name}.json`), readFileSync(report));
   const { count, score } = scoreOf(JSON.parse(readFileSync(report, 'utf8')), m);
   scores[m] = { score, killed: count.Killed ?? 0, timeout: count.Timeout ?? 0, survived: count.Survived ?? 0, noCoverage: count.NoCoverage ?? 0, seconds, date: new Date().toISOString().slice(0, 10) };

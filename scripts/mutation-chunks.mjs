@@ -91,7 +91,27 @@ export function mergeRange(base, part, file, range) {
     testFiles[tf] ??= { ...meta, tests: [] };
     testFiles[tf].tests.push({ id: newId.get(k), ...test });
   }
-  return { report: { ...part, files: { [file]: { ...partFile, mutants } }, testFiles }, stale };
+  // The ranges finished against this text (a record of another text had its mutants dropped above).
+  const finished = addSpan(stale ? [] : (base?.sluiceFinished ?? []), range);
+  return { report: { ...part, files: { [file]: { ...partFile, mutants } }, testFiles, sluiceFinished: finished }, stale };
+}
+
+/** Line spans (1-based, inclusive) with one more, merged where they overlap or touch, in order. */
+export function addSpan(spans, range) {
+  const all = [...spans.map(([a, b]) => [a, b]), [range.start, range.end]].sort((x, y) => x[0] - y[0]);
+  const out = [];
+  for (const [a, b] of all) {
+    const last = out[out.length - 1];
+    if (last && a <= last[1] + 1) last[1] = Math.max(last[1], b);
+    else out.push([a, b]);
+  }
+  return out;
+}
+
+/** The ranges (of chunkRanges, any size) not yet inside a finished span of the record. */
+export function unfinished(record, ranges) {
+  const spans = record?.sluiceFinished ?? [];
+  return ranges.filter((r) => !spans.some(([a, b]) => a <= r.start && r.end <= b));
 }
 
 /** Counts per status of one module's mutants (those inside `range` when given), and the score as scripts/mutate.mjs computes it. */

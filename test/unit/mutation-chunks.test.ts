@@ -35,6 +35,8 @@ interface Chunks {
   scoreOf(report: Report, file: string, range?: Range): { count: Record<string, number>; score: number };
   hashTestSources(report: Report, hash: (text: string) => string): Report;
   withoutChangedTests(record: Report, currentHash: (file: string) => string | null, adoptUnhashed?: boolean): { record: Report; changed: string[] };
+  addSpan(spans: [number, number][], range: Range): [number, number][];
+  unfinished(record: (Report & { sluiceFinished?: [number, number][] }) | null, ranges: Range[]): Range[];
 }
 const chunks = (await import(pathToFileURL(join(ROOT, 'scripts/mutation-chunks.mjs')).href)) as Chunks;
 
@@ -185,5 +187,29 @@ describe("a record's test files: hashes instead of sources, and changed ones lef
     const { report: out } = chunks.mergeRange(base, part, FILE, { start: 3, end: 3 });
     assert.equal(out.testFiles?.['a.js']?.sha256, 'old-a');
     assert.equal(out.testFiles?.['b.js']?.sha256, 'h(B2)');
+  });
+});
+
+describe('which ranges a record has finished against its text (for --resume and the score)', () => {
+  it('a merge adds its range to the finished spans; a record of another text starts them again', () => {
+    const base = { ...report([mutant('0', 1, 'Killed')], {}), sluiceFinished: [[1, 2]] as [number, number][] };
+    const part = report([mutant('0', 3, 'Killed')], {});
+    assert.deepEqual((chunks.mergeRange(base, part, FILE, { start: 3, end: 4 }).report as { sluiceFinished?: unknown }).sluiceFinished, [[1, 4]]);
+    const stale = chunks.mergeRange({ ...base, files: { [FILE]: { source: 'old', language: 'typescript', mutants: [] } } }, part, FILE, { start: 5, end: 6 });
+    assert.equal(stale.stale, true);
+    assert.deepEqual((stale.report as { sluiceFinished?: unknown }).sluiceFinished, [[5, 6]]);
+  });
+
+  it('spans merge where they overlap or touch, and stay apart across a gap', () => {
+    assert.deepEqual(chunks.addSpan([[1, 10], [20, 30]], { start: 11, end: 12 }), [[1, 12], [20, 30]]);
+    assert.deepEqual(chunks.addSpan([[20, 30]], { start: 1, end: 25 }), [[1, 30]]);
+    assert.deepEqual(chunks.addSpan([[1, 10]], { start: 12, end: 13 }), [[1, 10], [12, 13]]);
+  });
+
+  it('a statement is finished only inside one finished span; without a record none is', () => {
+    const rec = { ...report([], {}), sluiceFinished: [[1, 10], [14, 20]] as [number, number][] };
+    const statements = [{ start: 1, end: 3 }, { start: 5, end: 10 }, { start: 12, end: 12 }, { start: 14, end: 20 }, { start: 19, end: 22 }];
+    assert.deepEqual(chunks.unfinished(rec, statements), [{ start: 12, end: 12 }, { start: 19, end: 22 }]);
+    assert.deepEqual(chunks.unfinished(null, statements), statements);
   });
 });
