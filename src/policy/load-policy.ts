@@ -20,7 +20,7 @@ import {
   showValue,
 } from './parse-values.js';
 import { ALERT_TRIGGERS, DNS_DEFAULTS, FLOW_DEFAULTS, type AlertRoute, type AlertSink, type AlertTrigger, type DashboardSettings, type DnsSettings, type Suppression, type DomainPattern, type FlowSettings, type LogSettings, type InterfaceRef, type Policy, type PortRange, type Rule, type Scope, type ServiceRef, type UserRef } from './policy.js';
-import { alertShape, lenientItems, lenientRule, lenientScope, lenientTop, ruleSchema, scopeSchema, suppressShape, topSchema, type RawPolicy, type RawRule, type RawScope } from './schema.js';
+import { alertShape, keysAt, lenientItems, lenientRule, lenientScope, lenientTop, ruleSchema, scopeSchema, suppressShape, topSchema, type RawPolicy, type RawRule, type RawScope } from './schema.js';
 import { templateProblem } from './webhook-template.js';
 import { parseLoopbackListen } from './listen-address.js';
 import { dedupeBy, mergePorts, normalizeAddrs, normalizeInterfaces } from './rule-parts.js';
@@ -844,21 +844,11 @@ function reportZodIssue(zi: z.core.$ZodIssue, raw: unknown, error: Report): void
   }
 }
 
-const KNOWN_KEYS: Record<string, string[]> = {
-  top: ['version', 'mode', 'default', 'block_with', 'essentials', 'tamper', 'owned_table', 'log', 'rules', 'dns', 'flows', 'alerts', 'suppress', 'dashboard', 'scopes'],
-  scope: ['name', 'mode', 'users', 'services', 'comment'],
-  flows: ['ct_mark_mask', 'replies'],
-  dns: ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark', 'max_addresses_per_answer', 'max_addresses_per_name', 'cache_size', 'cache_max_negative_ttl'],
-  rule: ['name', 'action', 'to', 'to_file', 'ports', 'users', 'services', 'interfaces', 'log', 'mode', 'comment'],
-  log: ['group', 'rate', 'burst', 'user_rate', 'user_burst', 'allowed'],
-  dashboard: ['listen'],
-};
-
 function suggestKey(key: string, path: (string | number)[]): string | null {
-  const list = path.length === 0 ? KNOWN_KEYS.top : path[0] === 'rules' ? KNOWN_KEYS.rule : path[0] === 'scopes' ? KNOWN_KEYS.scope : path[0] === 'log' ? KNOWN_KEYS.log : path[0] === 'dns' ? KNOWN_KEYS.dns : path[0] === 'flows' ? KNOWN_KEYS.flows : path[0] === 'dashboard' ? KNOWN_KEYS.dashboard : [];
+  const list = keysAt(path);
   let best: string | null = null;
   let bestD = 3;
-  for (const k of list ?? []) {
+  for (const k of list) {
     const d = editDistance(key.toLowerCase(), k);
     if (d < bestD) {
       best = k;

@@ -174,3 +174,33 @@ export function lenientScope(value: unknown): RawScope | null {
   const r = lenient(scopeSchema.shape, value);
   return typeof r.name === 'string' && r.mode !== undefined ? (r as RawScope) : null;
 }
+
+function unwrapOptional(s: z.ZodType): z.ZodType {
+  let t = s;
+  while (t instanceof z.ZodOptional) t = t.unwrap() as z.ZodType;
+  return t;
+}
+
+/**
+ * The keys a policy allows in the map at `path` ([], ['dns'], ['rules', 0],
+ * ['alerts', 2, 'sink']), read from the schemas themselves, so that a
+ * suggestion for a misspelt key can never name a key the schema refuses or
+ * miss one it takes. Empty where the path leads to no map.
+ */
+export function keysAt(path: readonly (string | number)[]): string[] {
+  let s: z.ZodType | undefined = topSchema;
+  for (let i = 0; i < path.length && s !== undefined; i++) {
+    const seg = path[i];
+    // topSchema takes rules and scopes as unknown lists: each entry is checked with its own schema.
+    if (i === 1 && typeof seg === 'number' && (path[0] === 'rules' || path[0] === 'scopes')) {
+      s = path[0] === 'rules' ? ruleSchema : scopeSchema;
+      continue;
+    }
+    const t = unwrapOptional(s);
+    if (t instanceof z.ZodObject && typeof seg === 'string') s = Object.hasOwn(t.shape, seg) ? (t.shape[seg] as z.ZodType) : undefined;
+    else if (t instanceof z.ZodArray && typeof seg === 'number') s = t.element as z.ZodType;
+    else s = undefined;
+  }
+  const t = s === undefined ? undefined : unwrapOptional(s);
+  return t instanceof z.ZodObject ? Object.keys(t.shape) : [];
+}

@@ -43,6 +43,34 @@ describe('unit: policy errors', () => {
     assert.deepEqual(issues(`${R}xyzzy: 1\n`), ['p.yaml:5:1: unknown key "xyzzy"']);
   });
 
+  it('every key of every map a policy has is suggested for its misspelling (two letters swapped, or one dropped), in that map', () => {
+    const R = 'mode: enforce\nrules:\n  - name: a\n    to: [any]\n';
+    // The keys each map takes, written out here (not read from the schema the loader uses): a key
+    // added to the schema without its suggestion, or a suggestion the schema refuses, fails this.
+    const maps: [string, string[], (typo: string) => string][] = [
+      ['the policy', ['version', 'mode', 'default', 'block_with', 'essentials', 'tamper', 'owned_table', 'log', 'dns', 'alerts', 'suppress', 'flows', 'dashboard', 'scopes', 'rules'], (t) => `${R}${t}: 1\n`],
+      ['a rule', ['name', 'action', 'to', 'to_file', 'ports', 'users', 'services', 'interfaces', 'log', 'mode', 'comment'], (t) => `${R}    ${t}: 1\n`],
+      ['a scope', ['name', 'mode', 'users', 'services', 'comment'], (t) => `${R}scopes:\n  - name: s\n    mode: audit\n    users: [root]\n    ${t}: 1\n`],
+      ['dns', ['guard', 'upstreams', 'port', 'ttl_floor', 'ttl_grace', 'ttl_max', 'blocked_answer', 'encrypted_dns', 'encrypted_dns_list', 'mark', 'max_addresses_per_answer', 'max_addresses_per_name', 'cache_size', 'cache_max_negative_ttl'], (t) => `${R}dns:\n  ${t}: 1\n`],
+      ['log', ['group', 'rate', 'burst', 'user_rate', 'user_burst', 'allowed'], (t) => `${R}log:\n  ${t}: 1\n`],
+      ['flows', ['ct_mark_mask', 'replies'], (t) => `${R}flows:\n  ${t}: 1\n`],
+      ['dashboard', ['listen'], (t) => `${R}dashboard:\n  ${t}: 1\n`],
+      ['an alert', ['name', 'sink', 'on', 'rules', 'window'], (t) => `${R}alerts:\n  - name: x\n    sink: {syslog: x}\n    on: [blocked]\n    ${t}: 1\n`],
+      ["an alert's sink", ['webhook', 'secret_file', 'template', 'syslog', 'exec', 'timeout', 'journal'], (t) => `${R}alerts:\n  - name: x\n    on: [blocked]\n    sink:\n      syslog: x\n      ${t}: 1\n`],
+      ['a suppression', ['rule', 'destination', 'until', 'reason'], (t) => `${R}suppress:\n  - reason: r\n    until: 2030-01-01\n    ${t}: 1\n`],
+    ];
+    for (const [where, keys, place] of maps) {
+      for (const k of keys) {
+        // The last two letters swapped; where they are the same (suppress), the last dropped.
+        const typo = k.at(-1) !== k.at(-2) ? `${k.slice(0, -2)}${k.slice(-1)}${k.slice(-2, -1)}` : k.slice(0, -1);
+        const got = issues(place(typo));
+        assert.ok(got.some((l) => l.endsWith(`unknown key "${typo}" (did you mean ${k}?)`)), `${where}: ${typo} -> ${got.join(' | ')}`);
+      }
+    }
+    // Nothing is suggested where no key is near, nor for the keys of another map.
+    assert.deepEqual(issues(`${R}suppress:\n  - reason: r\n    until: 2030-01-01\n    webhok: 1\n`), ['p.yaml:8:5: unknown key "webhok"']);
+  });
+
   it('a key that is a list or a map is an error at that key, and yaml warns nothing on stderr', async () => {
     const warnings: string[] = [];
     const onWarning = (w: Error) => warnings.push(w.message);
