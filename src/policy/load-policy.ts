@@ -716,8 +716,8 @@ function buildRule(
   uids: Map<string, number>,
   error: Report,
   warning: Report,
-  hadStructuralErrors = false,
-  fromFiles: Destination[] = [],
+  hadStructuralErrors: boolean,
+  fromFiles: Destination[],
 ): Rule {
   const addrs: AddrRange[] = [];
   const domains: DomainPattern[] = [];
@@ -884,6 +884,8 @@ function describeExpected(expected: string): string {
       return 'a string';
     case 'number':
       return 'a number';
+    case 'int':
+      return 'a whole number';
     case 'boolean':
       return 'true or false';
     case 'date':

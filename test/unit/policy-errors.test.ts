@@ -71,6 +71,37 @@ describe('unit: policy errors', () => {
     assert.deepEqual(issues(`${R}suppress:\n  - reason: r\n    until: 2030-01-01\n    webhok: 1\n`), ['p.yaml:8:5: unknown key "webhok"']);
   });
 
+  it('a fraction where a whole number belongs says "a whole number" (it said "must be int")', () => {
+    const R = 'mode: enforce\nrules:\n  - name: a\n    to: [any]\n';
+    assert.deepEqual(issues(`${R}log:\n  group: 1.5\n`), ['p.yaml:6:10: group must be a whole number, not a number: 1.5']);
+  });
+
+  it("a missing key's issue is the map's (its path), where the key would go", () => {
+    for (const [yaml, path] of [
+      ['mode: enforce\nrules:\n  - to: [any]\n', ['rules', 0]],
+      ['mode: enforce\nrules:\n  - name: a\n    to: [any]\nscopes:\n  - name: s\n    users: [root]\n', ['scopes', 0]],
+    ] as const) {
+      try {
+        policyFrom(yaml, 'p.yaml');
+        assert.fail('accepted');
+      } catch (err) {
+        assert.ok(err instanceof PolicyError);
+        assert.deepEqual(err.issues.map((i) => i.path), [path]);
+      }
+    }
+  });
+
+  it('icmp and icmpv6 warn only where the rule has destinations of the other family alone', () => {
+    const warnings = (to: string, proto: string) => policyFrom(`mode: enforce\nrules:\n  - name: a\n    to: [${to}]\n    ports: [${proto}]\n`, 'p.yaml').warnings.map(formatIssue);
+    assert.deepEqual(warnings('198.18.0.1, 2001:db8::1', 'icmp'), [], 'both families: icmp can match');
+    assert.deepEqual(warnings('198.18.0.1, 2001:db8::1', 'icmpv6'), []);
+    assert.deepEqual(warnings('198.18.0.1', 'icmp'), []);
+    assert.deepEqual(warnings('2001:db8::1', 'icmpv6'), []);
+    assert.deepEqual(warnings('a.example.com', 'icmp'), [], 'a name may resolve to either family');
+    assert.deepEqual(warnings('2001:db8::1', 'icmp'), ['p.yaml:5:12: warning: icmp is IPv4 only and this rule has only IPv6 destinations: it never matches']);
+    assert.deepEqual(warnings('198.18.0.1', 'icmpv6'), ['p.yaml:5:12: warning: icmpv6 is IPv6 only and this rule has only IPv4 destinations: it never matches']);
+  });
+
   it('a key that is a list or a map is an error at that key, and yaml warns nothing on stderr', async () => {
     const warnings: string[] = [];
     const onWarning = (w: Error) => warnings.push(w.message);
