@@ -822,7 +822,9 @@ function reportZodIssue(zi: z.core.$ZodIssue, raw: unknown, error: Report): void
       if (value === undefined) {
         error(path.slice(0, -1), `missing required key ${showValue(where)}`);
       } else {
-        error(path, `${where} must be ${describeExpected(zi.expected)}, not ${describeValue(value)}: ${showValue(value)}`);
+        // A fraction where a whole number belongs is a number too: no "not a number" then.
+        const found = zi.expected === 'int' && typeof value === 'number' ? 'not a fraction' : `not ${describeValue(value)}`;
+        error(path, `${where} must be ${describeExpected(zi.expected)}, ${found}: ${showValue(value)}`);
       }
       return;
     case 'invalid_value':

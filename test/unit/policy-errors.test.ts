@@ -71,9 +71,9 @@ describe('unit: policy errors', () => {
     assert.deepEqual(issues(`${R}suppress:\n  - reason: r\n    until: 2030-01-01\n    webhok: 1\n`), ['p.yaml:8:5: unknown key "webhok"']);
   });
 
-  it('a fraction where a whole number belongs says "a whole number" (it said "must be int")', () => {
+  it('a fraction where a whole number belongs says "a whole number, not a fraction" (it said "must be int, not a number")', () => {
     const R = 'mode: enforce\nrules:\n  - name: a\n    to: [any]\n';
-    assert.deepEqual(issues(`${R}log:\n  group: 1.5\n`), ['p.yaml:6:10: group must be a whole number, not a number: 1.5']);
+    assert.deepEqual(issues(`${R}log:\n  group: 1.5\n`), ['p.yaml:6:10: group must be a whole number, not a fraction: 1.5']);
   });
 
   it("a missing key's issue is the map's (its path), where the key would go", () => {
