@@ -11,7 +11,7 @@
 //       are in the module's incremental file (a stopped run keeps what it finished, and the next run
 //       re-uses it) and its survivors in reports/mutation/<module>.<start>-<end>.json
 //   ... --resume              only the ranges not finished against this text (the record keeps which
-//       are, sluiceFinished); the score once every statement's range is
+//       are, sluiceFinished); the score is written once every statement's range is finished
 //   ... --reuse RECORD        Stryker re-uses results from RECORD (a record of an earlier text of the
 //       module, say from git) instead of the module's own
 //
@@ -19,7 +19,7 @@
 // `node scripts/mutation-survivors.mjs reports/mutation/<module>.json` lists what lived.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { chunkRanges, hashTestSources, mergeRange, scoreOf, unfinished, withoutChangedTests } from './mutation-chunks.mjs';
 import { mutationTable, withMutationTable } from './mutation-table.mjs';
@@ -154,7 +154,7 @@ function chunkedRun(m, name) {
   console.log(`mutate: ${m} in ${all.length} ranges: ${all.map((r) => `${r.start}-${r.end}`).join(', ')}${resume ? `; not finished yet: ${ranges.map((r) => `${r.start}-${r.end}`).join(', ') || 'none'}` : ''}`);
   let stale = false;
   for (const [i, range] of ranges.entries()) {
-    if (existsSync(before)) writeFileSync(scratch, readFileSync(before));
+    if (existsSync(before)) copyFileSync(before, scratch);
     else rmSync(scratch, { force: true });
     console.log(`mutate: ${m}, range ${i + 1} of ${ranges.length}: lines ${range.start}-${range.end}`);
     const out = strykerRun(`${m}:${range.start}-${range.end}`, scratch);
@@ -175,7 +175,7 @@ function chunkedRun(m, name) {
     console.error(`mutate: ${m} changed while its ranges ran: the earlier ranges' results were dropped; run it again`);
     return null;
   }
-  // The score needs every range finished against this text (in this run or, with --lines, in earlier ones).
+  // The score needs every range finished against this text (in this run or, with --resume, in earlier ones).
   const open = openIn();
   if (open.length > 0) {
     const left = all.filter((r) => open.some((st) => st.start >= r.start && st.end <= r.end));
@@ -197,7 +197,7 @@ for (const m of modules) {
     continue;
   }
   if (report === 'partial') continue;
-  writeFileSync(join(root, `reports/mutation/${name}.json`), readFileSync(report));
+  copyFileSync(report, join(root, `reports/mutation/${name}.json`));
   const { count, score } = scoreOf(JSON.parse(readFileSync(report, 'utf8')), m);
   scores[m] = { score, killed: count.Killed ?? 0, timeout: count.Timeout ?? 0, survived: count.Survived ?? 0, noCoverage: count.NoCoverage ?? 0, seconds, date: new Date().toISOString().slice(0, 10) };
   writeFileSync(scoresFile, `${JSON.stringify(scores, null, 2)}\n`);
