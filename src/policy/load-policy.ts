@@ -832,9 +832,18 @@ function reportZodIssue(zi: z.core.$ZodIssue, raw: unknown, error: Report): void
       if (value === undefined) error(path.slice(0, -1), `missing required key ${showValue(where)}`);
       else error(path, `${where} must be one of ${zi.values.map((v) => JSON.stringify(v)).join(', ')}: ${showValue(value)}`);
       return;
-    case 'invalid_union':
+    case 'invalid_union': {
+      // An alternative that took the value's shape (a list where a string or a list goes) is the
+      // one meant: its own complaints, at their own paths (to_file[0] must be a string), say what
+      // is wrong; "must be a string or a list, not a list" would not.
+      const shaped = zi.errors.find((issues) => issues.length > 0 && !issues.some((i) => i.path.length === 0 && (i.code === 'invalid_type' || i.code === 'invalid_value')));
+      if (shaped) {
+        for (const i of shaped) reportZodIssue({ ...i, path: [...zi.path, ...i.path] } as z.core.$ZodIssue, raw, error);
+        return;
+      }
       error(path, `${where} must be ${describeUnion(zi.errors)}, not ${describeValue(value)}: ${showValue(value)}`);
       return;
+    }
     case 'too_big':
       error(path, `${where} is too large (the limit is ${String(zi.maximum)}): ${showValue(value)}`);
       return;
@@ -860,8 +869,12 @@ function suggestKey(key: string, path: (string | number)[]): string | null {
   return best;
 }
 
-/** Edit distance counting an adjacent transposition as one edit (optimal string alignment), so "lgo" is near "log". */
-function editDistance(a: string, b: string): number {
+/**
+ * Edit distance counting an adjacent transposition as one edit (optimal
+ * string alignment), so "lgo" is near "log"; 99 when the lengths differ by
+ * more than 3 (never a suggestion). Exported for its tests.
+ */
+export function editDistance(a: string, b: string): number {
   if (Math.abs(a.length - b.length) > 3) return 99;
   const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
   for (let i = 1; i <= a.length; i++) {
@@ -897,12 +910,16 @@ function describeExpected(expected: string): string {
   }
 }
 
-/** What a union accepts, from its alternatives' own complaints about the whole value: "a string or a list" (to_file), "\"any\" or a list" (flows.replies). */
+/**
+ * What a union accepts, from its alternatives' own complaints about the whole
+ * value: "a string or a list" (to_file), "\"any\" or a list" (flows.replies).
+ * Called when every alternative refused the value's type or value: each has
+ * one such complaint, about the value itself (zod looks no deeper).
+ */
 function describeUnion(alternatives: z.core.$ZodIssue[][]): string {
   const forms: string[] = [];
   for (const issues of alternatives) {
     for (const i of issues) {
-      if (i.path.length !== 0) continue;
       if (i.code === 'invalid_type') forms.push(describeExpected(i.expected));
       else if (i.code === 'invalid_value') forms.push(...i.values.map((v) => JSON.stringify(v)));
     }

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { PolicyError, formatIssue } from '../../src/errors.js';
+import { editDistance } from '../../src/policy/load-policy.js';
 import { policyFrom } from '../support/fixtures.js';
 
 function issues(yaml: string): string[] {
@@ -23,6 +24,17 @@ describe('unit: policy errors', () => {
     assert.deepEqual(issues(`${R}    ports: [[1]]\n`), ['p.yaml:5:13: ports[0] must be a string or a number, not a list: [...]']);
     assert.deepEqual(issues(`${R}    users: [{a: 1}]\n`), ['p.yaml:5:13: users[0] must be a string or a number, not a map: {...}']);
     assert.deepEqual(issues(`${R}suppress:\n  - until: [1]\n    reason: r\n`), ['p.yaml:6:12: until must be a string or a date, not a list: [...]']);
+  });
+
+  it('a value of a form the key accepts, wrong inside, is told what is wrong inside (it said "must be a string, not a list" of a list)', () => {
+    const R = 'mode: enforce\nrules:\n  - name: a\n    to: [any]\n';
+    assert.deepEqual(issues(`${R}    to_file: [1]\n`), ['p.yaml:5:15: to_file[0] must be a string, not a number: 1']);
+    assert.deepEqual(issues(`${R}    to_file: [a.txt, [b]]\n`), ['p.yaml:5:22: to_file[1] must be a string, not a list: [...]']);
+    assert.deepEqual(issues(`${R}    to_file: []\n`), ['p.yaml:5:14: to_file is too small (the minimum is 1): [...]']);
+    assert.deepEqual(issues(`${R}flows:\n  replies: [{a: 1}]\n`), ['p.yaml:6:13: replies[0] must be a string or a number, not a map: {...}']);
+    assert.deepEqual(issues(`${R}flows:\n  replies: []\n`), ['p.yaml:6:12: replies is too small (the minimum is 1): [...]']);
+    // Of the wrong form for every alternative, the forms are named, as before.
+    assert.deepEqual(issues(`${R}flows:\n  replies: {a: 1}\n`), ['p.yaml:6:12: replies must be "any" or a list, not a map: {...}']);
   });
 
   it('a wrong type names the expected type in words and the value found: null, a boolean, a string, a number', () => {
@@ -285,5 +297,45 @@ describe('unit: policy errors', () => {
     const p = policyFrom('rules:\n  - name: a\n    to: [any]\n');
     assert.equal(p.mode, 'audit');
     assert.match(p.warnings[0]?.message ?? '', /audit mode/);
+  });
+  it('the distance behind the suggestions: known pairs, one edit of any kind is exactly 1, k edits at most k, symmetric', () => {
+    const known: [string, string, number][] = [
+      ['', '', 0], ['log', 'log', 0], ['lgo', 'log', 1], ['ab', 'ba', 1], ['abcd', 'badc', 2], ['ca', 'abc', 3], ['kitten', 'sitting', 3],
+      ['', 'abc', 3], ['abc', '', 3], ['a', 'b', 1], ['ports', 'prots', 1], ['ports', 'psrot', 3], ['abcdef', 'badcfe', 3],
+      // Lengths more than 3 apart are never near: 99 whatever the letters.
+      ['a', 'abcde', 99], ['', 'abcd', 99],
+    ];
+    for (const [a, b, d] of known) {
+      assert.equal(editDistance(a, b), d, `${a} / ${b}`);
+      assert.equal(editDistance(b, a), d, `${b} / ${a}`);
+    }
+    // Random words from a small alphabet (repeats make transpositions and matches common), edited at random.
+    let seed = 0x5eed;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) % n;
+    const letters = 'abcd';
+    const word = (n: number) => Array.from({ length: n }, () => letters[rnd(4)]).join('');
+    const edit = (w: string): string => {
+      for (;;) {
+        const i = rnd(w.length + 1);
+        const kind = rnd(4);
+        let out = w;
+        if (kind === 0) out = w.slice(0, i) + letters[rnd(4)] + w.slice(i);
+        else if (kind === 1 && i < w.length) out = w.slice(0, i) + w.slice(i + 1);
+        else if (kind === 2 && i < w.length) out = w.slice(0, i) + letters[rnd(4)] + w.slice(i + 1);
+        else if (kind === 3 && i + 1 < w.length) out = w.slice(0, i) + (w[i + 1] ?? '') + (w[i] ?? '') + w.slice(i + 2);
+        if (out !== w) return out;
+      }
+    };
+    for (let t = 0; t < 3000; t++) {
+      const a = word(1 + rnd(7));
+      const b = edit(a);
+      assert.equal(editDistance(a, b), 1, `one edit: ${a} / ${b}`);
+      assert.equal(editDistance(a, a), 0);
+      const k = 1 + rnd(3);
+      let c = a;
+      for (let i = 0; i < k; i++) c = c.length > 0 ? edit(c) : letters[rnd(4)] ?? 'a';
+      const d = editDistance(a, c);
+      assert.ok(d <= k && d === editDistance(c, a) && d >= Math.abs(a.length - c.length), `${k} edits: ${a} / ${c}: ${d}`);
+    }
   });
 });
