@@ -2,7 +2,7 @@ import { firstInvalidUtf8 } from './utf8.js';
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from '../vendor/yaml.js';
+import { isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node, type Pair, type YAMLMap } from '../vendor/yaml.js';
 import type { z } from '../vendor/zod.js';
 import { PolicyError, SluiceError, type PolicyIssue } from '../errors.js';
 import { isLoopback, mergeRanges, parsePrefix, type AddrRange } from '../net/ip.js';
@@ -135,6 +135,8 @@ interface ParsedYaml {
   doc: Document.Parsed;
   raw: unknown;
   lines: LineIndex;
+  /** Keys that are lists or maps, each an error; their entries are left out of `raw`, so the rest is still checked. */
+  keyIssues: PolicyIssue[];
 }
 
 /** Parses YAML text into its document and JS value; syntax errors, nesting and alias bombs as PolicyError. */
@@ -156,18 +158,17 @@ function parseYaml(text: string, file: string): ParsedYaml {
     }
     throw err;
   }
-  if (doc.errors.length > 0) return { doc, raw: null, lines };
-  const keys: Node[] = [];
+  if (doc.errors.length > 0) return { doc, raw: null, lines, keyIssues: [] };
+  const keys: { map: YAMLMap; pair: Pair }[] = [];
   collectionKeys(doc.contents, keys);
-  if (keys.length > 0) {
-    throw new PolicyError(
-      keys.map((k) => {
-        const at = lines.pos(k.range?.[0] ?? 0);
-        const shown = firstLine(text.slice(k.range?.[0] ?? 0, k.range?.[1] ?? 0));
-        return issueAt(file, at.line, at.column, [], `a key is a name, not a ${isSeq(k) ? 'list' : 'map'}: ${escapeControls(shown.length > 60 ? `${shown.slice(0, 60)}...` : shown)}`);
-      }),
-    );
-  }
+  const keyIssues = keys.map(({ map, pair }) => {
+    const k = pair.key as Node;
+    const at = lines.pos(k.range?.[0] ?? 0);
+    const shown = firstLine(text.slice(k.range?.[0] ?? 0, k.range?.[1] ?? 0));
+    // Left out of the values: the rest of the document is checked as if the entry were not there.
+    map.items.splice(map.items.indexOf(pair), 1);
+    return issueAt(file, at.line, at.column, [], `a key is a name, not a ${isSeq(k) ? 'list' : 'map'}: ${escapeControls(shown.length > 60 ? `${shown.slice(0, 60)}...` : shown)}`);
+  });
   let raw: unknown;
   try {
     raw = doc.toJS({ maxAliasCount: 100 });
@@ -175,7 +176,7 @@ function parseYaml(text: string, file: string): ParsedYaml {
     const message = err instanceof RangeError ? 'policy nests too deeply to parse' : `YAML: ${escapeControls(firstLine(String((err as Error).message)))}`;
     throw new PolicyError([issueAt(file, 1, 1, [], message)]);
   }
-  return { doc, raw, lines };
+  return { doc, raw, lines, keyIssues };
 }
 
 /**
@@ -183,10 +184,10 @@ function parseYaml(text: string, file: string): ParsedYaml {
  * document into values would make each a string such as "[ a, b ]" (with a warning). Only maps and
  * lists are descended into (yamlTooDeep bounds the depth), so a long list of scalars is one loop.
  */
-function collectionKeys(node: unknown, out: Node[]): void {
+function collectionKeys(node: unknown, out: { map: YAMLMap; pair: Pair }[]): void {
   if (isMap(node)) {
     for (const it of node.items) {
-      if (isMap(it.key) || isSeq(it.key)) out.push(it.key as Node);
+      if (isMap(it.key) || isSeq(it.key)) out.push({ map: node, pair: it });
       if (isMap(it.value) || isSeq(it.value)) collectionKeys(it.value, out);
     }
   } else if (isSeq(node)) {
@@ -232,7 +233,8 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, o
     // Whatever went wrong is said by the parse of the original text below.
   }
   let sources: Map<string, Segment[]> | null = null;
-  if (bulk && parsed && parsed.doc.errors.length === 0) sources = expandBulk(parsed.raw, bulk);
+  // A key that is a list or map is said at its place in the original text, which the parse below reads.
+  if (bulk && parsed && parsed.doc.errors.length === 0 && parsed.keyIssues.length === 0) sources = expandBulk(parsed.raw, bulk);
   if (sources === null) parsed = parseYaml(text, file);
   const { doc, lines } = parsed as ParsedYaml;
   let raw = (parsed as ParsedYaml).raw;
@@ -244,6 +246,7 @@ export function parsePolicy(bytes: Uint8Array, file: string, host: PolicyHost, o
     issues.push(issueAt(file, pos.line, pos.column, [], message));
   }
   if (issues.length > 0) throw new PolicyError(issues);
+  issues.push(...(parsed as ParsedYaml).keyIssues);
   if (raw === null || raw === undefined) raw = {};
 
   const locate = (path: (string | number)[], key = false) => {

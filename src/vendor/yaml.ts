@@ -5,4 +5,4 @@
  * name below when the code needs one more of yaml's exports.
  */
 export { Document, isMap, isPair, isScalar, isSeq, parse, parseDocument, Parser } from 'yaml';
-export type { Node, YAMLMap, YAMLSeq } from 'yaml';
+export type { Node, Pair, YAMLMap, YAMLSeq } from 'yaml';

@@ -123,14 +123,21 @@ describe('unit: policy errors', () => {
       assert.deepEqual(issues('mode: enforce\n[a, b]: 1\nrules:\n  - name: a\n    to: [any]\n'), ['p.yaml:2:1: a key is a name, not a list: [a, b]']);
       assert.deepEqual(issues('mode: enforce\nrules:\n  - name: a\n    to: [any]\n    ? {x: 1}\n    : 3\ndns:\n  - [p]\n  - {[q]: 1}\n'), [
         'p.yaml:5:7: a key is a name, not a map: {x: 1}',
+        // Reported with the others, in one run (it was reported alone: the rest only once it was fixed).
+        'p.yaml:8:3: dns must be a map, not a list: [...]',
         'p.yaml:9:6: a key is a name, not a list: [q]',
+      ]);
+      // The entry is left out and the rest checked as if it were not there: a typo beside it is found too.
+      assert.deepEqual(issues('mode: enforce\nrules:\n  - name: a\n    to: [any]\n    ? [x]\n    : 1\n    prots: [443]\n'), [
+        'p.yaml:5:7: a key is a name, not a list: [x]',
+        'p.yaml:7:5: unknown key "prots" (did you mean ports?)',
       ]);
       // A long key is shown to its 60th character; the issue is about the document, not a setting.
       const long = `{x: 1, ${'y'.repeat(60)}: 2}`;
       assert.deepEqual(issues(`mode: enforce\n? ${long}\n: 1\n`), [`p.yaml:2:3: a key is a name, not a map: ${long.slice(0, 60)}...`]);
       assert.deepEqual(issues(`mode: enforce\n? ${long.slice(0, 59)}}\n: 1\n`), [`p.yaml:2:3: a key is a name, not a map: ${long.slice(0, 59)}}`], 'sixty characters are shown whole');
       try {
-        policyFrom('[a]: 1\n', 'p.yaml');
+        policyFrom('mode: audit\n[a]: 1\n', 'p.yaml');
         assert.fail('accepted');
       } catch (err) {
         assert.ok(err instanceof PolicyError);
