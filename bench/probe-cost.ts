@@ -29,7 +29,7 @@ if (!Number.isInteger(rounds) || rounds < 1 || !(seconds > 0)) {
   process.exit(2);
 }
 const SYSCTL = '/proc/sys/kernel/bpf_stats_enabled';
-const PROGRAMS = ['tcp_connect_cb', 'udp_sent', 'process_exec'];
+const PROGRAMS = ['tcp_syn_sent', 'tcp_connect_cb', 'udp_sent', 'process_exec'];
 const dir = mkdtempSync(join(tmpdir(), 'probe-cost-'));
 const tool = (name: string): string => {
   const out = join(dir, name);
