@@ -106,11 +106,17 @@ static int set_fd(napi_env env, napi_value obj, const char *name, int fd) {
   return napi_set_named_property(env, obj, name, v) == napi_ok ? 0 : -1;
 }
 
-/* Attaches the object's sock_ops programs to the cgroup at cgpath (a link each: others attached there stay). */
+/* The programs attached to a cgroup (sock_ops; any cgroup socket-address hook) rather than by their section. */
+static int cgroup_prog(const struct bpf_program *prog) {
+  enum bpf_prog_type t = bpf_program__type(prog);
+  return t == BPF_PROG_TYPE_SOCK_OPS || t == BPF_PROG_TYPE_CGROUP_SOCK_ADDR;
+}
+
+/* Attaches the object's cgroup programs to the cgroup at cgpath (a link each: others attached there stay). */
 static int attach_sockops(struct loaded *l, const char *cgpath) {
   struct bpf_program *prog;
   bpf_object__for_each_program(prog, l->obj) {
-    if (bpf_program__type(prog) != BPF_PROG_TYPE_SOCK_OPS) continue;
+    if (!cgroup_prog(prog)) continue;
     if (l->nlinks >= LINKS_MAX) return E2BIG;
     int cg = open(cgpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (cg < 0) return errno;
@@ -175,10 +181,7 @@ static int do_load(struct loaded *l, const struct load_args *a, const char **sta
     err = ENOENT;
     goto fail;
   }
-  struct bpf_map *connecting = bpf_object__find_map_by_name(l->obj, "connecting");
-  if ((err = bpf_map__set_max_entries(flows, a->flows_max)) || (err = bpf_map__set_max_entries(execs, a->execs_max)) ||
-      (connecting && (err = bpf_map__set_max_entries(connecting, a->flows_max / 4 < 1024 ? 1024 : a->flows_max / 4))))
-    goto fail;
+  if ((err = bpf_map__set_max_entries(flows, a->flows_max)) || (err = bpf_map__set_max_entries(execs, a->execs_max))) goto fail;
   *stage = "load";
   if ((err = bpf_object__load(l->obj))) goto fail;
   *stage = "attach";
@@ -188,7 +191,7 @@ static int do_load(struct loaded *l, const struct load_args *a, const char **sta
       err = E2BIG;
       goto fail;
     }
-    if (bpf_program__type(prog) == BPF_PROG_TYPE_SOCK_OPS) continue;
+    if (cgroup_prog(prog)) continue;
     struct bpf_link *link = bpf_program__attach(prog);
     if (!link) {
       err = errno ? errno : EINVAL;
