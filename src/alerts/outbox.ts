@@ -176,7 +176,7 @@ export class Outbox {
   failedAttempt(row: OutboxRow, error: string, now = Date.now()): boolean {
     const attempts = row.attempts + 1;
     if (attempts >= MAX_ATTEMPTS || now - row.created >= MAX_AGE_MS) {
-      this.giveUp(row.id, row.route, error);
+      this.giveUp(row.id, row.route);
       return true;
     }
     this.db.transaction(() => {
@@ -186,11 +186,11 @@ export class Outbox {
     return false;
   }
 
-  private giveUp(id: number, route: string, error?: string): void {
+  private giveUp(id: number, route: string): void {
     this.db.transaction(() => {
       this.forget(id, route);
       this.bump(route, 'failed');
-      if (error !== undefined) this.db.prepare("INSERT INTO counters (route, name, value) VALUES (?, 'given_up_at', ?) ON CONFLICT (route, name) DO UPDATE SET value = excluded.value").run(route, Date.now());
+      this.db.prepare("INSERT INTO counters (route, name, value) VALUES (?, 'given_up_at', ?) ON CONFLICT (route, name) DO UPDATE SET value = excluded.value").run(route, Date.now());
     })();
   }
 

@@ -4,7 +4,7 @@
  * head of the queue, each at the boundary where the decision changes.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -167,5 +167,56 @@ describe('unit: what new-destination remembers', () => {
     o.addSeen([{ who: 'w', destination: 'd4', first: 4 }], 3);
     assert.deepEqual(o.seen(10).pairs.map((p) => p.destination), ['d2', 'd3', 'd4'], 'counted afresh after a reopen');
     o.close();
+  });
+  it('a file that is not a database is refused at open, not at the first alert', () => {
+    const path = file();
+    writeFileSync(path, 'this is not an SQLite database, and it is long enough to have a header: '.repeat(20));
+    assert.throws(() => new Outbox(path), /not a database|file is not a database/i);
+  });
+
+  it('ids: one per alert stored, in order, the row next() returns; nothing stored for none', () => {
+    const o = new Outbox(file());
+    assert.deepEqual(o.enqueueMany([], 0), []);
+    const ids = o.enqueueMany([msg('a'), msg('b', 'dev'), msg('c')], 0);
+    assert.equal(ids.length, 3);
+    assert.ok(ids.every((id) => Number.isInteger(id)) && (ids[0] as number) < (ids[1] as number) && (ids[1] as number) < (ids[2] as number), JSON.stringify(ids));
+    assert.equal(must(o.next('ops', 0)).id, ids[0]);
+    assert.equal(must(o.next('dev', 0)).id, ids[1]);
+    const one = o.enqueue('ops', msg('d'), 0);
+    assert.ok(Number.isInteger(one) && one > (ids[2] as number));
+    o.close();
+  });
+
+  it('asking about a route with nothing queued, or dropping it, leaves no trace: routes() does not list it', () => {
+    const o = new Outbox(file());
+    o.enqueue('ops', msg('a'), 0);
+    assert.equal(o.next('ghost', 0), null);
+    assert.equal(o.dropRoute('ghost'), 0);
+    assert.equal(must(o.next('ops', 0)).message.text, 'a');
+    assert.deepEqual(o.routes(), ['ops']);
+    assert.deepEqual(o.counters('ops').failed, 0, 'a readable row is no failure');
+    o.close();
+  });
+
+  it('a failure while giving up unreadable rows rolls all of it back and throws; the count is taken again from the table', () => {
+    const path = file();
+    const o = new Outbox(path);
+    o.enqueueMany([msg('a'), msg('b'), msg('c')], 0);
+    assert.equal(o.counters('ops').queued, 3);
+    // Two unreadable heads; deleting the second fails (a trigger another connection put there).
+    const db = new Database(path);
+    db.prepare("UPDATE outbox SET body = 'not json' WHERE id IN (1, 2)").run();
+    db.exec("CREATE TRIGGER refuse BEFORE DELETE ON outbox WHEN OLD.id = 2 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END");
+    db.close();
+    assert.throws(() => o.next('ops', 0), /refused by the test/);
+    // Rolled back: the first row is back, nothing counted as failed, and the count says 3 rows again.
+    assert.deepEqual({ queued: o.counters('ops').queued, failed: o.counters('ops').failed }, { queued: 3, failed: 0 });
+    o.close();
+  });
+
+  it('after close, the outbox refuses to work (the file is released)', () => {
+    const o = new Outbox(file());
+    o.close();
+    assert.throws(() => o.enqueue('ops', msg('late'), 0), /not open|closed/i);
   });
 });
