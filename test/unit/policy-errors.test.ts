@@ -31,6 +31,9 @@ describe('unit: policy errors', () => {
     assert.deepEqual(issues(`${R}    to_file: [1]\n`), ['p.yaml:5:15: to_file[0] must be a string, not a number: 1']);
     assert.deepEqual(issues(`${R}    to_file: [a.txt, [b]]\n`), ['p.yaml:5:22: to_file[1] must be a string, not a list: [...]']);
     assert.deepEqual(issues(`${R}    to_file: []\n`), ['p.yaml:5:14: to_file is too small (the minimum is 1): [...]']);
+    // A limit of the list itself (zod puts it in the union's alternatives, unlike the minimum).
+    const many = Array.from({ length: 65 }, (_, i) => `f${i}.txt`).join(', ');
+    assert.deepEqual(issues(`${R}    to_file: [${many}]\n`), ['p.yaml:5:14: to_file is too large (the limit is 64): [...]']);
     assert.deepEqual(issues(`${R}flows:\n  replies: [{a: 1}]\n`), ['p.yaml:6:13: replies[0] must be a string or a number, not a map: {...}']);
     assert.deepEqual(issues(`${R}flows:\n  replies: []\n`), ['p.yaml:6:12: replies is too small (the minimum is 1): [...]']);
     // Of the wrong form for every alternative, the forms are named, as before.
