@@ -157,6 +157,10 @@ describe('unit: list files, errors at FILE:LINE:COL, all in one run', () => {
     const errs = errorsOf(() => load(`rules:\n  - name: feeds\n    to_file: [${listFile('198.18.0.1\n')}, missing.txt]\n`));
     assert.equal(errs.length, 1);
     assert.match(errs[0] ?? '', /policy-\d+\.yaml:3:\d+: cannot use list file .*\/missing\.txt \(rule "feeds"\): ENOENT$/);
+    // A single to_file (a string, not a list): at its value, line 3 column 14, not at the top of the file.
+    const one = errorsOf(() => load(`rules:\n  - name: feeds\n    to_file: missing.txt\n`));
+    assert.equal(one.length, 1);
+    assert.match(one[0] ?? '', /policy-\d+\.yaml:3:14: cannot use list file .*\/missing\.txt \(rule "feeds"\): ENOENT$/);
   });
 
   it('errors are capped per file, the rest counted', () => {
