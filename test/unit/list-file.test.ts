@@ -161,6 +161,17 @@ describe('unit: list files, errors at FILE:LINE:COL, all in one run', () => {
     const one = errorsOf(() => load(`rules:\n  - name: feeds\n    to_file: missing.txt\n`));
     assert.equal(one.length, 1);
     assert.match(one[0] ?? '', /policy-\d+\.yaml:3:14: cannot use list file .*\/missing\.txt \(rule "feeds"\): ENOENT$/);
+    // Its path (what --json gives) is the key's, with no list index; a list's entry has its index.
+    const pathOf = (yaml: string) => {
+      try {
+        load(yaml);
+      } catch (err) {
+        if (err instanceof PolicyError) return err.issues.find((i) => i.severity === 'error')?.path;
+      }
+      return assert.fail('accepted');
+    };
+    assert.deepEqual(pathOf(`rules:\n  - name: feeds\n    to_file: missing.txt\n`), ['rules', 0, 'to_file']);
+    assert.deepEqual(pathOf(`rules:\n  - name: feeds\n    to_file: [missing.txt]\n`), ['rules', 0, 'to_file', 0]);
   });
 
   it('errors are capped per file, the rest counted', () => {
