@@ -138,25 +138,6 @@ static __always_inline void count(__u32 which)
 		__sync_fetch_and_add(v, 1);
 }
 
-/* The current task as a sender on a socket owned by sk_uid: everything but the peer. */
-static __always_inline void fill_task(struct sender *v, __u32 sk_uid, __u8 proto)
-{
-	struct task_struct *task = bpf_get_current_task_btf();
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 uid_gid = bpf_get_current_uid_gid();
-
-	v->ts = bpf_ktime_get_boot_ns();
-	v->start = BPF_CORE_READ(task, group_leader, start_boottime);
-	v->cgroup = bpf_get_current_cgroup_id();
-	v->tgid = pid_tgid >> 32;
-	v->pid = (__u32)pid_tgid;
-	v->uid = (__u32)uid_gid;
-	v->gid = uid_gid >> 32;
-	v->sk_uid = sk_uid;
-	v->proto = proto;
-	bpf_get_current_comm(v->comm, sizeof(v->comm));
-}
-
 /* The peer of v's flow; an IPv4-mapped IPv6 peer is IPv4 (those packets are IPv4). `addr` holds 4 or 16 bytes. */
 static __always_inline void set_peer(struct sender *v, __u16 family, const __u32 *addr, __u16 dport)
 {
@@ -177,27 +158,27 @@ static __always_inline void set_peer(struct sender *v, __u16 family, const __u32
 /* The current task as a sender on socket sk; the peer from the socket (zero when unconnected). */
 static __always_inline void fill_sender(struct sender *v, struct sock *sk, __u8 proto)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	__u32 addr[4] = {};
 
-	fill_task(v, BPF_CORE_READ(sk, sk_uid.val), proto);
-	v->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (family == AF_INET) {
-		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
-		v->family = 4;
-		__builtin_memcpy(v->daddr, &d, 4);
-	} else {
-		BPF_CORE_READ_INTO(&v->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-		/* ::ffff:a.b.c.d on an IPv6 socket: the packets are IPv4 */
-		__u32 *w = (__u32 *)v->daddr;
-		if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff)) {
-			__u32 d = w[3];
-			__builtin_memset(v->daddr, 0, 16);
-			__builtin_memcpy(v->daddr, &d, 4);
-			v->family = 4;
-		} else {
-			v->family = 6;
-		}
-	}
+	v->ts = bpf_ktime_get_boot_ns();
+	v->start = BPF_CORE_READ(task, group_leader, start_boottime);
+	v->cgroup = bpf_get_current_cgroup_id();
+	v->tgid = pid_tgid >> 32;
+	v->pid = (__u32)pid_tgid;
+	v->uid = (__u32)uid_gid;
+	v->gid = uid_gid >> 32;
+	v->sk_uid = BPF_CORE_READ(sk, sk_uid.val);
+	v->proto = proto;
+	bpf_get_current_comm(v->comm, sizeof(v->comm));
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family == AF_INET)
+		addr[0] = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+	else
+		BPF_CORE_READ_INTO(&addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32);
+	set_peer(v, family, addr, bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)));
 }
 
 static __always_inline int same_sender(const struct sender *a, const struct sender *b)
