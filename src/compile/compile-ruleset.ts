@@ -38,7 +38,7 @@ import {
   type RuleSetDim,
 } from './kernel-names.js';
 import { flowMarkFields, flowMarkLayout, flowTag, MAX_IDENTITY_GROUPS } from './flow-mark.js';
-import { TABLE_NAME, type ChainDef, type RuleDef, type Ruleset, type SetDef, type SetElem, type Stmt } from './ruleset.js';
+import { protoPortSet, TABLE_NAME, type ChainDef, type RuleDef, type Ruleset, type SetDef, type SetElem, type Stmt } from './ruleset.js';
 
 // Kept for callers that import it from here (it is built in kernel-names, where new code should import it).
 export { objectNames };
@@ -590,14 +590,7 @@ export function dnsLogGroup(policy: Policy): number {
   return policy.log.group === 65535 ? 65534 : policy.log.group + 1;
 }
 
-const dnsPortsSet = (name: string, port: number): SetDef => ({
-  name,
-  key: 'inet_proto . inet_service',
-  interval: true,
-  timeout: false,
-  dynamic: false,
-  elements: [IPPROTO_TCP, IPPROTO_UDP].map((proto) => ({ t: 'protoport', proto, from: port, to: port })),
-});
+const dnsPortsSet = (name: string, port: number): SetDef => protoPortSet({ name, elements: [IPPROTO_TCP, IPPROTO_UDP].map((proto) => ({ t: 'protoport', proto, from: port, to: port })) });
 
 /** A plain (non-interval, static) set of single addresses of one family. */
 function hostSet(name: string, family: 4 | 6, hosts: AddrRange[], comment: string): SetDef {
@@ -735,15 +728,13 @@ function replyRules(policy: Policy, sets: SetDef[]): RuleDef[] {
   const replies = policy.flows.replies;
   if (replies === 'any') return [{ stmts: [...reply, { k: 'verdict', v: 'accept' }], comment: 'replies to inbound flows' }];
   const set = buildSetName({ kind: 'builtin', name: 'reply_ports' });
-  sets.push({
-    name: set,
-    key: 'inet_proto . inet_service',
-    interval: true,
-    timeout: false,
-    dynamic: false,
-    elements: replies.map((p) => ({ t: 'protoport', proto: p.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP, from: p.from, to: p.to })),
-    comment: 'local ports that may answer inbound flows',
-  });
+  sets.push(
+    protoPortSet({
+      name: set,
+      elements: replies.map((p) => ({ t: 'protoport', proto: p.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP, from: p.from, to: p.to })),
+      comment: 'local ports that may answer inbound flows',
+    }),
+  );
   return [
     { stmts: [...reply, { k: 'lookup', sel: 'meta l4proto . th sport', set }, { k: 'verdict', v: 'accept' }], comment: 'replies to inbound flows, from the listed ports' },
     ...[IPPROTO_ICMP, IPPROTO_ICMPV6].map((proto) => ({ stmts: [...reply, { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto } as Stmt, { k: 'verdict', v: 'accept' } as Stmt], comment: 'ICMP replies' })),
@@ -937,14 +928,7 @@ function compileRule(rule: Rule, env: CompileEnv, sets: SetDef[], warnings: stri
 
   const protos: ProtoKind[] = [];
   if (rule.ports.length > 0) {
-    const set = addSet({
-      name: name('p'),
-      key: 'inet_proto . inet_service',
-      interval: true,
-      timeout: false,
-      dynamic: false,
-      elements: rule.ports.map((p) => ({ t: 'protoport', proto: p.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP, from: p.from, to: p.to })),
-    });
+    const set = addSet(protoPortSet({ name: name('p'), elements: rule.ports.map((p) => ({ t: 'protoport', proto: p.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP, from: p.from, to: p.to })) }));
     protos.push({ kind: 'ports', set });
   }
   if (rule.icmp) protos.push({ kind: 'icmp' });

@@ -2,7 +2,7 @@ import { maxOf, type AddrRange, type Family } from '../net/ip.js';
 import { ESSENTIAL_ICMPV6_TYPES } from '../policy/builtins.js';
 import type { Policy, Rule } from '../policy/policy.js';
 import { buildLogPrefix, DEFAULT_RULE, objectNames, RULE_SCOPE } from './kernel-names.js';
-import type { ChainDef, RuleDef, Ruleset, SetDef, Stmt } from './ruleset.js';
+import { protoPortSet, type ChainDef, type RuleDef, type Ruleset, type SetDef, type Stmt } from './ruleset.js';
 
 /**
  * The host-side table of one `sluice run`: the run's processes live in a
@@ -116,15 +116,7 @@ function protocols(rule: Rule, family: Family, sets: SetDef[]): Stmt[][] {
   if (rule.ports.length > 0) {
     const name = objectNames.set(rule.name, 'p');
     if (!sets.some((s) => s.name === name)) {
-      sets.push({
-        name,
-        key: 'inet_proto . inet_service',
-        interval: true,
-        timeout: false,
-        dynamic: false,
-        elements: rule.ports.map((p) => ({ t: 'protoport', proto: p.proto === 'tcp' ? TCP : UDP, from: p.from, to: p.to })),
-        comment: `rule ${rule.name}`,
-      });
+      sets.push(protoPortSet({ name, elements: rule.ports.map((p) => ({ t: 'protoport', proto: p.proto === 'tcp' ? TCP : UDP, from: p.from, to: p.to })), comment: `rule ${rule.name}` }));
     }
     out.push([{ k: 'lookup', sel: 'meta l4proto . th dport', set: name }]);
   }
@@ -160,18 +152,16 @@ export function compileRunRuleset(policy: Policy, net: RunNetwork): RunRulesetRe
   const dynamicSets = new Set<string>();
   const families: Family[] = net.guard6 === undefined ? [4] : [4, 6];
   sets.push({ name: IF_SET, key: 'ifname', interval: true, timeout: false, dynamic: false, elements: [{ t: 'ifname', name: net.hostIf, wildcard: false }], comment: "the run's veth" });
-  sets.push({
-    name: GUARD_PORT_SET,
-    key: 'inet_proto . inet_service',
-    interval: true,
-    timeout: false,
-    dynamic: false,
-    elements: [
-      { t: 'protoport', proto: TCP, from: net.guardPort, to: net.guardPort },
-      { t: 'protoport', proto: UDP, from: net.guardPort, to: net.guardPort },
-    ],
-    comment: "the run's DNS guard",
-  });
+  sets.push(
+    protoPortSet({
+      name: GUARD_PORT_SET,
+      elements: [
+        { t: 'protoport', proto: TCP, from: net.guardPort, to: net.guardPort },
+        { t: 'protoport', proto: UDP, from: net.guardPort, to: net.guardPort },
+      ],
+      comment: "the run's DNS guard",
+    }),
+  );
   sets.push({ name: ND_SET, key: 'icmpv6_type', interval: false, timeout: false, dynamic: false, elements: ESSENTIAL_ICMPV6_TYPES.map((v) => ({ t: 'num', value: BigInt(v) })), comment: 'neighbour discovery' });
   const fromRun: Stmt = { k: 'lookup', sel: 'meta iifname', set: IF_SET };
   const toRun: Stmt = { k: 'lookup', sel: 'meta oifname', set: IF_SET };

@@ -195,16 +195,18 @@ export function elementsToIR(set: SetDef, raw: RawDumpElem[], anomalies: string[
   });
   if (set.key === 'inet_proto . inet_service') {
     for (const r of raw) {
-      if (r.key.length !== 8 || !r.keyEnd || r.keyEnd.length !== 8) {
+      // An interval set's element has an inclusive end; a hash set's is one port.
+      const end = set.interval ? r.keyEnd : r.keyEnd === undefined ? r.key : undefined;
+      if (r.key.length !== 8 || !end || end.length !== 8) {
         anomalies.push(`set ${set.name}: malformed element`);
         continue;
       }
       const proto = r.key.readUInt32LE(0);
-      if (proto !== r.keyEnd.readUInt32LE(0)) {
+      if (proto !== end.readUInt32LE(0)) {
         anomalies.push(`set ${set.name}: element spans protocols`);
         continue;
       }
-      out.push({ t: 'protoport', proto, from: r.key.readUInt16BE(4), to: r.keyEnd.readUInt16BE(4) });
+      out.push({ t: 'protoport', proto, from: r.key.readUInt16BE(4), to: end.readUInt16BE(4) });
     }
     return out;
   }

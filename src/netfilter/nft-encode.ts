@@ -110,7 +110,9 @@ export function rawElements(set: Pick<SetDef, 'key' | 'interval'>, elems: SetEle
     for (const e of elems) {
       if (e.t !== 'protoport') throw new TypeError(`element ${e.t} does not fit a proto . port set`);
       const k = (port: number) => Buffer.concat([intBytes(e.proto, 4, false), intBytes(port, 2, true), Buffer.alloc(2)]);
-      out.push({ key: k(e.from), keyEnd: k(e.to) });
+      if (set.interval) out.push({ key: k(e.from), keyEnd: k(e.to) });
+      else if (e.from === e.to) out.push({ key: k(e.from) });
+      else throw new TypeError('a hash set of ports holds single ports only');
     }
     return out;
   }
@@ -242,19 +244,22 @@ export class BatchBuilder {
     if (set.timeout) flags |= SET_F.TIMEOUT;
     // EVAL: updated from the packet path (a meter's dynset); the kernel picks a set type that can.
     if (set.meter) flags |= SET_F.EVAL;
-    if (info.fields && set.interval) flags |= SET_F.CONCAT;
+    // The field layout only for a concatenated interval set (pipapo): the kernel refuses it on a
+    // set without the CONCAT flag, and a hash set needs neither (as nft writes them).
+    const fields = set.interval ? info.fields : undefined;
+    if (fields) flags |= SET_F.CONCAT;
     this.begin(MSG.NEWSET, NLM_F_CREATE | NLM_F_EXCL, `adding set ${set.name}`);
     this.w.str(SET.TABLE, table).str(SET.NAME, set.name).u32be(SET.FLAGS, flags);
     this.w.u32be(SET.KEY_TYPE, info.dtype).u32be(SET.KEY_LEN, info.len).u32be(SET.ID, id);
     // Size: for static hash sets it lets the kernel pick a fixed-size hash
     // (cheaper lookups); for dynamic sets it bounds memory against floods.
     const size = set.dynamic ? DYNAMIC_SET_MAX : !set.interval && !set.timeout ? Math.max(set.elements.length, 1) : 0;
-    if (size > 0 || info.fields) {
+    if (size > 0 || fields) {
       this.w.nest(SET.DESC, () => {
         if (size > 0) this.w.u32be(SET_DESC.SIZE, size);
-        if (info.fields) {
+        if (fields) {
           this.w.nest(SET_DESC.CONCAT, () => {
-            for (const f of info.fields ?? []) this.w.nest(LIST_ELEM, () => this.w.u32be(SET_FIELD_LEN, f));
+            for (const f of fields) this.w.nest(LIST_ELEM, () => this.w.u32be(SET_FIELD_LEN, f));
           });
         }
       });

@@ -9,8 +9,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { compileRuleset, dnsLogGroup, serviceKey } from '../../src/compile/compile-ruleset.js';
 import { MAX_IDENTITY_GROUPS } from '../../src/compile/flow-mark.js';
-import type { KeyType, Ruleset, Selector } from '../../src/compile/ruleset.js';
+import { protoPortSet, type KeyType, type Ruleset, type Selector } from '../../src/compile/ruleset.js';
+import { compileRunRuleset } from '../../src/compile/run-ruleset.js';
 import { compileFrom, fakeEnv, policyFrom } from '../support/fixtures.js';
+
+/** A run's network, as test/unit/run.test.ts has it. */
+const RUN_NET = { table: 'sluice-run-00000001', hostIf: 'slr00000001', guard4: 0xc612c001n, inner4: 0xc612c002n, guardPort: 25353, logGroup: 40001 };
 
 /** The set key type each selector reads (src/netfilter/nft-expr.ts loads that many bytes). */
 const KEY_OF: Partial<Record<Selector, KeyType>> = {
@@ -96,7 +100,7 @@ describe('unit: compile-ruleset edges', () => {
     assert.deepEqual(names('all4'), [false], 'the control: all of IPv4 needs no destination match');
   });
 
-  it('flows.replies: the listed local ports, TCP and UDP told apart, in an interval set the reply rule looks up; ICMP replies accepted', () => {
+  it('flows.replies: the listed local ports, TCP and UDP told apart, in a set (interval, for the range) the reply rule looks up; ICMP replies accepted', () => {
     const { ruleset } = compileFrom('mode: enforce\nflows:\n  replies: [8080/tcp, 53/udp, 6000-6010/tcp]\nrules:\n  - name: a\n    to: [198.18.0.1]\n');
     const set = ruleset.sets.find((x) => x.name.endsWith('reply_ports'));
     assert.ok(set);
@@ -122,6 +126,28 @@ describe('unit: compile-ruleset edges', () => {
       byComment('ICMP replies').map((st) => st.slice(2)),
       [1, 58].map((value) => [{ k: 'cmp', sel: 'meta l4proto', op: 'eq', value }, { k: 'verdict', v: 'accept' }]),
     );
+  });
+
+  it('a port set is a hash set when every element is one port, an interval set (pipapo, ~1 us a lookup) only when one is a range: rule ports, reply ports, DNS ports, a run\'s', () => {
+    const kinds = (rs: Ruleset) => Object.fromEntries(rs.sets.filter((x) => x.key === 'inet_proto . inet_service').map((x) => [x.name, x.interval]));
+    const { ruleset } = compileFrom(
+      'mode: enforce\nflows:\n  replies: [8080/tcp, 53/udp]\ndns:\n  upstreams: [198.18.0.53]\nrules:\n  - name: single\n    to: [198.18.0.1]\n    ports: [443/tcp, 53/udp]\n  - name: ranged\n    to: [198.18.0.2]\n    ports: [443/tcp, 8000-8001/tcp]\n  - name: named\n    to: [api.example.com]\n    ports: [443/tcp]\n',
+    );
+    const got = kinds(ruleset);
+    const of = (suffix: string) => Object.entries(got).filter(([n]) => n.endsWith(suffix)).map(([, v]) => v);
+    assert.deepEqual(of('single_p'), [false]);
+    assert.deepEqual(of('named_p'), [false]);
+    assert.deepEqual(of('ranged_p'), [true], 'a range needs the interval set');
+    assert.deepEqual(of('reply_ports'), [false]);
+    assert.deepEqual(of('dns_ports'), [false], 'the DNS ports, looked up on every packet of an established flow with the guard on, are a hash set');
+    assert.equal(compileFrom('mode: enforce\nflows:\n  replies: [6000-6010/tcp]\nrules:\n  - name: a\n    to: [198.18.0.1]\n').ruleset.sets.find((x) => x.name.endsWith('reply_ports'))?.interval, true);
+    // A run's table: its rule ports and its guard's port.
+    const run = compileRunRuleset(policyFrom('mode: enforce\nrules:\n  - name: api\n    to: [198.18.1.0/24]\n    ports: [443/tcp]\n  - name: r\n    to: [198.18.2.0/24]\n    ports: [1000-2000/udp]\n'), RUN_NET).ruleset;
+    assert.ok(run.sets.filter((x) => x.key === 'inet_proto . inet_service').length >= 3);
+    for (const x of run.sets.filter((y) => y.key === 'inet_proto . inet_service')) {
+      assert.equal(x.interval, x.elements.some((e) => e.t === 'protoport' && e.from !== e.to), x.name);
+    }
+    assert.deepEqual(protoPortSet({ name: 'p', elements: [{ t: 'protoport', proto: 6, from: 1, to: 1 }] }), { name: 'p', key: 'inet_proto . inet_service', interval: false, timeout: false, dynamic: false, elements: [{ t: 'protoport', proto: 6, from: 1, to: 1 }] });
   });
 
   it("DHCP by a host's DHCP client users: root alone is one comparison, root and others a lookup in a set of them", () => {

@@ -36,6 +36,7 @@ const FIXTURE: Ruleset = {
     { name: 'h6', key: 'ipv6_addr', interval: false, timeout: false, dynamic: false, elements: [{ t: 'addr', family: 6, start: 1n, end: 1n }] },
     { name: 'dns4', key: 'ipv4_addr', interval: false, timeout: true, dynamic: true, elements: [{ t: 'addr', family: 4, start: 0x5db8d822n, end: 0x5db8d822n, timeoutMs: 60_000 }] },
     { name: 'pp', key: 'inet_proto . inet_service', interval: true, timeout: false, dynamic: false, elements: [{ t: 'protoport', proto: 6, from: 443, to: 443 }, { t: 'protoport', proto: 17, from: 60000, to: 61000 }] },
+    { name: 'pp1', key: 'inet_proto . inet_service', interval: false, timeout: false, dynamic: false, elements: [{ t: 'protoport', proto: 6, from: 443, to: 443 }, { t: 'protoport', proto: 17, from: 53, to: 53 }] },
     { name: 'ifs', key: 'ifname', interval: true, timeout: false, dynamic: false, elements: [{ t: 'ifname', name: 'eth0', wildcard: false }, { t: 'ifname', name: 'wg', wildcard: true }] },
     { name: 'uids', key: 'uid', interval: false, timeout: false, dynamic: false, elements: [{ t: 'num', value: 33n }, { t: 'num', value: 1000n }] },
     { name: 'cg2', key: 'cgroupv2', interval: false, timeout: false, dynamic: false, level: 2, elements: [{ t: 'num', value: 0x1234_5678_9abcn }] },

@@ -10,7 +10,7 @@ import { describe, it } from 'node:test';
 import type { ChainDef, Ruleset, SetDef } from '../../src/compile/ruleset.js';
 import { canonical } from '../../src/netfilter/compare-ruleset.js';
 import { attrMap, attrStr, NlWriter, parseMessages } from '../../src/netfilter/nl-attr.js';
-import { DATA, LIST_ELEM, MSG, NFNL_SUBSYS_NFTABLES, NLM_F_ACK, SET_ELEM, SET_ELEM_LIST } from '../../src/netfilter/nl-constants.js';
+import { DATA, LIST_ELEM, MSG, NFNL_SUBSYS_NFTABLES, NLM_F_ACK, SET, SET_DESC, SET_ELEM, SET_ELEM_LIST, SET_F } from '../../src/netfilter/nl-constants.js';
 import { decodeChain, decodeElemMessages, decodeObj, decodeRule, decodeSet, decodeTable, elementsToIR } from '../../src/netfilter/nft-decode.js';
 import { BatchBuilder, encodeReplace, rawElements } from '../../src/netfilter/nft-encode.js';
 import { compileFrom, GOLDEN_DIR, readGolden } from '../support/fixtures.js';
@@ -142,6 +142,34 @@ describe('unit: netlink encode/decode round trip', () => {
     assert.throws(() => new BatchBuilder(1).elements('add', 't', set, [{ t: 'addr', family: 4, start: 1n, end: 2n }]), /single addresses only/);
     assert.throws(() => new BatchBuilder(1).elements('add', 't', set, [{ t: 'addr', family: 6, start: 1n, end: 1n }]), /family does not match/);
     assert.throws(() => new BatchBuilder(1).elements('add', 't', set, [{ t: 'addr', family: 4, start: 1n << 32n, end: 1n << 32n }]), /out of range/);
+  });
+
+  it('a port set of single ports is a hash set: no CONCAT flag, no field layout, one key an element; it refuses a range; decoding tells the two kinds apart', () => {
+    const elems = [{ t: 'protoport' as const, proto: 6, from: 443, to: 443 }, { t: 'protoport' as const, proto: 17, from: 53, to: 53 }];
+    const hash = { name: 'pp', key: 'inet_proto . inet_service' as const, interval: false, timeout: false, dynamic: false, elements: elems };
+    const raw = rawElements(hash, elems);
+    assert.deepEqual(raw.map((r) => [r.key.toString('hex'), r.keyEnd?.toString('hex') ?? null]), [['06000000' + '01bb0000', null], ['11000000' + '00350000', null]]);
+    assert.throws(() => rawElements(hash, [{ t: 'protoport', proto: 6, from: 1, to: 2 }]), /single ports only/);
+    const setMsg = (def: SetDef) => parseMessages(new BatchBuilder(1).addSet('t', { ...def, elements: [] }).finish()).find((m) => (m.type & 0xff) === MSG.NEWSET);
+    const hashSet = decodeSet(setMsg(hash) as NonNullable<ReturnType<typeof setMsg>>);
+    assert.equal(hashSet.set.interval, false);
+    assert.equal(hashSet.anomaly, undefined);
+    const flagsOf = (def: SetDef) => attrMap((setMsg(def) as NonNullable<ReturnType<typeof setMsg>>).payload, 4).get(SET.FLAGS)?.readUInt32BE(0);
+    const descOf = (def: SetDef) => attrMap((setMsg(def) as NonNullable<ReturnType<typeof setMsg>>).payload, 4).get(SET.DESC);
+    assert.equal(flagsOf(hash), 0, 'no CONCAT: the kernel refuses a field layout without it, and a hash set needs neither');
+    const hashDesc = descOf(hash);
+    assert.ok(hashDesc === undefined || !attrMap(hashDesc).has(SET_DESC.CONCAT));
+    const ranged = { ...hash, interval: true };
+    assert.equal(flagsOf(ranged), SET_F.INTERVAL | SET_F.CONCAT);
+    assert.ok(attrMap(descOf(ranged) as Buffer).has(SET_DESC.CONCAT));
+    // Decoding: a hash element is one port; an end on it, or none on an interval element, is malformed.
+    const anomalies: string[] = [];
+    const one = (key: string, keyEnd?: string) => ({ key: Buffer.from(key, 'hex'), ...(keyEnd ? { keyEnd: Buffer.from(keyEnd, 'hex') } : {}), end: false });
+    assert.deepEqual(elementsToIR(hash, [one('0600000001bb0000')], anomalies), [{ t: 'protoport', proto: 6, from: 443, to: 443 }]);
+    assert.deepEqual(anomalies, []);
+    assert.deepEqual(elementsToIR(hash, [one('0600000001bb0000', '0600000001bc0000')], anomalies), []);
+    assert.deepEqual(elementsToIR(ranged, [one('0600000001bb0000')], anomalies), []);
+    assert.deepEqual(anomalies, ['set pp: malformed element', 'set pp: malformed element']);
   });
 
   it('interval elements: start plus one-past-end, and a leading end at zero as nft writes them', () => {
