@@ -236,6 +236,7 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
   // The guard's upstreams (none known: the warning below); the encrypted-DNS facts are dohEndpoints'.
   const upstreams = env.dns?.upstreams ?? [];
   const output: RuleDef[] = [];
+  const dnsTraffic: RuleDef[] = [];
   const spoofedChain = logChain('block', SPOOFED_RULE, undefined, true);
   extraChains.push(spoofedChain);
   if (redirect || redirectOnly) {
@@ -244,7 +245,10 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     // that is not the guard's (root, marked) is dropped even when conntrack
     // knows it, so a process reusing a source port the guard let go cannot ride
     // the guard's conntrack entry past the redirect.
-    output.push(
+    // Every one of these rules looks its packet up in dns_ports, so they are a
+    // chain of their own that only DNS packets enter: every other packet of
+    // every flow pays one hash lookup for them, not a dozen comparisons.
+    dnsTraffic.push(
       ...guardUpstreamRules(policy, upstreams, sets, redirectOnly),
       // A DNS flow that began before the redirect (audit mode, `off`, a lost table) keeps the NAT
       // decision conntrack made on its first packet: judged again it would still skip the guard.
@@ -261,6 +265,14 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
         comment: 'DNS flows from before the redirect would skip the guard',
       })),
     );
+    extraChains.push({ name: buildChainName({ kind: 'dns' }), rules: dnsTraffic, comment: 'DNS packets: the guard alone reaches the upstreams, and every query goes through it' });
+    output.push({
+      stmts: [
+        { k: 'lookup', sel: 'meta l4proto . th dport', set: buildSetName({ kind: 'builtin', name: 'dns_ports' }) },
+        { k: 'jump', chain: buildChainName({ kind: 'dns' }) },
+      ],
+      comment: 'DNS packets',
+    });
   }
   // A user's socket sending from an address that is not this host's (IPV6_FREEBIND needs no
   // privilege) could forge a flow "from" a remote host to a local address and answer it as a
@@ -273,17 +285,21 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     comment: "a user sending from an address that is not this host's",
   });
   output.push(
+    // Outbound flows: only those this policy admitted skip the rules, and only
+    // while their identity still matches (the flows chain); any other packet of
+    // an established flow is judged below as if it were new. First, as most
+    // packets are these: the rules before it until the next comment see only
+    // replies or related packets, which this one never takes, so the order
+    // between them changes no verdict; the direction is compared first, as it
+    // tells a reply apart in one comparison.
+    {
+      stmts: [{ k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 }, { k: 'ct', states: ['established'] }, { k: 'jump', chain: buildChainName({ kind: 'flows' }) }],
+      comment: 'flows admitted by this policy',
+    },
     spoofed([{ k: 'cmp', sel: 'ct direction', op: 'eq', value: 1 }]),
     // ICMP errors about a flow (and the first packet of an expected one).
     { stmts: [{ k: 'ct', states: ['related'] }, { k: 'verdict', v: 'accept' }], comment: 'related to tracked flows' },
     ...replyRules(policy, sets),
-    // Outbound flows: only those this policy admitted skip the rules, and only
-    // while their identity still matches (the flows chain); any other packet of
-    // an established flow is judged below as if it were new.
-    {
-      stmts: [{ k: 'ct', states: ['established'] }, { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 }, { k: 'jump', chain: buildChainName({ kind: 'flows' }) }],
-      comment: 'flows admitted by this policy',
-    },
     // New flows (and flows judged again) too: a forged flow "from" a remote host to a local address.
     spoofed([]),
     // To this host, judged after NAT: loopback, the host's own addresses, and DNS
@@ -806,12 +822,13 @@ function dnsGuardChains(policy: Policy, upstreams: AddrRange[], scopeQueries: { 
     // guard takes the mark for its sender's uid, to share queries in flight and to name who asked,
     // or, from a service scope in audit, the scope's mark (SCOPE_QUERY_MARK_BASE up), set first.
     rules: [53, policy.dns.port].flatMap((port) => {
+      // Every packet the host sends passes here: the comparisons most packets fail come first.
       const query: Stmt[] = [
+        { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
+        { k: 'cmp', sel: 'th dport', op: 'eq', value: port },
         { k: 'cmp', sel: 'meta mark', op: 'eq', value: 0 },
         // Queries only: a local server's reply that happens to go to a client's port 53 keeps its mark.
         { k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 },
-        { k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_UDP },
-        { k: 'cmp', sel: 'th dport', op: 'eq', value: port },
       ];
       return [
         ...scopeQueries.flatMap((q) => q.matches.map((m) => ({ stmts: [...query, ...m, { k: 'mark-set', value: q.mark }] satisfies Stmt[], comment: `a DNS query from scope ${q.scope.name} (${q.scope.mode})` }))),

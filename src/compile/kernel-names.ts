@@ -306,13 +306,15 @@ export function meterSetName(log: LogKind): BuiltinSet {
 /**
  * A chain: a base chain, the refusal chain, the log chain of a rule (block:
  * deny rules and built-ins; allow: logged allow rules), the chain of packets
- * of established outbound flows, or the chain that marks a flow admitted by
+ * of established outbound flows, the chain of DNS packets, or the chain that marks a flow admitted by
  * an identity group (src/compile/flow-mark.ts).
  */
 export type ChainRef =
   | { kind: 'base'; name: (typeof BASE_CHAINS)[number] }
   | { kind: 'refuse' }
   | { kind: 'flows' }
+  /** Packets to a DNS port (53/tcp, 53/udp), jumped to from the output chain: the guard's rules, which no other packet needs to pass. */
+  | { kind: 'dns' }
   | { kind: 'admit'; group: number }
   | { kind: 'block'; rule: string }
   | { kind: 'allow'; rule: string }
@@ -332,6 +334,8 @@ export function buildChainName(c: ChainRef): string {
       return 'refuse';
     case 'flows':
       return 'flows';
+    case 'dns':
+      return 'dns_traffic';
     case 'admit':
       return Number.isInteger(c.group) && c.group >= 0 && c.group <= 255 ? `admit_${c.group}` : bad('not an identity group', c.group);
     case 'block': {
@@ -353,6 +357,7 @@ export function parseChainName(name: string): ChainRef | null {
   if ((BASE_CHAINS as readonly string[]).includes(name)) return { kind: 'base', name: name as (typeof BASE_CHAINS)[number] };
   if (name === 'refuse') return { kind: 'refuse' };
   if (name === 'flows') return { kind: 'flows' };
+  if (name === 'dns_traffic') return { kind: 'dns' };
   const admit = ADMIT.exec(name);
   if (admit) return Number(admit[1]) <= 255 ? { kind: 'admit', group: Number(admit[1]) } : null;
   for (const [rule, chain] of Object.entries(BUILTIN_BLOCK_CHAINS)) if (chain === name) return { kind: 'block', rule };

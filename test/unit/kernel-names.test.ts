@@ -98,7 +98,7 @@ describe('unit: kernel names, build and parse', () => {
       fc.constantFrom(...BUILTIN_SETS).map((name): SetRef => ({ kind: 'builtin', name })),
     );
     const chainRef: fc.Arbitrary<ChainRef> = fc.oneof(
-      fc.constantFrom<ChainRef>({ kind: 'base', name: 'output' }, { kind: 'base', name: 'dns_redirect' }, { kind: 'base', name: 'dns_observe' }, { kind: 'base', name: 'guard_in' }, { kind: 'refuse' }, { kind: 'flows' }),
+      fc.constantFrom<ChainRef>({ kind: 'base', name: 'output' }, { kind: 'base', name: 'dns_redirect' }, { kind: 'base', name: 'dns_observe' }, { kind: 'base', name: 'guard_in' }, { kind: 'refuse' }, { kind: 'flows' }, { kind: 'dns' }),
       fc.integer({ min: 0, max: 255 }).map((group): ChainRef => ({ kind: 'admit', group })),
       logRule.map((rule): ChainRef => ({ kind: 'block', rule })),
       ruleName.map((rule): ChainRef => ({ kind: 'allow', rule })),
