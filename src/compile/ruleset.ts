@@ -57,9 +57,8 @@ type ProtoPort = Extract<SetElem, { t: 'protoport' }>;
  * A hash set when every element is a single port; an interval set only when
  * one is a range. A concatenated interval set is a pipapo set in the kernel,
  * whose lookup (vectorised, with the FPU saved and restored around it) cost
- * about 1 us per new connection here against well under 0.1 us for a hash
- * lookup (bench/results/README.md, "Port sets"): the difference between a
- * ruleset within 0.92 and within 0.97 of the minimal stateful one.
+ * 0.4 to 1 us more a new connection than a hash set here
+ * (bench/results/README.md, "The datapath's own costs").
  */
 export function protoPortSet(def: { name: string; elements: ProtoPort[]; comment?: string }): SetDef {
   return {
