@@ -102,6 +102,18 @@ export function netfilterContract(label: string, make: () => Netfilter): void {
       assert.ok(live && sameRuleset(a, live), 'previous table unchanged');
     });
 
+    it('a port range in a hash set of ports is refused (only an interval set holds ranges), and the previous table stays', () => {
+      const a = compileFrom(POLICY_A).ruleset;
+      nf.replace(a);
+      const b = compileFrom(POLICY_B).ruleset;
+      const ports = b.sets.find((s) => s.key === 'inet_proto . inet_service' && !s.interval);
+      assert.ok(ports, 'the policy has a hash set of ports');
+      const bad = { ...b, sets: b.sets.map((s) => (s === ports ? { ...s, elements: [...s.elements, { t: 'protoport' as const, proto: 6, from: 8000, to: 8100 }] } : s)) };
+      assert.throws(() => nf.replace(bad));
+      const live = nf.read(TABLE_NAME);
+      assert.ok(live && sameRuleset(a, live), 'previous table unchanged');
+    });
+
     it('a meter on a set not made for it (no dynamic flag) is refused, and the previous table stays', () => {
       const a = compileFrom(POLICY_A).ruleset;
       nf.replace(a);
