@@ -317,7 +317,10 @@ export async function runConfined(nf: Netfilter, opts: RunOptions): Promise<{ re
     held = holdCommand(rec.netns, [...drop, ...opts.argv]);
     const door = held;
     const joined = cgroup ? writeFile(join(cgroup.path, 'cgroup.procs'), String(door.proc.pid)) : Promise.resolve();
-    joined.catch(() => undefined);
+    joined.then(
+      () => trace('command in the run\'s cgroup'),
+      () => undefined,
+    );
     trace('command held');
     const logGroup = 40000 + (rec.slot % 20000);
     listener = new NflogListener(logGroup, (records) => log.records(records), { copyBytes: 128, bufBytes: 4 << 20, qthresh: 1 });
