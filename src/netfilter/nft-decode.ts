@@ -13,10 +13,13 @@ import {
   OBJECT_LIMIT,
   RULE,
   SET,
+  SET_DESC,
   SET_ELEM,
+  SET_ELEM_F_CATCHALL,
   SET_ELEM_F_INTERVAL_END,
   SET_ELEM_LIST,
   SET_F,
+  SET_FIELD_LEN,
   TABLE,
   UDATA_COMMENT,
   A,
@@ -128,11 +131,31 @@ export function decodeSet(msg: NlMsg): { table: string; set: SetDef; anomaly?: s
   const out: { table: string; set: SetDef; anomaly?: string } = { table: attrStr(a.get(SET.TABLE)) ?? '', set };
   if (!key) out.anomaly = `set ${name} has a key type Sluice does not write (${dtype}/${klen})`;
   else if (flags & ~known) out.anomaly = `set ${name} has unexpected flags 0x${flags.toString(16)}`;
+  else {
+    // The fields of a concatenated interval set decide which bytes its lookups compare: [1, 1]
+    // for proto . port would compare a port's high byte only. Only what the encoder writes passes.
+    const fields = concatFields(a.get(SET.DESC));
+    const want = set.interval ? KEY_INFO[key].fields : undefined;
+    if ((fields ?? []).join(',') !== (want ?? []).join(',')) out.anomaly = `set ${name} has a field layout Sluice does not write (${fields ? `[${fields.join(', ')}]` : 'none'})`;
+  }
   return out;
 }
 
+/** The field lengths of a set's NFTA_SET_DESC_CONCAT, if it has one. */
+function concatFields(desc: Buffer | undefined): number[] | undefined {
+  if (!desc) return undefined;
+  const concat = attrMap(desc).get(SET_DESC.CONCAT);
+  if (!concat) return undefined;
+  return parseAttrs(concat)
+    .filter((x) => x.type === LIST_ELEM)
+    .map((x) => attrU32(attrMap(x.data).get(SET_FIELD_LEN)) ?? -1);
+}
+
 interface RawDumpElem {
+  /** Empty for a catch-all element (it has no key). */
   key: Buffer;
+  /** The element matches every key (NFT_SET_ELEM_CATCHALL), or came without one. */
+  catchAll?: boolean;
   keyEnd?: Buffer;
   end: boolean;
   timeoutMs?: number;
@@ -150,10 +173,15 @@ export function decodeElemMessages(msgs: NlMsg[]): RawDumpElem[] {
       if (item.type !== LIST_ELEM) continue;
       const e = attrMap(item.data);
       const keyNest = e.get(SET_ELEM.KEY);
-      if (!keyNest) continue;
+      const flags = attrU32(e.get(SET_ELEM.FLAGS)) ?? 0;
+      // A catch-all (or any element without a key) matches whatever is looked up: never skipped,
+      // it is reported (elementsToIR).
+      if (!keyNest || flags & SET_ELEM_F_CATCHALL) {
+        out.push({ key: Buffer.alloc(0), catchAll: true, end: false });
+        continue;
+      }
       const key = attrMap(keyNest).get(DATA.VALUE) ?? Buffer.alloc(0);
       const endNest = e.get(SET_ELEM.KEY_END);
-      const flags = attrU32(e.get(SET_ELEM.FLAGS)) ?? 0;
       const r: RawDumpElem = { key, end: (flags & SET_ELEM_F_INTERVAL_END) !== 0 };
       if (endNest) r.keyEnd = attrMap(endNest).get(DATA.VALUE) ?? Buffer.alloc(0);
       const t = attrU64(e.get(SET_ELEM.TIMEOUT));
@@ -187,8 +215,12 @@ function ifnameOf(b: Buffer): string | null {
 }
 
 /** Turns kernel elements back into IR elements; anything irregular is reported, not guessed. */
-export function elementsToIR(set: SetDef, raw: RawDumpElem[], anomalies: string[]): SetElem[] {
+export function elementsToIR(set: SetDef, dumped: RawDumpElem[], anomalies: string[]): SetElem[] {
   const out: SetElem[] = [];
+  const raw = dumped.filter((r) => {
+    if (r.catchAll) anomalies.push(`set ${set.name}: a catch-all element (it matches every key)`);
+    return !r.catchAll;
+  });
   const timing = (r: RawDumpElem) => ({
     ...(r.timeoutMs !== undefined ? { timeoutMs: r.timeoutMs } : {}),
     ...(r.expiresMs !== undefined ? { expiresMs: r.expiresMs } : {}),
@@ -197,7 +229,11 @@ export function elementsToIR(set: SetDef, raw: RawDumpElem[], anomalies: string[
     for (const r of raw) {
       // An interval set's element has an inclusive end; a hash set's is one port.
       const end = set.interval ? r.keyEnd : r.keyEnd === undefined ? r.key : undefined;
-      if (r.key.length !== 8 || !end || end.length !== 8) {
+      // Each field fills a 32-bit register: the protocol byte 0, the port bytes 4-5. The rest is
+      // zero in what Sluice writes, and a hash set compares it too (an element with bytes 6-7 set
+      // looks like its port and matches no packet).
+      const padded = (b: Buffer) => b[1] !== 0 || b[2] !== 0 || b[3] !== 0 || b[6] !== 0 || b[7] !== 0;
+      if (r.key.length !== 8 || !end || end.length !== 8 || padded(r.key) || padded(end)) {
         anomalies.push(`set ${set.name}: malformed element`);
         continue;
       }

@@ -107,6 +107,8 @@ export const GEN_ID = 1;
 
 export const SET_F = { ANONYMOUS: 0x1, CONSTANT: 0x2, INTERVAL: 0x4, MAP: 0x8, TIMEOUT: 0x10, EVAL: 0x20, OBJECT: 0x40, CONCAT: 0x80 } as const;
 export const SET_ELEM_F_INTERVAL_END = 0x1;
+/** NFT_SET_ELEM_CATCHALL: the element that matches every key (Linux 5.13+; `nft add element ... { * }`). */
+export const SET_ELEM_F_CATCHALL = 0x2;
 
 export const OBJECT_COUNTER = 1;
 export const OBJECT_LIMIT = 4;

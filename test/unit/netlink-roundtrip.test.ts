@@ -10,9 +10,9 @@ import { describe, it } from 'node:test';
 import type { ChainDef, Ruleset, SetDef } from '../../src/compile/ruleset.js';
 import { canonical } from '../../src/netfilter/compare-ruleset.js';
 import { attrMap, attrStr, NlWriter, parseMessages } from '../../src/netfilter/nl-attr.js';
-import { DATA, LIST_ELEM, MSG, NFNL_SUBSYS_NFTABLES, NLM_F_ACK, SET, SET_DESC, SET_ELEM, SET_ELEM_LIST, SET_F } from '../../src/netfilter/nl-constants.js';
+import { DATA, LIST_ELEM, MSG, NFNL_SUBSYS_NFTABLES, NLM_F_ACK, SET, SET_DESC, SET_ELEM, SET_ELEM_F_CATCHALL, SET_ELEM_LIST, SET_F } from '../../src/netfilter/nl-constants.js';
 import { decodeChain, decodeElemMessages, decodeObj, decodeRule, decodeSet, decodeTable, elementsToIR } from '../../src/netfilter/nft-decode.js';
-import { BatchBuilder, encodeReplace, rawElements } from '../../src/netfilter/nft-encode.js';
+import { BatchBuilder, encodeReplace, KEY_INFO, rawElements } from '../../src/netfilter/nft-encode.js';
 import { compileFrom, GOLDEN_DIR, readGolden } from '../support/fixtures.js';
 
 const json = (v: unknown) => JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? `${x}n` : x));
@@ -170,6 +170,52 @@ describe('unit: netlink encode/decode round trip', () => {
     assert.deepEqual(elementsToIR(hash, [one('0600000001bb0000', '0600000001bc0000')], anomalies), []);
     assert.deepEqual(elementsToIR(ranged, [one('0600000001bb0000')], anomalies), []);
     assert.deepEqual(anomalies, ['set pp: malformed element', 'set pp: malformed element']);
+  });
+
+  it("what a tamperer could leave in a set and nft would print as Sluice's is reported: a catch-all element, a port element with bytes outside its fields, a port set with another field layout", () => {
+    const list = (write: (w: NlWriter) => void) => {
+      const w = new NlWriter();
+      w.nest(SET_ELEM_LIST.ELEMENTS, () => write(w));
+      return { type: 0, flags: 0, seq: 0, pid: 0, payload: Buffer.concat([Buffer.alloc(4), w.finish()]) };
+    };
+    const key = (w: NlWriter, hex: string) => w.nest(SET_ELEM.KEY, () => w.bytes(DATA.VALUE, Buffer.from(hex, 'hex')));
+    const ports = { name: 'pp', key: 'inet_proto . inet_service' as const, interval: false, timeout: false, dynamic: false, elements: [] };
+    const hosts = { name: 'h4', key: 'ipv4_addr' as const, interval: false, timeout: false, dynamic: false, elements: [] };
+    // A catch-all element (no key; `nft add element ... { * }`), in any kind of set, beside a regular one.
+    for (const [set, regular] of [[ports, '0600000001bb0000'], [hosts, 'c6120101']] as const) {
+      const anomalies: string[] = [];
+      const msg = list((w) => {
+        w.nest(LIST_ELEM, () => key(w, regular));
+        w.nest(LIST_ELEM, () => w.u32be(SET_ELEM.FLAGS, SET_ELEM_F_CATCHALL));
+      });
+      assert.equal(elementsToIR(set, decodeElemMessages([msg]), anomalies).length, 1, 'the regular element is read');
+      assert.deepEqual(anomalies, [`set ${set.name}: a catch-all element (it matches every key)`]);
+      const noKey: string[] = [];
+      elementsToIR(set, decodeElemMessages([list((w) => w.nest(LIST_ELEM, () => w.u32be(SET_ELEM.FLAGS, 0)))]), noKey);
+      assert.equal(noKey.length, 1, 'an element without a key is reported too');
+    }
+    // tcp . 443 with bytes 6-7 set: nft shows tcp . 443, the hash lookup matches no packet.
+    for (const hex of ['0600000001bbffff', '0601000001bb0000']) {
+      const anomalies: string[] = [];
+      assert.deepEqual(elementsToIR(ports, decodeElemMessages([list((w) => w.nest(LIST_ELEM, () => key(w, hex)))]), anomalies), []);
+      assert.deepEqual(anomalies, ['set pp: malformed element'], hex);
+    }
+    // An interval port set whose fields are [1, 1]: its lookups would compare a port's high byte only.
+    const setMsg = (def: SetDef) => parseMessages(new BatchBuilder(1).addSet('t', { ...def, elements: [] }).finish()).find((m) => (m.type & 0xff) === MSG.NEWSET) as NonNullable<ReturnType<typeof parseMessages>[number]>;
+    const ranged = { ...ports, interval: true };
+    assert.equal(decodeSet(setMsg(ranged)).anomaly, undefined, 'the layout Sluice writes');
+    assert.equal(decodeSet(setMsg(ports)).anomaly, undefined, 'a hash set: no layout');
+    assert.deepEqual(KEY_INFO['inet_proto . inet_service'].fields, [1, 2]);
+    const msg = setMsg(ranged);
+    // The second field's length attribute (len 8, type NFTA_SET_FIELD_LEN, 2 big-endian) made 1.
+    const fieldTwo = Buffer.from('0800010000000002', 'hex');
+    const at = msg.payload.indexOf(fieldTwo);
+    assert.ok(at > 0, 'the field layout is in the message');
+    msg.payload[at + 7] = 1;
+    assert.equal(decodeSet(msg).anomaly, 'set pp has a field layout Sluice does not write ([1, 1])');
+    // And a hash set given one (the kernel takes it with the CONCAT flag).
+    const hashMsg = setMsg(ports);
+    assert.equal(hashMsg.payload.indexOf(fieldTwo), -1);
   });
 
   it('interval elements: start plus one-past-end, and a leading end at zero as nft writes them', () => {
