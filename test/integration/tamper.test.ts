@@ -139,6 +139,17 @@ describe('integration: the tamper watchdog', () => {
     assert.deepEqual(await w.reach([`tcp:${HOSTS.api4b}:443`], { timeoutMs: 800 }), { [`tcp:${HOSTS.api4b}:443`]: false });
   });
 
+  it('a catch-all element someone adds to a DNS-filled set (every address, which nft prints as `*`) is taken out', async () => {
+    const setName = /set (r_api_d4) \{/.exec(await shape())?.[1];
+    assert.ok(setName);
+    await tamperAndRestore(
+      /catch-all element/,
+      () => w.nft(['add', 'element', 'inet', 'sluice', setName, '{ * }']).then(() => undefined),
+      async () => !/\*/.test(await set(setName)),
+    );
+    assert.deepEqual(await w.reach([`tcp:${HOSTS.api4b}:443`], { timeoutMs: 800 }), { [`tcp:${HOSTS.api4b}:443`]: false });
+  });
+
   it('a Sluice apply while the daemon runs, and the guard\'s own writes, are not tampering', async () => {
     const alertsBefore = tamperAlerts().length;
     const before = await shape();
