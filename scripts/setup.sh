@@ -58,9 +58,9 @@ fi
 scripts/build-bpf.sh
 
 echo "setup: compiling TypeScript"
-npx --no-install tsc -p tsconfig.json
-node scripts/copy-assets.mjs
-node scripts/bundle-vendor.mjs
+# The one definition of a build (package.json "build"): tsc, the dashboard's assets, the vendored
+# packages and `sluice run`'s bundle.
+npm run --silent build
 
 if [[ -w /usr/local/bin ]]; then
   ln -sfn "$PWD/bin/sluice" /usr/local/bin/sluice
