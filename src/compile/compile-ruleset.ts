@@ -93,8 +93,10 @@ const IPPROTO_ICMPV6 = 58;
  * Compiles a policy into an nftables ruleset. Pure: same input, same output.
  *
  * Shape (see README "How the ruleset works"):
- *  - one base chain on the output hook: replies and loopback first, then the
- *    essentials, then every deny rule, then every allow rule, then the default;
+ *  - one base chain on the output hook: the guard's DNS rules (behind one
+ *    lookup) and the packets of admitted flows first, then replies and this
+ *    host, then the essentials, then every deny rule, then every allow rule,
+ *    then the default;
  *  - each policy rule becomes a few nft rules (one per address family and
  *    protocol kind), each a chain of set lookups, so the cost per new
  *    connection depends on the number of policy rules, never on the number
@@ -288,10 +290,11 @@ export function compileRuleset(policy: Policy, env: CompileEnv): CompileResult {
     // Outbound flows: only those this policy admitted skip the rules, and only
     // while their identity still matches (the flows chain); any other packet of
     // an established flow is judged below as if it were new. First, as most
-    // packets are these: the rules before it until the next comment see only
-    // replies or related packets, which this one never takes, so the order
-    // between them changes no verdict; the direction is compared first, as it
-    // tells a reply apart in one comparison.
+    // packets are these: the three kinds of rule it now comes before (the
+    // reply spoofing check, related, the replies) match only replies or related
+    // packets, which this one never takes, so the order between them changes
+    // no verdict. The direction is compared first: it tells a reply apart in
+    // one comparison.
     {
       stmts: [{ k: 'cmp', sel: 'ct direction', op: 'eq', value: 0 }, { k: 'ct', states: ['established'] }, { k: 'jump', chain: buildChainName({ kind: 'flows' }) }],
       comment: 'flows admitted by this policy',
