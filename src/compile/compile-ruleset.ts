@@ -38,7 +38,7 @@ import {
   type RuleSetDim,
 } from './kernel-names.js';
 import { flowMarkFields, flowMarkLayout, flowTag, MAX_IDENTITY_GROUPS } from './flow-mark.js';
-import { protoPortSet, TABLE_NAME, type ChainDef, type RuleDef, type Ruleset, type SetDef, type SetElem, type Stmt } from './ruleset.js';
+import { protoPortSet, rulePortSets, TABLE_NAME, type ChainDef, type RuleDef, type Ruleset, type SetDef, type SetElem, type Stmt } from './ruleset.js';
 
 // Kept for callers that import it from here (it is built in kernel-names, where new code should import it).
 export { objectNames };
@@ -948,8 +948,9 @@ function compileRule(rule: Rule, env: CompileEnv, sets: SetDef[], warnings: stri
 
   const protos: ProtoKind[] = [];
   if (rule.ports.length > 0) {
-    const set = addSet(protoPortSet({ name: name('p'), elements: rule.ports.map((p) => ({ t: 'protoport', proto: p.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP, from: p.from, to: p.to })) }));
-    protos.push({ kind: 'ports', set });
+    for (const set of rulePortSets(rule.ports.map((p) => ({ t: 'protoport', proto: p.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP, from: p.from, to: p.to })), name)) {
+      protos.push({ kind: 'ports', set: addSet(set) });
+    }
   }
   if (rule.icmp) protos.push({ kind: 'icmp' });
   if (rule.icmpv6) protos.push({ kind: 'icmpv6' });

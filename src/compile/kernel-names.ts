@@ -232,12 +232,13 @@ export function parseLimitName(name: string): LimitRef | null {
 
 /**
  * What a policy rule's set holds: destination hosts (`a`) or prefixes (`n`)
- * per family, DNS-learned addresses (`d`) per family, `proto . port` (`p`),
- * interfaces (`if`), users (`u`), and cgroups at one depth (`cg<level>`).
+ * per family, DNS-learned addresses (`d`) per family, `proto . port` single
+ * ports (`p`) and ranges (`pr`), interfaces (`if`), users (`u`), and cgroups
+ * at one depth (`cg<level>`).
  */
-export type RuleSetDim = `${'a' | 'n' | 'd'}${Family}` | 'p' | 'if' | 'u' | `cg${number}`;
+export type RuleSetDim = `${'a' | 'n' | 'd'}${Family}` | 'p' | 'pr' | 'if' | 'u' | `cg${number}`;
 
-const DIM = /^(?:[and][46]|p|if|u|cg(?:0|[1-9][0-9]{0,2}))$/;
+const DIM = /^(?:[and][46]|pr?|if|u|cg(?:0|[1-9][0-9]{0,2}))$/;
 
 /** Sets Sluice adds itself, by name. */
 export const BUILTIN_SETS = [

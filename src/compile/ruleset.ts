@@ -53,6 +53,22 @@ export interface SetDef {
 type ProtoPort = Extract<SetElem, { t: 'protoport' }>;
 
 /**
+ * A rule's ports as the sets its lookups go through: the single ports in a
+ * hash set (`p`), the ranges in an interval set of their own (`pr`), so a
+ * connection to a listed port never pays the interval lookup, whatever
+ * ranges the rule also lists. Each is one alternative of the rule (one nft
+ * rule each); either may be absent.
+ */
+export function rulePortSets(ports: readonly ProtoPort[], name: (dim: 'p' | 'pr') => string, comment?: string): SetDef[] {
+  const singles = ports.filter((e) => e.from === e.to);
+  const ranges = ports.filter((e) => e.from !== e.to);
+  const out: SetDef[] = [];
+  if (singles.length > 0) out.push(protoPortSet({ name: name('p'), elements: singles, ...(comment !== undefined ? { comment } : {}) }));
+  if (ranges.length > 0) out.push(protoPortSet({ name: name('pr'), elements: ranges, ...(comment !== undefined ? { comment } : {}) }));
+  return out;
+}
+
+/**
  * A set of protocol . port pairs (a rule's ports, DNS's, the reply ports).
  * A hash set when every element is a single port; an interval set only when
  * one is a range. A concatenated interval set is a pipapo set in the kernel,

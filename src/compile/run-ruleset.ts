@@ -2,7 +2,7 @@ import { maxOf, type AddrRange, type Family } from '../net/ip.js';
 import { ESSENTIAL_ICMPV6_TYPES } from '../policy/builtins.js';
 import type { Policy, Rule } from '../policy/policy.js';
 import { buildLogPrefix, DEFAULT_RULE, objectNames, RULE_SCOPE } from './kernel-names.js';
-import { protoPortSet, type ChainDef, type RuleDef, type Ruleset, type SetDef, type Stmt } from './ruleset.js';
+import { protoPortSet, rulePortSets, type ChainDef, type RuleDef, type Ruleset, type SetDef, type Stmt } from './ruleset.js';
 
 /**
  * The host-side table of one `sluice run`: the run's processes live in a
@@ -114,11 +114,11 @@ function protocols(rule: Rule, family: Family, sets: SetDef[]): Stmt[][] {
   const out: Stmt[][] = [];
   if (rule.ports.length === 0 && !rule.icmp && !rule.icmpv6) return [[]];
   if (rule.ports.length > 0) {
-    const name = objectNames.set(rule.name, 'p');
-    if (!sets.some((s) => s.name === name)) {
-      sets.push(protoPortSet({ name, elements: rule.ports.map((p) => ({ t: 'protoport', proto: p.proto === 'tcp' ? TCP : UDP, from: p.from, to: p.to })), comment: `rule ${rule.name}` }));
+    // Called once per family: the sets are added the first time.
+    for (const set of rulePortSets(rule.ports.map((p) => ({ t: 'protoport', proto: p.proto === 'tcp' ? TCP : UDP, from: p.from, to: p.to })), (dim) => objectNames.set(rule.name, dim), `rule ${rule.name}`)) {
+      if (!sets.some((s) => s.name === set.name)) sets.push(set);
+      out.push([{ k: 'lookup', sel: 'meta l4proto . th dport', set: set.name }]);
     }
-    out.push([{ k: 'lookup', sel: 'meta l4proto . th dport', set: name }]);
   }
   if (rule.icmp && family === 4) out.push([{ k: 'cmp', sel: 'meta l4proto', op: 'eq', value: ICMP }]);
   if (rule.icmpv6 && family === 6) out.push([{ k: 'cmp', sel: 'meta l4proto', op: 'eq', value: ICMPV6 }]);

@@ -70,20 +70,22 @@ rules:
     });
   });
 
-  it('ports, port ranges and protocols', async () => {
+  it('ports, port ranges and protocols (a rule with both: its single ports in a hash set, its ranges in an interval set)', async () => {
     const policy = w.policy(`
 mode: enforce
 rules:
   - name: web
     to: [${HOSTS.api4}]
-    ports: [8000-8100/tcp, 60000-61000/udp]
+    ports: [443/tcp, 8000-8100/tcp, 60000-61000/udp]
   - name: ntp
     to: [${HOSTS.other4}]
     ports: [123/udp]
 `);
     assert.equal((await w.sluice(['apply', policy])).code, 0);
-    const r = await w.reach([t(HOSTS.api4, 8080), t(HOSTS.api4, 8443), u(HOSTS.api4, 60500), u(HOSTS.api4, 5000), u(HOSTS.other4, 123), t(HOSTS.other4, 22)]);
+    const r = await w.reach([t(HOSTS.api4, 443), t(HOSTS.api4, 80), t(HOSTS.api4, 8080), t(HOSTS.api4, 8443), u(HOSTS.api4, 60500), u(HOSTS.api4, 5000), u(HOSTS.other4, 123), t(HOSTS.other4, 22)]);
     assert.deepEqual(r, {
+      [t(HOSTS.api4, 443)]: true,
+      [t(HOSTS.api4, 80)]: false,
       [t(HOSTS.api4, 8080)]: true,
       [t(HOSTS.api4, 8443)]: false,
       [u(HOSTS.api4, 60500)]: true,

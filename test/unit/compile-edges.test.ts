@@ -128,7 +128,7 @@ describe('unit: compile-ruleset edges', () => {
     );
   });
 
-  it('a port set is a hash set when every element is one port, an interval set (pipapo, 0.4-1 us more a connection) only when one is a range: rule ports, reply ports, DNS ports, a run\'s', () => {
+  it('a port set is a hash set when every element is one port, an interval set (pipapo, 0.4-1 us more a connection) only when one is a range, and a rule\'s single ports and ranges go in one of each: rule ports, reply ports, DNS ports, a run\'s', () => {
     const kinds = (rs: Ruleset) => Object.fromEntries(rs.sets.filter((x) => x.key === 'inet_proto . inet_service').map((x) => [x.name, x.interval]));
     const { ruleset } = compileFrom(
       'mode: enforce\nflows:\n  replies: [8080/tcp, 53/udp]\ndns:\n  upstreams: [198.18.0.53]\nrules:\n  - name: single\n    to: [198.18.0.1]\n    ports: [443/tcp, 53/udp]\n  - name: ranged\n    to: [198.18.0.2]\n    ports: [443/tcp, 8000-8001/tcp]\n  - name: named\n    to: [api.example.com]\n    ports: [443/tcp]\n',
@@ -137,7 +137,14 @@ describe('unit: compile-ruleset edges', () => {
     const of = (suffix: string) => Object.entries(got).filter(([n]) => n.endsWith(suffix)).map(([, v]) => v);
     assert.deepEqual(of('single_p'), [false]);
     assert.deepEqual(of('named_p'), [false]);
-    assert.deepEqual(of('ranged_p'), [true], 'a range needs the interval set');
+    // A rule with ports and ranges: its single ports in a hash set, its ranges in an interval set of their own, each looked up by a rule of its own.
+    assert.deepEqual(of('ranged_p'), [false]);
+    assert.deepEqual(of('ranged_pr'), [true], 'a range needs the interval set');
+    assert.deepEqual(ruleset.sets.find((x) => x.name.endsWith('ranged_p'))?.elements, [{ t: 'protoport', proto: 6, from: 443, to: 443 }]);
+    assert.deepEqual(ruleset.sets.find((x) => x.name.endsWith('ranged_pr'))?.elements, [{ t: 'protoport', proto: 6, from: 8000, to: 8001 }]);
+    const lookups = (suffix: string) => ruleset.chains.flatMap((c) => c.rules).filter((r) => r.stmts.some((x) => x.k === 'lookup' && x.set.endsWith(suffix))).length;
+    assert.equal(lookups('ranged_p'), lookups('ranged_pr'), 'one rule per set, alike otherwise');
+    assert.ok(lookups('ranged_p') > 0);
     assert.deepEqual(of('reply_ports'), [false]);
     assert.deepEqual(of('dns_ports'), [false], 'the DNS ports, looked up on every packet of an established flow with the guard on, are a hash set');
     assert.equal(compileFrom('mode: enforce\nflows:\n  replies: [6000-6010/tcp]\nrules:\n  - name: a\n    to: [198.18.0.1]\n').ruleset.sets.find((x) => x.name.endsWith('reply_ports'))?.interval, true);
