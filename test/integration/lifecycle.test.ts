@@ -160,7 +160,8 @@ describe('integration: apply lifecycle', () => {
     const text = await w.nft(['list', 'table', 'inet', 'sluice']);
     assert.match(text, /set r_web_u \{\s+type uid[\s\S]*?elements = \{ 0, 65534 \}/, 'uids in host byte order, as nft reads them');
     assert.match(text, /elements = \{ "eth0",\s+"wg\*" \}/, 'interface wildcard');
-    assert.match(text, /tcp \. 443,\s+udp \. 60000-61000/, 'proto . port intervals');
+    assert.match(text, /set r_web_p \{\s+type inet_proto \. inet_service\s+size 1\s+comment "rule web"\s+elements = \{ tcp \. 443 \}/, 'single ports: a hash set');
+    assert.match(text, /set r_web_pr \{\s+type inet_proto \. inet_service\s+flags interval\s+comment "rule web"\s+elements = \{ udp \. 60000-61000 \}/, 'port ranges: an interval set');
     assert.match(text, /198\.18\.4\.0\/24/);
     assert.match(text, /policy drop;/);
     assert.match(text, /log prefix "sluice:B:#default " group 7331/);

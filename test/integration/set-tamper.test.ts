@@ -93,6 +93,6 @@ describe('integration: set tampering that nft prints as Sluice\'s', () => {
     assert.equal(await reach(`tcp:${HOSTS.other4}:8443`), false);
     await tamper('fields');
     assert.equal(await reach(`tcp:${HOSTS.other4}:8443`), true, '8400-8401 compared by the high byte only lets 8443 (0x20fb) through');
-    assert.deepEqual(await anomalies(), ['set r_lan_p has a field layout Sluice does not write ([1, 1])']);
+    assert.deepEqual(await anomalies(), ['set r_lan_pr has a field layout Sluice does not write ([1, 1])']);
   });
 });
