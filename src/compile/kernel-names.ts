@@ -233,12 +233,12 @@ export function parseLimitName(name: string): LimitRef | null {
 /**
  * What a policy rule's set holds: destination hosts (`a`) or prefixes (`n`)
  * per family, DNS-learned addresses (`d`) per family, `proto . port` single
- * ports (`p`) and ranges (`pr`), interfaces (`if`), users (`u`), and cgroups
- * at one depth (`cg<level>`).
+ * ports (`p`), TCP and UDP port ranges (`pt`, `pu`), interfaces (`if`), users
+ * (`u`), and cgroups at one depth (`cg<level>`).
  */
-export type RuleSetDim = `${'a' | 'n' | 'd'}${Family}` | 'p' | 'pr' | 'if' | 'u' | `cg${number}`;
+export type RuleSetDim = `${'a' | 'n' | 'd'}${Family}` | 'p' | 'pt' | 'pu' | 'if' | 'u' | `cg${number}`;
 
-const DIM = /^(?:[and][46]|pr?|if|u|cg(?:0|[1-9][0-9]{0,2}))$/;
+const DIM = /^(?:[and][46]|p[tu]?|if|u|cg(?:0|[1-9][0-9]{0,2}))$/;
 
 /** Sets Sluice adds itself, by name. */
 export const BUILTIN_SETS = [

@@ -45,6 +45,9 @@ export function renderElement(set: Pick<SetDef, 'key'>, e: SetElem): string {
     case 'ifname':
       text = quote(e.wildcard ? `${e.name}*` : e.name);
       break;
+    case 'port':
+      text = e.from === e.to ? String(e.from) : `${e.from}-${e.to}`;
+      break;
     case 'num':
       text = set.key === 'icmpv6_type' ? (ICMPV6_NAMES[Number(e.value)] ?? String(e.value)) : String(e.value);
       break;
@@ -140,6 +143,7 @@ const KEY_TEXT: Record<SetDef['key'], string> = {
   ipv4_addr: 'type ipv4_addr',
   ipv6_addr: 'type ipv6_addr',
   'inet_proto . inet_service': 'type inet_proto . inet_service',
+  inet_service: 'type inet_service',
   ifname: 'type ifname',
   uid: 'type uid',
   cgroupv2: 'type cgroupsv2',

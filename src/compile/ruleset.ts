@@ -15,6 +15,8 @@ export type KeyType =
   | 'ipv4_addr'
   | 'ipv6_addr'
   | 'inet_proto . inet_service'
+  /** A transport port alone: a rule's port ranges of one protocol (behind `meta l4proto`). */
+  | 'inet_service'
   | 'ifname'
   | 'uid'
   | 'cgroupv2'
@@ -25,6 +27,8 @@ export type KeyType =
 export type SetElem =
   | { t: 'addr'; family: 4 | 6; start: bigint; end: bigint; timeoutMs?: number; expiresMs?: number }
   | { t: 'protoport'; proto: number; from: number; to: number }
+  /** Ports from..to of an inet_service set (its protocol is the rule's `meta l4proto`). */
+  | { t: 'port'; from: number; to: number }
   | { t: 'ifname'; name: string; wildcard: boolean }
   | { t: 'num'; value: bigint; timeoutMs?: number; expiresMs?: number };
 
@@ -53,18 +57,28 @@ export interface SetDef {
 type ProtoPort = Extract<SetElem, { t: 'protoport' }>;
 
 /**
- * A rule's ports as the sets its lookups go through: the single ports in a
- * hash set (`p`), the ranges in an interval set of their own (`pr`), so a
- * connection to a listed port never pays the interval lookup, whatever
- * ranges the rule also lists. Each is one alternative of the rule (one nft
- * rule each); either may be absent.
+ * A rule's ports as the sets its lookups go through, each one alternative of
+ * the rule (one nft rule each): the single ports in a hash set of
+ * `proto . port` (`p`), and the ranges of each protocol in a single-field
+ * interval set of ports (`pt` for TCP, `pu` for UDP; an rbtree in the
+ * kernel), looked up behind `meta l4proto`. Not a concatenated interval set:
+ * that is a pipapo set, whose lookup cost 1.1 us more a new connection than
+ * either of these (bench/results/README.md, "The datapath's own costs").
+ * `proto` is set for the ranges' sets.
  */
-export function rulePortSets(ports: readonly ProtoPort[], name: (dim: 'p' | 'pr') => string, comment?: string): SetDef[] {
+export function rulePortSets(ports: readonly ProtoPort[], name: (dim: 'p' | 'pt' | 'pu') => string, comment?: string): { set: SetDef; proto?: number }[] {
   const singles = ports.filter((e) => e.from === e.to);
-  const ranges = ports.filter((e) => e.from !== e.to);
-  const out: SetDef[] = [];
-  if (singles.length > 0) out.push(protoPortSet({ name: name('p'), elements: singles, ...(comment !== undefined ? { comment } : {}) }));
-  if (ranges.length > 0) out.push(protoPortSet({ name: name('pr'), elements: ranges, ...(comment !== undefined ? { comment } : {}) }));
+  const out: { set: SetDef; proto?: number }[] = [];
+  const withComment = comment !== undefined ? { comment } : {};
+  if (singles.length > 0) out.push({ set: protoPortSet({ name: name('p'), elements: singles, ...withComment }) });
+  for (const [proto, dim] of [[6, 'pt'], [17, 'pu']] as const) {
+    const ranges = ports.filter((e) => e.from !== e.to && e.proto === proto);
+    if (ranges.length === 0) continue;
+    out.push({
+      proto,
+      set: { name: name(dim), key: 'inet_service', interval: true, timeout: false, dynamic: false, elements: ranges.map((e) => ({ t: 'port', from: e.from, to: e.to })), ...withComment },
+    });
+  }
   return out;
 }
 

@@ -97,6 +97,8 @@ function sameElement(x: SetElem, y: SetElem): boolean {
       return y.t === 'protoport' && x.proto === y.proto && x.from === y.from && x.to === y.to;
     case 'ifname':
       return y.t === 'ifname' && x.name === y.name && x.wildcard === y.wildcard;
+    case 'port':
+      return y.t === 'port' && x.from === y.from && x.to === y.to;
   }
 }
 

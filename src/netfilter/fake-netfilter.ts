@@ -115,6 +115,7 @@ function checkElem(set: SetDef, e: SetElem): void {
   const ok =
     (e.t === 'addr' && ((set.key === 'ipv4_addr' && e.family === 4) || (set.key === 'ipv6_addr' && e.family === 6)) && (set.interval || e.start === e.end)) ||
     (e.t === 'protoport' && set.key === 'inet_proto . inet_service' && (set.interval || e.from === e.to)) ||
+    (e.t === 'port' && set.key === 'inet_service' && e.from <= e.to && (set.interval || e.from === e.to)) ||
     (e.t === 'ifname' && set.key === 'ifname') ||
     (e.t === 'num' && ['uid', 'cgroupv2', 'icmpv6_type', 'mark'].includes(set.key));
   if (!ok) throw new NetlinkError(22, `Kernel refused adding elements of set ${set.name}: EINVAL (invalid argument)`);

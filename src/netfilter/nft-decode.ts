@@ -257,6 +257,7 @@ export function elementsToIR(set: SetDef, dumped: RawDumpElem[], anomalies: stri
       const n = ifnameOf(key);
       return n === null ? null : { t: 'ifname', name: n, wildcard: false };
     }
+    if (set.key === 'inet_service') return { t: 'port', from: key.readUInt16BE(0), to: key.readUInt16BE(0) };
     return { t: 'num', value: bytesInt(key, false), ...timing(r) };
   };
   if (!set.interval) {
@@ -280,6 +281,8 @@ export function elementsToIR(set: SetDef, dumped: RawDumpElem[], anomalies: stri
     if (next && next.end) i++;
     if (set.key === 'ipv4_addr' || set.key === 'ipv6_addr') {
       out.push({ t: 'addr', family: set.key === 'ipv4_addr' ? 4 : 6, start: bytesAddr(s.key), end: bytesAddr(lastIncl) });
+    } else if (set.key === 'inet_service') {
+      out.push({ t: 'port', from: s.key.readUInt16BE(0), to: lastIncl.readUInt16BE(0) });
     } else if (set.key === 'ifname') {
       const name = ifnameOf(s.key);
       if (name !== null && lastIncl.equals(s.key)) {

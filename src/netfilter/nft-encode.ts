@@ -45,6 +45,7 @@ const msgType = (m: number) => (NFNL_SUBSYS_NFTABLES << 8) | m;
 export const KEY_INFO: Record<KeyType, { len: number; dtype: number; fields?: number[] }> = {
   ipv4_addr: { len: 4, dtype: DTYPE.ipv4_addr },
   ipv6_addr: { len: 16, dtype: DTYPE.ipv6_addr },
+  inet_service: { len: 2, dtype: DTYPE.inet_service },
   'inet_proto . inet_service': {
     // Each field of a concatenation occupies whole 32-bit registers.
     len: 8,
@@ -138,6 +139,11 @@ export function rawElements(set: Pick<SetDef, 'key' | 'interval'>, elems: SetEle
         start = ifnameBytes(e.name);
         endExclusive = incrementBytes(start);
       }
+    } else if (e.t === 'port') {
+      if (set.key !== 'inet_service' || e.from > e.to) throw new TypeError(`element ${e.t} does not fit a ${set.key} set`);
+      start = intBytes(e.from, 2, true);
+      endExclusive = set.interval ? incrementBytes(intBytes(e.to, 2, true)) : null;
+      if (!set.interval && e.from !== e.to) throw new TypeError('a hash set of ports holds single ports only');
     } else if (e.t === 'num') {
       start = intBytes(e.value, info.len, false);
       endExclusive = null;

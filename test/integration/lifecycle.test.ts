@@ -161,7 +161,8 @@ describe('integration: apply lifecycle', () => {
     assert.match(text, /set r_web_u \{\s+type uid[\s\S]*?elements = \{ 0, 65534 \}/, 'uids in host byte order, as nft reads them');
     assert.match(text, /elements = \{ "eth0",\s+"wg\*" \}/, 'interface wildcard');
     assert.match(text, /set r_web_p \{\s+type inet_proto \. inet_service\s+size 1\s+comment "rule web"\s+elements = \{ tcp \. 443 \}/, 'single ports: a hash set');
-    assert.match(text, /set r_web_pr \{\s+type inet_proto \. inet_service\s+flags interval\s+comment "rule web"\s+elements = \{ udp \. 60000-61000 \}/, 'port ranges: an interval set');
+    assert.match(text, /set r_web_pu \{\s+type inet_service\s+flags interval\s+comment "rule web"\s+elements = \{ 60000-61000 \}/, 'UDP port ranges: an interval set of ports');
+    assert.match(text, /udp dport @r_web_pu/, 'looked up behind the protocol (nft prints meta l4proto udp th dport as udp dport)');
     assert.match(text, /198\.18\.4\.0\/24/);
     assert.match(text, /policy drop;/);
     assert.match(text, /log prefix "sluice:B:#default " group 7331/);

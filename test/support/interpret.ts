@@ -58,6 +58,10 @@ function inSet(set: SetDef, p: Packet, sel: Extract<Stmt, { k: 'lookup' }>): boo
       case 'meta l4proto . th sport':
         if (e.t === 'protoport' && p.sport !== undefined && e.proto === p.l4proto && e.from <= p.sport && p.sport <= e.to) return true;
         break;
+      case 'th dport':
+        // The port alone (a rule's port ranges of one protocol: the rule compares meta l4proto before it).
+        if (e.t === 'port' && p.dport !== undefined && e.from <= p.dport && p.dport <= e.to) return true;
+        break;
       case 'meta oifname':
         if (e.t === 'ifname' && (e.wildcard ? p.oifname.startsWith(e.name) : p.oifname === e.name)) return true;
         break;

@@ -24,6 +24,7 @@ const KEY_OF: Partial<Record<Selector, KeyType>> = {
   'ip6 saddr': 'ipv6_addr',
   'meta skuid': 'uid',
   'meta l4proto . th dport': 'inet_proto . inet_service',
+  'th dport': 'inet_service',
   'meta l4proto . th sport': 'inet_proto . inet_service',
   'meta oifname': 'ifname',
   'meta iifname': 'ifname',
@@ -128,7 +129,7 @@ describe('unit: compile-ruleset edges', () => {
     );
   });
 
-  it('a port set is a hash set when every element is one port, an interval set (pipapo, 0.4-1 us more a connection) only when one is a range, and a rule\'s single ports and ranges go in one of each: rule ports, reply ports, DNS ports, a run\'s', () => {
+  it('a port set is a hash set when every element is one port, an interval set (pipapo, 0.4-1 us more a connection) only when one is a range, and a rule\'s single ports go in a hash set, its ranges in a set of ports per protocol: rule ports, reply ports, DNS ports, a run\'s', () => {
     const kinds = (rs: Ruleset) => Object.fromEntries(rs.sets.filter((x) => x.key === 'inet_proto . inet_service').map((x) => [x.name, x.interval]));
     const { ruleset } = compileFrom(
       'mode: enforce\nflows:\n  replies: [8080/tcp, 53/udp]\ndns:\n  upstreams: [198.18.0.53]\nrules:\n  - name: single\n    to: [198.18.0.1]\n    ports: [443/tcp, 53/udp]\n  - name: ranged\n    to: [198.18.0.2]\n    ports: [443/tcp, 8000-8001/tcp]\n  - name: named\n    to: [api.example.com]\n    ports: [443/tcp]\n',
@@ -137,22 +138,34 @@ describe('unit: compile-ruleset edges', () => {
     const of = (suffix: string) => Object.entries(got).filter(([n]) => n.endsWith(suffix)).map(([, v]) => v);
     assert.deepEqual(of('single_p'), [false]);
     assert.deepEqual(of('named_p'), [false]);
-    // A rule with ports and ranges: its single ports in a hash set, its ranges in an interval set of their own, each looked up by a rule of its own.
+    // A rule with ports and ranges: its single ports in a hash set of proto . port, its TCP ranges in an interval
+    // set of ports (an rbtree, not pipapo) looked up behind meta l4proto tcp, each by a rule of its own.
     assert.deepEqual(of('ranged_p'), [false]);
-    assert.deepEqual(of('ranged_pr'), [true], 'a range needs the interval set');
+    assert.deepEqual(of('ranged_pt'), [], 'not a proto . port set');
+    const pt = ruleset.sets.find((x) => x.name.endsWith('ranged_pt'));
+    assert.deepEqual(pt && { key: pt.key, interval: pt.interval, elements: pt.elements }, { key: 'inet_service', interval: true, elements: [{ t: 'port', from: 8000, to: 8001 }] });
+    assert.equal(ruleset.sets.some((x) => x.name.endsWith('ranged_pu')), false, 'no UDP ranges, no UDP set');
     assert.deepEqual(ruleset.sets.find((x) => x.name.endsWith('ranged_p'))?.elements, [{ t: 'protoport', proto: 6, from: 443, to: 443 }]);
-    assert.deepEqual(ruleset.sets.find((x) => x.name.endsWith('ranged_pr'))?.elements, [{ t: 'protoport', proto: 6, from: 8000, to: 8001 }]);
-    const lookups = (suffix: string) => ruleset.chains.flatMap((c) => c.rules).filter((r) => r.stmts.some((x) => x.k === 'lookup' && x.set.endsWith(suffix))).length;
-    assert.equal(lookups('ranged_p'), lookups('ranged_pr'), 'one rule per set, alike otherwise');
-    assert.ok(lookups('ranged_p') > 0);
+    const rulesWith = (suffix: string) => ruleset.chains.flatMap((c) => c.rules).filter((r) => r.stmts.some((x) => x.k === 'lookup' && x.set.endsWith(suffix)));
+    assert.equal(rulesWith('ranged_p').length, rulesWith('ranged_pt').length, 'one rule per set, alike otherwise');
+    assert.ok(rulesWith('ranged_p').length > 0);
+    for (const r of rulesWith('ranged_pt')) {
+      const at = r.stmts.findIndex((x) => x.k === 'lookup' && x.set.endsWith('ranged_pt'));
+      assert.deepEqual(r.stmts.slice(at - 1, at + 1), [{ k: 'cmp', sel: 'meta l4proto', op: 'eq', value: 6 }, { k: 'lookup', sel: 'th dport', set: pt?.name }]);
+    }
     assert.deepEqual(of('reply_ports'), [false]);
     assert.deepEqual(of('dns_ports'), [false], 'the DNS ports, looked up on every packet of an established flow with the guard on, are a hash set');
     assert.equal(compileFrom('mode: enforce\nflows:\n  replies: [6000-6010/tcp]\nrules:\n  - name: a\n    to: [198.18.0.1]\n').ruleset.sets.find((x) => x.name.endsWith('reply_ports'))?.interval, true);
     // A run's table: its rule ports and its guard's port.
     const run = compileRunRuleset(policyFrom('mode: enforce\nrules:\n  - name: api\n    to: [198.18.1.0/24]\n    ports: [443/tcp]\n  - name: r\n    to: [198.18.2.0/24]\n    ports: [1000-2000/udp]\n'), RUN_NET).ruleset;
-    assert.ok(run.sets.filter((x) => x.key === 'inet_proto . inet_service').length >= 3);
+    // The guard's port and api's 443 as proto . port sets; r's UDP range as a set of ports.
+    assert.equal(run.sets.filter((x) => x.key === 'inet_proto . inet_service').length, 2);
+    assert.equal(run.sets.filter((x) => x.key === 'inet_service').length, 1);
     for (const x of run.sets.filter((y) => y.key === 'inet_proto . inet_service')) {
       assert.equal(x.interval, x.elements.some((e) => e.t === 'protoport' && e.from !== e.to), x.name);
+    }
+    for (const x of run.sets.filter((y) => y.key === 'inet_service')) {
+      assert.ok(x.interval && x.elements.every((e) => e.t === 'port' && e.from < e.to), x.name);
     }
     assert.deepEqual(protoPortSet({ name: 'p', elements: [{ t: 'protoport', proto: 6, from: 1, to: 1 }] }), { name: 'p', key: 'inet_proto . inet_service', interval: false, timeout: false, dynamic: false, elements: [{ t: 'protoport', proto: 6, from: 1, to: 1 }] });
   });

@@ -92,7 +92,7 @@ describe('unit: kernel names, build and parse', () => {
       fc.constantFrom<CounterRef>({ kind: 'default' }, { kind: 'essentials' }, { kind: 'dns-upstream' }, { kind: 'encrypted-dns' }),
       fc.tuple(fc.constantFrom('block' as const, 'allow' as const), fc.constantFrom('shared' as const, 'user' as const)).map(([log, budget]): CounterRef => ({ kind: 'suppressed', log, budget })),
     );
-    const dim = fc.oneof(fc.constantFrom('a4', 'a6', 'n4', 'n6', 'd4', 'd6', 'p', 'pr', 'if', 'u'), fc.integer({ min: 0, max: 999 }).map((l) => `cg${l}`));
+    const dim = fc.oneof(fc.constantFrom('a4', 'a6', 'n4', 'n6', 'd4', 'd6', 'p', 'pt', 'pu', 'if', 'u'), fc.integer({ min: 0, max: 999 }).map((l) => `cg${l}`));
     const setRef: fc.Arbitrary<SetRef> = fc.oneof(
       fc.tuple(ruleName, dim).map(([rule, d]) => ({ kind: 'rule', rule, dim: d }) as SetRef),
       fc.constantFrom(...BUILTIN_SETS).map((name): SetRef => ({ kind: 'builtin', name })),

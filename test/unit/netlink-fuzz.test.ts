@@ -37,6 +37,7 @@ const FIXTURE: Ruleset = {
     { name: 'dns4', key: 'ipv4_addr', interval: false, timeout: true, dynamic: true, elements: [{ t: 'addr', family: 4, start: 0x5db8d822n, end: 0x5db8d822n, timeoutMs: 60_000 }] },
     { name: 'pp', key: 'inet_proto . inet_service', interval: true, timeout: false, dynamic: false, elements: [{ t: 'protoport', proto: 6, from: 443, to: 443 }, { t: 'protoport', proto: 17, from: 60000, to: 61000 }] },
     { name: 'pp1', key: 'inet_proto . inet_service', interval: false, timeout: false, dynamic: false, elements: [{ t: 'protoport', proto: 6, from: 443, to: 443 }, { t: 'protoport', proto: 17, from: 53, to: 53 }] },
+    { name: 'ptcp', key: 'inet_service', interval: true, timeout: false, dynamic: false, elements: [{ t: 'port', from: 8000, to: 8100 }, { t: 'port', from: 60000, to: 65535 }] },
     { name: 'ifs', key: 'ifname', interval: true, timeout: false, dynamic: false, elements: [{ t: 'ifname', name: 'eth0', wildcard: false }, { t: 'ifname', name: 'wg', wildcard: true }] },
     { name: 'uids', key: 'uid', interval: false, timeout: false, dynamic: false, elements: [{ t: 'num', value: 33n }, { t: 'num', value: 1000n }] },
     { name: 'cg2', key: 'cgroupv2', interval: false, timeout: false, dynamic: false, level: 2, elements: [{ t: 'num', value: 0x1234_5678_9abcn }] },
@@ -183,6 +184,10 @@ function checkElement(set: SetDef, e: SetElem): void {
     case 'protoport':
       assert.equal(set.key, 'inet_proto . inet_service', at);
       assert.ok(e.from >= 0 && e.from <= 0xffff && e.to >= 0 && e.to <= 0xffff, at);
+      break;
+    case 'port':
+      assert.equal(set.key, 'inet_service', at);
+      assert.ok(e.from >= 0 && e.from <= e.to && e.to <= 0xffff, at);
       break;
     case 'ifname':
       assert.equal(set.key, 'ifname', at);
