@@ -874,8 +874,8 @@ function dnsRedirectChain(policy: Policy, only: Stmt[][] | null = null): ChainDe
 }
 
 type Source = { family: Family; lookup?: string } | null;
-/** `ports` with `proto`: a set of that protocol's port ranges (looked up by th dport behind meta l4proto). */
-type ProtoKind = { kind: 'ports'; set: string; proto?: number } | { kind: 'icmp' } | { kind: 'icmpv6' } | { kind: 'any' };
+/** `ports`: the statements that match the destination port against one of the rule's port sets. */
+type ProtoKind = { kind: 'ports'; match: Stmt[] } | { kind: 'icmp' } | { kind: 'icmpv6' } | { kind: 'any' };
 
 function fullRange(r: AddrRange): boolean {
   return r.start === 0n && r.end === maxOf(r.family);
@@ -949,8 +949,9 @@ function compileRule(rule: Rule, env: CompileEnv, sets: SetDef[], warnings: stri
 
   const protos: ProtoKind[] = [];
   if (rule.ports.length > 0) {
-    for (const { set, proto } of rulePortSets(rule.ports.map((p) => ({ t: 'protoport', proto: p.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP, from: p.from, to: p.to })), name)) {
-      protos.push({ kind: 'ports', set: addSet(set), ...(proto !== undefined ? { proto } : {}) });
+    for (const { set, match } of rulePortSets(rule.ports, name)) {
+      addSet(set);
+      protos.push({ kind: 'ports', match });
     }
   }
   if (rule.icmp) protos.push({ kind: 'icmp' });
@@ -1027,8 +1028,7 @@ function compileRule(rule: Rule, env: CompileEnv, sets: SetDef[], warnings: stri
           stmts.push({ k: 'cmp', sel: 'meta nfproto', op: 'eq', value: src.family === 4 ? NFPROTO_IPV4 : NFPROTO_IPV6 });
           if (src.lookup) stmts.push({ k: 'lookup', sel: src.family === 4 ? 'ip daddr' : 'ip6 daddr', set: src.lookup });
         }
-        if (proto.kind === 'ports' && proto.proto !== undefined) stmts.push({ k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto.proto }, { k: 'lookup', sel: 'th dport', set: proto.set });
-        else if (proto.kind === 'ports') stmts.push({ k: 'lookup', sel: 'meta l4proto . th dport', set: proto.set });
+        if (proto.kind === 'ports') stmts.push(...proto.match);
         else if (proto.kind === 'icmp') stmts.push({ k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_ICMP });
         else if (proto.kind === 'icmpv6') stmts.push({ k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO_ICMPV6 });
         stmts.push(...common, ...cg);

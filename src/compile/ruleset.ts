@@ -56,6 +56,8 @@ export interface SetDef {
 
 type ProtoPort = Extract<SetElem, { t: 'protoport' }>;
 
+const IPPROTO = { tcp: 6, udp: 17 } as const;
+
 /**
  * A rule's ports as the sets its lookups go through, each one alternative of
  * the rule (one nft rule each): the single ports in a hash set of
@@ -64,20 +66,21 @@ type ProtoPort = Extract<SetElem, { t: 'protoport' }>;
  * kernel), looked up behind `meta l4proto`. Not a concatenated interval set:
  * that is a pipapo set, whose lookup cost 1.1 us more a new connection than
  * either of these (bench/results/README.md, "The datapath's own costs").
- * `proto` is set for the ranges' sets.
+ * With each set, the statements that match a packet's port against it.
  */
-export function rulePortSets(ports: readonly ProtoPort[], name: (dim: 'p' | 'pt' | 'pu') => string, comment?: string): { set: SetDef; proto?: number }[] {
-  const singles = ports.filter((e) => e.from === e.to);
-  const out: { set: SetDef; proto?: number }[] = [];
+export function rulePortSets(ports: readonly { proto: 'tcp' | 'udp'; from: number; to: number }[], name: (dim: 'p' | 'pt' | 'pu') => string, comment?: string): { set: SetDef; match: Stmt[] }[] {
+  const out: { set: SetDef; match: Stmt[] }[] = [];
   const withComment = comment !== undefined ? { comment } : {};
-  if (singles.length > 0) out.push({ set: protoPortSet({ name: name('p'), elements: singles, ...withComment }) });
-  for (const [proto, dim] of [[6, 'pt'], [17, 'pu']] as const) {
-    const ranges = ports.filter((e) => e.from !== e.to && e.proto === proto);
+  const singles = ports.filter((p) => p.from === p.to).map((p): ProtoPort => ({ t: 'protoport', proto: IPPROTO[p.proto], from: p.from, to: p.to }));
+  if (singles.length > 0) {
+    const set = protoPortSet({ name: name('p'), elements: singles, ...withComment });
+    out.push({ set, match: [{ k: 'lookup', sel: 'meta l4proto . th dport', set: set.name }] });
+  }
+  for (const [proto, dim] of [['tcp', 'pt'], ['udp', 'pu']] as const) {
+    const ranges = ports.filter((p) => p.from !== p.to && p.proto === proto);
     if (ranges.length === 0) continue;
-    out.push({
-      proto,
-      set: { name: name(dim), key: 'inet_service', interval: true, timeout: false, dynamic: false, elements: ranges.map((e) => ({ t: 'port', from: e.from, to: e.to })), ...withComment },
-    });
+    const set: SetDef = { name: name(dim), key: 'inet_service', interval: true, timeout: false, dynamic: false, elements: ranges.map((p) => ({ t: 'port', from: p.from, to: p.to })), ...withComment };
+    out.push({ set, match: [{ k: 'cmp', sel: 'meta l4proto', op: 'eq', value: IPPROTO[proto] }, { k: 'lookup', sel: 'th dport', set: set.name }] });
   }
   return out;
 }

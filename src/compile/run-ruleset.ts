@@ -115,9 +115,9 @@ function protocols(rule: Rule, family: Family, sets: SetDef[]): Stmt[][] {
   if (rule.ports.length === 0 && !rule.icmp && !rule.icmpv6) return [[]];
   if (rule.ports.length > 0) {
     // Called once per family: the sets are added the first time.
-    for (const { set, proto } of rulePortSets(rule.ports.map((p) => ({ t: 'protoport', proto: p.proto === 'tcp' ? TCP : UDP, from: p.from, to: p.to })), (dim) => objectNames.set(rule.name, dim), `rule ${rule.name}`)) {
+    for (const { set, match } of rulePortSets(rule.ports, (dim) => objectNames.set(rule.name, dim), `rule ${rule.name}`)) {
       if (!sets.some((s) => s.name === set.name)) sets.push(set);
-      out.push(proto !== undefined ? [{ k: 'cmp', sel: 'meta l4proto', op: 'eq', value: proto }, { k: 'lookup', sel: 'th dport', set: set.name }] : [{ k: 'lookup', sel: 'meta l4proto . th dport', set: set.name }]);
+      out.push(match);
     }
   }
   if (rule.icmp && family === 4) out.push([{ k: 'cmp', sel: 'meta l4proto', op: 'eq', value: ICMP }]);
