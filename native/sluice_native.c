@@ -2,7 +2,9 @@
  * sluice_native: the smallest possible bridge between Node.js and the kernel
  * interfaces Node cannot reach on its own (netlink sockets, SO_MARK).
  *
- * Policy: this file only performs system calls. Every protocol (nfnetlink,
+ * Policy: this file only performs system calls (native/dns_fast.c, the DNS
+ * guard's cache hits on a thread of their own, is the one exception, and
+ * says why). Every protocol (nfnetlink,
  * nf_tables, NFLOG, sock_diag) is encoded and decoded in TypeScript, where it
  * is typed, unit-tested and fuzzed. Nothing here interprets message contents.
  *
@@ -1225,6 +1227,8 @@ static napi_value netns_cookie(napi_env env, napi_callback_info info) {
   return out;
 }
 
+void sluice_dns_fast_register(napi_env env, napi_value exports);
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"nlOpen", 0, nl_open, 0, 0, 0, napi_enumerable, 0},
@@ -1254,6 +1258,7 @@ static napi_value init(napi_env env, napi_value exports) {
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
     return NULL;
+  sluice_dns_fast_register(env, exports);
   return exports;
 }
 

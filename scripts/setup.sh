@@ -49,7 +49,7 @@ fi
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json || ! -f build/Release/sluice_native.node || ! -f build/Release/sluice_bpf.node ]]; then
   echo "setup: installing npm dependencies and building the native addon"
   npm ci --no-audit --no-fund --loglevel=error
-elif [[ native/sluice_native.c -nt build/Release/sluice_native.node || native/sluice_bpf.c -nt build/Release/sluice_bpf.node || binding.gyp -nt build/Release/sluice_native.node ]]; then
+elif [[ native/sluice_native.c -nt build/Release/sluice_native.node || native/dns_fast.c -nt build/Release/sluice_native.node || native/sluice_bpf.c -nt build/Release/sluice_bpf.node || binding.gyp -nt build/Release/sluice_native.node ]]; then
   echo "setup: rebuilding the native addon"
   npm run --silent install
 fi

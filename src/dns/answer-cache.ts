@@ -32,6 +32,18 @@ export interface CachedAnswer {
   /** Times it was handed out; a refresh ahead of expiry (prefetch) is under way. */
   uses: number;
   prefetching: boolean;
+  /** In the fast path's table (fast-answers.ts): its key there, its id, and until when it is handed out from there. */
+  fastKey?: Buffer | undefined;
+  fastId?: number | undefined;
+  fastUntil?: number | undefined;
+  /** The question the fast path's entry was made from (its spelling: the records' pointers lead into it). */
+  fastQuestion?: { name: string; type: number; class: number } | undefined;
+  /** The rules a fast-path hit is recorded against (those of the decision it was put there under). */
+  fastRules?: readonly string[];
+  /** When hits answered by the fast path last refreshed the entry's addresses in the learned state and the kernel. */
+  refreshedAt?: number;
+  /** The answer's addresses as text, for the events of its hits (made once). */
+  addressTexts?: string[];
   /** Where the answer sits in the LRU list. */
   prev: CachedAnswer | null;
   next: CachedAnswer | null;
@@ -142,6 +154,8 @@ export class AnswerCache {
   private tail: CachedAnswer | null = null;
 
   private cap: number;
+  /** Told of every entry that leaves (evicted, expired, invalidated, replaced, cleared): the fast path drops it too. */
+  onDrop: ((e: CachedAnswer) => void) | undefined;
 
   constructor(cap: number) {
     this.cap = boundOf(cap);
@@ -222,6 +236,7 @@ export class AnswerCache {
   /** Removes every entry (counted as invalidated). */
   clear(): void {
     this.stats.invalidated += this.map.size;
+    if (this.onDrop) for (const e of this.map.values()) this.onDrop(e);
     this.map.clear();
     this.head = null;
     this.tail = null;
@@ -234,8 +249,17 @@ export class AnswerCache {
     return out;
   }
 
+  /** Counts a hit answered elsewhere (the fast path) and moves the entry to the most recently used end. */
+  touch(e: CachedAnswer): void {
+    if (this.map.get(e.key) !== e) return;
+    this.stats.hits++;
+    this.unlink(e);
+    this.append(e);
+  }
+
   private remove(e: CachedAnswer, why?: 'evictions' | 'expired' | 'invalidated'): void {
     this.map.delete(e.key);
+    this.onDrop?.(e);
     this.unlink(e);
     if (why) this.stats[why]++;
   }

@@ -11,6 +11,7 @@ import type { LearnedEntry, LearnedState } from './learned-state.js';
 import type { RebindingFilter } from './rebinding.js';
 import type { SetWrite } from './set-writer.js';
 import { nameRefusal, nameRules } from './name-refusal.js';
+import { fastKey, type FastAnswers } from './fast-answers.js';
 
 /** RFC 8914 Extended DNS Error codes the guard uses. */
 export const EDE = { BLOCKED: 15, FILTERED: 17, PROHIBITED: 18, NETWORK_ERROR: 23, NO_REACHABLE_AUTHORITY: 22 } as const;
@@ -132,6 +133,8 @@ export class DnsGuard {
   readonly cache: AnswerCache;
   /** Bumped on every change of dependencies: an answer whose question was decided under older ones is not cached. */
   private generation = 0;
+  /** The fast path's table (fast-answers.ts), when the UDP listeners answer cache hits on threads of their own. */
+  private fast: FastAnswers | undefined;
 
   constructor(deps: GuardDeps) {
     this.current = deps;
@@ -148,11 +151,28 @@ export class DnsGuard {
    * out the same way (see revalidateCache).
    */
   set deps(deps: GuardDeps) {
+    // Before anything else: the fast path hands out nothing decided under the old dependencies.
+    this.fast?.clear();
     const old = this.current;
     this.current = deps;
     this.decisions = new WeakMap();
     this.generation++;
     this.revalidateCache(old, deps);
+  }
+
+  /**
+   * Connects the fast path's table: from now on, cached answers are put
+   * there as well (see mirror) and leave it with their cache entry.
+   */
+  attachFast(fast: FastAnswers | undefined): void {
+    this.fast?.clear();
+    this.fast = fast;
+    this.cache.onDrop = fast ? (e) => fast.delete(e) : undefined;
+  }
+
+  /** Empties the fast path's table at once (a reload begins, this host's addresses changed). */
+  dropFast(): void {
+    this.fast?.clear();
   }
 
   private now(): number {
@@ -378,6 +398,8 @@ export class DnsGuard {
         }
       }
     }
+    // An element leaves a set: the fast path's deadlines were computed with it there.
+    if (victims.length > 0) this.fast?.clear();
     return { writes, commits, victims };
   }
 
@@ -446,7 +468,7 @@ export class DnsGuard {
     const lookedUp = this.now();
     const hit = caching ? this.cache.get(key, lookedUp) : undefined;
     if (hit) {
-      const out = await this.answerFromCache(q, client, name, decision, hit, lookedUp, started, fail);
+      const out = await this.answerFromCache(packet, q, client, name, decision, hit, lookedUp, started, fail);
       if (out) return out;
     }
     const generation = this.generation;
@@ -508,7 +530,11 @@ export class DnsGuard {
     // Cached only what was handed out whole, under the policy it was decided by: not a truncated
     // answer, nor one the rebinding filter cut (each of those goes upstream again), nor one decided
     // before a reload that landed while it was upstream.
-    if (caching && generation === this.generation && !upstream.flags.tc && f.dropped.length === 0) this.store(key, name, question.type, arrived, f, judged, edes, upstream.flags.ad);
+    if (caching && generation === this.generation && !upstream.flags.tc && f.dropped.length === 0) {
+      this.store(key, name, question.type, arrived, f, judged, edes, upstream.flags.ad);
+      const stored = this.fast ? this.cache.peek(key) : undefined;
+      if (stored) this.mirror(stored, packet, q, judged, this.now());
+    }
     return this.encodeReply(q, { rcode: f.rcode, answers: f.answers, authorities: f.authorities, ede: edes, ad: upstream.flags.ad }, client);
   }
 
@@ -564,7 +590,12 @@ export class DnsGuard {
       if (generation !== this.generation) throw new Error('not kept');
       const edes: EdnsOption[] = [];
       if (f.overLimit > 0) edes.push(ede(EDE.FILTERED, `sluice: left out ${f.overLimit} address(es) over the limit of ${s.maxAddressesPerAnswer} per answer`));
+      // The fresh answer takes the old one's place in the fast path too (the old one leaves it as it leaves the cache).
+      const fastKeyOf = e.fastKey;
+      const fastQuestion = e.fastQuestion;
       this.store(e.key, e.name, e.type, arrived, f, judged, edes, upstream.flags.ad);
+      const stored = fastKeyOf && fastQuestion ? this.cache.peek(e.key) : undefined;
+      if (stored && fastKeyOf && fastQuestion) this.mirrorWith(stored, fastKeyOf, fastQuestion, judged, this.now());
       stats.prefetches++;
     } catch {
       stats.prefetchFailures++;
@@ -600,7 +631,7 @@ export class DnsGuard {
    * The refresh also marks the addresses as just answered, so a full set
    * pushes out cold addresses before the ones a hot name keeps handing out.
    */
-  private async answerFromCache(q: Message, client: Client, name: string, decision: Decision, e: CachedAnswer, now: number, started: number, fail: (rcode: number, detail: string, ede?: EdnsOption) => Buffer): Promise<Buffer | null> {
+  private async answerFromCache(packet: Buffer, q: Message, client: Client, name: string, decision: Decision, e: CachedAnswer, now: number, started: number, fail: (rcode: number, detail: string, ede?: EdnsOption) => Buffer): Promise<Buffer | null> {
     // Decided again under the policy in force: a chain through a name refused since, or an
     // address this host now owns, is not handed out from memory.
     const judged = this.judge(decision, e);
@@ -618,12 +649,126 @@ export class DnsGuard {
     this.stats.allowed++;
     if (wantsPrefetch(e, now)) void this.prefetch(e, q.edns?.dnssecOk ?? false, decision);
     e.uses++;
+    if (this.fast) this.mirror(e, packet, q, judged, now);
     // The question is the client's own (id, spelling); records owned by the name asked take that
     // spelling too on the wire, where the encoder compresses them against the question (0x20).
     const answers = countDown(e.answers, age);
     const authorities = countDown(e.authorities, age);
     this.emit(q, client, { verdict: 'allowed', rcode: e.rcode, rules: judged.ruleNames, answers: e.addresses.map((a) => formatAddr(a.family, a.addr)), started });
     return this.encodeReply(q, { rcode: e.rcode, answers, authorities, ede: e.ede, ad: e.ad }, client);
+  }
+
+  /**
+   * Puts a cached answer in the fast path's table (or moves its deadline
+   * on), to be handed out by the listeners' threads until the last moment
+   * at which every address it opens is sure to outlive what a hit there
+   * hands out (see fastDeadline). The key is the asker's question (its
+   * name's wire length is every matching question's: the records'
+   * compression pointers into it stay right).
+   */
+  private mirror(e: CachedAnswer, packet: Buffer, q: Message, t: Pick<Targets, 'sets4' | 'sets6' | 'ruleNames'>, now: number): void {
+    const question = q.questions[0];
+    if (!this.fast || !question) return;
+    // Already there, with a deadline as good: nothing to do (the usual case for a hit in JS).
+    if (e.fastKey && e.fastUntil !== undefined && this.fastDeadline(e, t) <= e.fastUntil + 1000) return;
+    const key = fastKey(packet, question.type, q.edns?.dnssecOk ?? false);
+    if (key) this.mirrorWith(e, key, question, t, now);
+  }
+
+  private mirrorWith(e: CachedAnswer, key: Buffer, question: Question, t: Pick<Targets, 'sets4' | 'sets6' | 'ruleNames'>, now: number): void {
+    const fast = this.fast;
+    if (!fast) return;
+    const deadline = this.fastDeadline(e, t);
+    if (deadline <= now + 1000) {
+      fast.delete(e);
+      return;
+    }
+    e.fastRules = t.ruleNames;
+    fast.put(e, key, question, deadline);
+  }
+
+  /**
+   * Until when the fast path may hand `e` out: a hit at time t gives each
+   * address the TTL r = ttl - age(t), and a hit in JS would keep its
+   * elements until t + (max(r, ttl_floor) + ttl_grace) s (open()). Per
+   * element, as the learned state records what the kernel committed: if it
+   * outlives storedAt + (ttl + ttl_grace) s, every hit with r >= ttl_floor
+   * is covered whenever it comes (t + r <= storedAt + ttl), and hits with
+   * r < ttl_floor are covered until expiresAt - (ttl_floor + ttl_grace) s.
+   * An element missing, or living less, means no fast path for the entry.
+   * Never past the entry's own expiry (every record keeps a TTL of 1 s).
+   */
+  private fastDeadline(e: CachedAnswer, t: Pick<Targets, 'sets4' | 'sets6'>): number {
+    const s = this.deps.policy.dns;
+    const learned = this.deps.learned;
+    let deadline = e.expiresAt;
+    for (const a of e.addresses) {
+      for (const target of a.family === 4 ? t.sets4 : t.sets6) {
+        const until = learned.expiryOf(target.name, a.family, a.addr);
+        if (until === undefined || e.storedAt + (a.ttl + s.ttlGrace) * 1000 > until) return -Infinity;
+        deadline = Math.min(deadline, until - (s.ttlFloor + s.ttlGrace) * 1000);
+      }
+    }
+    return deadline;
+  }
+
+  /**
+   * A query the fast path answered from the entry numbered `id` (`query`:
+   * its bytes; `client`: its sender): counted and recorded as every answer
+   * is. Once a second per entry, its addresses are marked as just answered
+   * and their elements extended, as a hit in JS does (open()), and the
+   * entry's deadline moves on; a popular entry is fetched again ahead of
+   * its expiry (prefetch).
+   */
+  fastHit(id: number, query: Buffer, client: Client): void {
+    const started = performance.now();
+    this.stats.queries++;
+    this.stats.allowed++;
+    const e = this.fast?.entry(id);
+    if (!e) {
+      // It left the table after the thread answered from it: recorded from the query itself.
+      let q: Message;
+      try {
+        q = decodeMessage(query);
+      } catch {
+        return;
+      }
+      const question = q.questions[0];
+      if (question) this.emitFor(canonicalName(question.name), question.type, client, { verdict: 'allowed', rcode: RCODE.NOERROR, started });
+      return;
+    }
+    this.cache.touch(e);
+    e.uses++;
+    e.addressTexts ??= e.addresses.map((a) => formatAddr(a.family, a.addr));
+    this.emitFor(e.name, e.type, client, { verdict: 'allowed', rcode: e.rcode, rules: e.fastRules ?? NO_NAMES, answers: e.addressTexts, started });
+    const now = this.now();
+    if (now - (e.refreshedAt ?? e.storedAt) >= 1000) {
+      e.refreshedAt = now;
+      void this.refreshFast(e, now);
+    }
+  }
+
+  /** What a hit in JS does besides answering, for an entry the fast path hands out (see fastHit). */
+  private async refreshFast(e: CachedAnswer, now: number): Promise<void> {
+    const generation = this.generation;
+    const { decision, refused } = this.classify(e.name);
+    const judged = this.judge(decision, e);
+    if (refused !== undefined || judged.refused !== undefined || e.addresses.some((a) => this.deps.rebinding.check(a.family, a.addr) !== null)) {
+      this.cache.reject(e.key);
+      return;
+    }
+    const age = ageSeconds(e.storedAt, now);
+    try {
+      await this.open(e.name, age === 0 ? e.addresses : e.addresses.map((a) => ({ ...a, ttl: a.ttl - age })), judged, now);
+    } catch {
+      this.stats.kernelFailures++;
+      return;
+    }
+    const key = e.fastKey;
+    const question = e.fastQuestion;
+    if (generation !== this.generation || !key || !question || this.cache.peek(e.key) !== e) return;
+    if (this.fastDeadline(e, judged) > (e.fastUntil ?? 0) + 1000) this.mirrorWith(e, key, question, judged, now);
+    if (wantsPrefetch(e, now)) void this.prefetch(e, key[2] === 1, decision);
   }
 
   /** The reply to `q`, sized for the client: over UDP it is truncated (TC) when it does not fit (RFC 1035 4.2.1, RFC 6891 7). */
@@ -663,12 +808,30 @@ export class DnsGuard {
     },
   ): void {
     const question = q.questions[0];
+    this.emitFor(question ? canonicalName(question.name) : '', question?.type ?? 0, client, e);
+  }
+
+  private emitFor(
+    name: string,
+    type: number,
+    client: Client,
+    e: {
+      verdict: DnsQueryEvent['verdict'];
+      rcode: number;
+      detail?: string;
+      rules?: readonly string[];
+      answers?: string[];
+      dropped?: { address: string; why: string }[];
+      started: number;
+      process?: DnsQueryEvent['process'];
+    },
+  ): void {
     const event: DnsQueryEvent = {
       time: Date.now(),
       transport: client.transport,
       client: client.uid !== undefined ? { address: client.address, port: client.port, uid: client.uid } : { address: client.address, port: client.port },
-      name: question ? canonicalName(question.name) : '',
-      type: question?.type ?? 0,
+      name,
+      type,
       verdict: e.verdict,
       rules: (e.rules ?? NO_NAMES) as string[],
       rcode: e.rcode,

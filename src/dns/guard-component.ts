@@ -18,6 +18,8 @@ import { dnsGuardListens } from '../policy/builtins.js';
 import { filterAnswer } from './answer-filter.js';
 import { DnsGuard, type Client } from './dns-guard.js';
 import { AttributionClient } from './attribution-client.js';
+import { FastAnswers } from './fast-answers.js';
+import type { FastPath } from './guard-servers.js';
 import { loadProbes, ownNetns } from '../monitor/kernel-attribution.js';
 import { DenyRefresher } from './deny-refresher.js';
 import { DomainMatcher } from './domain-matcher.js';
@@ -88,6 +90,8 @@ export class GuardComponent implements Component {
   /** Servers bound by prepare(), taken over by configure(). */
   private prepared: GuardServers | undefined;
   private attribution = new AttributionClient();
+  /** The fast path's table (made when a listener first uses it). */
+  private fastAnswers: FastAnswers | undefined;
   /** configure() is under way: the learned record is being rebuilt. */
   private configuring = false;
 
@@ -107,6 +111,21 @@ export class GuardComponent implements Component {
     return () => this.learned.snapshot();
   }
 
+  /**
+   * The fast path for the guard's UDP listeners (native/dns_fast.c): cache
+   * hits answered on a thread of their own, out of reach of this event
+   * loop's pauses. Off without a cache (nothing to answer from) or with
+   * SLUICE_DNS_FAST=0 (every query then takes the JS path, as before).
+   */
+  private fastPathFor(policy: Policy): { fast: FastPath } | Record<string, never> {
+    if (process.env.SLUICE_DNS_FAST === '0' || policy.dns.cacheSize <= 0) return {};
+    if (!this.fastAnswers) {
+      this.fastAnswers = new FastAnswers(1 << 22);
+      this.guard?.attachFast(this.fastAnswers);
+    }
+    return { fast: { table: this.fastAnswers.table, onHit: (id, query, client) => this.guard?.fastHit(id, query, client) } };
+  }
+
   private get learnedFile(): string {
     return join(this.rt?.state.dir ?? '.', 'learned.json');
   }
@@ -117,6 +136,8 @@ export class GuardComponent implements Component {
    * instead of redirecting every query on the host to whoever holds the port.
    */
   async prepare(policy: Policy): Promise<void> {
+    // A reload begins: until the new policy is in place, the fast path hands out nothing decided under the old one.
+    this.guard?.dropFast();
     if (!dnsGuardListens(policy)) return;
     const firstFree = unprivilegedPortStart();
     const unsafe = unsafeLocalUpstreams(dnsUpstreamsFor(policy), firstFree, hostAddresses());
@@ -128,7 +149,7 @@ export class GuardComponent implements Component {
     if (policy.dns.port >= firstFree) {
       throw new SluiceError('EGUARDPORT', `dns.port ${policy.dns.port} is not privileged here (net.ipv4.ip_unprivileged_port_start = ${firstFree}): any user could take it`);
     }
-    const servers = new GuardServers(policy.dns.port, (p, c) => (this.guard ? this.guard.handle(p, c) : Promise.resolve(null)), policy.dns.mark);
+    const servers = new GuardServers(policy.dns.port, (p, c) => (this.guard ? this.guard.handle(p, c) : Promise.resolve(null)), policy.dns.mark, this.fastPathFor(policy));
     try {
       await servers.start();
     } catch (err) {
@@ -163,7 +184,10 @@ export class GuardComponent implements Component {
     this.saveTimer = setInterval(() => this.saveInBackground(), SAVE_EVERY_MS);
     this.saveTimer.unref();
     // Addresses come and go (DHCP, VPNs): the rebinding filter follows them.
-    this.hostTimer = setInterval(() => this.guard?.deps.rebinding.setLocalAddresses(hostAddresses()), HOST_ADDRESSES_EVERY_MS);
+    this.hostTimer = setInterval(() => {
+      // An answer address that became this host's own is no longer handed out: the fast path, which does not check, empties.
+      if (this.guard?.deps.rebinding.setLocalAddresses(hostAddresses())) this.guard.dropFast();
+    }, HOST_ADDRESSES_EVERY_MS);
     this.hostTimer.unref();
   }
 
@@ -184,6 +208,8 @@ export class GuardComponent implements Component {
 
   private async configureParts(policy: Policy): Promise<void> {
     const rt = this.rt as Runtime;
+    // The learned record is rebuilt below (elements may go): nothing from the fast path meanwhile.
+    this.guard?.dropFast();
     // Only the DNS facts: resolving the services' cgroups is the compiler's business.
     const upstreams = policy.dns.guard ? dnsUpstreamsFor(policy) : [];
     const want = policy.dns.guard ? { mode: policy.mode, port: policy.dns.port, mark: policy.dns.mark, upstreams: upstreams.map((u) => formatAddr(u.family, u.start)).join(',') } : null;
@@ -216,6 +242,7 @@ export class GuardComponent implements Component {
     };
     if (this.guard) this.guard.deps = deps;
     else this.guard = new DnsGuard(deps);
+    if (this.fastAnswers) this.guard.attachFast(this.fastAnswers);
     this.passive.setResolvers(this.trustedResolvers(policy));
     // Deny rules' names are resolved by the guard itself, so the kernel half of each deny is filled.
     this.refresher ??= new DenyRefresher(this.guard);
@@ -229,7 +256,7 @@ export class GuardComponent implements Component {
         this.prepared = undefined;
       } else {
         const guard = this.guard;
-        this.servers = new GuardServers(policy.dns.port, (p, c) => guard.handle(p, c), policy.dns.mark);
+        this.servers = new GuardServers(policy.dns.port, (p, c) => guard.handle(p, c), policy.dns.mark, this.fastPathFor(policy));
         await this.servers.start();
       }
       rt.log('info', `DNS guard listening on 127.0.0.1 and ::1 port ${policy.dns.port}${policy.mode === 'audit' ? " (the enforce scopes' queries only)" : ''}`, { upstreams: want.upstreams });
@@ -479,10 +506,25 @@ export class GuardComponent implements Component {
           { labels: { result: 'dropped' }, value: c?.prefetchFailures ?? 0 },
         ]),
         { name: 'sluice_dns_cache_entries', help: 'Answers in the answer cache now', type: 'gauge' as const, samples: [{ labels: {}, value: this.guard?.cache.size ?? 0 }] },
+        ...this.fastFamilies(counter),
         ...this.latencyFamilies(),
         { name: 'sluice_dns_cache_hit_ratio', help: 'Hits over lookups of the answer cache since the daemon started (0 before the first lookup)', type: 'gauge' as const, samples: [{ labels: {}, value: c && c.hits + c.misses > 0 ? c.hits / (c.hits + c.misses) : 0 }] },
       ];
     });
+  }
+
+  /** The fast path's counters (summed over its threads; a restarted listener's are lost with it). */
+  private fastFamilies(counter: (name: string, help: string, samples: { labels: Record<string, string>; value: number }[]) => MetricFamily): MetricFamily[] {
+    if (!this.fastAnswers) return [];
+    const t = this.servers?.fastStats ?? [];
+    const sum = (k: 'answered' | 'forwarded' | 'dropped' | 'sendFailed') => t.reduce((n, x) => n + x[k], 0);
+    return [
+      counter('sluice_dns_fast_answered_total', "Queries answered from the cache by the guard's fast-path threads (also counted as cache hits)", [{ labels: {}, value: sum('answered') }]),
+      counter('sluice_dns_fast_forwarded_total', 'Queries the fast-path threads handed to the guard in JavaScript', [{ labels: {}, value: sum('forwarded') }]),
+      counter('sluice_dns_fast_dropped_total', 'Queries the fast-path threads dropped because JavaScript was too far behind', [{ labels: {}, value: sum('dropped') }]),
+      counter('sluice_dns_fast_clears_total', "Times the fast path's table was emptied (a reload, an element leaving a set, this host's addresses changing)", [{ labels: {}, value: this.fastAnswers.stats.clears }]),
+      { name: 'sluice_dns_fast_entries', help: "Answers in the fast path's table now", type: 'gauge' as const, samples: [{ labels: {}, value: this.fastAnswers.size }] },
+    ];
   }
 
   /** The guard's answer time over the last LATENCY_WINDOW_MS, from the recent-queries log (so at most its newest RECENT_MAX answers). */
@@ -565,6 +607,7 @@ export class GuardComponent implements Component {
       attribution: this.attribution.stats,
       learned: this.learned.liveCount(),
       cache: this.guard ? { ...this.guard.cache.stats, size: this.guard.cache.size, capacity: this.guard.cache.capacity } : null,
+      fastPath: this.fastAnswers ? { ...this.fastAnswers.stats, entries: this.fastAnswers.size, threads: this.servers?.fastStats ?? [] } : null,
       /** Milliseconds, over the last minute (what /metrics shows as sluice_dns_answer_seconds). */
       answerTimes: this.recent.answerTimes(Date.now() - LATENCY_WINDOW_MS),
     };

@@ -2,6 +2,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { queryMarkScope } from '../compile/kernel-names.js';
 import { native } from '../native/native.js';
 import { addressBytes, peerAddress, UdpBatchSocket, type Peer, type UdpBatchStats } from '../net/udp-batch.js';
+import type { DnsFastStats } from '../native/native.js';
 
 const AF_INET = 2;
 const AF_INET6 = 10;
@@ -9,6 +10,12 @@ import type { Client } from './dns-guard.js';
 import { InflightShares } from './inflight-shares.js';
 
 export type Handle = (packet: Buffer, client: Client) => Promise<Buffer | null>;
+
+/** The guard's fast path (fast-answers.ts): its table, and who is told of each query answered from it. */
+export interface FastPath {
+  table: unknown;
+  onHit: (id: number, query: Buffer, client: Client) => void;
+}
 
 export interface ServerStats {
   udpDropped: number;
@@ -61,6 +68,7 @@ export class GuardServers {
   private limits: TcpLimits;
   /** The addresses the guard listens on: loopback for the host's guard, the veth's host end for a `sluice run`. */
   private hosts: readonly string[];
+  private fast: FastPath | undefined;
 
   /**
    * `mark` goes on every listening socket (SO_MARK, which needs
@@ -71,14 +79,16 @@ export class GuardServers {
     readonly port: number,
     private handle: Handle,
     readonly mark = 0,
-    opts: { total?: number; share?: number; tcp?: Partial<TcpLimits>; hosts?: readonly string[] } = {},
+    opts: { total?: number; share?: number; tcp?: Partial<TcpLimits>; hosts?: readonly string[]; fast?: FastPath } = {},
   ) {
+    this.fast = opts.fast;
     this.hosts = opts.hosts ?? ['127.0.0.1', '::1'];
     this.slots = new InflightShares(opts.total ?? MAX_INFLIGHT, opts.share ?? SHARE);
     this.limits = { ...TCP_LIMITS, ...opts.tcp };
   }
 
   async start(): Promise<void> {
+    const fast = this.fast;
     for (const host of this.hosts) {
       // Batched UDP (recvmmsg/sendmmsg): queries arrive up to 64 per callback, and the
       // answers ready in one turn of the event loop leave in one system call.
@@ -101,7 +111,7 @@ export class GuardServers {
           })
           .catch(() => undefined)
           .finally(() => this.slots.give(mark));
-      }, { rcvbufBytes: 4 << 20, receiveMark: true, mark: this.mark });
+      }, { rcvbufBytes: 4 << 20, receiveMark: true, mark: this.mark, ...(fast ? { fast: { table: fast.table, onHit: (id, query, from, mark) => fast.onHit(id, query, sender(peerAddress(from), from.port, mark)) } } : {}) });
       this.udp.push(sock);
 
       const server = createServer((conn) => this.serveTcp(conn));
@@ -119,6 +129,11 @@ export class GuardServers {
 
   get stats(): ServerStats {
     return { ...this.base, overShare: this.slots.overShare, udpSendFailed: this.udp.reduce((n, u) => n + u.stats.sendFailed, 0) };
+  }
+
+  /** Counters of the fast path's threads (one per UDP listener), when they read the sockets. */
+  get fastStats(): DnsFastStats[] {
+    return this.udp.flatMap((u) => (u.fast ? [u.fast] : []));
   }
 
   /** Counters of the UDP sockets (received, sent, truncated...). */

@@ -122,6 +122,11 @@ export class LearnedState {
     if (m.delete(e.addr)) this.count--;
   }
 
+  /** When the element's committed life ends (ms), or undefined when the set does not hold it. */
+  expiryOf(set: string, family: Family, addr: bigint): number | undefined {
+    return this.entry(set, family, addr)?.expiresAt;
+  }
+
   /** True when the kernel needs a write so the element lives until `expiresAt` (a second of slack avoids churn). */
   needsWrite(set: string, family: Family, addr: bigint, expiresAt: number): boolean {
     const cur = this.entry(set, family, addr);

@@ -63,12 +63,14 @@ export class RebindingFilter {
   /**
    * The host's own addresses (every interface's): a name that resolves to
    * one of them reaches services listening on this host, the target of a
-   * rebinding attack as much as loopback is.
+   * rebinding attack as much as loopback is. True when they changed.
    */
-  setLocalAddresses(list: { family: Family; value: bigint }[]): void {
+  setLocalAddresses(list: { family: Family; value: bigint }[]): boolean {
     const next: Record<Family, Set<bigint>> = { 4: new Set(), 6: new Set() };
     for (const a of list) next[a.family].add(a.value);
+    const same = ([4, 6] as const).every((f) => next[f].size === this.local[f].size && [...next[f]].every((x) => this.local[f].has(x)));
     this.local = next;
+    return !same;
   }
 
   /** Null when the address may be passed on; otherwise why it is dropped. */

@@ -43,6 +43,32 @@ export interface NativeBinding {
   /** This thread's network namespace cookie (SO_NETNS_COOKIE, Linux 5.14). */
   /** SO_NETNS_COOKIE of this namespace, or of the one at `path` (a /run/netns file). */
   netnsCookie(path?: string): bigint;
+  /** The DNS guard's fast path (native/dns_fast.c): a table of wire-form answers, shared by its threads. */
+  dnsTableOpen(maxEntries: number): unknown;
+  /** false: the table is full, or the template is malformed. */
+  dnsTablePut(table: unknown, key: Buffer, template: Buffer): boolean;
+  dnsTableDelete(table: unknown, key: Buffer): boolean;
+  dnsTableClear(table: unknown): number;
+  dnsTableSize(table: unknown): number;
+  /** The answer the fast path's thread would send for `query` at `nowMs`, or null (it would hand the query to JS). */
+  dnsFastAnswer(table: unknown, query: Buffer, nowMs: number): Buffer | null;
+  /** A thread reading the UDP socket `fd`: hits answered there, batches (UDP framing; header byte 6 = 1 for a hit) to `cb`. */
+  dnsFastStart(fd: number, table: unknown, cb: (frames: Buffer) => void): unknown;
+  /** Joins the thread (the fd stays open) and returns its counters. */
+  dnsFastStop(handle: unknown): DnsFastStats;
+  dnsFastStats(handle: unknown): DnsFastStats;
+}
+
+/** Counters of one fast-path thread. */
+export interface DnsFastStats {
+  received: number;
+  /** Answered by the thread from the table. */
+  answered: number;
+  /** Handed to JavaScript (not in the table, past its deadline, or not a query the thread answers). */
+  forwarded: number;
+  /** Dropped because JavaScript was too far behind (the client asks again). */
+  dropped: number;
+  sendFailed: number;
 }
 
 /** The attribution probes, loaded and attached (see native/sluice_bpf.c). */

@@ -1,4 +1,4 @@
-import { native } from '../native/native.js';
+import { native, type DnsFastStats } from '../native/native.js';
 import { addrBytes, bytesAddr, formatAddr, parseAddr, type Family } from './ip.js';
 
 const AF_INET = 2;
@@ -28,6 +28,15 @@ export interface UdpBatchStats {
 
 /** One datagram; `mark` is its packet mark when the socket was opened with `receiveMark` (else 0). */
 export type OnDatagram = (data: Buffer, from: Peer, truncated: boolean, mark: number) => void;
+
+/** A query the fast path's thread answered from its table's entry `id` (native/dns_fast.c). */
+export type OnFastHit = (id: number, query: Buffer, from: Peer, mark: number) => void;
+
+/** A socket read by the DNS guard's fast-path thread instead of the event loop: hits are answered there. */
+export interface FastPathOption {
+  table: unknown;
+  onHit: OnFastHit;
+}
 
 /** Text form of a peer's address (for events and logs; the hot path keeps bytes). */
 export function peerAddress(p: Peer): string {
@@ -59,6 +68,8 @@ export class UdpBatchSocket {
   private outCount = 0;
   private scheduled = false;
   private closed = false;
+  private fastHandle: unknown;
+  private onHit: OnFastHit | undefined;
 
   private constructor(
     readonly fd: number,
@@ -66,9 +77,13 @@ export class UdpBatchSocket {
     private onDatagram: OnDatagram,
     private onSendFailed?: (count: number) => void,
     private group?: UdpSocketGroup,
+    fast?: FastPathOption,
   ) {
     if (group) group.add(this);
-    else {
+    else if (fast) {
+      this.onHit = fast.onHit;
+      this.fastHandle = native().dnsFastStart(fd, fast.table, (data) => this.dispatch(data));
+    } else {
       this.handle = native().udpWatch(fd, (err, data) => {
         if (err || !data) {
           this.stats.errors++;
@@ -89,12 +104,12 @@ export class UdpBatchSocket {
     address: string,
     port: number,
     onDatagram: OnDatagram,
-    opts: { mark?: number; rcvbufBytes?: number; receiveMark?: boolean; onSendFailed?: (count: number) => void; group?: UdpSocketGroup } = {},
+    opts: { mark?: number; rcvbufBytes?: number; receiveMark?: boolean; onSendFailed?: (count: number) => void; group?: UdpSocketGroup; fast?: FastPathOption } = {},
   ): UdpBatchSocket {
     const a = addressBytes(address);
     const fd = native().udpOpen(a.family === 4 ? AF_INET : AF_INET6, a.bytes, port, opts.mark ?? 0, opts.rcvbufBytes ?? 0, opts.receiveMark ? 1 : 0);
     try {
-      return new UdpBatchSocket(fd, a.family, onDatagram, opts.onSendFailed, opts.group);
+      return new UdpBatchSocket(fd, a.family, onDatagram, opts.onSendFailed, opts.group, opts.fast);
     } catch (err) {
       native().closeFd(fd);
       throw err;
@@ -113,6 +128,13 @@ export class UdpBatchSocket {
       const family: Family = data[off + 4] === 6 ? 6 : 4;
       const from: Peer = { family, addr: data.subarray(off + 8, off + (family === 4 ? 12 : 24)), port: data.readUInt16LE(off + 2) };
       this.stats.received++;
+      if (data[off + 6] === 1 && this.onHit && len >= 4) {
+        // Answered by the fast path's thread: told, not handled.
+        this.onHit(data.readUInt32LE(off + HDR), data.subarray(off + HDR + 4, end), from, data.readUInt32LE(off + 24));
+        if (this.closed) return;
+        off = end;
+        continue;
+      }
       if (truncated) this.stats.truncated++;
       onDatagram(data.subarray(off + HDR, end), from, truncated, data.readUInt32LE(off + 24));
       if (this.closed) return;
@@ -188,10 +210,19 @@ export class UdpBatchSocket {
     this.flush();
     this.closed = true;
     if (this.group) this.group.remove(this);
+    else if (this.fastHandle) this.fastStats = native().dnsFastStop(this.fastHandle);
     else native().unwatch(this.handle);
     // In a group, closing the fd also takes it out of the group's epoll set.
     native().closeFd(this.fd);
   }
+
+  /** The fast path's thread's counters (when it reads this socket). */
+  get fast(): DnsFastStats | undefined {
+    if (this.fastStats) return this.fastStats;
+    return this.fastHandle ? native().dnsFastStats(this.fastHandle) : undefined;
+  }
+
+  private fastStats: DnsFastStats | undefined;
 
   /** Counts a failed receive (from its group). */
   receiveFailed(): void {
