@@ -1118,6 +1118,13 @@ async function main(): Promise<void> {
       const hits = (gc(zAfter).hits ?? 0) - (gc(zBefore).hits ?? 0);
       const misses = (gc(zAfter).misses ?? 0) - (gc(zBefore).misses ?? 0);
       say(`    the guard's cache during the rounds: ${fmtInt(hits)} hits, ${fmtInt(misses)} misses (hit ratio ${(hits / Math.max(1, hits + misses)).toFixed(4)}), ${fmtInt(gc(zAfter).size ?? 0)} entries`);
+      const fastOf = (x: typeof zAfter): { answered: number; forwarded: number; dropped: number } => {
+        const threads = (x.components['dns-guard'] as { fastPath?: { threads: { answered: number; forwarded: number; dropped: number }[] } | null }).fastPath?.threads ?? [];
+        return { answered: threads.reduce((n, t) => n + t.answered, 0), forwarded: threads.reduce((n, t) => n + t.forwarded, 0), dropped: threads.reduce((n, t) => n + t.dropped, 0) };
+      };
+      const fa = fastOf(zAfter);
+      const fb = fastOf(zBefore);
+      say(`    the guard's fast path (cache hits answered on the listeners' own threads, native/dns_fast.c) during the rounds: ${fmtInt(fa.answered - fb.answered)} answered there, ${fmtInt(fa.forwarded - fb.forwarded)} handed to JS, ${fmtInt(fa.dropped - fb.dropped)} dropped${process.env.SLUICE_DNS_FAST === '0' ? ' (off: SLUICE_DNS_FAST=0)' : ''}`);
       say(`    the daemon's main thread during the rounds: ${healthLine(zHealth)}`);
       const zs = zsummary.find((z) => z.id === 'zipf-sluice');
       const others = zsummary.filter((z) => z.id !== 'zipf-sluice');

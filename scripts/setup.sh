@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# nsd (the authoritative server of the DNS tests), dnsperf and dnsmasq-base (bench:dns) run only
-# inside test namespaces; dnsmasq-base rather than dnsmasq, which would start a resolver on the host.
+# nsd (the authoritative server of the DNS tests), dnsperf, dnsmasq-base and unbound (bench:dns's peers)
+# run only inside test namespaces; dnsmasq-base rather than dnsmasq, which would start a resolver on
+# the host; unbound's service is neither started at install nor enabled (below).
 # systemd provides systemd-analyze, which checks the units in the tests (it need not be PID 1).
 # rsyslog is the real receiver the syslog alert sink is tested against, also only in namespaces.
 # binutils (strip) and lintian build and check the Debian package (make deb; dpkg-deb is dpkg's).
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 # chromium is the browser the dashboard's browser tests drive (playwright-core, an npm dev dependency,
 # never downloads one); it runs only inside test namespaces. firefox-esr is the second, driven over
 # WebDriver BiDi by puppeteer-core (also a dev dependency that never downloads a browser), likewise.
-APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base systemd rsyslog binutils lintian clang llvm bpftool libbpf-dev pkg-config publicsuffix chromium firefox-esr)
+APT_PACKAGES=(nftables iproute2 conntrack iptables iputils-ping util-linux procps ca-certificates python3 make gcc g++ nsd dnsperf dnsmasq-base unbound systemd rsyslog binutils lintian clang llvm bpftool libbpf-dev pkg-config publicsuffix chromium firefox-esr)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -38,8 +39,8 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if [[ -x $policy ]] && grep -q 'sluice setup.sh' "$policy"; then rm -f "$policy"; trap - EXIT; fi
-  # Nor at the next boot: nsd and rsyslog here serve tests in namespaces only.
-  for svc in nsd rsyslog; do
+  # Nor at the next boot: nsd, unbound and rsyslog here serve tests and benchmarks in namespaces only.
+  for svc in nsd unbound rsyslog; do
     if [[ " ${missing[*]} " == *" $svc "* ]] && command -v systemctl >/dev/null; then
       systemctl disable --quiet "$svc.service" 2>/dev/null || true
     fi
