@@ -75,7 +75,7 @@
 #define FAST_SLOT 65536
 #define FAST_HDR 28
 #define FAST_OUT 1232       /* the largest answer sent from here (EDNS's safe size) */
-#define FAST_QUEUE 256      /* batches waiting for the JS thread; beyond, misses are dropped and counted */
+#define FAST_PENDING 32768  /* datagrams handed to the JS thread and not yet taken; beyond, misses are dropped and counted */
 #define KEY_MAX (3 + 255)
 #define TABLE_HARD_MAX (1 << 22)
 
@@ -375,6 +375,7 @@ typedef struct {
   int stopped;
   /* counters (relaxed atomics: read from the JS thread) */
   uint64_t received, answered, forwarded, dropped, send_failed;
+  uint64_t pending; /* datagrams in batches the JS thread has not taken yet */
   /* receive and send areas (the thread's own) */
   struct mmsghdr msgs[FAST_BATCH];
   struct iovec iov[FAST_BATCH];
@@ -391,6 +392,8 @@ typedef struct {
 
 typedef struct {
   size_t len;
+  uint32_t count; /* datagrams in it */
+  uint64_t *pending;
   uint8_t data[];
 } batch_t;
 
@@ -425,6 +428,7 @@ static void frame_header(uint8_t *h, unsigned len, const struct sockaddr_in6 *fr
 static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   batch_t *b = data;
   (void)context;
+  if (b) __atomic_sub_fetch(b->pending, b->count, __ATOMIC_RELAXED);
   if (env && cb && b) {
     napi_value buf, recv, result;
     void *dst;
@@ -506,11 +510,15 @@ static void *fast_loop(void *arg) {
       done += s;
     }
     CNT_ADD(f->answered, (uint64_t)nout);
-    batch_t *b = malloc(sizeof *b + total);
+    /* The JS thread is behind by FAST_PENDING datagrams (a long pause): its queries are dropped
+     * (the client asks again), the answers above already went. */
+    batch_t *b = CNT_GET(f->pending) + (uint64_t)n > FAST_PENDING ? NULL : malloc(sizeof *b + total);
     if (!b) {
       CNT_ADD(f->dropped, (uint64_t)(n - nout));
       continue;
     }
+    b->count = (uint32_t)n;
+    b->pending = &f->pending;
     uint8_t *o = b->data;
     for (int i = 0; i < n; i++) {
       struct msghdr *h = &f->msgs[i].msg_hdr;
@@ -535,9 +543,10 @@ static void *fast_loop(void *arg) {
       }
     }
     b->len = total;
+    CNT_ADD(f->pending, (uint64_t)n);
     napi_status st = napi_call_threadsafe_function(f->tsfn, b, napi_tsfn_nonblocking);
     if (st != napi_ok) {
-      /* The JS thread is behind by FAST_QUEUE batches: its queries are dropped (the client asks again); answers already went. */
+      __atomic_sub_fetch(&f->pending, (uint64_t)n, __ATOMIC_RELAXED);
       CNT_ADD(f->dropped, (uint64_t)(n - nout));
       free(b);
       if (st == napi_closing) break;
@@ -791,7 +800,7 @@ static napi_value js_fast_start(napi_env env, napi_callback_info info) {
   f->table = t;
   napi_value name;
   napi_create_string_utf8(env, "sluice.dnsfast", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[2], NULL, name, FAST_QUEUE, 1, NULL, NULL, NULL, call_js, &f->tsfn) != napi_ok) {
+  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &f->tsfn) != napi_ok) {
     close(f->stopfd);
     free(f->data);
     free(f);

@@ -690,7 +690,8 @@ export class DnsGuard {
   /**
    * Until when the fast path may hand `e` out: a hit at time t gives each
    * address the TTL r = ttl - age(t), and a hit in JS would keep its
-   * elements until t + (max(r, ttl_floor) + ttl_grace) s (open()). Per
+   * elements until t + (max(r, ttl_floor) + ttl_grace) s less the slack
+   * open() allows itself (up to 1 s, taken out of the grace). Per
    * element, as the learned state records what the kernel committed: if it
    * outlives storedAt + (ttl + ttl_grace) s, every hit with r >= ttl_floor
    * is covered whenever it comes (t + r <= storedAt + ttl), and hits with
@@ -701,12 +702,14 @@ export class DnsGuard {
   private fastDeadline(e: CachedAnswer, t: Pick<Targets, 'sets4' | 'sets6'>): number {
     const s = this.deps.policy.dns;
     const learned = this.deps.learned;
+    // What open() itself tolerates (see learn): an element this little short is not written again.
+    const slack = Math.min(1000, s.ttlGrace * 1000);
     let deadline = e.expiresAt;
     for (const a of e.addresses) {
       for (const target of a.family === 4 ? t.sets4 : t.sets6) {
         const until = learned.expiryOf(target.name, a.family, a.addr);
-        if (until === undefined || e.storedAt + (a.ttl + s.ttlGrace) * 1000 > until) return -Infinity;
-        deadline = Math.min(deadline, until - (s.ttlFloor + s.ttlGrace) * 1000);
+        if (until === undefined || e.storedAt + (a.ttl + s.ttlGrace) * 1000 - slack > until) return -Infinity;
+        deadline = Math.min(deadline, until - (s.ttlFloor + s.ttlGrace) * 1000 + slack);
       }
     }
     return deadline;
