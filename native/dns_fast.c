@@ -445,6 +445,7 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
 
 static void *fast_loop(void *arg) {
   fast_t *f = arg;
+  pthread_setname_np(pthread_self(), "sluice-dnsfast"); /* as top -H and /proc/PID/task show it */
   for (;;) {
     struct pollfd pf[2] = {{.fd = f->fd, .events = POLLIN}, {.fd = f->stopfd, .events = POLLIN}};
     int r = poll(pf, 2, -1);
