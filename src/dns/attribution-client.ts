@@ -61,17 +61,29 @@ export class AttributionClient {
     return false;
   }
 
+  /**
+   * One client's process, or undefined at once (not a promise) when the
+   * budget is spent or the client closed: at tens of thousands of queries a
+   * second, most answered queries go unattributed, and they cost no promise.
+   */
+  identifyOne(client: QueryClient): Promise<QueryProcess | undefined> | undefined {
+    if (this.closed || !this.take(1)) return undefined;
+    return new Promise((resolve) => this.enqueue([client], (r) => resolve(r[0])));
+  }
+
   identify(clients: QueryClient[]): Promise<(QueryProcess | undefined)[]> {
     if (clients.length === 0 || this.closed || !this.take(clients.length)) return Promise.resolve(clients.map(() => undefined));
-    return new Promise((resolve) => {
-      this.queue.push({ clients, resolve });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        const wait = this.lastFlush + BATCH_MS - performance.now();
-        if (wait <= 0) setImmediate(() => this.flush());
-        else setTimeout(() => this.flush(), wait);
-      }
-    });
+    return new Promise((resolve) => this.enqueue(clients, resolve));
+  }
+
+  /** Queues a lookup for the next batch to the worker (at most one batch every BATCH_MS). */
+  private enqueue(clients: QueryClient[], resolve: (found: (QueryProcess | undefined)[]) => void): void {
+    this.queue.push({ clients, resolve });
+    if (this.scheduled) return;
+    this.scheduled = true;
+    const wait = this.lastFlush + BATCH_MS - performance.now();
+    if (wait <= 0) setImmediate(() => this.flush());
+    else setTimeout(() => this.flush(), wait);
   }
 
   private flush(): void {

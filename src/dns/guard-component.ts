@@ -419,7 +419,13 @@ export class GuardComponent implements Component {
       this.record(e);
       return;
     }
-    void this.attribution.identify([{ address: e.client.address, port: e.client.port, transport: via ?? (e.transport === 'tcp' ? 'tcp' : 'udp'), ...(e.client.uid !== undefined ? { uid: e.client.uid } : {}) }]).then(([p]) => {
+    const asked = this.attribution.identifyOne({ address: e.client.address, port: e.client.port, transport: via ?? (e.transport === 'tcp' ? 'tcp' : 'udp'), ...(e.client.uid !== undefined ? { uid: e.client.uid } : {}) });
+    // Over the budget: recorded now, unattributed.
+    if (!asked) {
+      this.record(e);
+      return;
+    }
+    void asked.then((p) => {
       if (p) e.process = p;
       this.record(e);
     });

@@ -38,9 +38,21 @@ export interface FastPathOption {
   onHit: OnFastHit;
 }
 
+/** IPv4 addresses already put in text (a DNS guard hears from few): at most V4_TEXT_MAX, then started again. */
+const v4Text = new Map<number, string>();
+const V4_TEXT_MAX = 4096;
+
 /** Text form of a peer's address (for events and logs; the hot path keeps bytes). */
 export function peerAddress(p: Peer): string {
-  return formatAddr(p.family, bytesAddr(p.addr));
+  if (p.family !== 4 || p.addr.length !== 4) return formatAddr(p.family, bytesAddr(p.addr));
+  const n = p.addr.readUInt32BE(0);
+  let t = v4Text.get(n);
+  if (t === undefined) {
+    if (v4Text.size >= V4_TEXT_MAX) v4Text.clear();
+    t = formatAddr(4, BigInt(n));
+    v4Text.set(n, t);
+  }
+  return t;
 }
 
 /** The bytes of an address in text form; throws on anything that is not an address. */

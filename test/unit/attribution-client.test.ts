@@ -68,6 +68,20 @@ describe('unit: AttributionClient', () => {
     }
   });
 
+  it('identifyOne: one client batched with the others; undefined at once (no promise) when the per-second budget is spent', async () => {
+    const c = new AttributionClient({ script, procRoot: 'echo', perSecond: 2 });
+    try {
+      const one = c.identifyOne(client(1));
+      const [rest] = await Promise.all([c.identify([client(3)]), one]);
+      assert.equal((await one)?.pid, 1);
+      assert.deepEqual(rest.map((x) => x?.pid), [3]);
+      assert.equal(c.identifyOne(client(5)), undefined, 'the budget of 2 a second is spent');
+      assert.equal(c.stats.overBudget, 1);
+    } finally {
+      await c.close();
+    }
+  });
+
   it('after close, lookups answer at once with no process', async () => {
     const c = new AttributionClient({ script, procRoot: 'echo' });
     await c.close();

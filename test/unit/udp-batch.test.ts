@@ -45,6 +45,17 @@ describe('unit: UdpBatchSocket', () => {
     }
   });
 
+  it('peerAddress gives the text of any address, remembered or not (past its memo of 4,096 IPv4 addresses too)', () => {
+    const v4 = (n: number): Peer => ({ family: 4, addr: Buffer.from([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]), port: 53 });
+    for (let i = 0; i < 5000; i++) {
+      const n = (0xc6120000 + i * 7) >>> 0;
+      const want = `198.18.${(n >>> 8) & 255}.${n & 255}`;
+      assert.equal(peerAddress(v4(n)), want);
+      assert.equal(peerAddress(v4(n)), want);
+    }
+    assert.equal(peerAddress({ family: 6, addr: Buffer.from('20010db8000000000000000000000001', 'hex'), port: 53 }), '2001:db8::1');
+  });
+
   it('refuses text that is not an address', () => {
     assert.throws(() => UdpBatchSocket.open('localhost', 0, () => undefined), /not an IP address/);
   });
