@@ -61,6 +61,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <time.h>
@@ -75,7 +76,12 @@
 #define FAST_SLOT 65536
 #define FAST_HDR 28
 #define FAST_OUT 1232       /* the largest answer sent from here (EDNS's safe size) */
-#define FAST_PENDING 32768  /* datagrams handed to the JS thread and not yet taken; beyond, misses are dropped and counted */
+/* Bytes handed to the JS thread and not yet taken (it is paused, or behind): beyond MISS_BUDGET the
+ * queries it would answer are dropped (the client asks again); beyond HIT_BUDGET hits are not answered
+ * here either, so that every answer sent is reported to JS and recorded (a flood of misses cannot buy
+ * unlogged answers). Memory stays bounded whatever the pause. */
+#define MISS_BUDGET (16u << 20)
+#define HIT_BUDGET (48u << 20)
 #define KEY_MAX (3 + 255)
 #define TABLE_HARD_MAX (1 << 22)
 
@@ -103,6 +109,7 @@ typedef struct {
   size_t nbuckets; /* a power of two */
   size_t count;
   size_t max;
+  uint32_t seed;
   int refs; /* the JS object, and each thread using it */
 } table_t;
 
@@ -123,9 +130,16 @@ static void table_unref(table_t *t) {
   free(t);
 }
 
-static uint32_t hash_key(const uint8_t *k, size_t n) {
-  uint32_t h = 2166136261u; /* FNV-1a */
+/* FNV-1a from a per-table random basis, then a finalizer mixing the seed again: names chosen to share a
+ * bucket cannot be computed ahead (the seed comes from getrandom at dnsTableOpen). */
+static uint32_t hash_key(uint32_t seed, const uint8_t *k, size_t n) {
+  uint32_t h = 2166136261u ^ seed;
   for (size_t i = 0; i < n; i++) h = (h ^ k[i]) * 16777619u;
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= (h >> 13) ^ seed;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
   return h;
 }
 
@@ -324,7 +338,8 @@ static size_t build_answer(const uint8_t *p, const query_t *q, const entry_t *e,
   uint8_t *b = out + q->qend;
   memcpy(b, e->body, e->body_len);
   /* Whole seconds since the answer arrived, rounded up (as ageSeconds in answer-cache.ts). */
-  uint32_t age = now <= e->stored_at ? 0 : (uint32_t)ceil((now - e->stored_at) / 1000.0);
+  double secs = now <= e->stored_at ? 0 : ceil((now - e->stored_at) / 1000.0);
+  uint32_t age = secs >= 4294967295.0 ? UINT32_MAX : (uint32_t)secs;
   for (uint16_t i = 0; i < e->nttl; i++) wr32be(b + e->ttl_off[i], e->ttl[i] > age ? e->ttl[i] - age : 0);
   if (q->has_opt) {
     uint8_t *o = b + e->body_len;
@@ -351,7 +366,7 @@ static double now_ms(void) {
 static size_t answer_from_table(table_t *t, const uint8_t *p, size_t n, double now, uint8_t *out, uint32_t *id) {
   query_t q;
   if (!parse_query(p, n, &q)) return 0;
-  uint32_t h = hash_key(q.key, q.keylen);
+  uint32_t h = hash_key(t->seed, q.key, q.keylen);
   size_t len = 0;
   pthread_mutex_lock(&t->mu);
   entry_t *e = *find_slot(t, q.key, q.keylen, h);
@@ -375,7 +390,8 @@ typedef struct {
   int stopped;
   /* counters (relaxed atomics: read from the JS thread) */
   uint64_t received, answered, forwarded, dropped, send_failed;
-  uint64_t pending; /* datagrams in batches the JS thread has not taken yet */
+  uint64_t pending; /* bytes in batches the JS thread has not taken yet */
+  int external_gone, tsfn_done; /* both finalizers ran: the memory goes (JS thread only) */
   /* receive and send areas (the thread's own) */
   struct mmsghdr msgs[FAST_BATCH];
   struct iovec iov[FAST_BATCH];
@@ -392,8 +408,7 @@ typedef struct {
 
 typedef struct {
   size_t len;
-  uint32_t count; /* datagrams in it */
-  uint64_t *pending;
+  uint64_t *pending; /* the thread's counter (its memory outlives every batch: freed after the tsfn's finalizer) */
   uint8_t data[];
 } batch_t;
 
@@ -428,7 +443,7 @@ static void frame_header(uint8_t *h, unsigned len, const struct sockaddr_in6 *fr
 static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   batch_t *b = data;
   (void)context;
-  if (b) __atomic_sub_fetch(b->pending, b->count, __ATOMIC_RELAXED);
+  if (b) __atomic_sub_fetch(b->pending, (uint64_t)b->len, __ATOMIC_RELAXED);
   if (env && cb && b) {
     napi_value buf, recv, result;
     void *dst;
@@ -454,6 +469,7 @@ static void *fast_loop(void *arg) {
       break;
     }
     if (pf[1].revents) break;
+    if (pf[0].revents & POLLNVAL) break; /* the fd was closed under the thread: never spin on it */
     if (!(pf[0].revents & (POLLIN | POLLERR))) continue;
     for (int i = 0; i < FAST_BATCH; i++) {
       f->iov[i].iov_base = f->data + (size_t)i * FAST_SLOT;
@@ -470,35 +486,97 @@ static void *fast_loop(void *arg) {
     if (n <= 0) continue;
     CNT_ADD(f->received, (uint64_t)n);
     double now = now_ms();
-    size_t total = 0;
-    int nout = 0;
+    uint64_t pending = CNT_GET(f->pending);
+    int may_answer = pending < HIT_BUDGET, may_forward = pending < MISS_BUDGET;
+    /* Per datagram: 0 dropped, 1 answered here (reported), 2 handed over whole, 3 handed over as
+     * truncated without its bytes (cut short, or over FAST_RECV: no DNS query over UDP is that large;
+     * JS counts it and drops it). */
+    int kind[FAST_BATCH];
     uint32_t ids[FAST_BATCH];
-    size_t olen[FAST_BATCH];
+    size_t total = 0;
+    int nout = 0, nfwd = 0, ndrop = 0;
     for (int i = 0; i < n; i++) {
       size_t len = f->msgs[i].msg_len;
-      olen[i] = 0;
-      /* A datagram cut short (MSG_TRUNC) is never answered here; JS drops it, flagged. */
-      if (!(f->msgs[i].msg_hdr.msg_flags & MSG_TRUNC))
-        olen[i] = answer_from_table(f->table, f->iov[i].iov_base, len, now, f->out[nout], &ids[i]);
-      if (olen[i]) {
+      int trunc = (f->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0;
+      size_t olen = 0;
+      if (!trunc && may_answer) olen = answer_from_table(f->table, f->iov[i].iov_base, len, now, f->out[nout], &ids[i]);
+      if (olen) {
         memset(&f->omsgs[nout], 0, sizeof f->omsgs[nout]);
         f->oiov[nout].iov_base = f->out[nout];
-        f->oiov[nout].iov_len = olen[i];
+        f->oiov[nout].iov_len = olen;
         f->omsgs[nout].msg_hdr.msg_iov = &f->oiov[nout];
         f->omsgs[nout].msg_hdr.msg_iovlen = 1;
         f->omsgs[nout].msg_hdr.msg_name = &f->from[i];
         f->omsgs[nout].msg_hdr.msg_namelen = f->msgs[i].msg_hdr.msg_namelen;
         nout++;
+        kind[i] = 1;
         total += FAST_HDR + 4 + len;
+      } else if (!may_forward || !may_answer) {
+        kind[i] = 0;
+        ndrop++;
+      } else if (trunc || len > FAST_RECV) {
+        kind[i] = 3;
+        nfwd++;
+        total += FAST_HDR;
       } else {
-        total += FAST_HDR + (len > 65535 ? 65535 : len);
+        kind[i] = 2;
+        nfwd++;
+        total += FAST_HDR + len;
       }
     }
-    /* Answers first: the JS thread's turn comes after. */
-    int done = 0;
+    /* The report goes to JS before the answers leave: an answer whose report cannot be queued is not sent. */
+    batch_t *b = total > 0 ? malloc(sizeof *b + total) : NULL;
+    if (total > 0) {
+      napi_status st = napi_generic_failure;
+      if (b) {
+        b->len = total;
+        b->pending = &f->pending;
+        uint8_t *o = b->data;
+        for (int i = 0; i < n; i++) {
+          if (kind[i] == 0) continue;
+          struct msghdr *h = &f->msgs[i].msg_hdr;
+          uint32_t mark = 0;
+          for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c))
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_MARK && c->cmsg_len >= CMSG_LEN(sizeof mark)) memcpy(&mark, CMSG_DATA(c), sizeof mark);
+          size_t len = f->msgs[i].msg_len;
+          if (kind[i] == 1) {
+            frame_header(o, (unsigned)(4 + len), &f->from[i], mark, 1);
+            o[FAST_HDR] = ids[i] & 0xff;
+            o[FAST_HDR + 1] = (ids[i] >> 8) & 0xff;
+            o[FAST_HDR + 2] = (ids[i] >> 16) & 0xff;
+            o[FAST_HDR + 3] = (ids[i] >> 24) & 0xff;
+            memcpy(o + FAST_HDR + 4, f->iov[i].iov_base, len);
+            o += FAST_HDR + 4 + len;
+          } else if (kind[i] == 3) {
+            frame_header(o, 0, &f->from[i], mark, 0);
+            o[5] = 1;
+            o += FAST_HDR;
+          } else {
+            frame_header(o, (unsigned)len, &f->from[i], mark, 0);
+            memcpy(o + FAST_HDR, f->iov[i].iov_base, len);
+            o += FAST_HDR + len;
+          }
+        }
+        CNT_ADD(f->pending, (uint64_t)total);
+        st = napi_call_threadsafe_function(f->tsfn, b, napi_tsfn_nonblocking);
+        if (st != napi_ok) {
+          __atomic_sub_fetch(&f->pending, (uint64_t)total, __ATOMIC_RELAXED);
+          free(b);
+        }
+      }
+      if (st != napi_ok) {
+        /* Nothing reported: nothing answered, nothing handed over. */
+        CNT_ADD(f->dropped, (uint64_t)n);
+        if (st == napi_closing) break;
+        continue;
+      }
+    }
+    CNT_ADD(f->dropped, (uint64_t)ndrop);
+    CNT_ADD(f->forwarded, (uint64_t)nfwd);
+    int done = 0, sent = 0;
     while (done < nout) {
-      int s = sendmmsg(f->fd, f->omsgs + done, (unsigned)(nout - done), MSG_DONTWAIT);
-      if (s < 0) {
+      int r2 = sendmmsg(f->fd, f->omsgs + done, (unsigned)(nout - done), MSG_DONTWAIT);
+      if (r2 < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
           CNT_ADD(f->send_failed, (uint64_t)(nout - done));
@@ -508,52 +586,10 @@ static void *fast_loop(void *arg) {
         done++;
         continue;
       }
-      done += s;
+      done += r2;
+      sent += r2;
     }
-    CNT_ADD(f->answered, (uint64_t)nout);
-    /* The JS thread is behind by FAST_PENDING datagrams (a long pause): its queries are dropped
-     * (the client asks again), the answers above already went. */
-    batch_t *b = CNT_GET(f->pending) + (uint64_t)n > FAST_PENDING ? NULL : malloc(sizeof *b + total);
-    if (!b) {
-      CNT_ADD(f->dropped, (uint64_t)(n - nout));
-      continue;
-    }
-    b->count = (uint32_t)n;
-    b->pending = &f->pending;
-    uint8_t *o = b->data;
-    for (int i = 0; i < n; i++) {
-      struct msghdr *h = &f->msgs[i].msg_hdr;
-      uint32_t mark = 0;
-      for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c))
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_MARK && c->cmsg_len >= CMSG_LEN(sizeof mark)) memcpy(&mark, CMSG_DATA(c), sizeof mark);
-      size_t len = f->msgs[i].msg_len;
-      if (len > 65535) len = 65535;
-      if (olen[i]) {
-        frame_header(o, (unsigned)(4 + len), &f->from[i], mark, 1);
-        o[FAST_HDR] = ids[i] & 0xff;
-        o[FAST_HDR + 1] = (ids[i] >> 8) & 0xff;
-        o[FAST_HDR + 2] = (ids[i] >> 16) & 0xff;
-        o[FAST_HDR + 3] = (ids[i] >> 24) & 0xff;
-        memcpy(o + FAST_HDR + 4, f->iov[i].iov_base, len);
-        o += FAST_HDR + 4 + len;
-      } else {
-        frame_header(o, (unsigned)len, &f->from[i], mark, 0);
-        if (h->msg_flags & MSG_TRUNC) o[5] = 1;
-        memcpy(o + FAST_HDR, f->iov[i].iov_base, len);
-        o += FAST_HDR + len;
-      }
-    }
-    b->len = total;
-    CNT_ADD(f->pending, (uint64_t)n);
-    napi_status st = napi_call_threadsafe_function(f->tsfn, b, napi_tsfn_nonblocking);
-    if (st != napi_ok) {
-      __atomic_sub_fetch(&f->pending, (uint64_t)n, __ATOMIC_RELAXED);
-      CNT_ADD(f->dropped, (uint64_t)(n - nout));
-      free(b);
-      if (st == napi_closing) break;
-    } else {
-      CNT_ADD(f->forwarded, (uint64_t)(n - nout));
-    }
+    CNT_ADD(f->answered, (uint64_t)sent);
   }
   return NULL;
 }
@@ -566,11 +602,19 @@ static void table_finalize(napi_env env, void *data, void *hint) {
   table_unref(data);
 }
 
-static table_t *table_arg(napi_env env, napi_value v) {
+/* Each handle is tagged with its kind: a table is never taken for a thread's handle, or the reverse. */
+static const napi_type_tag TABLE_TAG = {0x736c75696365dbf1ULL, 0x7461626c65000001ULL};
+static const napi_type_tag FAST_TAG = {0x736c75696365dbf1ULL, 0x7468726561640002ULL};
+
+static void *tagged_external(napi_env env, napi_value v, const napi_type_tag *tag) {
   void *p = NULL;
+  bool ok = false;
+  if (napi_check_object_type_tag(env, v, tag, &ok) != napi_ok || !ok) return NULL;
   if (napi_get_value_external(env, v, &p) != napi_ok) return NULL;
   return p;
 }
+
+static table_t *table_arg(napi_env env, napi_value v) { return tagged_external(env, v, &TABLE_TAG); }
 
 static napi_value js_table_open(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -590,6 +634,7 @@ static napi_value js_table_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   pthread_mutex_init(&t->mu, NULL);
+  if (getrandom(&t->seed, sizeof t->seed, 0) != sizeof t->seed) t->seed = (uint32_t)now_ms() ^ (uint32_t)(uintptr_t)t;
   t->max = (size_t)max;
   t->refs = 1;
   napi_value out;
@@ -597,6 +642,7 @@ static napi_value js_table_open(napi_env env, napi_callback_info info) {
     table_unref(t);
     return NULL;
   }
+  napi_type_tag_object(env, out, &TABLE_TAG);
   return out;
 }
 
@@ -631,7 +677,7 @@ static napi_value js_table_put(napi_env env, napi_callback_info info) {
   }
   entry_t *e = parse_template(key, klen, tmpl, tlen);
   if (!e) return make_bool(env, 0);
-  e->hash = hash_key(key, klen);
+  e->hash = hash_key(t->seed, key, klen);
   pthread_mutex_lock(&t->mu);
   entry_t **slot = find_slot(t, key, klen, e->hash);
   int ok = 1;
@@ -663,7 +709,7 @@ static napi_value js_table_delete(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (!key_ok(key, klen)) return make_bool(env, 0);
-  uint32_t h = hash_key(key, klen);
+  uint32_t h = hash_key(t->seed, key, klen);
   pthread_mutex_lock(&t->mu);
   entry_t **slot = find_slot(t, key, klen, h);
   entry_t *e = *slot;
@@ -767,12 +813,23 @@ static void fast_stop(fast_t *f) {
 
 static void fast_cleanup_hook(void *arg) { fast_stop(arg); }
 
-/* The handle was collected: its memory goes if the thread was stopped (a running thread keeps it). */
+/* The handle was collected. Its memory goes once the threadsafe function is finalized too (queued
+ * batches point at its counter); a running thread keeps the function, so it keeps the memory. */
 static void fast_finalize(napi_env env, void *data, void *hint) {
   fast_t *f = data;
   (void)env;
   (void)hint;
-  if (f && f->stopped && !f->data) free(f);
+  f->external_gone = 1;
+  if (f->tsfn_done) free(f);
+}
+
+/* The threadsafe function is finalized (released after the join, every queued batch delivered or freed). */
+static void fast_tsfn_finalize(napi_env env, void *data, void *hint) {
+  fast_t *f = data;
+  (void)env;
+  (void)hint;
+  f->tsfn_done = 1;
+  if (f->external_gone) free(f);
 }
 
 static napi_value js_fast_start(napi_env env, napi_callback_info info) {
@@ -801,7 +858,7 @@ static napi_value js_fast_start(napi_env env, napi_callback_info info) {
   f->table = t;
   napi_value name;
   napi_create_string_utf8(env, "sluice.dnsfast", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &f->tsfn) != napi_ok) {
+  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, f, fast_tsfn_finalize, NULL, call_js, &f->tsfn) != napi_ok) {
     close(f->stopfd);
     free(f->data);
     free(f);
@@ -815,11 +872,14 @@ static napi_value js_fast_start(napi_env env, napi_callback_info info) {
   pthread_mutex_unlock(&t->mu);
   int rc = pthread_create(&f->thread, NULL, fast_loop, f);
   if (rc != 0) {
-    napi_release_threadsafe_function(f->tsfn, napi_tsfn_abort);
     table_unref(t);
     close(f->stopfd);
     free(f->data);
-    free(f);
+    f->data = NULL;
+    f->stopped = 1;
+    /* The memory goes with the threadsafe function's finalizer (no handle will ever exist). */
+    f->external_gone = 1;
+    napi_release_threadsafe_function(f->tsfn, napi_tsfn_abort);
     napi_throw_error(env, "ESYSCALL", "dnsFastStart: pthread_create failed");
     return NULL;
   }
@@ -827,6 +887,7 @@ static napi_value js_fast_start(napi_env env, napi_callback_info info) {
   napi_add_env_cleanup_hook(env, fast_cleanup_hook, f);
   napi_value out;
   napi_create_external(env, f, fast_finalize, NULL, &out);
+  napi_type_tag_object(env, out, &FAST_TAG);
   return out;
 }
 
@@ -834,7 +895,7 @@ static fast_t *fast_arg(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   void *p = NULL;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_external(env, argv[0], &p) != napi_ok || !p) {
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || !(p = tagged_external(env, argv[0], &FAST_TAG))) {
     napi_throw_type_error(env, "EINVAL", "a dnsFastStart handle expected");
     return NULL;
   }

@@ -400,6 +400,7 @@ export class Daemon {
       this.armFileWatch(policy.sha256);
       logLine('info', 'reloaded', { sha256: policy.sha256, mode: policy.mode, epoch: r.epoch });
     } catch (err) {
+      for (const c of this.started) c.reloadAborted?.();
       const e = err as Error & { issues?: unknown };
       publishAlert({
         time: Date.now(),

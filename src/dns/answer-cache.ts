@@ -198,9 +198,9 @@ export class AnswerCache {
     return this.map.get(key);
   }
 
-  /** Stores (or replaces) an entry, pushing out the least recently used beyond the bound. */
-  set(e: Omit<CachedAnswer, 'prev' | 'next' | 'uses' | 'prefetching'>): void {
-    if (this.cap <= 0) return;
+  /** Stores (or replaces) an entry, pushing out the least recently used beyond the bound; returns it as stored (undefined: the cache is off). */
+  set(e: Omit<CachedAnswer, 'prev' | 'next' | 'uses' | 'prefetching'>): CachedAnswer | undefined {
+    if (this.cap <= 0) return undefined;
     const old = this.map.get(e.key);
     if (old) this.remove(old);
     const entry: CachedAnswer = { ...e, uses: 0, prefetching: false, prev: null, next: null };
@@ -208,6 +208,7 @@ export class AnswerCache {
     this.append(entry);
     this.stats.inserts++;
     while (this.map.size > this.cap && this.head) this.remove(this.head, 'evictions');
+    return entry;
   }
 
   /** Takes back the hit just returned for `key`: the entry may no longer be used (the policy or the filter says no). It goes, and the lookup counts as a miss. */

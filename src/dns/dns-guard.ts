@@ -135,6 +135,8 @@ export class DnsGuard {
   private generation = 0;
   /** The fast path's table (fast-answers.ts), when the UDP listeners answer cache hits on threads of their own. */
   private fast: FastAnswers | undefined;
+  /** A reload is under way: nothing goes into the fast path's table (see freezeFast). */
+  private fastFrozen = false;
 
   constructor(deps: GuardDeps) {
     this.current = deps;
@@ -153,6 +155,7 @@ export class DnsGuard {
   set deps(deps: GuardDeps) {
     // Before anything else: the fast path hands out nothing decided under the old dependencies.
     this.fast?.clear();
+    this.fastFrozen = false;
     const old = this.current;
     this.current = deps;
     this.decisions = new WeakMap();
@@ -170,9 +173,23 @@ export class DnsGuard {
     this.cache.onDrop = fast ? (e) => fast.delete(e) : undefined;
   }
 
-  /** Empties the fast path's table at once (a reload begins, this host's addresses changed). */
+  /** Empties the fast path's table at once (this host's addresses changed, the learned record is rebuilt). */
   dropFast(): void {
     this.fast?.clear();
+  }
+
+  /**
+   * A reload begins: the table empties, and nothing goes in until the new
+   * dependencies are in place (the deps setter) or the reload is given up
+   * (thawFast): hits in JS meanwhile are still decided under the old policy.
+   */
+  freezeFast(): void {
+    this.fastFrozen = true;
+    this.fast?.clear();
+  }
+
+  thawFast(): void {
+    this.fastFrozen = false;
   }
 
   private now(): number {
@@ -531,9 +548,8 @@ export class DnsGuard {
     // answer, nor one the rebinding filter cut (each of those goes upstream again), nor one decided
     // before a reload that landed while it was upstream.
     if (caching && generation === this.generation && !upstream.flags.tc && f.dropped.length === 0) {
-      this.store(key, name, question.type, arrived, f, judged, edes, upstream.flags.ad);
-      const stored = this.fast ? this.cache.peek(key) : undefined;
-      if (stored) this.mirror(stored, packet, q, judged, this.now());
+      const stored = this.store(key, name, question.type, arrived, f, judged, edes, upstream.flags.ad);
+      if (stored && this.fast) this.mirror(stored, packet, q, judged, this.now());
     }
     return this.encodeReply(q, { rcode: f.rcode, answers: f.answers, authorities: f.authorities, ede: edes, ad: upstream.flags.ad }, client);
   }
@@ -544,11 +560,11 @@ export class DnsGuard {
    * records' TTLs (a negative one per RFC 2308 section 5, with the SOA handed
    * out at that TTL), while every record still has a second to give.
    */
-  private store(key: string, name: string, type: number, arrived: number, f: FilteredAnswer, judged: Judgement, ede: EdnsOption[], ad: boolean): void {
+  private store(key: string, name: string, type: number, arrived: number, f: FilteredAnswer, judged: Judgement, ede: EdnsOption[], ad: boolean): CachedAnswer | undefined {
     const prepared = prepareForCache(type, f.rcode, f.answers, f.authorities, this.deps.policy.dns.cacheMaxNegativeTtl);
     // A record with 1 s left would be handed out with TTL 0, which forbids caching (RFC 1035 section 3.2.1).
-    if (!prepared || prepared.seconds < 2) return;
-    this.cache.set({
+    if (!prepared || prepared.seconds < 2) return undefined;
+    return this.cache.set({
       key,
       name,
       type,
@@ -593,8 +609,7 @@ export class DnsGuard {
       // The fresh answer takes the old one's place in the fast path too (the old one leaves it as it leaves the cache).
       const fastKeyOf = e.fastKey;
       const fastQuestion = e.fastQuestion;
-      this.store(e.key, e.name, e.type, arrived, f, judged, edes, upstream.flags.ad);
-      const stored = fastKeyOf && fastQuestion ? this.cache.peek(e.key) : undefined;
+      const stored = this.store(e.key, e.name, e.type, arrived, f, judged, edes, upstream.flags.ad);
       if (stored && fastKeyOf && fastQuestion) this.mirrorWith(stored, fastKeyOf, fastQuestion, judged, this.now());
       stats.prefetches++;
     } catch {
@@ -640,6 +655,7 @@ export class DnsGuard {
       return null;
     }
     const age = ageSeconds(e.storedAt, now);
+    const generation = this.generation;
     try {
       await this.open(name, age === 0 ? e.addresses : e.addresses.map((a) => ({ ...a, ttl: a.ttl - age })), judged, now);
     } catch (err) {
@@ -649,7 +665,9 @@ export class DnsGuard {
     this.stats.allowed++;
     if (wantsPrefetch(e, now)) void this.prefetch(e, q.edns?.dnssecOk ?? false, decision);
     e.uses++;
-    if (this.fast) this.mirror(e, packet, q, judged, now);
+    // Into the fast path only what was decided under the dependencies in force and is still the
+    // cache's entry: a reload, or a newer answer, while the kernel write was awaited leaves it out.
+    if (this.fast && generation === this.generation && this.cache.peek(e.key) === e) this.mirror(e, packet, q, judged, now);
     // The question is the client's own (id, spelling); records owned by the name asked take that
     // spelling too on the wire, where the encoder compresses them against the question (0x20).
     const answers = countDown(e.answers, age);
@@ -677,7 +695,7 @@ export class DnsGuard {
 
   private mirrorWith(e: CachedAnswer, key: Buffer, question: Question, t: Pick<Targets, 'sets4' | 'sets6' | 'ruleNames'>, now: number): void {
     const fast = this.fast;
-    if (!fast) return;
+    if (!fast || this.fastFrozen) return;
     const deadline = this.fastDeadline(e, t);
     if (deadline <= now + 1000) {
       fast.delete(e);
@@ -747,7 +765,9 @@ export class DnsGuard {
     const now = this.now();
     if (now - (e.refreshedAt ?? e.storedAt) >= 1000) {
       e.refreshedAt = now;
-      void this.refreshFast(e, now);
+      this.refreshFast(e, now).catch(() => {
+        this.stats.kernelFailures++;
+      });
     }
   }
 

@@ -137,7 +137,7 @@ export class GuardComponent implements Component {
    */
   async prepare(policy: Policy): Promise<void> {
     // A reload begins: until the new policy is in place, the fast path hands out nothing decided under the old one.
-    this.guard?.dropFast();
+    this.guard?.freezeFast();
     if (!dnsGuardListens(policy)) return;
     const firstFree = unprivilegedPortStart();
     const unsafe = unsafeLocalUpstreams(dnsUpstreamsFor(policy), firstFree, hostAddresses());
@@ -157,6 +157,10 @@ export class GuardComponent implements Component {
       throw new SluiceError('EGUARDPORT', `The DNS guard cannot listen on port ${policy.dns.port}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
     }
     this.prepared = servers;
+  }
+
+  reloadAborted(): void {
+    this.guard?.thawFast();
   }
 
   async start(rt: Runtime): Promise<void> {

@@ -141,8 +141,13 @@ export class UdpBatchSocket {
       const from: Peer = { family, addr: data.subarray(off + 8, off + (family === 4 ? 12 : 24)), port: data.readUInt16LE(off + 2) };
       this.stats.received++;
       if (data[off + 6] === 1 && this.onHit && len >= 4) {
-        // Answered by the fast path's thread: told, not handled.
-        this.onHit(data.readUInt32LE(off + HDR), data.subarray(off + HDR + 4, end), from, data.readUInt32LE(off + 24));
+        // Answered by the fast path's thread: told, not handled. A failure to record it must not take
+        // the daemon down (this runs straight from the native callback, outside any query's promise).
+        try {
+          this.onHit(data.readUInt32LE(off + HDR), data.subarray(off + HDR + 4, end), from, data.readUInt32LE(off + 24));
+        } catch {
+          this.stats.errors++;
+        }
         if (this.closed) return;
         off = end;
         continue;

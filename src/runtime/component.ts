@@ -32,6 +32,8 @@ export interface Component {
    * first. Throwing here stops the start or the reload before the kernel changes.
    */
   prepare?(policy: Policy): Promise<void>;
+  /** A reload that called prepare() was given up (the policy in force stays). */
+  reloadAborted?(): void;
   start(rt: Runtime): Promise<void>;
   stop(): Promise<void>;
   /** The policy changed; rt holds the new one. Components that keep derived state rebuild it. */

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { native } from '../../src/native/native.js';
 import { decodeMessage, encodeMessage, OPT_EDE, TYPE, type EdnsOption, type Message, type RR } from '../../src/dns/dns-message.js';
-import { FastAnswers, fastKey } from '../../src/dns/fast-answers.js';
+import { encodeTemplate, FastAnswers, fastKey } from '../../src/dns/fast-answers.js';
 import { CNAME, SOA } from '../support/dns-records.js';
 import { guardSetup } from '../support/guard-harness.js';
 
@@ -189,6 +189,59 @@ describe('unit: the DNS guard fast path (native/dns_fast.c)', () => {
     assert.equal(t.fast.size, 1);
     t.guard.dropFast();
     assert.equal(t.fast.size, 0);
+  });
+
+  it('a reload while a JS cache hit waits on the kernel write does not put the entry back: the name it now refuses stays out of the table (review finding)', async () => {
+    const clock = { now: 1_700_000_000_000 };
+    const t = guardSetup(POLICY, (q) => [A(q.name, 0xc6120101n, 300)], { clock });
+    const fast = new FastAnswers(100);
+    t.guard.attachFast(fast);
+    await t.guard.handle(query('api.example.com'), client);
+    assert.equal(fast.size, 1);
+    t.guard.dropFast();
+    clock.now += 2000;
+    // The next hit goes through JS; its open() waits on the set writer for the length of a reload.
+    const writer = t.guard.deps.writer;
+    const write = writer.write.bind(writer);
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (release = r));
+    writer.write = async (w) => {
+      await gate;
+      return write(w);
+    };
+    const hit = t.guard.handle(query('api.example.com'), client);
+    await new Promise((r) => setImmediate(r));
+    t.reload(POLICY + '  - name: no\n    action: deny\n    to: [api.example.com]\n');
+    release();
+    await hit;
+    assert.equal(decodeMessage((await t.guard.handle(query('api.example.com'), client)) as Buffer).flags.rcode, 3, 'refused under the new policy');
+    assert.equal(fast.size, 0);
+    assert.equal(native().dnsFastAnswer(fast.table, query('api.example.com'), clock.now + 30_000), null);
+  });
+
+  it('while a reload is under way (frozen), nothing goes into the table; the new dependencies, or an aborted reload, open it again', async () => {
+    const t = setup();
+    t.guard.freezeFast();
+    await t.guard.handle(query('api.example.com'), client);
+    await t.guard.handle(query('api.example.com'), client);
+    assert.equal(t.fast.size, 0, 'a miss and a JS hit while frozen put nothing in');
+    t.guard.thawFast();
+    await t.guard.handle(query('api.example.com'), client);
+    assert.equal(t.fast.size, 1, 'thawed: the next JS hit puts it in');
+    t.guard.freezeFast();
+    t.reload(POLICY);
+    await t.guard.handle(query('api.example.com'), client);
+    assert.equal(t.fast.size, 1, 'the new dependencies thaw it');
+  });
+
+  it('the TTL countdown saturates: an entry stored more than 2^32 s before now hands out TTL 0, never a wrapped age', () => {
+    const table = native().dnsTableOpen(4);
+    const key = fastKey(query('api.example.com'), TYPE.A, false) as Buffer;
+    const now = 1e13;
+    const tmpl = encodeTemplate({ name: 'api.example.com', type: TYPE.A, class: 1 }, { id: 1, rcode: 0, ad: false, storedAt: now - (2 ** 32 + 5) * 1000, deadline: now + 1000, answers: [A('api.example.com', 0xc6120101n, 300)], authorities: [], ede: [] }) as Buffer;
+    assert.equal(native().dnsTablePut(table, key, tmpl), true);
+    const out = native().dnsFastAnswer(table, query('api.example.com'), now);
+    assert.deepEqual(decodeMessage(out as Buffer).answers.map((a) => a.ttl), [0]);
   });
 
   it('a fast-path hit is recorded as an answer and counted as a cache hit; a hit on an entry that left is still recorded from its query', async () => {
