@@ -69,6 +69,8 @@ export interface DnsFastStats {
   /** Dropped because JavaScript was too far behind (the client asks again). */
   dropped: number;
   sendFailed: number;
+  /** recvmmsg calls that returned datagrams (received / batches: datagrams per system call). */
+  batches: number;
 }
 
 /** The attribution probes, loaded and attached (see native/sluice_bpf.c). */
