@@ -1286,7 +1286,9 @@ async function main(): Promise<void> {
   } finally {
     shuttingDown = true;
     await teardown(worlds, say);
-    rmSync(tmp, { recursive: true, force: true });
+    // BENCH_KEEP_TMP=1: the daemon's CPU profiles (diagnostics), configs and query files stay, for a closer look.
+    if (process.env.BENCH_KEEP_TMP === '1') say(`  kept ${tmp} (BENCH_KEEP_TMP=1)`);
+    else rmSync(tmp, { recursive: true, force: true });
   }
 }
 
