@@ -181,6 +181,17 @@ static inline double rdf64le(const uint8_t *p) {
   return d;
 }
 
+/* A u16-length-prefixed field of p (n bytes) at *off: its bytes, with *off moved past it; NULL when it runs past n. */
+static const uint8_t *length_prefixed(const uint8_t *p, size_t n, size_t *off, uint16_t *len) {
+  if (n - *off < 2) return NULL;
+  *len = rd16le(p + *off);
+  *off += 2;
+  if (n - *off < *len) return NULL;
+  const uint8_t *at = p + *off;
+  *off += *len;
+  return at;
+}
+
 /* Parses a template into a new entry (key copied in); NULL when it is malformed. */
 static entry_t *parse_template(const uint8_t *key, size_t keylen, const uint8_t *p, size_t n) {
   size_t off = 0;
@@ -196,20 +207,11 @@ static entry_t *parse_template(const uint8_t *key, size_t keylen, const uint8_t 
   NEED((size_t)nttl * 6);
   const uint8_t *ttls = p + off;
   off += (size_t)nttl * 6;
-  NEED(2);
-  uint16_t ede_len = rd16le(p + off);
-  off += 2;
-  NEED(ede_len);
-  const uint8_t *ede = p + off;
-  off += ede_len;
-  NEED(2);
-  uint16_t body_len = rd16le(p + off);
-  off += 2;
-  NEED(body_len);
-  const uint8_t *body = p + off;
-  off += body_len;
-  if (off != n || body_len > FAST_OUT || ede_len > FAST_OUT) return NULL;
 #undef NEED
+  uint16_t ede_len, body_len;
+  const uint8_t *ede = length_prefixed(p, n, &off, &ede_len);
+  const uint8_t *body = ede ? length_prefixed(p, n, &off, &body_len) : NULL;
+  if (!body || off != n || body_len > FAST_OUT || ede_len > FAST_OUT) return NULL;
   for (uint16_t i = 0; i < nttl; i++) {
     uint16_t o = rd16le(ttls + (size_t)i * 6);
     if ((size_t)o + 4 > body_len) return NULL;
@@ -771,14 +773,18 @@ static napi_value js_table_delete(napi_env env, napi_callback_info info) {
   return make_bool(env, e != NULL);
 }
 
-static napi_value js_table_clear(napi_env env, napi_callback_info info) {
+/* The table of a function whose one argument is a table; throws `usage` otherwise. */
+static table_t *only_table_arg(napi_env env, napi_callback_info info, const char *usage) {
   size_t argc = 1;
   napi_value argv[1];
-  table_t *t;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || !(t = table_arg(env, argv[0]))) {
-    napi_throw_type_error(env, "EINVAL", "dnsTableClear(table)");
-    return NULL;
-  }
+  table_t *t = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || !(t = table_arg(env, argv[0]))) napi_throw_type_error(env, "EINVAL", usage);
+  return t;
+}
+
+static napi_value js_table_clear(napi_env env, napi_callback_info info) {
+  table_t *t = only_table_arg(env, info, "dnsTableClear(table)");
+  if (!t) return NULL;
   entry_t *all = NULL;
   pthread_mutex_lock(&t->mu);
   size_t n = t->count;
@@ -802,13 +808,8 @@ static napi_value js_table_clear(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_table_size(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  table_t *t;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || !(t = table_arg(env, argv[0]))) {
-    napi_throw_type_error(env, "EINVAL", "dnsTableSize(table)");
-    return NULL;
-  }
+  table_t *t = only_table_arg(env, info, "dnsTableSize(table)");
+  if (!t) return NULL;
   pthread_mutex_lock(&t->mu);
   size_t n = t->count;
   pthread_mutex_unlock(&t->mu);

@@ -819,16 +819,7 @@ export class DnsGuard {
   private emit(
     q: Message,
     client: Client,
-    e: {
-      verdict: DnsQueryEvent['verdict'];
-      rcode: number;
-      detail?: string;
-      rules?: readonly string[];
-      answers?: string[];
-      dropped?: { address: string; why: string }[];
-      started: number;
-      process?: DnsQueryEvent['process'];
-    },
+    e: EmitFields,
   ): void {
     const question = q.questions[0];
     this.emitFor(question ? canonicalName(question.name) : '', question?.type ?? 0, client, e);
@@ -838,16 +829,7 @@ export class DnsGuard {
     name: string,
     type: number,
     client: Client,
-    e: {
-      verdict: DnsQueryEvent['verdict'];
-      rcode: number;
-      detail?: string;
-      rules?: readonly string[];
-      answers?: string[];
-      dropped?: { address: string; why: string }[];
-      started: number;
-      process?: DnsQueryEvent['process'];
-    },
+    e: EmitFields,
   ): void {
     const event: DnsQueryEvent = {
       time: Date.now(),
@@ -866,6 +848,18 @@ export class DnsGuard {
     if (e.process) event.process = e.process;
     this.deps.onEvent(event);
   }
+}
+
+/** What the guard says about an answered query, besides its question and client (see DnsGuard.emitFor). */
+interface EmitFields {
+  verdict: DnsQueryEvent['verdict'];
+  rcode: number;
+  detail?: string;
+  rules?: readonly string[];
+  answers?: string[];
+  dropped?: { address: string; why: string }[];
+  started: number;
+  process?: DnsQueryEvent['process'];
 }
 
 /** What a decision opens, as text: a cached answer is dropped at a reload when this changes. */
