@@ -358,6 +358,13 @@ static size_t build_answer(const uint8_t *p, const query_t *q, const entry_t *e,
   return size;
 }
 
+/* For intervals (the reports' 1 ms): never steps with the wall clock. */
+static double mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
 static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -395,6 +402,10 @@ typedef struct {
   int stopping; /* set (atomically) by fast_stop: the loop ends even while datagrams keep coming */
   uint64_t pending; /* bytes in batches the JS thread has not taken yet */
   int external_gone, tsfn_done; /* both finalizers ran: the memory goes (JS thread only) */
+  int released;                 /* fd, buffers and the table reference given back (after the join) */
+  int exited;                   /* the thread ended (stopped, or a socket error it cannot go on from) */
+  uint64_t errors;
+  struct batch *accbuf;         /* the thread's report accumulator, reused (ACC_CAP bytes of frames) */
   /* receive and send areas (the thread's own) */
   struct mmsghdr msgs[FAST_BATCH];
   struct iovec iov[FAST_BATCH];
@@ -409,9 +420,9 @@ typedef struct {
   uint8_t out[FAST_BATCH][FAST_OUT];
 } fast_t;
 
-typedef struct {
+typedef struct batch {
   size_t len;
-  uint64_t *pending; /* the thread's counter (its memory outlives every batch: freed after the tsfn's finalizer) */
+  uint64_t *pending; /* the thread's counter; touched only while the function delivers (env set) */
   uint8_t data[];
 } batch_t;
 
@@ -446,7 +457,9 @@ static void frame_header(uint8_t *h, unsigned len, const struct sockaddr_in6 *fr
 static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   batch_t *b = data;
   (void)context;
-  if (b) __atomic_sub_fetch(b->pending, (uint64_t)b->len, __ATOMIC_RELAXED);
+  /* env is NULL when the function is being finalized: the thread's memory may be gone by then
+   * (Node runs the finalizer before it empties the queue), so only the batch is freed. */
+  if (env && b) __atomic_sub_fetch(b->pending, (uint64_t)b->len, __ATOMIC_RELAXED);
   if (env && cb && b) {
     napi_value buf, recv, result;
     void *dst;
@@ -468,17 +481,18 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
 #define ACC_FLUSH (64u << 10)
 #define ACC_CAP ((size_t)FAST_BATCH * (FAST_HDR + 4 + FAST_RECV) + (ACC_FLUSH))
 
-/* Hands the accumulated frames to the JS thread; *acc is NULL afterwards. */
-static napi_status flush_acc(fast_t *f, batch_t **acc) {
-  batch_t *b = *acc;
-  *acc = NULL;
-  if (!b) return napi_ok;
-  if (b->len == 0) {
-    free(b);
-    return napi_ok;
-  }
-  CNT_ADD(f->pending, (uint64_t)b->len);
-  size_t len = b->len;
+/* Hands the accumulated frames to the JS thread, in a batch of their exact size (what the budgets
+ * count is what is allocated); the accumulator is empty afterwards. */
+static napi_status flush_acc(fast_t *f, batch_t *acc) {
+  size_t len = acc->len;
+  if (len == 0) return napi_ok;
+  acc->len = 0;
+  batch_t *b = malloc(sizeof *b + len);
+  if (!b) return napi_generic_failure;
+  b->len = len;
+  b->pending = &f->pending;
+  memcpy(b->data, acc->data, len);
+  CNT_ADD(f->pending, (uint64_t)len);
   napi_status st = napi_call_threadsafe_function(f->tsfn, b, napi_tsfn_nonblocking);
   if (st != napi_ok) {
     __atomic_sub_fetch(&f->pending, (uint64_t)len, __ATOMIC_RELAXED);
@@ -489,7 +503,8 @@ static napi_status flush_acc(fast_t *f, batch_t **acc) {
 
 static void *fast_loop(void *arg) {
   fast_t *f = arg;
-  batch_t *acc = NULL;
+  batch_t *acc = f->accbuf;
+  acc->len = 0;
   double acc_since = 0;
   pthread_setname_np(pthread_self(), "sluice-dnsfast"); /* as top -H and /proc/PID/task show it */
   /* Under load the socket is read again as soon as a batch is done, and poll() is called only when it
@@ -500,9 +515,9 @@ static void *fast_loop(void *arg) {
     if (wait) {
       struct pollfd pf[2] = {{.fd = f->fd, .events = POLLIN}, {.fd = f->stopfd, .events = POLLIN}};
       /* Reports waiting: at most until their time is up (poll counts in whole ms, so 1). */
-      int r = poll(pf, 2, acc ? 1 : -1);
+      int r = poll(pf, 2, acc->len ? 1 : -1);
       if (r == 0) {
-        if (flush_acc(f, &acc) == napi_closing) break;
+        if (flush_acc(f, acc) == napi_closing) break;
         continue;
       }
       if (r < 0) {
@@ -526,6 +541,11 @@ static void *fast_loop(void *arg) {
     }
     int n = recvmmsg(f->fd, f->msgs, FAST_BATCH, MSG_DONTWAIT, NULL);
     wait = n <= 0;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ENOMEM) {
+      /* The socket is unusable (closed or replaced under the thread): end, visibly (running: false). */
+      CNT_ADD(f->errors, 1);
+      break;
+    }
     if (n <= 0) continue;
     CNT_ADD(f->received, (uint64_t)n);
     CNT_ADD(f->batches, 1);
@@ -570,18 +590,11 @@ static void *fast_loop(void *arg) {
     }
     /* The report is written before the answers leave: an answer without room for its report is not
      * sent. Reports go to JS within ACC_MS (a batch with a query for JS flushes them at once). */
-    if (acc && acc->len + total > ACC_CAP && flush_acc(f, &acc) == napi_closing) break;
-    if (total > 0 && !acc) {
-      acc = malloc(sizeof *acc + ACC_CAP);
-      if (acc) {
-        acc->len = 0;
-        acc->pending = &f->pending;
-        acc_since = now;
-      }
-    }
+    if (acc->len + total > ACC_CAP && flush_acc(f, acc) == napi_closing) break;
+    if (total > 0 && acc->len == 0) acc_since = mono_ms();
     if (total > 0) {
       napi_status st = napi_generic_failure;
-      if (acc) {
+      {
         batch_t *b = acc;
         uint8_t *o = b->data + b->len;
         b->len += total;
@@ -611,7 +624,7 @@ static void *fast_loop(void *arg) {
           }
         }
         st = napi_ok;
-        if (nfwd > 0 || acc->len >= ACC_FLUSH || now - acc_since >= ACC_MS) st = flush_acc(f, &acc);
+        if (nfwd > 0 || acc->len >= ACC_FLUSH || mono_ms() - acc_since >= ACC_MS) st = flush_acc(f, acc);
       }
       if (st != napi_ok) {
         /* Nothing reported: nothing answered, nothing handed over. */
@@ -639,9 +652,12 @@ static void *fast_loop(void *arg) {
       sent += r2;
     }
     CNT_ADD(f->answered, (uint64_t)sent);
+    /* Reports never wait past ACC_MS, even while every datagram of a flood is dropped. */
+    if (acc->len && mono_ms() - acc_since >= ACC_MS && flush_acc(f, acc) == napi_closing) break;
   }
   /* Stopping: what was answered is still reported (the function is released only after the join). */
-  (void)flush_acc(f, &acc);
+  (void)flush_acc(f, acc);
+  __atomic_store_n(&f->exited, 1, __ATOMIC_RELEASE);
   return NULL;
 }
 
@@ -850,6 +866,8 @@ static napi_value fast_stats_obj(napi_env env, fast_t *f) {
   napi_set_named_property(env, o, "dropped", make_num(env, (double)CNT_GET(f->dropped)));
   napi_set_named_property(env, o, "sendFailed", make_num(env, (double)CNT_GET(f->send_failed)));
   napi_set_named_property(env, o, "batches", make_num(env, (double)CNT_GET(f->batches)));
+  napi_set_named_property(env, o, "errors", make_num(env, (double)CNT_GET(f->errors)));
+  napi_set_named_property(env, o, "running", make_bool(env, !f->stopped && !__atomic_load_n(&f->exited, __ATOMIC_ACQUIRE)));
   return o;
 }
 
@@ -863,7 +881,24 @@ static void fast_stop(fast_t *f) {
   napi_release_threadsafe_function(f->tsfn, napi_tsfn_release);
 }
 
-static void fast_cleanup_hook(void *arg) { fast_stop(arg); }
+/* After the join: the eventfd, the buffers and the table reference go back (once). */
+static void fast_release(fast_t *f) {
+  if (f->released) return;
+  f->released = 1;
+  close(f->stopfd);
+  free(f->data);
+  f->data = NULL;
+  free(f->accbuf);
+  f->accbuf = NULL;
+  if (f->table) table_unref(f->table);
+  f->table = NULL;
+}
+
+/* The environment ends without dnsFastStop (a worker terminated): the same as a stop. */
+static void fast_cleanup_hook(void *arg) {
+  fast_stop(arg);
+  fast_release(arg);
+}
 
 /* The handle was collected. Its memory goes once the threadsafe function is finalized too (queued
  * batches point at its counter); a running thread keeps the function, so it keeps the memory. */
@@ -898,10 +933,12 @@ static napi_value js_fast_start(napi_env env, napi_callback_info info) {
   fast_t *f = calloc(1, sizeof *f);
   if (!f) return NULL;
   f->data = malloc((size_t)FAST_BATCH * FAST_SLOT);
+  f->accbuf = malloc(sizeof(batch_t) + ACC_CAP);
   f->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (!f->data || f->stopfd < 0) {
+  if (!f->data || !f->accbuf || f->stopfd < 0) {
     if (f->stopfd >= 0) close(f->stopfd);
     free(f->data);
+    free(f->accbuf);
     free(f);
     napi_throw_error(env, "ENOMEM", "dnsFastStart: out of memory or file descriptors");
     return NULL;
@@ -913,6 +950,7 @@ static napi_value js_fast_start(napi_env env, napi_callback_info info) {
   if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, f, fast_tsfn_finalize, NULL, call_js, &f->tsfn) != napi_ok) {
     close(f->stopfd);
     free(f->data);
+    free(f->accbuf);
     free(f);
     napi_throw_error(env, "ESLUICENAPI", "dnsFastStart: napi_create_threadsafe_function failed");
     return NULL;
@@ -924,10 +962,7 @@ static napi_value js_fast_start(napi_env env, napi_callback_info info) {
   pthread_mutex_unlock(&t->mu);
   int rc = pthread_create(&f->thread, NULL, fast_loop, f);
   if (rc != 0) {
-    table_unref(t);
-    close(f->stopfd);
-    free(f->data);
-    f->data = NULL;
+    fast_release(f);
     f->stopped = 1;
     /* The memory goes with the threadsafe function's finalizer (no handle will ever exist). */
     f->external_gone = 1;
@@ -936,10 +971,16 @@ static napi_value js_fast_start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   f->started = 1;
-  napi_add_env_cleanup_hook(env, fast_cleanup_hook, f);
   napi_value out;
-  napi_create_external(env, f, fast_finalize, NULL, &out);
-  napi_type_tag_object(env, out, &FAST_TAG);
+  if (napi_create_external(env, f, fast_finalize, NULL, &out) != napi_ok || napi_type_tag_object(env, out, &FAST_TAG) != napi_ok) {
+    /* No handle to stop it with: stopped here; the memory goes with the function's finalizer. */
+    fast_stop(f);
+    fast_release(f);
+    f->external_gone = 1;
+    napi_throw_error(env, "ESLUICENAPI", "dnsFastStart: napi_create_external failed");
+    return NULL;
+  }
+  napi_add_env_cleanup_hook(env, fast_cleanup_hook, f);
   return out;
 }
 
@@ -961,11 +1002,7 @@ static napi_value js_fast_stop(napi_env env, napi_callback_info info) {
   if (!f->stopped) {
     fast_stop(f);
     napi_remove_env_cleanup_hook(env, fast_cleanup_hook, f);
-    close(f->stopfd);
-    free(f->data);
-    f->data = NULL;
-    table_unref(f->table);
-    f->table = NULL;
+    fast_release(f);
   }
   return fast_stats_obj(env, f);
 }

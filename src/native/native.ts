@@ -71,6 +71,9 @@ export interface DnsFastStats {
   sendFailed: number;
   /** recvmmsg calls that returned datagrams (received / batches: datagrams per system call). */
   batches: number;
+  /** Receive errors the thread could not go on from (it ended: running false). */
+  errors: number;
+  running: boolean;
 }
 
 /** The attribution probes, loaded and attached (see native/sluice_bpf.c). */

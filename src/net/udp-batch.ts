@@ -139,6 +139,12 @@ export class UdpBatchSocket {
       const truncated = (data[off + 5] as number) !== 0;
       const family: Family = data[off + 4] === 6 ? 6 : 4;
       const from: Peer = { family, addr: data.subarray(off + 8, off + (family === 4 ? 12 : 24)), port: data.readUInt16LE(off + 2) };
+      // After close, only the reports of answers the thread already sent are still taken (its last
+      // batch arrives after the stop): each is recorded; queries for JS are not handled any more.
+      if (this.closed && data[off + 6] !== 1) {
+        off = end;
+        continue;
+      }
       this.stats.received++;
       if (data[off + 6] === 1 && this.onHit && len >= 4) {
         // Answered by the fast path's thread: told, not handled. A failure to record it must not take
@@ -148,13 +154,11 @@ export class UdpBatchSocket {
         } catch {
           this.stats.errors++;
         }
-        if (this.closed) return;
         off = end;
         continue;
       }
       if (truncated) this.stats.truncated++;
       onDatagram(data.subarray(off + HDR, end), from, truncated, data.readUInt32LE(off + 24));
-      if (this.closed) return;
       off = end;
     }
   }

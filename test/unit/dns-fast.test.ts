@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { native } from '../../src/native/native.js';
+import { UdpBatchSocket } from '../../src/net/udp-batch.js';
 import { decodeMessage, encodeMessage, OPT_EDE, TYPE, type EdnsOption, type Message, type RR } from '../../src/dns/dns-message.js';
 import { encodeTemplate, FastAnswers, fastKey } from '../../src/dns/fast-answers.js';
 import { CNAME, SOA } from '../support/dns-records.js';
@@ -299,6 +300,52 @@ describe('unit: the DNS guard fast path (native/dns_fast.c)', () => {
       assert.equal(reply.questions[0]?.name.toLowerCase(), question.name.toLowerCase());
     }
     assert.ok(answered > 0, 'some mutations (in the ID, flags bits JS ignores) are still answered');
+  });
+
+  it('on loopback: the thread answers hits from the table, and every hit it answered is reported, even those whose report arrives after the socket closed (a reload moving the listener)', async () => {
+    const table = native().dnsTableOpen(16);
+    const now = Date.now();
+    const tmpl = encodeTemplate({ name: 'api.example.com', type: TYPE.A, class: 1 }, { id: 7, rcode: 0, ad: false, storedAt: now, deadline: now + 600_000, answers: [A('api.example.com', 0xc6120101n, 60)], authorities: [], ede: [] }) as Buffer;
+    assert.equal(native().dnsTablePut(table, fastKey(query('api.example.com'), TYPE.A, false) as Buffer, tmpl), true);
+    const reported: number[] = [];
+    const forJs: Buffer[] = [];
+    const sock = UdpBatchSocket.open('127.0.0.1', 0, (d) => forJs.push(Buffer.from(d)), { fast: { table, onHit: (id) => reported.push(id) } });
+    // The client sends with sendmmsg from this thread (no turn of the event loop needed), in udpSend's framing.
+    const loopback = Buffer.from([127, 0, 0, 1]);
+    const clientFd = native().udpOpen(2, loopback, 0, 0, 0, 0);
+    const frames = (qs: Buffer[]) =>
+      Buffer.concat(
+        qs.map((q) => {
+          const h = Buffer.alloc(28);
+          h.writeUInt16LE(q.length, 0);
+          h.writeUInt16LE(sock.port, 2);
+          h[4] = 4;
+          loopback.copy(h, 8);
+          return Buffer.concat([h, q]);
+        }),
+      );
+    try {
+      native().udpSend(clientFd, frames([query('other.example.com')]));
+      const t0 = Date.now();
+      while (forJs.length < 1 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 5));
+      assert.equal(forJs.length, 1, 'a name not in the table went to JS');
+      const N = 50;
+      assert.equal(native().udpSend(clientFd, frames(Array.from({ length: N }, (_, i) => query('api.example.com', { id: i })))), N);
+      // Without a turn of the loop until the close: the reports cannot have been delivered before it.
+      const t1 = Date.now();
+      while ((sock.fast?.answered ?? 0) < N && Date.now() - t1 < 5000) {
+        /* the thread answers meanwhile */
+      }
+      assert.equal(sock.fast?.answered, N, 'every hit answered by the thread');
+      assert.equal(reported.length, 0);
+      sock.close();
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(reported.length, N, 'every answered hit reported, after the close');
+      assert.ok(reported.every((id) => id === 7));
+      assert.equal(sock.fast?.running, false);
+    } finally {
+      native().closeFd(clientFd);
+    }
   });
 
   it('a template the native side would misread is refused, not stored', () => {
