@@ -359,20 +359,36 @@ export class EventStoreComponent implements Component {
 
   /** The lookup flush under way (slice by slice), if any. */
   private lookupFlush: Promise<void> | undefined;
+  /** Someone waits for the flush under way (`sluice suggest`): no pauses between its slices. */
+  private lookupHurry = false;
 
-  /** The lookup flush: a slice per turn of the event loop, so answers wait at most one slice. */
+  /**
+   * The lookup flush on the timer: a slice at a time, each followed by a
+   * pause three times its length, so the writes take at most a quarter of
+   * the event loop while they last. Measured before the pause (bench:dns's
+   * profile at 5,000 new names a second): 150,000 rows every 30 s took the
+   * loop for 2 s, 1 s of it in one second, and the guard's answers queued
+   * behind it (rounds with a p50 of 19 ms).
+   */
   private writeLookupsInSlices(): void {
-    void this.writeLookupsNow();
+    void this.writeLookupsNow(true);
   }
 
-  /** Writes what was aggregated so far, a slice per turn of the loop; resolves when it is all written (what comes meanwhile waits for the next). */
-  private writeLookupsNow(): Promise<{ written: boolean }> {
-    if (this.lookupFlush) return this.lookupFlush.then(() => this.writeLookupsNow());
+  /** Writes what was aggregated so far, a slice at a time; resolves when it is all written (what comes meanwhile waits for the next). `paced`: see writeLookupsInSlices; otherwise a slice per turn of the loop (someone waits: `sluice suggest`). */
+  private writeLookupsNow(paced = false): Promise<{ written: boolean }> {
+    if (!paced) this.lookupHurry = true;
+    if (this.lookupFlush) return this.lookupFlush.then(() => this.writeLookupsNow(paced));
     if (!this.takeLookups()) return Promise.resolve({ written: true });
+    this.lookupHurry = !paced;
     this.lookupFlush = new Promise<void>((resolve) => {
       const next = () => {
-        if (this.writeLookupSlice()) setImmediate(next);
-        else resolve();
+        const t0 = performance.now();
+        if (!this.writeLookupSlice()) {
+          resolve();
+          return;
+        }
+        if (this.lookupHurry) setImmediate(next);
+        else setTimeout(next, Math.max(1, Math.ceil(3 * (performance.now() - t0))));
       };
       next();
     }).finally(() => {

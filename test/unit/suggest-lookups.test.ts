@@ -278,6 +278,39 @@ describe('the store component aggregates lookups per day and asker, bounded', ()
     assert.deepEqual(appends.at(-1)?.names, ['late.example.com']);
   });
 
+  it('the timer\'s lookup writes take at most a quarter of the event loop: each slice is followed by a pause three times its length (the guard answers meanwhile)', async () => {
+    const store = new MemoryStore();
+    const spans: { start: number; end: number }[] = [];
+    const append = store.append.bind(store);
+    store.append = (events, counters, lookups) => {
+      if ((lookups?.length ?? 0) > 0) {
+        const start = performance.now();
+        while (performance.now() - start < 4) {
+          /* a slow disk: 4 ms a slice */
+        }
+        spans.push({ start, end: performance.now() });
+      }
+      append(events, counters, lookups);
+    };
+    const rt = { metrics: new Registry(), control: { handle: () => undefined }, log: () => undefined } as unknown as Runtime;
+    const c = new EventStoreComponent({ open: () => store, counters: () => ({ ...ZERO_COUNTERS }), flushMs: 10, lookupFlushMs: 100, lookupSlice: 7 });
+    await c.start(rt);
+    const e = (name: string): DnsQueryEvent => ({ time: T0, transport: 'udp', client: { address: '198.18.0.2', port: 40000, uid: 1000 }, name, type: 1, verdict: 'allowed', rules: [], rcode: 0, answers: [], dropped: [], latencyMs: 0 });
+    try {
+      for (let i = 0; i < 35; i++) publishDnsQuery(e(`p${i}.example.com`));
+      const deadline = Date.now() + 5_000;
+      while (spans.length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(spans.length, 5, 'five slices of 7');
+      for (let i = 1; i < spans.length; i++) {
+        const prev = spans[i - 1] as { start: number; end: number };
+        const gap = (spans[i] as { start: number }).start - prev.end;
+        assert.ok(gap >= 2.5 * (prev.end - prev.start), `slice ${i} came ${gap.toFixed(1)} ms after a ${(prev.end - prev.start).toFixed(1)} ms slice`);
+      }
+    } finally {
+      await c.stop();
+    }
+  });
+
   it('one row per day, name and asker (counts add up); distinct rows past the day\'s bound are dropped and counted', async () => {
     const store = new MemoryStore();
     const handlers = new Map<string, unknown>();
