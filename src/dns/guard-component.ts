@@ -245,8 +245,11 @@ export class GuardComponent implements Component {
       identify: async (c: Client) => (await this.attribution.identify([c]))[0],
     };
     if (this.guard) this.guard.deps = deps;
-    else this.guard = new DnsGuard(deps);
-    if (this.fastAnswers) this.guard.attachFast(this.fastAnswers);
+    else {
+      this.guard = new DnsGuard(deps);
+      // Once: a reload's new dependencies empty the table themselves (the deps setter).
+      if (this.fastAnswers) this.guard.attachFast(this.fastAnswers);
+    }
     this.passive.setResolvers(this.trustedResolvers(policy));
     // Deny rules' names are resolved by the guard itself, so the kernel half of each deny is filled.
     this.refresher ??= new DenyRefresher(this.guard);
